@@ -1,0 +1,29 @@
+//! Aula's domain: aggregates, commands, events, validated values and business rules.
+//!
+//! **Boundary:** pure. No I/O, no clock, no randomness: time, ids and hashes arrive in
+//! commands, policy values through each aggregate's `Services`. Infrastructure (event
+//! store, HTTP, e-mail) lives in other crates and depends on this one, never the reverse.
+//!
+//! Aggregates and their `TYPE`: [`user::User`] (`user`),
+//! [`institution::Institution`] (`institution`), [`student::Student`] (`student`),
+//! [`teacher::Teacher`] (`teacher`), [`course::Course`] (`course`),
+//! [`exam_grade::ExamGrade`] (`exam_grade`).
+//!
+//! **Invariant:** the stored event format is a contract. Events are internally tagged JSON
+//! (`{"type": "<EventType>", ...}`), event type names are unique across aggregates, and a
+//! payload change bumps `event_version` and adds an upcaster to [`upcasters()`].
+
+pub mod catalog;
+pub mod course;
+pub mod errors;
+pub mod exam_grade;
+pub mod institution;
+mod samples;
+pub mod student;
+pub mod teacher;
+mod upcasting;
+pub mod user;
+pub mod values;
+
+pub use errors::{Rejection, RejectionKind};
+pub use upcasting::upcasters;

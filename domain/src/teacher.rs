@@ -1,0 +1,158 @@
+//! The `Teacher` aggregate: a person teaching at an institution. Its login account is a
+//! separate [`crate::user::User`] (role `Teacher`) that the caller creates; the teacher
+//! only carries its `user_id`.
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+use crate::errors::{impl_rejection, RejectionKind};
+use crate::values::{Email, InstitutionId, PersonName, UserId};
+
+/// The teacher aggregate needs no external services.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TeacherServices;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TeacherCommand {
+    /// Actor: an institution manager (or the demo-data seeding task).
+    CreateTeacher {
+        institution_id: InstitutionId,
+        user_id: UserId,
+        name: PersonName,
+        email: Email,
+    },
+}
+
+/// Events of the `teacher` aggregate, internally tagged: `{"type": ..., ...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum TeacherEvent {
+    TeacherCreated {
+        institution_id: InstitutionId,
+        user_id: UserId,
+        name: PersonName,
+        email: Email,
+    },
+}
+
+impl DomainEvent for TeacherEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::TeacherCreated { .. } => "TeacherCreated",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TeacherError {
+    #[error("the teacher already exists")]
+    AlreadyExists,
+}
+
+impl TeacherError {
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Self::AlreadyExists => "TEACHER_ALREADY_EXISTS",
+        }
+    }
+
+    pub const fn kind(&self) -> RejectionKind {
+        match self {
+            Self::AlreadyExists => RejectionKind::Conflict,
+        }
+    }
+}
+
+impl_rejection!(TeacherError);
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Teacher {
+    institution_id: Option<InstitutionId>,
+    user_id: Option<UserId>,
+    name: Option<PersonName>,
+    email: Option<Email>,
+}
+
+impl Teacher {
+    pub fn institution_id(&self) -> Option<InstitutionId> {
+        self.institution_id
+    }
+    pub fn user_id(&self) -> Option<UserId> {
+        self.user_id
+    }
+    pub fn name(&self) -> Option<&PersonName> {
+        self.name.as_ref()
+    }
+    pub fn email(&self) -> Option<&Email> {
+        self.email.as_ref()
+    }
+}
+
+impl Aggregate for Teacher {
+    const TYPE: &'static str = "teacher";
+    type Command = TeacherCommand;
+    type Event = TeacherEvent;
+    type Error = TeacherError;
+    type Services = TeacherServices;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        match command {
+            TeacherCommand::CreateTeacher {
+                institution_id,
+                user_id,
+                name,
+                email,
+            } => {
+                if self.institution_id.is_some() {
+                    return Err(TeacherError::AlreadyExists);
+                }
+                let event = TeacherEvent::TeacherCreated {
+                    institution_id,
+                    user_id,
+                    name,
+                    email,
+                };
+                sink.write(event, self).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            TeacherEvent::TeacherCreated {
+                institution_id,
+                user_id,
+                name,
+                email,
+            } => {
+                self.institution_id = Some(institution_id);
+                self.user_id = Some(user_id);
+                self.name = Some(name);
+                self.email = Some(email);
+            }
+        }
+    }
+}
+
+/// One instance of every [`TeacherEvent`] variant (catalog and round-trip tests).
+pub fn sample_events() -> Vec<TeacherEvent> {
+    use crate::samples::*;
+    vec![TeacherEvent::TeacherCreated {
+        institution_id: institution_id(),
+        user_id: user_id(),
+        name: PersonName::parse("Grace Hopper").expect("valid literal"),
+        email: Email::parse("grace@example.org").expect("valid literal"),
+    }]
+}

@@ -1,0 +1,37 @@
+//! Upcasters that turn stored payloads of older event versions into the current shape
+//! before they are deserialized. One list serves every aggregate: each upcaster filters on
+//! the event type, and event type names are unique across aggregates (a catalog test
+//! checks that).
+
+use cqrs_es::persist::{EventUpcaster, SemanticVersionEventUpcaster};
+use serde_json::Value;
+
+use crate::student::STUDENT_CREATED_VERSION;
+
+/// Every upcaster, for the event store (`PostgresEventRepository::with_upcasters` or
+/// equivalent). Each one applies to payloads of its event type with a version older than
+/// its target; they run in order, so a chain 1.0 → 2.0 → 3.0 is listed oldest first.
+pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
+    vec![Box::new(SemanticVersionEventUpcaster::new(
+        "StudentCreated",
+        STUDENT_CREATED_VERSION,
+        Box::new(student_created_v1_to_v2),
+    ))]
+}
+
+/// `StudentCreated` 1.0 → 2.0: the field `full_name` became `name`, and the e-mail is
+/// stored normalized (trimmed, lower-case) like every [`crate::values::Email`].
+///
+/// Must not panic: a payload it cannot make sense of is passed on unchanged, and the
+/// deserialization that follows reports it as a store error with context.
+fn student_created_v1_to_v2(mut payload: Value) -> Value {
+    if let Some(fields) = payload.as_object_mut() {
+        if let Some(full_name) = fields.remove("full_name") {
+            fields.entry("name").or_insert(full_name);
+        }
+        if let Some(Value::String(email)) = fields.get_mut("email") {
+            *email = email.trim().to_lowercase();
+        }
+    }
+    payload
+}

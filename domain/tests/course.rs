@@ -1,0 +1,517 @@
+//! Given/when/then tests of the `Course` enrollment aggregate: every command and
+//! rejection, and the capacity invariant.
+
+use aula_domain::course::{
+    Course, CourseCommand, CourseEvent, CourseServices, DeclineReason, EnrollmentError,
+};
+use aula_domain::errors::RejectionKind;
+use aula_domain::values::{
+    ApplicationId, BirthDate, CampusId, Capacity, CourseName, Email, InstitutionId, PersonName,
+};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::test::TestFramework;
+use cqrs_es::Aggregate;
+use uuid::Uuid;
+
+type CourseTest = TestFramework<Course>;
+
+fn framework() -> CourseTest {
+    CourseTest::with(CourseServices)
+}
+
+fn institution_id() -> InstitutionId {
+    InstitutionId::from_uuid(Uuid::from_u128(2))
+}
+
+fn campus_id() -> CampusId {
+    CampusId::from_uuid(Uuid::from_u128(3))
+}
+
+fn app(n: u128) -> ApplicationId {
+    ApplicationId::from_uuid(Uuid::from_u128(0x700 + n))
+}
+
+fn today() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 2, 3).unwrap()
+}
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 2, 3, 9, 0, 0).unwrap()
+}
+
+fn birth_date() -> BirthDate {
+    BirthDate::parse(NaiveDate::from_ymd_opt(2008, 3, 14).unwrap(), today()).unwrap()
+}
+
+fn applicant_email(n: u128) -> Email {
+    Email::parse(&format!("applicant{n}@example.org")).unwrap()
+}
+
+fn applicant_name() -> PersonName {
+    PersonName::parse("Ada Lovelace").unwrap()
+}
+
+fn capacity(seats: u32) -> Capacity {
+    Capacity::new(seats).unwrap()
+}
+
+fn opened(seats: u32) -> CourseEvent {
+    CourseEvent::CourseOpened {
+        institution_id: institution_id(),
+        campus_id: campus_id(),
+        name: CourseName::parse("Física I").unwrap(),
+        capacity: capacity(seats),
+    }
+}
+
+/// An application `n`, using e-mail `email_n`.
+fn requested(n: u128, email_n: u128) -> CourseEvent {
+    CourseEvent::EnrollmentRequested {
+        application_id: app(n),
+        name: applicant_name(),
+        birth_date: birth_date(),
+        email: applicant_email(email_n),
+        requested_at: now(),
+    }
+}
+
+fn enrolled(n: u128, email_n: u128) -> CourseEvent {
+    CourseEvent::StudentEnrolled {
+        application_id: app(n),
+        name: applicant_name(),
+        email: applicant_email(email_n),
+        birth_date: birth_date(),
+        age_years: 17,
+        enrolled_on: today(),
+        campus_id: campus_id(),
+        institution_id: institution_id(),
+    }
+}
+
+fn declined(n: u128, email_n: u128, reason: DeclineReason) -> CourseEvent {
+    CourseEvent::EnrollmentDeclined {
+        application_id: app(n),
+        name: applicant_name(),
+        email: applicant_email(email_n),
+        reason,
+    }
+}
+
+fn cancelled(n: u128, email_n: u128) -> CourseEvent {
+    CourseEvent::EnrollmentCancelled {
+        application_id: app(n),
+        email: applicant_email(email_n),
+        age_years: 17,
+        campus_id: campus_id(),
+        institution_id: institution_id(),
+        cancelled_on: today(),
+    }
+}
+
+fn decide(n: u128) -> CourseCommand {
+    CourseCommand::DecideEnrollment {
+        application_id: app(n),
+        today: today(),
+    }
+}
+
+fn request(n: u128, email_n: u128) -> CourseCommand {
+    CourseCommand::RequestEnrollment {
+        application_id: app(n),
+        name: applicant_name(),
+        birth_date: birth_date(),
+        email: applicant_email(email_n),
+        requested_at: now(),
+    }
+}
+
+fn cancel(n: u128) -> CourseCommand {
+    CourseCommand::CancelEnrollment {
+        application_id: app(n),
+        at: now(),
+    }
+}
+
+// --- OpenCourse ---
+
+#[test]
+fn opening_a_course_records_it() {
+    framework()
+        .given_no_previous_events()
+        .when(CourseCommand::OpenCourse {
+            institution_id: institution_id(),
+            campus_id: campus_id(),
+            name: CourseName::parse("Física I").unwrap(),
+            capacity: capacity(2),
+        })
+        .then_expect_events(vec![opened(2)]);
+}
+
+#[test]
+fn opening_twice_is_rejected() {
+    framework()
+        .given(vec![opened(2)])
+        .when(CourseCommand::OpenCourse {
+            institution_id: institution_id(),
+            campus_id: campus_id(),
+            name: CourseName::parse("Física I").unwrap(),
+            capacity: capacity(2),
+        })
+        .then_expect_error(EnrollmentError::AlreadyOpened);
+}
+
+// --- RequestEnrollment ---
+
+#[test]
+fn a_request_is_recorded_at_once() {
+    framework()
+        .given(vec![opened(2)])
+        .when(request(1, 1))
+        .then_expect_events(vec![requested(1, 1)]);
+}
+
+#[test]
+fn a_request_is_recorded_even_when_the_class_is_full() {
+    framework()
+        .given(vec![opened(1), requested(1, 1), enrolled(1, 1)])
+        .when(request(2, 2))
+        .then_expect_events(vec![requested(2, 2)]);
+}
+
+#[test]
+fn a_request_for_an_unknown_course_is_not_found() {
+    framework()
+        .given_no_previous_events()
+        .when(request(1, 1))
+        .then_expect_error(EnrollmentError::CourseNotFound);
+}
+
+#[test]
+fn reusing_an_application_id_is_rejected() {
+    framework()
+        .given(vec![opened(2), requested(1, 1)])
+        .when(request(1, 1))
+        .then_expect_error(EnrollmentError::ApplicationAlreadyExists);
+}
+
+// --- DecideEnrollment ---
+
+#[test]
+fn deciding_with_a_free_seat_enrolls_with_the_age_on_that_day() {
+    framework()
+        .given(vec![opened(2), requested(1, 1)])
+        .when(decide(1))
+        .then_expect_events(vec![enrolled(1, 1)]);
+}
+
+#[test]
+fn the_age_is_counted_on_the_decision_day() {
+    let events = framework()
+        .given(vec![opened(2), requested(1, 1)])
+        .when(CourseCommand::DecideEnrollment {
+            application_id: app(1),
+            today: NaiveDate::from_ymd_opt(2026, 3, 14).unwrap(),
+        })
+        .inspect_result()
+        .unwrap();
+    match events.as_slice() {
+        [CourseEvent::StudentEnrolled { age_years, .. }] => assert_eq!(*age_years, 18),
+        other => panic!("expected one StudentEnrolled, got {other:?}"),
+    }
+}
+
+#[test]
+fn deciding_when_the_class_is_full_declines() {
+    framework()
+        .given(vec![
+            opened(1),
+            requested(1, 1),
+            requested(2, 2),
+            enrolled(1, 1),
+        ])
+        .when(decide(2))
+        .then_expect_events(vec![declined(2, 2, DeclineReason::ClassFull)]);
+}
+
+#[test]
+fn deciding_for_an_email_already_enrolled_declines() {
+    framework()
+        .given(vec![
+            opened(5),
+            requested(1, 1),
+            requested(2, 1),
+            enrolled(1, 1),
+        ])
+        .when(decide(2))
+        .then_expect_events(vec![declined(2, 1, DeclineReason::AlreadyEnrolled)]);
+}
+
+#[test]
+fn deciding_after_the_course_closed_declines() {
+    framework()
+        .given(vec![opened(5), requested(1, 1), CourseEvent::CourseClosed])
+        .when(decide(1))
+        .then_expect_events(vec![declined(1, 1, DeclineReason::CourseClosed)]);
+}
+
+#[test]
+fn a_cancelled_seat_can_be_taken_again() {
+    framework()
+        .given(vec![
+            opened(1),
+            requested(1, 1),
+            requested(2, 2),
+            enrolled(1, 1),
+            cancelled(1, 1),
+        ])
+        .when(decide(2))
+        .then_expect_events(vec![enrolled(2, 2)]);
+}
+
+#[test]
+fn deciding_twice_is_reported_as_already_decided() {
+    framework()
+        .given(vec![opened(2), requested(1, 1), enrolled(1, 1)])
+        .when(decide(1))
+        .then_expect_error(EnrollmentError::AlreadyDecided);
+}
+
+#[test]
+fn deciding_a_declined_application_again_is_already_decided() {
+    framework()
+        .given(vec![
+            opened(1),
+            requested(1, 1),
+            declined(1, 1, DeclineReason::ClassFull),
+        ])
+        .when(decide(1))
+        .then_expect_error(EnrollmentError::AlreadyDecided);
+}
+
+#[test]
+fn deciding_an_unknown_application_is_not_found() {
+    framework()
+        .given(vec![opened(2)])
+        .when(decide(9))
+        .then_expect_error(EnrollmentError::ApplicationNotFound);
+}
+
+#[test]
+fn deciding_in_an_unknown_course_is_not_found() {
+    framework()
+        .given_no_previous_events()
+        .when(decide(1))
+        .then_expect_error(EnrollmentError::CourseNotFound);
+}
+
+#[tokio::test]
+async fn decisions_never_exceed_capacity() {
+    // Ten applications for three seats, decided one after another on the same state, as
+    // the event store's optimistic concurrency serializes concurrent workers.
+    let mut course = Course::default();
+    course.apply(opened(3));
+    for n in 0..10 {
+        course.apply(requested(n, n));
+    }
+    let mut enrolled_count = 0;
+    for n in 0..10 {
+        let sink = EventSink::default();
+        course
+            .handle(decide(n), &CourseServices, &sink)
+            .await
+            .unwrap();
+        let events = sink.collect().await;
+        enrolled_count += events
+            .iter()
+            .filter(|event| matches!(event, CourseEvent::StudentEnrolled { .. }))
+            .count();
+    }
+    assert_eq!(enrolled_count, 3);
+    assert_eq!(course.enrolled_count(), 3);
+    assert!(course.pending().is_empty());
+}
+
+// --- CancelEnrollment ---
+
+#[test]
+fn cancelling_frees_the_seat_and_carries_the_age() {
+    framework()
+        .given(vec![opened(2), requested(1, 1), enrolled(1, 1)])
+        .when(cancel(1))
+        .then_expect_events(vec![cancelled(1, 1)]);
+}
+
+#[test]
+fn cancelling_twice_is_rejected() {
+    framework()
+        .given(vec![
+            opened(2),
+            requested(1, 1),
+            enrolled(1, 1),
+            cancelled(1, 1),
+        ])
+        .when(cancel(1))
+        .then_expect_error(EnrollmentError::AlreadyCancelled);
+}
+
+#[test]
+fn cancelling_a_pending_or_declined_application_is_rejected() {
+    framework()
+        .given(vec![opened(2), requested(1, 1)])
+        .when(cancel(1))
+        .then_expect_error(EnrollmentError::NotEnrolled);
+    framework()
+        .given(vec![
+            opened(2),
+            requested(1, 1),
+            declined(1, 1, DeclineReason::ClassFull),
+        ])
+        .when(cancel(1))
+        .then_expect_error(EnrollmentError::NotEnrolled);
+}
+
+#[test]
+fn cancelling_an_unknown_application_is_not_found() {
+    framework()
+        .given(vec![opened(2)])
+        .when(cancel(9))
+        .then_expect_error(EnrollmentError::ApplicationNotFound);
+}
+
+#[test]
+fn cancelling_in_an_unknown_course_is_not_found() {
+    framework()
+        .given_no_previous_events()
+        .when(cancel(1))
+        .then_expect_error(EnrollmentError::CourseNotFound);
+}
+
+// --- ChangeCapacity ---
+
+#[test]
+fn changing_capacity_records_from_and_to() {
+    framework()
+        .given(vec![opened(2)])
+        .when(CourseCommand::ChangeCapacity {
+            capacity: capacity(5),
+        })
+        .then_expect_events(vec![CourseEvent::CapacityChanged {
+            from: capacity(2),
+            to: capacity(5),
+        }]);
+}
+
+#[test]
+fn capacity_may_shrink_down_to_the_enrolled_count() {
+    framework()
+        .given(vec![opened(5), requested(1, 1), enrolled(1, 1)])
+        .when(CourseCommand::ChangeCapacity {
+            capacity: capacity(1),
+        })
+        .then_expect_events(vec![CourseEvent::CapacityChanged {
+            from: capacity(5),
+            to: capacity(1),
+        }]);
+}
+
+#[test]
+fn capacity_below_the_enrolled_count_is_rejected() {
+    framework()
+        .given(vec![
+            opened(5),
+            requested(1, 1),
+            requested(2, 2),
+            enrolled(1, 1),
+            enrolled(2, 2),
+        ])
+        .when(CourseCommand::ChangeCapacity {
+            capacity: capacity(1),
+        })
+        .then_expect_error(EnrollmentError::CapacityBelowEnrolled { enrolled: 2 });
+}
+
+#[test]
+fn setting_the_same_capacity_records_nothing() {
+    framework()
+        .given(vec![opened(5)])
+        .when(CourseCommand::ChangeCapacity {
+            capacity: capacity(5),
+        })
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn changing_capacity_of_a_closed_course_is_rejected() {
+    framework()
+        .given(vec![opened(5), CourseEvent::CourseClosed])
+        .when(CourseCommand::ChangeCapacity {
+            capacity: capacity(6),
+        })
+        .then_expect_error(EnrollmentError::CourseClosed);
+}
+
+#[test]
+fn changing_capacity_of_an_unknown_course_is_not_found() {
+    framework()
+        .given_no_previous_events()
+        .when(CourseCommand::ChangeCapacity {
+            capacity: capacity(6),
+        })
+        .then_expect_error(EnrollmentError::CourseNotFound);
+}
+
+// --- CloseCourse ---
+
+#[test]
+fn closing_records_it() {
+    framework()
+        .given(vec![opened(5)])
+        .when(CourseCommand::CloseCourse)
+        .then_expect_events(vec![CourseEvent::CourseClosed]);
+}
+
+#[test]
+fn closing_twice_is_rejected() {
+    framework()
+        .given(vec![opened(5), CourseEvent::CourseClosed])
+        .when(CourseCommand::CloseCourse)
+        .then_expect_error(EnrollmentError::CourseClosed);
+}
+
+#[test]
+fn closing_an_unknown_course_is_not_found() {
+    framework()
+        .given_no_previous_events()
+        .when(CourseCommand::CloseCourse)
+        .then_expect_error(EnrollmentError::CourseNotFound);
+}
+
+// --- state and errors ---
+
+#[test]
+fn state_snapshots_round_trip() {
+    let mut course = Course::default();
+    for event in [opened(2), requested(1, 1), requested(2, 2), enrolled(1, 1)] {
+        course.apply(event);
+    }
+    let snapshot = serde_json::to_value(&course).unwrap();
+    assert_eq!(serde_json::from_value::<Course>(snapshot).unwrap(), course);
+}
+
+#[test]
+fn errors_have_stable_codes_and_kinds() {
+    assert_eq!(
+        EnrollmentError::AlreadyDecided.code(),
+        "APPLICATION_ALREADY_DECIDED"
+    );
+    assert_eq!(
+        EnrollmentError::AlreadyDecided.kind(),
+        RejectionKind::Conflict
+    );
+    assert_eq!(EnrollmentError::CourseNotFound.code(), "COURSE_NOT_FOUND");
+    assert_eq!(
+        EnrollmentError::CourseNotFound.kind(),
+        RejectionKind::NotFound
+    );
+}

@@ -1,0 +1,139 @@
+//! Given/when/then tests of the `ExamGrade` aggregate.
+
+use aula_domain::errors::RejectionKind;
+use aula_domain::exam_grade::{
+    ExamGrade, ExamGradeCommand, ExamGradeError, ExamGradeEvent, ExamGradeServices,
+};
+use aula_domain::values::{CourseId, ExamName, GradeNote, InstitutionId, StudentId, TeacherId};
+use chrono::{DateTime, TimeZone, Utc};
+use cqrs_es::test::TestFramework;
+use uuid::Uuid;
+
+type ExamGradeTest = TestFramework<ExamGrade>;
+
+fn framework() -> ExamGradeTest {
+    ExamGradeTest::with(ExamGradeServices)
+}
+
+fn at() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 2, 3, 10, 0, 0).unwrap()
+}
+
+fn teacher() -> TeacherId {
+    TeacherId::from_uuid(Uuid::from_u128(6))
+}
+
+fn note(raw: &str) -> GradeNote {
+    GradeNote::parse(raw).unwrap()
+}
+
+fn record(raw: &str) -> ExamGradeCommand {
+    ExamGradeCommand::RecordNote {
+        institution_id: InstitutionId::from_uuid(Uuid::from_u128(2)),
+        course_id: CourseId::from_uuid(Uuid::from_u128(4)),
+        student_id: StudentId::from_uuid(Uuid::from_u128(5)),
+        teacher_id: teacher(),
+        exam_name: ExamName::parse("Midterm").unwrap(),
+        note: note(raw),
+        at: at(),
+    }
+}
+
+fn added(raw: &str) -> ExamGradeEvent {
+    ExamGradeEvent::ExamGradeNoteAdded {
+        institution_id: InstitutionId::from_uuid(Uuid::from_u128(2)),
+        course_id: CourseId::from_uuid(Uuid::from_u128(4)),
+        student_id: StudentId::from_uuid(Uuid::from_u128(5)),
+        teacher_id: teacher(),
+        exam_name: ExamName::parse("Midterm").unwrap(),
+        note: note(raw),
+        at: at(),
+    }
+}
+
+fn change(raw: &str) -> ExamGradeCommand {
+    ExamGradeCommand::ChangeNote {
+        note: note(raw),
+        teacher_id: teacher(),
+        at: at(),
+    }
+}
+
+#[test]
+fn recording_a_note_records_it() {
+    framework()
+        .given_no_previous_events()
+        .when(record("7.5"))
+        .then_expect_events(vec![added("7.50")]);
+}
+
+#[test]
+fn recording_twice_is_rejected() {
+    framework()
+        .given(vec![added("7.5")])
+        .when(record("8"))
+        .then_expect_error(ExamGradeError::AlreadyRecorded);
+}
+
+#[test]
+fn changing_a_note_records_from_and_to() {
+    framework()
+        .given(vec![added("7.5")])
+        .when(change("8.25"))
+        .then_expect_events(vec![ExamGradeEvent::ExamGradeNoteChanged {
+            from: note("7.5"),
+            to: note("8.25"),
+            teacher_id: teacher(),
+            at: at(),
+        }]);
+}
+
+#[test]
+fn changing_from_the_latest_value() {
+    framework()
+        .given(vec![
+            added("7.5"),
+            ExamGradeEvent::ExamGradeNoteChanged {
+                from: note("7.5"),
+                to: note("9"),
+                teacher_id: teacher(),
+                at: at(),
+            },
+        ])
+        .when(change("10"))
+        .then_expect_events(vec![ExamGradeEvent::ExamGradeNoteChanged {
+            from: note("9"),
+            to: note("10"),
+            teacher_id: teacher(),
+            at: at(),
+        }]);
+}
+
+#[test]
+fn changing_to_the_same_note_records_nothing() {
+    framework()
+        .given(vec![added("7.5")])
+        .when(change("7.50"))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn changing_an_unrecorded_note_is_not_found() {
+    framework()
+        .given_no_previous_events()
+        .when(change("7"))
+        .then_expect_error(ExamGradeError::NotFound);
+}
+
+#[test]
+fn errors_have_stable_codes_and_kinds() {
+    assert_eq!(
+        ExamGradeError::AlreadyRecorded.code(),
+        "EXAM_GRADE_ALREADY_RECORDED"
+    );
+    assert_eq!(
+        ExamGradeError::AlreadyRecorded.kind(),
+        RejectionKind::Conflict
+    );
+    assert_eq!(ExamGradeError::NotFound.kind(), RejectionKind::NotFound);
+}

@@ -1,0 +1,198 @@
+//! Given/when/then tests of the `Institution` aggregate: every command and rejection.
+
+use aula_domain::errors::RejectionKind;
+use aula_domain::institution::{
+    Institution, InstitutionCommand, InstitutionError, InstitutionEvent, InstitutionServices,
+};
+use aula_domain::values::{
+    CampusId, CampusName, Capacity, CityName, CourseId, CourseName, InstitutionName, UserId,
+};
+use cqrs_es::test::TestFramework;
+use uuid::Uuid;
+
+type InstitutionTest = TestFramework<Institution>;
+
+fn framework() -> InstitutionTest {
+    InstitutionTest::with(InstitutionServices)
+}
+
+fn campus_id(n: u128) -> CampusId {
+    CampusId::from_uuid(Uuid::from_u128(0x100 + n))
+}
+
+fn course_id(n: u128) -> CourseId {
+    CourseId::from_uuid(Uuid::from_u128(0x200 + n))
+}
+
+fn created() -> InstitutionEvent {
+    InstitutionEvent::InstitutionCreated {
+        name: InstitutionName::parse("Escola Aurora").unwrap(),
+        manager_user_id: UserId::from_uuid(Uuid::from_u128(1)),
+    }
+}
+
+fn campus(n: u128, name: &str) -> InstitutionEvent {
+    InstitutionEvent::CampusCreated {
+        campus_id: campus_id(n),
+        name: CampusName::parse(name).unwrap(),
+        city: CityName::parse("Recife").unwrap(),
+    }
+}
+
+fn create_campus(n: u128, name: &str) -> InstitutionCommand {
+    InstitutionCommand::CreateCampus {
+        campus_id: campus_id(n),
+        name: CampusName::parse(name).unwrap(),
+        city: CityName::parse("Recife").unwrap(),
+    }
+}
+
+fn offered(course: u128, campus: u128, name: &str) -> InstitutionEvent {
+    InstitutionEvent::CourseOffered {
+        course_id: course_id(course),
+        campus_id: campus_id(campus),
+        name: CourseName::parse(name).unwrap(),
+        capacity: Capacity::new(30).unwrap(),
+    }
+}
+
+fn offer(course: u128, campus: u128, name: &str) -> InstitutionCommand {
+    InstitutionCommand::OfferCourse {
+        course_id: course_id(course),
+        campus_id: campus_id(campus),
+        name: CourseName::parse(name).unwrap(),
+        capacity: Capacity::new(30).unwrap(),
+    }
+}
+
+#[test]
+fn creating_an_institution_records_it() {
+    framework()
+        .given_no_previous_events()
+        .when(InstitutionCommand::CreateInstitution {
+            name: InstitutionName::parse("Escola Aurora").unwrap(),
+            manager_user_id: UserId::from_uuid(Uuid::from_u128(1)),
+        })
+        .then_expect_events(vec![created()]);
+}
+
+#[test]
+fn creating_it_twice_is_rejected() {
+    framework()
+        .given(vec![created()])
+        .when(InstitutionCommand::CreateInstitution {
+            name: InstitutionName::parse("Other").unwrap(),
+            manager_user_id: UserId::from_uuid(Uuid::from_u128(1)),
+        })
+        .then_expect_error(InstitutionError::AlreadyExists);
+}
+
+#[test]
+fn creating_a_campus_records_it() {
+    framework()
+        .given(vec![created()])
+        .when(create_campus(1, "Centro"))
+        .then_expect_events(vec![campus(1, "Centro")]);
+}
+
+#[test]
+fn a_campus_needs_an_institution() {
+    framework()
+        .given_no_previous_events()
+        .when(create_campus(1, "Centro"))
+        .then_expect_error(InstitutionError::NotFound);
+}
+
+#[test]
+fn a_duplicate_campus_name_is_rejected_regardless_of_case() {
+    framework()
+        .given(vec![created(), campus(1, "Centro")])
+        .when(create_campus(2, "  CENTRO "))
+        .then_expect_error(InstitutionError::DuplicateCampusName);
+}
+
+#[test]
+fn a_duplicate_campus_id_is_rejected() {
+    framework()
+        .given(vec![created(), campus(1, "Centro")])
+        .when(create_campus(1, "Norte"))
+        .then_expect_error(InstitutionError::CampusAlreadyExists);
+}
+
+#[test]
+fn offering_a_course_records_it() {
+    framework()
+        .given(vec![created(), campus(1, "Centro")])
+        .when(offer(1, 1, "Física I"))
+        .then_expect_events(vec![offered(1, 1, "Física I")]);
+}
+
+#[test]
+fn the_same_course_name_may_exist_on_another_campus() {
+    framework()
+        .given(vec![
+            created(),
+            campus(1, "Centro"),
+            campus(2, "Norte"),
+            offered(1, 1, "Física I"),
+        ])
+        .when(offer(2, 2, "Física I"))
+        .then_expect_events(vec![offered(2, 2, "Física I")]);
+}
+
+#[test]
+fn offering_on_an_unknown_campus_is_rejected() {
+    framework()
+        .given(vec![created()])
+        .when(offer(1, 9, "Física I"))
+        .then_expect_error(InstitutionError::CampusNotFound);
+}
+
+#[test]
+fn offering_without_an_institution_is_not_found() {
+    framework()
+        .given_no_previous_events()
+        .when(offer(1, 1, "Física I"))
+        .then_expect_error(InstitutionError::NotFound);
+}
+
+#[test]
+fn a_duplicate_course_name_on_a_campus_is_rejected() {
+    framework()
+        .given(vec![
+            created(),
+            campus(1, "Centro"),
+            offered(1, 1, "Física I"),
+        ])
+        .when(offer(2, 1, "física i"))
+        .then_expect_error(InstitutionError::DuplicateCourseName);
+}
+
+#[test]
+fn a_duplicate_course_id_is_rejected() {
+    framework()
+        .given(vec![
+            created(),
+            campus(1, "Centro"),
+            offered(1, 1, "Física I"),
+        ])
+        .when(offer(1, 1, "Química"))
+        .then_expect_error(InstitutionError::CourseAlreadyExists);
+}
+
+#[test]
+fn errors_have_stable_codes_and_kinds() {
+    assert_eq!(InstitutionError::CampusNotFound.code(), "CAMPUS_NOT_FOUND");
+    assert_eq!(
+        InstitutionError::CampusNotFound.kind(),
+        RejectionKind::NotFound
+    );
+    assert_eq!(
+        InstitutionError::DuplicateCourseName.code(),
+        "DUPLICATE_COURSE_NAME"
+    );
+    assert_eq!(
+        InstitutionError::DuplicateCourseName.kind(),
+        RejectionKind::Conflict
+    );
+}

@@ -1,0 +1,22 @@
+//! Aula's event log: the PostgreSQL event store (cqrs-es aggregates persisted with
+//! postgres-es in event-store mode), the commit-ordered log reader, subscriptions with
+//! exactly-once checkpoints, and the private PostgreSQL used when no `DATABASE_URL`
+//! is configured.
+//!
+//! **Boundary:** this crate knows PostgreSQL and cqrs-es, not HTTP, GraphQL or any
+//! particular aggregate. The schema itself belongs to `aula-migrations`.
+
+pub mod db;
+pub mod local_pg;
+pub mod log;
+pub mod metadata;
+pub mod shutdown;
+pub mod store;
+pub mod subscription;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use log::{LogPosition, RecordedEvent};
+pub use metadata::{Actor, Cause, EventMetadata};
+pub use store::{Appended, CommandBus, CommandError, Committed, StoreError};
+pub use subscription::{Consumer, SubscriptionOptions, SubscriptionState, Wakeups};

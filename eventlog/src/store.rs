@@ -1,0 +1,274 @@
+//! Running commands against aggregates and appending their events.
+//!
+//! Aggregates are cqrs-es [`Aggregate`]s; they are loaded through postgres-es's
+//! repository in event-store mode (snapshots are broken in cqrs-es 0.5.0) with the
+//! domain's upcasters. The append is ours rather than `CqrsFramework::execute`'s for
+//! two reasons: callers need the global position and id of what was appended (for
+//! read-your-writes and causation), and a command that loses an optimistic
+//! concurrency race must be retried on fresh state, a bounded number of times.
+//!
+//! We deliberately register no cqrs-es `Query`: those run inline after commit and are
+//! lost on a crash. Read models and reactions read the log (see [`crate::subscription`]).
+//!
+//! **Invariant:** all events of one command are appended by one statement, so they
+//! commit together or not at all, and a concurrent writer of the same aggregate makes
+//! that statement fail on the `(aggregate_type, aggregate_id, sequence)` key.
+
+use std::time::Duration;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{EventUpcaster, PersistedEventStore, SerializedEvent};
+use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore};
+use postgres_es::PostgresEventRepository;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::metadata::EventMetadata;
+
+/// Where an appended event landed in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub event_id: Uuid,
+    pub global_position: i64,
+    pub sequence: i64,
+}
+
+/// The outcome of an accepted command.
+#[derive(Debug)]
+pub struct Committed<A: Aggregate> {
+    pub aggregate_id: String,
+    /// The events in the order they were decided; empty when the command decided
+    /// nothing needed to change.
+    pub events: Vec<A::Event>,
+    pub appended: Vec<Appended>,
+    /// How many attempts it took (1 unless it lost concurrency races).
+    pub attempts: u32,
+}
+
+impl<A: Aggregate> Committed<A> {
+    /// The global position of the last appended event, if any.
+    pub fn last_position(&self) -> Option<i64> {
+        self.appended.last().map(|a| a.global_position)
+    }
+}
+
+/// Infrastructure failure: the database or the stored data, never a business rule.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored events could not be read: {0}")]
+    Corrupt(String),
+    #[error("events could not be serialized: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Why a command did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error> {
+    /// The aggregate refused the command: a business rejection, not a failure.
+    #[error("rejected: {0}")]
+    Rejected(E),
+    /// Other writers kept changing the aggregate; every attempt lost the race.
+    #[error("the command lost {attempts} optimistic-concurrency races; retry later")]
+    Conflict { attempts: u32 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Executes commands for one aggregate type.
+pub struct CommandBus<A: Aggregate> {
+    pool: PgPool,
+    store: PersistedEventStore<PostgresEventRepository, A>,
+    services: A::Services,
+    max_attempts: u32,
+}
+
+const APPEND_SQL: &str = "
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload::json, $7::json
+FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[]) AS e(sequence, event_type, event_version, payload)
+RETURNING event_id, global_position, sequence";
+
+impl<A> CommandBus<A>
+where
+    A: Aggregate + 'static,
+    A::Command: Clone,
+{
+    pub fn new(pool: PgPool, services: A::Services) -> Self {
+        Self::with_upcasters(pool, services, Vec::new())
+    }
+
+    pub fn with_upcasters(
+        pool: PgPool,
+        services: A::Services,
+        upcasters: Vec<Box<dyn EventUpcaster>>,
+    ) -> Self {
+        let repository = PostgresEventRepository::new(pool.clone());
+        let store = PersistedEventStore::new_event_store(repository).with_upcasters(upcasters);
+        Self {
+            pool,
+            store,
+            services,
+            max_attempts: 8,
+        }
+    }
+
+    /// How many times a command is tried when it keeps losing concurrency races.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    pub fn services(&self) -> &A::Services {
+        &self.services
+    }
+
+    /// Loads the aggregate's current state (for queries that need the decision model).
+    pub async fn load(&self, aggregate_id: &str) -> Result<(A, usize), StoreError> {
+        let context = self
+            .store
+            .load_aggregate(aggregate_id)
+            .await
+            .map_err(load_error)?;
+        Ok((context.aggregate, context.current_sequence))
+    }
+
+    /// Loads the aggregate, lets it decide, appends what it decided. On a lost race
+    /// the whole cycle runs again on fresh state, with a short jittered pause.
+    pub async fn execute(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let metadata_json = serde_json::to_string(&metadata.to_map()).map_err(StoreError::from)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (mut aggregate, current_sequence) = self.load(aggregate_id).await?;
+            let sink = EventSink::<A>::default();
+            aggregate
+                .handle(command.clone(), &self.services, &sink)
+                .await
+                .map_err(CommandError::Rejected)?;
+            let events = sink.collect().await;
+            if events.is_empty() {
+                return Ok(Committed {
+                    aggregate_id: aggregate_id.to_owned(),
+                    events,
+                    appended: Vec::new(),
+                    attempts: attempt,
+                });
+            }
+            match self
+                .append(aggregate_id, current_sequence, &events, &metadata_json)
+                .await
+            {
+                Ok(appended) => {
+                    return Ok(Committed {
+                        aggregate_id: aggregate_id.to_owned(),
+                        events,
+                        appended,
+                        attempts: attempt,
+                    })
+                }
+                Err(AppendError::Conflict) if attempt < self.max_attempts => {
+                    tracing::debug!(
+                        aggregate = A::TYPE,
+                        aggregate_id,
+                        attempt,
+                        "lost a concurrency race; retrying"
+                    );
+                    backoff(attempt).await;
+                }
+                Err(AppendError::Conflict) => {
+                    return Err(CommandError::Conflict { attempts: attempt })
+                }
+                Err(AppendError::Store(e)) => return Err(CommandError::Store(e)),
+            }
+        }
+    }
+
+    async fn append(
+        &self,
+        aggregate_id: &str,
+        current_sequence: usize,
+        events: &[A::Event],
+        metadata_json: &str,
+    ) -> Result<Vec<Appended>, AppendError> {
+        let mut sequences = Vec::with_capacity(events.len());
+        let mut types = Vec::with_capacity(events.len());
+        let mut versions = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            sequences.push((current_sequence + index + 1) as i64);
+            types.push(event.event_type());
+            versions.push(event.event_version());
+            payloads.push(serde_json::to_string(event).map_err(StoreError::from)?);
+        }
+        let result: Result<Vec<(Uuid, i64, i64)>, sqlx::Error> = sqlx::query_as(APPEND_SQL)
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .bind(&sequences)
+            .bind(&types)
+            .bind(&versions)
+            .bind(&payloads)
+            .bind(metadata_json)
+            .fetch_all(&self.pool)
+            .await;
+        match result {
+            Ok(rows) => {
+                let mut appended: Vec<Appended> = rows
+                    .into_iter()
+                    .map(|(event_id, global_position, sequence)| Appended {
+                        event_id,
+                        global_position,
+                        sequence,
+                    })
+                    .collect();
+                // RETURNING gives no order guarantee.
+                appended.sort_by_key(|a| a.sequence);
+                Ok(appended)
+            }
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                Err(AppendError::Conflict)
+            }
+            Err(e) => Err(AppendError::Store(e.into())),
+        }
+    }
+}
+
+enum AppendError {
+    Conflict,
+    Store(StoreError),
+}
+
+impl From<StoreError> for AppendError {
+    fn from(error: StoreError) -> Self {
+        AppendError::Store(error)
+    }
+}
+
+fn load_error<E: std::error::Error>(error: AggregateError<E>) -> StoreError {
+    match error {
+        AggregateError::DatabaseConnectionError(e) => match e.downcast::<sqlx::Error>() {
+            Ok(e) => StoreError::Database(*e),
+            Err(e) => StoreError::Corrupt(e.to_string()),
+        },
+        other => StoreError::Corrupt(other.to_string()),
+    }
+}
+
+async fn backoff(attempt: u32) {
+    use rand::Rng;
+    let base = 2u64.saturating_pow(attempt.min(6));
+    let jitter = rand::thread_rng().gen_range(0..=base);
+    tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+}
+
+/// Turns a stored row back into a cqrs-es envelope (used by readers that want typed
+/// events; upcasting must already have happened).
+pub fn envelope<A: Aggregate>(event: SerializedEvent) -> Result<EventEnvelope<A>, StoreError> {
+    EventEnvelope::<A>::try_from(event).map_err(|e| StoreError::Corrupt(e.to_string()))
+}

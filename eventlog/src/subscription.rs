@@ -1,0 +1,421 @@
+//! Subscriptions: a named consumer of the log, fed in commit order, exactly once.
+//!
+//! A subscription reads a batch after its checkpoint (see [`crate::log`]), opens a
+//! transaction, lets the consumer write whatever it derives from the batch, moves the
+//! checkpoint in that same transaction and commits. So the consumer's effects and the
+//! checkpoint commit together or not at all: a crash mid-batch loses nothing and
+//! repeats nothing.
+//!
+//! **Invariant:** one active instance per subscription name across all processes. The
+//! instance that holds a session-level advisory lock on its own dedicated connection is
+//! active, and every batch transaction runs *on that connection*. If the connection
+//! dies, the lock is released and so is any uncommitted batch; the standby that takes
+//! the lock next starts from the committed checkpoint. The batch transaction also
+//! locks the checkpoint row and checks it still holds the position this instance last
+//! wrote (compare-and-set), as a second fence.
+//!
+//! Wake-ups come from LISTEN/NOTIFY (one listening connection per process, see
+//! [`Wakeups`]), with polling as the fallback. A consumer that fails is retried with
+//! exponential backoff, one event at a time so the failure names its event; the
+//! subscription never skips it. Its error is visible in `subscription_checkpoints`.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool};
+use sqlx::{Connection, PgConnection};
+use tokio::sync::watch;
+
+use crate::log::{read_batch, LogPosition, RecordedEvent};
+use crate::shutdown::Shutdown;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a subscription feeds. Implementations write only through `tx`; anything else
+/// they do is not covered by the exactly-once guarantee.
+#[async_trait::async_trait]
+pub trait Consumer: Send + 'static {
+    /// Handles `events` (non-empty, in commit order) inside the batch transaction.
+    /// Returning an error rolls the whole batch back; it will be offered again.
+    async fn handle(
+        &mut self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError>;
+}
+
+/// Tunables of one subscription.
+#[derive(Debug, Clone)]
+pub struct SubscriptionOptions {
+    pub name: String,
+    pub batch_size: i64,
+    /// Fallback poll when no notification arrives.
+    pub poll_interval: Duration,
+    /// How often a standby instance tries to become active.
+    pub standby_interval: Duration,
+    /// Cap of the backoff after consumer or database failures.
+    pub max_backoff: Duration,
+}
+
+impl SubscriptionOptions {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            batch_size: 1000,
+            poll_interval: Duration::from_millis(500),
+            standby_interval: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What an instance of a subscription is doing now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionState {
+    Starting,
+    /// Another instance holds the lock; this one waits to take over.
+    Standby,
+    /// Holds the lock and consumes.
+    Active {
+        position: LogPosition,
+    },
+    /// Holds the lock; the consumer keeps failing on the event at `position`.
+    Failing {
+        global_position: i64,
+        error: String,
+    },
+    /// The database is unreachable; retrying.
+    Disconnected,
+    Stopped,
+}
+
+/// A running subscription instance.
+pub struct SubscriptionHandle {
+    pub state: watch::Receiver<SubscriptionState>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Broadcasts "the log may have grown" to every subscription of this process.
+#[derive(Clone)]
+pub struct Wakeups {
+    rx: watch::Receiver<u64>,
+}
+
+pub const NOTIFY_CHANNEL: &str = "aula_events";
+
+impl Wakeups {
+    /// Opens the process's one listening connection. It reconnects by itself; after a
+    /// reconnection it wakes everyone, since notifications sent meanwhile are lost.
+    pub async fn listen(pool: &PgPool, mut shutdown: Shutdown) -> Result<Wakeups, sqlx::Error> {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        let (tx, rx) = watch::channel(0u64);
+        tokio::spawn(async move {
+            let mut counter = 0u64;
+            loop {
+                let received = tokio::select! {
+                    received = listener.try_recv() => received,
+                    _ = shutdown.wait() => return,
+                };
+                counter += 1;
+                match received {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        tracing::warn!("the notification connection was lost; reconnecting")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "listening for notifications failed; retrying in 1s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                if tx.send(counter).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Wakeups { rx })
+    }
+
+    /// Wake-ups that never come: the subscription relies on polling alone.
+    pub fn polling_only() -> Wakeups {
+        let (tx, rx) = watch::channel(0u64);
+        std::mem::forget(tx);
+        Wakeups { rx }
+    }
+}
+
+/// Starts an instance of the subscription `options.name`. It connects with
+/// `connect` (its own connection, not a pooled one: see the module docs).
+pub fn spawn<C: Consumer>(
+    connect: PgConnectOptions,
+    options: SubscriptionOptions,
+    consumer: C,
+    wakeups: Wakeups,
+    shutdown: Shutdown,
+) -> SubscriptionHandle {
+    let (state_tx, state) = watch::channel(SubscriptionState::Starting);
+    let runner = Runner {
+        connect: connect.application_name(&format!("aula subscription {}", options.name)),
+        options,
+        consumer,
+        wakeups,
+        shutdown,
+        state: state_tx,
+    };
+    let task = tokio::spawn(runner.run());
+    SubscriptionHandle { state, task }
+}
+
+struct Runner<C> {
+    connect: PgConnectOptions,
+    options: SubscriptionOptions,
+    consumer: C,
+    wakeups: Wakeups,
+    shutdown: Shutdown,
+    state: watch::Sender<SubscriptionState>,
+}
+
+enum Exit {
+    Shutdown,
+}
+
+impl<C: Consumer> Runner<C> {
+    async fn run(mut self) {
+        let mut failures = 0u32;
+        loop {
+            if self.shutdown.is_triggered() {
+                break;
+            }
+            let outcome = match self.lead().await {
+                Ok(Some(mut conn)) => {
+                    failures = 0;
+                    let outcome = self.consume(&mut conn).await;
+                    // Closing releases the advisory lock at once for a standby.
+                    let _ = conn.close().await;
+                    outcome
+                }
+                Ok(None) => Ok(Exit::Shutdown),
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(Exit::Shutdown) => break,
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(subscription = %self.options.name, %error, "subscription lost its database; reconnecting");
+                    self.state.send_replace(SubscriptionState::Disconnected);
+                    let pause = backoff(failures, self.options.max_backoff);
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = self.shutdown.wait() => break,
+                    }
+                }
+            }
+        }
+        self.state.send_replace(SubscriptionState::Stopped);
+    }
+
+    /// Connects and waits until this instance holds the subscription's lock.
+    /// `Ok(None)` on shutdown.
+    async fn lead(&mut self) -> Result<Option<PgConnection>, sqlx::Error> {
+        let mut conn = PgConnection::connect_with(&self.connect).await?;
+        loop {
+            let locked: bool = sqlx::query_scalar(
+                "SELECT pg_try_advisory_lock(hashtextextended('aula.subscription/' || $1, 0))",
+            )
+            .bind(&self.options.name)
+            .fetch_one(&mut conn)
+            .await?;
+            if locked {
+                return Ok(Some(conn));
+            }
+            if *self.state.borrow() != SubscriptionState::Standby {
+                tracing::info!(subscription = %self.options.name, "another instance is active; standing by");
+                self.state.send_replace(SubscriptionState::Standby);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.options.standby_interval) => {}
+                _ = self.shutdown.wait() => return Ok(None),
+            }
+        }
+    }
+
+    async fn consume(&mut self, conn: &mut PgConnection) -> Result<Exit, sqlx::Error> {
+        let name = self.options.name.clone();
+        sqlx::query(
+            "INSERT INTO subscription_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING",
+        )
+        .bind(&name)
+        .execute(&mut *conn)
+        .await?;
+        let mut checkpoint = load_checkpoint(conn, &name, false).await?;
+        tracing::info!(subscription = %name, ?checkpoint, "subscription active");
+        self.state.send_replace(SubscriptionState::Active {
+            position: checkpoint,
+        });
+
+        let mut wake = self.wakeups.rx.clone();
+        wake.mark_unchanged();
+        let mut limit = self.options.batch_size;
+        let mut consumer_failures = 0u32;
+        // After a batch fails, events are offered one at a time up to the end of that
+        // batch, so the failure is pinned to one event and the rest still progress.
+        let mut isolate_until: Option<LogPosition> = None;
+        // After a notification finds nothing readable, an older transaction still
+        // running holds the new rows back: look again soon, backing off to the poll.
+        let mut held_back_wait: Option<Duration> = None;
+
+        loop {
+            if self.shutdown.is_triggered() {
+                return Ok(Exit::Shutdown);
+            }
+            let batch = read_batch(conn, checkpoint, limit).await?;
+            if batch.is_empty() {
+                if let Some(wait) = held_back_wait {
+                    let next = (wait * 2).min(self.options.poll_interval);
+                    held_back_wait = (next < self.options.poll_interval).then_some(next);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.shutdown.wait() => return Ok(Exit::Shutdown),
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    changed = wake.changed() => {
+                        if changed.is_err() {
+                            // The listener is gone (shutdown): rely on polling.
+                            tokio::time::sleep(self.options.poll_interval).await;
+                        }
+                        held_back_wait = Some(Duration::from_millis(1));
+                    }
+                    _ = tokio::time::sleep(self.options.poll_interval) => {}
+                    _ = self.shutdown.wait() => return Ok(Exit::Shutdown),
+                }
+                continue;
+            }
+            held_back_wait = None;
+
+            let mut tx = conn.begin().await?;
+            let stored = load_checkpoint(&mut tx, &name, true).await?;
+            if stored != checkpoint {
+                // Only possible if another instance consumed despite the lock.
+                tracing::error!(subscription = %name, ?stored, ?checkpoint, "checkpoint moved under us; reloading");
+                tx.rollback().await?;
+                checkpoint = stored;
+                continue;
+            }
+            let last = batch.last().map(|e| (e.position, e.recorded_at));
+            let Some((last_position, last_recorded_at)) = last else {
+                continue;
+            };
+            match self.consumer.handle(&mut tx, &batch).await {
+                Ok(()) => {
+                    sqlx::query(
+                        "UPDATE subscription_checkpoints
+                         SET tx_id = $2::text::xid8, global_position = $3,
+                             events_handled = events_handled + $4, last_event_at = $5,
+                             updated_at = now(), last_error = NULL, failed_position = NULL,
+                             failing_since = NULL, attempts = 0
+                         WHERE name = $1",
+                    )
+                    .bind(&name)
+                    .bind(last_position.tx_id.to_string())
+                    .bind(last_position.global_position)
+                    .bind(batch.len() as i64)
+                    .bind(last_recorded_at)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    checkpoint = last_position;
+                    if isolate_until.is_some_and(|end| checkpoint >= end) {
+                        isolate_until = None;
+                    }
+                    limit = if isolate_until.is_some() {
+                        1
+                    } else {
+                        self.options.batch_size
+                    };
+                    if consumer_failures > 0 {
+                        tracing::info!(subscription = %name, "consumer recovered");
+                        consumer_failures = 0;
+                    }
+                    self.state.send_replace(SubscriptionState::Active {
+                        position: checkpoint,
+                    });
+                }
+                Err(error) => {
+                    tx.rollback().await?;
+                    consumer_failures += 1;
+                    let failed = &batch[0];
+                    let message = error_chain(&*error);
+                    if batch.len() == 1 {
+                        tracing::error!(subscription = %name, global_position = failed.global_position(), event_type = %failed.event_type, attempt = consumer_failures, error = %message, "consumer failed on an event; it will be retried, not skipped");
+                        sqlx::query(
+                            "UPDATE subscription_checkpoints
+                             SET last_error = $2, failed_position = $3,
+                                 failing_since = COALESCE(failing_since, now()),
+                                 attempts = attempts + 1, updated_at = now()
+                             WHERE name = $1",
+                        )
+                        .bind(&name)
+                        .bind(&message)
+                        .bind(failed.global_position())
+                        .execute(&mut *conn)
+                        .await?;
+                        self.state.send_replace(SubscriptionState::Failing {
+                            global_position: failed.global_position(),
+                            error: message,
+                        });
+                    }
+                    // Retry one event at a time so the failure names its event.
+                    if let Some(last) = batch.last() {
+                        isolate_until =
+                            Some(isolate_until.map_or(last.position, |end| end.max(last.position)));
+                    }
+                    limit = 1;
+                    let pause = backoff(consumer_failures, self.options.max_backoff);
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = self.shutdown.wait() => return Ok(Exit::Shutdown),
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn load_checkpoint(
+    conn: &mut PgConnection,
+    name: &str,
+    for_update: bool,
+) -> Result<LogPosition, sqlx::Error> {
+    let sql = if for_update {
+        "SELECT tx_id::text::bigint, global_position FROM subscription_checkpoints WHERE name = $1 FOR UPDATE"
+    } else {
+        "SELECT tx_id::text::bigint, global_position FROM subscription_checkpoints WHERE name = $1"
+    };
+    let (tx_id, global_position): (i64, i64) =
+        sqlx::query_as(sql).bind(name).fetch_one(conn).await?;
+    Ok(LogPosition {
+        tx_id,
+        global_position,
+    })
+}
+
+/// "outer: inner: innermost", so the stored error says why, not only what.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn backoff(failures: u32, max: Duration) -> Duration {
+    use rand::Rng;
+    let base = Duration::from_millis(50).saturating_mul(2u32.saturating_pow(failures.min(16)));
+    let capped = base.min(max);
+    let jitter = rand::thread_rng().gen_range(0..=capped.as_millis() as u64 / 4);
+    capped + Duration::from_millis(jitter)
+}

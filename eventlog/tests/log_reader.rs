@@ -1,0 +1,469 @@
+//! The log reader under races: slow transactions that commit late, killed subscribers,
+//! competing instances. Each test creates the race rather than arguing about it.
+//!
+//! Removing the commit-order guard (`tx_id < pg_snapshot_xmin(...)`) from
+//! `READ_BATCH_SQL` makes `concurrent_writers_with_late_commits_are_seen_exactly_once`
+//! fail: events of transactions that commit after a later-positioned one are skipped.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aula_eventlog::log::RecordedEvent;
+use aula_eventlog::shutdown;
+use aula_eventlog::subscription::{self, BoxError, SubscriptionState};
+use aula_eventlog::testing::TestDatabase;
+use aula_eventlog::{Consumer, SubscriptionOptions, Wakeups};
+use rand::Rng;
+use sqlx::{PgConnection, PgPool};
+
+/// Records every event it is handed into `seen`, inside the batch transaction.
+struct Recorder {
+    subscription: String,
+    instance: String,
+    /// Blocks forever (holding its transaction open) when this many batches were done.
+    hang_after_batches: Option<usize>,
+    batches: Arc<AtomicUsize>,
+    hung: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+}
+
+impl Recorder {
+    fn new(subscription: &str, instance: &str) -> Self {
+        Recorder {
+            subscription: subscription.into(),
+            instance: instance.into(),
+            hang_after_batches: None,
+            batches: Arc::new(AtomicUsize::new(0)),
+            hung: None,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Consumer for Recorder {
+    async fn handle(
+        &mut self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
+        let positions: Vec<i64> = events.iter().map(|e| e.global_position()).collect();
+        let aggregates: Vec<String> = events.iter().map(|e| e.aggregate_id.clone()).collect();
+        let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
+        sqlx::query(
+            "INSERT INTO seen (subscription, instance, global_position, aggregate_id, sequence)
+             SELECT $1, $2, p, a, s FROM unnest($3::bigint[], $4::text[], $5::bigint[]) WITH ORDINALITY AS t(p, a, s, o) ORDER BY o",
+        )
+        .bind(&self.subscription)
+        .bind(&self.instance)
+        .bind(&positions)
+        .bind(&aggregates)
+        .bind(&sequences)
+        .execute(&mut *tx)
+        .await?;
+        let done = self.batches.fetch_add(1, Ordering::SeqCst) + 1;
+        if Some(done) == self.hang_after_batches {
+            if let Some(hung) = &self.hung {
+                let _ = hung.send(());
+            }
+            // Simulates a process frozen mid-batch: rows written, nothing committed.
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
+/// Bounds a wait so a broken implementation fails the test instead of hanging it.
+async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(120), future)
+        .await
+        .expect("timed out after 120 s")
+}
+
+async fn setup() -> TestDatabase {
+    let db = TestDatabase::new().await;
+    sqlx::raw_sql(
+        "CREATE TABLE seen (
+            seen_no bigint GENERATED ALWAYS AS IDENTITY,
+            subscription text NOT NULL, instance text NOT NULL,
+            global_position bigint NOT NULL, aggregate_id text NOT NULL, sequence bigint NOT NULL)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    db
+}
+
+fn fast(name: &str) -> SubscriptionOptions {
+    let mut options = SubscriptionOptions::new(name);
+    options.batch_size = 50;
+    options.poll_interval = Duration::from_millis(100);
+    options.standby_interval = Duration::from_millis(50);
+    options.max_backoff = Duration::from_millis(200);
+    options
+}
+
+async fn insert_event(conn: &mut PgConnection, aggregate: &str, sequence: i64) {
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('test', $1, $2, 'Tested', '1.0', '{}', '{}')",
+    )
+    .bind(aggregate)
+    .bind(sequence)
+    .execute(conn)
+    .await
+    .unwrap();
+}
+
+async fn append_events(pool: &PgPool, aggregate: &str, from: i64, count: i64) {
+    let mut tx = pool.begin().await.unwrap();
+    for sequence in from..from + count {
+        insert_event(&mut tx, aggregate, sequence).await;
+    }
+    tx.commit().await.unwrap();
+}
+
+async fn committed_positions(pool: &PgPool) -> Vec<i64> {
+    sqlx::query_scalar("SELECT global_position FROM events ORDER BY global_position")
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until `subscription` has recorded `expected` rows (or more), up to a generous
+/// limit: a slow shared machine must not fail the test, only a wrong result.
+async fn wait_for_seen(pool: &PgPool, subscription: &str, expected: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM seen WHERE subscription = $1")
+            .bind(subscription)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        if count as usize >= expected {
+            // Give a wrong implementation the chance to deliver duplicates too.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{subscription} saw {count} of {expected} events"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every committed event exactly once, and per aggregate in sequence order.
+async fn assert_exactly_once_in_order(pool: &PgPool, subscription: &str) {
+    let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT global_position, aggregate_id, sequence FROM seen WHERE subscription = $1 ORDER BY seen_no",
+    )
+    .bind(subscription)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let committed = committed_positions(pool).await;
+    let mut seen: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let unique: HashSet<i64> = seen.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        seen.len(),
+        "{subscription} saw some event twice"
+    );
+    seen.sort_unstable();
+    let missing: Vec<i64> = committed
+        .iter()
+        .filter(|p| !unique.contains(p))
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{subscription} skipped {} events: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert_eq!(
+        seen, committed,
+        "{subscription} saw events that were never committed"
+    );
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+    for (_, aggregate, sequence) in &rows {
+        let previous = last.insert(aggregate, *sequence).unwrap_or(0);
+        assert_eq!(
+            *sequence,
+            previous + 1,
+            "{subscription}: {aggregate} out of order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_with_late_commits_are_seen_exactly_once() {
+    let db = setup().await;
+    let (stop, shutdown) = shutdown::channel();
+    let wakeups = Wakeups::listen(&db.pool, shutdown.clone()).await.unwrap();
+    let names = ["alpha", "beta", "gamma"];
+    let handles: Vec<_> = names
+        .iter()
+        .map(|name| {
+            subscription::spawn(
+                db.connect.clone(),
+                fast(name),
+                Recorder::new(name, "only"),
+                wakeups.clone(),
+                shutdown.clone(),
+            )
+        })
+        .collect();
+
+    const WRITERS: usize = 12;
+    const TRANSACTIONS: i64 = 25;
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let pool = db.pool.clone();
+        writers.push(tokio::spawn(async move {
+            let aggregate = format!("writer-{writer}");
+            let mut sequence = 1;
+            for _ in 0..TRANSACTIONS {
+                let (events, hold, abort) = {
+                    let mut rng = rand::thread_rng();
+                    let events = rng.gen_range(1..=3);
+                    // One transaction in five stays open long enough for dozens of
+                    // later ones to commit first; one in ten rolls back.
+                    let hold = if rng.gen_bool(0.2) {
+                        rng.gen_range(50..250)
+                    } else {
+                        rng.gen_range(0..5)
+                    };
+                    (events, hold, rng.gen_bool(0.1))
+                };
+                let mut tx = pool.begin().await.unwrap();
+                for k in 0..events {
+                    insert_event(&mut tx, &aggregate, sequence + k).await;
+                }
+                tokio::time::sleep(Duration::from_millis(hold)).await;
+                if abort {
+                    tx.rollback().await.unwrap();
+                } else {
+                    tx.commit().await.unwrap();
+                    sequence += events;
+                }
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let total = committed_positions(&db.pool).await.len();
+    assert!(
+        total > WRITERS * 10,
+        "the workload committed too little: {total}"
+    );
+    for name in names {
+        wait_for_seen(&db.pool, name, total).await;
+        assert_exactly_once_in_order(&db.pool, name).await;
+    }
+    stop.trigger();
+    for handle in handles {
+        handle.task.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_killed_mid_batch_resumes_without_loss_or_duplicate() {
+    let db = setup().await;
+    for aggregate in 0..10 {
+        append_events(&db.pool, &format!("agg-{aggregate}"), 1, 200).await;
+    }
+    let total = committed_positions(&db.pool).await.len();
+
+    let (_stop, shutdown) = shutdown::channel();
+    let wakeups = Wakeups::listen(&db.pool, shutdown.clone()).await.unwrap();
+    // Three instances in turn freeze mid-batch and are killed; a fourth finishes.
+    for (round, hang_after) in [3usize, 7, 2].into_iter().enumerate() {
+        let (hung_tx, mut hung_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut recorder = Recorder::new("victim", &format!("round-{round}"));
+        recorder.hang_after_batches = Some(hang_after);
+        recorder.hung = Some(hung_tx);
+        let handle = subscription::spawn(
+            db.connect.clone(),
+            fast("victim"),
+            recorder,
+            wakeups.clone(),
+            shutdown.clone(),
+        );
+        within(hung_rx.recv())
+            .await
+            .expect("the subscriber never reached its fatal batch");
+        // The kill: the task and its connection vanish mid-transaction.
+        handle.task.abort();
+        let _ = handle.task.await;
+    }
+    let survivor = subscription::spawn(
+        db.connect.clone(),
+        fast("victim"),
+        Recorder::new("victim", "survivor"),
+        wakeups.clone(),
+        shutdown.clone(),
+    );
+    wait_for_seen(&db.pool, "victim", total).await;
+    assert_exactly_once_in_order(&db.pool, "victim").await;
+    let (handled, last_error): (i64, Option<String>) = sqlx::query_as(
+        "SELECT events_handled, last_error FROM subscription_checkpoints WHERE name = 'victim'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(handled as usize, total);
+    assert_eq!(last_error, None);
+    survivor.task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_one_instance_consumes_and_a_standby_takes_over() {
+    let db = setup().await;
+    let (stop_first, first_shutdown) = shutdown::channel();
+    let (stop_second, second_shutdown) = shutdown::channel();
+    let wakeups = Wakeups::listen(&db.pool, second_shutdown.clone())
+        .await
+        .unwrap();
+    let first = subscription::spawn(
+        db.connect.clone(),
+        fast("single"),
+        Recorder::new("single", "first"),
+        wakeups.clone(),
+        first_shutdown,
+    );
+    let mut first_state = first.state.clone();
+    within(first_state.wait_for(|s| matches!(s, SubscriptionState::Active { .. })))
+        .await
+        .unwrap();
+    let second = subscription::spawn(
+        db.connect.clone(),
+        fast("single"),
+        Recorder::new("single", "second"),
+        wakeups.clone(),
+        second_shutdown,
+    );
+    let mut second_state = second.state.clone();
+    within(second_state.wait_for(|s| *s == SubscriptionState::Standby))
+        .await
+        .unwrap();
+
+    for aggregate in 0..5 {
+        append_events(&db.pool, &format!("before-{aggregate}"), 1, 40).await;
+    }
+    wait_for_seen(&db.pool, "single", 200).await;
+    assert_eq!(*second.state.borrow(), SubscriptionState::Standby);
+
+    stop_first.trigger();
+    first.task.await.unwrap();
+    within(second_state.wait_for(|s| matches!(s, SubscriptionState::Active { .. })))
+        .await
+        .unwrap();
+    for aggregate in 0..5 {
+        append_events(&db.pool, &format!("after-{aggregate}"), 1, 40).await;
+    }
+    wait_for_seen(&db.pool, "single", 400).await;
+    assert_exactly_once_in_order(&db.pool, "single").await;
+
+    let by_instance: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT instance, split_part(aggregate_id, '-', 1), count(*) FROM seen GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        by_instance,
+        vec![
+            ("first".into(), "before".into(), 200),
+            ("second".into(), "after".into(), 200)
+        ]
+    );
+    stop_second.trigger();
+    second.task.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_consumer_stops_at_its_event_and_reports_it() {
+    /// Fails on the event with sequence `.0` until `.1` is set ("the bug is fixed").
+    struct FailOn(i64, Arc<AtomicBool>);
+    #[async_trait::async_trait]
+    impl Consumer for FailOn {
+        async fn handle(
+            &mut self,
+            tx: &mut PgConnection,
+            events: &[RecordedEvent],
+        ) -> Result<(), BoxError> {
+            for event in events {
+                if event.sequence == self.0 && !self.1.load(Ordering::SeqCst) {
+                    return Err("poisoned event".into());
+                }
+            }
+            let positions: Vec<i64> = events.iter().map(|e| e.global_position()).collect();
+            sqlx::query("INSERT INTO seen (subscription, instance, global_position, aggregate_id, sequence) SELECT 'poison', 'x', p, 'a', 0 FROM unnest($1::bigint[]) p")
+                .bind(&positions)
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        }
+    }
+    let db = setup().await;
+    append_events(&db.pool, "a", 1, 30).await;
+    let (stop, shutdown) = shutdown::channel();
+    let healed = Arc::new(AtomicBool::new(false));
+    let handle = subscription::spawn(
+        db.connect.clone(),
+        fast("poison"),
+        FailOn(10, healed.clone()),
+        Wakeups::polling_only(),
+        shutdown,
+    );
+    let mut state = handle.state.clone();
+    within(state.wait_for(|s| matches!(s, SubscriptionState::Failing { .. })))
+        .await
+        .unwrap();
+    // Let it retry a few more times: it must keep holding the line.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (failed_position, last_error): (Option<i64>, Option<String>) = sqlx::query_as(
+        "SELECT failed_position, last_error FROM subscription_checkpoints WHERE name = 'poison'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let poisoned: i64 =
+        sqlx::query_scalar("SELECT global_position FROM events WHERE sequence = 10")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(failed_position, Some(poisoned));
+    assert_eq!(last_error.as_deref(), Some("poisoned event"));
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM seen WHERE global_position >= $1")
+        .bind(poisoned)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        before, 0,
+        "events at or after the failing one were consumed"
+    );
+    let earlier: i64 = sqlx::query_scalar("SELECT count(*) FROM seen")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        earlier, 9,
+        "the events before the failing one were not all consumed"
+    );
+    healed.store(true, Ordering::SeqCst);
+    // The failure was transient: it recovers by itself, skipping nothing.
+    wait_for_seen(&db.pool, "poison", 30).await;
+    let positions: Vec<i64> =
+        sqlx::query_scalar("SELECT global_position FROM seen ORDER BY seen_no")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(positions, committed_positions(&db.pool).await);
+    stop.trigger();
+    handle.task.await.unwrap();
+}
