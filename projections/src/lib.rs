@@ -1,1 +1,157 @@
-//! placeholder
+//! Aula's read models: projections of the commit-ordered event log.
+//!
+//! Each read model is one [`Consumer`] fed by its own subscription (see
+//! `aula_eventlog::subscription`), named as in [`NAMES`]. Its rows and its checkpoint
+//! move in one transaction, so every event takes effect exactly once. Handlers fold a
+//! whole batch in memory and write it with a few set-based statements (`unnest`), which
+//! is what makes rebuilding from history fast.
+//!
+//! | name | tables | from |
+//! |---|---|---|
+//! | `course_capacity` | `course_capacity` | course events |
+//! | `age_metrics` | `age_counts` | `StudentEnrolled`, `EnrollmentCancelled` |
+//! | `course_enrollments` | `course_enrollments` | `StudentEnrolled`, `EnrollmentCancelled` |
+//! | `audit_log` | `audit_log` | every event's metadata |
+//! | `admin_events` | `admin_events` | every event (processing columns: the processor) |
+//!
+//! **Invariant:** domain read models (`course_capacity`, `age_metrics`,
+//! `course_enrollments`) skip reprocessed copies (metadata key `reprocessed_from`);
+//! the admin and audit views record them, linked to their original.
+//!
+//! **Invariant:** a projection's rows depend on the events alone (no clock, no
+//! randomness), so a rebuild from position zero reproduces the live rows exactly
+//! ([`rebuild`]).
+//!
+//! **Boundary:** no HTTP or GraphQL here: the query functions return plain typed rows
+//! that `aula-api` wraps. The tables are declared by `aula-migrations`
+//! (`0002_projections.sql`); a rebuild only copies them.
+
+pub mod admin_events;
+pub mod age_metrics;
+pub mod audit_log;
+pub mod bench;
+pub mod course_capacity;
+pub mod decode;
+pub mod enrollments;
+pub mod rebuild;
+pub mod status;
+
+use aula_eventlog::shutdown::Shutdown;
+use aula_eventlog::subscription::{self, BoxError, SubscriptionHandle};
+use aula_eventlog::{Consumer, RecordedEvent, SubscriptionOptions, Wakeups};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::PgConnection;
+
+pub use bench::{bench_rebuild, BenchReport};
+pub use rebuild::{rebuild, rebuild_progress, RebuildError, RebuildProgress};
+pub use status::{status, ProjectionStatus};
+
+/// Every projection, by subscription name.
+pub const NAMES: &[&str] = &[
+    course_capacity::NAME,
+    age_metrics::NAME,
+    enrollments::NAME,
+    audit_log::NAME,
+    admin_events::NAME,
+];
+
+/// Why a projection could not handle an event. The subscription retries it with
+/// backoff and never skips it.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("event at position {global_position} ({event_type}) could not be decoded: {source}")]
+    Decode {
+        global_position: i64,
+        event_type: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("event at position {global_position} has an aggregate id that is not a uuid: {aggregate_id:?}")]
+    BadAggregateId {
+        global_position: i64,
+        aggregate_id: String,
+    },
+    #[error("the read model disagrees with the log: {0}")]
+    Inconsistent(String),
+}
+
+/// The tables a projection owns (what a rebuild copies and swaps).
+pub fn tables(name: &str) -> Option<&'static [&'static str]> {
+    Some(match name {
+        course_capacity::NAME => course_capacity::TABLES,
+        age_metrics::NAME => age_metrics::TABLES,
+        enrollments::NAME => enrollments::TABLES,
+        audit_log::NAME => audit_log::TABLES,
+        admin_events::NAME => admin_events::TABLES,
+        _ => return None,
+    })
+}
+
+/// A fresh consumer for the projection `name`.
+pub fn consumer(name: &str) -> Option<Box<dyn Consumer>> {
+    Some(match name {
+        course_capacity::NAME => Box::new(course_capacity::CourseCapacity),
+        age_metrics::NAME => Box::new(age_metrics::AgeMetrics),
+        enrollments::NAME => Box::new(enrollments::CourseEnrollments),
+        audit_log::NAME => Box::new(audit_log::AuditLog),
+        admin_events::NAME => Box::new(admin_events::AdminEvents),
+        _ => return None,
+    })
+}
+
+/// A boxed consumer, so one `spawn` serves every projection.
+pub struct BoxedConsumer(pub Box<dyn Consumer>);
+
+#[async_trait::async_trait]
+impl Consumer for BoxedConsumer {
+    async fn handle(
+        &mut self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
+        self.0.handle(tx, events).await
+    }
+}
+
+/// Starts one subscription per projection, with default options.
+pub fn spawn_all(
+    connect: PgConnectOptions,
+    wakeups: Wakeups,
+    shutdown: Shutdown,
+) -> Vec<(String, SubscriptionHandle)> {
+    NAMES
+        .iter()
+        .map(|name| {
+            (
+                name.to_string(),
+                spawn_one(
+                    connect.clone(),
+                    SubscriptionOptions::new(*name),
+                    wakeups.clone(),
+                    shutdown.clone(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Starts the projection `options.name` with the given options (tests shorten the
+/// intervals). Panics if the name is not one of [`NAMES`]: that is a programming error.
+pub fn spawn_one(
+    connect: PgConnectOptions,
+    options: SubscriptionOptions,
+    wakeups: Wakeups,
+    shutdown: Shutdown,
+) -> SubscriptionHandle {
+    let consumer = consumer(&options.name)
+        .unwrap_or_else(|| panic!("unknown projection {:?}; see NAMES", options.name));
+    subscription::spawn(
+        connect,
+        options,
+        BoxedConsumer(consumer),
+        wakeups,
+        shutdown,
+    )
+}

@@ -1,0 +1,237 @@
+//! Access tokens and the authorization rules every resolver applies.
+//!
+//! An access token is `base64url(payload) "." base64url(HMAC-SHA256(secret, payload))`
+//! with payload `v1|<user id>|<role>|<institution id or empty>|<expiry, unix seconds>`.
+//! It is self-contained: no session table. The price: a deactivated user's token stays
+//! valid until it expires, so `token_ttl` is short (15 minutes by default).
+
+use aula_domain::user::Role;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use uuid::Uuid;
+
+use crate::config::Secret;
+use crate::error::ApiError;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Who is calling, as proven by a valid access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    pub user_id: Uuid,
+    pub role: Role,
+    pub institution_id: Option<Uuid>,
+    pub expires_at: DateTime<Utc>,
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Admin => "admin",
+        Role::Manager => "manager",
+        Role::Teacher => "teacher",
+        Role::Student => "student",
+    }
+}
+
+fn parse_role(text: &str) -> Option<Role> {
+    Some(match text {
+        "admin" => Role::Admin,
+        "manager" => Role::Manager,
+        "teacher" => Role::Teacher,
+        "student" => Role::Student,
+        _ => return None,
+    })
+}
+
+fn mac(secret: &Secret) -> HmacSha256 {
+    // HMAC accepts keys of any length, so this cannot fail.
+    HmacSha256::new_from_slice(secret.expose()).expect("HMAC takes keys of any length")
+}
+
+pub fn issue(secret: &Secret, claims: &Claims) -> String {
+    let payload = format!(
+        "v1|{}|{}|{}|{}",
+        claims.user_id,
+        role_name(claims.role),
+        claims
+            .institution_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        claims.expires_at.timestamp()
+    );
+    let mut mac = mac(secret);
+    mac.update(payload.as_bytes());
+    let signature = mac.finalize().into_bytes();
+    format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(payload.as_bytes()),
+        URL_SAFE_NO_PAD.encode(signature)
+    )
+}
+
+/// Checks signature and expiry. Any failure is the same `UNAUTHENTICATED` to the
+/// client (the reason says which, without helping a forger).
+pub fn verify(secret: &Secret, token: &str, now: DateTime<Utc>) -> Result<Claims, ApiError> {
+    let invalid = || ApiError::unauthenticated("INVALID_TOKEN", "the access token is invalid");
+    if token.len() > 1024 {
+        return Err(invalid());
+    }
+    let (payload_b64, signature_b64) = token.split_once('.').ok_or_else(invalid)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload_b64)
+        .map_err(|_| invalid())?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature_b64)
+        .map_err(|_| invalid())?;
+    let mut mac = mac(secret);
+    mac.update(&payload);
+    // Constant-time comparison.
+    mac.verify_slice(&signature).map_err(|_| invalid())?;
+    let payload = String::from_utf8(payload).map_err(|_| invalid())?;
+    let parts: Vec<&str> = payload.split('|').collect();
+    let [version, user_id, role, institution, expires] = parts[..] else {
+        return Err(invalid());
+    };
+    if version != "v1" {
+        return Err(invalid());
+    }
+    let claims = Claims {
+        user_id: user_id.parse().map_err(|_| invalid())?,
+        role: parse_role(role).ok_or_else(invalid)?,
+        institution_id: if institution.is_empty() {
+            None
+        } else {
+            Some(institution.parse().map_err(|_| invalid())?)
+        },
+        expires_at: expires
+            .parse::<i64>()
+            .ok()
+            .and_then(|secs| DateTime::from_timestamp(secs, 0))
+            .ok_or_else(invalid)?,
+    };
+    if claims.expires_at <= now {
+        return Err(ApiError::unauthenticated(
+            "TOKEN_EXPIRED",
+            "the access token has expired; log in again",
+        ));
+    }
+    Ok(claims)
+}
+
+/// Extracts the token from an `Authorization: Bearer <token>` value.
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// Requires a signed-in caller.
+pub fn require(claims: Option<&Claims>) -> Result<&Claims, ApiError> {
+    claims.ok_or_else(|| {
+        ApiError::unauthenticated("LOGIN_REQUIRED", "this operation needs an access token")
+    })
+}
+
+/// Requires a signed-in caller with one of `roles`.
+pub fn require_role<'a>(claims: Option<&'a Claims>, roles: &[Role]) -> Result<&'a Claims, ApiError> {
+    let claims = require(claims)?;
+    if roles.contains(&claims.role) {
+        Ok(claims)
+    } else {
+        Err(ApiError::forbidden(
+            "ROLE_NOT_ALLOWED",
+            "your role may not perform this operation",
+        ))
+    }
+}
+
+/// The institution a staff operation acts on: a manager's own (naming another one is
+/// FORBIDDEN), or the one an admin names (required).
+pub fn target_institution(claims: &Claims, requested: Option<Uuid>) -> Result<Uuid, ApiError> {
+    match claims.role {
+        Role::Admin => requested.ok_or_else(|| {
+            ApiError::validation(
+                "institutionId",
+                "EMPTY",
+                "an admin must name the institution",
+            )
+        }),
+        _ => {
+            let own = own_institution(claims)?;
+            match requested {
+                Some(other) if other != own => Err(other_institution()),
+                _ => Ok(own),
+            }
+        }
+    }
+}
+
+/// Institution isolation: only an admin reaches beyond its own institution.
+pub fn ensure_institution(claims: &Claims, owner: Uuid) -> Result<(), ApiError> {
+    if claims.role == Role::Admin || claims.institution_id == Some(owner) {
+        Ok(())
+    } else {
+        Err(other_institution())
+    }
+}
+
+fn own_institution(claims: &Claims) -> Result<Uuid, ApiError> {
+    claims.institution_id.ok_or_else(|| {
+        ApiError::forbidden("NO_INSTITUTION", "your account belongs to no institution")
+    })
+}
+
+fn other_institution() -> ApiError {
+    ApiError::forbidden(
+        "OTHER_INSTITUTION",
+        "this belongs to another institution",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(expires_at: DateTime<Utc>) -> Claims {
+        Claims {
+            user_id: Uuid::new_v4(),
+            role: Role::Manager,
+            institution_id: Some(Uuid::new_v4()),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn token_round_trips_and_rejects_tampering() {
+        let secret = Secret::new(b"0123456789abcdef0123456789abcdef".to_vec());
+        let now = Utc::now();
+        let claims = claims(DateTime::from_timestamp(now.timestamp() + 60, 0).unwrap());
+        let token = issue(&secret, &claims);
+        assert_eq!(verify(&secret, &token, now).unwrap(), claims);
+
+        let other = Secret::new(b"another secret".to_vec());
+        assert!(verify(&other, &token, now).is_err());
+        let forged = issue(
+            &other,
+            &Claims {
+                role: Role::Admin,
+                ..claims.clone()
+            },
+        );
+        assert!(verify(&secret, &forged, now).is_err());
+        assert!(verify(&secret, "garbage", now).is_err());
+        let later = now + chrono::Duration::seconds(61);
+        assert!(verify(&secret, &token, later).is_err());
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer  abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+    }
+}

@@ -1,0 +1,106 @@
+//! The API's configuration: every knob the binary may set, with production defaults.
+
+use std::fmt;
+use std::time::Duration;
+
+/// A secret that never prints (not in `Debug`, not in logs).
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Self(bytes.into())
+    }
+
+    pub(crate) fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Token bucket per client address, for the public mutations only.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimitConfig {
+    /// Requests a client may make at once before it is limited.
+    pub burst: u32,
+    /// Requests per minute refilled into the bucket.
+    pub per_minute: u32,
+}
+
+/// Cost of the Argon2id password hash. Production uses the argon2 crate's defaults
+/// (19 MiB, 2 passes); tests may lower it.
+#[derive(Debug, Clone, Copy)]
+pub struct PasswordHashing {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for PasswordHashing {
+    fn default() -> Self {
+        Self {
+            memory_kib: argon2::Params::DEFAULT_M_COST,
+            iterations: argon2::Params::DEFAULT_T_COST,
+            parallelism: argon2::Params::DEFAULT_P_COST,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Key of the HMAC-SHA256 that signs access tokens. At least 32 bytes.
+    pub token_secret: Secret,
+    /// How long an access token from `login` stays valid.
+    pub token_ttl: Duration,
+    /// How long a sign-up confirmation token stays valid.
+    pub signup_token_ttl: Duration,
+    pub rate_limit: RateLimitConfig,
+    /// Upper bound of a read-your-writes wait.
+    pub read_your_writes_timeout: Duration,
+    /// Names of the subscriptions (rows of `subscription_checkpoints`) a read-your-writes
+    /// wait waits for. Empty: nothing to wait for.
+    pub projections: Vec<String>,
+    /// Whole-request timeout of `POST /graphql`.
+    pub request_timeout: Duration,
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    pub max_query_depth: usize,
+    pub max_query_complexity: usize,
+    /// Largest page a list field returns (`first` above it is a VALIDATION error).
+    pub max_page_size: usize,
+    /// Longest accepted password (Argon2 work grows with it).
+    pub max_password_chars: usize,
+    pub password_hashing: PasswordHashing,
+    /// How often the `logPosition` subscription polls the log.
+    pub subscription_poll_interval: Duration,
+}
+
+impl ApiConfig {
+    /// Production defaults around the one value that has none.
+    pub fn new(token_secret: Secret) -> Self {
+        Self {
+            token_secret,
+            token_ttl: Duration::from_secs(15 * 60),
+            signup_token_ttl: Duration::from_secs(24 * 60 * 60),
+            rate_limit: RateLimitConfig {
+                burst: 10,
+                per_minute: 30,
+            },
+            read_your_writes_timeout: Duration::from_secs(5),
+            projections: Vec::new(),
+            request_timeout: Duration::from_secs(30),
+            body_limit_bytes: 64 * 1024,
+            max_query_depth: 12,
+            max_query_complexity: 500,
+            max_page_size: 100,
+            max_password_chars: 256,
+            password_hashing: PasswordHashing::default(),
+            subscription_poll_interval: Duration::from_millis(500),
+        }
+    }
+}

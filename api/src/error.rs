@@ -1,0 +1,197 @@
+//! The API's one error type, mapped once to GraphQL errors with a stable
+//! `extensions.code`:
+//!
+//! | code | extensions | when |
+//! |---|---|---|
+//! | `VALIDATION` | `field`, `reason` | input breaks a rule (also malformed requests) |
+//! | `NOT_FOUND` | `reason` | the target does not exist |
+//! | `CONFLICT` | `reason` | the command contradicts the current state |
+//! | `UNAUTHENTICATED` | `reason` | missing/bad/expired access token, bad credentials or one-time token |
+//! | `FORBIDDEN` | `reason` | the caller may not do this (role, other institution, locked out) |
+//! | `RATE_LIMITED` | `retryAfterSeconds` | too many public requests from one address |
+//! | `TIMEOUT` | `requestId` | the request took longer than the configured timeout |
+//! | `INTERNAL` | `requestId` | anything else; details are logged with the request id |
+//!
+//! `reason` is the domain's stable rejection code (e.g. `RESET_TOKEN_EXPIRED`) or one
+//! of the API's own (e.g. `OTHER_INSTITUTION`).
+//!
+//! `ApiError` deliberately does not implement `Display`: async-graphql converts every
+//! `Display` type into an error *without* a code, so resolvers return
+//! `Result<_, ApiError>` and every failure has to pass through the mapping below.
+
+use aula_domain::values::ValidationError;
+use aula_domain::Rejection;
+use aula_domain::RejectionKind;
+use async_graphql::ErrorExtensions as _;
+use aula_eventlog::{CommandError, StoreError};
+
+pub const VALIDATION: &str = "VALIDATION";
+pub const NOT_FOUND: &str = "NOT_FOUND";
+pub const CONFLICT: &str = "CONFLICT";
+pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+pub const FORBIDDEN: &str = "FORBIDDEN";
+pub const RATE_LIMITED: &str = "RATE_LIMITED";
+pub const TIMEOUT: &str = "TIMEOUT";
+pub const INTERNAL: &str = "INTERNAL";
+
+#[derive(Debug, Clone)]
+pub enum ApiError {
+    Validation {
+        field: String,
+        reason: String,
+        message: String,
+    },
+    /// NOT_FOUND, CONFLICT, UNAUTHENTICATED or FORBIDDEN.
+    Rejected {
+        code: &'static str,
+        reason: String,
+        message: String,
+    },
+    RateLimited {
+        retry_after_seconds: u64,
+    },
+    /// Never shown to clients: logged, then replaced by a generic message.
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn validation(
+        field: impl Into<String>,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::Validation {
+            field: field.into(),
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    fn rejected(code: &'static str, reason: &str, message: impl Into<String>) -> Self {
+        Self::Rejected {
+            code,
+            reason: reason.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(reason: &str, message: impl Into<String>) -> Self {
+        Self::rejected(NOT_FOUND, reason, message)
+    }
+
+    pub fn conflict(reason: &str, message: impl Into<String>) -> Self {
+        Self::rejected(CONFLICT, reason, message)
+    }
+
+    pub fn unauthenticated(reason: &str, message: impl Into<String>) -> Self {
+        Self::rejected(UNAUTHENTICATED, reason, message)
+    }
+
+    pub fn forbidden(reason: &str, message: impl Into<String>) -> Self {
+        Self::rejected(FORBIDDEN, reason, message)
+    }
+
+    pub fn internal(details: impl std::fmt::Display) -> Self {
+        Self::Internal(details.to_string())
+    }
+
+    /// A domain rejection, reported by kind with the variant's stable code as `reason`.
+    pub fn rejection<E: Rejection>(error: &E) -> Self {
+        match error.kind() {
+            RejectionKind::Validation => Self::validation("input", error.code(), error.to_string()),
+            RejectionKind::NotFound => Self::not_found(error.code(), error.to_string()),
+            RejectionKind::Conflict => Self::conflict(error.code(), error.to_string()),
+            RejectionKind::Forbidden => Self::forbidden(error.code(), error.to_string()),
+            RejectionKind::Unauthenticated => {
+                Self::unauthenticated(error.code(), error.to_string())
+            }
+        }
+    }
+
+    /// The stable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Validation { .. } => VALIDATION,
+            Self::Rejected { code, .. } => code,
+            Self::RateLimited { .. } => RATE_LIMITED,
+            Self::Internal(_) => INTERNAL,
+        }
+    }
+}
+
+/// A validated value refused: reported against the GraphQL input field it came from.
+pub fn invalid(field: &'static str, error: ValidationError) -> ApiError {
+    ApiError::validation(field, error.code(), error.for_field(field).to_string())
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(error: ValidationError) -> Self {
+        ApiError::validation(error.field, error.code(), error.to_string())
+    }
+}
+
+impl<E: Rejection> From<CommandError<E>> for ApiError {
+    fn from(error: CommandError<E>) -> Self {
+        match error {
+            CommandError::Rejected(rejection) => ApiError::rejection(&rejection),
+            CommandError::Conflict { attempts } => ApiError::conflict(
+                "CONCURRENT_MODIFICATION",
+                format!("the target kept changing ({attempts} attempts); retry"),
+            ),
+            CommandError::Store(store) => store.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::internal(error)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        ApiError::internal(format!("database error: {error}"))
+    }
+}
+
+impl From<ApiError> for async_graphql::Error {
+    fn from(error: ApiError) -> Self {
+        let code = error.code();
+        match error {
+            ApiError::Validation {
+                field,
+                reason,
+                message,
+            } => async_graphql::Error::new(message).extend_with(|_, e| {
+                e.set("code", code);
+                e.set("field", field);
+                e.set("reason", reason);
+            }),
+            ApiError::Rejected {
+                reason, message, ..
+            } => async_graphql::Error::new(message).extend_with(|_, e| {
+                e.set("code", code);
+                e.set("reason", reason);
+            }),
+            ApiError::RateLimited {
+                retry_after_seconds,
+            } => async_graphql::Error::new(format!(
+                "too many requests; retry in {retry_after_seconds} s"
+            ))
+            .extend_with(|_, e| {
+                e.set("code", code);
+                e.set("retryAfterSeconds", retry_after_seconds);
+            }),
+            ApiError::Internal(details) => {
+                // Runs inside the request's span, which carries the request id; the HTTP
+                // layer adds that id to the error it sends.
+                tracing::error!(error = %details, "internal error");
+                async_graphql::Error::new("internal error").extend_with(|_, e| {
+                    e.set("code", code);
+                })
+            }
+        }
+    }
+}
+

@@ -1,0 +1,80 @@
+//! The GraphQL schema: queries, one mutation per domain command, subscriptions.
+
+mod mutation;
+mod query;
+mod subscription;
+mod types;
+
+use std::net::IpAddr;
+
+use async_graphql::{Context, Schema};
+use aula_eventlog::{Actor, EventMetadata};
+use uuid::Uuid;
+
+use crate::auth::Claims;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub use mutation::MutationRoot;
+pub use query::QueryRoot;
+pub use subscription::SubscriptionRoot;
+
+pub type AulaSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// Who is asking, per request (HTTP) or per connection (WebSocket).
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub claims: Option<Claims>,
+    pub client: Option<IpAddr>,
+    pub request_id: String,
+}
+
+static ANONYMOUS: RequestContext = RequestContext {
+    claims: None,
+    client: None,
+    request_id: String::new(),
+};
+
+/// Builds the schema with the configured limits; `state` may be `None` only for
+/// printing the SDL.
+pub fn build(state: Option<AppState>) -> AulaSchema {
+    let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot);
+    if let Some(state) = state {
+        builder = builder
+            .limit_depth(state.config.max_query_depth)
+            .limit_complexity(state.config.max_query_complexity)
+            .limit_recursive_depth(32)
+            .data(state);
+    }
+    builder.finish()
+}
+
+pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
+    // `build` always adds the state for a schema that executes requests.
+    ctx.data_unchecked::<AppState>()
+}
+
+pub(crate) fn request<'a>(ctx: &Context<'a>) -> &'a RequestContext {
+    ctx.data_opt::<RequestContext>().unwrap_or(&ANONYMOUS)
+}
+
+pub(crate) fn metadata(request: &RequestContext, institution: Option<Uuid>) -> EventMetadata {
+    let actor = match &request.claims {
+        Some(claims) => Actor::User(claims.user_id),
+        None => Actor::Public,
+    };
+    EventMetadata::new(actor, institution).with_request_id(request.request_id.clone())
+}
+
+/// Takes a rate-limit token for the caller of a public mutation.
+pub(crate) fn rate_limit(ctx: &Context<'_>) -> Result<(), ApiError> {
+    let Some(client) = request(ctx).client else {
+        return Ok(());
+    };
+    state(ctx)
+        .limiter
+        .check(client)
+        .map_err(|wait| ApiError::RateLimited {
+            retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
+        })
+}

@@ -1,0 +1,1138 @@
+//! One mutation per domain command. Each resolver: checks who may call it (before
+//! loading anything), parses its input into domain values (VALIDATION names the GraphQL
+//! input field), checks institution isolation against the target's owner, runs the
+//! command(s), and reports the affected id with the log position of the last event.
+
+use async_graphql::{Context, InputObject, Object};
+use aula_domain::course::{CourseCommand, CourseStatus};
+use aula_domain::exam_grade::ExamGradeCommand;
+use aula_domain::institution::{InstitutionCommand, InstitutionError};
+use aula_domain::student::StudentCommand;
+use aula_domain::teacher::TeacherCommand;
+use aula_domain::user::{Role as DomainRole, User, UserCommand, UserError, UserEvent, UserStatus};
+use aula_domain::values::{
+    ApplicationId, BirthDate, CampusId, CampusName, Capacity, CityName, CourseId, CourseName,
+    Email, ExamName, GradeNote, InstitutionId, InstitutionName, PersonName, StudentId, TeacherId,
+    UserId, ValidationError,
+};
+use aula_eventlog::CommandError;
+use chrono::Duration;
+use uuid::Uuid;
+
+use super::types::{CommandResult, LoginResult, RequestAccepted, SignUpConfirmed};
+use super::{metadata, rate_limit, request, state};
+use crate::auth::{self, Claims};
+use crate::emails;
+use crate::error::{invalid, ApiError};
+use crate::freshness::wait_for_projections;
+use crate::secrets::{self, IssuedToken, TokenKind};
+use crate::state::AppState;
+
+pub struct MutationRoot;
+
+const STAFF: &[DomainRole] = &[DomainRole::Admin, DomainRole::Manager];
+const GRADERS: &[DomainRole] = &[DomainRole::Admin, DomainRole::Manager, DomainRole::Teacher];
+/// Longest accepted one-time token (ours are 43 characters).
+const MAX_TOKEN_CHARS: usize = 128;
+const MAX_REASON_CHARS: usize = 500;
+const MIN_PASSWORD_CHARS: usize = 8;
+
+fn parse<T>(field: &'static str, result: Result<T, ValidationError>) -> Result<T, ApiError> {
+    result.map_err(|e| invalid(field, e))
+}
+
+fn password(state: &AppState, field: &'static str, raw: &str) -> Result<String, ApiError> {
+    let chars = raw.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(ApiError::validation(
+            field,
+            "TOO_SHORT",
+            format!("must be at least {MIN_PASSWORD_CHARS} characters"),
+        ));
+    }
+    if chars > state.config.max_password_chars {
+        return Err(ApiError::validation(
+            field,
+            "TOO_LONG",
+            format!(
+                "must be at most {} characters",
+                state.config.max_password_chars
+            ),
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+fn one_time_token(field: &'static str, raw: &str) -> Result<String, ApiError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(ApiError::validation(field, "EMPTY", "must not be empty"));
+    }
+    if raw.chars().count() > MAX_TOKEN_CHARS {
+        return Err(ApiError::validation(
+            field,
+            "TOO_LONG",
+            format!("must be at most {MAX_TOKEN_CHARS} characters"),
+        ));
+    }
+    Ok(secrets::token_hash(raw))
+}
+
+async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
+    secrets::hash_password(password, state.config.password_hashing)
+        .await
+        .map_err(|e| ApiError::internal(format!("password hashing failed: {e}")))
+}
+
+/// Read-your-writes, if asked for.
+async fn settle(
+    state: &AppState,
+    position: Option<i64>,
+    wait: Option<bool>,
+) -> Result<Option<bool>, ApiError> {
+    match (wait, position) {
+        (Some(true), Some(position)) => Ok(Some(
+            wait_for_projections(
+                &state.pool,
+                &state.config.projections,
+                position,
+                state.config.read_your_writes_timeout,
+            )
+            .await?,
+        )),
+        (Some(true), None) => Ok(Some(true)),
+        _ => Ok(None),
+    }
+}
+
+async fn result(
+    state: &AppState,
+    id: Uuid,
+    position: Option<i64>,
+    wait: Option<bool>,
+) -> Result<CommandResult, ApiError> {
+    Ok(CommandResult {
+        id,
+        log_position: position,
+        projections_caught_up: settle(state, position, wait).await?,
+    })
+}
+
+/// The institution that owns a course, from its `CourseOpened` event (the stored
+/// event format is a contract; the aggregate has no public accessor for it).
+async fn course_institution(state: &AppState, course_id: Uuid) -> Result<Uuid, ApiError> {
+    let row: Option<(Option<String>,)> = sqlx::query_as(
+        "SELECT payload->>'institution_id' FROM events
+         WHERE aggregate_type = 'course' AND aggregate_id = $1 AND event_type = 'CourseOpened'
+         LIMIT 1",
+    )
+    .bind(course_id.to_string())
+    .fetch_optional(&state.pool)
+    .await?;
+    row.and_then(|(id,)| id)
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| ApiError::not_found("COURSE_NOT_FOUND", "course not found"))
+}
+
+async fn ensure_institution_exists(state: &AppState, id: Uuid) -> Result<(), ApiError> {
+    let (institution, _) = state.buses.institution.load(&id.to_string()).await?;
+    if institution.name().is_none() {
+        return Err(ApiError::not_found(
+            "INSTITUTION_NOT_FOUND",
+            "institution not found",
+        ));
+    }
+    Ok(())
+}
+
+async fn load_user(state: &AppState, id: Uuid) -> Result<User, ApiError> {
+    let (user, _) = state.buses.user.load(&id.to_string()).await?;
+    if user.status() == UserStatus::Unregistered {
+        return Err(ApiError::not_found("USER_NOT_FOUND", "user not found"));
+    }
+    Ok(user)
+}
+
+/// The teacher on whose behalf a note is recorded: a teacher is always itself; a
+/// manager or admin names one. The teacher must belong to `institution`.
+async fn acting_teacher(
+    state: &AppState,
+    claims: &Claims,
+    requested: Option<Uuid>,
+    institution: Uuid,
+) -> Result<TeacherId, ApiError> {
+    let teacher_id = match (claims.role, requested) {
+        (DomainRole::Teacher, Some(other)) if other != claims.user_id => {
+            return Err(ApiError::forbidden(
+                "OTHER_TEACHER",
+                "a teacher records notes as itself",
+            ))
+        }
+        (DomainRole::Teacher, _) => claims.user_id,
+        (_, Some(id)) => id,
+        (_, None) => {
+            return Err(ApiError::validation(
+                "teacherId",
+                "EMPTY",
+                "name the teacher the note is recorded for",
+            ))
+        }
+    };
+    let (teacher, _) = state.buses.teacher.load(&teacher_id.to_string()).await?;
+    match teacher.institution_id() {
+        None if claims.role == DomainRole::Teacher => Err(ApiError::forbidden(
+            "NOT_A_TEACHER",
+            "your account has no teacher record",
+        )),
+        None => Err(ApiError::not_found("TEACHER_NOT_FOUND", "teacher not found")),
+        Some(owner) if owner.as_uuid() != institution => Err(ApiError::forbidden(
+            "OTHER_INSTITUTION",
+            "the teacher belongs to another institution",
+        )),
+        Some(_) => Ok(TeacherId::from_uuid(teacher_id)),
+    }
+}
+
+/// A deterministic id per (course, student, exam), so recording the same exam twice is
+/// a CONFLICT rather than a second grade.
+fn exam_grade_id(course: Uuid, student: Uuid, exam: &ExamName) -> Uuid {
+    const NAMESPACE: Uuid = Uuid::from_u128(0x6175_6c61_2d65_7861_6d2d_6772_6164_6573);
+    let key = format!("{course}/{student}/{}", exam.as_str().to_lowercase());
+    Uuid::new_v5(&NAMESPACE, key.as_bytes())
+}
+
+#[derive(InputObject)]
+pub struct SignUpInput {
+    pub email: String,
+}
+
+#[derive(InputObject)]
+pub struct ConfirmSignUpInput {
+    pub email: String,
+    /// The token from the confirmation e-mail.
+    pub token: String,
+    /// The manager's name.
+    pub name: String,
+    pub password: String,
+    pub institution_name: String,
+}
+
+#[derive(InputObject)]
+pub struct LoginInput {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(InputObject)]
+pub struct RequestPasswordResetInput {
+    pub email: String,
+}
+
+#[derive(InputObject)]
+pub struct ResetPasswordInput {
+    pub email: String,
+    /// The token from the reset e-mail.
+    pub token: String,
+    pub new_password: String,
+}
+
+#[derive(InputObject)]
+pub struct CreateCampusInput {
+    /// Required for admins; managers default to (and may only name) their own.
+    pub institution_id: Option<Uuid>,
+    pub name: String,
+    pub city: String,
+}
+
+#[derive(InputObject)]
+pub struct OfferCourseInput {
+    pub institution_id: Option<Uuid>,
+    pub campus_id: Uuid,
+    pub name: String,
+    pub capacity: i64,
+    /// Optional client-chosen id; resending the same id after a failure completes the
+    /// offer instead of creating a second course.
+    pub course_id: Option<Uuid>,
+}
+
+#[derive(InputObject)]
+pub struct ChangeCourseCapacityInput {
+    pub course_id: Uuid,
+    pub capacity: i64,
+}
+
+#[derive(InputObject)]
+pub struct CreateStudentInput {
+    pub institution_id: Option<Uuid>,
+    pub name: String,
+    pub email: String,
+    /// `YYYY-MM-DD`.
+    pub birth_date: String,
+}
+
+#[derive(InputObject)]
+pub struct CreateTeacherInput {
+    pub institution_id: Option<Uuid>,
+    pub name: String,
+    pub email: String,
+}
+
+#[derive(InputObject)]
+pub struct ApplyToCourseInput {
+    pub course_id: Uuid,
+    pub name: String,
+    /// `YYYY-MM-DD`.
+    pub birth_date: String,
+    pub email: String,
+}
+
+#[derive(InputObject)]
+pub struct CancelEnrollmentInput {
+    pub course_id: Uuid,
+    pub application_id: Uuid,
+}
+
+#[derive(InputObject)]
+pub struct RecordExamNoteInput {
+    pub course_id: Uuid,
+    pub student_id: Uuid,
+    pub exam_name: String,
+    /// 0 to 10, at most two decimals.
+    pub note: f64,
+    /// Teachers record as themselves; managers and admins name the teacher.
+    pub teacher_id: Option<Uuid>,
+}
+
+#[derive(InputObject)]
+pub struct ChangeExamNoteInput {
+    pub exam_grade_id: Uuid,
+    pub note: f64,
+    pub teacher_id: Option<Uuid>,
+}
+
+#[derive(InputObject)]
+pub struct UpdateUserInput {
+    /// Defaults to the caller.
+    pub user_id: Option<Uuid>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct DeactivateUserInput {
+    pub user_id: Uuid,
+    pub reason: String,
+}
+
+#[Object]
+impl MutationRoot {
+    /// Public, rate-limited. Starts a self-service registration: a confirmation token
+    /// is issued for the e-mail. Returns the pending user's id.
+    async fn sign_up(
+        &self,
+        ctx: &Context<'_>,
+        input: SignUpInput,
+        wait_for_projections: Option<bool>,
+    ) -> Result<CommandResult, ApiError> {
+        rate_limit(ctx)?;
+        let state = state(ctx);
+        let email = parse("email", Email::parse(&input.email))?;
+        let user_id = emails::reserve(&state.pool, email.as_str(), Uuid::new_v4()).await?;
+        let token = secrets::new_token();
+        let now = state.clock.now();
+        let expires_at = now
+            + Duration::from_std(state.config.signup_token_ttl)
+                .map_err(|e| ApiError::internal(format!("sign-up token ttl: {e}")))?;
+        let committed = state
+            .buses
+            .user
+            .execute(
+                &user_id.to_string(),
+                UserCommand::SignUp {
+                    email: email.clone(),
+                    confirmation_token_hash: secrets::token_hash(&token),
+                    expires_at,
+                    now,
+                },
+                &metadata(request(ctx), None),
+            )
+            .await?;
+        state.tokens.issued(IssuedToken {
+            kind: TokenKind::SignUpConfirmation,
+            user_id,
+            email: email.to_string(),
+            token,
+        });
+        result(state, user_id, committed.last_position(), wait_for_projections).await
+    }
+
+    /// Public, rate-limited. Confirms a sign-up: creates the user as the manager of a
+    /// new institution.
+    async fn confirm_sign_up(
+        &self,
+        ctx: &Context<'_>,
+        input: ConfirmSignUpInput,
+        wait_for_projections: Option<bool>,
+    ) -> Result<SignUpConfirmed, ApiError> {
+        rate_limit(ctx)?;
+        let state = state(ctx);
+        let email = parse("email", Email::parse(&input.email))?;
+        let token_hash = one_time_token("token", &input.token)?;
+        let name = parse("name", PersonName::parse(&input.name))?;
+        let institution_name = parse(
+            "institutionName",
+            InstitutionName::parse(&input.institution_name),
+        )?;
+        let password = password(state, "password", &input.password)?;
+        let unknown = || {
+            ApiError::rejection(&UserError::SignUpTokenUnknown)
+        };
+        let user_id = emails::user_id_of(&state.pool, email.as_str())
+            .await?
+            .ok_or_else(unknown)?;
+        let password_hash = hash_password(state, password).await?;
+        let institution_id = Uuid::new_v4();
+        let meta = metadata(request(ctx), Some(institution_id));
+        state
+            .buses
+            .user
+            .execute(
+                &user_id.to_string(),
+                UserCommand::ConfirmSignUp {
+                    token_hash,
+                    name,
+                    password_hash,
+                    institution_id: InstitutionId::from_uuid(institution_id),
+                    institution_name: institution_name.clone(),
+                    now: state.clock.now(),
+                },
+                &meta,
+            )
+            .await
+            .map_err(|e| match e {
+                // Do not tell "no sign-up for this e-mail" from "wrong token".
+                CommandError::Rejected(UserError::NotFound) => unknown(),
+                other => other.into(),
+            })?;
+        // Not atomic with the user: a crash here leaves a manager whose institution
+        // does not exist yet (see docs/api.md).
+        let committed = state
+            .buses
+            .institution
+            .execute(
+                &institution_id.to_string(),
+                InstitutionCommand::CreateInstitution {
+                    name: institution_name,
+                    manager_user_id: UserId::from_uuid(user_id),
+                },
+                &meta,
+            )
+            .await?;
+        let position = committed.last_position();
+        Ok(SignUpConfirmed {
+            user_id,
+            institution_id,
+            log_position: position,
+            projections_caught_up: settle(state, position, wait_for_projections).await?,
+        })
+    }
+
+    /// Public, rate-limited. Returns a signed access token. A wrong password is
+    /// UNAUTHENTICATED (and recorded); the failure that reaches the threshold locks the
+    /// account (FORBIDDEN `USER_LOCKED_OUT`) for the lockout duration.
+    async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<LoginResult, ApiError> {
+        rate_limit(ctx)?;
+        let state = state(ctx);
+        let bad_credentials =
+            || ApiError::unauthenticated("INVALID_CREDENTIALS", "wrong e-mail or password");
+        let email = parse("email", Email::parse(&input.email))?;
+        if input.password.chars().count() > state.config.max_password_chars {
+            return Err(bad_credentials());
+        }
+        let Some(user_id) = emails::user_id_of(&state.pool, email.as_str()).await? else {
+            secrets::verify_password(input.password, None).await;
+            return Err(bad_credentials());
+        };
+        let (user, _) = state.buses.user.load(&user_id.to_string()).await?;
+        let stored = user.password_hash().map(str::to_owned);
+        let has_password = stored.is_some();
+        let matches = secrets::verify_password(input.password, stored).await;
+        if !has_password {
+            // Not confirmed yet, or an account whose password was never set.
+            return Err(bad_credentials());
+        }
+        let committed = state
+            .buses
+            .user
+            .execute(
+                &user_id.to_string(),
+                UserCommand::AttemptLogin {
+                    password_matches: matches,
+                    now: state.clock.now(),
+                },
+                &metadata(
+                    request(ctx),
+                    user.institution_id().map(|id| id.as_uuid()),
+                ),
+            )
+            .await
+            .map_err(|e| match e {
+                CommandError::Rejected(UserError::NotFound | UserError::NotActive) => {
+                    bad_credentials()
+                }
+                other => other.into(),
+            })?;
+        for event in &committed.events {
+            match event {
+                UserEvent::UserLockedOut { until } => {
+                    return Err(ApiError::rejection(&UserError::LockedOut { until: *until }))
+                }
+                UserEvent::LoginFailed { .. } => return Err(bad_credentials()),
+                _ => {}
+            }
+        }
+        let role = user
+            .role()
+            .ok_or_else(|| ApiError::internal(format!("active user {user_id} has no role")))?;
+        let ttl = Duration::from_std(state.config.token_ttl)
+            .map_err(|e| ApiError::internal(format!("token ttl: {e}")))?;
+        // Whole seconds: the token carries Unix seconds.
+        let expires_at = chrono::DateTime::from_timestamp((state.clock.now() + ttl).timestamp(), 0)
+            .ok_or_else(|| ApiError::internal("token expiry out of range"))?;
+        let claims = Claims {
+            user_id,
+            role,
+            institution_id: user.institution_id().map(|id| id.as_uuid()),
+            expires_at,
+        };
+        Ok(LoginResult {
+            access_token: auth::issue(&state.config.token_secret, &claims),
+            expires_at,
+            user_id,
+            role: role.into(),
+            institution_id: claims.institution_id,
+            log_position: committed.last_position(),
+        })
+    }
+
+    /// Public, rate-limited. Issues a reset token if the e-mail belongs to an active
+    /// account. The answer is the same either way.
+    async fn request_password_reset(
+        &self,
+        ctx: &Context<'_>,
+        input: RequestPasswordResetInput,
+    ) -> Result<RequestAccepted, ApiError> {
+        rate_limit(ctx)?;
+        let state = state(ctx);
+        let email = parse("email", Email::parse(&input.email))?;
+        if let Some(user_id) = emails::user_id_of(&state.pool, email.as_str()).await? {
+            let token = secrets::new_token();
+            let outcome = state
+                .buses
+                .user
+                .execute(
+                    &user_id.to_string(),
+                    UserCommand::RequestPasswordReset {
+                        token_hash: secrets::token_hash(&token),
+                        now: state.clock.now(),
+                    },
+                    &metadata(request(ctx), None),
+                )
+                .await;
+            match outcome {
+                Ok(_) => state.tokens.issued(IssuedToken {
+                    kind: TokenKind::PasswordReset,
+                    user_id,
+                    email: email.to_string(),
+                    token,
+                }),
+                // Pending or deactivated accounts get nothing, silently.
+                Err(CommandError::Rejected(_)) => {}
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Ok(RequestAccepted { accepted: true })
+    }
+
+    /// Public, rate-limited. Sets a new password with a reset token. Returns the user id.
+    async fn reset_password(
+        &self,
+        ctx: &Context<'_>,
+        input: ResetPasswordInput,
+        wait_for_projections: Option<bool>,
+    ) -> Result<CommandResult, ApiError> {
+        rate_limit(ctx)?;
+        let state = state(ctx);
+        let email = parse("email", Email::parse(&input.email))?;
+        let token_hash = one_time_token("token", &input.token)?;
+        let new_password = password(state, "newPassword", &input.new_password)?;
+        let unknown = || ApiError::rejection(&UserError::ResetTokenUnknown);
+        let user_id = emails::user_id_of(&state.pool, email.as_str())
+            .await?
+            .ok_or_else(unknown)?;
+        let new_password_hash = hash_password(state, new_password).await?;
+        let committed = state
+            .buses
+            .user
+            .execute(
+                &user_id.to_string(),
+                UserCommand::ResetPassword {
+                    token_hash,
+                    new_password_hash,
+                    now: state.clock.now(),
+                },
+                &metadata(request(ctx), None),
+            )
+            .await
+            .map_err(|e| match e {
+                CommandError::Rejected(UserError::NotFound | UserError::NotActive) => unknown(),
+                other => other.into(),
+            })?;
+        result(state, user_id, committed.last_position(), wait_for_projections).await
+    }
+
+    /// Manager (own institution) or admin. Returns the campus id.
+    async fn create_campus(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateCampusInput,
+        wait_for_projections: Option<bool>,
+    ) -> Result<CommandResult, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let institution_id = auth::target_institution(claims, input.institution_id)?;
+        let name = parse("name", CampusName::parse(&input.name))?;
+        let city = parse("city", CityName::parse(&input.city))?;
+        let campus_id = Uuid::new_v4();
+        let committed = state
+            .buses
+            .institution
+            .execute(
+                &institution_id.to_string(),
+                InstitutionCommand::CreateCampus {
+                    campus_id: CampusId::from_uuid(campus_id),
+                    name,
+                    city,
+                },
+                &metadata(request(ctx), Some(institution_id)),
+            )
+            .await?;
+        result(state, campus_id, committed.last_position(), wait_for_projections).await
+    }
+
+    /// Manager (own institution) or admin. Offers a course on a campus and opens its
+    /// enrollment. Returns the course id.
+    async fn offer_course(
+        &self,
+        ctx: &Context<'_>,
+        input: OfferCourseInput,
+        wait_for_projections: Option<bool>,
+    ) -> Result<CommandResult, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let institution_id = auth::target_institution(claims, input.institution_id)?;
+        let name = parse("name", CourseName::parse(&input.name))?;
+        let capacity = parse("capacity", Capacity::from_i64(input.capacity))?;
+        let course_id = input.course_id.unwrap_or_else(Uuid::new_v4);
+        let meta = metadata(request(ctx), Some(institution_id));
+        let offered = state
+            .buses
+            .institution
+            .execute(
+                &institution_id.to_string(),
+                InstitutionCommand::OfferCourse {
+                    course_id: CourseId::from_uuid(course_id),
+                    campus_id: CampusId::from_uuid(input.campus_id),
+                    name: name.clone(),
+                    capacity,
+                },
+                &meta,
+            )
+            .await;
+        match offered {
+            Ok(_) => {}
+            // A retry of an offer whose opening failed: finish it.
+            Err(CommandError::Rejected(InstitutionError::CourseAlreadyExists))
+                if input.course_id.is_some() =>
+            {
+                let (institution, _) = state
+                    .buses
+                    .institution
+                    .load(&institution_id.to_string())
+                    .await?;
+                let (course, _) = state.buses.course.load(&course_id.to_string()).await?;
+                if !institution
+                    .courses()
+                    .contains_key(&CourseId::from_uuid(course_id))
+                    || course.status() != CourseStatus::NotOpened
+                {
+                    return Err(ApiError::rejection(&InstitutionError::CourseAlreadyExists));
+                }
+            }
+            Err(other) => return Err(other.into()),
+        }
+        let committed = state
+            .buses
+            .course
+            .execute(
+                &course_id.to_string(),
+                CourseCommand::OpenCourse {
+                    institution_id: InstitutionId::from_uuid(institution_id),
+                    campus_id: CampusId::from_uuid(input.campus_id),
+                    name,
+                    capacity,
+                },
+                &meta,
+            )
+            .await?;
+        result(state, course_id, committed.last_position(), wait_for_projections).await
+    }
+
+    /// Manager (own institution) or admin. Returns the course id.
+    async fn change_course_capacity(
+        &self,
+        ctx: &Context<'_>,
+        input: ChangeCourseCapacityInput,
+        wait_for_projections: Option<bool>,
+    ) -> Result<CommandResult, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let capacity = parse("capacity", Capacity::from_i64(input.capacity))?;
+        let institution_id = course_institution(state, input.course_id).await?;
+        auth::ensure_institution(claims, institution_id)?;
+        let committed = state
+            .buses
+            .course
+            .execute(
+                &input.course_id.to_string(),
+                CourseCommand::ChangeCapacity { capacity },
+                &metadata(request(ctx), Some(institution_id)),
+            )
+            .await?;
+        result(
+            state,
+            input.course_id,
+            committed.last_position(),
+            wait_for_projections,
+        )
+        .await
+    }
+
+    /// Manager (own institution) or admin. Creates the student and its login account
+    /// (role Student, no password: the student sets one through the reset flow). The
+    /// student id is also its user id. Returns the student id.
+    async fn create_student(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateStudentInput,
+        wait_for_projections: Option<bool>,
+    ) -> Result<CommandResult, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let institution_id = auth::target_institution(claims, input.institution_id)?;
+        let name = parse("name", PersonName::parse(&input.name))?;
+        let email = parse("email", Email::parse(&input.email))?;
+        let today = state.clock.now().date_naive();
+        let birth_date = parse("birthDate", BirthDate::parse_str(&input.birth_date, today))?;
+        ensure_institution_exists(state, institution_id).await?;
+        let meta = metadata(request(ctx), Some(institution_id));
+        let id = create_account(
+            state,
+            &meta,
+            &email,
+            &name,
+            DomainRole::Student,
+            institution_id,
+        )
+        .await?;
+        let committed = state
+            .buses
+            .student
+            .execute(
+                &id.to_string(),
+                StudentCommand::CreateStudent {
+                    institution_id: InstitutionId::from_uuid(institution_id),
+                    user_id: UserId::from_uuid(id),
+                    name,
+                    email,
+                    birth_date,
+                },
+                &meta,
+            )
+            .await?;
+        result(state, id, committed.last_position(), wait_for_projections).await
+    }
+
+    /// Manager (own institution) or admin. Like `createStudent`, for a teacher.
+    async fn create_teacher(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateTeacherInput,
+        wait_for_projections: Option<bool>,
+    ) -> Result<CommandResult, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let institution_id = auth::target_institution(claims, input.institution_id)?;
+        let name = parse("name", PersonName::parse(&input.name))?;
+        let email = parse("email", Email::parse(&input.email))?;
+        ensure_institution_exists(state, institution_id).await?;
+        let meta = metadata(request(ctx), Some(institution_id));
+        let id = create_account(
+            state,
+            &meta,
+            &email,
+            &name,
+            DomainRole::Teacher,
+            institution_id,
+        )
+        .await?;
+        let committed = state
+            .buses
+            .teacher
+            .execute(
+                &id.to_string(),
+                TeacherCommand::CreateTeacher {
+                    institution_id: InstitutionId::from_uuid(institution_id),
+                    user_id: UserId::from_uuid(id),
+                    name,
+                    email,
+                },
+                &meta,
+            )
+            .await?;
+        result(state, id, committed.last_position(), wait_for_projections).await
+    }
+
+    /// Public, rate-limited. Applies to a course; the processor decides the enrollment
+    /// later. Returns the application id.
+    async fn apply_to_course(
+        &self,
+        ctx: &Context<'_>,
+        input: ApplyToCourseInput,
+        wait_for_projections: Option<bool>,
+    ) -> Result<CommandResult, ApiError> {
+        rate_limit(ctx)?;
+        let state = state(ctx);
+        let name = parse("name", PersonName::parse(&input.name))?;
+        let email = parse("email", Email::parse(&input.email))?;
+        let now = state.clock.now();
+        let birth_date = parse(
+            "birthDate",
+            BirthDate::parse_str(&input.birth_date, now.date_naive()),
+        )?;
+        let institution_id = course_institution(state, input.course_id).await?;
+        let application_id = Uuid::new_v4();
+        let committed = state
+            .buses
+            .course
+            .execute(
+                &input.course_id.to_string(),
+                CourseCommand::RequestEnrollment {
+                    application_id: ApplicationId::from_uuid(application_id),
+                    name,
+                    birth_date,
+                    email,
+                    requested_at: now,
+                },
+                &metadata(request(ctx), Some(institution_id)),
+            )
+            .await?;
+        result(
+            state,
+            application_id,
+            committed.last_position(),
+            wait_for_projections,
+        )
+        .await
+    }
+
+    /// Manager (own institution) or admin. Cancels an enrollment, freeing the seat.
+    /// Returns the application id.
+    async fn cancel_enrollment(
+        &self,
+        ctx: &Context<'_>,
+        input: CancelEnrollmentInput,
+        wait_for_projections: Option<bool>,
+    ) -> Result<CommandResult, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let institution_id = course_institution(state, input.course_id).await?;
+        auth::ensure_institution(claims, institution_id)?;
+        let committed = state
+            .buses
+            .course
+            .execute(
+                &input.course_id.to_string(),
+                CourseCommand::CancelEnrollment {
+                    application_id: ApplicationId::from_uuid(input.application_id),
+                    at: state.clock.now(),
+                },
+                &metadata(request(ctx), Some(institution_id)),
+            )
+            .await?;
+        result(
+            state,
+            input.application_id,
+            committed.last_position(),
+            wait_for_projections,
+        )
+        .await
+    }
+
+    /// Teacher, manager (own institution) or admin. Records a student's note on an
+    /// exam of a course. Returns the exam grade id (one per course, student and exam).
+    async fn record_exam_note(
+        &self,
+        ctx: &Context<'_>,
+        input: RecordExamNoteInput,
+        wait_for_projections: Option<bool>,
+    ) -> Result<CommandResult, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), GRADERS)?;
+        let state = state(ctx);
+        let exam_name = parse("examName", ExamName::parse(&input.exam_name))?;
+        let note = parse("note", GradeNote::from_f64(input.note))?;
+        let (student, _) = state
+            .buses
+            .student
+            .load(&input.student_id.to_string())
+            .await?;
+        let institution_id = student
+            .institution_id()
+            .ok_or_else(|| ApiError::not_found("STUDENT_NOT_FOUND", "student not found"))?
+            .as_uuid();
+        auth::ensure_institution(claims, institution_id)?;
+        let course_institution = course_institution(state, input.course_id).await?;
+        auth::ensure_institution(claims, course_institution)?;
+        if course_institution != institution_id {
+            return Err(ApiError::validation(
+                "courseId",
+                "OTHER_INSTITUTION",
+                "the course and the student belong to different institutions",
+            ));
+        }
+        let teacher_id = acting_teacher(state, claims, input.teacher_id, institution_id).await?;
+        let grade_id = exam_grade_id(input.course_id, input.student_id, &exam_name);
+        let committed = state
+            .buses
+            .exam_grade
+            .execute(
+                &grade_id.to_string(),
+                ExamGradeCommand::RecordNote {
+                    institution_id: InstitutionId::from_uuid(institution_id),
+                    course_id: CourseId::from_uuid(input.course_id),
+                    student_id: StudentId::from_uuid(input.student_id),
+                    teacher_id,
+                    exam_name,
+                    note,
+                    at: state.clock.now(),
+                },
+                &metadata(request(ctx), Some(institution_id)),
+            )
+            .await?;
+        result(state, grade_id, committed.last_position(), wait_for_projections).await
+    }
+
+    /// Teacher, manager (own institution) or admin. Corrects a recorded note.
+    /// Returns the exam grade id.
+    async fn change_exam_note(
+        &self,
+        ctx: &Context<'_>,
+        input: ChangeExamNoteInput,
+        wait_for_projections: Option<bool>,
+    ) -> Result<CommandResult, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), GRADERS)?;
+        let state = state(ctx);
+        let note = parse("note", GradeNote::from_f64(input.note))?;
+        let (grade, _) = state
+            .buses
+            .exam_grade
+            .load(&input.exam_grade_id.to_string())
+            .await?;
+        let institution_id = grade
+            .institution_id()
+            .ok_or_else(|| {
+                ApiError::not_found("EXAM_GRADE_NOT_FOUND", "no note was recorded for this id")
+            })?
+            .as_uuid();
+        auth::ensure_institution(claims, institution_id)?;
+        let teacher_id = acting_teacher(state, claims, input.teacher_id, institution_id).await?;
+        let committed = state
+            .buses
+            .exam_grade
+            .execute(
+                &input.exam_grade_id.to_string(),
+                ExamGradeCommand::ChangeNote {
+                    note,
+                    teacher_id,
+                    at: state.clock.now(),
+                },
+                &metadata(request(ctx), Some(institution_id)),
+            )
+            .await?;
+        result(
+            state,
+            input.exam_grade_id,
+            committed.last_position(),
+            wait_for_projections,
+        )
+        .await
+    }
+
+    /// Any signed-in user on itself; a manager on users of its institution; an admin
+    /// on anyone. Omitted fields are left as they are. Returns the user id.
+    async fn update_user(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateUserInput,
+        wait_for_projections: Option<bool>,
+    ) -> Result<CommandResult, ApiError> {
+        let claims = auth::require(request(ctx).claims.as_ref())?;
+        let state = state(ctx);
+        let target = input.user_id.unwrap_or(claims.user_id);
+        if target != claims.user_id {
+            auth::require_role(Some(claims), STAFF)?;
+        }
+        let name = input
+            .name
+            .as_deref()
+            .map(|n| parse("name", PersonName::parse(n)))
+            .transpose()?;
+        let email = input
+            .email
+            .as_deref()
+            .map(|e| parse("email", Email::parse(e)))
+            .transpose()?;
+        let user = load_user(state, target).await?;
+        let institution = user.institution_id().map(|id| id.as_uuid());
+        if target != claims.user_id {
+            match institution {
+                Some(owner) => auth::ensure_institution(claims, owner)?,
+                // Admin accounts belong to no institution: only admins touch them.
+                None => auth::require_role(Some(claims), &[DomainRole::Admin]).map(|_| ())?,
+            }
+        }
+        let old_email = user.email().cloned();
+        let mut reserved = None;
+        if let Some(email) = email.as_ref().filter(|e| Some(*e) != old_email.as_ref()) {
+            let holder = emails::reserve(&state.pool, email.as_str(), target).await?;
+            if holder != target {
+                return Err(ApiError::conflict(
+                    "EMAIL_TAKEN",
+                    "this e-mail belongs to another account",
+                ));
+            }
+            reserved = Some(email.clone());
+        }
+        let outcome = state
+            .buses
+            .user
+            .execute(
+                &target.to_string(),
+                UserCommand::UpdateUser {
+                    name,
+                    email: email.clone(),
+                },
+                &metadata(request(ctx), institution),
+            )
+            .await;
+        let committed = match outcome {
+            Ok(committed) => committed,
+            Err(error) => {
+                if let (Some(new), CommandError::Rejected(_)) = (&reserved, &error) {
+                    emails::release(&state.pool, new.as_str(), target).await?;
+                }
+                return Err(error.into());
+            }
+        };
+        if let (Some(_), Some(old)) = (&reserved, &old_email) {
+            emails::release(&state.pool, old.as_str(), target).await?;
+        }
+        result(state, target, committed.last_position(), wait_for_projections).await
+    }
+
+    /// Manager (users of its institution) or admin. Users are never deleted.
+    /// Returns the user id.
+    async fn deactivate_user(
+        &self,
+        ctx: &Context<'_>,
+        input: DeactivateUserInput,
+        wait_for_projections: Option<bool>,
+    ) -> Result<CommandResult, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let reason = input.reason.trim().to_owned();
+        if reason.is_empty() {
+            return Err(ApiError::validation("reason", "EMPTY", "must not be empty"));
+        }
+        if reason.chars().count() > MAX_REASON_CHARS {
+            return Err(ApiError::validation(
+                "reason",
+                "TOO_LONG",
+                format!("must be at most {MAX_REASON_CHARS} characters"),
+            ));
+        }
+        let user = load_user(state, input.user_id).await?;
+        let institution = user.institution_id().map(|id| id.as_uuid());
+        match institution {
+            Some(owner) => auth::ensure_institution(claims, owner)?,
+            None => auth::require_role(Some(claims), &[DomainRole::Admin]).map(|_| ())?,
+        }
+        let committed = state
+            .buses
+            .user
+            .execute(
+                &input.user_id.to_string(),
+                UserCommand::DeactivateUser { reason },
+                &metadata(request(ctx), institution),
+            )
+            .await?;
+        result(
+            state,
+            input.user_id,
+            committed.last_position(),
+            wait_for_projections,
+        )
+        .await
+    }
+}
+
+/// Reserves the e-mail and creates a login account without a password. Returns its id.
+async fn create_account(
+    state: &AppState,
+    meta: &aula_eventlog::EventMetadata,
+    email: &Email,
+    name: &PersonName,
+    role: DomainRole,
+    institution_id: Uuid,
+) -> Result<Uuid, ApiError> {
+    let candidate = Uuid::new_v4();
+    let holder = emails::reserve(&state.pool, email.as_str(), candidate).await?;
+    if holder != candidate {
+        return Err(ApiError::conflict(
+            "EMAIL_TAKEN",
+            "this e-mail belongs to another account",
+        ));
+    }
+    let created = state
+        .buses
+        .user
+        .execute(
+            &candidate.to_string(),
+            UserCommand::CreateUser {
+                email: email.clone(),
+                name: name.clone(),
+                role,
+                institution_id: Some(InstitutionId::from_uuid(institution_id)),
+                password_hash: None,
+            },
+            meta,
+        )
+        .await;
+    if let Err(error) = created {
+        if matches!(error, CommandError::Rejected(_)) {
+            emails::release(&state.pool, email.as_str(), candidate).await?;
+        }
+        return Err(error.into());
+    }
+    Ok(candidate)
+}

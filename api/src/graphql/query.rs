@@ -1,0 +1,132 @@
+//! Queries. Read-model queries are added by the projections issue; these read the
+//! decision models (aggregates) directly and are small.
+
+use async_graphql::{Context, Object, SimpleObject};
+use aula_domain::user::{Role as DomainRole, UserStatus};
+use uuid::Uuid;
+
+use super::types::{Health, Me};
+use super::{request, state};
+use crate::auth;
+use crate::error::ApiError;
+use crate::freshness::wait_for_projections;
+
+pub struct QueryRoot;
+
+/// A campus of an institution.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct Campus {
+    pub id: Uuid,
+    pub name: String,
+    pub city: String,
+}
+
+#[Object]
+impl QueryRoot {
+    /// The signed-in user.
+    async fn me(&self, ctx: &Context<'_>) -> Result<Me, ApiError> {
+        let claims = auth::require(request(ctx).claims.as_ref())?;
+        let (user, _) = state(ctx)
+            .buses
+            .user
+            .load(&claims.user_id.to_string())
+            .await?;
+        if user.status() == UserStatus::Unregistered {
+            return Err(ApiError::not_found("USER_NOT_FOUND", "user not found"));
+        }
+        Ok(Me {
+            id: claims.user_id,
+            email: user.email().map(|e| e.to_string()).unwrap_or_default(),
+            name: user.name().map(|n| n.to_string()),
+            role: user.role().unwrap_or(claims.role).into(),
+            institution_id: user.institution_id().map(Into::into),
+        })
+    }
+
+    /// Liveness, and whether the database answers. Public.
+    async fn health(&self, ctx: &Context<'_>) -> Health {
+        let state = state(ctx);
+        let database = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
+        Health {
+            status: "ok".into(),
+            database,
+            server_time: state.clock.now(),
+        }
+    }
+
+    /// Read-your-writes for a later query: waits (bounded by the configured timeout)
+    /// until every projection has consumed the event at `logPosition`; false on timeout.
+    async fn projections_reached(
+        &self,
+        ctx: &Context<'_>,
+        log_position: i64,
+    ) -> Result<bool, ApiError> {
+        auth::require(request(ctx).claims.as_ref())?;
+        let state = state(ctx);
+        Ok(wait_for_projections(
+            &state.pool,
+            &state.config.projections,
+            log_position,
+            state.config.read_your_writes_timeout,
+        )
+        .await?)
+    }
+
+    /// Campuses of an institution (a manager's own by default), by name, at most
+    /// `first` (capped by the maximum page size).
+    async fn campuses(
+        &self,
+        ctx: &Context<'_>,
+        institution_id: Option<Uuid>,
+        #[graphql(default = 20)] first: i32,
+    ) -> Result<Vec<Campus>, ApiError> {
+        let claims = auth::require_role(
+            request(ctx).claims.as_ref(),
+            &[DomainRole::Admin, DomainRole::Manager, DomainRole::Teacher],
+        )?;
+        let state = state(ctx);
+        let first = page_size(first, state.config.max_page_size)?;
+        let institution_id = match institution_id {
+            Some(id) => {
+                auth::ensure_institution(claims, id)?;
+                id
+            }
+            None => auth::target_institution(claims, None)?,
+        };
+        let (institution, _) = state
+            .buses
+            .institution
+            .load(&institution_id.to_string())
+            .await?;
+        if institution.name().is_none() {
+            return Err(ApiError::not_found(
+                "INSTITUTION_NOT_FOUND",
+                "institution not found",
+            ));
+        }
+        let mut campuses: Vec<Campus> = institution
+            .campuses()
+            .iter()
+            .map(|(id, campus)| Campus {
+                id: id.as_uuid(),
+                name: campus.name.to_string(),
+                city: campus.city.to_string(),
+            })
+            .collect();
+        campuses.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        campuses.truncate(first);
+        Ok(campuses)
+    }
+}
+
+/// Checks a requested page size against the maximum.
+pub(crate) fn page_size(first: i32, max: usize) -> Result<usize, ApiError> {
+    match usize::try_from(first) {
+        Ok(first) if (1..=max).contains(&first) => Ok(first),
+        _ => Err(ApiError::validation(
+            "first",
+            "OUT_OF_RANGE",
+            format!("must be between 1 and {max}"),
+        )),
+    }
+}

@@ -1,0 +1,103 @@
+//! What every request shares: the pool, the command buses, configuration and the
+//! injected clock, token sink and readiness probe.
+
+use std::sync::Arc;
+
+use aula_domain::course::Course;
+use aula_domain::exam_grade::ExamGrade;
+use aula_domain::institution::Institution;
+use aula_domain::student::Student;
+use aula_domain::teacher::Teacher;
+use aula_domain::user::{User, UserServices};
+use aula_eventlog::CommandBus;
+use sqlx::PgPool;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::ApiConfig;
+use crate::ratelimit::RateLimiter;
+use crate::secrets::{DropTokens, TokenSink};
+
+/// Whether the process's subscriptions (projections, processor) are running.
+pub type ReadinessProbe = Arc<dyn Fn() -> bool + Send + Sync>;
+
+pub(crate) struct Buses {
+    pub user: CommandBus<User>,
+    pub institution: CommandBus<Institution>,
+    pub course: CommandBus<Course>,
+    pub student: CommandBus<Student>,
+    pub teacher: CommandBus<Teacher>,
+    pub exam_grade: CommandBus<ExamGrade>,
+}
+
+impl Buses {
+    fn new(pool: &PgPool, user_services: UserServices) -> Self {
+        let upcasters = aula_domain::upcasters;
+        Self {
+            user: CommandBus::with_upcasters(pool.clone(), user_services, upcasters()),
+            institution: CommandBus::with_upcasters(pool.clone(), Default::default(), upcasters()),
+            course: CommandBus::with_upcasters(pool.clone(), Default::default(), upcasters()),
+            student: CommandBus::with_upcasters(pool.clone(), Default::default(), upcasters()),
+            teacher: CommandBus::with_upcasters(pool.clone(), Default::default(), upcasters()),
+            exam_grade: CommandBus::with_upcasters(pool.clone(), Default::default(), upcasters()),
+        }
+    }
+}
+
+/// Shared state of the API. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) pool: PgPool,
+    pub(crate) config: Arc<ApiConfig>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) tokens: Arc<dyn TokenSink>,
+    pub(crate) readiness: ReadinessProbe,
+    pub(crate) buses: Arc<Buses>,
+    pub(crate) limiter: Arc<RateLimiter>,
+}
+
+impl AppState {
+    /// State with the system clock, no token delivery, always-ready subscriptions and
+    /// the domain's default user policy.
+    pub fn new(pool: PgPool, config: ApiConfig) -> Self {
+        Self {
+            buses: Arc::new(Buses::new(&pool, UserServices::default())),
+            limiter: Arc::new(RateLimiter::new(config.rate_limit)),
+            pool,
+            config: Arc::new(config),
+            clock: Arc::new(SystemClock),
+            tokens: Arc::new(DropTokens),
+            readiness: Arc::new(|| true),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where raw one-time tokens (sign-up confirmation, password reset) go when issued.
+    pub fn with_token_sink(mut self, sink: Arc<dyn TokenSink>) -> Self {
+        self.tokens = sink;
+        self
+    }
+
+    /// The probe `GET /ready` asks whether the subscriptions are running.
+    pub fn with_readiness(mut self, probe: ReadinessProbe) -> Self {
+        self.readiness = probe;
+        self
+    }
+
+    /// Lockout threshold and duration, reset-token lifetime.
+    pub fn with_user_services(mut self, services: UserServices) -> Self {
+        self.buses = Arc::new(Buses::new(&self.pool, services));
+        self
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn config(&self) -> &ApiConfig {
+        &self.config
+    }
+}

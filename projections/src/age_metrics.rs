@@ -1,0 +1,182 @@
+//! Projection `age_metrics`: count, minimum, maximum and average age of the enrolled
+//! students per course, per campus and per institution.
+//!
+//! The age is the one the `StudentEnrolled` event recorded (whole years on the
+//! enrollment date), so a rebuild gives the same numbers on any day. The table keeps
+//! how many students of each age a scope has, not a running minimum: when the youngest
+//! student cancels, the minimum is simply the next age with a non-zero count.
+
+use std::collections::BTreeMap;
+
+use aula_domain::course::CourseEvent;
+use aula_eventlog::subscription::BoxError;
+use aula_eventlog::{Consumer, RecordedEvent};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::decode::{course_id, decode, is_reprocessed};
+use crate::ProjectionError;
+
+pub const NAME: &str = "age_metrics";
+pub const TABLES: &[&str] = &["age_counts"];
+
+/// The grouping an age metric is computed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum AgeScope {
+    Course,
+    Campus,
+    Institution,
+}
+
+impl AgeScope {
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            AgeScope::Course => "course",
+            AgeScope::Campus => "campus",
+            AgeScope::Institution => "institution",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct AgeMetrics;
+
+#[async_trait::async_trait]
+impl Consumer for AgeMetrics {
+    async fn handle(
+        &mut self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
+        Ok(handle(tx, events).await?)
+    }
+}
+
+async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+    let mut deltas: BTreeMap<(AgeScope, Uuid, i32), i32> = BTreeMap::new();
+    for event in events {
+        if event.aggregate_type != "course"
+            || !matches!(
+                event.event_type.as_str(),
+                "StudentEnrolled" | "EnrollmentCancelled"
+            )
+            || is_reprocessed(event)
+        {
+            continue;
+        }
+        let course = course_id(event)?;
+        let (campus, institution, age, change) = match decode::<CourseEvent>(event)? {
+            CourseEvent::StudentEnrolled {
+                age_years,
+                campus_id,
+                institution_id,
+                ..
+            } => (campus_id, institution_id, age_years, 1),
+            CourseEvent::EnrollmentCancelled {
+                age_years,
+                campus_id,
+                institution_id,
+                ..
+            } => (campus_id, institution_id, age_years, -1),
+            _ => continue,
+        };
+        let age = age as i32;
+        for key in [
+            (AgeScope::Course, course, age),
+            (AgeScope::Campus, campus.into(), age),
+            (AgeScope::Institution, institution.into(), age),
+        ] {
+            *deltas.entry(key).or_default() += change;
+        }
+    }
+    deltas.retain(|_, change| *change != 0);
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let scopes: Vec<&str> = deltas.keys().map(|(s, _, _)| s.as_str()).collect();
+    let ids: Vec<Uuid> = deltas.keys().map(|(_, id, _)| *id).collect();
+    let ages: Vec<i32> = deltas.keys().map(|(_, _, age)| *age).collect();
+    let changes: Vec<i32> = deltas.values().copied().collect();
+    sqlx::query(
+        "INSERT INTO age_counts AS a (scope, scope_id, age, students)
+         SELECT * FROM unnest($1::text[], $2::uuid[], $3::int[], $4::int[])
+         ON CONFLICT (scope, scope_id, age) DO UPDATE SET students = a.students + EXCLUDED.students",
+    )
+    .bind(&scopes)
+    .bind(&ids)
+    .bind(&ages)
+    .bind(&changes)
+    .execute(&mut *tx)
+    .await?;
+    // Ages nobody has any more disappear; a negative count means a cancellation the
+    // log never enrolled, which must stop the projection rather than skew the metrics.
+    let removed: Vec<i32> = sqlx::query_scalar(
+        "DELETE FROM age_counts a USING unnest($1::text[], $2::uuid[], $3::int[]) AS k(scope, scope_id, age)
+         WHERE a.scope = k.scope AND a.scope_id = k.scope_id AND a.age = k.age AND a.students <= 0
+         RETURNING a.students",
+    )
+    .bind(&scopes)
+    .bind(&ids)
+    .bind(&ages)
+    .fetch_all(&mut *tx)
+    .await?;
+    if removed.iter().any(|students| *students < 0) {
+        return Err(ProjectionError::Inconsistent(
+            "a cancellation took out an age no enrolled student had".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The age metrics of one course, campus or institution.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AgeMetricsRow {
+    pub scope: AgeScope,
+    pub scope_id: Uuid,
+    pub students: i64,
+    pub min_age: i32,
+    pub max_age: i32,
+    pub average_age: f64,
+}
+
+/// Metrics of every `scope` whose id is in `ids` (all of that scope when `ids` is
+/// `None`), ordered by id. A scope with no enrolled student has no row.
+pub async fn age_metrics(
+    pool: &PgPool,
+    scope: AgeScope,
+    ids: Option<&[Uuid]>,
+) -> Result<Vec<AgeMetricsRow>, sqlx::Error> {
+    let rows: Vec<(Uuid, i64, i32, i32, f64)> = sqlx::query_as(
+        "SELECT scope_id, sum(students)::bigint, min(age), max(age),
+                (sum(age::bigint * students)::float8 / sum(students)::float8)
+         FROM age_counts
+         WHERE scope = $1 AND ($2::uuid[] IS NULL OR scope_id = ANY($2))
+         GROUP BY scope_id ORDER BY scope_id",
+    )
+    .bind(scope.as_str())
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(scope_id, students, min_age, max_age, average_age)| AgeMetricsRow {
+                scope,
+                scope_id,
+                students,
+                min_age,
+                max_age,
+                average_age,
+            },
+        )
+        .collect())
+}
+
+/// The metrics of one course, campus or institution (`None`: no enrolled student).
+pub async fn age_metrics_of(
+    pool: &PgPool,
+    scope: AgeScope,
+    id: Uuid,
+) -> Result<Option<AgeMetricsRow>, sqlx::Error> {
+    Ok(age_metrics(pool, scope, Some(&[id])).await?.pop())
+}

@@ -1,0 +1,201 @@
+//! Projection `course_capacity`: per course, its capacity, enrolled students, seats
+//! left, applications pending a decision, declined and cancelled ones.
+
+use std::collections::BTreeMap;
+
+use aula_domain::course::CourseEvent;
+use aula_eventlog::subscription::BoxError;
+use aula_eventlog::{Consumer, RecordedEvent};
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::decode::{course_id, decode, is_reprocessed};
+use crate::ProjectionError;
+
+pub const NAME: &str = "course_capacity";
+pub const TABLES: &[&str] = &["course_capacity"];
+
+/// The consumer; it keeps no state between batches.
+#[derive(Debug, Default)]
+pub struct CourseCapacity;
+
+struct Opened {
+    institution_id: Uuid,
+    campus_id: Uuid,
+    name: String,
+    capacity: i32,
+    at: DateTime<Utc>,
+}
+
+#[derive(Default)]
+struct Delta {
+    opened: Option<Opened>,
+    capacity: Option<i32>,
+    enrolled: i32,
+    pending: i32,
+    declined: i32,
+    cancelled: i32,
+    closed: bool,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+#[async_trait::async_trait]
+impl Consumer for CourseCapacity {
+    async fn handle(
+        &mut self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
+        Ok(handle(tx, events).await?)
+    }
+}
+
+async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+    let mut deltas: BTreeMap<Uuid, Delta> = BTreeMap::new();
+    for event in events {
+        if event.aggregate_type != "course" || is_reprocessed(event) {
+            continue;
+        }
+        let course = course_id(event)?;
+        let delta = deltas.entry(course).or_default();
+        delta.updated_at = Some(event.recorded_at);
+        match decode::<CourseEvent>(event)? {
+            CourseEvent::CourseOpened {
+                institution_id,
+                campus_id,
+                name,
+                capacity,
+            } => {
+                delta.opened = Some(Opened {
+                    institution_id: institution_id.into(),
+                    campus_id: campus_id.into(),
+                    name: name.as_str().to_owned(),
+                    capacity: capacity.get() as i32,
+                    at: event.recorded_at,
+                })
+            }
+            CourseEvent::EnrollmentRequested { .. } => delta.pending += 1,
+            CourseEvent::StudentEnrolled { .. } => {
+                delta.pending -= 1;
+                delta.enrolled += 1;
+            }
+            CourseEvent::EnrollmentDeclined { .. } => {
+                delta.pending -= 1;
+                delta.declined += 1;
+            }
+            CourseEvent::EnrollmentCancelled { .. } => {
+                delta.enrolled -= 1;
+                delta.cancelled += 1;
+            }
+            CourseEvent::CapacityChanged { to, .. } => delta.capacity = Some(to.get() as i32),
+            CourseEvent::CourseClosed => delta.closed = true,
+        }
+    }
+    if deltas.is_empty() {
+        return Ok(());
+    }
+
+    let opened: Vec<(&Uuid, &Opened)> = deltas
+        .iter()
+        .filter_map(|(id, d)| d.opened.as_ref().map(|o| (id, o)))
+        .collect();
+    if !opened.is_empty() {
+        sqlx::query(
+            "INSERT INTO course_capacity (course_id, institution_id, campus_id, name, capacity, opened_at, updated_at)
+             SELECT c, i, p, n, k, t, t FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::int[], $6::timestamptz[]) AS u(c, i, p, n, k, t)
+             ON CONFLICT (course_id) DO UPDATE SET institution_id = EXCLUDED.institution_id,
+                 campus_id = EXCLUDED.campus_id, name = EXCLUDED.name, capacity = EXCLUDED.capacity,
+                 opened_at = EXCLUDED.opened_at",
+        )
+        .bind(opened.iter().map(|(id, _)| **id).collect::<Vec<_>>())
+        .bind(opened.iter().map(|(_, o)| o.institution_id).collect::<Vec<_>>())
+        .bind(opened.iter().map(|(_, o)| o.campus_id).collect::<Vec<_>>())
+        .bind(opened.iter().map(|(_, o)| o.name.clone()).collect::<Vec<_>>())
+        .bind(opened.iter().map(|(_, o)| o.capacity).collect::<Vec<_>>())
+        .bind(opened.iter().map(|(_, o)| o.at).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    let ids: Vec<Uuid> = deltas.keys().copied().collect();
+    let updated = sqlx::query(
+        "UPDATE course_capacity c SET capacity = COALESCE(d.capacity, c.capacity),
+             enrolled = c.enrolled + d.enrolled, pending = c.pending + d.pending,
+             declined = c.declined + d.declined, cancelled = c.cancelled + d.cancelled,
+             closed = c.closed OR d.closed, updated_at = d.updated_at
+         FROM unnest($1::uuid[], $2::int[], $3::int[], $4::int[], $5::int[], $6::int[], $7::bool[], $8::timestamptz[])
+              AS d(course_id, capacity, enrolled, pending, declined, cancelled, closed, updated_at)
+         WHERE c.course_id = d.course_id",
+    )
+    .bind(&ids)
+    .bind(deltas.values().map(|d| d.capacity).collect::<Vec<_>>())
+    .bind(deltas.values().map(|d| d.enrolled).collect::<Vec<_>>())
+    .bind(deltas.values().map(|d| d.pending).collect::<Vec<_>>())
+    .bind(deltas.values().map(|d| d.declined).collect::<Vec<_>>())
+    .bind(deltas.values().map(|d| d.cancelled).collect::<Vec<_>>())
+    .bind(deltas.values().map(|d| d.closed).collect::<Vec<_>>())
+    .bind(deltas.values().map(|d| d.updated_at).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() != ids.len() as u64 {
+        return Err(ProjectionError::Inconsistent(format!(
+            "{} of {} courses in the batch were never opened",
+            ids.len() as u64 - updated.rows_affected(),
+            ids.len()
+        )));
+    }
+    Ok(())
+}
+
+/// One course's seats.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct CourseCapacityRow {
+    pub course_id: Uuid,
+    pub institution_id: Option<Uuid>,
+    pub campus_id: Option<Uuid>,
+    pub name: Option<String>,
+    pub capacity: i32,
+    pub enrolled: i32,
+    pub seats_left: i32,
+    /// Applications recorded and not yet decided.
+    pub pending: i32,
+    pub declined: i32,
+    pub cancelled: i32,
+    pub closed: bool,
+    pub opened_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "course_id, institution_id, campus_id, name, capacity, enrolled, seats_left, \
+                       pending, declined, cancelled, closed, opened_at, updated_at";
+
+/// One course, if it was opened.
+pub async fn course_capacity(
+    pool: &PgPool,
+    course_id: Uuid,
+) -> Result<Option<CourseCapacityRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM course_capacity WHERE course_id = $1"
+    ))
+    .bind(course_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Courses of an institution and/or campus (both optional), by name.
+pub async fn list_course_capacity(
+    pool: &PgPool,
+    institution_id: Option<Uuid>,
+    campus_id: Option<Uuid>,
+) -> Result<Vec<CourseCapacityRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM course_capacity
+         WHERE ($1::uuid IS NULL OR institution_id = $1) AND ($2::uuid IS NULL OR campus_id = $2)
+         ORDER BY name, course_id"
+    ))
+    .bind(institution_id)
+    .bind(campus_id)
+    .fetch_all(pool)
+    .await
+}

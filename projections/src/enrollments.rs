@@ -1,0 +1,201 @@
+//! Projection `course_enrollments`: the students of each course with their
+//! enrollment dates (and cancellation dates, for those who left).
+
+use std::collections::BTreeMap;
+
+use aula_domain::course::CourseEvent;
+use aula_eventlog::subscription::BoxError;
+use aula_eventlog::{Consumer, RecordedEvent};
+use chrono::NaiveDate;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::decode::{course_id, decode, is_reprocessed};
+use crate::ProjectionError;
+
+pub const NAME: &str = "course_enrollments";
+pub const TABLES: &[&str] = &["course_enrollments"];
+
+#[derive(Debug, Default)]
+pub struct CourseEnrollments;
+
+#[async_trait::async_trait]
+impl Consumer for CourseEnrollments {
+    async fn handle(
+        &mut self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
+        Ok(handle(tx, events).await?)
+    }
+}
+
+/// One enrollment of one course.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct EnrollmentRow {
+    pub course_id: Uuid,
+    pub application_id: Uuid,
+    pub institution_id: Uuid,
+    pub campus_id: Uuid,
+    pub name: String,
+    pub email: String,
+    pub birth_date: NaiveDate,
+    pub age_years: i32,
+    pub enrolled_on: NaiveDate,
+    /// `enrolled` or `cancelled`.
+    pub status: String,
+    pub cancelled_on: Option<NaiveDate>,
+    pub global_position: i64,
+}
+
+enum Change {
+    Enrolled(EnrollmentRow),
+    Cancelled(NaiveDate),
+}
+
+async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+    let mut changes: BTreeMap<(Uuid, Uuid), Change> = BTreeMap::new();
+    for event in events {
+        if event.aggregate_type != "course"
+            || !matches!(
+                event.event_type.as_str(),
+                "StudentEnrolled" | "EnrollmentCancelled"
+            )
+            || is_reprocessed(event)
+        {
+            continue;
+        }
+        let course = course_id(event)?;
+        match decode::<CourseEvent>(event)? {
+            CourseEvent::StudentEnrolled {
+                application_id,
+                name,
+                email,
+                birth_date,
+                age_years,
+                enrolled_on,
+                campus_id,
+                institution_id,
+            } => {
+                let application: Uuid = application_id.into();
+                changes.insert(
+                    (course, application),
+                    Change::Enrolled(EnrollmentRow {
+                        course_id: course,
+                        application_id: application,
+                        institution_id: institution_id.into(),
+                        campus_id: campus_id.into(),
+                        name: name.as_str().to_owned(),
+                        email: email.as_str().to_owned(),
+                        birth_date: birth_date.date(),
+                        age_years: age_years as i32,
+                        enrolled_on,
+                        status: "enrolled".into(),
+                        cancelled_on: None,
+                        global_position: event.global_position(),
+                    }),
+                );
+            }
+            CourseEvent::EnrollmentCancelled {
+                application_id,
+                cancelled_on,
+                ..
+            } => {
+                let key = (course, application_id.into());
+                match changes.get_mut(&key) {
+                    Some(Change::Enrolled(row)) => {
+                        row.status = "cancelled".into();
+                        row.cancelled_on = Some(cancelled_on);
+                    }
+                    _ => {
+                        changes.insert(key, Change::Cancelled(cancelled_on));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut inserts = Vec::new();
+    let mut cancels = Vec::new();
+    for ((course, application), change) in changes {
+        match change {
+            Change::Enrolled(row) => inserts.push(row),
+            Change::Cancelled(on) => cancels.push((course, application, on)),
+        }
+    }
+    if !inserts.is_empty() {
+        sqlx::query(
+            "INSERT INTO course_enrollments (course_id, application_id, institution_id, campus_id, name, email,
+                 birth_date, age_years, enrolled_on, status, cancelled_on, global_position)
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[],
+                 $7::date[], $8::int[], $9::date[], $10::text[], $11::date[], $12::bigint[])
+             ON CONFLICT (course_id, application_id) DO NOTHING",
+        )
+        .bind(inserts.iter().map(|r| r.course_id).collect::<Vec<_>>())
+        .bind(inserts.iter().map(|r| r.application_id).collect::<Vec<_>>())
+        .bind(inserts.iter().map(|r| r.institution_id).collect::<Vec<_>>())
+        .bind(inserts.iter().map(|r| r.campus_id).collect::<Vec<_>>())
+        .bind(inserts.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
+        .bind(inserts.iter().map(|r| r.email.as_str()).collect::<Vec<_>>())
+        .bind(inserts.iter().map(|r| r.birth_date).collect::<Vec<_>>())
+        .bind(inserts.iter().map(|r| r.age_years).collect::<Vec<_>>())
+        .bind(inserts.iter().map(|r| r.enrolled_on).collect::<Vec<_>>())
+        .bind(inserts.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
+        .bind(inserts.iter().map(|r| r.cancelled_on).collect::<Vec<_>>())
+        .bind(inserts.iter().map(|r| r.global_position).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !cancels.is_empty() {
+        let updated = sqlx::query(
+            "UPDATE course_enrollments e SET status = 'cancelled', cancelled_on = c.cancelled_on
+             FROM unnest($1::uuid[], $2::uuid[], $3::date[]) AS c(course_id, application_id, cancelled_on)
+             WHERE e.course_id = c.course_id AND e.application_id = c.application_id AND e.status = 'enrolled'",
+        )
+        .bind(cancels.iter().map(|c| c.0).collect::<Vec<_>>())
+        .bind(cancels.iter().map(|c| c.1).collect::<Vec<_>>())
+        .bind(cancels.iter().map(|c| c.2).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != cancels.len() as u64 {
+            return Err(ProjectionError::Inconsistent(format!(
+                "{} cancellations name no current enrollment",
+                cancels.len() as u64 - updated.rows_affected()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The enrollments of one course, oldest first; cancelled ones only when asked.
+pub async fn course_enrollments(
+    pool: &PgPool,
+    course_id: Uuid,
+    include_cancelled: bool,
+) -> Result<Vec<EnrollmentRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT course_id, application_id, institution_id, campus_id, name, email, birth_date,
+                age_years, enrolled_on, status, cancelled_on, global_position
+         FROM course_enrollments
+         WHERE course_id = $1 AND ($2 OR status = 'enrolled')
+         ORDER BY enrolled_on, global_position",
+    )
+    .bind(course_id)
+    .bind(include_cancelled)
+    .fetch_all(pool)
+    .await
+}
+
+/// How many students each course has enrolled now, per course id.
+pub async fn enrolled_counts(
+    pool: &PgPool,
+    course_ids: &[Uuid],
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT course_id, count(*) FROM course_enrollments
+         WHERE course_id = ANY($1) AND status = 'enrolled' GROUP BY course_id ORDER BY course_id",
+    )
+    .bind(course_ids)
+    .fetch_all(pool)
+    .await
+}

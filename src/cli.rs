@@ -1,0 +1,106 @@
+//! The command line. Every flag is also an environment variable; README.md and
+//! `.env.example` document each one.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "aula", version, about = "Aula: the back office of an academic management system")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// PostgreSQL to use. When unset, a private server is started from the installed
+    /// PostgreSQL binaries, with its data under AULA_DATA_DIR.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Where the private PostgreSQL (and the e-mail outbox) keep their files.
+    #[arg(long, env = "AULA_DATA_DIR", default_value = ".aula", global = true)]
+    pub data_dir: PathBuf,
+
+    /// Log format: `text` for people, `json` for log collectors. Levels come from RUST_LOG.
+    #[arg(long, env = "AULA_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service (the default): API, projections and processor in one process.
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// The event catalog.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Benchmarks (run them in release mode: `cargo run --release -- bench ...`).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP server (GraphQL API, health, readiness).
+    #[arg(long, env = "AULA_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Run only these parts (repeat the flag, or separate with commas), to scale out:
+    /// e.g. several `--only processor` processes beside one `--only api`.
+    #[arg(long, env = "AULA_ONLY", value_delimiter = ',')]
+    pub only: Vec<Part>,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        ServeArgs {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            only: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Part {
+    Api,
+    Projections,
+    Processor,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print the event catalog as Markdown (the source of docs/events.md).
+    Catalog,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Events appended per second through the full command path (load, decide,
+    /// append) at concurrency 1, 8 and 32, beside a bare one-row INSERT.
+    Append {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Events per second delivered to a no-op subscription from a log of N events.
+    Log {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: i64,
+    },
+}

@@ -1,0 +1,41 @@
+//! Finding the database: `DATABASE_URL` when given, else the private PostgreSQL.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use anyhow::Context;
+use aula_eventlog::local_pg::{LocalPgOptions, LocalPostgres};
+use sqlx::postgres::PgConnectOptions;
+
+/// The database in use, and the private server behind it if we started one.
+pub struct Database {
+    pub connect: PgConnectOptions,
+    pub local: Option<LocalPostgres>,
+}
+
+impl Database {
+    pub async fn open(database_url: Option<&str>, data_dir: &Path) -> anyhow::Result<Database> {
+        if let Some(url) = database_url {
+            let connect = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
+            return Ok(Database { connect, local: None });
+        }
+        let options = LocalPgOptions::new(data_dir.join("postgres"));
+        tracing::info!(data_dir = %options.data_dir.display(), "no DATABASE_URL: starting a private PostgreSQL");
+        let local = tokio::task::spawn_blocking(move || LocalPostgres::start(&options))
+            .await
+            .context("the PostgreSQL start-up thread panicked")??;
+        tracing::info!(url = %local.url(), "private PostgreSQL ready (connect with psql using this URL)");
+        Ok(Database {
+            connect: local.connect_options(),
+            local: Some(local),
+        })
+    }
+
+    /// Stops the private server, if any, after everything else has stopped.
+    pub async fn close(self) {
+        if let Some(local) = self.local {
+            let _ = tokio::task::spawn_blocking(move || local.stop()).await;
+            tracing::info!("private PostgreSQL stopped");
+        }
+    }
+}
