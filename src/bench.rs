@@ -9,11 +9,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use aula_domain::course::{Course, CourseCommand, CourseServices};
 use aula_domain::values::{
-    ApplicationId, BirthDate, CampusId, Capacity, CourseId, CourseName, Email, InstitutionId, PersonName,
+    ApplicationId, BirthDate, CampusId, Capacity, CourseId, CourseName, Email, InstitutionId,
+    PersonName,
 };
 use aula_eventlog::local_pg::{create_database_if_missing, LocalPgOptions, LocalPostgres};
 use aula_eventlog::subscription::{self, BoxError, SubscriptionState};
-use aula_eventlog::{Actor, CommandBus, Consumer, EventMetadata, RecordedEvent, SubscriptionOptions, Wakeups};
+use aula_eventlog::{
+    Actor, CommandBus, Consumer, EventMetadata, RecordedEvent, SubscriptionOptions, Wakeups,
+};
 use rand::Rng;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
@@ -37,7 +40,8 @@ impl BenchDatabase {
             None => {
                 let mut options = LocalPgOptions::new(global.data_dir.join("bench-postgres"));
                 options.database = "postgres".into();
-                let local = tokio::task::spawn_blocking(move || LocalPostgres::start(&options)).await??;
+                let local =
+                    tokio::task::spawn_blocking(move || LocalPostgres::start(&options)).await??;
                 (local.connect_options(), Some(local))
             }
         };
@@ -58,9 +62,12 @@ impl BenchDatabase {
     pub async fn drop_database(self) -> anyhow::Result<()> {
         self.pool.close().await;
         let mut conn = self.admin.connect().await?;
-        sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
-            .execute(&mut conn)
-            .await?;
+        sqlx::raw_sql(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await?;
         conn.close().await?;
         if let Some(local) = self.local {
             tokio::task::spawn_blocking(move || local.stop()).await?;
@@ -108,7 +115,10 @@ pub async fn append(global: &GlobalArgs, seconds: u64) -> anyhow::Result<()> {
     ));
     let institution = InstitutionId::from_uuid(Uuid::new_v4());
     let campus = CampusId::from_uuid(Uuid::new_v4());
-    let metadata = Arc::new(EventMetadata::new(Actor::System, Some(institution.as_uuid())));
+    let metadata = Arc::new(EventMetadata::new(
+        Actor::System,
+        Some(institution.as_uuid()),
+    ));
     let mut courses = Vec::with_capacity(COURSES);
     for i in 0..COURSES {
         let id = CourseId::from_uuid(Uuid::new_v4()).to_string();
@@ -118,7 +128,9 @@ pub async fn append(global: &GlobalArgs, seconds: u64) -> anyhow::Result<()> {
             name: CourseName::parse(&format!("Course {i}"))?,
             capacity: Capacity::new(10_000)?,
         };
-        bus.execute(&id, command, &metadata).await.context("opening a course")?;
+        bus.execute(&id, command, &metadata)
+            .await
+            .context("opening a course")?;
         courses.push(id);
     }
     let courses = Arc::new(courses);
@@ -133,8 +145,13 @@ pub async fn append(global: &GlobalArgs, seconds: u64) -> anyhow::Result<()> {
     .to_string();
     let metadata_json = serde_json::to_string(&metadata.to_map())?;
 
-    println!("aula bench append: {seconds} s per measurement, {COURSES} courses, one event per command");
-    println!("{:>11} {:>16} {:>16} {:>8}", "concurrency", "bare INSERT/s", "command path/s", "ratio");
+    println!(
+        "aula bench append: {seconds} s per measurement, {COURSES} courses, one event per command"
+    );
+    println!(
+        "{:>11} {:>16} {:>16} {:>8}",
+        "concurrency", "bare INSERT/s", "command path/s", "ratio"
+    );
     for concurrency in [1usize, 8, 32] {
         let pool = db.pool.clone();
         let (payload, metadata_json) = (payload.clone(), metadata_json.clone());
@@ -186,7 +203,11 @@ struct NoOp;
 
 #[async_trait::async_trait]
 impl Consumer for NoOp {
-    async fn handle(&mut self, _tx: &mut PgConnection, _events: &[RecordedEvent]) -> Result<(), BoxError> {
+    async fn handle(
+        &mut self,
+        _tx: &mut PgConnection,
+        _events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
         Ok(())
     }
 }
@@ -216,13 +237,21 @@ pub async fn log(global: &GlobalArgs, events: i64) -> anyhow::Result<()> {
         written += count;
     }
     sqlx::query("ANALYZE events").execute(&db.pool).await?;
-    let last: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events").fetch_one(&db.pool).await?;
+    let last: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
+        .fetch_one(&db.pool)
+        .await?;
 
     let (stop, shutdown) = aula_eventlog::shutdown::channel();
     let mut options = SubscriptionOptions::new("bench-noop");
     options.batch_size = 5000;
     let started = Instant::now();
-    let handle = subscription::spawn(db.connect.clone(), options, NoOp, Wakeups::polling_only(), shutdown);
+    let handle = subscription::spawn(
+        db.connect.clone(),
+        options,
+        NoOp,
+        Wakeups::polling_only(),
+        shutdown,
+    );
     let mut state = handle.state.clone();
     state
         .wait_for(|s| matches!(s, SubscriptionState::Active { position } if position.global_position == last))

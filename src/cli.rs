@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "aula", version, about = "Aula: the back office of an academic management system")]
+#[command(
+    name = "aula",
+    version,
+    about = "Aula: the back office of an academic management system"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

@@ -16,8 +16,12 @@ pub struct Database {
 impl Database {
     pub async fn open(database_url: Option<&str>, data_dir: &Path) -> anyhow::Result<Database> {
         if let Some(url) = database_url {
-            let connect = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
-            return Ok(Database { connect, local: None });
+            let connect = PgConnectOptions::from_str(url)
+                .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+            return Ok(Database {
+                connect,
+                local: None,
+            });
         }
         let options = LocalPgOptions::new(data_dir.join("postgres"));
         tracing::info!(data_dir = %options.data_dir.display(), "no DATABASE_URL: starting a private PostgreSQL");

@@ -13,7 +13,9 @@ use cli::{BenchCommand, Cli, Command, EventsCommand, LogFormat};
 /// Runs the command the user asked for (`serve` when none).
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     init_logging(cli.global.log_format);
-    let command = cli.command.unwrap_or(Command::Serve(cli::ServeArgs::default()));
+    let command = cli
+        .command
+        .unwrap_or(Command::Serve(cli::ServeArgs::default()));
     if let Command::Events {
         command: EventsCommand::Catalog,
     } = command
@@ -28,12 +30,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         match command {
-            Command::Serve(args) => serve::serve(&cli.global, &args, serve::shutdown_signal()).await,
+            Command::Serve(args) => {
+                serve::serve(&cli.global, &args, serve::shutdown_signal()).await
+            }
             Command::Migrate => {
-                let database = database::Database::open(cli.global.database_url.as_deref(), &cli.global.data_dir).await?;
+                let database = database::Database::open(
+                    cli.global.database_url.as_deref(),
+                    &cli.global.data_dir,
+                )
+                .await?;
                 let pool = aula_eventlog::db::pool(database.connect.clone(), 2).await?;
-                aula_eventlog::db::migrate(&pool).await.context("applying migrations")?;
-                tracing::info!(migrations = aula_migrations::count(), "database schema is up to date");
+                aula_eventlog::db::migrate(&pool)
+                    .await
+                    .context("applying migrations")?;
+                tracing::info!(
+                    migrations = aula_migrations::count(),
+                    "database schema is up to date"
+                );
                 pool.close().await;
                 database.close().await;
                 Ok(())
@@ -51,7 +64,9 @@ fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,aula_eventlog::local_pg=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second initialisation (tests calling run twice) is harmless: ignore it.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

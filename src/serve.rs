@@ -41,7 +41,9 @@ pub async fn serve(
     let pool = aula_eventlog::db::pool(database.connect.clone(), 32)
         .await
         .context("connecting to PostgreSQL")?;
-    aula_eventlog::db::migrate(&pool).await.context("applying migrations")?;
+    aula_eventlog::db::migrate(&pool)
+        .await
+        .context("applying migrations")?;
 
     let (trigger, shutdown): (_, Shutdown) = shutdown::channel();
     let _wakeups = Wakeups::listen(&pool, shutdown.clone()).await?;

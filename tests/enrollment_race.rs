@@ -3,9 +3,12 @@
 
 use std::sync::Arc;
 
-use aula_domain::course::{Course, CourseCommand, CourseEvent, CourseServices, DeclineReason, EnrollmentError};
+use aula_domain::course::{
+    Course, CourseCommand, CourseEvent, CourseServices, DeclineReason, EnrollmentError,
+};
 use aula_domain::values::{
-    ApplicationId, BirthDate, CampusId, Capacity, CourseId, CourseName, Email, InstitutionId, PersonName,
+    ApplicationId, BirthDate, CampusId, Capacity, CourseId, CourseName, Email, InstitutionId,
+    PersonName,
 };
 use aula_eventlog::testing::TestDatabase;
 use aula_eventlog::{Actor, CommandBus, CommandError, EventMetadata};
@@ -17,10 +20,18 @@ async fn concurrent_enrollments_never_exceed_capacity() {
     const APPLICANTS: usize = 40;
     let db = TestDatabase::new().await;
     // Two buses over two pools: two "processes" deciding at once.
-    let second_pool = aula_eventlog::db::pool(db.connect.clone(), 20).await.unwrap();
+    let second_pool = aula_eventlog::db::pool(db.connect.clone(), 20)
+        .await
+        .unwrap();
     let buses: Vec<Arc<CommandBus<Course>>> = [db.pool.clone(), second_pool]
         .into_iter()
-        .map(|pool| Arc::new(CommandBus::with_upcasters(pool, CourseServices, aula_domain::upcasters())))
+        .map(|pool| {
+            Arc::new(CommandBus::with_upcasters(
+                pool,
+                CourseServices,
+                aula_domain::upcasters(),
+            ))
+        })
         .collect();
     let metadata = EventMetadata::new(Actor::System, None);
     let course = CourseId::from_uuid(Uuid::new_v4()).to_string();
@@ -63,14 +74,19 @@ async fn concurrent_enrollments_never_exceed_capacity() {
         let bus = buses[i % 2].clone();
         let (course, metadata) = (course.clone(), metadata.clone());
         deciders.push(tokio::spawn(async move {
-            let command = CourseCommand::DecideEnrollment { application_id, today };
+            let command = CourseCommand::DecideEnrollment {
+                application_id,
+                today,
+            };
             // The bus retries lost races itself; a caller that still loses retries
             // as the processor would.
             loop {
                 match bus.execute(&course, command.clone(), &metadata).await {
                     Ok(committed) => return committed.events,
                     Err(CommandError::Conflict { .. }) => continue,
-                    Err(CommandError::Rejected(EnrollmentError::AlreadyDecided)) => return Vec::new(),
+                    Err(CommandError::Rejected(EnrollmentError::AlreadyDecided)) => {
+                        return Vec::new()
+                    }
                     Err(other) => panic!("deciding failed: {other}"),
                 }
             }
@@ -105,7 +121,10 @@ async fn concurrent_enrollments_never_exceed_capacity() {
     assert_eq!(
         stored,
         vec![
-            ("EnrollmentDeclined".to_string(), (APPLICANTS - SEATS as usize) as i64),
+            (
+                "EnrollmentDeclined".to_string(),
+                (APPLICANTS - SEATS as usize) as i64
+            ),
             ("StudentEnrolled".to_string(), SEATS as i64)
         ]
     );

@@ -467,3 +467,31 @@ async fn a_failing_consumer_stops_at_its_event_and_reports_it() {
     stop.trigger();
     handle.task.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscription_reconnects_after_its_connection_is_killed() {
+    let db = setup().await;
+    let (stop, shutdown) = shutdown::channel();
+    let wakeups = Wakeups::listen(&db.pool, shutdown.clone()).await.unwrap();
+    let handle = subscription::spawn(
+        db.connect.clone(),
+        fast("phoenix"),
+        Recorder::new("phoenix", "only"),
+        wakeups,
+        shutdown,
+    );
+    append_events(&db.pool, "one", 1, 100).await;
+    wait_for_seen(&db.pool, "phoenix", 100).await;
+    for round in 0..3 {
+        // The database drops the subscription's connection (and the listener's).
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name LIKE 'aula subscription%'")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        append_events(&db.pool, &format!("after-{round}"), 1, 50).await;
+    }
+    wait_for_seen(&db.pool, "phoenix", 250).await;
+    assert_exactly_once_in_order(&db.pool, "phoenix").await;
+    stop.trigger();
+    handle.task.await.unwrap();
+}
