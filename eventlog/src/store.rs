@@ -82,6 +82,59 @@ pub struct CommandBus<A: Aggregate> {
     store: PersistedEventStore<PostgresEventRepository, A>,
     services: A::Services,
     max_attempts: u32,
+    notifier: LogNotifier,
+}
+
+/// Wakes the log's subscribers after events were committed.
+///
+/// The NOTIFY is sent after the writer's commit, by one background task per
+/// notifier, and coalesced: any number of appends while a NOTIFY is in flight cause
+/// one more. Sending it inside the writing transaction (e.g. from a trigger) would make
+/// PostgreSQL serialize every writer's commit, WAL flush included, behind its global
+/// notification lock. Its own commit skips the WAL flush (`synchronous_commit=off`):
+/// a lost wake-up only delays readers until their next poll.
+#[derive(Clone)]
+pub struct LogNotifier {
+    pool: PgPool,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    started: std::sync::Arc<std::sync::OnceLock<()>>,
+}
+
+impl LogNotifier {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            wake: Default::default(),
+            started: Default::default(),
+        }
+    }
+
+    /// Asks for a NOTIFY soon. Cheap, never blocks, never fails. Must be called
+    /// from within a Tokio runtime.
+    pub fn poke(&self) {
+        self.started.get_or_init(|| {
+            let (pool, wake) = (self.pool.clone(), self.wake.clone());
+            tokio::spawn(async move {
+                while !pool.is_closed() {
+                    wake.notified().await;
+                    if let Err(error) = notify_now(&pool).await {
+                        tracing::debug!(%error, "could not send a wake-up; readers will poll");
+                    }
+                }
+            });
+        });
+        // Stores one permit if the task is busy: pokes coalesce.
+        self.wake.notify_one();
+    }
+}
+
+/// Sends one wake-up to every subscriber now.
+pub async fn notify_now(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
+        .bind(crate::subscription::NOTIFY_CHANNEL)
+        .execute(pool)
+        .await
+        .map(|_| ())
 }
 
 const APPEND_SQL: &str = "
@@ -107,11 +160,18 @@ where
         let repository = PostgresEventRepository::new(pool.clone());
         let store = PersistedEventStore::new_event_store(repository).with_upcasters(upcasters);
         Self {
+            notifier: LogNotifier::new(pool.clone()),
             pool,
             store,
             services,
             max_attempts: 8,
         }
+    }
+
+    /// Shares one notifier between buses (one wake-up task instead of one per bus).
+    pub fn with_notifier(mut self, notifier: LogNotifier) -> Self {
+        self.notifier = notifier;
+        self
     }
 
     /// How many times a command is tried when it keeps losing concurrency races.
@@ -166,12 +226,13 @@ where
                 .await
             {
                 Ok(appended) => {
+                    self.notifier.poke();
                     return Ok(Committed {
                         aggregate_id: aggregate_id.to_owned(),
                         events,
                         appended,
                         attempts: attempt,
-                    })
+                    });
                 }
                 Err(AppendError::Conflict) if attempt < self.max_attempts => {
                     tracing::debug!(

@@ -6,7 +6,6 @@
 //! process exits. Each test gets its own database, cloned from a migrated template,
 //! so tests run in parallel without seeing each other.
 
-use std::path::PathBuf;
 use std::str::FromStr;
 
 use sqlx::postgres::PgConnectOptions;
@@ -81,7 +80,7 @@ fn clean_stale_clusters() {
         // SAFETY: kill with signal 0 only checks whether the pid exists.
         let alive = unsafe { libc::kill(pid, 0) } == 0;
         if !alive {
-            let _ = std::fs::remove_dir_all(PathBuf::from(entry.path()));
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
