@@ -155,16 +155,22 @@ pub async fn append(global: &GlobalArgs, seconds: u64) -> anyhow::Result<()> {
     for concurrency in [1usize, 8, 32] {
         let pool = db.pool.clone();
         let (payload, metadata_json) = (payload.clone(), metadata_json.clone());
-        let bare = measure(concurrency, Duration::from_secs(seconds), move |_| {
+        let bare_courses = courses.clone();
+        let offset = concurrency as i64 * 1_000_000_000;
+        let bare = measure(concurrency, Duration::from_secs(seconds), move |n| {
             let (pool, payload, metadata_json) = (pool.clone(), payload.clone(), metadata_json.clone());
+            // Same key shape as the command path (one of the courses, next sequence),
+            // so both pay the same index costs.
+            let course = bare_courses[rand::thread_rng().gen_range(0..bare_courses.len())].clone();
             async move {
                 sqlx::query(
                     "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-                     VALUES ('bare', $1, 1, 'EnrollmentRequested', '1.0', $2::json, $3::json)",
+                     VALUES ('bare', $1, $4, 'EnrollmentRequested', '1.0', $2::json, $3::json)",
                 )
-                .bind(Uuid::new_v4().to_string())
+                .bind(course)
                 .bind(payload)
                 .bind(metadata_json)
+                .bind(offset + n as i64)
                 .execute(&pool)
                 .await?;
                 Ok(())

@@ -129,3 +129,73 @@ async fn concurrent_enrollments_never_exceed_capacity() {
         ]
     );
 }
+
+/// Two buses (two processes) with their own aggregate caches: answers never rest on a
+/// stale cached copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_aggregates_never_answer_from_stale_state() {
+    let db = TestDatabase::new().await;
+    let first = CommandBus::<Course>::with_upcasters(
+        db.pool.clone(),
+        CourseServices,
+        aula_domain::upcasters(),
+    );
+    let second = CommandBus::<Course>::with_upcasters(
+        db.pool.clone(),
+        CourseServices,
+        aula_domain::upcasters(),
+    );
+    let metadata = EventMetadata::new(Actor::System, None);
+    let course = CourseId::from_uuid(Uuid::new_v4()).to_string();
+    let today = chrono::Utc::now().date_naive();
+    let apply = |i: u32| CourseCommand::RequestEnrollment {
+        application_id: ApplicationId::from_uuid(Uuid::from_u128(i as u128 + 1)),
+        name: PersonName::parse(&format!("Applicant {i}")).unwrap(),
+        birth_date: BirthDate::parse_str("2003-07-01", today).unwrap(),
+        email: Email::parse(&format!("a{i}@example.edu")).unwrap(),
+        requested_at: chrono::Utc::now(),
+    };
+    let decide = |i: u32| CourseCommand::DecideEnrollment {
+        application_id: ApplicationId::from_uuid(Uuid::from_u128(i as u128 + 1)),
+        today,
+    };
+    let open = CourseCommand::OpenCourse {
+        institution_id: InstitutionId::from_uuid(Uuid::new_v4()),
+        campus_id: CampusId::from_uuid(Uuid::new_v4()),
+        name: CourseName::parse("Chemistry").unwrap(),
+        capacity: Capacity::new(1).unwrap(),
+    };
+    first.execute(&course, open, &metadata).await.unwrap();
+    first.execute(&course, apply(1), &metadata).await.unwrap(); // first caches the course
+
+    // A rejection the cached copy would give (unknown application) is re-checked.
+    second.execute(&course, apply(2), &metadata).await.unwrap();
+    let decided = first.execute(&course, decide(2), &metadata).await.unwrap();
+    assert!(matches!(
+        decided.events[..],
+        [CourseEvent::StudentEnrolled { .. }]
+    ));
+
+    // A decision from the cached copy (application 1 pending, a seat free in the stale
+    // copy) loses to the real state: the class is full now.
+    second.execute(&course, apply(3), &metadata).await.unwrap();
+    let decided = first.execute(&course, decide(1), &metadata).await.unwrap();
+    assert!(
+        matches!(
+            decided.events[..],
+            [CourseEvent::EnrollmentDeclined {
+                reason: DeclineReason::ClassFull,
+                ..
+            }]
+        ),
+        "decided {:?}",
+        decided.events
+    );
+    let sequences: Vec<i64> =
+        sqlx::query_scalar("SELECT sequence FROM events WHERE aggregate_id = $1 ORDER BY sequence")
+            .bind(&course)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(sequences, (1..=6).collect::<Vec<i64>>());
+}

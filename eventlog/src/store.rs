@@ -83,6 +83,52 @@ pub struct CommandBus<A: Aggregate> {
     services: A::Services,
     max_attempts: u32,
     notifier: LogNotifier,
+    cache: AggregateCache<A>,
+}
+
+/// Recently written aggregates, so a command on a hot aggregate skips the load query.
+///
+/// **Invariant:** the cache is only ever a guess. An append from a cached state that
+/// another writer has moved on fails on the sequence key exactly like a fresh one and
+/// is retried on a fresh load; a rejection or a no-op decided on cached state is
+/// re-decided on a fresh load before it is reported, so no answer rests on stale state.
+struct AggregateCache<A> {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (A, usize)>>,
+    capacity: usize,
+}
+
+impl<A: Clone> AggregateCache<A> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            entries: Default::default(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (A, usize)>> {
+        // A panic while holding the lock cannot leave an entry half-written.
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, id: &str) -> Option<(A, usize)> {
+        self.lock().get(id).cloned()
+    }
+
+    fn put(&self, id: &str, aggregate: A, sequence: usize) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut entries = self.lock();
+        if entries.len() >= self.capacity && !entries.contains_key(id) {
+            // Crude but bounded: start over rather than track recency.
+            entries.clear();
+        }
+        entries.insert(id.to_owned(), (aggregate, sequence));
+    }
+
+    fn evict(&self, id: &str) {
+        self.lock().remove(id);
+    }
 }
 
 /// Wakes the log's subscribers after events were committed.
@@ -145,7 +191,7 @@ RETURNING event_id, global_position, sequence";
 
 impl<A> CommandBus<A>
 where
-    A: Aggregate + 'static,
+    A: Aggregate + Clone + 'static,
     A::Command: Clone,
 {
     pub fn new(pool: PgPool, services: A::Services) -> Self {
@@ -165,7 +211,14 @@ where
             store,
             services,
             max_attempts: 8,
+            cache: AggregateCache::new(10_000),
         }
+    }
+
+    /// How many aggregates to keep in memory between commands (0 disables the cache).
+    pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache = AggregateCache::new(capacity);
+        self
     }
 
     /// Shares one notifier between buses (one wake-up task instead of one per bus).
@@ -204,15 +257,32 @@ where
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let metadata_json = serde_json::to_string(&metadata.to_map()).map_err(StoreError::from)?;
         let mut attempt = 0;
+        let mut use_cache = true;
         loop {
             attempt += 1;
-            let (mut aggregate, current_sequence) = self.load(aggregate_id).await?;
+            let cached = if use_cache {
+                self.cache.get(aggregate_id)
+            } else {
+                None
+            };
+            let from_cache = cached.is_some();
+            let (mut aggregate, current_sequence) = match cached {
+                Some(entry) => entry,
+                None => self.load(aggregate_id).await?,
+            };
             let sink = EventSink::<A>::default();
-            aggregate
+            let decided = aggregate
                 .handle(command.clone(), &self.services, &sink)
-                .await
-                .map_err(CommandError::Rejected)?;
+                .await;
             let events = sink.collect().await;
+            if from_cache && (decided.is_err() || events.is_empty()) {
+                // Never answer "no" (or "nothing to do") from a possibly stale copy.
+                self.cache.evict(aggregate_id);
+                use_cache = false;
+                attempt -= 1;
+                continue;
+            }
+            decided.map_err(CommandError::Rejected)?;
             if events.is_empty() {
                 return Ok(Committed {
                     aggregate_id: aggregate_id.to_owned(),
@@ -227,6 +297,9 @@ where
             {
                 Ok(appended) => {
                     self.notifier.poke();
+                    // `sink.write` applied each event, so `aggregate` is the new state.
+                    self.cache
+                        .put(aggregate_id, aggregate, current_sequence + events.len());
                     return Ok(Committed {
                         aggregate_id: aggregate_id.to_owned(),
                         events,
@@ -234,7 +307,17 @@ where
                         attempts: attempt,
                     });
                 }
-                Err(AppendError::Conflict) if attempt < self.max_attempts => {
+                Err(AppendError::Conflict) => {
+                    self.cache.evict(aggregate_id);
+                    use_cache = false;
+                    if from_cache {
+                        // A stale cache entry is not a lost race: reload at once.
+                        attempt -= 1;
+                        continue;
+                    }
+                    if attempt >= self.max_attempts {
+                        return Err(CommandError::Conflict { attempts: attempt });
+                    }
                     tracing::debug!(
                         aggregate = A::TYPE,
                         aggregate_id,
@@ -243,10 +326,10 @@ where
                     );
                     backoff(attempt).await;
                 }
-                Err(AppendError::Conflict) => {
-                    return Err(CommandError::Conflict { attempts: attempt })
+                Err(AppendError::Store(e)) => {
+                    self.cache.evict(aggregate_id);
+                    return Err(CommandError::Store(e));
                 }
-                Err(AppendError::Store(e)) => return Err(CommandError::Store(e)),
             }
         }
     }
