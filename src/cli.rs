@@ -52,6 +52,11 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Platform administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Benchmarks (run them in release mode: `cargo run --release -- bench ...`).
     Bench {
         #[command(subcommand)]
@@ -69,6 +74,16 @@ pub struct ServeArgs {
     /// e.g. several `--only processor` processes beside one `--only api`.
     #[arg(long, env = "AULA_ONLY", value_delimiter = ',')]
     pub only: Vec<Part>,
+
+    /// Secret that signs access tokens (at least 32 bytes). Unset: a random one is
+    /// generated once and kept in AULA_DATA_DIR/token-secret. Set the same value on
+    /// every API process of a deployment.
+    #[arg(long, env = "AULA_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+
+    /// Lifetime of access tokens, in minutes.
+    #[arg(long, env = "AULA_TOKEN_TTL_MINUTES", default_value_t = 15)]
+    pub token_ttl_minutes: u64,
 }
 
 impl Default for ServeArgs {
@@ -76,6 +91,8 @@ impl Default for ServeArgs {
         ServeArgs {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             only: Vec::new(),
+            token_secret: None,
+            token_ttl_minutes: 15,
         }
     }
 }
@@ -85,6 +102,16 @@ pub enum Part {
     Api,
     Projections,
     Processor,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a platform administrator (the only way to create the first one). The
+    /// password comes from AULA_ADMIN_PASSWORD or is asked for on the terminal.
+    Create {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

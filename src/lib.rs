@@ -2,13 +2,14 @@
 //! (API, projections, processor) and the one-off commands. `main.rs` only parses the
 //! command line and calls [`run`].
 
+pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod database;
 pub mod serve;
 
 use anyhow::Context;
-use cli::{BenchCommand, Cli, Command, EventsCommand, LogFormat};
+use cli::{AdminCommand, BenchCommand, Cli, Command, EventsCommand, LogFormat};
 
 /// Runs the command the user asked for (`serve` when none).
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -51,6 +52,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 database.close().await;
                 Ok(())
             }
+            Command::Admin {
+                command: AdminCommand::Create { email },
+            } => admin::create(&cli.global, &email).await,
             Command::Bench { command } => match command {
                 BenchCommand::Append { seconds } => bench::append(&cli.global, seconds).await,
                 BenchCommand::Log { events } => bench::log(&cli.global, events).await,

@@ -1,11 +1,17 @@
 //! `aula serve`: the service's parts in one process, started in order and stopped in
-//! reverse: first stop taking work (HTTP, subscriptions), drain, then the database.
+//! reverse: first stop taking work (HTTP, subscriptions, workers), let in-flight work
+//! finish, then close the pool and stop the private database.
 
 use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use aula_eventlog::shutdown::{self, Shutdown};
+use aula_eventlog::subscription::SubscriptionState;
 use aula_eventlog::Wakeups;
+use tokio::sync::watch;
 
 use crate::cli::{GlobalArgs, Part, ServeArgs};
 use crate::database::Database;
@@ -46,12 +52,12 @@ pub async fn serve(
         .context("applying migrations")?;
 
     let (trigger, shutdown): (_, Shutdown) = shutdown::channel();
-    let _wakeups = Wakeups::listen(&pool, shutdown.clone()).await?;
+    let wakeups = Wakeups::listen(&pool, shutdown.clone()).await?;
     let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    // Every subscription this process runs, for /ready.
+    let mut subscriptions: Vec<watch::Receiver<SubscriptionState>> = Vec::new();
+    let _ = &wakeups;
 
-    if runs(Part::Api) {
-        tracing::info!(addr = %args.http_addr, "API part enabled");
-    }
     if runs(Part::Projections) {
         tracing::info!("projections part enabled");
     }
@@ -59,8 +65,46 @@ pub async fn serve(
         tracing::info!("processor part enabled");
     }
 
+    let mut http = None;
+    if runs(Part::Api) {
+        let secret = token_secret(args, &global.data_dir)?;
+        let mut config = aula_api::ApiConfig::new(aula_api::Secret::new(secret));
+        config.token_ttl = Duration::from_secs(args.token_ttl_minutes * 60);
+        config.projections = Vec::new();
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid API configuration: {}", e.0))?;
+        let states = std::mem::take(&mut subscriptions);
+        let readiness: aula_api::ReadinessProbe = Arc::new(move || {
+            states.iter().all(|state| {
+                matches!(
+                    *state.borrow(),
+                    SubscriptionState::Active { .. } | SubscriptionState::Standby
+                )
+            })
+        });
+        let state = aula_api::AppState::new(pool.clone(), config).with_readiness(readiness);
+        let listener = tokio::net::TcpListener::bind(args.http_addr)
+            .await
+            .with_context(|| format!("binding {}", args.http_addr))?;
+        tracing::info!(addr = %listener.local_addr()?, "serving GraphQL on /graphql, health on /health and /ready");
+        let mut http_shutdown = shutdown.clone();
+        http = Some(tokio::spawn(aula_api::serve(
+            listener,
+            aula_api::router(state),
+            async move { http_shutdown.wait().await },
+        )));
+    }
+
     stop.await;
     trigger.trigger();
+    if let Some(http) = http {
+        match http.await {
+            Ok(Err(error)) => tracing::error!(%error, "the HTTP server failed"),
+            Err(error) => tracing::error!(%error, "the HTTP server panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
     for task in tasks.drain(..) {
         let _ = task.await;
     }
@@ -68,4 +112,35 @@ pub async fn serve(
     database.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The configured secret, or one generated once and kept beside the data.
+fn token_secret(args: &ServeArgs, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = &args.token_secret {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let path = data_dir.join("token-secret");
+    if let Ok(existing) = std::fs::read(&path) {
+        if existing.len() >= 32 {
+            return Ok(existing);
+        }
+    }
+    use rand::RngCore;
+    let mut secret = vec![0u8; 48];
+    rand::thread_rng().fill_bytes(&mut secret);
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        std::io::Write::write_all(&mut file, &secret)?;
+    }
+    tracing::info!(path = %path.display(), "generated a token-signing secret");
+    Ok(secret)
 }

@@ -2,8 +2,9 @@
 //!
 //! An access token is `base64url(payload) "." base64url(HMAC-SHA256(secret, payload))`
 //! with payload `v1|<user id>|<role>|<institution id or empty>|<expiry, unix seconds>`.
-//! It is self-contained: no session table. The price: a deactivated user's token stays
-//! valid until it expires, so `token_ttl` is short (15 minutes by default).
+//! It is self-contained (no session table); the one server-side check is that the
+//! account was not deactivated since ([`authenticate`]). A role or institution change
+//! takes effect at the next login, so `token_ttl` is short (15 minutes by default).
 
 use aula_domain::user::Role;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -80,9 +81,7 @@ pub fn verify(secret: &Secret, token: &str, now: DateTime<Utc>) -> Result<Claims
         return Err(invalid());
     }
     let (payload_b64, signature_b64) = token.split_once('.').ok_or_else(invalid)?;
-    let payload = URL_SAFE_NO_PAD
-        .decode(payload_b64)
-        .map_err(|_| invalid())?;
+    let payload = URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| invalid())?;
     let signature = URL_SAFE_NO_PAD
         .decode(signature_b64)
         .map_err(|_| invalid())?;
@@ -121,6 +120,37 @@ pub fn verify(secret: &Secret, token: &str, now: DateTime<Utc>) -> Result<Claims
     Ok(claims)
 }
 
+/// Whether the account was deactivated: its access tokens stop working at once instead
+/// of at expiry. One indexed look-up on the user's own stream.
+pub async fn is_deactivated(pool: &sqlx::PgPool, user_id: Uuid) -> Result<bool, sqlx::Error> {
+    let row: Option<(i32,)> = sqlx::query_as(
+        "SELECT 1 FROM events
+         WHERE aggregate_type = 'user' AND aggregate_id = $1 AND event_type = 'UserDeactivated'
+         LIMIT 1",
+    )
+    .bind(user_id.to_string())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.is_some())
+}
+
+/// Verifies a token and refuses the tokens of deactivated accounts.
+pub async fn authenticate(
+    pool: &sqlx::PgPool,
+    secret: &Secret,
+    token: &str,
+    now: DateTime<Utc>,
+) -> Result<Claims, ApiError> {
+    let claims = verify(secret, token, now)?;
+    if is_deactivated(pool, claims.user_id).await? {
+        return Err(ApiError::unauthenticated(
+            "ACCOUNT_DEACTIVATED",
+            "the account is deactivated",
+        ));
+    }
+    Ok(claims)
+}
+
 /// Extracts the token from an `Authorization: Bearer <token>` value.
 pub fn bearer(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
@@ -137,7 +167,10 @@ pub fn require(claims: Option<&Claims>) -> Result<&Claims, ApiError> {
 }
 
 /// Requires a signed-in caller with one of `roles`.
-pub fn require_role<'a>(claims: Option<&'a Claims>, roles: &[Role]) -> Result<&'a Claims, ApiError> {
+pub fn require_role<'a>(
+    claims: Option<&'a Claims>,
+    roles: &[Role],
+) -> Result<&'a Claims, ApiError> {
     let claims = require(claims)?;
     if roles.contains(&claims.role) {
         Ok(claims)
@@ -186,10 +219,7 @@ fn own_institution(claims: &Claims) -> Result<Uuid, ApiError> {
 }
 
 fn other_institution() -> ApiError {
-    ApiError::forbidden(
-        "OTHER_INSTITUTION",
-        "this belongs to another institution",
-    )
+    ApiError::forbidden("OTHER_INSTITUTION", "this belongs to another institution")
 }
 
 #[cfg(test)]

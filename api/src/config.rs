@@ -80,7 +80,32 @@ pub struct ApiConfig {
     pub subscription_poll_interval: Duration,
 }
 
+/// A configuration the API refuses to run with.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid API configuration: {0}")]
+pub struct ConfigError(pub String);
+
 impl ApiConfig {
+    /// Checks what the types cannot: a long enough secret, non-zero limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.token_secret.expose().len() < 32 {
+            return Err(ConfigError(
+                "the token secret needs at least 32 bytes".into(),
+            ));
+        }
+        if self.token_ttl.is_zero() || self.request_timeout.is_zero() {
+            return Err(ConfigError(
+                "token ttl and request timeout must be positive".into(),
+            ));
+        }
+        if self.body_limit_bytes == 0 || self.max_page_size == 0 || self.rate_limit.burst == 0 {
+            return Err(ConfigError(
+                "body limit, page size and rate-limit burst must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Production defaults around the one value that has none.
     pub fn new(token_secret: Secret) -> Self {
         Self {
@@ -102,5 +127,28 @@ impl ApiConfig {
             password_hashing: PasswordHashing::default(),
             subscription_poll_interval: Duration::from_millis(500),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secret_never_prints() {
+        let config = ApiConfig::new(Secret::new(b"super secret value".to_vec()));
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("super secret value"));
+        assert!(printed.contains("Secret(***)"));
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert!(ApiConfig::new(Secret::new(b"short".to_vec()))
+            .validate()
+            .is_err());
+        assert!(ApiConfig::new(Secret::new([7u8; 32].to_vec()))
+            .validate()
+            .is_ok());
     }
 }

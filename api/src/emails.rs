@@ -6,11 +6,13 @@ use uuid::Uuid;
 
 /// Reserves `email` for `candidate` unless someone holds it; returns the holder.
 pub async fn reserve(pool: &PgPool, email: &str, candidate: Uuid) -> Result<Uuid, sqlx::Error> {
-    sqlx::query("INSERT INTO user_emails (email, user_id) VALUES ($1, $2) ON CONFLICT (email) DO NOTHING")
-        .bind(email)
-        .bind(candidate)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "INSERT INTO user_emails (email, user_id) VALUES ($1, $2) ON CONFLICT (email) DO NOTHING",
+    )
+    .bind(email)
+    .bind(candidate)
+    .execute(pool)
+    .await?;
     let (holder,): (Uuid,) = sqlx::query_as("SELECT user_id FROM user_emails WHERE email = $1")
         .bind(email)
         .fetch_one(pool)

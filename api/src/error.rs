@@ -19,10 +19,10 @@
 //! `Display` type into an error *without* a code, so resolvers return
 //! `Result<_, ApiError>` and every failure has to pass through the mapping below.
 
+use async_graphql::ErrorExtensions as _;
 use aula_domain::values::ValidationError;
 use aula_domain::Rejection;
 use aula_domain::RejectionKind;
-use async_graphql::ErrorExtensions as _;
 use aula_eventlog::{CommandError, StoreError};
 
 pub const VALIDATION: &str = "VALIDATION";
@@ -194,4 +194,3 @@ impl From<ApiError> for async_graphql::Error {
         }
     }
 }
-

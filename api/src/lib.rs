@@ -1,1 +1,37 @@
-//! placeholder
+//! Aula's GraphQL API: a mutation per domain command, authentication with signed
+//! access tokens, role- and institution-based authorization, and errors with stable
+//! codes. Served by axum: `POST /graphql`, GraphiQL on `GET /graphql`, subscriptions
+//! on `/graphql/ws`, `GET /health` and `GET /ready`.
+//!
+//! **Boundary:** the only crate that knows HTTP and GraphQL. It writes through
+//! `aula_eventlog::CommandBus` and owns one table, `user_emails` (migration 0003). It
+//! does not read projections; read-your-writes only waits on their checkpoints.
+//!
+//! **Invariant:** every error leaves through [`error::ApiError`] with a stable
+//! `extensions.code`; internal details go to the log, never to clients. Tokens and
+//! passwords are never logged.
+
+pub mod admin;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod emails;
+pub mod error;
+pub mod freshness;
+pub mod graphql;
+mod http;
+pub mod ratelimit;
+pub mod secrets;
+pub mod state;
+
+pub use admin::{create_admin, CreateAdminError};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{ApiConfig, ConfigError, PasswordHashing, RateLimitConfig, Secret};
+pub use http::{router, serve};
+pub use secrets::{DropTokens, IssuedToken, RecordingTokenSink, TokenKind, TokenSink};
+pub use state::{AppState, ReadinessProbe};
+
+/// The schema in SDL, as committed in `schema.graphql`.
+pub fn schema_sdl() -> String {
+    graphql::build(None).sdl()
+}

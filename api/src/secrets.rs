@@ -52,7 +52,10 @@ pub struct RecordingTokenSink(Mutex<Vec<IssuedToken>>);
 impl RecordingTokenSink {
     /// The last token of `kind` issued for `email`.
     pub fn last(&self, kind: TokenKind, email: &str) -> Option<String> {
-        let tokens = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tokens = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         tokens
             .iter()
             .rev()

@@ -102,13 +102,16 @@ type Row = (
 /// The committed events after `after`, in commit order, at most `limit`, and only
 /// those no still-running transaction can precede (see the module docs).
 pub const READ_BATCH_SQL: &str = "
-SELECT tx_id::text::bigint, global_position, event_id, aggregate_type, aggregate_id, sequence,
+SELECT tx_id::text::bigint AS tx, global_position, event_id, aggregate_type, aggregate_id, sequence,
        event_type, event_version, payload, metadata, recorded_at
 FROM events
 WHERE (tx_id, global_position) > ($1::text::xid8, $2)
   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY tx_id, global_position
+ORDER BY events.tx_id, events.global_position
 LIMIT $3";
+// Careful: ORDER BY matches output column names first. An output column named
+// `tx_id` (the cast keeps the name) would make PostgreSQL sort by the bigint
+// expression and ignore the (tx_id, global_position) index: a full sort per batch.
 
 pub async fn read_batch(
     conn: &mut PgConnection,

@@ -184,7 +184,10 @@ async fn acting_teacher(
             "NOT_A_TEACHER",
             "your account has no teacher record",
         )),
-        None => Err(ApiError::not_found("TEACHER_NOT_FOUND", "teacher not found")),
+        None => Err(ApiError::not_found(
+            "TEACHER_NOT_FOUND",
+            "teacher not found",
+        )),
         Some(owner) if owner.as_uuid() != institution => Err(ApiError::forbidden(
             "OTHER_INSTITUTION",
             "the teacher belongs to another institution",
@@ -363,7 +366,13 @@ impl MutationRoot {
             email: email.to_string(),
             token,
         });
-        result(state, user_id, committed.last_position(), wait_for_projections).await
+        result(
+            state,
+            user_id,
+            committed.last_position(),
+            wait_for_projections,
+        )
+        .await
     }
 
     /// Public, rate-limited. Confirms a sign-up: creates the user as the manager of a
@@ -384,9 +393,7 @@ impl MutationRoot {
             InstitutionName::parse(&input.institution_name),
         )?;
         let password = password(state, "password", &input.password)?;
-        let unknown = || {
-            ApiError::rejection(&UserError::SignUpTokenUnknown)
-        };
+        let unknown = || ApiError::rejection(&UserError::SignUpTokenUnknown);
         let user_id = emails::user_id_of(&state.pool, email.as_str())
             .await?
             .ok_or_else(unknown)?;
@@ -470,10 +477,7 @@ impl MutationRoot {
                     password_matches: matches,
                     now: state.clock.now(),
                 },
-                &metadata(
-                    request(ctx),
-                    user.institution_id().map(|id| id.as_uuid()),
-                ),
+                &metadata(request(ctx), user.institution_id().map(|id| id.as_uuid())),
             )
             .await
             .map_err(|e| match e {
@@ -482,14 +486,20 @@ impl MutationRoot {
                 }
                 other => other.into(),
             })?;
-        for event in &committed.events {
-            match event {
-                UserEvent::UserLockedOut { until } => {
-                    return Err(ApiError::rejection(&UserError::LockedOut { until: *until }))
-                }
-                UserEvent::LoginFailed { .. } => return Err(bad_credentials()),
-                _ => {}
-            }
+        // The failure that reaches the threshold comes with the lockout: report that.
+        let locked = committed.events.iter().find_map(|event| match event {
+            UserEvent::UserLockedOut { until } => Some(*until),
+            _ => None,
+        });
+        if let Some(until) = locked {
+            return Err(ApiError::rejection(&UserError::LockedOut { until }));
+        }
+        if committed
+            .events
+            .iter()
+            .any(|event| matches!(event, UserEvent::LoginFailed { .. }))
+        {
+            return Err(bad_credentials());
         }
         let role = user
             .role()
@@ -588,7 +598,13 @@ impl MutationRoot {
                 CommandError::Rejected(UserError::NotFound | UserError::NotActive) => unknown(),
                 other => other.into(),
             })?;
-        result(state, user_id, committed.last_position(), wait_for_projections).await
+        result(
+            state,
+            user_id,
+            committed.last_position(),
+            wait_for_projections,
+        )
+        .await
     }
 
     /// Manager (own institution) or admin. Returns the campus id.
@@ -617,7 +633,13 @@ impl MutationRoot {
                 &metadata(request(ctx), Some(institution_id)),
             )
             .await?;
-        result(state, campus_id, committed.last_position(), wait_for_projections).await
+        result(
+            state,
+            campus_id,
+            committed.last_position(),
+            wait_for_projections,
+        )
+        .await
     }
 
     /// Manager (own institution) or admin. Offers a course on a campus and opens its
@@ -685,7 +707,13 @@ impl MutationRoot {
                 &meta,
             )
             .await?;
-        result(state, course_id, committed.last_position(), wait_for_projections).await
+        result(
+            state,
+            course_id,
+            committed.last_position(),
+            wait_for_projections,
+        )
+        .await
     }
 
     /// Manager (own institution) or admin. Returns the course id.
@@ -929,7 +957,13 @@ impl MutationRoot {
                 &metadata(request(ctx), Some(institution_id)),
             )
             .await?;
-        result(state, grade_id, committed.last_position(), wait_for_projections).await
+        result(
+            state,
+            grade_id,
+            committed.last_position(),
+            wait_for_projections,
+        )
+        .await
     }
 
     /// Teacher, manager (own institution) or admin. Corrects a recorded note.
@@ -1047,7 +1081,13 @@ impl MutationRoot {
         if let (Some(_), Some(old)) = (&reserved, &old_email) {
             emails::release(&state.pool, old.as_str(), target).await?;
         }
-        result(state, target, committed.last_position(), wait_for_projections).await
+        result(
+            state,
+            target,
+            committed.last_position(),
+            wait_for_projections,
+        )
+        .await
     }
 
     /// Manager (users of its institution) or admin. Users are never deleted.

@@ -113,7 +113,7 @@ impl QueryRoot {
                 city: campus.city.to_string(),
             })
             .collect();
-        campuses.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+        campuses.sort_by_key(|campus| campus.name.to_lowercase());
         campuses.truncate(first);
         Ok(campuses)
     }

@@ -1,0 +1,315 @@
+//! The HTTP edge: routes, the GraphQL handler (body limit, JSON parsing, access token,
+//! timeout, request id, error codes), WebSocket subscriptions, health and readiness.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::{Data, ErrorExtensions as _, ServerError, Value};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::auth;
+use crate::error::{self, ApiError};
+use crate::graphql::{self, AulaSchema, RequestContext};
+use crate::state::AppState;
+
+#[derive(Clone)]
+struct Http {
+    app: AppState,
+    schema: AulaSchema,
+}
+
+const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// All routes of the API.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.body_limit_bytes;
+    let http = Http {
+        schema: graphql::build(Some(state.clone())),
+        app: state,
+    };
+    Router::new()
+        .route("/graphql", get(graphiql).post(graphql_post))
+        .route("/graphql/ws", get(graphql_ws))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(http)
+}
+
+/// Serves `router` until `shutdown` completes, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// The request id: the caller's `x-request-id` when it is short and plain, else new.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// A GraphQL-shaped error response for failures before execution.
+fn error_response(status: StatusCode, request_id: &str, error: ApiError) -> Response {
+    let error: async_graphql::Error = error.into();
+    let mut server_error = error.into_server_error(Default::default());
+    server_error.locations.clear();
+    let response = async_graphql::Response::from_errors(vec![server_error]);
+    finish(status, request_id, response)
+}
+
+fn finish(status: StatusCode, request_id: &str, mut response: async_graphql::Response) -> Response {
+    for error in &mut response.errors {
+        normalize(error, request_id);
+    }
+    let mut http = (status, Json(response)).into_response();
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        http.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    http
+}
+
+/// Every error leaves with a code: errors async-graphql raised itself (syntax, unknown
+/// field, wrong type, limits) are VALIDATION; INTERNAL ones carry the request id.
+fn normalize(error: &mut ServerError, request_id: &str) {
+    let extensions = error.extensions.get_or_insert_with(Default::default);
+    match extensions.get("code") {
+        None => {
+            extensions.set("code", error::VALIDATION);
+            extensions.set("field", "query");
+            extensions.set("reason", "INVALID_OPERATION");
+        }
+        Some(Value::String(code)) if code == error::INTERNAL || code == error::TIMEOUT => {
+            extensions.set("requestId", request_id);
+        }
+        Some(_) => {}
+    }
+}
+
+async fn graphql_post(
+    State(http): State<Http>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request_id = request_id(&headers);
+    let span = tracing::info_span!("graphql", request_id = %request_id);
+    async move {
+        let body = match body {
+            Ok(body) => body,
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &request_id,
+                    ApiError::validation(
+                        "body",
+                        "TOO_LARGE",
+                        format!(
+                            "the request body exceeds {} bytes",
+                            http.app.config.body_limit_bytes
+                        ),
+                    ),
+                );
+            }
+            Err(rejection) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    &request_id,
+                    ApiError::validation("body", "UNREADABLE", rejection.body_text()),
+                )
+            }
+        };
+        let json: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(json) => json,
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    &request_id,
+                    ApiError::validation(
+                        "body",
+                        "MALFORMED_JSON",
+                        format!("the request body is not valid JSON: {e}"),
+                    ),
+                )
+            }
+        };
+        let request: async_graphql::Request = match serde_json::from_value(json) {
+            Ok(request) => request,
+            Err(e) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    &request_id,
+                    ApiError::validation(
+                        "body",
+                        "INVALID_REQUEST",
+                        format!("expected {{\"query\", \"variables\", \"operationName\"}}: {e}"),
+                    ),
+                )
+            }
+        };
+        let claims = match headers.get(axum::http::header::AUTHORIZATION) {
+            None => None,
+            Some(value) => {
+                let verified = match value.to_str().ok().and_then(auth::bearer) {
+                    None => Err(ApiError::unauthenticated(
+                        "INVALID_TOKEN",
+                        "expected `Authorization: Bearer <token>`",
+                    )),
+                    Some(token) => {
+                        auth::authenticate(
+                            &http.app.pool,
+                            &http.app.config.token_secret,
+                            token,
+                            http.app.clock.now(),
+                        )
+                        .await
+                    }
+                };
+                match verified {
+                    Ok(claims) => Some(claims),
+                    Err(error) => {
+                        let status = if error.code() == error::UNAUTHENTICATED {
+                            StatusCode::UNAUTHORIZED
+                        } else {
+                            StatusCode::INTERNAL_SERVER_ERROR
+                        };
+                        return error_response(status, &request_id, error);
+                    }
+                }
+            }
+        };
+        let context = RequestContext {
+            claims,
+            client: connect.map(|Extension(ConnectInfo(addr))| addr.ip()),
+            request_id: request_id.clone(),
+        };
+        let execution = http.schema.execute(request.data(context));
+        match tokio::time::timeout(http.app.config.request_timeout, execution).await {
+            Ok(response) => finish(StatusCode::OK, &request_id, response),
+            Err(_) => {
+                tracing::warn!(timeout = ?http.app.config.request_timeout, "request timed out");
+                let error = async_graphql::Error::new("the request took too long")
+                    .extend_with(|_, e| e.set("code", error::TIMEOUT));
+                let response = async_graphql::Response::from_errors(vec![
+                    error.into_server_error(Default::default())
+                ]);
+                finish(StatusCode::OK, &request_id, response)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
+}
+
+async fn graphql_ws(
+    State(http): State<Http>,
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let schema = http.schema.clone();
+    let app = http.app.clone();
+    // Public mutations sent over the socket are rate-limited like HTTP ones.
+    let client = connect.map(|Extension(ConnectInfo(addr))| addr.ip());
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| {
+            GraphQLWebSocket::new(stream, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let token = ["authorization", "Authorization", "token"]
+                        .iter()
+                        .find_map(|key| payload.get(*key).and_then(|v| v.as_str()))
+                        .map(|value| auth::bearer(value).unwrap_or(value).to_owned());
+                    let claims = match token {
+                        None => None,
+                        Some(token) => Some(
+                            auth::authenticate(
+                                &app.pool,
+                                &app.config.token_secret,
+                                &token,
+                                app.clock.now(),
+                            )
+                            .await
+                            .map_err(async_graphql::Error::from)?,
+                        ),
+                    };
+                    let mut data = Data::default();
+                    data.insert(RequestContext {
+                        claims,
+                        client,
+                        request_id: uuid::Uuid::new_v4().to_string(),
+                    });
+                    Ok(data)
+                })
+                .keepalive_timeout(Duration::from_secs(60))
+                .serve()
+        })
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready when the database answers, every migration this binary knows is applied, and
+/// the subscriptions report running.
+async fn ready(State(http): State<Http>) -> Response {
+    let applied: Result<(i64,), _> =
+        sqlx::query_as("SELECT count(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&http.app.pool)
+            .await;
+    let database = applied.is_ok();
+    let migrations = matches!(applied, Ok((n,)) if n as usize >= aula_migrations::count());
+    let subscriptions = (http.app.readiness)();
+    let ok = database && migrations && subscriptions;
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if ok { "ready" } else { "not ready" },
+            "database": database,
+            "migrations": migrations,
+            "subscriptions": subscriptions,
+        })),
+    )
+        .into_response()
+}

@@ -1,0 +1,520 @@
+//! The authorization matrix (every role and anonymous against every operation, as in
+//! docs/api.md) and institution isolation.
+
+mod common;
+
+use aula_api::TokenKind;
+use common::*;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Anonymous,
+    Student,
+    Teacher,
+    Manager,
+    Admin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Allowed,
+    Forbidden,
+    Unauthenticated,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    SignUp,
+    ConfirmSignUp,
+    Login,
+    RequestPasswordReset,
+    ResetPassword,
+    ApplyToCourse,
+    CreateCampus,
+    OfferCourse,
+    ChangeCourseCapacity,
+    CreateStudent,
+    CreateTeacher,
+    CancelEnrollment,
+    RecordExamNote,
+    ChangeExamNote,
+    UpdateOwnUser,
+    UpdateOtherUser,
+    DeactivateUser,
+    Me,
+    Campuses,
+}
+
+const OPS: [Op; 19] = [
+    Op::SignUp,
+    Op::ConfirmSignUp,
+    Op::Login,
+    Op::RequestPasswordReset,
+    Op::ResetPassword,
+    Op::ApplyToCourse,
+    Op::CreateCampus,
+    Op::OfferCourse,
+    Op::ChangeCourseCapacity,
+    Op::CreateStudent,
+    Op::CreateTeacher,
+    Op::CancelEnrollment,
+    Op::RecordExamNote,
+    Op::ChangeExamNote,
+    Op::UpdateOwnUser,
+    Op::UpdateOtherUser,
+    Op::DeactivateUser,
+    Op::Me,
+    Op::Campuses,
+];
+
+/// The documented matrix (docs/api.md, "Authorization").
+fn expected(op: Op, role: Role) -> Expect {
+    use Expect::*;
+    use Role::*;
+    let public = matches!(
+        op,
+        Op::SignUp
+            | Op::ConfirmSignUp
+            | Op::Login
+            | Op::RequestPasswordReset
+            | Op::ResetPassword
+            | Op::ApplyToCourse
+    );
+    if public {
+        return Allowed;
+    }
+    if role == Anonymous {
+        return Unauthenticated;
+    }
+    match op {
+        Op::UpdateOwnUser | Op::Me => Allowed,
+        Op::RecordExamNote | Op::ChangeExamNote | Op::Campuses => match role {
+            Student => Forbidden,
+            _ => Allowed,
+        },
+        _ => match role {
+            Manager | Admin => Allowed,
+            _ => Forbidden,
+        },
+    }
+}
+
+struct World {
+    admin: Actor,
+    a: Institution,
+    teacher: Actor,
+    student: Actor,
+    course: Uuid,
+    campus: Uuid,
+    /// A password-reset target nobody else uses.
+    resettable: Actor,
+    /// A user of A that "update another user" targets.
+    bystander: Uuid,
+}
+
+async fn world(server: &TestServer) -> World {
+    let admin = server.admin().await;
+    let a = server.institution("Escola Matriz").await;
+    let m = a.manager.token.as_str();
+    let campus = server.campus(m, None).await;
+    let course = server.course(m, None, campus).await;
+    let (teacher_id, teacher_email) = server.teacher(m, None).await;
+    let teacher = server.activate(teacher_id, &teacher_email).await;
+    let (student_id, student_email) = server.student(m, None).await;
+    let student = server.activate(student_id, &student_email).await;
+    let (resettable_id, resettable_email) = server.student(m, None).await;
+    let resettable = server.activate(resettable_id, &resettable_email).await;
+    let (bystander, _) = server.student(m, None).await;
+    World {
+        admin,
+        a,
+        teacher,
+        student,
+        course,
+        campus,
+        resettable,
+        bystander,
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}@aula.test", Uuid::new_v4().simple())
+}
+
+async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
+    let token = match role {
+        Role::Anonymous => None,
+        Role::Student => Some(w.student.token.as_str()),
+        Role::Teacher => Some(w.teacher.token.as_str()),
+        Role::Manager => Some(w.a.manager.token.as_str()),
+        Role::Admin => Some(w.admin.token.as_str()),
+    };
+    // Admins name the institution; everyone else acts on their own.
+    let institution = (role == Role::Admin).then_some(w.a.id);
+    let m = w.a.manager.token.as_str();
+    match op {
+        Op::SignUp => {
+            server
+                .command(token, "signUp", json!({ "email": unique("new") }))
+                .await
+        }
+        Op::ConfirmSignUp => {
+            let email = unique("confirm");
+            assert_ok(&server.command(None, "signUp", json!({ "email": email })).await);
+            let secret = server
+                .tokens
+                .last(TokenKind::SignUpConfirmation, &email)
+                .unwrap();
+            server
+                .gql(
+                    token,
+                    "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { userId } }",
+                    json!({ "input": { "email": email, "token": secret, "name": "N",
+                        "password": PASSWORD, "institutionName": "Nova" } }),
+                )
+                .await
+        }
+        Op::Login => server.login(&w.resettable.email, PASSWORD).await,
+        Op::RequestPasswordReset => {
+            server
+                .gql(
+                    token,
+                    "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }",
+                    json!({ "e": w.resettable.email }),
+                )
+                .await
+        }
+        Op::ResetPassword => {
+            server
+                .gql(
+                    None,
+                    "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }",
+                    json!({ "e": w.resettable.email }),
+                )
+                .await;
+            let secret = server
+                .tokens
+                .last(TokenKind::PasswordReset, &w.resettable.email)
+                .unwrap();
+            server
+                .command(
+                    token,
+                    "resetPassword",
+                    json!({ "email": w.resettable.email, "token": secret, "newPassword": PASSWORD }),
+                )
+                .await
+        }
+        Op::ApplyToCourse => {
+            server
+                .command(
+                    token,
+                    "applyToCourse",
+                    json!({ "courseId": w.course, "name": "Ana", "birthDate": "2005-02-03", "email": unique("apply") }),
+                )
+                .await
+        }
+        Op::CreateCampus => {
+            server
+                .command(
+                    token,
+                    "createCampus",
+                    json!({ "institutionId": institution, "name": format!("C {}", Uuid::new_v4()), "city": "Faro" }),
+                )
+                .await
+        }
+        Op::OfferCourse => {
+            server
+                .command(
+                    token,
+                    "offerCourse",
+                    json!({ "institutionId": institution, "campusId": w.campus, "name": format!("K {}", Uuid::new_v4()), "capacity": 5 }),
+                )
+                .await
+        }
+        Op::ChangeCourseCapacity => {
+            server
+                .command(
+                    token,
+                    "changeCourseCapacity",
+                    json!({ "courseId": w.course, "capacity": 31 }),
+                )
+                .await
+        }
+        Op::CreateStudent => {
+            server
+                .command(
+                    token,
+                    "createStudent",
+                    json!({ "institutionId": institution, "name": "S", "email": unique("s"), "birthDate": "2001-01-01" }),
+                )
+                .await
+        }
+        Op::CreateTeacher => {
+            server
+                .command(
+                    token,
+                    "createTeacher",
+                    json!({ "institutionId": institution, "name": "T", "email": unique("t") }),
+                )
+                .await
+        }
+        Op::CancelEnrollment => {
+            let application = server.application(w.course).await;
+            server.enroll(w.course, application).await;
+            server
+                .command(
+                    token,
+                    "cancelEnrollment",
+                    json!({ "courseId": w.course, "applicationId": application }),
+                )
+                .await
+        }
+        Op::RecordExamNote => {
+            server
+                .command(
+                    token,
+                    "recordExamNote",
+                    json!({ "courseId": w.course, "studentId": w.student.id, "examName": format!("E {}", Uuid::new_v4()), "note": 5.5, "teacherId": w.teacher.id }),
+                )
+                .await
+        }
+        Op::ChangeExamNote => {
+            let recorded = server
+                .command(
+                    Some(m),
+                    "recordExamNote",
+                    json!({ "courseId": w.course, "studentId": w.student.id, "examName": format!("X {}", Uuid::new_v4()), "note": 4, "teacherId": w.teacher.id }),
+                )
+                .await;
+            let grade = id(&recorded, "recordExamNote");
+            server
+                .command(
+                    token,
+                    "changeExamNote",
+                    json!({ "examGradeId": grade, "note": 6, "teacherId": w.teacher.id }),
+                )
+                .await
+        }
+        Op::UpdateOwnUser => {
+            server
+                .command(token, "updateUser", json!({ "name": format!("Name {}", Uuid::new_v4().simple()) }))
+                .await
+        }
+        Op::UpdateOtherUser => {
+            server
+                .command(
+                    token,
+                    "updateUser",
+                    json!({ "userId": w.bystander, "name": format!("Other {}", Uuid::new_v4().simple()) }),
+                )
+                .await
+        }
+        Op::DeactivateUser => {
+            let (target, _) = server.student(m, None).await;
+            server
+                .command(
+                    token,
+                    "deactivateUser",
+                    json!({ "userId": target, "reason": "matrix" }),
+                )
+                .await
+        }
+        Op::Me => server.gql(token, "{ me { id } }", json!({})).await,
+        Op::Campuses => {
+            server
+                .gql(
+                    token,
+                    "query($i: UUID) { campuses(institutionId: $i) { id } }",
+                    json!({ "i": w.a.id }),
+                )
+                .await
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_role_against_every_operation() {
+    let server = TestServer::start().await;
+    let w = world(&server).await;
+    let mut failures = Vec::new();
+    for op in OPS {
+        for role in [
+            Role::Anonymous,
+            Role::Student,
+            Role::Teacher,
+            Role::Manager,
+            Role::Admin,
+        ] {
+            let response = run(&server, &w, op, role).await;
+            let outcome = match code(&response).as_deref() {
+                None => Expect::Allowed,
+                Some("FORBIDDEN") => Expect::Forbidden,
+                Some("UNAUTHENTICATED") => Expect::Unauthenticated,
+                Some(_) => {
+                    failures.push(format!("{op:?} as {role:?}: {response}"));
+                    continue;
+                }
+            };
+            if outcome != expected(op, role) {
+                failures.push(format!(
+                    "{op:?} as {role:?}: expected {:?}, got {response}",
+                    expected(op, role)
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_of_institution_b_cannot_touch_institution_a() {
+    let server = TestServer::start().await;
+    let w = world(&server).await;
+    let b = server.institution("Escola Rival").await;
+    let bm = b.manager.token.as_str();
+    let (b_teacher_id, b_teacher_email) = server.teacher(bm, None).await;
+    let b_teacher = server.activate(b_teacher_id, &b_teacher_email).await;
+    let recorded = server
+        .command(
+            Some(&w.teacher.token),
+            "recordExamNote",
+            json!({ "courseId": w.course, "studentId": w.student.id, "examName": "Quiz", "note": 7 }),
+        )
+        .await;
+    let a_grade = id(&recorded, "recordExamNote");
+    let application = server.application(w.course).await;
+    server.enroll(w.course, application).await;
+
+    let attempts: Vec<(&str, &str, Value)> = vec![
+        (
+            bm,
+            "createCampus",
+            json!({ "institutionId": w.a.id, "name": "Intruder", "city": "X" }),
+        ),
+        (
+            bm,
+            "offerCourse",
+            json!({ "institutionId": w.a.id, "campusId": w.campus, "name": "Intruder", "capacity": 3 }),
+        ),
+        (
+            bm,
+            "changeCourseCapacity",
+            json!({ "courseId": w.course, "capacity": 1 }),
+        ),
+        (
+            bm,
+            "createStudent",
+            json!({ "institutionId": w.a.id, "name": "I", "email": unique("i"), "birthDate": "2000-01-01" }),
+        ),
+        (
+            bm,
+            "createTeacher",
+            json!({ "institutionId": w.a.id, "name": "I", "email": unique("i") }),
+        ),
+        (
+            bm,
+            "cancelEnrollment",
+            json!({ "courseId": w.course, "applicationId": application }),
+        ),
+        (
+            bm,
+            "recordExamNote",
+            json!({ "courseId": w.course, "studentId": w.student.id, "examName": "Hack", "note": 10, "teacherId": b_teacher.id }),
+        ),
+        (
+            &b_teacher.token,
+            "recordExamNote",
+            json!({ "courseId": w.course, "studentId": w.student.id, "examName": "Hack", "note": 10 }),
+        ),
+        (
+            &b_teacher.token,
+            "changeExamNote",
+            json!({ "examGradeId": a_grade, "note": 10 }),
+        ),
+        (
+            bm,
+            "changeExamNote",
+            json!({ "examGradeId": a_grade, "note": 10, "teacherId": b_teacher.id }),
+        ),
+        (
+            bm,
+            "updateUser",
+            json!({ "userId": w.student.id, "name": "Hacked" }),
+        ),
+        (
+            bm,
+            "updateUser",
+            json!({ "userId": w.admin.id, "name": "Hacked" }),
+        ),
+        (
+            bm,
+            "deactivateUser",
+            json!({ "userId": w.a.manager.id, "reason": "hostile" }),
+        ),
+        (
+            bm,
+            "deactivateUser",
+            json!({ "userId": w.admin.id, "reason": "hostile" }),
+        ),
+    ];
+    for (token, mutation, input) in attempts {
+        let r = server.command(Some(token), mutation, input.clone()).await;
+        assert_eq!(
+            code(&r).as_deref(),
+            Some("FORBIDDEN"),
+            "{mutation} {input}: {r}"
+        );
+    }
+    // B's teacher recording for A's student on B's own course: still forbidden.
+    let b_campus = server.campus(bm, None).await;
+    let b_course = server.course(bm, None, b_campus).await;
+    let r = server
+        .command(
+            Some(&b_teacher.token),
+            "recordExamNote",
+            json!({ "courseId": b_course, "studentId": w.student.id, "examName": "Hack", "note": 10 }),
+        )
+        .await;
+    assert_code(&r, "FORBIDDEN");
+    // B's manager using A's campus id inside B's own institution finds nothing.
+    let r = server
+        .command(
+            Some(bm),
+            "offerCourse",
+            json!({ "campusId": w.campus, "name": "Sneaky", "capacity": 3 }),
+        )
+        .await;
+    assert_code(&r, "NOT_FOUND");
+    let r = server
+        .gql(
+            Some(bm),
+            "query($i: UUID) { campuses(institutionId: $i) { id } }",
+            json!({ "i": w.a.id }),
+        )
+        .await;
+    assert_code(&r, "FORBIDDEN");
+
+    // Nothing of A changed: still one campus, the grade and the names as they were.
+    let r = server
+        .gql(Some(&w.a.manager.token), "{ campuses { id } }", json!({}))
+        .await;
+    assert_eq!(r["data"]["campuses"].as_array().unwrap().len(), 1);
+    let me = server
+        .gql(Some(&w.student.token), "{ me { name } }", json!({}))
+        .await;
+    assert_eq!(me["data"]["me"]["name"], "Sam Student");
+    assert_ok(&server.login(&w.a.manager.email, PASSWORD).await);
+    // A's own manager can still act on the enrollment B could not cancel.
+    let r = server
+        .command(
+            Some(&w.a.manager.token),
+            "cancelEnrollment",
+            json!({ "courseId": w.course, "applicationId": application }),
+        )
+        .await;
+    assert_ok(&r);
+    server.stop().await;
+}

@@ -1,0 +1,526 @@
+//! Every error code, the identity cases (expired token, lockout, expired reset token),
+//! limits, rate limiting, read-your-writes, health and readiness.
+
+mod common;
+
+use std::time::Duration;
+
+use aula_api::TokenKind;
+use chrono::Duration as Span;
+use common::*;
+use serde_json::{json, Value};
+
+async fn post_raw(server: &TestServer, body: &'static str) -> (u16, Value) {
+    let response = server
+        .client
+        .post(server.url("/graphql"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_error_code_is_reported() {
+    let server = TestServer::start().await;
+    let a = server.institution("Escola A").await;
+    let manager = a.manager.token.as_str();
+
+    // VALIDATION, with the input field and the reason.
+    let r = server
+        .command(
+            Some(manager),
+            "createCampus",
+            json!({ "name": "  ", "city": "Braga" }),
+        )
+        .await;
+    assert_code(&r, "VALIDATION");
+    assert_eq!(extension(&r, "field"), "name");
+    assert_eq!(extension(&r, "reason"), "EMPTY");
+    let r = server
+        .command(
+            None,
+            "signUp",
+            json!({ "email": "x".repeat(300) + "@aula.test" }),
+        )
+        .await;
+    assert_code(&r, "VALIDATION");
+    assert_eq!(extension(&r, "field"), "email");
+    assert_eq!(extension(&r, "reason"), "TOO_LONG");
+
+    // NOT_FOUND.
+    let r = server
+        .command(
+            Some(manager),
+            "changeCourseCapacity",
+            json!({ "courseId": uuid::Uuid::new_v4(), "capacity": 10 }),
+        )
+        .await;
+    assert_code(&r, "NOT_FOUND");
+    assert_eq!(extension(&r, "reason"), "COURSE_NOT_FOUND");
+
+    // CONFLICT.
+    let campus = server.campus(manager, None).await;
+    let name = json!({ "campusId": campus, "name": "Physics", "capacity": 2 });
+    assert_ok(
+        &server
+            .command(Some(manager), "offerCourse", name.clone())
+            .await,
+    );
+    let r = server.command(Some(manager), "offerCourse", name).await;
+    assert_code(&r, "CONFLICT");
+    assert_eq!(extension(&r, "reason"), "DUPLICATE_COURSE_NAME");
+
+    // UNAUTHENTICATED: no token on a protected operation, a forged token anywhere.
+    let r = server
+        .command(None, "createCampus", json!({ "name": "X", "city": "Y" }))
+        .await;
+    assert_code(&r, "UNAUTHENTICATED");
+    let forged = format!("{}x", &manager[..manager.len() - 1]);
+    let r = server
+        .gql(Some(&forged), "{ health { status } }", json!({}))
+        .await;
+    assert_code(&r, "UNAUTHENTICATED");
+    let r = server
+        .gql(Some("not-a-token"), "{ me { id } }", json!({}))
+        .await;
+    assert_code(&r, "UNAUTHENTICATED");
+
+    // FORBIDDEN: a manager may not create what only exists for another institution.
+    let r = server
+        .command(
+            Some(manager),
+            "createCampus",
+            json!({ "institutionId": uuid::Uuid::new_v4(), "name": "X", "city": "Y" }),
+        )
+        .await;
+    assert_code(&r, "FORBIDDEN");
+
+    // INTERNAL: the database goes away; the client gets a generic message and an id.
+    server.db.pool.close().await;
+    let response = server
+        .client
+        .post(server.url("/graphql"))
+        .header("x-request-id", "req-42")
+        .bearer_auth(manager)
+        .json(&json!({ "query": "{ me { id } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "req-42");
+    let r: Value = response.json().await.unwrap();
+    assert_code(&r, "INTERNAL");
+    assert_eq!(r["errors"][0]["message"], "internal error");
+    assert_eq!(extension(&r, "requestId"), "req-42");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn public_mutations_are_rate_limited_per_address() {
+    let server = TestServer::start_with(|c| {
+        c.rate_limit.burst = 3;
+        c.rate_limit.per_minute = 1;
+    })
+    .await;
+    for _ in 0..3 {
+        let r = server
+            .gql(None, "mutation { requestPasswordReset(input: { email: \"nobody@aula.test\" }) { accepted } }", json!({}))
+            .await;
+        assert_ok(&r);
+    }
+    let r = server
+        .command(None, "signUp", json!({ "email": "late@aula.test" }))
+        .await;
+    assert_code(&r, "RATE_LIMITED");
+    let retry = extension(&r, "retryAfterSeconds").as_u64().unwrap();
+    assert!((1..=60).contains(&retry), "{r}");
+    // Queries are not limited.
+    assert_ok(&server.gql(None, "{ health { status } }", json!({})).await);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_access_token_is_unauthenticated() {
+    let server = TestServer::start().await;
+    let a = server.institution("Escola B").await;
+    let ok = server
+        .gql(Some(&a.manager.token), "{ me { id } }", json!({}))
+        .await;
+    assert_ok(&ok);
+    server.clock.advance(Span::minutes(16));
+    let r = server
+        .gql(Some(&a.manager.token), "{ me { id } }", json!({}))
+        .await;
+    assert_code(&r, "UNAUTHENTICATED");
+    assert_eq!(extension(&r, "reason"), "TOKEN_EXPIRED");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_failed_logins_lock_the_account() {
+    let server = TestServer::start().await;
+    let a = server.institution("Escola C").await;
+    for attempt in 1..=4 {
+        let r = server.login(&a.manager.email, "wrong password").await;
+        assert_code(&r, "UNAUTHENTICATED");
+        assert_eq!(
+            extension(&r, "reason"),
+            "INVALID_CREDENTIALS",
+            "attempt {attempt}"
+        );
+    }
+    let fifth = server.login(&a.manager.email, "wrong password").await;
+    assert_code(&fifth, "FORBIDDEN");
+    assert_eq!(extension(&fifth, "reason"), "USER_LOCKED_OUT");
+    // Even the right password is refused while locked out...
+    let locked = server.login(&a.manager.email, PASSWORD).await;
+    assert_code(&locked, "FORBIDDEN");
+    assert_eq!(extension(&locked, "reason"), "USER_LOCKED_OUT");
+    // ...and accepted once the lockout is over.
+    server.clock.advance(Span::minutes(16));
+    assert_ok(&server.login(&a.manager.email, PASSWORD).await);
+    // An unknown e-mail looks like a wrong password.
+    let r = server.login("nobody@aula.test", PASSWORD).await;
+    assert_eq!(extension(&r, "reason"), "INVALID_CREDENTIALS");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_tokens_expire_and_are_single_use_and_requests_reveal_nothing() {
+    let server = TestServer::start().await;
+    let a = server.institution("Escola D").await;
+    let request =
+        "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }";
+
+    // Unknown e-mail: same answer, no token issued.
+    let before = server.tokens.count();
+    let unknown = server
+        .gql(None, request, json!({ "e": "ghost@aula.test" }))
+        .await;
+    assert_eq!(unknown["data"]["requestPasswordReset"]["accepted"], true);
+    assert_eq!(server.tokens.count(), before);
+
+    // Expired token.
+    let r = server
+        .gql(None, request, json!({ "e": a.manager.email }))
+        .await;
+    assert_eq!(r["data"]["requestPasswordReset"]["accepted"], true);
+    let token = server
+        .tokens
+        .last(TokenKind::PasswordReset, &a.manager.email)
+        .unwrap();
+    server.clock.advance(Span::hours(2));
+    let reset =
+        json!({ "email": a.manager.email, "token": token, "newPassword": "a new password" });
+    let r = server.command(None, "resetPassword", reset.clone()).await;
+    assert_code(&r, "UNAUTHENTICATED");
+    assert_eq!(extension(&r, "reason"), "RESET_TOKEN_EXPIRED");
+
+    // A fresh token works once.
+    server
+        .gql(None, request, json!({ "e": a.manager.email }))
+        .await;
+    let token = server
+        .tokens
+        .last(TokenKind::PasswordReset, &a.manager.email)
+        .unwrap();
+    let reset =
+        json!({ "email": a.manager.email, "token": token, "newPassword": "a new password" });
+    assert_ok(&server.command(None, "resetPassword", reset.clone()).await);
+    let r = server.command(None, "resetPassword", reset).await;
+    assert_eq!(extension(&r, "reason"), "RESET_TOKEN_ALREADY_USED");
+    assert_ok(&server.login(&a.manager.email, "a new password").await);
+    assert_code(
+        &server.login(&a.manager.email, PASSWORD).await,
+        "UNAUTHENTICATED",
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_up_confirmation_rules() {
+    let server = TestServer::start().await;
+    let email = "owner@aula.test";
+    assert_ok(
+        &server
+            .command(None, "signUp", json!({ "email": email }))
+            .await,
+    );
+    let token = server
+        .tokens
+        .last(TokenKind::SignUpConfirmation, email)
+        .unwrap();
+    let confirm = |token: &str| {
+        json!({ "input": { "email": email, "token": token, "name": "Olga Owner",
+                "password": PASSWORD, "institutionName": "Escola E" } })
+    };
+    let query = "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { userId institutionId } }";
+    let r = server.gql(None, query, confirm("wrong-token")).await;
+    assert_code(&r, "UNAUTHENTICATED");
+    assert_eq!(extension(&r, "reason"), "SIGN_UP_TOKEN_UNKNOWN");
+    let short = json!({ "input": { "email": email, "token": token, "name": "Olga",
+                "password": "short", "institutionName": "Escola E" } });
+    let r = server.gql(None, query, short).await;
+    assert_eq!(extension(&r, "field"), "password");
+    assert_ok(&server.gql(None, query, confirm(&token)).await);
+    let r = server.gql(None, query, confirm(&token)).await;
+    assert_code(&r, "CONFLICT");
+    // Signing up again with a registered e-mail is a conflict.
+    let r = server
+        .command(None, "signUp", json!({ "email": email }))
+        .await;
+    assert_code(&r, "CONFLICT");
+    assert_eq!(extension(&r, "reason"), "USER_ALREADY_REGISTERED");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_requests_get_clear_errors_not_500() {
+    let server = TestServer::start_with(|c| {
+        c.body_limit_bytes = 4096;
+        c.max_query_depth = 3;
+    })
+    .await;
+    let (status, r) = post_raw(&server, "{\"query\": ").await;
+    assert_eq!(status, 400);
+    assert_code(&r, "VALIDATION");
+    assert_eq!(extension(&r, "reason"), "MALFORMED_JSON");
+
+    let (status, r) = post_raw(&server, "[1, 2]").await;
+    assert_eq!(status, 400);
+    assert_eq!(extension(&r, "reason"), "INVALID_REQUEST");
+
+    let huge = format!(
+        "{{\"query\": \"{{ health {{ status }} }}\", \"x\": \"{}\"}}",
+        "a".repeat(10_000)
+    );
+    let response = server
+        .client
+        .post(server.url("/graphql"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let r: Value = response.json().await.unwrap();
+    assert_eq!(extension(&r, "reason"), "TOO_LARGE");
+
+    // Unknown field, wrong type, syntax error, too deep: VALIDATION.
+    for query in [
+        "{ nope }",
+        "{ campuses(first: \"ten\") { id } }",
+        "{ health { ",
+        "{ health { status } } # ok",
+    ] {
+        let r = server.gql(None, query, json!({})).await;
+        if query.ends_with("# ok") {
+            assert_ok(&r);
+        } else {
+            assert_code(&r, "VALIDATION");
+        }
+    }
+    let r = server.command(None, "signUp", json!({ "email": 42 })).await;
+    assert_code(&r, "VALIDATION");
+    let r = server
+        .gql(
+            None,
+            "{ __schema { types { fields { type { ofType { name } } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_code(&r, "VALIDATION");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn page_size_is_capped() {
+    let server = TestServer::start_with(|c| c.max_page_size = 5).await;
+    let a = server.institution("Escola F").await;
+    let r = server
+        .gql(
+            Some(&a.manager.token),
+            "{ campuses(first: 6) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_code(&r, "VALIDATION");
+    assert_eq!(extension(&r, "field"), "first");
+    assert_ok(
+        &server
+            .gql(
+                Some(&a.manager.token),
+                "{ campuses(first: 5) { id } }",
+                json!({}),
+            )
+            .await,
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_your_writes_waits_for_the_configured_projections() {
+    let server = TestServer::start_with(|c| {
+        c.projections = vec!["test_projection".into()];
+        c.read_your_writes_timeout = Duration::from_millis(300);
+    })
+    .await;
+    sqlx::query("INSERT INTO subscription_checkpoints (name) VALUES ('test_projection')")
+        .execute(&server.db.pool)
+        .await
+        .unwrap();
+    let query = "mutation($e: String!) { signUp(input: { email: $e }, waitForProjections: true) { id logPosition projectionsCaughtUp } }";
+    let r = server
+        .gql(None, query, json!({ "e": "first@aula.test" }))
+        .await;
+    assert_eq!(r["data"]["signUp"]["projectionsCaughtUp"], false, "{r}");
+    let position = r["data"]["signUp"]["logPosition"].as_i64().unwrap();
+
+    // The projection catches up (as a subscription would, in commit order).
+    sqlx::query(
+        "UPDATE subscription_checkpoints SET (tx_id, global_position) =
+           (SELECT tx_id, global_position FROM events WHERE global_position = $1)
+         WHERE name = 'test_projection'",
+    )
+    .bind(position)
+    .execute(&server.db.pool)
+    .await
+    .unwrap();
+    let a = server.institution("Escola G").await;
+    let r = server
+        .gql(
+            Some(&a.manager.token),
+            "query($p: Int!) { projectionsReached(logPosition: $p) }",
+            json!({ "p": position }),
+        )
+        .await;
+    assert_eq!(r["data"]["projectionsReached"], true, "{r}");
+    // Without the flag nothing waits and nothing is reported.
+    let r = server
+        .gql(
+            None,
+            "mutation { signUp(input: { email: \"second@aula.test\" }) { projectionsCaughtUp } }",
+            json!({}),
+        )
+        .await;
+    assert!(r["data"]["signUp"]["projectionsCaughtUp"].is_null());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_ready_and_graphiql() {
+    let server = TestServer::start().await;
+    let health: Value = server
+        .client
+        .get(server.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready = server
+        .client
+        .get(server.url("/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let graphiql = server
+        .client
+        .get(server.url("/graphql"))
+        .send()
+        .await
+        .unwrap();
+    assert!(graphiql
+        .text()
+        .await
+        .unwrap()
+        .to_lowercase()
+        .contains("graphiql"));
+    let r = server
+        .gql(None, "{ health { status database } }", json!({}))
+        .await;
+    assert_eq!(r["data"]["health"]["database"], true);
+
+    // Not ready without the database.
+    server.db.pool.close().await;
+    let ready = server
+        .client
+        .get(server.url("/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["database"], false);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_requests_time_out_with_a_request_id() {
+    let server = TestServer::start_with(|c| {
+        c.projections = vec!["never_catches_up".into()];
+        c.read_your_writes_timeout = Duration::from_secs(5);
+        c.request_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let a = server.institution("Escola Lenta").await;
+    let r = server
+        .gql(
+            Some(&a.manager.token),
+            "query($p: Int!) { projectionsReached(logPosition: $p) }",
+            json!({ "p": 1 }),
+        )
+        .await;
+    assert_code(&r, "TIMEOUT");
+    assert!(extension(&r, "requestId").is_string(), "{r}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn not_ready_while_subscriptions_are_down() {
+    let server = TestServer::start_custom(
+        |_| {},
+        |state| state.with_readiness(std::sync::Arc::new(|| false)),
+    )
+    .await;
+    let ready = server
+        .client
+        .get(server.url("/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["subscriptions"], false);
+    assert_eq!(body["migrations"], true);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admins_are_created_once_per_email_and_never_publicly() {
+    let server = TestServer::start().await;
+    let id = aula_api::create_admin(&server.db.pool, "root@aula.test", PASSWORD)
+        .await
+        .unwrap();
+    let again = aula_api::create_admin(&server.db.pool, "ROOT@aula.test", PASSWORD).await;
+    assert!(
+        matches!(again, Err(aula_api::CreateAdminError::EmailTaken(_))),
+        "{again:?}"
+    );
+    let login = server.login("root@aula.test", PASSWORD).await;
+    assert_eq!(login["data"]["login"]["role"], "ADMIN");
+    assert_eq!(login["data"]["login"]["userId"], id.to_string());
+    // No mutation creates an admin or picks a role.
+    let sdl = aula_api::schema_sdl();
+    assert!(!sdl.contains("createAdmin") && !sdl.contains("createUser"));
+    for block in sdl.split("\n}").filter(|b| b.contains("input ")) {
+        assert!(!block.contains("role:"), "an input takes a role: {block}");
+    }
+    server.stop().await;
+}
