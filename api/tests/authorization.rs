@@ -1,5 +1,5 @@
 //! The authorization matrix (every role and anonymous against every operation, as in
-//! docs/api.md) and institution isolation.
+//! README.md) and institution isolation.
 
 mod common;
 
@@ -69,7 +69,7 @@ const OPS: [Op; 19] = [
     Op::Campuses,
 ];
 
-/// The documented matrix (docs/api.md, "Authorization").
+/// The documented matrix (README.md, "Authorization").
 fn expected(op: Op, role: Role) -> Expect {
     use Expect::*;
     use Role::*;

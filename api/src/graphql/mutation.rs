@@ -422,7 +422,7 @@ impl MutationRoot {
                 other => other.into(),
             })?;
         // Not atomic with the user: a crash here leaves a manager whose institution
-        // does not exist yet (see docs/api.md).
+        // does not exist yet (see README.md).
         let committed = state
             .buses
             .institution
