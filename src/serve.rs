@@ -62,7 +62,44 @@ pub async fn serve(
         tracing::info!("projections part enabled");
     }
     if runs(Part::Processor) {
-        tracing::info!("processor part enabled");
+        let reactions = aula_processor::spawn_reactions(
+            database.connect.clone(),
+            wakeups.clone(),
+            shutdown.clone(),
+        );
+        subscriptions.push(reactions.state.clone());
+        tasks.push(tokio::spawn(async move {
+            let _ = reactions.task.await;
+        }));
+        let mut mail = aula_processor::MailConfig::from_env();
+        if std::env::var_os("AULA_MAIL_OUTBOX").is_none() {
+            mail.outbox_dir = global.data_dir.join("outbox");
+        }
+        let mailer: Arc<dyn aula_processor::Mailer> = Arc::from(
+            aula_processor::mail::from_config(&mail)
+                .map_err(|e| anyhow::anyhow!("e-mail set-up: {e}"))?,
+        );
+        let registry = aula_processor::Registry::standard(mailer, mail);
+        let (workers_pool, workers_shutdown) = (pool.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            let config = aula_processor::ProcessorConfig::from_env();
+            if let Err(error) =
+                aula_processor::run_workers(workers_pool, config, registry, workers_shutdown).await
+            {
+                tracing::error!(%error, "task workers stopped with an error");
+            }
+        }));
+        let (archive_pool, archive_shutdown) = (pool.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            aula_processor::run_archive_scheduler(
+                archive_pool,
+                Arc::new(aula_processor::SystemClock),
+                aula_processor::archive::ArchiveConfig::from_env(),
+                archive_shutdown,
+            )
+            .await;
+        }));
+        tracing::info!("processor part enabled: reactions, task workers, nightly archive");
     }
 
     let mut http = None;
@@ -83,7 +120,9 @@ pub async fn serve(
                 )
             })
         });
-        let state = aula_api::AppState::new(pool.clone(), config).with_readiness(readiness);
+        let state = aula_api::AppState::new(pool.clone(), config)
+            .with_readiness(readiness)
+            .with_token_sink(Arc::new(StashTokens { pool: pool.clone() }));
         let listener = tokio::net::TcpListener::bind(args.http_addr)
             .await
             .with_context(|| format!("binding {}", args.http_addr))?;
@@ -112,6 +151,28 @@ pub async fn serve(
     database.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Hands the raw one-time tokens the API issues to the processor's e-mail tasks,
+/// which wait (retrying) until the token is there.
+struct StashTokens {
+    pool: sqlx::PgPool,
+}
+
+impl aula_api::TokenSink for StashTokens {
+    fn issued(&self, token: aula_api::IssuedToken) {
+        let pool = self.pool.clone();
+        // Only governs when an unsent token is purged; validity is the aggregate's.
+        let keep_until = chrono::Utc::now() + chrono::Duration::days(2);
+        tokio::spawn(async move {
+            let hash = aula_api::token_hash(&token.token);
+            if let Err(error) =
+                aula_processor::stash_token(&pool, &hash, &token.token, keep_until).await
+            {
+                tracing::error!(%error, user_id = %token.user_id, "could not stash a one-time token; its e-mail will not be sent");
+            }
+        });
+    }
 }
 
 /// The configured secret, or one generated once and kept beside the data.

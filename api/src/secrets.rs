@@ -88,7 +88,8 @@ pub(crate) fn new_token() -> String {
 }
 
 /// What commands carry instead of the token.
-pub(crate) fn token_hash(token: &str) -> String {
+/// The SHA-256 (hex) under which a one-time token is stored and looked up.
+pub fn token_hash(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,1 +1,53 @@
-//! placeholder
+//! Aula's processor: reacts to events by issuing tasks and runs those tasks.
+//!
+//! - [`reactions`]: a subscription on the log (`processor.reactions`) that maps each
+//!   event to its tasks and inserts them in the subscription's batch transaction, so an
+//!   event issues its tasks exactly once (`UNIQUE (event_id, kind)`).
+//! - [`queue`]: the task table's statements: claim (`FOR UPDATE SKIP LOCKED`), batched
+//!   completion with fencing by attempt number, lease heartbeats and rescue.
+//! - [`worker`]: the worker loop of one process (LISTEN `aula_tasks` + polling,
+//!   configurable concurrency, graceful drain).
+//! - [`handlers`]: what each task kind does (e-mails, notifications, the enrollment
+//!   decision, demo data), keyed by kind in a [`handlers::Registry`].
+//! - [`mail`]: the [`mail::Mailer`] trait, SMTP (lettre) and `.eml` file outbox.
+//! - [`reprocess`]: re-emitting copies of events, manual task retries.
+//! - [`archive`]: the nightly move of old succeeded tasks into `*_archive`.
+//! - [`bench`]: `aula bench tasks|latency`.
+//!
+//! **Boundary:** no HTTP or GraphQL here. Commands go through the domain's aggregates
+//! (`aula_eventlog::CommandBus`), never by writing events directly, except for
+//! reprocessed copies, which are deliberately outside any aggregate's stream.
+//!
+//! **Invariant:** a task's completion is accepted only from the attempt that currently
+//! holds it (`WHERE id = $1 AND attempt = $2 AND status = 'running'`).
+
+pub mod archive;
+pub mod bench;
+pub mod config;
+pub mod handlers;
+pub mod kinds;
+pub mod mail;
+pub mod queue;
+pub mod reactions;
+pub mod reprocess;
+pub mod tokens;
+pub mod worker;
+
+pub use archive::{archive_once, run_archive_scheduler, ArchiveReport, Clock, SystemClock};
+pub use config::{MailConfig, ProcessorConfig};
+pub use handlers::{Registry, TaskContext, TaskError, TaskHandler};
+pub use mail::{EmailMessage, FileMailer, Mailer, SmtpMailer};
+pub use queue::{NewTask, TaskRow};
+pub use reactions::{spawn_reactions, Reactions, REACTIONS_SUBSCRIPTION};
+pub use reprocess::{reprocess_event, retry_task, ReprocessError};
+pub use tokens::stash_token;
+pub use worker::{run_workers, WorkerHandle};
+
+/// Errors of the processor's own operations (not of task handlers).
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Invalid(String),
+}

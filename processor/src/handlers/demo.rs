@@ -1,0 +1,304 @@
+//! `demo.seed`: demo data for a new institution, issued through the real commands so it
+//! produces real events, metrics, e-mails and notifications: 2 campuses, 3 courses
+//! (one with 3 seats and 5 applicants, so two are declined "class full"), 2 teachers,
+//! 4 students, applications and grades.
+//!
+//! Small and deterministic: every id is a UUIDv5 of the institution id and a fixed
+//! name, so running the task again (a retry after a crash, a reprocessed copy) issues
+//! the same commands, which the aggregates refuse as duplicates; a duplicate counts as
+//! done. Demo addresses use the reserved `.example` domain.
+
+use aula_domain::course::{Course, CourseCommand, CourseServices};
+use aula_domain::exam_grade::{ExamGrade, ExamGradeCommand, ExamGradeServices};
+use aula_domain::institution::{Institution, InstitutionCommand, InstitutionServices};
+use aula_domain::student::{Student, StudentCommand, StudentServices};
+use aula_domain::teacher::{Teacher, TeacherCommand, TeacherServices};
+use aula_domain::user::{Role, User, UserCommand, UserServices};
+use aula_domain::values::{
+    ApplicationId, BirthDate, CampusId, CampusName, Capacity, CityName, CourseId, CourseName,
+    Email, ExamGradeId, ExamName, GradeNote, InstitutionId, PersonName, StudentId, TeacherId,
+    UserId, ValidationError,
+};
+use aula_domain::{Rejection, RejectionKind};
+use aula_eventlog::{CommandBus, CommandError, EventMetadata};
+use chrono::{NaiveDate, Utc};
+use cqrs_es::Aggregate;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::enrollment::task_metadata;
+use super::{EventPayload, TaskContext, TaskError, TaskHandler};
+
+pub struct SeedDemoData;
+
+const CAMPUSES: [(&str, &str); 2] = [("Centro", "Recife"), ("Norte", "Olinda")];
+/// (campus index, name, capacity)
+const COURSES: [(usize, &str, u32); 3] = [
+    (0, "Física I", 3),
+    (0, "Cálculo I", 20),
+    (1, "Química Geral", 10),
+];
+const TEACHERS: [&str; 2] = ["Marie Curie", "Alan Turing"];
+/// (name, birth date)
+const STUDENTS: [(&str, &str); 4] = [
+    ("Ana Souza", "2004-03-14"),
+    ("Bruno Lima", "2002-11-02"),
+    ("Carla Dias", "1999-06-30"),
+    ("Diego Alves", "2006-01-20"),
+];
+/// Applicants to the first course beyond the students (5 applicants for 3 seats).
+const EXTRA_APPLICANT: (&str, &str) = ("Eva Rocha", "2003-08-08");
+
+fn invalid(error: ValidationError) -> TaskError {
+    TaskError::permanent(error)
+}
+
+fn outcome<A>(result: Result<impl Sized, CommandError<A::Error>>) -> Result<(), TaskError>
+where
+    A: Aggregate,
+    A::Error: Rejection + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(()),
+        // Already seeded by an earlier attempt.
+        Err(CommandError::Rejected(rejection)) if rejection.kind() == RejectionKind::Conflict => {
+            Ok(())
+        }
+        Err(CommandError::Rejected(rejection)) => Err(TaskError::permanent(rejection)),
+        Err(error @ CommandError::Conflict { .. }) => Err(TaskError::retry(error.to_string())),
+        Err(CommandError::Store(error)) => Err(error.into()),
+    }
+}
+
+fn bus<A>(pool: &PgPool, services: A::Services) -> CommandBus<A>
+where
+    A: Aggregate + Clone + 'static,
+    A::Command: Clone,
+{
+    CommandBus::with_upcasters(pool.clone(), services, aula_domain::upcasters())
+}
+
+#[async_trait::async_trait]
+impl TaskHandler for SeedDemoData {
+    async fn run(&self, ctx: &TaskContext) -> Result<(), TaskError> {
+        let payload = EventPayload::of(&ctx.task)?;
+        let institution = payload.aggregate_uuid()?;
+        seed(&ctx.pool, institution, task_metadata(ctx)).await
+    }
+}
+
+/// Seeds the demo data of `institution` (which must exist).
+pub async fn seed(
+    pool: &PgPool,
+    institution: Uuid,
+    metadata: EventMetadata,
+) -> Result<(), TaskError> {
+    let id = |name: &str| Uuid::new_v5(&institution, name.as_bytes());
+    let short = institution.simple().to_string()[..8].to_owned();
+    let institution_id = InstitutionId::from_uuid(institution);
+    let metadata = EventMetadata {
+        institution_id: Some(institution),
+        ..metadata
+    };
+    let now = Utc::now();
+    let today = now.date_naive();
+    let institutions = bus::<Institution>(pool, InstitutionServices);
+    let courses = bus::<Course>(pool, CourseServices);
+    let users = bus::<User>(pool, UserServices::default());
+    let students = bus::<Student>(pool, StudentServices);
+    let teachers = bus::<Teacher>(pool, TeacherServices);
+    let grades = bus::<ExamGrade>(pool, ExamGradeServices);
+    let aggregate = institution.to_string();
+
+    let mut campus_ids = Vec::new();
+    for (name, city) in CAMPUSES {
+        let campus_id = CampusId::from_uuid(id(&format!("campus/{name}")));
+        campus_ids.push(campus_id);
+        let command = InstitutionCommand::CreateCampus {
+            campus_id,
+            name: CampusName::parse(name).map_err(invalid)?,
+            city: CityName::parse(city).map_err(invalid)?,
+        };
+        outcome::<Institution>(institutions.execute(&aggregate, command, &metadata).await)?;
+    }
+    let mut course_ids = Vec::new();
+    for (campus, name, capacity) in COURSES {
+        let course_id = CourseId::from_uuid(id(&format!("course/{name}")));
+        course_ids.push(course_id);
+        let name = CourseName::parse(name).map_err(invalid)?;
+        let capacity = Capacity::new(capacity).map_err(invalid)?;
+        let offer = InstitutionCommand::OfferCourse {
+            course_id,
+            campus_id: campus_ids[campus],
+            name: name.clone(),
+            capacity,
+        };
+        outcome::<Institution>(institutions.execute(&aggregate, offer, &metadata).await)?;
+        let open = CourseCommand::OpenCourse {
+            institution_id,
+            campus_id: campus_ids[campus],
+            name,
+            capacity,
+        };
+        outcome::<Course>(
+            courses
+                .execute(&course_id.to_string(), open, &metadata)
+                .await,
+        )?;
+    }
+
+    let email_of = |name: &str| {
+        let local: String = name
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == ' ')
+            .collect::<String>()
+            .replace(' ', ".");
+        Email::parse(&format!("{local}.{short}@demo.aula.example")).map_err(invalid)
+    };
+
+    let mut teacher_ids = Vec::new();
+    for name in TEACHERS {
+        let user_id = UserId::from_uuid(id(&format!("user/teacher/{name}")));
+        let teacher_id = TeacherId::from_uuid(id(&format!("teacher/{name}")));
+        teacher_ids.push(teacher_id);
+        let person = PersonName::parse(name).map_err(invalid)?;
+        let email = email_of(name)?;
+        create_user(
+            pool,
+            &users,
+            user_id,
+            &email,
+            &person,
+            Role::Teacher,
+            institution_id,
+            &metadata,
+        )
+        .await?;
+        let command = TeacherCommand::CreateTeacher {
+            institution_id,
+            user_id,
+            name: person,
+            email,
+        };
+        outcome::<Teacher>(
+            teachers
+                .execute(&teacher_id.to_string(), command, &metadata)
+                .await,
+        )?;
+    }
+
+    let mut student_ids = Vec::new();
+    for (name, born) in STUDENTS {
+        let user_id = UserId::from_uuid(id(&format!("user/student/{name}")));
+        let student_id = StudentId::from_uuid(id(&format!("student/{name}")));
+        student_ids.push(student_id);
+        let person = PersonName::parse(name).map_err(invalid)?;
+        let email = email_of(name)?;
+        create_user(
+            pool,
+            &users,
+            user_id,
+            &email,
+            &person,
+            Role::Student,
+            institution_id,
+            &metadata,
+        )
+        .await?;
+        let command = StudentCommand::CreateStudent {
+            institution_id,
+            user_id,
+            name: person,
+            email,
+            birth_date: birth_date(born, today)?,
+        };
+        outcome::<Student>(
+            students
+                .execute(&student_id.to_string(), command, &metadata)
+                .await,
+        )?;
+    }
+
+    // Applications: everyone (and one extra applicant) to the 3-seat course; the first
+    // two students also to the second course. The processor decides them.
+    let mut applications: Vec<(CourseId, &str, &str)> = STUDENTS
+        .iter()
+        .map(|(name, born)| (course_ids[0], *name, *born))
+        .collect();
+    applications.push((course_ids[0], EXTRA_APPLICANT.0, EXTRA_APPLICANT.1));
+    for (name, born) in &STUDENTS[..2] {
+        applications.push((course_ids[1], name, born));
+    }
+    for (course_id, name, born) in applications {
+        let command = CourseCommand::RequestEnrollment {
+            application_id: ApplicationId::from_uuid(id(&format!(
+                "application/{course_id}/{name}"
+            ))),
+            name: PersonName::parse(name).map_err(invalid)?,
+            birth_date: birth_date(born, today)?,
+            email: email_of(name)?,
+            requested_at: now,
+        };
+        outcome::<Course>(
+            courses
+                .execute(&course_id.to_string(), command, &metadata)
+                .await,
+        )?;
+    }
+
+    // Grades: the second course's midterm for every student.
+    for (index, student_id) in student_ids.iter().enumerate() {
+        let grade_id = ExamGradeId::from_uuid(id(&format!("grade/midterm/{student_id}")));
+        let command = ExamGradeCommand::RecordNote {
+            institution_id,
+            course_id: course_ids[1],
+            student_id: *student_id,
+            teacher_id: teacher_ids[index % teacher_ids.len()],
+            exam_name: ExamName::parse("Midterm").map_err(invalid)?,
+            note: GradeNote::from_hundredths(600 + 75 * index as u16).map_err(invalid)?,
+            at: now,
+        };
+        outcome::<ExamGrade>(
+            grades
+                .execute(&grade_id.to_string(), command, &metadata)
+                .await,
+        )?;
+    }
+    tracing::info!(%institution, "demo data seeded");
+    Ok(())
+}
+
+fn birth_date(raw: &str, today: NaiveDate) -> Result<BirthDate, TaskError> {
+    BirthDate::parse_str(raw, today).map_err(invalid)
+}
+
+/// Creates the login account of a demo student or teacher, reserving its address in the
+/// API's e-mail index (`user_emails`) first, as the API does.
+#[allow(clippy::too_many_arguments)]
+async fn create_user(
+    pool: &PgPool,
+    users: &CommandBus<User>,
+    user_id: UserId,
+    email: &Email,
+    name: &PersonName,
+    role: Role,
+    institution_id: InstitutionId,
+    metadata: &EventMetadata,
+) -> Result<(), TaskError> {
+    sqlx::query(
+        "INSERT INTO user_emails (email, user_id) VALUES ($1, $2) ON CONFLICT (email) DO NOTHING",
+    )
+    .bind(email.as_str())
+    .bind(user_id.as_uuid())
+    .execute(pool)
+    .await?;
+    let command = UserCommand::CreateUser {
+        email: email.clone(),
+        name: name.clone(),
+        role,
+        institution_id: Some(institution_id),
+        password_hash: None,
+    };
+    outcome::<User>(users.execute(&user_id.to_string(), command, metadata).await)
+}

@@ -1,0 +1,316 @@
+//! The e-mail tasks: render the message for the task's event, send it once per
+//! idempotency key, record it in `outbox_emails`.
+
+use std::sync::Arc;
+
+use aula_domain::course::{Course, CourseEvent, CourseServices, DeclineReason};
+use aula_domain::student::StudentEvent;
+use aula_domain::user::{User, UserEvent, UserServices};
+use aula_eventlog::CommandBus;
+use chrono::Utc;
+
+use super::{EventPayload, TaskContext, TaskError, TaskHandler};
+use crate::config::MailConfig;
+use crate::kinds;
+use crate::mail::{html_escape, EmailMessage, Mailer};
+use crate::tokens;
+
+/// Handles every `email.*` kind.
+pub struct EmailHandler {
+    mailer: Arc<dyn Mailer>,
+    config: MailConfig,
+}
+
+impl EmailHandler {
+    pub fn new(mailer: Arc<dyn Mailer>, config: MailConfig) -> Self {
+        Self { mailer, config }
+    }
+
+    fn link(&self, path: &str, query: &[(&str, &str)]) -> String {
+        let mut link = format!("{}{path}", self.config.public_base_url);
+        for (index, (name, value)) in query.iter().enumerate() {
+            link.push(if index == 0 { '?' } else { '&' });
+            link.push_str(name);
+            link.push('=');
+            link.push_str(&percent_encode(value));
+        }
+        link
+    }
+}
+
+/// What a rendered e-mail needs besides the message: the one-time token to delete
+/// once it is sent.
+struct Rendered {
+    message: EmailMessage,
+    token_hash: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl TaskHandler for EmailHandler {
+    async fn run(&self, ctx: &TaskContext) -> Result<(), TaskError> {
+        let key = &ctx.task.idempotency_key;
+        let sent: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM outbox_emails WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(&ctx.pool)
+                .await?;
+        if sent.is_some() {
+            tracing::debug!(
+                task = ctx.task.id,
+                key,
+                "e-mail already sent; nothing to do"
+            );
+            return Ok(());
+        }
+        let Some(rendered) = self.render(ctx).await? else {
+            return Ok(());
+        };
+        self.mailer.send(&rendered.message).await.map_err(|e| {
+            if e.is_permanent() {
+                TaskError::permanent(e)
+            } else {
+                TaskError::retry(e)
+            }
+        })?;
+        let mut tx = ctx.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO outbox_emails (idempotency_key, task_id, kind, recipient, subject, transport)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(ctx.task.id)
+        .bind(&ctx.task.kind)
+        .bind(&rendered.message.to)
+        .bind(&rendered.message.subject)
+        .bind(self.mailer.transport())
+        .execute(&mut *tx)
+        .await?;
+        if let Some(hash) = &rendered.token_hash {
+            tokens::take_token(&mut tx, hash).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl EmailHandler {
+    /// `None`: nothing to send (the event no longer calls for it).
+    async fn render(&self, ctx: &TaskContext) -> Result<Option<Rendered>, TaskError> {
+        let payload = EventPayload::of(&ctx.task)?;
+        let key = ctx.task.idempotency_key.clone();
+        let message = |to: &str, subject: String, text: String, html: String| EmailMessage {
+            to: to.to_owned(),
+            subject,
+            text,
+            html,
+            idempotency_key: key.clone(),
+        };
+        let rendered = match ctx.task.kind.as_str() {
+            kinds::EMAIL_SIGNUP_CONFIRMATION => {
+                let UserEvent::PendingUserRegisterCreated {
+                    email,
+                    token_hash,
+                    expires_at,
+                } = payload.decode()?
+                else {
+                    return Err(wrong_event(&payload));
+                };
+                let token = stashed_token(ctx, &token_hash, expires_at).await?;
+                let link = self.link(
+                    "/confirm-sign-up",
+                    &[("user", payload.aggregate_id), ("token", &token)],
+                );
+                let expires = expires_at.format("%Y-%m-%d %H:%M UTC");
+                Rendered {
+                    message: message(
+                        email.as_str(),
+                        "Confirm your Aula sign-up".into(),
+                        format!("Welcome to Aula!\n\nConfirm your sign-up by opening this link:\n{link}\n\nThe link expires at {expires}. If you did not sign up, ignore this e-mail.\n"),
+                        html(
+                            "Welcome to Aula!",
+                            &format!(
+                                "<p>Confirm your sign-up:</p><p><a href=\"{0}\">{0}</a></p><p>The link expires at {expires}. If you did not sign up, ignore this e-mail.</p>",
+                                html_escape(&link)
+                            ),
+                        ),
+                    ),
+                    token_hash: Some(token_hash),
+                }
+            }
+            kinds::EMAIL_PASSWORD_RESET => {
+                let UserEvent::ResetPasswordTokenCreated {
+                    token_hash,
+                    expires_at,
+                } = payload.decode()?
+                else {
+                    return Err(wrong_event(&payload));
+                };
+                let bus = CommandBus::<User>::with_upcasters(
+                    ctx.pool.clone(),
+                    UserServices::default(),
+                    aula_domain::upcasters(),
+                );
+                let (user, _) = bus.load(payload.aggregate_id).await?;
+                let Some(email) = user.email() else {
+                    return Err(TaskError::permanent("the user has no e-mail address"));
+                };
+                let token = stashed_token(ctx, &token_hash, expires_at).await?;
+                let link = self.link("/reset-password", &[("token", &token)]);
+                let expires = expires_at.format("%Y-%m-%d %H:%M UTC");
+                Rendered {
+                    message: message(
+                        email.as_str(),
+                        "Reset your Aula password".into(),
+                        format!("Someone asked to reset the password of your Aula account.\n\nChoose a new password here:\n{link}\n\nThe link expires at {expires} and works once. If it was not you, ignore this e-mail: your password is unchanged.\n"),
+                        html(
+                            "Reset your password",
+                            &format!(
+                                "<p>Someone asked to reset the password of your Aula account.</p><p><a href=\"{0}\">{0}</a></p><p>The link expires at {expires} and works once. If it was not you, ignore this e-mail.</p>",
+                                html_escape(&link)
+                            ),
+                        ),
+                    ),
+                    token_hash: Some(token_hash),
+                }
+            }
+            kinds::EMAIL_WELCOME => {
+                let StudentEvent::StudentCreated { name, email, .. } = payload.decode()?;
+                let link = self.link("/", &[]);
+                Rendered {
+                    message: message(
+                        email.as_str(),
+                        format!("Welcome to Aula, {name}"),
+                        format!("Hello {name},\n\nyour student record was created. Sign in at {link}\n"),
+                        html(
+                            &format!("Welcome, {}", html_escape(name.as_str())),
+                            &format!(
+                                "<p>Your student record was created.</p><p><a href=\"{0}\">{0}</a></p>",
+                                html_escape(&link)
+                            ),
+                        ),
+                    ),
+                    token_hash: None,
+                }
+            }
+            kinds::EMAIL_APPLICATION_SCHEDULED | kinds::EMAIL_ENROLLED | kinds::EMAIL_DECLINED => {
+                let event: CourseEvent = payload.decode()?;
+                let course = course_name(ctx, payload.aggregate_id).await?;
+                let course_html = html_escape(&course);
+                let (to, subject, text, body) = match event {
+                    CourseEvent::EnrollmentRequested { name, email, .. } => (
+                        email,
+                        format!("Your application to {course} was scheduled"),
+                        format!("Hello {name},\n\nwe received your application to {course}. It is queued; you will get another e-mail when it is decided.\n"),
+                        format!("<p>Hello {},</p><p>we received your application to <b>{course_html}</b>. It is queued; you will get another e-mail when it is decided.</p>", html_escape(name.as_str())),
+                    ),
+                    CourseEvent::StudentEnrolled { name, email, enrolled_on, .. } => (
+                        email,
+                        format!("You are enrolled in {course}"),
+                        format!("Hello {name},\n\nyou are enrolled in {course} (since {enrolled_on}).\n"),
+                        format!("<p>Hello {},</p><p>you are enrolled in <b>{course_html}</b> (since {enrolled_on}).</p>", html_escape(name.as_str())),
+                    ),
+                    CourseEvent::EnrollmentDeclined { name, email, reason, .. } => {
+                        let reason = match reason {
+                            DeclineReason::ClassFull => "the class is full",
+                            DeclineReason::AlreadyEnrolled => "you are already enrolled in this course",
+                            DeclineReason::CourseClosed => "the course is closed",
+                        };
+                        (
+                            email,
+                            format!("Your application to {course} was declined"),
+                            format!("Hello {name},\n\nyour application to {course} was declined: {reason}.\n"),
+                            format!("<p>Hello {},</p><p>your application to <b>{course_html}</b> was declined: {reason}.</p>", html_escape(name.as_str())),
+                        )
+                    }
+                    _ => return Err(wrong_event(&payload)),
+                };
+                Rendered {
+                    message: message(to.as_str(), subject.clone(), text, html(&subject, &body)),
+                    token_hash: None,
+                }
+            }
+            other => {
+                return Err(TaskError::permanent(format!(
+                    "the e-mail handler does not know kind {other}"
+                )))
+            }
+        };
+        Ok(Some(rendered))
+    }
+}
+
+fn wrong_event(payload: &EventPayload<'_>) -> TaskError {
+    TaskError::permanent(format!(
+        "unexpected event {} for this task kind",
+        payload.event_type
+    ))
+}
+
+/// The raw token the API stashed for `token_hash` (see [`crate::tokens`]).
+async fn stashed_token(
+    ctx: &TaskContext,
+    token_hash: &str,
+    expires_at: chrono::DateTime<Utc>,
+) -> Result<String, TaskError> {
+    match tokens::find_token(&ctx.pool, token_hash).await? {
+        Some(token) => Ok(token),
+        None if expires_at <= Utc::now() => Err(TaskError::permanent(
+            "the one-time token expired before its e-mail could be sent",
+        )),
+        None => Err(TaskError::retry(
+            "the raw one-time token has not been stashed yet (pending_tokens)",
+        )),
+    }
+}
+
+pub(crate) async fn course_name(ctx: &TaskContext, course_id: &str) -> Result<String, TaskError> {
+    let bus = CommandBus::<Course>::with_upcasters(
+        ctx.pool.clone(),
+        CourseServices,
+        aula_domain::upcasters(),
+    );
+    let (course, _) = bus.load(course_id).await?;
+    Ok(course
+        .name()
+        .map(|n| n.as_str().to_owned())
+        .unwrap_or_else(|| "your course".into()))
+}
+
+fn html(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body style=\"font-family: sans-serif\"><h1>{title}</h1>{body}<p style=\"color:#666\">Aula</p></body></html>"
+    )
+}
+
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_built_from_the_base_url_and_encoded() {
+        let handler = EmailHandler::new(
+            Arc::new(crate::mail::FileMailer::new("/tmp", "a@b.co")),
+            MailConfig {
+                public_base_url: "https://aula.example".into(),
+                ..MailConfig::default()
+            },
+        );
+        assert_eq!(
+            handler.link("/reset-password", &[("token", "a b/c"), ("x", "y")]),
+            "https://aula.example/reset-password?token=a%20b%2Fc&x=y"
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! What each task kind does. A [`TaskHandler`] per kind, looked up in a [`Registry`].
+//!
+//! Handlers are idempotent where the outside world allows: e-mails are recorded in
+//! `outbox_emails` and notifications in `notifications`, once per idempotency key, so a
+//! task run again after a crash does not repeat its effect (an e-mail whose SMTP
+//! conversation finished just before the crash is the one exception: at-least-once).
+
+pub mod demo;
+pub mod email;
+pub mod enrollment;
+pub mod notify;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aula_eventlog::subscription::BoxError;
+use cqrs_es::persist::SerializedEvent;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::config::MailConfig;
+use crate::kinds;
+use crate::mail::Mailer;
+use crate::queue::TaskRow;
+
+/// A claimed task and what its handler may use.
+pub struct TaskContext {
+    pub pool: PgPool,
+    pub task: TaskRow,
+    pub worker: String,
+}
+
+/// Why a task attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// Worth trying again later (database, network, SMTP 4xx, a race).
+    #[error(transparent)]
+    Retry(BoxError),
+    /// Retrying cannot help (bad payload, invalid address, unknown kind).
+    #[error(transparent)]
+    Permanent(BoxError),
+}
+
+impl TaskError {
+    pub fn retry(error: impl Into<BoxError>) -> Self {
+        TaskError::Retry(error.into())
+    }
+
+    pub fn permanent(error: impl Into<BoxError>) -> Self {
+        TaskError::Permanent(error.into())
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, TaskError::Permanent(_))
+    }
+
+    /// "outer: cause: root cause".
+    pub fn chain(&self) -> String {
+        let inner: &(dyn std::error::Error + 'static) = match self {
+            TaskError::Retry(e) | TaskError::Permanent(e) => e.as_ref(),
+        };
+        aula_eventlog::subscription::error_chain(inner)
+    }
+}
+
+impl From<sqlx::Error> for TaskError {
+    fn from(error: sqlx::Error) -> Self {
+        TaskError::Retry(Box::new(error))
+    }
+}
+
+impl From<aula_eventlog::StoreError> for TaskError {
+    fn from(error: aula_eventlog::StoreError) -> Self {
+        match error {
+            aula_eventlog::StoreError::Corrupt(_) | aula_eventlog::StoreError::Serialize(_) => {
+                TaskError::Permanent(Box::new(error))
+            }
+            aula_eventlog::StoreError::Database(_) => TaskError::Retry(Box::new(error)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+pub trait TaskHandler: Send + Sync + 'static {
+    async fn run(&self, ctx: &TaskContext) -> Result<(), TaskError>;
+}
+
+/// Handlers by task kind.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: HashMap<String, Arc<dyn TaskHandler>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(&mut self, kind: &str, handler: impl TaskHandler) -> &mut Self {
+        self.handlers.insert(kind.to_owned(), Arc::new(handler));
+        self
+    }
+
+    pub fn register_arc(&mut self, kind: &str, handler: Arc<dyn TaskHandler>) -> &mut Self {
+        self.handlers.insert(kind.to_owned(), handler);
+        self
+    }
+
+    pub fn get(&self, kind: &str) -> Option<Arc<dyn TaskHandler>> {
+        self.handlers.get(kind).cloned()
+    }
+
+    pub fn kinds(&self) -> Vec<&str> {
+        let mut kinds: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
+        kinds.sort_unstable();
+        kinds
+    }
+
+    /// Every kind the reactions issue, plus `noop`.
+    pub fn standard(mailer: Arc<dyn Mailer>, mail: MailConfig) -> Self {
+        let mut registry = Registry::new();
+        let email = Arc::new(email::EmailHandler::new(mailer, mail));
+        for kind in [
+            kinds::EMAIL_SIGNUP_CONFIRMATION,
+            kinds::EMAIL_PASSWORD_RESET,
+            kinds::EMAIL_WELCOME,
+            kinds::EMAIL_APPLICATION_SCHEDULED,
+            kinds::EMAIL_ENROLLED,
+            kinds::EMAIL_DECLINED,
+        ] {
+            registry.register_arc(kind, email.clone());
+        }
+        registry
+            .register(kinds::ENROLLMENT_DECIDE, enrollment::DecideEnrollment)
+            .register(kinds::NOTIFY_GRADE, notify::GradeNotification)
+            .register(
+                kinds::LINK_STUDENT_NOTIFICATIONS,
+                notify::LinkBroadcasts::students(),
+            )
+            .register(
+                kinds::LINK_TEACHER_NOTIFICATIONS,
+                notify::LinkBroadcasts::teachers(),
+            )
+            .register(kinds::DEMO_SEED, demo::SeedDemoData)
+            .register(kinds::NOOP, Noop);
+        registry
+    }
+}
+
+/// Does nothing (benchmarks).
+pub struct Noop;
+
+#[async_trait::async_trait]
+impl TaskHandler for Noop {
+    async fn run(&self, _ctx: &TaskContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// The fields of a task payload issued by a reaction (see `reactions::tasks_for`).
+pub struct EventPayload<'a> {
+    pub aggregate_id: &'a str,
+    pub event_type: &'a str,
+    pub event_version: &'a str,
+    pub event: &'a Value,
+}
+
+impl<'a> EventPayload<'a> {
+    pub fn of(task: &'a TaskRow) -> Result<Self, TaskError> {
+        let field = |name: &str| -> Result<&'a Value, TaskError> {
+            task.payload
+                .get(name)
+                .ok_or_else(|| TaskError::permanent(format!("the task payload has no {name:?}")))
+        };
+        let text = |name: &str| -> Result<&'a str, TaskError> {
+            field(name)?
+                .as_str()
+                .ok_or_else(|| TaskError::permanent(format!("{name:?} is not a string")))
+        };
+        Ok(Self {
+            aggregate_id: text("aggregate_id")?,
+            event_type: text("event_type")?,
+            event_version: text("event_version")?,
+            event: field("event")?,
+        })
+    }
+
+    /// Decodes the event with the domain's types, upcasting older versions first.
+    pub fn decode<E: DeserializeOwned>(&self) -> Result<E, TaskError> {
+        let mut serialized = SerializedEvent {
+            aggregate_id: self.aggregate_id.to_owned(),
+            sequence: 0,
+            aggregate_type: String::new(),
+            event_type: self.event_type.to_owned(),
+            event_version: self.event_version.to_owned(),
+            payload: self.event.clone(),
+            metadata: Value::Null,
+        };
+        for upcaster in aula_domain::upcasters() {
+            if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
+                serialized = upcaster.upcast(serialized);
+            }
+        }
+        serde_json::from_value(serialized.payload).map_err(|e| {
+            TaskError::permanent(format!(
+                "the {} {} payload does not decode: {e}",
+                self.event_type, self.event_version
+            ))
+        })
+    }
+
+    pub fn aggregate_uuid(&self) -> Result<uuid::Uuid, TaskError> {
+        self.aggregate_id
+            .parse()
+            .map_err(|e| TaskError::permanent(format!("aggregate id {:?}: {e}", self.aggregate_id)))
+    }
+}

@@ -1,0 +1,40 @@
+//! The task kinds, their priorities (lower runs first) and retry budgets.
+//!
+//! **The kind names are stored in `tasks.kind`**: add kinds, never rename them.
+
+pub const EMAIL_SIGNUP_CONFIRMATION: &str = "email.signup_confirmation";
+pub const EMAIL_PASSWORD_RESET: &str = "email.password_reset";
+pub const EMAIL_WELCOME: &str = "email.welcome";
+pub const EMAIL_APPLICATION_SCHEDULED: &str = "email.application_scheduled";
+pub const EMAIL_ENROLLED: &str = "email.enrolled";
+pub const EMAIL_DECLINED: &str = "email.declined";
+pub const ENROLLMENT_DECIDE: &str = "enrollment.decide";
+pub const NOTIFY_GRADE: &str = "notification.grade";
+pub const LINK_STUDENT_NOTIFICATIONS: &str = "notification.link_student";
+pub const LINK_TEACHER_NOTIFICATIONS: &str = "notification.link_teacher";
+pub const DEMO_SEED: &str = "demo.seed";
+/// Does nothing (benchmarks, queue tests).
+pub const NOOP: &str = "noop";
+
+/// How urgent a kind is (lower first) and how many attempts it gets before `dead`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindPolicy {
+    pub priority: i16,
+    pub max_attempts: i32,
+}
+
+pub fn policy(kind: &str) -> KindPolicy {
+    let (priority, max_attempts) = match kind {
+        EMAIL_PASSWORD_RESET => (10, 8),
+        EMAIL_SIGNUP_CONFIRMATION => (10, 8),
+        ENROLLMENT_DECIDE => (20, 10),
+        EMAIL_APPLICATION_SCHEDULED | EMAIL_ENROLLED | EMAIL_DECLINED | EMAIL_WELCOME => (30, 8),
+        NOTIFY_GRADE | LINK_STUDENT_NOTIFICATIONS | LINK_TEACHER_NOTIFICATIONS => (40, 5),
+        DEMO_SEED => (90, 3),
+        _ => (50, 5),
+    };
+    KindPolicy {
+        priority,
+        max_attempts,
+    }
+}

@@ -1,0 +1,268 @@
+//! Sending e-mail: the [`Mailer`] trait, SMTP through lettre ([`SmtpMailer`]) and a
+//! folder of `.eml` files ([`FileMailer`]) for machines with no SMTP server.
+//!
+//! Every message carries a `Message-ID` derived from its idempotency key, so a message
+//! re-sent after a crash (between the SMTP conversation and our record of it) can be
+//! recognised downstream; the file outbox simply overwrites the same file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::config::MailConfig;
+
+/// One e-mail, rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailMessage {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// The task's idempotency key: one e-mail per key.
+    pub idempotency_key: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("invalid address {address:?}: {source}")]
+    Address {
+        address: String,
+        #[source]
+        source: lettre::address::AddressError,
+    },
+    #[error("could not build the message: {0}")]
+    Build(#[from] lettre::error::Error),
+    #[error("the SMTP server refused or failed: {0}")]
+    Smtp(#[from] lettre::transport::smtp::Error),
+    #[error("could not write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl MailError {
+    /// Whether trying again may succeed (a bad address never will).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            MailError::Address { .. } | MailError::Build(_) => true,
+            MailError::Smtp(e) => e.is_permanent(),
+            MailError::Io { .. } => false,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+pub trait Mailer: Send + Sync + 'static {
+    async fn send(&self, message: &EmailMessage) -> Result<(), MailError>;
+    /// A short name for `outbox_emails.transport` ("smtp", "file").
+    fn transport(&self) -> &'static str;
+}
+
+/// Builds the MIME message (multipart/alternative: plain text + HTML).
+pub fn build_message(from: &str, message: &EmailMessage) -> Result<Message, MailError> {
+    let parse = |address: &str| -> Result<Mailbox, MailError> {
+        address.parse().map_err(|source| MailError::Address {
+            address: address.to_owned(),
+            source,
+        })
+    };
+    let from = parse(from)?;
+    let domain = from.email.domain().to_owned();
+    let message_id = format!(
+        "<{}@{domain}>",
+        uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_OID,
+            message.idempotency_key.as_bytes()
+        )
+    );
+    Ok(Message::builder()
+        .from(from)
+        .to(parse(&message.to)?)
+        .subject(message.subject.clone())
+        .message_id(Some(message_id))
+        .multipart(MultiPart::alternative_plain_html(
+            message.text.clone(),
+            message.html.clone(),
+        ))?)
+}
+
+/// SMTP through lettre's pooled async transport.
+pub struct SmtpMailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: String,
+}
+
+impl SmtpMailer {
+    /// `url`: `smtp://host:port` (plain), `smtp://host?tls=required` (STARTTLS),
+    /// `smtps://user:password@host` (TLS), as lettre's `from_url` reads it.
+    pub fn from_url(url: &str, from: impl Into<String>) -> Result<Self, MailError> {
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)?
+            .timeout(Some(Duration::from_secs(30)))
+            .build();
+        Ok(Self {
+            transport,
+            from: from.into(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Mailer for SmtpMailer {
+    async fn send(&self, message: &EmailMessage) -> Result<(), MailError> {
+        let built = build_message(&self.from, message)?;
+        self.transport.send(built).await?;
+        Ok(())
+    }
+
+    fn transport(&self) -> &'static str {
+        "smtp"
+    }
+}
+
+/// Writes each e-mail as `<outbox>/<idempotency key>.eml` (written to a temporary file,
+/// then renamed, so a reader never sees half a message).
+pub struct FileMailer {
+    dir: PathBuf,
+    from: String,
+}
+
+impl FileMailer {
+    pub fn new(dir: impl Into<PathBuf>, from: impl Into<String>) -> Self {
+        Self {
+            dir: dir.into(),
+            from: from.into(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file an e-mail with this idempotency key is written to.
+    pub fn path_for(&self, idempotency_key: &str) -> PathBuf {
+        let name: String = idempotency_key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        self.dir.join(format!("{name}.eml"))
+    }
+}
+
+#[async_trait::async_trait]
+impl Mailer for FileMailer {
+    async fn send(&self, message: &EmailMessage) -> Result<(), MailError> {
+        let built = build_message(&self.from, message)?;
+        let path = self.path_for(&message.idempotency_key);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| MailError::Io { path, source }
+        };
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(io(&self.dir))?;
+        let temporary = path.with_extension("eml.tmp");
+        tokio::fs::write(&temporary, built.formatted())
+            .await
+            .map_err(io(&temporary))?;
+        tokio::fs::rename(&temporary, &path)
+            .await
+            .map_err(io(&path))?;
+        Ok(())
+    }
+
+    fn transport(&self) -> &'static str {
+        "file"
+    }
+}
+
+/// The mailer the configuration asks for: SMTP when `SMTP_URL` is set, else the file
+/// outbox (and the log says where it is).
+pub fn from_config(config: &MailConfig) -> Result<Box<dyn Mailer>, MailError> {
+    match &config.smtp_url {
+        Some(url) => {
+            tracing::info!("e-mails go out over SMTP (SMTP_URL)");
+            Ok(Box::new(SmtpMailer::from_url(url, config.from.clone())?))
+        }
+        None => {
+            let dir = std::path::absolute(&config.outbox_dir)
+                .unwrap_or_else(|_| config.outbox_dir.clone());
+            tracing::info!(outbox = %dir.display(), "SMTP_URL is not set: e-mails are written as .eml files into the outbox folder");
+            Ok(Box::new(FileMailer::new(dir, config.from.clone())))
+        }
+    }
+}
+
+/// Escapes text for HTML bodies.
+pub fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn file_mailer_writes_one_eml_per_idempotency_key() {
+        let dir = std::env::temp_dir().join(format!("aula-outbox-{}", uuid::Uuid::new_v4()));
+        let mailer = FileMailer::new(&dir, "Aula <no-reply@aula.localhost>");
+        let message = EmailMessage {
+            to: "ada@example.org".into(),
+            subject: "Hello <you>".into(),
+            text: "plain body".into(),
+            html: "<p>html body</p>".into(),
+            idempotency_key: "email.welcome:1234".into(),
+        };
+        mailer.send(&message).await.unwrap();
+        mailer.send(&message).await.unwrap();
+        let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        assert_eq!(files.len(), 1);
+        let text = std::fs::read_to_string(mailer.path_for("email.welcome:1234")).unwrap();
+        assert!(text.contains("To: ada@example.org"), "{text}");
+        assert!(text.contains("plain body"));
+        assert!(text.contains("<p>html body</p>"));
+        assert!(text.contains("multipart/alternative"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_bad_address_is_a_permanent_error() {
+        let message = EmailMessage {
+            to: "not an address".into(),
+            subject: "s".into(),
+            text: "t".into(),
+            html: "h".into(),
+            idempotency_key: "k".into(),
+        };
+        let error = build_message("Aula <a@b.co>", &message).unwrap_err();
+        assert!(error.is_permanent());
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            html_escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}

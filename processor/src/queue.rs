@@ -1,0 +1,382 @@
+//! The task queue's statements.
+//!
+//! - Insert in bulk with `unnest`; tasks issued by an event conflict on
+//!   `(event_id, kind)` and are skipped, so an event never issues a task twice.
+//! - Claim a batch with `FOR UPDATE SKIP LOCKED ORDER BY priority, run_at`, setting the
+//!   lease and `attempt = attempt + 1`, and recording the attempt's start, in one statement.
+//! - Finish in batches (`UPDATE ... FROM unnest(...)`), fenced:
+//!   `WHERE t.id = c.id AND t.attempt = c.attempt AND t.status = 'running'`. A worker
+//!   whose lease expired and whose task was claimed again finishes nothing.
+//! - Rescue running tasks whose lease expired (their worker died or stalled).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::kinds;
+
+/// A task to insert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    pub kind: String,
+    pub priority: i16,
+    pub max_attempts: i32,
+    pub run_at: Option<DateTime<Utc>>,
+    pub event_id: Option<Uuid>,
+    pub event_type: Option<String>,
+    pub idempotency_key: String,
+    pub payload: Value,
+    pub institution_id: Option<Uuid>,
+    pub correlation_id: Option<Uuid>,
+}
+
+impl NewTask {
+    /// A task of `kind` with the kind's priority and retry budget.
+    pub fn new(kind: &str, idempotency_key: impl Into<String>, payload: Value) -> Self {
+        let policy = kinds::policy(kind);
+        Self {
+            kind: kind.to_owned(),
+            priority: policy.priority,
+            max_attempts: policy.max_attempts,
+            run_at: None,
+            event_id: None,
+            event_type: None,
+            idempotency_key: idempotency_key.into(),
+            payload,
+            institution_id: None,
+            correlation_id: None,
+        }
+    }
+}
+
+/// Inserts `tasks` in one statement; those whose `(event_id, kind)` exists are skipped.
+/// Returns how many were inserted.
+pub async fn insert_tasks(conn: &mut PgConnection, tasks: &[NewTask]) -> Result<u64, sqlx::Error> {
+    if tasks.is_empty() {
+        return Ok(0);
+    }
+    let result = sqlx::query(
+        "INSERT INTO tasks (kind, priority, max_attempts, run_at, event_id, event_type, idempotency_key,
+                            payload, institution_id, correlation_id)
+         SELECT kind, priority, max_attempts, COALESCE(run_at, now()), event_id, event_type, key,
+                payload, institution_id, correlation_id
+         FROM unnest($1::text[], $2::smallint[], $3::int[], $4::timestamptz[], $5::uuid[], $6::text[],
+                     $7::text[], $8::jsonb[], $9::uuid[], $10::uuid[])
+              AS t(kind, priority, max_attempts, run_at, event_id, event_type, key, payload, institution_id, correlation_id)
+         ON CONFLICT (event_id, kind) WHERE origin_task_id IS NULL DO NOTHING",
+    )
+    .bind(tasks.iter().map(|t| t.kind.as_str()).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|t| t.priority).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|t| t.max_attempts).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|t| t.run_at).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|t| t.event_id).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|t| t.event_type.as_deref()).collect::<Vec<_>>())
+    .bind(
+        tasks
+            .iter()
+            .map(|t| t.idempotency_key.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(tasks.iter().map(|t| &t.payload).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|t| t.institution_id).collect::<Vec<_>>())
+    .bind(tasks.iter().map(|t| t.correlation_id).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// A claimed task, as a handler sees it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TaskRow {
+    pub id: i64,
+    pub kind: String,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub event_id: Option<Uuid>,
+    pub event_type: Option<String>,
+    pub origin_task_id: Option<i64>,
+    pub idempotency_key: String,
+    pub payload: Value,
+    pub institution_id: Option<Uuid>,
+    pub correlation_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+const CLAIM_COLUMNS: &str = "t.id, t.kind, t.attempt, t.max_attempts, t.event_id, t.event_type, \
+    t.origin_task_id, t.idempotency_key, t.payload, t.institution_id, t.correlation_id, t.created_at";
+
+/// Claims up to `limit` due tasks for `worker`, holding them for `lease`.
+pub async fn claim(
+    pool: &PgPool,
+    worker: &str,
+    limit: i64,
+    lease: Duration,
+    record_attempts: bool,
+) -> Result<Vec<TaskRow>, sqlx::Error> {
+    let attempts = if record_attempts {
+        ", started AS (INSERT INTO task_attempts (task_id, attempt, worker) SELECT id, attempt, $3 FROM claimed)"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "WITH due AS (
+             SELECT id FROM tasks
+             WHERE status = 'pending' AND run_at <= now()
+             ORDER BY priority, run_at
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED
+         ), claimed AS (
+             UPDATE tasks t
+             SET status = 'running', attempt = t.attempt + 1,
+                 lease_until = now() + $2 * interval '1 millisecond', worker = $3,
+                 started_at = COALESCE(t.started_at, now())
+             FROM due WHERE t.id = due.id
+             RETURNING {CLAIM_COLUMNS}
+         ){attempts}
+         SELECT * FROM claimed"
+    );
+    sqlx::query_as(&sql)
+        .bind(limit)
+        .bind(lease.as_millis() as f64)
+        .bind(worker)
+        .fetch_all(pool)
+        .await
+}
+
+/// A successful attempt to record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Done {
+    pub id: i64,
+    pub attempt: i32,
+}
+
+/// A failed attempt to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failed {
+    pub id: i64,
+    pub attempt: i32,
+    pub error: String,
+    /// `None` for a permanent failure (status `failed`); otherwise how long after now
+    /// (the database's clock) to run again (status `pending`), unless the attempts are
+    /// exhausted (status `dead`).
+    pub retry_after: Option<Duration>,
+}
+
+/// Marks attempts succeeded, fenced by attempt number. Returns the ids accepted; an id
+/// missing from the result was superseded (its lease expired and it was claimed again or
+/// rescued) and its completion was rejected.
+pub async fn complete(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>, sqlx::Error> {
+    if done.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "WITH locked AS (
+             SELECT t.id FROM tasks t
+             JOIN unnest($1::bigint[], $2::int[]) AS c(id, attempt) ON t.id = c.id AND t.attempt = c.attempt
+             WHERE t.status = 'running'
+             ORDER BY t.id
+             FOR UPDATE OF t
+         ), done AS (
+             UPDATE tasks t
+             SET status = 'succeeded', finished_at = now(), lease_until = NULL, last_error = NULL
+             FROM locked WHERE t.id = locked.id
+             RETURNING t.id, t.attempt
+         ), recorded AS (
+             UPDATE task_attempts a
+             SET outcome = 'succeeded', finished_at = now(),
+                 duration_ms = extract(epoch FROM now() - a.started_at) * 1000
+             FROM done WHERE a.task_id = done.id AND a.attempt = done.attempt
+         )
+         SELECT id FROM done",
+    )
+    .bind(done.iter().map(|d| d.id).collect::<Vec<_>>())
+    .bind(done.iter().map(|d| d.attempt).collect::<Vec<_>>())
+    .fetch_all(pool)
+    .await
+}
+
+/// Records failed attempts, fenced like [`complete`]: retried (back to `pending` at
+/// `retry_at`), `dead` when the attempts are exhausted, or `failed` when permanent.
+/// Returns the ids accepted.
+pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Error> {
+    if failed.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "WITH f AS (
+             SELECT id, attempt, error, now() + retry_ms * interval '1 millisecond' AS retry_at
+             FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[])
+                 AS c(id, attempt, error, retry_ms)
+         ), locked AS (
+             SELECT t.id FROM tasks t JOIN f ON t.id = f.id AND t.attempt = f.attempt
+             WHERE t.status = 'running'
+             ORDER BY t.id
+             FOR UPDATE OF t
+         ), updated AS (
+             UPDATE tasks t
+             SET status = CASE WHEN f.retry_at IS NULL THEN 'failed'
+                               WHEN t.attempt >= t.max_attempts THEN 'dead'
+                               ELSE 'pending' END,
+                 run_at = COALESCE(f.retry_at, t.run_at),
+                 finished_at = CASE WHEN f.retry_at IS NULL OR t.attempt >= t.max_attempts
+                                    THEN now() END,
+                 lease_until = NULL, worker = NULL, last_error = f.error
+             FROM f, locked
+             WHERE t.id = locked.id AND f.id = locked.id
+             RETURNING t.id, t.attempt, t.status, f.error
+         ), recorded AS (
+             UPDATE task_attempts a
+             SET outcome = CASE updated.status WHEN 'pending' THEN 'retry' ELSE updated.status END,
+                 error = updated.error, finished_at = now(),
+                 duration_ms = extract(epoch FROM now() - a.started_at) * 1000
+             FROM updated WHERE a.task_id = updated.id AND a.attempt = updated.attempt
+         )
+         SELECT id FROM updated",
+    )
+    .bind(failed.iter().map(|f| f.id).collect::<Vec<_>>())
+    .bind(failed.iter().map(|f| f.attempt).collect::<Vec<_>>())
+    .bind(failed.iter().map(|f| f.error.as_str()).collect::<Vec<_>>())
+    .bind(
+        failed
+            .iter()
+            .map(|f| f.retry_after.map(|d| d.as_millis() as f64))
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Extends the leases of the attempts this worker still runs. Returns the ids whose
+/// lease was extended (a missing id was superseded, or is being finished right now:
+/// rows locked by a completion are skipped rather than waited for).
+///
+/// **Invariant:** every statement that locks several task rows locks them in id order
+/// (or skips locked rows), so completions, heartbeats and releases never deadlock.
+pub async fn heartbeat(
+    pool: &PgPool,
+    running: &[Done],
+    lease: Duration,
+) -> Result<Vec<i64>, sqlx::Error> {
+    if running.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "WITH locked AS (
+             SELECT t.id FROM tasks t
+             JOIN unnest($1::bigint[], $2::int[]) AS c(id, attempt) ON t.id = c.id AND t.attempt = c.attempt
+             WHERE t.status = 'running'
+             ORDER BY t.id
+             FOR UPDATE OF t SKIP LOCKED
+         )
+         UPDATE tasks t SET lease_until = now() + $3 * interval '1 millisecond'
+         FROM locked WHERE t.id = locked.id
+         RETURNING t.id",
+    )
+    .bind(running.iter().map(|d| d.id).collect::<Vec<_>>())
+    .bind(running.iter().map(|d| d.attempt).collect::<Vec<_>>())
+    .bind(lease.as_millis() as f64)
+    .fetch_all(pool)
+    .await
+}
+
+/// Gives running attempts back (graceful shutdown before they finished): the task is
+/// pending again at once and the attempt does not count against its budget.
+pub async fn release(pool: &PgPool, running: &[Done]) -> Result<Vec<i64>, sqlx::Error> {
+    if running.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "WITH locked AS (
+             SELECT t.id FROM tasks t
+             JOIN unnest($1::bigint[], $2::int[]) AS c(id, attempt) ON t.id = c.id AND t.attempt = c.attempt
+             WHERE t.status = 'running'
+             ORDER BY t.id
+             FOR UPDATE OF t
+         ), released AS (
+             UPDATE tasks t
+             SET status = 'pending', run_at = now(), lease_until = NULL, worker = NULL,
+                 max_attempts = t.max_attempts + 1
+             FROM locked WHERE t.id = locked.id
+             RETURNING t.id, t.attempt
+         ), recorded AS (
+             UPDATE task_attempts a
+             SET outcome = 'released', finished_at = now(), error = 'released by a shutting-down worker',
+                 duration_ms = extract(epoch FROM now() - a.started_at) * 1000
+             FROM released WHERE a.task_id = released.id AND a.attempt = released.attempt
+         )
+         SELECT id FROM released",
+    )
+    .bind(running.iter().map(|d| d.id).collect::<Vec<_>>())
+    .bind(running.iter().map(|d| d.attempt).collect::<Vec<_>>())
+    .fetch_all(pool)
+    .await
+}
+
+/// Rescues up to `limit` running tasks whose lease has expired: pending again at once,
+/// or `dead` if that was their last attempt. Any process may run it. Returns how many.
+pub async fn rescue_expired(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Error> {
+    let rescued: Vec<i64> = sqlx::query_scalar(
+        "WITH expired AS (
+             SELECT id FROM tasks
+             WHERE status = 'running' AND lease_until < now()
+             ORDER BY lease_until
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED
+         ), updated AS (
+             UPDATE tasks t
+             SET status = CASE WHEN t.attempt >= t.max_attempts THEN 'dead' ELSE 'pending' END,
+                 finished_at = CASE WHEN t.attempt >= t.max_attempts THEN now() END,
+                 run_at = now(), lease_until = NULL,
+                 last_error = 'the lease expired: worker ' || COALESCE(t.worker, '?') || ' was lost',
+                 worker = NULL
+             FROM expired WHERE t.id = expired.id
+             RETURNING t.id, t.attempt, t.last_error
+         ), recorded AS (
+             UPDATE task_attempts a
+             SET outcome = 'lease_expired', finished_at = now(), error = updated.last_error,
+                 duration_ms = extract(epoch FROM now() - a.started_at) * 1000
+             FROM updated WHERE a.task_id = updated.id AND a.attempt = updated.attempt
+         )
+         SELECT id FROM updated",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    if !rescued.is_empty() {
+        tracing::warn!(count = rescued.len(), ids = ?rescued, "rescued tasks whose worker was lost");
+    }
+    Ok(rescued.len() as u64)
+}
+
+/// The delay before retry number `attempt` (1-based): `base * 2^(attempt-1)`, capped,
+/// plus up to 25 % jitter so a burst of failures does not retry in lockstep.
+pub fn backoff(attempt: i32, base: Duration, max: Duration) -> Duration {
+    use rand::Rng;
+    let exponent = (attempt.max(1) - 1).min(20) as u32;
+    let delay = base.saturating_mul(2u32.saturating_pow(exponent)).min(max);
+    let jitter_ms = rand::thread_rng().gen_range(0..=(delay.as_millis() as u64 / 4));
+    delay + Duration::from_millis(jitter_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_with_bounded_jitter_and_a_cap() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(10);
+        for attempt in 1..=12 {
+            let expected = (100u64 << (attempt - 1)).min(10_000);
+            let delay = backoff(attempt, base, max).as_millis() as u64;
+            assert!(
+                delay >= expected && delay <= expected + expected / 4,
+                "attempt {attempt}: {delay} ms, expected {expected}..{}",
+                expected + expected / 4
+            );
+        }
+    }
+}

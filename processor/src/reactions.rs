@@ -1,0 +1,207 @@
+//! Reactions: the subscription `processor.reactions` maps each event to the tasks it
+//! issues and inserts them in the subscription's batch transaction (one `unnest`
+//! INSERT per batch), so the tasks and the checkpoint commit together.
+//!
+//! | event | tasks |
+//! |---|---|
+//! | `PendingUserRegisterCreated` | `email.signup_confirmation` |
+//! | `InstitutionCreated` | `demo.seed` |
+//! | `ResetPasswordTokenCreated` | `email.password_reset` |
+//! | `StudentCreated` | `notification.link_student`, `email.welcome` |
+//! | `TeacherCreated` | `notification.link_teacher` |
+//! | `ExamGradeNoteAdded` / `ExamGradeNoteChanged` | `notification.grade` |
+//! | `EnrollmentRequested` | `email.application_scheduled`, `enrollment.decide` |
+//! | `StudentEnrolled` / `EnrollmentDeclined` | `email.enrolled` / `email.declined` |
+//!
+//! **Invariant:** an event issues each kind of task at most once: `UNIQUE (event_id,
+//! kind)` with `ON CONFLICT DO NOTHING`. A reprocessed copy (metadata
+//! `reprocessed_from`) is a different event with the same type and payload, so it is
+//! treated like its original and issues fresh tasks linked to the copy.
+
+use aula_eventlog::shutdown::Shutdown;
+use aula_eventlog::subscription::{self, BoxError, SubscriptionHandle};
+use aula_eventlog::{Consumer, RecordedEvent, SubscriptionOptions, Wakeups};
+use serde_json::{json, Value};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::kinds;
+use crate::queue::{insert_tasks, NewTask};
+
+pub const REACTIONS_SUBSCRIPTION: &str = "processor.reactions";
+
+/// The metadata key of a reprocessed copy: the id of the event it copies.
+pub const REPROCESSED_FROM: &str = "reprocessed_from";
+
+/// The task kinds an event type issues.
+pub fn kinds_for(event_type: &str) -> &'static [&'static str] {
+    match event_type {
+        "PendingUserRegisterCreated" => &[kinds::EMAIL_SIGNUP_CONFIRMATION],
+        "InstitutionCreated" => &[kinds::DEMO_SEED],
+        "ResetPasswordTokenCreated" => &[kinds::EMAIL_PASSWORD_RESET],
+        "StudentCreated" => &[kinds::LINK_STUDENT_NOTIFICATIONS, kinds::EMAIL_WELCOME],
+        "TeacherCreated" => &[kinds::LINK_TEACHER_NOTIFICATIONS],
+        "ExamGradeNoteAdded" | "ExamGradeNoteChanged" => &[kinds::NOTIFY_GRADE],
+        "EnrollmentRequested" => &[kinds::EMAIL_APPLICATION_SCHEDULED, kinds::ENROLLMENT_DECIDE],
+        "StudentEnrolled" => &[kinds::EMAIL_ENROLLED],
+        "EnrollmentDeclined" => &[kinds::EMAIL_DECLINED],
+        _ => &[],
+    }
+}
+
+/// The tasks `event` issues. The task payload is the event's aggregate, type, version
+/// and payload, so handlers decode it with the domain's types (and upcasters).
+pub fn tasks_for(event: &RecordedEvent) -> Vec<NewTask> {
+    let kinds = kinds_for(&event.event_type);
+    if kinds.is_empty() {
+        return Vec::new();
+    }
+    let institution_id = event.institution_id().or_else(|| {
+        event
+            .payload
+            .get("institution_id")
+            .and_then(Value::as_str)
+            .and_then(|id| id.parse().ok())
+    });
+    let payload = json!({
+        "aggregate_type": event.aggregate_type,
+        "aggregate_id": event.aggregate_id,
+        "event_type": event.event_type,
+        "event_version": event.event_version,
+        "event": event.payload,
+        "reprocessed_from": event.metadata.get(REPROCESSED_FROM),
+    });
+    kinds
+        .iter()
+        .map(|kind| {
+            let mut task =
+                NewTask::new(kind, format!("{kind}:{}", event.event_id), payload.clone());
+            task.event_id = Some(event.event_id);
+            task.event_type = Some(event.event_type.clone());
+            task.institution_id = institution_id;
+            task.correlation_id = event.correlation_id();
+            task
+        })
+        .collect()
+}
+
+/// The reactions consumer.
+#[derive(Debug, Default)]
+pub struct Reactions;
+
+#[async_trait::async_trait]
+impl Consumer for Reactions {
+    async fn handle(
+        &mut self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
+        let tasks: Vec<NewTask> = events.iter().flat_map(tasks_for).collect();
+        let inserted = insert_tasks(tx, &tasks).await?;
+        if inserted > 0 {
+            tracing::debug!(
+                events = events.len(),
+                tasks = inserted,
+                "reactions issued tasks"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Starts this process's instance of the reactions subscription (one instance is
+/// active across all processes; the others stand by).
+pub fn spawn_reactions(
+    connect: PgConnectOptions,
+    wakeups: Wakeups,
+    shutdown: Shutdown,
+) -> SubscriptionHandle {
+    spawn_reactions_with(
+        connect,
+        SubscriptionOptions::new(REACTIONS_SUBSCRIPTION),
+        wakeups,
+        shutdown,
+    )
+}
+
+/// [`spawn_reactions`] with explicit options (tests use short intervals).
+pub fn spawn_reactions_with(
+    connect: PgConnectOptions,
+    options: SubscriptionOptions,
+    wakeups: Wakeups,
+    shutdown: Shutdown,
+) -> SubscriptionHandle {
+    subscription::spawn(connect, options, Reactions, wakeups, shutdown)
+}
+
+/// The original's id when `payload` (a task payload built by [`tasks_for`]) came from a
+/// reprocessed copy.
+pub fn reprocessed_from(task_payload: &Value) -> Option<Uuid> {
+    task_payload
+        .get(REPROCESSED_FROM)
+        .and_then(Value::as_str)
+        .and_then(|id| id.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aula_eventlog::LogPosition;
+
+    fn event(event_type: &str, metadata: Value) -> RecordedEvent {
+        RecordedEvent {
+            position: LogPosition::START,
+            event_id: Uuid::new_v4(),
+            aggregate_type: "course".into(),
+            aggregate_id: Uuid::new_v4().to_string(),
+            sequence: 1,
+            event_type: event_type.into(),
+            event_version: "1.0".into(),
+            payload: json!({"type": event_type}),
+            metadata,
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn enrollment_requested_issues_an_email_and_the_decision() {
+        let institution = Uuid::new_v4();
+        let e = event(
+            "EnrollmentRequested",
+            json!({"institution_id": institution.to_string()}),
+        );
+        let tasks = tasks_for(&e);
+        let kinds: Vec<&str> = tasks.iter().map(|t| t.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [kinds::EMAIL_APPLICATION_SCHEDULED, kinds::ENROLLMENT_DECIDE]
+        );
+        assert!(tasks.iter().all(|t| t.event_id == Some(e.event_id)
+            && t.institution_id == Some(institution)
+            && t.idempotency_key.ends_with(&e.event_id.to_string())));
+    }
+
+    #[test]
+    fn a_copy_issues_the_same_kinds_with_its_own_keys() {
+        let original = event("StudentCreated", json!({}));
+        let mut copy = original.clone();
+        copy.event_id = Uuid::new_v4();
+        copy.metadata = json!({"reprocessed_from": original.event_id.to_string()});
+        let a = tasks_for(&original);
+        let b = tasks_for(&copy);
+        assert_eq!(a.len(), 2);
+        assert_eq!(
+            a.iter().map(|t| &t.kind).collect::<Vec<_>>(),
+            b.iter().map(|t| &t.kind).collect::<Vec<_>>()
+        );
+        assert_ne!(a[0].idempotency_key, b[0].idempotency_key);
+        assert_eq!(reprocessed_from(&b[0].payload), Some(original.event_id));
+    }
+
+    #[test]
+    fn other_events_issue_nothing() {
+        assert!(tasks_for(&event("CourseOpened", json!({}))).is_empty());
+        assert!(tasks_for(&event("LoginFailed", json!({}))).is_empty());
+    }
+}

@@ -1,0 +1,129 @@
+//! Reprocessing: events are immutable, so "process this event again" appends a copy.
+//!
+//! The copy is a new event (new `event_id`, new position) with the original's type,
+//! version and payload, in a stream of its own (`aggregate_type = 'reprocessed'`,
+//! `aggregate_id` = a new UUID, sequence 1), so no aggregate's state changes. Its
+//! metadata is the original's plus `reprocessed_from` (the id of the root original),
+//! the reprocessing actor and the causation `event:<original>`. Domain projections skip
+//! copies; the reactions treat a copy like its original and issue fresh tasks linked to
+//! the copy. The original is never modified.
+//!
+//! A manual task retry inserts a new task naming the retried one (`origin_task_id`),
+//! with the same kind, payload, event and idempotency key; the old task and all its
+//! attempts stay as they were.
+
+use aula_eventlog::metadata::{ACTOR, CAUSATION_ID};
+use aula_eventlog::Actor;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::reactions::REPROCESSED_FROM;
+
+/// The aggregate type of reprocessed copies' streams.
+pub const REPROCESSED_AGGREGATE_TYPE: &str = "reprocessed";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReprocessError {
+    #[error("event {0} not found")]
+    EventNotFound(Uuid),
+    #[error("task {0} not found")]
+    TaskNotFound(i64),
+    #[error("task {id} is {status}; only failed, dead or succeeded tasks can be retried")]
+    TaskNotFinished { id: i64, status: String },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A copy appended by [`reprocess_event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reprocessed {
+    pub event_id: Uuid,
+    pub global_position: i64,
+    /// The root original (a copy of a copy names the first original).
+    pub original_event_id: Uuid,
+}
+
+/// Appends an immutable copy of `event_id` (see the module docs).
+pub async fn reprocess_event(
+    pool: &PgPool,
+    event_id: Uuid,
+    actor: Actor,
+) -> Result<Reprocessed, ReprocessError> {
+    let row: Option<(String, String, Value, Value)> = sqlx::query_as(
+        "SELECT event_type, event_version, payload, metadata FROM events WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_optional(pool)
+    .await?;
+    let (event_type, event_version, payload, metadata) =
+        row.ok_or(ReprocessError::EventNotFound(event_id))?;
+    let mut metadata = match metadata {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    let original = metadata
+        .get(REPROCESSED_FROM)
+        .and_then(Value::as_str)
+        .and_then(|id| id.parse::<Uuid>().ok())
+        .unwrap_or(event_id);
+    metadata.insert(REPROCESSED_FROM.into(), Value::String(original.to_string()));
+    metadata.insert(ACTOR.into(), Value::String(actor.to_string()));
+    metadata.insert(
+        CAUSATION_ID.into(),
+        Value::String(format!("event:{event_id}")),
+    );
+    let (new_id, global_position): (Uuid, i64) = sqlx::query_as(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ($1, $2, 1, $3, $4, $5, $6)
+         RETURNING event_id, global_position",
+    )
+    .bind(REPROCESSED_AGGREGATE_TYPE)
+    .bind(Uuid::new_v4().to_string())
+    .bind(&event_type)
+    .bind(&event_version)
+    .bind(&payload)
+    .bind(Value::Object(metadata))
+    .fetch_one(pool)
+    .await?;
+    tracing::info!(original = %event_id, copy = %new_id, %actor, event_type, "event reprocessed");
+    Ok(Reprocessed {
+        event_id: new_id,
+        global_position,
+        original_event_id: original,
+    })
+}
+
+/// Retries a finished task manually: a new pending task linked to it (see the module
+/// docs). Returns the new task's id.
+pub async fn retry_task(pool: &PgPool, task_id: i64) -> Result<i64, ReprocessError> {
+    let mut tx = pool.begin().await?;
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM tasks WHERE id = $1 FOR UPDATE")
+            .bind(task_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let status = status.ok_or(ReprocessError::TaskNotFound(task_id))?;
+    if !matches!(status.as_str(), "failed" | "dead" | "succeeded") {
+        return Err(ReprocessError::TaskNotFinished {
+            id: task_id,
+            status,
+        });
+    }
+    let new_id: i64 = sqlx::query_scalar(
+        "INSERT INTO tasks (kind, priority, max_attempts, event_id, event_type, origin_task_id,
+                            idempotency_key, payload, institution_id, correlation_id)
+         SELECT kind, priority,
+                max_attempts - (SELECT count(*) FROM task_attempts a
+                                WHERE a.task_id = t.id AND a.outcome = 'released')::int,
+                event_id, event_type, id, idempotency_key, payload, institution_id, correlation_id
+         FROM tasks t WHERE id = $1
+         RETURNING id",
+    )
+    .bind(task_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(task = task_id, retry = new_id, "task retried manually");
+    Ok(new_id)
+}

@@ -1,0 +1,401 @@
+//! The workers of one process.
+//!
+//! One claiming loop fills up to `concurrency` slots: it claims `min(free slots,
+//! claim_batch)` due tasks in one statement and runs each in its own tokio task. It is
+//! woken by LISTEN `aula_tasks` (a trigger notifies on every insert), by a slot freeing
+//! up, or by the poll interval. Outcomes go to one completer that records them in
+//! batches (one fenced `UPDATE ... FROM unnest` per outcome type). A heartbeat extends
+//! the leases of running attempts; a rescuer returns tasks whose lease expired (their
+//! worker died) to `pending`; any process may rescue any task.
+//!
+//! Graceful shutdown: stop claiming, let running tasks finish for up to
+//! `drain_timeout`, record their outcomes, then release what is still running
+//! (pending again at once, the attempt not counted against the budget).
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aula_eventlog::shutdown::Shutdown;
+use futures::FutureExt;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::config::ProcessorConfig;
+use crate::handlers::{Registry, TaskContext, TaskError};
+use crate::queue::{self, Done, Failed};
+
+pub const NOTIFY_CHANNEL: &str = "aula_tasks";
+
+/// A running set of workers.
+pub struct WorkerHandle {
+    pub task: tokio::task::JoinHandle<Result<(), sqlx::Error>>,
+}
+
+/// Starts the workers of this process in the background.
+pub fn spawn_workers(
+    pool: PgPool,
+    config: ProcessorConfig,
+    registry: Registry,
+    shutdown: Shutdown,
+) -> WorkerHandle {
+    WorkerHandle {
+        task: tokio::spawn(run_workers(pool, config, registry, shutdown)),
+    }
+}
+
+struct Outcome {
+    id: i64,
+    attempt: i32,
+    result: Result<(), TaskError>,
+}
+
+type InFlight = Arc<Mutex<HashMap<i64, i32>>>;
+
+fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashMap<i64, i32>> {
+    // A panic while holding this lock leaves a plain map behind: still usable.
+    in_flight.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs the workers of this process until `shutdown`, then drains (see module docs).
+pub async fn run_workers(
+    pool: PgPool,
+    config: ProcessorConfig,
+    registry: Registry,
+    mut shutdown: Shutdown,
+) -> Result<(), sqlx::Error> {
+    let registry = Arc::new(registry);
+    let wake = listen(&pool, shutdown.clone()).await?;
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    let slot_freed = Arc::new(Notify::new());
+    let in_flight: InFlight = Arc::default();
+    let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel::<Outcome>();
+    let completer = tokio::spawn(complete_loop(
+        pool.clone(),
+        config.clone(),
+        outcomes_rx,
+        in_flight.clone(),
+    ));
+    let (stop_background, background_stopped) = watch::channel(false);
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        pool.clone(),
+        config.clone(),
+        in_flight.clone(),
+        background_stopped.clone(),
+    ));
+    let rescuer = tokio::spawn(rescue_loop(
+        pool.clone(),
+        config.clone(),
+        background_stopped,
+    ));
+    tracing::info!(worker = %config.worker_name, concurrency = config.concurrency, kinds = ?registry.kinds(), "task workers started");
+
+    let mut running = JoinSet::new();
+    let mut wake_rx = wake;
+    let mut failures = 0u32;
+    loop {
+        if shutdown.is_triggered() {
+            break;
+        }
+        while running.try_join_next().is_some() {}
+        let free = slots.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = slot_freed.notified() => {}
+                _ = shutdown.wait() => break,
+            }
+            continue;
+        }
+        wake_rx.borrow_and_update();
+        let limit = (free as i64).min(config.claim_batch);
+        let claimed = match queue::claim(
+            &pool,
+            &config.worker_name,
+            limit,
+            config.lease,
+            config.record_attempts,
+        )
+        .await
+        {
+            Ok(claimed) => {
+                failures = 0;
+                claimed
+            }
+            Err(error) => {
+                failures += 1;
+                let pause = queue::backoff(
+                    failures as i32,
+                    Duration::from_millis(100),
+                    Duration::from_secs(10),
+                );
+                tracing::warn!(%error, ?pause, "claiming tasks failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.wait() => break,
+                }
+                continue;
+            }
+        };
+        let full_batch = claimed.len() as i64 == limit;
+        if claimed.is_empty() {
+            tokio::select! {
+                _ = wake_rx.changed() => {}
+                _ = tokio::time::sleep(config.poll_interval) => {}
+                _ = shutdown.wait() => break,
+            }
+            continue;
+        }
+        {
+            let mut map = lock(&in_flight);
+            for task in &claimed {
+                map.insert(task.id, task.attempt);
+            }
+        }
+        for task in claimed {
+            let permit = match slots.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                // Cannot happen: we claimed at most the free slots and only this loop
+                // takes them. Wait for one rather than exceed the concurrency.
+                Err(_) => match slots.clone().acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let ctx = TaskContext {
+                pool: pool.clone(),
+                task,
+                worker: config.worker_name.clone(),
+            };
+            let registry = registry.clone();
+            let outcomes = outcomes_tx.clone();
+            let slot_freed = slot_freed.clone();
+            running.spawn(async move {
+                let outcome = run_one(&registry, &ctx).await;
+                let _ = outcomes.send(outcome);
+                drop(permit);
+                slot_freed.notify_one();
+            });
+        }
+        if !full_batch {
+            // Fewer due tasks than free slots: wait for news rather than spin.
+            tokio::select! {
+                _ = wake_rx.changed() => {}
+                _ = slot_freed.notified() => {}
+                _ = tokio::time::sleep(config.poll_interval) => {}
+                _ = shutdown.wait() => break,
+            }
+        }
+    }
+
+    // Drain: let running tasks finish (bounded), then record and release.
+    tracing::info!(worker = %config.worker_name, running = running.len(), "task workers draining");
+    let drained = tokio::time::timeout(config.drain_timeout, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            running = running.len(),
+            "drain timed out; releasing the tasks still running"
+        );
+        running.abort_all();
+        while running.join_next().await.is_some() {}
+    }
+    drop(outcomes_tx);
+    let _ = completer.await;
+    let _ = stop_background.send(true);
+    let _ = heartbeat.await;
+    let _ = rescuer.await;
+    let leftover: Vec<Done> = lock(&in_flight)
+        .iter()
+        .map(|(&id, &attempt)| Done { id, attempt })
+        .collect();
+    if !leftover.is_empty() {
+        let released = queue::release(&pool, &leftover).await?;
+        tracing::info!(released = released.len(), "released unfinished tasks");
+    }
+    tracing::info!(worker = %config.worker_name, "task workers stopped");
+    Ok(())
+}
+
+async fn run_one(registry: &Registry, ctx: &TaskContext) -> Outcome {
+    let id = ctx.task.id;
+    let attempt = ctx.task.attempt;
+    let result = match registry.get(&ctx.task.kind) {
+        None => Err(TaskError::permanent(format!(
+            "no handler for task kind {:?}",
+            ctx.task.kind
+        ))),
+        Some(handler) => match AssertUnwindSafe(handler.run(ctx)).catch_unwind().await {
+            Ok(result) => result,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(TaskError::retry(format!("the handler panicked: {message}")))
+            }
+        },
+    };
+    if let Err(error) = &result {
+        tracing::warn!(task = id, kind = %ctx.task.kind, attempt, permanent = error.is_permanent(), error = %error.chain(), "task attempt failed");
+    }
+    Outcome {
+        id,
+        attempt,
+        result,
+    }
+}
+
+/// Records outcomes in batches until the channel closes.
+async fn complete_loop(
+    pool: PgPool,
+    config: ProcessorConfig,
+    mut outcomes: mpsc::UnboundedReceiver<Outcome>,
+    in_flight: InFlight,
+) {
+    let mut batch = Vec::new();
+    while let Some(first) = outcomes.recv().await {
+        batch.push(first);
+        while batch.len() < 2000 {
+            match outcomes.try_recv() {
+                Ok(outcome) => batch.push(outcome),
+                Err(_) => break,
+            }
+        }
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        for outcome in batch.drain(..) {
+            match outcome.result {
+                Ok(()) => done.push(Done {
+                    id: outcome.id,
+                    attempt: outcome.attempt,
+                }),
+                Err(error) => failed.push(Failed {
+                    id: outcome.id,
+                    attempt: outcome.attempt,
+                    error: error.chain(),
+                    retry_after: (!error.is_permanent()).then(|| {
+                        queue::backoff(outcome.attempt, config.retry_base, config.retry_max)
+                    }),
+                }),
+            }
+        }
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let result = async {
+                let accepted_done = queue::complete(&pool, &done).await?;
+                let accepted_failed = queue::fail(&pool, &failed).await?;
+                Ok::<_, sqlx::Error>((accepted_done, accepted_failed))
+            }
+            .await;
+            match result {
+                Ok((accepted_done, accepted_failed)) => {
+                    let rejected =
+                        done.len() + failed.len() - accepted_done.len() - accepted_failed.len();
+                    if rejected > 0 {
+                        tracing::warn!(rejected, "completions of superseded attempts were rejected (their lease had expired)");
+                    }
+                    break;
+                }
+                Err(error) if tries < 10 => {
+                    tracing::warn!(%error, tries, "recording task outcomes failed; retrying");
+                    tokio::time::sleep(queue::backoff(
+                        tries as i32,
+                        Duration::from_millis(100),
+                        Duration::from_secs(5),
+                    ))
+                    .await;
+                }
+                Err(error) => {
+                    // The leases will expire and the tasks run again: at-least-once.
+                    tracing::error!(%error, "could not record task outcomes; their leases will expire and they will run again");
+                    break;
+                }
+            }
+        }
+        let mut map = lock(&in_flight);
+        for d in &done {
+            map.remove(&d.id);
+        }
+        for f in &failed {
+            map.remove(&f.id);
+        }
+    }
+}
+
+async fn heartbeat_loop(
+    pool: PgPool,
+    config: ProcessorConfig,
+    in_flight: InFlight,
+    mut stop: watch::Receiver<bool>,
+) {
+    let period = (config.lease / 3).max(Duration::from_millis(50));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let running: Vec<Done> = lock(&in_flight)
+            .iter()
+            .map(|(&id, &attempt)| Done { id, attempt })
+            .collect();
+        match queue::heartbeat(&pool, &running, config.lease).await {
+            Ok(extended) if extended.len() < running.len() => {
+                tracing::debug!(
+                    superseded = running.len() - extended.len(),
+                    "some running attempts were superseded or already finished"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "extending task leases failed"),
+        }
+    }
+}
+
+async fn rescue_loop(pool: PgPool, config: ProcessorConfig, mut stop: watch::Receiver<bool>) {
+    loop {
+        match queue::rescue_expired(&pool, 1000).await {
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "rescuing expired leases failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.rescue_interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// LISTEN `aula_tasks` on one connection; each notification bumps the watch counter.
+/// The listener reconnects by itself; after a reconnection everyone is woken.
+async fn listen(
+    pool: &PgPool,
+    mut shutdown: Shutdown,
+) -> Result<watch::Receiver<u64>, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(NOTIFY_CHANNEL).await?;
+    let (tx, rx) = watch::channel(0u64);
+    tokio::spawn(async move {
+        let mut counter = 0u64;
+        loop {
+            let received = tokio::select! {
+                received = listener.try_recv() => received,
+                _ = shutdown.wait() => return,
+            };
+            counter += 1;
+            if let Err(error) = received {
+                tracing::warn!(%error, "listening for task notifications failed; retrying in 1s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            if tx.send(counter).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}

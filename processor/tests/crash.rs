@@ -1,0 +1,182 @@
+//! The crash test: worker *processes* (the `aula-worker` binary) share one database;
+//! one is killed with SIGKILL in the middle of a run of thousands of tasks; another is
+//! started. Every task must end succeeded, with its effect recorded exactly once, and
+//! no attempt may have run twice (claims are exclusive; the killed process's tasks are
+//! rescued when their leases expire and run again as a *new* attempt).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+
+use aula_eventlog::testing::TestDatabase;
+use aula_processor::queue::{self, NewTask};
+use common::*;
+use serde_json::json;
+
+/// A URL the child process can connect with to the test's database.
+fn database_url(db: &TestDatabase) -> String {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        // Same server, the test's database.
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base.to_owned(), format!("?{query}")),
+            None => (url.clone(), String::new()),
+        };
+        let server = match base.rsplit_once('/') {
+            Some((server, _)) if server.contains("//") && !server.ends_with('/') => {
+                server.to_owned()
+            }
+            _ => base,
+        };
+        return format!("{server}/{}{query}", db.name);
+    }
+    let options = &db.connect;
+    let socket = options
+        .get_socket()
+        .expect("the private test server listens on a socket");
+    format!(
+        "postgresql://{}@localhost/{}?host={}&port={}",
+        options.get_username(),
+        db.name,
+        socket.display(),
+        options.get_port()
+    )
+}
+
+/// Kills (SIGKILL) and reaps the child if the test ends early, so no worker outlives it.
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn spawn_worker(url: &str, name: &str) -> Worker {
+    let child = Command::new(env!("CARGO_BIN_EXE_aula-worker"))
+        .env("DATABASE_URL", url)
+        .env("AULA_WORKER_NAME", name)
+        .env("AULA_WORKER_CONCURRENCY", "8")
+        .env("AULA_WORKER_CLAIM_BATCH", "16")
+        .env("AULA_TASK_LEASE_MS", "1500")
+        .env("AULA_WORKER_RESCUE_MS", "200")
+        .env("AULA_WORKER_POLL_MS", "100")
+        .env("AULA_WORKER_TEST_EFFECTS", "1")
+        .env(
+            "AULA_MAIL_OUTBOX",
+            std::env::temp_dir().join("aula-crash-test-outbox"),
+        )
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting the aula-worker binary");
+    Worker(child)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_a_worker_process_mid_run_loses_and_duplicates_nothing() {
+    let db = TestDatabase::new().await;
+    sqlx::raw_sql(
+        "CREATE TABLE test_executions (task_id bigint NOT NULL, attempt int NOT NULL, worker text NOT NULL);
+         CREATE TABLE test_effects (task_id bigint PRIMARY KEY, worker text NOT NULL);",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let total: i64 = 4000;
+    let tasks: Vec<NewTask> = (0..total)
+        .map(|i| NewTask::new("test.effect", format!("effect-{i}"), json!({"sleep_ms": 2})))
+        .collect();
+    let mut conn = db.pool.acquire().await.unwrap();
+    for chunk in tasks.chunks(1000) {
+        queue::insert_tasks(&mut conn, chunk).await.unwrap();
+    }
+    drop(conn);
+
+    let url = database_url(&db);
+    let mut victim = spawn_worker(&url, "victim");
+    let mut survivor = spawn_worker(&url, "survivor");
+    // Let the victim get well into the run, with tasks in flight, then SIGKILL it.
+    eventually("the victim to have done a share of the work", || async {
+        let done = scalar_i64(
+            &db.pool,
+            "SELECT count(*) FROM test_effects WHERE worker = 'victim'",
+        )
+        .await;
+        let running = scalar_i64(
+            &db.pool,
+            "SELECT count(*) FROM tasks WHERE status = 'running' AND worker = 'victim'",
+        )
+        .await;
+        (done >= total / 8 && running > 0).then_some(())
+    })
+    .await;
+    victim.0.kill().expect("SIGKILL the victim"); // Child::kill sends SIGKILL on Unix.
+    victim.0.wait().unwrap();
+    let orphaned = scalar_i64(
+        &db.pool,
+        "SELECT count(*) FROM tasks WHERE status = 'running' AND worker = 'victim'",
+    )
+    .await;
+    let mut late = spawn_worker(&url, "late");
+
+    wait_idle(&db.pool, total).await;
+    for worker in [&mut survivor, &mut late] {
+        // SIGTERM: a graceful stop; nothing is left to drain.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(worker.0.id().to_string())
+            .status();
+    }
+    for worker in [&mut survivor, &mut late] {
+        let status = worker.0.wait().unwrap();
+        assert!(status.success(), "a worker exited with {status}");
+    }
+
+    assert_eq!(
+        scalar_i64(
+            &db.pool,
+            "SELECT count(*) FROM tasks WHERE status = 'succeeded'"
+        )
+        .await,
+        total
+    );
+    assert_eq!(
+        scalar_i64(&db.pool, "SELECT count(*) FROM test_effects").await,
+        total,
+        "every effect exactly once"
+    );
+    assert_eq!(
+        scalar_i64(&db.pool, "SELECT count(*) FROM (SELECT task_id, attempt FROM test_executions GROUP BY 1, 2 HAVING count(*) > 1) d").await,
+        0,
+        "no attempt ran twice"
+    );
+    // The victim's in-flight tasks were rescued and run again as new attempts.
+    assert!(orphaned > 0, "the kill landed while the victim held tasks");
+    let rescued = scalar_i64(
+        &db.pool,
+        "SELECT count(*) FROM task_attempts WHERE outcome = 'lease_expired' AND worker = 'victim'",
+    )
+    .await;
+    assert!(
+        rescued >= orphaned,
+        "rescued {rescued} of {orphaned} orphaned tasks"
+    );
+    assert_eq!(
+        scalar_i64(
+            &db.pool,
+            "SELECT count(*) FROM task_attempts WHERE outcome = 'running'"
+        )
+        .await,
+        0
+    );
+    let by_others = scalar_i64(
+        &db.pool,
+        "SELECT count(*) FROM test_effects WHERE worker <> 'victim'",
+    )
+    .await;
+    assert!(by_others > 0);
+}

@@ -1,0 +1,676 @@
+//! End to end: command -> event -> reaction issues tasks -> worker runs them -> e-mail
+//! or notification. One test per reaction, against a real PostgreSQL.
+
+mod common;
+
+use aula_domain::course::{Course, CourseCommand, CourseServices};
+use aula_domain::exam_grade::{ExamGrade, ExamGradeCommand, ExamGradeServices};
+use aula_domain::institution::{Institution, InstitutionCommand, InstitutionServices};
+use aula_domain::student::{Student, StudentCommand, StudentServices};
+use aula_domain::teacher::{Teacher, TeacherCommand, TeacherServices};
+use aula_domain::user::{Role, User, UserCommand, UserServices};
+use aula_domain::values::*;
+use aula_eventlog::testing::TestDatabase;
+use aula_eventlog::{Actor, CommandBus, EventMetadata};
+use aula_processor::handlers::notify::{create_broadcast, Audience};
+use chrono::{Duration, NaiveDate, Utc};
+use common::*;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn bus<A>(pool: &PgPool, services: A::Services) -> CommandBus<A>
+where
+    A: cqrs_es::Aggregate + Clone + 'static,
+    A::Command: Clone,
+{
+    CommandBus::with_upcasters(pool.clone(), services, aula_domain::upcasters())
+}
+
+fn meta(institution: Option<Uuid>) -> EventMetadata {
+    EventMetadata::new(Actor::System, institution)
+}
+
+async fn event_id_of(pool: &PgPool, event_type: &str, aggregate_id: &str) -> Uuid {
+    sqlx::query_scalar(
+        "SELECT event_id FROM events WHERE event_type = $1 AND aggregate_id = $2 ORDER BY global_position LIMIT 1",
+    )
+    .bind(event_type)
+    .bind(aggregate_id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn task_status(pool: &PgPool, event_id: Uuid, kind: &str) -> Option<String> {
+    sqlx::query_scalar(
+        "SELECT status FROM tasks WHERE event_id = $1 AND kind = $2 AND origin_task_id IS NULL",
+    )
+    .bind(event_id)
+    .bind(kind)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+async fn wait_task_succeeded(pool: &PgPool, event_id: Uuid, kind: &str) {
+    eventually(&format!("{kind} for {event_id} to succeed"), || async {
+        (task_status(pool, event_id, kind).await.as_deref() == Some("succeeded")).then_some(())
+    })
+    .await
+}
+
+/// An institution with one campus and one course of `capacity` seats.
+struct School {
+    institution: InstitutionId,
+    course: CourseId,
+}
+
+async fn school(pool: &PgPool, capacity: u32) -> School {
+    let institution = InstitutionId::from_uuid(Uuid::new_v4());
+    let campus = CampusId::from_uuid(Uuid::new_v4());
+    let course = CourseId::from_uuid(Uuid::new_v4());
+    let m = meta(Some(institution.as_uuid()));
+    let institutions = bus::<Institution>(pool, InstitutionServices);
+    let id = institution.to_string();
+    institutions
+        .execute(
+            &id,
+            InstitutionCommand::CreateInstitution {
+                name: InstitutionName::parse("Escola Teste").unwrap(),
+                manager_user_id: UserId::from_uuid(Uuid::new_v4()),
+            },
+            &m,
+        )
+        .await
+        .unwrap();
+    institutions
+        .execute(
+            &id,
+            InstitutionCommand::CreateCampus {
+                campus_id: campus,
+                name: CampusName::parse("Centro").unwrap(),
+                city: CityName::parse("Recife").unwrap(),
+            },
+            &m,
+        )
+        .await
+        .unwrap();
+    let name = CourseName::parse("Física I").unwrap();
+    let capacity = Capacity::new(capacity).unwrap();
+    institutions
+        .execute(
+            &id,
+            InstitutionCommand::OfferCourse {
+                course_id: course,
+                campus_id: campus,
+                name: name.clone(),
+                capacity,
+            },
+            &m,
+        )
+        .await
+        .unwrap();
+    bus::<Course>(pool, CourseServices)
+        .execute(
+            &course.to_string(),
+            CourseCommand::OpenCourse {
+                institution_id: institution,
+                campus_id: campus,
+                name,
+                capacity,
+            },
+            &m,
+        )
+        .await
+        .unwrap();
+    School {
+        institution,
+        course,
+    }
+}
+
+fn today() -> NaiveDate {
+    Utc::now().date_naive()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_up_sends_the_confirmation_link_with_the_stashed_token() {
+    let db = TestDatabase::new().await;
+    let (running, mailer) = start_standard(&db).await;
+    let user = Uuid::new_v4();
+    let raw = "raw-token_ABC";
+    let hash = "hash-of-raw-token";
+    let expires_at = Utc::now() + Duration::hours(1);
+    // The token is stashed only after the event: the task retries until it is there.
+    bus::<User>(&db.pool, UserServices::default())
+        .execute(
+            &user.to_string(),
+            UserCommand::SignUp {
+                email: Email::parse("new@example.org").unwrap(),
+                confirmation_token_hash: hash.into(),
+                expires_at,
+                now: Utc::now(),
+            },
+            &meta(None),
+        )
+        .await
+        .unwrap();
+    let event = event_id_of(&db.pool, "PendingUserRegisterCreated", &user.to_string()).await;
+    eventually("a failed attempt while the token is missing", || async {
+        let failures = scalar_i64(
+            &db.pool,
+            "SELECT count(*) FROM task_attempts WHERE outcome = 'retry'",
+        )
+        .await;
+        (failures > 0).then_some(())
+    })
+    .await;
+    aula_processor::stash_token(&db.pool, hash, raw, expires_at)
+        .await
+        .unwrap();
+    wait_task_succeeded(&db.pool, event, "email.signup_confirmation").await;
+
+    let sent = mailer.to("new@example.org");
+    assert_eq!(sent.len(), 1);
+    let expected_link =
+        format!("https://aula.test/confirm-sign-up?user={user}&token=raw-token_ABC");
+    assert!(sent[0].text.contains(&expected_link), "{}", sent[0].text);
+    assert!(
+        sent[0].html.contains(&expected_link.replace('&', "&amp;")),
+        "{}",
+        sent[0].html
+    );
+    assert_eq!(
+        scalar_i64(&db.pool, "SELECT count(*) FROM pending_tokens").await,
+        0,
+        "the raw token is deleted once sent"
+    );
+    assert_eq!(
+        scalar_i64(
+            &db.pool,
+            "SELECT count(*) FROM outbox_emails WHERE kind = 'email.signup_confirmation'"
+        )
+        .await,
+        1
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_token_that_was_never_stashed_fails_permanently() {
+    let db = TestDatabase::new().await;
+    let (running, mailer) = start_standard(&db).await;
+    let user = Uuid::new_v4();
+    let users = bus::<User>(&db.pool, UserServices::default());
+    let now = Utc::now();
+    // Signed up a while ago with a token that expires almost at once.
+    users
+        .execute(
+            &user.to_string(),
+            UserCommand::SignUp {
+                email: Email::parse("late@example.org").unwrap(),
+                confirmation_token_hash: "h".into(),
+                expires_at: now + Duration::milliseconds(1),
+                now: now - Duration::seconds(1),
+            },
+            &meta(None),
+        )
+        .await
+        .unwrap();
+    let event = event_id_of(&db.pool, "PendingUserRegisterCreated", &user.to_string()).await;
+    eventually("the task to fail", || async {
+        (task_status(&db.pool, event, "email.signup_confirmation")
+            .await
+            .as_deref()
+            == Some("failed"))
+        .then_some(())
+    })
+    .await;
+    let error: String = sqlx::query_scalar("SELECT last_error FROM tasks WHERE event_id = $1")
+        .bind(event)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(error.contains("expired"), "{error}");
+    assert!(mailer.sent().is_empty());
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn password_reset_emails_the_link_to_the_users_address() {
+    let db = TestDatabase::new().await;
+    let (running, mailer) = start_standard(&db).await;
+    let user = Uuid::new_v4().to_string();
+    let users = bus::<User>(&db.pool, UserServices::default());
+    users
+        .execute(
+            &user,
+            UserCommand::CreateUser {
+                email: Email::parse("teacher@example.org").unwrap(),
+                name: PersonName::parse("Ada").unwrap(),
+                role: Role::Teacher,
+                institution_id: Some(InstitutionId::from_uuid(Uuid::new_v4())),
+                password_hash: Some("x".into()),
+            },
+            &meta(None),
+        )
+        .await
+        .unwrap();
+    aula_processor::stash_token(
+        &db.pool,
+        "reset-hash",
+        "reset-raw",
+        Utc::now() + Duration::hours(1),
+    )
+    .await
+    .unwrap();
+    users
+        .execute(
+            &user,
+            UserCommand::RequestPasswordReset {
+                token_hash: "reset-hash".into(),
+                now: Utc::now(),
+            },
+            &meta(None),
+        )
+        .await
+        .unwrap();
+    let event = event_id_of(&db.pool, "ResetPasswordTokenCreated", &user).await;
+    wait_task_succeeded(&db.pool, event, "email.password_reset").await;
+    let sent = mailer.to("teacher@example.org");
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0]
+        .text
+        .contains("https://aula.test/reset-password?token=reset-raw"));
+    assert_eq!(sent[0].subject, "Reset your Aula password");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn applications_are_scheduled_decided_and_answered_without_exceeding_capacity() {
+    let db = TestDatabase::new().await;
+    let (running, mailer) = start_standard(&db).await;
+    let school = school(&db.pool, 2).await;
+    let courses = bus::<Course>(&db.pool, CourseServices);
+    let applicants = [
+        "a@example.org",
+        "b@example.org",
+        "c@example.org",
+        "d@example.org",
+        "e@example.org",
+    ];
+    for email in applicants {
+        courses
+            .execute(
+                &school.course.to_string(),
+                CourseCommand::RequestEnrollment {
+                    application_id: ApplicationId::from_uuid(Uuid::new_v4()),
+                    name: PersonName::parse("Applicant").unwrap(),
+                    birth_date: BirthDate::parse(
+                        NaiveDate::from_ymd_opt(2005, 5, 5).unwrap(),
+                        today(),
+                    )
+                    .unwrap(),
+                    email: Email::parse(email).unwrap(),
+                    requested_at: Utc::now(),
+                },
+                &meta(Some(school.institution.as_uuid())),
+            )
+            .await
+            .unwrap();
+    }
+    eventually("two e-mails per applicant", || async {
+        (applicants.iter().all(|a| mailer.to(a).len() == 2)).then_some(())
+    })
+    .await;
+    let sent = mailer.sent();
+    let count = |prefix: &str| {
+        sent.iter()
+            .filter(|m| m.subject.starts_with(prefix))
+            .count()
+    };
+    assert_eq!(count("Your application to Física I was scheduled"), 5);
+    assert_eq!(count("You are enrolled in Física I"), 2);
+    assert_eq!(count("Your application to Física I was declined"), 3);
+    assert!(sent
+        .iter()
+        .filter(|m| m.subject.contains("declined"))
+        .all(|m| m.text.contains("the class is full")));
+    let (course, _) = courses.load(&school.course.to_string()).await.unwrap();
+    assert_eq!(course.enrolled_count(), 2);
+    // The decisions name their cause: the EnrollmentRequested events.
+    let caused: i64 = scalar_i64(&db.pool, "SELECT count(*) FROM events WHERE event_type IN ('StudentEnrolled', 'EnrollmentDeclined') AND metadata->>'causation_id' LIKE 'event:%'").await;
+    assert_eq!(caused, 5);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_student_gets_a_welcome_email_and_the_broadcasts_for_all_students() {
+    let db = TestDatabase::new().await;
+    let (running, mailer) = start_standard(&db).await;
+    let institution = Uuid::new_v4();
+    let broadcast = create_broadcast(
+        &db.pool,
+        "b1",
+        institution,
+        Audience::AllStudents,
+        "Welcome week",
+        "Monday 9h",
+        &[],
+    )
+    .await
+    .unwrap();
+    let other = create_broadcast(
+        &db.pool,
+        "b2",
+        Uuid::new_v4(),
+        Audience::AllStudents,
+        "Other school",
+        "-",
+        &[],
+    )
+    .await
+    .unwrap();
+    let teachers_only = create_broadcast(
+        &db.pool,
+        "b3",
+        institution,
+        Audience::AllTeachers,
+        "Staff meeting",
+        "-",
+        &[],
+    )
+    .await
+    .unwrap();
+    let student = Uuid::new_v4();
+    bus::<Student>(&db.pool, StudentServices)
+        .execute(
+            &student.to_string(),
+            StudentCommand::CreateStudent {
+                institution_id: InstitutionId::from_uuid(institution),
+                user_id: UserId::from_uuid(Uuid::new_v4()),
+                name: PersonName::parse("Bia Nunes").unwrap(),
+                email: Email::parse("bia@example.org").unwrap(),
+                birth_date: BirthDate::parse(NaiveDate::from_ymd_opt(2004, 1, 1).unwrap(), today())
+                    .unwrap(),
+            },
+            &meta(Some(institution)),
+        )
+        .await
+        .unwrap();
+    let event = event_id_of(&db.pool, "StudentCreated", &student.to_string()).await;
+    wait_task_succeeded(&db.pool, event, "notification.link_student").await;
+    wait_task_succeeded(&db.pool, event, "email.welcome").await;
+    let linked: Vec<i64> = sqlx::query_scalar(
+        "SELECT notification_id FROM notification_recipients WHERE recipient_id = $1",
+    )
+    .bind(student)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(linked, vec![broadcast]);
+    assert!(!linked.contains(&other) && !linked.contains(&teachers_only));
+    let welcome = mailer.to("bia@example.org");
+    assert_eq!(welcome.len(), 1);
+    assert_eq!(welcome[0].subject, "Welcome to Aula, Bia Nunes");
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_teacher_is_linked_to_the_broadcasts_for_all_teachers() {
+    let db = TestDatabase::new().await;
+    let (running, _mailer) = start_standard(&db).await;
+    let institution = Uuid::new_v4();
+    let broadcast = create_broadcast(
+        &db.pool,
+        "t1",
+        institution,
+        Audience::AllTeachers,
+        "Staff meeting",
+        "Friday",
+        &[],
+    )
+    .await
+    .unwrap();
+    create_broadcast(
+        &db.pool,
+        "s1",
+        institution,
+        Audience::AllStudents,
+        "Students only",
+        "-",
+        &[],
+    )
+    .await
+    .unwrap();
+    let teacher = Uuid::new_v4();
+    bus::<Teacher>(&db.pool, TeacherServices)
+        .execute(
+            &teacher.to_string(),
+            TeacherCommand::CreateTeacher {
+                institution_id: InstitutionId::from_uuid(institution),
+                user_id: UserId::from_uuid(Uuid::new_v4()),
+                name: PersonName::parse("Paulo Freire").unwrap(),
+                email: Email::parse("paulo@example.org").unwrap(),
+            },
+            &meta(Some(institution)),
+        )
+        .await
+        .unwrap();
+    let event = event_id_of(&db.pool, "TeacherCreated", &teacher.to_string()).await;
+    wait_task_succeeded(&db.pool, event, "notification.link_teacher").await;
+    let linked: Vec<(i64, String)> = sqlx::query_as("SELECT notification_id, recipient_type FROM notification_recipients WHERE recipient_id = $1")
+        .bind(teacher)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(linked, vec![(broadcast, "teacher".to_owned())]);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grades_notify_the_student_once_per_event() {
+    let db = TestDatabase::new().await;
+    let (running, _mailer) = start_standard(&db).await;
+    let school = school(&db.pool, 10).await;
+    let student = StudentId::from_uuid(Uuid::new_v4());
+    let grade = Uuid::new_v4().to_string();
+    let grades = bus::<ExamGrade>(&db.pool, ExamGradeServices);
+    let teacher = TeacherId::from_uuid(Uuid::new_v4());
+    let m = meta(Some(school.institution.as_uuid()));
+    grades
+        .execute(
+            &grade,
+            ExamGradeCommand::RecordNote {
+                institution_id: school.institution,
+                course_id: school.course,
+                student_id: student,
+                teacher_id: teacher,
+                exam_name: ExamName::parse("Midterm").unwrap(),
+                note: GradeNote::parse("7.5").unwrap(),
+                at: Utc::now(),
+            },
+            &m,
+        )
+        .await
+        .unwrap();
+    grades
+        .execute(
+            &grade,
+            ExamGradeCommand::ChangeNote {
+                note: GradeNote::parse("8").unwrap(),
+                teacher_id: teacher,
+                at: Utc::now(),
+            },
+            &m,
+        )
+        .await
+        .unwrap();
+    let added = event_id_of(&db.pool, "ExamGradeNoteAdded", &grade).await;
+    let changed = event_id_of(&db.pool, "ExamGradeNoteChanged", &grade).await;
+    wait_task_succeeded(&db.pool, added, "notification.grade").await;
+    wait_task_succeeded(&db.pool, changed, "notification.grade").await;
+    let notifications: Vec<(String, String, Option<Uuid>)> = sqlx::query_as(
+        "SELECT n.title, n.body, r.recipient_id FROM notifications n
+         LEFT JOIN notification_recipients r ON r.notification_id = n.id ORDER BY n.body",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        notifications,
+        vec![
+            (
+                "New grade in Física I".to_owned(),
+                "Midterm: 7.50".to_owned(),
+                Some(student.as_uuid())
+            ),
+            (
+                "Grade changed in Física I".to_owned(),
+                "Midterm: 8.00".to_owned(),
+                Some(student.as_uuid())
+            ),
+        ]
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_institution_is_seeded_with_demo_data_through_real_commands() {
+    let db = TestDatabase::new().await;
+    let (running, mailer) = start_standard(&db).await;
+    let institution = Uuid::new_v4();
+    bus::<Institution>(&db.pool, InstitutionServices)
+        .execute(
+            &institution.to_string(),
+            InstitutionCommand::CreateInstitution {
+                name: InstitutionName::parse("Demo College").unwrap(),
+                manager_user_id: UserId::from_uuid(Uuid::new_v4()),
+            },
+            &meta(Some(institution)),
+        )
+        .await
+        .unwrap();
+    let event = event_id_of(&db.pool, "InstitutionCreated", &institution.to_string()).await;
+    wait_task_succeeded(&db.pool, event, "demo.seed").await;
+    let count = |event_type: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE event_type = $1 AND metadata->>'institution_id' = $2")
+                .bind(event_type)
+                .bind(institution.to_string())
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count("CampusCreated").await, 2);
+    assert_eq!(count("CourseOpened").await, 3);
+    assert_eq!(count("StudentCreated").await, 4);
+    assert_eq!(count("TeacherCreated").await, 2);
+    assert_eq!(count("EnrollmentRequested").await, 7);
+    assert_eq!(count("ExamGradeNoteAdded").await, 4);
+    // The seeded applications are decided by the processor: 3 seats for 5 applicants
+    // in the first course, 2 of 2 in the second.
+    eventually("the seeded applications to be decided", || async {
+        let enrolled = count("StudentEnrolled").await;
+        let declined = count("EnrollmentDeclined").await;
+        (enrolled + declined == 7).then_some(())
+    })
+    .await;
+    assert_eq!(count("StudentEnrolled").await, 5);
+    assert_eq!(count("EnrollmentDeclined").await, 2);
+    eventually("the declined e-mails", || async {
+        (mailer
+            .sent()
+            .iter()
+            .filter(|m| m.subject.contains("declined"))
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
+    // Seeding again (a retry, a reprocessed copy) changes nothing.
+    aula_processor::handlers::demo::seed(&db.pool, institution, meta(Some(institution)))
+        .await
+        .unwrap();
+    assert_eq!(count("StudentCreated").await, 4);
+    assert_eq!(count("EnrollmentRequested").await, 7);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reprocessing_emits_a_copy_that_issues_fresh_tasks_and_leaves_the_original() {
+    let db = TestDatabase::new().await;
+    let (running, mailer) = start_standard(&db).await;
+    let student = Uuid::new_v4();
+    let institution = Uuid::new_v4();
+    bus::<Student>(&db.pool, StudentServices)
+        .execute(
+            &student.to_string(),
+            StudentCommand::CreateStudent {
+                institution_id: InstitutionId::from_uuid(institution),
+                user_id: UserId::from_uuid(Uuid::new_v4()),
+                name: PersonName::parse("Caio").unwrap(),
+                email: Email::parse("caio@example.org").unwrap(),
+                birth_date: BirthDate::parse(NaiveDate::from_ymd_opt(2001, 1, 1).unwrap(), today())
+                    .unwrap(),
+            },
+            &meta(Some(institution)),
+        )
+        .await
+        .unwrap();
+    let original = event_id_of(&db.pool, "StudentCreated", &student.to_string()).await;
+    wait_task_succeeded(&db.pool, original, "email.welcome").await;
+    let before: (String, serde_json::Value, serde_json::Value) = sqlx::query_as(
+        "SELECT aggregate_id, payload::jsonb, metadata::jsonb FROM events WHERE event_id = $1",
+    )
+    .bind(original)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+
+    let admin = Uuid::new_v4();
+    let copy = aula_processor::reprocess_event(&db.pool, original, Actor::User(admin))
+        .await
+        .unwrap();
+    assert_eq!(copy.original_event_id, original);
+    wait_task_succeeded(&db.pool, copy.event_id, "email.welcome").await;
+    wait_task_succeeded(&db.pool, copy.event_id, "notification.link_student").await;
+    assert_eq!(
+        mailer.to("caio@example.org").len(),
+        2,
+        "the copy's task sends its own e-mail"
+    );
+
+    let after: (String, serde_json::Value, serde_json::Value) = sqlx::query_as(
+        "SELECT aggregate_id, payload::jsonb, metadata::jsonb FROM events WHERE event_id = $1",
+    )
+    .bind(original)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(before, after, "the original is untouched");
+    let (aggregate_type, payload, metadata): (String, serde_json::Value, serde_json::Value) =
+        sqlx::query_as("SELECT aggregate_type, payload::jsonb, metadata::jsonb FROM events WHERE event_id = $1")
+            .bind(copy.event_id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(aggregate_type, "reprocessed");
+    assert_eq!(payload, before.1);
+    assert_eq!(metadata["reprocessed_from"], original.to_string());
+    assert_eq!(metadata["actor"], format!("user:{admin}"));
+    // The student's own stream still holds one event.
+    assert_eq!(
+        scalar_i64(
+            &db.pool,
+            &format!("SELECT count(*) FROM events WHERE aggregate_id = '{student}'")
+        )
+        .await,
+        1
+    );
+    // Each event issued each kind exactly once.
+    assert_eq!(scalar_i64(&db.pool, "SELECT count(*) FROM (SELECT event_id, kind FROM tasks GROUP BY 1, 2 HAVING count(*) > 1) d").await, 0);
+    running.stop().await;
+}
