@@ -272,3 +272,62 @@ pub async fn log(global: &GlobalArgs, events: i64) -> anyhow::Result<()> {
     );
     db.drop_database().await
 }
+
+pub async fn rebuild(global: &GlobalArgs, events: usize) -> anyhow::Result<()> {
+    let db = BenchDatabase::create(global).await?;
+    println!("aula bench rebuild: generating {events} course events...");
+    let report = aula_projections::bench_rebuild(&db.pool, db.connect.clone(), events)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "generated {} events in {:.1} s",
+        report.events_generated, report.generate_seconds
+    );
+    println!("each read model alone (the log read once per model):");
+    for each in &report.each {
+        println!(
+            "  {:<20} {:>9} events {:>7.2} s (read {:.2} s, handle {:.2} s) {:>9.0} events/s",
+            each.name,
+            each.events,
+            each.seconds,
+            each.read_seconds,
+            each.handle_seconds,
+            each.events_per_second
+        );
+    }
+    println!(
+        "all {} read models together (the log read once): {:.2} s, {:.0} log events/s",
+        report.all.len(),
+        report.all_seconds,
+        report.all_events_per_second
+    );
+    db.drop_database().await
+}
+
+pub async fn tasks(
+    global: &GlobalArgs,
+    tasks: i64,
+    worker_sets: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let db = BenchDatabase::create(global).await?;
+    let report =
+        aula_processor::bench::bench_tasks(&db.pool, tasks, worker_sets, concurrency).await?;
+    println!("aula bench tasks: {report}");
+    db.drop_database().await
+}
+
+pub async fn latency(global: &GlobalArgs, events: usize) -> anyhow::Result<()> {
+    let db = BenchDatabase::create(global).await?;
+    let report = aula_processor::bench::bench_latency(&db.pool, db.connect.clone(), events).await?;
+    println!("aula bench latency: {} sequential events", report.events);
+    println!(
+        "  event commit -> task start (ms): {}",
+        report.event_to_task_start
+    );
+    println!(
+        "  task insert  -> task start (ms): {}",
+        report.task_insert_to_start
+    );
+    db.drop_database().await
+}

@@ -52,6 +52,11 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Read models: status and rebuilds from history.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
     /// Platform administration.
     Admin {
         #[command(subcommand)]
@@ -105,6 +110,22 @@ pub enum Part {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Each projection's position, lag (events and seconds) and last error.
+    Status,
+    /// Rebuild read models from position zero into new tables while the live ones keep
+    /// serving, then swap them in one transaction. Running services catch up by themselves.
+    Rebuild {
+        /// The projection to rebuild (see `status` for the names).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Rebuild every projection, reading the log once.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Create a platform administrator (the only way to create the first one). The
     /// password comes from AULA_ADMIN_PASSWORD or is asked for on the terminal.
@@ -133,5 +154,25 @@ pub enum BenchCommand {
     Log {
         #[arg(long, default_value_t = 1_000_000)]
         events: i64,
+    },
+    /// Rebuild every read model from a log of N synthetic course events; events/s.
+    Rebuild {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+    },
+    /// Insert N no-op tasks in one call, then drain them; tasks/s.
+    Tasks {
+        #[arg(long, default_value_t = 200_000)]
+        tasks: i64,
+        /// Independent worker sets (each like one processor process).
+        #[arg(long, default_value_t = 4)]
+        worker_sets: usize,
+        #[arg(long, default_value_t = 24)]
+        concurrency: usize,
+    },
+    /// N sequential events, each awaited until its task starts: latency percentiles.
+    Latency {
+        #[arg(long, default_value_t = 1000)]
+        events: usize,
     },
 }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod bench;
 pub mod cli;
 pub mod database;
+pub mod projections;
 pub mod serve;
 
 use anyhow::Context;
@@ -52,12 +53,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 database.close().await;
                 Ok(())
             }
+            Command::Projections { command } => projections::run(&cli.global, command).await,
             Command::Admin {
                 command: AdminCommand::Create { email },
             } => admin::create(&cli.global, &email).await,
             Command::Bench { command } => match command {
                 BenchCommand::Append { seconds } => bench::append(&cli.global, seconds).await,
                 BenchCommand::Log { events } => bench::log(&cli.global, events).await,
+                BenchCommand::Rebuild { events } => bench::rebuild(&cli.global, events).await,
+                BenchCommand::Tasks {
+                    tasks,
+                    worker_sets,
+                    concurrency,
+                } => bench::tasks(&cli.global, tasks, worker_sets, concurrency).await,
+                BenchCommand::Latency { events } => bench::latency(&cli.global, events).await,
             },
             Command::Events { .. } => Ok(()),
         }

@@ -56,10 +56,18 @@ pub async fn serve(
     let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     // Every subscription this process runs, for /ready.
     let mut subscriptions: Vec<watch::Receiver<SubscriptionState>> = Vec::new();
-    let _ = &wakeups;
 
     if runs(Part::Projections) {
-        tracing::info!("projections part enabled");
+        for (name, handle) in
+            aula_projections::spawn_all(database.connect.clone(), wakeups.clone(), shutdown.clone())
+        {
+            tracing::debug!(projection = %name, "projection started");
+            subscriptions.push(handle.state.clone());
+            tasks.push(tokio::spawn(async move {
+                let _ = handle.task.await;
+            }));
+        }
+        tracing::info!(projections = ?aula_projections::NAMES, "projections part enabled");
     }
     if runs(Part::Processor) {
         let reactions = aula_processor::spawn_reactions(
@@ -107,7 +115,11 @@ pub async fn serve(
         let secret = token_secret(args, &global.data_dir)?;
         let mut config = aula_api::ApiConfig::new(aula_api::Secret::new(secret));
         config.token_ttl = Duration::from_secs(args.token_ttl_minutes * 60);
-        config.projections = Vec::new();
+        // Read-your-writes waits for every projection, wherever it runs.
+        config.projections = aula_projections::NAMES
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         config
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid API configuration: {}", e.0))?;

@@ -250,7 +250,7 @@ impl LocalPostgres {
             })?
             .map_err(io_step("starting postgres"))?;
 
-        let server = LocalPostgres {
+        let mut server = LocalPostgres {
             pid,
             exited: std::sync::Mutex::new(Some(exited_rx)),
             socket_dir,
@@ -262,7 +262,10 @@ impl LocalPostgres {
         Ok(server)
     }
 
-    fn wait_ready(&self, log_path: &Path) -> Result<(), LocalPgError> {
+    /// Waits until the server answers. If our server exited because another one
+    /// already runs on this data directory (another `aula` process), that one answers
+    /// on the same socket: we use it and leave it alone (`owned = false`).
+    fn wait_ready(&mut self, log_path: &Path) -> Result<(), LocalPgError> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -270,11 +273,13 @@ impl LocalPostgres {
             .map_err(io_step("starting a runtime to probe postgres"))?;
         loop {
             let exited = self.has_exited();
-            if !exited {
-                let options = self.connect_options().database("postgres");
-                if runtime.block_on(options.connect()).is_ok() {
-                    return Ok(());
+            let options = self.connect_options().database("postgres");
+            if runtime.block_on(options.connect()).is_ok() {
+                if exited {
+                    tracing::info!(data_dir = %self.data_dir.display(), "a PostgreSQL server already runs on this data directory; using it");
+                    self.exited.lock().unwrap_or_else(|p| p.into_inner()).take();
                 }
+                return Ok(());
             }
             if exited || Instant::now() > deadline {
                 return Err(LocalPgError::NotReady {
@@ -342,8 +347,13 @@ impl LocalPostgres {
     fn shutdown(&mut self, patience: Duration) {
         let taken = self.exited.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(exited) = taken else {
+            // Not ours (another process's server) or already stopped.
             return;
         };
+        if !matches!(exited.try_recv(), Err(mpsc::TryRecvError::Empty)) {
+            // Already exited and reaped: its pid may belong to someone else now.
+            return;
+        }
         // SAFETY: plain syscall on the pid of our own child, which the waiter thread
         // has not reaped yet unless `exited` already fired.
         unsafe { libc::kill(self.pid, libc::SIGINT) };

@@ -296,8 +296,9 @@ impl<C: Consumer> Runner<C> {
             let mut tx = conn.begin().await?;
             let stored = load_checkpoint(&mut tx, &name, true).await?;
             if stored != checkpoint {
-                // Only possible if another instance consumed despite the lock.
-                tracing::error!(subscription = %name, ?stored, ?checkpoint, "checkpoint moved under us; reloading");
+                // A rebuild swapped in new tables and set the checkpoint (or, were the
+                // lock ever broken, another instance consumed): never write over it.
+                tracing::info!(subscription = %name, ?stored, ?checkpoint, "checkpoint was moved by someone else (e.g. a rebuild); continuing from it");
                 tx.rollback().await?;
                 checkpoint = stored;
                 continue;

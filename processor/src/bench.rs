@@ -187,6 +187,8 @@ pub async fn bench_latency(
         )
         .fetch_one(pool)
         .await?;
+        // What CommandBus does after every append: wake the log's subscribers.
+        aula_eventlog::store::notify_now(pool).await?;
         loop {
             let row: Option<(f64, f64)> = sqlx::query_as(
                 "SELECT extract(epoch FROM t.started_at - e.recorded_at)::float8 * 1000,

@@ -302,15 +302,23 @@ pub async fn count_admin_events(pool: &PgPool, query: &EventListQuery) -> Result
 }
 
 /// One event's row.
-pub async fn admin_event(pool: &PgPool, event_id: Uuid) -> Result<Option<AdminEventRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM admin_events WHERE event_id = $1"))
-        .bind(event_id)
-        .fetch_optional(pool)
-        .await
+pub async fn admin_event(
+    pool: &PgPool,
+    event_id: Uuid,
+) -> Result<Option<AdminEventRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM admin_events WHERE event_id = $1"
+    ))
+    .bind(event_id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// The reprocessed copies of an event, oldest first.
-pub async fn event_copies(pool: &PgPool, event_id: Uuid) -> Result<Vec<AdminEventRow>, sqlx::Error> {
+pub async fn event_copies(
+    pool: &PgPool,
+    event_id: Uuid,
+) -> Result<Vec<AdminEventRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM admin_events WHERE reprocessed_from = $1 ORDER BY global_position"
     ))

@@ -18,7 +18,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::rebuild::{rebuild, RebuildError, RebuildReport};
+use crate::rebuild::{rebuild, rebuild_many, RebuildError, RebuildReport};
 
 /// What `bench_rebuild` measured.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -28,9 +28,11 @@ pub struct BenchReport {
     pub generate_seconds: f64,
     /// Events in the log when rebuilding.
     pub log_events: i64,
-    /// Every projection rebuilt concurrently: wall time and log events per second.
+    /// Every projection rebuilt together ([`rebuild_many`]: the log read once): wall
+    /// time, log events per second, and each projection's share.
     pub all_seconds: f64,
     pub all_events_per_second: f64,
+    pub all: Vec<RebuildReport>,
     /// Each projection alone, one after the other.
     pub each: Vec<RebuildReport>,
 }
@@ -47,7 +49,7 @@ pub enum BenchError {
 
 /// Appends `events` synthetic course events (courses opened, applications, enrollments,
 /// declines, cancellations, in valid order per course), then rebuilds every projection
-/// alone and then all of them concurrently.
+/// alone and then all of them together.
 pub async fn bench_rebuild(
     pool: &PgPool,
     connect: PgConnectOptions,
@@ -64,18 +66,7 @@ pub async fn bench_rebuild(
         each.push(rebuild(pool, connect.clone(), name).await?);
     }
     let started = Instant::now();
-    let runs = crate::NAMES
-        .iter()
-        .map(|name| {
-            let pool = pool.clone();
-            let connect = connect.clone();
-            tokio::spawn(async move { rebuild(&pool, connect, name).await })
-        })
-        .collect::<Vec<_>>();
-    for run in runs {
-        run.await
-            .map_err(|e| BenchError::Generate(format!("rebuild task panicked: {e}")))??;
-    }
+    let all = rebuild_many(pool, connect, crate::NAMES).await?;
     let all_seconds = started.elapsed().as_secs_f64();
     Ok(BenchReport {
         events_generated: events,
@@ -83,6 +74,7 @@ pub async fn bench_rebuild(
         log_events,
         all_seconds,
         all_events_per_second: log_events as f64 / all_seconds.max(1e-6),
+        all,
         each,
     })
 }
@@ -114,7 +106,8 @@ pub async fn generate_events(pool: &PgPool, count: usize, seed: u64) -> Result<(
         .single()
         .ok_or_else(|| invalid("bad instant"))?;
     let institutions: Vec<InstitutionId> = (0..4).map(|_| Uuid::new_v4().into()).collect();
-    let campuses: Vec<(CampusId, usize)> = (0..20).map(|i| (Uuid::new_v4().into(), i % 4)).collect();
+    let campuses: Vec<(CampusId, usize)> =
+        (0..20).map(|i| (Uuid::new_v4().into(), i % 4)).collect();
     let mut chunk: Vec<Pending> = Vec::with_capacity(10_000);
     let mut produced = 0usize;
     let mut course_no = 0usize;
@@ -208,11 +201,26 @@ async fn flush(pool: &PgPool, chunk: &mut Vec<Pending>) -> Result<(), BenchError
         return Ok(());
     }
     sqlx::query(APPEND_SQL)
-        .bind(chunk.iter().map(|p| p.aggregate_id.as_str()).collect::<Vec<_>>())
+        .bind(
+            chunk
+                .iter()
+                .map(|p| p.aggregate_id.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(chunk.iter().map(|p| p.sequence).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|p| p.event_type.as_str()).collect::<Vec<_>>())
+        .bind(
+            chunk
+                .iter()
+                .map(|p| p.event_type.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(chunk.iter().map(|p| p.payload.as_str()).collect::<Vec<_>>())
-        .bind(chunk.iter().map(|p| p.metadata.as_str()).collect::<Vec<_>>())
+        .bind(
+            chunk
+                .iter()
+                .map(|p| p.metadata.as_str())
+                .collect::<Vec<_>>(),
+        )
         .execute(pool)
         .await?;
     chunk.clear();

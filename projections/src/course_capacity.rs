@@ -167,7 +167,8 @@ pub struct CourseCapacityRow {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "course_id, institution_id, campus_id, name, capacity, enrolled, seats_left, \
+const COLUMNS: &str =
+    "course_id, institution_id, campus_id, name, capacity, enrolled, seats_left, \
                        pending, declined, cancelled, closed, opened_at, updated_at";
 
 /// One course, if it was opened.

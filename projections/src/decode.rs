@@ -124,7 +124,12 @@ mod tests {
 
     #[test]
     fn undecodable_payloads_are_errors_naming_their_event() {
-        let event = recorded("StudentCreated", "2.0", json!({"type": "StudentCreated"}), json!({}));
+        let event = recorded(
+            "StudentCreated",
+            "2.0",
+            json!({"type": "StudentCreated"}),
+            json!({}),
+        );
         let error = decode::<StudentEvent>(&event).expect_err("fields are missing");
         assert!(error.to_string().contains("StudentCreated"), "{error}");
     }

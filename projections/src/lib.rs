@@ -43,7 +43,9 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::PgConnection;
 
 pub use bench::{bench_rebuild, BenchReport};
-pub use rebuild::{rebuild, rebuild_progress, RebuildError, RebuildProgress};
+pub use rebuild::{
+    rebuild, rebuild_many, rebuild_progress, RebuildError, RebuildProgress, RebuildReport,
+};
 pub use status::{status, ProjectionStatus};
 
 /// Every projection, by subscription name.
@@ -147,11 +149,5 @@ pub fn spawn_one(
 ) -> SubscriptionHandle {
     let consumer = consumer(&options.name)
         .unwrap_or_else(|| panic!("unknown projection {:?}; see NAMES", options.name));
-    subscription::spawn(
-        connect,
-        options,
-        BoxedConsumer(consumer),
-        wakeups,
-        shutdown,
-    )
+    subscription::spawn(connect, options, BoxedConsumer(consumer), wakeups, shutdown)
 }

@@ -1,0 +1,622 @@
+//! Each read model fed by real domain events (appended through the command bus) and
+//! run by its subscription until caught up, checked against hand-computed numbers.
+
+mod common;
+
+use std::time::Duration;
+
+use aula_eventlog::testing::TestDatabase;
+use aula_eventlog::Actor;
+use aula_projections::admin_events::{self, DurationOp, EventListQuery, EventSort};
+use aula_projections::age_metrics::{age_metrics, age_metrics_of, AgeScope};
+use aula_projections::audit_log::{audit_log, AuditQuery};
+use aula_projections::course_capacity::{course_capacity, list_course_capacity};
+use aula_projections::enrollments::course_enrollments;
+use aula_projections::{status, NAMES};
+use common::*;
+use uuid::Uuid;
+
+struct Scenario {
+    institution: Uuid,
+    campus_a: Uuid,
+    campus_b: Uuid,
+    c1: Uuid,
+    c2: Uuid,
+    c3: Uuid,
+    c1_youngest: Uuid,
+}
+
+/// C1 (campus A, 3 seats): ages 18, 20, 30 enrolled, a fourth applicant declined
+/// (class full), then the 18-year-old (the youngest of everything) cancels.
+/// C2 (campus A, 5 seats, raised to 10): 25 and 40 enrolled, the 40-year-old (the oldest of
+/// everything) cancels. C3 (campus B, 5 seats): 19 enrolled, one application pending.
+async fn scenario(world: &World) -> Scenario {
+    let institution = world.metadata.institution_id.unwrap();
+    let (campus_a, campus_b) = (Uuid::new_v4(), Uuid::new_v4());
+    let (c1, c2, c3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    world.open(c1, institution, campus_a, "Física I", 3).await;
+    world.open(c2, institution, campus_a, "Química", 5).await;
+    world.open(c3, institution, campus_b, "Cálculo", 5).await;
+    let c1_youngest = world.apply(c1, 18).await;
+    world.apply(c1, 20).await;
+    world.apply(c1, 30).await;
+    world.apply(c1, 22).await; // declined: class full
+    world.apply(c2, 25).await;
+    let c2_oldest = world.apply(c2, 40).await;
+    world.apply(c3, 19).await;
+    world.request(c3, 50).await; // pending
+    world.cancel(c1, c1_youngest).await.unwrap();
+    world.cancel(c2, c2_oldest).await.unwrap();
+    world
+        .run(
+            c2,
+            aula_domain::course::CourseCommand::ChangeCapacity {
+                capacity: aula_domain::values::Capacity::new(10).unwrap(),
+            },
+        )
+        .await
+        .unwrap();
+    Scenario {
+        institution,
+        campus_a,
+        campus_b,
+        c1,
+        c2,
+        c3,
+        c1_youngest,
+    }
+}
+
+fn metrics(row: Option<aula_projections::age_metrics::AgeMetricsRow>) -> (i64, i32, i32, f64) {
+    let row = row.expect("metrics exist");
+    (row.students, row.min_age, row.max_age, row.average_age)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn age_metrics_stay_right_after_the_youngest_and_oldest_cancel() {
+    let db = TestDatabase::new().await;
+    let world = World::new(&db.pool, Actor::System, Uuid::new_v4());
+    let s = scenario(&world).await;
+    catch_up(&db, &["age_metrics", "course_enrollments"]).await;
+
+    let pool = &db.pool;
+    assert_eq!(
+        metrics(age_metrics_of(pool, AgeScope::Course, s.c1).await.unwrap()),
+        (2, 20, 30, 25.0)
+    );
+    assert_eq!(
+        metrics(age_metrics_of(pool, AgeScope::Course, s.c2).await.unwrap()),
+        (1, 25, 25, 25.0)
+    );
+    assert_eq!(
+        metrics(age_metrics_of(pool, AgeScope::Course, s.c3).await.unwrap()),
+        (1, 19, 19, 19.0)
+    );
+    assert_eq!(
+        metrics(
+            age_metrics_of(pool, AgeScope::Campus, s.campus_a)
+                .await
+                .unwrap()
+        ),
+        (3, 20, 30, 25.0)
+    );
+    assert_eq!(
+        metrics(
+            age_metrics_of(pool, AgeScope::Campus, s.campus_b)
+                .await
+                .unwrap()
+        ),
+        (1, 19, 19, 19.0)
+    );
+    // 20 + 30 + 25 + 19 = 94 over 4 students.
+    assert_eq!(
+        metrics(
+            age_metrics_of(pool, AgeScope::Institution, s.institution)
+                .await
+                .unwrap()
+        ),
+        (4, 19, 30, 23.5)
+    );
+    assert_eq!(
+        age_metrics(pool, AgeScope::Course, None)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // Cancelling everyone removes the course from the metrics, and the campus follows.
+    let world2 = World::new(&db.pool, Actor::System, s.institution);
+    for application in course_enrollments(pool, s.c3, false).await.unwrap() {
+        world2
+            .cancel(s.c3, application.application_id)
+            .await
+            .unwrap();
+    }
+    catch_up(&db, &["age_metrics"]).await;
+    assert_eq!(
+        age_metrics_of(pool, AgeScope::Course, s.c3).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        age_metrics_of(pool, AgeScope::Campus, s.campus_b)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        metrics(
+            age_metrics_of(pool, AgeScope::Institution, s.institution)
+                .await
+                .unwrap()
+        ),
+        (3, 20, 30, 25.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn course_capacity_counts_seats_requests_declines_and_cancellations() {
+    let db = TestDatabase::new().await;
+    let world = World::new(&db.pool, Actor::System, Uuid::new_v4());
+    let s = scenario(&world).await;
+    catch_up(&db, &["course_capacity"]).await;
+
+    let c1 = course_capacity(&db.pool, s.c1).await.unwrap().unwrap();
+    assert_eq!(c1.name.as_deref(), Some("Física I"));
+    assert_eq!(c1.campus_id, Some(s.campus_a));
+    assert_eq!(
+        (
+            c1.capacity,
+            c1.enrolled,
+            c1.seats_left,
+            c1.pending,
+            c1.declined,
+            c1.cancelled
+        ),
+        (3, 2, 1, 0, 1, 1)
+    );
+    let c2 = course_capacity(&db.pool, s.c2).await.unwrap().unwrap();
+    assert_eq!(
+        (c2.capacity, c2.enrolled, c2.seats_left, c2.cancelled),
+        (10, 1, 9, 1)
+    );
+    let c3 = course_capacity(&db.pool, s.c3).await.unwrap().unwrap();
+    assert_eq!(
+        (c3.capacity, c3.enrolled, c3.seats_left, c3.pending),
+        (5, 1, 4, 1)
+    );
+    assert!(!c3.closed);
+
+    let campus_a = list_course_capacity(&db.pool, Some(s.institution), Some(s.campus_a))
+        .await
+        .unwrap();
+    assert_eq!(campus_a.len(), 2);
+    assert_eq!(
+        list_course_capacity(&db.pool, None, None)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollments_list_students_with_their_dates() {
+    let db = TestDatabase::new().await;
+    let world = World::new(&db.pool, Actor::System, Uuid::new_v4());
+    let s = scenario(&world).await;
+    catch_up(&db, &["course_enrollments"]).await;
+
+    let current = course_enrollments(&db.pool, s.c1, false).await.unwrap();
+    let mut ages: Vec<i32> = current.iter().map(|e| e.age_years).collect();
+    ages.sort_unstable();
+    assert_eq!(ages, vec![20, 30]);
+    assert!(current
+        .iter()
+        .all(|e| e.enrolled_on == today() && e.status == "enrolled"));
+    let all = course_enrollments(&db.pool, s.c1, true).await.unwrap();
+    assert_eq!(all.len(), 3, "the declined applicant is not an enrollment");
+    let cancelled = all
+        .iter()
+        .find(|e| e.application_id == s.c1_youngest)
+        .unwrap();
+    assert_eq!(cancelled.status, "cancelled");
+    assert_eq!(
+        cancelled.cancelled_on,
+        chrono::NaiveDate::from_ymd_opt(2026, 2, 10)
+    );
+    assert_eq!(cancelled.birth_date, born_aged(18));
+    assert_eq!(
+        course_enrollments(&db.pool, s.c3, false)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// A reprocessed copy, as the processor will append it: same data, metadata naming the original.
+async fn append_copy_of(pool: &sqlx::PgPool, event_type: &str) -> (Uuid, i64) {
+    let (original, aggregate_id, payload, metadata): (
+        Uuid,
+        String,
+        serde_json::Value,
+        serde_json::Value,
+    ) = sqlx::query_as(
+        "SELECT event_id, aggregate_id, payload, metadata FROM events WHERE event_type = $1
+             ORDER BY global_position LIMIT 1",
+    )
+    .bind(event_type)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let mut metadata = metadata;
+    metadata["reprocessed_from"] = serde_json::Value::String(original.to_string());
+    let copy: i64 = sqlx::query_scalar(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT 'course', $1, max(sequence) + 1, $2, '1.0', $3, $4 FROM events WHERE aggregate_id = $1
+         RETURNING global_position",
+    )
+    .bind(&aggregate_id)
+    .bind(event_type)
+    .bind(&payload)
+    .bind(&metadata)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    (original, copy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reprocessed_copies_are_skipped_by_domain_models_and_linked_in_the_admin_view() {
+    let db = TestDatabase::new().await;
+    let world = World::new(&db.pool, Actor::System, Uuid::new_v4());
+    let s = scenario(&world).await;
+    catch_up(&db, NAMES).await;
+    let before = snapshot(&db.pool).await;
+    let (original, copy_position) = append_copy_of(&db.pool, "StudentEnrolled").await;
+    catch_up(&db, NAMES).await;
+    let after = snapshot(&db.pool).await;
+    for ((table, rows_before), (_, rows_after)) in before.iter().zip(&after) {
+        match table.as_str() {
+            "audit_log" | "admin_events" => {
+                assert_eq!(rows_after.len(), rows_before.len() + 1, "{table}")
+            }
+            _ => assert_eq!(rows_after, rows_before, "{table} must skip the copy"),
+        }
+    }
+    let original_row = admin_events::admin_event(&db.pool, original)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(original_row.copies, 1);
+    let copies = admin_events::event_copies(&db.pool, original)
+        .await
+        .unwrap();
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0].global_position, copy_position);
+    assert_eq!(copies[0].reprocessed_from, Some(original));
+    assert_eq!(
+        course_capacity(&db.pool, s.c1)
+            .await
+            .unwrap()
+            .unwrap()
+            .enrolled,
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_says_who_did_what_and_when() {
+    let db = TestDatabase::new().await;
+    let user = Uuid::new_v4();
+    let institution = Uuid::new_v4();
+    let world = World::new(&db.pool, Actor::User(user), institution);
+    let course = Uuid::new_v4();
+    world
+        .open(course, institution, Uuid::new_v4(), "Álgebra", 2)
+        .await;
+    world.apply(course, 21).await;
+    let system = World::new(&db.pool, Actor::System, institution);
+    system.apply(course, 22).await;
+    catch_up(&db, &["audit_log"]).await;
+
+    let by_user = audit_log(
+        &db.pool,
+        &AuditQuery {
+            actor_user_id: Some(user),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_user.entries.len(), 3); // opened, requested, enrolled
+    assert!(
+        by_user
+            .entries
+            .windows(2)
+            .all(|w| w[0].global_position > w[1].global_position),
+        "newest first"
+    );
+    let first = by_user.entries.last().unwrap();
+    assert_eq!(first.event_type, "CourseOpened");
+    assert_eq!(
+        first.actor.as_deref(),
+        Some(format!("user:{user}").as_str())
+    );
+    assert_eq!(first.institution_id, Some(institution));
+    assert_eq!(first.correlation_id, Some(world.metadata.correlation_id));
+    assert_eq!(first.causation.as_deref(), Some("request"));
+    assert_eq!(first.aggregate_id, course.to_string());
+
+    // Pages of 2, oldest first, cover everything once.
+    let mut query = AuditQuery {
+        institution_id: Some(institution),
+        ascending: true,
+        limit: Some(2),
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = audit_log(&db.pool, &query).await.unwrap();
+        seen.extend(page.entries.iter().map(|e| e.global_position));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+    let enrolled = audit_log(
+        &db.pool,
+        &AuditQuery {
+            event_types: vec!["StudentEnrolled".into()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(enrolled.entries.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_event_list_filters_sorts_and_pages() {
+    let db = TestDatabase::new().await;
+    let world = World::new(&db.pool, Actor::System, Uuid::new_v4());
+    let s = scenario(&world).await;
+    let other = World::new(&db.pool, Actor::System, Uuid::new_v4());
+    let course = Uuid::new_v4();
+    other
+        .open(
+            course,
+            other.metadata.institution_id.unwrap(),
+            Uuid::new_v4(),
+            "Outra",
+            1,
+        )
+        .await;
+    catch_up(&db, &["admin_events"]).await;
+    let pool = &db.pool;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        admin_events::count_admin_events(pool, &EventListQuery::default())
+            .await
+            .unwrap(),
+        total
+    );
+
+    // What the processor will write; simulated here.
+    sqlx::query(
+        "UPDATE admin_events SET status = 'processed', processed_at = recorded_at + interval '1 second',
+             duration_ms = global_position * 10 WHERE event_type = 'StudentEnrolled'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE admin_events SET status = 'failed', tasks_failed = 1, duration_ms = 5, error = 'smtp down'
+         WHERE event_type = 'EnrollmentDeclined'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+
+    let query =
+        |q: EventListQuery| async move { admin_events::list_admin_events(pool, &q).await.unwrap() };
+    let types = query(EventListQuery {
+        event_types: vec!["StudentEnrolled".into(), "EnrollmentCancelled".into()],
+        limit: Some(100),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(types.events.len(), 6 + 2);
+    let institution = query(EventListQuery {
+        institution_id: Some(s.institution),
+        limit: Some(500),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(institution.events.len() as i64, total - 1);
+    let failed = query(EventListQuery {
+        has_failed_tasks: Some(true),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(failed.events.len(), 1);
+    assert_eq!(failed.events[0].error.as_deref(), Some("smtp down"));
+    let status = query(EventListQuery {
+        status: Some("processed".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(status.events.len(), 6);
+    let slow_threshold = status.events[2].duration_ms.unwrap();
+    let slow = query(EventListQuery {
+        duration: Some((DurationOp::Gt, slow_threshold)),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(slow.events.len(), 3);
+    let exact = query(EventListQuery {
+        duration: Some((DurationOp::Eq, 5)),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(exact.events.len(), 1);
+    let fast = query(EventListQuery {
+        duration: Some((DurationOp::Lt, slow_threshold)),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        fast.events.len(),
+        3,
+        "the failed one (5 ms) and two processed ones"
+    );
+
+    // Every sort, both directions, paged by 3: the pages concatenate to the full sorted list.
+    let sorts = [
+        EventSort::Position,
+        EventSort::RecordedAt,
+        EventSort::ProcessedAt,
+        EventSort::Duration,
+        EventSort::EventType,
+        EventSort::Status,
+    ];
+    for sort in sorts {
+        for descending in [false, true] {
+            let mut q = EventListQuery {
+                sort,
+                descending,
+                limit: Some(3),
+                ..Default::default()
+            };
+            let mut paged = Vec::new();
+            loop {
+                let page = admin_events::list_admin_events(pool, &q).await.unwrap();
+                paged.extend(page.events);
+                match page.next {
+                    Some(next) => q.after = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(paged.len() as i64, total, "{sort:?} desc={descending}");
+            let whole = admin_events::list_admin_events(
+                pool,
+                &EventListQuery {
+                    sort,
+                    descending,
+                    limit: Some(500),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .events;
+            assert_eq!(paged, whole, "{sort:?} desc={descending}");
+            let key = |e: &admin_events::AdminEventRow| match sort {
+                EventSort::Duration => format!("{:020}", e.duration_ms.unwrap_or(-1) + 1),
+                EventSort::EventType => e.event_type.clone(),
+                EventSort::Status => e.status.clone(),
+                _ => String::new(),
+            };
+            assert!(
+                whole.windows(2).all(|w| if descending {
+                    key(&w[0]) >= key(&w[1])
+                } else {
+                    key(&w[0]) <= key(&w[1])
+                }),
+                "{sort:?} desc={descending} is not sorted"
+            );
+        }
+    }
+    assert!(admin_events::list_admin_events(
+        pool,
+        &EventListQuery {
+            after: Some("garbage".into()),
+            ..Default::default()
+        }
+    )
+    .await
+    .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_stops_its_projection_and_not_the_others() {
+    let db = TestDatabase::new().await;
+    let world = World::new(&db.pool, Actor::System, Uuid::new_v4());
+    let course = Uuid::new_v4();
+    world
+        .open(
+            course,
+            world.metadata.institution_id.unwrap(),
+            Uuid::new_v4(),
+            "Ética",
+            5,
+        )
+        .await;
+    let status_before = status(&db.pool).await.unwrap();
+    assert_eq!(status_before.len(), NAMES.len());
+    assert!(status_before
+        .iter()
+        .all(|s| s.lag_events == 1 && s.position == 0));
+
+    let poison: i64 = sqlx::query_scalar(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('course', $1, 2, 'StudentEnrolled', '1.0', '{\"type\": \"StudentEnrolled\"}', '{}')
+         RETURNING global_position",
+    )
+    .bind(course.to_string())
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let later = Uuid::new_v4();
+    world
+        .open(
+            later,
+            world.metadata.institution_id.unwrap(),
+            Uuid::new_v4(),
+            "Lógica",
+            5,
+        )
+        .await;
+
+    let running = start(&db, &["course_capacity", "audit_log"]);
+    wait_caught_up(&db.pool, &["audit_log"]).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let stuck = loop {
+        let all = status(&db.pool).await.unwrap();
+        let capacity = all
+            .into_iter()
+            .find(|s| s.name == "course_capacity")
+            .unwrap();
+        if capacity.failed_position.is_some() && capacity.attempts >= 2 {
+            break capacity;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reported the poison: {capacity:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(stuck.failed_position, Some(poison));
+    assert!(stuck.position < poison, "it must not skip the poison");
+    assert_eq!(stuck.lag_events, 2);
+    assert!(stuck.failing_since.is_some());
+    assert!(
+        stuck
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("StudentEnrolled"),
+        "{:?}",
+        stuck.last_error
+    );
+    // The event before the poison took effect; the one after did not.
+    assert!(course_capacity(&db.pool, course).await.unwrap().is_some());
+    assert!(course_capacity(&db.pool, later).await.unwrap().is_none());
+    running.stop().await;
+}
