@@ -5,7 +5,9 @@
 //!
 //! **Boundary:** the only crate that knows HTTP and GraphQL. It writes through
 //! `aula_eventlog::CommandBus` and owns one table, `user_emails` (migration 0003). It
-//! does not read projections; read-your-writes only waits on their checkpoints.
+//! reads the read models only through `aula-projections`' query functions, and runs
+//! the admin operations through `aula-processor` (reprocessing, task retries) and
+//! `aula-projections` (rebuilds).
 //!
 //! **Invariant:** every error leaves through [`error::ApiError`] with a stable
 //! `extensions.code`; internal details go to the log, never to clients. Tokens and

@@ -10,6 +10,7 @@ use aula_domain::student::Student;
 use aula_domain::teacher::Teacher;
 use aula_domain::user::{User, UserServices};
 use aula_eventlog::CommandBus;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 
 use crate::clock::{Clock, SystemClock};
@@ -53,6 +54,8 @@ pub struct AppState {
     pub(crate) readiness: ReadinessProbe,
     pub(crate) buses: Arc<Buses>,
     pub(crate) limiter: Arc<RateLimiter>,
+    /// Options for extra connections (projection rebuilds); `None`: the pool's own.
+    pub(crate) connect: Option<PgConnectOptions>,
 }
 
 impl AppState {
@@ -67,6 +70,7 @@ impl AppState {
             clock: Arc::new(SystemClock),
             tokens: Arc::new(DropTokens),
             readiness: Arc::new(|| true),
+            connect: None,
         }
     }
 
@@ -91,6 +95,20 @@ impl AppState {
     pub fn with_user_services(mut self, services: UserServices) -> Self {
         self.buses = Arc::new(Buses::new(&self.pool, services));
         self
+    }
+
+    /// How background work (projection rebuilds) opens its own connections. Without
+    /// it, the pool's connect options are used.
+    pub fn with_connect_options(mut self, connect: PgConnectOptions) -> Self {
+        self.connect = Some(connect);
+        self
+    }
+
+    /// The options for extra connections: the configured ones, else the pool's.
+    pub fn connect_options(&self) -> PgConnectOptions {
+        self.connect
+            .clone()
+            .unwrap_or_else(|| (*self.pool.connect_options()).clone())
     }
 
     pub fn pool(&self) -> &PgPool {

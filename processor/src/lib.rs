@@ -10,6 +10,8 @@
 //! - [`handlers`]: what each task kind does (e-mails, notifications, the enrollment
 //!   decision, demo data), keyed by kind in a [`handlers::Registry`].
 //! - [`mail`]: the [`mail::Mailer`] trait, SMTP (lettre) and `.eml` file outbox.
+//! - [`processing`]: the processing status of events in `admin_events`, per-minute
+//!   rollups and status counts, written in the transaction of every task change.
 //! - [`reprocess`]: re-emitting copies of events, manual task retries.
 //! - [`archive`]: the nightly move of old succeeded tasks into `*_archive`.
 //! - [`bench`]: `aula bench tasks|latency`.
@@ -27,6 +29,7 @@ pub mod config;
 pub mod handlers;
 pub mod kinds;
 pub mod mail;
+pub mod processing;
 pub mod queue;
 pub mod reactions;
 pub mod reprocess;
@@ -37,6 +40,7 @@ pub use archive::{archive_once, run_archive_scheduler, ArchiveReport, Clock, Sys
 pub use config::{MailConfig, ProcessorConfig};
 pub use handlers::{Registry, TaskContext, TaskError, TaskHandler};
 pub use mail::{EmailMessage, FileMailer, Mailer, SmtpMailer};
+pub use processing::{processing_rate_today, status_counts};
 pub use queue::{NewTask, TaskRow};
 pub use reactions::{spawn_reactions, Reactions, REACTIONS_SUBSCRIPTION};
 pub use reprocess::{reprocess_event, retry_task, ReprocessError};

@@ -8,6 +8,9 @@
 //!   `WHERE t.id = c.id AND t.attempt = c.attempt AND t.status = 'running'`. A worker
 //!   whose lease expired and whose task was claimed again finishes nothing.
 //! - Rescue running tasks whose lease expired (their worker died or stalled).
+//! - Every statement that changes a task's status returns what it changed and records it
+//!   with [`processing::record`] in the same transaction: the event's processing status
+//!   in `admin_events`, `processing_rollups` and `task_status_counts`.
 
 use std::time::Duration;
 
@@ -17,6 +20,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::kinds;
+use crate::processing::{self, TaskChange};
 
 /// A task to insert.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,12 +57,29 @@ impl NewTask {
 }
 
 /// Inserts `tasks` in one statement; those whose `(event_id, kind)` exists are skipped.
-/// Returns how many were inserted.
+/// Returns how many were inserted. The processing counters and the events' rows are
+/// updated in the same transaction (a savepoint if `conn` is already in one).
 pub async fn insert_tasks(conn: &mut PgConnection, tasks: &[NewTask]) -> Result<u64, sqlx::Error> {
     if tasks.is_empty() {
         return Ok(0);
     }
-    let result = sqlx::query(
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let changes = insert_tasks_unrecorded(&mut tx, tasks).await?;
+    processing::record(&mut tx, &changes, &[]).await?;
+    tx.commit().await?;
+    Ok(changes.len() as u64)
+}
+
+/// [`insert_tasks`] without [`processing::record`]: the caller records the returned
+/// changes in its transaction (the reactions add their events).
+pub(crate) async fn insert_tasks_unrecorded(
+    conn: &mut PgConnection,
+    tasks: &[NewTask],
+) -> Result<Vec<TaskChange>, sqlx::Error> {
+    if tasks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let inserted: Vec<Option<Uuid>> = sqlx::query_scalar(
         "INSERT INTO tasks (kind, priority, max_attempts, run_at, event_id, event_type, idempotency_key,
                             payload, institution_id, correlation_id)
          SELECT kind, priority, max_attempts, COALESCE(run_at, now()), event_id, event_type, key,
@@ -66,7 +87,8 @@ pub async fn insert_tasks(conn: &mut PgConnection, tasks: &[NewTask]) -> Result<
          FROM unnest($1::text[], $2::smallint[], $3::int[], $4::timestamptz[], $5::uuid[], $6::text[],
                      $7::text[], $8::jsonb[], $9::uuid[], $10::uuid[])
               AS t(kind, priority, max_attempts, run_at, event_id, event_type, key, payload, institution_id, correlation_id)
-         ON CONFLICT (event_id, kind) WHERE origin_task_id IS NULL DO NOTHING",
+         ON CONFLICT (event_id, kind) WHERE origin_task_id IS NULL DO NOTHING
+         RETURNING event_id",
     )
     .bind(tasks.iter().map(|t| t.kind.as_str()).collect::<Vec<_>>())
     .bind(tasks.iter().map(|t| t.priority).collect::<Vec<_>>())
@@ -83,9 +105,9 @@ pub async fn insert_tasks(conn: &mut PgConnection, tasks: &[NewTask]) -> Result<
     .bind(tasks.iter().map(|t| &t.payload).collect::<Vec<_>>())
     .bind(tasks.iter().map(|t| t.institution_id).collect::<Vec<_>>())
     .bind(tasks.iter().map(|t| t.correlation_id).collect::<Vec<_>>())
-    .execute(conn)
+    .fetch_all(conn)
     .await?;
-    Ok(result.rows_affected())
+    Ok(inserted.into_iter().map(TaskChange::inserted).collect())
 }
 
 /// A claimed task, as a handler sees it.
@@ -138,12 +160,24 @@ pub async fn claim(
          ){attempts}
          SELECT * FROM claimed"
     );
-    sqlx::query_as(&sql)
+    let mut tx = pool.begin().await?;
+    let claimed: Vec<TaskRow> = sqlx::query_as(&sql)
         .bind(limit)
         .bind(lease.as_millis() as f64)
         .bind(worker)
-        .fetch_all(pool)
-        .await
+        .fetch_all(&mut *tx)
+        .await?;
+    if claimed.is_empty() {
+        tx.rollback().await?;
+        return Ok(claimed);
+    }
+    let changes: Vec<TaskChange> = claimed
+        .iter()
+        .map(|t| TaskChange::moved(t.event_id, "pending", "running"))
+        .collect();
+    processing::record(&mut tx, &changes, &[]).await?;
+    tx.commit().await?;
+    Ok(claimed)
 }
 
 /// A successful attempt to record.
@@ -172,7 +206,7 @@ pub async fn complete(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>, sqlx::Er
     if done.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query_scalar(
+    let sql = sqlx::query_as::<_, (i64, Option<Uuid>, Option<DateTime<Utc>>)>(
         "WITH locked AS (
              SELECT t.id FROM tasks t
              JOIN unnest($1::bigint[], $2::int[]) AS c(id, attempt) ON t.id = c.id AND t.attempt = c.attempt
@@ -183,19 +217,43 @@ pub async fn complete(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>, sqlx::Er
              UPDATE tasks t
              SET status = 'succeeded', finished_at = now(), lease_until = NULL, last_error = NULL
              FROM locked WHERE t.id = locked.id
-             RETURNING t.id, t.attempt
+             RETURNING t.id, t.attempt, t.event_id, t.finished_at
          ), recorded AS (
              UPDATE task_attempts a
              SET outcome = 'succeeded', finished_at = now(),
                  duration_ms = extract(epoch FROM now() - a.started_at) * 1000
              FROM done WHERE a.task_id = done.id AND a.attempt = done.attempt
          )
-         SELECT id FROM done",
+         SELECT id, event_id, finished_at FROM done",
     )
     .bind(done.iter().map(|d| d.id).collect::<Vec<_>>())
-    .bind(done.iter().map(|d| d.attempt).collect::<Vec<_>>())
-    .fetch_all(pool)
+    .bind(done.iter().map(|d| d.attempt).collect::<Vec<_>>());
+    finish(pool, sql, |(id, event_id, finished_at)| {
+        let mut change = TaskChange::moved(event_id, "running", "succeeded");
+        change.finished_at = finished_at;
+        (id, change)
+    })
     .await
+}
+
+/// Runs a finishing statement and records its changes, in one transaction.
+async fn finish<'q, R, F>(
+    pool: &PgPool,
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, R, sqlx::postgres::PgArguments>,
+    to_change: F,
+) -> Result<Vec<i64>, sqlx::Error>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    F: Fn(R) -> (i64, TaskChange),
+{
+    let mut tx = pool.begin().await?;
+    let rows = query.fetch_all(&mut *tx).await?;
+    let (ids, changes): (Vec<i64>, Vec<TaskChange>) = rows.into_iter().map(to_change).unzip();
+    if !changes.is_empty() {
+        processing::record(&mut tx, &changes, &[]).await?;
+    }
+    tx.commit().await?;
+    Ok(ids)
 }
 
 /// Records failed attempts, fenced like [`complete`]: retried (back to `pending` at
@@ -205,7 +263,7 @@ pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Er
     if failed.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query_scalar(
+    let sql = sqlx::query_as::<_, (i64, Option<Uuid>, String, Option<DateTime<Utc>>, String)>(
         "WITH f AS (
              SELECT id, attempt, error, now() + retry_ms * interval '1 millisecond' AS retry_at
              FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[])
@@ -226,7 +284,7 @@ pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Er
                  lease_until = NULL, worker = NULL, last_error = f.error
              FROM f, locked
              WHERE t.id = locked.id AND f.id = locked.id
-             RETURNING t.id, t.attempt, t.status, f.error
+             RETURNING t.id, t.attempt, t.status, f.error, t.event_id, t.finished_at
          ), recorded AS (
              UPDATE task_attempts a
              SET outcome = CASE updated.status WHEN 'pending' THEN 'retry' ELSE updated.status END,
@@ -234,7 +292,7 @@ pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Er
                  duration_ms = extract(epoch FROM now() - a.started_at) * 1000
              FROM updated WHERE a.task_id = updated.id AND a.attempt = updated.attempt
          )
-         SELECT id FROM updated",
+         SELECT id, event_id, status, finished_at, error FROM updated",
     )
     .bind(failed.iter().map(|f| f.id).collect::<Vec<_>>())
     .bind(failed.iter().map(|f| f.attempt).collect::<Vec<_>>())
@@ -244,8 +302,13 @@ pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Er
             .iter()
             .map(|f| f.retry_after.map(|d| d.as_millis() as f64))
             .collect::<Vec<_>>(),
-    )
-    .fetch_all(pool)
+    );
+    finish(pool, sql, |(id, event_id, status, finished_at, error)| {
+        let mut change = TaskChange::moved(event_id, "running", &status);
+        change.finished_at = finished_at;
+        change.error = Some(error);
+        (id, change)
+    })
     .await
 }
 
@@ -288,7 +351,7 @@ pub async fn release(pool: &PgPool, running: &[Done]) -> Result<Vec<i64>, sqlx::
     if running.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query_scalar(
+    let sql = sqlx::query_as::<_, (i64, Option<Uuid>)>(
         "WITH locked AS (
              SELECT t.id FROM tasks t
              JOIN unnest($1::bigint[], $2::int[]) AS c(id, attempt) ON t.id = c.id AND t.attempt = c.attempt
@@ -300,25 +363,27 @@ pub async fn release(pool: &PgPool, running: &[Done]) -> Result<Vec<i64>, sqlx::
              SET status = 'pending', run_at = now(), lease_until = NULL, worker = NULL,
                  max_attempts = t.max_attempts + 1
              FROM locked WHERE t.id = locked.id
-             RETURNING t.id, t.attempt
+             RETURNING t.id, t.attempt, t.event_id
          ), recorded AS (
              UPDATE task_attempts a
              SET outcome = 'released', finished_at = now(), error = 'released by a shutting-down worker',
                  duration_ms = extract(epoch FROM now() - a.started_at) * 1000
              FROM released WHERE a.task_id = released.id AND a.attempt = released.attempt
          )
-         SELECT id FROM released",
+         SELECT id, event_id FROM released",
     )
     .bind(running.iter().map(|d| d.id).collect::<Vec<_>>())
-    .bind(running.iter().map(|d| d.attempt).collect::<Vec<_>>())
-    .fetch_all(pool)
+    .bind(running.iter().map(|d| d.attempt).collect::<Vec<_>>());
+    finish(pool, sql, |(id, event_id)| {
+        (id, TaskChange::moved(event_id, "running", "pending"))
+    })
     .await
 }
 
 /// Rescues up to `limit` running tasks whose lease has expired: pending again at once,
 /// or `dead` if that was their last attempt. Any process may run it. Returns how many.
 pub async fn rescue_expired(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Error> {
-    let rescued: Vec<i64> = sqlx::query_scalar(
+    let sql = sqlx::query_as::<_, (i64, Option<Uuid>, String, Option<DateTime<Utc>>, String)>(
         "WITH expired AS (
              SELECT id FROM tasks
              WHERE status = 'running' AND lease_until < now()
@@ -333,17 +398,22 @@ pub async fn rescue_expired(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Erro
                  last_error = 'the lease expired: worker ' || COALESCE(t.worker, '?') || ' was lost',
                  worker = NULL
              FROM expired WHERE t.id = expired.id
-             RETURNING t.id, t.attempt, t.last_error
+             RETURNING t.id, t.attempt, t.last_error, t.event_id, t.status, t.finished_at
          ), recorded AS (
              UPDATE task_attempts a
              SET outcome = 'lease_expired', finished_at = now(), error = updated.last_error,
                  duration_ms = extract(epoch FROM now() - a.started_at) * 1000
              FROM updated WHERE a.task_id = updated.id AND a.attempt = updated.attempt
          )
-         SELECT id FROM updated",
+         SELECT id, event_id, status, finished_at, last_error FROM updated",
     )
-    .bind(limit)
-    .fetch_all(pool)
+    .bind(limit);
+    let rescued = finish(pool, sql, |(id, event_id, status, finished_at, error)| {
+        let mut change = TaskChange::moved(event_id, "running", &status);
+        change.finished_at = finished_at;
+        change.error = Some(error);
+        (id, change)
+    })
     .await?;
     if !rescued.is_empty() {
         tracing::warn!(count = rescued.len(), ids = ?rescued, "rescued tasks whose worker was lost");

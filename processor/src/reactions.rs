@@ -13,6 +13,9 @@
 //! | `EnrollmentRequested` | `email.application_scheduled`, `enrollment.decide` |
 //! | `StudentEnrolled` / `EnrollmentDeclined` | `email.enrolled` / `email.declined` |
 //!
+//! Every event of a batch also gets its processing status in `admin_events` in the same
+//! transaction ([`crate::processing::record`]).
+//!
 //! **Invariant:** an event issues each kind of task at most once: `UNIQUE (event_id,
 //! kind)` with `ON CONFLICT DO NOTHING`. A reprocessed copy (metadata
 //! `reprocessed_from`) is a different event with the same type and payload, so it is
@@ -27,7 +30,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::kinds;
-use crate::queue::{insert_tasks, NewTask};
+use crate::processing;
+use crate::queue::{insert_tasks_unrecorded, NewTask};
 
 pub const REACTIONS_SUBSCRIPTION: &str = "processor.reactions";
 
@@ -98,7 +102,10 @@ impl Consumer for Reactions {
         events: &[RecordedEvent],
     ) -> Result<(), BoxError> {
         let tasks: Vec<NewTask> = events.iter().flat_map(tasks_for).collect();
-        let inserted = insert_tasks(tx, &tasks).await?;
+        let changes = insert_tasks_unrecorded(&mut *tx, &tasks).await?;
+        // Every event gets its processing status (one without tasks is done at once).
+        processing::record(&mut *tx, &changes, events).await?;
+        let inserted = changes.len();
         if inserted > 0 {
             tracing::debug!(
                 events = events.len(),

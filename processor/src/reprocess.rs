@@ -110,7 +110,7 @@ pub async fn retry_task(pool: &PgPool, task_id: i64) -> Result<i64, ReprocessErr
             status,
         });
     }
-    let new_id: i64 = sqlx::query_scalar(
+    let (new_id, event_id): (i64, Option<Uuid>) = sqlx::query_as(
         "INSERT INTO tasks (kind, priority, max_attempts, event_id, event_type, origin_task_id,
                             idempotency_key, payload, institution_id, correlation_id)
          SELECT kind, priority,
@@ -118,10 +118,16 @@ pub async fn retry_task(pool: &PgPool, task_id: i64) -> Result<i64, ReprocessErr
                                 WHERE a.task_id = t.id AND a.outcome = 'released')::int,
                 event_id, event_type, id, idempotency_key, payload, institution_id, correlation_id
          FROM tasks t WHERE id = $1
-         RETURNING id",
+         RETURNING id, event_id",
     )
     .bind(task_id)
     .fetch_one(&mut *tx)
+    .await?;
+    crate::processing::record(
+        &mut tx,
+        &[crate::processing::TaskChange::inserted(event_id)],
+        &[],
+    )
     .await?;
     tx.commit().await?;
     tracing::info!(task = task_id, retry = new_id, "task retried manually");

@@ -179,4 +179,24 @@ async fn killing_a_worker_process_mid_run_loses_and_duplicates_nothing() {
     )
     .await;
     assert!(by_others > 0);
+    // The status counts and rollups were written in the tasks' transactions: the kill
+    // left none of them behind.
+    let counts = aula_processor::status_counts(&db.pool).await.unwrap();
+    let succeeded = counts
+        .iter()
+        .find(|(kind, status, _)| kind == "task" && status == "succeeded")
+        .map(|c| c.2);
+    assert_eq!(succeeded, Some(total));
+    assert!(counts
+        .iter()
+        .all(|(kind, status, n)| kind != "task" || status == "succeeded" || *n == 0));
+    assert_eq!(
+        scalar_i64(
+            &db.pool,
+            "SELECT COALESCE(sum(count), 0)::bigint FROM processing_rollups
+             WHERE kind = 'task' AND status = 'succeeded'"
+        )
+        .await,
+        total
+    );
 }

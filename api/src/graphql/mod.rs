@@ -1,13 +1,15 @@
 //! The GraphQL schema: queries, one mutation per domain command, subscriptions.
 
+mod admin_ops;
 mod mutation;
 mod query;
+mod read_models;
 mod subscription;
 mod types;
 
 use std::net::IpAddr;
 
-use async_graphql::{Context, Schema};
+use async_graphql::{Context, MergedObject, Schema};
 use aula_eventlog::{Actor, EventMetadata};
 use uuid::Uuid;
 
@@ -15,9 +17,15 @@ use crate::auth::Claims;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub use mutation::MutationRoot;
-pub use query::QueryRoot;
 pub use subscription::SubscriptionRoot;
+
+/// Every query: the aggregates' small reads and the read models.
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(query::CoreQuery, read_models::ReadModelQuery);
+
+/// Every mutation: one per domain command, and the admin operations.
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(mutation::CommandMutation, admin_ops::AdminMutation);
 
 pub type AulaSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
@@ -38,7 +46,11 @@ static ANONYMOUS: RequestContext = RequestContext {
 /// Builds the schema with the configured limits; `state` may be `None` only for
 /// printing the SDL.
 pub fn build(state: Option<AppState>) -> AulaSchema {
-    let mut builder = Schema::build(QueryRoot, MutationRoot, SubscriptionRoot);
+    let mut builder = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        SubscriptionRoot,
+    );
     if let Some(state) = state {
         builder = builder
             .limit_depth(state.config.max_query_depth)

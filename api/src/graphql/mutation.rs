@@ -28,7 +28,8 @@ use crate::freshness::wait_for_projections;
 use crate::secrets::{self, IssuedToken, TokenKind};
 use crate::state::AppState;
 
-pub struct MutationRoot;
+#[derive(Default)]
+pub struct CommandMutation;
 
 const STAFF: &[DomainRole] = &[DomainRole::Admin, DomainRole::Manager];
 const GRADERS: &[DomainRole] = &[DomainRole::Admin, DomainRole::Manager, DomainRole::Teacher];
@@ -85,7 +86,7 @@ async fn hash_password(state: &AppState, password: String) -> Result<String, Api
 }
 
 /// Read-your-writes, if asked for.
-async fn settle(
+pub(crate) async fn settle(
     state: &AppState,
     position: Option<i64>,
     wait: Option<bool>,
@@ -120,7 +121,10 @@ async fn result(
 
 /// The institution that owns a course, from its `CourseOpened` event (the stored
 /// event format is a contract; the aggregate has no public accessor for it).
-async fn course_institution(state: &AppState, course_id: Uuid) -> Result<Uuid, ApiError> {
+pub(crate) async fn course_institution(
+    state: &AppState,
+    course_id: Uuid,
+) -> Result<Uuid, ApiError> {
     let row: Option<(Option<String>,)> = sqlx::query_as(
         "SELECT payload->>'institution_id' FROM events
          WHERE aggregate_type = 'course' AND aggregate_id = $1 AND event_type = 'CourseOpened'
@@ -328,7 +332,7 @@ pub struct DeactivateUserInput {
 }
 
 #[Object]
-impl MutationRoot {
+impl CommandMutation {
     /// Public, rate-limited. Starts a self-service registration: a confirmation token
     /// is issued for the e-mail. Returns the pending user's id.
     async fn sign_up(

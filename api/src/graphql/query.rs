@@ -1,5 +1,5 @@
-//! Queries. Read-model queries are added by the projections issue; these read the
-//! decision models (aggregates) directly and are small.
+//! Queries that read the decision models (aggregates) directly and are small. The
+//! read-model queries are in `read_models`.
 
 use async_graphql::{Context, Object, SimpleObject};
 use aula_domain::user::{Role as DomainRole, UserStatus};
@@ -11,7 +11,8 @@ use crate::auth;
 use crate::error::ApiError;
 use crate::freshness::wait_for_projections;
 
-pub struct QueryRoot;
+#[derive(Default)]
+pub struct CoreQuery;
 
 /// A campus of an institution.
 #[derive(SimpleObject, Debug, Clone)]
@@ -22,7 +23,7 @@ pub struct Campus {
 }
 
 #[Object]
-impl QueryRoot {
+impl CoreQuery {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> Result<Me, ApiError> {
         let claims = auth::require(request(ctx).claims.as_ref())?;

@@ -360,3 +360,43 @@ pub fn assert_ok(response: &Value) {
         "expected success, got {response}"
     );
 }
+
+/// Every projection running against the server's database, until the trigger fires.
+pub struct RunningProjections {
+    trigger: aula_eventlog::shutdown::ShutdownTrigger,
+}
+
+impl RunningProjections {
+    pub async fn start(server: &TestServer) -> Self {
+        let (trigger, shutdown) = aula_eventlog::shutdown::channel();
+        let wakeups = aula_eventlog::Wakeups::listen(&server.db.pool, shutdown.clone())
+            .await
+            .expect("LISTEN for wake-ups");
+        // The handles stop with the shutdown signal.
+        drop(aula_projections::spawn_all(
+            server.db.connect.clone(),
+            wakeups,
+            shutdown,
+        ));
+        RunningProjections { trigger }
+    }
+}
+
+impl Drop for RunningProjections {
+    fn drop(&mut self) {
+        self.trigger.trigger();
+    }
+}
+
+/// A server whose read-your-writes waits on every projection, with them running.
+pub async fn server_with_projections() -> (TestServer, RunningProjections) {
+    let server = TestServer::start_with(|config| {
+        config.projections = aula_projections::NAMES
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+    })
+    .await;
+    let projections = RunningProjections::start(&server).await;
+    (server, projections)
+}

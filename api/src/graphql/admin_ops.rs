@@ -1,0 +1,188 @@
+//! Admin operations of the processor and the projections: reprocessing an event,
+//! retrying a task, rebuilding a read model.
+
+use async_graphql::{Context, Object, SimpleObject};
+use aula_domain::user::Role as DomainRole;
+use aula_eventlog::Actor;
+use aula_processor::ReprocessError;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::mutation::settle;
+use super::read_models::STAFF;
+use super::{request, state};
+use crate::auth::{self, Claims};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Default)]
+pub struct AdminMutation;
+
+/// A reprocessed copy of an event.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct ReprocessResult {
+    /// The new copy's event id.
+    pub event_id: Uuid,
+    /// The root original (a copy of a copy names the first original).
+    pub original_event_id: Uuid,
+    pub log_position: i64,
+    pub projections_caught_up: Option<bool>,
+}
+
+/// A manual task retry.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct RetryTaskResult {
+    /// The new pending task.
+    pub task_id: i64,
+    /// The task it retries (kept with all its attempts).
+    pub retried_task_id: i64,
+}
+
+/// A rebuild started in the background; follow it with `rebuildProgress`.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct RebuildStarted {
+    pub name: String,
+    pub requested_at: DateTime<Utc>,
+}
+
+fn reprocess_error(error: ReprocessError) -> ApiError {
+    match error {
+        ReprocessError::EventNotFound(_) => {
+            ApiError::not_found("EVENT_NOT_FOUND", "event not found")
+        }
+        ReprocessError::TaskNotFound(_) => ApiError::not_found("TASK_NOT_FOUND", "task not found"),
+        e @ ReprocessError::TaskNotFinished { .. } => {
+            ApiError::conflict("TASK_NOT_FINISHED", e.to_string())
+        }
+        ReprocessError::Database(e) => e.into(),
+    }
+}
+
+/// A manager may act only on what belongs to its institution; `owner` `None` (e.g.
+/// system events) is admin-only.
+fn ensure_owner(claims: &Claims, owner: Option<Uuid>) -> Result<(), ApiError> {
+    if claims.role == DomainRole::Admin {
+        return Ok(());
+    }
+    match owner {
+        Some(owner) => auth::ensure_institution(claims, owner),
+        None => Err(ApiError::forbidden(
+            "OTHER_INSTITUTION",
+            "this belongs to another institution",
+        )),
+    }
+}
+
+async fn event_owner(state: &AppState, event_id: Uuid) -> Result<Option<Uuid>, ApiError> {
+    let row: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT metadata->>'institution_id' FROM events WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(&state.pool)
+            .await?;
+    let (owner,) = row.ok_or_else(|| ApiError::not_found("EVENT_NOT_FOUND", "event not found"))?;
+    Ok(owner.and_then(|id| id.parse().ok()))
+}
+
+async fn task_owner(state: &AppState, task_id: i64) -> Result<Option<Uuid>, ApiError> {
+    let row: Option<(Option<Uuid>,)> =
+        sqlx::query_as("SELECT institution_id FROM tasks WHERE id = $1")
+            .bind(task_id)
+            .fetch_optional(&state.pool)
+            .await?;
+    let (owner,) = row.ok_or_else(|| ApiError::not_found("TASK_NOT_FOUND", "task not found"))?;
+    Ok(owner)
+}
+
+#[Object]
+impl AdminMutation {
+    /// Re-emits an immutable copy of an event (new id, linked to the original; no
+    /// aggregate changes); the processor issues fresh tasks for it. Admin: any event;
+    /// manager: own institution's.
+    async fn reprocess_event(
+        &self,
+        ctx: &Context<'_>,
+        event_id: Uuid,
+        wait_for_projections: Option<bool>,
+    ) -> Result<ReprocessResult, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        ensure_owner(claims, event_owner(state, event_id).await?)?;
+        let copy =
+            aula_processor::reprocess_event(&state.pool, event_id, Actor::User(claims.user_id))
+                .await
+                .map_err(reprocess_error)?;
+        Ok(ReprocessResult {
+            event_id: copy.event_id,
+            original_event_id: copy.original_event_id,
+            log_position: copy.global_position,
+            projections_caught_up: settle(state, Some(copy.global_position), wait_for_projections)
+                .await?,
+        })
+    }
+
+    /// Retries a finished (failed, dead or succeeded) task as a new task linked to it.
+    /// Admin: any task; manager: own institution's.
+    async fn retry_task(
+        &self,
+        ctx: &Context<'_>,
+        task_id: i64,
+    ) -> Result<RetryTaskResult, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        ensure_owner(claims, task_owner(state, task_id).await?)?;
+        let new_id = aula_processor::retry_task(&state.pool, task_id)
+            .await
+            .map_err(reprocess_error)?;
+        Ok(RetryTaskResult {
+            task_id: new_id,
+            retried_task_id: task_id,
+        })
+    }
+
+    /// Rebuilds a read model from position zero in the background (the live one keeps
+    /// serving until the swap). Admin only. `CONFLICT REBUILD_RUNNING` while one runs.
+    async fn rebuild_projection(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+    ) -> Result<RebuildStarted, ApiError> {
+        auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Admin])?;
+        let state = state(ctx);
+        let Some(name) = aula_projections::NAMES.iter().find(|n| **n == name) else {
+            return Err(ApiError::validation(
+                "name",
+                "UNKNOWN_PROJECTION",
+                format!("one of {}", aula_projections::NAMES.join(", ")),
+            ));
+        };
+        let running = aula_projections::rebuild_progress(&state.pool)
+            .await?
+            .into_iter()
+            .any(|p| p.name == *name && matches!(p.state.as_str(), "running" | "swapping"));
+        if running {
+            return Err(ApiError::conflict(
+                "REBUILD_RUNNING",
+                format!("a rebuild of {name} is already running"),
+            ));
+        }
+        let pool = state.pool.clone();
+        let connect = state.connect_options();
+        tokio::spawn(async move {
+            match aula_projections::rebuild(&pool, connect, name).await {
+                Ok(report) => tracing::info!(
+                    projection = name,
+                    events = report.events,
+                    seconds = report.seconds,
+                    "projection rebuilt"
+                ),
+                Err(error) => {
+                    tracing::error!(projection = name, %error, "projection rebuild failed")
+                }
+            }
+        });
+        Ok(RebuildStarted {
+            name: name.to_string(),
+            requested_at: state.clock.now(),
+        })
+    }
+}

@@ -1,0 +1,729 @@
+//! The read-model queries and the admin operations, over HTTP against the real server
+//! with every projection running: data comes from real mutations, queries wait for the
+//! projections through `waitForProjections: true`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// Applies to a course with a given birth date; returns the application id.
+async fn apply(server: &TestServer, course: Uuid, name: &str, birth_date: &str) -> Uuid {
+    let r = server
+        .command(
+            None,
+            "applyToCourse",
+            json!({ "courseId": course, "name": name, "birthDate": birth_date,
+                    "email": format!("applicant-{}@aula.test", Uuid::new_v4().simple()) }),
+        )
+        .await;
+    id(&r, "applyToCourse")
+}
+
+/// A staff mutation that waits until every projection caught up with everything before.
+async fn settle(server: &TestServer, manager: &str, course: Uuid, capacity: i32) {
+    let r = server
+        .gql(
+            Some(manager),
+            "mutation($c: UUID!, $n: Int!) { changeCourseCapacity(input: { courseId: $c, capacity: $n }, waitForProjections: true) { projectionsCaughtUp } }",
+            json!({ "c": course, "n": capacity }),
+        )
+        .await;
+    assert_eq!(
+        r["data"]["changeCourseCapacity"]["projectionsCaughtUp"], true,
+        "{r}"
+    );
+}
+
+fn data<'a>(r: &'a Value, field: &str) -> &'a Value {
+    assert_ok(r);
+    &r["data"][field]
+}
+
+struct World {
+    server: TestServer,
+    _projections: RunningProjections,
+    admin: Actor,
+    a: Institution,
+    b: Institution,
+    teacher: Actor,
+    student: Actor,
+    course: Uuid,
+    other_course: Uuid,
+    campus: Uuid,
+    b_course: Uuid,
+    b_campus: Uuid,
+    /// Applications enrolled in `course`: born 2000-01-01 (26 on 2026-03-02) and
+    /// 2006-06-01 (19).
+    older: Uuid,
+    younger: Uuid,
+}
+
+async fn world() -> World {
+    let (server, projections) = server_with_projections().await;
+    let admin = server.admin().await;
+    let a = server.institution("Escola Norte").await;
+    let b = server.institution("Escola Sul").await;
+    let manager = a.manager.token.clone();
+    let campus = server.campus(&manager, None).await;
+    let course = server.course(&manager, None, campus).await;
+    let other_course = server.course(&manager, None, campus).await;
+    let b_campus = server.campus(&b.manager.token, None).await;
+    let b_course = server.course(&b.manager.token, None, b_campus).await;
+    let (teacher_id, teacher_email) = server.teacher(&manager, None).await;
+    let teacher = server.activate(teacher_id, &teacher_email).await;
+    let (student_id, student_email) = server.student(&manager, None).await;
+    let student = server.activate(student_id, &student_email).await;
+    let older = apply(&server, course, "Olga Older", "2000-01-01").await;
+    let younger = apply(&server, course, "Yuri Younger", "2006-06-01").await;
+    server.enroll(course, older).await;
+    server.enroll(course, younger).await;
+    let b_application = apply(&server, b_course, "Bea Other", "2001-02-03").await;
+    server.enroll(b_course, b_application).await;
+    settle(&server, &b.manager.token, b_course, 30).await;
+    settle(&server, &manager, course, 40).await;
+    World {
+        server,
+        _projections: projections,
+        admin,
+        a,
+        b,
+        teacher,
+        student,
+        course,
+        other_course,
+        campus,
+        b_course,
+        b_campus,
+        older,
+        younger,
+    }
+}
+
+const CAPACITY: &str = "query($c: UUID!) { courseCapacity(courseId: $c) { courseId institutionId campusId capacity enrolled seatsLeft pending declined } }";
+const CAPACITIES: &str = "query($i: UUID, $p: UUID, $s: CourseCapacitySort, $f: Int!, $a: String) { courseCapacities(institutionId: $i, campusId: $p, sort: $s, first: $f, after: $a) { nodes { courseId enrolled } nextCursor } }";
+const AGES: &str = "query($s: AgeScope!, $ids: [UUID!]) { ageMetrics(scope: $s, ids: $ids) { nodes { scope scopeId students minAge maxAge averageAge } nextCursor } }";
+const ENROLLMENTS: &str = "query($c: UUID!, $x: Boolean!, $s: EnrollmentSort) { courseEnrollments(courseId: $c, includeCancelled: $x, sort: $s) { nodes { applicationId name ageYears enrolledOn status cancelledOn } nextCursor } }";
+const AUDIT: &str = "query($f: AuditLogFilter, $n: Int!, $a: String) { auditLog(filter: $f, first: $n, after: $a) { nodes { eventId logPosition actor actorUserId institutionId eventType } nextCursor } }";
+const EVENTS: &str = "query($f: AdminEventFilter, $s: AdminEventSort, $n: Int!, $a: String) { adminEvents(filter: $f, sort: $s, first: $n, after: $a) { nodes { eventId logPosition eventType institutionId status copyCount } nextCursor } }";
+const EVENT: &str = "query($e: UUID!) { adminEvent(eventId: $e) { eventId eventType institutionId copyCount copies { eventId reprocessedFrom eventType aggregateType } } }";
+const STATUS: &str = "{ projectionStatus { name position lagEvents lastError } }";
+const PROGRESS: &str = "query($n: String) { rebuildProgress(name: $n) { name state position eventsDone remaining error } }";
+const REPROCESS: &str = "mutation($e: UUID!) { reprocessEvent(eventId: $e, waitForProjections: true) { eventId originalEventId logPosition projectionsCaughtUp } }";
+const RETRY: &str = "mutation($t: Int!) { retryTask(taskId: $t) { taskId retriedTaskId } }";
+const REBUILD: &str = "mutation($n: String!) { rebuildProjection(name: $n) { name requestedAt } }";
+
+/// The `CourseOpened` event of a course, from the admin view.
+async fn course_opened(w: &World, institution: Uuid) -> Vec<Value> {
+    let r = w
+        .server
+        .gql(
+            Some(&w.admin.token),
+            EVENTS,
+            json!({ "f": { "types": ["CourseOpened"], "institutionId": institution }, "s": { "field": "POSITION", "direction": "ASC" }, "n": 100 }),
+        )
+        .await;
+    data(&r, "adminEvents")["nodes"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn read_model_queries_answer_from_the_projections() {
+    let w = world().await;
+    let s = &w.server;
+    let manager = w.a.manager.token.as_str();
+
+    // courseCapacity: manager, teacher and admin.
+    for token in [manager, w.teacher.token.as_str(), w.admin.token.as_str()] {
+        let r = s.gql(Some(token), CAPACITY, json!({ "c": w.course })).await;
+        let c = data(&r, "courseCapacity");
+        assert_eq!(c["courseId"], w.course.to_string());
+        assert_eq!(c["institutionId"], w.a.id.to_string());
+        assert_eq!(c["campusId"], w.campus.to_string());
+        assert_eq!(
+            (&c["capacity"], &c["enrolled"], &c["seatsLeft"]),
+            (&json!(40), &json!(2), &json!(38))
+        );
+    }
+
+    // courseCapacities: the manager's own institution, paginated one by one, sorted by
+    // enrolled descending.
+    let sort = json!({ "field": "ENROLLED", "direction": "DESC" });
+    let r = s
+        .gql(Some(manager), CAPACITIES, json!({ "s": sort, "f": 1 }))
+        .await;
+    let page = data(&r, "courseCapacities");
+    assert_eq!(page["nodes"][0]["courseId"], w.course.to_string());
+    assert_eq!(page["nodes"][0]["enrolled"], 2);
+    let cursor = page["nextCursor"]
+        .as_str()
+        .expect("a second page")
+        .to_owned();
+    let r = s
+        .gql(
+            Some(manager),
+            CAPACITIES,
+            json!({ "s": sort, "f": 1, "a": cursor }),
+        )
+        .await;
+    let page = data(&r, "courseCapacities");
+    assert_eq!(page["nodes"][0]["courseId"], w.other_course.to_string());
+    assert_eq!(page["nodes"][0]["enrolled"], 0);
+    assert!(page["nextCursor"].is_null());
+    // By campus, as the teacher; an admin without an institution sees both.
+    let r = s
+        .gql(
+            Some(&w.teacher.token),
+            CAPACITIES,
+            json!({ "p": w.campus, "f": 10 }),
+        )
+        .await;
+    assert_eq!(
+        data(&r, "courseCapacities")["nodes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let r = s
+        .gql(Some(&w.admin.token), CAPACITIES, json!({ "f": 10 }))
+        .await;
+    assert_eq!(
+        data(&r, "courseCapacities")["nodes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    // A page size over the maximum is refused.
+    let r = s.gql(Some(manager), CAPACITIES, json!({ "f": 101 })).await;
+    assert_code(&r, "VALIDATION");
+    assert_eq!(extension(&r, "field"), "first");
+
+    // ageMetrics: ages 26 and 19 in the course, campus and institution.
+    for (scope, id) in [
+        ("COURSE", w.course),
+        ("CAMPUS", w.campus),
+        ("INSTITUTION", w.a.id),
+    ] {
+        let r = s
+            .gql(Some(manager), AGES, json!({ "s": scope, "ids": [id] }))
+            .await;
+        let nodes = data(&r, "ageMetrics")["nodes"].as_array().unwrap().clone();
+        assert_eq!(nodes.len(), 1, "{scope}: {r}");
+        assert_eq!(nodes[0]["scopeId"], id.to_string());
+        assert_eq!(
+            (
+                &nodes[0]["students"],
+                &nodes[0]["minAge"],
+                &nodes[0]["maxAge"]
+            ),
+            (&json!(2), &json!(19), &json!(26)),
+            "{scope}"
+        );
+        assert_eq!(nodes[0]["averageAge"], 22.5);
+    }
+    // Without ids: the caller's institution only.
+    let r = s
+        .gql(Some(&w.teacher.token), AGES, json!({ "s": "INSTITUTION" }))
+        .await;
+    let nodes = data(&r, "ageMetrics")["nodes"].as_array().unwrap().clone();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0]["scopeId"], w.a.id.to_string());
+
+    // courseEnrollments, by name descending.
+    let r = s
+        .gql(
+            Some(manager),
+            ENROLLMENTS,
+            json!({ "c": w.course, "x": false, "s": { "field": "NAME", "direction": "DESC" } }),
+        )
+        .await;
+    let nodes = data(&r, "courseEnrollments")["nodes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(nodes.len(), 2);
+    assert_eq!(nodes[0]["applicationId"], w.younger.to_string());
+    assert_eq!(nodes[0]["ageYears"], 19);
+    assert_eq!(nodes[1]["applicationId"], w.older.to_string());
+    assert_eq!(nodes[1]["enrolledOn"], "2026-03-02");
+
+    // Cancelling the youngest: gone from the list unless asked, and from the metrics.
+    let r = s
+        .gql(
+            Some(manager),
+            "mutation($c: UUID!, $a: UUID!) { cancelEnrollment(input: { courseId: $c, applicationId: $a }, waitForProjections: true) { projectionsCaughtUp } }",
+            json!({ "c": w.course, "a": w.younger }),
+        )
+        .await;
+    assert_eq!(data(&r, "cancelEnrollment")["projectionsCaughtUp"], true);
+    let r = s
+        .gql(
+            Some(manager),
+            ENROLLMENTS,
+            json!({ "c": w.course, "x": false }),
+        )
+        .await;
+    assert_eq!(
+        data(&r, "courseEnrollments")["nodes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let r = s
+        .gql(
+            Some(manager),
+            ENROLLMENTS,
+            json!({ "c": w.course, "x": true }),
+        )
+        .await;
+    let nodes = data(&r, "courseEnrollments")["nodes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(nodes.len(), 2);
+    let cancelled: Vec<&Value> = nodes
+        .iter()
+        .filter(|n| n["status"] == "cancelled")
+        .collect();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0]["applicationId"], w.younger.to_string());
+    let r = s
+        .gql(
+            Some(manager),
+            AGES,
+            json!({ "s": "COURSE", "ids": [w.course] }),
+        )
+        .await;
+    let node = &data(&r, "ageMetrics")["nodes"][0];
+    assert_eq!(
+        (&node["students"], &node["minAge"], &node["maxAge"]),
+        (&json!(1), &json!(26), &json!(26))
+    );
+
+    // auditLog: a manager sees only its institution, newest first, in pages.
+    let r = s.gql(Some(manager), AUDIT, json!({ "n": 2 })).await;
+    let page = data(&r, "auditLog").clone();
+    let first: Vec<i64> = page["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["logPosition"].as_i64().unwrap())
+        .collect();
+    assert_eq!(first.len(), 2);
+    assert!(first[0] > first[1]);
+    assert_eq!(page["nodes"][0]["eventType"], "EnrollmentCancelled");
+    assert_eq!(page["nodes"][0]["actorUserId"], w.a.manager.id.to_string());
+    let r = s
+        .gql(
+            Some(manager),
+            AUDIT,
+            json!({ "n": 100, "a": page["nextCursor"] }),
+        )
+        .await;
+    let rest = data(&r, "auditLog")["nodes"].as_array().unwrap().clone();
+    assert!(!rest.is_empty());
+    assert!(rest
+        .iter()
+        .all(|n| n["logPosition"].as_i64().unwrap() < first[1]
+            && n["institutionId"] == w.a.id.to_string()));
+    // Filtered by actor and type.
+    let r = s
+        .gql(
+            Some(&w.admin.token),
+            AUDIT,
+            json!({ "f": { "types": ["CourseOpened"], "actorUserId": w.a.manager.id }, "n": 10 }),
+        )
+        .await;
+    assert_eq!(data(&r, "auditLog")["nodes"].as_array().unwrap().len(), 2);
+
+    // adminEvents: by type and institution, sorted, paginated.
+    let opened = course_opened(&w, w.a.id).await;
+    assert_eq!(opened.len(), 2);
+    assert!(opened
+        .iter()
+        .all(|e| e["institutionId"] == w.a.id.to_string()));
+    let r = s
+        .gql(
+            Some(manager),
+            EVENTS,
+            json!({ "f": { "types": ["CourseOpened", "CampusCreated"] }, "s": { "field": "EVENT_TYPE", "direction": "ASC" }, "n": 1 }),
+        )
+        .await;
+    let page = data(&r, "adminEvents").clone();
+    assert_eq!(page["nodes"][0]["eventType"], "CampusCreated");
+    let mut seen = vec![page["nodes"][0]["eventId"].clone()];
+    let mut cursor = page["nextCursor"].clone();
+    while !cursor.is_null() {
+        let r = s
+            .gql(
+                Some(manager),
+                EVENTS,
+                json!({ "f": { "types": ["CourseOpened", "CampusCreated"] }, "s": { "field": "EVENT_TYPE", "direction": "ASC" }, "n": 1, "a": cursor }),
+            )
+            .await;
+        let page = data(&r, "adminEvents").clone();
+        seen.push(page["nodes"][0]["eventId"].clone());
+        assert_eq!(page["nodes"][0]["eventType"], "CourseOpened");
+        cursor = page["nextCursor"].clone();
+    }
+    assert_eq!(seen.len(), 3, "one campus and two courses of A: {seen:?}");
+    // A manager is held to its own institution even without naming it.
+    let r = s
+        .gql(
+            Some(&w.b.manager.token),
+            EVENTS,
+            json!({ "f": { "types": ["CourseOpened"] }, "n": 10 }),
+        )
+        .await;
+    let nodes = data(&r, "adminEvents")["nodes"].as_array().unwrap().clone();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0]["institutionId"], w.b.id.to_string());
+    // Status and duration filters (the processor is not running: all pending).
+    let r = s
+        .gql(
+            Some(&w.admin.token),
+            EVENTS,
+            json!({ "f": { "status": "pending", "duration": { "op": "GT", "ms": 0 }, "hasFailedTasks": false }, "n": 10 }),
+        )
+        .await;
+    assert_eq!(data(&r, "adminEvents")["nodes"], json!([]));
+    let r = s
+        .gql(
+            Some(&w.admin.token),
+            EVENTS,
+            json!({ "f": { "status": "pending", "institutionId": w.a.id }, "n": 100 }),
+        )
+        .await;
+    assert!(data(&r, "adminEvents")["nodes"].as_array().unwrap().len() >= 3);
+    let r = s
+        .gql(
+            Some(manager),
+            EVENTS,
+            json!({ "n": 1, "a": "not a cursor" }),
+        )
+        .await;
+    assert_code(&r, "VALIDATION");
+
+    // adminEvent: one event, no copies yet.
+    let r = s
+        .gql(Some(manager), EVENT, json!({ "e": opened[0]["eventId"] }))
+        .await;
+    let event = data(&r, "adminEvent");
+    assert_eq!(event["eventType"], "CourseOpened");
+    assert_eq!(event["copyCount"], 0);
+    assert_eq!(event["copies"], json!([]));
+    let r = s
+        .gql(Some(manager), EVENT, json!({ "e": Uuid::new_v4() }))
+        .await;
+    assert_code(&r, "NOT_FOUND");
+
+    // projectionStatus: every projection, caught up, no error.
+    let r = s.gql(Some(&w.admin.token), STATUS, json!({})).await;
+    let rows = data(&r, "projectionStatus").as_array().unwrap().clone();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, aula_projections::NAMES);
+    assert!(rows
+        .iter()
+        .all(|r| r["position"].as_i64().unwrap() > 0 && r["lastError"].is_null()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reprocessing_an_event_creates_a_copy_listed_under_its_original() {
+    let w = world().await;
+    let s = &w.server;
+    let opened = course_opened(&w, w.a.id).await;
+    let original = opened[0]["eventId"].as_str().unwrap().to_owned();
+
+    // The admin and the manager of A may reprocess A's event.
+    let mut copies = Vec::new();
+    for token in [&w.admin.token, &w.a.manager.token] {
+        let r = s
+            .gql(Some(token), REPROCESS, json!({ "e": original }))
+            .await;
+        let copy = data(&r, "reprocessEvent");
+        assert_eq!(copy["originalEventId"], original);
+        assert_eq!(copy["projectionsCaughtUp"], true);
+        assert_ne!(copy["eventId"], original);
+        copies.push(copy["eventId"].clone());
+    }
+
+    let r = s
+        .gql(Some(&w.a.manager.token), EVENT, json!({ "e": original }))
+        .await;
+    let event = data(&r, "adminEvent");
+    assert_eq!(event["copyCount"], 2);
+    let listed: Vec<Value> = event["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert_eq!(c["reprocessedFrom"], original);
+            assert_eq!(c["eventType"], "CourseOpened");
+            assert_eq!(c["aggregateType"], "reprocessed");
+            c["eventId"].clone()
+        })
+        .collect();
+    assert_eq!(listed, copies);
+
+    // Domain read models skip copies: still two courses in A, the same seats.
+    let r = s
+        .gql(Some(&w.a.manager.token), CAPACITIES, json!({ "f": 10 }))
+        .await;
+    assert_eq!(
+        data(&r, "courseCapacities")["nodes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Not for another institution's manager, nor for a teacher; unknown: NOT_FOUND.
+    let r = s
+        .gql(
+            Some(&w.b.manager.token),
+            REPROCESS,
+            json!({ "e": original }),
+        )
+        .await;
+    assert_code(&r, "FORBIDDEN");
+    assert_eq!(extension(&r, "reason"), "OTHER_INSTITUTION");
+    let r = s
+        .gql(Some(&w.teacher.token), REPROCESS, json!({ "e": original }))
+        .await;
+    assert_code(&r, "FORBIDDEN");
+    assert_eq!(extension(&r, "reason"), "ROLE_NOT_ALLOWED");
+    let r = s
+        .gql(
+            Some(&w.admin.token),
+            REPROCESS,
+            json!({ "e": Uuid::new_v4() }),
+        )
+        .await;
+    assert_code(&r, "NOT_FOUND");
+    assert_eq!(extension(&r, "reason"), "EVENT_NOT_FOUND");
+}
+
+async fn insert_task(w: &World, institution: Uuid, status: &str) -> i64 {
+    sqlx::query_scalar(
+        "INSERT INTO tasks (kind, status, idempotency_key, institution_id)
+         VALUES ('noop', $1, $2, $3) RETURNING id",
+    )
+    .bind(status)
+    .bind(Uuid::new_v4().to_string())
+    .bind(institution)
+    .fetch_one(&w.server.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_task_creates_a_linked_task_for_allowed_callers() {
+    let w = world().await;
+    let s = &w.server;
+    let failed = insert_task(&w, w.a.id, "failed").await;
+
+    for token in [&w.admin.token, &w.a.manager.token] {
+        let r = s.gql(Some(token), RETRY, json!({ "t": failed })).await;
+        let retry = data(&r, "retryTask");
+        assert_eq!(retry["retriedTaskId"], failed);
+        let new_id = retry["taskId"].as_i64().unwrap();
+        let (origin, status): (Option<i64>, String) =
+            sqlx::query_as("SELECT origin_task_id, status FROM tasks WHERE id = $1")
+                .bind(new_id)
+                .fetch_one(&s.db.pool)
+                .await
+                .unwrap();
+        assert_eq!((origin, status.as_str()), (Some(failed), "pending"));
+    }
+
+    let r = s
+        .gql(Some(&w.b.manager.token), RETRY, json!({ "t": failed }))
+        .await;
+    assert_code(&r, "FORBIDDEN");
+    assert_eq!(extension(&r, "reason"), "OTHER_INSTITUTION");
+    let r = s
+        .gql(Some(&w.student.token), RETRY, json!({ "t": failed }))
+        .await;
+    assert_code(&r, "FORBIDDEN");
+    let r = s.gql(None, RETRY, json!({ "t": failed })).await;
+    assert_code(&r, "UNAUTHENTICATED");
+    let running = insert_task(&w, w.a.id, "running").await;
+    let r = s
+        .gql(Some(&w.admin.token), RETRY, json!({ "t": running }))
+        .await;
+    assert_code(&r, "CONFLICT");
+    assert_eq!(extension(&r, "reason"), "TASK_NOT_FINISHED");
+    let r = s
+        .gql(Some(&w.admin.token), RETRY, json!({ "t": 999_999_999 }))
+        .await;
+    assert_code(&r, "NOT_FOUND");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rebuild_projection_runs_in_the_background_and_reports_progress() {
+    let w = world().await;
+    let s = &w.server;
+    let before = s
+        .gql(Some(&w.admin.token), CAPACITY, json!({ "c": w.course }))
+        .await;
+    let r = s
+        .gql(
+            Some(&w.admin.token),
+            REBUILD,
+            json!({ "n": "course_capacity" }),
+        )
+        .await;
+    assert_eq!(data(&r, "rebuildProjection")["name"], "course_capacity");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let progress = loop {
+        let r = s
+            .gql(
+                Some(&w.admin.token),
+                PROGRESS,
+                json!({ "n": "course_capacity" }),
+            )
+            .await;
+        let rows = data(&r, "rebuildProgress").as_array().unwrap().clone();
+        if let Some(row) = rows.first().filter(|row| row["state"] == "done") {
+            break row.clone();
+        }
+        assert!(
+            rows.first().is_none_or(|row| row["state"] != "failed"),
+            "rebuild failed: {r}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rebuild did not finish: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(progress["eventsDone"].as_i64().unwrap() > 0);
+    assert_eq!(progress["remaining"], 0);
+    let after = s
+        .gql(Some(&w.admin.token), CAPACITY, json!({ "c": w.course }))
+        .await;
+    assert_eq!(after, before);
+
+    let r = s
+        .gql(
+            Some(&w.admin.token),
+            REBUILD,
+            json!({ "n": "no_such_projection" }),
+        )
+        .await;
+    assert_code(&r, "VALIDATION");
+    assert_eq!(extension(&r, "reason"), "UNKNOWN_PROJECTION");
+}
+
+/// Every new operation: the roles it refuses, and another institution's ids.
+#[tokio::test(flavor = "multi_thread")]
+async fn read_models_and_admin_operations_are_authorized() {
+    let w = world().await;
+    let s = &w.server;
+    let event = course_opened(&w, w.a.id).await[0]["eventId"].clone();
+    let task = insert_task(&w, w.a.id, "failed").await;
+    let forbidden = |r: &Value, reason: &str| {
+        assert_code(r, "FORBIDDEN");
+        assert_eq!(extension(r, "reason"), reason, "{r}");
+    };
+
+    let a_reads: Vec<(&str, Value)> = vec![
+        (CAPACITY, json!({ "c": w.course })),
+        (CAPACITIES, json!({ "i": w.a.id, "f": 10 })),
+        (CAPACITIES, json!({ "p": w.campus, "f": 10 })),
+        (AGES, json!({ "s": "COURSE", "ids": [w.course] })),
+        (AGES, json!({ "s": "CAMPUS", "ids": [w.campus] })),
+        (AGES, json!({ "s": "INSTITUTION", "ids": [w.a.id] })),
+        (ENROLLMENTS, json!({ "c": w.course, "x": true })),
+    ];
+    for (query, vars) in &a_reads {
+        // Anonymous: UNAUTHENTICATED; a student: FORBIDDEN by role.
+        assert_code(&s.gql(None, query, vars.clone()).await, "UNAUTHENTICATED");
+        forbidden(
+            &s.gql(Some(&w.student.token), query, vars.clone()).await,
+            "ROLE_NOT_ALLOWED",
+        );
+        // B's manager on A's ids: FORBIDDEN; the admin: allowed.
+        forbidden(
+            &s.gql(Some(&w.b.manager.token), query, vars.clone()).await,
+            "OTHER_INSTITUTION",
+        );
+        assert_ok(&s.gql(Some(&w.admin.token), query, vars.clone()).await);
+    }
+    // A's teacher on B's course and campus.
+    for (query, vars) in [
+        (CAPACITY, json!({ "c": w.b_course })),
+        (ENROLLMENTS, json!({ "c": w.b_course, "x": false })),
+        (AGES, json!({ "s": "CAMPUS", "ids": [w.b_campus] })),
+        (CAPACITIES, json!({ "p": w.b_campus, "f": 10 })),
+    ] {
+        forbidden(
+            &s.gql(Some(&w.teacher.token), query, vars).await,
+            "OTHER_INSTITUTION",
+        );
+    }
+
+    // Staff only: auditLog, adminEvents, adminEvent.
+    let staff_reads: Vec<(&str, Value)> = vec![
+        (AUDIT, json!({ "f": { "institutionId": w.a.id }, "n": 10 })),
+        (EVENTS, json!({ "f": { "institutionId": w.a.id }, "n": 10 })),
+        (EVENT, json!({ "e": event })),
+    ];
+    for (query, vars) in &staff_reads {
+        assert_code(&s.gql(None, query, vars.clone()).await, "UNAUTHENTICATED");
+        for token in [&w.student.token, &w.teacher.token] {
+            forbidden(
+                &s.gql(Some(token), query, vars.clone()).await,
+                "ROLE_NOT_ALLOWED",
+            );
+        }
+        forbidden(
+            &s.gql(Some(&w.b.manager.token), query, vars.clone()).await,
+            "OTHER_INSTITUTION",
+        );
+        assert_ok(&s.gql(Some(&w.a.manager.token), query, vars.clone()).await);
+        assert_ok(&s.gql(Some(&w.admin.token), query, vars.clone()).await);
+    }
+
+    // Admin only: projectionStatus, rebuildProgress, rebuildProjection.
+    let admin_only: Vec<(&str, Value)> = vec![
+        (STATUS, json!({})),
+        (PROGRESS, json!({})),
+        (REBUILD, json!({ "n": "audit_log" })),
+    ];
+    for (query, vars) in &admin_only {
+        assert_code(&s.gql(None, query, vars.clone()).await, "UNAUTHENTICATED");
+        for token in [&w.student.token, &w.teacher.token, &w.a.manager.token] {
+            forbidden(
+                &s.gql(Some(token), query, vars.clone()).await,
+                "ROLE_NOT_ALLOWED",
+            );
+        }
+    }
+    assert_ok(&s.gql(Some(&w.admin.token), STATUS, json!({})).await);
+    assert_ok(&s.gql(Some(&w.admin.token), PROGRESS, json!({})).await);
+
+    // Admin mutations: students and teachers never; B's manager not on A's.
+    for (query, vars) in [
+        (REPROCESS, json!({ "e": event })),
+        (RETRY, json!({ "t": task })),
+    ] {
+        assert_code(&s.gql(None, query, vars.clone()).await, "UNAUTHENTICATED");
+        for token in [&w.student.token, &w.teacher.token] {
+            forbidden(
+                &s.gql(Some(token), query, vars.clone()).await,
+                "ROLE_NOT_ALLOWED",
+            );
+        }
+        forbidden(
+            &s.gql(Some(&w.b.manager.token), query, vars.clone()).await,
+            "OTHER_INSTITUTION",
+        );
+    }
+}
