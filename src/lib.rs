@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod catalog;
 pub mod cli;
 pub mod database;
 pub mod projections;
@@ -23,7 +24,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     } = command
     {
         // Byte for byte what docs/events.md holds: no trailing newline added.
-        print!("{}", aula_domain::catalog::render_markdown());
+        print!("{}", catalog::markdown());
         return Ok(());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

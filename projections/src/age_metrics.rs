@@ -52,14 +52,14 @@ impl Consumer for AgeMetrics {
     }
 }
 
+/// The course events this read model reads.
+pub const EVENT_TYPES: &[&str] = &["StudentEnrolled", "EnrollmentCancelled"];
+
 async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
     let mut deltas: BTreeMap<(AgeScope, Uuid, i32), i32> = BTreeMap::new();
     for event in events {
         if event.aggregate_type != "course"
-            || !matches!(
-                event.event_type.as_str(),
-                "StudentEnrolled" | "EnrollmentCancelled"
-            )
+            || !EVENT_TYPES.contains(&event.event_type.as_str())
             || is_reprocessed(event)
         {
             continue;

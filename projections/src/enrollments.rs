@@ -53,14 +53,14 @@ enum Change {
     Cancelled(NaiveDate),
 }
 
+/// The course events this read model reads.
+pub const EVENT_TYPES: &[&str] = &["StudentEnrolled", "EnrollmentCancelled"];
+
 async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
     let mut changes: BTreeMap<(Uuid, Uuid), Change> = BTreeMap::new();
     for event in events {
         if event.aggregate_type != "course"
-            || !matches!(
-                event.event_type.as_str(),
-                "StudentEnrolled" | "EnrollmentCancelled"
-            )
+            || !EVENT_TYPES.contains(&event.event_type.as_str())
             || is_reprocessed(event)
         {
             continue;

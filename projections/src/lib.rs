@@ -27,6 +27,23 @@
 //! (`0002_projections.sql`); a rebuild only copies them.
 
 pub mod admin_events;
+
+/// The events each read model reads (by aggregate type and event type), for the event
+/// catalog. The handlers filter with the same lists.
+pub fn consumers_of(aggregate_type: &str, event_type: &str) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if aggregate_type == "course" {
+        names.push("course_capacity");
+        if age_metrics::EVENT_TYPES.contains(&event_type) {
+            names.push("age_metrics");
+        }
+        if enrollments::EVENT_TYPES.contains(&event_type) {
+            names.push("course_enrollments");
+        }
+    }
+    names.extend(["audit_log", "admin_events"]);
+    names
+}
 pub mod age_metrics;
 pub mod audit_log;
 pub mod bench;
