@@ -78,7 +78,13 @@ pub struct ApiConfig {
     pub password_hashing: PasswordHashing,
     /// How often the `logPosition` subscription polls the log.
     pub subscription_poll_interval: Duration,
+    /// The local time zone of `processingSummary.ratePerHourToday` ("today" starts at
+    /// local midnight), in minutes east of UTC. Default 0 (UTC).
+    pub processing_utc_offset_minutes: i32,
 }
+
+/// Largest UTC offset of a real time zone (UTC+14:00).
+const MAX_UTC_OFFSET_MINUTES: i32 = 14 * 60;
 
 /// A configuration the API refuses to run with.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +109,11 @@ impl ApiConfig {
                 "body limit, page size and rate-limit burst must be positive".into(),
             ));
         }
+        if self.processing_utc_offset_minutes.abs() > MAX_UTC_OFFSET_MINUTES {
+            return Err(ConfigError(format!(
+                "the processing UTC offset must be within ±{MAX_UTC_OFFSET_MINUTES} minutes"
+            )));
+        }
         Ok(())
     }
 
@@ -126,6 +137,7 @@ impl ApiConfig {
             max_password_chars: 256,
             password_hashing: PasswordHashing::default(),
             subscription_poll_interval: Duration::from_millis(500),
+            processing_utc_offset_minutes: 0,
         }
     }
 }
@@ -150,5 +162,15 @@ mod tests {
         assert!(ApiConfig::new(Secret::new([7u8; 32].to_vec()))
             .validate()
             .is_ok());
+    }
+
+    #[test]
+    fn the_processing_offset_must_be_a_real_zone() {
+        let mut config = ApiConfig::new(Secret::new([7u8; 32].to_vec()));
+        assert_eq!(config.processing_utc_offset_minutes, 0);
+        config.processing_utc_offset_minutes = -3 * 60;
+        assert!(config.validate().is_ok());
+        config.processing_utc_offset_minutes = 15 * 60;
+        assert!(config.validate().is_err());
     }
 }

@@ -60,7 +60,7 @@ fn reprocess_error(error: ReprocessError) -> ApiError {
 
 /// A manager may act only on what belongs to its institution; `owner` `None` (e.g.
 /// system events) is admin-only.
-fn ensure_owner(claims: &Claims, owner: Option<Uuid>) -> Result<(), ApiError> {
+pub(crate) fn ensure_owner(claims: &Claims, owner: Option<Uuid>) -> Result<(), ApiError> {
     if claims.role == DomainRole::Admin {
         return Ok(());
     }
@@ -73,7 +73,10 @@ fn ensure_owner(claims: &Claims, owner: Option<Uuid>) -> Result<(), ApiError> {
     }
 }
 
-async fn event_owner(state: &AppState, event_id: Uuid) -> Result<Option<Uuid>, ApiError> {
+pub(crate) async fn event_owner(
+    state: &AppState,
+    event_id: Uuid,
+) -> Result<Option<Uuid>, ApiError> {
     let row: Option<(Option<String>,)> =
         sqlx::query_as("SELECT metadata->>'institution_id' FROM events WHERE event_id = $1")
             .bind(event_id)

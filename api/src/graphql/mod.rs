@@ -2,6 +2,8 @@
 
 mod admin_ops;
 mod mutation;
+mod notifications;
+mod processing;
 mod query;
 mod read_models;
 mod subscription;
@@ -21,11 +23,20 @@ pub use subscription::SubscriptionRoot;
 
 /// Every query: the aggregates' small reads and the read models.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(query::CoreQuery, read_models::ReadModelQuery);
+pub struct QueryRoot(
+    query::CoreQuery,
+    read_models::ReadModelQuery,
+    notifications::NotificationQuery,
+    processing::ProcessingQuery,
+);
 
 /// Every mutation: one per domain command, and the admin operations.
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(mutation::CommandMutation, admin_ops::AdminMutation);
+pub struct MutationRoot(
+    mutation::CommandMutation,
+    admin_ops::AdminMutation,
+    notifications::NotificationMutation,
+);
 
 pub type AulaSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 

@@ -450,7 +450,7 @@ impl From<aula_projections::RebuildProgress> for RebuildProgress {
     }
 }
 
-fn bad_cursor() -> ApiError {
+pub(crate) fn bad_cursor() -> ApiError {
     ApiError::validation("after", "INVALID_CURSOR", "not a cursor of this list")
 }
 

@@ -1,0 +1,208 @@
+//! The signed-in user's in-app notifications (written by the processor: see
+//! `processor/src/handlers/notify.rs`). A user's notifications are the rows of
+//! `notification_recipients` naming it: direct ones (a student's "new grade") and the
+//! broadcasts of its institution linked to it. Read state is per recipient
+//! (`notification_recipients.read_at`).
+
+use async_graphql::{Context, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::query::page_size;
+use super::read_models::bad_cursor;
+use super::{request, state};
+use crate::auth::{self, Claims};
+use crate::error::ApiError;
+
+#[derive(Default)]
+pub struct NotificationQuery;
+
+#[derive(Default)]
+pub struct NotificationMutation;
+
+/// One in-app notification as its recipient sees it.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct Notification {
+    pub id: i64,
+    /// `student` / `teacher` (addressed to one user) or `all_students` / `all_teachers`
+    /// (a broadcast of the institution).
+    pub audience: String,
+    pub title: String,
+    pub body: String,
+    /// Extra data as a JSON object (e.g. `course_id`, `exam_name`, `note` of a grade).
+    pub data: String,
+    pub institution_id: Option<Uuid>,
+    /// The event it was issued for, if any.
+    pub event_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    /// When it was addressed to this user (a broadcast: when the user was linked to it).
+    pub linked_at: DateTime<Utc>,
+    /// When this user marked it read; null while unread.
+    pub read_at: Option<DateTime<Utc>>,
+    pub read: bool,
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+pub struct NotificationPage {
+    /// Newest first.
+    pub nodes: Vec<Notification>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+type NotificationRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    Option<Uuid>,
+    Option<Uuid>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+);
+
+const COLUMNS: &str = "n.id, n.audience, n.title, n.body, n.data::text, n.institution_id,
+                       n.event_id, n.created_at, r.linked_at, r.read_at";
+
+impl From<NotificationRow> for Notification {
+    fn from(r: NotificationRow) -> Self {
+        let (id, audience, title, body, data, institution_id, event_id, created, linked, read) = r;
+        Self {
+            id,
+            audience,
+            title,
+            body,
+            data,
+            institution_id,
+            event_id,
+            created_at: created,
+            linked_at: linked,
+            read_at: read,
+            read: read.is_some(),
+        }
+    }
+}
+
+/// A user sees only the notifications of its own institution (or of none): a user moved
+/// to another institution does not keep the old one's.
+fn institution_filter(claims: &Claims) -> Option<Uuid> {
+    claims.institution_id
+}
+
+async fn notification(
+    pool: &PgPool,
+    claims: &Claims,
+    notification_id: i64,
+) -> Result<Option<Notification>, ApiError> {
+    let row: Option<NotificationRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM notification_recipients r
+         JOIN notifications n ON n.id = r.notification_id
+         WHERE r.notification_id = $1 AND r.recipient_id = $2
+           AND ($3::uuid IS NULL OR n.institution_id IS NULL OR n.institution_id = $3)"
+    ))
+    .bind(notification_id)
+    .bind(claims.user_id)
+    .bind(institution_filter(claims))
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(Into::into))
+}
+
+#[Object]
+impl NotificationQuery {
+    /// The signed-in user's notifications, newest first (any role; only its own).
+    /// `unreadOnly`: only those it has not marked read.
+    async fn my_notifications(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = false)] unread_only: bool,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<NotificationPage, ApiError> {
+        let claims = auth::require(request(ctx).claims.as_ref())?;
+        let state = state(ctx);
+        let first = page_size(first, state.config.max_page_size)?;
+        let after = after
+            .map(|a| a.parse::<i64>().map_err(|_| bad_cursor()))
+            .transpose()?;
+        let mut rows: Vec<NotificationRow> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM notification_recipients r
+             JOIN notifications n ON n.id = r.notification_id
+             WHERE r.recipient_id = $1
+               AND ($2::uuid IS NULL OR n.institution_id IS NULL OR n.institution_id = $2)
+               AND (NOT $3 OR r.read_at IS NULL)
+               AND ($4::bigint IS NULL OR n.id < $4)
+             ORDER BY n.id DESC
+             LIMIT $5"
+        ))
+        .bind(claims.user_id)
+        .bind(institution_filter(claims))
+        .bind(unread_only)
+        .bind(after)
+        .bind(first as i64 + 1)
+        .fetch_all(&state.pool)
+        .await?;
+        let next_cursor = if rows.len() > first {
+            rows.truncate(first);
+            rows.last().map(|r| r.0.to_string())
+        } else {
+            None
+        };
+        Ok(NotificationPage {
+            nodes: rows.into_iter().map(Into::into).collect(),
+            next_cursor,
+        })
+    }
+}
+
+#[Object]
+impl NotificationMutation {
+    /// Marks one of the signed-in user's notifications read (for this user only; a
+    /// broadcast stays unread for the others). Idempotent: the first `readAt` is kept.
+    /// `FORBIDDEN NOT_RECIPIENT` for a notification addressed to someone else.
+    async fn mark_notification_read(
+        &self,
+        ctx: &Context<'_>,
+        notification_id: i64,
+    ) -> Result<Notification, ApiError> {
+        let claims = auth::require(request(ctx).claims.as_ref())?;
+        let state = state(ctx);
+        if let Some(own) = notification(&state.pool, claims, notification_id).await? {
+            if own.read {
+                return Ok(own);
+            }
+            sqlx::query(
+                "UPDATE notification_recipients SET read_at = COALESCE(read_at, $3)
+                 WHERE notification_id = $1 AND recipient_id = $2",
+            )
+            .bind(notification_id)
+            .bind(claims.user_id)
+            .bind(state.clock.now())
+            .execute(&state.pool)
+            .await?;
+            return notification(&state.pool, claims, notification_id)
+                .await?
+                .ok_or_else(not_found);
+        }
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM notifications WHERE id = $1)")
+                .bind(notification_id)
+                .fetch_one(&state.pool)
+                .await?;
+        if exists {
+            Err(ApiError::forbidden(
+                "NOT_RECIPIENT",
+                "this notification is addressed to someone else",
+            ))
+        } else {
+            Err(not_found())
+        }
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("NOTIFICATION_NOT_FOUND", "notification not found")
+}

@@ -1,0 +1,271 @@
+//! The processor's side of the admin screens: the dashboard header
+//! (`processingSummary`, from the incremental rollups of `processor/src/processing.rs`
+//! and the projections' checkpoints) and the tasks an event issued (`eventTasks`, live
+//! and archived, each with its attempts).
+
+use async_graphql::{Context, Object, SimpleObject};
+use aula_domain::user::Role as DomainRole;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::admin_ops::{ensure_owner, event_owner};
+use super::query::page_size;
+use super::read_models::{bad_cursor, STAFF};
+use super::{request, state};
+use crate::auth;
+use crate::error::ApiError;
+
+#[derive(Default)]
+pub struct ProcessingQuery;
+
+/// How many events or tasks are in one status now.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct StatusCount {
+    /// `event` or `task`.
+    pub kind: String,
+    pub status: String,
+    pub count: i64,
+}
+
+/// A projection's lag, for the dashboard header.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct ProjectionLag {
+    pub name: String,
+    pub lag_events: i64,
+    pub lag_seconds: f64,
+    pub last_error: Option<String>,
+}
+
+/// The admin dashboard header.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct ProcessingSummary {
+    /// Events processed (succeeded or failed) since local midnight, per hour elapsed
+    /// (the zone is the API's `processing_utc_offset_minutes`).
+    pub rate_per_hour_today: f64,
+    /// Every event status, then every task status (0 when none).
+    pub status_counts: Vec<StatusCount>,
+    pub projections: Vec<ProjectionLag>,
+}
+
+/// One claim of a task.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct TaskAttempt {
+    pub attempt: i32,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<f64>,
+    /// `running`, `succeeded`, `retry`, `failed`, `dead`, `lease_expired` or `released`.
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+/// A task an event issued (or a manual retry of one).
+#[derive(SimpleObject, Debug, Clone)]
+pub struct EventTask {
+    pub id: i64,
+    pub kind: String,
+    /// `pending`, `running`, `succeeded`, `failed` or `dead`.
+    pub status: String,
+    /// Lower runs first.
+    pub priority: i32,
+    /// Claims so far.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// The task this one retries (a manual retry).
+    pub origin_task_id: Option<i64>,
+    /// Moved to the archive by the nightly job.
+    pub archived: bool,
+    pub archived_at: Option<DateTime<Utc>>,
+    /// Oldest first.
+    pub attempts: Vec<TaskAttempt>,
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+pub struct EventTaskPage {
+    /// Oldest first (by task id).
+    pub nodes: Vec<EventTask>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+type TaskRowTuple = (
+    i64,
+    String,
+    String,
+    i16,
+    i32,
+    i32,
+    DateTime<Utc>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+    Option<i64>,
+    Option<DateTime<Utc>>,
+);
+
+type AttemptRow = (
+    i64,
+    i32,
+    String,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<f64>,
+    String,
+    Option<String>,
+);
+
+#[Object]
+impl ProcessingQuery {
+    /// The dashboard header: today's processing rate, current counts by status and the
+    /// projections' lag. Reads only the rollups and the checkpoints. Admin only.
+    async fn processing_summary(&self, ctx: &Context<'_>) -> Result<ProcessingSummary, ApiError> {
+        auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Admin])?;
+        let state = state(ctx);
+        let rate_per_hour_today = aula_processor::processing_rate_today(
+            &state.pool,
+            state.clock.now(),
+            state.config.processing_utc_offset_minutes,
+        )
+        .await?;
+        let status_counts = aula_processor::status_counts(&state.pool)
+            .await?
+            .into_iter()
+            .map(|(kind, status, count)| StatusCount {
+                kind,
+                status,
+                count,
+            })
+            .collect();
+        let projections = aula_projections::status(&state.pool)
+            .await?
+            .into_iter()
+            .map(|p| ProjectionLag {
+                name: p.name,
+                lag_events: p.lag_events,
+                lag_seconds: p.lag_seconds,
+                last_error: p.last_error,
+            })
+            .collect();
+        Ok(ProcessingSummary {
+            rate_per_hour_today,
+            status_counts,
+            projections,
+        })
+    }
+
+    /// The tasks an event issued, live and archived (manual retries included), each with
+    /// its attempts. Admin: any event; manager: own institution's (an event without an
+    /// institution is admin-only).
+    async fn event_tasks(
+        &self,
+        ctx: &Context<'_>,
+        event_id: Uuid,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<EventTaskPage, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let first = page_size(first, state.config.max_page_size)?;
+        let after = after
+            .map(|a| a.parse::<i64>().map_err(|_| bad_cursor()))
+            .transpose()?;
+        ensure_owner(claims, event_owner(state, event_id).await?)?;
+        let mut rows: Vec<TaskRowTuple> = sqlx::query_as(
+            "SELECT id, kind, status, priority, attempt, max_attempts, run_at, created_at,
+                    started_at, finished_at, last_error, origin_task_id, archived_at
+             FROM (SELECT id, kind, status, priority, attempt, max_attempts, run_at, created_at,
+                          started_at, finished_at, last_error, origin_task_id,
+                          NULL::timestamptz AS archived_at
+                   FROM tasks WHERE event_id = $1
+                   UNION ALL
+                   SELECT id, kind, status, priority, attempt, max_attempts, run_at, created_at,
+                          started_at, finished_at, last_error, origin_task_id, archived_at
+                   FROM tasks_archive WHERE event_id = $1) t
+             WHERE $2::bigint IS NULL OR id > $2
+             ORDER BY id
+             LIMIT $3",
+        )
+        .bind(event_id)
+        .bind(after)
+        .bind(first as i64 + 1)
+        .fetch_all(&state.pool)
+        .await?;
+        let next_cursor = if rows.len() > first {
+            rows.truncate(first);
+            rows.last().map(|r| r.0.to_string())
+        } else {
+            None
+        };
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        // A task and its attempts are archived together; reading both tables also covers
+        // a task read just before the archive moved it.
+        let attempts: Vec<AttemptRow> = sqlx::query_as(
+            "SELECT task_id, attempt, worker, started_at, finished_at, duration_ms, outcome, error
+             FROM (SELECT task_id, attempt, worker, started_at, finished_at, duration_ms, outcome, error
+                   FROM task_attempts WHERE task_id = ANY($1)
+                   UNION ALL
+                   SELECT task_id, attempt, worker, started_at, finished_at, duration_ms, outcome, error
+                   FROM task_attempts_archive WHERE task_id = ANY($1)) a
+             ORDER BY task_id, attempt",
+        )
+        .bind(&ids)
+        .fetch_all(&state.pool)
+        .await?;
+        let nodes = rows
+            .into_iter()
+            .map(
+                |(
+                    id,
+                    kind,
+                    status,
+                    priority,
+                    attempt,
+                    max_attempts,
+                    run_at,
+                    created_at,
+                    started_at,
+                    finished_at,
+                    last_error,
+                    origin_task_id,
+                    archived_at,
+                )| EventTask {
+                    id,
+                    kind,
+                    status,
+                    priority: i32::from(priority),
+                    attempt,
+                    max_attempts,
+                    run_at,
+                    created_at,
+                    started_at,
+                    finished_at,
+                    last_error,
+                    origin_task_id,
+                    archived: archived_at.is_some(),
+                    archived_at,
+                    attempts: attempts
+                        .iter()
+                        .filter(|a| a.0 == id)
+                        .map(|a| TaskAttempt {
+                            attempt: a.1,
+                            worker: a.2.clone(),
+                            started_at: a.3,
+                            finished_at: a.4,
+                            duration_ms: a.5,
+                            outcome: a.6.clone(),
+                            error: a.7.clone(),
+                        })
+                        .collect(),
+                },
+            )
+            .collect();
+        Ok(EventTaskPage { nodes, next_cursor })
+    }
+}
