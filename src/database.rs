@@ -38,8 +38,11 @@ impl Database {
     /// Stops the private server, if any, after everything else has stopped.
     pub async fn close(self) {
         if let Some(local) = self.local {
+            let owned = local.owns_server();
             let _ = tokio::task::spawn_blocking(move || local.stop()).await;
-            tracing::info!("private PostgreSQL stopped");
+            if owned {
+                tracing::info!("private PostgreSQL stopped");
+            }
         }
     }
 }

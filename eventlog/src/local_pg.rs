@@ -338,6 +338,15 @@ impl LocalPostgres {
         self.pid
     }
 
+    /// False when another process's server was already running on this data
+    /// directory and we only connected to it (then `stop` leaves it alone).
+    pub fn owns_server(&self) -> bool {
+        self.exited
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     /// Fast shutdown (SIGINT: disconnect clients, checkpoint, exit) and wait for it.
     /// Falls back to an immediate shutdown after 30 seconds.
     pub fn stop(mut self) {

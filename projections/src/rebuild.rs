@@ -434,78 +434,14 @@ async fn run(
     Ok(reports)
 }
 
-/// `aula_eventlog::log::READ_BATCH_SQL` with one difference: its `ORDER BY tx_id`
-/// resolves to the *output* column `tx_id::text::bigint` (an output name wins over a
-/// column name in ORDER BY), so PostgreSQL cannot use `events_commit_order_idx` and sorts
-/// the whole rest of the log for every batch (seen with EXPLAIN ANALYZE: an external
-/// merge sort of 100k rows per 5,000-row batch). Qualifying the columns orders by the
-/// index. Same guard, same order, same rows.
-const READ_HISTORY_SQL: &str = "
-SELECT e.tx_id::text::bigint, e.global_position, e.event_id, e.aggregate_type, e.aggregate_id, e.sequence,
-       e.event_type, e.event_version, e.payload, e.metadata, e.recorded_at
-FROM events e
-WHERE (e.tx_id, e.global_position) > ($1::text::xid8, $2)
-  AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY e.tx_id, e.global_position
-LIMIT $3";
-
-type EventRow = (
-    i64,
-    i64,
-    uuid::Uuid,
-    String,
-    String,
-    i64,
-    String,
-    String,
-    serde_json::Value,
-    serde_json::Value,
-    DateTime<Utc>,
-);
-
+/// The same commit-ordered, guarded read as live subscriptions (so a rebuild sees
+/// exactly the events, in exactly the order, a live projection would).
 async fn read_history(
     conn: &mut PgConnection,
     after: LogPosition,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-    let rows: Vec<EventRow> = sqlx::query_as(READ_HISTORY_SQL)
-        .bind(after.tx_id.to_string())
-        .bind(after.global_position)
-        .bind(limit)
-        .fetch_all(conn)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                tx_id,
-                global_position,
-                event_id,
-                aggregate_type,
-                aggregate_id,
-                sequence,
-                event_type,
-                event_version,
-                payload,
-                metadata,
-                recorded_at,
-            )| RecordedEvent {
-                position: LogPosition {
-                    tx_id,
-                    global_position,
-                },
-                event_id,
-                aggregate_type,
-                aggregate_id,
-                sequence,
-                event_type,
-                event_version,
-                payload,
-                metadata,
-                recorded_at,
-            },
-        )
-        .collect())
+    aula_eventlog::log::read_batch(conn, after, limit).await
 }
 
 async fn apply(
