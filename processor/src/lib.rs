@@ -13,6 +13,7 @@
 //! - [`processing`]: the processing status of events in `admin_events`, per-minute
 //!   rollups and status counts, written in the transaction of every task change.
 //! - [`reprocess`]: re-emitting copies of events, manual task retries.
+//! - [`bulk`]: bulk reprocessing jobs (preview, background batches, cancel).
 //! - [`archive`]: the nightly move of old succeeded tasks into `*_archive`.
 //! - [`bench`]: `aula bench tasks|latency`.
 //!
@@ -25,6 +26,7 @@
 
 pub mod archive;
 pub mod bench;
+pub mod bulk;
 pub mod config;
 pub mod handlers;
 pub mod kinds;
@@ -37,6 +39,7 @@ pub mod tokens;
 pub mod worker;
 
 pub use archive::{archive_once, run_archive_scheduler, ArchiveReport, Clock, SystemClock};
+pub use bulk::{BulkError, BulkFilter, BulkJob, Preview};
 pub use config::{MailConfig, ProcessorConfig};
 pub use handlers::{Registry, TaskContext, TaskError, TaskHandler};
 pub use mail::{EmailMessage, FileMailer, Mailer, SmtpMailer};

@@ -1,6 +1,7 @@
 //! The GraphQL schema: queries, one mutation per domain command, subscriptions.
 
 mod admin_ops;
+mod bulk;
 mod mutation;
 mod notifications;
 mod processing;
@@ -28,6 +29,7 @@ pub struct QueryRoot(
     read_models::ReadModelQuery,
     notifications::NotificationQuery,
     processing::ProcessingQuery,
+    bulk::BulkQuery,
 );
 
 /// Every mutation: one per domain command, and the admin operations.
@@ -36,6 +38,7 @@ pub struct MutationRoot(
     mutation::CommandMutation,
     admin_ops::AdminMutation,
     notifications::NotificationMutation,
+    bulk::BulkMutation,
 );
 
 pub type AulaSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;

@@ -450,6 +450,37 @@ impl From<aula_projections::RebuildProgress> for RebuildProgress {
     }
 }
 
+/// The list query of an admin event filter (default sort and page); a manager is held
+/// to its own institution (naming another one is FORBIDDEN).
+pub(crate) fn admin_event_filters(
+    claims: &Claims,
+    filter: AdminEventFilter,
+) -> Result<EventListQuery, ApiError> {
+    let institution_id = match claims.role {
+        DomainRole::Admin => filter.institution_id,
+        _ => Some(auth::target_institution(claims, filter.institution_id)?),
+    };
+    Ok(EventListQuery {
+        event_types: filter_list("types", filter.types)?,
+        recorded_from: filter.recorded_from,
+        recorded_to: filter.recorded_to,
+        processed_from: filter.processed_from,
+        processed_to: filter.processed_to,
+        status: filter_text("status", filter.status)?,
+        duration: filter.duration.map(|d| {
+            let op = match d.op {
+                DurationComparison::Eq => DurationOp::Eq,
+                DurationComparison::Gt => DurationOp::Gt,
+                DurationComparison::Lt => DurationOp::Lt,
+            };
+            (op, d.ms)
+        }),
+        institution_id,
+        has_failed_tasks: filter.has_failed_tasks,
+        ..EventListQuery::default()
+    })
+}
+
 pub(crate) fn bad_cursor() -> ApiError {
     ApiError::validation("after", "INVALID_CURSOR", "not a cursor of this list")
 }
@@ -756,33 +787,12 @@ impl ReadModelQuery {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let first = page_size(first, state.config.max_page_size)?;
-        let filter = filter.unwrap_or_default();
-        let institution_id = match claims.role {
-            DomainRole::Admin => filter.institution_id,
-            _ => Some(auth::target_institution(claims, filter.institution_id)?),
-        };
+        let filtered = admin_event_filters(claims, filter.unwrap_or_default())?;
         let sort = sort.unwrap_or(AdminEventSort {
             field: AdminEventSortField::Position,
             direction: SortDirection::Desc,
         });
         let query = EventListQuery {
-            event_types: filter_list("types", filter.types)?,
-            recorded_from: filter.recorded_from,
-            recorded_to: filter.recorded_to,
-            processed_from: filter.processed_from,
-            processed_to: filter.processed_to,
-            status: filter_text("status", filter.status)?,
-            duration: filter.duration.map(|d| {
-                let op = match d.op {
-                    DurationComparison::Eq => DurationOp::Eq,
-                    DurationComparison::Gt => DurationOp::Gt,
-                    DurationComparison::Lt => DurationOp::Lt,
-                };
-                (op, d.ms)
-            }),
-            institution_id,
-            has_failed_tasks: filter.has_failed_tasks,
-            reprocessed_from: None,
             sort: match sort.field {
                 AdminEventSortField::Position => EventSort::Position,
                 AdminEventSortField::RecordedAt => EventSort::RecordedAt,
@@ -794,6 +804,7 @@ impl ReadModelQuery {
             descending: sort.direction == SortDirection::Desc,
             after: filter_text("after", after)?,
             limit: Some(first as i64),
+            ..filtered
         };
         let page = admin_events::list_admin_events(&state.pool, &query)
             .await

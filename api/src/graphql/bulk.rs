@@ -1,0 +1,247 @@
+//! Bulk reprocessing over GraphQL: preview (with a signed confirm token), confirm,
+//! progress and cancel. See `aula_processor::bulk`.
+//!
+//! The confirm token is the API's HMAC ([`auth::sign`]) over a JSON payload binding the
+//! filter, the log position at preview time, the institution scope, the user who asked
+//! and an expiry (10 minutes); it cannot be replayed by anyone else, widened, or moved
+//! to a later position.
+
+use async_graphql::{Context, Object, SimpleObject};
+use aula_domain::user::Role as DomainRole;
+use aula_eventlog::Actor;
+use aula_processor::bulk::{self, BulkError, BulkFilter, BulkJob};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::admin_ops::ensure_owner;
+use super::read_models::{admin_event_filters, AdminEventFilter, STAFF};
+use super::{request, state};
+use crate::auth;
+use crate::error::ApiError;
+
+/// How long a preview's confirm token stays valid.
+const CONFIRM_TTL_MINUTES: i64 = 10;
+const TOKEN_VERSION: &str = "bulk-reprocess-1";
+
+#[derive(Default)]
+pub struct BulkQuery;
+
+#[derive(Default)]
+pub struct BulkMutation;
+
+#[derive(SimpleObject, Debug, Clone)]
+pub struct BulkTypeCount {
+    #[graphql(name = "type")]
+    pub event_type: String,
+    pub count: i64,
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+pub struct BulkStatusCount {
+    pub status: String,
+    pub count: i64,
+}
+
+/// What a bulk reprocess of a filter would copy now; confirm with `confirmToken`.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct BulkReprocessPreview {
+    /// Events that would be copied (copies themselves are never included).
+    pub count: i64,
+    pub by_type: Vec<BulkTypeCount>,
+    pub by_status: Vec<BulkStatusCount>,
+    /// The log position the job stops at: later events are not included.
+    pub up_to_position: i64,
+    /// Pass to `bulkReprocessConfirm` (valid 10 minutes, for this user only).
+    pub confirm_token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A bulk reprocessing job and its progress.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct BulkReprocessJob {
+    pub id: Uuid,
+    /// `running`, `cancelled`, `done` or `failed`.
+    pub status: String,
+    pub total: i64,
+    pub done: i64,
+    pub failed: i64,
+    pub up_to_position: i64,
+    pub institution_id: Option<Uuid>,
+    /// Who asked (`user:<id>`).
+    pub requested_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub error: Option<String>,
+}
+
+impl From<BulkJob> for BulkReprocessJob {
+    fn from(job: BulkJob) -> Self {
+        BulkReprocessJob {
+            id: job.id,
+            status: job.status,
+            total: job.total,
+            done: job.done,
+            failed: job.failed,
+            up_to_position: job.up_to_position,
+            institution_id: job.institution_id,
+            requested_by: job.requested_by,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            error: job.error,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ConfirmPayload {
+    v: String,
+    filter: BulkFilter,
+    up_to_position: i64,
+    institution_id: Option<Uuid>,
+    user_id: Uuid,
+    expires_at: i64,
+}
+
+fn invalid_token() -> ApiError {
+    ApiError::unauthenticated(
+        "INVALID_CONFIRM_TOKEN",
+        "the confirm token is invalid; preview again",
+    )
+}
+
+fn bulk_error(error: BulkError) -> ApiError {
+    match error {
+        BulkError::JobNotFound(_) => ApiError::not_found("JOB_NOT_FOUND", "job not found"),
+        BulkError::Invalid(message) => ApiError::validation("filter", "INVALID_FILTER", message),
+        BulkError::Database(e) => e.into(),
+    }
+}
+
+/// The job, if the caller may see it (admin: any; manager: its institution's).
+async fn visible_job(ctx: &Context<'_>, id: Uuid) -> Result<BulkJob, ApiError> {
+    let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+    let job = bulk::job(&state(ctx).pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("JOB_NOT_FOUND", "job not found"))?;
+    ensure_owner(claims, job.institution_id)?;
+    Ok(job)
+}
+
+#[Object]
+impl BulkQuery {
+    /// Previews reprocessing every event the admin list filter matches now: exact count,
+    /// by type and by status, and a confirm token bound to this filter and log position.
+    /// Admin: any; manager: own institution (forced).
+    async fn bulk_reprocess_preview(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<AdminEventFilter>,
+    ) -> Result<BulkReprocessPreview, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let query = admin_event_filters(claims, filter.unwrap_or_default())?;
+        let preview = bulk::preview(&state.pool, &query)
+            .await
+            .map_err(bulk_error)?;
+        let expires_at = state.clock.now() + Duration::minutes(CONFIRM_TTL_MINUTES);
+        let payload = ConfirmPayload {
+            v: TOKEN_VERSION.into(),
+            filter: BulkFilter::from(&query),
+            up_to_position: preview.up_to_position,
+            institution_id: query.institution_id,
+            user_id: claims.user_id,
+            expires_at: expires_at.timestamp(),
+        };
+        let payload =
+            serde_json::to_vec(&payload).map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(BulkReprocessPreview {
+            count: preview.count,
+            by_type: preview
+                .by_type
+                .into_iter()
+                .map(|(event_type, count)| BulkTypeCount { event_type, count })
+                .collect(),
+            by_status: preview
+                .by_status
+                .into_iter()
+                .map(|(status, count)| BulkStatusCount { status, count })
+                .collect(),
+            up_to_position: preview.up_to_position,
+            confirm_token: auth::sign(&state.config.token_secret, &payload),
+            expires_at,
+        })
+    }
+
+    /// A bulk reprocessing job's progress. Admin: any; manager: own institution's.
+    async fn bulk_reprocess_job(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> Result<BulkReprocessJob, ApiError> {
+        Ok(visible_job(ctx, id).await?.into())
+    }
+}
+
+#[Object]
+impl BulkMutation {
+    /// Starts the job a preview described (in the background, in batches); the job
+    /// records who asked. Only the user who previewed, within 10 minutes.
+    async fn bulk_reprocess_confirm(
+        &self,
+        ctx: &Context<'_>,
+        confirm_token: String,
+    ) -> Result<BulkReprocessJob, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let payload =
+            auth::open(&state.config.token_secret, &confirm_token).ok_or_else(invalid_token)?;
+        let payload: ConfirmPayload =
+            serde_json::from_slice(&payload).map_err(|_| invalid_token())?;
+        if payload.v != TOKEN_VERSION || payload.filter.institution_id != payload.institution_id {
+            return Err(invalid_token());
+        }
+        if payload.expires_at <= state.clock.now().timestamp() {
+            return Err(ApiError::unauthenticated(
+                "CONFIRM_TOKEN_EXPIRED",
+                "the confirm token has expired; preview again",
+            ));
+        }
+        if payload.user_id != claims.user_id {
+            return Err(ApiError::forbidden(
+                "NOT_YOUR_PREVIEW",
+                "this confirm token was issued to another user",
+            ));
+        }
+        if claims.role != DomainRole::Admin {
+            // A manager's preview is always scoped to its institution.
+            ensure_owner(claims, payload.institution_id)?;
+        }
+        let id = bulk::start(
+            &state.pool,
+            &payload.filter,
+            payload.up_to_position,
+            Actor::User(claims.user_id),
+        )
+        .await
+        .map_err(bulk_error)?;
+        let job = bulk::job(&state.pool, id)
+            .await?
+            .ok_or_else(|| ApiError::Internal(format!("job {id} vanished")))?;
+        Ok(job.into())
+    }
+
+    /// Cancels a running job (it stops before its next batch). Admin: any; manager: own
+    /// institution's.
+    async fn bulk_reprocess_cancel(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> Result<BulkReprocessJob, ApiError> {
+        visible_job(ctx, id).await?;
+        let job = bulk::cancel(&state(ctx).pool, id)
+            .await
+            .map_err(bulk_error)?;
+        Ok(job.into())
+    }
+}
