@@ -49,6 +49,19 @@ async fn receive(socket: &mut Socket) -> Option<Value> {
 }
 
 async fn subscribe(server: &TestServer, token: Option<&str>) -> (Socket, Option<Value>) {
+    subscribe_to(
+        server,
+        token,
+        json!({ "query": "subscription { logPosition }" }),
+    )
+    .await
+}
+
+async fn subscribe_to(
+    server: &TestServer,
+    token: Option<&str>,
+    subscription: Value,
+) -> (Socket, Option<Value>) {
     let mut socket = connect(server).await;
     let payload = match token {
         Some(token) => json!({ "authorization": format!("Bearer {token}") }),
@@ -65,7 +78,7 @@ async fn subscribe(server: &TestServer, token: Option<&str>) -> (Socket, Option<
     }
     send(
         &mut socket,
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { logPosition }" } }),
+        json!({ "id": "1", "type": "subscribe", "payload": subscription }),
     )
     .await;
     let first = receive(&mut socket).await;
@@ -122,5 +135,85 @@ async fn non_admins_and_bad_tokens_are_refused() {
         answer.as_ref().map(|m| m["type"].clone()) != Some(json!("connection_ack")),
         "{answer:?}"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_reprocessing_progress_streams_until_the_job_ends() {
+    let (server, _projections) = server_with_projections().await;
+    let admin = server.admin().await;
+    let a = server.institution("Gamma").await;
+    for _ in 0..3 {
+        server.campus(&a.manager.token, None).await;
+    }
+    let expected: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE metadata->>'institution_id' = $1")
+            .bind(a.id.to_string())
+            .fetch_one(&server.db.pool)
+            .await
+            .unwrap();
+    let preview_query =
+        "query($f: AdminEventFilter) { bulkReprocessPreview(filter: $f) { count confirmToken } }";
+    let filter = json!({ "f": { "institutionId": a.id } });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let token = loop {
+        let r = server
+            .gql(Some(&admin.token), preview_query, filter.clone())
+            .await;
+        let preview = &r["data"]["bulkReprocessPreview"];
+        if preview["count"] == expected {
+            break preview["confirmToken"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "preview never caught up: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let r = server
+        .gql(
+            Some(&admin.token),
+            "mutation($t: String!) { bulkReprocessConfirm(confirmToken: $t) { id } }",
+            json!({ "t": token }),
+        )
+        .await;
+    let job = r["data"]["bulkReprocessConfirm"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Someone else's manager may not watch it.
+    let b = server.institution("Delta").await;
+    let query = json!({
+        "query": "subscription($id: UUID!) { bulkReprocessProgress(id: $id) { status total done failed } }",
+        "variables": { "id": job },
+    });
+    let (_socket, refused) = subscribe_to(&server, Some(&b.manager.token), query.clone()).await;
+    let refused = refused.expect("an answer");
+    assert_eq!(refused["payload"]["data"], Value::Null, "{refused}");
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+
+    let (mut socket, first) = subscribe_to(&server, Some(&admin.token), query).await;
+    let mut message = first.expect("a first progress report");
+    loop {
+        assert_eq!(message["type"], "next", "{message}");
+        let progress = &message["payload"]["data"]["bulkReprocessProgress"];
+        if progress["status"] != "running" {
+            assert_eq!(progress["status"], "done", "{progress}");
+            assert_eq!(progress["done"], expected, "{progress}");
+            assert_eq!(progress["failed"], 0, "{progress}");
+            break;
+        }
+        message = receive(&mut socket)
+            .await
+            .expect("the stream goes on until the job ends");
+    }
+    let complete = receive(&mut socket)
+        .await
+        .expect("the server completes the stream");
+    assert_eq!(complete["type"], "complete", "{complete}");
     server.stop().await;
 }

@@ -119,7 +119,7 @@ fn bulk_error(error: BulkError) -> ApiError {
 }
 
 /// The job, if the caller may see it (admin: any; manager: its institution's).
-async fn visible_job(ctx: &Context<'_>, id: Uuid) -> Result<BulkJob, ApiError> {
+pub(crate) async fn visible_job(ctx: &Context<'_>, id: Uuid) -> Result<BulkJob, ApiError> {
     let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
     let job = bulk::job(&state(ctx).pool, id)
         .await?

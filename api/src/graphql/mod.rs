@@ -1,7 +1,7 @@
 //! The GraphQL schema: queries, one mutation per domain command, subscriptions.
 
 mod admin_ops;
-mod bulk;
+pub(crate) mod bulk;
 mod mutation;
 mod notifications;
 mod processing;

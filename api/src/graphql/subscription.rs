@@ -55,4 +55,48 @@ impl SubscriptionRoot {
             },
         ))
     }
+
+    /// Progress of a bulk reprocessing job: sent at once, then each time it changes,
+    /// ending after the job finishes (done, cancelled or failed). Admin: any job;
+    /// manager: its institution's.
+    async fn bulk_reprocess_progress(
+        &self,
+        ctx: &Context<'_>,
+        id: uuid::Uuid,
+    ) -> Result<impl Stream<Item = super::bulk::BulkReprocessJob>, ApiError> {
+        let first = super::bulk::visible_job(ctx, id).await?;
+        let state = state(ctx);
+        let pool = state.pool.clone();
+        let interval = state
+            .config
+            .subscription_poll_interval
+            .max(Duration::from_millis(10));
+        // (pool, job to send next, last sent (status, done, failed), finished)
+        Ok(futures::stream::unfold(
+            (pool, Some(first), None::<(String, i64, i64)>, false),
+            move |(pool, next, last, finished)| async move {
+                if finished {
+                    return None;
+                }
+                let mut next = next;
+                loop {
+                    if let Some(job) = next.take() {
+                        let key = (job.status.clone(), job.done, job.failed);
+                        if Some(&key) != last.as_ref() {
+                            let over = job.status != "running";
+                            return Some((job.into(), (pool, None, Some(key), over)));
+                        }
+                    }
+                    tokio::time::sleep(interval).await;
+                    match aula_processor::bulk::job(&pool, id).await {
+                        Ok(Some(job)) => next = Some(job),
+                        Ok(None) => return None,
+                        Err(error) => {
+                            tracing::warn!(%error, "bulkReprocessProgress: reading the job failed");
+                        }
+                    }
+                }
+            },
+        ))
+    }
 }
