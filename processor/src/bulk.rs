@@ -159,63 +159,24 @@ impl Default for BulkOptions {
     }
 }
 
-/// The filters of the admin list (as `admin_events::list_admin_events` applies them),
-/// restricted to originals at or before `up_to_position`.
-fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, filter: &BulkFilter, up_to_position: i64) {
+/// The admin list's own filters (`admin_events::push_filters`, so a preview counts
+/// exactly what the list shows), restricted to originals at or before `up_to_position`.
+fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &EventListQuery, up_to_position: i64) {
     sql.push(" AND reprocessed_from IS NULL AND global_position <= ")
         .push_bind(up_to_position);
-    if !filter.event_types.is_empty() {
-        sql.push(" AND event_type = ANY(")
-            .push_bind(filter.event_types.clone())
-            .push(")");
-    }
-    if let Some(from) = filter.recorded_from {
-        sql.push(" AND recorded_at >= ").push_bind(from);
-    }
-    if let Some(to) = filter.recorded_to {
-        sql.push(" AND recorded_at < ").push_bind(to);
-    }
-    if let Some(from) = filter.processed_from {
-        sql.push(" AND processed_at >= ").push_bind(from);
-    }
-    if let Some(to) = filter.processed_to {
-        sql.push(" AND processed_at < ").push_bind(to);
-    }
-    if let Some(status) = &filter.status {
-        sql.push(" AND status = ").push_bind(status.clone());
-    }
-    if let Some((op, ms)) = &filter.duration {
-        sql.push(match op.as_str() {
-            "gt" => " AND duration_ms > ",
-            "lt" => " AND duration_ms < ",
-            _ => " AND duration_ms = ",
-        })
-        .push_bind(*ms);
-    }
-    if let Some(id) = filter.institution_id {
-        sql.push(" AND institution_id = ").push_bind(id);
-    }
-    match filter.has_failed_tasks {
-        Some(true) => {
-            sql.push(" AND tasks_failed > 0");
-        }
-        Some(false) => {
-            sql.push(" AND tasks_failed = 0");
-        }
-        None => {}
-    }
+    aula_projections::admin_events::push_filters(sql, query);
 }
 
 async fn grouped(
     pool: &PgPool,
     column: &str,
-    filter: &BulkFilter,
+    query: &EventListQuery,
     up_to_position: i64,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
         "SELECT {column}, count(*) FROM admin_events WHERE true"
     ));
-    push_filters(&mut sql, filter, up_to_position);
+    push_filters(&mut sql, query, up_to_position);
     sql.push(format!(" GROUP BY {column} ORDER BY {column}"));
     sql.build_query_as().fetch_all(pool).await
 }
@@ -239,8 +200,9 @@ pub async fn preview_at(
     filter: &BulkFilter,
     up_to_position: i64,
 ) -> Result<Preview, BulkError> {
-    let by_type = grouped(pool, "event_type", filter, up_to_position).await?;
-    let by_status = grouped(pool, "status", filter, up_to_position).await?;
+    let query = filter.to_query()?;
+    let by_type = grouped(pool, "event_type", &query, up_to_position).await?;
+    let by_status = grouped(pool, "status", &query, up_to_position).await?;
     Ok(Preview {
         count: by_type.iter().map(|(_, n)| n).sum(),
         by_type,
@@ -267,7 +229,7 @@ pub async fn start_with(
     actor: Actor,
     options: BulkOptions,
 ) -> Result<Uuid, BulkError> {
-    filter.to_query()?;
+    let query = filter.to_query()?;
     let total = preview_at(pool, filter, up_to_position).await?.count;
     let id = Uuid::new_v4();
     let filter_json =
@@ -286,9 +248,8 @@ pub async fn start_with(
     .await?;
     tracing::info!(job = %id, %actor, up_to_position, total, filter = %filter_json, "bulk reprocessing started");
     let pool = pool.clone();
-    let filter = filter.clone();
     tokio::spawn(async move {
-        if let Err(error) = run(&pool, id, &filter, up_to_position, actor, options).await {
+        if let Err(error) = run(&pool, id, &query, up_to_position, actor, options).await {
             tracing::error!(job = %id, %error, "bulk reprocessing failed");
             let _ = sqlx::query(
                 "UPDATE bulk_reprocess_jobs SET status = 'failed', error = $2, updated_at = now()
@@ -306,7 +267,7 @@ pub async fn start_with(
 async fn run(
     pool: &PgPool,
     id: Uuid,
-    filter: &BulkFilter,
+    query: &EventListQuery,
     up_to_position: i64,
     actor: Actor,
     options: BulkOptions,
@@ -324,7 +285,7 @@ async fn run(
         }
         let mut sql: QueryBuilder<Postgres> =
             QueryBuilder::new("SELECT event_id, global_position FROM admin_events WHERE true");
-        push_filters(&mut sql, filter, up_to_position);
+        push_filters(&mut sql, query, up_to_position);
         sql.push(" AND global_position > ")
             .push_bind(after)
             .push(" ORDER BY global_position LIMIT ")

@@ -194,7 +194,9 @@ pub enum EventListError {
     Database(#[from] sqlx::Error),
 }
 
-fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &EventListQuery) {
+/// Appends `query`'s filters (each as ` AND ...`) to a statement over `admin_events`.
+/// Shared with bulk reprocessing, so a preview counts exactly what the list shows.
+pub fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &EventListQuery) {
     if !query.event_types.is_empty() {
         sql.push(" AND event_type = ANY(")
             .push_bind(query.event_types.clone())
