@@ -301,20 +301,288 @@ pub async fn rebuild(global: &GlobalArgs, events: usize) -> anyhow::Result<()> {
         report.all_seconds,
         report.all_events_per_second
     );
+    if let Some(first) = report.all.first() {
+        let swaps =
+            report.all_seconds - first.load_seconds - first.carry_seconds - first.index_seconds;
+        println!(
+            "  phases: load {:.2} s (log read {:.2} s), carry-over {:.2} s, indexes {:.2} s, swaps {:.2} s",
+            first.load_seconds, first.read_seconds, first.carry_seconds, first.index_seconds, swaps
+        );
+        for each in &report.all {
+            println!("  {:<20} handle {:>6.2} s", each.name, each.handle_seconds);
+        }
+    }
     db.drop_database().await
 }
 
+pub async fn list_query(
+    global: &GlobalArgs,
+    options: aula_projections::list_bench::ListBenchOptions,
+    reuse_database: Option<String>,
+    keep: bool,
+) -> anyhow::Result<()> {
+    use aula_projections::list_bench;
+    let err = |e: aula_projections::bench::BenchError| anyhow::anyhow!("{e}");
+    if let Some(name) = reuse_database {
+        let url = global
+            .database_url
+            .as_deref()
+            .context("--reuse-database needs DATABASE_URL")?;
+        let connect = url.parse::<PgConnectOptions>()?.database(&name);
+        let pool = aula_eventlog::db::pool(connect, 4).await?;
+        sqlx::query("ANALYZE admin_events").execute(&pool).await?;
+        println!("aula bench list-query: measuring database {name}...");
+        let report = list_bench::ListBenchReport {
+            events: sqlx::query_scalar("SELECT count(*) FROM admin_events")
+                .fetch_one(&pool)
+                .await?,
+            tasks: sqlx::query_scalar("SELECT count(*) FROM tasks")
+                .fetch_one(&pool)
+                .await?,
+            generate_seconds: 0.0,
+            measurements: list_bench::measure(&pool, &options).await.map_err(err)?,
+        };
+        print!("{}", report.render());
+        return Ok(());
+    }
+    if keep && global.database_url.is_none() {
+        anyhow::bail!("--keep needs DATABASE_URL (the private server stops with this process)");
+    }
+    let db = BenchDatabase::create(global).await?;
+    println!(
+        "aula bench list-query: generating {} events and about {} tasks...",
+        options.events,
+        2 * options.events
+    );
+    let report = list_bench::bench_list_query(&db.pool, &options)
+        .await
+        .map_err(err)?;
+    print!("{}", report.render());
+    if keep {
+        println!("kept database {}", db.name);
+        return Ok(());
+    }
+    db.drop_database().await
+}
+
+/// `aula bench tasks`: the shape. Starts `processes` worker processes (this
+/// executable, `bench task-worker`) on the empty queue and waits until each prints
+/// `ready` (the start-up, measured and not counted), inserts `count` no-op tasks in
+/// one statement, and times the drain from the insert's commit until no task is
+/// pending or running (polled on the status counts, not on the tasks table).
 pub async fn tasks(
     global: &GlobalArgs,
-    tasks: i64,
-    worker_sets: usize,
+    count: i64,
+    processes: usize,
     concurrency: usize,
+    claim_batch: i64,
 ) -> anyhow::Result<()> {
     let db = BenchDatabase::create(global).await?;
-    let report =
-        aula_processor::bench::bench_tasks(&db.pool, tasks, worker_sets, concurrency).await?;
+    let result = tasks_on(&db, global, count, processes, concurrency, claim_batch).await;
+    let dropped = db.drop_database().await;
+    let report = result?;
+    dropped?;
     println!("aula bench tasks: {report}");
-    db.drop_database().await
+    Ok(())
+}
+
+/// A worker process; SIGKILLed if still running when dropped.
+struct WorkerProcess {
+    child: tokio::process::Child,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+async fn tasks_on(
+    db: &BenchDatabase,
+    global: &GlobalArgs,
+    count: i64,
+    processes: usize,
+    concurrency: usize,
+    claim_batch: i64,
+) -> anyhow::Result<aula_processor::bench::BenchTasksReport> {
+    use tokio::io::AsyncBufReadExt;
+
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let url = worker_database_url(global, &db.connect)?;
+    let log_format = match global.log_format {
+        crate::cli::LogFormat::Text => "text",
+        crate::cli::LogFormat::Json => "json",
+    };
+    let load_before = aula_processor::bench::load_average();
+    let started = Instant::now();
+    let mut workers = Vec::with_capacity(processes);
+    for n in 0..processes {
+        let mut command = tokio::process::Command::new(&exe);
+        command
+            .args([
+                "--log-format",
+                log_format,
+                "bench",
+                "task-worker",
+                "--database",
+            ])
+            .arg(&db.name)
+            .args(["--name", &format!("bench-{n}")])
+            .args(["--concurrency", &concurrency.to_string()])
+            .args(["--claim-batch", &claim_batch.to_string()])
+            .env("DATABASE_URL", &url)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "warn");
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        let stdout = child.stdout.take().context("the worker's stdout")?;
+        workers.push(WorkerProcess {
+            child,
+            stdout: tokio::io::BufReader::new(stdout).lines(),
+        });
+    }
+    for (n, worker) in workers.iter_mut().enumerate() {
+        let line = tokio::time::timeout(Duration::from_secs(120), worker.stdout.next_line())
+            .await
+            .with_context(|| format!("worker process {n} did not report ready"))??;
+        anyhow::ensure!(
+            line.as_deref() == Some("ready"),
+            "worker process {n} said {line:?} instead of ready"
+        );
+    }
+    let startup = started.elapsed();
+    let insert = aula_processor::bench::insert_noop_tasks(&db.pool, count).await?;
+    let worker_pids: Vec<u32> = workers.iter().filter_map(|w| w.child.id()).collect();
+    let server_pids = database_pids(&db.pool).await?;
+    let cpu_before = (cpu_seconds(&worker_pids), cpu_seconds(&server_pids));
+    let drain_start = Instant::now();
+    aula_processor::bench::wait_until_drained(&db.pool).await?;
+    let drain = drain_start.elapsed();
+    let load_after = aula_processor::bench::load_average();
+    // Processes that appeared during the drain count from zero.
+    let mut server_pids_after = database_pids(&db.pool).await?;
+    server_pids_after.retain(|pid| !server_pids.contains(pid));
+    let drain_cpu = match (
+        cpu_before,
+        cpu_seconds(&worker_pids),
+        cpu_seconds(&server_pids),
+    ) {
+        ((Some(w0), Some(d0)), Some(w1), Some(d1)) => Some(aula_processor::bench::DrainCpu {
+            workers_seconds: w1 - w0,
+            database_seconds: d1 - d0 + cpu_seconds(&server_pids_after).unwrap_or(0.0),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }),
+        _ => None,
+    };
+    // Closing their stdin stops the workers (a graceful drain: nothing is left).
+    for worker in &mut workers {
+        drop(worker.child.stdin.take());
+    }
+    for (n, worker) in workers.iter_mut().enumerate() {
+        let status = tokio::time::timeout(Duration::from_secs(60), worker.child.wait())
+            .await
+            .with_context(|| format!("worker process {n} did not stop"))??;
+        anyhow::ensure!(status.success(), "worker process {n} exited with {status}");
+    }
+    Ok(aula_processor::bench::BenchTasksReport {
+        tasks: count,
+        startup,
+        insert,
+        drain,
+        tasks_per_second: count as f64 / drain.as_secs_f64().max(1e-9),
+        worker_sets: processes,
+        concurrency,
+        claim_batch,
+        separate_processes: true,
+        attempts: aula_processor::bench::attempt_records(&db.pool).await?,
+        drain_cpu,
+        load_before,
+        load_after,
+    })
+}
+
+/// The server processes working for the benchmark's database: its backends and the
+/// server's own (WAL writer, checkpointer...).
+async fn database_pids(pool: &PgPool) -> anyhow::Result<Vec<u32>> {
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() OR datname IS NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(pids
+        .into_iter()
+        .filter_map(|p| u32::try_from(p).ok())
+        .collect())
+}
+
+/// User + system CPU seconds of these processes so far, from `/proc/<pid>/stat`;
+/// `None` when one is not readable (e.g. the database runs on another machine).
+fn cpu_seconds(pids: &[u32]) -> Option<f64> {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut total = 0u64;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which is in parentheses and may hold spaces):
+        // state is field 3; utime and stime are fields 14 and 15.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        total += utime + stime;
+    }
+    Some(total as f64 / ticks)
+}
+
+/// The URL a worker process connects with: DATABASE_URL's (the database is passed
+/// apart), or the private benchmark server's socket.
+fn worker_database_url(global: &GlobalArgs, connect: &PgConnectOptions) -> anyhow::Result<String> {
+    if let Some(url) = &global.database_url {
+        return Ok(url.clone());
+    }
+    let socket = connect
+        .get_socket()
+        .context("the private benchmark server listens on a socket")?;
+    Ok(format!(
+        "postgresql://{}@localhost/postgres?host={}&port={}",
+        connect.get_username(),
+        socket.display(),
+        connect.get_port()
+    ))
+}
+
+/// `aula bench task-worker` (hidden): one worker process of [`tasks`]. Prints `ready`
+/// once its workers claim on the empty queue; stops (draining) when stdin closes.
+pub async fn task_worker(
+    global: &GlobalArgs,
+    database: &str,
+    name: String,
+    concurrency: usize,
+    claim_batch: i64,
+) -> anyhow::Result<()> {
+    let url = global
+        .database_url
+        .as_deref()
+        .context("DATABASE_URL is required")?;
+    let options = url
+        .parse::<PgConnectOptions>()
+        .context("DATABASE_URL is not a PostgreSQL URL")?
+        .database(database);
+    let pool = aula_eventlog::db::pool(options, (concurrency as u32 + 4).min(64)).await?;
+    let (trigger, shutdown) = aula_eventlog::shutdown::channel();
+    std::thread::spawn(move || {
+        // Blocks until the parent closes our stdin (or dies).
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        trigger.trigger();
+    });
+    aula_processor::bench::run_noop_workers(pool, name, concurrency, claim_batch, shutdown, || {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "ready");
+        let _ = stdout.flush();
+    })
+    .await?;
+    Ok(())
 }
 
 pub async fn latency(global: &GlobalArgs, events: usize) -> anyhow::Result<()> {

@@ -160,15 +160,53 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
     },
-    /// Insert N no-op tasks in one call, then drain them; tasks/s.
+    /// The admin event list over N events and ~2N tasks: p50/p95/max of every filter ×
+    /// sort × direction, first page and deep pages (the query of `adminEvents`).
+    ListQuery {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: i64,
+        /// Timed runs of each first page and of each deepest page.
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
+        /// How many pages deep to follow the cursors.
+        #[arg(long, default_value_t = 50)]
+        pages: usize,
+        /// Only measure: use this already generated database on DATABASE_URL's server
+        /// (keep one with `--keep`), and leave it there.
+        #[arg(long)]
+        reuse_database: Option<String>,
+        /// Keep the generated database (with DATABASE_URL) and print its name.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Insert N no-op tasks in one call, then drain them with separate worker processes
+    /// (this binary, started beside itself), history kept; tasks/s over the drain only.
     Tasks {
         #[arg(long, default_value_t = 200_000)]
         tasks: i64,
-        /// Independent worker sets (each like one processor process).
-        #[arg(long, default_value_t = 4)]
-        worker_sets: usize,
+        /// Worker processes.
+        #[arg(long, alias = "worker-sets", default_value_t = 4)]
+        processes: usize,
+        /// Tasks run at once by each process.
         #[arg(long, default_value_t = 24)]
         concurrency: usize,
+        /// Most tasks one claim statement takes (default: the concurrency).
+        #[arg(long)]
+        claim_batch: Option<i64>,
+    },
+    /// One worker process of `bench tasks`, which starts it (prints `ready` once it
+    /// claims; stops when its stdin closes).
+    #[command(hide = true)]
+    TaskWorker {
+        /// The benchmark's database on DATABASE_URL's server.
+        #[arg(long)]
+        database: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        concurrency: usize,
+        #[arg(long)]
+        claim_batch: i64,
     },
     /// N sequential events, each awaited until its task starts: latency percentiles.
     Latency {

@@ -9,13 +9,14 @@ pub mod cli;
 pub mod database;
 pub mod projections;
 pub mod serve;
+pub mod telemetry;
 
 use anyhow::Context;
-use cli::{AdminCommand, BenchCommand, Cli, Command, EventsCommand, LogFormat};
+use cli::{AdminCommand, BenchCommand, Cli, Command, EventsCommand};
 
 /// Runs the command the user asked for (`serve` when none).
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    init_logging(cli.global.log_format);
+    let telemetry = telemetry::Telemetry::init(cli.global.log_format);
     let command = cli
         .command
         .unwrap_or(Command::Serve(cli::ServeArgs::default()));
@@ -31,7 +32,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match command {
             Command::Serve(args) => {
                 serve::serve(&cli.global, &args, serve::shutdown_signal()).await
@@ -62,28 +63,45 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 BenchCommand::Append { seconds } => bench::append(&cli.global, seconds).await,
                 BenchCommand::Log { events } => bench::log(&cli.global, events).await,
                 BenchCommand::Rebuild { events } => bench::rebuild(&cli.global, events).await,
+                BenchCommand::ListQuery {
+                    events,
+                    samples,
+                    pages,
+                    reuse_database,
+                    keep,
+                } => {
+                    let options = aula_projections::list_bench::ListBenchOptions {
+                        events,
+                        samples,
+                        pages,
+                        ..Default::default()
+                    };
+                    bench::list_query(&cli.global, options, reuse_database, keep).await
+                }
                 BenchCommand::Tasks {
                     tasks,
-                    worker_sets,
+                    processes,
                     concurrency,
-                } => bench::tasks(&cli.global, tasks, worker_sets, concurrency).await,
+                    claim_batch,
+                } => {
+                    let claim_batch = claim_batch.unwrap_or(concurrency as i64);
+                    bench::tasks(&cli.global, tasks, processes, concurrency, claim_batch).await
+                }
+                BenchCommand::TaskWorker {
+                    database,
+                    name,
+                    concurrency,
+                    claim_batch,
+                } => {
+                    bench::task_worker(&cli.global, &database, name, concurrency, claim_batch).await
+                }
                 BenchCommand::Latency { events } => bench::latency(&cli.global, events).await,
             },
             Command::Events { .. } => Ok(()),
         }
-    })
-}
-
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,aula_eventlog::local_pg=info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second initialisation (tests calling run twice) is harmless: ignore it.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
+    });
+    // Spans still buffered go out before the process ends.
+    drop(runtime);
+    telemetry.shutdown();
+    result
 }

@@ -107,7 +107,16 @@ pub async fn serve(
             )
             .await;
         }));
-        tracing::info!("processor part enabled: reactions, task workers, nightly archive");
+        // Bulk reprocessing jobs whose process died are taken over here.
+        let (bulk_pool, bulk_shutdown) = (pool.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(aula_processor::bulk::run_resumer(
+            bulk_pool,
+            aula_processor::bulk::BulkOptions::default(),
+            bulk_shutdown,
+        )));
+        tracing::info!(
+            "processor part enabled: reactions, task workers, nightly archive, bulk job resumer"
+        );
     }
 
     let mut http = None;

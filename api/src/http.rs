@@ -1,5 +1,6 @@
 //! The HTTP edge: routes, the GraphQL handler (body limit, JSON parsing, access token,
-//! timeout, request id, error codes), WebSocket subscriptions, health and readiness.
+//! timeout, request id, error codes), WebSocket subscriptions, health, readiness and
+//! metrics (`GET /metrics`, see [`crate::metrics`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,6 +44,8 @@ pub fn router(state: AppState) -> Router {
         .route("/graphql/ws", get(graphql_ws))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .merge(crate::dashboard::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(http)
 }
@@ -78,6 +81,7 @@ fn request_id(headers: &HeaderMap) -> String {
 
 /// A GraphQL-shaped error response for failures before execution.
 fn error_response(status: StatusCode, request_id: &str, error: ApiError) -> Response {
+    crate::metrics::record_refused(error.code());
     let error: async_graphql::Error = error.into();
     let mut server_error = error.into_server_error(Default::default());
     server_error.locations.clear();
@@ -120,7 +124,26 @@ async fn graphql_post(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let request_id = request_id(&headers);
-    let span = tracing::info_span!("graphql", request_id = %request_id);
+    // Every log line of the request carries its id; `operation` (the root fields) is
+    // filled in once the query is parsed (see `metrics`).
+    let span = tracing::info_span!(
+        "graphql",
+        request_id = %request_id,
+        operation = tracing::field::Empty
+    );
+    // A caller's W3C trace context, when spans are exported: continue its trace.
+    if aula_eventlog::trace::enabled() {
+        if let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+            aula_eventlog::trace::TraceContext {
+                traceparent: traceparent.to_owned(),
+                tracestate: headers
+                    .get("tracestate")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            }
+            .adopt(&span);
+        }
+    }
     async move {
         let body = match body {
             Ok(body) => body,
@@ -247,6 +270,9 @@ async fn graphql_ws(
     let app = http.app.clone();
     // Public mutations sent over the socket are rate-limited like HTTP ones.
     let client = connect.map(|Extension(ConnectInfo(addr))| addr.ip());
+    // One id for the connection: every log line of its operations carries it.
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let span = tracing::info_span!("graphql_ws", request_id = %request_id);
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
@@ -273,13 +299,27 @@ async fn graphql_ws(
                     data.insert(RequestContext {
                         claims,
                         client,
-                        request_id: uuid::Uuid::new_v4().to_string(),
+                        request_id,
                     });
                     Ok(data)
                 })
                 .keepalive_timeout(Duration::from_secs(60))
                 .serve()
+                .instrument(span)
         })
+}
+
+/// Prometheus text format: counters recorded as they happen, gauges read now.
+async fn metrics(State(http): State<Http>) -> Response {
+    let body = crate::metrics::render(&http.app).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            aula_eventlog::metrics::CONTENT_TYPE,
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn health() -> Json<serde_json::Value> {

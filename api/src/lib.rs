@@ -1,7 +1,7 @@
 //! Aula's GraphQL API: a mutation per domain command, authentication with signed
 //! access tokens, role- and institution-based authorization, and errors with stable
 //! codes. Served by axum: `POST /graphql`, GraphiQL on `GET /graphql`, subscriptions
-//! on `/graphql/ws`, `GET /health` and `GET /ready`.
+//! on `/graphql/ws`, `GET /health`, `GET /ready` and `GET /metrics` (Prometheus).
 //!
 //! **Boundary:** the only crate that knows HTTP and GraphQL. It writes through
 //! `aula_eventlog::CommandBus` and owns one table, `user_emails` (migration 0003). It
@@ -17,11 +17,13 @@ pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;
+mod dashboard;
 pub mod emails;
 pub mod error;
 pub mod freshness;
 pub mod graphql;
 mod http;
+pub mod metrics;
 pub mod ratelimit;
 pub mod secrets;
 pub mod state;

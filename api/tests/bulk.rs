@@ -1,5 +1,5 @@
 //! Bulk reprocessing over HTTP: preview → confirm → progress until done, the confirm
-//! token's binding, and institution isolation.
+//! token's binding (and single use), and institution isolation.
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 mod common;
-use common::{assert_code, assert_ok, server_with_projections};
+use common::{assert_code, assert_ok, extension, server_with_projections};
 
 const PREVIEW: &str = "query($f: AdminEventFilter) { bulkReprocessPreview(filter: $f) { count byType { type count } byStatus { status count } upToPosition confirmToken } }";
 const CONFIRM: &str = "mutation($t: String!) { bulkReprocessConfirm(confirmToken: $t) { id status total done failed requestedBy institutionId } }";
@@ -112,6 +112,18 @@ async fn bulk_reprocessing_previews_confirms_and_copies_only_what_it_previewed()
     assert_eq!(job["requestedBy"], format!("user:{}", a.manager.id));
     assert_eq!(job["institutionId"], a.id.to_string());
     let id = job["id"].as_str().unwrap().to_owned();
+
+    // The token is single-use: confirming it again starts nothing.
+    let r = server
+        .gql(Some(&a.manager.token), CONFIRM, json!({ "t": token }))
+        .await;
+    assert_code(&r, "CONFLICT");
+    assert_eq!(extension(&r, "reason"), "CONFIRM_TOKEN_USED");
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM bulk_reprocess_jobs")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 1);
 
     // b's manager cannot see or cancel it.
     for query in [JOB, CANCEL] {

@@ -10,11 +10,13 @@ pub mod db;
 pub mod local_pg;
 pub mod log;
 pub mod metadata;
+pub mod metrics;
 pub mod shutdown;
 pub mod store;
 pub mod subscription;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 
 pub use log::{LogPosition, RecordedEvent};
 pub use metadata::{Actor, Cause, EventMetadata};

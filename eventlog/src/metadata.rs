@@ -15,6 +15,10 @@ pub const ACTOR: &str = "actor";
 pub const CORRELATION_ID: &str = "correlation_id";
 pub const CAUSATION_ID: &str = "causation_id";
 pub const REQUEST_ID: &str = "request_id";
+/// The W3C trace context of the span that ran the command (only when spans are
+/// exported): handlers of the event continue that trace (see [`crate::trace`]).
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
 
 /// Who issued a command.
 #[derive(Debug, Clone, PartialEq, Eq)]

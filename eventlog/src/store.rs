@@ -21,6 +21,7 @@ use cqrs_es::persist::{EventUpcaster, PersistedEventStore, SerializedEvent};
 use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventEnvelope, EventStore};
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::metadata::EventMetadata;
@@ -249,13 +250,35 @@ where
 
     /// Loads the aggregate, lets it decide, appends what it decided. On a lost race
     /// the whole cycle runs again on fresh state, with a short jittered pause.
+    ///
+    /// Runs in a `command` span; when spans are exported, its trace context is stored
+    /// in the events' metadata (unless the caller put one there) so that whoever
+    /// handles the events continues the trace (see [`crate::trace`]).
     pub async fn execute(
         &self,
         aggregate_id: &str,
         command: A::Command,
         metadata: &EventMetadata,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
-        let metadata_json = serde_json::to_string(&metadata.to_map()).map_err(StoreError::from)?;
+        let span = tracing::info_span!("command", aggregate = A::TYPE, aggregate_id);
+        let mut map = metadata.to_map();
+        if !map.contains_key(crate::metadata::TRACEPARENT) {
+            if let Some(context) = crate::trace::TraceContext::of(&span) {
+                context.insert_into(&mut map);
+            }
+        }
+        self.execute_with_map(aggregate_id, command, &map)
+            .instrument(span)
+            .await
+    }
+
+    async fn execute_with_map(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &std::collections::HashMap<String, String>,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let metadata_json = serde_json::to_string(metadata).map_err(StoreError::from)?;
         let mut attempt = 0;
         let mut use_cache = true;
         loop {
@@ -293,10 +316,16 @@ where
             }
             match self
                 .append(aggregate_id, current_sequence, &events, &metadata_json)
+                .instrument(tracing::info_span!("events.append", events = events.len()))
                 .await
             {
                 Ok(appended) => {
                     self.notifier.poke();
+                    for event in &events {
+                        crate::metrics::EVENTS_APPENDED
+                            .with([&event.event_type()])
+                            .inc();
+                    }
                     // `sink.write` applied each event, so `aggregate` is the new state.
                     self.cache
                         .put(aggregate_id, aggregate, current_sequence + events.len());

@@ -307,6 +307,9 @@ impl<C: Consumer> Runner<C> {
             let Some((last_position, last_recorded_at)) = last else {
                 continue;
             };
+            // When spans are exported: each event's trace gets this step (held until
+            // the batch commits or fails).
+            let _event_spans = crate::trace::subscription_spans(&name, &batch);
             match self.consumer.handle(&mut tx, &batch).await {
                 Ok(()) => {
                     sqlx::query(

@@ -1,13 +1,17 @@
 //! `aula bench tasks` and `aula bench latency`: measurements, not tests. They print
 //! what they measured; nothing here asserts a target.
 //!
-//! Both run the worker sets inside this process (each set has its own listener,
-//! claimer, completer and pool share, like a separate process would); starting real
-//! processes is the caller's choice (`aula-worker`).
+//! The task benchmark's shape (issue 6): N no-op tasks inserted in one statement, then
+//! drained by worker *processes*, history kept (attempt records). The binary starts
+//! the processes (itself, with a hidden subcommand that calls [`run_noop_workers`]);
+//! each reports ready once its workers made their first claim on the empty queue, so
+//! their start-up is measured apart and not counted. The drain is timed from the
+//! insert's commit until [`open_tasks`] is 0. [`bench_tasks`] is the same measurement
+//! with the worker sets inside this process (the tests use it).
 
 use std::time::{Duration, Instant};
 
-use aula_eventlog::shutdown;
+use aula_eventlog::shutdown::{self, Shutdown};
 use aula_eventlog::{SubscriptionOptions, Wakeups};
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
@@ -22,27 +26,163 @@ use crate::reactions::{kinds_for, spawn_reactions_with, REACTIONS_SUBSCRIPTION};
 #[derive(Debug, Clone)]
 pub struct BenchTasksReport {
     pub tasks: i64,
+    /// From starting the workers on the empty queue until every one reported ready
+    /// (not counted in the throughput).
+    pub startup: Duration,
+    /// The one INSERT of every task (not counted).
     pub insert: Duration,
+    /// From the insert's commit until no task is pending or running.
     pub drain: Duration,
+    /// `tasks / drain`.
     pub tasks_per_second: f64,
+    /// Worker processes (or sets, in one process).
     pub worker_sets: usize,
     pub concurrency: usize,
+    pub claim_batch: i64,
+    /// Separate OS processes, or sets inside one process.
+    pub separate_processes: bool,
+    /// Attempt records written (history kept: one per task).
+    pub attempts: i64,
+    /// CPU seconds spent during the drain by the worker processes and by the database
+    /// server's processes, when they run on this machine (read from `/proc`).
+    pub drain_cpu: Option<DrainCpu>,
+    /// `/proc/loadavg` before the start-up and after the drain (others' load skews
+    /// the figures; the CPU per task does not depend on it as much).
+    pub load_before: String,
+    pub load_after: String,
+}
+
+/// CPU time spent during a drain.
+#[derive(Debug, Clone, Copy)]
+pub struct DrainCpu {
+    pub workers_seconds: f64,
+    pub database_seconds: f64,
+    /// CPUs of this machine.
+    pub cpus: usize,
+}
+
+/// The first three fields of `/proc/loadavg` (empty when unreadable).
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 impl std::fmt::Display for BenchTasksReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shape = if self.separate_processes {
+            "worker processes"
+        } else {
+            "worker sets in one process"
+        };
+        writeln!(
+            f,
+            "{} no-op tasks, {} {shape} x {} concurrency (claims of at most {}), history kept ({} attempt records)",
+            self.tasks, self.worker_sets, self.concurrency, self.claim_batch, self.attempts
+        )?;
+        writeln!(
+            f,
+            "  start-up on the empty queue: {:.3} s (not counted)",
+            self.startup.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  insert, one statement:       {:.3} s (not counted)",
+            self.insert.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  drain:                       {:.3} s",
+            self.drain.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  throughput:                  {:.0} tasks/s",
+            self.tasks_per_second
+        )?;
+        if let Some(cpu) = self.drain_cpu {
+            let total = cpu.workers_seconds + cpu.database_seconds;
+            let per_task_us = total * 1e6 / self.tasks.max(1) as f64;
+            writeln!(
+                f,
+                "  CPU during the drain:        {:.1} s workers + {:.1} s database = {:.0} us per task \
+                 (at most {:.0} tasks/s if {} CPUs did nothing else)",
+                cpu.workers_seconds,
+                cpu.database_seconds,
+                per_task_us,
+                cpu.cpus as f64 * 1e6 / per_task_us.max(1e-9),
+                cpu.cpus
+            )?;
+        }
         write!(
             f,
-            "{} no-op tasks inserted in {:.2?}; drained by {} worker sets x {} concurrency in {:.2?}: {:.0} tasks/s (history kept)",
-            self.tasks, self.insert, self.worker_sets, self.concurrency, self.drain, self.tasks_per_second
+            "  load average before / after: {} / {}",
+            self.load_before, self.load_after
         )
     }
 }
 
-/// Inserts `count` no-op tasks in one statement, then drains them with `worker_sets` x
-/// `concurrency` workers that were started beforehand on the empty queue (so their
-/// start-up is not counted). The drain is timed from the insert's commit until no task
-/// is pending or running.
+/// One process's no-op workers (`aula bench tasks`'s worker processes): `ready` is
+/// called once they claim (see [`crate::worker::run_workers_with_ready`]).
+pub async fn run_noop_workers(
+    pool: PgPool,
+    worker_name: String,
+    concurrency: usize,
+    claim_batch: i64,
+    shutdown: Shutdown,
+    ready: impl FnOnce(),
+) -> Result<(), sqlx::Error> {
+    let mut registry = Registry::new();
+    registry.register(kinds::NOOP, Noop);
+    let config = ProcessorConfig {
+        worker_name,
+        concurrency,
+        claim_batch: claim_batch.max(1),
+        ..ProcessorConfig::default()
+    };
+    crate::worker::run_workers_with_ready(pool, config, registry, shutdown, ready).await
+}
+
+/// Inserts `count` no-op tasks in one statement; returns how long it took.
+pub async fn insert_noop_tasks(pool: &PgPool, count: i64) -> Result<Duration, sqlx::Error> {
+    let tasks: Vec<NewTask> = (0..count)
+        .map(|i| NewTask::new(kinds::NOOP, format!("bench:{i}"), json!({})))
+        .collect();
+    let started = Instant::now();
+    let mut conn = pool.acquire().await?;
+    insert_tasks(&mut conn, &tasks).await?;
+    Ok(started.elapsed())
+}
+
+/// Tasks pending or running, from the status counts (a few rows, exact: they move in
+/// the transactions that change the tasks), so that polling it costs the workers being
+/// measured nothing, unlike a count over the tasks table.
+pub async fn open_tasks(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(count), 0)::bigint FROM task_status_counts
+         WHERE kind = 'task' AND status IN ('pending', 'running')",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Waits until [`open_tasks`] is 0, polling every 5 ms.
+pub async fn wait_until_drained(pool: &PgPool) -> Result<(), sqlx::Error> {
+    while open_tasks(pool).await? > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Attempt records written (after a run; counts the table).
+pub async fn attempt_records(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM task_attempts")
+        .fetch_one(pool)
+        .await
+}
+
+/// The task benchmark with `worker_sets` x `concurrency` workers inside this process
+/// (each set with its own listener, claimer and completer, sharing `pool`).
 pub async fn bench_tasks(
     pool: &PgPool,
     count: i64,
@@ -50,48 +190,32 @@ pub async fn bench_tasks(
     concurrency: usize,
 ) -> Result<BenchTasksReport, sqlx::Error> {
     let (trigger, shutdown) = shutdown::channel();
+    let claim_batch = (concurrency as i64).max(1);
+    let load_before = load_average();
+    let started = Instant::now();
     let mut handles = Vec::new();
+    let mut readies = Vec::new();
     for set in 0..worker_sets {
-        let mut registry = Registry::new();
-        registry.register(kinds::NOOP, Noop);
-        let config = ProcessorConfig {
-            worker_name: format!("bench-{set}"),
-            concurrency,
-            claim_batch: (concurrency as i64).max(1),
-            ..ProcessorConfig::default()
-        };
-        handles.push(tokio::spawn(crate::worker::run_workers(
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        readies.push(ready_rx);
+        handles.push(tokio::spawn(run_noop_workers(
             pool.clone(),
-            config,
-            registry,
+            format!("bench-{set}"),
+            concurrency,
+            claim_batch,
             shutdown.clone(),
+            move || {
+                let _ = ready_tx.send(());
+            },
         )));
     }
-    // Let every set reach its first (empty) claim.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let tasks: Vec<NewTask> = (0..count)
-        .map(|i| NewTask::new(kinds::NOOP, format!("bench:{i}"), json!({})))
-        .collect();
-    let started = Instant::now();
-    let mut conn = pool.acquire().await?;
-    insert_tasks(&mut conn, &tasks).await?;
-    drop(conn);
-    let insert = started.elapsed();
-    let drain_start = Instant::now();
-    // Polled with EXISTS on the partial claim and lease indexes: counting 200,000 rows
-    // every few milliseconds would take a core away from the workers being measured.
-    loop {
-        let open: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM tasks WHERE status = 'pending')
-                 OR EXISTS (SELECT 1 FROM tasks WHERE status = 'running')",
-        )
-        .fetch_one(pool)
-        .await?;
-        if !open {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    for ready in readies {
+        let _ = ready.await;
     }
+    let startup = started.elapsed();
+    let insert = insert_noop_tasks(pool, count).await?;
+    let drain_start = Instant::now();
+    wait_until_drained(pool).await?;
     let drain = drain_start.elapsed();
     trigger.trigger();
     for handle in handles {
@@ -99,11 +223,18 @@ pub async fn bench_tasks(
     }
     Ok(BenchTasksReport {
         tasks: count,
+        startup,
         insert,
         drain,
         tasks_per_second: count as f64 / drain.as_secs_f64().max(1e-9),
         worker_sets,
         concurrency,
+        claim_batch,
+        separate_processes: false,
+        attempts: attempt_records(pool).await?,
+        drain_cpu: None,
+        load_before,
+        load_after: load_average(),
     })
 }
 

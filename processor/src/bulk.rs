@@ -6,14 +6,26 @@
 //!   that preview never includes events appended later.
 //! - [`start`] records a job in `bulk_reprocess_jobs` (who asked, the filter, the
 //!   position; the row is the audit trail) and runs it on a Tokio task in batches,
-//!   paging by `global_position`; progress (`done`, `failed`) is written per batch.
+//!   paging by `global_position`. [`start_confirmed`] also records the SHA-256 of the
+//!   confirm token under a unique index: a token starts one job
+//!   ([`BulkError::ConfirmTokenUsed`] the second time).
 //! - [`cancel`] sets `status = 'cancelled'`; the job stops before its next batch.
 //!
-//! Copies themselves (`reprocessed_from` set) are never selected. A job whose process
-//! dies stays `running` in the table (it is not resumed).
+//! Copies themselves (`reprocessed_from` set) are never selected.
+//!
+//! ## Resuming
+//! A job is owned by one runner (`owner`) until `lease_until`. Each batch is one
+//! transaction: lock the job row, check it is still `running`, ours, and at the
+//! `position` we expect; append the copies; move `position` to the batch's last log
+//! position, add to `done`/`failed` and extend the lease. A runner that dies (process
+//! killed, connection dropped, task aborted) loses its batch in flight with its
+//! transaction; [`run_resumer`] (started by every processor) takes over a `running`
+//! job whose lease expired ([`take_over_expired`]) and continues after its `position`.
+//! So every matching event is copied exactly once, whoever finishes the job.
 
 use std::time::Duration;
 
+use aula_eventlog::shutdown::Shutdown;
 use aula_eventlog::Actor;
 use aula_projections::admin_events::{DurationOp, EventListQuery};
 use chrono::{DateTime, Utc};
@@ -22,7 +34,7 @@ use serde_json::Value;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::reprocess::reprocess_event;
+use crate::reprocess::{reprocess_event_on, ReprocessError};
 
 /// Events per batch by default.
 pub const DEFAULT_BATCH_SIZE: i64 = 200;
@@ -118,6 +130,8 @@ impl BulkFilter {
 pub enum BulkError {
     #[error("bulk reprocessing job {0} not found")]
     JobNotFound(Uuid),
+    #[error("this confirm token has already started a job")]
+    ConfirmTokenUsed,
     #[error("invalid filter: {0}")]
     Invalid(String),
     #[error("database error: {0}")]
@@ -148,6 +162,9 @@ pub struct BulkOptions {
     pub batch_size: i64,
     /// A pause between batches (none by default).
     pub pause: Duration,
+    /// How long a runner owns a job without committing a batch (default 30 s); another
+    /// service takes the job over after that.
+    pub lease: Duration,
 }
 
 impl Default for BulkOptions {
@@ -155,6 +172,7 @@ impl Default for BulkOptions {
         BulkOptions {
             batch_size: DEFAULT_BATCH_SIZE,
             pause: Duration::ZERO,
+            lease: Duration::from_secs(30),
         }
     }
 }
@@ -221,7 +239,33 @@ pub async fn start(
     start_with(pool, filter, up_to_position, actor, BulkOptions::default()).await
 }
 
-/// [`start`] with explicit batch size and pause.
+/// [`start`] for a confirm token: the token's hash is recorded with the job under a
+/// unique index, so a second confirm with the same token is
+/// [`BulkError::ConfirmTokenUsed`] and starts nothing.
+pub async fn start_confirmed(
+    pool: &PgPool,
+    filter: &BulkFilter,
+    up_to_position: i64,
+    actor: Actor,
+    confirm_token: &str,
+) -> Result<Uuid, BulkError> {
+    let options = BulkOptions::default();
+    let owner = runner_name();
+    let id = create_job(
+        pool,
+        filter,
+        up_to_position,
+        actor,
+        Some(confirm_token),
+        &owner,
+        options.lease,
+    )
+    .await?;
+    spawn_job(pool.clone(), id, owner, options);
+    Ok(id)
+}
+
+/// [`start`] with explicit options.
 pub async fn start_with(
     pool: &PgPool,
     filter: &BulkFilter,
@@ -229,14 +273,51 @@ pub async fn start_with(
     actor: Actor,
     options: BulkOptions,
 ) -> Result<Uuid, BulkError> {
-    let query = filter.to_query()?;
+    let owner = runner_name();
+    let id = create_job(
+        pool,
+        filter,
+        up_to_position,
+        actor,
+        None,
+        &owner,
+        options.lease,
+    )
+    .await?;
+    spawn_job(pool.clone(), id, owner, options);
+    Ok(id)
+}
+
+/// A name for this process's job runner (in `bulk_reprocess_jobs.owner`).
+pub fn runner_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Records a job owned by `owner` for `lease` (see [`run_job`]), without running it.
+pub async fn create_job(
+    pool: &PgPool,
+    filter: &BulkFilter,
+    up_to_position: i64,
+    actor: Actor,
+    confirm_token: Option<&str>,
+    owner: &str,
+    lease: Duration,
+) -> Result<Uuid, BulkError> {
+    filter.to_query()?;
     let total = preview_at(pool, filter, up_to_position).await?.count;
     let id = Uuid::new_v4();
     let filter_json =
         serde_json::to_value(filter).map_err(|e| BulkError::Invalid(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO bulk_reprocess_jobs (id, filter, up_to_position, institution_id, requested_by, total)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+    let inserted = sqlx::query(
+        "INSERT INTO bulk_reprocess_jobs (id, filter, up_to_position, institution_id, requested_by,
+             total, owner, lease_until, confirm_token_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $8 * interval '1 millisecond',
+                 encode(sha256(convert_to($9::text, 'UTF8')), 'hex'))",
     )
     .bind(id)
     .bind(&filter_json)
@@ -244,86 +325,214 @@ pub async fn start_with(
     .bind(filter.institution_id)
     .bind(actor.to_string())
     .bind(total)
+    .bind(owner)
+    .bind(lease.as_millis() as f64)
+    .bind(confirm_token)
     .execute(pool)
-    .await?;
-    tracing::info!(job = %id, %actor, up_to_position, total, filter = %filter_json, "bulk reprocessing started");
-    let pool = pool.clone();
-    tokio::spawn(async move {
-        if let Err(error) = run(&pool, id, &query, up_to_position, actor, options).await {
-            tracing::error!(job = %id, %error, "bulk reprocessing failed");
-            let _ = sqlx::query(
-                "UPDATE bulk_reprocess_jobs SET status = 'failed', error = $2, updated_at = now()
-                 WHERE id = $1 AND status = 'running'",
-            )
-            .bind(id)
-            .bind(error.to_string())
-            .execute(&pool)
-            .await;
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e))
+            if e.constraint() == Some("bulk_reprocess_jobs_confirm_token_key") =>
+        {
+            return Err(BulkError::ConfirmTokenUsed);
         }
-    });
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(job = %id, %actor, up_to_position, total, filter = %filter_json, "bulk reprocessing started");
     Ok(id)
 }
 
-async fn run(
+fn spawn_job(pool: PgPool, id: Uuid, owner: String, options: BulkOptions) {
+    tokio::spawn(async move {
+        let _ = run_job(&pool, id, &owner, options).await;
+    });
+}
+
+/// What became of a job when [`run_job`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Every batch is copied; the job is `done`.
+    Done,
+    /// The job is no longer `running` (cancelled), or another runner owns it now.
+    Stopped,
+}
+
+/// Runs job `id` as `owner` until it is done, cancelled or taken over. A database
+/// error marks the job `failed` (if this runner still owns it) and is returned.
+pub async fn run_job(
     pool: &PgPool,
     id: Uuid,
-    query: &EventListQuery,
-    up_to_position: i64,
-    actor: Actor,
+    owner: &str,
     options: BulkOptions,
-) -> Result<(), sqlx::Error> {
-    let mut after = 0i64;
+) -> Result<RunEnd, BulkError> {
+    let result = run_batches(pool, id, owner, options).await;
+    if let Err(error) = &result {
+        tracing::error!(job = %id, %error, "bulk reprocessing failed");
+        let _ = sqlx::query(
+            "UPDATE bulk_reprocess_jobs SET status = 'failed', error = $3, updated_at = now()
+             WHERE id = $1 AND owner = $2 AND status = 'running'",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(error.to_string())
+        .execute(pool)
+        .await;
+    }
+    result
+}
+
+#[derive(sqlx::FromRow)]
+struct Claimed {
+    filter: Value,
+    up_to_position: i64,
+    requested_by: String,
+    position: i64,
+}
+
+async fn run_batches(
+    pool: &PgPool,
+    id: Uuid,
+    owner: &str,
+    options: BulkOptions,
+) -> Result<RunEnd, BulkError> {
+    let job: Option<Claimed> = sqlx::query_as(
+        "SELECT filter, up_to_position, requested_by, position FROM bulk_reprocess_jobs
+         WHERE id = $1 AND owner = $2 AND status = 'running'",
+    )
+    .bind(id)
+    .bind(owner)
+    .fetch_optional(pool)
+    .await?;
+    let Some(job) = job else {
+        return Ok(RunEnd::Stopped);
+    };
+    let filter: BulkFilter =
+        serde_json::from_value(job.filter).map_err(|e| BulkError::Invalid(e.to_string()))?;
+    let query = filter.to_query()?;
+    let actor = Actor::parse(&job.requested_by)
+        .ok_or_else(|| BulkError::Invalid(format!("requested_by {:?}", job.requested_by)))?;
+    let mut after = job.position;
+    let lease_ms = options.lease.as_millis() as f64;
     loop {
-        let status: String =
-            sqlx::query_scalar("SELECT status FROM bulk_reprocess_jobs WHERE id = $1")
-                .bind(id)
-                .fetch_one(pool)
-                .await?;
-        if status != "running" {
-            tracing::info!(job = %id, status, "bulk reprocessing stopped");
-            return Ok(());
+        let mut tx = pool.begin().await?;
+        // The fence: still running, still ours, still where we left it.
+        let current: Option<i64> = sqlx::query_scalar(
+            "SELECT position FROM bulk_reprocess_jobs
+             WHERE id = $1 AND owner = $2 AND status = 'running'
+             FOR UPDATE",
+        )
+        .bind(id)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if current != Some(after) {
+            tracing::info!(job = %id, owner, "bulk reprocessing stopped (cancelled or taken over)");
+            return Ok(RunEnd::Stopped);
         }
         let mut sql: QueryBuilder<Postgres> =
             QueryBuilder::new("SELECT event_id, global_position FROM admin_events WHERE true");
-        push_filters(&mut sql, query, up_to_position);
+        push_filters(&mut sql, &query, job.up_to_position);
         sql.push(" AND global_position > ")
             .push_bind(after)
             .push(" ORDER BY global_position LIMIT ")
             .push_bind(options.batch_size.max(1));
-        let batch: Vec<(Uuid, i64)> = sql.build_query_as().fetch_all(pool).await?;
+        let batch: Vec<(Uuid, i64)> = sql.build_query_as().fetch_all(&mut *tx).await?;
         let Some(&(_, last)) = batch.last() else {
             sqlx::query(
-                "UPDATE bulk_reprocess_jobs SET status = 'done', updated_at = now()
-                 WHERE id = $1 AND status = 'running'",
+                "UPDATE bulk_reprocess_jobs SET status = 'done', lease_until = NULL, updated_at = now()
+                 WHERE id = $1",
             )
             .bind(id)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             tracing::info!(job = %id, "bulk reprocessing done");
-            return Ok(());
+            return Ok(RunEnd::Done);
         };
         let (mut done, mut failed) = (0i64, 0i64);
         for (event_id, _) in &batch {
-            match reprocess_event(pool, *event_id, actor.clone()).await {
+            match reprocess_event_on(&mut tx, *event_id, actor.clone()).await {
                 Ok(_) => done += 1,
+                Err(ReprocessError::Database(error)) => return Err(error.into()),
                 Err(error) => {
                     tracing::warn!(job = %id, event = %event_id, %error, "bulk reprocessing: event failed");
                     failed += 1;
                 }
             }
         }
-        after = last;
         sqlx::query(
-            "UPDATE bulk_reprocess_jobs SET done = done + $2, failed = failed + $3, updated_at = now()
+            "UPDATE bulk_reprocess_jobs
+             SET position = $2, done = done + $3, failed = failed + $4,
+                 lease_until = now() + $5 * interval '1 millisecond', updated_at = now()
              WHERE id = $1",
         )
         .bind(id)
+        .bind(last)
         .bind(done)
         .bind(failed)
-        .execute(pool)
+        .bind(lease_ms)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        after = last;
         if !options.pause.is_zero() {
             tokio::time::sleep(options.pause).await;
+        }
+    }
+}
+
+/// Takes over one `running` job whose lease has expired (or that never had one), for
+/// `owner`; returns its id. Any process may call it.
+pub async fn take_over_expired(
+    pool: &PgPool,
+    owner: &str,
+    lease: Duration,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE bulk_reprocess_jobs j
+         SET owner = $1, lease_until = now() + $2 * interval '1 millisecond', updated_at = now()
+         WHERE j.id = (
+             SELECT id FROM bulk_reprocess_jobs
+             WHERE status = 'running' AND (lease_until IS NULL OR lease_until < now())
+             ORDER BY created_at
+             LIMIT 1
+             FOR UPDATE SKIP LOCKED
+         )
+         RETURNING j.id",
+    )
+    .bind(owner)
+    .bind(lease.as_millis() as f64)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Resumes abandoned jobs until `shutdown`: every `lease / 2` (at least 100 ms), takes
+/// over the expired ones ([`take_over_expired`]) and runs them, one at a time.
+pub async fn run_resumer(pool: PgPool, options: BulkOptions, mut shutdown: Shutdown) {
+    let owner = runner_name();
+    let period = (options.lease / 2).max(Duration::from_millis(100));
+    loop {
+        loop {
+            match take_over_expired(&pool, &owner, options.lease).await {
+                Ok(Some(id)) => {
+                    tracing::warn!(job = %id, owner, "resuming a bulk reprocessing job whose runner was lost");
+                    tokio::select! {
+                        _ = run_job(&pool, id, &owner, options) => {}
+                        // Our lease expires and another service resumes the job.
+                        _ = shutdown.wait() => return,
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "looking for abandoned bulk jobs failed");
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.wait() => return,
         }
     }
 }

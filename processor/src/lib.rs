@@ -10,10 +10,12 @@
 //! - [`handlers`]: what each task kind does (e-mails, notifications, the enrollment
 //!   decision, demo data), keyed by kind in a [`handlers::Registry`].
 //! - [`mail`]: the [`mail::Mailer`] trait, SMTP (lettre) and `.eml` file outbox.
+//! - [`metrics`]: task attempts, e-mails and queue depth for `GET /metrics`.
 //! - [`processing`]: the processing status of events in `admin_events`, per-minute
 //!   rollups and status counts, written in the transaction of every task change.
 //! - [`reprocess`]: re-emitting copies of events, manual task retries.
 //! - [`bulk`]: bulk reprocessing jobs (preview, background batches, cancel).
+//! - [`task_list`]: the admin dashboard's task list (filters, sorts, keyset pages).
 //! - [`archive`]: the nightly move of old succeeded tasks into `*_archive`.
 //! - [`bench`]: `aula bench tasks|latency`.
 //!
@@ -31,10 +33,12 @@ pub mod config;
 pub mod handlers;
 pub mod kinds;
 pub mod mail;
+pub mod metrics;
 pub mod processing;
 pub mod queue;
 pub mod reactions;
 pub mod reprocess;
+pub mod task_list;
 pub mod tokens;
 pub mod worker;
 

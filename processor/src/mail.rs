@@ -62,6 +62,19 @@ pub trait Mailer: Send + Sync + 'static {
     fn transport(&self) -> &'static str;
 }
 
+/// Sends `message` through `mailer` in an `email.send` span (a child of the task's),
+/// counting it in [`crate::metrics::EMAILS`]. Handlers send through this, not
+/// `Mailer::send` directly. The recipient is not logged.
+pub async fn send(mailer: &dyn Mailer, message: &EmailMessage) -> Result<(), MailError> {
+    use tracing::Instrument as _;
+    let transport = mailer.transport();
+    let span = tracing::info_span!("email.send", transport);
+    let result = mailer.send(message).instrument(span).await;
+    let outcome = if result.is_ok() { "sent" } else { "failed" };
+    crate::metrics::EMAILS.with([transport, outcome]).inc();
+    result
+}
+
 /// Builds the MIME message (multipart/alternative: plain text + HTML).
 pub fn build_message(from: &str, message: &EmailMessage) -> Result<Message, MailError> {
     let parse = |address: &str| -> Result<Mailbox, MailError> {

@@ -49,7 +49,7 @@ use uuid::Uuid;
 use crate::reactions::REPROCESSED_FROM;
 
 /// Counter rows per key: concurrent transactions pick different ones at random.
-pub const SHARDS: i16 = 8;
+pub const SHARDS: i16 = 16;
 
 pub const KIND_EVENT: &str = "event";
 pub const KIND_TASK: &str = "task";

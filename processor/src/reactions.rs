@@ -13,6 +13,9 @@
 //! | `EnrollmentRequested` | `email.application_scheduled`, `enrollment.decide` |
 //! | `StudentEnrolled` / `EnrollmentDeclined` | `email.enrolled` / `email.declined` |
 //!
+//! A task's payload carries its event's trace context (`traceparent`, `tracestate`)
+//! when the event has one, so its attempts continue the event's trace.
+//!
 //! Every event of a batch also gets its processing status in `admin_events` in the same
 //! transaction ([`crate::processing::record`]).
 //!
@@ -21,8 +24,10 @@
 //! `reprocessed_from`) is a different event with the same type and payload, so it is
 //! treated like its original and issues fresh tasks linked to the copy.
 
+use aula_eventlog::metadata::{TRACEPARENT, TRACESTATE};
 use aula_eventlog::shutdown::Shutdown;
 use aula_eventlog::subscription::{self, BoxError, SubscriptionHandle};
+use aula_eventlog::trace::TraceContext;
 use aula_eventlog::{Consumer, RecordedEvent, SubscriptionOptions, Wakeups};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -68,7 +73,7 @@ pub fn tasks_for(event: &RecordedEvent) -> Vec<NewTask> {
             .and_then(Value::as_str)
             .and_then(|id| id.parse().ok())
     });
-    let payload = json!({
+    let mut payload = json!({
         "aggregate_type": event.aggregate_type,
         "aggregate_id": event.aggregate_id,
         "event_type": event.event_type,
@@ -76,6 +81,17 @@ pub fn tasks_for(event: &RecordedEvent) -> Vec<NewTask> {
         "event": event.payload,
         "reprocessed_from": event.metadata.get(REPROCESSED_FROM),
     });
+    // The event's trace context travels with its tasks: each attempt's span is a child
+    // of the command that appended the event (see the worker).
+    if let (Some(context), Some(object)) = (
+        TraceContext::from_json(&event.metadata),
+        payload.as_object_mut(),
+    ) {
+        object.insert(TRACEPARENT.into(), context.traceparent.into());
+        if let Some(state) = context.tracestate {
+            object.insert(TRACESTATE.into(), state.into());
+        }
+    }
     kinds
         .iter()
         .map(|kind| {
@@ -204,6 +220,20 @@ mod tests {
         );
         assert_ne!(a[0].idempotency_key, b[0].idempotency_key);
         assert_eq!(reprocessed_from(&b[0].payload), Some(original.event_id));
+    }
+
+    #[test]
+    fn tasks_carry_the_events_trace_context() {
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let traced = event("StudentCreated", json!({ "traceparent": traceparent }));
+        for task in tasks_for(&traced) {
+            assert_eq!(task.payload[TRACEPARENT], traceparent);
+            assert!(task.payload.get(TRACESTATE).is_none());
+        }
+        let untraced = event("StudentCreated", json!({}));
+        assert!(tasks_for(&untraced)
+            .iter()
+            .all(|t| t.payload.get(TRACEPARENT).is_none()));
     }
 
     #[test]

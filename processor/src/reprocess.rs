@@ -15,7 +15,7 @@
 use aula_eventlog::metadata::{ACTOR, CAUSATION_ID};
 use aula_eventlog::Actor;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::reactions::REPROCESSED_FROM;
@@ -50,11 +50,22 @@ pub async fn reprocess_event(
     event_id: Uuid,
     actor: Actor,
 ) -> Result<Reprocessed, ReprocessError> {
+    let mut conn = pool.acquire().await?;
+    reprocess_event_on(&mut conn, event_id, actor).await
+}
+
+/// [`reprocess_event`] on `conn`, in its transaction if it is in one (bulk jobs commit
+/// a batch of copies with their progress).
+pub async fn reprocess_event_on(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    actor: Actor,
+) -> Result<Reprocessed, ReprocessError> {
     let row: Option<(String, String, Value, Value)> = sqlx::query_as(
         "SELECT event_type, event_version, payload, metadata FROM events WHERE event_id = $1",
     )
     .bind(event_id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     let (event_type, event_version, payload, metadata) =
         row.ok_or(ReprocessError::EventNotFound(event_id))?;
@@ -84,7 +95,7 @@ pub async fn reprocess_event(
     .bind(&event_version)
     .bind(&payload)
     .bind(Value::Object(metadata))
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
     tracing::info!(original = %event_id, copy = %new_id, %actor, event_type, "event reprocessed");
     Ok(Reprocessed {

@@ -23,6 +23,7 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use crate::config::ProcessorConfig;
 use crate::handlers::{Registry, TaskContext, TaskError};
@@ -50,6 +51,8 @@ pub fn spawn_workers(
 struct Outcome {
     id: i64,
     attempt: i32,
+    /// Whether an event issued the task (its completion also updates the event's row).
+    has_event: bool,
     result: Result<(), TaskError>,
 }
 
@@ -65,10 +68,25 @@ pub async fn run_workers(
     pool: PgPool,
     config: ProcessorConfig,
     registry: Registry,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> Result<(), sqlx::Error> {
+    run_workers_with_ready(pool, config, registry, shutdown, || {}).await
+}
+
+/// [`run_workers`], calling `ready` once everything is started (listener, completer,
+/// heartbeat, rescuer) and the first claim has been made: from then on a task
+/// inserted is picked up without any start-up cost (`aula bench tasks` waits for it).
+pub async fn run_workers_with_ready(
+    pool: PgPool,
+    config: ProcessorConfig,
+    registry: Registry,
+    mut shutdown: Shutdown,
+    ready: impl FnOnce(),
+) -> Result<(), sqlx::Error> {
+    let mut ready = Some(ready);
     let registry = Arc::new(registry);
     let wake = listen(&pool, shutdown.clone()).await?;
+    let claim_pool = claim_connection(&pool);
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let slot_freed = Arc::new(Notify::new());
     let in_flight: InFlight = Arc::default();
@@ -112,7 +130,7 @@ pub async fn run_workers(
         wake_rx.borrow_and_update();
         let limit = (free as i64).min(config.claim_batch);
         let claimed = match queue::claim(
-            &pool,
+            &claim_pool,
             &config.worker_name,
             limit,
             config.lease,
@@ -139,6 +157,9 @@ pub async fn run_workers(
                 continue;
             }
         };
+        if let Some(ready) = ready.take() {
+            ready();
+        }
         let full_batch = claimed.len() as i64 == limit;
         if claimed.is_empty() {
             tokio::select! {
@@ -221,7 +242,77 @@ pub async fn run_workers(
     Ok(())
 }
 
+/// The claiming loop's own connection (it runs one statement at a time), with
+/// `synchronous_commit = off`: a claim's commit does not wait for the WAL flush (nor
+/// holds its row locks meanwhile).
+///
+/// Trade-off: if the *database server* crashes, claims of its last few hundred
+/// milliseconds can be lost; those tasks are pending again and are claimed again (with
+/// the same attempt number), so they run at least once as always, but their first run
+/// leaves no attempt record. Completions, failures and everything else keep the
+/// server's `synchronous_commit` (on by default): a recorded outcome is never lost, and
+/// it is durable together with every claim before it (the WAL is flushed in order).
+fn claim_connection(pool: &PgPool) -> PgPool {
+    let options = (*pool.connect_options())
+        .clone()
+        .options([("synchronous_commit", "off")]);
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .connect_lazy_with(options)
+}
+
+/// Runs one attempt in a `task` span, so its log lines carry the task's ids and, when
+/// spans are exported, it continues the trace that issued the task (the context the
+/// reaction stored in the payload); records the attempt's metrics.
 async fn run_one(registry: &Registry, ctx: &TaskContext) -> Outcome {
+    let task = &ctx.task;
+    // All fields at creation: recording them later costs the JSON formatter a re-parse.
+    let span = tracing::info_span!(
+        "task",
+        task_id = task.id,
+        kind = %task.kind,
+        attempt = task.attempt,
+        event_id = %OptionalId(task.event_id),
+        correlation_id = %OptionalId(task.correlation_id),
+    );
+    if aula_eventlog::trace::enabled() {
+        if let Some(context) = aula_eventlog::trace::TraceContext::from_json(&task.payload) {
+            context.adopt(&span);
+        }
+    }
+    let started = std::time::Instant::now();
+    let outcome = run_attempt(registry, ctx).instrument(span.clone()).await;
+    let label = match &outcome.result {
+        Ok(()) => "succeeded",
+        Err(error) if error.is_permanent() => "failed_permanently",
+        Err(_) => "failed",
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    crate::metrics::record_attempt(&task.kind, label, seconds);
+    span.in_scope(|| {
+        tracing::debug!(
+            outcome = label,
+            duration_ms = seconds * 1000.0,
+            "task attempt finished"
+        )
+    });
+    outcome
+}
+
+/// An optional id in a log field: the id, or `-`.
+struct OptionalId(Option<uuid::Uuid>);
+
+impl std::fmt::Display for OptionalId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(id) => id.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+async fn run_attempt(registry: &Registry, ctx: &TaskContext) -> Outcome {
     let id = ctx.task.id;
     let attempt = ctx.task.attempt;
     let result = match registry.get(&ctx.task.kind) {
@@ -247,6 +338,7 @@ async fn run_one(registry: &Registry, ctx: &TaskContext) -> Outcome {
     Outcome {
         id,
         attempt,
+        has_event: ctx.task.event_id.is_some(),
         result,
     }
 }
@@ -267,14 +359,24 @@ async fn complete_loop(
                 Err(_) => break,
             }
         }
+        // Successes of tasks without an event finish in one statement
+        // (`complete_eventless`); those with one also update their event's row.
+        let mut done_eventless = Vec::new();
         let mut done = Vec::new();
         let mut failed = Vec::new();
         for outcome in batch.drain(..) {
             match outcome.result {
-                Ok(()) => done.push(Done {
-                    id: outcome.id,
-                    attempt: outcome.attempt,
-                }),
+                Ok(()) => {
+                    let finished = Done {
+                        id: outcome.id,
+                        attempt: outcome.attempt,
+                    };
+                    if outcome.has_event {
+                        done.push(finished);
+                    } else {
+                        done_eventless.push(finished);
+                    }
+                }
                 Err(error) => failed.push(Failed {
                     id: outcome.id,
                     attempt: outcome.attempt,
@@ -285,19 +387,41 @@ async fn complete_loop(
                 }),
             }
         }
+        let finished: Vec<i64> = done_eventless
+            .iter()
+            .chain(&done)
+            .map(|d| d.id)
+            .chain(failed.iter().map(|f| f.id))
+            .collect();
+        let (mut pending_eventless, mut pending_done, mut pending_failed) =
+            (done_eventless, done, failed);
+        let mut rejected = 0usize;
         let mut tries = 0u32;
         loop {
             tries += 1;
+            // Each step is its own transaction: a step that succeeded is not repeated
+            // when a later one fails and is retried.
             let result = async {
-                let accepted_done = queue::complete(&pool, &done).await?;
-                let accepted_failed = queue::fail(&pool, &failed).await?;
-                Ok::<_, sqlx::Error>((accepted_done, accepted_failed))
+                if !pending_eventless.is_empty() {
+                    let accepted = queue::complete_eventless(&pool, &pending_eventless).await?;
+                    rejected += pending_eventless.len() - accepted.len();
+                    pending_eventless.clear();
+                }
+                if !pending_done.is_empty() {
+                    let accepted = queue::complete(&pool, &pending_done).await?;
+                    rejected += pending_done.len() - accepted.len();
+                    pending_done.clear();
+                }
+                if !pending_failed.is_empty() {
+                    let accepted = queue::fail(&pool, &pending_failed).await?;
+                    rejected += pending_failed.len() - accepted.len();
+                    pending_failed.clear();
+                }
+                Ok::<_, sqlx::Error>(())
             }
             .await;
             match result {
-                Ok((accepted_done, accepted_failed)) => {
-                    let rejected =
-                        done.len() + failed.len() - accepted_done.len() - accepted_failed.len();
+                Ok(()) => {
                     if rejected > 0 {
                         tracing::warn!(rejected, "completions of superseded attempts were rejected (their lease had expired)");
                     }
@@ -320,11 +444,8 @@ async fn complete_loop(
             }
         }
         let mut map = lock(&in_flight);
-        for d in &done {
-            map.remove(&d.id);
-        }
-        for f in &failed {
-            map.remove(&f.id);
+        for id in &finished {
+            map.remove(id);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Bulk reprocessing against a real PostgreSQL: the preview's counts, a job that copies
-//! exactly the events at or before the preview's position, and cancellation.
+//! exactly the events at or before the preview's position, cancellation, single-use
+//! confirm tokens, and a job resumed by another runner after its own died.
 
 use std::time::Duration;
 
@@ -183,6 +184,7 @@ async fn cancelling_stops_a_job_before_its_next_batch() {
         BulkOptions {
             batch_size: 10,
             pause: Duration::from_millis(100),
+            ..BulkOptions::default()
         },
     )
     .await
@@ -213,4 +215,145 @@ async fn cancelling_stops_a_job_before_its_next_batch() {
         bulk::cancel(&db.pool, Uuid::new_v4()).await,
         Err(bulk::BulkError::JobNotFound(_))
     ));
+}
+
+/// How many originals of `event_type` have exactly `n` copies.
+async fn originals_with_copies(pool: &PgPool, event_type: &str, n: i64) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM events e
+         WHERE e.aggregate_type = 'test' AND e.event_type = $1
+           AND (SELECT count(*) FROM events c
+                WHERE c.metadata->>'reprocessed_from' = e.event_id::text) = $2",
+    )
+    .bind(event_type)
+    .bind(n)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_runner_dies_is_resumed_elsewhere_and_copies_every_event_exactly_once() {
+    let db = TestDatabase::new().await;
+    append(&db.pool, "CourseCreated", Uuid::new_v4(), "succeeded", 120).await;
+    let preview = bulk::preview(&db.pool, &EventListQuery::default())
+        .await
+        .unwrap();
+    let options = BulkOptions {
+        batch_size: 7,
+        pause: Duration::from_millis(30),
+        lease: Duration::from_millis(800),
+    };
+    let id = bulk::create_job(
+        &db.pool,
+        &BulkFilter::default(),
+        preview.up_to_position,
+        Actor::System,
+        None,
+        "doomed",
+        options.lease,
+    )
+    .await
+    .unwrap();
+
+    // The first runner has a pool of its own; it dies mid-way: its task is aborted
+    // (whatever batch it had open is rolled back) and its connections are closed.
+    let doomed_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(db.connect.clone())
+        .await
+        .unwrap();
+    let doomed = tokio::spawn({
+        let pool = doomed_pool.clone();
+        async move { bulk::run_job(&pool, id, "doomed", options).await }
+    });
+    eventually(
+        "the first runner to have committed a few batches",
+        || async {
+            let job = bulk::job(&db.pool, id).await.unwrap().unwrap();
+            (job.done >= 30).then_some(())
+        },
+    )
+    .await;
+    doomed.abort();
+    let _ = doomed.await;
+    doomed_pool.close().await;
+    let orphaned = bulk::job(&db.pool, id).await.unwrap().unwrap();
+    assert_eq!(orphaned.status, "running");
+    assert!(
+        orphaned.done < 120,
+        "the runner died after {} of 120",
+        orphaned.done
+    );
+    assert_eq!(
+        copies_of_type(&db.pool, "CourseCreated").await,
+        orphaned.done,
+        "the copies are exactly the committed progress"
+    );
+
+    // A live service's resumer takes the job over once its lease has expired.
+    let (stop, shutdown) = aula_eventlog::shutdown::channel();
+    let resumer = tokio::spawn(bulk::run_resumer(db.pool.clone(), options, shutdown));
+    let job = wait_finished(&db.pool, id).await;
+    stop.trigger();
+    resumer.await.unwrap();
+    assert_eq!(job.status, "done");
+    assert_eq!((job.total, job.done, job.failed), (120, 120, 0));
+    assert_eq!(copies_of_type(&db.pool, "CourseCreated").await, 120);
+    assert_eq!(
+        originals_with_copies(&db.pool, "CourseCreated", 1).await,
+        120,
+        "every original copied exactly once"
+    );
+    let owner: Option<String> =
+        sqlx::query_scalar("SELECT owner FROM bulk_reprocess_jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_ne!(owner.as_deref(), Some("doomed"));
+
+    // The first runner, were it only slow and back now, is fenced out.
+    assert_eq!(
+        bulk::run_job(&db.pool, id, "doomed", options)
+            .await
+            .unwrap(),
+        bulk::RunEnd::Stopped
+    );
+    assert_eq!(copies_of_type(&db.pool, "CourseCreated").await, 120);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_confirm_token_starts_one_job_only() {
+    let db = TestDatabase::new().await;
+    append(&db.pool, "CourseCreated", Uuid::new_v4(), "succeeded", 5).await;
+    let preview = bulk::preview(&db.pool, &EventListQuery::default())
+        .await
+        .unwrap();
+    let start = |token: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            bulk::start_confirmed(
+                &pool,
+                &BulkFilter::default(),
+                preview.up_to_position,
+                Actor::System,
+                token,
+            )
+            .await
+        }
+    };
+    let id = start("token-one").await.unwrap();
+    assert!(matches!(
+        start("token-one").await,
+        Err(bulk::BulkError::ConfirmTokenUsed)
+    ));
+    // Another token is another job.
+    start("token-two").await.unwrap();
+    let job = wait_finished(&db.pool, id).await;
+    assert_eq!(job.status, "done");
+    assert_eq!(
+        scalar_i64(&db.pool, "SELECT count(*) FROM bulk_reprocess_jobs").await,
+        2
+    );
 }

@@ -116,6 +116,18 @@ async fn killing_a_worker_process_mid_run_loses_and_duplicates_nothing() {
     .await;
     victim.0.kill().expect("SIGKILL the victim"); // Child::kill sends SIGKILL on Unix.
     victim.0.wait().unwrap();
+    // A statement the victim had sent may still run to its end (a completion in
+    // autocommit then commits: the task did run). Count what is orphaned once the
+    // victim's sessions are gone.
+    eventually("the victim's database sessions to end", || async {
+        let sessions = scalar_i64(
+            &db.pool,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'victim'",
+        )
+        .await;
+        (sessions == 0).then_some(())
+    })
+    .await;
     let orphaned = scalar_i64(
         &db.pool,
         "SELECT count(*) FROM tasks WHERE status = 'running' AND worker = 'victim'",

@@ -208,22 +208,42 @@ pub fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &EventListQuery
     if let Some(to) = query.recorded_to {
         sql.push(" AND recorded_at < ").push_bind(to);
     }
+    // Processed-at and duration conditions are written over the sort expressions
+    // (`COALESCE(...)`, see [`EventSort::expression`]) so their indexes serve them too;
+    // each form is equivalent to the plain comparison (a missing value never matches).
     if let Some(from) = query.processed_from {
-        sql.push(" AND processed_at >= ").push_bind(from);
+        sql.push(" AND COALESCE(processed_at, '-infinity'::timestamptz) >= ")
+            .push_bind(from);
     }
     if let Some(to) = query.processed_to {
-        sql.push(" AND processed_at < ").push_bind(to);
+        sql.push(
+            " AND processed_at IS NOT NULL AND COALESCE(processed_at, '-infinity'::timestamptz) < ",
+        )
+        .push_bind(to);
     }
     if let Some(status) = &query.status {
         sql.push(" AND status = ").push_bind(status.clone());
     }
-    if let Some((op, ms)) = query.duration {
-        sql.push(match op {
-            DurationOp::Eq => " AND duration_ms = ",
-            DurationOp::Gt => " AND duration_ms > ",
-            DurationOp::Lt => " AND duration_ms < ",
-        })
-        .push_bind(ms);
+    match query.duration {
+        Some((DurationOp::Eq, ms)) if ms >= 0 => {
+            sql.push(" AND COALESCE(duration_ms, -1) = ").push_bind(ms);
+        }
+        Some((DurationOp::Gt, ms)) if ms >= -1 => {
+            sql.push(" AND COALESCE(duration_ms, -1) > ").push_bind(ms);
+        }
+        Some((DurationOp::Lt, ms)) => {
+            sql.push(" AND duration_ms IS NOT NULL AND COALESCE(duration_ms, -1) < ")
+                .push_bind(ms);
+        }
+        Some((op, ms)) => {
+            sql.push(match op {
+                DurationOp::Eq => " AND duration_ms = ",
+                DurationOp::Gt => " AND duration_ms > ",
+                DurationOp::Lt => " AND duration_ms < ",
+            })
+            .push_bind(ms);
+        }
+        None => {}
     }
     if let Some(id) = query.institution_id {
         sql.push(" AND institution_id = ").push_bind(id);
@@ -249,9 +269,32 @@ pub async fn list_admin_events(
 ) -> Result<EventPage, EventListError> {
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
     let expression = query.sort.expression();
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-        "SELECT {COLUMNS}, ({expression})::text AS sort_key FROM admin_events WHERE true"
-    ));
+    let time_range = query.recorded_from.is_some()
+        || query.recorded_to.is_some()
+        || query.processed_from.is_some()
+        || query.processed_to.is_some();
+    let natural = match query.sort {
+        EventSort::RecordedAt => query.recorded_from.is_some() || query.recorded_to.is_some(),
+        EventSort::ProcessedAt => query.processed_from.is_some() || query.processed_to.is_some(),
+        _ => false,
+    };
+    // A time range matches a band of the log; walking another sort order's index
+    // (which the planner likes under LIMIT) would skip everything outside the band
+    // first. So under a time range, unless the sort is the range's own column, the
+    // candidates come from the range's covering index (`0007_admin_event_list.sql`:
+    // every filter and sort column, index-only), are sorted there, and only the page's
+    // rows are read from the table. The `OFFSET 0` fence keeps the planner from
+    // pushing the ORDER BY ... LIMIT into that scan.
+    let fenced = time_range && !natural;
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(if fenced {
+        format!(
+            "SELECT {COLUMNS}, ({expression})::text AS sort_key FROM admin_events
+             WHERE global_position IN (SELECT global_position FROM (SELECT global_position, {expression} AS sort_key
+                 FROM admin_events WHERE true"
+        )
+    } else {
+        format!("SELECT {COLUMNS}, ({expression})::text AS sort_key FROM admin_events WHERE true")
+    });
     push_filters(&mut sql, query);
     if let Some(cursor) = &query.after {
         let (position, key) = cursor
@@ -268,11 +311,25 @@ pub async fn list_admin_events(
         .push(")");
     }
     let direction = if query.descending { "DESC" } else { "ASC" };
+    if fenced {
+        sql.push(format!(
+            " OFFSET 0) candidates ORDER BY sort_key {direction}, global_position {direction} LIMIT "
+        ))
+        .push_bind(limit + 1)
+        .push(")");
+    }
     sql.push(format!(
         " ORDER BY {expression} {direction}, global_position {direction} LIMIT "
     ))
     .push_bind(limit + 1);
-    let rows: Vec<SortedRow> = sql.build_query_as().fetch_all(pool).await?;
+    // Not a prepared statement kept for reuse: PostgreSQL would switch it to a generic
+    // plan after a few runs, and the best plan here depends on the values (how many
+    // rows a filter keeps, where the cursor is): planned afresh each time, with them.
+    let rows: Vec<SortedRow> = sql
+        .build_query_as()
+        .persistent(false)
+        .fetch_all(pool)
+        .await?;
     let has_more = rows.len() as i64 > limit;
     let mut next = None;
     let mut events = Vec::with_capacity(rows.len());

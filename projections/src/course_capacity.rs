@@ -200,3 +200,113 @@ pub async fn list_course_capacity(
     .fetch_all(pool)
     .await
 }
+
+/// The column a course list is sorted by (ties broken by course id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CapacitySort {
+    #[default]
+    Name,
+    Capacity,
+    Enrolled,
+    SeatsLeft,
+    Pending,
+    Declined,
+    OpenedAt,
+}
+
+impl CapacitySort {
+    /// The sort expression. Names compare byte-wise (`COLLATE "C"`) and a missing value
+    /// sorts first, whatever the database's locale.
+    fn expression(&self) -> &'static str {
+        match self {
+            CapacitySort::Name => "COALESCE(name, '') COLLATE \"C\"",
+            CapacitySort::Capacity => "capacity",
+            CapacitySort::Enrolled => "enrolled",
+            CapacitySort::SeatsLeft => "seats_left",
+            CapacitySort::Pending => "pending",
+            CapacitySort::Declined => "declined",
+            CapacitySort::OpenedAt => "COALESCE(opened_at, '-infinity'::timestamptz)",
+        }
+    }
+}
+
+/// Filters, sort and page of the course list.
+#[derive(Debug, Clone, Default)]
+pub struct CapacityListQuery {
+    pub institution_id: Option<Uuid>,
+    pub campus_id: Option<Uuid>,
+    pub sort: CapacitySort,
+    pub descending: bool,
+    /// The course id of the last row of the previous page.
+    pub after: Option<Uuid>,
+    /// Page size (1..=500, default 50).
+    pub limit: Option<i64>,
+}
+
+/// A page of rows and the cursor of the next page (`None`: last page).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Page<T, C> {
+    pub rows: Vec<T>,
+    pub next: Option<C>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// The cursor names no row of this list.
+    #[error("invalid cursor")]
+    BadCursor,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// One page of courses, keyset-paginated in SQL: the cursor row's sort key is looked
+/// up by id, so a page costs the same however deep it is.
+pub async fn page_course_capacity(
+    pool: &PgPool,
+    query: &CapacityListQuery,
+) -> Result<Page<CourseCapacityRow, Uuid>, PageError> {
+    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let filters =
+        "($1::uuid IS NULL OR institution_id = $1) AND ($2::uuid IS NULL OR campus_id = $2)";
+    if let Some(after) = query.after {
+        let found: bool = sqlx::query_scalar(&format!(
+            "SELECT EXISTS (SELECT 1 FROM course_capacity WHERE {filters} AND course_id = $3)"
+        ))
+        .bind(query.institution_id)
+        .bind(query.campus_id)
+        .bind(after)
+        .fetch_one(pool)
+        .await?;
+        if !found {
+            return Err(PageError::BadCursor);
+        }
+    }
+    let key = query.sort.expression();
+    let (direction, comparison) = if query.descending {
+        ("DESC", "<")
+    } else {
+        ("ASC", ">")
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM course_capacity
+         WHERE {filters}
+           AND ($3::uuid IS NULL OR ({key}, course_id) {comparison}
+                (SELECT {key}, course_id FROM course_capacity WHERE course_id = $3))
+         ORDER BY {key} {direction}, course_id {direction}
+         LIMIT $4"
+    );
+    let mut rows: Vec<CourseCapacityRow> = sqlx::query_as(&sql)
+        .bind(query.institution_id)
+        .bind(query.campus_id)
+        .bind(query.after)
+        .bind(limit + 1)
+        .fetch_all(pool)
+        .await?;
+    let next = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.course_id)
+    } else {
+        None
+    };
+    Ok(Page { rows, next })
+}

@@ -199,3 +199,91 @@ pub async fn enrolled_counts(
     .fetch_all(pool)
     .await
 }
+
+/// The column an enrollment list is sorted by (ties broken by log position).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EnrollmentSort {
+    #[default]
+    EnrolledOn,
+    /// Byte-wise (`COLLATE "C"`), whatever the database's locale.
+    Name,
+    AgeYears,
+}
+
+impl EnrollmentSort {
+    fn expression(&self) -> &'static str {
+        match self {
+            EnrollmentSort::EnrolledOn => "enrolled_on",
+            EnrollmentSort::Name => "name COLLATE \"C\"",
+            EnrollmentSort::AgeYears => "age_years",
+        }
+    }
+}
+
+/// One course's enrollments: filter, sort and page.
+#[derive(Debug, Clone)]
+pub struct EnrollmentListQuery {
+    pub course_id: Uuid,
+    pub include_cancelled: bool,
+    pub sort: EnrollmentSort,
+    pub descending: bool,
+    /// The application id of the last row of the previous page.
+    pub after: Option<Uuid>,
+    /// Page size (1..=500, default 50).
+    pub limit: Option<i64>,
+}
+
+/// One page of a course's enrollments, keyset-paginated in SQL (the cursor row's sort
+/// key is looked up by its application id).
+pub async fn page_course_enrollments(
+    pool: &PgPool,
+    query: &EnrollmentListQuery,
+) -> Result<crate::course_capacity::Page<EnrollmentRow, Uuid>, crate::course_capacity::PageError> {
+    use crate::course_capacity::{Page, PageError};
+    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let filters = "course_id = $1 AND ($2 OR status = 'enrolled')";
+    if let Some(after) = query.after {
+        let found: bool = sqlx::query_scalar(&format!(
+            "SELECT EXISTS (SELECT 1 FROM course_enrollments WHERE {filters} AND application_id = $3)"
+        ))
+        .bind(query.course_id)
+        .bind(query.include_cancelled)
+        .bind(after)
+        .fetch_one(pool)
+        .await?;
+        if !found {
+            return Err(PageError::BadCursor);
+        }
+    }
+    let key = query.sort.expression();
+    let (direction, comparison) = if query.descending {
+        ("DESC", "<")
+    } else {
+        ("ASC", ">")
+    };
+    let sql = format!(
+        "SELECT course_id, application_id, institution_id, campus_id, name, email, birth_date,
+                age_years, enrolled_on, status, cancelled_on, global_position
+         FROM course_enrollments
+         WHERE {filters}
+           AND ($3::uuid IS NULL OR ({key}, global_position) {comparison}
+                (SELECT {key}, global_position FROM course_enrollments
+                 WHERE course_id = $1 AND application_id = $3))
+         ORDER BY {key} {direction}, global_position {direction}
+         LIMIT $4"
+    );
+    let mut rows: Vec<EnrollmentRow> = sqlx::query_as(&sql)
+        .bind(query.course_id)
+        .bind(query.include_cancelled)
+        .bind(query.after)
+        .bind(limit + 1)
+        .fetch_all(pool)
+        .await?;
+    let next = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.application_id)
+    } else {
+        None
+    };
+    Ok(Page { rows, next })
+}

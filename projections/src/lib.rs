@@ -50,6 +50,7 @@ pub mod bench;
 pub mod course_capacity;
 pub mod decode;
 pub mod enrollments;
+pub mod list_bench;
 pub mod rebuild;
 pub mod status;
 

@@ -5,13 +5,16 @@
 //!    every column, default and index the migrations declare).
 //! 2. A fresh consumer fills them from position zero on a connection whose
 //!    `search_path` puts that schema first: the handlers' SQL is the live one, unchanged.
-//!    Progress is written to `projection_rebuilds` after every batch.
+//!    Their secondary indexes are dropped for this bulk load. Progress is written to
+//!    `projection_rebuilds` after every batch. Then the columns other components own
+//!    ([`crate::admin_events::PRESERVED_COLUMNS`]) are carried over from the live rows
+//!    in bulk, and the secondary indexes of every projection are built by a few
+//!    connections from one queue.
 //! 3. One transaction swaps them in: it locks the subscription's checkpoint row (so the
 //!    live subscription is between batches and stays there), catches up the last few
-//!    events, carries over the columns other components own
-//!    ([`crate::admin_events::PRESERVED_COLUMNS`]), moves the live tables out and the
-//!    rebuilt ones in (`ALTER TABLE ... SET SCHEMA`), and sets the checkpoint to the
-//!    rebuilt position.
+//!    events, carries over again what the other components changed meanwhile, moves the
+//!    live tables out and the rebuilt ones in (`ALTER TABLE ... SET SCHEMA`), and sets
+//!    the checkpoint to the rebuilt position.
 //! 4. The live subscription's next batch finds the checkpoint moved (its compare-and-set
 //!    fence), reloads it and continues from there on the new tables.
 //!
@@ -30,7 +33,19 @@ use sqlx::{Connection, Executor, PgConnection, PgPool};
 use crate::admin_events;
 
 /// Events read and handled per transaction while rebuilding.
-pub const REBUILD_BATCH: i64 = 5000;
+pub const REBUILD_BATCH: i64 = 10_000;
+
+/// Session settings of a rebuild's connections. The shadow tables are worthless until
+/// the swap commits, so their loading transactions need not wait for the WAL flush
+/// (`synchronous_commit = off`; a crash loses the rebuild, never live data: the swap
+/// itself commits synchronously). Index builds get more memory, to sort in memory.
+const REBUILD_SETTINGS: [(&str, &str); 2] = [
+    ("synchronous_commit", "off"),
+    ("maintenance_work_mem", "256MB"),
+];
+
+/// Secondary indexes of the shadow tables built at the same time (one connection each).
+const INDEX_BUILDERS: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RebuildError {
@@ -58,6 +73,12 @@ pub struct RebuildReport {
     /// Of `seconds`, the time spent reading the log and the time spent in the handlers.
     pub read_seconds: f64,
     pub handle_seconds: f64,
+    /// Wall time of the phases of the whole run: loading the shadow tables from the
+    /// log, carrying over the processor's columns, building the secondary indexes (all
+    /// projections' together).
+    pub load_seconds: f64,
+    pub carry_seconds: f64,
+    pub index_seconds: f64,
 }
 
 /// The latest rebuild of a projection, from `projection_rebuilds`.
@@ -103,7 +124,7 @@ pub async fn rebuild_many(
     connect: PgConnectOptions,
     names: &[&str],
 ) -> Result<Vec<RebuildReport>, RebuildError> {
-    let connect = aula_eventlog::db::session_options(connect);
+    let connect = aula_eventlog::db::session_options(connect).options(REBUILD_SETTINGS);
     let mut targets = Vec::with_capacity(names.len());
     for name in names {
         let tables =
@@ -142,7 +163,7 @@ pub async fn rebuild_many(
     let mut reader =
         PgConnection::connect_with(&connect.clone().application_name("aula rebuild reader"))
             .await?;
-    let result = run(&mut reader, &mut targets).await;
+    let result = run(&mut reader, &mut targets, &connect).await;
     if let Err(error) = &result {
         tracing::error!(projections = ?names, %error, "rebuild failed");
         let shadows: Vec<(String, String)> = targets
@@ -290,6 +311,10 @@ impl Target {
         .await?;
         self.build_indexes().await?;
         let mut tx = self.conn.begin().await?;
+        // The swap is the one durable step.
+        (&mut *tx)
+            .execute("SET LOCAL synchronous_commit = on")
+            .await?;
         sqlx::query(
             "INSERT INTO subscription_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING",
         )
@@ -323,19 +348,7 @@ impl Target {
                 self.last_recorded_at = Some(last.recorded_at);
             }
         }
-        if name == admin_events::NAME {
-            let assignments: Vec<String> = admin_events::PRESERVED_COLUMNS
-                .iter()
-                .map(|c| format!("{c} = l.{c}", c = quote(c)))
-                .collect();
-            let carry = format!(
-                "UPDATE {shadow}.admin_events s SET {} FROM {live}.admin_events l WHERE s.event_id = l.event_id",
-                assignments.join(", "),
-                shadow = quote(&shadow),
-                live = quote(&live),
-            );
-            (&mut *tx).execute(carry.as_str()).await?;
-        }
+        carry_over(&name, &shadow, &live, &mut tx).await?;
         let retired = quote(&format!("retired_{name}"));
         let mut ddl = format!("DROP SCHEMA IF EXISTS {retired} CASCADE; CREATE SCHEMA {retired};");
         for table in &self.tables {
@@ -384,6 +397,7 @@ impl Target {
 async fn run(
     reader: &mut PgConnection,
     targets: &mut [Target],
+    connect: &PgConnectOptions,
 ) -> Result<Vec<RebuildReport>, RebuildError> {
     let started = Instant::now();
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
@@ -415,8 +429,23 @@ async fn run(
         read_seconds += seconds;
         batch = next?;
     }
-    // Every projection's indexes at once (one backend each), then the swaps.
-    futures::future::try_join_all(targets.iter_mut().map(|t| t.build_indexes())).await?;
+    let load_seconds = started.elapsed().as_secs_f64();
+    let clock = Instant::now();
+    for target in targets.iter_mut() {
+        carry_over(&target.name, &target.shadow, &target.live, &mut target.conn).await?;
+    }
+    let carry_seconds = clock.elapsed().as_secs_f64();
+    let clock = Instant::now();
+    // Every projection's secondary indexes, largest tables first, by a few builders
+    // (a projection's own connection would build its indexes one after the other,
+    // and the largest projection would finish long after the others); then the swaps.
+    let definitions: Vec<String> = targets
+        .iter_mut()
+        .rev()
+        .flat_map(|t| std::mem::take(&mut t.deferred_indexes))
+        .collect();
+    build_indexes(connect, definitions).await?;
+    let index_seconds = clock.elapsed().as_secs_f64();
     let mut reports = Vec::with_capacity(targets.len());
     for target in targets.iter_mut() {
         let seconds = target.swap(started).await?;
@@ -429,9 +458,75 @@ async fn run(
             events_per_second: target.done as f64 / seconds.max(1e-6),
             read_seconds,
             handle_seconds: target.handle_seconds,
+            load_seconds,
+            carry_seconds,
+            index_seconds,
         });
     }
     Ok(reports)
+}
+
+/// Copies the columns other components own ([`admin_events::PRESERVED_COLUMNS`])
+/// from the live rows to the rebuilt ones, touching only the rows that differ (a
+/// no-op for the other projections). Done once in bulk before the secondary indexes
+/// exist (cheap updates), and again inside the swap for what changed meanwhile.
+async fn carry_over(
+    name: &str,
+    shadow: &str,
+    live: &str,
+    conn: &mut PgConnection,
+) -> Result<u64, RebuildError> {
+    if name != admin_events::NAME {
+        return Ok(0);
+    }
+    let columns = admin_events::PRESERVED_COLUMNS;
+    let assignments: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{c} = l.{c}", c = quote(c)))
+        .collect();
+    let list = |prefix: &str| -> String {
+        columns
+            .iter()
+            .map(|c| format!("{prefix}.{}", quote(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let carry = format!(
+        "UPDATE {shadow}.admin_events s SET {} FROM {live}.admin_events l
+         WHERE s.event_id = l.event_id AND ({}) IS DISTINCT FROM ({})",
+        assignments.join(", "),
+        list("s"),
+        list("l"),
+        shadow = quote(shadow),
+        live = quote(live),
+    );
+    Ok(conn.execute(carry.as_str()).await?.rows_affected())
+}
+
+/// Runs `definitions` (CREATE INDEX statements naming their schema) on
+/// [`INDEX_BUILDERS`] connections of their own.
+async fn build_indexes(
+    connect: &PgConnectOptions,
+    definitions: Vec<String>,
+) -> Result<(), RebuildError> {
+    use futures::StreamExt;
+    let queue = std::sync::Mutex::new(definitions.into_iter());
+    let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+    let builders = (0..INDEX_BUILDERS).map(|_| async {
+        let mut conn =
+            PgConnection::connect_with(&connect.clone().application_name("aula rebuild indexes"))
+                .await?;
+        while let Some(definition) = next() {
+            (&mut conn).execute(definition.as_str()).await?;
+        }
+        conn.close().await?;
+        Ok::<(), RebuildError>(())
+    });
+    let results: Vec<Result<(), RebuildError>> = futures::stream::iter(builders)
+        .buffer_unordered(INDEX_BUILDERS)
+        .collect()
+        .await;
+    results.into_iter().collect()
 }
 
 /// The same commit-ordered, guarded read as live subscriptions (so a rebuild sees

@@ -620,3 +620,154 @@ async fn a_poison_event_stops_its_projection_and_not_the_others() {
     assert!(course_capacity(&db.pool, later).await.unwrap().is_none());
     running.stop().await;
 }
+
+/// Every page of `page(after)` in turn, until the last.
+async fn walk<T, C: Clone, F, Fut>(mut page: F) -> Vec<T>
+where
+    F: FnMut(Option<C>) -> Fut,
+    Fut: std::future::Future<Output = aula_projections::course_capacity::Page<T, C>>,
+{
+    let mut rows = Vec::new();
+    let mut after = None;
+    loop {
+        let p = page(after.clone()).await;
+        rows.extend(p.rows);
+        match p.next {
+            Some(next) => after = Some(next),
+            None => return rows,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn course_and_enrollment_lists_page_by_key_in_sql() {
+    use aula_projections::course_capacity::{
+        page_course_capacity, CapacityListQuery, CapacitySort, PageError,
+    };
+    use aula_projections::enrollments::{
+        page_course_enrollments, EnrollmentListQuery, EnrollmentSort,
+    };
+    let db = TestDatabase::new().await;
+    let world = World::new(&db.pool, Actor::System, Uuid::new_v4());
+    let s = scenario(&world).await;
+    catch_up(&db, &["course_capacity", "course_enrollments"]).await;
+
+    let courses = list_course_capacity(&db.pool, None, None).await.unwrap();
+    for sort in [
+        CapacitySort::Name,
+        CapacitySort::Capacity,
+        CapacitySort::Enrolled,
+        CapacitySort::SeatsLeft,
+        CapacitySort::Pending,
+        CapacitySort::Declined,
+        CapacitySort::OpenedAt,
+    ] {
+        for descending in [false, true] {
+            let mut expected = courses.clone();
+            expected.sort_by(|a, b| {
+                let ordering = match sort {
+                    CapacitySort::Name => a.name.cmp(&b.name),
+                    CapacitySort::Capacity => a.capacity.cmp(&b.capacity),
+                    CapacitySort::Enrolled => a.enrolled.cmp(&b.enrolled),
+                    CapacitySort::SeatsLeft => a.seats_left.cmp(&b.seats_left),
+                    CapacitySort::Pending => a.pending.cmp(&b.pending),
+                    CapacitySort::Declined => a.declined.cmp(&b.declined),
+                    CapacitySort::OpenedAt => a.opened_at.cmp(&b.opened_at),
+                }
+                .then(a.course_id.cmp(&b.course_id));
+                if descending {
+                    ordering.reverse()
+                } else {
+                    ordering
+                }
+            });
+            for limit in [1, 2, 5] {
+                let pool = &db.pool;
+                let walked = walk(|after| async move {
+                    let query = CapacityListQuery {
+                        sort,
+                        descending,
+                        after,
+                        limit: Some(limit),
+                        ..CapacityListQuery::default()
+                    };
+                    page_course_capacity(pool, &query).await.unwrap()
+                })
+                .await;
+                assert_eq!(
+                    walked, expected,
+                    "{sort:?} descending={descending} by {limit}"
+                );
+            }
+        }
+    }
+    // Campus A only: the two courses there; a cursor from outside the list is refused.
+    let campus_a = CapacityListQuery {
+        institution_id: Some(s.institution),
+        campus_id: Some(s.campus_a),
+        ..CapacityListQuery::default()
+    };
+    let page = page_course_capacity(&db.pool, &campus_a).await.unwrap();
+    assert_eq!(page.rows.len(), 2);
+    assert_eq!(page.next, None);
+    let foreign = CapacityListQuery {
+        after: Some(s.c3),
+        ..campus_a
+    };
+    assert!(matches!(
+        page_course_capacity(&db.pool, &foreign).await,
+        Err(PageError::BadCursor)
+    ));
+
+    let enrollments = course_enrollments(&db.pool, s.c1, true).await.unwrap();
+    assert_eq!(enrollments.len(), 3);
+    for sort in [
+        EnrollmentSort::EnrolledOn,
+        EnrollmentSort::Name,
+        EnrollmentSort::AgeYears,
+    ] {
+        for descending in [false, true] {
+            let mut expected = enrollments.clone();
+            expected.sort_by(|a, b| {
+                let ordering = match sort {
+                    EnrollmentSort::EnrolledOn => a.enrolled_on.cmp(&b.enrolled_on),
+                    EnrollmentSort::Name => a.name.cmp(&b.name),
+                    EnrollmentSort::AgeYears => a.age_years.cmp(&b.age_years),
+                }
+                .then(a.global_position.cmp(&b.global_position));
+                if descending {
+                    ordering.reverse()
+                } else {
+                    ordering
+                }
+            });
+            let pool = &db.pool;
+            let walked = walk(|after| async move {
+                let query = EnrollmentListQuery {
+                    course_id: s.c1,
+                    include_cancelled: true,
+                    sort,
+                    descending,
+                    after,
+                    limit: Some(1),
+                };
+                page_course_enrollments(pool, &query).await.unwrap()
+            })
+            .await;
+            assert_eq!(walked, expected, "{sort:?} descending={descending}");
+        }
+    }
+    // The cancelled student is not in the current list, so not a cursor of it.
+    let current = EnrollmentListQuery {
+        course_id: s.c1,
+        include_cancelled: false,
+        sort: EnrollmentSort::EnrolledOn,
+        descending: false,
+        after: Some(s.c1_youngest),
+        limit: None,
+    };
+    assert!(matches!(
+        page_course_enrollments(&db.pool, &current).await,
+        Err(PageError::BadCursor)
+    ));
+}

@@ -4,7 +4,8 @@
 //! The confirm token is the API's HMAC ([`auth::sign`]) over a JSON payload binding the
 //! filter, the log position at preview time, the institution scope, the user who asked
 //! and an expiry (10 minutes); it cannot be replayed by anyone else, widened, or moved
-//! to a later position.
+//! to a later position. It starts one job: a second confirm with it is
+//! `CONFLICT CONFIRM_TOKEN_USED`.
 
 use async_graphql::{Context, Object, SimpleObject};
 use aula_domain::user::Role as DomainRole;
@@ -113,6 +114,10 @@ fn invalid_token() -> ApiError {
 fn bulk_error(error: BulkError) -> ApiError {
     match error {
         BulkError::JobNotFound(_) => ApiError::not_found("JOB_NOT_FOUND", "job not found"),
+        BulkError::ConfirmTokenUsed => ApiError::conflict(
+            "CONFIRM_TOKEN_USED",
+            "this confirm token has already started a job; preview again",
+        ),
         BulkError::Invalid(message) => ApiError::validation("filter", "INVALID_FILTER", message),
         BulkError::Database(e) => e.into(),
     }
@@ -217,11 +222,13 @@ impl BulkMutation {
             // A manager's preview is always scoped to its institution.
             ensure_owner(claims, payload.institution_id)?;
         }
-        let id = bulk::start(
+        // Single use: the job records the token's hash under a unique index.
+        let id = bulk::start_confirmed(
             &state.pool,
             &payload.filter,
             payload.up_to_position,
             Actor::User(claims.user_id),
+            &confirm_token,
         )
         .await
         .map_err(bulk_error)?;

@@ -8,6 +8,7 @@ mod processing;
 mod query;
 mod read_models;
 mod subscription;
+mod tasks;
 mod types;
 
 use std::net::IpAddr;
@@ -30,6 +31,7 @@ pub struct QueryRoot(
     notifications::NotificationQuery,
     processing::ProcessingQuery,
     bulk::BulkQuery,
+    tasks::TaskQuery,
 );
 
 /// Every mutation: one per domain command, and the admin operations.
@@ -65,6 +67,7 @@ pub fn build(state: Option<AppState>) -> AulaSchema {
         MutationRoot::default(),
         SubscriptionRoot,
     );
+    builder = builder.extension(crate::metrics::GraphqlMetrics);
     if let Some(state) = state {
         builder = builder
             .limit_depth(state.config.max_query_depth)

@@ -485,6 +485,13 @@ pub(crate) fn bad_cursor() -> ApiError {
     ApiError::validation("after", "INVALID_CURSOR", "not a cursor of this list")
 }
 
+fn page_error(error: course_capacity::PageError) -> ApiError {
+    match error {
+        course_capacity::PageError::BadCursor => bad_cursor(),
+        course_capacity::PageError::Database(e) => e.into(),
+    }
+}
+
 /// One page of an in-memory, already sorted list; the cursor is the key of the last
 /// item of the previous page.
 fn paginate<T>(
@@ -598,28 +605,34 @@ impl ReadModelQuery {
                 Some(id)
             }
         };
-        let mut rows =
-            course_capacity::list_course_capacity(&state.pool, institution, campus_id).await?;
         let sort = sort.unwrap_or_default();
-        rows.sort_by(|a, b| {
-            use CourseCapacitySortField as F;
-            let ordering = match sort.field {
-                F::Name => a.name.cmp(&b.name),
-                F::Capacity => a.capacity.cmp(&b.capacity),
-                F::Enrolled => a.enrolled.cmp(&b.enrolled),
-                F::SeatsLeft => a.seats_left.cmp(&b.seats_left),
-                F::Pending => a.pending.cmp(&b.pending),
-                F::Declined => a.declined.cmp(&b.declined),
-                F::OpenedAt => a.opened_at.cmp(&b.opened_at),
-            }
-            .then(a.course_id.cmp(&b.course_id));
-            match sort.direction {
-                SortDirection::Asc => ordering,
-                SortDirection::Desc => ordering.reverse(),
-            }
-        });
-        let (rows, next_cursor) =
-            paginate(rows, first, after.as_deref(), |r| r.course_id.to_string())?;
+        let after = after
+            .map(|a| a.parse::<Uuid>().map_err(|_| bad_cursor()))
+            .transpose()?;
+        let query = course_capacity::CapacityListQuery {
+            institution_id: institution,
+            campus_id,
+            sort: {
+                use course_capacity::CapacitySort as S;
+                use CourseCapacitySortField as F;
+                match sort.field {
+                    F::Name => S::Name,
+                    F::Capacity => S::Capacity,
+                    F::Enrolled => S::Enrolled,
+                    F::SeatsLeft => S::SeatsLeft,
+                    F::Pending => S::Pending,
+                    F::Declined => S::Declined,
+                    F::OpenedAt => S::OpenedAt,
+                }
+            },
+            descending: sort.direction == SortDirection::Desc,
+            after,
+            limit: Some(first as i64),
+        };
+        let page = course_capacity::page_course_capacity(&state.pool, &query)
+            .await
+            .map_err(page_error)?;
+        let (rows, next_cursor) = (page.rows, page.next.map(|id| id.to_string()));
         Ok(CourseCapacityPage {
             nodes: rows.into_iter().map(Into::into).collect(),
             next_cursor,
@@ -709,24 +722,26 @@ impl ReadModelQuery {
         let first = page_size(first, state.config.max_page_size)?;
         let owner = course_institution(state, course_id).await?;
         auth::ensure_institution(claims, owner)?;
-        let mut rows =
-            enrollments::course_enrollments(&state.pool, course_id, include_cancelled).await?;
         let sort = sort.unwrap_or_default();
-        rows.sort_by(|a, b| {
-            let ordering = match sort.field {
-                EnrollmentSortField::EnrolledOn => a.enrolled_on.cmp(&b.enrolled_on),
-                EnrollmentSortField::Name => a.name.cmp(&b.name),
-                EnrollmentSortField::AgeYears => a.age_years.cmp(&b.age_years),
-            }
-            .then(a.global_position.cmp(&b.global_position));
-            match sort.direction {
-                SortDirection::Asc => ordering,
-                SortDirection::Desc => ordering.reverse(),
-            }
-        });
-        let (rows, next_cursor) = paginate(rows, first, after.as_deref(), |r| {
-            r.application_id.to_string()
-        })?;
+        let after = after
+            .map(|a| a.parse::<Uuid>().map_err(|_| bad_cursor()))
+            .transpose()?;
+        let query = enrollments::EnrollmentListQuery {
+            course_id,
+            include_cancelled,
+            sort: match sort.field {
+                EnrollmentSortField::EnrolledOn => enrollments::EnrollmentSort::EnrolledOn,
+                EnrollmentSortField::Name => enrollments::EnrollmentSort::Name,
+                EnrollmentSortField::AgeYears => enrollments::EnrollmentSort::AgeYears,
+            },
+            descending: sort.direction == SortDirection::Desc,
+            after,
+            limit: Some(first as i64),
+        };
+        let page = enrollments::page_course_enrollments(&state.pool, &query)
+            .await
+            .map_err(page_error)?;
+        let (rows, next_cursor) = (page.rows, page.next.map(|id| id.to_string()));
         Ok(EnrollmentPage {
             nodes: rows.into_iter().map(Into::into).collect(),
             next_cursor,

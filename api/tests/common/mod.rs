@@ -111,7 +111,9 @@ impl TestServer {
             request = request.bearer_auth(token);
         }
         let response = request.send().await.unwrap();
-        response.json().await.unwrap()
+        let body = response.json().await.unwrap();
+        record_calls();
+        body
     }
 
     /// Runs a mutation `name(input: $input)` selecting `id logPosition`.
@@ -299,6 +301,8 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        // Calls made without `gql` (raw requests, WebSockets) are counted too.
+        record_calls();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -399,4 +403,55 @@ pub async fn server_with_projections() -> (TestServer, RunningProjections) {
     .await;
     let projections = RunningProjections::start(&server).await;
     (server, projections)
+}
+
+/// Where each API test binary leaves its GraphQL call counts: `target/graphql-calls`.
+pub fn calls_dir() -> std::path::PathBuf {
+    // The test binary is target/<profile>/deps/<name>-<hash>.
+    let exe = std::env::current_exe().expect("the test binary's path");
+    exe.ancestors()
+        .nth(3)
+        .map(|target| target.join("graphql-calls"))
+        .unwrap_or_else(|| std::env::temp_dir().join("aula-graphql-calls"))
+}
+
+/// Writes this process's GraphQL operation counts, as the server's own metrics
+/// recorded them (operation = root field, outcome = `ok` or the error code), to
+/// `target/graphql-calls/<test binary>.json`: the report `zz_operation_report` prints
+/// at the end of the suite reads them. One file per test binary, rewritten whole.
+pub fn record_calls() {
+    static WRITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // The snapshot is taken under the lock, so the last file written is the newest.
+    let _guard = WRITE.lock().unwrap_or_else(|p| p.into_inner());
+    let calls = aula_api::metrics::graphql_calls();
+    if calls.is_empty() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let stem = exe
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("unknown")
+        .to_owned();
+    // Without cargo's hash suffix, so a rebuilt binary overwrites its old file.
+    let binary = stem
+        .rsplit_once('-')
+        .map_or(stem.as_str(), |(name, _)| name);
+    let rows: Vec<Value> = calls
+        .into_iter()
+        .map(|(operation, outcome, calls)| {
+            json!({ "operation": operation, "outcome": outcome, "calls": calls })
+        })
+        .collect();
+    let dir = calls_dir();
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let path = dir.join(format!("{binary}.json"));
+    let temporary = dir.join(format!("{binary}.json.{}.tmp", std::process::id()));
+    let text = serde_json::to_string_pretty(&json!({ "binary": binary, "calls": rows }))
+        .expect("plain JSON");
+    if std::fs::write(&temporary, text).is_ok() {
+        let _ = std::fs::rename(&temporary, &path);
+    }
 }

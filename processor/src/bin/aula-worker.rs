@@ -1,6 +1,7 @@
 //! A processor worker process: runs the task workers (no reactions, no API) until
-//! SIGTERM or Ctrl-C, then drains. Used by the crash test and by `aula bench tasks`,
-//! which start several of these on one database.
+//! SIGTERM or Ctrl-C, then drains. Used by the crash test, which starts several of
+//! these on one database and SIGKILLs one. (`aula bench tasks` starts its worker
+//! processes from the `aula` binary itself: `aula bench task-worker`.)
 //!
 //! Configuration: `DATABASE_URL` (required) and the `AULA_WORKER_*` / `AULA_TASK_*`
 //! variables of `ProcessorConfig::from_env`. `AULA_WORKER_TEST_EFFECTS=1` registers the
@@ -62,6 +63,9 @@ async fn main() -> anyhow::Result<()> {
     let options =
         PgConnectOptions::from_str(&url).context("DATABASE_URL is not a PostgreSQL URL")?;
     let config = ProcessorConfig::from_env();
+    // Our sessions carry the worker's name (the crash test waits for the killed one's
+    // sessions to end).
+    let options = options.application_name(&config.worker_name);
     let pool = aula_eventlog::db::pool(options, (config.concurrency as u32 + 4).min(64))
         .await
         .context("connecting to the database")?;

@@ -65,13 +65,15 @@ impl TaskHandler for EmailHandler {
         let Some(rendered) = self.render(ctx).await? else {
             return Ok(());
         };
-        self.mailer.send(&rendered.message).await.map_err(|e| {
-            if e.is_permanent() {
-                TaskError::permanent(e)
-            } else {
-                TaskError::retry(e)
-            }
-        })?;
+        crate::mail::send(&*self.mailer, &rendered.message)
+            .await
+            .map_err(|e| {
+                if e.is_permanent() {
+                    TaskError::permanent(e)
+                } else {
+                    TaskError::retry(e)
+                }
+            })?;
         let mut tx = ctx.pool.begin().await?;
         sqlx::query(
             "INSERT INTO outbox_emails (idempotency_key, task_id, kind, recipient, subject, transport)

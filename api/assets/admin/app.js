@@ -1,0 +1,1011 @@
+// Aula admin dashboard. Plain JavaScript, no build step, no dependencies: it talks
+// only to the public GraphQL API (POST /graphql with a bearer token, subscriptions on
+// /graphql/ws with the graphql-transport-ws protocol). The filters, sort and tab live
+// in the URL query string, so a view can be bookmarked and the back button restores it.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "aula.admin.token";
+
+const EVENT_STATUSES = ["pending", "succeeded", "failed"];
+const TASK_STATUSES = ["pending", "running", "succeeded", "failed", "dead"];
+
+const EVENT_COLUMNS = [
+  { label: "#", sort: "POSITION", cell: (e) => String(e.logPosition), num: true },
+  { label: "Type", sort: "EVENT_TYPE", open: true, cell: (e) => e.eventType },
+  { label: "Status", sort: "STATUS", badge: (e) => e.status },
+  { label: "Created", sort: "RECORDED_AT", cell: (e) => time(e.recordedAt) },
+  { label: "Processed", sort: "PROCESSED_AT", cell: (e) => time(e.processedAt) },
+  { label: "Duration", sort: "DURATION", cell: (e) => ms(e.durationMs), num: true },
+  { label: "Tasks", cell: (e) => taskSummary(e) },
+  { label: "Institution", cell: (e) => short(e.institutionId) },
+];
+const TASK_COLUMNS = [
+  { label: "#", sort: "ID", cell: (t) => String(t.id), num: true },
+  { label: "Kind", sort: "KIND", open: true, cell: (t) => t.kind },
+  { label: "Status", sort: "STATUS", badge: (t) => t.status },
+  { label: "Created", sort: "CREATED_AT", cell: (t) => time(t.createdAt) },
+  { label: "Processed", sort: "FINISHED_AT", cell: (t) => time(t.finishedAt) },
+  { label: "Duration", sort: "DURATION", cell: (t) => ms(t.durationMs), num: true },
+  { label: "Institution", sort: "INSTITUTION", cell: (t) => short(t.institutionId) },
+  { label: "Attempts", sort: "ATTEMPTS", cell: (t) => `${t.attempt}/${t.maxAttempts}`, num: true },
+];
+
+const EVENT_FIELDS = `eventId logPosition eventType aggregateType aggregateId institutionId recordedAt
+  reprocessedFrom copyCount status processedAt durationMs error tasksPending tasksRunning tasksSucceeded tasksFailed`;
+const TASK_FIELDS = `id kind status priority attempt maxAttempts eventId eventType institutionId originTaskId
+  createdAt startedAt finishedAt durationMs lastError`;
+const JOB_FIELDS = "id status total done failed upToPosition error";
+
+const state = {
+  token: sessionStorage.getItem(TOKEN_KEY),
+  me: null,
+  view: null, // parsed from the URL
+  cursors: [null], // cursors of the pages seen, for "previous"
+  page: 0,
+  next: null,
+  facets: { eventTypes: [], taskKinds: [] },
+  drawer: null, // { eventId, opener, timer }
+  job: null, // { id, socket }
+  summaryTimer: null,
+  socket: null,
+  rebuildTimers: {},
+};
+
+// ---------- formatting ----------
+function time(value) {
+  if (!value) return "–";
+  const d = new Date(value);
+  const pad = (n, w = 2) => String(n).padStart(w, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
+}
+function ms(value) {
+  if (value === null || value === undefined) return "–";
+  return `${Math.round(value).toLocaleString("en")} ms`;
+}
+function short(id) {
+  return id ? id.slice(0, 8) : "–";
+}
+function taskSummary(e) {
+  const total = e.tasksPending + e.tasksRunning + e.tasksSucceeded + e.tasksFailed;
+  if (!total) return "none";
+  return e.tasksFailed ? `${total} (${e.tasksFailed} failed)` : String(total);
+}
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+function badge(status) {
+  return el("span", { class: `badge ${status}`, text: status });
+}
+
+// ---------- errors ----------
+class ApiFailure extends Error {
+  constructor(message, code, extensions) {
+    super(message);
+    this.code = code;
+    this.extensions = extensions || {};
+  }
+}
+function describe(error) {
+  if (error instanceof ApiFailure) {
+    const reason = error.extensions.reason ? ` ${error.extensions.reason}` : "";
+    const request = error.extensions.requestId ? ` (request ${error.extensions.requestId})` : "";
+    return `${error.message} — ${error.code}${reason}${request}`;
+  }
+  return `${error.message || error} — the server could not be reached`;
+}
+function notify(message, kind = "error") {
+  const box = $("notice");
+  box.textContent = message;
+  box.className = kind === "error" ? "notice" : "notice info";
+  box.hidden = !message;
+}
+function fail(error) {
+  if (error instanceof ApiFailure && error.code === "UNAUTHENTICATED" && state.token) {
+    signOut(`Your session ended: ${describe(error)}. Sign in again.`);
+    return;
+  }
+  notify(describe(error));
+}
+
+// ---------- GraphQL over HTTP ----------
+async function gql(query, variables = {}) {
+  const headers = { "content-type": "application/json" };
+  if (state.token) headers.authorization = `Bearer ${state.token}`;
+  let response;
+  try {
+    response = await fetch("/graphql", { method: "POST", headers, body: JSON.stringify({ query, variables }) });
+  } catch (e) {
+    throw new ApiFailure(`network error: ${e.message}`, "NETWORK");
+  }
+  let body;
+  try {
+    body = await response.json();
+  } catch (e) {
+    throw new ApiFailure(`HTTP ${response.status} without a GraphQL answer`, "HTTP_" + response.status);
+  }
+  if (body.errors && body.errors.length) {
+    const first = body.errors[0];
+    const ext = first.extensions || {};
+    throw new ApiFailure(first.message, ext.code || "UNKNOWN", ext);
+  }
+  return body.data;
+}
+
+// ---------- GraphQL over WebSocket (graphql-transport-ws) ----------
+class Subscriptions {
+  constructor(token, onClosed) {
+    this.token = token;
+    this.onClosed = onClosed;
+    this.handlers = new Map();
+    this.nextId = 1;
+    this.ready = null;
+  }
+  open() {
+    if (this.ready) return this.ready;
+    const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/graphql/ws`;
+    this.ready = new Promise((resolve, reject) => {
+      const socket = new WebSocket(url, "graphql-transport-ws");
+      this.socket = socket;
+      socket.onopen = () => socket.send(JSON.stringify({ type: "connection_init", payload: { authorization: `Bearer ${this.token}` } }));
+      socket.onmessage = (message) => {
+        const data = JSON.parse(message.data);
+        if (data.type === "connection_ack") resolve(this);
+        else if (data.type === "ping") socket.send(JSON.stringify({ type: "pong" }));
+        else {
+          const handler = this.handlers.get(data.id);
+          if (!handler) return;
+          if (data.type === "next") {
+            if (data.payload.errors && data.payload.errors.length) {
+              const e = data.payload.errors[0];
+              handler.error(new ApiFailure(e.message, (e.extensions || {}).code || "UNKNOWN", e.extensions));
+            } else handler.next(data.payload.data);
+          } else if (data.type === "error") {
+            const e = (data.payload || [])[0] || { message: "subscription refused" };
+            this.handlers.delete(data.id);
+            handler.error(new ApiFailure(e.message, (e.extensions || {}).code || "UNKNOWN", e.extensions));
+          } else if (data.type === "complete") {
+            this.handlers.delete(data.id);
+            handler.complete();
+          }
+        }
+      };
+      socket.onerror = () => reject(new ApiFailure("the subscription socket failed", "NETWORK"));
+      socket.onclose = (event) => {
+        reject(new ApiFailure(`the subscription socket closed (${event.code} ${event.reason})`, "NETWORK"));
+        for (const handler of this.handlers.values()) handler.complete(true);
+        this.handlers.clear();
+        this.ready = null;
+        if (this.onClosed) this.onClosed(event);
+      };
+    });
+    return this.ready;
+  }
+  async subscribe(query, variables, handler) {
+    await this.open();
+    const id = String(this.nextId++);
+    this.handlers.set(id, {
+      next: handler.next || (() => {}),
+      error: handler.error || (() => {}),
+      complete: handler.complete || (() => {}),
+    });
+    this.socket.send(JSON.stringify({ id, type: "subscribe", payload: { query, variables } }));
+    return () => {
+      if (this.handlers.delete(id) && this.socket.readyState === WebSocket.OPEN) {
+        this.socket.send(JSON.stringify({ id, type: "complete" }));
+      }
+    };
+  }
+  close() {
+    this.onClosed = null;
+    if (this.socket) this.socket.close(1000, "bye");
+  }
+}
+
+// ---------- URL state ----------
+const FILTER_KEYS = ["types", "kinds", "status", "createdFrom", "createdTo", "processedFrom", "processedTo",
+  "durationOp", "durationMs", "institution", "failed"];
+
+function readView() {
+  const params = new URLSearchParams(location.search);
+  const view = { tab: params.get("tab") || "events", sort: params.get("sort") || "", dir: params.get("dir") || "DESC" };
+  for (const key of FILTER_KEYS) view[key] = params.get(key) || "";
+  view.event = params.get("event") || "";
+  if (!["events", "tasks", "projections"].includes(view.tab)) view.tab = "events";
+  if (view.tab === "projections" && !isAdmin()) view.tab = "events";
+  return view;
+}
+function writeView(view, replace = false) {
+  const params = new URLSearchParams();
+  if (view.tab !== "events") params.set("tab", view.tab);
+  for (const key of FILTER_KEYS) if (view[key]) params.set(key, view[key]);
+  if (view.sort) params.set("sort", view.sort);
+  if (view.sort && view.dir !== "DESC") params.set("dir", view.dir);
+  if (view.event) params.set("event", view.event);
+  const url = `${location.pathname}${params.toString() ? "?" + params : ""}`;
+  if (url === location.pathname + location.search) return;
+  if (replace) history.replaceState(null, "", url);
+  else history.pushState(null, "", url);
+}
+function navigate(changes, { replace = false, keepPage = false } = {}) {
+  const view = { ...state.view, ...changes };
+  writeView(view, replace);
+  apply(view, keepPage);
+}
+
+function eventFilter(view) {
+  const filter = {};
+  if (view.types) filter.types = view.types.split(",");
+  if (view.status) filter.status = view.status;
+  if (view.createdFrom) filter.recordedFrom = iso(view.createdFrom);
+  if (view.createdTo) filter.recordedTo = iso(view.createdTo);
+  if (view.processedFrom) filter.processedFrom = iso(view.processedFrom);
+  if (view.processedTo) filter.processedTo = iso(view.processedTo);
+  if (view.durationOp && view.durationMs !== "") filter.duration = { op: view.durationOp, ms: Number(view.durationMs) };
+  if (view.institution) filter.institutionId = view.institution;
+  if (view.failed) filter.hasFailedTasks = view.failed === "yes";
+  return filter;
+}
+function taskFilter(view) {
+  const filter = {};
+  if (view.kinds) filter.kinds = view.kinds.split(",");
+  if (view.status) filter.status = view.status;
+  if (view.createdFrom) filter.createdFrom = iso(view.createdFrom);
+  if (view.createdTo) filter.createdTo = iso(view.createdTo);
+  if (view.processedFrom) filter.finishedFrom = iso(view.processedFrom);
+  if (view.processedTo) filter.finishedTo = iso(view.processedTo);
+  if (view.durationOp && view.durationMs !== "") filter.duration = { op: view.durationOp, ms: Number(view.durationMs) };
+  if (view.institution) filter.institutionId = view.institution;
+  return filter;
+}
+// datetime-local values are local time; the API wants an instant.
+function iso(local) {
+  const d = new Date(local);
+  return isNaN(d) ? local : d.toISOString();
+}
+
+// ---------- authentication ----------
+function isAdmin() {
+  return state.me && state.me.role === "ADMIN";
+}
+async function signIn(email, password) {
+  const data = await gql(
+    "mutation($input: LoginInput!) { login(input: $input) { accessToken role } }",
+    { input: { email, password } },
+  );
+  if (!["ADMIN", "MANAGER"].includes(data.login.role)) {
+    throw new ApiFailure("This dashboard is for administrators and managers", "FORBIDDEN", { reason: "ROLE_NOT_ALLOWED" });
+  }
+  state.token = data.login.accessToken;
+  sessionStorage.setItem(TOKEN_KEY, state.token);
+}
+function signOut(message) {
+  state.token = null;
+  state.me = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  if (state.socket) state.socket.close();
+  state.socket = null;
+  clearInterval(state.summaryTimer);
+  closeDrawer(false);
+  $("app-view").hidden = true;
+  $("summary").hidden = true;
+  $("who").hidden = true;
+  $("login-view").hidden = false;
+  notify(message || "");
+  $("login-email").focus();
+}
+async function start() {
+  notify("");
+  try {
+    const data = await gql("{ me { id email name role institutionId } }");
+    state.me = data.me;
+  } catch (error) {
+    if (error instanceof ApiFailure && error.code === "UNAUTHENTICATED") {
+      signOut(state.token ? `Your session ended: ${describe(error)}. Sign in again.` : "");
+      return;
+    }
+    fail(error);
+    return;
+  }
+  if (!["ADMIN", "MANAGER"].includes(state.me.role)) {
+    signOut(`Signed in as ${state.me.role}: this dashboard is for administrators and managers (FORBIDDEN ROLE_NOT_ALLOWED).`);
+    return;
+  }
+  $("login-view").hidden = true;
+  $("app-view").hidden = false;
+  $("who").hidden = false;
+  $("who-name").textContent = `${state.me.name || state.me.email} · ${state.me.role.toLowerCase()}`;
+  // What a manager may not use is hidden; the API refuses it anyway.
+  $("tab-projections").hidden = !isAdmin();
+  $("summary").hidden = !isAdmin();
+  $("field-institution").hidden = !isAdmin();
+  state.socket = new Subscriptions(state.token, () => setTimeout(liveHeader, 3000));
+  await loadFacets();
+  if (isAdmin()) {
+    refreshSummary();
+    liveHeader();
+    state.summaryTimer = setInterval(refreshSummary, 5000);
+  }
+  apply(readView(), false);
+}
+
+// ---------- header ----------
+let summaryPending = false;
+async function refreshSummary() {
+  if (!isAdmin() || summaryPending) return;
+  summaryPending = true;
+  try {
+    const data = await gql(`{ processingSummary { ratePerHourToday statusCounts { kind status count }
+      projections { name lagEvents lagSeconds lastError } } }`);
+    const s = data.processingSummary;
+    $("rate").textContent = `${s.ratePerHourToday.toFixed(1)} events/h`;
+    const counts = (kind) => s.statusCounts.filter((c) => c.kind === kind).map((c) => `${c.count} ${c.status}`).join(" · ");
+    $("event-counts").textContent = counts("event") || "none";
+    $("task-counts").textContent = counts("task") || "none";
+    const worst = s.projections.reduce((a, p) => (p.lagEvents > a.lagEvents ? p : a), { lagEvents: 0, lagSeconds: 0, name: "" });
+    const failing = s.projections.filter((p) => p.lastError).length;
+    $("lag").textContent = `${worst.lagEvents} events${worst.lagEvents ? ` (${worst.name}, ${worst.lagSeconds.toFixed(1)} s)` : ""}${failing ? ` · ${failing} failing` : ""}`;
+  } catch (error) {
+    $("rate").textContent = `unavailable (${error.code || "error"})`;
+  } finally {
+    summaryPending = false;
+  }
+}
+let headerThrottle = null;
+async function liveHeader() {
+  if (!isAdmin() || !state.socket) return;
+  try {
+    await state.socket.subscribe("subscription { logPosition }", {}, {
+      next: () => {
+        // New events: refresh the header at most once a second.
+        if (headerThrottle) return;
+        headerThrottle = setTimeout(() => { headerThrottle = null; refreshSummary(); }, 1000);
+      },
+      error: (error) => notify(`Live header stopped: ${describe(error)}`),
+    });
+  } catch (error) {
+    // The socket closed; onClosed retries.
+  }
+}
+
+// ---------- facets ----------
+async function loadFacets() {
+  try {
+    const data = await gql("{ dashboardFacets { eventTypes taskKinds } }");
+    state.facets = data.dashboardFacets;
+  } catch (error) {
+    fail(error);
+  }
+}
+function fillMulti(select, values, selected) {
+  const chosen = new Set(selected ? selected.split(",") : []);
+  const all = [...new Set([...values, ...chosen])].sort();
+  select.replaceChildren(...all.map((v) => el("option", { value: v, selected: chosen.has(v) }, v)));
+}
+
+// ---------- the list ----------
+function apply(view, keepPage) {
+  const sameList = state.view && ["tab", "sort", "dir", ...FILTER_KEYS].every((k) => state.view[k] === view[k]);
+  state.view = view;
+  if (!sameList && !keepPage) {
+    state.cursors = [null];
+    state.page = 0;
+  }
+  renderTabs();
+  renderFilters();
+  if (view.tab === "projections") loadProjections();
+  else if (!sameList || keepPage) loadList();
+  if (view.event && (!state.drawer || state.drawer.eventId !== view.event)) openDrawer(view.event, null, false);
+  if (!view.event && state.drawer) closeDrawer(false);
+}
+
+function renderTabs() {
+  for (const button of document.querySelectorAll("[data-tab]")) {
+    const selected = button.dataset.tab === state.view.tab;
+    button.setAttribute("aria-selected", String(selected));
+    button.tabIndex = selected ? 0 : -1;
+  }
+  $("list-panel").hidden = state.view.tab === "projections";
+  $("projections-panel").hidden = state.view.tab !== "projections";
+  $("list-panel").setAttribute("aria-labelledby", `tab-${state.view.tab === "tasks" ? "tasks" : "events"}`);
+}
+
+function renderFilters() {
+  const v = state.view;
+  const tasks = v.tab === "tasks";
+  $("field-types").hidden = tasks;
+  $("field-kinds").hidden = !tasks;
+  $("field-failed").hidden = tasks;
+  $("bulk-bar").hidden = tasks;
+  fillMulti($("f-types"), state.facets.eventTypes, v.types);
+  fillMulti($("f-kinds"), state.facets.taskKinds, v.kinds);
+  const statuses = tasks ? TASK_STATUSES : EVENT_STATUSES;
+  $("f-status").replaceChildren(el("option", { value: "" }, "any"),
+    ...statuses.map((s) => el("option", { value: s, selected: s === v.status }, s)));
+  $("f-created-from").value = v.createdFrom;
+  $("f-created-to").value = v.createdTo;
+  $("f-processed-from").value = v.processedFrom;
+  $("f-processed-to").value = v.processedTo;
+  $("f-duration-op").value = v.durationOp;
+  $("f-duration-ms").value = v.durationMs;
+  $("f-institution").value = v.institution;
+  $("f-failed").value = v.failed;
+}
+
+function readFilters() {
+  const selected = (select) => [...select.selectedOptions].map((o) => o.value).join(",");
+  return {
+    types: selected($("f-types")),
+    kinds: selected($("f-kinds")),
+    status: $("f-status").value,
+    createdFrom: $("f-created-from").value,
+    createdTo: $("f-created-to").value,
+    processedFrom: $("f-processed-from").value,
+    processedTo: $("f-processed-to").value,
+    durationOp: $("f-duration-op").value,
+    durationMs: $("f-duration-ms").value,
+    institution: $("f-institution").value.trim(),
+    failed: $("f-failed").value,
+  };
+}
+
+function columns() {
+  return state.view.tab === "tasks" ? TASK_COLUMNS : EVENT_COLUMNS;
+}
+
+function renderHead() {
+  const v = state.view;
+  const defaultSort = v.tab === "tasks" ? "ID" : "POSITION";
+  const sort = v.sort || defaultSort;
+  const row = el("tr");
+  for (const column of columns()) {
+    const th = el("th", { scope: "col", class: column.num ? "num" : null });
+    if (column.sort) {
+      const active = column.sort === sort;
+      if (active) th.setAttribute("aria-sort", v.dir === "ASC" ? "ascending" : "descending");
+      th.append(el("button", {
+        type: "button",
+        "data-sort": column.sort,
+        title: `Sort by ${column.label.toLowerCase()}`,
+        onclick: () => {
+          const dir = active && v.dir === "DESC" ? "ASC" : "DESC";
+          navigate({ sort: column.sort, dir });
+        },
+      }, column.label));
+    } else th.textContent = column.label;
+    row.append(th);
+  }
+  $("list-head").replaceChildren(row);
+}
+
+function stateRow(text) {
+  return el("tr", {}, el("td", { class: "state", colspan: columns().length }, text));
+}
+
+let listRequest = 0;
+async function loadList() {
+  const v = state.view;
+  const tasks = v.tab === "tasks";
+  renderHead();
+  $("list-caption").textContent = tasks ? "Tasks" : "Events";
+  const body = $("list-body");
+  body.setAttribute("aria-busy", "true");
+  body.replaceChildren(stateRow(`Loading ${tasks ? "tasks" : "events"}…`));
+  $("list").dataset.state = "loading";
+  const request = ++listRequest;
+  const after = state.cursors[state.page];
+  const sort = v.sort ? { field: v.sort, direction: v.dir } : null;
+  try {
+    let nodes, next;
+    if (tasks) {
+      const data = await gql(`query($filter: AdminTaskFilter, $sort: AdminTaskSort, $after: String) {
+        adminTasks(filter: $filter, sort: $sort, first: 25, after: $after) { nodes { ${TASK_FIELDS} } nextCursor } }`,
+      { filter: taskFilter(v), sort, after });
+      ({ nodes, nextCursor: next } = data.adminTasks);
+    } else {
+      const data = await gql(`query($filter: AdminEventFilter, $sort: AdminEventSort, $after: String) {
+        adminEvents(filter: $filter, sort: $sort, first: 25, after: $after) { nodes { ${EVENT_FIELDS} } nextCursor } }`,
+      { filter: eventFilter(v), sort, after });
+      ({ nodes, nextCursor: next } = data.adminEvents);
+    }
+    if (request !== listRequest) return;
+    state.next = next;
+    if (!nodes.length) {
+      const filtered = FILTER_KEYS.some((k) => v[k]);
+      body.replaceChildren(stateRow(filtered
+        ? `No ${tasks ? "tasks" : "events"} match these filters. Clear or widen them.`
+        : `No ${tasks ? "tasks" : "events"} yet.`));
+      $("list").dataset.state = "empty";
+    } else {
+      body.replaceChildren(...nodes.map((node) => row(node, tasks)));
+      $("list").dataset.state = "ready";
+    }
+    notify("");
+  } catch (error) {
+    if (request !== listRequest) return;
+    body.replaceChildren(stateRow(`Could not load the list: ${describe(error)}`));
+    $("list").dataset.state = "error";
+    fail(error);
+  } finally {
+    if (request === listRequest) body.removeAttribute("aria-busy");
+  }
+  $("prev-page").disabled = state.page === 0;
+  $("next-page").disabled = !state.next;
+  $("page-info").textContent = `Page ${state.page + 1}`;
+}
+
+function row(node, tasks) {
+  const tr = el("tr", tasks
+    ? { "data-task-id": node.id, "data-event-id": node.eventId, "data-status": node.status, "data-kind": node.kind, "data-institution": node.institutionId || "" }
+    : { "data-event-id": node.eventId, "data-status": node.status, "data-type": node.eventType, "data-institution": node.institutionId || "" });
+  for (const column of columns()) {
+    const td = el("td", { class: column.num ? "num" : null });
+    if (column.badge) td.append(badge(column.badge(node)));
+    else if (column.open && node.eventId) {
+      td.className = "open";
+      td.append(el("button", {
+        type: "button",
+        "aria-label": `Details of ${tasks ? "task " + node.id + " (" + node.kind + ")" : node.eventType + " #" + node.logPosition}`,
+        onclick: (e) => openDrawer(node.eventId, e.currentTarget, true),
+      }, column.cell(node)));
+    } else td.textContent = column.cell(node);
+    tr.append(td);
+  }
+  return tr;
+}
+
+// ---------- details drawer ----------
+async function openDrawer(eventId, opener, push) {
+  if (state.drawer && state.drawer.timer) clearTimeout(state.drawer.timer);
+  state.drawer = { eventId, opener: opener || document.activeElement, timer: null };
+  if (push) {
+    state.view = { ...state.view, event: eventId };
+    writeView(state.view);
+  }
+  $("drawer").hidden = false;
+  $("drawer-backdrop").hidden = false;
+  $("drawer-title").textContent = "Loading event…";
+  $("drawer-body").replaceChildren(el("p", { class: "muted" }, "Loading…"));
+  $("drawer-action-status").textContent = "";
+  $("drawer").dataset.state = "loading";
+  $("drawer-title").focus();
+  await loadDrawer();
+}
+
+function closeDrawer(push = true) {
+  if (!state.drawer) return;
+  const { opener, timer } = state.drawer;
+  clearTimeout(timer);
+  state.drawer = null;
+  $("drawer").hidden = true;
+  $("drawer-backdrop").hidden = true;
+  if (push && state.view.event) {
+    state.view = { ...state.view, event: "" };
+    writeView(state.view);
+  }
+  if (opener && document.body.contains(opener)) opener.focus();
+  else $("main").focus({ preventScroll: true });
+}
+
+async function loadDrawer() {
+  const drawer = state.drawer;
+  if (!drawer) return;
+  const eventId = drawer.eventId;
+  try {
+    const data = await gql(`query($id: UUID!) {
+      adminEvent(eventId: $id) { ${EVENT_FIELDS} copies { eventId logPosition status processedAt error recordedAt } }
+      adminEventDetail(eventId: $id) { payload metadata actor correlationId causationId requestId eventVersion }
+      eventTasks(eventId: $id, first: 100) { nodes { id kind status attempt maxAttempts createdAt startedAt finishedAt
+        lastError originTaskId archived attempts { attempt worker startedAt finishedAt durationMs outcome error } } nextCursor }
+    }`, { id: eventId });
+    if (state.drawer !== drawer) return;
+    renderDrawer(data);
+    // Keep watching while something is still moving (a reprocessed copy, a retry).
+    const moving = data.adminEvent.status === "pending"
+      || data.adminEvent.copies.some((c) => c.status === "pending")
+      || data.eventTasks.nodes.some((t) => t.status === "pending" || t.status === "running")
+      || drawer.watchUntil > Date.now();
+    if (moving) drawer.timer = setTimeout(loadDrawer, 1000);
+  } catch (error) {
+    if (state.drawer !== drawer) return;
+    $("drawer-title").textContent = "Event";
+    $("drawer-body").replaceChildren(el("p", { class: "error", role: "alert" }, `Could not load this event: ${describe(error)}`));
+    $("drawer").dataset.state = "error";
+  }
+}
+
+function errorChain(text) {
+  // Errors are recorded as "outer: cause: root cause".
+  const parts = String(text).split(/: (?=[^ ])/);
+  return el("ol", { class: "chain" }, parts.map((p) => el("li", {}, p)));
+}
+
+function renderDrawer(data) {
+  const e = data.adminEvent;
+  const d = data.adminEventDetail;
+  $("drawer-title").textContent = `${e.eventType} #${e.logPosition}`;
+  let payload = d.payload;
+  try { payload = JSON.stringify(JSON.parse(d.payload), null, 2); } catch (_) { /* shown as stored */ }
+  const sections = [];
+  sections.push(el("h3", {}, "Summary"), el("dl", {},
+    el("dt", {}, "Status"), el("dd", {}, badge(e.status)),
+    el("dt", {}, "Event id"), el("dd", { class: "mono" }, e.eventId),
+    el("dt", {}, "Aggregate"), el("dd", {}, `${e.aggregateType} ${e.aggregateId}`),
+    el("dt", {}, "Institution"), el("dd", { class: "mono" }, e.institutionId || "none (system)"),
+    el("dt", {}, "Created"), el("dd", {}, time(e.recordedAt)),
+    el("dt", {}, "Processed"), el("dd", {}, time(e.processedAt)),
+    el("dt", {}, "Duration"), el("dd", {}, ms(e.durationMs)),
+  ));
+  if (e.error) sections.push(el("h3", {}, "Error"), el("div", { id: "drawer-error" }, errorChain(e.error)));
+  sections.push(el("h3", {}, "Metadata"), el("dl", {},
+    el("dt", {}, "Actor"), el("dd", {}, d.actor || "–"),
+    el("dt", {}, "Correlation"), el("dd", { class: "mono" }, d.correlationId || "–"),
+    el("dt", {}, "Causation"), el("dd", { class: "mono" }, d.causationId || "–"),
+    el("dt", {}, "Request"), el("dd", { class: "mono" }, d.requestId || "–"),
+    el("dt", {}, "Version"), el("dd", {}, d.eventVersion),
+  ));
+  sections.push(el("h3", {}, "Payload"), el("pre", { tabindex: "0", "aria-label": "Payload" }, payload));
+
+  sections.push(el("h3", {}, `Tasks (${data.eventTasks.nodes.length})`));
+  if (!data.eventTasks.nodes.length) sections.push(el("p", { class: "muted" }, "This event issued no task."));
+  for (const t of data.eventTasks.nodes) {
+    const canRetry = ["failed", "dead", "succeeded"].includes(t.status) && !t.archived;
+    sections.push(el("div", { class: "task", "data-task-id": t.id, "data-status": t.status },
+      el("div", { class: "task-head" },
+        el("strong", {}, `#${t.id} ${t.kind}`), badge(t.status),
+        el("span", { class: "muted" }, `attempt ${t.attempt}/${t.maxAttempts}`),
+        t.originTaskId ? el("span", { class: "muted" }, `retry of #${t.originTaskId}`) : null,
+        t.archived ? el("span", { class: "muted" }, "archived") : null,
+        canRetry ? el("button", { type: "button", class: "secondary", "data-retry": t.id, onclick: () => retryTask(t.id) }, "Retry task") : null),
+      t.lastError ? el("div", { class: "task-error" }, errorChain(t.lastError)) : null,
+      t.attempts.length ? el("table", {},
+        el("thead", {}, el("tr", {}, ["#", "Outcome", "Started", "Finished", "Duration", "Worker", "Error"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, t.attempts.map((a) => el("tr", {},
+          el("td", {}, a.attempt), el("td", {}, badge(a.outcome)), el("td", {}, time(a.startedAt)),
+          el("td", {}, time(a.finishedAt)), el("td", {}, ms(a.durationMs)), el("td", {}, a.worker),
+          el("td", { class: "err" }, a.error || ""))))) : el("p", { class: "muted" }, "Not attempted yet."),
+    ));
+  }
+
+  sections.push(el("h3", {}, "Lineage"));
+  const lineage = el("ul", { id: "lineage" });
+  if (e.reprocessedFrom) {
+    lineage.append(el("li", {}, "Copy of ", el("button", { type: "button", class: "link", onclick: () => openDrawer(e.reprocessedFrom, null, true) }, e.reprocessedFrom)));
+  } else lineage.append(el("li", {}, "Original event"));
+  for (const c of e.copies) {
+    lineage.append(el("li", { "data-copy-id": c.eventId, "data-status": c.status },
+      "Copy ", el("button", { type: "button", class: "link", onclick: () => openDrawer(c.eventId, null, true) }, `#${c.logPosition}`),
+      " ", badge(c.status), ` ${time(c.recordedAt)}`, c.error ? el("span", { class: "error" }, ` ${c.error}`) : null));
+  }
+  if (!e.copies.length) lineage.append(el("li", { class: "muted" }, "No reprocessed copies."));
+  sections.push(lineage);
+
+  // Keep the focus where it was if it was inside the body being replaced.
+  const focused = document.activeElement && $("drawer-body").contains(document.activeElement)
+    ? document.activeElement.getAttribute("data-retry") : null;
+  $("drawer-body").replaceChildren(...sections);
+  if (focused) {
+    const again = $("drawer-body").querySelector(`[data-retry="${focused}"]`);
+    if (again) again.focus();
+    else $("drawer-title").focus();
+  }
+  $("drawer").dataset.state = "ready";
+  $("drawer").dataset.status = e.status;
+}
+
+async function reprocessCurrent() {
+  if (!state.drawer) return;
+  const button = $("drawer-reprocess");
+  button.disabled = true;
+  $("drawer-action-status").textContent = "Reprocessing…";
+  try {
+    const data = await gql(`mutation($id: UUID!) { reprocessEvent(eventId: $id, waitForProjections: true) { eventId logPosition } }`,
+      { id: state.drawer.eventId });
+    $("drawer-action-status").textContent = `Copy #${data.reprocessEvent.logPosition} appended; its tasks run now.`;
+    state.drawer.watchUntil = Date.now() + 5000;
+    clearTimeout(state.drawer.timer);
+    await loadDrawer();
+  } catch (error) {
+    $("drawer-action-status").textContent = `Reprocess failed: ${describe(error)}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function retryTask(taskId) {
+  $("drawer-action-status").textContent = `Retrying task #${taskId}…`;
+  try {
+    const data = await gql("mutation($id: Int!) { retryTask(taskId: $id) { taskId retriedTaskId } }", { id: taskId });
+    $("drawer-action-status").textContent = `Task #${data.retryTask.taskId} retries #${data.retryTask.retriedTaskId}.`;
+    if (state.drawer) {
+      state.drawer.watchUntil = Date.now() + 5000;
+      clearTimeout(state.drawer.timer);
+      await loadDrawer();
+    }
+  } catch (error) {
+    $("drawer-action-status").textContent = `Retry failed: ${describe(error)}`;
+  }
+}
+
+function trapFocus(event) {
+  if (event.key !== "Tab" || !state.drawer) return;
+  const focusable = [...$("drawer").querySelectorAll("button:not([disabled]), [href], [tabindex]:not([tabindex='-1'])")]
+    .filter((n) => n.offsetParent !== null);
+  if (!focusable.length) return;
+  const first = focusable[0];
+  const last = focusable[focusable.length - 1];
+  if (event.shiftKey && (document.activeElement === first || document.activeElement === $("drawer-title"))) {
+    event.preventDefault();
+    last.focus();
+  } else if (!event.shiftKey && document.activeElement === last) {
+    event.preventDefault();
+    first.focus();
+  }
+}
+
+// ---------- bulk reprocess ----------
+async function bulkPreview() {
+  const panel = $("bulk-panel");
+  panel.hidden = false;
+  $("bulk-body").replaceChildren(el("p", { class: "muted" }, "Counting the matching events…"));
+  $("bulk-actions").replaceChildren();
+  panel.dataset.state = "loading";
+  panel.focus();
+  try {
+    const data = await gql(`query($filter: AdminEventFilter) { bulkReprocessPreview(filter: $filter) {
+      count byType { type count } byStatus { status count } upToPosition confirmToken expiresAt } }`,
+    { filter: eventFilter(state.view) });
+    const p = data.bulkReprocessPreview;
+    const table = (rows, key) => el("table", {}, el("tbody", {}, rows.map((r) => el("tr", {}, el("td", {}, r[key]), el("td", { class: "num" }, r.count)))));
+    $("bulk-body").replaceChildren(
+      el("p", {}, el("span", { class: "big", id: "bulk-count" }, String(p.count)), ` event${p.count === 1 ? "" : "s"} match the current filters (up to log position ${p.upToPosition}).`),
+      el("div", { class: "breakdown" },
+        el("div", {}, el("h3", {}, "By type"), p.byType.length ? table(p.byType, "type") : el("p", { class: "muted" }, "–")),
+        el("div", {}, el("h3", {}, "By status"), p.byStatus.length ? table(p.byStatus, "status") : el("p", { class: "muted" }, "–"))),
+      el("p", {}, "What will happen: each matching event gets an immutable copy (a new event linked to its original; " +
+        "the original is not changed and no aggregate changes). The processor issues fresh tasks for every copy. " +
+        "Events recorded after the preview and copies themselves are not included. The job runs in the background in batches; " +
+        `you can cancel it. This preview expires at ${time(p.expiresAt)}.`),
+    );
+    const confirm = el("button", { type: "button", id: "bulk-confirm", disabled: p.count === 0, onclick: () => bulkConfirm(p.confirmToken) },
+      `Reprocess ${p.count} event${p.count === 1 ? "" : "s"}`);
+    $("bulk-actions").replaceChildren(confirm,
+      el("button", { type: "button", class: "secondary", id: "bulk-close", onclick: () => { panel.hidden = true; $("bulk-preview").focus(); } }, "Cancel"));
+    panel.dataset.state = "ready";
+    (p.count ? confirm : $("bulk-close")).focus();
+  } catch (error) {
+    $("bulk-body").replaceChildren(el("p", { class: "error", role: "alert" }, `Could not preview: ${describe(error)}`));
+    $("bulk-actions").replaceChildren(el("button", { type: "button", class: "secondary", id: "bulk-close", onclick: () => { panel.hidden = true; } }, "Close"));
+    panel.dataset.state = "error";
+  }
+}
+
+async function bulkConfirm(token) {
+  $("bulk-confirm").disabled = true;
+  try {
+    const data = await gql(`mutation($token: String!) { bulkReprocessConfirm(confirmToken: $token) { ${JOB_FIELDS} } }`, { token });
+    $("bulk-panel").hidden = true;
+    watchJob(data.bulkReprocessConfirm);
+  } catch (error) {
+    $("bulk-body").append(el("p", { class: "error", role: "alert" }, `Could not start: ${describe(error)}`));
+    $("bulk-confirm").disabled = false;
+  }
+}
+
+function showJob(job) {
+  const pct = job.total ? Math.floor((job.done * 100) / job.total) : (job.status === "done" ? 100 : 0);
+  $("job-progress").value = pct;
+  $("job-progress").max = 100;
+  const panel = $("job-panel");
+  panel.dataset.status = job.status;
+  panel.dataset.percent = String(pct);
+  const failed = job.failed ? `, ${job.failed} failed` : "";
+  const error = job.error ? ` — ${job.error}` : "";
+  $("job-text").textContent = `${job.status}: ${job.done} of ${job.total} reprocessed (${pct}%)${failed}${error}`;
+  const finished = job.status !== "running";
+  $("job-cancel").hidden = finished;
+  $("job-dismiss").hidden = !finished;
+}
+
+async function watchJob(job) {
+  if (state.job && state.job.stop) state.job.stop();
+  state.job = { id: job.id, stop: null };
+  delete $("job-panel").dataset.via;
+  $("job-panel").hidden = false;
+  showJob(job);
+  $("job-text").focus();
+  const poll = async () => {
+    // Fallback when the socket is unavailable.
+    $("job-panel").dataset.via = "polling";
+    try {
+      const data = await gql(`query($id: UUID!) { bulkReprocessJob(id: $id) { ${JOB_FIELDS} } }`, { id: job.id });
+      showJob(data.bulkReprocessJob);
+      if (data.bulkReprocessJob.status === "running" && state.job && state.job.id === job.id) setTimeout(poll, 1000);
+      else loadList();
+    } catch (error) {
+      $("job-text").textContent = `Could not follow the job: ${describe(error)}`;
+    }
+  };
+  try {
+    state.job.stop = await state.socket.subscribe(
+      `subscription($id: UUID!) { bulkReprocessProgress(id: $id) { ${JOB_FIELDS} } }`, { id: job.id }, {
+        next: (data) => { $("job-panel").dataset.via = "subscription"; showJob(data.bulkReprocessProgress); },
+        error: (error) => { $("job-text").textContent = `Progress stream failed: ${describe(error)}`; poll(); },
+        complete: (lost) => { if (lost) poll(); else loadList(); },
+      });
+  } catch (error) {
+    poll();
+  }
+}
+
+async function cancelJob() {
+  if (!state.job) return;
+  $("job-cancel").disabled = true;
+  try {
+    const data = await gql(`mutation($id: UUID!) { bulkReprocessCancel(id: $id) { ${JOB_FIELDS} } }`, { id: state.job.id });
+    showJob(data.bulkReprocessCancel);
+  } catch (error) {
+    $("job-text").textContent = `Could not cancel: ${describe(error)}`;
+  } finally {
+    $("job-cancel").disabled = false;
+  }
+}
+
+// ---------- projections ----------
+async function loadProjections() {
+  const body = $("projections-body");
+  body.replaceChildren(el("tr", {}, el("td", { class: "state", colspan: 5 }, "Loading projections…")));
+  try {
+    const data = await gql(`{ projectionStatus { name position lagEvents lagSeconds lastError failedPosition attempts }
+      rebuildProgress { name state position eventsDone eventsPerSecond remaining error } }`);
+    const progress = Object.fromEntries(data.rebuildProgress.map((p) => [p.name, p]));
+    if (!data.projectionStatus.length) {
+      body.replaceChildren(el("tr", {}, el("td", { class: "state", colspan: 5 }, "No projection has run yet.")));
+      return;
+    }
+    body.replaceChildren(...data.projectionStatus.map((p) => {
+      const r = progress[p.name];
+      const status = p.lastError
+        ? el("span", { class: "error" }, `failing at #${p.failedPosition ?? "?"} (${p.attempts} attempts): ${p.lastError}`)
+        : el("span", { class: `badge ${p.lagEvents ? "pending" : "succeeded"}` }, p.lagEvents ? "catching up" : "up to date");
+      return el("tr", { "data-projection": p.name },
+        el("th", { scope: "row" }, p.name),
+        el("td", { class: "num" }, p.position),
+        el("td", { class: "num" }, `${p.lagEvents} events · ${p.lagSeconds.toFixed(1)} s`),
+        el("td", {}, status),
+        el("td", {},
+          el("button", { type: "button", class: "secondary", "data-rebuild": p.name, disabled: r && (r.state === "running" || r.state === "swapping"),
+            onclick: () => rebuild(p.name) }, "Rebuild"),
+          " ", el("span", { class: "rebuild-state", role: "status", "data-rebuild-state": r ? r.state : "" }, r ? rebuildText(r) : "")));
+    }));
+    for (const r of data.rebuildProgress) if (r.state === "running" || r.state === "swapping") followRebuild(r.name);
+  } catch (error) {
+    body.replaceChildren(el("tr", {}, el("td", { class: "state", colspan: 5 }, `Could not load the projections: ${describe(error)}`)));
+    fail(error);
+  }
+}
+function rebuildText(r) {
+  if (r.state === "failed") return `rebuild failed: ${r.error || "unknown error"}`;
+  if (r.state === "done") return `rebuilt (${r.eventsDone} events)`;
+  const total = r.eventsDone + r.remaining;
+  const pct = total ? Math.floor((r.eventsDone * 100) / total) : 0;
+  return `${r.state}: ${r.eventsDone} events, ${pct}%, ${Math.round(r.eventsPerSecond)} events/s`;
+}
+async function rebuild(name) {
+  try {
+    await gql("mutation($name: String!) { rebuildProjection(name: $name) { name requestedAt } }", { name });
+    followRebuild(name);
+  } catch (error) {
+    fail(error);
+  }
+}
+function followRebuild(name) {
+  if (state.rebuildTimers[name]) return;
+  const tick = async () => {
+    try {
+      const data = await gql("query($name: String) { rebuildProgress(name: $name) { name state position eventsDone eventsPerSecond remaining error } }", { name });
+      const r = data.rebuildProgress[0];
+      const cell = document.querySelector(`[data-projection="${name}"] .rebuild-state`);
+      const button = document.querySelector(`[data-rebuild="${name}"]`);
+      if (r && cell) { cell.textContent = rebuildText(r); cell.dataset.rebuildState = r.state; }
+      const running = !r || r.state === "running" || r.state === "swapping";
+      if (button) button.disabled = running;
+      if (running && state.view.tab === "projections") state.rebuildTimers[name] = setTimeout(tick, 700);
+      else { delete state.rebuildTimers[name]; if (state.view.tab === "projections") setTimeout(loadProjections, 300); }
+    } catch (error) {
+      delete state.rebuildTimers[name];
+      fail(error);
+    }
+  };
+  state.rebuildTimers[name] = setTimeout(tick, 200);
+}
+
+// ---------- wiring ----------
+document.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const error = $("login-error");
+    error.hidden = true;
+    $("login-submit").disabled = true;
+    try {
+      await signIn($("login-email").value, $("login-password").value);
+      $("login-password").value = "";
+      await start();
+      $("main").focus({ preventScroll: true });
+    } catch (e) {
+      error.textContent = `Sign-in failed: ${describe(e)}`;
+      error.hidden = false;
+    } finally {
+      $("login-submit").disabled = false;
+    }
+  });
+  $("logout").addEventListener("click", () => signOut("Signed out."));
+  for (const tab of document.querySelectorAll("[data-tab]")) {
+    tab.addEventListener("click", () => {
+      // Filters that do not apply to the other list are dropped with the tab change.
+      navigate({ tab: tab.dataset.tab, sort: "", dir: "DESC", types: "", kinds: "", failed: "", event: "" });
+    });
+    tab.addEventListener("keydown", (event) => {
+      const tabs = [...document.querySelectorAll("[data-tab]")].filter((t) => !t.hidden);
+      const i = tabs.indexOf(tab);
+      if (event.key === "ArrowRight" || event.key === "ArrowLeft") {
+        const next = tabs[(i + (event.key === "ArrowRight" ? 1 : tabs.length - 1)) % tabs.length];
+        next.focus();
+        next.click();
+      }
+    });
+  }
+  $("filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    navigate(readFilters());
+  });
+  $("clear-filters").addEventListener("click", () => {
+    const cleared = Object.fromEntries(FILTER_KEYS.map((k) => [k, ""]));
+    navigate(cleared);
+  });
+  $("prev-page").addEventListener("click", () => {
+    if (state.page > 0) { state.page -= 1; loadList(); }
+  });
+  $("refresh-list").addEventListener("click", () => loadList());
+  $("next-page").addEventListener("click", () => {
+    if (!state.next) return;
+    state.cursors[state.page + 1] = state.next;
+    state.page += 1;
+    loadList();
+  });
+  $("drawer-close").addEventListener("click", () => closeDrawer());
+  $("drawer-backdrop").addEventListener("click", () => closeDrawer());
+  $("drawer-reprocess").addEventListener("click", reprocessCurrent);
+  $("bulk-preview").addEventListener("click", bulkPreview);
+  $("job-cancel").addEventListener("click", cancelJob);
+  $("job-dismiss").addEventListener("click", () => { $("job-panel").hidden = true; state.job = null; });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && state.drawer) {
+      event.preventDefault();
+      closeDrawer();
+    }
+    trapFocus(event);
+  });
+  window.addEventListener("popstate", () => {
+    if (state.me) apply(readView(), false);
+  });
+  // On a narrow screen the filters start folded, so the list is what shows first.
+  const narrow = window.matchMedia("(max-width: 700px)");
+  const fold = () => { $("filters-box").open = !narrow.matches; };
+  narrow.addEventListener("change", fold);
+  fold();
+  if (state.token) start();
+  else signOut("");
+});

@@ -1,0 +1,310 @@
+//! The admin dashboard's task list (`adminTasks`), an event's stored payload and
+//! metadata for the details drawer (`adminEventDetail`), and the values its filters
+//! offer (`dashboardFacets`). Admin: any institution; manager: its own (forced).
+
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
+use aula_domain::user::Role as DomainRole;
+use aula_processor::task_list::{self, TaskListError, TaskListQuery, TaskListRow, TaskSort};
+use aula_projections::admin_events::DurationOp;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::admin_ops::{ensure_owner, event_owner};
+use super::query::page_size;
+use super::read_models::{bad_cursor, DurationComparison, DurationFilter, SortDirection, STAFF};
+use super::{request, state};
+use crate::auth::{self, Claims};
+use crate::error::ApiError;
+
+/// Longest accepted filter string (kind, status, cursor).
+const MAX_FILTER_CHARS: usize = 200;
+/// Most values in one list filter (`kinds`).
+const MAX_FILTER_VALUES: usize = 50;
+
+#[derive(Default)]
+pub struct TaskQuery;
+
+/// One task as the admin task list shows it (live tasks; archived ones are listed per
+/// event by `eventTasks`).
+#[derive(SimpleObject, Debug, Clone)]
+pub struct AdminTask {
+    pub id: i64,
+    pub kind: String,
+    /// `pending`, `running`, `succeeded`, `failed` or `dead`.
+    pub status: String,
+    /// Lower runs first.
+    pub priority: i32,
+    /// Claims so far.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    /// The event that issued it.
+    pub event_id: Option<Uuid>,
+    pub event_type: Option<String>,
+    pub institution_id: Option<Uuid>,
+    /// The task this one retries (a manual retry).
+    pub origin_task_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    /// The first claim.
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// From the first claim to the end, retries included; null until finished.
+    pub duration_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+impl From<TaskListRow> for AdminTask {
+    fn from(r: TaskListRow) -> Self {
+        Self {
+            id: r.id,
+            kind: r.kind,
+            status: r.status,
+            priority: i32::from(r.priority),
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            event_id: r.event_id,
+            event_type: r.event_type,
+            institution_id: r.institution_id,
+            origin_task_id: r.origin_task_id,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            duration_ms: r.duration_ms,
+            last_error: r.last_error,
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+pub struct AdminTaskPage {
+    pub nodes: Vec<AdminTask>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of the admin task list; they combine with AND. A manager always sees only
+/// its own institution.
+#[derive(InputObject, Debug, Clone, Default)]
+pub struct AdminTaskFilter {
+    /// Any of these kinds (`email.welcome`, `enrollment.decide`...).
+    pub kinds: Option<Vec<String>>,
+    pub status: Option<String>,
+    pub created_from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub created_to: Option<DateTime<Utc>>,
+    pub finished_from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub finished_to: Option<DateTime<Utc>>,
+    pub duration: Option<DurationFilter>,
+    pub institution_id: Option<Uuid>,
+    /// Only the tasks of this event.
+    pub event_id: Option<Uuid>,
+}
+
+/// The column a task list is sorted by (ties broken by task id).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AdminTaskSortField {
+    /// Task id: insertion order.
+    #[default]
+    Id,
+    Kind,
+    Status,
+    CreatedAt,
+    FinishedAt,
+    Duration,
+    Institution,
+    Attempts,
+}
+
+#[derive(InputObject, Debug, Clone)]
+pub struct AdminTaskSort {
+    #[graphql(default)]
+    pub field: AdminTaskSortField,
+    #[graphql(default_with = "SortDirection::Desc")]
+    pub direction: SortDirection,
+}
+
+/// An event as stored in the log, for the details drawer.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct AdminEventDetail {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub event_version: String,
+    /// The payload, as a JSON text.
+    pub payload: String,
+    /// Every metadata key, as a JSON text.
+    pub metadata: String,
+    /// `user:<id>`, `system` or `public`.
+    pub actor: Option<String>,
+    pub correlation_id: Option<String>,
+    pub causation_id: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// The values the dashboard's filters offer.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct DashboardFacets {
+    /// Every event type in the admin event list.
+    pub event_types: Vec<String>,
+    /// Every task kind among the live tasks.
+    pub task_kinds: Vec<String>,
+}
+
+#[Object]
+impl TaskQuery {
+    /// The admin task list: filters, sort on any column (default: newest first) and
+    /// keyset pagination. Admin: any institution; manager: own (forced; naming another
+    /// is FORBIDDEN; tasks without an institution are admin-only).
+    async fn admin_tasks(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<AdminTaskFilter>,
+        sort: Option<AdminTaskSort>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> Result<AdminTaskPage, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let first = page_size(first, state.config.max_page_size)?;
+        let sort = sort.unwrap_or(AdminTaskSort {
+            field: AdminTaskSortField::Id,
+            direction: SortDirection::Desc,
+        });
+        let query = TaskListQuery {
+            sort: match sort.field {
+                AdminTaskSortField::Id => TaskSort::Id,
+                AdminTaskSortField::Kind => TaskSort::Kind,
+                AdminTaskSortField::Status => TaskSort::Status,
+                AdminTaskSortField::CreatedAt => TaskSort::CreatedAt,
+                AdminTaskSortField::FinishedAt => TaskSort::FinishedAt,
+                AdminTaskSortField::Duration => TaskSort::Duration,
+                AdminTaskSortField::Institution => TaskSort::Institution,
+                AdminTaskSortField::Attempts => TaskSort::Attempts,
+            },
+            descending: sort.direction == SortDirection::Desc,
+            after: text("after", after)?,
+            limit: Some(first as i64),
+            ..task_filters(claims, filter.unwrap_or_default())?
+        };
+        let page = task_list::list_tasks(&state.pool, &query)
+            .await
+            .map_err(|e| match e {
+                TaskListError::BadCursor => bad_cursor(),
+                TaskListError::Database(e) => e.into(),
+            })?;
+        Ok(AdminTaskPage {
+            nodes: page.tasks.into_iter().map(Into::into).collect(),
+            next_cursor: page.next,
+        })
+    }
+
+    /// An event's stored payload and metadata (actor, correlation, causation). Admin:
+    /// any; manager: own institution's (an event without an institution is admin-only).
+    async fn admin_event_detail(
+        &self,
+        ctx: &Context<'_>,
+        event_id: Uuid,
+    ) -> Result<AdminEventDetail, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        ensure_owner(claims, event_owner(state, event_id).await?)?;
+        let row: Option<(String, String, serde_json::Value, serde_json::Value)> = sqlx::query_as(
+            "SELECT event_type, event_version, payload::jsonb, metadata::jsonb
+                 FROM events WHERE event_id = $1",
+        )
+        .bind(event_id)
+        .fetch_optional(&state.pool)
+        .await?;
+        let (event_type, event_version, payload, metadata) =
+            row.ok_or_else(|| ApiError::not_found("EVENT_NOT_FOUND", "event not found"))?;
+        let key = |name: &str| {
+            metadata.get(name).and_then(|v| match v {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Null => None,
+                other => Some(other.to_string()),
+            })
+        };
+        Ok(AdminEventDetail {
+            event_id,
+            event_type,
+            event_version,
+            actor: key(aula_eventlog::metadata::ACTOR),
+            correlation_id: key(aula_eventlog::metadata::CORRELATION_ID),
+            causation_id: key(aula_eventlog::metadata::CAUSATION_ID),
+            request_id: key(aula_eventlog::metadata::REQUEST_ID),
+            payload: payload.to_string(),
+            metadata: metadata.to_string(),
+        })
+    }
+
+    /// The event types and task kinds the dashboard's filters offer. Admin, manager.
+    async fn dashboard_facets(&self, ctx: &Context<'_>) -> Result<DashboardFacets, ApiError> {
+        auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let pool = &state(ctx).pool;
+        // A loose index scan over `admin_events_type_idx`: one probe per distinct type.
+        let event_types: Vec<String> = sqlx::query_scalar(
+            "WITH RECURSIVE t(event_type) AS (
+                 (SELECT event_type FROM admin_events ORDER BY event_type LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT a.event_type FROM admin_events a WHERE a.event_type > t.event_type
+                         ORDER BY a.event_type LIMIT 1)
+                 FROM t WHERE t.event_type IS NOT NULL)
+             SELECT event_type FROM t WHERE event_type IS NOT NULL",
+        )
+        .fetch_all(pool)
+        .await?;
+        let task_kinds = task_list::task_kinds(pool).await?;
+        Ok(DashboardFacets {
+            event_types,
+            task_kinds,
+        })
+    }
+}
+
+/// The list query of a task filter; a manager is held to its own institution.
+fn task_filters(claims: &Claims, filter: AdminTaskFilter) -> Result<TaskListQuery, ApiError> {
+    let institution_id = match claims.role {
+        DomainRole::Admin => filter.institution_id,
+        _ => Some(auth::target_institution(claims, filter.institution_id)?),
+    };
+    let kinds = filter.kinds.unwrap_or_default();
+    if kinds.len() > MAX_FILTER_VALUES {
+        return Err(ApiError::validation(
+            "kinds",
+            "TOO_MANY",
+            format!("at most {MAX_FILTER_VALUES} values"),
+        ));
+    }
+    for kind in &kinds {
+        text("kinds", Some(kind.clone()))?;
+    }
+    Ok(TaskListQuery {
+        kinds,
+        status: text("status", filter.status)?,
+        created_from: filter.created_from,
+        created_to: filter.created_to,
+        finished_from: filter.finished_from,
+        finished_to: filter.finished_to,
+        duration: filter.duration.map(|d| {
+            let op = match d.op {
+                DurationComparison::Eq => DurationOp::Eq,
+                DurationComparison::Gt => DurationOp::Gt,
+                DurationComparison::Lt => DurationOp::Lt,
+            };
+            (op, d.ms)
+        }),
+        institution_id,
+        event_id: filter.event_id,
+        ..TaskListQuery::default()
+    })
+}
+
+fn text(field: &'static str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.chars().count() > MAX_FILTER_CHARS => Err(ApiError::validation(
+            field,
+            "TOO_LONG",
+            format!("must be at most {MAX_FILTER_CHARS} characters"),
+        )),
+        other => Ok(other),
+    }
+}

@@ -1,0 +1,311 @@
+//! The admin dashboard's task list: live tasks (table `tasks`), filtered, sorted on any
+//! column and paged with a keyset cursor.
+//!
+//! Every sort is `ORDER BY <expression>, id` and each expression has an index
+//! `(<expression>, id)` in `0007_task_list.sql`, so a deep page costs what the first
+//! one does. The indexes are partial, over finished tasks only (`succeeded`, `failed`,
+//! `dead`), so the queue's insert and claim do not write them; a page merges the
+//! finished tasks (by index) with the pending and running ones (a small set, sorted). Nullable columns are sorted through `COALESCE` (a row comparison with a
+//! NULL is never true, which would break the cursor); the filters use the same
+//! expressions where an index can serve them.
+//!
+//! Archived tasks (`tasks_archive`) are not listed: they are old succeeded tasks, still
+//! shown per event by the API's `eventTasks`.
+
+use aula_projections::admin_events::DurationOp;
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+/// One task as the admin list shows it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct TaskListRow {
+    pub id: i64,
+    pub kind: String,
+    pub status: String,
+    pub priority: i16,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub event_id: Option<Uuid>,
+    pub event_type: Option<String>,
+    pub institution_id: Option<Uuid>,
+    pub origin_task_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// From the first claim to the end (retries included); NULL until finished.
+    pub duration_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Milliseconds from the first claim to the end; must match the index expression.
+const DURATION_MS: &str = "(extract(epoch FROM finished_at - started_at) * 1000)::bigint";
+/// The statuses the list indexes cover (partial indexes: a task gets its entries once,
+/// when it finishes, not at insert and at every claim).
+const FINISHED: &str = "'succeeded', 'failed', 'dead'";
+const UNFINISHED: &str = "'pending', 'running'";
+/// Tasks without an institution (system work) sort first, as this id.
+const NO_INSTITUTION: &str = "'00000000-0000-0000-0000-000000000000'::uuid";
+
+fn columns() -> String {
+    format!(
+        "id, kind, status, priority, attempt, max_attempts, event_id, event_type, institution_id, \
+         origin_task_id, created_at, started_at, finished_at, {DURATION_MS} AS duration_ms, last_error"
+    )
+}
+
+/// The column the list is sorted by (ties broken by task id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaskSort {
+    #[default]
+    Id,
+    Kind,
+    Status,
+    CreatedAt,
+    FinishedAt,
+    Duration,
+    Institution,
+    Attempts,
+}
+
+impl TaskSort {
+    /// The sort expression; must match an index of `0007_task_list.sql`.
+    fn expression(&self) -> String {
+        match self {
+            TaskSort::Id => "id".into(),
+            TaskSort::Kind => "kind".into(),
+            TaskSort::Status => "status".into(),
+            TaskSort::CreatedAt => "created_at".into(),
+            TaskSort::FinishedAt => "COALESCE(finished_at, '-infinity'::timestamptz)".into(),
+            TaskSort::Duration => format!("COALESCE({DURATION_MS}, -1)"),
+            TaskSort::Institution => format!("COALESCE(institution_id, {NO_INSTITUTION})"),
+            TaskSort::Attempts => "attempt".into(),
+        }
+    }
+
+    fn sql_type(&self) -> &'static str {
+        match self {
+            TaskSort::Id | TaskSort::Duration => "bigint",
+            TaskSort::Attempts => "integer",
+            TaskSort::Kind | TaskSort::Status => "text",
+            TaskSort::CreatedAt | TaskSort::FinishedAt => "timestamptz",
+            TaskSort::Institution => "uuid",
+        }
+    }
+}
+
+/// Filters, sort and page of the task list. Every filter is optional; they combine
+/// with AND.
+#[derive(Debug, Clone, Default)]
+pub struct TaskListQuery {
+    /// Any of these kinds.
+    pub kinds: Vec<String>,
+    pub status: Option<String>,
+    pub created_from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub created_to: Option<DateTime<Utc>>,
+    pub finished_from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub finished_to: Option<DateTime<Utc>>,
+    pub duration: Option<(DurationOp, i64)>,
+    pub institution_id: Option<Uuid>,
+    /// Only the tasks of this event.
+    pub event_id: Option<Uuid>,
+    pub sort: TaskSort,
+    pub descending: bool,
+    /// The `next` cursor of the previous page.
+    pub after: Option<String>,
+    /// Page size (1..=500, default 50).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TaskPage {
+    pub tasks: Vec<TaskListRow>,
+    /// Opaque cursor of the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskListError {
+    #[error("invalid cursor")]
+    BadCursor,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &TaskListQuery) {
+    if !query.kinds.is_empty() {
+        sql.push(" AND kind = ANY(")
+            .push_bind(query.kinds.clone())
+            .push(")");
+    }
+    if let Some(status) = &query.status {
+        sql.push(" AND status = ").push_bind(status.clone());
+    }
+    if let Some(from) = query.created_from {
+        sql.push(" AND created_at >= ").push_bind(from);
+    }
+    if let Some(to) = query.created_to {
+        sql.push(" AND created_at < ").push_bind(to);
+    }
+    if let Some(from) = query.finished_from {
+        sql.push(" AND finished_at >= ").push_bind(from);
+    }
+    if let Some(to) = query.finished_to {
+        sql.push(" AND finished_at < ").push_bind(to);
+    }
+    if let Some((op, ms)) = query.duration {
+        sql.push(format!(
+            " AND {DURATION_MS} {} ",
+            match op {
+                DurationOp::Eq => "=",
+                DurationOp::Gt => ">",
+                DurationOp::Lt => "<",
+            }
+        ))
+        .push_bind(ms);
+    }
+    if let Some(id) = query.institution_id {
+        // The index expression, so the institution index serves the filter too.
+        sql.push(format!(
+            " AND COALESCE(institution_id, {NO_INSTITUTION}) = "
+        ))
+        .push_bind(id);
+    }
+    if let Some(id) = query.event_id {
+        sql.push(" AND event_id = ").push_bind(id);
+    }
+}
+
+/// One page of the task list (keyset pagination: stable under inserts).
+pub async fn list_tasks(pool: &PgPool, query: &TaskListQuery) -> Result<TaskPage, TaskListError> {
+    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let expression = query.sort.expression();
+    let cursor = match &query.after {
+        None => None,
+        Some(cursor) => {
+            let (id, key) = cursor
+                .split_once(':')
+                .and_then(|(id, key)| Some((id.parse::<i64>().ok()?, key.to_owned())))
+                .ok_or(TaskListError::BadCursor)?;
+            validate_key(query.sort, &key)?;
+            Some((id, key))
+        }
+    };
+    let direction = if query.descending { "DESC" } else { "ASC" };
+    // Two ordered branches merged: finished tasks through the partial indexes, the
+    // (few) pending and running ones sorted apart. Each branch keeps its own page.
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new("SELECT * FROM (");
+    for (index, statuses) in [FINISHED, UNFINISHED].into_iter().enumerate() {
+        if index > 0 {
+            sql.push(" UNION ALL ");
+        }
+        sql.push(format!(
+            "(SELECT {}, ({expression})::text AS sort_key, {expression} AS sort_value \
+             FROM tasks WHERE status IN ({statuses})",
+            columns()
+        ));
+        push_filters(&mut sql, query);
+        if let Some((id, key)) = &cursor {
+            sql.push(format!(
+                " AND ({expression}, id) {} (",
+                if query.descending { "<" } else { ">" }
+            ))
+            .push_bind(key.clone())
+            .push(format!("::{}, ", query.sort.sql_type()))
+            .push_bind(*id)
+            .push(")");
+        }
+        sql.push(format!(
+            " ORDER BY {expression} {direction}, id {direction} LIMIT "
+        ))
+        .push_bind(limit + 1)
+        .push(")");
+    }
+    sql.push(format!(
+        ") page ORDER BY sort_value {direction}, id {direction} LIMIT "
+    ))
+    .push_bind(limit + 1);
+    let rows: Vec<SortedRow> = sql.build_query_as().fetch_all(pool).await?;
+    let has_more = rows.len() as i64 > limit;
+    let mut next = None;
+    let mut tasks = Vec::with_capacity(rows.len());
+    for (index, row) in rows.into_iter().enumerate() {
+        if index as i64 == limit {
+            break;
+        }
+        if has_more && index as i64 == limit - 1 {
+            next = Some(format!("{}:{}", row.row.id, row.sort_key));
+        }
+        tasks.push(row.row);
+    }
+    Ok(TaskPage { tasks, next })
+}
+
+/// Rejects a cursor key that would not cast to the sort's type, so a foreign cursor
+/// is a `BadCursor` instead of a database error.
+fn validate_key(sort: TaskSort, key: &str) -> Result<(), TaskListError> {
+    let ok = match sort {
+        TaskSort::Id | TaskSort::Duration => key.parse::<i64>().is_ok(),
+        TaskSort::Attempts => key.parse::<i32>().is_ok(),
+        TaskSort::Kind | TaskSort::Status => true,
+        TaskSort::Institution => key.parse::<Uuid>().is_ok(),
+        // PostgreSQL's own text form ("2026-03-02 09:00:00.123+00", "-infinity").
+        TaskSort::CreatedAt | TaskSort::FinishedAt => {
+            key == "-infinity"
+                || (key.len() >= 19
+                    && key.len() <= 40
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || " -:.+".contains(c)))
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(TaskListError::BadCursor)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SortedRow {
+    #[sqlx(flatten)]
+    row: TaskListRow,
+    sort_key: String,
+}
+
+/// The distinct task kinds present (for the dashboard's kind filter).
+pub async fn task_kinds(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    // A loose index scan over `tasks_list_kind_idx` (one probe per distinct kind of the
+    // finished tasks), plus the kinds of the pending and running ones.
+    sqlx::query_scalar(&format!(
+        "WITH RECURSIVE k(kind) AS (
+             (SELECT kind FROM tasks WHERE status IN ({FINISHED}) ORDER BY kind LIMIT 1)
+             UNION ALL
+             SELECT (SELECT t.kind FROM tasks t WHERE t.status IN ({FINISHED}) AND t.kind > k.kind
+                     ORDER BY t.kind LIMIT 1)
+             FROM k WHERE k.kind IS NOT NULL)
+         SELECT kind FROM k WHERE kind IS NOT NULL
+         UNION
+         SELECT DISTINCT kind FROM tasks WHERE status IN ({UNFINISHED})
+         ORDER BY 1"
+    ))
+    .fetch_all(pool)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_keys_are_checked_against_the_sort_type() {
+        assert!(validate_key(TaskSort::Duration, "12").is_ok());
+        assert!(validate_key(TaskSort::Duration, "x").is_err());
+        assert!(validate_key(TaskSort::Institution, "not-a-uuid").is_err());
+        assert!(validate_key(TaskSort::CreatedAt, "2026-03-02 09:00:00.123+00").is_ok());
+        assert!(validate_key(TaskSort::FinishedAt, "-infinity").is_ok());
+        assert!(validate_key(TaskSort::CreatedAt, "'; DROP TABLE tasks").is_err());
+    }
+}

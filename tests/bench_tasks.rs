@@ -1,0 +1,50 @@
+//! `aula bench tasks` end to end on a small scale: the real binary starts its worker
+//! processes (itself, `bench task-worker`), waits until they are ready, inserts, and
+//! drains. Figures are printed, not asserted; the shape and the history are.
+
+use aula_eventlog::testing::TestDatabase;
+
+/// A URL of the test server (its `postgres` database): the benchmark creates and drops
+/// a database of its own there.
+fn server_url(db: &TestDatabase) -> String {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        return url;
+    }
+    let options = &db.connect;
+    let socket = options
+        .get_socket()
+        .expect("the private test server listens on a socket");
+    format!(
+        "postgresql://{}@localhost/postgres?host={}&port={}",
+        options.get_username(),
+        socket.display(),
+        options.get_port()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_tasks_drains_with_separate_worker_processes_and_keeps_history() {
+    // Only to have the test server running.
+    let db = TestDatabase::new().await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_aula"))
+        .args(["bench", "tasks", "--tasks", "3000", "--processes", "2"])
+        .args(["--concurrency", "8"])
+        .env("DATABASE_URL", server_url(&db))
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("running aula bench tasks");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "aula bench tasks failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("{stdout}");
+    assert!(
+        stdout.contains("3000 no-op tasks, 2 worker processes x 8 concurrency"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(3000 attempt records)"), "{stdout}");
+    assert!(stdout.contains("tasks/s"), "{stdout}");
+}

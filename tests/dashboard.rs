@@ -1,0 +1,792 @@
+//! The admin dashboard (`GET /admin`) in real headless Chromium against the whole
+//! service as `aula serve` runs it (API, projections, processor reactions and workers),
+//! driven over the Chrome DevTools Protocol.
+//!
+//! E-mails go to a loopback SMTP port where nothing listens at first, so the sign-up
+//! e-mails fail until their retries run out; the test then starts an SMTP acceptor on
+//! that port and reprocesses from the page. Screenshots of each state are saved under
+//! `target/dashboard-screenshots/` (printed at the start).
+//!
+//! Chromium is required: without `/usr/bin/chromium` (or `AULA_CHROMIUM`) the test
+//! fails, it never passes silently.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use aula::cli::{GlobalArgs, LogFormat, ServeArgs};
+use aula_eventlog::testing::TestDatabase;
+use serde_json::{json, Value};
+use support::cdp::Browser;
+
+const PASSWORD: &str = "dashboard password 1";
+const SIGN_UP: &str = "PendingUserRegisterCreated";
+const SIGN_UP_EMAIL: &str = "email.signup_confirmation";
+
+/// A free loopback port (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The test database as a URL `aula serve` accepts.
+fn database_url(db: &TestDatabase) -> String {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        // Same server, this test's database.
+        let (base, query) = url.split_once('?').unwrap_or((&url, ""));
+        let server = base.rsplit_once('/').map(|(s, _)| s).unwrap_or(base);
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        return format!("{server}/{}{query}", db.name);
+    }
+    let options = &db.connect;
+    let host = options
+        .get_socket()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| options.get_host().to_owned());
+    format!(
+        "postgresql://{}@localhost/{}?host={}&port={}",
+        options.get_username(),
+        db.name,
+        host,
+        options.get_port()
+    )
+}
+
+fn screenshots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
+    // Only this run's pictures (no stale timeout shots from an earlier run).
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn poll_db(pool: &sqlx::PgPool, sql: &str, expected: i64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let count: i64 = sqlx::query_scalar(sql).fetch_one(pool).await.unwrap();
+        if count == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after 60 s waiting for {what}: {count} instead of {expected} ({sql})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn graphql(client: &reqwest::Client, base: &str, query: &str, variables: Value) -> Value {
+    client
+        .post(format!("{base}/graphql"))
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The JavaScript that clicks the element `selector` (it must exist).
+fn click(selector: &str) -> String {
+    format!(
+        "(() => {{ const n = document.querySelector({sel}); if (!n) throw new Error('no ' + {sel}); n.click(); return true; }})()",
+        sel = serde_json::to_string(selector).unwrap()
+    )
+}
+
+const LIST_READY: &str = "document.getElementById('list').dataset.state === 'ready' && !document.getElementById('list-body').hasAttribute('aria-busy')";
+/// Loaded, with rows or with the empty state.
+const LIST_SETTLED: &str = "['ready', 'empty'].includes(document.getElementById('list').dataset.state) && !document.getElementById('list-body').hasAttribute('aria-busy')";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chromium() {
+    let shots = screenshots();
+    println!("dashboard screenshots: {}", shots.display());
+    // Fail first, before anything slow, when there is no browser.
+    let chromium = support::cdp::ensure_chromium();
+    assert!(
+        chromium.exists(),
+        "headless Chromium is required and was not found at {} (apt-get install -y chromium)",
+        chromium.display()
+    );
+
+    let db = TestDatabase::new().await;
+    let smtp_port = free_port();
+    // Nothing listens on the SMTP port yet: every e-mail fails, quickly retried to `dead`.
+    std::env::set_var("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"));
+    std::env::set_var("AULA_RETRY_BASE_MS", "20");
+    std::env::set_var("AULA_RETRY_MAX_MS", "60");
+    std::env::set_var("AULA_WORKER_POLL_MS", "100");
+    let http_port = free_port();
+    let base = format!("http://127.0.0.1:{http_port}");
+    let data_dir =
+        std::env::temp_dir().join(format!("aula-dashboard-{}", uuid::Uuid::new_v4().simple()));
+    let global = GlobalArgs {
+        database_url: Some(database_url(&db)),
+        data_dir: data_dir.clone(),
+        log_format: LogFormat::Text,
+    };
+    let args = ServeArgs {
+        http_addr: ([127, 0, 0, 1], http_port).into(),
+        token_secret: Some("dashboard test secret, at least 32 bytes long".into()),
+        token_ttl_minutes: 60,
+        ..ServeArgs::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(async move {
+        aula::serve::serve(&global, &args, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = client.get(format!("{base}/ready")).send().await;
+        if matches!(&ready, Ok(r) if r.status().is_success()) {
+            break;
+        }
+        if service.is_finished() {
+            panic!(
+                "the service stopped at start-up ({}): {:?}",
+                database_url(&db),
+                service.await
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the service was not ready within 60 s: {ready:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = client.get(format!("{base}/admin")).send().await.unwrap();
+    assert!(page.status().is_success());
+    assert!(page
+        .headers()
+        .get("content-security-policy")
+        .is_some_and(|v| v.to_str().unwrap().contains("default-src 'none'")));
+
+    let admin_email = "admin@aula.test";
+    aula_api::create_admin(&db.pool, admin_email, PASSWORD)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let signed_up = graphql(
+            &client,
+            &base,
+            "mutation($input: SignUpInput!) { signUp(input: $input) { id } }",
+            json!({ "input": { "email": format!("applicant{i}@escola.test") } }),
+        )
+        .await;
+        assert!(signed_up["errors"].is_null(), "{signed_up}");
+    }
+    poll_db(
+        &db.pool,
+        &format!("SELECT count(*) FROM admin_events WHERE event_type = '{SIGN_UP}' AND status = 'failed'"),
+        3,
+        "three failed sign-up events",
+    )
+    .await;
+    let (task_status, last_error): (String, String) =
+        sqlx::query_as("SELECT status, last_error FROM tasks WHERE kind = $1 ORDER BY id LIMIT 1")
+            .bind(SIGN_UP_EMAIL)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        matches!(task_status.as_str(), "dead" | "failed"),
+        "{task_status}"
+    );
+
+    let browser = Browser::start().await;
+    browser.viewport(1280, 900, false).await;
+    browser.navigate(&format!("{base}/admin")).await;
+
+    // Log in, typing like a user.
+    browser
+        .wait_for(
+            "!document.getElementById('login-view').hidden",
+            "the login form",
+            &shots,
+        )
+        .await;
+    browser.eval("(() => { const e = document.getElementById('login-email'); e.value = ''; e.focus(); return true; })()").await;
+    browser.type_text(admin_email).await;
+    browser
+        .eval("document.getElementById('login-password').focus()")
+        .await;
+    browser.type_text(PASSWORD).await;
+    browser.eval(&click("#login-submit")).await;
+    browser
+        .wait_for(
+            &format!("!document.getElementById('app-view').hidden && {LIST_READY} && document.querySelectorAll('#list-body tr[data-event-id]').length >= 4"),
+            "the events list after login",
+            &shots,
+        )
+        .await;
+    browser
+        .wait_for(
+            "/events\\/h/.test(document.getElementById('rate').textContent) && /failed/.test(document.getElementById('event-counts').textContent)",
+            "the header summary",
+            &shots,
+        )
+        .await;
+    browser.screenshot(&shots.join("01-events.png")).await;
+
+    // Filter by type and status: the URL carries them.
+    browser
+        .eval(&format!(
+            "(() => {{ for (const o of document.getElementById('f-types').options) o.selected = o.value === '{SIGN_UP}';
+               document.getElementById('f-status').value = 'failed';
+               document.getElementById('apply-filters').click(); return true; }})()"
+        ))
+        .await;
+    browser
+        .wait_for(
+            &format!("location.search.includes('types={SIGN_UP}') && location.search.includes('status=failed') && {LIST_READY}
+              && document.querySelectorAll('#list-body tr[data-event-id]').length === 3
+              && [...document.querySelectorAll('#list-body tr[data-event-id]')].every(r => r.dataset.type === '{SIGN_UP}' && r.dataset.status === 'failed')"),
+            "the filtered events",
+            &shots,
+        )
+        .await;
+    browser.screenshot(&shots.join("02-filtered.png")).await;
+
+    // Sort by duration, descending then ascending.
+    let durations = "[...document.querySelectorAll('#list-body tr[data-event-id]')].map(r => Number(r.children[5].textContent.replace(/[^0-9]/g, '')))";
+    browser
+        .eval(&click("th button[data-sort='DURATION']"))
+        .await;
+    browser
+        .wait_for(
+            &format!("location.search.includes('sort=DURATION') && !location.search.includes('dir=ASC') && {LIST_READY}
+              && document.querySelector('th[aria-sort]').textContent.startsWith('Duration')
+              && document.querySelector('th[aria-sort]').getAttribute('aria-sort') === 'descending'"),
+            "the duration sort (descending)",
+            &shots,
+        )
+        .await;
+    let descending = browser.eval(durations).await;
+    let descending: Vec<i64> = serde_json::from_value(descending).unwrap();
+    assert_eq!(descending.len(), 3);
+    assert!(
+        descending.windows(2).all(|w| w[0] >= w[1]),
+        "{descending:?}"
+    );
+    browser
+        .eval(&click("th button[data-sort='DURATION']"))
+        .await;
+    browser
+        .wait_for(
+            &format!(
+                "location.search.includes('dir=ASC') && {LIST_READY}
+              && document.querySelector('th[aria-sort]').getAttribute('aria-sort') === 'ascending'"
+            ),
+            "the duration sort (ascending)",
+            &shots,
+        )
+        .await;
+    let ascending: Vec<i64> = serde_json::from_value(browser.eval(durations).await).unwrap();
+    assert!(ascending.windows(2).all(|w| w[0] <= w[1]), "{ascending:?}");
+
+    // The tasks table: the failed e-mail tasks, and the drawer of one with its error.
+    browser.eval(&click("#tab-tasks")).await;
+    browser
+        .wait_for(
+            &format!("location.search.includes('tab=tasks') && {LIST_SETTLED}"),
+            "the tasks tab",
+            &shots,
+        )
+        .await;
+    browser
+        .eval(&format!(
+            "(() => {{ for (const o of document.getElementById('f-kinds').options) o.selected = o.value === '{SIGN_UP_EMAIL}';
+               document.getElementById('f-status').value = '{task_status}';
+               document.getElementById('apply-filters').click(); return true; }})()"
+        ))
+        .await;
+    browser
+        .wait_for(
+            &format!("location.search.includes('kinds=') && {LIST_READY}
+              && document.querySelectorAll('#list-body tr[data-task-id]').length === 3
+              && [...document.querySelectorAll('#list-body tr[data-task-id]')].every(r => r.dataset.status === '{task_status}' && r.dataset.kind === '{SIGN_UP_EMAIL}')"),
+            "the failed e-mail tasks",
+            &shots,
+        )
+        .await;
+    let task_id = browser
+        .eval("document.querySelector('#list-body tr[data-task-id]').dataset.taskId")
+        .await;
+    let task_id = task_id.as_str().unwrap().to_owned();
+    let opener = format!("#list-body tr[data-task-id='{task_id}'] td.open button");
+    browser.eval(&click(&opener)).await;
+    browser
+        .wait_for(
+            &format!("!document.getElementById('drawer').hidden && document.getElementById('drawer').dataset.state === 'ready'
+              && document.getElementById('drawer').contains(document.activeElement)
+              && location.search.includes('event=')
+              && document.querySelector('#drawer-body .task[data-status={task_status}]') !== null
+              && document.getElementById('drawer-body').innerText.includes({error})",
+              error = serde_json::to_string(&last_error).unwrap()),
+            "the drawer with the task's error",
+            &shots,
+        )
+        .await;
+    // The error, every attempt, the metadata and the payload are shown.
+    let drawer = browser
+        .eval("document.getElementById('drawer-body').innerText")
+        .await;
+    let drawer = drawer.as_str().unwrap();
+    assert!(
+        drawer.contains(&last_error),
+        "the drawer shows the error:\n{drawer}"
+    );
+    assert!(
+        drawer.contains("Payload") && drawer.contains("applicant"),
+        "{drawer}"
+    );
+    assert!(
+        drawer.contains("Actor") && drawer.contains("public"),
+        "{drawer}"
+    );
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM task_attempts WHERE task_id = $1")
+        .bind(task_id.parse::<i64>().unwrap())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let shown = browser
+        .eval(&format!("document.querySelectorAll('#drawer-body .task[data-task-id=\"{task_id}\"] tbody tr').length"))
+        .await;
+    assert_eq!(shown, json!(attempts), "every attempt is listed");
+    browser.screenshot(&shots.join("03-drawer-error.png")).await;
+
+    // Escape closes the drawer and gives the focus back to the row that opened it.
+    browser.press("Escape").await;
+    browser
+        .wait_for(
+            &format!(
+                "document.getElementById('drawer').hidden && !location.search.includes('event=')
+              && document.activeElement === document.querySelector(\"{opener}\")"
+            ),
+            "Escape to close the drawer and restore the focus",
+            &shots,
+        )
+        .await;
+
+    // Mail works again; reprocess the event from the drawer and watch its copy succeed.
+    let smtp = support::smtp::accept_on(smtp_port).await;
+    browser.eval(&click(&opener)).await;
+    browser
+        .wait_for(
+            "document.getElementById('drawer').dataset.state === 'ready'",
+            "the drawer again",
+            &shots,
+        )
+        .await;
+    browser.eval(&click("#drawer-reprocess")).await;
+    browser
+        .wait_for(
+            "document.querySelector('#lineage li[data-copy-id][data-status=\"succeeded\"]') !== null",
+            "the reprocessed copy to succeed",
+            &shots,
+        )
+        .await;
+    assert!(
+        smtp.received.load(Ordering::SeqCst) >= 1,
+        "the copy's e-mail reached the SMTP server"
+    );
+    browser
+        .eval("document.getElementById('lineage').scrollIntoView({ block: 'center' }), true")
+        .await;
+    browser.screenshot(&shots.join("04-reprocessed.png")).await;
+    browser.press("Escape").await;
+    browser
+        .wait_for(
+            "document.getElementById('drawer').hidden",
+            "the drawer to close",
+            &shots,
+        )
+        .await;
+
+    // Bulk reprocess of the filtered events: preview, confirm, progress to 100 %.
+    browser.eval(&click("#tab-events")).await;
+    browser
+        .wait_for(
+            &format!("!location.search.includes('tab=') && {LIST_SETTLED}"),
+            "the events tab",
+            &shots,
+        )
+        .await;
+    browser
+        .eval(&format!(
+            "(() => {{ for (const o of document.getElementById('f-types').options) o.selected = o.value === '{SIGN_UP}';
+               document.getElementById('f-status').value = 'failed';
+               document.getElementById('apply-filters').click(); return true; }})()"
+        ))
+        .await;
+    browser
+        .wait_for(
+            &format!("location.search.includes('status=failed') && {LIST_READY} && document.querySelectorAll('#list-body tr[data-event-id]').length === 3"),
+            "the failed sign-ups again",
+            &shots,
+        )
+        .await;
+    browser.eval(&click("#bulk-preview")).await;
+    browser
+        .wait_for(
+            "document.getElementById('bulk-panel').dataset.state === 'ready'",
+            "the bulk preview",
+            &shots,
+        )
+        .await;
+    let preview = browser
+        .eval("document.getElementById('bulk-panel').innerText")
+        .await;
+    let preview = preview.as_str().unwrap();
+    assert_eq!(
+        browser
+            .eval("document.getElementById('bulk-count').textContent")
+            .await,
+        json!("3"),
+        "{preview}"
+    );
+    assert!(
+        preview.contains(SIGN_UP)
+            && preview.contains("failed")
+            && preview.contains("What will happen"),
+        "{preview}"
+    );
+    browser.screenshot(&shots.join("05-bulk-preview.png")).await;
+    browser.eval(&click("#bulk-confirm")).await;
+    browser
+        .wait_for(
+            "document.getElementById('job-panel').dataset.status === 'done' && document.getElementById('job-panel').dataset.percent === '100'",
+            "the bulk job to reach 100 %",
+            &shots,
+        )
+        .await;
+    assert!(
+        location_has(&browser, "status=failed").await,
+        "the same filtered view"
+    );
+    assert_eq!(
+        browser
+            .eval("document.getElementById('job-panel').dataset.via")
+            .await,
+        json!("subscription"),
+        "the progress came over the GraphQL subscription"
+    );
+    browser.screenshot(&shots.join("06-bulk-done.png")).await;
+
+    // The URL restores the view after a reload, and the back button after a tab change.
+    browser.send("Page.reload", json!({})).await;
+    let restored = format!(
+        "{LIST_READY} && document.getElementById('f-status').value === 'failed'
+          && [...document.getElementById('f-types').selectedOptions].map(o => o.value).join() === '{SIGN_UP}'
+          && document.getElementById('tab-events').getAttribute('aria-selected') === 'true'
+          && [...document.querySelectorAll('#list-body tr[data-event-id]')].every(r => r.dataset.type === '{SIGN_UP}')"
+    );
+    browser
+        .wait_for(&restored, "the filters restored after reload", &shots)
+        .await;
+    browser.eval(&click("#tab-tasks")).await;
+    browser
+        .wait_for(
+            &format!("location.search.includes('tab=tasks') && {LIST_SETTLED}"),
+            "the tasks tab",
+            &shots,
+        )
+        .await;
+    browser.eval("history.back(), true").await;
+    browser
+        .wait_for(&restored, "the filters restored by the back button", &shots)
+        .await;
+
+    // An error says what happened: the API's message and code, in the list and on top.
+    browser
+        .eval("(() => { document.getElementById('f-institution').value = 'not-a-uuid'; document.getElementById('apply-filters').click(); return true; })()")
+        .await;
+    browser
+        .wait_for(
+            "document.getElementById('list').dataset.state === 'error'
+              && document.getElementById('list-body').innerText.includes('VALIDATION')
+              && !document.getElementById('notice').hidden
+              && document.getElementById('notice').textContent.includes('VALIDATION')",
+            "the error state of a bad filter",
+            &shots,
+        )
+        .await;
+    browser.eval(&click("#clear-filters")).await;
+    browser
+        .wait_for(&format!("{LIST_READY} && document.getElementById('notice').hidden && location.search === ''"), "the cleared filters", &shots)
+        .await;
+
+    // Projections: status, and a rebuild followed to the end.
+    browser.eval(&click("#tab-projections")).await;
+    browser
+        .wait_for(
+            "!document.getElementById('projections-panel').hidden && document.querySelectorAll('#projections-body tr[data-projection]').length >= 5",
+            "the projections",
+            &shots,
+        )
+        .await;
+    browser
+        .eval(&click("[data-rebuild='course_capacity']"))
+        .await;
+    browser
+        .wait_for(
+            "document.querySelector(\"[data-projection='course_capacity'] [data-rebuild-state='done']\") !== null",
+            "the rebuild to finish",
+            &shots,
+        )
+        .await;
+    browser.screenshot(&shots.join("07-projections.png")).await;
+
+    // A phone-sized screen.
+    browser.viewport(390, 844, true).await;
+    browser.eval(&click("#tab-events")).await;
+    browser
+        .wait_for(&format!("{LIST_READY} && document.querySelectorAll('#list-body tr[data-event-id]').length > 0"), "the events on a phone", &shots)
+        .await;
+    let overflow = browser
+        .eval("document.documentElement.scrollWidth <= window.innerWidth + 1")
+        .await;
+    assert_eq!(
+        overflow,
+        json!(true),
+        "the page fits a phone's width (the table scrolls inside its box)"
+    );
+    browser.screenshot(&shots.join("08-phone.png")).await;
+    browser
+        .eval(&click("#list-body tr[data-event-id] td.open button"))
+        .await;
+    browser
+        .wait_for(
+            "document.getElementById('drawer').dataset.state === 'ready'",
+            "the drawer on a phone",
+            &shots,
+        )
+        .await;
+    browser.screenshot(&shots.join("09-phone-drawer.png")).await;
+
+    // A manager: same page, its institution only, no admin-only parts. Its sign-up
+    // e-mail is refused so the one-time token stays where the test can read it.
+    browser.press("Escape").await;
+    smtp.refuse.store(true, Ordering::SeqCst);
+    let manager_email = "manager@escola.test";
+    let signed_up = graphql(
+        &client,
+        &base,
+        "mutation($input: SignUpInput!) { signUp(input: $input) { id } }",
+        json!({ "input": { "email": manager_email } }),
+    )
+    .await;
+    assert!(signed_up["errors"].is_null(), "{signed_up}");
+    poll_db(
+        &db.pool,
+        &format!(
+            "SELECT count(*) FROM admin_events a JOIN events e USING (event_id)
+             WHERE e.payload->>'email' = '{manager_email}' AND a.status = 'failed'"
+        ),
+        1,
+        "the manager's refused sign-up e-mail",
+    )
+    .await;
+    let raw_token: String = sqlx::query_scalar(
+        "SELECT p.raw_token FROM pending_tokens p JOIN events e ON e.payload->>'token_hash' = p.token_hash
+         WHERE e.payload->>'email' = $1",
+    )
+    .bind(manager_email)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let confirmed = graphql(
+        &client,
+        &base,
+        "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { institutionId } }",
+        json!({ "input": { "email": manager_email, "token": raw_token, "name": "Maria Manager",
+                           "password": PASSWORD, "institutionName": "Escola Norte" } }),
+    )
+    .await;
+    let institution = confirmed["data"]["confirmSignUp"]["institutionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("confirmSignUp failed: {confirmed}"))
+        .to_owned();
+    browser.viewport(1280, 900, false).await;
+    browser.eval(&click("#logout")).await;
+    browser.navigate(&format!("{base}/admin")).await;
+    browser
+        .wait_for(
+            "!document.getElementById('login-view').hidden",
+            "the login form again",
+            &shots,
+        )
+        .await;
+    browser.eval("(() => { const e = document.getElementById('login-email'); e.value = ''; e.focus(); return true; })()").await;
+    browser.type_text(manager_email).await;
+    browser
+        .eval("document.getElementById('login-password').focus()")
+        .await;
+    browser.type_text(PASSWORD).await;
+    browser.eval(&click("#login-submit")).await;
+    browser
+        .wait_for(
+            &format!(
+                "!document.getElementById('app-view').hidden && {LIST_READY}
+              && document.querySelectorAll('#list-body tr[data-event-id]').length > 0"
+            ),
+            "the manager's events",
+            &shots,
+        )
+        .await;
+    let scoped = browser
+        .eval(&format!(
+            "[...document.querySelectorAll('#list-body tr[data-event-id]')].every(r => r.dataset.institution === '{institution}')
+             && document.getElementById('tab-projections').hidden && document.getElementById('summary').hidden
+             && document.getElementById('field-institution').hidden"
+        ))
+        .await;
+    assert_eq!(
+        scoped,
+        json!(true),
+        "a manager sees its institution only and no admin-only parts"
+    );
+    browser.screenshot(&shots.join("10-manager.png")).await;
+
+    // Back as the admin: the whole picture (the overview in docs/dashboard.png).
+    browser.eval(&click("#logout")).await;
+    browser
+        .wait_for(
+            "!document.getElementById('login-view').hidden",
+            "the login form (admin)",
+            &shots,
+        )
+        .await;
+    browser.eval("(() => { const e = document.getElementById('login-email'); e.value = ''; e.focus(); return true; })()").await;
+    browser.type_text(admin_email).await;
+    browser
+        .eval("document.getElementById('login-password').focus()")
+        .await;
+    browser.type_text(PASSWORD).await;
+    browser.eval(&click("#login-submit")).await;
+    browser
+        .wait_for(
+            &format!(
+                "!document.getElementById('app-view').hidden && {LIST_READY}
+              && document.querySelectorAll('#list-body tr[data-event-id]').length === 25
+              && !document.getElementById('next-page').disabled
+              && /events\\/h/.test(document.getElementById('rate').textContent)"
+            ),
+            "the admin's full list",
+            &shots,
+        )
+        .await;
+    browser.eval("window.scrollTo(0, 0), true").await;
+    browser.screenshot(&shots.join("11-overview.png")).await;
+    // Cursor pages: the second page continues where the first stopped.
+    let first_page = browser
+        .eval("[...document.querySelectorAll('#list-body tr[data-event-id]')].map(r => Number(r.children[0].textContent))")
+        .await;
+    browser.eval(&click("#next-page")).await;
+    browser
+        .wait_for(
+            &format!(
+                "{LIST_READY} && document.getElementById('page-info').textContent === 'Page 2'"
+            ),
+            "page 2",
+            &shots,
+        )
+        .await;
+    let second_page = browser
+        .eval("[...document.querySelectorAll('#list-body tr[data-event-id]')].map(r => Number(r.children[0].textContent))")
+        .await;
+    let (first_page, second_page): (Vec<i64>, Vec<i64>) = (
+        serde_json::from_value(first_page).unwrap(),
+        serde_json::from_value(second_page).unwrap(),
+    );
+    assert!(!second_page.is_empty());
+    assert!(
+        first_page.windows(2).all(|w| w[0] > w[1]) && first_page.last() > second_page.first(),
+        "newest first across pages: {first_page:?} then {second_page:?}"
+    );
+    browser.eval(&click("#prev-page")).await;
+    browser
+        .wait_for(
+            &format!(
+                "{LIST_READY} && document.getElementById('page-info').textContent === 'Page 1'"
+            ),
+            "page 1 again",
+            &shots,
+        )
+        .await;
+
+    // A link to one event opens its drawer; retrying its dead task (mail works again)
+    // adds a task that succeeds, and the dead one keeps its history.
+    smtp.refuse.store(false, Ordering::SeqCst);
+    let manager_sign_up: uuid::Uuid = sqlx::query_scalar(
+        "SELECT event_id FROM events WHERE event_type = $1 AND payload->>'email' = $2",
+    )
+    .bind(SIGN_UP)
+    .bind(manager_email)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    browser
+        .navigate(&format!("{base}/admin?event={manager_sign_up}"))
+        .await;
+    browser
+        .wait_for(
+            "document.getElementById('drawer').dataset.state === 'ready'
+              && document.querySelector('#drawer-body .task[data-status=dead] [data-retry]') !== null",
+            "the drawer from a link",
+            &shots,
+        )
+        .await;
+    browser
+        .eval(&click("#drawer-body .task[data-status=dead] [data-retry]"))
+        .await;
+    browser
+        .wait_for(
+            "[...document.querySelectorAll('#drawer-body .task[data-status=succeeded]')].some(t => t.textContent.includes('retry of #'))
+              && document.querySelector('#drawer-body .task[data-status=dead]') !== null",
+            "the retried task to succeed",
+            &shots,
+        )
+        .await;
+    browser
+        .eval("document.querySelector('#drawer-body .task[data-status=succeeded]').scrollIntoView({ block: 'center' }), true")
+        .await;
+    browser.screenshot(&shots.join("12-retried.png")).await;
+
+    let errors = browser.page_errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "the page reported errors: {errors:?}");
+    drop(browser);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(60), service)
+        .await
+        .expect("the service stopped")
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(data_dir);
+}
+
+async fn location_has(browser: &Browser, text: &str) -> bool {
+    browser
+        .eval(&format!(
+            "location.search.includes({})",
+            serde_json::to_string(text).unwrap()
+        ))
+        .await
+        == json!(true)
+}
