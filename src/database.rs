@@ -38,9 +38,8 @@ impl Database {
     /// Stops the private server, if any, after everything else has stopped.
     pub async fn close(self) {
         if let Some(local) = self.local {
-            let owned = local.owns_server();
-            let _ = tokio::task::spawn_blocking(move || local.stop()).await;
-            if owned {
+            let stopped = tokio::task::spawn_blocking(move || local.stop()).await;
+            if matches!(stopped, Ok(true)) {
                 tracing::info!("private PostgreSQL stopped");
             }
         }

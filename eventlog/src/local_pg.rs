@@ -348,20 +348,23 @@ impl LocalPostgres {
     }
 
     /// Fast shutdown (SIGINT: disconnect clients, checkpoint, exit) and wait for it.
-    /// Falls back to an immediate shutdown after 30 seconds.
-    pub fn stop(mut self) {
-        self.shutdown(Duration::from_secs(30));
+    /// Falls back to an immediate shutdown after 30 seconds. True when a server of
+    /// ours was running and has been stopped; false when the server was another
+    /// process's (ours may have lost the race for the data directory after `start`
+    /// already connected to the other one) or had already exited.
+    pub fn stop(mut self) -> bool {
+        self.shutdown(Duration::from_secs(30))
     }
 
-    fn shutdown(&mut self, patience: Duration) {
+    fn shutdown(&mut self, patience: Duration) -> bool {
         let taken = self.exited.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(exited) = taken else {
             // Not ours (another process's server) or already stopped.
-            return;
+            return false;
         };
         if !matches!(exited.try_recv(), Err(mpsc::TryRecvError::Empty)) {
             // Already exited and reaped: its pid may belong to someone else now.
-            return;
+            return false;
         }
         // SAFETY: plain syscall on the pid of our own child, which the waiter thread
         // has not reaped yet unless `exited` already fired.
@@ -370,12 +373,13 @@ impl LocalPostgres {
             unsafe { libc::kill(self.pid, libc::SIGQUIT) };
             let _ = exited.recv_timeout(Duration::from_secs(5));
         }
+        true
     }
 }
 
 impl Drop for LocalPostgres {
     fn drop(&mut self) {
-        self.shutdown(Duration::from_secs(10));
+        let _ = self.shutdown(Duration::from_secs(10));
     }
 }
 

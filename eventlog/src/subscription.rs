@@ -409,8 +409,13 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        // Some errors (lettre's, hyper's) already print their source in their own
+        // message: say each cause once.
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
@@ -422,4 +427,27 @@ fn backoff(failures: u32, max: Duration) -> Duration {
     let capped = base.min(max);
     let jitter = rand::thread_rng().gen_range(0..=capped.as_millis() as u64 / 4);
     capped + Duration::from_millis(jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Failure {
+        #[error("the SMTP server refused or failed")]
+        Outer(#[source] Box<Failure>),
+        #[error("Connection error: {0}")]
+        PrintsItsSource(#[source] std::io::Error),
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let error = Failure::Outer(Box::new(Failure::PrintsItsSource(io)));
+        assert_eq!(
+            error_chain(&error),
+            "the SMTP server refused or failed: Connection error: Connection refused"
+        );
+    }
 }
