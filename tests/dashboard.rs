@@ -330,6 +330,7 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
         .await;
     let task_id = task_id.as_str().unwrap().to_owned();
     let opener = format!("#list-body tr[data-task-id='{task_id}'] td.open button");
+    let history_before = browser.eval("history.length").await;
     browser.eval(&click(&opener)).await;
     browser
         .wait_for(
@@ -383,6 +384,13 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
             &shots,
         )
         .await;
+    // Closing went back over the drawer's history entry instead of adding one, so the
+    // back button does not reopen the drawer: one entry more than before opening it.
+    assert_eq!(
+        browser.eval("history.length").await,
+        json!(history_before.as_i64().unwrap() + 1),
+        "opening and closing the drawer adds one history entry, not two"
+    );
 
     // Mail works again; reprocess the event from the drawer and watch its copy succeed.
     let smtp = support::smtp::accept_on(smtp_port).await;

@@ -568,11 +568,22 @@ function row(node, tasks) {
 
 // ---------- details drawer ----------
 async function openDrawer(eventId, opener, push) {
-  if (state.drawer && state.drawer.timer) clearTimeout(state.drawer.timer);
-  state.drawer = { eventId, opener: opener || document.activeElement, timer: null };
+  const previous = state.drawer;
+  if (previous && previous.timer) clearTimeout(previous.timer);
+  // `pushed`: history entries this drawer added (a copy opened from the drawer adds
+  // one more); closing goes back over them instead of adding yet another entry, so
+  // the back button after a close does not reopen the drawer.
+  state.drawer = {
+    eventId,
+    opener: (previous && previous.opener) || opener || document.activeElement,
+    timer: null,
+    pushed: previous ? previous.pushed : 0,
+  };
   if (push) {
     state.view = { ...state.view, event: eventId };
+    const before = location.search;
     writeView(state.view);
+    if (location.search !== before) state.drawer.pushed += 1;
   }
   $("drawer").hidden = false;
   $("drawer-backdrop").hidden = false;
@@ -586,14 +597,17 @@ async function openDrawer(eventId, opener, push) {
 
 function closeDrawer(push = true) {
   if (!state.drawer) return;
-  const { opener, timer } = state.drawer;
+  const { opener, timer, pushed } = state.drawer;
   clearTimeout(timer);
   state.drawer = null;
   $("drawer").hidden = true;
   $("drawer-backdrop").hidden = true;
   if (push && state.view.event) {
     state.view = { ...state.view, event: "" };
-    writeView(state.view);
+    // Back to the list's own entry (popstate then finds the drawer already closed);
+    // a drawer opened from a link had no entry of its own: replace it.
+    if (pushed > 0) history.go(-pushed);
+    else writeView(state.view, true);
   }
   if (opener && document.body.contains(opener)) opener.focus();
   else $("main").focus({ preventScroll: true });
