@@ -34,7 +34,7 @@ use serde_json::Value;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::reprocess::{reprocess_event_on, ReprocessError};
+use crate::reprocess::{append_copy, count_appended, ReprocessError};
 
 /// Events per batch by default.
 pub const DEFAULT_BATCH_SIZE: i64 = 200;
@@ -451,9 +451,13 @@ async fn run_batches(
             return Ok(RunEnd::Done);
         };
         let (mut done, mut failed) = (0i64, 0i64);
+        let mut copied_types = Vec::with_capacity(batch.len());
         for (event_id, _) in &batch {
-            match reprocess_event_on(&mut tx, *event_id, actor.clone()).await {
-                Ok(_) => done += 1,
+            match append_copy(&mut tx, *event_id, actor.clone()).await {
+                Ok((_, event_type)) => {
+                    done += 1;
+                    copied_types.push(event_type);
+                }
                 Err(ReprocessError::Database(error)) => return Err(error.into()),
                 Err(error) => {
                     tracing::warn!(job = %id, event = %event_id, %error, "bulk reprocessing: event failed");
@@ -475,6 +479,9 @@ async fn run_batches(
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        for event_type in &copied_types {
+            count_appended(event_type);
+        }
         after = last;
         if !options.pause.is_zero() {
             tokio::time::sleep(options.pause).await;

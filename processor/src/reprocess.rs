@@ -51,7 +51,18 @@ pub async fn reprocess_event(
     actor: Actor,
 ) -> Result<Reprocessed, ReprocessError> {
     let mut conn = pool.acquire().await?;
-    reprocess_event_on(&mut conn, event_id, actor).await
+    // Autocommit: the copy is committed when the INSERT returns.
+    let (copy, event_type) = append_copy(&mut conn, event_id, actor).await?;
+    count_appended(&event_type);
+    Ok(copy)
+}
+
+/// Counts a committed copy in `aula_events_appended_total`, like the command bus does
+/// for the events it appends.
+pub(crate) fn count_appended(event_type: &str) {
+    aula_eventlog::metrics::EVENTS_APPENDED
+        .with([event_type])
+        .inc();
 }
 
 /// [`reprocess_event`] on `conn`, in its transaction if it is in one (bulk jobs commit
@@ -61,6 +72,17 @@ pub async fn reprocess_event_on(
     event_id: Uuid,
     actor: Actor,
 ) -> Result<Reprocessed, ReprocessError> {
+    append_copy(conn, event_id, actor)
+        .await
+        .map(|(copy, _)| copy)
+}
+
+/// The copy and its event type; the caller counts it once its transaction commits.
+pub(crate) async fn append_copy(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    actor: Actor,
+) -> Result<(Reprocessed, String), ReprocessError> {
     let row: Option<(String, String, Value, Value)> = sqlx::query_as(
         "SELECT event_type, event_version, payload, metadata FROM events WHERE event_id = $1",
     )
@@ -98,11 +120,14 @@ pub async fn reprocess_event_on(
     .fetch_one(&mut *conn)
     .await?;
     tracing::info!(original = %event_id, copy = %new_id, %actor, event_type, "event reprocessed");
-    Ok(Reprocessed {
-        event_id: new_id,
-        global_position,
-        original_event_id: original,
-    })
+    Ok((
+        Reprocessed {
+            event_id: new_id,
+            global_position,
+            original_event_id: original,
+        },
+        event_type,
+    ))
 }
 
 /// Retries a finished task manually: a new pending task linked to it (see the module

@@ -630,11 +630,23 @@ async fn reprocessing_emits_a_copy_that_issues_fresh_tasks_and_leaves_the_origin
     .await
     .unwrap();
 
+    let appended = || {
+        aula_eventlog::metrics::EVENTS_APPENDED
+            .with(["StudentCreated"])
+            .get()
+    };
+    let appended_before = appended();
     let admin = Uuid::new_v4();
     let copy = aula_processor::reprocess_event(&db.pool, original, Actor::User(admin))
         .await
         .unwrap();
     assert_eq!(copy.original_event_id, original);
+    // The copy is an appended event for the metrics too (other tests of this process
+    // can only add to the counter, never take from it).
+    assert!(
+        appended() > appended_before,
+        "aula_events_appended_total counts the copy"
+    );
     wait_task_succeeded(&db.pool, copy.event_id, "email.welcome").await;
     wait_task_succeeded(&db.pool, copy.event_id, "notification.link_student").await;
     assert_eq!(
