@@ -221,13 +221,7 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
             &shots,
         )
         .await;
-    browser.eval("(() => { const e = document.getElementById('login-email'); e.value = ''; e.focus(); return true; })()").await;
-    browser.type_text(admin_email).await;
-    browser
-        .eval("document.getElementById('login-password').focus()")
-        .await;
-    browser.type_text(PASSWORD).await;
-    browser.eval(&click("#login-submit")).await;
+    sign_in(&browser, admin_email).await;
     browser
         .wait_for(
             &format!("!document.getElementById('app-view').hidden && {LIST_READY} && document.querySelectorAll('#list-body tr[data-event-id]').length >= 4"),
@@ -641,13 +635,7 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
             &shots,
         )
         .await;
-    browser.eval("(() => { const e = document.getElementById('login-email'); e.value = ''; e.focus(); return true; })()").await;
-    browser.type_text(manager_email).await;
-    browser
-        .eval("document.getElementById('login-password').focus()")
-        .await;
-    browser.type_text(PASSWORD).await;
-    browser.eval(&click("#login-submit")).await;
+    sign_in(&browser, manager_email).await;
     browser
         .wait_for(
             &format!(
@@ -681,13 +669,7 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
             &shots,
         )
         .await;
-    browser.eval("(() => { const e = document.getElementById('login-email'); e.value = ''; e.focus(); return true; })()").await;
-    browser.type_text(admin_email).await;
-    browser
-        .eval("document.getElementById('login-password').focus()")
-        .await;
-    browser.type_text(PASSWORD).await;
-    browser.eval(&click("#login-submit")).await;
+    sign_in(&browser, admin_email).await;
     browser
         .wait_for(
             &format!(
@@ -787,6 +769,17 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
         .unwrap()
         .unwrap();
     let _ = std::fs::remove_dir_all(data_dir);
+}
+
+/// Types the credentials into the login form, as a person would, and submits it.
+async fn sign_in(browser: &Browser, email: &str) {
+    browser.eval("(() => { const e = document.getElementById('login-email'); e.value = ''; e.focus(); return true; })()").await;
+    browser.type_text(email).await;
+    browser
+        .eval("document.getElementById('login-password').focus()")
+        .await;
+    browser.type_text(PASSWORD).await;
+    browser.eval(&click("#login-submit")).await;
 }
 
 async fn location_has(browser: &Browser, text: &str) -> bool {

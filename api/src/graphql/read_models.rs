@@ -344,6 +344,18 @@ pub struct DurationFilter {
     pub ms: i64,
 }
 
+impl DurationFilter {
+    /// The comparison as the list queries take it (events and tasks alike).
+    pub(crate) fn to_query(&self) -> (DurationOp, i64) {
+        let op = match self.op {
+            DurationComparison::Eq => DurationOp::Eq,
+            DurationComparison::Gt => DurationOp::Gt,
+            DurationComparison::Lt => DurationOp::Lt,
+        };
+        (op, self.ms)
+    }
+}
+
 /// Filters of the admin event list; they combine with AND. A manager always sees only
 /// its own institution.
 #[derive(InputObject, Debug, Clone, Default)]
@@ -467,14 +479,7 @@ pub(crate) fn admin_event_filters(
         processed_from: filter.processed_from,
         processed_to: filter.processed_to,
         status: filter_text("status", filter.status)?,
-        duration: filter.duration.map(|d| {
-            let op = match d.op {
-                DurationComparison::Eq => DurationOp::Eq,
-                DurationComparison::Gt => DurationOp::Gt,
-                DurationComparison::Lt => DurationOp::Lt,
-            };
-            (op, d.ms)
-        }),
+        duration: filter.duration.as_ref().map(DurationFilter::to_query),
         institution_id,
         has_failed_tasks: filter.has_failed_tasks,
         ..EventListQuery::default()
@@ -520,7 +525,10 @@ fn paginate<T>(
     Ok((page, next))
 }
 
-fn filter_text(field: &'static str, value: Option<String>) -> Result<Option<String>, ApiError> {
+pub(crate) fn filter_text(
+    field: &'static str,
+    value: Option<String>,
+) -> Result<Option<String>, ApiError> {
     match value {
         Some(v) if v.chars().count() > MAX_FILTER_CHARS => Err(ApiError::validation(
             field,
@@ -531,7 +539,10 @@ fn filter_text(field: &'static str, value: Option<String>) -> Result<Option<Stri
     }
 }
 
-fn filter_list(field: &'static str, values: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+pub(crate) fn filter_list(
+    field: &'static str,
+    values: Option<Vec<String>>,
+) -> Result<Vec<String>, ApiError> {
     let values = values.unwrap_or_default();
     if values.len() > MAX_FILTER_VALUES {
         return Err(ApiError::validation(

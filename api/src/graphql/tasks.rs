@@ -5,21 +5,17 @@
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
 use aula_domain::user::Role as DomainRole;
 use aula_processor::task_list::{self, TaskListError, TaskListQuery, TaskListRow, TaskSort};
-use aula_projections::admin_events::DurationOp;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::admin_ops::{ensure_owner, event_owner};
 use super::query::page_size;
-use super::read_models::{bad_cursor, DurationComparison, DurationFilter, SortDirection, STAFF};
+use super::read_models::{
+    bad_cursor, filter_list, filter_text, DurationFilter, SortDirection, STAFF,
+};
 use super::{request, state};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
-
-/// Longest accepted filter string (kind, status, cursor).
-const MAX_FILTER_CHARS: usize = 200;
-/// Most values in one list filter (`kinds`).
-const MAX_FILTER_VALUES: usize = 50;
 
 #[derive(Default)]
 pub struct TaskQuery;
@@ -181,7 +177,7 @@ impl TaskQuery {
                 AdminTaskSortField::Attempts => TaskSort::Attempts,
             },
             descending: sort.direction == SortDirection::Desc,
-            after: text("after", after)?,
+            after: filter_text("after", after)?,
             limit: Some(first as i64),
             ..task_filters(claims, filter.unwrap_or_default())?
         };
@@ -266,45 +262,16 @@ fn task_filters(claims: &Claims, filter: AdminTaskFilter) -> Result<TaskListQuer
         DomainRole::Admin => filter.institution_id,
         _ => Some(auth::target_institution(claims, filter.institution_id)?),
     };
-    let kinds = filter.kinds.unwrap_or_default();
-    if kinds.len() > MAX_FILTER_VALUES {
-        return Err(ApiError::validation(
-            "kinds",
-            "TOO_MANY",
-            format!("at most {MAX_FILTER_VALUES} values"),
-        ));
-    }
-    for kind in &kinds {
-        text("kinds", Some(kind.clone()))?;
-    }
     Ok(TaskListQuery {
-        kinds,
-        status: text("status", filter.status)?,
+        kinds: filter_list("kinds", filter.kinds)?,
+        status: filter_text("status", filter.status)?,
         created_from: filter.created_from,
         created_to: filter.created_to,
         finished_from: filter.finished_from,
         finished_to: filter.finished_to,
-        duration: filter.duration.map(|d| {
-            let op = match d.op {
-                DurationComparison::Eq => DurationOp::Eq,
-                DurationComparison::Gt => DurationOp::Gt,
-                DurationComparison::Lt => DurationOp::Lt,
-            };
-            (op, d.ms)
-        }),
+        duration: filter.duration.as_ref().map(DurationFilter::to_query),
         institution_id,
         event_id: filter.event_id,
         ..TaskListQuery::default()
     })
-}
-
-fn text(field: &'static str, value: Option<String>) -> Result<Option<String>, ApiError> {
-    match value {
-        Some(v) if v.chars().count() > MAX_FILTER_CHARS => Err(ApiError::validation(
-            field,
-            "TOO_LONG",
-            format!("must be at most {MAX_FILTER_CHARS} characters"),
-        )),
-        other => Ok(other),
-    }
 }
