@@ -104,8 +104,9 @@ pub async fn archive_once(
         let (tasks, attempts): (i64, i64) = sqlx::query_as(
             "WITH chosen AS (
                  SELECT id FROM tasks
-                 WHERE status = 'succeeded' AND finished_at < $1
-                 ORDER BY finished_at
+                 WHERE status = 'succeeded'
+                   AND COALESCE(finished_at, '-infinity'::timestamptz) < $1
+                 ORDER BY COALESCE(finished_at, '-infinity'::timestamptz)
                  LIMIT $2
                  FOR UPDATE SKIP LOCKED
              ), moved AS (

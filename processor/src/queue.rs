@@ -91,7 +91,7 @@ pub(crate) async fn insert_tasks_unrecorded(
          FROM unnest($1::text[], $2::smallint[], $3::int[], $4::timestamptz[], $5::uuid[], $6::text[],
                      $7::text[], $8::jsonb[], $9::uuid[], $10::uuid[])
               AS t(kind, priority, max_attempts, run_at, event_id, event_type, key, payload, institution_id, correlation_id)
-         ON CONFLICT (event_id, kind) WHERE origin_task_id IS NULL DO NOTHING
+         ON CONFLICT (event_id, kind) WHERE origin_task_id IS NULL AND event_id IS NOT NULL DO NOTHING
          RETURNING event_id",
     )
     .bind(tasks.iter().map(|t| t.kind.as_str()).collect::<Vec<_>>())

@@ -43,7 +43,9 @@ const DURATION_MS: &str = "(extract(epoch FROM finished_at - started_at) * 1000)
 /// The statuses the list indexes cover (partial indexes: a task gets its entries once,
 /// when it finishes, not at insert and at every claim).
 const FINISHED: &str = "'succeeded', 'failed', 'dead'";
-const UNFINISHED: &str = "'pending', 'running'";
+/// Unfinished tasks, one status per branch: each is found through its own partial
+/// index (claim: pending, lease: running); `status IN (both)` would match neither.
+const UNFINISHED: [&str; 2] = ["'pending'", "'running'"];
 /// Tasks without an institution (system work) sort first, as this id.
 const NO_INSTITUTION: &str = "'00000000-0000-0000-0000-000000000000'::uuid";
 
@@ -194,10 +196,13 @@ pub async fn list_tasks(pool: &PgPool, query: &TaskListQuery) -> Result<TaskPage
         }
     };
     let direction = if query.descending { "DESC" } else { "ASC" };
-    // Two ordered branches merged: finished tasks through the partial indexes, the
-    // (few) pending and running ones sorted apart. Each branch keeps its own page.
+    // Ordered branches merged: finished tasks through the partial list indexes, the
+    // (few) pending and the running ones sorted apart. Each branch keeps its own page.
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new("SELECT * FROM (");
-    for (index, statuses) in [FINISHED, UNFINISHED].into_iter().enumerate() {
+    for (index, statuses) in [FINISHED, UNFINISHED[0], UNFINISHED[1]]
+        .into_iter()
+        .enumerate()
+    {
         if index > 0 {
             sql.push(" UNION ALL ");
         }
@@ -288,8 +293,12 @@ pub async fn task_kinds(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
              FROM k WHERE k.kind IS NOT NULL)
          SELECT kind FROM k WHERE kind IS NOT NULL
          UNION
-         SELECT DISTINCT kind FROM tasks WHERE status IN ({UNFINISHED})
-         ORDER BY 1"
+         SELECT kind FROM tasks WHERE status = {pending}
+         UNION
+         SELECT kind FROM tasks WHERE status = {running}
+         ORDER BY 1",
+        pending = UNFINISHED[0],
+        running = UNFINISHED[1],
     ))
     .fetch_all(pool)
     .await
