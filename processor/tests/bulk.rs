@@ -35,10 +35,13 @@ async fn append(pool: &PgPool, event_type: &str, institution: Uuid, status: &str
 async fn project(pool: &PgPool, status: &str) {
     sqlx::query(
         "INSERT INTO admin_events (event_id, global_position, event_type, aggregate_type, aggregate_id,
-             sequence, institution_id, recorded_at, reprocessed_from, status)
+             sequence, institution_id, recorded_at, reprocessed_from, status, processed_at, duration_ms)
          SELECT event_id, global_position, event_type, aggregate_type, aggregate_id, sequence,
                 (metadata->>'institution_id')::uuid, recorded_at,
-                (metadata->>'reprocessed_from')::uuid, $1
+                (metadata->>'reprocessed_from')::uuid, $1,
+                -- As the processor writes it: a time and a duration once not pending.
+                CASE WHEN $1 <> 'pending' THEN recorded_at END,
+                CASE WHEN $1 <> 'pending' THEN 0 END
          FROM events ON CONFLICT (event_id) DO NOTHING",
     )
     .bind(status)

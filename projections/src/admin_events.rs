@@ -215,9 +215,13 @@ pub fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &EventListQuery
         sql.push(" AND COALESCE(processed_at, '-infinity'::timestamptz) >= ")
             .push_bind(from);
     }
+    // "Not NULL" is written as a bound on the same expression (`> '-infinity'`, `>= 0`:
+    // `0011_admin_event_invariants.sql` guarantees a real value is past it), so an index
+    // walk starts past the pending events' block instead of filtering its way through it.
     if let Some(to) = query.processed_to {
         sql.push(
-            " AND processed_at IS NOT NULL AND COALESCE(processed_at, '-infinity'::timestamptz) < ",
+            " AND COALESCE(processed_at, '-infinity'::timestamptz) > '-infinity'::timestamptz \
+             AND COALESCE(processed_at, '-infinity'::timestamptz) < ",
         )
         .push_bind(to);
     }
@@ -232,7 +236,7 @@ pub fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &EventListQuery
             sql.push(" AND COALESCE(duration_ms, -1) > ").push_bind(ms);
         }
         Some((DurationOp::Lt, ms)) => {
-            sql.push(" AND duration_ms IS NOT NULL AND COALESCE(duration_ms, -1) < ")
+            sql.push(" AND COALESCE(duration_ms, -1) >= 0 AND COALESCE(duration_ms, -1) < ")
                 .push_bind(ms);
         }
         Some((op, ms)) => {
@@ -286,6 +290,21 @@ pub async fn list_admin_events(
     // rows are read from the table. The `OFFSET 0` fence keeps the planner from
     // pushing the ORDER BY ... LIMIT into that scan.
     let fenced = time_range && !natural;
+    // A filter that only processed events pass (a final status, a duration, a processed
+    // time) sorted by processed time or duration: the pending events (no value, sorted
+    // as the smallest) form a block at one end of that index, up to the whole backlog.
+    // The bound below is implied by the filter (`0011_admin_event_invariants.sql`: an
+    // event has a processed time and a duration exactly when it is not pending) and lets
+    // the walk start past the block.
+    let processed_only = query.status.as_deref().is_some_and(|s| s != "pending")
+        || query.duration.is_some()
+        || query.processed_from.is_some()
+        || query.processed_to.is_some();
+    let past_pending = match query.sort {
+        EventSort::ProcessedAt if processed_only => Some("'-infinity'::timestamptz"),
+        EventSort::Duration if processed_only => Some("-1"),
+        _ => None,
+    };
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(if fenced {
         format!(
             "SELECT {COLUMNS}, ({expression})::text AS sort_key FROM admin_events
@@ -296,13 +315,38 @@ pub async fn list_admin_events(
         format!("SELECT {COLUMNS}, ({expression})::text AS sort_key FROM admin_events WHERE true")
     });
     push_filters(&mut sql, query);
+    if let Some(sentinel) = past_pending {
+        sql.push(format!(" AND {expression} > {sentinel}"));
+    }
+    let direction = if query.descending { "DESC" } else { "ASC" };
+    if fenced {
+        // The cursor applies to the candidates, outside the fence: inside, its row
+        // comparison would let the planner walk the sort column's index from the cursor
+        // on, filtering on the range (measured: 250 ms, 644,052 rows removed, for a page
+        // of a 7-day processed range sorted by status).
+        // The candidates come in the range's index order, in the page's direction: the
+        // other sort keys follow time closely (positions, recorded and processed times,
+        // and every tie broken by position), so after the first page's worth of rows
+        // nearly every candidate loses to the kept ones at the first comparison, and
+        // the top-N sort stops copying rows (measured: 7-day processed range sorted by
+        // status, 70 -> 38 ms).
+        let range_order = if query.recorded_from.is_some() || query.recorded_to.is_some() {
+            EventSort::RecordedAt.expression()
+        } else {
+            EventSort::ProcessedAt.expression()
+        };
+        sql.push(format!(
+            " ORDER BY {range_order} {direction}, global_position {direction} OFFSET 0) candidates WHERE true"
+        ));
+    }
     if let Some(cursor) = &query.after {
         let (position, key) = cursor
             .split_once(':')
             .and_then(|(p, k)| Some((p.parse::<i64>().ok()?, k.to_owned())))
             .ok_or(EventListError::BadCursor)?;
+        let sorted_by = if fenced { "sort_key" } else { expression };
         sql.push(format!(
-            " AND ({expression}, global_position) {} (",
+            " AND ({sorted_by}, global_position) {} (",
             if query.descending { "<" } else { ">" }
         ))
         .push_bind(key)
@@ -310,10 +354,9 @@ pub async fn list_admin_events(
         .push_bind(position)
         .push(")");
     }
-    let direction = if query.descending { "DESC" } else { "ASC" };
     if fenced {
         sql.push(format!(
-            " OFFSET 0) candidates ORDER BY sort_key {direction}, global_position {direction} LIMIT "
+            " ORDER BY sort_key {direction}, global_position {direction} LIMIT "
         ))
         .push_bind(limit + 1)
         .push(")");

@@ -417,7 +417,8 @@ async fn the_admin_event_list_filters_sorts_and_pages() {
     .await
     .unwrap();
     sqlx::query(
-        "UPDATE admin_events SET status = 'failed', tasks_failed = 1, duration_ms = 5, error = 'smtp down'
+        "UPDATE admin_events SET status = 'failed', tasks_failed = 1, duration_ms = 5, error = 'smtp down',
+             processed_at = recorded_at + interval '5 milliseconds'
          WHERE event_type = 'EnrollmentDeclined'",
     )
     .execute(pool)
@@ -531,6 +532,100 @@ async fn the_admin_event_list_filters_sorts_and_pages() {
                 }),
                 "{sort:?} desc={descending} is not sorted"
             );
+        }
+    }
+    // Filters that take other plans (time ranges: candidates from the range's index,
+    // the cursor applied outside; processed-only filters: a bound past the pending
+    // events): paged by 2, every sort and direction, the pages are the whole filtered
+    // list, sorted, and as many as the count.
+    let everything = query(EventListQuery {
+        limit: Some(500),
+        ..Default::default()
+    })
+    .await
+    .events;
+    let mut recorded: Vec<_> = everything.iter().map(|e| e.recorded_at).collect();
+    recorded.sort();
+    let mut processed: Vec<_> = everything.iter().filter_map(|e| e.processed_at).collect();
+    processed.sort();
+    let filters = [
+        EventListQuery {
+            recorded_from: Some(recorded[2]),
+            recorded_to: Some(recorded[recorded.len() - 3]),
+            ..Default::default()
+        },
+        EventListQuery {
+            processed_from: Some(processed[1]),
+            processed_to: Some(processed[processed.len() - 1]),
+            ..Default::default()
+        },
+        EventListQuery {
+            status: Some("failed".into()),
+            ..Default::default()
+        },
+        EventListQuery {
+            status: Some("pending".into()),
+            ..Default::default()
+        },
+        EventListQuery {
+            duration: Some((DurationOp::Lt, slow_threshold)),
+            ..Default::default()
+        },
+    ];
+    for filter in filters {
+        let expected = admin_events::count_admin_events(pool, &filter)
+            .await
+            .unwrap();
+        assert!(expected > 0, "{filter:?} matches something");
+        for sort in sorts {
+            for descending in [false, true] {
+                let mut q = EventListQuery {
+                    sort,
+                    descending,
+                    limit: Some(2),
+                    ..filter.clone()
+                };
+                let mut paged = Vec::new();
+                loop {
+                    let page = admin_events::list_admin_events(pool, &q).await.unwrap();
+                    paged.extend(page.events);
+                    match page.next {
+                        Some(next) => q.after = Some(next),
+                        None => break,
+                    }
+                }
+                let whole = query(EventListQuery {
+                    sort,
+                    descending,
+                    limit: Some(500),
+                    ..filter.clone()
+                })
+                .await
+                .events;
+                assert_eq!(paged, whole, "{filter:?} {sort:?} desc={descending}");
+                assert_eq!(whole.len() as i64, expected, "{filter:?} {sort:?}");
+                let mut sorted = whole.clone();
+                let key = |e: &admin_events::AdminEventRow| {
+                    // (number, text, position): missing times and durations first.
+                    let (number, text) = match sort {
+                        EventSort::Position => (0, String::new()),
+                        EventSort::RecordedAt => (e.recorded_at.timestamp_micros(), String::new()),
+                        EventSort::ProcessedAt => (
+                            e.processed_at.map_or(i64::MIN, |t| t.timestamp_micros()),
+                            String::new(),
+                        ),
+                        EventSort::Duration => (e.duration_ms.unwrap_or(-1), String::new()),
+                        EventSort::EventType => (0, e.event_type.clone()),
+                        EventSort::Status => (0, e.status.clone()),
+                    };
+                    (number, text, e.global_position)
+                };
+                sorted.sort_by_key(key);
+                if descending {
+                    sorted.reverse();
+                }
+                assert_eq!(whole, sorted, "{filter:?} {sort:?} desc={descending}");
+            }
         }
     }
     assert!(admin_events::list_admin_events(

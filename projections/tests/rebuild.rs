@@ -191,7 +191,8 @@ async fn rebuilding_keeps_the_processors_columns_and_refuses_unknown_names() {
     workload(&db, 11, 30, &mut courses).await;
     catch_up(&db, &["admin_events"]).await;
     sqlx::query(
-        "UPDATE admin_events SET status = 'processed', duration_ms = 12, tasks_succeeded = 2",
+        "UPDATE admin_events SET status = 'processed', processed_at = recorded_at + interval '12 milliseconds',
+             duration_ms = 12, tasks_succeeded = 2",
     )
     .execute(&db.pool)
     .await
