@@ -312,6 +312,28 @@ async fn filters_combine_kinds_status_duration_and_time_ranges() {
         count(&|s| s.kind != "enrollment.decide" && s.status == "succeeded")
     );
 
+    // Each status alone (finished ones and the unfinished ones are listed apart), and a
+    // status no task has.
+    for status in [
+        "succeeded",
+        "failed",
+        "dead",
+        "pending",
+        "running",
+        "cancelled",
+    ] {
+        let listed = walk(
+            &server,
+            &admin.token,
+            Value::Null,
+            json!({ "status": status }),
+            100,
+        )
+        .await;
+        assert_eq!(listed.len(), count(&|s| s.status == status), "{status}");
+        assert!(listed.iter().all(|t| t["status"] == status), "{status}");
+    }
+
     for (op, ms, expected) in [
         ("GT", 40, count(&|s| s.duration_ms.is_some_and(|d| d > 40))),
         ("LT", 40, count(&|s| s.duration_ms.is_some_and(|d| d < 40))),

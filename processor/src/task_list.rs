@@ -198,11 +198,28 @@ pub async fn list_tasks(pool: &PgPool, query: &TaskListQuery) -> Result<TaskPage
     let direction = if query.descending { "DESC" } else { "ASC" };
     // Ordered branches merged: finished tasks through the partial list indexes, the
     // (few) pending and the running ones sorted apart. Each branch keeps its own page.
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new("SELECT * FROM (");
-    for (index, statuses) in [FINISHED, UNFINISHED[0], UNFINISHED[1]]
+    // Only the branches the filters can match: a branch whose statuses the filter
+    // excludes would walk its whole sort index filtering every row out (measured with
+    // 1.9M finished tasks: 851 ms for a page of pending ones). A finish time or a
+    // duration exists only once a task finished.
+    let finished_only =
+        query.finished_from.is_some() || query.finished_to.is_some() || query.duration.is_some();
+    let branches: Vec<&str> = [FINISHED, UNFINISHED[0], UNFINISHED[1]]
         .into_iter()
-        .enumerate()
-    {
+        .filter(|statuses| match &query.status {
+            Some(status) => statuses.split(", ").any(|s| s.trim_matches('\'') == status),
+            None => true,
+        })
+        .filter(|statuses| *statuses == FINISHED || !finished_only)
+        .collect();
+    if branches.is_empty() {
+        return Ok(TaskPage {
+            tasks: Vec::new(),
+            next: None,
+        });
+    }
+    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new("SELECT * FROM (");
+    for (index, statuses) in branches.into_iter().enumerate() {
         if index > 0 {
             sql.push(" UNION ALL ");
         }
