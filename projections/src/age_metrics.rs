@@ -14,6 +14,7 @@ use aula_eventlog::{Consumer, RecordedEvent};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::course_capacity::Page;
 use crate::decode::{course_id, decode, is_reprocessed};
 use crate::ProjectionError;
 
@@ -139,25 +140,35 @@ pub struct AgeMetricsRow {
     pub average_age: f64,
 }
 
-/// Metrics of every `scope` whose id is in `ids` (all of that scope when `ids` is
-/// `None`), ordered by id. A scope with no enrolled student has no row.
+/// One page of the metrics of every `scope` whose id is in `ids` (all of that scope
+/// when `ids` is `None`), ordered by id, after the id `after` (keyset: a cursor stays
+/// valid when its scope loses its last student). A scope with no enrolled student has
+/// no row. The aggregate runs over the primary key's order, so a page reads only its
+/// own scopes' age counts.
 pub async fn age_metrics(
     pool: &PgPool,
     scope: AgeScope,
     ids: Option<&[Uuid]>,
-) -> Result<Vec<AgeMetricsRow>, sqlx::Error> {
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Page<AgeMetricsRow, Uuid>, sqlx::Error> {
+    let limit = limit.clamp(1, 10_000);
     let rows: Vec<(Uuid, i64, i32, i32, f64)> = sqlx::query_as(
         "SELECT scope_id, sum(students)::bigint, min(age), max(age),
                 (sum(age::bigint * students)::float8 / sum(students)::float8)
          FROM age_counts
          WHERE scope = $1 AND ($2::uuid[] IS NULL OR scope_id = ANY($2))
-         GROUP BY scope_id ORDER BY scope_id",
+           AND ($3::uuid IS NULL OR scope_id > $3)
+         GROUP BY scope_id ORDER BY scope_id
+         LIMIT $4",
     )
     .bind(scope.as_str())
     .bind(ids)
+    .bind(after)
+    .bind(limit + 1)
     .fetch_all(pool)
     .await?;
-    Ok(rows
+    let mut rows: Vec<AgeMetricsRow> = rows
         .into_iter()
         .map(
             |(scope_id, students, min_age, max_age, average_age)| AgeMetricsRow {
@@ -169,7 +180,14 @@ pub async fn age_metrics(
                 average_age,
             },
         )
-        .collect())
+        .collect();
+    let next = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.scope_id)
+    } else {
+        None
+    };
+    Ok(Page { rows, next })
 }
 
 /// The metrics of one course, campus or institution (`None`: no enrolled student).
@@ -178,5 +196,8 @@ pub async fn age_metrics_of(
     scope: AgeScope,
     id: Uuid,
 ) -> Result<Option<AgeMetricsRow>, sqlx::Error> {
-    Ok(age_metrics(pool, scope, Some(&[id])).await?.pop())
+    Ok(age_metrics(pool, scope, Some(&[id]), None, 1)
+        .await?
+        .rows
+        .pop())
 }

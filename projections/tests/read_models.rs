@@ -117,13 +117,27 @@ async fn age_metrics_stay_right_after_the_youngest_and_oldest_cancel() {
         ),
         (4, 19, 30, 23.5)
     );
+    let courses = age_metrics(pool, AgeScope::Course, None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!((courses.rows.len(), courses.next), (3, None));
+    // Pages of 2 walk the same rows by key, in id order.
+    let first = age_metrics(pool, AgeScope::Course, None, None, 2)
+        .await
+        .unwrap();
+    assert_eq!(first.rows, courses.rows[..2]);
+    assert_eq!(first.next, Some(courses.rows[1].scope_id));
+    let second = age_metrics(pool, AgeScope::Course, None, first.next, 2)
+        .await
+        .unwrap();
     assert_eq!(
-        age_metrics(pool, AgeScope::Course, None)
-            .await
-            .unwrap()
-            .len(),
-        3
+        (second.rows.as_slice(), second.next),
+        (&courses.rows[2..], None)
     );
+    assert!(courses
+        .rows
+        .windows(2)
+        .all(|w| w[0].scope_id < w[1].scope_id));
 
     // Cancelling everyone removes the course from the metrics, and the campus follows.
     let world2 = World::new(&db.pool, Actor::System, s.institution);

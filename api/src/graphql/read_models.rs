@@ -497,34 +497,6 @@ fn page_error(error: course_capacity::PageError) -> ApiError {
     }
 }
 
-/// One page of an in-memory, already sorted list; the cursor is the key of the last
-/// item of the previous page.
-fn paginate<T>(
-    items: Vec<T>,
-    first: usize,
-    after: Option<&str>,
-    key: impl Fn(&T) -> String,
-) -> Result<(Vec<T>, Option<String>), ApiError> {
-    let start = match after {
-        None => 0,
-        Some(cursor) => {
-            items
-                .iter()
-                .position(|item| key(item) == cursor)
-                .ok_or_else(bad_cursor)?
-                + 1
-        }
-    };
-    let total = items.len();
-    let page: Vec<T> = items.into_iter().skip(start).take(first).collect();
-    let next = if start + page.len() < total {
-        page.last().map(&key)
-    } else {
-        None
-    };
-    Ok((page, next))
-}
-
 pub(crate) fn filter_text(
     field: &'static str,
     value: Option<String>,
@@ -698,11 +670,21 @@ impl ReadModelQuery {
                 }
             }
         };
-        let rows = age_metrics::age_metrics(&state.pool, scope.into(), ids.as_deref()).await?;
-        let (rows, next_cursor) =
-            paginate(rows, first, after.as_deref(), |r| r.scope_id.to_string())?;
+        let after = after
+            .map(|a| a.parse::<Uuid>().map_err(|_| bad_cursor()))
+            .transpose()?;
+        let page = age_metrics::age_metrics(
+            &state.pool,
+            scope.into(),
+            ids.as_deref(),
+            after,
+            first as i64,
+        )
+        .await?;
+        let next_cursor = page.next.map(|id| id.to_string());
         Ok(AgeMetricsPage {
-            nodes: rows
+            nodes: page
+                .rows
                 .into_iter()
                 .map(|r| AgeMetrics {
                     scope,
@@ -881,28 +863,5 @@ impl ReadModelQuery {
             .filter(|p| name.as_deref().is_none_or(|n| n == p.name))
             .map(Into::into)
             .collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paginate_walks_pages_by_key() {
-        let items: Vec<u32> = (1..=5).collect();
-        let key = |i: &u32| i.to_string();
-        let (page, next) = paginate(items.clone(), 2, None, key).unwrap();
-        assert_eq!((page, next.as_deref()), (vec![1, 2], Some("2")));
-        let (page, next) = paginate(items.clone(), 2, Some("2"), key).unwrap();
-        assert_eq!((page, next.as_deref()), (vec![3, 4], Some("4")));
-        let (page, next) = paginate(items.clone(), 2, Some("4"), key).unwrap();
-        assert_eq!((page, next), (vec![5], None));
-        let (page, next) = paginate(items.clone(), 5, None, key).unwrap();
-        assert_eq!((page.len(), next), (5, None));
-        assert_eq!(
-            paginate(items, 2, Some("9"), key).unwrap_err().code(),
-            "VALIDATION"
-        );
     }
 }
