@@ -503,21 +503,16 @@ async fn the_admin_event_list_filters_sorts_and_pages() {
     ];
     for sort in sorts {
         for descending in [false, true] {
-            let mut q = EventListQuery {
-                sort,
-                descending,
-                limit: Some(3),
-                ..Default::default()
-            };
-            let mut paged = Vec::new();
-            loop {
-                let page = admin_events::list_admin_events(pool, &q).await.unwrap();
-                paged.extend(page.events);
-                match page.next {
-                    Some(next) => q.after = Some(next),
-                    None => break,
-                }
-            }
+            let paged = every_page(
+                pool,
+                EventListQuery {
+                    sort,
+                    descending,
+                    limit: Some(3),
+                    ..Default::default()
+                },
+            )
+            .await;
             assert_eq!(paged.len() as i64, total, "{sort:?} desc={descending}");
             let whole = admin_events::list_admin_events(
                 pool,
@@ -593,21 +588,16 @@ async fn the_admin_event_list_filters_sorts_and_pages() {
         assert!(expected > 0, "{filter:?} matches something");
         for sort in sorts {
             for descending in [false, true] {
-                let mut q = EventListQuery {
-                    sort,
-                    descending,
-                    limit: Some(2),
-                    ..filter.clone()
-                };
-                let mut paged = Vec::new();
-                loop {
-                    let page = admin_events::list_admin_events(pool, &q).await.unwrap();
-                    paged.extend(page.events);
-                    match page.next {
-                        Some(next) => q.after = Some(next),
-                        None => break,
-                    }
-                }
+                let paged = every_page(
+                    pool,
+                    EventListQuery {
+                        sort,
+                        descending,
+                        limit: Some(2),
+                        ..filter.clone()
+                    },
+                )
+                .await;
                 let whole = query(EventListQuery {
                     sort,
                     descending,
@@ -651,6 +641,22 @@ async fn the_admin_event_list_filters_sorts_and_pages() {
     )
     .await
     .is_err());
+}
+
+/// Every page of the admin event list for `q`, following the cursors.
+async fn every_page(
+    pool: &sqlx::PgPool,
+    mut q: EventListQuery,
+) -> Vec<admin_events::AdminEventRow> {
+    let mut rows = Vec::new();
+    loop {
+        let page = admin_events::list_admin_events(pool, &q).await.unwrap();
+        rows.extend(page.events);
+        match page.next {
+            Some(next) => q.after = Some(next),
+            None => return rows,
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
