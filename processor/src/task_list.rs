@@ -42,10 +42,21 @@ pub struct TaskListRow {
 const DURATION_MS: &str = "(extract(epoch FROM finished_at - started_at) * 1000)::bigint";
 /// The statuses the list indexes cover (partial indexes: a task gets its entries once,
 /// when it finishes, not at insert and at every claim).
-const FINISHED: &str = "'succeeded', 'failed', 'dead'";
-/// Unfinished tasks, one status per branch: each is found through its own partial
-/// index (claim: pending, lease: running); `status IN (both)` would match neither.
-const UNFINISHED: [&str; 2] = ["'pending'", "'running'"];
+const FINISHED: &[&str] = &["succeeded", "failed", "dead"];
+/// The list's branches, each a set of statuses read through its own indexes: finished
+/// tasks through the list indexes, then unfinished ones one status at a time, each
+/// through its own partial index (claim: pending, lease: running); `status IN (both)`
+/// would match neither.
+const BRANCHES: [&[&str]; 3] = [FINISHED, &["pending"], &["running"]];
+
+/// `statuses` as an SQL list of literals (they are constants of this module).
+fn sql_list(statuses: &[&str]) -> String {
+    statuses
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 /// Tasks without an institution (system work) sort first, as this id.
 const NO_INSTITUTION: &str = "'00000000-0000-0000-0000-000000000000'::uuid";
 
@@ -204,11 +215,13 @@ pub async fn list_tasks(pool: &PgPool, query: &TaskListQuery) -> Result<TaskPage
     // duration exists only once a task finished.
     let finished_only =
         query.finished_from.is_some() || query.finished_to.is_some() || query.duration.is_some();
-    let branches: Vec<&str> = [FINISHED, UNFINISHED[0], UNFINISHED[1]]
+    let branches: Vec<&[&str]> = BRANCHES
         .into_iter()
-        .filter(|statuses| match &query.status {
-            Some(status) => statuses.split(", ").any(|s| s.trim_matches('\'') == status),
-            None => true,
+        .filter(|statuses| {
+            query
+                .status
+                .as_deref()
+                .is_none_or(|status| statuses.contains(&status))
         })
         .filter(|statuses| *statuses == FINISHED || !finished_only)
         .collect();
@@ -225,8 +238,9 @@ pub async fn list_tasks(pool: &PgPool, query: &TaskListQuery) -> Result<TaskPage
         }
         sql.push(format!(
             "(SELECT {}, ({expression})::text AS sort_key, {expression} AS sort_value \
-             FROM tasks WHERE status IN ({statuses})",
-            columns()
+             FROM tasks WHERE status IN ({})",
+            columns(),
+            sql_list(statuses)
         ));
         push_filters(&mut sql, query);
         if let Some((id, key)) = &cursor {
@@ -303,19 +317,18 @@ pub async fn task_kinds(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
     // finished tasks), plus the kinds of the pending and running ones.
     sqlx::query_scalar(&format!(
         "WITH RECURSIVE k(kind) AS (
-             (SELECT kind FROM tasks WHERE status IN ({FINISHED}) ORDER BY kind LIMIT 1)
+             (SELECT kind FROM tasks WHERE status IN ({finished}) ORDER BY kind LIMIT 1)
              UNION ALL
-             SELECT (SELECT t.kind FROM tasks t WHERE t.status IN ({FINISHED}) AND t.kind > k.kind
+             SELECT (SELECT t.kind FROM tasks t WHERE t.status IN ({finished}) AND t.kind > k.kind
                      ORDER BY t.kind LIMIT 1)
              FROM k WHERE k.kind IS NOT NULL)
          SELECT kind FROM k WHERE kind IS NOT NULL
          UNION
-         SELECT kind FROM tasks WHERE status = {pending}
+         SELECT kind FROM tasks WHERE status = 'pending'
          UNION
-         SELECT kind FROM tasks WHERE status = {running}
+         SELECT kind FROM tasks WHERE status = 'running'
          ORDER BY 1",
-        pending = UNFINISHED[0],
-        running = UNFINISHED[1],
+        finished = sql_list(FINISHED),
     ))
     .fetch_all(pool)
     .await

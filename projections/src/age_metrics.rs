@@ -168,7 +168,7 @@ pub async fn age_metrics(
     .bind(limit + 1)
     .fetch_all(pool)
     .await?;
-    let mut rows: Vec<AgeMetricsRow> = rows
+    let rows: Vec<AgeMetricsRow> = rows
         .into_iter()
         .map(
             |(scope_id, students, min_age, max_age, average_age)| AgeMetricsRow {
@@ -181,13 +181,7 @@ pub async fn age_metrics(
             },
         )
         .collect();
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.scope_id)
-    } else {
-        None
-    };
-    Ok(Page { rows, next })
+    Ok(Page::from_overfetch(rows, limit, |r| r.scope_id))
 }
 
 /// The metrics of one course, campus or institution (`None`: no enrolled student).

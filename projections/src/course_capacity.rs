@@ -250,6 +250,20 @@ pub struct Page<T, C> {
     pub next: Option<C>,
 }
 
+impl<T, C> Page<T, C> {
+    /// The page of `limit` rows out of a query that fetched `limit + 1`: the extra row
+    /// only says there is a next page, whose cursor is the last kept row's `key`.
+    pub fn from_overfetch(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> C) -> Self {
+        let next = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(key)
+        } else {
+            None
+        };
+        Page { rows, next }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {
     /// The cursor names no row of this list.
@@ -295,18 +309,12 @@ pub async fn page_course_capacity(
          ORDER BY {key} {direction}, course_id {direction}
          LIMIT $4"
     );
-    let mut rows: Vec<CourseCapacityRow> = sqlx::query_as(&sql)
+    let rows: Vec<CourseCapacityRow> = sqlx::query_as(&sql)
         .bind(query.institution_id)
         .bind(query.campus_id)
         .bind(query.after)
         .bind(limit + 1)
         .fetch_all(pool)
         .await?;
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.course_id)
-    } else {
-        None
-    };
-    Ok(Page { rows, next })
+    Ok(Page::from_overfetch(rows, limit, |r| r.course_id))
 }

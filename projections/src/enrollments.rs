@@ -272,18 +272,12 @@ pub async fn page_course_enrollments(
          ORDER BY {key} {direction}, global_position {direction}
          LIMIT $4"
     );
-    let mut rows: Vec<EnrollmentRow> = sqlx::query_as(&sql)
+    let rows: Vec<EnrollmentRow> = sqlx::query_as(&sql)
         .bind(query.course_id)
         .bind(query.include_cancelled)
         .bind(query.after)
         .bind(limit + 1)
         .fetch_all(pool)
         .await?;
-    let next = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.application_id)
-    } else {
-        None
-    };
-    Ok(Page { rows, next })
+    Ok(Page::from_overfetch(rows, limit, |r| r.application_id))
 }
