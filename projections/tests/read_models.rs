@@ -543,10 +543,25 @@ async fn the_admin_event_list_filters_sorts_and_pages() {
             );
         }
     }
+    // Events processed late (an hour and a minute, two days after being recorded) and
+    // one processed "before" it was recorded (another clock): a time range sorted by the
+    // other time reads them apart from the events processed on time.
+    for (rank, lateness) in [(3, "2 days"), (5, "61 minutes"), (7, "-1 minute")] {
+        sqlx::query(&format!(
+            "UPDATE admin_events SET status = 'succeeded', processed_at = recorded_at + interval '{lateness}',
+                 duration_ms = greatest(extract(epoch FROM interval '{lateness}') * 1000, 0)
+             WHERE global_position = (SELECT global_position FROM admin_events WHERE status = 'pending'
+                                      ORDER BY global_position OFFSET $1 LIMIT 1)"
+        ))
+        .bind(rank)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
     // Filters that take other plans (time ranges: candidates from the range's index,
-    // the cursor applied outside; processed-only filters: a bound past the pending
-    // events): paged by 2, every sort and direction, the pages are the whole filtered
-    // list, sorted, and as many as the count.
+    // the cursor applied outside, or on-time / late / pending branches; processed-only
+    // filters: a bound past the pending events): paged by 2, every sort and direction,
+    // the pages are the whole filtered list, sorted, and as many as the count.
     let everything = query(EventListQuery {
         limit: Some(500),
         ..Default::default()
@@ -566,6 +581,26 @@ async fn the_admin_event_list_filters_sorts_and_pages() {
         EventListQuery {
             processed_from: Some(processed[1]),
             processed_to: Some(processed[processed.len() - 1]),
+            ..Default::default()
+        },
+        EventListQuery {
+            processed_from: Some(processed[0]),
+            processed_to: Some(processed[processed.len() - 1] + chrono::TimeDelta::seconds(1)),
+            ..Default::default()
+        },
+        EventListQuery {
+            recorded_from: Some(recorded[2]),
+            recorded_to: Some(recorded[recorded.len() - 3]),
+            status: Some("pending".into()),
+            ..Default::default()
+        },
+        EventListQuery {
+            recorded_from: Some(recorded[1]),
+            status: Some("succeeded".into()),
+            ..Default::default()
+        },
+        EventListQuery {
+            processed_to: Some(processed[processed.len() - 2]),
             ..Default::default()
         },
         EventListQuery {
@@ -651,6 +686,8 @@ async fn every_page(
     let mut rows = Vec::new();
     loop {
         let page = admin_events::list_admin_events(pool, &q).await.unwrap();
+        // A cursor that does not move on would page forever.
+        assert!(rows.len() <= 1_000, "{q:?} keeps paging");
         rows.extend(page.events);
         match page.next {
             Some(next) => q.after = Some(next),
@@ -885,4 +922,33 @@ async fn course_and_enrollment_lists_page_by_key_in_sql() {
         page_course_enrollments(&db.pool, &current).await,
         Err(PageError::BadCursor)
     ));
+}
+
+/// The late branch of the admin event list must repeat the late indexes' predicate, or
+/// the planner cannot prove that their rows are the ones asked for and reads the whole
+/// range instead: compared as PostgreSQL parses both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_late_branch_repeats_the_late_indexes_predicate() {
+    let db = TestDatabase::new().await;
+    sqlx::query(&format!(
+        "CREATE INDEX late_probe ON admin_events (recorded_at) WHERE {}",
+        admin_events::LATE
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let predicates: Vec<(String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, pg_get_expr(i.indpred, i.indrelid)
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+         WHERE c.relname IN ('late_probe', 'admin_events_late_recorded_idx', 'admin_events_late_processed_idx')
+         ORDER BY c.relname",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(predicates.len(), 3, "{predicates:?}");
+    assert!(
+        predicates.iter().all(|(_, p)| *p == predicates[0].1),
+        "{predicates:?}"
+    );
 }
