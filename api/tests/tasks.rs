@@ -294,6 +294,15 @@ async fn every_sort_pages_through_the_whole_list_in_order_both_ways() {
             .await;
         assert_code(&refused, "VALIDATION");
     }
+    // Looks like a time, is not one: PostgreSQL refuses the cast, still VALIDATION.
+    let refused = server
+        .gql(
+            Some(&admin.token),
+            LIST,
+            json!({ "sort": { "field": "CREATED_AT" }, "first": 2, "after": "12:2026-13-45 00:00:00+00" }),
+        )
+        .await;
+    assert_code(&refused, "VALIDATION");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -263,7 +263,19 @@ pub async fn list_tasks(pool: &PgPool, query: &TaskListQuery) -> Result<TaskPage
         ") page ORDER BY sort_value {direction}, id {direction} LIMIT "
     ))
     .push_bind(limit + 1);
-    let rows: Vec<SortedRow> = sql.build_query_as().fetch_all(pool).await?;
+    let rows: Vec<SortedRow> = sql
+        .build_query_as()
+        .fetch_all(pool)
+        .await
+        .map_err(|error| {
+            // What `validate_key` lets through and PostgreSQL still refuses
+            // ("2026-13-45 ...").
+            if query.after.is_some() && aula_projections::is_data_exception(&error) {
+                TaskListError::BadCursor
+            } else {
+                TaskListError::Database(error)
+            }
+        })?;
     let has_more = rows.len() as i64 > limit;
     let mut next = None;
     let mut tasks = Vec::with_capacity(rows.len());

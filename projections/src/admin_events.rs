@@ -445,7 +445,15 @@ pub async fn list_admin_events(
         .build_query_as()
         .persistent(false)
         .fetch_all(pool)
-        .await?;
+        .await
+        .map_err(|error| {
+            // The cursor's key is the only value cast in SQL (`$key::timestamptz`, ...).
+            if cursor.is_some() && crate::is_data_exception(&error) {
+                EventListError::BadCursor
+            } else {
+                EventListError::Database(error)
+            }
+        })?;
     let has_more = rows.len() as i64 > limit;
     let mut next = None;
     let mut events = Vec::with_capacity(rows.len());

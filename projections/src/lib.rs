@@ -45,6 +45,13 @@ pub fn consumers_of(aggregate_type: &str, event_type: &str) -> Vec<&'static str>
     names
 }
 pub mod age_metrics;
+
+/// Whether `error` is PostgreSQL refusing a value (SQLSTATE class 22, data exception:
+/// a text that does not cast to the type asked for). The keyset lists cast only their
+/// cursor's key in SQL, so for them this means a cursor they did not hand out.
+pub fn is_data_exception(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22")))
+}
 pub mod audit_log;
 pub mod bench;
 pub mod course_capacity;

@@ -676,6 +676,28 @@ async fn the_admin_event_list_filters_sorts_and_pages() {
     )
     .await
     .is_err());
+    // A key of the wrong type for the sort is a bad cursor too, not a database error.
+    for (sort, key) in [
+        (EventSort::Position, "12:twelve"),
+        (EventSort::RecordedAt, "12:yesterday-ish"),
+        (EventSort::ProcessedAt, "12:2026-13-45"),
+        (EventSort::Duration, "12:1.5"),
+    ] {
+        let bad = admin_events::list_admin_events(
+            pool,
+            &EventListQuery {
+                sort,
+                recorded_from: Some(recorded[0]),
+                after: Some(key.into()),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(
+            matches!(bad, Err(admin_events::EventListError::BadCursor)),
+            "{sort:?} {key}: {bad:?}"
+        );
+    }
 }
 
 /// Every page of the admin event list for `q`, following the cursors.
