@@ -369,16 +369,26 @@ pub async fn list_query(
 /// executable, `bench task-worker`) on the empty queue and waits until each prints
 /// `ready` (the start-up, measured and not counted), inserts `count` no-op tasks in
 /// one statement, and times the drain from the insert's commit until no task is
-/// pending or running (polled on the status counts, not on the tasks table).
+/// pending or running (polled on the status counts, not on the tasks table). With
+/// `issued_by_events`, each task has an event of its own, written first (not counted):
+/// production's path, where finishing a task also updates its event's admin row.
 pub async fn tasks(
     global: &GlobalArgs,
     count: i64,
     processes: usize,
     concurrency: usize,
     claim_batch: i64,
+    issued_by_events: bool,
 ) -> anyhow::Result<()> {
     let db = BenchDatabase::create(global).await?;
-    let result = tasks_on(&db, global, count, processes, concurrency, claim_batch).await;
+    let result = tasks_on(
+        &db,
+        global,
+        count,
+        (processes, concurrency, claim_batch),
+        issued_by_events,
+    )
+    .await;
     let dropped = db.drop_database().await;
     let report = result?;
     dropped?;
@@ -396,9 +406,8 @@ async fn tasks_on(
     db: &BenchDatabase,
     global: &GlobalArgs,
     count: i64,
-    processes: usize,
-    concurrency: usize,
-    claim_batch: i64,
+    (processes, concurrency, claim_batch): (usize, usize, i64),
+    issued_by_events: bool,
 ) -> anyhow::Result<aula_processor::bench::BenchTasksReport> {
     use tokio::io::AsyncBufReadExt;
 
@@ -451,7 +460,11 @@ async fn tasks_on(
         );
     }
     let startup = started.elapsed();
-    let insert = aula_processor::bench::insert_noop_tasks(&db.pool, count).await?;
+    let insert = if issued_by_events {
+        aula_processor::bench::insert_event_noop_tasks(&db.pool, count).await?
+    } else {
+        aula_processor::bench::insert_noop_tasks(&db.pool, count).await?
+    };
     let worker_pids: Vec<u32> = workers.iter().filter_map(|w| w.child.id()).collect();
     let server_pids = database_pids(&db.pool).await?;
     let cpu_before = (cpu_seconds(&worker_pids), cpu_seconds(&server_pids));
@@ -495,6 +508,7 @@ async fn tasks_on(
         claim_batch,
         separate_processes: true,
         attempts: aula_processor::bench::attempt_records(&db.pool).await?,
+        issued_by_events,
         drain_cpu,
         load_before,
         load_after,

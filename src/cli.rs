@@ -193,6 +193,10 @@ pub enum BenchCommand {
         /// Most tasks one claim statement takes (default: the concurrency).
         #[arg(long)]
         claim_batch: Option<i64>,
+        /// Give each task an event of its own (written first, not counted), as
+        /// reactions do: finishing a task then also updates its event's admin row.
+        #[arg(long)]
+        issued_by_events: bool,
     },
     /// One worker process of `bench tasks`, which starts it (prints `ready` once it
     /// claims; stops when its stdin closes).

@@ -83,9 +83,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     processes,
                     concurrency,
                     claim_batch,
+                    issued_by_events,
                 } => {
                     let claim_batch = claim_batch.unwrap_or(concurrency as i64);
-                    bench::tasks(&cli.global, tasks, processes, concurrency, claim_batch).await
+                    bench::tasks(
+                        &cli.global,
+                        tasks,
+                        processes,
+                        concurrency,
+                        claim_batch,
+                        issued_by_events,
+                    )
+                    .await
                 }
                 BenchCommand::TaskWorker {
                     database,

@@ -48,3 +48,32 @@ async fn bench_tasks_drains_with_separate_worker_processes_and_keeps_history() {
     assert!(stdout.contains("(3000 attempt records)"), "{stdout}");
     assert!(stdout.contains("tasks/s"), "{stdout}");
 }
+
+/// The same with every task issued by an event of its own (production's completion path:
+/// `queue::complete` and the event's admin row).
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_tasks_drains_tasks_issued_by_events() {
+    let db = TestDatabase::new().await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_aula"))
+        .args(["bench", "tasks", "--tasks", "2000", "--processes", "2"])
+        .args(["--concurrency", "8", "--issued-by-events"])
+        .env("DATABASE_URL", server_url(&db))
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("running aula bench tasks");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "aula bench tasks failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    println!("{stdout}");
+    assert!(
+        stdout.contains(
+            "2000 no-op tasks each issued by an event, 2 worker processes x 8 concurrency"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(2000 attempt records)"), "{stdout}");
+}

@@ -43,6 +43,8 @@ pub struct BenchTasksReport {
     pub separate_processes: bool,
     /// Attempt records written (history kept: one per task).
     pub attempts: i64,
+    /// Each task issued by an event of its own ([`insert_event_noop_tasks`]).
+    pub issued_by_events: bool,
     /// CPU seconds spent during the drain by the worker processes and by the database
     /// server's processes, when they run on this machine (read from `/proc`).
     pub drain_cpu: Option<DrainCpu>,
@@ -77,8 +79,13 @@ impl std::fmt::Display for BenchTasksReport {
         };
         writeln!(
             f,
-            "{} no-op tasks, {} {shape} x {} concurrency (claims of at most {}), history kept ({} attempt records)",
-            self.tasks, self.worker_sets, self.concurrency, self.claim_batch, self.attempts
+            "{} no-op tasks{}, {} {shape} x {} concurrency (claims of at most {}), history kept ({} attempt records)",
+            self.tasks,
+            if self.issued_by_events { " each issued by an event" } else { "" },
+            self.worker_sets,
+            self.concurrency,
+            self.claim_batch,
+            self.attempts
         )?;
         writeln!(
             f,
@@ -150,6 +157,44 @@ pub async fn insert_noop_tasks(pool: &PgPool, count: i64) -> Result<Duration, sq
         .collect();
     let started = Instant::now();
     let mut conn = pool.acquire().await?;
+    insert_tasks(&mut conn, &tasks).await?;
+    Ok(started.elapsed())
+}
+
+/// [`insert_noop_tasks`], each task issued by an event of its own, as in production:
+/// finishing one then also goes through [`crate::queue::complete`] and
+/// [`crate::processing::record`] (the event's row in `admin_events`, its status, the
+/// event counts). The events and their `admin_events` rows (what the log and the admin
+/// projection hold by the time reactions issue tasks) are written first and not counted;
+/// the returned time is the tasks' one INSERT.
+pub async fn insert_event_noop_tasks(pool: &PgPool, count: i64) -> Result<Duration, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let events: Vec<(uuid::Uuid, String)> = sqlx::query_as(
+        "WITH inserted AS (
+             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT 'BenchTask', 'bench-' || g, 0, 'BenchTaskIssued', '1.0', '{}', '{}'
+             FROM generate_series(1, $1) g
+             RETURNING event_id, global_position, event_type, aggregate_type, aggregate_id, sequence, recorded_at
+         ), rows AS (
+             INSERT INTO admin_events (event_id, global_position, event_type, aggregate_type, aggregate_id,
+                                       sequence, recorded_at)
+             SELECT event_id, global_position, event_type, aggregate_type, aggregate_id, sequence, recorded_at
+             FROM inserted
+         )
+         SELECT event_id, event_type FROM inserted",
+    )
+    .bind(count)
+    .fetch_all(&mut *conn)
+    .await?;
+    let tasks: Vec<NewTask> = events
+        .into_iter()
+        .map(|(event_id, event_type)| NewTask {
+            event_id: Some(event_id),
+            event_type: Some(event_type),
+            ..NewTask::new(kinds::NOOP, format!("bench:{event_id}"), json!({}))
+        })
+        .collect();
+    let started = Instant::now();
     insert_tasks(&mut conn, &tasks).await?;
     Ok(started.elapsed())
 }
@@ -232,6 +277,7 @@ pub async fn bench_tasks(
         claim_batch,
         separate_processes: false,
         attempts: attempt_records(pool).await?,
+        issued_by_events: false,
         drain_cpu: None,
         load_before,
         load_after: load_average(),
