@@ -22,25 +22,35 @@ fn server_url(db: &TestDatabase) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bench_tasks_drains_with_separate_worker_processes_and_keeps_history() {
-    // Only to have the test server running.
-    let db = TestDatabase::new().await;
+/// Runs `aula bench tasks` with `args` against the test server; its standard output.
+async fn bench_tasks(db: &TestDatabase, args: &[&str]) -> String {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_aula"))
-        .args(["bench", "tasks", "--tasks", "3000", "--processes", "2"])
-        .args(["--concurrency", "8"])
-        .env("DATABASE_URL", server_url(&db))
+        .args(["bench", "tasks"])
+        .args(args)
+        .env("DATABASE_URL", server_url(db))
         .env("RUST_LOG", "warn")
         .output()
         .await
         .expect("running aula bench tasks");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),
         "aula bench tasks failed: {stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     println!("{stdout}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bench_tasks_drains_with_separate_worker_processes_and_keeps_history() {
+    // Only to have the test server running.
+    let db = TestDatabase::new().await;
+    let stdout = bench_tasks(
+        &db,
+        &["--tasks", "3000", "--processes", "2", "--concurrency", "8"],
+    )
+    .await;
     assert!(
         stdout.contains("3000 no-op tasks, 2 worker processes x 8 concurrency"),
         "{stdout}"
@@ -54,21 +64,19 @@ async fn bench_tasks_drains_with_separate_worker_processes_and_keeps_history() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_tasks_drains_tasks_issued_by_events() {
     let db = TestDatabase::new().await;
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_aula"))
-        .args(["bench", "tasks", "--tasks", "2000", "--processes", "2"])
-        .args(["--concurrency", "8", "--issued-by-events"])
-        .env("DATABASE_URL", server_url(&db))
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("running aula bench tasks");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "aula bench tasks failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    println!("{stdout}");
+    let stdout = bench_tasks(
+        &db,
+        &[
+            "--tasks",
+            "2000",
+            "--processes",
+            "2",
+            "--concurrency",
+            "8",
+            "--issued-by-events",
+        ],
+    )
+    .await;
     assert!(
         stdout.contains(
             "2000 no-op tasks each issued by an event, 2 worker processes x 8 concurrency"
