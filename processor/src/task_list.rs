@@ -276,19 +276,13 @@ pub async fn list_tasks(pool: &PgPool, query: &TaskListQuery) -> Result<TaskPage
                 TaskListError::Database(error)
             }
         })?;
-    let has_more = rows.len() as i64 > limit;
-    let mut next = None;
-    let mut tasks = Vec::with_capacity(rows.len());
-    for (index, row) in rows.into_iter().enumerate() {
-        if index as i64 == limit {
-            break;
-        }
-        if has_more && index as i64 == limit - 1 {
-            next = Some(format!("{}:{}", row.row.id, row.sort_key));
-        }
-        tasks.push(row.row);
-    }
-    Ok(TaskPage { tasks, next })
+    let page = aula_projections::course_capacity::Page::from_overfetch(rows, limit, |r| {
+        format!("{}:{}", r.row.id, r.sort_key)
+    });
+    Ok(TaskPage {
+        tasks: page.rows.into_iter().map(|r| r.row).collect(),
+        next: page.next,
+    })
 }
 
 /// Rejects a cursor key that would not cast to the sort's type, so a foreign cursor

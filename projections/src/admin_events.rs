@@ -454,19 +454,13 @@ pub async fn list_admin_events(
                 EventListError::Database(error)
             }
         })?;
-    let has_more = rows.len() as i64 > limit;
-    let mut next = None;
-    let mut events = Vec::with_capacity(rows.len());
-    for (index, row) in rows.into_iter().enumerate() {
-        if index as i64 == limit {
-            break;
-        }
-        if has_more && index as i64 == limit - 1 {
-            next = Some(format!("{}:{}", row.row.global_position, row.sort_key));
-        }
-        events.push(row.row);
-    }
-    Ok(EventPage { events, next })
+    let page = crate::course_capacity::Page::from_overfetch(rows, limit, |r| {
+        format!("{}:{}", r.row.global_position, r.sort_key)
+    });
+    Ok(EventPage {
+        events: page.rows.into_iter().map(|r| r.row).collect(),
+        next: page.next,
+    })
 }
 
 /// ` AND (sorted_by, global_position) > (cursor)` (`<` descending).
@@ -513,64 +507,62 @@ fn push_walk_bounds(
     let expression = query.sort.expression();
     let key_type = query.sort.sql_type();
     let upper_op = if bounds.upper_inclusive { "<=" } else { "<" };
-    match (cursor, query.descending) {
-        (Some((position, key)), false) if bounds.lower.is_some() => {
-            let lower = bounds.lower;
-            // (key, position) if it is past (lower, before any position), else the latter.
-            sql.push(format!(" AND ({expression}, global_position) > (GREATEST("))
-                .push_bind(key.clone())
-                .push(format!("::{key_type}, "))
-                .push_bind(lower)
-                .push("), CASE WHEN ")
-                .push_bind(key.clone())
-                .push(format!("::{key_type} < "))
-                .push_bind(lower)
-                .push(" THEN ")
-                .push_bind(i64::MIN)
-                .push(" ELSE ")
-                .push_bind(*position)
-                .push(" END)");
-            if let Some(upper) = bounds.upper {
-                sql.push(format!(" AND {expression} {upper_op} "))
-                    .push_bind(upper);
-            }
-        }
-        (Some((position, key)), true) if bounds.upper.is_some() => {
-            let upper = bounds.upper;
-            // (key, position) if it is before the upper bound, else the bound itself:
-            // (upper, after any position) if inclusive, (upper, before any) if not.
+    // The bound where the walk starts, if a cursor is to be merged with it: `past` says
+    // when the cursor's key lies beyond the bound, `edge` is the position paired with
+    // the bound then, so that the row comparison admits exactly the bound's rows.
+    let start = match (cursor, query.descending) {
+        // (key, position) if it is past (lower, before any position), else the latter.
+        (Some(cursor), false) => bounds
+            .lower
+            .map(|lower| (cursor, lower, ">", "GREATEST", "<", i64::MIN)),
+        // (key, position) if it is before the upper bound, else the bound itself:
+        // (upper, after any position) if inclusive, (upper, before any) if not.
+        (Some(cursor), true) => bounds.upper.map(|upper| {
             let (past, edge) = if bounds.upper_inclusive {
                 (">", i64::MAX)
             } else {
                 (">=", i64::MIN)
             };
-            sql.push(format!(" AND ({expression}, global_position) < (LEAST("))
-                .push_bind(key.clone())
-                .push(format!("::{key_type}, "))
-                .push_bind(upper)
-                .push("), CASE WHEN ")
-                .push_bind(key.clone())
-                .push(format!("::{key_type} {past} "))
-                .push_bind(upper)
-                .push(" THEN ")
-                .push_bind(edge)
-                .push(" ELSE ")
-                .push_bind(*position)
-                .push(" END)");
-            if let Some(lower) = bounds.lower {
-                sql.push(format!(" AND {expression} >= ")).push_bind(lower);
-            }
+            (cursor, upper, "<", "LEAST", past, edge)
+        }),
+        (None, _) => None,
+    };
+    let Some(((position, key), bound, compare, pick, past, edge)) = start else {
+        if let Some(lower) = bounds.lower {
+            sql.push(format!(" AND {expression} >= ")).push_bind(lower);
         }
-        _ => {
-            if let Some(lower) = bounds.lower {
-                sql.push(format!(" AND {expression} >= ")).push_bind(lower);
-            }
-            if let Some(upper) = bounds.upper {
-                sql.push(format!(" AND {expression} {upper_op} "))
-                    .push_bind(upper);
-            }
-            push_cursor(sql, query, expression, cursor);
+        if let Some(upper) = bounds.upper {
+            sql.push(format!(" AND {expression} {upper_op} "))
+                .push_bind(upper);
         }
+        push_cursor(sql, query, expression, cursor);
+        return;
+    };
+    sql.push(format!(
+        " AND ({expression}, global_position) {compare} ({pick}("
+    ))
+    .push_bind(key.clone())
+    .push(format!("::{key_type}, "))
+    .push_bind(bound)
+    .push("), CASE WHEN ")
+    .push_bind(key.clone())
+    .push(format!("::{key_type} {past} "))
+    .push_bind(bound)
+    .push(" THEN ")
+    .push_bind(edge)
+    .push(" ELSE ")
+    .push_bind(*position)
+    .push(" END)");
+    // The bound where the walk ends stays a plain condition.
+    match (query.descending, bounds.lower, bounds.upper) {
+        (true, Some(lower), _) => {
+            sql.push(format!(" AND {expression} >= ")).push_bind(lower);
+        }
+        (false, _, Some(upper)) => {
+            sql.push(format!(" AND {expression} {upper_op} "))
+                .push_bind(upper);
+        }
+        _ => {}
     }
 }
 

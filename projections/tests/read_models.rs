@@ -493,56 +493,7 @@ async fn the_admin_event_list_filters_sorts_and_pages() {
     );
 
     // Every sort, both directions, paged by 3: the pages concatenate to the full sorted list.
-    let sorts = [
-        EventSort::Position,
-        EventSort::RecordedAt,
-        EventSort::ProcessedAt,
-        EventSort::Duration,
-        EventSort::EventType,
-        EventSort::Status,
-    ];
-    for sort in sorts {
-        for descending in [false, true] {
-            let paged = every_page(
-                pool,
-                EventListQuery {
-                    sort,
-                    descending,
-                    limit: Some(3),
-                    ..Default::default()
-                },
-            )
-            .await;
-            assert_eq!(paged.len() as i64, total, "{sort:?} desc={descending}");
-            let whole = admin_events::list_admin_events(
-                pool,
-                &EventListQuery {
-                    sort,
-                    descending,
-                    limit: Some(500),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap()
-            .events;
-            assert_eq!(paged, whole, "{sort:?} desc={descending}");
-            let key = |e: &admin_events::AdminEventRow| match sort {
-                EventSort::Duration => format!("{:020}", e.duration_ms.unwrap_or(-1) + 1),
-                EventSort::EventType => e.event_type.clone(),
-                EventSort::Status => e.status.clone(),
-                _ => String::new(),
-            };
-            assert!(
-                whole.windows(2).all(|w| if descending {
-                    key(&w[0]) >= key(&w[1])
-                } else {
-                    key(&w[0]) <= key(&w[1])
-                }),
-                "{sort:?} desc={descending} is not sorted"
-            );
-        }
-    }
+    every_order_pages_the_sorted_list(pool, &EventListQuery::default(), 3, total).await;
     // Events processed late (an hour and a minute, two days after being recorded) and
     // one processed "before" it was recorded (another clock): a time range sorted by the
     // other time reads them apart from the events processed on time.
@@ -621,51 +572,7 @@ async fn the_admin_event_list_filters_sorts_and_pages() {
             .await
             .unwrap();
         assert!(expected > 0, "{filter:?} matches something");
-        for sort in sorts {
-            for descending in [false, true] {
-                let paged = every_page(
-                    pool,
-                    EventListQuery {
-                        sort,
-                        descending,
-                        limit: Some(2),
-                        ..filter.clone()
-                    },
-                )
-                .await;
-                let whole = query(EventListQuery {
-                    sort,
-                    descending,
-                    limit: Some(500),
-                    ..filter.clone()
-                })
-                .await
-                .events;
-                assert_eq!(paged, whole, "{filter:?} {sort:?} desc={descending}");
-                assert_eq!(whole.len() as i64, expected, "{filter:?} {sort:?}");
-                let mut sorted = whole.clone();
-                let key = |e: &admin_events::AdminEventRow| {
-                    // (number, text, position): missing times and durations first.
-                    let (number, text) = match sort {
-                        EventSort::Position => (0, String::new()),
-                        EventSort::RecordedAt => (e.recorded_at.timestamp_micros(), String::new()),
-                        EventSort::ProcessedAt => (
-                            e.processed_at.map_or(i64::MIN, |t| t.timestamp_micros()),
-                            String::new(),
-                        ),
-                        EventSort::Duration => (e.duration_ms.unwrap_or(-1), String::new()),
-                        EventSort::EventType => (0, e.event_type.clone()),
-                        EventSort::Status => (0, e.status.clone()),
-                    };
-                    (number, text, e.global_position)
-                };
-                sorted.sort_by_key(key);
-                if descending {
-                    sorted.reverse();
-                }
-                assert_eq!(whole, sorted, "{filter:?} {sort:?} desc={descending}");
-            }
-        }
+        every_order_pages_the_sorted_list(pool, &filter, 2, expected).await;
     }
     assert!(admin_events::list_admin_events(
         pool,
@@ -697,6 +604,73 @@ async fn the_admin_event_list_filters_sorts_and_pages() {
             matches!(bad, Err(admin_events::EventListError::BadCursor)),
             "{sort:?} {key}: {bad:?}"
         );
+    }
+}
+
+/// For every sort in both directions: the pages of `page` rows under `filter`, followed
+/// by their cursors, are the whole list; it has `expected` rows and is sorted (missing
+/// times and durations first, ties by position).
+async fn every_order_pages_the_sorted_list(
+    pool: &sqlx::PgPool,
+    filter: &EventListQuery,
+    page: i64,
+    expected: i64,
+) {
+    let sorts = [
+        EventSort::Position,
+        EventSort::RecordedAt,
+        EventSort::ProcessedAt,
+        EventSort::Duration,
+        EventSort::EventType,
+        EventSort::Status,
+    ];
+    for sort in sorts {
+        for descending in [false, true] {
+            let paged = every_page(
+                pool,
+                EventListQuery {
+                    sort,
+                    descending,
+                    limit: Some(page),
+                    ..filter.clone()
+                },
+            )
+            .await;
+            let whole = admin_events::list_admin_events(
+                pool,
+                &EventListQuery {
+                    sort,
+                    descending,
+                    limit: Some(500),
+                    ..filter.clone()
+                },
+            )
+            .await
+            .unwrap()
+            .events;
+            assert_eq!(paged, whole, "{filter:?} {sort:?} desc={descending}");
+            assert_eq!(whole.len() as i64, expected, "{filter:?} {sort:?}");
+            let mut sorted = whole.clone();
+            let key = |e: &admin_events::AdminEventRow| {
+                let (number, text) = match sort {
+                    EventSort::Position => (0, String::new()),
+                    EventSort::RecordedAt => (e.recorded_at.timestamp_micros(), String::new()),
+                    EventSort::ProcessedAt => (
+                        e.processed_at.map_or(i64::MIN, |t| t.timestamp_micros()),
+                        String::new(),
+                    ),
+                    EventSort::Duration => (e.duration_ms.unwrap_or(-1), String::new()),
+                    EventSort::EventType => (0, e.event_type.clone()),
+                    EventSort::Status => (0, e.status.clone()),
+                };
+                (number, text, e.global_position)
+            };
+            sorted.sort_by_key(key);
+            if descending {
+                sorted.reverse();
+            }
+            assert_eq!(whole, sorted, "{filter:?} {sort:?} desc={descending}");
+        }
     }
 }
 
