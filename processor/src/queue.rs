@@ -15,6 +15,24 @@
 //!   open transaction (no row lock held across a round trip to the client): [`claim`]
 //!   (pending to running changes only counts) and [`complete_eventless`] (tasks that no
 //!   event issued have no event row to update).
+//!
+//! ## Plans
+//! The statements run as prepared statements, so mostly under a generic plan that
+//! cannot see how many rows a batch has, and batches grow to thousands of rows when
+//! finishing falls behind. Three rules, each from a measured meltdown:
+//! - **A CTE's rows are found again with `id = ANY(ARRAY(SELECT id FROM cte))`**, not
+//!   by a join on the CTE: estimating a join on `LIMIT $1` rows, the generic plan may
+//!   hash the whole table (136 ms per claim over 200,000 tasks).
+//! - **That `= ANY` stands alone, never beside a join condition on the same column.**
+//!   Both on the inner side of a nested loop, the index scan prepares the whole array
+//!   again for every outer row, so the cost grows with the square of the batch (60
+//!   completions: 11.0 ms, 4.1 without; a claim of 500 event-issued tasks: 130 ms of
+//!   its admin-row update and lock, 25 without).
+//! - **A batch's own tasks are found by primary key from the `unnest` of their ids; their
+//!   status is checked after the lock**, outside the locating `WHERE`. `ANALYZE` mostly
+//!   finds no task running, so with `status = 'running'` there the planner took the
+//!   partial lease index for nearly empty and scanned every running task once per id
+//!   (4,000 completions with 4,000 tasks running: 3.9 s).
 
 use std::time::Duration;
 
@@ -157,14 +175,10 @@ pub async fn claim(
         .await
 }
 
-/// See [`claim`]. Rows are found with `= ANY(ARRAY(SELECT ...))`, which the planner can
-/// only answer through the primary keys: with a join on the CTE instead, the generic
-/// plan of a prepared statement (which cannot know that `LIMIT $1` is small) may hash
-/// the whole table for every claim (measured: 136 ms per claim over 200,000 tasks).
-/// An event row nobody had counted yet (all counts 0, `pending`: its
+/// See [`claim`] and the module's rules for plans. An event row nobody had counted yet (all counts 0, `pending`: its
 /// task was inserted before the projection wrote the row) becomes counted here, as
 /// [`processing::record`] would do.
-const CLAIM_SQL: &str = "WITH due AS (
+pub const CLAIM_SQL: &str = "WITH due AS (
          SELECT id FROM tasks
          WHERE status = 'pending' AND run_at <= now()
          ORDER BY priority, run_at
@@ -191,7 +205,6 @@ const CLAIM_SQL: &str = "WITH due AS (
          FROM admin_events a
          JOIN by_event b ON b.event_id = a.event_id
          LEFT JOIN events e ON e.event_id = a.event_id
-             AND e.event_id = ANY(ARRAY(SELECT event_id FROM by_event))
          WHERE a.event_id = ANY(ARRAY(SELECT event_id FROM by_event))
          ORDER BY e.tx_id, a.global_position
          FOR UPDATE OF a
@@ -200,7 +213,7 @@ const CLAIM_SQL: &str = "WITH due AS (
          SET tasks_pending = greatest(a.tasks_pending - r.n, 0),
              tasks_running = a.tasks_running + r.n
          FROM event_rows r
-         WHERE a.event_id = r.event_id AND a.event_id = ANY(ARRAY(SELECT event_id FROM event_rows))
+         WHERE a.event_id = r.event_id
      ), deltas AS (
          SELECT 'task' AS kind, 'pending' AS status, -count(*) AS n FROM claimed
          UNION ALL SELECT 'task', 'running', count(*) FROM claimed
@@ -235,39 +248,15 @@ pub struct Failed {
 
 /// Marks attempts succeeded, fenced by attempt number.
 ///
-/// The update finds its rows by `id = ANY(ARRAY(SELECT id FROM locked))` alone, like
-/// [`heartbeat`] and [`release`]: also joined to `locked`, its plan ran the `ANY` index
-/// scan once per locked row, each time fetching all of them (measured, generic plan, 60
-/// tasks: 1,770 rows fetched and dropped, 11.0 ms; 4.1 ms without the join). Returns the ids accepted; an id
-/// missing from the result was superseded (its lease expired and it was claimed again or
-/// rescued) and its completion was rejected.
+/// Returns the ids accepted; an id missing from the result was superseded (its lease
+/// expired and it was claimed again or rescued) and its completion was rejected.
 pub async fn complete(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>, sqlx::Error> {
     if done.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = sqlx::query_as::<_, (i64, Option<Uuid>, Option<DateTime<Utc>>)>(
-        "WITH locked AS (
-             SELECT t.id FROM tasks t
-             JOIN unnest($1::bigint[], $2::int[]) AS c(id, attempt) ON t.id = c.id AND t.attempt = c.attempt
-             WHERE t.status = 'running'
-             ORDER BY t.id
-             FOR UPDATE OF t
-         ), done AS (
-             UPDATE tasks t
-             SET status = 'succeeded', finished_at = now(), lease_until = NULL, last_error = NULL
-             WHERE t.id = ANY(ARRAY(SELECT id FROM locked))
-             RETURNING t.id, t.attempt, t.event_id, t.finished_at
-         ), recorded AS (
-             UPDATE task_attempts a
-             SET outcome = 'succeeded', finished_at = now(),
-                 duration_ms = extract(epoch FROM now() - a.started_at) * 1000
-             FROM done WHERE a.task_id = done.id AND a.attempt = done.attempt
-               AND a.task_id = ANY(ARRAY(SELECT id FROM done))
-         )
-         SELECT id, event_id, finished_at FROM done",
-    )
-    .bind(done.iter().map(|d| d.id).collect::<Vec<_>>())
-    .bind(done.iter().map(|d| d.attempt).collect::<Vec<_>>());
+    let sql = sqlx::query_as::<_, (i64, Option<Uuid>, Option<DateTime<Utc>>)>(COMPLETE_SQL)
+        .bind(done.iter().map(|d| d.id).collect::<Vec<_>>())
+        .bind(done.iter().map(|d| d.attempt).collect::<Vec<_>>());
     finish(pool, sql, |(id, event_id, finished_at)| {
         let mut change = TaskChange::moved(event_id, "running", "succeeded");
         change.finished_at = finished_at;
@@ -275,6 +264,25 @@ pub async fn complete(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>, sqlx::Er
     })
     .await
 }
+
+/// See [`complete`].
+pub const COMPLETE_SQL: &str = "WITH locked AS (
+             SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[]) AS c(id, attempt)
+             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt
+             ORDER BY t.id
+             FOR UPDATE OF t
+         ), done AS (
+             UPDATE tasks t
+             SET status = 'succeeded', finished_at = now(), lease_until = NULL, last_error = NULL
+             WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE status = 'running'))
+             RETURNING t.id, t.attempt, t.event_id, t.finished_at
+         ), recorded AS (
+             UPDATE task_attempts a
+             SET outcome = 'succeeded', finished_at = now(),
+                 duration_ms = extract(epoch FROM now() - a.started_at) * 1000
+             FROM done WHERE a.task_id = done.id AND a.attempt = done.attempt
+         )
+         SELECT id, event_id, finished_at FROM done";
 
 /// [`complete`] for tasks that no event issued (benchmarks, direct inserts): one
 /// statement, in one round trip and without an open transaction, also records the
@@ -286,24 +294,30 @@ pub async fn complete_eventless(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>
         return Ok(Vec::new());
     }
     let shard: i16 = rand::Rng::gen_range(&mut rand::thread_rng(), 0..processing::SHARDS);
-    sqlx::query_scalar(
-        "WITH locked AS (
-             SELECT t.id FROM tasks t
-             JOIN unnest($1::bigint[], $2::int[]) AS c(id, attempt) ON t.id = c.id AND t.attempt = c.attempt
-             WHERE t.status = 'running' AND t.event_id IS NULL
+    sqlx::query_scalar(COMPLETE_EVENTLESS_SQL)
+        .bind(done.iter().map(|d| d.id).collect::<Vec<_>>())
+        .bind(done.iter().map(|d| d.attempt).collect::<Vec<_>>())
+        .bind(shard)
+        .fetch_all(pool)
+        .await
+}
+
+/// See [`complete_eventless`].
+pub const COMPLETE_EVENTLESS_SQL: &str = "WITH locked AS (
+             SELECT t.id, t.status, t.event_id FROM unnest($1::bigint[], $2::int[]) AS c(id, attempt)
+             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt
              ORDER BY t.id
              FOR UPDATE OF t
          ), done AS (
              UPDATE tasks t
              SET status = 'succeeded', finished_at = now(), lease_until = NULL, last_error = NULL
-             WHERE t.id = ANY(ARRAY(SELECT id FROM locked))
+             WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE status = 'running' AND event_id IS NULL))
              RETURNING t.id, t.attempt
          ), recorded AS (
              UPDATE task_attempts a
              SET outcome = 'succeeded', finished_at = now(),
                  duration_ms = extract(epoch FROM now() - a.started_at) * 1000
              FROM done WHERE a.task_id = done.id AND a.attempt = done.attempt
-               AND a.task_id = ANY(ARRAY(SELECT id FROM done))
          ), total AS (
              SELECT count(*) AS n FROM done
          ), rolled AS (
@@ -321,14 +335,7 @@ pub async fn complete_eventless(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>
              ON CONFLICT (kind, status, shard)
              DO UPDATE SET count = task_status_counts.count + EXCLUDED.count
          )
-         SELECT id FROM done",
-    )
-    .bind(done.iter().map(|d| d.id).collect::<Vec<_>>())
-    .bind(done.iter().map(|d| d.attempt).collect::<Vec<_>>())
-    .bind(shard)
-    .fetch_all(pool)
-    .await
-}
+         SELECT id FROM done";
 
 /// Runs a finishing statement and records its changes, in one transaction.
 async fn finish<'q, R, F>(
@@ -357,14 +364,34 @@ pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Er
     if failed.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = sqlx::query_as::<_, (i64, Option<Uuid>, String, Option<DateTime<Utc>>, String)>(
-        "WITH f AS (
+    let sql =
+        sqlx::query_as::<_, (i64, Option<Uuid>, String, Option<DateTime<Utc>>, String)>(FAIL_SQL)
+            .bind(failed.iter().map(|f| f.id).collect::<Vec<_>>())
+            .bind(failed.iter().map(|f| f.attempt).collect::<Vec<_>>())
+            .bind(failed.iter().map(|f| f.error.as_str()).collect::<Vec<_>>())
+            .bind(
+                failed
+                    .iter()
+                    .map(|f| f.retry_after.map(|d| d.as_millis() as f64))
+                    .collect::<Vec<_>>(),
+            );
+    finish(pool, sql, |(id, event_id, status, finished_at, error)| {
+        let mut change = TaskChange::moved(event_id, "running", &status);
+        change.finished_at = finished_at;
+        change.error = Some(error);
+        (id, change)
+    })
+    .await
+}
+
+/// See [`fail`].
+pub const FAIL_SQL: &str = "WITH f AS (
              SELECT id, attempt, error, now() + retry_ms * interval '1 millisecond' AS retry_at
              FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[])
                  AS c(id, attempt, error, retry_ms)
          ), locked AS (
-             SELECT t.id FROM tasks t JOIN f ON t.id = f.id AND t.attempt = f.attempt
-             WHERE t.status = 'running'
+             SELECT t.id, t.status, f.error, f.retry_at FROM f
+             JOIN tasks t ON t.id = f.id AND t.attempt = f.attempt
              ORDER BY t.id
              FOR UPDATE OF t
          ), updated AS (
@@ -376,8 +403,8 @@ pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Er
                  finished_at = CASE WHEN f.retry_at IS NULL OR t.attempt >= t.max_attempts
                                     THEN now() END,
                  lease_until = NULL, worker = NULL, last_error = f.error
-             FROM f, locked
-             WHERE t.id = locked.id AND f.id = locked.id AND t.id = ANY(ARRAY(SELECT id FROM locked))
+             FROM locked f
+             WHERE t.id = f.id AND f.status = 'running'
              RETURNING t.id, t.attempt, t.status, f.error, t.event_id, t.finished_at
          ), recorded AS (
              UPDATE task_attempts a
@@ -385,27 +412,8 @@ pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Er
                  error = updated.error, finished_at = now(),
                  duration_ms = extract(epoch FROM now() - a.started_at) * 1000
              FROM updated WHERE a.task_id = updated.id AND a.attempt = updated.attempt
-               AND a.task_id = ANY(ARRAY(SELECT id FROM updated))
          )
-         SELECT id, event_id, status, finished_at, error FROM updated",
-    )
-    .bind(failed.iter().map(|f| f.id).collect::<Vec<_>>())
-    .bind(failed.iter().map(|f| f.attempt).collect::<Vec<_>>())
-    .bind(failed.iter().map(|f| f.error.as_str()).collect::<Vec<_>>())
-    .bind(
-        failed
-            .iter()
-            .map(|f| f.retry_after.map(|d| d.as_millis() as f64))
-            .collect::<Vec<_>>(),
-    );
-    finish(pool, sql, |(id, event_id, status, finished_at, error)| {
-        let mut change = TaskChange::moved(event_id, "running", &status);
-        change.finished_at = finished_at;
-        change.error = Some(error);
-        (id, change)
-    })
-    .await
-}
+         SELECT id, event_id, status, finished_at, error FROM updated";
 
 /// Extends the leases of the attempts this worker still runs. Returns the ids whose
 /// lease was extended (a missing id was superseded, or is being finished right now:
@@ -421,24 +429,24 @@ pub async fn heartbeat(
     if running.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query_scalar(
-        "WITH locked AS (
-             SELECT t.id FROM tasks t
-             JOIN unnest($1::bigint[], $2::int[]) AS c(id, attempt) ON t.id = c.id AND t.attempt = c.attempt
-             WHERE t.status = 'running'
+    sqlx::query_scalar(HEARTBEAT_SQL)
+        .bind(running.iter().map(|d| d.id).collect::<Vec<_>>())
+        .bind(running.iter().map(|d| d.attempt).collect::<Vec<_>>())
+        .bind(lease.as_millis() as f64)
+        .fetch_all(pool)
+        .await
+}
+
+/// See [`heartbeat`].
+pub const HEARTBEAT_SQL: &str = "WITH locked AS (
+             SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[]) AS c(id, attempt)
+             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt
              ORDER BY t.id
              FOR UPDATE OF t SKIP LOCKED
          )
          UPDATE tasks t SET lease_until = now() + $3 * interval '1 millisecond'
-         WHERE t.id = ANY(ARRAY(SELECT id FROM locked))
-         RETURNING t.id",
-    )
-    .bind(running.iter().map(|d| d.id).collect::<Vec<_>>())
-    .bind(running.iter().map(|d| d.attempt).collect::<Vec<_>>())
-    .bind(lease.as_millis() as f64)
-    .fetch_all(pool)
-    .await
-}
+         WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE status = 'running'))
+         RETURNING t.id";
 
 /// Gives running attempts back (graceful shutdown before they finished): the task is
 /// pending again at once and the attempt does not count against its budget.
@@ -446,35 +454,34 @@ pub async fn release(pool: &PgPool, running: &[Done]) -> Result<Vec<i64>, sqlx::
     if running.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = sqlx::query_as::<_, (i64, Option<Uuid>)>(
-        "WITH locked AS (
-             SELECT t.id FROM tasks t
-             JOIN unnest($1::bigint[], $2::int[]) AS c(id, attempt) ON t.id = c.id AND t.attempt = c.attempt
-             WHERE t.status = 'running'
+    let sql = sqlx::query_as::<_, (i64, Option<Uuid>)>(RELEASE_SQL)
+        .bind(running.iter().map(|d| d.id).collect::<Vec<_>>())
+        .bind(running.iter().map(|d| d.attempt).collect::<Vec<_>>());
+    finish(pool, sql, |(id, event_id)| {
+        (id, TaskChange::moved(event_id, "running", "pending"))
+    })
+    .await
+}
+
+/// See [`release`].
+pub const RELEASE_SQL: &str = "WITH locked AS (
+             SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[]) AS c(id, attempt)
+             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt
              ORDER BY t.id
              FOR UPDATE OF t
          ), released AS (
              UPDATE tasks t
              SET status = 'pending', run_at = now(), lease_until = NULL, worker = NULL,
                  max_attempts = t.max_attempts + 1
-             WHERE t.id = ANY(ARRAY(SELECT id FROM locked))
+             WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE status = 'running'))
              RETURNING t.id, t.attempt, t.event_id
          ), recorded AS (
              UPDATE task_attempts a
              SET outcome = 'released', finished_at = now(), error = 'released by a shutting-down worker',
                  duration_ms = extract(epoch FROM now() - a.started_at) * 1000
              FROM released WHERE a.task_id = released.id AND a.attempt = released.attempt
-               AND a.task_id = ANY(ARRAY(SELECT id FROM released))
          )
-         SELECT id, event_id FROM released",
-    )
-    .bind(running.iter().map(|d| d.id).collect::<Vec<_>>())
-    .bind(running.iter().map(|d| d.attempt).collect::<Vec<_>>());
-    finish(pool, sql, |(id, event_id)| {
-        (id, TaskChange::moved(event_id, "running", "pending"))
-    })
-    .await
-}
+         SELECT id, event_id FROM released";
 
 /// Rescues up to `limit` running tasks whose lease has expired: pending again at once,
 /// or `dead` if that was their last attempt. Any process may run it. Returns how many.
@@ -500,7 +507,6 @@ pub async fn rescue_expired(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Erro
              SET outcome = 'lease_expired', finished_at = now(), error = updated.last_error,
                  duration_ms = extract(epoch FROM now() - a.started_at) * 1000
              FROM updated WHERE a.task_id = updated.id AND a.attempt = updated.attempt
-               AND a.task_id = ANY(ARRAY(SELECT id FROM updated))
          )
          SELECT id, event_id, status, finished_at, last_error FROM updated",
     )

@@ -556,3 +556,114 @@ async fn the_archive_moves_old_succeeded_tasks_and_their_attempts_by_the_injecte
         2
     );
 }
+
+/// The plan of `statement` that a prepared statement gets once PostgreSQL switches it to
+/// a generic plan (one that cannot see the batch's size), as EXPLAIN lines.
+async fn generic_plan(pool: &PgPool, statement: &str, types: &str, args: &str) -> Vec<String> {
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!("PREPARE checked({types}) AS {statement}"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let plan = sqlx::raw_sql(&format!("EXPLAIN (COSTS OFF) EXECUTE checked({args})"))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| sqlx::Row::get(row, 0))
+        .collect();
+    sqlx::raw_sql("DEALLOCATE checked; RESET plan_cache_mode")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    plan
+}
+
+/// The rules for plans in `queue`'s docs, each from a measured meltdown under load,
+/// checked on the plans the batch statements actually get: generic ones, with the
+/// statistics `ANALYZE` takes while no task runs (so the partial lease index looks empty)
+/// and a thousand tasks running when they are used.
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_statements_find_their_rows_by_key_under_generic_plans() {
+    let db = TestDatabase::new().await;
+    let pool = &db.pool;
+    aula_processor::bench::insert_event_noop_tasks(pool, 2_000)
+        .await
+        .unwrap();
+    sqlx::query("ANALYZE").execute(pool).await.unwrap();
+    let claimed = queue::claim(pool, "w", 1_000, Duration::from_secs(60), true)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1_000);
+    let ids = format!(
+        "'{{{}}}'",
+        claimed
+            .iter()
+            .map(|t| t.id.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let attempts = format!("'{{{}}}'", vec!["1"; claimed.len()].join(","));
+    let errors = format!("'{{{}}}'", vec!["boom"; claimed.len()].join(","));
+    let delays = format!("'{{{}}}'", vec!["1000"; claimed.len()].join(","));
+    let statements = [
+        (
+            "claim",
+            queue::CLAIM_SQL,
+            "bigint, float8, text, bool, smallint",
+            "24, 60000, 'w', true, 1".to_owned(),
+        ),
+        (
+            "complete",
+            queue::COMPLETE_SQL,
+            "bigint[], int[]",
+            format!("{ids}, {attempts}"),
+        ),
+        (
+            "complete_eventless",
+            queue::COMPLETE_EVENTLESS_SQL,
+            "bigint[], int[], smallint",
+            format!("{ids}, {attempts}, 1"),
+        ),
+        (
+            "fail",
+            queue::FAIL_SQL,
+            "bigint[], int[], text[], float8[]",
+            format!("{ids}, {attempts}, {errors}, {delays}"),
+        ),
+        (
+            "heartbeat",
+            queue::HEARTBEAT_SQL,
+            "bigint[], int[], float8",
+            format!("{ids}, {attempts}, 60000"),
+        ),
+        (
+            "release",
+            queue::RELEASE_SQL,
+            "bigint[], int[]",
+            format!("{ids}, {attempts}"),
+        ),
+    ];
+    for (name, statement, types, args) in statements {
+        let plan = generic_plan(pool, statement, types, &args).await;
+        let text = plan.join("\n");
+        assert!(
+            !text.contains("tasks_lease_idx"),
+            "{name} scans the running tasks instead of finding its batch by key:\n{text}"
+        );
+        for line in &plan {
+            assert!(
+                !(line.contains("Cond:") && line.contains("= ANY") && line.contains(" AND ")),
+                "{name} prepares an ANY array once per joined row ({line}):\n{text}"
+            );
+        }
+        assert!(
+            text.contains("tasks_pkey"),
+            "{name} does not use the primary key of tasks:\n{text}"
+        );
+    }
+}
