@@ -26,8 +26,8 @@
 //! - **That `= ANY` stands alone, never beside a join condition on the same column.**
 //!   Both on the inner side of a nested loop, the index scan prepares the whole array
 //!   again for every outer row, so the cost grows with the square of the batch (60
-//!   completions: 11.0 ms, 4.1 without; a claim of 500 event-issued tasks: 130 ms of
-//!   its admin-row update and lock, 25 without).
+//!   completions: 11.0 ms, 4.1 without; a claim of 500 event-issued tasks: 145 ms,
+//!   53 without).
 //! - **A batch's own tasks are found by primary key from the `unnest` of their ids; their
 //!   status is checked after the lock**, outside the locating `WHERE`. `ANALYZE` mostly
 //!   finds no task running, so with `status = 'running'` there the planner took the
