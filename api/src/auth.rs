@@ -139,10 +139,7 @@ pub fn verify(secret: &Secret, token: &str, now: DateTime<Utc>) -> Result<Claims
             .ok_or_else(invalid)?,
     };
     if claims.expires_at <= now {
-        return Err(ApiError::unauthenticated(
-            "TOKEN_EXPIRED",
-            "the access token has expired; log in again",
-        ));
+        return Err(expired());
     }
     Ok(claims)
 }
@@ -169,13 +166,34 @@ pub async fn authenticate(
     now: DateTime<Utc>,
 ) -> Result<Claims, ApiError> {
     let claims = verify(secret, token, now)?;
+    still_valid(pool, &claims, now).await?;
+    Ok(claims)
+}
+
+/// Whether claims verified earlier (a WebSocket connection's) still hold at `now`: not
+/// expired, the account not deactivated.
+pub async fn still_valid(
+    pool: &sqlx::PgPool,
+    claims: &Claims,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    if claims.expires_at <= now {
+        return Err(expired());
+    }
     if is_deactivated(pool, claims.user_id).await? {
         return Err(ApiError::unauthenticated(
             "ACCOUNT_DEACTIVATED",
             "the account is deactivated",
         ));
     }
-    Ok(claims)
+    Ok(())
+}
+
+fn expired() -> ApiError {
+    ApiError::unauthenticated(
+        "TOKEN_EXPIRED",
+        "the access token has expired; log in again",
+    )
 }
 
 /// Extracts the token from an `Authorization: Bearer <token>` value.

@@ -78,6 +78,9 @@ pub struct ApiConfig {
     pub password_hashing: PasswordHashing,
     /// How often the `logPosition` subscription polls the log.
     pub subscription_poll_interval: Duration,
+    /// How often a subscription over a WebSocket checks that its account was not
+    /// deactivated meanwhile (it also ends when its token expires).
+    pub socket_recheck_interval: Duration,
     /// The local time zone of `processingSummary.ratePerHourToday` ("today" starts at
     /// local midnight), in minutes east of UTC. Default 0 (UTC).
     pub processing_utc_offset_minutes: i32,
@@ -137,6 +140,7 @@ impl ApiConfig {
             max_password_chars: 256,
             password_hashing: PasswordHashing::default(),
             subscription_poll_interval: Duration::from_millis(500),
+            socket_recheck_interval: Duration::from_secs(30),
             processing_utc_offset_minutes: 0,
         }
     }

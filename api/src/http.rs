@@ -296,6 +296,7 @@ async fn graphql_ws(
                         ),
                     };
                     let mut data = Data::default();
+                    data.insert(crate::graphql::session::SocketSession);
                     data.insert(RequestContext {
                         claims,
                         client,

@@ -217,3 +217,69 @@ async fn bulk_reprocessing_progress_streams_until_the_job_ends() {
     assert_eq!(complete["type"], "complete", "{complete}");
     server.stop().await;
 }
+
+/// A socket authenticates once, at `connection_init`, but its token and account are
+/// checked again for every operation sent over it: a teacher deactivated meanwhile is
+/// refused on the same connection, as over HTTP.
+#[tokio::test(flavor = "multi_thread")]
+async fn operations_on_a_socket_stop_when_the_account_is_deactivated() {
+    let server = TestServer::start().await;
+    let a = server.institution("Escola Sessões").await;
+    let (teacher_id, email) = server.teacher(&a.manager.token, None).await;
+    let teacher = server.activate(teacher_id, &email).await;
+    let me = json!({ "query": "{ me { email } }" });
+
+    let (mut socket, first) = subscribe_to(&server, Some(&teacher.token), me.clone()).await;
+    let first = first.expect("an answer");
+    assert_eq!(first["payload"]["data"]["me"]["email"], email, "{first}");
+
+    let deactivated = server
+        .command(
+            Some(&a.manager.token),
+            "deactivateUser",
+            json!({ "userId": teacher_id, "reason": "left the school" }),
+        )
+        .await;
+    assert_ok(&deactivated);
+    send(
+        &mut socket,
+        json!({ "id": "2", "type": "subscribe", "payload": me }),
+    )
+    .await;
+    let answer = loop {
+        let message = receive(&mut socket).await.expect("an answer");
+        if message["id"] == "2" {
+            break message;
+        }
+    };
+    let text = answer.to_string();
+    assert!(text.contains("UNAUTHENTICATED"), "{text}");
+    assert!(text.contains("ACCOUNT_DEACTIVATED"), "{text}");
+    assert!(!text.contains(&email), "{text}");
+    server.stop().await;
+}
+
+/// A subscription ends with an error when its token expires, instead of streaming on
+/// with the claims of its `connection_init`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscription_ends_when_its_token_expires() {
+    let server = TestServer::start_with(|c| {
+        c.subscription_poll_interval = Duration::from_millis(20);
+        c.socket_recheck_interval = Duration::from_millis(50);
+    })
+    .await;
+    let admin = server.admin().await;
+    let (mut socket, first) = subscribe(&server, Some(&admin.token)).await;
+    assert_eq!(first.expect("a first position")["type"], "next");
+    let ttl = chrono::Duration::from_std(test_config().token_ttl).unwrap();
+    server.clock.advance(ttl + chrono::Duration::seconds(1));
+    let end = loop {
+        let message = receive(&mut socket).await.expect("the stream goes on");
+        if message["type"] != "next" || message["payload"]["errors"].is_array() {
+            break message;
+        }
+    };
+    let text = end.to_string();
+    assert!(text.contains("TOKEN_EXPIRED"), "{text}");
+    server.stop().await;
+}

@@ -7,6 +7,7 @@ mod notifications;
 mod processing;
 mod query;
 mod read_models;
+pub(crate) mod session;
 mod subscription;
 mod tasks;
 mod types;
@@ -67,7 +68,9 @@ pub fn build(state: Option<AppState>) -> AulaSchema {
         MutationRoot::default(),
         SubscriptionRoot,
     );
-    builder = builder.extension(crate::metrics::GraphqlMetrics);
+    builder = builder
+        .extension(crate::metrics::GraphqlMetrics)
+        .extension(session::SessionCheck);
     if let Some(state) = state {
         builder = builder
             .limit_depth(state.config.max_query_depth)

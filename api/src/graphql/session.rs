@@ -1,0 +1,110 @@
+//! Sessions that outlive their token: a WebSocket connection authenticates once, at
+//! `connection_init`, and may then stay open for hours, running queries, mutations and
+//! subscriptions with the claims it had then. An expired token or a deactivated account
+//! must stop working there as it does over HTTP, where every request authenticates.
+//!
+//! [`SessionCheck`] (an async-graphql extension) therefore, on connections marked
+//! [`SocketSession`]:
+//! - checks the claims again before every operation sent over the socket (expiry, then
+//!   deactivation: one indexed look-up, as an HTTP request makes);
+//! - ends every subscription with an UNAUTHENTICATED error when its token expires, or
+//!   when the account is deactivated (checked every
+//!   [`ApiConfig::socket_recheck_interval`](crate::config::ApiConfig) while it streams).
+
+use std::sync::Arc;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextSubscribe,
+};
+use async_graphql::{Pos, Request, Response, ServerError, ServerResult};
+use futures::future::Either;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use super::RequestContext;
+use crate::auth::{self, Claims};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Marks the data of a WebSocket connection (set at `connection_init`).
+pub(crate) struct SocketSession;
+
+/// The extension; see the module's docs.
+pub(crate) struct SessionCheck;
+
+impl ExtensionFactory for SessionCheck {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(SessionCheck)
+    }
+}
+
+/// The state and the claims of a signed-in WebSocket session; `None` over HTTP (already
+/// authenticated per request) and for anonymous sockets (nothing to expire).
+fn socket_claims<'a>(ctx: &ExtensionContext<'a>) -> Option<(&'a AppState, &'a Claims)> {
+    ctx.data_opt::<SocketSession>()?;
+    let claims = ctx.data_opt::<RequestContext>()?.claims.as_ref()?;
+    Some((ctx.data_opt::<AppState>()?, claims))
+}
+
+fn server_error(error: ApiError) -> ServerError {
+    async_graphql::Error::from(error).into_server_error(Pos::default())
+}
+
+#[async_trait::async_trait]
+impl Extension for SessionCheck {
+    async fn prepare_request(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        request: Request,
+        next: NextPrepareRequest<'_>,
+    ) -> ServerResult<Request> {
+        if let Some((state, claims)) = socket_claims(ctx) {
+            auth::still_valid(&state.pool, claims, state.clock.now())
+                .await
+                .map_err(server_error)?;
+        }
+        next.run(ctx, request).await
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        let stream = next.run(ctx, stream);
+        let Some((state, claims)) = socket_claims(ctx) else {
+            return stream;
+        };
+        let end = Box::pin(session_end(state.clone(), claims.clone()));
+        futures::stream::unfold(Some((stream, end)), |open| async move {
+            let (mut stream, end) = open?;
+            match futures::future::select(stream.next(), end).await {
+                Either::Left((Some(response), end)) => Some((response, Some((stream, end)))),
+                Either::Left((None, _)) => None,
+                Either::Right((refused, _)) => Some((refused, None)),
+            }
+        })
+        .boxed()
+    }
+}
+
+/// Resolves with the error that ends the session's subscriptions: at the token's expiry,
+/// or at the first check that finds the account deactivated. A database error in a check
+/// does not end the stream (the next check runs as planned).
+async fn session_end(state: AppState, claims: Claims) -> Response {
+    let every = state.config.socket_recheck_interval;
+    loop {
+        let to_expiry = (claims.expires_at - state.clock.now())
+            .to_std()
+            .unwrap_or_default();
+        tokio::time::sleep(to_expiry.min(every)).await;
+        match auth::still_valid(&state.pool, &claims, state.clock.now()).await {
+            Ok(()) => {}
+            Err(ApiError::Internal(details)) => {
+                tracing::warn!(error = %details, "could not check a socket session; checking again later");
+            }
+            Err(refused) => return Response::from_errors(vec![server_error(refused)]),
+        }
+    }
+}
