@@ -488,6 +488,32 @@ async fn a_user_of_institution_b_cannot_touch_institution_a() {
         )
         .await;
     assert_code(&r, "NOT_FOUND");
+    // B's manager offering A's course (its id is public) on B's own campus: refused, and
+    // the course does not become B's, so A's age statistics stay A's.
+    let r = server
+        .command(
+            Some(bm),
+            "offerCourse",
+            json!({ "courseId": w.course, "campusId": b_campus, "name": "Sneaky", "capacity": 3 }),
+        )
+        .await;
+    assert_code(&r, "CONFLICT");
+    let offered: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'CourseOffered'",
+    )
+    .bind(b.id.to_string())
+    .fetch_one(&server.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(offered, 1, "only B's own course was offered in B");
+    let r = server
+        .gql(
+            Some(bm),
+            "query($ids: [UUID!]) { ageMetrics(scope: COURSE, ids: $ids) { nodes { scopeId } } }",
+            json!({ "ids": [w.course] }),
+        )
+        .await;
+    assert_code(&r, "FORBIDDEN");
     let r = server
         .gql(
             Some(bm),

@@ -138,6 +138,30 @@ pub(crate) async fn course_institution(
         .ok_or_else(|| ApiError::not_found("COURSE_NOT_FOUND", "course not found"))
 }
 
+/// Those of `candidates` that `institution` opened. An institution's own list of courses
+/// is not proof of ownership: an offer names its course id, and an offer of another
+/// institution's course is recorded before its opening is refused.
+pub(crate) async fn courses_opened_by(
+    state: &AppState,
+    institution: Uuid,
+    candidates: &[Uuid],
+) -> Result<Vec<Uuid>, ApiError> {
+    let ids: Vec<String> = candidates.iter().map(Uuid::to_string).collect();
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT aggregate_id FROM events
+         WHERE aggregate_type = 'course' AND aggregate_id = ANY($1) AND event_type = 'CourseOpened'
+           AND payload->>'institution_id' = $2",
+    )
+    .bind(&ids)
+    .bind(institution.to_string())
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id,)| id.parse().ok())
+        .collect())
+}
+
 async fn ensure_institution_exists(state: &AppState, id: Uuid) -> Result<(), ApiError> {
     let (institution, _) = state.buses.institution.load(&id.to_string()).await?;
     if institution.name().is_none() {
@@ -660,6 +684,14 @@ impl CommandMutation {
         let name = parse("name", CourseName::parse(&input.name))?;
         let capacity = parse("capacity", Capacity::from_i64(input.capacity))?;
         let course_id = input.course_id.unwrap_or_else(Uuid::new_v4);
+        if input.course_id.is_some() {
+            // A course id the client chose may be anyone's: an opened course is not
+            // offered again (nor recorded in this institution's list).
+            let (course, _) = state.buses.course.load(&course_id.to_string()).await?;
+            if course.status() != CourseStatus::NotOpened {
+                return Err(ApiError::rejection(&InstitutionError::CourseAlreadyExists));
+            }
+        }
         let meta = metadata(request(ctx), Some(institution_id));
         let offered = state
             .buses

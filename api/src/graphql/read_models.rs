@@ -12,7 +12,7 @@ use aula_projections::{course_capacity, enrollments};
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
-use super::mutation::course_institution;
+use super::mutation::{course_institution, courses_opened_by};
 use super::query::page_size;
 use super::{request, state};
 use crate::auth::{self, Claims};
@@ -652,7 +652,10 @@ impl ReadModelQuery {
             let visible: Vec<Uuid> = match scope {
                 AgeScope::Institution => vec![own_id],
                 AgeScope::Campus => own.campuses().keys().map(|c| c.as_uuid()).collect(),
-                AgeScope::Course => own.courses().keys().map(|c| c.as_uuid()).collect(),
+                AgeScope::Course => {
+                    let listed: Vec<Uuid> = own.courses().keys().map(|c| c.as_uuid()).collect();
+                    courses_opened_by(state, own_id, &listed).await?
+                }
             };
             match ids {
                 None => Some(visible),
