@@ -46,6 +46,30 @@ impl Consumer for AdminEvents {
 
 async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
     let originals: Vec<Option<Uuid>> = events.iter().map(reprocessed_from).collect();
+    // Lock order (the processor's, `aula_processor::processing`): `admin_events` rows in
+    // log order. The batch's rows are in log order, and the originals of its copies that
+    // are not in it come before all of them (an original is committed before it can be
+    // copied), so those are locked first, in log order; the copy counts below then take
+    // no new lock. Otherwise a claim holding an original and waiting on its copy's row
+    // could deadlock with this transaction.
+    let batch: std::collections::HashSet<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let earlier: Vec<Uuid> = originals
+        .iter()
+        .flatten()
+        .filter(|id| !batch.contains(id))
+        .copied()
+        .collect();
+    if !earlier.is_empty() {
+        sqlx::query(
+            "SELECT 1 FROM admin_events a LEFT JOIN events e ON e.event_id = a.event_id
+             WHERE a.event_id = ANY($1)
+             ORDER BY e.tx_id, a.global_position
+             FOR UPDATE OF a",
+        )
+        .bind(&earlier)
+        .execute(&mut *tx)
+        .await?;
+    }
     // If the processor recorded the outcome first, the identity columns fill its row.
     sqlx::query(
         "INSERT INTO admin_events (event_id, global_position, event_type, aggregate_type, aggregate_id,

@@ -320,6 +320,82 @@ async fn reprocessed_copies_are_skipped_by_domain_models_and_linked_in_the_admin
     );
 }
 
+/// The processor locks `admin_events` rows in log order (a claim of an original's and its
+/// copy's tasks locks the original, then the copy). The projection, writing a copy whose
+/// row the processor created first, must not hold the copy's row while it waits for the
+/// original's: that wait would be a deadlock. Here a transaction holds the original, the
+/// projection writes the copy, and the holder must then get the copy's row at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_a_copy_locks_its_original_first() {
+    let db = TestDatabase::new().await;
+    let world = World::new(&db.pool, Actor::System, Uuid::new_v4());
+    scenario(&world).await;
+    catch_up(&db, &["admin_events"]).await;
+    let (original, copy_position) = append_copy_of(&db.pool, "StudentEnrolled").await;
+    // The processor's reactions saw the copy first and created its row.
+    let copy: Uuid = sqlx::query_scalar(
+        "INSERT INTO admin_events (event_id, global_position, event_type, aggregate_type,
+                                   aggregate_id, sequence, recorded_at)
+         SELECT event_id, global_position, event_type, aggregate_type, aggregate_id, sequence,
+                recorded_at
+         FROM events WHERE global_position = $1
+         RETURNING event_id",
+    )
+    .bind(copy_position)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM admin_events WHERE event_id = $1 FOR UPDATE")
+        .bind(original)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let running = start(&db, &["admin_events"]);
+    // Until the projection waits for the original's row.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the projection never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Shorter than `deadlock_timeout` (1 s): a wait here is the projection holding the
+    // copy's row, not the deadlock detector's doing.
+    sqlx::query("SET LOCAL lock_timeout = '500ms'")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    sqlx::query("SELECT 1 FROM admin_events WHERE event_id = $1 FOR UPDATE")
+        .bind(copy)
+        .execute(&mut *holder)
+        .await
+        .expect("the copy's row is free while the projection waits for the original's");
+    holder.commit().await.unwrap();
+    wait_caught_up(&db.pool, &["admin_events"]).await;
+    running.stop().await;
+    let original_row = admin_events::admin_event(&db.pool, original)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(original_row.copies, 1);
+    let status = status(&db.pool).await.unwrap();
+    let projection = status.iter().find(|s| s.name == "admin_events").unwrap();
+    assert_eq!(projection.last_error, None, "{projection:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_audit_log_says_who_did_what_and_when() {
     let db = TestDatabase::new().await;
