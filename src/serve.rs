@@ -174,25 +174,20 @@ pub async fn serve(
     Ok(())
 }
 
-/// Hands the raw one-time tokens the API issues to the processor's e-mail tasks,
-/// which wait (retrying) until the token is there.
+/// Hands the raw one-time tokens the API issues to the processor's e-mail tasks: stored
+/// before the command that records the token's hash (see `aula_api::TokenSink`).
 struct StashTokens {
     pool: sqlx::PgPool,
 }
 
+#[async_trait::async_trait]
 impl aula_api::TokenSink for StashTokens {
-    fn issued(&self, token: aula_api::IssuedToken) {
-        let pool = self.pool.clone();
-        // Only governs when an unsent token is purged; validity is the aggregate's.
+    async fn issued(&self, token: &aula_api::IssuedToken) -> Result<(), aula_api::BoxError> {
+        // Only governs when an unused token is purged; validity is the aggregate's.
         let keep_until = chrono::Utc::now() + chrono::Duration::days(2);
-        tokio::spawn(async move {
-            let hash = aula_api::token_hash(&token.token);
-            if let Err(error) =
-                aula_processor::stash_token(&pool, &hash, &token.token, keep_until).await
-            {
-                tracing::error!(%error, user_id = %token.user_id, "could not stash a one-time token; its e-mail will not be sent");
-            }
-        });
+        let hash = aula_api::token_hash(&token.token);
+        aula_processor::stash_token(&self.pool, &hash, &token.token, keep_until).await?;
+        Ok(())
     }
 }
 

@@ -84,16 +84,13 @@ fn installed() -> &'static Installed {
 /// Hands the API's one-time tokens to the e-mail tasks, as `aula serve` does.
 struct StashTokens(sqlx::PgPool);
 
+#[async_trait::async_trait]
 impl aula_api::TokenSink for StashTokens {
-    fn issued(&self, token: aula_api::IssuedToken) {
-        let pool = self.0.clone();
-        tokio::spawn(async move {
-            let hash = aula_api::token_hash(&token.token);
-            let keep_until = chrono::Utc::now() + chrono::Duration::days(1);
-            aula_processor::stash_token(&pool, &hash, &token.token, keep_until)
-                .await
-                .expect("stashing the token");
-        });
+    async fn issued(&self, token: &aula_api::IssuedToken) -> Result<(), aula_api::BoxError> {
+        let hash = aula_api::token_hash(&token.token);
+        let keep_until = chrono::Utc::now() + chrono::Duration::days(1);
+        aula_processor::stash_token(&self.0, &hash, &token.token, keep_until).await?;
+        Ok(())
     }
 }
 

@@ -32,7 +32,9 @@ pub use admin::{create_admin, CreateAdminError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{ApiConfig, ConfigError, PasswordHashing, RateLimitConfig, Secret};
 pub use http::{router, serve};
-pub use secrets::{token_hash, DropTokens, IssuedToken, RecordingTokenSink, TokenKind, TokenSink};
+pub use secrets::{
+    token_hash, BoxError, DropTokens, IssuedToken, RecordingTokenSink, TokenKind, TokenSink,
+};
 pub use state::{AppState, ReadinessProbe};
 
 /// The schema in SDL, as committed in `schema.graphql`.

@@ -33,16 +33,28 @@ pub struct IssuedToken {
 }
 
 /// Receives every raw one-time token the API issues.
+///
+/// Called **before** the command that records the token's hash, and awaited: once that
+/// command commits, the e-mail task that needs the raw token may run, and a crash
+/// between the two must not lose the token (the user would never get the link). A token
+/// whose command then fails or is refused is never used; the sink's store purges it. An
+/// error fails the request before anything is recorded.
+#[async_trait::async_trait]
 pub trait TokenSink: Send + Sync + 'static {
-    fn issued(&self, token: IssuedToken);
+    async fn issued(&self, token: &IssuedToken) -> Result<(), BoxError>;
 }
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Production default: drops the raw token (delivery is wired elsewhere).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DropTokens;
 
+#[async_trait::async_trait]
 impl TokenSink for DropTokens {
-    fn issued(&self, _token: IssuedToken) {}
+    async fn issued(&self, _token: &IssuedToken) -> Result<(), BoxError> {
+        Ok(())
+    }
 }
 
 /// Keeps every issued token in memory (tests).
@@ -71,12 +83,14 @@ impl RecordingTokenSink {
     }
 }
 
+#[async_trait::async_trait]
 impl TokenSink for RecordingTokenSink {
-    fn issued(&self, token: IssuedToken) {
+    async fn issued(&self, token: &IssuedToken) -> Result<(), BoxError> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(token);
+            .push(token.clone());
+        Ok(())
     }
 }
 

@@ -524,3 +524,65 @@ async fn admins_are_created_once_per_email_and_never_publicly() {
     }
     server.stop().await;
 }
+
+/// A sink that cannot keep tokens, and that notes whether the token's hash was already
+/// in the log when it was handed the token.
+struct UnavailableSink {
+    pool: sqlx::PgPool,
+    hash_already_logged: std::sync::Mutex<Vec<bool>>,
+}
+
+#[async_trait::async_trait]
+impl aula_api::TokenSink for UnavailableSink {
+    async fn issued(&self, token: &aula_api::IssuedToken) -> Result<(), aula_api::BoxError> {
+        let logged: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE payload::text LIKE '%' || $1 || '%')",
+        )
+        .bind(aula_api::token_hash(&token.token))
+        .fetch_one(&self.pool)
+        .await?;
+        self.hash_already_logged.lock().unwrap().push(logged);
+        Err("the token store is unavailable".into())
+    }
+}
+
+/// The raw one-time token is kept before its hash is recorded: when it cannot be kept,
+/// the sign-up fails as an internal error and nothing is recorded, so no e-mail task
+/// can ever wait for a token that was lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_that_cannot_be_kept_fails_the_sign_up_before_anything_is_recorded() {
+    let sink: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<UnavailableSink>>> =
+        Default::default();
+    let keep = sink.clone();
+    let server = TestServer::start_custom(
+        |_| {},
+        move |state| {
+            let unavailable = std::sync::Arc::new(UnavailableSink {
+                pool: state.pool().clone(),
+                hash_already_logged: Default::default(),
+            });
+            let _ = keep.set(unavailable.clone());
+            state.with_token_sink(unavailable)
+        },
+    )
+    .await;
+    let r = server
+        .command(None, "signUp", json!({ "email": "lost@aula.test" }))
+        .await;
+    assert_code(&r, "INTERNAL");
+    assert!(!r.to_string().contains("unavailable"), "{r}");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&server.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 0);
+    let seen = sink
+        .get()
+        .unwrap()
+        .hash_already_logged
+        .lock()
+        .unwrap()
+        .clone();
+    assert_eq!(seen, vec![false]);
+    server.stop().await;
+}

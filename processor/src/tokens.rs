@@ -7,9 +7,10 @@
 //! ([`take_token`]) and deletes it in the same transaction that records the e-mail as
 //! sent. Rows whose token expired are purged by the nightly archive.
 //!
-//! If the e-mail task runs before the token is stashed (the API stashes after the
-//! command committed), the task fails with a retryable error and the backoff gives the
-//! API time; once the token has expired the task fails permanently.
+//! The API stashes the token *before* the command that records its hash, so a crash
+//! between the two loses nothing (a token whose command failed is never read and is
+//! purged when it expires). Should a task still find no token (one stashed elsewhere),
+//! it fails with a retryable error until the token has expired, then permanently.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};

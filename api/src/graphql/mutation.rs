@@ -138,6 +138,15 @@ pub(crate) async fn course_institution(
         .ok_or_else(|| ApiError::not_found("COURSE_NOT_FOUND", "course not found"))
 }
 
+/// Hands a one-time token to the sink before its hash is recorded (see [`TokenSink`]).
+async fn issue(state: &AppState, token: IssuedToken) -> Result<(), ApiError> {
+    state
+        .tokens
+        .issued(&token)
+        .await
+        .map_err(|error| ApiError::internal(format!("could not keep a one-time token: {error}")))
+}
+
 /// Those of `candidates` that `institution` opened. An institution's own list of courses
 /// is not proof of ownership: an offer names its course id, and an offer of another
 /// institution's course is recorded before its opening is refused.
@@ -374,6 +383,17 @@ impl CommandMutation {
         let expires_at = now
             + Duration::from_std(state.config.signup_token_ttl)
                 .map_err(|e| ApiError::internal(format!("sign-up token ttl: {e}")))?;
+        let confirmation_token_hash = secrets::token_hash(&token);
+        issue(
+            state,
+            IssuedToken {
+                kind: TokenKind::SignUpConfirmation,
+                user_id,
+                email: email.to_string(),
+                token,
+            },
+        )
+        .await?;
         let committed = state
             .buses
             .user
@@ -381,19 +401,13 @@ impl CommandMutation {
                 &user_id.to_string(),
                 UserCommand::SignUp {
                     email: email.clone(),
-                    confirmation_token_hash: secrets::token_hash(&token),
+                    confirmation_token_hash,
                     expires_at,
                     now,
                 },
                 &metadata(request(ctx), None),
             )
             .await?;
-        state.tokens.issued(IssuedToken {
-            kind: TokenKind::SignUpConfirmation,
-            user_id,
-            email: email.to_string(),
-            token,
-        });
         result(
             state,
             user_id,
@@ -565,26 +579,33 @@ impl CommandMutation {
         let email = parse("email", Email::parse(&input.email))?;
         if let Some(user_id) = emails::user_id_of(&state.pool, email.as_str()).await? {
             let token = secrets::new_token();
+            let token_hash = secrets::token_hash(&token);
+            issue(
+                state,
+                IssuedToken {
+                    kind: TokenKind::PasswordReset,
+                    user_id,
+                    email: email.to_string(),
+                    token,
+                },
+            )
+            .await?;
             let outcome = state
                 .buses
                 .user
                 .execute(
                     &user_id.to_string(),
                     UserCommand::RequestPasswordReset {
-                        token_hash: secrets::token_hash(&token),
+                        token_hash,
                         now: state.clock.now(),
                     },
                     &metadata(request(ctx), None),
                 )
                 .await;
             match outcome {
-                Ok(_) => state.tokens.issued(IssuedToken {
-                    kind: TokenKind::PasswordReset,
-                    user_id,
-                    email: email.to_string(),
-                    token,
-                }),
-                // Pending or deactivated accounts get nothing, silently.
+                Ok(_) => {}
+                // Pending or deactivated accounts get nothing, silently (the token
+                // handed to the sink is never sent).
                 Err(CommandError::Rejected(_)) => {}
                 Err(other) => return Err(other.into()),
             }
