@@ -145,6 +145,21 @@ async fn admins_see_every_task_managers_only_their_institution_others_are_refuse
         .filter(|s| s.institution == Some(a.id))
         .count();
     assert_eq!(own.len(), expected);
+    // The error text of failed tasks is the admins': the manager learns only that there
+    // was one.
+    let failed = |list: &[Value]| -> Vec<Value> {
+        list.iter()
+            .filter(|t| t["status"] == "failed" || t["status"] == "dead")
+            .map(|t| t["lastError"].clone())
+            .collect()
+    };
+    assert!(!failed(&own).is_empty());
+    assert!(failed(&own)
+        .iter()
+        .all(|e| e.as_str() == Some(aula_api::graphql::WITHHELD_ERROR)));
+    assert!(failed(&all)
+        .iter()
+        .all(|e| e.as_str() == Some("send: connect: refused")));
 
     // Naming another institution does not widen a manager's view.
     let other = server

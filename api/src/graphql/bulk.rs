@@ -7,7 +7,7 @@
 //! to a later position. It starts one job: a second confirm with it is
 //! `CONFLICT CONFIRM_TOKEN_USED`.
 
-use async_graphql::{Context, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, Object, SimpleObject};
 use aula_domain::user::Role as DomainRole;
 use aula_eventlog::Actor;
 use aula_processor::bulk::{self, BulkError, BulkFilter, BulkJob};
@@ -60,6 +60,7 @@ pub struct BulkReprocessPreview {
 
 /// A bulk reprocessing job and its progress.
 #[derive(SimpleObject, Debug, Clone)]
+#[graphql(complex)]
 pub struct BulkReprocessJob {
     pub id: Uuid,
     /// `running`, `cancelled`, `done` or `failed`.
@@ -73,7 +74,16 @@ pub struct BulkReprocessJob {
     pub requested_by: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    #[graphql(skip)]
     pub error: Option<String>,
+}
+
+#[ComplexObject]
+impl BulkReprocessJob {
+    /// Why the job failed (full text for admins; others see that there was one).
+    async fn error(&self, ctx: &Context<'_>) -> Option<String> {
+        super::operator_error(ctx, self.error.as_deref())
+    }
 }
 
 impl From<BulkJob> for BulkReprocessJob {

@@ -98,6 +98,25 @@ pub(crate) fn metadata(request: &RequestContext, institution: Option<Uuid>) -> E
     EventMetadata::new(actor, institution).with_request_id(request.request_id.clone())
 }
 
+/// Error text the processor and the projections record (task error chains: SQL, SMTP and
+/// handler messages) is for the platform's administrators: other callers learn that
+/// there was an error, not its internals.
+pub(crate) fn operator_error(ctx: &Context<'_>, text: Option<&str>) -> Option<String> {
+    let text = text?;
+    let admin = request(ctx)
+        .claims
+        .as_ref()
+        .is_some_and(|claims| claims.role == aula_domain::user::Role::Admin);
+    Some(if admin {
+        text.to_owned()
+    } else {
+        WITHHELD_ERROR.to_owned()
+    })
+}
+
+/// What non-admins see instead of an error's text.
+pub const WITHHELD_ERROR: &str = "an error occurred; platform administrators can see its details";
+
 /// Takes a rate-limit token for the caller of a public mutation.
 pub(crate) fn rate_limit(ctx: &Context<'_>) -> Result<(), ApiError> {
     let Some(client) = request(ctx).client else {

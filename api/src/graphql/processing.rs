@@ -3,7 +3,7 @@
 //! and the projections' checkpoints) and the tasks an event issued (`eventTasks`, live
 //! and archived, each with its attempts).
 
-use async_graphql::{Context, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, Object, SimpleObject};
 use aula_domain::user::Role as DomainRole;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -29,11 +29,21 @@ pub struct StatusCount {
 
 /// A projection's lag, for the dashboard header.
 #[derive(SimpleObject, Debug, Clone)]
+#[graphql(complex)]
 pub struct ProjectionLag {
     pub name: String,
     pub lag_events: i64,
     pub lag_seconds: f64,
+    #[graphql(skip)]
     pub last_error: Option<String>,
+}
+
+#[ComplexObject]
+impl ProjectionLag {
+    /// The projection's last error (full text for admins; others see that there was one).
+    async fn last_error(&self, ctx: &Context<'_>) -> Option<String> {
+        super::operator_error(ctx, self.last_error.as_deref())
+    }
 }
 
 /// The admin dashboard header.
@@ -49,6 +59,7 @@ pub struct ProcessingSummary {
 
 /// One claim of a task.
 #[derive(SimpleObject, Debug, Clone)]
+#[graphql(complex)]
 pub struct TaskAttempt {
     pub attempt: i32,
     pub worker: String,
@@ -57,11 +68,21 @@ pub struct TaskAttempt {
     pub duration_ms: Option<f64>,
     /// `running`, `succeeded`, `retry`, `failed`, `dead`, `lease_expired` or `released`.
     pub outcome: String,
+    #[graphql(skip)]
     pub error: Option<String>,
+}
+
+#[ComplexObject]
+impl TaskAttempt {
+    /// The attempt's error (full text for admins; others see that there was one).
+    async fn error(&self, ctx: &Context<'_>) -> Option<String> {
+        super::operator_error(ctx, self.error.as_deref())
+    }
 }
 
 /// A task an event issued (or a manual retry of one).
 #[derive(SimpleObject, Debug, Clone)]
+#[graphql(complex)]
 pub struct EventTask {
     pub id: i64,
     pub kind: String,
@@ -76,6 +97,7 @@ pub struct EventTask {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    #[graphql(skip)]
     pub last_error: Option<String>,
     /// The task this one retries (a manual retry).
     pub origin_task_id: Option<i64>,
@@ -84,6 +106,14 @@ pub struct EventTask {
     pub archived_at: Option<DateTime<Utc>>,
     /// Oldest first.
     pub attempts: Vec<TaskAttempt>,
+}
+
+#[ComplexObject]
+impl EventTask {
+    /// The last error (full text for admins; others see that there was one).
+    async fn last_error(&self, ctx: &Context<'_>) -> Option<String> {
+        super::operator_error(ctx, self.last_error.as_deref())
+    }
 }
 
 #[derive(SimpleObject, Debug, Clone)]

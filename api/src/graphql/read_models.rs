@@ -283,6 +283,7 @@ pub struct AdminEvent {
     pub status: String,
     pub processed_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
+    #[graphql(skip)]
     pub error: Option<String>,
     pub tasks_pending: i32,
     pub tasks_running: i32,
@@ -317,6 +318,11 @@ impl From<admin_events::AdminEventRow> for AdminEvent {
 
 #[ComplexObject]
 impl AdminEvent {
+    /// The last error any of its tasks reported (full text for admins; others see that there was one).
+    async fn error(&self, ctx: &Context<'_>) -> Option<String> {
+        super::operator_error(ctx, self.error.as_deref())
+    }
+
     /// The reprocessed copies of this event, oldest first.
     async fn copies(&self, ctx: &Context<'_>) -> Result<Vec<AdminEvent>, ApiError> {
         let rows = admin_events::event_copies(&state(ctx).pool, self.event_id).await?;

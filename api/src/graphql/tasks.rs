@@ -2,7 +2,7 @@
 //! metadata for the details drawer (`adminEventDetail`), and the values its filters
 //! offer (`dashboardFacets`). Admin: any institution; manager: its own (forced).
 
-use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject};
 use aula_domain::user::Role as DomainRole;
 use aula_processor::task_list::{self, TaskListError, TaskListQuery, TaskListRow, TaskSort};
 use chrono::{DateTime, Utc};
@@ -23,6 +23,7 @@ pub struct TaskQuery;
 /// One task as the admin task list shows it (live tasks; archived ones are listed per
 /// event by `eventTasks`).
 #[derive(SimpleObject, Debug, Clone)]
+#[graphql(complex)]
 pub struct AdminTask {
     pub id: i64,
     pub kind: String,
@@ -45,7 +46,16 @@ pub struct AdminTask {
     pub finished_at: Option<DateTime<Utc>>,
     /// From the first claim to the end, retries included; null until finished.
     pub duration_ms: Option<i64>,
+    #[graphql(skip)]
     pub last_error: Option<String>,
+}
+
+#[ComplexObject]
+impl AdminTask {
+    /// The last error (full text for admins; others see that there was one).
+    async fn last_error(&self, ctx: &Context<'_>) -> Option<String> {
+        super::operator_error(ctx, self.last_error.as_deref())
+    }
 }
 
 impl From<TaskListRow> for AdminTask {
