@@ -131,15 +131,21 @@ pub(crate) async fn hash_password(
 }
 
 /// Whether `password` matches the stored PHC string (its own parameters are used).
-/// With no stored hash, a dummy verification runs anyway so that timing does not tell
-/// "no such account" from "wrong password".
-pub(crate) async fn verify_password(password: String, stored: Option<String>) -> bool {
+/// With no stored hash, a dummy hash runs anyway, at the configured `cost` (what stored
+/// hashes use), so that timing does not tell "no such account" from "wrong password".
+pub(crate) async fn verify_password(
+    password: String,
+    stored: Option<String>,
+    cost: PasswordHashing,
+) -> bool {
     tokio::task::spawn_blocking(move || {
         let Some(stored) = stored else {
-            let _ = Argon2::default().hash_password(
-                password.as_bytes(),
-                &SaltString::generate(&mut argon2::password_hash::rand_core::OsRng),
-            );
+            if let Ok(argon2) = argon2(cost) {
+                let _ = argon2.hash_password(
+                    password.as_bytes(),
+                    &SaltString::generate(&mut argon2::password_hash::rand_core::OsRng),
+                );
+            }
             return false;
         };
         match PasswordHash::new(&stored) {
@@ -174,8 +180,8 @@ mod tests {
             parallelism: 1,
         };
         let hash = hash_password("correct horse".into(), cost).await.unwrap();
-        assert!(verify_password("correct horse".into(), Some(hash.clone())).await);
-        assert!(!verify_password("wrong".into(), Some(hash)).await);
-        assert!(!verify_password("x".into(), None).await);
+        assert!(verify_password("correct horse".into(), Some(hash.clone()), cost).await);
+        assert!(!verify_password("wrong".into(), Some(hash), cost).await);
+        assert!(!verify_password("x".into(), None, cost).await);
     }
 }

@@ -499,13 +499,14 @@ impl CommandMutation {
             return Err(bad_credentials());
         }
         let Some(user_id) = emails::user_id_of(&state.pool, email.as_str()).await? else {
-            secrets::verify_password(input.password, None).await;
+            secrets::verify_password(input.password, None, state.config.password_hashing).await;
             return Err(bad_credentials());
         };
         let (user, _) = state.buses.user.load(&user_id.to_string()).await?;
         let stored = user.password_hash().map(str::to_owned);
         let has_password = stored.is_some();
-        let matches = secrets::verify_password(input.password, stored).await;
+        let matches =
+            secrets::verify_password(input.password, stored, state.config.password_hashing).await;
         if !has_password {
             // Not confirmed yet, or an account whose password was never set.
             return Err(bad_credentials());
