@@ -112,7 +112,15 @@ pub async fn archive_once(
              ), moved AS (
                  DELETE FROM tasks t USING chosen WHERE t.id = chosen.id RETURNING t.*
              ), archived AS (
-                 INSERT INTO tasks_archive SELECT moved.*, $3::timestamptz FROM moved
+                 INSERT INTO tasks_archive (id, kind, priority, status, run_at, attempt,
+                     max_attempts, lease_until, worker, event_id, event_type, origin_task_id,
+                     idempotency_key, payload, institution_id, correlation_id, created_at,
+                     started_at, finished_at, last_error, claimed_at, archived_at)
+                 SELECT id, kind, priority, status, run_at, attempt, max_attempts, lease_until,
+                     worker, event_id, event_type, origin_task_id, idempotency_key, payload,
+                     institution_id, correlation_id, created_at, started_at, finished_at,
+                     last_error, claimed_at, $3::timestamptz
+                 FROM moved
              ), moved_attempts AS (
                  DELETE FROM task_attempts a USING moved WHERE a.task_id = moved.id RETURNING a.*
              ), archived_attempts AS (

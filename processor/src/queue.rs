@@ -147,6 +147,30 @@ pub struct TaskRow {
     pub institution_id: Option<Uuid>,
     pub correlation_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
+    /// When this claim was made: with `attempt`, the fence of its outcome (see [`Done`]).
+    pub claimed_at: DateTime<Utc>,
+}
+
+impl TaskRow {
+    /// This claim's success, to record with [`complete`].
+    pub fn done(&self) -> Done {
+        Done {
+            id: self.id,
+            attempt: self.attempt,
+            claimed_at: self.claimed_at,
+        }
+    }
+
+    /// This claim's failure, to record with [`fail`].
+    pub fn failed(&self, error: impl Into<String>, retry_after: Option<Duration>) -> Failed {
+        Failed {
+            id: self.id,
+            attempt: self.attempt,
+            claimed_at: self.claimed_at,
+            error: error.into(),
+            retry_after,
+        }
+    }
 }
 
 /// Claims up to `limit` due tasks for `worker`, holding them for `lease`.
@@ -188,11 +212,11 @@ pub const CLAIM_SQL: &str = "WITH due AS (
          UPDATE tasks t
          SET status = 'running', attempt = t.attempt + 1,
              lease_until = now() + $2 * interval '1 millisecond', worker = $3,
-             started_at = COALESCE(t.started_at, now())
+             started_at = COALESCE(t.started_at, now()), claimed_at = now()
          WHERE t.id = ANY(ARRAY(SELECT id FROM due))
          RETURNING t.id, t.kind, t.attempt, t.max_attempts, t.event_id, t.event_type,
              t.origin_task_id, t.idempotency_key, t.payload, t.institution_id, t.correlation_id,
-             t.created_at
+             t.created_at, t.claimed_at
      ), started AS (
          INSERT INTO task_attempts (task_id, attempt, worker)
          SELECT id, attempt, $3 FROM claimed WHERE $4
@@ -228,10 +252,17 @@ pub const CLAIM_SQL: &str = "WITH due AS (
      SELECT * FROM claimed";
 
 /// A successful attempt to record.
+///
+/// Outcomes, heartbeats and releases are fenced by the attempt number *and* the claim's
+/// time. The number alone is not enough across a database crash: claims commit
+/// asynchronously (see `worker`), so a claim lost with the server's last unflushed
+/// commits leaves its task at the previous attempt, and the next claim reuses the
+/// number while the first worker may still be running it; it never reuses the time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Done {
     pub id: i64,
     pub attempt: i32,
+    pub claimed_at: DateTime<Utc>,
 }
 
 /// A failed attempt to record.
@@ -239,6 +270,7 @@ pub struct Done {
 pub struct Failed {
     pub id: i64,
     pub attempt: i32,
+    pub claimed_at: DateTime<Utc>,
     pub error: String,
     /// `None` for a permanent failure (status `failed`); otherwise how long after now
     /// (the database's clock) to run again (status `pending`), unless the attempts are
@@ -256,7 +288,8 @@ pub async fn complete(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>, sqlx::Er
     }
     let sql = sqlx::query_as::<_, (i64, Option<Uuid>, Option<DateTime<Utc>>)>(COMPLETE_SQL)
         .bind(done.iter().map(|d| d.id).collect::<Vec<_>>())
-        .bind(done.iter().map(|d| d.attempt).collect::<Vec<_>>());
+        .bind(done.iter().map(|d| d.attempt).collect::<Vec<_>>())
+        .bind(done.iter().map(|d| d.claimed_at).collect::<Vec<_>>());
     finish(pool, sql, |(id, event_id, finished_at)| {
         let mut change = TaskChange::moved(event_id, "running", "succeeded");
         change.finished_at = finished_at;
@@ -267,8 +300,8 @@ pub async fn complete(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>, sqlx::Er
 
 /// See [`complete`].
 pub const COMPLETE_SQL: &str = "WITH locked AS (
-             SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[]) AS c(id, attempt)
-             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt
+             SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[], $3::timestamptz[]) AS c(id, attempt, claimed_at)
+             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
              ORDER BY t.id
              FOR UPDATE OF t
          ), done AS (
@@ -298,14 +331,15 @@ pub async fn complete_eventless(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>
         .bind(done.iter().map(|d| d.id).collect::<Vec<_>>())
         .bind(done.iter().map(|d| d.attempt).collect::<Vec<_>>())
         .bind(shard)
+        .bind(done.iter().map(|d| d.claimed_at).collect::<Vec<_>>())
         .fetch_all(pool)
         .await
 }
 
 /// See [`complete_eventless`].
 pub const COMPLETE_EVENTLESS_SQL: &str = "WITH locked AS (
-             SELECT t.id, t.status, t.event_id FROM unnest($1::bigint[], $2::int[]) AS c(id, attempt)
-             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt
+             SELECT t.id, t.status, t.event_id FROM unnest($1::bigint[], $2::int[], $4::timestamptz[]) AS c(id, attempt, claimed_at)
+             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
              ORDER BY t.id
              FOR UPDATE OF t
          ), done AS (
@@ -374,7 +408,8 @@ pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Er
                     .iter()
                     .map(|f| f.retry_after.map(|d| d.as_millis() as f64))
                     .collect::<Vec<_>>(),
-            );
+            )
+            .bind(failed.iter().map(|f| f.claimed_at).collect::<Vec<_>>());
     finish(pool, sql, |(id, event_id, status, finished_at, error)| {
         let mut change = TaskChange::moved(event_id, "running", &status);
         change.finished_at = finished_at;
@@ -386,12 +421,12 @@ pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Er
 
 /// See [`fail`].
 pub const FAIL_SQL: &str = "WITH f AS (
-             SELECT id, attempt, error, now() + retry_ms * interval '1 millisecond' AS retry_at
-             FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[])
-                 AS c(id, attempt, error, retry_ms)
+             SELECT id, attempt, claimed_at, error, now() + retry_ms * interval '1 millisecond' AS retry_at
+             FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::timestamptz[])
+                 AS c(id, attempt, error, retry_ms, claimed_at)
          ), locked AS (
              SELECT t.id, t.status, f.error, f.retry_at FROM f
-             JOIN tasks t ON t.id = f.id AND t.attempt = f.attempt
+             JOIN tasks t ON t.id = f.id AND t.attempt = f.attempt AND t.claimed_at = f.claimed_at
              ORDER BY t.id
              FOR UPDATE OF t
          ), updated AS (
@@ -433,14 +468,15 @@ pub async fn heartbeat(
         .bind(running.iter().map(|d| d.id).collect::<Vec<_>>())
         .bind(running.iter().map(|d| d.attempt).collect::<Vec<_>>())
         .bind(lease.as_millis() as f64)
+        .bind(running.iter().map(|d| d.claimed_at).collect::<Vec<_>>())
         .fetch_all(pool)
         .await
 }
 
 /// See [`heartbeat`].
 pub const HEARTBEAT_SQL: &str = "WITH locked AS (
-             SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[]) AS c(id, attempt)
-             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt
+             SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[], $4::timestamptz[]) AS c(id, attempt, claimed_at)
+             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
              ORDER BY t.id
              FOR UPDATE OF t SKIP LOCKED
          )
@@ -456,7 +492,8 @@ pub async fn release(pool: &PgPool, running: &[Done]) -> Result<Vec<i64>, sqlx::
     }
     let sql = sqlx::query_as::<_, (i64, Option<Uuid>)>(RELEASE_SQL)
         .bind(running.iter().map(|d| d.id).collect::<Vec<_>>())
-        .bind(running.iter().map(|d| d.attempt).collect::<Vec<_>>());
+        .bind(running.iter().map(|d| d.attempt).collect::<Vec<_>>())
+        .bind(running.iter().map(|d| d.claimed_at).collect::<Vec<_>>());
     finish(pool, sql, |(id, event_id)| {
         (id, TaskChange::moved(event_id, "running", "pending"))
     })
@@ -465,8 +502,8 @@ pub async fn release(pool: &PgPool, running: &[Done]) -> Result<Vec<i64>, sqlx::
 
 /// See [`release`].
 pub const RELEASE_SQL: &str = "WITH locked AS (
-             SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[]) AS c(id, attempt)
-             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt
+             SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[], $3::timestamptz[]) AS c(id, attempt, claimed_at)
+             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
              ORDER BY t.id
              FOR UPDATE OF t
          ), released AS (

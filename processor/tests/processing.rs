@@ -9,7 +9,7 @@ use aula_eventlog::testing::TestDatabase;
 use aula_eventlog::{Consumer, LogPosition, RecordedEvent};
 use aula_processor::archive::{archive_once, ArchiveConfig};
 use aula_processor::processing::{self, local_midnight, processing_rate_today, status_counts};
-use aula_processor::queue::{self, Done, Failed};
+use aula_processor::queue::{self, Done};
 use aula_processor::reactions::Reactions;
 use aula_processor::reprocess::retry_task;
 use chrono::{DateTime, Utc};
@@ -162,13 +162,7 @@ async fn an_event_whose_tasks_succeed_and_one_without_tasks_are_succeeded() {
         expected_counts(&[("pending", 1), ("succeeded", 1)], &[("running", 2)])
     );
 
-    let done: Vec<Done> = claimed
-        .iter()
-        .map(|t| Done {
-            id: t.id,
-            attempt: t.attempt,
-        })
-        .collect();
+    let done: Vec<Done> = claimed.iter().map(|t| t.done()).collect();
     assert_eq!(
         queue::complete(&db.pool, &done[..1]).await.unwrap().len(),
         1
@@ -237,12 +231,7 @@ async fn a_dead_task_fails_its_event_with_the_last_error_and_a_manual_retry_reop
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1, "attempt {attempt}");
-        let failed = Failed {
-            id: claimed[0].id,
-            attempt: claimed[0].attempt,
-            error: format!("smtp down ({attempt})"),
-            retry_after: Some(Duration::ZERO),
-        };
+        let failed = claimed[0].failed(format!("smtp down ({attempt})"), Some(Duration::ZERO));
         assert_eq!(queue::fail(&db.pool, &[failed]).await.unwrap().len(), 1);
         let p = processing_of(&db.pool, teacher.event_id).await;
         assert_eq!((p.status.as_str(), counts(&p)), ("pending", [1, 0, 0, 0]));
@@ -309,15 +298,9 @@ async fn a_dead_task_fails_its_event_with_the_last_error_and_a_manual_retry_reop
         .await
         .unwrap();
     assert_eq!(claimed[0].id, retry);
-    queue::complete(
-        &db.pool,
-        &[Done {
-            id: retry,
-            attempt: claimed[0].attempt,
-        }],
-    )
-    .await
-    .unwrap();
+    queue::complete(&db.pool, &[claimed[0].done()])
+        .await
+        .unwrap();
     let p = processing_of(&db.pool, teacher.event_id).await;
     assert_eq!((p.status.as_str(), counts(&p)), ("failed", [0, 0, 1, 1]));
     assert_eq!(
@@ -371,24 +354,12 @@ async fn random_worker(pool: PgPool, name: String, seed: u64, rounds: usize) {
         let mut released = Vec::new();
         let mut lost = Vec::new();
         for task in &claimed {
-            let me = Done {
-                id: task.id,
-                attempt: task.attempt,
-            };
+            let me = task.done();
             match rng.gen_range(0..10) {
                 0..=4 => done.push(me),
-                5 | 6 => failed.push(Failed {
-                    id: task.id,
-                    attempt: task.attempt,
-                    error: format!("retryable {}", task.attempt),
-                    retry_after: Some(Duration::ZERO),
-                }),
-                7 => failed.push(Failed {
-                    id: task.id,
-                    attempt: task.attempt,
-                    error: "permanent".into(),
-                    retry_after: None,
-                }),
+                5 | 6 => failed
+                    .push(task.failed(format!("retryable {}", task.attempt), Some(Duration::ZERO))),
+                7 => failed.push(task.failed("permanent", None)),
                 8 => released.push(me),
                 _ => lost.push(task.id),
             }

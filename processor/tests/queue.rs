@@ -11,7 +11,7 @@ use std::time::Duration;
 use aula_eventlog::testing::TestDatabase;
 use aula_processor::archive::{archive_once, ArchiveConfig};
 use aula_processor::handlers::{Registry, TaskContext, TaskError, TaskHandler};
-use aula_processor::queue::{self, Done, Failed, NewTask};
+use aula_processor::queue::{self, NewTask};
 use chrono::{DateTime, Utc};
 use common::*;
 use serde_json::json;
@@ -202,14 +202,9 @@ async fn a_superseded_attempts_late_completion_is_rejected() {
     assert_eq!((b[0].id, b[0].attempt), (id, 2));
     // A wakes up and reports: rejected, whether success or failure, and A's heartbeat
     // no longer extends anything.
-    let late = Done { id, attempt: 1 };
+    let late = a[0].done();
     assert!(queue::complete(&db.pool, &[late]).await.unwrap().is_empty());
-    let late_failure = Failed {
-        id,
-        attempt: 1,
-        error: "late".into(),
-        retry_after: Some(Duration::ZERO),
-    };
+    let late_failure = a[0].failed("late", Some(Duration::ZERO));
     assert!(queue::fail(&db.pool, &[late_failure])
         .await
         .unwrap()
@@ -221,9 +216,7 @@ async fn a_superseded_attempts_late_completion_is_rejected() {
     assert_eq!(status_of(&db.pool, id).await, ("running".to_owned(), 2));
     // B's completion counts.
     assert_eq!(
-        queue::complete(&db.pool, &[Done { id, attempt: 2 }])
-            .await
-            .unwrap(),
+        queue::complete(&db.pool, &[b[0].done()]).await.unwrap(),
         vec![id]
     );
     assert_eq!(status_of(&db.pool, id).await, ("succeeded".to_owned(), 2));
@@ -242,10 +235,65 @@ async fn a_superseded_attempts_late_completion_is_rejected() {
         ]
     );
     // Completing twice is rejected too.
-    assert!(queue::complete(&db.pool, &[Done { id, attempt: 2 }])
+    assert!(queue::complete(&db.pool, &[b[0].done()])
         .await
         .unwrap()
         .is_empty());
+}
+
+/// Claims commit asynchronously: a database crash can lose the last ones, and recovery
+/// leaves such a task pending at its previous attempt. The next claim then has the same
+/// attempt number as the lost one, whose worker may still be running; the claim's time
+/// keeps the fence: the lost claim's outcome, heartbeat and release are all rejected.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_lost_in_a_database_crash_cannot_finish_its_successors_attempt() {
+    let db = TestDatabase::new().await;
+    insert(&db.pool, &[task("noop", "k")]).await;
+    let lease = Duration::from_secs(60);
+    let lost = queue::claim(&db.pool, "A", 10, lease, true).await.unwrap();
+    assert_eq!(lost[0].attempt, 1);
+    let id = lost[0].id;
+    // What recovery leaves of a claim whose commit never reached the disk.
+    sqlx::query(
+        "UPDATE tasks SET status = 'pending', attempt = 0, lease_until = NULL, worker = NULL,
+                          started_at = NULL, claimed_at = NULL
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM task_attempts WHERE task_id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let again = queue::claim(&db.pool, "B", 10, lease, true).await.unwrap();
+    assert_eq!((again[0].id, again[0].attempt), (id, 1));
+    assert_ne!(again[0].claimed_at, lost[0].claimed_at);
+
+    assert!(queue::heartbeat(&db.pool, &[lost[0].done()], lease)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(queue::complete(&db.pool, &[lost[0].done()])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(queue::fail(&db.pool, &[lost[0].failed("late", None)])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(queue::release(&db.pool, &[lost[0].done()])
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(status_of(&db.pool, id).await, ("running".to_owned(), 1));
+    assert_eq!(
+        queue::complete(&db.pool, &[again[0].done()]).await.unwrap(),
+        vec![id]
+    );
+    assert_eq!(status_of(&db.pool, id).await, ("succeeded".to_owned(), 1));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -608,6 +656,14 @@ async fn batch_statements_find_their_rows_by_key_under_generic_plans() {
             .join(",")
     );
     let attempts = format!("'{{{}}}'", vec!["1"; claimed.len()].join(","));
+    let claimed_at = format!(
+        "'{{{}}}'",
+        claimed
+            .iter()
+            .map(|t| format!("\"{}\"", t.claimed_at.to_rfc3339()))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
     let errors = format!("'{{{}}}'", vec!["boom"; claimed.len()].join(","));
     let delays = format!("'{{{}}}'", vec!["1000"; claimed.len()].join(","));
     let statements = [
@@ -620,32 +676,32 @@ async fn batch_statements_find_their_rows_by_key_under_generic_plans() {
         (
             "complete",
             queue::COMPLETE_SQL,
-            "bigint[], int[]",
-            format!("{ids}, {attempts}"),
+            "bigint[], int[], timestamptz[]",
+            format!("{ids}, {attempts}, {claimed_at}"),
         ),
         (
             "complete_eventless",
             queue::COMPLETE_EVENTLESS_SQL,
-            "bigint[], int[], smallint",
-            format!("{ids}, {attempts}, 1"),
+            "bigint[], int[], smallint, timestamptz[]",
+            format!("{ids}, {attempts}, 1, {claimed_at}"),
         ),
         (
             "fail",
             queue::FAIL_SQL,
-            "bigint[], int[], text[], float8[]",
-            format!("{ids}, {attempts}, {errors}, {delays}"),
+            "bigint[], int[], text[], float8[], timestamptz[]",
+            format!("{ids}, {attempts}, {errors}, {delays}, {claimed_at}"),
         ),
         (
             "heartbeat",
             queue::HEARTBEAT_SQL,
-            "bigint[], int[], float8",
-            format!("{ids}, {attempts}, 60000"),
+            "bigint[], int[], float8, timestamptz[]",
+            format!("{ids}, {attempts}, 60000, {claimed_at}"),
         ),
         (
             "release",
             queue::RELEASE_SQL,
-            "bigint[], int[]",
-            format!("{ids}, {attempts}"),
+            "bigint[], int[], timestamptz[]",
+            format!("{ids}, {attempts}, {claimed_at}"),
         ),
     ];
     for (name, statement, types, args) in statements {
