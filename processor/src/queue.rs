@@ -4,9 +4,10 @@
 //!   `(event_id, kind)` and are skipped, so an event never issues a task twice.
 //! - Claim a batch with `FOR UPDATE SKIP LOCKED ORDER BY priority, run_at`, setting the
 //!   lease and `attempt = attempt + 1`, and recording the attempt's start, in one statement.
-//! - Finish in batches (`UPDATE ... FROM unnest(...)`), fenced:
-//!   `WHERE t.id = c.id AND t.attempt = c.attempt AND t.status = 'running'`. A worker
-//!   whose lease expired and whose task was claimed again finishes nothing.
+//! - Finish in batches from `unnest(ids, attempts, claim times)`, fenced: a task is
+//!   finished only if its attempt and claim time are the reporting worker's and, once
+//!   locked, it is still `running`. A worker whose lease expired and whose task was
+//!   claimed again finishes nothing ([`Done`]).
 //! - Rescue running tasks whose lease expired (their worker died or stalled).
 //! - Every statement that changes a task's status returns what it changed and records it
 //!   with [`processing::record`] in the same transaction: the event's processing status
@@ -199,9 +200,9 @@ pub async fn claim(
         .await
 }
 
-/// See [`claim`] and the module's rules for plans. An event row nobody had counted yet (all counts 0, `pending`: its
-/// task was inserted before the projection wrote the row) becomes counted here, as
-/// [`processing::record`] would do.
+/// See [`claim`] and the module's rules for plans. An event row nobody had counted yet
+/// (all counts 0, `pending`: its task was inserted before the projection wrote the row)
+/// becomes counted here, as [`processing::record`] would do.
 pub const CLAIM_SQL: &str = "WITH due AS (
          SELECT id FROM tasks
          WHERE status = 'pending' AND run_at <= now()
