@@ -453,4 +453,30 @@ async fn event_detail_shows_payload_and_metadata_to_staff_of_its_institution() {
         .gql(Some(&admin.token), query, json!({ "id": Uuid::new_v4() }))
         .await;
     assert_code(&unknown, "NOT_FOUND");
+
+    // Password and token hashes stay in the log: the detail shows that they are there.
+    let (event_id, payload): (Uuid, String) = sqlx::query_as(
+        "SELECT event_id, payload::text FROM events
+         WHERE aggregate_id = $1 AND payload::text LIKE '%password_hash%' LIMIT 1",
+    )
+    .bind(a.manager.id.to_string())
+    .fetch_one(&server.db.pool)
+    .await
+    .unwrap();
+    let stored: Value = serde_json::from_str(&payload).unwrap();
+    let hash = stored.to_string();
+    assert!(hash.contains("$argon2"), "{hash}");
+    let detail = server
+        .gql(Some(&admin.token), query, json!({ "id": event_id }))
+        .await;
+    assert_ok(&detail);
+    let shown = detail["data"]["adminEventDetail"]["payload"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!shown.contains("$argon2"), "{shown}");
+    assert!(
+        shown.contains("\"password_hash\":\"[redacted]\""),
+        "{shown}"
+    );
 }

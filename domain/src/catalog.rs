@@ -64,7 +64,8 @@ struct Meta {
     consumers: &'static [&'static str],
 }
 
-const SENSITIVE_FIELDS: &[&str] = &["password_hash", "token_hash"];
+/// Payload fields no reader of the log is shown (password and one-time token hashes).
+pub const SENSITIVE_FIELDS: &[&str] = &["password_hash", "token_hash"];
 
 const AGE_METRICS: &str = "projection: age_metrics (min/max/avg age per course and per campus)";
 

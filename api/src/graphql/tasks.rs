@@ -237,7 +237,7 @@ impl TaskQuery {
             correlation_id: key(aula_eventlog::metadata::CORRELATION_ID),
             causation_id: key(aula_eventlog::metadata::CAUSATION_ID),
             request_id: key(aula_eventlog::metadata::REQUEST_ID),
-            payload: payload.to_string(),
+            payload: redacted(payload).to_string(),
             metadata: metadata.to_string(),
         })
     }
@@ -284,4 +284,26 @@ fn task_filters(claims: &Claims, filter: AdminTaskFilter) -> Result<TaskListQuer
         event_id: filter.event_id,
         ..TaskListQuery::default()
     })
+}
+
+/// `value` with the catalog's sensitive fields (password and token hashes), at any depth,
+/// replaced by `"[redacted]"`: the log keeps them for the aggregates, not for readers.
+fn redacted(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(key, value)| {
+                    if aula_domain::catalog::SENSITIVE_FIELDS.contains(&key.as_str()) {
+                        (key, Value::String("[redacted]".into()))
+                    } else {
+                        (key, redacted(value))
+                    }
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(redacted).collect()),
+        other => other,
+    }
 }
