@@ -2,7 +2,10 @@
 //!
 //! In memory, per process: with several API instances each limits on its own, which
 //! is good enough against a single abusive client. The address is the TCP peer; behind
-//! a reverse proxy that is the proxy's address (no `X-Forwarded-For` is trusted).
+//! a reverse proxy that is the proxy's address (no `X-Forwarded-For` is trusted). An
+//! IPv6 client is limited by its /64: one host usually holds a whole /64 and could
+//! otherwise take a fresh bucket per address. (IPv4-mapped IPv6 addresses count as the
+//! IPv4 address.)
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -38,6 +41,7 @@ impl RateLimiter {
 
     /// Takes one token for `client`; on refusal, how long until one is available.
     pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
+        let client = bucket_key(client);
         let now = Instant::now();
         let burst = f64::from(self.config.burst.max(1));
         let rate = self.refill_per_second();
@@ -66,6 +70,20 @@ impl RateLimiter {
     }
 }
 
+/// The address a client's bucket is kept under: IPv4 as is, IPv6 by its /64.
+fn bucket_key(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V4(_) => client,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let network = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(network.into())
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +101,27 @@ mod tests {
         let wait = limiter.check(a).unwrap_err();
         assert!(wait > Duration::from_secs(50) && wait <= Duration::from_secs(60));
         assert!(limiter.check(b).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_client_is_limited_by_its_64() {
+        let limiter = RateLimiter::new(RateLimitConfig {
+            burst: 2,
+            per_minute: 1,
+        });
+        let first: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(limiter.check(first).is_ok());
+        assert!(limiter.check(same_64).is_ok());
+        assert!(limiter.check(same_64).is_err());
+        assert!(limiter.check(first).is_err());
+        assert!(limiter.check(other_64).is_ok());
+        // An IPv4-mapped address shares the IPv4 address's bucket.
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert!(limiter.check(v4).is_ok());
+        assert!(limiter.check(mapped).is_ok());
+        assert!(limiter.check(v4).is_err());
     }
 }
