@@ -586,3 +586,29 @@ async fn a_token_that_cannot_be_kept_fails_the_sign_up_before_anything_is_record
     assert_eq!(seen, vec![false]);
     server.stop().await;
 }
+
+/// The password is hashed (Argon2, slow on purpose) only for a token that can succeed,
+/// so anonymous requests with made-up tokens cost no hash. Here hashing cannot work at
+/// all (zero lanes): a wrong token still gets its own answer, not an internal error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_sign_up_token_is_refused_before_the_password_is_hashed() {
+    let server = TestServer::start_with(|c| c.password_hashing.parallelism = 0).await;
+    let email = "early@aula.test";
+    assert_ok(
+        &server
+            .command(None, "signUp", json!({ "email": email }))
+            .await,
+    );
+    let r = server
+        .gql(
+            None,
+            "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { userId } }",
+            json!({ "input": {
+                "email": email, "token": "d3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmc",
+                "name": "Eve Early", "password": PASSWORD, "institutionName": "Escola E",
+            }}),
+        )
+        .await;
+    assert_eq!(extension(&r, "reason"), "SIGN_UP_TOKEN_UNKNOWN", "{r}");
+    server.stop().await;
+}

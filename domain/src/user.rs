@@ -394,14 +394,14 @@ impl User {
         })
     }
 
-    fn confirm_sign_up(
+    /// What [`UserCommand::ConfirmSignUp`] decides about `token_hash` at `now`, without
+    /// the password: the API asks first, so that it runs the deliberately slow password
+    /// hash only for a token that can succeed. Returns the e-mail being confirmed.
+    pub fn check_sign_up_token(
         &self,
         token_hash: &str,
-        name: PersonName,
-        password_hash: String,
-        institution_id: InstitutionId,
         now: DateTime<Utc>,
-    ) -> Result<UserEvent, UserError> {
+    ) -> Result<Email, UserError> {
         let email = match (self.status, &self.email) {
             (UserStatus::Pending, Some(email)) => email.clone(),
             (UserStatus::Unregistered, _) | (UserStatus::Pending, None) => {
@@ -418,6 +418,18 @@ impl User {
             TokenLookup::Superseded => return Err(UserError::SignUpTokenSuperseded),
             TokenLookup::Expired => return Err(UserError::SignUpTokenExpired),
         }
+        Ok(email)
+    }
+
+    fn confirm_sign_up(
+        &self,
+        token_hash: &str,
+        name: PersonName,
+        password_hash: String,
+        institution_id: InstitutionId,
+        now: DateTime<Utc>,
+    ) -> Result<UserEvent, UserError> {
+        let email = self.check_sign_up_token(token_hash, now)?;
         Ok(UserEvent::UserCreated {
             email,
             name,
@@ -480,24 +492,31 @@ impl User {
         Ok(events)
     }
 
+    /// What [`UserCommand::ResetPassword`] decides about `token_hash` at `now`, without
+    /// the new password (see [`User::check_sign_up_token`] for why).
+    pub fn check_reset_token(&self, token_hash: &str, now: DateTime<Utc>) -> Result<(), UserError> {
+        self.ensure_active()?;
+        match lookup_token(&self.reset_tokens, token_hash, now) {
+            TokenLookup::Valid => Ok(()),
+            TokenLookup::Unknown => Err(UserError::ResetTokenUnknown),
+            TokenLookup::Used => Err(UserError::ResetTokenAlreadyUsed),
+            TokenLookup::Superseded => Err(UserError::ResetTokenSuperseded),
+            TokenLookup::Expired => Err(UserError::ResetTokenExpired),
+        }
+    }
+
     fn reset_password(
         &self,
         token_hash: String,
         password_hash: String,
         now: DateTime<Utc>,
     ) -> Result<UserEvent, UserError> {
-        self.ensure_active()?;
-        match lookup_token(&self.reset_tokens, &token_hash, now) {
-            TokenLookup::Valid => Ok(UserEvent::PasswordReset {
-                token_hash,
-                password_hash,
-                at: now,
-            }),
-            TokenLookup::Unknown => Err(UserError::ResetTokenUnknown),
-            TokenLookup::Used => Err(UserError::ResetTokenAlreadyUsed),
-            TokenLookup::Superseded => Err(UserError::ResetTokenSuperseded),
-            TokenLookup::Expired => Err(UserError::ResetTokenExpired),
-        }
+        self.check_reset_token(&token_hash, now)?;
+        Ok(UserEvent::PasswordReset {
+            token_hash,
+            password_hash,
+            at: now,
+        })
     }
 
     fn update(

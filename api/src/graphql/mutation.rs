@@ -436,9 +436,19 @@ impl CommandMutation {
         )?;
         let password = password(state, "password", &input.password)?;
         let unknown = || ApiError::rejection(&UserError::SignUpTokenUnknown);
+        let refused = |e: UserError| match e {
+            // Do not tell "no sign-up for this e-mail" from "wrong token".
+            UserError::NotFound => unknown(),
+            other => ApiError::rejection(&other),
+        };
         let user_id = emails::user_id_of(&state.pool, email.as_str())
             .await?
             .ok_or_else(unknown)?;
+        // The password is hashed (Argon2, slow on purpose) only for a token that can
+        // succeed; the command decides again.
+        let (user, _) = state.buses.user.load(&user_id.to_string()).await?;
+        user.check_sign_up_token(&token_hash, state.clock.now())
+            .map_err(refused)?;
         let password_hash = hash_password(state, password).await?;
         let institution_id = Uuid::new_v4();
         let meta = metadata(request(ctx), Some(institution_id));
@@ -459,8 +469,7 @@ impl CommandMutation {
             )
             .await
             .map_err(|e| match e {
-                // Do not tell "no sign-up for this e-mail" from "wrong token".
-                CommandError::Rejected(UserError::NotFound) => unknown(),
+                CommandError::Rejected(e) => refused(e),
                 other => other.into(),
             })?;
         // Not atomic with the user: a crash here leaves a manager whose institution
@@ -627,9 +636,17 @@ impl CommandMutation {
         let token_hash = one_time_token("token", &input.token)?;
         let new_password = password(state, "newPassword", &input.new_password)?;
         let unknown = || ApiError::rejection(&UserError::ResetTokenUnknown);
+        let refused = |e: UserError| match e {
+            UserError::NotFound | UserError::NotActive => unknown(),
+            other => ApiError::rejection(&other),
+        };
         let user_id = emails::user_id_of(&state.pool, email.as_str())
             .await?
             .ok_or_else(unknown)?;
+        // As in `confirm_sign_up`: hash only for a token that can succeed.
+        let (user, _) = state.buses.user.load(&user_id.to_string()).await?;
+        user.check_reset_token(&token_hash, state.clock.now())
+            .map_err(refused)?;
         let new_password_hash = hash_password(state, new_password).await?;
         let committed = state
             .buses
@@ -645,7 +662,7 @@ impl CommandMutation {
             )
             .await
             .map_err(|e| match e {
-                CommandError::Rejected(UserError::NotFound | UserError::NotActive) => unknown(),
+                CommandError::Rejected(e) => refused(e),
                 other => other.into(),
             })?;
         result(
