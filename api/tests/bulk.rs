@@ -9,7 +9,7 @@ use uuid::Uuid;
 mod common;
 use common::{assert_code, assert_ok, extension, server_with_projections};
 
-const PREVIEW: &str = "query($f: AdminEventFilter) { bulkReprocessPreview(filter: $f) { count byType { type count } byStatus { status count } upToPosition confirmToken } }";
+const PREVIEW: &str = "query($f: AdminEventFilter) { bulkReprocessPreview(filter: $f) { count byType { type count } byStatus { status count } upToPosition upToTransaction confirmToken } }";
 const CONFIRM: &str = "mutation($t: String!) { bulkReprocessConfirm(confirmToken: $t) { id status total done failed requestedBy institutionId } }";
 const JOB: &str = "query($id: UUID!) { bulkReprocessJob(id: $id) { id status total done failed } }";
 const CANCEL: &str = "mutation($id: UUID!) { bulkReprocessCancel(id: $id) { id status } }";
@@ -159,11 +159,13 @@ async fn bulk_reprocessing_previews_confirms_and_copies_only_what_it_previewed()
     assert_eq!(copies, expected);
     let uncopied_late: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events e WHERE e.metadata->>'institution_id' = $1
-           AND e.aggregate_type <> 'reprocessed' AND e.global_position > $2
+           AND e.aggregate_type <> 'reprocessed'
+           AND (e.tx_id::text::bigint, e.global_position) > ($3, $2)
            AND EXISTS (SELECT 1 FROM events c WHERE c.metadata->>'reprocessed_from' = e.event_id::text)",
     )
     .bind(a.id.to_string())
     .bind(preview["upToPosition"].as_i64().unwrap())
+    .bind(preview["upToTransaction"].as_i64().unwrap())
     .fetch_one(pool)
     .await
     .unwrap();

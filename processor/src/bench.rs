@@ -174,11 +174,13 @@ pub async fn insert_event_noop_tasks(pool: &PgPool, count: i64) -> Result<Durati
              INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
              SELECT 'BenchTask', 'bench-' || g, 0, 'BenchTaskIssued', '1.0', '{}', '{}'
              FROM generate_series(1, $1) g
-             RETURNING event_id, global_position, event_type, aggregate_type, aggregate_id, sequence, recorded_at
+             RETURNING event_id, global_position, event_type, aggregate_type, aggregate_id, sequence,
+                       recorded_at, tx_id
          ), rows AS (
              INSERT INTO admin_events (event_id, global_position, event_type, aggregate_type, aggregate_id,
-                                       sequence, recorded_at)
-             SELECT event_id, global_position, event_type, aggregate_type, aggregate_id, sequence, recorded_at
+                                       sequence, recorded_at, tx_id)
+             SELECT event_id, global_position, event_type, aggregate_type, aggregate_id, sequence,
+                    recorded_at, tx_id::text::bigint
              FROM inserted
          )
          SELECT event_id, event_type FROM inserted",

@@ -2,16 +2,27 @@
 //! list that matches a filter, in the background.
 //!
 //! - [`preview`] counts what a filter matches now (total, by type, by processing
-//!   status) and fixes `up_to_position`, the log's last position: a job started from
-//!   that preview never includes events appended later.
+//!   status) and fixes its bound, `up_to` (see "The bound"): a job started from that
+//!   preview never includes events that reached the list later.
 //! - [`start`] records a job in `bulk_reprocess_jobs` (who asked, the filter, the
-//!   position; the row is the audit trail) and runs it on a Tokio task in batches,
+//!   bound; the row is the audit trail) and runs it on a Tokio task in batches,
 //!   paging by `global_position`. [`start_confirmed`] also records the SHA-256 of the
 //!   confirm token under a unique index: a token starts one job
 //!   ([`BulkError::ConfirmTokenUsed`] the second time).
 //! - [`cancel`] sets `status = 'cancelled'`; the job stops before its next batch.
 //!
 //! Copies themselves (`reprocessed_from` set) are never selected.
+//!
+//! ## The bound
+//! The bound is the `admin_events` projection's checkpoint when the preview is taken,
+//! a [`LogPosition`] `(tx_id, global_position)` in the log's commit order, checked on
+//! each row's own `(tx_id, global_position)`. The projection commits its rows with its
+//! checkpoint and the log reader never hands it an event at or before its checkpoint
+//! again, so the rows at or before the bound are exactly those the list held then
+//! (rows the processor wrote ahead of the projection are after it), and whatever
+//! reaches the list later is after it. The log's last `global_position` would not do:
+//! positions are taken at insert, so an event inserted before the preview and
+//! committed after it has a smaller one.
 //!
 //! ## Resuming
 //! A job is owned by one runner (`owner`) until `lease_until`. Each batch is one
@@ -26,7 +37,7 @@
 use std::time::Duration;
 
 use aula_eventlog::shutdown::Shutdown;
-use aula_eventlog::Actor;
+use aula_eventlog::{Actor, LogPosition};
 use aula_projections::admin_events::{DurationOp, EventListQuery};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -45,7 +56,8 @@ pub struct Preview {
     pub count: i64,
     pub by_type: Vec<(String, i64)>,
     pub by_status: Vec<(String, i64)>,
-    pub up_to_position: i64,
+    /// The bound (see the module docs).
+    pub up_to: LogPosition,
 }
 
 /// The filters of an [`EventListQuery`] a bulk job keeps (sort and page do not apply),
@@ -143,6 +155,8 @@ pub enum BulkError {
 pub struct BulkJob {
     pub id: Uuid,
     pub filter: Value,
+    /// With `up_to_position`, the job's bound (see the module docs).
+    pub up_to_tx: i64,
     pub up_to_position: i64,
     pub institution_id: Option<Uuid>,
     pub requested_by: String,
@@ -178,10 +192,13 @@ impl Default for BulkOptions {
 }
 
 /// The admin list's own filters (`admin_events::push_filters`, so a preview counts
-/// exactly what the list shows), restricted to originals at or before `up_to_position`.
-fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &EventListQuery, up_to_position: i64) {
-    sql.push(" AND reprocessed_from IS NULL AND global_position <= ")
-        .push_bind(up_to_position);
+/// exactly what the list shows), restricted to originals at or before the bound `up_to`.
+fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &EventListQuery, up_to: LogPosition) {
+    sql.push(" AND reprocessed_from IS NULL AND (tx_id, global_position) <= (")
+        .push_bind(up_to.tx_id)
+        .push("::bigint, ")
+        .push_bind(up_to.global_position)
+        .push("::bigint)");
     aula_projections::admin_events::push_filters(sql, query);
 }
 
@@ -189,43 +206,53 @@ async fn grouped(
     pool: &PgPool,
     column: &str,
     query: &EventListQuery,
-    up_to_position: i64,
+    up_to: LogPosition,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
     let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
         "SELECT {column}, count(*) FROM admin_events WHERE true"
     ));
-    push_filters(&mut sql, query, up_to_position);
+    push_filters(&mut sql, query, up_to);
     sql.push(format!(" GROUP BY {column} ORDER BY {column}"));
     sql.build_query_as().fetch_all(pool).await
 }
 
-/// The log's last position now (0 when empty).
-pub async fn current_position(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COALESCE(max(global_position), 0) FROM events")
-        .fetch_one(pool)
-        .await
+/// The bound a preview taken now gets: the `admin_events` projection's checkpoint
+/// ([`LogPosition::START`] before it has handled anything).
+pub async fn current_bound(pool: &PgPool) -> Result<LogPosition, sqlx::Error> {
+    let found: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT tx_id::text::bigint, global_position FROM subscription_checkpoints WHERE name = $1",
+    )
+    .bind(aula_projections::admin_events::NAME)
+    .fetch_optional(pool)
+    .await?;
+    Ok(found
+        .map(|(tx_id, global_position)| LogPosition {
+            tx_id,
+            global_position,
+        })
+        .unwrap_or(LogPosition::START))
 }
 
-/// What `query`'s filters match now, up to the log's current last position.
+/// What `query`'s filters match now (see "The bound").
 pub async fn preview(pool: &PgPool, query: &EventListQuery) -> Result<Preview, BulkError> {
-    let up_to_position = current_position(pool).await?;
-    preview_at(pool, &BulkFilter::from(query), up_to_position).await
+    let up_to = current_bound(pool).await?;
+    preview_at(pool, &BulkFilter::from(query), up_to).await
 }
 
-/// What `filter` matches at or before `up_to_position`.
+/// What `filter` matches at or before the bound `up_to`.
 pub async fn preview_at(
     pool: &PgPool,
     filter: &BulkFilter,
-    up_to_position: i64,
+    up_to: LogPosition,
 ) -> Result<Preview, BulkError> {
     let query = filter.to_query()?;
-    let by_type = grouped(pool, "event_type", &query, up_to_position).await?;
-    let by_status = grouped(pool, "status", &query, up_to_position).await?;
+    let by_type = grouped(pool, "event_type", &query, up_to).await?;
+    let by_status = grouped(pool, "status", &query, up_to).await?;
     Ok(Preview {
         count: by_type.iter().map(|(_, n)| n).sum(),
         by_type,
         by_status,
-        up_to_position,
+        up_to,
     })
 }
 
@@ -233,10 +260,10 @@ pub async fn preview_at(
 pub async fn start(
     pool: &PgPool,
     filter: &BulkFilter,
-    up_to_position: i64,
+    up_to: LogPosition,
     actor: Actor,
 ) -> Result<Uuid, BulkError> {
-    start_with(pool, filter, up_to_position, actor, BulkOptions::default()).await
+    start_with(pool, filter, up_to, actor, BulkOptions::default()).await
 }
 
 /// [`start`] for a confirm token: the token's hash is recorded with the job under a
@@ -245,7 +272,7 @@ pub async fn start(
 pub async fn start_confirmed(
     pool: &PgPool,
     filter: &BulkFilter,
-    up_to_position: i64,
+    up_to: LogPosition,
     actor: Actor,
     confirm_token: &str,
 ) -> Result<Uuid, BulkError> {
@@ -254,7 +281,7 @@ pub async fn start_confirmed(
     let id = create_job(
         pool,
         filter,
-        up_to_position,
+        up_to,
         actor,
         Some(confirm_token),
         &owner,
@@ -269,21 +296,12 @@ pub async fn start_confirmed(
 pub async fn start_with(
     pool: &PgPool,
     filter: &BulkFilter,
-    up_to_position: i64,
+    up_to: LogPosition,
     actor: Actor,
     options: BulkOptions,
 ) -> Result<Uuid, BulkError> {
     let owner = runner_name();
-    let id = create_job(
-        pool,
-        filter,
-        up_to_position,
-        actor,
-        None,
-        &owner,
-        options.lease,
-    )
-    .await?;
+    let id = create_job(pool, filter, up_to, actor, None, &owner, options.lease).await?;
     spawn_job(pool.clone(), id, owner, options);
     Ok(id)
 }
@@ -302,32 +320,33 @@ pub fn runner_name() -> String {
 pub async fn create_job(
     pool: &PgPool,
     filter: &BulkFilter,
-    up_to_position: i64,
+    up_to: LogPosition,
     actor: Actor,
     confirm_token: Option<&str>,
     owner: &str,
     lease: Duration,
 ) -> Result<Uuid, BulkError> {
     filter.to_query()?;
-    let total = preview_at(pool, filter, up_to_position).await?.count;
+    let total = preview_at(pool, filter, up_to).await?.count;
     let id = Uuid::new_v4();
     let filter_json =
         serde_json::to_value(filter).map_err(|e| BulkError::Invalid(e.to_string()))?;
     let inserted = sqlx::query(
         "INSERT INTO bulk_reprocess_jobs (id, filter, up_to_position, institution_id, requested_by,
-             total, owner, lease_until, confirm_token_hash)
+             total, owner, lease_until, confirm_token_hash, up_to_tx)
          VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $8 * interval '1 millisecond',
-                 encode(sha256(convert_to($9::text, 'UTF8')), 'hex'))",
+                 encode(sha256(convert_to($9::text, 'UTF8')), 'hex'), $10)",
     )
     .bind(id)
     .bind(&filter_json)
-    .bind(up_to_position)
+    .bind(up_to.global_position)
     .bind(filter.institution_id)
     .bind(actor.to_string())
     .bind(total)
     .bind(owner)
     .bind(lease.as_millis() as f64)
     .bind(confirm_token)
+    .bind(up_to.tx_id)
     .execute(pool)
     .await;
     match inserted {
@@ -339,7 +358,7 @@ pub async fn create_job(
         }
         Err(e) => return Err(e.into()),
     }
-    tracing::info!(job = %id, %actor, up_to_position, total, filter = %filter_json, "bulk reprocessing started");
+    tracing::info!(job = %id, %actor, up_to_tx = up_to.tx_id, up_to_position = up_to.global_position, total, filter = %filter_json, "bulk reprocessing started");
     Ok(id)
 }
 
@@ -385,6 +404,7 @@ pub async fn run_job(
 #[derive(sqlx::FromRow)]
 struct Claimed {
     filter: Value,
+    up_to_tx: i64,
     up_to_position: i64,
     requested_by: String,
     position: i64,
@@ -397,7 +417,7 @@ async fn run_batches(
     options: BulkOptions,
 ) -> Result<RunEnd, BulkError> {
     let job: Option<Claimed> = sqlx::query_as(
-        "SELECT filter, up_to_position, requested_by, position FROM bulk_reprocess_jobs
+        "SELECT filter, up_to_tx, up_to_position, requested_by, position FROM bulk_reprocess_jobs
          WHERE id = $1 AND owner = $2 AND status = 'running'",
     )
     .bind(id)
@@ -412,6 +432,10 @@ async fn run_batches(
     let query = filter.to_query()?;
     let actor = Actor::parse(&job.requested_by)
         .ok_or_else(|| BulkError::Invalid(format!("requested_by {:?}", job.requested_by)))?;
+    let up_to = LogPosition {
+        tx_id: job.up_to_tx,
+        global_position: job.up_to_position,
+    };
     let mut after = job.position;
     let lease_ms = options.lease.as_millis() as f64;
     loop {
@@ -432,7 +456,7 @@ async fn run_batches(
         }
         let mut sql: QueryBuilder<Postgres> =
             QueryBuilder::new("SELECT event_id, global_position FROM admin_events WHERE true");
-        push_filters(&mut sql, &query, job.up_to_position);
+        push_filters(&mut sql, &query, up_to);
         sql.push(" AND global_position > ")
             .push_bind(after)
             .push(" ORDER BY global_position LIMIT ")
@@ -562,7 +586,7 @@ pub async fn cancel(pool: &PgPool, job_id: Uuid) -> Result<BulkJob, BulkError> {
 /// One job's row.
 pub async fn job(pool: &PgPool, job_id: Uuid) -> Result<Option<BulkJob>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, filter, up_to_position, institution_id, requested_by, status, total, done,
+        "SELECT id, filter, up_to_tx, up_to_position, institution_id, requested_by, status, total, done,
                 failed, created_at, updated_at, error
          FROM bulk_reprocess_jobs WHERE id = $1",
     )

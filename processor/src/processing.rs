@@ -142,7 +142,7 @@ struct Row {
     tasks_running: i32,
     tasks_succeeded: i32,
     tasks_failed: i32,
-    tx_id: Option<i64>,
+    tx_id: i64,
 }
 
 impl Row {
@@ -181,7 +181,7 @@ impl Row {
             tasks_running: 0,
             tasks_succeeded: 0,
             tasks_failed: 0,
-            tx_id: Some(event.position.tx_id),
+            tx_id: event.position.tx_id,
         }
     }
 }
@@ -264,11 +264,11 @@ async fn update_events(
         "SELECT a.event_id, a.global_position, a.event_type, a.aggregate_type, a.aggregate_id,
                 a.sequence, a.institution_id, a.recorded_at, a.reprocessed_from, a.status,
                 a.processed_at, a.error, a.tasks_pending, a.tasks_running, a.tasks_succeeded,
-                a.tasks_failed, e.tx_id::text::bigint AS tx_id
-         FROM admin_events a LEFT JOIN events e ON e.event_id = a.event_id
+                a.tasks_failed, a.tx_id
+         FROM admin_events a
          WHERE a.event_id = ANY($1)
-         ORDER BY e.tx_id, a.global_position
-         FOR UPDATE OF a",
+         ORDER BY a.tx_id, a.global_position
+         FOR UPDATE",
     )
     .bind(&ids)
     .fetch_all(&mut *conn)
@@ -364,7 +364,7 @@ async fn update_events(
             ..old
         });
     }
-    new_rows.sort_by_key(|r| (r.tx_id.unwrap_or(i64::MAX), r.global_position));
+    new_rows.sort_by_key(|r| (r.tx_id, r.global_position));
     let duration = |r: &Row| {
         r.processed_at
             .map(|p| (p - r.recorded_at).num_milliseconds().max(0))
@@ -372,16 +372,16 @@ async fn update_events(
     sqlx::query(
         "INSERT INTO admin_events (event_id, global_position, event_type, aggregate_type, aggregate_id,
              sequence, institution_id, recorded_at, reprocessed_from, status, processed_at, duration_ms,
-             error, tasks_pending, tasks_running, tasks_succeeded, tasks_failed)
+             error, tasks_pending, tasks_running, tasks_succeeded, tasks_failed, tx_id)
          SELECT event_id, global_position, event_type, aggregate_type, aggregate_id, sequence,
              institution_id, recorded_at, reprocessed_from, status, processed_at, duration_ms,
-             error, tasks_pending, tasks_running, tasks_succeeded, tasks_failed
+             error, tasks_pending, tasks_running, tasks_succeeded, tasks_failed, tx_id
          FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[],
              $7::uuid[], $8::timestamptz[], $9::uuid[], $10::text[], $11::timestamptz[], $12::bigint[],
-             $13::text[], $14::int[], $15::int[], $16::int[], $17::int[]) WITH ORDINALITY
+             $13::text[], $14::int[], $15::int[], $16::int[], $17::int[], $18::bigint[]) WITH ORDINALITY
              AS r(event_id, global_position, event_type, aggregate_type, aggregate_id, sequence,
                   institution_id, recorded_at, reprocessed_from, status, processed_at, duration_ms,
-                  error, tasks_pending, tasks_running, tasks_succeeded, tasks_failed, ord)
+                  error, tasks_pending, tasks_running, tasks_succeeded, tasks_failed, tx_id, ord)
          ORDER BY ord
          ON CONFLICT (event_id) DO UPDATE SET status = EXCLUDED.status,
              processed_at = EXCLUDED.processed_at, duration_ms = EXCLUDED.duration_ms,
@@ -406,6 +406,7 @@ async fn update_events(
     .bind(new_rows.iter().map(|r| r.tasks_running).collect::<Vec<_>>())
     .bind(new_rows.iter().map(|r| r.tasks_succeeded).collect::<Vec<_>>())
     .bind(new_rows.iter().map(|r| r.tasks_failed).collect::<Vec<_>>())
+    .bind(new_rows.iter().map(|r| r.tx_id).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -126,7 +126,7 @@ async fn an_event_whose_tasks_succeed_and_one_without_tasks_are_succeeded() {
     // The projection wrote the second event's row first: its identity stays as written.
     sqlx::query(
         "INSERT INTO admin_events (event_id, global_position, event_type, aggregate_type, aggregate_id,
-             sequence, recorded_at) VALUES ($1, 2, 'CourseOpened', 'course', 'c-1', 7, $2)",
+             sequence, recorded_at, tx_id) VALUES ($1, 2, 'CourseOpened', 'course', 'c-1', 7, $2, 2)",
     )
     .bind(other.event_id)
     .bind(other.recorded_at)
@@ -192,7 +192,7 @@ async fn an_event_whose_tasks_succeed_and_one_without_tasks_are_succeeded() {
     // The projection's upsert of an event the processor wrote first keeps its status.
     sqlx::query(
         "INSERT INTO admin_events (event_id, global_position, event_type, aggregate_type, aggregate_id,
-             sequence, recorded_at) VALUES ($1, 1, 'StudentCreated', 'student', 's-1', 3, $2)
+             sequence, recorded_at, tx_id) VALUES ($1, 1, 'StudentCreated', 'student', 's-1', 3, $2, 1)
          ON CONFLICT (event_id) DO UPDATE SET global_position = EXCLUDED.global_position,
              event_type = EXCLUDED.event_type, aggregate_type = EXCLUDED.aggregate_type,
              aggregate_id = EXCLUDED.aggregate_id, sequence = EXCLUDED.sequence,

@@ -61,10 +61,9 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
         .collect();
     if !earlier.is_empty() {
         sqlx::query(
-            "SELECT 1 FROM admin_events a LEFT JOIN events e ON e.event_id = a.event_id
-             WHERE a.event_id = ANY($1)
-             ORDER BY e.tx_id, a.global_position
-             FOR UPDATE OF a",
+            "SELECT 1 FROM admin_events WHERE event_id = ANY($1)
+             ORDER BY tx_id, global_position
+             FOR UPDATE",
         )
         .bind(&earlier)
         .execute(&mut *tx)
@@ -73,10 +72,11 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
     // If the processor recorded the outcome first, the identity columns fill its row.
     sqlx::query(
         "INSERT INTO admin_events (event_id, global_position, event_type, aggregate_type, aggregate_id,
-             sequence, institution_id, recorded_at, reprocessed_from)
+             sequence, institution_id, recorded_at, reprocessed_from, tx_id)
          SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-             $7::uuid[], $8::timestamptz[], $9::uuid[])
+             $7::uuid[], $8::timestamptz[], $9::uuid[], $10::bigint[])
          ON CONFLICT (event_id) DO UPDATE SET global_position = EXCLUDED.global_position,
+             tx_id = EXCLUDED.tx_id,
              event_type = EXCLUDED.event_type, aggregate_type = EXCLUDED.aggregate_type,
              aggregate_id = EXCLUDED.aggregate_id, sequence = EXCLUDED.sequence,
              institution_id = EXCLUDED.institution_id, recorded_at = EXCLUDED.recorded_at,
@@ -91,6 +91,7 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
     .bind(events.iter().map(|e| e.institution_id()).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.recorded_at).collect::<Vec<_>>())
     .bind(&originals)
+    .bind(events.iter().map(|e| e.position.tx_id).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     let mut copies: BTreeMap<Uuid, i32> = BTreeMap::new();

@@ -32,7 +32,7 @@ FROM bench_gen ORDER BY g
 -- task), the rest succeeded.
 INSERT INTO admin_events (event_id, global_position, event_type, aggregate_type, aggregate_id, sequence,
     institution_id, recorded_at, status, processed_at, duration_ms, error,
-    tasks_pending, tasks_running, tasks_succeeded, tasks_failed)
+    tasks_pending, tasks_running, tasks_succeeded, tasks_failed, tx_id)
 SELECT e.event_id, e.global_position, e.event_type, e.aggregate_type, e.aggregate_id, e.sequence,
        ('00000000-0000-4000-8000-' || lpad(b.institution::text, 12, '0'))::uuid, e.recorded_at,
        CASE WHEN b.status_roll < 0.05 THEN 'pending' WHEN b.status_roll < 0.08 THEN 'failed' ELSE 'succeeded' END,
@@ -42,7 +42,8 @@ SELECT e.event_id, e.global_position, e.event_type, e.aggregate_type, e.aggregat
        CASE WHEN b.status_roll < 0.05 THEN greatest(b.tasks - 1, 0) ELSE 0 END,
        CASE WHEN b.status_roll < 0.05 AND b.tasks > 0 THEN 1 ELSE 0 END,
        CASE WHEN b.status_roll < 0.05 THEN 0 WHEN b.status_roll < 0.08 THEN greatest(b.tasks, 1) - 1 ELSE b.tasks END,
-       CASE WHEN b.status_roll >= 0.05 AND b.status_roll < 0.08 THEN 1 ELSE 0 END
+       CASE WHEN b.status_roll >= 0.05 AND b.status_roll < 0.08 THEN 1 ELSE 0 END,
+       e.tx_id::text::bigint
 FROM events e JOIN bench_gen b ON b.g = e.global_position
 -- ;
 -- The tasks behind those counts: failed events have their failed (or dead) task first.

@@ -335,9 +335,9 @@ async fn writing_a_copy_locks_its_original_first() {
     // The processor's reactions saw the copy first and created its row.
     let copy: Uuid = sqlx::query_scalar(
         "INSERT INTO admin_events (event_id, global_position, event_type, aggregate_type,
-                                   aggregate_id, sequence, recorded_at)
+                                   aggregate_id, sequence, recorded_at, tx_id)
          SELECT event_id, global_position, event_type, aggregate_type, aggregate_id, sequence,
-                recorded_at
+                recorded_at, tx_id::text::bigint
          FROM events WHERE global_position = $1
          RETURNING event_id",
     )

@@ -9,7 +9,7 @@
 
 use async_graphql::{ComplexObject, Context, Object, SimpleObject};
 use aula_domain::user::Role as DomainRole;
-use aula_eventlog::Actor;
+use aula_eventlog::{Actor, LogPosition};
 use aula_processor::bulk::{self, BulkError, BulkFilter, BulkJob};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,8 @@ use crate::error::ApiError;
 
 /// How long a preview's confirm token stays valid.
 const CONFIRM_TTL_MINUTES: i64 = 10;
-const TOKEN_VERSION: &str = "bulk-reprocess-1";
+// 2: the bound became a commit-order `LogPosition`; older tokens no longer parse.
+const TOKEN_VERSION: &str = "bulk-reprocess-2";
 
 #[derive(Default)]
 pub struct BulkQuery;
@@ -51,8 +52,13 @@ pub struct BulkReprocessPreview {
     pub count: i64,
     pub by_type: Vec<BulkTypeCount>,
     pub by_status: Vec<BulkStatusCount>,
-    /// The log position the job stops at: later events are not included.
+    /// The log position the job stops at: events that reach the list later are not
+    /// included, whatever their position (the bound is in commit order; see
+    /// `upToTransaction`).
     pub up_to_position: i64,
+    /// With `upToPosition`, the bound in the log's commit order: the transaction id of
+    /// the last event the event list held at preview time.
+    pub up_to_transaction: i64,
     /// Pass to `bulkReprocessConfirm` (valid 10 minutes, for this user only).
     pub confirm_token: String,
     pub expires_at: DateTime<Utc>,
@@ -69,6 +75,7 @@ pub struct BulkReprocessJob {
     pub done: i64,
     pub failed: i64,
     pub up_to_position: i64,
+    pub up_to_transaction: i64,
     pub institution_id: Option<Uuid>,
     /// Who asked (`user:<id>`).
     pub requested_by: String,
@@ -95,6 +102,7 @@ impl From<BulkJob> for BulkReprocessJob {
             done: job.done,
             failed: job.failed,
             up_to_position: job.up_to_position,
+            up_to_transaction: job.up_to_tx,
             institution_id: job.institution_id,
             requested_by: job.requested_by,
             created_at: job.created_at,
@@ -108,7 +116,7 @@ impl From<BulkJob> for BulkReprocessJob {
 struct ConfirmPayload {
     v: String,
     filter: BulkFilter,
-    up_to_position: i64,
+    up_to: LogPosition,
     institution_id: Option<Uuid>,
     user_id: Uuid,
     expires_at: i64,
@@ -163,7 +171,7 @@ impl BulkQuery {
         let payload = ConfirmPayload {
             v: TOKEN_VERSION.into(),
             filter: BulkFilter::from(&query),
-            up_to_position: preview.up_to_position,
+            up_to: preview.up_to,
             institution_id: query.institution_id,
             user_id: claims.user_id,
             expires_at: expires_at.timestamp(),
@@ -182,7 +190,8 @@ impl BulkQuery {
                 .into_iter()
                 .map(|(status, count)| BulkStatusCount { status, count })
                 .collect(),
-            up_to_position: preview.up_to_position,
+            up_to_position: preview.up_to.global_position,
+            up_to_transaction: preview.up_to.tx_id,
             confirm_token: auth::sign(&state.config.token_secret, &payload),
             expires_at,
         })
@@ -236,7 +245,7 @@ impl BulkMutation {
         let id = bulk::start_confirmed(
             &state.pool,
             &payload.filter,
-            payload.up_to_position,
+            payload.up_to,
             Actor::User(claims.user_id),
             &confirm_token,
         )
