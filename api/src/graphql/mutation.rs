@@ -496,8 +496,11 @@ impl CommandMutation {
     }
 
     /// Public, rate-limited. Returns a signed access token. A wrong password is
-    /// UNAUTHENTICATED (and recorded); the failure that reaches the threshold locks the
-    /// account (FORBIDDEN `USER_LOCKED_OUT`) for the lockout duration.
+    /// UNAUTHENTICATED `INVALID_CREDENTIALS` (and recorded); the failure that reaches
+    /// the threshold locks the account for the lockout duration. Only the right
+    /// password learns of the lockout (FORBIDDEN `USER_LOCKED_OUT`): to anyone else a
+    /// locked account answers as an unknown e-mail does, so failing on purpose cannot
+    /// tell which e-mails have accounts.
     async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<LoginResult, ApiError> {
         rate_limit(ctx)?;
         let state = state(ctx);
@@ -536,16 +539,13 @@ impl CommandMutation {
                 CommandError::Rejected(UserError::NotFound | UserError::NotActive) => {
                     bad_credentials()
                 }
+                CommandError::Rejected(locked @ UserError::LockedOut { .. }) if matches => {
+                    ApiError::rejection(&locked)
+                }
+                CommandError::Rejected(UserError::LockedOut { .. }) => bad_credentials(),
                 other => other.into(),
             })?;
-        // The failure that reaches the threshold comes with the lockout: report that.
-        let locked = committed.events.iter().find_map(|event| match event {
-            UserEvent::UserLockedOut { until } => Some(*until),
-            _ => None,
-        });
-        if let Some(until) = locked {
-            return Err(ApiError::rejection(&UserError::LockedOut { until }));
-        }
+        // A failure (the one that reaches the threshold too) is a wrong password.
         if committed
             .events
             .iter()
