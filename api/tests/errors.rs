@@ -277,12 +277,37 @@ async fn sign_up_confirmation_rules() {
     assert_ok(&server.gql(None, query, confirm(&token)).await);
     let r = server.gql(None, query, confirm(&token)).await;
     assert_code(&r, "CONFLICT");
-    // Signing up again with a registered e-mail is a conflict.
+    // Signing up again with a registered e-mail answers as a sign-up does (whether an
+    // e-mail has an account is not told); the owner is told by e-mail instead.
     let r = server
         .command(None, "signUp", json!({ "email": email }))
         .await;
-    assert_code(&r, "CONFLICT");
-    assert_eq!(extension(&r, "reason"), "USER_ALREADY_REGISTERED");
+    assert_ok(&r);
+    let fresh = server
+        .command(None, "signUp", json!({ "email": "someone-new@aula.test" }))
+        .await;
+    assert_ok(&fresh);
+    let keys = |r: &serde_json::Value| -> Vec<String> {
+        let mut keys: Vec<String> = r["data"]["signUp"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys(&r), keys(&fresh));
+    let recorded: String =
+        sqlx::query_scalar("SELECT event_type FROM events WHERE global_position = $1")
+            .bind(r["data"]["signUp"]["logPosition"].as_i64().unwrap())
+            .fetch_one(&server.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(recorded, "RegisteredEmailSignUpAttempted");
+    // The account is unchanged: its password still works.
+    assert_ok(&server.login(email, PASSWORD).await);
     server.stop().await;
 }
 

@@ -133,6 +133,12 @@ fn meta(event_type: &str) -> Option<Meta> {
             "The account can no longer log in. Users are never deleted.",
             &["projection: users"],
         ),
+        "RegisteredEmailSignUpAttempted" => meta(
+            Business,
+            "SignUp",
+            "Someone signed up with the e-mail of a registered account. Nothing changes; the sign-up gets the same answer as a new one, and an active account's owner is told by e-mail.",
+            &["task: send_already_registered_email"],
+        ),
         // institution
         "InstitutionCreated" => meta(
             Business,

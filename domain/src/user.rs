@@ -157,6 +157,13 @@ pub enum UserEvent {
     UserDeactivated {
         reason: String,
     },
+    /// Someone signed up with the e-mail of an account that is already registered
+    /// (active or deactivated). Nothing changes; it is recorded so that the owner is
+    /// told (by e-mail, if the account is active) and so that the caller's answer is
+    /// the same as for a new sign-up: whether an e-mail has an account is not told.
+    RegisteredEmailSignUpAttempted {
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -171,6 +178,7 @@ impl DomainEvent for UserEvent {
             Self::PasswordReset { .. } => "PasswordReset",
             Self::UserUpdated { .. } => "UserUpdated",
             Self::UserDeactivated { .. } => "UserDeactivated",
+            Self::RegisteredEmailSignUpAttempted { .. } => "RegisteredEmailSignUpAttempted",
         }
         .to_owned()
     }
@@ -186,8 +194,6 @@ pub enum UserError {
     NotFound,
     #[error("a user with this id already exists")]
     AlreadyExists,
-    #[error("this e-mail is already registered")]
-    AlreadyRegistered,
     #[error("the sign-up was started with another e-mail address")]
     SignUpEmailMismatch,
     #[error("the token expiry must be after now")]
@@ -227,7 +233,6 @@ impl UserError {
         match self {
             Self::NotFound => "USER_NOT_FOUND",
             Self::AlreadyExists => "USER_ALREADY_EXISTS",
-            Self::AlreadyRegistered => "USER_ALREADY_REGISTERED",
             Self::SignUpEmailMismatch => "SIGN_UP_EMAIL_MISMATCH",
             Self::TokenExpiryNotInFuture => "TOKEN_EXPIRY_NOT_IN_FUTURE",
             Self::AlreadyConfirmed => "SIGN_UP_ALREADY_CONFIRMED",
@@ -251,7 +256,6 @@ impl UserError {
         match self {
             Self::NotFound => RejectionKind::NotFound,
             Self::AlreadyExists
-            | Self::AlreadyRegistered
             | Self::SignUpEmailMismatch
             | Self::AlreadyConfirmed
             | Self::AlreadyDeactivated => RejectionKind::Conflict,
@@ -380,8 +384,9 @@ impl User {
             // Signing up again re-sends the link: the new token supersedes the old one.
             UserStatus::Pending if self.email.as_ref() == Some(&email) => {}
             UserStatus::Pending => return Err(UserError::SignUpEmailMismatch),
+            // Not an error: see `RegisteredEmailSignUpAttempted`.
             UserStatus::Active | UserStatus::Deactivated => {
-                return Err(UserError::AlreadyRegistered)
+                return Ok(UserEvent::RegisteredEmailSignUpAttempted { at: now })
             }
         }
         if expires_at <= now {
@@ -686,6 +691,7 @@ impl Aggregate for User {
                 }
             }
             UserEvent::UserDeactivated { .. } => self.status = UserStatus::Deactivated,
+            UserEvent::RegisteredEmailSignUpAttempted { .. } => {}
         }
     }
 }
@@ -729,5 +735,6 @@ pub fn sample_events() -> Vec<UserEvent> {
         UserEvent::UserDeactivated {
             reason: "left the institution".to_owned(),
         },
+        UserEvent::RegisteredEmailSignUpAttempted { at: instant() },
     ]
 }

@@ -120,11 +120,19 @@ fn signing_up_again_while_pending_reissues_the_token() {
 }
 
 #[test]
-fn sign_up_of_a_registered_user_is_rejected() {
+fn sign_up_of_a_registered_user_is_recorded_and_changes_nothing() {
     framework()
         .given(active())
         .when(sign_up("tok-1", t(60), t(0)))
-        .then_expect_error(UserError::AlreadyRegistered);
+        .then_expect_events(vec![UserEvent::RegisteredEmailSignUpAttempted { at: t(0) }]);
+    let mut deactivated = active();
+    deactivated.push(UserEvent::UserDeactivated {
+        reason: "left".into(),
+    });
+    framework()
+        .given(deactivated)
+        .when(sign_up("tok-1", t(60), t(0)))
+        .then_expect_events(vec![UserEvent::RegisteredEmailSignUpAttempted { at: t(0) }]);
 }
 
 #[test]
@@ -672,8 +680,8 @@ fn errors_have_stable_codes_and_kinds() {
             RejectionKind::Unauthenticated,
         ),
         (
-            UserError::AlreadyRegistered,
-            "USER_ALREADY_REGISTERED",
+            UserError::AlreadyConfirmed,
+            "SIGN_UP_ALREADY_CONFIRMED",
             RejectionKind::Conflict,
         ),
         (

@@ -4,6 +4,8 @@
 
 pub const EMAIL_SIGNUP_CONFIRMATION: &str = "email.signup_confirmation";
 pub const EMAIL_PASSWORD_RESET: &str = "email.password_reset";
+/// To the owner of an account someone signed up for again.
+pub const EMAIL_ALREADY_REGISTERED: &str = "email.already_registered";
 pub const EMAIL_WELCOME: &str = "email.welcome";
 pub const EMAIL_APPLICATION_SCHEDULED: &str = "email.application_scheduled";
 pub const EMAIL_ENROLLED: &str = "email.enrolled";
@@ -26,7 +28,7 @@ pub struct KindPolicy {
 pub fn policy(kind: &str) -> KindPolicy {
     let (priority, max_attempts) = match kind {
         EMAIL_PASSWORD_RESET => (10, 8),
-        EMAIL_SIGNUP_CONFIRMATION => (10, 8),
+        EMAIL_SIGNUP_CONFIRMATION | EMAIL_ALREADY_REGISTERED => (10, 8),
         ENROLLMENT_DECIDE => (20, 10),
         EMAIL_APPLICATION_SCHEDULED | EMAIL_ENROLLED | EMAIL_DECLINED | EMAIL_WELCOME => (30, 8),
         NOTIFY_GRADE | LINK_STUDENT_NOTIFICATIONS | LINK_TEACHER_NOTIFICATIONS => (40, 5),

@@ -5,6 +5,7 @@
 //! | event | tasks |
 //! |---|---|
 //! | `PendingUserRegisterCreated` | `email.signup_confirmation` |
+//! | `RegisteredEmailSignUpAttempted` | `email.already_registered` |
 //! | `InstitutionCreated` | `demo.seed` |
 //! | `ResetPasswordTokenCreated` | `email.password_reset` |
 //! | `StudentCreated` | `notification.link_student`, `email.welcome` |
@@ -47,6 +48,7 @@ pub const REPROCESSED_FROM: &str = "reprocessed_from";
 pub fn kinds_for(event_type: &str) -> &'static [&'static str] {
     match event_type {
         "PendingUserRegisterCreated" => &[kinds::EMAIL_SIGNUP_CONFIRMATION],
+        "RegisteredEmailSignUpAttempted" => &[kinds::EMAIL_ALREADY_REGISTERED],
         "InstitutionCreated" => &[kinds::DEMO_SEED],
         "ResetPasswordTokenCreated" => &[kinds::EMAIL_PASSWORD_RESET],
         "StudentCreated" => &[kinds::LINK_STUDENT_NOTIFICATIONS, kinds::EMAIL_WELCOME],

@@ -8,8 +8,9 @@
 //! sent. Rows whose token expired are purged by the nightly archive.
 //!
 //! The API stashes the token *before* the command that records its hash, so a crash
-//! between the two loses nothing (a token whose command failed is never read and is
-//! purged when it expires). Should a task still find no token (one stashed elsewhere),
+//! between the two loses nothing (a token whose command failed, or recorded no token
+//! because the e-mail already has an account, is never read and is purged when it
+//! expires). Should a task still find no token (one stashed elsewhere),
 //! it fails with a retryable error until the token has expired, then permanently.
 
 use chrono::{DateTime, Utc};

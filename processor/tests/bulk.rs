@@ -239,7 +239,8 @@ async fn an_event_committed_after_the_preview_is_not_included_though_its_positio
             async move {
                 let count = scalar_i64(
                     &pool,
-                    "SELECT events_handled FROM subscription_checkpoints WHERE name = 'admin_events'",
+                    "SELECT COALESCE((SELECT events_handled FROM subscription_checkpoints
+                                      WHERE name = 'admin_events'), 0)",
                 )
                 .await;
                 (count == n).then_some(())

@@ -287,6 +287,71 @@ async fn password_reset_emails_the_link_to_the_users_address() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn signing_up_with_a_registered_email_tells_the_active_owner_and_nobody_else() {
+    let db = TestDatabase::new().await;
+    let (running, mailer) = start_standard(&db).await;
+    let user = Uuid::new_v4().to_string();
+    let address = "owner@example.org";
+    let users = bus::<User>(&db.pool, UserServices::default());
+    users
+        .execute(
+            &user,
+            UserCommand::CreateUser {
+                email: Email::parse(address).unwrap(),
+                name: PersonName::parse("Olga").unwrap(),
+                role: Role::Manager,
+                institution_id: Some(InstitutionId::from_uuid(Uuid::new_v4())),
+                password_hash: Some("x".into()),
+            },
+            &meta(None),
+        )
+        .await
+        .unwrap();
+    let sign_up = || UserCommand::SignUp {
+        email: Email::parse(address).unwrap(),
+        confirmation_token_hash: format!("h-{}", Uuid::new_v4()),
+        expires_at: Utc::now() + Duration::hours(1),
+        now: Utc::now(),
+    };
+    users.execute(&user, sign_up(), &meta(None)).await.unwrap();
+    let event = event_id_of(&db.pool, "RegisteredEmailSignUpAttempted", &user).await;
+    wait_task_succeeded(&db.pool, event, "email.already_registered").await;
+    let sent = mailer.to(address);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].subject, "You already have an Aula account");
+    assert!(
+        sent[0].text.contains("https://aula.test/"),
+        "{}",
+        sent[0].text
+    );
+    assert!(!sent[0].text.contains("token="), "{}", sent[0].text);
+
+    // A deactivated account's owner gets nothing; the task still succeeds.
+    users
+        .execute(
+            &user,
+            UserCommand::DeactivateUser {
+                reason: "left".into(),
+            },
+            &meta(None),
+        )
+        .await
+        .unwrap();
+    users.execute(&user, sign_up(), &meta(None)).await.unwrap();
+    let second: Uuid = sqlx::query_scalar(
+        "SELECT event_id FROM events WHERE event_type = 'RegisteredEmailSignUpAttempted'
+         ORDER BY global_position DESC LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_ne!(second, event);
+    wait_task_succeeded(&db.pool, second, "email.already_registered").await;
+    assert_eq!(mailer.to(address).len(), 1);
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn applications_are_scheduled_decided_and_answered_without_exceeding_capacity() {
     let db = TestDatabase::new().await;
     let (running, mailer) = start_standard(&db).await;

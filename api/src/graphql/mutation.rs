@@ -367,7 +367,9 @@ pub struct DeactivateUserInput {
 #[Object]
 impl CommandMutation {
     /// Public, rate-limited. Starts a self-service registration: a confirmation token
-    /// is issued for the e-mail. Returns the pending user's id.
+    /// is issued for the e-mail. Returns the pending user's id. An e-mail that already
+    /// has an account gets the same answer (its owner is told by e-mail instead), so
+    /// whether an e-mail has an account is not told.
     async fn sign_up(
         &self,
         ctx: &Context<'_>,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use aula_domain::course::{Course, CourseEvent, CourseServices, DeclineReason};
 use aula_domain::student::StudentEvent;
-use aula_domain::user::{User, UserEvent, UserServices};
+use aula_domain::user::{User, UserEvent, UserServices, UserStatus};
 use aula_eventlog::CommandBus;
 use chrono::Utc;
 
@@ -173,6 +173,37 @@ impl EmailHandler {
                         ),
                     ),
                     token_hash: Some(token_hash),
+                }
+            }
+            kinds::EMAIL_ALREADY_REGISTERED => {
+                let UserEvent::RegisteredEmailSignUpAttempted { .. } = payload.decode()? else {
+                    return Err(wrong_event(&payload));
+                };
+                let bus = CommandBus::<User>::with_upcasters(
+                    ctx.pool.clone(),
+                    UserServices::default(),
+                    aula_domain::upcasters(),
+                );
+                let (user, _) = bus.load(payload.aggregate_id).await?;
+                // A deactivated account's owner is not invited to sign in.
+                let (UserStatus::Active, Some(email)) = (user.status(), user.email()) else {
+                    return Ok(None);
+                };
+                let sign_in = self.link("/", &[]);
+                Rendered {
+                    message: message(
+                        email.as_str(),
+                        "You already have an Aula account".into(),
+                        format!("Someone asked to sign up for Aula with this e-mail address, which already has an account.\n\nSign in here:\n{sign_in}\n\nIf you forgot your password, use \"Forgot password\" on that page. If it was not you, ignore this e-mail: nothing was changed.\n"),
+                        html(
+                            "You already have an account",
+                            &format!(
+                                "<p>Someone asked to sign up for Aula with this e-mail address, which already has an account.</p><p>Sign in here: <a href=\"{0}\">{0}</a></p><p>If you forgot your password, use \"Forgot password\" on that page. If it was not you, ignore this e-mail: nothing was changed.</p>",
+                                html_escape(&sign_in)
+                            ),
+                        ),
+                    ),
+                    token_hash: None,
                 }
             }
             kinds::EMAIL_WELCOME => {

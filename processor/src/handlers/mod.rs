@@ -124,6 +124,7 @@ impl Registry {
         for kind in [
             kinds::EMAIL_SIGNUP_CONFIRMATION,
             kinds::EMAIL_PASSWORD_RESET,
+            kinds::EMAIL_ALREADY_REGISTERED,
             kinds::EMAIL_WELCOME,
             kinds::EMAIL_APPLICATION_SCHEDULED,
             kinds::EMAIL_ENROLLED,
