@@ -185,7 +185,7 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
         let signed_up = graphql(
             &client,
             &base,
-            "mutation($input: SignUpInput!) { signUp(input: $input) { id } }",
+            "mutation($input: SignUpInput!) { signUp(input: $input) { accepted } }",
             json!({ "input": { "email": format!("applicant{i}@escola.test") } }),
         )
         .await;
@@ -590,7 +590,7 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
     let signed_up = graphql(
         &client,
         &base,
-        "mutation($input: SignUpInput!) { signUp(input: $input) { id } }",
+        "mutation($input: SignUpInput!) { signUp(input: $input) { accepted } }",
         json!({ "input": { "email": manager_email } }),
     )
     .await;

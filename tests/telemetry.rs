@@ -168,7 +168,7 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
         .post(format!("http://{addr}/graphql"))
         .header("x-request-id", &request_id)
         .json(&json!({
-            "query": "mutation($input: SignUpInput!) { signUp(input: $input) { id logPosition } }",
+            "query": "mutation($input: SignUpInput!) { signUp(input: $input) { accepted logPosition } }",
             "variables": { "input": { "email": email } },
         }))
         .send()

@@ -133,6 +133,12 @@ fn meta(event_type: &str) -> Option<Meta> {
             "The account can no longer log in. Users are never deleted.",
             &["projection: users"],
         ),
+        "SignUpConfirmed" => meta(
+            Business,
+            "ConfirmSignUp",
+            "Recorded with the new manager's UserCreated: the institution they registered. The API creates it at once; the task creates it if the API stopped before.",
+            &["task: create_registered_institution"],
+        ),
         "RegisteredEmailSignUpAttempted" => meta(
             Business,
             "SignUp",
@@ -248,6 +254,7 @@ fn field_type(event_type: &str, field: &str) -> Option<&'static str> {
     const DATE: &str = "date (ISO 8601, `YYYY-MM-DD`)";
     Some(match (event_type, field) {
         ("InstitutionCreated", "name") => "InstitutionName (string, 1..=200 chars)",
+        ("SignUpConfirmed", "institution_name") => "InstitutionName (string, 1..=200 chars)",
         ("CampusCreated", "name") => "CampusName (string, 1..=120 chars)",
         ("CourseOffered" | "CourseOpened", "name") => "CourseName (string, 1..=200 chars)",
         ("UserUpdated", "name") => "PersonName or null (unchanged)",

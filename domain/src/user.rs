@@ -164,6 +164,14 @@ pub enum UserEvent {
     RegisteredEmailSignUpAttempted {
         at: DateTime<Utc>,
     },
+    /// Recorded with the manager's `UserCreated` by a confirmed sign-up: the
+    /// institution the new manager registered. Creating it is a second command on
+    /// another aggregate; this event is what lets the processor finish that if the
+    /// caller stopped in between (the `institution.create` task).
+    SignUpConfirmed {
+        institution_id: InstitutionId,
+        institution_name: InstitutionName,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -179,6 +187,7 @@ impl DomainEvent for UserEvent {
             Self::UserUpdated { .. } => "UserUpdated",
             Self::UserDeactivated { .. } => "UserDeactivated",
             Self::RegisteredEmailSignUpAttempted { .. } => "RegisteredEmailSignUpAttempted",
+            Self::SignUpConfirmed { .. } => "SignUpConfirmed",
         }
         .to_owned()
     }
@@ -566,11 +575,15 @@ impl Aggregate for User {
                 name,
                 password_hash,
                 institution_id,
-                institution_name: _,
+                institution_name,
                 now,
-            } => {
-                vec![self.confirm_sign_up(&token_hash, name, password_hash, institution_id, now)?]
-            }
+            } => vec![
+                self.confirm_sign_up(&token_hash, name, password_hash, institution_id, now)?,
+                UserEvent::SignUpConfirmed {
+                    institution_id,
+                    institution_name,
+                },
+            ],
             UserCommand::CreateUser {
                 email,
                 name,
@@ -691,7 +704,8 @@ impl Aggregate for User {
                 }
             }
             UserEvent::UserDeactivated { .. } => self.status = UserStatus::Deactivated,
-            UserEvent::RegisteredEmailSignUpAttempted { .. } => {}
+            UserEvent::RegisteredEmailSignUpAttempted { .. }
+            | UserEvent::SignUpConfirmed { .. } => {}
         }
     }
 }
@@ -736,5 +750,9 @@ pub fn sample_events() -> Vec<UserEvent> {
             reason: "left the institution".to_owned(),
         },
         UserEvent::RegisteredEmailSignUpAttempted { at: instant() },
+        UserEvent::SignUpConfirmed {
+            institution_id: institution_id(),
+            institution_name: InstitutionName::parse("Escola Aurora").unwrap(),
+        },
     ]
 }

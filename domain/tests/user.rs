@@ -163,7 +163,13 @@ fn confirming_creates_the_institution_manager() {
     framework()
         .given(vec![pending("tok-1", t(60))])
         .when(confirm("tok-1", t(10)))
-        .then_expect_events(vec![created(Role::Manager)]);
+        .then_expect_events(vec![
+            created(Role::Manager),
+            UserEvent::SignUpConfirmed {
+                institution_id: institution_id(),
+                institution_name: InstitutionName::parse("Escola Aurora").unwrap(),
+            },
+        ]);
 }
 
 #[test]

@@ -14,6 +14,8 @@ pub const ENROLLMENT_DECIDE: &str = "enrollment.decide";
 pub const NOTIFY_GRADE: &str = "notification.grade";
 pub const LINK_STUDENT_NOTIFICATIONS: &str = "notification.link_student";
 pub const LINK_TEACHER_NOTIFICATIONS: &str = "notification.link_teacher";
+/// Creates the institution of a confirmed sign-up if the API did not.
+pub const INSTITUTION_CREATE: &str = "institution.create";
 pub const DEMO_SEED: &str = "demo.seed";
 /// Does nothing (benchmarks, queue tests).
 pub const NOOP: &str = "noop";
@@ -28,9 +30,14 @@ pub struct KindPolicy {
 pub fn policy(kind: &str) -> KindPolicy {
     let (priority, max_attempts) = match kind {
         EMAIL_PASSWORD_RESET => (10, 8),
-        EMAIL_SIGNUP_CONFIRMATION | EMAIL_ALREADY_REGISTERED => (10, 8),
-        ENROLLMENT_DECIDE => (20, 10),
-        EMAIL_APPLICATION_SCHEDULED | EMAIL_ENROLLED | EMAIL_DECLINED | EMAIL_WELCOME => (30, 8),
+        EMAIL_SIGNUP_CONFIRMATION => (10, 8),
+        ENROLLMENT_DECIDE | INSTITUTION_CREATE => (20, 10),
+        // Anyone can cause an `email.already_registered`: it never delays the ones above.
+        EMAIL_APPLICATION_SCHEDULED
+        | EMAIL_ENROLLED
+        | EMAIL_DECLINED
+        | EMAIL_WELCOME
+        | EMAIL_ALREADY_REGISTERED => (30, 8),
         NOTIFY_GRADE | LINK_STUDENT_NOTIFICATIONS | LINK_TEACHER_NOTIFICATIONS => (40, 5),
         DEMO_SEED => (90, 3),
         _ => (50, 5),

@@ -229,9 +229,8 @@ pub const CLAIM_SQL: &str = "WITH due AS (
                  AND a.tasks_succeeded = 0 AND a.tasks_failed = 0) AS unseen
          FROM admin_events a
          JOIN by_event b ON b.event_id = a.event_id
-         LEFT JOIN events e ON e.event_id = a.event_id
          WHERE a.event_id = ANY(ARRAY(SELECT event_id FROM by_event))
-         ORDER BY e.tx_id, a.global_position
+         ORDER BY a.tx_id, a.global_position
          FOR UPDATE OF a
      ), event_counts AS (
          UPDATE admin_events a

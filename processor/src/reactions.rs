@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `PendingUserRegisterCreated` | `email.signup_confirmation` |
 //! | `RegisteredEmailSignUpAttempted` | `email.already_registered` |
+//! | `SignUpConfirmed` | `institution.create` |
 //! | `InstitutionCreated` | `demo.seed` |
 //! | `ResetPasswordTokenCreated` | `email.password_reset` |
 //! | `StudentCreated` | `notification.link_student`, `email.welcome` |
@@ -49,6 +50,7 @@ pub fn kinds_for(event_type: &str) -> &'static [&'static str] {
     match event_type {
         "PendingUserRegisterCreated" => &[kinds::EMAIL_SIGNUP_CONFIRMATION],
         "RegisteredEmailSignUpAttempted" => &[kinds::EMAIL_ALREADY_REGISTERED],
+        "SignUpConfirmed" => &[kinds::INSTITUTION_CREATE],
         "InstitutionCreated" => &[kinds::DEMO_SEED],
         "ResetPasswordTokenCreated" => &[kinds::EMAIL_PASSWORD_RESET],
         "StudentCreated" => &[kinds::LINK_STUDENT_NOTIFICATIONS, kinds::EMAIL_WELCOME],

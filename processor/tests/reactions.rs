@@ -286,36 +286,50 @@ async fn password_reset_emails_the_link_to_the_users_address() {
     running.stop().await;
 }
 
+/// The last `RegisteredEmailSignUpAttempted` of `user`, once its task has succeeded.
+async fn registered_sign_up_handled(pool: &PgPool, user: &str) -> Uuid {
+    let event: Uuid = sqlx::query_scalar(
+        "SELECT event_id FROM events
+         WHERE event_type = 'RegisteredEmailSignUpAttempted' AND aggregate_id = $1
+         ORDER BY global_position DESC LIMIT 1",
+    )
+    .bind(user)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    wait_task_succeeded(pool, event, "email.already_registered").await;
+    event
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn signing_up_with_a_registered_email_tells_the_active_owner_and_nobody_else() {
+async fn signing_up_with_a_registered_email_tells_the_active_owner_once_an_hour_and_nobody_else() {
     let db = TestDatabase::new().await;
     let (running, mailer) = start_standard(&db).await;
-    let user = Uuid::new_v4().to_string();
-    let address = "owner@example.org";
     let users = bus::<User>(&db.pool, UserServices::default());
-    users
-        .execute(
-            &user,
-            UserCommand::CreateUser {
-                email: Email::parse(address).unwrap(),
-                name: PersonName::parse("Olga").unwrap(),
-                role: Role::Manager,
-                institution_id: Some(InstitutionId::from_uuid(Uuid::new_v4())),
-                password_hash: Some("x".into()),
-            },
-            &meta(None),
-        )
-        .await
-        .unwrap();
-    let sign_up = || UserCommand::SignUp {
+    let create = |address: &str| UserCommand::CreateUser {
+        email: Email::parse(address).unwrap(),
+        name: PersonName::parse("Olga").unwrap(),
+        role: Role::Manager,
+        institution_id: Some(InstitutionId::from_uuid(Uuid::new_v4())),
+        password_hash: Some("x".into()),
+    };
+    let sign_up = |address: &str| UserCommand::SignUp {
         email: Email::parse(address).unwrap(),
         confirmation_token_hash: format!("h-{}", Uuid::new_v4()),
         expires_at: Utc::now() + Duration::hours(1),
         now: Utc::now(),
     };
-    users.execute(&user, sign_up(), &meta(None)).await.unwrap();
-    let event = event_id_of(&db.pool, "RegisteredEmailSignUpAttempted", &user).await;
-    wait_task_succeeded(&db.pool, event, "email.already_registered").await;
+
+    let (owner, address) = (Uuid::new_v4().to_string(), "owner@example.org");
+    users
+        .execute(&owner, create(address), &meta(None))
+        .await
+        .unwrap();
+    users
+        .execute(&owner, sign_up(address), &meta(None))
+        .await
+        .unwrap();
+    let first = registered_sign_up_handled(&db.pool, &owner).await;
     let sent = mailer.to(address);
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].subject, "You already have an Aula account");
@@ -325,11 +339,24 @@ async fn signing_up_with_a_registered_email_tells_the_active_owner_and_nobody_el
         sent[0].text
     );
     assert!(!sent[0].text.contains("token="), "{}", sent[0].text);
+    // Again within the hour: recorded, its task succeeds, no second e-mail.
+    users
+        .execute(&owner, sign_up(address), &meta(None))
+        .await
+        .unwrap();
+    let second = registered_sign_up_handled(&db.pool, &owner).await;
+    assert_ne!(first, second);
+    assert_eq!(mailer.to(address).len(), 1);
 
-    // A deactivated account's owner gets nothing; the task still succeeds.
+    // A deactivated account's owner gets nothing.
+    let (gone, gone_address) = (Uuid::new_v4().to_string(), "gone@example.org");
+    users
+        .execute(&gone, create(gone_address), &meta(None))
+        .await
+        .unwrap();
     users
         .execute(
-            &user,
+            &gone,
             UserCommand::DeactivateUser {
                 reason: "left".into(),
             },
@@ -337,17 +364,82 @@ async fn signing_up_with_a_registered_email_tells_the_active_owner_and_nobody_el
         )
         .await
         .unwrap();
-    users.execute(&user, sign_up(), &meta(None)).await.unwrap();
-    let second: Uuid = sqlx::query_scalar(
-        "SELECT event_id FROM events WHERE event_type = 'RegisteredEmailSignUpAttempted'
-         ORDER BY global_position DESC LIMIT 1",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert_ne!(second, event);
-    wait_task_succeeded(&db.pool, second, "email.already_registered").await;
-    assert_eq!(mailer.to(address).len(), 1);
+    users
+        .execute(&gone, sign_up(gone_address), &meta(None))
+        .await
+        .unwrap();
+    registered_sign_up_handled(&db.pool, &gone).await;
+    assert!(mailer.to(gone_address).is_empty());
+    running.stop().await;
+}
+
+/// The API confirms a sign-up with two commands (user, then institution). Here the
+/// caller stops after the first, as a crashed API would: the institution is created
+/// anyway, once, from the user's `SignUpConfirmed`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_confirmed_sign_up_gets_its_institution_even_if_the_caller_stopped_halfway() {
+    let db = TestDatabase::new().await;
+    let (running, _mailer) = start_standard(&db).await;
+    let user = Uuid::new_v4();
+    let institution = InstitutionId::from_uuid(Uuid::new_v4());
+    let users = bus::<User>(&db.pool, UserServices::default());
+    let now = Utc::now();
+    users
+        .execute(
+            &user.to_string(),
+            UserCommand::SignUp {
+                email: Email::parse("founder@example.org").unwrap(),
+                confirmation_token_hash: "h".into(),
+                expires_at: now + Duration::hours(1),
+                now,
+            },
+            &meta(None),
+        )
+        .await
+        .unwrap();
+    users
+        .execute(
+            &user.to_string(),
+            UserCommand::ConfirmSignUp {
+                token_hash: "h".into(),
+                name: PersonName::parse("Flora").unwrap(),
+                password_hash: "x".into(),
+                institution_id: institution,
+                institution_name: InstitutionName::parse("Escola Fénix").unwrap(),
+                now,
+            },
+            &meta(Some(institution.as_uuid())),
+        )
+        .await
+        .unwrap();
+    let event = event_id_of(&db.pool, "SignUpConfirmed", &user.to_string()).await;
+    wait_task_succeeded(&db.pool, event, "institution.create").await;
+
+    let (institution_state, _) = bus::<Institution>(&db.pool, InstitutionServices)
+        .load(&institution.to_string())
+        .await
+        .unwrap();
+    assert_eq!(
+        institution_state.name().map(|n| n.as_str()),
+        Some("Escola Fénix")
+    );
+    assert_eq!(
+        institution_state.manager_user_id(),
+        Some(UserId::from_uuid(user))
+    );
+    // A second run (a retry, or a reprocessed copy) finds it there and succeeds.
+    let again = aula_processor::reprocess_event(&db.pool, event, Actor::System)
+        .await
+        .unwrap();
+    wait_task_succeeded(&db.pool, again.event_id, "institution.create").await;
+    assert_eq!(
+        scalar_i64(
+            &db.pool,
+            "SELECT count(*) FROM events WHERE event_type = 'InstitutionCreated'"
+        )
+        .await,
+        1
+    );
     running.stop().await;
 }
 

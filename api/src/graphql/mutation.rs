@@ -19,7 +19,7 @@ use aula_eventlog::CommandError;
 use chrono::Duration;
 use uuid::Uuid;
 
-use super::types::{CommandResult, LoginResult, RequestAccepted, SignUpConfirmed};
+use super::types::{CommandResult, LoginResult, RequestAccepted, SignUpAccepted, SignUpConfirmed};
 use super::{metadata, rate_limit, request, state};
 use crate::auth::{self, Claims};
 use crate::emails;
@@ -367,15 +367,15 @@ pub struct DeactivateUserInput {
 #[Object]
 impl CommandMutation {
     /// Public, rate-limited. Starts a self-service registration: a confirmation token
-    /// is issued for the e-mail. Returns the pending user's id. An e-mail that already
-    /// has an account gets the same answer (its owner is told by e-mail instead), so
-    /// whether an e-mail has an account is not told.
+    /// is issued for the e-mail. An e-mail that already has an account gets the same
+    /// answer (its owner is told by e-mail instead), and the answer names no account:
+    /// whether an e-mail has an account, or which one, is not told.
     async fn sign_up(
         &self,
         ctx: &Context<'_>,
         input: SignUpInput,
         wait_for_projections: Option<bool>,
-    ) -> Result<CommandResult, ApiError> {
+    ) -> Result<SignUpAccepted, ApiError> {
         rate_limit(ctx)?;
         let state = state(ctx);
         let email = parse("email", Email::parse(&input.email))?;
@@ -410,13 +410,12 @@ impl CommandMutation {
                 &metadata(request(ctx), None),
             )
             .await?;
-        result(
-            state,
-            user_id,
-            committed.last_position(),
-            wait_for_projections,
-        )
-        .await
+        let position = committed.last_position();
+        Ok(SignUpAccepted {
+            accepted: true,
+            log_position: position,
+            projections_caught_up: settle(state, position, wait_for_projections).await?,
+        })
     }
 
     /// Public, rate-limited. Confirms a sign-up: creates the user as the manager of a
@@ -454,7 +453,7 @@ impl CommandMutation {
         let password_hash = hash_password(state, password).await?;
         let institution_id = Uuid::new_v4();
         let meta = metadata(request(ctx), Some(institution_id));
-        state
+        let user_committed = state
             .buses
             .user
             .execute(
@@ -474,9 +473,10 @@ impl CommandMutation {
                 CommandError::Rejected(e) => refused(e),
                 other => other.into(),
             })?;
-        // Not atomic with the user: a crash here leaves a manager whose institution
-        // does not exist yet (see README.md).
-        let committed = state
+        // A second aggregate, so not atomic with the user: if this process stops here,
+        // the processor's `institution.create` task (issued by `SignUpConfirmed`)
+        // creates it. If that task came first, the institution is already there.
+        let created = state
             .buses
             .institution
             .execute(
@@ -487,8 +487,14 @@ impl CommandMutation {
                 },
                 &meta,
             )
-            .await?;
-        let position = committed.last_position();
+            .await;
+        let position = match created {
+            Ok(committed) => committed.last_position(),
+            Err(CommandError::Rejected(InstitutionError::AlreadyExists)) => {
+                user_committed.last_position()
+            }
+            Err(other) => return Err(other.into()),
+        };
         Ok(SignUpConfirmed {
             user_id,
             institution_id,

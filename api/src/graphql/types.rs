@@ -27,6 +27,17 @@ pub struct CommandResult {
     pub projections_caught_up: Option<bool>,
 }
 
+/// What `signUp` returns: the same for every e-mail, registered or not. It names no
+/// account (the confirmation link carries what confirming needs).
+#[derive(SimpleObject, Debug, Clone)]
+pub struct SignUpAccepted {
+    pub accepted: bool,
+    /// Global log position of the event the sign-up recorded.
+    pub log_position: Option<i64>,
+    /// As in `CommandResult`.
+    pub projections_caught_up: Option<bool>,
+}
+
 #[derive(SimpleObject, Debug, Clone)]
 pub struct SignUpConfirmed {
     /// The new manager's user id.

@@ -119,8 +119,14 @@ impl TestServer {
     /// Runs a mutation `name(input: $input)` selecting `id logPosition`.
     pub async fn command(&self, token: Option<&str>, name: &str, input: Value) -> Value {
         let input_type = input_type(name);
+        // `signUp` names no account; every other command returns `CommandResult`.
+        let selection = if name == "signUp" {
+            "accepted logPosition"
+        } else {
+            "id logPosition"
+        };
         let query = format!(
-            "mutation($input: {input_type}!) {{ {name}(input: $input) {{ id logPosition }} }}"
+            "mutation($input: {input_type}!) {{ {name}(input: $input) {{ {selection} }} }}"
         );
         self.gql(token, &query, json!({ "input": input })).await
     }

@@ -15,6 +15,9 @@ use crate::kinds;
 use crate::mail::{html_escape, EmailMessage, Mailer};
 use crate::tokens;
 
+/// At most one `email.already_registered` per address in this many seconds.
+pub const ALREADY_REGISTERED_INTERVAL_SECONDS: f64 = 3600.0;
+
 /// Handles every `email.*` kind.
 pub struct EmailHandler {
     mailer: Arc<dyn Mailer>,
@@ -189,6 +192,27 @@ impl EmailHandler {
                 let (UserStatus::Active, Some(email)) = (user.status(), user.email()) else {
                     return Ok(None);
                 };
+                // Anyone can sign up with anyone's address: at most one of these per
+                // address per interval, so that an owner cannot be flooded. (Two tasks
+                // running at the same moment may both send; that is bounded by the
+                // workers' concurrency.)
+                let recent: Option<i32> = sqlx::query_scalar(
+                    "SELECT 1 FROM outbox_emails
+                     WHERE recipient = $1 AND kind = $2 AND sent_at > now() - $3 * interval '1 second'
+                     LIMIT 1",
+                )
+                .bind(email.as_str())
+                .bind(kinds::EMAIL_ALREADY_REGISTERED)
+                .bind(ALREADY_REGISTERED_INTERVAL_SECONDS)
+                .fetch_optional(&ctx.pool)
+                .await?;
+                if recent.is_some() {
+                    tracing::info!(
+                        task = ctx.task.id,
+                        "an already-registered e-mail went to this address recently; not sending another"
+                    );
+                    return Ok(None);
+                }
                 let sign_in = self.link("/", &[]);
                 Rendered {
                     message: message(

@@ -8,6 +8,7 @@
 pub mod demo;
 pub mod email;
 pub mod enrollment;
+pub mod institution;
 pub mod notify;
 
 use std::collections::HashMap;
@@ -142,6 +143,10 @@ impl Registry {
             .register(
                 kinds::LINK_TEACHER_NOTIFICATIONS,
                 notify::LinkBroadcasts::teachers(),
+            )
+            .register(
+                kinds::INSTITUTION_CREATE,
+                institution::CreateRegisteredInstitution,
             )
             .register(kinds::DEMO_SEED, demo::SeedDemoData)
             .register(kinds::NOOP, Noop);
