@@ -199,6 +199,10 @@ fn token_secret(args: &ServeArgs, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     let path = data_dir.join("token-secret");
     if let Ok(existing) = std::fs::read(&path) {
         if existing.len() >= 32 {
+            // Written 0600; a copy or an older file may be wider.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("restricting {}", path.display()))?;
             return Ok(existing);
         }
     }

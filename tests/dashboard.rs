@@ -178,7 +178,7 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
         .is_some_and(|v| v.to_str().unwrap().contains("default-src 'none'")));
 
     let admin_email = "admin@aula.test";
-    aula_api::create_admin(&db.pool, admin_email, PASSWORD)
+    let admin_id = aula_api::create_admin(&db.pool, admin_email, PASSWORD)
         .await
         .unwrap();
     for i in 0..3 {
@@ -758,6 +758,44 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
         .eval("document.querySelector('#drawer-body .task[data-status=succeeded]').scrollIntoView({ block: 'center' }), true")
         .await;
     browser.screenshot(&shots.join("12-retried.png")).await;
+
+    // The session ends while the page is open (another admin deactivates this one): the
+    // page signs out by itself instead of polling and reconnecting with a refused token.
+    let other_admin = "admin2@aula.test";
+    aula_api::create_admin(&db.pool, other_admin, PASSWORD)
+        .await
+        .unwrap();
+    let login = graphql(
+        &client,
+        &base,
+        "mutation($input: LoginInput!) { login(input: $input) { accessToken } }",
+        json!({ "input": { "email": other_admin, "password": PASSWORD } }),
+    )
+    .await;
+    let other_token = login["data"]["login"]["accessToken"].as_str().unwrap();
+    let deactivated: Value = client
+        .post(format!("{base}/graphql"))
+        .bearer_auth(other_token)
+        .json(&json!({
+            "query": "mutation($input: DeactivateUserInput!) { deactivateUser(input: $input) { id } }",
+            "variables": { "input": { "userId": admin_id, "reason": "left" } },
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(deactivated["errors"].is_null(), "{deactivated}");
+    browser
+        .wait_for(
+            "!document.getElementById('login-view').hidden
+              && document.getElementById('app-view').hidden
+              && document.getElementById('notice').textContent.includes('Your session ended')",
+            "the page to sign out when its session ended",
+            &shots,
+        )
+        .await;
 
     let errors = browser.page_errors.lock().unwrap().clone();
     assert!(errors.is_empty(), "the page reported errors: {errors:?}");

@@ -310,7 +310,7 @@ impl<C: Consumer> Runner<C> {
             // When spans are exported: each event's trace gets this step (held until
             // the batch commits or fails).
             let _event_spans = crate::trace::subscription_spans(&name, &batch);
-            match self.consumer.handle(&mut tx, &batch).await {
+            match handle_caught(&mut self.consumer, &mut tx, &batch).await {
                 Ok(()) => {
                     sqlx::query(
                         "UPDATE subscription_checkpoints
@@ -402,6 +402,31 @@ async fn load_checkpoint(
         tx_id,
         global_position,
     })
+}
+
+/// Runs the consumer on a batch; a panic in it is a failure of the batch like any
+/// other (retried with backoff, reported, never skipped), not the silent end of the
+/// subscription's task.
+async fn handle_caught<C: Consumer + ?Sized>(
+    consumer: &mut C,
+    tx: &mut PgConnection,
+    batch: &[RecordedEvent],
+) -> Result<(), BoxError> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(consumer.handle(tx, batch))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => result,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(format!("the consumer panicked: {message}").into())
+        }
+    }
 }
 
 /// "outer: inner: innermost", so the stored error says why, not only what.

@@ -495,3 +495,65 @@ async fn a_subscription_reconnects_after_its_connection_is_killed() {
     stop.trigger();
     handle.task.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_consumer_is_retried_and_reported_like_a_failing_one() {
+    /// Panics on the event with sequence `.0` until `.1` is set.
+    struct PanicOn(i64, Arc<AtomicBool>);
+    #[async_trait::async_trait]
+    impl Consumer for PanicOn {
+        async fn handle(
+            &mut self,
+            tx: &mut PgConnection,
+            events: &[RecordedEvent],
+        ) -> Result<(), BoxError> {
+            if events
+                .iter()
+                .any(|e| e.sequence == self.0 && !self.1.load(Ordering::SeqCst))
+            {
+                panic!("a bug in the consumer");
+            }
+            let positions: Vec<i64> = events.iter().map(|e| e.global_position()).collect();
+            sqlx::query("INSERT INTO seen (subscription, instance, global_position, aggregate_id, sequence) SELECT 'panics', 'x', p, 'a', 0 FROM unnest($1::bigint[]) p")
+                .bind(&positions)
+                .execute(&mut *tx)
+                .await?;
+            Ok(())
+        }
+    }
+    let db = setup().await;
+    append_events(&db.pool, "a", 1, 30).await;
+    let (stop, shutdown) = shutdown::channel();
+    let healed = Arc::new(AtomicBool::new(false));
+    let handle = subscription::spawn(
+        db.connect.clone(),
+        fast("panics"),
+        PanicOn(10, healed.clone()),
+        Wakeups::polling_only(),
+        shutdown,
+    );
+    let mut state = handle.state.clone();
+    // Before: the panic ended the subscription's task and its state stayed `Active`.
+    within(state.wait_for(|s| matches!(s, SubscriptionState::Failing { .. })))
+        .await
+        .unwrap();
+    let last_error: Option<String> =
+        sqlx::query_scalar("SELECT last_error FROM subscription_checkpoints WHERE name = 'panics'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        last_error.as_deref(),
+        Some("the consumer panicked: a bug in the consumer")
+    );
+    healed.store(true, Ordering::SeqCst);
+    wait_for_seen(&db.pool, "panics", 30).await;
+    let positions: Vec<i64> =
+        sqlx::query_scalar("SELECT global_position FROM seen ORDER BY seen_no")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(positions, committed_positions(&db.pool).await);
+    stop.trigger();
+    handle.task.await.unwrap();
+}

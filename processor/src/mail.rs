@@ -180,13 +180,36 @@ impl Mailer for FileMailer {
             let path = path.to_path_buf();
             move |source| MailError::Io { path, source }
         };
-        tokio::fs::create_dir_all(&self.dir)
+        // The messages carry one-time sign-up and reset links: only this user may read
+        // them (the folder, and each file, whatever the umask or an older folder says).
+        tokio::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
             .await
             .map_err(io(&self.dir))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tokio::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+                .await
+                .map_err(io(&self.dir))?;
+        }
         let temporary = path.with_extension("eml.tmp");
-        tokio::fs::write(&temporary, built.formatted())
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&temporary)
             .await
             .map_err(io(&temporary))?;
+        tokio::io::AsyncWriteExt::write_all(&mut file, &built.formatted())
+            .await
+            .map_err(io(&temporary))?;
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .map_err(io(&temporary))?;
+        drop(file);
         tokio::fs::rename(&temporary, &path)
             .await
             .map_err(io(&path))?;
@@ -250,6 +273,11 @@ mod tests {
         mailer.send(&message).await.unwrap();
         let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
         assert_eq!(files.len(), 1);
+        // Sign-up and reset links are in there: nobody else may read them.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&mailer.path_for("email.welcome:1234")), 0o600);
         let text = std::fs::read_to_string(mailer.path_for("email.welcome:1234")).unwrap();
         assert!(text.contains("To: ada@example.org"), "{text}");
         assert!(text.contains("plain body"));

@@ -331,7 +331,20 @@ async function start() {
   $("tab-projections").hidden = !isAdmin();
   $("summary").hidden = !isAdmin();
   $("field-institution").hidden = !isAdmin();
-  state.socket = new Subscriptions(state.token, () => setTimeout(liveHeader, 3000));
+  // The socket closed: reconnect, unless the session is over (an expired token or a
+  // deactivated account is refused at every reconnect; the server closes with 1002).
+  state.socket = new Subscriptions(state.token, () => setTimeout(async () => {
+    if (!state.token) return;
+    try {
+      await gql("{ me { id } }");
+    } catch (error) {
+      if (error instanceof ApiFailure && error.code === "UNAUTHENTICATED") {
+        fail(error);
+        return;
+      }
+    }
+    liveHeader();
+  }, 3000));
   await loadFacets();
   if (isAdmin()) {
     refreshSummary();
@@ -358,6 +371,10 @@ async function refreshSummary() {
     const failing = s.projections.filter((p) => p.lastError).length;
     $("lag").textContent = `${worst.lagEvents} events${worst.lagEvents ? ` (${worst.name}, ${worst.lagSeconds.toFixed(1)} s)` : ""}${failing ? ` · ${failing} failing` : ""}`;
   } catch (error) {
+    if (error instanceof ApiFailure && error.code === "UNAUTHENTICATED") {
+      fail(error);
+      return;
+    }
     $("rate").textContent = `unavailable (${error.code || "error"})`;
   } finally {
     summaryPending = false;
@@ -373,7 +390,10 @@ async function liveHeader() {
         if (headerThrottle) return;
         headerThrottle = setTimeout(() => { headerThrottle = null; refreshSummary(); }, 1000);
       },
-      error: (error) => notify(`Live header stopped: ${describe(error)}`),
+      error: (error) => {
+        if (error instanceof ApiFailure && error.code === "UNAUTHENTICATED") fail(error);
+        else notify(`Live header stopped: ${describe(error)}`);
+      },
     });
   } catch (error) {
     // The socket closed; onClosed retries.
