@@ -176,6 +176,7 @@ impl LocalPostgres {
             }
         }
 
+        remove_stale_lock_files(&pgdata, &socket_dir)?;
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -417,6 +418,43 @@ pub(crate) fn quote_ident(name: &str) -> String {
 struct Binaries {
     initdb: PathBuf,
     postgres: PathBuf,
+}
+
+/// Removes a `postmaster.pid` (and the socket's lock file) left behind by a server
+/// that is gone: after a host crash or a killed container the file stays, and when its
+/// pid now belongs to some other live process PostgreSQL refuses to start ("lock file
+/// already exists") until someone deletes it by hand. A file whose pid is a running
+/// `postgres` on this very data directory is left alone (that server answers on our
+/// socket and [`LocalPostgres::wait_ready`] uses it).
+fn remove_stale_lock_files(pgdata: &Path, socket_dir: &Path) -> Result<(), LocalPgError> {
+    let pid_file = pgdata.join("postmaster.pid");
+    let Ok(contents) = fs::read_to_string(&pid_file) else {
+        return Ok(());
+    };
+    let pid: Option<u32> = contents.lines().next().and_then(|l| l.trim().parse().ok());
+    let live_server = pid.is_some_and(|pid| {
+        fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            args.first()
+                .is_some_and(|program| program.ends_with("postgres"))
+                && args.iter().any(|a| Path::new(a) == pgdata)
+        })
+    });
+    if live_server {
+        return Ok(());
+    }
+    tracing::warn!(file = %pid_file.display(), ?pid, "removing a stale postmaster.pid (its server is gone)");
+    fs::remove_file(&pid_file).map_err(io_step("removing a stale postmaster.pid"))?;
+    let socket_lock = socket_dir.join(format!(".s.PGSQL.{SOCKET_PORT}.lock"));
+    match fs::remove_file(&socket_lock) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => {
+            Err(io_step("removing a stale socket lock file")(error))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn find_binaries() -> Result<Binaries, LocalPgError> {

@@ -636,6 +636,13 @@ function closeDrawer(push = true) {
 async function loadDrawer() {
   const drawer = state.drawer;
   if (!drawer) return;
+  // Only the latest load of this drawer renders and schedules the next one: an action
+  // (reprocess, retry) starts a load while a timed one may still be in flight, and two
+  // loops would then poll side by side.
+  clearTimeout(drawer.timer);
+  drawer.loads = (drawer.loads || 0) + 1;
+  const load = drawer.loads;
+  const current = () => state.drawer === drawer && drawer.loads === load;
   const eventId = drawer.eventId;
   try {
     const data = await gql(`query($id: UUID!) {
@@ -644,7 +651,7 @@ async function loadDrawer() {
       eventTasks(eventId: $id, first: 100) { nodes { id kind status attempt maxAttempts createdAt startedAt finishedAt
         lastError originTaskId archived attempts { attempt worker startedAt finishedAt durationMs outcome error } } nextCursor }
     }`, { id: eventId });
-    if (state.drawer !== drawer) return;
+    if (!current()) return;
     renderDrawer(data);
     // Keep watching while something is still moving (a reprocessed copy, a retry).
     const moving = data.adminEvent.status === "pending"
@@ -653,7 +660,7 @@ async function loadDrawer() {
       || drawer.watchUntil > Date.now();
     if (moving) drawer.timer = setTimeout(loadDrawer, 1000);
   } catch (error) {
-    if (state.drawer !== drawer) return;
+    if (!current()) return;
     $("drawer-title").textContent = "Event";
     $("drawer-body").replaceChildren(el("p", { class: "error", role: "alert" }, `Could not load this event: ${describe(error)}`));
     $("drawer").dataset.state = "error";
