@@ -57,6 +57,8 @@ pub enum ValidationReason {
     TooLong { max: usize },
     #[error("must not contain control characters")]
     ControlCharacters,
+    #[error("must not contain invisible formatting characters")]
+    InvisibleCharacters,
     #[error("has an invalid format")]
     InvalidFormat,
     #[error("must not be in the future")]
@@ -76,6 +78,7 @@ impl ValidationReason {
             Self::Empty => "EMPTY",
             Self::TooLong { .. } => "TOO_LONG",
             Self::ControlCharacters => "CONTROL_CHARACTERS",
+            Self::InvisibleCharacters => "INVISIBLE_CHARACTERS",
             Self::InvalidFormat => "INVALID_FORMAT",
             Self::InFuture => "IN_FUTURE",
             Self::TooOld { .. } => "TOO_OLD",
@@ -176,9 +179,48 @@ id_type!(
 // Free-text names
 // ---------------------------------------------------------------------------------------
 
-/// Shared rule for human-entered names: trimmed, non-empty, at most `max` characters
-/// (Unicode scalar values, not bytes), no control characters.
+/// Characters that show nothing (zero-width spaces and joiners, the soft hyphen, the
+/// byte-order mark) or reorder what is shown (bidirectional embeddings, overrides and
+/// isolates). In a name they only serve to make two names that look the same differ
+/// (and so get past a uniqueness check), or to make one look like another.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206F}'
+        | '\u{FEFF}')
+}
+
+/// Shared rule for human-entered names: trimmed, runs of whitespace inside collapsed to
+/// one space (so "Ana  Lima" and "Ana Lima" are one name), non-empty, at most `max`
+/// characters (Unicode scalar values, not bytes), no control characters, no invisible
+/// formatting characters ([`is_invisible`]).
 fn parse_text(field: &'static str, max: usize, raw: &str) -> Result<String, ValidationError> {
+    let trimmed = raw.trim();
+    // Checked before collapsing: a tab or newline inside is a control character, not a
+    // space.
+    if trimmed.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            field,
+            ValidationReason::ControlCharacters,
+        ));
+    }
+    if trimmed.chars().any(is_invisible) {
+        return Err(ValidationError::new(
+            field,
+            ValidationReason::InvisibleCharacters,
+        ));
+    }
+    let collapsed = trimmed.split_whitespace().collect::<Vec<_>>().join(" ");
+    stored_text(field, max, &collapsed)
+}
+
+/// The rule names were first recorded under (trimmed, non-empty, at most `max`
+/// characters, no control characters): what deserializing a stored event checks, so
+/// that a name recorded before [`parse_text`] became stricter still loads.
+fn stored_text(field: &'static str, max: usize, raw: &str) -> Result<String, ValidationError> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Err(ValidationError::new(field, ValidationReason::Empty));
@@ -223,11 +265,13 @@ macro_rules! text_type {
             }
         }
 
+        /// Deserialization (of stored events, among others): the rule the value was
+        /// recorded under, so history always loads; new input goes through `parse`.
         impl TryFrom<String> for $name {
             type Error = ValidationError;
 
             fn try_from(raw: String) -> Result<Self, Self::Error> {
-                Self::parse(&raw)
+                stored_text(Self::FIELD, Self::MAX_CHARS, &raw).map(Self)
             }
         }
 
@@ -713,6 +757,42 @@ mod tests {
         let err = PersonName::parse("Ada\u{0}Lovelace").unwrap_err();
         assert_eq!(err.field, "name");
         assert_eq!(err.reason, ValidationReason::ControlCharacters);
+    }
+
+    #[test]
+    fn names_that_only_look_alike_are_refused_or_made_one() {
+        // Zero-width, soft hyphen, BOM and bidirectional overrides show nothing, or
+        // reorder what is shown: "Mid\u{200B}term" looks like "Midterm".
+        for spoof in [
+            "Mid\u{200B}term",
+            "Mid\u{00AD}term",
+            "\u{FEFF}Midterm",
+            "Midterm\u{202E}",
+            "Mid\u{2066}term\u{2069}",
+        ] {
+            assert_eq!(
+                reason(ExamName::parse(spoof)),
+                ValidationReason::InvisibleCharacters,
+                "{spoof:?}"
+            );
+        }
+        assert_eq!(
+            ValidationReason::InvisibleCharacters.code(),
+            "INVISIBLE_CHARACTERS"
+        );
+        // Runs of spaces (and other non-control whitespace) inside are one space.
+        assert_eq!(
+            PersonName::parse("  Ana \u{00A0}  Lima ").unwrap(),
+            PersonName::parse("Ana Lima").unwrap()
+        );
+        // A newline or tab is still a control character, not a space.
+        assert_eq!(
+            reason(PersonName::parse("Ana\nLima")),
+            ValidationReason::ControlCharacters
+        );
+        // Names recorded before these rules still load from stored events.
+        let stored: ExamName = serde_json::from_str(r#""Mid\u200bterm  exam""#).unwrap();
+        assert_eq!(stored.as_str(), "Mid\u{200B}term  exam");
     }
 
     #[test]
