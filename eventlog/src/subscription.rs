@@ -418,15 +418,17 @@ async fn handle_caught<C: Consumer + ?Sized>(
         .await
     {
         Ok(result) => result,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(format!("the consumer panicked: {message}").into())
-        }
+        Err(panic) => Err(format!("the consumer panicked: {}", panic_message(&*panic)).into()),
     }
+}
+
+/// What a caught panic said (its `&str` or `String` payload).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// "outer: inner: innermost", so the stored error says why, not only what.

@@ -320,14 +320,10 @@ async fn run_attempt(registry: &Registry, ctx: &TaskContext) -> Outcome {
         ))),
         Some(handler) => match AssertUnwindSafe(handler.run(ctx)).catch_unwind().await {
             Ok(result) => result,
-            Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(TaskError::retry(format!("the handler panicked: {message}")))
-            }
+            Err(panic) => Err(TaskError::retry(format!(
+                "the handler panicked: {}",
+                aula_eventlog::subscription::panic_message(&*panic)
+            ))),
         },
     };
     if let Err(error) = &result {

@@ -150,12 +150,7 @@ impl EmailHandler {
                 else {
                     return Err(wrong_event(&payload));
                 };
-                let bus = CommandBus::<User>::with_upcasters(
-                    ctx.pool.clone(),
-                    UserServices::default(),
-                    aula_domain::upcasters(),
-                );
-                let (user, _) = bus.load(payload.aggregate_id).await?;
+                let user = load_user(ctx, payload.aggregate_id).await?;
                 let Some(email) = user.email() else {
                     return Err(TaskError::permanent("the user has no e-mail address"));
                 };
@@ -182,12 +177,7 @@ impl EmailHandler {
                 let UserEvent::RegisteredEmailSignUpAttempted { .. } = payload.decode()? else {
                     return Err(wrong_event(&payload));
                 };
-                let bus = CommandBus::<User>::with_upcasters(
-                    ctx.pool.clone(),
-                    UserServices::default(),
-                    aula_domain::upcasters(),
-                );
-                let (user, _) = bus.load(payload.aggregate_id).await?;
+                let user = load_user(ctx, payload.aggregate_id).await?;
                 // A deactivated account's owner is not invited to sign in.
                 let (UserStatus::Active, Some(email)) = (user.status(), user.email()) else {
                     return Ok(None);
@@ -338,6 +328,17 @@ fn html(title: &str, body: &str) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
          <body style=\"font-family: sans-serif\"><h1>{title}</h1>{body}<p style=\"color:#666\">Aula</p></body></html>"
     )
+}
+
+/// The user an e-mail is about, as of now (its address may have changed since the
+/// event).
+async fn load_user(ctx: &TaskContext, id: &str) -> Result<User, TaskError> {
+    let bus = CommandBus::<User>::with_upcasters(
+        ctx.pool.clone(),
+        UserServices::default(),
+        aula_domain::upcasters(),
+    );
+    Ok(bus.load(id).await?.0)
 }
 
 fn percent_encode(value: &str) -> String {
