@@ -211,17 +211,73 @@ fn token_secret(args: &ServeArgs, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
     rand::thread_rng().fill_bytes(&mut secret);
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
+    // Written aside, then linked in place only if no file is there yet: processes
+    // starting at once on a new data directory then all end up with the one secret
+    // that was linked first, not each with its own (tokens of one would fail on the
+    // others).
+    let mut suffix = [0u8; 8];
+    rand::thread_rng().fill_bytes(&mut suffix);
+    let temporary = data_dir.join(format!(
+        ".token-secret.{}.{}",
+        std::process::id(),
+        suffix
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ));
     {
         use std::os::unix::fs::OpenOptionsExt;
         let mut file = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
+            .open(&temporary)
+            .with_context(|| format!("writing {}", temporary.display()))?;
         std::io::Write::write_all(&mut file, &secret)?;
     }
-    tracing::info!(path = %path.display(), "generated a token-signing secret");
-    Ok(secret)
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() < 32) {
+        // Too short to be a secret: replaced (whoever links next wins).
+        let _ = std::fs::remove_file(&path);
+    }
+    let linked = std::fs::hard_link(&temporary, &path);
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "generated a token-signing secret");
+            Ok(secret)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+        }
+        Err(error) => Err(error).with_context(|| format!("writing {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processes_starting_at_once_on_a_new_data_directory_share_one_secret() {
+        let dir = std::env::temp_dir().join(format!("aula-secret-{}", uuid::Uuid::new_v4()));
+        let args = ServeArgs::default();
+        let secrets: Vec<Vec<u8>> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| token_secret(&args, &dir).unwrap()))
+                .collect();
+            starts.into_iter().map(|s| s.join().unwrap()).collect()
+        });
+        assert!(secrets[0].len() >= 32);
+        assert!(secrets.iter().all(|s| s == &secrets[0]));
+        assert_eq!(std::fs::read(dir.join("token-secret")).unwrap(), secrets[0]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("token-secret"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Nothing else is left beside it.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
