@@ -386,18 +386,40 @@ impl<C: Consumer> Runner<C> {
     }
 }
 
+const CHECKPOINT_SQL: &str =
+    "SELECT tx_id::text::bigint, global_position FROM subscription_checkpoints WHERE name = $1";
+const CHECKPOINT_FOR_UPDATE_SQL: &str = "SELECT tx_id::text::bigint, global_position FROM subscription_checkpoints WHERE name = $1 FOR UPDATE";
+
+/// Where the subscription `name` stands: the last position it committed (`None` before
+/// it first ran). Whatever it wrote at or before that position is committed with it.
+pub async fn checkpoint<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    name: &str,
+) -> Result<Option<LogPosition>, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(CHECKPOINT_SQL)
+        .bind(name)
+        .fetch_optional(executor)
+        .await?;
+    Ok(row.map(|(tx_id, global_position)| LogPosition {
+        tx_id,
+        global_position,
+    }))
+}
+
 async fn load_checkpoint(
     conn: &mut PgConnection,
     name: &str,
     for_update: bool,
 ) -> Result<LogPosition, sqlx::Error> {
-    let sql = if for_update {
-        "SELECT tx_id::text::bigint, global_position FROM subscription_checkpoints WHERE name = $1 FOR UPDATE"
-    } else {
-        "SELECT tx_id::text::bigint, global_position FROM subscription_checkpoints WHERE name = $1"
-    };
-    let (tx_id, global_position): (i64, i64) =
-        sqlx::query_as(sql).bind(name).fetch_one(conn).await?;
+    if !for_update {
+        return checkpoint(conn, name)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound);
+    }
+    let (tx_id, global_position): (i64, i64) = sqlx::query_as(CHECKPOINT_FOR_UPDATE_SQL)
+        .bind(name)
+        .fetch_one(conn)
+        .await?;
     Ok(LogPosition {
         tx_id,
         global_position,

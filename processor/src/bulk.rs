@@ -219,18 +219,11 @@ async fn grouped(
 /// The bound a preview taken now gets: the `admin_events` projection's checkpoint
 /// ([`LogPosition::START`] before it has handled anything).
 pub async fn current_bound(pool: &PgPool) -> Result<LogPosition, sqlx::Error> {
-    let found: Option<(i64, i64)> = sqlx::query_as(
-        "SELECT tx_id::text::bigint, global_position FROM subscription_checkpoints WHERE name = $1",
+    Ok(
+        aula_eventlog::subscription::checkpoint(pool, aula_projections::admin_events::NAME)
+            .await?
+            .unwrap_or(LogPosition::START),
     )
-    .bind(aula_projections::admin_events::NAME)
-    .fetch_optional(pool)
-    .await?;
-    Ok(found
-        .map(|(tx_id, global_position)| LogPosition {
-            tx_id,
-            global_position,
-        })
-        .unwrap_or(LogPosition::START))
 }
 
 /// What `query`'s filters match now (see "The bound").
