@@ -89,6 +89,33 @@ pub struct ServeArgs {
     /// Lifetime of access tokens, in minutes.
     #[arg(long, env = "AULA_TOKEN_TTL_MINUTES", default_value_t = 15)]
     pub token_ttl_minutes: u64,
+
+    /// On SIGTERM or Ctrl-C: seconds during which `/ready` answers 503 while requests
+    /// are still served, so a load balancer stops sending work before the listener
+    /// closes. A second signal ends the wait.
+    #[arg(long, env = "AULA_DRAIN_SECONDS", default_value_t = 5)]
+    pub drain_seconds: u64,
+
+    /// Seconds a client has to send a request's headers; also how long an idle
+    /// keep-alive connection is kept.
+    #[arg(long, env = "AULA_HTTP_HEADER_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub http_header_timeout_seconds: u64,
+
+    /// Seconds a client has to send a request's body.
+    #[arg(long, env = "AULA_HTTP_BODY_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub http_body_timeout_seconds: u64,
+
+    /// Open HTTP connections in all (lowered to what the open-file limit allows).
+    #[arg(long, env = "AULA_HTTP_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub http_max_connections: usize,
+
+    /// Open HTTP connections per client address (IPv6: per /64).
+    #[arg(
+        long,
+        env = "AULA_HTTP_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = 256
+    )]
+    pub http_max_connections_per_client: usize,
 }
 
 impl Default for ServeArgs {
@@ -98,6 +125,11 @@ impl Default for ServeArgs {
             only: Vec::new(),
             token_secret: None,
             token_ttl_minutes: 15,
+            drain_seconds: 5,
+            http_header_timeout_seconds: 10,
+            http_body_timeout_seconds: 10,
+            http_max_connections: 4096,
+            http_max_connections_per_client: 256,
         }
     }
 }

@@ -120,10 +120,17 @@ pub async fn serve(
     }
 
     let mut http = None;
+    let mut draining = None;
     if runs(Part::Api) {
         let secret = token_secret(args, &global.data_dir)?;
         let mut config = aula_api::ApiConfig::new(aula_api::Secret::new(secret));
         config.token_ttl = Duration::from_secs(args.token_ttl_minutes * 60);
+        config.server = aula_api::ServerLimits {
+            header_timeout: Duration::from_secs(args.http_header_timeout_seconds.max(1)),
+            body_timeout: Duration::from_secs(args.http_body_timeout_seconds.max(1)),
+            max_connections: args.http_max_connections.max(1),
+            max_connections_per_client: args.http_max_connections_per_client.max(1),
+        };
         // Read-your-writes waits for every projection, wherever it runs.
         config.projections = aula_projections::NAMES
             .iter()
@@ -149,14 +156,32 @@ pub async fn serve(
             .with_context(|| format!("binding {}", args.http_addr))?;
         tracing::info!(addr = %listener.local_addr()?, "serving GraphQL on /graphql, health on /health and /ready");
         let mut http_shutdown = shutdown.clone();
-        http = Some(tokio::spawn(aula_api::serve(
+        let server_limits = state.config().server;
+        draining = Some(state.draining_flag());
+        http = Some(tokio::spawn(aula_api::serve_with(
             listener,
             aula_api::router(state),
+            server_limits,
             async move { http_shutdown.wait().await },
         )));
     }
 
     stop.await;
+    // Graceful stop, in order: readiness off, the drain period (still serving), then
+    // the listener closes and in-flight work finishes.
+    if let Some(draining) = draining {
+        draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        if args.drain_seconds > 0 {
+            tracing::info!(
+                seconds = args.drain_seconds,
+                "readiness off: draining before the listener closes"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(args.drain_seconds)) => {}
+                _ = shutdown_signal() => tracing::info!("second stop signal: ending the drain"),
+            }
+        }
+    }
     trigger.trigger();
     if let Some(http) = http {
         match http.await {

@@ -140,6 +140,7 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
         http_addr: ([127, 0, 0, 1], http_port).into(),
         token_secret: Some("dashboard test secret, at least 32 bytes long".into()),
         token_ttl_minutes: 60,
+        drain_seconds: 0,
         ..ServeArgs::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -51,6 +51,32 @@ impl Default for PasswordHashing {
     }
 }
 
+/// Limits of the HTTP server itself, before any request reaches a handler.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Time a client has to send a request's headers; also how long an idle
+    /// keep-alive connection waits for its next request before it is closed.
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body once its headers arrived.
+    pub body_timeout: Duration,
+    /// Open connections in all (WebSockets included); more are answered 503 and
+    /// closed. Lowered at start-up to what the process's open-file limit allows.
+    pub max_connections: usize,
+    /// Open connections from one client address (IPv6: its /64).
+    pub max_connections_per_client: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_connections_per_client: 256,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// Key of the HMAC-SHA256 that signs access tokens. At least 32 bytes.
@@ -67,10 +93,15 @@ pub struct ApiConfig {
     pub projections: Vec<String>,
     /// Whole-request timeout of `POST /graphql`.
     pub request_timeout: Duration,
-    /// Largest accepted request body.
+    /// Largest accepted request body, and largest WebSocket message.
     pub body_limit_bytes: usize,
+    pub server: ServerLimits,
     pub max_query_depth: usize,
     pub max_query_complexity: usize,
+    /// Bounds of the raw document, checked before it is parsed (nesting of values and
+    /// selections, tokens, aliases, directives) and right after (selections with
+    /// fragments expanded); the same over HTTP and WebSocket.
+    pub document_limits: crate::graphql::limits::DocumentLimits,
     /// Largest page a list field returns (`first` above it is a VALIDATION error).
     pub max_page_size: usize,
     /// Longest accepted password (Argon2 work grows with it).
@@ -134,8 +165,10 @@ impl ApiConfig {
             projections: Vec::new(),
             request_timeout: Duration::from_secs(30),
             body_limit_bytes: 64 * 1024,
+            server: ServerLimits::default(),
             max_query_depth: 12,
             max_query_complexity: 500,
+            document_limits: Default::default(),
             max_page_size: 100,
             max_password_chars: 256,
             password_hashing: PasswordHashing::default(),

@@ -10,6 +10,7 @@
 //! | `FORBIDDEN` | `reason` | the caller may not do this (role, other institution, locked out) |
 //! | `RATE_LIMITED` | `retryAfterSeconds` | too many public requests from one address |
 //! | `TIMEOUT` | `requestId` | the request took longer than the configured timeout |
+//! | `UNAVAILABLE` | `retryAfterSeconds`, `requestId` | the database cannot be reached now (down, restarting, every connection busy): retry; HTTP 503 with `Retry-After` |
 //! | `INTERNAL` | `requestId` | anything else; details are logged with the request id |
 //!
 //! `reason` is the domain's stable rejection code (e.g. `RESET_TOKEN_EXPIRED`) or one
@@ -33,6 +34,10 @@ pub const FORBIDDEN: &str = "FORBIDDEN";
 pub const RATE_LIMITED: &str = "RATE_LIMITED";
 pub const TIMEOUT: &str = "TIMEOUT";
 pub const INTERNAL: &str = "INTERNAL";
+pub const UNAVAILABLE: &str = "UNAVAILABLE";
+
+/// What an `UNAVAILABLE` answer asks the client to wait before retrying.
+pub const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 2;
 
 #[derive(Debug, Clone)]
 pub enum ApiError {
@@ -50,6 +55,9 @@ pub enum ApiError {
     RateLimited {
         retry_after_seconds: u64,
     },
+    /// The database cannot be reached now: a retryable condition, not a bug. The
+    /// details are logged, never sent.
+    Unavailable(String),
     /// Never shown to clients: logged, then replaced by a generic message.
     Internal(String),
 }
@@ -114,6 +122,7 @@ impl ApiError {
             Self::Validation { .. } => VALIDATION,
             Self::Rejected { code, .. } => code,
             Self::RateLimited { .. } => RATE_LIMITED,
+            Self::Unavailable(_) => UNAVAILABLE,
             Self::Internal(_) => INTERNAL,
         }
     }
@@ -145,13 +154,42 @@ impl<E: Rejection> From<CommandError<E>> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        ApiError::internal(error)
+        match &error {
+            StoreError::Database(database) if is_unavailable(database) => {
+                ApiError::Unavailable(error.to_string())
+            }
+            _ => ApiError::internal(error),
+        }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        ApiError::internal(format!("database error: {error}"))
+        if is_unavailable(&error) {
+            ApiError::Unavailable(format!("database unavailable: {error}"))
+        } else {
+            ApiError::internal(format!("database error: {error}"))
+        }
+    }
+}
+
+/// Database errors that say "not now" rather than "never": no connection could be had
+/// (pool timeout, closed pool, I/O, TLS), the server is shutting down, starting or
+/// refusing connections (SQLSTATE classes 08 and 57P, 53300), or the transaction lost
+/// a serialization race or a deadlock (40001, 40P01). A retry can succeed.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || matches!(code.as_ref(), "53300" | "40001" | "40P01")
+        }),
+        _ => false,
     }
 }
 
@@ -183,6 +221,14 @@ impl From<ApiError> for async_graphql::Error {
                 e.set("code", code);
                 e.set("retryAfterSeconds", retry_after_seconds);
             }),
+            ApiError::Unavailable(details) => {
+                tracing::warn!(error = %details, "database unavailable");
+                async_graphql::Error::new("the service is temporarily unavailable; retry shortly")
+                    .extend_with(|_, e| {
+                        e.set("code", code);
+                        e.set("retryAfterSeconds", UNAVAILABLE_RETRY_AFTER_SECONDS);
+                    })
+            }
             ApiError::Internal(details) => {
                 // Runs inside the request's span, which carries the request id; the HTTP
                 // layer adds that id to the error it sends.

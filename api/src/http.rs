@@ -2,15 +2,13 @@
 //! timeout, request id, error codes), WebSocket subscriptions, health, readiness and
 //! metrics (`GET /metrics`, see [`crate::metrics`]).
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::{Data, ErrorExtensions as _, ServerError, Value};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -50,20 +48,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(http)
 }
 
-/// Serves `router` until `shutdown` completes, then drains in-flight requests.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-}
-
 /// The request id: the caller's `x-request-id` when it is short and plain, else new.
 fn request_id(headers: &HeaderMap) -> String {
     headers
@@ -93,11 +77,45 @@ fn finish(status: StatusCode, request_id: &str, mut response: async_graphql::Res
     for error in &mut response.errors {
         normalize(error, request_id);
     }
+    // A database that cannot be reached is the service's trouble, not the request's:
+    // 503 with Retry-After, so clients and proxies retry.
+    let unavailable = response.errors.iter().any(|error| {
+        matches!(
+            error.extensions.as_ref().and_then(|e| e.get("code")),
+            Some(Value::String(code)) if code == error::UNAVAILABLE
+        )
+    });
+    let status = if unavailable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        status
+    };
     let mut http = (status, Json(response)).into_response();
     if let Ok(value) = HeaderValue::from_str(request_id) {
         http.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
+    if unavailable {
+        http.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from(error::UNAVAILABLE_RETRY_AFTER_SECONDS),
+        );
+    }
     http
+}
+
+/// Whether a POST may execute: only JSON bodies. A form or `text/plain` POST is what a
+/// page on another site can make a visitor's browser send without a CORS preflight,
+/// so it must never run a mutation.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence.eq_ignore_ascii_case("application/graphql-response+json")
 }
 
 /// Every error leaves with a code: errors async-graphql raised itself (syntax, unknown
@@ -110,7 +128,9 @@ fn normalize(error: &mut ServerError, request_id: &str) {
             extensions.set("field", "query");
             extensions.set("reason", "INVALID_OPERATION");
         }
-        Some(Value::String(code)) if code == error::INTERNAL || code == error::TIMEOUT => {
+        Some(Value::String(code))
+            if code == error::INTERNAL || code == error::TIMEOUT || code == error::UNAVAILABLE =>
+        {
             extensions.set("requestId", request_id);
         }
         Some(_) => {}
@@ -121,7 +141,7 @@ async fn graphql_post(
     State(http): State<Http>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let request_id = request_id(&headers);
     // Every log line of the request carries its id; `operation` (the root fields) is
@@ -145,28 +165,64 @@ async fn graphql_post(
         }
     }
     async move {
-        let body = match body {
-            Ok(body) => body,
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+        if !is_json(&headers) {
+            let mut response = error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &request_id,
+                ApiError::validation(
+                    "body",
+                    "UNSUPPORTED_MEDIA_TYPE",
+                    "send the request as `Content-Type: application/json`",
+                ),
+            );
+            response.headers_mut().insert(
+                axum::http::header::ACCEPT,
+                HeaderValue::from_static("application/json"),
+            );
+            return response;
+        }
+        let limit = http.app.config.body_limit_bytes;
+        let read = axum::body::to_bytes(body, limit);
+        let body = match tokio::time::timeout(http.app.config.server.body_timeout, read).await {
+            Ok(Ok(body)) => body,
+            Err(_) => {
                 return error_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
+                    StatusCode::REQUEST_TIMEOUT,
                     &request_id,
                     ApiError::validation(
                         "body",
-                        "TOO_LARGE",
+                        "BODY_TIMEOUT",
                         format!(
-                            "the request body exceeds {} bytes",
-                            http.app.config.body_limit_bytes
+                            "the request body did not arrive within {} s",
+                            http.app.config.server.body_timeout.as_secs_f64()
                         ),
                     ),
                 );
             }
-            Err(rejection) => {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    &request_id,
-                    ApiError::validation("body", "UNREADABLE", rejection.body_text()),
-                )
+            Ok(Err(error)) => {
+                let too_large = std::error::Error::source(&error)
+                    .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+                return if too_large {
+                    error_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &request_id,
+                        ApiError::validation(
+                            "body",
+                            "TOO_LARGE",
+                            format!("the request body exceeds {limit} bytes"),
+                        ),
+                    )
+                } else {
+                    error_response(
+                        StatusCode::BAD_REQUEST,
+                        &request_id,
+                        ApiError::validation(
+                            "body",
+                            "UNREADABLE",
+                            "the request body could not be read",
+                        ),
+                    )
+                };
             }
         };
         let json: serde_json::Value = match serde_json::from_slice(&body) {
@@ -218,10 +274,10 @@ async fn graphql_post(
                 match verified {
                     Ok(claims) => Some(claims),
                     Err(error) => {
-                        let status = if error.code() == error::UNAUTHENTICATED {
-                            StatusCode::UNAUTHORIZED
-                        } else {
-                            StatusCode::INTERNAL_SERVER_ERROR
+                        let status = match error.code() {
+                            error::UNAUTHENTICATED => StatusCode::UNAUTHORIZED,
+                            error::UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+                            _ => StatusCode::INTERNAL_SERVER_ERROR,
                         };
                         return error_response(status, &request_id, error);
                     }
@@ -273,7 +329,11 @@ async fn graphql_ws(
     // One id for the connection: every log line of its operations carries it.
     let request_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("graphql_ws", request_id = %request_id);
+    // A message is bounded like a request body (a 14 MB message used to be parsed).
+    let limit = app.config.body_limit_bytes;
     upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
             GraphQLWebSocket::new(stream, schema, protocol)
@@ -327,17 +387,24 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready when the database answers, every migration this binary knows is applied, and
-/// the subscriptions report running.
+/// Ready when the process is not stopping, the database answers, every migration this
+/// binary knows is applied, and the subscriptions report running. Answers within
+/// [`READY_TIMEOUT`] whatever the database does (an exhausted pool or a hung server
+/// is "not ready", not a hung probe).
 async fn ready(State(http): State<Http>) -> Response {
-    let applied: Result<(i64,), _> =
-        sqlx::query_as("SELECT count(*) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&http.app.pool)
-            .await;
-    let database = applied.is_ok();
-    let migrations = matches!(applied, Ok((n,)) if n as usize >= aula_migrations::count());
+    let draining = http.app.draining.load(std::sync::atomic::Ordering::SeqCst);
+    let applied = tokio::time::timeout(
+        READY_TIMEOUT,
+        sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&http.app.pool),
+    )
+    .await;
+    let (database, migrations) = match applied {
+        Ok(Ok((n,))) => (true, n as usize >= aula_migrations::count()),
+        Ok(Err(_)) | Err(_) => (false, false),
+    };
     let subscriptions = (http.app.readiness)();
-    let ok = database && migrations && subscriptions;
+    let ok = !draining && database && migrations && subscriptions;
     let status = if ok {
         StatusCode::OK
     } else {
@@ -346,7 +413,7 @@ async fn ready(State(http): State<Http>) -> Response {
     (
         status,
         Json(json!({
-            "status": if ok { "ready" } else { "not ready" },
+            "status": if draining { "draining" } else if ok { "ready" } else { "not ready" },
             "database": database,
             "migrations": migrations,
             "subscriptions": subscriptions,
@@ -354,3 +421,6 @@ async fn ready(State(http): State<Http>) -> Response {
     )
         .into_response()
 }
+
+/// The longest `/ready` waits for the database.
+const READY_TIMEOUT: Duration = Duration::from_secs(1);

@@ -26,15 +26,17 @@ mod http;
 pub mod metrics;
 pub mod ratelimit;
 pub mod secrets;
+mod server;
 pub mod state;
 
 pub use admin::{create_admin, CreateAdminError};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{ApiConfig, ConfigError, PasswordHashing, RateLimitConfig, Secret};
-pub use http::{router, serve};
+pub use config::{ApiConfig, ConfigError, PasswordHashing, RateLimitConfig, Secret, ServerLimits};
+pub use http::router;
 pub use secrets::{
     token_hash, BoxError, DropTokens, IssuedToken, RecordingTokenSink, TokenKind, TokenSink,
 };
+pub use server::{serve, serve_with};
 pub use state::{AppState, ReadinessProbe};
 
 /// The schema in SDL, as committed in `schema.graphql`.

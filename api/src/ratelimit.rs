@@ -71,7 +71,7 @@ impl RateLimiter {
 }
 
 /// The address a client's bucket is kept under: IPv4 as is, IPv6 by its /64.
-fn bucket_key(client: IpAddr) -> IpAddr {
+pub(crate) fn bucket_key(client: IpAddr) -> IpAddr {
     match client {
         IpAddr::V4(_) => client,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -56,6 +56,9 @@ pub struct AppState {
     pub(crate) limiter: Arc<RateLimiter>,
     /// Options for extra connections (projection rebuilds); `None`: the pool's own.
     pub(crate) connect: Option<PgConnectOptions>,
+    /// Set when the process begins to stop: `/ready` answers 503 from then on, so a
+    /// load balancer stops sending work while the listener still serves.
+    pub(crate) draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -71,6 +74,7 @@ impl AppState {
             tokens: Arc::new(DropTokens),
             readiness: Arc::new(|| true),
             connect: None,
+            draining: Arc::default(),
         }
     }
 
@@ -89,6 +93,12 @@ impl AppState {
     pub fn with_readiness(mut self, probe: ReadinessProbe) -> Self {
         self.readiness = probe;
         self
+    }
+
+    /// The flag that turns readiness off for a graceful stop (set it, wait the drain
+    /// period, then stop the server).
+    pub fn draining_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.draining.clone()
     }
 
     /// Lockout threshold and duration, reset-token lifetime.

@@ -99,7 +99,8 @@ async fn each_error_code_is_reported() {
         .await;
     assert_code(&r, "FORBIDDEN");
 
-    // INTERNAL: the database goes away; the client gets a generic message and an id.
+    // UNAVAILABLE: the database goes away; the client gets a generic, retryable
+    // answer (503, Retry-After) and the request id, never the internal text.
     server.db.pool.close().await;
     let response = server
         .client
@@ -111,9 +112,14 @@ async fn each_error_code_is_reported() {
         .await
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], "req-42");
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(response.headers().contains_key("retry-after"));
     let r: Value = response.json().await.unwrap();
-    assert_code(&r, "INTERNAL");
-    assert_eq!(r["errors"][0]["message"], "internal error");
+    assert_code(&r, "UNAVAILABLE");
+    assert_eq!(
+        r["errors"][0]["message"],
+        "the service is temporarily unavailable; retry shortly"
+    );
     assert_eq!(extension(&r, "requestId"), "req-42");
     server.stop().await;
 }

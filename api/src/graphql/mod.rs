@@ -2,6 +2,7 @@
 
 mod admin_ops;
 pub(crate) mod bulk;
+pub mod limits;
 mod mutation;
 mod notifications;
 mod processing;
@@ -68,11 +69,16 @@ pub fn build(state: Option<AppState>) -> AulaSchema {
         MutationRoot::default(),
         SubscriptionRoot,
     );
+    // The guard comes first: it must see the raw document before anything parses it.
+    if let Some(state) = &state {
+        builder = builder.extension(limits::DocumentGuard(state.config.document_limits));
+    }
     builder = builder
         .extension(crate::metrics::GraphqlMetrics)
         .extension(session::SessionCheck);
     if let Some(state) = state {
         builder = builder
+            .limit_directives(state.config.document_limits.max_directives)
             .limit_depth(state.config.max_query_depth)
             .limit_complexity(state.config.max_query_complexity)
             .limit_recursive_depth(32)

@@ -480,10 +480,10 @@ pub(crate) fn admin_event_filters(
     };
     Ok(EventListQuery {
         event_types: filter_list("types", filter.types)?,
-        recorded_from: filter.recorded_from,
-        recorded_to: filter.recorded_to,
-        processed_from: filter.processed_from,
-        processed_to: filter.processed_to,
+        recorded_from: filter_time("recordedFrom", filter.recorded_from)?,
+        recorded_to: filter_time("recordedTo", filter.recorded_to)?,
+        processed_from: filter_time("processedFrom", filter.processed_from)?,
+        processed_to: filter_time("processedTo", filter.processed_to)?,
         status: filter_text("status", filter.status)?,
         duration: filter.duration.as_ref().map(DurationFilter::to_query),
         institution_id,
@@ -512,6 +512,24 @@ pub(crate) fn filter_text(
             field,
             "TOO_LONG",
             format!("must be at most {MAX_FILTER_CHARS} characters"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// A time filter PostgreSQL can compare: `timestamptz` spans 4713 BC to 294276 AD,
+/// and a time outside it came back as an internal error.
+pub(crate) fn filter_time(
+    field: &'static str,
+    value: Option<DateTime<Utc>>,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    use chrono::Datelike as _;
+    match value {
+        // Year -4712 is 4713 BC (there is no year 0).
+        Some(time) if !(-4712..=294_275).contains(&time.year()) => Err(ApiError::validation(
+            field,
+            "OUT_OF_RANGE",
+            "must be between the years 4713 BC and 294275 AD",
         )),
         other => Ok(other),
     }
@@ -778,8 +796,8 @@ impl ReadModelQuery {
             event_types: filter_list("types", filter.types)?,
             aggregate_type: filter_text("aggregateType", filter.aggregate_type)?,
             aggregate_id: filter_text("aggregateId", filter.aggregate_id)?,
-            recorded_from: filter.recorded_from,
-            recorded_to: filter.recorded_to,
+            recorded_from: filter_time("recordedFrom", filter.recorded_from)?,
+            recorded_to: filter_time("recordedTo", filter.recorded_to)?,
             ascending: direction == SortDirection::Asc,
             after,
             limit: Some(first as i64),

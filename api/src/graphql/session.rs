@@ -101,7 +101,7 @@ async fn session_end(state: AppState, claims: Claims) -> Response {
         tokio::time::sleep(to_expiry.min(every)).await;
         match auth::still_valid(&state.pool, &claims, state.clock.now()).await {
             Ok(()) => {}
-            Err(ApiError::Internal(details)) => {
+            Err(ApiError::Internal(details) | ApiError::Unavailable(details)) => {
                 tracing::warn!(error = %details, "could not check a socket session; checking again later");
             }
             Err(refused) => return Response::from_errors(vec![server_error(refused)]),

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::admin_ops::{ensure_owner, event_owner};
 use super::query::page_size;
 use super::read_models::{
-    bad_cursor, filter_list, filter_text, DurationFilter, SortDirection, STAFF,
+    bad_cursor, filter_list, filter_text, filter_time, DurationFilter, SortDirection, STAFF,
 };
 use super::{request, state};
 use crate::auth::{self, Claims};
@@ -275,10 +275,10 @@ fn task_filters(claims: &Claims, filter: AdminTaskFilter) -> Result<TaskListQuer
     Ok(TaskListQuery {
         kinds: filter_list("kinds", filter.kinds)?,
         status: filter_text("status", filter.status)?,
-        created_from: filter.created_from,
-        created_to: filter.created_to,
-        finished_from: filter.finished_from,
-        finished_to: filter.finished_to,
+        created_from: filter_time("createdFrom", filter.created_from)?,
+        created_to: filter_time("createdTo", filter.created_to)?,
+        finished_from: filter_time("finishedFrom", filter.finished_from)?,
+        finished_to: filter_time("finishedTo", filter.finished_to)?,
         duration: filter.duration.as_ref().map(DurationFilter::to_query),
         institution_id,
         event_id: filter.event_id,

@@ -57,6 +57,7 @@ impl TestServer {
     ) -> Self {
         let mut config = test_config();
         configure(&mut config);
+        let server_limits = config.server;
         let db = TestDatabase::new().await;
         let clock = Arc::new(ManualClock::new(
             Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap(),
@@ -69,9 +70,14 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(aula_api::serve(listener, aula_api::router(state), async {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(aula_api::serve_with(
+            listener,
+            aula_api::router(state),
+            server_limits,
+            async {
+                let _ = rx.await;
+            },
+        ));
         TestServer {
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),

@@ -1,0 +1,281 @@
+//! The HTTP server loop: accepts connections under a cap (overall and per client
+//! address), serves HTTP/1.1 with a header timeout that also bounds idle keep-alive
+//! connections, and stops gracefully: the listener closes, in-flight requests finish.
+//!
+//! axum's own `serve` has no header timeout and no connection cap: 300 slow clients
+//! stayed connected for minutes, and one client holding 560 half-sent requests used up
+//! the process's open files so every other request timed out. Here a connection over
+//! a cap is answered `503` with `Retry-After` and closed at once, and the cap is kept
+//! below the open-file limit so accepting never fails for lack of descriptors.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt as _;
+use tower_service::Service as _;
+
+use crate::config::ServerLimits;
+
+/// Descriptors kept free of connections for the database pool, files and the like.
+const RESERVED_DESCRIPTORS: usize = 256;
+
+/// Serves `router` with default [`ServerLimits`] until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with(listener, router, ServerLimits::default(), shutdown).await
+}
+
+/// Serves `router` until `shutdown` completes: then the listener closes and the
+/// connections finish their in-flight requests (idle ones close at once).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let max_connections = effective_connection_cap(limits.max_connections);
+    if max_connections < limits.max_connections {
+        tracing::warn!(
+            configured = limits.max_connections,
+            effective = max_connections,
+            "the open-file limit lowers the connection cap"
+        );
+    }
+    let open = Arc::new(OpenConnections::default());
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    // Each connection task holds a clone of `alive`; when the last is dropped, every
+    // connection has finished. `stopping` tells them to finish gracefully.
+    let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+    let (stopping, stop_watch) = tokio::sync::watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // EMFILE and friends: wait a little instead of spinning; the
+                    // connections being served are not affected.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let client = crate::ratelimit::bucket_key(peer.ip());
+        let Some(guard) = open.try_open(client, max_connections, limits.max_connections_per_client)
+        else {
+            crate::metrics::record_refused("CONNECTION_LIMIT");
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let mut router = router.clone();
+            async move { router.call(request).await }
+        });
+        // The guard travels with the stream, so an upgraded WebSocket keeps its slot
+        // until it closes.
+        let stream = CountedStream {
+            inner: stream,
+            _guard: guard,
+        };
+        let builder = builder.clone();
+        let (alive, mut stop_watch) = (alive.clone(), stop_watch.clone());
+        tokio::spawn(async move {
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = async { drop(stop_watch.wait_for(|stop| *stop).await) } => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            drop(alive);
+        });
+    }
+    drop(listener);
+    // In-flight requests finish, idle connections close.
+    let _ = stopping.send(true);
+    drop(alive);
+    let _ = all_done.recv().await;
+    Ok(())
+}
+
+/// A TCP stream that holds its connection slot until it is dropped.
+struct CountedStream {
+    inner: tokio::net::TcpStream,
+    _guard: ConnectionGuard,
+}
+
+impl tokio::io::AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// A connection over a cap: a plain 503 and close, without reading the request.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    const RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+        content-type: application/json\r\n\
+        retry-after: 1\r\n\
+        connection: close\r\n\
+        content-length: 106\r\n\r\n\
+        {\"errors\":[{\"message\":\"too many open connections; retry shortly\",\"extensions\":{\"code\":\"UNAVAILABLE\"}}]}\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(RESPONSE).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// The cap actually used: the configured one, lowered to what the open-file limit
+/// leaves after [`RESERVED_DESCRIPTORS`].
+fn effective_connection_cap(configured: usize) -> usize {
+    match open_file_limit() {
+        Some(limit) => configured.min(limit.saturating_sub(RESERVED_DESCRIPTORS).max(16)),
+        None => configured,
+    }
+}
+
+fn open_file_limit() -> Option<usize> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own and reads nothing else.
+    let status = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    (status == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as usize)
+}
+
+/// Open connections, in all and per client.
+#[derive(Default)]
+struct OpenConnections {
+    counts: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+impl OpenConnections {
+    fn try_open(
+        self: &Arc<Self>,
+        client: IpAddr,
+        max_total: usize,
+        max_per_client: usize,
+    ) -> Option<ConnectionGuard> {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per_client) = &mut *counts;
+        let mine = per_client.get(&client).copied().unwrap_or(0);
+        if *total >= max_total || mine >= max_per_client {
+            return None;
+        }
+        *total += 1;
+        per_client.insert(client, mine + 1);
+        Some(ConnectionGuard {
+            open: self.clone(),
+            client,
+        })
+    }
+}
+
+struct ConnectionGuard {
+    open: Arc<OpenConnections>,
+    client: IpAddr,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let mut counts = self.open.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per_client) = &mut *counts;
+        *total -= 1;
+        if let Some(mine) = per_client.get_mut(&self.client) {
+            *mine -= 1;
+            if *mine == 0 {
+                per_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_capped_overall_and_per_client() {
+        let open = Arc::new(OpenConnections::default());
+        let a: IpAddr = [127, 0, 0, 2].into();
+        let b: IpAddr = [127, 0, 0, 3].into();
+        let first = open.try_open(a, 3, 2).unwrap();
+        let _second = open.try_open(a, 3, 2).unwrap();
+        assert!(open.try_open(a, 3, 2).is_none(), "per-client cap");
+        let _third = open.try_open(b, 3, 2).unwrap();
+        assert!(open.try_open(b, 3, 2).is_none(), "overall cap");
+        drop(first);
+        assert!(
+            open.try_open(a, 3, 2).is_some(),
+            "a closed connection frees its slot"
+        );
+    }
+}
