@@ -20,47 +20,13 @@ use aula::cli::{GlobalArgs, LogFormat, ServeArgs};
 use aula_eventlog::testing::TestDatabase;
 use serde_json::{json, Value};
 use support::cdp::Browser;
+use support::{database_url, free_port};
 
 const PASSWORD: &str = "dashboard password 1";
 const SIGN_UP: &str = "PendingUserRegisterCreated";
 const SIGN_UP_EMAIL: &str = "email.signup_confirmation";
 
 /// A free loopback port (bound, read, released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The test database as a URL `aula serve` accepts.
-fn database_url(db: &TestDatabase) -> String {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        // Same server, this test's database.
-        let (base, query) = url.split_once('?').unwrap_or((&url, ""));
-        let server = base.rsplit_once('/').map(|(s, _)| s).unwrap_or(base);
-        let query = if query.is_empty() {
-            String::new()
-        } else {
-            format!("?{query}")
-        };
-        return format!("{server}/{}{query}", db.name);
-    }
-    let options = &db.connect;
-    let host = options
-        .get_socket()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| options.get_host().to_owned());
-    format!(
-        "postgresql://{}@localhost/{}?host={}&port={}",
-        options.get_username(),
-        db.name,
-        host,
-        options.get_port()
-    )
-}
-
 fn screenshots() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
     // Only this run's pictures (no stale timeout shots from an earlier run).
