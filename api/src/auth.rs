@@ -26,6 +26,9 @@ pub struct Claims {
     pub role: Role,
     pub institution_id: Option<Uuid>,
     pub expires_at: DateTime<Utc>,
+    /// The account's credential version when the token was issued (see
+    /// `User::credential_version`): a password reset ends every earlier token.
+    pub credential_version: u32,
 }
 
 fn role_name(role: Role) -> &'static str {
@@ -54,14 +57,15 @@ fn mac(secret: &Secret) -> HmacSha256 {
 
 pub fn issue(secret: &Secret, claims: &Claims) -> String {
     let payload = format!(
-        "v1|{}|{}|{}|{}",
+        "v2|{}|{}|{}|{}|{}",
         claims.user_id,
         role_name(claims.role),
         claims
             .institution_id
             .map(|id| id.to_string())
             .unwrap_or_default(),
-        claims.expires_at.timestamp()
+        claims.expires_at.timestamp(),
+        claims.credential_version
     );
     let mut mac = mac(secret);
     mac.update(payload.as_bytes());
@@ -118,10 +122,11 @@ pub fn verify(secret: &Secret, token: &str, now: DateTime<Utc>) -> Result<Claims
     mac.verify_slice(&signature).map_err(|_| invalid())?;
     let payload = String::from_utf8(payload).map_err(|_| invalid())?;
     let parts: Vec<&str> = payload.split('|').collect();
-    let [version, user_id, role, institution, expires] = parts[..] else {
+    // v1 tokens (before credential versions) are refused: they lived 15 minutes.
+    let [version, user_id, role, institution, expires, credential_version] = parts[..] else {
         return Err(invalid());
     };
-    if version != "v1" {
+    if version != "v2" {
         return Err(invalid());
     }
     let claims = Claims {
@@ -137,6 +142,7 @@ pub fn verify(secret: &Secret, token: &str, now: DateTime<Utc>) -> Result<Claims
             .ok()
             .and_then(|secs| DateTime::from_timestamp(secs, 0))
             .ok_or_else(invalid)?,
+        credential_version: credential_version.parse().map_err(|_| invalid())?,
     };
     if claims.expires_at <= now {
         return Err(expired());
@@ -144,18 +150,23 @@ pub fn verify(secret: &Secret, token: &str, now: DateTime<Utc>) -> Result<Claims
     Ok(claims)
 }
 
-/// Whether the account was deactivated: its access tokens stop working at once instead
-/// of at expiry. One indexed look-up on the user's own stream.
-pub async fn is_deactivated(pool: &sqlx::PgPool, user_id: Uuid) -> Result<bool, sqlx::Error> {
-    let row: Option<(i32,)> = sqlx::query_as(
-        "SELECT 1 FROM events
-         WHERE aggregate_type = 'user' AND aggregate_id = $1 AND event_type = 'UserDeactivated'
-         LIMIT 1",
+/// The account's standing for its tokens: deactivated, and its credential version
+/// (password resets so far). One indexed look-up on the user's own stream.
+pub async fn credential_state(
+    pool: &sqlx::PgPool,
+    user_id: Uuid,
+) -> Result<(bool, u32), sqlx::Error> {
+    let (deactivated, resets): (bool, i64) = sqlx::query_as(
+        "SELECT coalesce(bool_or(event_type = 'UserDeactivated'), false),
+                count(*) FILTER (WHERE event_type = 'PasswordReset')
+         FROM events
+         WHERE aggregate_type = 'user' AND aggregate_id = $1
+           AND event_type IN ('UserDeactivated', 'PasswordReset')",
     )
     .bind(user_id.to_string())
-    .fetch_optional(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(row.is_some())
+    Ok((deactivated, u32::try_from(resets).unwrap_or(u32::MAX)))
 }
 
 /// Verifies a token and refuses the tokens of deactivated accounts.
@@ -180,10 +191,17 @@ pub async fn still_valid(
     if claims.expires_at <= now {
         return Err(expired());
     }
-    if is_deactivated(pool, claims.user_id).await? {
+    let (deactivated, credential_version) = credential_state(pool, claims.user_id).await?;
+    if deactivated {
         return Err(ApiError::unauthenticated(
             "ACCOUNT_DEACTIVATED",
             "the account is deactivated",
+        ));
+    }
+    if claims.credential_version < credential_version {
+        return Err(ApiError::unauthenticated(
+            "TOKEN_REVOKED",
+            "the password changed since this token was issued; log in again",
         ));
     }
     Ok(())
@@ -277,6 +295,7 @@ mod tests {
             role: Role::Manager,
             institution_id: Some(Uuid::new_v4()),
             expires_at,
+            credential_version: 3,
         }
     }
 

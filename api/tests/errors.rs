@@ -639,3 +639,34 @@ async fn a_wrong_sign_up_token_is_refused_before_the_password_is_hashed() {
     assert_eq!(extension(&r, "reason"), "SIGN_UP_TOKEN_UNKNOWN", "{r}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_reset_ends_every_earlier_token() {
+    let server = TestServer::start().await;
+    let a = server.institution("Escola R").await;
+    let old_token = a.manager.token.clone();
+    let me = "{ me { id } }";
+    assert_ok(&server.gql(Some(&old_token), me, json!({})).await);
+    server
+        .gql(
+            None,
+            "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }",
+            json!({ "e": a.manager.email }),
+        )
+        .await;
+    let token = server
+        .tokens
+        .last(TokenKind::PasswordReset, &a.manager.email)
+        .unwrap();
+    let reset =
+        json!({ "email": a.manager.email, "token": token, "newPassword": "a new password" });
+    assert_ok(&server.command(None, "resetPassword", reset).await);
+    // The token issued before the reset no longer works...
+    let r = server.gql(Some(&old_token), me, json!({})).await;
+    assert_code(&r, "UNAUTHENTICATED");
+    assert_eq!(extension(&r, "reason"), "TOKEN_REVOKED");
+    // ...while one issued after it does.
+    let fresh = server.token_for(&a.manager.email, "a new password").await;
+    assert_ok(&server.gql(Some(&fresh), me, json!({})).await);
+    server.stop().await;
+}

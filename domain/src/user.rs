@@ -345,9 +345,16 @@ pub struct User {
     reset_tokens: Vec<IssuedToken>,
     consecutive_failures: u32,
     locked_until: Option<DateTime<Utc>>,
+    credential_version: u32,
 }
 
 impl User {
+    /// How many times the account's credentials were replaced (password resets).
+    /// Access tokens carry the version they were issued under; a token of an older
+    /// version no longer works.
+    pub fn credential_version(&self) -> u32 {
+        self.credential_version
+    }
     pub fn status(&self) -> UserStatus {
         self.status
     }
@@ -686,6 +693,7 @@ impl Aggregate for User {
                 self.password_hash = Some(password_hash);
                 self.consecutive_failures = 0;
                 self.locked_until = None;
+                self.credential_version += 1;
                 if let Some(token) = self
                     .reset_tokens
                     .iter_mut()

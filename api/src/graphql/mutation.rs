@@ -574,6 +574,7 @@ impl CommandMutation {
             role,
             institution_id: user.institution_id().map(|id| id.as_uuid()),
             expires_at,
+            credential_version: user.credential_version(),
         };
         Ok(LoginResult {
             access_token: auth::issue(&state.config.token_secret, &claims),
