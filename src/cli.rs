@@ -116,6 +116,20 @@ pub struct ServeArgs {
         default_value_t = 256
     )]
     pub http_max_connections_per_client: usize,
+
+    /// Reverse proxies (CIDR networks or addresses, comma-separated) whose
+    /// `X-Forwarded-For`/`Forwarded` headers name the client. Unset: the TCP peer is
+    /// the client and those headers are ignored.
+    #[arg(long, env = "AULA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or a single address (`127.0.0.1`).
+fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{text}` is neither a CIDR network nor an address"))
 }
 
 impl Default for ServeArgs {
@@ -130,6 +144,7 @@ impl Default for ServeArgs {
             http_body_timeout_seconds: 10,
             http_max_connections: 4096,
             http_max_connections_per_client: 256,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -130,6 +130,7 @@ pub async fn serve(
             body_timeout: Duration::from_secs(args.http_body_timeout_seconds.max(1)),
             max_connections: args.http_max_connections.max(1),
             max_connections_per_client: args.http_max_connections_per_client.max(1),
+            trusted_proxies: args.trusted_proxies.clone(),
         };
         // Read-your-writes waits for every projection, wherever it runs.
         config.projections = aula_projections::NAMES
@@ -156,7 +157,7 @@ pub async fn serve(
             .with_context(|| format!("binding {}", args.http_addr))?;
         tracing::info!(addr = %listener.local_addr()?, "serving GraphQL on /graphql, health on /health and /ready");
         let mut http_shutdown = shutdown.clone();
-        let server_limits = state.config().server;
+        let server_limits = state.config().server.clone();
         draining = Some(state.draining_flag());
         http = Some(tokio::spawn(aula_api::serve_with(
             listener,

@@ -52,7 +52,7 @@ impl Default for PasswordHashing {
 }
 
 /// Limits of the HTTP server itself, before any request reaches a handler.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerLimits {
     /// Time a client has to send a request's headers; also how long an idle
     /// keep-alive connection waits for its next request before it is closed.
@@ -62,8 +62,14 @@ pub struct ServerLimits {
     /// Open connections in all (WebSockets included); more are answered 503 and
     /// closed. Lowered at start-up to what the process's open-file limit allows.
     pub max_connections: usize,
-    /// Open connections from one client address (IPv6: its /64).
+    /// Open connections from one client address (IPv6: its /64). Trusted proxies
+    /// are held to the overall cap only.
     pub max_connections_per_client: usize,
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` headers are believed: only
+    /// when the TCP peer is in one of these networks is the client taken from them
+    /// (the rightmost address that is not itself a trusted proxy). Empty: the TCP peer
+    /// is the client, whatever the headers say.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ServerLimits {
@@ -73,6 +79,7 @@ impl Default for ServerLimits {
             body_timeout: Duration::from_secs(10),
             max_connections: 4096,
             max_connections_per_client: 256,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -85,7 +92,12 @@ pub struct ApiConfig {
     pub token_ttl: Duration,
     /// How long a sign-up confirmation token stays valid.
     pub signup_token_ttl: Duration,
+    /// Public mutations (sign-up, login, applications...), per client address.
     pub rate_limit: RateLimitConfig,
+    /// Mutations of signed-in callers, per account.
+    pub account_write_limit: RateLimitConfig,
+    /// Queries of anonymous callers, per client address.
+    pub anonymous_read_limit: RateLimitConfig,
     /// Upper bound of a read-your-writes wait.
     pub read_your_writes_timeout: Duration,
     /// Names of the subscriptions (rows of `subscription_checkpoints`) a read-your-writes
@@ -138,9 +150,14 @@ impl ApiConfig {
                 "token ttl and request timeout must be positive".into(),
             ));
         }
-        if self.body_limit_bytes == 0 || self.max_page_size == 0 || self.rate_limit.burst == 0 {
+        if self.body_limit_bytes == 0
+            || self.max_page_size == 0
+            || self.rate_limit.burst == 0
+            || self.account_write_limit.burst == 0
+            || self.anonymous_read_limit.burst == 0
+        {
             return Err(ConfigError(
-                "body limit, page size and rate-limit burst must be positive".into(),
+                "body limit, page size and rate-limit bursts must be positive".into(),
             ));
         }
         if self.processing_utc_offset_minutes.abs() > MAX_UTC_OFFSET_MINUTES {
@@ -160,6 +177,14 @@ impl ApiConfig {
             rate_limit: RateLimitConfig {
                 burst: 10,
                 per_minute: 30,
+            },
+            account_write_limit: RateLimitConfig {
+                burst: 60,
+                per_minute: 600,
+            },
+            anonymous_read_limit: RateLimitConfig {
+                burst: 120,
+                per_minute: 1200,
             },
             read_your_writes_timeout: Duration::from_secs(5),
             projections: Vec::new(),

@@ -18,6 +18,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::auth;
+use crate::client_address::client_address;
 use crate::error::{self, ApiError};
 use crate::graphql::{self, AulaSchema, RequestContext};
 use crate::state::AppState;
@@ -286,7 +287,9 @@ async fn graphql_post(
         };
         let context = RequestContext {
             claims,
-            client: connect.map(|Extension(ConnectInfo(addr))| addr.ip()),
+            client: connect.map(|Extension(ConnectInfo(addr))| {
+                client_address(addr.ip(), &headers, &http.app.config.server.trusted_proxies)
+            }),
             request_id: request_id.clone(),
         };
         let execution = http.schema.execute(request.data(context));
@@ -319,13 +322,16 @@ async fn graphiql() -> Html<String> {
 async fn graphql_ws(
     State(http): State<Http>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let schema = http.schema.clone();
     let app = http.app.clone();
     // Public mutations sent over the socket are rate-limited like HTTP ones.
-    let client = connect.map(|Extension(ConnectInfo(addr))| addr.ip());
+    let client = connect.map(|Extension(ConnectInfo(addr))| {
+        client_address(addr.ip(), &headers, &http.app.config.server.trusted_proxies)
+    });
     // One id for the connection: every log line of its operations carries it.
     let request_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("graphql_ws", request_id = %request_id);

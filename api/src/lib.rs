@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod client_address;
 pub mod clock;
 pub mod config;
 mod dashboard;

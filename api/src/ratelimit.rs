@@ -1,13 +1,16 @@
-//! Per-client-address token buckets for the public mutations.
+//! Token buckets: per client address for the public mutations and anonymous reads,
+//! per account for signed-in writes.
 //!
 //! In memory, per process: with several API instances each limits on its own, which
-//! is good enough against a single abusive client. The address is the TCP peer; behind
-//! a reverse proxy that is the proxy's address (no `X-Forwarded-For` is trusted). An
+//! is good enough against a single abusive client. The address is the TCP peer, or,
+//! when the peer is a configured trusted proxy, the client it names in
+//! `X-Forwarded-For`/`Forwarded` (see [`crate::client_address`]). An
 //! IPv6 client is limited by its /64: one host usually holds a whole /64 and could
 //! otherwise take a fresh bucket per address. (IPv4-mapped IPv6 addresses count as the
 //! IPv4 address.)
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -19,15 +22,23 @@ struct Bucket {
     updated: Instant,
 }
 
-pub struct RateLimiter {
+pub struct RateLimiter<K = IpAddr> {
     config: RateLimitConfig,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
 /// Above this many tracked addresses, full buckets are forgotten.
 const PRUNE_ABOVE: usize = 10_000;
 
-impl RateLimiter {
+impl RateLimiter<IpAddr> {
+    /// Takes one token for the client address `client`; on refusal, how long until
+    /// one is available.
+    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
+        self.check_key(bucket_key(client))
+    }
+}
+
+impl<K: Hash + Eq> RateLimiter<K> {
     pub fn new(config: RateLimitConfig) -> Self {
         Self {
             config,
@@ -40,8 +51,7 @@ impl RateLimiter {
     }
 
     /// Takes one token for `client`; on refusal, how long until one is available.
-    pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
-        let client = bucket_key(client);
+    pub fn check_key(&self, client: K) -> Result<(), Duration> {
         let now = Instant::now();
         let burst = f64::from(self.config.burst.max(1));
         let rate = self.refill_per_second();

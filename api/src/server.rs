@@ -78,8 +78,16 @@ pub async fn serve_with(
             },
         };
         let client = crate::ratelimit::bucket_key(peer.ip());
-        let Some(guard) = open.try_open(client, max_connections, limits.max_connections_per_client)
-        else {
+        let per_client = if limits
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&peer.ip()))
+        {
+            usize::MAX
+        } else {
+            limits.max_connections_per_client
+        };
+        let Some(guard) = open.try_open(client, max_connections, per_client) else {
             crate::metrics::record_refused("CONNECTION_LIMIT");
             tokio::spawn(refuse(stream));
             continue;

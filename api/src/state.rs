@@ -54,6 +54,8 @@ pub struct AppState {
     pub(crate) readiness: ReadinessProbe,
     pub(crate) buses: Arc<Buses>,
     pub(crate) limiter: Arc<RateLimiter>,
+    pub(crate) account_writes: Arc<RateLimiter<uuid::Uuid>>,
+    pub(crate) anonymous_reads: Arc<RateLimiter>,
     /// Options for extra connections (projection rebuilds); `None`: the pool's own.
     pub(crate) connect: Option<PgConnectOptions>,
     /// Set when the process begins to stop: `/ready` answers 503 from then on, so a
@@ -68,6 +70,8 @@ impl AppState {
         Self {
             buses: Arc::new(Buses::new(&pool, UserServices::default())),
             limiter: Arc::new(RateLimiter::new(config.rate_limit)),
+            account_writes: Arc::new(RateLimiter::new(config.account_write_limit)),
+            anonymous_reads: Arc::new(RateLimiter::new(config.anonymous_read_limit)),
             pool,
             config: Arc::new(config),
             clock: Arc::new(SystemClock),

@@ -552,3 +552,111 @@ async fn an_unreachable_database_is_a_retryable_503() {
     let _ = stop.send(());
     working.stop().await;
 }
+
+async fn login_from(server: &TestServer, forwarded_for: Option<&str>) -> Value {
+    let mut request = server.client.post(server.url("/graphql")).json(&json!({
+        "query": "mutation { login(input: { email: \"nobody@aula.test\", password: \"wrong password\" }) { accessToken } }"
+    }));
+    if let Some(hop) = forwarded_for {
+        request = request.header("x-forwarded-for", hop);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_trusted_proxy_each_user_has_its_own_bucket() {
+    let server = TestServer::start_with(|c| {
+        c.rate_limit.burst = 3;
+        c.rate_limit.per_minute = 1;
+        c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    // Six users behind the proxy (127.0.0.1), three logins each: nobody is limited.
+    for user in 1..=6 {
+        for _ in 0..3 {
+            let r = login_from(&server, Some(&format!("203.0.113.{user}"))).await;
+            assert_eq!(code(&r).as_deref(), Some("UNAUTHENTICATED"), "{r}");
+        }
+    }
+    // The fourth of one user is; a fake address prepended by the client changes
+    // nothing (the proxy's own hop is the rightmost).
+    let r = login_from(&server, Some("198.51.100.1, 203.0.113.1")).await;
+    assert_code(&r, "RATE_LIMITED");
+    server.stop().await;
+
+    // Without the setting, the header is the client's own claim: ignored.
+    let server = TestServer::start_with(|c| {
+        c.rate_limit.burst = 3;
+        c.rate_limit.per_minute = 1;
+    })
+    .await;
+    for user in 1..=3 {
+        let r = login_from(&server, Some(&format!("203.0.113.{user}"))).await;
+        assert_code(&r, "UNAUTHENTICATED");
+    }
+    let r = login_from(&server, Some("203.0.113.99")).await;
+    assert_code(&r, "RATE_LIMITED");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_in_writes_are_limited_per_account_and_anonymous_reads_per_address() {
+    let server = TestServer::start_with(|c| {
+        c.account_write_limit.burst = 3;
+        c.account_write_limit.per_minute = 1;
+        c.anonymous_read_limit.burst = 5;
+        c.anonymous_read_limit.per_minute = 1;
+    })
+    .await;
+    let a = server.institution("Escola Limite").await;
+    let b = server.institution("Escola Outra").await;
+    let create = |token: String, n: u32| {
+        let server = &server;
+        async move {
+            server
+                .command(
+                    Some(&token),
+                    "createCampus",
+                    json!({ "name": format!("Campus {n}"), "city": "Braga" }),
+                )
+                .await
+        }
+    };
+    let mut codes = Vec::new();
+    for n in 0..4 {
+        codes.push(code(&create(a.manager.token.clone(), n).await));
+    }
+    assert!(codes[..3].iter().all(Option::is_none), "{codes:?}");
+    assert_eq!(codes[3].as_deref(), Some("RATE_LIMITED"));
+    // Another account is not affected; signed-in reads are not limited.
+    assert_ok(&create(b.manager.token.clone(), 9).await);
+    for _ in 0..10 {
+        assert_ok(
+            &server
+                .gql(Some(&a.manager.token), "{ me { id } }", json!({}))
+                .await,
+        );
+    }
+    // Anonymous reads, per address.
+    let reader = reqwest::Client::builder()
+        .local_address(IpAddr::from([127, 0, 3, 1]))
+        .build()
+        .unwrap();
+    let mut limited = 0;
+    for _ in 0..8 {
+        let r: Value = reader
+            .post(server.url("/graphql"))
+            .json(&json!({"query": "{ health { status } }"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if code(&r).as_deref() == Some("RATE_LIMITED") {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 3);
+    server.stop().await;
+}

@@ -11,6 +11,7 @@ mod read_models;
 pub(crate) mod session;
 mod subscription;
 mod tasks;
+mod throttle;
 mod types;
 
 use std::net::IpAddr;
@@ -75,7 +76,8 @@ pub fn build(state: Option<AppState>) -> AulaSchema {
     }
     builder = builder
         .extension(crate::metrics::GraphqlMetrics)
-        .extension(session::SessionCheck);
+        .extension(session::SessionCheck)
+        .extension(throttle::Throttle);
     if let Some(state) = state {
         builder = builder
             .limit_directives(state.config.document_limits.max_directives)

@@ -57,7 +57,7 @@ impl TestServer {
     ) -> Self {
         let mut config = test_config();
         configure(&mut config);
-        let server_limits = config.server;
+        let server_limits = config.server.clone();
         let db = TestDatabase::new().await;
         let clock = Arc::new(ManualClock::new(
             Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap(),
