@@ -116,6 +116,9 @@ pub struct ApiConfig {
     pub document_limits: crate::graphql::limits::DocumentLimits,
     /// Largest page a list field returns (`first` above it is a VALIDATION error).
     pub max_page_size: usize,
+    /// `requestPasswordReset` never answers sooner than this, whether or not the
+    /// address has an account, so timing does not tell which addresses do.
+    pub reset_request_floor: Duration,
     /// Longest accepted password (Argon2 work grows with it).
     pub max_password_chars: usize,
     pub password_hashing: PasswordHashing,
@@ -196,6 +199,7 @@ impl ApiConfig {
             document_limits: Default::default(),
             max_page_size: 100,
             max_password_chars: 256,
+            reset_request_floor: Duration::from_millis(150),
             password_hashing: PasswordHashing::default(),
             subscription_poll_interval: Duration::from_millis(500),
             socket_recheck_interval: Duration::from_secs(30),

@@ -670,3 +670,46 @@ async fn a_password_reset_ends_every_earlier_token() {
     assert_ok(&server.gql(Some(&fresh), me, json!({})).await);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_requests_take_the_same_time_and_are_limited_per_recipient() {
+    let server = TestServer::start().await;
+    let a = server.institution("Escola T").await;
+    let request =
+        "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }";
+    let timed = |email: String| {
+        let server = &server;
+        async move {
+            let started = std::time::Instant::now();
+            let r = server.gql(None, request, json!({ "e": email })).await;
+            assert_eq!(r["data"]["requestPasswordReset"]["accepted"], true);
+            started.elapsed()
+        }
+    };
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..9 {
+        known.push(timed(a.manager.email.clone()).await);
+        unknown.push(timed(format!("ghost-{i}@aula.test")).await);
+    }
+    known.sort();
+    unknown.sort();
+    let (known, unknown) = (known[4], unknown[4]);
+    let floor = Duration::from_millis(150);
+    assert!(known >= floor && unknown >= floor, "{known:?} {unknown:?}");
+    let difference = known.abs_diff(unknown);
+    assert!(
+        difference < Duration::from_millis(15),
+        "medians {known:?} (known) and {unknown:?} (unknown) differ by {difference:?}"
+    );
+    // Nine requests for one address, three tokens recorded (and so three e-mails):
+    // one mailbox is not flooded.
+    let issued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events
+         WHERE aggregate_type = 'user' AND event_type = 'ResetPasswordTokenCreated'",
+    )
+    .fetch_one(&server.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(issued, 3);
+    server.stop().await;
+}

@@ -42,6 +42,10 @@ pub struct UserServices {
     pub lockout: Duration,
     /// How long a reset-password token stays valid.
     pub reset_token_ttl: Duration,
+    /// Reset e-mails an account receives at most within one reset-token lifetime:
+    /// strangers can ask for resets of any address, so one mailbox must not be
+    /// flooded.
+    pub max_reset_requests: u32,
 }
 
 impl Default for UserServices {
@@ -50,6 +54,7 @@ impl Default for UserServices {
             max_failed_logins: 5,
             lockout: Duration::minutes(15),
             reset_token_ttl: Duration::hours(1),
+            max_reset_requests: 3,
         }
     }
 }
@@ -235,6 +240,8 @@ pub enum UserError {
     ResetTokenSuperseded,
     #[error("the user is already deactivated")]
     AlreadyDeactivated,
+    #[error("too many password resets were requested for this account; try again later")]
+    TooManyResetRequests,
 }
 
 impl UserError {
@@ -258,6 +265,7 @@ impl UserError {
             Self::ResetTokenAlreadyUsed => "RESET_TOKEN_ALREADY_USED",
             Self::ResetTokenSuperseded => "RESET_TOKEN_SUPERSEDED",
             Self::AlreadyDeactivated => "USER_ALREADY_DEACTIVATED",
+            Self::TooManyResetRequests => "TOO_MANY_RESET_REQUESTS",
         }
     }
 
@@ -267,7 +275,8 @@ impl UserError {
             Self::AlreadyExists
             | Self::SignUpEmailMismatch
             | Self::AlreadyConfirmed
-            | Self::AlreadyDeactivated => RejectionKind::Conflict,
+            | Self::AlreadyDeactivated
+            | Self::TooManyResetRequests => RejectionKind::Conflict,
             Self::TokenExpiryNotInFuture
             | Self::AdminWithInstitution
             | Self::InstitutionRequired => RejectionKind::Validation,
@@ -604,6 +613,15 @@ impl Aggregate for User {
             } => self.attempt_login(password_matches, now, services)?,
             UserCommand::RequestPasswordReset { token_hash, now } => {
                 self.ensure_active()?;
+                // Tokens still valid were issued within one lifetime of now.
+                let recent = self
+                    .reset_tokens
+                    .iter()
+                    .filter(|token| token.expires_at > now)
+                    .count();
+                if recent >= services.max_reset_requests as usize {
+                    return Err(UserError::TooManyResetRequests);
+                }
                 vec![UserEvent::ResetPasswordTokenCreated {
                     token_hash,
                     expires_at: now + services.reset_token_ttl,

@@ -716,3 +716,39 @@ fn state_exposes_the_password_hash_for_login_checks() {
     let snapshot = serde_json::to_value(&user).unwrap();
     assert_eq!(serde_json::from_value::<User>(snapshot).unwrap(), user);
 }
+
+#[test]
+fn reset_requests_per_account_are_limited_within_a_token_lifetime() {
+    let services = UserServices {
+        max_reset_requests: 2,
+        ..UserServices::default()
+    };
+    let mut given = active();
+    given.push(UserEvent::ResetPasswordTokenCreated {
+        token_hash: "sha256:one".into(),
+        expires_at: t(1) + Duration::hours(1),
+    });
+    given.push(UserEvent::ResetPasswordTokenCreated {
+        token_hash: "sha256:two".into(),
+        expires_at: t(2) + Duration::hours(1),
+    });
+    UserTest::with(services.clone())
+        .given(given.clone())
+        .when(UserCommand::RequestPasswordReset {
+            token_hash: "sha256:three".into(),
+            now: t(3),
+        })
+        .then_expect_error(UserError::TooManyResetRequests);
+    // Once the earlier tokens expired, a new one is issued.
+    let later = t(1) + Duration::hours(2);
+    UserTest::with(services)
+        .given(given)
+        .when(UserCommand::RequestPasswordReset {
+            token_hash: "sha256:three".into(),
+            now: later,
+        })
+        .then_expect_events(vec![UserEvent::ResetPasswordTokenCreated {
+            token_hash: "sha256:three".into(),
+            expires_at: later + Duration::hours(1),
+        }]);
+}
