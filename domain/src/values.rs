@@ -12,6 +12,7 @@ use std::str::FromStr;
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization as _;
 use uuid::Uuid;
 
 use crate::errors::RejectionKind;
@@ -59,6 +60,12 @@ pub enum ValidationReason {
     ControlCharacters,
     #[error("must not contain invisible formatting characters")]
     InvisibleCharacters,
+    #[error("must contain a visible letter or digit")]
+    NoVisibleLetter,
+    #[error("must contain only letters, digits, marks, spaces and common punctuation")]
+    DisallowedCharacters,
+    #[error("must not mix scripts within a word in a way that can imitate another word")]
+    MixedScripts,
     #[error("has an invalid format")]
     InvalidFormat,
     #[error("must not be in the future")]
@@ -79,6 +86,9 @@ impl ValidationReason {
             Self::TooLong { .. } => "TOO_LONG",
             Self::ControlCharacters => "CONTROL_CHARACTERS",
             Self::InvisibleCharacters => "INVISIBLE_CHARACTERS",
+            Self::NoVisibleLetter => "NO_VISIBLE_LETTER",
+            Self::DisallowedCharacters => "DISALLOWED_CHARACTERS",
+            Self::MixedScripts => "MIXED_SCRIPTS",
             Self::InvalidFormat => "INVALID_FORMAT",
             Self::InFuture => "IN_FUTURE",
             Self::TooOld { .. } => "TOO_OLD",
@@ -214,7 +224,64 @@ fn parse_text(field: &'static str, max: usize, raw: &str) -> Result<String, Vali
         ));
     }
     let collapsed = trimmed.split_whitespace().collect::<Vec<_>>().join(" ");
-    stored_text(field, max, &collapsed)
+    // One spelling per name: "é" typed as e + U+0301 and as U+00E9 are the same name.
+    let normalized: String = collapsed.nfc().collect();
+    let text = stored_text(field, max, &normalized)?;
+    check_letters(field, &text)?;
+    Ok(text)
+}
+
+/// Punctuation and symbols a name may hold beside letters, marks and digits: ASCII's,
+/// Latin-1's (`º`, `ª`, `«`, `·`...) and the General Punctuation block's (typographic
+/// quotes and dashes; its invisible characters are refused before this).
+fn is_name_punctuation(c: char) -> bool {
+    c.is_ascii_graphic()
+        || ('\u{00A1}'..='\u{00BF}').contains(&c)
+        || ('\u{2010}'..='\u{205E}').contains(&c)
+}
+
+/// Names against look-alikes, by Unicode's security rules (UTS #39, through the
+/// `unicode-security` crate): every letter, mark and digit must be allowed in
+/// identifiers (blank-looking letters such as U+3164 HANGUL FILLER are not; nor are
+/// those of scripts in limited use), other characters must be common punctuation
+/// (so a blank-looking symbol such as U+2800 BRAILLE PATTERN BLANK is refused), at
+/// least one letter or digit must be there, and no word may mix scripts beyond
+/// UTS #39's "moderately restrictive" level (Latin with Cyrillic or Greek inside
+/// one word is how "аdmin" imitates "admin"; Latin with Han and kana is fine).
+fn check_letters(field: &'static str, text: &str) -> Result<(), ValidationError> {
+    use unicode_security::{
+        GeneralSecurityProfile as _, RestrictionLevel, RestrictionLevelDetection as _,
+    };
+    let mut visible = false;
+    for word in text.split(' ') {
+        let mut letters = String::new();
+        for c in word.chars() {
+            if c.identifier_allowed() {
+                if c.is_alphanumeric() {
+                    visible = true;
+                    letters.push(c);
+                }
+            } else if !is_name_punctuation(c) {
+                return Err(ValidationError::new(
+                    field,
+                    ValidationReason::DisallowedCharacters,
+                ));
+            }
+        }
+        if !letters
+            .as_str()
+            .check_restriction_level(RestrictionLevel::ModeratelyRestrictive)
+        {
+            return Err(ValidationError::new(field, ValidationReason::MixedScripts));
+        }
+    }
+    if !visible {
+        return Err(ValidationError::new(
+            field,
+            ValidationReason::NoVisibleLetter,
+        ));
+    }
+    Ok(())
 }
 
 /// The rule names were first recorded under (trimmed, non-empty, at most `max`
@@ -793,6 +860,65 @@ mod tests {
         // Names recorded before these rules still load from stored events.
         let stored: ExamName = serde_json::from_str(r#""Mid\u200bterm  exam""#).unwrap();
         assert_eq!(stored.as_str(), "Mid\u{200B}term  exam");
+    }
+
+    #[test]
+    fn blank_looking_mixed_script_and_unnormalized_names() {
+        // Made only of blank-looking characters.
+        for blank in ["\u{3164}", "\u{2800}\u{2800}", "\u{3164} \u{3164}", "-- .."] {
+            let refused = reason(PersonName::parse(blank));
+            assert!(
+                matches!(
+                    refused,
+                    ValidationReason::NoVisibleLetter | ValidationReason::DisallowedCharacters
+                ),
+                "{blank:?}: {refused:?}"
+            );
+        }
+        assert_eq!(
+            reason(PersonName::parse("Ana\u{2800}Lima")),
+            ValidationReason::DisallowedCharacters
+        );
+        assert_eq!(
+            reason(PersonName::parse("Ana \u{3164}")),
+            ValidationReason::DisallowedCharacters
+        );
+        assert_eq!(
+            reason(PersonName::parse("--")),
+            ValidationReason::NoVisibleLetter
+        );
+        // Cyrillic "а" inside a Latin word imitates it.
+        assert_eq!(
+            reason(PersonName::parse("P\u{0430}ula Lima")),
+            ValidationReason::MixedScripts
+        );
+        assert_eq!(
+            reason(CourseName::parse("\u{0391}lgebra")),
+            ValidationReason::MixedScripts
+        );
+        // Real names in one script each, punctuation, ordinals, words of several
+        // scripts side by side.
+        for fine in [
+            "José da Silva",
+            "O'Brien-Smith",
+            "Анна Каренина",
+            "Σοφία Papadopoulos",
+            "山田 太郎",
+            "Matemática 2º ano",
+            "C++ & C#: Programação (noturno)",
+            "Jean–Luc d’Arc",
+            "Nguyễn Thị Minh Khai",
+        ] {
+            assert!(
+                PersonName::parse(fine).is_ok() || CourseName::parse(fine).is_ok(),
+                "{fine}"
+            );
+        }
+        // NFC: composed and decomposed spellings are one name.
+        assert_eq!(
+            PersonName::parse("Jose\u{0301}").unwrap(),
+            PersonName::parse("Jos\u{00E9}").unwrap()
+        );
     }
 
     #[test]
