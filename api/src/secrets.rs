@@ -20,6 +20,8 @@ use crate::config::PasswordHashing;
 pub enum TokenKind {
     SignUpConfirmation,
     PasswordReset,
+    /// Sent to the new address of an e-mail change.
+    EmailChange,
 }
 
 /// A raw one-time token at the moment it is issued.

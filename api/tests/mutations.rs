@@ -2,6 +2,7 @@
 
 mod common;
 
+use aula_api::TokenKind;
 use common::*;
 use serde_json::json;
 
@@ -101,8 +102,10 @@ async fn every_mutation_succeeds_for_an_allowed_caller() {
         .await;
     assert_eq!(id(&changed, "changeExamNote"), grade);
 
-    // updateUser: the student renames itself; the manager changes the student's e-mail,
-    // after which the new address logs in and the old one does not.
+    // updateUser: the student renames itself; the manager proposes a new e-mail for
+    // the student, which changes nothing until the link sent to the new address is
+    // followed (issue #16, finding 9: a manager could otherwise take the account by
+    // resetting its password at an address of its own).
     let renamed = server
         .command(
             Some(&student.token),
@@ -120,6 +123,38 @@ async fn every_mutation_succeeds_for_an_allowed_caller() {
         )
         .await;
     assert_ok(&moved);
+    assert_ok(&server.login(&student.email, PASSWORD).await);
+    assert_code(&server.login(&new_email, PASSWORD).await, "UNAUTHENTICATED");
+    // The notice to the old address and the link to the new one are e-mail tasks.
+    let requested: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'EmailChangeRequested'",
+    )
+    .bind(student.id.to_string())
+    .fetch_one(&server.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(requested, 1);
+    let confirm = "mutation($i: ConfirmEmailChangeInput!) { confirmEmailChange(input: $i) { id } }";
+    let wrong = server
+        .gql(
+            None,
+            confirm,
+            json!({ "i": { "userId": student.id, "token": "made-up" } }),
+        )
+        .await;
+    assert_eq!(extension(&wrong, "reason"), "EMAIL_CHANGE_TOKEN_UNKNOWN");
+    let token = server
+        .tokens
+        .last(TokenKind::EmailChange, &new_email)
+        .expect("a token for the new address");
+    let confirmed = server
+        .gql(
+            None,
+            confirm,
+            json!({ "i": { "userId": student.id, "token": token } }),
+        )
+        .await;
+    assert_ok(&confirmed);
     assert_code(
         &server.login(&student.email, PASSWORD).await,
         "UNAUTHENTICATED",
@@ -133,6 +168,15 @@ async fn every_mutation_succeeds_for_an_allowed_caller() {
         .await;
     assert_eq!(me["data"]["me"]["name"], "Samuel Student");
     assert_eq!(me["data"]["me"]["email"], new_email);
+    // The link works once.
+    let again = server
+        .gql(
+            None,
+            confirm,
+            json!({ "i": { "userId": student.id, "token": token } }),
+        )
+        .await;
+    assert_eq!(extension(&again, "reason"), "EMAIL_CHANGE_TOKEN_UNKNOWN");
 
     // deactivateUser: the teacher can no longer log in.
     let deactivated = server

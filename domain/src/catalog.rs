@@ -123,9 +123,15 @@ fn meta(event_type: &str) -> Option<Meta> {
         ),
         "UserUpdated" => meta(
             Cud,
-            "UpdateUser",
-            "Name and/or e-mail changed; only changed fields are present (non-null).",
+            "UpdateUser / ConfirmEmailChange",
+            "Name and/or e-mail changed; only changed fields are present (non-null). Since e-mail changes need confirming, the e-mail is recorded here only by `ConfirmEmailChange`.",
             &["projection: users"],
+        ),
+        "EmailChangeRequested" => meta(
+            Business,
+            "RequestEmailChange",
+            "A change of the account's e-mail to `new_email` was asked for; it applies (as `UserUpdated`) only when the link e-mailed to the new address is followed before `expires_at`. Supersedes earlier requests.",
+            &["task: email.email_change_confirmation", "task: email.email_change_notice"],
         ),
         "UserDeactivated" => meta(
             Business,
@@ -272,7 +278,8 @@ fn field_type(event_type: &str, field: &str) -> Option<&'static str> {
             "GradeNote (string with two decimals, \"0.00\"..=\"10.00\")"
         }
         (_, "name") => "PersonName (string, 1..=200 chars)",
-        (_, "email") => "Email (string, trimmed, lower-case)",
+        (_, "email" | "new_email") => "Email (string, trimmed, lower-case)",
+        (_, "previous_email") => "Email or null (the address before the change)",
         (_, "role") => "Role: \"Admin\" | \"Manager\" | \"Teacher\" | \"Student\"",
         (_, "user_id" | "manager_user_id") => "UserId (UUID)",
         (_, "institution_id") => "InstitutionId (UUID)",

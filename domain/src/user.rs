@@ -46,6 +46,8 @@ pub struct UserServices {
     /// strangers can ask for resets of any address, so one mailbox must not be
     /// flooded.
     pub max_reset_requests: u32,
+    /// How long the link that confirms a new e-mail address stays valid.
+    pub email_change_ttl: Duration,
 }
 
 impl Default for UserServices {
@@ -55,6 +57,7 @@ impl Default for UserServices {
             lockout: Duration::minutes(15),
             reset_token_ttl: Duration::hours(1),
             max_reset_requests: 3,
+            email_change_ttl: Duration::hours(24),
         }
     }
 }
@@ -114,6 +117,19 @@ pub enum UserCommand {
     },
     /// Actor: a manager or admin. Users are never deleted.
     DeactivateUser { reason: String },
+    /// Actor: the user, or a manager/admin on its account. The address changes only
+    /// when the link sent to the new address is followed ([`UserCommand::ConfirmEmailChange`]);
+    /// the current address is told. A newer request supersedes an older one.
+    RequestEmailChange {
+        new_email: Email,
+        token_hash: String,
+        now: DateTime<Utc>,
+    },
+    /// Actor: whoever holds the token e-mailed to the new address.
+    ConfirmEmailChange {
+        token_hash: String,
+        now: DateTime<Utc>,
+    },
 }
 
 /// Events of the `user` aggregate. Stored as internally tagged JSON:
@@ -177,6 +193,16 @@ pub enum UserEvent {
         institution_id: InstitutionId,
         institution_name: InstitutionName,
     },
+    /// A change of the account's e-mail to `new_email` was asked for: the link to
+    /// confirm it goes to the new address, a notice to the current one. Nothing
+    /// changes until it is confirmed (then `UserUpdated` records the new address).
+    EmailChangeRequested {
+        /// The address the account had when the change was asked for: it is told.
+        previous_email: Option<Email>,
+        new_email: Email,
+        token_hash: String,
+        expires_at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -193,6 +219,7 @@ impl DomainEvent for UserEvent {
             Self::UserDeactivated { .. } => "UserDeactivated",
             Self::RegisteredEmailSignUpAttempted { .. } => "RegisteredEmailSignUpAttempted",
             Self::SignUpConfirmed { .. } => "SignUpConfirmed",
+            Self::EmailChangeRequested { .. } => "EmailChangeRequested",
         }
         .to_owned()
     }
@@ -242,6 +269,10 @@ pub enum UserError {
     AlreadyDeactivated,
     #[error("too many password resets were requested for this account; try again later")]
     TooManyResetRequests,
+    #[error("the e-mail change token is unknown")]
+    EmailChangeTokenUnknown,
+    #[error("the e-mail change token has expired")]
+    EmailChangeTokenExpired,
 }
 
 impl UserError {
@@ -266,6 +297,8 @@ impl UserError {
             Self::ResetTokenSuperseded => "RESET_TOKEN_SUPERSEDED",
             Self::AlreadyDeactivated => "USER_ALREADY_DEACTIVATED",
             Self::TooManyResetRequests => "TOO_MANY_RESET_REQUESTS",
+            Self::EmailChangeTokenUnknown => "EMAIL_CHANGE_TOKEN_UNKNOWN",
+            Self::EmailChangeTokenExpired => "EMAIL_CHANGE_TOKEN_EXPIRED",
         }
     }
 
@@ -291,7 +324,9 @@ impl UserError {
             | Self::ResetTokenUnknown
             | Self::ResetTokenExpired
             | Self::ResetTokenAlreadyUsed
-            | Self::ResetTokenSuperseded => RejectionKind::Unauthenticated,
+            | Self::ResetTokenSuperseded
+            | Self::EmailChangeTokenUnknown
+            | Self::EmailChangeTokenExpired => RejectionKind::Unauthenticated,
         }
     }
 }
@@ -355,9 +390,19 @@ pub struct User {
     consecutive_failures: u32,
     locked_until: Option<DateTime<Utc>>,
     credential_version: u32,
+    /// The last requested e-mail change not yet confirmed: address, token hash, expiry.
+    pending_email: Option<(Email, String, DateTime<Utc>)>,
 }
 
 impl User {
+    /// The new address of the pending e-mail change that `token_hash` confirms.
+    pub fn pending_email_change(&self, token_hash: &str) -> Option<&Email> {
+        self.pending_email
+            .as_ref()
+            .filter(|(_, hash, _)| hash == token_hash)
+            .map(|(email, _, _)| email)
+    }
+
     /// How many times the account's credentials were replaced (password resets).
     /// Access tokens carry the version they were issued under; a token of an older
     /// version no longer works.
@@ -635,6 +680,39 @@ impl Aggregate for User {
             UserCommand::UpdateUser { name, email } => {
                 self.update(name, email)?.into_iter().collect()
             }
+            UserCommand::RequestEmailChange {
+                new_email,
+                token_hash,
+                now,
+            } => {
+                self.ensure_active()?;
+                if self.email.as_ref() == Some(&new_email) {
+                    vec![]
+                } else {
+                    vec![UserEvent::EmailChangeRequested {
+                        previous_email: self.email.clone(),
+                        new_email,
+                        token_hash,
+                        expires_at: now + services.email_change_ttl,
+                    }]
+                }
+            }
+            UserCommand::ConfirmEmailChange { token_hash, now } => {
+                self.ensure_active()?;
+                let Some((new_email, hash, expires_at)) = &self.pending_email else {
+                    return Err(UserError::EmailChangeTokenUnknown);
+                };
+                if *hash != token_hash {
+                    return Err(UserError::EmailChangeTokenUnknown);
+                }
+                if *expires_at <= now {
+                    return Err(UserError::EmailChangeTokenExpired);
+                }
+                vec![UserEvent::UserUpdated {
+                    name: None,
+                    email: Some(new_email.clone()),
+                }]
+            }
             UserCommand::DeactivateUser { reason } => match self.status {
                 UserStatus::Unregistered => return Err(UserError::NotFound),
                 UserStatus::Deactivated => return Err(UserError::AlreadyDeactivated),
@@ -727,8 +805,17 @@ impl Aggregate for User {
                 }
                 if let Some(email) = email {
                     self.email = Some(email);
+                    // The address changed (confirmed, or recorded before e-mail
+                    // changes needed confirming): no older request stands.
+                    self.pending_email = None;
                 }
             }
+            UserEvent::EmailChangeRequested {
+                new_email,
+                token_hash,
+                expires_at,
+                ..
+            } => self.pending_email = Some((new_email, token_hash, expires_at)),
             UserEvent::UserDeactivated { .. } => self.status = UserStatus::Deactivated,
             UserEvent::RegisteredEmailSignUpAttempted { .. }
             | UserEvent::SignUpConfirmed { .. } => {}
@@ -741,6 +828,12 @@ impl Aggregate for User {
 pub fn sample_events() -> Vec<UserEvent> {
     use crate::samples::*;
     vec![
+        UserEvent::EmailChangeRequested {
+            previous_email: Some(email()),
+            new_email: email(),
+            token_hash: "sha256:email-change".to_owned(),
+            expires_at: instant(),
+        },
         UserEvent::PendingUserRegisterCreated {
             email: email(),
             token_hash: "sha256:confirm".to_owned(),

@@ -752,3 +752,64 @@ fn reset_requests_per_account_are_limited_within_a_token_lifetime() {
             expires_at: later + Duration::hours(1),
         }]);
 }
+
+#[test]
+fn an_email_change_applies_only_when_confirmed_with_its_token() {
+    let new_email = Email::parse("new@aula.test").unwrap();
+    let current = active().iter().find_map(|event| match event {
+        UserEvent::UserCreated { email, .. } => Some(email.clone()),
+        _ => None,
+    });
+    let requested = UserEvent::EmailChangeRequested {
+        previous_email: current,
+        new_email: new_email.clone(),
+        token_hash: "sha256:change".into(),
+        expires_at: t(10) + Duration::hours(24),
+    };
+    framework()
+        .given(active())
+        .when(UserCommand::RequestEmailChange {
+            new_email: new_email.clone(),
+            token_hash: "sha256:change".into(),
+            now: t(10),
+        })
+        .then_expect_events(vec![requested.clone()]);
+    let mut given = active();
+    given.push(requested.clone());
+    framework()
+        .given(given.clone())
+        .when(UserCommand::ConfirmEmailChange {
+            token_hash: "sha256:other".into(),
+            now: t(11),
+        })
+        .then_expect_error(UserError::EmailChangeTokenUnknown);
+    framework()
+        .given(given.clone())
+        .when(UserCommand::ConfirmEmailChange {
+            token_hash: "sha256:change".into(),
+            now: t(10) + Duration::hours(25),
+        })
+        .then_expect_error(UserError::EmailChangeTokenExpired);
+    framework()
+        .given(given.clone())
+        .when(UserCommand::ConfirmEmailChange {
+            token_hash: "sha256:change".into(),
+            now: t(11),
+        })
+        .then_expect_events(vec![UserEvent::UserUpdated {
+            name: None,
+            email: Some(new_email.clone()),
+        }]);
+    // Used once: a second confirmation finds nothing pending.
+    given.push(UserEvent::UserUpdated {
+        name: None,
+        email: Some(new_email),
+    });
+    framework()
+        .given(given)
+        .when(UserCommand::ConfirmEmailChange {
+            token_hash: "sha256:change".into(),
+            now: t(12),
+        })
+        .then_expect_error(UserError::EmailChangeTokenUnknown);
+}

@@ -7,6 +7,10 @@ pub const EMAIL_PASSWORD_RESET: &str = "email.password_reset";
 /// To the owner of an account someone signed up for again.
 pub const EMAIL_ALREADY_REGISTERED: &str = "email.already_registered";
 pub const EMAIL_WELCOME: &str = "email.welcome";
+/// The link that confirms a new e-mail address, sent to that address.
+pub const EMAIL_CHANGE_CONFIRMATION: &str = "email.email_change_confirmation";
+/// To the current address: a change of the account's e-mail was requested.
+pub const EMAIL_CHANGE_NOTICE: &str = "email.email_change_notice";
 pub const EMAIL_APPLICATION_SCHEDULED: &str = "email.application_scheduled";
 pub const EMAIL_ENROLLED: &str = "email.enrolled";
 pub const EMAIL_DECLINED: &str = "email.declined";
@@ -31,6 +35,7 @@ pub fn policy(kind: &str) -> KindPolicy {
     let (priority, max_attempts) = match kind {
         EMAIL_PASSWORD_RESET => (10, 8),
         EMAIL_SIGNUP_CONFIRMATION => (10, 8),
+        EMAIL_CHANGE_CONFIRMATION | EMAIL_CHANGE_NOTICE => (10, 8),
         ENROLLMENT_DECIDE | INSTITUTION_CREATE => (20, 10),
         // Anyone can cause an `email.already_registered`: it never delays the ones above.
         EMAIL_APPLICATION_SCHEDULED

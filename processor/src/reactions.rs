@@ -9,6 +9,7 @@
 //! | `SignUpConfirmed` | `institution.create` |
 //! | `InstitutionCreated` | `demo.seed` |
 //! | `ResetPasswordTokenCreated` | `email.password_reset` |
+//! | `EmailChangeRequested` | `email.email_change_confirmation`, `email.email_change_notice` |
 //! | `StudentCreated` | `notification.link_student`, `email.welcome` |
 //! | `TeacherCreated` | `notification.link_teacher` |
 //! | `ExamGradeNoteAdded` / `ExamGradeNoteChanged` | `notification.grade` |
@@ -53,6 +54,7 @@ pub fn kinds_for(event_type: &str) -> &'static [&'static str] {
         "SignUpConfirmed" => &[kinds::INSTITUTION_CREATE],
         "InstitutionCreated" => &[kinds::DEMO_SEED],
         "ResetPasswordTokenCreated" => &[kinds::EMAIL_PASSWORD_RESET],
+        "EmailChangeRequested" => &[kinds::EMAIL_CHANGE_CONFIRMATION, kinds::EMAIL_CHANGE_NOTICE],
         "StudentCreated" => &[kinds::LINK_STUDENT_NOTIFICATIONS, kinds::EMAIL_WELCOME],
         "TeacherCreated" => &[kinds::LINK_TEACHER_NOTIFICATIONS],
         "ExamGradeNoteAdded" | "ExamGradeNoteChanged" => &[kinds::NOTIFY_GRADE],

@@ -286,6 +286,69 @@ async fn password_reset_emails_the_link_to_the_users_address() {
     running.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_email_change_sends_the_link_to_the_new_address_and_a_notice_to_the_old() {
+    let db = TestDatabase::new().await;
+    let (running, mailer) = start_standard(&db).await;
+    let user = Uuid::new_v4().to_string();
+    let users = bus::<User>(&db.pool, UserServices::default());
+    users
+        .execute(
+            &user,
+            UserCommand::CreateUser {
+                email: Email::parse("old@example.org").unwrap(),
+                name: PersonName::parse("Ada").unwrap(),
+                role: Role::Teacher,
+                institution_id: Some(InstitutionId::from_uuid(Uuid::new_v4())),
+                password_hash: Some("x".into()),
+            },
+            &meta(None),
+        )
+        .await
+        .unwrap();
+    aula_processor::stash_token(
+        &db.pool,
+        "change-hash",
+        "change-raw",
+        Utc::now() + Duration::hours(24),
+    )
+    .await
+    .unwrap();
+    users
+        .execute(
+            &user,
+            UserCommand::RequestEmailChange {
+                new_email: Email::parse("new.address@example.net").unwrap(),
+                token_hash: "change-hash".into(),
+                now: Utc::now(),
+            },
+            &meta(None),
+        )
+        .await
+        .unwrap();
+    let event = event_id_of(&db.pool, "EmailChangeRequested", &user).await;
+    wait_task_succeeded(&db.pool, event, "email.email_change_confirmation").await;
+    wait_task_succeeded(&db.pool, event, "email.email_change_notice").await;
+    let link = mailer.to("new.address@example.net");
+    assert_eq!(link.len(), 1);
+    assert!(
+        link[0].text.contains(&format!(
+            "https://aula.test/confirm-email?user={user}&token=change-raw"
+        )),
+        "{}",
+        link[0].text
+    );
+    let notice = mailer.to("old@example.org");
+    assert_eq!(notice.len(), 1);
+    assert!(
+        notice[0].text.contains("n***@example.net"),
+        "{}",
+        notice[0].text
+    );
+    assert!(!notice[0].text.contains("change-raw"));
+    running.stop().await;
+}
+
 /// The last `RegisteredEmailSignUpAttempted` of `user`, once its task has succeeded.
 async fn registered_sign_up_handled(pool: &PgPool, user: &str) -> Uuid {
     let event: Uuid = sqlx::query_scalar(

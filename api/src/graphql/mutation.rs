@@ -350,12 +350,23 @@ pub struct ChangeExamNoteInput {
     pub teacher_id: Option<Uuid>,
 }
 
+/// A change of name applies at once. A change of e-mail applies only when the link
+/// sent to the new address is followed (`confirmEmailChange`); the current address is
+/// told of the request.
 #[derive(InputObject)]
 pub struct UpdateUserInput {
     /// Defaults to the caller.
     pub user_id: Option<Uuid>,
     pub name: Option<String>,
     pub email: Option<String>,
+}
+
+/// Confirms an e-mail change with the token e-mailed to the new address.
+#[derive(InputObject)]
+pub struct ConfirmEmailChangeInput {
+    pub user_id: Uuid,
+    /// The token from the confirmation e-mail.
+    pub token: String,
 }
 
 #[derive(InputObject)]
@@ -1139,40 +1150,114 @@ impl CommandMutation {
                 None => auth::require_role(Some(claims), &[DomainRole::Admin]).map(|_| ())?,
             }
         }
-        let old_email = user.email().cloned();
-        let mut reserved = None;
-        if let Some(email) = email.as_ref().filter(|e| Some(*e) != old_email.as_ref()) {
-            let holder = emails::reserve(&state.pool, email.as_str(), target).await?;
-            if holder != target {
+        // A new address is only proposed here: whoever changes it (a manager, say)
+        // must not be able to take the account by resetting its password at an
+        // address its owner never confirmed.
+        let change = email.filter(|e| Some(e) != user.email());
+        let mut last_position = None;
+        if name.is_some() {
+            let committed = state
+                .buses
+                .user
+                .execute(
+                    &target.to_string(),
+                    UserCommand::UpdateUser { name, email: None },
+                    &metadata(request(ctx), institution),
+                )
+                .await?;
+            last_position = committed.last_position().or(last_position);
+        }
+        if let Some(new_email) = change {
+            if emails::user_id_of(&state.pool, new_email.as_str())
+                .await?
+                .is_some_and(|holder| holder != target)
+            {
                 return Err(ApiError::conflict(
                     "EMAIL_TAKEN",
                     "this e-mail belongs to another account",
                 ));
             }
-            reserved = Some(email.clone());
+            let token = secrets::new_token();
+            let token_hash = secrets::token_hash(&token);
+            issue(
+                state,
+                IssuedToken {
+                    kind: TokenKind::EmailChange,
+                    user_id: target,
+                    email: new_email.to_string(),
+                    token,
+                },
+            )
+            .await?;
+            let committed = state
+                .buses
+                .user
+                .execute(
+                    &target.to_string(),
+                    UserCommand::RequestEmailChange {
+                        new_email,
+                        token_hash,
+                        now: state.clock.now(),
+                    },
+                    &metadata(request(ctx), institution),
+                )
+                .await?;
+            last_position = committed.last_position().or(last_position);
+        }
+        result(state, target, last_position, wait_for_projections).await
+    }
+
+    /// Public, rate-limited: whoever holds the token e-mailed to the new address.
+    /// The e-mail changes now (if no other account took the address meanwhile).
+    /// Returns the user id.
+    async fn confirm_email_change(
+        &self,
+        ctx: &Context<'_>,
+        input: ConfirmEmailChangeInput,
+        wait_for_projections: Option<bool>,
+    ) -> Result<CommandResult, ApiError> {
+        rate_limit(ctx)?;
+        let state = state(ctx);
+        let token_hash = one_time_token("token", &input.token)?;
+        let target = input.user_id;
+        let unknown = || ApiError::rejection(&UserError::EmailChangeTokenUnknown);
+        let (user, _) = state.buses.user.load(&target.to_string()).await?;
+        let Some(new_email) = user.pending_email_change(&token_hash).cloned() else {
+            return Err(unknown());
+        };
+        let old_email = user.email().cloned();
+        let holder = emails::reserve(&state.pool, new_email.as_str(), target).await?;
+        if holder != target {
+            return Err(ApiError::conflict(
+                "EMAIL_TAKEN",
+                "this e-mail belongs to another account",
+            ));
         }
         let outcome = state
             .buses
             .user
             .execute(
                 &target.to_string(),
-                UserCommand::UpdateUser {
-                    name,
-                    email: email.clone(),
+                UserCommand::ConfirmEmailChange {
+                    token_hash,
+                    now: state.clock.now(),
                 },
-                &metadata(request(ctx), institution),
+                &metadata(request(ctx), user.institution_id().map(|id| id.as_uuid())),
             )
             .await;
         let committed = match outcome {
             Ok(committed) => committed,
             Err(error) => {
-                if let (Some(new), CommandError::Rejected(_)) = (&reserved, &error) {
-                    emails::release(&state.pool, new.as_str(), target).await?;
+                if let CommandError::Rejected(_) = &error {
+                    emails::release(&state.pool, new_email.as_str(), target).await?;
                 }
-                return Err(error.into());
+                return Err(match error {
+                    CommandError::Rejected(UserError::NotFound | UserError::NotActive) => unknown(),
+                    other => other.into(),
+                });
             }
         };
-        if let (Some(_), Some(old)) = (&reserved, &old_email) {
+        if let Some(old) = old_email.filter(|old| *old != new_email) {
             emails::release(&state.pool, old.as_str(), target).await?;
         }
         result(

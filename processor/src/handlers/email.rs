@@ -18,6 +18,18 @@ use crate::tokens;
 /// At most one `email.already_registered` per address in this many seconds.
 pub const ALREADY_REGISTERED_INTERVAL_SECONDS: f64 = 3600.0;
 
+/// `ana.lima@example.org` as `a***@example.org`: enough for the owner to recognise
+/// it, not a new address handed to whoever reads the old mailbox.
+fn masked(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_owned(),
+    }
+}
+
 /// Handles every `email.*` kind.
 pub struct EmailHandler {
     mailer: Arc<dyn Mailer>,
@@ -171,6 +183,67 @@ impl EmailHandler {
                         ),
                     ),
                     token_hash: Some(token_hash),
+                }
+            }
+            kinds::EMAIL_CHANGE_CONFIRMATION => {
+                let UserEvent::EmailChangeRequested {
+                    new_email,
+                    token_hash,
+                    expires_at,
+                    ..
+                } = payload.decode()?
+                else {
+                    return Err(wrong_event(&payload));
+                };
+                let token = stashed_token(ctx, &token_hash, expires_at).await?;
+                let link = self.link(
+                    "/confirm-email",
+                    &[("user", payload.aggregate_id), ("token", &token)],
+                );
+                let expires = expires_at.format("%Y-%m-%d %H:%M UTC");
+                Rendered {
+                    message: message(
+                        new_email.as_str(),
+                        "Confirm your new Aula e-mail address".into(),
+                        format!("Someone asked to use this address for an Aula account.\n\nConfirm it by opening this link:\n{link}\n\nThe link expires at {expires} and works once. Until then the account keeps its current address. If you did not expect this, ignore this e-mail.\n"),
+                        html(
+                            "Confirm your new e-mail address",
+                            &format!(
+                                "<p>Someone asked to use this address for an Aula account.</p><p><a href=\"{0}\">{0}</a></p><p>The link expires at {expires} and works once. Until then the account keeps its current address. If you did not expect this, ignore this e-mail.</p>",
+                                html_escape(&link)
+                            ),
+                        ),
+                    ),
+                    token_hash: Some(token_hash),
+                }
+            }
+            kinds::EMAIL_CHANGE_NOTICE => {
+                let UserEvent::EmailChangeRequested {
+                    previous_email,
+                    new_email,
+                    ..
+                } = payload.decode()?
+                else {
+                    return Err(wrong_event(&payload));
+                };
+                let Some(previous) = previous_email else {
+                    return Ok(None);
+                };
+                let shown = masked(new_email.as_str());
+                Rendered {
+                    message: message(
+                        previous.as_str(),
+                        "A change of your Aula e-mail address was requested".into(),
+                        format!("Someone asked to change the e-mail address of your Aula account to {shown}.\n\nNothing changes unless that address confirms it. If it was not you or your institution, tell your institution's staff or the platform's administrators.\n"),
+                        html(
+                            "A change of your e-mail address was requested",
+                            &format!(
+                                "<p>Someone asked to change the e-mail address of your Aula account to {}.</p><p>Nothing changes unless that address confirms it. If it was not you or your institution, tell your institution's staff or the platform's administrators.</p>",
+                                html_escape(&shown)
+                            ),
+                        ),
+                    ),
+                    token_hash: None,
                 }
             }
             kinds::EMAIL_ALREADY_REGISTERED => {

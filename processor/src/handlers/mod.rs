@@ -126,6 +126,8 @@ impl Registry {
             kinds::EMAIL_SIGNUP_CONFIRMATION,
             kinds::EMAIL_PASSWORD_RESET,
             kinds::EMAIL_ALREADY_REGISTERED,
+            kinds::EMAIL_CHANGE_CONFIRMATION,
+            kinds::EMAIL_CHANGE_NOTICE,
             kinds::EMAIL_WELCOME,
             kinds::EMAIL_APPLICATION_SCHEDULED,
             kinds::EMAIL_ENROLLED,
