@@ -194,7 +194,9 @@ impl ApiConfig {
             request_timeout: Duration::from_secs(30),
             body_limit_bytes: 64 * 1024,
             server: ServerLimits::default(),
-            max_query_depth: 12,
+            // The standard introspection query (9 `ofType` levels under an argument's
+            // type) is 14 deep; selections and complexity stay bounded apart.
+            max_query_depth: 16,
             max_query_complexity: 500,
             document_limits: Default::default(),
             max_page_size: 100,
