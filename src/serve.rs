@@ -155,7 +155,11 @@ pub async fn serve(
         let listener = tokio::net::TcpListener::bind(args.http_addr)
             .await
             .with_context(|| format!("binding {}", args.http_addr))?;
-        tracing::info!(addr = %listener.local_addr()?, "serving GraphQL on /graphql, health on /health and /ready");
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "serving GraphQL on /graphql, health on /health and /ready");
+        tracing::info!(
+            "dashboard: http://{addr}/admin (first run: create an administrator with `aula admin create --email you@example.org`)"
+        );
         let mut http_shutdown = shutdown.clone();
         let server_limits = state.config().server.clone();
         draining = Some(state.draining_flag());

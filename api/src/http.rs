@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(crate::dashboard::routes())
+        .merge(crate::pages::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(http)
 }

@@ -25,6 +25,7 @@ pub mod freshness;
 pub mod graphql;
 mod http;
 pub mod metrics;
+mod pages;
 pub mod ratelimit;
 pub mod secrets;
 mod server;
