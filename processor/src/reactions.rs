@@ -68,6 +68,17 @@ pub fn kinds_for(event_type: &str) -> &'static [&'static str] {
 /// The tasks `event` issues. The task payload is the event's aggregate, type, version
 /// and payload, so handlers decode it with the domain's types (and upcasters).
 pub fn tasks_for(event: &RecordedEvent) -> Vec<NewTask> {
+    tasks_for_subject(event, None)
+}
+
+/// [`tasks_for`], naming `subject` (aggregate type and id) as the task's aggregate.
+///
+/// A reprocessed copy lives in a stream of its own (`reprocessed`, a new id), but its
+/// tasks act on what the original was about: the course of an `EnrollmentRequested`,
+/// the institution of an `InstitutionCreated`. Handlers take that from the payload's
+/// `aggregate_id`, so for a copy it is the original's (a copy's tasks failed for good
+/// with "course not found" before).
+pub fn tasks_for_subject(event: &RecordedEvent, subject: Option<(&str, &str)>) -> Vec<NewTask> {
     let kinds = kinds_for(&event.event_type);
     if kinds.is_empty() {
         return Vec::new();
@@ -79,9 +90,11 @@ pub fn tasks_for(event: &RecordedEvent) -> Vec<NewTask> {
             .and_then(Value::as_str)
             .and_then(|id| id.parse().ok())
     });
+    let (aggregate_type, aggregate_id) =
+        subject.unwrap_or((&event.aggregate_type, &event.aggregate_id));
     let mut payload = json!({
-        "aggregate_type": event.aggregate_type,
-        "aggregate_id": event.aggregate_id,
+        "aggregate_type": aggregate_type,
+        "aggregate_id": aggregate_id,
         "event_type": event.event_type,
         "event_version": event.event_version,
         "event": event.payload,
@@ -112,6 +125,44 @@ pub fn tasks_for(event: &RecordedEvent) -> Vec<NewTask> {
         .collect()
 }
 
+/// For each reprocessed copy among `events` that issues tasks: the aggregate type and
+/// id of its original, in one indexed look-up.
+async fn original_subjects(
+    tx: &mut PgConnection,
+    events: &[RecordedEvent],
+) -> Result<std::collections::HashMap<Uuid, (String, String)>, sqlx::Error> {
+    let copies: Vec<(Uuid, Uuid)> = events
+        .iter()
+        .filter(|event| !kinds_for(&event.event_type).is_empty())
+        .filter_map(|event| {
+            let original = event
+                .metadata
+                .get(REPROCESSED_FROM)
+                .and_then(Value::as_str)
+                .and_then(|id| id.parse().ok())?;
+            Some((event.event_id, original))
+        })
+        .collect();
+    if copies.is_empty() {
+        return Ok(Default::default());
+    }
+    let originals: Vec<Uuid> = copies.iter().map(|(_, original)| *original).collect();
+    let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
+        "SELECT event_id, aggregate_type, aggregate_id FROM events WHERE event_id = ANY($1)",
+    )
+    .bind(&originals)
+    .fetch_all(&mut *tx)
+    .await?;
+    let by_original: std::collections::HashMap<Uuid, (String, String)> = rows
+        .into_iter()
+        .map(|(id, kind, aggregate)| (id, (kind, aggregate)))
+        .collect();
+    Ok(copies
+        .into_iter()
+        .filter_map(|(copy, original)| Some((copy, by_original.get(&original)?.clone())))
+        .collect())
+}
+
 /// The reactions consumer.
 #[derive(Debug, Default)]
 pub struct Reactions;
@@ -123,7 +174,16 @@ impl Consumer for Reactions {
         tx: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), BoxError> {
-        let tasks: Vec<NewTask> = events.iter().flat_map(tasks_for).collect();
+        let subjects = original_subjects(&mut *tx, events).await?;
+        let tasks: Vec<NewTask> = events
+            .iter()
+            .flat_map(|event| {
+                let subject = subjects
+                    .get(&event.event_id)
+                    .map(|(kind, id)| (kind.as_str(), id.as_str()));
+                tasks_for_subject(event, subject)
+            })
+            .collect();
         let changes = insert_tasks_unrecorded(&mut *tx, &tasks).await?;
         // Every event gets its processing status (one without tasks is done at once).
         processing::record(&mut *tx, &changes, events).await?;

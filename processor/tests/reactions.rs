@@ -906,3 +906,74 @@ async fn reprocessing_emits_a_copy_that_issues_fresh_tasks_and_leaves_the_origin
     assert_eq!(scalar_i64(&db.pool, "SELECT count(*) FROM (SELECT event_id, kind FROM tasks GROUP BY 1, 2 HAVING count(*) > 1) d").await, 0);
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_of_enrollment_and_institution_events_act_on_their_originals_subject() {
+    let db = TestDatabase::new().await;
+    let (running, mailer) = start_standard(&db).await;
+    let school = school(&db.pool, 1).await;
+    let courses = bus::<Course>(&db.pool, CourseServices);
+    courses
+        .execute(
+            &school.course.to_string(),
+            CourseCommand::RequestEnrollment {
+                application_id: ApplicationId::from_uuid(Uuid::new_v4()),
+                name: PersonName::parse("Applicant").unwrap(),
+                birth_date: BirthDate::parse(NaiveDate::from_ymd_opt(2005, 5, 5).unwrap(), today())
+                    .unwrap(),
+                email: Email::parse("copy@example.org").unwrap(),
+                requested_at: Utc::now(),
+            },
+            &meta(Some(school.institution.as_uuid())),
+        )
+        .await
+        .unwrap();
+    eventually("the scheduled and the enrolled e-mails", || async {
+        (mailer.to("copy@example.org").len() == 2).then_some(())
+    })
+    .await;
+    let course = school.course.to_string();
+    let requested = event_id_of(&db.pool, "EnrollmentRequested", &course).await;
+    let enrolled = event_id_of(&db.pool, "StudentEnrolled", &course).await;
+    // A new institution of its own, seeded with demo data.
+    let fresh = Uuid::new_v4().to_string();
+    bus::<Institution>(&db.pool, InstitutionServices)
+        .execute(
+            &fresh,
+            InstitutionCommand::CreateInstitution {
+                name: InstitutionName::parse("Escola Demo").unwrap(),
+                manager_user_id: UserId::from_uuid(Uuid::new_v4()),
+            },
+            &meta(None),
+        )
+        .await
+        .unwrap();
+    let created = event_id_of(&db.pool, "InstitutionCreated", &fresh).await;
+    wait_task_succeeded(&db.pool, created, "demo.seed").await;
+    let mut copies = Vec::new();
+    for original in [requested, enrolled, created] {
+        copies.push(
+            aula_processor::reprocess_event(&db.pool, original, Actor::System)
+                .await
+                .unwrap()
+                .event_id,
+        );
+    }
+    // Each copy's tasks succeed: the decision finds the course (already decided, so
+    // nothing changes), the demo seed finds the institution.
+    wait_task_succeeded(&db.pool, copies[0], "enrollment.decide").await;
+    wait_task_succeeded(&db.pool, copies[0], "email.application_scheduled").await;
+    wait_task_succeeded(&db.pool, copies[1], "email.enrolled").await;
+    wait_task_succeeded(&db.pool, copies[2], "demo.seed").await;
+    // The copies' e-mails name the real course.
+    let sent = mailer.to("copy@example.org");
+    assert_eq!(sent.len(), 4);
+    assert!(
+        sent.iter().all(|m| m.subject.contains("Física I")),
+        "{:?}",
+        sent.iter().map(|m| &m.subject).collect::<Vec<_>>()
+    );
+    let (course, _) = courses.load(&course).await.unwrap();
+    assert_eq!(course.enrolled_count(), 1);
+    running.stop().await;
+}
