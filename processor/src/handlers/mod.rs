@@ -71,13 +71,15 @@ impl From<sqlx::Error> for TaskError {
     }
 }
 
+/// Only what is proven permanent fails a task for good: stored events that do not
+/// decode. A pool timeout, a lost connection, a serialization failure are retried with
+/// the task's backoff like any other transient error.
 impl From<aula_eventlog::StoreError> for TaskError {
     fn from(error: aula_eventlog::StoreError) -> Self {
-        match error {
-            aula_eventlog::StoreError::Corrupt(_) | aula_eventlog::StoreError::Serialize(_) => {
-                TaskError::Permanent(Box::new(error))
-            }
-            aula_eventlog::StoreError::Database(_) => TaskError::Retry(Box::new(error)),
+        if error.is_permanent() {
+            TaskError::Permanent(Box::new(error))
+        } else {
+            TaskError::Retry(Box::new(error))
         }
     }
 }

@@ -1,0 +1,282 @@
+//! Processing under faults, created rather than argued: a starved connection pool while
+//! tasks load their aggregates, and an e-mail whose record fails after the SMTP server
+//! accepted it. Each test failed before its fix (see docs/reliability.md).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aula_domain::course::{Course, CourseCommand, CourseServices};
+use aula_domain::student::{Student, StudentCommand, StudentServices};
+use aula_domain::values::*;
+use aula_eventlog::shutdown;
+use aula_eventlog::testing::TestDatabase;
+use aula_eventlog::{Actor, CommandBus, EventMetadata, SubscriptionOptions, Wakeups};
+use aula_processor::handlers::Registry;
+use aula_processor::mail::SmtpMailer;
+use aula_processor::reactions::spawn_reactions_with;
+use aula_processor::REACTIONS_SUBSCRIPTION;
+use chrono::{NaiveDate, Utc};
+use common::*;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn bus<A>(pool: &PgPool, services: A::Services) -> CommandBus<A>
+where
+    A: cqrs_es::Aggregate + Clone + 'static,
+    A::Command: Clone,
+{
+    CommandBus::with_upcasters(pool.clone(), services, aula_domain::upcasters())
+}
+
+fn meta(institution: Uuid) -> EventMetadata {
+    EventMetadata::new(Actor::System, Some(institution))
+}
+
+/// The task of `kind` issued for the first event of `aggregate_id`, once it has
+/// finished (succeeded, failed or dead): `(status, attempt)`.
+async fn finished_task(pool: &PgPool, aggregate_id: &str, kind: &str) -> (String, i32) {
+    eventually(&format!("the {kind} task to finish"), || async {
+        let row: Option<(String, i32)> = sqlx::query_as(
+            "SELECT t.status, t.attempt FROM tasks t JOIN events e ON e.event_id = t.event_id
+             WHERE e.aggregate_id = $1 AND t.kind = $2",
+        )
+        .bind(aggregate_id)
+        .bind(kind)
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        row.filter(|(status, _)| matches!(status.as_str(), "succeeded" | "failed" | "dead"))
+    })
+    .await
+}
+
+fn reaction_options() -> SubscriptionOptions {
+    let mut options = SubscriptionOptions::new(REACTIONS_SUBSCRIPTION);
+    options.poll_interval = Duration::from_millis(100);
+    options.standby_interval = Duration::from_millis(50);
+    options.max_backoff = Duration::from_millis(200);
+    options
+}
+
+/// Finding 13: with every connection of the workers' pool held by others, the
+/// `enrollment.decide` task times out loading its `Course`. That is a transient
+/// failure: the task is retried when connections free up and decides the application.
+/// (Before the fix the pool timeout was classed as corrupt stored events and the task
+/// failed for good.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_timeout_while_loading_an_aggregate_is_retried_not_failed_for_good() {
+    let db = TestDatabase::new().await;
+    let institution = Uuid::new_v4();
+    let course = Uuid::new_v4().to_string();
+    let courses = bus::<Course>(&db.pool, CourseServices);
+    courses
+        .execute(
+            &course,
+            CourseCommand::OpenCourse {
+                institution_id: InstitutionId::from_uuid(institution),
+                campus_id: CampusId::from_uuid(Uuid::new_v4()),
+                name: CourseName::parse("Física I").unwrap(),
+                capacity: Capacity::new(3).unwrap(),
+            },
+            &meta(institution),
+        )
+        .await
+        .unwrap();
+
+    // The workers' pool: 3 connections (one goes to the task listener), short waits.
+    let tiny = PgPoolOptions::new()
+        .max_connections(3)
+        .acquire_timeout(Duration::from_millis(300))
+        .connect_with(aula_eventlog::db::session_options(db.connect.clone()))
+        .await
+        .unwrap();
+    let mailer = RecordingMailer::default();
+    let registry = Registry::standard(Arc::new(mailer.clone()), mail_config());
+    let (trigger, stop) = shutdown::channel();
+    let workers = tokio::spawn(aula_processor::run_workers(
+        tiny.clone(),
+        fast_config("starved-worker"),
+        registry,
+        stop.clone(),
+    ));
+    eventually("the task listener to take its connection", || async {
+        (tiny.size() >= 1 && tiny.num_idle() == 0).then_some(())
+    })
+    .await;
+    // Someone else holds every other connection of the pool.
+    let held = vec![tiny.acquire().await.unwrap(), tiny.acquire().await.unwrap()];
+    let reactions = spawn_reactions_with(
+        db.connect.clone(),
+        reaction_options(),
+        Wakeups::polling_only(),
+        stop,
+    );
+    courses
+        .execute(
+            &course,
+            CourseCommand::RequestEnrollment {
+                application_id: ApplicationId::from_uuid(Uuid::new_v4()),
+                name: PersonName::parse("Ana Souza").unwrap(),
+                birth_date: BirthDate::parse(
+                    NaiveDate::from_ymd_opt(2004, 3, 14).unwrap(),
+                    Utc::now().date_naive(),
+                )
+                .unwrap(),
+                email: Email::parse("ana@example.org").unwrap(),
+                requested_at: Utc::now(),
+            },
+            &meta(institution),
+        )
+        .await
+        .unwrap();
+    // The decision task is claimed (the claim has its own connection) and runs while
+    // the pool is starved: its load waits 300 ms and times out.
+    eventually("the decision task to be claimed", || async {
+        let running: i64 = scalar_i64(
+            &db.pool,
+            "SELECT count(*) FROM tasks WHERE kind = 'enrollment.decide' AND status = 'running'",
+        )
+        .await;
+        (running == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(held);
+
+    let (status, attempt) = finished_task(&db.pool, &course, "enrollment.decide").await;
+    assert_eq!(status, "succeeded", "the decision task must not fail for good");
+    assert!(
+        attempt >= 2,
+        "the first attempt hit the pool timeout (attempt {attempt})"
+    );
+    let first_error: Option<String> = sqlx::query_scalar(
+        "SELECT a.error FROM task_attempts a JOIN tasks t ON t.id = a.task_id
+         WHERE t.kind = 'enrollment.decide' AND a.attempt = 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let first_error = first_error.unwrap_or_default();
+    assert!(
+        first_error.contains("pool timed out"),
+        "the first attempt failed on the pool: {first_error}"
+    );
+    let decided: i64 = scalar_i64(
+        &db.pool,
+        "SELECT count(*) FROM events WHERE event_type = 'StudentEnrolled'",
+    )
+    .await;
+    assert_eq!(decided, 1, "the application was decided");
+    let (scheduled, _) = finished_task(&db.pool, &course, "email.application_scheduled").await;
+    assert_eq!(scheduled, "succeeded");
+    let lost: i64 = scalar_i64(
+        &db.pool,
+        "SELECT count(*) FROM tasks WHERE status IN ('failed', 'dead')",
+    )
+    .await;
+    assert_eq!(lost, 0, "no task failed for good");
+
+    trigger.trigger();
+    within(reactions.task).await.unwrap();
+    within(workers).await.unwrap().unwrap();
+}
+
+/// Finding 16: the SMTP server accepted the message, then recording it in
+/// `outbox_emails` fails (a trigger raises) for longer than the task's lease. The task
+/// retries the record, not the send, keeps its lease meanwhile, and succeeds on its
+/// first attempt: exactly one message is delivered. (Before the fix the failed record
+/// failed the task, whose next attempt sent the message again.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_record_of_a_sent_email_is_retried_without_sending_again() {
+    let db = TestDatabase::new().await;
+    sqlx::raw_sql(
+        "CREATE TABLE fault_block (on_purpose boolean);
+         INSERT INTO fault_block VALUES (true);
+         CREATE SEQUENCE fault_failures;
+         CREATE FUNCTION fail_outbox_record() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF EXISTS (SELECT 1 FROM fault_block) THEN
+                 PERFORM nextval('fault_failures');
+                 RAISE EXCEPTION 'injected fault: the outbox record fails';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER fail_outbox_record BEFORE INSERT ON outbox_emails
+             FOR EACH ROW EXECUTE FUNCTION fail_outbox_record();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let sink = SmtpSink::start().await;
+    let mailer = SmtpMailer::from_url(&sink.url(), "Aula <no-reply@aula.test>").unwrap();
+    let registry = Registry::standard(Arc::new(mailer), mail_config());
+    let config = fast_config("smtp-worker");
+    let lease = config.lease;
+    let running = start(&db, registry, config, true).await;
+
+    let institution = Uuid::new_v4();
+    let student = Uuid::new_v4().to_string();
+    bus::<Student>(&db.pool, StudentServices)
+        .execute(
+            &student,
+            StudentCommand::CreateStudent {
+                institution_id: InstitutionId::from_uuid(institution),
+                user_id: UserId::from_uuid(Uuid::new_v4()),
+                name: PersonName::parse("Bia Nunes").unwrap(),
+                email: Email::parse("bia@example.org").unwrap(),
+                birth_date: BirthDate::parse(
+                    NaiveDate::from_ymd_opt(2004, 1, 1).unwrap(),
+                    Utc::now().date_naive(),
+                )
+                .unwrap(),
+            },
+            &meta(institution),
+        )
+        .await
+        .unwrap();
+
+    eventually("the first failed record", || async {
+        (!sink.to("bia@example.org").is_empty()
+            && scalar_i64(
+                &db.pool,
+                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM fault_failures",
+            )
+            .await
+                >= 1)
+            .then_some(())
+    })
+    .await;
+    // The record keeps failing for longer than the lease: the heartbeat must keep it.
+    let blocked = Instant::now();
+    tokio::time::sleep(lease + Duration::from_secs(1)).await;
+    sqlx::query("DELETE FROM fault_block")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (status, attempt) = finished_task(&db.pool, &student, "email.welcome").await;
+    let recovered = blocked.elapsed();
+    assert_eq!(status, "succeeded");
+    assert_eq!(attempt, 1, "the send was not repeated by another attempt");
+    let failures = scalar_i64(&db.pool, "SELECT last_value FROM fault_failures").await;
+    assert!(failures >= 2, "the record was retried ({failures} failures)");
+    assert_eq!(
+        sink.to("bia@example.org").len(),
+        1,
+        "exactly one message was delivered"
+    );
+    let recorded = scalar_i64(
+        &db.pool,
+        "SELECT count(*) FROM outbox_emails WHERE kind = 'email.welcome' AND transport = 'smtp'",
+    )
+    .await;
+    assert_eq!(recorded, 1);
+    eprintln!(
+        "record failures: {failures}; task succeeded {:.1} s after the fault began (fault held {:.1} s)",
+        recovered.as_secs_f64(),
+        (lease + Duration::from_secs(1)).as_secs_f64()
+    );
+    running.stop().await;
+}
