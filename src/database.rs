@@ -35,6 +35,19 @@ impl Database {
         })
     }
 
+    /// Resolves, with the reason, if the private server died and could not be
+    /// restarted (see `LocalPostgres::failed`); never with `DATABASE_URL` (whoever runs
+    /// that server supervises it).
+    pub fn failed(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let failed = self.local.as_ref().map(|local| local.failed());
+        async move {
+            match failed {
+                Some(failed) => failed.await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
     /// Stops the private server, if any, after everything else has stopped.
     pub async fn close(self) {
         if let Some(local) = self.local {

@@ -119,6 +119,13 @@ pub async fn serve(
         );
     }
 
+    // Whether a transaction anywhere holds back the log (warns, /ready, /metrics).
+    let log_health = aula_eventlog::health::spawn_monitor(
+        pool.clone(),
+        aula_eventlog::health::MonitorOptions::from_env(),
+        shutdown.clone(),
+    );
+
     let mut http = None;
     if runs(Part::Api) {
         let secret = token_secret(args, &global.data_dir)?;
@@ -143,6 +150,7 @@ pub async fn serve(
         });
         let state = aula_api::AppState::new(pool.clone(), config)
             .with_readiness(readiness)
+            .with_log_health(log_health)
             .with_token_sink(Arc::new(StashTokens { pool: pool.clone() }));
         let listener = tokio::net::TcpListener::bind(args.http_addr)
             .await
@@ -156,7 +164,13 @@ pub async fn serve(
         )));
     }
 
-    stop.await;
+    // Stop on request, or when the private PostgreSQL died for good: then stop all the
+    // same and exit non-zero, so that whoever runs us sees it (and restarts us).
+    let database_failed = database.failed();
+    let failure = tokio::select! {
+        _ = stop => None,
+        reason = database_failed => Some(reason),
+    };
     trigger.trigger();
     if let Some(http) = http {
         match http.await {
@@ -171,7 +185,10 @@ pub async fn serve(
     pool.close().await;
     database.close().await;
     tracing::info!("stopped");
-    Ok(())
+    match failure {
+        Some(reason) => Err(anyhow::anyhow!(reason)),
+        None => Ok(()),
+    }
 }
 
 /// Hands the raw one-time tokens the API issues to the processor's e-mail tasks: stored

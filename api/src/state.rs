@@ -9,6 +9,7 @@ use aula_domain::institution::Institution;
 use aula_domain::student::Student;
 use aula_domain::teacher::Teacher;
 use aula_domain::user::{User, UserServices};
+use aula_eventlog::health::LogHealth;
 use aula_eventlog::CommandBus;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub(crate) limiter: Arc<RateLimiter>,
     /// Options for extra connections (projection rebuilds); `None`: the pool's own.
     pub(crate) connect: Option<PgConnectOptions>,
+    /// What the log monitor saw last (`aula_eventlog::health`), when one runs.
+    pub(crate) log_health: Option<tokio::sync::watch::Receiver<LogHealth>>,
 }
 
 impl AppState {
@@ -71,6 +74,7 @@ impl AppState {
             tokens: Arc::new(DropTokens),
             readiness: Arc::new(|| true),
             connect: None,
+            log_health: None,
         }
     }
 
@@ -89,6 +93,18 @@ impl AppState {
     pub fn with_readiness(mut self, probe: ReadinessProbe) -> Self {
         self.readiness = probe;
         self
+    }
+
+    /// The log monitor's state: `/ready` reports `degraded` while a transaction holds
+    /// the log back past the monitor's threshold, `/metrics` exports it.
+    pub fn with_log_health(mut self, health: tokio::sync::watch::Receiver<LogHealth>) -> Self {
+        self.log_health = Some(health);
+        self
+    }
+
+    /// The log monitor's latest state, if one runs.
+    pub fn log_health(&self) -> Option<LogHealth> {
+        self.log_health.as_ref().map(|h| h.borrow().clone())
     }
 
     /// Lockout threshold and duration, reset-token lifetime.
