@@ -375,6 +375,7 @@ async fn complete_loop(
                     retry_after: (!error.is_permanent()).then(|| {
                         queue::backoff(outcome.claim.attempt, config.retry_base, config.retry_max)
                     }),
+                    spare: error.is_unavailable(),
                 }),
             }
         }

@@ -145,9 +145,13 @@ async fn a_pool_timeout_while_loading_an_aggregate_is_retried_not_failed_for_goo
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     drop(held);
+    let released = Instant::now();
 
     let (status, attempt) = finished_task(&db.pool, &course, "enrollment.decide").await;
-    assert_eq!(status, "succeeded", "the decision task must not fail for good");
+    assert_eq!(
+        status, "succeeded",
+        "the decision task must not fail for good"
+    );
     assert!(
         attempt >= 2,
         "the first attempt hit the pool timeout (attempt {attempt})"
@@ -178,6 +182,10 @@ async fn a_pool_timeout_while_loading_an_aggregate_is_retried_not_failed_for_goo
     )
     .await;
     assert_eq!(lost, 0, "no task failed for good");
+    eprintln!(
+        "starved pool: the decision succeeded on attempt {attempt}, {:.1} s after the connections were released",
+        released.elapsed().as_secs_f64()
+    );
 
     trigger.trigger();
     within(reactions.task).await.unwrap();
@@ -261,7 +269,10 @@ async fn a_failing_record_of_a_sent_email_is_retried_without_sending_again() {
     assert_eq!(status, "succeeded");
     assert_eq!(attempt, 1, "the send was not repeated by another attempt");
     let failures = scalar_i64(&db.pool, "SELECT last_value FROM fault_failures").await;
-    assert!(failures >= 2, "the record was retried ({failures} failures)");
+    assert!(
+        failures >= 2,
+        "the record was retried ({failures} failures)"
+    );
     assert_eq!(
         sink.to("bia@example.org").len(),
         1,
@@ -277,6 +288,90 @@ async fn a_failing_record_of_a_sent_email_is_retried_without_sending_again() {
         "record failures: {failures}; task succeeded {:.1} s after the fault began (fault held {:.1} s)",
         recovered.as_secs_f64(),
         (lease + Duration::from_secs(1)).as_secs_f64()
+    );
+    running.stop().await;
+}
+
+/// Fails its first four attempts as if the pool had no connection for it, then works.
+struct UnreachableDatabase;
+
+#[async_trait::async_trait]
+impl aula_processor::TaskHandler for UnreachableDatabase {
+    async fn run(
+        &self,
+        ctx: &aula_processor::TaskContext,
+    ) -> Result<(), aula_processor::TaskError> {
+        if ctx.task.attempt <= 4 {
+            return Err(sqlx::Error::PoolTimedOut.into());
+        }
+        Ok(())
+    }
+}
+
+/// Fails every attempt with an error that says nothing about the database.
+struct AlwaysBroken;
+
+#[async_trait::async_trait]
+impl aula_processor::TaskHandler for AlwaysBroken {
+    async fn run(
+        &self,
+        _ctx: &aula_processor::TaskContext,
+    ) -> Result<(), aula_processor::TaskError> {
+        Err(aula_processor::TaskError::retry(
+            "the remote service said no",
+        ))
+    }
+}
+
+/// Finding 13, for outages longer than a task's retry budget: an attempt that could
+/// not use the database says nothing about the task and does not use up its
+/// attempts; any other failure still does.
+#[tokio::test(flavor = "multi_thread")]
+async fn attempts_that_could_not_reach_the_database_do_not_use_up_the_retry_budget() {
+    let db = TestDatabase::new().await;
+    let mut registry = Registry::new();
+    registry
+        .register("test.unreachable", UnreachableDatabase)
+        .register("test.broken", AlwaysBroken);
+    let mut tasks = Vec::new();
+    for (kind, key) in [("test.unreachable", "u-1"), ("test.broken", "b-1")] {
+        let mut task = aula_processor::NewTask::new(kind, key, serde_json::json!({}));
+        task.max_attempts = 2;
+        tasks.push(task);
+    }
+    let mut conn = db.pool.acquire().await.unwrap();
+    aula_processor::queue::insert_tasks(&mut conn, &tasks)
+        .await
+        .unwrap();
+    drop(conn);
+    let running = start(&db, registry, fast_config("budget-worker"), false).await;
+    let finished = |key: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            eventually(&format!("task {key} to finish"), || async {
+                let row: (String, i32, i32) = sqlx::query_as(
+                    "SELECT status, attempt, max_attempts FROM tasks WHERE idempotency_key = $1",
+                )
+                .bind(key)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                matches!(row.0.as_str(), "succeeded" | "failed" | "dead").then_some(row)
+            })
+            .await
+        }
+    };
+    let (status, attempt, max_attempts) = finished("u-1").await;
+    assert_eq!(
+        (status.as_str(), attempt, max_attempts),
+        ("succeeded", 5, 6),
+        "four unavailable attempts were spared"
+    );
+    let (status, attempt, _) = finished("b-1").await;
+    assert_eq!(
+        (status.as_str(), attempt),
+        ("dead", 2),
+        "other failures count"
     );
     running.stop().await;
 }

@@ -3,7 +3,8 @@
 //! Handlers are idempotent where the outside world allows: e-mails are recorded in
 //! `outbox_emails` and notifications in `notifications`, once per idempotency key, so a
 //! task run again after a crash does not repeat its effect (an e-mail whose SMTP
-//! conversation finished just before the crash is the one exception: at-least-once).
+//! conversation finished just before the process died is the one exception:
+//! at-least-once; a record that fails after the send is retried, not the send).
 
 pub mod demo;
 pub mod email;
@@ -56,12 +57,52 @@ impl TaskError {
         matches!(self, TaskError::Permanent(_))
     }
 
+    /// Whether the attempt failed because the database could not be used at all: no
+    /// connection in time, a lost or refused connection, a server shutting down or out
+    /// of resources, a serialization failure or deadlock. Such an attempt says nothing
+    /// about the task, so it is retried without counting against its attempts.
+    pub fn is_unavailable(&self) -> bool {
+        let TaskError::Retry(error) = self else {
+            return false;
+        };
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+        while let Some(error) = current {
+            if let Some(error) = error.downcast_ref::<sqlx::Error>() {
+                return database_unavailable(error);
+            }
+            current = error.source();
+        }
+        false
+    }
+
     /// "outer: cause: root cause".
     pub fn chain(&self) -> String {
         let inner: &(dyn std::error::Error + 'static) = match self {
             TaskError::Retry(e) | TaskError::Permanent(e) => e.as_ref(),
         };
         aula_eventlog::subscription::error_chain(inner)
+    }
+}
+
+/// See [`TaskError::is_unavailable`]: SQLSTATE classes 08 (connection) and 53
+/// (insufficient resources), 57P01-57P03 (shutdown, cannot connect now), 40001 and
+/// 40P01 (serialization failure, deadlock), and the pool's and socket's own errors.
+pub fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(
+                    code.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "40001" | "40P01"
+                )
+        }),
+        _ => false,
     }
 }
 
