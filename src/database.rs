@@ -23,7 +23,13 @@ impl Database {
                 local: None,
             });
         }
-        let options = LocalPgOptions::new(data_dir.join("postgres"));
+        let mut options = LocalPgOptions::new(data_dir.join("postgres"));
+        if let Some(tries) = std::env::var("AULA_PG_MAX_RESTARTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            options.max_restarts = tries;
+        }
         tracing::info!(data_dir = %options.data_dir.display(), "no DATABASE_URL: starting a private PostgreSQL");
         let local = tokio::task::spawn_blocking(move || LocalPostgres::start(&options))
             .await
