@@ -28,6 +28,12 @@ fn postmaster_pid(pgdata: &std::path::Path) -> i32 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_service_restarts_a_killed_private_postgres_and_exits_when_it_cannot() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,aula_eventlog=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
     std::env::set_var("AULA_PG_MAX_RESTARTS", "3");
     let http_port = free_port();
     let base = format!("http://127.0.0.1:{http_port}");

@@ -257,6 +257,10 @@ fn claim_connection(pool: &PgPool) -> PgPool {
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)
+        // Nobody else uses this connection: waiting for it means connecting. While
+        // the database is down, a claim gives up soon (and retries with backoff)
+        // rather than hold a shutdown up for the pool's default 30 s.
+        .acquire_timeout(Duration::from_secs(3))
         .connect_lazy_with(options)
 }
 
