@@ -189,7 +189,10 @@ fn a_server_that_cannot_come_back_is_reported_after_its_restarts() {
             .await
             .expect("the failure is reported")
     });
-    assert!(reason.contains("did not come back after 3 restarts"), "{reason}");
+    assert!(
+        reason.contains("did not come back after 3 restarts"),
+        "{reason}"
+    );
     assert_eq!(server.restarts(), 3);
     eprintln!(
         "unrecoverable server reported after {:.2} s",
