@@ -324,8 +324,12 @@ impl LocalPostgres {
             let exited = self.supervision.lock().done;
             let options = self.connect_options().database("postgres");
             if runtime.block_on(options.connect()).is_ok() {
+                // The server that answered is ours only if the data directory's lock
+                // file names our child (written before it accepts connections): ours
+                // may still be on its way out after losing the directory to another.
+                let owner = postmaster_pid(&self.data_dir.join("pgdata"));
                 let mut state = self.supervision.lock();
-                if state.done {
+                if state.done || owner.is_none() || owner != state.pid {
                     tracing::info!(data_dir = %self.data_dir.display(), "a PostgreSQL server already runs on this data directory; using it");
                 } else {
                     // Ours answers: from now on, a death is restarted.
@@ -427,10 +431,12 @@ impl LocalPostgres {
     fn shutdown(&mut self, patience: Duration) -> bool {
         let supervision = &self.supervision;
         let mut state = supervision.lock();
-        if !std::mem::take(&mut state.owned) || state.done {
-            // Not ours (another process's server) or already stopped.
+        state.owned = false;
+        if state.done {
+            // Not ours (another process's server answered), or already stopped.
             return false;
         }
+        // Ours, possibly never armed (`start` gave up waiting for it): stop it too.
         state.stopping = true;
         let running = state.pid;
         if let Some(pid) = running {
@@ -601,6 +607,17 @@ pub async fn create_database_if_missing(
 
 pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The pid in the first line of `postmaster.pid`, if there is one.
+fn postmaster_pid(pgdata: &Path) -> Option<i32> {
+    fs::read_to_string(pgdata.join("postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 struct Binaries {

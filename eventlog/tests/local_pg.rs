@@ -201,3 +201,24 @@ fn a_server_that_cannot_come_back_is_reported_after_its_restarts() {
     assert!(!server.stop(), "nothing of ours runs any more");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Two processes start on one data directory: the second one's server loses the
+/// directory and exits; the second uses the first's server and must neither own nor
+/// supervise it (restarting its own would only fail, over and over, until it gave up).
+#[test]
+fn a_second_start_on_a_running_data_directory_uses_that_server_and_restarts_nothing() {
+    let dir = scratch_dir();
+    let mut options = LocalPgOptions::new(&dir);
+    options.ephemeral = true;
+    options.restart_backoff = std::time::Duration::from_millis(50);
+    let first = LocalPostgres::start(&options).expect("the first start");
+    let second = LocalPostgres::start(&options).expect("the second start");
+    assert!(first.owns_server());
+    assert!(!second.owns_server());
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(second.restarts(), 0);
+    assert_eq!(first.restarts(), 0);
+    assert!(!second.stop(), "the second stops nothing");
+    assert!(first.stop());
+    let _ = std::fs::remove_dir_all(&dir);
+}
