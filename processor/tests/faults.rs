@@ -387,3 +387,134 @@ async fn attempts_that_could_not_reach_the_database_do_not_use_up_the_retry_budg
     );
     running.stop().await;
 }
+
+/// Finding 16 at scale: a burst of welcome e-mails over a real SMTP conversation while
+/// the workers' pool keeps being exhausted by someone else. Every student gets exactly
+/// one e-mail and every task succeeds. (Before the fix, a record that timed out waiting
+/// for the pool after the send failed the task, and its retry sent again.)
+#[tokio::test(flavor = "multi_thread")]
+async fn e_mails_sent_while_the_pool_is_exhausted_are_sent_once() {
+    const STUDENTS: usize = 40;
+    let db = TestDatabase::new().await;
+    let sink = SmtpSink::start().await;
+    let mailer = SmtpMailer::from_url(&sink.url(), "Aula <no-reply@aula.test>").unwrap();
+    let registry = Registry::standard(Arc::new(mailer), mail_config());
+    // 4 connections (one is the task listener's), short waits.
+    let tiny = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_millis(200))
+        .connect_with(aula_eventlog::db::session_options(db.connect.clone()))
+        .await
+        .unwrap();
+    let (trigger, stop) = shutdown::channel();
+    let mut config = fast_config("exhausted-worker");
+    config.concurrency = 8;
+    let workers = tokio::spawn(aula_processor::run_workers(
+        tiny.clone(),
+        config,
+        registry,
+        stop.clone(),
+    ));
+    eventually("the task listener to take its connection", || async {
+        (tiny.size() >= 1 && tiny.num_idle() == 0).then_some(())
+    })
+    .await;
+    // Someone else takes every free connection for 300 ms of every 500 ms.
+    let starving = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let starver = tokio::spawn({
+        let (tiny, starving) = (tiny.clone(), starving.clone());
+        async move {
+            let mut rounds = 0u32;
+            while starving.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut held = Vec::new();
+                while held.len() < 3 {
+                    match tiny.acquire().await {
+                        Ok(conn) => held.push(conn),
+                        Err(_) => break,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                drop(held);
+                rounds += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            rounds
+        }
+    });
+    let reactions = spawn_reactions_with(
+        db.connect.clone(),
+        reaction_options(),
+        Wakeups::polling_only(),
+        stop,
+    );
+    let institution = Uuid::new_v4();
+    let students = bus::<Student>(&db.pool, StudentServices);
+    for n in 0..STUDENTS {
+        students
+            .execute(
+                &Uuid::new_v4().to_string(),
+                StudentCommand::CreateStudent {
+                    institution_id: InstitutionId::from_uuid(institution),
+                    user_id: UserId::from_uuid(Uuid::new_v4()),
+                    name: PersonName::parse("Student Burst").unwrap(),
+                    email: Email::parse(&format!("s{n}@example.org")).unwrap(),
+                    birth_date: BirthDate::parse(
+                        NaiveDate::from_ymd_opt(2004, 1, 1).unwrap(),
+                        Utc::now().date_naive(),
+                    )
+                    .unwrap(),
+                },
+                &meta(institution),
+            )
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    eventually("every welcome e-mail task to finish", || async {
+        let open: i64 = scalar_i64(
+            &db.pool,
+            "SELECT count(*) FROM tasks WHERE kind = 'email.welcome'
+             AND status NOT IN ('succeeded', 'failed', 'dead')",
+        )
+        .await;
+        let total: i64 = scalar_i64(
+            &db.pool,
+            "SELECT count(*) FROM tasks WHERE kind = 'email.welcome'",
+        )
+        .await;
+        (total == STUDENTS as i64 && open == 0).then_some(())
+    })
+    .await;
+    let took = started.elapsed();
+    starving.store(false, std::sync::atomic::Ordering::Relaxed);
+    let rounds = starver.await.unwrap();
+    let retried: i64 = scalar_i64(
+        &db.pool,
+        "SELECT count(*) FROM task_attempts a JOIN tasks t ON t.id = a.task_id
+         WHERE t.kind = 'email.welcome' AND a.outcome = 'retry'",
+    )
+    .await;
+    let succeeded: i64 = scalar_i64(
+        &db.pool,
+        "SELECT count(*) FROM tasks WHERE kind = 'email.welcome' AND status = 'succeeded'",
+    )
+    .await;
+    let delivered = sink.delivered.lock().unwrap().len();
+    let duplicates: Vec<String> = (0..STUDENTS)
+        .map(|n| format!("s{n}@example.org"))
+        .filter(|a| sink.to(a).len() != 1)
+        .collect();
+    eprintln!(
+        "pool exhausted {rounds} times: {succeeded}/{STUDENTS} e-mail tasks succeeded in {:.1} s after {retried} retried attempts; {delivered} messages delivered",
+        took.as_secs_f64()
+    );
+    assert_eq!(succeeded, STUDENTS as i64, "every e-mail task succeeded");
+    assert!(
+        duplicates.is_empty(),
+        "not exactly one e-mail: {duplicates:?}"
+    );
+    assert_eq!(delivered, STUDENTS);
+    trigger.trigger();
+    within(reactions.task).await.unwrap();
+    within(workers).await.unwrap().unwrap();
+}
