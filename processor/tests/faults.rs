@@ -421,26 +421,7 @@ async fn e_mails_sent_while_the_pool_is_exhausted_are_sent_once() {
     .await;
     // Someone else takes every free connection for 300 ms of every 500 ms.
     let starving = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let starver = tokio::spawn({
-        let (tiny, starving) = (tiny.clone(), starving.clone());
-        async move {
-            let mut rounds = 0u32;
-            while starving.load(std::sync::atomic::Ordering::Relaxed) {
-                let mut held = Vec::new();
-                while held.len() < 3 {
-                    match tiny.acquire().await {
-                        Ok(conn) => held.push(conn),
-                        Err(_) => break,
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                drop(held);
-                rounds += 1;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            rounds
-        }
-    });
+    let starver = starve(tiny.clone(), starving.clone(), 3);
     let reactions = spawn_reactions_with(
         db.connect.clone(),
         reaction_options(),
@@ -514,6 +495,149 @@ async fn e_mails_sent_while_the_pool_is_exhausted_are_sent_once() {
         "not exactly one e-mail: {duplicates:?}"
     );
     assert_eq!(delivered, STUDENTS);
+    trigger.trigger();
+    within(reactions.task).await.unwrap();
+    within(workers).await.unwrap().unwrap();
+}
+
+/// Takes every free connection of `pool` for 300 ms out of every 500 ms until
+/// `starving` is cleared; returns how many times it did.
+fn starve(
+    pool: sqlx::PgPool,
+    starving: Arc<std::sync::atomic::AtomicBool>,
+    free: usize,
+) -> tokio::task::JoinHandle<u32> {
+    tokio::spawn(async move {
+        let mut rounds = 0u32;
+        while starving.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut held = Vec::new();
+            while held.len() < free {
+                match pool.acquire().await {
+                    Ok(conn) => held.push(conn),
+                    Err(_) => break,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(held);
+            rounds += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        rounds
+    })
+}
+
+/// Finding 13 at scale: 30 applications to a course of 10 seats are decided while the
+/// workers' pool keeps being exhausted. Every application is decided (10 enrolled, 20
+/// declined) and no task fails for good. (Before the fix, each decision whose load hit
+/// the pool timeout failed permanently and its application was never decided.)
+#[tokio::test(flavor = "multi_thread")]
+async fn applications_decided_while_the_pool_is_exhausted_are_all_decided() {
+    const APPLICANTS: usize = 30;
+    let db = TestDatabase::new().await;
+    let institution = Uuid::new_v4();
+    let course = Uuid::new_v4().to_string();
+    let courses = bus::<Course>(&db.pool, CourseServices);
+    courses
+        .execute(
+            &course,
+            CourseCommand::OpenCourse {
+                institution_id: InstitutionId::from_uuid(institution),
+                campus_id: CampusId::from_uuid(Uuid::new_v4()),
+                name: CourseName::parse("Cálculo I").unwrap(),
+                capacity: Capacity::new(10).unwrap(),
+            },
+            &meta(institution),
+        )
+        .await
+        .unwrap();
+    let tiny = PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_millis(200))
+        .connect_with(aula_eventlog::db::session_options(db.connect.clone()))
+        .await
+        .unwrap();
+    let mailer = RecordingMailer::default();
+    let registry = Registry::standard(Arc::new(mailer.clone()), mail_config());
+    let (trigger, stop) = shutdown::channel();
+    let mut config = fast_config("exhausted-decider");
+    config.concurrency = 8;
+    let workers = tokio::spawn(aula_processor::run_workers(
+        tiny.clone(),
+        config,
+        registry,
+        stop.clone(),
+    ));
+    eventually("the task listener to take its connection", || async {
+        (tiny.size() >= 1 && tiny.num_idle() == 0).then_some(())
+    })
+    .await;
+    let starving = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let starver = starve(tiny.clone(), starving.clone(), 3);
+    let reactions = spawn_reactions_with(
+        db.connect.clone(),
+        reaction_options(),
+        Wakeups::polling_only(),
+        stop,
+    );
+    for n in 0..APPLICANTS {
+        courses
+            .execute(
+                &course,
+                CourseCommand::RequestEnrollment {
+                    application_id: ApplicationId::from_uuid(Uuid::new_v4()),
+                    name: PersonName::parse("Applicant Burst").unwrap(),
+                    birth_date: BirthDate::parse(
+                        NaiveDate::from_ymd_opt(2004, 3, 14).unwrap(),
+                        Utc::now().date_naive(),
+                    )
+                    .unwrap(),
+                    email: Email::parse(&format!("a{n}@example.org")).unwrap(),
+                    requested_at: Utc::now(),
+                },
+                &meta(institution),
+            )
+            .await
+            .unwrap();
+    }
+    let started = Instant::now();
+    eventually("every task to finish", || async {
+        let (total, open, decisions): (i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE status NOT IN ('succeeded', 'failed', 'dead')),
+                    (SELECT count(*) FROM events
+                     WHERE event_type IN ('StudentEnrolled', 'EnrollmentDeclined'))
+             FROM tasks WHERE kind IN ('enrollment.decide', 'email.application_scheduled', 'email.enrolled', 'email.declined')",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        // 2 tasks per application (decision, scheduled e-mail) + 1 answer e-mail per
+        // decision taken.
+        (total == 2 * APPLICANTS as i64 + decisions && open == 0).then_some(())
+    })
+    .await;
+    let took = started.elapsed();
+    starving.store(false, std::sync::atomic::Ordering::Relaxed);
+    let rounds = starver.await.unwrap();
+    let count = |sql: &'static str| scalar_i64(&db.pool, sql);
+    let enrolled = count("SELECT count(*) FROM events WHERE event_type = 'StudentEnrolled'").await;
+    let declined =
+        count("SELECT count(*) FROM events WHERE event_type = 'EnrollmentDeclined'").await;
+    let lost = count("SELECT count(*) FROM tasks WHERE status IN ('failed', 'dead')").await;
+    let retried = count(
+        "SELECT count(*) FROM task_attempts a JOIN tasks t ON t.id = a.task_id
+         WHERE a.outcome = 'retry' AND a.error LIKE '%pool timed out%'",
+    )
+    .await;
+    eprintln!(
+        "pool exhausted {rounds} times: {enrolled} enrolled + {declined} declined of {APPLICANTS} in {:.1} s; {retried} attempts retried after a pool timeout; {lost} tasks failed for good",
+        took.as_secs_f64()
+    );
+    assert_eq!(lost, 0, "no task failed for good");
+    assert_eq!(
+        (enrolled, declined),
+        (10, 20),
+        "every application was decided"
+    );
     trigger.trigger();
     within(reactions.task).await.unwrap();
     within(workers).await.unwrap().unwrap();
