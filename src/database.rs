@@ -23,7 +23,13 @@ impl Database {
                 local: None,
             });
         }
-        let options = LocalPgOptions::new(data_dir.join("postgres"));
+        let mut options = LocalPgOptions::new(data_dir.join("postgres"));
+        if let Some(tries) = std::env::var("AULA_PG_MAX_RESTARTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            options.max_restarts = tries;
+        }
         tracing::info!(data_dir = %options.data_dir.display(), "no DATABASE_URL: starting a private PostgreSQL");
         let local = tokio::task::spawn_blocking(move || LocalPostgres::start(&options))
             .await
@@ -33,6 +39,19 @@ impl Database {
             connect: local.connect_options(),
             local: Some(local),
         })
+    }
+
+    /// Resolves, with the reason, if the private server died and could not be
+    /// restarted (see `LocalPostgres::failed`); never with `DATABASE_URL` (whoever runs
+    /// that server supervises it).
+    pub fn failed(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let failed = self.local.as_ref().map(|local| local.failed());
+        async move {
+            match failed {
+                Some(failed) => failed.await,
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// Stops the private server, if any, after everything else has stopped.

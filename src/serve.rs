@@ -119,6 +119,13 @@ pub async fn serve(
         );
     }
 
+    // Whether a transaction anywhere holds back the log (warns, /ready, /metrics).
+    let log_health = aula_eventlog::health::spawn_monitor(
+        pool.clone(),
+        aula_eventlog::health::MonitorOptions::from_env(),
+        shutdown.clone(),
+    );
+
     let mut http = None;
     let mut draining = None;
     if runs(Part::Api) {
@@ -151,6 +158,7 @@ pub async fn serve(
         });
         let state = aula_api::AppState::new(pool.clone(), config)
             .with_readiness(readiness)
+            .with_log_health(log_health)
             .with_token_sink(Arc::new(StashTokens { pool: pool.clone() }));
         let listener = tokio::net::TcpListener::bind(args.http_addr)
             .await
@@ -171,10 +179,17 @@ pub async fn serve(
         )));
     }
 
-    stop.await;
+    // Stop on request, or when the private PostgreSQL died for good: then stop all the
+    // same and exit non-zero, so that whoever runs us sees it (and restarts us).
+    let database_failed = database.failed();
+    let failure = tokio::select! {
+        _ = stop => None,
+        reason = database_failed => Some(reason),
+    };
     // Graceful stop, in order: readiness off, the drain period (still serving), then
-    // the listener closes and in-flight work finishes.
-    if let Some(draining) = draining {
+    // the listener closes and in-flight work finishes. Without a database there is
+    // nothing to drain.
+    if let (Some(draining), None) = (draining, &failure) {
         draining.store(true, std::sync::atomic::Ordering::SeqCst);
         if args.drain_seconds > 0 {
             tracing::info!(
@@ -201,7 +216,10 @@ pub async fn serve(
     pool.close().await;
     database.close().await;
     tracing::info!("stopped");
-    Ok(())
+    match failure {
+        Some(reason) => Err(anyhow::anyhow!(reason)),
+        None => Ok(()),
+    }
 }
 
 /// Hands the raw one-time tokens the API issues to the processor's e-mail tasks: stored

@@ -158,6 +158,8 @@ impl From<StoreError> for ApiError {
             StoreError::Database(database) if is_unavailable(database) => {
                 ApiError::Unavailable(error.to_string())
             }
+            // The stream broke off while loading: the database, not the data.
+            StoreError::Unavailable(_) => ApiError::Unavailable(error.to_string()),
             _ => ApiError::internal(error),
         }
     }
@@ -173,24 +175,9 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-/// Database errors that say "not now" rather than "never": no connection could be had
-/// (pool timeout, closed pool, I/O, TLS), the server is shutting down, starting or
-/// refusing connections (SQLSTATE classes 08 and 57P, 53300), or the transaction lost
-/// a serialization race or a deadlock (40001, 40P01). A retry can succeed.
+/// See [`aula_eventlog::db::is_unavailable`].
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
-            code.starts_with("08")
-                || code.starts_with("57P")
-                || matches!(code.as_ref(), "53300" | "40001" | "40P01")
-        }),
-        _ => false,
-    }
+    aula_eventlog::db::is_unavailable(error)
 }
 
 impl From<ApiError> for async_graphql::Error {

@@ -412,6 +412,10 @@ async fn ready(State(http): State<Http>) -> Response {
     };
     let subscriptions = (http.app.readiness)();
     let ok = !draining && database && migrations && subscriptions;
+    // Still ready (every instance shares the database: failing them all would turn
+    // stale reads into an outage), but reported: see aula_eventlog::health.
+    let log = http.app.log_health();
+    let degraded = log.as_ref().is_some_and(|h| h.degraded);
     let status = if ok {
         StatusCode::OK
     } else {
@@ -420,10 +424,19 @@ async fn ready(State(http): State<Http>) -> Response {
     (
         status,
         Json(json!({
-            "status": if draining { "draining" } else if ok { "ready" } else { "not ready" },
+            "status": if draining {
+                "draining"
+            } else if !ok {
+                "not ready"
+            } else if degraded {
+                "degraded"
+            } else {
+                "ready"
+            },
             "database": database,
             "migrations": migrations,
             "subscriptions": subscriptions,
+            "log_held_back_seconds": log.and_then(|h| h.blocker).map(|b| b.age_seconds),
         })),
     )
         .into_response()

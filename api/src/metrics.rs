@@ -398,6 +398,58 @@ pub(crate) async fn render(state: &AppState) -> String {
             sources.push(("task_queue", false));
         }
     }
+    // Every subscription, the processor's reactions included, and what holds the log
+    // back (see aula_eventlog::health).
+    match aula_eventlog::health::subscription_lags(&state.pool).await {
+        Ok(lags) => {
+            sources.push(("subscriptions", true));
+            let gauge = |value: fn(&aula_eventlog::health::SubscriptionLag) -> f64| {
+                lags.iter()
+                    .map(|l| (vec![("subscription", l.name.as_str())], value(l)))
+                    .collect::<Vec<_>>()
+            };
+            out.gauge(
+                "aula_subscription_position",
+                "Global position of the last event each subscription (projections, processor.reactions) handled.",
+                &gauge(|l| l.position as f64),
+            );
+            out.gauge(
+                "aula_subscription_lag_events",
+                "Committed events each subscription has not handled yet.",
+                &gauge(|l| l.lag_events as f64),
+            );
+            out.gauge(
+                "aula_subscription_lag_seconds",
+                "How long the oldest event each subscription has not handled has waited.",
+                &gauge(|l| l.lag_seconds),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: reading the subscriptions' lag failed");
+            sources.push(("subscriptions", false));
+        }
+    }
+    match aula_eventlog::health::oldest_blocker(&state.pool).await {
+        Ok(blocker) => {
+            sources.push(("log_blocker", true));
+            out.gauge(
+                "aula_log_oldest_transaction_age_seconds",
+                "Age of the oldest open transaction holding back the log readers (it has a transaction id; any client, any database of the cluster); 0 when none.",
+                &[(Vec::new(), blocker.map_or(0.0, |b| b.age_seconds))],
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: reading pg_stat_activity failed");
+            sources.push(("log_blocker", false));
+        }
+    }
+    if let Some(health) = state.log_health() {
+        out.gauge(
+            "aula_log_degraded",
+            "1 while a transaction has held the log back longer than AULA_LOG_STALL_THRESHOLD_SECONDS (projections and processor stalled), else 0.",
+            &[(Vec::new(), if health.degraded { 1.0 } else { 0.0 })],
+        );
+    }
     let pool = &state.pool;
     let size = pool.size() as f64;
     let idle = pool.num_idle() as f64;

@@ -9,6 +9,7 @@ use aula_domain::institution::Institution;
 use aula_domain::student::Student;
 use aula_domain::teacher::Teacher;
 use aula_domain::user::{User, UserServices};
+use aula_eventlog::health::LogHealth;
 use aula_eventlog::CommandBus;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
@@ -61,6 +62,8 @@ pub struct AppState {
     /// Set when the process begins to stop: `/ready` answers 503 from then on, so a
     /// load balancer stops sending work while the listener still serves.
     pub(crate) draining: Arc<std::sync::atomic::AtomicBool>,
+    /// What the log monitor saw last (`aula_eventlog::health`), when one runs.
+    pub(crate) log_health: Option<tokio::sync::watch::Receiver<LogHealth>>,
 }
 
 impl AppState {
@@ -79,6 +82,7 @@ impl AppState {
             readiness: Arc::new(|| true),
             connect: None,
             draining: Arc::default(),
+            log_health: None,
         }
     }
 
@@ -103,6 +107,18 @@ impl AppState {
     /// period, then stop the server).
     pub fn draining_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
         self.draining.clone()
+    }
+
+    /// The log monitor's state: `/ready` reports `degraded` while a transaction holds
+    /// the log back past the monitor's threshold, `/metrics` exports it.
+    pub fn with_log_health(mut self, health: tokio::sync::watch::Receiver<LogHealth>) -> Self {
+        self.log_health = Some(health);
+        self
+    }
+
+    /// The log monitor's latest state, if one runs.
+    pub fn log_health(&self) -> Option<LogHealth> {
+        self.log_health.as_ref().map(|h| h.borrow().clone())
     }
 
     /// Lockout threshold and duration, reset-token lifetime.

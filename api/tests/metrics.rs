@@ -326,8 +326,13 @@ async fn metrics_move_with_operations_events_and_tasks() {
     );
     assert_eq!(
         value(&after, "aula_metrics_source_up", &[]),
-        2.0,
+        4.0,
         "every scrape-time source answered:\n{text}"
+    );
+    assert!(
+        text.contains("# TYPE aula_log_oldest_transaction_age_seconds gauge")
+            && text.contains("# TYPE aula_subscription_lag_events gauge"),
+        "{text}"
     );
     assert!(
         text.contains("# TYPE aula_task_queue_depth gauge"),

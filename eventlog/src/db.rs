@@ -28,3 +28,28 @@ pub async fn pool(options: PgConnectOptions, max_connections: u32) -> Result<PgP
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     aula_migrations::run(pool).await
 }
+
+/// Database errors that say "not now" rather than "never": no connection could be had
+/// (pool timeout, closed pool, I/O, TLS), the server is shutting down, starting or
+/// refusing connections (SQLSTATE classes 08 and 53, 57P01-57P03), or the transaction
+/// lost a serialization race or a deadlock (40001, 40P01). A retry can succeed. The
+/// one classification the API (`UNAVAILABLE`, 503) and the processor (retry without
+/// using up the budget) share.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(
+                    code.as_ref(),
+                    "57P01" | "57P02" | "57P03" | "40001" | "40P01"
+                )
+        }),
+        _ => false,
+    }
+}

@@ -7,6 +7,7 @@
 //! particular aggregate. The schema itself belongs to `aula-migrations`.
 
 pub mod db;
+pub mod health;
 pub mod local_pg;
 pub mod log;
 pub mod metadata;

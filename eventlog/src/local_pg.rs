@@ -83,6 +83,12 @@ pub struct LocalPgOptions {
     pub ephemeral: bool,
     /// Extra `-c name=value` server settings.
     pub settings: Vec<(String, String)>,
+    /// How many times in a row a server that died is restarted before we give up
+    /// and report the failure (see [`LocalPostgres::failed`]). A server that stayed up
+    /// for [`STABLE_AFTER`] starts the count again.
+    pub max_restarts: u32,
+    /// The pause before the first restart; it doubles per failed try, up to 10 s.
+    pub restart_backoff: Duration,
 }
 
 impl LocalPgOptions {
@@ -92,20 +98,60 @@ impl LocalPgOptions {
             database: "aula".into(),
             ephemeral: false,
             settings: Vec::new(),
+            max_restarts: 8,
+            restart_backoff: Duration::from_millis(250),
         }
     }
 }
 
+/// A server that ran this long before dying counts as having come back: the count of
+/// consecutive restarts starts again.
+pub const STABLE_AFTER: Duration = Duration::from_secs(60);
+
 /// A running private server. Call [`LocalPostgres::stop`] for a clean shutdown;
 /// dropping it also stops the server (fast shutdown, without waiting).
+///
+/// The server is supervised: when it dies (killed, crashed, out of disk) it is started
+/// again with backoff; when it cannot be brought back after
+/// [`LocalPgOptions::max_restarts`] tries, [`LocalPostgres::failed`] resolves so that
+/// the service can stop and exit with an error rather than answer errors forever.
 #[derive(Debug)]
 pub struct LocalPostgres {
-    pid: i32,
-    // Fires when the server process has exited (a Mutex only to make us Sync).
-    exited: std::sync::Mutex<Option<mpsc::Receiver<()>>>,
+    supervision: std::sync::Arc<Supervision>,
+    failure: tokio::sync::watch::Receiver<Option<String>>,
     socket_dir: PathBuf,
     data_dir: PathBuf,
     database: String,
+}
+
+/// What the supervisor thread and the handle share.
+#[derive(Debug, Default)]
+struct Supervision {
+    state: std::sync::Mutex<SupervisorState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct SupervisorState {
+    /// The server process running now.
+    pid: Option<i32>,
+    last_pid: i32,
+    /// Restart the server when it dies (set once `start` saw our server answer).
+    armed: bool,
+    /// `stop` was called: the next exit is expected.
+    stopping: bool,
+    /// The supervisor thread has ended: no server of ours runs or will.
+    done: bool,
+    /// The server answering is ours (false when another process's server was found,
+    /// and after `stop`).
+    owned: bool,
+    restarts: u32,
+}
+
+impl Supervision {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SupervisorState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 struct Account {
@@ -228,32 +274,34 @@ impl LocalPostgres {
             });
         }
 
+        let supervision = std::sync::Arc::new(Supervision::default());
+        let (failure_tx, failure) = tokio::sync::watch::channel(None);
         let (started_tx, started_rx) = mpsc::channel();
-        let (exited_tx, exited_rx) = mpsc::channel();
+        let supervisor = Supervisor {
+            command: server,
+            supervision: supervision.clone(),
+            failure: failure_tx,
+            pgdata: pgdata.clone(),
+            socket_dir: socket_dir.clone(),
+            log_path: log_path.clone(),
+            max_restarts: options.max_restarts,
+            backoff: options.restart_backoff,
+        };
         std::thread::Builder::new()
-            .name("postgres-waiter".into())
-            .spawn(move || match server.spawn() {
-                Ok(mut child) => {
-                    let _ = started_tx.send(Ok(child.id() as i32));
-                    let _ = child.wait();
-                    let _ = exited_tx.send(());
-                }
-                Err(error) => {
-                    let _ = started_tx.send(Err(error));
-                }
-            })
-            .map_err(io_step("spawning the postgres waiter thread"))?;
-        let pid = started_rx
+            .name("postgres-supervisor".into())
+            .spawn(move || supervisor.run(started_tx))
+            .map_err(io_step("spawning the postgres supervisor thread"))?;
+        started_rx
             .recv()
             .map_err(|_| LocalPgError::Io {
                 step: "starting postgres",
-                source: io::Error::other("the waiter thread ended early"),
+                source: io::Error::other("the supervisor thread ended early"),
             })?
             .map_err(io_step("starting postgres"))?;
 
-        let mut server = LocalPostgres {
-            pid,
-            exited: std::sync::Mutex::new(Some(exited_rx)),
+        let server = LocalPostgres {
+            supervision,
+            failure,
             socket_dir,
             data_dir,
             database: options.database.clone(),
@@ -266,19 +314,27 @@ impl LocalPostgres {
     /// Waits until the server answers. If our server exited because another one
     /// already runs on this data directory (another `aula` process), that one answers
     /// on the same socket: we use it and leave it alone (`owned = false`).
-    fn wait_ready(&mut self, log_path: &Path) -> Result<(), LocalPgError> {
+    fn wait_ready(&self, log_path: &Path) -> Result<(), LocalPgError> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(io_step("starting a runtime to probe postgres"))?;
         loop {
-            let exited = self.has_exited();
+            let exited = self.supervision.lock().done;
             let options = self.connect_options().database("postgres");
             if runtime.block_on(options.connect()).is_ok() {
-                if exited {
+                // The server that answered is ours only if the data directory's lock
+                // file names our child (written before it accepts connections): ours
+                // may still be on its way out after losing the directory to another.
+                let owner = postmaster_pid(&self.data_dir.join("pgdata"));
+                let mut state = self.supervision.lock();
+                if state.done || owner.is_none() || owner != state.pid {
                     tracing::info!(data_dir = %self.data_dir.display(), "a PostgreSQL server already runs on this data directory; using it");
-                    self.exited.lock().unwrap_or_else(|p| p.into_inner()).take();
+                } else {
+                    // Ours answers: from now on, a death is restarted.
+                    state.armed = true;
+                    state.owned = true;
                 }
                 return Ok(());
             }
@@ -290,13 +346,6 @@ impl LocalPostgres {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-
-    fn has_exited(&self) -> bool {
-        let guard = self.exited.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .as_ref()
-            .is_none_or(|rx| !matches!(rx.try_recv(), Err(mpsc::TryRecvError::Empty)))
     }
 
     fn create_database(&self) -> Result<(), LocalPgError> {
@@ -335,17 +384,39 @@ impl LocalPostgres {
         &self.data_dir
     }
 
+    /// The server process's pid (the current one: it changes when it is restarted).
     pub fn pid(&self) -> i32 {
-        self.pid
+        let state = self.supervision.lock();
+        state.pid.unwrap_or(state.last_pid)
+    }
+
+    /// How many times the server was restarted after it died.
+    pub fn restarts(&self) -> u32 {
+        self.supervision.lock().restarts
     }
 
     /// False when another process's server was already running on this data
     /// directory and we only connected to it (then `stop` leaves it alone).
     pub fn owns_server(&self) -> bool {
-        self.exited
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.supervision.lock().owned
+    }
+
+    /// Resolves, with the reason, when the server died and could not be brought back
+    /// (see [`LocalPgOptions::max_restarts`]); never when it is stopped on purpose.
+    /// `aula serve` stops and exits non-zero then, so that a supervisor sees it.
+    pub fn failed(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut failure = self.failure.clone();
+        async move {
+            let reason = match failure.wait_for(|f| f.is_some()).await {
+                Ok(reason) => reason.clone(),
+                Err(_) => None,
+            };
+            match reason {
+                Some(reason) => reason,
+                // The supervisor ended without failing (stopped on purpose).
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// Fast shutdown (SIGINT: disconnect clients, checkpoint, exit) and wait for it.
@@ -358,23 +429,146 @@ impl LocalPostgres {
     }
 
     fn shutdown(&mut self, patience: Duration) -> bool {
-        let taken = self.exited.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let Some(exited) = taken else {
-            // Not ours (another process's server) or already stopped.
-            return false;
-        };
-        if !matches!(exited.try_recv(), Err(mpsc::TryRecvError::Empty)) {
-            // Already exited and reaped: its pid may belong to someone else now.
+        let supervision = &self.supervision;
+        let mut state = supervision.lock();
+        state.owned = false;
+        if state.done {
+            // Not ours (another process's server answered), or already stopped.
             return false;
         }
-        // SAFETY: plain syscall on the pid of our own child, which the waiter thread
-        // has not reaped yet unless `exited` already fired.
-        unsafe { libc::kill(self.pid, libc::SIGINT) };
-        if exited.recv_timeout(patience).is_err() {
-            unsafe { libc::kill(self.pid, libc::SIGQUIT) };
-            let _ = exited.recv_timeout(Duration::from_secs(5));
+        // Ours, possibly never armed (`start` gave up waiting for it): stop it too.
+        state.stopping = true;
+        let running = state.pid;
+        if let Some(pid) = running {
+            // SAFETY: plain syscall on the pid of our own child, which the supervisor
+            // has not reaped yet: it clears `pid` (under this lock) once it has.
+            unsafe { libc::kill(pid, libc::SIGINT) };
         }
-        true
+        supervision.changed.notify_all();
+        let (mut state, timeout) = supervision
+            .changed
+            .wait_timeout_while(state, patience, |s| !s.done)
+            .unwrap_or_else(|p| p.into_inner());
+        if timeout.timed_out() {
+            if let Some(pid) = state.pid {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGQUIT) };
+            }
+            state = supervision
+                .changed
+                .wait_timeout_while(state, Duration::from_secs(5), |s| !s.done)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(state);
+        running.is_some()
+    }
+}
+
+/// Runs the server and restarts it when it dies, on its own thread: the thread that
+/// spawns the server must outlive it (`PR_SET_PDEATHSIG` fires when *that thread*
+/// exits), and it lives exactly as long as there is a server to supervise.
+struct Supervisor {
+    command: Command,
+    supervision: std::sync::Arc<Supervision>,
+    failure: tokio::sync::watch::Sender<Option<String>>,
+    pgdata: PathBuf,
+    socket_dir: PathBuf,
+    log_path: PathBuf,
+    max_restarts: u32,
+    backoff: Duration,
+}
+
+impl Supervisor {
+    fn run(mut self, started: mpsc::Sender<io::Result<i32>>) {
+        let mut started = Some(started);
+        let mut failures = 0u32;
+        loop {
+            let why = match self.command.spawn() {
+                Ok(mut child) => {
+                    let pid = child.id() as i32;
+                    {
+                        let mut state = self.supervision.lock();
+                        state.pid = Some(pid);
+                        state.last_pid = pid;
+                        if state.stopping {
+                            // SAFETY: our child, not reaped yet.
+                            unsafe { libc::kill(pid, libc::SIGINT) };
+                        }
+                    }
+                    if let Some(started) = started.take() {
+                        let _ = started.send(Ok(pid));
+                    } else {
+                        tracing::warn!(pid, "private PostgreSQL restarted");
+                    }
+                    let began = Instant::now();
+                    let status = child.wait();
+                    let mut state = self.supervision.lock();
+                    state.pid = None;
+                    if state.stopping || !state.armed {
+                        state.done = true;
+                        self.supervision.changed.notify_all();
+                        return;
+                    }
+                    drop(state);
+                    if began.elapsed() >= STABLE_AFTER {
+                        failures = 0;
+                    }
+                    match status {
+                        Ok(status) => format!("the server exited ({status})"),
+                        Err(error) => format!("waiting for the server failed: {error}"),
+                    }
+                }
+                Err(error) => {
+                    if let Some(started) = started.take() {
+                        let _ = started.send(Err(error));
+                        let mut state = self.supervision.lock();
+                        state.done = true;
+                        self.supervision.changed.notify_all();
+                        return;
+                    }
+                    format!("the server could not be started: {error}")
+                }
+            };
+            failures += 1;
+            if failures > self.max_restarts {
+                let reason = format!(
+                    "the private PostgreSQL died and did not come back after {} restarts: {why}; the end of {}:\n{}",
+                    self.max_restarts,
+                    self.log_path.display(),
+                    tail(&self.log_path, 20)
+                );
+                tracing::error!(%reason, "giving up on the private PostgreSQL");
+                let mut state = self.supervision.lock();
+                state.done = true;
+                self.supervision.changed.notify_all();
+                drop(state);
+                self.failure.send_replace(Some(reason));
+                return;
+            }
+            let exponent = (failures - 1).min(6);
+            let pause = self
+                .backoff
+                .saturating_mul(2u32.pow(exponent))
+                .min(Duration::from_secs(10));
+            tracing::error!(%why, attempt = failures, max_restarts = self.max_restarts, ?pause, "the private PostgreSQL died; restarting it");
+            let state = self.supervision.lock();
+            let (mut state, _) = self
+                .supervision
+                .changed
+                .wait_timeout_while(state, pause, |s| !s.stopping)
+                .unwrap_or_else(|p| p.into_inner());
+            if state.stopping {
+                state.done = true;
+                self.supervision.changed.notify_all();
+                return;
+            }
+            state.restarts += 1;
+            drop(state);
+            if let Err(error) = remove_stale_lock_files(&self.pgdata, &self.socket_dir) {
+                tracing::warn!(%error, "could not clear the dead server's lock files");
+            }
+        }
     }
 }
 
@@ -413,6 +607,17 @@ pub async fn create_database_if_missing(
 
 pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The pid in the first line of `postmaster.pid`, if there is one.
+fn postmaster_pid(pgdata: &Path) -> Option<i32> {
+    fs::read_to_string(pgdata.join("postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 struct Binaries {

@@ -54,14 +54,29 @@ impl<A: Aggregate> Committed<A> {
 }
 
 /// Infrastructure failure: the database or the stored data, never a business rule.
+/// Only `Corrupt` and `Serialize` are permanent (see [`StoreError::is_permanent`]).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A stored event does not decode: retrying cannot help.
     #[error("stored events could not be read: {0}")]
     Corrupt(String),
+    /// The events could not be fetched for a reason other than their content (the
+    /// stream broke off): worth retrying, like `Database`.
+    #[error("stored events could not be fetched: {0}")]
+    Unavailable(String),
     #[error("events could not be serialized: {0}")]
     Serialize(#[from] serde_json::Error),
+}
+
+impl StoreError {
+    /// Whether trying again can never help: the stored data does not decode, or our
+    /// own events do not serialize. Pool timeouts, lost connections, serialization
+    /// failures and every other database error are transient.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, StoreError::Corrupt(_) | StoreError::Serialize(_))
+    }
 }
 
 /// Why a command did not commit.
@@ -423,13 +438,28 @@ impl From<StoreError> for AppendError {
     }
 }
 
+/// Classes a load failure. Only what is proven permanent is `Corrupt`: a stored event
+/// that does not decode. Everything on the way to the rows (pool timeouts, lost
+/// connections, I/O, server errors) is `Database` or `Unavailable`: worth retrying.
+/// (postgres-es reports most `sqlx` errors, a pool timeout included, as "unexpected",
+/// so the variant alone says nothing; the error inside does.)
 fn load_error<E: std::error::Error>(error: AggregateError<E>) -> StoreError {
     match error {
-        AggregateError::DatabaseConnectionError(e) => match e.downcast::<sqlx::Error>() {
-            Ok(e) => StoreError::Database(*e),
-            Err(e) => StoreError::Corrupt(e.to_string()),
-        },
-        other => StoreError::Corrupt(other.to_string()),
+        AggregateError::DeserializationError(e) => StoreError::Corrupt(e.to_string()),
+        AggregateError::DatabaseConnectionError(e) | AggregateError::UnexpectedError(e) => {
+            match e.downcast::<sqlx::Error>() {
+                Ok(e) => StoreError::Database(*e),
+                Err(e) => match e.downcast::<serde_json::Error>() {
+                    Ok(e) if e.is_data() || e.is_syntax() => StoreError::Corrupt(e.to_string()),
+                    Ok(e) => StoreError::Unavailable(e.to_string()),
+                    Err(e) => StoreError::Unavailable(e.to_string()),
+                },
+            }
+        }
+        // Neither can come out of a load; if one ever does, retrying is the safe side.
+        other @ (AggregateError::UserError(_) | AggregateError::AggregateConflict) => {
+            StoreError::Unavailable(other.to_string())
+        }
     }
 }
 

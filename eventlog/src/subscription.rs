@@ -202,7 +202,9 @@ impl<C: Consumer> Runner<C> {
                     failures += 1;
                     tracing::warn!(subscription = %self.options.name, %error, "subscription lost its database; reconnecting");
                     self.state.send_replace(SubscriptionState::Disconnected);
-                    let pause = backoff(failures, self.options.max_backoff);
+                    // Reconnecting is cheap and every read model waits for it: try at
+                    // least every RECONNECT_MAX, however long the outage lasted.
+                    let pause = backoff(failures, self.options.max_backoff.min(RECONNECT_MAX));
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
                         _ = self.shutdown.wait() => break,
@@ -469,6 +471,9 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+/// The longest pause between two attempts to reconnect a subscription.
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
 
 fn backoff(failures: u32, max: Duration) -> Duration {
     use rand::Rng;

@@ -61,3 +61,164 @@ fn a_stale_pid_file_whose_pid_now_belongs_to_another_process_does_not_stop_a_sta
     assert!(second.stop());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Finding 14: the postmaster is SIGKILLed under a running private server (with a
+/// writer committing all along): the supervisor starts it again, queries work again
+/// on the same pool, and every write acknowledged before, during and after is there.
+#[test]
+fn a_killed_server_is_restarted_and_no_acknowledged_write_is_lost() {
+    use sqlx::postgres::PgPoolOptions;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let dir = scratch_dir();
+    let mut options = LocalPgOptions::new(&dir);
+    // Durable commits (the point is to count lost acknowledged writes); fsync off only
+    // spares the disk: a killed process does not lose what it handed to the kernel.
+    options.settings = vec![("fsync".into(), "off".into())];
+    options.restart_backoff = Duration::from_millis(100);
+    let server = LocalPostgres::start(&options).expect("the server starts");
+    let rt = runtime();
+    let (acknowledged, failed, recovery) = rt.block_on(async {
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_with(server.connect_options())
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE writes (id bigint PRIMARY KEY)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let acknowledged: Arc<Mutex<Vec<i64>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = tokio::spawn({
+            let (pool, acknowledged, stop) = (pool.clone(), acknowledged.clone(), stop.clone());
+            async move {
+                let mut failed = 0u32;
+                let mut id = 0i64;
+                while !stop.load(Ordering::Relaxed) {
+                    id += 1;
+                    match sqlx::query("INSERT INTO writes VALUES ($1)")
+                        .bind(id)
+                        .execute(&pool)
+                        .await
+                    {
+                        Ok(_) => acknowledged.lock().unwrap().push(id),
+                        Err(_) => failed += 1,
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                failed
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let old = server.pid();
+        // SAFETY: kill(2) on the postmaster we started.
+        assert_eq!(unsafe { libc::kill(old, libc::SIGKILL) }, 0);
+        let killed = Instant::now();
+        // Recovered: the writer's inserts are acknowledged again.
+        let before = acknowledged.lock().unwrap().len();
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = acknowledged.lock().unwrap().len();
+            if server.restarts() >= 1 && now > before + 5 {
+                break;
+            }
+            assert!(
+                killed.elapsed() < Duration::from_secs(90),
+                "the server did not come back ({} restarts)",
+                server.restarts()
+            );
+        }
+        let recovery = killed.elapsed();
+        assert_ne!(server.pid(), old, "a new server process runs");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::Relaxed);
+        let failed = writer.await.unwrap();
+        let stored: Vec<i64> = sqlx::query_scalar("SELECT id FROM writes ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let acknowledged = acknowledged.lock().unwrap().clone();
+        let lost: Vec<&i64> = acknowledged
+            .iter()
+            .filter(|id| stored.binary_search(id).is_err())
+            .collect();
+        assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+        pool.close().await;
+        (acknowledged.len(), failed, recovery)
+    });
+    eprintln!(
+        "SIGKILL of the postmaster: back after {:.2} s; {acknowledged} writes acknowledged, {failed} failed, 0 lost",
+        recovery.as_secs_f64()
+    );
+    assert!(server.stop(), "the restarted server stops cleanly");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Finding 14: a server that cannot come back (here its configuration file is gone)
+/// is retried `max_restarts` times, then `failed()` resolves, so that `aula serve`
+/// stops and exits non-zero instead of answering errors forever.
+#[test]
+fn a_server_that_cannot_come_back_is_reported_after_its_restarts() {
+    use std::time::{Duration, Instant};
+
+    let dir = scratch_dir();
+    let mut options = LocalPgOptions::new(&dir);
+    options.ephemeral = true;
+    options.max_restarts = 3;
+    options.restart_backoff = Duration::from_millis(50);
+    let server = LocalPostgres::start(&options).expect("the server starts");
+    let failed = server.failed();
+    std::fs::remove_file(dir.join("pgdata").join("postgresql.conf")).unwrap();
+    // SAFETY: kill(2) on the postmaster we started.
+    assert_eq!(unsafe { libc::kill(server.pid(), libc::SIGKILL) }, 0);
+    let killed = Instant::now();
+    let reason = runtime().block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), failed)
+            .await
+            .expect("the failure is reported")
+    });
+    assert!(
+        reason.contains("did not come back after 3 restarts"),
+        "{reason}"
+    );
+    assert_eq!(server.restarts(), 3);
+    eprintln!(
+        "unrecoverable server reported after {:.2} s",
+        killed.elapsed().as_secs_f64()
+    );
+    assert!(!server.stop(), "nothing of ours runs any more");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two processes start on one data directory: the second one's server loses the
+/// directory and exits; the second uses the first's server and must neither own nor
+/// supervise it (restarting its own would only fail, over and over, until it gave up).
+#[test]
+fn a_second_start_on_a_running_data_directory_uses_that_server_and_restarts_nothing() {
+    let dir = scratch_dir();
+    let mut options = LocalPgOptions::new(&dir);
+    options.ephemeral = true;
+    options.restart_backoff = std::time::Duration::from_millis(50);
+    let first = LocalPostgres::start(&options).expect("the first start");
+    let second = LocalPostgres::start(&options).expect("the second start");
+    assert!(first.owns_server());
+    assert!(!second.owns_server());
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(second.restarts(), 0);
+    assert_eq!(first.restarts(), 0);
+    assert!(!second.stop(), "the second stops nothing");
+    assert!(first.stop());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -97,6 +97,10 @@ pub struct MailConfig {
     pub from: String,
     /// `AULA_PUBLIC_BASE_URL` (default `http://localhost:8080`): links in e-mails.
     pub public_base_url: String,
+    /// How long an e-mail task keeps trying to record a message the SMTP server has
+    /// accepted before it gives up and lets the task run again, which sends it again
+    /// (`AULA_MAIL_RECORD_PATIENCE_MS`, default 10 min).
+    pub record_patience: Duration,
 }
 
 impl std::fmt::Debug for MailConfig {
@@ -106,6 +110,7 @@ impl std::fmt::Debug for MailConfig {
             .field("outbox_dir", &self.outbox_dir)
             .field("from", &self.from)
             .field("public_base_url", &self.public_base_url)
+            .field("record_patience", &self.record_patience)
             .finish()
     }
 }
@@ -117,6 +122,7 @@ impl Default for MailConfig {
             outbox_dir: PathBuf::from("outbox"),
             from: "Aula <no-reply@aula.localhost>".into(),
             public_base_url: "http://localhost:8080".into(),
+            record_patience: Duration::from_secs(600),
         }
     }
 }
@@ -136,6 +142,7 @@ impl MailConfig {
                 .unwrap_or(d.public_base_url)
                 .trim_end_matches('/')
                 .to_owned(),
+            record_patience: env_ms("AULA_MAIL_RECORD_PATIENCE_MS", d.record_patience),
         }
     }
 }

@@ -170,6 +170,7 @@ impl TaskRow {
             claimed_at: self.claimed_at,
             error: error.into(),
             retry_after,
+            spare: false,
         }
     }
 }
@@ -276,6 +277,10 @@ pub struct Failed {
     /// (the database's clock) to run again (status `pending`), unless the attempts are
     /// exhausted (status `dead`).
     pub retry_after: Option<Duration>,
+    /// The attempt could not use the database at all (see
+    /// `TaskError::is_unavailable`): it is retried without counting against the
+    /// task's attempts, so an outage longer than the retry budget kills no task.
+    pub spare: bool,
 }
 
 /// Marks attempts succeeded, fenced by attempt number.
@@ -409,7 +414,8 @@ pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Er
                     .map(|f| f.retry_after.map(|d| d.as_millis() as f64))
                     .collect::<Vec<_>>(),
             )
-            .bind(failed.iter().map(|f| f.claimed_at).collect::<Vec<_>>());
+            .bind(failed.iter().map(|f| f.claimed_at).collect::<Vec<_>>())
+            .bind(failed.iter().map(|f| f.spare).collect::<Vec<_>>());
     finish(pool, sql, |(id, event_id, status, finished_at, error)| {
         let mut change = TaskChange::moved(event_id, "running", &status);
         change.finished_at = finished_at;
@@ -421,21 +427,23 @@ pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Er
 
 /// See [`fail`].
 pub const FAIL_SQL: &str = "WITH f AS (
-             SELECT id, attempt, claimed_at, error, now() + retry_ms * interval '1 millisecond' AS retry_at
-             FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::timestamptz[])
-                 AS c(id, attempt, error, retry_ms, claimed_at)
+             SELECT id, attempt, claimed_at, error, now() + retry_ms * interval '1 millisecond' AS retry_at,
+                    spare AND retry_ms IS NOT NULL AS spare
+             FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::timestamptz[], $6::bool[])
+                 AS c(id, attempt, error, retry_ms, claimed_at, spare)
          ), locked AS (
-             SELECT t.id, t.status, f.error, f.retry_at FROM f
+             SELECT t.id, t.status, f.error, f.retry_at, f.spare FROM f
              JOIN tasks t ON t.id = f.id AND t.attempt = f.attempt AND t.claimed_at = f.claimed_at
              ORDER BY t.id
              FOR UPDATE OF t
          ), updated AS (
              UPDATE tasks t
              SET status = CASE WHEN f.retry_at IS NULL THEN 'failed'
-                               WHEN t.attempt >= t.max_attempts THEN 'dead'
+                               WHEN t.attempt >= t.max_attempts AND NOT f.spare THEN 'dead'
                                ELSE 'pending' END,
+                 max_attempts = t.max_attempts + CASE WHEN f.spare THEN 1 ELSE 0 END,
                  run_at = COALESCE(f.retry_at, t.run_at),
-                 finished_at = CASE WHEN f.retry_at IS NULL OR t.attempt >= t.max_attempts
+                 finished_at = CASE WHEN f.retry_at IS NULL OR (t.attempt >= t.max_attempts AND NOT f.spare)
                                     THEN now() END,
                  lease_until = NULL, worker = NULL, last_error = f.error
              FROM locked f

@@ -257,6 +257,10 @@ fn claim_connection(pool: &PgPool) -> PgPool {
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .min_connections(0)
+        // Nobody else uses this connection: waiting for it means connecting. While
+        // the database is down, a claim gives up soon (and retries with backoff)
+        // rather than hold a shutdown up for the pool's default 30 s.
+        .acquire_timeout(Duration::from_secs(3))
         .connect_lazy_with(options)
 }
 
@@ -375,6 +379,7 @@ async fn complete_loop(
                     retry_after: (!error.is_permanent()).then(|| {
                         queue::backoff(outcome.claim.attempt, config.retry_base, config.retry_max)
                     }),
+                    spare: error.is_unavailable(),
                 }),
             }
         }
@@ -454,7 +459,12 @@ async fn heartbeat_loop(
             _ = stop.wait_for(|s| *s) => return,
         }
         let running: Vec<Done> = lock(&in_flight).values().copied().collect();
-        match queue::heartbeat(&pool, &running, config.lease).await {
+        // Abandoned on stop, like the rescue: a lease not extended now only expires.
+        let extended = tokio::select! {
+            extended = queue::heartbeat(&pool, &running, config.lease) => extended,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match extended {
             Ok(extended) if extended.len() < running.len() => {
                 tracing::debug!(
                     superseded = running.len() - extended.len(),
@@ -469,9 +479,14 @@ async fn heartbeat_loop(
 
 async fn rescue_loop(pool: PgPool, config: ProcessorConfig, mut stop: watch::Receiver<bool>) {
     loop {
-        match queue::rescue_expired(&pool, 1000).await {
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "rescuing expired leases failed"),
+        // Abandoned on stop: one statement, so it either committed or did nothing, and
+        // a database that is gone must not hold the shutdown up for a pool timeout.
+        let rescued = tokio::select! {
+            rescued = queue::rescue_expired(&pool, 1000) => rescued,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        if let Err(error) = rescued {
+            tracing::warn!(%error, "rescuing expired leases failed");
         }
         tokio::select! {
             _ = tokio::time::sleep(config.rescue_interval) => {}

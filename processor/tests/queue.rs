@@ -666,6 +666,7 @@ async fn batch_statements_find_their_rows_by_key_under_generic_plans() {
     );
     let errors = format!("'{{{}}}'", vec!["boom"; claimed.len()].join(","));
     let delays = format!("'{{{}}}'", vec!["1000"; claimed.len()].join(","));
+    let spares = format!("'{{{}}}'", vec!["false"; claimed.len()].join(","));
     let statements = [
         (
             "claim",
@@ -688,8 +689,8 @@ async fn batch_statements_find_their_rows_by_key_under_generic_plans() {
         (
             "fail",
             queue::FAIL_SQL,
-            "bigint[], int[], text[], float8[], timestamptz[]",
-            format!("{ids}, {attempts}, {errors}, {delays}, {claimed_at}"),
+            "bigint[], int[], text[], float8[], timestamptz[], bool[]",
+            format!("{ids}, {attempts}, {errors}, {delays}, {claimed_at}, {spares}"),
         ),
         (
             "heartbeat",

@@ -80,6 +80,11 @@ impl TaskHandler for EmailHandler {
         let Some(rendered) = self.render(ctx).await? else {
             return Ok(());
         };
+        // The connection the send will be recorded with, taken before the SMTP
+        // conversation: once the server has accepted the message, recording it must not
+        // wait for a busy pool (nor fail on one), or the task would run again and send
+        // the message again.
+        let conn = ctx.pool.acquire().await?;
         crate::mail::send(&*self.mailer, &rendered.message)
             .await
             .map_err(|e| {
@@ -89,12 +94,76 @@ impl TaskHandler for EmailHandler {
                     TaskError::retry(e)
                 }
             })?;
-        let mut tx = ctx.pool.begin().await?;
+        self.record_sent(ctx, conn, &rendered).await
+    }
+}
+
+impl EmailHandler {
+    /// Records a sent e-mail (and takes its one-time token) in one transaction. When
+    /// that fails, only the record is tried again, with backoff, on the held
+    /// connection first and then on fresh ones, for up to `record_patience`: the task
+    /// stays running meanwhile (the worker's heartbeat keeps its lease). Only past
+    /// that does the task fail, to be retried, which sends the message again.
+    async fn record_sent(
+        &self,
+        ctx: &TaskContext,
+        conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+        rendered: &Rendered,
+    ) -> Result<(), TaskError> {
+        let started = std::time::Instant::now();
+        let mut held = Some(conn);
+        let mut tries = 0i32;
+        loop {
+            tries += 1;
+            let result = async {
+                let mut conn = match held.take() {
+                    Some(conn) => conn,
+                    None => ctx.pool.acquire().await?,
+                };
+                self.insert_record(ctx, &mut conn, rendered).await
+            }
+            .await;
+            let error = match result {
+                Ok(()) => {
+                    if tries > 1 {
+                        tracing::info!(
+                            task = ctx.task.id,
+                            tries,
+                            "the sent e-mail was recorded after retries; not sending it again"
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(error) => error,
+            };
+            let pause = crate::queue::backoff(
+                tries,
+                std::time::Duration::from_millis(100),
+                std::time::Duration::from_secs(5),
+            );
+            if started.elapsed() + pause > self.config.record_patience {
+                tracing::error!(task = ctx.task.id, tries, %error, "the e-mail was sent but could not be recorded; the task will run again and send it again");
+                return Err(TaskError::retry(format!(
+                    "the e-mail was sent but recording it failed {tries} times: {error}"
+                )));
+            }
+            tracing::warn!(task = ctx.task.id, tries, %error, ?pause, "recording a sent e-mail failed; retrying the record, not the send");
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    async fn insert_record(
+        &self,
+        ctx: &TaskContext,
+        conn: &mut sqlx::PgConnection,
+        rendered: &Rendered,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = sqlx::Connection::begin(conn).await?;
         sqlx::query(
             "INSERT INTO outbox_emails (idempotency_key, task_id, kind, recipient, subject, transport)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
         )
-        .bind(key)
+        .bind(&ctx.task.idempotency_key)
         .bind(ctx.task.id)
         .bind(&ctx.task.kind)
         .bind(&rendered.message.to)
@@ -105,8 +174,7 @@ impl TaskHandler for EmailHandler {
         if let Some(hash) = &rendered.token_hash {
             tokens::take_token(&mut tx, hash).await?;
         }
-        tx.commit().await?;
-        Ok(())
+        tx.commit().await
     }
 }
 

@@ -3,7 +3,8 @@
 //! Handlers are idempotent where the outside world allows: e-mails are recorded in
 //! `outbox_emails` and notifications in `notifications`, once per idempotency key, so a
 //! task run again after a crash does not repeat its effect (an e-mail whose SMTP
-//! conversation finished just before the crash is the one exception: at-least-once).
+//! conversation finished just before the process died is the one exception:
+//! at-least-once; a record that fails after the send is retried, not the send).
 
 pub mod demo;
 pub mod email;
@@ -56,6 +57,24 @@ impl TaskError {
         matches!(self, TaskError::Permanent(_))
     }
 
+    /// Whether the attempt failed because the database could not be used at all: no
+    /// connection in time, a lost or refused connection, a server shutting down or out
+    /// of resources, a serialization failure or deadlock. Such an attempt says nothing
+    /// about the task, so it is retried without counting against its attempts.
+    pub fn is_unavailable(&self) -> bool {
+        let TaskError::Retry(error) = self else {
+            return false;
+        };
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
+        while let Some(error) = current {
+            if let Some(error) = error.downcast_ref::<sqlx::Error>() {
+                return database_unavailable(error);
+            }
+            current = error.source();
+        }
+        false
+    }
+
     /// "outer: cause: root cause".
     pub fn chain(&self) -> String {
         let inner: &(dyn std::error::Error + 'static) = match self {
@@ -65,19 +84,26 @@ impl TaskError {
     }
 }
 
+/// See [`TaskError::is_unavailable`] and [`aula_eventlog::db::is_unavailable`].
+pub fn database_unavailable(error: &sqlx::Error) -> bool {
+    aula_eventlog::db::is_unavailable(error)
+}
+
 impl From<sqlx::Error> for TaskError {
     fn from(error: sqlx::Error) -> Self {
         TaskError::Retry(Box::new(error))
     }
 }
 
+/// Only what is proven permanent fails a task for good: stored events that do not
+/// decode. A pool timeout, a lost connection, a serialization failure are retried with
+/// the task's backoff like any other transient error.
 impl From<aula_eventlog::StoreError> for TaskError {
     fn from(error: aula_eventlog::StoreError) -> Self {
-        match error {
-            aula_eventlog::StoreError::Corrupt(_) | aula_eventlog::StoreError::Serialize(_) => {
-                TaskError::Permanent(Box::new(error))
-            }
-            aula_eventlog::StoreError::Database(_) => TaskError::Retry(Box::new(error)),
+        if error.is_permanent() {
+            TaskError::Permanent(Box::new(error))
+        } else {
+            TaskError::Retry(Box::new(error))
         }
     }
 }

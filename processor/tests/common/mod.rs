@@ -165,3 +165,84 @@ pub async fn wait_idle(pool: &sqlx::PgPool, min_tasks: i64) {
     })
     .await
 }
+
+/// A minimal SMTP server on loopback that keeps every message it accepted (the DATA
+/// of each transaction), for tests that count deliveries over a real conversation.
+#[derive(Clone, Default)]
+pub struct SmtpSink {
+    pub port: u16,
+    pub delivered: Arc<Mutex<Vec<String>>>,
+}
+
+impl SmtpSink {
+    pub async fn start() -> SmtpSink {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let delivered: Arc<Mutex<Vec<String>>> = Arc::default();
+        let store = delivered.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = socket.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    if write.write_all(b"220 sink ESMTP\r\n").await.is_err() {
+                        return;
+                    }
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let verb = line
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or("")
+                            .to_ascii_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
+                            "HELO" | "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 OK\r\n",
+                            "DATA" => {
+                                if write.write_all(b"354 go on\r\n").await.is_err() {
+                                    return;
+                                }
+                                let mut data = String::new();
+                                while let Ok(Some(line)) = lines.next_line().await {
+                                    if line == "." {
+                                        break;
+                                    }
+                                    data.push_str(&line);
+                                    data.push('\n');
+                                }
+                                store.lock().unwrap().push(data);
+                                b"250 queued\r\n"
+                            }
+                            "QUIT" => {
+                                let _ = write.write_all(b"221 bye\r\n").await;
+                                return;
+                            }
+                            _ => b"502 not implemented\r\n",
+                        };
+                        if write.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        SmtpSink { port, delivered }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// The messages delivered to `address`.
+    pub fn to(&self, address: &str) -> Vec<String> {
+        let header = format!("To: {address}");
+        self.delivered
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|data| data.lines().any(|l| l == header))
+            .cloned()
+            .collect()
+    }
+}
