@@ -977,3 +977,51 @@ async fn copies_of_enrollment_and_institution_events_act_on_their_originals_subj
     assert_eq!(course.enrolled_count(), 1);
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_of_a_sent_one_time_link_fails_at_once_with_a_plain_reason() {
+    let db = TestDatabase::new().await;
+    let (running, mailer) = start_standard(&db).await;
+    let user = Uuid::new_v4().to_string();
+    let expires_at = Utc::now() + Duration::hours(1);
+    aula_processor::stash_token(&db.pool, "copy-hash", "copy-raw", expires_at)
+        .await
+        .unwrap();
+    bus::<User>(&db.pool, UserServices::default())
+        .execute(
+            &user,
+            UserCommand::SignUp {
+                email: Email::parse("once@example.org").unwrap(),
+                confirmation_token_hash: "copy-hash".into(),
+                expires_at,
+                now: Utc::now(),
+            },
+            &meta(None),
+        )
+        .await
+        .unwrap();
+    let original = event_id_of(&db.pool, "PendingUserRegisterCreated", &user).await;
+    wait_task_succeeded(&db.pool, original, "email.signup_confirmation").await;
+    let copy = aula_processor::reprocess_event(&db.pool, original, Actor::System)
+        .await
+        .unwrap()
+        .event_id;
+    eventually("the copy's task to fail", || async {
+        (task_status(&db.pool, copy, "email.signup_confirmation")
+            .await
+            .as_deref()
+            == Some("failed"))
+        .then_some(())
+    })
+    .await;
+    let (attempts, error): (i32, String) =
+        sqlx::query_as("SELECT attempt, last_error FROM tasks WHERE event_id = $1")
+            .bind(copy)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 1, "no retries of what can never succeed");
+    assert!(error.contains("ask for a new link"), "{error}");
+    assert_eq!(mailer.to("once@example.org").len(), 1);
+    running.stop().await;
+}

@@ -445,10 +445,30 @@ async fn stashed_token(
         None if expires_at <= Utc::now() => Err(TaskError::permanent(
             "the one-time token expired before its e-mail could be sent",
         )),
+        None if original_already_sent(ctx).await? => Err(TaskError::permanent(
+            "this is a reprocessed copy and the original's e-mail already sent the one-time \
+             link (its raw token is kept only until then): ask for a new link instead \
+             (sign up again, or request a password reset)",
+        )),
         None => Err(TaskError::retry(
             "the raw one-time token has not been stashed yet (pending_tokens)",
         )),
     }
+}
+
+/// Whether this task belongs to a reprocessed copy whose original's e-mail of the same
+/// kind was sent: the raw token went with it, so waiting for it is pointless (a copy
+/// retried eight times before failing).
+async fn original_already_sent(ctx: &TaskContext) -> Result<bool, TaskError> {
+    let Some(original) = crate::reactions::reprocessed_from(&ctx.task.payload) else {
+        return Ok(false);
+    };
+    let sent: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM outbox_emails WHERE idempotency_key = $1")
+            .bind(format!("{}:{original}", ctx.task.kind))
+            .fetch_optional(&ctx.pool)
+            .await?;
+    Ok(sent.is_some())
 }
 
 pub(crate) async fn course_name(ctx: &TaskContext, course_id: &str) -> Result<String, TaskError> {
