@@ -12,8 +12,10 @@
 //! | `StudentCreated` | `notification.link_student`, `email.welcome` |
 //! | `TeacherCreated` | `notification.link_teacher` |
 //! | `ExamGradeNoteAdded` / `ExamGradeNoteChanged` | `notification.grade` |
-//! | `EnrollmentRequested` | `email.application_scheduled`, `enrollment.decide` |
+//! | `ApplicationSubmitted` | `email.application_scheduled` (decided by [`crate::admissions`]) |
+//! | `EnrollmentRequested` (older shape) | `email.application_scheduled`, `enrollment.decide` |
 //! | `StudentEnrolled` / `EnrollmentDeclined` | `email.enrolled` / `email.declined` |
+//! | `EnrollmentCancelled` | `email.enrollment_cancelled` |
 //!
 //! A task's payload carries its event's trace context (`traceparent`, `tracestate`)
 //! when the event has one, so its attempts continue the event's trace.
@@ -56,7 +58,9 @@ pub fn kinds_for(event_type: &str) -> &'static [&'static str] {
         "StudentCreated" => &[kinds::LINK_STUDENT_NOTIFICATIONS, kinds::EMAIL_WELCOME],
         "TeacherCreated" => &[kinds::LINK_TEACHER_NOTIFICATIONS],
         "ExamGradeNoteAdded" | "ExamGradeNoteChanged" => &[kinds::NOTIFY_GRADE],
+        "ApplicationSubmitted" => &[kinds::EMAIL_APPLICATION_SCHEDULED],
         "EnrollmentRequested" => &[kinds::EMAIL_APPLICATION_SCHEDULED, kinds::ENROLLMENT_DECIDE],
+        "EnrollmentCancelled" => &[kinds::EMAIL_ENROLLMENT_CANCELLED],
         "StudentEnrolled" => &[kinds::EMAIL_ENROLLED],
         "EnrollmentDeclined" => &[kinds::EMAIL_DECLINED],
         _ => &[],
