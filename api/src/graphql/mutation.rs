@@ -1062,10 +1062,8 @@ impl CommandMutation {
         let meta = metadata(request(ctx), Some(institution_id));
         // Answer before the request's own timeout, saying whether it was recorded.
         let deadline = state.config.request_timeout.mul_f64(0.8);
-        let execution = state
-            .buses
-            .application
-            .execute(&application_id.to_string(), command, &meta);
+        let stream = application_id.to_string();
+        let execution = state.buses.application.execute(&stream, command, &meta);
         let committed = match tokio::time::timeout(deadline, execution).await {
             Ok(outcome) => outcome?,
             Err(_) => {
@@ -1073,7 +1071,7 @@ impl CommandMutation {
                     "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = $1 AND aggregate_id = $2)",
                 )
                 .bind(<Application as cqrs_es::Aggregate>::TYPE)
-                .bind(application_id.to_string())
+                .bind(&stream)
                 .fetch_one(&state.pool)
                 .await?;
                 return Err(ApiError::Timeout {
@@ -1160,6 +1158,7 @@ impl CommandMutation {
                 "the course and the student belong to different institutions",
             ));
         }
+        let teacher_id = acting_teacher(state, claims, input.teacher_id, institution_id).await?;
         // Only a student enrolled in the course (by the student's e-mail) gets notes in
         // it; the course's stream is the truth of who holds a seat now.
         let (course, _) = state
@@ -1179,7 +1178,6 @@ impl CommandMutation {
                 "the student is not enrolled in this course",
             ));
         }
-        let teacher_id = acting_teacher(state, claims, input.teacher_id, institution_id).await?;
         let grade_id = exam_grade_id(input.course_id, input.student_id, &exam_name);
         let committed = state
             .buses
