@@ -214,6 +214,29 @@ mod tests {
     }
 
     #[test]
+    fn an_application_issues_its_scheduled_email_ahead_of_decision_work() {
+        // The decision is the admissions subscription's, not a task.
+        let tasks = tasks_for(&event("ApplicationSubmitted", json!({})));
+        let kinds: Vec<&str> = tasks.iter().map(|t| t.kind.as_str()).collect();
+        assert_eq!(kinds, [kinds::EMAIL_APPLICATION_SCHEDULED]);
+        let scheduled = crate::kinds::policy(kinds::EMAIL_APPLICATION_SCHEDULED).priority;
+        for later in [
+            kinds::ENROLLMENT_DECIDE,
+            kinds::EMAIL_ENROLLED,
+            kinds::EMAIL_DECLINED,
+        ] {
+            assert!(scheduled < crate::kinds::policy(later).priority, "{later}");
+        }
+    }
+
+    #[test]
+    fn a_cancellation_emails_the_student() {
+        let tasks = tasks_for(&event("EnrollmentCancelled", json!({})));
+        let kinds: Vec<&str> = tasks.iter().map(|t| t.kind.as_str()).collect();
+        assert_eq!(kinds, [kinds::EMAIL_ENROLLMENT_CANCELLED]);
+    }
+
+    #[test]
     fn a_copy_issues_the_same_kinds_with_its_own_keys() {
         let original = event("StudentCreated", json!({}));
         let mut copy = original.clone();
