@@ -642,7 +642,9 @@ pub async fn rush(global: &GlobalArgs, applicants: usize, courses: usize) -> any
     let result = rush_on(&db, applicants, courses).await;
     db.drop_database().await?;
     let report = result?;
-    println!("aula bench rush: {applicants} applicants, {courses} course(s) of 30 seats, 300 in flight");
+    println!(
+        "aula bench rush: {applicants} applicants, {courses} course(s) of 30 seats, 300 in flight"
+    );
     println!(
         "  applications accepted:        {} in {:.2} s = {:.0}/s",
         report.accepted,
@@ -675,7 +677,8 @@ async fn rush_on(
     const SEATS: u32 = 30;
     let (trigger, shutdown) = aula_eventlog::shutdown::channel();
     let wakeups = Wakeups::listen(&db.pool, shutdown.clone()).await?;
-    let mut handles = aula_projections::spawn_all(db.connect.clone(), wakeups.clone(), shutdown.clone());
+    let mut handles =
+        aula_projections::spawn_all(db.connect.clone(), wakeups.clone(), shutdown.clone());
     let reactions =
         aula_processor::spawn_reactions(db.connect.clone(), wakeups.clone(), shutdown.clone());
     let admissions = aula_processor::spawn_admissions(
@@ -711,7 +714,11 @@ async fn rush_on(
         async move { server_shutdown.wait().await },
     ));
 
-    let bus = CommandBus::<Course>::with_upcasters(db.pool.clone(), CourseServices, aula_domain::upcasters());
+    let bus = CommandBus::<Course>::with_upcasters(
+        db.pool.clone(),
+        CourseServices,
+        aula_domain::upcasters(),
+    );
     let mut course_ids = Vec::new();
     for i in 0..courses {
         let course = Uuid::new_v4();
@@ -731,7 +738,8 @@ async fn rush_on(
     // Let the projections see the courses (the API reads course_capacity first).
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    const APPLY: &str = "mutation($input: ApplyToCourseInput!) { applyToCourse(input: $input) { id } }";
+    const APPLY: &str =
+        "mutation($input: ApplyToCourseInput!) { applyToCourse(input: $input) { id } }";
     let gate = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let started = Instant::now();
     let mut requests = Vec::with_capacity(applicants);
@@ -749,8 +757,13 @@ async fn rush_on(
                 "courseId": course, "name": format!("Applicant {i}"), "birthDate": "2004-05-06",
                 "email": format!("applicant{i}@bench.test"), "idempotencyKey": format!("k{i}"),
             }}});
-            let answer: serde_json::Value =
-                client.post(format!("{base}/graphql")).json(&body).send().await?.json().await?;
+            let answer: serde_json::Value = client
+                .post(format!("{base}/graphql"))
+                .json(&body)
+                .send()
+                .await?
+                .json()
+                .await?;
             anyhow::Ok(answer["data"]["applyToCourse"]["id"].is_string())
         }));
     }
@@ -774,7 +787,10 @@ async fn rush_on(
     };
     let deadline = Instant::now() + Duration::from_secs(600);
     while decided().await? < accepted as i64 {
-        anyhow::ensure!(Instant::now() < deadline, "decisions did not finish within 10 min");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "decisions did not finish within 10 min"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let last_decision = started.elapsed();
@@ -784,7 +800,10 @@ async fn rush_on(
             .await
     };
     while sent().await? < 2 * accepted as i64 {
-        anyhow::ensure!(Instant::now() < deadline, "e-mails did not finish within 10 min");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "e-mails did not finish within 10 min"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let all_emails = started.elapsed();

@@ -26,7 +26,8 @@ use uuid::Uuid;
 const APPLICANTS: usize = 2_000;
 const SEATS: u32 = 30;
 
-const APPLY: &str = "mutation($input: ApplyToCourseInput!) { applyToCourse(input: $input) { id logPosition } }";
+const APPLY: &str =
+    "mutation($input: ApplyToCourseInput!) { applyToCourse(input: $input) { id logPosition } }";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -146,7 +147,10 @@ async fn a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order() {
             break;
         }
         assert!(!service.is_finished(), "the service stopped at start-up");
-        assert!(Instant::now() < deadline, "not ready within 60 s: {ready:?}");
+        assert!(
+            Instant::now() < deadline,
+            "not ready within 60 s: {ready:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -220,16 +224,32 @@ async fn a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order() {
     // record nothing; the same key with other input is refused; the same e-mail
     // without a key is the same application.
     let submitted_sql = "SELECT count(*) FROM events WHERE event_type = 'ApplicationSubmitted' AND payload->>'course_id' = $1";
-    assert_eq!(count(&db.pool, submitted_sql, course).await, APPLICANTS as i64);
+    assert_eq!(
+        count(&db.pool, submitted_sql, course).await,
+        APPLICANTS as i64
+    );
     let repeat = post(
         &clients[&7],
         &base,
         application(course, 7, "Applicant 7", Some("key-7")),
     )
     .await;
-    assert_eq!(repeat["data"]["applyToCourse"]["id"], accepted[&7].to_string(), "{repeat}");
-    let same_email = post(&clients[&8], &base, application(course, 8, "Applicant Eight", None)).await;
-    assert_eq!(same_email["data"]["applyToCourse"]["id"], accepted[&8].to_string(), "{same_email}");
+    assert_eq!(
+        repeat["data"]["applyToCourse"]["id"],
+        accepted[&7].to_string(),
+        "{repeat}"
+    );
+    let same_email = post(
+        &clients[&8],
+        &base,
+        application(course, 8, "Applicant Eight", None),
+    )
+    .await;
+    assert_eq!(
+        same_email["data"]["applyToCourse"]["id"],
+        accepted[&8].to_string(),
+        "{same_email}"
+    );
     let other_input = post(
         &clients[&9],
         &base,
@@ -252,17 +272,30 @@ async fn a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order() {
         Some(("CONFLICT".into(), "IDEMPOTENCY_KEY_REUSED".into())),
         "{other_email}"
     );
-    assert_eq!(count(&db.pool, submitted_sql, course).await, APPLICANTS as i64);
+    assert_eq!(
+        count(&db.pool, submitted_sql, course).await,
+        APPLICANTS as i64
+    );
 
     // Every application decided, in batches.
     let decided_sql = "SELECT count(*) FROM events WHERE aggregate_type = 'course' AND aggregate_id = $1 AND event_type IN ('StudentEnrolled', 'EnrollmentDeclined')";
     let deadline = Instant::now() + Duration::from_secs(60);
     while count(&db.pool, decided_sql, course).await < APPLICANTS as i64 {
-        assert!(Instant::now() < deadline, "not every application was decided within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "not every application was decided within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("last decision {:?} after the first application", rush_started.elapsed());
-    assert_eq!(count(&db.pool, decided_sql, course).await, APPLICANTS as i64, "decided once each");
+    println!(
+        "last decision {:?} after the first application",
+        rush_started.elapsed()
+    );
+    assert_eq!(
+        count(&db.pool, decided_sql, course).await,
+        APPLICANTS as i64,
+        "decided once each"
+    );
 
     // The seats went to the first 30 applications in the log's commit order.
     let order: Vec<(String,)> = sqlx::query_as(
@@ -273,7 +306,11 @@ async fn a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order() {
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    let first: BTreeSet<String> = order.iter().take(SEATS as usize).map(|(id,)| id.clone()).collect();
+    let first: BTreeSet<String> = order
+        .iter()
+        .take(SEATS as usize)
+        .map(|(id,)| id.clone())
+        .collect();
     let enrolled: Vec<(String,)> = sqlx::query_as(
         "SELECT payload->>'application_id' FROM events
          WHERE aggregate_type = 'course' AND aggregate_id = $1 AND event_type = 'StudentEnrolled'",
@@ -284,7 +321,10 @@ async fn a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order() {
     .unwrap();
     let enrolled: BTreeSet<String> = enrolled.into_iter().map(|(id,)| id).collect();
     assert_eq!(enrolled.len(), SEATS as usize, "exactly {SEATS} enrolled");
-    assert_eq!(enrolled, first, "the first {SEATS} in commit order got the seats");
+    assert_eq!(
+        enrolled, first,
+        "the first {SEATS} in commit order got the seats"
+    );
     let batches: i64 = sqlx::query_scalar(
         "SELECT count(DISTINCT tx_id) FROM events WHERE aggregate_type = 'course' AND aggregate_id = $1
            AND event_type IN ('StudentEnrolled', 'EnrollmentDeclined')",
@@ -294,7 +334,10 @@ async fn a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order() {
     .await
     .unwrap();
     println!("{APPLICANTS} decisions in {batches} appends");
-    assert!(batches < APPLICANTS as i64 / 2, "decided in batches, not one by one ({batches})");
+    assert!(
+        batches < APPLICANTS as i64 / 2,
+        "decided in batches, not one by one ({batches})"
+    );
 
     // E-mails: one "scheduled" and one result per applicant, through SMTP.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -310,7 +353,11 @@ async fn a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order() {
     // Anything extra (a repeat's e-mail) would have been queued with the rest.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let messages = smtp.messages();
-    assert_eq!(messages.len(), 2 * APPLICANTS, "no e-mail twice, none for a repeat");
+    assert_eq!(
+        messages.len(),
+        2 * APPLICANTS,
+        "no e-mail twice, none for a repeat"
+    );
     let mut by_recipient: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for message in &messages {
         assert_eq!(message.to.len(), 1, "{message:?}");
@@ -331,14 +378,32 @@ async fn a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order() {
     .collect();
     for i in 0..APPLICANTS {
         let subjects = by_recipient.get(&email(i)).cloned().unwrap_or_default();
-        let scheduled = subjects.iter().filter(|s| s.contains("was scheduled")).count();
-        let enrolled = subjects.iter().filter(|s| s.contains("You are enrolled")).count();
-        let declined = subjects.iter().filter(|s| s.contains("was declined")).count();
+        let scheduled = subjects
+            .iter()
+            .filter(|s| s.contains("was scheduled"))
+            .count();
+        let enrolled = subjects
+            .iter()
+            .filter(|s| s.contains("You are enrolled"))
+            .count();
+        let declined = subjects
+            .iter()
+            .filter(|s| s.contains("was declined"))
+            .count();
         assert_eq!(scheduled, 1, "{}: {subjects:?}", email(i));
         assert_eq!(enrolled + declined, 1, "{}: {subjects:?}", email(i));
-        assert_eq!(enrolled == 1, enrolled_emails.contains(&email(i)), "{}", email(i));
+        assert_eq!(
+            enrolled == 1,
+            enrolled_emails.contains(&email(i)),
+            "{}",
+            email(i)
+        );
     }
-    println!("all {} e-mails {:?} after the first application", messages.len(), rush_started.elapsed());
+    println!(
+        "all {} e-mails {:?} after the first application",
+        messages.len(),
+        rush_started.elapsed()
+    );
 
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), service).await;

@@ -307,8 +307,11 @@ async fn admissions_seat_in_commit_order_and_survive_a_redelivered_batch() {
     use aula_eventlog::LogPosition;
     const SEATS: u32 = 3;
     let db = TestDatabase::new().await;
-    let courses =
-        CommandBus::<Course>::with_upcasters(db.pool.clone(), CourseServices, aula_domain::upcasters());
+    let courses = CommandBus::<Course>::with_upcasters(
+        db.pool.clone(),
+        CourseServices,
+        aula_domain::upcasters(),
+    );
     let applications = CommandBus::<Application>::with_upcasters(
         db.pool.clone(),
         Default::default(),
@@ -356,9 +359,9 @@ async fn admissions_seat_in_commit_order_and_survive_a_redelivered_batch() {
         order.push(id);
     }
     let mut conn = db.pool.acquire().await.unwrap();
-    let batch = aula_eventlog::log::read_batch(&mut conn, LogPosition::START, 1000)
-        .await
-        .unwrap();
+    // Transactions still running anywhere on the server (other tests) hold the log's
+    // readable end back for a moment: read until every application is readable.
+    let batch = read_at_least(&mut conn, LogPosition::START, 9).await;
     let mut admissions = aula_processor::Admissions::new(db.pool.clone());
     admissions.handle(&mut conn, &batch).await.unwrap();
     let (state, _) = courses.load(&course.to_string()).await.unwrap();
@@ -398,11 +401,35 @@ async fn admissions_seat_in_commit_order_and_survive_a_redelivered_batch() {
         .await
         .unwrap();
     let last = batch.last().unwrap().position;
-    let next = aula_eventlog::log::read_batch(&mut conn, last, 1000)
-        .await
-        .unwrap();
+    let next = read_at_least(&mut conn, last, 2).await;
     admissions.handle(&mut conn, &next).await.unwrap();
     let (state, _) = courses.load(&course.to_string()).await.unwrap();
-    assert!(state.enrolled().contains_key(&id), "the freed seat went to the next application");
+    assert!(
+        state.enrolled().contains_key(&id),
+        "the freed seat went to the next application"
+    );
     assert_eq!(state.enrolled_count(), SEATS);
+}
+
+/// The log after `after`, once at least `count` events are readable.
+async fn read_at_least(
+    conn: &mut sqlx::PgConnection,
+    after: aula_eventlog::LogPosition,
+    count: usize,
+) -> Vec<aula_eventlog::RecordedEvent> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let batch = aula_eventlog::log::read_batch(conn, after, 1000)
+            .await
+            .unwrap();
+        if batch.len() >= count {
+            return batch;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {count} events readable",
+            batch.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

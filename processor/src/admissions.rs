@@ -27,8 +27,7 @@ use aula_domain::course::{
 use aula_eventlog::shutdown::Shutdown;
 use aula_eventlog::subscription::{self, BoxError, SubscriptionHandle};
 use aula_eventlog::{
-    CommandBus, CommandError, Consumer, EventMetadata, RecordedEvent, SubscriptionOptions,
-    Wakeups,
+    CommandBus, CommandError, Consumer, EventMetadata, RecordedEvent, SubscriptionOptions, Wakeups,
 };
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::Aggregate as _;
@@ -162,7 +161,9 @@ impl Consumer for Admissions {
                     tracing::warn!(%course, applications = count, "applications to a course that was never opened: left undecided");
                 }
                 Err(CommandError::Rejected(rejection)) => {
-                    return Err(format!("course {course} refused its decisions: {rejection}").into())
+                    return Err(
+                        format!("course {course} refused its decisions: {rejection}").into(),
+                    )
                 }
                 Err(error) => return Err(Box::new(error)),
             }

@@ -549,11 +549,18 @@ async fn submitted_applications_are_decided_in_commit_order_and_a_cancellation_i
         } else {
             "Your application to Física I was declined"
         };
-        assert!(subjects.contains(&expected.to_owned()), "{email}: {subjects:?}");
+        assert!(
+            subjects.contains(&expected.to_owned()),
+            "{email}: {subjects:?}"
+        );
     }
     // No enrollment.decide task: the admissions decided, naming the application as cause.
     assert_eq!(
-        scalar_i64(&db.pool, "SELECT count(*) FROM tasks WHERE kind = 'enrollment.decide'").await,
+        scalar_i64(
+            &db.pool,
+            "SELECT count(*) FROM tasks WHERE kind = 'enrollment.decide'"
+        )
+        .await,
         0
     );
     let caused: i64 = scalar_i64(&db.pool, "SELECT count(*) FROM events WHERE event_type IN ('StudentEnrolled', 'EnrollmentDeclined') AND metadata->>'causation_id' LIKE 'event:%'").await;
@@ -575,7 +582,10 @@ async fn submitted_applications_are_decided_in_commit_order_and_a_cancellation_i
     })
     .await;
     let cancelled = mailer.to(applicants[0]).pop().unwrap();
-    assert_eq!(cancelled.subject, "Your enrollment in Física I was cancelled");
+    assert_eq!(
+        cancelled.subject,
+        "Your enrollment in Física I was cancelled"
+    );
     running.stop().await;
 }
 

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 
 use aula_domain::application::{Application, ApplicationEvent};
 use aula_domain::course::CourseEvent;
-use cqrs_es::Aggregate as _;
 use aula_eventlog::subscription::BoxError;
 use aula_eventlog::{Consumer, RecordedEvent};
 use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate as _;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 

@@ -145,8 +145,8 @@ pub(crate) async fn course_institution(
 /// application when it is decided.
 async fn open_course_institution(state: &AppState, course_id: Uuid) -> Result<Uuid, ApiError> {
     let closed = || ApiError::conflict("COURSE_CLOSED", "the course is closed");
-    if let Some(row) = aula_projections::course_capacity::course_capacity(&state.pool, course_id)
-        .await?
+    if let Some(row) =
+        aula_projections::course_capacity::course_capacity(&state.pool, course_id).await?
     {
         if let Some(institution) = row.institution_id {
             if row.closed {

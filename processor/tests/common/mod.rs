@@ -10,9 +10,9 @@ use aula_eventlog::shutdown::{self, ShutdownTrigger};
 use aula_eventlog::subscription::SubscriptionHandle;
 use aula_eventlog::testing::TestDatabase;
 use aula_eventlog::{SubscriptionOptions, Wakeups};
+use aula_processor::admissions::{spawn_admissions_with, ADMISSIONS_SUBSCRIPTION};
 use aula_processor::handlers::Registry;
 use aula_processor::mail::{EmailMessage, MailError, Mailer};
-use aula_processor::admissions::{spawn_admissions_with, ADMISSIONS_SUBSCRIPTION};
 use aula_processor::reactions::spawn_reactions_with;
 use aula_processor::{MailConfig, ProcessorConfig, REACTIONS_SUBSCRIPTION};
 
