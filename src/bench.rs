@@ -628,7 +628,8 @@ struct RushReport {
 /// `aula bench rush`: `applicants` apply at once (each from its own loopback address,
 /// at most 300 requests in flight) over HTTP to `courses` courses of 30 seats, with
 /// the API, the projections, the admissions, the reactions and the workers running in
-/// this process and e-mails written to a file outbox.
+/// this process (the processor with its own connections) and e-mails written to a file
+/// outbox.
 pub async fn rush(global: &GlobalArgs, applicants: usize, courses: usize) -> anyhow::Result<()> {
     anyhow::ensure!(
         applicants > 0 && courses > 0,
@@ -681,8 +682,12 @@ async fn rush_on(
         aula_projections::spawn_all(db.connect.clone(), wakeups.clone(), shutdown.clone());
     let reactions =
         aula_processor::spawn_reactions(db.connect.clone(), wakeups.clone(), shutdown.clone());
+    // The processor's connections apart from the API's, as with `aula serve --only
+    // processor` beside `--only api`: the e-mails do not queue for connections behind
+    // hundreds of requests in flight.
+    let processor_pool = aula_eventlog::db::pool(db.connect.clone(), 16).await?;
     let admissions = aula_processor::spawn_admissions(
-        db.pool.clone(),
+        processor_pool.clone(),
         db.connect.clone(),
         wakeups.clone(),
         shutdown.clone(),
@@ -695,7 +700,7 @@ async fn rush_on(
     let mailer = Arc::new(aula_processor::FileMailer::new(&outbox, mail.from.clone()));
     let registry = aula_processor::Registry::standard(mailer, mail);
     let workers = tokio::spawn(aula_processor::run_workers(
-        db.pool.clone(),
+        processor_pool.clone(),
         aula_processor::ProcessorConfig::from_env(),
         registry,
         shutdown.clone(),
@@ -740,18 +745,24 @@ async fn rush_on(
 
     const APPLY: &str =
         "mutation($input: ApplyToCourseInput!) { applyToCourse(input: $input) { id } }";
+    // The clients first (each bound to its own loopback address), outside the timing.
+    let mut clients = Vec::with_capacity(applicants);
+    for i in 0..applicants {
+        let address = std::net::Ipv4Addr::new(127, 2, (i / 250) as u8, (i % 250 + 1) as u8);
+        clients.push(
+            reqwest::Client::builder()
+                .local_address(std::net::IpAddr::V4(address))
+                .timeout(Duration::from_secs(60))
+                .build()?,
+        );
+    }
     let gate = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let started = Instant::now();
     let mut requests = Vec::with_capacity(applicants);
-    for i in 0..applicants {
+    for (i, client) in clients.into_iter().enumerate() {
         let (gate, base) = (gate.clone(), base.clone());
         let course = course_ids[i % courses];
         requests.push(tokio::spawn(async move {
-            let address = std::net::Ipv4Addr::new(127, 2, (i / 250) as u8, (i % 250 + 1) as u8);
-            let client = reqwest::Client::builder()
-                .local_address(std::net::IpAddr::V4(address))
-                .timeout(Duration::from_secs(60))
-                .build()?;
             let _permit = gate.acquire_owned().await?;
             let body = serde_json::json!({ "query": APPLY, "variables": { "input": {
                 "courseId": course, "name": format!("Applicant {i}"), "birthDate": "2004-05-06",
@@ -824,6 +835,7 @@ async fn rush_on(
     for (_, handle) in handles.drain(..) {
         let _ = handle.task.await;
     }
+    processor_pool.close().await;
     let _ = std::fs::remove_dir_all(&outbox);
     Ok(RushReport {
         accepted,
