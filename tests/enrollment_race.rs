@@ -433,3 +433,83 @@ async fn read_at_least(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// An application stored in the older shape (`EnrollmentRequested` in the course's own
+/// stream, written here as the literal stored form) still loads, projects as pending,
+/// and is decided by the older one-by-one command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_stored_in_the_old_shape_still_loads_projects_and_is_decided() {
+    use aula_eventlog::LogPosition;
+    let db = TestDatabase::new().await;
+    let courses = CommandBus::<Course>::with_upcasters(
+        db.pool.clone(),
+        CourseServices,
+        aula_domain::upcasters(),
+    );
+    let metadata = EventMetadata::new(Actor::System, None);
+    let course = Uuid::new_v4();
+    courses
+        .execute(
+            &course.to_string(),
+            CourseCommand::OpenCourse {
+                institution_id: InstitutionId::from_uuid(Uuid::new_v4()),
+                campus_id: CampusId::from_uuid(Uuid::new_v4()),
+                name: CourseName::parse("History").unwrap(),
+                capacity: Capacity::new(2).unwrap(),
+            },
+            &metadata,
+        )
+        .await
+        .unwrap();
+    let application = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('course', $1, 2, 'EnrollmentRequested', '1.0', $2::json, '{\"actor\": \"public\"}'::json)",
+    )
+    .bind(course.to_string())
+    .bind(format!(
+        r#"{{"type": "EnrollmentRequested", "application_id": "{application}", "name": "Old Shape",
+            "birth_date": "2001-02-03", "email": "old@example.edu", "requested_at": "2026-01-05T10:00:00Z"}}"#
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let (state, _) = courses.load(&course.to_string()).await.unwrap();
+    assert!(state
+        .pending()
+        .contains_key(&ApplicationId::from_uuid(application)));
+
+    let mut capacity = aula_projections::consumer("course_capacity").unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let batch = read_at_least(&mut conn, LogPosition::START, 2).await;
+    capacity.handle(&mut conn, &batch).await.unwrap();
+    let row = aula_projections::course_capacity::course_capacity(&db.pool, course)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.pending, row.enrolled), (1, 0));
+
+    let decided = courses
+        .execute(
+            &course.to_string(),
+            CourseCommand::DecideEnrollment {
+                application_id: ApplicationId::from_uuid(application),
+                today: chrono::Utc::now().date_naive(),
+            },
+            &metadata,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        decided.events[..],
+        [CourseEvent::StudentEnrolled { .. }]
+    ));
+    let next = read_at_least(&mut conn, batch.last().unwrap().position, 1).await;
+    capacity.handle(&mut conn, &next).await.unwrap();
+    let row = aula_projections::course_capacity::course_capacity(&db.pool, course)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.pending, row.enrolled, row.seats_left), (0, 1, 1));
+}
