@@ -259,6 +259,16 @@ pub enum BenchCommand {
         #[arg(long)]
         claim_batch: i64,
     },
+    /// The application rush: N applicants apply at once over HTTP (each from its own
+    /// loopback address, 300 in flight) to courses of 30 seats, with every part of the
+    /// service running in this process: applications accepted per second, first-try
+    /// refusals, first application to last decision, "scheduled" e-mail p50/p95.
+    Rush {
+        #[arg(long, default_value_t = 5000)]
+        applicants: usize,
+        #[arg(long, default_value_t = 1)]
+        courses: usize,
+    },
     /// N sequential events, each awaited until its task starts: latency percentiles.
     Latency {
         #[arg(long, default_value_t = 1000)]

@@ -105,6 +105,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     bench::task_worker(&cli.global, &database, name, concurrency, claim_batch).await
                 }
                 BenchCommand::Latency { events } => bench::latency(&cli.global, events).await,
+                BenchCommand::Rush {
+                    applicants,
+                    courses,
+                } => bench::rush(&cli.global, applicants, courses).await,
             },
             Command::Events { .. } => Ok(()),
         }

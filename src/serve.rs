@@ -79,6 +79,17 @@ pub async fn serve(
         tasks.push(tokio::spawn(async move {
             let _ = reactions.task.await;
         }));
+        // Decides the applications in commit order, one batch command per course.
+        let admissions = aula_processor::spawn_admissions(
+            pool.clone(),
+            database.connect.clone(),
+            wakeups.clone(),
+            shutdown.clone(),
+        );
+        subscriptions.push(admissions.state.clone());
+        tasks.push(tokio::spawn(async move {
+            let _ = admissions.task.await;
+        }));
         let mut mail = aula_processor::MailConfig::from_env();
         if std::env::var_os("AULA_MAIL_OUTBOX").is_none() {
             mail.outbox_dir = global.data_dir.join("outbox");
@@ -115,7 +126,7 @@ pub async fn serve(
             bulk_shutdown,
         )));
         tracing::info!(
-            "processor part enabled: reactions, task workers, nightly archive, bulk job resumer"
+            "processor part enabled: reactions, admissions, task workers, nightly archive, bulk job resumer"
         );
     }
 

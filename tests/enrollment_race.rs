@@ -1,10 +1,15 @@
 //! A class never holds more students than its capacity, whatever the concurrency:
-//! many deciders race for the last seats of one course through the real event store.
+//! many deciders race for the last seats of one course through the real event store,
+//! one by one (the older `DecideEnrollment`) and in overlapping batches
+//! (`DecideApplications`, as the admissions subscription issues them); the admissions
+//! seat the first applications in commit order and decide nothing twice.
 
 use std::sync::Arc;
 
+use aula_domain::application::{application_id_for, Application, ApplicationCommand};
 use aula_domain::course::{
-    Course, CourseCommand, CourseEvent, CourseServices, DeclineReason, EnrollmentError,
+    ApplicationToDecide, Course, CourseCommand, CourseEvent, CourseServices, DeclineReason,
+    EnrollmentError,
 };
 use aula_domain::values::{
     ApplicationId, BirthDate, CampusId, Capacity, CourseId, CourseName, Email, InstitutionId,
@@ -198,4 +203,313 @@ async fn cached_aggregates_never_answer_from_stale_state() {
             .await
             .unwrap();
     assert_eq!(sequences, (1..=6).collect::<Vec<i64>>());
+}
+
+fn to_decide(i: usize, today: chrono::NaiveDate) -> ApplicationToDecide {
+    ApplicationToDecide {
+        application_id: ApplicationId::from_uuid(Uuid::from_u128(0xa000 + i as u128)),
+        name: PersonName::parse(&format!("Applicant {i}")).unwrap(),
+        email: Email::parse(&format!("batch{i}@example.edu")).unwrap(),
+        birth_date: BirthDate::parse_str("2001-09-30", today).unwrap(),
+    }
+}
+
+/// Batch deciders racing (overlapping batches on two "processes", as a redelivery
+/// after a crash would overlap a live decider): the class never exceeds its capacity
+/// and no application is decided twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_batch_deciders_never_exceed_capacity_nor_decide_twice() {
+    const SEATS: u32 = 5;
+    const APPLICANTS: usize = 40;
+    let db = TestDatabase::new().await;
+    let second_pool = aula_eventlog::db::pool(db.connect.clone(), 20)
+        .await
+        .unwrap();
+    let buses: Vec<Arc<CommandBus<Course>>> = [db.pool.clone(), second_pool]
+        .into_iter()
+        .map(|pool| {
+            Arc::new(CommandBus::with_upcasters(
+                pool,
+                CourseServices,
+                aula_domain::upcasters(),
+            ))
+        })
+        .collect();
+    let metadata = EventMetadata::new(Actor::System, None);
+    let course = CourseId::from_uuid(Uuid::new_v4()).to_string();
+    buses[0]
+        .execute(
+            &course,
+            CourseCommand::OpenCourse {
+                institution_id: InstitutionId::from_uuid(Uuid::new_v4()),
+                campus_id: CampusId::from_uuid(Uuid::new_v4()),
+                name: CourseName::parse("Physics II").unwrap(),
+                capacity: Capacity::new(SEATS).unwrap(),
+            },
+            &metadata,
+        )
+        .await
+        .unwrap();
+    let today = chrono::Utc::now().date_naive();
+    let mut deciders = Vec::new();
+    // Windows of 10 starting every 4: each application is in two or three batches.
+    for (k, start) in (0..APPLICANTS).step_by(4).enumerate() {
+        let bus = buses[k % 2].clone();
+        let (course, metadata) = (course.clone(), metadata.clone());
+        let applications: Vec<ApplicationToDecide> = (start..(start + 10).min(APPLICANTS))
+            .map(|i| to_decide(i, today))
+            .collect();
+        deciders.push(tokio::spawn(async move {
+            let command = CourseCommand::DecideApplications {
+                applications,
+                today,
+            };
+            loop {
+                match bus.execute(&course, command.clone(), &metadata).await {
+                    Ok(committed) => return committed.events.len(),
+                    // As the subscription would: the batch is offered again.
+                    Err(CommandError::Conflict { .. }) => continue,
+                    Err(other) => panic!("deciding failed: {other}"),
+                }
+            }
+        }));
+    }
+    let mut decided = 0;
+    for decider in deciders {
+        decided += decider.await.unwrap();
+    }
+    assert_eq!(decided, APPLICANTS, "each application decided once");
+    let stored: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT event_type, count(*), count(DISTINCT payload->>'application_id') FROM events
+         WHERE aggregate_id = $1 AND event_type IN ('StudentEnrolled', 'EnrollmentDeclined')
+         GROUP BY 1 ORDER BY 1",
+    )
+    .bind(&course)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let declined = (APPLICANTS - SEATS as usize) as i64;
+    assert_eq!(
+        stored,
+        vec![
+            ("EnrollmentDeclined".to_string(), declined, declined),
+            ("StudentEnrolled".to_string(), SEATS as i64, SEATS as i64)
+        ]
+    );
+}
+
+/// The admissions consumer over the real log: the first applications in commit order
+/// get the seats; a batch offered again (a crash before the checkpoint) decides
+/// nothing twice; a cancellation frees a seat for the next decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admissions_seat_in_commit_order_and_survive_a_redelivered_batch() {
+    use aula_eventlog::subscription::Consumer as _;
+    use aula_eventlog::LogPosition;
+    const SEATS: u32 = 3;
+    let db = TestDatabase::new().await;
+    let courses = CommandBus::<Course>::with_upcasters(
+        db.pool.clone(),
+        CourseServices,
+        aula_domain::upcasters(),
+    );
+    let applications = CommandBus::<Application>::with_upcasters(
+        db.pool.clone(),
+        Default::default(),
+        aula_domain::upcasters(),
+    );
+    let metadata = EventMetadata::new(Actor::Public, None);
+    let course = CourseId::from_uuid(Uuid::new_v4());
+    let institution = InstitutionId::from_uuid(Uuid::new_v4());
+    courses
+        .execute(
+            &course.to_string(),
+            CourseCommand::OpenCourse {
+                institution_id: institution,
+                campus_id: CampusId::from_uuid(Uuid::new_v4()),
+                name: CourseName::parse("Biology").unwrap(),
+                capacity: Capacity::new(SEATS).unwrap(),
+            },
+            &metadata,
+        )
+        .await
+        .unwrap();
+    let today = chrono::Utc::now().date_naive();
+    let submit = |i: usize| {
+        let email = Email::parse(&format!("fifo{i}@example.edu")).unwrap();
+        let id = application_id_for(course, &email);
+        let command = ApplicationCommand::SubmitApplication {
+            course_id: course,
+            institution_id: institution,
+            name: PersonName::parse(&format!("Applicant {i}")).unwrap(),
+            birth_date: BirthDate::parse_str("2002-01-01", today).unwrap(),
+            email,
+            requested_at: chrono::Utc::now(),
+            idempotency_key: None,
+        };
+        (id, command)
+    };
+    // Committed one after the other: this is the commit order.
+    let mut order = Vec::new();
+    for i in 0..8 {
+        let (id, command) = submit(i);
+        applications
+            .execute(&id.to_string(), command, &metadata)
+            .await
+            .unwrap();
+        order.push(id);
+    }
+    let mut conn = db.pool.acquire().await.unwrap();
+    // Transactions still running anywhere on the server (other tests) hold the log's
+    // readable end back for a moment: read until every application is readable.
+    let batch = read_at_least(&mut conn, LogPosition::START, 9).await;
+    let mut admissions = aula_processor::Admissions::new(db.pool.clone());
+    admissions.handle(&mut conn, &batch).await.unwrap();
+    let (state, _) = courses.load(&course.to_string()).await.unwrap();
+    let enrolled: Vec<ApplicationId> = state.enrolled().keys().copied().collect();
+    let mut first: Vec<ApplicationId> = order[..SEATS as usize].to_vec();
+    first.sort();
+    assert_eq!(enrolled, first, "the first {SEATS} in commit order");
+    assert!(order.iter().all(|id| state.is_decided(id)));
+
+    // The same batch again (its checkpoint never committed): nothing new.
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    admissions.handle(&mut conn, &batch).await.unwrap();
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(before, after, "a redelivered batch decides nothing twice");
+
+    // A cancellation frees a seat: the next application takes it.
+    courses
+        .execute(
+            &course.to_string(),
+            CourseCommand::CancelEnrollment {
+                application_id: order[0],
+                at: chrono::Utc::now(),
+            },
+            &metadata,
+        )
+        .await
+        .unwrap();
+    let (id, command) = submit(100);
+    applications
+        .execute(&id.to_string(), command, &metadata)
+        .await
+        .unwrap();
+    let last = batch.last().unwrap().position;
+    let next = read_at_least(&mut conn, last, 2).await;
+    admissions.handle(&mut conn, &next).await.unwrap();
+    let (state, _) = courses.load(&course.to_string()).await.unwrap();
+    assert!(
+        state.enrolled().contains_key(&id),
+        "the freed seat went to the next application"
+    );
+    assert_eq!(state.enrolled_count(), SEATS);
+}
+
+/// The log after `after`, once at least `count` events are readable.
+async fn read_at_least(
+    conn: &mut sqlx::PgConnection,
+    after: aula_eventlog::LogPosition,
+    count: usize,
+) -> Vec<aula_eventlog::RecordedEvent> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let batch = aula_eventlog::log::read_batch(conn, after, 1000)
+            .await
+            .unwrap();
+        if batch.len() >= count {
+            return batch;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {count} events readable",
+            batch.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// An application stored in the older shape (`EnrollmentRequested` in the course's own
+/// stream, written here as the literal stored form) still loads, projects as pending,
+/// and is decided by the older one-by-one command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_stored_in_the_old_shape_still_loads_projects_and_is_decided() {
+    use aula_eventlog::LogPosition;
+    let db = TestDatabase::new().await;
+    let courses = CommandBus::<Course>::with_upcasters(
+        db.pool.clone(),
+        CourseServices,
+        aula_domain::upcasters(),
+    );
+    let metadata = EventMetadata::new(Actor::System, None);
+    let course = Uuid::new_v4();
+    courses
+        .execute(
+            &course.to_string(),
+            CourseCommand::OpenCourse {
+                institution_id: InstitutionId::from_uuid(Uuid::new_v4()),
+                campus_id: CampusId::from_uuid(Uuid::new_v4()),
+                name: CourseName::parse("History").unwrap(),
+                capacity: Capacity::new(2).unwrap(),
+            },
+            &metadata,
+        )
+        .await
+        .unwrap();
+    let application = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('course', $1, 2, 'EnrollmentRequested', '1.0', $2::json, '{\"actor\": \"public\"}'::json)",
+    )
+    .bind(course.to_string())
+    .bind(format!(
+        r#"{{"type": "EnrollmentRequested", "application_id": "{application}", "name": "Old Shape",
+            "birth_date": "2001-02-03", "email": "old@example.edu", "requested_at": "2026-01-05T10:00:00Z"}}"#
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let (state, _) = courses.load(&course.to_string()).await.unwrap();
+    assert!(state
+        .pending()
+        .contains_key(&ApplicationId::from_uuid(application)));
+
+    let mut capacity = aula_projections::consumer("course_capacity").unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let batch = read_at_least(&mut conn, LogPosition::START, 2).await;
+    capacity.handle(&mut conn, &batch).await.unwrap();
+    let row = aula_projections::course_capacity::course_capacity(&db.pool, course)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.pending, row.enrolled), (1, 0));
+
+    let decided = courses
+        .execute(
+            &course.to_string(),
+            CourseCommand::DecideEnrollment {
+                application_id: ApplicationId::from_uuid(application),
+                today: chrono::Utc::now().date_naive(),
+            },
+            &metadata,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        decided.events[..],
+        [CourseEvent::StudentEnrolled { .. }]
+    ));
+    let next = read_at_least(&mut conn, batch.last().unwrap().position, 1).await;
+    capacity.handle(&mut conn, &next).await.unwrap();
+    let row = aula_projections::course_capacity::course_capacity(&db.pool, course)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.pending, row.enrolled, row.seats_left), (0, 1, 1));
 }

@@ -11,6 +11,7 @@
 //! | `RATE_LIMITED` | `retryAfterSeconds` | too many public requests from one address |
 //! | `TIMEOUT` | `requestId` | the request took longer than the configured timeout |
 //! | `UNAVAILABLE` | `retryAfterSeconds`, `requestId` | the database cannot be reached now (down, restarting, every connection busy): retry; HTTP 503 with `Retry-After` |
+//! | `TIMEOUT` | `requestId`; `recorded`, `id` when known | the request took longer than the configured timeout; `recorded` says whether its change was recorded all the same (`applyToCourse`) |
 //! | `INTERNAL` | `requestId` | anything else; details are logged with the request id |
 //!
 //! `reason` is the domain's stable rejection code (e.g. `RESET_TOKEN_EXPIRED`) or one
@@ -58,6 +59,13 @@ pub enum ApiError {
     /// The database cannot be reached now: a retryable condition, not a bug. The
     /// details are logged, never sent.
     Unavailable(String),
+    /// The operation outlived its deadline. `recorded` says whether its change was
+    /// recorded all the same, so the caller knows whether repeating it is needed.
+    Timeout {
+        message: String,
+        recorded: bool,
+        id: Option<uuid::Uuid>,
+    },
     /// Never shown to clients: logged, then replaced by a generic message.
     Internal(String),
 }
@@ -123,6 +131,7 @@ impl ApiError {
             Self::Rejected { code, .. } => code,
             Self::RateLimited { .. } => RATE_LIMITED,
             Self::Unavailable(_) => UNAVAILABLE,
+            Self::Timeout { .. } => TIMEOUT,
             Self::Internal(_) => INTERNAL,
         }
     }
@@ -143,10 +152,14 @@ impl<E: Rejection> From<CommandError<E>> for ApiError {
     fn from(error: CommandError<E>) -> Self {
         match error {
             CommandError::Rejected(rejection) => ApiError::rejection(&rejection),
-            CommandError::Conflict { attempts } => ApiError::conflict(
-                "CONCURRENT_MODIFICATION",
-                format!("the target kept changing ({attempts} attempts); retry"),
-            ),
+            CommandError::Conflict { attempts } => {
+                // The attempt count is for the logs; the caller gets plain words.
+                tracing::info!(attempts, "command gave up after concurrent changes");
+                ApiError::conflict(
+                    "CONCURRENT_MODIFICATION",
+                    "this was being changed by someone else at the same moment; nothing was recorded, please try again",
+                )
+            }
             CommandError::Store(store) => store.into(),
         }
     }
@@ -216,6 +229,17 @@ impl From<ApiError> for async_graphql::Error {
                         e.set("retryAfterSeconds", UNAVAILABLE_RETRY_AFTER_SECONDS);
                     })
             }
+            ApiError::Timeout {
+                message,
+                recorded,
+                id,
+            } => async_graphql::Error::new(message).extend_with(|_, e| {
+                e.set("code", code);
+                e.set("recorded", recorded);
+                if let Some(id) = id {
+                    e.set("id", id.to_string());
+                }
+            }),
             ApiError::Internal(details) => {
                 // Runs inside the request's span, which carries the request id; the HTTP
                 // layer adds that id to the error it sends.

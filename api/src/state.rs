@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use aula_domain::application::Application;
 use aula_domain::course::Course;
 use aula_domain::exam_grade::ExamGrade;
 use aula_domain::institution::Institution;
@@ -26,6 +27,7 @@ pub(crate) struct Buses {
     pub user: CommandBus<User>,
     pub institution: CommandBus<Institution>,
     pub course: CommandBus<Course>,
+    pub application: CommandBus<Application>,
     pub student: CommandBus<Student>,
     pub teacher: CommandBus<Teacher>,
     pub exam_grade: CommandBus<ExamGrade>,
@@ -38,6 +40,9 @@ impl Buses {
             user: CommandBus::with_upcasters(pool.clone(), user_services, upcasters()),
             institution: CommandBus::with_upcasters(pool.clone(), Default::default(), upcasters()),
             course: CommandBus::with_upcasters(pool.clone(), Default::default(), upcasters()),
+            // One short stream per applicant, rarely written twice: nothing worth caching.
+            application: CommandBus::with_upcasters(pool.clone(), Default::default(), upcasters())
+                .cache_capacity(0),
             student: CommandBus::with_upcasters(pool.clone(), Default::default(), upcasters()),
             teacher: CommandBus::with_upcasters(pool.clone(), Default::default(), upcasters()),
             exam_grade: CommandBus::with_upcasters(pool.clone(), Default::default(), upcasters()),

@@ -124,6 +124,8 @@ async fn world(server: &TestServer) -> World {
     let teacher = server.activate(teacher_id, &teacher_email).await;
     let (student_id, student_email) = server.student(m, None).await;
     let student = server.activate(student_id, &student_email).await;
+    // Notes are recorded only for students enrolled in the course.
+    server.enroll_email(course, &student_email).await;
     let (resettable_id, resettable_email) = server.student(m, None).await;
     let resettable = server.activate(resettable_id, &resettable_email).await;
     let (bystander, _) = server.student(m, None).await;

@@ -713,3 +713,89 @@ async fn reset_requests_take_the_same_time_and_are_limited_per_recipient() {
     assert_eq!(issued, 3);
     server.stop().await;
 }
+
+/// What an applicant sees when the application cannot be accepted at once: a closed
+/// or unknown course, a key reused for other input, and a timeout that says whether
+/// the application was recorded (here it was not: the log is locked).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_application_is_answered_plainly_even_when_it_times_out() {
+    let server = TestServer::start_with(|config| {
+        config.request_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let a = server.institution("Escola Prazo").await;
+    let manager = a.manager.token.as_str();
+    let campus = server.campus(manager, None).await;
+    let course = server.course(manager, None, campus).await;
+    let apply = |email: &str, key: Option<&str>| json!({ "courseId": course, "name": "Tim Out", "birthDate": "2004-01-02", "email": email, "idempotencyKey": key });
+
+    let unknown = server
+        .command(
+            None,
+            "applyToCourse",
+            json!({ "courseId": uuid::Uuid::new_v4(), "name": "Tim Out", "birthDate": "2004-01-02", "email": "t@o.pt" }),
+        )
+        .await;
+    assert_code(&unknown, "NOT_FOUND");
+    let bad_key = server
+        .command(None, "applyToCourse", apply("t@o.pt", Some("")))
+        .await;
+    assert_code(&bad_key, "VALIDATION");
+    assert_eq!(extension(&bad_key, "field"), "idempotencyKey");
+
+    // The events table is locked against writes: the application cannot be recorded.
+    let mut lock = server.db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let late = server
+        .command(None, "applyToCourse", apply("late@o.pt", Some("late-1")))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered before the request timeout"
+    );
+    assert_code(&late, "TIMEOUT");
+    assert_eq!(extension(&late, "recorded"), false, "{late}");
+    let message = late["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("not recorded"), "{message}");
+    assert!(!message.contains("attempts"), "{message}");
+    lock.rollback().await.unwrap();
+
+    // Sending it again is safe: one application, the id the timeout named.
+    let again = server
+        .command(None, "applyToCourse", apply("late@o.pt", Some("late-1")))
+        .await;
+    assert_eq!(
+        id(&again, "applyToCourse").to_string(),
+        extension(&late, "id").as_str().unwrap()
+    );
+    let other = server
+        .command(None, "applyToCourse", apply("other@o.pt", Some("late-1")))
+        .await;
+    assert_code(&other, "CONFLICT");
+    assert_eq!(extension(&other, "reason"), "IDEMPOTENCY_KEY_REUSED");
+
+    // A closed course takes no more applications.
+    use aula_domain::course::{Course, CourseCommand};
+    aula_eventlog::CommandBus::<Course>::with_upcasters(
+        server.db.pool.clone(),
+        Default::default(),
+        aula_domain::upcasters(),
+    )
+    .execute(
+        &course.to_string(),
+        CourseCommand::CloseCourse,
+        &aula_eventlog::EventMetadata::new(aula_eventlog::Actor::System, None),
+    )
+    .await
+    .unwrap();
+    let closed = server
+        .command(None, "applyToCourse", apply("closed@o.pt", None))
+        .await;
+    assert_code(&closed, "CONFLICT");
+    assert_eq!(extension(&closed, "reason"), "COURSE_CLOSED");
+    server.stop().await;
+}

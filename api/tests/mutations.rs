@@ -75,7 +75,19 @@ async fn every_mutation_succeeds_for_an_allowed_caller() {
         .await;
     assert_eq!(id(&cancelled, "cancelEnrollment"), application);
 
-    // recordExamNote and changeExamNote by the teacher.
+    // recordExamNote and changeExamNote by the teacher, for an enrolled student; one
+    // for a student not enrolled in the course is refused.
+    let (outsider, _) = server.student(manager, None).await;
+    let refused = server
+        .command(
+            Some(&teacher.token),
+            "recordExamNote",
+            json!({ "courseId": course, "studentId": outsider, "examName": "Midterm", "note": 8.5 }),
+        )
+        .await;
+    assert_code(&refused, "CONFLICT");
+    assert_eq!(extension(&refused, "reason"), "STUDENT_NOT_ENROLLED");
+    server.enroll_email(course, &student_email).await;
     let recorded = server
         .command(
             Some(&teacher.token),
@@ -227,8 +239,9 @@ async fn admin_acts_on_any_institution_by_naming_it() {
 
     let campus = server.campus(&admin.token, Some(a.id)).await;
     let course = server.course(&admin.token, Some(a.id), campus).await;
-    let (student, _) = server.student(&admin.token, Some(a.id)).await;
+    let (student, student_email) = server.student(&admin.token, Some(a.id)).await;
     let (teacher, _) = server.teacher(&admin.token, Some(a.id)).await;
+    server.enroll_email(course, &student_email).await;
     let recorded = server
         .command(
             Some(&admin.token),

@@ -186,6 +186,7 @@ async fn a_new_grade_reaches_only_its_student_who_marks_it_read() {
     let student = server.activate(student_id, &student_email).await;
     let other = server.activate(other_id, &other_email).await;
     let teacher = server.activate(teacher_id, &teacher_email).await;
+    server.enroll_email(course, &student_email).await;
 
     let recorded = server
         .command(

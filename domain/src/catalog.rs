@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::Value;
 
-use crate::{course, exam_grade, institution, student, teacher, user};
+use crate::{application, course, exam_grade, institution, student, teacher, user};
 
 /// Placeholder for anything the tables below do not describe; tests fail on it.
 pub const UNDOCUMENTED: &str = "UNDOCUMENTED";
@@ -187,6 +187,15 @@ fn meta(event_type: &str) -> Option<Meta> {
             "A teacher was registered at an institution.",
             &["task: link_teacher_notifications", "projection: teachers"],
         ),
+        // application
+        "ApplicationSubmitted" => meta(
+            Business,
+            "SubmitApplication",
+            "Someone applied to a course; recorded at once in the application's own stream (its id derives from course and e-mail, so a repeat is the same application). The seat is decided afterwards, in the log's commit order.",
+            &[
+                "command: course.DecideApplications (issued in commit order by the processor's admissions subscription)",
+            ],
+        ),
         // course
         "CourseOpened" => meta(
             Cud,
@@ -197,7 +206,7 @@ fn meta(event_type: &str) -> Option<Meta> {
         "EnrollmentRequested" => meta(
             Business,
             "RequestEnrollment",
-            "Someone applied; recorded at once, even when the class is full. The decision follows separately.",
+            "The older shape of an application, recorded in the course's own stream (no longer issued by the API; stored ones still load, project and get decided).",
             &[
                 "task: send_application_scheduled_email",
                 "command: course.DecideEnrollment (issued by the processor)",
@@ -205,7 +214,7 @@ fn meta(event_type: &str) -> Option<Meta> {
         ),
         "StudentEnrolled" => meta(
             Business,
-            "DecideEnrollment",
+            "DecideApplications, DecideEnrollment",
             "The application took a seat; carries the age on the enrollment day for the metrics.",
             &[
                 "projection: course_capacity",
@@ -215,7 +224,7 @@ fn meta(event_type: &str) -> Option<Meta> {
         ),
         "EnrollmentDeclined" => meta(
             Business,
-            "DecideEnrollment",
+            "DecideApplications, DecideEnrollment",
             "The application was declined: class full, already enrolled, or course closed.",
             &["task: send_declined_email"],
         ),
@@ -270,6 +279,9 @@ fn field_type(event_type: &str, field: &str) -> Option<&'static str> {
             "string or null (password hash; null until set through a reset)"
         }
         ("UserDeactivated", "reason") => "string (free text)",
+        ("ApplicationSubmitted", "idempotency_key") => {
+            "string or null (the client's idempotency key, 1..=200 chars)"
+        }
         ("EnrollmentDeclined", "reason") => {
             "DeclineReason: \"ClassFull\" | \"AlreadyEnrolled\" | \"CourseClosed\""
         }
@@ -329,6 +341,9 @@ pub fn sample_events() -> Vec<SampleEvent> {
         ))
         .chain(samples_of::<student::Student>(student::sample_events()))
         .chain(samples_of::<teacher::Teacher>(teacher::sample_events()))
+        .chain(samples_of::<application::Application>(
+            application::sample_events(),
+        ))
         .chain(samples_of::<course::Course>(course::sample_events()))
         .chain(samples_of::<exam_grade::ExamGrade>(
             exam_grade::sample_events(),

@@ -6,11 +6,18 @@
 //! event store's optimistic concurrency on the course stream serializes parallel
 //! enrollment workers: a worker that decided on stale state fails to append and retries.
 //!
-//! Applying is split in two so an application is never lost: `RequestEnrollment` is
-//! recorded at once (even when the class is full or closed) and `DecideEnrollment`, issued
-//! by the processor for each `EnrollmentRequested`, enrolls or declines it. Deciding the
-//! same application twice is refused with [`EnrollmentError::AlreadyDecided`], which the
-//! processor treats as "done".
+//! Applying is split in two so an application is never lost and never contends: the
+//! application is recorded at once in a stream of its own
+//! ([`crate::application::Application`], `ApplicationSubmitted`), and the processor's
+//! `processor.admissions` subscription hands each course its new applications in the
+//! log's commit order, in batches, with `DecideApplications`: one command (one append)
+//! enrolls or declines many, first come first served. Applications already decided are
+//! skipped, so a redelivered batch decides nothing twice.
+//!
+//! The older shape is still served: `RequestEnrollment` recorded `EnrollmentRequested`
+//! in the course's own stream and `DecideEnrollment`, issued by the processor for each
+//! one, decides it. Deciding the same application twice that way is refused with
+//! [`EnrollmentError::AlreadyDecided`], which the processor treats as "done".
 
 use std::collections::BTreeMap;
 
@@ -51,6 +58,15 @@ pub enum CourseCommand {
         application_id: ApplicationId,
         today: NaiveDate,
     },
+    /// Actor: the processor's `processor.admissions` subscription, for the applications
+    /// (`ApplicationSubmitted`) of one course in the log's commit order. Decides each in
+    /// that order: the first ones get the free seats, the rest are declined. An
+    /// application already decided is skipped, so a redelivered batch decides nothing
+    /// twice. `today` fixes the enrollment date and the age recorded for the metrics.
+    DecideApplications {
+        applications: Vec<ApplicationToDecide>,
+        today: NaiveDate,
+    },
     /// Actor: an institution manager. Frees the seat.
     CancelEnrollment {
         application_id: ApplicationId,
@@ -60,6 +76,15 @@ pub enum CourseCommand {
     ChangeCapacity { capacity: Capacity },
     /// Actor: an institution manager, or the scheduled daily close.
     CloseCourse,
+}
+
+/// An application submitted in a stream of its own, handed to its course for a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplicationToDecide {
+    pub application_id: ApplicationId,
+    pub name: PersonName,
+    pub email: Email,
+    pub birth_date: BirthDate,
 }
 
 /// Why an application was declined.
@@ -296,35 +321,62 @@ impl Course {
                 EnrollmentError::ApplicationNotFound
             });
         };
+        Ok(self.decision(
+            &course,
+            application_id,
+            &application.name,
+            &application.email,
+            application.birth_date,
+            today,
+        ))
+    }
+
+    /// Whether `application_id` was decided already (enrolled, declined or cancelled).
+    pub fn is_decided(&self, application_id: &ApplicationId) -> bool {
+        self.outcomes.contains_key(application_id)
+    }
+
+    /// The decision for one application on the current state: closed, the same e-mail
+    /// already enrolled, no seat left, or a seat.
+    fn decision(
+        &self,
+        course: &Opened,
+        application_id: ApplicationId,
+        name: &PersonName,
+        email: &Email,
+        birth_date: BirthDate,
+        today: NaiveDate,
+    ) -> CourseEvent {
         let decline = |reason| CourseEvent::EnrollmentDeclined {
             application_id,
-            name: application.name.clone(),
-            email: application.email.clone(),
+            name: name.clone(),
+            email: email.clone(),
             reason,
         };
         if self.status == CourseStatus::Closed {
-            return Ok(decline(DeclineReason::CourseClosed));
+            return decline(DeclineReason::CourseClosed);
         }
         if self
             .enrolled
             .values()
-            .any(|enrollment| enrollment.email == application.email)
+            .any(|enrollment| &enrollment.email == email)
         {
-            return Ok(decline(DeclineReason::AlreadyEnrolled));
+            return decline(DeclineReason::AlreadyEnrolled);
         }
+        // The capacity as of now: a change applies from the next decision on.
         if self.enrolled_count() >= course.capacity.get() {
-            return Ok(decline(DeclineReason::ClassFull));
+            return decline(DeclineReason::ClassFull);
         }
-        Ok(CourseEvent::StudentEnrolled {
+        CourseEvent::StudentEnrolled {
             application_id,
-            name: application.name.clone(),
-            email: application.email.clone(),
-            birth_date: application.birth_date,
-            age_years: application.birth_date.age_on(today),
+            name: name.clone(),
+            email: email.clone(),
+            birth_date,
+            age_years: birth_date.age_on(today),
             enrolled_on: today,
             campus_id: course.campus_id,
             institution_id: course.institution_id,
-        })
+        }
     }
 
     fn cancel(
@@ -428,6 +480,29 @@ impl Aggregate for Course {
                 application_id,
                 today,
             } => Some(self.decide(application_id, today)?),
+            CourseCommand::DecideApplications {
+                applications,
+                today,
+            } => {
+                let course = self.opened()?;
+                for application in applications {
+                    // Decided before (a redelivered batch, or a repeat in this one).
+                    if self.outcomes.contains_key(&application.application_id) {
+                        continue;
+                    }
+                    let event = self.decision(
+                        &course,
+                        application.application_id,
+                        &application.name,
+                        &application.email,
+                        application.birth_date,
+                        today,
+                    );
+                    // Applied at once: the next decision sees this one's seat.
+                    sink.write(event, self).await;
+                }
+                None
+            }
             CourseCommand::CancelEnrollment { application_id, at } => {
                 Some(self.cancel(application_id, at)?)
             }

@@ -7,12 +7,14 @@
 //! Aggregates and their `TYPE`: [`user::User`] (`user`),
 //! [`institution::Institution`] (`institution`), [`student::Student`] (`student`),
 //! [`teacher::Teacher`] (`teacher`), [`course::Course`] (`course`),
+//! [`application::Application`] (`application`),
 //! [`exam_grade::ExamGrade`] (`exam_grade`).
 //!
 //! **Invariant:** the stored event format is a contract. Events are internally tagged JSON
 //! (`{"type": "<EventType>", ...}`), event type names are unique across aggregates, and a
 //! payload change bumps `event_version` and adds an upcaster to [`upcasters()`].
 
+pub mod application;
 pub mod catalog;
 pub mod course;
 pub mod errors;

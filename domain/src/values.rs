@@ -177,7 +177,9 @@ id_type!(
     TeacherId
 );
 id_type!(
-    /// Identifies one application to a course (one `RequestEnrollment`).
+    /// Identifies one application to a course: the stream of an
+    /// [`crate::application::Application`] (derived from course and e-mail), or an older
+    /// `RequestEnrollment` in the course's stream.
     ApplicationId
 );
 id_type!(

@@ -34,6 +34,11 @@ fn every_event_variant_has_a_sample_in_the_catalog() {
         ),
         ("student", include_str!("../src/student.rs"), "StudentEvent"),
         ("teacher", include_str!("../src/teacher.rs"), "TeacherEvent"),
+        (
+            "application",
+            include_str!("../src/application.rs"),
+            "ApplicationEvent",
+        ),
         ("course", include_str!("../src/course.rs"), "CourseEvent"),
         (
             "exam_grade",

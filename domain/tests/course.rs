@@ -515,3 +515,99 @@ fn errors_have_stable_codes_and_kinds() {
         RejectionKind::NotFound
     );
 }
+
+// --- DecideApplications (applications submitted in streams of their own) ---
+
+fn to_decide(n: u128, email_n: u128) -> aula_domain::course::ApplicationToDecide {
+    aula_domain::course::ApplicationToDecide {
+        application_id: app(n),
+        name: applicant_name(),
+        email: applicant_email(email_n),
+        birth_date: birth_date(),
+    }
+}
+
+fn decide_batch(applications: &[(u128, u128)]) -> CourseCommand {
+    CourseCommand::DecideApplications {
+        applications: applications
+            .iter()
+            .map(|(n, email_n)| to_decide(*n, *email_n))
+            .collect(),
+        today: today(),
+    }
+}
+
+#[test]
+fn a_batch_gives_the_seats_to_the_first_applications_in_order() {
+    framework()
+        .given(vec![opened(2), enrolled(1, 1)])
+        .when(decide_batch(&[(3, 3), (2, 2), (4, 4)]))
+        .then_expect_events(vec![
+            enrolled(3, 3),
+            declined(2, 2, DeclineReason::ClassFull),
+            declined(4, 4, DeclineReason::ClassFull),
+        ]);
+}
+
+#[test]
+fn a_redelivered_batch_decides_nothing_twice() {
+    framework()
+        .given(vec![
+            opened(2),
+            enrolled(1, 1),
+            declined(2, 2, DeclineReason::ClassFull),
+        ])
+        .when(decide_batch(&[(1, 1), (2, 2), (3, 3), (3, 3)]))
+        .then_expect_events(vec![enrolled(3, 3)]);
+}
+
+#[test]
+fn a_batch_declines_the_same_email_and_a_closed_course() {
+    framework()
+        .given(vec![opened(5)])
+        .when(decide_batch(&[(1, 1), (2, 1)]))
+        .then_expect_events(vec![
+            enrolled(1, 1),
+            declined(2, 1, DeclineReason::AlreadyEnrolled),
+        ]);
+    framework()
+        .given(vec![opened(5), CourseEvent::CourseClosed])
+        .when(decide_batch(&[(1, 1)]))
+        .then_expect_events(vec![declined(1, 1, DeclineReason::CourseClosed)]);
+}
+
+#[test]
+fn cancellations_and_capacity_changes_apply_from_the_next_decision() {
+    framework()
+        .given(vec![
+            opened(1),
+            enrolled(1, 1),
+            cancelled(1, 1),
+            CourseEvent::CapacityChanged {
+                from: capacity(1),
+                to: capacity(2),
+            },
+        ])
+        .when(decide_batch(&[(2, 2), (3, 3), (4, 4)]))
+        .then_expect_events(vec![
+            enrolled(2, 2),
+            enrolled(3, 3),
+            declined(4, 4, DeclineReason::ClassFull),
+        ]);
+}
+
+#[test]
+fn a_batch_also_decides_a_pending_old_shape_application() {
+    framework()
+        .given(vec![opened(1), requested(1, 1)])
+        .when(decide_batch(&[(1, 1)]))
+        .then_expect_events(vec![enrolled(1, 1)]);
+}
+
+#[test]
+fn a_batch_for_a_course_never_opened_is_refused() {
+    framework()
+        .given_no_previous_events()
+        .when(decide_batch(&[(1, 1)]))
+        .then_expect_error(EnrollmentError::CourseNotFound);
+}

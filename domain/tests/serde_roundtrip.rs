@@ -3,7 +3,7 @@
 
 use std::fmt::Debug;
 
-use aula_domain::{course, exam_grade, institution, student, teacher, user};
+use aula_domain::{application, course, exam_grade, institution, student, teacher, user};
 use cqrs_es::DomainEvent;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -43,6 +43,11 @@ fn student_events_round_trip() {
 #[test]
 fn teacher_events_round_trip() {
     assert_round_trips(teacher::sample_events());
+}
+
+#[test]
+fn application_events_round_trip() {
+    assert_round_trips(application::sample_events());
 }
 
 #[test]

@@ -14,6 +14,8 @@ pub const EMAIL_CHANGE_NOTICE: &str = "email.email_change_notice";
 pub const EMAIL_APPLICATION_SCHEDULED: &str = "email.application_scheduled";
 pub const EMAIL_ENROLLED: &str = "email.enrolled";
 pub const EMAIL_DECLINED: &str = "email.declined";
+/// To the student whose enrollment a manager cancelled.
+pub const EMAIL_ENROLLMENT_CANCELLED: &str = "email.enrollment_cancelled";
 pub const ENROLLMENT_DECIDE: &str = "enrollment.decide";
 pub const NOTIFY_GRADE: &str = "notification.grade";
 pub const LINK_STUDENT_NOTIFICATIONS: &str = "notification.link_student";
@@ -36,11 +38,14 @@ pub fn policy(kind: &str) -> KindPolicy {
         EMAIL_PASSWORD_RESET => (10, 8),
         EMAIL_SIGNUP_CONFIRMATION => (10, 8),
         EMAIL_CHANGE_CONFIRMATION | EMAIL_CHANGE_NOTICE => (10, 8),
+        // The applicant hears at once that the application is queued: it never waits
+        // behind the decisions (or their result e-mails) of an application rush.
+        EMAIL_APPLICATION_SCHEDULED => (15, 8),
         ENROLLMENT_DECIDE | INSTITUTION_CREATE => (20, 10),
         // Anyone can cause an `email.already_registered`: it never delays the ones above.
-        EMAIL_APPLICATION_SCHEDULED
-        | EMAIL_ENROLLED
+        EMAIL_ENROLLED
         | EMAIL_DECLINED
+        | EMAIL_ENROLLMENT_CANCELLED
         | EMAIL_WELCOME
         | EMAIL_ALREADY_REGISTERED => (30, 8),
         NOTIFY_GRADE | LINK_STUDENT_NOTIFICATIONS | LINK_TEACHER_NOTIFICATIONS => (40, 5),

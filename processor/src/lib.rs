@@ -3,6 +3,8 @@
 //! - [`reactions`]: a subscription on the log (`processor.reactions`) that maps each
 //!   event to its tasks and inserts them in the subscription's batch transaction, so an
 //!   event issues its tasks exactly once (`UNIQUE (event_id, kind)`).
+//! - [`admissions`]: a subscription on the log (`processor.admissions`) that decides
+//!   the applications in commit order, one `DecideApplications` per course and batch.
 //! - [`queue`]: the task table's statements: claim (`FOR UPDATE SKIP LOCKED`), batched
 //!   completion with fencing by attempt number, lease heartbeats and rescue.
 //! - [`worker`]: the worker loop of one process (LISTEN `aula_tasks` + polling,
@@ -26,6 +28,7 @@
 //! **Invariant:** a task's completion is accepted only from the attempt that currently
 //! holds it (`WHERE id = $1 AND attempt = $2 AND status = 'running'`).
 
+pub mod admissions;
 pub mod archive;
 pub mod bench;
 pub mod bulk;
@@ -42,6 +45,7 @@ pub mod task_list;
 pub mod tokens;
 pub mod worker;
 
+pub use admissions::{spawn_admissions, Admissions, ADMISSIONS_SUBSCRIPTION};
 pub use archive::{archive_once, run_archive_scheduler, ArchiveReport, Clock, SystemClock};
 pub use bulk::{BulkError, BulkFilter, BulkJob, Preview};
 pub use config::{MailConfig, ProcessorConfig};

@@ -13,8 +13,10 @@
 //! | `StudentCreated` | `notification.link_student`, `email.welcome` |
 //! | `TeacherCreated` | `notification.link_teacher` |
 //! | `ExamGradeNoteAdded` / `ExamGradeNoteChanged` | `notification.grade` |
-//! | `EnrollmentRequested` | `email.application_scheduled`, `enrollment.decide` |
+//! | `ApplicationSubmitted` | `email.application_scheduled` (decided by [`crate::admissions`]) |
+//! | `EnrollmentRequested` (older shape) | `email.application_scheduled`, `enrollment.decide` |
 //! | `StudentEnrolled` / `EnrollmentDeclined` | `email.enrolled` / `email.declined` |
+//! | `EnrollmentCancelled` | `email.enrollment_cancelled` |
 //!
 //! A task's payload carries its event's trace context (`traceparent`, `tracestate`)
 //! when the event has one, so its attempts continue the event's trace.
@@ -58,7 +60,9 @@ pub fn kinds_for(event_type: &str) -> &'static [&'static str] {
         "StudentCreated" => &[kinds::LINK_STUDENT_NOTIFICATIONS, kinds::EMAIL_WELCOME],
         "TeacherCreated" => &[kinds::LINK_TEACHER_NOTIFICATIONS],
         "ExamGradeNoteAdded" | "ExamGradeNoteChanged" => &[kinds::NOTIFY_GRADE],
+        "ApplicationSubmitted" => &[kinds::EMAIL_APPLICATION_SCHEDULED],
         "EnrollmentRequested" => &[kinds::EMAIL_APPLICATION_SCHEDULED, kinds::ENROLLMENT_DECIDE],
+        "EnrollmentCancelled" => &[kinds::EMAIL_ENROLLMENT_CANCELLED],
         "StudentEnrolled" => &[kinds::EMAIL_ENROLLED],
         "EnrollmentDeclined" => &[kinds::EMAIL_DECLINED],
         _ => &[],
@@ -269,6 +273,29 @@ mod tests {
         assert!(tasks.iter().all(|t| t.event_id == Some(e.event_id)
             && t.institution_id == Some(institution)
             && t.idempotency_key.ends_with(&e.event_id.to_string())));
+    }
+
+    #[test]
+    fn an_application_issues_its_scheduled_email_ahead_of_decision_work() {
+        // The decision is the admissions subscription's, not a task.
+        let tasks = tasks_for(&event("ApplicationSubmitted", json!({})));
+        let kinds: Vec<&str> = tasks.iter().map(|t| t.kind.as_str()).collect();
+        assert_eq!(kinds, [kinds::EMAIL_APPLICATION_SCHEDULED]);
+        let scheduled = crate::kinds::policy(kinds::EMAIL_APPLICATION_SCHEDULED).priority;
+        for later in [
+            kinds::ENROLLMENT_DECIDE,
+            kinds::EMAIL_ENROLLED,
+            kinds::EMAIL_DECLINED,
+        ] {
+            assert!(scheduled < crate::kinds::policy(later).priority, "{later}");
+        }
+    }
+
+    #[test]
+    fn a_cancellation_emails_the_student() {
+        let tasks = tasks_for(&event("EnrollmentCancelled", json!({})));
+        let kinds: Vec<&str> = tasks.iter().map(|t| t.kind.as_str()).collect();
+        assert_eq!(kinds, [kinds::EMAIL_ENROLLMENT_CANCELLED]);
     }
 
     #[test]

@@ -565,6 +565,94 @@ async fn applications_are_scheduled_decided_and_answered_without_exceeding_capac
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn submitted_applications_are_decided_in_commit_order_and_a_cancellation_is_emailed() {
+    use aula_domain::application::{application_id_for, Application, ApplicationCommand};
+    let db = TestDatabase::new().await;
+    let (running, mailer) = start_standard(&db).await;
+    let school = school(&db.pool, 2).await;
+    let applications = bus::<Application>(&db.pool, Default::default());
+    let courses = bus::<Course>(&db.pool, CourseServices);
+    let applicants = ["f@example.org", "g@example.org", "h@example.org"];
+    let mut ids = Vec::new();
+    for email in applicants {
+        let email = Email::parse(email).unwrap();
+        let id = application_id_for(school.course, &email);
+        applications
+            .execute(
+                &id.to_string(),
+                ApplicationCommand::SubmitApplication {
+                    course_id: school.course,
+                    institution_id: school.institution,
+                    name: PersonName::parse("Applicant").unwrap(),
+                    birth_date: BirthDate::parse(
+                        NaiveDate::from_ymd_opt(2005, 5, 5).unwrap(),
+                        today(),
+                    )
+                    .unwrap(),
+                    email,
+                    requested_at: Utc::now(),
+                    idempotency_key: None,
+                },
+                &meta(Some(school.institution.as_uuid())),
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    eventually("two e-mails per applicant", || async {
+        (applicants.iter().all(|a| mailer.to(a).len() == 2)).then_some(())
+    })
+    .await;
+    // Committed one after the other: the first two got the seats.
+    for (email, seated) in applicants.iter().zip([true, true, false]) {
+        let subjects: Vec<String> = mailer.to(email).into_iter().map(|m| m.subject).collect();
+        assert!(subjects.contains(&"Your application to Física I was scheduled".to_owned()));
+        let expected = if seated {
+            "You are enrolled in Física I"
+        } else {
+            "Your application to Física I was declined"
+        };
+        assert!(
+            subjects.contains(&expected.to_owned()),
+            "{email}: {subjects:?}"
+        );
+    }
+    // No enrollment.decide task: the admissions decided, naming the application as cause.
+    assert_eq!(
+        scalar_i64(
+            &db.pool,
+            "SELECT count(*) FROM tasks WHERE kind = 'enrollment.decide'"
+        )
+        .await,
+        0
+    );
+    let caused: i64 = scalar_i64(&db.pool, "SELECT count(*) FROM events WHERE event_type IN ('StudentEnrolled', 'EnrollmentDeclined') AND metadata->>'causation_id' LIKE 'event:%'").await;
+    assert_eq!(caused, 3);
+
+    courses
+        .execute(
+            &school.course.to_string(),
+            CourseCommand::CancelEnrollment {
+                application_id: ids[0],
+                at: Utc::now(),
+            },
+            &meta(Some(school.institution.as_uuid())),
+        )
+        .await
+        .unwrap();
+    eventually("the cancellation e-mail", || async {
+        (mailer.to(applicants[0]).len() == 3).then_some(())
+    })
+    .await;
+    let cancelled = mailer.to(applicants[0]).pop().unwrap();
+    assert_eq!(
+        cancelled.subject,
+        "Your enrollment in Física I was cancelled"
+    );
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_new_student_gets_a_welcome_email_and_the_broadcasts_for_all_students() {
     let db = TestDatabase::new().await;
     let (running, mailer) = start_standard(&db).await;

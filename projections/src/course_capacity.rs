@@ -1,12 +1,16 @@
 //! Projection `course_capacity`: per course, its capacity, enrolled students, seats
-//! left, applications pending a decision, declined and cancelled ones.
+//! left, applications pending a decision, declined and cancelled ones. Pending counts
+//! both shapes of an application: `ApplicationSubmitted` (its own stream, naming its
+//! course) and the older `EnrollmentRequested` (in the course's stream).
 
 use std::collections::BTreeMap;
 
+use aula_domain::application::{Application, ApplicationEvent};
 use aula_domain::course::CourseEvent;
 use aula_eventlog::subscription::BoxError;
 use aula_eventlog::{Consumer, RecordedEvent};
 use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate as _;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -54,7 +58,19 @@ impl Consumer for CourseCapacity {
 async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
     let mut deltas: BTreeMap<Uuid, Delta> = BTreeMap::new();
     for event in events {
-        if event.aggregate_type != "course" || is_reprocessed(event) {
+        if is_reprocessed(event) {
+            continue;
+        }
+        if event.aggregate_type == Application::TYPE {
+            // An application waits in its own stream until its course decides it.
+            let ApplicationEvent::ApplicationSubmitted { course_id, .. } =
+                decode::<ApplicationEvent>(event)?;
+            let delta = deltas.entry(course_id.as_uuid()).or_default();
+            delta.updated_at = Some(event.recorded_at);
+            delta.pending += 1;
+            continue;
+        }
+        if event.aggregate_type != "course" {
             continue;
         }
         let course = course_id(event)?;

@@ -8,7 +8,7 @@
 //!
 //! | name | tables | from |
 //! |---|---|---|
-//! | `course_capacity` | `course_capacity` | course events |
+//! | `course_capacity` | `course_capacity` | course events, `ApplicationSubmitted` |
 //! | `age_metrics` | `age_counts` | `StudentEnrolled`, `EnrollmentCancelled` |
 //! | `course_enrollments` | `course_enrollments` | `StudentEnrolled`, `EnrollmentCancelled` |
 //! | `audit_log` | `audit_log` | every event's metadata |
@@ -32,6 +32,9 @@ pub mod admin_events;
 /// catalog. The handlers filter with the same lists.
 pub fn consumers_of(aggregate_type: &str, event_type: &str) -> Vec<&'static str> {
     let mut names = Vec::new();
+    if aggregate_type == "application" {
+        names.push("course_capacity");
+    }
     if aggregate_type == "course" {
         names.push("course_capacity");
         if age_metrics::EVENT_TYPES.contains(&event_type) {

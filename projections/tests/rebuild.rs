@@ -64,7 +64,17 @@ async fn workload(
         let index = rng.gen_range(0..courses.len());
         let course = courses[index].0;
         match roll {
-            5..=69 => {
+            5..=36 => {
+                // The API's shape: a stream of its own, decided in a batch.
+                let application = world.submit(course, rng.gen_range(16..70)).await;
+                let id = application.application_id.into();
+                if rng.gen_bool(0.9) {
+                    let _ = world.decide_batch(course, vec![application]).await;
+                }
+                courses[index].1.push(id);
+            }
+            37..=69 => {
+                // The older shape, in the course's stream.
                 let application = world.request(course, rng.gen_range(16..70)).await;
                 if rng.gen_bool(0.9) {
                     let _ = world

@@ -1,9 +1,9 @@
 //! Just enough SMTP (EHLO, MAIL, RCPT, DATA, QUIT, RSET, NOOP) to accept e-mails on a
-//! loopback port; it counts the messages it received, and can be told to refuse them
-//! for a while (a transient `421`).
+//! loopback port; it counts the messages it received, keeps each one's recipients and
+//! subject, and can be told to refuse them for a while (a transient `421`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
@@ -14,6 +14,28 @@ pub struct Smtp {
     pub received: Arc<AtomicUsize>,
     /// While true, every connection gets `421` (try again later).
     pub refuse: Arc<AtomicBool>,
+    /// Every message accepted, in order.
+    pub messages: Arc<Mutex<Vec<Received>>>,
+}
+
+/// One accepted message.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The `RCPT TO` addresses.
+    pub to: Vec<String>,
+    /// The `Subject` header (unfolded), empty if none.
+    pub subject: String,
+    /// When it was accepted.
+    pub at: std::time::Instant,
+}
+
+impl Smtp {
+    pub fn messages(&self) -> Vec<Received> {
+        self.messages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// Accepts e-mails on `127.0.0.1:port` until the runtime stops.
@@ -23,13 +45,16 @@ pub async fn accept_on(port: u16) -> Smtp {
         .unwrap_or_else(|e| panic!("binding the test SMTP server on port {port}: {e}"));
     let smtp = Smtp::default();
     let (count, refuse) = (smtp.received.clone(), smtp.refuse.clone());
+    let messages = smtp.messages.clone();
     tokio::spawn(async move {
         loop {
             let Ok((socket, _)) = listener.accept().await else {
                 return;
             };
             let (count, refuse) = (count.clone(), refuse.clone());
+            let messages = messages.clone();
             tokio::spawn(async move {
+                let mut recipients: Vec<String> = Vec::new();
                 let (read, mut write) = socket.into_split();
                 if refuse.load(Ordering::SeqCst) {
                     let _ = write
@@ -60,7 +85,20 @@ pub async fn accept_on(port: u16) -> Smtp {
                     }
                     let reply: &[u8] = match verb.as_str() {
                         "EHLO" => b"250-test.localhost\r\n250 8BITMIME\r\n",
-                        "HELO" | "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 OK\r\n",
+                        "RCPT" => {
+                            let address = line
+                                .split_once('<')
+                                .and_then(|(_, rest)| rest.split_once('>'))
+                                .map(|(address, _)| address.to_owned())
+                                .unwrap_or_default();
+                            recipients.push(address);
+                            b"250 OK\r\n"
+                        }
+                        "MAIL" | "RSET" => {
+                            recipients.clear();
+                            b"250 OK\r\n"
+                        }
+                        "HELO" | "NOOP" => b"250 OK\r\n",
                         "DATA" => {
                             if write
                                 .write_all(b"354 end with <CRLF>.<CRLF>\r\n")
@@ -69,11 +107,35 @@ pub async fn accept_on(port: u16) -> Smtp {
                             {
                                 return;
                             }
+                            let mut subject = String::new();
+                            let (mut in_headers, mut in_subject) = (true, false);
                             while let Ok(Some(line)) = lines.next_line().await {
                                 if line == "." {
                                     break;
                                 }
+                                if !in_headers {
+                                    continue;
+                                }
+                                if line.is_empty() {
+                                    in_headers = false;
+                                } else if in_subject && line.starts_with([' ', '\t']) {
+                                    subject.push(' ');
+                                    subject.push_str(line.trim());
+                                } else if let Some(value) = line.strip_prefix("Subject:") {
+                                    subject = value.trim().to_owned();
+                                    in_subject = true;
+                                } else {
+                                    in_subject = false;
+                                }
                             }
+                            messages
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(Received {
+                                    to: std::mem::take(&mut recipients),
+                                    subject,
+                                    at: std::time::Instant::now(),
+                                });
                             count.fetch_add(1, Ordering::SeqCst);
                             b"250 queued\r\n"
                         }

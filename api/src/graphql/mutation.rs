@@ -4,6 +4,7 @@
 //! command(s), and reports the affected id with the log position of the last event.
 
 use async_graphql::{Context, InputObject, Object};
+use aula_domain::application::{application_id_for, Application, ApplicationCommand};
 use aula_domain::course::{CourseCommand, CourseStatus};
 use aula_domain::exam_grade::ExamGradeCommand;
 use aula_domain::institution::{InstitutionCommand, InstitutionError};
@@ -136,6 +137,106 @@ pub(crate) async fn course_institution(
     row.and_then(|(id,)| id)
         .and_then(|id| id.parse().ok())
         .ok_or_else(|| ApiError::not_found("COURSE_NOT_FOUND", "course not found"))
+}
+
+/// The institution of a course that exists and still takes applications: from the
+/// `course_capacity` read model, or from the course's stream when the read model has
+/// not caught up with its opening yet. A course closed after this check declines the
+/// application when it is decided.
+async fn open_course_institution(state: &AppState, course_id: Uuid) -> Result<Uuid, ApiError> {
+    let closed = || ApiError::conflict("COURSE_CLOSED", "the course is closed");
+    if let Some(row) =
+        aula_projections::course_capacity::course_capacity(&state.pool, course_id).await?
+    {
+        if let Some(institution) = row.institution_id {
+            if row.closed {
+                return Err(closed());
+            }
+            return Ok(institution);
+        }
+    }
+    let row: (Option<String>, Option<bool>) = sqlx::query_as(
+        "SELECT (array_agg(payload->>'institution_id') FILTER (WHERE event_type = 'CourseOpened'))[1],
+                bool_or(event_type = 'CourseClosed')
+         FROM events
+         WHERE aggregate_type = 'course' AND aggregate_id = $1
+           AND event_type IN ('CourseOpened', 'CourseClosed')",
+    )
+    .bind(course_id.to_string())
+    .fetch_one(&state.pool)
+    .await?;
+    let institution = row
+        .0
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| ApiError::not_found("COURSE_NOT_FOUND", "course not found"))?;
+    if row.1 == Some(true) {
+        return Err(closed());
+    }
+    Ok(institution)
+}
+
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
+
+fn idempotency_key(raw: &str) -> Result<String, ApiError> {
+    let field = "idempotencyKey";
+    if raw.is_empty() {
+        return Err(ApiError::validation(field, "EMPTY", "must not be empty"));
+    }
+    if raw.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
+        return Err(ApiError::validation(
+            field,
+            "TOO_LONG",
+            format!("must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
+        ));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            field,
+            "INVALID_CHARACTERS",
+            "must not contain control characters",
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// Reserves `key` of `course` for `application`, or checks that it already names it.
+/// A key names one application: another e-mail under the same key is another stream,
+/// which no aggregate could compare, so the reservation does.
+async fn reserve_application_key(
+    state: &AppState,
+    course: Uuid,
+    key: &str,
+    application: Uuid,
+) -> Result<(), ApiError> {
+    let inserted = sqlx::query(
+        "INSERT INTO application_keys (course_id, idempotency_key, application_id)
+         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(course)
+    .bind(key)
+    .bind(application)
+    .execute(&state.pool)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok(());
+    }
+    // Taken (by this application's earlier request or another one): this statement
+    // sees the committed reservation.
+    let owner: Uuid = sqlx::query_scalar(
+        "SELECT application_id FROM application_keys WHERE course_id = $1 AND idempotency_key = $2",
+    )
+    .bind(course)
+    .bind(key)
+    .fetch_one(&state.pool)
+    .await?;
+    if owner == application {
+        Ok(())
+    } else {
+        Err(ApiError::conflict(
+            "IDEMPOTENCY_KEY_REUSED",
+            "this idempotency key was already used for an application with other data",
+        ))
+    }
 }
 
 /// Hands a one-time token to the sink before its hash is recorded (see [`TokenSink`]).
@@ -324,6 +425,10 @@ pub struct ApplyToCourseInput {
     /// `YYYY-MM-DD`.
     pub birth_date: String,
     pub email: String,
+    /// Optional, chosen by the client (1 to 200 characters): repeating the request with
+    /// the same key and input returns the same application; the same key with other
+    /// input is refused (`IDEMPOTENCY_KEY_REUSED`).
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(InputObject)]
@@ -936,8 +1041,11 @@ impl CommandMutation {
         result(state, id, committed.last_position(), wait_for_projections).await
     }
 
-    /// Public, rate-limited. Applies to a course; the processor decides the enrollment
-    /// later. Returns the application id.
+    /// Public, rate-limited. Applies to a course: the application is recorded at once in
+    /// a stream of its own (no applicant ever waits for another) and the processor
+    /// decides it later, in the order the applications were recorded. Returns the
+    /// application id, which is the same for every application of one e-mail to one
+    /// course: a repeat returns the existing application and records nothing.
     async fn apply_to_course(
         &self,
         ctx: &Context<'_>,
@@ -953,23 +1061,52 @@ impl CommandMutation {
             "birthDate",
             BirthDate::parse_str(&input.birth_date, now.date_naive()),
         )?;
-        let institution_id = course_institution(state, input.course_id).await?;
-        let application_id = Uuid::new_v4();
-        let committed = state
-            .buses
-            .course
-            .execute(
-                &input.course_id.to_string(),
-                CourseCommand::RequestEnrollment {
-                    application_id: ApplicationId::from_uuid(application_id),
-                    name,
-                    birth_date,
-                    email,
-                    requested_at: now,
-                },
-                &metadata(request(ctx), Some(institution_id)),
-            )
-            .await?;
+        let idempotency_key = input
+            .idempotency_key
+            .as_deref()
+            .map(idempotency_key)
+            .transpose()?;
+        let institution_id = open_course_institution(state, input.course_id).await?;
+        let course_id = CourseId::from_uuid(input.course_id);
+        let application_id = application_id_for(course_id, &email).as_uuid();
+        if let Some(key) = &idempotency_key {
+            reserve_application_key(state, input.course_id, key, application_id).await?;
+        }
+        let command = ApplicationCommand::SubmitApplication {
+            course_id,
+            institution_id: InstitutionId::from_uuid(institution_id),
+            name,
+            birth_date,
+            email,
+            requested_at: now,
+            idempotency_key,
+        };
+        let meta = metadata(request(ctx), Some(institution_id));
+        // Answer before the request's own timeout, saying whether it was recorded.
+        let deadline = state.config.request_timeout.mul_f64(0.8);
+        let stream = application_id.to_string();
+        let execution = state.buses.application.execute(&stream, command, &meta);
+        let committed = match tokio::time::timeout(deadline, execution).await {
+            Ok(outcome) => outcome?,
+            Err(_) => {
+                let recorded: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = $1 AND aggregate_id = $2)",
+                )
+                .bind(<Application as cqrs_es::Aggregate>::TYPE)
+                .bind(&stream)
+                .fetch_one(&state.pool)
+                .await?;
+                return Err(ApiError::Timeout {
+                    message: if recorded {
+                        "the service is busy, but your application was recorded; it will be decided in order".into()
+                    } else {
+                        "the service is busy and your application was not recorded yet; sending it again is safe".into()
+                    },
+                    recorded,
+                    id: Some(application_id),
+                });
+            }
+        };
         result(
             state,
             application_id,
@@ -1044,6 +1181,25 @@ impl CommandMutation {
             ));
         }
         let teacher_id = acting_teacher(state, claims, input.teacher_id, institution_id).await?;
+        // Only a student enrolled in the course (by the student's e-mail) gets notes in
+        // it; the course's stream is the truth of who holds a seat now.
+        let (course, _) = state
+            .buses
+            .course
+            .load(&input.course_id.to_string())
+            .await?;
+        let enrolled = student.email().is_some_and(|email| {
+            course
+                .enrolled()
+                .values()
+                .any(|enrollment| &enrollment.email == email)
+        });
+        if !enrolled {
+            return Err(ApiError::conflict(
+                "STUDENT_NOT_ENROLLED",
+                "the student is not enrolled in this course",
+            ));
+        }
         let grade_id = exam_grade_id(input.course_id, input.student_id, &exam_name);
         let committed = state
             .buses

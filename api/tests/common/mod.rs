@@ -284,10 +284,21 @@ impl TestServer {
         id(&r, "applyToCourse")
     }
 
-    /// What the processor does on `EnrollmentRequested`: decides the application.
+    /// What the processor's admissions do with a new application: decide it (alone in
+    /// its batch). Panics if the course refuses.
     pub async fn enroll(&self, course: Uuid, application: Uuid) {
-        use aula_domain::course::{Course, CourseCommand};
-        use aula_domain::values::ApplicationId;
+        use aula_domain::application::Application;
+        use aula_domain::course::{ApplicationToDecide, Course, CourseCommand};
+        let applications = aula_eventlog::CommandBus::<Application>::with_upcasters(
+            self.db.pool.clone(),
+            Default::default(),
+            aula_domain::upcasters(),
+        );
+        let (loaded, _) = applications.load(&application.to_string()).await.unwrap();
+        let submitted = loaded
+            .submitted()
+            .unwrap_or_else(|| panic!("application {application} was submitted"))
+            .clone();
         let bus = aula_eventlog::CommandBus::<Course>::with_upcasters(
             self.db.pool.clone(),
             Default::default(),
@@ -295,14 +306,33 @@ impl TestServer {
         );
         bus.execute(
             &course.to_string(),
-            CourseCommand::DecideEnrollment {
-                application_id: ApplicationId::from_uuid(application),
+            CourseCommand::DecideApplications {
+                applications: vec![ApplicationToDecide {
+                    application_id: aula_domain::values::ApplicationId::from_uuid(application),
+                    name: submitted.name,
+                    email: submitted.email,
+                    birth_date: submitted.birth_date,
+                }],
                 today: self.clock_today(),
             },
             &aula_eventlog::EventMetadata::new(aula_eventlog::Actor::System, None),
         )
         .await
         .unwrap();
+    }
+
+    /// Applies to `course` with `email` (a student's, say) and enrolls the application.
+    pub async fn enroll_email(&self, course: Uuid, email: &str) -> Uuid {
+        let r = self
+            .command(
+                None,
+                "applyToCourse",
+                json!({ "courseId": course, "name": "Sam Student", "birthDate": "2004-05-06", "email": email }),
+            )
+            .await;
+        let application = id(&r, "applyToCourse");
+        self.enroll(course, application).await;
+        application
     }
 
     fn clock_today(&self) -> chrono::NaiveDate {

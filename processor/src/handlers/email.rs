@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use aula_domain::application::ApplicationEvent;
 use aula_domain::course::{Course, CourseEvent, CourseServices, DeclineReason};
 use aula_domain::student::StudentEvent;
 use aula_domain::user::{User, UserEvent, UserServices, UserStatus};
@@ -380,7 +381,30 @@ impl EmailHandler {
                     token_hash: None,
                 }
             }
-            kinds::EMAIL_APPLICATION_SCHEDULED | kinds::EMAIL_ENROLLED | kinds::EMAIL_DECLINED => {
+            kinds::EMAIL_APPLICATION_SCHEDULED if payload.event_type == "ApplicationSubmitted" => {
+                let ApplicationEvent::ApplicationSubmitted {
+                    name,
+                    email,
+                    course_id,
+                    ..
+                } = payload.decode()?;
+                let course = course_name(ctx, &course_id.to_string()).await?;
+                let subject = format!("Your application to {course} was scheduled");
+                let body = format!("<p>Hello {},</p><p>we received your application to <b>{}</b>. It is queued; you will get another e-mail when it is decided.</p>", html_escape(name.as_str()), html_escape(&course));
+                Rendered {
+                    message: message(
+                        email.as_str(),
+                        subject.clone(),
+                        format!("Hello {name},\n\nwe received your application to {course}. It is queued; you will get another e-mail when it is decided.\n"),
+                        html(&subject, &body),
+                    ),
+                    token_hash: None,
+                }
+            }
+            kinds::EMAIL_APPLICATION_SCHEDULED
+            | kinds::EMAIL_ENROLLED
+            | kinds::EMAIL_DECLINED
+            | kinds::EMAIL_ENROLLMENT_CANCELLED => {
                 let event: CourseEvent = payload.decode()?;
                 let course = course_name(ctx, payload.aggregate_id).await?;
                 let course_html = html_escape(&course);
@@ -410,6 +434,12 @@ impl EmailHandler {
                             format!("<p>Hello {},</p><p>your application to <b>{course_html}</b> was declined: {reason}.</p>", html_escape(name.as_str())),
                         )
                     }
+                    CourseEvent::EnrollmentCancelled { email, cancelled_on, .. } => (
+                        email,
+                        format!("Your enrollment in {course} was cancelled"),
+                        format!("Hello,\n\nyour enrollment in {course} was cancelled on {cancelled_on} and your seat released. If you think this is a mistake, contact your institution.\n"),
+                        format!("<p>Hello,</p><p>your enrollment in <b>{course_html}</b> was cancelled on {cancelled_on} and your seat released. If you think this is a mistake, contact your institution.</p>"),
+                    ),
                     _ => return Err(wrong_event(&payload)),
                 };
                 Rendered {
@@ -471,7 +501,16 @@ async fn original_already_sent(ctx: &TaskContext) -> Result<bool, TaskError> {
     Ok(sent.is_some())
 }
 
+/// The course's name: from the `course_capacity` read model (one row), or from the
+/// course's stream when the read model has not seen the course yet. Loading the stream
+/// per e-mail would replay every decision of a busy course each time.
 pub(crate) async fn course_name(ctx: &TaskContext, course_id: &str) -> Result<String, TaskError> {
+    if let Ok(id) = course_id.parse::<uuid::Uuid>() {
+        let row = aula_projections::course_capacity::course_capacity(&ctx.pool, id).await?;
+        if let Some(name) = row.and_then(|row| row.name) {
+            return Ok(name);
+        }
+    }
     let bus = CommandBus::<Course>::with_upcasters(
         ctx.pool.clone(),
         CourseServices,

@@ -158,6 +158,7 @@ impl Registry {
             kinds::EMAIL_APPLICATION_SCHEDULED,
             kinds::EMAIL_ENROLLED,
             kinds::EMAIL_DECLINED,
+            kinds::EMAIL_ENROLLMENT_CANCELLED,
         ] {
             registry.register_arc(kind, email.clone());
         }

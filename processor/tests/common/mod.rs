@@ -10,6 +10,7 @@ use aula_eventlog::shutdown::{self, ShutdownTrigger};
 use aula_eventlog::subscription::SubscriptionHandle;
 use aula_eventlog::testing::TestDatabase;
 use aula_eventlog::{SubscriptionOptions, Wakeups};
+use aula_processor::admissions::{spawn_admissions_with, ADMISSIONS_SUBSCRIPTION};
 use aula_processor::handlers::Registry;
 use aula_processor::mail::{EmailMessage, MailError, Mailer};
 use aula_processor::reactions::spawn_reactions_with;
@@ -70,6 +71,8 @@ pub fn mail_config() -> MailConfig {
 pub struct Running {
     pub trigger: ShutdownTrigger,
     pub reactions: Option<SubscriptionHandle>,
+    /// Runs with the reactions: decides the applications in commit order.
+    pub admissions: Option<SubscriptionHandle>,
     pub workers: tokio::task::JoinHandle<Result<(), sqlx::Error>>,
 }
 
@@ -78,6 +81,9 @@ impl Running {
         self.trigger.trigger();
         if let Some(reactions) = self.reactions {
             within(reactions.task).await.unwrap();
+        }
+        if let Some(admissions) = self.admissions {
+            within(admissions.task).await.unwrap();
         }
         within(self.workers).await.unwrap().unwrap();
     }
@@ -102,6 +108,19 @@ pub async fn start(
             shutdown.clone(),
         )
     });
+    let admissions = with_reactions.then(|| {
+        let mut options = SubscriptionOptions::new(ADMISSIONS_SUBSCRIPTION);
+        options.poll_interval = Duration::from_millis(100);
+        options.standby_interval = Duration::from_millis(50);
+        options.max_backoff = Duration::from_millis(200);
+        spawn_admissions_with(
+            db.pool.clone(),
+            db.connect.clone(),
+            options,
+            Wakeups::polling_only(),
+            shutdown.clone(),
+        )
+    });
     let workers = tokio::spawn(aula_processor::run_workers(
         db.pool.clone(),
         config,
@@ -111,6 +130,7 @@ pub async fn start(
     Running {
         trigger,
         reactions,
+        admissions,
         workers,
     }
 }

@@ -5,7 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use aula_domain::course::{Course, CourseCommand};
+use aula_domain::application::{Application, ApplicationCommand};
+use aula_domain::course::{ApplicationToDecide, Course, CourseCommand};
 use aula_domain::values::{BirthDate, Capacity, CourseName, Email, PersonName};
 use aula_eventlog::shutdown::{self, Shutdown, ShutdownTrigger};
 use aula_eventlog::subscription::SubscriptionHandle;
@@ -26,6 +27,7 @@ pub fn born_aged(age: i32) -> NaiveDate {
 
 pub struct World {
     pub bus: CommandBus<Course>,
+    pub applications: CommandBus<Application>,
     pub metadata: EventMetadata,
     counter: std::sync::atomic::AtomicUsize,
 }
@@ -34,6 +36,11 @@ impl World {
     pub fn new(pool: &PgPool, actor: Actor, institution: Uuid) -> World {
         World {
             bus: CommandBus::with_upcasters(
+                pool.clone(),
+                Default::default(),
+                aula_domain::upcasters(),
+            ),
+            applications: CommandBus::with_upcasters(
                 pool.clone(),
                 Default::default(),
                 aula_domain::upcasters(),
@@ -99,6 +106,64 @@ impl World {
         .await
         .unwrap();
         application
+    }
+
+    /// Submits an application in its own stream (the API's way), not decided yet; the
+    /// returned value is what the admissions hand the course.
+    pub async fn submit(&self, course: Uuid, age: i32) -> ApplicationToDecide {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = PersonName::parse(&format!("Applicant {n}")).unwrap();
+        let email = Email::parse(&format!(
+            "applicant{n}.{}@example.org",
+            Uuid::new_v4().simple()
+        ))
+        .unwrap();
+        let birth_date = BirthDate::parse(born_aged(age), today()).unwrap();
+        let application_id = aula_domain::application::application_id_for(course.into(), &email);
+        self.applications
+            .execute(
+                &application_id.to_string(),
+                ApplicationCommand::SubmitApplication {
+                    course_id: course.into(),
+                    institution_id: self
+                        .metadata
+                        .institution_id
+                        .expect("worlds name their institution")
+                        .into(),
+                    name: name.clone(),
+                    birth_date,
+                    email: email.clone(),
+                    requested_at: Utc.with_ymd_and_hms(2026, 2, 1, 10, 0, 0).unwrap(),
+                    idempotency_key: None,
+                },
+                &self.metadata,
+            )
+            .await
+            .unwrap();
+        ApplicationToDecide {
+            application_id,
+            name,
+            email,
+            birth_date,
+        }
+    }
+
+    /// Decides applications in one batch, as the admissions do.
+    pub async fn decide_batch(
+        &self,
+        course: Uuid,
+        applications: Vec<ApplicationToDecide>,
+    ) -> Result<(), String> {
+        self.run(
+            course,
+            CourseCommand::DecideApplications {
+                applications,
+                today: today(),
+            },
+        )
+        .await
     }
 
     pub async fn decide(&self, course: Uuid, application: Uuid) {

@@ -1,0 +1,111 @@
+//! Given/when/then tests of the `Application` aggregate: one stream per applicant and
+//! course, repeats answered without a second event, a reused idempotency key refused.
+
+use aula_domain::application::{
+    application_id_for, Application, ApplicationCommand, ApplicationError, ApplicationEvent,
+    ApplicationServices,
+};
+use aula_domain::values::{BirthDate, CourseId, Email, InstitutionId, PersonName};
+use chrono::{NaiveDate, TimeZone, Utc};
+use cqrs_es::test::TestFramework;
+use uuid::Uuid;
+
+type ApplicationTest = TestFramework<Application>;
+
+fn framework() -> ApplicationTest {
+    ApplicationTest::with(ApplicationServices)
+}
+
+fn course() -> CourseId {
+    CourseId::from_uuid(Uuid::from_u128(4))
+}
+
+fn email() -> Email {
+    Email::parse("Ada@Example.org").unwrap()
+}
+
+fn submit(name: &str, key: Option<&str>) -> ApplicationCommand {
+    ApplicationCommand::SubmitApplication {
+        course_id: course(),
+        institution_id: InstitutionId::from_uuid(Uuid::from_u128(2)),
+        name: PersonName::parse(name).unwrap(),
+        birth_date: BirthDate::parse(
+            NaiveDate::from_ymd_opt(2008, 3, 14).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 2, 3).unwrap(),
+        )
+        .unwrap(),
+        email: email(),
+        requested_at: Utc.with_ymd_and_hms(2026, 2, 3, 9, 0, 0).unwrap(),
+        idempotency_key: key.map(str::to_owned),
+    }
+}
+
+fn submitted(name: &str, key: Option<&str>) -> ApplicationEvent {
+    let ApplicationCommand::SubmitApplication {
+        course_id,
+        institution_id,
+        name,
+        birth_date,
+        email,
+        requested_at,
+        idempotency_key,
+    } = submit(name, key);
+    ApplicationEvent::ApplicationSubmitted {
+        application_id: application_id_for(course_id, &email),
+        course_id,
+        institution_id,
+        name,
+        birth_date,
+        email,
+        requested_at,
+        idempotency_key,
+    }
+}
+
+#[test]
+fn submitting_records_the_application() {
+    framework()
+        .given_no_previous_events()
+        .when(submit("Ada Lovelace", Some("k1")))
+        .then_expect_events(vec![submitted("Ada Lovelace", Some("k1"))]);
+}
+
+#[test]
+fn the_id_depends_on_course_and_normalized_email_only() {
+    let a = application_id_for(course(), &Email::parse("ada@example.org").unwrap());
+    let b = application_id_for(course(), &Email::parse(" ADA@example.ORG ").unwrap());
+    assert_eq!(a, b);
+    let other_course = application_id_for(
+        CourseId::from_uuid(Uuid::from_u128(5)),
+        &Email::parse("ada@example.org").unwrap(),
+    );
+    assert_ne!(a, other_course);
+}
+
+#[test]
+fn a_repeat_with_the_same_key_and_input_records_nothing() {
+    framework()
+        .given(vec![submitted("Ada Lovelace", Some("k1"))])
+        .when(submit("Ada Lovelace", Some("k1")))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn the_same_email_again_is_the_same_application() {
+    framework()
+        .given(vec![submitted("Ada Lovelace", Some("k1"))])
+        .when(submit("Ada King", None))
+        .then_expect_events(vec![]);
+    framework()
+        .given(vec![submitted("Ada Lovelace", None)])
+        .when(submit("Ada King", Some("k2")))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn the_same_key_with_other_input_is_refused() {
+    framework()
+        .given(vec![submitted("Ada Lovelace", Some("k1"))])
+        .when(submit("Ada King", Some("k1")))
+        .then_expect_error(ApplicationError::IdempotencyKeyReused);
+}
