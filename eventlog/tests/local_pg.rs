@@ -222,3 +222,164 @@ fn a_second_start_on_a_running_data_directory_uses_that_server_and_restarts_noth
     assert!(first.stop());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Finding 14's original trigger: the disk under the private server fills up (a small
+/// tmpfs mounted for the test, so this needs root, as CI runs). Writes fail while it is
+/// full, the server may crash and fail to come back; once space is freed it serves
+/// again (restarted by the supervisor if it had died), and no acknowledged write is lost.
+#[test]
+fn a_full_disk_is_survived_and_no_acknowledged_write_is_lost() {
+    use sqlx::postgres::PgPoolOptions;
+    use std::io::Write as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    // SAFETY: getuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::getuid() },
+        0,
+        "this test mounts a small tmpfs and needs root (CI runs as root)"
+    );
+    let dir = scratch_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=160m,mode=0755", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .expect("mount runs");
+    assert!(mounted.success(), "mounting a tmpfs on {}", dir.display());
+    let unmount = |dir: &PathBuf| {
+        let _ = Command::new("umount").arg("-l").arg(dir).status();
+        let _ = std::fs::remove_dir_all(dir);
+    };
+
+    let mut options = LocalPgOptions::new(&dir);
+    options.settings = vec![
+        ("fsync".into(), "off".into()),
+        ("wal_compression".into(), "off".into()),
+        ("max_wal_size".into(), "64MB".into()),
+        ("min_wal_size".into(), "32MB".into()),
+    ];
+    options.restart_backoff = Duration::from_millis(200);
+    options.max_restarts = 20;
+    let server = match LocalPostgres::start(&options) {
+        Ok(server) => server,
+        Err(error) => {
+            unmount(&dir);
+            panic!("the server starts on the tmpfs: {error}");
+        }
+    };
+    let rt = runtime();
+    let outcome = rt.block_on(async {
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_with(server.connect_options())
+            .await
+            .unwrap();
+        // Uncompressed rows of 64 KiB: the disk fills quickly.
+        sqlx::query("CREATE TABLE writes (id bigint PRIMARY KEY, body text)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("ALTER TABLE writes ALTER COLUMN body SET STORAGE EXTERNAL")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let acknowledged: Arc<Mutex<Vec<i64>>> = Arc::default();
+        let failures = Arc::new(Mutex::new(0u32));
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = tokio::spawn({
+            let (pool, acknowledged, failures, stop) = (
+                pool.clone(),
+                acknowledged.clone(),
+                failures.clone(),
+                stop.clone(),
+            );
+            async move {
+                let mut id = 0i64;
+                while !stop.load(Ordering::Relaxed) {
+                    id += 1;
+                    match sqlx::query("INSERT INTO writes VALUES ($1, repeat('x', 65536))")
+                        .bind(id)
+                        .execute(&pool)
+                        .await
+                    {
+                        Ok(_) => acknowledged.lock().unwrap().push(id),
+                        Err(_) => *failures.lock().unwrap() += 1,
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Fill what is left of the disk.
+        let ballast = dir.join("ballast");
+        {
+            let mut file = std::fs::File::create(&ballast).unwrap();
+            let chunk = vec![0u8; 1 << 20];
+            while file.write_all(&chunk).is_ok() {}
+        }
+        let full = Instant::now();
+        // Writes fail while the disk is full.
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if *failures.lock().unwrap() >= 3 {
+                break;
+            }
+            assert!(
+                full.elapsed() < Duration::from_secs(60),
+                "no write failed on a full disk"
+            );
+        }
+        let failed_while_full = *failures.lock().unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        std::fs::remove_file(&ballast).unwrap();
+        let freed = Instant::now();
+        // Back: inserts are acknowledged again.
+        let before = acknowledged.lock().unwrap().len();
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if acknowledged.lock().unwrap().len() > before + 5 {
+                break;
+            }
+            assert!(
+                freed.elapsed() < Duration::from_secs(120),
+                "the server did not serve again after space was freed ({} restarts)",
+                server.restarts()
+            );
+        }
+        let recovery = freed.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        writer.await.unwrap();
+        let stored: Vec<i64> = sqlx::query_scalar("SELECT id FROM writes ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let acknowledged = acknowledged.lock().unwrap().clone();
+        let lost: Vec<&i64> = acknowledged
+            .iter()
+            .filter(|id| stored.binary_search(id).is_err())
+            .collect();
+        pool.close().await;
+        let failed = *failures.lock().unwrap();
+        (
+            lost.len(),
+            acknowledged.len(),
+            failed_while_full,
+            failed,
+            recovery,
+        )
+    });
+    let restarts = server.restarts();
+    let stopped = server.stop();
+    unmount(&dir);
+    let (lost, acknowledged, failed_while_full, failed, recovery) = outcome;
+    eprintln!(
+        "full disk: {failed_while_full}+ writes failed while full ({failed} in all), serving again {:.2} s after space was freed, {restarts} supervisor restarts; {acknowledged} acknowledged, {lost} lost",
+        recovery.as_secs_f64()
+    );
+    assert_eq!(lost, 0, "acknowledged writes lost");
+    assert!(stopped, "the server stops cleanly");
+}
