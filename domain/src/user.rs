@@ -46,6 +46,8 @@ pub struct UserServices {
     /// strangers can ask for resets of any address, so one mailbox must not be
     /// flooded.
     pub max_reset_requests: u32,
+    /// Sign-up links a pending address receives at most while earlier ones are valid.
+    pub max_sign_up_emails: u32,
     /// How long the link that confirms a new e-mail address stays valid.
     pub email_change_ttl: Duration,
 }
@@ -57,6 +59,7 @@ impl Default for UserServices {
             lockout: Duration::minutes(15),
             reset_token_ttl: Duration::hours(1),
             max_reset_requests: 3,
+            max_sign_up_emails: 3,
             email_change_ttl: Duration::hours(24),
         }
     }
@@ -448,25 +451,38 @@ impl User {
         token_hash: String,
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Result<UserEvent, UserError> {
+        services: &UserServices,
+    ) -> Result<Option<UserEvent>, UserError> {
         match self.status {
             UserStatus::Unregistered => {}
-            // Signing up again re-sends the link: the new token supersedes the old one.
-            UserStatus::Pending if self.email.as_ref() == Some(&email) => {}
+            // Signing up again re-sends the link (the new token supersedes the old one),
+            // but anyone can sign up with anyone's address: while
+            // `max_sign_up_emails` links are still valid, nothing more is sent. The
+            // caller's answer is the same either way.
+            UserStatus::Pending if self.email.as_ref() == Some(&email) => {
+                let valid = self
+                    .signup_tokens
+                    .iter()
+                    .filter(|token| token.expires_at > now)
+                    .count();
+                if valid >= services.max_sign_up_emails as usize {
+                    return Ok(None);
+                }
+            }
             UserStatus::Pending => return Err(UserError::SignUpEmailMismatch),
             // Not an error: see `RegisteredEmailSignUpAttempted`.
             UserStatus::Active | UserStatus::Deactivated => {
-                return Ok(UserEvent::RegisteredEmailSignUpAttempted { at: now })
+                return Ok(Some(UserEvent::RegisteredEmailSignUpAttempted { at: now }))
             }
         }
         if expires_at <= now {
             return Err(UserError::TokenExpiryNotInFuture);
         }
-        Ok(UserEvent::PendingUserRegisterCreated {
+        Ok(Some(UserEvent::PendingUserRegisterCreated {
             email,
             token_hash,
             expires_at,
-        })
+        }))
     }
 
     /// What [`UserCommand::ConfirmSignUp`] decides about `token_hash` at `now`, without
@@ -630,7 +646,10 @@ impl Aggregate for User {
                 confirmation_token_hash,
                 expires_at,
                 now,
-            } => vec![self.sign_up(email, confirmation_token_hash, expires_at, now)?],
+            } => self
+                .sign_up(email, confirmation_token_hash, expires_at, now, services)?
+                .into_iter()
+                .collect(),
             UserCommand::ConfirmSignUp {
                 token_hash,
                 name,

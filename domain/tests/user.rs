@@ -813,3 +813,35 @@ fn an_email_change_applies_only_when_confirmed_with_its_token() {
         })
         .then_expect_error(UserError::EmailChangeTokenUnknown);
 }
+
+#[test]
+fn sign_up_links_to_one_pending_address_are_limited() {
+    let email = Email::parse("pending@aula.test").unwrap();
+    let pending = |hash: &str, minutes: i64| UserEvent::PendingUserRegisterCreated {
+        email: email.clone(),
+        token_hash: hash.into(),
+        expires_at: t(minutes) + Duration::hours(24),
+    };
+    let given = vec![pending("one", 1), pending("two", 2), pending("three", 3)];
+    let again = |now: DateTime<Utc>| UserCommand::SignUp {
+        email: email.clone(),
+        confirmation_token_hash: "four".into(),
+        expires_at: now + Duration::hours(24),
+        now,
+    };
+    // Three valid links: a fourth sign-up sends nothing (and is not an error).
+    framework()
+        .given(given.clone())
+        .when(again(t(4)))
+        .then_expect_events(vec![]);
+    // Once they expired, a new link is sent.
+    let later = t(4) + Duration::hours(25);
+    framework()
+        .given(given)
+        .when(again(later))
+        .then_expect_events(vec![UserEvent::PendingUserRegisterCreated {
+            email: email.clone(),
+            token_hash: "four".into(),
+            expires_at: later + Duration::hours(24),
+        }]);
+}
