@@ -23,7 +23,14 @@ use tokio_tungstenite::tungstenite::Message;
 /// One generated hostile document.
 fn hostile_document(rng: &mut StdRng) -> String {
     let depth = rng.gen_range(40..4000);
-    match rng.gen_range(0..10) {
+    match rng.gen_range(0..11) {
+        // An unclosed block string in front of deep nesting: the parser reads `""` and
+        // parses on.
+        10 => format!(
+            "{{ health(x: [\"\"\" \" {}1{} ]) {{ status }} }}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        ),
         0 => format!(
             "{{health(x:{}1{}){{status}}}}",
             "[".repeat(depth),
@@ -111,6 +118,14 @@ async fn every_generated_hostile_document_is_answered() {
             }
         }
     }
+    // An unclosed block string does not hide nesting from the limits.
+    let sneaky = format!(
+        "{{ health(x: [\"\"\" \" {}1{} ]) {{ status }} }}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let r = server.gql(None, &sneaky, json!({})).await;
+    assert_eq!(extension(&r, "reason"), "UNTERMINATED_STRING");
     // The deepest documents were refused before parsing, with the reason.
     let deep = format!(
         "{{health(x:{}1{}){{status}}}}",

@@ -130,7 +130,7 @@ fn meta(event_type: &str) -> Option<Meta> {
         "EmailChangeRequested" => meta(
             Business,
             "RequestEmailChange",
-            "A change of the account's e-mail to `new_email` was asked for; it applies (as `UserUpdated`) only when the link e-mailed to the new address is followed before `expires_at`. Supersedes earlier requests.",
+            "A change of the account's e-mail to `new_email` was asked for; it applies (as `UserUpdated`) only when the e-mailed link is followed before `expires_at`: sent to the new address, or to the current one (`link_to`) when someone else asked for an active account, so its owner consents. Supersedes earlier requests.",
             &["task: email.email_change_confirmation", "task: email.email_change_notice"],
         ),
         "UserDeactivated" => meta(
@@ -292,6 +292,7 @@ fn field_type(event_type: &str, field: &str) -> Option<&'static str> {
         (_, "name") => "PersonName (string, 1..=200 chars)",
         (_, "email" | "new_email") => "Email (string, trimmed, lower-case)",
         (_, "previous_email") => "Email or null (the address before the change)",
+        (_, "link_to") => "\"NewAddress\" | \"CurrentAddress\" (who confirms: the new address, or the owner at the current one when someone else asked for an active account)",
         (_, "role") => "Role: \"Admin\" | \"Manager\" | \"Teacher\" | \"Student\"",
         (_, "user_id" | "manager_user_id") => "UserId (UUID)",
         (_, "institution_id") => "InstitutionId (UUID)",

@@ -127,6 +127,8 @@ pub enum UserCommand {
         new_email: Email,
         token_hash: String,
         now: DateTime<Utc>,
+        /// The account's owner asks (not a manager or admin on its behalf).
+        by_owner: bool,
     },
     /// Actor: whoever holds the token e-mailed to the new address.
     ConfirmEmailChange {
@@ -205,7 +207,22 @@ pub enum UserEvent {
         new_email: Email,
         token_hash: String,
         expires_at: DateTime<Utc>,
+        /// Where the confirmation link goes (see [`EmailChangeLink`]).
+        link_to: EmailChangeLink,
     },
+}
+
+/// Who must confirm an e-mail change by following the link.
+///
+/// The owner asking, or an account never activated (no password yet: its address may
+/// simply be wrong): the new address, which proves it can receive mail. Someone else
+/// asking for an active account: the current address, so the owner consents; otherwise
+/// a manager could move a teacher's account to an address of its own, reset the
+/// password there and take the account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EmailChangeLink {
+    NewAddress,
+    CurrentAddress,
 }
 
 impl DomainEvent for UserEvent {
@@ -398,6 +415,11 @@ pub struct User {
 }
 
 impl User {
+    /// Whether the account has a password (it was activated).
+    pub fn has_password(&self) -> bool {
+        self.password_hash.is_some()
+    }
+
     /// The new address of the pending e-mail change that `token_hash` confirms.
     pub fn pending_email_change(&self, token_hash: &str) -> Option<&Email> {
         self.pending_email
@@ -703,8 +725,14 @@ impl Aggregate for User {
                 new_email,
                 token_hash,
                 now,
+                by_owner,
             } => {
                 self.ensure_active()?;
+                let link_to = if by_owner || self.password_hash.is_none() || self.email.is_none() {
+                    EmailChangeLink::NewAddress
+                } else {
+                    EmailChangeLink::CurrentAddress
+                };
                 if self.email.as_ref() == Some(&new_email) {
                     vec![]
                 } else {
@@ -713,6 +741,7 @@ impl Aggregate for User {
                         new_email,
                         token_hash,
                         expires_at: now + services.email_change_ttl,
+                        link_to,
                     }]
                 }
             }
@@ -852,6 +881,7 @@ pub fn sample_events() -> Vec<UserEvent> {
             new_email: email(),
             token_hash: "sha256:email-change".to_owned(),
             expires_at: instant(),
+            link_to: EmailChangeLink::CurrentAddress,
         },
         UserEvent::PendingUserRegisterCreated {
             email: email(),

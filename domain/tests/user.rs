@@ -1,7 +1,9 @@
 //! Given/when/then tests of the `User` aggregate: every command and every rejection.
 
 use aula_domain::errors::{Rejection, RejectionKind};
-use aula_domain::user::{Role, User, UserCommand, UserError, UserEvent, UserServices};
+use aula_domain::user::{
+    EmailChangeLink, Role, User, UserCommand, UserError, UserEvent, UserServices,
+};
 use aula_domain::values::{Email, InstitutionId, InstitutionName, PersonName};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
@@ -761,19 +763,33 @@ fn an_email_change_applies_only_when_confirmed_with_its_token() {
         _ => None,
     });
     let requested = UserEvent::EmailChangeRequested {
-        previous_email: current,
+        previous_email: current.clone(),
         new_email: new_email.clone(),
         token_hash: "sha256:change".into(),
         expires_at: t(10) + Duration::hours(24),
+        link_to: EmailChangeLink::NewAddress,
+    };
+    let request = |by_owner: bool| UserCommand::RequestEmailChange {
+        new_email: new_email.clone(),
+        token_hash: "sha256:change".into(),
+        now: t(10),
+        by_owner,
     };
     framework()
         .given(active())
-        .when(UserCommand::RequestEmailChange {
+        .when(request(true))
+        .then_expect_events(vec![requested.clone()]);
+    // Someone else asking for an active account: the owner confirms, at its address.
+    framework()
+        .given(active())
+        .when(request(false))
+        .then_expect_events(vec![UserEvent::EmailChangeRequested {
+            previous_email: current.clone(),
             new_email: new_email.clone(),
             token_hash: "sha256:change".into(),
-            now: t(10),
-        })
-        .then_expect_events(vec![requested.clone()]);
+            expires_at: t(10) + Duration::hours(24),
+            link_to: EmailChangeLink::CurrentAddress,
+        }]);
     let mut given = active();
     given.push(requested.clone());
     framework()

@@ -321,6 +321,7 @@ async fn an_email_change_sends_the_link_to_the_new_address_and_a_notice_to_the_o
                 new_email: Email::parse("new.address@example.net").unwrap(),
                 token_hash: "change-hash".into(),
                 now: Utc::now(),
+                by_owner: true,
             },
             &meta(None),
         )

@@ -204,12 +204,23 @@ pub fn scan(query: &str, limits: &DocumentLimits) -> Result<(), Violation> {
 }
 
 /// Returns the index after the string that opens at `start` (a `"`), refusing NUL
-/// characters and `\u0000` escapes in it.
+/// characters, `\u0000` escapes and strings that do not end.
+///
+/// An unterminated string is refused rather than guessed at: the parser's grammar
+/// falls back on an unclosed `"""` to reading `""` as an empty string and goes on
+/// parsing what this scan took for string content, so accepting it would let nesting
+/// the scan never counted reach the recursive parser.
 fn skip_string(bytes: &[u8], start: usize) -> Result<usize, Violation> {
     let nul = || {
         Violation::new(
             "NUL_CHARACTER",
             "the document contains a NUL character".into(),
+        )
+    };
+    let unterminated = || {
+        Violation::new(
+            "UNTERMINATED_STRING",
+            "the document has a string that does not end".into(),
         )
     };
     if bytes[start..].starts_with(b"\"\"\"") {
@@ -227,13 +238,15 @@ fn skip_string(bytes: &[u8], start: usize) -> Result<usize, Violation> {
                 i += 1;
             }
         }
-        return Ok(i);
+        return Err(unterminated());
     }
     let mut i = start + 1;
     while i < bytes.len() {
         match bytes[i] {
             0 => return Err(nul()),
-            b'"' | b'\n' | b'\r' => return Ok(i + 1),
+            b'"' => return Ok(i + 1),
+            // A string never spans lines.
+            b'\n' | b'\r' => return Err(unterminated()),
             b'\\' => {
                 if is_nul_escape(&bytes[i + 1..]) {
                     return Err(nul());
@@ -243,7 +256,7 @@ fn skip_string(bytes: &[u8], start: usize) -> Result<usize, Violation> {
             _ => i += 1,
         }
     }
-    Ok(i)
+    Err(unterminated())
 }
 
 /// `u0000`, `u{0}`, `u{000}`... after a backslash.
@@ -451,6 +464,33 @@ mod tests {
             scan("{ f(x: \"a\0b\") }", &limits()).unwrap_err().reason,
             "NUL_CHARACTER"
         );
+    }
+
+    #[test]
+    fn unterminated_strings_are_refused_not_guessed_at() {
+        // The parser reads an unclosed `"""` as `""` and parses on: the nesting behind
+        // it must never pass as string content.
+        let sneaky = format!(
+            "{{ health(x: [\"\"\" \" {}1{} ]) {{ status }} }}",
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
+        assert_eq!(
+            scan(&sneaky, &limits()).unwrap_err().reason,
+            "UNTERMINATED_STRING"
+        );
+        assert_eq!(
+            scan("{ f(x: \"abc\ndef\") }", &limits())
+                .unwrap_err()
+                .reason,
+            "UNTERMINATED_STRING"
+        );
+        assert_eq!(
+            scan("{ f(x: \"abc", &limits()).unwrap_err().reason,
+            "UNTERMINATED_STRING"
+        );
+        assert_eq!(scan("{ f(x: \"\"\"abc\"\"\") }", &limits()), Ok(()));
+        assert_eq!(scan("{ f(x: \"\") }", &limits()), Ok(()));
     }
 
     #[test]

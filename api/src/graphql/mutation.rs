@@ -1335,12 +1335,20 @@ impl CommandMutation {
             }
             let token = secrets::new_token();
             let token_hash = secrets::token_hash(&token);
+            // The link goes to the new address, or to the current one when someone
+            // else asks for an active account (the domain decides; see
+            // `EmailChangeLink`): the token is recorded for whichever receives it.
+            let recipient = if target == claims.user_id || !user.has_password() {
+                new_email.to_string()
+            } else {
+                user.email().map(ToString::to_string).unwrap_or_default()
+            };
             issue(
                 state,
                 IssuedToken {
                     kind: TokenKind::EmailChange,
                     user_id: target,
-                    email: new_email.to_string(),
+                    email: recipient,
                     token,
                 },
             )
@@ -1354,6 +1362,7 @@ impl CommandMutation {
                         new_email,
                         token_hash,
                         now: state.clock.now(),
+                        by_owner: target == claims.user_id,
                     },
                     &metadata(request(ctx), institution),
                 )
@@ -1404,8 +1413,11 @@ impl CommandMutation {
         let committed = match outcome {
             Ok(committed) => committed,
             Err(error) => {
-                if let CommandError::Rejected(_) = &error {
-                    emails::release(&state.pool, new_email.as_str(), target).await?;
+                // Whatever went wrong, the address was not taken: free it again (a
+                // failure here is logged; the reservation only blocks that address).
+                if let Err(release) = emails::release(&state.pool, new_email.as_str(), target).await
+                {
+                    tracing::warn!(error = %release, "could not release an e-mail reservation");
                 }
                 return Err(match error {
                     CommandError::Rejected(UserError::NotFound | UserError::NotActive) => unknown(),

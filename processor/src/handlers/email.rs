@@ -6,7 +6,7 @@ use std::sync::Arc;
 use aula_domain::application::ApplicationEvent;
 use aula_domain::course::{Course, CourseEvent, CourseServices, DeclineReason};
 use aula_domain::student::StudentEvent;
-use aula_domain::user::{User, UserEvent, UserServices, UserStatus};
+use aula_domain::user::{EmailChangeLink, User, UserEvent, UserServices, UserStatus};
 use aula_eventlog::CommandBus;
 use chrono::Utc;
 
@@ -256,10 +256,11 @@ impl EmailHandler {
             }
             kinds::EMAIL_CHANGE_CONFIRMATION => {
                 let UserEvent::EmailChangeRequested {
+                    previous_email,
                     new_email,
                     token_hash,
                     expires_at,
-                    ..
+                    link_to,
                 } = payload.decode()?
                 else {
                     return Err(wrong_event(&payload));
@@ -270,15 +271,30 @@ impl EmailHandler {
                     &[("user", payload.aggregate_id), ("token", &token)],
                 );
                 let expires = expires_at.format("%Y-%m-%d %H:%M UTC");
+                let (to, subject, intro) = match (link_to, previous_email) {
+                    (EmailChangeLink::CurrentAddress, Some(current)) => (
+                        current,
+                        "Approve the change of your Aula e-mail address",
+                        format!(
+                            "Your institution's staff asked to change the e-mail address of your Aula account to {new_email}. It changes only if you approve it by opening this link."
+                        ),
+                    ),
+                    _ => (
+                        new_email,
+                        "Confirm your new Aula e-mail address",
+                        "Someone asked to use this address for an Aula account. Confirm it by opening this link.".to_owned(),
+                    ),
+                };
                 Rendered {
                     message: message(
-                        new_email.as_str(),
-                        "Confirm your new Aula e-mail address".into(),
-                        format!("Someone asked to use this address for an Aula account.\n\nConfirm it by opening this link:\n{link}\n\nThe link expires at {expires} and works once. Until then the account keeps its current address. If you did not expect this, ignore this e-mail.\n"),
+                        to.as_str(),
+                        subject.into(),
+                        format!("{intro}\n{link}\n\nThe link expires at {expires} and works once. Until then the account keeps its current address. If you did not expect this, ignore this e-mail.\n"),
                         html(
-                            "Confirm your new e-mail address",
+                            subject,
                             &format!(
-                                "<p>Someone asked to use this address for an Aula account.</p><p><a href=\"{0}\">{0}</a></p><p>The link expires at {expires} and works once. Until then the account keeps its current address. If you did not expect this, ignore this e-mail.</p>",
+                                "<p>{}</p><p><a href=\"{1}\">{1}</a></p><p>The link expires at {expires} and works once. Until then the account keeps its current address. If you did not expect this, ignore this e-mail.</p>",
+                                html_escape(&intro),
                                 html_escape(&link)
                             ),
                         ),
@@ -290,12 +306,15 @@ impl EmailHandler {
                 let UserEvent::EmailChangeRequested {
                     previous_email,
                     new_email,
+                    link_to,
                     ..
                 } = payload.decode()?
                 else {
                     return Err(wrong_event(&payload));
                 };
-                let Some(previous) = previous_email else {
+                // When the owner approves at the current address, that link is the notice.
+                let (Some(previous), EmailChangeLink::NewAddress) = (previous_email, link_to)
+                else {
                     return Ok(None);
                 };
                 let shown = masked(new_email.as_str());
