@@ -5,9 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::http::{GraphiQLSource, WebSocketProtocols, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::{Data, ErrorExtensions as _, ServerError, Value};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -21,6 +20,7 @@ use crate::auth;
 use crate::client_address::client_address;
 use crate::error::{self, ApiError};
 use crate::graphql::{self, AulaSchema, RequestContext};
+use crate::keepalive::KeepAlive;
 use crate::state::AppState;
 
 #[derive(Clone)]
@@ -320,13 +320,28 @@ async fn graphiql() -> Html<String> {
     )
 }
 
+/// The subprotocol a socket asked for: the first of `Sec-WebSocket-Protocol` that
+/// async-graphql speaks.
+fn websocket_protocol(headers: &HeaderMap) -> Option<WebSocketProtocols> {
+    headers
+        .get(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|protocols| {
+            protocols
+                .split(',')
+                .find_map(|p| p.trim().parse::<WebSocketProtocols>().ok())
+        })
+}
+
 async fn graphql_ws(
     State(http): State<Http>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let Some(protocol) = websocket_protocol(&headers) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
     let schema = http.schema.clone();
     let app = http.app.clone();
     // Public mutations sent over the socket are rate-limited like HTTP ones.
@@ -338,42 +353,47 @@ async fn graphql_ws(
     let span = tracing::info_span!("graphql_ws", request_id = %request_id);
     // A message is bounded like a request body (a 14 MB message used to be parsed).
     let limit = app.config.body_limit_bytes;
+    let keepalive = KeepAlive {
+        ping_interval: app.config.socket_ping_interval,
+        idle_timeout: app.config.socket_idle_timeout,
+    };
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
-            GraphQLWebSocket::new(stream, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let token = ["authorization", "Authorization", "token"]
-                        .iter()
-                        .find_map(|key| payload.get(*key).and_then(|v| v.as_str()))
-                        .map(|value| auth::bearer(value).unwrap_or(value).to_owned());
-                    let claims = match token {
-                        None => None,
-                        Some(token) => Some(
-                            auth::authenticate(
-                                &app.pool,
-                                &app.config.token_secret,
-                                &token,
-                                app.clock.now(),
-                            )
-                            .await
-                            .map_err(async_graphql::Error::from)?,
-                        ),
-                    };
-                    let mut data = Data::default();
-                    data.insert(crate::graphql::session::SocketSession);
-                    data.insert(RequestContext {
-                        claims,
-                        client,
-                        request_id,
-                    });
-                    Ok(data)
-                })
-                .keepalive_timeout(Duration::from_secs(60))
-                .serve()
-                .instrument(span)
+        .on_upgrade(move |socket| {
+            crate::keepalive::serve(socket, protocol, keepalive, move |input| {
+                async_graphql::http::WebSocket::new(schema, input, protocol).on_connection_init(
+                    move |payload| async move {
+                        let token = ["authorization", "Authorization", "token"]
+                            .iter()
+                            .find_map(|key| payload.get(*key).and_then(|v| v.as_str()))
+                            .map(|value| auth::bearer(value).unwrap_or(value).to_owned());
+                        let claims = match token {
+                            None => None,
+                            Some(token) => Some(
+                                auth::authenticate(
+                                    &app.pool,
+                                    &app.config.token_secret,
+                                    &token,
+                                    app.clock.now(),
+                                )
+                                .await
+                                .map_err(async_graphql::Error::from)?,
+                            ),
+                        };
+                        let mut data = Data::default();
+                        data.insert(crate::graphql::session::SocketSession);
+                        data.insert(RequestContext {
+                            claims,
+                            client,
+                            request_id,
+                        });
+                        Ok(data)
+                    },
+                )
+            })
+            .instrument(span)
         })
 }
 

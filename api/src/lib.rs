@@ -24,6 +24,7 @@ pub mod error;
 pub mod freshness;
 pub mod graphql;
 mod http;
+mod keepalive;
 pub mod metrics;
 mod pages;
 pub mod ratelimit;
