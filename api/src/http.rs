@@ -5,12 +5,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use async_graphql::http::{GraphiQLSource, WebSocketProtocols, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::http::{WebSocketProtocols, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::{Data, ErrorExtensions as _, ServerError, Value};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::json;
@@ -39,12 +39,13 @@ pub fn router(state: AppState) -> Router {
         app: state,
     };
     Router::new()
-        .route("/graphql", get(graphiql).post(graphql_post))
+        .route("/graphql", get(crate::graphiql::page).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(crate::dashboard::routes())
+        .merge(crate::graphiql::routes())
         .merge(crate::pages::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(http)
@@ -422,15 +423,6 @@ async fn graphql_post(
     }
     .instrument(span)
     .await
-}
-
-async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .finish(),
-    )
 }
 
 /// The subprotocol a socket asked for: the first of `Sec-WebSocket-Protocol` that

@@ -22,6 +22,7 @@ mod dashboard;
 pub mod emails;
 pub mod error;
 pub mod freshness;
+mod graphiql;
 pub mod graphql;
 mod http;
 mod keepalive;
