@@ -162,7 +162,7 @@ async fn a_socket_that_never_answers_is_closed_with_3008() {
     )
     .await;
     // Not reading: no pong frame or message goes back.
-    tokio::time::sleep(IDLE_TIMEOUT + 2 * PING).await;
+    tokio::time::sleep(IDLE_TIMEOUT + 4 * PING).await;
     let seen = read_for(&mut socket, Duration::from_secs(2), false).await;
     assert!(seen.ping_frames >= 1, "{seen:?}");
     assert_eq!(seen.close, Some(3008), "{seen:?}");
