@@ -127,6 +127,13 @@ pub struct ApiConfig {
     /// How often a subscription over a WebSocket checks that its account was not
     /// deactivated meanwhile (it also ends when its token expires).
     pub socket_recheck_interval: Duration,
+    /// How often the server pings a `/graphql/ws` socket (a protocol ping once
+    /// acknowledged, and a WebSocket ping frame), so quiet sockets stay open through
+    /// proxies and dead ones are found (see `keepalive.rs`).
+    pub socket_ping_interval: Duration,
+    /// A socket from which nothing arrived for this long (no message, no pong) is
+    /// closed with `3008 timeout`. Longer than [`Self::socket_ping_interval`].
+    pub socket_idle_timeout: Duration,
     /// The local time zone of `processingSummary.ratePerHourToday` ("today" starts at
     /// local midnight), in minutes east of UTC. Default 0 (UTC).
     pub processing_utc_offset_minutes: i32,
@@ -161,6 +168,14 @@ impl ApiConfig {
         {
             return Err(ConfigError(
                 "body limit, page size and rate-limit bursts must be positive".into(),
+            ));
+        }
+        if self.socket_ping_interval.is_zero()
+            || self.socket_idle_timeout <= self.socket_ping_interval
+        {
+            return Err(ConfigError(
+                "the socket ping interval must be positive and shorter than the idle timeout"
+                    .into(),
             ));
         }
         if self.processing_utc_offset_minutes.abs() > MAX_UTC_OFFSET_MINUTES {
@@ -205,6 +220,8 @@ impl ApiConfig {
             password_hashing: PasswordHashing::default(),
             subscription_poll_interval: Duration::from_millis(500),
             socket_recheck_interval: Duration::from_secs(30),
+            socket_ping_interval: Duration::from_secs(15),
+            socket_idle_timeout: Duration::from_secs(60),
             processing_utc_offset_minutes: 0,
         }
     }
@@ -230,6 +247,16 @@ mod tests {
         assert!(ApiConfig::new(Secret::new([7u8; 32].to_vec()))
             .validate()
             .is_ok());
+    }
+
+    #[test]
+    fn sockets_are_pinged_more_often_than_they_time_out() {
+        let mut config = ApiConfig::new(Secret::new([7u8; 32].to_vec()));
+        assert!(config.socket_ping_interval < config.socket_idle_timeout);
+        config.socket_ping_interval = config.socket_idle_timeout;
+        assert!(config.validate().is_err());
+        config.socket_ping_interval = Duration::ZERO;
+        assert!(config.validate().is_err());
     }
 
     #[test]

@@ -5,13 +5,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql::http::{WebSocketProtocols, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::{Data, ErrorExtensions as _, ServerError, Value};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::json;
@@ -21,6 +20,7 @@ use crate::auth;
 use crate::client_address::client_address;
 use crate::error::{self, ApiError};
 use crate::graphql::{self, AulaSchema, RequestContext};
+use crate::keepalive::KeepAlive;
 use crate::state::AppState;
 
 #[derive(Clone)]
@@ -39,12 +39,13 @@ pub fn router(state: AppState) -> Router {
         app: state,
     };
     Router::new()
-        .route("/graphql", get(graphiql).post(graphql_post))
+        .route("/graphql", get(crate::graphiql::page).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(crate::dashboard::routes())
+        .merge(crate::graphiql::routes())
         .merge(crate::pages::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(http)
@@ -66,16 +67,95 @@ fn request_id(headers: &HeaderMap) -> String {
 }
 
 /// A GraphQL-shaped error response for failures before execution.
-fn error_response(status: StatusCode, request_id: &str, error: ApiError) -> Response {
+fn error_response(
+    format: Format,
+    status: StatusCode,
+    request_id: &str,
+    error: ApiError,
+) -> Response {
     crate::metrics::record_refused(error.code());
     let error: async_graphql::Error = error.into();
     let mut server_error = error.into_server_error(Default::default());
     server_error.locations.clear();
     let response = async_graphql::Response::from_errors(vec![server_error]);
-    finish(status, request_id, response)
+    finish(format, status, request_id, response)
 }
 
-fn finish(status: StatusCode, request_id: &str, mut response: async_graphql::Response) -> Response {
+/// The media type of an answer, as the client's `Accept` asks (GraphQL over HTTP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// `application/json`: without an `Accept` naming the other, as before; a request
+    /// error is still 200 with `"data": null` (clients of the legacy watershed expect
+    /// it).
+    Json,
+    /// `application/graphql-response+json`: a request that did not execute (parse,
+    /// validation and variable errors, refused before execution) answers 4xx or 5xx
+    /// and has no `data` entry; one that executed answers 200 whatever its errors.
+    GraphQLResponse,
+}
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+
+impl Format {
+    /// `application/graphql-response+json` when `Accept` names it with a quality at
+    /// least that of `application/json` (or without that one); else JSON.
+    fn of(headers: &HeaderMap) -> Self {
+        let Some(accept) = headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return Self::Json;
+        };
+        let (mut graphql, mut json) = (None::<f32>, None::<f32>);
+        for item in accept.split(',') {
+            let item = item.to_ascii_lowercase();
+            let mut parts = item.split(';');
+            let media = parts.next().unwrap_or("").trim().to_owned();
+            let quality = parts
+                .find_map(|p| p.trim().strip_prefix("q=").map(str::to_owned))
+                .map_or(1.0, |q| q.trim().parse::<f32>().unwrap_or(0.0));
+            let slot = match media.as_str() {
+                GRAPHQL_RESPONSE_JSON => &mut graphql,
+                "application/json" => &mut json,
+                _ => continue,
+            };
+            *slot = Some(slot.map_or(quality, |q| q.max(quality)));
+        }
+        match graphql {
+            Some(g) if g > 0.0 && json.is_none_or(|j| g >= j) => Self::GraphQLResponse,
+            _ => Self::Json,
+        }
+    }
+}
+
+/// The status of a request that did not execute, answered as
+/// `application/graphql-response+json`, by its first error's code.
+fn request_error_status(response: &async_graphql::Response) -> StatusCode {
+    let code = response
+        .errors
+        .first()
+        .and_then(|e| e.extensions.as_ref())
+        .and_then(|e| e.get("code"));
+    match code {
+        Some(Value::String(code)) => match code.as_str() {
+            error::VALIDATION => StatusCode::BAD_REQUEST,
+            error::UNAUTHENTICATED => StatusCode::UNAUTHORIZED,
+            error::FORBIDDEN => StatusCode::FORBIDDEN,
+            error::RATE_LIMITED => StatusCode::TOO_MANY_REQUESTS,
+            error::TIMEOUT => StatusCode::GATEWAY_TIMEOUT,
+            error::UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        },
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn finish(
+    format: Format,
+    status: StatusCode,
+    request_id: &str,
+    mut response: async_graphql::Response,
+) -> Response {
     for error in &mut response.errors {
         normalize(error, request_id);
     }
@@ -92,7 +172,34 @@ fn finish(status: StatusCode, request_id: &str, mut response: async_graphql::Res
     } else {
         status
     };
-    let mut http = (status, Json(response)).into_response();
+    let mut http = match format {
+        Format::Json => (status, Json(response)).into_response(),
+        Format::GraphQLResponse => {
+            // Nothing executed: errors, none of them a field's (no path), and no data.
+            let request_error = !response.errors.is_empty()
+                && response.data == Value::Null
+                && response.errors.iter().all(|e| e.path.is_empty());
+            let status = if request_error && status == StatusCode::OK {
+                request_error_status(&response)
+            } else {
+                status
+            };
+            let mut body = serde_json::to_value(&response).unwrap_or_default();
+            if request_error {
+                if let Some(body) = body.as_object_mut() {
+                    body.remove("data");
+                }
+            }
+            let content_type =
+                HeaderValue::from_static("application/graphql-response+json; charset=utf-8");
+            (
+                status,
+                [(axum::http::header::CONTENT_TYPE, content_type)],
+                body.to_string(),
+            )
+                .into_response()
+        }
+    };
     if let Ok(value) = HeaderValue::from_str(request_id) {
         http.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
@@ -166,9 +273,11 @@ async fn graphql_post(
             .adopt(&span);
         }
     }
+    let format = Format::of(&headers);
     async move {
         if !is_json(&headers) {
             let mut response = error_response(
+                format,
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 &request_id,
                 ApiError::validation(
@@ -189,6 +298,7 @@ async fn graphql_post(
             Ok(Ok(body)) => body,
             Err(_) => {
                 return error_response(
+                    format,
                     StatusCode::REQUEST_TIMEOUT,
                     &request_id,
                     ApiError::validation(
@@ -206,6 +316,7 @@ async fn graphql_post(
                     .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
                 return if too_large {
                     error_response(
+                        format,
                         StatusCode::PAYLOAD_TOO_LARGE,
                         &request_id,
                         ApiError::validation(
@@ -216,6 +327,7 @@ async fn graphql_post(
                     )
                 } else {
                     error_response(
+                        format,
                         StatusCode::BAD_REQUEST,
                         &request_id,
                         ApiError::validation(
@@ -231,6 +343,7 @@ async fn graphql_post(
             Ok(json) => json,
             Err(e) => {
                 return error_response(
+                    format,
                     StatusCode::BAD_REQUEST,
                     &request_id,
                     ApiError::validation(
@@ -245,6 +358,7 @@ async fn graphql_post(
             Ok(request) => request,
             Err(e) => {
                 return error_response(
+                    format,
                     StatusCode::BAD_REQUEST,
                     &request_id,
                     ApiError::validation(
@@ -281,7 +395,7 @@ async fn graphql_post(
                             error::UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
                             _ => StatusCode::INTERNAL_SERVER_ERROR,
                         };
-                        return error_response(status, &request_id, error);
+                        return error_response(format, status, &request_id, error);
                     }
                 }
             }
@@ -295,7 +409,7 @@ async fn graphql_post(
         };
         let execution = http.schema.execute(request.data(context));
         match tokio::time::timeout(http.app.config.request_timeout, execution).await {
-            Ok(response) => finish(StatusCode::OK, &request_id, response),
+            Ok(response) => finish(format, StatusCode::OK, &request_id, response),
             Err(_) => {
                 tracing::warn!(timeout = ?http.app.config.request_timeout, "request timed out");
                 let error = async_graphql::Error::new("the request took too long")
@@ -303,7 +417,7 @@ async fn graphql_post(
                 let response = async_graphql::Response::from_errors(vec![
                     error.into_server_error(Default::default())
                 ]);
-                finish(StatusCode::OK, &request_id, response)
+                finish(format, StatusCode::OK, &request_id, response)
             }
         }
     }
@@ -311,22 +425,28 @@ async fn graphql_post(
     .await
 }
 
-async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .finish(),
-    )
+/// The subprotocol a socket asked for: the first of `Sec-WebSocket-Protocol` that
+/// async-graphql speaks.
+fn websocket_protocol(headers: &HeaderMap) -> Option<WebSocketProtocols> {
+    headers
+        .get(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|protocols| {
+            protocols
+                .split(',')
+                .find_map(|p| p.trim().parse::<WebSocketProtocols>().ok())
+        })
 }
 
 async fn graphql_ws(
     State(http): State<Http>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let Some(protocol) = websocket_protocol(&headers) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
     let schema = http.schema.clone();
     let app = http.app.clone();
     // Public mutations sent over the socket are rate-limited like HTTP ones.
@@ -338,42 +458,47 @@ async fn graphql_ws(
     let span = tracing::info_span!("graphql_ws", request_id = %request_id);
     // A message is bounded like a request body (a 14 MB message used to be parsed).
     let limit = app.config.body_limit_bytes;
+    let keepalive = KeepAlive {
+        ping_interval: app.config.socket_ping_interval,
+        idle_timeout: app.config.socket_idle_timeout,
+    };
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
-            GraphQLWebSocket::new(stream, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let token = ["authorization", "Authorization", "token"]
-                        .iter()
-                        .find_map(|key| payload.get(*key).and_then(|v| v.as_str()))
-                        .map(|value| auth::bearer(value).unwrap_or(value).to_owned());
-                    let claims = match token {
-                        None => None,
-                        Some(token) => Some(
-                            auth::authenticate(
-                                &app.pool,
-                                &app.config.token_secret,
-                                &token,
-                                app.clock.now(),
-                            )
-                            .await
-                            .map_err(async_graphql::Error::from)?,
-                        ),
-                    };
-                    let mut data = Data::default();
-                    data.insert(crate::graphql::session::SocketSession);
-                    data.insert(RequestContext {
-                        claims,
-                        client,
-                        request_id,
-                    });
-                    Ok(data)
-                })
-                .keepalive_timeout(Duration::from_secs(60))
-                .serve()
-                .instrument(span)
+        .on_upgrade(move |socket| {
+            crate::keepalive::serve(socket, protocol, keepalive, move |input| {
+                async_graphql::http::WebSocket::new(schema, input, protocol).on_connection_init(
+                    move |payload| async move {
+                        let token = ["authorization", "Authorization", "token"]
+                            .iter()
+                            .find_map(|key| payload.get(*key).and_then(|v| v.as_str()))
+                            .map(|value| auth::bearer(value).unwrap_or(value).to_owned());
+                        let claims = match token {
+                            None => None,
+                            Some(token) => Some(
+                                auth::authenticate(
+                                    &app.pool,
+                                    &app.config.token_secret,
+                                    &token,
+                                    app.clock.now(),
+                                )
+                                .await
+                                .map_err(async_graphql::Error::from)?,
+                            ),
+                        };
+                        let mut data = Data::default();
+                        data.insert(crate::graphql::session::SocketSession);
+                        data.insert(RequestContext {
+                            claims,
+                            client,
+                            request_id,
+                        });
+                        Ok(data)
+                    },
+                )
+            })
+            .instrument(span)
         })
 }
 

@@ -1,0 +1,140 @@
+//! Keep-alive of `/graphql/ws`: the server pings, and closes a socket that stopped
+//! answering.
+//!
+//! async-graphql's own loop only waits: a socket on which the client sent nothing for
+//! 60 s was closed (`3008 timeout`), so every quiet subscription (the dashboard's, a
+//! GraphiQL tab) dropped and reconnected each minute, and a legacy `graphql-ws` client
+//! (which never pings) could not stay idle at all. Here, every
+//! [`ApiConfig::socket_ping_interval`](crate::config::ApiConfig):
+//!
+//! - a protocol ping once the connection is acknowledged: `{"type":"ping"}` on
+//!   `graphql-transport-ws` (clients answer `{"type":"pong"}`), `{"type":"ka"}` on the
+//!   legacy `graphql-ws` (no answer expected);
+//! - a WebSocket `Ping` frame, which every WebSocket implementation (browsers
+//!   included) answers with a `Pong` frame by itself, whatever the protocol above.
+//!
+//! **A client that never answers:** anything received counts as a sign of life (a
+//! message, a `pong`, a `Pong` frame). When nothing arrived for
+//! [`ApiConfig::socket_idle_timeout`](crate::config::ApiConfig), the socket is closed
+//! with `3008 timeout` (the code async-graphql used). A client whose sends stall as
+//! long (a full TCP window: gone or not reading) is dropped without a close frame.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_graphql::http::{WebSocketProtocols, WsMessage};
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures::stream::BoxStream;
+use futures::{future, SinkExt as _, Stream, StreamExt as _};
+use tokio::time::Instant;
+
+/// The close code of a socket that stopped answering.
+pub(crate) const TIMEOUT_CLOSE_CODE: u16 = 3008;
+
+/// How long a socket closed for silence waits for the client's close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// How often to ping, and how long a silent socket stays open.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeepAlive {
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// Serves one upgraded socket: `graphql` turns the client's text and binary messages
+/// into the protocol's answers (async-graphql's [`async_graphql::http::WebSocket`]);
+/// pings and the idle check are added around it.
+pub(crate) async fn serve<G>(
+    socket: WebSocket,
+    protocol: WebSocketProtocols,
+    keepalive: KeepAlive,
+    graphql: impl FnOnce(BoxStream<'static, Bytes>) -> G,
+) where
+    G: Stream<Item = WsMessage> + Send,
+{
+    let (mut sink, stream) = socket.split();
+    let last_seen = Arc::new(Mutex::new(Instant::now()));
+    let input = {
+        let last_seen = last_seen.clone();
+        stream
+            .take_while(|message| future::ready(message.is_ok()))
+            .filter_map(move |message| {
+                *last_seen.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+                future::ready(match message {
+                    Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
+                        Some(message.into_data())
+                    }
+                    _ => None,
+                })
+            })
+            .boxed()
+    };
+    let answers = graphql(input);
+    futures::pin_mut!(answers);
+    let ping = match protocol {
+        WebSocketProtocols::GraphQLWS => r#"{"type":"ping"}"#,
+        WebSocketProtocols::SubscriptionsTransportWS => r#"{"type":"ka"}"#,
+    };
+    let mut ticker = tokio::time::interval_at(
+        Instant::now() + keepalive.ping_interval,
+        keepalive.ping_interval,
+    );
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut acknowledged = false;
+    // A send that cannot finish within the idle timeout: the client is gone or does
+    // not read; give up on it.
+    let send_within = keepalive.idle_timeout;
+    loop {
+        let outgoing: Vec<Message> = tokio::select! {
+            answer = answers.next() => match answer {
+                None => break,
+                Some(WsMessage::Text(text)) => {
+                    acknowledged = acknowledged || is_ack(&text);
+                    vec![Message::Text(text.into())]
+                }
+                Some(WsMessage::Close(code, reason)) => {
+                    vec![Message::Close(Some(CloseFrame { code, reason: reason.into() }))]
+                }
+            },
+            _ = ticker.tick() => {
+                let silent = last_seen.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+                if silent >= keepalive.idle_timeout {
+                    tracing::debug!(?silent, "closing a socket that stopped answering");
+                    let close = Message::Close(Some(CloseFrame {
+                        code: TIMEOUT_CLOSE_CODE,
+                        reason: "timeout".into(),
+                    }));
+                    let _ = tokio::time::timeout(send_within, sink.send(close)).await;
+                    // The closing handshake: a client that is still there answers the
+                    // close frame (and reads it before the connection goes away).
+                    let drain = async { while answers.next().await.is_some() {} };
+                    let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+                    break;
+                }
+                let mut pings = Vec::with_capacity(2);
+                if acknowledged {
+                    pings.push(Message::Text(ping.into()));
+                }
+                pings.push(Message::Ping(Bytes::new()));
+                pings
+            }
+        };
+        for message in outgoing {
+            match tokio::time::timeout(send_within, sink.send(message)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::debug!("dropping a socket whose sends stalled");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Whether an answer is the protocol's `connection_ack` (pings start after it).
+fn is_ack(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text)
+        .is_ok_and(|message| message["type"] == "connection_ack")
+}
