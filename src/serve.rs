@@ -149,6 +149,7 @@ pub async fn serve(
             max_connections: args.http_max_connections.max(1),
             max_connections_per_client: args.http_max_connections_per_client.max(1),
             trusted_proxies: args.trusted_proxies.clone(),
+            ..aula_api::ServerLimits::default()
         };
         // Read-your-writes waits for every projection, wherever it runs.
         config.projections = aula_projections::NAMES

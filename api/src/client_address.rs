@@ -16,55 +16,65 @@ use ipnet::IpNet;
 
 /// The client address of a request that arrived from `peer`.
 pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    // `::ffff:10.0.0.2` (an IPv4 peer on a dual-stack listener) is `10.0.0.2`.
+    let peer = peer.to_canonical();
     let is_trusted = |address: &IpAddr| trusted.iter().any(|net| net.contains(address));
     if !is_trusted(&peer) {
         return peer;
     }
-    let mut hops: Vec<IpAddr> = Vec::new();
+    // Every hop, left to right; `None` for one that does not parse (`unknown`, an
+    // obfuscated name): the walk from the right stops there.
+    let mut hops: Vec<Option<IpAddr>> = Vec::new();
     for value in headers.get_all("x-forwarded-for") {
         let Ok(value) = value.to_str() else {
             return peer;
         };
-        hops.extend(value.split(',').filter_map(|hop| parse_hop(hop.trim())));
+        hops.extend(value.split(',').map(|hop| parse_hop(hop.trim())));
     }
     if hops.is_empty() {
         for value in headers.get_all("forwarded") {
             let Ok(value) = value.to_str() else {
                 return peer;
             };
-            hops.extend(
-                value
-                    .split(',')
-                    .flat_map(|element| element.split(';'))
-                    .filter_map(|pair| {
-                        let (key, value) = pair.trim().split_once('=')?;
-                        key.trim()
-                            .eq_ignore_ascii_case("for")
-                            .then(|| parse_hop(value.trim().trim_matches('"')))
-                            .flatten()
-                    }),
-            );
+            for element in value.split(',') {
+                let hop = element.split(';').find_map(|pair| {
+                    let (key, value) = pair.trim().split_once('=')?;
+                    key.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| parse_hop(value.trim().trim_matches('"')))
+                });
+                if let Some(hop) = hop {
+                    hops.push(hop);
+                }
+            }
         }
     }
-    hops.iter()
-        .rev()
-        .find(|hop| !is_trusted(hop))
-        .or(hops.first())
-        .copied()
-        .unwrap_or(peer)
+    // From the right: trusted proxies are skipped; the first other address is the
+    // client. An entry that does not parse ends the walk at the last trusted hop,
+    // never reaching what a client may have written further left.
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop {
+            Some(address) if is_trusted(address) => client = *address,
+            Some(address) => return *address,
+            None => return client,
+        }
+    }
+    client
 }
 
 /// One hop: `203.0.113.9`, `203.0.113.9:4711`, `2001:db8::1`, `[2001:db8::1]:4711`.
 fn parse_hop(hop: &str) -> Option<IpAddr> {
-    if let Ok(address) = hop.parse() {
-        return Some(address);
-    }
-    if let Some(rest) = hop.strip_prefix('[') {
-        return rest.split_once(']')?.0.parse().ok();
-    }
-    let (host, port) = hop.rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
-    host.parse().ok()
+    let address: IpAddr = if let Ok(address) = hop.parse() {
+        address
+    } else if let Some(rest) = hop.strip_prefix('[') {
+        rest.split_once(']')?.0.parse().ok()?
+    } else {
+        let (host, port) = hop.rsplit_once(':')?;
+        port.parse::<u16>().ok()?;
+        host.parse().ok()?
+    };
+    Some(address.to_canonical())
 }
 
 #[cfg(test)]
@@ -121,6 +131,16 @@ mod tests {
         assert_eq!(
             client_address(ip("10.0.0.2"), &h, &trusted),
             ip("2001:db8::1")
+        );
+        // An entry that does not parse stops the walk: the client's own "1.1.1.1"
+        // further left is never taken.
+        let h = headers(&[("x-forwarded-for", "1.1.1.1, unknown, 10.0.0.3")]);
+        assert_eq!(client_address(ip("10.0.0.2"), &h, &trusted), ip("10.0.0.3"));
+        // An IPv4 peer on a dual-stack listener is still the trusted proxy.
+        let h = headers(&[("x-forwarded-for", "198.51.100.9")]);
+        assert_eq!(
+            client_address(ip("::ffff:10.0.0.2"), &h, &trusted),
+            ip("198.51.100.9")
         );
         // No header: the proxy itself.
         assert_eq!(

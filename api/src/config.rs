@@ -59,6 +59,11 @@ pub struct ServerLimits {
     pub header_timeout: Duration,
     /// Time a client has to send a request's body once its headers arrived.
     pub body_timeout: Duration,
+    /// A write to a client that makes no progress this long ends the connection (a
+    /// client that never reads its answer).
+    pub write_timeout: Duration,
+    /// On stop, how long open connections may take to finish before they are dropped.
+    pub stop_deadline: Duration,
     /// Open connections in all (WebSockets included); more are answered 503 and
     /// closed. Lowered at start-up to what the process's open-file limit allows.
     pub max_connections: usize,
@@ -77,6 +82,8 @@ impl Default for ServerLimits {
         Self {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            stop_deadline: Duration::from_secs(30),
             max_connections: 4096,
             max_connections_per_client: 256,
             trusted_proxies: Vec::new(),

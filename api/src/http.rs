@@ -160,13 +160,20 @@ fn finish(
         normalize(error, request_id);
     }
     // A database that cannot be reached is the service's trouble, not the request's:
-    // 503 with Retry-After, so clients and proxies retry.
-    let unavailable = response.errors.iter().any(|error| {
-        matches!(
-            error.extensions.as_ref().and_then(|e| e.get("code")),
-            Some(Value::String(code)) if code == error::UNAVAILABLE
-        )
-    });
+    // 503 with Retry-After, so clients and proxies retry. Only when nothing was done:
+    // a retried request whose other fields committed would repeat them.
+    let nothing_done = match &response.data {
+        Value::Null => true,
+        Value::Object(fields) => fields.values().all(|value| *value == Value::Null),
+        _ => false,
+    };
+    let unavailable = nothing_done
+        && response.errors.iter().any(|error| {
+            matches!(
+                error.extensions.as_ref().and_then(|e| e.get("code")),
+                Some(Value::String(code)) if code == error::UNAVAILABLE
+            )
+        });
     let status = if unavailable {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

@@ -81,7 +81,7 @@ pub async fn serve_with(
         let per_client = if limits
             .trusted_proxies
             .iter()
-            .any(|net| net.contains(&peer.ip()))
+            .any(|net| net.contains(&peer.ip().to_canonical()))
         {
             usize::MAX
         } else {
@@ -104,6 +104,8 @@ pub async fn serve_with(
         let stream = CountedStream {
             inner: stream,
             _guard: guard,
+            write_stall_limit: limits.write_timeout,
+            stalled: None,
         };
         let builder = builder.clone();
         let (alive, mut stop_watch) = (alive.clone(), stop_watch.clone());
@@ -126,17 +128,64 @@ pub async fn serve_with(
         });
     }
     drop(listener);
-    // In-flight requests finish, idle connections close.
+    // In-flight requests finish, idle connections close; a connection that still has
+    // not finished after the stop deadline is dropped with the process (a client
+    // that stopped reading must not keep the service from stopping).
     let _ = stopping.send(true);
     drop(alive);
-    let _ = all_done.recv().await;
+    if tokio::time::timeout(limits.stop_deadline, all_done.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            deadline = ?limits.stop_deadline,
+            "connections still open at the stop deadline; closing them"
+        );
+    }
     Ok(())
 }
 
-/// A TCP stream that holds its connection slot until it is dropped.
+/// A TCP stream that holds its connection slot until it is dropped, and fails a write
+/// that makes no progress for `write_stall_limit`: hyper has no write timeout, so a
+/// client that never reads its answer would otherwise hold the slot (and a graceful
+/// stop) forever.
 struct CountedStream {
     inner: tokio::net::TcpStream,
     _guard: ConnectionGuard,
+    write_stall_limit: Duration,
+    /// Since when writes have been pending without progress.
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl CountedStream {
+    /// `Pending` from a write: start (or check) the stall clock. `Ready`: reset it.
+    fn watch<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        poll: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::future::Future as _;
+        match poll {
+            std::task::Poll::Pending => {
+                let limit = self.write_stall_limit;
+                let timer = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    self.stalled = None;
+                    return std::task::Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client stopped reading",
+                    )));
+                }
+                std::task::Poll::Pending
+            }
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
 }
 
 impl tokio::io::AsyncRead for CountedStream {
@@ -155,14 +204,16 @@ impl tokio::io::AsyncWrite for CountedStream {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, poll)
     }
 
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+        let poll = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, poll)
     }
 
     fn poll_shutdown(
@@ -177,7 +228,8 @@ impl tokio::io::AsyncWrite for CountedStream {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -196,6 +248,16 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = stream.write_all(RESPONSE).await;
         let _ = stream.shutdown().await;
+        // Read what the client already sent before closing: closing with unread input
+        // sends a reset, which can destroy the 503 before the client reads it.
+        let mut sink = [0u8; 4096];
+        let mut drained = 0usize;
+        while drained < 64 * 1024 {
+            match tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
     })
     .await;
 }

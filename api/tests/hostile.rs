@@ -462,7 +462,12 @@ async fn connections_are_capped_per_client_with_a_clear_refusal() {
         held.push(stream);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // A real client has sent its request when the refusal comes: it must still read it.
     let mut refused = tcp_from([127, 0, 2, 1], target).await;
+    refused
+        .write_all(b"GET /health HTTP/1.1\r\nhost: aula\r\n\r\n")
+        .await
+        .unwrap();
     let answer = read_until_closed(&mut refused, Duration::from_secs(5))
         .await
         .expect("refused at once");
@@ -478,13 +483,27 @@ async fn connections_are_capped_per_client_with_a_clear_refusal() {
     assert_eq!(response.status().as_u16(), 200);
     // Closing the held connections frees the slots.
     drop(held);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let again = reqwest::Client::builder()
         .local_address(IpAddr::from([127, 0, 2, 1]))
         .build()
         .unwrap();
-    let response = again.get(server.url("/health")).send().await.unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = again
+            .get(server.url("/health"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok();
+        if status == Some(200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed slots were not reused: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     server.stop().await;
 }
 
@@ -673,5 +692,53 @@ async fn signed_in_writes_are_limited_per_account_and_anonymous_reads_per_addres
         }
     }
     assert_eq!(limited, 3);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_reads_loses_its_connection_and_its_slot() {
+    let server = TestServer::start_with(|c| {
+        c.server.max_connections_per_client = 1;
+        c.server.write_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let target = addr(&server);
+    // A tiny receive window and many pipelined requests for a 46 KB asset: the
+    // server's writes stall once the buffers are full.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .bind(SocketAddr::new(IpAddr::from([127, 0, 4, 1]), 0))
+        .unwrap();
+    let mut greedy = socket.connect(target).await.unwrap();
+    let requests = "GET /admin/app.js HTTP/1.1\r\nhost: aula\r\n\r\n".repeat(200);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        greedy.write_all(requests.as_bytes()),
+    )
+    .await;
+    // The only slot of that address frees once the stalled write gives up.
+    let client = reqwest::Client::builder()
+        .local_address(IpAddr::from([127, 0, 4, 1]))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let status = client
+            .get(server.url("/health"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok();
+        if status == Some(200) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the stalled connection kept its slot: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(greedy);
     server.stop().await;
 }
