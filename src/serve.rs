@@ -99,9 +99,21 @@ pub async fn serve(
                 .map_err(|e| anyhow::anyhow!("e-mail set-up: {e}"))?,
         );
         let registry = aula_processor::Registry::standard(mailer, mail);
-        let (workers_pool, workers_shutdown) = (pool.clone(), shutdown.clone());
+        // The workers get a pool of their own: an e-mail task holds the connection it
+        // records the send with through the SMTP conversation, and a slow mail server
+        // must starve neither the API nor the workers' own heartbeats and completions.
+        let config = aula_processor::ProcessorConfig::from_env();
+        let workers_pool = aula_eventlog::db::pool(
+            database.connect.clone(),
+            // One per task running at once, plus claims, heartbeats and completions.
+            u32::try_from(config.concurrency)
+                .unwrap_or(u32::MAX)
+                .saturating_add(8),
+        )
+        .await
+        .context("connecting the task workers to PostgreSQL")?;
+        let workers_shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            let config = aula_processor::ProcessorConfig::from_env();
             if let Err(error) =
                 aula_processor::run_workers(workers_pool, config, registry, workers_shutdown).await
             {

@@ -59,7 +59,8 @@ impl TaskError {
 
     /// Whether the attempt failed because the database could not be used at all: no
     /// connection in time, a lost or refused connection, a server shutting down or out
-    /// of resources, a serialization failure or deadlock. Such an attempt says nothing
+    /// of resources (not a serialization failure or deadlock: see
+    /// [`database_unavailable`]). Such an attempt says nothing
     /// about the task, so it is retried without counting against its attempts.
     pub fn is_unavailable(&self) -> bool {
         let TaskError::Retry(error) = self else {
@@ -84,9 +85,16 @@ impl TaskError {
     }
 }
 
-/// See [`TaskError::is_unavailable`] and [`aula_eventlog::db::is_unavailable`].
+/// See [`TaskError::is_unavailable`] and [`aula_eventlog::db::is_unavailable`], less
+/// serialization failures and deadlocks (40001, 40P01): those are the task's own
+/// contention, retried like any error but counted, so a task that always deadlocks
+/// against a hot row still ends `dead` instead of retrying forever.
 pub fn database_unavailable(error: &sqlx::Error) -> bool {
-    aula_eventlog::db::is_unavailable(error)
+    let contention = matches!(
+        error,
+        sqlx::Error::Database(e) if matches!(e.code().as_deref(), Some("40001" | "40P01"))
+    );
+    aula_eventlog::db::is_unavailable(error) && !contention
 }
 
 impl From<sqlx::Error> for TaskError {
