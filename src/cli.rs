@@ -1,4 +1,4 @@
-//! The command line. Every flag is also an environment variable; README.md and
+//! The command line. Every flag is also an environment variable; docs/configuration.md and
 //! `.env.example` document each one.
 
 use std::net::SocketAddr;

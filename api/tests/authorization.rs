@@ -1,5 +1,5 @@
 //! The authorization matrix (every role and anonymous against every operation, as in
-//! README.md) and institution isolation.
+//! docs/api.md) and institution isolation.
 
 mod common;
 
@@ -69,7 +69,7 @@ const OPS: [Op; 19] = [
     Op::Campuses,
 ];
 
-/// The documented matrix (README.md, "Authorization").
+/// The documented matrix (docs/api.md, "Authorization").
 fn expected(op: Op, role: Role) -> Expect {
     use Expect::*;
     use Role::*;
