@@ -190,7 +190,10 @@ pub async fn serve(
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "serving GraphQL on /graphql, health on /health and /ready");
         tracing::info!(
-            "dashboard: http://{addr}/admin (first run: create an administrator with `aula admin create --email you@example.org`)"
+            "API and GraphiQL: http://{addr}/graphql · dashboard: http://{addr}/admin · metrics: http://{addr}/metrics"
+        );
+        tracing::info!(
+            "first run? create an administrator with `aula admin create --email you@example.org` (or `cargo run --release -- admin create --email you@example.org`)"
         );
         let mut http_shutdown = shutdown.clone();
         let server_limits = state.config().server.clone();

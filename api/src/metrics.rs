@@ -415,7 +415,7 @@ pub(crate) async fn render(state: &AppState) -> String {
             );
             out.gauge(
                 "aula_subscription_lag_events",
-                "Committed events each subscription has not handled yet.",
+                "Committed events each subscription has not handled yet (counted up to 100,000).",
                 &gauge(|l| l.lag_events as f64),
             );
             out.gauge(

@@ -77,20 +77,26 @@ pub struct SubscriptionLag {
     pub lag_seconds: f64,
 }
 
+/// The largest lag counted event by event; a larger one is reported as this.
+pub const MAX_COUNTED_LAG: i64 = 100_000;
+
 /// Every subscription that has ever run (projections, `processor.reactions`, ...).
-/// The counts walk the `(tx_id, global_position)` index from each checkpoint: the cost
-/// is proportional to the lag, not to the log.
+/// The counts walk the `(tx_id, global_position)` index from each checkpoint, and stop
+/// at [`MAX_COUNTED_LAG`]: `/metrics` is scraped often (and by anyone who can reach
+/// it), so a scrape must cost the same after an outage left a large backlog.
 pub async fn subscription_lags(pool: &PgPool) -> Result<Vec<SubscriptionLag>, sqlx::Error> {
     let rows: Vec<(String, i64, i64, Option<f64>)> = sqlx::query_as(
         "SELECT c.name, COALESCE(c.global_position, 0),
-                (SELECT count(*) FROM events e
-                  WHERE (e.tx_id, e.global_position) > (COALESCE(c.tx_id, '0'::xid8), COALESCE(c.global_position, 0))),
+                (SELECT count(*) FROM (SELECT 1 FROM events e
+                  WHERE (e.tx_id, e.global_position) > (COALESCE(c.tx_id, '0'::xid8), COALESCE(c.global_position, 0))
+                  LIMIT $1) behind),
                 (SELECT extract(epoch FROM clock_timestamp() - e.recorded_at)::float8 FROM events e
                   WHERE (e.tx_id, e.global_position) > (COALESCE(c.tx_id, '0'::xid8), COALESCE(c.global_position, 0))
                   ORDER BY e.tx_id, e.global_position LIMIT 1)
          FROM subscription_checkpoints c
          ORDER BY c.name",
     )
+    .bind(MAX_COUNTED_LAG)
     .fetch_all(pool)
     .await?;
     Ok(rows
