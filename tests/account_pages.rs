@@ -5,14 +5,13 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use aula::cli::{GlobalArgs, LogFormat, ServeArgs};
 use aula_eventlog::testing::TestDatabase;
 use serde_json::{json, Value};
 use support::cdp::Browser;
-use support::{database_url, free_port};
+use support::service::Service;
 
 fn set(selector: &str, value: &str) -> String {
     format!(
@@ -84,39 +83,10 @@ async fn a_person_finishes_sign_up_and_password_reset_from_the_emailed_links() {
     let chromium = support::cdp::ensure_chromium();
     assert!(chromium.exists());
     let db = TestDatabase::new().await;
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let data_dir: PathBuf =
-        std::env::temp_dir().join(format!("aula-pages-{}", uuid::Uuid::new_v4().simple()));
-    let outbox = data_dir.join("outbox");
-    let global = GlobalArgs {
-        database_url: Some(database_url(&db)),
-        data_dir: data_dir.clone(),
-        log_format: LogFormat::Text,
-    };
-    let args = ServeArgs {
-        http_addr: ([127, 0, 0, 1], port).into(),
-        token_secret: Some("account pages test secret, at least 32 bytes".into()),
-        drain_seconds: 0,
-        ..ServeArgs::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(async move {
-        aula::serve::serve(&global, &args, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let service = Service::start(&db, |_| {}).await;
+    let base = service.base.clone();
+    let outbox = service.data_dir.join("outbox");
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !matches!(client.get(format!("{base}/ready")).send().await, Ok(r) if r.status().is_success())
-    {
-        assert!(
-            !service.is_finished() && Instant::now() < deadline,
-            "not ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/account-pages-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
 
@@ -214,11 +184,5 @@ async fn a_person_finishes_sign_up_and_password_reset_from_the_emailed_links() {
         )
         .await;
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), service)
-        .await
-        .expect("the service stops")
-        .unwrap()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(data_dir);
+    service.stop(Duration::from_secs(30)).await;
 }

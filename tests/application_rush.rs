@@ -15,12 +15,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aula::cli::{GlobalArgs, LogFormat, ServeArgs};
 use aula_domain::course::{Course, CourseCommand, CourseServices};
 use aula_domain::values::{CampusId, Capacity, CourseName, InstitutionId};
 use aula_eventlog::testing::TestDatabase;
 use aula_eventlog::{Actor, CommandBus, EventMetadata};
 use serde_json::{json, Value};
+use support::free_port;
+use support::service::Service;
 use uuid::Uuid;
 
 const APPLICANTS: usize = 2_000;
@@ -28,40 +29,6 @@ const SEATS: u32 = 30;
 
 const APPLY: &str =
     "mutation($input: ApplyToCourseInput!) { applyToCourse(input: $input) { id logPosition } }";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The test database as a URL `aula serve` accepts.
-fn database_url(db: &TestDatabase) -> String {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        let (base, query) = url.split_once('?').unwrap_or((&url, ""));
-        let server = base.rsplit_once('/').map(|(s, _)| s).unwrap_or(base);
-        let query = if query.is_empty() {
-            String::new()
-        } else {
-            format!("?{query}")
-        };
-        return format!("{server}/{}{query}", db.name);
-    }
-    let options = &db.connect;
-    let host = options
-        .get_socket()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| options.get_host().to_owned());
-    format!(
-        "postgresql://{}@localhost/{}?host={}&port={}",
-        options.get_username(),
-        db.name,
-        host,
-        options.get_port()
-    )
-}
 
 /// Applicant `i`'s own loopback address (Linux routes all of 127.0.0.0/8 to `lo`).
 fn address(i: usize) -> IpAddr {
@@ -118,41 +85,8 @@ async fn a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order() {
     std::env::set_var("AULA_WORKER_POLL_MS", "100");
     std::env::set_var("AULA_RETRY_BASE_MS", "20");
     std::env::set_var("AULA_RETRY_MAX_MS", "200");
-    let http_port = free_port();
-    let base = format!("http://127.0.0.1:{http_port}");
-    let data_dir = std::env::temp_dir().join(format!("aula-rush-{}", Uuid::new_v4().simple()));
-    let global = GlobalArgs {
-        database_url: Some(database_url(&db)),
-        data_dir: data_dir.clone(),
-        log_format: LogFormat::Text,
-    };
-    let args = ServeArgs {
-        http_addr: ([127, 0, 0, 1], http_port).into(),
-        token_secret: Some("rush test secret, at least 32 bytes long!!".into()),
-        token_ttl_minutes: 60,
-        ..ServeArgs::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(async move {
-        aula::serve::serve(&global, &args, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
-    let probe = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = probe.get(format!("{base}/ready")).send().await;
-        if matches!(&ready, Ok(r) if r.status().is_success()) {
-            break;
-        }
-        assert!(!service.is_finished(), "the service stopped at start-up");
-        assert!(
-            Instant::now() < deadline,
-            "not ready within 60 s: {ready:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
+    let base = service.base.clone();
 
     // The course, opened as the API opens it after an offer.
     let course = Uuid::new_v4();
@@ -405,7 +339,5 @@ async fn a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order() {
         rush_started.elapsed()
     );
 
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(30), service).await;
-    let _ = std::fs::remove_dir_all(&data_dir);
+    service.stop(Duration::from_secs(60)).await;
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cdp;
+pub mod service;
 pub mod smtp;
 
 use aula_eventlog::testing::TestDatabase;

@@ -1,0 +1,87 @@
+//! The whole service (`aula::serve::serve`, as `aula serve` runs it) on a free port and
+//! a test database, ready before the test goes on, stopped when the test says so.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use aula::cli::{GlobalArgs, LogFormat, ServeArgs};
+use aula_eventlog::testing::TestDatabase;
+
+use super::{database_url, free_port};
+
+pub struct Service {
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    pub data_dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Service {
+    /// Starts the service on `db` with `args` adjusted by `configure` (the address,
+    /// a token secret and a data directory of its own are set first), and waits until
+    /// `/ready` answers 200.
+    pub async fn start(db: &TestDatabase, configure: impl FnOnce(&mut ServeArgs)) -> Service {
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let data_dir =
+            std::env::temp_dir().join(format!("aula-service-{}", uuid::Uuid::new_v4().simple()));
+        let global = GlobalArgs {
+            database_url: Some(database_url(db)),
+            data_dir: data_dir.clone(),
+            log_format: LogFormat::Text,
+        };
+        let mut args = ServeArgs {
+            http_addr: ([127, 0, 0, 1], port).into(),
+            token_secret: Some("service test secret, at least 32 bytes long".into()),
+            drain_seconds: 0,
+            ..ServeArgs::default()
+        };
+        configure(&mut args);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            aula::serve::serve(&global, &args, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = client.get(format!("{base}/ready")).send().await;
+            if matches!(&ready, Ok(r) if r.status().is_success()) {
+                break;
+            }
+            assert!(!task.is_finished(), "the service stopped while starting");
+            assert!(
+                Instant::now() < deadline,
+                "not ready within 60 s: {ready:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Service {
+            base,
+            data_dir,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Asks the service to stop (as SIGTERM does), without waiting.
+    pub fn request_stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Stops the service and waits (at most `within`) for it to end cleanly.
+    pub async fn stop(mut self, within: Duration) {
+        self.request_stop();
+        tokio::time::timeout(within, self.task)
+            .await
+            .expect("the service stops in time")
+            .expect("the service task did not panic")
+            .expect("the service ended without an error");
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
