@@ -3,7 +3,7 @@
 //!
 //! | code | extensions | when |
 //! |---|---|---|
-//! | `VALIDATION` | `field`, `reason` | input breaks a rule (also malformed requests) |
+//! | `VALIDATION` | `field`, `reason`, `fields` | input breaks a rule (also malformed requests); `field` and `reason` name the first refused input field, `fields` lists every one (`[{field, reason, message}]`) |
 //! | `NOT_FOUND` | `reason` | the target does not exist |
 //! | `CONFLICT` | `reason` | the command contradicts the current state |
 //! | `UNAUTHENTICATED` | `reason` | missing/bad/expired access token, bad credentials or one-time token |
@@ -40,12 +40,52 @@ pub const UNAVAILABLE: &str = "UNAVAILABLE";
 /// What an `UNAVAILABLE` answer asks the client to wait before retrying.
 pub const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 2;
 
+/// One refused input field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem {
+    pub field: String,
+    pub reason: String,
+    pub message: String,
+}
+
+/// Checks several input fields and reports every refusal at once: each
+/// `name = check` binds the checked value, and when any check failed the enclosing
+/// function returns one `VALIDATION` error listing them all (`extensions.fields`).
+///
+/// ```ignore
+/// validate! {
+///     name = parse("name", PersonName::parse(&input.name)),
+///     email = parse("email", Email::parse(&input.email)),
+/// }
+/// ```
+#[macro_export]
+macro_rules! validate {
+    ($($var:ident = $check:expr),+ $(,)?) => {
+        // Every check runs (in order) before any verdict.
+        let ($($var,)+) = match ($($check,)+) {
+            ($(::std::result::Result::Ok($var),)+) => ($($var,)+),
+            ($($var,)+) => {
+                let mut refused: ::std::vec::Vec<$crate::error::ApiError> = ::std::vec::Vec::new();
+                $(
+                    if let ::std::result::Result::Err(error) = $var {
+                        refused.push(error);
+                    }
+                )+
+                return ::std::result::Result::Err($crate::error::ApiError::all(refused));
+            }
+        };
+    };
+}
+
 #[derive(Debug, Clone)]
 pub enum ApiError {
     Validation {
         field: String,
         reason: String,
         message: String,
+        /// Further input fields of the same request refused at the same time: a client
+        /// learns every mistake of a form at once, not one per round trip.
+        more: Vec<FieldProblem>,
     },
     /// NOT_FOUND, CONFLICT, UNAUTHENTICATED or FORBIDDEN.
     Rejected {
@@ -80,6 +120,41 @@ impl ApiError {
             field: field.into(),
             reason: reason.into(),
             message: message.into(),
+            more: Vec::new(),
+        }
+    }
+
+    /// Every refusal of a request's input fields as one `VALIDATION` error (see
+    /// [`validate!`](crate::validate)). A non-validation error among them wins as it is.
+    pub fn all(errors: Vec<ApiError>) -> Self {
+        let mut problems = Vec::new();
+        for error in errors {
+            match error {
+                Self::Validation {
+                    field,
+                    reason,
+                    message,
+                    more,
+                } => {
+                    problems.push(FieldProblem {
+                        field,
+                        reason,
+                        message,
+                    });
+                    problems.extend(more);
+                }
+                other => return other,
+            }
+        }
+        let mut problems = problems.into_iter();
+        match problems.next() {
+            Some(first) => Self::Validation {
+                field: first.field,
+                reason: first.reason,
+                message: first.message,
+                more: problems.collect(),
+            },
+            None => Self::internal("ApiError::all called without errors"),
         }
     }
 
@@ -201,11 +276,27 @@ impl From<ApiError> for async_graphql::Error {
                 field,
                 reason,
                 message,
-            } => async_graphql::Error::new(message).extend_with(|_, e| {
-                e.set("code", code);
-                e.set("field", field);
-                e.set("reason", reason);
-            }),
+                more,
+            } => {
+                let mut fields = vec![problem_value(&field, &reason, &message)];
+                fields.extend(
+                    more.iter()
+                        .map(|p| problem_value(&p.field, &p.reason, &p.message)),
+                );
+                let message = if more.is_empty() {
+                    message
+                } else {
+                    let mut all = vec![format!("{field}: {message}")];
+                    all.extend(more.iter().map(|p| format!("{}: {}", p.field, p.message)));
+                    format!("{} inputs are invalid: {}", all.len(), all.join("; "))
+                };
+                async_graphql::Error::new(message).extend_with(|_, e| {
+                    e.set("code", code);
+                    e.set("field", field);
+                    e.set("reason", reason);
+                    e.set("fields", async_graphql::Value::List(fields));
+                })
+            }
             ApiError::Rejected {
                 reason, message, ..
             } => async_graphql::Error::new(message).extend_with(|_, e| {
@@ -250,4 +341,21 @@ impl From<ApiError> for async_graphql::Error {
             }
         }
     }
+}
+
+fn problem_value(field: &str, reason: &str, message: &str) -> async_graphql::Value {
+    let mut object = async_graphql::indexmap::IndexMap::new();
+    object.insert(
+        async_graphql::Name::new("field"),
+        async_graphql::Value::from(field),
+    );
+    object.insert(
+        async_graphql::Name::new("reason"),
+        async_graphql::Value::from(reason),
+    );
+    object.insert(
+        async_graphql::Name::new("message"),
+        async_graphql::Value::from(message),
+    );
+    async_graphql::Value::Object(object)
 }

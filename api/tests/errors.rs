@@ -799,3 +799,116 @@ async fn an_application_is_answered_plainly_even_when_it_times_out() {
     assert_eq!(extension(&closed, "reason"), "COURSE_CLOSED");
     server.stop().await;
 }
+
+/// A form with several mistakes is answered with all of them at once
+/// (`extensions.fields`), and `field`/`reason` still name the first.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_refused_input_field_is_reported_at_once() {
+    let server = TestServer::start().await;
+    let a = server.institution("Escola Campos").await;
+    let manager = a.manager.token.as_str();
+
+    let r = server
+        .command(
+            Some(manager),
+            "createStudent",
+            json!({ "name": " ", "email": "not-an-email", "birthDate": "31-31-2000" }),
+        )
+        .await;
+    assert_code(&r, "VALIDATION");
+    assert_eq!(extension(&r, "field"), "name");
+    let fields: Vec<&str> = extension(&r, "fields")
+        .as_array()
+        .expect("fields is a list")
+        .iter()
+        .map(|p| p["field"].as_str().expect("each names its field"))
+        .collect();
+    assert_eq!(fields, ["name", "email", "birthDate"]);
+    for problem in extension(&r, "fields").as_array().unwrap() {
+        assert!(problem["reason"].as_str().is_some_and(|r| !r.is_empty()));
+        assert!(problem["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let message = r["errors"][0]["message"].as_str().unwrap();
+    assert!(message.starts_with("3 inputs are invalid"), "{message}");
+
+    // One mistake: the same shape, a one-element list.
+    let r = server
+        .command(
+            Some(manager),
+            "createCampus",
+            json!({ "name": "Norte", "city": "" }),
+        )
+        .await;
+    assert_code(&r, "VALIDATION");
+    assert_eq!(extension(&r, "field"), "city");
+    assert_eq!(extension(&r, "fields").as_array().map(Vec::len), Some(1));
+}
+
+/// Statuses are enums and filters name real event types and task kinds: a typo is a
+/// VALIDATION error, never a silently empty list.
+#[tokio::test(flavor = "multi_thread")]
+async fn filters_refuse_unknown_statuses_types_and_kinds() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let token = Some(admin.token.as_str());
+
+    let r = server
+        .gql(
+            token,
+            "query($f: AdminEventFilter) { adminEvents(filter: $f) { nodes { status } } }",
+            json!({ "f": { "status": "faild" } }),
+        )
+        .await;
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("faild")),
+        "{r}"
+    );
+    assert!(r["data"].is_null(), "{r}");
+
+    let r = server
+        .gql(
+            token,
+            "query($f: AdminEventFilter) { adminEvents(filter: $f) { nodes { status } } }",
+            json!({ "f": { "types": ["StudentEnroled"] } }),
+        )
+        .await;
+    assert_code(&r, "VALIDATION");
+    assert_eq!(extension(&r, "field"), "types");
+    assert_eq!(extension(&r, "reason"), "UNKNOWN_EVENT_TYPE");
+
+    let r = server
+        .gql(
+            token,
+            "query($f: AdminTaskFilter) { adminTasks(filter: $f) { nodes { status } } }",
+            json!({ "f": { "kinds": ["email.welcom"] } }),
+        )
+        .await;
+    assert_code(&r, "VALIDATION");
+    assert_eq!(extension(&r, "field"), "kinds");
+    assert_eq!(extension(&r, "reason"), "UNKNOWN_TASK_KIND");
+
+    // The real names pass, and statuses come back as the enum's values.
+    let r = server
+        .gql(
+            token,
+            "query($f: AdminEventFilter, $t: AdminTaskFilter) {
+               adminEvents(filter: $f) { nodes { status } }
+               adminTasks(filter: $t) { nodes { status } } }",
+            json!({ "f": { "types": ["InstitutionCreated"], "status": "succeeded" },
+                    "t": { "kinds": ["email.welcome"], "status": "pending" } }),
+        )
+        .await;
+    assert_ok(&r);
+
+    // 64-bit values travel as BigInt: a string is accepted where a number is.
+    let r = server
+        .gql(
+            token,
+            "query($p: BigInt!) { projectionsReached(logPosition: $p) }",
+            json!({ "p": "1" }),
+        )
+        .await;
+    assert_ok(&r);
+}

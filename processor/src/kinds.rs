@@ -26,6 +26,28 @@ pub const DEMO_SEED: &str = "demo.seed";
 /// Does nothing (benchmarks, queue tests).
 pub const NOOP: &str = "noop";
 
+/// Every kind the processor runs (the standard registry registers exactly these; a test
+/// holds the two lists equal). The API refuses a filter naming another.
+pub const ALL: &[&str] = &[
+    EMAIL_SIGNUP_CONFIRMATION,
+    EMAIL_PASSWORD_RESET,
+    EMAIL_ALREADY_REGISTERED,
+    EMAIL_WELCOME,
+    EMAIL_CHANGE_CONFIRMATION,
+    EMAIL_CHANGE_NOTICE,
+    EMAIL_APPLICATION_SCHEDULED,
+    EMAIL_ENROLLED,
+    EMAIL_DECLINED,
+    EMAIL_ENROLLMENT_CANCELLED,
+    ENROLLMENT_DECIDE,
+    NOTIFY_GRADE,
+    LINK_STUDENT_NOTIFICATIONS,
+    LINK_TEACHER_NOTIFICATIONS,
+    INSTITUTION_CREATE,
+    DEMO_SEED,
+    NOOP,
+];
+
 /// How urgent a kind is (lower first) and how many attempts it gets before `dead`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KindPolicy {

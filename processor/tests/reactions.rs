@@ -1114,3 +1114,17 @@ async fn a_copy_of_a_sent_one_time_link_fails_at_once_with_a_plain_reason() {
     assert_eq!(mailer.to("once@example.org").len(), 1);
     running.stop().await;
 }
+
+/// The kinds the API accepts in filters (`kinds::ALL`) are exactly the kinds the
+/// standard registry runs: a new kind registered without being listed would be refused
+/// by the task list's filter.
+#[test]
+fn every_registered_kind_is_listed_and_every_listed_kind_registered() {
+    let registry = aula_processor::handlers::Registry::standard(
+        std::sync::Arc::new(common::RecordingMailer::default()),
+        common::mail_config(),
+    );
+    let mut listed: Vec<&str> = aula_processor::kinds::ALL.to_vec();
+    listed.sort_unstable();
+    assert_eq!(registry.kinds(), listed);
+}

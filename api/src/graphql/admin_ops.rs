@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::mutation::settle;
 use super::read_models::STAFF;
+use super::types::BigInt;
 use super::{request, state};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
@@ -25,7 +26,9 @@ pub struct ReprocessResult {
     pub event_id: Uuid,
     /// The root original (a copy of a copy names the first original).
     pub original_event_id: Uuid,
-    pub log_position: i64,
+    /// Global log position of the copy.
+    pub log_position: BigInt,
+    /// As in `CommandResult`.
     pub projections_caught_up: Option<bool>,
 }
 
@@ -33,15 +36,17 @@ pub struct ReprocessResult {
 #[derive(SimpleObject, Debug, Clone)]
 pub struct RetryTaskResult {
     /// The new pending task.
-    pub task_id: i64,
+    pub task_id: BigInt,
     /// The task it retries (kept with all its attempts).
-    pub retried_task_id: i64,
+    pub retried_task_id: BigInt,
 }
 
 /// A rebuild started in the background; follow it with `rebuildProgress`.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct RebuildStarted {
+    /// The projection being rebuilt.
     pub name: String,
+    /// When the rebuild was asked for.
     pub requested_at: DateTime<Utc>,
 }
 
@@ -104,7 +109,10 @@ impl AdminMutation {
     async fn reprocess_event(
         &self,
         ctx: &Context<'_>,
-        event_id: Uuid,
+        #[graphql(desc = "The event's id.")] event_id: Uuid,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
         wait_for_projections: Option<bool>,
     ) -> Result<ReprocessResult, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
@@ -117,7 +125,7 @@ impl AdminMutation {
         Ok(ReprocessResult {
             event_id: copy.event_id,
             original_event_id: copy.original_event_id,
-            log_position: copy.global_position,
+            log_position: BigInt(copy.global_position),
             projections_caught_up: settle(state, Some(copy.global_position), wait_for_projections)
                 .await?,
         })
@@ -128,8 +136,9 @@ impl AdminMutation {
     async fn retry_task(
         &self,
         ctx: &Context<'_>,
-        task_id: i64,
+        #[graphql(desc = "The task to retry.")] task_id: BigInt,
     ) -> Result<RetryTaskResult, ApiError> {
+        let task_id = task_id.0;
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         ensure_owner(claims, task_owner(state, task_id).await?)?;
@@ -137,8 +146,8 @@ impl AdminMutation {
             .await
             .map_err(reprocess_error)?;
         Ok(RetryTaskResult {
-            task_id: new_id,
-            retried_task_id: task_id,
+            task_id: BigInt(new_id),
+            retried_task_id: BigInt(task_id),
         })
     }
 
@@ -147,7 +156,7 @@ impl AdminMutation {
     async fn rebuild_projection(
         &self,
         ctx: &Context<'_>,
-        name: String,
+        #[graphql(desc = "The projection's name.")] name: String,
     ) -> Result<RebuildStarted, ApiError> {
         auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Admin])?;
         let state = state(ctx);

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::admin_ops::ensure_owner;
 use super::read_models::{admin_event_filters, AdminEventFilter, STAFF};
+use super::types::{parse_status, BigInt, BulkJobStatus, EventStatus};
 use super::{request, state};
 use crate::auth;
 use crate::error::ApiError;
@@ -32,35 +33,44 @@ pub struct BulkQuery;
 #[derive(Default)]
 pub struct BulkMutation;
 
+/// How many of the matched events have one event type.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct BulkTypeCount {
+    /// An event type.
     #[graphql(name = "type")]
     pub event_type: String,
-    pub count: i64,
+    /// Matched events of that type.
+    pub count: BigInt,
 }
 
+/// How many of the matched events are in one processing status.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct BulkStatusCount {
-    pub status: String,
-    pub count: i64,
+    /// A processing status.
+    pub status: EventStatus,
+    /// Matched events in it.
+    pub count: BigInt,
 }
 
 /// What a bulk reprocess of a filter would copy now; confirm with `confirmToken`.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct BulkReprocessPreview {
     /// Events that would be copied (copies themselves are never included).
-    pub count: i64,
+    pub count: BigInt,
+    /// The matched events by type.
     pub by_type: Vec<BulkTypeCount>,
+    /// The matched events by processing status.
     pub by_status: Vec<BulkStatusCount>,
     /// The log position the job stops at: events that reach the list later are not
     /// included, whatever their position (the bound is in commit order; see
     /// `upToTransaction`).
-    pub up_to_position: i64,
+    pub up_to_position: BigInt,
     /// With `upToPosition`, the bound in the log's commit order: the transaction id of
     /// the last event the event list held at preview time.
-    pub up_to_transaction: i64,
+    pub up_to_transaction: BigInt,
     /// Pass to `bulkReprocessConfirm` (valid 10 minutes, for this user only).
     pub confirm_token: String,
+    /// When `confirmToken` stops being accepted.
     pub expires_at: DateTime<Utc>,
 }
 
@@ -68,18 +78,27 @@ pub struct BulkReprocessPreview {
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(complex)]
 pub struct BulkReprocessJob {
+    /// The job's id.
     pub id: Uuid,
-    /// `running`, `cancelled`, `done` or `failed`.
-    pub status: String,
-    pub total: i64,
-    pub done: i64,
-    pub failed: i64,
-    pub up_to_position: i64,
-    pub up_to_transaction: i64,
+    /// Where the job stands.
+    pub status: BulkJobStatus,
+    /// Events the job will copy.
+    pub total: BigInt,
+    /// Copies written so far.
+    pub done: BigInt,
+    /// Events that could not be copied.
+    pub failed: BigInt,
+    /// The last log position the job's filter covers.
+    pub up_to_position: BigInt,
+    /// The transaction id bounding the job in the log's commit order.
+    pub up_to_transaction: BigInt,
+    /// The institution the job is limited to; null for all (admins only).
     pub institution_id: Option<Uuid>,
     /// Who asked (`user:<id>`).
     pub requested_by: String,
+    /// When it was confirmed.
     pub created_at: DateTime<Utc>,
+    /// When its progress last moved.
     pub updated_at: DateTime<Utc>,
     #[graphql(skip)]
     pub error: Option<String>,
@@ -93,22 +112,24 @@ impl BulkReprocessJob {
     }
 }
 
-impl From<BulkJob> for BulkReprocessJob {
-    fn from(job: BulkJob) -> Self {
-        BulkReprocessJob {
+impl TryFrom<BulkJob> for BulkReprocessJob {
+    type Error = ApiError;
+
+    fn try_from(job: BulkJob) -> Result<Self, ApiError> {
+        Ok(BulkReprocessJob {
             id: job.id,
-            status: job.status,
-            total: job.total,
-            done: job.done,
-            failed: job.failed,
-            up_to_position: job.up_to_position,
-            up_to_transaction: job.up_to_tx,
+            status: parse_status(&job.status)?,
+            total: job.total.into(),
+            done: job.done.into(),
+            failed: job.failed.into(),
+            up_to_position: job.up_to_position.into(),
+            up_to_transaction: job.up_to_tx.into(),
             institution_id: job.institution_id,
             requested_by: job.requested_by,
             created_at: job.created_at,
             updated_at: job.updated_at,
             error: job.error,
-        }
+        })
     }
 }
 
@@ -159,7 +180,7 @@ impl BulkQuery {
     async fn bulk_reprocess_preview(
         &self,
         ctx: &Context<'_>,
-        filter: Option<AdminEventFilter>,
+        #[graphql(desc = "Filters; they combine with AND.")] filter: Option<AdminEventFilter>,
     ) -> Result<BulkReprocessPreview, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
@@ -179,19 +200,27 @@ impl BulkQuery {
         let payload =
             serde_json::to_vec(&payload).map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok(BulkReprocessPreview {
-            count: preview.count,
+            count: BigInt(preview.count),
             by_type: preview
                 .by_type
                 .into_iter()
-                .map(|(event_type, count)| BulkTypeCount { event_type, count })
+                .map(|(event_type, count)| BulkTypeCount {
+                    event_type,
+                    count: BigInt(count),
+                })
                 .collect(),
             by_status: preview
                 .by_status
                 .into_iter()
-                .map(|(status, count)| BulkStatusCount { status, count })
-                .collect(),
-            up_to_position: preview.up_to.global_position,
-            up_to_transaction: preview.up_to.tx_id,
+                .map(|(status, count)| {
+                    Ok(BulkStatusCount {
+                        status: parse_status(&status)?,
+                        count: BigInt(count),
+                    })
+                })
+                .collect::<Result<_, ApiError>>()?,
+            up_to_position: BigInt(preview.up_to.global_position),
+            up_to_transaction: BigInt(preview.up_to.tx_id),
             confirm_token: auth::sign(&state.config.token_secret, &payload),
             expires_at,
         })
@@ -201,9 +230,9 @@ impl BulkQuery {
     async fn bulk_reprocess_job(
         &self,
         ctx: &Context<'_>,
-        id: Uuid,
+        #[graphql(desc = "The job's id.")] id: Uuid,
     ) -> Result<BulkReprocessJob, ApiError> {
-        Ok(visible_job(ctx, id).await?.into())
+        visible_job(ctx, id).await?.try_into()
     }
 }
 
@@ -214,7 +243,7 @@ impl BulkMutation {
     async fn bulk_reprocess_confirm(
         &self,
         ctx: &Context<'_>,
-        confirm_token: String,
+        #[graphql(desc = "The token `bulkReprocessPreview` returned.")] confirm_token: String,
     ) -> Result<BulkReprocessJob, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
@@ -254,7 +283,7 @@ impl BulkMutation {
         let job = bulk::job(&state.pool, id)
             .await?
             .ok_or_else(|| ApiError::Internal(format!("job {id} vanished")))?;
-        Ok(job.into())
+        job.try_into()
     }
 
     /// Cancels a running job (it stops before its next batch). Admin: any; manager: own
@@ -262,12 +291,12 @@ impl BulkMutation {
     async fn bulk_reprocess_cancel(
         &self,
         ctx: &Context<'_>,
-        id: Uuid,
+        #[graphql(desc = "The job's id.")] id: Uuid,
     ) -> Result<BulkReprocessJob, ApiError> {
         visible_job(ctx, id).await?;
         let job = bulk::cancel(&state(ctx).pool, id)
             .await
             .map_err(bulk_error)?;
-        Ok(job.into())
+        job.try_into()
     }
 }

@@ -20,7 +20,9 @@ use aula_eventlog::CommandError;
 use chrono::Duration;
 use uuid::Uuid;
 
-use super::types::{CommandResult, LoginResult, RequestAccepted, SignUpAccepted, SignUpConfirmed};
+use super::types::{
+    BigInt, CommandResult, LoginResult, RequestAccepted, SignUpAccepted, SignUpConfirmed,
+};
 use super::{metadata, rate_limit, request, state};
 use crate::auth::{self, Claims};
 use crate::emails;
@@ -28,6 +30,7 @@ use crate::error::{invalid, ApiError};
 use crate::freshness::wait_for_projections;
 use crate::secrets::{self, IssuedToken, TokenKind};
 use crate::state::AppState;
+use crate::validate;
 
 #[derive(Default)]
 pub struct CommandMutation;
@@ -115,7 +118,7 @@ async fn result(
 ) -> Result<CommandResult, ApiError> {
     Ok(CommandResult {
         id,
-        log_position: position,
+        log_position: position.map(BigInt),
         projections_caught_up: settle(state, position, wait).await?,
     })
 }
@@ -342,88 +345,125 @@ fn exam_grade_id(course: Uuid, student: Uuid, exam: &ExamName) -> Uuid {
     Uuid::new_v5(&NAMESPACE, key.as_bytes())
 }
 
+/// The e-mail a self-service registration starts with.
 #[derive(InputObject)]
 pub struct SignUpInput {
+    /// The e-mail to register; the confirmation link is sent there.
     pub email: String,
 }
 
+/// What completes a self-service registration: the e-mailed token and the new account's details.
 #[derive(InputObject)]
 pub struct ConfirmSignUpInput {
+    /// The e-mail the sign-up started with.
     pub email: String,
     /// The token from the confirmation e-mail.
     pub token: String,
     /// The manager's name.
     pub name: String,
+    /// The new account's password.
     pub password: String,
+    /// The name of the institution the new manager runs.
     pub institution_name: String,
 }
 
+/// An e-mail and password to sign in with.
 #[derive(InputObject)]
 pub struct LoginInput {
+    /// The account's e-mail.
     pub email: String,
+    /// The account's password.
     pub password: String,
 }
 
+/// The e-mail of the account whose password is forgotten.
 #[derive(InputObject)]
 pub struct RequestPasswordResetInput {
+    /// The account's e-mail.
     pub email: String,
 }
 
+/// A new password, with the e-mailed reset token.
 #[derive(InputObject)]
 pub struct ResetPasswordInput {
+    /// The account's e-mail.
     pub email: String,
     /// The token from the reset e-mail.
     pub token: String,
+    /// The new password.
     pub new_password: String,
 }
 
+/// A new campus of an institution.
 #[derive(InputObject)]
 pub struct CreateCampusInput {
     /// Required for admins; managers default to (and may only name) their own.
     pub institution_id: Option<Uuid>,
+    /// The campus's name.
     pub name: String,
+    /// The city it is in.
     pub city: String,
 }
 
+/// A new course on a campus, with its capacity.
 #[derive(InputObject)]
 pub struct OfferCourseInput {
+    /// The institution (admins; managers offer in their own).
     pub institution_id: Option<Uuid>,
+    /// The campus it is taught on.
     pub campus_id: Uuid,
+    /// The course's name.
     pub name: String,
-    pub capacity: i64,
+    /// Seats in all (1 to 10,000).
+    pub capacity: i32,
     /// Optional client-chosen id; resending the same id after a failure completes the
     /// offer instead of creating a second course.
     pub course_id: Option<Uuid>,
 }
 
+/// A course's new capacity.
 #[derive(InputObject)]
 pub struct ChangeCourseCapacityInput {
+    /// The course.
     pub course_id: Uuid,
-    pub capacity: i64,
+    /// Seats in all, at least the seats already taken.
+    pub capacity: i32,
 }
 
+/// A new student account of an institution.
 #[derive(InputObject)]
 pub struct CreateStudentInput {
+    /// The institution (admins; managers create in their own).
     pub institution_id: Option<Uuid>,
+    /// The student's full name.
     pub name: String,
+    /// The student's e-mail (unique across accounts).
     pub email: String,
     /// `YYYY-MM-DD`.
     pub birth_date: String,
 }
 
+/// A new teacher account of an institution.
 #[derive(InputObject)]
 pub struct CreateTeacherInput {
+    /// The institution (admins; managers create in their own).
     pub institution_id: Option<Uuid>,
+    /// The teacher's full name.
     pub name: String,
+    /// The teacher's e-mail (unique across accounts).
     pub email: String,
 }
 
+/// An application to a course: who applies, to which course.
 #[derive(InputObject)]
 pub struct ApplyToCourseInput {
+    /// The course applied to.
     pub course_id: Uuid,
+    /// The applicant's full name.
     pub name: String,
     /// `YYYY-MM-DD`.
     pub birth_date: String,
+    /// The applicant's e-mail: one application per course and e-mail.
     pub email: String,
     /// Optional, chosen by the client (1 to 200 characters): repeating the request with
     /// the same key and input returns the same application; the same key with other
@@ -431,16 +471,23 @@ pub struct ApplyToCourseInput {
     pub idempotency_key: Option<String>,
 }
 
+/// The enrollment to cancel.
 #[derive(InputObject)]
 pub struct CancelEnrollmentInput {
+    /// The course.
     pub course_id: Uuid,
+    /// The enrollment's application (see `courseEnrollments`).
     pub application_id: Uuid,
 }
 
+/// An exam note for a student of a course.
 #[derive(InputObject)]
 pub struct RecordExamNoteInput {
+    /// The course the exam belongs to.
     pub course_id: Uuid,
+    /// The student graded.
     pub student_id: Uuid,
+    /// The exam's name (e.g. `Midterm`).
     pub exam_name: String,
     /// 0 to 10, at most two decimals.
     pub note: f64,
@@ -448,10 +495,14 @@ pub struct RecordExamNoteInput {
     pub teacher_id: Option<Uuid>,
 }
 
+/// A correction of a recorded exam note.
 #[derive(InputObject)]
 pub struct ChangeExamNoteInput {
+    /// The grade to correct (returned by `recordExamNote`).
     pub exam_grade_id: Uuid,
+    /// The corrected note: 0 to 10, at most two decimals.
     pub note: f64,
+    /// Teachers correct as themselves; managers and admins name the teacher.
     pub teacher_id: Option<Uuid>,
 }
 
@@ -462,21 +513,27 @@ pub struct ChangeExamNoteInput {
 pub struct UpdateUserInput {
     /// Defaults to the caller.
     pub user_id: Option<Uuid>,
+    /// A new name (applies at once).
     pub name: Option<String>,
+    /// A new e-mail (applies when the link sent to it is followed).
     pub email: Option<String>,
 }
 
 /// Confirms an e-mail change with the token e-mailed to the new address.
 #[derive(InputObject)]
 pub struct ConfirmEmailChangeInput {
+    /// The account whose e-mail changes (from the link).
     pub user_id: Uuid,
     /// The token from the confirmation e-mail.
     pub token: String,
 }
 
+/// The account to deactivate, and why.
 #[derive(InputObject)]
 pub struct DeactivateUserInput {
+    /// The account to deactivate.
     pub user_id: Uuid,
+    /// Why, for the audit log.
     pub reason: String,
 }
 
@@ -489,7 +546,10 @@ impl CommandMutation {
     async fn sign_up(
         &self,
         ctx: &Context<'_>,
-        input: SignUpInput,
+        #[graphql(desc = "The command's input.")] input: SignUpInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
         wait_for_projections: Option<bool>,
     ) -> Result<SignUpAccepted, ApiError> {
         rate_limit(ctx)?;
@@ -529,7 +589,7 @@ impl CommandMutation {
         let position = committed.last_position();
         Ok(SignUpAccepted {
             accepted: true,
-            log_position: position,
+            log_position: position.map(BigInt),
             projections_caught_up: settle(state, position, wait_for_projections).await?,
         })
     }
@@ -539,19 +599,24 @@ impl CommandMutation {
     async fn confirm_sign_up(
         &self,
         ctx: &Context<'_>,
-        input: ConfirmSignUpInput,
+        #[graphql(desc = "The command's input.")] input: ConfirmSignUpInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
         wait_for_projections: Option<bool>,
     ) -> Result<SignUpConfirmed, ApiError> {
         rate_limit(ctx)?;
         let state = state(ctx);
-        let email = parse("email", Email::parse(&input.email))?;
-        let token_hash = one_time_token("token", &input.token)?;
-        let name = parse("name", PersonName::parse(&input.name))?;
-        let institution_name = parse(
-            "institutionName",
-            InstitutionName::parse(&input.institution_name),
-        )?;
-        let password = password(state, "password", &input.password)?;
+        validate! {
+            email = parse("email", Email::parse(&input.email)),
+            token_hash = one_time_token("token", &input.token),
+            name = parse("name", PersonName::parse(&input.name)),
+            institution_name = parse(
+                "institutionName",
+                InstitutionName::parse(&input.institution_name),
+            ),
+            password = password(state, "password", &input.password),
+        }
         let unknown = || ApiError::rejection(&UserError::SignUpTokenUnknown);
         let refused = |e: UserError| match e {
             // Do not tell "no sign-up for this e-mail" from "wrong token".
@@ -614,7 +679,7 @@ impl CommandMutation {
         Ok(SignUpConfirmed {
             user_id,
             institution_id,
-            log_position: position,
+            log_position: position.map(BigInt),
             projections_caught_up: settle(state, position, wait_for_projections).await?,
         })
     }
@@ -625,7 +690,11 @@ impl CommandMutation {
     /// password learns of the lockout (FORBIDDEN `USER_LOCKED_OUT`): to anyone else a
     /// locked account answers as an unknown e-mail does, so failing on purpose cannot
     /// tell which e-mails have accounts.
-    async fn login(&self, ctx: &Context<'_>, input: LoginInput) -> Result<LoginResult, ApiError> {
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The command's input.")] input: LoginInput,
+    ) -> Result<LoginResult, ApiError> {
         rate_limit(ctx)?;
         let state = state(ctx);
         let bad_credentials =
@@ -698,7 +767,7 @@ impl CommandMutation {
             user_id,
             role: role.into(),
             institution_id: claims.institution_id,
-            log_position: committed.last_position(),
+            log_position: committed.last_position().map(BigInt),
         })
     }
 
@@ -707,7 +776,7 @@ impl CommandMutation {
     async fn request_password_reset(
         &self,
         ctx: &Context<'_>,
-        input: RequestPasswordResetInput,
+        #[graphql(desc = "The command's input.")] input: RequestPasswordResetInput,
     ) -> Result<RequestAccepted, ApiError> {
         rate_limit(ctx)?;
         let state = state(ctx);
@@ -762,14 +831,19 @@ impl CommandMutation {
     async fn reset_password(
         &self,
         ctx: &Context<'_>,
-        input: ResetPasswordInput,
+        #[graphql(desc = "The command's input.")] input: ResetPasswordInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
         wait_for_projections: Option<bool>,
     ) -> Result<CommandResult, ApiError> {
         rate_limit(ctx)?;
         let state = state(ctx);
-        let email = parse("email", Email::parse(&input.email))?;
-        let token_hash = one_time_token("token", &input.token)?;
-        let new_password = password(state, "newPassword", &input.new_password)?;
+        validate! {
+            email = parse("email", Email::parse(&input.email)),
+            token_hash = one_time_token("token", &input.token),
+            new_password = password(state, "newPassword", &input.new_password),
+        }
         let unknown = || ApiError::rejection(&UserError::ResetTokenUnknown);
         let refused = |e: UserError| match e {
             UserError::NotFound | UserError::NotActive => unknown(),
@@ -813,14 +887,19 @@ impl CommandMutation {
     async fn create_campus(
         &self,
         ctx: &Context<'_>,
-        input: CreateCampusInput,
+        #[graphql(desc = "The command's input.")] input: CreateCampusInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
         wait_for_projections: Option<bool>,
     ) -> Result<CommandResult, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = auth::target_institution(claims, input.institution_id)?;
-        let name = parse("name", CampusName::parse(&input.name))?;
-        let city = parse("city", CityName::parse(&input.city))?;
+        validate! {
+            name = parse("name", CampusName::parse(&input.name)),
+            city = parse("city", CityName::parse(&input.city)),
+        }
         let campus_id = Uuid::new_v4();
         let committed = state
             .buses
@@ -849,14 +928,19 @@ impl CommandMutation {
     async fn offer_course(
         &self,
         ctx: &Context<'_>,
-        input: OfferCourseInput,
+        #[graphql(desc = "The command's input.")] input: OfferCourseInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
         wait_for_projections: Option<bool>,
     ) -> Result<CommandResult, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = auth::target_institution(claims, input.institution_id)?;
-        let name = parse("name", CourseName::parse(&input.name))?;
-        let capacity = parse("capacity", Capacity::from_i64(input.capacity))?;
+        validate! {
+            name = parse("name", CourseName::parse(&input.name)),
+            capacity = parse("capacity", Capacity::from_i64(i64::from(input.capacity))),
+        }
         let course_id = input.course_id.unwrap_or_else(Uuid::new_v4);
         if input.course_id.is_some() {
             // A course id the client chose may be anyone's: an opened course is not
@@ -930,12 +1014,15 @@ impl CommandMutation {
     async fn change_course_capacity(
         &self,
         ctx: &Context<'_>,
-        input: ChangeCourseCapacityInput,
+        #[graphql(desc = "The command's input.")] input: ChangeCourseCapacityInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
         wait_for_projections: Option<bool>,
     ) -> Result<CommandResult, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
-        let capacity = parse("capacity", Capacity::from_i64(input.capacity))?;
+        let capacity = parse("capacity", Capacity::from_i64(i64::from(input.capacity)))?;
         let institution_id = course_institution(state, input.course_id).await?;
         auth::ensure_institution(claims, institution_id)?;
         let committed = state
@@ -962,16 +1049,21 @@ impl CommandMutation {
     async fn create_student(
         &self,
         ctx: &Context<'_>,
-        input: CreateStudentInput,
+        #[graphql(desc = "The command's input.")] input: CreateStudentInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
         wait_for_projections: Option<bool>,
     ) -> Result<CommandResult, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = auth::target_institution(claims, input.institution_id)?;
-        let name = parse("name", PersonName::parse(&input.name))?;
-        let email = parse("email", Email::parse(&input.email))?;
         let today = state.clock.now().date_naive();
-        let birth_date = parse("birthDate", BirthDate::parse_str(&input.birth_date, today))?;
+        validate! {
+            name = parse("name", PersonName::parse(&input.name)),
+            email = parse("email", Email::parse(&input.email)),
+            birth_date = parse("birthDate", BirthDate::parse_str(&input.birth_date, today)),
+        }
         ensure_institution_exists(state, institution_id).await?;
         let meta = metadata(request(ctx), Some(institution_id));
         let id = create_account(
@@ -1005,14 +1097,19 @@ impl CommandMutation {
     async fn create_teacher(
         &self,
         ctx: &Context<'_>,
-        input: CreateTeacherInput,
+        #[graphql(desc = "The command's input.")] input: CreateTeacherInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
         wait_for_projections: Option<bool>,
     ) -> Result<CommandResult, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = auth::target_institution(claims, input.institution_id)?;
-        let name = parse("name", PersonName::parse(&input.name))?;
-        let email = parse("email", Email::parse(&input.email))?;
+        validate! {
+            name = parse("name", PersonName::parse(&input.name)),
+            email = parse("email", Email::parse(&input.email)),
+        }
         ensure_institution_exists(state, institution_id).await?;
         let meta = metadata(request(ctx), Some(institution_id));
         let id = create_account(
@@ -1049,23 +1146,28 @@ impl CommandMutation {
     async fn apply_to_course(
         &self,
         ctx: &Context<'_>,
-        input: ApplyToCourseInput,
+        #[graphql(desc = "The command's input.")] input: ApplyToCourseInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
         wait_for_projections: Option<bool>,
     ) -> Result<CommandResult, ApiError> {
         rate_limit(ctx)?;
         let state = state(ctx);
-        let name = parse("name", PersonName::parse(&input.name))?;
-        let email = parse("email", Email::parse(&input.email))?;
         let now = state.clock.now();
-        let birth_date = parse(
-            "birthDate",
-            BirthDate::parse_str(&input.birth_date, now.date_naive()),
-        )?;
-        let idempotency_key = input
-            .idempotency_key
-            .as_deref()
-            .map(idempotency_key)
-            .transpose()?;
+        validate! {
+            name = parse("name", PersonName::parse(&input.name)),
+            email = parse("email", Email::parse(&input.email)),
+            birth_date = parse(
+                "birthDate",
+                BirthDate::parse_str(&input.birth_date, now.date_naive()),
+            ),
+            idempotency_key = input
+                .idempotency_key
+                .as_deref()
+                .map(idempotency_key)
+                .transpose(),
+        }
         let institution_id = open_course_institution(state, input.course_id).await?;
         let course_id = CourseId::from_uuid(input.course_id);
         let application_id = application_id_for(course_id, &email).as_uuid();
@@ -1121,7 +1223,10 @@ impl CommandMutation {
     async fn cancel_enrollment(
         &self,
         ctx: &Context<'_>,
-        input: CancelEnrollmentInput,
+        #[graphql(desc = "The command's input.")] input: CancelEnrollmentInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
         wait_for_projections: Option<bool>,
     ) -> Result<CommandResult, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
@@ -1154,13 +1259,18 @@ impl CommandMutation {
     async fn record_exam_note(
         &self,
         ctx: &Context<'_>,
-        input: RecordExamNoteInput,
+        #[graphql(desc = "The command's input.")] input: RecordExamNoteInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
         wait_for_projections: Option<bool>,
     ) -> Result<CommandResult, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), GRADERS)?;
         let state = state(ctx);
-        let exam_name = parse("examName", ExamName::parse(&input.exam_name))?;
-        let note = parse("note", GradeNote::from_f64(input.note))?;
+        validate! {
+            exam_name = parse("examName", ExamName::parse(&input.exam_name)),
+            note = parse("note", GradeNote::from_f64(input.note)),
+        }
         let (student, _) = state
             .buses
             .student
@@ -1232,7 +1342,10 @@ impl CommandMutation {
     async fn change_exam_note(
         &self,
         ctx: &Context<'_>,
-        input: ChangeExamNoteInput,
+        #[graphql(desc = "The command's input.")] input: ChangeExamNoteInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
         wait_for_projections: Option<bool>,
     ) -> Result<CommandResult, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), GRADERS)?;
@@ -1278,7 +1391,10 @@ impl CommandMutation {
     async fn update_user(
         &self,
         ctx: &Context<'_>,
-        input: UpdateUserInput,
+        #[graphql(desc = "The command's input.")] input: UpdateUserInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
         wait_for_projections: Option<bool>,
     ) -> Result<CommandResult, ApiError> {
         let claims = auth::require(request(ctx).claims.as_ref())?;
@@ -1287,16 +1403,18 @@ impl CommandMutation {
         if target != claims.user_id {
             auth::require_role(Some(claims), STAFF)?;
         }
-        let name = input
-            .name
-            .as_deref()
-            .map(|n| parse("name", PersonName::parse(n)))
-            .transpose()?;
-        let email = input
-            .email
-            .as_deref()
-            .map(|e| parse("email", Email::parse(e)))
-            .transpose()?;
+        validate! {
+            name = input
+                .name
+                .as_deref()
+                .map(|n| parse("name", PersonName::parse(n)))
+                .transpose(),
+            email = input
+                .email
+                .as_deref()
+                .map(|e| parse("email", Email::parse(e)))
+                .transpose(),
+        }
         let user = load_user(state, target).await?;
         let institution = user.institution_id().map(|id| id.as_uuid());
         if target != claims.user_id {
@@ -1378,7 +1496,10 @@ impl CommandMutation {
     async fn confirm_email_change(
         &self,
         ctx: &Context<'_>,
-        input: ConfirmEmailChangeInput,
+        #[graphql(desc = "The command's input.")] input: ConfirmEmailChangeInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
         wait_for_projections: Option<bool>,
     ) -> Result<CommandResult, ApiError> {
         rate_limit(ctx)?;
@@ -1442,7 +1563,10 @@ impl CommandMutation {
     async fn deactivate_user(
         &self,
         ctx: &Context<'_>,
-        input: DeactivateUserInput,
+        #[graphql(desc = "The command's input.")] input: DeactivateUserInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
         wait_for_projections: Option<bool>,
     ) -> Result<CommandResult, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::query::page_size;
 use super::read_models::bad_cursor;
+use super::types::BigInt;
 use super::{request, state};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
@@ -24,25 +25,32 @@ pub struct NotificationMutation;
 /// One in-app notification as its recipient sees it.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct Notification {
-    pub id: i64,
+    /// The notification's id.
+    pub id: BigInt,
     /// `student` / `teacher` (addressed to one user) or `all_students` / `all_teachers`
     /// (a broadcast of the institution).
     pub audience: String,
+    /// Its title.
     pub title: String,
+    /// Its text.
     pub body: String,
     /// Extra data as a JSON object (e.g. `course_id`, `exam_name`, `note` of a grade).
     pub data: String,
+    /// The institution it came from, if any.
     pub institution_id: Option<Uuid>,
     /// The event it was issued for, if any.
     pub event_id: Option<Uuid>,
+    /// When it was sent.
     pub created_at: DateTime<Utc>,
     /// When it was addressed to this user (a broadcast: when the user was linked to it).
     pub linked_at: DateTime<Utc>,
     /// When this user marked it read; null while unread.
     pub read_at: Option<DateTime<Utc>>,
+    /// Whether the signed-in user marked it read.
     pub read: bool,
 }
 
+/// One page of the signed-in user's notifications.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct NotificationPage {
     /// Newest first.
@@ -71,7 +79,7 @@ impl From<NotificationRow> for Notification {
     fn from(r: NotificationRow) -> Self {
         let (id, audience, title, body, data, institution_id, event_id, created, linked, read) = r;
         Self {
-            id,
+            id: BigInt(id),
             audience,
             title,
             body,
@@ -118,9 +126,9 @@ impl NotificationQuery {
     async fn my_notifications(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = false)] unread_only: bool,
-        #[graphql(default = 20)] first: i32,
-        after: Option<String>,
+        #[graphql(default = false, desc = "Only notifications not marked read.")] unread_only: bool,
+        #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
+        #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<NotificationPage, ApiError> {
         let claims = auth::require(request(ctx).claims.as_ref())?;
         let state = state(ctx);
@@ -166,8 +174,9 @@ impl NotificationMutation {
     async fn mark_notification_read(
         &self,
         ctx: &Context<'_>,
-        notification_id: i64,
+        #[graphql(desc = "The notification.")] notification_id: BigInt,
     ) -> Result<Notification, ApiError> {
+        let notification_id = notification_id.0;
         let claims = auth::require(request(ctx).claims.as_ref())?;
         let state = state(ctx);
         if let Some(own) = notification(&state.pool, claims, notification_id).await? {

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::admin_ops::{ensure_owner, event_owner};
 use super::query::page_size;
 use super::read_models::{bad_cursor, STAFF};
+use super::types::{parse_status, BigInt, CountedKind, TaskStatus};
 use super::{request, state};
 use crate::auth;
 use crate::error::ApiError;
@@ -21,18 +22,24 @@ pub struct ProcessingQuery;
 /// How many events or tasks are in one status now.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct StatusCount {
-    /// `event` or `task`.
-    pub kind: String,
+    /// Whether `status` is an `EventStatus` or a `TaskStatus`.
+    pub kind: CountedKind,
+    /// An `EventStatus` (kind `event`) or a `TaskStatus` (kind `task`) value, as text:
+    /// one list holds both.
     pub status: String,
-    pub count: i64,
+    /// Events or tasks in that status now.
+    pub count: BigInt,
 }
 
 /// A projection's lag, for the dashboard header.
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(complex)]
 pub struct ProjectionLag {
+    /// The projection's name.
     pub name: String,
-    pub lag_events: i64,
+    /// Committed events it has not handled yet.
+    pub lag_events: BigInt,
+    /// Age of the oldest event it has not handled, in seconds.
     pub lag_seconds: f64,
     #[graphql(skip)]
     pub last_error: Option<String>,
@@ -54,6 +61,7 @@ pub struct ProcessingSummary {
     pub rate_per_hour_today: f64,
     /// Every event status, then every task status (0 when none).
     pub status_counts: Vec<StatusCount>,
+    /// Each projection's lag.
     pub projections: Vec<ProjectionLag>,
 }
 
@@ -61,10 +69,15 @@ pub struct ProcessingSummary {
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(complex)]
 pub struct TaskAttempt {
+    /// The attempt's number (1 for the first claim).
     pub attempt: i32,
+    /// The worker that ran it.
     pub worker: String,
+    /// When it started.
     pub started_at: DateTime<Utc>,
+    /// When it ended; null while running.
     pub finished_at: Option<DateTime<Utc>>,
+    /// How long it ran, in milliseconds; null while running.
     pub duration_ms: Option<f64>,
     /// `running`, `succeeded`, `retry`, `failed`, `dead`, `lease_expired` or `released`.
     pub outcome: String,
@@ -84,25 +97,33 @@ impl TaskAttempt {
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(complex)]
 pub struct EventTask {
-    pub id: i64,
+    /// The task's id.
+    pub id: BigInt,
+    /// What the task does (e.g. `email.welcome`).
     pub kind: String,
-    /// `pending`, `running`, `succeeded`, `failed` or `dead`.
-    pub status: String,
+    /// Where it stands in the queue.
+    pub status: TaskStatus,
     /// Lower runs first.
     pub priority: i32,
     /// Claims so far.
     pub attempt: i32,
+    /// Claims it may take before it is dead.
     pub max_attempts: i32,
+    /// When it may run next (a retry waits until then).
     pub run_at: DateTime<Utc>,
+    /// When it was queued.
     pub created_at: DateTime<Utc>,
+    /// Its first claim; null until claimed.
     pub started_at: Option<DateTime<Utc>>,
+    /// When it finished; null until then.
     pub finished_at: Option<DateTime<Utc>>,
     #[graphql(skip)]
     pub last_error: Option<String>,
     /// The task this one retries (a manual retry).
-    pub origin_task_id: Option<i64>,
+    pub origin_task_id: Option<BigInt>,
     /// Moved to the archive by the nightly job.
     pub archived: bool,
+    /// When the nightly job archived it; null while live.
     pub archived_at: Option<DateTime<Utc>>,
     /// Oldest first.
     pub attempts: Vec<TaskAttempt>,
@@ -116,6 +137,7 @@ impl EventTask {
     }
 }
 
+/// One page of the tasks an event issued.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct EventTaskPage {
     /// Oldest first (by task id).
@@ -167,18 +189,20 @@ impl ProcessingQuery {
         let status_counts = aula_processor::status_counts(&state.pool)
             .await?
             .into_iter()
-            .map(|(kind, status, count)| StatusCount {
-                kind,
-                status,
-                count,
+            .map(|(kind, status, count)| {
+                Ok(StatusCount {
+                    kind: parse_status(&kind)?,
+                    status,
+                    count: count.into(),
+                })
             })
-            .collect();
+            .collect::<Result<_, ApiError>>()?;
         let projections = aula_projections::status(&state.pool)
             .await?
             .into_iter()
             .map(|p| ProjectionLag {
                 name: p.name,
-                lag_events: p.lag_events,
+                lag_events: BigInt(p.lag_events),
                 lag_seconds: p.lag_seconds,
                 last_error: p.last_error,
             })
@@ -196,9 +220,9 @@ impl ProcessingQuery {
     async fn event_tasks(
         &self,
         ctx: &Context<'_>,
-        event_id: Uuid,
-        #[graphql(default = 20)] first: i32,
-        after: Option<String>,
+        #[graphql(desc = "The event's id.")] event_id: Uuid,
+        #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
+        #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<EventTaskPage, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
@@ -265,37 +289,39 @@ impl ProcessingQuery {
                     last_error,
                     origin_task_id,
                     archived_at,
-                )| EventTask {
-                    id,
-                    kind,
-                    status,
-                    priority: i32::from(priority),
-                    attempt,
-                    max_attempts,
-                    run_at,
-                    created_at,
-                    started_at,
-                    finished_at,
-                    last_error,
-                    origin_task_id,
-                    archived: archived_at.is_some(),
-                    archived_at,
-                    attempts: attempts
-                        .iter()
-                        .filter(|a| a.0 == id)
-                        .map(|a| TaskAttempt {
-                            attempt: a.1,
-                            worker: a.2.clone(),
-                            started_at: a.3,
-                            finished_at: a.4,
-                            duration_ms: a.5,
-                            outcome: a.6.clone(),
-                            error: a.7.clone(),
-                        })
-                        .collect(),
+                )| {
+                    Ok(EventTask {
+                        id: id.into(),
+                        kind,
+                        status: parse_status(&status)?,
+                        priority: i32::from(priority),
+                        attempt,
+                        max_attempts,
+                        run_at,
+                        created_at,
+                        started_at,
+                        finished_at,
+                        last_error,
+                        origin_task_id: origin_task_id.map(BigInt),
+                        archived: archived_at.is_some(),
+                        archived_at,
+                        attempts: attempts
+                            .iter()
+                            .filter(|a| a.0 == id)
+                            .map(|a| TaskAttempt {
+                                attempt: a.1,
+                                worker: a.2.clone(),
+                                started_at: a.3,
+                                finished_at: a.4,
+                                duration_ms: a.5,
+                                outcome: a.6.clone(),
+                                error: a.7.clone(),
+                            })
+                            .collect(),
+                    })
                 },
             )
-            .collect();
+            .collect::<Result<_, ApiError>>()?;
         Ok(EventTaskPage { nodes, next_cursor })
     }
 }

@@ -5,7 +5,7 @@ use async_graphql::{Context, Object, SimpleObject};
 use aula_domain::user::{Role as DomainRole, UserStatus};
 use uuid::Uuid;
 
-use super::types::{Health, Me};
+use super::types::{BigInt, Health, Me};
 use super::{request, state};
 use crate::auth;
 use crate::error::ApiError;
@@ -17,8 +17,11 @@ pub struct CoreQuery;
 /// A campus of an institution.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct Campus {
+    /// The campus's id.
     pub id: Uuid,
+    /// Its name.
     pub name: String,
+    /// The city it is in.
     pub city: String,
 }
 
@@ -60,8 +63,9 @@ impl CoreQuery {
     async fn projections_reached(
         &self,
         ctx: &Context<'_>,
-        log_position: i64,
+        #[graphql(desc = "The global log position to wait for.")] log_position: BigInt,
     ) -> Result<bool, ApiError> {
+        let log_position = log_position.0;
         auth::require(request(ctx).claims.as_ref())?;
         let state = state(ctx);
         Ok(wait_for_projections(
@@ -78,8 +82,10 @@ impl CoreQuery {
     async fn campuses(
         &self,
         ctx: &Context<'_>,
-        institution_id: Option<Uuid>,
-        #[graphql(default = 20)] first: i32,
+        #[graphql(desc = "The institution (admins; others get their own).")] institution_id: Option<
+            Uuid,
+        >,
+        #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
     ) -> Result<Vec<Campus>, ApiError> {
         let claims = auth::require_role(
             request(ctx).claims.as_ref(),

@@ -14,6 +14,9 @@ use uuid::Uuid;
 
 use super::mutation::{course_institution, courses_opened_by};
 use super::query::page_size;
+use super::types::{
+    parse_status, status_name, BigInt, EnrollmentStatus, EventStatus, RebuildState,
+};
 use super::{request, state};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
@@ -33,27 +36,41 @@ pub struct ReadModelQuery;
 /// Ascending or descending.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SortDirection {
+    /// Ascending.
     #[default]
     Asc,
+    /// Descending.
     Desc,
 }
 
 /// One course's seats (read model `course_capacity`).
 #[derive(SimpleObject, Debug, Clone)]
 pub struct CourseCapacity {
+    /// The course's id.
     pub course_id: Uuid,
+    /// The institution offering it.
     pub institution_id: Option<Uuid>,
+    /// The campus it is taught on.
     pub campus_id: Option<Uuid>,
+    /// Its name.
     pub name: Option<String>,
+    /// Seats in all.
     pub capacity: i32,
+    /// Seats taken by enrolled students.
     pub enrolled: i32,
+    /// Seats still free (`capacity - enrolled`).
     pub seats_left: i32,
     /// Applications recorded and not yet decided.
     pub pending: i32,
+    /// Applications declined (the course was full or closed).
     pub declined: i32,
+    /// Enrollments cancelled by a manager (their seats were given back).
     pub cancelled: i32,
+    /// Whether it takes no more applications.
     pub closed: bool,
+    /// When it was offered.
     pub opened_at: Option<DateTime<Utc>>,
+    /// When its seats last changed.
     pub updated_at: Option<DateTime<Utc>>,
 }
 
@@ -77,8 +94,10 @@ impl From<course_capacity::CourseCapacityRow> for CourseCapacity {
     }
 }
 
+/// One page of courses with their seats.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct CourseCapacityPage {
+    /// The courses of this page.
     pub nodes: Vec<CourseCapacity>,
     /// Pass as `after` for the next page; null on the last page.
     pub next_cursor: Option<String>,
@@ -87,20 +106,30 @@ pub struct CourseCapacityPage {
 /// The column a course list is sorted by (ties broken by course id).
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CourseCapacitySortField {
+    /// Course name.
     #[default]
     Name,
+    /// Seats in all.
     Capacity,
+    /// Seats taken.
     Enrolled,
+    /// Seats left.
     SeatsLeft,
+    /// Applications not yet decided.
     Pending,
+    /// Applications declined.
     Declined,
+    /// When offered.
     OpenedAt,
 }
 
+/// How the course list is sorted.
 #[derive(InputObject, Debug, Clone, Default)]
 pub struct CourseCapacitySort {
+    /// The column to sort by.
     #[graphql(default)]
     pub field: CourseCapacitySortField,
+    /// Ascending or descending.
     #[graphql(default)]
     pub direction: SortDirection,
 }
@@ -108,8 +137,11 @@ pub struct CourseCapacitySort {
 /// The grouping of an age metric.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgeScope {
+    /// Per course.
     Course,
+    /// Per campus.
     Campus,
+    /// Per institution.
     Institution,
 }
 
@@ -127,41 +159,63 @@ impl From<AgeScope> for ProjectionAgeScope {
 /// campus or institution.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct AgeMetrics {
+    /// What `scopeId` names: a course, a campus or an institution.
     pub scope: AgeScope,
+    /// The id of the course, campus or institution.
     pub scope_id: Uuid,
-    pub students: i64,
+    /// Enrolled students counted.
+    pub students: BigInt,
+    /// The youngest student's age in years.
     pub min_age: i32,
+    /// The oldest student's age in years.
     pub max_age: i32,
+    /// The students' mean age in years.
     pub average_age: f64,
 }
 
+/// One page of age metrics.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct AgeMetricsPage {
+    /// The metrics of this page.
     pub nodes: Vec<AgeMetrics>,
+    /// Pass as `after` for the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
 
 /// One enrollment of a course (read model `course_enrollments`).
 #[derive(SimpleObject, Debug, Clone)]
 pub struct Enrollment {
+    /// The course.
     pub course_id: Uuid,
+    /// The application that won the seat.
     pub application_id: Uuid,
+    /// The institution offering the course.
     pub institution_id: Uuid,
+    /// The campus the course is taught on.
     pub campus_id: Uuid,
+    /// The student's name.
     pub name: String,
+    /// The student's e-mail.
     pub email: String,
+    /// The student's date of birth.
     pub birth_date: NaiveDate,
+    /// The student's age in years today.
     pub age_years: i32,
+    /// The day the seat was given.
     pub enrolled_on: NaiveDate,
-    /// `enrolled` or `cancelled`.
-    pub status: String,
+    /// Whether it still holds its seat.
+    pub status: EnrollmentStatus,
+    /// The day it was cancelled; null unless cancelled.
     pub cancelled_on: Option<NaiveDate>,
-    pub log_position: i64,
+    /// The log position of its latest change.
+    pub log_position: BigInt,
 }
 
-impl From<enrollments::EnrollmentRow> for Enrollment {
-    fn from(r: enrollments::EnrollmentRow) -> Self {
-        Self {
+impl TryFrom<enrollments::EnrollmentRow> for Enrollment {
+    type Error = ApiError;
+
+    fn try_from(r: enrollments::EnrollmentRow) -> Result<Self, ApiError> {
+        Ok(Self {
             course_id: r.course_id,
             application_id: r.application_id,
             institution_id: r.institution_id,
@@ -171,32 +225,41 @@ impl From<enrollments::EnrollmentRow> for Enrollment {
             birth_date: r.birth_date,
             age_years: r.age_years,
             enrolled_on: r.enrolled_on,
-            status: r.status,
+            status: parse_status(&r.status)?,
             cancelled_on: r.cancelled_on,
-            log_position: r.global_position,
-        }
+            log_position: r.global_position.into(),
+        })
     }
 }
 
+/// One page of a course's enrollments.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct EnrollmentPage {
+    /// The enrollments of this page.
     pub nodes: Vec<Enrollment>,
+    /// Pass as `after` for the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
 
 /// The column an enrollment list is sorted by (ties broken by log position).
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EnrollmentSortField {
+    /// Enrollment day.
     #[default]
     EnrolledOn,
+    /// Student name.
     Name,
+    /// Student age.
     AgeYears,
 }
 
+/// How a course's enrollments are sorted.
 #[derive(InputObject, Debug, Clone, Default)]
 pub struct EnrollmentSort {
+    /// The column to sort by.
     #[graphql(default)]
     pub field: EnrollmentSortField,
+    /// Ascending or descending.
     #[graphql(default)]
     pub direction: SortDirection,
 }
@@ -204,20 +267,33 @@ pub struct EnrollmentSort {
 /// Who did what and when (read model `audit_log`).
 #[derive(SimpleObject, Debug, Clone)]
 pub struct AuditEntry {
+    /// The id of the event this entry records.
     pub event_id: Uuid,
-    pub log_position: i64,
+    /// The event's global position in the log.
+    pub log_position: BigInt,
+    /// When the event was committed.
     pub recorded_at: DateTime<Utc>,
     /// `user:<id>`, `system` or `public`.
     pub actor: Option<String>,
+    /// The user who acted, when a user did.
     pub actor_user_id: Option<Uuid>,
+    /// The institution concerned; null for platform-wide events.
     pub institution_id: Option<Uuid>,
+    /// What happened (the event's type).
     pub event_type: String,
+    /// The type of the aggregate that recorded it.
     pub aggregate_type: String,
+    /// The id of the stream it belongs to.
     pub aggregate_id: String,
-    pub sequence: i64,
+    /// Its sequence number within its stream.
+    pub sequence: BigInt,
+    /// The id shared by every event one request set off.
     pub correlation_id: Option<Uuid>,
+    /// What directly caused it (an event id or a request).
     pub causation: Option<String>,
+    /// The id of the HTTP request that recorded it, if any.
     pub request_id: Option<String>,
+    /// The original event, when this entry records a reprocessed copy.
     pub reprocessed_from: Option<Uuid>,
 }
 
@@ -225,7 +301,7 @@ impl From<audit_log::AuditEntry> for AuditEntry {
     fn from(e: audit_log::AuditEntry) -> Self {
         Self {
             event_id: e.event_id,
-            log_position: e.global_position,
+            log_position: BigInt(e.global_position),
             recorded_at: e.recorded_at,
             actor: e.actor,
             actor_user_id: e.actor_user_id,
@@ -233,7 +309,7 @@ impl From<audit_log::AuditEntry> for AuditEntry {
             event_type: e.event_type,
             aggregate_type: e.aggregate_type,
             aggregate_id: e.aggregate_id,
-            sequence: e.sequence,
+            sequence: BigInt(e.sequence),
             correlation_id: e.correlation_id,
             causation: e.causation,
             request_id: e.request_id,
@@ -242,9 +318,12 @@ impl From<audit_log::AuditEntry> for AuditEntry {
     }
 }
 
+/// One page of the audit log.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct AuditLogPage {
+    /// The entries of this page.
     pub nodes: Vec<AuditEntry>,
+    /// Pass as `after` for the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
 
@@ -252,12 +331,19 @@ pub struct AuditLogPage {
 /// institution.
 #[derive(InputObject, Debug, Clone, Default)]
 pub struct AuditLogFilter {
+    /// Only this institution's entries (admins; managers always see their own).
     pub institution_id: Option<Uuid>,
+    /// Only what this user did.
     pub actor_user_id: Option<Uuid>,
+    /// Only the events one request set off.
     pub correlation_id: Option<Uuid>,
+    /// Any of these event types.
     pub types: Option<Vec<String>>,
+    /// Only events of this aggregate type.
     pub aggregate_type: Option<String>,
+    /// Only events of this stream.
     pub aggregate_id: Option<String>,
+    /// Recorded at or after this time.
     pub recorded_from: Option<DateTime<Utc>>,
     /// Exclusive.
     pub recorded_to: Option<DateTime<Utc>>,
@@ -267,52 +353,68 @@ pub struct AuditLogFilter {
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(complex)]
 pub struct AdminEvent {
+    /// The event's id (stable across rebuilds).
     pub event_id: Uuid,
-    pub log_position: i64,
+    /// The event's global position in the log.
+    pub log_position: BigInt,
+    /// The event's type (see docs/events.md).
     pub event_type: String,
+    /// The type of the aggregate that recorded it.
     pub aggregate_type: String,
+    /// The id of the stream it belongs to.
     pub aggregate_id: String,
-    pub sequence: i64,
+    /// Its sequence number within its stream.
+    pub sequence: BigInt,
+    /// The institution it concerns; null for platform-wide events.
     pub institution_id: Option<Uuid>,
+    /// When it was committed.
     pub recorded_at: DateTime<Utc>,
     /// The original, when this event is a reprocessed copy.
     pub reprocessed_from: Option<Uuid>,
     /// How many reprocessed copies this event has.
     pub copy_count: i32,
     /// Processing status, as the processor reports it.
-    pub status: String,
+    pub status: EventStatus,
+    /// When its last task finished; null while pending.
     pub processed_at: Option<DateTime<Utc>>,
-    pub duration_ms: Option<i64>,
+    /// From recording to the end of its last task, in milliseconds; null while pending.
+    pub duration_ms: Option<BigInt>,
     #[graphql(skip)]
     pub error: Option<String>,
+    /// Its tasks waiting to run.
     pub tasks_pending: i32,
+    /// Its tasks running now.
     pub tasks_running: i32,
+    /// Its tasks that succeeded.
     pub tasks_succeeded: i32,
+    /// Its tasks that failed for good (failed or dead).
     pub tasks_failed: i32,
 }
 
-impl From<admin_events::AdminEventRow> for AdminEvent {
-    fn from(r: admin_events::AdminEventRow) -> Self {
-        Self {
+impl TryFrom<admin_events::AdminEventRow> for AdminEvent {
+    type Error = ApiError;
+
+    fn try_from(r: admin_events::AdminEventRow) -> Result<Self, ApiError> {
+        Ok(Self {
             event_id: r.event_id,
-            log_position: r.global_position,
+            log_position: BigInt(r.global_position),
             event_type: r.event_type,
             aggregate_type: r.aggregate_type,
             aggregate_id: r.aggregate_id,
-            sequence: r.sequence,
+            sequence: BigInt(r.sequence),
             institution_id: r.institution_id,
             recorded_at: r.recorded_at,
             reprocessed_from: r.reprocessed_from,
             copy_count: r.copies,
-            status: r.status,
+            status: parse_status(&r.status)?,
             processed_at: r.processed_at,
-            duration_ms: r.duration_ms,
+            duration_ms: r.duration_ms.map(BigInt),
             error: r.error,
             tasks_pending: r.tasks_pending,
             tasks_running: r.tasks_running,
             tasks_succeeded: r.tasks_succeeded,
             tasks_failed: r.tasks_failed,
-        }
+        })
     }
 }
 
@@ -326,28 +428,37 @@ impl AdminEvent {
     /// The reprocessed copies of this event, oldest first.
     async fn copies(&self, ctx: &Context<'_>) -> Result<Vec<AdminEvent>, ApiError> {
         let rows = admin_events::event_copies(&state(ctx).pool, self.event_id).await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        rows.into_iter().map(TryInto::try_into).collect()
     }
 }
 
+/// One page of the admin event list.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct AdminEventPage {
+    /// The events of this page, in the requested order.
     pub nodes: Vec<AdminEvent>,
+    /// Pass as `after` for the next page; null on the last page.
     pub next_cursor: Option<String>,
 }
 
+/// How a duration filter compares.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DurationComparison {
+    /// Exactly this long.
     Eq,
+    /// Longer than this.
     Gt,
+    /// Shorter than this.
     Lt,
 }
 
 /// `duration = ms`, `> ms` or `< ms`.
 #[derive(InputObject, Debug, Clone)]
 pub struct DurationFilter {
+    /// How to compare.
     pub op: DurationComparison,
-    pub ms: i64,
+    /// The duration to compare with, in milliseconds.
+    pub ms: BigInt,
 }
 
 impl DurationFilter {
@@ -358,7 +469,7 @@ impl DurationFilter {
             DurationComparison::Gt => DurationOp::Gt,
             DurationComparison::Lt => DurationOp::Lt,
         };
-        (op, self.ms)
+        (op, self.ms.0)
     }
 }
 
@@ -368,33 +479,49 @@ impl DurationFilter {
 pub struct AdminEventFilter {
     /// Any of these event types.
     pub types: Option<Vec<String>>,
+    /// Recorded at or after this time.
     pub recorded_from: Option<DateTime<Utc>>,
     /// Exclusive.
     pub recorded_to: Option<DateTime<Utc>>,
+    /// Processed at or after this time.
     pub processed_from: Option<DateTime<Utc>>,
     /// Exclusive.
     pub processed_to: Option<DateTime<Utc>>,
-    pub status: Option<String>,
+    /// Only events in this processing status.
+    pub status: Option<EventStatus>,
+    /// Only events whose processing took this long.
     pub duration: Option<DurationFilter>,
+    /// Only this institution's events (admins; managers always see their own).
     pub institution_id: Option<Uuid>,
+    /// Only events with (true) or without (false) failed tasks.
     pub has_failed_tasks: Option<bool>,
 }
 
+/// The column the admin event list is sorted by (ties broken by log position).
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AdminEventSortField {
+    /// Log position (commit order).
     #[default]
     Position,
+    /// When recorded.
     RecordedAt,
+    /// When processed.
     ProcessedAt,
+    /// Processing duration.
     Duration,
+    /// Event type.
     EventType,
+    /// Processing status.
     Status,
 }
 
+/// How the admin event list is sorted.
 #[derive(InputObject, Debug, Clone)]
 pub struct AdminEventSort {
+    /// The column to sort by.
     #[graphql(default)]
     pub field: AdminEventSortField,
+    /// Ascending or descending.
     #[graphql(default_with = "SortDirection::Desc")]
     pub direction: SortDirection,
 }
@@ -402,18 +529,25 @@ pub struct AdminEventSort {
 /// Where a projection stands.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct ProjectionStatus {
+    /// The projection's name.
     pub name: String,
     /// Log position of the last event handled (0: none yet).
-    pub position: i64,
-    pub events_handled: i64,
+    pub position: BigInt,
+    /// Events handled since it started (or was rebuilt).
+    pub events_handled: BigInt,
     /// Committed events not handled yet.
-    pub lag_events: i64,
+    pub lag_events: BigInt,
+    /// Age of the oldest event it has not handled, in seconds.
     pub lag_seconds: f64,
+    /// Why its last batch failed, if it did.
     pub last_error: Option<String>,
     /// The event it keeps failing on, if any.
-    pub failed_position: Option<i64>,
+    pub failed_position: Option<BigInt>,
+    /// When it started failing on `failedPosition`.
     pub failing_since: Option<DateTime<Utc>>,
+    /// Tries on the failing event so far.
     pub attempts: i32,
+    /// When its checkpoint last moved.
     pub updated_at: Option<DateTime<Utc>>,
 }
 
@@ -421,12 +555,12 @@ impl From<aula_projections::ProjectionStatus> for ProjectionStatus {
     fn from(s: aula_projections::ProjectionStatus) -> Self {
         Self {
             name: s.name,
-            position: s.position,
-            events_handled: s.events_handled,
-            lag_events: s.lag_events,
+            position: BigInt(s.position),
+            events_handled: BigInt(s.events_handled),
+            lag_events: BigInt(s.lag_events),
             lag_seconds: s.lag_seconds,
             last_error: s.last_error,
-            failed_position: s.failed_position,
+            failed_position: s.failed_position.map(BigInt),
             failing_since: s.failing_since,
             attempts: s.attempts,
             updated_at: s.updated_at,
@@ -437,34 +571,44 @@ impl From<aula_projections::ProjectionStatus> for ProjectionStatus {
 /// The latest rebuild of a projection.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct RebuildProgress {
+    /// The projection's name.
     pub name: String,
-    /// `running`, `swapping`, `done` or `failed`.
-    pub state: String,
+    /// Where the rebuild stands.
+    pub state: RebuildState,
+    /// When it started.
     pub started_at: DateTime<Utc>,
+    /// When it finished; null while running.
     pub finished_at: Option<DateTime<Utc>>,
+    /// When its progress last moved.
     pub updated_at: DateTime<Utc>,
-    pub position: i64,
-    pub events_done: i64,
+    /// The log position replayed so far.
+    pub position: BigInt,
+    /// Events replayed so far.
+    pub events_done: BigInt,
+    /// Replay rate.
     pub events_per_second: f64,
     /// Events in the log after `position` (an estimate while running; 0 when done).
-    pub remaining: i64,
+    pub remaining: BigInt,
+    /// Why it failed, if it did.
     pub error: Option<String>,
 }
 
-impl From<aula_projections::RebuildProgress> for RebuildProgress {
-    fn from(p: aula_projections::RebuildProgress) -> Self {
-        Self {
+impl TryFrom<aula_projections::RebuildProgress> for RebuildProgress {
+    type Error = ApiError;
+
+    fn try_from(p: aula_projections::RebuildProgress) -> Result<Self, ApiError> {
+        Ok(Self {
             name: p.name,
-            state: p.state,
+            state: parse_status(&p.state)?,
             started_at: p.started_at,
             finished_at: p.finished_at,
             updated_at: p.updated_at,
-            position: p.position,
-            events_done: p.events_done,
+            position: BigInt(p.position),
+            events_done: BigInt(p.events_done),
             events_per_second: p.events_per_second,
-            remaining: p.remaining,
+            remaining: BigInt(p.remaining),
             error: p.error,
-        }
+        })
     }
 }
 
@@ -479,12 +623,12 @@ pub(crate) fn admin_event_filters(
         _ => Some(auth::target_institution(claims, filter.institution_id)?),
     };
     Ok(EventListQuery {
-        event_types: filter_list("types", filter.types)?,
+        event_types: event_types_filter(filter.types)?,
         recorded_from: filter_time("recordedFrom", filter.recorded_from)?,
         recorded_to: filter_time("recordedTo", filter.recorded_to)?,
         processed_from: filter_time("processedFrom", filter.processed_from)?,
         processed_to: filter_time("processedTo", filter.processed_to)?,
-        status: filter_text("status", filter.status)?,
+        status: filter.status.map(|s| status_name(s).to_owned()),
         duration: filter.duration.as_ref().map(DurationFilter::to_query),
         institution_id,
         has_failed_tasks: filter.has_failed_tasks,
@@ -553,6 +697,23 @@ pub(crate) fn filter_list(
     Ok(values)
 }
 
+/// Event types of a filter, each one of the catalog's: a typo is a VALIDATION error
+/// naming the field, not a silently empty list.
+pub(crate) fn event_types_filter(values: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    let values = filter_list("types", values)?;
+    if let Some(unknown) = values
+        .iter()
+        .find(|value| !aula_domain::catalog::is_event_type(value))
+    {
+        return Err(ApiError::validation(
+            "types",
+            "UNKNOWN_EVENT_TYPE",
+            format!("{unknown:?} is not an event type (see `dashboardFacets` or docs/events.md)"),
+        ));
+    }
+    Ok(values)
+}
+
 /// The own institution of a non-admin, loaded (campuses and courses).
 async fn own_institution(
     state: &AppState,
@@ -573,7 +734,7 @@ impl ReadModelQuery {
     async fn course_capacity(
         &self,
         ctx: &Context<'_>,
-        course_id: Uuid,
+        #[graphql(desc = "The course.")] course_id: Uuid,
     ) -> Result<CourseCapacity, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), READERS)?;
         let state = state(ctx);
@@ -590,11 +751,13 @@ impl ReadModelQuery {
     async fn course_capacities(
         &self,
         ctx: &Context<'_>,
-        institution_id: Option<Uuid>,
-        campus_id: Option<Uuid>,
-        sort: Option<CourseCapacitySort>,
-        #[graphql(default = 20)] first: i32,
-        after: Option<String>,
+        #[graphql(desc = "The institution (admins; others get their own).")] institution_id: Option<
+            Uuid,
+        >,
+        #[graphql(desc = "Only this campus's courses.")] campus_id: Option<Uuid>,
+        #[graphql(desc = "Sort column and direction.")] sort: Option<CourseCapacitySort>,
+        #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
+        #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<CourseCapacityPage, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), READERS)?;
         let state = state(ctx);
@@ -651,10 +814,10 @@ impl ReadModelQuery {
     async fn age_metrics(
         &self,
         ctx: &Context<'_>,
-        scope: AgeScope,
-        ids: Option<Vec<Uuid>>,
-        #[graphql(default = 20)] first: i32,
-        after: Option<String>,
+        #[graphql(desc = "Courses, campuses or institutions.")] scope: AgeScope,
+        #[graphql(desc = "Only these ids.")] ids: Option<Vec<Uuid>>,
+        #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
+        #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<AgeMetricsPage, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), READERS)?;
         let state = state(ctx);
@@ -716,7 +879,7 @@ impl ReadModelQuery {
                 .map(|r| AgeMetrics {
                     scope,
                     scope_id: r.scope_id,
-                    students: r.students,
+                    students: BigInt(r.students),
                     min_age: r.min_age,
                     max_age: r.max_age,
                     average_age: r.average_age,
@@ -731,11 +894,12 @@ impl ReadModelQuery {
     async fn course_enrollments(
         &self,
         ctx: &Context<'_>,
-        course_id: Uuid,
-        #[graphql(default = false)] include_cancelled: bool,
-        sort: Option<EnrollmentSort>,
-        #[graphql(default = 20)] first: i32,
-        after: Option<String>,
+        #[graphql(desc = "The course.")] course_id: Uuid,
+        #[graphql(default = false, desc = "Also list cancelled enrollments.")]
+        include_cancelled: bool,
+        #[graphql(desc = "Sort column and direction.")] sort: Option<EnrollmentSort>,
+        #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
+        #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<EnrollmentPage, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), READERS)?;
         let state = state(ctx);
@@ -763,7 +927,10 @@ impl ReadModelQuery {
             .map_err(page_error)?;
         let (rows, next_cursor) = (page.rows, page.next.map(|id| id.to_string()));
         Ok(EnrollmentPage {
-            nodes: rows.into_iter().map(Into::into).collect(),
+            nodes: rows
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
             next_cursor,
         })
     }
@@ -773,10 +940,14 @@ impl ReadModelQuery {
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
-        filter: Option<AuditLogFilter>,
-        #[graphql(default_with = "SortDirection::Desc")] direction: SortDirection,
-        #[graphql(default = 20)] first: i32,
-        after: Option<String>,
+        #[graphql(desc = "Filters; they combine with AND.")] filter: Option<AuditLogFilter>,
+        #[graphql(
+            default_with = "SortDirection::Desc",
+            desc = "Newest first (DESC, default) or oldest first."
+        )]
+        direction: SortDirection,
+        #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
+        #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<AuditLogPage, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
@@ -793,7 +964,7 @@ impl ReadModelQuery {
             institution_id,
             actor_user_id: filter.actor_user_id,
             correlation_id: filter.correlation_id,
-            event_types: filter_list("types", filter.types)?,
+            event_types: event_types_filter(filter.types)?,
             aggregate_type: filter_text("aggregateType", filter.aggregate_type)?,
             aggregate_id: filter_text("aggregateId", filter.aggregate_id)?,
             recorded_from: filter_time("recordedFrom", filter.recorded_from)?,
@@ -814,10 +985,10 @@ impl ReadModelQuery {
     async fn admin_events(
         &self,
         ctx: &Context<'_>,
-        filter: Option<AdminEventFilter>,
-        sort: Option<AdminEventSort>,
-        #[graphql(default = 20)] first: i32,
-        after: Option<String>,
+        #[graphql(desc = "Filters; they combine with AND.")] filter: Option<AdminEventFilter>,
+        #[graphql(desc = "Sort column and direction.")] sort: Option<AdminEventSort>,
+        #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
+        #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<AdminEventPage, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
@@ -848,14 +1019,22 @@ impl ReadModelQuery {
                 EventListError::Database(e) => e.into(),
             })?;
         Ok(AdminEventPage {
-            nodes: page.events.into_iter().map(Into::into).collect(),
+            nodes: page
+                .events
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
             next_cursor: page.next,
         })
     }
 
     /// One event of the admin view, with its reprocessed copies. Admin: any; manager:
     /// own institution's.
-    async fn admin_event(&self, ctx: &Context<'_>, event_id: Uuid) -> Result<AdminEvent, ApiError> {
+    async fn admin_event(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The event's id.")] event_id: Uuid,
+    ) -> Result<AdminEvent, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let row = admin_events::admin_event(&state.pool, event_id)
@@ -864,7 +1043,7 @@ impl ReadModelQuery {
         if claims.role != DomainRole::Admin {
             auth::ensure_institution(claims, row.institution_id.ok_or_else(other_institution)?)?;
         }
-        Ok(row.into())
+        row.try_into()
     }
 
     /// Each projection's position, lag and last error. Admin only.
@@ -881,14 +1060,13 @@ impl ReadModelQuery {
     async fn rebuild_progress(
         &self,
         ctx: &Context<'_>,
-        name: Option<String>,
+        #[graphql(desc = "The projection's name.")] name: Option<String>,
     ) -> Result<Vec<RebuildProgress>, ApiError> {
         auth::require_role(request(ctx).claims.as_ref(), ADMIN)?;
         let rows = aula_projections::rebuild_progress(&state(ctx).pool).await?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .filter(|p| name.as_deref().is_none_or(|n| n == p.name))
-            .map(Into::into)
-            .collect())
+            .map(TryInto::try_into)
+            .collect()
     }
 }

@@ -8,10 +8,12 @@ use aula_domain::user::Role as DomainRole;
 use futures::Stream;
 use sqlx::PgPool;
 
+use super::types::BigInt;
 use super::{request, state};
 use crate::auth;
 use crate::error::ApiError;
 
+/// Live updates over `/graphql/ws` (graphql-transport-ws or graphql-ws).
 pub struct SubscriptionRoot;
 
 async fn head(pool: &PgPool) -> Option<i64> {
@@ -27,11 +29,15 @@ async fn head(pool: &PgPool) -> Option<i64> {
     }
 }
 
+/// Live updates over `/graphql/ws` (graphql-transport-ws or graphql-ws).
 #[Subscription]
 impl SubscriptionRoot {
     /// Admin only. The global position of the newest event, sent at once and then each
     /// time it moves (polled).
-    async fn log_position(&self, ctx: &Context<'_>) -> Result<impl Stream<Item = i64>, ApiError> {
+    async fn log_position(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<impl Stream<Item = BigInt>, ApiError> {
         auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Admin])?;
         let state = state(ctx);
         let pool = state.pool.clone();
@@ -48,7 +54,7 @@ impl SubscriptionRoot {
                     }
                     if let Some(position) = head(&pool).await {
                         if Some(position) != last {
-                            return Some((position, (pool, Some(position), false)));
+                            return Some((BigInt(position), (pool, Some(position), false)));
                         }
                     }
                 }
@@ -62,7 +68,7 @@ impl SubscriptionRoot {
     async fn bulk_reprocess_progress(
         &self,
         ctx: &Context<'_>,
-        id: uuid::Uuid,
+        #[graphql(desc = "The job's id.")] id: uuid::Uuid,
     ) -> Result<impl Stream<Item = super::bulk::BulkReprocessJob>, ApiError> {
         let first = super::bulk::visible_job(ctx, id).await?;
         let state = state(ctx);
@@ -84,7 +90,13 @@ impl SubscriptionRoot {
                         let key = (job.status.clone(), job.done, job.failed);
                         if Some(&key) != last.as_ref() {
                             let over = job.status != "running";
-                            return Some((job.into(), (pool, None, Some(key), over)));
+                            match super::bulk::BulkReprocessJob::try_from(job) {
+                                Ok(job) => return Some((job, (pool, None, Some(key), over))),
+                                Err(error) => {
+                                    tracing::error!(?error, "bulk job progress not sent");
+                                    return None;
+                                }
+                            }
                         }
                     }
                     tokio::time::sleep(interval).await;

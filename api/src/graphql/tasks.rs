@@ -13,6 +13,7 @@ use super::query::page_size;
 use super::read_models::{
     bad_cursor, filter_list, filter_text, filter_time, DurationFilter, SortDirection, STAFF,
 };
+use super::types::{parse_status, status_name, BigInt, TaskStatus};
 use super::{request, state};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
@@ -25,27 +26,34 @@ pub struct TaskQuery;
 #[derive(SimpleObject, Debug, Clone)]
 #[graphql(complex)]
 pub struct AdminTask {
-    pub id: i64,
+    /// The task's id.
+    pub id: BigInt,
+    /// What the task does (e.g. `email.welcome`, `enrollment.decide`).
     pub kind: String,
-    /// `pending`, `running`, `succeeded`, `failed` or `dead`.
-    pub status: String,
+    /// Where it stands in the queue.
+    pub status: TaskStatus,
     /// Lower runs first.
     pub priority: i32,
     /// Claims so far.
     pub attempt: i32,
+    /// Claims it may take before it is dead.
     pub max_attempts: i32,
     /// The event that issued it.
     pub event_id: Option<Uuid>,
+    /// The type of the event that issued it.
     pub event_type: Option<String>,
+    /// The institution of its event; null for platform-wide tasks.
     pub institution_id: Option<Uuid>,
     /// The task this one retries (a manual retry).
-    pub origin_task_id: Option<i64>,
+    pub origin_task_id: Option<BigInt>,
+    /// When it was queued.
     pub created_at: DateTime<Utc>,
     /// The first claim.
     pub started_at: Option<DateTime<Utc>>,
+    /// When it finished; null until then.
     pub finished_at: Option<DateTime<Utc>>,
     /// From the first claim to the end, retries included; null until finished.
-    pub duration_ms: Option<i64>,
+    pub duration_ms: Option<BigInt>,
     #[graphql(skip)]
     pub last_error: Option<String>,
 }
@@ -58,30 +66,34 @@ impl AdminTask {
     }
 }
 
-impl From<TaskListRow> for AdminTask {
-    fn from(r: TaskListRow) -> Self {
-        Self {
-            id: r.id,
+impl TryFrom<TaskListRow> for AdminTask {
+    type Error = ApiError;
+
+    fn try_from(r: TaskListRow) -> Result<Self, ApiError> {
+        Ok(Self {
+            id: r.id.into(),
             kind: r.kind,
-            status: r.status,
+            status: parse_status(&r.status)?,
             priority: i32::from(r.priority),
             attempt: r.attempt,
             max_attempts: r.max_attempts,
             event_id: r.event_id,
             event_type: r.event_type,
             institution_id: r.institution_id,
-            origin_task_id: r.origin_task_id,
+            origin_task_id: r.origin_task_id.map(BigInt),
             created_at: r.created_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
-            duration_ms: r.duration_ms,
+            duration_ms: r.duration_ms.map(BigInt),
             last_error: r.last_error,
-        }
+        })
     }
 }
 
+/// One page of the admin task list.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct AdminTaskPage {
+    /// The tasks of this page, in the requested order.
     pub nodes: Vec<AdminTask>,
     /// Pass as `after` for the next page; null on the last page.
     pub next_cursor: Option<String>,
@@ -93,14 +105,19 @@ pub struct AdminTaskPage {
 pub struct AdminTaskFilter {
     /// Any of these kinds (`email.welcome`, `enrollment.decide`...).
     pub kinds: Option<Vec<String>>,
-    pub status: Option<String>,
+    /// Only tasks in this status.
+    pub status: Option<TaskStatus>,
+    /// Queued at or after this time.
     pub created_from: Option<DateTime<Utc>>,
     /// Exclusive.
     pub created_to: Option<DateTime<Utc>>,
+    /// Finished at or after this time.
     pub finished_from: Option<DateTime<Utc>>,
     /// Exclusive.
     pub finished_to: Option<DateTime<Utc>>,
+    /// Only tasks that took this long.
     pub duration: Option<DurationFilter>,
+    /// Only this institution's tasks (admins; managers always see their own).
     pub institution_id: Option<Uuid>,
     /// Only the tasks of this event.
     pub event_id: Option<Uuid>,
@@ -112,19 +129,29 @@ pub enum AdminTaskSortField {
     /// Task id: insertion order.
     #[default]
     Id,
+    /// Task kind.
     Kind,
+    /// Status.
     Status,
+    /// When queued.
     CreatedAt,
+    /// When finished.
     FinishedAt,
+    /// Duration.
     Duration,
+    /// Institution.
     Institution,
+    /// Claims so far.
     Attempts,
 }
 
+/// How the admin task list is sorted.
 #[derive(InputObject, Debug, Clone)]
 pub struct AdminTaskSort {
+    /// The column to sort by.
     #[graphql(default)]
     pub field: AdminTaskSortField,
+    /// Ascending or descending.
     #[graphql(default_with = "SortDirection::Desc")]
     pub direction: SortDirection,
 }
@@ -132,8 +159,11 @@ pub struct AdminTaskSort {
 /// An event as stored in the log, for the details drawer.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct AdminEventDetail {
+    /// The event's id.
     pub event_id: Uuid,
+    /// The event's type.
     pub event_type: String,
+    /// The payload's version (an older one is upcast when read).
     pub event_version: String,
     /// The payload, as a JSON text.
     pub payload: String,
@@ -141,8 +171,11 @@ pub struct AdminEventDetail {
     pub metadata: String,
     /// `user:<id>`, `system` or `public`.
     pub actor: Option<String>,
+    /// The id shared by every event one request set off.
     pub correlation_id: Option<String>,
+    /// The id of what directly caused it (an event or a request).
     pub causation_id: Option<String>,
+    /// The id of the HTTP request that recorded it, if any.
     pub request_id: Option<String>,
 }
 
@@ -163,10 +196,10 @@ impl TaskQuery {
     async fn admin_tasks(
         &self,
         ctx: &Context<'_>,
-        filter: Option<AdminTaskFilter>,
-        sort: Option<AdminTaskSort>,
-        #[graphql(default = 20)] first: i32,
-        after: Option<String>,
+        #[graphql(desc = "Filters; they combine with AND.")] filter: Option<AdminTaskFilter>,
+        #[graphql(desc = "Sort column and direction.")] sort: Option<AdminTaskSort>,
+        #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
+        #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<AdminTaskPage, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
@@ -198,7 +231,11 @@ impl TaskQuery {
                 TaskListError::Database(e) => e.into(),
             })?;
         Ok(AdminTaskPage {
-            nodes: page.tasks.into_iter().map(Into::into).collect(),
+            nodes: page
+                .tasks
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
             next_cursor: page.next,
         })
     }
@@ -208,7 +245,7 @@ impl TaskQuery {
     async fn admin_event_detail(
         &self,
         ctx: &Context<'_>,
-        event_id: Uuid,
+        #[graphql(desc = "The event's id.")] event_id: Uuid,
     ) -> Result<AdminEventDetail, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
@@ -266,6 +303,23 @@ impl TaskQuery {
     }
 }
 
+/// Task kinds of a filter, each one the processor knows: a typo is a VALIDATION error
+/// naming the field, not a silently empty list.
+fn task_kinds_filter(values: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    let values = filter_list("kinds", values)?;
+    if let Some(unknown) = values
+        .iter()
+        .find(|value| !aula_processor::kinds::ALL.contains(&value.as_str()))
+    {
+        return Err(ApiError::validation(
+            "kinds",
+            "UNKNOWN_TASK_KIND",
+            format!("{unknown:?} is not a task kind (see `dashboardFacets`)"),
+        ));
+    }
+    Ok(values)
+}
+
 /// The list query of a task filter; a manager is held to its own institution.
 fn task_filters(claims: &Claims, filter: AdminTaskFilter) -> Result<TaskListQuery, ApiError> {
     let institution_id = match claims.role {
@@ -273,8 +327,8 @@ fn task_filters(claims: &Claims, filter: AdminTaskFilter) -> Result<TaskListQuer
         _ => Some(auth::target_institution(claims, filter.institution_id)?),
     };
     Ok(TaskListQuery {
-        kinds: filter_list("kinds", filter.kinds)?,
-        status: filter_text("status", filter.status)?,
+        kinds: task_kinds_filter(filter.kinds)?,
+        status: filter.status.map(|s| status_name(s).to_owned()),
         created_from: filter_time("createdFrom", filter.created_from)?,
         created_to: filter_time("createdTo", filter.created_to)?,
         finished_from: filter_time("finishedFrom", filter.finished_from)?,
