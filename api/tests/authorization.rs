@@ -45,9 +45,16 @@ enum Op {
     DeactivateUser,
     Me,
     Campuses,
+    Students,
+    Teachers,
+    MyGrades,
+    MyEnrollments,
+    MyApplications,
+    MyCourses,
+    MyStudents,
 }
 
-const OPS: [Op; 19] = [
+const OPS: [Op; 26] = [
     Op::SignUp,
     Op::ConfirmSignUp,
     Op::Login,
@@ -67,6 +74,13 @@ const OPS: [Op; 19] = [
     Op::DeactivateUser,
     Op::Me,
     Op::Campuses,
+    Op::Students,
+    Op::Teachers,
+    Op::MyGrades,
+    Op::MyEnrollments,
+    Op::MyApplications,
+    Op::MyCourses,
+    Op::MyStudents,
 ];
 
 /// The documented matrix (docs/api.md, "Authorization").
@@ -90,6 +104,15 @@ fn expected(op: Op, role: Role) -> Expect {
     }
     match op {
         Op::UpdateOwnUser | Op::Me => Allowed,
+        // Self-service reads: one's own, for one's own role only.
+        Op::MyGrades | Op::MyEnrollments | Op::MyApplications => match role {
+            Student => Allowed,
+            _ => Forbidden,
+        },
+        Op::MyCourses | Op::MyStudents => match role {
+            Teacher => Allowed,
+            _ => Forbidden,
+        },
         Op::RecordExamNote | Op::ChangeExamNote | Op::Campuses => match role {
             Student => Forbidden,
             _ => Allowed,
@@ -324,6 +347,37 @@ async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
                 .await
         }
         Op::Me => server.gql(token, "{ me { id } }", json!({})).await,
+        Op::Students | Op::Teachers => {
+            let field = if matches!(op, Op::Students) {
+                "students"
+            } else {
+                "teachers"
+            };
+            server
+                .gql(
+                    token,
+                    &format!("query($f: PersonFilter) {{ {field}(filter: $f) {{ nodes {{ id }} }} }}"),
+                    json!({ "f": { "institutionId": w.a.id } }),
+                )
+                .await
+        }
+        Op::MyGrades => server.gql(token, "{ myGrades { id } }", json!({})).await,
+        Op::MyEnrollments => {
+            server
+                .gql(token, "{ myEnrollments { courseId } }", json!({}))
+                .await
+        }
+        Op::MyApplications => server.gql(token, "{ myApplications { id } }", json!({})).await,
+        Op::MyCourses => server.gql(token, "{ myCourses { courseId } }", json!({})).await,
+        Op::MyStudents => {
+            server
+                .gql(
+                    token,
+                    "query($c: UUID!) { myStudents(courseId: $c) { id } }",
+                    json!({ "c": w.course }),
+                )
+                .await
+        }
         Op::Campuses => {
             server
                 .gql(

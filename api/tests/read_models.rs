@@ -727,3 +727,219 @@ async fn read_models_and_admin_operations_are_authorized() {
         );
     }
 }
+
+/// The people lists of managers and admins (filter, sort, keyset pages, isolation) and
+/// each person's own reads: a student's grades, enrollments and applications; a
+/// teacher's courses and the students it grades.
+#[tokio::test(flavor = "multi_thread")]
+async fn people_lists_and_self_service_reads() {
+    let (server, _projections) = server_with_projections().await;
+    let admin = server.admin().await;
+    let a = server.institution("Escola Lista").await;
+    let b = server.institution("Escola Outra").await;
+    let m = a.manager.token.as_str();
+    let campus = server.campus(m, None).await;
+    let course = server.course(m, None, campus).await;
+
+    let mut students = Vec::new();
+    for name in ["Carla Dias", "Ana Brito", "Bruno Costa"] {
+        let email = format!(
+            "{}-{}@aula.test",
+            name.split(' ').next().unwrap().to_lowercase(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let r = server
+            .command(
+                Some(m),
+                "createStudent",
+                json!({ "name": name, "email": email, "birthDate": "2005-02-03" }),
+            )
+            .await;
+        students.push((id(&r, "createStudent"), email));
+    }
+    let (teacher_id, teacher_email) = server.teacher(m, None).await;
+    let teacher = server.activate(teacher_id, &teacher_email).await;
+    let (other_student, _) = server.student(b.manager.token.as_str(), None).await;
+
+    // Ana applies and is enrolled; she gets a grade from the teacher.
+    let (ana, ana_email) = students[1].clone();
+    let student = server.activate(ana, &ana_email).await;
+    let application = server.enroll_email(course, &ana_email).await;
+    let recorded = server
+        .command(
+            Some(teacher.token.as_str()),
+            "recordExamNote",
+            json!({ "courseId": course, "studentId": ana, "examName": "Midterm", "note": 7.5 }),
+        )
+        .await;
+    let grade = id(&recorded, "recordExamNote");
+    let changed = server
+        .gql(
+            Some(teacher.token.as_str()),
+            "mutation($i: ChangeExamNoteInput!) { changeExamNote(input: $i, waitForProjections: true) { id projectionsCaughtUp } }",
+            json!({ "i": { "examGradeId": grade, "note": 8.25 } }),
+        )
+        .await;
+    assert_ok(&changed);
+    assert_eq!(
+        changed["data"]["changeExamNote"]["projectionsCaughtUp"],
+        true
+    );
+
+    // The manager's list: its own students, by name, in pages of two.
+    let list = "query($f: PersonFilter, $s: PersonSort, $after: String) {
+        students(filter: $f, sort: $s, first: 2, after: $after) { nodes { id name email active } nextCursor } }";
+    let page1 = server.gql(Some(m), list, json!({})).await;
+    assert_ok(&page1);
+    let names = |page: &Value| -> Vec<String> {
+        page["data"]["students"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names(&page1), ["Ana Brito", "Bruno Costa"]);
+    let cursor = page1["data"]["students"]["nextCursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let page2 = server.gql(Some(m), list, json!({ "after": cursor })).await;
+    assert_eq!(names(&page2), ["Carla Dias"]);
+    assert!(page2["data"]["students"]["nextCursor"].is_null());
+    // Descending, and a search in names and e-mails (case ignored).
+    let desc = server
+        .gql(
+            Some(m),
+            list,
+            json!({ "s": { "field": "NAME", "direction": "DESC" } }),
+        )
+        .await;
+    assert_eq!(names(&desc), ["Carla Dias", "Bruno Costa"]);
+    let search = server
+        .gql(Some(m), list, json!({ "f": { "search": "BRITO" } }))
+        .await;
+    assert_eq!(names(&search), ["Ana Brito"]);
+    // A deactivated student drops out of the active filter.
+    let r = server
+        .command(
+            Some(m),
+            "deactivateUser",
+            json!({ "userId": students[0].0, "reason": "left" }),
+        )
+        .await;
+    assert_ok(&r);
+    let projected = server
+        .gql(
+            Some(m),
+            "query($p: BigInt!) { projectionsReached(logPosition: $p) }",
+            json!({ "p": r["data"]["deactivateUser"]["logPosition"] }),
+        )
+        .await;
+    assert_eq!(projected["data"]["projectionsReached"], true);
+    let active = server
+        .gql(Some(m), list, json!({ "f": { "active": true } }))
+        .await;
+    assert_eq!(names(&active), ["Ana Brito", "Bruno Costa"]);
+    // Teachers list the same way; the other institution's people never show.
+    let teachers = server
+        .gql(Some(m), "{ teachers { nodes { id } } }", json!({}))
+        .await;
+    assert_eq!(
+        teachers["data"]["teachers"]["nodes"][0]["id"],
+        json!(teacher_id)
+    );
+    let everyone = server
+        .gql(
+            Some(admin.token.as_str()),
+            "{ students(first: 100) { nodes { id } } }",
+            json!({}),
+        )
+        .await;
+    let ids: Vec<&Value> = everyone["data"]["students"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["id"])
+        .collect();
+    assert!(
+        ids.contains(&&json!(other_student)),
+        "the admin sees every institution"
+    );
+    let isolated = server
+        .gql(
+            Some(m),
+            "query($f: PersonFilter) { students(filter: $f) { nodes { id } } }",
+            json!({ "f": { "institutionId": b.id } }),
+        )
+        .await;
+    assert_code(&isolated, "FORBIDDEN");
+    let bad_cursor = server
+        .gql(Some(m), list, json!({ "after": "nonsense" }))
+        .await;
+    assert_code(&bad_cursor, "VALIDATION");
+
+    // The student's own reads.
+    let mine = server
+        .gql(
+            Some(student.token.as_str()),
+            "{ myGrades { id courseName examName note changedAt }
+               myEnrollments { courseId applicationId status }
+               myApplications { id courseId status } }",
+            json!({}),
+        )
+        .await;
+    assert_ok(&mine);
+    let grades = &mine["data"]["myGrades"];
+    assert_eq!(grades.as_array().unwrap().len(), 1);
+    assert_eq!(grades[0]["id"], json!(grade));
+    assert_eq!(grades[0]["note"], "8.25");
+    assert!(grades[0]["changedAt"].is_string());
+    assert_eq!(
+        mine["data"]["myEnrollments"][0]["applicationId"],
+        json!(application)
+    );
+    assert_eq!(mine["data"]["myEnrollments"][0]["status"], "enrolled");
+    assert_eq!(mine["data"]["myApplications"][0]["id"], json!(application));
+    assert_eq!(mine["data"]["myApplications"][0]["status"], "enrolled");
+
+    // The teacher's: the course it grades in, and who it graded there.
+    let taught = server
+        .gql(
+            Some(teacher.token.as_str()),
+            "query($c: UUID!) { myCourses { courseId students grades } myStudents(courseId: $c) { id name } }",
+            json!({ "c": course }),
+        )
+        .await;
+    assert_ok(&taught);
+    assert_eq!(taught["data"]["myCourses"][0]["courseId"], json!(course));
+    assert_eq!(taught["data"]["myCourses"][0]["students"], 1);
+    assert_eq!(taught["data"]["myStudents"][0]["id"], json!(ana));
+
+    // Each read is for its own role.
+    let refused = server
+        .gql(
+            Some(student.token.as_str()),
+            "{ myCourses { courseId } }",
+            json!({}),
+        )
+        .await;
+    assert_code(&refused, "FORBIDDEN");
+    let refused = server
+        .gql(
+            Some(student.token.as_str()),
+            "{ students { nodes { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_code(&refused, "FORBIDDEN");
+    let refused = server
+        .gql(
+            Some(teacher.token.as_str()),
+            "{ myGrades { id } }",
+            json!({}),
+        )
+        .await;
+    assert_code(&refused, "FORBIDDEN");
+    server.stop().await;
+}

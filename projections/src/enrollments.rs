@@ -186,6 +186,23 @@ pub async fn course_enrollments(
     .await
 }
 
+/// The enrollments made with an e-mail (a student's own), newest first, cancelled ones
+/// included.
+pub async fn enrollments_of_email(
+    pool: &PgPool,
+    email: &str,
+) -> Result<Vec<EnrollmentRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT course_id, application_id, institution_id, campus_id, name, email, birth_date,
+                age_years, enrolled_on, status, cancelled_on, global_position
+         FROM course_enrollments WHERE email = $1
+         ORDER BY enrolled_on DESC, global_position DESC",
+    )
+    .bind(email)
+    .fetch_all(pool)
+    .await
+}
+
 /// How many students each course has enrolled now, per course id.
 pub async fn enrolled_counts(
     pool: &PgPool,

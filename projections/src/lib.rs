@@ -11,11 +11,12 @@
 //! | `course_capacity` | `course_capacity` | course events, `ApplicationSubmitted` |
 //! | `age_metrics` | `age_counts` | `StudentEnrolled`, `EnrollmentCancelled` |
 //! | `course_enrollments` | `course_enrollments` | `StudentEnrolled`, `EnrollmentCancelled` |
+//! | `directory` | `directory_people`, `directory_grades`, `directory_applications` | students, teachers and their accounts, exam grades, applications and their decisions |
 //! | `audit_log` | `audit_log` | every event's metadata |
 //! | `admin_events` | `admin_events` | every event (processing columns: the processor) |
 //!
 //! **Invariant:** domain read models (`course_capacity`, `age_metrics`,
-//! `course_enrollments`) skip reprocessed copies (metadata key `reprocessed_from`);
+//! `course_enrollments`, `directory`) skip reprocessed copies (metadata key `reprocessed_from`);
 //! the admin and audit views record them, linked to their original.
 //!
 //! **Invariant:** a projection's rows depend on the events alone (no clock, no
@@ -44,6 +45,9 @@ pub fn consumers_of(aggregate_type: &str, event_type: &str) -> Vec<&'static str>
             names.push("course_enrollments");
         }
     }
+    if directory::reads(aggregate_type, event_type) {
+        names.push(directory::NAME);
+    }
     names.extend(["audit_log", "admin_events"]);
     names
 }
@@ -59,6 +63,7 @@ pub mod audit_log;
 pub mod bench;
 pub mod course_capacity;
 pub mod decode;
+pub mod directory;
 pub mod enrollments;
 pub mod list_bench;
 pub mod rebuild;
@@ -81,6 +86,7 @@ pub const NAMES: &[&str] = &[
     course_capacity::NAME,
     age_metrics::NAME,
     enrollments::NAME,
+    directory::NAME,
     audit_log::NAME,
     admin_events::NAME,
 ];
@@ -113,6 +119,7 @@ pub fn tables(name: &str) -> Option<&'static [&'static str]> {
         course_capacity::NAME => course_capacity::TABLES,
         age_metrics::NAME => age_metrics::TABLES,
         enrollments::NAME => enrollments::TABLES,
+        directory::NAME => directory::TABLES,
         audit_log::NAME => audit_log::TABLES,
         admin_events::NAME => admin_events::TABLES,
         _ => return None,
@@ -125,6 +132,7 @@ pub fn consumer(name: &str) -> Option<Box<dyn Consumer>> {
         course_capacity::NAME => Box::new(course_capacity::CourseCapacity),
         age_metrics::NAME => Box::new(age_metrics::AgeMetrics),
         enrollments::NAME => Box::new(enrollments::CourseEnrollments),
+        directory::NAME => Box::new(directory::Directory),
         audit_log::NAME => Box::new(audit_log::AuditLog),
         admin_events::NAME => Box::new(admin_events::AdminEvents),
         _ => return None,

@@ -107,6 +107,149 @@ async fn workload(
             }
         }
     }
+    people(db, seed, operations / 5, &institutions, courses).await;
+}
+
+/// Students, teachers, their accounts' changes and exam grades, for the `directory`
+/// read model: created through their aggregates; account changes are appended as the
+/// user stream's events (the `user` aggregate needs a whole sign-up to exist).
+async fn people(
+    db: &TestDatabase,
+    seed: u64,
+    operations: usize,
+    institutions: &[Uuid],
+    courses: &[(Uuid, Vec<Uuid>)],
+) {
+    use aula_domain::exam_grade::{ExamGrade, ExamGradeCommand, ExamGradeServices};
+    use aula_domain::student::{Student, StudentCommand, StudentServices};
+    use aula_domain::teacher::{Teacher, TeacherCommand, TeacherServices};
+    use aula_domain::values::*;
+    use aula_eventlog::{CommandBus, EventMetadata};
+
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let students: CommandBus<Student> =
+        CommandBus::with_upcasters(db.pool.clone(), StudentServices, aula_domain::upcasters());
+    let teachers: CommandBus<Teacher> =
+        CommandBus::with_upcasters(db.pool.clone(), TeacherServices, aula_domain::upcasters());
+    let grades: CommandBus<ExamGrade> =
+        CommandBus::with_upcasters(db.pool.clone(), ExamGradeServices, aula_domain::upcasters());
+    let meta = EventMetadata::new(Actor::System, None);
+    // (person id, user id, user stream's next sequence, institution)
+    let mut people: Vec<(Uuid, Uuid, i64, Uuid, bool)> = Vec::new();
+    let mut recorded: Vec<Uuid> = Vec::new();
+    for n in 0..operations {
+        let roll = rng.gen_range(0..100);
+        let institution = institutions[rng.gen_range(0..institutions.len())];
+        if people.len() < 2 || roll < 30 {
+            let (person, user) = (Uuid::new_v4(), Uuid::new_v4());
+            let student = rng.gen_bool(0.7);
+            let name = PersonName::parse(&format!("Person {n}")).unwrap();
+            let email = Email::parse(&format!("person{n}-{seed}@example.org")).unwrap();
+            if student {
+                students
+                    .execute(
+                        &person.to_string(),
+                        StudentCommand::CreateStudent {
+                            institution_id: InstitutionId::from_uuid(institution),
+                            user_id: UserId::from_uuid(user),
+                            name,
+                            email,
+                            birth_date: BirthDate::parse(born_aged(20), today()).unwrap(),
+                        },
+                        &meta,
+                    )
+                    .await
+                    .unwrap();
+            } else {
+                teachers
+                    .execute(
+                        &person.to_string(),
+                        TeacherCommand::CreateTeacher {
+                            institution_id: InstitutionId::from_uuid(institution),
+                            user_id: UserId::from_uuid(user),
+                            name,
+                            email,
+                        },
+                        &meta,
+                    )
+                    .await
+                    .unwrap();
+            }
+            people.push((person, user, 1, institution, student));
+            continue;
+        }
+        let index = rng.gen_range(0..people.len());
+        match roll {
+            30..=59 => {
+                // An account change (name and/or e-mail), or a deactivation.
+                let (_, user, sequence, _, _) = people[index];
+                let payload = if roll < 55 {
+                    serde_json::json!({ "type": "UserUpdated", "name": format!("Renamed {n}"),
+                        "email": if roll % 2 == 0 { serde_json::json!(format!("moved{n}@example.org")) } else { serde_json::Value::Null } })
+                } else {
+                    serde_json::json!({ "type": "UserDeactivated", "reason": "left" })
+                };
+                let event_type = payload["type"].as_str().unwrap().to_owned();
+                sqlx::query(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                         event_version, payload, metadata)
+                     VALUES ('user', $1, $2, $3, '1.0', $4, '{}')",
+                )
+                .bind(user.to_string())
+                .bind(sequence)
+                .bind(event_type)
+                .bind(payload)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+                people[index].2 += 1;
+            }
+            60..=84 if !courses.is_empty() => {
+                let student = people.iter().find(|p| p.4).map(|p| p.0);
+                let teacher = people.iter().find(|p| !p.4).map(|p| p.0);
+                if let (Some(student), Some(teacher)) = (student, teacher) {
+                    let grade = Uuid::new_v4();
+                    grades
+                        .execute(
+                            &grade.to_string(),
+                            ExamGradeCommand::RecordNote {
+                                institution_id: InstitutionId::from_uuid(people[index].3),
+                                course_id: CourseId::from_uuid(
+                                    courses[rng.gen_range(0..courses.len())].0,
+                                ),
+                                student_id: StudentId::from_uuid(student),
+                                teacher_id: TeacherId::from_uuid(teacher),
+                                exam_name: ExamName::parse(&format!("Exam {n}")).unwrap(),
+                                note: GradeNote::parse(&format!("{}.5", rng.gen_range(0..10)))
+                                    .unwrap(),
+                                at: chrono::Utc::now(),
+                            },
+                            &meta,
+                        )
+                        .await
+                        .unwrap();
+                    recorded.push(grade);
+                }
+            }
+            _ if !recorded.is_empty() => {
+                let grade = recorded[rng.gen_range(0..recorded.len())];
+                let teacher = people.iter().find(|p| !p.4).map(|p| p.0).unwrap();
+                let _ = grades
+                    .execute(
+                        &grade.to_string(),
+                        ExamGradeCommand::ChangeNote {
+                            note: GradeNote::parse(&format!("{}.25", rng.gen_range(0..10)))
+                                .unwrap(),
+                            teacher_id: TeacherId::from_uuid(teacher),
+                            at: chrono::Utc::now(),
+                        },
+                        &meta,
+                    )
+                    .await;
+            }
+            _ => {}
+        }
+    }
 }
 
 async fn rebuild_all(db: &TestDatabase) {

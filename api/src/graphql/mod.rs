@@ -2,6 +2,7 @@
 
 mod admin_ops;
 pub(crate) mod bulk;
+mod directory;
 pub mod limits;
 mod mutation;
 mod notifications;
@@ -35,6 +36,7 @@ pub struct QueryRoot(
     processing::ProcessingQuery,
     bulk::BulkQuery,
     tasks::TaskQuery,
+    directory::DirectoryQuery,
 );
 
 /// Every mutation: one per domain command, and the admin operations.

@@ -1,0 +1,797 @@
+//! Projection `directory`: the people of each institution (students and teachers, kept
+//! in step with their accounts), every exam grade with its current note, and every
+//! application with where its decision stands. It serves the student and teacher lists
+//! of managers and admins, and each person's own reads (a student's grades and
+//! applications, a teacher's courses and students).
+//!
+//! Like every domain read model it skips reprocessed copies.
+
+use std::collections::BTreeMap;
+
+use aula_domain::application::ApplicationEvent;
+use aula_domain::course::CourseEvent;
+use aula_domain::exam_grade::ExamGradeEvent;
+use aula_domain::student::StudentEvent;
+use aula_domain::teacher::TeacherEvent;
+use aula_domain::user::UserEvent;
+use aula_eventlog::subscription::BoxError;
+use aula_eventlog::{Consumer, RecordedEvent};
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::decode::{decode, is_reprocessed};
+use crate::ProjectionError;
+
+pub const NAME: &str = "directory";
+pub const TABLES: &[&str] = &[
+    "directory_people",
+    "directory_grades",
+    "directory_applications",
+];
+
+/// The events this read model reads, by aggregate type.
+pub const EVENT_TYPES: &[(&str, &str)] = &[
+    ("student", "StudentCreated"),
+    ("teacher", "TeacherCreated"),
+    ("user", "UserUpdated"),
+    ("user", "UserDeactivated"),
+    ("exam_grade", "ExamGradeNoteAdded"),
+    ("exam_grade", "ExamGradeNoteChanged"),
+    ("application", "ApplicationSubmitted"),
+    ("course", "EnrollmentRequested"),
+    ("course", "StudentEnrolled"),
+    ("course", "EnrollmentDeclined"),
+    ("course", "EnrollmentCancelled"),
+];
+
+/// Whether this read model reads events of this type.
+pub fn reads(aggregate_type: &str, event_type: &str) -> bool {
+    EVENT_TYPES
+        .iter()
+        .any(|(aggregate, event)| *aggregate == aggregate_type && *event == event_type)
+}
+
+#[derive(Debug, Default)]
+pub struct Directory;
+
+#[async_trait::async_trait]
+impl Consumer for Directory {
+    async fn handle(
+        &mut self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
+        Ok(handle(tx, events).await?)
+    }
+}
+
+/// A student or teacher.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PersonRow {
+    pub person_id: Uuid,
+    pub user_id: Uuid,
+    pub institution_id: Uuid,
+    /// `student` or `teacher`.
+    pub role: String,
+    pub name: String,
+    pub email: String,
+    pub birth_date: Option<NaiveDate>,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub global_position: i64,
+}
+
+/// An exam grade with its current note.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct GradeRow {
+    pub grade_id: Uuid,
+    pub institution_id: Uuid,
+    pub course_id: Uuid,
+    pub student_id: Uuid,
+    pub teacher_id: Uuid,
+    pub exam_name: String,
+    pub note: String,
+    pub recorded_at: DateTime<Utc>,
+    pub changed_at: Option<DateTime<Utc>>,
+    pub global_position: i64,
+}
+
+/// An application and its decision.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ApplicationRow {
+    pub application_id: Uuid,
+    pub course_id: Uuid,
+    pub institution_id: Option<Uuid>,
+    pub name: String,
+    pub email: String,
+    /// `pending`, `enrolled`, `declined` or `cancelled`.
+    pub status: String,
+    pub requested_at: DateTime<Utc>,
+    pub global_position: i64,
+}
+
+/// A change to an account, folded over a batch.
+#[derive(Debug, Default)]
+struct AccountChange {
+    name: Option<String>,
+    email: Option<String>,
+    deactivated: bool,
+    position: i64,
+}
+
+/// A change of a grade's note, folded over a batch.
+#[derive(Debug)]
+struct NoteChange {
+    note: String,
+    teacher_id: Uuid,
+    at: DateTime<Utc>,
+    position: i64,
+}
+
+fn uuid_of(event: &RecordedEvent) -> Result<Uuid, ProjectionError> {
+    event
+        .aggregate_id
+        .parse()
+        .map_err(|_| ProjectionError::BadAggregateId {
+            global_position: event.global_position(),
+            aggregate_id: event.aggregate_id.clone(),
+        })
+}
+
+#[derive(Default)]
+struct Batch {
+    people: BTreeMap<Uuid, PersonRow>,
+    accounts: BTreeMap<Uuid, AccountChange>,
+    grades: BTreeMap<Uuid, GradeRow>,
+    notes: BTreeMap<Uuid, NoteChange>,
+    applications: BTreeMap<Uuid, ApplicationRow>,
+    decisions: BTreeMap<Uuid, (&'static str, i64)>,
+}
+
+impl Batch {
+    /// Applies an account change: to the person if this batch created it, otherwise
+    /// folded with the batch's other changes of that account, written after the
+    /// inserts. (Folding is exact: the changes apply in order to a row that existed
+    /// before the batch; see the flush in `handle` for the one case where it would not.)
+    fn account(
+        &mut self,
+        user_id: Uuid,
+        position: i64,
+        name: Option<String>,
+        email: Option<String>,
+        deactivated: bool,
+    ) {
+        if let Some(person) = self.people.values_mut().find(|p| p.user_id == user_id) {
+            if let Some(name) = name {
+                person.name = name;
+            }
+            if let Some(email) = email {
+                person.email = email;
+            }
+            person.active &= !deactivated;
+            person.global_position = position;
+            return;
+        }
+        let change = self.accounts.entry(user_id).or_default();
+        if name.is_some() {
+            change.name = name;
+        }
+        if email.is_some() {
+            change.email = email;
+        }
+        change.deactivated |= deactivated;
+        change.position = position;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.people.is_empty()
+            && self.accounts.is_empty()
+            && self.grades.is_empty()
+            && self.notes.is_empty()
+            && self.applications.is_empty()
+            && self.decisions.is_empty()
+    }
+
+    fn decide(&mut self, application: Uuid, status: &'static str, position: i64) {
+        match self.applications.get_mut(&application) {
+            Some(row) => {
+                row.status = status.to_owned();
+                row.global_position = position;
+            }
+            None => {
+                self.decisions.insert(application, (status, position));
+            }
+        }
+    }
+}
+
+async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+    let mut batch = Batch::default();
+    for event in events {
+        if !reads(&event.aggregate_type, &event.event_type) || is_reprocessed(event) {
+            continue;
+        }
+        let position = event.global_position();
+        match event.aggregate_type.as_str() {
+            "student" => {
+                let StudentEvent::StudentCreated {
+                    institution_id,
+                    user_id,
+                    name,
+                    email,
+                    birth_date,
+                } = decode::<StudentEvent>(event)?;
+                let person_id = uuid_of(event)?;
+                flush_before_creation(tx, &mut batch, user_id.into()).await?;
+                batch.people.insert(
+                    person_id,
+                    PersonRow {
+                        person_id,
+                        user_id: user_id.into(),
+                        institution_id: institution_id.into(),
+                        role: "student".into(),
+                        name: name.as_str().to_owned(),
+                        email: email.as_str().to_owned(),
+                        birth_date: Some(birth_date.date()),
+                        active: true,
+                        created_at: event.recorded_at,
+                        global_position: position,
+                    },
+                );
+            }
+            "teacher" => {
+                let TeacherEvent::TeacherCreated {
+                    institution_id,
+                    user_id,
+                    name,
+                    email,
+                } = decode::<TeacherEvent>(event)?;
+                let person_id = uuid_of(event)?;
+                flush_before_creation(tx, &mut batch, user_id.into()).await?;
+                batch.people.insert(
+                    person_id,
+                    PersonRow {
+                        person_id,
+                        user_id: user_id.into(),
+                        institution_id: institution_id.into(),
+                        role: "teacher".into(),
+                        name: name.as_str().to_owned(),
+                        email: email.as_str().to_owned(),
+                        birth_date: None,
+                        active: true,
+                        created_at: event.recorded_at,
+                        global_position: position,
+                    },
+                );
+            }
+            "user" => {
+                let user_id = uuid_of(event)?;
+                match decode::<UserEvent>(event)? {
+                    UserEvent::UserUpdated { name, email } => batch.account(
+                        user_id,
+                        position,
+                        name.map(|n| n.as_str().to_owned()),
+                        email.map(|e| e.as_str().to_owned()),
+                        false,
+                    ),
+                    UserEvent::UserDeactivated { .. } => {
+                        batch.account(user_id, position, None, None, true)
+                    }
+                    _ => {}
+                }
+            }
+            "exam_grade" => {
+                let grade_id = uuid_of(event)?;
+                match decode::<ExamGradeEvent>(event)? {
+                    ExamGradeEvent::ExamGradeNoteAdded {
+                        institution_id,
+                        course_id,
+                        student_id,
+                        teacher_id,
+                        exam_name,
+                        note,
+                        at,
+                    } => {
+                        batch.grades.insert(
+                            grade_id,
+                            GradeRow {
+                                grade_id,
+                                institution_id: institution_id.into(),
+                                course_id: course_id.into(),
+                                student_id: student_id.into(),
+                                teacher_id: teacher_id.into(),
+                                exam_name: exam_name.as_str().to_owned(),
+                                note: note.to_string(),
+                                recorded_at: at,
+                                changed_at: None,
+                                global_position: position,
+                            },
+                        );
+                    }
+                    ExamGradeEvent::ExamGradeNoteChanged {
+                        to, teacher_id, at, ..
+                    } => match batch.grades.get_mut(&grade_id) {
+                        Some(row) => {
+                            row.note = to.to_string();
+                            row.teacher_id = teacher_id.into();
+                            row.changed_at = Some(at);
+                            row.global_position = position;
+                        }
+                        None => {
+                            batch.notes.insert(
+                                grade_id,
+                                NoteChange {
+                                    note: to.to_string(),
+                                    teacher_id: teacher_id.into(),
+                                    at,
+                                    position,
+                                },
+                            );
+                        }
+                    },
+                }
+            }
+            "application" => {
+                let ApplicationEvent::ApplicationSubmitted {
+                    application_id,
+                    course_id,
+                    institution_id,
+                    name,
+                    email,
+                    requested_at,
+                    ..
+                } = decode::<ApplicationEvent>(event)?;
+                let application_id: Uuid = application_id.into();
+                batch.applications.insert(
+                    application_id,
+                    ApplicationRow {
+                        application_id,
+                        course_id: course_id.into(),
+                        institution_id: Some(institution_id.into()),
+                        name: name.as_str().to_owned(),
+                        email: email.as_str().to_owned(),
+                        status: "pending".into(),
+                        requested_at,
+                        global_position: position,
+                    },
+                );
+            }
+            "course" => match decode::<CourseEvent>(event)? {
+                // Applications of the first flow, recorded on the course's stream.
+                CourseEvent::EnrollmentRequested {
+                    application_id,
+                    name,
+                    email,
+                    requested_at,
+                    ..
+                } => {
+                    let application_id: Uuid = application_id.into();
+                    let course_id = uuid_of(event)?;
+                    batch
+                        .applications
+                        .entry(application_id)
+                        .or_insert(ApplicationRow {
+                            application_id,
+                            course_id,
+                            institution_id: event.institution_id(),
+                            name: name.as_str().to_owned(),
+                            email: email.as_str().to_owned(),
+                            status: "pending".into(),
+                            requested_at,
+                            global_position: position,
+                        });
+                }
+                CourseEvent::StudentEnrolled { application_id, .. } => {
+                    batch.decide(application_id.into(), "enrolled", position)
+                }
+                CourseEvent::EnrollmentDeclined { application_id, .. } => {
+                    batch.decide(application_id.into(), "declined", position)
+                }
+                CourseEvent::EnrollmentCancelled { application_id, .. } => {
+                    batch.decide(application_id.into(), "cancelled", position)
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    write(tx, batch).await
+}
+
+/// A person created after changes to its account in the same batch: those changes
+/// are older than the creation and must not overwrite it, so what the batch holds so
+/// far is written first (as a smaller batch would have), keeping rebuilds equal to live.
+async fn flush_before_creation(
+    tx: &mut PgConnection,
+    batch: &mut Batch,
+    user_id: Uuid,
+) -> Result<(), ProjectionError> {
+    if batch.accounts.contains_key(&user_id) {
+        write(tx, std::mem::take(batch)).await?;
+    }
+    Ok(())
+}
+
+async fn write(tx: &mut PgConnection, batch: Batch) -> Result<(), ProjectionError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    // People created in this batch already carry their accounts' later changes.
+    let people: Vec<PersonRow> = batch.people.into_values().collect();
+    if !people.is_empty() {
+        sqlx::query(
+            "INSERT INTO directory_people (person_id, user_id, institution_id, role, name, email,
+                 birth_date, active, created_at, global_position)
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+                 $6::text[], $7::date[], $8::bool[], $9::timestamptz[], $10::bigint[])
+             ON CONFLICT (person_id) DO NOTHING",
+        )
+        .bind(people.iter().map(|p| p.person_id).collect::<Vec<_>>())
+        .bind(people.iter().map(|p| p.user_id).collect::<Vec<_>>())
+        .bind(people.iter().map(|p| p.institution_id).collect::<Vec<_>>())
+        .bind(people.iter().map(|p| p.role.as_str()).collect::<Vec<_>>())
+        .bind(people.iter().map(|p| p.name.as_str()).collect::<Vec<_>>())
+        .bind(people.iter().map(|p| p.email.as_str()).collect::<Vec<_>>())
+        .bind(people.iter().map(|p| p.birth_date).collect::<Vec<_>>())
+        .bind(people.iter().map(|p| p.active).collect::<Vec<_>>())
+        .bind(people.iter().map(|p| p.created_at).collect::<Vec<_>>())
+        .bind(people.iter().map(|p| p.global_position).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    // Accounts of people created before this batch (managers' and admins' changes
+    // match no row).
+    let accounts: Vec<(&Uuid, &AccountChange)> = batch.accounts.iter().collect();
+    if !accounts.is_empty() {
+        sqlx::query(
+            "UPDATE directory_people p
+             SET name = coalesce(c.name, p.name), email = coalesce(c.email, p.email),
+                 active = p.active AND NOT c.deactivated, global_position = c.position
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::bigint[])
+                  AS c(user_id, name, email, deactivated, position)
+             WHERE p.user_id = c.user_id",
+        )
+        .bind(accounts.iter().map(|(u, _)| **u).collect::<Vec<_>>())
+        .bind(
+            accounts
+                .iter()
+                .map(|(_, c)| c.name.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            accounts
+                .iter()
+                .map(|(_, c)| c.email.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            accounts
+                .iter()
+                .map(|(_, c)| c.deactivated)
+                .collect::<Vec<_>>(),
+        )
+        .bind(accounts.iter().map(|(_, c)| c.position).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    let grades: Vec<GradeRow> = batch.grades.into_values().collect();
+    if !grades.is_empty() {
+        sqlx::query(
+            "INSERT INTO directory_grades (grade_id, institution_id, course_id, student_id,
+                 teacher_id, exam_name, note, recorded_at, changed_at, global_position)
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[],
+                 $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[], $10::bigint[])
+             ON CONFLICT (grade_id) DO NOTHING",
+        )
+        .bind(grades.iter().map(|g| g.grade_id).collect::<Vec<_>>())
+        .bind(grades.iter().map(|g| g.institution_id).collect::<Vec<_>>())
+        .bind(grades.iter().map(|g| g.course_id).collect::<Vec<_>>())
+        .bind(grades.iter().map(|g| g.student_id).collect::<Vec<_>>())
+        .bind(grades.iter().map(|g| g.teacher_id).collect::<Vec<_>>())
+        .bind(
+            grades
+                .iter()
+                .map(|g| g.exam_name.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(grades.iter().map(|g| g.note.as_str()).collect::<Vec<_>>())
+        .bind(grades.iter().map(|g| g.recorded_at).collect::<Vec<_>>())
+        .bind(grades.iter().map(|g| g.changed_at).collect::<Vec<_>>())
+        .bind(grades.iter().map(|g| g.global_position).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !batch.notes.is_empty() {
+        let notes: Vec<(&Uuid, &NoteChange)> = batch.notes.iter().collect();
+        sqlx::query(
+            "UPDATE directory_grades g
+             SET note = c.note, teacher_id = c.teacher_id, changed_at = c.at,
+                 global_position = c.position
+             FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::timestamptz[], $5::bigint[])
+                  AS c(grade_id, note, teacher_id, at, position)
+             WHERE g.grade_id = c.grade_id",
+        )
+        .bind(notes.iter().map(|(g, _)| **g).collect::<Vec<_>>())
+        .bind(
+            notes
+                .iter()
+                .map(|(_, c)| c.note.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(notes.iter().map(|(_, c)| c.teacher_id).collect::<Vec<_>>())
+        .bind(notes.iter().map(|(_, c)| c.at).collect::<Vec<_>>())
+        .bind(notes.iter().map(|(_, c)| c.position).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    let applications: Vec<ApplicationRow> = batch.applications.into_values().collect();
+    if !applications.is_empty() {
+        sqlx::query(
+            "INSERT INTO directory_applications (application_id, course_id, institution_id, name,
+                 email, status, requested_at, global_position)
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+                 $6::text[], $7::timestamptz[], $8::bigint[])
+             ON CONFLICT (application_id) DO NOTHING",
+        )
+        .bind(
+            applications
+                .iter()
+                .map(|a| a.application_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(applications.iter().map(|a| a.course_id).collect::<Vec<_>>())
+        .bind(
+            applications
+                .iter()
+                .map(|a| a.institution_id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            applications
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            applications
+                .iter()
+                .map(|a| a.email.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            applications
+                .iter()
+                .map(|a| a.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            applications
+                .iter()
+                .map(|a| a.requested_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            applications
+                .iter()
+                .map(|a| a.global_position)
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !batch.decisions.is_empty() {
+        let decisions: Vec<(&Uuid, &(&str, i64))> = batch.decisions.iter().collect();
+        sqlx::query(
+            "UPDATE directory_applications a SET status = d.status, global_position = d.position
+             FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS d(application_id, status, position)
+             WHERE a.application_id = d.application_id",
+        )
+        .bind(decisions.iter().map(|(a, _)| **a).collect::<Vec<_>>())
+        .bind(decisions.iter().map(|(_, d)| d.0).collect::<Vec<_>>())
+        .bind(decisions.iter().map(|(_, d)| d.1).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Sort columns of the people lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PeopleSort {
+    #[default]
+    Name,
+    CreatedAt,
+}
+
+/// One page request of a people list.
+#[derive(Debug, Clone, Default)]
+pub struct PeopleQuery {
+    /// `student` or `teacher`.
+    pub role: &'static str,
+    /// None: every institution (admins).
+    pub institution_id: Option<Uuid>,
+    /// Case-insensitive text in the name or e-mail.
+    pub search: Option<String>,
+    /// Only active (true) or deactivated (false) people.
+    pub active: Option<bool>,
+    pub sort: PeopleSort,
+    pub descending: bool,
+    pub limit: i64,
+    /// The last row of the previous page: its sort key and id.
+    pub after: Option<(String, Uuid)>,
+}
+
+/// One page of a people list and the key of its last row, when more follow.
+#[derive(Debug)]
+pub struct PeoplePage {
+    pub rows: Vec<PersonRow>,
+    pub next: Option<(String, Uuid)>,
+}
+
+/// Escapes `%`, `_` and `\` for a LIKE pattern.
+fn like_pattern(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len() + 2);
+    escaped.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped.push('%');
+    escaped
+}
+
+/// A keyset page of one role's people, sorted by name or creation (ties by id). The
+/// caller checks that a cursor's key parses for the sort.
+pub async fn people_page(pool: &PgPool, query: &PeopleQuery) -> Result<PeoplePage, sqlx::Error> {
+    let (column, key_cast) = match query.sort {
+        PeopleSort::Name => ("name", "text"),
+        PeopleSort::CreatedAt => ("created_at", "timestamptz"),
+    };
+    let (cmp, dir) = if query.descending {
+        ("<", "DESC")
+    } else {
+        (">", "ASC")
+    };
+    let sql = format!(
+        "SELECT person_id, user_id, institution_id, role, name, email, birth_date, active,
+                created_at, global_position
+         FROM directory_people
+         WHERE role = $1
+           AND ($2::uuid IS NULL OR institution_id = $2)
+           AND ($3::text IS NULL OR name ILIKE $3 OR email ILIKE $3)
+           AND ($4::bool IS NULL OR active = $4)
+           AND ($5::text IS NULL OR ({column}, person_id) {cmp} ($5::{key_cast}, $6::uuid))
+         ORDER BY {column} {dir}, person_id {dir}
+         LIMIT $7"
+    );
+    let rows: Vec<PersonRow> = sqlx::query_as(&sql)
+        .bind(query.role)
+        .bind(query.institution_id)
+        .bind(query.search.as_deref().map(like_pattern))
+        .bind(query.active)
+        .bind(query.after.as_ref().map(|(key, _)| key.as_str()))
+        .bind(query.after.as_ref().map(|(_, id)| *id))
+        .bind(query.limit + 1)
+        .fetch_all(pool)
+        .await?;
+    let mut rows = rows;
+    let next = if rows.len() as i64 > query.limit {
+        rows.truncate(query.limit as usize);
+        rows.last().map(|last| {
+            let key = match query.sort {
+                PeopleSort::Name => last.name.clone(),
+                PeopleSort::CreatedAt => last.created_at.to_rfc3339(),
+            };
+            (key, last.person_id)
+        })
+    } else {
+        None
+    };
+    Ok(PeoplePage { rows, next })
+}
+
+/// The student or teacher rows of one account (one per role it holds).
+pub async fn people_of_user(pool: &PgPool, user_id: Uuid) -> Result<Vec<PersonRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT person_id, user_id, institution_id, role, name, email, birth_date, active,
+                created_at, global_position
+         FROM directory_people WHERE user_id = $1 ORDER BY role, person_id",
+    )
+    .bind(user_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// The people with these ids.
+pub async fn people_by_id(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<PersonRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT person_id, user_id, institution_id, role, name, email, birth_date, active,
+                created_at, global_position
+         FROM directory_people WHERE person_id = ANY($1) ORDER BY name, person_id",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}
+
+/// A student's grades, oldest first.
+pub async fn grades_of_student(
+    pool: &PgPool,
+    student_id: Uuid,
+) -> Result<Vec<GradeRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT grade_id, institution_id, course_id, student_id, teacher_id, exam_name, note,
+                recorded_at, changed_at, global_position
+         FROM directory_grades WHERE student_id = $1 ORDER BY recorded_at, grade_id",
+    )
+    .bind(student_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// The grades a teacher recorded or last changed, by course then student.
+pub async fn grades_by_teacher(
+    pool: &PgPool,
+    teacher_id: Uuid,
+) -> Result<Vec<GradeRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT grade_id, institution_id, course_id, student_id, teacher_id, exam_name, note,
+                recorded_at, changed_at, global_position
+         FROM directory_grades WHERE teacher_id = $1
+         ORDER BY course_id, student_id, recorded_at, grade_id",
+    )
+    .bind(teacher_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// The applications made with an e-mail, newest first.
+pub async fn applications_of_email(
+    pool: &PgPool,
+    email: &str,
+) -> Result<Vec<ApplicationRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT application_id, course_id, institution_id, name, email, status, requested_at,
+                global_position
+         FROM directory_applications WHERE email = $1
+         ORDER BY requested_at DESC, application_id",
+    )
+    .bind(email)
+    .fetch_all(pool)
+    .await
+}
+
+/// The names of these courses (from `course_capacity`), by id.
+pub async fn course_names(
+    pool: &PgPool,
+    course_ids: &[Uuid],
+) -> Result<Vec<(Uuid, Option<String>)>, sqlx::Error> {
+    sqlx::query_as("SELECT course_id, name FROM course_capacity WHERE course_id = ANY($1)")
+        .bind(course_ids)
+        .fetch_all(pool)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_match_the_text_literally() {
+        assert_eq!(like_pattern("ana"), "%ana%");
+        assert_eq!(like_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
+
+    #[test]
+    fn reads_only_its_event_types() {
+        assert!(reads("student", "StudentCreated"));
+        assert!(reads("course", "StudentEnrolled"));
+        assert!(!reads("course", "CapacityChanged"));
+        assert!(!reads("user", "LoginSucceeded"));
+    }
+}
