@@ -943,3 +943,130 @@ async fn people_lists_and_self_service_reads() {
     assert_code(&refused, "FORBIDDEN");
     server.stop().await;
 }
+
+/// Each command mutation returns its own payload with the object a client shows next:
+/// read-model objects are current with `waitForProjections: true`, aggregate ones always.
+#[tokio::test(flavor = "multi_thread")]
+async fn command_payloads_carry_the_changed_object() {
+    let (server, _projections) = server_with_projections().await;
+    let a = server.institution("Escola Payload").await;
+    let m = Some(a.manager.token.as_str());
+    let run = |mutation: &'static str,
+               input: &'static str,
+               selection: &'static str,
+               vars: Value| {
+        let server = &server;
+        async move {
+            let r = server
+                .gql(
+                    m,
+                    &format!("mutation($i: {input}!) {{ {mutation}(input: $i, waitForProjections: true) {{ id logPosition {selection} }} }}"),
+                    json!({ "i": vars }),
+                )
+                .await;
+            assert_ok(&r);
+            r["data"][mutation].clone()
+        }
+    };
+    let campus = run(
+        "createCampus",
+        "CreateCampusInput",
+        "campus { name city }",
+        json!({ "name": "Sul", "city": "Faro" }),
+    )
+    .await;
+    assert_eq!(campus["campus"], json!({ "name": "Sul", "city": "Faro" }));
+    let campus_id = campus["id"].clone();
+    let course = run(
+        "offerCourse",
+        "OfferCourseInput",
+        "course { name capacity seatsLeft }",
+        json!({ "campusId": campus_id, "name": "Física", "capacity": 2 }),
+    )
+    .await;
+    assert_eq!(
+        course["course"],
+        json!({ "name": "Física", "capacity": 2, "seatsLeft": 2 })
+    );
+    let course_id = course["id"].clone();
+    let resized = run(
+        "changeCourseCapacity",
+        "ChangeCourseCapacityInput",
+        "course { capacity }",
+        json!({ "courseId": course_id, "capacity": 3 }),
+    )
+    .await;
+    assert_eq!(resized["course"]["capacity"], 3);
+    let student = run(
+        "createStudent",
+        "CreateStudentInput",
+        "student { name email active }",
+        json!({ "name": "Rui Mota", "email": "rui.payload@aula.test", "birthDate": "2004-04-04" }),
+    )
+    .await;
+    assert_eq!(student["student"]["name"], "Rui Mota");
+    assert_eq!(student["student"]["active"], true);
+    let teacher = run(
+        "createTeacher",
+        "CreateTeacherInput",
+        "teacher { name }",
+        json!({ "name": "Eva Luz", "email": "eva.payload@aula.test" }),
+    )
+    .await;
+    assert_eq!(teacher["teacher"]["name"], "Eva Luz");
+
+    let applied = server
+        .gql(
+            None,
+            "mutation($i: ApplyToCourseInput!) { applyToCourse(input: $i, waitForProjections: true) { id application { status courseName } } }",
+            json!({ "i": { "courseId": course_id, "name": "Rui Mota", "email": "rui.payload@aula.test", "birthDate": "2004-04-04" } }),
+        )
+        .await;
+    assert_ok(&applied);
+    assert_eq!(
+        applied["data"]["applyToCourse"]["application"]["status"],
+        "pending"
+    );
+    assert_eq!(
+        applied["data"]["applyToCourse"]["application"]["courseName"],
+        "Física"
+    );
+    let application: Uuid =
+        serde_json::from_value(applied["data"]["applyToCourse"]["id"].clone()).unwrap();
+    let course_uuid: Uuid = serde_json::from_value(course_id.clone()).unwrap();
+    server.enroll(course_uuid, application).await;
+
+    let grade = run("recordExamNote", "RecordExamNoteInput", "grade { examName note }", json!({ "courseId": course_id, "studentId": student["id"], "examName": "Final", "note": 9, "teacherId": teacher["id"] })).await;
+    assert_eq!(
+        grade["grade"],
+        json!({ "examName": "Final", "note": "9.00" })
+    );
+    let changed = run(
+        "changeExamNote",
+        "ChangeExamNoteInput",
+        "grade { note changedAt }",
+        json!({ "examGradeId": grade["id"], "note": 9.5, "teacherId": teacher["id"] }),
+    )
+    .await;
+    assert_eq!(changed["grade"]["note"], "9.50");
+    let cancelled = run(
+        "cancelEnrollment",
+        "CancelEnrollmentInput",
+        "enrollment { status cancelledOn }",
+        json!({ "courseId": course_id, "applicationId": application }),
+    )
+    .await;
+    assert_eq!(cancelled["enrollment"]["status"], "cancelled");
+    let renamed = run(
+        "updateUser",
+        "UpdateUserInput",
+        "user { name role }",
+        json!({ "name": "Gestora Nova" }),
+    )
+    .await;
+    assert_eq!(
+        renamed["user"],
+        json!({ "name": "Gestora Nova", "role": "MANAGER" })
+    );
+    server.stop().await;
+}

@@ -766,6 +766,33 @@ pub async fn applications_of_email(
     .await
 }
 
+/// One grade.
+pub async fn grade(pool: &PgPool, grade_id: Uuid) -> Result<Option<GradeRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT grade_id, institution_id, course_id, student_id, teacher_id, exam_name, note,
+                recorded_at, changed_at, global_position
+         FROM directory_grades WHERE grade_id = $1",
+    )
+    .bind(grade_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// One application.
+pub async fn application(
+    pool: &PgPool,
+    application_id: Uuid,
+) -> Result<Option<ApplicationRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT application_id, course_id, institution_id, name, email, status, requested_at,
+                global_position
+         FROM directory_applications WHERE application_id = $1",
+    )
+    .bind(application_id)
+    .fetch_optional(pool)
+    .await
+}
+
 /// The names of these courses (from `course_capacity`), by id.
 pub async fn course_names(
     pool: &PgPool,

@@ -246,7 +246,7 @@ async fn own_person(
         .find(|p| p.role == role))
 }
 
-async fn course_names(
+pub(crate) async fn course_names(
     state: &AppState,
     ids: impl IntoIterator<Item = Uuid>,
 ) -> Result<BTreeMap<Uuid, Option<String>>, ApiError> {
@@ -259,6 +259,38 @@ async fn course_names(
         .await?
         .into_iter()
         .collect())
+}
+
+impl Grade {
+    pub(crate) fn from_row(g: directory::GradeRow, course_name: Option<String>) -> Self {
+        Grade {
+            id: g.grade_id,
+            course_id: g.course_id,
+            course_name,
+            student_id: g.student_id,
+            teacher_id: g.teacher_id,
+            exam_name: g.exam_name,
+            note: g.note,
+            recorded_at: g.recorded_at,
+            changed_at: g.changed_at,
+        }
+    }
+}
+
+impl Application {
+    pub(crate) fn from_row(
+        a: directory::ApplicationRow,
+        course_name: Option<String>,
+    ) -> Result<Self, ApiError> {
+        Ok(Application {
+            id: a.application_id,
+            course_id: a.course_id,
+            course_name,
+            name: a.name,
+            status: parse_status(&a.status)?,
+            requested_at: a.requested_at,
+        })
+    }
 }
 
 #[Object]
@@ -300,16 +332,9 @@ impl DirectoryQuery {
         let names = course_names(state, rows.iter().map(|g| g.course_id)).await?;
         Ok(rows
             .into_iter()
-            .map(|g| Grade {
-                id: g.grade_id,
-                course_id: g.course_id,
-                course_name: names.get(&g.course_id).cloned().flatten(),
-                student_id: g.student_id,
-                teacher_id: g.teacher_id,
-                exam_name: g.exam_name,
-                note: g.note,
-                recorded_at: g.recorded_at,
-                changed_at: g.changed_at,
+            .map(|g| {
+                let name = names.get(&g.course_id).cloned().flatten();
+                Grade::from_row(g, name)
             })
             .collect())
     }
@@ -341,14 +366,8 @@ impl DirectoryQuery {
         let names = course_names(state, rows.iter().map(|a| a.course_id)).await?;
         rows.into_iter()
             .map(|a| {
-                Ok(Application {
-                    id: a.application_id,
-                    course_name: names.get(&a.course_id).cloned().flatten(),
-                    course_id: a.course_id,
-                    name: a.name,
-                    status: parse_status(&a.status)?,
-                    requested_at: a.requested_at,
-                })
+                let name = names.get(&a.course_id).cloned().flatten();
+                Application::from_row(a, name)
             })
             .collect()
     }

@@ -6,6 +6,7 @@ mod directory;
 pub mod limits;
 mod mutation;
 mod notifications;
+mod payloads;
 mod processing;
 mod query;
 mod read_models;

@@ -20,6 +20,7 @@ use aula_eventlog::CommandError;
 use chrono::Duration;
 use uuid::Uuid;
 
+use super::payloads::*;
 use super::types::{
     BigInt, CommandResult, LoginResult, RequestAccepted, SignUpAccepted, SignUpConfirmed,
 };
@@ -892,7 +893,7 @@ impl CommandMutation {
             desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
         )]
         wait_for_projections: Option<bool>,
-    ) -> Result<CommandResult, ApiError> {
+    ) -> Result<CreateCampusPayload, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = auth::target_institution(claims, input.institution_id)?;
@@ -921,6 +922,7 @@ impl CommandMutation {
             wait_for_projections,
         )
         .await
+        .map(|r| CreateCampusPayload::of(r).owned_by(institution_id))
     }
 
     /// Manager (own institution) or admin. Offers a course on a campus and opens its
@@ -933,7 +935,7 @@ impl CommandMutation {
             desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
         )]
         wait_for_projections: Option<bool>,
-    ) -> Result<CommandResult, ApiError> {
+    ) -> Result<OfferCoursePayload, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = auth::target_institution(claims, input.institution_id)?;
@@ -1008,6 +1010,7 @@ impl CommandMutation {
             wait_for_projections,
         )
         .await
+        .map(OfferCoursePayload::of)
     }
 
     /// Manager (own institution) or admin. Returns the course id.
@@ -1019,7 +1022,7 @@ impl CommandMutation {
             desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
         )]
         wait_for_projections: Option<bool>,
-    ) -> Result<CommandResult, ApiError> {
+    ) -> Result<ChangeCourseCapacityPayload, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let capacity = parse("capacity", Capacity::from_i64(i64::from(input.capacity)))?;
@@ -1041,6 +1044,7 @@ impl CommandMutation {
             wait_for_projections,
         )
         .await
+        .map(ChangeCourseCapacityPayload::of)
     }
 
     /// Manager (own institution) or admin. Creates the student and its login account
@@ -1054,7 +1058,7 @@ impl CommandMutation {
             desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
         )]
         wait_for_projections: Option<bool>,
-    ) -> Result<CommandResult, ApiError> {
+    ) -> Result<CreateStudentPayload, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = auth::target_institution(claims, input.institution_id)?;
@@ -1090,7 +1094,9 @@ impl CommandMutation {
                 &meta,
             )
             .await?;
-        result(state, id, committed.last_position(), wait_for_projections).await
+        result(state, id, committed.last_position(), wait_for_projections)
+            .await
+            .map(CreateStudentPayload::of)
     }
 
     /// Manager (own institution) or admin. Like `createStudent`, for a teacher.
@@ -1102,7 +1108,7 @@ impl CommandMutation {
             desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
         )]
         wait_for_projections: Option<bool>,
-    ) -> Result<CommandResult, ApiError> {
+    ) -> Result<CreateTeacherPayload, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = auth::target_institution(claims, input.institution_id)?;
@@ -1135,7 +1141,9 @@ impl CommandMutation {
                 &meta,
             )
             .await?;
-        result(state, id, committed.last_position(), wait_for_projections).await
+        result(state, id, committed.last_position(), wait_for_projections)
+            .await
+            .map(CreateTeacherPayload::of)
     }
 
     /// Public, rate-limited. Applies to a course: the application is recorded at once in
@@ -1151,7 +1159,7 @@ impl CommandMutation {
             desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
         )]
         wait_for_projections: Option<bool>,
-    ) -> Result<CommandResult, ApiError> {
+    ) -> Result<ApplyToCoursePayload, ApiError> {
         rate_limit(ctx)?;
         let state = state(ctx);
         let now = state.clock.now();
@@ -1216,6 +1224,7 @@ impl CommandMutation {
             wait_for_projections,
         )
         .await
+        .map(ApplyToCoursePayload::of)
     }
 
     /// Manager (own institution) or admin. Cancels an enrollment, freeing the seat.
@@ -1228,7 +1237,7 @@ impl CommandMutation {
             desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
         )]
         wait_for_projections: Option<bool>,
-    ) -> Result<CommandResult, ApiError> {
+    ) -> Result<CancelEnrollmentPayload, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = course_institution(state, input.course_id).await?;
@@ -1252,6 +1261,7 @@ impl CommandMutation {
             wait_for_projections,
         )
         .await
+        .map(|r| CancelEnrollmentPayload::of(r).owned_by(input.course_id))
     }
 
     /// Teacher, manager (own institution) or admin. Records a student's note on an
@@ -1264,7 +1274,7 @@ impl CommandMutation {
             desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
         )]
         wait_for_projections: Option<bool>,
-    ) -> Result<CommandResult, ApiError> {
+    ) -> Result<RecordExamNotePayload, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), GRADERS)?;
         let state = state(ctx);
         validate! {
@@ -1335,6 +1345,7 @@ impl CommandMutation {
             wait_for_projections,
         )
         .await
+        .map(RecordExamNotePayload::of)
     }
 
     /// Teacher, manager (own institution) or admin. Corrects a recorded note.
@@ -1347,7 +1358,7 @@ impl CommandMutation {
             desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
         )]
         wait_for_projections: Option<bool>,
-    ) -> Result<CommandResult, ApiError> {
+    ) -> Result<ChangeExamNotePayload, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), GRADERS)?;
         let state = state(ctx);
         let note = parse("note", GradeNote::from_f64(input.note))?;
@@ -1384,6 +1395,7 @@ impl CommandMutation {
             wait_for_projections,
         )
         .await
+        .map(ChangeExamNotePayload::of)
     }
 
     /// Any signed-in user on itself; a manager on users of its institution; an admin
@@ -1396,7 +1408,7 @@ impl CommandMutation {
             desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
         )]
         wait_for_projections: Option<bool>,
-    ) -> Result<CommandResult, ApiError> {
+    ) -> Result<UpdateUserPayload, ApiError> {
         let claims = auth::require(request(ctx).claims.as_ref())?;
         let state = state(ctx);
         let target = input.user_id.unwrap_or(claims.user_id);
@@ -1487,7 +1499,9 @@ impl CommandMutation {
                 .await?;
             last_position = committed.last_position().or(last_position);
         }
-        result(state, target, last_position, wait_for_projections).await
+        result(state, target, last_position, wait_for_projections)
+            .await
+            .map(UpdateUserPayload::of)
     }
 
     /// Public, rate-limited: whoever holds the token e-mailed to the new address.

@@ -1,0 +1,246 @@
+//! What each command mutation returns: its own payload type, with the id, the log
+//! position and read-your-writes of `CommandResult`, plus the object a client wants to
+//! show after the change. Objects from read models reflect them: ask
+//! `waitForProjections: true` to read your own write (the object is null when the read
+//! model has not seen it yet); `campus` and `user` come from the aggregate itself.
+
+use async_graphql::{ComplexObject, Context, SimpleObject};
+use aula_projections::{course_capacity, directory as directory_model, enrollments};
+use uuid::Uuid;
+
+use super::directory::{course_names, Application, Grade, Person};
+use super::query::Campus;
+use super::read_models::{CourseCapacity, Enrollment};
+use super::state;
+use super::types::{BigInt, CommandResult, Me};
+use crate::error::ApiError;
+
+macro_rules! payload {
+    ($(#[doc = $doc:literal])* $name:ident) => {
+        $(#[doc = $doc])*
+        #[derive(SimpleObject, Debug, Clone)]
+        #[graphql(complex)]
+        pub struct $name {
+            /// The affected entity (see the mutation for which).
+            pub id: Uuid,
+            /// Global log position of the command's last event; null when the command
+            /// changed nothing.
+            pub log_position: Option<BigInt>,
+            /// Only when `waitForProjections: true` was asked: whether every projection
+            /// reached `logPosition` before the read-your-writes timeout.
+            pub projections_caught_up: Option<bool>,
+            /// The owner the object is read under (the institution of a campus, the
+            /// course of an enrollment).
+            #[graphql(skip)]
+            #[allow(dead_code)] // read by the payloads whose object needs it
+            pub owner: Option<Uuid>,
+        }
+
+        impl $name {
+            pub(crate) fn of(result: CommandResult) -> Self {
+                Self {
+                    id: result.id,
+                    log_position: result.log_position,
+                    projections_caught_up: result.projections_caught_up,
+                    owner: None,
+                }
+            }
+
+            #[allow(dead_code)] // used by the payloads whose object needs it
+            pub(crate) fn owned_by(mut self, owner: Uuid) -> Self {
+                self.owner = Some(owner);
+                self
+            }
+        }
+    };
+}
+
+payload!(
+    /// What `createCampus` returns.
+    CreateCampusPayload
+);
+payload!(
+    /// What `offerCourse` returns.
+    OfferCoursePayload
+);
+payload!(
+    /// What `changeCourseCapacity` returns.
+    ChangeCourseCapacityPayload
+);
+payload!(
+    /// What `createStudent` returns.
+    CreateStudentPayload
+);
+payload!(
+    /// What `createTeacher` returns.
+    CreateTeacherPayload
+);
+payload!(
+    /// What `applyToCourse` returns.
+    ApplyToCoursePayload
+);
+payload!(
+    /// What `cancelEnrollment` returns.
+    CancelEnrollmentPayload
+);
+payload!(
+    /// What `recordExamNote` returns.
+    RecordExamNotePayload
+);
+payload!(
+    /// What `changeExamNote` returns.
+    ChangeExamNotePayload
+);
+payload!(
+    /// What `updateUser` returns.
+    UpdateUserPayload
+);
+
+async fn course(ctx: &Context<'_>, id: Uuid) -> Result<Option<CourseCapacity>, ApiError> {
+    Ok(course_capacity::course_capacity(&state(ctx).pool, id)
+        .await?
+        .map(Into::into))
+}
+
+async fn person(ctx: &Context<'_>, id: Uuid) -> Result<Option<Person>, ApiError> {
+    Ok(directory_model::people_by_id(&state(ctx).pool, &[id])
+        .await?
+        .into_iter()
+        .next()
+        .map(Into::into))
+}
+
+async fn grade(ctx: &Context<'_>, id: Uuid) -> Result<Option<Grade>, ApiError> {
+    let state = state(ctx);
+    let Some(row) = directory_model::grade(&state.pool, id).await? else {
+        return Ok(None);
+    };
+    let name = course_names(state, [row.course_id])
+        .await?
+        .remove(&row.course_id)
+        .flatten();
+    Ok(Some(Grade::from_row(row, name)))
+}
+
+#[ComplexObject]
+impl CreateCampusPayload {
+    /// The new campus (from its institution).
+    async fn campus(&self, ctx: &Context<'_>) -> Result<Option<Campus>, ApiError> {
+        let Some(institution) = self.owner else {
+            return Ok(None);
+        };
+        let (institution, _) = state(ctx)
+            .buses
+            .institution
+            .load(&institution.to_string())
+            .await?;
+        Ok(institution
+            .campuses()
+            .iter()
+            .find(|(id, _)| id.as_uuid() == self.id)
+            .map(|(id, campus)| Campus {
+                id: id.as_uuid(),
+                name: campus.name.to_string(),
+                city: campus.city.to_string(),
+            }))
+    }
+}
+
+#[ComplexObject]
+impl OfferCoursePayload {
+    /// The course with its seats (read model `course_capacity`).
+    async fn course(&self, ctx: &Context<'_>) -> Result<Option<CourseCapacity>, ApiError> {
+        course(ctx, self.id).await
+    }
+}
+
+#[ComplexObject]
+impl ChangeCourseCapacityPayload {
+    /// The course with its seats (read model `course_capacity`).
+    async fn course(&self, ctx: &Context<'_>) -> Result<Option<CourseCapacity>, ApiError> {
+        course(ctx, self.id).await
+    }
+}
+
+#[ComplexObject]
+impl CreateStudentPayload {
+    /// The new student (read model `directory`).
+    async fn student(&self, ctx: &Context<'_>) -> Result<Option<Person>, ApiError> {
+        person(ctx, self.id).await
+    }
+}
+
+#[ComplexObject]
+impl CreateTeacherPayload {
+    /// The new teacher (read model `directory`).
+    async fn teacher(&self, ctx: &Context<'_>) -> Result<Option<Person>, ApiError> {
+        person(ctx, self.id).await
+    }
+}
+
+#[ComplexObject]
+impl ApplyToCoursePayload {
+    /// The application and its decision so far (read model `directory`).
+    async fn application(&self, ctx: &Context<'_>) -> Result<Option<Application>, ApiError> {
+        let state = state(ctx);
+        let Some(row) = directory_model::application(&state.pool, self.id).await? else {
+            return Ok(None);
+        };
+        let name = course_names(state, [row.course_id])
+            .await?
+            .remove(&row.course_id)
+            .flatten();
+        Application::from_row(row, name).map(Some)
+    }
+}
+
+#[ComplexObject]
+impl CancelEnrollmentPayload {
+    /// The cancelled enrollment (read model `course_enrollments`).
+    async fn enrollment(&self, ctx: &Context<'_>) -> Result<Option<Enrollment>, ApiError> {
+        let Some(course) = self.owner else {
+            return Ok(None);
+        };
+        enrollments::course_enrollments(&state(ctx).pool, course, true)
+            .await?
+            .into_iter()
+            .find(|e| e.application_id == self.id)
+            .map(TryInto::try_into)
+            .transpose()
+    }
+}
+
+#[ComplexObject]
+impl RecordExamNotePayload {
+    /// The grade (read model `directory`).
+    async fn grade(&self, ctx: &Context<'_>) -> Result<Option<Grade>, ApiError> {
+        grade(ctx, self.id).await
+    }
+}
+
+#[ComplexObject]
+impl ChangeExamNotePayload {
+    /// The grade with its corrected note (read model `directory`).
+    async fn grade(&self, ctx: &Context<'_>) -> Result<Option<Grade>, ApiError> {
+        grade(ctx, self.id).await
+    }
+}
+
+#[ComplexObject]
+impl UpdateUserPayload {
+    /// The account as it is now (from the account itself). Its e-mail changes only
+    /// when the link sent to the new address is followed.
+    async fn user(&self, ctx: &Context<'_>) -> Result<Me, ApiError> {
+        let (user, _) = state(ctx).buses.user.load(&self.id.to_string()).await?;
+        Ok(Me {
+            id: self.id,
+            email: user.email().map(|e| e.to_string()).unwrap_or_default(),
+            name: user.name().map(|n| n.to_string()),
+            role: user
+                .role()
+                .map(Into::into)
+                .ok_or_else(|| ApiError::internal("an updated user has a role"))?,
+            institution_id: user.institution_id().map(Into::into),
+        })
+    }
+}
