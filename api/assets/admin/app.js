@@ -248,7 +248,9 @@ function navigate(changes, { replace = false, keepPage = false } = {}) {
 function eventFilter(view) {
   const filter = {};
   if (view.types) filter.types = view.types.split(",");
-  if (view.status) filter.status = view.status;
+  // The URL keeps the status across tabs; a task status (`dead`, `running`) means
+  // nothing for events, and the API refuses a status outside its enum.
+  if (EVENT_STATUSES.includes(view.status)) filter.status = view.status;
   if (view.createdFrom) filter.recordedFrom = iso(view.createdFrom);
   if (view.createdTo) filter.recordedTo = iso(view.createdTo);
   if (view.processedFrom) filter.processedFrom = iso(view.processedFrom);
@@ -261,7 +263,7 @@ function eventFilter(view) {
 function taskFilter(view) {
   const filter = {};
   if (view.kinds) filter.kinds = view.kinds.split(",");
-  if (view.status) filter.status = view.status;
+  if (TASK_STATUSES.includes(view.status)) filter.status = view.status;
   if (view.createdFrom) filter.createdFrom = iso(view.createdFrom);
   if (view.createdTo) filter.createdTo = iso(view.createdTo);
   if (view.processedFrom) filter.finishedFrom = iso(view.processedFrom);
