@@ -275,3 +275,108 @@ pub enum BenchCommand {
         events: usize,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    /// Every environment variable clap reads, with its flag.
+    fn flags_by_variable() -> BTreeMap<String, String> {
+        let root = Cli::command();
+        let serve = root
+            .get_subcommands()
+            .find(|c| c.get_name() == "serve")
+            .expect("a serve subcommand")
+            .clone();
+        root.get_arguments()
+            .chain(serve.get_arguments())
+            .filter_map(|arg| {
+                let env = arg.get_env()?.to_str()?.to_owned();
+                Some((env, format!("--{}", arg.get_long()?)))
+            })
+            .collect()
+    }
+
+    fn file(name: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// `.env.example` names a variable's flag beside it ("(flag: --name)") exactly when
+    /// it has one, and lists every variable that has one.
+    #[test]
+    fn env_example_names_the_flags_there_are_and_no_others() {
+        let flags = flags_by_variable();
+        let example = file(".env.example");
+        let mut listed = BTreeSet::new();
+        for block in example.split("\n\n") {
+            let variables: Vec<String> = block
+                .lines()
+                .filter_map(|line| {
+                    let line = line.trim_start_matches('#').trim();
+                    let (name, _) = line.split_once('=')?;
+                    (!name.is_empty()
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit()))
+                    .then(|| name.to_owned())
+                })
+                .collect();
+            if variables.is_empty() {
+                continue;
+            }
+            let named: BTreeSet<String> = block
+                .split(|c: char| c.is_whitespace() || c == ',' || c == ')' || c == '(')
+                .filter(|word| word.starts_with("--"))
+                .map(str::to_owned)
+                .collect();
+            let expected: BTreeSet<String> = variables
+                .iter()
+                .filter_map(|v| flags.get(v).cloned())
+                .collect();
+            assert_eq!(named, expected, "flags named in the block of {variables:?}");
+            listed.extend(variables);
+        }
+        for variable in flags.keys() {
+            assert!(
+                listed.contains(variable),
+                "{variable} is not in .env.example"
+            );
+        }
+    }
+
+    /// docs/configuration.md gives a flag exactly to the variables that have one.
+    #[test]
+    fn the_configuration_page_names_the_flags_there_are_and_no_others() {
+        let flags = flags_by_variable();
+        let page = file("docs/configuration.md");
+        let mut seen = BTreeSet::new();
+        for row in page.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let (variables, flag) = (cells[1], cells[2]);
+            let documented = flag
+                .trim_matches('`')
+                .split_whitespace()
+                .last()
+                .map(str::to_owned);
+            for variable in variables.split('/').map(|v| v.trim().trim_matches('`')) {
+                assert_eq!(
+                    documented.as_deref(),
+                    flags.get(variable).map(String::as_str),
+                    "the flag of {variable} in docs/configuration.md"
+                );
+                seen.insert(variable.to_owned());
+            }
+        }
+        for variable in flags.keys() {
+            assert!(
+                seen.contains(variable),
+                "{variable} is not in docs/configuration.md"
+            );
+        }
+    }
+}

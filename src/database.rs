@@ -3,9 +3,12 @@
 use std::path::Path;
 use std::str::FromStr;
 
+use std::time::Duration;
+
 use anyhow::Context;
 use aula_eventlog::local_pg::{LocalPgOptions, LocalPostgres};
 use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions as _, Connection as _};
 
 /// The database in use, and the private server behind it if we started one.
 pub struct Database {
@@ -18,6 +21,7 @@ impl Database {
         if let Some(url) = database_url {
             let connect = PgConnectOptions::from_str(url)
                 .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+            check_reachable(&connect).await?;
             return Ok(Database {
                 connect,
                 local: None,
@@ -62,5 +66,34 @@ impl Database {
                 tracing::info!("private PostgreSQL stopped");
             }
         }
+    }
+}
+
+/// How long the first connection to `DATABASE_URL` may take before start-up gives up.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Connects once, so that a database that cannot be reached is reported at once with
+/// its cause (refused, unknown host, authentication) and where it was looked for,
+/// rather than as a pool timing out. The password is never part of the message.
+async fn check_reachable(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let location = match options.get_socket() {
+        Some(socket) => format!("socket {}", socket.display()),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    };
+    let database = options.get_database().unwrap_or(options.get_username());
+    let described = format!(
+        "PostgreSQL at {location} (database {database:?}, user {:?}, from DATABASE_URL)",
+        options.get_username()
+    );
+    match tokio::time::timeout(CONNECT_PATIENCE, options.connect()).await {
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+            Ok(())
+        }
+        Ok(Err(error)) => Err(anyhow::anyhow!("cannot connect to {described}: {error}")),
+        Err(_) => Err(anyhow::anyhow!(
+            "cannot connect to {described}: no answer within {} s",
+            CONNECT_PATIENCE.as_secs()
+        )),
     }
 }

@@ -43,6 +43,27 @@ pub async fn serve(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let runs = |part: Part| args.only.is_empty() || args.only.contains(&part);
+    // Everything that can be wrong with the configuration (the token secret, the API's
+    // limits, a busy port, the e-mail settings) is reported before the database and
+    // the subscriptions start.
+    let api = if runs(Part::Api) {
+        Some(api_setup(args, &global.data_dir).await?)
+    } else {
+        None
+    };
+    let mail_setup = if runs(Part::Processor) {
+        let mut mail = aula_processor::MailConfig::from_env();
+        if std::env::var_os("AULA_MAIL_OUTBOX").is_none() {
+            mail.outbox_dir = global.data_dir.join("outbox");
+        }
+        let mailer: Arc<dyn aula_processor::Mailer> = Arc::from(
+            aula_processor::mail::from_config(&mail)
+                .map_err(|e| anyhow::anyhow!("e-mail set-up: {e}"))?,
+        );
+        Some((mail, mailer))
+    } else {
+        None
+    };
     let database = Database::open(global.database_url.as_deref(), &global.data_dir).await?;
     let pool = aula_eventlog::db::pool(database.connect.clone(), 32)
         .await
@@ -69,7 +90,7 @@ pub async fn serve(
         }
         tracing::info!(projections = ?aula_projections::NAMES, "projections part enabled");
     }
-    if runs(Part::Processor) {
+    if let Some((mail, mailer)) = mail_setup {
         let reactions = aula_processor::spawn_reactions(
             database.connect.clone(),
             wakeups.clone(),
@@ -90,14 +111,6 @@ pub async fn serve(
         tasks.push(tokio::spawn(async move {
             let _ = admissions.task.await;
         }));
-        let mut mail = aula_processor::MailConfig::from_env();
-        if std::env::var_os("AULA_MAIL_OUTBOX").is_none() {
-            mail.outbox_dir = global.data_dir.join("outbox");
-        }
-        let mailer: Arc<dyn aula_processor::Mailer> = Arc::from(
-            aula_processor::mail::from_config(&mail)
-                .map_err(|e| anyhow::anyhow!("e-mail set-up: {e}"))?,
-        );
         let registry = aula_processor::Registry::standard(mailer, mail);
         // The workers get a pool of their own: an e-mail task holds the connection it
         // records the send with through the SMTP conversation, and a slow mail server
@@ -151,26 +164,7 @@ pub async fn serve(
 
     let mut http = None;
     let mut draining = None;
-    if runs(Part::Api) {
-        let secret = token_secret(args, &global.data_dir)?;
-        let mut config = aula_api::ApiConfig::new(aula_api::Secret::new(secret));
-        config.token_ttl = Duration::from_secs(args.token_ttl_minutes * 60);
-        config.server = aula_api::ServerLimits {
-            header_timeout: Duration::from_secs(args.http_header_timeout_seconds.max(1)),
-            body_timeout: Duration::from_secs(args.http_body_timeout_seconds.max(1)),
-            max_connections: args.http_max_connections.max(1),
-            max_connections_per_client: args.http_max_connections_per_client.max(1),
-            trusted_proxies: args.trusted_proxies.clone(),
-            ..aula_api::ServerLimits::default()
-        };
-        // Read-your-writes waits for every projection, wherever it runs.
-        config.projections = aula_projections::NAMES
-            .iter()
-            .map(|n| n.to_string())
-            .collect();
-        config
-            .validate()
-            .map_err(|e| anyhow::anyhow!("invalid API configuration: {}", e.0))?;
+    if let Some((config, listener)) = api {
         let states = std::mem::take(&mut subscriptions);
         let readiness: aula_api::ReadinessProbe = Arc::new(move || {
             states.iter().all(|state| {
@@ -184,9 +178,6 @@ pub async fn serve(
             .with_readiness(readiness)
             .with_log_health(log_health)
             .with_token_sink(Arc::new(StashTokens { pool: pool.clone() }));
-        let listener = tokio::net::TcpListener::bind(args.http_addr)
-            .await
-            .with_context(|| format!("binding {}", args.http_addr))?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "serving GraphQL on /graphql, health on /health and /ready");
         tracing::info!(
@@ -247,6 +238,54 @@ pub async fn serve(
         Some(reason) => Err(anyhow::anyhow!(reason)),
         None => Ok(()),
     }
+}
+
+/// The API's configuration, checked, and its listener, bound: what can fail before
+/// anything else starts.
+async fn api_setup(
+    args: &ServeArgs,
+    data_dir: &Path,
+) -> anyhow::Result<(aula_api::ApiConfig, tokio::net::TcpListener)> {
+    if let Some(secret) = args.token_secret.as_deref().filter(|s| s.len() < 32) {
+        anyhow::bail!(
+            "the token secret (AULA_TOKEN_SECRET / --token-secret) is {} bytes long; it \
+             needs at least 32 (or unset it: one is generated into the data directory)",
+            secret.len()
+        );
+    }
+    let secret = token_secret(args, data_dir)?;
+    let mut config = aula_api::ApiConfig::new(aula_api::Secret::new(secret));
+    config.token_ttl = Duration::from_secs(args.token_ttl_minutes * 60);
+    config.server = aula_api::ServerLimits {
+        header_timeout: Duration::from_secs(args.http_header_timeout_seconds.max(1)),
+        body_timeout: Duration::from_secs(args.http_body_timeout_seconds.max(1)),
+        max_connections: args.http_max_connections.max(1),
+        max_connections_per_client: args.http_max_connections_per_client.max(1),
+        trusted_proxies: args.trusted_proxies.clone(),
+        ..aula_api::ServerLimits::default()
+    };
+    // Read-your-writes waits for every projection, wherever it runs.
+    config.projections = aula_projections::NAMES
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid API configuration: {}", e.0))?;
+    let listener = match tokio::net::TcpListener::bind(args.http_addr).await {
+        Ok(listener) => listener,
+        Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => {
+            anyhow::bail!(
+                "the HTTP address {} is already in use by another process: stop it, or \
+                 choose another address with --http-addr / AULA_HTTP_ADDR",
+                args.http_addr
+            )
+        }
+        Err(error) => {
+            return Err(error).with_context(|| format!("binding {}", args.http_addr));
+        }
+    };
+    Ok((config, listener))
 }
 
 /// Hands the raw one-time tokens the API issues to the processor's e-mail tasks: stored

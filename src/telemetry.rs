@@ -3,7 +3,9 @@
 //! - Logs: `tracing`'s fmt layer on stderr, human-readable or JSON (`AULA_LOG_FORMAT`),
 //!   levels from `RUST_LOG`. Log lines carry the fields of their spans: `request_id`
 //!   inside a GraphQL request, `task_id`, `kind`, `attempt`, `event_id` and
-//!   `correlation_id` inside a task attempt (JSON: in `span` and `spans`).
+//!   `correlation_id` inside a task attempt (JSON: in `span` and `spans`); JSON lines
+//!   also carry the `trace_id` and `span_id` of their span when spans are exported.
+//!   Text has colours only when stderr is a terminal.
 //! - Traces: only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, an OpenTelemetry layer
 //!   exports the spans over OTLP/HTTP (protobuf) as service `aula`, in batches from a
 //!   thread of its own. Unset, no OpenTelemetry layer or exporter exists at all, and
@@ -17,8 +19,12 @@
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter};
 use opentelemetry_sdk::Resource;
+
+use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
 
@@ -59,10 +65,13 @@ impl Telemetry {
         let endpoint_note = provider.is_some();
         let filter =
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+        // Colours only for a person at a terminal, never into a file or a collector.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let telemetry = install(
             format,
             filter,
             BoxMakeWriter::new(std::io::stderr),
+            ansi,
             provider,
         );
         if endpoint_note && telemetry.provider.is_some() {
@@ -87,7 +96,13 @@ impl Telemetry {
             .with_simple_exporter(exporter)
             .with_resource(resource())
             .build();
-        install(format, EnvFilter::new(filter), writer, Some(provider))
+        install(
+            format,
+            EnvFilter::new(filter),
+            writer,
+            false,
+            Some(provider),
+        )
     }
 
     /// Whether spans are exported.
@@ -137,16 +152,26 @@ fn install(
     format: LogFormat,
     filter: EnvFilter,
     writer: BoxMakeWriter,
+    ansi: bool,
     provider: Option<SdkTracerProvider>,
 ) -> Telemetry {
     let (text, json) = match format {
         LogFormat::Text => (
-            Some(tracing_subscriber::fmt::layer().with_writer(writer)),
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(writer),
+            ),
             None,
         ),
         LogFormat::Json => (
             None,
-            Some(tracing_subscriber::fmt::layer().json().with_writer(writer)),
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .map_event_format(WithTraceIds)
+                    .with_writer(writer),
+            ),
         ),
     };
     let otel = provider
@@ -168,4 +193,55 @@ fn install(
     }
     aula_eventlog::trace::set_enabled(provider.is_some());
     Telemetry { provider }
+}
+
+/// The JSON event format with the OpenTelemetry `trace_id` and `span_id` of the span
+/// the line was written in, as the first keys of the object, when spans are exported
+/// and that span has a valid context (a log collector then links the line to its
+/// trace). Without an exporter it is the plain JSON format.
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let ids = if aula_eventlog::trace::enabled() {
+            ctx.parent_span().and_then(|span| trace_ids(&span.id()))
+        } else {
+            None
+        };
+        let Some((trace_id, span_id)) = ids else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(
+                writer,
+                "{{\"trace_id\":\"{trace_id}\",\"span_id\":\"{span_id}\",{rest}"
+            ),
+            None => writer.write_str(&line),
+        }
+    }
+}
+
+/// The trace and span ids (hex) of a span, when the OpenTelemetry layer gave it a
+/// valid context.
+fn trace_ids(id: &tracing::span::Id) -> Option<(String, String)> {
+    use opentelemetry::trace::TraceContextExt as _;
+    let context = tracing::dispatcher::get_default(|dispatch| {
+        tracing_opentelemetry::get_otel_context(id, dispatch)
+    })?;
+    let span = context.span();
+    let sc = span.span_context();
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }

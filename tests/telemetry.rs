@@ -1,11 +1,19 @@
-//! One trace across the asynchronous hop, and structured logs that carry their ids.
+//! One trace across the asynchronous hop, spans that follow the OpenTelemetry semantic
+//! conventions, and structured logs that carry their ids.
 //!
 //! The whole service runs in this process (API, projections, reactions, workers with
 //! the file outbox) with the telemetry set up by `aula::telemetry` and an in-memory
-//! span exporter: a sign-up through HTTP must give one trace holding the request, the
-//! command and its append, the projections' handling, the e-mail task's attempts and
-//! the e-mail send, each under the step that caused it; and the JSON log lines of the
-//! request and of the task carry the request id, respectively the task's ids.
+//! span exporter: a sign-up through HTTP must give one trace, continuing the caller's
+//! `traceparent`, holding the request (a SERVER span with the HTTP attributes), the
+//! command and its append (PRODUCER, with the INSERT as a database CLIENT span), the
+//! projections' and reactions' handling and the e-mail task's attempts (CONSUMERs,
+//! children of and linked to the append), and the e-mail send, each under the step
+//! that caused it; the JSON log lines of the request and of the task carry the
+//! request id, respectively the task's ids, and the trace and span ids of their span.
+//! A failed task attempt and a failed SMTP conversation are error spans with an
+//! `exception` event.
+
+mod support;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,7 +28,7 @@ use aula_eventlog::testing::TestDatabase;
 use aula_eventlog::Wakeups;
 use aula_processor::handlers::Registry;
 use aula_processor::{FileMailer, MailConfig, ProcessorConfig};
-use opentelemetry::trace::{SpanId, TraceId};
+use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use serde_json::{json, Value};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
@@ -100,6 +108,24 @@ async fn within<F: Future>(future: F) -> F::Output {
         .expect("timed out")
 }
 
+/// Whether `span` has a link to `target`.
+fn links_to(span: &SpanData, target: &SpanData) -> bool {
+    span.links
+        .iter()
+        .any(|link| link.span_context.span_id() == target.span_context.span_id())
+}
+
+/// The attributes of `span`'s event called `name`.
+fn event_attributes(span: &SpanData, name: &str) -> Option<HashMap<String, String>> {
+    span.events.iter().find(|e| e.name == name).map(|event| {
+        event
+            .attributes
+            .iter()
+            .map(|kv| (kv.key.to_string(), kv.value.to_string()))
+            .collect()
+    })
+}
+
 fn attribute(span: &SpanData, key: &str) -> Option<String> {
     span.attributes
         .iter()
@@ -164,9 +190,14 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
 
     let request_id = format!("telemetry-{}", Uuid::new_v4().simple());
     let email = format!("traced-{}@aula.test", Uuid::new_v4().simple());
+    // The caller's trace, which the request continues (W3C `traceparent`).
+    let caller_trace = Uuid::new_v4().simple().to_string();
+    let caller_span = &Uuid::new_v4().simple().to_string()[..16];
     let response: Value = reqwest::Client::new()
         .post(format!("http://{addr}/graphql"))
         .header("x-request-id", &request_id)
+        .header("traceparent", format!("00-{caller_trace}-{caller_span}-01"))
+        .header("user-agent", "aula-telemetry-test/1.0")
         .json(&json!({
             "query": "mutation($input: SignUpInput!) { signUp(input: $input) { accepted logPosition } }",
             "variables": { "input": { "email": email } },
@@ -223,12 +254,39 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
                 )
             })
     };
-    let root = one("graphql", &|_| true);
+    // HTTP: one SERVER span, continuing the caller's trace, with the semantic
+    // conventions' attributes; the `graphql` span below it.
     assert_eq!(
-        root.parent_span_id,
-        SpanId::INVALID,
-        "the request starts the trace"
+        trace_id.to_string(),
+        caller_trace,
+        "the caller's trace goes on"
     );
+    let server = one("POST /graphql", &|s| s.span_kind == SpanKind::Server);
+    assert_eq!(server.parent_span_id.to_string(), caller_span);
+    assert!(server.parent_span_is_remote);
+    let port = addr.port().to_string();
+    for (key, value) in [
+        ("http.request.method", "POST"),
+        ("url.path", "/graphql"),
+        ("url.scheme", "http"),
+        ("http.route", "/graphql"),
+        ("http.response.status_code", "200"),
+        ("server.address", "127.0.0.1"),
+        ("server.port", port.as_str()),
+        ("client.address", "127.0.0.1"),
+        ("user_agent.original", "aula-telemetry-test/1.0"),
+        ("network.protocol.version", "1.1"),
+    ] {
+        assert_eq!(
+            attribute(server, key).as_deref(),
+            Some(value),
+            "{key} of the server span"
+        );
+    }
+    assert_eq!(server.status, Status::Unset, "a 200 is no error");
+    let root = one("graphql", &|_| true);
+    assert_eq!(root.parent_span_id, server.span_context.span_id());
+    assert_eq!(root.span_kind, SpanKind::Internal);
     assert_eq!(attribute(root, "operation").as_deref(), Some("signUp"));
     let command = one("command", &|s| {
         attribute(s, "aggregate").as_deref() == Some("user")
@@ -246,6 +304,9 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
         attribute(s, "kind").as_deref() == Some("email.signup_confirmation")
     });
     let send = one("email.send", &|_| true);
+    let insert = one("INSERT events", &|s| {
+        s.parent_span_id == append.span_context.span_id()
+    });
     assert!(descends(command, root, &by_id), "command under the request");
     assert!(
         descends(append, command, &by_id),
@@ -268,6 +329,49 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
         "e-mail under its task attempt"
     );
     assert_eq!(attribute(send, "transport").as_deref(), Some("file"));
+
+    // Messaging across the log: the append is a PRODUCER, its INSERT a database
+    // CLIENT; every step that handles its events is a CONSUMER, child of the append
+    // (whose context the events carry) and linked to it.
+    assert_eq!(append.span_kind, SpanKind::Producer);
+    for (key, value) in [
+        ("messaging.system", "aula"),
+        ("messaging.destination.name", "events"),
+        ("messaging.operation.type", "send"),
+    ] {
+        assert_eq!(attribute(append, key).as_deref(), Some(value), "{key}");
+    }
+    assert_eq!(insert.span_kind, SpanKind::Client);
+    for (key, value) in [
+        ("db.system.name", "postgresql"),
+        ("db.operation.name", "INSERT"),
+        ("db.collection.name", "events"),
+    ] {
+        assert_eq!(attribute(insert, key).as_deref(), Some(value), "{key}");
+    }
+    for consumer in [projection, reaction, task] {
+        assert_eq!(consumer.span_kind, SpanKind::Consumer, "{}", consumer.name);
+        assert_eq!(
+            consumer.parent_span_id,
+            append.span_context.span_id(),
+            "{} is a child of the append",
+            consumer.name
+        );
+        assert!(
+            links_to(consumer, append),
+            "{} links to the append",
+            consumer.name
+        );
+        assert_eq!(
+            attribute(consumer, "messaging.operation.type").as_deref(),
+            Some("process")
+        );
+        assert_eq!(
+            attribute(consumer, "messaging.system").as_deref(),
+            Some("aula")
+        );
+    }
+    assert_eq!(task.status, Status::Unset, "the e-mail task succeeded");
     assert!(
         aula_processor::metrics::EMAILS
             .get(["file", "sent"])
@@ -286,6 +390,12 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
         })
         .unwrap_or_else(|| panic!("no log line of the request carries its id: {lines:?}"));
     assert_eq!(request_line["fields"]["outcome"], "ok");
+    assert_eq!(request_line["trace_id"], trace_id.to_string());
+    assert_eq!(
+        request_line["span_id"],
+        root.span_context.span_id().to_string(),
+        "the line carries the ids of the `graphql` span it was written in"
+    );
     assert!(request_line["spans"]
         .as_array()
         .unwrap()
@@ -301,6 +411,11 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
             l["fields"]["message"] == "task attempt finished" && l["span"]["task_id"] == task_id
         })
         .unwrap_or_else(|| panic!("no log line of task {task_id}: {lines:?}"));
+    assert_eq!(task_line["trace_id"], trace_id.to_string());
+    assert_eq!(
+        task_line["span_id"],
+        task.span_context.span_id().to_string()
+    );
     for key in ["task_id", "kind", "attempt", "event_id", "correlation_id"] {
         assert!(
             !task_line["span"][key].is_null(),
@@ -312,6 +427,50 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
         "the e-mail address was logged"
     );
 
+    // A failed attempt: its span has status ERROR and an `exception` event.
+    let kind = format!("telemetry.unknown.{}", Uuid::new_v4().simple());
+    let mut conn = db.pool.acquire().await.unwrap();
+    aula_processor::queue::insert_tasks(
+        &mut conn,
+        &[aula_processor::NewTask::new(
+            &kind,
+            format!("{kind}:1"),
+            json!({}),
+        )],
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let failed = loop {
+        let all = installed.spans.get_finished_spans().unwrap();
+        if let Some(span) = all
+            .iter()
+            .find(|s| s.name == "task" && attribute(s, "kind").as_deref() == Some(kind.as_str()))
+        {
+            break span.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no span of the failed task"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(failed.span_kind, SpanKind::Consumer);
+    match &failed.status {
+        Status::Error { description } => {
+            assert!(description.contains("no handler"), "{description}")
+        }
+        other => panic!("the failed attempt's status is {other:?}"),
+    }
+    assert_eq!(
+        attribute(&failed, "error.type").as_deref(),
+        Some("TaskError::Permanent")
+    );
+    let exception = event_attributes(&failed, "exception").expect("an exception event");
+    assert!(exception["exception.message"].contains("no handler"));
+    assert_eq!(exception["exception.type"], "TaskError::Permanent");
+
     trigger.trigger();
     within(http).await.unwrap().unwrap();
     within(workers).await.unwrap().unwrap();
@@ -320,4 +479,85 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
         within(handle.task).await.unwrap();
     }
     let _ = std::fs::remove_dir_all(&outbox);
+}
+
+/// An SMTP conversation is a CLIENT span naming the server; one the server refuses is
+/// an error span with an `exception` event.
+#[tokio::test(flavor = "multi_thread")]
+async fn smtp_sends_are_client_spans_and_a_refused_one_is_an_error() {
+    let installed = installed();
+    let port = support::free_port();
+    let smtp = support::smtp::accept_on(port).await;
+    // One mailer per send: lettre keeps a connection open, and the acceptor refuses
+    // new connections only.
+    let mailer = || {
+        aula_processor::SmtpMailer::from_url(
+            &format!("smtp://127.0.0.1:{port}"),
+            "Aula <no-reply@aula.test>",
+        )
+        .unwrap()
+    };
+    let message = |key: &str| aula_processor::mail::EmailMessage {
+        to: "someone@aula.test".into(),
+        subject: "telemetry".into(),
+        text: "hello".into(),
+        html: "<p>hello</p>".into(),
+        idempotency_key: key.into(),
+    };
+    let send = |key: String| {
+        let parent = tracing::info_span!("telemetry_smtp_test", key = %key);
+        let message = message(&key);
+        let mailer = mailer();
+        async move {
+            use tracing::Instrument as _;
+            aula_processor::mail::send(&mailer, &message)
+                .instrument(parent)
+                .await
+        }
+    };
+    let sent_key = format!("sent-{}", Uuid::new_v4().simple());
+    within(send(sent_key.clone())).await.unwrap();
+    smtp.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    let refused_key = format!("refused-{}", Uuid::new_v4().simple());
+    assert!(within(send(refused_key.clone())).await.is_err());
+
+    let spans = installed.spans.get_finished_spans().unwrap();
+    let smtp_span_of = |key: &str| -> SpanData {
+        let parent = spans
+            .iter()
+            .find(|s| {
+                s.name == "telemetry_smtp_test" && attribute(s, "key").as_deref() == Some(key)
+            })
+            .unwrap_or_else(|| panic!("no test span {key}"));
+        let email = spans
+            .iter()
+            .find(|s| s.name == "email.send" && s.parent_span_id == parent.span_context.span_id())
+            .expect("an email.send span");
+        spans
+            .iter()
+            .find(|s| s.name == "smtp" && s.parent_span_id == email.span_context.span_id())
+            .expect("an smtp span under email.send")
+            .clone()
+    };
+    let sent = smtp_span_of(&sent_key);
+    assert_eq!(sent.span_kind, SpanKind::Client);
+    assert_eq!(
+        attribute(&sent, "server.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(attribute(&sent, "server.port"), Some(port.to_string()));
+    assert_eq!(
+        attribute(&sent, "network.protocol.name").as_deref(),
+        Some("smtp")
+    );
+    assert_eq!(sent.status, Status::Unset);
+    let refused = smtp_span_of(&refused_key);
+    assert!(
+        matches!(refused.status, Status::Error { .. }),
+        "{:?}",
+        refused.status
+    );
+    let exception = event_attributes(&refused, "exception").expect("an exception event");
+    assert_eq!(exception["exception.type"], "smtp_transient");
+    assert!(!exception["exception.message"].is_empty());
 }

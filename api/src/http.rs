@@ -34,6 +34,7 @@ const REQUEST_ID_HEADER: &str = "x-request-id";
 /// All routes of the API.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit_bytes;
+    let spans = state.clone();
     let http = Http {
         schema: graphql::build(Some(state.clone())),
         app: state,
@@ -48,6 +49,11 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::graphiql::routes())
         .merge(crate::pages::routes())
         .layer(DefaultBodyLimit::max(body_limit))
+        // Outermost: the SERVER span is around everything else of the request.
+        .layer(axum::middleware::from_fn_with_state(
+            spans,
+            crate::http_span::server_span,
+        ))
         .with_state(http)
 }
 
@@ -267,19 +273,8 @@ async fn graphql_post(
         request_id = %request_id,
         operation = tracing::field::Empty
     );
-    // A caller's W3C trace context, when spans are exported: continue its trace.
-    if aula_eventlog::trace::enabled() {
-        if let Some(traceparent) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
-            aula_eventlog::trace::TraceContext {
-                traceparent: traceparent.to_owned(),
-                tracestate: headers
-                    .get("tracestate")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
-            }
-            .adopt(&span);
-        }
-    }
+    // A child of the HTTP SERVER span (`crate::http_span`), which continues the
+    // caller's trace context.
     let format = Format::of(&headers);
     async move {
         if !is_json(&headers) {

@@ -356,6 +356,7 @@ pub(crate) async fn render(state: &AppState) -> String {
     GRAPHQL_DURATION.encode(&mut out);
     aula_eventlog::metrics::encode(&mut out);
     aula_processor::metrics::encode(&mut out);
+    crate::process_metrics::encode(&mut out);
 
     let mut sources: Vec<(&str, bool)> = Vec::new();
     match aula_projections::status::status(&state.pool).await {

@@ -371,3 +371,48 @@ fn the_parser_rejects_malformed_text() {
         );
     }
 }
+
+/// The process metrics every Prometheus client library exports, read from `/proc`, and
+/// the build's information.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_describe_the_process_and_the_build() {
+    let server = TestServer::start().await;
+    let (text, samples) = scrape(&server).await;
+    let one = |name: &str| -> f64 {
+        let found: Vec<&Sample> = samples.iter().filter(|s| s.name == name).collect();
+        assert_eq!(found.len(), 1, "one sample of {name}");
+        assert!(found[0].labels.is_empty(), "{name} has no labels");
+        found[0].value
+    };
+    assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
+    assert!(one("process_cpu_seconds_total") > 0.0);
+    let resident = one("process_resident_memory_bytes");
+    assert!(resident > 1e6, "resident memory {resident}");
+    assert!(one("process_virtual_memory_bytes") >= resident);
+    let open = one("process_open_fds");
+    let max = one("process_max_fds");
+    assert!(open >= 3.0 && open < max, "{open} open of {max}");
+    assert!(one("process_threads") >= 2.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = one("process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 24.0 * 3600.0,
+        "started at {started}, now {now}"
+    );
+
+    let build: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.name == "aula_build_info")
+        .collect();
+    assert_eq!(build.len(), 1);
+    assert_eq!(build[0].value, 1.0);
+    assert_eq!(build[0].labels["version"], env!("CARGO_PKG_VERSION"));
+    let rustc = &build[0].labels["rustc"];
+    assert!(
+        rustc.split('.').count() >= 3 && rustc.starts_with("1."),
+        "rustc {rustc}"
+    );
+}

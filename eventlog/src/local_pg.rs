@@ -40,6 +40,12 @@ pub enum LocalPgError {
     )]
     BinariesNotFound,
     #[error(
+        "AULA_PG_BIN={0} holds no `initdb` and `postgres`: point it at the directory of the \
+         PostgreSQL server binaries (e.g. /usr/lib/postgresql/15/bin), or unset it to use \
+         those on PATH or under /usr/lib/postgresql/*/bin"
+    )]
+    PgBinInvalid(PathBuf),
+    #[error(
         "running as root, but there is no unprivileged `postgres` account to run the \
          server as (PostgreSQL refuses to run as root). Create one, run as another user, \
          or set DATABASE_URL."
@@ -165,6 +171,12 @@ impl LocalPostgres {
     /// before the runtime does anything latency-sensitive.
     pub fn start(options: &LocalPgOptions) -> Result<Self, LocalPgError> {
         let bin = find_binaries()?;
+        tracing::info!(
+            initdb = %bin.initdb.display(),
+            postgres = %bin.postgres.display(),
+            version = %server_version(&bin.postgres),
+            "PostgreSQL server binaries"
+        );
         let account = unprivileged_account()?;
         let data_dir = absolute(&options.data_dir)?;
         let pgdata = data_dir.join("pgdata");
@@ -371,13 +383,12 @@ impl LocalPostgres {
             .database(&self.database)
     }
 
-    /// A `postgres://` URL for humans (psql) and tools.
+    /// A `postgresql://` URL for humans (psql) and tools, and for a second `aula`
+    /// process as its `DATABASE_URL`: the socket directory goes in the `host`
+    /// parameter (percent-encoded), which libpq and sqlx both prefer to the URL's host
+    /// part, and that part is `localhost` because sqlx refuses an empty one.
     pub fn url(&self) -> String {
-        format!(
-            "postgresql://{SUPERUSER}@/{}?host={}&port={SOCKET_PORT}",
-            self.database,
-            self.socket_dir.display()
-        )
+        socket_url(&self.socket_dir, &self.database)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -662,11 +673,44 @@ fn remove_stale_lock_files(pgdata: &Path, socket_dir: &Path) -> Result<(), Local
     }
 }
 
-fn find_binaries() -> Result<Binaries, LocalPgError> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(dir) = std::env::var_os("AULA_PG_BIN") {
-        candidates.push(PathBuf::from(dir));
+/// The URL of `database` on our server's socket in `socket_dir` (see [`LocalPostgres::url`]).
+fn socket_url(socket_dir: &Path, database: &str) -> String {
+    format!(
+        "postgresql://{SUPERUSER}@localhost/{database}?host={}&port={SOCKET_PORT}",
+        percent_encode_path(socket_dir)
+    )
+}
+
+/// A path as a URL query value: unreserved characters and `/` as they are, every
+/// other byte percent-encoded.
+fn percent_encode_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut out = String::new();
+    for &byte in path.as_os_str().as_bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
     }
+    out
+}
+
+fn find_binaries() -> Result<Binaries, LocalPgError> {
+    // A directory the user named is the only one we use: silently running other
+    // binaries than the ones asked for would hide the mistake.
+    if let Some(dir) = std::env::var_os("AULA_PG_BIN").filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        return if dir.join("initdb").is_file() && dir.join("postgres").is_file() {
+            Ok(Binaries {
+                initdb: dir.join("initdb"),
+                postgres: dir.join("postgres"),
+            })
+        } else {
+            Err(LocalPgError::PgBinInvalid(dir))
+        };
+    }
+    let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(path) = std::env::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path));
     }
@@ -690,6 +734,19 @@ fn find_binaries() -> Result<Binaries, LocalPgError> {
             postgres: dir.join("postgres"),
         })
         .ok_or(LocalPgError::BinariesNotFound)
+}
+
+/// What `postgres --version` says (`postgres (PostgreSQL) 15.14`), or `unknown`.
+fn server_version(postgres: &Path) -> String {
+    Command::new(postgres)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// `None` when we are not root: the server runs as us.
@@ -749,4 +806,26 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr as _;
+
+    use super::*;
+
+    #[test]
+    fn the_printed_url_is_one_sqlx_accepts_for_the_socket() {
+        let dir = Path::new("/var/tmp/aula data/run%x");
+        let url = socket_url(dir, "aula");
+        assert_eq!(
+            url,
+            "postgresql://aula@localhost/aula?host=/var/tmp/aula%20data/run%25x&port=5432"
+        );
+        let options = PgConnectOptions::from_str(&url).expect("sqlx accepts it");
+        assert_eq!(options.get_socket(), Some(&dir.to_path_buf()));
+        assert_eq!(options.get_port(), SOCKET_PORT);
+        assert_eq!(options.get_username(), SUPERUSER);
+        assert_eq!(options.get_database(), Some("aula"));
+    }
 }

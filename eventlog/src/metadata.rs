@@ -15,8 +15,9 @@ pub const ACTOR: &str = "actor";
 pub const CORRELATION_ID: &str = "correlation_id";
 pub const CAUSATION_ID: &str = "causation_id";
 pub const REQUEST_ID: &str = "request_id";
-/// The W3C trace context of the span that ran the command (only when spans are
-/// exported): handlers of the event continue that trace (see [`crate::trace`]).
+/// The W3C trace context of the span that appended the event (`events.append`, only
+/// when spans are exported), in the `traceparent` header's form: handlers of the event
+/// continue that trace (see [`crate::trace`]).
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 

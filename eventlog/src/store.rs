@@ -266,9 +266,10 @@ where
     /// Loads the aggregate, lets it decide, appends what it decided. On a lost race
     /// the whole cycle runs again on fresh state, with a short jittered pause.
     ///
-    /// Runs in a `command` span; when spans are exported, its trace context is stored
-    /// in the events' metadata (unless the caller put one there) so that whoever
-    /// handles the events continues the trace (see [`crate::trace`]).
+    /// Runs in a `command` span, each append in an `events.append` PRODUCER span; when
+    /// spans are exported, the append span's trace context is stored in the events'
+    /// metadata (unless the caller put one there) so that whoever handles the events
+    /// continues the trace (see [`crate::trace`]).
     pub async fn execute(
         &self,
         aggregate_id: &str,
@@ -276,12 +277,7 @@ where
         metadata: &EventMetadata,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let span = tracing::info_span!("command", aggregate = A::TYPE, aggregate_id);
-        let mut map = metadata.to_map();
-        if !map.contains_key(crate::metadata::TRACEPARENT) {
-            if let Some(context) = crate::trace::TraceContext::of(&span) {
-                context.insert_into(&mut map);
-            }
-        }
+        let map = metadata.to_map();
         self.execute_with_map(aggregate_id, command, &map)
             .instrument(span)
             .await
@@ -294,6 +290,9 @@ where
         metadata: &std::collections::HashMap<String, String>,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let metadata_json = serde_json::to_string(metadata).map_err(StoreError::from)?;
+        // Each append's own context goes into its events' metadata (spans exported only).
+        let traced =
+            crate::trace::enabled() && !metadata.contains_key(crate::metadata::TRACEPARENT);
         let mut attempt = 0;
         let mut use_cache = true;
         loop {
@@ -329,11 +328,28 @@ where
                     attempts: attempt,
                 });
             }
-            match self
-                .append(aggregate_id, current_sequence, &events, &metadata_json)
-                .instrument(tracing::info_span!("events.append", events = events.len()))
-                .await
-            {
+            let producer = crate::trace::producer_span(events.len());
+            let context = traced
+                .then(|| crate::trace::TraceContext::of(&producer))
+                .flatten();
+            let traced_json = match context {
+                Some(context) => {
+                    let mut map = metadata.clone();
+                    context.insert_into(&mut map);
+                    Some(serde_json::to_string(&map).map_err(StoreError::from)?)
+                }
+                None => None,
+            };
+            let json = traced_json.as_deref().unwrap_or(&metadata_json);
+            let appended = self
+                .append(aggregate_id, current_sequence, &events, json)
+                .instrument(producer.clone())
+                .await;
+            if let Err(AppendError::Store(error)) = &appended {
+                crate::trace::record_error(&producer, "StoreError", &error.to_string());
+            }
+            drop(producer);
+            match appended {
                 Ok(appended) => {
                     self.notifier.poke();
                     for event in &events {
@@ -395,6 +411,7 @@ where
             versions.push(event.event_version());
             payloads.push(serde_json::to_string(event).map_err(StoreError::from)?);
         }
+        let database = crate::trace::database_span("INSERT", "events");
         let result: Result<Vec<(Uuid, i64, i64)>, sqlx::Error> = sqlx::query_as(APPEND_SQL)
             .bind(A::TYPE)
             .bind(aggregate_id)
@@ -404,7 +421,11 @@ where
             .bind(&payloads)
             .bind(metadata_json)
             .fetch_all(&self.pool)
+            .instrument(database.clone())
             .await;
+        if let Err(error) = &result {
+            crate::trace::record_database_error(&database, error);
+        }
         match result {
             Ok(rows) => {
                 let mut appended: Vec<Appended> = rows

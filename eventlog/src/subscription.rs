@@ -311,7 +311,7 @@ impl<C: Consumer> Runner<C> {
             };
             // When spans are exported: each event's trace gets this step (held until
             // the batch commits or fails).
-            let _event_spans = crate::trace::subscription_spans(&name, &batch);
+            let event_spans = crate::trace::subscription_spans(&name, &batch);
             match handle_caught(&mut self.consumer, &mut tx, &batch).await {
                 Ok(()) => {
                     sqlx::query(
@@ -352,6 +352,10 @@ impl<C: Consumer> Runner<C> {
                     consumer_failures += 1;
                     let failed = &batch[0];
                     let message = error_chain(&*error);
+                    // The whole batch was rolled back: each event's step failed.
+                    for span in &event_spans {
+                        crate::trace::record_error(span, "consumer_failed", &message);
+                    }
                     if batch.len() == 1 {
                         tracing::error!(subscription = %name, global_position = failed.global_position(), event_type = %failed.event_type, attempt = consumer_failures, error = %message, "consumer failed on an event; it will be retried, not skipped");
                         sqlx::query(

@@ -1,19 +1,29 @@
-//! One trace across the asynchronous hop: the W3C trace context (`traceparent`,
-//! `tracestate`) of the span that ran a command is stored in its events' metadata
+//! One trace across the asynchronous hop, and the OpenTelemetry semantic conventions
+//! of the spans that make it.
+//!
+//! The W3C trace context (`traceparent`, `tracestate`) of the span that appended a
+//! command's events (the `events.append` PRODUCER span) is stored in their metadata
 //! ([`crate::metadata::TRACEPARENT`]); whoever handles those events later (projections,
-//! reactions, the tasks they issue) makes its span a child of that context, so one
-//! trace shows request → command → append → projection update → task → e-mail.
+//! reactions, the tasks they issue) opens a CONSUMER span that is a child of that
+//! context and links to it, so one trace shows request → command → append →
+//! projection update → task → e-mail. The context is written and read by the
+//! OpenTelemetry SDK's standard [`TraceContextPropagator`], for HTTP headers and stored
+//! metadata alike; the stored form is the W3C header value, a contract like the rest of
+//! the metadata.
 //!
 //! Spans are `tracing` spans; the OpenTelemetry layer (installed by the binary only
-//! when an exporter is configured) gives them trace and span ids. Without it,
-//! [`enabled`] is false and every function here returns at once: no context is
-//! stored and no extra span is created.
+//! when an exporter is configured) gives them trace and span ids, and reads the kind,
+//! name and status from the special `otel.*` fields. Without it, [`enabled`] is false
+//! and every function here returns at once: no context is stored, no attribute is
+//! computed and no extra span is created.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
-};
+use opentelemetry::propagation::TextMapPropagator as _;
+use opentelemetry::trace::{SpanContext, Status, TraceContextExt as _};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use serde_json::Value;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -32,6 +42,11 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
+/// `messaging.system` of the event log (semantic conventions: a system of our own).
+pub const MESSAGING_SYSTEM: &str = "aula";
+/// `messaging.destination.name`: the log is one destination, the `events` table.
+pub const EVENTS_DESTINATION: &str = "events";
+
 /// A W3C trace context, as stored in metadata and task payloads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {
@@ -45,21 +60,16 @@ impl TraceContext {
         if !enabled() {
             return None;
         }
-        let context = span.context();
-        let otel = context.span();
-        let sc = otel.span_context();
-        if !sc.is_valid() {
-            return None;
-        }
-        let state = sc.trace_state().header();
+        Self::of_context(&span.context())
+    }
+
+    /// The W3C form of an OpenTelemetry context, as the standard propagator writes it.
+    fn of_context(context: &opentelemetry::Context) -> Option<TraceContext> {
+        let mut carrier: HashMap<String, String> = HashMap::new();
+        TraceContextPropagator::new().inject_context(context, &mut carrier);
         Some(TraceContext {
-            traceparent: format!(
-                "00-{:032x}-{:016x}-{:02x}",
-                sc.trace_id(),
-                sc.span_id(),
-                sc.trace_flags().to_u8()
-            ),
-            tracestate: (!state.is_empty()).then_some(state),
+            traceparent: carrier.remove(TRACEPARENT)?,
+            tracestate: carrier.remove(TRACESTATE).filter(|s| !s.is_empty()),
         })
     }
 
@@ -83,29 +93,17 @@ impl TraceContext {
         })
     }
 
-    /// The OpenTelemetry span context it names (`None` if malformed).
+    /// The OpenTelemetry span context it names (`None` if malformed), as the standard
+    /// propagator reads it.
     pub fn span_context(&self) -> Option<SpanContext> {
-        let mut parts = self.traceparent.trim().split('-');
-        let (version, trace_id, span_id, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if version.len() != 2
-            || version == "ff"
-            || trace_id.len() != 32
-            || span_id.len() != 16
-            || flags.len() != 2
-            || (version == "00" && parts.next().is_some())
-        {
-            return None;
+        let mut carrier: HashMap<String, String> = HashMap::new();
+        carrier.insert(TRACEPARENT.into(), self.traceparent.clone());
+        if let Some(state) = &self.tracestate {
+            carrier.insert(TRACESTATE.into(), state.clone());
         }
-        let trace_id = TraceId::from_hex(trace_id).ok()?;
-        let span_id = SpanId::from_hex(span_id).ok()?;
-        let flags = u8::from_str_radix(flags, 16).ok()?;
-        let state = self
-            .tracestate
-            .as_deref()
-            .and_then(|s| s.parse::<TraceState>().ok())
-            .unwrap_or_default();
-        let sc = SpanContext::new(trace_id, span_id, TraceFlags::new(flags), true, state);
+        let context = TraceContextPropagator::new()
+            .extract_with_context(&opentelemetry::Context::new(), &carrier);
+        let sc = context.span().span_context().clone();
         sc.is_valid().then_some(sc)
     }
 
@@ -122,6 +120,21 @@ impl TraceContext {
             .is_ok()
     }
 
+    /// Makes this context the parent of `span` (not entered yet) and adds a link to it:
+    /// the messaging conventions' "process" span of a message whose creation context
+    /// this is. Returns whether it took.
+    pub fn adopt_and_link(&self, span: &tracing::Span) -> bool {
+        if !enabled() {
+            return false;
+        }
+        let Some(sc) = self.span_context() else {
+            return false;
+        };
+        span.add_link(sc.clone());
+        span.set_parent(opentelemetry::Context::new().with_remote_span_context(sc))
+            .is_ok()
+    }
+
     /// Adds `traceparent` (and `tracestate`) to a metadata map or task payload.
     pub fn insert_into(&self, map: &mut std::collections::HashMap<String, String>) {
         map.insert(TRACEPARENT.into(), self.traceparent.clone());
@@ -131,10 +144,98 @@ impl TraceContext {
     }
 }
 
-/// One span per event of a subscription's batch, each a child of the trace context
-/// stored with its event: the "projection update" (or "reaction") step of that
-/// event's trace. They last as long as the caller holds them (the batch). Empty when
-/// spans are not exported.
+/// Sets an OpenTelemetry attribute on `span` when spans are exported (no `tracing`
+/// field, so log lines do not carry it).
+pub fn set_attribute(
+    span: &tracing::Span,
+    key: &'static str,
+    value: impl Into<opentelemetry::Value>,
+) {
+    if enabled() {
+        span.set_attribute(key, value);
+    }
+}
+
+/// Marks `span` as failed, the way the semantic conventions say: status `ERROR` with
+/// `message` as its description, the attribute `error.type`, and an `exception` event
+/// (`exception.type`, `exception.message`). Nothing when spans are not exported.
+pub fn record_error(span: &tracing::Span, error_type: &str, message: &str) {
+    if !enabled() {
+        return;
+    }
+    span.set_status(Status::error(message.to_owned()));
+    span.set_attribute("error.type", error_type.to_owned());
+    span.add_event(
+        "exception",
+        vec![
+            KeyValue::new("exception.type", error_type.to_owned()),
+            KeyValue::new("exception.message", message.to_owned()),
+        ],
+    );
+}
+
+/// [`record_error`] for a failed database operation: `error.type` is the SQLSTATE
+/// when the server answered, else the kind of failure.
+pub fn record_database_error(span: &tracing::Span, error: &sqlx::Error) {
+    if !enabled() {
+        return;
+    }
+    let error_type = match error {
+        sqlx::Error::Database(e) => e.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+    .unwrap_or_else(|| {
+        match error {
+            sqlx::Error::PoolTimedOut => "pool_timeout",
+            sqlx::Error::Io(_) => "io",
+            sqlx::Error::Tls(_) => "tls",
+            _ => "sqlx::Error",
+        }
+        .to_owned()
+    });
+    record_error(span, &error_type, &error.to_string());
+}
+
+/// The PRODUCER span of an append: `events` messages sent to the log. Its context is
+/// what the events' metadata carries. A plain `events.append` span when spans are not
+/// exported.
+pub fn producer_span(events: usize) -> tracing::Span {
+    if !enabled() {
+        return tracing::info_span!("events.append", events);
+    }
+    tracing::info_span!(
+        "events.append",
+        events,
+        otel.kind = "producer",
+        "messaging.system" = MESSAGING_SYSTEM,
+        "messaging.destination.name" = EVENTS_DESTINATION,
+        "messaging.operation.type" = "send",
+        "messaging.operation.name" = "send",
+        "messaging.batch.message_count" = events,
+    )
+}
+
+/// A CLIENT span of one named database operation (`INSERT` into `events`, ...), with
+/// the database conventions' attributes; `Span::none()` when spans are not exported.
+pub fn database_span(operation: &'static str, collection: &'static str) -> tracing::Span {
+    if !enabled() {
+        return tracing::Span::none();
+    }
+    let name = format!("{operation} {collection}");
+    tracing::info_span!(
+        "db",
+        otel.kind = "client",
+        otel.name = %name,
+        "db.system.name" = "postgresql",
+        "db.operation.name" = operation,
+        "db.collection.name" = collection,
+    )
+}
+
+/// One CONSUMER span per event of a subscription's batch, each a child of the trace
+/// context stored with its event and linked to it: the "projection update" (or
+/// "reaction") step of that event's trace. They last as long as the caller holds them
+/// (the batch). Empty when spans are not exported.
 pub fn subscription_spans(subscription: &str, events: &[RecordedEvent]) -> Vec<tracing::Span> {
     if !enabled() {
         return Vec::new();
@@ -149,8 +250,15 @@ pub fn subscription_spans(subscription: &str, events: &[RecordedEvent]) -> Vec<t
                 event_type = %event.event_type,
                 event_id = %event.event_id,
                 global_position = event.global_position(),
+                otel.kind = "consumer",
+                "messaging.system" = MESSAGING_SYSTEM,
+                "messaging.destination.name" = EVENTS_DESTINATION,
+                "messaging.operation.type" = "process",
+                "messaging.operation.name" = "process",
+                "messaging.consumer.group.name" = subscription,
+                "messaging.message.id" = %event.event_id,
             );
-            context.adopt(&span).then_some(span)
+            context.adopt_and_link(&span).then_some(span)
         })
         .collect()
 }
@@ -160,7 +268,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn traceparent_parses_and_rejects_malformed_values() {
+    fn the_standard_propagator_reads_traceparent_and_rejects_malformed_values() {
         let ok = TraceContext {
             traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
             tracestate: Some("congo=t61rcWkgMzE".into()),
@@ -179,7 +287,6 @@ mod tests {
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
             "00-zzf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {
             let context = TraceContext {
@@ -202,5 +309,27 @@ mod tests {
         context.insert_into(&mut map);
         assert_eq!(map[TRACEPARENT], context.traceparent);
         assert!(TraceContext::from_json(&serde_json::json!({})).is_none());
+    }
+
+    #[test]
+    fn the_stored_form_is_unchanged_by_a_round_trip_through_the_propagator() {
+        for (traceparent, tracestate) in [
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                Some("congo=t61rcWkgMzE"),
+            ),
+            (
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+                None,
+            ),
+        ] {
+            let stored = TraceContext {
+                traceparent: traceparent.into(),
+                tracestate: tracestate.map(str::to_owned),
+            };
+            let sc = stored.span_context().expect("valid");
+            let context = opentelemetry::Context::new().with_remote_span_context(sc);
+            assert_eq!(TraceContext::of_context(&context), Some(stored));
+        }
     }
 }

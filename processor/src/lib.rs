@@ -41,6 +41,7 @@ pub mod processing;
 pub mod queue;
 pub mod reactions;
 pub mod reprocess;
+pub mod spans;
 pub mod task_list;
 pub mod tokens;
 pub mod worker;

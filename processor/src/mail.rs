@@ -107,6 +107,8 @@ pub fn build_message(from: &str, message: &EmailMessage) -> Result<Message, Mail
 pub struct SmtpMailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: String,
+    /// Host and port, for the `smtp` CLIENT span.
+    server: Option<crate::spans::SmtpServer>,
 }
 
 impl SmtpMailer {
@@ -119,6 +121,7 @@ impl SmtpMailer {
         Ok(Self {
             transport,
             from: from.into(),
+            server: crate::spans::SmtpServer::from_url(url),
         })
     }
 }
@@ -126,8 +129,22 @@ impl SmtpMailer {
 #[async_trait::async_trait]
 impl Mailer for SmtpMailer {
     async fn send(&self, message: &EmailMessage) -> Result<(), MailError> {
+        use tracing::Instrument as _;
         let built = build_message(&self.from, message)?;
-        self.transport.send(built).await?;
+        let span = match &self.server {
+            Some(server) => crate::spans::smtp(server),
+            None => tracing::Span::none(),
+        };
+        let sent = self.transport.send(built).instrument(span.clone()).await;
+        if let Err(error) = &sent {
+            let kind = if error.is_permanent() {
+                "smtp_permanent"
+            } else {
+                "smtp_transient"
+            };
+            aula_eventlog::trace::record_error(&span, kind, &error.to_string());
+        }
+        sent?;
         Ok(())
     }
 

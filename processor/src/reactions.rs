@@ -105,7 +105,7 @@ pub fn tasks_for_subject(event: &RecordedEvent, subject: Option<(&str, &str)>) -
         "reprocessed_from": event.metadata.get(REPROCESSED_FROM),
     });
     // The event's trace context travels with its tasks: each attempt's span is a child
-    // of the command that appended the event (see the worker).
+    // of the append that wrote the event, and linked to it (see `crate::spans`).
     if let (Some(context), Some(object)) = (
         TraceContext::from_json(&event.metadata),
         payload.as_object_mut(),

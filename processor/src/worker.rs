@@ -268,23 +268,11 @@ fn claim_connection(pool: &PgPool) -> PgPool {
 /// spans are exported, it continues the trace that issued the task (the context the
 /// reaction stored in the payload); records the attempt's metrics.
 async fn run_one(registry: &Registry, ctx: &TaskContext) -> Outcome {
-    let task = &ctx.task;
-    // All fields at creation: recording them later costs the JSON formatter a re-parse.
-    let span = tracing::info_span!(
-        "task",
-        task_id = task.id,
-        kind = %task.kind,
-        attempt = task.attempt,
-        event_id = %OptionalId(task.event_id),
-        correlation_id = %OptionalId(task.correlation_id),
-    );
-    if aula_eventlog::trace::enabled() {
-        if let Some(context) = aula_eventlog::trace::TraceContext::from_json(&task.payload) {
-            context.adopt(&span);
-        }
-    }
+    let span = crate::spans::task_attempt(&ctx.task);
     let started = std::time::Instant::now();
     let outcome = run_attempt(registry, ctx).instrument(span.clone()).await;
+    crate::spans::record_outcome(&span, &outcome.result);
+    let task = &ctx.task;
     let label = match &outcome.result {
         Ok(()) => "succeeded",
         Err(error) if error.is_permanent() => "failed_permanently",
@@ -300,18 +288,6 @@ async fn run_one(registry: &Registry, ctx: &TaskContext) -> Outcome {
         )
     });
     outcome
-}
-
-/// An optional id in a log field: the id, or `-`.
-struct OptionalId(Option<uuid::Uuid>);
-
-impl std::fmt::Display for OptionalId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            Some(id) => id.fmt(f),
-            None => f.write_str("-"),
-        }
-    }
 }
 
 async fn run_attempt(registry: &Registry, ctx: &TaskContext) -> Outcome {
