@@ -4,6 +4,7 @@
 //!    mid-stream, then the publisher SIGKILLed mid-stream and started again; a consumer
 //!    reads the stream and finds every event of the log exactly once, in commit order,
 //!    in its public form; `/ready` stays green during the outage while the lag shows.
+//!    A stream whose duplicate window is shorter than the retry horizon is refused.
 //! 2. Several processes on one PostgreSQL: 2 API, 3 processor and 1 projections
 //!    processes; thousands of applications through both APIs; one processor and one API
 //!    SIGKILLed in the middle. Nothing is lost, nothing is done twice, nothing is stuck,
@@ -370,6 +371,47 @@ async fn every_event_reaches_nats_once_in_commit_order_through_outages_and_crash
     assert_stream_is_the_log(&nats.url(), &db.pool, "after a reprocessed copy").await;
 
     drop(publisher);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_that_forgets_duplicates_before_the_retry_horizon_is_refused_at_start() {
+    let db = TestDatabase::new().await;
+    let dir = test_dir("window");
+    let nats = LocalNats::start().expect("nats-server (apt-get install nats-server)");
+    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.create_stream(jetstream::stream::Config {
+        name: "AULA_EVENTS".into(),
+        subjects: vec!["aula.events.>".into()],
+        duplicate_window: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let env = [
+        ("DATABASE_URL", database_url(&db)),
+        ("AULA_NATS_URL", nats.url()),
+        ("AULA_NATS_RETRY_HORIZON_SECONDS", "600".to_owned()),
+    ];
+    let mut publisher = Process::spawn("publisher", &dir, &["serve", "--only", "broker"], &env);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = publisher.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the publisher started; see {}",
+            publisher.log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success());
+    let log = std::fs::read_to_string(&publisher.log).unwrap();
+    assert!(
+        log.contains("keeps duplicates for 60 s, less than the publisher's retry horizon of 600 s"),
+        "{log}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
