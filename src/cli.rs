@@ -154,6 +154,8 @@ pub enum Part {
     Api,
     Projections,
     Processor,
+    /// Events to NATS JetStream (needs AULA_NATS_URL; part of a plain `serve` when set).
+    Broker,
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,6 +270,16 @@ pub enum BenchCommand {
         applicants: usize,
         #[arg(long, default_value_t = 1)]
         courses: usize,
+    },
+    /// Events to NATS JetStream: events/s published from a log of N events, then commit →
+    /// consumer latency p50/p99 of single commands. Uses AULA_NATS_URL, or starts a
+    /// private `nats-server` (from PATH) with JetStream on a temporary directory.
+    Broker {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: i64,
+        /// Single events, one at a time, for the latency percentiles.
+        #[arg(long, default_value_t = 2000)]
+        latency_events: usize,
     },
     /// N sequential events, each awaited until its task starts: latency percentiles.
     Latency {

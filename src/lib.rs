@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod bench_broker;
 pub mod catalog;
 pub mod cli;
 pub mod database;
@@ -105,6 +106,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     bench::task_worker(&cli.global, &database, name, concurrency, claim_batch).await
                 }
                 BenchCommand::Latency { events } => bench::latency(&cli.global, events).await,
+                BenchCommand::Broker {
+                    events,
+                    latency_events,
+                } => bench_broker::run(&cli.global, events, latency_events).await,
                 BenchCommand::Rush {
                     applicants,
                     courses,

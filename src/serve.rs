@@ -1,4 +1,5 @@
-//! `aula serve`: the service's parts in one process, started in order and stopped in
+//! `aula serve`: the service's parts (API, projections, processor, and the broker
+//! publisher when `AULA_NATS_URL` is set) in one process, started in order and stopped in
 //! reverse: first stop taking work (HTTP, subscriptions, workers), let in-flight work
 //! finish, then close the pool and stop the private database.
 
@@ -152,6 +153,31 @@ pub async fn serve(
         )));
         tracing::info!(
             "processor part enabled: reactions, admissions, task workers, nightly archive, bulk job resumer"
+        );
+    }
+
+    // Events to NATS JetStream, when AULA_NATS_URL is set (or asked for with `--only
+    // broker`, which then needs it). Not part of /ready: a broker outage must not take
+    // the API out of rotation; its lag shows in /metrics and the projections' status.
+    let broker = aula_broker::BrokerConfig::from_env().map_err(|e| anyhow::anyhow!(e))?;
+    if args.only.contains(&Part::Broker) && broker.url.is_none() {
+        anyhow::bail!("`--only broker` needs AULA_NATS_URL");
+    }
+    if runs(Part::Broker) && broker.url.is_some() {
+        let handle = aula_broker::start(
+            broker,
+            database.connect.clone(),
+            wakeups.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .context("starting the NATS JetStream publisher")?;
+        tasks.push(tokio::spawn(async move {
+            let _ = handle.task.await;
+        }));
+        tracing::info!(
+            subscription = aula_broker::SUBSCRIPTION,
+            "broker part enabled: events to NATS JetStream"
         );
     }
 

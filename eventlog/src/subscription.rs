@@ -41,6 +41,18 @@ pub trait Consumer: Send + 'static {
         tx: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), BoxError>;
+
+    /// Delivers `events` somewhere outside PostgreSQL (a message broker) *before* the
+    /// batch transaction opens: waiting on another system inside it would hold a
+    /// transaction id, and with it every reader of the log (see [`crate::log`]). An
+    /// error fails the batch like [`Consumer::handle`] (retried, never skipped); once it
+    /// returns `Ok` the checkpoint may move past `events`. A batch can be delivered more
+    /// than once (a crash before the checkpoint commits, a moved checkpoint), so the
+    /// receiving side must deduplicate, e.g. by event id. The default delivers nothing.
+    async fn deliver(&mut self, events: &[RecordedEvent]) -> Result<(), BoxError> {
+        let _ = events;
+        Ok(())
+    }
 }
 
 /// Tunables of one subscription.
@@ -295,6 +307,8 @@ impl<C: Consumer> Runner<C> {
             }
             held_back_wait = None;
 
+            // Outside the transaction: see `Consumer::deliver`.
+            let delivered = deliver_caught(&mut self.consumer, &batch).await;
             let mut tx = conn.begin().await?;
             let stored = load_checkpoint(&mut tx, &name, true).await?;
             if stored != checkpoint {
@@ -312,7 +326,11 @@ impl<C: Consumer> Runner<C> {
             // When spans are exported: each event's trace gets this step (held until
             // the batch commits or fails).
             let event_spans = crate::trace::subscription_spans(&name, &batch);
-            match handle_caught(&mut self.consumer, &mut tx, &batch).await {
+            let handled = match delivered {
+                Ok(()) => handle_caught(&mut self.consumer, &mut tx, &batch).await,
+                Err(error) => Err(error),
+            };
+            match handled {
                 Ok(()) => {
                     sqlx::query(
                         "UPDATE subscription_checkpoints
@@ -442,6 +460,21 @@ async fn handle_caught<C: Consumer + ?Sized>(
 ) -> Result<(), BoxError> {
     use futures::FutureExt;
     match std::panic::AssertUnwindSafe(consumer.handle(tx, batch))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => result,
+        Err(panic) => Err(format!("the consumer panicked: {}", panic_message(&*panic)).into()),
+    }
+}
+
+/// [`Consumer::deliver`], a panic in it caught like in [`handle_caught`].
+async fn deliver_caught<C: Consumer + ?Sized>(
+    consumer: &mut C,
+    batch: &[RecordedEvent],
+) -> Result<(), BoxError> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(consumer.deliver(batch))
         .catch_unwind()
         .await
     {

@@ -15,6 +15,8 @@
 //! - [`metrics`]: task attempts, e-mails and queue depth for `GET /metrics`.
 //! - [`processing`]: the processing status of events in `admin_events`, per-minute
 //!   rollups and status counts, written in the transaction of every task change.
+//! - [`public_form`]: the public form of an event (what a broker message or a webhook
+//!   carries: no sensitive field).
 //! - [`reprocess`]: re-emitting copies of events, manual task retries.
 //! - [`bulk`]: bulk reprocessing jobs (preview, background batches, cancel).
 //! - [`task_list`]: the admin dashboard's task list (filters, sorts, keyset pages).
@@ -38,6 +40,7 @@ pub mod kinds;
 pub mod mail;
 pub mod metrics;
 pub mod processing;
+pub mod public_form;
 pub mod queue;
 pub mod reactions;
 pub mod reprocess;

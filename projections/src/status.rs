@@ -39,8 +39,14 @@ type Row = (
     Option<DateTime<Utc>>,
 );
 
-/// The state of every projection in [`NAMES`], in that order. A projection that never
-/// ran shows position 0 and the whole log as lag.
+/// Subscriptions that hand the log to other systems (`broker.nats`, see `aula-broker`):
+/// listed after the projections once they ran, so operators see what is still to be
+/// published where they see what is still to be projected. They cannot be rebuilt.
+pub const OUTBOUND_PREFIX: &str = "broker.";
+
+/// The state of every projection in [`NAMES`], in that order, then of every outbound
+/// subscription that ran ([`OUTBOUND_PREFIX`]). A projection that never ran shows
+/// position 0 and the whole log as lag.
 pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
     let names: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
     // The lag counts rows after the checkpoint in commit order (an index range scan:
@@ -54,11 +60,15 @@ pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error>
                     SELECT recorded_at FROM events e
                     WHERE (e.tx_id, e.global_position) > (COALESCE(c.tx_id, '0'::xid8), COALESCE(c.global_position, 0))
                     ORDER BY e.tx_id, e.global_position LIMIT 1) e)
-         FROM unnest($1::text[]) WITH ORDINALITY AS n(name, ord)
+         FROM (SELECT name, ord FROM unnest($1::text[]) WITH ORDINALITY AS p(name, ord)
+               UNION ALL
+               SELECT name, 1000000 + row_number() OVER (ORDER BY name)
+               FROM subscription_checkpoints WHERE name LIKE $2 || '%') AS n
          LEFT JOIN subscription_checkpoints c ON c.name = n.name
          ORDER BY n.ord",
     )
     .bind(&names)
+    .bind(OUTBOUND_PREFIX)
     .fetch_all(pool)
     .await?;
     Ok(rows

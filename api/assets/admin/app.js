@@ -928,7 +928,7 @@ async function loadProjections() {
         el("td", { class: "num" }, p.position),
         el("td", { class: "num" }, `${p.lagEvents} events · ${p.lagSeconds.toFixed(1)} s`),
         el("td", {}, status),
-        el("td", {},
+        p.name.startsWith("broker.") ? el("td", {}, "published to the broker") : el("td", {},
           el("button", { type: "button", class: "secondary", "data-rebuild": p.name, disabled: r && (r.state === "running" || r.state === "swapping"),
             onclick: () => rebuild(p.name) }, "Rebuild"),
           " ", el("span", { class: "rebuild-state", role: "status", "data-rebuild-state": r ? r.state : "" }, r ? rebuildText(r) : "")));

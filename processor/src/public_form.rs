@@ -1,0 +1,153 @@
+//! The public form of an event: what leaves Aula for other systems (the NATS JetStream
+//! stream of `aula-broker`; webhooks will send the same form).
+//!
+//! ```json
+//! {"id": "<event id>", "type": "StudentEnrolled", "timestamp": "2026-12-06T15:04:05.123456Z",
+//!  "institution_id": "<uuid or null>", "data": { ...payload fields... },
+//!  "reprocessed_from": "<original event id>"}
+//! ```
+//!
+//! `data` is the stored payload without its `type` tag and without the catalog's
+//! sensitive fields (`aula_domain::catalog::SENSITIVE_FIELDS`, at any depth): they are
+//! *removed*, not masked, so no consumer ever sees even their presence.
+//! `reprocessed_from` is present only on a reprocessed copy (a new event, with an id of
+//! its own) and names the original it copies.
+//!
+//! **Invariant:** built from the stored event alone (no clock, no lookups), so the same
+//! event always has the same public form, byte for byte: a redelivery is a true copy.
+
+use aula_domain::catalog::SENSITIVE_FIELDS;
+use aula_eventlog::RecordedEvent;
+use serde_json::{Map, Value};
+
+use crate::reactions::REPROCESSED_FROM;
+
+/// The public form of `event`, as a JSON value (see the module docs).
+pub fn public_form(event: &RecordedEvent) -> Value {
+    let mut form = Map::with_capacity(6);
+    form.insert("id".into(), Value::String(event.event_id.to_string()));
+    form.insert("type".into(), Value::String(event.event_type.clone()));
+    form.insert(
+        "timestamp".into(),
+        Value::String(
+            event
+                .recorded_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        ),
+    );
+    form.insert(
+        "institution_id".into(),
+        event
+            .institution_id()
+            .map_or(Value::Null, |id| Value::String(id.to_string())),
+    );
+    form.insert("data".into(), public_data(&event.payload));
+    if let Some(original) = reprocessed_from(event) {
+        form.insert(REPROCESSED_FROM.into(), Value::String(original.to_owned()));
+    }
+    Value::Object(form)
+}
+
+/// The public form serialized (what a message body or a webhook request carries).
+pub fn public_form_bytes(event: &RecordedEvent) -> Vec<u8> {
+    // Serializing a `Value` cannot fail: its keys are strings.
+    serde_json::to_vec(&public_form(event)).expect("a JSON value serializes")
+}
+
+/// The id of the original when `event` is a reprocessed copy.
+pub fn reprocessed_from(event: &RecordedEvent) -> Option<&str> {
+    event.metadata.get(REPROCESSED_FROM).and_then(Value::as_str)
+}
+
+/// The payload's fields without the `type` tag and the sensitive fields.
+fn public_data(payload: &Value) -> Value {
+    match payload {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .filter(|(key, _)| key.as_str() != "type")
+                .filter(|(key, _)| !SENSITIVE_FIELDS.contains(&key.as_str()))
+                .map(|(key, value)| (key.clone(), without_sensitive(value)))
+                .collect(),
+        ),
+        other => without_sensitive(other),
+    }
+}
+
+fn without_sensitive(value: &Value) -> Value {
+    match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .filter(|(key, _)| !SENSITIVE_FIELDS.contains(&key.as_str()))
+                .map(|(key, value)| (key.clone(), without_sensitive(value)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(without_sensitive).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aula_eventlog::LogPosition;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    fn event(payload: Value, metadata: Value) -> RecordedEvent {
+        RecordedEvent {
+            position: LogPosition {
+                tx_id: 7,
+                global_position: 3,
+            },
+            event_id: Uuid::nil(),
+            aggregate_type: "user".into(),
+            aggregate_id: "u".into(),
+            sequence: 1,
+            event_type: "PasswordReset".into(),
+            event_version: "1.0".into(),
+            payload,
+            metadata,
+            recorded_at: chrono::DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z")
+                .unwrap()
+                .into(),
+        }
+    }
+
+    #[test]
+    fn sensitive_fields_are_removed_at_any_depth_and_the_tag_dropped() {
+        let institution = Uuid::new_v4();
+        let form = public_form(&event(
+            json!({"type": "PasswordReset", "password_hash": "h", "user": "u",
+                   "nested": [{"token_hash": "t", "kept": 1}]}),
+            json!({"institution_id": institution.to_string()}),
+        ));
+        assert_eq!(
+            form,
+            json!({
+                "id": Uuid::nil().to_string(), "type": "PasswordReset",
+                "timestamp": "2026-12-06T10:00:00.000000Z",
+                "institution_id": institution.to_string(),
+                "data": {"user": "u", "nested": [{"kept": 1}]},
+            })
+        );
+        let text = String::from_utf8(public_form_bytes(&event(
+            json!({"token_hash": "secret"}),
+            json!({}),
+        )))
+        .unwrap();
+        assert!(
+            !text.contains("token_hash") && !text.contains("secret"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_reprocessed_copy_names_its_original() {
+        let original = Uuid::new_v4().to_string();
+        let form = public_form(&event(json!({}), json!({"reprocessed_from": original})));
+        assert_eq!(form["reprocessed_from"], json!(original));
+        assert_eq!(form["institution_id"], Value::Null);
+    }
+}

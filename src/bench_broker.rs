@@ -1,0 +1,165 @@
+//! `aula bench broker`: events/s published to NATS JetStream from a log of N events, then
+//! commit → consumer latency of single commands (p50/p99). Uses `AULA_NATS_URL`, or a
+//! private `nats-server` from PATH on a temporary directory.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use async_nats::jetstream::{self, consumer::pull, consumer::DeliverPolicy};
+use aula_broker::local_server::LocalNats;
+use aula_broker::BrokerConfig;
+use aula_domain::course::{Course, CourseCommand, CourseServices};
+use aula_domain::values::{CampusId, Capacity, CourseName, InstitutionId};
+use aula_eventlog::subscription::SubscriptionState;
+use aula_eventlog::{Actor, CommandBus, EventMetadata, Wakeups};
+use futures::StreamExt;
+use uuid::Uuid;
+
+use crate::bench::BenchDatabase;
+use crate::cli::GlobalArgs;
+
+pub async fn run(global: &GlobalArgs, events: i64, latency_events: usize) -> anyhow::Result<()> {
+    let mut local = None;
+    let url = match std::env::var("AULA_NATS_URL") {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => {
+            let server = tokio::task::spawn_blocking(LocalNats::start).await??;
+            let url = server.url();
+            println!(
+                "aula bench broker: a private nats-server on {url} (JetStream on {})",
+                server.dir.display()
+            );
+            local = Some(server);
+            url
+        }
+    };
+    let db = BenchDatabase::create(global).await?;
+    println!("aula bench broker: writing {events} events...");
+    let written = Instant::now();
+    let chunk = 100_000i64;
+    let mut done = 0i64;
+    while done < events {
+        let count = chunk.min(events - done);
+        // Realistic EnrollmentRequested payloads with an institution in the metadata,
+        // one transaction per chunk (as `aula bench log`).
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT 'course', 'course-' || (g / 100), g % 100 + 1, 'EnrollmentRequested', '1.0',
+                    json_build_object('type', 'EnrollmentRequested', 'application_id', gen_random_uuid(),
+                                      'name', 'Applicant ' || g, 'birth_date', '2001-04-12',
+                                      'email', 'applicant' || g || '@example.edu', 'requested_at', now()),
+                    json_build_object('actor', 'public', 'correlation_id', gen_random_uuid(), 'causation_id', 'request',
+                                      'institution_id', '5f1f8a86-7a38-4a55-9d4c-3bb2b3c2f001')
+             FROM generate_series($1::bigint, $2::bigint) AS g",
+        )
+        .bind(done)
+        .bind(done + count - 1)
+        .execute(&db.pool)
+        .await?;
+        done += count;
+    }
+    sqlx::query("ANALYZE events").execute(&db.pool).await?;
+    println!("written in {:.1} s", written.elapsed().as_secs_f64());
+    let last: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
+        .fetch_one(&db.pool)
+        .await?;
+
+    // A stream of its own per run, so a shared broker is not polluted by old runs.
+    let run_id = Uuid::new_v4().simple().to_string();
+    let config = BrokerConfig {
+        url: Some(url.clone()),
+        stream: format!("AULA_BENCH_{}", &run_id[..12]),
+        subject_prefix: format!("bench.{}", &run_id[..12]),
+        ..BrokerConfig::from_env().map_err(|e| anyhow::anyhow!(e))?
+    };
+    let (stop, shutdown) = aula_eventlog::shutdown::channel();
+    let wakeups = Wakeups::listen(&db.pool, shutdown.clone()).await?;
+    let started = Instant::now();
+    let handle = aula_broker::start(config.clone(), db.connect.clone(), wakeups, shutdown)
+        .await
+        .context("starting the publisher")?;
+    let mut state = handle.state.clone();
+    state
+        .wait_for(|s| matches!(s, SubscriptionState::Active { position } if position.global_position == last))
+        .await?;
+    let elapsed = started.elapsed();
+    let client = async_nats::connect(url.as_str()).await?;
+    let js = jetstream::new(client);
+    let mut stream = js.get_stream(&config.stream).await?;
+    let stored = stream.info().await?.state.messages;
+    println!(
+        "published {events} events in {:.2} s: {:.0} events/s (batches of {}, each acknowledged before its checkpoint); the stream holds {stored} messages",
+        elapsed.as_secs_f64(),
+        events as f64 / elapsed.as_secs_f64(),
+        config.batch_size
+    );
+    anyhow::ensure!(
+        stored as i64 == events,
+        "the stream holds {stored} messages, not {events}"
+    );
+
+    // Latency: one command at a time, its event awaited at a JetStream consumer.
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::New,
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let bus = CommandBus::<Course>::with_upcasters(
+        db.pool.clone(),
+        CourseServices,
+        aula_domain::upcasters(),
+    );
+    let metadata = EventMetadata::new(Actor::System, None);
+    let mut latencies = Vec::with_capacity(latency_events);
+    for i in 0..latency_events {
+        let id = Uuid::new_v4().to_string();
+        let committed = bus
+            .execute(
+                &id,
+                CourseCommand::OpenCourse {
+                    institution_id: InstitutionId::from_uuid(Uuid::new_v4()),
+                    campus_id: CampusId::from_uuid(Uuid::new_v4()),
+                    name: CourseName::parse(&format!("Latency {i}"))?,
+                    capacity: Capacity::new(30)?,
+                },
+                &metadata,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let at = Instant::now();
+        let expected = committed.appended[0].event_id.to_string();
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(30), messages.next())
+                .await
+                .context("no message within 30 s")?
+                .context("the consumer ended")??;
+            let body: serde_json::Value = serde_json::from_slice(&message.payload)?;
+            if body["id"] == expected.as_str() {
+                break;
+            }
+        }
+        latencies.push(at.elapsed());
+    }
+    latencies.sort();
+    let percentile = |p: f64| {
+        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[index].as_secs_f64() * 1000.0
+    };
+    if !latencies.is_empty() {
+        println!(
+            "commit → consumer over {} single commands, one at a time: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            latencies.len(),
+            percentile(0.50),
+            percentile(0.99),
+            percentile(1.0)
+        );
+    }
+    stop.trigger();
+    handle.task.await?;
+    let _ = js.delete_stream(&config.stream).await;
+    drop(local);
+    db.drop_database().await
+}
