@@ -105,6 +105,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     bench::task_worker(&cli.global, &database, name, concurrency, claim_batch).await
                 }
                 BenchCommand::Latency { events } => bench::latency(&cli.global, events).await,
+                BenchCommand::Webhooks {
+                    messages,
+                    samples,
+                    concurrency,
+                } => bench::webhooks(&cli.global, messages, samples, concurrency).await,
                 BenchCommand::Rush {
                     applicants,
                     courses,

@@ -51,6 +51,10 @@ pub async fn serve(
         .await
         .context("applying migrations")?;
 
+    // Refuse bad webhook settings before anything starts (the API checks registrations
+    // with them, the workers deliveries).
+    let webhooks = aula_processor::webhooks::WebhookConfig::from_env()
+        .map_err(|e| anyhow::anyhow!("invalid webhook settings: {e}"))?;
     let (trigger, shutdown): (_, Shutdown) = shutdown::channel();
     let wakeups = Wakeups::listen(&pool, shutdown.clone()).await?;
     let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
@@ -155,6 +159,7 @@ pub async fn serve(
         let secret = token_secret(args, &global.data_dir)?;
         let mut config = aula_api::ApiConfig::new(aula_api::Secret::new(secret));
         config.token_ttl = Duration::from_secs(args.token_ttl_minutes * 60);
+        config.webhooks = webhooks.clone();
         config.server = aula_api::ServerLimits {
             header_timeout: Duration::from_secs(args.http_header_timeout_seconds.max(1)),
             body_timeout: Duration::from_secs(args.http_body_timeout_seconds.max(1)),

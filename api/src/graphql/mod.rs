@@ -13,6 +13,7 @@ mod subscription;
 mod tasks;
 mod throttle;
 mod types;
+mod webhooks;
 
 use std::net::IpAddr;
 
@@ -35,6 +36,7 @@ pub struct QueryRoot(
     processing::ProcessingQuery,
     bulk::BulkQuery,
     tasks::TaskQuery,
+    webhooks::WebhookQuery,
 );
 
 /// Every mutation: one per domain command, and the admin operations.
@@ -44,6 +46,7 @@ pub struct MutationRoot(
     admin_ops::AdminMutation,
     notifications::NotificationMutation,
     bulk::BulkMutation,
+    webhooks::WebhookMutation,
 );
 
 pub type AulaSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
