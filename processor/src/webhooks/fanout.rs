@@ -121,7 +121,7 @@ impl Subscriber {
             && self
                 .event_types
                 .as_ref()
-                .is_none_or(|types| types.iter().any(|t| *t == event.event_type))
+                .is_none_or(|types| types.contains(&event.event_type))
             && self.created_at <= event.recorded_at
     }
 }

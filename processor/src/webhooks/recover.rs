@@ -231,9 +231,7 @@ impl TaskHandler for WebhookRecover {
         for event in in_scope.iter().filter(|e| e.recorded_at >= since) {
             let owner = institution_of(event);
             let wanted = (institution.is_none() || institution == owner)
-                && types
-                    .as_ref()
-                    .is_none_or(|t| t.iter().any(|t| *t == event.event_type));
+                && types.as_ref().is_none_or(|t| t.contains(&event.event_type));
             if !wanted {
                 continue;
             }
