@@ -976,7 +976,7 @@ function followRebuild(name) {
 }
 
 // ---------- webhooks ----------
-const WH_ENDPOINT = `id url institutionId eventTypes enabled disabledReason successRateLast24h attemptsLast24h
+const WH_ENDPOINT = `id url institutionId eventTypes enabled disabledReason successRateLastDay attemptsLastDay
   lastFailure lastFailureAt pendingMessages`;
 async function loadWebhooks() {
   const body = $("webhook-endpoints-body");
@@ -998,7 +998,7 @@ async function loadWebhooks() {
           el("td", {}, e.institutionId ? short(e.institutionId) : "platform"),
           el("td", {}, e.eventTypes ? e.eventTypes.join(", ") : "all"),
           el("td", {}, e.enabled ? badge("succeeded") : el("span", { class: "error" }, `disabled: ${e.disabledReason || ""}`)),
-          el("td", { class: "num" }, e.successRateLast24h == null ? "–" : `${Math.round(e.successRateLast24h * 100)} % of ${e.attemptsLast24h}`),
+          el("td", { class: "num" }, e.successRateLastDay == null ? "–" : `${Math.round(e.successRateLastDay * 100)} % of ${e.attemptsLastDay}`),
           el("td", {}, e.lastFailureAt ? `${time(e.lastFailureAt)}: ${e.lastFailure || ""}` : "–"),
           el("td", { class: "num" }, e.pendingMessages),
           el("td", {}, since, " ", el("button", { type: "button", class: "secondary",

@@ -54,10 +54,10 @@ pub struct WebhookEndpoint {
     pub last_failure_at: Option<DateTime<Utc>>,
     /// What the last failed attempt met (status answered, timeout, refused address).
     pub last_failure: Option<String>,
-    pub attempts_last_24h: i64,
-    pub succeeded_last_24h: i64,
+    pub attempts_last_day: i64,
+    pub succeeded_last_day: i64,
     /// Succeeded / attempts in the last 24 hours; null without attempts.
-    pub success_rate_last_24h: Option<f64>,
+    pub success_rate_last_day: Option<f64>,
     pub pending_messages: i64,
 }
 
@@ -79,9 +79,9 @@ impl From<Endpoint> for WebhookEndpoint {
             last_success_at: e.last_success_at,
             last_failure_at: e.last_failure_at,
             last_failure: e.last_failure,
-            attempts_last_24h: e.attempts_24h,
-            succeeded_last_24h: e.succeeded_24h,
-            success_rate_last_24h: (e.attempts_24h > 0)
+            attempts_last_day: e.attempts_24h,
+            succeeded_last_day: e.succeeded_24h,
+            success_rate_last_day: (e.attempts_24h > 0)
                 .then(|| e.succeeded_24h as f64 / e.attempts_24h as f64),
             pending_messages: e.pending_messages,
         }
