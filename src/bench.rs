@@ -614,6 +614,44 @@ pub async fn latency(global: &GlobalArgs, events: usize) -> anyhow::Result<()> {
     db.drop_database().await
 }
 
+/// `aula bench webhooks`: see `aula_processor::webhooks::bench`.
+pub async fn webhooks(
+    global: &GlobalArgs,
+    messages: usize,
+    samples: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let db = BenchDatabase::create(global).await?;
+    let load_before = aula_processor::bench::load_average();
+    let report = aula_processor::webhooks::bench::bench_webhooks(
+        &db.pool,
+        db.connect.clone(),
+        messages,
+        samples,
+        concurrency.max(1),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "aula bench webhooks: {} messages to a local receiver, {} deliveries at once",
+        report.messages, report.concurrency
+    );
+    println!(
+        "  throughput: {:.0} messages/s ({:.2} s from the events' commit to the last request)",
+        report.messages_per_second,
+        report.drain.as_secs_f64()
+    );
+    println!(
+        "  event commit -> request received (ms, {} sequential events): {}",
+        report.latency_samples, report.commit_to_received
+    );
+    println!(
+        "  load average before: {load_before}, after: {}",
+        aula_processor::bench::load_average()
+    );
+    db.drop_database().await
+}
+
 /// What `aula bench rush` measured.
 struct RushReport {
     accepted: usize,

@@ -247,6 +247,18 @@ pub enum BenchCommand {
         #[arg(long)]
         issued_by_events: bool,
     },
+    /// Webhook messages per second to a fast local receiver (events inserted at once),
+    /// then event commit → request received p50/p99 (events one at a time).
+    Webhooks {
+        #[arg(long, default_value_t = 5_000)]
+        messages: usize,
+        /// Events appended one at a time for the latency.
+        #[arg(long, default_value_t = 500)]
+        samples: usize,
+        /// Deliveries run at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
     /// One worker process of `bench tasks`, which starts it (prints `ready` once it
     /// claims; stops when its stdin closes).
     #[command(hide = true)]

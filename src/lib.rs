@@ -110,6 +110,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     events,
                     latency_events,
                 } => bench_broker::run(&cli.global, events, latency_events).await,
+                BenchCommand::Webhooks {
+                    messages,
+                    samples,
+                    concurrency,
+                } => bench::webhooks(&cli.global, messages, samples, concurrency).await,
                 BenchCommand::Rush {
                     applicants,
                     courses,

@@ -47,6 +47,9 @@ pub async fn serve(
     // Everything that can be wrong with the configuration (the token secret, the API's
     // limits, a busy port, the e-mail settings) is reported before the database and
     // the subscriptions start.
+    // Webhook settings: the API checks registrations with them, the workers deliveries.
+    let webhooks = aula_processor::webhooks::WebhookConfig::from_env()
+        .map_err(|e| anyhow::anyhow!("invalid webhook settings: {e}"))?;
     let api = if runs(Part::Api) {
         Some(api_setup(args, &global.data_dir).await?)
     } else {
@@ -190,7 +193,8 @@ pub async fn serve(
 
     let mut http = None;
     let mut draining = None;
-    if let Some((config, listener)) = api {
+    if let Some((mut config, listener)) = api {
+        config.webhooks = webhooks.clone();
         let states = std::mem::take(&mut subscriptions);
         let readiness: aula_api::ReadinessProbe = Arc::new(move || {
             states.iter().all(|state| {

@@ -522,6 +522,36 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
         .await;
     browser.screenshot(&shots.join("07-projections.png")).await;
 
+    // Webhooks: an endpoint with its health, and the (empty) message log.
+    let (endpoint, _) = aula_processor::webhooks::endpoints::create(
+        &db.pool,
+        &aula_processor::webhooks::WebhookConfig::default(),
+        aula_processor::webhooks::NewEndpoint {
+            institution_id: None,
+            url: "https://93.184.216.34/aula-hooks".into(),
+            event_types: Some(vec!["EmailChangeRequested".into()]),
+            description: "dashboard test".into(),
+            created_by: "system".into(),
+            created_by_user: None,
+        },
+    )
+    .await
+    .unwrap();
+    browser.eval(&click("#tab-webhooks")).await;
+    browser
+        .wait_for(
+            &format!(
+                "!document.getElementById('webhooks-panel').hidden \
+                 && document.querySelector(\"#webhook-endpoints-body tr[data-endpoint='{}']\") !== null \
+                 && document.getElementById('webhook-messages-body').textContent.includes('No message matches')",
+                endpoint.id
+            ),
+            "the webhooks tab",
+            &shots,
+        )
+        .await;
+    browser.screenshot(&shots.join("07b-webhooks.png")).await;
+
     // A phone-sized screen.
     browser.viewport(390, 844, true).await;
     browser.eval(&click("#tab-events")).await;

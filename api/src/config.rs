@@ -144,6 +144,10 @@ pub struct ApiConfig {
     /// The local time zone of `processingSummary.ratePerHourToday` ("today" starts at
     /// local midnight), in minutes east of UTC. Default 0 (UTC).
     pub processing_utc_offset_minutes: i32,
+    /// What webhook endpoints may be registered (HTTPS, SSRF, limits): the same
+    /// settings the delivering workers use (`AULA_WEBHOOK_*`, see docs/configuration.md).
+    /// Default: the strict defaults.
+    pub webhooks: aula_processor::webhooks::WebhookConfig,
 }
 
 /// Largest UTC offset of a real time zone (UTC+14:00).
@@ -213,6 +217,7 @@ impl ApiConfig {
             },
             read_your_writes_timeout: Duration::from_secs(5),
             projections: Vec::new(),
+            webhooks: aula_processor::webhooks::WebhookConfig::default(),
             request_timeout: Duration::from_secs(30),
             body_limit_bytes: 64 * 1024,
             server: ServerLimits::default(),

@@ -52,9 +52,13 @@ enum Op {
     MyApplications,
     MyCourses,
     MyStudents,
+    CreateWebhookEndpoint,
+    RotateWebhookEndpointSecret,
+    WebhookEndpoints,
+    WebhookMessages,
 }
 
-const OPS: [Op; 26] = [
+const OPS: [Op; 30] = [
     Op::SignUp,
     Op::ConfirmSignUp,
     Op::Login,
@@ -81,6 +85,10 @@ const OPS: [Op; 26] = [
     Op::MyApplications,
     Op::MyCourses,
     Op::MyStudents,
+    Op::CreateWebhookEndpoint,
+    Op::RotateWebhookEndpointSecret,
+    Op::WebhookEndpoints,
+    Op::WebhookMessages,
 ];
 
 /// The documented matrix (docs/api.md, "Authorization").
@@ -163,6 +171,9 @@ async fn world(server: &TestServer) -> World {
         bystander,
     }
 }
+
+/// A public address, so no resolution is needed and the SSRF check lets it through.
+const WEBHOOK_URL: &str = "https://93.184.216.34/hooks/aula";
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}@aula.test", Uuid::new_v4().simple())
@@ -378,6 +389,51 @@ async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
                 )
                 .await
         }
+        Op::CreateWebhookEndpoint => {
+            server
+                .gql(
+                    token,
+                    "mutation($input: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $input) { secret endpoint { id } } }",
+                    json!({ "input": { "url": WEBHOOK_URL, "institutionId": institution, "eventTypes": ["CampusCreated"] } }),
+                )
+                .await
+        }
+        Op::RotateWebhookEndpointSecret => {
+            let created = server
+                .gql(
+                    Some(m),
+                    "mutation($input: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $input) { endpoint { id } } }",
+                    json!({ "input": { "url": WEBHOOK_URL } }),
+                )
+                .await;
+            let endpoint = created["data"]["createWebhookEndpoint"]["endpoint"]["id"].clone();
+            assert!(endpoint.is_string(), "{created}");
+            server
+                .gql(
+                    token,
+                    "mutation($id: UUID!) { rotateWebhookEndpointSecret(id: $id, previousSecretValidForMinutes: 60) { secret } }",
+                    json!({ "id": endpoint }),
+                )
+                .await
+        }
+        Op::WebhookEndpoints => {
+            server
+                .gql(
+                    token,
+                    "query($i: UUID) { webhookEndpoints(institutionId: $i) { id url } }",
+                    json!({ "i": institution }),
+                )
+                .await
+        }
+        Op::WebhookMessages => {
+            server
+                .gql(
+                    token,
+                    "{ webhookMessages(first: 5) { nodes { id } nextCursor } }",
+                    json!({}),
+                )
+                .await
+        }
         Op::Campuses => {
             server
                 .gql(
@@ -534,6 +590,48 @@ async fn a_user_of_institution_b_cannot_touch_institution_a() {
             "{mutation} {input}: {r}"
         );
     }
+    // Webhooks: B's manager can neither see nor change A's endpoints.
+    let created = server
+        .gql(
+            Some(w.a.manager.token.as_str()),
+            "mutation($input: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $input) { endpoint { id institutionId } } }",
+            json!({ "input": { "url": WEBHOOK_URL } }),
+        )
+        .await;
+    let a_endpoint = created["data"]["createWebhookEndpoint"]["endpoint"]["id"].clone();
+    assert_eq!(
+        created["data"]["createWebhookEndpoint"]["endpoint"]["institutionId"],
+        json!(w.a.id)
+    );
+    for (query, variables) in [
+        (
+            "mutation($id: UUID!) { rotateWebhookEndpointSecret(id: $id) { secret } }",
+            json!({ "id": a_endpoint }),
+        ),
+        (
+            "mutation($id: UUID!) { deleteWebhookEndpoint(id: $id) }",
+            json!({ "id": a_endpoint }),
+        ),
+        (
+            "mutation($id: UUID!) { updateWebhookEndpoint(id: $id, input: { enabled: false }) { id } }",
+            json!({ "id": a_endpoint }),
+        ),
+        (
+            "query($i: UUID) { webhookEndpoints(institutionId: $i) { id } }",
+            json!({ "i": w.a.id }),
+        ),
+        (
+            "mutation($input: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $input) { secret } }",
+            json!({ "input": { "url": WEBHOOK_URL, "institutionId": w.a.id } }),
+        ),
+    ] {
+        let r = server.gql(Some(bm), query, variables.clone()).await;
+        assert_code(&r, "FORBIDDEN");
+    }
+    let listed = server
+        .gql(Some(bm), "{ webhookEndpoints { id } }", json!({}))
+        .await;
+    assert_eq!(listed["data"]["webhookEndpoints"], json!([]), "{listed}");
     // B's teacher recording for A's student on B's own course: still forbidden.
     let b_campus = server.campus(bm, None).await;
     let b_course = server.course(bm, None, b_campus).await;

@@ -23,6 +23,10 @@ pub const LINK_TEACHER_NOTIFICATIONS: &str = "notification.link_teacher";
 /// Creates the institution of a confirmed sign-up if the API did not.
 pub const INSTITUTION_CREATE: &str = "institution.create";
 pub const DEMO_SEED: &str = "demo.seed";
+/// One delivery attempt of one webhook message (`webhooks::deliver`).
+pub const WEBHOOK_DELIVER: &str = "webhook.deliver";
+/// One batch of a webhook "recover since T" job (`webhooks::recover`).
+pub const WEBHOOK_RECOVER: &str = "webhook.recover";
 /// Does nothing (benchmarks, queue tests).
 pub const NOOP: &str = "noop";
 
@@ -71,6 +75,10 @@ pub fn policy(kind: &str) -> KindPolicy {
         | EMAIL_WELCOME
         | EMAIL_ALREADY_REGISTERED => (30, 8),
         NOTIFY_GRADE | LINK_STUDENT_NOTIFICATIONS | LINK_TEACHER_NOTIFICATIONS => (40, 5),
+        // A webhook attempt retries on its own schedule (a new task per attempt): the
+        // queue's retries only cover a database that failed while recording it.
+        WEBHOOK_DELIVER => (35, 10),
+        WEBHOOK_RECOVER => (60, 10),
         DEMO_SEED => (90, 3),
         _ => (50, 5),
     };

@@ -21,6 +21,8 @@
 //! - [`bulk`]: bulk reprocessing jobs (preview, background batches, cancel).
 //! - [`task_list`]: the admin dashboard's task list (filters, sorts, keyset pages).
 //! - [`archive`]: the nightly move of old succeeded tasks into `*_archive`.
+//! - [`webhooks`]: endpoints, messages fanned out in the reactions' transaction, signed
+//!   delivery attempts as `webhook.deliver` tasks, resend and recovery.
 //! - [`bench`]: `aula bench tasks|latency`.
 //!
 //! **Boundary:** no HTTP or GraphQL here. Commands go through the domain's aggregates
@@ -47,6 +49,7 @@ pub mod reprocess;
 pub mod spans;
 pub mod task_list;
 pub mod tokens;
+pub mod webhooks;
 pub mod worker;
 
 pub use admissions::{spawn_admissions, Admissions, ADMISSIONS_SUBSCRIPTION};

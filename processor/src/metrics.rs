@@ -29,6 +29,23 @@ pub static EMAILS: Family<2, Counter> = Family::new(
     (),
 );
 
+/// Webhook delivery attempts by outcome (`succeeded`, `failed`, `refused`, `gone`,
+/// `timeout`: see `webhooks::deliver::OUTCOMES`).
+pub static WEBHOOK_DELIVERIES: Family<1, Counter> = Family::new(
+    "aula_webhook_deliveries_total",
+    "Webhook delivery attempts made by this process, by outcome (succeeded, failed, refused, gone, timeout).",
+    ["outcome"],
+    (),
+);
+
+/// How long webhook delivery attempts took (resolution, connection and answer).
+pub static WEBHOOK_LATENCY: Family<0, Histogram> = Family::new(
+    "aula_webhook_delivery_duration_seconds",
+    "Duration of webhook delivery attempts made by this process (resolution, connection, answer).",
+    [],
+    LATENCY_BUCKETS,
+);
+
 /// Records one finished attempt.
 pub fn record_attempt(kind: &str, outcome: &'static str, seconds: f64) {
     TASK_ATTEMPTS.with([kind, outcome]).inc();
@@ -40,6 +57,8 @@ pub fn encode(out: &mut Text) {
     TASK_ATTEMPTS.encode(out);
     TASK_ATTEMPT_DURATION.encode(out);
     EMAILS.encode(out);
+    WEBHOOK_DELIVERIES.encode(out);
+    WEBHOOK_LATENCY.encode(out);
 }
 
 /// The queue as seen at one moment.

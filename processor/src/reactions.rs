@@ -21,6 +21,11 @@
 //! A task's payload carries its event's trace context (`traceparent`, `tracestate`)
 //! when the event has one, so its attempts continue the event's trace.
 //!
+//! Every event is also matched against the webhook endpoints: one message per (event,
+//! endpoint) and its first `webhook.deliver` task ([`crate::webhooks::fanout`]); those
+//! tasks are not the event's (no `event_id`), so a slow receiver never holds the
+//! event's processing status.
+//!
 //! Every event of a batch also gets its processing status in `admin_events` in the same
 //! transaction ([`crate::processing::record`]).
 //!
@@ -188,7 +193,9 @@ impl Consumer for Reactions {
                 tasks_for_subject(event, subject)
             })
             .collect();
-        let changes = insert_tasks_unrecorded(&mut *tx, &tasks).await?;
+        let mut changes = insert_tasks_unrecorded(&mut *tx, &tasks).await?;
+        // Webhook messages and their first delivery tasks, in the same transaction.
+        changes.extend(crate::webhooks::fanout::fan_out(&mut *tx, events).await?);
         // Every event gets its processing status (one without tasks is done at once).
         processing::record(&mut *tx, &changes, events).await?;
         let inserted = changes.len();

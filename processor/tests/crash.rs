@@ -55,7 +55,14 @@ impl Drop for Worker {
 }
 
 fn spawn_worker(url: &str, name: &str) -> Worker {
-    let child = Command::new(env!("CARGO_BIN_EXE_aula-worker"))
+    spawn_worker_with(url, name, |_| {})
+}
+
+/// [`spawn_worker`] with more of the environment set by `configure`.
+fn spawn_worker_with(url: &str, name: &str, configure: impl Fn(&mut Command)) -> Worker {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_aula-worker"));
+    configure(&mut command);
+    let child = command
         .env("DATABASE_URL", url)
         .env("AULA_WORKER_NAME", name)
         .env("AULA_WORKER_CONCURRENCY", "8")
@@ -211,4 +218,128 @@ async fn killing_a_worker_process_mid_run_loses_and_duplicates_nothing() {
         .await,
         total
     );
+}
+
+/// Deliveries survive a SIGKILL too: every message reaches the receiver (which
+/// verifies it with the Standard Webhooks library) at least once, and every copy of a
+/// message carries the same `webhook-id` and body.
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_a_worker_process_mid_delivery_delivers_every_message_with_its_id() {
+    use aula_processor::webhooks::endpoints::{self, NewEndpoint};
+    use aula_processor::webhooks::{fanout, message_header_id, WebhookConfig};
+    use common::webhook_receiver::Receiver;
+    use std::collections::HashMap;
+    use uuid::Uuid;
+
+    let db = TestDatabase::new().await;
+    let local = WebhookConfig {
+        insecure_hosts: vec!["127.0.0.1".into()],
+        allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        ..WebhookConfig::default()
+    };
+    let (endpoint, secret) = endpoints::create(
+        &db.pool,
+        &local,
+        NewEndpoint {
+            institution_id: None,
+            url: "http://127.0.0.1:9/".into(),
+            event_types: None,
+            description: "crash test".into(),
+            created_by: "system".into(),
+            created_by_user: None,
+        },
+    )
+    .await
+    .unwrap();
+    // Slow enough that the kill lands with requests in flight.
+    let receiver = Receiver::start_with(
+        json!({"behaviour": "ok", "secrets": [secret.reveal()], "delay_ms": 20}),
+    )
+    .await;
+    sqlx::query("UPDATE webhook_endpoints SET url = $2 WHERE id = $1")
+        .bind(endpoint.id)
+        .bind(receiver.url())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let total = 400usize;
+    let mut ids = Vec::new();
+    let mut tasks = Vec::new();
+    for i in 0..total {
+        let event = Uuid::new_v4();
+        let id = fanout::message_id(event, endpoint.id);
+        sqlx::query(
+            "INSERT INTO webhook_messages (id, endpoint_id, event_id, event_type, event_recorded_at, body)
+             VALUES ($1, $2, $3, 'CampusCreated', now(), $4)",
+        )
+        .bind(id)
+        .bind(endpoint.id)
+        .bind(event)
+        .bind(json!({"type": "CampusCreated", "data": {"n": i}}).to_string())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        ids.push(id);
+        tasks.push(fanout::delivery_task(id, 1, false, None));
+    }
+    let mut conn = db.pool.acquire().await.unwrap();
+    queue::insert_tasks(&mut conn, &tasks).await.unwrap();
+    drop(conn);
+
+    let url = database_url(&db);
+    let webhook_env = |command: &mut Command| {
+        command
+            .env("AULA_WEBHOOK_INSECURE_HOSTS", "127.0.0.1")
+            .env("AULA_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8")
+            .env("AULA_WEBHOOK_RETRY_SCHEDULE", "0.1,0.1,0.1,0.1");
+    };
+    let mut victim = spawn_worker_with(&url, "victim", webhook_env);
+    let mut survivor = spawn_worker_with(&url, "survivor", webhook_env);
+    eventually("the victim to be delivering", || async {
+        let running = scalar_i64(
+            &db.pool,
+            "SELECT count(*) FROM tasks WHERE status = 'running' AND worker = 'victim'",
+        )
+        .await;
+        (receiver.requests().len() >= total / 8 && running > 0).then_some(())
+    })
+    .await;
+    victim.0.kill().expect("SIGKILL the victim");
+    victim.0.wait().unwrap();
+    let mut late = spawn_worker_with(&url, "late", webhook_env);
+    eventually("every message delivered", || async {
+        let open = scalar_i64(
+            &db.pool,
+            "SELECT count(*) FROM webhook_messages WHERE status <> 'delivered'",
+        )
+        .await;
+        (open == 0).then_some(())
+    })
+    .await;
+    for worker in [&mut survivor, &mut late] {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(worker.0.id().to_string())
+            .status();
+        let _ = worker.0.wait();
+    }
+    let requests = receiver.requests();
+    let mut bodies: HashMap<String, Vec<String>> = HashMap::new();
+    for request in &requests {
+        assert_eq!(request["verified"], json!([true]), "{request}");
+        bodies
+            .entry(request["id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(request["body"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let copies = bodies
+            .get(&message_header_id(*id))
+            .unwrap_or_else(|| panic!("message {id} never arrived"));
+        assert!(
+            copies.iter().all(|b| *b == copies[0]),
+            "every copy is the same"
+        );
+    }
+    assert_eq!(bodies.len(), total, "no message under another id");
 }

@@ -223,7 +223,7 @@ function readView() {
   const view = { tab: params.get("tab") || "events", sort: params.get("sort") || "", dir: params.get("dir") || "DESC" };
   for (const key of FILTER_KEYS) view[key] = params.get(key) || "";
   view.event = params.get("event") || "";
-  if (!["events", "tasks", "projections"].includes(view.tab)) view.tab = "events";
+  if (!["events", "tasks", "projections", "webhooks"].includes(view.tab)) view.tab = "events";
   if (view.tab === "projections" && !isAdmin()) view.tab = "events";
   return view;
 }
@@ -428,6 +428,7 @@ function apply(view, keepPage) {
   renderTabs();
   renderFilters();
   if (view.tab === "projections") loadProjections();
+  else if (view.tab === "webhooks") loadWebhooks();
   else if (!sameList || keepPage) loadList();
   if (view.event && (!state.drawer || state.drawer.eventId !== view.event)) openDrawer(view.event, null, false);
   if (!view.event && state.drawer) closeDrawer(false);
@@ -439,8 +440,9 @@ function renderTabs() {
     button.setAttribute("aria-selected", String(selected));
     button.tabIndex = selected ? 0 : -1;
   }
-  $("list-panel").hidden = state.view.tab === "projections";
+  $("list-panel").hidden = state.view.tab === "projections" || state.view.tab === "webhooks";
   $("projections-panel").hidden = state.view.tab !== "projections";
+  $("webhooks-panel").hidden = state.view.tab !== "webhooks";
   $("list-panel").setAttribute("aria-labelledby", `tab-${state.view.tab === "tasks" ? "tasks" : "events"}`);
 }
 
@@ -975,6 +977,134 @@ function followRebuild(name) {
   state.rebuildTimers[name] = setTimeout(tick, 200);
 }
 
+// ---------- webhooks ----------
+const WH_ENDPOINT = `id url institutionId eventTypes enabled disabledReason successRateLastDay attemptsLastDay
+  lastFailure lastFailureAt pendingMessages`;
+async function loadWebhooks() {
+  const body = $("webhook-endpoints-body");
+  body.replaceChildren(el("tr", {}, el("td", { class: "state", colspan: 8 }, "Loading endpoints…")));
+  try {
+    const data = await gql(`{ webhookEndpoints { ${WH_ENDPOINT} } }`);
+    state.webhookEndpoints = data.webhookEndpoints;
+    const select = $("wh-endpoint");
+    const chosen = select.value;
+    select.replaceChildren(el("option", { value: "" }, "all"),
+      ...data.webhookEndpoints.map((e) => el("option", { value: e.id, selected: e.id === chosen }, e.url)));
+    if (!data.webhookEndpoints.length) {
+      body.replaceChildren(el("tr", {}, el("td", { class: "state", colspan: 8 }, "No webhook endpoint is registered.")));
+    } else {
+      body.replaceChildren(...data.webhookEndpoints.map((e) => {
+        const since = el("input", { type: "datetime-local", "aria-label": `Recover ${e.url} since` });
+        return el("tr", { "data-endpoint": e.id },
+          el("th", { scope: "row" }, e.url),
+          el("td", {}, e.institutionId ? short(e.institutionId) : "platform"),
+          el("td", {}, e.eventTypes ? e.eventTypes.join(", ") : "all"),
+          el("td", {}, e.enabled ? badge("succeeded") : el("span", { class: "error" }, `disabled: ${e.disabledReason || ""}`)),
+          el("td", { class: "num" }, e.successRateLastDay == null ? "–" : `${Math.round(e.successRateLastDay * 100)} % of ${e.attemptsLastDay}`),
+          el("td", {}, e.lastFailureAt ? `${time(e.lastFailureAt)}: ${e.lastFailure || ""}` : "–"),
+          el("td", { class: "num" }, e.pendingMessages),
+          el("td", {}, since, " ", el("button", { type: "button", class: "secondary",
+            onclick: () => recoverEndpoint(e.id, since.value) }, "Recover")));
+      }));
+    }
+    await loadWebhookMessages(false);
+  } catch (error) {
+    body.replaceChildren(el("tr", {}, el("td", { class: "state", colspan: 8 }, `Could not load the endpoints: ${describe(error)}`)));
+    fail(error);
+  }
+}
+function webhookFilter() {
+  const filter = {};
+  if ($("wh-endpoint").value) filter.endpointId = $("wh-endpoint").value;
+  if ($("wh-type").value.trim()) filter.eventType = $("wh-type").value.trim();
+  if ($("wh-status").value) filter.status = $("wh-status").value;
+  if ($("wh-from").value) filter.from = iso($("wh-from").value);
+  if ($("wh-to").value) filter.to = iso($("wh-to").value);
+  return filter;
+}
+async function loadWebhookMessages(more) {
+  const body = $("webhook-messages-body");
+  if (!more) { state.webhookCursor = null; body.replaceChildren(); }
+  try {
+    const data = await gql(`query($filter: WebhookMessageFilter, $after: String) {
+      webhookMessages(filter: $filter, first: 50, after: $after) { nextCursor
+        nodes { id eventType status attempts createdAt lastError } } }`,
+    { filter: webhookFilter(), after: more ? state.webhookCursor : null });
+    const page = data.webhookMessages;
+    state.webhookCursor = page.nextCursor;
+    $("wh-more").hidden = !page.nextCursor;
+    if (!more && !page.nodes.length) {
+      body.replaceChildren(el("tr", {}, el("td", { class: "state", colspan: 7 }, "No message matches.")));
+      return;
+    }
+    for (const m of page.nodes) {
+      const attempts = el("tr", { hidden: true }, el("td", { colspan: 7 }));
+      body.append(el("tr", { "data-message": m.id },
+        el("td", {}, time(m.createdAt)),
+        el("td", {}, el("code", {}, m.id)),
+        el("td", {}, m.eventType),
+        el("td", {}, badge(m.status === "delivered" ? "succeeded" : m.status)),
+        el("td", { class: "num" }, m.attempts),
+        el("td", {}, m.lastError || ""),
+        el("td", {},
+          el("button", { type: "button", class: "secondary", onclick: () => showAttempts(m.id, attempts) }, "Attempts"), " ",
+          el("button", { type: "button", class: "secondary", onclick: () => resendMessage(m.id) }, "Resend"))), attempts);
+    }
+  } catch (error) {
+    fail(error);
+  }
+}
+async function showAttempts(id, row) {
+  if (!row.hidden) { row.hidden = true; return; }
+  try {
+    const data = await gql(`query($id: String!) { webhookAttempts(messageId: $id) {
+      attempt startedAt latencyMs statusCode outcome responseExcerpt error } }`, { id });
+    row.firstChild.replaceChildren(el("ol", { class: "attempts" }, ...data.webhookAttempts.map((a) =>
+      el("li", {}, `${time(a.startedAt)} · ${a.outcome} · ${a.statusCode ?? "no answer"} · ${ms(a.latencyMs)}`,
+        a.error ? ` · ${a.error}` : "", a.responseExcerpt ? el("pre", {}, a.responseExcerpt) : ""))));
+    row.hidden = false;
+  } catch (error) {
+    fail(error);
+  }
+}
+async function resendMessage(id) {
+  try {
+    await gql("mutation($id: String!) { resendWebhookMessage(messageId: $id) { id status } }", { id });
+    notify(`Message ${id} queued again.`, "info");
+  } catch (error) {
+    fail(error);
+  }
+}
+async function recoverEndpoint(endpointId, since) {
+  if (!since) { notify("Choose the time to recover from."); return; }
+  try {
+    const data = await gql(`mutation($id: UUID!, $since: DateTime!) { recoverWebhookEndpoint(endpointId: $id, since: $since) {
+      id status total done } }`, { id: endpointId, since: iso(since) });
+    followRecovery(endpointId, data.recoverWebhookEndpoint);
+  } catch (error) {
+    fail(error);
+  }
+}
+function followRecovery(endpointId, job) {
+  const line = $("webhook-recovery");
+  const cancel = el("button", { type: "button", class: "secondary", onclick: async () => {
+    try { await gql("mutation($id: UUID!) { cancelWebhookRecovery(id: $id) { id status } }", { id: job.id }); } catch (error) { fail(error); }
+  } }, "Cancel");
+  const show = (j) => line.replaceChildren(`Recovery ${short(j.id)}: ${j.status}, ${j.done} of ${j.total} events `, j.status === "running" ? cancel : "");
+  show(job);
+  const tick = async () => {
+    try {
+      const data = await gql("query($id: UUID!) { webhookRecoveries(endpointId: $id) { id status total done } }", { id: endpointId });
+      const j = data.webhookRecoveries.find((r) => r.id === job.id);
+      if (j) show(j);
+      if (j && j.status === "running" && state.view.tab === "webhooks") setTimeout(tick, 700);
+    } catch (error) {
+      fail(error);
+    }
+  };
+  setTimeout(tick, 500);
+}
+
 // ---------- wiring ----------
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", async (event) => {
@@ -1028,6 +1158,11 @@ document.addEventListener("DOMContentLoaded", () => {
     state.page += 1;
     loadList();
   });
+  $("webhook-filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    loadWebhookMessages(false);
+  });
+  $("wh-more").addEventListener("click", () => loadWebhookMessages(true));
   $("drawer-close").addEventListener("click", () => closeDrawer());
   $("drawer-backdrop").addEventListener("click", () => closeDrawer());
   $("drawer-reprocess").addEventListener("click", reprocessCurrent);

@@ -15,6 +15,7 @@ mod subscription;
 mod tasks;
 mod throttle;
 mod types;
+mod webhooks;
 
 use std::net::IpAddr;
 
@@ -38,6 +39,7 @@ pub struct QueryRoot(
     bulk::BulkQuery,
     tasks::TaskQuery,
     directory::DirectoryQuery,
+    webhooks::WebhookQuery,
 );
 
 /// Every mutation: one per domain command, and the admin operations.
@@ -47,6 +49,7 @@ pub struct MutationRoot(
     admin_ops::AdminMutation,
     notifications::NotificationMutation,
     bulk::BulkMutation,
+    webhooks::WebhookMutation,
 );
 
 pub type AulaSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;

@@ -132,6 +132,23 @@ impl Registry {
         Self::default()
     }
 
+    /// Registers the webhook kinds with `config`; `mailer` tells an endpoint's owner
+    /// when it is disabled.
+    pub fn with_webhooks(
+        &mut self,
+        config: crate::webhooks::WebhookConfig,
+        mailer: Option<Arc<dyn Mailer>>,
+    ) -> &mut Self {
+        self.register(
+            kinds::WEBHOOK_DELIVER,
+            crate::webhooks::WebhookDelivery::new(config, mailer),
+        )
+        .register(
+            kinds::WEBHOOK_RECOVER,
+            crate::webhooks::recover::WebhookRecover,
+        )
+    }
+
     pub fn register(&mut self, kind: &str, handler: impl TaskHandler) -> &mut Self {
         self.handlers.insert(kind.to_owned(), Arc::new(handler));
         self
@@ -155,7 +172,7 @@ impl Registry {
     /// Every kind the reactions issue, plus `noop`.
     pub fn standard(mailer: Arc<dyn Mailer>, mail: MailConfig) -> Self {
         let mut registry = Registry::new();
-        let email = Arc::new(email::EmailHandler::new(mailer, mail));
+        let email = Arc::new(email::EmailHandler::new(mailer.clone(), mail));
         for kind in [
             kinds::EMAIL_SIGNUP_CONFIRMATION,
             kinds::EMAIL_PASSWORD_RESET,
@@ -187,6 +204,13 @@ impl Registry {
             )
             .register(kinds::DEMO_SEED, demo::SeedDemoData)
             .register(kinds::NOOP, Noop);
+        // `aula serve` checks the settings at start-up (and refuses bad ones); here a bad
+        // value falls back to the strict defaults.
+        let webhooks = crate::webhooks::WebhookConfig::from_env().unwrap_or_else(|error| {
+            tracing::error!(%error, "invalid webhook settings; using the defaults");
+            crate::webhooks::WebhookConfig::default()
+        });
+        registry.with_webhooks(webhooks, Some(mailer));
         registry
     }
 }

@@ -2,6 +2,8 @@
 //! running processor (reactions + workers) that a test can stop.
 #![allow(dead_code)]
 
+pub mod webhook_receiver;
+
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

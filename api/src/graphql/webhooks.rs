@@ -1,0 +1,568 @@
+//! Webhooks over GraphQL: endpoints (register, change, rotate the secret, delete), the
+//! message and attempt log, resend and "recover since T". See
+//! `aula_processor::webhooks`.
+//!
+//! Who may act: a manager on its own institution's endpoints (and registers only for
+//! it); an admin on any, and registers platform-wide ones (no institution: every
+//! event). A secret is returned only by `createWebhookEndpoint` and
+//! `rotateWebhookEndpointSecret`, once.
+
+use async_graphql::{Context, InputObject, Object, SimpleObject};
+use aula_domain::user::Role as DomainRole;
+use aula_processor::webhooks::endpoints::{self, AttemptRow, Message, MessageFilter};
+use aula_processor::webhooks::recover::{self, RecoverJob};
+use aula_processor::webhooks::{message_header_id, parse_message_id, Endpoint, WebhookError};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::admin_ops::ensure_owner;
+use super::query::page_size;
+use super::read_models::STAFF;
+use super::{request, state};
+use crate::auth::{self, Claims};
+use crate::error::ApiError;
+
+#[derive(Default)]
+pub struct WebhookQuery;
+
+#[derive(Default)]
+pub struct WebhookMutation;
+
+/// An endpoint and its health.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct WebhookEndpoint {
+    pub id: Uuid,
+    /// Null: platform-wide (every institution's events).
+    pub institution_id: Option<Uuid>,
+    pub url: String,
+    /// Null: every event type of the catalog.
+    pub event_types: Option<Vec<String>>,
+    pub description: String,
+    pub enabled: bool,
+    /// Why it is disabled (410 Gone, failing too long, an operator).
+    pub disabled_reason: Option<String>,
+    /// Until when the previous secret still signs too (after a rotation).
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Start of the current run of failures; null while healthy.
+    pub failing_since: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    /// What the last failed attempt met (status answered, timeout, refused address).
+    pub last_failure: Option<String>,
+    pub attempts_last_day: i64,
+    pub succeeded_last_day: i64,
+    /// Succeeded / attempts in the last 24 hours; null without attempts.
+    pub success_rate_last_day: Option<f64>,
+    pub pending_messages: i64,
+}
+
+impl From<Endpoint> for WebhookEndpoint {
+    fn from(e: Endpoint) -> Self {
+        Self {
+            id: e.id,
+            institution_id: e.institution_id,
+            url: e.url,
+            event_types: e.event_types,
+            description: e.description,
+            enabled: e.enabled,
+            disabled_reason: e.disabled_reason,
+            previous_secret_expires_at: e.previous_secret_expires_at,
+            created_by: e.created_by,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+            failing_since: e.failing_since,
+            last_success_at: e.last_success_at,
+            last_failure_at: e.last_failure_at,
+            last_failure: e.last_failure,
+            attempts_last_day: e.attempts_24h,
+            succeeded_last_day: e.succeeded_24h,
+            success_rate_last_day: (e.attempts_24h > 0)
+                .then(|| e.succeeded_24h as f64 / e.attempts_24h as f64),
+            pending_messages: e.pending_messages,
+        }
+    }
+}
+
+/// An endpoint with its signing secret: shown this once.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct WebhookEndpointSecret {
+    pub endpoint: WebhookEndpoint,
+    /// `whsec_…`: verify `webhook-signature` with it. It is not shown again.
+    pub secret: String,
+}
+
+/// One message: one event for one endpoint.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct WebhookMessage {
+    /// The `webhook-id` header (`msg_…`), the same on every attempt.
+    pub id: String,
+    pub endpoint_id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub institution_id: Option<Uuid>,
+    /// For a reprocessed copy: the original event.
+    pub original_event_id: Option<Uuid>,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// The JSON body as signed and sent.
+    pub body: String,
+}
+
+impl From<Message> for WebhookMessage {
+    fn from(m: Message) -> Self {
+        Self {
+            id: message_header_id(m.id),
+            endpoint_id: m.endpoint_id,
+            event_id: m.event_id,
+            event_type: m.event_type,
+            institution_id: m.institution_id,
+            original_event_id: m.original_event_id,
+            status: m.status,
+            attempts: m.attempts,
+            created_at: m.created_at,
+            next_attempt_at: m.next_attempt_at,
+            finished_at: m.finished_at,
+            last_error: m.last_error,
+            body: m.body,
+        }
+    }
+}
+
+/// A page of messages, newest first.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct WebhookMessagePage {
+    pub nodes: Vec<WebhookMessage>,
+    /// Pass as `after` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// One delivery attempt.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct WebhookAttempt {
+    pub attempt: i32,
+    pub started_at: DateTime<Utc>,
+    pub latency_ms: f64,
+    /// What the endpoint answered; null when no answer came.
+    pub status_code: Option<i32>,
+    /// `succeeded`, `failed`, `refused` (address not allowed) or `gone` (410).
+    pub outcome: String,
+    /// The first kilobyte of the answer.
+    pub response_excerpt: Option<String>,
+    pub error: Option<String>,
+}
+
+impl From<AttemptRow> for WebhookAttempt {
+    fn from(a: AttemptRow) -> Self {
+        Self {
+            attempt: a.attempt,
+            started_at: a.started_at,
+            latency_ms: a.latency_ms,
+            status_code: a.status_code,
+            outcome: a.outcome,
+            response_excerpt: a.response_excerpt,
+            error: a.error,
+        }
+    }
+}
+
+/// A "recover since T" job.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct WebhookRecovery {
+    pub id: Uuid,
+    pub endpoint_id: Uuid,
+    pub since: DateTime<Utc>,
+    /// `running`, `cancelled`, `done` or `failed`.
+    pub status: String,
+    /// Events since `since` when it started.
+    pub total: i64,
+    /// Events looked at so far.
+    pub done: i64,
+    pub requested_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<RecoverJob> for WebhookRecovery {
+    fn from(j: RecoverJob) -> Self {
+        Self {
+            id: j.id,
+            endpoint_id: j.endpoint_id,
+            since: j.since,
+            status: j.status,
+            total: j.total,
+            done: j.done.min(j.total),
+            requested_by: j.requested_by,
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+        }
+    }
+}
+
+/// A new endpoint.
+#[derive(InputObject, Debug, Clone)]
+pub struct CreateWebhookEndpointInput {
+    /// `https://…` (plain http only to hosts the operator allows).
+    pub url: String,
+    /// Event types of the catalog (`webhookEventTypes`); omitted: all.
+    pub event_types: Option<Vec<String>>,
+    pub description: Option<String>,
+    /// A manager's is its own; an admin's may be omitted for a platform-wide endpoint.
+    pub institution_id: Option<Uuid>,
+}
+
+/// A change to an endpoint; omitted fields stay.
+#[derive(InputObject, Debug, Clone, Default)]
+pub struct UpdateWebhookEndpointInput {
+    pub url: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    /// Subscribe to every event type (clears `eventTypes`).
+    pub all_event_types: Option<bool>,
+    pub description: Option<String>,
+    /// `true` re-enables a disabled endpoint (clearing its failure run).
+    pub enabled: Option<bool>,
+}
+
+/// Filters of the message log; they combine with AND.
+#[derive(InputObject, Debug, Clone, Default)]
+pub struct WebhookMessageFilter {
+    pub endpoint_id: Option<Uuid>,
+    pub event_type: Option<String>,
+    /// `pending`, `delivered` or `failed`.
+    pub status: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// An admin's view of one institution (a manager always sees its own).
+    pub institution_id: Option<Uuid>,
+}
+
+fn webhook_error(error: WebhookError) -> ApiError {
+    match error {
+        WebhookError::Url(e) => ApiError::validation("url", "WEBHOOK_URL", e.to_string()),
+        e @ WebhookError::UnknownEventType(_) => {
+            ApiError::validation("eventTypes", "UNKNOWN_EVENT_TYPE", e.to_string())
+        }
+        e @ WebhookError::DescriptionTooLong => {
+            ApiError::validation("description", "TOO_LONG", e.to_string())
+        }
+        e @ WebhookError::TooManyEndpoints(_) => {
+            ApiError::conflict("TOO_MANY_ENDPOINTS", e.to_string())
+        }
+        e @ WebhookError::RotationWindow => {
+            ApiError::validation("previousSecretValidForMinutes", "TOO_LONG", e.to_string())
+        }
+        WebhookError::NotFound => ApiError::not_found("WEBHOOK_NOT_FOUND", "not found"),
+        WebhookError::Database(e) => e.into(),
+    }
+}
+
+fn staff<'a>(ctx: &Context<'a>) -> Result<&'a Claims, ApiError> {
+    auth::require_role(request(ctx).claims.as_ref(), STAFF)
+}
+
+/// The institution a staff member's view is limited to (`None`: an admin's view of all).
+fn scope(claims: &Claims, requested: Option<Uuid>) -> Result<Option<Uuid>, ApiError> {
+    match claims.role {
+        DomainRole::Admin => Ok(requested),
+        _ => auth::target_institution(claims, requested).map(Some),
+    }
+}
+
+/// Requires staff who may act on endpoint `id`.
+async fn owned_endpoint(ctx: &Context<'_>, id: Uuid) -> Result<(), ApiError> {
+    let claims = staff(ctx)?;
+    let owner = endpoints::owner(&state(ctx).pool, id)
+        .await
+        .map_err(webhook_error)?;
+    ensure_owner(claims, owner)
+}
+
+fn actor(claims: &Claims) -> String {
+    format!("user:{}", claims.user_id)
+}
+
+fn encode_cursor(m: &Message) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}|{}", m.created_at.to_rfc3339(), m.id))
+}
+
+fn decode_cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let bad = || ApiError::validation("after", "BAD_CURSOR", "not a cursor of this list");
+    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (time, id) = text.split_once('|').ok_or_else(bad)?;
+    Ok((
+        DateTime::parse_from_rfc3339(time)
+            .map_err(|_| bad())?
+            .with_timezone(&Utc),
+        id.parse().map_err(|_| bad())?,
+    ))
+}
+
+#[Object]
+impl WebhookQuery {
+    /// The event types an endpoint may subscribe to (the event catalog's).
+    async fn webhook_event_types(&self, ctx: &Context<'_>) -> Result<Vec<String>, ApiError> {
+        staff(ctx)?;
+        Ok(endpoints::event_types().iter().cloned().collect())
+    }
+
+    /// Live endpoints with their health. Manager: its institution's; admin: all, or
+    /// one institution's.
+    async fn webhook_endpoints(
+        &self,
+        ctx: &Context<'_>,
+        institution_id: Option<Uuid>,
+    ) -> Result<Vec<WebhookEndpoint>, ApiError> {
+        let claims = staff(ctx)?;
+        let institution = scope(claims, institution_id)?;
+        Ok(endpoints::list(&state(ctx).pool, institution)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// The message log, newest first, filtered.
+    async fn webhook_messages(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<WebhookMessageFilter>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<WebhookMessagePage, ApiError> {
+        let claims = staff(ctx)?;
+        let state = state(ctx);
+        let filter = filter.unwrap_or_default();
+        let limit = page_size(first.unwrap_or(50), state.config.max_page_size)? as i64;
+        if let Some(status) = &filter.status {
+            if !["pending", "delivered", "failed"].contains(&status.as_str()) {
+                return Err(ApiError::validation(
+                    "status",
+                    "UNKNOWN_STATUS",
+                    "one of pending, delivered, failed",
+                ));
+            }
+        }
+        let query = MessageFilter {
+            institution_id: scope(claims, filter.institution_id)?,
+            endpoint_id: filter.endpoint_id,
+            event_type: filter.event_type.map(|t| t.chars().take(100).collect()),
+            status: filter.status,
+            from: filter.from,
+            to: filter.to,
+            before: after.as_deref().map(decode_cursor).transpose()?,
+        };
+        let mut rows = endpoints::messages(&state.pool, &query, limit + 1).await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        Ok(WebhookMessagePage {
+            next_cursor: more.then(|| rows.last().map(encode_cursor)).flatten(),
+            nodes: rows.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    /// The attempts of one message (`msg_…` or its uuid), in order.
+    async fn webhook_attempts(
+        &self,
+        ctx: &Context<'_>,
+        message_id: String,
+    ) -> Result<Vec<WebhookAttempt>, ApiError> {
+        let claims = staff(ctx)?;
+        let state = state(ctx);
+        let not_found = || ApiError::not_found("WEBHOOK_NOT_FOUND", "not found");
+        let id = parse_message_id(&message_id).ok_or_else(not_found)?;
+        let (_, owner) = endpoints::message(&state.pool, id)
+            .await?
+            .ok_or_else(not_found)?;
+        ensure_owner(claims, owner)?;
+        Ok(endpoints::attempts(&state.pool, id)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// The "recover since T" jobs of an endpoint, newest first.
+    async fn webhook_recoveries(
+        &self,
+        ctx: &Context<'_>,
+        endpoint_id: Uuid,
+    ) -> Result<Vec<WebhookRecovery>, ApiError> {
+        owned_endpoint(ctx, endpoint_id).await?;
+        Ok(recover::jobs(&state(ctx).pool, endpoint_id)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+}
+
+#[Object]
+impl WebhookMutation {
+    /// Registers an endpoint; the answer holds its secret, shown this once.
+    async fn create_webhook_endpoint(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateWebhookEndpointInput,
+    ) -> Result<WebhookEndpointSecret, ApiError> {
+        let claims = staff(ctx)?;
+        let institution = scope(claims, input.institution_id)?;
+        let state = state(ctx);
+        let (endpoint, secret) = endpoints::create(
+            &state.pool,
+            &state.config.webhooks,
+            endpoints::NewEndpoint {
+                institution_id: institution,
+                url: input.url,
+                event_types: input.event_types,
+                description: input.description.unwrap_or_default(),
+                created_by: actor(claims),
+                created_by_user: Some(claims.user_id),
+            },
+        )
+        .await
+        .map_err(webhook_error)?;
+        tracing::info!(endpoint = %endpoint.id, actor = %actor(claims), "webhook endpoint registered");
+        Ok(WebhookEndpointSecret {
+            endpoint: endpoint.into(),
+            secret: secret.reveal(),
+        })
+    }
+
+    /// Changes an endpoint's URL, event types, description or enabled flag.
+    async fn update_webhook_endpoint(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        input: UpdateWebhookEndpointInput,
+    ) -> Result<WebhookEndpoint, ApiError> {
+        owned_endpoint(ctx, id).await?;
+        let state = state(ctx);
+        let event_types = if input.all_event_types == Some(true) {
+            Some(None)
+        } else {
+            input.event_types.map(Some)
+        };
+        let endpoint = endpoints::update(
+            &state.pool,
+            &state.config.webhooks,
+            id,
+            endpoints::EndpointChange {
+                url: input.url,
+                event_types,
+                description: input.description,
+                enabled: input.enabled,
+            },
+        )
+        .await
+        .map_err(webhook_error)?;
+        Ok(endpoint.into())
+    }
+
+    /// Issues a new secret. The current one keeps signing too (both signatures in
+    /// `webhook-signature`) for `previousSecretValidForMinutes` (default 1440 = 24 h;
+    /// 0 stops it at once). The answer holds the new secret, shown this once.
+    async fn rotate_webhook_endpoint_secret(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        previous_secret_valid_for_minutes: Option<i32>,
+    ) -> Result<WebhookEndpointSecret, ApiError> {
+        owned_endpoint(ctx, id).await?;
+        let minutes = previous_secret_valid_for_minutes.unwrap_or(24 * 60);
+        if minutes < 0 {
+            return Err(ApiError::validation(
+                "previousSecretValidForMinutes",
+                "NEGATIVE",
+                "must be 0 or more",
+            ));
+        }
+        let state = state(ctx);
+        let (endpoint, secret) = endpoints::rotate(
+            &state.pool,
+            &state.config.webhooks,
+            id,
+            std::time::Duration::from_secs(minutes as u64 * 60),
+        )
+        .await
+        .map_err(webhook_error)?;
+        Ok(WebhookEndpointSecret {
+            endpoint: endpoint.into(),
+            secret: secret.reveal(),
+        })
+    }
+
+    /// Deletes an endpoint: no new messages, pending ones are not sent.
+    async fn delete_webhook_endpoint(&self, ctx: &Context<'_>, id: Uuid) -> Result<bool, ApiError> {
+        owned_endpoint(ctx, id).await?;
+        endpoints::delete(&state(ctx).pool, id)
+            .await
+            .map_err(webhook_error)?;
+        Ok(true)
+    }
+
+    /// Sends a message again now, with the same `webhook-id` and body.
+    async fn resend_webhook_message(
+        &self,
+        ctx: &Context<'_>,
+        message_id: String,
+    ) -> Result<WebhookMessage, ApiError> {
+        let claims = staff(ctx)?;
+        let state = state(ctx);
+        let not_found = || ApiError::not_found("WEBHOOK_NOT_FOUND", "not found");
+        let id = parse_message_id(&message_id).ok_or_else(not_found)?;
+        let (_, owner) = endpoints::message(&state.pool, id)
+            .await?
+            .ok_or_else(not_found)?;
+        ensure_owner(claims, owner)?;
+        recover::resend(&state.pool, id)
+            .await
+            .map_err(webhook_error)?;
+        let (message, _) = endpoints::message(&state.pool, id)
+            .await?
+            .ok_or_else(not_found)?;
+        Ok(message.into())
+    }
+
+    /// Starts a background job that sends the endpoint every event since `since` it
+    /// wants and did not get (failed messages are sent again, missed ones created).
+    async fn recover_webhook_endpoint(
+        &self,
+        ctx: &Context<'_>,
+        endpoint_id: Uuid,
+        since: DateTime<Utc>,
+    ) -> Result<WebhookRecovery, ApiError> {
+        owned_endpoint(ctx, endpoint_id).await?;
+        let claims = staff(ctx)?;
+        let job = recover::start(&state(ctx).pool, endpoint_id, since, &actor(claims))
+            .await
+            .map_err(webhook_error)?;
+        Ok(job.into())
+    }
+
+    /// Stops a running recovery before its next batch.
+    async fn cancel_webhook_recovery(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> Result<WebhookRecovery, ApiError> {
+        let state = state(ctx);
+        let not_found = || ApiError::not_found("WEBHOOK_NOT_FOUND", "not found");
+        let job = recover::job(&state.pool, id).await?.ok_or_else(not_found)?;
+        owned_endpoint(ctx, job.endpoint_id).await?;
+        recover::cancel(&state.pool, id).await?;
+        Ok(recover::job(&state.pool, id)
+            .await?
+            .ok_or_else(not_found)?
+            .into())
+    }
+}
