@@ -108,7 +108,7 @@ pub async fn run_workers_with_ready(
     let (stop_background, background_stopped) = watch::channel(false);
     let (stop_refresher, refresher_stopped) = watch::channel(false);
     let refresher = tokio::spawn(crate::processing::run_refresher(
-        pool.clone(),
+        refresher_connection(&pool),
         refresh_wake.clone(),
         REFRESH_POLL,
         REFRESH_PAUSE,
@@ -286,6 +286,16 @@ fn claim_connection(pool: &PgPool) -> PgPool {
         // rather than hold a shutdown up for the pool's default 30 s.
         .acquire_timeout(Duration::from_secs(3))
         .connect_lazy_with(options)
+}
+
+/// The refresher's own connection (one statement or transaction at a time), so it never
+/// waits for, nor takes, a connection the handlers need from the workers' pool.
+fn refresher_connection(pool: &PgPool) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with((*pool.connect_options()).clone())
 }
 
 /// Runs one attempt in a `task` span, so its log lines carry the task's ids and, when
