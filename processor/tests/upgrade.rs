@@ -17,6 +17,10 @@ use common::*;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
 
+/// An event's row: its aggregate, status, task counts, whether its processed time is its
+/// tasks' last finish, its error.
+type EventRow = (String, String, i32, i32, i32, i32, bool, Option<String>);
+
 /// The last migration of the old shape.
 const OLD_SHAPE: i64 = 16;
 
@@ -147,7 +151,7 @@ async fn a_database_of_the_old_shape_is_upgraded_and_its_tasks_and_event_rows_fi
         scalar_i64(&pool, "SELECT count(*) FROM admin_event_refresh").await,
         0
     );
-    let rows: Vec<(String, String, i32, i32, i32, i32, bool, Option<String>)> = sqlx::query_as(
+    let rows: Vec<EventRow> = sqlx::query_as(
         "SELECT e.aggregate_id, a.status, a.tasks_pending, a.tasks_running, a.tasks_succeeded,
                 a.tasks_failed,
                 a.processed_at IS NOT DISTINCT FROM (SELECT max(finished_at) FROM tasks t
