@@ -468,9 +468,18 @@ async fn tasks_on(
     let worker_pids: Vec<u32> = workers.iter().filter_map(|w| w.child.id()).collect();
     let server_pids = database_pids(&db.pool).await?;
     let cpu_before = (cpu_seconds(&worker_pids), cpu_seconds(&server_pids));
+    let wal_before = aula_processor::bench::wal_position(&db.pool).await?;
     let drain_start = Instant::now();
     aula_processor::bench::wait_until_drained(&db.pool).await?;
     let drain = drain_start.elapsed();
+    let admin_catch_up = if issued_by_events {
+        let drained = Instant::now();
+        aula_processor::bench::wait_until_admin_caught_up(&db.pool).await?;
+        Some(drained.elapsed())
+    } else {
+        None
+    };
+    let wal_bytes = aula_processor::bench::wal_position(&db.pool).await? - wal_before;
     let load_after = aula_processor::bench::load_average();
     // Processes that appeared during the drain count from zero.
     let mut server_pids_after = database_pids(&db.pool).await?;
@@ -512,6 +521,8 @@ async fn tasks_on(
         drain_cpu,
         load_before,
         load_after,
+        admin_catch_up,
+        wal_bytes: Some(wal_bytes),
     })
 }
 

@@ -52,6 +52,13 @@ pub struct BenchTasksReport {
     /// the figures; the CPU per task does not depend on it as much).
     pub load_before: String,
     pub load_after: String,
+    /// With `issued_by_events`: from the end of the drain until every event's admin row
+    /// had its final status (the refresher's lag behind the tasks at that moment).
+    /// The CPU and WAL figures include it.
+    pub admin_catch_up: Option<Duration>,
+    /// WAL written from the insert's commit until the drain (and the admin rows'
+    /// catch-up) ended, when measured.
+    pub wal_bytes: Option<f64>,
 }
 
 /// CPU time spent during a drain.
@@ -107,6 +114,21 @@ impl std::fmt::Display for BenchTasksReport {
             "  throughput:                  {:.0} tasks/s",
             self.tasks_per_second
         )?;
+        if let Some(catch_up) = self.admin_catch_up {
+            writeln!(
+                f,
+                "  admin rows final:            {:.3} s after the drain (the admin view's lag then)",
+                catch_up.as_secs_f64()
+            )?;
+        }
+        if let Some(wal) = self.wal_bytes {
+            writeln!(
+                f,
+                "  WAL:                         {:.0} MB = {:.0} bytes per task",
+                wal / 1e6,
+                wal / self.tasks.max(1) as f64
+            )?;
+        }
         if let Some(cpu) = self.drain_cpu {
             let total = cpu.workers_seconds + cpu.database_seconds;
             let per_task_us = total * 1e6 / self.tasks.max(1) as f64;
@@ -221,6 +243,31 @@ pub async fn wait_until_drained(pool: &PgPool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// Waits until every queued admin row refresh is done and no event is pending (in the
+/// status counts), polling every 5 ms.
+pub async fn wait_until_admin_caught_up(pool: &PgPool) -> Result<(), sqlx::Error> {
+    loop {
+        let caught_up: bool = sqlx::query_scalar(
+            "SELECT NOT EXISTS (SELECT 1 FROM admin_event_refresh)
+                    AND (SELECT COALESCE(sum(count), 0) FROM task_status_counts
+                         WHERE kind = 'event' AND status = 'pending') = 0",
+        )
+        .fetch_one(pool)
+        .await?;
+        if caught_up {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The server's WAL position, in bytes.
+pub async fn wal_position(pool: &PgPool) -> Result<f64, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8")
+        .fetch_one(pool)
+        .await
+}
+
 /// Attempt records written (after a run; counts the table).
 pub async fn attempt_records(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT count(*) FROM task_attempts")
@@ -283,6 +330,8 @@ pub async fn bench_tasks(
         drain_cpu: None,
         load_before,
         load_after: load_average(),
+        admin_catch_up: None,
+        wal_bytes: None,
     })
 }
 

@@ -7,11 +7,20 @@
 //! them to [`record`] in their transaction, which:
 //!
 //! 1. updates the event's row in `admin_events` (the processing columns only): task
-//!    counts by status (`failed` counts failed and dead tasks), `status`, `processed_at`,
-//!    `duration_ms`, `error`;
+//!    counts by status (`failed` counts failed and dead tasks), recounted from the
+//!    event's tasks (live and archived) after the row is locked, `status`,
+//!    `processed_at`, `duration_ms`, `error`;
 //! 2. adds to `processing_rollups` (per minute and status, the tasks and events that
 //!    reached a final status);
 //! 3. adds to `task_status_counts` (current counts by status of tasks and events).
+//!
+//! The workers' hot path is the exception (ADR 0001): their claims and successful
+//! completions ([`crate::queue::claim_deferred`], [`crate::queue::complete_deferred`])
+//! update the task counters in their one statement and *queue* the event's id in
+//! `admin_event_refresh` instead of rewriting its row; [`run_refresher`] brings the rows
+//! up to date in batches ([`refresh`], the same recount), so the admin view of those
+//! events is behind by the refresher's pause. Failures, releases, rescues, inserts and
+//! manual retries still record at once.
 //!
 //! ## The event's status
 //! - `pending` while any of its tasks is pending or running (`processed_at` and
@@ -106,22 +115,12 @@ pub fn minute_of(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(secs, 0).unwrap_or(t)
 }
 
-/// Task count deltas of one event in a batch.
+/// What a batch's changes say about one event beyond its tasks' counts (which are
+/// recounted from the tasks).
 #[derive(Debug, Default, Clone)]
 struct EventDelta {
-    counts: [i32; 4],
     last_finished: Option<DateTime<Utc>>,
     error: Option<String>,
-}
-
-/// Index in `[pending, running, succeeded, failed]` (dead counts as failed).
-fn bucket(status: &str) -> usize {
-    match status {
-        "pending" => 0,
-        "running" => 1,
-        "succeeded" => 2,
-        _ => 3,
-    }
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -233,10 +232,6 @@ pub async fn record(
             continue;
         };
         let delta = deltas.entry(event_id).or_default();
-        if let Some(from) = &change.from {
-            delta.counts[bucket(from)] -= 1;
-        }
-        delta.counts[bucket(&change.to)] += 1;
         if let Some(at) = change.finished_at {
             delta.last_finished = delta.last_finished.max(Some(at));
         }
@@ -244,22 +239,54 @@ pub async fn record(
             delta.error.clone_from(&change.error);
         }
     }
-    for event in events {
-        deltas.entry(event.event_id).or_default();
-    }
-    if !deltas.is_empty() {
-        update_events(conn, &deltas, events, &mut counters).await?;
+    let mut ids: Vec<Uuid> = deltas.keys().copied().collect();
+    ids.extend(events.iter().map(|e| e.event_id));
+    if !ids.is_empty() {
+        update_events(conn, &ids, &deltas, events, &mut counters).await?;
     }
     write_counters(conn, &counters).await
 }
 
+/// The tasks of each event (live and archived) by status bucket, and their last finish.
+const RECOUNT_SQL: &str = "SELECT event_id,
+         count(*) FILTER (WHERE status = 'pending')::int AS pending,
+         count(*) FILTER (WHERE status = 'running')::int AS running,
+         count(*) FILTER (WHERE status = 'succeeded')::int AS succeeded,
+         count(*) FILTER (WHERE status IN ('failed', 'dead'))::int AS failed,
+         max(finished_at) AS last_finished
+     FROM (SELECT event_id, status, finished_at FROM tasks WHERE event_id = ANY($1)
+           UNION ALL
+           SELECT event_id, status, finished_at FROM tasks_archive WHERE event_id = ANY($1)) t
+     GROUP BY event_id";
+
+#[derive(Debug, sqlx::FromRow)]
+struct Tally {
+    event_id: Uuid,
+    pending: i32,
+    running: i32,
+    succeeded: i32,
+    failed: i32,
+    last_finished: Option<DateTime<Utc>>,
+}
+
+impl Tally {
+    fn counts(&self) -> [i32; 4] {
+        [self.pending, self.running, self.succeeded, self.failed]
+    }
+}
+
+/// Brings the rows of `ids` (deduplicated here) up to date with their tasks, and the
+/// rows of `events` (the reactions' batch) into existence.
 async fn update_events(
     conn: &mut PgConnection,
+    ids: &[Uuid],
     deltas: &HashMap<Uuid, EventDelta>,
     events: &[RecordedEvent],
     counters: &mut Counters,
 ) -> Result<(), sqlx::Error> {
-    let ids: Vec<Uuid> = deltas.keys().copied().collect();
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
     let existing: Vec<Row> = sqlx::query_as(
         "SELECT a.event_id, a.global_position, a.event_type, a.aggregate_type, a.aggregate_id,
                 a.sequence, a.institution_id, a.recorded_at, a.reprocessed_from, a.status,
@@ -284,36 +311,25 @@ async fn update_events(
         rows.entry(event.event_id)
             .or_insert_with(|| (Row::from_event(event), false));
     }
-    // When a task finished, the event's last finish is read back (after the row lock, so
-    // it sees every committed finish): a transaction that started earlier may commit later.
-    let finishing: Vec<Uuid> = deltas
-        .iter()
-        .filter(|(id, d)| d.last_finished.is_some() && rows.contains_key(id))
-        .map(|(id, _)| *id)
-        .collect();
-    let last_finish: HashMap<Uuid, DateTime<Utc>> = if finishing.is_empty() {
+    // The tasks of every event, recounted after the row locks (so the count sees every
+    // committed change, and this transaction's own): a transaction that started earlier
+    // may commit later, and the workers' claims and completions do not touch these rows
+    // at all (they queue a refresh, see [`refresh`]).
+    let present: Vec<Uuid> = rows.keys().copied().collect();
+    let tallies: HashMap<Uuid, Tally> = if present.is_empty() {
         HashMap::new()
     } else {
-        let found: Vec<(Uuid, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT event_id, max(finished_at) FROM (
-                 SELECT event_id, finished_at FROM tasks WHERE event_id = ANY($1)
-                 UNION ALL
-                 SELECT event_id, finished_at FROM tasks_archive WHERE event_id = ANY($1)
-             ) t GROUP BY event_id",
-        )
-        .bind(&finishing)
-        .fetch_all(&mut *conn)
-        .await?;
-        found
-            .into_iter()
-            .filter_map(|(id, at)| Some((id, at?)))
-            .collect()
+        let found: Vec<Tally> = sqlx::query_as(RECOUNT_SQL)
+            .bind(&present)
+            .fetch_all(&mut *conn)
+            .await?;
+        found.into_iter().map(|t| (t.event_id, t)).collect()
     };
     let mut new_rows: Vec<Row> = Vec::with_capacity(rows.len());
     for (event_id, (old, seen)) in rows {
-        let delta = &deltas[&event_id];
-        let base = if seen { old.counts() } else { [0; 4] };
-        let counts: [i32; 4] = std::array::from_fn(|i| (base[i] + delta.counts[i]).max(0));
+        let delta = deltas.get(&event_id).cloned().unwrap_or_default();
+        let tally = tallies.get(&event_id);
+        let counts: [i32; 4] = tally.map_or([0; 4], Tally::counts);
         let total: i32 = counts.iter().sum();
         let status = if counts[0] + counts[1] > 0 {
             "pending"
@@ -335,13 +351,23 @@ async fn update_events(
             [
                 delta.last_finished,
                 old_processed,
-                last_finish.get(&event_id).copied(),
+                tally.and_then(|t| t.last_finished),
             ]
             .into_iter()
             .flatten()
             .max()
             .or(Some(old.recorded_at))
         };
+        if seen
+            && old.status == status
+            && old.processed_at == processed_at
+            && old.counts() == counts
+            && delta.error.is_none()
+        {
+            // A refresh that found nothing new (the claim's and the completion's refresh
+            // of a task both land in one batch, or another path got there first).
+            continue;
+        }
         if seen {
             counters.status(KIND_EVENT, &old.status, -1);
             if let (true, Some(at)) = (is_final_event_status(&old.status), old.processed_at) {
@@ -352,7 +378,7 @@ async fn update_events(
         if let Some(at) = processed_at {
             counters.rollup(at, KIND_EVENT, status, 1);
         }
-        let error = delta.error.clone().or(if seen { old.error } else { None });
+        let error = delta.error.or(if seen { old.error } else { None });
         new_rows.push(Row {
             status: status.to_owned(),
             processed_at,
@@ -363,6 +389,9 @@ async fn update_events(
             tasks_failed: counts[3],
             ..old
         });
+    }
+    if new_rows.is_empty() {
+        return Ok(());
     }
     new_rows.sort_by_key(|r| (r.tx_id, r.global_position));
     let duration = |r: &Row| {
@@ -410,6 +439,116 @@ async fn update_events(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// The refresher's advisory lock (the two-key form, apart from the one-key locks of the
+/// subscriptions): one process at a time takes the queued ids, so refreshers do not
+/// queue on each other's row locks.
+const REFRESH_LOCK: (i32, i32) = (0x6175_6c61, 17);
+
+/// How many queued ids one refresh takes at most (one transaction).
+pub const REFRESH_BATCH: i64 = 10_000;
+
+/// Brings up to `limit` queued events' rows in `admin_events` up to date with their
+/// tasks (see [`record`]: the same rules, counted from the tasks), in one transaction
+/// that also deletes the ids it took from `admin_event_refresh`. The workers' claims and
+/// completions queue those ids instead of writing the rows themselves.
+///
+/// Returns how many queued ids it took, or `None` when another process holds the
+/// refresher's lock (it is taking them).
+pub async fn refresh(pool: &PgPool, limit: i64) -> Result<Option<usize>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+        .bind(REFRESH_LOCK.0)
+        .bind(REFRESH_LOCK.1)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !locked {
+        return Ok(None);
+    }
+    let taken: Vec<Uuid> = sqlx::query_scalar(
+        "DELETE FROM admin_event_refresh
+         WHERE ctid = ANY(ARRAY(SELECT ctid FROM admin_event_refresh LIMIT $1))
+         RETURNING event_id",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    if taken.is_empty() {
+        return Ok(Some(0));
+    }
+    let mut counters = Counters::default();
+    update_events(&mut tx, &taken, &HashMap::new(), &[], &mut counters).await?;
+    write_counters(&mut tx, &counters).await?;
+    tx.commit().await?;
+    Ok(Some(taken.len()))
+}
+
+/// Refreshes until nothing is queued (or another process is refreshing).
+pub async fn refresh_all(pool: &PgPool) -> Result<(), sqlx::Error> {
+    while let Some(n) = refresh(pool, REFRESH_BATCH).await? {
+        if n < REFRESH_BATCH as usize {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The refresher of one process: runs [`refresh`] when `wake` is notified (the workers
+/// queued ids) or every `poll` (another process's workers did), pausing `pause` between
+/// rounds that found work so that a busy queue's ids arrive in batches; stops when
+/// `stop` turns true, after a last round.
+pub async fn run_refresher(
+    pool: PgPool,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    poll: std::time::Duration,
+    pause: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let round = tokio::select! {
+            round = refresh(&pool, REFRESH_BATCH) => round,
+            // A round is one transaction: abandoned, it rolls back and the ids stay queued.
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let wait = match round {
+            Ok(Some(n)) if n > 0 => {
+                failures = 0;
+                if n >= REFRESH_BATCH as usize {
+                    continue;
+                }
+                Some(pause)
+            }
+            Ok(_) => {
+                failures = 0;
+                None
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(%error, "refreshing the events' processing rows failed; retrying");
+                Some(crate::queue::backoff(
+                    failures as i32,
+                    std::time::Duration::from_millis(100),
+                    std::time::Duration::from_secs(5),
+                ))
+            }
+        };
+        match wait {
+            Some(wait) => tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            },
+            None => tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            },
+        }
+    }
+    if let Err(error) = refresh_all(&pool).await {
+        tracing::warn!(%error, "the last refresh of the events' processing rows failed; another process or the next start will do it");
+    }
 }
 
 async fn write_counters(conn: &mut PgConnection, counters: &Counters) -> Result<(), sqlx::Error> {

@@ -16,6 +16,10 @@
 //!   open transaction (no row lock held across a round trip to the client): [`claim`]
 //!   (pending to running changes only counts) and [`complete_eventless`] (tasks that no
 //!   event issued have no event row to update).
+//! - The workers use [`claim_deferred`] and [`complete_deferred`]: the same one-statement
+//!   shape, but the issuing events' rows are not touched at all; their ids are queued in
+//!   `admin_event_refresh` for [`processing::run_refresher`] (ADR 0001). [`claim`] and
+//!   [`complete`] stay the synchronous API (the event's row is current when they return).
 //!
 //! ## Plans
 //! The statements run as prepared statements, so mostly under a generic plan that
@@ -252,6 +256,64 @@ pub const CLAIM_SQL: &str = "WITH due AS (
      )
      SELECT * FROM claimed";
 
+/// [`claim`] for the workers: the same claim, but the issuing events' rows in
+/// `admin_events` are left alone. Their ids are queued in `admin_event_refresh` for the
+/// refresher ([`processing::run_refresher`]), which recounts them in batches. No
+/// `admin_events` row is locked or rewritten, so a claim's cost does not depend on the
+/// event rows (ADR 0001).
+pub async fn claim_deferred(
+    pool: &PgPool,
+    worker: &str,
+    limit: i64,
+    lease: Duration,
+    record_attempts: bool,
+) -> Result<Vec<TaskRow>, sqlx::Error> {
+    let shard: i16 = rand::Rng::gen_range(&mut rand::thread_rng(), 0..processing::SHARDS);
+    sqlx::query_as(CLAIM_DEFERRED_SQL)
+        .bind(limit)
+        .bind(lease.as_millis() as f64)
+        .bind(worker)
+        .bind(record_attempts)
+        .bind(shard)
+        .fetch_all(pool)
+        .await
+}
+
+/// See [`claim_deferred`] and the module's rules for plans.
+pub const CLAIM_DEFERRED_SQL: &str = "WITH due AS (
+         SELECT id FROM tasks
+         WHERE status = 'pending' AND run_at <= now()
+         ORDER BY priority, run_at
+         LIMIT $1
+         FOR UPDATE SKIP LOCKED
+     ), claimed AS (
+         UPDATE tasks t
+         SET status = 'running', attempt = t.attempt + 1,
+             lease_until = now() + $2 * interval '1 millisecond', worker = $3,
+             started_at = COALESCE(t.started_at, now()), claimed_at = now()
+         WHERE t.id = ANY(ARRAY(SELECT id FROM due))
+         RETURNING t.id, t.kind, t.attempt, t.max_attempts, t.event_id, t.event_type,
+             t.origin_task_id, t.idempotency_key, t.payload, t.institution_id, t.correlation_id,
+             t.created_at, t.claimed_at
+     ), started AS (
+         INSERT INTO task_attempts (task_id, attempt, worker)
+         SELECT id, attempt, $3 FROM claimed WHERE $4
+     ), queued AS (
+         INSERT INTO admin_event_refresh (event_id)
+         SELECT DISTINCT event_id FROM claimed WHERE event_id IS NOT NULL
+     ), total AS (
+         SELECT count(*) AS n FROM claimed
+     ), counted AS (
+         INSERT INTO task_status_counts (kind, status, shard, count)
+         SELECT 'task', s.status, $5, s.sign * total.n
+         FROM total, (VALUES ('pending', -1), ('running', 1)) AS s(status, sign)
+         WHERE total.n > 0
+         ORDER BY s.status
+         ON CONFLICT (kind, status, shard)
+         DO UPDATE SET count = task_status_counts.count + EXCLUDED.count
+     )
+     SELECT * FROM claimed";
+
 /// A successful attempt to record.
 ///
 /// Outcomes, heartbeats and releases are fenced by the attempt number *and* the claim's
@@ -357,6 +419,62 @@ pub const COMPLETE_EVENTLESS_SQL: &str = "WITH locked AS (
              SET outcome = 'succeeded', finished_at = now(),
                  duration_ms = extract(epoch FROM now() - a.started_at) * 1000
              FROM done WHERE a.task_id = done.id AND a.attempt = done.attempt
+         ), total AS (
+             SELECT count(*) AS n FROM done
+         ), rolled AS (
+             INSERT INTO processing_rollups (minute, kind, status, shard, count)
+             SELECT to_timestamp(floor(extract(epoch FROM now()) / 60) * 60), 'task', 'succeeded', $3, n
+             FROM total WHERE n > 0
+             ON CONFLICT (minute, kind, status, shard)
+             DO UPDATE SET count = processing_rollups.count + EXCLUDED.count
+         ), counted AS (
+             INSERT INTO task_status_counts (kind, status, shard, count)
+             SELECT 'task', s.status, $3, s.sign * total.n
+             FROM total, (VALUES ('running', -1), ('succeeded', 1)) AS s(status, sign)
+             WHERE total.n > 0
+             ORDER BY s.status
+             ON CONFLICT (kind, status, shard)
+             DO UPDATE SET count = task_status_counts.count + EXCLUDED.count
+         )
+         SELECT id FROM done";
+
+/// Marks attempts succeeded, fenced like [`complete`], in one statement without an open
+/// transaction: the task counters and rollups are updated in it, and the issuing
+/// events' ids are queued in `admin_event_refresh` (see [`claim_deferred`]) rather than
+/// their rows rewritten. The workers' completion. Returns the ids accepted.
+pub async fn complete_deferred(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>, sqlx::Error> {
+    if done.is_empty() {
+        return Ok(Vec::new());
+    }
+    let shard: i16 = rand::Rng::gen_range(&mut rand::thread_rng(), 0..processing::SHARDS);
+    sqlx::query_scalar(COMPLETE_DEFERRED_SQL)
+        .bind(done.iter().map(|d| d.id).collect::<Vec<_>>())
+        .bind(done.iter().map(|d| d.attempt).collect::<Vec<_>>())
+        .bind(shard)
+        .bind(done.iter().map(|d| d.claimed_at).collect::<Vec<_>>())
+        .fetch_all(pool)
+        .await
+}
+
+/// See [`complete_deferred`].
+pub const COMPLETE_DEFERRED_SQL: &str = "WITH locked AS (
+             SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[], $4::timestamptz[]) AS c(id, attempt, claimed_at)
+             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
+             ORDER BY t.id
+             FOR UPDATE OF t
+         ), done AS (
+             UPDATE tasks t
+             SET status = 'succeeded', finished_at = now(), lease_until = NULL, last_error = NULL
+             WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE status = 'running'))
+             RETURNING t.id, t.attempt, t.event_id
+         ), recorded AS (
+             UPDATE task_attempts a
+             SET outcome = 'succeeded', finished_at = now(),
+                 duration_ms = extract(epoch FROM now() - a.started_at) * 1000
+             FROM done WHERE a.task_id = done.id AND a.attempt = done.attempt
+         ), queued AS (
+             INSERT INTO admin_event_refresh (event_id)
+             SELECT DISTINCT event_id FROM done WHERE event_id IS NOT NULL
          ), total AS (
              SELECT count(*) AS n FROM done
          ), rolled AS (

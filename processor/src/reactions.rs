@@ -183,6 +183,16 @@ impl Consumer for Reactions {
         tx: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), BoxError> {
+        // The batch (its tasks, the events' rows and the checkpoint) commits without
+        // waiting for the WAL flush: the workers see the tasks a flush earlier (event
+        // commit -> task start). A database crash can lose only the last batches, and
+        // loses their tasks and their checkpoint together, so the events are read again
+        // and issue the same tasks (exactly once, `(event_id, kind)`). Whatever a worker
+        // records of such a task commits synchronously after it, and flushing that WAL
+        // flushes the batch too: an effect is never durable without its task.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
         let subjects = original_subjects(&mut *tx, events).await?;
         let tasks: Vec<NewTask> = events
             .iter()

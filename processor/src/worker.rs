@@ -4,7 +4,10 @@
 //! claim_batch)` due tasks in one statement and runs each in its own tokio task. It is
 //! woken by LISTEN `aula_tasks` (a trigger notifies on every insert), by a slot freeing
 //! up, or by the poll interval. Outcomes go to one completer that records them in
-//! batches (one fenced `UPDATE ... FROM unnest` per outcome type). A heartbeat extends
+//! batches (one fenced `UPDATE ... FROM unnest` per outcome type). Claims and successes
+//! leave the issuing events' `admin_events` rows to the refresher
+//! ([`crate::processing::run_refresher`], one per process, one at a time per database),
+//! which brings them up to date in batches (ADR 0001). A heartbeat extends
 //! the leases of running attempts; a rescuer returns tasks whose lease expired (their
 //! worker died) to `pending`; any process may rescue any task.
 //!
@@ -31,6 +34,12 @@ use crate::queue::{self, Done, Failed};
 
 pub const NOTIFY_CHANNEL: &str = "aula_tasks";
 
+/// How often the refresher looks for ids that other processes' workers queued.
+const REFRESH_POLL: Duration = Duration::from_millis(500);
+/// The refresher's pause between rounds that found work: the batch it lets gather, and
+/// so how far the admin view of a busy queue is behind (plus the round itself).
+const REFRESH_PAUSE: Duration = Duration::from_millis(100);
+
 /// A running set of workers.
 pub struct WorkerHandle {
     pub task: tokio::task::JoinHandle<Result<(), sqlx::Error>>,
@@ -50,8 +59,6 @@ pub fn spawn_workers(
 
 struct Outcome {
     claim: Done,
-    /// Whether an event issued the task (its completion also updates the event's row).
-    has_event: bool,
     result: Result<(), TaskError>,
 }
 
@@ -90,13 +97,23 @@ pub async fn run_workers_with_ready(
     let slot_freed = Arc::new(Notify::new());
     let in_flight: InFlight = Arc::default();
     let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel::<Outcome>();
+    let refresh_wake = Arc::new(Notify::new());
     let completer = tokio::spawn(complete_loop(
         pool.clone(),
         config.clone(),
         outcomes_rx,
         in_flight.clone(),
+        refresh_wake.clone(),
     ));
     let (stop_background, background_stopped) = watch::channel(false);
+    let (stop_refresher, refresher_stopped) = watch::channel(false);
+    let refresher = tokio::spawn(crate::processing::run_refresher(
+        refresher_connection(&pool),
+        refresh_wake.clone(),
+        REFRESH_POLL,
+        REFRESH_PAUSE,
+        refresher_stopped,
+    ));
     let heartbeat = tokio::spawn(heartbeat_loop(
         pool.clone(),
         config.clone(),
@@ -128,7 +145,7 @@ pub async fn run_workers_with_ready(
         }
         wake_rx.borrow_and_update();
         let limit = (free as i64).min(config.claim_batch);
-        let claimed = match queue::claim(
+        let claimed = match queue::claim_deferred(
             &claim_pool,
             &config.worker_name,
             limit,
@@ -173,6 +190,9 @@ pub async fn run_workers_with_ready(
             for task in &claimed {
                 map.insert(task.id, task.done());
             }
+        }
+        if claimed.iter().any(|task| task.event_id.is_some()) {
+            refresh_wake.notify_one();
         }
         for task in claimed {
             let permit = match slots.clone().try_acquire_owned() {
@@ -234,6 +254,10 @@ pub async fn run_workers_with_ready(
         let released = queue::release(&pool, &leftover).await?;
         tracing::info!(released = released.len(), "released unfinished tasks");
     }
+    // Last: the refresher's final round brings every event row this process queued up
+    // to date (unless another process holds the refresher's lock: then that one will).
+    let _ = stop_refresher.send(true);
+    let _ = refresher.await;
     tracing::info!(worker = %config.worker_name, "task workers stopped");
     Ok(())
 }
@@ -262,6 +286,16 @@ fn claim_connection(pool: &PgPool) -> PgPool {
         // rather than hold a shutdown up for the pool's default 30 s.
         .acquire_timeout(Duration::from_secs(3))
         .connect_lazy_with(options)
+}
+
+/// The refresher's own connection (one statement or transaction at a time), so it never
+/// waits for, nor takes, a connection the handlers need from the workers' pool.
+fn refresher_connection(pool: &PgPool) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with((*pool.connect_options()).clone())
 }
 
 /// Runs one attempt in a `task` span, so its log lines carry the task's ids and, when
@@ -311,7 +345,6 @@ async fn run_attempt(registry: &Registry, ctx: &TaskContext) -> Outcome {
     }
     Outcome {
         claim: ctx.task.done(),
-        has_event: ctx.task.event_id.is_some(),
         result,
     }
 }
@@ -322,6 +355,7 @@ async fn complete_loop(
     config: ProcessorConfig,
     mut outcomes: mpsc::UnboundedReceiver<Outcome>,
     in_flight: InFlight,
+    refresh_wake: Arc<Notify>,
 ) {
     let mut batch = Vec::new();
     while let Some(first) = outcomes.recv().await {
@@ -332,21 +366,13 @@ async fn complete_loop(
                 Err(_) => break,
             }
         }
-        // Successes of tasks without an event finish in one statement
-        // (`complete_eventless`); those with one also update their event's row.
-        let mut done_eventless = Vec::new();
+        // Successes finish in one statement that queues their events' rows for the
+        // refresher (`complete_deferred`); failures record at once (`fail`).
         let mut done = Vec::new();
         let mut failed = Vec::new();
         for outcome in batch.drain(..) {
             match outcome.result {
-                Ok(()) => {
-                    let finished = outcome.claim;
-                    if outcome.has_event {
-                        done.push(finished);
-                    } else {
-                        done_eventless.push(finished);
-                    }
-                }
+                Ok(()) => done.push(outcome.claim),
                 Err(error) => failed.push(Failed {
                     id: outcome.claim.id,
                     attempt: outcome.claim.attempt,
@@ -359,14 +385,12 @@ async fn complete_loop(
                 }),
             }
         }
-        let finished: Vec<i64> = done_eventless
+        let finished: Vec<i64> = done
             .iter()
-            .chain(&done)
             .map(|d| d.id)
             .chain(failed.iter().map(|f| f.id))
             .collect();
-        let (mut pending_eventless, mut pending_done, mut pending_failed) =
-            (done_eventless, done, failed);
+        let (mut pending_done, mut pending_failed) = (done, failed);
         let mut rejected = 0usize;
         let mut tries = 0u32;
         loop {
@@ -374,15 +398,11 @@ async fn complete_loop(
             // Each step is its own transaction: a step that succeeded is not repeated
             // when a later one fails and is retried.
             let result = async {
-                if !pending_eventless.is_empty() {
-                    let accepted = queue::complete_eventless(&pool, &pending_eventless).await?;
-                    rejected += pending_eventless.len() - accepted.len();
-                    pending_eventless.clear();
-                }
                 if !pending_done.is_empty() {
-                    let accepted = queue::complete(&pool, &pending_done).await?;
+                    let accepted = queue::complete_deferred(&pool, &pending_done).await?;
                     rejected += pending_done.len() - accepted.len();
                     pending_done.clear();
+                    refresh_wake.notify_one();
                 }
                 if !pending_failed.is_empty() {
                     let accepted = queue::fail(&pool, &pending_failed).await?;
