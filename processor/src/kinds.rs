@@ -50,6 +50,8 @@ pub const ALL: &[&str] = &[
     INSTITUTION_CREATE,
     DEMO_SEED,
     NOOP,
+    WEBHOOK_DELIVER,
+    WEBHOOK_RECOVER,
 ];
 
 /// How urgent a kind is (lower first) and how many attempts it gets before `dead`.

@@ -20,9 +20,36 @@ use uuid::Uuid;
 use super::admin_ops::ensure_owner;
 use super::query::page_size;
 use super::read_models::STAFF;
+use super::types::{parse_status, status_name, BigInt, BulkJobStatus};
 use super::{request, state};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
+
+/// Where a webhook message's delivery stands.
+#[derive(async_graphql::Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(rename_items = "lowercase")]
+pub enum WebhookMessageStatus {
+    /// Waiting for its first attempt or a retry.
+    Pending,
+    /// The endpoint answered 2xx.
+    Delivered,
+    /// Its retries are used up, or its endpoint was disabled.
+    Failed,
+}
+
+/// How one delivery attempt ended.
+#[derive(async_graphql::Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(rename_items = "lowercase")]
+pub enum WebhookAttemptOutcome {
+    /// A 2xx answer.
+    Succeeded,
+    /// Any other answer, a timeout or a connection error (retried on schedule).
+    Failed,
+    /// The target's address is not allowed (loopback, private...): not sent.
+    Refused,
+    /// 410 Gone: the endpoint was disabled.
+    Gone,
+}
 
 #[derive(Default)]
 pub struct WebhookQuery;
@@ -33,32 +60,44 @@ pub struct WebhookMutation;
 /// An endpoint and its health.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct WebhookEndpoint {
+    /// The endpoint's id.
     pub id: Uuid,
     /// Null: platform-wide (every institution's events).
     pub institution_id: Option<Uuid>,
+    /// Where messages are sent.
     pub url: String,
     /// Null: every event type of the catalog.
     pub event_types: Option<Vec<String>>,
+    /// What the endpoint is for.
     pub description: String,
+    /// Whether messages are sent to it.
     pub enabled: bool,
     /// Why it is disabled (410 Gone, failing too long, an operator).
     pub disabled_reason: Option<String>,
     /// Until when the previous secret still signs too (after a rotation).
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// Who registered it (`user:<id>`).
     pub created_by: String,
+    /// When it was registered.
     pub created_at: DateTime<Utc>,
+    /// When it last changed.
     pub updated_at: DateTime<Utc>,
     /// Start of the current run of failures; null while healthy.
     pub failing_since: Option<DateTime<Utc>>,
+    /// The last attempt that succeeded.
     pub last_success_at: Option<DateTime<Utc>>,
+    /// The last attempt that failed.
     pub last_failure_at: Option<DateTime<Utc>>,
     /// What the last failed attempt met (status answered, timeout, refused address).
     pub last_failure: Option<String>,
-    pub attempts_last_day: i64,
-    pub succeeded_last_day: i64,
+    /// Attempts in the last 24 hours.
+    pub attempts_last_day: BigInt,
+    /// Attempts that succeeded in the last 24 hours.
+    pub succeeded_last_day: BigInt,
     /// Succeeded / attempts in the last 24 hours; null without attempts.
     pub success_rate_last_day: Option<f64>,
-    pub pending_messages: i64,
+    /// Messages not delivered yet (waiting for their first attempt or a retry).
+    pub pending_messages: BigInt,
 }
 
 impl From<Endpoint> for WebhookEndpoint {
@@ -79,11 +118,11 @@ impl From<Endpoint> for WebhookEndpoint {
             last_success_at: e.last_success_at,
             last_failure_at: e.last_failure_at,
             last_failure: e.last_failure,
-            attempts_last_day: e.attempts_24h,
-            succeeded_last_day: e.succeeded_24h,
+            attempts_last_day: BigInt(e.attempts_24h),
+            succeeded_last_day: BigInt(e.succeeded_24h),
             success_rate_last_day: (e.attempts_24h > 0)
                 .then(|| e.succeeded_24h as f64 / e.attempts_24h as f64),
-            pending_messages: e.pending_messages,
+            pending_messages: BigInt(e.pending_messages),
         }
     }
 }
@@ -91,6 +130,7 @@ impl From<Endpoint> for WebhookEndpoint {
 /// An endpoint with its signing secret: shown this once.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct WebhookEndpointSecret {
+    /// The endpoint.
     pub endpoint: WebhookEndpoint,
     /// `whsec_…`: verify `webhook-signature` with it. It is not shown again.
     pub secret: String,
@@ -101,46 +141,58 @@ pub struct WebhookEndpointSecret {
 pub struct WebhookMessage {
     /// The `webhook-id` header (`msg_…`), the same on every attempt.
     pub id: String,
+    /// The endpoint it goes to.
     pub endpoint_id: Uuid,
+    /// The event it carries.
     pub event_id: Uuid,
+    /// The event's type.
     pub event_type: String,
+    /// The event's institution; null for platform-wide events.
     pub institution_id: Option<Uuid>,
     /// For a reprocessed copy: the original event.
     pub original_event_id: Option<Uuid>,
-    /// `pending`, `delivered` or `failed`.
-    pub status: String,
+    /// Where its delivery stands.
+    pub status: WebhookMessageStatus,
+    /// Attempts so far.
     pub attempts: i32,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// When it is tried next; null when finished.
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When it was delivered or given up; null until then.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Why the last attempt failed, if it did.
     pub last_error: Option<String>,
     /// The JSON body as signed and sent.
     pub body: String,
 }
 
-impl From<Message> for WebhookMessage {
-    fn from(m: Message) -> Self {
-        Self {
+impl TryFrom<Message> for WebhookMessage {
+    type Error = ApiError;
+
+    fn try_from(m: Message) -> Result<Self, ApiError> {
+        Ok(Self {
             id: message_header_id(m.id),
             endpoint_id: m.endpoint_id,
             event_id: m.event_id,
             event_type: m.event_type,
             institution_id: m.institution_id,
             original_event_id: m.original_event_id,
-            status: m.status,
+            status: parse_status(&m.status)?,
             attempts: m.attempts,
             created_at: m.created_at,
             next_attempt_at: m.next_attempt_at,
             finished_at: m.finished_at,
             last_error: m.last_error,
             body: m.body,
-        }
+        })
     }
 }
 
 /// A page of messages, newest first.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct WebhookMessagePage {
+    /// The messages of this page, newest first.
     pub nodes: Vec<WebhookMessage>,
     /// Pass as `after` for the next page; null on the last.
     pub next_cursor: Option<String>,
@@ -149,62 +201,76 @@ pub struct WebhookMessagePage {
 /// One delivery attempt.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct WebhookAttempt {
+    /// The attempt's number (1 for the first).
     pub attempt: i32,
+    /// When it was sent.
     pub started_at: DateTime<Utc>,
+    /// From sending to the answer (or the failure), in milliseconds.
     pub latency_ms: f64,
     /// What the endpoint answered; null when no answer came.
     pub status_code: Option<i32>,
-    /// `succeeded`, `failed`, `refused` (address not allowed) or `gone` (410).
-    pub outcome: String,
+    /// How the attempt ended.
+    pub outcome: WebhookAttemptOutcome,
     /// The first kilobyte of the answer.
     pub response_excerpt: Option<String>,
+    /// Why it failed (timeout, connection error, status), if it did.
     pub error: Option<String>,
 }
 
-impl From<AttemptRow> for WebhookAttempt {
-    fn from(a: AttemptRow) -> Self {
-        Self {
+impl TryFrom<AttemptRow> for WebhookAttempt {
+    type Error = ApiError;
+
+    fn try_from(a: AttemptRow) -> Result<Self, ApiError> {
+        Ok(Self {
             attempt: a.attempt,
             started_at: a.started_at,
             latency_ms: a.latency_ms,
             status_code: a.status_code,
-            outcome: a.outcome,
+            outcome: parse_status(&a.outcome)?,
             response_excerpt: a.response_excerpt,
             error: a.error,
-        }
+        })
     }
 }
 
 /// A "recover since T" job.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct WebhookRecovery {
+    /// The job's id.
     pub id: Uuid,
+    /// The endpoint it recovers.
     pub endpoint_id: Uuid,
+    /// The time from which events are sent again.
     pub since: DateTime<Utc>,
-    /// `running`, `cancelled`, `done` or `failed`.
-    pub status: String,
+    /// Where the job stands.
+    pub status: BulkJobStatus,
     /// Events since `since` when it started.
-    pub total: i64,
+    pub total: BigInt,
     /// Events looked at so far.
-    pub done: i64,
+    pub done: BigInt,
+    /// Who started it (`user:<id>`).
     pub requested_by: String,
+    /// When it started.
     pub created_at: DateTime<Utc>,
+    /// When its progress last moved.
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<RecoverJob> for WebhookRecovery {
-    fn from(j: RecoverJob) -> Self {
-        Self {
+impl TryFrom<RecoverJob> for WebhookRecovery {
+    type Error = ApiError;
+
+    fn try_from(j: RecoverJob) -> Result<Self, ApiError> {
+        Ok(Self {
             id: j.id,
             endpoint_id: j.endpoint_id,
             since: j.since,
-            status: j.status,
-            total: j.total,
-            done: j.done.min(j.total),
+            status: parse_status(&j.status)?,
+            total: BigInt(j.total),
+            done: BigInt(j.done.min(j.total)),
             requested_by: j.requested_by,
             created_at: j.created_at,
             updated_at: j.updated_at,
-        }
+        })
     }
 }
 
@@ -215,6 +281,7 @@ pub struct CreateWebhookEndpointInput {
     pub url: String,
     /// Event types of the catalog (`webhookEventTypes`); omitted: all.
     pub event_types: Option<Vec<String>>,
+    /// What the endpoint is for (at most 1,000 characters).
     pub description: Option<String>,
     /// A manager's is its own; an admin's may be omitted for a platform-wide endpoint.
     pub institution_id: Option<Uuid>,
@@ -223,10 +290,13 @@ pub struct CreateWebhookEndpointInput {
 /// A change to an endpoint; omitted fields stay.
 #[derive(InputObject, Debug, Clone, Default)]
 pub struct UpdateWebhookEndpointInput {
+    /// A new URL (`https://…`).
     pub url: Option<String>,
+    /// New event types of the catalog.
     pub event_types: Option<Vec<String>>,
     /// Subscribe to every event type (clears `eventTypes`).
     pub all_event_types: Option<bool>,
+    /// A new description.
     pub description: Option<String>,
     /// `true` re-enables a disabled endpoint (clearing its failure run).
     pub enabled: Option<bool>,
@@ -235,11 +305,15 @@ pub struct UpdateWebhookEndpointInput {
 /// Filters of the message log; they combine with AND.
 #[derive(InputObject, Debug, Clone, Default)]
 pub struct WebhookMessageFilter {
+    /// Only this endpoint's messages.
     pub endpoint_id: Option<Uuid>,
+    /// Only messages of this event type.
     pub event_type: Option<String>,
-    /// `pending`, `delivered` or `failed`.
-    pub status: Option<String>,
+    /// Only messages in this state.
+    pub status: Option<WebhookMessageStatus>,
+    /// Created at or after this time.
     pub from: Option<DateTime<Utc>>,
+    /// Created before this time.
     pub to: Option<DateTime<Utc>>,
     /// An admin's view of one institution (a manager always sees its own).
     pub institution_id: Option<Uuid>,
@@ -320,6 +394,9 @@ impl WebhookQuery {
     async fn webhook_endpoints(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "The institution (admins; managers get their own); admins without it list every endpoint."
+        )]
         institution_id: Option<Uuid>,
     ) -> Result<Vec<WebhookEndpoint>, ApiError> {
         let claims = staff(ctx)?;
@@ -335,28 +412,21 @@ impl WebhookQuery {
     async fn webhook_messages(
         &self,
         ctx: &Context<'_>,
-        filter: Option<WebhookMessageFilter>,
-        first: Option<i32>,
-        after: Option<String>,
+        #[graphql(desc = "Filters; they combine with AND.")] filter: Option<WebhookMessageFilter>,
+        #[graphql(desc = "Page size (1 to the configured maximum; default 50).")] first: Option<
+            i32,
+        >,
+        #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<WebhookMessagePage, ApiError> {
         let claims = staff(ctx)?;
         let state = state(ctx);
         let filter = filter.unwrap_or_default();
         let limit = page_size(first.unwrap_or(50), state.config.max_page_size)? as i64;
-        if let Some(status) = &filter.status {
-            if !["pending", "delivered", "failed"].contains(&status.as_str()) {
-                return Err(ApiError::validation(
-                    "status",
-                    "UNKNOWN_STATUS",
-                    "one of pending, delivered, failed",
-                ));
-            }
-        }
         let query = MessageFilter {
             institution_id: scope(claims, filter.institution_id)?,
             endpoint_id: filter.endpoint_id,
             event_type: filter.event_type.map(|t| t.chars().take(100).collect()),
-            status: filter.status,
+            status: filter.status.map(|s| status_name(s).to_owned()),
             from: filter.from,
             to: filter.to,
             before: after.as_deref().map(decode_cursor).transpose()?,
@@ -366,7 +436,10 @@ impl WebhookQuery {
         rows.truncate(limit as usize);
         Ok(WebhookMessagePage {
             next_cursor: more.then(|| rows.last().map(encode_cursor)).flatten(),
-            nodes: rows.into_iter().map(Into::into).collect(),
+            nodes: rows
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -374,7 +447,7 @@ impl WebhookQuery {
     async fn webhook_attempts(
         &self,
         ctx: &Context<'_>,
-        message_id: String,
+        #[graphql(desc = "The message (`msg_…` or its uuid).")] message_id: String,
     ) -> Result<Vec<WebhookAttempt>, ApiError> {
         let claims = staff(ctx)?;
         let state = state(ctx);
@@ -384,25 +457,25 @@ impl WebhookQuery {
             .await?
             .ok_or_else(not_found)?;
         ensure_owner(claims, owner)?;
-        Ok(endpoints::attempts(&state.pool, id)
+        endpoints::attempts(&state.pool, id)
             .await?
             .into_iter()
-            .map(Into::into)
-            .collect())
+            .map(TryInto::try_into)
+            .collect()
     }
 
     /// The "recover since T" jobs of an endpoint, newest first.
     async fn webhook_recoveries(
         &self,
         ctx: &Context<'_>,
-        endpoint_id: Uuid,
+        #[graphql(desc = "The endpoint.")] endpoint_id: Uuid,
     ) -> Result<Vec<WebhookRecovery>, ApiError> {
         owned_endpoint(ctx, endpoint_id).await?;
-        Ok(recover::jobs(&state(ctx).pool, endpoint_id)
+        recover::jobs(&state(ctx).pool, endpoint_id)
             .await?
             .into_iter()
-            .map(Into::into)
-            .collect())
+            .map(TryInto::try_into)
+            .collect()
     }
 }
 
@@ -412,7 +485,7 @@ impl WebhookMutation {
     async fn create_webhook_endpoint(
         &self,
         ctx: &Context<'_>,
-        input: CreateWebhookEndpointInput,
+        #[graphql(desc = "The command's input.")] input: CreateWebhookEndpointInput,
     ) -> Result<WebhookEndpointSecret, ApiError> {
         let claims = staff(ctx)?;
         let institution = scope(claims, input.institution_id)?;
@@ -442,8 +515,8 @@ impl WebhookMutation {
     async fn update_webhook_endpoint(
         &self,
         ctx: &Context<'_>,
-        id: Uuid,
-        input: UpdateWebhookEndpointInput,
+        #[graphql(desc = "The endpoint's id.")] id: Uuid,
+        #[graphql(desc = "The command's input.")] input: UpdateWebhookEndpointInput,
     ) -> Result<WebhookEndpoint, ApiError> {
         owned_endpoint(ctx, id).await?;
         let state = state(ctx);
@@ -474,7 +547,10 @@ impl WebhookMutation {
     async fn rotate_webhook_endpoint_secret(
         &self,
         ctx: &Context<'_>,
-        id: Uuid,
+        #[graphql(desc = "The endpoint's id.")] id: Uuid,
+        #[graphql(
+            desc = "How long the previous secret keeps signing beside the new one (0: not at all; at most the configured maximum)."
+        )]
         previous_secret_valid_for_minutes: Option<i32>,
     ) -> Result<WebhookEndpointSecret, ApiError> {
         owned_endpoint(ctx, id).await?;
@@ -502,7 +578,11 @@ impl WebhookMutation {
     }
 
     /// Deletes an endpoint: no new messages, pending ones are not sent.
-    async fn delete_webhook_endpoint(&self, ctx: &Context<'_>, id: Uuid) -> Result<bool, ApiError> {
+    async fn delete_webhook_endpoint(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The endpoint's id.")] id: Uuid,
+    ) -> Result<bool, ApiError> {
         owned_endpoint(ctx, id).await?;
         endpoints::delete(&state(ctx).pool, id)
             .await
@@ -514,7 +594,7 @@ impl WebhookMutation {
     async fn resend_webhook_message(
         &self,
         ctx: &Context<'_>,
-        message_id: String,
+        #[graphql(desc = "The message (`msg_…` or its uuid).")] message_id: String,
     ) -> Result<WebhookMessage, ApiError> {
         let claims = staff(ctx)?;
         let state = state(ctx);
@@ -530,7 +610,7 @@ impl WebhookMutation {
         let (message, _) = endpoints::message(&state.pool, id)
             .await?
             .ok_or_else(not_found)?;
-        Ok(message.into())
+        message.try_into()
     }
 
     /// Starts a background job that sends the endpoint every event since `since` it
@@ -538,31 +618,33 @@ impl WebhookMutation {
     async fn recover_webhook_endpoint(
         &self,
         ctx: &Context<'_>,
-        endpoint_id: Uuid,
-        since: DateTime<Utc>,
+        #[graphql(desc = "The endpoint.")] endpoint_id: Uuid,
+        #[graphql(desc = "Send again every event recorded at or after this time.")] since: DateTime<
+            Utc,
+        >,
     ) -> Result<WebhookRecovery, ApiError> {
         owned_endpoint(ctx, endpoint_id).await?;
         let claims = staff(ctx)?;
         let job = recover::start(&state(ctx).pool, endpoint_id, since, &actor(claims))
             .await
             .map_err(webhook_error)?;
-        Ok(job.into())
+        job.try_into()
     }
 
     /// Stops a running recovery before its next batch.
     async fn cancel_webhook_recovery(
         &self,
         ctx: &Context<'_>,
-        id: Uuid,
+        #[graphql(desc = "The recovery job's id.")] id: Uuid,
     ) -> Result<WebhookRecovery, ApiError> {
         let state = state(ctx);
         let not_found = || ApiError::not_found("WEBHOOK_NOT_FOUND", "not found");
         let job = recover::job(&state.pool, id).await?.ok_or_else(not_found)?;
         owned_endpoint(ctx, job.endpoint_id).await?;
         recover::cancel(&state.pool, id).await?;
-        Ok(recover::job(&state.pool, id)
+        recover::job(&state.pool, id)
             .await?
             .ok_or_else(not_found)?
-            .into())
+            .try_into()
     }
 }
