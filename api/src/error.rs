@@ -52,7 +52,7 @@ pub struct FieldProblem {
 /// `name = check` binds the checked value, and when any check failed the enclosing
 /// function returns one `VALIDATION` error listing them all (`extensions.fields`).
 ///
-/// ```ignore
+/// ```text
 /// validate! {
 ///     name = parse("name", PersonName::parse(&input.name)),
 ///     email = parse("email", Email::parse(&input.email)),
