@@ -225,7 +225,12 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
                 .filter(|s| s.span_context.trace_id() == trace_id)
                 .cloned()
                 .collect();
-            if trace.iter().any(|s| s.name == "email.send") {
+            // The task span ends after the send it contains: wait for both.
+            let task_done = trace.iter().any(|s| {
+                s.name == "task"
+                    && attribute(s, "kind").as_deref() == Some("email.signup_confirmation")
+            });
+            if task_done && trace.iter().any(|s| s.name == "email.send") {
                 break (trace_id, trace);
             }
         }
@@ -471,7 +476,60 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
     assert!(exception["exception.message"].contains("no handler"));
     assert_eq!(exception["exception.type"], "TaskError::Permanent");
 
+    // A 5xx answer is the server's failure: its SERVER span is an error (a 4xx is not).
+    // `/ready` answers 503 while the readiness probe says no.
+    let unready = aula_api::AppState::new(
+        db.pool.clone(),
+        aula_api::ApiConfig::new(aula_api::Secret::new(
+            b"telemetry test secret of 32 bytes or more".to_vec(),
+        )),
+    )
+    .with_readiness(Arc::new(|| false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let unready_addr = listener.local_addr().unwrap();
+    let mut unready_stop = stop.clone();
+    let unready_http = tokio::spawn(aula_api::serve(
+        listener,
+        aula_api::router(unready),
+        async move { unready_stop.wait().await },
+    ));
+    let answer = reqwest::get(format!("http://{unready_addr}/ready"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 503);
+    let unready_port = unready_addr.port().to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let found = installed
+            .spans
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .find(|s| {
+                s.span_kind == SpanKind::Server
+                    && attribute(s, "server.port").as_deref() == Some(unready_port.as_str())
+            });
+        if let Some(span) = found {
+            break span;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no server span of the 503"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        attribute(&refused, "http.response.status_code").as_deref(),
+        Some("503")
+    );
+    assert!(
+        matches!(refused.status, Status::Error { .. }),
+        "a 503's server span is an error: {:?}",
+        refused.status
+    );
+
     trigger.trigger();
+    within(unready_http).await.unwrap().unwrap();
     within(http).await.unwrap().unwrap();
     within(workers).await.unwrap().unwrap();
     within(reactions.task).await.unwrap();
