@@ -194,8 +194,20 @@ pub async fn claim(
     lease: Duration,
     record_attempts: bool,
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
+    run_claim(CLAIM_SQL, pool, worker, limit, lease, record_attempts).await
+}
+
+/// Runs one of the claim statements (they take the same parameters).
+async fn run_claim(
+    sql: &'static str,
+    pool: &PgPool,
+    worker: &str,
+    limit: i64,
+    lease: Duration,
+    record_attempts: bool,
+) -> Result<Vec<TaskRow>, sqlx::Error> {
     let shard: i16 = rand::Rng::gen_range(&mut rand::thread_rng(), 0..processing::SHARDS);
-    sqlx::query_as(CLAIM_SQL)
+    sqlx::query_as(sql)
         .bind(limit)
         .bind(lease.as_millis() as f64)
         .bind(worker)
@@ -205,10 +217,12 @@ pub async fn claim(
         .await
 }
 
-/// See [`claim`] and the module's rules for plans. An event row nobody had counted yet
-/// (all counts 0, `pending`: its task was inserted before the projection wrote the row)
-/// becomes counted here, as [`processing::record`] would do.
-pub const CLAIM_SQL: &str = "WITH due AS (
+/// The CTEs every claim starts with: pick the due tasks (`SKIP LOCKED`), mark them
+/// running under a lease, record the attempts' start (when `$4`). A macro, not a
+/// `const`, so `concat!` can build the statements at compile time.
+macro_rules! claim_ctes {
+    () => {
+        "WITH due AS (
          SELECT id FROM tasks
          WHERE status = 'pending' AND run_at <= now()
          ORDER BY priority, run_at
@@ -226,7 +240,14 @@ pub const CLAIM_SQL: &str = "WITH due AS (
      ), started AS (
          INSERT INTO task_attempts (task_id, attempt, worker)
          SELECT id, attempt, $3 FROM claimed WHERE $4
-     ), by_event AS (
+     ), "
+    };
+}
+
+/// See [`claim`] and the module's rules for plans. An event row nobody had counted yet
+/// (all counts 0, `pending`: its task was inserted before the projection wrote the row)
+/// becomes counted here, as [`processing::record`] would do.
+pub const CLAIM_SQL: &str = concat!(claim_ctes!(), "by_event AS (
          SELECT event_id, count(*)::int AS n FROM claimed WHERE event_id IS NOT NULL GROUP BY event_id
      ), event_rows AS (
          SELECT a.event_id, b.n,
@@ -254,7 +275,7 @@ pub const CLAIM_SQL: &str = "WITH due AS (
          ON CONFLICT (kind, status, shard)
          DO UPDATE SET count = task_status_counts.count + EXCLUDED.count
      )
-     SELECT * FROM claimed";
+     SELECT * FROM claimed");
 
 /// [`claim`] for the workers: the same claim, but the issuing events' rows in
 /// `admin_events` are left alone. Their ids are queued in `admin_event_refresh` for the
@@ -268,37 +289,21 @@ pub async fn claim_deferred(
     lease: Duration,
     record_attempts: bool,
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
-    let shard: i16 = rand::Rng::gen_range(&mut rand::thread_rng(), 0..processing::SHARDS);
-    sqlx::query_as(CLAIM_DEFERRED_SQL)
-        .bind(limit)
-        .bind(lease.as_millis() as f64)
-        .bind(worker)
-        .bind(record_attempts)
-        .bind(shard)
-        .fetch_all(pool)
-        .await
+    run_claim(
+        CLAIM_DEFERRED_SQL,
+        pool,
+        worker,
+        limit,
+        lease,
+        record_attempts,
+    )
+    .await
 }
 
 /// See [`claim_deferred`] and the module's rules for plans.
-pub const CLAIM_DEFERRED_SQL: &str = "WITH due AS (
-         SELECT id FROM tasks
-         WHERE status = 'pending' AND run_at <= now()
-         ORDER BY priority, run_at
-         LIMIT $1
-         FOR UPDATE SKIP LOCKED
-     ), claimed AS (
-         UPDATE tasks t
-         SET status = 'running', attempt = t.attempt + 1,
-             lease_until = now() + $2 * interval '1 millisecond', worker = $3,
-             started_at = COALESCE(t.started_at, now()), claimed_at = now()
-         WHERE t.id = ANY(ARRAY(SELECT id FROM due))
-         RETURNING t.id, t.kind, t.attempt, t.max_attempts, t.event_id, t.event_type,
-             t.origin_task_id, t.idempotency_key, t.payload, t.institution_id, t.correlation_id,
-             t.created_at, t.claimed_at
-     ), started AS (
-         INSERT INTO task_attempts (task_id, attempt, worker)
-         SELECT id, attempt, $3 FROM claimed WHERE $4
-     ), queued AS (
+pub const CLAIM_DEFERRED_SQL: &str = concat!(
+    claim_ctes!(),
+    "queued AS (
          INSERT INTO admin_event_refresh (event_id)
          SELECT DISTINCT event_id FROM claimed WHERE event_id IS NOT NULL
      ), total AS (
@@ -312,7 +317,8 @@ pub const CLAIM_DEFERRED_SQL: &str = "WITH due AS (
          ON CONFLICT (kind, status, shard)
          DO UPDATE SET count = task_status_counts.count + EXCLUDED.count
      )
-     SELECT * FROM claimed";
+     SELECT * FROM claimed"
+);
 
 /// A successful attempt to record.
 ///

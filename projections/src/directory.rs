@@ -142,6 +142,8 @@ fn uuid_of(event: &RecordedEvent) -> Result<Uuid, ProjectionError> {
 #[derive(Default)]
 struct Batch {
     people: BTreeMap<Uuid, PersonRow>,
+    /// The person of each account created in this batch (account events name users).
+    person_of_user: BTreeMap<Uuid, Uuid>,
     accounts: BTreeMap<Uuid, AccountChange>,
     grades: BTreeMap<Uuid, GradeRow>,
     notes: BTreeMap<Uuid, NoteChange>,
@@ -162,7 +164,11 @@ impl Batch {
         email: Option<String>,
         deactivated: bool,
     ) {
-        if let Some(person) = self.people.values_mut().find(|p| p.user_id == user_id) {
+        if let Some(person) = self
+            .person_of_user
+            .get(&user_id)
+            .and_then(|id| self.people.get_mut(id))
+        {
             if let Some(name) = name {
                 person.name = name;
             }
@@ -224,6 +230,7 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
                 } = decode::<StudentEvent>(event)?;
                 let person_id = uuid_of(event)?;
                 flush_before_creation(tx, &mut batch, user_id.into()).await?;
+                batch.person_of_user.insert(user_id.into(), person_id);
                 batch.people.insert(
                     person_id,
                     PersonRow {
@@ -249,6 +256,7 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
                 } = decode::<TeacherEvent>(event)?;
                 let person_id = uuid_of(event)?;
                 flush_before_creation(tx, &mut batch, user_id.into()).await?;
+                batch.person_of_user.insert(user_id.into(), person_id);
                 batch.people.insert(
                     person_id,
                     PersonRow {
@@ -598,6 +606,14 @@ async fn write(tx: &mut PgConnection, batch: Batch) -> Result<(), ProjectionErro
     Ok(())
 }
 
+/// The columns of each row type, in its fields' order.
+const PERSON_COLUMNS: &str = "person_id, user_id, institution_id, role, name, email, \
+    birth_date, active, created_at, global_position";
+const GRADE_COLUMNS: &str = "grade_id, institution_id, course_id, student_id, teacher_id, \
+    exam_name, note, recorded_at, changed_at, global_position";
+const APPLICATION_COLUMNS: &str = "application_id, course_id, institution_id, name, email, \
+    status, requested_at, global_position";
+
 /// Sort columns of the people lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PeopleSort {
@@ -658,8 +674,7 @@ pub async fn people_page(pool: &PgPool, query: &PeopleQuery) -> Result<PeoplePag
         (">", "ASC")
     };
     let sql = format!(
-        "SELECT person_id, user_id, institution_id, role, name, email, birth_date, active,
-                created_at, global_position
+        "SELECT {PERSON_COLUMNS}
          FROM directory_people
          WHERE role = $1
            AND ($2::uuid IS NULL OR institution_id = $2)
@@ -697,11 +712,9 @@ pub async fn people_page(pool: &PgPool, query: &PeopleQuery) -> Result<PeoplePag
 
 /// The student or teacher rows of one account (one per role it holds).
 pub async fn people_of_user(pool: &PgPool, user_id: Uuid) -> Result<Vec<PersonRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT person_id, user_id, institution_id, role, name, email, birth_date, active,
-                created_at, global_position
-         FROM directory_people WHERE user_id = $1 ORDER BY role, person_id",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {PERSON_COLUMNS} FROM directory_people WHERE user_id = $1 ORDER BY role, person_id",
+    ))
     .bind(user_id)
     .fetch_all(pool)
     .await
@@ -709,11 +722,9 @@ pub async fn people_of_user(pool: &PgPool, user_id: Uuid) -> Result<Vec<PersonRo
 
 /// The people with these ids.
 pub async fn people_by_id(pool: &PgPool, ids: &[Uuid]) -> Result<Vec<PersonRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT person_id, user_id, institution_id, role, name, email, birth_date, active,
-                created_at, global_position
-         FROM directory_people WHERE person_id = ANY($1) ORDER BY name, person_id",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {PERSON_COLUMNS} FROM directory_people WHERE person_id = ANY($1) ORDER BY name, person_id",
+    ))
     .bind(ids)
     .fetch_all(pool)
     .await
@@ -724,11 +735,9 @@ pub async fn grades_of_student(
     pool: &PgPool,
     student_id: Uuid,
 ) -> Result<Vec<GradeRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT grade_id, institution_id, course_id, student_id, teacher_id, exam_name, note,
-                recorded_at, changed_at, global_position
-         FROM directory_grades WHERE student_id = $1 ORDER BY recorded_at, grade_id",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {GRADE_COLUMNS} FROM directory_grades WHERE student_id = $1 ORDER BY recorded_at, grade_id",
+    ))
     .bind(student_id)
     .fetch_all(pool)
     .await
@@ -739,12 +748,10 @@ pub async fn grades_by_teacher(
     pool: &PgPool,
     teacher_id: Uuid,
 ) -> Result<Vec<GradeRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT grade_id, institution_id, course_id, student_id, teacher_id, exam_name, note,
-                recorded_at, changed_at, global_position
-         FROM directory_grades WHERE teacher_id = $1
+    sqlx::query_as(&format!(
+        "SELECT {GRADE_COLUMNS} FROM directory_grades WHERE teacher_id = $1
          ORDER BY course_id, student_id, recorded_at, grade_id",
-    )
+    ))
     .bind(teacher_id)
     .fetch_all(pool)
     .await
@@ -755,12 +762,10 @@ pub async fn applications_of_email(
     pool: &PgPool,
     email: &str,
 ) -> Result<Vec<ApplicationRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT application_id, course_id, institution_id, name, email, status, requested_at,
-                global_position
-         FROM directory_applications WHERE email = $1
+    sqlx::query_as(&format!(
+        "SELECT {APPLICATION_COLUMNS} FROM directory_applications WHERE email = $1
          ORDER BY requested_at DESC, application_id",
-    )
+    ))
     .bind(email)
     .fetch_all(pool)
     .await
@@ -768,11 +773,9 @@ pub async fn applications_of_email(
 
 /// One grade.
 pub async fn grade(pool: &PgPool, grade_id: Uuid) -> Result<Option<GradeRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT grade_id, institution_id, course_id, student_id, teacher_id, exam_name, note,
-                recorded_at, changed_at, global_position
-         FROM directory_grades WHERE grade_id = $1",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {GRADE_COLUMNS} FROM directory_grades WHERE grade_id = $1",
+    ))
     .bind(grade_id)
     .fetch_optional(pool)
     .await
@@ -783,11 +786,9 @@ pub async fn application(
     pool: &PgPool,
     application_id: Uuid,
 ) -> Result<Option<ApplicationRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT application_id, course_id, institution_id, name, email, status, requested_at,
-                global_position
-         FROM directory_applications WHERE application_id = $1",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {APPLICATION_COLUMNS} FROM directory_applications WHERE application_id = $1",
+    ))
     .bind(application_id)
     .fetch_optional(pool)
     .await
