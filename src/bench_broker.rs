@@ -84,7 +84,9 @@ pub async fn run(global: &GlobalArgs, events: i64, latency_events: usize) -> any
         .await?;
     let elapsed = started.elapsed();
     let client = async_nats::connect(url.as_str()).await?;
-    let js = jetstream::new(client);
+    let js = jetstream::context::ContextBuilder::new()
+        .max_ack_inflight(usize::try_from(config.batch_size).unwrap_or(2000).max(1))
+        .build(client);
     let mut stream = js.get_stream(&config.stream).await?;
     let stored = stream.info().await?.state.messages;
     println!(
@@ -96,6 +98,13 @@ pub async fn run(global: &GlobalArgs, events: i64, latency_events: usize) -> any
     anyhow::ensure!(
         stored as i64 == events,
         "the stream holds {stored} messages, not {events}"
+    );
+    let aula_rate = events as f64 / elapsed.as_secs_f64();
+    let peer_rate = raw_jetstream_peer(&db, &js, &config).await?;
+    println!(
+        "peer, same run: raw JetStream publishing of the same {events} bodies (prebuilt; same subjects, Nats-Msg-Id, batches of {} each acknowledged before the next): {peer_rate:.0} messages/s; Aula / peer = {:.2}",
+        config.batch_size,
+        aula_rate / peer_rate
     );
 
     // Latency: one command at a time, its event awaited at a JetStream consumer.
@@ -162,4 +171,67 @@ pub async fn run(global: &GlobalArgs, events: i64, latency_events: usize) -> any
     let _ = js.delete_stream(&config.stream).await;
     drop(local);
     db.drop_database().await
+}
+
+/// The peer of the publisher, measured in the same run on the same server: the same
+/// messages (bodies built beforehand, outside the timing), published straight to a
+/// stream of the same configuration in batches of the same size, every message of a
+/// batch in flight and the batch's acknowledgements awaited before the next, with no
+/// log read, no public form and no checkpoint. What JetStream on this machine allows;
+/// Aula's figure over it is the ratio that matters.
+async fn raw_jetstream_peer(
+    db: &BenchDatabase,
+    js: &jetstream::Context,
+    config: &BrokerConfig,
+) -> anyhow::Result<f64> {
+    let mut conn = db.pool.acquire().await?;
+    let mut messages = Vec::new();
+    let mut after = aula_eventlog::LogPosition::START;
+    loop {
+        let batch = aula_eventlog::log::read_batch(&mut conn, after, 10_000).await?;
+        let Some(last) = batch.last() else { break };
+        after = last.position;
+        for event in &batch {
+            messages.push((
+                aula_broker::publisher::subject(&format!("{}peer", config.subject_prefix), event),
+                event.event_id.to_string(),
+                bytes::Bytes::from(aula_processor::public_form::public_form_bytes(event)),
+            ));
+        }
+    }
+    drop(conn);
+    let peer = BrokerConfig {
+        stream: format!("{}_PEER", config.stream),
+        subject_prefix: format!("{}peer", config.subject_prefix),
+        ..config.clone()
+    };
+    aula_broker::stream::ensure_stream(js, &peer).await?;
+    let started = Instant::now();
+    for chunk in messages.chunks(usize::try_from(config.batch_size)?.max(1)) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for (subject, id, body) in chunk {
+            let message = jetstream::message::PublishMessage::build()
+                .payload(body.clone())
+                .message_id(id);
+            acks.push(js.send_publish(subject.clone(), message).await?);
+        }
+        for ack in acks {
+            ack.await?;
+        }
+    }
+    let elapsed = started.elapsed();
+    let stored = js
+        .get_stream(&peer.stream)
+        .await?
+        .info()
+        .await?
+        .state
+        .messages;
+    anyhow::ensure!(
+        stored as usize == messages.len(),
+        "the peer stream holds {stored} messages, not {}",
+        messages.len()
+    );
+    let _ = js.delete_stream(&peer.stream).await;
+    Ok(messages.len() as f64 / elapsed.as_secs_f64())
 }

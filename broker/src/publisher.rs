@@ -214,6 +214,11 @@ impl Consumer for Publisher {
         Ok(())
     }
 
+    /// The acknowledgements of a batch take longer than reading the next one: overlap them.
+    fn reads_ahead(&self) -> bool {
+        true
+    }
+
     async fn deliver(&mut self, events: &[RecordedEvent]) -> Result<(), BoxError> {
         if events.is_empty() {
             return Ok(());

@@ -53,6 +53,14 @@ pub trait Consumer: Send + 'static {
         let _ = events;
         Ok(())
     }
+
+    /// Whether the subscription should read the next batch while [`Consumer::deliver`]
+    /// waits on the other system (a broker's acknowledgements). The batch read ahead is
+    /// used only when this one's checkpoint commits; otherwise it is dropped and read
+    /// again. Worth it only for consumers whose `deliver` waits on the network.
+    fn reads_ahead(&self) -> bool {
+        false
+    }
 }
 
 /// Tunables of one subscription.
@@ -276,12 +284,19 @@ impl<C: Consumer> Runner<C> {
         // After a notification finds nothing readable, an older transaction still
         // running holds the new rows back: look again soon, backing off to the poll.
         let mut held_back_wait: Option<Duration> = None;
+        // The batch after `checkpoint`, read while the previous one was delivered (see
+        // `Consumer::reads_ahead`); only ever set right after that batch's checkpoint
+        // committed, so it starts exactly where `checkpoint` ends.
+        let mut read_ahead: Option<Vec<RecordedEvent>> = None;
 
         loop {
             if self.shutdown.is_triggered() {
                 return Ok(Exit::Shutdown);
             }
-            let batch = read_batch(conn, checkpoint, limit).await?;
+            let batch = match read_ahead.take() {
+                Some(batch) => batch,
+                None => read_batch(conn, checkpoint, limit).await?,
+            };
             if batch.is_empty() {
                 if let Some(wait) = held_back_wait {
                     let next = (wait * 2).min(self.options.poll_interval);
@@ -307,8 +322,18 @@ impl<C: Consumer> Runner<C> {
             }
             held_back_wait = None;
 
-            // Outside the transaction: see `Consumer::deliver`.
-            let delivered = deliver_caught(&mut self.consumer, &batch).await;
+            // Outside the transaction: see `Consumer::deliver`. Reading ahead only in full
+            // batches: while a failure is being isolated, one event at a time.
+            let (delivered, next) = match batch.last() {
+                Some(last) if self.consumer.reads_ahead() && isolate_until.is_none() => {
+                    let (delivered, next) = tokio::join!(
+                        deliver_caught(&mut self.consumer, &batch),
+                        read_batch(conn, last.position, limit)
+                    );
+                    (delivered, Some(next?))
+                }
+                _ => (deliver_caught(&mut self.consumer, &batch).await, None),
+            };
             let mut tx = conn.begin().await?;
             let stored = load_checkpoint(&mut tx, &name, true).await?;
             if stored != checkpoint {
@@ -349,6 +374,11 @@ impl<C: Consumer> Runner<C> {
                     .await?;
                     tx.commit().await?;
                     checkpoint = last_position;
+                    // Read after `last_position` before the commit: exactly what the next
+                    // read would return, or a prefix of it (events committed meanwhile
+                    // come in the batch after). An empty read is not kept: the loop reads
+                    // again, then waits for a notification.
+                    read_ahead = next.filter(|next| !next.is_empty());
                     if isolate_until.is_some_and(|end| checkpoint >= end) {
                         isolate_until = None;
                     }

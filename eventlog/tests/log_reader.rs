@@ -26,6 +26,15 @@ struct Recorder {
     hang_after_batches: Option<usize>,
     batches: Arc<AtomicUsize>,
     hung: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+    /// Reads the next batch while delivering (`Consumer::reads_ahead`); each delivery
+    /// then waits a little, as on a broker's acknowledgements, and every
+    /// `fail_every`-th one fails.
+    read_ahead: Option<ReadAhead>,
+}
+
+struct ReadAhead {
+    deliveries: usize,
+    fail_every: usize,
 }
 
 impl Recorder {
@@ -36,12 +45,38 @@ impl Recorder {
             hang_after_batches: None,
             batches: Arc::new(AtomicUsize::new(0)),
             hung: None,
+            read_ahead: None,
         }
+    }
+
+    fn reading_ahead(mut self, fail_every: usize) -> Self {
+        self.read_ahead = Some(ReadAhead {
+            deliveries: 0,
+            fail_every,
+        });
+        self
     }
 }
 
 #[async_trait::async_trait]
 impl Consumer for Recorder {
+    fn reads_ahead(&self) -> bool {
+        self.read_ahead.is_some()
+    }
+
+    async fn deliver(&mut self, _events: &[RecordedEvent]) -> Result<(), BoxError> {
+        let Some(read_ahead) = &mut self.read_ahead else {
+            return Ok(());
+        };
+        read_ahead.deliveries += 1;
+        // Long enough for the read of the next batch to finish first.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        if read_ahead.deliveries % read_ahead.fail_every == 0 {
+            return Err("the broker did not acknowledge".into());
+        }
+        Ok(())
+    }
+
     async fn handle(
         &mut self,
         tx: &mut PgConnection,
@@ -202,14 +237,21 @@ async fn concurrent_writers_with_late_commits_are_seen_exactly_once() {
     let db = setup().await;
     let (stop, shutdown) = shutdown::channel();
     let wakeups = Wakeups::listen(&db.pool, shutdown.clone()).await.unwrap();
-    let names = ["alpha", "beta", "gamma"];
+    // `delta` reads each next batch while delivering the current one, and one delivery
+    // in seven fails: the batch read ahead must then be dropped, never skipped past.
+    let names = ["alpha", "beta", "gamma", "delta"];
     let handles: Vec<_> = names
         .iter()
         .map(|name| {
+            let recorder = Recorder::new(name, "only");
             subscription::spawn(
                 db.connect.clone(),
                 fast(name),
-                Recorder::new(name, "only"),
+                if *name == "delta" {
+                    recorder.reading_ahead(7)
+                } else {
+                    recorder
+                },
                 wakeups.clone(),
                 shutdown.clone(),
             )

@@ -18,6 +18,7 @@
 
 use aula_domain::catalog::SENSITIVE_FIELDS;
 use aula_eventlog::RecordedEvent;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 use crate::reactions::REPROCESSED_FROM;
@@ -49,9 +50,79 @@ pub fn public_form(event: &RecordedEvent) -> Value {
 }
 
 /// The public form serialized (what a message body or a webhook request carries).
+///
+/// Written straight from the stored event, without building the JSON tree of
+/// [`public_form`] first: the broker serializes every event of the log, and copying
+/// each payload into a new tree cost about as much as the serialization itself. The
+/// bytes are the same as `serde_json::to_vec(&public_form(event))` (keys in the same
+/// sorted order; a test holds the two equal), so a redelivery stays a true copy.
 pub fn public_form_bytes(event: &RecordedEvent) -> Vec<u8> {
-    // Serializing a `Value` cannot fail: its keys are strings.
-    serde_json::to_vec(&public_form(event)).expect("a JSON value serializes")
+    let mut body = Vec::with_capacity(256);
+    // Serializing into a `Vec` cannot fail: every key is a string and nothing does I/O.
+    serde_json::to_writer(&mut body, &PublicForm(event)).expect("a JSON value serializes");
+    body
+}
+
+/// [`public_form`] as a `Serialize`: the keys in the order a `serde_json::Map` (sorted)
+/// would write them.
+struct PublicForm<'a>(&'a RecordedEvent);
+
+impl Serialize for PublicForm<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let event = self.0;
+        let original = reprocessed_from(event);
+        let mut map = serializer.serialize_map(Some(5 + usize::from(original.is_some())))?;
+        map.serialize_entry("data", &PublicData(&event.payload))?;
+        map.serialize_entry("id", &event.event_id)?;
+        map.serialize_entry("institution_id", &event.institution_id())?;
+        if let Some(original) = original {
+            map.serialize_entry(REPROCESSED_FROM, original)?;
+        }
+        map.serialize_entry(
+            "timestamp",
+            &event
+                .recorded_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        )?;
+        map.serialize_entry("type", &event.event_type)?;
+        map.end()
+    }
+}
+
+/// The payload as [`public_data`] writes it: without the `type` tag at the top.
+struct PublicData<'a>(&'a Value);
+
+impl Serialize for PublicData<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(fields) => serializer.collect_map(
+                fields
+                    .iter()
+                    .filter(|(key, _)| key.as_str() != "type")
+                    .filter(|(key, _)| !SENSITIVE_FIELDS.contains(&key.as_str()))
+                    .map(|(key, value)| (key, WithoutSensitive(value))),
+            ),
+            other => WithoutSensitive(other).serialize(serializer),
+        }
+    }
+}
+
+/// A value as [`without_sensitive`] writes it.
+struct WithoutSensitive<'a>(&'a Value);
+
+impl Serialize for WithoutSensitive<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(fields) => serializer.collect_map(
+                fields
+                    .iter()
+                    .filter(|(key, _)| !SENSITIVE_FIELDS.contains(&key.as_str()))
+                    .map(|(key, value)| (key, WithoutSensitive(value))),
+            ),
+            Value::Array(items) => serializer.collect_seq(items.iter().map(WithoutSensitive)),
+            other => other.serialize(serializer),
+        }
+    }
 }
 
 /// The id of the original when `event` is a reprocessed copy.
@@ -141,6 +212,34 @@ mod tests {
             !text.contains("token_hash") && !text.contains("secret"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_streamed_bytes_equal_the_serialized_tree() {
+        let institution = Uuid::new_v4().to_string();
+        let cases = [
+            event(
+                json!({"type": "PasswordReset", "password_hash": "h", "user": "u", "z": null,
+                       "nested": [{"token_hash": "t", "kept": 1, "deep": {"type": "kept", "password_hash": 2}}],
+                       "a": [1, 2.5, "x", true, []], "unicode": "é\"\n"}),
+                json!({"institution_id": institution}),
+            ),
+            event(
+                json!({}),
+                json!({"reprocessed_from": Uuid::nil().to_string()}),
+            ),
+            event(
+                json!("not an object"),
+                json!({"institution_id": "not a uuid"}),
+            ),
+            event(json!([{"token_hash": "t"}]), json!({})),
+        ];
+        for case in &cases {
+            assert_eq!(
+                String::from_utf8(public_form_bytes(case)).unwrap(),
+                serde_json::to_string(&public_form(case)).unwrap()
+            );
+        }
     }
 
     #[test]
