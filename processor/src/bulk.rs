@@ -489,6 +489,8 @@ async fn run_batches(
         tx_id: job.up_to_tx,
         global_position: job.up_to_position,
     };
+    // The copies' request id names the job that asked for them (the drawer shows it).
+    let request = format!("bulk-reprocess:{id}");
     let mut after = job.position;
     let lease_ms = options.lease.as_millis() as f64;
     loop {
@@ -531,7 +533,7 @@ async fn run_batches(
         let mut copied_types = Vec::with_capacity(batch.len());
         let mut copies = Vec::with_capacity(batch.len());
         for (event_id, _) in &batch {
-            match append_copy(&mut tx, *event_id, actor.clone(), None).await {
+            match append_copy(&mut tx, *event_id, actor.clone(), Some(&request)).await {
                 Ok((copy, event_type)) => {
                     done += 1;
                     copied_types.push(event_type);

@@ -5,7 +5,7 @@
 //! `aggregate_id` = a new UUID, sequence 1), so no aggregate's state changes. Its
 //! metadata is the original's plus `reprocessed_from` (the id of the root original),
 //! the reprocessing actor and the causation `event:<original>`; its request id is the
-//! reprocess request's (none for a bulk job's copies), and its trace context is the
+//! reprocess request's (`bulk-reprocess:<job id>` for a bulk job's copies), and its trace context is the
 //! reprocessing's own, the original's kept as `original_traceparent`: the copy's tasks
 //! start a new trace linked to the original's (an OpenTelemetry span link), instead of
 //! joining a request that ended long ago. Domain projections skip copies; the

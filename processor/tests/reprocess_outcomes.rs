@@ -149,6 +149,13 @@ async fn retries_and_copies_resolve_failures_and_bulk_jobs_report_their_copies_o
     })
     .await;
     assert_eq!(finished.done, 2);
+    let requests: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT metadata->>'request_id' FROM events WHERE metadata->>'reprocessed_from' IS NOT NULL",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(requests, vec![Some(format!("bulk-reprocess:{job}")); 2]);
     assert_eq!(
         (finished.outcomes.failed, finished.outcomes.running),
         (0, 0)
@@ -246,7 +253,7 @@ async fn a_copy_records_its_own_request_and_links_to_the_original_trace() {
     assert_eq!(metadata[ORIGINAL_TRACEPARENT], original_trace);
     assert!(metadata["actor"].as_str().unwrap().starts_with("user:"));
 
-    // A copy of the copy (by a bulk job: no request) links to the first original's trace.
+    // A copy of the copy (no request named) links to the first original's trace.
     let again = aula_processor::reprocess_event(&db.pool, copy.event_id, Actor::System)
         .await
         .unwrap();
