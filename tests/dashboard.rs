@@ -432,7 +432,8 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
         "{preview}"
     );
     assert!(
-        preview.contains("1 matching event was already reprocessed with success"),
+        preview.contains("1 matching event was already reprocessed with success")
+            && preview.contains("cannot send the sign-up confirmation link again"),
         "{preview}"
     );
     assert!(

@@ -48,20 +48,20 @@ pub enum ReprocessError {
 pub fn one_time_link_note(event_type: &str) -> Option<&'static str> {
     Some(match event_type {
         "PendingUserRegisterCreated" => {
-            "PendingUserRegisterCreated: a copy cannot send the sign-up confirmation link \
-             again (only its hash is stored; the raw token is gone once the original's e-mail \
-             went out), so its e-mail task fails at once. Instead, the person signs up again \
+            "PendingUserRegisterCreated: once the original's e-mail went out, a copy cannot \
+             send the sign-up confirmation link again (only its hash is stored, the raw token \
+             is gone), so its e-mail task fails at once. Instead, the person signs up again \
              with the same address and gets a new link."
         }
         "ResetPasswordTokenCreated" => {
-            "ResetPasswordTokenCreated: a copy cannot send the password-reset link again \
-             (only its hash is stored; the raw token is gone once the original's e-mail went \
-             out), so its e-mail task fails at once. Instead, the person requests a new \
+            "ResetPasswordTokenCreated: once the original's e-mail went out, a copy cannot \
+             send the password-reset link again (only its hash is stored, the raw token is \
+             gone), so its e-mail task fails at once. Instead, the person requests a new \
              password reset."
         }
         "EmailChangeRequested" => {
-            "EmailChangeRequested: a copy cannot send the confirmation link again (only its \
-             hash is stored; the raw token is gone once the original's e-mail went out), so \
+            "EmailChangeRequested: once the original's e-mail went out, a copy cannot send \
+             the confirmation link again (only its hash is stored, the raw token is gone), so \
              its confirmation e-mail fails at once (the notice to the old address is sent \
              again). Instead, request the e-mail change again."
         }

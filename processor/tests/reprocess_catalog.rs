@@ -397,6 +397,12 @@ async fn every_event_type_of_the_catalog_reprocesses_to_its_documented_outcome()
         let event_type = description.event_type.as_str();
         let outcome = outcomes[event_type];
         let issues_tasks = !aula_processor::reactions::kinds_for(event_type).is_empty();
+        // The previews warn exactly about the deliberate failures.
+        assert_eq!(
+            aula_processor::reprocess::one_time_link_note(event_type).is_some(),
+            matches!(outcome, Outcome::FailsAtOnce { .. }),
+            "{event_type}: the reprocess preview's note and the table disagree"
+        );
         assert_eq!(
             issues_tasks,
             outcome != Outcome::NoTasks,
