@@ -20,6 +20,9 @@ pub const REQUEST_ID: &str = "request_id";
 /// continue that trace (see [`crate::trace`]).
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
+/// On a reprocessed copy: the original's `traceparent`. The copy's tasks start a trace
+/// of their own (the reprocess request's) and link to the original's with it.
+pub const ORIGINAL_TRACEPARENT: &str = "original_traceparent";
 
 /// Who issued a command.
 #[derive(Debug, Clone, PartialEq, Eq)]

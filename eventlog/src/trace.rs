@@ -135,6 +135,20 @@ impl TraceContext {
             .is_ok()
     }
 
+    /// Adds a link to this context to `span` (not entered yet), leaving its parent
+    /// alone: a reprocessed copy's task points at its original's trace. Returns whether
+    /// it took.
+    pub fn link(&self, span: &tracing::Span) -> bool {
+        if !enabled() {
+            return false;
+        }
+        let Some(sc) = self.span_context() else {
+            return false;
+        };
+        span.add_link(sc);
+        true
+    }
+
     /// Adds `traceparent` (and `tracestate`) to a metadata map or task payload.
     pub fn insert_into(&self, map: &mut std::collections::HashMap<String, String>) {
         map.insert(TRACEPARENT.into(), self.traceparent.clone());

@@ -56,6 +56,11 @@ pub struct Preview {
     pub count: i64,
     pub by_type: Vec<(String, i64)>,
     pub by_status: Vec<(String, i64)>,
+    /// Of the events the filter matches, how many their latest copy already resolved
+    /// (its tasks succeeded). Unless the filter asks for them (`resolved`), they are
+    /// left out of `count` and of the job: running the same bulk again does not copy
+    /// what the last one fixed.
+    pub already_resolved: i64,
     /// The bound (see the module docs).
     pub up_to: LogPosition,
 }
@@ -83,6 +88,9 @@ pub struct BulkFilter {
     pub institution_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub has_failed_tasks: Option<bool>,
+    /// See [`EventListQuery::resolved`]. Jobs stored before it have none (all events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<bool>,
 }
 
 impl From<&EventListQuery> for BulkFilter {
@@ -104,6 +112,7 @@ impl From<&EventListQuery> for BulkFilter {
             }),
             institution_id: query.institution_id,
             has_failed_tasks: query.has_failed_tasks,
+            resolved: query.resolved,
         }
     }
 }
@@ -133,6 +142,7 @@ impl BulkFilter {
             duration,
             institution_id: self.institution_id,
             has_failed_tasks: self.has_failed_tasks,
+            resolved: self.resolved,
             ..EventListQuery::default()
         })
     }
@@ -168,6 +178,21 @@ pub struct BulkJob {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub error: Option<String>,
+    /// What became of the copies' tasks so far ([`job`] counts them).
+    #[sqlx(skip)]
+    pub outcomes: CopyOutcomes,
+}
+
+/// The copies a job wrote, by their processing status now (`bulk_reprocess_copies`
+/// joined with `admin_events`): a copy the processor has not seen yet is running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CopyOutcomes {
+    /// Copies whose tasks all succeeded (or that issue none).
+    pub succeeded: i64,
+    /// Copies with a task that failed for good.
+    pub failed: i64,
+    /// Copies whose tasks are still pending or running.
+    pub running: i64,
 }
 
 /// How a job runs; [`start`] uses the defaults.
@@ -232,6 +257,26 @@ pub async fn preview(pool: &PgPool, query: &EventListQuery) -> Result<Preview, B
     preview_at(pool, &BulkFilter::from(query), up_to).await
 }
 
+/// The preview of `query` and the filter a job started from it keeps: unless
+/// `include_resolved` (or the query says itself which to take), the events their
+/// latest copy already resolved are left out, and counted in `already_resolved`.
+pub async fn preview_for(
+    pool: &PgPool,
+    query: &EventListQuery,
+    include_resolved: bool,
+) -> Result<(Preview, BulkFilter), BulkError> {
+    let up_to = current_bound(pool).await?;
+    let mut filter = BulkFilter::from(query);
+    let all = preview_at(pool, &filter, up_to).await?;
+    if include_resolved || filter.resolved.is_some() {
+        return Ok((all, filter));
+    }
+    filter.resolved = Some(false);
+    let mut left = preview_at(pool, &filter, up_to).await?;
+    left.already_resolved = all.already_resolved;
+    Ok((left, filter))
+}
+
 /// What `filter` matches at or before the bound `up_to`.
 pub async fn preview_at(
     pool: &PgPool,
@@ -241,10 +286,25 @@ pub async fn preview_at(
     let query = filter.to_query()?;
     let by_type = grouped(pool, "event_type", &query, up_to).await?;
     let by_status = grouped(pool, "status", &query, up_to).await?;
+    let already_resolved = match query.resolved {
+        // Asked for (or excluded) explicitly: nothing left out.
+        Some(_) => 0,
+        None => {
+            let resolved = EventListQuery {
+                resolved: Some(true),
+                ..query.clone()
+            };
+            let mut sql: QueryBuilder<Postgres> =
+                QueryBuilder::new("SELECT count(*) FROM admin_events WHERE true");
+            push_filters(&mut sql, &resolved, up_to);
+            sql.build_query_scalar().fetch_one(pool).await?
+        }
+    };
     Ok(Preview {
         count: by_type.iter().map(|(_, n)| n).sum(),
         by_type,
         by_status,
+        already_resolved,
         up_to,
     })
 }
@@ -429,6 +489,8 @@ async fn run_batches(
         tx_id: job.up_to_tx,
         global_position: job.up_to_position,
     };
+    // The copies' request id names the job that asked for them (the drawer shows it).
+    let request = format!("bulk-reprocess:{id}");
     let mut after = job.position;
     let lease_ms = options.lease.as_millis() as f64;
     loop {
@@ -469,11 +531,13 @@ async fn run_batches(
         };
         let (mut done, mut failed) = (0i64, 0i64);
         let mut copied_types = Vec::with_capacity(batch.len());
+        let mut copies = Vec::with_capacity(batch.len());
         for (event_id, _) in &batch {
-            match append_copy(&mut tx, *event_id, actor.clone()).await {
-                Ok((_, event_type)) => {
+            match append_copy(&mut tx, *event_id, actor.clone(), Some(&request)).await {
+                Ok((copy, event_type)) => {
                     done += 1;
                     copied_types.push(event_type);
+                    copies.push(copy.event_id);
                 }
                 Err(ReprocessError::Database(error)) => return Err(error.into()),
                 Err(error) => {
@@ -482,6 +546,13 @@ async fn run_batches(
                 }
             }
         }
+        sqlx::query(
+            "INSERT INTO bulk_reprocess_copies (job_id, event_id) SELECT $1, unnest($2::uuid[])",
+        )
+        .bind(id)
+        .bind(&copies)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE bulk_reprocess_jobs
              SET position = $2, done = done + $3, failed = failed + $4,
@@ -576,14 +647,38 @@ pub async fn cancel(pool: &PgPool, job_id: Uuid) -> Result<BulkJob, BulkError> {
         .ok_or(BulkError::JobNotFound(job_id))
 }
 
-/// One job's row.
+/// One job's row, with its copies' outcomes now.
 pub async fn job(pool: &PgPool, job_id: Uuid) -> Result<Option<BulkJob>, sqlx::Error> {
-    sqlx::query_as(
+    let job: Option<BulkJob> = sqlx::query_as(
         "SELECT id, filter, up_to_tx, up_to_position, institution_id, requested_by, status, total, done,
                 failed, created_at, updated_at, error
          FROM bulk_reprocess_jobs WHERE id = $1",
     )
     .bind(job_id)
     .fetch_optional(pool)
-    .await
+    .await?;
+    let Some(mut job) = job else {
+        return Ok(None);
+    };
+    job.outcomes = copy_outcomes(pool, job_id).await?;
+    Ok(Some(job))
+}
+
+/// The outcomes of the copies job `job_id` wrote (see [`CopyOutcomes`]).
+pub async fn copy_outcomes(pool: &PgPool, job_id: Uuid) -> Result<CopyOutcomes, sqlx::Error> {
+    let (succeeded, failed, running): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE a.status = 'succeeded'),
+                count(*) FILTER (WHERE a.status = 'failed'),
+                count(*) FILTER (WHERE a.status IS NULL OR a.status NOT IN ('succeeded', 'failed'))
+         FROM bulk_reprocess_copies b LEFT JOIN admin_events a ON a.event_id = b.event_id
+         WHERE b.job_id = $1",
+    )
+    .bind(job_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(CopyOutcomes {
+        succeeded,
+        failed,
+        running,
+    })
 }

@@ -26,6 +26,9 @@
 //! - `pending` while any of its tasks is pending or running (`processed_at` and
 //!   `duration_ms` are NULL then);
 //! - otherwise `failed` if any task failed or is dead, else `succeeded`;
+//! - only the latest task of each kind counts: a manual retry's outcome replaces the
+//!   retried task's, so an event whose failed task was retried with success is
+//!   `succeeded` again and leaves the "has failed tasks" list ([`event_status`]);
 //! - `processed_at` is when its last task finished; `duration_ms = processed_at -
 //!   recorded_at`; `error` is the last error any of its tasks reported (kept after a
 //!   later success, for the admin's information);
@@ -248,16 +251,38 @@ pub async fn record(
 }
 
 /// The tasks of each event (live and archived) by status bucket, and their last finish.
+///
+/// Only each kind's latest task counts: a manual retry is a new task of the same event
+/// and kind (`origin_task_id`), and its outcome replaces the retried one's, so a failed
+/// task retried with success leaves its event `succeeded` (issue #19). The retried
+/// task keeps its own status and history in the task list.
 const RECOUNT_SQL: &str = "SELECT event_id,
          count(*) FILTER (WHERE status = 'pending')::int AS pending,
          count(*) FILTER (WHERE status = 'running')::int AS running,
          count(*) FILTER (WHERE status = 'succeeded')::int AS succeeded,
          count(*) FILTER (WHERE status IN ('failed', 'dead'))::int AS failed,
          max(finished_at) AS last_finished
-     FROM (SELECT event_id, status, finished_at FROM tasks WHERE event_id = ANY($1)
-           UNION ALL
-           SELECT event_id, status, finished_at FROM tasks_archive WHERE event_id = ANY($1)) t
+     FROM (SELECT DISTINCT ON (event_id, kind) event_id, status, finished_at
+           FROM (SELECT id, event_id, kind, status, finished_at FROM tasks WHERE event_id = ANY($1)
+                 UNION ALL
+                 SELECT id, event_id, kind, status, finished_at FROM tasks_archive
+                 WHERE event_id = ANY($1)) all_tasks
+           ORDER BY event_id, kind, id DESC) t
      GROUP BY event_id";
+
+/// An event's status from its latest tasks' counts (`[pending, running, succeeded,
+/// failed]`, see [`RECOUNT_SQL`]): the one place that derives it, so a new status
+/// (e.g. one for events whose tasks wait for a retry) is added here.
+pub fn event_status(counts: [i32; 4]) -> &'static str {
+    let [pending, running, _, failed] = counts;
+    if pending + running > 0 {
+        "pending"
+    } else if failed > 0 {
+        "failed"
+    } else {
+        "succeeded"
+    }
+}
 
 #[derive(Debug, sqlx::FromRow)]
 struct Tally {
@@ -331,13 +356,7 @@ async fn update_events(
         let tally = tallies.get(&event_id);
         let counts: [i32; 4] = tally.map_or([0; 4], Tally::counts);
         let total: i32 = counts.iter().sum();
-        let status = if counts[0] + counts[1] > 0 {
-            "pending"
-        } else if total > 0 && counts[3] > 0 {
-            "failed"
-        } else {
-            "succeeded"
-        };
+        let status = event_status(counts);
         let old_processed = if seen && is_final_event_status(&old.status) {
             old.processed_at
         } else {

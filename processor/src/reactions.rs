@@ -34,7 +34,7 @@
 //! `reprocessed_from`) is a different event with the same type and payload, so it is
 //! treated like its original and issues fresh tasks linked to the copy.
 
-use aula_eventlog::metadata::{TRACEPARENT, TRACESTATE};
+use aula_eventlog::metadata::{ORIGINAL_TRACEPARENT, TRACEPARENT, TRACESTATE};
 use aula_eventlog::shutdown::Shutdown;
 use aula_eventlog::subscription::{self, BoxError, SubscriptionHandle};
 use aula_eventlog::trace::TraceContext;
@@ -119,6 +119,13 @@ pub fn tasks_for_subject(event: &RecordedEvent, subject: Option<(&str, &str)>) -
         if let Some(state) = context.tracestate {
             object.insert(TRACESTATE.into(), state.into());
         }
+    }
+    // A copy's tasks link to its original's trace (`crate::spans::task_attempt`).
+    if let (Some(original), Some(object)) = (
+        event.metadata.get(ORIGINAL_TRACEPARENT),
+        payload.as_object_mut(),
+    ) {
+        object.insert(ORIGINAL_TRACEPARENT.into(), original.clone());
     }
     kinds
         .iter()

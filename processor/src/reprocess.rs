@@ -4,15 +4,21 @@
 //! version and payload, in a stream of its own (`aggregate_type = 'reprocessed'`,
 //! `aggregate_id` = a new UUID, sequence 1), so no aggregate's state changes. Its
 //! metadata is the original's plus `reprocessed_from` (the id of the root original),
-//! the reprocessing actor and the causation `event:<original>`. Domain projections skip
-//! copies; the reactions treat a copy like its original and issue fresh tasks linked to
-//! the copy. The original is never modified.
+//! the reprocessing actor and the causation `event:<original>`; its request id is the
+//! reprocess request's (`bulk-reprocess:<job id>` for a bulk job's copies), and its trace context is the
+//! reprocessing's own, the original's kept as `original_traceparent`: the copy's tasks
+//! start a new trace linked to the original's (an OpenTelemetry span link), instead of
+//! joining a request that ended long ago. Domain projections skip copies; the
+//! reactions treat a copy like its original, act on its original's subject, and issue
+//! fresh tasks linked to the copy. The original is never modified.
 //!
 //! A manual task retry inserts a new task naming the retried one (`origin_task_id`),
 //! with the same kind, payload, event and idempotency key; the old task and all its
 //! attempts stay as they were.
 
-use aula_eventlog::metadata::{ACTOR, CAUSATION_ID};
+use aula_eventlog::metadata::{
+    ACTOR, CAUSATION_ID, ORIGINAL_TRACEPARENT, REQUEST_ID, TRACEPARENT, TRACESTATE,
+};
 use aula_eventlog::Actor;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
@@ -35,6 +41,34 @@ pub enum ReprocessError {
     Database(#[from] sqlx::Error),
 }
 
+/// What reprocessing an event of `event_type` cannot do, for the reprocess previews:
+/// events whose e-mail carries a one-time link. Only the link's hash is stored and the
+/// raw token is deleted once the original's e-mail went out, so the copy's e-mail task
+/// fails at once (`failed`, no retries) saying so. `None` for every other type.
+pub fn one_time_link_note(event_type: &str) -> Option<&'static str> {
+    Some(match event_type {
+        "PendingUserRegisterCreated" => {
+            "PendingUserRegisterCreated: once the original's e-mail went out, a copy cannot \
+             send the sign-up confirmation link again (only its hash is stored, the raw token \
+             is gone), so its e-mail task fails at once. Instead, the person signs up again \
+             with the same address and gets a new link."
+        }
+        "ResetPasswordTokenCreated" => {
+            "ResetPasswordTokenCreated: once the original's e-mail went out, a copy cannot \
+             send the password-reset link again (only its hash is stored, the raw token is \
+             gone), so its e-mail task fails at once. Instead, the person requests a new \
+             password reset."
+        }
+        "EmailChangeRequested" => {
+            "EmailChangeRequested: once the original's e-mail went out, a copy cannot send \
+             the confirmation link again (only its hash is stored, the raw token is gone), so \
+             its confirmation e-mail fails at once (the notice to the old address is sent \
+             again). Instead, request the e-mail change again."
+        }
+        _ => return None,
+    })
+}
+
 /// A copy appended by [`reprocess_event`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reprocessed {
@@ -50,9 +84,21 @@ pub async fn reprocess_event(
     event_id: Uuid,
     actor: Actor,
 ) -> Result<Reprocessed, ReprocessError> {
+    reprocess_event_for(pool, event_id, actor, None).await
+}
+
+/// [`reprocess_event`] for a request: the copy records `request_id` (the reprocess
+/// request's, not the original's) and, when spans are exported, the current span's
+/// trace context.
+pub async fn reprocess_event_for(
+    pool: &PgPool,
+    event_id: Uuid,
+    actor: Actor,
+    request_id: Option<&str>,
+) -> Result<Reprocessed, ReprocessError> {
     let mut conn = pool.acquire().await?;
     // Autocommit: the copy is committed when the INSERT returns.
-    let (copy, event_type) = append_copy(&mut conn, event_id, actor).await?;
+    let (copy, event_type) = append_copy(&mut conn, event_id, actor, request_id).await?;
     count_appended(&event_type);
     Ok(copy)
 }
@@ -72,7 +118,7 @@ pub async fn reprocess_event_on(
     event_id: Uuid,
     actor: Actor,
 ) -> Result<Reprocessed, ReprocessError> {
-    append_copy(conn, event_id, actor)
+    append_copy(conn, event_id, actor, None)
         .await
         .map(|(copy, _)| copy)
 }
@@ -82,6 +128,7 @@ pub(crate) async fn append_copy(
     conn: &mut PgConnection,
     event_id: Uuid,
     actor: Actor,
+    request_id: Option<&str>,
 ) -> Result<(Reprocessed, String), ReprocessError> {
     let row: Option<(String, String, Value, Value)> = sqlx::query_as(
         "SELECT event_type, event_version, payload, metadata FROM events WHERE event_id = $1",
@@ -106,6 +153,28 @@ pub(crate) async fn append_copy(
         CAUSATION_ID.into(),
         Value::String(format!("event:{event_id}")),
     );
+    // The original's request ended long ago: the copy names the request that asked
+    // for it, or none.
+    metadata.remove(REQUEST_ID);
+    if let Some(request_id) = request_id.filter(|id| !id.is_empty()) {
+        metadata.insert(REQUEST_ID.into(), Value::String(request_id.to_owned()));
+    }
+    // A new trace for the copy, linked to the original's (a copy of a copy links to the
+    // first original's trace, as `reprocessed_from` names the first original).
+    let original_trace = metadata
+        .remove(ORIGINAL_TRACEPARENT)
+        .or_else(|| metadata.get(TRACEPARENT).cloned());
+    metadata.remove(TRACEPARENT);
+    metadata.remove(TRACESTATE);
+    if let Some(trace) = original_trace {
+        metadata.insert(ORIGINAL_TRACEPARENT.into(), trace);
+    }
+    if let Some(context) = aula_eventlog::trace::TraceContext::current() {
+        metadata.insert(TRACEPARENT.into(), Value::String(context.traceparent));
+        if let Some(state) = context.tracestate {
+            metadata.insert(TRACESTATE.into(), Value::String(state));
+        }
+    }
     let (new_id, global_position): (Uuid, i64) = sqlx::query_as(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
          VALUES ($1, $2, 1, $3, $4, $5, $6)

@@ -1,7 +1,7 @@
 //! The processor's spans, with the OpenTelemetry semantic conventions when spans are
 //! exported (see `aula_eventlog::trace`): a task attempt is a CONSUMER span (it
 //! processes a message the reactions sent), a child of the trace that issued the task
-//! and linked to it; an SMTP conversation is a CLIENT span; a failed attempt has status
+//! and linked to it (a reprocessed copy's task also links to its original's trace); an SMTP conversation is a CLIENT span; a failed attempt has status
 //! `ERROR` and an `exception` event. Without an exporter the spans are the plain ones
 //! the log lines need, nothing more.
 
@@ -53,6 +53,18 @@ pub fn task_attempt(task: &TaskRow) -> tracing::Span {
     // The context the reaction copied from the event into the payload.
     if let Some(context) = TraceContext::from_json(&task.payload) {
         context.adopt_and_link(&span);
+    }
+    // A reprocessed copy's task: its own trace, linked to the original's.
+    let original = task
+        .payload
+        .get(aula_eventlog::metadata::ORIGINAL_TRACEPARENT)
+        .and_then(serde_json::Value::as_str);
+    if let Some(traceparent) = original {
+        TraceContext {
+            traceparent: traceparent.to_owned(),
+            tracestate: None,
+        }
+        .link(&span);
     }
     span
 }

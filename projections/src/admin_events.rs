@@ -94,17 +94,27 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
     .bind(events.iter().map(|e| e.position.tx_id).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
-    let mut copies: BTreeMap<Uuid, i32> = BTreeMap::new();
-    for original in originals.into_iter().flatten() {
-        *copies.entry(original).or_default() += 1;
+    // Per original: how many copies this batch adds, and its latest (the batch is in
+    // log order, so the last one seen).
+    let mut copies: BTreeMap<Uuid, (i32, Uuid)> = BTreeMap::new();
+    for (original, copy) in originals
+        .into_iter()
+        .zip(events)
+        .filter_map(|(o, e)| Some((o?, e)))
+    {
+        let entry = copies.entry(original).or_insert((0, copy.event_id));
+        entry.0 += 1;
+        entry.1 = copy.event_id;
     }
     if !copies.is_empty() {
         sqlx::query(
-            "UPDATE admin_events a SET copies = a.copies + c.n
-             FROM unnest($1::uuid[], $2::int[]) AS c(event_id, n) WHERE a.event_id = c.event_id",
+            "UPDATE admin_events a SET copies = a.copies + c.n, latest_copy_id = c.latest
+             FROM unnest($1::uuid[], $2::int[], $3::uuid[]) AS c(event_id, n, latest)
+             WHERE a.event_id = c.event_id",
         )
         .bind(copies.keys().copied().collect::<Vec<_>>())
-        .bind(copies.values().copied().collect::<Vec<_>>())
+        .bind(copies.values().map(|c| c.0).collect::<Vec<_>>())
+        .bind(copies.values().map(|c| c.1).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }
@@ -132,11 +142,63 @@ pub struct AdminEventRow {
     pub tasks_running: i32,
     pub tasks_succeeded: i32,
     pub tasks_failed: i32,
+    /// The latest reprocessed copy of this event (originals only).
+    pub latest_copy_id: Option<Uuid>,
+    /// That copy's processing status, read with the page ([`with_copy_status`]).
+    #[sqlx(skip)]
+    pub latest_copy_status: Option<String>,
+}
+
+impl AdminEventRow {
+    /// Whether its latest copy's tasks all succeeded: a failure reprocessing fixed.
+    pub fn resolved_by_copy(&self) -> bool {
+        self.latest_copy_status.as_deref() == Some("succeeded")
+    }
 }
 
 const COLUMNS: &str = "event_id, global_position, event_type, aggregate_type, aggregate_id, sequence, \
     institution_id, recorded_at, reprocessed_from, copies, status, processed_at, duration_ms, error, \
-    tasks_pending, tasks_running, tasks_succeeded, tasks_failed";
+    tasks_pending, tasks_running, tasks_succeeded, tasks_failed, latest_copy_id";
+
+/// "Resolved by a copy": the event's latest copy succeeded. Written over the bare
+/// table name, as every statement that takes [`push_filters`] reads `admin_events`
+/// without an alias.
+const RESOLVED: &str = "EXISTS (SELECT 1 FROM admin_events c \
+    WHERE c.event_id = admin_events.latest_copy_id AND c.status = 'succeeded')";
+
+/// Fills each row's `latest_copy_status` with one look-up for all of them.
+pub async fn with_copy_status(
+    pool: &PgPool,
+    mut rows: Vec<AdminEventRow>,
+) -> Result<Vec<AdminEventRow>, sqlx::Error> {
+    let ids: Vec<Uuid> = rows.iter().filter_map(|r| r.latest_copy_id).collect();
+    if ids.is_empty() {
+        return Ok(rows);
+    }
+    let statuses: std::collections::HashMap<Uuid, String> =
+        sqlx::query_as("SELECT event_id, status FROM admin_events WHERE event_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect();
+    for row in &mut rows {
+        row.latest_copy_status = row.latest_copy_id.and_then(|id| statuses.get(&id).cloned());
+    }
+    Ok(rows)
+}
+
+/// How many failed events their latest copy resolved (the header shows the failures
+/// that are left: failed events minus these). Reads the failed events that have a
+/// copy only (`admin_events_failed_copied_idx`).
+pub async fn failures_resolved_by_copy(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM admin_events a JOIN admin_events c ON c.event_id = a.latest_copy_id
+         WHERE a.status = 'failed' AND a.latest_copy_id IS NOT NULL AND c.status = 'succeeded'",
+    )
+    .fetch_one(pool)
+    .await
+}
 
 /// `duration = X`, `> X`, `< X` (milliseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +258,9 @@ pub struct EventListQuery {
     pub has_failed_tasks: Option<bool>,
     /// Only the copies of this event.
     pub reprocessed_from: Option<Uuid>,
+    /// `Some(true)`: only events their latest copy resolved (its tasks succeeded);
+    /// `Some(false)`: only the others (with status `failed`: the failures left to fix).
+    pub resolved: Option<bool>,
     pub sort: EventSort,
     pub descending: bool,
     /// The `next` cursor of the previous page.
@@ -288,6 +353,15 @@ pub fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &EventListQuery
     }
     if let Some(id) = query.reprocessed_from {
         sql.push(" AND reprocessed_from = ").push_bind(id);
+    }
+    match query.resolved {
+        Some(true) => {
+            sql.push(format!(" AND latest_copy_id IS NOT NULL AND {RESOLVED}"));
+        }
+        Some(false) => {
+            sql.push(format!(" AND NOT {RESOLVED}"));
+        }
+        None => {}
     }
 }
 
@@ -482,8 +556,9 @@ pub async fn list_admin_events(
     let page = crate::course_capacity::Page::from_overfetch(rows, limit, |r| {
         format!("{}:{}", r.row.global_position, r.sort_key)
     });
+    let events = page.rows.into_iter().map(|r| r.row).collect();
     Ok(EventPage {
-        events: page.rows.into_iter().map(|r| r.row).collect(),
+        events: with_copy_status(pool, events).await?,
         next: page.next,
     })
 }
@@ -693,12 +768,15 @@ pub async fn admin_event(
     pool: &PgPool,
     event_id: Uuid,
 ) -> Result<Option<AdminEventRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let row: Option<AdminEventRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM admin_events WHERE event_id = $1"
     ))
     .bind(event_id)
     .fetch_optional(pool)
-    .await
+    .await?;
+    Ok(with_copy_status(pool, row.into_iter().collect())
+        .await?
+        .pop())
 }
 
 /// The reprocessed copies of an event, oldest first.

@@ -310,6 +310,9 @@ async fn reprocessed_copies_are_skipped_by_domain_models_and_linked_in_the_admin
     assert_eq!(copies.len(), 1);
     assert_eq!(copies[0].global_position, copy_position);
     assert_eq!(copies[0].reprocessed_from, Some(original));
+    // The original names its latest copy (from the events alone: a rebuild agrees).
+    assert_eq!(original_row.latest_copy_id, Some(copies[0].event_id));
+    assert_eq!(copies[0].latest_copy_id, None);
     assert_eq!(
         course_capacity(&db.pool, s.c1)
             .await

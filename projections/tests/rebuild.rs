@@ -342,7 +342,33 @@ async fn rebuilding_keeps_the_processors_columns_and_refuses_unknown_names() {
     let db = TestDatabase::new().await;
     let mut courses = Vec::new();
     workload(&db, 11, 30, &mut courses).await;
+    // Two copies of one event: the original's `latest_copy_id` (the second) comes from
+    // the events alone, so the rebuild must give it back.
+    for _ in 0..2 {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT 'reprocessed', gen_random_uuid()::text, 1, event_type, event_version, payload,
+                    jsonb_build_object('reprocessed_from', event_id::text)::json
+             FROM events WHERE aggregate_type <> 'reprocessed' ORDER BY global_position LIMIT 1",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
     catch_up(&db, &["admin_events"]).await;
+    let latest: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT latest_copy_id FROM admin_events WHERE latest_copy_id IS NOT NULL",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let last_copy: uuid::Uuid = sqlx::query_scalar(
+        "SELECT event_id FROM events WHERE aggregate_type = 'reprocessed' ORDER BY global_position DESC LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(latest, Some(last_copy));
     sqlx::query(
         "UPDATE admin_events SET status = 'processed', processed_at = recorded_at + interval '12 milliseconds',
              duration_ms = 12, tasks_succeeded = 2",

@@ -19,6 +19,7 @@ const EVENT_COLUMNS = [
   { label: "Duration", sort: "DURATION", cell: (e) => ms(e.durationMs), num: true },
   { label: "Tasks", cell: (e) => taskSummary(e) },
   { label: "Institution", cell: (e) => short(e.institutionId) },
+  { label: "Latest copy", cell: (e) => copyOutcome(e) },
 ];
 const TASK_COLUMNS = [
   { label: "#", sort: "ID", cell: (t) => String(t.id), num: true },
@@ -32,10 +33,11 @@ const TASK_COLUMNS = [
 ];
 
 const EVENT_FIELDS = `eventId logPosition eventType aggregateType aggregateId institutionId recordedAt
-  reprocessedFrom copyCount status processedAt durationMs error tasksPending tasksRunning tasksSucceeded tasksFailed`;
+  reprocessedFrom copyCount status processedAt durationMs error tasksPending tasksRunning tasksSucceeded tasksFailed
+  latestCopyId latestCopyStatus resolvedByCopy reprocessNote`;
 const TASK_FIELDS = `id kind status priority attempt maxAttempts eventId eventType institutionId originTaskId
   createdAt startedAt finishedAt durationMs lastError`;
-const JOB_FIELDS = "id status total done failed upToPosition error";
+const JOB_FIELDS = "id status total done failed upToPosition error copiesSucceeded copiesFailed copiesRunning";
 
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
@@ -251,6 +253,7 @@ function eventFilter(view) {
   // The URL keeps the status across tabs; a task status (`dead`, `running`) means
   // nothing for events, and the API refuses a status outside its enum.
   if (EVENT_STATUSES.includes(view.status)) filter.status = view.status;
+  Object.assign(filter, unresolvedFilter(view));
   if (view.createdFrom) filter.recordedFrom = iso(view.createdFrom);
   if (view.createdTo) filter.recordedTo = iso(view.createdTo);
   if (view.processedFrom) filter.processedFrom = iso(view.processedFrom);
@@ -363,12 +366,13 @@ async function refreshSummary() {
   summaryPending = true;
   try {
     const data = await gql(`{ processingSummary { ratePerHourToday statusCounts { kind status count }
-      projections { name lagEvents lagSeconds lastError } } }`);
+      projections { name lagEvents lagSeconds lastError } unresolvedFailures failuresResolvedByCopy } }`);
     const s = data.processingSummary;
     $("rate").textContent = `${s.ratePerHourToday.toFixed(1)} events/h`;
     const counts = (kind) => s.statusCounts.filter((c) => c.kind === kind).map((c) => `${c.count} ${c.status}`).join(" · ");
     $("event-counts").textContent = counts("event") || "none";
     $("task-counts").textContent = counts("task") || "none";
+    showUnresolved(s);
     const worst = s.projections.reduce((a, p) => (p.lagEvents > a.lagEvents ? p : a), { lagEvents: 0, lagSeconds: 0, name: "" });
     const failing = s.projections.filter((p) => p.lastError).length;
     $("lag").textContent = `${worst.lagEvents} events${worst.lagEvents ? ` (${worst.name}, ${worst.lagSeconds.toFixed(1)} s)` : ""}${failing ? ` · ${failing} failing` : ""}`;
@@ -455,7 +459,7 @@ function renderFilters() {
   $("bulk-bar").hidden = tasks;
   fillMulti($("f-types"), state.facets.eventTypes, v.types);
   fillMulti($("f-kinds"), state.facets.taskKinds, v.kinds);
-  const statuses = tasks ? TASK_STATUSES : EVENT_STATUSES;
+  const statuses = tasks ? TASK_STATUSES : [...EVENT_STATUSES, UNRESOLVED];
   $("f-status").replaceChildren(el("option", { value: "" }, "any"),
     ...statuses.map((s) => el("option", { value: s, selected: s === v.status }, s)));
   $("f-created-from").value = v.createdFrom;
@@ -724,6 +728,7 @@ function renderDrawer(data) {
     ));
   }
 
+  sections.push(...reprocessingSection(e));
   sections.push(el("h3", {}, "Lineage"));
   const lineage = el("ul", { id: "lineage" });
   if (e.reprocessedFrom) {
@@ -800,6 +805,78 @@ function trapFocus(event) {
   }
 }
 
+// ---------- reprocessing outcomes (issue #19) ----------
+// The status filter's extra value: failed events their latest copy has not resolved.
+const UNRESOLVED = "unresolved";
+function unresolvedFilter(view) {
+  return view.status === UNRESOLVED ? { status: "failed", resolved: false } : {};
+}
+
+// What became of an original's latest copy, for its row and drawer.
+function copyOutcome(e) {
+  if (!e.latestCopyId) return "";
+  if (e.resolvedByCopy) return "resolved by copy";
+  if (e.latestCopyStatus === "failed") return "copy failed";
+  return "copy running";
+}
+
+function showUnresolved(summary) {
+  const resolved = summary.failuresResolvedByCopy;
+  $("unresolved-failures").textContent =
+    `${summary.unresolvedFailures}${resolved ? ` (${resolved} resolved by copy)` : ""}`;
+}
+
+// The drawer's "Reprocessing" section: the latest copy and its outcome, and what a copy
+// of this event cannot do (a one-time link), shown before anyone reprocesses it.
+function reprocessingSection(e) {
+  const out = [];
+  if (!e.reprocessedFrom) {
+    out.push(el("h3", {}, "Reprocessing"));
+    const dl = el("dl", { id: "drawer-reprocessing" });
+    if (e.latestCopyId) {
+      dl.append(
+        el("dt", {}, "Latest copy"),
+        el("dd", {}, el("button", { type: "button", class: "link", onclick: () => openDrawer(e.latestCopyId, null, true) }, e.latestCopyId),
+          " ", e.latestCopyStatus ? badge(e.latestCopyStatus) : null),
+        el("dt", {}, "Outcome"),
+        el("dd", { id: "drawer-copy-outcome", "data-resolved": String(e.resolvedByCopy) }, copyOutcome(e)));
+    } else {
+      dl.append(el("dt", {}, "Latest copy"), el("dd", { class: "muted" }, "never reprocessed"));
+    }
+    out.push(dl);
+  }
+  if (e.reprocessNote) out.push(el("p", { class: "note", id: "drawer-reprocess-note", role: "note" }, e.reprocessNote));
+  return out;
+}
+
+// The bulk preview's lines on what earlier reprocessing already fixed and what a copy
+// cannot do; the checkbox previews again with the resolved events included.
+function bulkPreviewOutcomes(p) {
+  const out = [];
+  if (p.alreadyResolved > 0 || state.bulkIncludeResolved) {
+    const box = el("input", { type: "checkbox", id: "bulk-include-resolved", checked: Boolean(state.bulkIncludeResolved),
+      onchange: (ev) => { state.bulkIncludeResolved = ev.currentTarget.checked; bulkPreview(); } });
+    out.push(el("p", { id: "bulk-already-resolved" },
+      `${p.alreadyResolved} matching event${p.alreadyResolved === 1 ? " was" : "s were"} already reprocessed with success ` +
+      `and ${state.bulkIncludeResolved ? "are included" : "are left out"}. `,
+      el("label", {}, box, " Include them")));
+  }
+  for (const note of p.notes || []) out.push(el("p", { class: "note", role: "note" }, note));
+  return out;
+}
+
+// A job's copies' tasks, live: written is not done until their tasks ran.
+function showJobOutcomes(job) {
+  const panel = $("job-panel");
+  panel.dataset.copiesSucceeded = String(job.copiesSucceeded);
+  panel.dataset.copiesRunning = String(job.copiesRunning);
+  $("job-text").textContent += ` · copies' tasks: ${job.copiesSucceeded} succeeded, ${job.copiesFailed} failed, ` +
+    `${job.copiesRunning} still running`;
+}
+function jobMoving(job) {
+  return job.status === "running" || job.copiesRunning > 0;
+}
+
 // ---------- bulk reprocess ----------
 async function bulkPreview() {
   const panel = $("bulk-panel");
@@ -809,9 +886,10 @@ async function bulkPreview() {
   panel.dataset.state = "loading";
   panel.focus();
   try {
-    const data = await gql(`query($filter: AdminEventFilter) { bulkReprocessPreview(filter: $filter) {
-      count byType { type count } byStatus { status count } upToPosition confirmToken expiresAt } }`,
-    { filter: eventFilter(state.view) });
+    const data = await gql(`query($filter: AdminEventFilter, $includeResolved: Boolean) {
+      bulkReprocessPreview(filter: $filter, includeResolved: $includeResolved) {
+      count byType { type count } byStatus { status count } upToPosition confirmToken expiresAt alreadyResolved notes } }`,
+    { filter: eventFilter(state.view), includeResolved: Boolean(state.bulkIncludeResolved) });
     const p = data.bulkReprocessPreview;
     const table = (rows, key) => el("table", {}, el("tbody", {}, rows.map((r) => el("tr", {}, el("td", {}, r[key]), el("td", { class: "num" }, r.count)))));
     $("bulk-body").replaceChildren(
@@ -823,6 +901,7 @@ async function bulkPreview() {
         "the original is not changed and no aggregate changes). The processor issues fresh tasks for every copy. " +
         "Events recorded after the preview and copies themselves are not included. The job runs in the background in batches; " +
         `you can cancel it. This preview expires at ${time(p.expiresAt)}.`),
+      ...bulkPreviewOutcomes(p),
     );
     const confirm = el("button", { type: "button", id: "bulk-confirm", disabled: p.count === 0, onclick: () => bulkConfirm(p.confirmToken) },
       `Reprocess ${p.count} event${p.count === 1 ? "" : "s"}`);
@@ -859,6 +938,7 @@ function showJob(job) {
   const failed = job.failed ? `, ${job.failed} failed` : "";
   const error = job.error ? ` — ${job.error}` : "";
   $("job-text").textContent = `${job.status}: ${job.done} of ${job.total} reprocessed (${pct}%)${failed}${error}`;
+  showJobOutcomes(job);
   const finished = job.status !== "running";
   $("job-cancel").hidden = finished;
   $("job-dismiss").hidden = !finished;
@@ -877,7 +957,7 @@ async function watchJob(job) {
     try {
       const data = await gql(`query($id: UUID!) { bulkReprocessJob(id: $id) { ${JOB_FIELDS} } }`, { id: job.id });
       showJob(data.bulkReprocessJob);
-      if (data.bulkReprocessJob.status === "running" && state.job && state.job.id === job.id) setTimeout(poll, 1000);
+      if (jobMoving(data.bulkReprocessJob) && state.job && state.job.id === job.id) setTimeout(poll, 1000);
       else loadList();
     } catch (error) {
       $("job-text").textContent = `Could not follow the job: ${describe(error)}`;
@@ -885,7 +965,7 @@ async function watchJob(job) {
   };
   try {
     state.job.stop = await state.socket.subscribe(
-      `subscription($id: UUID!) { bulkReprocessProgress(id: $id) { ${JOB_FIELDS} } }`, { id: job.id }, {
+      `subscription($id: UUID!) { bulkReprocessProgress(id: $id, untilSettled: true) { ${JOB_FIELDS} } }`, { id: job.id }, {
         next: (data) => { $("job-panel").dataset.via = "subscription"; showJob(data.bulkReprocessProgress); },
         error: (error) => { $("job-text").textContent = `Progress stream failed: ${describe(error)}`; poll(); },
         complete: (lost) => { if (lost) poll(); else loadList(); },

@@ -118,10 +118,15 @@ impl AdminMutation {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         ensure_owner(claims, event_owner(state, event_id).await?)?;
-        let copy =
-            aula_processor::reprocess_event(&state.pool, event_id, Actor::User(claims.user_id))
-                .await
-                .map_err(reprocess_error)?;
+        // The copy records this request (its id, this trace), not the original's.
+        let copy = aula_processor::reprocess::reprocess_event_for(
+            &state.pool,
+            event_id,
+            Actor::User(claims.user_id),
+            Some(&request(ctx).request_id),
+        )
+        .await
+        .map_err(reprocess_error)?;
         Ok(ReprocessResult {
             event_id: copy.event_id,
             original_event_id: copy.original_event_id,

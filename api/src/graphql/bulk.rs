@@ -61,6 +61,14 @@ pub struct BulkReprocessPreview {
     pub by_type: Vec<BulkTypeCount>,
     /// The matched events by processing status.
     pub by_status: Vec<BulkStatusCount>,
+    /// Matched events their latest reprocessed copy already resolved (its tasks
+    /// succeeded): left out of `count` and of the job unless `includeResolved`.
+    pub already_resolved: BigInt,
+    /// Reprocessing a sign-up, password-reset or e-mail-change event cannot send its
+    /// link again: only the link's hash is stored, and the raw one-time token is
+    /// deleted once the original's e-mail went out. One line per such event type
+    /// among the matched events, saying what to do instead; empty when none.
+    pub notes: Vec<String>,
     /// The log position the job stops at: events that reach the list later are not
     /// included, whatever their position (the bound is in commit order; see
     /// `upToTransaction`).
@@ -86,6 +94,12 @@ pub struct BulkReprocessJob {
     pub total: BigInt,
     /// Copies written so far.
     pub done: BigInt,
+    /// Copies written whose tasks all succeeded (or that issue none).
+    pub copies_succeeded: BigInt,
+    /// Copies written with a task that failed for good.
+    pub copies_failed: BigInt,
+    /// Copies written whose tasks are still pending or running.
+    pub copies_running: BigInt,
     /// Events that could not be copied.
     pub failed: BigInt,
     /// The last log position the job's filter covers.
@@ -121,6 +135,9 @@ impl TryFrom<BulkJob> for BulkReprocessJob {
             status: parse_status(&job.status)?,
             total: job.total.into(),
             done: job.done.into(),
+            copies_succeeded: job.outcomes.succeeded.into(),
+            copies_failed: job.outcomes.failed.into(),
+            copies_running: job.outcomes.running.into(),
             failed: job.failed.into(),
             up_to_position: job.up_to_position.into(),
             up_to_transaction: job.up_to_tx.into(),
@@ -181,17 +198,28 @@ impl BulkQuery {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Filters; they combine with AND.")] filter: Option<AdminEventFilter>,
+        #[graphql(
+            desc = "Also copy the matched events their latest copy already resolved (default: leave them out)."
+        )]
+        include_resolved: Option<bool>,
     ) -> Result<BulkReprocessPreview, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let query = admin_event_filters(claims, filter.unwrap_or_default())?;
-        let preview = bulk::preview(&state.pool, &query)
-            .await
-            .map_err(bulk_error)?;
+        let (preview, job_filter) =
+            bulk::preview_for(&state.pool, &query, include_resolved.unwrap_or(false))
+                .await
+                .map_err(bulk_error)?;
+        let notes = preview
+            .by_type
+            .iter()
+            .filter_map(|(event_type, _)| aula_processor::reprocess::one_time_link_note(event_type))
+            .map(str::to_owned)
+            .collect();
         let expires_at = state.clock.now() + Duration::minutes(CONFIRM_TTL_MINUTES);
         let payload = ConfirmPayload {
             v: TOKEN_VERSION.into(),
-            filter: BulkFilter::from(&query),
+            filter: job_filter,
             up_to: preview.up_to,
             institution_id: query.institution_id,
             user_id: claims.user_id,
@@ -219,6 +247,8 @@ impl BulkQuery {
                     })
                 })
                 .collect::<Result<_, ApiError>>()?,
+            already_resolved: BigInt(preview.already_resolved),
+            notes,
             up_to_position: BigInt(preview.up_to.global_position),
             up_to_transaction: BigInt(preview.up_to.tx_id),
             confirm_token: auth::sign(&state.config.token_secret, &payload),

@@ -63,6 +63,10 @@ pub struct ProcessingSummary {
     pub status_counts: Vec<StatusCount>,
     /// Each projection's lag.
     pub projections: Vec<ProjectionLag>,
+    /// Failed events whose latest reprocessed copy succeeded ("resolved by copy").
+    pub failures_resolved_by_copy: BigInt,
+    /// Failed events not resolved by a copy: the failures left to fix.
+    pub unresolved_failures: BigInt,
 }
 
 /// One claim of a task.
@@ -186,7 +190,7 @@ impl ProcessingQuery {
             state.config.processing_utc_offset_minutes,
         )
         .await?;
-        let status_counts = aula_processor::status_counts(&state.pool)
+        let status_counts: Vec<StatusCount> = aula_processor::status_counts(&state.pool)
             .await?
             .into_iter()
             .map(|(kind, status, count)| {
@@ -207,10 +211,18 @@ impl ProcessingQuery {
                 last_error: p.last_error,
             })
             .collect();
+        let resolved =
+            aula_projections::admin_events::failures_resolved_by_copy(&state.pool).await?;
+        let failed = status_counts
+            .iter()
+            .find(|c: &&StatusCount| c.kind == CountedKind::Event && c.status == "failed")
+            .map_or(0, |c| c.count.0);
         Ok(ProcessingSummary {
             rate_per_hour_today,
             status_counts,
             projections,
+            failures_resolved_by_copy: BigInt(resolved),
+            unresolved_failures: BigInt((failed - resolved).max(0)),
         })
     }
 

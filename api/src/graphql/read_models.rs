@@ -387,14 +387,24 @@ pub struct AdminEvent {
     pub tasks_running: i32,
     /// Its tasks that succeeded.
     pub tasks_succeeded: i32,
-    /// Its tasks that failed for good (failed or dead).
+    /// Its tasks that failed for good (failed or dead). Only each kind's latest task
+    /// counts: a manual retry's outcome replaces the retried task's.
     pub tasks_failed: i32,
+    /// The latest reprocessed copy of this event; null on copies and on events never
+    /// reprocessed.
+    pub latest_copy_id: Option<Uuid>,
+    /// That copy's processing status.
+    pub latest_copy_status: Option<EventStatus>,
+    /// Whether its latest copy's tasks all succeeded ("resolved by copy"): a failure
+    /// reprocessing fixed. The event's own status stays what its own tasks say.
+    pub resolved_by_copy: bool,
 }
 
 impl TryFrom<admin_events::AdminEventRow> for AdminEvent {
     type Error = ApiError;
 
     fn try_from(r: admin_events::AdminEventRow) -> Result<Self, ApiError> {
+        let resolved_by_copy = r.resolved_by_copy();
         Ok(Self {
             event_id: r.event_id,
             log_position: BigInt(r.global_position),
@@ -414,6 +424,13 @@ impl TryFrom<admin_events::AdminEventRow> for AdminEvent {
             tasks_running: r.tasks_running,
             tasks_succeeded: r.tasks_succeeded,
             tasks_failed: r.tasks_failed,
+            resolved_by_copy,
+            latest_copy_id: r.latest_copy_id,
+            latest_copy_status: r
+                .latest_copy_status
+                .as_deref()
+                .map(parse_status)
+                .transpose()?,
         })
     }
 }
@@ -423,6 +440,13 @@ impl AdminEvent {
     /// The last error any of its tasks reported (full text for admins; others see that there was one).
     async fn error(&self, ctx: &Context<'_>) -> Option<String> {
         super::operator_error(ctx, self.error.as_deref())
+    }
+
+    /// What reprocessing this event cannot do, shown before reprocessing it: a copy of
+    /// a sign-up, password-reset or e-mail-change event cannot send its one-time link
+    /// again (and what to do instead). Null for every other type.
+    async fn reprocess_note(&self) -> Option<&'static str> {
+        aula_processor::reprocess::one_time_link_note(&self.event_type)
     }
 
     /// The reprocessed copies of this event, oldest first.
@@ -495,6 +519,10 @@ pub struct AdminEventFilter {
     pub institution_id: Option<Uuid>,
     /// Only events with (true) or without (false) failed tasks.
     pub has_failed_tasks: Option<bool>,
+    /// Only events their latest reprocessed copy resolved (true: its tasks succeeded),
+    /// or only the others (false). With status FAILED and false: the failures left to
+    /// fix.
+    pub resolved: Option<bool>,
 }
 
 /// The column the admin event list is sorted by (ties broken by log position).
@@ -632,6 +660,7 @@ pub(crate) fn admin_event_filters(
         duration: filter.duration.as_ref().map(DurationFilter::to_query),
         institution_id,
         has_failed_tasks: filter.has_failed_tasks,
+        resolved: filter.resolved,
         ..EventListQuery::default()
     })
 }

@@ -62,14 +62,20 @@ impl SubscriptionRoot {
         ))
     }
 
-    /// Progress of a bulk reprocessing job: sent at once, then each time it changes,
-    /// ending after the job finishes (done, cancelled or failed). Admin: any job;
-    /// manager: its institution's.
+    /// Progress of a bulk reprocessing job: sent at once, then each time it changes
+    /// (copies written, and their tasks' outcomes), ending after the job finishes
+    /// (done, cancelled or failed), or with `untilSettled` once none of its copies'
+    /// tasks is still running either. Admin: any job; manager: its institution's.
     async fn bulk_reprocess_progress(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The job's id.")] id: uuid::Uuid,
+        #[graphql(
+            desc = "Keep reporting after the job finished, until its copies' tasks have all succeeded or failed (default false)."
+        )]
+        until_settled: Option<bool>,
     ) -> Result<impl Stream<Item = super::bulk::BulkReprocessJob>, ApiError> {
+        let until_settled = until_settled.unwrap_or(false);
         let first = super::bulk::visible_job(ctx, id).await?;
         let state = state(ctx);
         let pool = state.pool.clone();
@@ -77,9 +83,10 @@ impl SubscriptionRoot {
             .config
             .subscription_poll_interval
             .max(Duration::from_millis(10));
-        // (pool, job to send next, last sent (status, done, failed), finished)
+        // (pool, job to send next, last sent (status, done, failed, outcomes), finished)
+        type Key = (String, i64, i64, aula_processor::bulk::CopyOutcomes);
         Ok(futures::stream::unfold(
-            (pool, Some(first), None::<(String, i64, i64)>, false),
+            (pool, Some(first), None::<Key>, false),
             move |(pool, next, last, finished)| async move {
                 if finished {
                     return None;
@@ -87,9 +94,10 @@ impl SubscriptionRoot {
                 let mut next = next;
                 loop {
                     if let Some(job) = next.take() {
-                        let key = (job.status.clone(), job.done, job.failed);
+                        let key = (job.status.clone(), job.done, job.failed, job.outcomes);
                         if Some(&key) != last.as_ref() {
-                            let over = job.status != "running";
+                            let over = job.status != "running"
+                                && (!until_settled || job.outcomes.running == 0);
                             match super::bulk::BulkReprocessJob::try_from(job) {
                                 Ok(job) => return Some((job, (pool, None, Some(key), over))),
                                 Err(error) => {

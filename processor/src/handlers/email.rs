@@ -494,14 +494,26 @@ async fn stashed_token(
         None if expires_at <= Utc::now() => Err(TaskError::permanent(
             "the one-time token expired before its e-mail could be sent",
         )),
-        None if original_already_sent(ctx).await? => Err(TaskError::permanent(
+        None if original_already_sent(ctx).await? => Err(TaskError::permanent(format!(
             "this is a reprocessed copy and the original's e-mail already sent the one-time \
-             link (its raw token is kept only until then): ask for a new link instead \
-             (sign up again, or request a password reset)",
-        )),
+             link (its raw token is kept only until then, and only its hash is stored): \
+             ask for a new link instead ({})",
+            new_link_advice(&ctx.task.kind)
+        ))),
         None => Err(TaskError::retry(
             "the raw one-time token has not been stashed yet (pending_tokens)",
         )),
+    }
+}
+
+/// What a person does to get a fresh one-time link of `kind` (the reprocess preview
+/// says the same, `aula_processor::reprocess::one_time_link_note`).
+pub(crate) fn new_link_advice(kind: &str) -> &'static str {
+    match kind {
+        kinds::EMAIL_SIGNUP_CONFIRMATION => "the person signs up again with the same address",
+        kinds::EMAIL_PASSWORD_RESET => "the person requests a new password reset",
+        kinds::EMAIL_CHANGE_CONFIRMATION => "the e-mail change is requested again",
+        _ => "the person repeats the request",
     }
 }
 
