@@ -22,9 +22,37 @@ use crate::auth::{self, Claims};
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// Who may change what the staff screens show (create, reprocess, retry, bulk, webhooks).
 pub(crate) const STAFF: &[DomainRole] = &[DomainRole::Admin, DomainRole::Manager];
-const READERS: &[DomainRole] = &[DomainRole::Admin, DomainRole::Manager, DomainRole::Teacher];
-const ADMIN: &[DomainRole] = &[DomainRole::Admin];
+/// Who may read the staff screens: staff, and observers (support staff who watch and
+/// search but change nothing). Every read also checks the institution
+/// (`auth::read_scope`, `auth::ensure_institution`).
+pub(crate) const WATCHERS: &[DomainRole] =
+    &[DomainRole::Admin, DomainRole::Manager, DomainRole::Observer];
+const READERS: &[DomainRole] = &[
+    DomainRole::Admin,
+    DomainRole::Manager,
+    DomainRole::Teacher,
+    DomainRole::Observer,
+];
+/// The platform's own reads (projections, rebuilds): admins and platform-wide observers.
+pub(crate) const PLATFORM: &[DomainRole] = &[DomainRole::Admin, DomainRole::Observer];
+
+/// Requires an admin or an observer of the whole platform (an institution's observer
+/// sees no platform-wide figure).
+pub(crate) fn require_platform_reader<'a>(
+    claims: Option<&'a Claims>,
+) -> Result<&'a Claims, ApiError> {
+    let claims = auth::require_role(claims, PLATFORM)?;
+    if auth::sees_every_institution(claims) {
+        Ok(claims)
+    } else {
+        Err(ApiError::forbidden(
+            "ROLE_NOT_ALLOWED",
+            "your role may not perform this operation",
+        ))
+    }
+}
 /// Longest accepted filter string (event type, aggregate id, status).
 const MAX_FILTER_CHARS: usize = 200;
 /// Most values in one list filter (`types`).
@@ -618,10 +646,7 @@ pub(crate) fn admin_event_filters(
     claims: &Claims,
     filter: AdminEventFilter,
 ) -> Result<EventListQuery, ApiError> {
-    let institution_id = match claims.role {
-        DomainRole::Admin => filter.institution_id,
-        _ => Some(auth::target_institution(claims, filter.institution_id)?),
-    };
+    let institution_id = auth::read_scope(claims, filter.institution_id)?;
     Ok(EventListQuery {
         event_types: event_types_filter(filter.types)?,
         recorded_from: filter_time("recordedFrom", filter.recorded_from)?,
@@ -762,18 +787,17 @@ impl ReadModelQuery {
         let claims = auth::require_role(request(ctx).claims.as_ref(), READERS)?;
         let state = state(ctx);
         let first = page_size(first, state.config.max_page_size)?;
-        let institution = match claims.role {
-            DomainRole::Admin => institution_id,
-            _ => {
-                let id = auth::target_institution(claims, institution_id)?;
-                if let Some(campus) = campus_id {
-                    let (_, own) = own_institution(state, claims).await?;
-                    if !own.campuses().keys().any(|c| c.as_uuid() == campus) {
-                        return Err(other_institution());
-                    }
+        let institution = if auth::sees_every_institution(claims) {
+            institution_id
+        } else {
+            let id = auth::target_institution(claims, institution_id)?;
+            if let Some(campus) = campus_id {
+                let (_, own) = own_institution(state, claims).await?;
+                if !own.campuses().keys().any(|c| c.as_uuid() == campus) {
+                    return Err(other_institution());
                 }
-                Some(id)
             }
+            Some(id)
         };
         let sort = sort.unwrap_or_default();
         let after = after
@@ -832,7 +856,7 @@ impl ReadModelQuery {
                 format!("at most {} ids", state.config.max_page_size),
             ));
         }
-        let ids: Option<Vec<Uuid>> = if claims.role == DomainRole::Admin {
+        let ids: Option<Vec<Uuid>> = if auth::sees_every_institution(claims) {
             ids
         } else {
             let (own_id, own) = own_institution(state, claims).await?;
@@ -949,14 +973,11 @@ impl ReadModelQuery {
         #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
         #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<AuditLogPage, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
         let state = state(ctx);
         let first = page_size(first, state.config.max_page_size)?;
         let filter = filter.unwrap_or_default();
-        let institution_id = match claims.role {
-            DomainRole::Admin => filter.institution_id,
-            _ => Some(auth::target_institution(claims, filter.institution_id)?),
-        };
+        let institution_id = auth::read_scope(claims, filter.institution_id)?;
         let after = after
             .map(|a| a.parse::<i64>().map_err(|_| bad_cursor()))
             .transpose()?;
@@ -990,7 +1011,7 @@ impl ReadModelQuery {
         #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
         #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<AdminEventPage, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
         let state = state(ctx);
         let first = page_size(first, state.config.max_page_size)?;
         let filtered = admin_event_filters(claims, filter.unwrap_or_default())?;
@@ -1035,34 +1056,34 @@ impl ReadModelQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The event's id.")] event_id: Uuid,
     ) -> Result<AdminEvent, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
         let state = state(ctx);
         let row = admin_events::admin_event(&state.pool, event_id)
             .await?
             .ok_or_else(|| ApiError::not_found("EVENT_NOT_FOUND", "event not found"))?;
-        if claims.role != DomainRole::Admin {
+        if !auth::sees_every_institution(claims) {
             auth::ensure_institution(claims, row.institution_id.ok_or_else(other_institution)?)?;
         }
         row.try_into()
     }
 
-    /// Each projection's position, lag and last error. Admin only.
+    /// Each projection's position, lag and last error. Admins and platform-wide observers.
     async fn projection_status(
         &self,
         ctx: &Context<'_>,
     ) -> Result<Vec<ProjectionStatus>, ApiError> {
-        auth::require_role(request(ctx).claims.as_ref(), ADMIN)?;
+        require_platform_reader(request(ctx).claims.as_ref())?;
         let rows = aula_projections::status(&state(ctx).pool).await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
-    /// The latest rebuild of each projection ever rebuilt (or only `name`'s). Admin only.
+    /// The latest rebuild of each projection ever rebuilt (or only `name`'s). Admins and platform-wide observers.
     async fn rebuild_progress(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The projection's name.")] name: Option<String>,
     ) -> Result<Vec<RebuildProgress>, ApiError> {
-        auth::require_role(request(ctx).claims.as_ref(), ADMIN)?;
+        require_platform_reader(request(ctx).claims.as_ref())?;
         let rows = aula_projections::rebuild_progress(&state(ctx).pool).await?;
         rows.into_iter()
             .filter(|p| name.as_deref().is_none_or(|n| n == p.name))

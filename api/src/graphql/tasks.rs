@@ -3,7 +3,6 @@
 //! offer (`dashboardFacets`). Admin: any institution; manager: its own (forced).
 
 use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject};
-use aula_domain::user::Role as DomainRole;
 use aula_processor::task_list::{self, TaskListError, TaskListQuery, TaskListRow, TaskSort};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -11,7 +10,7 @@ use uuid::Uuid;
 use super::admin_ops::{ensure_owner, event_owner};
 use super::query::page_size;
 use super::read_models::{
-    bad_cursor, filter_list, filter_text, filter_time, DurationFilter, SortDirection, STAFF,
+    bad_cursor, filter_list, filter_text, filter_time, DurationFilter, SortDirection, WATCHERS,
 };
 use super::types::{parse_status, status_name, BigInt, TaskStatus};
 use super::{request, state};
@@ -201,7 +200,7 @@ impl TaskQuery {
         #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
         #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<AdminTaskPage, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
         let state = state(ctx);
         let first = page_size(first, state.config.max_page_size)?;
         let sort = sort.unwrap_or(AdminTaskSort {
@@ -247,7 +246,7 @@ impl TaskQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The event's id.")] event_id: Uuid,
     ) -> Result<AdminEventDetail, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
         let state = state(ctx);
         ensure_owner(claims, event_owner(state, event_id).await?)?;
         let row: Option<(String, String, serde_json::Value, serde_json::Value)> = sqlx::query_as(
@@ -281,7 +280,7 @@ impl TaskQuery {
 
     /// The event types and task kinds the dashboard's filters offer. Admin, manager.
     async fn dashboard_facets(&self, ctx: &Context<'_>) -> Result<DashboardFacets, ApiError> {
-        auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
         let pool = &state(ctx).pool;
         // A loose index scan over `admin_events_type_idx`: one probe per distinct type.
         let event_types: Vec<String> = sqlx::query_scalar(
@@ -322,10 +321,7 @@ fn task_kinds_filter(values: Option<Vec<String>>) -> Result<Vec<String>, ApiErro
 
 /// The list query of a task filter; a manager is held to its own institution.
 fn task_filters(claims: &Claims, filter: AdminTaskFilter) -> Result<TaskListQuery, ApiError> {
-    let institution_id = match claims.role {
-        DomainRole::Admin => filter.institution_id,
-        _ => Some(auth::target_institution(claims, filter.institution_id)?),
-    };
+    let institution_id = auth::read_scope(claims, filter.institution_id)?;
     Ok(TaskListQuery {
         kinds: task_kinds_filter(filter.kinds)?,
         status: filter.status.map(|s| status_name(s).to_owned()),

@@ -1,0 +1,151 @@
+//! The dashboard's charts (`processingSeries`): events and tasks processed and failed per
+//! minute or per hour, and the queue's depth by task kind, read from the rollups
+//! `aula_processor::dashboard` keeps as the work happens (never from the event or task
+//! tables). Staff and observers; an institution's caller sees its institution's series.
+
+use async_graphql::{Context, Enum, Object, SimpleObject};
+use aula_processor::dashboard::{self, Width};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::read_models::WATCHERS;
+use super::types::BigInt;
+use super::{request, state};
+use crate::auth;
+use crate::error::ApiError;
+
+#[derive(Default)]
+pub struct ChartQuery;
+
+/// How far back a series reaches, and so its buckets' width.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesRange {
+    /// The last 60 minutes, per minute.
+    LastHour,
+    /// The last 6 hours, per minute.
+    #[graphql(name = "LAST_6_HOURS")]
+    LastSixHours,
+    /// The last 24 hours, per hour.
+    #[graphql(name = "LAST_24_HOURS")]
+    LastDay,
+    /// The last 7 days, per hour.
+    #[graphql(name = "LAST_7_DAYS")]
+    LastWeek,
+    /// The last 14 days, per hour.
+    #[graphql(name = "LAST_14_DAYS")]
+    LastFortnight,
+}
+
+impl SeriesRange {
+    fn buckets(self) -> (Width, i64) {
+        match self {
+            SeriesRange::LastHour => (Width::Minute, 60),
+            SeriesRange::LastSixHours => (Width::Minute, 360),
+            SeriesRange::LastDay => (Width::Hour, 24),
+            SeriesRange::LastWeek => (Width::Hour, 168),
+            SeriesRange::LastFortnight => (Width::Hour, 336),
+        }
+    }
+}
+
+/// The width of a series' buckets.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesWidth {
+    /// One minute.
+    Minute,
+    /// One hour.
+    Hour,
+}
+
+/// One bucket of a series.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct SeriesPoint {
+    /// The bucket's start.
+    pub at: DateTime<Utc>,
+    /// Events that reached `succeeded` in the bucket.
+    pub events_succeeded: BigInt,
+    /// Events that reached `failed` in the bucket.
+    pub events_failed: BigInt,
+    /// Tasks (issued by events) that succeeded in the bucket.
+    pub tasks_succeeded: BigInt,
+    /// Tasks (issued by events) that failed or died in the bucket.
+    pub tasks_failed: BigInt,
+}
+
+/// Unfinished tasks of one kind at one sample.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct QueueDepthPoint {
+    /// When the sample was taken (its bucket's start for hourly series).
+    pub at: DateTime<Utc>,
+    /// The task kind (e.g. `email.welcome`).
+    pub kind: String,
+    /// Tasks waiting to run.
+    pub pending: BigInt,
+    /// Tasks running.
+    pub running: BigInt,
+}
+
+/// The dashboard's charts over one range.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct ProcessingSeries {
+    /// The institution covered; null for the whole platform.
+    pub institution_id: Option<Uuid>,
+    /// The buckets' width.
+    pub width: SeriesWidth,
+    /// Every bucket of the range, oldest first (zero when nothing finished).
+    pub points: Vec<SeriesPoint>,
+    /// The queue's depth by task kind, sampled once a minute (per hour: the bucket's
+    /// last sample), oldest first; kinds with nothing unfinished are left out.
+    pub queue_depth: Vec<QueueDepthPoint>,
+}
+
+#[Object]
+impl ChartQuery {
+    /// Events and tasks processed and failed per bucket over `range`, and the queue's
+    /// depth by kind, from the dashboard's rollups. Admins and platform-wide observers:
+    /// the platform, or the institution named; managers and an institution's observers:
+    /// their own institution (naming another is FORBIDDEN).
+    async fn processing_series(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "How far back, and so per minute or per hour.")] range: SeriesRange,
+        #[graphql(desc = "The institution (admins and platform-wide observers).")]
+        institution_id: Option<Uuid>,
+    ) -> Result<ProcessingSeries, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
+        let institution = auth::read_scope(claims, institution_id)?;
+        let state = state(ctx);
+        let now = state.clock.now();
+        let (width, count) = range.buckets();
+        let points = dashboard::series(&state.pool, institution, width, count, now).await?;
+        let from = points.first().map_or(now, |p| p.at);
+        let depth = dashboard::queue_depth(&state.pool, institution, width, from).await?;
+        Ok(ProcessingSeries {
+            institution_id: institution,
+            width: match width {
+                Width::Minute => SeriesWidth::Minute,
+                Width::Hour => SeriesWidth::Hour,
+            },
+            points: points
+                .into_iter()
+                .map(|p| SeriesPoint {
+                    at: p.at,
+                    events_succeeded: BigInt(p.events_succeeded),
+                    events_failed: BigInt(p.events_failed),
+                    tasks_succeeded: BigInt(p.tasks_succeeded),
+                    tasks_failed: BigInt(p.tasks_failed),
+                })
+                .collect(),
+            queue_depth: depth
+                .into_iter()
+                .filter(|d| !d.task_kind.is_empty() && d.pending + d.running > 0)
+                .map(|d| QueueDepthPoint {
+                    at: d.at,
+                    kind: d.task_kind,
+                    pending: BigInt(d.pending),
+                    running: BigInt(d.running),
+                })
+                .collect(),
+        })
+    }
+}
