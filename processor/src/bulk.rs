@@ -83,6 +83,9 @@ pub struct BulkFilter {
     pub institution_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub has_failed_tasks: Option<bool>,
+    /// The list's payload search (issue #23); absent from jobs stored before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
 }
 
 impl From<&EventListQuery> for BulkFilter {
@@ -104,6 +107,7 @@ impl From<&EventListQuery> for BulkFilter {
             }),
             institution_id: query.institution_id,
             has_failed_tasks: query.has_failed_tasks,
+            search: query.search.clone(),
         }
     }
 }
@@ -133,6 +137,7 @@ impl BulkFilter {
             duration,
             institution_id: self.institution_id,
             has_failed_tasks: self.has_failed_tasks,
+            search: self.search.clone(),
             ..EventListQuery::default()
         })
     }

@@ -17,7 +17,7 @@ use crate::decode::reprocessed_from;
 use crate::ProjectionError;
 
 pub const NAME: &str = "admin_events";
-pub const TABLES: &[&str] = &["admin_events"];
+pub const TABLES: &[&str] = &["admin_events", "admin_event_search"];
 /// Columns the processor owns; a rebuild copies them from the live table by `event_id`.
 pub const PRESERVED_COLUMNS: &[&str] = &[
     "status",
@@ -92,6 +92,22 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
     .bind(events.iter().map(|e| e.recorded_at).collect::<Vec<_>>())
     .bind(&originals)
     .bind(events.iter().map(|e| e.position.tx_id).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    // What the list's search reads (`0041_dashboard_search.sql`: the payload's values,
+    // sensitive fields left out, by the database's own `aula_search_text`).
+    sqlx::query(
+        "INSERT INTO admin_event_search (global_position, body)
+         SELECT p, aula_search_text(d) FROM unnest($1::bigint[], $2::jsonb[]) AS r(p, d)
+         ON CONFLICT (global_position) DO NOTHING",
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.global_position())
+            .collect::<Vec<_>>(),
+    )
+    .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     let mut copies: BTreeMap<Uuid, i32> = BTreeMap::new();
@@ -196,6 +212,9 @@ pub struct EventListQuery {
     pub has_failed_tasks: Option<bool>,
     /// Only the copies of this event.
     pub reprocessed_from: Option<Uuid>,
+    /// Only events whose payload holds this text (case-insensitive, at least
+    /// [`MIN_SEARCH_CHARS`]): `admin_event_search`'s trigram index.
+    pub search: Option<String>,
     pub sort: EventSort,
     pub descending: bool,
     /// The `next` cursor of the previous page.
@@ -289,6 +308,30 @@ pub fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &EventListQuery
     if let Some(id) = query.reprocessed_from {
         sql.push(" AND reprocessed_from = ").push_bind(id);
     }
+    if let Some(text) = &query.search {
+        sql.push(
+            " AND global_position IN (SELECT global_position FROM admin_event_search WHERE body ILIKE ",
+        )
+        .push_bind(like_pattern(text))
+        .push(")");
+    }
+}
+
+/// Shortest search text: the trigram index needs three characters to narrow anything.
+pub const MIN_SEARCH_CHARS: usize = 3;
+
+/// `%text%` for `ILIKE`, with `%`, `_` and `\` in `text` matched literally.
+pub fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// An event is normally processed within this long after it was recorded (the

@@ -99,8 +99,74 @@ pub struct ProcessingSeries {
     pub queue_depth: Vec<QueueDepthPoint>,
 }
 
+/// An institution the dashboard's institution filter can name.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct InstitutionSuggestion {
+    /// The institution's id.
+    pub id: Uuid,
+    /// Its name when it was created.
+    pub name: String,
+}
+
+/// Most suggestions one `institutionSuggestions` returns.
+const MAX_SUGGESTIONS: i64 = 10;
+
 #[Object]
 impl ChartQuery {
+    /// Institutions whose id starts with `text` (the list shows the first 8 characters)
+    /// or whose name contains it, by name, at most 10: what the dashboard's institution
+    /// filter resolves and suggests. Admins and platform-wide observers (the others'
+    /// lists are held to their own institution).
+    async fn institution_suggestions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "A short or full id, or part of a name (1 to 200 characters).")]
+        text: String,
+    ) -> Result<Vec<InstitutionSuggestion>, ApiError> {
+        super::read_models::require_platform_reader(request(ctx).claims.as_ref())?;
+        let text = text.trim();
+        if text.is_empty() || text.chars().count() > 200 {
+            return Err(ApiError::validation(
+                "text",
+                "OUT_OF_RANGE",
+                "must be 1 to 200 characters",
+            ));
+        }
+        let id_prefix = text.to_ascii_lowercase();
+        let id_prefix = id_prefix
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == '-')
+            .then_some(id_prefix);
+        // One row per institution (its creation event, through the admin list's type
+        // index): as many rows as institutions, never the log.
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT a.aggregate_id, e.payload->>'name'
+             FROM admin_events a JOIN events e ON e.global_position = a.global_position
+             WHERE a.event_type = 'InstitutionCreated' AND a.reprocessed_from IS NULL
+               AND (a.aggregate_id LIKE $1 OR (e.payload->>'name') ILIKE $2)
+             ORDER BY e.payload->>'name', a.aggregate_id
+             LIMIT $3",
+        )
+        .bind(
+            id_prefix
+                .map(|p| format!("{p}%"))
+                .unwrap_or_else(|| "-".into()),
+        )
+        .bind(aula_projections::admin_events::like_pattern(text))
+        .bind(MAX_SUGGESTIONS)
+        .fetch_all(&state(ctx).pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, name)| {
+                Some(InstitutionSuggestion {
+                    id: id.parse().ok()?,
+                    name: name.unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+
     /// Events and tasks processed and failed per bucket over `range`, and the queue's
     /// depth by kind, from the dashboard's rollups. Admins and platform-wide observers:
     /// the platform, or the institution named; managers and an institution's observers:

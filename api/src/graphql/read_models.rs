@@ -523,6 +523,9 @@ pub struct AdminEventFilter {
     pub institution_id: Option<Uuid>,
     /// Only events with (true) or without (false) failed tasks.
     pub has_failed_tasks: Option<bool>,
+    /// Only events whose payload holds this text (case-insensitive, 3 to 200
+    /// characters; an e-mail address, an id, a name). Sensitive fields are not searched.
+    pub search: Option<String>,
 }
 
 /// The column the admin event list is sorted by (ties broken by log position).
@@ -657,8 +660,33 @@ pub(crate) fn admin_event_filters(
         duration: filter.duration.as_ref().map(DurationFilter::to_query),
         institution_id,
         has_failed_tasks: filter.has_failed_tasks,
+        search: search_text("search", filter.search)?,
         ..EventListQuery::default()
     })
+}
+
+/// A search text: trimmed, at least `MIN_SEARCH_CHARS` (what a trigram index can use)
+/// and at most `MAX_FILTER_CHARS` characters; empty means no search.
+pub(crate) fn search_text(
+    field: &'static str,
+    value: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    let Some(text) = filter_text(field, value)? else {
+        return Ok(None);
+    };
+    let text = text.trim();
+    match text.chars().count() {
+        0 => Ok(None),
+        n if n < admin_events::MIN_SEARCH_CHARS => Err(ApiError::validation(
+            field,
+            "TOO_SHORT",
+            format!(
+                "must be at least {} characters",
+                admin_events::MIN_SEARCH_CHARS
+            ),
+        )),
+        _ => Ok(Some(text.to_owned())),
+    }
 }
 
 pub(crate) fn bad_cursor() -> ApiError {

@@ -120,6 +120,10 @@ pub struct AdminTaskFilter {
     pub institution_id: Option<Uuid>,
     /// Only the tasks of this event.
     pub event_id: Option<Uuid>,
+    /// Only tasks whose last error holds this text (case-insensitive, 3 to 200
+    /// characters). Error texts are for the platform's operators: admins and
+    /// platform-wide observers only (others: FORBIDDEN).
+    pub search: Option<String>,
 }
 
 /// The column a task list is sorted by (ties broken by task id).
@@ -332,8 +336,22 @@ fn task_filters(claims: &Claims, filter: AdminTaskFilter) -> Result<TaskListQuer
         duration: filter.duration.as_ref().map(DurationFilter::to_query),
         institution_id,
         event_id: filter.event_id,
+        error_search: error_search(claims, filter.search)?,
         ..TaskListQuery::default()
     })
+}
+
+/// A task list's error search: only for callers who may read error texts (see
+/// `operator_error`); a search would otherwise reveal what the list withholds.
+fn error_search(claims: &Claims, value: Option<String>) -> Result<Option<String>, ApiError> {
+    let text = super::read_models::search_text("search", value)?;
+    if text.is_some() && !auth::sees_every_institution(claims) {
+        return Err(ApiError::forbidden(
+            "ERROR_TEXT_WITHHELD",
+            "task error texts are searchable by the platform's operators only",
+        ));
+    }
+    Ok(text)
 }
 
 /// `value` with the catalog's sensitive fields (password and token hashes), at any depth,
