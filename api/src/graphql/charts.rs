@@ -21,29 +21,30 @@ pub struct ChartQuery;
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeriesRange {
     /// The last 60 minutes, per minute.
-    LastHour,
+    #[graphql(name = "LAST_HOUR")]
+    Hour,
     /// The last 6 hours, per minute.
     #[graphql(name = "LAST_6_HOURS")]
-    LastSixHours,
+    SixHours,
     /// The last 24 hours, per hour.
     #[graphql(name = "LAST_24_HOURS")]
-    LastDay,
+    Day,
     /// The last 7 days, per hour.
     #[graphql(name = "LAST_7_DAYS")]
-    LastWeek,
+    Week,
     /// The last 14 days, per hour.
     #[graphql(name = "LAST_14_DAYS")]
-    LastFortnight,
+    Fortnight,
 }
 
 impl SeriesRange {
     fn buckets(self) -> (Width, i64) {
         match self {
-            SeriesRange::LastHour => (Width::Minute, 60),
-            SeriesRange::LastSixHours => (Width::Minute, 360),
-            SeriesRange::LastDay => (Width::Hour, 24),
-            SeriesRange::LastWeek => (Width::Hour, 168),
-            SeriesRange::LastFortnight => (Width::Hour, 336),
+            SeriesRange::Hour => (Width::Minute, 60),
+            SeriesRange::SixHours => (Width::Minute, 360),
+            SeriesRange::Day => (Width::Hour, 24),
+            SeriesRange::Week => (Width::Hour, 168),
+            SeriesRange::Fortnight => (Width::Hour, 336),
         }
     }
 }

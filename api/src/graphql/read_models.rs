@@ -40,9 +40,7 @@ pub(crate) const PLATFORM: &[DomainRole] = &[DomainRole::Admin, DomainRole::Obse
 
 /// Requires an admin or an observer of the whole platform (an institution's observer
 /// sees no platform-wide figure).
-pub(crate) fn require_platform_reader<'a>(
-    claims: Option<&'a Claims>,
-) -> Result<&'a Claims, ApiError> {
+pub(crate) fn require_platform_reader(claims: Option<&Claims>) -> Result<&Claims, ApiError> {
     let claims = auth::require_role(claims, PLATFORM)?;
     if auth::sees_every_institution(claims) {
         Ok(claims)
