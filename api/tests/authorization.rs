@@ -651,17 +651,14 @@ async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
         }
         Op::InstitutionSuggestions => {
             let short = &w.a.id.to_string()[..8];
-            let r = server
+            // What it finds is `tests/dashboard_insights.rs`'s (the short-id filter).
+            server
                 .gql(
                     token,
                     "query($t: String!) { institutionSuggestions(text: $t) { id name } }",
                     json!({ "t": short }),
                 )
-                .await;
-            if r["errors"].is_null() {
-                assert_eq!(r["data"]["institutionSuggestions"][0]["id"], json!(w.a.id), "{r}");
-            }
-            r
+                .await
         }
         Op::Campuses => {
             server
