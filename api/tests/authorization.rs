@@ -929,3 +929,75 @@ async fn a_user_of_institution_b_cannot_touch_institution_a() {
     assert_ok(&r);
     server.stop().await;
 }
+
+/// Issue #23: an institution's observer reads its institution only, like its manager,
+/// and a search cannot reach what its reads withhold (task error texts).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_observer_of_institution_a_reads_a_only() {
+    let server = TestServer::start().await;
+    let a = server.institution("Escola Observada").await;
+    let b = server.institution("Escola Vizinha").await;
+    let observer = server.observer(&a.manager.token, None).await;
+    let o = Some(observer.token.as_str());
+    for (query, variables) in [
+        (
+            "query($f: AdminEventFilter) { adminEvents(filter: $f) { nodes { eventId } } }",
+            json!({ "f": { "institutionId": b.id } }),
+        ),
+        (
+            "query($f: AdminTaskFilter) { adminTasks(filter: $f) { nodes { id } } }",
+            json!({ "f": { "institutionId": b.id } }),
+        ),
+        (
+            "query($i: UUID) { processingSeries(range: LAST_HOUR, institutionId: $i) { width } }",
+            json!({ "i": b.id }),
+        ),
+        (
+            "query($f: AdminTaskFilter) { adminTasks(filter: $f) { nodes { id } } }",
+            json!({ "f": { "search": "smtp" } }),
+        ),
+        (
+            "query($f: PersonFilter) { students(filter: $f) { nodes { id } } }",
+            json!({ "f": { "institutionId": b.id } }),
+        ),
+        ("{ projectionStatus { name } }", json!({})),
+        (
+            "mutation($input: CreateObserverInput!) { createObserver(input: $input) { id } }",
+            json!({ "input": { "name": "Another Observer", "email": unique("o2") } }),
+        ),
+    ] {
+        let r = server.gql(o, query, variables.clone()).await;
+        assert_code(&r, "FORBIDDEN");
+    }
+    // Its own institution: every event listed is A's, and its series is A's.
+    let listed = server
+        .gql(o, "{ adminEvents(first: 50) { nodes { institutionId } } }", json!({}))
+        .await;
+    assert_ok(&listed);
+    let nodes = listed["data"]["adminEvents"]["nodes"].as_array().unwrap();
+    assert!(nodes.iter().all(|n| n["institutionId"] == json!(a.id)), "{listed}");
+    let series = server
+        .gql(
+            o,
+            "{ processingSeries(range: LAST_24_HOURS) { institutionId width points { at } } }",
+            json!({}),
+        )
+        .await;
+    assert_ok(&series);
+    assert_eq!(series["data"]["processingSeries"]["institutionId"], json!(a.id));
+    assert_eq!(series["data"]["processingSeries"]["width"], "HOUR");
+    assert_eq!(
+        series["data"]["processingSeries"]["points"].as_array().unwrap().len(),
+        24
+    );
+    // A manager cannot make a platform-wide observer, nor one of another institution.
+    let r = server
+        .gql(
+            Some(&a.manager.token),
+            "mutation($input: CreateObserverInput!) { createObserver(input: $input) { id } }",
+            json!({ "input": { "name": "Sneaky Observer", "email": unique("o3"), "institutionId": b.id } }),
+        )
+        .await;
+    assert_code(&r, "FORBIDDEN");
+    server.stop().await;
+}
