@@ -971,11 +971,18 @@ async fn an_observer_of_institution_a_reads_a_only() {
     }
     // Its own institution: every event listed is A's, and its series is A's.
     let listed = server
-        .gql(o, "{ adminEvents(first: 50) { nodes { institutionId } } }", json!({}))
+        .gql(
+            o,
+            "{ adminEvents(first: 50) { nodes { institutionId } } }",
+            json!({}),
+        )
         .await;
     assert_ok(&listed);
     let nodes = listed["data"]["adminEvents"]["nodes"].as_array().unwrap();
-    assert!(nodes.iter().all(|n| n["institutionId"] == json!(a.id)), "{listed}");
+    assert!(
+        nodes.iter().all(|n| n["institutionId"] == json!(a.id)),
+        "{listed}"
+    );
     let series = server
         .gql(
             o,
@@ -984,10 +991,16 @@ async fn an_observer_of_institution_a_reads_a_only() {
         )
         .await;
     assert_ok(&series);
-    assert_eq!(series["data"]["processingSeries"]["institutionId"], json!(a.id));
+    assert_eq!(
+        series["data"]["processingSeries"]["institutionId"],
+        json!(a.id)
+    );
     assert_eq!(series["data"]["processingSeries"]["width"], "HOUR");
     assert_eq!(
-        series["data"]["processingSeries"]["points"].as_array().unwrap().len(),
+        series["data"]["processingSeries"]["points"]
+            .as_array()
+            .unwrap()
+            .len(),
         24
     );
     // A manager cannot make a platform-wide observer, nor one of another institution.

@@ -480,8 +480,16 @@ async fn a_new_grade_reaches_only_its_student_who_marks_it_read() {
     // A manager's header covers its institution (issue #23): what finished there today.
     let own = server.gql(Some(manager), SUMMARY, json!({})).await;
     assert_ok(&own);
-    assert!(count_of(&own["data"]["processingSummary"], "event", "succeeded") >= 1, "{own}");
-    assert!(own["data"]["processingSummary"]["ratePerHourToday"].as_f64().unwrap() > 0.0);
+    assert!(
+        count_of(&own["data"]["processingSummary"], "event", "succeeded") >= 1,
+        "{own}"
+    );
+    assert!(
+        own["data"]["processingSummary"]["ratePerHourToday"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
     for token in [&teacher.token, &student.token] {
         assert_code(
             &server.gql(Some(token), SUMMARY, json!({})).await,

@@ -125,7 +125,10 @@ async fn non_staff_and_bad_tokens_are_refused() {
     // a teacher does not.
     let (_socket, answer) = subscribe(&server, Some(&a.manager.token)).await;
     let answer = answer.expect("an answer");
-    assert!(answer["payload"]["data"]["logPosition"].is_i64(), "{answer}");
+    assert!(
+        answer["payload"]["data"]["logPosition"].is_i64(),
+        "{answer}"
+    );
     let (teacher_id, teacher_email) = server.teacher(&a.manager.token, None).await;
     let teacher = server.activate(teacher_id, &teacher_email).await;
     let (_socket, answer) = subscribe(&server, Some(&teacher.token)).await;
