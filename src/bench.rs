@@ -343,6 +343,7 @@ pub async fn list_query(
             measurements: list_bench::measure(&pool, &options).await.map_err(err)?,
         };
         print!("{}", report.render());
+        task_error_search(&pool).await?;
         return Ok(());
     }
     if keep && global.database_url.is_none() {
@@ -358,11 +359,61 @@ pub async fn list_query(
         .await
         .map_err(err)?;
     print!("{}", report.render());
+    task_error_search(&db.pool).await?;
     if keep {
         println!("kept database {}", db.name);
         return Ok(());
     }
     db.drop_database().await
+}
+
+/// The task list's error search (issue #23) over the generated tasks, through the very
+/// function `adminTasks` calls: one task's error (it names its event) and an error text
+/// every failed task holds, first pages in both directions, 10 samples each.
+async fn task_error_search(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    use aula_processor::task_list::{list_tasks, TaskListQuery};
+    let failed: Option<i64> = sqlx::query_scalar(
+        "SELECT min(a.global_position) FROM admin_events a WHERE a.tasks_failed > 0",
+    )
+    .fetch_one(pool)
+    .await?;
+    let Some(position) = failed else {
+        println!("task error search: no failed task to find");
+        return Ok(());
+    };
+    println!("task error search (adminTasks first page, 50 rows):");
+    println!(
+        "  {:<26} {:>7} {:>8} {:>8}",
+        "search", "samples", "p50 ms", "p95 ms"
+    );
+    for (label, text) in [
+        ("one task's error", format!("(event {position})")),
+        ("every failed task", "smtp timeout".to_owned()),
+    ] {
+        let mut samples = Vec::new();
+        for descending in [true, false] {
+            for _ in 0..10 {
+                let query = TaskListQuery {
+                    error_search: Some(text.clone()),
+                    descending,
+                    limit: Some(50),
+                    ..TaskListQuery::default()
+                };
+                let started = std::time::Instant::now();
+                list_tasks(pool, &query)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                samples.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        println!(
+            "  {label:<26} {:>7} {:>8.2} {:>8.2}",
+            samples.len(),
+            aula_projections::list_bench::quantile(&samples, 0.5),
+            aula_projections::list_bench::quantile(&samples, 0.95)
+        );
+    }
+    Ok(())
 }
 
 /// `aula bench tasks`: the issue's shape. Starts `processes` worker processes (this

@@ -488,16 +488,34 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
         .wait_for(&restored, "the filters restored by the back button", &shots)
         .await;
 
-    // An error says what happened: the API's message and code, in the list and on top.
+    // A filter the page cannot resolve (issue #23: the institution filter takes a full
+    // id, the short id the table shows or a name) is refused beside its field, and the
+    // list cannot be paged on.
     browser
         .eval("(() => { document.getElementById('f-institution').value = 'not-a-uuid'; document.getElementById('apply-filters').click(); return true; })()")
+        .await;
+    browser
+        .wait_for(
+            "!document.getElementById('f-institution-error').hidden
+              && document.getElementById('f-institution-error').textContent.includes('no institution')
+              && document.getElementById('f-institution').getAttribute('aria-invalid') === 'true'
+              && document.getElementById('next-page').disabled",
+            "the institution filter's error beside the field",
+            &shots,
+        )
+        .await;
+    // One the API refuses (a hand-edited address) says what happened: the API's message
+    // and code, in the list and on top; Next stays disabled.
+    browser
+        .eval("(history.pushState(null, '', '/admin?institution=not-a-uuid'), dispatchEvent(new PopStateEvent('popstate')), true)")
         .await;
     browser
         .wait_for(
             "document.getElementById('list').dataset.state === 'error'
               && document.getElementById('list-body').innerText.includes('VALIDATION')
               && !document.getElementById('notice').hidden
-              && document.getElementById('notice').textContent.includes('VALIDATION')",
+              && document.getElementById('notice').textContent.includes('VALIDATION')
+              && document.getElementById('next-page').disabled",
             "the error state of a bad filter",
             &shots,
         )
@@ -652,14 +670,14 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
     let scoped = browser
         .eval(&format!(
             "[...document.querySelectorAll('#list-body tr[data-event-id]')].every(r => r.dataset.institution === '{institution}')
-             && document.getElementById('tab-projections').hidden && document.getElementById('summary').hidden
+             && document.getElementById('tab-projections').hidden && !document.getElementById('summary').hidden
              && document.getElementById('field-institution').hidden"
         ))
         .await;
     assert_eq!(
         scoped,
         json!(true),
-        "a manager sees its institution only and no admin-only parts"
+        "a manager sees its institution only (its own header) and no admin-only parts"
     );
     browser.screenshot(&shots.join("10-manager.png")).await;
 

@@ -37,6 +37,7 @@ fn role_name(role: Role) -> &'static str {
         Role::Manager => "manager",
         Role::Teacher => "teacher",
         Role::Student => "student",
+        Role::Observer => "observer",
     }
 }
 
@@ -46,6 +47,7 @@ fn parse_role(text: &str) -> Option<Role> {
         "manager" => Role::Manager,
         "teacher" => Role::Teacher,
         "student" => Role::Student,
+        "observer" => Role::Observer,
         _ => return None,
     })
 }
@@ -245,30 +247,50 @@ pub fn require_role<'a>(
     }
 }
 
-/// The institution a staff operation acts on: a manager's own (naming another one is
-/// FORBIDDEN), or the one an admin names (required).
-pub fn target_institution(claims: &Claims, requested: Option<Uuid>) -> Result<Uuid, ApiError> {
+/// Whether the caller's scope is every institution: an admin, or an observer that
+/// belongs to none (platform-wide support staff, who read what an admin reads).
+pub fn sees_every_institution(claims: &Claims) -> bool {
     match claims.role {
-        Role::Admin => requested.ok_or_else(|| {
+        Role::Admin => true,
+        Role::Observer => claims.institution_id.is_none(),
+        _ => false,
+    }
+}
+
+/// The institution a read lists when the caller may name any (`sees_every_institution`:
+/// the one named, or all when none is) or only its own (naming another is FORBIDDEN).
+pub fn read_scope(claims: &Claims, requested: Option<Uuid>) -> Result<Option<Uuid>, ApiError> {
+    if sees_every_institution(claims) {
+        Ok(requested)
+    } else {
+        target_institution(claims, requested).map(Some)
+    }
+}
+
+/// The institution a staff operation acts on: a manager's own (naming another one is
+/// FORBIDDEN), or the one an admin (or a platform-wide observer, for reads) names
+/// (required).
+pub fn target_institution(claims: &Claims, requested: Option<Uuid>) -> Result<Uuid, ApiError> {
+    if sees_every_institution(claims) {
+        return requested.ok_or_else(|| {
             ApiError::validation(
                 "institutionId",
                 "EMPTY",
                 "an admin must name the institution",
             )
-        }),
-        _ => {
-            let own = own_institution(claims)?;
-            match requested {
-                Some(other) if other != own => Err(other_institution()),
-                _ => Ok(own),
-            }
-        }
+        });
+    }
+    let own = own_institution(claims)?;
+    match requested {
+        Some(other) if other != own => Err(other_institution()),
+        _ => Ok(own),
     }
 }
 
-/// Institution isolation: only an admin reaches beyond its own institution.
+/// Institution isolation: only an admin (or, for reads, a platform-wide observer)
+/// reaches beyond its own institution.
 pub fn ensure_institution(claims: &Claims, owner: Uuid) -> Result<(), ApiError> {
-    if claims.role == Role::Admin || claims.institution_id == Some(owner) {
+    if sees_every_institution(claims) || claims.institution_id == Some(owner) {
         Ok(())
     } else {
         Err(other_institution())

@@ -15,6 +15,9 @@ use axum::Router;
 const INDEX_HTML: &str = include_str!("../assets/admin/index.html");
 const APP_JS: &str = include_str!("../assets/admin/app.js");
 const APP_CSS: &str = include_str!("../assets/admin/app.css");
+/// Charts, live lists, dark mode and the observers' view (issue #23).
+const INSIGHTS_JS: &str = include_str!("../assets/admin/insights.js");
+const INSIGHTS_CSS: &str = include_str!("../assets/admin/insights.css");
 
 /// Same origin only: scripts, styles, images, and the API over HTTP and WebSocket.
 const POLICY: &str =
@@ -28,6 +31,8 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/admin/", get(index))
         .route("/admin/app.js", get(app_js))
         .route("/admin/app.css", get(app_css))
+        .route("/admin/insights.js", get(insights_js))
+        .route("/admin/insights.css", get(insights_css))
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -50,4 +55,12 @@ async fn app_js() -> Response {
 
 async fn app_css() -> Response {
     asset("text/css; charset=utf-8", APP_CSS)
+}
+
+async fn insights_js() -> Response {
+    asset("text/javascript; charset=utf-8", INSIGHTS_JS)
+}
+
+async fn insights_css() -> Response {
+    asset("text/css; charset=utf-8", INSIGHTS_CSS)
 }

@@ -318,6 +318,10 @@ async fn nul_characters_and_impossible_dates_are_validation_errors() {
         ),
         (events, json!({"status": "\u{0}"}), "NUL_CHARACTER"),
         (tasks, json!({"kinds": ["a\u{0}"]}), "NUL_CHARACTER"),
+        // Issue #23's searches: NUL refused, and too short to use the trigram index.
+        (events, json!({"search": "ab\u{0}cd"}), "NUL_CHARACTER"),
+        (tasks, json!({"search": "ab\u{0}cd"}), "NUL_CHARACTER"),
+        (events, json!({"search": " ab "}), "TOO_SHORT"),
         (
             events,
             json!({"recordedFrom": "-5000-01-01T00:00:00Z"}),

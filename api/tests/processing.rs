@@ -459,7 +459,7 @@ async fn a_new_grade_reaches_only_its_student_who_marks_it_read() {
     assert!(task["archivedAt"].is_string());
     assert_eq!(task["attempts"][0]["outcome"], "succeeded");
 
-    // processingSummary: admin only.
+    // processingSummary: the platform's for the admin.
     let summary = eventually("the grade event to count as processed", || async {
         let r = server.gql(Some(&admin.token), SUMMARY, json!({})).await;
         assert_ok(&r);
@@ -477,7 +477,20 @@ async fn a_new_grade_reaches_only_its_student_who_marks_it_read() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, aula_projections::NAMES.to_vec());
-    for token in [manager, &teacher.token, &student.token] {
+    // A manager's header covers its institution (issue #23): what finished there today.
+    let own = server.gql(Some(manager), SUMMARY, json!({})).await;
+    assert_ok(&own);
+    assert!(
+        count_of(&own["data"]["processingSummary"], "event", "succeeded") >= 1,
+        "{own}"
+    );
+    assert!(
+        own["data"]["processingSummary"]["ratePerHourToday"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    for token in [&teacher.token, &student.token] {
         assert_code(
             &server.gql(Some(token), SUMMARY, json!({})).await,
             "FORBIDDEN",

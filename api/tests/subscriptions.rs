@@ -117,11 +117,21 @@ async fn admins_follow_the_log_position() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn non_admins_and_bad_tokens_are_refused() {
+async fn non_staff_and_bad_tokens_are_refused() {
     let server = TestServer::start().await;
     let a = server.institution("Escola WS").await;
 
+    // Staff and observers follow the log (issue #23: a manager's dashboard is live too);
+    // a teacher does not.
     let (_socket, answer) = subscribe(&server, Some(&a.manager.token)).await;
+    let answer = answer.expect("an answer");
+    assert!(
+        answer["payload"]["data"]["logPosition"].is_i64(),
+        "{answer}"
+    );
+    let (teacher_id, teacher_email) = server.teacher(&a.manager.token, None).await;
+    let teacher = server.activate(teacher_id, &teacher_email).await;
+    let (_socket, answer) = subscribe(&server, Some(&teacher.token)).await;
     let answer = answer.expect("an answer");
     assert!(answer.to_string().contains("FORBIDDEN"), "{answer}");
 

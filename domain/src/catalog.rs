@@ -293,7 +293,7 @@ fn field_type(event_type: &str, field: &str) -> Option<&'static str> {
         (_, "email" | "new_email") => "Email (string, trimmed, lower-case)",
         (_, "previous_email") => "Email or null (the address before the change)",
         (_, "link_to") => "\"NewAddress\" | \"CurrentAddress\" (who confirms: the new address, or the owner at the current one when someone else asked for an active account)",
-        (_, "role") => "Role: \"Admin\" | \"Manager\" | \"Teacher\" | \"Student\"",
+        (_, "role") => "Role: \"Admin\" | \"Manager\" | \"Teacher\" | \"Student\" | \"Observer\"",
         (_, "user_id" | "manager_user_id") => "UserId (UUID)",
         (_, "institution_id") => "InstitutionId (UUID)",
         (_, "campus_id") => "CampusId (UUID)",

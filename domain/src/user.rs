@@ -22,14 +22,19 @@ use serde::{Deserialize, Serialize};
 use crate::errors::{impl_rejection, RejectionKind};
 use crate::values::{Email, InstitutionId, InstitutionName, PersonName};
 
-/// What a user may do. Admins operate the platform; every other role belongs to one
-/// institution.
+/// What a user may do. Admins operate the platform; managers, teachers and students
+/// belong to one institution; an observer (support staff) reads what its scope allows
+/// and changes nothing: one institution's, or the whole platform's when it has none.
+///
+/// Stored in `UserCreated` by variant name: a new variant is added at the end and old
+/// events load unchanged (`domain/tests/user.rs`, `stored_roles_still_load`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {
     Admin,
     Manager,
     Teacher,
     Student,
+    Observer,
 }
 
 /// Policy values for the user aggregate. `Default` gives the product defaults; the
@@ -568,6 +573,7 @@ impl User {
             (Role::Manager | Role::Teacher | Role::Student, None) => {
                 return Err(UserError::InstitutionRequired)
             }
+            // An observer without an institution watches the whole platform.
             _ => {}
         }
         Ok(UserEvent::UserCreated {

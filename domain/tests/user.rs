@@ -293,6 +293,50 @@ fn other_roles_need_an_institution() {
     }
 }
 
+#[test]
+fn an_observer_is_scoped_to_one_institution_or_the_platform() {
+    for institution in [Some(institution_id()), None] {
+        framework()
+            .given_no_previous_events()
+            .when(create_user(Role::Observer, institution))
+            .then_expect_events(vec![UserEvent::UserCreated {
+                email: email(),
+                name: name(),
+                role: Role::Observer,
+                institution_id: institution,
+                password_hash: None,
+            }]);
+    }
+}
+
+/// `Role` is stored by variant name in `UserCreated`: adding `Observer` must leave the
+/// stored payloads of every earlier role loading as they were, with no upcaster.
+#[test]
+fn stored_roles_still_load() {
+    for (stored, role) in [
+        ("Admin", Role::Admin),
+        ("Manager", Role::Manager),
+        ("Teacher", Role::Teacher),
+        ("Student", Role::Student),
+        ("Observer", Role::Observer),
+    ] {
+        let payload = serde_json::json!({
+            "type": "UserCreated",
+            "email": "ada@example.org",
+            "name": "Ada Lovelace",
+            "role": stored,
+            "institution_id": null,
+            "password_hash": null,
+        });
+        let event: UserEvent = serde_json::from_value(payload).unwrap();
+        let UserEvent::UserCreated { role: loaded, .. } = event else {
+            panic!("not a UserCreated: {event:?}");
+        };
+        assert_eq!(loaded, role);
+        assert_eq!(serde_json::to_value(role).unwrap(), stored);
+    }
+}
+
 // --- AttemptLogin ---
 
 #[test]

@@ -91,6 +91,9 @@ pub struct BulkFilter {
     /// See [`EventListQuery::resolved`]. Jobs stored before it have none (all events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<bool>,
+    /// The list's payload search (issue #23); absent from jobs stored before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<String>,
 }
 
 impl From<&EventListQuery> for BulkFilter {
@@ -113,6 +116,7 @@ impl From<&EventListQuery> for BulkFilter {
             institution_id: query.institution_id,
             has_failed_tasks: query.has_failed_tasks,
             resolved: query.resolved,
+            search: query.search.clone(),
         }
     }
 }
@@ -143,6 +147,7 @@ impl BulkFilter {
             institution_id: self.institution_id,
             has_failed_tasks: self.has_failed_tasks,
             resolved: self.resolved,
+            search: self.search.clone(),
             ..EventListQuery::default()
         })
     }

@@ -15,6 +15,8 @@
 //! - [`metrics`]: task attempts, e-mails and queue depth for `GET /metrics`.
 //! - [`processing`]: the processing status of events in `admin_events`, per-minute
 //!   rollups and status counts, written in the transaction of every task change.
+//! - [`dashboard`]: the dashboard's charts: rollups per minute and hour, per
+//!   institution, kept beside the events' processing rows; queue depth samples.
 //! - [`public_form`]: the public form of an event (what a broker message or a webhook
 //!   carries: no sensitive field).
 //! - [`reprocess`]: re-emitting copies of events, manual task retries.
@@ -37,6 +39,7 @@ pub mod archive;
 pub mod bench;
 pub mod bulk;
 pub mod config;
+pub mod dashboard;
 pub mod handlers;
 pub mod kinds;
 pub mod mail;

@@ -58,6 +58,7 @@ use rand::Rng;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::dashboard;
 use crate::reactions::REPROCESSED_FROM;
 
 /// Counter rows per key: concurrent transactions pick different ones at random.
@@ -188,14 +189,53 @@ impl Row {
     }
 }
 
+/// A key of `dashboard_rollups`, in its primary key's order (the lock order).
+type DashboardKey = (
+    &'static str,
+    Uuid,
+    DateTime<Utc>,
+    &'static str,
+    &'static str,
+);
+
 /// Counter deltas keyed in lock order.
 #[derive(Debug, Default)]
 struct Counters {
     rollups: BTreeMap<(DateTime<Utc>, &'static str, String), i64>,
     statuses: BTreeMap<(&'static str, String), i64>,
+    dashboard: BTreeMap<DashboardKey, i64>,
 }
 
 impl Counters {
+    /// Adds `n` finished events or tasks (`status` succeeded or failed) at `at` to the
+    /// dashboard's minute and hour rows of `institution` and of the platform's total.
+    fn dashboard(
+        &mut self,
+        institution: Option<Uuid>,
+        at: DateTime<Utc>,
+        kind: &'static str,
+        status: &str,
+        n: i64,
+    ) {
+        let status = match status {
+            "succeeded" => "succeeded",
+            "failed" | "dead" => "failed",
+            _ => return,
+        };
+        if n == 0 {
+            return;
+        }
+        let institution = institution.unwrap_or(dashboard::NO_INSTITUTION);
+        for width in [dashboard::Width::Minute, dashboard::Width::Hour] {
+            for key in [institution, dashboard::ALL_INSTITUTIONS] {
+                *self
+                    .dashboard
+                    .entry((width.as_str(), key, width.bucket(at), kind, status))
+                    .or_default() += n;
+            }
+        }
+    }
+
     fn rollup(&mut self, at: DateTime<Utc>, kind: &'static str, status: &str, n: i64) {
         *self
             .rollups
@@ -391,12 +431,36 @@ async fn update_events(
             counters.status(KIND_EVENT, &old.status, -1);
             if let (true, Some(at)) = (is_final_event_status(&old.status), old.processed_at) {
                 counters.rollup(at, KIND_EVENT, &old.status, -1);
+                counters.dashboard(old.institution_id, at, KIND_EVENT, &old.status, -1);
             }
         }
         counters.status(KIND_EVENT, status, 1);
         if let Some(at) = processed_at {
             counters.rollup(at, KIND_EVENT, status, 1);
+            counters.dashboard(old.institution_id, at, KIND_EVENT, status, 1);
         }
+        // The event's tasks that finished since its row was last written: the change
+        // of its counts (finished tasks never go back), at their last finish.
+        let task_time = delta
+            .last_finished
+            .or(tally.and_then(|t| t.last_finished))
+            .or(processed_at)
+            .unwrap_or(old.recorded_at);
+        let before = if seen { old.counts() } else { [0; 4] };
+        counters.dashboard(
+            old.institution_id,
+            task_time,
+            KIND_TASK,
+            "succeeded",
+            i64::from(counts[2] - before[2]),
+        );
+        counters.dashboard(
+            old.institution_id,
+            task_time,
+            KIND_TASK,
+            "failed",
+            i64::from(counts[3] - before[3]),
+        );
         let error = delta.error.or(if seen { old.error } else { None });
         new_rows.push(Row {
             status: status.to_owned(),
@@ -525,7 +589,16 @@ pub async fn run_refresher(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut failures = 0u32;
+    // The dashboard's upkeep (`dashboard::maintain`) rides on this loop: one per
+    // process, off the workers' path, at most once a minute.
+    let mut next_upkeep = tokio::time::Instant::now();
     loop {
+        if tokio::time::Instant::now() >= next_upkeep {
+            next_upkeep = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+            if let Err(error) = dashboard::maintain(&pool, Utc::now()).await {
+                tracing::warn!(%error, "the dashboard's upkeep failed; it runs again in a minute");
+            }
+        }
         let round = tokio::select! {
             round = refresh(&pool, REFRESH_BATCH) => round,
             // A round is one transaction: abandoned, it rolls back and the ids stay queued.
@@ -597,6 +670,7 @@ async fn write_counters(conn: &mut PgConnection, counters: &Counters) -> Result<
         .await?;
     }
     let statuses: Vec<_> = counters.statuses.iter().filter(|(_, n)| **n != 0).collect();
+    write_dashboard(conn, counters, shard).await?;
     if !statuses.is_empty() {
         sqlx::query(
             "INSERT INTO task_status_counts (kind, status, shard, count)
@@ -618,6 +692,42 @@ async fn write_counters(conn: &mut PgConnection, counters: &Counters) -> Result<
         .execute(&mut *conn)
         .await?;
     }
+    Ok(())
+}
+
+/// Adds the batch's dashboard rollups (after `processing_rollups`, before
+/// `task_status_counts`: the counter tables in one order, each in key order).
+async fn write_dashboard(
+    conn: &mut PgConnection,
+    counters: &Counters,
+    shard: i16,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<_> = counters
+        .dashboard
+        .iter()
+        .filter(|(_, n)| **n != 0)
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO dashboard_rollups (width, institution_id, bucket, kind, status, shard, count)
+         SELECT width, institution_id, bucket, kind, status, $6, n
+         FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $7::bigint[])
+             WITH ORDINALITY AS r(width, institution_id, bucket, kind, status, n, ord)
+         ORDER BY ord
+         ON CONFLICT (width, institution_id, bucket, kind, status, shard)
+         DO UPDATE SET count = dashboard_rollups.count + EXCLUDED.count",
+    )
+    .bind(rows.iter().map(|((w, ..), _)| *w).collect::<Vec<_>>())
+    .bind(rows.iter().map(|((_, i, ..), _)| *i).collect::<Vec<_>>())
+    .bind(rows.iter().map(|((_, _, b, ..), _)| *b).collect::<Vec<_>>())
+    .bind(rows.iter().map(|((_, _, _, k, _), _)| *k).collect::<Vec<_>>())
+    .bind(rows.iter().map(|((.., s), _)| *s).collect::<Vec<_>>())
+    .bind(shard)
+    .bind(rows.iter().map(|(_, n)| **n).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

@@ -124,6 +124,9 @@ pub struct TaskListQuery {
     pub institution_id: Option<Uuid>,
     /// Only the tasks of this event.
     pub event_id: Option<Uuid>,
+    /// Only tasks whose last error holds this text (case-insensitive; the partial
+    /// trigram index `tasks_last_error_trgm_idx`).
+    pub error_search: Option<String>,
     pub sort: TaskSort,
     pub descending: bool,
     /// The `next` cursor of the previous page.
@@ -188,6 +191,11 @@ fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &TaskListQuery) {
     }
     if let Some(id) = query.event_id {
         sql.push(" AND event_id = ").push_bind(id);
+    }
+    if let Some(text) = &query.error_search {
+        // The partial index's predicate repeated, so the planner may use it.
+        sql.push(" AND last_error IS NOT NULL AND last_error ILIKE ")
+            .push_bind(aula_projections::admin_events::like_pattern(text));
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use aula_eventlog::testing::TestDatabase;
 use aula_eventlog::{Consumer, LogPosition, RecordedEvent};
 use aula_processor::archive::{archive_once, ArchiveConfig};
+use aula_processor::dashboard;
 use aula_processor::processing::{self, local_midnight, processing_rate_today, status_counts};
 use aula_processor::queue::{self, Done};
 use aula_processor::reactions::Reactions;
@@ -503,6 +504,74 @@ async fn rollups_counts_and_event_rows_equal_a_full_recount_after_a_random_workl
     .await;
     assert_eq!(live, recount);
     assert!(!live.is_empty());
+
+    // The dashboard's rollups (issue #23): events per minute and per hour equal a recount
+    // of the events' rows, for their institution (none here) and for the platform; the
+    // tasks' deltas add up to the events' task counts.
+    for width in ["minute", "hour"] {
+        for institution in [dashboard::NO_INSTITUTION, dashboard::ALL_INSTITUTIONS] {
+            let live = keyed(
+                &db.pool,
+                &format!(
+                    "SELECT kind, status, bucket::text, sum(count)::bigint FROM dashboard_rollups
+                     WHERE width = '{width}' AND institution_id = '{institution}' AND kind = 'event'
+                     GROUP BY 1, 2, 3"
+                ),
+            )
+            .await;
+            let recount = keyed(
+                &db.pool,
+                &format!(
+                    "SELECT 'event', status, date_trunc('{width}', processed_at)::text, count(*)
+                     FROM admin_events WHERE status IN ('succeeded', 'failed') GROUP BY 2, 3"
+                ),
+            )
+            .await;
+            assert_eq!(live, recount, "{width} {institution}");
+            assert!(!live.is_empty());
+            let tasks: (i64, i64) = sqlx::query_as(&format!(
+                "SELECT COALESCE(sum(count) FILTER (WHERE status = 'succeeded'), 0)::bigint,
+                        COALESCE(sum(count) FILTER (WHERE status = 'failed'), 0)::bigint
+                 FROM dashboard_rollups
+                 WHERE width = '{width}' AND institution_id = '{institution}' AND kind = 'task'"
+            ))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            let counted: (i64, i64) = sqlx::query_as(
+                "SELECT sum(tasks_succeeded)::bigint, sum(tasks_failed)::bigint FROM admin_events",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            assert_eq!(tasks, counted, "{width} {institution}");
+        }
+    }
+    // What the chart reads: the last hour's points sum to the events processed in it.
+    let points = dashboard::series(&db.pool, None, dashboard::Width::Minute, 60, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(points.len(), 60);
+    let charted: i64 = points
+        .iter()
+        .map(|p| p.events_succeeded + p.events_failed)
+        .sum();
+    let processed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM admin_events WHERE status IN ('succeeded', 'failed')
+         AND processed_at >= date_trunc('minute', now()) - interval '59 minutes'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(charted, processed);
+    // The upkeep samples the queue once a minute and keeps what the charts need.
+    assert!(dashboard::maintain(&db.pool, Utc::now()).await.unwrap());
+    assert!(!dashboard::maintain(&db.pool, Utc::now()).await.unwrap());
+    let samples: i64 = sqlx::query_scalar("SELECT count(*) FROM dashboard_queue_depth")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(samples >= 1);
 
     // Every event's row against its tasks.
     let rows: Vec<(Uuid, DateTime<Utc>)> =

@@ -91,7 +91,7 @@ async fn retries_and_copies_resolve_failures_and_bulk_jobs_report_their_copies_o
         wait_status(&db.pool, *event, "failed").await;
     }
     assert_eq!(
-        admin_events::failures_resolved_by_copy(&db.pool)
+        admin_events::failures_resolved_by_copy(&db.pool, None)
             .await
             .unwrap(),
         0
@@ -177,7 +177,7 @@ async fn retries_and_copies_resolve_failures_and_bulk_jobs_report_their_copies_o
         assert_eq!(resolved.latest_copy_status.as_deref(), Some("succeeded"));
     }
     assert_eq!(
-        admin_events::failures_resolved_by_copy(&db.pool)
+        admin_events::failures_resolved_by_copy(&db.pool, None)
             .await
             .unwrap(),
         2

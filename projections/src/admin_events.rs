@@ -17,7 +17,7 @@ use crate::decode::reprocessed_from;
 use crate::ProjectionError;
 
 pub const NAME: &str = "admin_events";
-pub const TABLES: &[&str] = &["admin_events"];
+pub const TABLES: &[&str] = &["admin_events", "admin_event_search"];
 /// Columns the processor owns; a rebuild copies them from the live table by `event_id`.
 pub const PRESERVED_COLUMNS: &[&str] = &[
     "status",
@@ -92,6 +92,22 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
     .bind(events.iter().map(|e| e.recorded_at).collect::<Vec<_>>())
     .bind(&originals)
     .bind(events.iter().map(|e| e.position.tx_id).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    // What the list's search reads (`0041_dashboard_search.sql`: the payload's values,
+    // sensitive fields left out, by the database's own `aula_search_text`).
+    sqlx::query(
+        "INSERT INTO admin_event_search (global_position, body)
+         SELECT p, aula_search_text(d) FROM unnest($1::bigint[], $2::jsonb[]) AS r(p, d)
+         ON CONFLICT (global_position) DO NOTHING",
+    )
+    .bind(
+        events
+            .iter()
+            .map(|e| e.global_position())
+            .collect::<Vec<_>>(),
+    )
+    .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     // Per original: how many copies this batch adds, and its latest (the batch is in
@@ -188,14 +204,30 @@ pub async fn with_copy_status(
     Ok(rows)
 }
 
+/// How many of `institution`'s events are `failed` now (copies' outcomes aside). The
+/// platform's count comes from the rollups; an institution's header needs this one.
+pub async fn failed_events(pool: &PgPool, institution: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM admin_events WHERE status = 'failed' AND institution_id = $1",
+    )
+    .bind(institution)
+    .fetch_one(pool)
+    .await
+}
+
 /// How many failed events their latest copy resolved (the header shows the failures
 /// that are left: failed events minus these). Reads the failed events that have a
 /// copy only (`admin_events_failed_copied_idx`).
-pub async fn failures_resolved_by_copy(pool: &PgPool) -> Result<i64, sqlx::Error> {
+pub async fn failures_resolved_by_copy(
+    pool: &PgPool,
+    institution: Option<Uuid>,
+) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT count(*) FROM admin_events a JOIN admin_events c ON c.event_id = a.latest_copy_id
-         WHERE a.status = 'failed' AND a.latest_copy_id IS NOT NULL AND c.status = 'succeeded'",
+         WHERE a.status = 'failed' AND a.latest_copy_id IS NOT NULL AND c.status = 'succeeded'
+           AND ($1::uuid IS NULL OR a.institution_id = $1)",
     )
+    .bind(institution)
     .fetch_one(pool)
     .await
 }
@@ -261,6 +293,9 @@ pub struct EventListQuery {
     /// `Some(true)`: only events their latest copy resolved (its tasks succeeded);
     /// `Some(false)`: only the others (with status `failed`: the failures left to fix).
     pub resolved: Option<bool>,
+    /// Only events whose payload holds this text (case-insensitive, at least
+    /// [`MIN_SEARCH_CHARS`]): `admin_event_search`'s trigram index.
+    pub search: Option<String>,
     pub sort: EventSort,
     pub descending: bool,
     /// The `next` cursor of the previous page.
@@ -363,6 +398,30 @@ pub fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &EventListQuery
         }
         None => {}
     }
+    if let Some(text) = &query.search {
+        sql.push(
+            " AND global_position IN (SELECT global_position FROM admin_event_search WHERE body ILIKE ",
+        )
+        .push_bind(like_pattern(text))
+        .push(")");
+    }
+}
+
+/// Shortest search text: the trigram index needs three characters to narrow anything.
+pub const MIN_SEARCH_CHARS: usize = 3;
+
+/// `%text%` for `ILIKE`, with `%`, `_` and `\` in `text` matched literally.
+pub fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
 }
 
 /// An event is normally processed within this long after it was recorded (the

@@ -89,10 +89,26 @@ pub fn institution(n: u32) -> Uuid {
     Uuid::from_u128(0x0000_0000_0000_4000_8000_0000_0000_0000 | u128::from(n))
 }
 
-/// The filters of the issue, with values that exist in the generated data.
-fn filters() -> Vec<(&'static str, EventListQuery)> {
+/// The filters of the issue, with values that exist in the generated data (`events`
+/// of them: the data SQL gives event `g` the address `user<g>@escola.test`).
+fn filters(events: i64) -> Vec<(&'static str, EventListQuery)> {
     let q = EventListQuery::default;
     vec![
+        // Issue #23's search: one event by its address, and a text every event holds.
+        (
+            "search (1 match)",
+            EventListQuery {
+                search: Some(format!("user{}@escola", events / 3 + 1)),
+                ..q()
+            },
+        ),
+        (
+            "search (all)",
+            EventListQuery {
+                search: Some("escola.test".into()),
+                ..q()
+            },
+        ),
         ("none", q()),
         (
             "types (3)",
@@ -182,7 +198,7 @@ pub async fn generate(pool: &PgPool, options: &ListBenchOptions) -> Result<f64, 
          FROM pg_index i
          JOIN pg_class ic ON ic.oid = i.indexrelid
          JOIN pg_class t ON t.oid = i.indrelid
-         WHERE t.relname IN ('events', 'admin_events', 'tasks')
+         WHERE t.relname IN ('events', 'admin_events', 'tasks', 'admin_event_search')
            AND t.relnamespace = current_schema()::regnamespace
            AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)",
     )
@@ -203,7 +219,7 @@ pub async fn generate(pool: &PgPool, options: &ListBenchOptions) -> Result<f64, 
     for (_, definition) in &indexes {
         conn.execute(definition.as_str()).await?;
     }
-    conn.execute("VACUUM (ANALYZE) events, admin_events, tasks")
+    conn.execute("VACUUM (ANALYZE) events, admin_events, tasks, admin_event_search")
         .await?;
     Ok(started.elapsed().as_secs_f64())
 }
@@ -214,7 +230,10 @@ pub async fn measure(
     options: &ListBenchOptions,
 ) -> Result<Vec<ListMeasurement>, BenchError> {
     let mut measurements = Vec::new();
-    for (filter_name, filter) in filters() {
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM admin_events")
+        .fetch_one(pool)
+        .await?;
+    for (filter_name, filter) in filters(events) {
         for (sort, sort_name) in SORTS {
             for descending in [false, true] {
                 let query = EventListQuery {
@@ -354,7 +373,7 @@ impl ListBenchReport {
         let mut by_filter: BTreeMap<(usize, &str), Vec<f64>> = BTreeMap::new();
         let mut by_sort: BTreeMap<(usize, &str), Vec<f64>> = BTreeMap::new();
         let order = |name: &str, names: &[&str]| names.iter().position(|n| *n == name);
-        let filter_names: Vec<&str> = filters().iter().map(|(n, _)| *n).collect();
+        let filter_names: Vec<&str> = filters(0).iter().map(|(n, _)| *n).collect();
         let sort_names: Vec<&str> = SORTS.iter().map(|(_, n)| *n).collect();
         for m in &self.measurements {
             let samples = m.first.iter().chain(&m.deep).copied();

@@ -22,7 +22,8 @@ FROM generate_series(1, $1::bigint) AS g
 -- ;
 INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at)
 SELECT 'bench', 'agg-' || (g / 10), g % 10, event_type, '1.0',
-       json_build_object('type', event_type),
+       -- An e-mail address per event, so a search can find one event or all of them.
+       json_build_object('type', event_type, 'email', 'user' || g || '@escola.test'),
        json_build_object('institution_id', '00000000-0000-4000-8000-' || lpad(institution::text, 12, '0'),
                          'actor', 'system', 'correlation_id', gen_random_uuid()),
        recorded_at
@@ -54,7 +55,8 @@ SELECT 'reaction_' || n, s.status, a.recorded_at,
        a.event_id, a.event_type, a.event_id || ':' || n, a.institution_id, a.recorded_at,
        CASE WHEN s.status <> 'pending' THEN a.recorded_at END,
        CASE WHEN s.status IN ('succeeded', 'failed', 'dead') THEN a.processed_at END,
-       CASE WHEN s.status IN ('failed', 'dead') THEN a.error END
+       -- Each error names its event, so a search can find one task's error or all of them.
+       CASE WHEN s.status IN ('failed', 'dead') THEN a.error || ' (event ' || a.global_position || ')' END
 FROM admin_events a
 CROSS JOIN LATERAL generate_series(1, a.tasks_pending + a.tasks_running + a.tasks_succeeded + a.tasks_failed) AS n
 CROSS JOIN LATERAL (SELECT CASE
@@ -62,6 +64,10 @@ CROSS JOIN LATERAL (SELECT CASE
         WHEN n <= a.tasks_failed + a.tasks_running THEN 'running'
         WHEN n <= a.tasks_failed + a.tasks_running + a.tasks_pending THEN 'pending'
         ELSE 'succeeded' END AS status) AS s
+-- ;
+-- What the admin_events projection writes beside each row for the list's search.
+INSERT INTO admin_event_search (global_position, body)
+SELECT global_position, aula_search_text(payload::jsonb) FROM events
 -- ;
 INSERT INTO task_status_counts (kind, status, count)
 SELECT 'task', status, count(*) FROM tasks GROUP BY status

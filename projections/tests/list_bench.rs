@@ -18,8 +18,8 @@ async fn the_list_benchmark_measures_every_combination_on_valid_data() {
     let report = bench_list_query(&db.pool, &options).await.unwrap();
     assert_eq!(report.events, 3_000);
     assert!(report.tasks >= report.events, "{} tasks", report.tasks);
-    // 10 filters × 6 sorts × 2 directions.
-    assert_eq!(report.measurements.len(), 120);
+    // 12 filters (the issue's 10 and issue #23's two searches) × 6 sorts × 2 directions.
+    assert_eq!(report.measurements.len(), 144);
     for m in &report.measurements {
         assert_eq!(m.first.len(), 1, "{} {}", m.filter, m.sort);
         assert!(m.pages_reached >= 1 && m.pages_reached <= 3);
@@ -37,9 +37,20 @@ async fn the_list_benchmark_measures_every_combination_on_valid_data() {
         .iter()
         .filter(|m| m.filter == "none")
         .all(|m| m.pages_reached == 3));
+    // The search finds its one event, and every event when every payload matches.
+    assert!(report
+        .measurements
+        .iter()
+        .filter(|m| m.filter == "search (1 match)")
+        .all(|m| m.pages_reached == 1));
+    assert!(report
+        .measurements
+        .iter()
+        .filter(|m| m.filter == "search (all)")
+        .all(|m| m.pages_reached == 3));
     let rendered = report.render();
     assert!(
-        rendered.contains("of 120 filter × sort × direction combinations"),
+        rendered.contains("of 144 filter × sort × direction combinations"),
         "{rendered}"
     );
 }

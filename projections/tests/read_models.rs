@@ -293,7 +293,7 @@ async fn reprocessed_copies_are_skipped_by_domain_models_and_linked_in_the_admin
     let after = snapshot(&db.pool).await;
     for ((table, rows_before), (_, rows_after)) in before.iter().zip(&after) {
         match table.as_str() {
-            "audit_log" | "admin_events" => {
+            "audit_log" | "admin_events" | "admin_event_search" => {
                 assert_eq!(rows_after.len(), rows_before.len() + 1, "{table}")
             }
             _ => assert_eq!(rows_after, rows_before, "{table} must skip the copy"),
@@ -1026,4 +1026,70 @@ async fn the_late_branch_repeats_the_late_indexes_predicate() {
         predicates.iter().all(|(_, p)| *p == predicates[0].1),
         "{predicates:?}"
     );
+}
+
+/// Issue #23: the admin list's search finds an event by any value of its payload, at
+/// any depth, case ignored, and never by a sensitive field (what the dashboard redacts
+/// cannot be probed by searching).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_list_searches_payload_values_but_not_sensitive_fields() {
+    let db = TestDatabase::new().await;
+    for (i, payload) in [
+        serde_json::json!({ "email": "Ada.Lovelace@Example.org", "password_hash": "argon2-secret-hash",
+                            "nested": { "token_hash": "tok-secret", "note": "Course not found" } }),
+        serde_json::json!({ "email": "grace@example.org", "name": "Grace 100%_sure" }),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             VALUES ('user', $1, 1, 'UserCreated', '1.0', $2, '{}')",
+        )
+        .bind(format!("user-{i}"))
+        .bind(payload)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    catch_up(&db, &["admin_events"]).await;
+    let found = |text: &str| {
+        let query = EventListQuery {
+            search: Some(text.to_owned()),
+            ..EventListQuery::default()
+        };
+        let pool = db.pool.clone();
+        async move {
+            admin_events::list_admin_events(&pool, &query)
+                .await
+                .unwrap()
+                .events
+                .into_iter()
+                .map(|e| e.aggregate_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found("ada.lovelace@example").await, ["user-0"]);
+    assert_eq!(found("course NOT found").await, ["user-0"]);
+    let mut both = found("example.org").await;
+    both.sort();
+    assert_eq!(both, ["user-0", "user-1"]);
+    // `%` and `_` are matched as themselves.
+    assert_eq!(found("100%_s").await, ["user-1"]);
+    assert!(found("0%s").await.is_empty());
+    for secret in ["argon2-secret", "tok-secret", "password_hash", "email"] {
+        assert!(found(secret).await.is_empty(), "{secret} must not be found");
+    }
+    // The SQL function leaves out every field the catalog calls sensitive.
+    for field in aula_domain::catalog::SENSITIVE_FIELDS {
+        let mut doc = serde_json::Map::new();
+        doc.insert("keep".into(), "visible".into());
+        doc.insert((*field).to_owned(), "hidden-value".into());
+        let body: String = sqlx::query_scalar("SELECT aula_search_text($1)")
+            .bind(serde_json::Value::Object(doc))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(body, "visible", "{field}");
+    }
 }

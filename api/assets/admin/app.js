@@ -218,15 +218,16 @@ class Subscriptions {
 
 // ---------- URL state ----------
 const FILTER_KEYS = ["types", "kinds", "status", "createdFrom", "createdTo", "processedFrom", "processedTo",
-  "durationOp", "durationMs", "institution", "failed"];
+  "durationOp", "durationMs", "institution", "failed", "q"];
 
 function readView() {
   const params = new URLSearchParams(location.search);
   const view = { tab: params.get("tab") || "events", sort: params.get("sort") || "", dir: params.get("dir") || "DESC" };
   for (const key of FILTER_KEYS) view[key] = params.get(key) || "";
   view.event = params.get("event") || "";
+  view.range = params.get("range") || "";
   if (!["events", "tasks", "projections", "webhooks"].includes(view.tab)) view.tab = "events";
-  if (view.tab === "projections" && !isAdmin()) view.tab = "events";
+  if (view.tab === "projections" && !seesPlatform()) view.tab = "events";
   return view;
 }
 function writeView(view, replace = false) {
@@ -236,6 +237,7 @@ function writeView(view, replace = false) {
   if (view.sort) params.set("sort", view.sort);
   if (view.sort && view.dir !== "DESC") params.set("dir", view.dir);
   if (view.event) params.set("event", view.event);
+  if (view.range) params.set("range", view.range);
   const url = `${location.pathname}${params.toString() ? "?" + params : ""}`;
   if (url === location.pathname + location.search) return;
   if (replace) history.replaceState(null, "", url);
@@ -261,6 +263,7 @@ function eventFilter(view) {
   if (view.durationOp && view.durationMs !== "") filter.duration = { op: view.durationOp, ms: Number(view.durationMs) };
   if (view.institution) filter.institutionId = view.institution;
   if (view.failed) filter.hasFailedTasks = view.failed === "yes";
+  if (view.q) filter.search = view.q;
   return filter;
 }
 function taskFilter(view) {
@@ -273,6 +276,8 @@ function taskFilter(view) {
   if (view.processedTo) filter.finishedTo = iso(view.processedTo);
   if (view.durationOp && view.durationMs !== "") filter.duration = { op: view.durationOp, ms: Number(view.durationMs) };
   if (view.institution) filter.institutionId = view.institution;
+  // Error texts are searchable by the platform's operators only.
+  if (view.q && seesPlatform()) filter.search = view.q;
   return filter;
 }
 // datetime-local values are local time; the API wants an instant.
@@ -285,13 +290,14 @@ function iso(local) {
 function isAdmin() {
   return state.me && state.me.role === "ADMIN";
 }
+// `seesPlatform`, `applyRole`: insights.js (observers).
 async function signIn(email, password) {
   const data = await gql(
     "mutation($input: LoginInput!) { login(input: $input) { accessToken role } }",
     { input: { email, password } },
   );
-  if (!["ADMIN", "MANAGER"].includes(data.login.role)) {
-    throw new ApiFailure("This dashboard is for administrators and managers", "FORBIDDEN", { reason: "ROLE_NOT_ALLOWED" });
+  if (!["ADMIN", "MANAGER", "OBSERVER"].includes(data.login.role)) {
+    throw new ApiFailure("This dashboard is for administrators, managers and observers", "FORBIDDEN", { reason: "ROLE_NOT_ALLOWED" });
   }
   state.token = data.login.accessToken;
   sessionStorage.setItem(TOKEN_KEY, state.token);
@@ -324,8 +330,8 @@ async function start() {
     fail(error);
     return;
   }
-  if (!["ADMIN", "MANAGER"].includes(state.me.role)) {
-    signOut(`Signed in as ${state.me.role}: this dashboard is for administrators and managers (FORBIDDEN ROLE_NOT_ALLOWED).`);
+  if (!["ADMIN", "MANAGER", "OBSERVER"].includes(state.me.role)) {
+    signOut(`Signed in as ${state.me.role}: this dashboard is for administrators, managers and observers (FORBIDDEN ROLE_NOT_ALLOWED).`);
     return;
   }
   $("login-view").hidden = true;
@@ -333,9 +339,10 @@ async function start() {
   $("who").hidden = false;
   $("who-name").textContent = `${state.me.name || state.me.email} · ${state.me.role.toLowerCase()}`;
   // What a manager may not use is hidden; the API refuses it anyway.
-  $("tab-projections").hidden = !isAdmin();
-  $("summary").hidden = !isAdmin();
-  $("field-institution").hidden = !isAdmin();
+  $("tab-projections").hidden = !seesPlatform();
+  // A manager's or an institution observer's header covers its institution.
+  $("summary").hidden = false;
+  applyRole();
   // The socket closed: reconnect, unless the session is over (an expired token or a
   // deactivated account is refused at every reconnect; the server closes with 1002).
   state.socket = new Subscriptions(state.token, () => setTimeout(async () => {
@@ -351,18 +358,16 @@ async function start() {
     liveHeader();
   }, 3000));
   await loadFacets();
-  if (isAdmin()) {
-    refreshSummary();
-    liveHeader();
-    state.summaryTimer = setInterval(refreshSummary, 5000);
-  }
+  refreshSummary();
+  liveHeader();
+  state.summaryTimer = setInterval(refreshSummary, 5000);
   apply(readView(), false);
 }
 
 // ---------- header ----------
 let summaryPending = false;
 async function refreshSummary() {
-  if (!isAdmin() || summaryPending) return;
+  if (!state.me || summaryPending) return;
   summaryPending = true;
   try {
     const data = await gql(`{ processingSummary { ratePerHourToday statusCounts { kind status count }
@@ -388,11 +393,13 @@ async function refreshSummary() {
 }
 let headerThrottle = null;
 async function liveHeader() {
-  if (!isAdmin() || !state.socket) return;
+  if (!state.me || !state.socket) return;
   try {
     await state.socket.subscribe("subscription { logPosition }", {}, {
       next: () => {
-        // New events: refresh the header at most once a second.
+        // New events: the visible list follows (insights.js), the header at most once
+        // a second.
+        liveTick();
         if (headerThrottle) return;
         headerThrottle = setTimeout(() => { headerThrottle = null; refreshSummary(); }, 1000);
       },
@@ -436,6 +443,7 @@ function apply(view, keepPage) {
   else if (!sameList || keepPage) loadList();
   if (view.event && (!state.drawer || state.drawer.eventId !== view.event)) openDrawer(view.event, null, false);
   if (!view.event && state.drawer) closeDrawer(false);
+  renderInsights();
 }
 
 function renderTabs() {
@@ -563,6 +571,8 @@ async function loadList() {
     notify("");
   } catch (error) {
     if (request !== listRequest) return;
+    // No next page of a list that did not load (a refused filter).
+    state.next = null;
     body.replaceChildren(stateRow(`Could not load the list: ${describe(error)}`));
     $("list").dataset.state = "error";
     fail(error);
@@ -1084,7 +1094,7 @@ async function loadWebhooks() {
           el("td", {}, e.lastFailureAt ? `${time(e.lastFailureAt)}: ${e.lastFailure || ""}` : "–"),
           el("td", { class: "num" }, e.pendingMessages),
           el("td", {}, since, " ", el("button", { type: "button", class: "secondary",
-            onclick: () => recoverEndpoint(e.id, since.value) }, "Recover")));
+            "data-write": "", onclick: () => recoverEndpoint(e.id, since.value) }, "Recover")));
       }));
     }
     await loadWebhookMessages(false);
@@ -1128,7 +1138,7 @@ async function loadWebhookMessages(more) {
         el("td", {}, m.lastError || ""),
         el("td", {},
           el("button", { type: "button", class: "secondary", onclick: () => showAttempts(m.id, attempts) }, "Attempts"), " ",
-          el("button", { type: "button", class: "secondary", onclick: () => resendMessage(m.id) }, "Resend"))), attempts);
+          el("button", { type: "button", class: "secondary", "data-write": "", onclick: () => resendMessage(m.id) }, "Resend"))), attempts);
     }
   } catch (error) {
     fail(error);
@@ -1167,7 +1177,7 @@ async function recoverEndpoint(endpointId, since) {
 }
 function followRecovery(endpointId, job) {
   const line = $("webhook-recovery");
-  const cancel = el("button", { type: "button", class: "secondary", onclick: async () => {
+  const cancel = el("button", { type: "button", class: "secondary", "data-write": "", onclick: async () => {
     try { await gql("mutation($id: UUID!) { cancelWebhookRecovery(id: $id) { id status } }", { id: job.id }); } catch (error) { fail(error); }
   } }, "Cancel");
   const show = (j) => line.replaceChildren(`Recovery ${short(j.id)}: ${j.status}, ${j.done} of ${j.total} events `, j.status === "running" ? cancel : "");
@@ -1222,7 +1232,8 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   $("filters").addEventListener("submit", (event) => {
     event.preventDefault();
-    navigate(readFilters());
+    // Resolves the institution (short id or name) and checks the search first.
+    submitFilters();
   });
   $("clear-filters").addEventListener("click", () => {
     const cleared = Object.fromEntries(FILTER_KEYS.map((k) => [k, ""]));

@@ -8,7 +8,6 @@
 //! `CONFLICT CONFIRM_TOKEN_USED`.
 
 use async_graphql::{ComplexObject, Context, Object, SimpleObject};
-use aula_domain::user::Role as DomainRole;
 use aula_eventlog::{Actor, LogPosition};
 use aula_processor::bulk::{self, BulkError, BulkFilter, BulkJob};
 use chrono::{DateTime, Duration, Utc};
@@ -16,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::admin_ops::ensure_owner;
-use super::read_models::{admin_event_filters, AdminEventFilter, STAFF};
+use super::read_models::{admin_event_filters, AdminEventFilter, STAFF, WATCHERS};
 use super::types::{parse_status, BigInt, BulkJobStatus, EventStatus};
 use super::{request, state};
 use crate::auth;
@@ -181,7 +180,7 @@ fn bulk_error(error: BulkError) -> ApiError {
 
 /// The job, if the caller may see it (admin: any; manager: its institution's).
 pub(crate) async fn visible_job(ctx: &Context<'_>, id: Uuid) -> Result<BulkJob, ApiError> {
-    let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+    let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
     let job = bulk::job(&state(ctx).pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found("JOB_NOT_FOUND", "job not found"))?;
@@ -296,7 +295,7 @@ impl BulkMutation {
                 "this confirm token was issued to another user",
             ));
         }
-        if claims.role != DomainRole::Admin {
+        if !auth::sees_every_institution(claims) {
             // A manager's preview is always scoped to its institution.
             ensure_owner(claims, payload.institution_id)?;
         }

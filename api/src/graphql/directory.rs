@@ -13,7 +13,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::query::page_size;
-use super::read_models::{bad_cursor, filter_text, Enrollment, SortDirection, STAFF};
+use super::read_models::{bad_cursor, filter_text, Enrollment, SortDirection, WATCHERS};
 use super::types::{parse_status, BigInt};
 use super::{request, state};
 use crate::auth::{self, Claims};
@@ -193,14 +193,11 @@ async fn people(
     first: i32,
     after: Option<String>,
 ) -> Result<PersonPage, ApiError> {
-    let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+    let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
     let state = state(ctx);
     let first = page_size(first, state.config.max_page_size)?;
     let filter = filter.unwrap_or_default();
-    let institution_id = match claims.role {
-        DomainRole::Admin => filter.institution_id,
-        _ => Some(auth::target_institution(claims, filter.institution_id)?),
-    };
+    let institution_id = auth::read_scope(claims, filter.institution_id)?;
     let sort = sort.unwrap_or(PersonSort {
         field: PersonSortField::Name,
         direction: SortDirection::Asc,

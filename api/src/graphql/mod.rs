@@ -2,10 +2,12 @@
 
 mod admin_ops;
 pub(crate) mod bulk;
+mod charts;
 mod directory;
 pub mod limits;
 mod mutation;
 mod notifications;
+mod observers;
 mod payloads;
 mod processing;
 mod query;
@@ -40,6 +42,7 @@ pub struct QueryRoot(
     tasks::TaskQuery,
     directory::DirectoryQuery,
     webhooks::WebhookQuery,
+    charts::ChartQuery,
 );
 
 /// Every mutation: one per domain command, and the admin operations.
@@ -50,6 +53,7 @@ pub struct MutationRoot(
     notifications::NotificationMutation,
     bulk::BulkMutation,
     webhooks::WebhookMutation,
+    observers::ObserverMutation,
 );
 
 pub type AulaSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -113,14 +117,15 @@ pub(crate) fn metadata(request: &RequestContext, institution: Option<Uuid>) -> E
 }
 
 /// Error text the processor and the projections record (task error chains: SQL, SMTP and
-/// handler messages) is for the platform's administrators: other callers learn that
+/// handler messages) is for the platform's administrators (and its platform-wide
+/// observers, who read what admins read): other callers learn that
 /// there was an error, not its internals.
 pub(crate) fn operator_error(ctx: &Context<'_>, text: Option<&str>) -> Option<String> {
     let text = text?;
     let admin = request(ctx)
         .claims
         .as_ref()
-        .is_some_and(|claims| claims.role == aula_domain::user::Role::Admin);
+        .is_some_and(crate::auth::sees_every_institution);
     Some(if admin {
         text.to_owned()
     } else {

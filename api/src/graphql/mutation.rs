@@ -43,7 +43,10 @@ const MAX_TOKEN_CHARS: usize = 128;
 const MAX_REASON_CHARS: usize = 500;
 const MIN_PASSWORD_CHARS: usize = 8;
 
-fn parse<T>(field: &'static str, result: Result<T, ValidationError>) -> Result<T, ApiError> {
+pub(crate) fn parse<T>(
+    field: &'static str,
+    result: Result<T, ValidationError>,
+) -> Result<T, ApiError> {
     result.map_err(|e| invalid(field, e))
 }
 
@@ -111,7 +114,7 @@ pub(crate) async fn settle(
     }
 }
 
-async fn result(
+pub(crate) async fn result(
     state: &AppState,
     id: Uuid,
     position: Option<i64>,
@@ -276,7 +279,7 @@ pub(crate) async fn courses_opened_by(
         .collect())
 }
 
-async fn ensure_institution_exists(state: &AppState, id: Uuid) -> Result<(), ApiError> {
+pub(crate) async fn ensure_institution_exists(state: &AppState, id: Uuid) -> Result<(), ApiError> {
     let (institution, _) = state.buses.institution.load(&id.to_string()).await?;
     if institution.name().is_none() {
         return Err(ApiError::not_found(
@@ -1076,7 +1079,7 @@ impl CommandMutation {
             &email,
             &name,
             DomainRole::Student,
-            institution_id,
+            Some(institution_id),
         )
         .await?;
         let committed = state
@@ -1124,7 +1127,7 @@ impl CommandMutation {
             &email,
             &name,
             DomainRole::Teacher,
-            institution_id,
+            Some(institution_id),
         )
         .await?;
         let committed = state
@@ -1622,14 +1625,28 @@ impl CommandMutation {
 }
 
 /// Reserves the e-mail and creates a login account without a password. Returns its id.
-async fn create_account(
+pub(crate) async fn create_account(
     state: &AppState,
     meta: &aula_eventlog::EventMetadata,
     email: &Email,
     name: &PersonName,
     role: DomainRole,
-    institution_id: Uuid,
+    institution_id: Option<Uuid>,
 ) -> Result<Uuid, ApiError> {
+    create_account_at(state, meta, email, name, role, institution_id)
+        .await
+        .map(|(id, _)| id)
+}
+
+/// [`create_account`], also returning the log position of the account's creation.
+pub(crate) async fn create_account_at(
+    state: &AppState,
+    meta: &aula_eventlog::EventMetadata,
+    email: &Email,
+    name: &PersonName,
+    role: DomainRole,
+    institution_id: Option<Uuid>,
+) -> Result<(Uuid, Option<i64>), ApiError> {
     let candidate = Uuid::new_v4();
     let holder = emails::reserve(&state.pool, email.as_str(), candidate).await?;
     if holder != candidate {
@@ -1647,17 +1664,19 @@ async fn create_account(
                 email: email.clone(),
                 name: name.clone(),
                 role,
-                institution_id: Some(InstitutionId::from_uuid(institution_id)),
+                institution_id: institution_id.map(InstitutionId::from_uuid),
                 password_hash: None,
             },
             meta,
         )
         .await;
-    if let Err(error) = created {
-        if matches!(error, CommandError::Rejected(_)) {
-            emails::release(&state.pool, email.as_str(), candidate).await?;
+    match created {
+        Ok(committed) => Ok((candidate, committed.last_position())),
+        Err(error) => {
+            if matches!(error, CommandError::Rejected(_)) {
+                emails::release(&state.pool, email.as_str(), candidate).await?;
+            }
+            Err(error.into())
         }
-        return Err(error.into());
     }
-    Ok(candidate)
 }

@@ -4,13 +4,12 @@
 //! and archived, each with its attempts).
 
 use async_graphql::{ComplexObject, Context, Object, SimpleObject};
-use aula_domain::user::Role as DomainRole;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::admin_ops::{ensure_owner, event_owner};
 use super::query::page_size;
-use super::read_models::{bad_cursor, STAFF};
+use super::read_models::{bad_cursor, WATCHERS};
 use super::types::{parse_status, BigInt, CountedKind, TaskStatus};
 use super::{request, state};
 use crate::auth;
@@ -56,6 +55,8 @@ impl ProjectionLag {
 /// The admin dashboard header.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct ProcessingSummary {
+    /// The institution the header covers; null for the whole platform.
+    pub institution_id: Option<Uuid>,
     /// Events processed (succeeded or failed) since local midnight, per hour elapsed
     /// (the zone is the API's `processing_utc_offset_minutes`).
     pub rate_per_hour_today: f64,
@@ -150,6 +151,61 @@ pub struct EventTaskPage {
     pub next_cursor: Option<String>,
 }
 
+async fn projections(state: &crate::state::AppState) -> Result<Vec<ProjectionLag>, ApiError> {
+    Ok(aula_projections::status(&state.pool)
+        .await?
+        .into_iter()
+        .map(|p| ProjectionLag {
+            name: p.name,
+            lag_events: BigInt(p.lag_events),
+            lag_seconds: p.lag_seconds,
+            last_error: p.last_error,
+        })
+        .collect())
+}
+
+/// The header of one institution, from the dashboard's rollups (minute rows since the
+/// local midnight).
+async fn institution_summary(
+    state: &crate::state::AppState,
+    institution: Uuid,
+) -> Result<ProcessingSummary, ApiError> {
+    let now = state.clock.now();
+    let since =
+        aula_processor::processing::local_midnight(now, state.config.processing_utc_offset_minutes);
+    let mut status_counts = Vec::new();
+    let mut events_done = 0;
+    for (kind, counted) in [("event", CountedKind::Event), ("task", CountedKind::Task)] {
+        let (succeeded, failed) =
+            aula_processor::dashboard::finished_since(&state.pool, Some(institution), kind, since)
+                .await?;
+        if kind == "event" {
+            events_done = succeeded + failed;
+        }
+        for (status, count) in [("succeeded", succeeded), ("failed", failed)] {
+            status_counts.push(StatusCount {
+                kind: counted,
+                status: status.to_owned(),
+                count: BigInt(count),
+            });
+        }
+    }
+    let hours = ((now - since).num_milliseconds() as f64 / 3_600_000.0).max(1.0 / 60.0);
+    let resolved =
+        aula_projections::admin_events::failures_resolved_by_copy(&state.pool, Some(institution))
+            .await?;
+    // Its `statusCounts` say what failed today; the failures left to fix are all of them.
+    let failed = aula_projections::admin_events::failed_events(&state.pool, institution).await?;
+    Ok(ProcessingSummary {
+        institution_id: Some(institution),
+        rate_per_hour_today: events_done as f64 / hours,
+        status_counts,
+        projections: projections(state).await?,
+        failures_resolved_by_copy: BigInt(resolved),
+        unresolved_failures: BigInt((failed - resolved).max(0)),
+    })
+}
+
 type TaskRowTuple = (
     i64,
     String,
@@ -180,10 +236,18 @@ type AttemptRow = (
 #[Object]
 impl ProcessingQuery {
     /// The dashboard header: today's processing rate, current counts by status and the
-    /// projections' lag. Reads only the rollups and the checkpoints. Admin only.
+    /// projections' lag. Reads only the rollups and the checkpoints. Admins and
+    /// platform-wide observers: the platform. Managers and an institution's observers:
+    /// their institution (`institutionId` set): the rate from its rollups, and in
+    /// `statusCounts` the events and tasks that succeeded and failed today (the current
+    /// counts by status are kept for the platform only).
     async fn processing_summary(&self, ctx: &Context<'_>) -> Result<ProcessingSummary, ApiError> {
-        auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Admin])?;
+        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
         let state = state(ctx);
+        if !auth::sees_every_institution(claims) {
+            let institution = auth::target_institution(claims, None)?;
+            return institution_summary(state, institution).await;
+        }
         let rate_per_hour_today = aula_processor::processing_rate_today(
             &state.pool,
             state.clock.now(),
@@ -201,26 +265,17 @@ impl ProcessingQuery {
                 })
             })
             .collect::<Result<_, ApiError>>()?;
-        let projections = aula_projections::status(&state.pool)
-            .await?
-            .into_iter()
-            .map(|p| ProjectionLag {
-                name: p.name,
-                lag_events: BigInt(p.lag_events),
-                lag_seconds: p.lag_seconds,
-                last_error: p.last_error,
-            })
-            .collect();
         let resolved =
-            aula_projections::admin_events::failures_resolved_by_copy(&state.pool).await?;
+            aula_projections::admin_events::failures_resolved_by_copy(&state.pool, None).await?;
         let failed = status_counts
             .iter()
             .find(|c: &&StatusCount| c.kind == CountedKind::Event && c.status == "failed")
             .map_or(0, |c| c.count.0);
         Ok(ProcessingSummary {
+            institution_id: None,
             rate_per_hour_today,
             status_counts,
-            projections,
+            projections: projections(state).await?,
             failures_resolved_by_copy: BigInt(resolved),
             unresolved_failures: BigInt((failed - resolved).max(0)),
         })
@@ -236,7 +291,7 @@ impl ProcessingQuery {
         #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
         #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<EventTaskPage, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
         let state = state(ctx);
         let first = page_size(first, state.config.max_page_size)?;
         let after = after

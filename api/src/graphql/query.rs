@@ -89,7 +89,12 @@ impl CoreQuery {
     ) -> Result<Vec<Campus>, ApiError> {
         let claims = auth::require_role(
             request(ctx).claims.as_ref(),
-            &[DomainRole::Admin, DomainRole::Manager, DomainRole::Teacher],
+            &[
+                DomainRole::Admin,
+                DomainRole::Manager,
+                DomainRole::Teacher,
+                DomainRole::Observer,
+            ],
         )?;
         let state = state(ctx);
         let first = page_size(first, state.config.max_page_size)?;

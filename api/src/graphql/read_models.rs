@@ -22,9 +22,35 @@ use crate::auth::{self, Claims};
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// Who may change what the staff screens show (create, reprocess, retry, bulk, webhooks).
 pub(crate) const STAFF: &[DomainRole] = &[DomainRole::Admin, DomainRole::Manager];
-const READERS: &[DomainRole] = &[DomainRole::Admin, DomainRole::Manager, DomainRole::Teacher];
-const ADMIN: &[DomainRole] = &[DomainRole::Admin];
+/// Who may read the staff screens: staff, and observers (support staff who watch and
+/// search but change nothing). Every read also checks the institution
+/// (`auth::read_scope`, `auth::ensure_institution`).
+pub(crate) const WATCHERS: &[DomainRole] =
+    &[DomainRole::Admin, DomainRole::Manager, DomainRole::Observer];
+const READERS: &[DomainRole] = &[
+    DomainRole::Admin,
+    DomainRole::Manager,
+    DomainRole::Teacher,
+    DomainRole::Observer,
+];
+/// The platform's own reads (projections, rebuilds): admins and platform-wide observers.
+pub(crate) const PLATFORM: &[DomainRole] = &[DomainRole::Admin, DomainRole::Observer];
+
+/// Requires an admin or an observer of the whole platform (an institution's observer
+/// sees no platform-wide figure).
+pub(crate) fn require_platform_reader(claims: Option<&Claims>) -> Result<&Claims, ApiError> {
+    let claims = auth::require_role(claims, PLATFORM)?;
+    if auth::sees_every_institution(claims) {
+        Ok(claims)
+    } else {
+        Err(ApiError::forbidden(
+            "ROLE_NOT_ALLOWED",
+            "your role may not perform this operation",
+        ))
+    }
+}
 /// Longest accepted filter string (event type, aggregate id, status).
 const MAX_FILTER_CHARS: usize = 200;
 /// Most values in one list filter (`types`).
@@ -523,6 +549,9 @@ pub struct AdminEventFilter {
     /// or only the others (false). With status FAILED and false: the failures left to
     /// fix.
     pub resolved: Option<bool>,
+    /// Only events whose payload holds this text (case-insensitive, 3 to 200
+    /// characters; an e-mail address, an id, a name). Sensitive fields are not searched.
+    pub search: Option<String>,
 }
 
 /// The column the admin event list is sorted by (ties broken by log position).
@@ -646,10 +675,7 @@ pub(crate) fn admin_event_filters(
     claims: &Claims,
     filter: AdminEventFilter,
 ) -> Result<EventListQuery, ApiError> {
-    let institution_id = match claims.role {
-        DomainRole::Admin => filter.institution_id,
-        _ => Some(auth::target_institution(claims, filter.institution_id)?),
-    };
+    let institution_id = auth::read_scope(claims, filter.institution_id)?;
     Ok(EventListQuery {
         event_types: event_types_filter(filter.types)?,
         recorded_from: filter_time("recordedFrom", filter.recorded_from)?,
@@ -661,8 +687,33 @@ pub(crate) fn admin_event_filters(
         institution_id,
         has_failed_tasks: filter.has_failed_tasks,
         resolved: filter.resolved,
+        search: search_text("search", filter.search)?,
         ..EventListQuery::default()
     })
+}
+
+/// A search text: trimmed, at least `MIN_SEARCH_CHARS` (what a trigram index can use)
+/// and at most `MAX_FILTER_CHARS` characters; empty means no search.
+pub(crate) fn search_text(
+    field: &'static str,
+    value: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    let Some(text) = filter_text(field, value)? else {
+        return Ok(None);
+    };
+    let text = text.trim();
+    match text.chars().count() {
+        0 => Ok(None),
+        n if n < admin_events::MIN_SEARCH_CHARS => Err(ApiError::validation(
+            field,
+            "TOO_SHORT",
+            format!(
+                "must be at least {} characters",
+                admin_events::MIN_SEARCH_CHARS
+            ),
+        )),
+        _ => Ok(Some(text.to_owned())),
+    }
 }
 
 pub(crate) fn bad_cursor() -> ApiError {
@@ -791,18 +842,17 @@ impl ReadModelQuery {
         let claims = auth::require_role(request(ctx).claims.as_ref(), READERS)?;
         let state = state(ctx);
         let first = page_size(first, state.config.max_page_size)?;
-        let institution = match claims.role {
-            DomainRole::Admin => institution_id,
-            _ => {
-                let id = auth::target_institution(claims, institution_id)?;
-                if let Some(campus) = campus_id {
-                    let (_, own) = own_institution(state, claims).await?;
-                    if !own.campuses().keys().any(|c| c.as_uuid() == campus) {
-                        return Err(other_institution());
-                    }
+        let institution = if auth::sees_every_institution(claims) {
+            institution_id
+        } else {
+            let id = auth::target_institution(claims, institution_id)?;
+            if let Some(campus) = campus_id {
+                let (_, own) = own_institution(state, claims).await?;
+                if !own.campuses().keys().any(|c| c.as_uuid() == campus) {
+                    return Err(other_institution());
                 }
-                Some(id)
             }
+            Some(id)
         };
         let sort = sort.unwrap_or_default();
         let after = after
@@ -861,7 +911,7 @@ impl ReadModelQuery {
                 format!("at most {} ids", state.config.max_page_size),
             ));
         }
-        let ids: Option<Vec<Uuid>> = if claims.role == DomainRole::Admin {
+        let ids: Option<Vec<Uuid>> = if auth::sees_every_institution(claims) {
             ids
         } else {
             let (own_id, own) = own_institution(state, claims).await?;
@@ -978,14 +1028,11 @@ impl ReadModelQuery {
         #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
         #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<AuditLogPage, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
         let state = state(ctx);
         let first = page_size(first, state.config.max_page_size)?;
         let filter = filter.unwrap_or_default();
-        let institution_id = match claims.role {
-            DomainRole::Admin => filter.institution_id,
-            _ => Some(auth::target_institution(claims, filter.institution_id)?),
-        };
+        let institution_id = auth::read_scope(claims, filter.institution_id)?;
         let after = after
             .map(|a| a.parse::<i64>().map_err(|_| bad_cursor()))
             .transpose()?;
@@ -1019,7 +1066,7 @@ impl ReadModelQuery {
         #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
         #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<AdminEventPage, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
         let state = state(ctx);
         let first = page_size(first, state.config.max_page_size)?;
         let filtered = admin_event_filters(claims, filter.unwrap_or_default())?;
@@ -1064,34 +1111,34 @@ impl ReadModelQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The event's id.")] event_id: Uuid,
     ) -> Result<AdminEvent, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
         let state = state(ctx);
         let row = admin_events::admin_event(&state.pool, event_id)
             .await?
             .ok_or_else(|| ApiError::not_found("EVENT_NOT_FOUND", "event not found"))?;
-        if claims.role != DomainRole::Admin {
+        if !auth::sees_every_institution(claims) {
             auth::ensure_institution(claims, row.institution_id.ok_or_else(other_institution)?)?;
         }
         row.try_into()
     }
 
-    /// Each projection's position, lag and last error. Admin only.
+    /// Each projection's position, lag and last error. Admins and platform-wide observers.
     async fn projection_status(
         &self,
         ctx: &Context<'_>,
     ) -> Result<Vec<ProjectionStatus>, ApiError> {
-        auth::require_role(request(ctx).claims.as_ref(), ADMIN)?;
+        require_platform_reader(request(ctx).claims.as_ref())?;
         let rows = aula_projections::status(&state(ctx).pool).await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
-    /// The latest rebuild of each projection ever rebuilt (or only `name`'s). Admin only.
+    /// The latest rebuild of each projection ever rebuilt (or only `name`'s). Admins and platform-wide observers.
     async fn rebuild_progress(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The projection's name.")] name: Option<String>,
     ) -> Result<Vec<RebuildProgress>, ApiError> {
-        auth::require_role(request(ctx).claims.as_ref(), ADMIN)?;
+        require_platform_reader(request(ctx).claims.as_ref())?;
         let rows = aula_projections::rebuild_progress(&state(ctx).pool).await?;
         rows.into_iter()
             .filter(|p| name.as_deref().is_none_or(|n| n == p.name))

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use async_graphql::{Context, Subscription};
-use aula_domain::user::Role as DomainRole;
 use futures::Stream;
 use sqlx::PgPool;
 
@@ -32,13 +31,14 @@ async fn head(pool: &PgPool) -> Option<i64> {
 /// Live updates over `/graphql/ws` (graphql-transport-ws or graphql-ws).
 #[Subscription]
 impl SubscriptionRoot {
-    /// Admin only. The global position of the newest event, sent at once and then each
-    /// time it moves (polled).
+    /// Admins, managers and observers. The global position of the newest event, sent at
+    /// once and then each time it moves (polled): the dashboard's tick to refresh its
+    /// header and the visible list. A number only; it names no event.
     async fn log_position(
         &self,
         ctx: &Context<'_>,
     ) -> Result<impl Stream<Item = BigInt>, ApiError> {
-        auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Admin])?;
+        auth::require_role(request(ctx).claims.as_ref(), super::read_models::WATCHERS)?;
         let state = state(ctx);
         let pool = state.pool.clone();
         let interval = state

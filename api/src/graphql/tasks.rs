@@ -3,7 +3,6 @@
 //! offer (`dashboardFacets`). Admin: any institution; manager: its own (forced).
 
 use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject};
-use aula_domain::user::Role as DomainRole;
 use aula_processor::task_list::{self, TaskListError, TaskListQuery, TaskListRow, TaskSort};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -11,7 +10,7 @@ use uuid::Uuid;
 use super::admin_ops::{ensure_owner, event_owner};
 use super::query::page_size;
 use super::read_models::{
-    bad_cursor, filter_list, filter_text, filter_time, DurationFilter, SortDirection, STAFF,
+    bad_cursor, filter_list, filter_text, filter_time, DurationFilter, SortDirection, WATCHERS,
 };
 use super::types::{parse_status, status_name, BigInt, TaskStatus};
 use super::{request, state};
@@ -121,6 +120,10 @@ pub struct AdminTaskFilter {
     pub institution_id: Option<Uuid>,
     /// Only the tasks of this event.
     pub event_id: Option<Uuid>,
+    /// Only tasks whose last error holds this text (case-insensitive, 3 to 200
+    /// characters). Error texts are for the platform's operators: admins and
+    /// platform-wide observers only (others: FORBIDDEN).
+    pub search: Option<String>,
 }
 
 /// The column a task list is sorted by (ties broken by task id).
@@ -201,7 +204,7 @@ impl TaskQuery {
         #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
         #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<AdminTaskPage, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
         let state = state(ctx);
         let first = page_size(first, state.config.max_page_size)?;
         let sort = sort.unwrap_or(AdminTaskSort {
@@ -247,7 +250,7 @@ impl TaskQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The event's id.")] event_id: Uuid,
     ) -> Result<AdminEventDetail, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
         let state = state(ctx);
         ensure_owner(claims, event_owner(state, event_id).await?)?;
         let row: Option<(String, String, serde_json::Value, serde_json::Value)> = sqlx::query_as(
@@ -281,7 +284,7 @@ impl TaskQuery {
 
     /// The event types and task kinds the dashboard's filters offer. Admin, manager.
     async fn dashboard_facets(&self, ctx: &Context<'_>) -> Result<DashboardFacets, ApiError> {
-        auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
         let pool = &state(ctx).pool;
         // A loose index scan over `admin_events_type_idx`: one probe per distinct type.
         let event_types: Vec<String> = sqlx::query_scalar(
@@ -322,10 +325,7 @@ fn task_kinds_filter(values: Option<Vec<String>>) -> Result<Vec<String>, ApiErro
 
 /// The list query of a task filter; a manager is held to its own institution.
 fn task_filters(claims: &Claims, filter: AdminTaskFilter) -> Result<TaskListQuery, ApiError> {
-    let institution_id = match claims.role {
-        DomainRole::Admin => filter.institution_id,
-        _ => Some(auth::target_institution(claims, filter.institution_id)?),
-    };
+    let institution_id = auth::read_scope(claims, filter.institution_id)?;
     Ok(TaskListQuery {
         kinds: task_kinds_filter(filter.kinds)?,
         status: filter.status.map(|s| status_name(s).to_owned()),
@@ -336,8 +336,22 @@ fn task_filters(claims: &Claims, filter: AdminTaskFilter) -> Result<TaskListQuer
         duration: filter.duration.as_ref().map(DurationFilter::to_query),
         institution_id,
         event_id: filter.event_id,
+        error_search: error_search(claims, filter.search)?,
         ..TaskListQuery::default()
     })
+}
+
+/// A task list's error search: only for callers who may read error texts (see
+/// `operator_error`); a search would otherwise reveal what the list withholds.
+fn error_search(claims: &Claims, value: Option<String>) -> Result<Option<String>, ApiError> {
+    let text = super::read_models::search_text("search", value)?;
+    if text.is_some() && !auth::sees_every_institution(claims) {
+        return Err(ApiError::forbidden(
+            "ERROR_TEXT_WITHHELD",
+            "task error texts are searchable by the platform's operators only",
+        ));
+    }
+    Ok(text)
 }
 
 /// `value` with the catalog's sensitive fields (password and token hashes), at any depth,

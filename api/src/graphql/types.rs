@@ -16,6 +16,9 @@ pub enum Role {
     Teacher,
     /// Studies at one institution.
     Student,
+    /// Support staff: reads the staff screens of one institution (or, with no
+    /// institution, of the whole platform) and changes nothing.
+    Observer,
 }
 
 /// What a command mutation returns.

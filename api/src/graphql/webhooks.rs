@@ -8,7 +8,6 @@
 //! `rotateWebhookEndpointSecret`, once.
 
 use async_graphql::{Context, InputObject, Object, SimpleObject};
-use aula_domain::user::Role as DomainRole;
 use aula_processor::webhooks::endpoints::{self, AttemptRow, Message, MessageFilter};
 use aula_processor::webhooks::recover::{self, RecoverJob};
 use aula_processor::webhooks::{message_header_id, parse_message_id, Endpoint, WebhookError};
@@ -19,7 +18,7 @@ use uuid::Uuid;
 
 use super::admin_ops::ensure_owner;
 use super::query::page_size;
-use super::read_models::STAFF;
+use super::read_models::{STAFF, WATCHERS};
 use super::types::{parse_status, status_name, BigInt, BulkJobStatus};
 use super::{request, state};
 use crate::auth::{self, Claims};
@@ -343,12 +342,14 @@ fn staff<'a>(ctx: &Context<'a>) -> Result<&'a Claims, ApiError> {
     auth::require_role(request(ctx).claims.as_ref(), STAFF)
 }
 
+/// Reads: staff and observers.
+fn watcher<'a>(ctx: &Context<'a>) -> Result<&'a Claims, ApiError> {
+    auth::require_role(request(ctx).claims.as_ref(), WATCHERS)
+}
+
 /// The institution a staff member's view is limited to (`None`: an admin's view of all).
 fn scope(claims: &Claims, requested: Option<Uuid>) -> Result<Option<Uuid>, ApiError> {
-    match claims.role {
-        DomainRole::Admin => Ok(requested),
-        _ => auth::target_institution(claims, requested).map(Some),
-    }
+    auth::read_scope(claims, requested)
 }
 
 /// Requires staff who may act on endpoint `id`.
@@ -385,7 +386,7 @@ fn decode_cursor(text: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
 impl WebhookQuery {
     /// The event types an endpoint may subscribe to (the event catalog's).
     async fn webhook_event_types(&self, ctx: &Context<'_>) -> Result<Vec<String>, ApiError> {
-        staff(ctx)?;
+        watcher(ctx)?;
         Ok(endpoints::event_types().iter().cloned().collect())
     }
 
@@ -399,7 +400,7 @@ impl WebhookQuery {
         )]
         institution_id: Option<Uuid>,
     ) -> Result<Vec<WebhookEndpoint>, ApiError> {
-        let claims = staff(ctx)?;
+        let claims = watcher(ctx)?;
         let institution = scope(claims, institution_id)?;
         Ok(endpoints::list(&state(ctx).pool, institution)
             .await?
@@ -418,7 +419,7 @@ impl WebhookQuery {
         >,
         #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<WebhookMessagePage, ApiError> {
-        let claims = staff(ctx)?;
+        let claims = watcher(ctx)?;
         let state = state(ctx);
         let filter = filter.unwrap_or_default();
         let limit = page_size(first.unwrap_or(50), state.config.max_page_size)? as i64;
@@ -449,7 +450,7 @@ impl WebhookQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The message (`msg_…` or its uuid).")] message_id: String,
     ) -> Result<Vec<WebhookAttempt>, ApiError> {
-        let claims = staff(ctx)?;
+        let claims = watcher(ctx)?;
         let state = state(ctx);
         let not_found = || ApiError::not_found("WEBHOOK_NOT_FOUND", "not found");
         let id = parse_message_id(&message_id).ok_or_else(not_found)?;

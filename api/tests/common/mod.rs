@@ -261,6 +261,24 @@ impl TestServer {
         (id(&r, "createStudent"), email)
     }
 
+    /// Creates (as `token`: a manager, for its institution, or an admin, for
+    /// `institution` or the whole platform) and signs in an observer.
+    pub async fn observer(&self, token: &str, institution: Option<Uuid>) -> Actor {
+        let email = format!("observer-{}@aula.test", Uuid::new_v4().simple());
+        let r = self
+            .gql(
+                Some(token),
+                "mutation($input: CreateObserverInput!) { createObserver(input: $input) { id } }",
+                json!({ "input": { "institutionId": institution, "name": "Olga Observer", "email": email } }),
+            )
+            .await;
+        let id = r["data"]["createObserver"]["id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("createObserver failed: {r}"));
+        self.activate(id, &email).await
+    }
+
     pub async fn teacher(&self, token: &str, institution: Option<Uuid>) -> (Uuid, String) {
         let email = format!("teacher-{}@aula.test", Uuid::new_v4().simple());
         let r = self
