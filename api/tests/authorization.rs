@@ -56,9 +56,17 @@ enum Op {
     RotateWebhookEndpointSecret,
     WebhookEndpoints,
     WebhookMessages,
+    CancelTask,
+    ForceReleaseTask,
+    SetTaskPriority,
+    PauseTaskKind,
+    ResumeTaskKind,
+    PausedTaskKinds,
+    QueueControlLog,
+    ReprocessEventWithPriority,
 }
 
-const OPS: [Op; 30] = [
+const OPS: [Op; 38] = [
     Op::SignUp,
     Op::ConfirmSignUp,
     Op::Login,
@@ -89,6 +97,14 @@ const OPS: [Op; 30] = [
     Op::RotateWebhookEndpointSecret,
     Op::WebhookEndpoints,
     Op::WebhookMessages,
+    Op::CancelTask,
+    Op::ForceReleaseTask,
+    Op::SetTaskPriority,
+    Op::PauseTaskKind,
+    Op::ResumeTaskKind,
+    Op::PausedTaskKinds,
+    Op::QueueControlLog,
+    Op::ReprocessEventWithPriority,
 ];
 
 /// The documented matrix (docs/api.md, "Authorization").
@@ -119,6 +135,11 @@ fn expected(op: Op, role: Role) -> Expect {
         },
         Op::MyCourses | Op::MyStudents => match role {
             Teacher => Allowed,
+            _ => Forbidden,
+        },
+        // A kind serves every institution: only admins pause and resume one.
+        Op::PauseTaskKind | Op::ResumeTaskKind => match role {
+            Admin => Allowed,
             _ => Forbidden,
         },
         Op::RecordExamNote | Op::ChangeExamNote | Op::Campuses => match role {
@@ -443,7 +464,105 @@ async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
                 )
                 .await
         }
+        Op::CancelTask => {
+            let task = waiting_task(server, w.a.id).await;
+            server
+                .gql(
+                    token,
+                    "mutation($t: BigInt!) { cancelTask(taskId: $t) { status } }",
+                    json!({ "t": task.to_string() }),
+                )
+                .await
+        }
+        Op::ForceReleaseTask => {
+            let task = waiting_task(server, w.a.id).await;
+            sqlx::query(
+                "UPDATE tasks SET status = 'running', attempt = 1, claimed_at = now(),
+                     lease_until = now() + interval '1 hour', worker = 'matrix' WHERE id = $1",
+            )
+            .bind(task)
+            .execute(&server.db.pool)
+            .await
+            .unwrap();
+            server
+                .gql(
+                    token,
+                    "mutation($t: BigInt!) { forceReleaseTask(taskId: $t) { status } }",
+                    json!({ "t": task.to_string() }),
+                )
+                .await
+        }
+        Op::SetTaskPriority => {
+            let task = waiting_task(server, w.a.id).await;
+            server
+                .gql(
+                    token,
+                    "mutation($t: BigInt!) { setTaskPriority(taskId: $t, priority: 5) { priority } }",
+                    json!({ "t": task.to_string() }),
+                )
+                .await
+        }
+        Op::PauseTaskKind | Op::ResumeTaskKind => {
+            let field = if matches!(op, Op::PauseTaskKind) {
+                "pauseTaskKind"
+            } else {
+                "resumeTaskKind"
+            };
+            server
+                .gql(
+                    token,
+                    &format!("mutation {{ {field}(kind: \"demo.seed\") {{ kind changed }} }}"),
+                    json!({}),
+                )
+                .await
+        }
+        Op::PausedTaskKinds => {
+            server
+                .gql(token, "{ pausedTaskKinds { kind waiting } }", json!({}))
+                .await
+        }
+        Op::QueueControlLog => {
+            server
+                .gql(token, "{ queueControlLog(first: 5) { action detail } }", json!({}))
+                .await
+        }
+        Op::ReprocessEventWithPriority => {
+            let event: Uuid = sqlx::query_scalar(
+                "SELECT event_id FROM events WHERE metadata->>'institution_id' = $1
+                 ORDER BY global_position LIMIT 1",
+            )
+            .bind(w.a.id.to_string())
+            .fetch_one(&server.db.pool)
+            .await
+            .unwrap();
+            server
+                .gql(
+                    token,
+                    "mutation($e: UUID!) { reprocessEvent(eventId: $e, priority: 3) { eventId } }",
+                    json!({ "e": event }),
+                )
+                .await
+        }
     }
+}
+
+/// A pending task of `institution` (the API's tests run no processor, so nothing
+/// else claims it).
+async fn waiting_task(server: &TestServer, institution: Uuid) -> i64 {
+    let mut task = aula_processor::NewTask::new(
+        aula_processor::kinds::NOOP,
+        format!("matrix:{}", Uuid::new_v4()),
+        json!({}),
+    );
+    task.institution_id = Some(institution);
+    let mut conn = server.db.pool.acquire().await.unwrap();
+    aula_processor::queue::insert_tasks(&mut conn, &[task])
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT max(id) FROM tasks")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -632,6 +751,30 @@ async fn a_user_of_institution_b_cannot_touch_institution_a() {
         .gql(Some(bm), "{ webhookEndpoints { id } }", json!({}))
         .await;
     assert_eq!(listed["data"]["webhookEndpoints"], json!([]), "{listed}");
+    // Queue controls: B's manager cannot touch A's tasks, nor read their audit rows.
+    let a_task = waiting_task(&server, w.a.id).await;
+    for mutation in [
+        "mutation($t: BigInt!) { cancelTask(taskId: $t) { status } }",
+        "mutation($t: BigInt!) { forceReleaseTask(taskId: $t) { status } }",
+        "mutation($t: BigInt!) { setTaskPriority(taskId: $t, priority: 1) { priority } }",
+    ] {
+        let r = server
+            .gql(Some(bm), mutation, json!({ "t": a_task.to_string() }))
+            .await;
+        assert_code(&r, "FORBIDDEN");
+    }
+    let r = server
+        .gql(
+            Some(&w.a.manager.token),
+            "mutation($t: BigInt!) { setTaskPriority(taskId: $t, priority: 1) { priority } }",
+            json!({ "t": a_task.to_string() }),
+        )
+        .await;
+    assert_eq!(r["data"]["setTaskPriority"]["priority"], json!(1), "{r}");
+    let r = server
+        .gql(Some(bm), "{ queueControlLog { taskId } }", json!({}))
+        .await;
+    assert_eq!(r["data"]["queueControlLog"], json!([]), "{r}");
     // B's teacher recording for A's student on B's own course: still forbidden.
     let b_campus = server.campus(bm, None).await;
     let b_course = server.course(bm, None, b_campus).await;

@@ -64,7 +64,18 @@ pub const KIND_EVENT: &str = "event";
 pub const KIND_TASK: &str = "task";
 /// The statuses [`status_counts`] always reports, per kind.
 pub const EVENT_STATUSES: &[&str] = &["pending", "succeeded", "failed"];
-pub const TASK_STATUSES: &[&str] = &["pending", "running", "succeeded", "failed", "dead"];
+/// `retrying` is a pending task whose earlier attempt failed (`last_error` set); it is
+/// counted apart from `pending`. `paused` tasks wait behind a paused kind.
+pub const TASK_STATUSES: &[&str] = &[
+    "pending",
+    "retrying",
+    "paused",
+    "running",
+    "succeeded",
+    "failed",
+    "dead",
+    "cancelled",
+];
 
 /// One task's change of status, as a queue statement made it.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,7 +113,7 @@ impl TaskChange {
 }
 
 fn is_final_task_status(status: &str) -> bool {
-    matches!(status, "succeeded" | "failed" | "dead")
+    matches!(status, "succeeded" | "failed" | "dead" | "cancelled")
 }
 
 fn is_final_event_status(status: &str) -> bool {
@@ -249,7 +260,7 @@ pub async fn record(
 
 /// The tasks of each event (live and archived) by status bucket, and their last finish.
 const RECOUNT_SQL: &str = "SELECT event_id,
-         count(*) FILTER (WHERE status = 'pending')::int AS pending,
+         count(*) FILTER (WHERE status IN ('pending', 'paused'))::int AS pending,
          count(*) FILTER (WHERE status = 'running')::int AS running,
          count(*) FILTER (WHERE status = 'succeeded')::int AS succeeded,
          count(*) FILTER (WHERE status IN ('failed', 'dead'))::int AS failed,

@@ -18,7 +18,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::reactions::REPROCESSED_FROM;
+use crate::reactions::{REPROCESSED_FROM, TASK_PRIORITY};
 
 /// The aggregate type of reprocessed copies' streams.
 pub const REPROCESSED_AGGREGATE_TYPE: &str = "reprocessed";
@@ -50,9 +50,20 @@ pub async fn reprocess_event(
     event_id: Uuid,
     actor: Actor,
 ) -> Result<Reprocessed, ReprocessError> {
+    reprocess_event_with_priority(pool, event_id, actor, None).await
+}
+
+/// [`reprocess_event`] whose copy's tasks get `priority` instead of their kinds'
+/// (metadata `task_priority`, read by the reactions; see `controls` for the levels).
+pub async fn reprocess_event_with_priority(
+    pool: &PgPool,
+    event_id: Uuid,
+    actor: Actor,
+    priority: Option<i16>,
+) -> Result<Reprocessed, ReprocessError> {
     let mut conn = pool.acquire().await?;
     // Autocommit: the copy is committed when the INSERT returns.
-    let (copy, event_type) = append_copy(&mut conn, event_id, actor).await?;
+    let (copy, event_type) = append_copy_with(&mut conn, event_id, actor, priority).await?;
     count_appended(&event_type);
     Ok(copy)
 }
@@ -83,6 +94,16 @@ pub(crate) async fn append_copy(
     event_id: Uuid,
     actor: Actor,
 ) -> Result<(Reprocessed, String), ReprocessError> {
+    append_copy_with(conn, event_id, actor, None).await
+}
+
+/// [`append_copy`], with the priority of the copy's tasks when given.
+pub(crate) async fn append_copy_with(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    actor: Actor,
+    priority: Option<i16>,
+) -> Result<(Reprocessed, String), ReprocessError> {
     let row: Option<(String, String, Value, Value)> = sqlx::query_as(
         "SELECT event_type, event_version, payload, metadata FROM events WHERE event_id = $1",
     )
@@ -102,6 +123,10 @@ pub(crate) async fn append_copy(
         .unwrap_or(event_id);
     metadata.insert(REPROCESSED_FROM.into(), Value::String(original.to_string()));
     metadata.insert(ACTOR.into(), Value::String(actor.to_string()));
+    // A copy of a copy keeps its original's priority unless a new one is asked.
+    if let Some(priority) = priority {
+        metadata.insert(TASK_PRIORITY.into(), Value::String(priority.to_string()));
+    }
     metadata.insert(
         CAUSATION_ID.into(),
         Value::String(format!("event:{event_id}")),

@@ -9,6 +9,7 @@ mod notifications;
 mod payloads;
 mod processing;
 mod query;
+mod queue_controls;
 mod read_models;
 pub(crate) mod session;
 mod subscription;
@@ -38,6 +39,7 @@ pub struct QueryRoot(
     processing::ProcessingQuery,
     bulk::BulkQuery,
     tasks::TaskQuery,
+    queue_controls::QueueControlQuery,
     directory::DirectoryQuery,
     webhooks::WebhookQuery,
 );
@@ -49,6 +51,7 @@ pub struct MutationRoot(
     admin_ops::AdminMutation,
     notifications::NotificationMutation,
     bulk::BulkMutation,
+    queue_controls::QueueControlMutation,
     webhooks::WebhookMutation,
 );
 
