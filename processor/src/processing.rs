@@ -63,7 +63,8 @@ pub const SHARDS: i16 = 16;
 pub const KIND_EVENT: &str = "event";
 pub const KIND_TASK: &str = "task";
 /// The statuses [`status_counts`] always reports, per kind.
-pub const EVENT_STATUSES: &[&str] = &["pending", "succeeded", "failed"];
+/// `retrying`: unfinished, and one of its tasks waits for a retry.
+pub const EVENT_STATUSES: &[&str] = &["pending", "retrying", "succeeded", "failed"];
 /// `retrying` is a pending task whose earlier attempt failed (`last_error` set); it is
 /// counted apart from `pending`. `paused` tasks wait behind a paused kind.
 pub const TASK_STATUSES: &[&str] = &[
@@ -264,10 +265,12 @@ const RECOUNT_SQL: &str = "SELECT event_id,
          count(*) FILTER (WHERE status = 'running')::int AS running,
          count(*) FILTER (WHERE status = 'succeeded')::int AS succeeded,
          count(*) FILTER (WHERE status IN ('failed', 'dead'))::int AS failed,
+         count(*) FILTER (WHERE status = 'pending' AND last_error IS NOT NULL)::int AS retrying,
          max(finished_at) AS last_finished
-     FROM (SELECT event_id, status, finished_at FROM tasks WHERE event_id = ANY($1)
+     FROM (SELECT event_id, status, finished_at, last_error FROM tasks WHERE event_id = ANY($1)
            UNION ALL
-           SELECT event_id, status, finished_at FROM tasks_archive WHERE event_id = ANY($1)) t
+           SELECT event_id, status, finished_at, last_error FROM tasks_archive
+           WHERE event_id = ANY($1)) t
      GROUP BY event_id";
 
 #[derive(Debug, sqlx::FromRow)]
@@ -277,6 +280,8 @@ struct Tally {
     running: i32,
     succeeded: i32,
     failed: i32,
+    /// Among `pending`: waiting for a retry.
+    retrying: i32,
     last_finished: Option<DateTime<Utc>>,
 }
 
@@ -343,7 +348,11 @@ async fn update_events(
         let counts: [i32; 4] = tally.map_or([0; 4], Tally::counts);
         let total: i32 = counts.iter().sum();
         let status = if counts[0] + counts[1] > 0 {
-            "pending"
+            if tally.is_some_and(|t| t.retrying > 0) {
+                "retrying"
+            } else {
+                "pending"
+            }
         } else if total > 0 && counts[3] > 0 {
             "failed"
         } else {
@@ -354,7 +363,7 @@ async fn update_events(
         } else {
             None
         };
-        let processed_at = if status == "pending" {
+        let processed_at = if !is_final_event_status(status) {
             None
         } else if total == 0 {
             Some(old_processed.unwrap_or(old.recorded_at))

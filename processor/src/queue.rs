@@ -273,7 +273,7 @@ macro_rules! claim_ctes {
 pub const CLAIM_SQL: &str = concat!(claim_ctes!(), "by_event AS (
          SELECT event_id, count(*)::int AS n FROM claimed WHERE event_id IS NOT NULL GROUP BY event_id
      ), event_rows AS (
-         SELECT a.event_id, b.n,
+         SELECT a.event_id, b.n, a.status,
                 (a.status = 'pending' AND a.tasks_pending = 0 AND a.tasks_running = 0
                  AND a.tasks_succeeded = 0 AND a.tasks_failed = 0) AS unseen
          FROM admin_events a
@@ -287,6 +287,11 @@ pub const CLAIM_SQL: &str = concat!(claim_ctes!(), "by_event AS (
              tasks_running = a.tasks_running + r.n
          FROM event_rows r
          WHERE a.event_id = r.event_id
+     ), requeued AS (
+         -- An event leaving `retrying` needs its tasks recounted (another of them may
+         -- still wait for a retry): the refresher does it, as for the workers' claims.
+         INSERT INTO admin_event_refresh (event_id)
+         SELECT event_id FROM event_rows WHERE status = 'retrying'
      ), deltas AS (
          SELECT 'task' AS kind, status, sum(n) AS n FROM moved GROUP BY status
          UNION ALL SELECT 'event', 'pending', count(*) FROM event_rows WHERE unseen

@@ -7,7 +7,7 @@
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "aula.admin.token";
 
-const EVENT_STATUSES = ["pending", "succeeded", "failed"];
+const EVENT_STATUSES = ["pending", "retrying", "succeeded", "failed"];
 // `retrying`: pending after a failed attempt; `paused`: waiting behind a paused kind.
 const TASK_STATUSES = ["pending", "retrying", "paused", "running", "succeeded", "failed", "dead", "cancelled"];
 const WAITING_TASK = ["pending", "retrying", "paused"];

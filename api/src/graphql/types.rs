@@ -196,6 +196,8 @@ pub(crate) fn status_name<T: async_graphql::EnumType + PartialEq>(value: T) -> &
 pub enum EventStatus {
     /// Some of its tasks have not finished yet.
     Pending,
+    /// Not finished, and one of its tasks waits for a retry after a failed attempt.
+    Retrying,
     /// Every task it issued succeeded (or it issued none).
     Succeeded,
     /// At least one of its tasks failed for good.
