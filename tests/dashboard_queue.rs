@@ -418,6 +418,36 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         .await;
     browser.screenshot(&shots.join("04-released.png")).await;
 
+    // Reprocess the first sign-up with priority 2 from the same drawer: the copy's task
+    // is queued at 2, not at its kind's 10.
+    let original: uuid::Uuid = sqlx::query_scalar("SELECT event_id FROM tasks WHERE id = $1")
+        .bind(first)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    browser
+        .eval("(() => { const i = document.getElementById('drawer-priority'); i.value = ''; i.focus(); return true; })()")
+        .await;
+    browser.type_text("2").await;
+    browser.eval(&click("#drawer-reprocess-priority")).await;
+    browser
+        .wait_for(
+            "document.getElementById('drawer-action-status').textContent.includes('at priority 2')",
+            "the reprocessed copy",
+            &shots,
+        )
+        .await;
+    poll_db(
+        &db.pool,
+        &format!(
+            "SELECT count(*) FROM tasks t JOIN events e ON e.event_id = t.event_id
+             WHERE e.metadata->>'reprocessed_from' = '{original}' AND t.priority = 2"
+        ),
+        1,
+        "the copy's task at priority 2",
+    )
+    .await;
+
     // The audit trail of everything above, newest first.
     let token: String = {
         let r = graphql(

@@ -1345,7 +1345,36 @@ async function setKindPaused(kind, pause) {
   if (again) again.focus();
 }
 
+// "Reprocess with priority": the copy's tasks run at the given priority (0 first).
+async function reprocessWithPriority() {
+  if (!state.drawer) return;
+  const value = $("drawer-priority").value.trim();
+  const priority = Number(value);
+  if (value === "" || !Number.isInteger(priority)) {
+    $("drawer-action-status").textContent = "A priority is a whole number from 0 (first) to 100.";
+    $("drawer-priority").focus();
+    return;
+  }
+  const button = $("drawer-reprocess-priority");
+  button.disabled = true;
+  $("drawer-action-status").textContent = `Reprocessing at priority ${priority}…`;
+  try {
+    const data = await gql(`mutation($id: UUID!, $p: Int!) {
+      reprocessEvent(eventId: $id, waitForProjections: true, priority: $p) { eventId logPosition } }`,
+    { id: state.drawer.eventId, p: priority });
+    $("drawer-action-status").textContent = `Copy #${data.reprocessEvent.logPosition} appended; its tasks run at priority ${priority}.`;
+    state.drawer.watchUntil = Date.now() + 5000;
+    clearTimeout(state.drawer.timer);
+    await loadDrawer();
+  } catch (error) {
+    $("drawer-action-status").textContent = `Reprocess failed: ${describe(error)}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  $("drawer-reprocess-priority").addEventListener("click", reprocessWithPriority);
   $("pause-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const kind = $("pause-kind").value;
