@@ -12,7 +12,8 @@ WITH moved AS (
     UPDATE admin_events a SET status = 'retrying'
     WHERE a.status = 'pending'
       AND a.event_id IN (SELECT event_id FROM tasks
-                         WHERE status = 'pending' AND last_error IS NOT NULL AND event_id IS NOT NULL)
+                         WHERE status IN ('pending', 'paused') AND last_error IS NOT NULL
+                           AND event_id IS NOT NULL)
     RETURNING 1
 )
 INSERT INTO task_status_counts (kind, status, shard, count)

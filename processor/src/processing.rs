@@ -265,7 +265,10 @@ const RECOUNT_SQL: &str = "SELECT event_id,
          count(*) FILTER (WHERE status = 'running')::int AS running,
          count(*) FILTER (WHERE status = 'succeeded')::int AS succeeded,
          count(*) FILTER (WHERE status IN ('failed', 'dead'))::int AS failed,
-         count(*) FILTER (WHERE status = 'pending' AND last_error IS NOT NULL)::int AS retrying,
+         -- A parked task that failed before still waits for its retry (after the resume),
+         -- and parking does not recount the event: the same count either way.
+         count(*) FILTER (WHERE status IN ('pending', 'paused') AND last_error IS NOT NULL)::int
+             AS retrying,
          max(finished_at) AS last_finished
      FROM (SELECT event_id, status, finished_at, last_error FROM tasks WHERE event_id = ANY($1)
            UNION ALL
@@ -280,7 +283,7 @@ struct Tally {
     running: i32,
     succeeded: i32,
     failed: i32,
-    /// Among `pending`: waiting for a retry.
+    /// Among `pending` (paused ones included): waiting for a retry.
     retrying: i32,
     last_finished: Option<DateTime<Utc>>,
 }

@@ -545,7 +545,8 @@ where
 }
 
 /// Records failed attempts, fenced like [`complete`]: retried (back to `pending` at
-/// `retry_at`, counted and shown as `retrying`: its `last_error` is set), `dead` when the attempts are exhausted, or `failed` when permanent.
+/// `retry_at`, counted and shown as `retrying`: its `last_error` is set), `dead` when
+/// the attempts are exhausted, or `failed` when permanent.
 /// Returns the ids accepted.
 pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Error> {
     if failed.is_empty() {
