@@ -2,6 +2,7 @@
 //! real PostgreSQL: kept in the transactions of the task changes, equal to a full
 //! recount after a random concurrent workload.
 
+use aula_projections::admin_events::{list_admin_events, EventListQuery, EventSort};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -240,8 +241,32 @@ async fn a_dead_task_fails_its_event_with_the_last_error_and_a_manual_retry_reop
         let failed = claimed[0].failed(format!("smtp down ({attempt})"), Some(Duration::ZERO));
         assert_eq!(queue::fail(&db.pool, &[failed]).await.unwrap().len(), 1);
         let p = processing_of(&db.pool, teacher.event_id).await;
-        // Waiting for its retry: the event says so.
+        // Waiting for its retry: the event says so, and the admin list filters on it
+        // (also sorted by processed time, which reads unfinished events apart).
         assert_eq!((p.status.as_str(), counts(&p)), ("retrying", [1, 0, 0, 0]));
+        for sort in [EventSort::Position, EventSort::ProcessedAt] {
+            let listed = |status: &str| EventListQuery {
+                status: Some(status.into()),
+                sort,
+                ..EventListQuery::default()
+            };
+            let retrying = list_admin_events(&db.pool, &listed("retrying"))
+                .await
+                .unwrap();
+            assert_eq!(
+                retrying
+                    .events
+                    .iter()
+                    .map(|e| e.event_id)
+                    .collect::<Vec<_>>(),
+                vec![teacher.event_id],
+                "{sort:?}"
+            );
+            let pending = list_admin_events(&db.pool, &listed("pending"))
+                .await
+                .unwrap();
+            assert!(pending.events.is_empty(), "{sort:?}");
+        }
         assert_eq!(
             p.error.as_deref(),
             Some(format!("smtp down ({attempt})").as_str())
