@@ -94,6 +94,7 @@ async fn a_copys_tasks_start_a_new_trace_linked_to_the_originals() {
         original,
         Actor::System,
         Some("reprocess-request-id"),
+        None,
     )
     .instrument(reprocess_request)
     .await

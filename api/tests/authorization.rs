@@ -87,9 +87,18 @@ enum Op {
     RebuildProjection,
     CreateObserver,
     InstitutionSuggestions,
+    // Queue controls (issue #19).
+    CancelTask,
+    ForceReleaseTask,
+    SetTaskPriority,
+    PauseTaskKind,
+    ResumeTaskKind,
+    PausedTaskKinds,
+    QueueControlLog,
+    ReprocessEventWithPriority,
 }
 
-const OPS: [Op; 45] = [
+const OPS: [Op; 53] = [
     Op::SignUp,
     Op::ConfirmSignUp,
     Op::Login,
@@ -135,6 +144,14 @@ const OPS: [Op; 45] = [
     Op::RebuildProjection,
     Op::CreateObserver,
     Op::InstitutionSuggestions,
+    Op::CancelTask,
+    Op::ForceReleaseTask,
+    Op::SetTaskPriority,
+    Op::PauseTaskKind,
+    Op::ResumeTaskKind,
+    Op::PausedTaskKinds,
+    Op::QueueControlLog,
+    Op::ReprocessEventWithPriority,
 ];
 
 /// Operations whose allowed callers get past authorization and then a refusal of
@@ -197,7 +214,9 @@ fn expected(op: Op, role: Role) -> Expect {
         | Op::EventTasks
         | Op::AuditLog
         | Op::ProcessingSummary
-        | Op::ProcessingSeries => match role {
+        | Op::ProcessingSeries
+        | Op::PausedTaskKinds
+        | Op::QueueControlLog => match role {
             Manager | Admin | Observer | PlatformObserver => Allowed,
             _ => Forbidden,
         },
@@ -206,7 +225,8 @@ fn expected(op: Op, role: Role) -> Expect {
             Admin | PlatformObserver => Allowed,
             _ => Forbidden,
         },
-        Op::RebuildProjection => match role {
+        // A kind serves every institution: only admins pause and resume one.
+        Op::RebuildProjection | Op::PauseTaskKind | Op::ResumeTaskKind => match role {
             Admin => Allowed,
             _ => Forbidden,
         },
@@ -669,7 +689,105 @@ async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
                 )
                 .await
         }
+        Op::CancelTask => {
+            let task = waiting_task(server, w.a.id).await;
+            server
+                .gql(
+                    token,
+                    "mutation($t: BigInt!) { cancelTask(taskId: $t) { status } }",
+                    json!({ "t": task.to_string() }),
+                )
+                .await
+        }
+        Op::ForceReleaseTask => {
+            let task = waiting_task(server, w.a.id).await;
+            sqlx::query(
+                "UPDATE tasks SET status = 'running', attempt = 1, claimed_at = now(),
+                     lease_until = now() + interval '1 hour', worker = 'matrix' WHERE id = $1",
+            )
+            .bind(task)
+            .execute(&server.db.pool)
+            .await
+            .unwrap();
+            server
+                .gql(
+                    token,
+                    "mutation($t: BigInt!) { forceReleaseTask(taskId: $t) { status } }",
+                    json!({ "t": task.to_string() }),
+                )
+                .await
+        }
+        Op::SetTaskPriority => {
+            let task = waiting_task(server, w.a.id).await;
+            server
+                .gql(
+                    token,
+                    "mutation($t: BigInt!) { setTaskPriority(taskId: $t, priority: 5) { priority } }",
+                    json!({ "t": task.to_string() }),
+                )
+                .await
+        }
+        Op::PauseTaskKind | Op::ResumeTaskKind => {
+            let field = if matches!(op, Op::PauseTaskKind) {
+                "pauseTaskKind"
+            } else {
+                "resumeTaskKind"
+            };
+            server
+                .gql(
+                    token,
+                    &format!("mutation {{ {field}(kind: \"demo.seed\") {{ kind changed }} }}"),
+                    json!({}),
+                )
+                .await
+        }
+        Op::PausedTaskKinds => {
+            server
+                .gql(token, "{ pausedTaskKinds { kind waiting } }", json!({}))
+                .await
+        }
+        Op::QueueControlLog => {
+            server
+                .gql(token, "{ queueControlLog(first: 5) { action detail } }", json!({}))
+                .await
+        }
+        Op::ReprocessEventWithPriority => {
+            let event: Uuid = sqlx::query_scalar(
+                "SELECT event_id FROM events WHERE metadata->>'institution_id' = $1
+                 ORDER BY global_position LIMIT 1",
+            )
+            .bind(w.a.id.to_string())
+            .fetch_one(&server.db.pool)
+            .await
+            .unwrap();
+            server
+                .gql(
+                    token,
+                    "mutation($e: UUID!) { reprocessEvent(eventId: $e, priority: 3) { eventId } }",
+                    json!({ "e": event }),
+                )
+                .await
+        }
     }
+}
+
+/// A pending task of `institution` (the API's tests run no processor, so nothing
+/// else claims it).
+async fn waiting_task(server: &TestServer, institution: Uuid) -> i64 {
+    let mut task = aula_processor::NewTask::new(
+        aula_processor::kinds::NOOP,
+        format!("matrix:{}", Uuid::new_v4()),
+        json!({}),
+    );
+    task.institution_id = Some(institution);
+    let mut conn = server.db.pool.acquire().await.unwrap();
+    aula_processor::queue::insert_tasks(&mut conn, &[task])
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT max(id) FROM tasks")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -853,6 +971,30 @@ async fn a_user_of_institution_b_cannot_touch_institution_a() {
         .gql(Some(bm), "{ webhookEndpoints { id } }", json!({}))
         .await;
     assert_eq!(listed["data"]["webhookEndpoints"], json!([]), "{listed}");
+    // Queue controls: B's manager cannot touch A's tasks, nor read their audit rows.
+    let a_task = waiting_task(&server, w.a.id).await;
+    for mutation in [
+        "mutation($t: BigInt!) { cancelTask(taskId: $t) { status } }",
+        "mutation($t: BigInt!) { forceReleaseTask(taskId: $t) { status } }",
+        "mutation($t: BigInt!) { setTaskPriority(taskId: $t, priority: 1) { priority } }",
+    ] {
+        let r = server
+            .gql(Some(bm), mutation, json!({ "t": a_task.to_string() }))
+            .await;
+        assert_code(&r, "FORBIDDEN");
+    }
+    let r = server
+        .gql(
+            Some(&w.a.manager.token),
+            "mutation($t: BigInt!) { setTaskPriority(taskId: $t, priority: 1) { priority } }",
+            json!({ "t": a_task.to_string() }),
+        )
+        .await;
+    assert_eq!(r["data"]["setTaskPriority"]["priority"], json!(1), "{r}");
+    let r = server
+        .gql(Some(bm), "{ queueControlLog { taskId } }", json!({}))
+        .await;
+    assert_eq!(r["data"]["queueControlLog"], json!([]), "{r}");
     // B's teacher recording for A's student on B's own course: still forbidden.
     let b_campus = server.campus(bm, None).await;
     let b_course = server.course(bm, None, b_campus).await;

@@ -223,13 +223,13 @@ pub async fn insert_event_noop_tasks(pool: &PgPool, count: i64) -> Result<Durati
     Ok(started.elapsed())
 }
 
-/// Tasks pending or running, from the status counts (a few rows, exact: they move in
+/// Tasks pending, retrying or running, from the status counts (a few rows, exact: they move in
 /// the transactions that change the tasks), so that polling it costs the workers being
 /// measured nothing, unlike a count over the tasks table.
 pub async fn open_tasks(pool: &PgPool) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT COALESCE(sum(count), 0)::bigint FROM task_status_counts
-         WHERE kind = 'task' AND status IN ('pending', 'running')",
+         WHERE kind = 'task' AND status IN ('pending', 'retrying', 'running')",
     )
     .fetch_one(pool)
     .await
@@ -243,14 +243,14 @@ pub async fn wait_until_drained(pool: &PgPool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// Waits until every queued admin row refresh is done and no event is pending (in the
+/// Waits until every queued admin row refresh is done and no event is unfinished (in the
 /// status counts), polling every 5 ms.
 pub async fn wait_until_admin_caught_up(pool: &PgPool) -> Result<(), sqlx::Error> {
     loop {
         let caught_up: bool = sqlx::query_scalar(
             "SELECT NOT EXISTS (SELECT 1 FROM admin_event_refresh)
                     AND (SELECT COALESCE(sum(count), 0) FROM task_status_counts
-                         WHERE kind = 'event' AND status = 'pending') = 0",
+                         WHERE kind = 'event' AND status IN ('pending', 'retrying')) = 0",
         )
         .fetch_one(pool)
         .await?;

@@ -19,6 +19,8 @@
 //!   institution, kept beside the events' processing rows; queue depth samples.
 //! - [`public_form`]: the public form of an event (what a broker message or a webhook
 //!   carries: no sensitive field).
+//! - [`controls`]: operators' queue controls (cancel, force release, priority, pause
+//!   and resume a kind), each with its audit row.
 //! - [`reprocess`]: re-emitting copies of events, manual task retries.
 //! - [`bulk`]: bulk reprocessing jobs (preview, background batches, cancel).
 //! - [`task_list`]: the admin dashboard's task list (filters, sorts, keyset pages).
@@ -39,6 +41,7 @@ pub mod archive;
 pub mod bench;
 pub mod bulk;
 pub mod config;
+pub mod controls;
 pub mod dashboard;
 pub mod handlers;
 pub mod kinds;
@@ -64,7 +67,7 @@ pub use mail::{EmailMessage, FileMailer, Mailer, SmtpMailer};
 pub use processing::{processing_rate_today, status_counts};
 pub use queue::{NewTask, TaskRow};
 pub use reactions::{spawn_reactions, Reactions, REACTIONS_SUBSCRIPTION};
-pub use reprocess::{reprocess_event, retry_task, ReprocessError};
+pub use reprocess::{reprocess_event, reprocess_event_with_priority, retry_task, ReprocessError};
 pub use tokens::stash_token;
 pub use worker::{run_workers, WorkerHandle};
 

@@ -67,8 +67,20 @@ pub const SHARDS: i16 = 16;
 pub const KIND_EVENT: &str = "event";
 pub const KIND_TASK: &str = "task";
 /// The statuses [`status_counts`] always reports, per kind.
-pub const EVENT_STATUSES: &[&str] = &["pending", "succeeded", "failed"];
-pub const TASK_STATUSES: &[&str] = &["pending", "running", "succeeded", "failed", "dead"];
+/// `retrying`: unfinished, and one of its tasks waits for a retry.
+pub const EVENT_STATUSES: &[&str] = &["pending", "retrying", "succeeded", "failed"];
+/// `retrying` is a pending task whose earlier attempt failed (`last_error` set); it is
+/// counted apart from `pending`. `paused` tasks wait behind a paused kind.
+pub const TASK_STATUSES: &[&str] = &[
+    "pending",
+    "retrying",
+    "paused",
+    "running",
+    "succeeded",
+    "failed",
+    "dead",
+    "cancelled",
+];
 
 /// One task's change of status, as a queue statement made it.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,7 +118,7 @@ impl TaskChange {
 }
 
 fn is_final_task_status(status: &str) -> bool {
-    matches!(status, "succeeded" | "failed" | "dead")
+    matches!(status, "succeeded" | "failed" | "dead" | "cancelled")
 }
 
 fn is_final_event_status(status: &str) -> bool {
@@ -297,26 +309,37 @@ pub async fn record(
 /// task retried with success leaves its event `succeeded` (issue #19). The retried
 /// task keeps its own status and history in the task list.
 const RECOUNT_SQL: &str = "SELECT event_id,
-         count(*) FILTER (WHERE status = 'pending')::int AS pending,
+         count(*) FILTER (WHERE status IN ('pending', 'paused'))::int AS pending,
          count(*) FILTER (WHERE status = 'running')::int AS running,
          count(*) FILTER (WHERE status = 'succeeded')::int AS succeeded,
          count(*) FILTER (WHERE status IN ('failed', 'dead'))::int AS failed,
+         -- A parked task that failed before still waits for its retry (after the resume),
+         -- and parking does not recount the event: the same count either way.
+         count(*) FILTER (WHERE status IN ('pending', 'paused') AND last_error IS NOT NULL)::int
+             AS retrying,
          max(finished_at) AS last_finished
-     FROM (SELECT DISTINCT ON (event_id, kind) event_id, status, finished_at
-           FROM (SELECT id, event_id, kind, status, finished_at FROM tasks WHERE event_id = ANY($1)
+     FROM (SELECT DISTINCT ON (event_id, kind) event_id, status, finished_at, last_error
+           FROM (SELECT id, event_id, kind, status, finished_at, last_error FROM tasks
+                 WHERE event_id = ANY($1)
                  UNION ALL
-                 SELECT id, event_id, kind, status, finished_at FROM tasks_archive
+                 SELECT id, event_id, kind, status, finished_at, last_error FROM tasks_archive
                  WHERE event_id = ANY($1)) all_tasks
            ORDER BY event_id, kind, id DESC) t
      GROUP BY event_id";
 
 /// An event's status from its latest tasks' counts (`[pending, running, succeeded,
-/// failed]`, see [`RECOUNT_SQL`]): the one place that derives it, so a new status
-/// (e.g. one for events whose tasks wait for a retry) is added here.
-pub fn event_status(counts: [i32; 4]) -> &'static str {
+/// failed]`, see [`RECOUNT_SQL`]): the one place that derives it.
+///
+/// `retrying` counts the waiting tasks among `pending` that failed before: while any
+/// waits for its retry, the event is `retrying` (issue #19), not `pending`.
+pub fn event_status(counts: [i32; 4], retrying: i32) -> &'static str {
     let [pending, running, _, failed] = counts;
     if pending + running > 0 {
-        "pending"
+        if retrying > 0 {
+            "retrying"
+        } else {
+            "pending"
+        }
     } else if failed > 0 {
         "failed"
     } else {
@@ -331,6 +354,8 @@ struct Tally {
     running: i32,
     succeeded: i32,
     failed: i32,
+    /// Among `pending` (paused ones included): waiting for a retry.
+    retrying: i32,
     last_finished: Option<DateTime<Utc>>,
 }
 
@@ -396,13 +421,13 @@ async fn update_events(
         let tally = tallies.get(&event_id);
         let counts: [i32; 4] = tally.map_or([0; 4], Tally::counts);
         let total: i32 = counts.iter().sum();
-        let status = event_status(counts);
+        let status = event_status(counts, tally.map_or(0, |t| t.retrying));
         let old_processed = if seen && is_final_event_status(&old.status) {
             old.processed_at
         } else {
             None
         };
-        let processed_at = if status == "pending" {
+        let processed_at = if !is_final_event_status(status) {
             None
         } else if total == 0 {
             Some(old_processed.unwrap_or(old.recorded_at))

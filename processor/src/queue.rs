@@ -217,29 +217,52 @@ async fn run_claim(
         .await
 }
 
-/// The CTEs every claim starts with: pick the due tasks (`SKIP LOCKED`), mark them
-/// running under a lease, record the attempts' start (when `$4`). A macro, not a
-/// `const`, so `concat!` can build the statements at compile time.
+/// The CTEs every claim starts with: pick the due tasks (`SKIP LOCKED`), park those of
+/// a paused kind, mark the others running under a lease, record the attempts' start
+/// (when `$4`), and list the tasks' moves between counted statuses (`moved`). A macro,
+/// not a `const`, so `concat!` can build the statements at compile time.
+///
+/// Pausing a kind (`controls::pause_kind`) parks its waiting tasks (status `paused`,
+/// outside `tasks_claim_idx`). A task of a paused kind that becomes due afterwards
+/// (inserted, retried, released) is parked here, by the first claim that meets it, so
+/// no later claim steps over it again: the claim keeps walking `tasks_claim_idx` in
+/// `(priority, run_at)` order and stops after `$1` rows, however many tasks of paused
+/// kinds wait. Filtering paused kinds in `due` instead would make every claim step over
+/// all of them (heap fetches included: the index does not hold `kind`). With nothing
+/// paused, `task_kind_pauses` is empty and the anti-join costs one probe of an empty
+/// table per claim. `retried` (a pending task with an error recorded: `retrying`)
+/// tells the counters which status a claimed or parked task leaves.
 macro_rules! claim_ctes {
     () => {
         "WITH due AS (
-         SELECT id FROM tasks
+         SELECT id, kind FROM tasks
          WHERE status = 'pending' AND run_at <= now()
          ORDER BY priority, run_at
          LIMIT $1
          FOR UPDATE SKIP LOCKED
+     ), parked AS (
+         UPDATE tasks t SET status = 'paused'
+         WHERE t.id = ANY(ARRAY(SELECT d.id FROM due d
+                                WHERE EXISTS (SELECT 1 FROM task_kind_pauses p WHERE p.kind = d.kind)))
+         RETURNING t.id, t.last_error IS NOT NULL AS retried
      ), claimed AS (
          UPDATE tasks t
          SET status = 'running', attempt = t.attempt + 1,
              lease_until = now() + $2 * interval '1 millisecond', worker = $3,
              started_at = COALESCE(t.started_at, now()), claimed_at = now()
-         WHERE t.id = ANY(ARRAY(SELECT id FROM due))
+         WHERE t.id = ANY(ARRAY(SELECT d.id FROM due d
+                                WHERE NOT EXISTS (SELECT 1 FROM task_kind_pauses p WHERE p.kind = d.kind)))
          RETURNING t.id, t.kind, t.attempt, t.max_attempts, t.event_id, t.event_type,
              t.origin_task_id, t.idempotency_key, t.payload, t.institution_id, t.correlation_id,
-             t.created_at, t.claimed_at
+             t.created_at, t.claimed_at, t.last_error IS NOT NULL AS retried
      ), started AS (
          INSERT INTO task_attempts (task_id, attempt, worker)
          SELECT id, attempt, $3 FROM claimed WHERE $4
+     ), moved AS (
+         SELECT CASE WHEN retried THEN 'retrying' ELSE 'pending' END AS status, -1 AS n FROM claimed
+         UNION ALL SELECT 'running', 1 FROM claimed
+         UNION ALL SELECT CASE WHEN retried THEN 'retrying' ELSE 'pending' END, -1 FROM parked
+         UNION ALL SELECT 'paused', 1 FROM parked
      ), "
     };
 }
@@ -250,7 +273,7 @@ macro_rules! claim_ctes {
 pub const CLAIM_SQL: &str = concat!(claim_ctes!(), "by_event AS (
          SELECT event_id, count(*)::int AS n FROM claimed WHERE event_id IS NOT NULL GROUP BY event_id
      ), event_rows AS (
-         SELECT a.event_id, b.n,
+         SELECT a.event_id, b.n, a.status,
                 (a.status = 'pending' AND a.tasks_pending = 0 AND a.tasks_running = 0
                  AND a.tasks_succeeded = 0 AND a.tasks_failed = 0) AS unseen
          FROM admin_events a
@@ -264,9 +287,13 @@ pub const CLAIM_SQL: &str = concat!(claim_ctes!(), "by_event AS (
              tasks_running = a.tasks_running + r.n
          FROM event_rows r
          WHERE a.event_id = r.event_id
+     ), requeued AS (
+         -- An event leaving `retrying` needs its tasks recounted (another of them may
+         -- still wait for a retry): the refresher does it, as for the workers' claims.
+         INSERT INTO admin_event_refresh (event_id)
+         SELECT event_id FROM event_rows WHERE status = 'retrying'
      ), deltas AS (
-         SELECT 'task' AS kind, 'pending' AS status, -count(*) AS n FROM claimed
-         UNION ALL SELECT 'task', 'running', count(*) FROM claimed
+         SELECT 'task' AS kind, status, sum(n) AS n FROM moved GROUP BY status
          UNION ALL SELECT 'event', 'pending', count(*) FROM event_rows WHERE unseen
      ), counted AS (
          INSERT INTO task_status_counts (kind, status, shard, count)
@@ -306,14 +333,11 @@ pub const CLAIM_DEFERRED_SQL: &str = concat!(
     "queued AS (
          INSERT INTO admin_event_refresh (event_id)
          SELECT DISTINCT event_id FROM claimed WHERE event_id IS NOT NULL
-     ), total AS (
-         SELECT count(*) AS n FROM claimed
      ), counted AS (
          INSERT INTO task_status_counts (kind, status, shard, count)
-         SELECT 'task', s.status, $5, s.sign * total.n
-         FROM total, (VALUES ('pending', -1), ('running', 1)) AS s(status, sign)
-         WHERE total.n > 0
-         ORDER BY s.status
+         SELECT 'task', status, $5, sum(n) FROM moved
+         GROUP BY status HAVING sum(n) <> 0
+         ORDER BY status
          ON CONFLICT (kind, status, shard)
          DO UPDATE SET count = task_status_counts.count + EXCLUDED.count
      )
@@ -521,7 +545,8 @@ where
 }
 
 /// Records failed attempts, fenced like [`complete`]: retried (back to `pending` at
-/// `retry_at`), `dead` when the attempts are exhausted, or `failed` when permanent.
+/// `retry_at`, counted and shown as `retrying`: its `last_error` is set), `dead` when
+/// the attempts are exhausted, or `failed` when permanent.
 /// Returns the ids accepted.
 pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Error> {
     if failed.is_empty() {
@@ -580,7 +605,9 @@ pub const FAIL_SQL: &str = "WITH f AS (
                  duration_ms = extract(epoch FROM now() - a.started_at) * 1000
              FROM updated WHERE a.task_id = updated.id AND a.attempt = updated.attempt
          )
-         SELECT id, event_id, status, finished_at, error FROM updated";
+         SELECT id, event_id, CASE status WHEN 'pending' THEN 'retrying' ELSE status END,
+                finished_at, error
+         FROM updated";
 
 /// Extends the leases of the attempts this worker still runs. Returns the ids whose
 /// lease was extended (a missing id was superseded, or is being finished right now:
@@ -622,12 +649,14 @@ pub async fn release(pool: &PgPool, running: &[Done]) -> Result<Vec<i64>, sqlx::
     if running.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = sqlx::query_as::<_, (i64, Option<Uuid>)>(RELEASE_SQL)
+    let sql = sqlx::query_as::<_, (i64, Option<Uuid>, bool)>(RELEASE_SQL)
         .bind(running.iter().map(|d| d.id).collect::<Vec<_>>())
         .bind(running.iter().map(|d| d.attempt).collect::<Vec<_>>())
         .bind(running.iter().map(|d| d.claimed_at).collect::<Vec<_>>());
-    finish(pool, sql, |(id, event_id)| {
-        (id, TaskChange::moved(event_id, "running", "pending"))
+    finish(pool, sql, |(id, event_id, retried)| {
+        // Given back, not failed: it stays `retrying` only if an earlier attempt failed.
+        let to = if retried { "retrying" } else { "pending" };
+        (id, TaskChange::moved(event_id, "running", to))
     })
     .await
 }
@@ -643,14 +672,14 @@ pub const RELEASE_SQL: &str = "WITH locked AS (
              SET status = 'pending', run_at = now(), lease_until = NULL, worker = NULL,
                  max_attempts = t.max_attempts + 1
              WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE status = 'running'))
-             RETURNING t.id, t.attempt, t.event_id
+             RETURNING t.id, t.attempt, t.event_id, t.last_error IS NOT NULL AS retried
          ), recorded AS (
              UPDATE task_attempts a
              SET outcome = 'released', finished_at = now(), error = 'released by a shutting-down worker',
                  duration_ms = extract(epoch FROM now() - a.started_at) * 1000
              FROM released WHERE a.task_id = released.id AND a.attempt = released.attempt
          )
-         SELECT id, event_id FROM released";
+         SELECT id, event_id, retried FROM released";
 
 /// Rescues up to `limit` running tasks whose lease has expired: pending again at once,
 /// or `dead` if that was their last attempt. Any process may run it. Returns how many.
@@ -677,7 +706,9 @@ pub async fn rescue_expired(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Erro
                  duration_ms = extract(epoch FROM now() - a.started_at) * 1000
              FROM updated WHERE a.task_id = updated.id AND a.attempt = updated.attempt
          )
-         SELECT id, event_id, status, finished_at, last_error FROM updated",
+         SELECT id, event_id, CASE status WHEN 'pending' THEN 'retrying' ELSE status END,
+                finished_at, last_error
+         FROM updated",
     )
     .bind(limit);
     let rescued = finish(pool, sql, |(id, event_id, status, finished_at, error)| {

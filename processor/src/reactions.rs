@@ -52,6 +52,9 @@ pub const REACTIONS_SUBSCRIPTION: &str = "processor.reactions";
 
 /// The metadata key of a reprocessed copy: the id of the event it copies.
 pub const REPROCESSED_FROM: &str = "reprocessed_from";
+/// Metadata key of a reprocessed copy: the priority its tasks get instead of their
+/// kinds' (a number, as text like every metadata value; `reprocessEvent(priority:)`).
+pub const TASK_PRIORITY: &str = "task_priority";
 
 /// The task kinds an event type issues.
 pub fn kinds_for(event_type: &str) -> &'static [&'static str] {
@@ -136,9 +139,21 @@ pub fn tasks_for_subject(event: &RecordedEvent, subject: Option<(&str, &str)>) -
             task.event_type = Some(event.event_type.clone());
             task.institution_id = institution_id;
             task.correlation_id = event.correlation_id();
+            if let Some(priority) = task_priority(event) {
+                task.priority = priority;
+            }
             task
         })
         .collect()
+}
+
+/// The priority a reprocessed copy asks for its tasks (metadata [`TASK_PRIORITY`]).
+fn task_priority(event: &RecordedEvent) -> Option<i16> {
+    event
+        .metadata
+        .get(TASK_PRIORITY)
+        .and_then(Value::as_str)
+        .and_then(|p| p.parse().ok())
 }
 
 /// For each reprocessed copy among `events` that issues tasks: the aggregate type and

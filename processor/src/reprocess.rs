@@ -24,7 +24,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::reactions::REPROCESSED_FROM;
+use crate::reactions::{REPROCESSED_FROM, TASK_PRIORITY};
 
 /// The aggregate type of reprocessed copies' streams.
 pub const REPROCESSED_AGGREGATE_TYPE: &str = "reprocessed";
@@ -84,21 +84,34 @@ pub async fn reprocess_event(
     event_id: Uuid,
     actor: Actor,
 ) -> Result<Reprocessed, ReprocessError> {
-    reprocess_event_for(pool, event_id, actor, None).await
+    reprocess_event_for(pool, event_id, actor, None, None).await
+}
+
+/// [`reprocess_event`] whose copy's tasks get `priority` instead of their kinds'
+/// (metadata `task_priority`, read by the reactions; see `controls` for the levels).
+pub async fn reprocess_event_with_priority(
+    pool: &PgPool,
+    event_id: Uuid,
+    actor: Actor,
+    priority: Option<i16>,
+) -> Result<Reprocessed, ReprocessError> {
+    reprocess_event_for(pool, event_id, actor, None, priority).await
 }
 
 /// [`reprocess_event`] for a request: the copy records `request_id` (the reprocess
 /// request's, not the original's) and, when spans are exported, the current span's
-/// trace context.
+/// trace context; its tasks get `priority` when given.
 pub async fn reprocess_event_for(
     pool: &PgPool,
     event_id: Uuid,
     actor: Actor,
     request_id: Option<&str>,
+    priority: Option<i16>,
 ) -> Result<Reprocessed, ReprocessError> {
     let mut conn = pool.acquire().await?;
     // Autocommit: the copy is committed when the INSERT returns.
-    let (copy, event_type) = append_copy(&mut conn, event_id, actor, request_id).await?;
+    let (copy, event_type) =
+        append_copy_with(&mut conn, event_id, actor, request_id, priority).await?;
     count_appended(&event_type);
     Ok(copy)
 }
@@ -130,6 +143,17 @@ pub(crate) async fn append_copy(
     actor: Actor,
     request_id: Option<&str>,
 ) -> Result<(Reprocessed, String), ReprocessError> {
+    append_copy_with(conn, event_id, actor, request_id, None).await
+}
+
+/// [`append_copy`], with the priority of the copy's tasks when given.
+pub(crate) async fn append_copy_with(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+    actor: Actor,
+    request_id: Option<&str>,
+    priority: Option<i16>,
+) -> Result<(Reprocessed, String), ReprocessError> {
     let row: Option<(String, String, Value, Value)> = sqlx::query_as(
         "SELECT event_type, event_version, payload, metadata FROM events WHERE event_id = $1",
     )
@@ -149,6 +173,10 @@ pub(crate) async fn append_copy(
         .unwrap_or(event_id);
     metadata.insert(REPROCESSED_FROM.into(), Value::String(original.to_string()));
     metadata.insert(ACTOR.into(), Value::String(actor.to_string()));
+    // A copy of a copy keeps its original's priority unless a new one is asked.
+    if let Some(priority) = priority {
+        metadata.insert(TASK_PRIORITY.into(), Value::String(priority.to_string()));
+    }
     metadata.insert(
         CAUSATION_ID.into(),
         Value::String(format!("event:{event_id}")),

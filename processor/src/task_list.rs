@@ -13,6 +13,8 @@
 //! shown per event by the API's `eventTasks`.
 
 use aula_projections::admin_events::DurationOp;
+
+use crate::controls::DISPLAY_STATUS_SQL;
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -22,6 +24,7 @@ use uuid::Uuid;
 pub struct TaskListRow {
     pub id: i64,
     pub kind: String,
+    /// As lists show it: a pending task whose earlier attempt failed is `retrying`.
     pub status: String,
     pub priority: i16,
     pub attempt: i32,
@@ -31,6 +34,12 @@ pub struct TaskListRow {
     pub institution_id: Option<Uuid>,
     pub origin_task_id: Option<i64>,
     pub created_at: DateTime<Utc>,
+    /// When it may run (next): a retrying task waits until then.
+    pub run_at: DateTime<Utc>,
+    /// The running attempt's lease end; NULL unless running.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// The worker running it; NULL unless running.
+    pub worker: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     /// From the first claim to the end (retries included); NULL until finished.
@@ -43,11 +52,26 @@ const DURATION_MS: &str = "(extract(epoch FROM finished_at - started_at) * 1000)
 /// The statuses the list indexes cover (partial indexes: a task gets its entries once,
 /// when it finishes, not at insert and at every claim).
 const FINISHED: &[&str] = &["succeeded", "failed", "dead"];
-/// The list's branches, each a set of statuses read through its own indexes: finished
-/// tasks through the list indexes, then unfinished ones one status at a time, each
-/// through its own partial index (claim: pending, lease: running); `status IN (both)`
-/// would match neither.
-const BRANCHES: [&[&str]; 3] = [FINISHED, &["pending"], &["running"]];
+/// The list's branches, each a set of stored statuses read through its own indexes:
+/// finished tasks through the list indexes, then the others one status at a time, each
+/// through its own partial index (claim: pending, lease: running, `0035`: paused and
+/// cancelled); `status IN (both)` would match neither.
+const BRANCHES: [&[&str]; 5] = [
+    FINISHED,
+    &["pending"],
+    &["running"],
+    &["paused"],
+    &["cancelled"],
+];
+
+/// The stored status of a listed one (`retrying` is a pending task with an error).
+fn stored_status(status: &str) -> &str {
+    if status == "retrying" {
+        "pending"
+    } else {
+        status
+    }
+}
 
 /// `statuses` as an SQL list of literals (they are constants of this module).
 fn sql_list(statuses: &[&str]) -> String {
@@ -62,8 +86,9 @@ const NO_INSTITUTION: &str = "'00000000-0000-0000-0000-000000000000'::uuid";
 
 fn columns() -> String {
     format!(
-        "id, kind, status, priority, attempt, max_attempts, event_id, event_type, institution_id, \
-         origin_task_id, created_at, started_at, finished_at, {DURATION_MS} AS duration_ms, last_error"
+        "id, kind, {DISPLAY_STATUS_SQL} AS status, priority, attempt, max_attempts, event_id, \
+         event_type, institution_id, origin_task_id, created_at, run_at, lease_until, worker, \
+         started_at, finished_at, {DURATION_MS} AS duration_ms, last_error"
     )
 }
 
@@ -87,7 +112,9 @@ impl TaskSort {
         match self {
             TaskSort::Id => "id".into(),
             TaskSort::Kind => "kind".into(),
-            TaskSort::Status => "status".into(),
+            // Qualified: in the branch's ORDER BY a bare `status` would name the listed
+            // (derived) column, which no index serves.
+            TaskSort::Status => "tasks.status".into(),
             TaskSort::CreatedAt => "created_at".into(),
             TaskSort::FinishedAt => "COALESCE(finished_at, '-infinity'::timestamptz)".into(),
             TaskSort::Duration => format!("COALESCE({DURATION_MS}, -1)"),
@@ -113,7 +140,10 @@ impl TaskSort {
 pub struct TaskListQuery {
     /// Any of these kinds.
     pub kinds: Vec<String>,
+    /// A status as listed (`retrying` included).
     pub status: Option<String>,
+    /// Only tasks of this priority.
+    pub priority: Option<i16>,
     pub created_from: Option<DateTime<Utc>>,
     /// Exclusive.
     pub created_to: Option<DateTime<Utc>>,
@@ -157,7 +187,16 @@ fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &TaskListQuery) {
             .push(")");
     }
     if let Some(status) = &query.status {
-        sql.push(" AND status = ").push_bind(status.clone());
+        sql.push(" AND status = ")
+            .push_bind(stored_status(status).to_owned());
+        match status.as_str() {
+            "retrying" => sql.push(" AND last_error IS NOT NULL"),
+            "pending" => sql.push(" AND last_error IS NULL"),
+            _ => &mut *sql,
+        };
+    }
+    if let Some(priority) = query.priority {
+        sql.push(" AND priority = ").push_bind(priority);
     }
     if let Some(from) = query.created_from {
         sql.push(" AND created_at >= ").push_bind(from);
@@ -229,9 +268,9 @@ pub async fn list_tasks(pool: &PgPool, query: &TaskListQuery) -> Result<TaskPage
             query
                 .status
                 .as_deref()
-                .is_none_or(|status| statuses.contains(&status))
+                .is_none_or(|status| statuses.contains(&stored_status(status)))
         })
-        .filter(|statuses| *statuses == FINISHED || !finished_only)
+        .filter(|statuses| *statuses == FINISHED || *statuses == ["cancelled"] || !finished_only)
         .collect();
     if branches.is_empty() {
         return Ok(TaskPage {

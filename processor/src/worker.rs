@@ -484,6 +484,14 @@ async fn rescue_loop(pool: PgPool, config: ProcessorConfig, mut stop: watch::Rec
         if let Err(error) = rescued {
             tracing::warn!(%error, "rescuing expired leases failed");
         }
+        // The same sweep for tasks a claim parked while their kind's resume committed.
+        let unparked = tokio::select! {
+            unparked = crate::controls::unpark_resumed(&pool) => unparked,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        if let Err(error) = unparked {
+            tracing::warn!(%error, "unparking the tasks of resumed kinds failed");
+        }
         tokio::select! {
             _ = tokio::time::sleep(config.rescue_interval) => {}
             _ = stop.wait_for(|s| *s) => return,

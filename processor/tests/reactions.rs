@@ -496,6 +496,23 @@ async fn a_confirmed_sign_up_gets_its_institution_even_if_the_caller_stopped_hal
         .await
         .unwrap();
     wait_task_succeeded(&db.pool, again.event_id, "institution.create").await;
+    // Reprocessed with a priority: the copy's tasks run at it, not at their kind's.
+    let urgent =
+        aula_processor::reprocess_event_with_priority(&db.pool, event, Actor::System, Some(3))
+            .await
+            .unwrap();
+    wait_task_succeeded(&db.pool, urgent.event_id, "institution.create").await;
+    assert_eq!(
+        scalar_i64(
+            &db.pool,
+            &format!(
+                "SELECT priority::bigint FROM tasks WHERE event_id = '{}'",
+                urgent.event_id
+            )
+        )
+        .await,
+        3
+    );
     assert_eq!(
         scalar_i64(
             &db.pool,

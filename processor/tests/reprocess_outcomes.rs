@@ -229,6 +229,7 @@ async fn a_copy_records_its_own_request_and_links_to_the_original_trace() {
         original,
         Actor::User(Uuid::new_v4()),
         Some("reprocess-request"),
+        None,
     )
     .await
     .unwrap();

@@ -479,8 +479,10 @@ pub async fn list_admin_events(
     // The bound below is implied by the filter (`0011_admin_event_invariants.sql`: an
     // event has a processed time and a duration exactly when it is not pending) and lets
     // the walk start past the block.
-    let only_pending = query.status.as_deref() == Some("pending");
-    let processed_only = query.status.as_deref().is_some_and(|s| s != "pending")
+    // `pending` and `retrying` are the unfinished statuses (no processed time).
+    let unfinished = |s: &str| s == "pending" || s == "retrying";
+    let only_pending = query.status.as_deref().is_some_and(unfinished);
+    let processed_only = query.status.as_deref().is_some_and(|s| !unfinished(s))
         || query.duration.is_some()
         || processed_range;
     let past_pending = match query.sort {

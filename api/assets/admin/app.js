@@ -7,8 +7,10 @@
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "aula.admin.token";
 
-const EVENT_STATUSES = ["pending", "succeeded", "failed"];
-const TASK_STATUSES = ["pending", "running", "succeeded", "failed", "dead"];
+const EVENT_STATUSES = ["pending", "retrying", "succeeded", "failed"];
+// `retrying`: pending after a failed attempt; `paused`: waiting behind a paused kind.
+const TASK_STATUSES = ["pending", "retrying", "paused", "running", "succeeded", "failed", "dead", "cancelled"];
+const WAITING_TASK = ["pending", "retrying", "paused"];
 
 const EVENT_COLUMNS = [
   { label: "#", sort: "POSITION", cell: (e) => String(e.logPosition), num: true },
@@ -30,13 +32,16 @@ const TASK_COLUMNS = [
   { label: "Duration", sort: "DURATION", cell: (t) => ms(t.durationMs), num: true },
   { label: "Institution", sort: "INSTITUTION", cell: (t) => short(t.institutionId) },
   { label: "Attempts", sort: "ATTEMPTS", cell: (t) => `${t.attempt}/${t.maxAttempts}`, num: true },
+  // Not sortable: the list's indexes (one per sort) do not cover priority.
+  { label: "Priority", cell: (t) => String(t.priority), num: true },
+  { label: "Next run", cell: (t) => (WAITING_TASK.includes(t.status) ? time(t.runAt) : "–") },
 ];
 
 const EVENT_FIELDS = `eventId logPosition eventType aggregateType aggregateId institutionId recordedAt
   reprocessedFrom copyCount status processedAt durationMs error tasksPending tasksRunning tasksSucceeded tasksFailed
   latestCopyId latestCopyStatus resolvedByCopy reprocessNote`;
 const TASK_FIELDS = `id kind status priority attempt maxAttempts eventId eventType institutionId originTaskId
-  createdAt startedAt finishedAt durationMs lastError`;
+  createdAt startedAt finishedAt durationMs lastError runAt leaseUntil worker`;
 const JOB_FIELDS = "id status total done failed upToPosition error copiesSucceeded copiesFailed copiesRunning";
 
 const state = {
@@ -218,7 +223,7 @@ class Subscriptions {
 
 // ---------- URL state ----------
 const FILTER_KEYS = ["types", "kinds", "status", "createdFrom", "createdTo", "processedFrom", "processedTo",
-  "durationOp", "durationMs", "institution", "failed", "q"];
+  "durationOp", "durationMs", "institution", "failed", "q", "priority"];
 
 function readView() {
   const params = new URLSearchParams(location.search);
@@ -278,6 +283,7 @@ function taskFilter(view) {
   if (view.institution) filter.institutionId = view.institution;
   // Error texts are searchable by the platform's operators only.
   if (view.q && seesPlatform()) filter.search = view.q;
+  if (view.priority !== "" && !isNaN(Number(view.priority))) filter.priority = Number(view.priority);
   return filter;
 }
 // datetime-local values are local time; the API wants an instant.
@@ -478,6 +484,7 @@ function renderFilters() {
   $("f-duration-ms").value = v.durationMs;
   $("f-institution").value = v.institution;
   $("f-failed").value = v.failed;
+  renderQueueControls(tasks);
 }
 
 function readFilters() {
@@ -494,6 +501,7 @@ function readFilters() {
     durationMs: $("f-duration-ms").value,
     institution: $("f-institution").value.trim(),
     failed: $("f-failed").value,
+    priority: $("f-priority").value.trim(),
   };
 }
 
@@ -666,7 +674,7 @@ async function loadDrawer() {
     const data = await gql(`query($id: UUID!) {
       adminEvent(eventId: $id) { ${EVENT_FIELDS} copies { eventId logPosition status processedAt error recordedAt } }
       adminEventDetail(eventId: $id) { payload metadata actor correlationId causationId requestId eventVersion }
-      eventTasks(eventId: $id, first: 100) { nodes { id kind status attempt maxAttempts createdAt startedAt finishedAt
+      eventTasks(eventId: $id, first: 100) { nodes { id kind status priority runAt attempt maxAttempts createdAt startedAt finishedAt
         lastError originTaskId archived attempts { attempt worker startedAt finishedAt durationMs outcome error } } nextCursor }
     }`, { id: eventId });
     if (!current()) return;
@@ -727,7 +735,8 @@ function renderDrawer(data) {
         el("span", { class: "muted" }, `attempt ${t.attempt}/${t.maxAttempts}`),
         t.originTaskId ? el("span", { class: "muted" }, `retry of #${t.originTaskId}`) : null,
         t.archived ? el("span", { class: "muted" }, "archived") : null,
-        canRetry ? el("button", { type: "button", class: "secondary", "data-retry": t.id, onclick: () => retryTask(t.id) }, "Retry task") : null),
+        canRetry ? el("button", { type: "button", class: "secondary", "data-retry": t.id, "data-focus-id": `retry-${t.id}`, onclick: () => retryTask(t.id) }, "Retry task") : null),
+      taskControls(t),
       t.lastError ? el("div", { class: "task-error" }, errorChain(t.lastError)) : null,
       t.attempts.length ? el("table", {},
         el("thead", {}, el("tr", {}, ["#", "Outcome", "Started", "Finished", "Duration", "Worker", "Error"].map((h) => el("th", { scope: "col" }, h)))),
@@ -754,10 +763,10 @@ function renderDrawer(data) {
 
   // Keep the focus where it was if it was inside the body being replaced.
   const focused = document.activeElement && $("drawer-body").contains(document.activeElement)
-    ? document.activeElement.getAttribute("data-retry") : null;
+    ? document.activeElement.getAttribute("data-focus-id") : null;
   $("drawer-body").replaceChildren(...sections);
   if (focused) {
-    const again = $("drawer-body").querySelector(`[data-retry="${focused}"]`);
+    const again = $("drawer-body").querySelector(`[data-focus-id="${focused}"]`);
     if (again) again.focus();
     else $("drawer-title").focus();
   }
@@ -1277,4 +1286,189 @@ document.addEventListener("DOMContentLoaded", () => {
   fold();
   if (state.token) start();
   else signOut("");
+});
+
+// ---------- queue controls (issue #19) ----------
+// Per task in the drawer: its priority and next run, "Cancel task…" (waiting tasks),
+// "Force release…" (running ones), each confirmed inline, and a priority field. The
+// drawer re-renders while tasks move, so a pending confirmation and a typed priority
+// live in `state.drawer` and the focus is kept by `data-focus-id`.
+function taskControls(t) {
+  const drawer = state.drawer;
+  const box = el("div", { class: "task-controls", "data-controls-for": t.id });
+  const waiting = WAITING_TASK.includes(t.status);
+  box.append(el("span", { class: "muted" }, `priority ${t.priority}`));
+  if (waiting) box.append(el("span", { class: "muted" }, `next run ${time(t.runAt)}`));
+  if (t.archived || (!waiting && t.status !== "running")) return box;
+  const confirm = drawer && drawer.confirm && drawer.confirm.taskId === t.id ? drawer.confirm : null;
+  if (confirm) {
+    const what = confirm.action === "cancel" ? `Cancel task #${t.id}? It will never run.`
+      : `Force release task #${t.id}? Its worker's result will be refused and the task runs again.`;
+    box.append(el("span", { role: "alert", class: "confirm" }, what),
+      el("button", { type: "button", class: "danger", "data-focus-id": `confirm-${t.id}`, "data-confirm": confirm.action,
+        onclick: () => runTaskControl(t.id, confirm.action) }, confirm.action === "cancel" ? "Confirm cancel" : "Confirm release"),
+      el("button", { type: "button", class: "secondary", "data-focus-id": `keep-${t.id}`,
+        onclick: () => askTaskControl(null) }, "Keep it"));
+    return box;
+  }
+  if (waiting) {
+    box.append(el("button", { type: "button", class: "secondary", "data-focus-id": `cancel-${t.id}`, "data-cancel": t.id,
+      onclick: () => askTaskControl({ taskId: t.id, action: "cancel" }) }, "Cancel task…"));
+    const draft = drawer && drawer.priorityDraft && drawer.priorityDraft[t.id] !== undefined ? drawer.priorityDraft[t.id] : String(t.priority);
+    const input = el("input", { type: "number", min: "0", max: "100", step: "1", value: draft, id: `priority-${t.id}`,
+      "data-focus-id": `priority-${t.id}`, class: "priority-input",
+      oninput: (e) => { if (state.drawer) state.drawer.priorityDraft = { ...(state.drawer.priorityDraft || {}), [t.id]: e.target.value }; } });
+    box.append(el("label", { for: `priority-${t.id}`, class: "visually-hidden" }, `Priority of task #${t.id} (0 runs first, 100 last)`), input,
+      el("button", { type: "button", class: "secondary", "data-focus-id": `set-priority-${t.id}`, "data-set-priority": t.id,
+        onclick: () => setTaskPriority(t.id, input.value) }, "Set priority"));
+  } else {
+    box.append(el("button", { type: "button", class: "danger", "data-focus-id": `release-${t.id}`, "data-release": t.id,
+      onclick: () => askTaskControl({ taskId: t.id, action: "release" }) }, "Force release…"));
+  }
+  return box;
+}
+
+function askTaskControl(confirm) {
+  if (!state.drawer) return;
+  state.drawer.confirm = confirm;
+  loadDrawer().then(() => {
+    const key = confirm ? `confirm-${confirm.taskId}` : null;
+    const target = key && $("drawer-body").querySelector(`[data-focus-id="${key}"]`);
+    if (target) target.focus();
+  });
+}
+
+async function runTaskControl(taskId, action) {
+  if (state.drawer) state.drawer.confirm = null;
+  const cancel = action === "cancel";
+  $("drawer-action-status").textContent = cancel ? `Cancelling task #${taskId}…` : `Releasing task #${taskId}…`;
+  try {
+    const data = cancel
+      ? await gql("mutation($id: BigInt!) { cancelTask(taskId: $id) { taskId status } }", { id: taskId })
+      : await gql("mutation($id: BigInt!) { forceReleaseTask(taskId: $id) { taskId status } }", { id: taskId });
+    const done = cancel ? data.cancelTask : data.forceReleaseTask;
+    $("drawer-action-status").textContent = `Task #${done.taskId} is ${done.status} now.`;
+  } catch (error) {
+    $("drawer-action-status").textContent = `${cancel ? "Cancel" : "Force release"} failed: ${describe(error)}`;
+  }
+  await afterTaskControl();
+}
+
+async function setTaskPriority(taskId, value) {
+  const priority = Number(value);
+  if (value === "" || !Number.isInteger(priority)) {
+    $("drawer-action-status").textContent = "A priority is a whole number from 0 (first) to 100.";
+    return;
+  }
+  try {
+    const data = await gql(`mutation($id: BigInt!, $p: Int!) { setTaskPriority(taskId: $id, priority: $p) {
+      taskId previousPriority priority } }`, { id: taskId, p: priority });
+    const r = data.setTaskPriority;
+    $("drawer-action-status").textContent = `Task #${r.taskId}: priority ${r.previousPriority} → ${r.priority}.`;
+    if (state.drawer && state.drawer.priorityDraft) delete state.drawer.priorityDraft[taskId];
+  } catch (error) {
+    $("drawer-action-status").textContent = `Priority not changed: ${describe(error)}`;
+  }
+  await afterTaskControl();
+}
+
+async function afterTaskControl() {
+  if (state.drawer) {
+    state.drawer.watchUntil = Date.now() + 3000;
+    clearTimeout(state.drawer.timer);
+    await loadDrawer();
+  }
+  if (state.view && state.view.tab === "tasks") loadList();
+  refreshSummary();
+}
+
+// The Tasks tab's paused-kinds panel: each paused kind, who paused it, how many tasks
+// wait behind it, and a Resume button; admins pause a kind from the select.
+function renderQueueControls(tasks) {
+  $("field-priority").hidden = !tasks;
+  $("f-priority").value = state.view.priority;
+  $("paused-panel").hidden = !tasks;
+  $("pause-form").hidden = !isAdmin();
+  if (tasks) loadPausedKinds();
+}
+
+let pausedRequest = 0;
+async function loadPausedKinds() {
+  const request = ++pausedRequest;
+  try {
+    const data = await gql("{ pausedTaskKinds { kind pausedAt pausedBy waiting } }");
+    if (request !== pausedRequest) return;
+    const kinds = data.pausedTaskKinds;
+    const list = $("paused-list");
+    list.replaceChildren(...(kinds.length ? kinds.map((k) => el("li", { "data-paused-kind": k.kind },
+      el("strong", {}, k.kind), ` paused ${time(k.pausedAt)} by ${k.pausedBy}`,
+      k.waiting === null ? "" : ` · ${k.waiting} waiting`,
+      isAdmin() ? el("button", { type: "button", class: "secondary", "data-resume": k.kind,
+        onclick: () => setKindPaused(k.kind, false) }, `Resume ${k.kind}`) : null))
+      : [el("li", { class: "muted" }, "No task kind is paused.")]));
+    const paused = new Set(kinds.map((k) => k.kind));
+    const choices = state.facets.taskKinds.filter((k) => !paused.has(k));
+    $("pause-kind").replaceChildren(...choices.map((k) => el("option", { value: k }, k)));
+    $("pause-submit").disabled = !choices.length;
+    $("paused-panel").dataset.state = "ready";
+  } catch (error) {
+    if (request !== pausedRequest) return;
+    $("paused-list").replaceChildren(el("li", { class: "error" }, `Could not load the paused kinds: ${describe(error)}`));
+  }
+}
+
+async function setKindPaused(kind, pause) {
+  $("paused-status").textContent = `${pause ? "Pausing" : "Resuming"} ${kind}…`;
+  try {
+    if (pause) {
+      const data = await gql("mutation($k: String!) { pauseTaskKind(kind: $k) { kind tasksParked } }", { k: kind });
+      $("paused-status").textContent = `${kind} paused; ${data.pauseTaskKind.tasksParked} waiting tasks held.`;
+    } else {
+      const data = await gql("mutation($k: String!) { resumeTaskKind(kind: $k) { kind tasksResumed } }", { k: kind });
+      $("paused-status").textContent = `${kind} resumed; ${data.resumeTaskKind.tasksResumed} tasks released to the workers.`;
+    }
+  } catch (error) {
+    $("paused-status").textContent = `${pause ? "Pause" : "Resume"} failed: ${describe(error)}`;
+  }
+  await loadPausedKinds();
+  if (state.view && state.view.tab === "tasks") loadList();
+  const again = pause ? $("paused-list").querySelector(`[data-resume="${kind}"]`) : $("pause-kind");
+  if (again) again.focus();
+}
+
+// "Reprocess with priority": the copy's tasks run at the given priority (0 first).
+async function reprocessWithPriority() {
+  if (!state.drawer) return;
+  const value = $("drawer-priority").value.trim();
+  const priority = Number(value);
+  if (value === "" || !Number.isInteger(priority)) {
+    $("drawer-action-status").textContent = "A priority is a whole number from 0 (first) to 100.";
+    $("drawer-priority").focus();
+    return;
+  }
+  const button = $("drawer-reprocess-priority");
+  button.disabled = true;
+  $("drawer-action-status").textContent = `Reprocessing at priority ${priority}…`;
+  try {
+    const data = await gql(`mutation($id: UUID!, $p: Int!) {
+      reprocessEvent(eventId: $id, waitForProjections: true, priority: $p) { eventId logPosition } }`,
+    { id: state.drawer.eventId, p: priority });
+    $("drawer-action-status").textContent = `Copy #${data.reprocessEvent.logPosition} appended; its tasks run at priority ${priority}.`;
+    state.drawer.watchUntil = Date.now() + 5000;
+    clearTimeout(state.drawer.timer);
+    await loadDrawer();
+  } catch (error) {
+    $("drawer-action-status").textContent = `Reprocess failed: ${describe(error)}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("drawer-reprocess-priority").addEventListener("click", reprocessWithPriority);
+  $("pause-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const kind = $("pause-kind").value;
+    if (kind) setKindPaused(kind, true);
+  });
 });

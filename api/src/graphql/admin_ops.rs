@@ -15,6 +15,7 @@ use super::{request, state};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::validate;
 
 #[derive(Default)]
 pub struct AdminMutation;
@@ -91,7 +92,7 @@ pub(crate) async fn event_owner(
     Ok(owner.and_then(|id| id.parse().ok()))
 }
 
-async fn task_owner(state: &AppState, task_id: i64) -> Result<Option<Uuid>, ApiError> {
+pub(crate) async fn task_owner(state: &AppState, task_id: i64) -> Result<Option<Uuid>, ApiError> {
     let row: Option<(Option<Uuid>,)> =
         sqlx::query_as("SELECT institution_id FROM tasks WHERE id = $1")
             .bind(task_id)
@@ -104,8 +105,8 @@ async fn task_owner(state: &AppState, task_id: i64) -> Result<Option<Uuid>, ApiE
 #[Object]
 impl AdminMutation {
     /// Re-emits an immutable copy of an event (new id, linked to the original; no
-    /// aggregate changes); the processor issues fresh tasks for it. Admin: any event;
-    /// manager: own institution's.
+    /// aggregate changes); the processor issues fresh tasks for it, at `priority` when
+    /// given (else each kind's own). Admin: any event; manager: own institution's.
     async fn reprocess_event(
         &self,
         ctx: &Context<'_>,
@@ -114,8 +115,17 @@ impl AdminMutation {
             desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
         )]
         wait_for_projections: Option<bool>,
+        #[graphql(
+            desc = "The priority of the copy's tasks, 0 (first) to 100 (docs/queue.md); null: each task kind's own."
+        )]
+        priority: Option<i32>,
     ) -> Result<ReprocessResult, ApiError> {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        validate! {
+            priority = priority
+                .map(|p| super::queue_controls::priority_arg("priority", p))
+                .transpose(),
+        }
         let state = state(ctx);
         ensure_owner(claims, event_owner(state, event_id).await?)?;
         // The copy records this request (its id, this trace), not the original's.
@@ -124,6 +134,7 @@ impl AdminMutation {
             event_id,
             Actor::User(claims.user_id),
             Some(&request(ctx).request_id),
+            priority,
         )
         .await
         .map_err(reprocess_error)?;

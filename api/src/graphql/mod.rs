@@ -11,6 +11,7 @@ mod observers;
 mod payloads;
 mod processing;
 mod query;
+mod queue_controls;
 mod read_models;
 pub(crate) mod session;
 mod subscription;
@@ -40,6 +41,7 @@ pub struct QueryRoot(
     processing::ProcessingQuery,
     bulk::BulkQuery,
     tasks::TaskQuery,
+    queue_controls::QueueControlQuery,
     directory::DirectoryQuery,
     webhooks::WebhookQuery,
     charts::ChartQuery,
@@ -52,6 +54,7 @@ pub struct MutationRoot(
     admin_ops::AdminMutation,
     notifications::NotificationMutation,
     bulk::BulkMutation,
+    queue_controls::QueueControlMutation,
     webhooks::WebhookMutation,
     observers::ObserverMutation,
 );

@@ -84,7 +84,8 @@ pub struct TaskAttempt {
     pub finished_at: Option<DateTime<Utc>>,
     /// How long it ran, in milliseconds; null while running.
     pub duration_ms: Option<f64>,
-    /// `running`, `succeeded`, `retry`, `failed`, `dead`, `lease_expired` or `released`.
+    /// `running`, `succeeded`, `retry`, `failed`, `dead`, `lease_expired`, `released`
+    /// or `force_released` (an operator ended its lease).
     pub outcome: String,
     #[graphql(skip)]
     pub error: Option<String>,
@@ -298,8 +299,8 @@ impl ProcessingQuery {
             .map(|a| a.parse::<i64>().map_err(|_| bad_cursor()))
             .transpose()?;
         ensure_owner(claims, event_owner(state, event_id).await?)?;
-        let mut rows: Vec<TaskRowTuple> = sqlx::query_as(
-            "SELECT id, kind, status, priority, attempt, max_attempts, run_at, created_at,
+        let mut rows: Vec<TaskRowTuple> = sqlx::query_as(&format!(
+            "SELECT id, kind, {status}, priority, attempt, max_attempts, run_at, created_at,
                     started_at, finished_at, last_error, origin_task_id, archived_at
              FROM (SELECT id, kind, status, priority, attempt, max_attempts, run_at, created_at,
                           started_at, finished_at, last_error, origin_task_id,
@@ -312,7 +313,8 @@ impl ProcessingQuery {
              WHERE $2::bigint IS NULL OR id > $2
              ORDER BY id
              LIMIT $3",
-        )
+            status = aula_processor::controls::DISPLAY_STATUS_SQL
+        ))
         .bind(event_id)
         .bind(after)
         .bind(first as i64 + 1)

@@ -47,6 +47,13 @@ pub struct AdminTask {
     pub origin_task_id: Option<BigInt>,
     /// When it was queued.
     pub created_at: DateTime<Utc>,
+    /// When it may run (next): a retrying task waits until then.
+    pub run_at: DateTime<Utc>,
+    /// When the running attempt's lease ends (extended by heartbeats); null unless
+    /// running.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// The worker running it; null unless running.
+    pub worker: Option<String>,
     /// The first claim.
     pub started_at: Option<DateTime<Utc>>,
     /// When it finished; null until then.
@@ -81,6 +88,9 @@ impl TryFrom<TaskListRow> for AdminTask {
             institution_id: r.institution_id,
             origin_task_id: r.origin_task_id.map(BigInt),
             created_at: r.created_at,
+            run_at: r.run_at,
+            lease_until: r.lease_until,
+            worker: r.worker,
             started_at: r.started_at,
             finished_at: r.finished_at,
             duration_ms: r.duration_ms.map(BigInt),
@@ -106,6 +116,8 @@ pub struct AdminTaskFilter {
     pub kinds: Option<Vec<String>>,
     /// Only tasks in this status.
     pub status: Option<TaskStatus>,
+    /// Only tasks of this priority (lower runs first; see `setTaskPriority`).
+    pub priority: Option<i32>,
     /// Queued at or after this time.
     pub created_from: Option<DateTime<Utc>>,
     /// Exclusive.
@@ -329,6 +341,10 @@ fn task_filters(claims: &Claims, filter: AdminTaskFilter) -> Result<TaskListQuer
     Ok(TaskListQuery {
         kinds: task_kinds_filter(filter.kinds)?,
         status: filter.status.map(|s| status_name(s).to_owned()),
+        priority: filter
+            .priority
+            .map(|p| super::queue_controls::priority_arg("priority", p))
+            .transpose()?,
         created_from: filter_time("createdFrom", filter.created_from)?,
         created_to: filter_time("createdTo", filter.created_to)?,
         finished_from: filter_time("finishedFrom", filter.finished_from)?,

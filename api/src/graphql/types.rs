@@ -199,6 +199,8 @@ pub(crate) fn status_name<T: async_graphql::EnumType + PartialEq>(value: T) -> &
 pub enum EventStatus {
     /// Some of its tasks have not finished yet.
     Pending,
+    /// Not finished, and one of its tasks waits for a retry after a failed attempt.
+    Retrying,
     /// Every task it issued succeeded (or it issued none).
     Succeeded,
     /// At least one of its tasks failed for good.
@@ -209,8 +211,12 @@ pub enum EventStatus {
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 #[graphql(rename_items = "lowercase")]
 pub enum TaskStatus {
-    /// Waiting to be claimed (first run or a retry, at `runAt`).
+    /// Waiting to be claimed at `runAt` (it has not failed yet).
     Pending,
+    /// Waiting for its next attempt at `runAt` after a failed one (`lastError`).
+    Retrying,
+    /// Waiting behind a paused task kind (`pausedTaskKinds`); pending again on resume.
+    Paused,
     /// Claimed by a worker, under a lease.
     Running,
     /// Done.
@@ -219,6 +225,8 @@ pub enum TaskStatus {
     Failed,
     /// Its attempts are used up, or its outcome can never change.
     Dead,
+    /// Cancelled by an operator while it waited; kept with its history, never run.
+    Cancelled,
 }
 
 /// A bulk reprocessing job's state.
