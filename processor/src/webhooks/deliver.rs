@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::http::{Answer, Client};
 use super::signing::{signature_header, Signer};
+use super::successes::{Success, Successes};
 use super::target::{self, TargetError};
 use super::{message_header_id, WebhookConfig};
 use crate::handlers::{TaskContext, TaskError, TaskHandler};
@@ -32,6 +33,7 @@ pub struct WebhookDelivery {
     config: Arc<WebhookConfig>,
     client: Client,
     mailer: Option<Arc<dyn Mailer>>,
+    successes: Successes,
 }
 
 impl WebhookDelivery {
@@ -41,6 +43,7 @@ impl WebhookDelivery {
             config: Arc::new(config),
             client: Client::new(),
             mailer,
+            successes: Successes::default(),
         }
     }
 }
@@ -142,58 +145,6 @@ const INSERT_ATTEMPT: &str =
          started_at = EXCLUDED.started_at, latency_ms = EXCLUDED.latency_ms,
          status_code = EXCLUDED.status_code, outcome = EXCLUDED.outcome,
          response_excerpt = EXCLUDED.response_excerpt, error = EXCLUDED.error";
-
-/// A success, the common case, in one statement (one round trip, no transaction to
-/// open): the attempt, the message delivered, and the endpoint's health.
-///
-/// - The endpoint's row is written only when that changes something visible: a healthy
-///   endpoint's `last_success_at` moves at most once a second. Otherwise every delivery
-///   to one endpoint queued on its row lock (92 ms per delivery in `aula bench
-///   webhooks`, the bottleneck at 484 messages/s).
-/// - Asynchronous commit, as for the claims: a record lost in a database crash is lost
-///   with everything after it in the WAL, this task's completion included, so the task
-///   runs again and sends the same message again (at least once, same id and body); a
-///   record that survived makes the rerun a no-op.
-async fn record_success(
-    ctx: &TaskContext,
-    message_id: Uuid,
-    attempt: i32,
-    delivery: &Delivery,
-    result: &Attempt,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH attempt AS (
-             INSERT INTO webhook_attempts (message_id, attempt, endpoint_id, started_at, latency_ms,
-                                           status_code, outcome, response_excerpt, error)
-             VALUES ($1, $2, $3, $4, $5, $6, 'succeeded', left($7, 1024), NULL)
-             ON CONFLICT (message_id, attempt) DO UPDATE SET
-                 started_at = EXCLUDED.started_at, latency_ms = EXCLUDED.latency_ms,
-                 status_code = EXCLUDED.status_code, outcome = EXCLUDED.outcome,
-                 response_excerpt = EXCLUDED.response_excerpt, error = NULL
-         ), message AS (
-             UPDATE webhook_messages
-             SET attempts = $2, status = 'delivered', last_error = NULL, next_attempt_at = NULL,
-                 finished_at = now()
-             WHERE id = $1
-         ), endpoint AS (
-             UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = now()
-             WHERE id = $3
-               AND (failing_since IS NOT NULL OR last_success_at IS NULL
-                    OR last_success_at < now() - interval '1 second')
-         )
-         SELECT set_config('synchronous_commit', 'off', true)",
-    )
-    .bind(message_id)
-    .bind(attempt)
-    .bind(delivery.endpoint_id)
-    .bind(result.started_at)
-    .bind(result.latency.as_secs_f64() * 1000.0)
-    .bind(result.status_code)
-    .bind(result.excerpt.as_deref())
-    .execute(&ctx.pool)
-    .await?;
-    Ok(())
-}
 
 impl WebhookDelivery {
     async fn attempt(&self, message_id: Uuid, delivery: &Delivery) -> Attempt {
@@ -308,7 +259,21 @@ impl WebhookDelivery {
         result: Attempt,
     ) -> Result<(), TaskError> {
         if result.outcome == "succeeded" {
-            return Ok(record_success(ctx, message_id, attempt, delivery, &result).await?);
+            // Batched with the other successes of this process (see `successes`).
+            let success = Success {
+                message_id,
+                attempt,
+                endpoint_id: delivery.endpoint_id,
+                started_at: result.started_at,
+                latency_ms: result.latency.as_secs_f64() * 1000.0,
+                status_code: result.status_code,
+                excerpt: result.excerpt,
+            };
+            return self
+                .successes
+                .record(&ctx.pool, success)
+                .await
+                .map_err(|error| TaskError::Retry(error.into()));
         }
         let gone = result.outcome == "gone";
         // The next attempt: the receiver's `Retry-After` (bounded by the longest step
@@ -332,7 +297,7 @@ impl WebhookDelivery {
                 })
         };
         let mut tx = ctx.pool.begin().await?;
-        // Asynchronous commit, as for successes (see `record_success`).
+        // Asynchronous commit, as for successes (see `successes`).
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
             .await?;
