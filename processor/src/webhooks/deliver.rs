@@ -16,6 +16,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::http::{Answer, Client};
+use super::loads::Loads;
 use super::signing::{signature_header, Signer};
 use super::successes::{Success, Successes};
 use super::target::{self, TargetError};
@@ -34,6 +35,7 @@ pub struct WebhookDelivery {
     client: Client,
     mailer: Option<Arc<dyn Mailer>>,
     successes: Successes,
+    loads: Loads,
 }
 
 impl WebhookDelivery {
@@ -44,12 +46,15 @@ impl WebhookDelivery {
             client: Client::new(),
             mailer,
             successes: Successes::default(),
+            loads: Loads::default(),
         }
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct Delivery {
+/// What one delivery reads: the message and its endpoint.
+#[derive(Clone, sqlx::FromRow)]
+pub(crate) struct Delivery {
+    pub(crate) message_id: Uuid,
     endpoint_id: Uuid,
     body: String,
     status: String,
@@ -93,16 +98,12 @@ impl TaskHandler for WebhookDelivery {
             .get("manual")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let delivery: Option<Delivery> = sqlx::query_as(
-            "SELECT m.endpoint_id, m.body, m.status, m.attempts, e.url, e.enabled,
-                    e.deleted_at IS NOT NULL AS deleted, e.signature_scheme, e.secret,
-                    e.previous_signature_scheme, e.previous_secret, e.previous_secret_expires_at
-             FROM webhook_messages m JOIN webhook_endpoints e ON e.id = m.endpoint_id
-             WHERE m.id = $1",
-        )
-        .bind(message_id)
-        .fetch_optional(&ctx.pool)
-        .await?;
+        // Read in a batch with the deliveries that started meanwhile (see `loads`).
+        let delivery = self
+            .loads
+            .load(&ctx.pool, message_id)
+            .await
+            .map_err(|error| TaskError::Retry(error.into()))?;
         let Some(delivery) = delivery else {
             return Err(TaskError::permanent(format!(
                 "message {message_id} not found"

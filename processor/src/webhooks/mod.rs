@@ -14,8 +14,8 @@
 //! - [`signing`]: `whsec_` secrets and `v1` signatures, `whsk_`/`whpk_` keys and `v1a`
 //!   signatures.
 //! - [`audit`]: every endpoint operation recorded as an event, for the audit log.
-//! - `successes`: successful attempts recorded in batches, one statement for all the
-//!   deliveries that finished meanwhile.
+//! - `successes`, `loads`: successful attempts recorded, and deliveries read, in
+//!   batches: one statement for all the deliveries that finished (started) meanwhile.
 //!
 //! **Invariant:** a message's id and body never change: every attempt, every copy after
 //! a crash and every resend carries the same `webhook-id` and the same bytes.
@@ -26,6 +26,7 @@ pub mod deliver;
 pub mod endpoints;
 pub mod fanout;
 pub mod http;
+mod loads;
 pub mod recover;
 pub mod signing;
 mod successes;
