@@ -18,11 +18,14 @@ pub fn markdown() -> String {
                 .map(|kind| format!("task: {kind}")),
         );
         // Every event type can be subscribed to by webhook endpoints (its public form,
-        // sensitive fields removed: see docs/webhooks.md).
-        consumers.push(format!(
-            "task: {} (per subscribed webhook endpoint)",
-            aula_processor::kinds::WEBHOOK_DELIVER
-        ));
+        // sensitive fields removed: see docs/webhooks.md), except the endpoints' own
+        // operator records.
+        if event.aggregate != aula_domain::webhook_endpoint::AGGREGATE_TYPE {
+            consumers.push(format!(
+                "task: {} (per subscribed webhook endpoint)",
+                aula_processor::kinds::WEBHOOK_DELIVER
+            ));
+        }
         // Chained commands, as the domain documents them.
         consumers.append(&mut event.consumers);
         event.consumers = consumers;

@@ -557,7 +557,9 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
             description: "dashboard test".into(),
             created_by: "system".into(),
             created_by_user: None,
+            signature_scheme: aula_processor::webhooks::SignatureScheme::V1,
         },
+        &aula_eventlog::EventMetadata::new(aula_eventlog::Actor::System, None),
     )
     .await
     .unwrap();
@@ -566,7 +568,7 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
         .wait_for(
             &format!(
                 "!document.getElementById('webhooks-panel').hidden \
-                 && document.querySelector(\"#webhook-endpoints-body tr[data-endpoint='{}']\") !== null \
+                 && document.querySelector(\"#webhook-endpoints-body tr[data-endpoint='{}'] .signing\")?.textContent === 'v1' \
                  && document.getElementById('webhook-messages-body').textContent.includes('No message matches')",
                 endpoint.id
             ),

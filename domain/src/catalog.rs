@@ -12,7 +12,9 @@ use std::fmt::Write as _;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::Value;
 
-use crate::{application, course, exam_grade, institution, student, teacher, user};
+use crate::{
+    application, course, exam_grade, institution, student, teacher, user, webhook_endpoint,
+};
 
 /// Placeholder for anything the tables below do not describe; tests fail on it.
 pub const UNDOCUMENTED: &str = "UNDOCUMENTED";
@@ -259,9 +261,67 @@ fn meta(event_type: &str) -> Option<Meta> {
             "A teacher corrected a recorded note.",
             &["projection: exam_grades"],
         ),
+        // webhook endpoints (operator records, not an aggregate)
+        "WebhookEndpointCreated" => meta(
+            Business,
+            "createWebhookEndpoint",
+            "A webhook endpoint was registered. Records the URL's origin only (never the path, query or any secret).",
+            AUDIT,
+        ),
+        "WebhookEndpointUpdated" => meta(
+            Business,
+            "updateWebhookEndpoint",
+            "An endpoint's URL, event types or description changed; `changed` names which.",
+            AUDIT,
+        ),
+        "WebhookEndpointEnabled" => meta(
+            Business,
+            "updateWebhookEndpoint (enabled: true)",
+            "An operator enabled an endpoint again; its failure run is cleared.",
+            AUDIT,
+        ),
+        "WebhookEndpointDisabled" => meta(
+            Business,
+            "updateWebhookEndpoint (enabled: false), or delivery (410 Gone, failing too long)",
+            "An endpoint stopped receiving messages; `reason` says why (actor `system` when delivery disabled it).",
+            AUDIT,
+        ),
+        "WebhookEndpointSecretRotated" => meta(
+            Business,
+            "rotateWebhookEndpointSecret",
+            "A new signing secret (v1) or key pair (v1a) was issued; the previous one signs too until `previous_valid_until`. Holds no key.",
+            AUDIT,
+        ),
+        "WebhookEndpointDeleted" => meta(
+            Business,
+            "deleteWebhookEndpoint",
+            "An endpoint was deleted: no new messages, pending ones not sent.",
+            AUDIT,
+        ),
+        "WebhookMessageResent" => meta(
+            Business,
+            "resendWebhookMessage",
+            "One message was sent again by hand (same `webhook-id` and body).",
+            AUDIT,
+        ),
+        "WebhookRecoveryStarted" => meta(
+            Business,
+            "recoverWebhookEndpoint",
+            "\"Recover since T\" started for an endpoint.",
+            AUDIT,
+        ),
+        "WebhookRecoveryCancelled" => meta(
+            Business,
+            "cancelWebhookRecovery",
+            "A running recovery was cancelled.",
+            AUDIT,
+        ),
         _ => return None,
     })
 }
+
+/// The consumers webhook endpoints' records note (the binary adds the projections).
+const AUDIT: &[&str] = &["audit: webhook endpoint operations (auditLog)"];
 
 /// The type of `field` in `event_type`'s payload, as documented in the catalog.
 fn field_type(event_type: &str, field: &str) -> Option<&'static str> {
@@ -289,6 +349,22 @@ fn field_type(event_type: &str, field: &str) -> Option<&'static str> {
         ("ExamGradeNoteChanged", "from" | "to") => {
             "GradeNote (string with two decimals, \"0.00\"..=\"10.00\")"
         }
+        (_, "endpoint_id") => "WebhookEndpointId (UUID)",
+        (_, "message_id") => "WebhookMessageId (UUID; `webhook-id` is `msg_` + its hex)",
+        (_, "recovery_id") => "WebhookRecoveryId (UUID)",
+        ("WebhookEndpointUpdated", "url_origin") => {
+            "string or null (the new URL's origin, when the URL changed)"
+        }
+        (_, "url_origin") => "string (`scheme://host[:port]` of the URL)",
+        ("WebhookEndpointCreated", "event_types") => {
+            "array of event types, or null (every type)"
+        }
+        ("WebhookEndpointUpdated", "changed") => {
+            "array of \"url\" | \"event_types\" | \"description\""
+        }
+        (_, "signature_scheme") => "\"v1\" (HMAC-SHA256) | \"v1a\" (ed25519)",
+        ("WebhookEndpointDisabled", "reason") => "string (why)",
+        (_, "previous_valid_until" | "since") => TIMESTAMP,
         (_, "name") => "PersonName (string, 1..=200 chars)",
         (_, "email" | "new_email") => "Email (string, trimmed, lower-case)",
         (_, "previous_email") => "Email or null (the address before the change)",
@@ -324,8 +400,17 @@ pub struct SampleEvent {
 }
 
 fn samples_of<A: Aggregate>(events: Vec<A::Event>) -> impl Iterator<Item = SampleEvent> {
-    events.into_iter().map(|event| SampleEvent {
-        aggregate: A::TYPE,
+    samples_of_stream(A::TYPE, events)
+}
+
+/// Samples of events recorded in streams of `aggregate` without an aggregate to
+/// replay them (webhook endpoints' operator records).
+fn samples_of_stream<E: DomainEvent>(
+    aggregate: &'static str,
+    events: Vec<E>,
+) -> impl Iterator<Item = SampleEvent> {
+    events.into_iter().map(move |event| SampleEvent {
+        aggregate,
         event_type: event.event_type(),
         version: event.event_version(),
         // Serializing our own event types to a `Value` cannot fail: every field is a
@@ -348,6 +433,10 @@ pub fn sample_events() -> Vec<SampleEvent> {
         .chain(samples_of::<course::Course>(course::sample_events()))
         .chain(samples_of::<exam_grade::ExamGrade>(
             exam_grade::sample_events(),
+        ))
+        .chain(samples_of_stream(
+            webhook_endpoint::AGGREGATE_TYPE,
+            webhook_endpoint::sample_events(),
         ))
         .collect()
 }

@@ -8,7 +8,9 @@
 //! [`institution::Institution`] (`institution`), [`student::Student`] (`student`),
 //! [`teacher::Teacher`] (`teacher`), [`course::Course`] (`course`),
 //! [`application::Application`] (`application`),
-//! [`exam_grade::ExamGrade`] (`exam_grade`).
+//! [`exam_grade::ExamGrade`] (`exam_grade`). Webhook endpoints are no aggregate: their
+//! operations are recorded as [`webhook_endpoint::WebhookEndpointEvent`]s
+//! (`webhook_endpoint` streams) for the audit log.
 //!
 //! **Invariant:** the stored event format is a contract. Events are internally tagged JSON
 //! (`{"type": "<EventType>", ...}`), event type names are unique across aggregates, and a
@@ -26,6 +28,7 @@ pub mod teacher;
 mod upcasting;
 pub mod user;
 pub mod values;
+pub mod webhook_endpoint;
 
 pub use errors::{Rejection, RejectionKind};
 pub use upcasting::upcasters;

@@ -247,7 +247,9 @@ async fn killing_a_worker_process_mid_delivery_delivers_every_message_with_its_i
             description: "crash test".into(),
             created_by: "system".into(),
             created_by_user: None,
+            signature_scheme: aula_processor::webhooks::SignatureScheme::V1,
         },
+        &aula_eventlog::EventMetadata::new(aula_eventlog::Actor::System, None),
     )
     .await
     .unwrap();

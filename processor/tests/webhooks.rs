@@ -16,8 +16,11 @@ use aula_eventlog::testing::TestDatabase;
 use aula_eventlog::{Actor, CommandBus, EventMetadata};
 use aula_processor::handlers::Registry;
 use aula_processor::webhooks::endpoints::{self, NewEndpoint};
+use aula_processor::webhooks::signing::public_key_text;
 use aula_processor::webhooks::target::TargetError;
-use aula_processor::webhooks::{recover, WebhookConfig, WebhookError, WebhookSecret};
+use aula_processor::webhooks::{
+    recover, SignatureScheme, Signer, WebhookConfig, WebhookError, WebhookSigningKey,
+};
 use common::webhook_receiver::Receiver;
 use common::*;
 use serde_json::{json, Value};
@@ -51,7 +54,7 @@ async fn endpoint(
     config: &WebhookConfig,
     url: &str,
     owner: Option<Uuid>,
-) -> (Uuid, WebhookSecret) {
+) -> (Uuid, Signer) {
     let (endpoint, secret) = endpoints::create(
         pool,
         config,
@@ -62,11 +65,18 @@ async fn endpoint(
             description: "test receiver".into(),
             created_by: "system".into(),
             created_by_user: owner,
+            signature_scheme: SignatureScheme::V1,
         },
+        &operator(),
     )
     .await
     .unwrap();
     (endpoint.id, secret)
+}
+
+/// The metadata of an operator's change (the audit record's).
+fn operator() -> EventMetadata {
+    EventMetadata::new(Actor::System, None)
 }
 
 /// An institution (its id) to add campuses to.
@@ -189,6 +199,7 @@ async fn a_signed_event_reaches_a_receiver_that_verifies_it_with_the_standard_li
             url: Some(receiver.url()),
             ..Default::default()
         },
+        &operator(),
     )
     .await
     .unwrap();
@@ -220,7 +231,9 @@ async fn a_signed_event_reaches_a_receiver_that_verifies_it_with_the_standard_li
     assert_eq!(other, 0);
 
     // Resend: the same id and body again.
-    recover::resend(&db.pool, message).await.unwrap();
+    recover::resend(&db.pool, message, &operator())
+        .await
+        .unwrap();
     let requests = receiver.wait_for(2).await;
     assert_eq!(requests[1]["id"], requests[0]["id"]);
     assert_eq!(requests[1]["body"], requests[0]["body"]);
@@ -266,6 +279,7 @@ async fn a_failed_attempt_is_retried_with_the_same_id_and_body() {
             url: Some(receiver.url()),
             ..Default::default()
         },
+        &operator(),
     )
     .await
     .unwrap();
@@ -307,6 +321,7 @@ async fn gone_disables_the_endpoint() {
             url: Some(receiver.url()),
             ..Default::default()
         },
+        &operator(),
     )
     .await
     .unwrap();
@@ -335,6 +350,19 @@ async fn gone_disables_the_endpoint() {
             .unwrap();
     assert_eq!(messages, 0);
     assert_eq!(receiver.requests().len(), 1);
+    // Disabled by delivery: recorded for the audit log, by the system, caused by the task.
+    let (actor, causation, reason): (String, String, String) = sqlx::query_as(
+        "SELECT metadata->>'actor', metadata->>'causation_id', payload->>'reason' FROM events
+         WHERE aggregate_type = 'webhook_endpoint' AND aggregate_id = $1
+           AND event_type = 'WebhookEndpointDisabled'",
+    )
+    .bind(id.to_string())
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(actor, "system");
+    assert!(causation.starts_with("task:"), "{causation}");
+    assert_eq!(reason, "the endpoint answered 410 Gone");
     running.stop().await;
 }
 
@@ -358,6 +386,7 @@ async fn retry_after_is_honoured_on_429() {
             url: Some(receiver.url()),
             ..Default::default()
         },
+        &operator(),
     )
     .await
     .unwrap();
@@ -410,6 +439,7 @@ async fn a_receiver_that_never_answers_times_out_and_an_endpoint_failing_too_lon
             url: Some(receiver.url()),
             ..Default::default()
         },
+        &operator(),
     )
     .await
     .unwrap();
@@ -447,9 +477,16 @@ async fn during_a_rotation_both_secrets_sign_and_after_it_only_the_new_one() {
     let config = local_config();
     let (running, _) = start_delivering(&db, config.clone()).await;
     let (id, old) = endpoint(&db.pool, &config, "http://127.0.0.1:9/", None).await;
-    let (_, new) = endpoints::rotate(&db.pool, &config, id, Duration::from_secs(3))
-        .await
-        .unwrap();
+    let (_, new) = endpoints::rotate(
+        &db.pool,
+        &config,
+        id,
+        Duration::from_secs(3),
+        None,
+        &operator(),
+    )
+    .await
+    .unwrap();
     // One receiver, each secret checked alone: [holder of the old, holder of the new].
     let receiver = Receiver::start("ok", &[old.reveal(), new.reveal()]).await;
     endpoints::update(
@@ -460,6 +497,7 @@ async fn during_a_rotation_both_secrets_sign_and_after_it_only_the_new_one() {
             url: Some(receiver.url()),
             ..Default::default()
         },
+        &operator(),
     )
     .await
     .unwrap();
@@ -480,6 +518,103 @@ async fn during_a_rotation_both_secrets_sign_and_after_it_only_the_new_one() {
     let wait = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(wait + Duration::from_millis(200)).await;
     campus(&db.pool, institution, "Torre").await;
+    let after = receiver.wait_for(2).await;
+    assert_eq!(after[1]["verified"], json!([false, true]), "{}", after[1]);
+    running.stop().await;
+}
+
+/// Points endpoint `id` at `url`.
+async fn point_at(pool: &PgPool, config: &WebhookConfig, id: Uuid, url: String) {
+    endpoints::update(
+        pool,
+        config,
+        id,
+        endpoints::EndpointChange {
+            url: Some(url),
+            ..Default::default()
+        },
+        &operator(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v1a_endpoints_sign_with_ed25519_that_an_independent_implementation_verifies() {
+    let db = TestDatabase::new().await;
+    let config = local_config();
+    let (running, _) = start_delivering(&db, config.clone()).await;
+    let (endpoint, key) = endpoints::create(
+        &db.pool,
+        &config,
+        NewEndpoint {
+            institution_id: None,
+            url: "http://127.0.0.1:9/".into(),
+            event_types: Some(vec!["CampusCreated".into()]),
+            description: "v1a receiver".into(),
+            created_by: "system".into(),
+            created_by_user: None,
+            signature_scheme: SignatureScheme::V1a,
+        },
+        &operator(),
+    )
+    .await
+    .unwrap();
+    // What the owner is given, and what every read shows: the public key only.
+    assert_eq!(endpoint.signature_scheme, "v1a");
+    let public = public_key_text(endpoint.public_key.as_deref().unwrap());
+    assert!(public.starts_with("whpk_"));
+    assert_eq!(key.shown_to_owner(), public);
+    // [the endpoint's public key, a stranger's]: only the first may verify.
+    let stranger = WebhookSigningKey::generate().public_key_text();
+    let receiver = Receiver::start("ok", &[public.clone(), stranger]).await;
+    point_at(&db.pool, &config, endpoint.id, receiver.url()).await;
+    let institution = institution(&db.pool).await;
+    campus(&db.pool, institution, "Afogados").await;
+    let first = receiver.wait_for(1).await;
+    assert_eq!(first[0]["verified"], json!([true, false]), "{}", first[0]);
+    let signature = first[0]["signature"].as_str().unwrap();
+    assert!(
+        signature.starts_with("v1a,") && !signature.contains(' '),
+        "{signature}"
+    );
+
+    // Rotation to `v1` keeps the `v1a` key signing during the window: a receiver with
+    // only the public key verifies during it, one with only the new secret after it.
+    let (_, secret) = endpoints::rotate(
+        &db.pool,
+        &config,
+        endpoint.id,
+        Duration::from_secs(3),
+        Some(SignatureScheme::V1),
+        &operator(),
+    )
+    .await
+    .unwrap();
+    assert!(secret.shown_to_owner().starts_with("whsec_"));
+    let receiver = Receiver::start("ok", &[public, secret.reveal()]).await;
+    point_at(&db.pool, &config, endpoint.id, receiver.url()).await;
+    campus(&db.pool, institution, "Imbiribeira").await;
+    let during = receiver.wait_for(1).await;
+    assert_eq!(during[0]["verified"], json!([true, true]), "{}", during[0]);
+    let entries: Vec<&str> = during[0]["signature"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .collect();
+    assert!(
+        entries.len() == 2 && entries[0].starts_with("v1,") && entries[1].starts_with("v1a,"),
+        "{entries:?}"
+    );
+    let expires = endpoints::get(&db.pool, endpoint.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .previous_secret_expires_at
+        .unwrap();
+    let wait = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(200)).await;
+    campus(&db.pool, institution, "Jordão").await;
     let after = receiver.wait_for(2).await;
     assert_eq!(after[1]["verified"], json!([false, true]), "{}", after[1]);
     running.stop().await;
@@ -509,7 +644,9 @@ async fn internal_addresses_are_refused_at_registration_and_at_delivery() {
                 description: String::new(),
                 created_by: "system".into(),
                 created_by_user: None,
+                signature_scheme: SignatureScheme::V1,
             },
+            &operator(),
         )
         .await;
         assert!(
@@ -579,10 +716,11 @@ async fn recover_since_sends_what_an_endpoint_missed() {
             url: Some(receiver.url()),
             ..Default::default()
         },
+        &operator(),
     )
     .await
     .unwrap();
-    let job = recover::start(&db.pool, id, since, "user:test")
+    let job = recover::start(&db.pool, id, since, "user:test", &operator())
         .await
         .unwrap();
     assert_eq!(job.status, "running");
@@ -607,10 +745,12 @@ async fn recover_since_sends_what_an_endpoint_missed() {
     .await;
     assert!(job.done >= 2);
     // A cancelled job stops.
-    let second = recover::start(&db.pool, id, since, "user:test")
+    let second = recover::start(&db.pool, id, since, "user:test", &operator())
         .await
         .unwrap();
-    recover::cancel(&db.pool, second.id).await.unwrap();
+    recover::cancel(&db.pool, second.id, &operator())
+        .await
+        .unwrap();
     assert_ne!(
         recover::job(&db.pool, second.id)
             .await

@@ -1078,7 +1078,7 @@ function followRebuild(name) {
 
 // ---------- webhooks ----------
 const WH_ENDPOINT = `id url institutionId eventTypes enabled disabledReason successRateLastDay attemptsLastDay
-  lastFailure lastFailureAt pendingMessages`;
+  lastFailure lastFailureAt pendingMessages signatureScheme publicKey`;
 async function loadWebhooks() {
   const body = $("webhook-endpoints-body");
   body.replaceChildren(el("tr", {}, el("td", { class: "state", colspan: 8 }, "Loading endpoints…")));
@@ -1095,7 +1095,10 @@ async function loadWebhooks() {
       body.replaceChildren(...data.webhookEndpoints.map((e) => {
         const since = el("input", { type: "datetime-local", "aria-label": `Recover ${e.url} since` });
         return el("tr", { "data-endpoint": e.id },
-          el("th", { scope: "row" }, e.url),
+          el("th", { scope: "row" }, e.url, el("br"),
+            // The scheme, and for v1a the public key receivers verify with (whole in the title).
+            el("small", { class: "signing", title: e.publicKey || "HMAC-SHA256 (whsec_ secret)" },
+              e.signatureScheme === "v1a" ? `v1a · ${e.publicKey.slice(0, 16)}…` : "v1")),
           el("td", {}, e.institutionId ? short(e.institutionId) : "platform"),
           el("td", {}, e.eventTypes ? e.eventTypes.join(", ") : "all"),
           el("td", {}, e.enabled ? badge("succeeded") : el("span", { class: "error" }, `disabled: ${e.disabledReason || ""}`)),

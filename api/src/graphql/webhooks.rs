@@ -4,13 +4,19 @@
 //!
 //! Who may act: a manager on its own institution's endpoints (and registers only for
 //! it); an admin on any, and registers platform-wide ones (no institution: every
-//! event). A secret is returned only by `createWebhookEndpoint` and
-//! `rotateWebhookEndpointSecret`, once.
+//! event). A `v1` secret is returned only by `createWebhookEndpoint` and
+//! `rotateWebhookEndpointSecret`, once; a `v1a` endpoint's secret key is never returned
+//! (its public key is, by every read). Every mutation is recorded for the audit log
+//! (`aula_processor::webhooks::audit`), with the caller as actor.
 
 use async_graphql::{Context, InputObject, Object, SimpleObject};
+use aula_eventlog::EventMetadata;
 use aula_processor::webhooks::endpoints::{self, AttemptRow, Message, MessageFilter};
 use aula_processor::webhooks::recover::{self, RecoverJob};
-use aula_processor::webhooks::{message_header_id, parse_message_id, Endpoint, WebhookError};
+use aula_processor::webhooks::signing::public_key_text;
+use aula_processor::webhooks::{
+    message_header_id, parse_message_id, Endpoint, SignatureScheme, Signer, WebhookError,
+};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -20,7 +26,7 @@ use super::admin_ops::ensure_owner;
 use super::query::page_size;
 use super::read_models::{STAFF, WATCHERS};
 use super::types::{parse_status, status_name, BigInt, BulkJobStatus};
-use super::{request, state};
+use super::{metadata, request, state};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
 
@@ -50,6 +56,26 @@ pub enum WebhookAttemptOutcome {
     Gone,
 }
 
+/// How an endpoint's messages are signed (Standard Webhooks).
+#[derive(async_graphql::Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(rename_items = "lowercase")]
+pub enum WebhookSignatureScheme {
+    /// HMAC-SHA256 with a shared `whsec_` secret (`v1,` signatures).
+    V1,
+    /// ed25519 (`v1a,` signatures): receivers verify with the endpoint's `whpk_` public
+    /// key; the secret key never leaves Aula.
+    V1a,
+}
+
+impl From<WebhookSignatureScheme> for SignatureScheme {
+    fn from(scheme: WebhookSignatureScheme) -> Self {
+        match scheme {
+            WebhookSignatureScheme::V1 => Self::V1,
+            WebhookSignatureScheme::V1a => Self::V1a,
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct WebhookQuery;
 
@@ -73,6 +99,10 @@ pub struct WebhookEndpoint {
     pub enabled: bool,
     /// Why it is disabled (410 Gone, failing too long, an operator).
     pub disabled_reason: Option<String>,
+    /// How its messages are signed.
+    pub signature_scheme: WebhookSignatureScheme,
+    /// `whpk_…`: the public key that verifies its `v1a` signatures; null for `v1`.
+    pub public_key: Option<String>,
     /// Until when the previous secret still signs too (after a rotation).
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
     /// Who registered it (`user:<id>`).
@@ -109,6 +139,12 @@ impl From<Endpoint> for WebhookEndpoint {
             description: e.description,
             enabled: e.enabled,
             disabled_reason: e.disabled_reason,
+            signature_scheme: if e.signature_scheme == "v1a" {
+                WebhookSignatureScheme::V1a
+            } else {
+                WebhookSignatureScheme::V1
+            },
+            public_key: e.public_key.as_deref().map(public_key_text),
             previous_secret_expires_at: e.previous_secret_expires_at,
             created_by: e.created_by,
             created_at: e.created_at,
@@ -126,13 +162,26 @@ impl From<Endpoint> for WebhookEndpoint {
     }
 }
 
-/// An endpoint with its signing secret: shown this once.
+/// An endpoint with what its receiver verifies with: a `v1` secret, shown this once.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct WebhookEndpointSecret {
-    /// The endpoint.
+    /// The endpoint (a `v1a` endpoint's `publicKey` is there, and stays readable).
     pub endpoint: WebhookEndpoint,
-    /// `whsec_…`: verify `webhook-signature` with it. It is not shown again.
-    pub secret: String,
+    /// `whsec_…` of a `v1` endpoint: verify `webhook-signature` with it. It is not
+    /// shown again. Null for `v1a`: verify with `endpoint.publicKey`.
+    pub secret: Option<String>,
+}
+
+impl WebhookEndpointSecret {
+    fn of(endpoint: Endpoint, signer: &Signer) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            secret: match signer {
+                Signer::V1(secret) => Some(secret.reveal()),
+                Signer::V1a(_) => None,
+            },
+        }
+    }
 }
 
 /// One message: one event for one endpoint.
@@ -284,6 +333,8 @@ pub struct CreateWebhookEndpointInput {
     pub description: Option<String>,
     /// A manager's is its own; an admin's may be omitted for a platform-wide endpoint.
     pub institution_id: Option<Uuid>,
+    /// How its messages are signed; omitted: `v1`.
+    pub signature_scheme: Option<WebhookSignatureScheme>,
 }
 
 /// A change to an endpoint; omitted fields stay.
@@ -352,13 +403,15 @@ fn scope(claims: &Claims, requested: Option<Uuid>) -> Result<Option<Uuid>, ApiEr
     auth::read_scope(claims, requested)
 }
 
-/// Requires staff who may act on endpoint `id`.
-async fn owned_endpoint(ctx: &Context<'_>, id: Uuid) -> Result<(), ApiError> {
+/// Requires staff who may act on endpoint `id`; returns the metadata its audit record
+/// carries (the caller, the endpoint's institution, the request id).
+async fn owned_endpoint(ctx: &Context<'_>, id: Uuid) -> Result<EventMetadata, ApiError> {
     let claims = staff(ctx)?;
     let owner = endpoints::owner(&state(ctx).pool, id)
         .await
         .map_err(webhook_error)?;
-    ensure_owner(claims, owner)
+    ensure_owner(claims, owner)?;
+    Ok(metadata(request(ctx), owner))
 }
 
 fn actor(claims: &Claims) -> String {
@@ -491,7 +544,7 @@ impl WebhookMutation {
         let claims = staff(ctx)?;
         let institution = scope(claims, input.institution_id)?;
         let state = state(ctx);
-        let (endpoint, secret) = endpoints::create(
+        let (endpoint, signer) = endpoints::create(
             &state.pool,
             &state.config.webhooks,
             endpoints::NewEndpoint {
@@ -501,15 +554,17 @@ impl WebhookMutation {
                 description: input.description.unwrap_or_default(),
                 created_by: actor(claims),
                 created_by_user: Some(claims.user_id),
+                signature_scheme: input
+                    .signature_scheme
+                    .unwrap_or(WebhookSignatureScheme::V1)
+                    .into(),
             },
+            &metadata(request(ctx), institution),
         )
         .await
         .map_err(webhook_error)?;
         tracing::info!(endpoint = %endpoint.id, actor = %actor(claims), "webhook endpoint registered");
-        Ok(WebhookEndpointSecret {
-            endpoint: endpoint.into(),
-            secret: secret.reveal(),
-        })
+        Ok(WebhookEndpointSecret::of(endpoint, &signer))
     }
 
     /// Changes an endpoint's URL, event types, description or enabled flag.
@@ -519,7 +574,7 @@ impl WebhookMutation {
         #[graphql(desc = "The endpoint's id.")] id: Uuid,
         #[graphql(desc = "The command's input.")] input: UpdateWebhookEndpointInput,
     ) -> Result<WebhookEndpoint, ApiError> {
-        owned_endpoint(ctx, id).await?;
+        let metadata = owned_endpoint(ctx, id).await?;
         let state = state(ctx);
         let event_types = if input.all_event_types == Some(true) {
             Some(None)
@@ -536,6 +591,7 @@ impl WebhookMutation {
                 description: input.description,
                 enabled: input.enabled,
             },
+            &metadata,
         )
         .await
         .map_err(webhook_error)?;
@@ -553,8 +609,12 @@ impl WebhookMutation {
             desc = "How long the previous secret keeps signing beside the new one (0: not at all; at most the configured maximum)."
         )]
         previous_secret_valid_for_minutes: Option<i32>,
+        #[graphql(
+            desc = "The scheme of the new key (`v1`: a `whsec_` secret; `v1a`: an ed25519 key pair); omitted: the endpoint's current one."
+        )]
+        signature_scheme: Option<WebhookSignatureScheme>,
     ) -> Result<WebhookEndpointSecret, ApiError> {
-        owned_endpoint(ctx, id).await?;
+        let metadata = owned_endpoint(ctx, id).await?;
         let minutes = previous_secret_valid_for_minutes.unwrap_or(24 * 60);
         if minutes < 0 {
             return Err(ApiError::validation(
@@ -564,18 +624,17 @@ impl WebhookMutation {
             ));
         }
         let state = state(ctx);
-        let (endpoint, secret) = endpoints::rotate(
+        let (endpoint, signer) = endpoints::rotate(
             &state.pool,
             &state.config.webhooks,
             id,
             std::time::Duration::from_secs(minutes as u64 * 60),
+            signature_scheme.map(Into::into),
+            &metadata,
         )
         .await
         .map_err(webhook_error)?;
-        Ok(WebhookEndpointSecret {
-            endpoint: endpoint.into(),
-            secret: secret.reveal(),
-        })
+        Ok(WebhookEndpointSecret::of(endpoint, &signer))
     }
 
     /// Deletes an endpoint: no new messages, pending ones are not sent.
@@ -584,8 +643,8 @@ impl WebhookMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The endpoint's id.")] id: Uuid,
     ) -> Result<bool, ApiError> {
-        owned_endpoint(ctx, id).await?;
-        endpoints::delete(&state(ctx).pool, id)
+        let metadata = owned_endpoint(ctx, id).await?;
+        endpoints::delete(&state(ctx).pool, id, &metadata)
             .await
             .map_err(webhook_error)?;
         Ok(true)
@@ -605,7 +664,7 @@ impl WebhookMutation {
             .await?
             .ok_or_else(not_found)?;
         ensure_owner(claims, owner)?;
-        recover::resend(&state.pool, id)
+        recover::resend(&state.pool, id, &metadata(request(ctx), owner))
             .await
             .map_err(webhook_error)?;
         let (message, _) = endpoints::message(&state.pool, id)
@@ -624,11 +683,17 @@ impl WebhookMutation {
             Utc,
         >,
     ) -> Result<WebhookRecovery, ApiError> {
-        owned_endpoint(ctx, endpoint_id).await?;
+        let metadata = owned_endpoint(ctx, endpoint_id).await?;
         let claims = staff(ctx)?;
-        let job = recover::start(&state(ctx).pool, endpoint_id, since, &actor(claims))
-            .await
-            .map_err(webhook_error)?;
+        let job = recover::start(
+            &state(ctx).pool,
+            endpoint_id,
+            since,
+            &actor(claims),
+            &metadata,
+        )
+        .await
+        .map_err(webhook_error)?;
         job.try_into()
     }
 
@@ -641,8 +706,8 @@ impl WebhookMutation {
         let state = state(ctx);
         let not_found = || ApiError::not_found("WEBHOOK_NOT_FOUND", "not found");
         let job = recover::job(&state.pool, id).await?.ok_or_else(not_found)?;
-        owned_endpoint(ctx, job.endpoint_id).await?;
-        recover::cancel(&state.pool, id).await?;
+        let metadata = owned_endpoint(ctx, job.endpoint_id).await?;
+        recover::cancel(&state.pool, id, &metadata).await?;
         recover::job(&state.pool, id)
             .await?
             .ok_or_else(not_found)?

@@ -22,6 +22,7 @@ use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::endpoints::{self, NewEndpoint};
+use super::signing::SignatureScheme;
 use super::WebhookConfig;
 use crate::bench::Percentiles;
 use crate::config::ProcessorConfig;
@@ -120,7 +121,9 @@ pub async fn bench_webhooks(
             description: "aula bench webhooks".into(),
             created_by: "system".into(),
             created_by_user: None,
+            signature_scheme: SignatureScheme::V1,
         },
+        &aula_eventlog::EventMetadata::new(aula_eventlog::Actor::System, None),
     )
     .await?;
     let (trigger, shutdown) = shutdown::channel();

@@ -9,12 +9,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aula_domain::webhook_endpoint::WebhookEndpointEvent;
+use aula_eventlog::{Actor, Cause, EventMetadata};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::http::{Answer, Client};
-use super::signing::{signature_header, WebhookSecret};
+use super::loads::Loads;
+use super::signing::{signature_header, Signer};
+use super::successes::{Success, Successes};
 use super::target::{self, TargetError};
 use super::{message_header_id, WebhookConfig};
 use crate::handlers::{TaskContext, TaskError, TaskHandler};
@@ -30,6 +34,8 @@ pub struct WebhookDelivery {
     config: Arc<WebhookConfig>,
     client: Client,
     mailer: Option<Arc<dyn Mailer>>,
+    successes: Successes,
+    loads: Loads,
 }
 
 impl WebhookDelivery {
@@ -39,12 +45,16 @@ impl WebhookDelivery {
             config: Arc::new(config),
             client: Client::new(),
             mailer,
+            successes: Successes::default(),
+            loads: Loads::default(),
         }
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct Delivery {
+/// What one delivery reads: the message and its endpoint.
+#[derive(Clone, sqlx::FromRow)]
+pub(crate) struct Delivery {
+    pub(crate) message_id: Uuid,
     endpoint_id: Uuid,
     body: String,
     status: String,
@@ -52,7 +62,9 @@ struct Delivery {
     url: String,
     enabled: bool,
     deleted: bool,
+    signature_scheme: String,
     secret: Vec<u8>,
+    previous_signature_scheme: String,
     previous_secret: Option<Vec<u8>>,
     previous_secret_expires_at: Option<DateTime<Utc>>,
 }
@@ -86,16 +98,12 @@ impl TaskHandler for WebhookDelivery {
             .get("manual")
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        let delivery: Option<Delivery> = sqlx::query_as(
-            "SELECT m.endpoint_id, m.body, m.status, m.attempts, e.url, e.enabled,
-                    e.deleted_at IS NOT NULL AS deleted, e.secret, e.previous_secret,
-                    e.previous_secret_expires_at
-             FROM webhook_messages m JOIN webhook_endpoints e ON e.id = m.endpoint_id
-             WHERE m.id = $1",
-        )
-        .bind(message_id)
-        .fetch_optional(&ctx.pool)
-        .await?;
+        // Read in a batch with the deliveries that started meanwhile (see `loads`).
+        let delivery = self
+            .loads
+            .load(&ctx.pool, message_id)
+            .await
+            .map_err(|error| TaskError::Retry(error.into()))?;
         let Some(delivery) = delivery else {
             return Err(TaskError::permanent(format!(
                 "message {message_id} not found"
@@ -129,6 +137,16 @@ impl TaskHandler for WebhookDelivery {
     }
 }
 
+/// One attempt's row; a rerun of the same attempt (after a crash) overwrites it.
+const INSERT_ATTEMPT: &str =
+    "INSERT INTO webhook_attempts (message_id, attempt, endpoint_id, started_at, latency_ms,
+                                   status_code, outcome, response_excerpt, error)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, left($8, 1024), $9)
+     ON CONFLICT (message_id, attempt) DO UPDATE SET
+         started_at = EXCLUDED.started_at, latency_ms = EXCLUDED.latency_ms,
+         status_code = EXCLUDED.status_code, outcome = EXCLUDED.outcome,
+         response_excerpt = EXCLUDED.response_excerpt, error = EXCLUDED.error";
+
 impl WebhookDelivery {
     async fn attempt(&self, message_id: Uuid, delivery: &Delivery) -> Attempt {
         let started_at = Utc::now();
@@ -153,16 +171,29 @@ impl WebhookDelivery {
         };
         let header_id = message_header_id(message_id);
         let timestamp = started_at.timestamp();
-        let current = WebhookSecret::from_bytes(delivery.secret.clone());
+        // A stored key that does not fit its scheme cannot sign: refused, never sent
+        // unsigned (the table's checks make it unreachable).
+        let Some(current) = Signer::from_stored(&delivery.signature_scheme, &delivery.secret)
+        else {
+            return Attempt {
+                started_at,
+                latency: started.elapsed(),
+                status_code: None,
+                outcome: "refused",
+                excerpt: None,
+                error: Some("refused: the endpoint's signing key is unusable".into()),
+                retry_after: None,
+            };
+        };
         let previous = delivery
             .previous_secret
-            .clone()
+            .as_deref()
             .filter(|_| {
                 delivery
                     .previous_secret_expires_at
                     .is_some_and(|t| t > started_at)
             })
-            .map(WebhookSecret::from_bytes);
+            .and_then(|bytes| Signer::from_stored(&delivery.previous_signature_scheme, bytes));
         let mut secrets = vec![&current];
         secrets.extend(previous.as_ref());
         let headers = [
@@ -228,12 +259,28 @@ impl WebhookDelivery {
         delivery: &Delivery,
         result: Attempt,
     ) -> Result<(), TaskError> {
-        let succeeded = result.outcome == "succeeded";
+        if result.outcome == "succeeded" {
+            // Batched with the other successes of this process (see `successes`).
+            let success = Success {
+                message_id,
+                attempt,
+                endpoint_id: delivery.endpoint_id,
+                started_at: result.started_at,
+                latency_ms: result.latency.as_secs_f64() * 1000.0,
+                status_code: result.status_code,
+                excerpt: result.excerpt,
+            };
+            return self
+                .successes
+                .record(&ctx.pool, success)
+                .await
+                .map_err(|error| TaskError::Retry(error.into()));
+        }
         let gone = result.outcome == "gone";
         // The next attempt: the receiver's `Retry-After` (bounded by the longest step
-        // of the schedule) or the schedule's next step; none after a success, a 410, a
-        // manual resend or the last step.
-        let next = if succeeded || gone || manual {
+        // of the schedule) or the schedule's next step; none after a 410, a manual
+        // resend or the last step.
+        let next = if gone || manual {
             None
         } else {
             self.config
@@ -251,33 +298,23 @@ impl WebhookDelivery {
                 })
         };
         let mut tx = ctx.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO webhook_attempts (message_id, attempt, endpoint_id, started_at, latency_ms,
-                                           status_code, outcome, response_excerpt, error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, left($8, 1024), $9)
-             ON CONFLICT (message_id, attempt) DO UPDATE SET
-                 started_at = EXCLUDED.started_at, latency_ms = EXCLUDED.latency_ms,
-                 status_code = EXCLUDED.status_code, outcome = EXCLUDED.outcome,
-                 response_excerpt = EXCLUDED.response_excerpt, error = EXCLUDED.error",
-        )
-        .bind(message_id)
-        .bind(attempt)
-        .bind(delivery.endpoint_id)
-        .bind(result.started_at)
-        .bind(result.latency.as_secs_f64() * 1000.0)
-        .bind(result.status_code)
-        .bind(result.outcome)
-        .bind(result.excerpt.as_deref())
-        .bind(result.error.as_deref())
-        .execute(&mut *tx)
-        .await?;
-        let status = if succeeded {
-            "delivered"
-        } else if next.is_some() {
-            "pending"
-        } else {
-            "failed"
-        };
+        // Asynchronous commit, as for successes (see `successes`).
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(INSERT_ATTEMPT)
+            .bind(message_id)
+            .bind(attempt)
+            .bind(delivery.endpoint_id)
+            .bind(result.started_at)
+            .bind(result.latency.as_secs_f64() * 1000.0)
+            .bind(result.status_code)
+            .bind(result.outcome)
+            .bind(result.excerpt.as_deref())
+            .bind(result.error.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        let status = if next.is_some() { "pending" } else { "failed" };
         sqlx::query(
             "UPDATE webhook_messages
              SET attempts = $2, status = $3, last_error = $4,
@@ -292,49 +329,6 @@ impl WebhookDelivery {
         .bind(next.map(|d| d.as_secs_f64() * 1000.0))
         .execute(&mut *tx)
         .await?;
-        let mut disabled: Option<(String, Option<Uuid>)> = None;
-        if succeeded {
-            sqlx::query(
-                "UPDATE webhook_endpoints SET failing_since = NULL, last_success_at = now()
-                 WHERE id = $1",
-            )
-            .bind(delivery.endpoint_id)
-            .execute(&mut *tx)
-            .await?;
-        } else {
-            let error = result.error.clone().unwrap_or_default();
-            let too_long = format!(
-                "failing for more than {} hours",
-                self.config.disable_after.as_secs() / 3600
-            );
-            disabled = sqlx::query_as(
-                "UPDATE webhook_endpoints
-                 SET failing_since = COALESCE(failing_since, now()), last_failure_at = now(),
-                     last_failure = $2,
-                     enabled = CASE WHEN $3 OR COALESCE(failing_since, now()) < now() - $4 * interval '1 second'
-                                    THEN false ELSE enabled END,
-                     disabled_reason = CASE
-                         WHEN NOT enabled THEN disabled_reason
-                         WHEN $3 THEN 'the endpoint answered 410 Gone'
-                         WHEN COALESCE(failing_since, now()) < now() - $4 * interval '1 second' THEN $5
-                         ELSE disabled_reason END,
-                     updated_at = now()
-                 FROM (SELECT enabled AS was_enabled FROM webhook_endpoints WHERE id = $1 FOR UPDATE) old
-                 WHERE id = $1
-                 RETURNING old.was_enabled AND NOT webhook_endpoints.enabled,
-                           webhook_endpoints.disabled_reason, webhook_endpoints.created_by_user",
-            )
-            .bind(delivery.endpoint_id)
-            .bind(&error)
-            .bind(gone)
-            .bind(self.config.disable_after.as_secs_f64())
-            .bind(&too_long)
-            .fetch_optional(&mut *tx)
-            .await?
-            .and_then(|(newly, reason, owner): (bool, Option<String>, Option<Uuid>)| {
-                newly.then(|| (reason.unwrap_or_default(), owner))
-            });
-        }
         if let Some(delay) = next {
             let mut task = super::fanout::delivery_task(
                 message_id,
@@ -348,7 +342,72 @@ impl WebhookDelivery {
             );
             insert_tasks(&mut tx, &[task]).await?;
         }
+        // The endpoint's row last: every delivery to the endpoint touches it, so its lock
+        // is held for as short a time as possible (lock order: message, counters,
+        // endpoint, as in `recover::resend`).
+        let error = result.error.clone().unwrap_or_default();
+        let too_long = format!(
+            "failing for more than {} hours",
+            self.config.disable_after.as_secs() / 3600
+        );
+        let disabled: Option<(String, Option<Uuid>)> = sqlx::query_as(
+            "UPDATE webhook_endpoints
+             SET failing_since = COALESCE(failing_since, now()), last_failure_at = now(),
+                 last_failure = $2,
+                 enabled = CASE WHEN $3 OR COALESCE(failing_since, now()) < now() - $4 * interval '1 second'
+                                THEN false ELSE enabled END,
+                 disabled_reason = CASE
+                     WHEN NOT enabled THEN disabled_reason
+                     WHEN $3 THEN 'the endpoint answered 410 Gone'
+                     WHEN COALESCE(failing_since, now()) < now() - $4 * interval '1 second' THEN $5
+                     ELSE disabled_reason END,
+                 updated_at = now()
+             FROM (SELECT enabled AS was_enabled FROM webhook_endpoints WHERE id = $1 FOR UPDATE) old
+             WHERE id = $1
+             RETURNING old.was_enabled AND NOT webhook_endpoints.enabled,
+                       webhook_endpoints.disabled_reason, webhook_endpoints.created_by_user",
+        )
+        .bind(delivery.endpoint_id)
+        .bind(&error)
+        .bind(gone)
+        .bind(self.config.disable_after.as_secs_f64())
+        .bind(&too_long)
+        .fetch_optional(&mut *tx)
+        .await?
+        .and_then(|(newly, reason, owner): (bool, Option<String>, Option<Uuid>)| {
+            newly.then(|| (reason.unwrap_or_default(), owner))
+        });
+        // Disabled by delivery: recorded for the audit log, by the system, in the
+        // endpoint's institution, caused by this task.
+        let recorded = match &disabled {
+            Some((reason, _)) => {
+                let owner: Option<Uuid> = sqlx::query_scalar(
+                    "SELECT institution_id FROM webhook_endpoints WHERE id = $1",
+                )
+                .bind(delivery.endpoint_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let mut metadata = EventMetadata::new(Actor::System, owner);
+                metadata.causation = Cause::Task(ctx.task.id);
+                Some(
+                    super::audit::record(
+                        &mut tx,
+                        delivery.endpoint_id,
+                        &metadata,
+                        &[WebhookEndpointEvent::WebhookEndpointDisabled {
+                            endpoint_id: delivery.endpoint_id,
+                            reason: reason.clone(),
+                        }],
+                    )
+                    .await?,
+                )
+            }
+            None => None,
+        };
         tx.commit().await?;
+        if let Some(recorded) = recorded {
+            recorded.committed(&ctx.pool).await;
+        }
         if let Some((reason, owner)) = disabled {
             tracing::warn!(endpoint = %delivery.endpoint_id, %reason, "webhook endpoint disabled");
             self.tell_owner(ctx, delivery, &reason, owner).await;

@@ -9,11 +9,14 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use aula_domain::webhook_endpoint::WebhookEndpointEvent;
+use aula_eventlog::EventMetadata;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::signing::WebhookSecret;
+use super::audit::{self, url_origin};
+use super::signing::{SignatureScheme, Signer};
 use super::target::{self, TargetError};
 use super::WebhookConfig;
 
@@ -39,12 +42,14 @@ pub enum WebhookError {
     Database(#[from] sqlx::Error),
 }
 
-/// Every event type of the catalog, sorted.
+/// Every event type of the catalog endpoints may subscribe to, sorted: all but the
+/// endpoints' own operator records (`webhook_endpoint` streams, never delivered).
 pub fn event_types() -> &'static BTreeSet<String> {
     static TYPES: OnceLock<BTreeSet<String>> = OnceLock::new();
     TYPES.get_or_init(|| {
         aula_domain::catalog::catalog()
             .into_iter()
+            .filter(|e| e.aggregate != aula_domain::webhook_endpoint::AGGREGATE_TYPE)
             .map(|e| e.event_type)
             .collect()
     })
@@ -80,6 +85,10 @@ pub struct Endpoint {
     pub description: String,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
+    /// `v1` or `v1a`.
+    pub signature_scheme: String,
+    /// The ed25519 public key of a `v1a` endpoint (see [`super::signing::public_key_text`]).
+    pub public_key: Option<Vec<u8>>,
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
@@ -96,7 +105,7 @@ pub struct Endpoint {
 }
 
 const ENDPOINT_COLUMNS: &str = "e.id, e.institution_id, e.url, e.event_types, e.description,
-    e.enabled, e.disabled_reason,
+    e.enabled, e.disabled_reason, e.signature_scheme, e.public_key,
     CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret_expires_at END
         AS previous_secret_expires_at,
     e.created_by, e.created_at, e.updated_at, e.failing_since, e.last_success_at,
@@ -120,18 +129,23 @@ pub struct NewEndpoint {
     /// `user:<uuid>`.
     pub created_by: String,
     pub created_by_user: Option<Uuid>,
+    /// How its messages are signed.
+    pub signature_scheme: SignatureScheme,
 }
 
-/// Registers an endpoint; returns it and its secret (to show once).
+/// Registers an endpoint; returns it and its signing key (a `v1` secret to show once,
+/// a `v1a` key pair whose public half is shown). `metadata`: who asked, for the audit
+/// record.
 pub async fn create(
     pool: &PgPool,
     config: &WebhookConfig,
     new: NewEndpoint,
-) -> Result<(Endpoint, WebhookSecret), WebhookError> {
+    metadata: &EventMetadata,
+) -> Result<(Endpoint, Signer), WebhookError> {
     let target = target::check_registration(config, &new.url).await?;
     let event_types = check_types(&new.event_types)?;
     let description = check_description(&new.description)?;
-    let secret = WebhookSecret::generate();
+    let signer = Signer::generate(new.signature_scheme);
     let id = Uuid::new_v4();
     let mut tx = pool.begin().await?;
     // One owner's registrations are serialized, so the limit holds under concurrency.
@@ -151,22 +165,37 @@ pub async fn create(
     }
     sqlx::query(
         "INSERT INTO webhook_endpoints (id, institution_id, url, event_types, description, secret,
-                                        created_by, created_by_user)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                                        created_by, created_by_user, signature_scheme, public_key)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(id)
     .bind(new.institution_id)
     .bind(target.url.as_str())
     .bind(&event_types)
     .bind(&description)
-    .bind(secret.bytes())
+    .bind(signer.stored_bytes())
     .bind(&new.created_by)
     .bind(new.created_by_user)
+    .bind(signer.scheme().as_str())
+    .bind(signer.public_key().map(|k| k.to_vec()))
     .execute(&mut *tx)
     .await?;
+    let recorded = audit::record(
+        &mut tx,
+        id,
+        metadata,
+        &[WebhookEndpointEvent::WebhookEndpointCreated {
+            endpoint_id: id,
+            url_origin: url_origin(target.url.as_str()),
+            event_types,
+            signature_scheme: signer.scheme().as_str().to_owned(),
+        }],
+    )
+    .await?;
     tx.commit().await?;
+    recorded.committed(pool).await;
     let endpoint = get(pool, id).await?.ok_or(WebhookError::NotFound)?;
-    Ok((endpoint, secret))
+    Ok((endpoint, signer))
 }
 
 /// A change to an endpoint; `None` fields stay as they are.
@@ -180,11 +209,13 @@ pub struct EndpointChange {
     pub enabled: Option<bool>,
 }
 
+/// Applies `change`; records what changed (`metadata`: who asked).
 pub async fn update(
     pool: &PgPool,
     config: &WebhookConfig,
     id: Uuid,
     change: EndpointChange,
+    metadata: &EventMetadata,
 ) -> Result<Endpoint, WebhookError> {
     let url = match &change.url {
         Some(url) => Some(
@@ -204,76 +235,155 @@ pub async fn update(
         .as_deref()
         .map(check_description)
         .transpose()?;
-    let updated = sqlx::query(
+    let mut tx = pool.begin().await?;
+    let updated: Option<(bool,)> = sqlx::query_as(
         "UPDATE webhook_endpoints SET
              url = COALESCE($2, url),
              event_types = CASE WHEN $3 THEN $4 ELSE event_types END,
              description = COALESCE($5, description),
              enabled = COALESCE($6, enabled),
-             disabled_reason = CASE WHEN $6 THEN NULL WHEN $6 = false THEN 'disabled by an operator'
+             disabled_reason = CASE WHEN $6 THEN NULL WHEN $6 = false THEN $7
                                     ELSE disabled_reason END,
              failing_since = CASE WHEN $6 THEN NULL ELSE failing_since END,
              updated_at = now()
-         WHERE id = $1 AND deleted_at IS NULL",
+         FROM (SELECT enabled AS was_enabled FROM webhook_endpoints
+               WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE) old
+         WHERE id = $1 AND deleted_at IS NULL
+         RETURNING old.was_enabled",
     )
     .bind(id)
-    .bind(url)
+    .bind(&url)
     .bind(types.is_some())
-    .bind(types.flatten())
-    .bind(description)
+    .bind(types.clone().flatten())
+    .bind(&description)
     .bind(change.enabled)
-    .execute(pool)
+    .bind(DISABLED_BY_OPERATOR)
+    .fetch_optional(&mut *tx)
     .await?;
-    if updated.rows_affected() == 0 {
+    let Some((was_enabled,)) = updated else {
         return Err(WebhookError::NotFound);
+    };
+    let mut changed = Vec::new();
+    if url.is_some() {
+        changed.push("url".to_owned());
     }
+    if types.is_some() {
+        changed.push("event_types".to_owned());
+    }
+    if description.is_some() {
+        changed.push("description".to_owned());
+    }
+    let mut events = Vec::new();
+    if !changed.is_empty() {
+        events.push(WebhookEndpointEvent::WebhookEndpointUpdated {
+            endpoint_id: id,
+            changed,
+            url_origin: url.as_deref().map(url_origin),
+        });
+    }
+    match change.enabled {
+        // Enabling a disabled endpoint, or one in a failure run (cleared): recorded.
+        Some(true) => events.push(WebhookEndpointEvent::WebhookEndpointEnabled { endpoint_id: id }),
+        Some(false) if was_enabled => events.push(WebhookEndpointEvent::WebhookEndpointDisabled {
+            endpoint_id: id,
+            reason: DISABLED_BY_OPERATOR.to_owned(),
+        }),
+        _ => {}
+    }
+    let recorded = audit::record(&mut tx, id, metadata, &events).await?;
+    tx.commit().await?;
+    recorded.committed(pool).await;
     get(pool, id).await?.ok_or(WebhookError::NotFound)
 }
 
-/// Issues a new secret; the current one keeps signing (as the previous) for
-/// `previous_valid_for` (zero: it stops at once).
+/// The `disabled_reason` of an endpoint an operator disabled.
+pub const DISABLED_BY_OPERATOR: &str = "disabled by an operator";
+
+/// Issues a new signing key of `scheme` (`None`: the endpoint's current scheme); the
+/// current one keeps signing (as the previous) for `previous_valid_for` (zero: it
+/// stops at once). Records the rotation (never a key).
 pub async fn rotate(
     pool: &PgPool,
     config: &WebhookConfig,
     id: Uuid,
     previous_valid_for: Duration,
-) -> Result<(Endpoint, WebhookSecret), WebhookError> {
+    scheme: Option<SignatureScheme>,
+    metadata: &EventMetadata,
+) -> Result<(Endpoint, Signer), WebhookError> {
     if previous_valid_for > config.max_rotation_window {
         return Err(WebhookError::RotationWindow);
     }
-    let secret = WebhookSecret::generate();
-    let updated = sqlx::query(
-        "UPDATE webhook_endpoints
-         SET previous_secret = secret, secret = $2,
-             previous_secret_expires_at = now() + $3 * interval '1 millisecond', updated_at = now()
-         WHERE id = $1 AND deleted_at IS NULL",
+    let mut tx = pool.begin().await?;
+    let current: Option<(String,)> = sqlx::query_as(
+        "SELECT signature_scheme FROM webhook_endpoints
+         WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE",
     )
     .bind(id)
-    .bind(secret.bytes())
-    .bind(previous_valid_for.as_secs_f64() * 1000.0)
-    .execute(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    if updated.rows_affected() == 0 {
+    let Some((current,)) = current else {
         return Err(WebhookError::NotFound);
-    }
+    };
+    let scheme = scheme
+        .or_else(|| SignatureScheme::parse(&current))
+        .unwrap_or(SignatureScheme::V1);
+    let signer = Signer::generate(scheme);
+    let (until,): (DateTime<Utc>,) = sqlx::query_as(
+        "UPDATE webhook_endpoints
+         SET previous_secret = secret, previous_signature_scheme = signature_scheme,
+             secret = $2, signature_scheme = $3, public_key = $4,
+             previous_secret_expires_at = now() + $5 * interval '1 millisecond', updated_at = now()
+         WHERE id = $1
+         RETURNING previous_secret_expires_at",
+    )
+    .bind(id)
+    .bind(signer.stored_bytes())
+    .bind(scheme.as_str())
+    .bind(signer.public_key().map(|k| k.to_vec()))
+    .bind(previous_valid_for.as_secs_f64() * 1000.0)
+    .fetch_one(&mut *tx)
+    .await?;
+    let recorded = audit::record(
+        &mut tx,
+        id,
+        metadata,
+        &[WebhookEndpointEvent::WebhookEndpointSecretRotated {
+            endpoint_id: id,
+            signature_scheme: scheme.as_str().to_owned(),
+            previous_valid_until: until,
+        }],
+    )
+    .await?;
+    tx.commit().await?;
+    recorded.committed(pool).await;
     let endpoint = get(pool, id).await?.ok_or(WebhookError::NotFound)?;
-    Ok((endpoint, secret))
+    Ok((endpoint, signer))
 }
 
 /// Deletes an endpoint: it gets no new messages and its pending ones are not sent; its
 /// history stays readable by id.
-pub async fn delete(pool: &PgPool, id: Uuid) -> Result<(), WebhookError> {
+pub async fn delete(pool: &PgPool, id: Uuid, metadata: &EventMetadata) -> Result<(), WebhookError> {
+    let mut tx = pool.begin().await?;
     let deleted = sqlx::query(
         "UPDATE webhook_endpoints SET deleted_at = now(), enabled = false,
                 disabled_reason = 'deleted', updated_at = now()
          WHERE id = $1 AND deleted_at IS NULL",
     )
     .bind(id)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
     if deleted.rows_affected() == 0 {
         return Err(WebhookError::NotFound);
     }
+    let recorded = audit::record(
+        &mut tx,
+        id,
+        metadata,
+        &[WebhookEndpointEvent::WebhookEndpointDeleted { endpoint_id: id }],
+    )
+    .await?;
+    tx.commit().await?;
+    recorded.committed(pool).await;
     Ok(())
 }
 

@@ -115,9 +115,17 @@ struct Subscriber {
     created_at: DateTime<Utc>,
 }
 
+/// Whether `event` may be sent to endpoints at all: not the endpoints' own operator
+/// records (`webhook_endpoint` streams), which would announce the delivery's
+/// configuration through itself.
+pub fn is_deliverable(event: &RecordedEvent) -> bool {
+    event.aggregate_type != aula_domain::webhook_endpoint::AGGREGATE_TYPE
+}
+
 impl Subscriber {
     fn wants(&self, event: &RecordedEvent, institution: Option<Uuid>) -> bool {
-        (self.institution_id.is_none() || self.institution_id == institution)
+        is_deliverable(event)
+            && (self.institution_id.is_none() || self.institution_id == institution)
             && self
                 .event_types
                 .as_ref()

@@ -11,25 +11,32 @@
 //! - [`target`]: HTTPS and SSRF checks, at registration and at every delivery.
 //! - [`http`]: the request itself (no redirects, one deadline, bounded excerpt).
 //! - [`recover`]: "recover since T" jobs; resending one message.
-//! - [`signing`]: `whsec_` secrets and `v1` signatures.
+//! - [`signing`]: `whsec_` secrets and `v1` signatures, `whsk_`/`whpk_` keys and `v1a`
+//!   signatures.
+//! - [`audit`]: every endpoint operation recorded as an event, for the audit log.
+//! - `successes`, `loads`: successful attempts recorded, and deliveries read, in
+//!   batches: one statement for all the deliveries that finished (started) meanwhile.
 //!
 //! **Invariant:** a message's id and body never change: every attempt, every copy after
 //! a crash and every resend carries the same `webhook-id` and the same bytes.
 
+pub mod audit;
 pub mod bench;
 pub mod deliver;
 pub mod endpoints;
 pub mod fanout;
 pub mod http;
+mod loads;
 pub mod recover;
 pub mod signing;
+mod successes;
 pub mod target;
 
 use std::time::Duration;
 
 pub use deliver::WebhookDelivery;
 pub use endpoints::{Endpoint, EndpointChange, NewEndpoint, WebhookError};
-pub use signing::WebhookSecret;
+pub use signing::{SignatureScheme, Signer, WebhookSecret, WebhookSigningKey};
 
 /// The webhook settings (environment variables in brackets; see docs/configuration.md).
 #[derive(Debug, Clone)]

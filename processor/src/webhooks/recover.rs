@@ -7,11 +7,14 @@
 //! a recovery survives the death of its process like any task (the queue's leases),
 //! never does a batch twice, and stops before its next batch once cancelled.
 
+use aula_domain::webhook_endpoint::WebhookEndpointEvent;
+use aula_eventlog::EventMetadata;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::audit;
 use super::endpoints::WebhookError;
 use super::fanout::{
     delivery_task, institution_of, message_id, original_of, public_body, MessageRows,
@@ -26,15 +29,21 @@ pub const BATCH: i64 = 500;
 
 /// Sends a message again now, as a new attempt with the same id and body. A failed or
 /// delivered message gets one manual attempt; a pending one has its next attempt now.
-pub async fn resend(pool: &PgPool, message_id: Uuid) -> Result<(), WebhookError> {
+/// Recorded for the audit log (`metadata`: who asked).
+pub async fn resend(
+    pool: &PgPool,
+    message_id: Uuid,
+    metadata: &EventMetadata,
+) -> Result<(), WebhookError> {
     let mut tx = pool.begin().await?;
-    let row: Option<(i32, String, Option<Uuid>)> = sqlx::query_as(
-        "SELECT attempts, status, institution_id FROM webhook_messages WHERE id = $1 FOR UPDATE",
+    let row: Option<(i32, String, Option<Uuid>, Uuid)> = sqlx::query_as(
+        "SELECT attempts, status, institution_id, endpoint_id FROM webhook_messages
+         WHERE id = $1 FOR UPDATE",
     )
     .bind(message_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((attempts, status, institution)) = row else {
+    let Some((attempts, status, institution, endpoint_id)) = row else {
         return Err(WebhookError::NotFound);
     };
     sqlx::query(
@@ -46,7 +55,19 @@ pub async fn resend(pool: &PgPool, message_id: Uuid) -> Result<(), WebhookError>
     .await?;
     let task = delivery_task(message_id, attempts + 1, status != "pending", institution);
     insert_tasks(&mut tx, &[task]).await?;
+    // Last: the endpoint's row lock (see `deliver`'s order: message, counters, endpoint).
+    let recorded = audit::record(
+        &mut tx,
+        endpoint_id,
+        metadata,
+        &[WebhookEndpointEvent::WebhookMessageResent {
+            endpoint_id,
+            message_id,
+        }],
+    )
+    .await?;
     tx.commit().await?;
+    recorded.committed(pool).await;
     Ok(())
 }
 
@@ -72,11 +93,13 @@ const JOB_COLUMNS: &str =
     "id, endpoint_id, since, requested_by, status, total, done, created_at, updated_at, error";
 
 /// Starts a recovery of `endpoint_id` since `since`; its first batch is a task.
+/// Recorded for the audit log (`metadata`: who asked).
 pub async fn start(
     pool: &PgPool,
     endpoint_id: Uuid,
     since: DateTime<Utc>,
     requested_by: &str,
+    metadata: &EventMetadata,
 ) -> Result<RecoverJob, WebhookError> {
     let mut tx = pool.begin().await?;
     let endpoint: Option<(Option<Uuid>,)> = sqlx::query_as(
@@ -117,7 +140,19 @@ pub async fn start(
         &[batch_task(id, after, bounds.2.unwrap_or(0), institution, 0)],
     )
     .await?;
+    let recorded = audit::record(
+        &mut tx,
+        endpoint_id,
+        metadata,
+        &[WebhookEndpointEvent::WebhookRecoveryStarted {
+            endpoint_id,
+            recovery_id: id,
+            since,
+        }],
+    )
+    .await?;
     tx.commit().await?;
+    recorded.committed(pool).await;
     Ok(job)
 }
 
@@ -138,16 +173,38 @@ fn batch_task(
     task
 }
 
-/// Stops a running recovery before its next batch. Returns whether it was running.
-pub async fn cancel(pool: &PgPool, job_id: Uuid) -> Result<bool, sqlx::Error> {
-    let cancelled = sqlx::query(
+/// Stops a running recovery before its next batch. Returns whether it was running (only
+/// then is the cancellation recorded for the audit log).
+pub async fn cancel(
+    pool: &PgPool,
+    job_id: Uuid,
+    metadata: &EventMetadata,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let cancelled: Option<(Uuid,)> = sqlx::query_as(
         "UPDATE webhook_recover_jobs SET status = 'cancelled', updated_at = now()
-         WHERE id = $1 AND status = 'running'",
+         WHERE id = $1 AND status = 'running'
+         RETURNING endpoint_id",
     )
     .bind(job_id)
-    .execute(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(cancelled.rows_affected() > 0)
+    let Some((endpoint_id,)) = cancelled else {
+        return Ok(false);
+    };
+    let recorded = audit::record(
+        &mut tx,
+        endpoint_id,
+        metadata,
+        &[WebhookEndpointEvent::WebhookRecoveryCancelled {
+            endpoint_id,
+            recovery_id: job_id,
+        }],
+    )
+    .await?;
+    tx.commit().await?;
+    recorded.committed(pool).await;
+    Ok(true)
 }
 
 pub async fn job(pool: &PgPool, job_id: Uuid) -> Result<Option<RecoverJob>, sqlx::Error> {
@@ -230,7 +287,8 @@ impl TaskHandler for WebhookRecover {
         let mut again: Vec<Uuid> = Vec::new();
         for event in in_scope.iter().filter(|e| e.recorded_at >= since) {
             let owner = institution_of(event);
-            let wanted = (institution.is_none() || institution == owner)
+            let wanted = super::fanout::is_deliverable(event)
+                && (institution.is_none() || institution == owner)
                 && types.as_ref().is_none_or(|t| t.contains(&event.event_type));
             if !wanted {
                 continue;

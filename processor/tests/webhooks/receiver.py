@@ -4,8 +4,14 @@ Standard Webhooks library (PyPI `standardwebhooks`, pinned in .ci/run), never wi
 Aula's own code, once per secret it was given: the result for each secret is what a
 receiver holding only that secret would conclude.
 
+`v1a` (ed25519) signatures, which that library does not verify (1.0.0 knows `v1`
+only), are verified with PyCA `cryptography` (pinned in .ci/run), an independent
+ed25519 implementation (OpenSSL's), given the endpoint's `whpk_` public key: the
+signed content `{id}.{timestamp}.{body}`, a `v1a,<base64>` entry of the header, the
+timestamp within 5 minutes, as the spec describes and the library does for `v1`.
+
 Usage: receiver.py '<json config>'
-  {"secrets": ["whsec_..."], "behaviour": "ok", "delay_ms": 0}
+  {"secrets": ["whsec_..." or "whpk_..."], "behaviour": "ok", "delay_ms": 0}
 behaviour (per webhook-id):
   ok           200 every time
   fail_once    500 the first time, then 200
@@ -21,10 +27,45 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import base64
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+TOLERANCE_SECONDS = 5 * 60
+
+
+class Ed25519Webhook:
+    """A `v1a` verifier holding one `whpk_` public key."""
+
+    def __init__(self, public_key):
+        raw = base64.b64decode(public_key[len("whpk_"):])
+        self.key = Ed25519PublicKey.from_public_bytes(raw)
+
+    def verify(self, body, headers):
+        timestamp = headers["webhook-timestamp"]
+        if abs(time.time() - int(timestamp)) > TOLERANCE_SECONDS:
+            raise WebhookVerificationError("timestamp out of tolerance")
+        signed = ("%s.%s.%s" % (headers["webhook-id"], timestamp, body)).encode("utf-8")
+        for entry in headers["webhook-signature"].split(" "):
+            version, _, signature = entry.partition(",")
+            if version != "v1a":
+                continue
+            try:
+                self.key.verify(base64.b64decode(signature), signed)
+                return
+            except (InvalidSignature, ValueError):
+                continue
+        raise WebhookVerificationError("no matching v1a signature")
+
+
+def verifier(secret):
+    return Ed25519Webhook(secret) if secret.startswith("whpk_") else Webhook(secret)
+
+
 CONFIG = json.loads(sys.argv[1])
-HOOKS = [Webhook(secret) for secret in CONFIG.get("secrets", [])]
+HOOKS = [verifier(secret) for secret in CONFIG.get("secrets", [])]
 BEHAVIOUR = CONFIG.get("behaviour", "ok")
 DELAY = CONFIG.get("delay_ms", 0) / 1000.0
 SEEN = {}
