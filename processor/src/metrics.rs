@@ -5,10 +5,11 @@ use aula_eventlog::metrics::{Counter, Family, Histogram, Text, LATENCY_BUCKETS};
 use sqlx::PgPool;
 
 /// Task attempts run by this process's workers, by kind and outcome: `succeeded`,
-/// `failed` (to be retried unless its attempts are exhausted) or `failed_permanently`.
+/// `failed` (to be retried unless its attempts are exhausted), `failed_permanently` or
+/// `dead` (an outcome that can never change, e.g. a one-time link already sent).
 pub static TASK_ATTEMPTS: Family<2, Counter> = Family::new(
     "aula_task_attempts_total",
-    "Task attempts run by this process, by task kind and outcome (succeeded, failed, failed_permanently).",
+    "Task attempts run by this process, by task kind and outcome (succeeded, failed, failed_permanently, dead).",
     ["kind", "outcome"],
     (),
 );

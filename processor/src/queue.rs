@@ -175,6 +175,7 @@ impl TaskRow {
             error: error.into(),
             retry_after,
             spare: false,
+            dead: false,
         }
     }
 }
@@ -365,7 +366,8 @@ pub struct Failed {
     pub attempt: i32,
     pub claimed_at: DateTime<Utc>,
     pub error: String,
-    /// `None` for a permanent failure (status `failed`); otherwise how long after now
+    /// `None` for a permanent failure (status `failed`, or `dead` with [`Failed::dead`]);
+    /// otherwise how long after now
     /// (the database's clock) to run again (status `pending`), unless the attempts are
     /// exhausted (status `dead`).
     pub retry_after: Option<Duration>,
@@ -373,6 +375,8 @@ pub struct Failed {
     /// `TaskError::is_unavailable`): it is retried without counting against the
     /// task's attempts, so an outage longer than the retry budget kills no task.
     pub spare: bool,
+    /// The outcome can never change (`TaskError::Final`): status `dead` at once.
+    pub dead: bool,
 }
 
 /// Marks attempts succeeded, fenced by attempt number.
@@ -564,7 +568,8 @@ pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Er
                     .collect::<Vec<_>>(),
             )
             .bind(failed.iter().map(|f| f.claimed_at).collect::<Vec<_>>())
-            .bind(failed.iter().map(|f| f.spare).collect::<Vec<_>>());
+            .bind(failed.iter().map(|f| f.spare).collect::<Vec<_>>())
+            .bind(failed.iter().map(|f| f.dead).collect::<Vec<_>>());
     finish(pool, sql, |(id, event_id, status, finished_at, error)| {
         let mut change = TaskChange::moved(event_id, "running", &status);
         change.finished_at = finished_at;
@@ -576,18 +581,20 @@ pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Er
 
 /// See [`fail`].
 pub const FAIL_SQL: &str = "WITH f AS (
-             SELECT id, attempt, claimed_at, error, now() + retry_ms * interval '1 millisecond' AS retry_at,
-                    spare AND retry_ms IS NOT NULL AS spare
-             FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::timestamptz[], $6::bool[])
-                 AS c(id, attempt, error, retry_ms, claimed_at, spare)
+             SELECT id, attempt, claimed_at, error,
+                    CASE WHEN NOT dead THEN now() + retry_ms * interval '1 millisecond' END AS retry_at,
+                    spare AND retry_ms IS NOT NULL AND NOT dead AS spare, dead
+             FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::timestamptz[], $6::bool[], $7::bool[])
+                 AS c(id, attempt, error, retry_ms, claimed_at, spare, dead)
          ), locked AS (
-             SELECT t.id, t.status, f.error, f.retry_at, f.spare FROM f
+             SELECT t.id, t.status, f.error, f.retry_at, f.spare, f.dead FROM f
              JOIN tasks t ON t.id = f.id AND t.attempt = f.attempt AND t.claimed_at = f.claimed_at
              ORDER BY t.id
              FOR UPDATE OF t
          ), updated AS (
              UPDATE tasks t
-             SET status = CASE WHEN f.retry_at IS NULL THEN 'failed'
+             SET status = CASE WHEN f.dead THEN 'dead'
+                               WHEN f.retry_at IS NULL THEN 'failed'
                                WHEN t.attempt >= t.max_attempts AND NOT f.spare THEN 'dead'
                                ELSE 'pending' END,
                  max_attempts = t.max_attempts + CASE WHEN f.spare THEN 1 ELSE 0 END,

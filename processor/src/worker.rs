@@ -309,6 +309,7 @@ async fn run_one(registry: &Registry, ctx: &TaskContext) -> Outcome {
     let task = &ctx.task;
     let label = match &outcome.result {
         Ok(()) => "succeeded",
+        Err(error) if error.is_final() => "dead",
         Err(error) if error.is_permanent() => "failed_permanently",
         Err(_) => "failed",
     };
@@ -382,6 +383,7 @@ async fn complete_loop(
                         queue::backoff(outcome.claim.attempt, config.retry_base, config.retry_max)
                     }),
                     spare: error.is_unavailable(),
+                    dead: error.is_final(),
                 }),
             }
         }

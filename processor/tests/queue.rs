@@ -689,8 +689,8 @@ async fn batch_statements_find_their_rows_by_key_under_generic_plans() {
         (
             "fail",
             queue::FAIL_SQL,
-            "bigint[], int[], text[], float8[], timestamptz[], bool[]",
-            format!("{ids}, {attempts}, {errors}, {delays}, {claimed_at}, {spares}"),
+            "bigint[], int[], text[], float8[], timestamptz[], bool[], bool[]",
+            format!("{ids}, {attempts}, {errors}, {delays}, {claimed_at}, {spares}, {spares}"),
         ),
         (
             "heartbeat",

@@ -30,8 +30,9 @@ enum Outcome {
     /// Every task of the copy succeeds (the handlers are idempotent: a decision already
     /// taken, an institution or demo data already there are success).
     Succeeded,
-    /// Deliberate: the copy's task of `kind` fails at once (first attempt, `failed`)
-    /// with an error containing `reason`; its other tasks succeed.
+    /// Deliberate: the copy's task of `kind` ends at once (first attempt, status `dead`:
+    /// its outcome can never change) with an error containing `reason`; its other
+    /// tasks succeed. The copy's event is then `failed`.
     FailsAtOnce {
         kind: &'static str,
         reason: &'static str,
@@ -90,6 +91,16 @@ const OUTCOMES: &[(&str, Outcome)] = &[
     // grades
     ("ExamGradeNoteAdded", Outcome::Succeeded),
     ("ExamGradeNoteChanged", Outcome::Succeeded),
+    // webhook endpoints: audit records of operators' changes, never sent anywhere
+    ("WebhookEndpointCreated", Outcome::NoTasks),
+    ("WebhookEndpointUpdated", Outcome::NoTasks),
+    ("WebhookEndpointEnabled", Outcome::NoTasks),
+    ("WebhookEndpointDisabled", Outcome::NoTasks),
+    ("WebhookEndpointSecretRotated", Outcome::NoTasks),
+    ("WebhookEndpointDeleted", Outcome::NoTasks),
+    ("WebhookMessageResent", Outcome::NoTasks),
+    ("WebhookRecoveryStarted", Outcome::NoTasks),
+    ("WebhookRecoveryCancelled", Outcome::NoTasks),
 ];
 
 fn bus<A>(pool: &PgPool, services: A::Services) -> CommandBus<A>
@@ -494,7 +505,7 @@ async fn every_event_type_of_the_catalog_reprocesses_to_its_documented_outcome()
                     kind: failing,
                     reason,
                 } if failing == kind => {
-                    assert_eq!(status, "failed", "{event_type} {kind}");
+                    assert_eq!(status, "dead", "{event_type} {kind}");
                     assert_eq!(*attempts, 1, "{event_type} {kind}: no retries");
                     let error = error.as_deref().unwrap_or_default();
                     assert!(error.contains(reason), "{event_type} {kind}: {error}");

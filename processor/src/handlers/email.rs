@@ -494,7 +494,7 @@ async fn stashed_token(
         None if expires_at <= Utc::now() => Err(TaskError::permanent(
             "the one-time token expired before its e-mail could be sent",
         )),
-        None if original_already_sent(ctx).await? => Err(TaskError::permanent(format!(
+        None if original_already_sent(ctx).await? => Err(TaskError::final_outcome(format!(
             "this is a reprocessed copy and the original's e-mail already sent the one-time \
              link (its raw token is kept only until then, and only its hash is stored): \
              ask for a new link instead ({})",

@@ -42,6 +42,10 @@ pub enum TaskError {
     /// Retrying cannot help (bad payload, invalid address, unknown kind).
     #[error(transparent)]
     Permanent(BoxError),
+    /// The outcome can never change, not even by a manual retry (a one-time token that
+    /// is gone): the task ends `dead` at once, with this reason, instead of `failed`.
+    #[error(transparent)]
+    Final(BoxError),
 }
 
 impl TaskError {
@@ -53,8 +57,18 @@ impl TaskError {
         TaskError::Permanent(error.into())
     }
 
+    pub fn final_outcome(error: impl Into<BoxError>) -> Self {
+        TaskError::Final(error.into())
+    }
+
+    /// Not worth an automatic retry ([`TaskError::Permanent`] or [`TaskError::Final`]).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, TaskError::Permanent(_))
+        matches!(self, TaskError::Permanent(_) | TaskError::Final(_))
+    }
+
+    /// Ends the task `dead`: see [`TaskError::Final`].
+    pub fn is_final(&self) -> bool {
+        matches!(self, TaskError::Final(_))
     }
 
     /// Whether the attempt failed because the database could not be used at all: no
@@ -79,7 +93,7 @@ impl TaskError {
     /// "outer: cause: root cause".
     pub fn chain(&self) -> String {
         let inner: &(dyn std::error::Error + 'static) = match self {
-            TaskError::Retry(e) | TaskError::Permanent(e) => e.as_ref(),
+            TaskError::Retry(e) | TaskError::Permanent(e) | TaskError::Final(e) => e.as_ref(),
         };
         aula_eventlog::subscription::error_chain(inner)
     }
