@@ -695,5 +695,44 @@ async fn queue_controls_cancel_release_reprioritize_pause_and_leave_an_audit_tra
         .all(|e| e["actor"] == format!("user:{}", admin.id)));
     let r = server.gql(Some(&a.manager.token), log, json!({})).await;
     assert_eq!(r["data"]["queueControlLog"].as_array().unwrap().len(), 5);
+    // Each control is also a record in the log, committed with it: what `auditLog`
+    // lists (its projection reads every event), with the actor and the task's
+    // institution.
+    let records: Vec<(String, Value, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT event_type, payload, metadata->>'actor', metadata->>'institution_id'
+         FROM events WHERE aggregate_type = 'queue_control' ORDER BY global_position",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let types: Vec<&str> = records.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "TaskCancelled",
+            "TaskForceReleased",
+            "TaskPriorityChanged",
+            "TaskKindPaused",
+            "TaskKindResumed"
+        ]
+    );
+    assert_eq!(records[0].1["task_id"], json!(waiting), "{records:?}");
+    assert_eq!(records[2].1["detail"], "priority 40 -> 2", "{records:?}");
+    for (event_type, _, actor, institution) in &records {
+        assert_eq!(
+            actor.as_deref(),
+            Some(format!("user:{}", admin.id).as_str()),
+            "{event_type}"
+        );
+        if event_type.starts_with("TaskKind") {
+            assert_eq!(institution, &None, "{event_type}: a kind is platform-wide");
+        } else {
+            assert_eq!(
+                institution.as_deref(),
+                Some(a.id.to_string().as_str()),
+                "{event_type}"
+            );
+        }
+    }
     server.stop().await;
 }

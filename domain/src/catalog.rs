@@ -13,7 +13,8 @@ use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::Value;
 
 use crate::{
-    application, course, exam_grade, institution, student, teacher, user, webhook_endpoint,
+    application, course, exam_grade, institution, queue_control, student, teacher, user,
+    webhook_endpoint,
 };
 
 /// Placeholder for anything the tables below do not describe; tests fail on it.
@@ -316,12 +317,52 @@ fn meta(event_type: &str) -> Option<Meta> {
             "A running recovery was cancelled.",
             AUDIT,
         ),
+        // queue controls (operator records, not an aggregate)
+        "TaskCancelled" => meta(
+            Business,
+            "cancelTask",
+            "An operator cancelled a waiting task: it will never run.",
+            QUEUE_AUDIT,
+        ),
+        "TaskForceReleased" => meta(
+            Business,
+            "forceReleaseTask",
+            "An operator ended a running task's lease; its worker's late outcome is refused.",
+            QUEUE_AUDIT,
+        ),
+        "TaskPriorityChanged" => meta(
+            Business,
+            "setTaskPriority",
+            "An operator changed a waiting task's priority.",
+            QUEUE_AUDIT,
+        ),
+        "TaskKindPaused" => meta(
+            Business,
+            "pauseTaskKind",
+            "An admin paused a task kind: claims skip it until it is resumed.",
+            QUEUE_AUDIT,
+        ),
+        "TaskKindResumed" => meta(
+            Business,
+            "resumeTaskKind",
+            "An admin resumed a paused task kind.",
+            QUEUE_AUDIT,
+        ),
         _ => return None,
     })
 }
 
 /// The consumers webhook endpoints' records note (the binary adds the projections).
 const AUDIT: &[&str] = &["audit: webhook endpoint operations (auditLog)"];
+/// The consumers of queue-control records.
+const QUEUE_AUDIT: &[&str] = &["audit: queue controls (auditLog)"];
+
+/// Whether events of `aggregate` are operators' records of the service's own
+/// configuration and queue (webhook endpoints, queue controls) rather than facts of the
+/// academic domain: they are audited, never sent to webhook endpoints.
+pub fn is_operator_record(aggregate: &str) -> bool {
+    aggregate == webhook_endpoint::AGGREGATE_TYPE || aggregate == queue_control::AGGREGATE_TYPE
+}
 
 /// The type of `field` in `event_type`'s payload, as documented in the catalog.
 fn field_type(event_type: &str, field: &str) -> Option<&'static str> {
@@ -349,6 +390,9 @@ fn field_type(event_type: &str, field: &str) -> Option<&'static str> {
         ("ExamGradeNoteChanged", "from" | "to") => {
             "GradeNote (string with two decimals, \"0.00\"..=\"10.00\")"
         }
+        (_, "task_id") => "TaskId (integer, the processor's task id)",
+        (_, "kind") => "TaskKind (string, e.g. \"email.enrollment_requested\")",
+        (_, "detail") => "string (the change as the dashboard shows it)",
         (_, "endpoint_id") => "WebhookEndpointId (UUID)",
         (_, "message_id") => "WebhookMessageId (UUID; `webhook-id` is `msg_` + its hex)",
         (_, "recovery_id") => "WebhookRecoveryId (UUID)",
@@ -437,6 +481,10 @@ pub fn sample_events() -> Vec<SampleEvent> {
         .chain(samples_of_stream(
             webhook_endpoint::AGGREGATE_TYPE,
             webhook_endpoint::sample_events(),
+        ))
+        .chain(samples_of_stream(
+            queue_control::AGGREGATE_TYPE,
+            queue_control::sample_events(),
         ))
         .collect()
 }

@@ -10,7 +10,8 @@
 //! [`application::Application`] (`application`),
 //! [`exam_grade::ExamGrade`] (`exam_grade`). Webhook endpoints are no aggregate: their
 //! operations are recorded as [`webhook_endpoint::WebhookEndpointEvent`]s
-//! (`webhook_endpoint` streams) for the audit log.
+//! (`webhook_endpoint` streams) for the audit log, and queue controls as
+//! [`queue_control::QueueControlEvent`]s (`queue_control` streams).
 //!
 //! **Invariant:** the stored event format is a contract. Events are internally tagged JSON
 //! (`{"type": "<EventType>", ...}`), event type names are unique across aggregates, and a
@@ -22,6 +23,7 @@ pub mod course;
 pub mod errors;
 pub mod exam_grade;
 pub mod institution;
+pub mod queue_control;
 mod samples;
 pub mod student;
 pub mod teacher;

@@ -3,8 +3,9 @@
 //!
 //! Each control runs in one transaction that locks the task rows first (by id, like
 //! every statement of [`crate::queue`]), records the status changes with
-//! [`processing::record`] and writes its audit row in `task_controls`, so the audit
-//! trail commits with the change or not at all.
+//! [`processing::record`] and writes its audit row in `task_controls` and its record
+//! in the log (a `queue_control` event, which the audit log lists), so the audit trail
+//! commits with the change or not at all.
 //!
 //! - **Cancel** (`pending`, `retrying`, `paused` to `cancelled`): the row is locked with
 //!   `FOR UPDATE`; a claim (`SKIP LOCKED`) skips a row a cancel holds, and a cancel
@@ -43,8 +44,10 @@
 
 use std::ops::RangeInclusive;
 
-use aula_eventlog::Actor;
+use aula_domain::queue_control::{QueueControlEvent, AGGREGATE_TYPE as QUEUE_CONTROL};
+use aula_eventlog::{Actor, EventMetadata};
 use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -169,6 +172,28 @@ async fn audit(
     .bind(detail)
     .execute(&mut *conn)
     .await?;
+    // The audit log's record (built from events, like every operator action's): in
+    // this transaction, so it commits with the change or not at all.
+    if let Some(record) = QueueControlEvent::of_action(action, task_id, kind, detail) {
+        let metadata =
+            serde_json::to_value(EventMetadata::new(actor.clone(), institution_id).to_map())
+                .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let payload =
+            serde_json::to_value(&record).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                                 payload, metadata)
+             VALUES ($1, $2, 1, $3, $4, $5, $6)",
+        )
+        .bind(QUEUE_CONTROL)
+        .bind(Uuid::new_v4().to_string())
+        .bind(record.event_type())
+        .bind(record.event_version())
+        .bind(payload)
+        .bind(metadata)
+        .execute(&mut *conn)
+        .await?;
+    }
     tracing::info!(%actor, action, task = ?task_id, kind, detail, "queue control");
     Ok(())
 }

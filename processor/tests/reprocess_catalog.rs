@@ -101,6 +101,12 @@ const OUTCOMES: &[(&str, Outcome)] = &[
     ("WebhookMessageResent", Outcome::NoTasks),
     ("WebhookRecoveryStarted", Outcome::NoTasks),
     ("WebhookRecoveryCancelled", Outcome::NoTasks),
+    // queue controls: audit records of operators' controls
+    ("TaskCancelled", Outcome::NoTasks),
+    ("TaskForceReleased", Outcome::NoTasks),
+    ("TaskPriorityChanged", Outcome::NoTasks),
+    ("TaskKindPaused", Outcome::NoTasks),
+    ("TaskKindResumed", Outcome::NoTasks),
 ];
 
 fn bus<A>(pool: &PgPool, services: A::Services) -> CommandBus<A>

@@ -43,13 +43,13 @@ pub enum WebhookError {
 }
 
 /// Every event type of the catalog endpoints may subscribe to, sorted: all but the
-/// endpoints' own operator records (`webhook_endpoint` streams, never delivered).
+/// operators' records (webhook endpoints, queue controls: never delivered).
 pub fn event_types() -> &'static BTreeSet<String> {
     static TYPES: OnceLock<BTreeSet<String>> = OnceLock::new();
     TYPES.get_or_init(|| {
         aula_domain::catalog::catalog()
             .into_iter()
-            .filter(|e| e.aggregate != aula_domain::webhook_endpoint::AGGREGATE_TYPE)
+            .filter(|e| !aula_domain::catalog::is_operator_record(e.aggregate))
             .map(|e| e.event_type)
             .collect()
     })

@@ -115,11 +115,11 @@ struct Subscriber {
     created_at: DateTime<Utc>,
 }
 
-/// Whether `event` may be sent to endpoints at all: not the endpoints' own operator
-/// records (`webhook_endpoint` streams), which would announce the delivery's
-/// configuration through itself.
+/// Whether `event` may be sent to endpoints at all: not the operators' records
+/// (`webhook_endpoint` streams would announce the delivery's configuration through
+/// itself; `queue_control` streams are the queue's internals).
 pub fn is_deliverable(event: &RecordedEvent) -> bool {
-    event.aggregate_type != aula_domain::webhook_endpoint::AGGREGATE_TYPE
+    !aula_domain::catalog::is_operator_record(&event.aggregate_type)
 }
 
 impl Subscriber {
