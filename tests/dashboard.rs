@@ -12,7 +12,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -28,27 +28,10 @@ const SIGN_UP_EMAIL: &str = "email.signup_confirmation";
 
 /// A free loopback port (bound, read, released).
 fn screenshots() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
-    // Only this run's pictures (no stale timeout shots from an earlier run).
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::screenshot_dir("dashboard-screenshots")
 }
 
-async fn poll_db(pool: &sqlx::PgPool, sql: &str, expected: i64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let count: i64 = sqlx::query_scalar(sql).fetch_one(pool).await.unwrap();
-        if count == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after 60 s waiting for {what}: {count} instead of {expected} ({sql})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use support::poll_db;
 
 async fn graphql(client: &reqwest::Client, base: &str, query: &str, variables: Value) -> Value {
     client

@@ -21,26 +21,10 @@ use support::service::Service;
 const PASSWORD: &str = "dashboard password 1";
 
 fn screenshots() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-insights-screenshots");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::screenshot_dir("dashboard-insights-screenshots")
 }
 
-async fn poll_db(pool: &sqlx::PgPool, sql: &str, expected: i64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let count: i64 = sqlx::query_scalar(sql).fetch_one(pool).await.unwrap();
-        if count == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {count} instead of {expected} ({sql})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use support::poll_db;
 
 async fn graphql(base: &str, token: Option<&str>, query: &str, variables: Value) -> Value {
     let mut request = reqwest::Client::new()

@@ -10,7 +10,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aula::cli::{GlobalArgs, LogFormat, ServeArgs};
@@ -23,26 +23,10 @@ const PASSWORD: &str = "dashboard password 1";
 const KIND: &str = "email.signup_confirmation";
 
 fn screenshots() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-queue-screenshots");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::screenshot_dir("dashboard-queue-screenshots")
 }
 
-async fn poll_db(pool: &sqlx::PgPool, sql: &str, expected: i64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let count: i64 = sqlx::query_scalar(sql).fetch_one(pool).await.unwrap();
-        if count == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after 60 s waiting for {what}: {count} instead of {expected} ({sql})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use support::poll_db;
 
 async fn graphql(
     client: &reqwest::Client,

@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -25,10 +25,7 @@ const PASSWORD: &str = "dashboard password 2";
 const ENROLLMENT: &str = "EnrollmentRequested";
 
 fn screenshots() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-reprocess-screenshots");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    support::screenshot_dir("dashboard-reprocess-screenshots")
 }
 
 /// The JavaScript that clicks the element `selector` (it must exist).

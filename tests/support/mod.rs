@@ -43,3 +43,30 @@ pub fn database_url(db: &TestDatabase) -> String {
         options.get_port()
     )
 }
+
+/// A fresh directory `target/<name>` for a browser test's screenshots (only this run's
+/// pictures: no stale timeout shots from an earlier run).
+pub fn screenshot_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Waits (up to 60 s) until `sql` counts `expected`; `what` names it in the failure.
+pub async fn poll_db(pool: &sqlx::PgPool, sql: &str, expected: i64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let count: i64 = sqlx::query_scalar(sql).fetch_one(pool).await.unwrap();
+        if count == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after 60 s waiting for {what}: {count} instead of {expected} ({sql})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
