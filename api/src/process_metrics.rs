@@ -104,6 +104,7 @@ impl ProcessStats {
             .as_deref()
             .and_then(boot_time_seconds)?;
         // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
+        #[allow(unsafe_code)]
         let (ticks, page) = unsafe {
             (
                 libc::sysconf(libc::_SC_CLK_TCK),

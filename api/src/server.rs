@@ -277,6 +277,7 @@ fn open_file_limit() -> Option<usize> {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes into the struct we own and reads nothing else.
+    #[allow(unsafe_code)]
     let status = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
     (status == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as usize)
 }

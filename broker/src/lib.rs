@@ -21,6 +21,7 @@
 //!
 //! **Boundary:** the only crate that knows NATS. It reads the log through
 //! `aula-eventlog`'s subscription machinery and writes nothing but its checkpoint.
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod local_server;

@@ -16,6 +16,7 @@
 //! **Invariant:** the stored event format is a contract. Events are internally tagged JSON
 //! (`{"type": "<EventType>", ...}`), event type names are unique across aggregates, and a
 //! payload change bumps `event_version` and adds an upcaster to [`upcasters()`].
+#![forbid(unsafe_code)]
 
 pub mod application;
 pub mod catalog;

@@ -4,6 +4,7 @@
 //!
 //! **Invariant:** a migration that has landed is never edited; sqlx checks the stored
 //! checksum and refuses to start when a file changed.
+#![forbid(unsafe_code)]
 
 /// The embedded migrations, in file-name order.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./sql");

@@ -1,4 +1,4 @@
-//! Bulk reprocessing: re-emit a copy ([`reprocess_event`]) of every event of the admin
+//! Bulk reprocessing: re-emit a copy ([`reprocess_event`](crate::reprocess::reprocess_event)) of every event of the admin
 //! list that matches a filter, in the background.
 //!
 //! - [`preview`] counts what a filter matches now (total, by type, by processing

@@ -27,7 +27,7 @@
 //! - [`archive`]: the nightly move of old succeeded tasks into `*_archive`.
 //! - [`webhooks`]: endpoints, messages fanned out in the reactions' transaction, signed
 //!   delivery attempts as `webhook.deliver` tasks, resend and recovery.
-//! - [`bench`]: `aula bench tasks|latency`.
+//! - [`bench`](mod@bench): `aula bench tasks|latency`.
 //!
 //! **Boundary:** no HTTP or GraphQL here. Commands go through the domain's aggregates
 //! (`aula_eventlog::CommandBus`), never by writing events directly, except for
@@ -35,6 +35,7 @@
 //!
 //! **Invariant:** a task's completion is accepted only from the attempt that currently
 //! holds it (`WHERE id = $1 AND attempt = $2 AND status = 'running'`).
+#![forbid(unsafe_code)]
 
 pub mod admissions;
 pub mod archive;

@@ -21,11 +21,12 @@
 //!
 //! **Invariant:** a projection's rows depend on the events alone (no clock, no
 //! randomness), so a rebuild from position zero reproduces the live rows exactly
-//! ([`rebuild`]).
+//! ([`rebuild`](mod@rebuild)).
 //!
 //! **Boundary:** no HTTP or GraphQL here: the query functions return plain typed rows
 //! that `aula-api` wraps. The tables are declared by `aula-migrations`
 //! (`0002_projections.sql`); a rebuild only copies them.
+#![forbid(unsafe_code)]
 
 pub mod admin_events;
 
