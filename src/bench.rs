@@ -406,7 +406,7 @@ async fn rebuild_floor(pool: &PgPool, tables: &[&str]) -> anyhow::Result<Floor> 
         .execute(pool)
         .await?;
     }
-    sized.sort_by(|a, b| b.1.cmp(&a.1));
+    sized.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
     // The indexes a rebuild defers (all but the constraints'), dropped now, built later.
     let deferred: Vec<(String, String)> = sqlx::query_as(
         "SELECT c.relname::text, pg_get_indexdef(i.indexrelid)
