@@ -223,21 +223,8 @@ async fn load_user(state: &AppState, id: Uuid) -> Result<User, ApiError> {
     Ok(user)
 }
 
-/// Reserves the e-mail and creates a login account without a password. Returns its id.
-pub(crate) async fn create_account(
-    state: &AppState,
-    meta: &aula_eventlog::EventMetadata,
-    email: &Email,
-    name: &PersonName,
-    role: DomainRole,
-    institution_id: Option<Uuid>,
-) -> Result<Uuid, ApiError> {
-    create_account_at(state, meta, email, name, role, institution_id)
-        .await
-        .map(|(id, _)| id)
-}
-
-/// [`create_account`], also returning the log position of the account's creation.
+/// Reserves the e-mail and creates a login account without a password. Returns its
+/// id and the log position of its creation.
 pub(crate) async fn create_account_at(
     state: &AppState,
     meta: &aula_eventlog::EventMetadata,

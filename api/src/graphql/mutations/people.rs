@@ -56,17 +56,8 @@ impl PeopleMutation {
             email = parse("email", Email::parse(&input.email)),
             birth_date = parse("birthDate", BirthDate::parse_str(&input.birth_date, today)),
         }
-        ensure_institution_exists(state, institution_id).await?;
-        let meta = metadata(request(ctx), Some(institution_id));
-        let id = create_account(
-            state,
-            &meta,
-            &email,
-            &name,
-            DomainRole::Student,
-            Some(institution_id),
-        )
-        .await?;
+        let (id, meta) =
+            person_account(ctx, institution_id, &email, &name, DomainRole::Student).await?;
         run(
             state,
             &state.buses.student,
@@ -103,17 +94,8 @@ impl PeopleMutation {
             name = parse("name", PersonName::parse(&input.name)),
             email = parse("email", Email::parse(&input.email)),
         }
-        ensure_institution_exists(state, institution_id).await?;
-        let meta = metadata(request(ctx), Some(institution_id));
-        let id = create_account(
-            state,
-            &meta,
-            &email,
-            &name,
-            DomainRole::Teacher,
-            Some(institution_id),
-        )
-        .await?;
+        let (id, meta) =
+            person_account(ctx, institution_id, &email, &name, DomainRole::Teacher).await?;
         run(
             state,
             &state.buses.teacher,
@@ -131,4 +113,20 @@ impl PeopleMutation {
         .await
         .map(CreateTeacherPayload::of)
     }
+}
+
+/// The login account of a new student or teacher of `institution_id` (which must
+/// exist), and the metadata its person's creation is recorded with.
+async fn person_account(
+    ctx: &Context<'_>,
+    institution_id: Uuid,
+    email: &Email,
+    name: &PersonName,
+    role: DomainRole,
+) -> Result<(Uuid, EventMetadata), ApiError> {
+    let state = state(ctx);
+    ensure_institution_exists(state, institution_id).await?;
+    let meta = metadata(request(ctx), Some(institution_id));
+    let (id, _) = create_account_at(state, &meta, email, name, role, Some(institution_id)).await?;
+    Ok((id, meta))
 }

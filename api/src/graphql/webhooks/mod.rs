@@ -385,6 +385,22 @@ async fn owned_endpoint(ctx: &Context<'_>, id: Uuid) -> Result<EventMetadata, Ap
     Ok(metadata(request(ctx), owner))
 }
 
+/// The id and institution of message `message_id` (`msg_…` or its uuid), which
+/// `claims` may see.
+async fn owned_message(
+    state: &crate::state::AppState,
+    claims: &Claims,
+    message_id: &str,
+) -> Result<(Uuid, Option<Uuid>), ApiError> {
+    let not_found = || ApiError::not_found("WEBHOOK_NOT_FOUND", "not found");
+    let id = parse_message_id(message_id).ok_or_else(not_found)?;
+    let (_, owner) = endpoints::message(&state.pool, id)
+        .await?
+        .ok_or_else(not_found)?;
+    ensure_owner(claims, owner)?;
+    Ok((id, owner))
+}
+
 fn actor(claims: &Claims) -> String {
     format!("user:{}", claims.user_id)
 }
@@ -476,12 +492,7 @@ impl WebhookQuery {
     ) -> Result<Vec<WebhookAttempt>, ApiError> {
         let claims = watcher(ctx)?;
         let state = state(ctx);
-        let not_found = || ApiError::not_found("WEBHOOK_NOT_FOUND", "not found");
-        let id = parse_message_id(&message_id).ok_or_else(not_found)?;
-        let (_, owner) = endpoints::message(&state.pool, id)
-            .await?
-            .ok_or_else(not_found)?;
-        ensure_owner(claims, owner)?;
+        let (id, _) = owned_message(state, claims, &message_id).await?;
         endpoints::attempts(&state.pool, id)
             .await?
             .into_iter()

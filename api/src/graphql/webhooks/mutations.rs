@@ -164,18 +164,13 @@ impl WebhookMutation {
     ) -> Result<WebhookMessage, ApiError> {
         let claims = staff(ctx)?;
         let state = state(ctx);
-        let not_found = || ApiError::not_found("WEBHOOK_NOT_FOUND", "not found");
-        let id = parse_message_id(&message_id).ok_or_else(not_found)?;
-        let (_, owner) = endpoints::message(&state.pool, id)
-            .await?
-            .ok_or_else(not_found)?;
-        ensure_owner(claims, owner)?;
+        let (id, owner) = owned_message(state, claims, &message_id).await?;
         recover::resend(&state.pool, id, &metadata(request(ctx), owner))
             .await
             .map_err(webhook_error)?;
         let (message, _) = endpoints::message(&state.pool, id)
             .await?
-            .ok_or_else(not_found)?;
+            .ok_or_else(|| ApiError::not_found("WEBHOOK_NOT_FOUND", "not found"))?;
         message.try_into()
     }
 
