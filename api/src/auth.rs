@@ -158,16 +158,8 @@ pub async fn credential_state(
     pool: &sqlx::PgPool,
     user_id: Uuid,
 ) -> Result<(bool, u32), sqlx::Error> {
-    let (deactivated, resets): (bool, i64) = sqlx::query_as(
-        "SELECT coalesce(bool_or(event_type = 'UserDeactivated'), false),
-                count(*) FILTER (WHERE event_type = 'PasswordReset')
-         FROM events
-         WHERE aggregate_type = 'user' AND aggregate_id = $1
-           AND event_type IN ('UserDeactivated', 'PasswordReset')",
-    )
-    .bind(user_id.to_string())
-    .fetch_one(pool)
-    .await?;
+    let (deactivated, resets) =
+        aula_eventlog::lookups::user_credential_state(pool, user_id).await?;
     Ok((deactivated, u32::try_from(resets).unwrap_or(u32::MAX)))
 }
 

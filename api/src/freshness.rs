@@ -8,10 +8,6 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-const CAUGHT_UP_SQL: &str = "
-SELECT count(*) FROM subscription_checkpoints
-WHERE name = ANY($1) AND (tx_id::text::bigint, global_position) >= ($2, $3)";
-
 /// `Ok(true)` once every projection in `projections` reached `global_position` (at once
 /// if the list is empty), `Ok(false)` when `timeout` passed first.
 pub async fn wait_for_projections(
@@ -34,12 +30,8 @@ pub async fn wait_for_projections(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pause = Duration::from_millis(10);
     loop {
-        let (reached,): (i64,) = sqlx::query_as(CAUGHT_UP_SQL)
-            .bind(projections)
-            .bind(position.tx_id)
-            .bind(position.global_position)
-            .fetch_one(pool)
-            .await?;
+        let reached =
+            aula_eventlog::lookups::subscriptions_at_or_past(pool, projections, position).await?;
         if reached as usize >= projections.len() {
             return Ok(true);
         }

@@ -4,10 +4,12 @@
 //! on `/graphql/ws`, `GET /health`, `GET /ready` and `GET /metrics` (Prometheus).
 //!
 //! **Boundary:** the only crate that knows HTTP and GraphQL. It writes through
-//! `aula_eventlog::CommandBus` and owns one table, `user_emails` (migration 0003). It
-//! reads the read models only through `aula-projections`' query functions, and runs
-//! the admin operations through `aula-processor` (reprocessing, task retries) and
-//! `aula-projections` (rebuilds).
+//! `aula_eventlog::CommandBus` and owns two tables, `user_emails` (migration 0003) and
+//! `application_keys` (0016). Every other fact comes from its owner's query functions:
+//! the log's from `aula_eventlog::lookups`, the read models' from `aula-projections`,
+//! the tasks' and notifications' from `aula-processor` (see ARCHITECTURE.md, "Who owns
+//! which table"), which also runs the admin operations (reprocessing, task retries);
+//! `aula-projections` runs the rebuilds.
 //!
 //! **Invariant:** every error leaves through [`error::ApiError`] with a stable
 //! `extensions.code`; internal details go to the log, never to clients. Tokens and

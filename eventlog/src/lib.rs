@@ -10,6 +10,7 @@ pub mod db;
 pub mod health;
 pub mod local_pg;
 pub mod log;
+pub mod lookups;
 pub mod metadata;
 pub mod metrics;
 pub mod shutdown;

@@ -46,6 +46,7 @@ pub mod controls;
 pub mod dashboard;
 pub mod handlers;
 pub mod kinds;
+pub mod lookups;
 pub mod mail;
 pub mod metrics;
 pub mod processing;

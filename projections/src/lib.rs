@@ -67,6 +67,7 @@ pub mod decode;
 pub mod directory;
 pub mod enrollments;
 pub mod list_bench;
+pub mod lookups;
 pub mod rebuild;
 pub mod status;
 

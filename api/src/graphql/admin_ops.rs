@@ -8,7 +8,7 @@ use aula_processor::ReprocessError;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::mutation::settle;
+use super::mutations::settle;
 use super::read_models::STAFF;
 use super::types::BigInt;
 use super::{request, state};
@@ -83,23 +83,16 @@ pub(crate) async fn event_owner(
     state: &AppState,
     event_id: Uuid,
 ) -> Result<Option<Uuid>, ApiError> {
-    let row: Option<(Option<String>,)> =
-        sqlx::query_as("SELECT metadata->>'institution_id' FROM events WHERE event_id = $1")
-            .bind(event_id)
-            .fetch_optional(&state.pool)
-            .await?;
-    let (owner,) = row.ok_or_else(|| ApiError::not_found("EVENT_NOT_FOUND", "event not found"))?;
+    let owner = aula_eventlog::lookups::event_institution(&state.pool, event_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("EVENT_NOT_FOUND", "event not found"))?;
     Ok(owner.and_then(|id| id.parse().ok()))
 }
 
 pub(crate) async fn task_owner(state: &AppState, task_id: i64) -> Result<Option<Uuid>, ApiError> {
-    let row: Option<(Option<Uuid>,)> =
-        sqlx::query_as("SELECT institution_id FROM tasks WHERE id = $1")
-            .bind(task_id)
-            .fetch_optional(&state.pool)
-            .await?;
-    let (owner,) = row.ok_or_else(|| ApiError::not_found("TASK_NOT_FOUND", "task not found"))?;
-    Ok(owner)
+    aula_processor::lookups::task_institution(&state.pool, task_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("TASK_NOT_FOUND", "task not found"))
 }
 
 #[Object]

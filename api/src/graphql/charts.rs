@@ -138,24 +138,15 @@ impl ChartQuery {
             .chars()
             .all(|c| c.is_ascii_hexdigit() || c == '-')
             .then_some(id_prefix);
-        // One row per institution (its creation event, through the admin list's type
-        // index): as many rows as institutions, never the log.
-        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-            "SELECT a.aggregate_id, e.payload->>'name'
-             FROM admin_events a JOIN events e ON e.global_position = a.global_position
-             WHERE a.event_type = 'InstitutionCreated' AND a.reprocessed_from IS NULL
-               AND (a.aggregate_id LIKE $1 OR (e.payload->>'name') ILIKE $2)
-             ORDER BY e.payload->>'name', a.aggregate_id
-             LIMIT $3",
-        )
-        .bind(
-            id_prefix
+        // One row per institution: as many rows as institutions, never the log.
+        let rows = aula_projections::lookups::institutions_matching(
+            &state(ctx).pool,
+            &id_prefix
                 .map(|p| format!("{p}%"))
                 .unwrap_or_else(|| "-".into()),
+            &aula_projections::admin_events::like_pattern(text),
+            MAX_SUGGESTIONS,
         )
-        .bind(aula_projections::admin_events::like_pattern(text))
-        .bind(MAX_SUGGESTIONS)
-        .fetch_all(&state(ctx).pool)
         .await?;
         Ok(rows
             .into_iter()

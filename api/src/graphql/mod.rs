@@ -5,7 +5,7 @@ pub(crate) mod bulk;
 mod charts;
 mod directory;
 pub mod limits;
-mod mutation;
+mod mutations;
 mod notifications;
 mod observers;
 mod payloads;
@@ -50,7 +50,7 @@ pub struct QueryRoot(
 /// Every mutation: one per domain command, and the admin operations.
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(
-    mutation::CommandMutation,
+    mutations::CommandMutation,
     admin_ops::AdminMutation,
     notifications::NotificationMutation,
     bulk::BulkMutation,

@@ -5,6 +5,7 @@
 //! (`notification_recipients.read_at`).
 
 use async_graphql::{Context, Object, SimpleObject};
+use aula_processor::lookups::{self, NotificationRow};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -59,22 +60,6 @@ pub struct NotificationPage {
     pub next_cursor: Option<String>,
 }
 
-type NotificationRow = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    Option<Uuid>,
-    Option<Uuid>,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-);
-
-const COLUMNS: &str = "n.id, n.audience, n.title, n.body, n.data::text, n.institution_id,
-                       n.event_id, n.created_at, r.linked_at, r.read_at";
-
 impl From<NotificationRow> for Notification {
     fn from(r: NotificationRow) -> Self {
         let (id, audience, title, body, data, institution_id, event_id, created, linked, read) = r;
@@ -105,16 +90,12 @@ async fn notification(
     claims: &Claims,
     notification_id: i64,
 ) -> Result<Option<Notification>, ApiError> {
-    let row: Option<NotificationRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM notification_recipients r
-         JOIN notifications n ON n.id = r.notification_id
-         WHERE r.notification_id = $1 AND r.recipient_id = $2
-           AND ($3::uuid IS NULL OR n.institution_id IS NULL OR n.institution_id = $3)"
-    ))
-    .bind(notification_id)
-    .bind(claims.user_id)
-    .bind(institution_filter(claims))
-    .fetch_optional(pool)
+    let row = lookups::notification_for(
+        pool,
+        notification_id,
+        claims.user_id,
+        institution_filter(claims),
+    )
     .await?;
     Ok(row.map(Into::into))
 }
@@ -136,22 +117,14 @@ impl NotificationQuery {
         let after = after
             .map(|a| a.parse::<i64>().map_err(|_| bad_cursor()))
             .transpose()?;
-        let mut rows: Vec<NotificationRow> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM notification_recipients r
-             JOIN notifications n ON n.id = r.notification_id
-             WHERE r.recipient_id = $1
-               AND ($2::uuid IS NULL OR n.institution_id IS NULL OR n.institution_id = $2)
-               AND (NOT $3 OR r.read_at IS NULL)
-               AND ($4::bigint IS NULL OR n.id < $4)
-             ORDER BY n.id DESC
-             LIMIT $5"
-        ))
-        .bind(claims.user_id)
-        .bind(institution_filter(claims))
-        .bind(unread_only)
-        .bind(after)
-        .bind(first as i64 + 1)
-        .fetch_all(&state.pool)
+        let mut rows = lookups::notifications_of(
+            &state.pool,
+            claims.user_id,
+            institution_filter(claims),
+            unread_only,
+            after,
+            first as i64 + 1,
+        )
         .await?;
         let next_cursor = if rows.len() > first {
             rows.truncate(first);
@@ -183,24 +156,18 @@ impl NotificationMutation {
             if own.read {
                 return Ok(own);
             }
-            sqlx::query(
-                "UPDATE notification_recipients SET read_at = COALESCE(read_at, $3)
-                 WHERE notification_id = $1 AND recipient_id = $2",
+            lookups::mark_notification_read(
+                &state.pool,
+                notification_id,
+                claims.user_id,
+                state.clock.now(),
             )
-            .bind(notification_id)
-            .bind(claims.user_id)
-            .bind(state.clock.now())
-            .execute(&state.pool)
             .await?;
             return notification(&state.pool, claims, notification_id)
                 .await?
                 .ok_or_else(not_found);
         }
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM notifications WHERE id = $1)")
-                .bind(notification_id)
-                .fetch_one(&state.pool)
-                .await?;
+        let exists = lookups::notification_exists(&state.pool, notification_id).await?;
         if exists {
             Err(ApiError::forbidden(
                 "NOT_RECIPIENT",

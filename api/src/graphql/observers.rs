@@ -10,7 +10,7 @@ use aula_domain::user::Role as DomainRole;
 use aula_domain::values::{Email, PersonName};
 use uuid::Uuid;
 
-use super::mutation::{create_account_at, ensure_institution_exists, parse, result};
+use super::mutations::{create_account_at, ensure_institution_exists, parse, result};
 use super::read_models::STAFF;
 use super::types::BigInt;
 use super::{metadata, request, state};

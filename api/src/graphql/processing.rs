@@ -4,6 +4,7 @@
 //! and archived, each with its attempts).
 
 use async_graphql::{ComplexObject, Context, Object, SimpleObject};
+use aula_processor::lookups;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -207,33 +208,6 @@ async fn institution_summary(
     })
 }
 
-type TaskRowTuple = (
-    i64,
-    String,
-    String,
-    i16,
-    i32,
-    i32,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    Option<String>,
-    Option<i64>,
-    Option<DateTime<Utc>>,
-);
-
-type AttemptRow = (
-    i64,
-    i32,
-    String,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    Option<f64>,
-    String,
-    Option<String>,
-);
-
 #[Object]
 impl ProcessingQuery {
     /// The dashboard header: today's processing rate, current counts by status and the
@@ -299,27 +273,7 @@ impl ProcessingQuery {
             .map(|a| a.parse::<i64>().map_err(|_| bad_cursor()))
             .transpose()?;
         ensure_owner(claims, event_owner(state, event_id).await?)?;
-        let mut rows: Vec<TaskRowTuple> = sqlx::query_as(&format!(
-            "SELECT id, kind, {status}, priority, attempt, max_attempts, run_at, created_at,
-                    started_at, finished_at, last_error, origin_task_id, archived_at
-             FROM (SELECT id, kind, status, priority, attempt, max_attempts, run_at, created_at,
-                          started_at, finished_at, last_error, origin_task_id,
-                          NULL::timestamptz AS archived_at
-                   FROM tasks WHERE event_id = $1
-                   UNION ALL
-                   SELECT id, kind, status, priority, attempt, max_attempts, run_at, created_at,
-                          started_at, finished_at, last_error, origin_task_id, archived_at
-                   FROM tasks_archive WHERE event_id = $1) t
-             WHERE $2::bigint IS NULL OR id > $2
-             ORDER BY id
-             LIMIT $3",
-            status = aula_processor::controls::DISPLAY_STATUS_SQL
-        ))
-        .bind(event_id)
-        .bind(after)
-        .bind(first as i64 + 1)
-        .fetch_all(&state.pool)
-        .await?;
+        let mut rows = lookups::event_tasks(&state.pool, event_id, after, first as i64 + 1).await?;
         let next_cursor = if rows.len() > first {
             rows.truncate(first);
             rows.last().map(|r| r.0.to_string())
@@ -327,20 +281,7 @@ impl ProcessingQuery {
             None
         };
         let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        // A task and its attempts are archived together; reading both tables also covers
-        // a task read just before the archive moved it.
-        let attempts: Vec<AttemptRow> = sqlx::query_as(
-            "SELECT task_id, attempt, worker, started_at, finished_at, duration_ms, outcome, error
-             FROM (SELECT task_id, attempt, worker, started_at, finished_at, duration_ms, outcome, error
-                   FROM task_attempts WHERE task_id = ANY($1)
-                   UNION ALL
-                   SELECT task_id, attempt, worker, started_at, finished_at, duration_ms, outcome, error
-                   FROM task_attempts_archive WHERE task_id = ANY($1)) a
-             ORDER BY task_id, attempt",
-        )
-        .bind(&ids)
-        .fetch_all(&state.pool)
-        .await?;
+        let attempts = lookups::task_attempts(&state.pool, &ids).await?;
         let nodes = rows
             .into_iter()
             .map(

@@ -16,11 +16,8 @@ use crate::error::ApiError;
 pub struct SubscriptionRoot;
 
 async fn head(pool: &PgPool) -> Option<i64> {
-    match sqlx::query_as::<_, (Option<i64>,)>("SELECT max(global_position) FROM events")
-        .fetch_one(pool)
-        .await
-    {
-        Ok((position,)) => Some(position.unwrap_or(0)),
+    match aula_eventlog::lookups::log_head(pool).await {
+        Ok(position) => Some(position.unwrap_or(0)),
         Err(error) => {
             tracing::warn!(%error, "logPosition subscription: reading the log head failed");
             None

@@ -265,13 +265,7 @@ impl TaskQuery {
         let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
         let state = state(ctx);
         ensure_owner(claims, event_owner(state, event_id).await?)?;
-        let row: Option<(String, String, serde_json::Value, serde_json::Value)> = sqlx::query_as(
-            "SELECT event_type, event_version, payload::jsonb, metadata::jsonb
-                 FROM events WHERE event_id = $1",
-        )
-        .bind(event_id)
-        .fetch_optional(&state.pool)
-        .await?;
+        let row = aula_eventlog::lookups::stored_event(&state.pool, event_id).await?;
         let (event_type, event_version, payload, metadata) =
             row.ok_or_else(|| ApiError::not_found("EVENT_NOT_FOUND", "event not found"))?;
         let key = |name: &str| {
@@ -298,18 +292,7 @@ impl TaskQuery {
     async fn dashboard_facets(&self, ctx: &Context<'_>) -> Result<DashboardFacets, ApiError> {
         auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
         let pool = &state(ctx).pool;
-        // A loose index scan over `admin_events_type_idx`: one probe per distinct type.
-        let event_types: Vec<String> = sqlx::query_scalar(
-            "WITH RECURSIVE t(event_type) AS (
-                 (SELECT event_type FROM admin_events ORDER BY event_type LIMIT 1)
-                 UNION ALL
-                 SELECT (SELECT a.event_type FROM admin_events a WHERE a.event_type > t.event_type
-                         ORDER BY a.event_type LIMIT 1)
-                 FROM t WHERE t.event_type IS NOT NULL)
-             SELECT event_type FROM t WHERE event_type IS NOT NULL",
-        )
-        .fetch_all(pool)
-        .await?;
+        let event_types = aula_projections::lookups::admin_event_types(pool).await?;
         let task_kinds = task_list::task_kinds(pool).await?;
         Ok(DashboardFacets {
             event_types,

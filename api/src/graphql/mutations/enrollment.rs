@@ -1,0 +1,239 @@
+//! Applying to a course (public, recorded at once and decided later by the processor)
+//! and cancelling an enrollment.
+
+use async_graphql::{Context, InputObject, Object};
+use uuid::Uuid;
+
+use super::*;
+
+#[derive(Default)]
+pub struct EnrollmentMutation;
+
+/// An application to a course: who applies, to which course.
+#[derive(InputObject)]
+pub struct ApplyToCourseInput {
+    /// The course applied to.
+    pub course_id: Uuid,
+    /// The applicant's full name.
+    pub name: String,
+    /// `YYYY-MM-DD`.
+    pub birth_date: String,
+    /// The applicant's e-mail: one application per course and e-mail.
+    pub email: String,
+    /// Optional, chosen by the client (1 to 200 characters): repeating the request with
+    /// the same key and input returns the same application; the same key with other
+    /// input is refused (`IDEMPOTENCY_KEY_REUSED`).
+    pub idempotency_key: Option<String>,
+}
+
+/// The enrollment to cancel.
+#[derive(InputObject)]
+pub struct CancelEnrollmentInput {
+    /// The course.
+    pub course_id: Uuid,
+    /// The enrollment's application (see `courseEnrollments`).
+    pub application_id: Uuid,
+}
+
+#[Object]
+impl EnrollmentMutation {
+    /// Public, rate-limited. Applies to a course: the application is recorded at once in
+    /// a stream of its own (no applicant ever waits for another) and the processor
+    /// decides it later, in the order the applications were recorded. Returns the
+    /// application id, which is the same for every application of one e-mail to one
+    /// course: a repeat returns the existing application and records nothing.
+    async fn apply_to_course(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The command's input.")] input: ApplyToCourseInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
+        wait_for_projections: Option<bool>,
+    ) -> Result<ApplyToCoursePayload, ApiError> {
+        rate_limit(ctx)?;
+        let state = state(ctx);
+        let now = state.clock.now();
+        validate! {
+            name = parse("name", PersonName::parse(&input.name)),
+            email = parse("email", Email::parse(&input.email)),
+            birth_date = parse(
+                "birthDate",
+                BirthDate::parse_str(&input.birth_date, now.date_naive()),
+            ),
+            idempotency_key = input
+                .idempotency_key
+                .as_deref()
+                .map(idempotency_key)
+                .transpose(),
+        }
+        let institution_id = open_course_institution(state, input.course_id).await?;
+        let course_id = CourseId::from_uuid(input.course_id);
+        let application_id = application_id_for(course_id, &email).as_uuid();
+        if let Some(key) = &idempotency_key {
+            reserve_application_key(state, input.course_id, key, application_id).await?;
+        }
+        let command = ApplicationCommand::SubmitApplication {
+            course_id,
+            institution_id: InstitutionId::from_uuid(institution_id),
+            name,
+            birth_date,
+            email,
+            requested_at: now,
+            idempotency_key,
+        };
+        let meta = metadata(request(ctx), Some(institution_id));
+        // Answer before the request's own timeout, saying whether it was recorded.
+        let deadline = state.config.request_timeout.mul_f64(0.8);
+        let stream = application_id.to_string();
+        let execution = state.buses.application.execute(&stream, command, &meta);
+        let committed = match tokio::time::timeout(deadline, execution).await {
+            Ok(outcome) => outcome?,
+            Err(_) => {
+                let recorded = aula_eventlog::lookups::stream_exists(
+                    &state.pool,
+                    <Application as Aggregate>::TYPE,
+                    &stream,
+                )
+                .await?;
+                return Err(ApiError::Timeout {
+                    message: if recorded {
+                        "the service is busy, but your application was recorded; it will be decided in order".into()
+                    } else {
+                        "the service is busy and your application was not recorded yet; sending it again is safe".into()
+                    },
+                    recorded,
+                    id: Some(application_id),
+                });
+            }
+        };
+        result(
+            state,
+            application_id,
+            committed.last_position(),
+            wait_for_projections,
+        )
+        .await
+        .map(ApplyToCoursePayload::of)
+    }
+
+    /// Manager (own institution) or admin. Cancels an enrollment, freeing the seat.
+    /// Returns the application id.
+    async fn cancel_enrollment(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The command's input.")] input: CancelEnrollmentInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
+        wait_for_projections: Option<bool>,
+    ) -> Result<CancelEnrollmentPayload, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let institution_id = course_institution(state, input.course_id).await?;
+        auth::ensure_institution(claims, institution_id)?;
+        run(
+            state,
+            &state.buses.course,
+            input.course_id,
+            CourseCommand::CancelEnrollment {
+                application_id: ApplicationId::from_uuid(input.application_id),
+                at: state.clock.now(),
+            },
+            &metadata(request(ctx), Some(institution_id)),
+            input.application_id,
+            wait_for_projections,
+        )
+        .await
+        .map(|r| CancelEnrollmentPayload::of(r).owned_by(input.course_id))
+    }
+}
+
+/// The institution of a course that exists and still takes applications: from the
+/// `course_capacity` read model, or from the course's stream when the read model has
+/// not caught up with its opening yet. A course closed after this check declines the
+/// application when it is decided.
+async fn open_course_institution(state: &AppState, course_id: Uuid) -> Result<Uuid, ApiError> {
+    let closed = || ApiError::conflict("COURSE_CLOSED", "the course is closed");
+    if let Some(row) =
+        aula_projections::course_capacity::course_capacity(&state.pool, course_id).await?
+    {
+        if let Some(institution) = row.institution_id {
+            if row.closed {
+                return Err(closed());
+            }
+            return Ok(institution);
+        }
+    }
+    let row = aula_eventlog::lookups::course_opening_and_closing(&state.pool, course_id).await?;
+    let institution = row
+        .0
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| ApiError::not_found("COURSE_NOT_FOUND", "course not found"))?;
+    if row.1 == Some(true) {
+        return Err(closed());
+    }
+    Ok(institution)
+}
+
+fn idempotency_key(raw: &str) -> Result<String, ApiError> {
+    let field = "idempotencyKey";
+    if raw.is_empty() {
+        return Err(ApiError::validation(field, "EMPTY", "must not be empty"));
+    }
+    if raw.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
+        return Err(ApiError::validation(
+            field,
+            "TOO_LONG",
+            format!("must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
+        ));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            field,
+            "INVALID_CHARACTERS",
+            "must not contain control characters",
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+/// Reserves `key` of `course` for `application`, or checks that it already names it.
+/// A key names one application: another e-mail under the same key is another stream,
+/// which no aggregate could compare, so the reservation does.
+async fn reserve_application_key(
+    state: &AppState,
+    course: Uuid,
+    key: &str,
+    application: Uuid,
+) -> Result<(), ApiError> {
+    let inserted = sqlx::query(
+        "INSERT INTO application_keys (course_id, idempotency_key, application_id)
+         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(course)
+    .bind(key)
+    .bind(application)
+    .execute(&state.pool)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        return Ok(());
+    }
+    // Taken (by this application's earlier request or another one): this statement
+    // sees the committed reservation.
+    let owner: Uuid = sqlx::query_scalar(
+        "SELECT application_id FROM application_keys WHERE course_id = $1 AND idempotency_key = $2",
+    )
+    .bind(course)
+    .bind(key)
+    .fetch_one(&state.pool)
+    .await?;
+    if owner == application {
+        Ok(())
+    } else {
+        Err(ApiError::conflict(
+            "IDEMPOTENCY_KEY_REUSED",
+            "this idempotency key was already used for an application with other data",
+        ))
+    }
+}

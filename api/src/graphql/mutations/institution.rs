@@ -1,0 +1,194 @@
+//! An institution's campuses and courses: creating a campus, offering a course and
+//! changing its capacity (managers in their own institution, admins anywhere).
+
+use async_graphql::{Context, InputObject, Object};
+use uuid::Uuid;
+
+use super::*;
+
+#[derive(Default)]
+pub struct InstitutionMutation;
+
+/// A new campus of an institution.
+#[derive(InputObject)]
+pub struct CreateCampusInput {
+    /// Required for admins; managers default to (and may only name) their own.
+    pub institution_id: Option<Uuid>,
+    /// The campus's name.
+    pub name: String,
+    /// The city it is in.
+    pub city: String,
+}
+
+/// A new course on a campus, with its capacity.
+#[derive(InputObject)]
+pub struct OfferCourseInput {
+    /// The institution (admins; managers offer in their own).
+    pub institution_id: Option<Uuid>,
+    /// The campus it is taught on.
+    pub campus_id: Uuid,
+    /// The course's name.
+    pub name: String,
+    /// Seats in all (1 to 10,000).
+    pub capacity: i32,
+    /// Optional client-chosen id; resending the same id after a failure completes the
+    /// offer instead of creating a second course.
+    pub course_id: Option<Uuid>,
+}
+
+/// A course's new capacity.
+#[derive(InputObject)]
+pub struct ChangeCourseCapacityInput {
+    /// The course.
+    pub course_id: Uuid,
+    /// Seats in all, at least the seats already taken.
+    pub capacity: i32,
+}
+
+#[Object]
+impl InstitutionMutation {
+    /// Manager (own institution) or admin. Returns the campus id.
+    async fn create_campus(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The command's input.")] input: CreateCampusInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
+        wait_for_projections: Option<bool>,
+    ) -> Result<CreateCampusPayload, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let institution_id = auth::target_institution(claims, input.institution_id)?;
+        validate! {
+            name = parse("name", CampusName::parse(&input.name)),
+            city = parse("city", CityName::parse(&input.city)),
+        }
+        let campus_id = Uuid::new_v4();
+        run(
+            state,
+            &state.buses.institution,
+            institution_id,
+            InstitutionCommand::CreateCampus {
+                campus_id: CampusId::from_uuid(campus_id),
+                name,
+                city,
+            },
+            &metadata(request(ctx), Some(institution_id)),
+            campus_id,
+            wait_for_projections,
+        )
+        .await
+        .map(|r| CreateCampusPayload::of(r).owned_by(institution_id))
+    }
+
+    /// Manager (own institution) or admin. Offers a course on a campus and opens its
+    /// enrollment. Returns the course id.
+    async fn offer_course(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The command's input.")] input: OfferCourseInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
+        wait_for_projections: Option<bool>,
+    ) -> Result<OfferCoursePayload, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let institution_id = auth::target_institution(claims, input.institution_id)?;
+        validate! {
+            name = parse("name", CourseName::parse(&input.name)),
+            capacity = parse("capacity", Capacity::from_i64(i64::from(input.capacity))),
+        }
+        let course_id = input.course_id.unwrap_or_else(Uuid::new_v4);
+        if input.course_id.is_some() {
+            // A course id the client chose may be anyone's: an opened course is not
+            // offered again (nor recorded in this institution's list).
+            let (course, _) = state.buses.course.load(&course_id.to_string()).await?;
+            if course.status() != CourseStatus::NotOpened {
+                return Err(ApiError::rejection(&InstitutionError::CourseAlreadyExists));
+            }
+        }
+        let meta = metadata(request(ctx), Some(institution_id));
+        let offered = state
+            .buses
+            .institution
+            .execute(
+                &institution_id.to_string(),
+                InstitutionCommand::OfferCourse {
+                    course_id: CourseId::from_uuid(course_id),
+                    campus_id: CampusId::from_uuid(input.campus_id),
+                    name: name.clone(),
+                    capacity,
+                },
+                &meta,
+            )
+            .await;
+        match offered {
+            Ok(_) => {}
+            // A retry of an offer whose opening failed: finish it.
+            Err(CommandError::Rejected(InstitutionError::CourseAlreadyExists))
+                if input.course_id.is_some() =>
+            {
+                let (institution, _) = state
+                    .buses
+                    .institution
+                    .load(&institution_id.to_string())
+                    .await?;
+                let (course, _) = state.buses.course.load(&course_id.to_string()).await?;
+                if !institution
+                    .courses()
+                    .contains_key(&CourseId::from_uuid(course_id))
+                    || course.status() != CourseStatus::NotOpened
+                {
+                    return Err(ApiError::rejection(&InstitutionError::CourseAlreadyExists));
+                }
+            }
+            Err(other) => return Err(other.into()),
+        }
+        run(
+            state,
+            &state.buses.course,
+            course_id,
+            CourseCommand::OpenCourse {
+                institution_id: InstitutionId::from_uuid(institution_id),
+                campus_id: CampusId::from_uuid(input.campus_id),
+                name,
+                capacity,
+            },
+            &meta,
+            course_id,
+            wait_for_projections,
+        )
+        .await
+        .map(OfferCoursePayload::of)
+    }
+
+    /// Manager (own institution) or admin. Returns the course id.
+    async fn change_course_capacity(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The command's input.")] input: ChangeCourseCapacityInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
+        wait_for_projections: Option<bool>,
+    ) -> Result<ChangeCourseCapacityPayload, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let capacity = parse("capacity", Capacity::from_i64(i64::from(input.capacity)))?;
+        let institution_id = course_institution(state, input.course_id).await?;
+        auth::ensure_institution(claims, institution_id)?;
+        run(
+            state,
+            &state.buses.course,
+            input.course_id,
+            CourseCommand::ChangeCapacity { capacity },
+            &metadata(request(ctx), Some(institution_id)),
+            input.course_id,
+            wait_for_projections,
+        )
+        .await
+        .map(ChangeCourseCapacityPayload::of)
+    }
+}

@@ -1,0 +1,268 @@
+//! One mutation per domain command, one file per feature. Each resolver: checks who may
+//! call it (before loading anything), parses its input into domain values (VALIDATION
+//! names the GraphQL input field), checks institution isolation against the target's
+//! owner, runs the command(s), and reports the affected id with the log position of the
+//! last event ([`run`] is that last step for a single command).
+//!
+//! The features are merged into one GraphQL type in the order below, which is the order
+//! of the fields in the schema.
+
+mod enrollment;
+mod grades;
+mod identity;
+mod institution;
+mod people;
+mod users;
+
+use async_graphql::MergedObject;
+use aula_domain::application::{application_id_for, Application, ApplicationCommand};
+use aula_domain::course::{CourseCommand, CourseStatus};
+use aula_domain::errors::Rejection;
+use aula_domain::exam_grade::ExamGradeCommand;
+use aula_domain::institution::{InstitutionCommand, InstitutionError};
+use aula_domain::student::StudentCommand;
+use aula_domain::teacher::TeacherCommand;
+use aula_domain::user::{Role as DomainRole, User, UserCommand, UserError, UserEvent, UserStatus};
+use aula_domain::values::{
+    ApplicationId, BirthDate, CampusId, CampusName, Capacity, CityName, CourseId, CourseName,
+    Email, ExamName, GradeNote, InstitutionId, InstitutionName, PersonName, StudentId, TeacherId,
+    UserId, ValidationError,
+};
+use aula_eventlog::{CommandBus, CommandError, EventMetadata};
+use chrono::Duration;
+use cqrs_es::Aggregate;
+use uuid::Uuid;
+
+use super::payloads::*;
+use super::types::{
+    BigInt, CommandResult, LoginResult, RequestAccepted, SignUpAccepted, SignUpConfirmed,
+};
+use super::{metadata, rate_limit, request, state};
+use crate::auth::{self, Claims};
+use crate::emails;
+use crate::error::{invalid, ApiError};
+use crate::freshness::wait_for_projections;
+use crate::secrets::{self, IssuedToken, TokenKind};
+use crate::state::AppState;
+use crate::validate;
+
+/// Every command mutation, by feature.
+#[derive(MergedObject, Default)]
+pub struct CommandMutation(
+    identity::IdentityMutation,
+    institution::InstitutionMutation,
+    people::PeopleMutation,
+    enrollment::EnrollmentMutation,
+    grades::GradeMutation,
+    users::UserMutation,
+);
+
+const STAFF: &[DomainRole] = &[DomainRole::Admin, DomainRole::Manager];
+const GRADERS: &[DomainRole] = &[DomainRole::Admin, DomainRole::Manager, DomainRole::Teacher];
+/// Longest accepted one-time token (ours are 43 characters).
+const MAX_TOKEN_CHARS: usize = 128;
+const MAX_REASON_CHARS: usize = 500;
+const MIN_PASSWORD_CHARS: usize = 8;
+const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
+
+pub(crate) fn parse<T>(
+    field: &'static str,
+    result: Result<T, ValidationError>,
+) -> Result<T, ApiError> {
+    result.map_err(|e| invalid(field, e))
+}
+
+fn password(state: &AppState, field: &'static str, raw: &str) -> Result<String, ApiError> {
+    let chars = raw.chars().count();
+    if chars < MIN_PASSWORD_CHARS {
+        return Err(ApiError::validation(
+            field,
+            "TOO_SHORT",
+            format!("must be at least {MIN_PASSWORD_CHARS} characters"),
+        ));
+    }
+    if chars > state.config.max_password_chars {
+        return Err(ApiError::validation(
+            field,
+            "TOO_LONG",
+            format!(
+                "must be at most {} characters",
+                state.config.max_password_chars
+            ),
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
+fn one_time_token(field: &'static str, raw: &str) -> Result<String, ApiError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(ApiError::validation(field, "EMPTY", "must not be empty"));
+    }
+    if raw.chars().count() > MAX_TOKEN_CHARS {
+        return Err(ApiError::validation(
+            field,
+            "TOO_LONG",
+            format!("must be at most {MAX_TOKEN_CHARS} characters"),
+        ));
+    }
+    Ok(secrets::token_hash(raw))
+}
+
+async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
+    secrets::hash_password(password, state.config.password_hashing)
+        .await
+        .map_err(|e| ApiError::internal(format!("password hashing failed: {e}")))
+}
+
+/// Read-your-writes, if asked for.
+pub(crate) async fn settle(
+    state: &AppState,
+    position: Option<i64>,
+    wait: Option<bool>,
+) -> Result<Option<bool>, ApiError> {
+    match (wait, position) {
+        (Some(true), Some(position)) => Ok(Some(
+            wait_for_projections(
+                &state.pool,
+                &state.config.projections,
+                position,
+                state.config.read_your_writes_timeout,
+            )
+            .await?,
+        )),
+        (Some(true), None) => Ok(Some(true)),
+        _ => Ok(None),
+    }
+}
+
+pub(crate) async fn result(
+    state: &AppState,
+    id: Uuid,
+    position: Option<i64>,
+    wait: Option<bool>,
+) -> Result<CommandResult, ApiError> {
+    Ok(CommandResult {
+        id,
+        log_position: position.map(BigInt),
+        projections_caught_up: settle(state, position, wait).await?,
+    })
+}
+
+/// The last step of a command resolver, once the caller is authorized and the input
+/// parsed: runs `command` on the stream `stream` of `bus` with `meta`, then reports `id`
+/// at the log position of the last event appended (see [`result`]).
+pub(crate) async fn run<A>(
+    state: &AppState,
+    bus: &CommandBus<A>,
+    stream: Uuid,
+    command: A::Command,
+    meta: &EventMetadata,
+    id: Uuid,
+    wait: Option<bool>,
+) -> Result<CommandResult, ApiError>
+where
+    A: Aggregate + Clone + 'static,
+    A::Command: Clone,
+    A::Error: Rejection,
+{
+    let committed = bus.execute(&stream.to_string(), command, meta).await?;
+    result(state, id, committed.last_position(), wait).await
+}
+
+/// The institution that owns a course, from its `CourseOpened` event (the stored
+/// event format is a contract; the aggregate has no public accessor for it).
+pub(crate) async fn course_institution(
+    state: &AppState,
+    course_id: Uuid,
+) -> Result<Uuid, ApiError> {
+    aula_eventlog::lookups::course_opened_in(&state.pool, course_id)
+        .await?
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| ApiError::not_found("COURSE_NOT_FOUND", "course not found"))
+}
+
+/// Those of `candidates` that `institution` opened. An institution's own list of courses
+/// is not proof of ownership: an offer names its course id, and an offer of another
+/// institution's course is recorded before its opening is refused.
+pub(crate) async fn courses_opened_by(
+    state: &AppState,
+    institution: Uuid,
+    candidates: &[Uuid],
+) -> Result<Vec<Uuid>, ApiError> {
+    let ids =
+        aula_eventlog::lookups::courses_opened_by(&state.pool, institution, candidates).await?;
+    Ok(ids.into_iter().filter_map(|id| id.parse().ok()).collect())
+}
+
+/// Hands a one-time token to the sink before its hash is recorded (see [`TokenSink`]).
+async fn issue(state: &AppState, token: IssuedToken) -> Result<(), ApiError> {
+    state
+        .tokens
+        .issued(&token)
+        .await
+        .map_err(|error| ApiError::internal(format!("could not keep a one-time token: {error}")))
+}
+
+pub(crate) async fn ensure_institution_exists(state: &AppState, id: Uuid) -> Result<(), ApiError> {
+    let (institution, _) = state.buses.institution.load(&id.to_string()).await?;
+    if institution.name().is_none() {
+        return Err(ApiError::not_found(
+            "INSTITUTION_NOT_FOUND",
+            "institution not found",
+        ));
+    }
+    Ok(())
+}
+
+async fn load_user(state: &AppState, id: Uuid) -> Result<User, ApiError> {
+    let (user, _) = state.buses.user.load(&id.to_string()).await?;
+    if user.status() == UserStatus::Unregistered {
+        return Err(ApiError::not_found("USER_NOT_FOUND", "user not found"));
+    }
+    Ok(user)
+}
+
+/// Reserves the e-mail and creates a login account without a password. Returns its
+/// id and the log position of its creation.
+pub(crate) async fn create_account_at(
+    state: &AppState,
+    meta: &aula_eventlog::EventMetadata,
+    email: &Email,
+    name: &PersonName,
+    role: DomainRole,
+    institution_id: Option<Uuid>,
+) -> Result<(Uuid, Option<i64>), ApiError> {
+    let candidate = Uuid::new_v4();
+    let holder = emails::reserve(&state.pool, email.as_str(), candidate).await?;
+    if holder != candidate {
+        return Err(ApiError::conflict(
+            "EMAIL_TAKEN",
+            "this e-mail belongs to another account",
+        ));
+    }
+    let created = state
+        .buses
+        .user
+        .execute(
+            &candidate.to_string(),
+            UserCommand::CreateUser {
+                email: email.clone(),
+                name: name.clone(),
+                role,
+                institution_id: institution_id.map(InstitutionId::from_uuid),
+                password_hash: None,
+            },
+            meta,
+        )
+        .await;
+    match created {
+        Ok(committed) => Ok((candidate, committed.last_position())),
+        Err(error) => {
+            if matches!(error, CommandError::Rejected(_)) {
+                emails::release(&state.pool, email.as_str(), candidate).await?;
+            }
+            Err(error.into())
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! An institution's students and teachers: each is created with its login account
+//! (no password: the person sets one through the reset flow).
+
+use async_graphql::{Context, InputObject, Object};
+use uuid::Uuid;
+
+use super::*;
+
+#[derive(Default)]
+pub struct PeopleMutation;
+
+/// A new student account of an institution.
+#[derive(InputObject)]
+pub struct CreateStudentInput {
+    /// The institution (admins; managers create in their own).
+    pub institution_id: Option<Uuid>,
+    /// The student's full name.
+    pub name: String,
+    /// The student's e-mail (unique across accounts).
+    pub email: String,
+    /// `YYYY-MM-DD`.
+    pub birth_date: String,
+}
+
+/// A new teacher account of an institution.
+#[derive(InputObject)]
+pub struct CreateTeacherInput {
+    /// The institution (admins; managers create in their own).
+    pub institution_id: Option<Uuid>,
+    /// The teacher's full name.
+    pub name: String,
+    /// The teacher's e-mail (unique across accounts).
+    pub email: String,
+}
+
+#[Object]
+impl PeopleMutation {
+    /// Manager (own institution) or admin. Creates the student and its login account
+    /// (role Student, no password: the student sets one through the reset flow). The
+    /// student id is also its user id. Returns the student id.
+    async fn create_student(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The command's input.")] input: CreateStudentInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
+        wait_for_projections: Option<bool>,
+    ) -> Result<CreateStudentPayload, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let institution_id = auth::target_institution(claims, input.institution_id)?;
+        let today = state.clock.now().date_naive();
+        validate! {
+            name = parse("name", PersonName::parse(&input.name)),
+            email = parse("email", Email::parse(&input.email)),
+            birth_date = parse("birthDate", BirthDate::parse_str(&input.birth_date, today)),
+        }
+        let (id, meta) =
+            person_account(ctx, institution_id, &email, &name, DomainRole::Student).await?;
+        run(
+            state,
+            &state.buses.student,
+            id,
+            StudentCommand::CreateStudent {
+                institution_id: InstitutionId::from_uuid(institution_id),
+                user_id: UserId::from_uuid(id),
+                name,
+                email,
+                birth_date,
+            },
+            &meta,
+            id,
+            wait_for_projections,
+        )
+        .await
+        .map(CreateStudentPayload::of)
+    }
+
+    /// Manager (own institution) or admin. Like `createStudent`, for a teacher.
+    async fn create_teacher(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The command's input.")] input: CreateTeacherInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
+        wait_for_projections: Option<bool>,
+    ) -> Result<CreateTeacherPayload, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let institution_id = auth::target_institution(claims, input.institution_id)?;
+        validate! {
+            name = parse("name", PersonName::parse(&input.name)),
+            email = parse("email", Email::parse(&input.email)),
+        }
+        let (id, meta) =
+            person_account(ctx, institution_id, &email, &name, DomainRole::Teacher).await?;
+        run(
+            state,
+            &state.buses.teacher,
+            id,
+            TeacherCommand::CreateTeacher {
+                institution_id: InstitutionId::from_uuid(institution_id),
+                user_id: UserId::from_uuid(id),
+                name,
+                email,
+            },
+            &meta,
+            id,
+            wait_for_projections,
+        )
+        .await
+        .map(CreateTeacherPayload::of)
+    }
+}
+
+/// The login account of a new student or teacher of `institution_id` (which must
+/// exist), and the metadata its person's creation is recorded with.
+async fn person_account(
+    ctx: &Context<'_>,
+    institution_id: Uuid,
+    email: &Email,
+    name: &PersonName,
+    role: DomainRole,
+) -> Result<(Uuid, EventMetadata), ApiError> {
+    let state = state(ctx);
+    ensure_institution_exists(state, institution_id).await?;
+    let meta = metadata(request(ctx), Some(institution_id));
+    let (id, _) = create_account_at(state, &meta, email, name, role, Some(institution_id)).await?;
+    Ok((id, meta))
+}

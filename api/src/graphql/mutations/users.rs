@@ -1,0 +1,260 @@
+//! Changes to an existing account: its name and e-mail (a new address applies once
+//! confirmed) and its deactivation.
+
+use async_graphql::{Context, InputObject, Object};
+use uuid::Uuid;
+
+use super::*;
+
+#[derive(Default)]
+pub struct UserMutation;
+
+/// A change of name applies at once. A change of e-mail applies only when the link
+/// sent to the new address is followed (`confirmEmailChange`); the current address is
+/// told of the request.
+#[derive(InputObject)]
+pub struct UpdateUserInput {
+    /// Defaults to the caller.
+    pub user_id: Option<Uuid>,
+    /// A new name (applies at once).
+    pub name: Option<String>,
+    /// A new e-mail (applies when the link sent to it is followed).
+    pub email: Option<String>,
+}
+
+/// Confirms an e-mail change with the token e-mailed to the new address.
+#[derive(InputObject)]
+pub struct ConfirmEmailChangeInput {
+    /// The account whose e-mail changes (from the link).
+    pub user_id: Uuid,
+    /// The token from the confirmation e-mail.
+    pub token: String,
+}
+
+/// The account to deactivate, and why.
+#[derive(InputObject)]
+pub struct DeactivateUserInput {
+    /// The account to deactivate.
+    pub user_id: Uuid,
+    /// Why, for the audit log.
+    pub reason: String,
+}
+
+#[Object]
+impl UserMutation {
+    /// Any signed-in user on itself; a manager on users of its institution; an admin
+    /// on anyone. Omitted fields are left as they are. Returns the user id.
+    async fn update_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The command's input.")] input: UpdateUserInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
+        wait_for_projections: Option<bool>,
+    ) -> Result<UpdateUserPayload, ApiError> {
+        let claims = auth::require(request(ctx).claims.as_ref())?;
+        let state = state(ctx);
+        let target = input.user_id.unwrap_or(claims.user_id);
+        if target != claims.user_id {
+            auth::require_role(Some(claims), STAFF)?;
+        }
+        validate! {
+            name = input
+                .name
+                .as_deref()
+                .map(|n| parse("name", PersonName::parse(n)))
+                .transpose(),
+            email = input
+                .email
+                .as_deref()
+                .map(|e| parse("email", Email::parse(e)))
+                .transpose(),
+        }
+        let user = load_user(state, target).await?;
+        let institution = user.institution_id().map(|id| id.as_uuid());
+        if target != claims.user_id {
+            match institution {
+                Some(owner) => auth::ensure_institution(claims, owner)?,
+                // Admin accounts belong to no institution: only admins touch them.
+                None => auth::require_role(Some(claims), &[DomainRole::Admin]).map(|_| ())?,
+            }
+        }
+        // A new address is only proposed here: whoever changes it (a manager, say)
+        // must not be able to take the account by resetting its password at an
+        // address its owner never confirmed.
+        let change = email.filter(|e| Some(e) != user.email());
+        let mut last_position = None;
+        if name.is_some() {
+            let committed = state
+                .buses
+                .user
+                .execute(
+                    &target.to_string(),
+                    UserCommand::UpdateUser { name, email: None },
+                    &metadata(request(ctx), institution),
+                )
+                .await?;
+            last_position = committed.last_position().or(last_position);
+        }
+        if let Some(new_email) = change {
+            if emails::user_id_of(&state.pool, new_email.as_str())
+                .await?
+                .is_some_and(|holder| holder != target)
+            {
+                return Err(ApiError::conflict(
+                    "EMAIL_TAKEN",
+                    "this e-mail belongs to another account",
+                ));
+            }
+            let token = secrets::new_token();
+            let token_hash = secrets::token_hash(&token);
+            // The link goes to the new address, or to the current one when someone
+            // else asks for an active account (the domain decides; see
+            // `EmailChangeLink`): the token is recorded for whichever receives it.
+            let recipient = if target == claims.user_id || !user.has_password() {
+                new_email.to_string()
+            } else {
+                user.email().map(ToString::to_string).unwrap_or_default()
+            };
+            issue(
+                state,
+                IssuedToken {
+                    kind: TokenKind::EmailChange,
+                    user_id: target,
+                    email: recipient,
+                    token,
+                },
+            )
+            .await?;
+            let committed = state
+                .buses
+                .user
+                .execute(
+                    &target.to_string(),
+                    UserCommand::RequestEmailChange {
+                        new_email,
+                        token_hash,
+                        now: state.clock.now(),
+                        by_owner: target == claims.user_id,
+                    },
+                    &metadata(request(ctx), institution),
+                )
+                .await?;
+            last_position = committed.last_position().or(last_position);
+        }
+        result(state, target, last_position, wait_for_projections)
+            .await
+            .map(UpdateUserPayload::of)
+    }
+
+    /// Public, rate-limited: whoever holds the token e-mailed to the new address.
+    /// The e-mail changes now (if no other account took the address meanwhile).
+    /// Returns the user id.
+    async fn confirm_email_change(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The command's input.")] input: ConfirmEmailChangeInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
+        wait_for_projections: Option<bool>,
+    ) -> Result<CommandResult, ApiError> {
+        rate_limit(ctx)?;
+        let state = state(ctx);
+        let token_hash = one_time_token("token", &input.token)?;
+        let target = input.user_id;
+        let unknown = || ApiError::rejection(&UserError::EmailChangeTokenUnknown);
+        let (user, _) = state.buses.user.load(&target.to_string()).await?;
+        let Some(new_email) = user.pending_email_change(&token_hash).cloned() else {
+            return Err(unknown());
+        };
+        let old_email = user.email().cloned();
+        let holder = emails::reserve(&state.pool, new_email.as_str(), target).await?;
+        if holder != target {
+            return Err(ApiError::conflict(
+                "EMAIL_TAKEN",
+                "this e-mail belongs to another account",
+            ));
+        }
+        let outcome = state
+            .buses
+            .user
+            .execute(
+                &target.to_string(),
+                UserCommand::ConfirmEmailChange {
+                    token_hash,
+                    now: state.clock.now(),
+                },
+                &metadata(request(ctx), user.institution_id().map(|id| id.as_uuid())),
+            )
+            .await;
+        let committed = match outcome {
+            Ok(committed) => committed,
+            Err(error) => {
+                // Whatever went wrong, the address was not taken: free it again (a
+                // failure here is logged; the reservation only blocks that address).
+                if let Err(release) = emails::release(&state.pool, new_email.as_str(), target).await
+                {
+                    tracing::warn!(error = %release, "could not release an e-mail reservation");
+                }
+                return Err(match error {
+                    CommandError::Rejected(UserError::NotFound | UserError::NotActive) => unknown(),
+                    other => other.into(),
+                });
+            }
+        };
+        if let Some(old) = old_email.filter(|old| *old != new_email) {
+            emails::release(&state.pool, old.as_str(), target).await?;
+        }
+        result(
+            state,
+            target,
+            committed.last_position(),
+            wait_for_projections,
+        )
+        .await
+    }
+
+    /// Manager (users of its institution) or admin. Users are never deleted.
+    /// Returns the user id.
+    async fn deactivate_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The command's input.")] input: DeactivateUserInput,
+        #[graphql(
+            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+        )]
+        wait_for_projections: Option<bool>,
+    ) -> Result<CommandResult, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let state = state(ctx);
+        let reason = input.reason.trim().to_owned();
+        if reason.is_empty() {
+            return Err(ApiError::validation("reason", "EMPTY", "must not be empty"));
+        }
+        if reason.chars().count() > MAX_REASON_CHARS {
+            return Err(ApiError::validation(
+                "reason",
+                "TOO_LONG",
+                format!("must be at most {MAX_REASON_CHARS} characters"),
+            ));
+        }
+        let user = load_user(state, input.user_id).await?;
+        let institution = user.institution_id().map(|id| id.as_uuid());
+        match institution {
+            Some(owner) => auth::ensure_institution(claims, owner)?,
+            None => auth::require_role(Some(claims), &[DomainRole::Admin]).map(|_| ())?,
+        }
+        run(
+            state,
+            &state.buses.user,
+            input.user_id,
+            UserCommand::DeactivateUser { reason },
+            &metadata(request(ctx), institution),
+            input.user_id,
+            wait_for_projections,
+        )
+        .await
+    }
+}

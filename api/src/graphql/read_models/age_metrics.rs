@@ -1,0 +1,141 @@
+//! Applicants' ages per course, campus and institution (`aula_projections::age_metrics`).
+
+use async_graphql::{Context, Enum, Object, SimpleObject};
+use aula_projections::age_metrics::{self, AgeScope as ProjectionAgeScope};
+use uuid::Uuid;
+
+use super::*;
+
+#[derive(Default)]
+pub struct AgeMetricsQuery;
+
+/// The grouping of an age metric.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgeScope {
+    /// Per course.
+    Course,
+    /// Per campus.
+    Campus,
+    /// Per institution.
+    Institution,
+}
+
+impl From<AgeScope> for ProjectionAgeScope {
+    fn from(scope: AgeScope) -> Self {
+        match scope {
+            AgeScope::Course => ProjectionAgeScope::Course,
+            AgeScope::Campus => ProjectionAgeScope::Campus,
+            AgeScope::Institution => ProjectionAgeScope::Institution,
+        }
+    }
+}
+
+/// Ages (whole years on the enrollment date) of the students enrolled in one course,
+/// campus or institution.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct AgeMetrics {
+    /// What `scopeId` names: a course, a campus or an institution.
+    pub scope: AgeScope,
+    /// The id of the course, campus or institution.
+    pub scope_id: Uuid,
+    /// Enrolled students counted.
+    pub students: BigInt,
+    /// The youngest student's age in years.
+    pub min_age: i32,
+    /// The oldest student's age in years.
+    pub max_age: i32,
+    /// The students' mean age in years.
+    pub average_age: f64,
+}
+
+/// One page of age metrics.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct AgeMetricsPage {
+    /// The metrics of this page.
+    pub nodes: Vec<AgeMetrics>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[Object]
+impl AgeMetricsQuery {
+    /// Age metrics of courses, campuses or institutions, by id. Without `ids`: every
+    /// one of that scope the caller may see (admin: all; others: their institution's).
+    async fn age_metrics(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Courses, campuses or institutions.")] scope: AgeScope,
+        #[graphql(desc = "Only these ids.")] ids: Option<Vec<Uuid>>,
+        #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
+        #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<AgeMetricsPage, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), READERS)?;
+        let state = state(ctx);
+        let first = page_size(first, state.config.max_page_size)?;
+        if ids
+            .as_ref()
+            .is_some_and(|ids| ids.len() > state.config.max_page_size)
+        {
+            return Err(ApiError::validation(
+                "ids",
+                "OUT_OF_RANGE",
+                format!("at most {} ids", state.config.max_page_size),
+            ));
+        }
+        let ids: Option<Vec<Uuid>> = if auth::sees_every_institution(claims) {
+            ids
+        } else {
+            let (own_id, own) = own_institution(state, claims).await?;
+            let visible: Vec<Uuid> = match scope {
+                AgeScope::Institution => vec![own_id],
+                AgeScope::Campus => own.campuses().keys().map(|c| c.as_uuid()).collect(),
+                AgeScope::Course => {
+                    let listed: Vec<Uuid> = own.courses().keys().map(|c| c.as_uuid()).collect();
+                    courses_opened_by(state, own_id, &listed).await?
+                }
+            };
+            match ids {
+                None => Some(visible),
+                Some(ids) => {
+                    for id in &ids {
+                        if !visible.contains(id) {
+                            if scope == AgeScope::Course {
+                                // Unknown course: NOT_FOUND; another's: FORBIDDEN.
+                                course_institution(state, *id).await?;
+                            }
+                            return Err(other_institution());
+                        }
+                    }
+                    Some(ids)
+                }
+            }
+        };
+        let after = after
+            .map(|a| a.parse::<Uuid>().map_err(|_| bad_cursor()))
+            .transpose()?;
+        let page = age_metrics::age_metrics(
+            &state.pool,
+            scope.into(),
+            ids.as_deref(),
+            after,
+            first as i64,
+        )
+        .await?;
+        let next_cursor = page.next.map(|id| id.to_string());
+        Ok(AgeMetricsPage {
+            nodes: page
+                .rows
+                .into_iter()
+                .map(|r| AgeMetrics {
+                    scope,
+                    scope_id: r.scope_id,
+                    students: BigInt(r.students),
+                    min_age: r.min_age,
+                    max_age: r.max_age,
+                    average_age: r.average_age,
+                })
+                .collect(),
+            next_cursor,
+        })
+    }
+}

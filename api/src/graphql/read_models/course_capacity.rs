@@ -1,0 +1,182 @@
+//! The seats of courses (`aula_projections::course_capacity`).
+
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
+use aula_projections::course_capacity;
+use uuid::Uuid;
+
+use super::*;
+
+#[derive(Default)]
+pub struct CourseCapacityQuery;
+
+/// One course's seats (read model `course_capacity`).
+#[derive(SimpleObject, Debug, Clone)]
+pub struct CourseCapacity {
+    /// The course's id.
+    pub course_id: Uuid,
+    /// The institution offering it.
+    pub institution_id: Option<Uuid>,
+    /// The campus it is taught on.
+    pub campus_id: Option<Uuid>,
+    /// Its name.
+    pub name: Option<String>,
+    /// Seats in all.
+    pub capacity: i32,
+    /// Seats taken by enrolled students.
+    pub enrolled: i32,
+    /// Seats still free (`capacity - enrolled`).
+    pub seats_left: i32,
+    /// Applications recorded and not yet decided.
+    pub pending: i32,
+    /// Applications declined (the course was full or closed).
+    pub declined: i32,
+    /// Enrollments cancelled by a manager (their seats were given back).
+    pub cancelled: i32,
+    /// Whether it takes no more applications.
+    pub closed: bool,
+    /// When it was offered.
+    pub opened_at: Option<DateTime<Utc>>,
+    /// When its seats last changed.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl From<course_capacity::CourseCapacityRow> for CourseCapacity {
+    fn from(r: course_capacity::CourseCapacityRow) -> Self {
+        Self {
+            course_id: r.course_id,
+            institution_id: r.institution_id,
+            campus_id: r.campus_id,
+            name: r.name,
+            capacity: r.capacity,
+            enrolled: r.enrolled,
+            seats_left: r.seats_left,
+            pending: r.pending,
+            declined: r.declined,
+            cancelled: r.cancelled,
+            closed: r.closed,
+            opened_at: r.opened_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// One page of courses with their seats.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct CourseCapacityPage {
+    /// The courses of this page.
+    pub nodes: Vec<CourseCapacity>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The column a course list is sorted by (ties broken by course id).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CourseCapacitySortField {
+    /// Course name.
+    #[default]
+    Name,
+    /// Seats in all.
+    Capacity,
+    /// Seats taken.
+    Enrolled,
+    /// Seats left.
+    SeatsLeft,
+    /// Applications not yet decided.
+    Pending,
+    /// Applications declined.
+    Declined,
+    /// When offered.
+    OpenedAt,
+}
+
+/// How the course list is sorted.
+#[derive(InputObject, Debug, Clone, Default)]
+pub struct CourseCapacitySort {
+    /// The column to sort by.
+    #[graphql(default)]
+    pub field: CourseCapacitySortField,
+    /// Ascending or descending.
+    #[graphql(default)]
+    pub direction: SortDirection,
+}
+
+#[Object]
+impl CourseCapacityQuery {
+    /// The seats of one course. Admin: any; manager and teacher: own institution.
+    async fn course_capacity(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The course.")] course_id: Uuid,
+    ) -> Result<CourseCapacity, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), READERS)?;
+        let state = state(ctx);
+        let owner = course_institution(state, course_id).await?;
+        auth::ensure_institution(claims, owner)?;
+        course_capacity::course_capacity(&state.pool, course_id)
+            .await?
+            .map(Into::into)
+            .ok_or_else(|| ApiError::not_found("COURSE_NOT_FOUND", "course not found"))
+    }
+
+    /// Courses with their seats, of an institution (a non-admin's own by default; an
+    /// admin without `institutionId` sees every institution) and/or a campus.
+    async fn course_capacities(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The institution (admins; others get their own).")] institution_id: Option<
+            Uuid,
+        >,
+        #[graphql(desc = "Only this campus's courses.")] campus_id: Option<Uuid>,
+        #[graphql(desc = "Sort column and direction.")] sort: Option<CourseCapacitySort>,
+        #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
+        #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
+    ) -> Result<CourseCapacityPage, ApiError> {
+        let claims = auth::require_role(request(ctx).claims.as_ref(), READERS)?;
+        let state = state(ctx);
+        let first = page_size(first, state.config.max_page_size)?;
+        let institution = if auth::sees_every_institution(claims) {
+            institution_id
+        } else {
+            let id = auth::target_institution(claims, institution_id)?;
+            if let Some(campus) = campus_id {
+                let (_, own) = own_institution(state, claims).await?;
+                if !own.campuses().keys().any(|c| c.as_uuid() == campus) {
+                    return Err(other_institution());
+                }
+            }
+            Some(id)
+        };
+        let sort = sort.unwrap_or_default();
+        let after = after
+            .map(|a| a.parse::<Uuid>().map_err(|_| bad_cursor()))
+            .transpose()?;
+        let query = course_capacity::CapacityListQuery {
+            institution_id: institution,
+            campus_id,
+            sort: {
+                use course_capacity::CapacitySort as S;
+                use CourseCapacitySortField as F;
+                match sort.field {
+                    F::Name => S::Name,
+                    F::Capacity => S::Capacity,
+                    F::Enrolled => S::Enrolled,
+                    F::SeatsLeft => S::SeatsLeft,
+                    F::Pending => S::Pending,
+                    F::Declined => S::Declined,
+                    F::OpenedAt => S::OpenedAt,
+                }
+            },
+            descending: sort.direction == SortDirection::Desc,
+            after,
+            limit: Some(first as i64),
+        };
+        let page = course_capacity::page_course_capacity(&state.pool, &query)
+            .await
+            .map_err(page_error)?;
+        let (rows, next_cursor) = (page.rows, page.next.map(|id| id.to_string()));
+        Ok(CourseCapacityPage {
+            nodes: rows.into_iter().map(Into::into).collect(),
+            next_cursor,
+        })
+    }
+}
