@@ -21,6 +21,7 @@ pub mod application;
 pub mod catalog;
 pub mod course;
 pub mod errors;
+pub mod event_types;
 pub mod exam_grade;
 pub mod institution;
 pub mod queue_control;
@@ -33,4 +34,4 @@ pub mod values;
 pub mod webhook_endpoint;
 
 pub use errors::{Rejection, RejectionKind};
-pub use upcasting::upcasters;
+pub use upcasting::{decode, upcasters};

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use aula_domain::course::CourseEvent;
+use aula_domain::event_types;
 use aula_eventlog::subscription::BoxError;
 use aula_eventlog::{Consumer, RecordedEvent};
 use chrono::NaiveDate;
@@ -54,7 +55,10 @@ enum Change {
 }
 
 /// The course events this read model reads.
-pub const EVENT_TYPES: &[&str] = &["StudentEnrolled", "EnrollmentCancelled"];
+pub const EVENT_TYPES: &[&str] = &[
+    event_types::STUDENT_ENROLLED,
+    event_types::ENROLLMENT_CANCELLED,
+];
 
 async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
     let mut changes: BTreeMap<(Uuid, Uuid), Change> = BTreeMap::new();
