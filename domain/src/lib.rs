@@ -15,7 +15,9 @@
 //!
 //! **Invariant:** the stored event format is a contract. Events are internally tagged JSON
 //! (`{"type": "<EventType>", ...}`), event type names are unique across aggregates, and a
-//! payload change bumps `event_version` and adds an upcaster to [`upcasters()`].
+//! payload change bumps `event_version` and adds an upcaster to [`upcasters()`]. The names
+//! are constants in [`event_types`], which other crates match on; readers of the log
+//! decode stored payloads with [`decode()`].
 
 pub mod application;
 pub mod catalog;
@@ -33,5 +35,7 @@ pub mod user;
 pub mod values;
 pub mod webhook_endpoint;
 
+// The crate's surface beside the aggregates' modules (each the namespace of its
+// commands, events and errors) and `values`.
 pub use errors::{Rejection, RejectionKind};
 pub use upcasting::{decode, upcasters};

@@ -27,6 +27,23 @@
 //! that `aula-api` wraps. The tables are declared by `aula-migrations`
 //! (`0002_projections.sql`); a rebuild only copies them.
 
+/// Implements [`Consumer`] for a read model whose module has
+/// `async fn handle(tx, events) -> Result<(), ProjectionError>`: the batch goes to it.
+macro_rules! read_model_consumer {
+    ($model:ty) => {
+        #[async_trait::async_trait]
+        impl aula_eventlog::Consumer for $model {
+            async fn handle(
+                &mut self,
+                tx: &mut sqlx::PgConnection,
+                events: &[aula_eventlog::RecordedEvent],
+            ) -> Result<(), aula_eventlog::BoxError> {
+                Ok(handle(tx, events).await?)
+            }
+        }
+    };
+}
+
 pub mod admin_events;
 pub mod age_metrics;
 pub mod audit_log;

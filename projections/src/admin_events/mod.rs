@@ -7,8 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use aula_eventlog::subscription::BoxError;
-use aula_eventlog::{Consumer, RecordedEvent};
+use aula_eventlog::RecordedEvent;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -42,16 +41,7 @@ pub const PRESERVED_COLUMNS: &[&str] = &[
 #[derive(Debug, Default)]
 pub struct AdminEvents;
 
-#[async_trait::async_trait]
-impl Consumer for AdminEvents {
-    async fn handle(
-        &mut self,
-        tx: &mut PgConnection,
-        events: &[RecordedEvent],
-    ) -> Result<(), BoxError> {
-        Ok(handle(tx, events).await?)
-    }
-}
+read_model_consumer!(AdminEvents);
 
 async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
     let originals: Vec<Option<Uuid>> = events.iter().map(reprocessed_from).collect();

@@ -15,8 +15,7 @@ use aula_domain::exam_grade::ExamGradeEvent;
 use aula_domain::student::StudentEvent;
 use aula_domain::teacher::TeacherEvent;
 use aula_domain::user::UserEvent;
-use aula_eventlog::subscription::BoxError;
-use aula_eventlog::{Consumer, RecordedEvent};
+use aula_eventlog::RecordedEvent;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -64,16 +63,7 @@ pub fn reads(aggregate_type: &str, event_type: &str) -> bool {
 #[derive(Debug, Default)]
 pub struct Directory;
 
-#[async_trait::async_trait]
-impl Consumer for Directory {
-    async fn handle(
-        &mut self,
-        tx: &mut PgConnection,
-        events: &[RecordedEvent],
-    ) -> Result<(), BoxError> {
-        Ok(handle(tx, events).await?)
-    }
-}
+read_model_consumer!(Directory);
 
 /// A change to an account, folded over a batch.
 #[derive(Debug, Default)]
@@ -192,24 +182,14 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
                     email,
                     birth_date,
                 } = decode::<StudentEvent>(event)?;
-                let person_id = uuid_of(event)?;
-                flush_before_creation(tx, &mut batch, user_id.into()).await?;
-                batch.person_of_user.insert(user_id.into(), person_id);
-                batch.people.insert(
-                    person_id,
-                    PersonRow {
-                        person_id,
-                        user_id: user_id.into(),
-                        institution_id: institution_id.into(),
-                        role: "student".into(),
-                        name: name.as_str().to_owned(),
-                        email: email.as_str().to_owned(),
-                        birth_date: Some(birth_date.date()),
-                        active: true,
-                        created_at: event.recorded_at,
-                        global_position: position,
-                    },
-                );
+                let person = new_person(event, "student", user_id.into(), institution_id.into())?;
+                let person = PersonRow {
+                    name: name.as_str().to_owned(),
+                    email: email.as_str().to_owned(),
+                    birth_date: Some(birth_date.date()),
+                    ..person
+                };
+                add_person(tx, &mut batch, person).await?;
             }
             "teacher" => {
                 let TeacherEvent::TeacherCreated {
@@ -218,24 +198,13 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
                     name,
                     email,
                 } = decode::<TeacherEvent>(event)?;
-                let person_id = uuid_of(event)?;
-                flush_before_creation(tx, &mut batch, user_id.into()).await?;
-                batch.person_of_user.insert(user_id.into(), person_id);
-                batch.people.insert(
-                    person_id,
-                    PersonRow {
-                        person_id,
-                        user_id: user_id.into(),
-                        institution_id: institution_id.into(),
-                        role: "teacher".into(),
-                        name: name.as_str().to_owned(),
-                        email: email.as_str().to_owned(),
-                        birth_date: None,
-                        active: true,
-                        created_at: event.recorded_at,
-                        global_position: position,
-                    },
-                );
+                let person = new_person(event, "teacher", user_id.into(), institution_id.into())?;
+                let person = PersonRow {
+                    name: name.as_str().to_owned(),
+                    email: email.as_str().to_owned(),
+                    ..person
+                };
+                add_person(tx, &mut batch, person).await?;
             }
             "user" => {
                 let user_id = uuid_of(event)?;
@@ -369,6 +338,42 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
         }
     }
     write(tx, batch).await
+}
+
+/// The row of a person created by `event` (its stream id is the person's id), before
+/// its name and address are filled in.
+fn new_person(
+    event: &RecordedEvent,
+    role: &str,
+    user_id: Uuid,
+    institution_id: Uuid,
+) -> Result<PersonRow, ProjectionError> {
+    Ok(PersonRow {
+        person_id: uuid_of(event)?,
+        user_id,
+        institution_id,
+        role: role.into(),
+        name: String::new(),
+        email: String::new(),
+        birth_date: None,
+        active: true,
+        created_at: event.recorded_at,
+        global_position: event.global_position(),
+    })
+}
+
+/// Adds a created person to the batch (see [`flush_before_creation`]).
+async fn add_person(
+    tx: &mut PgConnection,
+    batch: &mut Batch,
+    person: PersonRow,
+) -> Result<(), ProjectionError> {
+    flush_before_creation(tx, batch, person.user_id).await?;
+    batch
+        .person_of_user
+        .insert(person.user_id, person.person_id);
+    batch.people.insert(person.person_id, person);
+    Ok(())
 }
 
 /// A person created after changes to its account in the same batch: those changes
