@@ -46,7 +46,7 @@ pub trait TokenSink: Send + Sync + 'static {
     async fn issued(&self, token: &IssuedToken) -> Result<(), BoxError>;
 }
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use aula_eventlog::subscription::BoxError;
 
 /// Production default: drops the raw token (delivery is wired elsewhere).
 #[derive(Debug, Default, Clone, Copy)]

@@ -74,7 +74,7 @@ pub enum ApplicationEvent {
 impl DomainEvent for ApplicationEvent {
     fn event_type(&self) -> String {
         match self {
-            Self::ApplicationSubmitted { .. } => "ApplicationSubmitted",
+            Self::ApplicationSubmitted { .. } => crate::event_types::APPLICATION_SUBMITTED,
         }
         .to_owned()
     }

@@ -155,13 +155,13 @@ pub enum CourseEvent {
 impl DomainEvent for CourseEvent {
     fn event_type(&self) -> String {
         match self {
-            Self::CourseOpened { .. } => "CourseOpened",
-            Self::EnrollmentRequested { .. } => "EnrollmentRequested",
-            Self::StudentEnrolled { .. } => "StudentEnrolled",
-            Self::EnrollmentDeclined { .. } => "EnrollmentDeclined",
-            Self::EnrollmentCancelled { .. } => "EnrollmentCancelled",
-            Self::CapacityChanged { .. } => "CapacityChanged",
-            Self::CourseClosed => "CourseClosed",
+            Self::CourseOpened { .. } => crate::event_types::COURSE_OPENED,
+            Self::EnrollmentRequested { .. } => crate::event_types::ENROLLMENT_REQUESTED,
+            Self::StudentEnrolled { .. } => crate::event_types::STUDENT_ENROLLED,
+            Self::EnrollmentDeclined { .. } => crate::event_types::ENROLLMENT_DECLINED,
+            Self::EnrollmentCancelled { .. } => crate::event_types::ENROLLMENT_CANCELLED,
+            Self::CapacityChanged { .. } => crate::event_types::CAPACITY_CHANGED,
+            Self::CourseClosed => crate::event_types::COURSE_CLOSED,
         }
         .to_owned()
     }

@@ -51,15 +51,6 @@ pub trait Rejection: std::error::Error {
     fn kind(&self) -> RejectionKind;
 }
 
-impl Rejection for crate::values::ValidationError {
-    fn code(&self) -> &'static str {
-        crate::values::ValidationError::code(self)
-    }
-    fn kind(&self) -> RejectionKind {
-        RejectionKind::Validation
-    }
-}
-
 /// Implements [`Rejection`] by delegating to the enum's inherent `code`/`kind`.
 macro_rules! impl_rejection {
     ($error:ty) => {

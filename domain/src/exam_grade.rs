@@ -62,8 +62,8 @@ pub enum ExamGradeEvent {
 impl DomainEvent for ExamGradeEvent {
     fn event_type(&self) -> String {
         match self {
-            Self::ExamGradeNoteAdded { .. } => "ExamGradeNoteAdded",
-            Self::ExamGradeNoteChanged { .. } => "ExamGradeNoteChanged",
+            Self::ExamGradeNoteAdded { .. } => crate::event_types::EXAM_GRADE_NOTE_ADDED,
+            Self::ExamGradeNoteChanged { .. } => crate::event_types::EXAM_GRADE_NOTE_CHANGED,
         }
         .to_owned()
     }

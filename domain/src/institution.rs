@@ -66,9 +66,9 @@ pub enum InstitutionEvent {
 impl DomainEvent for InstitutionEvent {
     fn event_type(&self) -> String {
         match self {
-            Self::InstitutionCreated { .. } => "InstitutionCreated",
-            Self::CampusCreated { .. } => "CampusCreated",
-            Self::CourseOffered { .. } => "CourseOffered",
+            Self::InstitutionCreated { .. } => crate::event_types::INSTITUTION_CREATED,
+            Self::CampusCreated { .. } => crate::event_types::CAMPUS_CREATED,
+            Self::CourseOffered { .. } => crate::event_types::COURSE_OFFERED,
         }
         .to_owned()
     }

@@ -15,13 +15,16 @@
 //!
 //! **Invariant:** the stored event format is a contract. Events are internally tagged JSON
 //! (`{"type": "<EventType>", ...}`), event type names are unique across aggregates, and a
-//! payload change bumps `event_version` and adds an upcaster to [`upcasters()`].
+//! payload change bumps `event_version` and adds an upcaster to [`upcasters()`]. The names
+//! are constants in [`event_types`], which other crates match on; readers of the log
+//! decode stored payloads with [`decode()`].
 #![forbid(unsafe_code)]
 
 pub mod application;
 pub mod catalog;
 pub mod course;
 pub mod errors;
+pub mod event_types;
 pub mod exam_grade;
 pub mod institution;
 pub mod queue_control;
@@ -33,5 +36,7 @@ pub mod user;
 pub mod values;
 pub mod webhook_endpoint;
 
+// The crate's surface beside the aggregates' modules (each the namespace of its
+// commands, events and errors) and `values`.
 pub use errors::{Rejection, RejectionKind};
-pub use upcasting::upcasters;
+pub use upcasting::{decode, upcasters};

@@ -82,11 +82,11 @@ impl QueueControlEvent {
 impl DomainEvent for QueueControlEvent {
     fn event_type(&self) -> String {
         match self {
-            Self::TaskCancelled { .. } => "TaskCancelled",
-            Self::TaskForceReleased { .. } => "TaskForceReleased",
-            Self::TaskPriorityChanged { .. } => "TaskPriorityChanged",
-            Self::TaskKindPaused { .. } => "TaskKindPaused",
-            Self::TaskKindResumed { .. } => "TaskKindResumed",
+            Self::TaskCancelled { .. } => crate::event_types::TASK_CANCELLED,
+            Self::TaskForceReleased { .. } => crate::event_types::TASK_FORCE_RELEASED,
+            Self::TaskPriorityChanged { .. } => crate::event_types::TASK_PRIORITY_CHANGED,
+            Self::TaskKindPaused { .. } => crate::event_types::TASK_KIND_PAUSED,
+            Self::TaskKindResumed { .. } => crate::event_types::TASK_KIND_RESUMED,
         }
         .to_owned()
     }

@@ -47,7 +47,7 @@ pub enum StudentEvent {
 impl DomainEvent for StudentEvent {
     fn event_type(&self) -> String {
         match self {
-            Self::StudentCreated { .. } => "StudentCreated",
+            Self::StudentCreated { .. } => crate::event_types::STUDENT_CREATED,
         }
         .to_owned()
     }

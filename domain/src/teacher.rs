@@ -39,7 +39,7 @@ pub enum TeacherEvent {
 impl DomainEvent for TeacherEvent {
     fn event_type(&self) -> String {
         match self {
-            Self::TeacherCreated { .. } => "TeacherCreated",
+            Self::TeacherCreated { .. } => crate::event_types::TEACHER_CREATED,
         }
         .to_owned()
     }

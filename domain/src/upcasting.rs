@@ -3,7 +3,10 @@
 //! the event type, and event type names are unique across aggregates (a catalog test
 //! checks that).
 
-use cqrs_es::persist::{EventUpcaster, SemanticVersionEventUpcaster};
+use std::sync::OnceLock;
+
+use cqrs_es::persist::{EventUpcaster, SemanticVersionEventUpcaster, SerializedEvent};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::student::STUDENT_CREATED_VERSION;
@@ -13,10 +16,45 @@ use crate::student::STUDENT_CREATED_VERSION;
 /// its target; they run in order, so a chain 1.0 → 2.0 → 3.0 is listed oldest first.
 pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
     vec![Box::new(SemanticVersionEventUpcaster::new(
-        "StudentCreated",
+        crate::event_types::STUDENT_CREATED,
         STUDENT_CREATED_VERSION,
         Box::new(student_created_v1_to_v2),
     ))]
+}
+
+/// Deserializes a stored payload of `event_type` at `event_version` as `E`, upcasting it
+/// first when it is of an older version: the one decode path for readers of the log
+/// outside the event store (projections, task handlers).
+pub fn decode<E: DeserializeOwned>(
+    event_type: &str,
+    event_version: &str,
+    payload: &Value,
+) -> Result<E, serde_json::Error> {
+    static UPCASTERS: OnceLock<Vec<Box<dyn EventUpcaster>>> = OnceLock::new();
+    let upcasters = UPCASTERS.get_or_init(upcasters);
+    if !upcasters
+        .iter()
+        .any(|u| u.can_upcast(event_type, event_version))
+    {
+        // Borrowing deserializer: no copy of the payload.
+        return E::deserialize(payload);
+    }
+    // The upcasters read only the type, version and payload.
+    let mut serialized = SerializedEvent {
+        aggregate_id: String::new(),
+        sequence: 0,
+        aggregate_type: String::new(),
+        event_type: event_type.to_owned(),
+        event_version: event_version.to_owned(),
+        payload: payload.clone(),
+        metadata: Value::Null,
+    };
+    for upcaster in upcasters {
+        if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
+            serialized = upcaster.upcast(serialized);
+        }
+    }
+    serde_json::from_value(serialized.payload)
 }
 
 /// `StudentCreated` 1.0 → 2.0: the field `full_name` became `name`, and the e-mail is

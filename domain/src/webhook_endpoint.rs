@@ -73,15 +73,17 @@ pub enum WebhookEndpointEvent {
 impl DomainEvent for WebhookEndpointEvent {
     fn event_type(&self) -> String {
         match self {
-            Self::WebhookEndpointCreated { .. } => "WebhookEndpointCreated",
-            Self::WebhookEndpointUpdated { .. } => "WebhookEndpointUpdated",
-            Self::WebhookEndpointEnabled { .. } => "WebhookEndpointEnabled",
-            Self::WebhookEndpointDisabled { .. } => "WebhookEndpointDisabled",
-            Self::WebhookEndpointSecretRotated { .. } => "WebhookEndpointSecretRotated",
-            Self::WebhookEndpointDeleted { .. } => "WebhookEndpointDeleted",
-            Self::WebhookMessageResent { .. } => "WebhookMessageResent",
-            Self::WebhookRecoveryStarted { .. } => "WebhookRecoveryStarted",
-            Self::WebhookRecoveryCancelled { .. } => "WebhookRecoveryCancelled",
+            Self::WebhookEndpointCreated { .. } => crate::event_types::WEBHOOK_ENDPOINT_CREATED,
+            Self::WebhookEndpointUpdated { .. } => crate::event_types::WEBHOOK_ENDPOINT_UPDATED,
+            Self::WebhookEndpointEnabled { .. } => crate::event_types::WEBHOOK_ENDPOINT_ENABLED,
+            Self::WebhookEndpointDisabled { .. } => crate::event_types::WEBHOOK_ENDPOINT_DISABLED,
+            Self::WebhookEndpointSecretRotated { .. } => {
+                crate::event_types::WEBHOOK_ENDPOINT_SECRET_ROTATED
+            }
+            Self::WebhookEndpointDeleted { .. } => crate::event_types::WEBHOOK_ENDPOINT_DELETED,
+            Self::WebhookMessageResent { .. } => crate::event_types::WEBHOOK_MESSAGE_RESENT,
+            Self::WebhookRecoveryStarted { .. } => crate::event_types::WEBHOOK_RECOVERY_STARTED,
+            Self::WebhookRecoveryCancelled { .. } => crate::event_types::WEBHOOK_RECOVERY_CANCELLED,
         }
         .to_owned()
     }

@@ -6,8 +6,11 @@
 //! **Boundary:** this crate knows PostgreSQL and cqrs-es, not HTTP, GraphQL or any
 //! particular aggregate. The schema itself belongs to `aula-migrations`.
 
+pub mod clock;
+pub mod copy;
 pub mod db;
 pub mod health;
+pub mod listen;
 pub mod local_pg;
 pub mod log;
 pub mod lookups;
@@ -20,7 +23,13 @@ pub mod subscription;
 pub mod testing;
 pub mod trace;
 
+// The crate's surface: the names other crates use; the modules stay the namespaces of
+// their finer parts (`metadata::TRACEPARENT`, `subscription::spawn`).
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use copy::{append_copy, AppendedCopy};
 pub use log::{LogPosition, RecordedEvent};
 pub use metadata::{Actor, Cause, EventMetadata};
 pub use store::{Appended, CommandBus, CommandError, Committed, StoreError};
-pub use subscription::{Consumer, SubscriptionOptions, SubscriptionState, Wakeups};
+pub use subscription::{
+    BoxError, Consumer, SubscriptionHandle, SubscriptionOptions, SubscriptionState, Wakeups,
+};

@@ -83,6 +83,18 @@ impl RecordedEvent {
     pub fn causation_id(&self) -> Option<&str> {
         self.metadata_str(metadata::CAUSATION_ID)
     }
+
+    /// The original's id when this event is a reprocessed copy
+    /// ([`metadata::REPROCESSED_FROM`]).
+    pub fn reprocessed_from(&self) -> Option<Uuid> {
+        self.metadata_str(metadata::REPROCESSED_FROM)?.parse().ok()
+    }
+
+    /// Whether this event is a reprocessed copy. A copy whose original id does not
+    /// parse is still a copy.
+    pub fn is_reprocessed(&self) -> bool {
+        self.metadata.get(metadata::REPROCESSED_FROM).is_some()
+    }
 }
 
 type Row = (

@@ -23,6 +23,12 @@ pub const TRACESTATE: &str = "tracestate";
 /// On a reprocessed copy: the original's `traceparent`. The copy's tasks start a trace
 /// of their own (the reprocess request's) and link to the original's with it.
 pub const ORIGINAL_TRACEPARENT: &str = "original_traceparent";
+/// On a reprocessed copy: the id of the event it copies. Read models of the domain skip
+/// copies; the processor treats a copy like its original.
+pub const REPROCESSED_FROM: &str = "reprocessed_from";
+/// On a reprocessed copy: the priority its tasks get instead of their kinds' (a number,
+/// as text like every metadata value; `reprocessEvent(priority:)`).
+pub const TASK_PRIORITY: &str = "task_priority";
 
 /// Who issued a command.
 #[derive(Debug, Clone, PartialEq, Eq)]

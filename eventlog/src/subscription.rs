@@ -21,13 +21,14 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool};
+use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::watch;
 
 use crate::log::{read_batch, LogPosition, RecordedEvent};
 use crate::shutdown::Shutdown;
 
+/// The error of a consumer or handler: anything, sent across tasks.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What a subscription feeds. Implementations write only through `tx`; anything else
@@ -125,33 +126,8 @@ pub const NOTIFY_CHANNEL: &str = "aula_events";
 impl Wakeups {
     /// Opens the process's one listening connection. It reconnects by itself; after a
     /// reconnection it wakes everyone, since notifications sent meanwhile are lost.
-    pub async fn listen(pool: &PgPool, mut shutdown: Shutdown) -> Result<Wakeups, sqlx::Error> {
-        let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(NOTIFY_CHANNEL).await?;
-        let (tx, rx) = watch::channel(0u64);
-        tokio::spawn(async move {
-            let mut counter = 0u64;
-            loop {
-                let received = tokio::select! {
-                    received = listener.try_recv() => received,
-                    _ = shutdown.wait() => return,
-                };
-                counter += 1;
-                match received {
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
-                        tracing::warn!("the notification connection was lost; reconnecting")
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "listening for notifications failed; retrying in 1s");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-                if tx.send(counter).is_err() {
-                    return;
-                }
-            }
-        });
+    pub async fn listen(pool: &PgPool, shutdown: Shutdown) -> Result<Wakeups, sqlx::Error> {
+        let rx = crate::listen::listen(pool, NOTIFY_CHANNEL, shutdown).await?;
         Ok(Wakeups { rx })
     }
 

@@ -24,6 +24,7 @@ use aula_domain::application::{Application, ApplicationEvent};
 use aula_domain::course::{
     ApplicationToDecide, Course, CourseCommand, CourseServices, EnrollmentError,
 };
+use aula_domain::event_types;
 use aula_eventlog::shutdown::Shutdown;
 use aula_eventlog::subscription::{self, BoxError, SubscriptionHandle};
 use aula_eventlog::{
@@ -35,12 +36,12 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::reactions::REPROCESSED_FROM;
+use aula_eventlog::metadata::REPROCESSED_FROM;
 
 pub const ADMISSIONS_SUBSCRIPTION: &str = "processor.admissions";
 
 /// The event type the admissions decide.
-pub const DECIDED_EVENT_TYPES: &[&str] = &["ApplicationSubmitted"];
+pub const DECIDED_EVENT_TYPES: &[&str] = &[event_types::APPLICATION_SUBMITTED];
 
 /// The applications of one course in a batch, in commit order.
 struct CourseBatch {

@@ -14,19 +14,7 @@ use aula_eventlog::shutdown::Shutdown;
 use chrono::{DateTime, FixedOffset, NaiveTime, TimeZone, Utc};
 use sqlx::PgPool;
 
-/// Where "now" comes from (tests inject their own).
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
+pub use aula_eventlog::clock::{Clock, SystemClock};
 
 /// Archive settings.
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use aula_domain::event_types;
 use aula_eventlog::shutdown::{self, Shutdown};
 use aula_eventlog::{SubscriptionOptions, Wakeups};
 use serde_json::json;
@@ -393,8 +394,8 @@ pub async fn bench_latency(
     options.batch_size = 100;
     let reactions = spawn_reactions_with(connect, options, wakeups, shutdown.clone());
     let mut registry = Registry::new();
-    for kind in kinds_for("TeacherCreated") {
-        registry.register(kind, Noop);
+    for kind in kinds_for(event_types::TEACHER_CREATED) {
+        registry.register(kind.name(), Noop);
     }
     let config = ProcessorConfig {
         worker_name: "bench-latency".into(),

@@ -1,58 +1,11 @@
-//! The task kinds, their priorities (lower runs first) and retry budgets.
+//! The task kinds: one table of every kind with its stored name, priority (lower runs
+//! first) and retry budget. The handler of each kind is chosen by an exhaustive `match`
+//! over [`TaskKind`] in [`crate::handlers::Registry::standard`], so a kind added here
+//! without a handler does not compile.
 //!
 //! **The kind names are stored in `tasks.kind`**: add kinds, never rename them.
 
-pub const EMAIL_SIGNUP_CONFIRMATION: &str = "email.signup_confirmation";
-pub const EMAIL_PASSWORD_RESET: &str = "email.password_reset";
-/// To the owner of an account someone signed up for again.
-pub const EMAIL_ALREADY_REGISTERED: &str = "email.already_registered";
-pub const EMAIL_WELCOME: &str = "email.welcome";
-/// The link that confirms a new e-mail address, sent to that address.
-pub const EMAIL_CHANGE_CONFIRMATION: &str = "email.email_change_confirmation";
-/// To the current address: a change of the account's e-mail was requested.
-pub const EMAIL_CHANGE_NOTICE: &str = "email.email_change_notice";
-pub const EMAIL_APPLICATION_SCHEDULED: &str = "email.application_scheduled";
-pub const EMAIL_ENROLLED: &str = "email.enrolled";
-pub const EMAIL_DECLINED: &str = "email.declined";
-/// To the student whose enrollment a manager cancelled.
-pub const EMAIL_ENROLLMENT_CANCELLED: &str = "email.enrollment_cancelled";
-pub const ENROLLMENT_DECIDE: &str = "enrollment.decide";
-pub const NOTIFY_GRADE: &str = "notification.grade";
-pub const LINK_STUDENT_NOTIFICATIONS: &str = "notification.link_student";
-pub const LINK_TEACHER_NOTIFICATIONS: &str = "notification.link_teacher";
-/// Creates the institution of a confirmed sign-up if the API did not.
-pub const INSTITUTION_CREATE: &str = "institution.create";
-pub const DEMO_SEED: &str = "demo.seed";
-/// One delivery attempt of one webhook message (`webhooks::deliver`).
-pub const WEBHOOK_DELIVER: &str = "webhook.deliver";
-/// One batch of a webhook "recover since T" job (`webhooks::recover`).
-pub const WEBHOOK_RECOVER: &str = "webhook.recover";
-/// Does nothing (benchmarks, queue tests).
-pub const NOOP: &str = "noop";
-
-/// Every kind the processor runs (the standard registry registers exactly these; a test
-/// holds the two lists equal). The API refuses a filter naming another.
-pub const ALL: &[&str] = &[
-    EMAIL_SIGNUP_CONFIRMATION,
-    EMAIL_PASSWORD_RESET,
-    EMAIL_ALREADY_REGISTERED,
-    EMAIL_WELCOME,
-    EMAIL_CHANGE_CONFIRMATION,
-    EMAIL_CHANGE_NOTICE,
-    EMAIL_APPLICATION_SCHEDULED,
-    EMAIL_ENROLLED,
-    EMAIL_DECLINED,
-    EMAIL_ENROLLMENT_CANCELLED,
-    ENROLLMENT_DECIDE,
-    NOTIFY_GRADE,
-    LINK_STUDENT_NOTIFICATIONS,
-    LINK_TEACHER_NOTIFICATIONS,
-    INSTITUTION_CREATE,
-    DEMO_SEED,
-    NOOP,
-    WEBHOOK_DELIVER,
-    WEBHOOK_RECOVER,
-];
+use std::fmt;
 
 /// How urgent a kind is (lower first) and how many attempts it gets before `dead`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,31 +14,165 @@ pub struct KindPolicy {
     pub max_attempts: i32,
 }
 
-pub fn policy(kind: &str) -> KindPolicy {
-    let (priority, max_attempts) = match kind {
-        EMAIL_PASSWORD_RESET => (10, 8),
-        EMAIL_SIGNUP_CONFIRMATION => (10, 8),
-        EMAIL_CHANGE_CONFIRMATION | EMAIL_CHANGE_NOTICE => (10, 8),
-        // The applicant hears at once that the application is queued: it never waits
-        // behind the decisions (or their result e-mails) of an application rush.
-        EMAIL_APPLICATION_SCHEDULED => (15, 8),
-        ENROLLMENT_DECIDE | INSTITUTION_CREATE => (20, 10),
-        // Anyone can cause an `email.already_registered`: it never delays the ones above.
-        EMAIL_ENROLLED
-        | EMAIL_DECLINED
-        | EMAIL_ENROLLMENT_CANCELLED
-        | EMAIL_WELCOME
-        | EMAIL_ALREADY_REGISTERED => (30, 8),
-        NOTIFY_GRADE | LINK_STUDENT_NOTIFICATIONS | LINK_TEACHER_NOTIFICATIONS => (40, 5),
-        // A webhook attempt retries on its own schedule (a new task per attempt): the
-        // queue's retries only cover a database that failed while recording it.
-        WEBHOOK_DELIVER => (35, 10),
-        WEBHOOK_RECOVER => (60, 10),
-        DEMO_SEED => (90, 3),
-        _ => (50, 5),
+/// What a task of a kind not in the table gets (tests' own kinds).
+const DEFAULT_POLICY: KindPolicy = KindPolicy {
+    priority: 50,
+    max_attempts: 5,
+};
+
+/// Declares [`TaskKind`], its table and a `&str` constant per kind (the name the queue,
+/// the API and the tests use).
+macro_rules! task_kinds {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident, $constant:ident = $name:literal, priority $priority:literal, attempts $attempts:literal;
+    )*) => {
+        /// A kind of task the processor runs.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum TaskKind {
+            $($(#[$doc])* $variant,)*
+        }
+
+        $($(#[$doc])* pub const $constant: &str = $name;)*
+
+        impl TaskKind {
+            /// Every kind, in table order.
+            pub const ALL: &'static [TaskKind] = &[$(TaskKind::$variant,)*];
+
+            /// The name stored in `tasks.kind`.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(TaskKind::$variant => $name,)*
+                }
+            }
+
+            /// The kind's priority and retry budget.
+            pub const fn policy(self) -> KindPolicy {
+                match self {
+                    $(TaskKind::$variant => KindPolicy {
+                        priority: $priority,
+                        max_attempts: $attempts,
+                    },)*
+                }
+            }
+
+            /// The kind named `name`, if the processor runs it.
+            pub fn parse(name: &str) -> Option<TaskKind> {
+                match name {
+                    $($name => Some(TaskKind::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+
+        /// Every kind's name (the standard registry registers exactly these; a test
+        /// holds the two lists equal). The API refuses a filter naming another.
+        pub const ALL: &[&str] = &[$($name,)*];
     };
-    KindPolicy {
-        priority,
-        max_attempts,
+}
+
+task_kinds! {
+    // One-time links: the person waits for them.
+    EmailSignupConfirmation, EMAIL_SIGNUP_CONFIRMATION = "email.signup_confirmation", priority 10, attempts 8;
+    EmailPasswordReset, EMAIL_PASSWORD_RESET = "email.password_reset", priority 10, attempts 8;
+    /// The link that confirms a new e-mail address, sent to that address.
+    EmailChangeConfirmation, EMAIL_CHANGE_CONFIRMATION = "email.email_change_confirmation", priority 10, attempts 8;
+    /// To the current address: a change of the account's e-mail was requested.
+    EmailChangeNotice, EMAIL_CHANGE_NOTICE = "email.email_change_notice", priority 10, attempts 8;
+    /// The applicant hears at once that the application is queued: it never waits behind
+    /// the decisions (or their result e-mails) of an application rush.
+    EmailApplicationScheduled, EMAIL_APPLICATION_SCHEDULED = "email.application_scheduled", priority 15, attempts 8;
+    EnrollmentDecide, ENROLLMENT_DECIDE = "enrollment.decide", priority 20, attempts 10;
+    /// Creates the institution of a confirmed sign-up if the API did not.
+    InstitutionCreate, INSTITUTION_CREATE = "institution.create", priority 20, attempts 10;
+    EmailEnrolled, EMAIL_ENROLLED = "email.enrolled", priority 30, attempts 8;
+    EmailDeclined, EMAIL_DECLINED = "email.declined", priority 30, attempts 8;
+    /// To the student whose enrollment a manager cancelled.
+    EmailEnrollmentCancelled, EMAIL_ENROLLMENT_CANCELLED = "email.enrollment_cancelled", priority 30, attempts 8;
+    EmailWelcome, EMAIL_WELCOME = "email.welcome", priority 30, attempts 8;
+    /// To the owner of an account someone signed up for again. Anyone can cause one, so
+    /// it never delays the kinds above.
+    EmailAlreadyRegistered, EMAIL_ALREADY_REGISTERED = "email.already_registered", priority 30, attempts 8;
+    NotifyGrade, NOTIFY_GRADE = "notification.grade", priority 40, attempts 5;
+    LinkStudentNotifications, LINK_STUDENT_NOTIFICATIONS = "notification.link_student", priority 40, attempts 5;
+    LinkTeacherNotifications, LINK_TEACHER_NOTIFICATIONS = "notification.link_teacher", priority 40, attempts 5;
+    /// One delivery attempt of one webhook message (`webhooks::deliver`). It retries on
+    /// its own schedule (a new task per attempt): the queue's retries only cover a
+    /// database that failed while recording it.
+    WebhookDeliver, WEBHOOK_DELIVER = "webhook.deliver", priority 35, attempts 10;
+    /// One batch of a webhook "recover since T" job (`webhooks::recover`).
+    WebhookRecover, WEBHOOK_RECOVER = "webhook.recover", priority 60, attempts 10;
+    DemoSeed, DEMO_SEED = "demo.seed", priority 90, attempts 3;
+    /// Does nothing (benchmarks, queue tests).
+    Noop, NOOP = "noop", priority 50, attempts 5;
+}
+
+impl TaskKind {
+    pub const fn as_str(self) -> &'static str {
+        self.name()
+    }
+}
+
+impl fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The policy of the kind named `kind`; a name not in the table gets the default
+/// (priority 50, 5 attempts).
+pub fn policy(kind: &str) -> KindPolicy {
+    TaskKind::parse(kind).map_or(DEFAULT_POLICY, TaskKind::policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_to_their_kind() {
+        for kind in TaskKind::ALL {
+            assert_eq!(TaskKind::parse(kind.name()), Some(*kind));
+        }
+        assert_eq!(ALL.len(), TaskKind::ALL.len());
+        assert_eq!(TaskKind::parse("email.unknown"), None);
+        assert_eq!(policy("email.unknown"), DEFAULT_POLICY);
+    }
+
+    #[test]
+    fn the_table_keeps_the_stored_policies() {
+        // The values `policy` had before the table: a change here changes the queue.
+        let expected: &[(&str, i16, i32)] = &[
+            (EMAIL_PASSWORD_RESET, 10, 8),
+            (EMAIL_SIGNUP_CONFIRMATION, 10, 8),
+            (EMAIL_CHANGE_CONFIRMATION, 10, 8),
+            (EMAIL_CHANGE_NOTICE, 10, 8),
+            (EMAIL_APPLICATION_SCHEDULED, 15, 8),
+            (ENROLLMENT_DECIDE, 20, 10),
+            (INSTITUTION_CREATE, 20, 10),
+            (EMAIL_ENROLLED, 30, 8),
+            (EMAIL_DECLINED, 30, 8),
+            (EMAIL_ENROLLMENT_CANCELLED, 30, 8),
+            (EMAIL_WELCOME, 30, 8),
+            (EMAIL_ALREADY_REGISTERED, 30, 8),
+            (NOTIFY_GRADE, 40, 5),
+            (LINK_STUDENT_NOTIFICATIONS, 40, 5),
+            (LINK_TEACHER_NOTIFICATIONS, 40, 5),
+            (WEBHOOK_DELIVER, 35, 10),
+            (WEBHOOK_RECOVER, 60, 10),
+            (DEMO_SEED, 90, 3),
+            (NOOP, 50, 5),
+        ];
+        for (kind, priority, max_attempts) in expected {
+            assert_eq!(
+                policy(kind),
+                KindPolicy {
+                    priority: *priority,
+                    max_attempts: *max_attempts
+                },
+                "{kind}"
+            );
+        }
+        assert_eq!(expected.len(), ALL.len());
     }
 }

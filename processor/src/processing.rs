@@ -52,6 +52,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use aula_eventlog::metadata::REPROCESSED_FROM;
 use aula_eventlog::RecordedEvent;
 use chrono::{DateTime, Duration, FixedOffset, NaiveTime, Utc};
 use rand::Rng;
@@ -59,7 +60,6 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::dashboard;
-use crate::reactions::REPROCESSED_FROM;
 
 /// Counter rows per key: concurrent transactions pick different ones at random.
 pub const SHARDS: i16 = 16;

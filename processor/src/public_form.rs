@@ -21,7 +21,7 @@ use aula_eventlog::RecordedEvent;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-use crate::reactions::REPROCESSED_FROM;
+use aula_eventlog::metadata::REPROCESSED_FROM;
 
 /// The public form of `event`, as a JSON value (see the module docs).
 pub fn public_form(event: &RecordedEvent) -> Value {

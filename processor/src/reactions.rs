@@ -34,6 +34,7 @@
 //! `reprocessed_from`) is a different event with the same type and payload, so it is
 //! treated like its original and issues fresh tasks linked to the copy.
 
+use aula_domain::event_types;
 use aula_eventlog::metadata::{ORIGINAL_TRACEPARENT, TRACEPARENT, TRACESTATE};
 use aula_eventlog::shutdown::Shutdown;
 use aula_eventlog::subscription::{self, BoxError, SubscriptionHandle};
@@ -44,35 +45,34 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::kinds;
+use crate::kinds::TaskKind;
 use crate::processing;
 use crate::queue::{insert_tasks_unrecorded, NewTask};
 
 pub const REACTIONS_SUBSCRIPTION: &str = "processor.reactions";
 
-/// The metadata key of a reprocessed copy: the id of the event it copies.
-pub const REPROCESSED_FROM: &str = "reprocessed_from";
-/// Metadata key of a reprocessed copy: the priority its tasks get instead of their
-/// kinds' (a number, as text like every metadata value; `reprocessEvent(priority:)`).
-pub const TASK_PRIORITY: &str = "task_priority";
+// The metadata keys of a reprocessed copy live with the other metadata keys; named here
+// too for the modules that read them beside the reactions.
+pub use aula_eventlog::metadata::{REPROCESSED_FROM, TASK_PRIORITY};
 
 /// The task kinds an event type issues.
-pub fn kinds_for(event_type: &str) -> &'static [&'static str] {
+pub fn kinds_for(event_type: &str) -> &'static [TaskKind] {
+    use TaskKind::*;
     match event_type {
-        "PendingUserRegisterCreated" => &[kinds::EMAIL_SIGNUP_CONFIRMATION],
-        "RegisteredEmailSignUpAttempted" => &[kinds::EMAIL_ALREADY_REGISTERED],
-        "SignUpConfirmed" => &[kinds::INSTITUTION_CREATE],
-        "InstitutionCreated" => &[kinds::DEMO_SEED],
-        "ResetPasswordTokenCreated" => &[kinds::EMAIL_PASSWORD_RESET],
-        "EmailChangeRequested" => &[kinds::EMAIL_CHANGE_CONFIRMATION, kinds::EMAIL_CHANGE_NOTICE],
-        "StudentCreated" => &[kinds::LINK_STUDENT_NOTIFICATIONS, kinds::EMAIL_WELCOME],
-        "TeacherCreated" => &[kinds::LINK_TEACHER_NOTIFICATIONS],
-        "ExamGradeNoteAdded" | "ExamGradeNoteChanged" => &[kinds::NOTIFY_GRADE],
-        "ApplicationSubmitted" => &[kinds::EMAIL_APPLICATION_SCHEDULED],
-        "EnrollmentRequested" => &[kinds::EMAIL_APPLICATION_SCHEDULED, kinds::ENROLLMENT_DECIDE],
-        "EnrollmentCancelled" => &[kinds::EMAIL_ENROLLMENT_CANCELLED],
-        "StudentEnrolled" => &[kinds::EMAIL_ENROLLED],
-        "EnrollmentDeclined" => &[kinds::EMAIL_DECLINED],
+        event_types::PENDING_USER_REGISTER_CREATED => &[EmailSignupConfirmation],
+        event_types::REGISTERED_EMAIL_SIGN_UP_ATTEMPTED => &[EmailAlreadyRegistered],
+        event_types::SIGN_UP_CONFIRMED => &[InstitutionCreate],
+        event_types::INSTITUTION_CREATED => &[DemoSeed],
+        event_types::RESET_PASSWORD_TOKEN_CREATED => &[EmailPasswordReset],
+        event_types::EMAIL_CHANGE_REQUESTED => &[EmailChangeConfirmation, EmailChangeNotice],
+        event_types::STUDENT_CREATED => &[LinkStudentNotifications, EmailWelcome],
+        event_types::TEACHER_CREATED => &[LinkTeacherNotifications],
+        event_types::EXAM_GRADE_NOTE_ADDED | event_types::EXAM_GRADE_NOTE_CHANGED => &[NotifyGrade],
+        event_types::APPLICATION_SUBMITTED => &[EmailApplicationScheduled],
+        event_types::ENROLLMENT_REQUESTED => &[EmailApplicationScheduled, EnrollmentDecide],
+        event_types::ENROLLMENT_CANCELLED => &[EmailEnrollmentCancelled],
+        event_types::STUDENT_ENROLLED => &[EmailEnrolled],
+        event_types::ENROLLMENT_DECLINED => &[EmailDeclined],
         _ => &[],
     }
 }
@@ -133,8 +133,11 @@ pub fn tasks_for_subject(event: &RecordedEvent, subject: Option<(&str, &str)>) -
     kinds
         .iter()
         .map(|kind| {
-            let mut task =
-                NewTask::new(kind, format!("{kind}:{}", event.event_id), payload.clone());
+            let mut task = NewTask::new(
+                kind.name(),
+                format!("{kind}:{}", event.event_id),
+                payload.clone(),
+            );
             task.event_id = Some(event.event_id);
             task.event_type = Some(event.event_type.clone());
             task.institution_id = institution_id;
@@ -165,14 +168,7 @@ async fn original_subjects(
     let copies: Vec<(Uuid, Uuid)> = events
         .iter()
         .filter(|event| !kinds_for(&event.event_type).is_empty())
-        .filter_map(|event| {
-            let original = event
-                .metadata
-                .get(REPROCESSED_FROM)
-                .and_then(Value::as_str)
-                .and_then(|id| id.parse().ok())?;
-            Some((event.event_id, original))
-        })
+        .filter_map(|event| Some((event.event_id, event.reprocessed_from()?)))
         .collect();
     if copies.is_empty() {
         return Ok(Default::default());
@@ -279,6 +275,7 @@ pub fn reprocessed_from(task_payload: &Value) -> Option<Uuid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kinds;
     use aula_eventlog::LogPosition;
 
     fn event(event_type: &str, metadata: Value) -> RecordedEvent {

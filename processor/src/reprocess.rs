@@ -16,15 +16,15 @@
 //! with the same kind, payload, event and idempotency key; the old task and all its
 //! attempts stay as they were.
 
+use aula_domain::event_types;
 use aula_eventlog::metadata::{
-    ACTOR, CAUSATION_ID, ORIGINAL_TRACEPARENT, REQUEST_ID, TRACEPARENT, TRACESTATE,
+    ACTOR, CAUSATION_ID, ORIGINAL_TRACEPARENT, REPROCESSED_FROM, REQUEST_ID, TASK_PRIORITY,
+    TRACEPARENT, TRACESTATE,
 };
 use aula_eventlog::Actor;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
-
-use crate::reactions::{REPROCESSED_FROM, TASK_PRIORITY};
 
 /// The aggregate type of reprocessed copies' streams.
 pub const REPROCESSED_AGGREGATE_TYPE: &str = "reprocessed";
@@ -47,19 +47,19 @@ pub enum ReprocessError {
 /// fails at once (`failed`, no retries) saying so. `None` for every other type.
 pub fn one_time_link_note(event_type: &str) -> Option<&'static str> {
     Some(match event_type {
-        "PendingUserRegisterCreated" => {
+        event_types::PENDING_USER_REGISTER_CREATED => {
             "PendingUserRegisterCreated: once the original's e-mail went out, a copy cannot \
              send the sign-up confirmation link again (only its hash is stored, the raw token \
              is gone), so its e-mail task fails at once. Instead, the person signs up again \
              with the same address and gets a new link."
         }
-        "ResetPasswordTokenCreated" => {
+        event_types::RESET_PASSWORD_TOKEN_CREATED => {
             "ResetPasswordTokenCreated: once the original's e-mail went out, a copy cannot \
              send the password-reset link again (only its hash is stored, the raw token is \
              gone), so its e-mail task fails at once. Instead, the person requests a new \
              password reset."
         }
-        "EmailChangeRequested" => {
+        event_types::EMAIL_CHANGE_REQUESTED => {
             "EmailChangeRequested: once the original's e-mail went out, a copy cannot send \
              the confirmation link again (only its hash is stored, the raw token is gone), so \
              its confirmation e-mail fails at once (the notice to the old address is sent \
@@ -154,23 +154,44 @@ pub(crate) async fn append_copy_with(
     request_id: Option<&str>,
     priority: Option<i16>,
 ) -> Result<(Reprocessed, String), ReprocessError> {
-    let row: Option<(String, String, Value, Value)> = sqlx::query_as(
-        "SELECT event_type, event_version, payload, metadata FROM events WHERE event_id = $1",
+    let mut original = event_id;
+    let copy = aula_eventlog::copy::append_copy(
+        &mut *conn,
+        event_id,
+        REPROCESSED_AGGREGATE_TYPE,
+        |metadata| {
+            original = metadata
+                .get(REPROCESSED_FROM)
+                .and_then(Value::as_str)
+                .and_then(|id| id.parse::<Uuid>().ok())
+                .unwrap_or(event_id);
+            copy_metadata(metadata, original, event_id, &actor, request_id, priority);
+        },
     )
-    .bind(event_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let (event_type, event_version, payload, metadata) =
-        row.ok_or(ReprocessError::EventNotFound(event_id))?;
-    let mut metadata = match metadata {
-        Value::Object(map) => map,
-        _ => serde_json::Map::new(),
-    };
-    let original = metadata
-        .get(REPROCESSED_FROM)
-        .and_then(Value::as_str)
-        .and_then(|id| id.parse::<Uuid>().ok())
-        .unwrap_or(event_id);
+    .await?
+    .ok_or(ReprocessError::EventNotFound(event_id))?;
+    let event_type = copy.event_type;
+    tracing::info!(original = %event_id, copy = %copy.event_id, %actor, event_type, "event reprocessed");
+    Ok((
+        Reprocessed {
+            event_id: copy.event_id,
+            global_position: copy.global_position,
+            original_event_id: original,
+        },
+        event_type,
+    ))
+}
+
+/// A copy's metadata: the original's (`metadata`) plus what names the copy (see the
+/// module docs). `original` is the root original, `event_id` the event copied.
+fn copy_metadata(
+    metadata: &mut serde_json::Map<String, Value>,
+    original: Uuid,
+    event_id: Uuid,
+    actor: &Actor,
+    request_id: Option<&str>,
+    priority: Option<i16>,
+) {
     metadata.insert(REPROCESSED_FROM.into(), Value::String(original.to_string()));
     metadata.insert(ACTOR.into(), Value::String(actor.to_string()));
     // A copy of a copy keeps its original's priority unless a new one is asked.
@@ -203,28 +224,6 @@ pub(crate) async fn append_copy_with(
             metadata.insert(TRACESTATE.into(), Value::String(state));
         }
     }
-    let (new_id, global_position): (Uuid, i64) = sqlx::query_as(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         VALUES ($1, $2, 1, $3, $4, $5, $6)
-         RETURNING event_id, global_position",
-    )
-    .bind(REPROCESSED_AGGREGATE_TYPE)
-    .bind(Uuid::new_v4().to_string())
-    .bind(&event_type)
-    .bind(&event_version)
-    .bind(&payload)
-    .bind(Value::Object(metadata))
-    .fetch_one(&mut *conn)
-    .await?;
-    tracing::info!(original = %event_id, copy = %new_id, %actor, event_type, "event reprocessed");
-    Ok((
-        Reprocessed {
-            event_id: new_id,
-            global_position,
-            original_event_id: original,
-        },
-        event_type,
-    ))
 }
 
 /// Retries a finished task manually: a new pending task linked to it (see the module

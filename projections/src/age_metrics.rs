@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use aula_domain::course::CourseEvent;
-use aula_eventlog::subscription::BoxError;
-use aula_eventlog::{Consumer, RecordedEvent};
+use aula_domain::event_types;
+use aula_eventlog::RecordedEvent;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -42,19 +42,13 @@ impl AgeScope {
 #[derive(Debug, Default)]
 pub struct AgeMetrics;
 
-#[async_trait::async_trait]
-impl Consumer for AgeMetrics {
-    async fn handle(
-        &mut self,
-        tx: &mut PgConnection,
-        events: &[RecordedEvent],
-    ) -> Result<(), BoxError> {
-        Ok(handle(tx, events).await?)
-    }
-}
+read_model_consumer!(AgeMetrics);
 
 /// The course events this read model reads.
-pub const EVENT_TYPES: &[&str] = &["StudentEnrolled", "EnrollmentCancelled"];
+pub const EVENT_TYPES: &[&str] = &[
+    event_types::STUDENT_ENROLLED,
+    event_types::ENROLLMENT_CANCELLED,
+];
 
 async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
     let mut deltas: BTreeMap<(AgeScope, Uuid, i32), i32> = BTreeMap::new();

@@ -1,8 +1,7 @@
 //! Projection `audit_log`: who did what and when, one row per event, from the
 //! event's metadata (actor, institution, correlation and causation).
 
-use aula_eventlog::subscription::BoxError;
-use aula_eventlog::{metadata, Actor, Consumer, RecordedEvent};
+use aula_eventlog::{metadata, Actor, RecordedEvent};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
@@ -17,16 +16,7 @@ pub const TABLES: &[&str] = &["audit_log"];
 #[derive(Debug, Default)]
 pub struct AuditLog;
 
-#[async_trait::async_trait]
-impl Consumer for AuditLog {
-    async fn handle(
-        &mut self,
-        tx: &mut PgConnection,
-        events: &[RecordedEvent],
-    ) -> Result<(), BoxError> {
-        Ok(handle(tx, events).await?)
-    }
-}
+read_model_consumer!(AuditLog);
 
 /// One audited event.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]

@@ -7,8 +7,7 @@ use std::collections::BTreeMap;
 
 use aula_domain::application::{Application, ApplicationEvent};
 use aula_domain::course::CourseEvent;
-use aula_eventlog::subscription::BoxError;
-use aula_eventlog::{Consumer, RecordedEvent};
+use aula_eventlog::RecordedEvent;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
 use sqlx::{PgConnection, PgPool};
@@ -44,16 +43,7 @@ struct Delta {
     updated_at: Option<DateTime<Utc>>,
 }
 
-#[async_trait::async_trait]
-impl Consumer for CourseCapacity {
-    async fn handle(
-        &mut self,
-        tx: &mut PgConnection,
-        events: &[RecordedEvent],
-    ) -> Result<(), BoxError> {
-        Ok(handle(tx, events).await?)
-    }
-}
+read_model_consumer!(CourseCapacity);
 
 async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
     let mut deltas: BTreeMap<Uuid, Delta> = BTreeMap::new();

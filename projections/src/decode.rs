@@ -1,68 +1,33 @@
 //! Turning stored events into the domain's typed events: upcast old payloads first
 //! (the domain's [`aula_domain::upcasters`]), then deserialize.
 
-use std::sync::OnceLock;
-
 use aula_eventlog::RecordedEvent;
-use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::ProjectionError;
 
-/// The metadata key a reprocessed copy carries: the id of the event it copies.
-pub const REPROCESSED_FROM: &str = "reprocessed_from";
-
-fn upcasters() -> &'static [Box<dyn EventUpcaster>] {
-    static UPCASTERS: OnceLock<Vec<Box<dyn EventUpcaster>>> = OnceLock::new();
-    UPCASTERS.get_or_init(aula_domain::upcasters)
-}
+pub use aula_eventlog::metadata::REPROCESSED_FROM;
 
 /// The original's id when `event` is a reprocessed copy.
 pub fn reprocessed_from(event: &RecordedEvent) -> Option<uuid::Uuid> {
-    event
-        .metadata
-        .get(REPROCESSED_FROM)
-        .and_then(Value::as_str)
-        .and_then(|id| id.parse().ok())
+    event.reprocessed_from()
 }
 
 /// Whether `event` is a reprocessed copy (domain read models skip those). A copy whose
 /// original id does not parse is still a copy.
 pub fn is_reprocessed(event: &RecordedEvent) -> bool {
-    event.metadata.get(REPROCESSED_FROM).is_some()
+    event.is_reprocessed()
 }
 
-/// Deserializes `event`'s payload as `E`, upcasting it first when it is of an older version.
+/// Deserializes `event`'s payload as `E`, upcasting it first when it is of an older
+/// version ([`aula_domain::decode`]).
 pub fn decode<E: DeserializeOwned>(event: &RecordedEvent) -> Result<E, ProjectionError> {
-    let upcasters = upcasters();
-    let needs_upcast = upcasters
-        .iter()
-        .any(|u| u.can_upcast(&event.event_type, &event.event_version));
-    let result = if needs_upcast {
-        let mut serialized = SerializedEvent {
-            aggregate_id: event.aggregate_id.clone(),
-            sequence: event.sequence as usize,
-            aggregate_type: event.aggregate_type.clone(),
+    aula_domain::decode(&event.event_type, &event.event_version, &event.payload).map_err(|source| {
+        ProjectionError::Decode {
+            global_position: event.global_position(),
             event_type: event.event_type.clone(),
-            event_version: event.event_version.clone(),
-            payload: event.payload.clone(),
-            metadata: event.metadata.clone(),
-        };
-        for upcaster in upcasters {
-            if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
-                serialized = upcaster.upcast(serialized);
-            }
+            source,
         }
-        serde_json::from_value(serialized.payload)
-    } else {
-        // Borrowing deserializer: no copy of the payload.
-        E::deserialize(&event.payload)
-    };
-    result.map_err(|source| ProjectionError::Decode {
-        global_position: event.global_position(),
-        event_type: event.event_type.clone(),
-        source,
     })
 }
 
@@ -82,7 +47,7 @@ mod tests {
     use aula_domain::student::StudentEvent;
     use aula_eventlog::LogPosition;
     use chrono::Utc;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
 

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use aula_domain::course::CourseEvent;
-use aula_eventlog::subscription::BoxError;
-use aula_eventlog::{Consumer, RecordedEvent};
+use aula_domain::event_types;
+use aula_eventlog::RecordedEvent;
 use chrono::NaiveDate;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -19,16 +19,7 @@ pub const TABLES: &[&str] = &["course_enrollments"];
 #[derive(Debug, Default)]
 pub struct CourseEnrollments;
 
-#[async_trait::async_trait]
-impl Consumer for CourseEnrollments {
-    async fn handle(
-        &mut self,
-        tx: &mut PgConnection,
-        events: &[RecordedEvent],
-    ) -> Result<(), BoxError> {
-        Ok(handle(tx, events).await?)
-    }
-}
+read_model_consumer!(CourseEnrollments);
 
 /// One enrollment of one course.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
@@ -54,7 +45,10 @@ enum Change {
 }
 
 /// The course events this read model reads.
-pub const EVENT_TYPES: &[&str] = &["StudentEnrolled", "EnrollmentCancelled"];
+pub const EVENT_TYPES: &[&str] = &[
+    event_types::STUDENT_ENROLLED,
+    event_types::ENROLLMENT_CANCELLED,
+];
 
 async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
     let mut changes: BTreeMap<(Uuid, Uuid), Change> = BTreeMap::new();

@@ -28,38 +28,25 @@
 //! (`0002_projections.sql`); a rebuild only copies them.
 #![forbid(unsafe_code)]
 
+/// Implements [`Consumer`] for a read model whose module has
+/// `async fn handle(tx, events) -> Result<(), ProjectionError>`: the batch goes to it.
+macro_rules! read_model_consumer {
+    ($model:ty) => {
+        #[async_trait::async_trait]
+        impl aula_eventlog::Consumer for $model {
+            async fn handle(
+                &mut self,
+                tx: &mut sqlx::PgConnection,
+                events: &[aula_eventlog::RecordedEvent],
+            ) -> Result<(), aula_eventlog::BoxError> {
+                Ok(handle(tx, events).await?)
+            }
+        }
+    };
+}
+
 pub mod admin_events;
-
-/// The events each read model reads (by aggregate type and event type), for the event
-/// catalog. The handlers filter with the same lists.
-pub fn consumers_of(aggregate_type: &str, event_type: &str) -> Vec<&'static str> {
-    let mut names = Vec::new();
-    if aggregate_type == "application" {
-        names.push("course_capacity");
-    }
-    if aggregate_type == "course" {
-        names.push("course_capacity");
-        if age_metrics::EVENT_TYPES.contains(&event_type) {
-            names.push("age_metrics");
-        }
-        if enrollments::EVENT_TYPES.contains(&event_type) {
-            names.push("course_enrollments");
-        }
-    }
-    if directory::reads(aggregate_type, event_type) {
-        names.push(directory::NAME);
-    }
-    names.extend(["audit_log", "admin_events"]);
-    names
-}
 pub mod age_metrics;
-
-/// Whether `error` is PostgreSQL refusing a value (SQLSTATE class 22, data exception:
-/// a text that does not cast to the type asked for). The keyset lists cast only their
-/// cursor's key in SQL, so for them this means a cursor they did not hand out.
-pub fn is_data_exception(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22")))
-}
 pub mod audit_log;
 pub mod bench;
 pub mod course_capacity;
@@ -77,7 +64,15 @@ use aula_eventlog::{Consumer, RecordedEvent, SubscriptionOptions, Wakeups};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgConnection;
 
+// The crate's surface: each read model's module is the namespace of its rows and query
+// functions (`directory::people_page`); these are the names used across read models.
+pub use admin_events::AdminEvents;
+pub use age_metrics::AgeMetrics;
+pub use audit_log::AuditLog;
 pub use bench::{bench_rebuild, BenchReport};
+pub use course_capacity::CourseCapacity;
+pub use directory::Directory;
+pub use enrollments::CourseEnrollments;
 pub use rebuild::{
     rebuild, rebuild_many, rebuild_progress, RebuildError, RebuildProgress, RebuildReport,
 };
@@ -141,6 +136,49 @@ pub fn consumer(name: &str) -> Option<Box<dyn Consumer>> {
     })
 }
 
+/// The events each read model reads (by aggregate type and event type), for the event
+/// catalog. The handlers filter with the same lists.
+pub fn consumers_of(aggregate_type: &str, event_type: &str) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if aggregate_type == "application" {
+        names.push("course_capacity");
+    }
+    if aggregate_type == "course" {
+        names.push("course_capacity");
+        if age_metrics::EVENT_TYPES.contains(&event_type) {
+            names.push("age_metrics");
+        }
+        if enrollments::EVENT_TYPES.contains(&event_type) {
+            names.push("course_enrollments");
+        }
+    }
+    if directory::reads(aggregate_type, event_type) {
+        names.push(directory::NAME);
+    }
+    names.extend(["audit_log", "admin_events"]);
+    names
+}
+/// Whether `error` is PostgreSQL refusing a value (SQLSTATE class 22, data exception:
+/// a text that does not cast to the type asked for). The keyset lists cast only their
+/// cursor's key in SQL, so for them this means a cursor they did not hand out.
+pub fn is_data_exception(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22")))
+}
+/// `%text%` for `LIKE`/`ILIKE`, with `%`, `_` and `\` in `text` matched literally: the
+/// search of every list that filters by a typed text.
+pub fn like_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
 /// A boxed consumer, so one `spawn` serves every projection.
 pub struct BoxedConsumer(pub Box<dyn Consumer>);
 
@@ -188,4 +226,15 @@ pub fn spawn_one(
     let consumer = consumer(&options.name)
         .unwrap_or_else(|| panic!("unknown projection {:?}; see NAMES", options.name));
     subscription::spawn(connect, options, BoxedConsumer(consumer), wakeups, shutdown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_match_the_text_literally() {
+        assert_eq!(like_pattern("ana"), "%ana%");
+        assert_eq!(like_pattern("50%_a\\b"), "%50\\%\\_a\\\\b%");
+    }
 }

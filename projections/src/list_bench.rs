@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
+use aula_domain::event_types;
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::{Executor, PgPool};
 use uuid::Uuid;
@@ -114,9 +115,9 @@ fn filters(events: i64) -> Vec<(&'static str, EventListQuery)> {
             "types (3)",
             EventListQuery {
                 event_types: vec![
-                    "EnrollmentCancelled".into(),
+                    event_types::ENROLLMENT_CANCELLED.into(),
                     "PasswordChanged".into(),
-                    "CourseClosed".into(),
+                    event_types::COURSE_CLOSED.into(),
                 ],
                 ..q()
             },

@@ -159,27 +159,25 @@ pub async fn seed(
 
     let mut teacher_ids = Vec::new();
     for name in TEACHERS {
-        let user_id = UserId::from_uuid(id(&format!("user/teacher/{name}")));
         let teacher_id = TeacherId::from_uuid(id(&format!("teacher/{name}")));
         teacher_ids.push(teacher_id);
-        let person = PersonName::parse(name).map_err(invalid)?;
-        let email = email_of(name)?;
-        create_user(
+        let user_id = UserId::from_uuid(id(&format!("user/teacher/{name}")));
+        let account = Account::create(
             pool,
             &users,
             user_id,
-            &email,
-            &person,
             Role::Teacher,
+            name,
+            email_of(name)?,
             institution_id,
             &metadata,
         )
         .await?;
         let command = TeacherCommand::CreateTeacher {
             institution_id,
-            user_id,
-            name: person,
-            email,
+            user_id: account.user_id,
+            name: account.name,
+            email: account.email,
         };
         outcome::<Teacher>(
             teachers
@@ -190,27 +188,25 @@ pub async fn seed(
 
     let mut student_ids = Vec::new();
     for (name, born) in STUDENTS {
-        let user_id = UserId::from_uuid(id(&format!("user/student/{name}")));
         let student_id = StudentId::from_uuid(id(&format!("student/{name}")));
         student_ids.push(student_id);
-        let person = PersonName::parse(name).map_err(invalid)?;
-        let email = email_of(name)?;
-        create_user(
+        let user_id = UserId::from_uuid(id(&format!("user/student/{name}")));
+        let account = Account::create(
             pool,
             &users,
             user_id,
-            &email,
-            &person,
             Role::Student,
+            name,
+            email_of(name)?,
             institution_id,
             &metadata,
         )
         .await?;
         let command = StudentCommand::CreateStudent {
             institution_id,
-            user_id,
-            name: person,
-            email,
+            user_id: account.user_id,
+            name: account.name,
+            email: account.email,
             birth_date: birth_date(born, today)?,
         };
         outcome::<Student>(
@@ -273,32 +269,47 @@ fn birth_date(raw: &str, today: NaiveDate) -> Result<BirthDate, TaskError> {
     BirthDate::parse_str(raw, today).map_err(invalid)
 }
 
-/// Creates the login account of a demo student or teacher, reserving its address in the
-/// API's e-mail index (`user_emails`) first, as the API does.
-#[allow(clippy::too_many_arguments)]
-async fn create_user(
-    pool: &PgPool,
-    users: &CommandBus<User>,
+/// The login account of a demo student or teacher.
+struct Account {
     user_id: UserId,
-    email: &Email,
-    name: &PersonName,
-    role: Role,
-    institution_id: InstitutionId,
-    metadata: &EventMetadata,
-) -> Result<(), TaskError> {
-    sqlx::query(
-        "INSERT INTO user_emails (email, user_id) VALUES ($1, $2) ON CONFLICT (email) DO NOTHING",
-    )
-    .bind(email.as_str())
-    .bind(user_id.as_uuid())
-    .execute(pool)
-    .await?;
-    let command = UserCommand::CreateUser {
-        email: email.clone(),
-        name: name.clone(),
-        role,
-        institution_id: Some(institution_id),
-        password_hash: None,
-    };
-    outcome::<User>(users.execute(&user_id.to_string(), command, metadata).await)
+    name: PersonName,
+    email: Email,
+}
+
+impl Account {
+    /// Creates the account `user_id` of `name` in `role`, reserving its address in the
+    /// API's e-mail index (`user_emails`) first, as the API does.
+    #[allow(clippy::too_many_arguments)]
+    async fn create(
+        pool: &PgPool,
+        users: &CommandBus<User>,
+        user_id: UserId,
+        role: Role,
+        name: &str,
+        email: Email,
+        institution_id: InstitutionId,
+        metadata: &EventMetadata,
+    ) -> Result<Account, TaskError> {
+        let name = PersonName::parse(name).map_err(invalid)?;
+        sqlx::query(
+            "INSERT INTO user_emails (email, user_id) VALUES ($1, $2) ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(email.as_str())
+        .bind(user_id.as_uuid())
+        .execute(pool)
+        .await?;
+        let command = UserCommand::CreateUser {
+            email: email.clone(),
+            name: name.clone(),
+            role,
+            institution_id: Some(institution_id),
+            password_hash: None,
+        };
+        outcome::<User>(users.execute(&user_id.to_string(), command, metadata).await)?;
+        Ok(Account {
+            user_id,
+            name,
+            email,
+        })
+    }
 }

@@ -16,13 +16,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aula_eventlog::subscription::BoxError;
-use cqrs_es::persist::SerializedEvent;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::config::MailConfig;
-use crate::kinds;
+use crate::kinds::{self, TaskKind};
 use crate::mail::Mailer;
 use crate::queue::TaskRow;
 
@@ -183,48 +182,44 @@ impl Registry {
         kinds
     }
 
-    /// Every kind the reactions issue, plus `noop`.
+    /// A handler for every kind in the table ([`TaskKind::ALL`]).
     pub fn standard(mailer: Arc<dyn Mailer>, mail: MailConfig) -> Self {
-        let mut registry = Registry::new();
-        let email = Arc::new(email::EmailHandler::new(mailer.clone(), mail));
-        for kind in [
-            kinds::EMAIL_SIGNUP_CONFIRMATION,
-            kinds::EMAIL_PASSWORD_RESET,
-            kinds::EMAIL_ALREADY_REGISTERED,
-            kinds::EMAIL_CHANGE_CONFIRMATION,
-            kinds::EMAIL_CHANGE_NOTICE,
-            kinds::EMAIL_WELCOME,
-            kinds::EMAIL_APPLICATION_SCHEDULED,
-            kinds::EMAIL_ENROLLED,
-            kinds::EMAIL_DECLINED,
-            kinds::EMAIL_ENROLLMENT_CANCELLED,
-        ] {
-            registry.register_arc(kind, email.clone());
-        }
-        registry
-            .register(kinds::ENROLLMENT_DECIDE, enrollment::DecideEnrollment)
-            .register(kinds::NOTIFY_GRADE, notify::GradeNotification)
-            .register(
-                kinds::LINK_STUDENT_NOTIFICATIONS,
-                notify::LinkBroadcasts::students(),
-            )
-            .register(
-                kinds::LINK_TEACHER_NOTIFICATIONS,
-                notify::LinkBroadcasts::teachers(),
-            )
-            .register(
-                kinds::INSTITUTION_CREATE,
-                institution::CreateRegisteredInstitution,
-            )
-            .register(kinds::DEMO_SEED, demo::SeedDemoData)
-            .register(kinds::NOOP, Noop);
         // `aula serve` checks the settings at start-up (and refuses bad ones); here a bad
         // value falls back to the strict defaults.
         let webhooks = crate::webhooks::WebhookConfig::from_env().unwrap_or_else(|error| {
             tracing::error!(%error, "invalid webhook settings; using the defaults");
             crate::webhooks::WebhookConfig::default()
         });
-        registry.with_webhooks(webhooks, Some(mailer));
+        let email: Arc<dyn TaskHandler> = Arc::new(email::EmailHandler::new(mailer.clone(), mail));
+        let mut registry = Registry::new();
+        for kind in TaskKind::ALL {
+            // Exhaustive: a kind added to the table without a handler does not compile.
+            let handler: Arc<dyn TaskHandler> = match kind {
+                TaskKind::EmailSignupConfirmation
+                | TaskKind::EmailPasswordReset
+                | TaskKind::EmailAlreadyRegistered
+                | TaskKind::EmailChangeConfirmation
+                | TaskKind::EmailChangeNotice
+                | TaskKind::EmailWelcome
+                | TaskKind::EmailApplicationScheduled
+                | TaskKind::EmailEnrolled
+                | TaskKind::EmailDeclined
+                | TaskKind::EmailEnrollmentCancelled => email.clone(),
+                TaskKind::EnrollmentDecide => Arc::new(enrollment::DecideEnrollment),
+                TaskKind::NotifyGrade => Arc::new(notify::GradeNotification),
+                TaskKind::LinkStudentNotifications => Arc::new(notify::LinkBroadcasts::students()),
+                TaskKind::LinkTeacherNotifications => Arc::new(notify::LinkBroadcasts::teachers()),
+                TaskKind::InstitutionCreate => Arc::new(institution::CreateRegisteredInstitution),
+                TaskKind::DemoSeed => Arc::new(demo::SeedDemoData),
+                TaskKind::Noop => Arc::new(Noop),
+                TaskKind::WebhookDeliver => Arc::new(crate::webhooks::WebhookDelivery::new(
+                    webhooks.clone(),
+                    Some(mailer.clone()),
+                )),
+                TaskKind::WebhookRecover => Arc::new(crate::webhooks::recover::WebhookRecover),
+            };
+            registry.register_arc(kind.name(), handler);
+        }
         registry
     }
 }
@@ -269,21 +264,7 @@ impl<'a> EventPayload<'a> {
 
     /// Decodes the event with the domain's types, upcasting older versions first.
     pub fn decode<E: DeserializeOwned>(&self) -> Result<E, TaskError> {
-        let mut serialized = SerializedEvent {
-            aggregate_id: self.aggregate_id.to_owned(),
-            sequence: 0,
-            aggregate_type: String::new(),
-            event_type: self.event_type.to_owned(),
-            event_version: self.event_version.to_owned(),
-            payload: self.event.clone(),
-            metadata: Value::Null,
-        };
-        for upcaster in aula_domain::upcasters() {
-            if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
-                serialized = upcaster.upcast(serialized);
-            }
-        }
-        serde_json::from_value(serialized.payload).map_err(|e| {
+        aula_domain::decode(self.event_type, self.event_version, self.event).map_err(|e| {
             TaskError::permanent(format!(
                 "the {} {} payload does not decode: {e}",
                 self.event_type, self.event_version

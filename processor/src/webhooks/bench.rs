@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aula_domain::event_types;
 use aula_eventlog::shutdown;
 use aula_eventlog::{SubscriptionOptions, Wakeups};
 use chrono::{DateTime, Utc};
@@ -117,7 +118,7 @@ pub async fn bench_webhooks(
         NewEndpoint {
             institution_id: None,
             url: format!("http://127.0.0.1:{port}/hook"),
-            event_types: Some(vec!["CampusCreated".into()]),
+            event_types: Some(vec![event_types::CAMPUS_CREATED.into()]),
             description: "aula bench webhooks".into(),
             created_by: "system".into(),
             created_by_user: None,

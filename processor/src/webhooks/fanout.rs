@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::kinds;
 use crate::processing::TaskChange;
 use crate::queue::{insert_tasks_unrecorded, NewTask};
-use crate::reactions::REPROCESSED_FROM;
+use aula_eventlog::metadata::REPROCESSED_FROM;
 
 /// Bodies larger than this are sent thin: the event's id, type and time, no data.
 pub const MAX_BODY_BYTES: usize = 20 * 1024;

@@ -1,0 +1,440 @@
+//! The e-mail tasks: render the message for the task's event, send it once per
+//! idempotency key, record it in `outbox_emails`.
+//!
+//! Each e-mail is one small template in a file of its own (`confirm_sign_up`,
+//! `reset_password`, ...): it decodes its event and returns a [`Letter`]; this module
+//! chooses the template by task kind, sends the letter once and records it.
+
+use std::sync::Arc;
+
+use aula_domain::course::{Course, CourseEvent, CourseServices};
+use aula_domain::event_types;
+use aula_domain::user::{User, UserServices};
+use aula_domain::values::Email;
+use aula_eventlog::CommandBus;
+use chrono::Utc;
+
+use super::{EventPayload, TaskContext, TaskError, TaskHandler};
+use crate::config::MailConfig;
+use crate::kinds::TaskKind;
+use crate::mail::{EmailMessage, Mailer};
+use crate::tokens;
+
+mod already_registered;
+mod application_scheduled;
+mod confirm_email_change;
+mod confirm_sign_up;
+mod declined;
+mod email_change_notice;
+mod enrolled;
+mod enrollment_cancelled;
+mod reset_password;
+mod welcome;
+
+pub use already_registered::ALREADY_REGISTERED_INTERVAL_SECONDS;
+
+/// One e-mail as a template writes it: the recipient, the subject, the plain text and
+/// the HTML body (inside the common [`html`] layout), and the one-time token to delete
+/// once it is sent.
+struct Letter {
+    to: String,
+    subject: String,
+    text: String,
+    html: String,
+    token_hash: Option<String>,
+}
+
+impl Letter {
+    /// A letter to `to` whose HTML page is titled `title` and holds `body`.
+    fn new(to: &Email, subject: impl Into<String>, text: String, title: &str, body: &str) -> Self {
+        Self {
+            to: to.as_str().to_owned(),
+            subject: subject.into(),
+            text,
+            html: html(title, body),
+            token_hash: None,
+        }
+    }
+
+    /// A letter whose HTML page is titled with its subject.
+    fn plain(to: &Email, subject: String, text: String, body: &str) -> Self {
+        let html = html(&subject, body);
+        Self {
+            to: to.as_str().to_owned(),
+            subject,
+            text,
+            html,
+            token_hash: None,
+        }
+    }
+
+    /// The letter carries the one-time link of `token_hash`: the raw token is deleted
+    /// once it is sent.
+    fn with_token(self, token_hash: String) -> Self {
+        Self {
+            token_hash: Some(token_hash),
+            ..self
+        }
+    }
+}
+
+/// Handles every `email.*` kind.
+pub struct EmailHandler {
+    mailer: Arc<dyn Mailer>,
+    config: MailConfig,
+}
+
+impl EmailHandler {
+    pub fn new(mailer: Arc<dyn Mailer>, config: MailConfig) -> Self {
+        Self { mailer, config }
+    }
+
+    pub(super) fn link(&self, path: &str, query: &[(&str, &str)]) -> String {
+        let mut link = format!("{}{path}", self.config.public_base_url);
+        for (index, (name, value)) in query.iter().enumerate() {
+            link.push(if index == 0 { '?' } else { '&' });
+            link.push_str(name);
+            link.push('=');
+            link.push_str(&percent_encode(value));
+        }
+        link
+    }
+}
+
+/// What a rendered e-mail needs besides the message: the one-time token to delete
+/// once it is sent.
+struct Rendered {
+    message: EmailMessage,
+    token_hash: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl TaskHandler for EmailHandler {
+    async fn run(&self, ctx: &TaskContext) -> Result<(), TaskError> {
+        let key = &ctx.task.idempotency_key;
+        let sent: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM outbox_emails WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(&ctx.pool)
+                .await?;
+        if sent.is_some() {
+            tracing::debug!(
+                task = ctx.task.id,
+                key,
+                "e-mail already sent; nothing to do"
+            );
+            return Ok(());
+        }
+        let Some(rendered) = self.render(ctx).await? else {
+            return Ok(());
+        };
+        // The connection the send will be recorded with, taken before the SMTP
+        // conversation: once the server has accepted the message, recording it must not
+        // wait for a busy pool (nor fail on one), or the task would run again and send
+        // the message again.
+        let conn = ctx.pool.acquire().await?;
+        crate::mail::send(&*self.mailer, &rendered.message)
+            .await
+            .map_err(|e| {
+                if e.is_permanent() {
+                    TaskError::permanent(e)
+                } else {
+                    TaskError::retry(e)
+                }
+            })?;
+        self.record_sent(ctx, conn, &rendered).await
+    }
+}
+
+impl EmailHandler {
+    /// Records a sent e-mail (and takes its one-time token) in one transaction. When
+    /// that fails, only the record is tried again, with backoff, on the held
+    /// connection first and then on fresh ones, for up to `record_patience`: the task
+    /// stays running meanwhile (the worker's heartbeat keeps its lease). Only past
+    /// that does the task fail, to be retried, which sends the message again.
+    async fn record_sent(
+        &self,
+        ctx: &TaskContext,
+        conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+        rendered: &Rendered,
+    ) -> Result<(), TaskError> {
+        let started = std::time::Instant::now();
+        let mut held = Some(conn);
+        let mut tries = 0i32;
+        loop {
+            tries += 1;
+            let result = async {
+                let mut conn = match held.take() {
+                    Some(conn) => conn,
+                    None => ctx.pool.acquire().await?,
+                };
+                self.insert_record(ctx, &mut conn, rendered).await
+            }
+            .await;
+            let error = match result {
+                Ok(()) => {
+                    if tries > 1 {
+                        tracing::info!(
+                            task = ctx.task.id,
+                            tries,
+                            "the sent e-mail was recorded after retries; not sending it again"
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(error) => error,
+            };
+            let pause = crate::queue::backoff(
+                tries,
+                std::time::Duration::from_millis(100),
+                std::time::Duration::from_secs(5),
+            );
+            if started.elapsed() + pause > self.config.record_patience {
+                tracing::error!(task = ctx.task.id, tries, %error, "the e-mail was sent but could not be recorded; the task will run again and send it again");
+                return Err(TaskError::retry(format!(
+                    "the e-mail was sent but recording it failed {tries} times: {error}"
+                )));
+            }
+            tracing::warn!(task = ctx.task.id, tries, %error, ?pause, "recording a sent e-mail failed; retrying the record, not the send");
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    async fn insert_record(
+        &self,
+        ctx: &TaskContext,
+        conn: &mut sqlx::PgConnection,
+        rendered: &Rendered,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = sqlx::Connection::begin(conn).await?;
+        sqlx::query(
+            "INSERT INTO outbox_emails (idempotency_key, task_id, kind, recipient, subject, transport)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(&ctx.task.idempotency_key)
+        .bind(ctx.task.id)
+        .bind(&ctx.task.kind)
+        .bind(&rendered.message.to)
+        .bind(&rendered.message.subject)
+        .bind(self.mailer.transport())
+        .execute(&mut *tx)
+        .await?;
+        if let Some(hash) = &rendered.token_hash {
+            tokens::take_token(&mut tx, hash).await?;
+        }
+        tx.commit().await
+    }
+}
+
+impl EmailHandler {
+    /// `None`: nothing to send (the event no longer calls for it).
+    async fn render(&self, ctx: &TaskContext) -> Result<Option<Rendered>, TaskError> {
+        let payload = EventPayload::of(&ctx.task)?;
+        let Some(kind) = TaskKind::parse(&ctx.task.kind) else {
+            return Err(unknown_kind(&ctx.task.kind));
+        };
+        let letter = match kind {
+            TaskKind::EmailSignupConfirmation => {
+                confirm_sign_up::letter(self, ctx, &payload).await?
+            }
+            TaskKind::EmailPasswordReset => reset_password::letter(self, ctx, &payload).await?,
+            TaskKind::EmailChangeConfirmation => {
+                confirm_email_change::letter(self, ctx, &payload).await?
+            }
+            TaskKind::EmailChangeNotice => match email_change_notice::letter(&payload)? {
+                Some(letter) => letter,
+                None => return Ok(None),
+            },
+            TaskKind::EmailAlreadyRegistered => {
+                match already_registered::letter(self, ctx, &payload).await? {
+                    Some(letter) => letter,
+                    None => return Ok(None),
+                }
+            }
+            TaskKind::EmailWelcome => welcome::letter(self, &payload)?,
+            TaskKind::EmailApplicationScheduled
+                if payload.event_type == event_types::APPLICATION_SUBMITTED =>
+            {
+                application_scheduled::letter(ctx, &payload).await?
+            }
+            // The course's decisions (and the older `EnrollmentRequested` shape): the
+            // letter follows the event, the course's name is read once for all of them.
+            TaskKind::EmailApplicationScheduled
+            | TaskKind::EmailEnrolled
+            | TaskKind::EmailDeclined
+            | TaskKind::EmailEnrollmentCancelled => {
+                let event: CourseEvent = payload.decode()?;
+                let course = course_name(ctx, payload.aggregate_id).await?;
+                match event {
+                    CourseEvent::EnrollmentRequested { name, email, .. } => {
+                        application_scheduled::course_letter(&name, &email, &course)
+                    }
+                    CourseEvent::StudentEnrolled {
+                        name,
+                        email,
+                        enrolled_on,
+                        ..
+                    } => enrolled::letter(&name, &email, enrolled_on, &course),
+                    CourseEvent::EnrollmentDeclined {
+                        name,
+                        email,
+                        reason,
+                        ..
+                    } => declined::letter(&name, &email, reason, &course),
+                    CourseEvent::EnrollmentCancelled {
+                        email,
+                        cancelled_on,
+                        ..
+                    } => enrollment_cancelled::letter(&email, cancelled_on, &course),
+                    _ => return Err(wrong_event(&payload)),
+                }
+            }
+            _ => return Err(unknown_kind(&ctx.task.kind)),
+        };
+        Ok(Some(Rendered {
+            message: EmailMessage {
+                to: letter.to,
+                subject: letter.subject,
+                text: letter.text,
+                html: letter.html,
+                idempotency_key: ctx.task.idempotency_key.clone(),
+            },
+            token_hash: letter.token_hash,
+        }))
+    }
+}
+
+fn unknown_kind(kind: &str) -> TaskError {
+    TaskError::permanent(format!("the e-mail handler does not know kind {kind}"))
+}
+
+pub(super) fn wrong_event(payload: &EventPayload<'_>) -> TaskError {
+    TaskError::permanent(format!(
+        "unexpected event {} for this task kind",
+        payload.event_type
+    ))
+}
+
+/// The raw token the API stashed for `token_hash` (see [`crate::tokens`]).
+pub(super) async fn stashed_token(
+    ctx: &TaskContext,
+    token_hash: &str,
+    expires_at: chrono::DateTime<Utc>,
+) -> Result<String, TaskError> {
+    match tokens::find_token(&ctx.pool, token_hash).await? {
+        Some(token) => Ok(token),
+        None if expires_at <= Utc::now() => Err(TaskError::permanent(
+            "the one-time token expired before its e-mail could be sent",
+        )),
+        None if original_already_sent(ctx).await? => Err(TaskError::final_outcome(format!(
+            "this is a reprocessed copy and the original's e-mail already sent the one-time \
+             link (its raw token is kept only until then, and only its hash is stored): \
+             ask for a new link instead ({})",
+            new_link_advice(&ctx.task.kind)
+        ))),
+        None => Err(TaskError::retry(
+            "the raw one-time token has not been stashed yet (pending_tokens)",
+        )),
+    }
+}
+
+/// What a person does to get a fresh one-time link of `kind` (the reprocess preview
+/// says the same, `aula_processor::reprocess::one_time_link_note`).
+pub(crate) fn new_link_advice(kind: &str) -> &'static str {
+    match TaskKind::parse(kind) {
+        Some(TaskKind::EmailSignupConfirmation) => {
+            "the person signs up again with the same address"
+        }
+        Some(TaskKind::EmailPasswordReset) => "the person requests a new password reset",
+        Some(TaskKind::EmailChangeConfirmation) => "the e-mail change is requested again",
+        _ => "the person repeats the request",
+    }
+}
+
+/// Whether this task belongs to a reprocessed copy whose original's e-mail of the same
+/// kind was sent: the raw token went with it, so waiting for it is pointless (a copy
+/// retried eight times before failing).
+async fn original_already_sent(ctx: &TaskContext) -> Result<bool, TaskError> {
+    let Some(original) = crate::reactions::reprocessed_from(&ctx.task.payload) else {
+        return Ok(false);
+    };
+    let sent: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM outbox_emails WHERE idempotency_key = $1")
+            .bind(format!("{}:{original}", ctx.task.kind))
+            .fetch_optional(&ctx.pool)
+            .await?;
+    Ok(sent.is_some())
+}
+
+/// The course's name: from the `course_capacity` read model (one row), or from the
+/// course's stream when the read model has not seen the course yet. Loading the stream
+/// per e-mail would replay every decision of a busy course each time.
+pub(crate) async fn course_name(ctx: &TaskContext, course_id: &str) -> Result<String, TaskError> {
+    if let Ok(id) = course_id.parse::<uuid::Uuid>() {
+        let row = aula_projections::course_capacity::course_capacity(&ctx.pool, id).await?;
+        if let Some(name) = row.and_then(|row| row.name) {
+            return Ok(name);
+        }
+    }
+    let bus = CommandBus::<Course>::with_upcasters(
+        ctx.pool.clone(),
+        CourseServices,
+        aula_domain::upcasters(),
+    );
+    let (course, _) = bus.load(course_id).await?;
+    Ok(course
+        .name()
+        .map(|n| n.as_str().to_owned())
+        .unwrap_or_else(|| "your course".into()))
+}
+
+/// The layout every HTML e-mail shares.
+fn html(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
+         <body style=\"font-family: sans-serif\"><h1>{title}</h1>{body}<p style=\"color:#666\">Aula</p></body></html>"
+    )
+}
+
+/// The user an e-mail is about, as of now (its address may have changed since the
+/// event).
+pub(super) async fn load_user(ctx: &TaskContext, id: &str) -> Result<User, TaskError> {
+    let bus = CommandBus::<User>::with_upcasters(
+        ctx.pool.clone(),
+        UserServices::default(),
+        aula_domain::upcasters(),
+    );
+    Ok(bus.load(id).await?.0)
+}
+
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_built_from_the_base_url_and_encoded() {
+        let handler = EmailHandler::new(
+            Arc::new(crate::mail::FileMailer::new("/tmp", "a@b.co")),
+            MailConfig {
+                public_base_url: "https://aula.example".into(),
+                ..MailConfig::default()
+            },
+        );
+        assert_eq!(
+            handler.link("/reset-password", &[("token", "a b/c"), ("x", "y")]),
+            "https://aula.example/reset-password?token=a%20b%2Fc&x=y"
+        );
+    }
+}
