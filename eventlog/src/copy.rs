@@ -60,3 +60,65 @@ pub async fn append_copy(
         event_type,
     }))
 }
+
+/// An event without an aggregate, appended by [`append_records`]: an operator's record
+/// (a webhook endpoint's change, a queue control) whose state lives in its owner's
+/// tables and which nothing replays, stored so the audit log lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+}
+
+/// Appends `records` to the stream (`aggregate_type`, `aggregate_id`) after its last
+/// event, with one `metadata` for all, in one INSERT. The caller's connection chooses
+/// the transaction (the records commit with the change they describe) and serializes
+/// writers of one stream itself (a concurrent append to the same stream fails on the
+/// stream's unique sequence, as a lost race of the [`crate::CommandBus`] does).
+pub async fn append_records(
+    conn: &mut PgConnection,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    records: &[Record],
+    metadata: &Value,
+) -> Result<(), sqlx::Error> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let last: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(max(sequence), 0) FROM events
+         WHERE aggregate_type = $1 AND aggregate_id = $2",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let sequences: Vec<i64> = (1..=records.len() as i64).map(|i| last + i).collect();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata)
+         SELECT $1, $2, s, t, v, p, $7
+         FROM unnest($3::bigint[], $4::text[], $5::text[], $6::json[]) AS e(s, t, v, p)",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .bind(&sequences)
+    .bind(
+        records
+            .iter()
+            .map(|r| r.event_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        records
+            .iter()
+            .map(|r| r.event_version.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(records.iter().map(|r| &r.payload).collect::<Vec<_>>())
+    .bind(metadata)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -26,7 +26,7 @@ pub mod trace;
 // The crate's surface: the names other crates use; the modules stay the namespaces of
 // their finer parts (`metadata::TRACEPARENT`, `subscription::spawn`).
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use copy::{append_copy, AppendedCopy};
+pub use copy::{append_copy, append_records, AppendedCopy, Record};
 pub use log::{LogPosition, RecordedEvent};
 pub use metadata::{Actor, Cause, EventMetadata};
 pub use store::{Appended, CommandBus, CommandError, Committed, StoreError};

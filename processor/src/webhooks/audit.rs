@@ -61,36 +61,25 @@ pub(crate) async fn record(
         .bind(endpoint_id)
         .execute(&mut *conn)
         .await?;
-    let last: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(max(sequence), 0) FROM events
-         WHERE aggregate_type = $1 AND aggregate_id = $2",
-    )
-    .bind(AGGREGATE_TYPE)
-    .bind(endpoint_id.to_string())
-    .fetch_one(&mut *conn)
-    .await?;
     let metadata =
         serde_json::to_value(metadata.to_map()).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let mut types = Vec::with_capacity(events.len());
-    let mut payloads = Vec::with_capacity(events.len());
+    let mut records = Vec::with_capacity(events.len());
     for event in events {
         types.push(event.event_type());
-        payloads.push(serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
+        records.push(aula_eventlog::Record {
+            event_type: event.event_type(),
+            event_version: event.event_version(),
+            payload: serde_json::to_value(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+        });
     }
-    let sequences: Vec<i64> = (1..=events.len() as i64).map(|i| last + i).collect();
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
-                             payload, metadata)
-         SELECT $1, $2, s, t, '1.0', p, $6
-         FROM unnest($3::bigint[], $4::text[], $5::json[]) AS e(s, t, p)",
+    aula_eventlog::append_records(
+        conn,
+        AGGREGATE_TYPE,
+        &endpoint_id.to_string(),
+        &records,
+        &metadata,
     )
-    .bind(AGGREGATE_TYPE)
-    .bind(endpoint_id.to_string())
-    .bind(&sequences)
-    .bind(&types)
-    .bind(&payloads)
-    .bind(metadata)
-    .execute(&mut *conn)
     .await?;
     Ok(Recorded(types))
 }
