@@ -26,23 +26,31 @@ fn enum_variants(source: &str, name: &str) -> BTreeSet<String> {
 #[test]
 fn every_event_variant_has_a_sample_in_the_catalog() {
     let sources = [
-        ("user", include_str!("../src/user.rs"), "UserEvent"),
+        ("user", include_str!("../../src/user.rs"), "UserEvent"),
         (
             "institution",
-            include_str!("../src/institution.rs"),
+            include_str!("../../src/institution.rs"),
             "InstitutionEvent",
         ),
-        ("student", include_str!("../src/student.rs"), "StudentEvent"),
-        ("teacher", include_str!("../src/teacher.rs"), "TeacherEvent"),
+        (
+            "student",
+            include_str!("../../src/student.rs"),
+            "StudentEvent",
+        ),
+        (
+            "teacher",
+            include_str!("../../src/teacher.rs"),
+            "TeacherEvent",
+        ),
         (
             "application",
-            include_str!("../src/application.rs"),
+            include_str!("../../src/application.rs"),
             "ApplicationEvent",
         ),
-        ("course", include_str!("../src/course.rs"), "CourseEvent"),
+        ("course", include_str!("../../src/course.rs"), "CourseEvent"),
         (
             "exam_grade",
-            include_str!("../src/exam_grade.rs"),
+            include_str!("../../src/exam_grade.rs"),
             "ExamGradeEvent",
         ),
     ];
