@@ -1,7 +1,7 @@
 //! Rebuilding from history: after a random workload the rebuilt tables hold exactly the
 //! live rows, also when the rebuild races live writes and the live subscriptions.
 
-mod common;
+use crate::common;
 
 use aula_domain::course::CourseCommand;
 use aula_domain::values::Capacity;

@@ -1,7 +1,7 @@
 //! Each read model fed by real domain events (appended through the command bus) and
 //! run by its subscription until caught up, checked against hand-computed numbers.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
