@@ -4,7 +4,7 @@
 //! type fails this test until someone decides (and documents, `docs/reprocessing.md`)
 //! what reprocessing it does.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

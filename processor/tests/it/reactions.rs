@@ -1,7 +1,7 @@
 //! End to end: command -> event -> reaction issues tasks -> worker runs them -> e-mail
 //! or notification. One test per reaction, against a real PostgreSQL.
 
-mod common;
+use crate::common;
 
 use aula_domain::course::{Course, CourseCommand, CourseServices};
 use aula_domain::exam_grade::{ExamGrade, ExamGradeCommand, ExamGradeServices};

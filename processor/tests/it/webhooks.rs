@@ -5,7 +5,7 @@
 //! `Retry-After`, never answering; rotation; SSRF refusals; resend, reprocessed copies
 //! and "recover since T".
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! failures, fencing of a superseded attempt, lease rescue, manual retries, priorities,
 //! graceful release, several concurrent worker sets, and the nightly archive.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! no attempt may have run twice (claims are exclusive; the killed process's tasks are
 //! rescued when their leases expire and run again as a *new* attempt).
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 

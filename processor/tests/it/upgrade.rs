@@ -4,7 +4,7 @@
 //! workers finish its tasks and bring every event's row and the counters to what a full
 //! recount says.
 
-mod common;
+use crate::common;
 
 use std::borrow::Cow;
 use std::time::Duration;

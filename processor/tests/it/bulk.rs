@@ -13,7 +13,7 @@ use aula_projections::admin_events::EventListQuery;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-mod common;
+use crate::common;
 use common::{eventually, scalar_i64};
 
 /// Appends `n` events of `event_type` for `institution` and writes their

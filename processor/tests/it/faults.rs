@@ -2,7 +2,7 @@
 //! tasks load their aggregates, and an e-mail whose record fails after the SMTP server
 //! accepted it. Each test failed before its fix (see docs/reliability.md).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

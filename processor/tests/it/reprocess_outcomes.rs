@@ -4,7 +4,7 @@
 //! counts its copies' outcomes and a second preview leaves out what the first fixed;
 //! a copy records the reprocess request's id and starts a trace of its own.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
