@@ -1,7 +1,7 @@
 //! Every error code, the identity cases (expired token, lockout, expired reset token),
 //! limits, rate limiting, read-your-writes, health and readiness.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-mod common;
+use crate::common;
 use common::{assert_code, assert_ok, extension, server_with_projections};
 
 const PREVIEW: &str = "query($f: AdminEventFilter) { bulkReprocessPreview(filter: $f) { count byType { type count } byStatus { status count } upToPosition upToTransaction confirmToken } }";

@@ -9,7 +9,7 @@
 //! printed on stderr (also without `--nocapture`) and written to
 //! `target/graphql-operation-report.md`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 //! `GET /metrics`: valid Prometheus text, and counters that move with the work done.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

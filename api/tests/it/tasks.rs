@@ -2,7 +2,7 @@
 //! over HTTP against the real server: who may ask, the manager's institution scope,
 //! every sort in both directions, and keyset pages that cover the list exactly once.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

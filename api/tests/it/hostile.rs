@@ -3,7 +3,7 @@
 //! connections, cross-site content types, NUL characters and impossible dates, and a
 //! database that cannot be reached. The process must answer every request.
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! `.ci/package.json`, installed by `.ci/run` (`npm ci --prefix .ci`); without them the
 //! test fails, it never skips.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

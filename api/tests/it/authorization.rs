@@ -1,7 +1,7 @@
 //! The authorization matrix (every role and anonymous against every operation, as in
 //! docs/api.md) and institution isolation.
 
-mod common;
+use crate::common;
 
 use aula_api::TokenKind;
 use common::*;

@@ -2,7 +2,7 @@
 //! socket that answers stays open past the idle timeout, and one that never answers is
 //! closed with `3008`. Intervals are shortened: ping every 100 ms, idle timeout 600 ms.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

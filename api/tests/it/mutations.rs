@@ -1,6 +1,6 @@
 //! The happy path of every mutation, over HTTP against the real server.
 
-mod common;
+use crate::common;
 
 use aula_api::TokenKind;
 use common::*;

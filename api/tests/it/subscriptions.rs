@@ -1,6 +1,6 @@
 //! `/graphql/ws`: the `logPosition` subscription, admin only, token in connection_init.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

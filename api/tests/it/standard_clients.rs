@@ -4,7 +4,7 @@
 //! client schema from the answer. `.ci/run` installs graphql-core (`pip install
 //! graphql-core`); without it the test fails, it never skips.
 
-mod common;
+use crate::common;
 
 use common::*;
 

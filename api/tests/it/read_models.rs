@@ -2,7 +2,7 @@
 //! with every projection running: data comes from real mutations, queries wait for the
 //! projections through `waitForProjections: true`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! mutations -> events -> the processor's reactions issue tasks -> its workers run them
 //! (notifications, e-mails into a temporary directory) -> the API reads the results.
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::path::PathBuf;

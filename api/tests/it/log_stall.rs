@@ -3,7 +3,7 @@
 //! included) in `/metrics`, `degraded` in `/ready`, and a warning naming the blocking
 //! backend; and all of it must clear once the transaction ends.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
