@@ -3,7 +3,7 @@
 //! and opened in headless Chromium, the form filled in and sent; then the API accepts
 //! the new credentials. Before, both links answered 404.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

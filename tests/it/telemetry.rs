@@ -13,7 +13,7 @@
 //! A failed task attempt and a failed SMTP conversation are error spans with an
 //! `exception` event.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -10,7 +10,7 @@
 //!    SIGKILLed in the middle. Nothing is lost, nothing is done twice, nothing is stuck,
 //!    and the standby's takeover time is measured.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};

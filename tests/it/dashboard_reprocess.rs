@@ -6,7 +6,7 @@
 //! Chromium is required: without `/usr/bin/chromium` (or `AULA_CHROMIUM`) the test
 //! fails, it never passes silently.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;

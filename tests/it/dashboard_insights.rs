@@ -7,7 +7,7 @@
 //! the sign-up e-mails fail (the charts get failures to draw); tokens are read from
 //! `pending_tokens`. Screenshots go to `target/dashboard-insights-screenshots/`.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -9,7 +9,7 @@
 //!   is reported at once with its cause and without its password; text logs written to
 //!   a pipe have no colour codes.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

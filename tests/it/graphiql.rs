@@ -3,7 +3,7 @@
 //! policy, runs a query over HTTP and a subscription over `/graphql/ws`, and shows the
 //! results. Before, the page loaded React and GraphiQL from a public CDN.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

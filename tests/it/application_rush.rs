@@ -8,7 +8,7 @@
 //! applicant gets exactly one "scheduled" and one result e-mail through a real SMTP
 //! conversation on loopback, and the idempotency key returns the same application.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
