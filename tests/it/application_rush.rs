@@ -78,6 +78,14 @@ async fn count(pool: &sqlx::PgPool, sql: &str, course: Uuid) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order() {
+    if support::in_own_process(
+        module_path!(),
+        "a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order",
+    )
+    .await
+    {
+        return;
+    }
     let db = TestDatabase::new().await;
     let smtp_port = free_port();
     let smtp = support::smtp::accept_on(smtp_port).await;

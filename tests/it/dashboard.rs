@@ -59,6 +59,14 @@ const LIST_SETTLED: &str = "['ready', 'empty'].includes(document.getElementById(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chromium() {
+    if support::in_own_process(
+        module_path!(),
+        "the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chromium",
+    )
+    .await
+    {
+        return;
+    }
     let shots = screenshots();
     println!("dashboard screenshots: {}", shots.display());
     // Fail first, before anything slow, when there is no browser.

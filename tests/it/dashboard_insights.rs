@@ -113,6 +113,14 @@ async fn sign_up(base: &str, email: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
+    if support::in_own_process(
+        module_path!(),
+        "charts_live_lists_search_observers_and_dark_mode_in_chromium",
+    )
+    .await
+    {
+        return;
+    }
     let shots = screenshots();
     println!("dashboard screenshots: {}", shots.display());
     let chromium = support::cdp::ensure_chromium();

@@ -68,6 +68,14 @@ async fn task_of(pool: &sqlx::PgPool, email: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_and_pauses() {
+    if support::in_own_process(
+        module_path!(),
+        "the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_and_pauses",
+    )
+    .await
+    {
+        return;
+    }
     let shots = screenshots();
     let chromium = support::cdp::ensure_chromium();
     assert!(

@@ -45,6 +45,14 @@ async fn scalar(pool: &sqlx::PgPool, sql: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved() {
+    if support::in_own_process(
+        module_path!(),
+        "a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved",
+    )
+    .await
+    {
+        return;
+    }
     let shots = screenshots();
     let chromium = support::cdp::ensure_chromium();
     assert!(

@@ -3,6 +3,7 @@
 //! request that ended long ago (issue #19). Spans go to an in-memory exporter through
 //! the telemetry `aula serve` sets up.
 
+use crate::support;
 use std::time::{Duration, Instant};
 
 use aula::cli::LogFormat;
@@ -39,6 +40,14 @@ async fn task_span(spans: &InMemorySpanExporter, event_id: Uuid) -> SpanData {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_copys_tasks_start_a_new_trace_linked_to_the_originals() {
+    if support::in_own_process(
+        module_path!(),
+        "a_copys_tasks_start_a_new_trace_linked_to_the_originals",
+    )
+    .await
+    {
+        return;
+    }
     let spans = InMemorySpanExporter::default();
     let telemetry = Telemetry::for_tests(
         LogFormat::Json,

@@ -82,6 +82,14 @@ const AUDIT: &str = "subscription=\"audit_log\"";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transaction_held_open_elsewhere_is_measured_reported_and_recovered_from() {
+    if common::in_own_process(
+        module_path!(),
+        "a_transaction_held_open_elsewhere_is_measured_reported_and_recovered_from",
+    )
+    .await
+    {
+        return;
+    }
     let logs = Logs::default();
     let writer = logs.clone();
     tracing::subscriber::set_global_default(

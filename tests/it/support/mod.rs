@@ -3,8 +3,11 @@
 #![allow(dead_code)]
 
 pub mod cdp;
+pub mod isolation;
 pub mod service;
 pub mod smtp;
+
+pub use isolation::in_own_process;
 
 use aula_eventlog::testing::TestDatabase;
 

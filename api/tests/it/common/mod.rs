@@ -2,6 +2,15 @@
 //! client, and fixtures built through the public API only.
 #![allow(dead_code)]
 
+// Shared with the root package's tests (the same need, one implementation).
+#[path = "../../../../tests/it/support/isolation.rs"]
+mod isolation;
+
+pub mod operation_report;
+
+pub use isolation::in_own_process;
+pub use operation_report::record_calls;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -463,55 +472,4 @@ pub async fn server_with_projections() -> (TestServer, RunningProjections) {
     .await;
     let projections = RunningProjections::start(&server).await;
     (server, projections)
-}
-
-/// Where each API test binary leaves its GraphQL call counts: `target/graphql-calls`.
-pub fn calls_dir() -> std::path::PathBuf {
-    // The test binary is target/<profile>/deps/<name>-<hash>.
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.ancestors()
-        .nth(3)
-        .map(|target| target.join("graphql-calls"))
-        .unwrap_or_else(|| std::env::temp_dir().join("aula-graphql-calls"))
-}
-
-/// Writes this process's GraphQL operation counts, as the server's own metrics
-/// recorded them (operation = root field, outcome = `ok` or the error code), to
-/// `target/graphql-calls/<test binary>.json`: the report `zz_operation_report` prints
-/// at the end of the suite reads them. One file per test binary, rewritten whole.
-pub fn record_calls() {
-    static WRITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    // The snapshot is taken under the lock, so the last file written is the newest.
-    let _guard = WRITE.lock().unwrap_or_else(|p| p.into_inner());
-    let calls = aula_api::metrics::graphql_calls();
-    if calls.is_empty() {
-        return;
-    }
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let stem = exe
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("unknown")
-        .to_owned();
-    // Without cargo's hash suffix, so a rebuilt binary overwrites its old file.
-    let binary = stem
-        .rsplit_once('-')
-        .map_or(stem.as_str(), |(name, _)| name);
-    let rows: Vec<Value> = calls
-        .into_iter()
-        .map(|(operation, outcome, calls)| {
-            json!({ "operation": operation, "outcome": outcome, "calls": calls })
-        })
-        .collect();
-    let dir = calls_dir();
-    if std::fs::create_dir_all(&dir).is_err() {
-        return;
-    }
-    let path = dir.join(format!("{binary}.json"));
-    let temporary = dir.join(format!("{binary}.json.{}.tmp", std::process::id()));
-    let text = serde_json::to_string_pretty(&json!({ "binary": binary, "calls": rows }))
-        .expect("plain JSON");
-    if std::fs::write(&temporary, text).is_ok() {
-        let _ = std::fs::rename(&temporary, &path);
-    }
 }
