@@ -80,8 +80,7 @@ async fn login(client: &reqwest::Client, base: &str, email: &str, password: &str
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_person_finishes_sign_up_and_password_reset_from_the_emailed_links() {
-    let chromium = support::cdp::ensure_chromium();
-    assert!(chromium.exists());
+    support::cdp::require_chromium();
     let db = TestDatabase::new().await;
     let service = Service::start(&db, |_| {}).await;
     let base = service.base.clone();

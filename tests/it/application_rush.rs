@@ -89,10 +89,7 @@ async fn a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order() {
     let db = TestDatabase::new().await;
     let smtp_port = free_port();
     let smtp = support::smtp::accept_on(smtp_port).await;
-    std::env::set_var("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"));
-    std::env::set_var("AULA_WORKER_POLL_MS", "100");
-    std::env::set_var("AULA_RETRY_BASE_MS", "20");
-    std::env::set_var("AULA_RETRY_MAX_MS", "200");
+    support::mail_to_port_with_quick_retries(smtp_port, 200);
     let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
     let base = service.base.clone();
 

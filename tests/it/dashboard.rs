@@ -14,13 +14,13 @@ use crate::support;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aula::cli::{GlobalArgs, LogFormat, ServeArgs};
 use aula_eventlog::testing::TestDatabase;
 use serde_json::{json, Value};
-use support::cdp::Browser;
-use support::{database_url, free_port};
+use support::cdp::{click, Browser};
+use support::free_port;
+use support::service::Service;
 
 const PASSWORD: &str = "dashboard password 1";
 const SIGN_UP: &str = "PendingUserRegisterCreated";
@@ -45,14 +45,6 @@ async fn graphql(client: &reqwest::Client, base: &str, query: &str, variables: V
         .unwrap()
 }
 
-/// The JavaScript that clicks the element `selector` (it must exist).
-fn click(selector: &str) -> String {
-    format!(
-        "(() => {{ const n = document.querySelector({sel}); if (!n) throw new Error('no ' + {sel}); n.click(); return true; }})()",
-        sel = serde_json::to_string(selector).unwrap()
-    )
-}
-
 const LIST_READY: &str = "document.getElementById('list').dataset.state === 'ready' && !document.getElementById('list-body').hasAttribute('aria-busy')";
 /// Loaded, with rows or with the empty state.
 const LIST_SETTLED: &str = "['ready', 'empty'].includes(document.getElementById('list').dataset.state) && !document.getElementById('list-body').hasAttribute('aria-busy')";
@@ -70,64 +62,15 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
     let shots = screenshots();
     println!("dashboard screenshots: {}", shots.display());
     // Fail first, before anything slow, when there is no browser.
-    let chromium = support::cdp::ensure_chromium();
-    assert!(
-        chromium.exists(),
-        "headless Chromium is required and was not found at {} (apt-get install -y chromium)",
-        chromium.display()
-    );
+    support::cdp::require_chromium();
 
     let db = TestDatabase::new().await;
     let smtp_port = free_port();
     // Nothing listens on the SMTP port yet: every e-mail fails, quickly retried to `dead`.
-    std::env::set_var("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"));
-    std::env::set_var("AULA_RETRY_BASE_MS", "20");
-    std::env::set_var("AULA_RETRY_MAX_MS", "60");
-    std::env::set_var("AULA_WORKER_POLL_MS", "100");
-    let http_port = free_port();
-    let base = format!("http://127.0.0.1:{http_port}");
-    let data_dir =
-        std::env::temp_dir().join(format!("aula-dashboard-{}", uuid::Uuid::new_v4().simple()));
-    let global = GlobalArgs {
-        database_url: Some(database_url(&db)),
-        data_dir: data_dir.clone(),
-        log_format: LogFormat::Text,
-    };
-    let args = ServeArgs {
-        http_addr: ([127, 0, 0, 1], http_port).into(),
-        token_secret: Some("dashboard test secret, at least 32 bytes long".into()),
-        token_ttl_minutes: 60,
-        drain_seconds: 0,
-        ..ServeArgs::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(async move {
-        aula::serve::serve(&global, &args, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
-
+    support::mail_to_port_with_quick_retries(smtp_port, 60);
+    let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
+    let base = service.base.clone();
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = client.get(format!("{base}/ready")).send().await;
-        if matches!(&ready, Ok(r) if r.status().is_success()) {
-            break;
-        }
-        if service.is_finished() {
-            panic!(
-                "the service stopped at start-up ({}): {:?}",
-                database_url(&db),
-                service.await
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the service was not ready within 60 s: {ready:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let page = client.get(format!("{base}/admin")).send().await.unwrap();
     assert!(page.status().is_success());
     assert!(page
@@ -814,13 +757,7 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
     let errors = browser.page_errors.lock().unwrap().clone();
     assert!(errors.is_empty(), "the page reported errors: {errors:?}");
     drop(browser);
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(60), service)
-        .await
-        .expect("the service stopped")
-        .unwrap()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(data_dir);
+    service.stop(Duration::from_secs(60)).await;
 }
 
 /// Types the credentials into the login form, as a person would, and submits it.

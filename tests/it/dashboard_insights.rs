@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use aula_eventlog::testing::TestDatabase;
 use serde_json::{json, Value};
-use support::cdp::Browser;
+use support::cdp::{click, Browser};
 use support::free_port;
 use support::service::Service;
 
@@ -69,13 +69,6 @@ async fn raw_token(pool: &sqlx::PgPool, sql_filter: &str) -> String {
     }
 }
 
-fn click(selector: &str) -> String {
-    format!(
-        "(() => {{ const n = document.querySelector({sel}); if (!n) throw new Error('no ' + {sel}); n.click(); return true; }})()",
-        sel = serde_json::to_string(selector).unwrap()
-    )
-}
-
 async fn sign_in(browser: &Browser, email: &str) {
     browser.eval("(() => { const e = document.getElementById('login-email'); e.value = ''; e.focus(); return true; })()").await;
     browser.type_text(email).await;
@@ -123,17 +116,9 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
     }
     let shots = screenshots();
     println!("dashboard screenshots: {}", shots.display());
-    let chromium = support::cdp::ensure_chromium();
-    assert!(
-        chromium.exists(),
-        "headless Chromium is required and was not found at {}",
-        chromium.display()
-    );
+    support::cdp::require_chromium();
     let db = TestDatabase::new().await;
-    std::env::set_var("SMTP_URL", format!("smtp://127.0.0.1:{}", free_port()));
-    std::env::set_var("AULA_RETRY_BASE_MS", "20");
-    std::env::set_var("AULA_RETRY_MAX_MS", "60");
-    std::env::set_var("AULA_WORKER_POLL_MS", "100");
+    support::mail_to_port_with_quick_retries(free_port(), 60);
     let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
     let base = service.base.clone();
 

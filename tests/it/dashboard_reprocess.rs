@@ -16,7 +16,7 @@ use aula_domain::institution::{Institution, InstitutionCommand, InstitutionServi
 use aula_domain::values::{InstitutionName, UserId};
 use aula_eventlog::testing::TestDatabase;
 use aula_eventlog::{Actor, CommandBus, EventMetadata};
-use support::cdp::Browser;
+use support::cdp::{click, Browser};
 use support::free_port;
 use support::service::Service;
 use uuid::Uuid;
@@ -26,14 +26,6 @@ const ENROLLMENT: &str = "EnrollmentRequested";
 
 fn screenshots() -> PathBuf {
     support::screenshot_dir("dashboard-reprocess-screenshots")
-}
-
-/// The JavaScript that clicks the element `selector` (it must exist).
-fn click(selector: &str) -> String {
-    format!(
-        "(() => {{ const n = document.querySelector({sel}); if (!n) throw new Error('no ' + {sel}); n.click(); return true; }})()",
-        sel = serde_json::to_string(selector).unwrap()
-    )
 }
 
 const LIST_READY: &str = "document.getElementById('list').dataset.state === 'ready' && !document.getElementById('list-body').hasAttribute('aria-busy')";
@@ -54,19 +46,11 @@ async fn a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved() {
         return;
     }
     let shots = screenshots();
-    let chromium = support::cdp::ensure_chromium();
-    assert!(
-        chromium.exists(),
-        "headless Chromium is required and was not found at {}",
-        chromium.display()
-    );
+    support::cdp::require_chromium();
     let db = TestDatabase::new().await;
     // Nothing listens on the SMTP port yet: every e-mail fails until its retries end.
     let smtp_port = free_port();
-    std::env::set_var("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"));
-    std::env::set_var("AULA_RETRY_BASE_MS", "20");
-    std::env::set_var("AULA_RETRY_MAX_MS", "60");
-    std::env::set_var("AULA_WORKER_POLL_MS", "100");
+    support::mail_to_port_with_quick_retries(smtp_port, 60);
     let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
     let base = service.base.clone();
     aula_api::create_admin(&db.pool, "admin@aula.test", PASSWORD)

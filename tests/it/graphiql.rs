@@ -52,8 +52,7 @@ fn response_contains(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn graphiql_runs_offline_from_embedded_assets() {
-    let chromium = support::cdp::ensure_chromium();
-    assert!(chromium.exists());
+    support::cdp::require_chromium();
     let db = TestDatabase::new().await;
     let mut config = ApiConfig::new(Secret::new(
         b"graphiql test secret, 32 bytes at least".to_vec(),

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use aula_api::{AppState, ManualClock};
 use chrono::{TimeZone, Utc};
+use common::ws::{self, Socket};
 use common::*;
 use futures::{SinkExt, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 mod connections;
@@ -150,26 +150,9 @@ async fn every_generated_hostile_document_is_answered() {
     Arc::into_inner(server).unwrap().stop().await;
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 async fn socket(server: &TestServer) -> Socket {
-    let mut request = server
-        .url("/graphql/ws")
-        .replace("http://", "ws://")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    socket
-        .send(Message::Text(
-            json!({"type": "connection_init"}).to_string().into(),
-        ))
-        .await
-        .unwrap();
+    let mut socket = ws::connect(server, "graphql-transport-ws").await;
+    ws::send(&mut socket, json!({"type": "connection_init"})).await;
     let ack = next_json(&mut socket).await.expect("connection_ack");
     assert_eq!(ack["type"], "connection_ack");
     socket

@@ -6,15 +6,12 @@ use crate::common;
 
 use std::time::Duration;
 
+use common::ws::{connect, send, Socket};
 use common::*;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const PING: Duration = Duration::from_millis(100);
 const IDLE_TIMEOUT: Duration = Duration::from_millis(600);
@@ -25,26 +22,6 @@ async fn server() -> TestServer {
         c.socket_idle_timeout = IDLE_TIMEOUT;
     })
     .await
-}
-
-async fn connect(server: &TestServer, protocol: &str) -> Socket {
-    let mut request = server
-        .url("/graphql/ws")
-        .replace("http://", "ws://")
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", protocol.parse().unwrap());
-    let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    socket
-}
-
-async fn send(socket: &mut Socket, message: Value) {
-    socket
-        .send(Message::Text(message.to_string().into()))
-        .await
-        .unwrap();
 }
 
 /// What arrived on a socket while it was read for a while.

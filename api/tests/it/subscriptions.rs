@@ -4,35 +4,11 @@ use crate::common;
 
 use std::time::Duration;
 
+use common::ws::{connect, send, Socket};
 use common::*;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(server: &TestServer) -> Socket {
-    let mut request = server
-        .url("/graphql/ws")
-        .replace("http://", "ws://")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    socket
-}
-
-async fn send(socket: &mut Socket, message: Value) {
-    socket
-        .send(Message::Text(message.to_string().into()))
-        .await
-        .unwrap();
-}
 
 /// The next JSON message, or None when the server closed the connection.
 async fn receive(socket: &mut Socket) -> Option<Value> {
@@ -62,7 +38,7 @@ async fn subscribe_to(
     token: Option<&str>,
     subscription: Value,
 ) -> (Socket, Option<Value>) {
-    let mut socket = connect(server).await;
+    let mut socket = connect(server, "graphql-transport-ws").await;
     let payload = match token {
         Some(token) => json!({ "authorization": format!("Bearer {token}") }),
         None => json!({}),

@@ -136,3 +136,31 @@ async fn school(pool: &PgPool, capacity: u32) -> School {
 fn today() -> NaiveDate {
     Utc::now().date_naive()
 }
+
+/// Creates student `student` of `institution`, born on 1 January of `born`; returns
+/// the id of its `StudentCreated` event.
+async fn create_student(
+    pool: &PgPool,
+    student: Uuid,
+    institution: Uuid,
+    name: &str,
+    email: &str,
+    born: i32,
+) -> Uuid {
+    bus::<Student>(pool, StudentServices)
+        .execute(
+            &student.to_string(),
+            StudentCommand::CreateStudent {
+                institution_id: InstitutionId::from_uuid(institution),
+                user_id: UserId::from_uuid(Uuid::new_v4()),
+                name: PersonName::parse(name).unwrap(),
+                email: Email::parse(email).unwrap(),
+                birth_date: BirthDate::parse(NaiveDate::from_ymd_opt(born, 1, 1).unwrap(), today())
+                    .unwrap(),
+            },
+            &meta(Some(institution)),
+        )
+        .await
+        .unwrap();
+    event_id_of(pool, "StudentCreated", &student.to_string()).await
+}

@@ -183,3 +183,19 @@ async fn outcomes(pool: &PgPool, message: Uuid) -> Vec<(String, Option<i32>)> {
 fn header_id(message: Uuid) -> String {
     aula_processor::webhooks::message_header_id(message)
 }
+
+/// Points endpoint `id` at `url`.
+async fn point_at(pool: &PgPool, config: &WebhookConfig, id: Uuid, url: String) {
+    endpoints::update(
+        pool,
+        config,
+        id,
+        endpoints::EndpointChange {
+            url: Some(url),
+            ..Default::default()
+        },
+        &operator(),
+    )
+    .await
+    .unwrap();
+}

@@ -127,6 +127,7 @@ async fn assert_stream_is_the_log(url: &str, pool: &PgPool, phase: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_event_reaches_nats_once_in_commit_order_through_outages_and_crashes() {
+    let _heavy = support::one_heavy_test_at_a_time().await;
     let db = TestDatabase::new().await;
     let dir = test_dir("broker");
     let mut nats = LocalNats::start().expect("nats-server (apt-get install nats-server)");
@@ -238,6 +239,7 @@ async fn every_event_reaches_nats_once_in_commit_order_through_outages_and_crash
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_that_forgets_duplicates_before_the_retry_horizon_is_refused_at_start() {
+    let _heavy = support::one_heavy_test_at_a_time().await;
     let db = TestDatabase::new().await;
     let dir = test_dir("window");
     let nats = LocalNats::start().expect("nats-server (apt-get install nats-server)");

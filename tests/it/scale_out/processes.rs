@@ -69,6 +69,7 @@ async fn apply(bases: [String; 2], course: Uuid, i: usize) -> Uuid {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn six_processes_on_one_database_lose_and_duplicate_nothing_when_two_are_killed() {
+    let _heavy = support::one_heavy_test_at_a_time().await;
     let started = Instant::now();
     let db = TestDatabase::new().await;
     let dir = test_dir("scale");

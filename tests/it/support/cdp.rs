@@ -345,3 +345,22 @@ impl Drop for Browser {
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
+
+/// Headless Chromium, installed if need be; the test fails (never passes silently)
+/// without it.
+pub fn require_chromium() {
+    let chromium = ensure_chromium();
+    assert!(
+        chromium.exists(),
+        "headless Chromium is required and was not found at {} (apt-get install -y chromium)",
+        chromium.display()
+    );
+}
+
+/// The JavaScript that clicks the element `selector` (it must exist).
+pub fn click(selector: &str) -> String {
+    format!(
+        "(() => {{ const n = document.querySelector({sel}); if (!n) throw new Error('no ' + {sel}); n.click(); return true; }})()",
+        sel = serde_json::to_string(selector).unwrap()
+    )
+}

@@ -7,6 +7,14 @@
 /// The environment variable that tells the child which test it is to run.
 const CHILD: &str = "AULA_TEST_ALONE";
 
+/// Held by a heavy test (a whole service, a browser, several processes) while it runs:
+/// when each test file was a binary of its own, cargo ran them one after another, and
+/// timing-sensitive tests (a browser following a live list) expect that calm.
+pub async fn one_heavy_test_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}
+
 /// `module` is `module_path!()`, `test` the test function's name. In the test process:
 /// runs that test alone in a child process, fails unless the child ran it and it
 /// passed, and returns `true` (the caller then returns). In the child: `false`.
@@ -21,6 +29,8 @@ pub async fn in_own_process(module: &str, test: &str) -> bool {
     if std::env::var(CHILD).is_ok_and(|v| v == name) {
         return false;
     }
+    // Every test that needs a process of its own is a heavy one.
+    let _heavy = one_heavy_test_at_a_time().await;
     let exe = std::env::current_exe().expect("the test binary's path");
     let output = tokio::process::Command::new(exe)
         .args([
@@ -35,14 +45,21 @@ pub async fn in_own_process(module: &str, test: &str) -> bool {
         .output()
         .await
         .expect("the test binary runs again");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Indented, so that the child's summary lines are not taken for the binary's own.
+    let indent = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .map(|line| format!("  | {line}\n"))
+            .collect::<String>()
+    };
+    let (stdout, stderr) = (indent(&output.stdout), indent(&output.stderr));
     // Into this test's output (captured, as the test's own would be).
     print!("{stdout}");
     eprint!("{stderr}");
     assert!(
-        output.status.success() && stdout.contains("test result: ok. 1 passed"),
-        "{name} failed in its own process ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        output.status.success()
+            && String::from_utf8_lossy(&output.stdout).contains("test result: ok. 1 passed"),
+        "{name} failed in its own process ({}):\n--- stdout\n{stdout}--- stderr\n{stderr}",
         output.status
     );
     true

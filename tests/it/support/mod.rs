@@ -7,7 +7,7 @@ pub mod isolation;
 pub mod service;
 pub mod smtp;
 
-pub use isolation::in_own_process;
+pub use isolation::{in_own_process, one_heavy_test_at_a_time};
 
 use aula_eventlog::testing::TestDatabase;
 
@@ -72,4 +72,14 @@ pub async fn poll_db(pool: &sqlx::PgPool, sql: &str, expected: i64, what: &str) 
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// E-mails to `smtp://127.0.0.1:<smtp_port>`, failed ones retried quickly (20 ms doubling
+/// up to `retry_max_ms`), workers polling every 100 ms: read by the service at start-up,
+/// so only in a test that runs in its own process ([`in_own_process`]).
+pub fn mail_to_port_with_quick_retries(smtp_port: u16, retry_max_ms: u64) {
+    std::env::set_var("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"));
+    std::env::set_var("AULA_RETRY_BASE_MS", "20");
+    std::env::set_var("AULA_RETRY_MAX_MS", retry_max_ms.to_string());
+    std::env::set_var("AULA_WORKER_POLL_MS", "100");
 }

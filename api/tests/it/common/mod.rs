@@ -7,6 +7,7 @@
 mod isolation;
 
 pub mod operation_report;
+pub mod ws;
 
 pub use isolation::in_own_process;
 pub use operation_report::record_calls;

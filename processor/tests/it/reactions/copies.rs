@@ -9,22 +9,15 @@ async fn reprocessing_emits_a_copy_that_issues_fresh_tasks_and_leaves_the_origin
     let (running, mailer) = start_standard(&db).await;
     let student = Uuid::new_v4();
     let institution = Uuid::new_v4();
-    bus::<Student>(&db.pool, StudentServices)
-        .execute(
-            &student.to_string(),
-            StudentCommand::CreateStudent {
-                institution_id: InstitutionId::from_uuid(institution),
-                user_id: UserId::from_uuid(Uuid::new_v4()),
-                name: PersonName::parse("Caio").unwrap(),
-                email: Email::parse("caio@example.org").unwrap(),
-                birth_date: BirthDate::parse(NaiveDate::from_ymd_opt(2001, 1, 1).unwrap(), today())
-                    .unwrap(),
-            },
-            &meta(Some(institution)),
-        )
-        .await
-        .unwrap();
-    let original = event_id_of(&db.pool, "StudentCreated", &student.to_string()).await;
+    let original = create_student(
+        &db.pool,
+        student,
+        institution,
+        "Caio",
+        "caio@example.org",
+        2001,
+    )
+    .await;
     wait_task_succeeded(&db.pool, original, "email.welcome").await;
     let before: (String, serde_json::Value, serde_json::Value) = sqlx::query_as(
         "SELECT aggregate_id, payload::jsonb, metadata::jsonb FROM events WHERE event_id = $1",

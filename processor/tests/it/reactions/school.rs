@@ -275,22 +275,15 @@ async fn a_new_student_gets_a_welcome_email_and_the_broadcasts_for_all_students(
     .await
     .unwrap();
     let student = Uuid::new_v4();
-    bus::<Student>(&db.pool, StudentServices)
-        .execute(
-            &student.to_string(),
-            StudentCommand::CreateStudent {
-                institution_id: InstitutionId::from_uuid(institution),
-                user_id: UserId::from_uuid(Uuid::new_v4()),
-                name: PersonName::parse("Bia Nunes").unwrap(),
-                email: Email::parse("bia@example.org").unwrap(),
-                birth_date: BirthDate::parse(NaiveDate::from_ymd_opt(2004, 1, 1).unwrap(), today())
-                    .unwrap(),
-            },
-            &meta(Some(institution)),
-        )
-        .await
-        .unwrap();
-    let event = event_id_of(&db.pool, "StudentCreated", &student.to_string()).await;
+    let event = create_student(
+        &db.pool,
+        student,
+        institution,
+        "Bia Nunes",
+        "bia@example.org",
+        2004,
+    )
+    .await;
     wait_task_succeeded(&db.pool, event, "notification.link_student").await;
     wait_task_succeeded(&db.pool, event, "email.welcome").await;
     let linked: Vec<i64> = sqlx::query_scalar(

@@ -13,18 +13,7 @@ async fn a_signed_event_reaches_a_receiver_that_verifies_it_with_the_standard_li
     // endpoint at it.
     let (id, secret) = endpoint(&db.pool, &config, "http://127.0.0.1:9/placeholder", None).await;
     let receiver = Receiver::start("ok", &[secret.reveal()]).await;
-    endpoints::update(
-        &db.pool,
-        &config,
-        id,
-        endpoints::EndpointChange {
-            url: Some(receiver.url()),
-            ..Default::default()
-        },
-        &operator(),
-    )
-    .await
-    .unwrap();
+    point_at(&db.pool, &config, id, receiver.url()).await;
 
     let event = campus(&db.pool, institution, "Boa Vista").await;
     let (message, _, _) = message_of(&db.pool, event, id).await;
@@ -93,18 +82,7 @@ async fn a_failed_attempt_is_retried_with_the_same_id_and_body() {
     let (running, _) = start_delivering(&db, config.clone()).await;
     let (id, secret) = endpoint(&db.pool, &config, "http://127.0.0.1:9/", None).await;
     let receiver = Receiver::start("fail_once", &[secret.reveal()]).await;
-    endpoints::update(
-        &db.pool,
-        &config,
-        id,
-        endpoints::EndpointChange {
-            url: Some(receiver.url()),
-            ..Default::default()
-        },
-        &operator(),
-    )
-    .await
-    .unwrap();
+    point_at(&db.pool, &config, id, receiver.url()).await;
     let institution = institution(&db.pool).await;
     let event = campus(&db.pool, institution, "Derby").await;
     let (message, _, _) = message_of(&db.pool, event, id).await;
@@ -135,18 +113,7 @@ async fn gone_disables_the_endpoint() {
     let (running, _) = start_delivering(&db, config.clone()).await;
     let (id, secret) = endpoint(&db.pool, &config, "http://127.0.0.1:9/", None).await;
     let receiver = Receiver::start("gone", &[secret.reveal()]).await;
-    endpoints::update(
-        &db.pool,
-        &config,
-        id,
-        endpoints::EndpointChange {
-            url: Some(receiver.url()),
-            ..Default::default()
-        },
-        &operator(),
-    )
-    .await
-    .unwrap();
+    point_at(&db.pool, &config, id, receiver.url()).await;
     let institution = institution(&db.pool).await;
     let event = campus(&db.pool, institution, "Graças").await;
     let (message, _, _) = message_of(&db.pool, event, id).await;
@@ -200,18 +167,7 @@ async fn retry_after_is_honoured_on_429() {
     let (running, _) = start_delivering(&db, config.clone()).await;
     let (id, secret) = endpoint(&db.pool, &config, "http://127.0.0.1:9/", None).await;
     let receiver = Receiver::start("throttle", &[secret.reveal()]).await;
-    endpoints::update(
-        &db.pool,
-        &config,
-        id,
-        endpoints::EndpointChange {
-            url: Some(receiver.url()),
-            ..Default::default()
-        },
-        &operator(),
-    )
-    .await
-    .unwrap();
+    point_at(&db.pool, &config, id, receiver.url()).await;
     let institution = institution(&db.pool).await;
     let event = campus(&db.pool, institution, "Aflitos").await;
     let (message, _, _) = message_of(&db.pool, event, id).await;
@@ -253,18 +209,7 @@ async fn a_receiver_that_never_answers_times_out_and_an_endpoint_failing_too_lon
         .unwrap();
     let (id, secret) = endpoint(&db.pool, &config, "http://127.0.0.1:9/", Some(owner)).await;
     let receiver = Receiver::start("hang", &[secret.reveal()]).await;
-    endpoints::update(
-        &db.pool,
-        &config,
-        id,
-        endpoints::EndpointChange {
-            url: Some(receiver.url()),
-            ..Default::default()
-        },
-        &operator(),
-    )
-    .await
-    .unwrap();
+    point_at(&db.pool, &config, id, receiver.url()).await;
     let institution = institution(&db.pool).await;
     let event = campus(&db.pool, institution, "Casa Forte").await;
     let (message, _, _) = message_of(&db.pool, event, id).await;

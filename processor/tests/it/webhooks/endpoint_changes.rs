@@ -21,18 +21,7 @@ async fn during_a_rotation_both_secrets_sign_and_after_it_only_the_new_one() {
     .unwrap();
     // One receiver, each secret checked alone: [holder of the old, holder of the new].
     let receiver = Receiver::start("ok", &[old.reveal(), new.reveal()]).await;
-    endpoints::update(
-        &db.pool,
-        &config,
-        id,
-        endpoints::EndpointChange {
-            url: Some(receiver.url()),
-            ..Default::default()
-        },
-        &operator(),
-    )
-    .await
-    .unwrap();
+    point_at(&db.pool, &config, id, receiver.url()).await;
     let institution = institution(&db.pool).await;
     campus(&db.pool, institution, "Madalena").await;
     let during = receiver.wait_for(1).await;
@@ -53,22 +42,6 @@ async fn during_a_rotation_both_secrets_sign_and_after_it_only_the_new_one() {
     let after = receiver.wait_for(2).await;
     assert_eq!(after[1]["verified"], json!([false, true]), "{}", after[1]);
     running.stop().await;
-}
-
-/// Points endpoint `id` at `url`.
-async fn point_at(pool: &PgPool, config: &WebhookConfig, id: Uuid, url: String) {
-    endpoints::update(
-        pool,
-        config,
-        id,
-        endpoints::EndpointChange {
-            url: Some(url),
-            ..Default::default()
-        },
-        &operator(),
-    )
-    .await
-    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -240,18 +213,7 @@ async fn recover_since_sends_what_an_endpoint_missed() {
     // Registered after those events: the fan-out does not send them.
     let (id, secret) = endpoint(&db.pool, &config, "http://127.0.0.1:9/", None).await;
     let receiver = Receiver::start("ok", &[secret.reveal()]).await;
-    endpoints::update(
-        &db.pool,
-        &config,
-        id,
-        endpoints::EndpointChange {
-            url: Some(receiver.url()),
-            ..Default::default()
-        },
-        &operator(),
-    )
-    .await
-    .unwrap();
+    point_at(&db.pool, &config, id, receiver.url()).await;
     let job = recover::start(&db.pool, id, since, "user:test", &operator())
         .await
         .unwrap();
