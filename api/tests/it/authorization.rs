@@ -224,18 +224,5 @@ fn unique(prefix: &str) -> String {
 /// A pending task of `institution` (the API's tests run no processor, so nothing
 /// else claims it).
 async fn waiting_task(server: &TestServer, institution: Uuid) -> i64 {
-    let mut task = aula_processor::NewTask::new(
-        aula_processor::kinds::NOOP,
-        format!("matrix:{}", Uuid::new_v4()),
-        json!({}),
-    );
-    task.institution_id = Some(institution);
-    let mut conn = server.db.pool.acquire().await.unwrap();
-    aula_processor::queue::insert_tasks(&mut conn, &[task])
-        .await
-        .unwrap();
-    sqlx::query_scalar("SELECT max(id) FROM tasks")
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap()
+    insert_waiting_task(server, aula_processor::kinds::NOOP, "matrix", institution).await
 }

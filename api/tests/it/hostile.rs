@@ -137,15 +137,7 @@ async fn every_generated_hostile_document_is_answered() {
     let r = server.gql(None, &deep, json!({})).await;
     assert_code(&r, "VALIDATION");
     assert_eq!(extension(&r, "reason"), "TOO_DEEP");
-    let health: Value = server
-        .client
-        .get(server.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = health(&server).await;
     assert_eq!(health["status"], "ok");
     Arc::into_inner(server).unwrap().stop().await;
 }

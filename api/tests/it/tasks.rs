@@ -7,7 +7,7 @@ use crate::common;
 use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use common::{assert_code, assert_ok, TestServer};
+use common::{assert_code, assert_ok, insert_waiting_task, TestServer};
 use serde_json::{json, Value};
 use uuid::Uuid;
 

@@ -474,3 +474,38 @@ pub async fn server_with_projections() -> (TestServer, RunningProjections) {
     let projections = RunningProjections::start(&server).await;
     (server, projections)
 }
+
+/// Inserts a pending task of `kind` for `institution` as the reactions do (the API's
+/// tests run no processor, so nothing else claims it), its key `<prefix>:<uuid>`;
+/// returns its id.
+pub async fn insert_waiting_task(
+    server: &TestServer,
+    kind: &str,
+    prefix: &str,
+    institution: Uuid,
+) -> i64 {
+    let mut task =
+        aula_processor::NewTask::new(kind, format!("{prefix}:{}", Uuid::new_v4()), json!({}));
+    task.institution_id = Some(institution);
+    let mut conn = server.db.pool.acquire().await.unwrap();
+    aula_processor::queue::insert_tasks(&mut conn, &[task])
+        .await
+        .unwrap();
+    sqlx::query_scalar("SELECT max(id) FROM tasks")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+}
+
+/// The body of `GET /health`.
+pub async fn health(server: &TestServer) -> Value {
+    server
+        .client
+        .get(server.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

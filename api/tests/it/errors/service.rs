@@ -104,15 +104,7 @@ async fn read_your_writes_waits_for_the_configured_projections() {
 #[tokio::test(flavor = "multi_thread")]
 async fn health_ready_and_graphiql() {
     let server = TestServer::start().await;
-    let health: Value = server
-        .client
-        .get(server.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = health(&server).await;
     assert_eq!(health["status"], "ok");
     let ready = server
         .client

@@ -4,16 +4,7 @@ use super::*;
 
 /// A task of `institution` inserted as the reactions do; its id.
 async fn queued(server: &TestServer, kind: &str, institution: Uuid) -> i64 {
-    let mut task = aula_processor::NewTask::new(kind, format!("q:{}", Uuid::new_v4()), json!({}));
-    task.institution_id = Some(institution);
-    let mut conn = server.db.pool.acquire().await.unwrap();
-    aula_processor::queue::insert_tasks(&mut conn, &[task])
-        .await
-        .unwrap();
-    sqlx::query_scalar("SELECT max(id) FROM tasks")
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap()
+    insert_waiting_task(server, kind, "q", institution).await
 }
 
 fn task_count(summary: &Value, status: &str) -> i64 {

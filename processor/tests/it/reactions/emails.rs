@@ -112,28 +112,8 @@ async fn password_reset_emails_the_link_to_the_users_address() {
     let (running, mailer) = start_standard(&db).await;
     let user = Uuid::new_v4().to_string();
     let users = bus::<User>(&db.pool, UserServices::default());
-    users
-        .execute(
-            &user,
-            UserCommand::CreateUser {
-                email: Email::parse("teacher@example.org").unwrap(),
-                name: PersonName::parse("Ada").unwrap(),
-                role: Role::Teacher,
-                institution_id: Some(InstitutionId::from_uuid(Uuid::new_v4())),
-                password_hash: Some("x".into()),
-            },
-            &meta(None),
-        )
-        .await
-        .unwrap();
-    aula_processor::stash_token(
-        &db.pool,
-        "reset-hash",
-        "reset-raw",
-        Utc::now() + Duration::hours(1),
-    )
-    .await
-    .unwrap();
+    create_teacher_ada(&users, &user, "teacher@example.org").await;
+    stash_for_hours(&db.pool, "reset-hash", "reset-raw", 1).await;
     users
         .execute(
             &user,
@@ -162,28 +142,8 @@ async fn an_email_change_sends_the_link_to_the_new_address_and_a_notice_to_the_o
     let (running, mailer) = start_standard(&db).await;
     let user = Uuid::new_v4().to_string();
     let users = bus::<User>(&db.pool, UserServices::default());
-    users
-        .execute(
-            &user,
-            UserCommand::CreateUser {
-                email: Email::parse("old@example.org").unwrap(),
-                name: PersonName::parse("Ada").unwrap(),
-                role: Role::Teacher,
-                institution_id: Some(InstitutionId::from_uuid(Uuid::new_v4())),
-                password_hash: Some("x".into()),
-            },
-            &meta(None),
-        )
-        .await
-        .unwrap();
-    aula_processor::stash_token(
-        &db.pool,
-        "change-hash",
-        "change-raw",
-        Utc::now() + Duration::hours(24),
-    )
-    .await
-    .unwrap();
+    create_teacher_ada(&users, &user, "old@example.org").await;
+    stash_for_hours(&db.pool, "change-hash", "change-raw", 24).await;
     users
         .execute(
             &user,
@@ -305,4 +265,29 @@ async fn signing_up_with_a_registered_email_tells_the_active_owner_once_an_hour_
     registered_sign_up_handled(&db.pool, &gone).await;
     assert!(mailer.to(gone_address).is_empty());
     running.stop().await;
+}
+
+/// Teacher "Ada" with `email` and a password, as user `user`.
+async fn create_teacher_ada(users: &CommandBus<User>, user: &str, email: &str) {
+    users
+        .execute(
+            user,
+            UserCommand::CreateUser {
+                email: Email::parse(email).unwrap(),
+                name: PersonName::parse("Ada").unwrap(),
+                role: Role::Teacher,
+                institution_id: Some(InstitutionId::from_uuid(Uuid::new_v4())),
+                password_hash: Some("x".into()),
+            },
+            &meta(None),
+        )
+        .await
+        .unwrap();
+}
+
+/// Keeps the raw one-time token `raw` of `hash` for `hours`, as the API does.
+async fn stash_for_hours(pool: &PgPool, hash: &str, raw: &str, hours: i64) {
+    aula_processor::stash_token(pool, hash, raw, Utc::now() + Duration::hours(hours))
+        .await
+        .unwrap();
 }
