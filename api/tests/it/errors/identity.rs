@@ -1,0 +1,345 @@
+//! Identity errors: expired access tokens, lockout, sign-up confirmation, one-time
+//! tokens that expire, are single-use or cannot be kept, password resets, and admins.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_access_token_is_unauthenticated() {
+    let server = TestServer::start().await;
+    let a = server.institution("Escola B").await;
+    let ok = server
+        .gql(Some(&a.manager.token), "{ me { id } }", json!({}))
+        .await;
+    assert_ok(&ok);
+    server.clock.advance(Span::minutes(16));
+    let r = server
+        .gql(Some(&a.manager.token), "{ me { id } }", json!({}))
+        .await;
+    assert_code(&r, "UNAUTHENTICATED");
+    assert_eq!(extension(&r, "reason"), "TOKEN_EXPIRED");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_failed_logins_lock_the_account() {
+    let server = TestServer::start().await;
+    let a = server.institution("Escola C").await;
+    // Four failures, the fifth that locks the account and a sixth during the lockout
+    // all answer as a wrong password (as an unknown e-mail does): failing on purpose
+    // cannot tell which e-mails have accounts.
+    for attempt in 1..=6 {
+        let r = server.login(&a.manager.email, "wrong password").await;
+        assert_code(&r, "UNAUTHENTICATED");
+        assert_eq!(
+            extension(&r, "reason"),
+            "INVALID_CREDENTIALS",
+            "attempt {attempt}"
+        );
+    }
+    // The right password is refused while locked out, and told why...
+    let locked = server.login(&a.manager.email, PASSWORD).await;
+    assert_code(&locked, "FORBIDDEN");
+    assert_eq!(extension(&locked, "reason"), "USER_LOCKED_OUT");
+    // ...and accepted once the lockout is over.
+    server.clock.advance(Span::minutes(16));
+    assert_ok(&server.login(&a.manager.email, PASSWORD).await);
+    // An unknown e-mail looks like a wrong password.
+    let r = server.login("nobody@aula.test", PASSWORD).await;
+    assert_eq!(extension(&r, "reason"), "INVALID_CREDENTIALS");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_tokens_expire_and_are_single_use_and_requests_reveal_nothing() {
+    let server = TestServer::start().await;
+    let a = server.institution("Escola D").await;
+    let request =
+        "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }";
+
+    // Unknown e-mail: same answer, no token issued.
+    let before = server.tokens.count();
+    let unknown = server
+        .gql(None, request, json!({ "e": "ghost@aula.test" }))
+        .await;
+    assert_eq!(unknown["data"]["requestPasswordReset"]["accepted"], true);
+    assert_eq!(server.tokens.count(), before);
+
+    // Expired token.
+    let r = server
+        .gql(None, request, json!({ "e": a.manager.email }))
+        .await;
+    assert_eq!(r["data"]["requestPasswordReset"]["accepted"], true);
+    let token = server
+        .tokens
+        .last(TokenKind::PasswordReset, &a.manager.email)
+        .unwrap();
+    server.clock.advance(Span::hours(2));
+    let reset =
+        json!({ "email": a.manager.email, "token": token, "newPassword": "a new password" });
+    let r = server.command(None, "resetPassword", reset.clone()).await;
+    assert_code(&r, "UNAUTHENTICATED");
+    assert_eq!(extension(&r, "reason"), "RESET_TOKEN_EXPIRED");
+
+    // A fresh token works once.
+    server
+        .gql(None, request, json!({ "e": a.manager.email }))
+        .await;
+    let token = server
+        .tokens
+        .last(TokenKind::PasswordReset, &a.manager.email)
+        .unwrap();
+    let reset =
+        json!({ "email": a.manager.email, "token": token, "newPassword": "a new password" });
+    assert_ok(&server.command(None, "resetPassword", reset.clone()).await);
+    let r = server.command(None, "resetPassword", reset).await;
+    assert_eq!(extension(&r, "reason"), "RESET_TOKEN_ALREADY_USED");
+    assert_ok(&server.login(&a.manager.email, "a new password").await);
+    assert_code(
+        &server.login(&a.manager.email, PASSWORD).await,
+        "UNAUTHENTICATED",
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_up_confirmation_rules() {
+    let server = TestServer::start().await;
+    let email = "owner@aula.test";
+    assert_ok(
+        &server
+            .command(None, "signUp", json!({ "email": email }))
+            .await,
+    );
+    let token = server
+        .tokens
+        .last(TokenKind::SignUpConfirmation, email)
+        .unwrap();
+    let confirm = |token: &str| {
+        json!({ "input": { "email": email, "token": token, "name": "Olga Owner",
+                "password": PASSWORD, "institutionName": "Escola E" } })
+    };
+    let query = "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { userId institutionId } }";
+    let r = server.gql(None, query, confirm("wrong-token")).await;
+    assert_code(&r, "UNAUTHENTICATED");
+    assert_eq!(extension(&r, "reason"), "SIGN_UP_TOKEN_UNKNOWN");
+    let short = json!({ "input": { "email": email, "token": token, "name": "Olga",
+                "password": "short", "institutionName": "Escola E" } });
+    let r = server.gql(None, query, short).await;
+    assert_eq!(extension(&r, "field"), "password");
+    assert_ok(&server.gql(None, query, confirm(&token)).await);
+    let r = server.gql(None, query, confirm(&token)).await;
+    assert_code(&r, "CONFLICT");
+    // Signing up again with a registered e-mail answers as a sign-up does (whether an
+    // e-mail has an account is not told); the owner is told by e-mail instead.
+    let r = server
+        .command(None, "signUp", json!({ "email": email }))
+        .await;
+    assert_ok(&r);
+    let fresh = server
+        .command(None, "signUp", json!({ "email": "someone-new@aula.test" }))
+        .await;
+    assert_ok(&fresh);
+    // The same answer but for the log position (a number either way).
+    let shape = |r: &serde_json::Value| {
+        let mut answer = r["data"]["signUp"].clone();
+        answer["logPosition"] = json!(answer["logPosition"].is_i64());
+        answer
+    };
+    assert_eq!(shape(&r), shape(&fresh));
+    assert_eq!(shape(&r), json!({ "accepted": true, "logPosition": true }));
+    let recorded: String =
+        sqlx::query_scalar("SELECT event_type FROM events WHERE global_position = $1")
+            .bind(r["data"]["signUp"]["logPosition"].as_i64().unwrap())
+            .fetch_one(&server.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(recorded, "RegisteredEmailSignUpAttempted");
+    // The account is unchanged: its password still works.
+    assert_ok(&server.login(email, PASSWORD).await);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admins_are_created_once_per_email_and_never_publicly() {
+    let server = TestServer::start().await;
+    let id = aula_api::create_admin(&server.db.pool, "root@aula.test", PASSWORD)
+        .await
+        .unwrap();
+    let again = aula_api::create_admin(&server.db.pool, "ROOT@aula.test", PASSWORD).await;
+    assert!(
+        matches!(again, Err(aula_api::CreateAdminError::EmailTaken(_))),
+        "{again:?}"
+    );
+    let login = server.login("root@aula.test", PASSWORD).await;
+    assert_eq!(login["data"]["login"]["role"], "ADMIN");
+    assert_eq!(login["data"]["login"]["userId"], id.to_string());
+    // No mutation creates an admin or picks a role.
+    let sdl = aula_api::schema_sdl();
+    assert!(!sdl.contains("createAdmin") && !sdl.contains("createUser"));
+    for block in sdl.split("\n}").filter(|b| b.contains("input ")) {
+        assert!(!block.contains("role:"), "an input takes a role: {block}");
+    }
+    server.stop().await;
+}
+
+/// A sink that cannot keep tokens, and that notes whether the token's hash was already
+/// in the log when it was handed the token.
+struct UnavailableSink {
+    pool: sqlx::PgPool,
+    hash_already_logged: std::sync::Mutex<Vec<bool>>,
+}
+
+#[async_trait::async_trait]
+impl aula_api::TokenSink for UnavailableSink {
+    async fn issued(&self, token: &aula_api::IssuedToken) -> Result<(), aula_api::BoxError> {
+        let logged: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events WHERE payload::text LIKE '%' || $1 || '%')",
+        )
+        .bind(aula_api::token_hash(&token.token))
+        .fetch_one(&self.pool)
+        .await?;
+        self.hash_already_logged.lock().unwrap().push(logged);
+        Err("the token store is unavailable".into())
+    }
+}
+
+/// The raw one-time token is kept before its hash is recorded: when it cannot be kept,
+/// the sign-up fails as an internal error and nothing is recorded, so no e-mail task
+/// can ever wait for a token that was lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_that_cannot_be_kept_fails_the_sign_up_before_anything_is_recorded() {
+    let sink: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<UnavailableSink>>> =
+        Default::default();
+    let keep = sink.clone();
+    let server = TestServer::start_custom(
+        |_| {},
+        move |state| {
+            let unavailable = std::sync::Arc::new(UnavailableSink {
+                pool: state.pool().clone(),
+                hash_already_logged: Default::default(),
+            });
+            let _ = keep.set(unavailable.clone());
+            state.with_token_sink(unavailable)
+        },
+    )
+    .await;
+    let r = server
+        .command(None, "signUp", json!({ "email": "lost@aula.test" }))
+        .await;
+    assert_code(&r, "INTERNAL");
+    assert!(!r.to_string().contains("unavailable"), "{r}");
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&server.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(events, 0);
+    let seen = sink
+        .get()
+        .unwrap()
+        .hash_already_logged
+        .lock()
+        .unwrap()
+        .clone();
+    assert_eq!(seen, vec![false]);
+    server.stop().await;
+}
+
+/// The password is hashed (Argon2, slow on purpose) only for a token that can succeed,
+/// so anonymous requests with made-up tokens cost no hash. Here hashing cannot work at
+/// all (zero lanes): a wrong token still gets its own answer, not an internal error.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_sign_up_token_is_refused_before_the_password_is_hashed() {
+    let server = TestServer::start_with(|c| c.password_hashing.parallelism = 0).await;
+    let email = "early@aula.test";
+    assert_ok(
+        &server
+            .command(None, "signUp", json!({ "email": email }))
+            .await,
+    );
+    let r = server
+        .gql(
+            None,
+            "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { userId } }",
+            json!({ "input": {
+                "email": email, "token": "d3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmc",
+                "name": "Eve Early", "password": PASSWORD, "institutionName": "Escola E",
+            }}),
+        )
+        .await;
+    assert_eq!(extension(&r, "reason"), "SIGN_UP_TOKEN_UNKNOWN", "{r}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_reset_ends_every_earlier_token() {
+    let server = TestServer::start().await;
+    let a = server.institution("Escola R").await;
+    let old_token = a.manager.token.clone();
+    let me = "{ me { id } }";
+    assert_ok(&server.gql(Some(&old_token), me, json!({})).await);
+    server
+        .gql(
+            None,
+            "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }",
+            json!({ "e": a.manager.email }),
+        )
+        .await;
+    let token = server
+        .tokens
+        .last(TokenKind::PasswordReset, &a.manager.email)
+        .unwrap();
+    let reset =
+        json!({ "email": a.manager.email, "token": token, "newPassword": "a new password" });
+    assert_ok(&server.command(None, "resetPassword", reset).await);
+    // The token issued before the reset no longer works...
+    let r = server.gql(Some(&old_token), me, json!({})).await;
+    assert_code(&r, "UNAUTHENTICATED");
+    assert_eq!(extension(&r, "reason"), "TOKEN_REVOKED");
+    // ...while one issued after it does.
+    let fresh = server.token_for(&a.manager.email, "a new password").await;
+    assert_ok(&server.gql(Some(&fresh), me, json!({})).await);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_requests_take_the_same_time_and_are_limited_per_recipient() {
+    let server = TestServer::start().await;
+    let a = server.institution("Escola T").await;
+    let request =
+        "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }";
+    let timed = |email: String| {
+        let server = &server;
+        async move {
+            let started = std::time::Instant::now();
+            let r = server.gql(None, request, json!({ "e": email })).await;
+            assert_eq!(r["data"]["requestPasswordReset"]["accepted"], true);
+            started.elapsed()
+        }
+    };
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..9 {
+        known.push(timed(a.manager.email.clone()).await);
+        unknown.push(timed(format!("ghost-{i}@aula.test")).await);
+    }
+    known.sort();
+    unknown.sort();
+    let (known, unknown) = (known[4], unknown[4]);
+    let floor = Duration::from_millis(150);
+    assert!(known >= floor && unknown >= floor, "{known:?} {unknown:?}");
+    let difference = known.abs_diff(unknown);
+    assert!(
+        difference < Duration::from_millis(40),
+        "medians {known:?} (known) and {unknown:?} (unknown) differ by {difference:?}"
+    );
+    // Nine requests for one address, three tokens recorded (and so three e-mails):
+    // one mailbox is not flooded.
+    let issued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events
+         WHERE aggregate_type = 'user' AND event_type = 'ResetPasswordTokenCreated'",
+    )
+    .fetch_one(&server.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(issued, 3);
+    server.stop().await;
+}

@@ -1,0 +1,300 @@
+//! Hostile connections: slow, idle and never-reading clients, connection caps per
+//! client, and rate limits per account, address and proxied user.
+
+use super::*;
+
+/// A raw TCP client bound to its own loopback address.
+async fn tcp_from(client: [u8; 4], server: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(IpAddr::from(client), 0))
+        .unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+fn addr(server: &TestServer) -> SocketAddr {
+    server
+        .url("")
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap()
+}
+
+/// Everything the server sends until it closes (or `within` passes).
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
+    let mut received = Vec::new();
+    let result = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    result
+        .ok()
+        .map(|_| String::from_utf8_lossy(&received).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_and_idle_clients_are_cut_off() {
+    let server = TestServer::start_with(|c| {
+        c.server.header_timeout = Duration::from_secs(1);
+        c.server.body_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let target = addr(&server);
+    // Headers that never finish.
+    let mut slow = tcp_from([127, 0, 1, 1], target).await;
+    slow.write_all(b"POST /graphql HTTP/1.1\r\nhost: aula\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let answer = read_until_closed(&mut slow, Duration::from_secs(5)).await;
+    assert!(answer.is_some(), "a slow header must be cut off");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // A body that never finishes: 408.
+    let mut slow_body = tcp_from([127, 0, 1, 2], target).await;
+    slow_body
+        .write_all(
+            b"POST /graphql HTTP/1.1\r\nhost: aula\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{\"query\":",
+        )
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut slow_body, Duration::from_secs(5))
+        .await
+        .expect("a slow body must be answered and closed");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("BODY_TIMEOUT"), "{answer}");
+    // An idle keep-alive connection is closed after the header timeout.
+    let mut idle = tcp_from([127, 0, 1, 3], target).await;
+    idle.write_all(b"GET /health HTTP/1.1\r\nhost: aula\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let answer = read_until_closed(&mut idle, Duration::from_secs(5))
+        .await
+        .expect("an idle connection must be closed");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_are_capped_per_client_with_a_clear_refusal() {
+    let server = TestServer::start_with(|c| {
+        c.server.max_connections_per_client = 5;
+        c.server.header_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let target = addr(&server);
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        let mut stream = tcp_from([127, 0, 2, 1], target).await;
+        // Half a request: the slot stays taken.
+        stream.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A real client has sent its request when the refusal comes: it must still read it.
+    let mut refused = tcp_from([127, 0, 2, 1], target).await;
+    refused
+        .write_all(b"GET /health HTTP/1.1\r\nhost: aula\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut refused, Duration::from_secs(5))
+        .await
+        .expect("refused at once");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.to_lowercase().contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("UNAVAILABLE"), "{answer}");
+    // Another client is served meanwhile.
+    let other = reqwest::Client::builder()
+        .local_address(IpAddr::from([127, 0, 2, 2]))
+        .build()
+        .unwrap();
+    let response = other.get(server.url("/health")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    // Closing the held connections frees the slots.
+    drop(held);
+    let again = reqwest::Client::builder()
+        .local_address(IpAddr::from([127, 0, 2, 1]))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = again
+            .get(server.url("/health"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok();
+        if status == Some(200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed slots were not reused: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}
+
+async fn login_from(server: &TestServer, forwarded_for: Option<&str>) -> Value {
+    let mut request = server.client.post(server.url("/graphql")).json(&json!({
+        "query": "mutation { login(input: { email: \"nobody@aula.test\", password: \"wrong password\" }) { accessToken } }"
+    }));
+    if let Some(hop) = forwarded_for {
+        request = request.header("x-forwarded-for", hop);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_trusted_proxy_each_user_has_its_own_bucket() {
+    let server = TestServer::start_with(|c| {
+        c.rate_limit.burst = 3;
+        c.rate_limit.per_minute = 1;
+        c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    // Six users behind the proxy (127.0.0.1), three logins each: nobody is limited.
+    for user in 1..=6 {
+        for _ in 0..3 {
+            let r = login_from(&server, Some(&format!("203.0.113.{user}"))).await;
+            assert_eq!(code(&r).as_deref(), Some("UNAUTHENTICATED"), "{r}");
+        }
+    }
+    // The fourth of one user is; a fake address prepended by the client changes
+    // nothing (the proxy's own hop is the rightmost).
+    let r = login_from(&server, Some("198.51.100.1, 203.0.113.1")).await;
+    assert_code(&r, "RATE_LIMITED");
+    server.stop().await;
+
+    // Without the setting, the header is the client's own claim: ignored.
+    let server = TestServer::start_with(|c| {
+        c.rate_limit.burst = 3;
+        c.rate_limit.per_minute = 1;
+    })
+    .await;
+    for user in 1..=3 {
+        let r = login_from(&server, Some(&format!("203.0.113.{user}"))).await;
+        assert_code(&r, "UNAUTHENTICATED");
+    }
+    let r = login_from(&server, Some("203.0.113.99")).await;
+    assert_code(&r, "RATE_LIMITED");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signed_in_writes_are_limited_per_account_and_anonymous_reads_per_address() {
+    let server = TestServer::start_with(|c| {
+        c.account_write_limit.burst = 3;
+        c.account_write_limit.per_minute = 1;
+        c.anonymous_read_limit.burst = 5;
+        c.anonymous_read_limit.per_minute = 1;
+    })
+    .await;
+    let a = server.institution("Escola Limite").await;
+    let b = server.institution("Escola Outra").await;
+    let create = |token: String, n: u32| {
+        let server = &server;
+        async move {
+            server
+                .command(
+                    Some(&token),
+                    "createCampus",
+                    json!({ "name": format!("Campus {n}"), "city": "Braga" }),
+                )
+                .await
+        }
+    };
+    let mut codes = Vec::new();
+    for n in 0..4 {
+        codes.push(code(&create(a.manager.token.clone(), n).await));
+    }
+    assert!(codes[..3].iter().all(Option::is_none), "{codes:?}");
+    assert_eq!(codes[3].as_deref(), Some("RATE_LIMITED"));
+    // Another account is not affected; signed-in reads are not limited.
+    assert_ok(&create(b.manager.token.clone(), 9).await);
+    for _ in 0..10 {
+        assert_ok(
+            &server
+                .gql(Some(&a.manager.token), "{ me { id } }", json!({}))
+                .await,
+        );
+    }
+    // Anonymous reads, per address.
+    let reader = reqwest::Client::builder()
+        .local_address(IpAddr::from([127, 0, 3, 1]))
+        .build()
+        .unwrap();
+    let mut limited = 0;
+    for _ in 0..8 {
+        let r: Value = reader
+            .post(server.url("/graphql"))
+            .json(&json!({"query": "{ health { status } }"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if code(&r).as_deref() == Some("RATE_LIMITED") {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 3);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_reads_loses_its_connection_and_its_slot() {
+    let server = TestServer::start_with(|c| {
+        c.server.max_connections_per_client = 1;
+        c.server.write_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let target = addr(&server);
+    // A tiny receive window and many pipelined requests for a 46 KB asset: the
+    // server's writes stall once the buffers are full.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .bind(SocketAddr::new(IpAddr::from([127, 0, 4, 1]), 0))
+        .unwrap();
+    let mut greedy = socket.connect(target).await.unwrap();
+    let requests = "GET /admin/app.js HTTP/1.1\r\nhost: aula\r\n\r\n".repeat(200);
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        greedy.write_all(requests.as_bytes()),
+    )
+    .await;
+    // The only slot of that address frees once the stalled write gives up.
+    let client = reqwest::Client::builder()
+        .local_address(IpAddr::from([127, 0, 4, 1]))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let status = client
+            .get(server.url("/health"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok();
+        if status == Some(200) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the stalled connection kept its slot: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(greedy);
+    server.stop().await;
+}

@@ -1,0 +1,271 @@
+//! `/graphql/ws`: the `logPosition` subscription, admin only, token in connection_init.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::ws::{connect, send, Socket};
+use common::*;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+/// The next JSON message, or None when the server closed the connection.
+async fn receive(socket: &mut Socket) -> Option<Value> {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("no message within 10 s");
+        match message {
+            Some(Ok(Message::Text(text))) => return Some(serde_json::from_str(&text).unwrap()),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+async fn subscribe(server: &TestServer, token: Option<&str>) -> (Socket, Option<Value>) {
+    subscribe_to(
+        server,
+        token,
+        json!({ "query": "subscription { logPosition }" }),
+    )
+    .await
+}
+
+async fn subscribe_to(
+    server: &TestServer,
+    token: Option<&str>,
+    subscription: Value,
+) -> (Socket, Option<Value>) {
+    let mut socket = connect(server, "graphql-transport-ws").await;
+    let payload = match token {
+        Some(token) => json!({ "authorization": format!("Bearer {token}") }),
+        None => json!({}),
+    };
+    send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": payload }),
+    )
+    .await;
+    let ack = receive(&mut socket).await;
+    if ack.as_ref().map(|m| m["type"].clone()) != Some(json!("connection_ack")) {
+        return (socket, ack);
+    }
+    send(
+        &mut socket,
+        json!({ "id": "1", "type": "subscribe", "payload": subscription }),
+    )
+    .await;
+    let first = receive(&mut socket).await;
+    (socket, first)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admins_follow_the_log_position() {
+    let server = TestServer::start_with(|c| {
+        c.subscription_poll_interval = Duration::from_millis(20);
+    })
+    .await;
+    let admin = server.admin().await;
+    let (mut socket, first) = subscribe(&server, Some(&admin.token)).await;
+    let first = first.expect("a first position");
+    assert_eq!(first["type"], "next", "{first}");
+    let start = first["payload"]["data"]["logPosition"].as_i64().unwrap();
+
+    let signed_up = server
+        .gql(
+            None,
+            "mutation { signUp(input: { email: \"watch@aula.test\" }) { logPosition } }",
+            json!({}),
+        )
+        .await;
+    let position = signed_up["data"]["signUp"]["logPosition"].as_i64().unwrap();
+    assert!(position > start);
+    loop {
+        let message = receive(&mut socket).await.expect("the stream goes on");
+        let seen = message["payload"]["data"]["logPosition"].as_i64().unwrap();
+        if seen >= position {
+            break;
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn non_staff_and_bad_tokens_are_refused() {
+    let server = TestServer::start().await;
+    let a = server.institution("Escola WS").await;
+
+    // Staff and observers follow the log (issue #23: a manager's dashboard is live too);
+    // a teacher does not.
+    let (_socket, answer) = subscribe(&server, Some(&a.manager.token)).await;
+    let answer = answer.expect("an answer");
+    assert!(
+        answer["payload"]["data"]["logPosition"].is_i64(),
+        "{answer}"
+    );
+    let (teacher_id, teacher_email) = server.teacher(&a.manager.token, None).await;
+    let teacher = server.activate(teacher_id, &teacher_email).await;
+    let (_socket, answer) = subscribe(&server, Some(&teacher.token)).await;
+    let answer = answer.expect("an answer");
+    assert!(answer.to_string().contains("FORBIDDEN"), "{answer}");
+
+    let (_socket, answer) = subscribe(&server, None).await;
+    let answer = answer.expect("an answer");
+    assert!(answer.to_string().contains("UNAUTHENTICATED"), "{answer}");
+
+    // A forged token: the connection is not acknowledged.
+    let (_socket, answer) = subscribe(&server, Some("forged.token")).await;
+    assert!(
+        answer.as_ref().map(|m| m["type"].clone()) != Some(json!("connection_ack")),
+        "{answer:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_reprocessing_progress_streams_until_the_job_ends() {
+    let (server, _projections) = server_with_projections().await;
+    let admin = server.admin().await;
+    let a = server.institution("Gamma").await;
+    for _ in 0..3 {
+        server.campus(&a.manager.token, None).await;
+    }
+    let expected: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE metadata->>'institution_id' = $1")
+            .bind(a.id.to_string())
+            .fetch_one(&server.db.pool)
+            .await
+            .unwrap();
+    let preview_query =
+        "query($f: AdminEventFilter) { bulkReprocessPreview(filter: $f) { count confirmToken } }";
+    let filter = json!({ "f": { "institutionId": a.id } });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let token = loop {
+        let r = server
+            .gql(Some(&admin.token), preview_query, filter.clone())
+            .await;
+        let preview = &r["data"]["bulkReprocessPreview"];
+        if preview["count"] == expected {
+            break preview["confirmToken"].as_str().unwrap().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "preview never caught up: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let r = server
+        .gql(
+            Some(&admin.token),
+            "mutation($t: String!) { bulkReprocessConfirm(confirmToken: $t) { id } }",
+            json!({ "t": token }),
+        )
+        .await;
+    let job = r["data"]["bulkReprocessConfirm"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Someone else's manager may not watch it.
+    let b = server.institution("Delta").await;
+    let query = json!({
+        "query": "subscription($id: UUID!) { bulkReprocessProgress(id: $id) { status total done failed } }",
+        "variables": { "id": job },
+    });
+    let (_socket, refused) = subscribe_to(&server, Some(&b.manager.token), query.clone()).await;
+    let refused = refused.expect("an answer");
+    assert_eq!(refused["payload"]["data"], Value::Null, "{refused}");
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{refused}"
+    );
+
+    let (mut socket, first) = subscribe_to(&server, Some(&admin.token), query).await;
+    let mut message = first.expect("a first progress report");
+    loop {
+        assert_eq!(message["type"], "next", "{message}");
+        let progress = &message["payload"]["data"]["bulkReprocessProgress"];
+        if progress["status"] != "running" {
+            assert_eq!(progress["status"], "done", "{progress}");
+            assert_eq!(progress["done"], expected, "{progress}");
+            assert_eq!(progress["failed"], 0, "{progress}");
+            break;
+        }
+        message = receive(&mut socket)
+            .await
+            .expect("the stream goes on until the job ends");
+    }
+    let complete = receive(&mut socket)
+        .await
+        .expect("the server completes the stream");
+    assert_eq!(complete["type"], "complete", "{complete}");
+    server.stop().await;
+}
+
+/// A socket authenticates once, at `connection_init`, but its token and account are
+/// checked again for every operation sent over it: a teacher deactivated meanwhile is
+/// refused on the same connection, as over HTTP.
+#[tokio::test(flavor = "multi_thread")]
+async fn operations_on_a_socket_stop_when_the_account_is_deactivated() {
+    let server = TestServer::start().await;
+    let a = server.institution("Escola Sessões").await;
+    let (teacher_id, email) = server.teacher(&a.manager.token, None).await;
+    let teacher = server.activate(teacher_id, &email).await;
+    let me = json!({ "query": "{ me { email } }" });
+
+    let (mut socket, first) = subscribe_to(&server, Some(&teacher.token), me.clone()).await;
+    let first = first.expect("an answer");
+    assert_eq!(first["payload"]["data"]["me"]["email"], email, "{first}");
+
+    let deactivated = server
+        .command(
+            Some(&a.manager.token),
+            "deactivateUser",
+            json!({ "userId": teacher_id, "reason": "left the school" }),
+        )
+        .await;
+    assert_ok(&deactivated);
+    send(
+        &mut socket,
+        json!({ "id": "2", "type": "subscribe", "payload": me }),
+    )
+    .await;
+    let answer = loop {
+        let message = receive(&mut socket).await.expect("an answer");
+        if message["id"] == "2" {
+            break message;
+        }
+    };
+    let text = answer.to_string();
+    assert!(text.contains("UNAUTHENTICATED"), "{text}");
+    assert!(text.contains("ACCOUNT_DEACTIVATED"), "{text}");
+    assert!(!text.contains(&email), "{text}");
+    server.stop().await;
+}
+
+/// A subscription ends with an error when its token expires, instead of streaming on
+/// with the claims of its `connection_init`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscription_ends_when_its_token_expires() {
+    let server = TestServer::start_with(|c| {
+        c.subscription_poll_interval = Duration::from_millis(20);
+        c.socket_recheck_interval = Duration::from_millis(50);
+    })
+    .await;
+    let admin = server.admin().await;
+    let (mut socket, first) = subscribe(&server, Some(&admin.token)).await;
+    assert_eq!(first.expect("a first position")["type"], "next");
+    let ttl = chrono::Duration::from_std(test_config().token_ttl).unwrap();
+    server.clock.advance(ttl + chrono::Duration::seconds(1));
+    let end = loop {
+        let message = receive(&mut socket).await.expect("the stream goes on");
+        if message["type"] != "next" || message["payload"]["errors"].is_array() {
+            break message;
+        }
+    };
+    let text = end.to_string();
+    assert!(text.contains("TOKEN_EXPIRED"), "{text}");
+    server.stop().await;
+}

@@ -1,0 +1,228 @@
+//! The queue's schema changes upgrade a populated database: a database migrated to
+//! 0016 (before the asynchronous admin rows of 0017) holding events, their admin rows
+//! and tasks in every state of the old shape is migrated to the end, and today's
+//! workers finish its tasks and bring every event's row and the counters to what a full
+//! recount says.
+
+use crate::common;
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use aula_eventlog::shutdown;
+use aula_eventlog::testing::TestDatabase;
+use aula_processor::handlers::{Noop, Registry};
+use aula_processor::{kinds, run_workers, status_counts, ProcessorConfig};
+use common::*;
+use sqlx::migrate::Migrator;
+use sqlx::PgPool;
+
+/// An event's row: its aggregate, status, task counts, whether its processed time is its
+/// tasks' last finish, its error.
+type EventRow = (String, String, i32, i32, i32, i32, bool, Option<String>);
+
+/// The last migration of the old shape.
+const OLD_SHAPE: i64 = 16;
+
+/// Old-shape rows, as 0016's processor wrote them: five events (one pending task, one
+/// running task whose worker is gone, one succeeded task, one without tasks, one with a
+/// dead task and a pending manual retry), one task without an event, their attempts,
+/// admin rows and counters.
+const OLD_ROWS: &str = "
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+                    recorded_at)
+SELECT 'upgrade', 'u-' || g, 1, 'UpgradeTested', '1.0', '{}', '{}', now() - interval '1 minute'
+FROM generate_series(1, 5) g;
+
+INSERT INTO admin_events (event_id, global_position, event_type, aggregate_type, aggregate_id, sequence,
+                          recorded_at, tx_id)
+SELECT event_id, global_position, event_type, aggregate_type, aggregate_id, sequence, recorded_at,
+       tx_id::text::bigint
+FROM events WHERE aggregate_type = 'upgrade';
+
+INSERT INTO tasks (kind, status, attempt, lease_until, worker, event_id, event_type, idempotency_key,
+                   started_at, claimed_at, finished_at, origin_task_id)
+SELECT 'noop', v.status, v.attempt,
+       CASE WHEN v.status = 'running' THEN now() - interval '10 seconds' END,
+       CASE WHEN v.status = 'running' THEN 'gone' END,
+       e.event_id, e.event_type, 'upgrade:' || e.aggregate_id || ':' || v.status,
+       CASE WHEN v.attempt > 0 THEN now() - interval '50 seconds' END,
+       CASE WHEN v.attempt > 0 THEN now() - interval '50 seconds' END,
+       CASE WHEN v.status IN ('succeeded', 'dead') THEN now() - interval '40 seconds' END,
+       NULL
+FROM events e
+JOIN (VALUES ('u-1', 'pending', 0), ('u-2', 'running', 1), ('u-3', 'succeeded', 1), ('u-5', 'dead', 5))
+     AS v(aggregate_id, status, attempt) ON v.aggregate_id = e.aggregate_id;
+-- The manual retry of the dead task: a new pending task naming it.
+INSERT INTO tasks (kind, event_id, event_type, idempotency_key, origin_task_id)
+SELECT kind, event_id, event_type, idempotency_key, id FROM tasks WHERE status = 'dead';
+INSERT INTO tasks (kind, idempotency_key) VALUES ('noop', 'upgrade:eventless');
+
+INSERT INTO task_attempts (task_id, attempt, worker, started_at, finished_at, duration_ms, outcome)
+SELECT id, attempt, 'old', started_at, finished_at,
+       CASE WHEN finished_at IS NOT NULL THEN 10000 END,
+       CASE status WHEN 'running' THEN 'running' ELSE status END
+FROM tasks WHERE attempt > 0;
+
+UPDATE admin_events a SET tasks_pending = 1 FROM events e
+WHERE e.event_id = a.event_id AND e.aggregate_id = 'u-1';
+UPDATE admin_events a SET tasks_running = 1 FROM events e
+WHERE e.event_id = a.event_id AND e.aggregate_id = 'u-2';
+UPDATE admin_events a SET status = 'succeeded', tasks_succeeded = 1,
+       processed_at = now() - interval '40 seconds',
+       duration_ms = (extract(epoch FROM now() - interval '40 seconds' - a.recorded_at) * 1000)::bigint
+FROM events e WHERE e.event_id = a.event_id AND e.aggregate_id = 'u-3';
+UPDATE admin_events a SET status = 'succeeded', processed_at = a.recorded_at, duration_ms = 0
+FROM events e WHERE e.event_id = a.event_id AND e.aggregate_id = 'u-4';
+UPDATE admin_events a SET tasks_pending = 1, tasks_failed = 1, error = 'smtp down'
+FROM events e WHERE e.event_id = a.event_id AND e.aggregate_id = 'u-5';
+
+INSERT INTO task_status_counts (kind, status, count) VALUES
+    ('task', 'pending', 3), ('task', 'running', 1), ('task', 'succeeded', 1), ('task', 'dead', 1),
+    ('event', 'pending', 3), ('event', 'succeeded', 2);
+INSERT INTO processing_rollups (minute, kind, status, count)
+SELECT date_trunc('minute', finished_at), 'task', status, count(*) FROM tasks
+WHERE finished_at IS NOT NULL GROUP BY 1, 3;
+INSERT INTO processing_rollups (minute, kind, status, count)
+SELECT date_trunc('minute', processed_at), 'event', 'succeeded', count(*) FROM admin_events
+WHERE status = 'succeeded' GROUP BY 1;
+";
+
+async fn old_shape_database() -> (String, PgPool) {
+    let admin = TestDatabase::admin_options().await;
+    let name = format!("aula_upgrade_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::ConnectOptions::connect(&admin).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .connect_with(admin.database(&name))
+        .await
+        .unwrap();
+    let old = Migrator {
+        migrations: Cow::Owned(
+            aula_migrations::MIGRATOR
+                .iter()
+                .filter(|m| m.version <= OLD_SHAPE)
+                .cloned()
+                .collect(),
+        ),
+        ..Migrator::DEFAULT
+    };
+    old.run(&pool).await.unwrap();
+    sqlx::raw_sql(OLD_ROWS).execute(&pool).await.unwrap();
+    (name, pool)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_of_the_old_shape_is_upgraded_and_its_tasks_and_event_rows_finish() {
+    let (name, pool) = old_shape_database().await;
+    aula_migrations::run(&pool).await.unwrap();
+    let applied: i64 = scalar_i64(&pool, "SELECT max(version) FROM _sqlx_migrations").await;
+    assert_eq!(
+        applied,
+        aula_migrations::MIGRATOR
+            .iter()
+            .map(|m| m.version)
+            .max()
+            .unwrap()
+    );
+
+    let mut registry = Registry::new();
+    registry.register(kinds::NOOP, Noop);
+    let config = ProcessorConfig {
+        worker_name: "upgraded".into(),
+        concurrency: 4,
+        lease: Duration::from_secs(5),
+        rescue_interval: Duration::from_millis(100),
+        ..ProcessorConfig::default()
+    };
+    let (trigger, stop) = shutdown::channel();
+    let workers = tokio::spawn(run_workers(pool.clone(), config, registry, stop));
+    // The running task of the lost worker is rescued and run again; every other open
+    // task runs once.
+    wait_idle(&pool, 6).await;
+    trigger.trigger();
+    workers.await.unwrap().unwrap();
+
+    assert_eq!(
+        scalar_i64(&pool, "SELECT count(*) FROM admin_event_refresh").await,
+        0
+    );
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT e.aggregate_id, a.status, a.tasks_pending, a.tasks_running, a.tasks_succeeded,
+                a.tasks_failed,
+                a.processed_at IS NOT DISTINCT FROM (SELECT max(finished_at) FROM tasks t
+                                                    WHERE t.event_id = a.event_id)
+                    OR (e.aggregate_id = 'u-4' AND a.processed_at = a.recorded_at),
+                a.error
+         FROM admin_events a JOIN events e USING (event_id) ORDER BY e.aggregate_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let expected = |id: &str, status: &str, counts: [i32; 4], error: Option<&str>| {
+        (
+            id.to_owned(),
+            status.to_owned(),
+            counts[0],
+            counts[1],
+            counts[2],
+            counts[3],
+            true,
+            error.map(str::to_owned),
+        )
+    };
+    assert_eq!(
+        rows,
+        vec![
+            expected("u-1", "succeeded", [0, 0, 1, 0], None),
+            // The rescue's error stays on the row, for the admin's information.
+            expected(
+                "u-2",
+                "succeeded",
+                [0, 0, 1, 0],
+                Some("the lease expired: worker gone was lost"),
+            ),
+            expected("u-3", "succeeded", [0, 0, 1, 0], None),
+            expected("u-4", "succeeded", [0, 0, 0, 0], None),
+            // The manual retry succeeded: its outcome replaces the dead task's.
+            expected("u-5", "succeeded", [0, 0, 1, 0], Some("smtp down")),
+        ]
+    );
+    let outcomes: Vec<String> = sqlx::query_scalar(
+        "SELECT a.outcome FROM task_attempts a JOIN tasks t ON t.id = a.task_id
+         WHERE t.idempotency_key LIKE 'upgrade:u-2:%' ORDER BY a.attempt",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(outcomes, ["lease_expired", "succeeded"]);
+
+    let counts: Vec<(String, String, i64)> = status_counts(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.2 != 0)
+        .collect();
+    let recount: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT kind, status, n FROM (
+             SELECT 'event' AS kind, status, count(*) AS n FROM admin_events GROUP BY status
+             UNION ALL SELECT 'task', status, count(*) FROM tasks GROUP BY status) c
+         ORDER BY kind = 'task', array_position(ARRAY['pending', 'running', 'succeeded', 'failed', 'dead'], status)",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(counts, recount);
+
+    pool.close().await;
+    let mut conn = sqlx::ConnectOptions::connect(&TestDatabase::admin_options().await)
+        .await
+        .unwrap();
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await;
+}

@@ -1,0 +1,417 @@
+//! Rebuilding from history: after a random workload the rebuilt tables hold exactly the
+//! live rows, also when the rebuild races live writes and the live subscriptions.
+
+use crate::common;
+
+use aula_domain::course::CourseCommand;
+use aula_domain::values::Capacity;
+use aula_eventlog::testing::TestDatabase;
+use aula_eventlog::Actor;
+use aula_projections::{rebuild, rebuild_progress, status, NAMES};
+use common::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use uuid::Uuid;
+
+struct Campus {
+    institution: Uuid,
+    id: Uuid,
+}
+
+/// `operations` random commands over a few courses: applications decided at once or
+/// left pending, cancellations, capacity changes, closings. Rejections are fine.
+async fn workload(
+    db: &TestDatabase,
+    seed: u64,
+    operations: usize,
+    courses: &mut Vec<(Uuid, Vec<Uuid>)>,
+) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let institutions = [Uuid::from_u128(1), Uuid::from_u128(2)];
+    let campuses: Vec<Campus> = (0..4)
+        .map(|i| Campus {
+            institution: institutions[i % 2],
+            id: Uuid::from_u128(100 + i as u128),
+        })
+        .collect();
+    let users: Vec<World> = (0..3)
+        .map(|i| {
+            World::new(
+                &db.pool,
+                Actor::User(Uuid::from_u128(1000 + i)),
+                institutions[i as usize % 2],
+            )
+        })
+        .collect();
+    for _ in 0..operations {
+        let world = &users[rng.gen_range(0..users.len())];
+        let roll = rng.gen_range(0..100);
+        if courses.is_empty() || roll < 5 {
+            let campus = &campuses[rng.gen_range(0..campuses.len())];
+            let course = Uuid::new_v4();
+            world
+                .open(
+                    course,
+                    campus.institution,
+                    campus.id,
+                    &format!("Course {}", courses.len()),
+                    rng.gen_range(1..6),
+                )
+                .await;
+            courses.push((course, Vec::new()));
+            continue;
+        }
+        let index = rng.gen_range(0..courses.len());
+        let course = courses[index].0;
+        match roll {
+            5..=36 => {
+                // The API's shape: a stream of its own, decided in a batch.
+                let application = world.submit(course, rng.gen_range(16..70)).await;
+                let id = application.application_id.into();
+                if rng.gen_bool(0.9) {
+                    let _ = world.decide_batch(course, vec![application]).await;
+                }
+                courses[index].1.push(id);
+            }
+            37..=69 => {
+                // The older shape, in the course's stream.
+                let application = world.request(course, rng.gen_range(16..70)).await;
+                if rng.gen_bool(0.9) {
+                    let _ = world
+                        .run(
+                            course,
+                            CourseCommand::DecideEnrollment {
+                                application_id: application.into(),
+                                today: today(),
+                            },
+                        )
+                        .await;
+                }
+                courses[index].1.push(application);
+            }
+            70..=87 => {
+                let applications = &courses[index].1;
+                if !applications.is_empty() {
+                    let application = applications[rng.gen_range(0..applications.len())];
+                    let _ = world.cancel(course, application).await;
+                }
+            }
+            88..=97 => {
+                let capacity = Capacity::new(rng.gen_range(1..8)).unwrap();
+                let _ = world
+                    .run(course, CourseCommand::ChangeCapacity { capacity })
+                    .await;
+            }
+            _ => {
+                let _ = world.run(course, CourseCommand::CloseCourse).await;
+            }
+        }
+    }
+    people(db, seed, operations / 5, &institutions, courses).await;
+}
+
+/// Students, teachers, their accounts' changes and exam grades, for the `directory`
+/// read model: created through their aggregates; account changes are appended as the
+/// user stream's events (the `user` aggregate needs a whole sign-up to exist).
+async fn people(
+    db: &TestDatabase,
+    seed: u64,
+    operations: usize,
+    institutions: &[Uuid],
+    courses: &[(Uuid, Vec<Uuid>)],
+) {
+    use aula_domain::exam_grade::{ExamGrade, ExamGradeCommand, ExamGradeServices};
+    use aula_domain::student::{Student, StudentCommand, StudentServices};
+    use aula_domain::teacher::{Teacher, TeacherCommand, TeacherServices};
+    use aula_domain::values::*;
+    use aula_eventlog::{CommandBus, EventMetadata};
+
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let students: CommandBus<Student> =
+        CommandBus::with_upcasters(db.pool.clone(), StudentServices, aula_domain::upcasters());
+    let teachers: CommandBus<Teacher> =
+        CommandBus::with_upcasters(db.pool.clone(), TeacherServices, aula_domain::upcasters());
+    let grades: CommandBus<ExamGrade> =
+        CommandBus::with_upcasters(db.pool.clone(), ExamGradeServices, aula_domain::upcasters());
+    let meta = EventMetadata::new(Actor::System, None);
+    // (person id, user id, user stream's next sequence, institution)
+    let mut people: Vec<(Uuid, Uuid, i64, Uuid, bool)> = Vec::new();
+    let mut recorded: Vec<Uuid> = Vec::new();
+    for n in 0..operations {
+        let roll = rng.gen_range(0..100);
+        let institution = institutions[rng.gen_range(0..institutions.len())];
+        if people.len() < 2 || roll < 30 {
+            let (person, user) = (Uuid::new_v4(), Uuid::new_v4());
+            let student = rng.gen_bool(0.7);
+            let name = PersonName::parse(&format!("Person {n}")).unwrap();
+            let email = Email::parse(&format!("person{n}-{seed}@example.org")).unwrap();
+            if student {
+                students
+                    .execute(
+                        &person.to_string(),
+                        StudentCommand::CreateStudent {
+                            institution_id: InstitutionId::from_uuid(institution),
+                            user_id: UserId::from_uuid(user),
+                            name,
+                            email,
+                            birth_date: BirthDate::parse(born_aged(20), today()).unwrap(),
+                        },
+                        &meta,
+                    )
+                    .await
+                    .unwrap();
+            } else {
+                teachers
+                    .execute(
+                        &person.to_string(),
+                        TeacherCommand::CreateTeacher {
+                            institution_id: InstitutionId::from_uuid(institution),
+                            user_id: UserId::from_uuid(user),
+                            name,
+                            email,
+                        },
+                        &meta,
+                    )
+                    .await
+                    .unwrap();
+            }
+            people.push((person, user, 1, institution, student));
+            continue;
+        }
+        let index = rng.gen_range(0..people.len());
+        match roll {
+            30..=59 => {
+                // An account change (name and/or e-mail), or a deactivation.
+                let (_, user, sequence, _, _) = people[index];
+                let payload = if roll < 55 {
+                    serde_json::json!({ "type": "UserUpdated", "name": format!("Renamed {n}"),
+                        "email": if roll % 2 == 0 { serde_json::json!(format!("moved{n}@example.org")) } else { serde_json::Value::Null } })
+                } else {
+                    serde_json::json!({ "type": "UserDeactivated", "reason": "left" })
+                };
+                let event_type = payload["type"].as_str().unwrap().to_owned();
+                sqlx::query(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                         event_version, payload, metadata)
+                     VALUES ('user', $1, $2, $3, '1.0', $4, '{}')",
+                )
+                .bind(user.to_string())
+                .bind(sequence)
+                .bind(event_type)
+                .bind(payload)
+                .execute(&db.pool)
+                .await
+                .unwrap();
+                people[index].2 += 1;
+            }
+            60..=84 if !courses.is_empty() => {
+                let student = people.iter().find(|p| p.4).map(|p| p.0);
+                let teacher = people.iter().find(|p| !p.4).map(|p| p.0);
+                if let (Some(student), Some(teacher)) = (student, teacher) {
+                    let grade = Uuid::new_v4();
+                    grades
+                        .execute(
+                            &grade.to_string(),
+                            ExamGradeCommand::RecordNote {
+                                institution_id: InstitutionId::from_uuid(people[index].3),
+                                course_id: CourseId::from_uuid(
+                                    courses[rng.gen_range(0..courses.len())].0,
+                                ),
+                                student_id: StudentId::from_uuid(student),
+                                teacher_id: TeacherId::from_uuid(teacher),
+                                exam_name: ExamName::parse(&format!("Exam {n}")).unwrap(),
+                                note: GradeNote::parse(&format!("{}.5", rng.gen_range(0..10)))
+                                    .unwrap(),
+                                at: chrono::Utc::now(),
+                            },
+                            &meta,
+                        )
+                        .await
+                        .unwrap();
+                    recorded.push(grade);
+                }
+            }
+            _ if !recorded.is_empty() => {
+                let grade = recorded[rng.gen_range(0..recorded.len())];
+                let teacher = people.iter().find(|p| !p.4).map(|p| p.0).unwrap();
+                let _ = grades
+                    .execute(
+                        &grade.to_string(),
+                        ExamGradeCommand::ChangeNote {
+                            note: GradeNote::parse(&format!("{}.25", rng.gen_range(0..10)))
+                                .unwrap(),
+                            teacher_id: TeacherId::from_uuid(teacher),
+                            at: chrono::Utc::now(),
+                        },
+                        &meta,
+                    )
+                    .await;
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn rebuild_all(db: &TestDatabase) {
+    for name in NAMES {
+        let report = rebuild(&db.pool, db.connect.clone(), name).await.unwrap();
+        assert!(report.events > 0);
+    }
+}
+
+async fn leftover_schemas(db: &TestDatabase) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'rebuild\\_%' OR nspname LIKE 'retired\\_%'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebuilt_tables_equal_the_live_ones_after_a_random_workload() {
+    let db = TestDatabase::new().await;
+    let mut courses = Vec::new();
+    workload(&db, 7, 250, &mut courses).await;
+    let live = start(&db, NAMES);
+    wait_caught_up(&db.pool, NAMES).await;
+    let before = snapshot(&db.pool).await;
+    assert!(
+        before.iter().all(|(_, rows)| !rows.is_empty()),
+        "the workload touches every table"
+    );
+
+    // 1. Rebuild while the live subscriptions run, without new writes.
+    rebuild_all(&db).await;
+    assert_eq!(
+        snapshot(&db.pool).await,
+        before,
+        "rebuilt rows differ from the live ones"
+    );
+    let progress = rebuild_progress(&db.pool).await.unwrap();
+    assert_eq!(progress.len(), NAMES.len());
+    let head: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    for p in &progress {
+        assert_eq!(
+            (p.state.as_str(), p.position, p.remaining),
+            ("done", head, 0),
+            "{p:?}"
+        );
+        assert!(p.events_per_second > 0.0);
+    }
+    assert!(leftover_schemas(&db).await.is_empty());
+
+    // 2. Rebuild while commands keep appending; the live subscriptions catch up on the
+    //    swapped-in tables.
+    let mut more = courses.clone();
+    let writes = workload(&db, 8, 200, &mut more);
+    let rebuilds = async {
+        let reports = aula_projections::rebuild_many(&db.pool, db.connect.clone(), NAMES)
+            .await
+            .unwrap();
+        assert_eq!(reports.len(), NAMES.len());
+    };
+    tokio::join!(writes, rebuilds);
+    wait_caught_up(&db.pool, NAMES).await;
+    let live_rows = snapshot(&db.pool).await;
+    live.stop().await;
+    assert_ne!(live_rows, before, "the second workload changed something");
+
+    // 3. A rebuild from scratch with nothing running reproduces them exactly.
+    rebuild_all(&db).await;
+    assert_eq!(
+        snapshot(&db.pool).await,
+        live_rows,
+        "live rows after a racing rebuild are wrong"
+    );
+    for s in status(&db.pool).await.unwrap() {
+        assert_eq!(
+            (s.lag_events, s.position, s.last_error.as_deref()),
+            (0, s.position, None),
+            "{s:?}"
+        );
+    }
+    assert!(leftover_schemas(&db).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuilding_keeps_the_processors_columns_and_refuses_unknown_names() {
+    let db = TestDatabase::new().await;
+    let mut courses = Vec::new();
+    workload(&db, 11, 30, &mut courses).await;
+    // Two copies of one event: the original's `latest_copy_id` (the second) comes from
+    // the events alone, so the rebuild must give it back.
+    for _ in 0..2 {
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT 'reprocessed', gen_random_uuid()::text, 1, event_type, event_version, payload,
+                    jsonb_build_object('reprocessed_from', event_id::text)::json
+             FROM events WHERE aggregate_type <> 'reprocessed' ORDER BY global_position LIMIT 1",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    catch_up(&db, &["admin_events"]).await;
+    let latest: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT latest_copy_id FROM admin_events WHERE latest_copy_id IS NOT NULL",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let last_copy: uuid::Uuid = sqlx::query_scalar(
+        "SELECT event_id FROM events WHERE aggregate_type = 'reprocessed' ORDER BY global_position DESC LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(latest, Some(last_copy));
+    sqlx::query(
+        "UPDATE admin_events SET status = 'processed', processed_at = recorded_at + interval '12 milliseconds',
+             duration_ms = 12, tasks_succeeded = 2",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let before = snapshot(&db.pool).await;
+    rebuild(&db.pool, db.connect.clone(), "admin_events")
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&db.pool).await, before);
+    assert!(matches!(
+        rebuild(&db.pool, db.connect.clone(), "nope").await,
+        Err(aula_projections::RebuildError::UnknownProjection(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_generates_valid_events_and_rebuilds_them() {
+    let db = TestDatabase::new().await;
+    let report = aula_projections::bench_rebuild(&db.pool, db.connect.clone(), 3000)
+        .await
+        .unwrap();
+    assert_eq!(report.log_events, 3000);
+    assert_eq!(report.each.len(), NAMES.len());
+    // Every generated event is a valid course event: the domain models handled them all.
+    let enrolled: i64 =
+        sqlx::query_scalar("SELECT coalesce(sum(enrolled), 0) FROM course_capacity")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let enrollments: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM course_enrollments WHERE status = 'enrolled'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let students: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(students), 0) FROM age_counts WHERE scope = 'course'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(enrolled > 0);
+    assert_eq!((enrollments, students), (enrolled, enrolled));
+}

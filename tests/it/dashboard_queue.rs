@@ -1,0 +1,487 @@
+//! The dashboard's queue controls (issue #19) in headless Chromium against the whole
+//! service: a sign-up e-mail that cannot be sent is `retrying` (filter, header count,
+//! next run), its kind is paused from the Tasks tab (a new task of it is parked, never
+//! run), a parked task is cancelled from the drawer after an inline confirmation, the
+//! other's priority changed, the kind resumed, and a task stuck running force-released.
+//! Every control leaves its row in `queueControlLog`.
+//!
+//! Chromium is required: without `/usr/bin/chromium` (or `AULA_CHROMIUM`) the test
+//! fails, it never passes silently.
+
+use crate::support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use aula::cli::{GlobalArgs, LogFormat, ServeArgs};
+use aula_eventlog::testing::TestDatabase;
+use serde_json::{json, Value};
+use support::cdp::Browser;
+use support::{database_url, free_port};
+
+const PASSWORD: &str = "dashboard password 1";
+const KIND: &str = "email.signup_confirmation";
+
+fn screenshots() -> PathBuf {
+    support::screenshot_dir("dashboard-queue-screenshots")
+}
+
+use support::poll_db;
+
+async fn graphql(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> Value {
+    let mut request = client
+        .post(format!("{base}/graphql"))
+        .json(&json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+fn click(selector: &str) -> String {
+    format!(
+        "(() => {{ const n = document.querySelector({sel}); if (!n) throw new Error('no ' + {sel}); n.click(); return true; }})()",
+        sel = serde_json::to_string(selector).unwrap()
+    )
+}
+
+const LIST_READY: &str = "document.getElementById('list').dataset.state === 'ready' && !document.getElementById('list-body').hasAttribute('aria-busy')";
+
+/// The id of the sign-up task of `email`.
+async fn task_of(pool: &sqlx::PgPool, email: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT t.id FROM tasks t JOIN events e ON e.event_id = t.event_id
+         WHERE t.kind = $1 AND e.payload->>'email' = $2",
+    )
+    .bind(KIND)
+    .bind(email)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_and_pauses() {
+    if support::in_own_process(
+        module_path!(),
+        "the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_and_pauses",
+    )
+    .await
+    {
+        return;
+    }
+    let shots = screenshots();
+    let chromium = support::cdp::ensure_chromium();
+    assert!(
+        chromium.exists(),
+        "headless Chromium is required and was not found at {}",
+        chromium.display()
+    );
+
+    let db = TestDatabase::new().await;
+    // Nothing listens on the SMTP port: each e-mail fails and waits ten minutes for its
+    // retry, so it stays `retrying` for the whole test.
+    std::env::set_var("SMTP_URL", format!("smtp://127.0.0.1:{}", free_port()));
+    std::env::set_var("AULA_RETRY_BASE_MS", "600000");
+    std::env::set_var("AULA_RETRY_MAX_MS", "600000");
+    std::env::set_var("AULA_WORKER_POLL_MS", "100");
+    let http_port = free_port();
+    let base = format!("http://127.0.0.1:{http_port}");
+    let data_dir = std::env::temp_dir().join(format!(
+        "aula-dashboard-queue-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let global = GlobalArgs {
+        database_url: Some(database_url(&db)),
+        data_dir: data_dir.clone(),
+        log_format: LogFormat::Text,
+    };
+    let args = ServeArgs {
+        http_addr: ([127, 0, 0, 1], http_port).into(),
+        token_secret: Some("dashboard queue test secret, 32 bytes or more".into()),
+        token_ttl_minutes: 60,
+        drain_seconds: 0,
+        ..ServeArgs::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(async move {
+        aula::serve::serve(&global, &args, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = client.get(format!("{base}/ready")).send().await;
+        if matches!(&ready, Ok(r) if r.status().is_success()) {
+            break;
+        }
+        assert!(!service.is_finished(), "the service stopped at start-up");
+        assert!(Instant::now() < deadline, "the service was not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let admin_email = "queue-admin@aula.test";
+    aula_api::create_admin(&db.pool, admin_email, PASSWORD)
+        .await
+        .unwrap();
+    let sign_up = |email: &'static str| {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let r = graphql(
+                &client,
+                &base,
+                None,
+                "mutation($input: SignUpInput!) { signUp(input: $input) { accepted } }",
+                json!({ "input": { "email": email } }),
+            )
+            .await;
+            assert!(r["errors"].is_null(), "{r}");
+        }
+    };
+    sign_up("first@escola.test").await;
+    poll_db(
+        &db.pool,
+        &format!("SELECT count(*) FROM tasks WHERE kind = '{KIND}' AND status = 'pending' AND last_error IS NOT NULL"),
+        1,
+        "the first e-mail to wait for its retry",
+    )
+    .await;
+    let first = task_of(&db.pool, "first@escola.test").await;
+
+    let browser = Browser::start().await;
+    browser.viewport(1280, 900, false).await;
+    browser
+        .navigate(&format!("{base}/admin?tab=tasks&status=retrying"))
+        .await;
+    browser
+        .wait_for(
+            "!document.getElementById('login-view').hidden",
+            "the login form",
+            &shots,
+        )
+        .await;
+    browser.eval("(() => { const e = document.getElementById('login-email'); e.value = ''; e.focus(); return true; })()").await;
+    browser.type_text(admin_email).await;
+    browser
+        .eval("document.getElementById('login-password').focus()")
+        .await;
+    browser.type_text(PASSWORD).await;
+    browser.eval(&click("#login-submit")).await;
+
+    // Retrying: filtered, with its next run ten minutes ahead, and counted in the header.
+    browser
+        .wait_for(
+            &format!("{LIST_READY} && document.querySelectorAll('#list-body tr[data-task-id]').length === 1
+              && document.querySelector('#list-body tr[data-task-id=\"{first}\"]').dataset.status === 'retrying'
+              && document.getElementById('task-counts').textContent.includes('1 retrying')"),
+            "the retrying task, filtered and counted",
+            &shots,
+        )
+        .await;
+    let next_run = browser
+        .eval("document.querySelector('#list-body tr[data-task-id]').cells[9].textContent")
+        .await;
+    assert_ne!(next_run, json!("–"), "the next run time is shown");
+    browser.screenshot(&shots.join("01-retrying.png")).await;
+
+    // Pause the kind from the panel: the retrying task is held.
+    browser
+        .wait_for(
+            &format!("document.getElementById('paused-panel').dataset.state === 'ready'
+              && [...document.getElementById('pause-kind').options].some(o => o.value === '{KIND}')"),
+            "the pause form",
+            &shots,
+        )
+        .await;
+    browser
+        .eval(&format!(
+            "(() => {{ document.getElementById('pause-kind').value = '{KIND}'; return true; }})()"
+        ))
+        .await;
+    browser.eval(&click("#pause-submit")).await;
+    browser
+        .wait_for(
+            &format!(
+                "(() => {{ const li = document.querySelector('[data-paused-kind=\"{KIND}\"]');
+              return li && li.textContent.includes('1 waiting')
+                && document.activeElement === li.querySelector('[data-resume]'); }})()"
+            ),
+            "the paused kind with one task waiting, its Resume button focused",
+            &shots,
+        )
+        .await;
+    // A task of the paused kind issued now is parked by the workers, never run.
+    sign_up("second@escola.test").await;
+    poll_db(
+        &db.pool,
+        &format!("SELECT count(*) FROM tasks WHERE kind = '{KIND}' AND status = 'paused'"),
+        2,
+        "both e-mails parked",
+    )
+    .await;
+    let second = task_of(&db.pool, "second@escola.test").await;
+    let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM task_attempts WHERE task_id = $1")
+        .bind(second)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 0, "a task of a paused kind was run");
+
+    // The paused filter; open the second task's drawer and cancel it after confirming.
+    browser
+        .navigate(&format!("{base}/admin?tab=tasks&status=paused"))
+        .await;
+    browser
+        .wait_for(
+            &format!("{LIST_READY} && document.querySelectorAll('#list-body tr[data-task-id]').length === 2
+              && document.querySelector('[data-paused-kind=\"{KIND}\"]').textContent.includes('2 waiting')"),
+            "both paused tasks and the panel's count",
+            &shots,
+        )
+        .await;
+    browser.screenshot(&shots.join("02-paused.png")).await;
+    browser
+        .eval(&click(&format!(
+            "#list-body tr[data-task-id='{second}'] td.open button"
+        )))
+        .await;
+    browser
+        .wait_for(
+            &format!(
+                "document.getElementById('drawer').dataset.state === 'ready'
+              && document.querySelector('#drawer-body [data-cancel=\"{second}\"]')"
+            ),
+            "the drawer with the Cancel button",
+            &shots,
+        )
+        .await;
+    browser
+        .eval(&click(&format!("#drawer-body [data-cancel='{second}']")))
+        .await;
+    browser
+        .wait_for(
+            "document.activeElement && document.activeElement.dataset.confirm === 'cancel'",
+            "the inline confirmation, focused",
+            &shots,
+        )
+        .await;
+    let status: String = sqlx::query_scalar("SELECT status FROM tasks WHERE id = $1")
+        .bind(second)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "paused", "nothing happens before the confirmation");
+    browser.screenshot(&shots.join("03-confirm.png")).await;
+    browser.eval(&click("[data-confirm='cancel']")).await;
+    browser
+        .wait_for(
+            &format!("document.querySelector('#drawer-body .task[data-task-id=\"{second}\"]').dataset.status === 'cancelled'
+              && document.getElementById('drawer-action-status').textContent.includes('cancelled')"),
+            "the cancelled task in the drawer",
+            &shots,
+        )
+        .await;
+    browser.press("Escape").await;
+
+    // The first task: a new priority from its drawer.
+    browser
+        .navigate(&format!("{base}/admin?tab=tasks&status=paused"))
+        .await;
+    browser
+        .wait_for(
+            &format!("{LIST_READY} && document.querySelectorAll('#list-body tr[data-task-id]').length === 1"),
+            "the one paused task left",
+            &shots,
+        )
+        .await;
+    browser
+        .eval(&click(&format!(
+            "#list-body tr[data-task-id='{first}'] td.open button"
+        )))
+        .await;
+    browser
+        .wait_for(
+            &format!("document.getElementById('drawer').dataset.state === 'ready' && document.getElementById('priority-{first}')"),
+            "the priority field",
+            &shots,
+        )
+        .await;
+    browser
+        .eval(&format!(
+            "(() => {{ const i = document.getElementById('priority-{first}'); i.value = ''; i.focus(); return true; }})()"
+        ))
+        .await;
+    browser.type_text("3").await;
+    browser
+        .eval(&click(&format!("[data-set-priority='{first}']")))
+        .await;
+    browser
+        .wait_for(
+            "document.getElementById('drawer-action-status').textContent.includes('→ 3')",
+            "the priority change",
+            &shots,
+        )
+        .await;
+    let priority: i16 = sqlx::query_scalar("SELECT priority FROM tasks WHERE id = $1")
+        .bind(first)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(priority, 3);
+    browser.press("Escape").await;
+
+    // Resume: the task is retrying again, still waiting for its run time.
+    browser
+        .eval(&click(&format!("[data-resume='{KIND}']")))
+        .await;
+    browser
+        .wait_for(
+            "document.getElementById('paused-list').textContent.includes('No task kind is paused')",
+            "the resumed kind",
+            &shots,
+        )
+        .await;
+    poll_db(
+        &db.pool,
+        &format!("SELECT count(*) FROM tasks WHERE id = {first} AND status = 'pending' AND last_error IS NOT NULL"),
+        1,
+        "the resumed task retrying again",
+    )
+    .await;
+
+    // A worker stuck on it (its lease an hour ahead): force-release it from the drawer.
+    sqlx::query(
+        "UPDATE tasks SET status = 'running', attempt = attempt + 1, claimed_at = now(),
+             lease_until = now() + interval '1 hour', worker = 'stuck-worker' WHERE id = $1",
+    )
+    .bind(first)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    browser
+        .navigate(&format!("{base}/admin?tab=tasks&status=running"))
+        .await;
+    browser
+        .wait_for(
+            &format!(
+                "{LIST_READY} && document.querySelector('#list-body tr[data-task-id=\"{first}\"]')"
+            ),
+            "the stuck task",
+            &shots,
+        )
+        .await;
+    browser
+        .eval(&click(&format!(
+            "#list-body tr[data-task-id='{first}'] td.open button"
+        )))
+        .await;
+    browser
+        .wait_for(
+            &format!("document.querySelector('#drawer-body [data-release=\"{first}\"]')"),
+            "the Force release button",
+            &shots,
+        )
+        .await;
+    browser
+        .eval(&click(&format!("#drawer-body [data-release='{first}']")))
+        .await;
+    browser
+        .wait_for(
+            "document.activeElement && document.activeElement.dataset.confirm === 'release'",
+            "the release confirmation, focused",
+            &shots,
+        )
+        .await;
+    browser.eval(&click("[data-confirm='release']")).await;
+    browser
+        .wait_for(
+            "document.getElementById('drawer-action-status').textContent.includes('is retrying now')",
+            "the released task",
+            &shots,
+        )
+        .await;
+    browser.screenshot(&shots.join("04-released.png")).await;
+
+    // Reprocess the first sign-up with priority 2 from the same drawer: the copy's task
+    // is queued at 2, not at its kind's 10.
+    let original: uuid::Uuid = sqlx::query_scalar("SELECT event_id FROM tasks WHERE id = $1")
+        .bind(first)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    browser
+        .eval("(() => { const i = document.getElementById('drawer-priority'); i.value = ''; i.focus(); return true; })()")
+        .await;
+    browser.type_text("2").await;
+    browser.eval(&click("#drawer-reprocess-priority")).await;
+    browser
+        .wait_for(
+            "document.getElementById('drawer-action-status').textContent.includes('at priority 2')",
+            "the reprocessed copy",
+            &shots,
+        )
+        .await;
+    poll_db(
+        &db.pool,
+        &format!(
+            "SELECT count(*) FROM tasks t JOIN events e ON e.event_id = t.event_id
+             WHERE e.metadata->>'reprocessed_from' = '{original}' AND t.priority = 2"
+        ),
+        1,
+        "the copy's task at priority 2",
+    )
+    .await;
+
+    // The audit trail of everything above, newest first.
+    let token: String = {
+        let r = graphql(
+            &client,
+            &base,
+            None,
+            "mutation($input: LoginInput!) { login(input: $input) { accessToken } }",
+            json!({ "input": { "email": admin_email, "password": PASSWORD } }),
+        )
+        .await;
+        r["data"]["login"]["accessToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r}"))
+            .to_owned()
+    };
+    let r = graphql(
+        &client,
+        &base,
+        Some(&token),
+        "{ queueControlLog(first: 10) { action taskId kind } }",
+        json!({}),
+    )
+    .await;
+    let actions: Vec<&str> = r["data"]["queueControlLog"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["force_release", "resume", "set_priority", "cancel", "pause"]
+    );
+
+    let errors = browser.page_errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "the page reported errors: {errors:?}");
+    drop(browser);
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(60), service)
+        .await
+        .expect("the service stopped")
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(data_dir);
+}

@@ -1,0 +1,219 @@
+//! Issue #19 in the dashboard, in real headless Chromium against the whole service: a
+//! failed enrollment (its e-mail could not be sent) is reprocessed from the drawer once
+//! mail works again, its row and drawer say "resolved by copy", the "failed, not
+//! resolved" filter leaves it out and the header counts one unresolved failure less.
+//!
+//! Chromium is required: without `/usr/bin/chromium` (or `AULA_CHROMIUM`) the test
+//! fails, it never passes silently.
+
+use crate::support;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use aula_domain::institution::{Institution, InstitutionCommand, InstitutionServices};
+use aula_domain::values::{InstitutionName, UserId};
+use aula_eventlog::testing::TestDatabase;
+use aula_eventlog::{Actor, CommandBus, EventMetadata};
+use support::cdp::{click, Browser};
+use support::free_port;
+use support::service::Service;
+use uuid::Uuid;
+
+const PASSWORD: &str = "dashboard password 2";
+const ENROLLMENT: &str = "EnrollmentRequested";
+
+fn screenshots() -> PathBuf {
+    support::screenshot_dir("dashboard-reprocess-screenshots")
+}
+
+const LIST_READY: &str = "document.getElementById('list').dataset.state === 'ready' && !document.getElementById('list-body').hasAttribute('aria-busy')";
+const LIST_SETTLED: &str = "['ready', 'empty'].includes(document.getElementById('list').dataset.state) && !document.getElementById('list-body').hasAttribute('aria-busy')";
+
+async fn scalar(pool: &sqlx::PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved() {
+    if support::in_own_process(
+        module_path!(),
+        "a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved",
+    )
+    .await
+    {
+        return;
+    }
+    let shots = screenshots();
+    support::cdp::require_chromium();
+    let db = TestDatabase::new().await;
+    // Nothing listens on the SMTP port yet: every e-mail fails until its retries end.
+    let smtp_port = free_port();
+    support::mail_to_port_with_quick_retries(smtp_port, 60);
+    let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
+    let base = service.base.clone();
+    aula_api::create_admin(&db.pool, "admin@aula.test", PASSWORD)
+        .await
+        .unwrap();
+
+    // A new institution: its demo data requests enrollments, whose e-mails fail.
+    let institution = Uuid::new_v4();
+    CommandBus::<Institution>::with_upcasters(
+        db.pool.clone(),
+        InstitutionServices,
+        aula_domain::upcasters(),
+    )
+    .execute(
+        &institution.to_string(),
+        InstitutionCommand::CreateInstitution {
+            name: InstitutionName::parse("Escola Reprocesso").unwrap(),
+            manager_user_id: UserId::from_uuid(Uuid::new_v4()),
+        },
+        &EventMetadata::new(Actor::System, Some(institution)),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let failed_sql = format!(
+        "SELECT count(*) FROM admin_events WHERE event_type = '{ENROLLMENT}' AND status = 'failed'"
+    );
+    let failed = loop {
+        let failed = scalar(&db.pool, &failed_sql).await;
+        let open = scalar(
+            &db.pool,
+            "SELECT count(*) FROM tasks WHERE status IN ('pending', 'running')",
+        )
+        .await;
+        if failed > 0 && open == 0 {
+            break failed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failed enrollment within 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    // The header counts every failed event (the other e-mails failed too).
+    let all_failed = scalar(
+        &db.pool,
+        "SELECT count(*) FROM admin_events WHERE status = 'failed'",
+    )
+    .await;
+    let browser = Browser::start().await;
+    browser.viewport(1280, 900, false).await;
+    browser
+        .navigate(&format!(
+            "{base}/admin?types={ENROLLMENT}&status=unresolved"
+        ))
+        .await;
+    browser
+        .wait_for(
+            "!document.getElementById('login-view').hidden",
+            "the login form",
+            &shots,
+        )
+        .await;
+    browser.eval("(() => { const e = document.getElementById('login-email'); e.value = ''; e.focus(); return true; })()").await;
+    browser.type_text("admin@aula.test").await;
+    browser
+        .eval("document.getElementById('login-password').focus()")
+        .await;
+    browser.type_text(PASSWORD).await;
+    browser.eval(&click("#login-submit")).await;
+    let rows = "document.querySelectorAll('#list-body tr[data-event-id]').length";
+    browser
+        .wait_for(
+            &format!("{LIST_READY} && {rows} === {failed}"),
+            "the failed, unresolved enrollments",
+            &shots,
+        )
+        .await;
+    browser
+        .wait_for(
+            &format!(
+                "document.getElementById('unresolved-failures').textContent === '{all_failed}'"
+            ),
+            "the header's unresolved failures",
+            &shots,
+        )
+        .await;
+
+    // Mail works again: reprocess the first one from its drawer.
+    let smtp = support::smtp::accept_on(smtp_port).await;
+    let original = browser
+        .eval("document.querySelector('#list-body tr[data-event-id]').dataset.eventId")
+        .await;
+    let original = original.as_str().unwrap().to_owned();
+    browser
+        .eval(&click(&format!(
+            "#list-body tr[data-event-id='{original}'] td.open button"
+        )))
+        .await;
+    browser
+        .wait_for(
+            "document.getElementById('drawer').dataset.state === 'ready'
+              && document.getElementById('drawer-reprocessing').textContent.includes('never reprocessed')",
+            "the drawer of the failed enrollment",
+            &shots,
+        )
+        .await;
+    browser.eval(&click("#drawer-reprocess")).await;
+    browser
+        .wait_for(
+            "document.getElementById('drawer-copy-outcome') !== null
+              && document.getElementById('drawer-copy-outcome').dataset.resolved === 'true'
+              && document.getElementById('drawer-copy-outcome').textContent === 'resolved by copy'",
+            "the drawer to say the copy resolved it",
+            &shots,
+        )
+        .await;
+    assert!(
+        smtp.received.load(Ordering::SeqCst) >= 1,
+        "the copy's e-mail reached the SMTP server"
+    );
+    browser
+        .screenshot(&shots.join("01-resolved-by-copy.png"))
+        .await;
+    browser.press("Escape").await;
+
+    // The list of unresolved failures no longer holds it; "failed" still does, saying
+    // it was resolved by its copy; the header counts one unresolved failure less.
+    browser.eval("location.reload(), true").await;
+    browser
+        .wait_for(
+            &format!(
+                "{LIST_SETTLED} && document.querySelector(\"#list-body tr[data-event-id='{original}']\") === null"
+            ),
+            "the unresolved list without it",
+            &shots,
+        )
+        .await;
+    browser
+        .wait_for(
+            &format!(
+                "document.getElementById('unresolved-failures').textContent === '{} (1 resolved by copy)'",
+                all_failed - 1
+            ),
+            "the header's count",
+            &shots,
+        )
+        .await;
+    browser
+        .navigate(&format!("{base}/admin?types={ENROLLMENT}&status=failed"))
+        .await;
+    browser
+        .wait_for(
+            &format!(
+                "{LIST_READY} && document.querySelector(\"#list-body tr[data-event-id='{original}']\") !== null
+                  && document.querySelector(\"#list-body tr[data-event-id='{original}']\").textContent.includes('resolved by copy')"
+            ),
+            "the failed list showing it resolved by copy",
+            &shots,
+        )
+        .await;
+    browser.screenshot(&shots.join("02-failed-list.png")).await;
+    drop(browser);
+    service.stop(Duration::from_secs(60)).await;
+}

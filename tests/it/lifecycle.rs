@@ -1,0 +1,270 @@
+//! The service's start and stop, as a newcomer and an operator meet them.
+//!
+//! - Graceful stop (issue #16, finding 7): on a stop signal, readiness turns off first
+//!   while requests are still served for the drain period, then the listener closes.
+//! - First minutes (issue #24, items 8 and 9), with the real binary: the database URL
+//!   the start-up log prints attaches a second process and psql; the log names the
+//!   PostgreSQL binaries and `AULA_PG_BIN` is honoured or refused; a busy port or a
+//!   short token secret is reported before PostgreSQL starts; an unreachable database
+//!   is reported at once with its cause and without its password; text logs written to
+//!   a pipe have no colour codes.
+
+use crate::support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use aula_eventlog::testing::TestDatabase;
+use serde_json::{json, Value};
+use support::service::Service;
+use tokio::io::AsyncBufReadExt as _;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_turns_readiness_off_then_drains_then_closes() {
+    let db = TestDatabase::new().await;
+    let mut service = Service::start(&db, |args| args.drain_seconds = 5).await;
+    let base = service.base.clone();
+    let client = reqwest::Client::new();
+
+    service.request_stop();
+    let stop_requested = Instant::now();
+    // Readiness is off at once...
+    let deadline = Instant::now() + Duration::from_millis(500);
+    let ready = loop {
+        let ready = client.get(format!("{base}/ready")).send().await.unwrap();
+        if ready.status().as_u16() == 503 || Instant::now() > deadline {
+            break ready;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "draining");
+    // ...while requests are still answered during the drain.
+    let response = client
+        .post(format!("{base}/graphql"))
+        .json(&json!({"query": "{ health { status } }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(stop_requested.elapsed() < Duration::from_secs(4));
+    // Then the listener closes and the service ends.
+    service.stop(Duration::from_secs(20)).await;
+    assert!(stop_requested.elapsed() >= Duration::from_secs(5));
+    assert!(client.get(format!("{base}/health")).send().await.is_err());
+}
+
+/// A scratch data directory, short enough for a Unix socket path inside it.
+fn scratch_dir() -> PathBuf {
+    let dir = PathBuf::from(format!(
+        "/tmp/aula-lc-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The `aula` binary with `args`, on `data_dir`, with nothing of the test's own
+/// environment that would change what it does.
+fn aula(data_dir: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_aula"));
+    command
+        .args(args)
+        .env("AULA_DATA_DIR", data_dir)
+        .env("RUST_LOG", "info")
+        .env("AULA_LOG_FORMAT", "text")
+        .env_remove("DATABASE_URL")
+        .env_remove("AULA_PG_BIN")
+        .env_remove("AULA_TOKEN_SECRET")
+        .env_remove("AULA_HTTP_ADDR")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs a command that must fail soon; its standard error and how long it took.
+async fn fails(mut command: tokio::process::Command, within: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    let output = tokio::time::timeout(within, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("still running after {within:?}"))
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "it succeeded: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour codes in a pipe: {stderr:?}"
+    );
+    (stderr, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_port_or_a_short_token_secret_is_reported_before_postgresql_starts() {
+    let data_dir = scratch_dir();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let (stderr, _) = fails(
+        aula(&data_dir, &["serve", "--http-addr", &busy]),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(
+        stderr.contains(&busy) && stderr.contains("already in use"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("PostgreSQL"),
+        "PostgreSQL was started: {stderr}"
+    );
+    assert!(
+        !data_dir.join("postgres").exists(),
+        "PostgreSQL was started"
+    );
+
+    let free = format!("127.0.0.1:{}", support::free_port());
+    let mut short = aula(&data_dir, &["serve", "--http-addr", &free]);
+    short.env("AULA_TOKEN_SECRET", "too short");
+    let (stderr, _) = fails(short, Duration::from_secs(30)).await;
+    assert!(
+        stderr.contains("AULA_TOKEN_SECRET") && stderr.contains("at least 32"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("PostgreSQL"),
+        "PostgreSQL was started: {stderr}"
+    );
+    assert!(
+        !data_dir.join("postgres").exists(),
+        "PostgreSQL was started"
+    );
+    drop(taken);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aula_pg_bin_without_postgresql_is_refused() {
+    let data_dir = scratch_dir();
+    let mut command = aula(&data_dir, &["migrate"]);
+    command.env("AULA_PG_BIN", "/nonexistent");
+    let (stderr, _) = fails(command, Duration::from_secs(30)).await;
+    assert!(stderr.contains("AULA_PG_BIN=/nonexistent"), "{stderr}");
+    assert!(stderr.contains("initdb"), "{stderr}");
+    assert!(!data_dir.join("postgres/pgdata/PG_VERSION").exists());
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_database_is_reported_at_once_with_its_cause() {
+    let data_dir = scratch_dir();
+    let port = support::free_port();
+    let mut refused = aula(&data_dir, &["migrate"]);
+    refused.env(
+        "DATABASE_URL",
+        format!("postgresql://aula:hunter2-not-to-be-seen@127.0.0.1:{port}/aula"),
+    );
+    let (stderr, took) = fails(refused, Duration::from_secs(30)).await;
+    assert!(took < Duration::from_secs(8), "took {took:?}: {stderr}");
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("refused"),
+        "the cause and the place: {stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
+    assert!(!stderr.contains("pool timed out"), "{stderr}");
+
+    let mut unknown = aula(&data_dir, &["migrate"]);
+    unknown.env(
+        "DATABASE_URL",
+        "postgresql://aula:hunter2-not-to-be-seen@no-such-host.invalid:5432/aula",
+    );
+    let (stderr, took) = fails(unknown, Duration::from_secs(30)).await;
+    assert!(took < Duration::from_secs(8), "took {took:?}: {stderr}");
+    assert!(
+        stderr.contains("cannot connect to PostgreSQL at no-such-host.invalid:5432"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_printed_database_url_attaches_a_second_process() {
+    let data_dir = scratch_dir();
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let mut serve = aula(
+        &data_dir,
+        &["serve", "--http-addr", &addr, "--drain-seconds", "0"],
+    );
+    serve.env(
+        "AULA_TOKEN_SECRET",
+        "lifecycle test secret, at least 32 bytes long",
+    );
+    serve.stderr(Stdio::piped());
+    let mut child = serve.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    let url = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            log.push(line.clone());
+            if line.contains("private PostgreSQL ready") {
+                let url = line.split("url=").nth(1).expect("the line names the URL");
+                return url.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("aula serve ended before PostgreSQL was ready: {log:#?}");
+    })
+    .await
+    .expect("PostgreSQL ready within 120 s");
+    let log_text = log.join("\n");
+    assert!(
+        log_text.contains("PostgreSQL server binaries") && log_text.contains("bin/postgres"),
+        "the log names the binaries: {log_text}"
+    );
+    assert!(
+        !log_text.contains('\u{1b}'),
+        "colour codes in a pipe: {log_text:?}"
+    );
+
+    // A second process, with the URL as it was printed.
+    let migrate = tokio::time::timeout(
+        Duration::from_secs(60),
+        aula(&data_dir, &["migrate"])
+            .env("DATABASE_URL", &url)
+            .output(),
+    )
+    .await
+    .expect("aula migrate within 60 s")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&migrate.stderr);
+    assert!(migrate.status.success(), "DATABASE_URL={url}: {stderr}");
+    assert!(stderr.contains("database schema is up to date"), "{stderr}");
+    // And psql, as the log line promises.
+    let psql = tokio::process::Command::new("psql")
+        .args([url.as_str(), "-Atc", "SELECT 40 + 2"])
+        .output()
+        .await
+        .expect("psql (Debian: postgresql-client)");
+    assert_eq!(
+        String::from_utf8_lossy(&psql.stdout).trim(),
+        "42",
+        "{}",
+        String::from_utf8_lossy(&psql.stderr)
+    );
+
+    // SIGTERM: it stops cleanly, and its private PostgreSQL with it.
+    let pid = child.id().expect("still running") as i32;
+    // SAFETY: kill has no memory preconditions; `pid` is our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            log.push(line);
+        }
+        child.wait().await.unwrap()
+    })
+    .await
+    .expect("stopped within 60 s");
+    assert!(status.success(), "{:#?}", log);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
