@@ -14,7 +14,7 @@ fn docs_events_md_matches_the_code() {
     assert!(
         committed == rendered,
         "docs/events.md is out of date. Regenerate it with `cargo run -- events catalog > docs/events.md` \
-         (or `AULA_BLESS=1 cargo test --test event_catalog`)."
+         (or `AULA_BLESS=1 cargo test --test it event_catalog::`)."
     );
 }
 

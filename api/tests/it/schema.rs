@@ -13,7 +13,7 @@ fn committed_schema_matches_the_code() {
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == actual,
-        "schema.graphql is out of date; run `AULA_BLESS=1 cargo test -p aula-api --test schema` and commit it"
+        "schema.graphql is out of date; run `AULA_BLESS=1 cargo test -p aula-api --test it schema::` and commit it"
     );
 }
 

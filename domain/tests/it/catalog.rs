@@ -26,7 +26,11 @@ fn enum_variants(source: &str, name: &str) -> BTreeSet<String> {
 #[test]
 fn every_event_variant_has_a_sample_in_the_catalog() {
     let sources = [
-        ("user", include_str!("../../src/user/events.rs"), "UserEvent"),
+        (
+            "user",
+            include_str!("../../src/user/events.rs"),
+            "UserEvent",
+        ),
         (
             "institution",
             include_str!("../../src/institution.rs"),
