@@ -709,7 +709,7 @@ async fn batch_statements_find_their_rows_by_key_under_generic_plans() {
         let plan = generic_plan(pool, statement, types, &args).await;
         let text = plan.join("\n");
         assert!(
-            !text.contains("tasks_lease_idx"),
+            !text.contains("task_queue_lease_idx"),
             "{name} scans the running tasks instead of finding its batch by key:\n{text}"
         );
         for line in &plan {
@@ -719,8 +719,8 @@ async fn batch_statements_find_their_rows_by_key_under_generic_plans() {
             );
         }
         assert!(
-            text.contains("tasks_pkey"),
-            "{name} does not use the primary key of tasks:\n{text}"
+            text.contains("task_queue_pkey"),
+            "{name} does not use the primary key of the queue:\n{text}"
         );
     }
 }
