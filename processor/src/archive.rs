@@ -91,14 +91,14 @@ pub async fn archive_once(
     loop {
         let (tasks, attempts): (i64, i64) = sqlx::query_as(
             "WITH chosen AS (
-                 SELECT id FROM tasks
+                 SELECT id FROM task_history
                  WHERE status = 'succeeded'
                    AND COALESCE(finished_at, '-infinity'::timestamptz) < $1
                  ORDER BY COALESCE(finished_at, '-infinity'::timestamptz)
                  LIMIT $2
                  FOR UPDATE SKIP LOCKED
              ), moved AS (
-                 DELETE FROM tasks t USING chosen WHERE t.id = chosen.id RETURNING t.*
+                 DELETE FROM task_history t USING chosen WHERE t.id = chosen.id RETURNING t.*
              ), archived AS (
                  INSERT INTO tasks_archive (id, kind, priority, status, run_at, attempt,
                      max_attempts, lease_until, worker, event_id, event_type, origin_task_id,

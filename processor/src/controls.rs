@@ -139,10 +139,24 @@ struct Locked {
     worker: Option<String>,
 }
 
+/// Locks the task if it is still in the queue (unfinished); a finished one is read from
+/// the history, where it never changes again (every control refuses it). A task that
+/// finishes while this waits for its lock is gone from the queue once the lock is
+/// granted, and the history's read, a later statement, sees it.
 async fn lock_task(conn: &mut PgConnection, task_id: i64) -> Result<Locked, ControlError> {
+    let queued: Option<Locked> = sqlx::query_as(&format!(
+        "SELECT status, {DISPLAY_STATUS_SQL} AS display, event_id, institution_id, kind, priority, worker
+         FROM task_queue WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(task_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(task) = queued {
+        return Ok(task);
+    }
     sqlx::query_as(&format!(
         "SELECT status, {DISPLAY_STATUS_SQL} AS display, event_id, institution_id, kind, priority, worker
-         FROM tasks WHERE id = $1 FOR UPDATE"
+         FROM task_history WHERE id = $1"
     ))
     .bind(task_id)
     .fetch_optional(&mut *conn)
@@ -218,7 +232,12 @@ pub async fn cancel_task(
         });
     }
     let finished_at: DateTime<Utc> = sqlx::query_scalar(
-        "UPDATE tasks SET status = 'cancelled', finished_at = now() WHERE id = $1
+        "WITH gone AS (DELETE FROM task_queue WHERE id = $1 RETURNING *)
+         INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)
+         SELECT id, kind, priority, 'cancelled', run_at, attempt, max_attempts, lease_until, worker,
+                event_id, event_type, origin_task_id, idempotency_key, payload, institution_id,
+                correlation_id, created_at, started_at, now(), last_error, claimed_at
+         FROM gone
          RETURNING finished_at",
     )
     .bind(task_id)
@@ -268,13 +287,24 @@ pub async fn force_release(
         task.worker.as_deref().unwrap_or("?")
     );
     let (status, finished_at): (String, Option<DateTime<Utc>>) = sqlx::query_as(
-        "WITH released AS (
-             UPDATE tasks t
-             SET status = CASE WHEN t.attempt >= t.max_attempts THEN 'dead' ELSE 'pending' END,
-                 finished_at = CASE WHEN t.attempt >= t.max_attempts THEN now() END,
+        "WITH requeued AS (
+             UPDATE task_queue t
+             SET status = 'pending', finished_at = NULL,
                  run_at = now(), lease_until = NULL, worker = NULL, last_error = $2
-             WHERE t.id = $1
+             WHERE t.id = $1 AND t.attempt < t.max_attempts
              RETURNING t.id, t.attempt, t.status, t.finished_at
+         ), gone AS (
+             -- Its last attempt: dead, out of the queue, into the history.
+             DELETE FROM task_queue t WHERE t.id = $1 AND t.attempt >= t.max_attempts RETURNING t.*
+         ), buried AS (
+             INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)
+             SELECT id, kind, priority, 'dead', now(), attempt, max_attempts, NULL, NULL, event_id,
+                    event_type, origin_task_id, idempotency_key, payload, institution_id,
+                    correlation_id, created_at, started_at, now(), $2, claimed_at
+             FROM gone
+             RETURNING id, attempt, status, finished_at
+         ), released AS (
+             SELECT * FROM requeued UNION ALL SELECT * FROM buried
          ), recorded AS (
              UPDATE task_attempts a
              SET outcome = 'force_released', finished_at = now(), error = $2,
@@ -338,7 +368,7 @@ pub async fn set_priority(
             allowed: WAITING,
         });
     }
-    sqlx::query("UPDATE tasks SET priority = $2 WHERE id = $1")
+    sqlx::query("UPDATE task_queue SET priority = $2 WHERE id = $1")
         .bind(task_id)
         .bind(priority)
         .execute(&mut *tx)
@@ -376,9 +406,9 @@ async fn move_waiting(
 ) -> Result<i64, sqlx::Error> {
     let retried: Vec<bool> = sqlx::query_scalar(
         "WITH locked AS (
-             SELECT id FROM tasks WHERE status = $2 AND kind = $1 ORDER BY id FOR UPDATE
+             SELECT id FROM task_queue WHERE status = $2 AND kind = $1 ORDER BY id FOR UPDATE
          )
-         UPDATE tasks t SET status = $3
+         UPDATE task_queue t SET status = $3
          WHERE t.id = ANY(ARRAY(SELECT id FROM locked)) AND t.status = $2
          RETURNING t.last_error IS NOT NULL",
     )
@@ -491,10 +521,10 @@ pub async fn resume_kind(
 
 /// Makes pending again the parked tasks of kinds no longer paused: a claim that started
 /// before a resume committed may park a task after the resume looked. Reads only the
-/// parked tasks (`tasks_paused_idx`). Returns how many.
+/// parked tasks (`task_queue_paused_idx`). Returns how many.
 pub async fn unpark_resumed(pool: &PgPool) -> Result<i64, sqlx::Error> {
     let kinds: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT kind FROM tasks t WHERE status = 'paused'
+        "SELECT DISTINCT kind FROM task_queue t WHERE status = 'paused'
          AND NOT EXISTS (SELECT 1 FROM task_kind_pauses p WHERE p.kind = t.kind)",
     )
     .fetch_all(pool)
@@ -529,7 +559,7 @@ pub async fn unpark_resumed(pool: &PgPool) -> Result<i64, sqlx::Error> {
 pub async fn paused_kinds(pool: &PgPool) -> Result<Vec<PausedKind>, sqlx::Error> {
     sqlx::query_as(
         "SELECT p.kind, p.paused_at, p.paused_by,
-                (SELECT count(*) FROM tasks t WHERE t.status = 'paused' AND t.kind = p.kind) AS waiting
+                (SELECT count(*) FROM task_queue t WHERE t.status = 'paused' AND t.kind = p.kind) AS waiting
          FROM task_kind_pauses p ORDER BY p.kind",
     )
     .fetch_all(pool)

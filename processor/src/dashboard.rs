@@ -213,9 +213,9 @@ pub async fn maintain(pool: &PgPool, now: DateTime<Utc>) -> Result<bool, sqlx::E
         "INSERT INTO dashboard_queue_depth (minute, institution_id, task_kind, pending, running)
          SELECT $1, COALESCE(institution_id, $2), kind,
                 count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'running')
-         FROM (SELECT institution_id, kind, status FROM tasks WHERE status = 'pending'
+         FROM (SELECT institution_id, kind, status FROM task_queue WHERE status = 'pending'
                UNION ALL
-               SELECT institution_id, kind, status FROM tasks WHERE status = 'running') t
+               SELECT institution_id, kind, status FROM task_queue WHERE status = 'running') t
          GROUP BY 2, 3
          UNION ALL
          -- An empty queue still leaves a sample, so the chart shows zero, not a gap.

@@ -79,12 +79,12 @@ pub struct QueueDepth {
 /// for the split by priority (proportional to the backlog, never to the table).
 pub async fn queue_depth(pool: &PgPool) -> Result<QueueDepth, sqlx::Error> {
     let mut by_status_and_priority: Vec<(String, i16, i64)> = sqlx::query_as(
-        "SELECT 'pending', priority, count(*) FROM tasks WHERE status = 'pending' GROUP BY priority",
+        "SELECT 'pending', priority, count(*) FROM task_queue WHERE status = 'pending' GROUP BY priority",
     )
     .fetch_all(pool)
     .await?;
     let running: Vec<(String, i16, i64)> = sqlx::query_as(
-        "SELECT 'running', priority, count(*) FROM tasks
+        "SELECT 'running', priority, count(*) FROM task_queue
          WHERE status = 'running' GROUP BY priority",
     )
     .fetch_all(pool)
@@ -99,9 +99,9 @@ pub async fn queue_depth(pool: &PgPool) -> Result<QueueDepth, sqlx::Error> {
     // One index probe per priority (the claim index is ordered by priority, run_at).
     let oldest: Option<f64> = sqlx::query_scalar(
         "SELECT extract(epoch FROM now() - min(p.oldest))::float8
-         FROM (SELECT DISTINCT priority FROM tasks WHERE status = 'pending') d
+         FROM (SELECT DISTINCT priority FROM task_queue WHERE status = 'pending') d
          CROSS JOIN LATERAL (
-             SELECT run_at AS oldest FROM tasks
+             SELECT run_at AS oldest FROM task_queue
              WHERE status = 'pending' AND priority = d.priority
              ORDER BY run_at LIMIT 1) p
          WHERE p.oldest <= now()",

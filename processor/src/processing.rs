@@ -319,7 +319,10 @@ const RECOUNT_SQL: &str = "SELECT event_id,
              AS retrying,
          max(finished_at) AS last_finished
      FROM (SELECT DISTINCT ON (event_id, kind) event_id, status, finished_at, last_error
-           FROM (SELECT id, event_id, kind, status, finished_at, last_error FROM tasks
+           FROM (SELECT id, event_id, kind, status, finished_at, last_error FROM task_queue
+                 WHERE event_id = ANY($1)
+                 UNION ALL
+                 SELECT id, event_id, kind, status, finished_at, last_error FROM task_history
                  WHERE event_id = ANY($1)
                  UNION ALL
                  SELECT id, event_id, kind, status, finished_at, last_error FROM tasks_archive

@@ -1,7 +1,14 @@
 //! The task queue's statements.
 //!
+//! A task lives in `task_queue` while it is unfinished (pending, paused, running) and
+//! in `task_history` once finished (succeeded, failed, dead, cancelled): the statement
+//! that finishes it DELETEs the queue row and INSERTs the history row, so the history
+//! and its list indexes are written once per task, and the queue stays as small as the
+//! backlog (ADR 0003). The view `tasks` reads both, for everything off the hot path.
+//!
 //! - Insert in bulk with `unnest`; tasks issued by an event conflict on
-//!   `(event_id, kind)` and are skipped, so an event never issues a task twice.
+//!   `(event_id, kind)` and are skipped, so an event never issues a task twice (the
+//!   queue's unique index, then the history's, see [`insert_tasks_unrecorded`]).
 //! - Claim a batch with `FOR UPDATE SKIP LOCKED ORDER BY priority, run_at`, setting the
 //!   lease and `attempt = attempt + 1`, and recording the attempt's start, in one statement.
 //! - Finish in batches from `unnest(ids, attempts, claim times)`, fenced: a task is
@@ -106,16 +113,19 @@ pub(crate) async fn insert_tasks_unrecorded(
     if tasks.is_empty() {
         return Ok(Vec::new());
     }
-    let inserted: Vec<Option<Uuid>> = sqlx::query_scalar(
-        "INSERT INTO tasks (kind, priority, max_attempts, run_at, event_id, event_type, idempotency_key,
+    let inserted: Vec<(i64, Option<Uuid>)> = sqlx::query_as(
+        "INSERT INTO task_queue (kind, priority, max_attempts, run_at, event_id, event_type, idempotency_key,
                             payload, institution_id, correlation_id)
          SELECT kind, priority, max_attempts, COALESCE(run_at, now()), event_id, event_type, key,
                 payload, institution_id, correlation_id
          FROM unnest($1::text[], $2::smallint[], $3::int[], $4::timestamptz[], $5::uuid[], $6::text[],
                      $7::text[], $8::jsonb[], $9::uuid[], $10::uuid[])
               AS t(kind, priority, max_attempts, run_at, event_id, event_type, key, payload, institution_id, correlation_id)
+         WHERE t.event_id IS NULL OR NOT EXISTS (
+             SELECT 1 FROM task_history h
+             WHERE h.event_id = t.event_id AND h.kind = t.kind AND h.origin_task_id IS NULL)
          ON CONFLICT (event_id, kind) WHERE origin_task_id IS NULL AND event_id IS NOT NULL DO NOTHING
-         RETURNING event_id",
+         RETURNING id, event_id",
     )
     .bind(tasks.iter().map(|t| t.kind.as_str()).collect::<Vec<_>>())
     .bind(tasks.iter().map(|t| t.priority).collect::<Vec<_>>())
@@ -132,9 +142,38 @@ pub(crate) async fn insert_tasks_unrecorded(
     .bind(tasks.iter().map(|t| &t.payload).collect::<Vec<_>>())
     .bind(tasks.iter().map(|t| t.institution_id).collect::<Vec<_>>())
     .bind(tasks.iter().map(|t| t.correlation_id).collect::<Vec<_>>())
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(inserted.into_iter().map(TaskChange::inserted).collect())
+    // The dedupe spans two tables (the queue's unique index, the history's): a task of
+    // the same event and kind that finished while this insert ran moved from the queue
+    // to the history, so the queue's index let this one in. Its completion's commit is
+    // what this insert waited for at the index, so this next statement (a new snapshot)
+    // sees its history row: the duplicate is removed before anyone can claim it (it is
+    // not committed yet). See docs/adr/0003-narrow-task-queue.md.
+    let issued: Vec<i64> = inserted
+        .iter()
+        .filter(|(_, event_id)| event_id.is_some())
+        .map(|(id, _)| *id)
+        .collect();
+    let duplicates: Vec<i64> = if issued.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_scalar(
+            "DELETE FROM task_queue q
+             WHERE q.id = ANY($1) AND EXISTS (
+                 SELECT 1 FROM task_history h
+                 WHERE h.event_id = q.event_id AND h.kind = q.kind AND h.origin_task_id IS NULL)
+             RETURNING q.id",
+        )
+        .bind(&issued)
+        .fetch_all(&mut *conn)
+        .await?
+    };
+    Ok(inserted
+        .into_iter()
+        .filter(|(id, _)| !duplicates.contains(id))
+        .map(|(_, event_id)| TaskChange::inserted(event_id))
+        .collect())
 }
 
 /// A claimed task, as a handler sees it.
@@ -224,9 +263,9 @@ async fn run_claim(
 /// not a `const`, so `concat!` can build the statements at compile time.
 ///
 /// Pausing a kind (`controls::pause_kind`) parks its waiting tasks (status `paused`,
-/// outside `tasks_claim_idx`). A task of a paused kind that becomes due afterwards
+/// outside `task_queue_claim_idx`). A task of a paused kind that becomes due afterwards
 /// (inserted, retried, released) is parked here, by the first claim that meets it, so
-/// no later claim steps over it again: the claim keeps walking `tasks_claim_idx` in
+/// no later claim steps over it again: the claim keeps walking `task_queue_claim_idx` in
 /// `(priority, run_at)` order and stops after `$1` rows, however many tasks of paused
 /// kinds wait. Filtering paused kinds in `due` instead would make every claim step over
 /// all of them (heap fetches included: the index does not hold `kind`). With nothing
@@ -236,18 +275,18 @@ async fn run_claim(
 macro_rules! claim_ctes {
     () => {
         "WITH due AS (
-         SELECT id, kind FROM tasks
+         SELECT id, kind FROM task_queue
          WHERE status = 'pending' AND run_at <= now()
          ORDER BY priority, run_at
          LIMIT $1
          FOR UPDATE SKIP LOCKED
      ), parked AS (
-         UPDATE tasks t SET status = 'paused'
+         UPDATE task_queue t SET status = 'paused'
          WHERE t.id = ANY(ARRAY(SELECT d.id FROM due d
                                 WHERE EXISTS (SELECT 1 FROM task_kind_pauses p WHERE p.kind = d.kind)))
          RETURNING t.id, t.last_error IS NOT NULL AS retried
      ), claimed AS (
-         UPDATE tasks t
+         UPDATE task_queue t
          SET status = 'running', attempt = t.attempt + 1,
              lease_until = now() + $2 * interval '1 millisecond', worker = $3,
              started_at = COALESCE(t.started_at, now()), claimed_at = now()
@@ -402,21 +441,26 @@ pub async fn complete(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>, sqlx::Er
 /// See [`complete`].
 pub const COMPLETE_SQL: &str = "WITH locked AS (
              SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[], $3::timestamptz[]) AS c(id, attempt, claimed_at)
-             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
+             JOIN task_queue t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
              ORDER BY t.id
              FOR UPDATE OF t
          ), done AS (
-             UPDATE tasks t
-             SET status = 'succeeded', finished_at = now(), lease_until = NULL, last_error = NULL
+             DELETE FROM task_queue t
              WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE status = 'running'))
-             RETURNING t.id, t.attempt, t.event_id, t.finished_at
+             RETURNING t.*
+         ), kept AS (
+             INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)
+             SELECT id, kind, priority, 'succeeded', run_at, attempt, max_attempts, NULL, worker,
+                    event_id, event_type, origin_task_id, idempotency_key, payload, institution_id,
+                    correlation_id, created_at, started_at, now(), NULL, claimed_at
+             FROM done
          ), recorded AS (
              UPDATE task_attempts a
              SET outcome = 'succeeded', finished_at = now(),
                  duration_ms = extract(epoch FROM now() - a.started_at) * 1000
              FROM done WHERE a.task_id = done.id AND a.attempt = done.attempt
          )
-         SELECT id, event_id, finished_at FROM done";
+         SELECT id, event_id, now() AS finished_at FROM done";
 
 /// [`complete`] for tasks that no event issued (benchmarks, direct inserts): one
 /// statement, in one round trip and without an open transaction, also records the
@@ -440,14 +484,19 @@ pub async fn complete_eventless(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>
 /// See [`complete_eventless`].
 pub const COMPLETE_EVENTLESS_SQL: &str = "WITH locked AS (
              SELECT t.id, t.status, t.event_id FROM unnest($1::bigint[], $2::int[], $4::timestamptz[]) AS c(id, attempt, claimed_at)
-             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
+             JOIN task_queue t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
              ORDER BY t.id
              FOR UPDATE OF t
          ), done AS (
-             UPDATE tasks t
-             SET status = 'succeeded', finished_at = now(), lease_until = NULL, last_error = NULL
+             DELETE FROM task_queue t
              WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE status = 'running' AND event_id IS NULL))
-             RETURNING t.id, t.attempt
+             RETURNING t.*
+         ), kept AS (
+             INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)
+             SELECT id, kind, priority, 'succeeded', run_at, attempt, max_attempts, NULL, worker,
+                    event_id, event_type, origin_task_id, idempotency_key, payload, institution_id,
+                    correlation_id, created_at, started_at, now(), NULL, claimed_at
+             FROM done
          ), recorded AS (
              UPDATE task_attempts a
              SET outcome = 'succeeded', finished_at = now(),
@@ -493,14 +542,19 @@ pub async fn complete_deferred(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>,
 /// See [`complete_deferred`].
 pub const COMPLETE_DEFERRED_SQL: &str = "WITH locked AS (
              SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[], $4::timestamptz[]) AS c(id, attempt, claimed_at)
-             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
+             JOIN task_queue t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
              ORDER BY t.id
              FOR UPDATE OF t
          ), done AS (
-             UPDATE tasks t
-             SET status = 'succeeded', finished_at = now(), lease_until = NULL, last_error = NULL
+             DELETE FROM task_queue t
              WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE status = 'running'))
-             RETURNING t.id, t.attempt, t.event_id
+             RETURNING t.*
+         ), kept AS (
+             INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)
+             SELECT id, kind, priority, 'succeeded', run_at, attempt, max_attempts, NULL, worker,
+                    event_id, event_type, origin_task_id, idempotency_key, payload, institution_id,
+                    correlation_id, created_at, started_at, now(), NULL, claimed_at
+             FROM done
          ), recorded AS (
              UPDATE task_attempts a
              SET outcome = 'succeeded', finished_at = now(),
@@ -587,24 +641,41 @@ pub const FAIL_SQL: &str = "WITH f AS (
              FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::timestamptz[], $6::bool[], $7::bool[])
                  AS c(id, attempt, error, retry_ms, claimed_at, spare, dead)
          ), locked AS (
-             SELECT t.id, t.status, f.error, f.retry_at, f.spare, f.dead FROM f
-             JOIN tasks t ON t.id = f.id AND t.attempt = f.attempt AND t.claimed_at = f.claimed_at
+             -- The next status from the locked row (its attempt and budget as committed).
+             SELECT t.id, t.status, f.error, f.retry_at, f.spare, f.dead,
+                    CASE WHEN f.dead THEN 'dead'
+                         WHEN f.retry_at IS NULL THEN 'failed'
+                         WHEN t.attempt >= t.max_attempts AND NOT f.spare THEN 'dead'
+                         ELSE 'pending' END AS next
+             FROM f
+             JOIN task_queue t ON t.id = f.id AND t.attempt = f.attempt AND t.claimed_at = f.claimed_at
              ORDER BY t.id
              FOR UPDATE OF t
-         ), updated AS (
-             UPDATE tasks t
-             SET status = CASE WHEN f.dead THEN 'dead'
-                               WHEN f.retry_at IS NULL THEN 'failed'
-                               WHEN t.attempt >= t.max_attempts AND NOT f.spare THEN 'dead'
-                               ELSE 'pending' END,
+         ), retried AS (
+             -- Waits for its retry in the queue.
+             UPDATE task_queue t
+             SET status = 'pending',
                  max_attempts = t.max_attempts + CASE WHEN f.spare THEN 1 ELSE 0 END,
-                 run_at = COALESCE(f.retry_at, t.run_at),
-                 finished_at = CASE WHEN f.retry_at IS NULL OR (t.attempt >= t.max_attempts AND NOT f.spare)
-                                    THEN now() END,
+                 run_at = COALESCE(f.retry_at, t.run_at), finished_at = NULL,
                  lease_until = NULL, worker = NULL, last_error = f.error
              FROM locked f
-             WHERE t.id = f.id AND f.status = 'running'
+             WHERE t.id = f.id AND f.status = 'running' AND f.next = 'pending'
              RETURNING t.id, t.attempt, t.status, f.error, t.event_id, t.finished_at
+         ), gone AS (
+             -- Finished (failed or dead): out of the queue, into the history once.
+             DELETE FROM task_queue t
+             WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE status = 'running' AND next <> 'pending'))
+             RETURNING t.*
+         ), ended AS (
+             INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)
+             SELECT g.id, g.kind, g.priority, l.next, COALESCE(l.retry_at, g.run_at), g.attempt,
+                    g.max_attempts + CASE WHEN l.spare THEN 1 ELSE 0 END, NULL, NULL, g.event_id,
+                    g.event_type, g.origin_task_id, g.idempotency_key, g.payload, g.institution_id,
+                    g.correlation_id, g.created_at, g.started_at, now(), l.error, g.claimed_at
+             FROM gone g JOIN locked l ON l.id = g.id
+             RETURNING id, attempt, status, last_error AS error, event_id, finished_at
+         ), updated AS (
+             SELECT * FROM retried UNION ALL SELECT * FROM ended
          ), recorded AS (
              UPDATE task_attempts a
              SET outcome = CASE updated.status WHEN 'pending' THEN 'retry' ELSE updated.status END,
@@ -642,11 +713,11 @@ pub async fn heartbeat(
 /// See [`heartbeat`].
 pub const HEARTBEAT_SQL: &str = "WITH locked AS (
              SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[], $4::timestamptz[]) AS c(id, attempt, claimed_at)
-             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
+             JOIN task_queue t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
              ORDER BY t.id
              FOR UPDATE OF t SKIP LOCKED
          )
-         UPDATE tasks t SET lease_until = now() + $3 * interval '1 millisecond'
+         UPDATE task_queue t SET lease_until = now() + $3 * interval '1 millisecond'
          WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE status = 'running'))
          RETURNING t.id";
 
@@ -671,11 +742,11 @@ pub async fn release(pool: &PgPool, running: &[Done]) -> Result<Vec<i64>, sqlx::
 /// See [`release`].
 pub const RELEASE_SQL: &str = "WITH locked AS (
              SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[], $3::timestamptz[]) AS c(id, attempt, claimed_at)
-             JOIN tasks t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
+             JOIN task_queue t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
              ORDER BY t.id
              FOR UPDATE OF t
          ), released AS (
-             UPDATE tasks t
+             UPDATE task_queue t
              SET status = 'pending', run_at = now(), lease_until = NULL, worker = NULL,
                  max_attempts = t.max_attempts + 1
              WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE status = 'running'))
@@ -693,20 +764,33 @@ pub const RELEASE_SQL: &str = "WITH locked AS (
 pub async fn rescue_expired(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Error> {
     let sql = sqlx::query_as::<_, (i64, Option<Uuid>, String, Option<DateTime<Utc>>, String)>(
         "WITH expired AS (
-             SELECT id FROM tasks
+             SELECT id, attempt >= max_attempts AS last FROM task_queue
              WHERE status = 'running' AND lease_until < now()
              ORDER BY lease_until
              LIMIT $1
              FOR UPDATE SKIP LOCKED
-         ), updated AS (
-             UPDATE tasks t
-             SET status = CASE WHEN t.attempt >= t.max_attempts THEN 'dead' ELSE 'pending' END,
-                 finished_at = CASE WHEN t.attempt >= t.max_attempts THEN now() END,
-                 run_at = now(), lease_until = NULL,
+         ), requeued AS (
+             UPDATE task_queue t
+             SET status = 'pending', finished_at = NULL, run_at = now(), lease_until = NULL,
                  last_error = 'the lease expired: worker ' || COALESCE(t.worker, '?') || ' was lost',
                  worker = NULL
-             WHERE t.id = ANY(ARRAY(SELECT id FROM expired))
+             WHERE t.id = ANY(ARRAY(SELECT id FROM expired WHERE NOT last))
              RETURNING t.id, t.attempt, t.last_error, t.event_id, t.status, t.finished_at
+         ), gone AS (
+             -- That was its last attempt: dead, out of the queue, into the history.
+             DELETE FROM task_queue t
+             WHERE t.id = ANY(ARRAY(SELECT id FROM expired WHERE last))
+             RETURNING t.*
+         ), buried AS (
+             INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)
+             SELECT id, kind, priority, 'dead', now(), attempt, max_attempts, NULL, NULL, event_id,
+                    event_type, origin_task_id, idempotency_key, payload, institution_id,
+                    correlation_id, created_at, started_at, now(),
+                    'the lease expired: worker ' || COALESCE(worker, '?') || ' was lost', claimed_at
+             FROM gone
+             RETURNING id, attempt, last_error, event_id, status, finished_at
+         ), updated AS (
+             SELECT * FROM requeued UNION ALL SELECT * FROM buried
          ), recorded AS (
              UPDATE task_attempts a
              SET outcome = 'lease_expired', finished_at = now(), error = updated.last_error,

@@ -230,11 +230,20 @@ fn copy_metadata(
 /// docs). Returns the new task's id.
 pub async fn retry_task(pool: &PgPool, task_id: i64) -> Result<i64, ReprocessError> {
     let mut tx = pool.begin().await?;
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM tasks WHERE id = $1 FOR UPDATE")
+    // Finished tasks are in the history (locked: the archive moves them); an unfinished
+    // one is in the queue, read after the history so that a task finishing meanwhile is
+    // found in one or the other.
+    let mut status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM task_history WHERE id = $1 FOR UPDATE")
             .bind(task_id)
             .fetch_optional(&mut *tx)
             .await?;
+    if status.is_none() {
+        status = sqlx::query_scalar("SELECT status FROM task_queue WHERE id = $1")
+            .bind(task_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    }
     let status = status.ok_or(ReprocessError::TaskNotFound(task_id))?;
     if !matches!(status.as_str(), "failed" | "dead" | "succeeded") {
         return Err(ReprocessError::TaskNotFinished {
@@ -243,13 +252,13 @@ pub async fn retry_task(pool: &PgPool, task_id: i64) -> Result<i64, ReprocessErr
         });
     }
     let (new_id, event_id): (i64, Option<Uuid>) = sqlx::query_as(
-        "INSERT INTO tasks (kind, priority, max_attempts, event_id, event_type, origin_task_id,
+        "INSERT INTO task_queue (kind, priority, max_attempts, event_id, event_type, origin_task_id,
                             idempotency_key, payload, institution_id, correlation_id)
          SELECT kind, priority,
                 max_attempts - (SELECT count(*) FROM task_attempts a
                                 WHERE a.task_id = t.id AND a.outcome = 'released')::int,
                 event_id, event_type, id, idempotency_key, payload, institution_id, correlation_id
-         FROM tasks t WHERE id = $1
+         FROM task_history t WHERE id = $1
          RETURNING id, event_id",
     )
     .bind(task_id)

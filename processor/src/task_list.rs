@@ -285,8 +285,13 @@ pub async fn list_tasks(pool: &PgPool, query: &TaskListQuery) -> Result<TaskPage
         }
         sql.push(format!(
             "(SELECT {}, ({expression})::text AS sort_key, {expression} AS sort_value \
-             FROM tasks WHERE status IN ({})",
+             FROM {} tasks WHERE status IN ({})",
             columns(),
+            if statuses == FINISHED || statuses == ["cancelled"] {
+                "task_history"
+            } else {
+                "task_queue"
+            },
             sql_list(statuses)
         ));
         push_filters(&mut sql, query);
@@ -370,16 +375,16 @@ pub async fn task_kinds(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
     // finished tasks), plus the kinds of the pending and running ones.
     sqlx::query_scalar(&format!(
         "WITH RECURSIVE k(kind) AS (
-             (SELECT kind FROM tasks WHERE status IN ({finished}) ORDER BY kind LIMIT 1)
+             (SELECT kind FROM task_history WHERE status IN ({finished}) ORDER BY kind LIMIT 1)
              UNION ALL
-             SELECT (SELECT t.kind FROM tasks t WHERE t.status IN ({finished}) AND t.kind > k.kind
+             SELECT (SELECT t.kind FROM task_history t WHERE t.status IN ({finished}) AND t.kind > k.kind
                      ORDER BY t.kind LIMIT 1)
              FROM k WHERE k.kind IS NOT NULL)
          SELECT kind FROM k WHERE kind IS NOT NULL
          UNION
-         SELECT kind FROM tasks WHERE status = 'pending'
+         SELECT kind FROM task_queue WHERE status = 'pending'
          UNION
-         SELECT kind FROM tasks WHERE status = 'running'
+         SELECT kind FROM task_queue WHERE status = 'running'
          ORDER BY 1",
         finished = sql_list(FINISHED),
     ))

@@ -709,7 +709,7 @@ async fn batch_statements_find_their_rows_by_key_under_generic_plans() {
         let plan = generic_plan(pool, statement, types, &args).await;
         let text = plan.join("\n");
         assert!(
-            !text.contains("tasks_lease_idx"),
+            !text.contains("task_queue_lease_idx"),
             "{name} scans the running tasks instead of finding its batch by key:\n{text}"
         );
         for line in &plan {
@@ -719,8 +719,78 @@ async fn batch_statements_find_their_rows_by_key_under_generic_plans() {
             );
         }
         assert!(
-            text.contains("tasks_pkey"),
-            "{name} does not use the primary key of tasks:\n{text}"
+            text.contains("task_queue_pkey"),
+            "{name} does not use the primary key of the queue:\n{text}"
         );
     }
+}
+
+fn issued_by(event_id: uuid::Uuid) -> NewTask {
+    NewTask {
+        event_id: Some(event_id),
+        event_type: Some("Tested".into()),
+        ..task("noop", "issued")
+    }
+}
+
+/// An event issues a task of a kind once, across the queue and the history: an insert
+/// that races the completion of the event's task (its queue row deleted, its history
+/// row inserted, not committed yet) waits for that completion at the queue's unique
+/// index, then finds the history row in its next statement and takes its own row back
+/// before anyone could claim it. Once the completion committed, the history alone keeps
+/// the kind out.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_issues_a_kind_once_even_while_its_task_finishes() {
+    let db = TestDatabase::new().await;
+    let pool = &db.pool;
+    let event_id = uuid::Uuid::new_v4();
+    insert(pool, &[issued_by(event_id)]).await;
+    let claimed = queue::claim(pool, "w", 1, Duration::from_secs(60), true)
+        .await
+        .unwrap();
+    let done = claimed[0].done();
+
+    let mut completing = pool.begin().await.unwrap();
+    let finished: Vec<(i64, Option<uuid::Uuid>, Option<DateTime<Utc>>)> =
+        sqlx::query_as(queue::COMPLETE_SQL)
+            .bind(vec![done.id])
+            .bind(vec![done.attempt])
+            .bind(vec![done.claimed_at])
+            .fetch_all(&mut *completing)
+            .await
+            .unwrap();
+    assert_eq!(finished.len(), 1);
+    let again = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            queue::insert_tasks(&mut conn, &[issued_by(event_id)])
+                .await
+                .unwrap()
+        }
+    });
+    eventually("the insert to wait for the completion's commit", || async {
+        let waiting = scalar_i64(
+            pool,
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO task_queue%'",
+        )
+        .await;
+        (waiting > 0).then_some(())
+    })
+    .await;
+    completing.commit().await.unwrap();
+    assert_eq!(within(again).await.unwrap(), 0);
+    assert_eq!(
+        queue::insert_tasks(&mut pool.acquire().await.unwrap(), &[issued_by(event_id)])
+            .await
+            .unwrap(),
+        0
+    );
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM tasks WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(statuses, ["succeeded"]);
 }

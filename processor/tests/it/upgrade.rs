@@ -12,6 +12,7 @@ use std::time::Duration;
 use aula_eventlog::shutdown;
 use aula_eventlog::testing::TestDatabase;
 use aula_processor::handlers::{Noop, Registry};
+use aula_processor::queue::{self, NewTask};
 use aula_processor::{kinds, run_workers, status_counts, ProcessorConfig};
 use common::*;
 use sqlx::migrate::Migrator;
@@ -89,6 +90,11 @@ WHERE status = 'succeeded' GROUP BY 1;
 ";
 
 async fn old_shape_database() -> (String, PgPool) {
+    database_at(OLD_SHAPE, OLD_ROWS).await
+}
+
+/// A database migrated up to `version` holding `rows`.
+async fn database_at(version: i64, rows: &str) -> (String, PgPool) {
     let admin = TestDatabase::admin_options().await;
     let name = format!("aula_upgrade_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::ConnectOptions::connect(&admin).await.unwrap();
@@ -105,14 +111,14 @@ async fn old_shape_database() -> (String, PgPool) {
         migrations: Cow::Owned(
             aula_migrations::MIGRATOR
                 .iter()
-                .filter(|m| m.version <= OLD_SHAPE)
+                .filter(|m| m.version <= version)
                 .cloned()
                 .collect(),
         ),
         ..Migrator::DEFAULT
     };
     old.run(&pool).await.unwrap();
-    sqlx::raw_sql(OLD_ROWS).execute(&pool).await.unwrap();
+    sqlx::raw_sql(rows).execute(&pool).await.unwrap();
     (name, pool)
 }
 
@@ -212,6 +218,185 @@ async fn a_database_of_the_old_shape_is_upgraded_and_its_tasks_and_event_rows_fi
              SELECT 'event' AS kind, status, count(*) AS n FROM admin_events GROUP BY status
              UNION ALL SELECT 'task', status, count(*) FROM tasks GROUP BY status) c
          ORDER BY kind = 'task', array_position(ARRAY['pending', 'running', 'succeeded', 'failed', 'dead'], status)",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(counts, recount);
+
+    pool.close().await;
+    let mut conn = sqlx::ConnectOptions::connect(&TestDatabase::admin_options().await)
+        .await
+        .unwrap();
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await;
+}
+
+/// The last migration before the narrow queue (0046): `tasks` was queue and history.
+const WIDE_SHAPE: i64 = 45;
+
+/// Tasks in every status as 0045's processor left them in the one wide `tasks` table:
+/// pending, retrying (pending with an error), paused (its kind resumed since: the
+/// rescuer's sweep unparks it), running (its worker gone, lease expired), succeeded,
+/// failed, dead and cancelled, each issued by an event of its own; their attempts; the
+/// task counters as the processor kept them.
+const WIDE_ROWS: &str = "
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+                    recorded_at)
+SELECT 'wide', 'w-' || g, 1, 'WideTested', '1.0', '{}', '{}', now() - interval '1 minute'
+FROM generate_series(1, 8) g;
+
+INSERT INTO tasks (kind, status, attempt, lease_until, worker, event_id, event_type, idempotency_key,
+                   started_at, claimed_at, finished_at, last_error)
+SELECT 'noop', v.status, v.attempt,
+       CASE WHEN v.status = 'running' THEN now() - interval '10 seconds' END,
+       CASE WHEN v.status = 'running' THEN 'gone' END,
+       e.event_id, e.event_type, 'wide:' || e.aggregate_id,
+       CASE WHEN v.attempt > 0 THEN now() - interval '50 seconds' END,
+       CASE WHEN v.attempt > 0 THEN now() - interval '50 seconds' END,
+       CASE WHEN v.status IN ('succeeded', 'failed', 'dead', 'cancelled') THEN now() - interval '40 seconds' END,
+       v.error
+FROM events e
+JOIN (VALUES ('w-1', 'pending', 0, NULL), ('w-2', 'pending', 1, 'boom'), ('w-3', 'paused', 0, NULL),
+             ('w-4', 'running', 1, NULL), ('w-5', 'succeeded', 1, NULL), ('w-6', 'failed', 1, 'refused'),
+             ('w-7', 'dead', 5, 'boom'), ('w-8', 'cancelled', 0, NULL))
+     AS v(aggregate_id, status, attempt, error) ON v.aggregate_id = e.aggregate_id;
+
+INSERT INTO task_attempts (task_id, attempt, worker, started_at, finished_at, duration_ms, outcome, error)
+SELECT id, attempt, 'old', started_at, finished_at,
+       CASE WHEN finished_at IS NOT NULL THEN 10000 END,
+       CASE status WHEN 'pending' THEN 'retry' ELSE status END, last_error
+FROM tasks WHERE attempt > 0;
+
+INSERT INTO task_status_counts (kind, status, count)
+SELECT 'task', CASE WHEN status = 'pending' AND last_error IS NOT NULL THEN 'retrying' ELSE status END,
+       count(*)
+FROM tasks GROUP BY 2;
+";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_wide_tasks_table_is_split_into_queue_and_history_and_its_tasks_finish() {
+    let (name, pool) = database_at(WIDE_SHAPE, WIDE_ROWS).await;
+    let before: String = sqlx::query_scalar("SELECT json_agg(t ORDER BY t.id)::text FROM tasks t")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let attempts_before = scalar_i64(&pool, "SELECT count(*) FROM task_attempts").await;
+    aula_migrations::run(&pool).await.unwrap();
+
+    // Every task kept as it was, read through the view `tasks`; the unfinished ones in
+    // the queue, the finished ones in the history; every attempt kept.
+    let after: String = sqlx::query_scalar("SELECT json_agg(t ORDER BY t.id)::text FROM tasks t")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&after).unwrap(),
+        serde_json::from_str::<serde_json::Value>(&before).unwrap()
+    );
+    let statuses = |table: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(&format!("SELECT status FROM {table} ORDER BY id"))
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        statuses("task_queue").await,
+        ["pending", "pending", "paused", "running"]
+    );
+    assert_eq!(
+        statuses("task_history").await,
+        ["succeeded", "failed", "dead", "cancelled"]
+    );
+    assert_eq!(
+        scalar_i64(&pool, "SELECT count(*) FROM task_attempts").await,
+        attempts_before
+    );
+
+    // An event issues a task of a kind once, whether that task waits or finished.
+    let again: Vec<NewTask> = sqlx::query_as::<_, (uuid::Uuid, String)>(
+        "SELECT event_id, event_type FROM events WHERE aggregate_type = 'wide' ORDER BY aggregate_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(event_id, event_type)| NewTask {
+        event_id: Some(event_id),
+        event_type: Some(event_type),
+        ..NewTask::new(kinds::NOOP, "again", serde_json::json!({}))
+    })
+    .collect();
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(queue::insert_tasks(&mut conn, &again).await.unwrap(), 0);
+    drop(conn);
+
+    let mut registry = Registry::new();
+    registry.register(kinds::NOOP, Noop);
+    let config = ProcessorConfig {
+        worker_name: "split".into(),
+        concurrency: 4,
+        lease: Duration::from_secs(5),
+        rescue_interval: Duration::from_millis(100),
+        ..ProcessorConfig::default()
+    };
+    let (trigger, stop) = shutdown::channel();
+    let workers = tokio::spawn(run_workers(pool.clone(), config, registry, stop));
+    // The lost worker's task is rescued and run again, the retrying one retried, the
+    // parked one unparked and run: the queue empties into the history.
+    eventually("the upgraded queue to drain", || async {
+        (scalar_i64(&pool, "SELECT count(*) FROM task_queue").await == 0).then_some(())
+    })
+    .await;
+    trigger.trigger();
+    workers.await.unwrap().unwrap();
+
+    let finished: Vec<(String, String)> = sqlx::query_as(
+        "SELECT e.aggregate_id, t.status FROM task_history t JOIN events e USING (event_id)
+         ORDER BY e.aggregate_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let expected: Vec<(String, String)> = [
+        ("w-1", "succeeded"),
+        ("w-2", "succeeded"),
+        ("w-3", "succeeded"),
+        ("w-4", "succeeded"),
+        ("w-5", "succeeded"),
+        ("w-6", "failed"),
+        ("w-7", "dead"),
+        ("w-8", "cancelled"),
+    ]
+    .into_iter()
+    .map(|(a, s)| (a.to_owned(), s.to_owned()))
+    .collect();
+    assert_eq!(finished, expected);
+    let outcomes: Vec<String> = sqlx::query_scalar(
+        "SELECT a.outcome FROM task_attempts a JOIN tasks t ON t.id = a.task_id
+         WHERE t.idempotency_key = 'wide:w-4' ORDER BY a.attempt",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(outcomes, ["lease_expired", "succeeded"]);
+
+    // The counters kept across the upgrade still say what a recount says.
+    let counts: Vec<(String, i64)> = status_counts(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.0 == "task" && c.2 != 0)
+        .map(|c| (c.1, c.2))
+        .collect();
+    let recount: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT status, count(*) FROM tasks GROUP BY status
+         ORDER BY array_position(ARRAY['pending', 'retrying', 'paused', 'running', 'succeeded',
+                                       'failed', 'dead', 'cancelled'], status)",
     )
     .fetch_all(&pool)
     .await
