@@ -194,18 +194,19 @@ async fn audit(
                 .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let payload =
             serde_json::to_value(&record).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
-                                 payload, metadata)
-             VALUES ($1, $2, 1, $3, $4, $5, $6)",
+        // One stream per control (a new id), so no other writer appends to it.
+        let record = aula_eventlog::Record {
+            event_type: record.event_type(),
+            event_version: record.event_version(),
+            payload,
+        };
+        aula_eventlog::append_records(
+            conn,
+            QUEUE_CONTROL,
+            &Uuid::new_v4().to_string(),
+            &[record],
+            &metadata,
         )
-        .bind(QUEUE_CONTROL)
-        .bind(Uuid::new_v4().to_string())
-        .bind(record.event_type())
-        .bind(record.event_version())
-        .bind(payload)
-        .bind(metadata)
-        .execute(&mut *conn)
         .await?;
     }
     tracing::info!(%actor, action, task = ?task_id, kind, detail, "queue control");

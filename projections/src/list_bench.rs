@@ -199,7 +199,7 @@ pub async fn generate(pool: &PgPool, options: &ListBenchOptions) -> Result<f64, 
          FROM pg_index i
          JOIN pg_class ic ON ic.oid = i.indexrelid
          JOIN pg_class t ON t.oid = i.indrelid
-         WHERE t.relname IN ('events', 'admin_events', 'tasks', 'admin_event_search')
+         WHERE t.relname IN ('events', 'admin_events', 'task_queue', 'task_history', 'admin_event_search')
            AND t.relnamespace = current_schema()::regnamespace
            AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)",
     )
@@ -220,8 +220,10 @@ pub async fn generate(pool: &PgPool, options: &ListBenchOptions) -> Result<f64, 
     for (_, definition) in &indexes {
         conn.execute(definition.as_str()).await?;
     }
-    conn.execute("VACUUM (ANALYZE) events, admin_events, tasks, admin_event_search")
-        .await?;
+    conn.execute(
+        "VACUUM (ANALYZE) events, admin_events, task_queue, task_history, admin_event_search",
+    )
+    .await?;
     Ok(started.elapsed().as_secs_f64())
 }
 

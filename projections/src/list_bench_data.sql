@@ -48,9 +48,9 @@ SELECT e.event_id, e.global_position, e.event_type, e.aggregate_type, e.aggregat
 FROM events e JOIN bench_gen b ON b.g = e.global_position
 -- ;
 -- The tasks behind those counts: failed events have their failed (or dead) task first.
-INSERT INTO tasks (kind, status, run_at, attempt, max_attempts, event_id, event_type, idempotency_key,
-    institution_id, created_at, started_at, finished_at, last_error)
-SELECT 'reaction_' || n, s.status, a.recorded_at,
+-- Unfinished ones into the queue, finished ones into the history (migration 0046).
+WITH generated AS (
+SELECT 'reaction_' || n AS kind, s.status, a.recorded_at,
        CASE s.status WHEN 'pending' THEN 0 WHEN 'dead' THEN 5 ELSE 1 END, 5,
        a.event_id, a.event_type, a.event_id || ':' || n, a.institution_id, a.recorded_at,
        CASE WHEN s.status <> 'pending' THEN a.recorded_at END,
@@ -64,6 +64,14 @@ CROSS JOIN LATERAL (SELECT CASE
         WHEN n <= a.tasks_failed + a.tasks_running THEN 'running'
         WHEN n <= a.tasks_failed + a.tasks_running + a.tasks_pending THEN 'pending'
         ELSE 'succeeded' END AS status) AS s
+), queued AS (
+    INSERT INTO task_queue (kind, status, run_at, attempt, max_attempts, event_id, event_type,
+        idempotency_key, institution_id, created_at, started_at, finished_at, last_error)
+    SELECT * FROM generated WHERE status IN ('pending', 'running')
+)
+INSERT INTO task_history (kind, status, run_at, attempt, max_attempts, event_id, event_type,
+    idempotency_key, institution_id, created_at, started_at, finished_at, last_error)
+SELECT * FROM generated WHERE status NOT IN ('pending', 'running')
 -- ;
 -- What the admin_events projection writes beside each row for the list's search.
 INSERT INTO admin_event_search (global_position, body)

@@ -119,17 +119,36 @@ fn read_map() -> Map {
     Map { tables, exempt }
 }
 
-/// The tables the migrations create.
+/// The relations the migrations leave: tables and views created, in migration order,
+/// with `ALTER TABLE x RENAME TO y` followed (0046 renamed `tasks` to `task_history`
+/// and made `tasks` a view over the queue and the history).
 fn migrated_tables() -> BTreeSet<String> {
+    let is_name =
+        |name: &str| !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_');
     let mut tables = BTreeSet::new();
-    for path in files(&Path::new(ROOT).join("migrations/sql"), &["sql"]) {
+    let mut paths = files(&Path::new(ROOT).join("migrations/sql"), &["sql"]);
+    paths.sort();
+    for path in paths {
         let text = std::fs::read_to_string(&path).expect("migration is readable");
         let words: Vec<&str> = text.split_whitespace().collect();
-        for pair in words.windows(3) {
-            if pair[0].eq_ignore_ascii_case("CREATE") && pair[1].eq_ignore_ascii_case("TABLE") {
-                let name = pair[2].trim_end_matches('(');
-                if name.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !name.is_empty() {
+        for (i, word) in words.iter().enumerate() {
+            let at = |k: usize| words.get(i + k).copied().unwrap_or("");
+            let created = word.eq_ignore_ascii_case("CREATE")
+                && (at(1).eq_ignore_ascii_case("TABLE") || at(1).eq_ignore_ascii_case("VIEW"));
+            if created {
+                let name = at(2).trim_end_matches('(');
+                if is_name(name) {
                     tables.insert(name.to_owned());
+                }
+            }
+            let renamed = word.eq_ignore_ascii_case("ALTER")
+                && at(1).eq_ignore_ascii_case("TABLE")
+                && at(3).eq_ignore_ascii_case("RENAME")
+                && at(4).eq_ignore_ascii_case("TO");
+            if renamed {
+                let (from, to) = (at(2), at(5).trim_end_matches(';'));
+                if is_name(from) && is_name(to) && tables.remove(from) {
+                    tables.insert(to.to_owned());
                 }
             }
         }
