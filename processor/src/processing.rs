@@ -647,7 +647,7 @@ pub async fn run_refresher(
             Err(error) => {
                 failures += 1;
                 tracing::warn!(%error, "refreshing the events' processing rows failed; retrying");
-                Some(crate::queue::backoff(
+                Some(crate::kinds::backoff(
                     failures as i32,
                     std::time::Duration::from_millis(100),
                     std::time::Duration::from_secs(5),

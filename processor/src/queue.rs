@@ -815,32 +815,6 @@ pub async fn rescue_expired(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Erro
     Ok(rescued.len() as u64)
 }
 
-/// The delay before retry number `attempt` (1-based): `base * 2^(attempt-1)`, capped,
-/// plus up to 25 % jitter so a burst of failures does not retry in lockstep.
-pub fn backoff(attempt: i32, base: Duration, max: Duration) -> Duration {
-    use rand::Rng;
-    let exponent = (attempt.max(1) - 1).min(20) as u32;
-    let delay = base.saturating_mul(2u32.saturating_pow(exponent)).min(max);
-    let jitter_ms = rand::thread_rng().gen_range(0..=(delay.as_millis() as u64 / 4));
-    delay + Duration::from_millis(jitter_ms)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_with_bounded_jitter_and_a_cap() {
-        let base = Duration::from_millis(100);
-        let max = Duration::from_secs(10);
-        for attempt in 1..=12 {
-            let expected = (100u64 << (attempt - 1)).min(10_000);
-            let delay = backoff(attempt, base, max).as_millis() as u64;
-            assert!(
-                delay >= expected && delay <= expected + expected / 4,
-                "attempt {attempt}: {delay} ms, expected {expected}..{}",
-                expected + expected / 4
-            );
-        }
-    }
-}
+// The retry delay is part of a kind's retry policy: it lives in `kinds`, so that
+// `processing` can use it without depending on the queue's statements.
+pub use crate::kinds::backoff;
