@@ -335,6 +335,63 @@ async fn claims_follow_priority_then_run_at_and_skip_future_tasks() {
     assert_eq!(order, ["high", "mid", "low"]);
 }
 
+/// The claiming loop's shortcut (`queue::ClaimHint`): a hinted claim walks the claim
+/// index from its hint, so it does not see a more urgent task that arrived after the
+/// hint was taken; the claim from the front, which the loop makes at least once per
+/// `ClaimHint::LIFETIME` and whenever tasks are notified, does. The plan really starts
+/// at the hint (an index condition), or the shortcut would save nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hinted_claim_starts_at_its_hint_and_the_front_finds_what_it_passed() {
+    let db = TestDatabase::new().await;
+    let lease = Duration::from_secs(30);
+    let tasks: Vec<NewTask> = (0..6).map(|i| task("noop", &format!("k{i}"))).collect();
+    insert(&db.pool, &tasks).await;
+    let first = queue::claim_deferred_from(&db.pool, "w", 2, lease, true, None)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    let hint = queue::ClaimHint::of(&first).unwrap();
+    assert_eq!(hint.priority, first[0].priority);
+
+    let mut urgent = task("noop", "urgent");
+    urgent.priority = 0;
+    insert(&db.pool, &[urgent]).await;
+    let hinted = queue::claim_deferred_from(&db.pool, "w", 10, lease, true, Some(hint))
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = hinted.iter().map(|t| t.idempotency_key.clone()).collect();
+    keys.sort();
+    assert_eq!(keys, ["k2", "k3", "k4", "k5"].map(String::from).to_vec());
+    let front = queue::claim_deferred_from(&db.pool, "w", 10, lease, true, None)
+        .await
+        .unwrap();
+    assert_eq!(front.len(), 1);
+    assert_eq!(front[0].idempotency_key, "urgent");
+
+    // A backlog as the shortcut is for, with its statistics.
+    let backlog: Vec<NewTask> = (0..2_000).map(|i| task("noop", &format!("b{i}"))).collect();
+    insert(&db.pool, &backlog).await;
+    sqlx::query("ANALYZE task_queue")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let plan = generic_plan(
+        &db.pool,
+        queue::CLAIM_DEFERRED_FROM_SQL,
+        "bigint, float8, text, bool, smallint, smallint, timestamptz",
+        "24, 60000, 'w', true, 1, 50, now()",
+    )
+    .await;
+    let text = plan.join("\n");
+    assert!(
+        text.contains("task_queue_claim_idx")
+            && plan.iter().any(|line| line.contains("Index Cond:")
+                && line.contains("ROW(priority, run_at) >= ROW($6, $7)")),
+        "the hinted claim does not start its index scan at the hint:\n{text}"
+    );
+    db.drop_database().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_manual_retry_is_a_new_task_linked_to_the_old_one_whose_history_stays() {
     let db = TestDatabase::new().await;
