@@ -557,6 +557,12 @@ async fn update_events(
 /// queue on each other's row locks.
 const REFRESH_LOCK: (i32, i32) = (0x6175_6c61, 17);
 
+/// How long after a worker's claim its event's id is due for the refresher (the literal
+/// in `queue::CLAIM_DEFERRED_SQL`): a task that finishes sooner has its event's row
+/// written once, at its final status; one still running then is shown running. Well
+/// inside the admin view's one second behind the tasks, with the refresher's poll.
+pub const CLAIM_REFRESH_DELAY_MS: u64 = 300;
+
 /// How many queued ids one refresh takes at most (one transaction).
 pub const REFRESH_BATCH: i64 = 10_000;
 
@@ -577,10 +583,19 @@ pub async fn refresh(pool: &PgPool, limit: i64) -> Result<Option<usize>, sqlx::E
     if !locked {
         return Ok(None);
     }
+    // The events with an id due, and every id queued for them, due or not: the recount
+    // below covers what each of them was queued for (it committed before this delete
+    // saw its id). So a claim's id, due `CLAIM_REFRESH_DELAY_MS` after the claim, goes
+    // with its task's completion when that comes first, and the row is written once.
     let taken: Vec<Uuid> = sqlx::query_scalar(
-        "DELETE FROM admin_event_refresh
-         WHERE ctid = ANY(ARRAY(SELECT ctid FROM admin_event_refresh LIMIT $1))
-         RETURNING event_id",
+        "WITH due AS (
+             SELECT DISTINCT event_id FROM admin_event_refresh
+             WHERE not_before <= now()
+             LIMIT $1
+         )
+         DELETE FROM admin_event_refresh r USING due
+         WHERE r.event_id = due.event_id
+         RETURNING r.event_id",
     )
     .bind(limit)
     .fetch_all(&mut *tx)

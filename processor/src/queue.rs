@@ -383,8 +383,11 @@ pub async fn claim_deferred(
 macro_rules! claim_deferred_tail {
     () => {
         "queued AS (
-         INSERT INTO admin_event_refresh (event_id)
-         SELECT DISTINCT event_id FROM claimed WHERE event_id IS NOT NULL
+         -- Due a moment later: refreshed with the task's completion if that comes
+         -- first (migration 0047, `processing::CLAIM_REFRESH_DELAY_MS`).
+         INSERT INTO admin_event_refresh (event_id, not_before)
+         SELECT DISTINCT event_id, now() + interval '300 milliseconds'
+         FROM claimed WHERE event_id IS NOT NULL
      ), counted AS (
          INSERT INTO task_status_counts (kind, status, shard, count)
          SELECT 'task', status, $5, sum(n) FROM moved
