@@ -5,7 +5,6 @@
 
 mod common;
 
-mod bench;
 mod bulk;
 mod controls;
 mod crash;
