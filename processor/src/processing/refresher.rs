@@ -26,7 +26,7 @@ pub const REFRESH_BATCH: i64 = 10_000;
 pub const CLAIM_REFRESH_DELAY_MS: u64 = 300;
 
 /// Brings up to `limit` queued events' rows in `admin_events` up to date with their
-/// tasks (see [`record`]: the same rules, counted from the tasks), in one transaction
+/// tasks (see [`record`](super::record): the same rules, counted from the tasks), in one transaction
 /// that also deletes the ids it took from `admin_event_refresh`. The workers' claims and
 /// completions queue those ids instead of writing the rows themselves.
 ///

@@ -11,6 +11,7 @@ mod crash;
 mod faults;
 mod processing;
 mod queue;
+mod queue_statements;
 mod reactions;
 mod reprocess_catalog;
 mod reprocess_outcomes;
