@@ -238,7 +238,7 @@ async fn grouped(
     query: &EventListQuery,
     up_to: LogPosition,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+    let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(format!(
         "SELECT {column}, count(*) FROM admin_events WHERE true"
     ));
     push_filters(&mut sql, query, up_to);
@@ -299,7 +299,7 @@ pub async fn preview_at(
                 resolved: Some(true),
                 ..query.clone()
             };
-            let mut sql: QueryBuilder<Postgres> =
+            let mut sql: QueryBuilder<'_, Postgres> =
                 QueryBuilder::new("SELECT count(*) FROM admin_events WHERE true");
             push_filters(&mut sql, &resolved, up_to);
             sql.build_query_scalar().fetch_one(pool).await?
@@ -514,7 +514,7 @@ async fn run_batches(
             tracing::info!(job = %id, owner, "bulk reprocessing stopped (cancelled or taken over)");
             return Ok(RunEnd::Stopped);
         }
-        let mut sql: QueryBuilder<Postgres> =
+        let mut sql: QueryBuilder<'_, Postgres> =
             QueryBuilder::new("SELECT event_id, global_position FROM admin_events WHERE true");
         push_filters(&mut sql, &query, up_to);
         sql.push(" AND global_position > ")

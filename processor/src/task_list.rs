@@ -278,7 +278,7 @@ pub async fn list_tasks(pool: &PgPool, query: &TaskListQuery) -> Result<TaskPage
             next: None,
         });
     }
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new("SELECT * FROM (");
+    let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new("SELECT * FROM (");
     for (index, statuses) in branches.into_iter().enumerate() {
         if index > 0 {
             sql.push(" UNION ALL ");

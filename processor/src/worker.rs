@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use aula_eventlog::shutdown::Shutdown;
 use futures::FutureExt;
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -91,7 +90,8 @@ pub async fn run_workers_with_ready(
 ) -> Result<(), sqlx::Error> {
     let mut ready = Some(ready);
     let registry = Arc::new(registry);
-    let wake = listen(&pool, shutdown.clone()).await?;
+    // The one LISTEN loop (reconnects by itself; a reconnection wakes everyone).
+    let wake = aula_eventlog::listen::listen(&pool, NOTIFY_CHANNEL, shutdown.clone()).await?;
     let claim_pool = claim_connection(&pool);
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let slot_freed = Arc::new(Notify::new());
@@ -525,33 +525,4 @@ async fn rescue_loop(pool: PgPool, config: ProcessorConfig, mut stop: watch::Rec
             _ = stop.wait_for(|s| *s) => return,
         }
     }
-}
-
-/// LISTEN `aula_tasks` on one connection; each notification bumps the watch counter.
-/// The listener reconnects by itself; after a reconnection everyone is woken.
-async fn listen(
-    pool: &PgPool,
-    mut shutdown: Shutdown,
-) -> Result<watch::Receiver<u64>, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(NOTIFY_CHANNEL).await?;
-    let (tx, rx) = watch::channel(0u64);
-    tokio::spawn(async move {
-        let mut counter = 0u64;
-        loop {
-            let received = tokio::select! {
-                received = listener.try_recv() => received,
-                _ = shutdown.wait() => return,
-            };
-            counter += 1;
-            if let Err(error) = received {
-                tracing::warn!(%error, "listening for task notifications failed; retrying in 1s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            if tx.send(counter).is_err() {
-                return;
-            }
-        }
-    });
-    Ok(rx)
 }

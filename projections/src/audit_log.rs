@@ -126,7 +126,7 @@ pub struct AuditPage {
 
 pub async fn audit_log(pool: &PgPool, query: &AuditQuery) -> Result<AuditPage, sqlx::Error> {
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(
+    let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(
         "SELECT event_id, global_position, recorded_at, actor, actor_user_id, institution_id, event_type,
                 aggregate_type, aggregate_id, sequence, correlation_id, causation, request_id, reprocessed_from
          FROM audit_log WHERE true",

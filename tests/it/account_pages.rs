@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use aula_eventlog::testing::TestDatabase;
 use serde_json::{json, Value};
 use support::cdp::Browser;
+use support::graphql as gql;
 use support::service::Service;
 
 fn set(selector: &str, value: &str) -> String {
@@ -54,18 +55,6 @@ async fn link_in_outbox(outbox: &Path, path: &str, base: &str) -> String {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-async fn gql(client: &reqwest::Client, base: &str, query: &str, variables: Value) -> Value {
-    client
-        .post(format!("{base}/graphql"))
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 async fn login(client: &reqwest::Client, base: &str, email: &str, password: &str) -> Value {

@@ -19,12 +19,14 @@ use aula_eventlog::testing::TestDatabase;
 use aula_eventlog::{Actor, CommandBus, CommandError, EventMetadata};
 use uuid::Uuid;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_enrollments_never_exceed_capacity() {
-    const SEATS: u32 = 5;
-    const APPLICANTS: usize = 40;
-    let db = TestDatabase::new().await;
-    // Two buses over two pools: two "processes" deciding at once.
+/// Two command buses over two pools (two "processes" deciding at once), the system's
+/// metadata, and a course of `seats` seats opened through the first: `(buses, metadata,
+/// course id)`.
+async fn two_processes_and_a_course(
+    db: &TestDatabase,
+    name: &str,
+    seats: u32,
+) -> (Vec<Arc<CommandBus<Course>>>, EventMetadata, String) {
     let second_pool = aula_eventlog::db::pool(db.connect.clone(), 20)
         .await
         .unwrap();
@@ -46,13 +48,23 @@ async fn concurrent_enrollments_never_exceed_capacity() {
             CourseCommand::OpenCourse {
                 institution_id: InstitutionId::from_uuid(Uuid::new_v4()),
                 campus_id: CampusId::from_uuid(Uuid::new_v4()),
-                name: CourseName::parse("Physics I").unwrap(),
-                capacity: Capacity::new(SEATS).unwrap(),
+                name: CourseName::parse(name).unwrap(),
+                capacity: Capacity::new(seats).unwrap(),
             },
             &metadata,
         )
         .await
         .unwrap();
+    (buses, metadata, course)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_enrollments_never_exceed_capacity() {
+    const SEATS: u32 = 5;
+    const APPLICANTS: usize = 40;
+    let db = TestDatabase::new().await;
+    // Two buses over two pools: two "processes" deciding at once.
+    let (buses, metadata, course) = two_processes_and_a_course(&db, "Physics I", SEATS).await;
     let today = chrono::Utc::now().date_naive();
     let mut applications = Vec::new();
     for i in 0..APPLICANTS {
@@ -222,34 +234,7 @@ async fn concurrent_batch_deciders_never_exceed_capacity_nor_decide_twice() {
     const SEATS: u32 = 5;
     const APPLICANTS: usize = 40;
     let db = TestDatabase::new().await;
-    let second_pool = aula_eventlog::db::pool(db.connect.clone(), 20)
-        .await
-        .unwrap();
-    let buses: Vec<Arc<CommandBus<Course>>> = [db.pool.clone(), second_pool]
-        .into_iter()
-        .map(|pool| {
-            Arc::new(CommandBus::with_upcasters(
-                pool,
-                CourseServices,
-                aula_domain::upcasters(),
-            ))
-        })
-        .collect();
-    let metadata = EventMetadata::new(Actor::System, None);
-    let course = CourseId::from_uuid(Uuid::new_v4()).to_string();
-    buses[0]
-        .execute(
-            &course,
-            CourseCommand::OpenCourse {
-                institution_id: InstitutionId::from_uuid(Uuid::new_v4()),
-                campus_id: CampusId::from_uuid(Uuid::new_v4()),
-                name: CourseName::parse("Physics II").unwrap(),
-                capacity: Capacity::new(SEATS).unwrap(),
-            },
-            &metadata,
-        )
-        .await
-        .unwrap();
+    let (buses, metadata, course) = two_processes_and_a_course(&db, "Physics II", SEATS).await;
     let today = chrono::Utc::now().date_naive();
     let mut deciders = Vec::new();
     // Windows of 10 starting every 4: each application is in two or three batches.

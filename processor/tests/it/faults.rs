@@ -35,6 +35,40 @@ fn meta(institution: Uuid) -> EventMetadata {
     EventMetadata::new(Actor::System, Some(institution))
 }
 
+/// Opens `course` in `institution`, named `name`, with `seats` seats.
+async fn open_course(
+    courses: &CommandBus<Course>,
+    course: &str,
+    institution: Uuid,
+    name: &str,
+    seats: u32,
+) {
+    courses
+        .execute(
+            course,
+            CourseCommand::OpenCourse {
+                institution_id: InstitutionId::from_uuid(institution),
+                campus_id: CampusId::from_uuid(Uuid::new_v4()),
+                name: CourseName::parse(name).unwrap(),
+                capacity: Capacity::new(seats).unwrap(),
+            },
+            &meta(institution),
+        )
+        .await
+        .unwrap();
+}
+
+/// A pool of `connections` connections that waits at most `wait` for one: small enough
+/// for a test to exhaust it.
+async fn tiny_pool(db: &TestDatabase, connections: u32, wait: Duration) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(wait)
+        .connect_with(aula_eventlog::db::session_options(db.connect.clone()))
+        .await
+        .unwrap()
+}
+
 /// The task of `kind` issued for the first event of `aggregate_id`, once it has
 /// finished (succeeded, failed or dead): `(status, attempt)`.
 async fn finished_task(pool: &PgPool, aggregate_id: &str, kind: &str) -> (String, i32) {
@@ -72,27 +106,10 @@ async fn a_pool_timeout_while_loading_an_aggregate_is_retried_not_failed_for_goo
     let institution = Uuid::new_v4();
     let course = Uuid::new_v4().to_string();
     let courses = bus::<Course>(&db.pool, CourseServices);
-    courses
-        .execute(
-            &course,
-            CourseCommand::OpenCourse {
-                institution_id: InstitutionId::from_uuid(institution),
-                campus_id: CampusId::from_uuid(Uuid::new_v4()),
-                name: CourseName::parse("Física I").unwrap(),
-                capacity: Capacity::new(3).unwrap(),
-            },
-            &meta(institution),
-        )
-        .await
-        .unwrap();
+    open_course(&courses, &course, institution, "Física I", 3).await;
 
     // The workers' pool: 3 connections (one goes to the task listener), short waits.
-    let tiny = PgPoolOptions::new()
-        .max_connections(3)
-        .acquire_timeout(Duration::from_millis(300))
-        .connect_with(aula_eventlog::db::session_options(db.connect.clone()))
-        .await
-        .unwrap();
+    let tiny = tiny_pool(&db, 3, Duration::from_millis(300)).await;
     let mailer = RecordingMailer::default();
     let registry = Registry::standard(Arc::new(mailer.clone()), mail_config());
     let (trigger, stop) = shutdown::channel();
@@ -400,12 +417,7 @@ async fn e_mails_sent_while_the_pool_is_exhausted_are_sent_once() {
     let mailer = SmtpMailer::from_url(&sink.url(), "Aula <no-reply@aula.test>").unwrap();
     let registry = Registry::standard(Arc::new(mailer), mail_config());
     // 4 connections (one is the task listener's), short waits.
-    let tiny = PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_millis(200))
-        .connect_with(aula_eventlog::db::session_options(db.connect.clone()))
-        .await
-        .unwrap();
+    let tiny = tiny_pool(&db, 4, Duration::from_millis(200)).await;
     let (trigger, stop) = shutdown::channel();
     let mut config = fast_config("exhausted-worker");
     config.concurrency = 8;
@@ -537,25 +549,8 @@ async fn applications_decided_while_the_pool_is_exhausted_are_all_decided() {
     let institution = Uuid::new_v4();
     let course = Uuid::new_v4().to_string();
     let courses = bus::<Course>(&db.pool, CourseServices);
-    courses
-        .execute(
-            &course,
-            CourseCommand::OpenCourse {
-                institution_id: InstitutionId::from_uuid(institution),
-                campus_id: CampusId::from_uuid(Uuid::new_v4()),
-                name: CourseName::parse("Cálculo I").unwrap(),
-                capacity: Capacity::new(10).unwrap(),
-            },
-            &meta(institution),
-        )
-        .await
-        .unwrap();
-    let tiny = PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_millis(200))
-        .connect_with(aula_eventlog::db::session_options(db.connect.clone()))
-        .await
-        .unwrap();
+    open_course(&courses, &course, institution, "Cálculo I", 10).await;
+    let tiny = tiny_pool(&db, 4, Duration::from_millis(200)).await;
     let mailer = RecordingMailer::default();
     let registry = Registry::standard(Arc::new(mailer.clone()), mail_config());
     let (trigger, stop) = shutdown::channel();

@@ -285,7 +285,7 @@ pub async fn list_admin_events(
         _ => Shape::Walk,
     });
     let direction = if query.descending { "DESC" } else { "ASC" };
-    let mut sql: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+    let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(format!(
         "SELECT {COLUMNS}, ({expression})::text AS sort_key FROM admin_events WHERE "
     ));
     match shape {

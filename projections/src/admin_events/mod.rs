@@ -233,7 +233,7 @@ pub async fn failures_resolved_by_copy(
 
 /// How many events match the filters (sort and page ignored): the reprocess preview.
 pub async fn count_admin_events(pool: &PgPool, query: &EventListQuery) -> Result<i64, sqlx::Error> {
-    let mut sql: QueryBuilder<Postgres> =
+    let mut sql: QueryBuilder<'_, Postgres> =
         QueryBuilder::new("SELECT count(*) FROM admin_events WHERE true");
     push_filters(&mut sql, query);
     sql.build_query_scalar().fetch_one(pool).await

@@ -39,19 +39,7 @@ fn screenshots() -> PathBuf {
     support::screenshot_dir("dashboard-screenshots")
 }
 
-use support::poll_db;
-
-async fn graphql(client: &reqwest::Client, base: &str, query: &str, variables: Value) -> Value {
-    client
-        .post(format!("{base}/graphql"))
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
+use support::{graphql, poll_db};
 
 const LIST_READY: &str = "document.getElementById('list').dataset.state === 'ready' && !document.getElementById('list-body').hasAttribute('aria-busy')";
 /// Loaded, with rows or with the empty state.

@@ -58,6 +58,25 @@ pub fn screenshot_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Posts a GraphQL `query` with `variables` to the service at `base`, without a token;
+/// returns the answer's JSON (data and errors alike).
+pub async fn graphql(
+    client: &reqwest::Client,
+    base: &str,
+    query: &str,
+    variables: serde_json::Value,
+) -> serde_json::Value {
+    client
+        .post(format!("{base}/graphql"))
+        .json(&serde_json::json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Waits (up to 60 s) until `sql` counts `expected`; `what` names it in the failure.
 pub async fn poll_db(pool: &sqlx::PgPool, sql: &str, expected: i64, what: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
