@@ -3,8 +3,6 @@
 //! command line and calls [`run`].
 
 pub mod admin;
-pub mod bench;
-pub mod bench_broker;
 pub mod catalog;
 pub mod cli;
 pub mod database;
@@ -60,66 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Admin {
                 command: AdminCommand::Create { email },
             } => admin::create(&cli.global, &email).await,
-            Command::Bench { command } => match command {
-                BenchCommand::Append { seconds } => bench::append(&cli.global, seconds).await,
-                BenchCommand::Log { events } => bench::log(&cli.global, events).await,
-                BenchCommand::Rebuild { events } => bench::rebuild(&cli.global, events).await,
-                BenchCommand::ListQuery {
-                    events,
-                    samples,
-                    pages,
-                    reuse_database,
-                    keep,
-                } => {
-                    let options = aula_projections::list_bench::ListBenchOptions {
-                        events,
-                        samples,
-                        pages,
-                        ..Default::default()
-                    };
-                    bench::list_query(&cli.global, options, reuse_database, keep).await
-                }
-                BenchCommand::Tasks {
-                    tasks,
-                    processes,
-                    concurrency,
-                    claim_batch,
-                    issued_by_events,
-                } => {
-                    let claim_batch = claim_batch.unwrap_or(concurrency as i64);
-                    bench::tasks(
-                        &cli.global,
-                        tasks,
-                        processes,
-                        concurrency,
-                        claim_batch,
-                        issued_by_events,
-                    )
-                    .await
-                }
-                BenchCommand::TaskWorker {
-                    database,
-                    name,
-                    concurrency,
-                    claim_batch,
-                } => {
-                    bench::task_worker(&cli.global, &database, name, concurrency, claim_batch).await
-                }
-                BenchCommand::Latency { events } => bench::latency(&cli.global, events).await,
-                BenchCommand::Broker {
-                    events,
-                    latency_events,
-                } => bench_broker::run(&cli.global, events, latency_events).await,
-                BenchCommand::Webhooks {
-                    messages,
-                    samples,
-                    concurrency,
-                } => bench::webhooks(&cli.global, messages, samples, concurrency).await,
-                BenchCommand::Rush {
-                    applicants,
-                    courses,
-                } => bench::rush(&cli.global, applicants, courses).await,
-            },
+            Command::Bench { command } => bench(&cli.global, command).await,
             Command::Events { .. } => Ok(()),
         }
     });
@@ -127,4 +66,78 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     drop(runtime);
     telemetry.shutdown();
     result
+}
+
+/// `aula bench ...`: the command line's side; the benchmarks live in `aula-bench`.
+async fn bench(global: &cli::GlobalArgs, command: BenchCommand) -> anyhow::Result<()> {
+    let settings = aula_bench::Settings {
+        database_url: global.database_url.clone(),
+        data_dir: global.data_dir.clone(),
+        log_format: match global.log_format {
+            cli::LogFormat::Text => "text",
+            cli::LogFormat::Json => "json",
+        },
+    };
+    let settings = &settings;
+    match command {
+        BenchCommand::Append { seconds } => aula_bench::append::run(settings, seconds).await,
+        BenchCommand::Log { events } => aula_bench::log::run(settings, events).await,
+        BenchCommand::Rebuild { events } => aula_bench::rebuild::run(settings, events).await,
+        BenchCommand::ListQuery {
+            events,
+            samples,
+            pages,
+            reuse_database,
+            keep,
+        } => {
+            let options = aula_bench::lists::ListBenchOptions {
+                events,
+                samples,
+                pages,
+                ..Default::default()
+            };
+            aula_bench::lists::run(settings, options, reuse_database, keep).await
+        }
+        BenchCommand::Tasks {
+            tasks,
+            processes,
+            concurrency,
+            claim_batch,
+            issued_by_events,
+        } => {
+            let claim_batch = claim_batch.unwrap_or(concurrency as i64);
+            aula_bench::tasks::run(
+                settings,
+                tasks,
+                processes,
+                concurrency,
+                claim_batch,
+                issued_by_events,
+            )
+            .await
+        }
+        BenchCommand::TaskWorker {
+            database,
+            name,
+            concurrency,
+            claim_batch,
+        } => {
+            aula_bench::tasks::task_worker(settings, &database, name, concurrency, claim_batch)
+                .await
+        }
+        BenchCommand::Latency { events } => aula_bench::latency::run(settings, events).await,
+        BenchCommand::Broker {
+            events,
+            latency_events,
+        } => aula_bench::broker::run(settings, events, latency_events).await,
+        BenchCommand::Webhooks {
+            messages,
+            samples,
+            concurrency,
+        } => aula_bench::webhooks::run(settings, messages, samples, concurrency).await,
+        BenchCommand::Rush {
+            applicants,
+            courses,
+        } => aula_bench::rush::run(settings, applicants, courses).await,
+    }
 }

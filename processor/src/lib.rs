@@ -27,7 +27,8 @@
 //! - [`archive`]: the nightly move of old succeeded tasks into `*_archive`.
 //! - [`webhooks`]: endpoints, messages fanned out in the reactions' transaction, signed
 //!   delivery attempts as `webhook.deliver` tasks, resend and recovery.
-//! - [`bench`](mod@bench): `aula bench tasks|latency`.
+//! - [`bench`](mod@bench): what `aula bench tasks` (crate `aula-bench`) needs: no-op
+//!   workers, seeding and measuring the queue.
 //!
 //! **Boundary:** no HTTP or GraphQL here. Commands go through the domain's aggregates
 //! (`aula_eventlog::CommandBus`), never by writing events directly, except for

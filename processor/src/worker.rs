@@ -130,6 +130,10 @@ pub async fn run_workers_with_ready(
     let mut running = JoinSet::new();
     let mut wake_rx = wake;
     let mut failures = 0u32;
+    // Where the next claim may start (see `queue::ClaimHint`), and when the last claim
+    // from the index's front was made.
+    let mut hint: Option<queue::ClaimHint> = None;
+    let mut from_front = tokio::time::Instant::now();
     loop {
         if shutdown.is_triggered() {
             break;
@@ -143,14 +147,25 @@ pub async fn run_workers_with_ready(
             }
             continue;
         }
+        // New tasks may sort before the hint: claim from the front.
+        if wake_rx.has_changed().unwrap_or(true)
+            || from_front.elapsed() >= queue::ClaimHint::LIFETIME
+        {
+            hint = None;
+        }
         wake_rx.borrow_and_update();
         let limit = (free as i64).min(config.claim_batch);
-        let claimed = match queue::claim_deferred(
+        let hinted = hint.is_some();
+        if !hinted {
+            from_front = tokio::time::Instant::now();
+        }
+        let claimed = match queue::claim_deferred_from(
             &claim_pool,
             &config.worker_name,
             limit,
             config.lease,
             config.record_attempts,
+            hint,
         )
         .await
         {
@@ -177,7 +192,18 @@ pub async fn run_workers_with_ready(
             ready();
         }
         let full_batch = claimed.len() as i64 == limit;
-        if claimed.is_empty() {
+        hint = if full_batch {
+            queue::ClaimHint::of(&claimed)
+        } else {
+            None
+        };
+        if !full_batch && hinted {
+            // A hinted claim that came up short proves nothing about the tasks before
+            // the hint: look from the front before waiting.
+            if claimed.is_empty() {
+                continue;
+            }
+        } else if claimed.is_empty() {
             tokio::select! {
                 _ = wake_rx.changed() => {}
                 _ = tokio::time::sleep(config.poll_interval) => {}
@@ -219,7 +245,7 @@ pub async fn run_workers_with_ready(
                 slot_freed.notify_one();
             });
         }
-        if !full_batch {
+        if !full_batch && !hinted {
             // Fewer due tasks than free slots: wait for news rather than spin.
             tokio::select! {
                 _ = wake_rx.changed() => {}

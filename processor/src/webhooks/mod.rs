@@ -21,7 +21,6 @@
 //! a crash and every resend carries the same `webhook-id` and the same bytes.
 
 pub mod audit;
-pub mod bench;
 pub mod deliver;
 pub mod endpoints;
 pub mod fanout;

@@ -5,13 +5,13 @@
 
 mod common;
 
-mod bench;
 mod bulk;
 mod controls;
 mod crash;
 mod faults;
 mod processing;
 mod queue;
+mod queue_statements;
 mod reactions;
 mod reprocess_catalog;
 mod reprocess_outcomes;

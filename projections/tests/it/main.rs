@@ -5,6 +5,5 @@
 
 mod common;
 
-mod list_bench;
 mod read_models;
 mod rebuild;

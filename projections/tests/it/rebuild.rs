@@ -386,32 +386,3 @@ async fn rebuilding_keeps_the_processors_columns_and_refuses_unknown_names() {
         Err(aula_projections::RebuildError::UnknownProjection(_))
     ));
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_benchmark_generates_valid_events_and_rebuilds_them() {
-    let db = TestDatabase::new().await;
-    let report = aula_projections::bench_rebuild(&db.pool, db.connect.clone(), 3000)
-        .await
-        .unwrap();
-    assert_eq!(report.log_events, 3000);
-    assert_eq!(report.each.len(), NAMES.len());
-    // Every generated event is a valid course event: the domain models handled them all.
-    let enrolled: i64 =
-        sqlx::query_scalar("SELECT coalesce(sum(enrolled), 0) FROM course_capacity")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    let enrollments: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM course_enrollments WHERE status = 'enrolled'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    let students: i64 = sqlx::query_scalar(
-        "SELECT coalesce(sum(students), 0) FROM age_counts WHERE scope = 'course'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert!(enrolled > 0);
-    assert_eq!((enrollments, students), (enrolled, enrolled));
-}

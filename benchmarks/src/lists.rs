@@ -11,13 +11,16 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Instant;
 
+use anyhow::Context as _;
 use aula_domain::event_types;
+use aula_projections::admin_events::{list_admin_events, DurationOp, EventListQuery, EventSort};
 use chrono::{DateTime, TimeZone, Utc};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Executor, PgPool};
 use uuid::Uuid;
 
-use crate::admin_events::{list_admin_events, DurationOp, EventListQuery, EventSort};
-use crate::bench::BenchError;
+use crate::rebuild::BenchError;
+use crate::{BenchDatabase, Settings};
 
 /// The statements that generate the data, separated by lines `-- ;`.
 const DATA_SQL: &str = include_str!("list_bench_data.sql");
@@ -471,4 +474,101 @@ impl ListBenchReport {
         );
         out
     }
+}
+pub async fn run(
+    settings: &Settings,
+    options: ListBenchOptions,
+    reuse_database: Option<String>,
+    keep: bool,
+) -> anyhow::Result<()> {
+    let err = |e: BenchError| anyhow::anyhow!("{e}");
+    if let Some(name) = reuse_database {
+        let url = settings
+            .database_url
+            .as_deref()
+            .context("--reuse-database needs DATABASE_URL")?;
+        let connect = url.parse::<PgConnectOptions>()?.database(&name);
+        let pool = aula_eventlog::db::pool(connect, 4).await?;
+        sqlx::query("ANALYZE admin_events").execute(&pool).await?;
+        println!("aula bench list-query: measuring database {name}...");
+        let report = ListBenchReport {
+            events: sqlx::query_scalar("SELECT count(*) FROM admin_events")
+                .fetch_one(&pool)
+                .await?,
+            tasks: sqlx::query_scalar("SELECT count(*) FROM tasks")
+                .fetch_one(&pool)
+                .await?,
+            generate_seconds: 0.0,
+            measurements: measure(&pool, &options).await.map_err(err)?,
+        };
+        print!("{}", report.render());
+        task_error_search(&pool).await?;
+        return Ok(());
+    }
+    if keep && settings.database_url.is_none() {
+        anyhow::bail!("--keep needs DATABASE_URL (the private server stops with this process)");
+    }
+    let db = BenchDatabase::create(settings).await?;
+    println!(
+        "aula bench list-query: generating {} events and about {} tasks...",
+        options.events,
+        2 * options.events
+    );
+    let report = bench_list_query(&db.pool, &options).await.map_err(err)?;
+    print!("{}", report.render());
+    task_error_search(&db.pool).await?;
+    if keep {
+        println!("kept database {}", db.name);
+        return Ok(());
+    }
+    db.drop_database().await
+}
+
+/// The task list's error search (issue #23) over the generated tasks, through the very
+/// function `adminTasks` calls: one task's error (it names its event) and an error text
+/// every failed task holds, first pages in both directions, 10 samples each.
+async fn task_error_search(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    use aula_processor::task_list::{list_tasks, TaskListQuery};
+    let failed: Option<i64> = sqlx::query_scalar(
+        "SELECT min(a.global_position) FROM admin_events a WHERE a.tasks_failed > 0",
+    )
+    .fetch_one(pool)
+    .await?;
+    let Some(position) = failed else {
+        println!("task error search: no failed task to find");
+        return Ok(());
+    };
+    println!("task error search (adminTasks first page, 50 rows):");
+    println!(
+        "  {:<26} {:>7} {:>8} {:>8}",
+        "search", "samples", "p50 ms", "p95 ms"
+    );
+    for (label, text) in [
+        ("one task's error", format!("(event {position})")),
+        ("every failed task", "smtp timeout".to_owned()),
+    ] {
+        let mut samples = Vec::new();
+        for descending in [true, false] {
+            for _ in 0..10 {
+                let query = TaskListQuery {
+                    error_search: Some(text.clone()),
+                    descending,
+                    limit: Some(50),
+                    ..TaskListQuery::default()
+                };
+                let started = std::time::Instant::now();
+                list_tasks(pool, &query)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                samples.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        println!(
+            "  {label:<26} {:>7} {:>8.2} {:>8.2}",
+            samples.len(),
+            quantile(&samples, 0.5),
+            quantile(&samples, 0.95)
+        );
+    }
+    Ok(())
 }

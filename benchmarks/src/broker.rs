@@ -15,10 +15,9 @@ use aula_eventlog::{Actor, CommandBus, EventMetadata, Wakeups};
 use futures::StreamExt;
 use uuid::Uuid;
 
-use crate::bench::BenchDatabase;
-use crate::cli::GlobalArgs;
+use crate::{BenchDatabase, Settings};
 
-pub async fn run(global: &GlobalArgs, events: i64, latency_events: usize) -> anyhow::Result<()> {
+pub async fn run(settings: &Settings, events: i64, latency_events: usize) -> anyhow::Result<()> {
     let mut local = None;
     let url = match std::env::var("AULA_NATS_URL") {
         Ok(url) if !url.trim().is_empty() => url,
@@ -33,7 +32,7 @@ pub async fn run(global: &GlobalArgs, events: i64, latency_events: usize) -> any
             url
         }
     };
-    let db = BenchDatabase::create(global).await?;
+    let db = BenchDatabase::create(settings).await?;
     println!("aula bench broker: writing {events} events...");
     let written = Instant::now();
     let chunk = 100_000i64;

@@ -18,7 +18,10 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::rebuild::{rebuild, rebuild_many, RebuildError, RebuildReport};
+use aula_projections::rebuild::{rebuild, rebuild_many, RebuildError, RebuildReport};
+
+use crate::floor::rebuild_floor;
+use crate::{BenchDatabase, Settings};
 
 /// What `bench_rebuild` measured.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -62,11 +65,11 @@ pub async fn bench_rebuild(
         .fetch_one(pool)
         .await?;
     let mut each = Vec::new();
-    for name in crate::NAMES {
+    for name in aula_projections::NAMES {
         each.push(rebuild(pool, connect.clone(), name).await?);
     }
     let started = Instant::now();
-    let all = rebuild_many(pool, connect, crate::NAMES).await?;
+    let all = rebuild_many(pool, connect, aula_projections::NAMES).await?;
     let all_seconds = started.elapsed().as_secs_f64();
     Ok(BenchReport {
         events_generated: events,
@@ -225,4 +228,62 @@ async fn flush(pool: &PgPool, chunk: &mut Vec<Pending>) -> Result<(), BenchError
         .await?;
     chunk.clear();
     Ok(())
+}
+pub async fn run(settings: &Settings, events: usize) -> anyhow::Result<()> {
+    let db = BenchDatabase::create(settings).await?;
+    println!("aula bench rebuild: generating {events} course events...");
+    let report = bench_rebuild(&db.pool, db.connect.clone(), events)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "generated {} events in {:.1} s",
+        report.events_generated, report.generate_seconds
+    );
+    println!("each read model alone (the log read once per model):");
+    for each in &report.each {
+        println!(
+            "  {:<20} {:>9} events {:>7.2} s (read {:.2} s, handle {:.2} s) {:>9.0} events/s",
+            each.name,
+            each.events,
+            each.seconds,
+            each.read_seconds,
+            each.handle_seconds,
+            each.events_per_second
+        );
+    }
+    println!(
+        "all {} read models together (the log read once): {:.2} s, {:.0} log events/s",
+        report.all.len(),
+        report.all_seconds,
+        report.all_events_per_second
+    );
+    if let Some(first) = report.all.first() {
+        let swaps =
+            report.all_seconds - first.load_seconds - first.carry_seconds - first.index_seconds;
+        println!(
+            "  phases: load {:.2} s (log read {:.2} s), carry-over {:.2} s, indexes {:.2} s, swaps {:.2} s",
+            first.load_seconds, first.read_seconds, first.carry_seconds, first.index_seconds, swaps
+        );
+        for each in &report.all {
+            println!("  {:<20} handle {:>6.2} s", each.name, each.handle_seconds);
+        }
+        let tables: Vec<&str> = report
+            .all
+            .iter()
+            .filter_map(|each| aula_projections::tables(&each.name))
+            .flatten()
+            .copied()
+            .collect();
+        let floor = rebuild_floor(&db.pool, &tables).await?;
+        println!(
+            "floor on this server: the same rows written into empty tables ({} tables, 2 sessions) {:.2} s, then their {} other indexes built (2 sessions) {:.2} s = {:.2} s; rebuild / floor = {:.2}",
+            tables.len(),
+            floor.load_seconds,
+            floor.indexes,
+            floor.index_seconds,
+            floor.total(),
+            report.all_seconds / floor.total()
+        );
+    }
+    db.drop_database().await
 }

@@ -6,7 +6,7 @@ use aula_eventlog::testing::TestDatabase;
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_tasks_drains_everything_it_inserted() {
     let db = TestDatabase::new().await;
-    let report = aula_processor::bench::bench_tasks(&db.pool, 5000, 2, 8)
+    let report = aula_bench::tasks::bench_tasks(&db.pool, 5000, 2, 8)
         .await
         .unwrap();
     println!("{report}");
@@ -22,7 +22,7 @@ async fn bench_tasks_drains_everything_it_inserted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_latency_measures_every_event() {
     let db = TestDatabase::new().await;
-    let report = aula_processor::bench::bench_latency(&db.pool, db.connect.clone(), 50)
+    let report = aula_bench::latency::bench_latency(&db.pool, db.connect.clone(), 50)
         .await
         .unwrap();
     println!("event -> task start: {}", report.event_to_task_start);

@@ -22,13 +22,15 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::endpoints::{self, NewEndpoint};
-use super::signing::SignatureScheme;
-use super::WebhookConfig;
-use crate::bench::Percentiles;
-use crate::config::ProcessorConfig;
-use crate::handlers::Registry;
-use crate::reactions::{spawn_reactions_with, REACTIONS_SUBSCRIPTION};
+use aula_processor::config::ProcessorConfig;
+use aula_processor::handlers::Registry;
+use aula_processor::reactions::{spawn_reactions_with, REACTIONS_SUBSCRIPTION};
+use aula_processor::webhooks::endpoints::{self, NewEndpoint};
+use aula_processor::webhooks::signing::SignatureScheme;
+use aula_processor::webhooks::WebhookConfig;
+
+use crate::stats::{load_average, Percentiles};
+use crate::{BenchDatabase, Settings};
 
 #[derive(Debug, Clone)]
 pub struct BenchWebhooksReport {
@@ -134,7 +136,7 @@ pub async fn bench_webhooks(
     let reactions = spawn_reactions_with(connect, options, wakeups, shutdown.clone());
     let mut registry = Registry::new();
     registry.with_webhooks(config, None);
-    let workers = tokio::spawn(crate::worker::run_workers(
+    let workers = tokio::spawn(aula_processor::worker::run_workers(
         pool.clone(),
         ProcessorConfig {
             worker_name: "bench-webhooks".into(),
@@ -187,7 +189,7 @@ pub async fn bench_webhooks(
                     .fetch_optional(pool)
                     .await?;
             if let Some(id) = message {
-                break super::message_header_id(id);
+                break aula_processor::webhooks::message_header_id(id);
             }
             tokio::time::sleep(Duration::from_micros(200)).await;
             if waited.elapsed() > Duration::from_secs(60) {
@@ -216,4 +218,41 @@ pub async fn bench_webhooks(
         commit_to_received: Percentiles::of(samples),
         concurrency,
     })
+}
+/// `aula bench webhooks`: see the module.
+pub async fn run(
+    settings: &Settings,
+    messages: usize,
+    samples: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let db = BenchDatabase::create(settings).await?;
+    let load_before = load_average();
+    let report = bench_webhooks(
+        &db.pool,
+        db.connect.clone(),
+        messages,
+        samples,
+        concurrency.max(1),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "aula bench webhooks: {} messages to a local receiver, {} deliveries at once",
+        report.messages, report.concurrency
+    );
+    println!(
+        "  throughput: {:.0} messages/s ({:.2} s from the events' commit to the last request)",
+        report.messages_per_second,
+        report.drain.as_secs_f64()
+    );
+    println!(
+        "  event commit -> request received (ms, {} sequential events): {}",
+        report.latency_samples, report.commit_to_received
+    );
+    println!(
+        "  load average before: {load_before}, after: {}",
+        load_average()
+    );
+    db.drop_database().await
 }

@@ -50,16 +50,21 @@
 //! projection writes in), then `processing_rollups` and `task_status_counts`, each in
 //! key order.
 
-use std::collections::{BTreeMap, HashMap};
+mod counters;
+mod reads;
+mod refresher;
+
+use std::collections::HashMap;
 
 use aula_eventlog::metadata::REPROCESSED_FROM;
 use aula_eventlog::RecordedEvent;
-use chrono::{DateTime, Duration, FixedOffset, NaiveTime, Utc};
-use rand::Rng;
-use sqlx::{PgConnection, PgPool};
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::dashboard;
+use counters::{write_counters, Counters};
+pub use reads::{local_midnight, processed_per_minute, processing_rate_today, status_counts};
+pub use refresher::{refresh, refresh_all, run_refresher, CLAIM_REFRESH_DELAY_MS, REFRESH_BATCH};
 
 /// Counter rows per key: concurrent transactions pick different ones at random.
 pub const SHARDS: i16 = 16;
@@ -198,65 +203,6 @@ impl Row {
             tasks_failed: 0,
             tx_id: event.position.tx_id,
         }
-    }
-}
-
-/// A key of `dashboard_rollups`, in its primary key's order (the lock order).
-type DashboardKey = (
-    &'static str,
-    Uuid,
-    DateTime<Utc>,
-    &'static str,
-    &'static str,
-);
-
-/// Counter deltas keyed in lock order.
-#[derive(Debug, Default)]
-struct Counters {
-    rollups: BTreeMap<(DateTime<Utc>, &'static str, String), i64>,
-    statuses: BTreeMap<(&'static str, String), i64>,
-    dashboard: BTreeMap<DashboardKey, i64>,
-}
-
-impl Counters {
-    /// Adds `n` finished events or tasks (`status` succeeded or failed) at `at` to the
-    /// dashboard's minute and hour rows of `institution` and of the platform's total.
-    fn dashboard(
-        &mut self,
-        institution: Option<Uuid>,
-        at: DateTime<Utc>,
-        kind: &'static str,
-        status: &str,
-        n: i64,
-    ) {
-        let status = match status {
-            "succeeded" => "succeeded",
-            "failed" | "dead" => "failed",
-            _ => return,
-        };
-        if n == 0 {
-            return;
-        }
-        let institution = institution.unwrap_or(dashboard::NO_INSTITUTION);
-        for width in [dashboard::Width::Minute, dashboard::Width::Hour] {
-            for key in [institution, dashboard::ALL_INSTITUTIONS] {
-                *self
-                    .dashboard
-                    .entry((width.as_str(), key, width.bucket(at), kind, status))
-                    .or_default() += n;
-            }
-        }
-    }
-
-    fn rollup(&mut self, at: DateTime<Utc>, kind: &'static str, status: &str, n: i64) {
-        *self
-            .rollups
-            .entry((minute_of(at), kind, status.to_owned()))
-            .or_default() += n;
-    }
-
-    fn status(&mut self, kind: &'static str, status: &str, n: i64) {
-        *self.statuses.entry((kind, status.to_owned())).or_default() += n;
     }
 }
 
@@ -552,305 +498,12 @@ async fn update_events(
     Ok(())
 }
 
-/// The refresher's advisory lock (the two-key form, apart from the one-key locks of the
-/// subscriptions): one process at a time takes the queued ids, so refreshers do not
-/// queue on each other's row locks.
-const REFRESH_LOCK: (i32, i32) = (0x6175_6c61, 17);
-
-/// How many queued ids one refresh takes at most (one transaction).
-pub const REFRESH_BATCH: i64 = 10_000;
-
-/// Brings up to `limit` queued events' rows in `admin_events` up to date with their
-/// tasks (see [`record`]: the same rules, counted from the tasks), in one transaction
-/// that also deletes the ids it took from `admin_event_refresh`. The workers' claims and
-/// completions queue those ids instead of writing the rows themselves.
-///
-/// Returns how many queued ids it took, or `None` when another process holds the
-/// refresher's lock (it is taking them).
-pub async fn refresh(pool: &PgPool, limit: i64) -> Result<Option<usize>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
-        .bind(REFRESH_LOCK.0)
-        .bind(REFRESH_LOCK.1)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !locked {
-        return Ok(None);
-    }
-    let taken: Vec<Uuid> = sqlx::query_scalar(
-        "DELETE FROM admin_event_refresh
-         WHERE ctid = ANY(ARRAY(SELECT ctid FROM admin_event_refresh LIMIT $1))
-         RETURNING event_id",
-    )
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
-    if taken.is_empty() {
-        return Ok(Some(0));
-    }
-    let mut counters = Counters::default();
-    update_events(&mut tx, &taken, &HashMap::new(), &[], &mut counters).await?;
-    write_counters(&mut tx, &counters).await?;
-    tx.commit().await?;
-    Ok(Some(taken.len()))
-}
-
-/// Refreshes until nothing is queued (or another process is refreshing).
-pub async fn refresh_all(pool: &PgPool) -> Result<(), sqlx::Error> {
-    while let Some(n) = refresh(pool, REFRESH_BATCH).await? {
-        if n < REFRESH_BATCH as usize {
-            break;
-        }
-    }
-    Ok(())
-}
-
-/// The refresher of one process: runs [`refresh`] when `wake` is notified (the workers
-/// queued ids) or every `poll` (another process's workers did), pausing `pause` between
-/// rounds that found work so that a busy queue's ids arrive in batches; stops when
-/// `stop` turns true, after a last round.
-pub async fn run_refresher(
-    pool: PgPool,
-    wake: std::sync::Arc<tokio::sync::Notify>,
-    poll: std::time::Duration,
-    pause: std::time::Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut failures = 0u32;
-    // The dashboard's upkeep (`dashboard::maintain`) rides on this loop: one per
-    // process, off the workers' path, at most once a minute.
-    let mut next_upkeep = tokio::time::Instant::now();
-    loop {
-        if tokio::time::Instant::now() >= next_upkeep {
-            next_upkeep = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-            if let Err(error) = dashboard::maintain(&pool, Utc::now()).await {
-                tracing::warn!(%error, "the dashboard's upkeep failed; it runs again in a minute");
-            }
-        }
-        let round = tokio::select! {
-            round = refresh(&pool, REFRESH_BATCH) => round,
-            // A round is one transaction: abandoned, it rolls back and the ids stay queued.
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let wait = match round {
-            Ok(Some(n)) if n > 0 => {
-                failures = 0;
-                if n >= REFRESH_BATCH as usize {
-                    continue;
-                }
-                Some(pause)
-            }
-            Ok(_) => {
-                failures = 0;
-                None
-            }
-            Err(error) => {
-                failures += 1;
-                tracing::warn!(%error, "refreshing the events' processing rows failed; retrying");
-                Some(crate::kinds::backoff(
-                    failures as i32,
-                    std::time::Duration::from_millis(100),
-                    std::time::Duration::from_secs(5),
-                ))
-            }
-        };
-        match wait {
-            Some(wait) => tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.wait_for(|s| *s) => break,
-            },
-            None => tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
-                _ = stop.wait_for(|s| *s) => break,
-            },
-        }
-    }
-    if let Err(error) = refresh_all(&pool).await {
-        tracing::warn!(%error, "the last refresh of the events' processing rows failed; another process or the next start will do it");
-    }
-}
-
-async fn write_counters(conn: &mut PgConnection, counters: &Counters) -> Result<(), sqlx::Error> {
-    let shard: i16 = rand::thread_rng().gen_range(0..SHARDS);
-    let rollups: Vec<_> = counters.rollups.iter().filter(|(_, n)| **n != 0).collect();
-    if !rollups.is_empty() {
-        sqlx::query(
-            "INSERT INTO processing_rollups (minute, kind, status, shard, count)
-             SELECT minute, kind, status, $4, n
-             FROM unnest($1::timestamptz[], $2::text[], $3::text[], $5::bigint[]) WITH ORDINALITY
-                 AS r(minute, kind, status, n, ord)
-             ORDER BY ord
-             ON CONFLICT (minute, kind, status, shard)
-             DO UPDATE SET count = processing_rollups.count + EXCLUDED.count",
-        )
-        .bind(rollups.iter().map(|((m, _, _), _)| *m).collect::<Vec<_>>())
-        .bind(rollups.iter().map(|((_, k, _), _)| *k).collect::<Vec<_>>())
-        .bind(
-            rollups
-                .iter()
-                .map(|((_, _, s), _)| s.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(shard)
-        .bind(rollups.iter().map(|(_, n)| **n).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
-    }
-    let statuses: Vec<_> = counters.statuses.iter().filter(|(_, n)| **n != 0).collect();
-    write_dashboard(conn, counters, shard).await?;
-    if !statuses.is_empty() {
-        sqlx::query(
-            "INSERT INTO task_status_counts (kind, status, shard, count)
-             SELECT kind, status, $3, n
-             FROM unnest($1::text[], $2::text[], $4::bigint[]) WITH ORDINALITY AS r(kind, status, n, ord)
-             ORDER BY ord
-             ON CONFLICT (kind, status, shard)
-             DO UPDATE SET count = task_status_counts.count + EXCLUDED.count",
-        )
-        .bind(statuses.iter().map(|((k, _), _)| *k).collect::<Vec<_>>())
-        .bind(
-            statuses
-                .iter()
-                .map(|((_, s), _)| s.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(shard)
-        .bind(statuses.iter().map(|(_, n)| **n).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-/// Adds the batch's dashboard rollups (after `processing_rollups`, before
-/// `task_status_counts`: the counter tables in one order, each in key order).
-async fn write_dashboard(
-    conn: &mut PgConnection,
-    counters: &Counters,
-    shard: i16,
-) -> Result<(), sqlx::Error> {
-    let rows: Vec<_> = counters
-        .dashboard
-        .iter()
-        .filter(|(_, n)| **n != 0)
-        .collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO dashboard_rollups (width, institution_id, bucket, kind, status, shard, count)
-         SELECT width, institution_id, bucket, kind, status, $6, n
-         FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $7::bigint[])
-             WITH ORDINALITY AS r(width, institution_id, bucket, kind, status, n, ord)
-         ORDER BY ord
-         ON CONFLICT (width, institution_id, bucket, kind, status, shard)
-         DO UPDATE SET count = dashboard_rollups.count + EXCLUDED.count",
-    )
-    .bind(rows.iter().map(|((w, ..), _)| *w).collect::<Vec<_>>())
-    .bind(rows.iter().map(|((_, i, ..), _)| *i).collect::<Vec<_>>())
-    .bind(rows.iter().map(|((_, _, b, ..), _)| *b).collect::<Vec<_>>())
-    .bind(rows.iter().map(|((_, _, _, k, _), _)| *k).collect::<Vec<_>>())
-    .bind(rows.iter().map(|((.., s), _)| *s).collect::<Vec<_>>())
-    .bind(shard)
-    .bind(rows.iter().map(|(_, n)| **n).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// The start of the local day containing `now`, for a zone `utc_offset_minutes` east of UTC.
-pub fn local_midnight(now: DateTime<Utc>, utc_offset_minutes: i32) -> DateTime<Utc> {
-    let offset = FixedOffset::east_opt(utc_offset_minutes * 60)
-        .unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC"));
-    let local_date = now.with_timezone(&offset).date_naive();
-    let midnight_local = local_date.and_time(NaiveTime::MIN);
-    DateTime::<Utc>::from_naive_utc_and_offset(midnight_local, Utc)
-        - Duration::minutes(i64::from(utc_offset_minutes))
-}
-
-/// Events processed (succeeded or failed) since local midnight, per hour elapsed since
-/// then (at least one minute, so just after midnight the rate is not infinite). Reads
-/// only `processing_rollups` (at most 1,440 minutes × statuses × shards rows).
-pub async fn processing_rate_today(
-    pool: &PgPool,
-    now: DateTime<Utc>,
-    utc_offset_minutes: i32,
-) -> Result<f64, sqlx::Error> {
-    let since = local_midnight(now, utc_offset_minutes);
-    let processed: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(sum(count), 0)::bigint FROM processing_rollups
-         WHERE minute >= $1 AND minute <= $2 AND kind = 'event' AND status IN ('succeeded', 'failed')",
-    )
-    .bind(since)
-    .bind(now)
-    .fetch_one(pool)
-    .await?;
-    let hours = ((now - since).num_milliseconds() as f64 / 3_600_000.0).max(1.0 / 60.0);
-    Ok(processed as f64 / hours)
-}
-
-/// Current counts by status: `(kind, status, count)` for kind `event` ([`EVENT_STATUSES`])
-/// then `task` ([`TASK_STATUSES`]), every status listed (0 when none). Reads only
-/// `task_status_counts`.
-pub async fn status_counts(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT kind, status, sum(count)::bigint FROM task_status_counts GROUP BY kind, status",
-    )
-    .fetch_all(pool)
-    .await?;
-    let mut out: Vec<(String, String, i64)> = EVENT_STATUSES
-        .iter()
-        .map(|s| (KIND_EVENT, *s))
-        .chain(TASK_STATUSES.iter().map(|s| (KIND_TASK, *s)))
-        .map(|(k, s)| (k.to_owned(), s.to_owned(), 0))
-        .collect();
-    for (kind, status, count) in rows {
-        match out.iter_mut().find(|(k, s, _)| *k == kind && *s == status) {
-            Some(slot) => slot.2 = count,
-            None if count != 0 => out.push((kind, status, count)),
-            None => {}
-        }
-    }
-    Ok(out)
-}
-
-/// Events processed per minute from `from` (inclusive) to `to` (exclusive): `(minute,
-/// status, count)`, from the rollups.
-pub async fn processed_per_minute(
-    pool: &PgPool,
-    kind: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> Result<Vec<(DateTime<Utc>, String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT minute, status, sum(count)::bigint FROM processing_rollups
-         WHERE minute >= $1 AND minute < $2 AND kind = $3
-         GROUP BY minute, status HAVING sum(count) <> 0 ORDER BY minute, status",
-    )
-    .bind(from)
-    .bind(to)
-    .bind(kind)
-    .fetch_all(pool)
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn utc(text: &str) -> DateTime<Utc> {
         text.parse().unwrap()
-    }
-
-    #[test]
-    fn local_midnight_follows_the_offset() {
-        let now = utc("2026-11-22T02:30:00Z");
-        assert_eq!(local_midnight(now, 0), utc("2026-11-22T00:00:00Z"));
-        // UTC-3: local time is 23:30 on the 21st.
-        assert_eq!(local_midnight(now, -180), utc("2026-11-21T03:00:00Z"));
-        // UTC+5:30: local time is 08:00 on the 22nd.
-        assert_eq!(local_midnight(now, 330), utc("2026-11-21T18:30:00Z"));
     }
 
     #[test]

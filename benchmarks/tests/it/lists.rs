@@ -2,8 +2,8 @@
 //! (`0011`'s invariants among them) and it measures every filter × sort × direction,
 //! following the cursors. Latencies are not checked here: that is the benchmark's job.
 
+use aula_bench::lists::{bench_list_query, ListBenchOptions};
 use aula_eventlog::testing::TestDatabase;
-use aula_projections::list_bench::{bench_list_query, ListBenchOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_list_benchmark_measures_every_combination_on_valid_data() {

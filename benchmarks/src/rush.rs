@@ -1,0 +1,246 @@
+//! `aula bench rush`: applicants applying at once over HTTP, with the whole service
+//! running in this process; applications accepted per second, decisions and e-mails.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aula_domain::course::{Course, CourseCommand, CourseServices};
+use aula_domain::values::{CampusId, Capacity, CourseName, InstitutionId};
+use aula_eventlog::{Actor, CommandBus, EventMetadata, Wakeups};
+use uuid::Uuid;
+
+use crate::{BenchDatabase, Settings};
+
+/// What `aula bench rush` measured.
+struct RushReport {
+    accepted: usize,
+    refused: usize,
+    accepting: Duration,
+    last_decision: Duration,
+    scheduled_p50_ms: f64,
+    scheduled_p95_ms: f64,
+    all_emails: Duration,
+}
+
+/// `aula bench rush`: `applicants` apply at once (each from its own loopback address,
+/// at most 300 requests in flight) over HTTP to `courses` courses of 30 seats, with
+/// the API, the projections, the admissions, the reactions and the workers running in
+/// this process (the processor with its own connections) and e-mails written to a file
+/// outbox.
+pub async fn run(settings: &Settings, applicants: usize, courses: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        applicants > 0 && courses > 0,
+        "--applicants and --courses must be positive"
+    );
+    anyhow::ensure!(
+        applicants <= 250 * 250,
+        "at most 62,500 applicants (one loopback address each)"
+    );
+    let db = BenchDatabase::create(settings).await?;
+    let result = rush_on(&db, applicants, courses).await;
+    db.drop_database().await?;
+    let report = result?;
+    println!(
+        "aula bench rush: {applicants} applicants, {courses} course(s) of 30 seats, 300 in flight"
+    );
+    println!(
+        "  applications accepted:        {} in {:.2} s = {:.0}/s",
+        report.accepted,
+        report.accepting.as_secs_f64(),
+        report.accepted as f64 / report.accepting.as_secs_f64()
+    );
+    println!("  first-try refusals:           {}", report.refused);
+    println!(
+        "  first application -> last decision: {:.2} s (last application + {:.2} s)",
+        report.last_decision.as_secs_f64(),
+        (report.last_decision.saturating_sub(report.accepting)).as_secs_f64()
+    );
+    println!(
+        "  \"scheduled\" e-mail after its application: p50 {:.0} ms, p95 {:.0} ms",
+        report.scheduled_p50_ms, report.scheduled_p95_ms
+    );
+    println!(
+        "  all e-mails (scheduled + result) sent {:.2} s after the first application",
+        report.all_emails.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn rush_on(
+    db: &BenchDatabase,
+    applicants: usize,
+    courses: usize,
+) -> anyhow::Result<RushReport> {
+    const IN_FLIGHT: usize = 300;
+    const SEATS: u32 = 30;
+    let (trigger, shutdown) = aula_eventlog::shutdown::channel();
+    let wakeups = Wakeups::listen(&db.pool, shutdown.clone()).await?;
+    let mut handles =
+        aula_projections::spawn_all(db.connect.clone(), wakeups.clone(), shutdown.clone());
+    let reactions =
+        aula_processor::spawn_reactions(db.connect.clone(), wakeups.clone(), shutdown.clone());
+    // The processor's connections apart from the API's, as with `aula serve --only
+    // processor` beside `--only api`: the e-mails do not queue for connections behind
+    // hundreds of requests in flight.
+    let processor_pool = aula_eventlog::db::pool(db.connect.clone(), 16).await?;
+    let admissions = aula_processor::spawn_admissions(
+        processor_pool.clone(),
+        db.connect.clone(),
+        wakeups.clone(),
+        shutdown.clone(),
+    );
+    let outbox = std::env::temp_dir().join(format!("aula-bench-rush-{}", Uuid::new_v4().simple()));
+    let mail = aula_processor::MailConfig {
+        outbox_dir: outbox.clone(),
+        ..aula_processor::MailConfig::default()
+    };
+    let mailer = Arc::new(aula_processor::FileMailer::new(&outbox, mail.from.clone()));
+    let registry = aula_processor::Registry::standard(mailer, mail);
+    let workers = tokio::spawn(aula_processor::run_workers(
+        processor_pool.clone(),
+        aula_processor::ProcessorConfig::from_env(),
+        registry,
+        shutdown.clone(),
+    ));
+    let mut config = aula_api::ApiConfig::new(aula_api::Secret::new(
+        b"bench rush secret of at least 32 bytes".to_vec(),
+    ));
+    config.projections = Vec::new();
+    let state = aula_api::AppState::new(db.pool.clone(), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let mut server_shutdown = shutdown.clone();
+    let server = tokio::spawn(aula_api::serve(
+        listener,
+        aula_api::router(state),
+        async move { server_shutdown.wait().await },
+    ));
+
+    let bus = CommandBus::<Course>::with_upcasters(
+        db.pool.clone(),
+        CourseServices,
+        aula_domain::upcasters(),
+    );
+    let mut course_ids = Vec::new();
+    for i in 0..courses {
+        let course = Uuid::new_v4();
+        bus.execute(
+            &course.to_string(),
+            CourseCommand::OpenCourse {
+                institution_id: InstitutionId::from_uuid(Uuid::new_v4()),
+                campus_id: CampusId::from_uuid(Uuid::new_v4()),
+                name: CourseName::parse(&format!("Rush course {i}"))?,
+                capacity: Capacity::new(SEATS)?,
+            },
+            &EventMetadata::new(Actor::System, None),
+        )
+        .await?;
+        course_ids.push(course);
+    }
+    // Let the projections see the courses (the API reads course_capacity first).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    const APPLY: &str =
+        "mutation($input: ApplyToCourseInput!) { applyToCourse(input: $input) { id } }";
+    // The clients first (each bound to its own loopback address), outside the timing.
+    let mut clients = Vec::with_capacity(applicants);
+    for i in 0..applicants {
+        let address = std::net::Ipv4Addr::new(127, 2, (i / 250) as u8, (i % 250 + 1) as u8);
+        clients.push(
+            reqwest::Client::builder()
+                .local_address(std::net::IpAddr::V4(address))
+                .timeout(Duration::from_secs(60))
+                .build()?,
+        );
+    }
+    let gate = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let started = Instant::now();
+    let mut requests = Vec::with_capacity(applicants);
+    for (i, client) in clients.into_iter().enumerate() {
+        let (gate, base) = (gate.clone(), base.clone());
+        let course = course_ids[i % courses];
+        requests.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            let body = serde_json::json!({ "query": APPLY, "variables": { "input": {
+                "courseId": course, "name": format!("Applicant {i}"), "birthDate": "2004-05-06",
+                "email": format!("applicant{i}@bench.test"), "idempotencyKey": format!("k{i}"),
+            }}});
+            let answer: serde_json::Value = client
+                .post(format!("{base}/graphql"))
+                .json(&body)
+                .send()
+                .await?
+                .json()
+                .await?;
+            anyhow::Ok(answer["data"]["applyToCourse"]["id"].is_string())
+        }));
+    }
+    let (mut accepted, mut refused) = (0, 0);
+    for request in requests {
+        if request.await?? {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    let accepting = started.elapsed();
+
+    let decided = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM events WHERE aggregate_type = 'course'
+               AND event_type IN ('StudentEnrolled', 'EnrollmentDeclined')",
+        )
+        .fetch_one(&db.pool)
+        .await
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while decided().await? < accepted as i64 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "decisions did not finish within 10 min"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let last_decision = started.elapsed();
+    let sent = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox_emails")
+            .fetch_one(&db.pool)
+            .await
+    };
+    while sent().await? < 2 * accepted as i64 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "e-mails did not finish within 10 min"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all_emails = started.elapsed();
+    let (p50, p95): (Option<f64>, Option<f64>) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), percentile_cont(0.95) WITHIN GROUP (ORDER BY ms)
+         FROM (SELECT extract(epoch FROM o.sent_at - e.recorded_at) * 1000 AS ms
+               FROM outbox_emails o JOIN tasks t ON t.id = o.task_id JOIN events e ON e.event_id = t.event_id
+               WHERE o.kind = 'email.application_scheduled') s",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+
+    trigger.trigger();
+    let _ = server.await;
+    let _ = workers.await;
+    let _ = reactions.task.await;
+    let _ = admissions.task.await;
+    for (_, handle) in handles.drain(..) {
+        let _ = handle.task.await;
+    }
+    processor_pool.close().await;
+    let _ = std::fs::remove_dir_all(&outbox);
+    Ok(RushReport {
+        accepted,
+        refused,
+        accepting,
+        last_decision,
+        scheduled_p50_ms: p50.unwrap_or(f64::NAN),
+        scheduled_p95_ms: p95.unwrap_or(f64::NAN),
+        all_emails,
+    })
+}

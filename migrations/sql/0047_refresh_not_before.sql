@@ -1,0 +1,14 @@
+-- A claim's refresh of its event's admin row waits a moment (issue #20).
+--
+-- The workers queue an event's id here twice per task: when they claim it (the row's
+-- counts move pending -> running) and when they finish it. The refresher took both at
+-- once only when they happened to land in one round, so a drain of 200,000 tasks
+-- issued by events rewrote 433,894 admin rows (10 indexes each), most of them twice.
+-- Now a claim's id is due a moment after the claim (`not_before`); when the task's
+-- completion is refreshed first, the refresher takes every id queued for that event,
+-- the claim's included, and writes the row once at its final status. A task still
+-- running after that moment is shown running, as before.
+--
+-- A constant default: no rewrite of the table, and the ids queued before this
+-- migration (and every other writer's) are due at once.
+ALTER TABLE admin_event_refresh ADD COLUMN not_before timestamptz NOT NULL DEFAULT '-infinity';

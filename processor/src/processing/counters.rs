@@ -1,0 +1,163 @@
+//! The counter tables a [`record`](super::record) or a refresh adds to, in one order
+//! (`processing_rollups`, `dashboard_rollups`, `task_status_counts`), each in key order:
+//! the deltas of a batch, then one upsert per table on a random shard.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::{minute_of, SHARDS};
+use crate::dashboard;
+
+/// A key of `dashboard_rollups`, in its primary key's order (the lock order).
+pub(super) type DashboardKey = (
+    &'static str,
+    Uuid,
+    DateTime<Utc>,
+    &'static str,
+    &'static str,
+);
+
+/// Counter deltas keyed in lock order.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    rollups: BTreeMap<(DateTime<Utc>, &'static str, String), i64>,
+    statuses: BTreeMap<(&'static str, String), i64>,
+    dashboard: BTreeMap<DashboardKey, i64>,
+}
+
+impl Counters {
+    /// Adds `n` finished events or tasks (`status` succeeded or failed) at `at` to the
+    /// dashboard's minute and hour rows of `institution` and of the platform's total.
+    pub(super) fn dashboard(
+        &mut self,
+        institution: Option<Uuid>,
+        at: DateTime<Utc>,
+        kind: &'static str,
+        status: &str,
+        n: i64,
+    ) {
+        let status = match status {
+            "succeeded" => "succeeded",
+            "failed" | "dead" => "failed",
+            _ => return,
+        };
+        if n == 0 {
+            return;
+        }
+        let institution = institution.unwrap_or(dashboard::NO_INSTITUTION);
+        for width in [dashboard::Width::Minute, dashboard::Width::Hour] {
+            for key in [institution, dashboard::ALL_INSTITUTIONS] {
+                *self
+                    .dashboard
+                    .entry((width.as_str(), key, width.bucket(at), kind, status))
+                    .or_default() += n;
+            }
+        }
+    }
+
+    pub(super) fn rollup(&mut self, at: DateTime<Utc>, kind: &'static str, status: &str, n: i64) {
+        *self
+            .rollups
+            .entry((minute_of(at), kind, status.to_owned()))
+            .or_default() += n;
+    }
+
+    pub(super) fn status(&mut self, kind: &'static str, status: &str, n: i64) {
+        *self.statuses.entry((kind, status.to_owned())).or_default() += n;
+    }
+}
+
+pub(super) async fn write_counters(
+    conn: &mut PgConnection,
+    counters: &Counters,
+) -> Result<(), sqlx::Error> {
+    let shard: i16 = rand::thread_rng().gen_range(0..SHARDS);
+    let rollups: Vec<_> = counters.rollups.iter().filter(|(_, n)| **n != 0).collect();
+    if !rollups.is_empty() {
+        sqlx::query(
+            "INSERT INTO processing_rollups (minute, kind, status, shard, count)
+             SELECT minute, kind, status, $4, n
+             FROM unnest($1::timestamptz[], $2::text[], $3::text[], $5::bigint[]) WITH ORDINALITY
+                 AS r(minute, kind, status, n, ord)
+             ORDER BY ord
+             ON CONFLICT (minute, kind, status, shard)
+             DO UPDATE SET count = processing_rollups.count + EXCLUDED.count",
+        )
+        .bind(rollups.iter().map(|((m, _, _), _)| *m).collect::<Vec<_>>())
+        .bind(rollups.iter().map(|((_, k, _), _)| *k).collect::<Vec<_>>())
+        .bind(
+            rollups
+                .iter()
+                .map(|((_, _, s), _)| s.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(shard)
+        .bind(rollups.iter().map(|(_, n)| **n).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    let statuses: Vec<_> = counters.statuses.iter().filter(|(_, n)| **n != 0).collect();
+    write_dashboard(conn, counters, shard).await?;
+    if !statuses.is_empty() {
+        sqlx::query(
+            "INSERT INTO task_status_counts (kind, status, shard, count)
+             SELECT kind, status, $3, n
+             FROM unnest($1::text[], $2::text[], $4::bigint[]) WITH ORDINALITY AS r(kind, status, n, ord)
+             ORDER BY ord
+             ON CONFLICT (kind, status, shard)
+             DO UPDATE SET count = task_status_counts.count + EXCLUDED.count",
+        )
+        .bind(statuses.iter().map(|((k, _), _)| *k).collect::<Vec<_>>())
+        .bind(
+            statuses
+                .iter()
+                .map(|((_, s), _)| s.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(shard)
+        .bind(statuses.iter().map(|(_, n)| **n).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Adds the batch's dashboard rollups (after `processing_rollups`, before
+/// `task_status_counts`: the counter tables in one order, each in key order).
+async fn write_dashboard(
+    conn: &mut PgConnection,
+    counters: &Counters,
+    shard: i16,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<_> = counters
+        .dashboard
+        .iter()
+        .filter(|(_, n)| **n != 0)
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO dashboard_rollups (width, institution_id, bucket, kind, status, shard, count)
+         SELECT width, institution_id, bucket, kind, status, $6, n
+         FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $7::bigint[])
+             WITH ORDINALITY AS r(width, institution_id, bucket, kind, status, n, ord)
+         ORDER BY ord
+         ON CONFLICT (width, institution_id, bucket, kind, status, shard)
+         DO UPDATE SET count = dashboard_rollups.count + EXCLUDED.count",
+    )
+    .bind(rows.iter().map(|((w, ..), _)| *w).collect::<Vec<_>>())
+    .bind(rows.iter().map(|((_, i, ..), _)| *i).collect::<Vec<_>>())
+    .bind(rows.iter().map(|((_, _, b, ..), _)| *b).collect::<Vec<_>>())
+    .bind(rows.iter().map(|((_, _, _, k, _), _)| *k).collect::<Vec<_>>())
+    .bind(rows.iter().map(|((.., s), _)| *s).collect::<Vec<_>>())
+    .bind(shard)
+    .bind(rows.iter().map(|(_, n)| **n).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

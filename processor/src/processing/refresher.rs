@@ -1,0 +1,146 @@
+//! The refresher: brings the `admin_events` rows of the events the workers queued in
+//! `admin_event_refresh` up to date, in batches, off the workers' path (ADR 0001).
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::counters::{write_counters, Counters};
+use super::update_events;
+use crate::dashboard;
+
+/// The refresher's advisory lock (the two-key form, apart from the one-key locks of the
+/// subscriptions): one process at a time takes the queued ids, so refreshers do not
+/// queue on each other's row locks.
+const REFRESH_LOCK: (i32, i32) = (0x6175_6c61, 17);
+
+/// How many queued ids one refresh takes at most (one transaction).
+pub const REFRESH_BATCH: i64 = 10_000;
+
+/// How long after a worker's claim its event's id is due for the refresher (the literal
+/// in `queue::CLAIM_DEFERRED_SQL`): a task that finishes sooner has its event's row
+/// written once, at its final status; one still running then is shown running. Well
+/// inside the admin view's one second behind the tasks, with the refresher's poll.
+pub const CLAIM_REFRESH_DELAY_MS: u64 = 300;
+
+/// Brings up to `limit` queued events' rows in `admin_events` up to date with their
+/// tasks (see [`record`](super::record): the same rules, counted from the tasks), in one transaction
+/// that also deletes the ids it took from `admin_event_refresh`. The workers' claims and
+/// completions queue those ids instead of writing the rows themselves.
+///
+/// Returns how many queued ids it took, or `None` when another process holds the
+/// refresher's lock (it is taking them).
+pub async fn refresh(pool: &PgPool, limit: i64) -> Result<Option<usize>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+        .bind(REFRESH_LOCK.0)
+        .bind(REFRESH_LOCK.1)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !locked {
+        return Ok(None);
+    }
+    // The events with an id due, and every id queued for them, due or not: the recount
+    // below covers what each of them was queued for (it committed before this delete
+    // saw its id). So a claim's id, due `CLAIM_REFRESH_DELAY_MS` after the claim, goes
+    // with its task's completion when that comes first, and the row is written once.
+    let taken: Vec<Uuid> = sqlx::query_scalar(
+        "WITH due AS (
+             SELECT DISTINCT event_id FROM admin_event_refresh
+             WHERE not_before <= now()
+             LIMIT $1
+         )
+         DELETE FROM admin_event_refresh r USING due
+         WHERE r.event_id = due.event_id
+         RETURNING r.event_id",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    if taken.is_empty() {
+        return Ok(Some(0));
+    }
+    let mut counters = Counters::default();
+    update_events(&mut tx, &taken, &HashMap::new(), &[], &mut counters).await?;
+    write_counters(&mut tx, &counters).await?;
+    tx.commit().await?;
+    Ok(Some(taken.len()))
+}
+
+/// Refreshes until nothing is queued (or another process is refreshing).
+pub async fn refresh_all(pool: &PgPool) -> Result<(), sqlx::Error> {
+    while let Some(n) = refresh(pool, REFRESH_BATCH).await? {
+        if n < REFRESH_BATCH as usize {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The refresher of one process: runs [`refresh`] when `wake` is notified (the workers
+/// queued ids) or every `poll` (another process's workers did), pausing `pause` between
+/// rounds that found work so that a busy queue's ids arrive in batches; stops when
+/// `stop` turns true, after a last round.
+pub async fn run_refresher(
+    pool: PgPool,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    poll: std::time::Duration,
+    pause: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut failures = 0u32;
+    // The dashboard's upkeep (`dashboard::maintain`) rides on this loop: one per
+    // process, off the workers' path, at most once a minute.
+    let mut next_upkeep = tokio::time::Instant::now();
+    loop {
+        if tokio::time::Instant::now() >= next_upkeep {
+            next_upkeep = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+            if let Err(error) = dashboard::maintain(&pool, Utc::now()).await {
+                tracing::warn!(%error, "the dashboard's upkeep failed; it runs again in a minute");
+            }
+        }
+        let round = tokio::select! {
+            round = refresh(&pool, REFRESH_BATCH) => round,
+            // A round is one transaction: abandoned, it rolls back and the ids stay queued.
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let wait = match round {
+            Ok(Some(n)) if n > 0 => {
+                failures = 0;
+                if n >= REFRESH_BATCH as usize {
+                    continue;
+                }
+                Some(pause)
+            }
+            Ok(_) => {
+                failures = 0;
+                None
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(%error, "refreshing the events' processing rows failed; retrying");
+                Some(crate::kinds::backoff(
+                    failures as i32,
+                    std::time::Duration::from_millis(100),
+                    std::time::Duration::from_secs(5),
+                ))
+            }
+        };
+        match wait {
+            Some(wait) => tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            },
+            None => tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            },
+        }
+    }
+    if let Err(error) = refresh_all(&pool).await {
+        tracing::warn!(%error, "the last refresh of the events' processing rows failed; another process or the next start will do it");
+    }
+}

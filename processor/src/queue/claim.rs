@@ -1,0 +1,261 @@
+//! Claiming due tasks: the claim statements (see the module `queue` for their rules
+//! of plans) and the claiming loop's [`ClaimHint`].
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use super::TaskRow;
+use crate::processing;
+
+/// Claims up to `limit` due tasks for `worker`, holding them for `lease`.
+///
+/// One statement, so one round trip and no open transaction: it locks the due rows
+/// (`SKIP LOCKED`), marks them running, records the attempts' start, moves the issuing
+/// events' task counts in `admin_events` (pending to running: the event's status stays
+/// `pending`, so nothing else of [`processing::record`] applies) and the status counts.
+/// Rows are locked in the order of the module's invariant: tasks, then `admin_events`
+/// in log order, then `task_status_counts` by key.
+pub async fn claim(
+    pool: &PgPool,
+    worker: &str,
+    limit: i64,
+    lease: Duration,
+    record_attempts: bool,
+) -> Result<Vec<TaskRow>, sqlx::Error> {
+    run_claim(CLAIM_SQL, pool, worker, limit, lease, record_attempts).await
+}
+
+/// Runs one of the claim statements (they take the same parameters).
+async fn run_claim(
+    sql: &'static str,
+    pool: &PgPool,
+    worker: &str,
+    limit: i64,
+    lease: Duration,
+    record_attempts: bool,
+) -> Result<Vec<TaskRow>, sqlx::Error> {
+    let shard: i16 = rand::Rng::gen_range(&mut rand::thread_rng(), 0..processing::SHARDS);
+    sqlx::query_as(sql)
+        .bind(limit)
+        .bind(lease.as_millis() as f64)
+        .bind(worker)
+        .bind(record_attempts)
+        .bind(shard)
+        .fetch_all(pool)
+        .await
+}
+
+/// The CTEs every claim starts with: pick the due tasks (`SKIP LOCKED`), park those of
+/// a paused kind, mark the others running under a lease, record the attempts' start
+/// (when `$4`), and list the tasks' moves between counted statuses (`moved`). A macro,
+/// not a `const`, so `concat!` can build the statements at compile time.
+///
+/// Pausing a kind (`controls::pause_kind`) parks its waiting tasks (status `paused`,
+/// outside `task_queue_claim_idx`). A task of a paused kind that becomes due afterwards
+/// (inserted, retried, released) is parked here, by the first claim that meets it, so
+/// no later claim steps over it again: the claim keeps walking `task_queue_claim_idx` in
+/// `(priority, run_at)` order and stops after `$1` rows, however many tasks of paused
+/// kinds wait. Filtering paused kinds in `due` instead would make every claim step over
+/// all of them (heap fetches included: the index does not hold `kind`). With nothing
+/// paused, `task_kind_pauses` is empty and the anti-join costs one probe of an empty
+/// table per claim. `retried` (a pending task with an error recorded: `retrying`)
+/// tells the counters which status a claimed or parked task leaves.
+macro_rules! claim_ctes {
+    () => {
+        claim_ctes!("")
+    };
+    ($from:literal) => {
+        concat!(
+            "WITH due AS (
+         SELECT id, kind FROM task_queue
+         WHERE status = 'pending' AND run_at <= now()",
+            $from,
+            "
+         ORDER BY priority, run_at
+         LIMIT $1
+         FOR UPDATE SKIP LOCKED
+     ), parked AS (
+         UPDATE task_queue t SET status = 'paused'
+         WHERE t.id = ANY(ARRAY(SELECT d.id FROM due d
+                                WHERE EXISTS (SELECT 1 FROM task_kind_pauses p WHERE p.kind = d.kind)))
+         RETURNING t.id, t.last_error IS NOT NULL AS retried
+     ), claimed AS (
+         UPDATE task_queue t
+         SET status = 'running', attempt = t.attempt + 1,
+             lease_until = now() + $2 * interval '1 millisecond', worker = $3,
+             started_at = COALESCE(t.started_at, now()), claimed_at = now()
+         WHERE t.id = ANY(ARRAY(SELECT d.id FROM due d
+                                WHERE NOT EXISTS (SELECT 1 FROM task_kind_pauses p WHERE p.kind = d.kind)))
+         RETURNING t.id, t.kind, t.attempt, t.max_attempts, t.event_id, t.event_type,
+             t.origin_task_id, t.idempotency_key, t.payload, t.institution_id, t.correlation_id,
+             t.created_at, t.claimed_at, t.priority, t.run_at, t.last_error IS NOT NULL AS retried
+     ), started AS (
+         INSERT INTO task_attempts (task_id, attempt, worker)
+         SELECT id, attempt, $3 FROM claimed WHERE $4
+     ), moved AS (
+         SELECT CASE WHEN retried THEN 'retrying' ELSE 'pending' END AS status, -1 AS n FROM claimed
+         UNION ALL SELECT 'running', 1 FROM claimed
+         UNION ALL SELECT CASE WHEN retried THEN 'retrying' ELSE 'pending' END, -1 FROM parked
+         UNION ALL SELECT 'paused', 1 FROM parked
+     ), "
+        )
+    };
+}
+
+/// See [`claim`] and the module's rules for plans. An event row nobody had counted yet
+/// (all counts 0, `pending`: its task was inserted before the projection wrote the row)
+/// becomes counted here, as [`processing::record`] would do.
+pub const CLAIM_SQL: &str = concat!(claim_ctes!(), "by_event AS (
+         SELECT event_id, count(*)::int AS n FROM claimed WHERE event_id IS NOT NULL GROUP BY event_id
+     ), event_rows AS (
+         SELECT a.event_id, b.n, a.status,
+                (a.status = 'pending' AND a.tasks_pending = 0 AND a.tasks_running = 0
+                 AND a.tasks_succeeded = 0 AND a.tasks_failed = 0) AS unseen
+         FROM admin_events a
+         JOIN by_event b ON b.event_id = a.event_id
+         WHERE a.event_id = ANY(ARRAY(SELECT event_id FROM by_event))
+         ORDER BY a.tx_id, a.global_position
+         FOR UPDATE OF a
+     ), event_counts AS (
+         UPDATE admin_events a
+         SET tasks_pending = greatest(a.tasks_pending - r.n, 0),
+             tasks_running = a.tasks_running + r.n
+         FROM event_rows r
+         WHERE a.event_id = r.event_id
+     ), requeued AS (
+         -- An event leaving `retrying` needs its tasks recounted (another of them may
+         -- still wait for a retry): the refresher does it, as for the workers' claims.
+         INSERT INTO admin_event_refresh (event_id)
+         SELECT event_id FROM event_rows WHERE status = 'retrying'
+     ), deltas AS (
+         SELECT 'task' AS kind, status, sum(n) AS n FROM moved GROUP BY status
+         UNION ALL SELECT 'event', 'pending', count(*) FROM event_rows WHERE unseen
+     ), counted AS (
+         INSERT INTO task_status_counts (kind, status, shard, count)
+         SELECT kind, status, $5, n FROM deltas WHERE n <> 0
+         ORDER BY kind, status
+         ON CONFLICT (kind, status, shard)
+         DO UPDATE SET count = task_status_counts.count + EXCLUDED.count
+     )
+     SELECT * FROM claimed");
+
+/// [`claim`] for the workers: the same claim, but the issuing events' rows in
+/// `admin_events` are left alone. Their ids are queued in `admin_event_refresh` for the
+/// refresher ([`processing::run_refresher`]), which recounts them in batches. No
+/// `admin_events` row is locked or rewritten, so a claim's cost does not depend on the
+/// event rows (ADR 0001).
+pub async fn claim_deferred(
+    pool: &PgPool,
+    worker: &str,
+    limit: i64,
+    lease: Duration,
+    record_attempts: bool,
+) -> Result<Vec<TaskRow>, sqlx::Error> {
+    run_claim(
+        CLAIM_DEFERRED_SQL,
+        pool,
+        worker,
+        limit,
+        lease,
+        record_attempts,
+    )
+    .await
+}
+
+/// The part of [`CLAIM_DEFERRED_SQL`] after the claim's CTEs, shared with
+/// [`CLAIM_DEFERRED_FROM_SQL`].
+macro_rules! claim_deferred_tail {
+    () => {
+        "queued AS (
+         -- Due a moment later: refreshed with the task's completion if that comes
+         -- first (migration 0047, `processing::CLAIM_REFRESH_DELAY_MS`).
+         INSERT INTO admin_event_refresh (event_id, not_before)
+         SELECT DISTINCT event_id, now() + interval '300 milliseconds'
+         FROM claimed WHERE event_id IS NOT NULL
+     ), counted AS (
+         INSERT INTO task_status_counts (kind, status, shard, count)
+         SELECT 'task', status, $5, sum(n) FROM moved
+         GROUP BY status HAVING sum(n) <> 0
+         ORDER BY status
+         ON CONFLICT (kind, status, shard)
+         DO UPDATE SET count = task_status_counts.count + EXCLUDED.count
+     )
+     SELECT * FROM claimed"
+    };
+}
+
+/// Where a claim may start its walk of the claim index: the first `(priority, run_at)`
+/// of the claiming loop's previous claim.
+///
+/// Why: a claim marks its tasks running, which takes them out of the partial index
+/// `task_queue_claim_idx`, but their old entries stay in the index (dead, then marked
+/// dead by the scans that meet them) until VACUUM removes them. A claim that starts at
+/// the index's front walks every entry the drain has claimed since the last VACUUM, so
+/// its cost grew with the backlog (one claim after 100,000 of 200,000 tasks read 2,944
+/// buffers in 19 ms). A hinted claim starts where the loop's last claim started, so it
+/// walks only what the other claimers took since.
+///
+/// What it may miss: a task due *before* the hint that became pending after it was set
+/// (a task of a more urgent priority, a rescued or released task, a priority changed by
+/// an operator). So the hint is a shortcut, never the rule: the loop drops it when new
+/// tasks are notified, when a hinted claim finds fewer tasks than it asked for, and at
+/// the latest [`ClaimHint::LIFETIME`] after the last claim from the front. Such a task
+/// waits at most that long; no task is ever skipped for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClaimHint {
+    pub priority: i16,
+    pub run_at: DateTime<Utc>,
+}
+
+impl ClaimHint {
+    /// How long a loop keeps claiming from hints before it claims from the front again.
+    pub const LIFETIME: Duration = Duration::from_secs(1);
+
+    /// The hint a claim leaves: its first task in claim order (`None` for no task).
+    pub fn of(claimed: &[TaskRow]) -> Option<ClaimHint> {
+        claimed
+            .iter()
+            .map(|t| ClaimHint {
+                priority: t.priority,
+                run_at: t.run_at,
+            })
+            .min()
+    }
+}
+
+/// [`claim_deferred`] from a [`ClaimHint`] (from the index's front without one).
+pub async fn claim_deferred_from(
+    pool: &PgPool,
+    worker: &str,
+    limit: i64,
+    lease: Duration,
+    record_attempts: bool,
+    hint: Option<ClaimHint>,
+) -> Result<Vec<TaskRow>, sqlx::Error> {
+    let Some(hint) = hint else {
+        return claim_deferred(pool, worker, limit, lease, record_attempts).await;
+    };
+    let shard: i16 = rand::Rng::gen_range(&mut rand::thread_rng(), 0..processing::SHARDS);
+    sqlx::query_as(CLAIM_DEFERRED_FROM_SQL)
+        .bind(limit)
+        .bind(lease.as_millis() as f64)
+        .bind(worker)
+        .bind(record_attempts)
+        .bind(shard)
+        .bind(hint.priority)
+        .bind(hint.run_at)
+        .fetch_all(pool)
+        .await
+}
+
+/// See [`claim_deferred`] and the module's rules for plans.
+pub const CLAIM_DEFERRED_SQL: &str = concat!(claim_ctes!(), claim_deferred_tail!());
+
+/// [`CLAIM_DEFERRED_SQL`] that starts its walk of `task_queue_claim_idx` at a
+/// [`ClaimHint`] (`$6`, `$7`) instead of at the index's front; see [`ClaimHint`].
+pub const CLAIM_DEFERRED_FROM_SQL: &str = concat!(
+    claim_ctes!(" AND (priority, run_at) >= ($6, $7)"),
+    claim_deferred_tail!()
+);

@@ -1,0 +1,260 @@
+//! The queue's statements themselves: where a claim starts (its hint), the plans the
+//! batch statements get under generic plans, and the `(event, kind)` dedupe across the
+//! queue and its history.
+
+use std::time::Duration;
+
+use crate::common::{eventually, scalar_i64, within};
+use aula_eventlog::testing::TestDatabase;
+use aula_processor::queue::{self, NewTask};
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+
+use crate::queue::{insert, task};
+
+/// The claiming loop's shortcut (`queue::ClaimHint`): a hinted claim walks the claim
+/// index from its hint, so it does not see a more urgent task that arrived after the
+/// hint was taken; the claim from the front, which the loop makes at least once per
+/// `ClaimHint::LIFETIME` and whenever tasks are notified, does. The plan really starts
+/// at the hint (an index condition), or the shortcut would save nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hinted_claim_starts_at_its_hint_and_the_front_finds_what_it_passed() {
+    let db = TestDatabase::new().await;
+    let lease = Duration::from_secs(30);
+    let tasks: Vec<NewTask> = (0..6).map(|i| task("noop", &format!("k{i}"))).collect();
+    insert(&db.pool, &tasks).await;
+    let first = queue::claim_deferred_from(&db.pool, "w", 2, lease, true, None)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    let hint = queue::ClaimHint::of(&first).unwrap();
+    assert_eq!(hint.priority, first[0].priority);
+
+    let mut urgent = task("noop", "urgent");
+    urgent.priority = 0;
+    insert(&db.pool, &[urgent]).await;
+    let hinted = queue::claim_deferred_from(&db.pool, "w", 10, lease, true, Some(hint))
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = hinted.iter().map(|t| t.idempotency_key.clone()).collect();
+    keys.sort();
+    assert_eq!(keys, ["k2", "k3", "k4", "k5"].map(String::from).to_vec());
+    let front = queue::claim_deferred_from(&db.pool, "w", 10, lease, true, None)
+        .await
+        .unwrap();
+    assert_eq!(front.len(), 1);
+    assert_eq!(front[0].idempotency_key, "urgent");
+
+    // A backlog as the shortcut is for, with its statistics.
+    let backlog: Vec<NewTask> = (0..2_000).map(|i| task("noop", &format!("b{i}"))).collect();
+    insert(&db.pool, &backlog).await;
+    sqlx::query("ANALYZE task_queue")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let plan = generic_plan(
+        &db.pool,
+        queue::CLAIM_DEFERRED_FROM_SQL,
+        "bigint, float8, text, bool, smallint, smallint, timestamptz",
+        "24, 60000, 'w', true, 1, 50, now()",
+    )
+    .await;
+    let text = plan.join("\n");
+    assert!(
+        text.contains("task_queue_claim_idx")
+            && plan.iter().any(|line| line.contains("Index Cond:")
+                && line.contains("ROW(priority, run_at) >= ROW($6, $7)")),
+        "the hinted claim does not start its index scan at the hint:\n{text}"
+    );
+    db.drop_database().await;
+}
+
+/// The plan of `statement` that a prepared statement gets once PostgreSQL switches it to
+/// a generic plan (one that cannot see the batch's size), as EXPLAIN lines.
+async fn generic_plan(pool: &PgPool, statement: &str, types: &str, args: &str) -> Vec<String> {
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!("PREPARE checked({types}) AS {statement}"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let plan = sqlx::raw_sql(&format!("EXPLAIN (COSTS OFF) EXECUTE checked({args})"))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| sqlx::Row::get(row, 0))
+        .collect();
+    sqlx::raw_sql("DEALLOCATE checked; RESET plan_cache_mode")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    plan
+}
+
+/// The rules for plans in `queue`'s docs, each from a measured meltdown under load,
+/// checked on the plans the batch statements actually get: generic ones, with the
+/// statistics `ANALYZE` takes while no task runs (so the partial lease index looks empty)
+/// and a thousand tasks running when they are used.
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_statements_find_their_rows_by_key_under_generic_plans() {
+    let db = TestDatabase::new().await;
+    let pool = &db.pool;
+    aula_processor::bench::insert_event_noop_tasks(pool, 2_000)
+        .await
+        .unwrap();
+    sqlx::query("ANALYZE").execute(pool).await.unwrap();
+    let claimed = queue::claim(pool, "w", 1_000, Duration::from_secs(60), true)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1_000);
+    let ids = format!(
+        "'{{{}}}'",
+        claimed
+            .iter()
+            .map(|t| t.id.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let attempts = format!("'{{{}}}'", vec!["1"; claimed.len()].join(","));
+    let claimed_at = format!(
+        "'{{{}}}'",
+        claimed
+            .iter()
+            .map(|t| format!("\"{}\"", t.claimed_at.to_rfc3339()))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let errors = format!("'{{{}}}'", vec!["boom"; claimed.len()].join(","));
+    let delays = format!("'{{{}}}'", vec!["1000"; claimed.len()].join(","));
+    let spares = format!("'{{{}}}'", vec!["false"; claimed.len()].join(","));
+    let statements = [
+        (
+            "claim",
+            queue::CLAIM_SQL,
+            "bigint, float8, text, bool, smallint",
+            "24, 60000, 'w', true, 1".to_owned(),
+        ),
+        (
+            "complete",
+            queue::COMPLETE_SQL,
+            "bigint[], int[], timestamptz[]",
+            format!("{ids}, {attempts}, {claimed_at}"),
+        ),
+        (
+            "complete_eventless",
+            queue::COMPLETE_EVENTLESS_SQL,
+            "bigint[], int[], smallint, timestamptz[]",
+            format!("{ids}, {attempts}, 1, {claimed_at}"),
+        ),
+        (
+            "fail",
+            queue::FAIL_SQL,
+            "bigint[], int[], text[], float8[], timestamptz[], bool[], bool[]",
+            format!("{ids}, {attempts}, {errors}, {delays}, {claimed_at}, {spares}, {spares}"),
+        ),
+        (
+            "heartbeat",
+            queue::HEARTBEAT_SQL,
+            "bigint[], int[], float8, timestamptz[]",
+            format!("{ids}, {attempts}, 60000, {claimed_at}"),
+        ),
+        (
+            "release",
+            queue::RELEASE_SQL,
+            "bigint[], int[], timestamptz[]",
+            format!("{ids}, {attempts}, {claimed_at}"),
+        ),
+    ];
+    for (name, statement, types, args) in statements {
+        let plan = generic_plan(pool, statement, types, &args).await;
+        let text = plan.join("\n");
+        assert!(
+            !text.contains("task_queue_lease_idx"),
+            "{name} scans the running tasks instead of finding its batch by key:\n{text}"
+        );
+        for line in &plan {
+            assert!(
+                !(line.contains("Cond:") && line.contains("= ANY") && line.contains(" AND ")),
+                "{name} prepares an ANY array once per joined row ({line}):\n{text}"
+            );
+        }
+        assert!(
+            text.contains("task_queue_pkey"),
+            "{name} does not use the primary key of the queue:\n{text}"
+        );
+    }
+}
+
+fn issued_by(event_id: uuid::Uuid) -> NewTask {
+    NewTask {
+        event_id: Some(event_id),
+        event_type: Some("Tested".into()),
+        ..task("noop", "issued")
+    }
+}
+
+/// An event issues a task of a kind once, across the queue and the history: an insert
+/// that races the completion of the event's task (its queue row deleted, its history
+/// row inserted, not committed yet) waits for that completion at the queue's unique
+/// index, then finds the history row in its next statement and takes its own row back
+/// before anyone could claim it. Once the completion committed, the history alone keeps
+/// the kind out.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_issues_a_kind_once_even_while_its_task_finishes() {
+    let db = TestDatabase::new().await;
+    let pool = &db.pool;
+    let event_id = uuid::Uuid::new_v4();
+    insert(pool, &[issued_by(event_id)]).await;
+    let claimed = queue::claim(pool, "w", 1, Duration::from_secs(60), true)
+        .await
+        .unwrap();
+    let done = claimed[0].done();
+
+    let mut completing = pool.begin().await.unwrap();
+    let finished: Vec<(i64, Option<uuid::Uuid>, Option<DateTime<Utc>>)> =
+        sqlx::query_as(queue::COMPLETE_SQL)
+            .bind(vec![done.id])
+            .bind(vec![done.attempt])
+            .bind(vec![done.claimed_at])
+            .fetch_all(&mut *completing)
+            .await
+            .unwrap();
+    assert_eq!(finished.len(), 1);
+    let again = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.acquire().await.unwrap();
+            queue::insert_tasks(&mut conn, &[issued_by(event_id)])
+                .await
+                .unwrap()
+        }
+    });
+    eventually("the insert to wait for the completion's commit", || async {
+        let waiting = scalar_i64(
+            pool,
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO task_queue%'",
+        )
+        .await;
+        (waiting > 0).then_some(())
+    })
+    .await;
+    completing.commit().await.unwrap();
+    assert_eq!(within(again).await.unwrap(), 0);
+    assert_eq!(
+        queue::insert_tasks(&mut pool.acquire().await.unwrap(), &[issued_by(event_id)])
+            .await
+            .unwrap(),
+        0
+    );
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM tasks WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(statuses, ["succeeded"]);
+}

@@ -1,0 +1,168 @@
+//! Who is signed in: a manager's view of its institution, a session that ends.
+
+use super::*;
+
+/// A manager sees its institution only; back as the admin, the whole picture.
+pub(super) async fn a_manager_sees_its_institution(scene: Scene<'_>, smtp: &support::smtp::Smtp) {
+    let Scene {
+        db,
+        base,
+        client,
+        browser,
+        shots,
+        admin_email,
+        ..
+    } = scene;
+    // A manager: same page, its institution only, no admin-only parts. Its sign-up
+    // e-mail is refused so the one-time token stays where the test can read it.
+    browser.press("Escape").await;
+    smtp.refuse.store(true, Ordering::SeqCst);
+    let manager_email = MANAGER_EMAIL;
+    let signed_up = graphql(
+        client,
+        base,
+        "mutation($input: SignUpInput!) { signUp(input: $input) { accepted } }",
+        json!({ "input": { "email": manager_email } }),
+    )
+    .await;
+    assert!(signed_up["errors"].is_null(), "{signed_up}");
+    poll_db(
+        &db.pool,
+        &format!(
+            "SELECT count(*) FROM admin_events a JOIN events e USING (event_id)
+             WHERE e.payload->>'email' = '{manager_email}' AND a.status = 'failed'"
+        ),
+        1,
+        "the manager's refused sign-up e-mail",
+    )
+    .await;
+    let raw_token: String = sqlx::query_scalar(
+        "SELECT p.raw_token FROM pending_tokens p JOIN events e ON e.payload->>'token_hash' = p.token_hash
+         WHERE e.payload->>'email' = $1",
+    )
+    .bind(manager_email)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let confirmed = graphql(
+        client,
+        base,
+        "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { institutionId } }",
+        json!({ "input": { "email": manager_email, "token": raw_token, "name": "Maria Manager",
+                           "password": PASSWORD, "institutionName": "Escola Norte" } }),
+    )
+    .await;
+    let institution = confirmed["data"]["confirmSignUp"]["institutionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("confirmSignUp failed: {confirmed}"))
+        .to_owned();
+    browser.viewport(1280, 900, false).await;
+    browser.eval(&click("#logout")).await;
+    browser.navigate(&format!("{base}/admin")).await;
+    browser
+        .wait_for(
+            "!document.getElementById('login-view').hidden",
+            "the login form again",
+            shots,
+        )
+        .await;
+    sign_in(browser, manager_email).await;
+    browser
+        .wait_for(
+            &format!(
+                "!document.getElementById('app-view').hidden && {LIST_READY}
+              && document.querySelectorAll('#list-body tr[data-event-id]').length > 0"
+            ),
+            "the manager's events",
+            shots,
+        )
+        .await;
+    let scoped = browser
+        .eval(&format!(
+            "[...document.querySelectorAll('#list-body tr[data-event-id]')].every(r => r.dataset.institution === '{institution}')
+             && document.getElementById('tab-projections').hidden && !document.getElementById('summary').hidden
+             && document.getElementById('field-institution').hidden"
+        ))
+        .await;
+    assert_eq!(
+        scoped,
+        json!(true),
+        "a manager sees its institution only (its own header) and no admin-only parts"
+    );
+    browser.screenshot(&shots.join("10-manager.png")).await;
+
+    // Back as the admin: the whole picture (the overview in docs/dashboard.png).
+    browser.eval(&click("#logout")).await;
+    browser
+        .wait_for(
+            "!document.getElementById('login-view').hidden",
+            "the login form (admin)",
+            shots,
+        )
+        .await;
+    sign_in(browser, admin_email).await;
+    browser
+        .wait_for(
+            &format!(
+                "!document.getElementById('app-view').hidden && {LIST_READY}
+              && document.querySelectorAll('#list-body tr[data-event-id]').length === 25
+              && !document.getElementById('next-page').disabled
+              && /events\\/h/.test(document.getElementById('rate').textContent)"
+            ),
+            "the admin's full list",
+            shots,
+        )
+        .await;
+    browser.eval("window.scrollTo(0, 0), true").await;
+    browser.screenshot(&shots.join("11-overview.png")).await;
+}
+
+/// The page signs out by itself when another admin deactivates this one.
+pub(super) async fn the_page_signs_out_when_its_session_ends(scene: Scene<'_>) {
+    let Scene {
+        db,
+        base,
+        client,
+        browser,
+        shots,
+        admin_id,
+        ..
+    } = scene;
+    // The session ends while the page is open (another admin deactivates this one): the
+    // page signs out by itself instead of polling and reconnecting with a refused token.
+    let other_admin = "admin2@aula.test";
+    aula_api::create_admin(&db.pool, other_admin, PASSWORD)
+        .await
+        .unwrap();
+    let login = graphql(
+        client,
+        base,
+        "mutation($input: LoginInput!) { login(input: $input) { accessToken } }",
+        json!({ "input": { "email": other_admin, "password": PASSWORD } }),
+    )
+    .await;
+    let other_token = login["data"]["login"]["accessToken"].as_str().unwrap();
+    let deactivated: Value = client
+        .post(format!("{base}/graphql"))
+        .bearer_auth(other_token)
+        .json(&json!({
+            "query": "mutation($input: DeactivateUserInput!) { deactivateUser(input: $input) { id } }",
+            "variables": { "input": { "userId": admin_id, "reason": "left" } },
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(deactivated["errors"].is_null(), "{deactivated}");
+    browser
+        .wait_for(
+            "!document.getElementById('login-view').hidden
+              && document.getElementById('app-view').hidden
+              && document.getElementById('notice').textContent.includes('Your session ended')",
+            "the page to sign out when its session ended",
+            shots,
+        )
+        .await;
+}

@@ -1,0 +1,210 @@
+//! The admin dashboard (`GET /admin`) in real headless Chromium against the whole
+//! service as `aula serve` runs it (API, projections, processor reactions and workers),
+//! driven over the Chrome DevTools Protocol.
+//!
+//! E-mails go to a loopback SMTP port where nothing listens at first, so the sign-up
+//! e-mails fail until their retries run out; the test then starts an SMTP acceptor on
+//! that port and reprocesses from the page. Screenshots of each state are saved under
+//! `target/dashboard-screenshots/` (printed at the start).
+//!
+//! Chromium is required: without `/usr/bin/chromium` (or `AULA_CHROMIUM`) the test
+//! fails, it never passes silently.
+
+mod accounts;
+mod events;
+mod navigation;
+mod operations;
+mod tasks;
+
+use crate::support;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use aula_eventlog::testing::TestDatabase;
+use serde_json::{json, Value};
+use support::cdp::{click, Browser};
+use support::free_port;
+use support::service::Service;
+
+const PASSWORD: &str = "dashboard password 1";
+const SIGN_UP: &str = "PendingUserRegisterCreated";
+const SIGN_UP_EMAIL: &str = "email.signup_confirmation";
+/// The manager who signs up halfway (its dead sign-up e-mail is retried later).
+const MANAGER_EMAIL: &str = "manager@escola.test";
+
+/// Where this test's screenshots go.
+fn screenshots() -> PathBuf {
+    support::screenshot_dir("dashboard-screenshots")
+}
+
+use support::poll_db;
+
+async fn graphql(client: &reqwest::Client, base: &str, query: &str, variables: Value) -> Value {
+    client
+        .post(format!("{base}/graphql"))
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+const LIST_READY: &str = "document.getElementById('list').dataset.state === 'ready' && !document.getElementById('list-body').hasAttribute('aria-busy')";
+/// Loaded, with rows or with the empty state.
+const LIST_SETTLED: &str = "['ready', 'empty'].includes(document.getElementById('list').dataset.state) && !document.getElementById('list-body').hasAttribute('aria-busy')";
+
+/// What every step of the scenario works with: the service's database and address, an
+/// HTTP client, the signed-in browser, where screenshots go, and the first admin.
+#[derive(Clone, Copy)]
+struct Scene<'a> {
+    db: &'a TestDatabase,
+    base: &'a str,
+    client: &'a reqwest::Client,
+    browser: &'a Browser,
+    shots: &'a Path,
+    admin_email: &'a str,
+    admin_id: uuid::Uuid,
+}
+
+/// One scenario, in the order a person would go: the steps share the page's state
+/// (filters, the reprocessed event, the SMTP acceptor), so each room below is a step.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chromium() {
+    if support::in_own_process(
+        module_path!(),
+        "the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chromium",
+    )
+    .await
+    {
+        return;
+    }
+    let shots = screenshots();
+    println!("dashboard screenshots: {}", shots.display());
+    // Fail first, before anything slow, when there is no browser.
+    support::cdp::require_chromium();
+
+    let db = TestDatabase::new().await;
+    let smtp_port = free_port();
+    // Nothing listens on the SMTP port yet: every e-mail fails, quickly retried to `dead`.
+    support::mail_to_port_with_quick_retries(smtp_port, 60);
+    let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
+    let base = service.base.clone();
+    let client = reqwest::Client::new();
+    let page = client.get(format!("{base}/admin")).send().await.unwrap();
+    assert!(page.status().is_success());
+    assert!(page
+        .headers()
+        .get("content-security-policy")
+        .is_some_and(|v| v.to_str().unwrap().contains("default-src 'none'")));
+
+    let admin_email = "admin@aula.test";
+    let admin_id = aula_api::create_admin(&db.pool, admin_email, PASSWORD)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let signed_up = graphql(
+            &client,
+            &base,
+            "mutation($input: SignUpInput!) { signUp(input: $input) { accepted } }",
+            json!({ "input": { "email": format!("applicant{i}@escola.test") } }),
+        )
+        .await;
+        assert!(signed_up["errors"].is_null(), "{signed_up}");
+    }
+    poll_db(
+        &db.pool,
+        &format!("SELECT count(*) FROM admin_events WHERE event_type = '{SIGN_UP}' AND status = 'failed'"),
+        3,
+        "three failed sign-up events",
+    )
+    .await;
+    let (task_status, last_error): (String, String) =
+        sqlx::query_as("SELECT status, last_error FROM tasks WHERE kind = $1 ORDER BY id LIMIT 1")
+            .bind(SIGN_UP_EMAIL)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        matches!(task_status.as_str(), "dead" | "failed"),
+        "{task_status}"
+    );
+
+    let browser = Browser::start().await;
+    browser.viewport(1280, 900, false).await;
+    browser.navigate(&format!("{base}/admin")).await;
+
+    // Log in, typing like a user.
+    browser
+        .wait_for(
+            "!document.getElementById('login-view').hidden",
+            "the login form",
+            &shots,
+        )
+        .await;
+    sign_in(&browser, admin_email).await;
+    browser
+        .wait_for(
+            &format!("!document.getElementById('app-view').hidden && {LIST_READY} && document.querySelectorAll('#list-body tr[data-event-id]').length >= 4"),
+            "the events list after login",
+            &shots,
+        )
+        .await;
+    browser
+        .wait_for(
+            "/events\\/h/.test(document.getElementById('rate').textContent) && /failed/.test(document.getElementById('event-counts').textContent)",
+            "the header summary",
+            &shots,
+        )
+        .await;
+    browser.screenshot(&shots.join("01-events.png")).await;
+    let scene = Scene {
+        db: &db,
+        base: &base,
+        client: &client,
+        browser: &browser,
+        shots: &shots,
+        admin_email,
+        admin_id,
+    };
+    events::filter_and_sort(scene).await;
+    let opener = tasks::open_a_failed_task(scene, &task_status, &last_error).await;
+    let smtp = tasks::reprocess_from_the_drawer(scene, smtp_port, &opener).await;
+    events::bulk_reprocess(scene).await;
+    navigation::urls_restore_the_view(scene).await;
+    operations::projections_and_webhooks(scene).await;
+    navigation::a_phone_sized_screen(scene).await;
+    accounts::a_manager_sees_its_institution(scene, &smtp).await;
+    events::cursor_pages(scene).await;
+    tasks::retry_a_dead_task(scene, &smtp).await;
+    accounts::the_page_signs_out_when_its_session_ends(scene).await;
+
+    let errors = browser.page_errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "the page reported errors: {errors:?}");
+    drop(browser);
+    service.stop(Duration::from_secs(60)).await;
+}
+
+/// Types the credentials into the login form, as a person would, and submits it.
+async fn sign_in(browser: &Browser, email: &str) {
+    browser.eval("(() => { const e = document.getElementById('login-email'); e.value = ''; e.focus(); return true; })()").await;
+    browser.type_text(email).await;
+    browser
+        .eval("document.getElementById('login-password').focus()")
+        .await;
+    browser.type_text(PASSWORD).await;
+    browser.eval(&click("#login-submit")).await;
+}
+
+async fn location_has(browser: &Browser, text: &str) -> bool {
+    browser
+        .eval(&format!(
+            "location.search.includes({})",
+            serde_json::to_string(text).unwrap()
+        ))
+        .await
+        == json!(true)
+}
