@@ -69,6 +69,24 @@ async fn tiny_pool(db: &TestDatabase, connections: u32, wait: Duration) -> PgPoo
         .unwrap()
 }
 
+/// Waits until the workers' task listener holds its connection (a session LISTENing
+/// on the tasks' channel), so that a test may then take every other connection of the
+/// workers' pool. Asked of the server, not of the pool's idle count: the workers'
+/// other loops may have opened connections of their own by then, idle or not.
+async fn listener_connected(pool: &PgPool) {
+    eventually("the task listener to take its connection", || async {
+        let listening: bool = sqlx::query_scalar(
+            r#"SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                            WHERE datname = current_database() AND query LIKE 'LISTEN "aula_tasks"%')"#,
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        listening.then_some(())
+    })
+    .await;
+}
+
 /// The task of `kind` issued for the first event of `aggregate_id`, once it has
 /// finished (succeeded, failed or dead): `(status, attempt)`.
 async fn finished_task(pool: &PgPool, aggregate_id: &str, kind: &str) -> (String, i32) {
@@ -119,10 +137,7 @@ async fn a_pool_timeout_while_loading_an_aggregate_is_retried_not_failed_for_goo
         registry,
         stop.clone(),
     ));
-    eventually("the task listener to take its connection", || async {
-        (tiny.size() >= 1 && tiny.num_idle() == 0).then_some(())
-    })
-    .await;
+    listener_connected(&db.pool).await;
     // Someone else holds every other connection of the pool (the rescuer may hold one
     // for a moment: wait for it rather than fail on the short acquire timeout).
     let mut held = Vec::new();
@@ -427,10 +442,7 @@ async fn e_mails_sent_while_the_pool_is_exhausted_are_sent_once() {
         registry,
         stop.clone(),
     ));
-    eventually("the task listener to take its connection", || async {
-        (tiny.size() >= 1 && tiny.num_idle() == 0).then_some(())
-    })
-    .await;
+    listener_connected(&db.pool).await;
     // Someone else takes every free connection for 300 ms of every 500 ms.
     let starving = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let starver = starve(tiny.clone(), starving.clone(), 3);
@@ -562,10 +574,7 @@ async fn applications_decided_while_the_pool_is_exhausted_are_all_decided() {
         registry,
         stop.clone(),
     ));
-    eventually("the task listener to take its connection", || async {
-        (tiny.size() >= 1 && tiny.num_idle() == 0).then_some(())
-    })
-    .await;
+    listener_connected(&db.pool).await;
     let starving = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let starver = starve(tiny.clone(), starving.clone(), 3);
     let reactions = spawn_reactions_with(
