@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::{Connection as _, PgPool};
 
 /// Our session settings. A transaction left idle (a bug, a stalled client) would hold
 /// back every log reader, which waits for all older transactions to end; the server
@@ -15,11 +15,30 @@ pub fn session_options(options: PgConnectOptions) -> PgConnectOptions {
     ])
 }
 
+/// A pooled connection idle for less than this is handed out without a liveness check.
+///
+/// sqlx checks every connection it hands out with a round trip of its own (and every
+/// connection given back, with another one): on the append path that doubled the round
+/// trips of a command. A connection used a moment ago is alive unless the server died
+/// in that moment, and then the statement fails as it would a moment later, with an
+/// I/O error that [`is_unavailable`] classes as "not now". A connection that sat idle
+/// longer (the case of a server restart or a dropped network) is still checked.
+pub const CHECK_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// A pool for request handling and workers.
 pub async fn pool(options: PgConnectOptions, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= CHECK_IF_IDLE_FOR {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(session_options(options))
         .await
 }

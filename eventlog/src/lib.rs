@@ -10,6 +10,7 @@ pub mod clock;
 pub mod copy;
 pub mod db;
 pub mod health;
+mod lane;
 pub mod listen;
 pub mod local_pg;
 pub mod log;

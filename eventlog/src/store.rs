@@ -24,6 +24,7 @@ use sqlx::PgPool;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+use crate::lane::Lane;
 use crate::metadata::EventMetadata;
 
 /// Where an appended event landed in the log.
@@ -94,7 +95,8 @@ pub enum CommandError<E: std::error::Error> {
 
 /// Executes commands for one aggregate type.
 pub struct CommandBus<A: Aggregate> {
-    pool: PgPool,
+    /// Connections for the appends (see [`crate::lane`]).
+    lane: Lane,
     store: PersistedEventStore<PostgresEventRepository, A>,
     services: A::Services,
     max_attempts: u32,
@@ -154,47 +156,64 @@ impl<A: Clone> AggregateCache<A> {
 /// one more. Sending it inside the writing transaction (e.g. from a trigger) would make
 /// PostgreSQL serialize every writer's commit, WAL flush included, behind its global
 /// notification lock. Its own commit skips the WAL flush (`synchronous_commit=off`):
-/// a lost wake-up only delays readers until their next poll.
+/// a lost wake-up only delays readers until their next poll. Under a steady stream of
+/// appends the task keeps its connection between wake-ups (a [`Lane`] of one), so a
+/// wake-up costs one round trip rather than three; the task ends with the last clone.
 #[derive(Clone)]
 pub struct LogNotifier {
     pool: PgPool,
-    wake: std::sync::Arc<tokio::sync::Notify>,
-    started: std::sync::Arc<std::sync::OnceLock<()>>,
+    /// Capacity 1: a poke while one is already queued is absorbed (pokes coalesce).
+    pokes: std::sync::Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<()>>>,
 }
 
 impl LogNotifier {
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
-            wake: Default::default(),
-            started: Default::default(),
+            pokes: Default::default(),
         }
     }
 
     /// Asks for a NOTIFY soon. Cheap, never blocks, never fails. Must be called
     /// from within a Tokio runtime.
     pub fn poke(&self) {
-        self.started.get_or_init(|| {
-            let (pool, wake) = (self.pool.clone(), self.wake.clone());
-            tokio::spawn(async move {
-                while !pool.is_closed() {
-                    wake.notified().await;
-                    if let Err(error) = notify_now(&pool).await {
-                        tracing::debug!(%error, "could not send a wake-up; readers will poll");
-                    }
-                }
-            });
+        let pokes = self.pokes.get_or_init(|| {
+            let (pokes, received) = tokio::sync::mpsc::channel(1);
+            tokio::spawn(send_wakeups(Lane::single(self.pool.clone()), received));
+            pokes
         });
-        // Stores one permit if the task is busy: pokes coalesce.
-        self.wake.notify_one();
+        // Full: a wake-up is already due, which covers this append too.
+        let _ = pokes.try_send(());
     }
 }
 
-/// Sends one wake-up to every subscriber now.
-pub async fn notify_now(pool: &PgPool) -> Result<(), sqlx::Error> {
+/// The notifier's task: one NOTIFY per received poke (they coalesce in the channel).
+async fn send_wakeups(lane: Lane, mut pokes: tokio::sync::mpsc::Receiver<()>) {
+    while pokes.recv().await.is_some() {
+        let sent = match lane.acquire().await {
+            Ok(mut connection) => {
+                let sent = notify_now(&mut *connection).await;
+                if sent.is_ok() {
+                    lane.park(connection);
+                }
+                sent
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = sent {
+            tracing::debug!(%error, "could not send a wake-up; readers will poll");
+        }
+    }
+}
+
+/// Sends one wake-up to every subscriber now (on a pool or a connection).
+pub async fn notify_now<'c, E>(executor: E) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+{
     sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, '')")
         .bind(crate::subscription::NOTIFY_CHANNEL)
-        .execute(pool)
+        .execute(executor)
         .await
         .map(|_| ())
 }
@@ -223,7 +242,7 @@ where
         let store = PersistedEventStore::new_event_store(repository).with_upcasters(upcasters);
         Self {
             notifier: LogNotifier::new(pool.clone()),
-            pool,
+            lane: Lane::new(pool),
             store,
             services,
             max_attempts: 8,
@@ -412,17 +431,27 @@ where
             payloads.push(serde_json::to_string(event).map_err(StoreError::from)?);
         }
         let database = crate::trace::database_span("INSERT", "events");
-        let result: Result<Vec<(Uuid, i64, i64)>, sqlx::Error> = sqlx::query_as(APPEND_SQL)
-            .bind(A::TYPE)
-            .bind(aggregate_id)
-            .bind(&sequences)
-            .bind(&types)
-            .bind(&versions)
-            .bind(&payloads)
-            .bind(metadata_json)
-            .fetch_all(&self.pool)
-            .instrument(database.clone())
-            .await;
+        let result: Result<Vec<(Uuid, i64, i64)>, sqlx::Error> = async {
+            let mut connection = self.lane.acquire().await?;
+            let result = sqlx::query_as(APPEND_SQL)
+                .bind(A::TYPE)
+                .bind(aggregate_id)
+                .bind(&sequences)
+                .bind(&types)
+                .bind(&versions)
+                .bind(&payloads)
+                .bind(metadata_json)
+                .fetch_all(&mut *connection)
+                .await;
+            // A lost race or any error the server reported leaves the connection idle
+            // and in sync; anything else (I/O) sends it back through the pool's check.
+            if matches!(result, Ok(_) | Err(sqlx::Error::Database(_))) {
+                self.lane.park(connection);
+            }
+            result
+        }
+        .instrument(database.clone())
+        .await;
         if let Err(error) = &result {
             crate::trace::record_database_error(&database, error);
         }
