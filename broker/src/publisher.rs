@@ -299,8 +299,8 @@ mod tests {
             sequence: 1,
             event_type: "Odd.Type *>".into(),
             event_version: "1.0".into(),
-            payload: serde_json::json!({}),
-            metadata: serde_json::json!({}),
+            payload: serde_json::json!({}).into(),
+            metadata: serde_json::json!({}).into(),
             recorded_at: Default::default(),
         };
         assert_eq!(

@@ -28,7 +28,7 @@ pub mod trace;
 // their finer parts (`metadata::TRACEPARENT`, `subscription::spawn`).
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use copy::{append_copy, append_records, AppendedCopy, Record};
-pub use log::{LogPosition, RecordedEvent};
+pub use log::{LogPosition, RecordedEvent, StoredJson};
 pub use metadata::{Actor, Cause, EventMetadata};
 pub use store::{Appended, CommandBus, CommandError, Committed, StoreError};
 pub use subscription::{

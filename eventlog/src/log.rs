@@ -20,6 +20,8 @@
 //! The price: one long-open transaction anywhere in the cluster delays every reader
 //! (it does not break them). Our connections set `idle_in_transaction_session_timeout`.
 
+use std::sync::OnceLock;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -54,9 +56,94 @@ pub struct RecordedEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    pub payload: Value,
-    pub metadata: Value,
+    pub payload: StoredJson,
+    pub metadata: StoredJson,
     pub recorded_at: DateTime<Utc>,
+}
+
+/// A JSON document of the log (an event's payload or metadata) as stored, parsed on
+/// first use. Reading the log is mostly turning rows into values: parsing every payload
+/// and metadata into a [`Value`] tree (an allocation per key and string) cost more than
+/// the database spent producing the rows, for consumers that read a few keys of them or
+/// none (issue #20). The text is kept, and parsed once, by the first reader that looks
+/// inside (`Deref` to [`Value`]); [`StoredJson::deserialize`] goes from the text
+/// straight to a typed value, and [`StoredJson::as_str`] hands the text on unparsed.
+#[derive(Clone)]
+pub struct StoredJson {
+    text: Box<str>,
+    parsed: OnceLock<Value>,
+}
+
+impl StoredJson {
+    /// The document as stored: a `json` column's text (valid JSON: PostgreSQL checks it).
+    fn from_stored(text: String) -> StoredJson {
+        StoredJson {
+            text: text.into_boxed_str(),
+            parsed: OnceLock::new(),
+        }
+    }
+
+    /// The JSON text, unparsed.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The document as a [`Value`], parsed on the first call. PostgreSQL's `json`
+    /// accepts a few documents `serde_json` refuses (numbers beyond `f64`); those read as
+    /// `null`, so a typed decode of them fails and names its event.
+    pub fn value(&self) -> &Value {
+        self.parsed.get_or_init(|| {
+            serde_json::from_str(&self.text).unwrap_or_else(|error| {
+                tracing::error!(%error, "a stored JSON document does not parse; read as null");
+                Value::Null
+            })
+        })
+    }
+
+    /// Deserializes the document as `T` from its text, without building a [`Value`]
+    /// (or from the [`Value`] when it was parsed already).
+    pub fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        match self.parsed.get() {
+            Some(value) => T::deserialize(value),
+            None => serde_json::from_str(&self.text),
+        }
+    }
+}
+
+impl std::ops::Deref for StoredJson {
+    type Target = Value;
+
+    fn deref(&self) -> &Value {
+        self.value()
+    }
+}
+
+impl From<Value> for StoredJson {
+    fn from(value: Value) -> StoredJson {
+        StoredJson {
+            text: value.to_string().into_boxed_str(),
+            parsed: OnceLock::from(value),
+        }
+    }
+}
+
+impl PartialEq for StoredJson {
+    /// Equal documents, however their texts are spaced.
+    fn eq(&self, other: &StoredJson) -> bool {
+        self.text == other.text || self.value() == other.value()
+    }
+}
+
+impl std::fmt::Debug for StoredJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Serialize for StoredJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.value().serialize(serializer)
+    }
 }
 
 impl RecordedEvent {
@@ -106,8 +193,8 @@ type Row = (
     i64,
     String,
     String,
-    Value,
-    Value,
+    String,
+    String,
     DateTime<Utc>,
 );
 
@@ -115,7 +202,7 @@ type Row = (
 /// those no still-running transaction can precede (see the module docs).
 pub const READ_BATCH_SQL: &str = "
 SELECT tx_id::text::bigint AS tx, global_position, event_id, aggregate_type, aggregate_id, sequence,
-       event_type, event_version, payload, metadata, recorded_at
+       event_type, event_version, payload::text, metadata::text, recorded_at
 FROM events
 WHERE (tx_id, global_position) > ($1::text::xid8, $2)
   AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
@@ -124,6 +211,8 @@ LIMIT $3";
 // Careful: ORDER BY matches output column names first. An output column named
 // `tx_id` (the cast keeps the name) would make PostgreSQL sort by the bigint
 // expression and ignore the (tx_id, global_position) index: a full sort per batch.
+// `::text` on the documents: a `json` value is its text, and the reader keeps it
+// unparsed ([`StoredJson`]).
 
 pub async fn read_batch(
     conn: &mut PgConnection,
@@ -171,8 +260,8 @@ pub(crate) async fn read_with(
                 sequence,
                 event_type,
                 event_version,
-                payload,
-                metadata,
+                payload: StoredJson::from_stored(payload),
+                metadata: StoredJson::from_stored(metadata),
                 recorded_at,
             },
         )

@@ -72,8 +72,8 @@ fn decode(event: &RecordedEvent) -> Result<ApplicationEvent, BoxError> {
         aggregate_type: event.aggregate_type.clone(),
         event_type: event.event_type.clone(),
         event_version: event.event_version.clone(),
-        payload: event.payload.clone(),
-        metadata: event.metadata.clone(),
+        payload: event.payload.value().clone(),
+        metadata: event.metadata.value().clone(),
     };
     for upcaster in aula_domain::upcasters() {
         if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {

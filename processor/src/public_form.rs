@@ -178,8 +178,8 @@ mod tests {
             sequence: 1,
             event_type: "PasswordReset".into(),
             event_version: "1.0".into(),
-            payload,
-            metadata,
+            payload: payload.into(),
+            metadata: metadata.into(),
             recorded_at: chrono::DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z")
                 .unwrap()
                 .into(),

@@ -287,8 +287,8 @@ mod tests {
             sequence: 1,
             event_type: event_type.into(),
             event_version: "1.0".into(),
-            payload: json!({"type": event_type}),
-            metadata,
+            payload: json!({"type": event_type}).into(),
+            metadata: metadata.into(),
             recorded_at: chrono::Utc::now(),
         }
     }
@@ -339,7 +339,7 @@ mod tests {
         let original = event("StudentCreated", json!({}));
         let mut copy = original.clone();
         copy.event_id = Uuid::new_v4();
-        copy.metadata = json!({"reprocessed_from": original.event_id.to_string()});
+        copy.metadata = json!({"reprocessed_from": original.event_id.to_string()}).into();
         let a = tasks_for(&original);
         let b = tasks_for(&copy);
         assert_eq!(a.len(), 2);

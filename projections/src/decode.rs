@@ -60,8 +60,8 @@ mod tests {
             sequence: 1,
             event_type: event_type.into(),
             event_version: version.into(),
-            payload,
-            metadata,
+            payload: payload.into(),
+            metadata: metadata.into(),
             recorded_at: Utc::now(),
         }
     }

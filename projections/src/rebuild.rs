@@ -21,6 +21,7 @@
 //! **Invariant:** readers never see a half-built table: the swap is one transaction,
 //! and until it commits every query reads the live tables.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use aula_eventlog::log::{LogPosition, RecordedEvent};
@@ -43,6 +44,9 @@ const REBUILD_SETTINGS: [(&str, &str); 2] = [
     ("synchronous_commit", "off"),
     ("maintenance_work_mem", "256MB"),
 ];
+
+/// Batches read ahead of the slowest projection of a rebuild.
+const QUEUED_BATCHES: usize = 2;
 
 /// Secondary indexes of the shadow tables built at the same time (one connection each).
 const INDEX_BUILDERS: usize = 2;
@@ -117,7 +121,7 @@ pub async fn rebuild(
 
 /// Rebuilds several projections at once: the log is read once and each batch is
 /// handed to every projection, each on its own connection (so the database works on
-/// them in parallel) while the next batch is being read. Each one is swapped in on its
+/// them in parallel) and at its own pace, while the next batches are being read. Each one is swapped in on its
 /// own as soon as the log is exhausted. If any fails, none is swapped in.
 pub async fn rebuild_many(
     pool: &PgPool,
@@ -406,29 +410,45 @@ async fn run(
     for target in targets.iter_mut() {
         target.prepare(total).await?;
     }
-    let mut read_seconds = 0.0;
-    let mut position = LogPosition::START;
-    let clock = Instant::now();
-    let mut batch = read_history(reader, position, REBUILD_BATCH).await?;
-    read_seconds += clock.elapsed().as_secs_f64();
-    while !batch.is_empty() {
-        if let Some(last) = batch.last() {
-            position = last.position;
-        }
-        // Read the next batch while every projection handles this one.
-        let current = batch;
-        let handle_all =
-            futures::future::try_join_all(targets.iter_mut().map(|t| t.feed(&current, started)));
-        let read_next = async {
+    // The log is read once; each batch goes to every projection through a queue of its
+    // own, so each works at its own pace (a batch waits for no other projection's
+    // handling of it) while the reader keeps up to QUEUED_BATCHES ahead of the slowest.
+    let (senders, receivers): (Vec<_>, Vec<_>) = targets
+        .iter()
+        .map(|_| tokio::sync::mpsc::channel::<Arc<Vec<RecordedEvent>>>(QUEUED_BATCHES))
+        .unzip();
+    let reading = async move {
+        let mut read_seconds = 0.0;
+        let mut position = LogPosition::START;
+        loop {
             let clock = Instant::now();
-            let next = read_history(reader, position, REBUILD_BATCH).await;
-            (next, clock.elapsed().as_secs_f64())
-        };
-        let (handled, (next, seconds)) = tokio::join!(handle_all, read_next);
-        handled?;
-        read_seconds += seconds;
-        batch = next?;
-    }
+            let batch = read_history(reader, position, REBUILD_BATCH).await?;
+            read_seconds += clock.elapsed().as_secs_f64();
+            let Some(last) = batch.last() else { break };
+            position = last.position;
+            let batch = Arc::new(batch);
+            for sender in &senders {
+                if sender.send(batch.clone()).await.is_err() {
+                    // That projection stopped on an error, which its feeder reports.
+                    return Ok(read_seconds);
+                }
+            }
+        }
+        // Dropping the senders ends every feeder's queue.
+        drop(senders);
+        Ok::<f64, RebuildError>(read_seconds)
+    };
+    let feeding = futures::future::try_join_all(targets.iter_mut().zip(receivers).map(
+        |(target, mut batches)| async move {
+            while let Some(batch) = batches.recv().await {
+                target.feed(&batch, started).await?;
+            }
+            Ok::<(), RebuildError>(())
+        },
+    ));
+    let (read, fed) = tokio::join!(reading, feeding);
+    fed?;
+    let read_seconds = read?;
     let load_seconds = started.elapsed().as_secs_f64();
     let clock = Instant::now();
     for target in targets.iter_mut() {

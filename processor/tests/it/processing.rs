@@ -35,8 +35,8 @@ fn event(event_type: &str, position: i64) -> RecordedEvent {
         sequence: 1,
         event_type: event_type.into(),
         event_version: "1.0".into(),
-        payload: json!({}),
-        metadata: json!({}),
+        payload: json!({}).into(),
+        metadata: json!({}).into(),
         // Whole milliseconds, as PostgreSQL keeps microseconds.
         recorded_at: DateTime::from_timestamp_millis(Utc::now().timestamp_millis() - 1000).unwrap(),
     }

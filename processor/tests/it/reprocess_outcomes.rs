@@ -273,8 +273,8 @@ async fn a_copy_records_its_own_request_and_links_to_the_original_trace() {
         sequence: 1,
         event_type: "TeacherCreated".into(),
         event_version: "1.0".into(),
-        payload: serde_json::json!({}),
-        metadata: copy_metadata,
+        payload: serde_json::json!({}).into(),
+        metadata: copy_metadata.into(),
         recorded_at: chrono::Utc::now(),
     };
     let tasks = aula_processor::reactions::tasks_for(&copy_event);

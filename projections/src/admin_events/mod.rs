@@ -16,6 +16,7 @@ use crate::decode::reprocessed_from;
 use crate::ProjectionError;
 
 mod list;
+mod search;
 
 // The search pattern of every list, kept at its old path for the callers of this list.
 pub use crate::like_pattern;
@@ -23,6 +24,7 @@ pub use list::{
     list_admin_events, push_filters, DurationOp, EventListError, EventListQuery, EventPage,
     EventSort, LATE, MIN_SEARCH_CHARS,
 };
+pub use search::search_text;
 
 pub const NAME: &str = "admin_events";
 pub const TABLES: &[&str] = &["admin_events", "admin_event_search"];
@@ -93,11 +95,11 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
     .bind(events.iter().map(|e| e.position.tx_id).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
-    // What the list's search reads (`0041_dashboard_search.sql`: the payload's values,
-    // sensitive fields left out, by the database's own `aula_search_text`).
+    // What the list's search reads: the payload's values, sensitive fields left out
+    // ([`search_text`], the same text as the database's `aula_search_text`).
     sqlx::query(
         "INSERT INTO admin_event_search (global_position, body)
-         SELECT p, aula_search_text(d) FROM unnest($1::bigint[], $2::jsonb[]) AS r(p, d)
+         SELECT * FROM unnest($1::bigint[], $2::text[])
          ON CONFLICT (global_position) DO NOTHING",
     )
     .bind(
@@ -106,7 +108,12 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
             .map(|e| e.global_position())
             .collect::<Vec<_>>(),
     )
-    .bind(events.iter().map(|e| &e.payload).collect::<Vec<_>>())
+    .bind(
+        events
+            .iter()
+            .map(|e| search_text(&e.payload))
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *tx)
     .await?;
     // Per original: how many copies this batch adds, and its latest (the batch is in

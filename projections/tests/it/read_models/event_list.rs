@@ -395,3 +395,39 @@ async fn the_admin_list_searches_payload_values_but_not_sensitive_fields() {
         assert_eq!(body, "visible", "{field}");
     }
 }
+
+/// The projection computes the search text itself (`admin_events::search_text`); the
+/// database's `aula_search_text` filled it for the events projected before. A rebuild
+/// recomputes every row, so the two must agree on every payload: every event of the
+/// catalog, and documents that reach the corners (key order, depth, numbers, escapes,
+/// empty strings, sensitive fields that are not strings).
+#[tokio::test]
+async fn the_projections_search_text_is_the_databases() {
+    let db = TestDatabase::new().await;
+    let mut documents: Vec<serde_json::Value> = aula_domain::catalog::sample_events()
+        .into_iter()
+        .map(|sample| sample.payload)
+        .collect();
+    documents.extend([
+        serde_json::json!({}),
+        serde_json::json!("a bare string"),
+        serde_json::json!([1, [2, [3, {"k": "v"}]], null, false]),
+        serde_json::json!({"bb": 1, "a": 2, "ab": 3, "B": 4, "é": 5, "z": {"yy": "q \"quoted\" \\ \u{e9}\n", "x": ""}}),
+        serde_json::json!({"n": [0, -0.0, 6.0, -2.5, 1e21, 1.5e-7, 12345678901234567890u64, -9007199254740993i64, 0.1]}),
+        serde_json::json!({"password_hash": 12, "token_hash": {"inner": "shown"}, "deep": {"password_hash": "hidden", "token_hash": null}}),
+        serde_json::json!({"": "", " ": " ", "empty": [], "o": {}}),
+    ]);
+    for document in documents {
+        let text = document.to_string();
+        let database: String = sqlx::query_scalar("SELECT aula_search_text($1::text::jsonb)")
+            .bind(&text)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            aula_projections::admin_events::search_text(&document),
+            database,
+            "{text}"
+        );
+    }
+}
