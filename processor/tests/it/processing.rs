@@ -21,9 +21,9 @@ use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-const LONG_LEASE: Duration = Duration::from_secs(300);
+pub(crate) const LONG_LEASE: Duration = Duration::from_secs(300);
 
-fn event(event_type: &str, position: i64) -> RecordedEvent {
+pub(crate) fn event(event_type: &str, position: i64) -> RecordedEvent {
     RecordedEvent {
         position: LogPosition {
             tx_id: position,
@@ -43,26 +43,26 @@ fn event(event_type: &str, position: i64) -> RecordedEvent {
 }
 
 /// Runs the reactions consumer on `events` in one transaction, as the subscription does.
-async fn react(pool: &PgPool, events: &[RecordedEvent]) {
+pub(crate) async fn react(pool: &PgPool, events: &[RecordedEvent]) {
     let mut tx = pool.begin().await.unwrap();
     Reactions.handle(&mut tx, events).await.unwrap();
     tx.commit().await.unwrap();
 }
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-struct Processing {
-    event_type: String,
-    status: String,
-    processed_at: Option<DateTime<Utc>>,
-    duration_ms: Option<i64>,
-    error: Option<String>,
-    tasks_pending: i32,
-    tasks_running: i32,
-    tasks_succeeded: i32,
-    tasks_failed: i32,
+pub(crate) struct Processing {
+    pub(crate) event_type: String,
+    pub(crate) status: String,
+    pub(crate) processed_at: Option<DateTime<Utc>>,
+    pub(crate) duration_ms: Option<i64>,
+    pub(crate) error: Option<String>,
+    pub(crate) tasks_pending: i32,
+    pub(crate) tasks_running: i32,
+    pub(crate) tasks_succeeded: i32,
+    pub(crate) tasks_failed: i32,
 }
 
-async fn processing_of(pool: &PgPool, event_id: Uuid) -> Processing {
+pub(crate) async fn processing_of(pool: &PgPool, event_id: Uuid) -> Processing {
     sqlx::query_as(
         "SELECT event_type, status, processed_at, duration_ms, error, tasks_pending, tasks_running,
                 tasks_succeeded, tasks_failed
@@ -74,7 +74,7 @@ async fn processing_of(pool: &PgPool, event_id: Uuid) -> Processing {
     .unwrap()
 }
 
-fn counts(p: &Processing) -> [i32; 4] {
+pub(crate) fn counts(p: &Processing) -> [i32; 4] {
     [
         p.tasks_pending,
         p.tasks_running,
@@ -671,61 +671,5 @@ async fn rollups_counts_and_event_rows_equal_a_full_recount_after_a_random_workl
             "event {id}"
         );
     }
-    db.drop_database().await;
-}
-
-/// Migration 0047: a worker's claim queues its event's refresh due a moment later, so a
-/// task that finishes within it has its event's row written once, at its final status
-/// (its completion's refresh takes the claim's id too); a task still running then is
-/// shown running.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_claims_refresh_waits_a_moment_and_goes_with_the_completion() {
-    let db = TestDatabase::new().await;
-    let quick = event("TeacherCreated", 1);
-    let slow = event("TeacherCreated", 2);
-    react(&db.pool, &[quick.clone(), slow.clone()]).await;
-    let claimed = queue::claim_deferred(&db.pool, "w", 10, LONG_LEASE, true)
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 2);
-    let delays: Vec<f64> = sqlx::query_scalar(
-        "SELECT DISTINCT extract(epoch FROM r.not_before - t.claimed_at)::float8 * 1000
-         FROM admin_event_refresh r JOIN tasks t ON t.event_id = r.event_id",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!(delays, [processing::CLAIM_REFRESH_DELAY_MS as f64]);
-
-    let quick_task = claimed
-        .iter()
-        .find(|t| t.event_id == Some(quick.event_id))
-        .unwrap();
-    queue::complete_deferred(&db.pool, &[quick_task.done()])
-        .await
-        .unwrap();
-    assert!(processing::refresh(&db.pool, 100).await.unwrap().unwrap() >= 2);
-    let p = processing_of(&db.pool, quick.event_id).await;
-    assert_eq!((p.status.as_str(), counts(&p)), ("succeeded", [0, 0, 1, 0]));
-    let left: Vec<Uuid> = sqlx::query_scalar("SELECT event_id FROM admin_event_refresh")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
-    assert!(
-        !left.contains(&quick.event_id),
-        "the claim's id went with it"
-    );
-
-    tokio::time::sleep(Duration::from_millis(
-        processing::CLAIM_REFRESH_DELAY_MS + 50,
-    ))
-    .await;
-    processing::refresh_all(&db.pool).await.unwrap();
-    let p = processing_of(&db.pool, slow.event_id).await;
-    assert_eq!((p.status.as_str(), counts(&p)), ("pending", [0, 1, 0, 0]));
-    assert_eq!(
-        crate::common::scalar_i64(&db.pool, "SELECT count(*) FROM admin_event_refresh").await,
-        0
-    );
     db.drop_database().await;
 }
