@@ -24,10 +24,11 @@ pub async fn claim(
     lease: Duration,
     record_attempts: bool,
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
-    run_claim(CLAIM_SQL, pool, worker, limit, lease, record_attempts).await
+    run_claim(CLAIM_SQL, pool, worker, limit, lease, record_attempts, None).await
 }
 
-/// Runs one of the claim statements (they take the same parameters).
+/// Runs one of the claim statements (they take the same parameters, and a hinted one
+/// its hint as `$6`, `$7`).
 async fn run_claim(
     sql: &'static str,
     pool: &PgPool,
@@ -35,16 +36,19 @@ async fn run_claim(
     limit: i64,
     lease: Duration,
     record_attempts: bool,
+    hint: Option<ClaimHint>,
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
     let shard: i16 = rand::Rng::gen_range(&mut rand::thread_rng(), 0..processing::SHARDS);
-    sqlx::query_as(sql)
+    let mut query = sqlx::query_as(sql)
         .bind(limit)
         .bind(lease.as_millis() as f64)
         .bind(worker)
         .bind(record_attempts)
-        .bind(shard)
-        .fetch_all(pool)
-        .await
+        .bind(shard);
+    if let Some(hint) = hint {
+        query = query.bind(hint.priority).bind(hint.run_at);
+    }
+    query.fetch_all(pool).await
 }
 
 /// The CTEs every claim starts with: pick the due tasks (`SKIP LOCKED`), park those of
@@ -153,15 +157,7 @@ pub async fn claim_deferred(
     lease: Duration,
     record_attempts: bool,
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
-    run_claim(
-        CLAIM_DEFERRED_SQL,
-        pool,
-        worker,
-        limit,
-        lease,
-        record_attempts,
-    )
-    .await
+    claim_deferred_from(pool, worker, limit, lease, record_attempts, None).await
 }
 
 /// The part of [`CLAIM_DEFERRED_SQL`] after the claim's CTEs, shared with
@@ -234,20 +230,11 @@ pub async fn claim_deferred_from(
     record_attempts: bool,
     hint: Option<ClaimHint>,
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
-    let Some(hint) = hint else {
-        return claim_deferred(pool, worker, limit, lease, record_attempts).await;
+    let sql = match hint {
+        Some(_) => CLAIM_DEFERRED_FROM_SQL,
+        None => CLAIM_DEFERRED_SQL,
     };
-    let shard: i16 = rand::Rng::gen_range(&mut rand::thread_rng(), 0..processing::SHARDS);
-    sqlx::query_as(CLAIM_DEFERRED_FROM_SQL)
-        .bind(limit)
-        .bind(lease.as_millis() as f64)
-        .bind(worker)
-        .bind(record_attempts)
-        .bind(shard)
-        .bind(hint.priority)
-        .bind(hint.run_at)
-        .fetch_all(pool)
-        .await
+    run_claim(sql, pool, worker, limit, lease, record_attempts, hint).await
 }
 
 /// See [`claim_deferred`] and the module's rules for plans.
