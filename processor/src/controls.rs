@@ -385,6 +385,11 @@ pub async fn set_priority(
     )
     .await?;
     tx.commit().await?;
+    // Wake the workers: the task may now sort before where their claims start
+    // (`queue::ClaimHint`).
+    sqlx::query("SELECT pg_notify('aula_tasks', '')")
+        .execute(pool)
+        .await?;
     Ok(task.priority)
 }
 

@@ -134,6 +134,10 @@ pub async fn run_workers_with_ready(
     // from the index's front was made.
     let mut hint: Option<queue::ClaimHint> = None;
     let mut from_front = tokio::time::Instant::now();
+    // When the loop last claimed the priorities before its hint, and whether that claim
+    // was full (so more may wait there).
+    let mut before_checked = tokio::time::Instant::now();
+    let mut more_before = false;
     loop {
         if shutdown.is_triggered() {
             break;
@@ -149,26 +153,48 @@ pub async fn run_workers_with_ready(
         }
         // New tasks may sort before the hint: claim from the front.
         if wake_rx.has_changed().unwrap_or(true)
-            || from_front.elapsed() >= queue::ClaimHint::LIFETIME
+            || from_front.elapsed() >= queue::ClaimHint::FRONT_EVERY
         {
             hint = None;
         }
         wake_rx.borrow_and_update();
         let limit = (free as i64).min(config.claim_batch);
         let hinted = hint.is_some();
+        // More urgent tasks may have come due: claim the priorities before the hint.
+        let before =
+            hint.filter(|_| more_before || before_checked.elapsed() >= queue::ClaimHint::LIFETIME);
+        if !hinted || before.is_some() {
+            before_checked = tokio::time::Instant::now();
+        }
         if !hinted {
             from_front = tokio::time::Instant::now();
+            more_before = false;
         }
-        let claimed = match queue::claim_deferred_from(
-            &claim_pool,
-            &config.worker_name,
-            limit,
-            config.lease,
-            config.record_attempts,
-            hint,
-        )
-        .await
-        {
+        let claim = match before {
+            Some(hint) => {
+                queue::claim_deferred_before(
+                    &claim_pool,
+                    &config.worker_name,
+                    limit,
+                    config.lease,
+                    config.record_attempts,
+                    hint,
+                )
+                .await
+            }
+            None => {
+                queue::claim_deferred_from(
+                    &claim_pool,
+                    &config.worker_name,
+                    limit,
+                    config.lease,
+                    config.record_attempts,
+                    hint,
+                )
+                .await
+            }
+        };
+        let claimed = match claim {
             Ok(claimed) => {
                 failures = 0;
                 claimed
@@ -192,24 +218,33 @@ pub async fn run_workers_with_ready(
             ready();
         }
         let full_batch = claimed.len() as i64 == limit;
-        hint = if full_batch {
-            queue::ClaimHint::of(&claimed)
-        } else {
-            None
-        };
-        if !full_batch && hinted {
-            // A hinted claim that came up short proves nothing about the tasks before
-            // the hint: look from the front before waiting.
+        if before.is_some() {
+            // The hint stays: the tasks at its priority come after these. A full batch
+            // may have left more of them for the next claim.
+            more_before = full_batch;
             if claimed.is_empty() {
                 continue;
             }
-        } else if claimed.is_empty() {
-            tokio::select! {
-                _ = wake_rx.changed() => {}
-                _ = tokio::time::sleep(config.poll_interval) => {}
-                _ = shutdown.wait() => break,
+        } else {
+            hint = if full_batch {
+                queue::ClaimHint::of(&claimed)
+            } else {
+                None
+            };
+            if !full_batch && hinted {
+                // A hinted claim that came up short proves nothing about the tasks before
+                // the hint: look from the front before waiting.
+                if claimed.is_empty() {
+                    continue;
+                }
+            } else if claimed.is_empty() {
+                tokio::select! {
+                    _ = wake_rx.changed() => {}
+                    _ = tokio::time::sleep(config.poll_interval) => {}
+                    _ = shutdown.wait() => break,
+                }
+                continue;
             }
-            continue;
         }
         {
             let mut map = lock(&in_flight);
@@ -281,7 +316,7 @@ pub async fn run_workers_with_ready(
         tracing::info!(released = released.len(), "released unfinished tasks");
     }
     // Last: the refresher's final round brings every event row this process queued up
-    // to date (unless another process holds the refresher's lock: then that one will).
+    // to date (unless the refreshers' slots are all taken: then those rounds will).
     let _ = stop_refresher.send(true);
     let _ = refresher.await;
     tracing::info!(worker = %config.worker_name, "task workers stopped");

@@ -64,7 +64,9 @@ use uuid::Uuid;
 
 use counters::{write_counters, Counters};
 pub use reads::{local_midnight, processed_per_minute, processing_rate_today, status_counts};
-pub use refresher::{refresh, refresh_all, run_refresher, CLAIM_REFRESH_DELAY_MS, REFRESH_BATCH};
+pub use refresher::{
+    refresh, refresh_all, run_refresher, CLAIM_REFRESH_DELAY_MS, REFRESHERS, REFRESH_BATCH,
+};
 
 /// Counter rows per key: concurrent transactions pick different ones at random.
 pub const SHARDS: i16 = 16;

@@ -227,8 +227,8 @@ mod claim;
 mod finish;
 
 pub use claim::{
-    claim, claim_deferred, claim_deferred_from, ClaimHint, CLAIM_DEFERRED_FROM_SQL,
-    CLAIM_DEFERRED_SQL, CLAIM_SQL,
+    claim, claim_deferred, claim_deferred_before, claim_deferred_from, ClaimHint,
+    CLAIM_DEFERRED_BEFORE_SQL, CLAIM_DEFERRED_FROM_SQL, CLAIM_DEFERRED_SQL, CLAIM_SQL,
 };
 pub use finish::{
     complete, complete_deferred, complete_eventless, fail, heartbeat, release, rescue_expired,

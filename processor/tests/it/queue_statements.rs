@@ -15,8 +15,10 @@ use crate::queue::{insert, task};
 /// The claiming loop's shortcut (`queue::ClaimHint`): a hinted claim walks the claim
 /// index from its hint, so it does not see a more urgent task that arrived after the
 /// hint was taken; the claim from the front, which the loop makes at least once per
-/// `ClaimHint::LIFETIME` and whenever tasks are notified, does. The plan really starts
-/// at the hint (an index condition), or the shortcut would save nothing.
+/// `ClaimHint::FRONT_EVERY` and whenever tasks are notified, does, and so does the claim
+/// of the priorities before the hint's, made every `ClaimHint::LIFETIME`. The plans
+/// really start at the hint and stop at its priority (index conditions), or the
+/// shortcuts would save nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hinted_claim_starts_at_its_hint_and_the_front_finds_what_it_passed() {
     let db = TestDatabase::new().await;
@@ -45,6 +47,17 @@ async fn a_hinted_claim_starts_at_its_hint_and_the_front_finds_what_it_passed() 
     assert_eq!(front.len(), 1);
     assert_eq!(front[0].idempotency_key, "urgent");
 
+    // The claim of the priorities before the hint (every `ClaimHint::LIFETIME`) finds a
+    // more urgent task and nothing at the hint's own priority.
+    let mut urgent = task("noop", "urgent again");
+    urgent.priority = 0;
+    insert(&db.pool, &[urgent, task("noop", "k6")]).await;
+    let before = queue::claim_deferred_before(&db.pool, "w", 10, lease, true, hint)
+        .await
+        .unwrap();
+    let keys: Vec<&str> = before.iter().map(|t| t.idempotency_key.as_str()).collect();
+    assert_eq!(keys, ["urgent again"]);
+
     // A backlog as the shortcut is for, with its statistics.
     let backlog: Vec<NewTask> = (0..2_000).map(|i| task("noop", &format!("b{i}"))).collect();
     insert(&db.pool, &backlog).await;
@@ -65,6 +78,21 @@ async fn a_hinted_claim_starts_at_its_hint_and_the_front_finds_what_it_passed() 
             && plan.iter().any(|line| line.contains("Index Cond:")
                 && line.contains("ROW(priority, run_at) >= ROW($6, $7)")),
         "the hinted claim does not start its index scan at the hint:\n{text}"
+    );
+    let plan = generic_plan(
+        &db.pool,
+        queue::CLAIM_DEFERRED_BEFORE_SQL,
+        "bigint, float8, text, bool, smallint, smallint",
+        "24, 60000, 'w', true, 1, 50",
+    )
+    .await;
+    let text = plan.join("\n");
+    assert!(
+        text.contains("task_queue_claim_idx")
+            && plan
+                .iter()
+                .any(|line| line.contains("Index Cond:") && line.contains("(priority < $6)")),
+        "the claim before the hint does not stop its index scan at the hint's priority:\n{text}"
     );
     db.drop_database().await;
 }

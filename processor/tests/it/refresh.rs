@@ -65,3 +65,116 @@ async fn a_claims_refresh_waits_a_moment_and_goes_with_the_completion() {
     );
     db.drop_database().await;
 }
+
+/// Keeps refreshing in rounds of `limit` until nothing is queued.
+async fn refresh_until_empty(pool: sqlx::PgPool, limit: i64) -> usize {
+    let mut taken = 0;
+    loop {
+        match processing::refresh(&pool, limit).await.unwrap() {
+            Some(0) | None => {
+                let left =
+                    crate::common::scalar_i64(&pool, "SELECT count(*) FROM admin_event_refresh")
+                        .await;
+                if left == 0 {
+                    return taken;
+                }
+                // The claims' ids are due a moment later, or the other rounds hold them.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Some(n) => taken += n,
+        }
+    }
+}
+
+/// Session 12: `processing::REFRESHERS` rounds may run at once. They take disjoint ids,
+/// a round beyond the slots does nothing, and racing rounds (an event's claim id in one,
+/// its completion id in another) write every row and counter as one round would.
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_rounds_run_side_by_side_up_to_the_slots_and_count_each_event_once() {
+    let db = TestDatabase::new().await;
+    assert_eq!(processing::REFRESHERS, 2);
+    let events: Vec<_> = (1..=120).map(|i| event("TeacherCreated", i)).collect();
+    react(&db.pool, &events).await;
+    let claimed = queue::claim_deferred(&db.pool, "w", 1_000, LONG_LEASE, true)
+        .await
+        .unwrap();
+    let tasks = claimed.len();
+    assert!(tasks >= events.len(), "every event issues a task");
+    // Half of them finish at once (their completion's id is due now, the claim's later),
+    // the rest only after a first race of refreshers (their claim's id was due first).
+    let (now, later) = claimed.split_at(tasks / 2);
+    let done: Vec<_> = now.iter().map(|t| t.done()).collect();
+    queue::complete_deferred(&db.pool, &done).await.unwrap();
+
+    // Both slots held elsewhere: a round does nothing and leaves the ids queued.
+    let mut holder = db.pool.begin().await.unwrap();
+    for slot in 0..processing::REFRESHERS {
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+            .bind(0x6175_6c61_i32)
+            .bind(17 + slot)
+            .fetch_one(&mut *holder)
+            .await
+            .unwrap();
+        assert!(held);
+        if slot == 0 {
+            // One slot free: a round runs.
+            assert!(processing::refresh(&db.pool, 1).await.unwrap().is_some());
+        }
+    }
+    assert_eq!(processing::refresh(&db.pool, 1).await.unwrap(), None);
+    holder.rollback().await.unwrap();
+
+    let race = |pool: sqlx::PgPool| async move {
+        let rounds: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(refresh_until_empty(pool.clone(), 7)))
+            .collect();
+        let mut taken = 0;
+        for round in rounds {
+            taken += round.await.unwrap();
+        }
+        taken
+    };
+    race(db.pool.clone()).await;
+    let done: Vec<_> = later.iter().map(|t| t.done()).collect();
+    queue::complete_deferred(&db.pool, &done).await.unwrap();
+    race(db.pool.clone()).await;
+
+    for e in &events {
+        let p = processing_of(&db.pool, e.event_id).await;
+        assert_eq!(p.status, "succeeded", "{e:?}");
+        assert_eq!(
+            (p.tasks_pending, p.tasks_running, p.tasks_failed),
+            (0, 0, 0)
+        );
+        assert!(p.tasks_succeeded >= 1);
+        assert!(p.processed_at.is_some());
+    }
+    let succeeded: i64 = crate::common::scalar_i64(
+        &db.pool,
+        "SELECT COALESCE(sum(count), 0)::bigint FROM task_status_counts
+         WHERE kind = 'event' AND status = 'succeeded'",
+    )
+    .await;
+    assert_eq!(succeeded, events.len() as i64);
+    let unfinished: i64 = crate::common::scalar_i64(
+        &db.pool,
+        "SELECT COALESCE(sum(count), 0)::bigint FROM task_status_counts
+         WHERE kind = 'event' AND status IN ('pending', 'retrying', 'failed')",
+    )
+    .await;
+    assert_eq!(unfinished, 0);
+    let rolled_up: i64 = crate::common::scalar_i64(
+        &db.pool,
+        "SELECT COALESCE(sum(count), 0)::bigint FROM processing_rollups
+         WHERE kind = 'event' AND status = 'succeeded'",
+    )
+    .await;
+    assert_eq!(rolled_up, events.len() as i64);
+    let tasks_counted: i64 = crate::common::scalar_i64(
+        &db.pool,
+        "SELECT COALESCE(sum(tasks_succeeded), 0)::bigint FROM admin_events",
+    )
+    .await;
+    assert_eq!(tasks_counted, tasks as i64);
+    db.drop_database().await;
+}
