@@ -505,18 +505,7 @@ async fn several_worker_sets_run_each_task_exactly_once() {
     for runner in runners {
         runner.stop().await;
     }
-    assert_eq!(
-        scalar_i64(
-            &db.pool,
-            "SELECT count(*) FROM tasks WHERE status = 'succeeded'"
-        )
-        .await,
-        total
-    );
-    assert_eq!(
-        scalar_i64(&db.pool, "SELECT count(*) FROM effects").await,
-        total
-    );
+    assert_each_task_succeeded_once(&db.pool, "effects", total).await;
     assert_eq!(
         scalar_i64(&db.pool, "SELECT count(*) FROM executions").await,
         total,
