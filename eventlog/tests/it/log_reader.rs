@@ -138,6 +138,24 @@ fn fast(name: &str) -> SubscriptionOptions {
     options
 }
 
+/// Subscription `name` on a [`Recorder`] of instance `instance`.
+fn spawn_recorder(
+    db: &TestDatabase,
+    name: &str,
+    instance: &str,
+    wakeups: &Wakeups,
+    shutdown: shutdown::Shutdown,
+) -> subscription::SubscriptionHandle {
+    let recorder = Recorder::new(name, instance);
+    subscription::spawn(
+        db.connect.clone(),
+        fast(name),
+        recorder,
+        wakeups.clone(),
+        shutdown,
+    )
+}
+
 async fn insert_event(conn: &mut PgConnection, aggregate: &str, sequence: i64) {
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
@@ -341,13 +359,7 @@ async fn a_subscriber_killed_mid_batch_resumes_without_loss_or_duplicate() {
         handle.task.abort();
         let _ = handle.task.await;
     }
-    let survivor = subscription::spawn(
-        db.connect.clone(),
-        fast("victim"),
-        Recorder::new("victim", "survivor"),
-        wakeups.clone(),
-        shutdown.clone(),
-    );
+    let survivor = spawn_recorder(&db, "victim", "survivor", &wakeups, shutdown.clone());
     wait_for_seen(&db.pool, "victim", total).await;
     assert_exactly_once_in_order(&db.pool, "victim").await;
     let (handled, last_error): (i64, Option<String>) = sqlx::query_as(
@@ -369,24 +381,12 @@ async fn only_one_instance_consumes_and_a_standby_takes_over() {
     let wakeups = Wakeups::listen(&db.pool, second_shutdown.clone())
         .await
         .unwrap();
-    let first = subscription::spawn(
-        db.connect.clone(),
-        fast("single"),
-        Recorder::new("single", "first"),
-        wakeups.clone(),
-        first_shutdown,
-    );
+    let first = spawn_recorder(&db, "single", "first", &wakeups, first_shutdown);
     let mut first_state = first.state.clone();
     within(first_state.wait_for(|s| matches!(s, SubscriptionState::Active { .. })))
         .await
         .unwrap();
-    let second = subscription::spawn(
-        db.connect.clone(),
-        fast("single"),
-        Recorder::new("single", "second"),
-        wakeups.clone(),
-        second_shutdown,
-    );
+    let second = spawn_recorder(&db, "single", "second", &wakeups, second_shutdown);
     let mut second_state = second.state.clone();
     within(second_state.wait_for(|s| *s == SubscriptionState::Standby))
         .await
@@ -559,13 +559,7 @@ async fn a_subscription_reconnects_after_its_connection_is_killed() {
     let db = setup().await;
     let (stop, shutdown) = shutdown::channel();
     let wakeups = Wakeups::listen(&db.pool, shutdown.clone()).await.unwrap();
-    let handle = subscription::spawn(
-        db.connect.clone(),
-        fast("phoenix"),
-        Recorder::new("phoenix", "only"),
-        wakeups,
-        shutdown,
-    );
+    let handle = spawn_recorder(&db, "phoenix", "only", &wakeups, shutdown);
     append_events(&db.pool, "one", 1, 100).await;
     wait_for_seen(&db.pool, "phoenix", 100).await;
     for round in 0..3 {
