@@ -6,11 +6,11 @@
 //! authorization question answered by the API before the command is sent.
 
 use chrono::{DateTime, Utc};
-use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::impl_aggregate;
 use crate::errors::{impl_rejection, RejectionKind};
+use crate::event_types::impl_domain_event;
 use crate::values::{CourseId, ExamName, GradeNote, InstitutionId, StudentId, TeacherId};
 
 /// The exam grade aggregate needs no external services.
@@ -59,19 +59,10 @@ pub enum ExamGradeEvent {
     },
 }
 
-impl DomainEvent for ExamGradeEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::ExamGradeNoteAdded { .. } => crate::event_types::EXAM_GRADE_NOTE_ADDED,
-            Self::ExamGradeNoteChanged { .. } => crate::event_types::EXAM_GRADE_NOTE_CHANGED,
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
-}
+impl_domain_event!(ExamGradeEvent {
+    ExamGradeNoteAdded => EXAM_GRADE_NOTE_ADDED,
+    ExamGradeNoteChanged => EXAM_GRADE_NOTE_CHANGED,
+});
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExamGradeError {

@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::impl_aggregate;
 use crate::errors::{impl_rejection, RejectionKind};
+use crate::event_types::impl_domain_event;
 use crate::values::{
     CampusId, CampusName, Capacity, CityName, CourseId, CourseName, InstitutionName, UserId,
 };
@@ -63,20 +63,11 @@ pub enum InstitutionEvent {
     },
 }
 
-impl DomainEvent for InstitutionEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::InstitutionCreated { .. } => crate::event_types::INSTITUTION_CREATED,
-            Self::CampusCreated { .. } => crate::event_types::CAMPUS_CREATED,
-            Self::CourseOffered { .. } => crate::event_types::COURSE_OFFERED,
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
-}
+impl_domain_event!(InstitutionEvent {
+    InstitutionCreated => INSTITUTION_CREATED,
+    CampusCreated => CAMPUS_CREATED,
+    CourseOffered => COURSE_OFFERED,
+});
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InstitutionError {

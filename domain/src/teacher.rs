@@ -2,11 +2,11 @@
 //! separate [`crate::user::User`] (role `Teacher`) that the caller creates; the teacher
 //! only carries its `user_id`.
 
-use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::impl_aggregate;
 use crate::errors::{impl_rejection, RejectionKind};
+use crate::event_types::impl_domain_event;
 use crate::values::{Email, InstitutionId, PersonName, UserId};
 
 /// The teacher aggregate needs no external services.
@@ -36,18 +36,7 @@ pub enum TeacherEvent {
     },
 }
 
-impl DomainEvent for TeacherEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::TeacherCreated { .. } => crate::event_types::TEACHER_CREATED,
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
-}
+impl_domain_event!(TeacherEvent { TeacherCreated => TEACHER_CREATED });
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TeacherError {

@@ -15,7 +15,6 @@
 //! or looks up the `UserId` for an e-mail before sending commands.
 
 use chrono::{DateTime, Duration, Utc};
-use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::impl_aggregate;
