@@ -35,33 +35,11 @@ pub async fn run(settings: &Settings, events: i64, latency_events: usize) -> any
     let db = BenchDatabase::create(settings).await?;
     println!("aula bench broker: writing {events} events...");
     let written = Instant::now();
-    let chunk = 100_000i64;
-    let mut done = 0i64;
-    while done < events {
-        let count = chunk.min(events - done);
-        // Realistic EnrollmentRequested payloads with an institution in the metadata,
-        // one transaction per chunk (as `aula bench log`).
-        sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT 'course', 'course-' || (g / 100), g % 100 + 1, 'EnrollmentRequested', '1.0',
-                    json_build_object('type', 'EnrollmentRequested', 'application_id', gen_random_uuid(),
-                                      'name', 'Applicant ' || g, 'birth_date', '2001-04-12',
-                                      'email', 'applicant' || g || '@example.edu', 'requested_at', now()),
-                    json_build_object('actor', 'public', 'correlation_id', gen_random_uuid(), 'causation_id', 'request',
-                                      'institution_id', '5f1f8a86-7a38-4a55-9d4c-3bb2b3c2f001')
-             FROM generate_series($1::bigint, $2::bigint) AS g",
-        )
-        .bind(done)
-        .bind(done + count - 1)
-        .execute(&db.pool)
+    // As `aula bench log`'s, with an institution in the metadata.
+    let last = db
+        .write_enrollment_requests(events, Some("5f1f8a86-7a38-4a55-9d4c-3bb2b3c2f001"))
         .await?;
-        done += count;
-    }
-    sqlx::query("ANALYZE events").execute(&db.pool).await?;
     println!("written in {:.1} s", written.elapsed().as_secs_f64());
-    let last: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
-        .fetch_one(&db.pool)
-        .await?;
 
     // A stream of its own per run, so a shared broker is not polluted by old runs.
     let run_id = Uuid::new_v4().simple().to_string();

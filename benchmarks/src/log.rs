@@ -25,31 +25,7 @@ impl Consumer for NoOp {
 pub async fn run(settings: &Settings, events: i64) -> anyhow::Result<()> {
     let db = BenchDatabase::create(settings).await?;
     println!("aula bench log: writing {events} events...");
-    let chunk = 100_000i64;
-    let mut written = 0i64;
-    while written < events {
-        let count = chunk.min(events - written);
-        // One transaction per chunk, realistic EnrollmentRequested payloads, 100 events
-        // per aggregate.
-        sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-             SELECT 'course', 'course-' || (g / 100), g % 100 + 1, 'EnrollmentRequested', '1.0',
-                    json_build_object('type', 'EnrollmentRequested', 'application_id', gen_random_uuid(),
-                                      'name', 'Applicant ' || g, 'birth_date', '2001-04-12',
-                                      'email', 'applicant' || g || '@example.edu', 'requested_at', now()),
-                    json_build_object('actor', 'public', 'correlation_id', gen_random_uuid(), 'causation_id', 'request')
-             FROM generate_series($1::bigint, $2::bigint) AS g",
-        )
-        .bind(written)
-        .bind(written + count - 1)
-        .execute(&db.pool)
-        .await?;
-        written += count;
-    }
-    sqlx::query("ANALYZE events").execute(&db.pool).await?;
-    let last: i64 = sqlx::query_scalar("SELECT max(global_position) FROM events")
-        .fetch_one(&db.pool)
-        .await?;
+    let last = db.write_enrollment_requests(events, None).await?;
 
     let (stop, shutdown) = aula_eventlog::shutdown::channel();
     let mut options = SubscriptionOptions::new("bench-noop");

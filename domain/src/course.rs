@@ -23,10 +23,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use crate::errors::{impl_rejection, RejectionKind};
+use crate::event_types::impl_domain_event;
 use crate::values::{
     ApplicationId, BirthDate, CampusId, Capacity, CourseName, Email, InstitutionId, PersonName,
 };
@@ -152,24 +153,15 @@ pub enum CourseEvent {
     CourseClosed,
 }
 
-impl DomainEvent for CourseEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::CourseOpened { .. } => crate::event_types::COURSE_OPENED,
-            Self::EnrollmentRequested { .. } => crate::event_types::ENROLLMENT_REQUESTED,
-            Self::StudentEnrolled { .. } => crate::event_types::STUDENT_ENROLLED,
-            Self::EnrollmentDeclined { .. } => crate::event_types::ENROLLMENT_DECLINED,
-            Self::EnrollmentCancelled { .. } => crate::event_types::ENROLLMENT_CANCELLED,
-            Self::CapacityChanged { .. } => crate::event_types::CAPACITY_CHANGED,
-            Self::CourseClosed => crate::event_types::COURSE_CLOSED,
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
-}
+impl_domain_event!(CourseEvent {
+    CourseOpened => COURSE_OPENED,
+    EnrollmentRequested => ENROLLMENT_REQUESTED,
+    StudentEnrolled => STUDENT_ENROLLED,
+    EnrollmentDeclined => ENROLLMENT_DECLINED,
+    EnrollmentCancelled => ENROLLMENT_CANCELLED,
+    CapacityChanged => CAPACITY_CHANGED,
+    CourseClosed => COURSE_CLOSED,
+});
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnrollmentError {

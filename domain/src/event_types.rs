@@ -108,6 +108,33 @@ pub const ALL: &[&str] = &[
     TASK_PRIORITY_CHANGED,
 ];
 
+/// Implements [`cqrs_es::DomainEvent`] for an aggregate's event enum: each variant's
+/// stored type name (one of the constants above) and the payload version of every
+/// variant, `"1.0"` unless `version = ...` says otherwise.
+macro_rules! impl_domain_event {
+    (@version) => {
+        "1.0"
+    };
+    (@version $version:path) => {
+        $version
+    };
+    ($event:ty $(, version = $version:path)? { $($variant:ident => $name:ident),+ $(,)? }) => {
+        impl ::cqrs_es::DomainEvent for $event {
+            fn event_type(&self) -> String {
+                match self {
+                    $(Self::$variant { .. } => $crate::event_types::$name,)+
+                }
+                .to_owned()
+            }
+
+            fn event_version(&self) -> String {
+                $crate::event_types::impl_domain_event!(@version $($version)?).to_owned()
+            }
+        }
+    };
+}
+pub(crate) use impl_domain_event;
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

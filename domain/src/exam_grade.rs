@@ -6,11 +6,11 @@
 //! authorization question answered by the API before the command is sent.
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::impl_aggregate;
 use crate::errors::{impl_rejection, RejectionKind};
+use crate::event_types::impl_domain_event;
 use crate::values::{CourseId, ExamName, GradeNote, InstitutionId, StudentId, TeacherId};
 
 /// The exam grade aggregate needs no external services.
@@ -59,19 +59,10 @@ pub enum ExamGradeEvent {
     },
 }
 
-impl DomainEvent for ExamGradeEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::ExamGradeNoteAdded { .. } => crate::event_types::EXAM_GRADE_NOTE_ADDED,
-            Self::ExamGradeNoteChanged { .. } => crate::event_types::EXAM_GRADE_NOTE_CHANGED,
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
-}
+impl_domain_event!(ExamGradeEvent {
+    ExamGradeNoteAdded => EXAM_GRADE_NOTE_ADDED,
+    ExamGradeNoteChanged => EXAM_GRADE_NOTE_CHANGED,
+});
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExamGradeError {
@@ -126,19 +117,17 @@ impl ExamGrade {
     }
 }
 
-impl Aggregate for ExamGrade {
-    const TYPE: &'static str = "exam_grade";
-    type Command = ExamGradeCommand;
-    type Event = ExamGradeEvent;
-    type Error = ExamGradeError;
-    type Services = ExamGradeServices;
+impl_aggregate!(
+    ExamGrade,
+    type: "exam_grade",
+    command: ExamGradeCommand,
+    event: ExamGradeEvent,
+    error: ExamGradeError,
+    services: ExamGradeServices,
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+impl ExamGrade {
+    fn decide(&self, command: ExamGradeCommand) -> Result<Vec<ExamGradeEvent>, ExamGradeError> {
         let event = match command {
             ExamGradeCommand::RecordNote {
                 institution_id,
@@ -169,7 +158,7 @@ impl Aggregate for ExamGrade {
             } => {
                 let current = self.note.ok_or(ExamGradeError::NotFound)?;
                 if current == note {
-                    return Ok(());
+                    return Ok(vec![]);
                 }
                 ExamGradeEvent::ExamGradeNoteChanged {
                     from: current,
@@ -179,11 +168,10 @@ impl Aggregate for ExamGrade {
                 }
             }
         };
-        sink.write(event, self).await;
-        Ok(())
+        Ok(vec![event])
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    fn evolve(&mut self, event: ExamGradeEvent) {
         match event {
             ExamGradeEvent::ExamGradeNoteAdded {
                 institution_id,

@@ -7,11 +7,11 @@
 
 use std::collections::BTreeMap;
 
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::impl_aggregate;
 use crate::errors::{impl_rejection, RejectionKind};
+use crate::event_types::impl_domain_event;
 use crate::values::{
     CampusId, CampusName, Capacity, CityName, CourseId, CourseName, InstitutionName, UserId,
 };
@@ -63,20 +63,11 @@ pub enum InstitutionEvent {
     },
 }
 
-impl DomainEvent for InstitutionEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::InstitutionCreated { .. } => crate::event_types::INSTITUTION_CREATED,
-            Self::CampusCreated { .. } => crate::event_types::CAMPUS_CREATED,
-            Self::CourseOffered { .. } => crate::event_types::COURSE_OFFERED,
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
-}
+impl_domain_event!(InstitutionEvent {
+    InstitutionCreated => INSTITUTION_CREATED,
+    CampusCreated => CAMPUS_CREATED,
+    CourseOffered => COURSE_OFFERED,
+});
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InstitutionError {
@@ -163,7 +154,10 @@ impl Institution {
         &self.courses
     }
 
-    fn decide(&self, command: InstitutionCommand) -> Result<InstitutionEvent, InstitutionError> {
+    fn decide(
+        &self,
+        command: InstitutionCommand,
+    ) -> Result<Vec<InstitutionEvent>, InstitutionError> {
         if let InstitutionCommand::CreateInstitution {
             name,
             manager_user_id,
@@ -172,10 +166,10 @@ impl Institution {
             if self.name.is_some() {
                 return Err(InstitutionError::AlreadyExists);
             }
-            return Ok(InstitutionEvent::InstitutionCreated {
+            return Ok(vec![InstitutionEvent::InstitutionCreated {
                 name,
                 manager_user_id,
-            });
+            }]);
         }
         if self.name.is_none() {
             return Err(InstitutionError::NotFound);
@@ -197,11 +191,11 @@ impl Institution {
                 {
                     return Err(InstitutionError::DuplicateCampusName);
                 }
-                Ok(InstitutionEvent::CampusCreated {
+                Ok(vec![InstitutionEvent::CampusCreated {
                     campus_id,
                     name,
                     city,
-                })
+                }])
             }
             InstitutionCommand::OfferCourse {
                 course_id,
@@ -220,36 +214,28 @@ impl Institution {
                 }) {
                     return Err(InstitutionError::DuplicateCourseName);
                 }
-                Ok(InstitutionEvent::CourseOffered {
+                Ok(vec![InstitutionEvent::CourseOffered {
                     course_id,
                     campus_id,
                     name,
                     capacity,
-                })
+                }])
             }
         }
     }
 }
 
-impl Aggregate for Institution {
-    const TYPE: &'static str = "institution";
-    type Command = InstitutionCommand;
-    type Event = InstitutionEvent;
-    type Error = InstitutionError;
-    type Services = InstitutionServices;
+impl_aggregate!(
+    Institution,
+    type: "institution",
+    command: InstitutionCommand,
+    event: InstitutionEvent,
+    error: InstitutionError,
+    services: InstitutionServices,
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
+impl Institution {
+    fn evolve(&mut self, event: InstitutionEvent) {
         match event {
             InstitutionEvent::InstitutionCreated {
                 name,

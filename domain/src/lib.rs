@@ -20,6 +20,7 @@
 //! decode stored payloads with [`decode()`].
 #![forbid(unsafe_code)]
 
+mod aggregate;
 pub mod application;
 pub mod catalog;
 pub mod course;

@@ -10,7 +10,7 @@
 //! their actor and institution like every other operator action. Like the webhook
 //! endpoints' records they are not sent to webhook endpoints.
 
-use cqrs_es::DomainEvent;
+use crate::event_types::impl_domain_event;
 use serde::{Deserialize, Serialize};
 
 /// The `aggregate_type` of queue-control records.
@@ -79,22 +79,13 @@ impl QueueControlEvent {
     }
 }
 
-impl DomainEvent for QueueControlEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::TaskCancelled { .. } => crate::event_types::TASK_CANCELLED,
-            Self::TaskForceReleased { .. } => crate::event_types::TASK_FORCE_RELEASED,
-            Self::TaskPriorityChanged { .. } => crate::event_types::TASK_PRIORITY_CHANGED,
-            Self::TaskKindPaused { .. } => crate::event_types::TASK_KIND_PAUSED,
-            Self::TaskKindResumed { .. } => crate::event_types::TASK_KIND_RESUMED,
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
-}
+impl_domain_event!(QueueControlEvent {
+    TaskCancelled => TASK_CANCELLED,
+    TaskForceReleased => TASK_FORCE_RELEASED,
+    TaskPriorityChanged => TASK_PRIORITY_CHANGED,
+    TaskKindPaused => TASK_KIND_PAUSED,
+    TaskKindResumed => TASK_KIND_RESUMED,
+});
 
 /// One sample of every event, for the catalog.
 pub fn sample_events() -> Vec<QueueControlEvent> {

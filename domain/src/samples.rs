@@ -39,24 +39,23 @@ pub(crate) fn note() -> GradeNote {
     GradeNote::parse("7.50").expect("valid literal note")
 }
 
-pub(crate) fn user_id() -> UserId {
-    UserId::from_uuid(Uuid::from_u128(0x0001))
+/// The one sample id of each kind: `name() -> Type`, the uuid `n`.
+macro_rules! sample_ids {
+    ($($name:ident: $id:ident = $n:literal),+ $(,)?) => {
+        $(
+            pub(crate) fn $name() -> $id {
+                $id::from_uuid(Uuid::from_u128($n))
+            }
+        )+
+    };
 }
-pub(crate) fn institution_id() -> InstitutionId {
-    InstitutionId::from_uuid(Uuid::from_u128(0x0002))
-}
-pub(crate) fn campus_id() -> CampusId {
-    CampusId::from_uuid(Uuid::from_u128(0x0003))
-}
-pub(crate) fn course_id() -> CourseId {
-    CourseId::from_uuid(Uuid::from_u128(0x0004))
-}
-pub(crate) fn student_id() -> StudentId {
-    StudentId::from_uuid(Uuid::from_u128(0x0005))
-}
-pub(crate) fn teacher_id() -> TeacherId {
-    TeacherId::from_uuid(Uuid::from_u128(0x0006))
-}
-pub(crate) fn application_id() -> ApplicationId {
-    ApplicationId::from_uuid(Uuid::from_u128(0x0007))
+
+sample_ids! {
+    user_id: UserId = 0x0001,
+    institution_id: InstitutionId = 0x0002,
+    campus_id: CampusId = 0x0003,
+    course_id: CourseId = 0x0004,
+    student_id: StudentId = 0x0005,
+    teacher_id: TeacherId = 0x0006,
+    application_id: ApplicationId = 0x0007,
 }

@@ -5,11 +5,11 @@
 //! `StudentCreated` is at version 2.0: version 1.0 named the name field `full_name` and
 //! stored the e-mail as typed. [`crate::upcasters()`] turns stored 1.0 payloads into 2.0.
 
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::impl_aggregate;
 use crate::errors::{impl_rejection, RejectionKind};
+use crate::event_types::impl_domain_event;
 use crate::values::{BirthDate, Email, InstitutionId, PersonName, UserId};
 
 /// Current version of `StudentCreated` (see the module docs for 1.0).
@@ -44,21 +44,7 @@ pub enum StudentEvent {
     },
 }
 
-impl DomainEvent for StudentEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::StudentCreated { .. } => crate::event_types::STUDENT_CREATED,
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        match self {
-            Self::StudentCreated { .. } => STUDENT_CREATED_VERSION,
-        }
-        .to_owned()
-    }
-}
+impl_domain_event!(StudentEvent, version = STUDENT_CREATED_VERSION { StudentCreated => STUDENT_CREATED });
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StudentError {
@@ -109,19 +95,17 @@ impl Student {
     }
 }
 
-impl Aggregate for Student {
-    const TYPE: &'static str = "student";
-    type Command = StudentCommand;
-    type Event = StudentEvent;
-    type Error = StudentError;
-    type Services = StudentServices;
+impl_aggregate!(
+    Student,
+    type: "student",
+    command: StudentCommand,
+    event: StudentEvent,
+    error: StudentError,
+    services: StudentServices,
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+impl Student {
+    fn decide(&self, command: StudentCommand) -> Result<Vec<StudentEvent>, StudentError> {
         match command {
             StudentCommand::CreateStudent {
                 institution_id,
@@ -133,20 +117,18 @@ impl Aggregate for Student {
                 if self.institution_id.is_some() {
                     return Err(StudentError::AlreadyExists);
                 }
-                let event = StudentEvent::StudentCreated {
+                Ok(vec![StudentEvent::StudentCreated {
                     institution_id,
                     user_id,
                     name,
                     email,
                     birth_date,
-                };
-                sink.write(event, self).await;
+                }])
             }
         }
-        Ok(())
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    fn evolve(&mut self, event: StudentEvent) {
         match event {
             StudentEvent::StudentCreated {
                 institution_id,

@@ -2,11 +2,11 @@
 //! separate [`crate::user::User`] (role `Teacher`) that the caller creates; the teacher
 //! only carries its `user_id`.
 
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::impl_aggregate;
 use crate::errors::{impl_rejection, RejectionKind};
+use crate::event_types::impl_domain_event;
 use crate::values::{Email, InstitutionId, PersonName, UserId};
 
 /// The teacher aggregate needs no external services.
@@ -36,18 +36,7 @@ pub enum TeacherEvent {
     },
 }
 
-impl DomainEvent for TeacherEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::TeacherCreated { .. } => crate::event_types::TEACHER_CREATED,
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
-}
+impl_domain_event!(TeacherEvent { TeacherCreated => TEACHER_CREATED });
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TeacherError {
@@ -94,19 +83,17 @@ impl Teacher {
     }
 }
 
-impl Aggregate for Teacher {
-    const TYPE: &'static str = "teacher";
-    type Command = TeacherCommand;
-    type Event = TeacherEvent;
-    type Error = TeacherError;
-    type Services = TeacherServices;
+impl_aggregate!(
+    Teacher,
+    type: "teacher",
+    command: TeacherCommand,
+    event: TeacherEvent,
+    error: TeacherError,
+    services: TeacherServices,
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+impl Teacher {
+    fn decide(&self, command: TeacherCommand) -> Result<Vec<TeacherEvent>, TeacherError> {
         match command {
             TeacherCommand::CreateTeacher {
                 institution_id,
@@ -117,19 +104,17 @@ impl Aggregate for Teacher {
                 if self.institution_id.is_some() {
                     return Err(TeacherError::AlreadyExists);
                 }
-                let event = TeacherEvent::TeacherCreated {
+                Ok(vec![TeacherEvent::TeacherCreated {
                     institution_id,
                     user_id,
                     name,
                     email,
-                };
-                sink.write(event, self).await;
+                }])
             }
         }
-        Ok(())
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    fn evolve(&mut self, event: TeacherEvent) {
         match event {
             TeacherEvent::TeacherCreated {
                 institution_id,

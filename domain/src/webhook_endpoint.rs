@@ -13,8 +13,8 @@
 //! Webhook endpoints are not sent these events (the configuration of the delivery is
 //! not delivered through itself).
 
+use crate::event_types::impl_domain_event;
 use chrono::{DateTime, Utc};
-use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -70,28 +70,17 @@ pub enum WebhookEndpointEvent {
     },
 }
 
-impl DomainEvent for WebhookEndpointEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::WebhookEndpointCreated { .. } => crate::event_types::WEBHOOK_ENDPOINT_CREATED,
-            Self::WebhookEndpointUpdated { .. } => crate::event_types::WEBHOOK_ENDPOINT_UPDATED,
-            Self::WebhookEndpointEnabled { .. } => crate::event_types::WEBHOOK_ENDPOINT_ENABLED,
-            Self::WebhookEndpointDisabled { .. } => crate::event_types::WEBHOOK_ENDPOINT_DISABLED,
-            Self::WebhookEndpointSecretRotated { .. } => {
-                crate::event_types::WEBHOOK_ENDPOINT_SECRET_ROTATED
-            }
-            Self::WebhookEndpointDeleted { .. } => crate::event_types::WEBHOOK_ENDPOINT_DELETED,
-            Self::WebhookMessageResent { .. } => crate::event_types::WEBHOOK_MESSAGE_RESENT,
-            Self::WebhookRecoveryStarted { .. } => crate::event_types::WEBHOOK_RECOVERY_STARTED,
-            Self::WebhookRecoveryCancelled { .. } => crate::event_types::WEBHOOK_RECOVERY_CANCELLED,
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
-}
+impl_domain_event!(WebhookEndpointEvent {
+    WebhookEndpointCreated => WEBHOOK_ENDPOINT_CREATED,
+    WebhookEndpointUpdated => WEBHOOK_ENDPOINT_UPDATED,
+    WebhookEndpointEnabled => WEBHOOK_ENDPOINT_ENABLED,
+    WebhookEndpointDisabled => WEBHOOK_ENDPOINT_DISABLED,
+    WebhookEndpointSecretRotated => WEBHOOK_ENDPOINT_SECRET_ROTATED,
+    WebhookEndpointDeleted => WEBHOOK_ENDPOINT_DELETED,
+    WebhookMessageResent => WEBHOOK_MESSAGE_RESENT,
+    WebhookRecoveryStarted => WEBHOOK_RECOVERY_STARTED,
+    WebhookRecoveryCancelled => WEBHOOK_RECOVERY_CANCELLED,
+});
 
 /// One sample of every event, for the catalog.
 pub fn sample_events() -> Vec<WebhookEndpointEvent> {

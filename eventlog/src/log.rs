@@ -25,7 +25,8 @@ use std::sync::OnceLock;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
 
 use crate::metadata;
@@ -184,19 +185,26 @@ impl RecordedEvent {
     }
 }
 
-type Row = (
-    i64,
-    i64,
-    Uuid,
-    String,
-    String,
-    i64,
-    String,
-    String,
-    String,
-    String,
-    DateTime<Utc>,
-);
+/// One row of the read statements, whose columns come in this order: `tx_id` (as
+/// text), `global_position`, `event_id`, `aggregate_type`, `aggregate_id`, `sequence`,
+/// `event_type`, `event_version`, `payload` and `metadata` (as text), `recorded_at`.
+fn recorded_event(row: &PgRow) -> Result<RecordedEvent, sqlx::Error> {
+    Ok(RecordedEvent {
+        position: LogPosition {
+            tx_id: row.try_get(0)?,
+            global_position: row.try_get(1)?,
+        },
+        event_id: row.try_get(2)?,
+        aggregate_type: row.try_get(3)?,
+        aggregate_id: row.try_get(4)?,
+        sequence: row.try_get(5)?,
+        event_type: row.try_get(6)?,
+        event_version: row.try_get(7)?,
+        payload: StoredJson::from_stored(row.try_get(8)?),
+        metadata: StoredJson::from_stored(row.try_get(9)?),
+        recorded_at: row.try_get(10)?,
+    })
+}
 
 /// The committed events after `after`, in commit order, at most `limit`, and only
 /// those no still-running transaction can precede (see the module docs).
@@ -228,44 +236,13 @@ pub(crate) async fn read_with(
     after: LogPosition,
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
-    let rows: Vec<Row> = sqlx::query_as(sql)
+    sqlx::query(sql)
         .bind(after.tx_id.to_string())
         .bind(after.global_position)
         .bind(limit)
+        .try_map(|row: PgRow| recorded_event(&row))
         .fetch_all(conn)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                tx_id,
-                global_position,
-                event_id,
-                aggregate_type,
-                aggregate_id,
-                sequence,
-                event_type,
-                event_version,
-                payload,
-                metadata,
-                recorded_at,
-            )| RecordedEvent {
-                position: LogPosition {
-                    tx_id,
-                    global_position,
-                },
-                event_id,
-                aggregate_type,
-                aggregate_id,
-                sequence,
-                event_type,
-                event_version,
-                payload: StoredJson::from_stored(payload),
-                metadata: StoredJson::from_stored(metadata),
-                recorded_at,
-            },
-        )
-        .collect())
+        .await
 }
 
 /// The position of the event at `global_position`, for "has reader X reached the

@@ -17,16 +17,27 @@ pub async fn user_credential_state(
     pool: &PgPool,
     user_id: Uuid,
 ) -> Result<(bool, i64), sqlx::Error> {
-    sqlx::query_as(
+    summarize_stream(
+        pool,
         "SELECT coalesce(bool_or(event_type = 'UserDeactivated'), false),
                 count(*) FILTER (WHERE event_type = 'PasswordReset')
          FROM events
          WHERE aggregate_type = 'user' AND aggregate_id = $1
            AND event_type IN ('UserDeactivated', 'PasswordReset')",
+        user_id,
     )
-    .bind(user_id.to_string())
-    .fetch_one(pool)
     .await
+}
+
+/// The one row `sql` sums up of the stream whose id (`$1`) is `id`.
+async fn summarize_stream<T>(pool: &PgPool, sql: &'static str, id: Uuid) -> Result<T, sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    sqlx::query_as(sql)
+        .bind(id.to_string())
+        .fetch_one(pool)
+        .await
 }
 
 /// The `institution_id` a course was opened in, from its `CourseOpened` event; `None`
@@ -52,15 +63,15 @@ pub async fn course_opening_and_closing(
     pool: &PgPool,
     course_id: Uuid,
 ) -> Result<(Option<String>, Option<bool>), sqlx::Error> {
-    sqlx::query_as(
+    summarize_stream(
+        pool,
         "SELECT (array_agg(payload->>'institution_id') FILTER (WHERE event_type = 'CourseOpened'))[1],
                 bool_or(event_type = 'CourseClosed')
          FROM events
          WHERE aggregate_type = 'course' AND aggregate_id = $1
            AND event_type IN ('CourseOpened', 'CourseClosed')",
+        course_id,
     )
-    .bind(course_id.to_string())
-    .fetch_one(pool)
     .await
 }
 

@@ -107,13 +107,19 @@ impl TraceContext {
         sc.is_valid().then_some(sc)
     }
 
+    /// [`Self::span_context`] when spans are exported (`None` when they are not: there is
+    /// nothing to parent or link then).
+    fn exported_span_context(&self) -> Option<SpanContext> {
+        if !enabled() {
+            return None;
+        }
+        self.span_context()
+    }
+
     /// Makes this context the parent of `span`, which must not have been entered yet.
     /// Returns whether it took.
     pub fn adopt(&self, span: &tracing::Span) -> bool {
-        if !enabled() {
-            return false;
-        }
-        let Some(sc) = self.span_context() else {
+        let Some(sc) = self.exported_span_context() else {
             return false;
         };
         span.set_parent(opentelemetry::Context::new().with_remote_span_context(sc))
@@ -124,10 +130,7 @@ impl TraceContext {
     /// the messaging conventions' "process" span of a message whose creation context
     /// this is. Returns whether it took.
     pub fn adopt_and_link(&self, span: &tracing::Span) -> bool {
-        if !enabled() {
-            return false;
-        }
-        let Some(sc) = self.span_context() else {
+        let Some(sc) = self.exported_span_context() else {
             return false;
         };
         span.add_link(sc.clone());
@@ -139,10 +142,7 @@ impl TraceContext {
     /// alone: a reprocessed copy's task points at its original's trace. Returns whether
     /// it took.
     pub fn link(&self, span: &tracing::Span) -> bool {
-        if !enabled() {
-            return false;
-        }
-        let Some(sc) = self.span_context() else {
+        let Some(sc) = self.exported_span_context() else {
             return false;
         };
         span.add_link(sc);

@@ -104,6 +104,24 @@ pub struct KindControlled {
     pub tasks: i64,
 }
 
+impl KindControlled {
+    fn unchanged(kind: &str) -> Self {
+        KindControlled {
+            kind: kind.to_owned(),
+            changed: false,
+            tasks: 0,
+        }
+    }
+
+    fn changed(kind: &str, tasks: i64) -> Self {
+        KindControlled {
+            kind: kind.to_owned(),
+            changed: true,
+            tasks,
+        }
+    }
+}
+
 /// A paused kind, for the dashboard.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct PausedKind {
@@ -162,6 +180,58 @@ async fn lock_task(conn: &mut PgConnection, task_id: i64) -> Result<Locked, Cont
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(ControlError::TaskNotFound(task_id))
+}
+
+impl Locked {
+    /// Refuses `action` unless the task's status is one of `statuses` (`allowed` names
+    /// them for the operator).
+    fn ensure_status(
+        &self,
+        task_id: i64,
+        action: &'static str,
+        statuses: &[&str],
+        allowed: &'static str,
+    ) -> Result<(), ControlError> {
+        if statuses.contains(&self.status.as_str()) {
+            return Ok(());
+        }
+        Err(ControlError::WrongStatus {
+            id: task_id,
+            status: self.display.clone(),
+            action,
+            allowed,
+        })
+    }
+}
+
+/// Records a control of one task (see [`audit`]).
+async fn audit_task(
+    conn: &mut PgConnection,
+    actor: &Actor,
+    action: &str,
+    task_id: i64,
+    task: &Locked,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    let kind = &task.kind;
+    audit(
+        conn,
+        actor,
+        action,
+        Some(task_id),
+        kind,
+        task.institution_id,
+        detail,
+    )
+    .await
+}
+
+/// Wakes the workers: tasks are due now.
+async fn wake_workers(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify('aula_tasks', '')")
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -224,14 +294,7 @@ pub async fn cancel_task(
 ) -> Result<TaskControlled, ControlError> {
     let mut tx = pool.begin().await?;
     let task = lock_task(&mut tx, task_id).await?;
-    if !matches!(task.status.as_str(), "pending" | "paused") {
-        return Err(ControlError::WrongStatus {
-            id: task_id,
-            status: task.display,
-            action: "cancel",
-            allowed: WAITING,
-        });
-    }
+    task.ensure_status(task_id, "cancel", &["pending", "paused"], WAITING)?;
     let finished_at: DateTime<Utc> = sqlx::query_scalar(
         "WITH gone AS (DELETE FROM task_queue WHERE id = $1 RETURNING *)
          INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)
@@ -247,16 +310,8 @@ pub async fn cancel_task(
     let mut change = TaskChange::moved(task.event_id, &task.display, "cancelled");
     change.finished_at = Some(finished_at);
     processing::record(&mut tx, &[change], &[]).await?;
-    audit(
-        &mut tx,
-        actor,
-        "cancel",
-        Some(task_id),
-        &task.kind,
-        task.institution_id,
-        &format!("{} -> cancelled", task.display),
-    )
-    .await?;
+    let detail = format!("{} -> cancelled", task.display);
+    audit_task(&mut tx, actor, "cancel", task_id, &task, &detail).await?;
     tx.commit().await?;
     Ok(TaskControlled {
         task_id,
@@ -275,14 +330,7 @@ pub async fn force_release(
 ) -> Result<TaskControlled, ControlError> {
     let mut tx = pool.begin().await?;
     let task = lock_task(&mut tx, task_id).await?;
-    if task.status != "running" {
-        return Err(ControlError::WrongStatus {
-            id: task_id,
-            status: task.display,
-            action: "force release",
-            allowed: "running",
-        });
-    }
+    task.ensure_status(task_id, "force release", &["running"], "running")?;
     let error = format!(
         "force-released by {actor} (worker {} was still running it)",
         task.worker.as_deref().unwrap_or("?")
@@ -323,24 +371,11 @@ pub async fn force_release(
     change.finished_at = finished_at;
     change.error = Some(error);
     processing::record(&mut tx, &[change], &[]).await?;
-    audit(
-        &mut tx,
-        actor,
-        "force_release",
-        Some(task_id),
-        &task.kind,
-        task.institution_id,
-        &format!(
-            "running on {} -> {status}",
-            task.worker.as_deref().unwrap_or("?")
-        ),
-    )
-    .await?;
+    let worker = task.worker.as_deref().unwrap_or("?");
+    let detail = format!("running on {worker} -> {status}");
+    audit_task(&mut tx, actor, "force_release", task_id, &task, &detail).await?;
     tx.commit().await?;
-    // Wake the workers: the task is due now.
-    sqlx::query("SELECT pg_notify('aula_tasks', '')")
-        .execute(pool)
-        .await?;
+    wake_workers(pool).await?;
     Ok(TaskControlled {
         task_id,
         from: "running".into(),
@@ -361,29 +396,19 @@ pub async fn set_priority(
         .ok_or(ControlError::PriorityOutOfRange(priority))?;
     let mut tx = pool.begin().await?;
     let task = lock_task(&mut tx, task_id).await?;
-    if !matches!(task.status.as_str(), "pending" | "paused") {
-        return Err(ControlError::WrongStatus {
-            id: task_id,
-            status: task.display,
-            action: "changing the priority",
-            allowed: WAITING,
-        });
-    }
+    task.ensure_status(
+        task_id,
+        "changing the priority",
+        &["pending", "paused"],
+        WAITING,
+    )?;
     sqlx::query("UPDATE task_queue SET priority = $2 WHERE id = $1")
         .bind(task_id)
         .bind(priority)
         .execute(&mut *tx)
         .await?;
-    audit(
-        &mut tx,
-        actor,
-        "set_priority",
-        Some(task_id),
-        &task.kind,
-        task.institution_id,
-        &format!("priority {} -> {priority}", task.priority),
-    )
-    .await?;
+    let detail = format!("priority {} -> {priority}", task.priority);
+    audit_task(&mut tx, actor, "set_priority", task_id, &task, &detail).await?;
     tx.commit().await?;
     // Wake the workers: the task may now sort before where their claims start
     // (`queue::ClaimHint`).
@@ -458,29 +483,13 @@ pub async fn pause_kind(
     .await?
     .rows_affected();
     if inserted == 0 {
-        return Ok(KindControlled {
-            kind: kind.to_owned(),
-            changed: false,
-            tasks: 0,
-        });
+        return Ok(KindControlled::unchanged(kind));
     }
     let parked = move_waiting(&mut tx, kind, "pending", "paused").await?;
-    audit(
-        &mut tx,
-        actor,
-        "pause",
-        None,
-        kind,
-        None,
-        &format!("{parked} waiting tasks parked"),
-    )
-    .await?;
+    let detail = format!("{parked} waiting tasks parked");
+    audit(&mut tx, actor, "pause", None, kind, None, &detail).await?;
     tx.commit().await?;
-    Ok(KindControlled {
-        kind: kind.to_owned(),
-        changed: true,
-        tasks: parked,
-    })
+    Ok(KindControlled::changed(kind, parked))
 }
 
 /// Resumes `kind`: its parked tasks are pending (or retrying) again, claimable at once.
@@ -497,32 +506,14 @@ pub async fn resume_kind(
         .await?
         .rows_affected();
     if deleted == 0 {
-        return Ok(KindControlled {
-            kind: kind.to_owned(),
-            changed: false,
-            tasks: 0,
-        });
+        return Ok(KindControlled::unchanged(kind));
     }
     let resumed = move_waiting(&mut tx, kind, "paused", "pending").await?;
-    audit(
-        &mut tx,
-        actor,
-        "resume",
-        None,
-        kind,
-        None,
-        &format!("{resumed} parked tasks pending again"),
-    )
-    .await?;
+    let detail = format!("{resumed} parked tasks pending again");
+    audit(&mut tx, actor, "resume", None, kind, None, &detail).await?;
     tx.commit().await?;
-    sqlx::query("SELECT pg_notify('aula_tasks', '')")
-        .execute(pool)
-        .await?;
-    Ok(KindControlled {
-        kind: kind.to_owned(),
-        changed: true,
-        tasks: resumed,
-    })
+    wake_workers(pool).await?;
+    Ok(KindControlled::changed(kind, resumed))
 }
 
 /// Makes pending again the parked tasks of kinds no longer paused: a claim that started
@@ -554,9 +545,7 @@ pub async fn unpark_resumed(pool: &PgPool) -> Result<i64, sqlx::Error> {
             count = total,
             "unparked tasks of kinds resumed during a claim"
         );
-        sqlx::query("SELECT pg_notify('aula_tasks', '')")
-            .execute(pool)
-            .await?;
+        wake_workers(pool).await?;
     }
     Ok(total)
 }

@@ -22,26 +22,29 @@ impl std::fmt::Display for OptionalId {
     }
 }
 
+/// A `task` span with the ids every attempt's log lines carry, then `$extra` fields.
+macro_rules! task_span {
+    ($task:expr $(, $($extra:tt)+)?) => {
+        tracing::info_span!(
+            "task",
+            task_id = $task.id,
+            kind = %$task.kind,
+            attempt = $task.attempt,
+            event_id = %OptionalId($task.event_id),
+            correlation_id = %OptionalId($task.correlation_id),
+            $($($extra)+)?
+        )
+    };
+}
+
 /// The `task` span of one attempt; its log lines carry the task's ids. All fields at
 /// creation: recording them later costs the JSON formatter a re-parse.
 pub fn task_attempt(task: &TaskRow) -> tracing::Span {
     if !trace::enabled() {
-        return tracing::info_span!(
-            "task",
-            task_id = task.id,
-            kind = %task.kind,
-            attempt = task.attempt,
-            event_id = %OptionalId(task.event_id),
-            correlation_id = %OptionalId(task.correlation_id),
-        );
+        return task_span!(task);
     }
-    let span = tracing::info_span!(
-        "task",
-        task_id = task.id,
-        kind = %task.kind,
-        attempt = task.attempt,
-        event_id = %OptionalId(task.event_id),
-        correlation_id = %OptionalId(task.correlation_id),
+    let span = task_span!(
+        task,
         otel.kind = "consumer",
         "messaging.system" = trace::MESSAGING_SYSTEM,
         "messaging.destination.name" = "tasks",

@@ -15,7 +15,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::course_capacity::Page;
-use crate::decode::{course_id, decode, is_reprocessed};
+use crate::decode::{aggregate_uuid, course_events, decode};
 use crate::ProjectionError;
 
 pub const NAME: &str = "age_metrics";
@@ -52,14 +52,8 @@ pub const EVENT_TYPES: &[&str] = &[
 
 async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
     let mut deltas: BTreeMap<(AgeScope, Uuid, i32), i32> = BTreeMap::new();
-    for event in events {
-        if event.aggregate_type != "course"
-            || !EVENT_TYPES.contains(&event.event_type.as_str())
-            || is_reprocessed(event)
-        {
-            continue;
-        }
-        let course = course_id(event)?;
+    for event in course_events(events, EVENT_TYPES) {
+        let course = aggregate_uuid(event)?;
         let (campus, institution, age, change) = match decode::<CourseEvent>(event)? {
             CourseEvent::StudentEnrolled {
                 age_years,

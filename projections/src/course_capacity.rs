@@ -10,10 +10,11 @@ use aula_domain::course::CourseEvent;
 use aula_eventlog::RecordedEvent;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
-use sqlx::{PgConnection, PgPool};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
-use crate::decode::{course_id, decode, is_reprocessed};
+use crate::decode::{aggregate_uuid, decode, is_reprocessed};
 use crate::ProjectionError;
 
 pub const NAME: &str = "course_capacity";
@@ -63,7 +64,7 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
         if event.aggregate_type != "course" {
             continue;
         }
-        let course = course_id(event)?;
+        let course = aggregate_uuid(event)?;
         let delta = deltas.entry(course).or_default();
         delta.updated_at = Some(event.recorded_at);
         match decode::<CourseEvent>(event)? {
@@ -279,48 +280,84 @@ pub enum PageError {
     Database(#[from] sqlx::Error),
 }
 
+/// `ORDER BY` direction of a keyset-paginated list, and the comparison with the cursor
+/// row's key that selects the rows after it.
+pub(crate) fn keyset_order(descending: bool) -> (&'static str, &'static str) {
+    if descending {
+        ("DESC", "<")
+    } else {
+        ("ASC", ">")
+    }
+}
+
+/// One page of a keyset-paginated list whose statements take the list's two filters
+/// (`$1`, `$2`), the cursor row's id (`$3`) and the row count (`$4`). `exists_sql`
+/// selects whether the cursor row passes the filters: a cursor that names no row of the
+/// list is refused. `page_sql` selects up to `$4` rows after it; one more than the page
+/// size is fetched to learn whether there is a next page.
+pub(crate) async fn keyset_page<'q, R, F1, F2>(
+    pool: &PgPool,
+    exists_sql: &'q str,
+    page_sql: &'q str,
+    filters: (F1, F2),
+    after: Option<Uuid>,
+    limit: Option<i64>,
+    key: impl Fn(&R) -> Uuid,
+) -> Result<Page<R, Uuid>, PageError>
+where
+    R: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    F1: 'q + Copy + Send + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
+    F2: 'q + Copy + Send + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
+{
+    let limit = limit.unwrap_or(50).clamp(1, 500);
+    if let Some(after) = after {
+        let found: bool = sqlx::query_scalar(exists_sql)
+            .bind(filters.0)
+            .bind(filters.1)
+            .bind(after)
+            .fetch_one(pool)
+            .await?;
+        if !found {
+            return Err(PageError::BadCursor);
+        }
+    }
+    let rows: Vec<R> = sqlx::query_as(page_sql)
+        .bind(filters.0)
+        .bind(filters.1)
+        .bind(after)
+        .bind(limit + 1)
+        .fetch_all(pool)
+        .await?;
+    Ok(Page::from_overfetch(rows, limit, key))
+}
+
 /// One page of courses, keyset-paginated in SQL: the cursor row's sort key is looked
 /// up by id, so a page costs the same however deep it is.
 pub async fn page_course_capacity(
     pool: &PgPool,
     query: &CapacityListQuery,
 ) -> Result<Page<CourseCapacityRow, Uuid>, PageError> {
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
     let filters =
         "($1::uuid IS NULL OR institution_id = $1) AND ($2::uuid IS NULL OR campus_id = $2)";
-    if let Some(after) = query.after {
-        let found: bool = sqlx::query_scalar(&format!(
-            "SELECT EXISTS (SELECT 1 FROM course_capacity WHERE {filters} AND course_id = $3)"
-        ))
-        .bind(query.institution_id)
-        .bind(query.campus_id)
-        .bind(after)
-        .fetch_one(pool)
-        .await?;
-        if !found {
-            return Err(PageError::BadCursor);
-        }
-    }
     let key = query.sort.expression();
-    let (direction, comparison) = if query.descending {
-        ("DESC", "<")
-    } else {
-        ("ASC", ">")
-    };
-    let sql = format!(
-        "SELECT {COLUMNS} FROM course_capacity
-         WHERE {filters}
-           AND ($3::uuid IS NULL OR ({key}, course_id) {comparison}
-                (SELECT {key}, course_id FROM course_capacity WHERE course_id = $3))
-         ORDER BY {key} {direction}, course_id {direction}
-         LIMIT $4"
-    );
-    let rows: Vec<CourseCapacityRow> = sqlx::query_as(&sql)
-        .bind(query.institution_id)
-        .bind(query.campus_id)
-        .bind(query.after)
-        .bind(limit + 1)
-        .fetch_all(pool)
-        .await?;
-    Ok(Page::from_overfetch(rows, limit, |r| r.course_id))
+    let (direction, comparison) = keyset_order(query.descending);
+    keyset_page(
+        pool,
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM course_capacity WHERE {filters} AND course_id = $3)"
+        ),
+        &format!(
+            "SELECT {COLUMNS} FROM course_capacity
+             WHERE {filters}
+               AND ($3::uuid IS NULL OR ({key}, course_id) {comparison}
+                    (SELECT {key}, course_id FROM course_capacity WHERE course_id = $3))
+             ORDER BY {key} {direction}, course_id {direction}
+             LIMIT $4"
+        ),
+        (query.institution_id, query.campus_id),
+        query.after,
+        query.limit,
+        |row: &CourseCapacityRow| row.course_id,
+    )
+    .await
 }

@@ -31,8 +31,22 @@ pub fn decode<E: DeserializeOwned>(event: &RecordedEvent) -> Result<E, Projectio
     })
 }
 
-/// Parses a course aggregate id (the course id is the stream id).
-pub fn course_id(event: &RecordedEvent) -> Result<uuid::Uuid, ProjectionError> {
+/// The events among `events` that a course read model reads: of the course aggregate, of
+/// one of `event_types`, and not reprocessed copies.
+pub fn course_events<'a>(
+    events: &'a [RecordedEvent],
+    event_types: &'a [&str],
+) -> impl Iterator<Item = &'a RecordedEvent> {
+    events.iter().filter(|event| {
+        event.aggregate_type == "course"
+            && event_types.contains(&event.event_type.as_str())
+            && !is_reprocessed(event)
+    })
+}
+
+/// Parses `event`'s aggregate id as a uuid (the id of a course, student, grade...: each
+/// such aggregate's id is its stream id).
+pub fn aggregate_uuid(event: &RecordedEvent) -> Result<uuid::Uuid, ProjectionError> {
     event
         .aggregate_id
         .parse()

@@ -10,7 +10,8 @@ use chrono::NaiveDate;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::decode::{course_id, decode, is_reprocessed};
+use crate::course_capacity::{keyset_order, keyset_page, Page, PageError};
+use crate::decode::{aggregate_uuid, course_events, decode};
 use crate::ProjectionError;
 
 pub const NAME: &str = "course_enrollments";
@@ -52,14 +53,8 @@ pub const EVENT_TYPES: &[&str] = &[
 
 async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
     let mut changes: BTreeMap<(Uuid, Uuid), Change> = BTreeMap::new();
-    for event in events {
-        if event.aggregate_type != "course"
-            || !EVENT_TYPES.contains(&event.event_type.as_str())
-            || is_reprocessed(event)
-        {
-            continue;
-        }
-        let course = course_id(event)?;
+    for event in course_events(events, EVENT_TYPES) {
+        let course = aggregate_uuid(event)?;
         match decode::<CourseEvent>(event)? {
             CourseEvent::StudentEnrolled {
                 application_id,
@@ -249,46 +244,30 @@ pub struct EnrollmentListQuery {
 pub async fn page_course_enrollments(
     pool: &PgPool,
     query: &EnrollmentListQuery,
-) -> Result<crate::course_capacity::Page<EnrollmentRow, Uuid>, crate::course_capacity::PageError> {
-    use crate::course_capacity::{Page, PageError};
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+) -> Result<Page<EnrollmentRow, Uuid>, PageError> {
     let filters = "course_id = $1 AND ($2 OR status = 'enrolled')";
-    if let Some(after) = query.after {
-        let found: bool = sqlx::query_scalar(&format!(
-            "SELECT EXISTS (SELECT 1 FROM course_enrollments WHERE {filters} AND application_id = $3)"
-        ))
-        .bind(query.course_id)
-        .bind(query.include_cancelled)
-        .bind(after)
-        .fetch_one(pool)
-        .await?;
-        if !found {
-            return Err(PageError::BadCursor);
-        }
-    }
     let key = query.sort.expression();
-    let (direction, comparison) = if query.descending {
-        ("DESC", "<")
-    } else {
-        ("ASC", ">")
-    };
-    let sql = format!(
-        "SELECT course_id, application_id, institution_id, campus_id, name, email, birth_date,
-                age_years, enrolled_on, status, cancelled_on, global_position
-         FROM course_enrollments
-         WHERE {filters}
-           AND ($3::uuid IS NULL OR ({key}, global_position) {comparison}
-                (SELECT {key}, global_position FROM course_enrollments
-                 WHERE course_id = $1 AND application_id = $3))
-         ORDER BY {key} {direction}, global_position {direction}
-         LIMIT $4"
-    );
-    let rows: Vec<EnrollmentRow> = sqlx::query_as(&sql)
-        .bind(query.course_id)
-        .bind(query.include_cancelled)
-        .bind(query.after)
-        .bind(limit + 1)
-        .fetch_all(pool)
-        .await?;
-    Ok(Page::from_overfetch(rows, limit, |r| r.application_id))
+    let (direction, comparison) = keyset_order(query.descending);
+    keyset_page(
+        pool,
+        &format!(
+            "SELECT EXISTS (SELECT 1 FROM course_enrollments WHERE {filters} AND application_id = $3)"
+        ),
+        &format!(
+            "SELECT course_id, application_id, institution_id, campus_id, name, email, birth_date,
+                    age_years, enrolled_on, status, cancelled_on, global_position
+             FROM course_enrollments
+             WHERE {filters}
+               AND ($3::uuid IS NULL OR ({key}, global_position) {comparison}
+                    (SELECT {key}, global_position FROM course_enrollments
+                     WHERE course_id = $1 AND application_id = $3))
+             ORDER BY {key} {direction}, global_position {direction}
+             LIMIT $4"
+        ),
+        (query.course_id, query.include_cancelled),
+        query.after,
+        query.limit,
+        |row: &EnrollmentRow| row.application_id,
+    )
+    .await
 }

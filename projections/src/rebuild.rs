@@ -86,7 +86,7 @@ pub struct RebuildReport {
 }
 
 /// The latest rebuild of a projection, from `projection_rebuilds`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct RebuildProgress {
     pub name: String,
     /// `running`, `swapping`, `done` or `failed`.
@@ -573,57 +573,17 @@ async fn apply(
         })
 }
 
-type ProgressRow = (
-    String,
-    String,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    DateTime<Utc>,
-    i64,
-    i64,
-    f64,
-    i64,
-    Option<String>,
-);
-
 /// The latest rebuild of every projection that was ever rebuilt, by name.
 pub async fn rebuild_progress(pool: &PgPool) -> Result<Vec<RebuildProgress>, sqlx::Error> {
-    let rows: Vec<ProgressRow> = sqlx::query_as(
-        "SELECT r.name, r.state, r.started_at, r.finished_at, r.updated_at, r.global_position,
-                r.events_done, r.events_per_second,
+    sqlx::query_as(
+        "SELECT r.name, r.state, r.started_at, r.finished_at, r.updated_at,
+                r.global_position AS position, r.events_done, r.events_per_second,
                 CASE WHEN r.state = 'done' THEN 0
-                     ELSE (SELECT count(*) FROM events e WHERE e.global_position > r.global_position) END,
+                     ELSE (SELECT count(*) FROM events e WHERE e.global_position > r.global_position) END
+                  AS remaining,
                 r.error
          FROM projection_rebuilds r ORDER BY r.name",
     )
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(
-                name,
-                state,
-                started_at,
-                finished_at,
-                updated_at,
-                position,
-                events_done,
-                events_per_second,
-                remaining,
-                error,
-            )| RebuildProgress {
-                name,
-                state,
-                started_at,
-                finished_at,
-                updated_at,
-                position,
-                events_done,
-                events_per_second,
-                remaining,
-                error,
-            },
-        )
-        .collect())
+    .await
 }

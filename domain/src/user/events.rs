@@ -1,6 +1,7 @@
 //! What happened to a [`super::User`]: its events (the stored contract) and their samples.
 
 use super::*;
+use crate::event_types::impl_domain_event;
 
 /// Events of the `user` aggregate. Stored as internally tagged JSON:
 /// `{"type": "UserCreated", ...fields}`.
@@ -90,35 +91,20 @@ pub enum EmailChangeLink {
     CurrentAddress,
 }
 
-impl DomainEvent for UserEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::PendingUserRegisterCreated { .. } => {
-                crate::event_types::PENDING_USER_REGISTER_CREATED
-            }
-            Self::UserCreated { .. } => crate::event_types::USER_CREATED,
-            Self::LoginSucceeded { .. } => crate::event_types::LOGIN_SUCCEEDED,
-            Self::LoginFailed { .. } => crate::event_types::LOGIN_FAILED,
-            Self::UserLockedOut { .. } => crate::event_types::USER_LOCKED_OUT,
-            Self::ResetPasswordTokenCreated { .. } => {
-                crate::event_types::RESET_PASSWORD_TOKEN_CREATED
-            }
-            Self::PasswordReset { .. } => crate::event_types::PASSWORD_RESET,
-            Self::UserUpdated { .. } => crate::event_types::USER_UPDATED,
-            Self::UserDeactivated { .. } => crate::event_types::USER_DEACTIVATED,
-            Self::RegisteredEmailSignUpAttempted { .. } => {
-                crate::event_types::REGISTERED_EMAIL_SIGN_UP_ATTEMPTED
-            }
-            Self::SignUpConfirmed { .. } => crate::event_types::SIGN_UP_CONFIRMED,
-            Self::EmailChangeRequested { .. } => crate::event_types::EMAIL_CHANGE_REQUESTED,
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
-}
+impl_domain_event!(UserEvent {
+    PendingUserRegisterCreated => PENDING_USER_REGISTER_CREATED,
+    UserCreated => USER_CREATED,
+    LoginSucceeded => LOGIN_SUCCEEDED,
+    LoginFailed => LOGIN_FAILED,
+    UserLockedOut => USER_LOCKED_OUT,
+    ResetPasswordTokenCreated => RESET_PASSWORD_TOKEN_CREATED,
+    PasswordReset => PASSWORD_RESET,
+    UserUpdated => USER_UPDATED,
+    UserDeactivated => USER_DEACTIVATED,
+    RegisteredEmailSignUpAttempted => REGISTERED_EMAIL_SIGN_UP_ATTEMPTED,
+    SignUpConfirmed => SIGN_UP_CONFIRMED,
+    EmailChangeRequested => EMAIL_CHANGE_REQUESTED,
+});
 
 /// One instance of every [`UserEvent`] variant, for the event catalog and round-trip
 /// tests. Keep in step with the enum: a test parses the enum and fails on a gap.

@@ -15,10 +15,9 @@
 //! or looks up the `UserId` for an e-mail before sending commands.
 
 use chrono::{DateTime, Duration, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::impl_aggregate;
 use crate::errors::{impl_rejection, RejectionKind};
 use crate::values::{Email, InstitutionId, InstitutionName, PersonName};
 
@@ -375,19 +374,21 @@ impl User {
     }
 }
 
-impl Aggregate for User {
-    const TYPE: &'static str = "user";
-    type Command = UserCommand;
-    type Event = UserEvent;
-    type Error = UserError;
-    type Services = UserServices;
+impl_aggregate!(
+    User,
+    type: "user",
+    command: UserCommand,
+    event: UserEvent,
+    error: UserError,
+    services: UserServices, passed to decide,
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+impl User {
+    fn decide(
+        &self,
+        command: UserCommand,
+        services: &UserServices,
+    ) -> Result<Vec<UserEvent>, UserError> {
         let events = match command {
             UserCommand::SignUp {
                 email,
@@ -495,13 +496,10 @@ impl Aggregate for User {
                 }
             },
         };
-        for event in events {
-            sink.write(event, self).await;
-        }
-        Ok(())
+        Ok(events)
     }
 
-    fn apply(&mut self, event: Self::Event) {
+    fn evolve(&mut self, event: UserEvent) {
         match event {
             UserEvent::PendingUserRegisterCreated {
                 email,

@@ -126,8 +126,13 @@ fn stored_text(field: &'static str, max: usize, raw: &str) -> Result<String, Val
     Ok(trimmed.to_owned())
 }
 
-macro_rules! text_type {
-    ($(#[$doc:meta])* $name:ident, field = $field:literal, max = $max:literal) => {
+/// Declares each validated text type: its doc comment, name, the field name its
+/// validation errors report and its maximum length in characters.
+macro_rules! text_types {
+    ($($(#[$doc:meta])* $name:ident, field = $field:literal, max = $max:literal;)+) => {
+        $(text_types!(@one $(#[$doc])* $name, $field, $max);)+
+    };
+    (@one $(#[$doc:meta])* $name:ident, $field:literal, $max:literal) => {
         $(#[$doc])*
         ///
         /// Trimmed, 1..=
@@ -181,27 +186,17 @@ macro_rules! text_type {
     };
 }
 
-text_type!(
+text_types! {
     /// A person's full name (users, students, teachers, applicants).
-    PersonName, field = "name", max = 200
-);
-text_type!(
+    PersonName, field = "name", max = 200;
     /// An institution's display name.
-    InstitutionName, field = "institution_name", max = 200
-);
-text_type!(
+    InstitutionName, field = "institution_name", max = 200;
     /// A campus name, unique (case-insensitively) within its institution.
-    CampusName, field = "campus_name", max = 120
-);
-text_type!(
+    CampusName, field = "campus_name", max = 120;
     /// The city a campus is in.
-    CityName, field = "city", max = 120
-);
-text_type!(
+    CityName, field = "city", max = 120;
     /// A course name, unique (case-insensitively) within its campus.
-    CourseName, field = "course_name", max = 200
-);
-text_type!(
+    CourseName, field = "course_name", max = 200;
     /// The name of an exam (e.g. "Midterm"), shown in the student's grade notification.
-    ExamName, field = "exam_name", max = 200
-);
+    ExamName, field = "exam_name", max = 200;
+}

@@ -20,6 +20,16 @@ fn framework() -> UserTest {
     UserTest::with(UserServices::default())
 }
 
+/// One given/when/then case with the default services: the events `when` records on
+/// top of `given`, or its rejection.
+fn check(given: Vec<UserEvent>, when: UserCommand, then: Result<Vec<UserEvent>, UserError>) {
+    let result = framework().given(given).when(when);
+    match then {
+        Ok(events) => result.then_expect_events(events),
+        Err(error) => result.then_expect_error(error),
+    }
+}
+
 /// Minutes after a fixed origin, so tests read as a timeline.
 fn t(minutes: i64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 2, 3, 12, 0, 0).unwrap() + Duration::minutes(minutes)
@@ -57,6 +67,17 @@ fn created(role: Role) -> UserEvent {
 
 fn active() -> Vec<UserEvent> {
     vec![created(Role::Teacher)]
+}
+
+/// An active user to whom `events` happened since.
+fn active_then(events: impl IntoIterator<Item = UserEvent>) -> Vec<UserEvent> {
+    active().into_iter().chain(events).collect()
+}
+
+fn deactivated() -> UserEvent {
+    UserEvent::UserDeactivated {
+        reason: "left".to_owned(),
+    }
 }
 
 fn sign_up(token: &str, expires_at: DateTime<Utc>, now: DateTime<Utc>) -> UserCommand {

@@ -3,8 +3,13 @@
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aula_eventlog::local_pg::{LocalPgOptions, LocalPostgres};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
 
 /// A short path: the socket's path must fit in 107 bytes.
 fn scratch_dir() -> PathBuf {
@@ -70,16 +75,119 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A pool on `server` that gives up waiting for a connection after 2 s (the server may
+/// be down).
+async fn pool_of(server: &LocalPostgres) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_with(server.connect_options())
+        .await
+        .unwrap()
+}
+
+/// Inserts ids 1, 2, ... with `insert` (the id is its `$1`), one every `pause`, until
+/// stopped, keeping the ids the server acknowledged and counting the inserts that failed.
+struct Writer {
+    acknowledged: Arc<Mutex<Vec<i64>>>,
+    failures: Arc<AtomicU32>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What a stopped [`Writer`] did: inserts acknowledged and failed, and the acknowledged
+/// ids that the `writes` table lacks.
+struct Written {
+    acknowledged: usize,
+    failed: u32,
+    lost: Vec<i64>,
+}
+
+impl Writer {
+    fn spawn(pool: &PgPool, insert: &'static str, pause: Duration) -> Writer {
+        let acknowledged: Arc<Mutex<Vec<i64>>> = Arc::default();
+        let failures = Arc::new(AtomicU32::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let (pool, acknowledged, failures, stop) = (
+                pool.clone(),
+                acknowledged.clone(),
+                failures.clone(),
+                stop.clone(),
+            );
+            async move {
+                let mut id = 0i64;
+                while !stop.load(Ordering::Relaxed) {
+                    id += 1;
+                    match sqlx::query(insert).bind(id).execute(&pool).await {
+                        Ok(_) => acknowledged.lock().unwrap().push(id),
+                        Err(_) => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        });
+        Writer {
+            acknowledged,
+            failures,
+            stop,
+            task,
+        }
+    }
+
+    fn acknowledged(&self) -> usize {
+        self.acknowledged.lock().unwrap().len()
+    }
+
+    fn failures(&self) -> u32 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    async fn stop(self, pool: &PgPool) -> Written {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        let stored: Vec<i64> = sqlx::query_scalar("SELECT id FROM writes ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        let acknowledged = self.acknowledged.lock().unwrap().clone();
+        let lost = acknowledged
+            .iter()
+            .filter(|id| stored.binary_search(id).is_err())
+            .copied()
+            .collect();
+        Written {
+            acknowledged: acknowledged.len(),
+            failed: self.failures.load(Ordering::Relaxed),
+            lost,
+        }
+    }
+}
+
+/// Polls every 50 ms until `done` holds; fails with `what()` once `limit` has passed
+/// since `since`.
+async fn wait_until(
+    since: Instant,
+    limit: Duration,
+    what: impl Fn() -> String,
+    mut done: impl FnMut() -> bool,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if done() {
+            return;
+        }
+        assert!(since.elapsed() < limit, "{}", what());
+    }
+}
+
 /// Finding 14: the postmaster is SIGKILLed under a running private server (with a
 /// writer committing all along): the supervisor starts it again, queries work again
 /// on the same pool, and every write acknowledged before, during and after is there.
 #[test]
 fn a_killed_server_is_restarted_and_no_acknowledged_write_is_lost() {
-    use sqlx::postgres::PgPoolOptions;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
-
     let dir = scratch_dir();
     let mut options = LocalPgOptions::new(&dir);
     // Durable commits (the point is to count lost acknowledged writes); fsync off only
@@ -88,79 +196,53 @@ fn a_killed_server_is_restarted_and_no_acknowledged_write_is_lost() {
     options.restart_backoff = Duration::from_millis(100);
     let server = LocalPostgres::start(&options).expect("the server starts");
     let rt = runtime();
-    let (acknowledged, failed, recovery) = rt.block_on(async {
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(2))
-            .connect_with(server.connect_options())
-            .await
-            .unwrap();
+    let (written, recovery) = rt.block_on(async {
+        let pool = pool_of(&server).await;
         sqlx::query("CREATE TABLE writes (id bigint PRIMARY KEY)")
             .execute(&pool)
             .await
             .unwrap();
-        let acknowledged: Arc<Mutex<Vec<i64>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let writer = tokio::spawn({
-            let (pool, acknowledged, stop) = (pool.clone(), acknowledged.clone(), stop.clone());
-            async move {
-                let mut failed = 0u32;
-                let mut id = 0i64;
-                while !stop.load(Ordering::Relaxed) {
-                    id += 1;
-                    match sqlx::query("INSERT INTO writes VALUES ($1)")
-                        .bind(id)
-                        .execute(&pool)
-                        .await
-                    {
-                        Ok(_) => acknowledged.lock().unwrap().push(id),
-                        Err(_) => failed += 1,
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                failed
-            }
-        });
+        let writer = Writer::spawn(
+            &pool,
+            "INSERT INTO writes VALUES ($1)",
+            Duration::from_millis(10),
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         let old = server.pid();
         // SAFETY: kill(2) on the postmaster we started.
         assert_eq!(unsafe { libc::kill(old, libc::SIGKILL) }, 0);
         let killed = Instant::now();
         // Recovered: the writer's inserts are acknowledged again.
-        let before = acknowledged.lock().unwrap().len();
-        loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let now = acknowledged.lock().unwrap().len();
-            if server.restarts() >= 1 && now > before + 5 {
-                break;
-            }
-            assert!(
-                killed.elapsed() < Duration::from_secs(90),
-                "the server did not come back ({} restarts)",
-                server.restarts()
-            );
-        }
+        let before = writer.acknowledged();
+        wait_until(
+            killed,
+            Duration::from_secs(90),
+            || {
+                format!(
+                    "the server did not come back ({} restarts)",
+                    server.restarts()
+                )
+            },
+            || server.restarts() >= 1 && writer.acknowledged() > before + 5,
+        )
+        .await;
         let recovery = killed.elapsed();
         assert_ne!(server.pid(), old, "a new server process runs");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        stop.store(true, Ordering::Relaxed);
-        let failed = writer.await.unwrap();
-        let stored: Vec<i64> = sqlx::query_scalar("SELECT id FROM writes ORDER BY id")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-        let acknowledged = acknowledged.lock().unwrap().clone();
-        let lost: Vec<&i64> = acknowledged
-            .iter()
-            .filter(|id| stored.binary_search(id).is_err())
-            .collect();
-        assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+        let written = writer.stop(&pool).await;
+        assert!(
+            written.lost.is_empty(),
+            "acknowledged writes lost: {:?}",
+            written.lost
+        );
         pool.close().await;
-        (acknowledged.len(), failed, recovery)
+        (written, recovery)
     });
     eprintln!(
-        "SIGKILL of the postmaster: back after {:.2} s; {acknowledged} writes acknowledged, {failed} failed, 0 lost",
-        recovery.as_secs_f64()
+        "SIGKILL of the postmaster: back after {:.2} s; {} writes acknowledged, {} failed, 0 lost",
+        recovery.as_secs_f64(),
+        written.acknowledged,
+        written.failed
     );
     assert!(server.stop(), "the restarted server stops cleanly");
     let _ = std::fs::remove_dir_all(&dir);
@@ -171,8 +253,6 @@ fn a_killed_server_is_restarted_and_no_acknowledged_write_is_lost() {
 /// stops and exits non-zero instead of answering errors forever.
 #[test]
 fn a_server_that_cannot_come_back_is_reported_after_its_restarts() {
-    use std::time::{Duration, Instant};
-
     let dir = scratch_dir();
     let mut options = LocalPgOptions::new(&dir);
     options.ephemeral = true;
@@ -210,12 +290,12 @@ fn a_second_start_on_a_running_data_directory_uses_that_server_and_restarts_noth
     let dir = scratch_dir();
     let mut options = LocalPgOptions::new(&dir);
     options.ephemeral = true;
-    options.restart_backoff = std::time::Duration::from_millis(50);
+    options.restart_backoff = Duration::from_millis(50);
     let first = LocalPostgres::start(&options).expect("the first start");
     let second = LocalPostgres::start(&options).expect("the second start");
     assert!(first.owns_server());
     assert!(!second.owns_server());
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(second.restarts(), 0);
     assert_eq!(first.restarts(), 0);
     assert!(!second.stop(), "the second stops nothing");
@@ -229,11 +309,7 @@ fn a_second_start_on_a_running_data_directory_uses_that_server_and_restarts_noth
 /// again (restarted by the supervisor if it had died), and no acknowledged write is lost.
 #[test]
 fn a_full_disk_is_survived_and_no_acknowledged_write_is_lost() {
-    use sqlx::postgres::PgPoolOptions;
     use std::io::Write as _;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
-    use std::time::{Duration, Instant};
 
     // SAFETY: getuid has no preconditions.
     assert_eq!(
@@ -272,12 +348,7 @@ fn a_full_disk_is_survived_and_no_acknowledged_write_is_lost() {
     };
     let rt = runtime();
     let outcome = rt.block_on(async {
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(2))
-            .connect_with(server.connect_options())
-            .await
-            .unwrap();
+        let pool = pool_of(&server).await;
         // Uncompressed rows of 64 KiB: the disk fills quickly.
         sqlx::query("CREATE TABLE writes (id bigint PRIMARY KEY, body text)")
             .execute(&pool)
@@ -287,32 +358,11 @@ fn a_full_disk_is_survived_and_no_acknowledged_write_is_lost() {
             .execute(&pool)
             .await
             .unwrap();
-        let acknowledged: Arc<Mutex<Vec<i64>>> = Arc::default();
-        let failures = Arc::new(Mutex::new(0u32));
-        let stop = Arc::new(AtomicBool::new(false));
-        let writer = tokio::spawn({
-            let (pool, acknowledged, failures, stop) = (
-                pool.clone(),
-                acknowledged.clone(),
-                failures.clone(),
-                stop.clone(),
-            );
-            async move {
-                let mut id = 0i64;
-                while !stop.load(Ordering::Relaxed) {
-                    id += 1;
-                    match sqlx::query("INSERT INTO writes VALUES ($1, repeat('x', 65536))")
-                        .bind(id)
-                        .execute(&pool)
-                        .await
-                    {
-                        Ok(_) => acknowledged.lock().unwrap().push(id),
-                        Err(_) => *failures.lock().unwrap() += 1,
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        });
+        let writer = Writer::spawn(
+            &pool,
+            "INSERT INTO writes VALUES ($1, repeat('x', 65536))",
+            Duration::from_millis(5),
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         // Fill what is left of the disk.
         let ballast = dir.join("ballast");
@@ -323,52 +373,39 @@ fn a_full_disk_is_survived_and_no_acknowledged_write_is_lost() {
         }
         let full = Instant::now();
         // Writes fail while the disk is full.
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if *failures.lock().unwrap() >= 3 {
-                break;
-            }
-            assert!(
-                full.elapsed() < Duration::from_secs(60),
-                "no write failed on a full disk"
-            );
-        }
-        let failed_while_full = *failures.lock().unwrap();
+        wait_until(
+            full,
+            Duration::from_secs(60),
+            || "no write failed on a full disk".to_owned(),
+            || writer.failures() >= 3,
+        )
+        .await;
+        let failed_while_full = writer.failures();
         tokio::time::sleep(Duration::from_secs(2)).await;
         std::fs::remove_file(&ballast).unwrap();
         let freed = Instant::now();
         // Back: inserts are acknowledged again.
-        let before = acknowledged.lock().unwrap().len();
-        loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            if acknowledged.lock().unwrap().len() > before + 5 {
-                break;
-            }
-            assert!(
-                freed.elapsed() < Duration::from_secs(120),
-                "the server did not serve again after space was freed ({} restarts)",
-                server.restarts()
-            );
-        }
+        let before = writer.acknowledged();
+        wait_until(
+            freed,
+            Duration::from_secs(120),
+            || {
+                format!(
+                    "the server did not serve again after space was freed ({} restarts)",
+                    server.restarts()
+                )
+            },
+            || writer.acknowledged() > before + 5,
+        )
+        .await;
         let recovery = freed.elapsed();
-        stop.store(true, Ordering::Relaxed);
-        writer.await.unwrap();
-        let stored: Vec<i64> = sqlx::query_scalar("SELECT id FROM writes ORDER BY id")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-        let acknowledged = acknowledged.lock().unwrap().clone();
-        let lost: Vec<&i64> = acknowledged
-            .iter()
-            .filter(|id| stored.binary_search(id).is_err())
-            .collect();
+        let written = writer.stop(&pool).await;
         pool.close().await;
-        let failed = *failures.lock().unwrap();
         (
-            lost.len(),
-            acknowledged.len(),
+            written.lost.len(),
+            written.acknowledged,
             failed_while_full,
-            failed,
+            written.failed,
             recovery,
         )
     });

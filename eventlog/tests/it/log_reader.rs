@@ -138,6 +138,24 @@ fn fast(name: &str) -> SubscriptionOptions {
     options
 }
 
+/// Subscription `name` on a [`Recorder`] of instance `instance`.
+fn spawn_recorder(
+    db: &TestDatabase,
+    name: &str,
+    instance: &str,
+    wakeups: &Wakeups,
+    shutdown: shutdown::Shutdown,
+) -> subscription::SubscriptionHandle {
+    let recorder = Recorder::new(name, instance);
+    subscription::spawn(
+        db.connect.clone(),
+        fast(name),
+        recorder,
+        wakeups.clone(),
+        shutdown,
+    )
+}
+
 async fn insert_event(conn: &mut PgConnection, aggregate: &str, sequence: i64) {
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
@@ -341,13 +359,7 @@ async fn a_subscriber_killed_mid_batch_resumes_without_loss_or_duplicate() {
         handle.task.abort();
         let _ = handle.task.await;
     }
-    let survivor = subscription::spawn(
-        db.connect.clone(),
-        fast("victim"),
-        Recorder::new("victim", "survivor"),
-        wakeups.clone(),
-        shutdown.clone(),
-    );
+    let survivor = spawn_recorder(&db, "victim", "survivor", &wakeups, shutdown.clone());
     wait_for_seen(&db.pool, "victim", total).await;
     assert_exactly_once_in_order(&db.pool, "victim").await;
     let (handled, last_error): (i64, Option<String>) = sqlx::query_as(
@@ -369,24 +381,12 @@ async fn only_one_instance_consumes_and_a_standby_takes_over() {
     let wakeups = Wakeups::listen(&db.pool, second_shutdown.clone())
         .await
         .unwrap();
-    let first = subscription::spawn(
-        db.connect.clone(),
-        fast("single"),
-        Recorder::new("single", "first"),
-        wakeups.clone(),
-        first_shutdown,
-    );
+    let first = spawn_recorder(&db, "single", "first", &wakeups, first_shutdown);
     let mut first_state = first.state.clone();
     within(first_state.wait_for(|s| matches!(s, SubscriptionState::Active { .. })))
         .await
         .unwrap();
-    let second = subscription::spawn(
-        db.connect.clone(),
-        fast("single"),
-        Recorder::new("single", "second"),
-        wakeups.clone(),
-        second_shutdown,
-    );
+    let second = spawn_recorder(&db, "single", "second", &wakeups, second_shutdown);
     let mut second_state = second.state.clone();
     within(second_state.wait_for(|s| *s == SubscriptionState::Standby))
         .await
@@ -426,38 +426,70 @@ async fn only_one_instance_consumes_and_a_standby_takes_over() {
     second.task.await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_consumer_stops_at_its_event_and_reports_it() {
-    /// Fails on the event with sequence `.0` until `.1` is set ("the bug is fixed").
-    struct FailOn(i64, Arc<AtomicBool>);
-    #[async_trait::async_trait]
-    impl Consumer for FailOn {
-        async fn handle(
-            &mut self,
-            tx: &mut PgConnection,
-            events: &[RecordedEvent],
-        ) -> Result<(), BoxError> {
-            for event in events {
-                if event.sequence == self.0 && !self.1.load(Ordering::SeqCst) {
-                    return Err("poisoned event".into());
-                }
+/// How a [`Faulty`] consumer fails on its poisoned event.
+#[derive(Clone, Copy)]
+enum Fault {
+    Error,
+    Panic,
+}
+
+/// Records what it consumes as subscription `name`, and fails on the event with sequence
+/// `poisoned` (an error or a panic) until `healed` is set ("the bug is fixed").
+struct Faulty {
+    name: &'static str,
+    poisoned: i64,
+    fault: Fault,
+    healed: Arc<AtomicBool>,
+}
+
+#[async_trait::async_trait]
+impl Consumer for Faulty {
+    async fn handle(
+        &mut self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
+        let healed = self.healed.load(Ordering::SeqCst);
+        if !healed && events.iter().any(|e| e.sequence == self.poisoned) {
+            match self.fault {
+                Fault::Error => return Err("poisoned event".into()),
+                Fault::Panic => panic!("a bug in the consumer"),
             }
-            let positions: Vec<i64> = events.iter().map(|e| e.global_position()).collect();
-            sqlx::query("INSERT INTO seen (subscription, instance, global_position, aggregate_id, sequence) SELECT 'poison', 'x', p, 'a', 0 FROM unnest($1::bigint[]) p")
-                .bind(&positions)
-                .execute(&mut *tx)
-                .await?;
-            Ok(())
         }
+        let positions: Vec<i64> = events.iter().map(|e| e.global_position()).collect();
+        sqlx::query("INSERT INTO seen (subscription, instance, global_position, aggregate_id, sequence) SELECT $2, 'x', p, 'a', 0 FROM unnest($1::bigint[]) p")
+            .bind(&positions)
+            .bind(self.name)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
     }
-    let db = setup().await;
+}
+
+/// 30 events, then subscription `name` on a [`Faulty`] consumer poisoned by the tenth,
+/// once it reports `Failing`. Returns its stop trigger, handle and healing switch.
+async fn start_failing(
+    db: &TestDatabase,
+    name: &'static str,
+    fault: Fault,
+) -> (
+    shutdown::ShutdownTrigger,
+    subscription::SubscriptionHandle,
+    Arc<AtomicBool>,
+) {
     append_events(&db.pool, "a", 1, 30).await;
     let (stop, shutdown) = shutdown::channel();
     let healed = Arc::new(AtomicBool::new(false));
+    let consumer = Faulty {
+        name,
+        poisoned: 10,
+        fault,
+        healed: healed.clone(),
+    };
     let handle = subscription::spawn(
         db.connect.clone(),
-        fast("poison"),
-        FailOn(10, healed.clone()),
+        fast(name),
+        consumer,
         Wakeups::polling_only(),
         shutdown,
     );
@@ -465,6 +497,26 @@ async fn a_failing_consumer_stops_at_its_event_and_reports_it() {
     within(state.wait_for(|s| matches!(s, SubscriptionState::Failing { .. })))
         .await
         .unwrap();
+    (stop, handle, healed)
+}
+
+/// Heals the consumer of subscription `name`: the failure was transient, so it recovers
+/// by itself and consumes every event, skipping nothing.
+async fn heal_and_catch_up(db: &TestDatabase, name: &str, healed: &AtomicBool) {
+    healed.store(true, Ordering::SeqCst);
+    wait_for_seen(&db.pool, name, 30).await;
+    let positions: Vec<i64> =
+        sqlx::query_scalar("SELECT global_position FROM seen ORDER BY seen_no")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(positions, committed_positions(&db.pool).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_consumer_stops_at_its_event_and_reports_it() {
+    let db = setup().await;
+    let (stop, handle, healed) = start_failing(&db, "poison", Fault::Error).await;
     // Let it retry a few more times: it must keep holding the line.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (failed_position, last_error): (Option<i64>, Option<String>) = sqlx::query_as(
@@ -497,15 +549,7 @@ async fn a_failing_consumer_stops_at_its_event_and_reports_it() {
         earlier, 9,
         "the events before the failing one were not all consumed"
     );
-    healed.store(true, Ordering::SeqCst);
-    // The failure was transient: it recovers by itself, skipping nothing.
-    wait_for_seen(&db.pool, "poison", 30).await;
-    let positions: Vec<i64> =
-        sqlx::query_scalar("SELECT global_position FROM seen ORDER BY seen_no")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(positions, committed_positions(&db.pool).await);
+    heal_and_catch_up(&db, "poison", &healed).await;
     stop.trigger();
     handle.task.await.unwrap();
 }
@@ -515,13 +559,7 @@ async fn a_subscription_reconnects_after_its_connection_is_killed() {
     let db = setup().await;
     let (stop, shutdown) = shutdown::channel();
     let wakeups = Wakeups::listen(&db.pool, shutdown.clone()).await.unwrap();
-    let handle = subscription::spawn(
-        db.connect.clone(),
-        fast("phoenix"),
-        Recorder::new("phoenix", "only"),
-        wakeups,
-        shutdown,
-    );
+    let handle = spawn_recorder(&db, "phoenix", "only", &wakeups, shutdown);
     append_events(&db.pool, "one", 1, 100).await;
     wait_for_seen(&db.pool, "phoenix", 100).await;
     for round in 0..3 {
@@ -540,45 +578,9 @@ async fn a_subscription_reconnects_after_its_connection_is_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_consumer_is_retried_and_reported_like_a_failing_one() {
-    /// Panics on the event with sequence `.0` until `.1` is set.
-    struct PanicOn(i64, Arc<AtomicBool>);
-    #[async_trait::async_trait]
-    impl Consumer for PanicOn {
-        async fn handle(
-            &mut self,
-            tx: &mut PgConnection,
-            events: &[RecordedEvent],
-        ) -> Result<(), BoxError> {
-            if events
-                .iter()
-                .any(|e| e.sequence == self.0 && !self.1.load(Ordering::SeqCst))
-            {
-                panic!("a bug in the consumer");
-            }
-            let positions: Vec<i64> = events.iter().map(|e| e.global_position()).collect();
-            sqlx::query("INSERT INTO seen (subscription, instance, global_position, aggregate_id, sequence) SELECT 'panics', 'x', p, 'a', 0 FROM unnest($1::bigint[]) p")
-                .bind(&positions)
-                .execute(&mut *tx)
-                .await?;
-            Ok(())
-        }
-    }
     let db = setup().await;
-    append_events(&db.pool, "a", 1, 30).await;
-    let (stop, shutdown) = shutdown::channel();
-    let healed = Arc::new(AtomicBool::new(false));
-    let handle = subscription::spawn(
-        db.connect.clone(),
-        fast("panics"),
-        PanicOn(10, healed.clone()),
-        Wakeups::polling_only(),
-        shutdown,
-    );
-    let mut state = handle.state.clone();
     // Before: the panic ended the subscription's task and its state stayed `Active`.
-    within(state.wait_for(|s| matches!(s, SubscriptionState::Failing { .. })))
-        .await
-        .unwrap();
+    let (stop, handle, healed) = start_failing(&db, "panics", Fault::Panic).await;
     let last_error: Option<String> =
         sqlx::query_scalar("SELECT last_error FROM subscription_checkpoints WHERE name = 'panics'")
             .fetch_one(&db.pool)
@@ -588,14 +590,7 @@ async fn a_panicking_consumer_is_retried_and_reported_like_a_failing_one() {
         last_error.as_deref(),
         Some("the consumer panicked: a bug in the consumer")
     );
-    healed.store(true, Ordering::SeqCst);
-    wait_for_seen(&db.pool, "panics", 30).await;
-    let positions: Vec<i64> =
-        sqlx::query_scalar("SELECT global_position FROM seen ORDER BY seen_no")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(positions, committed_positions(&db.pool).await);
+    heal_and_catch_up(&db, "panics", &healed).await;
     stop.trigger();
     handle.task.await.unwrap();
 }

@@ -91,6 +91,15 @@ async fn last_position(pool: &PgPool) -> LogPosition {
     }
 }
 
+/// `n` succeeded `CourseCreated` events of one institution, and the preview of every
+/// event.
+async fn courses_previewed(pool: &PgPool, n: i64) -> bulk::Preview {
+    append(pool, "CourseCreated", Uuid::new_v4(), "succeeded", n).await;
+    bulk::preview(pool, &EventListQuery::default())
+        .await
+        .unwrap()
+}
+
 async fn copies_of_type(pool: &PgPool, event_type: &str) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM events WHERE aggregate_type = 'reprocessed' AND event_type = $1",
@@ -303,10 +312,7 @@ async fn an_event_committed_after_the_preview_is_not_included_though_its_positio
 #[tokio::test]
 async fn cancelling_stops_a_job_before_its_next_batch() {
     let db = TestDatabase::new().await;
-    append(&db.pool, "CourseCreated", Uuid::new_v4(), "succeeded", 300).await;
-    let preview = bulk::preview(&db.pool, &EventListQuery::default())
-        .await
-        .unwrap();
+    let preview = courses_previewed(&db.pool, 300).await;
     let id = bulk::start_with(
         &db.pool,
         &BulkFilter::default(),
@@ -366,10 +372,7 @@ async fn originals_with_copies(pool: &PgPool, event_type: &str, n: i64) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_whose_runner_dies_is_resumed_elsewhere_and_copies_every_event_exactly_once() {
     let db = TestDatabase::new().await;
-    append(&db.pool, "CourseCreated", Uuid::new_v4(), "succeeded", 120).await;
-    let preview = bulk::preview(&db.pool, &EventListQuery::default())
-        .await
-        .unwrap();
+    let preview = courses_previewed(&db.pool, 120).await;
     let options = BulkOptions {
         batch_size: 7,
         pause: Duration::from_millis(30),
@@ -457,10 +460,7 @@ async fn a_job_whose_runner_dies_is_resumed_elsewhere_and_copies_every_event_exa
 #[tokio::test(flavor = "multi_thread")]
 async fn a_confirm_token_starts_one_job_only() {
     let db = TestDatabase::new().await;
-    append(&db.pool, "CourseCreated", Uuid::new_v4(), "succeeded", 5).await;
-    let preview = bulk::preview(&db.pool, &EventListQuery::default())
-        .await
-        .unwrap();
+    let preview = courses_previewed(&db.pool, 5).await;
     let start = |token: &'static str| {
         let pool = db.pool.clone();
         async move {

@@ -155,19 +155,7 @@ async fn killing_a_worker_process_mid_run_loses_and_duplicates_nothing() {
         assert!(status.success(), "a worker exited with {status}");
     }
 
-    assert_eq!(
-        scalar_i64(
-            &db.pool,
-            "SELECT count(*) FROM tasks WHERE status = 'succeeded'"
-        )
-        .await,
-        total
-    );
-    assert_eq!(
-        scalar_i64(&db.pool, "SELECT count(*) FROM test_effects").await,
-        total,
-        "every effect exactly once"
-    );
+    assert_each_task_succeeded_once(&db.pool, "test_effects", total).await;
     assert_eq!(
         scalar_i64(&db.pool, "SELECT count(*) FROM (SELECT task_id, attempt FROM test_executions GROUP BY 1, 2 HAVING count(*) > 1) d").await,
         0,

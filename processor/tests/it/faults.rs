@@ -4,36 +4,26 @@
 
 use crate::common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aula_domain::course::{Course, CourseCommand, CourseServices};
 use aula_domain::student::{Student, StudentCommand, StudentServices};
 use aula_domain::values::*;
-use aula_eventlog::shutdown;
+use aula_eventlog::shutdown::{self, Shutdown};
+use aula_eventlog::subscription::SubscriptionHandle;
 use aula_eventlog::testing::TestDatabase;
-use aula_eventlog::{Actor, CommandBus, EventMetadata, SubscriptionOptions, Wakeups};
+use aula_eventlog::{CommandBus, SubscriptionOptions, Wakeups};
 use aula_processor::handlers::Registry;
 use aula_processor::mail::SmtpMailer;
 use aula_processor::reactions::spawn_reactions_with;
-use aula_processor::REACTIONS_SUBSCRIPTION;
-use chrono::{NaiveDate, Utc};
+use aula_processor::{ProcessorConfig, REACTIONS_SUBSCRIPTION};
+use chrono::Utc;
 use common::*;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-fn bus<A>(pool: &PgPool, services: A::Services) -> CommandBus<A>
-where
-    A: cqrs_es::Aggregate + Clone + 'static,
-    A::Command: Clone,
-{
-    CommandBus::with_upcasters(pool.clone(), services, aula_domain::upcasters())
-}
-
-fn meta(institution: Uuid) -> EventMetadata {
-    EventMetadata::new(Actor::System, Some(institution))
-}
 
 /// Opens `course` in `institution`, named `name`, with `seats` seats.
 async fn open_course(
@@ -52,7 +42,7 @@ async fn open_course(
                 name: CourseName::parse(name).unwrap(),
                 capacity: Capacity::new(seats).unwrap(),
             },
-            &meta(institution),
+            &meta(Some(institution)),
         )
         .await
         .unwrap();
@@ -113,6 +103,40 @@ fn reaction_options() -> SubscriptionOptions {
     options
 }
 
+/// Workers on `pool`, once their task listener holds its connection, and no reactions
+/// yet: the returned shutdown starts them ([`start_reactions`]) when the test is ready.
+async fn start_workers_on(
+    db: &TestDatabase,
+    pool: &PgPool,
+    registry: Registry,
+    config: ProcessorConfig,
+) -> (Running, Shutdown) {
+    let (trigger, stop) = shutdown::channel();
+    let workers = tokio::spawn(aula_processor::run_workers(
+        pool.clone(),
+        config,
+        registry,
+        stop.clone(),
+    ));
+    listener_connected(&db.pool).await;
+    let running = Running {
+        trigger,
+        reactions: None,
+        admissions: None,
+        workers,
+    };
+    (running, stop)
+}
+
+fn start_reactions(db: &TestDatabase, stop: Shutdown) -> SubscriptionHandle {
+    spawn_reactions_with(
+        db.connect.clone(),
+        reaction_options(),
+        Wakeups::polling_only(),
+        stop,
+    )
+}
+
 /// Finding 13: with every connection of the workers' pool held by others, the
 /// `enrollment.decide` task times out loading its `Course`. That is a transient
 /// failure: the task is retried when connections free up and decides the application.
@@ -130,14 +154,8 @@ async fn a_pool_timeout_while_loading_an_aggregate_is_retried_not_failed_for_goo
     let tiny = tiny_pool(&db, 3, Duration::from_millis(300)).await;
     let mailer = RecordingMailer::default();
     let registry = Registry::standard(Arc::new(mailer.clone()), mail_config());
-    let (trigger, stop) = shutdown::channel();
-    let workers = tokio::spawn(aula_processor::run_workers(
-        tiny.clone(),
-        fast_config("starved-worker"),
-        registry,
-        stop.clone(),
-    ));
-    listener_connected(&db.pool).await;
+    let (mut running, stop) =
+        start_workers_on(&db, &tiny, registry, fast_config("starved-worker")).await;
     // Someone else holds every other connection of the pool (the rescuer may hold one
     // for a moment: wait for it rather than fail on the short acquire timeout).
     let mut held = Vec::new();
@@ -152,27 +170,18 @@ async fn a_pool_timeout_while_loading_an_aggregate_is_retried_not_failed_for_goo
         }
     }
     assert_eq!(held.len(), 2, "could not take the pool's connections");
-    let reactions = spawn_reactions_with(
-        db.connect.clone(),
-        reaction_options(),
-        Wakeups::polling_only(),
-        stop,
-    );
+    running.reactions = Some(start_reactions(&db, stop));
     courses
         .execute(
             &course,
             CourseCommand::RequestEnrollment {
                 application_id: ApplicationId::from_uuid(Uuid::new_v4()),
                 name: PersonName::parse("Ana Souza").unwrap(),
-                birth_date: BirthDate::parse(
-                    NaiveDate::from_ymd_opt(2004, 3, 14).unwrap(),
-                    Utc::now().date_naive(),
-                )
-                .unwrap(),
+                birth_date: born_on(2004, 3, 14),
                 email: Email::parse("ana@example.org").unwrap(),
                 requested_at: Utc::now(),
             },
-            &meta(institution),
+            &meta(Some(institution)),
         )
         .await
         .unwrap();
@@ -231,9 +240,7 @@ async fn a_pool_timeout_while_loading_an_aggregate_is_retried_not_failed_for_goo
         released.elapsed().as_secs_f64()
     );
 
-    trigger.trigger();
-    within(reactions.task).await.unwrap();
-    within(workers).await.unwrap().unwrap();
+    running.stop().await;
 }
 
 /// Finding 16: the SMTP server accepted the message, then recording it in
@@ -279,13 +286,9 @@ async fn a_failing_record_of_a_sent_email_is_retried_without_sending_again() {
                 user_id: UserId::from_uuid(Uuid::new_v4()),
                 name: PersonName::parse("Bia Nunes").unwrap(),
                 email: Email::parse("bia@example.org").unwrap(),
-                birth_date: BirthDate::parse(
-                    NaiveDate::from_ymd_opt(2004, 1, 1).unwrap(),
-                    Utc::now().date_naive(),
-                )
-                .unwrap(),
+                birth_date: born_on(2004, 1, 1),
             },
-            &meta(institution),
+            &meta(Some(institution)),
         )
         .await
         .unwrap();
@@ -431,27 +434,7 @@ async fn e_mails_sent_while_the_pool_is_exhausted_are_sent_once() {
     let sink = SmtpSink::start().await;
     let mailer = SmtpMailer::from_url(&sink.url(), "Aula <no-reply@aula.test>").unwrap();
     let registry = Registry::standard(Arc::new(mailer), mail_config());
-    // 4 connections (one is the task listener's), short waits.
-    let tiny = tiny_pool(&db, 4, Duration::from_millis(200)).await;
-    let (trigger, stop) = shutdown::channel();
-    let mut config = fast_config("exhausted-worker");
-    config.concurrency = 8;
-    let workers = tokio::spawn(aula_processor::run_workers(
-        tiny.clone(),
-        config,
-        registry,
-        stop.clone(),
-    ));
-    listener_connected(&db.pool).await;
-    // Someone else takes every free connection for 300 ms of every 500 ms.
-    let starving = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let starver = starve(tiny.clone(), starving.clone(), 3);
-    let reactions = spawn_reactions_with(
-        db.connect.clone(),
-        reaction_options(),
-        Wakeups::polling_only(),
-        stop,
-    );
+    let (running, starver) = start_exhausted(&db, registry, "exhausted-worker").await;
     let institution = Uuid::new_v4();
     let students = bus::<Student>(&db.pool, StudentServices);
     for n in 0..STUDENTS {
@@ -463,13 +446,9 @@ async fn e_mails_sent_while_the_pool_is_exhausted_are_sent_once() {
                     user_id: UserId::from_uuid(Uuid::new_v4()),
                     name: PersonName::parse("Student Burst").unwrap(),
                     email: Email::parse(&format!("s{n}@example.org")).unwrap(),
-                    birth_date: BirthDate::parse(
-                        NaiveDate::from_ymd_opt(2004, 1, 1).unwrap(),
-                        Utc::now().date_naive(),
-                    )
-                    .unwrap(),
+                    birth_date: born_on(2004, 1, 1),
                 },
-                &meta(institution),
+                &meta(Some(institution)),
             )
             .await
             .unwrap();
@@ -491,8 +470,7 @@ async fn e_mails_sent_while_the_pool_is_exhausted_are_sent_once() {
     })
     .await;
     let took = started.elapsed();
-    starving.store(false, std::sync::atomic::Ordering::Relaxed);
-    let rounds = starver.await.unwrap();
+    let rounds = starver.stop().await;
     let retried: i64 = scalar_i64(
         &db.pool,
         "SELECT count(*) FROM task_attempts a JOIN tasks t ON t.id = a.task_id
@@ -519,35 +497,65 @@ async fn e_mails_sent_while_the_pool_is_exhausted_are_sent_once() {
         "not exactly one e-mail: {duplicates:?}"
     );
     assert_eq!(delivered, STUDENTS);
-    trigger.trigger();
-    within(reactions.task).await.unwrap();
-    within(workers).await.unwrap().unwrap();
+    running.stop().await;
 }
 
-/// Takes every free connection of `pool` for 300 ms out of every 500 ms until
-/// `starving` is cleared; returns how many times it did.
-fn starve(
-    pool: sqlx::PgPool,
-    starving: Arc<std::sync::atomic::AtomicBool>,
-    free: usize,
-) -> tokio::task::JoinHandle<u32> {
-    tokio::spawn(async move {
-        let mut rounds = 0u32;
-        while starving.load(std::sync::atomic::Ordering::Relaxed) {
-            let mut held = Vec::new();
-            while held.len() < free {
-                match pool.acquire().await {
-                    Ok(conn) => held.push(conn),
-                    Err(_) => break,
+/// Takes every free connection of a pool for 300 ms out of every 500 ms until stopped.
+struct Starver {
+    starving: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<u32>,
+}
+
+impl Starver {
+    /// Takes every connection of `pool` it can get, at most `free` (those the pool's
+    /// owner does not hold), for 300 ms of every 500 ms.
+    fn start(pool: PgPool, free: usize) -> Starver {
+        let starving = Arc::new(AtomicBool::new(true));
+        let task = tokio::spawn({
+            let starving = starving.clone();
+            async move {
+                let mut rounds = 0u32;
+                while starving.load(Ordering::Relaxed) {
+                    let mut held = Vec::new();
+                    while held.len() < free {
+                        match pool.acquire().await {
+                            Ok(conn) => held.push(conn),
+                            Err(_) => break,
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    drop(held);
+                    rounds += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
+                rounds
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            drop(held);
-            rounds += 1;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        rounds
-    })
+        });
+        Starver { starving, task }
+    }
+
+    /// Gives the pool back; how many times it was taken.
+    async fn stop(self) -> u32 {
+        self.starving.store(false, Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+/// 8 workers on a pool of 4 connections (one is the task listener's) with short waits,
+/// and the reactions; someone else takes every free connection of that pool for 300 ms
+/// of every 500 ms.
+async fn start_exhausted(
+    db: &TestDatabase,
+    registry: Registry,
+    worker: &str,
+) -> (Running, Starver) {
+    let tiny = tiny_pool(db, 4, Duration::from_millis(200)).await;
+    let mut config = fast_config(worker);
+    config.concurrency = 8;
+    let (mut running, stop) = start_workers_on(db, &tiny, registry, config).await;
+    let starver = Starver::start(tiny, 3);
+    running.reactions = Some(start_reactions(db, stop));
+    (running, starver)
 }
 
 /// Finding 13 at scale: 30 applications to a course of 10 seats are decided while the
@@ -562,27 +570,9 @@ async fn applications_decided_while_the_pool_is_exhausted_are_all_decided() {
     let course = Uuid::new_v4().to_string();
     let courses = bus::<Course>(&db.pool, CourseServices);
     open_course(&courses, &course, institution, "Cálculo I", 10).await;
-    let tiny = tiny_pool(&db, 4, Duration::from_millis(200)).await;
     let mailer = RecordingMailer::default();
     let registry = Registry::standard(Arc::new(mailer.clone()), mail_config());
-    let (trigger, stop) = shutdown::channel();
-    let mut config = fast_config("exhausted-decider");
-    config.concurrency = 8;
-    let workers = tokio::spawn(aula_processor::run_workers(
-        tiny.clone(),
-        config,
-        registry,
-        stop.clone(),
-    ));
-    listener_connected(&db.pool).await;
-    let starving = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let starver = starve(tiny.clone(), starving.clone(), 3);
-    let reactions = spawn_reactions_with(
-        db.connect.clone(),
-        reaction_options(),
-        Wakeups::polling_only(),
-        stop,
-    );
+    let (running, starver) = start_exhausted(&db, registry, "exhausted-decider").await;
     for n in 0..APPLICANTS {
         courses
             .execute(
@@ -590,15 +580,11 @@ async fn applications_decided_while_the_pool_is_exhausted_are_all_decided() {
                 CourseCommand::RequestEnrollment {
                     application_id: ApplicationId::from_uuid(Uuid::new_v4()),
                     name: PersonName::parse("Applicant Burst").unwrap(),
-                    birth_date: BirthDate::parse(
-                        NaiveDate::from_ymd_opt(2004, 3, 14).unwrap(),
-                        Utc::now().date_naive(),
-                    )
-                    .unwrap(),
+                    birth_date: born_on(2004, 3, 14),
                     email: Email::parse(&format!("a{n}@example.org")).unwrap(),
                     requested_at: Utc::now(),
                 },
-                &meta(institution),
+                &meta(Some(institution)),
             )
             .await
             .unwrap();
@@ -620,8 +606,7 @@ async fn applications_decided_while_the_pool_is_exhausted_are_all_decided() {
     })
     .await;
     let took = started.elapsed();
-    starving.store(false, std::sync::atomic::Ordering::Relaxed);
-    let rounds = starver.await.unwrap();
+    let rounds = starver.stop().await;
     let count = |sql: &'static str| scalar_i64(&db.pool, sql);
     let enrolled = count("SELECT count(*) FROM events WHERE event_type = 'StudentEnrolled'").await;
     let declined =
@@ -642,7 +627,5 @@ async fn applications_decided_while_the_pool_is_exhausted_are_all_decided() {
         (10, 20),
         "every application was decided"
     );
-    trigger.trigger();
-    within(reactions.task).await.unwrap();
-    within(workers).await.unwrap().unwrap();
+    running.stop().await;
 }

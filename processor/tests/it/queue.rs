@@ -181,6 +181,26 @@ async fn a_permanent_failure_is_not_retried_and_unknown_kinds_fail() {
     assert_eq!(rows[1].3.as_deref(), Some("the address does not exist"));
 }
 
+/// Every report of `stale`, a claim a later claim of its task superseded, is rejected:
+/// its completion, its failure (to retry after `retry_after`), its heartbeat and its
+/// release change nothing.
+async fn assert_fenced_out(
+    pool: &PgPool,
+    stale: &queue::TaskRow,
+    lease: Duration,
+    retry_after: Option<Duration>,
+) {
+    let late = stale.done();
+    assert!(queue::complete(pool, &[late]).await.unwrap().is_empty());
+    let late_failure = stale.failed("late", retry_after);
+    assert!(queue::fail(pool, &[late_failure]).await.unwrap().is_empty());
+    assert!(queue::heartbeat(pool, &[late], lease)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(queue::release(pool, &[late]).await.unwrap().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_superseded_attempts_late_completion_is_rejected() {
     let db = TestDatabase::new().await;
@@ -202,17 +222,7 @@ async fn a_superseded_attempts_late_completion_is_rejected() {
     assert_eq!((b[0].id, b[0].attempt), (id, 2));
     // A wakes up and reports: rejected, whether success or failure, and A's heartbeat
     // no longer extends anything.
-    let late = a[0].done();
-    assert!(queue::complete(&db.pool, &[late]).await.unwrap().is_empty());
-    let late_failure = a[0].failed("late", Some(Duration::ZERO));
-    assert!(queue::fail(&db.pool, &[late_failure])
-        .await
-        .unwrap()
-        .is_empty());
-    assert!(queue::heartbeat(&db.pool, &[late], lease)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_fenced_out(&db.pool, &a[0], lease, Some(Duration::ZERO)).await;
     assert_eq!(status_of(&db.pool, id).await, ("running".to_owned(), 2));
     // B's completion counts.
     assert_eq!(
@@ -272,22 +282,7 @@ async fn a_claim_lost_in_a_database_crash_cannot_finish_its_successors_attempt()
     assert_eq!((again[0].id, again[0].attempt), (id, 1));
     assert_ne!(again[0].claimed_at, lost[0].claimed_at);
 
-    assert!(queue::heartbeat(&db.pool, &[lost[0].done()], lease)
-        .await
-        .unwrap()
-        .is_empty());
-    assert!(queue::complete(&db.pool, &[lost[0].done()])
-        .await
-        .unwrap()
-        .is_empty());
-    assert!(queue::fail(&db.pool, &[lost[0].failed("late", None)])
-        .await
-        .unwrap()
-        .is_empty());
-    assert!(queue::release(&db.pool, &[lost[0].done()])
-        .await
-        .unwrap()
-        .is_empty());
+    assert_fenced_out(&db.pool, &lost[0], lease, None).await;
     assert_eq!(status_of(&db.pool, id).await, ("running".to_owned(), 1));
     assert_eq!(
         queue::complete(&db.pool, &[again[0].done()]).await.unwrap(),
@@ -505,18 +500,7 @@ async fn several_worker_sets_run_each_task_exactly_once() {
     for runner in runners {
         runner.stop().await;
     }
-    assert_eq!(
-        scalar_i64(
-            &db.pool,
-            "SELECT count(*) FROM tasks WHERE status = 'succeeded'"
-        )
-        .await,
-        total
-    );
-    assert_eq!(
-        scalar_i64(&db.pool, "SELECT count(*) FROM effects").await,
-        total
-    );
+    assert_each_task_succeeded_once(&db.pool, "effects", total).await;
     assert_eq!(
         scalar_i64(&db.pool, "SELECT count(*) FROM executions").await,
         total,

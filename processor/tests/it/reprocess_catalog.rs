@@ -8,15 +8,13 @@ use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aula_domain::application::{application_id_for, Application, ApplicationCommand};
-use aula_domain::course::{Course, CourseCommand, CourseServices};
+use aula_domain::course::CourseCommand;
 use aula_domain::exam_grade::{ExamGrade, ExamGradeCommand, ExamGradeServices};
-use aula_domain::institution::{Institution, InstitutionCommand, InstitutionServices};
 use aula_domain::user::{User, UserCommand, UserServices};
 use aula_domain::values::*;
 use aula_eventlog::testing::TestDatabase;
-use aula_eventlog::{Actor, CommandBus, EventMetadata};
-use chrono::{Duration, NaiveDate, Utc};
+use aula_eventlog::Actor;
+use chrono::{Duration, Utc};
 use common::*;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -109,22 +107,6 @@ const OUTCOMES: &[(&str, Outcome)] = &[
     ("TaskKindResumed", Outcome::NoTasks),
 ];
 
-fn bus<A>(pool: &PgPool, services: A::Services) -> CommandBus<A>
-where
-    A: cqrs_es::Aggregate + Clone + 'static,
-    A::Command: Clone,
-{
-    CommandBus::with_upcasters(pool.clone(), services, aula_domain::upcasters())
-}
-
-fn meta(institution: Option<Uuid>) -> EventMetadata {
-    EventMetadata::new(Actor::System, institution)
-}
-
-fn today() -> NaiveDate {
-    Utc::now().date_naive()
-}
-
 /// Real commands that produce an original of every event type that issues tasks: a
 /// sign-up confirmed into an institution (whose demo data brings people, a course,
 /// enrollment requests and grades), a password reset, an e-mail change, a sign-up with
@@ -142,12 +124,7 @@ async fn produce_originals(pool: &PgPool) {
     users
         .execute(
             &user,
-            UserCommand::SignUp {
-                email: Email::parse(address).unwrap(),
-                confirmation_token_hash: "signup-hash".into(),
-                expires_at: now + Duration::hours(1),
-                now,
-            },
+            sign_up(address, "signup-hash", now + Duration::hours(1), now),
             &meta(None),
         )
         .await
@@ -160,14 +137,7 @@ async fn produce_originals(pool: &PgPool) {
     users
         .execute(
             &user,
-            UserCommand::ConfirmSignUp {
-                token_hash: "signup-hash".into(),
-                name: PersonName::parse("Flora").unwrap(),
-                password_hash: "x".into(),
-                institution_id: institution,
-                institution_name: InstitutionName::parse("Escola Fénix").unwrap(),
-                now,
-            },
+            confirm_founder("signup-hash", institution, now),
             &meta(Some(institution.as_uuid())),
         )
         .await
@@ -189,12 +159,7 @@ async fn produce_originals(pool: &PgPool) {
     users
         .execute(
             &user,
-            UserCommand::SignUp {
-                email: Email::parse(address).unwrap(),
-                confirmation_token_hash: "again-hash".into(),
-                expires_at: now + Duration::hours(1),
-                now,
-            },
+            sign_up(address, "again-hash", now + Duration::hours(1), now),
             &meta(None),
         )
         .await
@@ -218,119 +183,49 @@ async fn produce_originals(pool: &PgPool) {
 
     // A one-seat course of an institution of its own: one applicant seated, one
     // declined, the seated one cancelled.
-    let school = InstitutionId::from_uuid(Uuid::new_v4());
-    let campus = CampusId::from_uuid(Uuid::new_v4());
-    let course = CourseId::from_uuid(Uuid::new_v4());
-    let m = meta(Some(school.as_uuid()));
-    let institutions = bus::<Institution>(pool, InstitutionServices);
-    let name = CourseName::parse("Física Teste").unwrap();
-    let capacity = Capacity::new(1).unwrap();
-    institutions
-        .execute(
-            &school.to_string(),
-            InstitutionCommand::CreateInstitution {
-                name: InstitutionName::parse("Escola Teste").unwrap(),
-                manager_user_id: UserId::from_uuid(Uuid::new_v4()),
-            },
-            &m,
-        )
-        .await
-        .unwrap();
+    let school = School::create(pool).await;
     // Its demo data first: seeding it while the commands below change it would race.
     eventually("the school's demo data", || async {
         let seeded: Option<String> = sqlx::query_scalar(
             "SELECT t.status FROM tasks t JOIN events e ON e.event_id = t.event_id
              WHERE e.aggregate_id = $1 AND t.kind = 'demo.seed'",
         )
-        .bind(school.to_string())
+        .bind(school.institution.to_string())
         .fetch_optional(pool)
         .await
         .unwrap();
         (seeded.as_deref() == Some("succeeded")).then_some(())
     })
     .await;
-    for command in [
-        InstitutionCommand::CreateCampus {
-            campus_id: campus,
-            name: CampusName::parse("Campus Teste").unwrap(),
-            city: CityName::parse("Recife").unwrap(),
-        },
-        InstitutionCommand::OfferCourse {
-            course_id: course,
-            campus_id: campus,
-            name: name.clone(),
-            capacity,
-        },
-    ] {
-        institutions
-            .execute(&school.to_string(), command, &m)
-            .await
-            .unwrap();
-    }
-    let courses = bus::<Course>(pool, CourseServices);
-    courses
-        .execute(
-            &course.to_string(),
-            CourseCommand::OpenCourse {
-                institution_id: school,
-                campus_id: campus,
-                name,
-                capacity,
-            },
-            &m,
-        )
-        .await
-        .unwrap();
-    let applications = bus::<Application>(pool, Default::default());
+    school
+        .open_course(pool, "Campus Teste", "Física Teste", 1)
+        .await;
     let mut seated = None;
     for address in ["first@example.org", "second@example.org"] {
-        let email = Email::parse(address).unwrap();
-        let id = application_id_for(course, &email);
+        let id = submit_application(pool, school.course, school.institution, address).await;
         seated.get_or_insert(id);
-        applications
-            .execute(
-                &id.to_string(),
-                ApplicationCommand::SubmitApplication {
-                    course_id: course,
-                    institution_id: school,
-                    name: PersonName::parse("Applicant").unwrap(),
-                    birth_date: BirthDate::parse(
-                        NaiveDate::from_ymd_opt(2005, 5, 5).unwrap(),
-                        today(),
-                    )
-                    .unwrap(),
-                    email,
-                    requested_at: Utc::now(),
-                    idempotency_key: None,
-                },
-                &m,
-            )
-            .await
-            .unwrap();
     }
     eventually("both applications decided", || async {
         let decided: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM events
              WHERE event_type IN ('StudentEnrolled', 'EnrollmentDeclined') AND aggregate_id = $1",
         )
-        .bind(course.to_string())
+        .bind(school.course.to_string())
         .fetch_one(pool)
         .await
         .unwrap();
         (decided == 2).then_some(())
     })
     .await;
-    courses
-        .execute(
-            &course.to_string(),
+    school
+        .course_command(
+            pool,
             CourseCommand::CancelEnrollment {
                 application_id: seated.unwrap(),
                 at: Utc::now(),
             },
-            &m,
         )
-        .await
-        .unwrap();
+        .await;
 
     // A grade of the demo data (seeded for the confirmed sign-up's institution), changed.
     let (grade, teacher): (String, String) = eventually("a demo grade", || async {

@@ -25,16 +25,11 @@ type EventRow = (String, String, i32, i32, i32, i32, bool, Option<String>);
 /// The last migration of the old shape.
 const OLD_SHAPE: i64 = 16;
 
-/// Old-shape rows, as 0016's processor wrote them: five events (one pending task, one
-/// running task whose worker is gone, one succeeded task, one without tasks, one with a
-/// dead task and a pending manual retry), one task without an event, their attempts,
-/// admin rows and counters.
+/// Old-shape rows, as 0016's processor wrote them, for five events (`u-1`..`u-5`): one
+/// with a pending task, one with a running task whose worker is gone, one with a
+/// succeeded task, one without tasks, one with a dead task and a pending manual retry;
+/// one task without an event, their attempts, admin rows and counters.
 const OLD_ROWS: &str = "
-INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
-                    recorded_at)
-SELECT 'upgrade', 'u-' || g, 1, 'UpgradeTested', '1.0', '{}', '{}', now() - interval '1 minute'
-FROM generate_series(1, 5) g;
-
 INSERT INTO admin_events (event_id, global_position, event_type, aggregate_type, aggregate_id, sequence,
                           recorded_at, tx_id)
 SELECT event_id, global_position, event_type, aggregate_type, aggregate_id, sequence, recorded_at,
@@ -90,11 +85,54 @@ WHERE status = 'succeeded' GROUP BY 1;
 ";
 
 async fn old_shape_database() -> (String, PgPool) {
-    database_at(OLD_SHAPE, OLD_ROWS).await
+    let events = old_events("upgrade", "u", "UpgradeTested", 5);
+    database_at(OLD_SHAPE, &events, OLD_ROWS).await
 }
 
-/// A database migrated up to `version` holding `rows`.
-async fn database_at(version: i64, rows: &str) -> (String, PgPool) {
+/// Today's workers on `pool`, running `noop` tasks and rescuing lost ones quickly.
+fn noop_workers(pool: &PgPool, worker_name: &str) -> Running {
+    let mut registry = Registry::new();
+    registry.register(kinds::NOOP, Noop);
+    let config = ProcessorConfig {
+        worker_name: worker_name.into(),
+        concurrency: 4,
+        lease: Duration::from_secs(5),
+        rescue_interval: Duration::from_millis(100),
+        ..ProcessorConfig::default()
+    };
+    let (trigger, stop) = shutdown::channel();
+    Running {
+        trigger,
+        reactions: None,
+        admissions: None,
+        workers: tokio::spawn(run_workers(pool.clone(), config, registry, stop)),
+    }
+}
+
+async fn drop_database(pool: PgPool, name: &str) {
+    pool.close().await;
+    let mut conn = sqlx::ConnectOptions::connect(&TestDatabase::admin_options().await)
+        .await
+        .unwrap();
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await;
+}
+
+/// `count` events of type `event_type` recorded a minute ago, in streams `<prefix>-1`,
+/// `<prefix>-2`... of aggregate type `aggregate_type`.
+fn old_events(aggregate_type: &str, prefix: &str, event_type: &str, count: i32) -> String {
+    format!(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+                             recorded_at)
+         SELECT '{aggregate_type}', '{prefix}-' || g, 1, '{event_type}', '1.0', '{{}}', '{{}}', now() - interval '1 minute'
+         FROM generate_series(1, {count}) g"
+    )
+}
+
+/// A database migrated up to `version` holding `events` (see [`old_events`]), then
+/// `rows`.
+async fn database_at(version: i64, events: &str, rows: &str) -> (String, PgPool) {
     let admin = TestDatabase::admin_options().await;
     let name = format!("aula_upgrade_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::ConnectOptions::connect(&admin).await.unwrap();
@@ -118,6 +156,7 @@ async fn database_at(version: i64, rows: &str) -> (String, PgPool) {
         ..Migrator::DEFAULT
     };
     old.run(&pool).await.unwrap();
+    sqlx::raw_sql(events).execute(&pool).await.unwrap();
     sqlx::raw_sql(rows).execute(&pool).await.unwrap();
     (name, pool)
 }
@@ -136,22 +175,11 @@ async fn a_database_of_the_old_shape_is_upgraded_and_its_tasks_and_event_rows_fi
             .unwrap()
     );
 
-    let mut registry = Registry::new();
-    registry.register(kinds::NOOP, Noop);
-    let config = ProcessorConfig {
-        worker_name: "upgraded".into(),
-        concurrency: 4,
-        lease: Duration::from_secs(5),
-        rescue_interval: Duration::from_millis(100),
-        ..ProcessorConfig::default()
-    };
-    let (trigger, stop) = shutdown::channel();
-    let workers = tokio::spawn(run_workers(pool.clone(), config, registry, stop));
+    let workers = noop_workers(&pool, "upgraded");
     // The running task of the lost worker is rescued and run again; every other open
     // task runs once.
     wait_idle(&pool, 6).await;
-    trigger.trigger();
-    workers.await.unwrap().unwrap();
+    workers.stop().await;
 
     assert_eq!(
         scalar_i64(&pool, "SELECT count(*) FROM admin_event_refresh").await,
@@ -224,13 +252,7 @@ async fn a_database_of_the_old_shape_is_upgraded_and_its_tasks_and_event_rows_fi
     .unwrap();
     assert_eq!(counts, recount);
 
-    pool.close().await;
-    let mut conn = sqlx::ConnectOptions::connect(&TestDatabase::admin_options().await)
-        .await
-        .unwrap();
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await;
+    drop_database(pool, &name).await;
 }
 
 /// The last migration before the narrow queue (0046): `tasks` was queue and history.
@@ -242,11 +264,6 @@ const WIDE_SHAPE: i64 = 45;
 /// failed, dead and cancelled, each issued by an event of its own; their attempts; the
 /// task counters as the processor kept them.
 const WIDE_ROWS: &str = "
-INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
-                    recorded_at)
-SELECT 'wide', 'w-' || g, 1, 'WideTested', '1.0', '{}', '{}', now() - interval '1 minute'
-FROM generate_series(1, 8) g;
-
 INSERT INTO tasks (kind, status, attempt, lease_until, worker, event_id, event_type, idempotency_key,
                    started_at, claimed_at, finished_at, last_error)
 SELECT 'noop', v.status, v.attempt,
@@ -277,7 +294,8 @@ FROM tasks GROUP BY 2;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_wide_tasks_table_is_split_into_queue_and_history_and_its_tasks_finish() {
-    let (name, pool) = database_at(WIDE_SHAPE, WIDE_ROWS).await;
+    let events = old_events("wide", "w", "WideTested", 8);
+    let (name, pool) = database_at(WIDE_SHAPE, &events, WIDE_ROWS).await;
     let before: String = sqlx::query_scalar("SELECT json_agg(t ORDER BY t.id)::text FROM tasks t")
         .fetch_one(&pool)
         .await
@@ -335,25 +353,14 @@ async fn the_wide_tasks_table_is_split_into_queue_and_history_and_its_tasks_fini
     assert_eq!(queue::insert_tasks(&mut conn, &again).await.unwrap(), 0);
     drop(conn);
 
-    let mut registry = Registry::new();
-    registry.register(kinds::NOOP, Noop);
-    let config = ProcessorConfig {
-        worker_name: "split".into(),
-        concurrency: 4,
-        lease: Duration::from_secs(5),
-        rescue_interval: Duration::from_millis(100),
-        ..ProcessorConfig::default()
-    };
-    let (trigger, stop) = shutdown::channel();
-    let workers = tokio::spawn(run_workers(pool.clone(), config, registry, stop));
+    let workers = noop_workers(&pool, "split");
     // The lost worker's task is rescued and run again, the retrying one retried, the
     // parked one unparked and run: the queue empties into the history.
     eventually("the upgraded queue to drain", || async {
         (scalar_i64(&pool, "SELECT count(*) FROM task_queue").await == 0).then_some(())
     })
     .await;
-    trigger.trigger();
-    workers.await.unwrap().unwrap();
+    workers.stop().await;
 
     let finished: Vec<(String, String)> = sqlx::query_as(
         "SELECT e.aggregate_id, t.status FROM task_history t JOIN events e USING (event_id)
@@ -403,11 +410,5 @@ async fn the_wide_tasks_table_is_split_into_queue_and_history_and_its_tasks_fini
     .unwrap();
     assert_eq!(counts, recount);
 
-    pool.close().await;
-    let mut conn = sqlx::ConnectOptions::connect(&TestDatabase::admin_options().await)
-        .await
-        .unwrap();
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await;
+    drop_database(pool, &name).await;
 }

@@ -52,6 +52,13 @@ async fn start_delivering(db: &TestDatabase, config: WebhookConfig) -> (Running,
     )
 }
 
+/// The processor delivering with [`local_config`], which it returns.
+async fn start_locally(db: &TestDatabase) -> (Running, WebhookConfig) {
+    let config = local_config();
+    let (running, _) = start_delivering(db, config.clone()).await;
+    (running, config)
+}
+
 async fn endpoint(
     pool: &PgPool,
     config: &WebhookConfig,
@@ -75,6 +82,29 @@ async fn endpoint(
     .await
     .unwrap();
     (endpoint.id, secret)
+}
+
+/// An endpoint for `CampusCreated` (of `owner`, if any) pointed at a receiver that
+/// answers as `mode` says and holds the endpoint's secret.
+async fn receiving_endpoint(
+    pool: &PgPool,
+    config: &WebhookConfig,
+    mode: &str,
+    owner: Option<Uuid>,
+) -> (Uuid, Receiver) {
+    let (id, secret) = endpoint(pool, config, "http://127.0.0.1:9/placeholder", owner).await;
+    let receiver = Receiver::start(mode, &[secret.reveal()]).await;
+    point_at(pool, config, id, receiver.url()).await;
+    (id, receiver)
+}
+
+/// Campus `campus_name` of a new institution: the institution, the campus's event and
+/// its message to endpoint `id`.
+async fn new_campus_message(pool: &PgPool, id: Uuid, campus_name: &str) -> (Uuid, Uuid, Uuid) {
+    let institution = institution(pool).await;
+    let event = campus(pool, institution, campus_name).await;
+    let (message, _, _) = message_of(pool, event, id).await;
+    (institution, event, message)
 }
 
 /// The metadata of an operator's change (the audit record's).

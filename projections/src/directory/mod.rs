@@ -20,7 +20,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::decode::{decode, is_reprocessed};
+use crate::decode::{aggregate_uuid, decode, is_reprocessed};
 use crate::ProjectionError;
 
 mod queries;
@@ -81,16 +81,6 @@ struct NoteChange {
     teacher_id: Uuid,
     at: DateTime<Utc>,
     position: i64,
-}
-
-fn uuid_of(event: &RecordedEvent) -> Result<Uuid, ProjectionError> {
-    event
-        .aggregate_id
-        .parse()
-        .map_err(|_| ProjectionError::BadAggregateId {
-            global_position: event.global_position(),
-            aggregate_id: event.aggregate_id.clone(),
-        })
 }
 
 #[derive(Default)]
@@ -207,7 +197,7 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
                 add_person(tx, &mut batch, person).await?;
             }
             "user" => {
-                let user_id = uuid_of(event)?;
+                let user_id = aggregate_uuid(event)?;
                 match decode::<UserEvent>(event)? {
                     UserEvent::UserUpdated { name, email } => batch.account(
                         user_id,
@@ -223,7 +213,7 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
                 }
             }
             "exam_grade" => {
-                let grade_id = uuid_of(event)?;
+                let grade_id = aggregate_uuid(event)?;
                 match decode::<ExamGradeEvent>(event)? {
                     ExamGradeEvent::ExamGradeNoteAdded {
                         institution_id,
@@ -308,7 +298,7 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
                     ..
                 } => {
                     let application_id: Uuid = application_id.into();
-                    let course_id = uuid_of(event)?;
+                    let course_id = aggregate_uuid(event)?;
                     batch
                         .applications
                         .entry(application_id)
@@ -349,7 +339,7 @@ fn new_person(
     institution_id: Uuid,
 ) -> Result<PersonRow, ProjectionError> {
     Ok(PersonRow {
-        person_id: uuid_of(event)?,
+        person_id: aggregate_uuid(event)?,
         user_id,
         institution_id,
         role: role.into(),

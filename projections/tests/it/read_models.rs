@@ -71,6 +71,16 @@ async fn scenario(world: &World) -> Scenario {
     }
 }
 
+/// A fresh database holding the [`scenario`] (in an institution of its own), with the
+/// projections `names` caught up on it.
+async fn scenario_projected(names: &[&str]) -> (TestDatabase, Scenario) {
+    let db = TestDatabase::new().await;
+    let world = World::new(&db.pool, Actor::System, Uuid::new_v4());
+    let s = scenario(&world).await;
+    catch_up(&db, names).await;
+    (db, s)
+}
+
 fn metrics(row: Option<aula_projections::age_metrics::AgeMetricsRow>) -> (i64, i32, i32, f64) {
     let row = row.expect("metrics exist");
     (row.students, row.min_age, row.max_age, row.average_age)

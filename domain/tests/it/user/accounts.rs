@@ -1,74 +1,63 @@
 //! Accounts: created, updated, deactivated; stored roles, error codes and state.
 
 use super::*;
+use UserError::*;
+
+/// The `UserCreated` of `create_user(role, institution_id)`.
+fn user_created(role: Role, institution_id: Option<InstitutionId>) -> UserEvent {
+    UserEvent::UserCreated {
+        email: email(),
+        name: name(),
+        role,
+        institution_id,
+        password_hash: None,
+    }
+}
 
 #[test]
 fn create_user_records_a_teacher_without_password() {
-    framework()
-        .given_no_previous_events()
-        .when(create_user(Role::Teacher, Some(institution_id())))
-        .then_expect_events(vec![UserEvent::UserCreated {
-            email: email(),
-            name: name(),
-            role: Role::Teacher,
-            institution_id: Some(institution_id()),
-            password_hash: None,
-        }]);
+    let teacher = user_created(Role::Teacher, Some(institution_id()));
+    check(
+        vec![],
+        create_user(Role::Teacher, Some(institution_id())),
+        Ok(vec![teacher]),
+    );
 }
 
 #[test]
 fn create_user_bootstraps_an_admin_without_institution() {
-    framework()
-        .given_no_previous_events()
-        .when(create_user(Role::Admin, None))
-        .then_expect_events(vec![UserEvent::UserCreated {
-            email: email(),
-            name: name(),
-            role: Role::Admin,
-            institution_id: None,
-            password_hash: None,
-        }]);
+    let admin = user_created(Role::Admin, None);
+    check(vec![], create_user(Role::Admin, None), Ok(vec![admin]));
 }
 
 #[test]
 fn create_user_twice_is_rejected() {
-    framework()
-        .given(active())
-        .when(create_user(Role::Teacher, Some(institution_id())))
-        .then_expect_error(UserError::AlreadyExists);
+    let again = create_user(Role::Teacher, Some(institution_id()));
+    check(active(), again, Err(AlreadyExists));
 }
 
 #[test]
 fn an_admin_with_an_institution_is_rejected() {
-    framework()
-        .given_no_previous_events()
-        .when(create_user(Role::Admin, Some(institution_id())))
-        .then_expect_error(UserError::AdminWithInstitution);
+    let admin = create_user(Role::Admin, Some(institution_id()));
+    check(vec![], admin, Err(AdminWithInstitution));
 }
 
 #[test]
 fn other_roles_need_an_institution() {
     for role in [Role::Manager, Role::Teacher, Role::Student] {
-        framework()
-            .given_no_previous_events()
-            .when(create_user(role, None))
-            .then_expect_error(UserError::InstitutionRequired);
+        check(vec![], create_user(role, None), Err(InstitutionRequired));
     }
 }
 
 #[test]
 fn an_observer_is_scoped_to_one_institution_or_the_platform() {
     for institution in [Some(institution_id()), None] {
-        framework()
-            .given_no_previous_events()
-            .when(create_user(Role::Observer, institution))
-            .then_expect_events(vec![UserEvent::UserCreated {
-                email: email(),
-                name: name(),
-                role: Role::Observer,
-                institution_id: institution,
-                password_hash: None,
-            }]);
+        let observer = user_created(Role::Observer, institution);
+        check(
+            vec![],
+            create_user(Role::Observer, institution),
+            Ok(vec![observer]),
+        );
     }
 }
 
@@ -100,115 +89,81 @@ fn stored_roles_still_load() {
     }
 }
 
+fn update(name: Option<PersonName>, email: Option<Email>) -> UserCommand {
+    UserCommand::UpdateUser { name, email }
+}
+
+fn deactivate(reason: &str) -> UserCommand {
+    UserCommand::DeactivateUser {
+        reason: reason.to_owned(),
+    }
+}
+
 #[test]
 fn updating_records_only_changed_fields() {
     let new_email = Email::parse("ada.l@example.org").unwrap();
-    framework()
-        .given(active())
-        .when(UserCommand::UpdateUser {
-            name: Some(name()),
-            email: Some(new_email.clone()),
-        })
-        .then_expect_events(vec![UserEvent::UserUpdated {
-            name: None,
-            email: Some(new_email),
-        }]);
+    let changed = UserEvent::UserUpdated {
+        name: None,
+        email: Some(new_email.clone()),
+    };
+    check(
+        active(),
+        update(Some(name()), Some(new_email)),
+        Ok(vec![changed]),
+    );
 }
 
 #[test]
 fn an_update_that_changes_nothing_records_nothing() {
-    framework()
-        .given(active())
-        .when(UserCommand::UpdateUser {
-            name: Some(name()),
-            email: None,
-        })
-        .then_expect_events(vec![]);
+    check(active(), update(Some(name()), None), Ok(vec![]));
 }
 
 #[test]
 fn updating_an_unknown_user_is_not_found() {
-    framework()
-        .given_no_previous_events()
-        .when(UserCommand::UpdateUser {
-            name: Some(name()),
-            email: None,
-        })
-        .then_expect_error(UserError::NotFound);
+    check(vec![], update(Some(name()), None), Err(NotFound));
 }
 
 #[test]
 fn updating_a_deactivated_user_is_rejected() {
-    let mut given = active();
-    given.push(UserEvent::UserDeactivated {
-        reason: "left".to_owned(),
-    });
-    framework()
-        .given(given)
-        .when(UserCommand::UpdateUser {
-            name: Some(PersonName::parse("Ada King").unwrap()),
-            email: None,
-        })
-        .then_expect_error(UserError::Deactivated);
+    let renamed = update(Some(PersonName::parse("Ada King").unwrap()), None);
+    check(active_then([deactivated()]), renamed, Err(Deactivated));
 }
 
 #[test]
 fn updating_a_pending_registration_is_rejected() {
-    framework()
-        .given(vec![pending("tok-1", t(60))])
-        .when(UserCommand::UpdateUser {
-            name: Some(name()),
-            email: None,
-        })
-        .then_expect_error(UserError::NotActive);
+    let given = vec![pending("tok-1", t(60))];
+    check(given, update(Some(name()), None), Err(NotActive));
 }
 
 #[test]
 fn deactivating_records_the_reason() {
-    framework()
-        .given(active())
-        .when(UserCommand::DeactivateUser {
-            reason: "left".to_owned(),
-        })
-        .then_expect_events(vec![UserEvent::UserDeactivated {
-            reason: "left".to_owned(),
-        }]);
+    check(active(), deactivate("left"), Ok(vec![deactivated()]));
 }
 
 #[test]
 fn a_pending_registration_can_be_deactivated() {
-    framework()
-        .given(vec![pending("tok-1", t(60))])
-        .when(UserCommand::DeactivateUser {
-            reason: "spam".to_owned(),
-        })
-        .then_expect_events(vec![UserEvent::UserDeactivated {
-            reason: "spam".to_owned(),
-        }]);
+    let spam = UserEvent::UserDeactivated {
+        reason: "spam".to_owned(),
+    };
+    check(
+        vec![pending("tok-1", t(60))],
+        deactivate("spam"),
+        Ok(vec![spam]),
+    );
 }
 
 #[test]
 fn deactivating_twice_is_rejected() {
-    let mut given = active();
-    given.push(UserEvent::UserDeactivated {
-        reason: "left".to_owned(),
-    });
-    framework()
-        .given(given)
-        .when(UserCommand::DeactivateUser {
-            reason: "again".to_owned(),
-        })
-        .then_expect_error(UserError::AlreadyDeactivated);
+    check(
+        active_then([deactivated()]),
+        deactivate("again"),
+        Err(AlreadyDeactivated),
+    );
 }
 
 #[test]
 fn deactivating_an_unknown_user_is_not_found() {
-    framework()
-        .given_no_previous_events()
-        .when(UserCommand::DeactivateUser {
-            reason: "left".to_owned(),
-        })
-        .then_expect_error(UserError::NotFound);
+    check(vec![], deactivate("left"), Err(NotFound));
 }
 
 #[test]

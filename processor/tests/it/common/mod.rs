@@ -1,5 +1,6 @@
-//! Shared test support: a fresh database, a recording mailer, fast settings, and a
-//! running processor (reactions + workers) that a test can stop.
+//! Shared test support: a fresh database, a recording mailer, fast settings, a running
+//! processor (reactions + workers) that a test can stop, and command buses to record
+//! the events it reacts to.
 #![allow(dead_code)]
 
 pub mod webhook_receiver;
@@ -8,15 +9,239 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
+use aula_domain::application::{application_id_for, Application, ApplicationCommand};
+use aula_domain::course::{Course, CourseCommand, CourseServices};
+use aula_domain::institution::{Institution, InstitutionCommand, InstitutionServices};
+use aula_domain::user::UserCommand;
+use aula_domain::values::{
+    ApplicationId, CampusId, CampusName, Capacity, CityName, CourseId, CourseName, Email,
+    InstitutionId, InstitutionName, PersonName, UserId,
+};
 use aula_eventlog::shutdown::{self, ShutdownTrigger};
 use aula_eventlog::subscription::SubscriptionHandle;
 use aula_eventlog::testing::TestDatabase;
-use aula_eventlog::{SubscriptionOptions, Wakeups};
+use aula_eventlog::{Actor, CommandBus, EventMetadata, SubscriptionOptions, Wakeups};
 use aula_processor::admissions::{spawn_admissions_with, ADMISSIONS_SUBSCRIPTION};
 use aula_processor::handlers::Registry;
 use aula_processor::mail::{EmailMessage, MailError, Mailer};
 use aula_processor::reactions::spawn_reactions_with;
 use aula_processor::{MailConfig, ProcessorConfig, REACTIONS_SUBSCRIPTION};
+
+/// A command bus for aggregate `A` on `pool`, reading old events through the domain's
+/// upcasters as the services do.
+pub fn bus<A>(pool: &sqlx::PgPool, services: A::Services) -> CommandBus<A>
+where
+    A: cqrs_es::Aggregate + Clone + 'static,
+    A::Command: Clone,
+{
+    CommandBus::with_upcasters(pool.clone(), services, aula_domain::upcasters())
+}
+
+/// The metadata of a command the system sends, in `institution` if any.
+pub fn meta(institution: Option<uuid::Uuid>) -> EventMetadata {
+    EventMetadata::new(Actor::System, institution)
+}
+
+pub fn today() -> chrono::NaiveDate {
+    chrono::Utc::now().date_naive()
+}
+
+/// A birth date, valid today.
+pub fn born_on(year: i32, month: u32, day: u32) -> aula_domain::values::BirthDate {
+    let date = chrono::NaiveDate::from_ymd_opt(year, month, day).unwrap();
+    aula_domain::values::BirthDate::parse(date, today()).unwrap()
+}
+
+/// The id of the first event of type `event_type` in stream `aggregate_id`.
+pub async fn event_id_of(pool: &sqlx::PgPool, event_type: &str, aggregate_id: &str) -> uuid::Uuid {
+    sqlx::query_scalar(
+        "SELECT event_id FROM events WHERE event_type = $1 AND aggregate_id = $2 ORDER BY global_position LIMIT 1",
+    )
+    .bind(event_type)
+    .bind(aggregate_id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// `SignUp` of `email` with a link whose token hashes to `token_hash`.
+pub fn sign_up(
+    email: &str,
+    token_hash: &str,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> UserCommand {
+    UserCommand::SignUp {
+        email: Email::parse(email).unwrap(),
+        confirmation_token_hash: token_hash.into(),
+        expires_at,
+        now,
+    }
+}
+
+/// `ConfirmSignUp` of founder Flora, creating her institution "Escola Fénix".
+pub fn confirm_founder(
+    token_hash: &str,
+    institution: InstitutionId,
+    now: DateTime<Utc>,
+) -> UserCommand {
+    UserCommand::ConfirmSignUp {
+        token_hash: token_hash.into(),
+        name: PersonName::parse("Flora").unwrap(),
+        password_hash: "x".into(),
+        institution_id: institution,
+        institution_name: InstitutionName::parse("Escola Fénix").unwrap(),
+        now,
+    }
+}
+
+/// Submits the application of "Applicant", born on 5 May 2005, with `email` to
+/// `course`; returns its id.
+pub async fn submit_application(
+    pool: &sqlx::PgPool,
+    course: CourseId,
+    institution: InstitutionId,
+    email: &str,
+) -> ApplicationId {
+    let email = Email::parse(email).unwrap();
+    let id = application_id_for(course, &email);
+    bus::<Application>(pool, Default::default())
+        .execute(
+            &id.to_string(),
+            ApplicationCommand::SubmitApplication {
+                course_id: course,
+                institution_id: institution,
+                name: PersonName::parse("Applicant").unwrap(),
+                birth_date: born_on(2005, 5, 5),
+                email,
+                requested_at: Utc::now(),
+                idempotency_key: None,
+            },
+            &meta(Some(institution.as_uuid())),
+        )
+        .await
+        .unwrap();
+    id
+}
+
+/// An institution ("Escola Teste") with one campus and one course.
+pub struct School {
+    pub institution: InstitutionId,
+    pub campus: CampusId,
+    pub course: CourseId,
+}
+
+impl School {
+    /// Creates the institution; its campus and course have ids but do not exist yet
+    /// (see [`School::open_course`]).
+    pub async fn create(pool: &sqlx::PgPool) -> School {
+        let school = School {
+            institution: InstitutionId::from_uuid(uuid::Uuid::new_v4()),
+            campus: CampusId::from_uuid(uuid::Uuid::new_v4()),
+            course: CourseId::from_uuid(uuid::Uuid::new_v4()),
+        };
+        school
+            .institution_command(
+                pool,
+                InstitutionCommand::CreateInstitution {
+                    name: InstitutionName::parse("Escola Teste").unwrap(),
+                    manager_user_id: UserId::from_uuid(uuid::Uuid::new_v4()),
+                },
+            )
+            .await;
+        school
+    }
+
+    /// Creates the campus `campus` and offers and opens the course `course` there, with
+    /// `capacity` seats.
+    pub async fn open_course(
+        &self,
+        pool: &sqlx::PgPool,
+        campus: &str,
+        course: &str,
+        capacity: u32,
+    ) {
+        let name = CourseName::parse(course).unwrap();
+        let capacity = Capacity::new(capacity).unwrap();
+        self.institution_command(
+            pool,
+            InstitutionCommand::CreateCampus {
+                campus_id: self.campus,
+                name: CampusName::parse(campus).unwrap(),
+                city: CityName::parse("Recife").unwrap(),
+            },
+        )
+        .await;
+        self.institution_command(
+            pool,
+            InstitutionCommand::OfferCourse {
+                course_id: self.course,
+                campus_id: self.campus,
+                name: name.clone(),
+                capacity,
+            },
+        )
+        .await;
+        self.course_command(
+            pool,
+            CourseCommand::OpenCourse {
+                institution_id: self.institution,
+                campus_id: self.campus,
+                name,
+                capacity,
+            },
+        )
+        .await;
+    }
+
+    /// Requests enrollment (the older, in-stream way to apply) for "Applicant", born on
+    /// 5 May 2005, with `email`; returns the application's id.
+    pub async fn request_enrollment(&self, pool: &sqlx::PgPool, email: &str) -> ApplicationId {
+        let application_id = ApplicationId::from_uuid(uuid::Uuid::new_v4());
+        self.course_command(
+            pool,
+            CourseCommand::RequestEnrollment {
+                application_id,
+                name: PersonName::parse("Applicant").unwrap(),
+                birth_date: born_on(2005, 5, 5),
+                email: Email::parse(email).unwrap(),
+                requested_at: Utc::now(),
+            },
+        )
+        .await;
+        application_id
+    }
+
+    /// The metadata of the system's commands in this institution.
+    pub fn meta(&self) -> EventMetadata {
+        meta(Some(self.institution.as_uuid()))
+    }
+
+    pub async fn institution_command(&self, pool: &sqlx::PgPool, command: InstitutionCommand) {
+        bus::<Institution>(pool, InstitutionServices)
+            .execute(&self.institution.to_string(), command, &self.meta())
+            .await
+            .unwrap();
+    }
+
+    pub async fn course_command(&self, pool: &sqlx::PgPool, command: CourseCommand) {
+        bus::<Course>(pool, CourseServices)
+            .execute(&self.course.to_string(), command, &self.meta())
+            .await
+            .unwrap();
+    }
+}
+
+/// A school whose course "Física I" (on campus "Centro") has `capacity` seats.
+pub async fn school(pool: &sqlx::PgPool, capacity: u32) -> School {
+    let school = School::create(pool).await;
+    school
+        .open_course(pool, "Centro", "Física I", capacity)
+        .await;
+    school
+}
 
 /// Keeps every e-mail it is asked to send.
 #[derive(Default, Clone)]
@@ -174,6 +399,15 @@ pub async fn scalar_i64(pool: &sqlx::PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
+/// Every one of `total` tasks succeeded, and `effects`, the table their handler adds a
+/// row to per run, holds `total` rows: each task ran exactly once.
+pub async fn assert_each_task_succeeded_once(pool: &sqlx::PgPool, effects: &str, total: i64) {
+    let succeeded = "SELECT count(*) FROM tasks WHERE status = 'succeeded'";
+    assert_eq!(scalar_i64(pool, succeeded).await, total);
+    let effects = scalar_i64(pool, &format!("SELECT count(*) FROM {effects}")).await;
+    assert_eq!(effects, total, "every effect exactly once");
+}
+
 /// Waits until no task is pending or running and at least `min_tasks` exist.
 pub async fn wait_idle(pool: &sqlx::PgPool, min_tasks: i64) {
     eventually("the task queue to drain", || async {
@@ -188,12 +422,20 @@ pub async fn wait_idle(pool: &sqlx::PgPool, min_tasks: i64) {
     .await
 }
 
-/// A minimal SMTP server on loopback that keeps every message it accepted (the DATA
-/// of each transaction), for tests that count deliveries over a real conversation.
+/// A minimal SMTP server on loopback that speaks just enough SMTP (EHLO, MAIL, RCPT,
+/// DATA, QUIT, RSET, NOOP) and keeps every message it accepted, for tests that look at
+/// deliveries over a real conversation.
 #[derive(Clone, Default)]
 pub struct SmtpSink {
     pub port: u16,
-    pub delivered: Arc<Mutex<Vec<String>>>,
+    pub delivered: Arc<Mutex<Vec<Delivered>>>,
+}
+
+/// One accepted message: the commands of its connection up to its DATA, and the DATA.
+#[derive(Debug, Clone, Default)]
+pub struct Delivered {
+    pub commands: Vec<String>,
+    pub data: String,
 }
 
 impl SmtpSink {
@@ -201,7 +443,7 @@ impl SmtpSink {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let delivered: Arc<Mutex<Vec<String>>> = Arc::default();
+        let delivered: Arc<Mutex<Vec<Delivered>>> = Arc::default();
         let store = delivered.clone();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
@@ -212,12 +454,14 @@ impl SmtpSink {
                     if write.write_all(b"220 sink ESMTP\r\n").await.is_err() {
                         return;
                     }
+                    let mut commands = Vec::new();
                     while let Ok(Some(line)) = lines.next_line().await {
                         let verb = line
                             .split_whitespace()
                             .next()
                             .unwrap_or("")
                             .to_ascii_uppercase();
+                        commands.push(line.clone());
                         let reply: &[u8] = match verb.as_str() {
                             "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
                             "HELO" | "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 OK\r\n",
@@ -233,7 +477,8 @@ impl SmtpSink {
                                     data.push_str(&line);
                                     data.push('\n');
                                 }
-                                store.lock().unwrap().push(data);
+                                let commands = commands.clone();
+                                store.lock().unwrap().push(Delivered { commands, data });
                                 b"250 queued\r\n"
                             }
                             "QUIT" => {
@@ -263,8 +508,8 @@ impl SmtpSink {
             .lock()
             .unwrap()
             .iter()
-            .filter(|data| data.lines().any(|l| l == header))
-            .cloned()
+            .filter(|message| message.data.lines().any(|l| l == header))
+            .map(|message| message.data.clone())
             .collect()
     }
 }

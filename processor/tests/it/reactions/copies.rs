@@ -7,17 +7,9 @@ use super::*;
 async fn reprocessing_emits_a_copy_that_issues_fresh_tasks_and_leaves_the_original() {
     let db = TestDatabase::new().await;
     let (running, mailer) = start_standard(&db).await;
-    let student = Uuid::new_v4();
     let institution = Uuid::new_v4();
-    let original = create_student(
-        &db.pool,
-        student,
-        institution,
-        "Caio",
-        "caio@example.org",
-        2001,
-    )
-    .await;
+    let (student, original) =
+        create_student(&db.pool, institution, "Caio", "caio@example.org", 2001).await;
     wait_task_succeeded(&db.pool, original, "email.welcome").await;
     let before: (String, serde_json::Value, serde_json::Value) = sqlx::query_as(
         "SELECT aggregate_id, payload::jsonb, metadata::jsonb FROM events WHERE event_id = $1",
@@ -90,21 +82,9 @@ async fn copies_of_enrollment_and_institution_events_act_on_their_originals_subj
     let (running, mailer) = start_standard(&db).await;
     let school = school(&db.pool, 1).await;
     let courses = bus::<Course>(&db.pool, CourseServices);
-    courses
-        .execute(
-            &school.course.to_string(),
-            CourseCommand::RequestEnrollment {
-                application_id: ApplicationId::from_uuid(Uuid::new_v4()),
-                name: PersonName::parse("Applicant").unwrap(),
-                birth_date: BirthDate::parse(NaiveDate::from_ymd_opt(2005, 5, 5).unwrap(), today())
-                    .unwrap(),
-                email: Email::parse("copy@example.org").unwrap(),
-                requested_at: Utc::now(),
-            },
-            &meta(Some(school.institution.as_uuid())),
-        )
-        .await
-        .unwrap();
+    school
+        .request_enrollment(&db.pool, "copy@example.org")
+        .await;
     eventually("the scheduled and the enrolled e-mails", || async {
         (mailer.to("copy@example.org").len() == 2).then_some(())
     })
@@ -167,12 +147,7 @@ async fn a_copy_of_a_sent_one_time_link_ends_dead_at_once_with_a_plain_reason() 
     bus::<User>(&db.pool, UserServices::default())
         .execute(
             &user,
-            UserCommand::SignUp {
-                email: Email::parse("once@example.org").unwrap(),
-                confirmation_token_hash: "copy-hash".into(),
-                expires_at,
-                now: Utc::now(),
-            },
+            sign_up("once@example.org", "copy-hash", expires_at, Utc::now()),
             &meta(None),
         )
         .await

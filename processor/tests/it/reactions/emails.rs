@@ -15,12 +15,7 @@ async fn sign_up_sends_the_confirmation_link_with_the_stashed_token() {
     bus::<User>(&db.pool, UserServices::default())
         .execute(
             &user.to_string(),
-            UserCommand::SignUp {
-                email: Email::parse("new@example.org").unwrap(),
-                confirmation_token_hash: hash.into(),
-                expires_at,
-                now: Utc::now(),
-            },
+            sign_up("new@example.org", hash, expires_at, Utc::now()),
             &meta(None),
         )
         .await
@@ -77,12 +72,12 @@ async fn an_expired_token_that_was_never_stashed_fails_permanently() {
     users
         .execute(
             &user.to_string(),
-            UserCommand::SignUp {
-                email: Email::parse("late@example.org").unwrap(),
-                confirmation_token_hash: "h".into(),
-                expires_at: now + Duration::milliseconds(1),
-                now: now - Duration::seconds(1),
-            },
+            sign_up(
+                "late@example.org",
+                "h",
+                now + Duration::milliseconds(1),
+                now - Duration::seconds(1),
+            ),
             &meta(None),
         )
         .await
@@ -207,11 +202,10 @@ async fn signing_up_with_a_registered_email_tells_the_active_owner_once_an_hour_
         institution_id: Some(InstitutionId::from_uuid(Uuid::new_v4())),
         password_hash: Some("x".into()),
     };
-    let sign_up = |address: &str| UserCommand::SignUp {
-        email: Email::parse(address).unwrap(),
-        confirmation_token_hash: format!("h-{}", Uuid::new_v4()),
-        expires_at: Utc::now() + Duration::hours(1),
-        now: Utc::now(),
+    let sign_up = |address: &str| {
+        let now = Utc::now();
+        let token_hash = format!("h-{}", Uuid::new_v4());
+        common::sign_up(address, &token_hash, now + Duration::hours(1), now)
     };
 
     let (owner, address) = (Uuid::new_v4().to_string(), "owner@example.org");

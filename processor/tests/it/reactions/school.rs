@@ -17,12 +17,7 @@ async fn a_confirmed_sign_up_gets_its_institution_even_if_the_caller_stopped_hal
     users
         .execute(
             &user.to_string(),
-            UserCommand::SignUp {
-                email: Email::parse("founder@example.org").unwrap(),
-                confirmation_token_hash: "h".into(),
-                expires_at: now + Duration::hours(1),
-                now,
-            },
+            sign_up("founder@example.org", "h", now + Duration::hours(1), now),
             &meta(None),
         )
         .await
@@ -30,14 +25,7 @@ async fn a_confirmed_sign_up_gets_its_institution_even_if_the_caller_stopped_hal
     users
         .execute(
             &user.to_string(),
-            UserCommand::ConfirmSignUp {
-                token_hash: "h".into(),
-                name: PersonName::parse("Flora").unwrap(),
-                password_hash: "x".into(),
-                institution_id: institution,
-                institution_name: InstitutionName::parse("Escola Fénix").unwrap(),
-                now,
-            },
+            confirm_founder("h", institution, now),
             &meta(Some(institution.as_uuid())),
         )
         .await
@@ -104,24 +92,7 @@ async fn applications_are_scheduled_decided_and_answered_without_exceeding_capac
         "e@example.org",
     ];
     for email in applicants {
-        courses
-            .execute(
-                &school.course.to_string(),
-                CourseCommand::RequestEnrollment {
-                    application_id: ApplicationId::from_uuid(Uuid::new_v4()),
-                    name: PersonName::parse("Applicant").unwrap(),
-                    birth_date: BirthDate::parse(
-                        NaiveDate::from_ymd_opt(2005, 5, 5).unwrap(),
-                        today(),
-                    )
-                    .unwrap(),
-                    email: Email::parse(email).unwrap(),
-                    requested_at: Utc::now(),
-                },
-                &meta(Some(school.institution.as_uuid())),
-            )
-            .await
-            .unwrap();
+        school.request_enrollment(&db.pool, email).await;
     }
     eventually("two e-mails per applicant", || async {
         (applicants.iter().all(|a| mailer.to(a).len() == 2)).then_some(())
@@ -150,37 +121,14 @@ async fn applications_are_scheduled_decided_and_answered_without_exceeding_capac
 
 #[tokio::test(flavor = "multi_thread")]
 async fn submitted_applications_are_decided_in_commit_order_and_a_cancellation_is_emailed() {
-    use aula_domain::application::{application_id_for, Application, ApplicationCommand};
     let db = TestDatabase::new().await;
     let (running, mailer) = start_standard(&db).await;
     let school = school(&db.pool, 2).await;
-    let applications = bus::<Application>(&db.pool, Default::default());
     let courses = bus::<Course>(&db.pool, CourseServices);
     let applicants = ["f@example.org", "g@example.org", "h@example.org"];
     let mut ids = Vec::new();
     for email in applicants {
-        let email = Email::parse(email).unwrap();
-        let id = application_id_for(school.course, &email);
-        applications
-            .execute(
-                &id.to_string(),
-                ApplicationCommand::SubmitApplication {
-                    course_id: school.course,
-                    institution_id: school.institution,
-                    name: PersonName::parse("Applicant").unwrap(),
-                    birth_date: BirthDate::parse(
-                        NaiveDate::from_ymd_opt(2005, 5, 5).unwrap(),
-                        today(),
-                    )
-                    .unwrap(),
-                    email,
-                    requested_at: Utc::now(),
-                    idempotency_key: None,
-                },
-                &meta(Some(school.institution.as_uuid())),
-            )
-            .await
-            .unwrap();
+        let id = submit_application(&db.pool, school.course, school.institution, email).await;
         ids.push(id);
     }
     eventually("two e-mails per applicant", || async {
@@ -274,16 +222,8 @@ async fn a_new_student_gets_a_welcome_email_and_the_broadcasts_for_all_students(
     )
     .await
     .unwrap();
-    let student = Uuid::new_v4();
-    let event = create_student(
-        &db.pool,
-        student,
-        institution,
-        "Bia Nunes",
-        "bia@example.org",
-        2004,
-    )
-    .await;
+    let (student, event) =
+        create_student(&db.pool, institution, "Bia Nunes", "bia@example.org", 2004).await;
     wait_task_succeeded(&db.pool, event, "notification.link_student").await;
     wait_task_succeeded(&db.pool, event, "email.welcome").await;
     let linked: Vec<i64> = sqlx::query_scalar(

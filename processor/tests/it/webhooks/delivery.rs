@@ -6,14 +6,11 @@ use super::*;
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_event_reaches_a_receiver_that_verifies_it_with_the_standard_library() {
     let db = TestDatabase::new().await;
-    let config = local_config();
-    let (running, _) = start_delivering(&db, config.clone()).await;
+    let (running, config) = start_locally(&db).await;
     let institution = institution(&db.pool).await;
     // The receiver is started with the endpoint's secret: register, then point the
     // endpoint at it.
-    let (id, secret) = endpoint(&db.pool, &config, "http://127.0.0.1:9/placeholder", None).await;
-    let receiver = Receiver::start("ok", &[secret.reveal()]).await;
-    point_at(&db.pool, &config, id, receiver.url()).await;
+    let (id, receiver) = receiving_endpoint(&db.pool, &config, "ok", None).await;
 
     let event = campus(&db.pool, institution, "Boa Vista").await;
     let (message, _, _) = message_of(&db.pool, event, id).await;
@@ -78,14 +75,9 @@ async fn a_signed_event_reaches_a_receiver_that_verifies_it_with_the_standard_li
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_attempt_is_retried_with_the_same_id_and_body() {
     let db = TestDatabase::new().await;
-    let config = local_config();
-    let (running, _) = start_delivering(&db, config.clone()).await;
-    let (id, secret) = endpoint(&db.pool, &config, "http://127.0.0.1:9/", None).await;
-    let receiver = Receiver::start("fail_once", &[secret.reveal()]).await;
-    point_at(&db.pool, &config, id, receiver.url()).await;
-    let institution = institution(&db.pool).await;
-    let event = campus(&db.pool, institution, "Derby").await;
-    let (message, _, _) = message_of(&db.pool, event, id).await;
+    let (running, config) = start_locally(&db).await;
+    let (id, receiver) = receiving_endpoint(&db.pool, &config, "fail_once", None).await;
+    let (_, _, message) = new_campus_message(&db.pool, id, "Derby").await;
     assert_eq!(wait_status(&db.pool, message, "delivered").await, 2);
     let requests = receiver.wait_for(2).await;
     assert_eq!(requests[0]["status"], 500);
@@ -109,14 +101,9 @@ async fn a_failed_attempt_is_retried_with_the_same_id_and_body() {
 #[tokio::test(flavor = "multi_thread")]
 async fn gone_disables_the_endpoint() {
     let db = TestDatabase::new().await;
-    let config = local_config();
-    let (running, _) = start_delivering(&db, config.clone()).await;
-    let (id, secret) = endpoint(&db.pool, &config, "http://127.0.0.1:9/", None).await;
-    let receiver = Receiver::start("gone", &[secret.reveal()]).await;
-    point_at(&db.pool, &config, id, receiver.url()).await;
-    let institution = institution(&db.pool).await;
-    let event = campus(&db.pool, institution, "Graças").await;
-    let (message, _, _) = message_of(&db.pool, event, id).await;
+    let (running, config) = start_locally(&db).await;
+    let (id, receiver) = receiving_endpoint(&db.pool, &config, "gone", None).await;
+    let (institution, _, message) = new_campus_message(&db.pool, id, "Graças").await;
     assert_eq!(
         wait_status(&db.pool, message, "failed").await,
         1,
@@ -165,12 +152,8 @@ async fn retry_after_is_honoured_on_429() {
         ..local_config()
     };
     let (running, _) = start_delivering(&db, config.clone()).await;
-    let (id, secret) = endpoint(&db.pool, &config, "http://127.0.0.1:9/", None).await;
-    let receiver = Receiver::start("throttle", &[secret.reveal()]).await;
-    point_at(&db.pool, &config, id, receiver.url()).await;
-    let institution = institution(&db.pool).await;
-    let event = campus(&db.pool, institution, "Aflitos").await;
-    let (message, _, _) = message_of(&db.pool, event, id).await;
+    let (id, _receiver) = receiving_endpoint(&db.pool, &config, "throttle", None).await;
+    let (_, _, message) = new_campus_message(&db.pool, id, "Aflitos").await;
     assert_eq!(wait_status(&db.pool, message, "delivered").await, 2);
     assert_eq!(
         outcomes(&db.pool, message).await,
@@ -207,12 +190,8 @@ async fn a_receiver_that_never_answers_times_out_and_an_endpoint_failing_too_lon
         .execute(&db.pool)
         .await
         .unwrap();
-    let (id, secret) = endpoint(&db.pool, &config, "http://127.0.0.1:9/", Some(owner)).await;
-    let receiver = Receiver::start("hang", &[secret.reveal()]).await;
-    point_at(&db.pool, &config, id, receiver.url()).await;
-    let institution = institution(&db.pool).await;
-    let event = campus(&db.pool, institution, "Casa Forte").await;
-    let (message, _, _) = message_of(&db.pool, event, id).await;
+    let (id, receiver) = receiving_endpoint(&db.pool, &config, "hang", Some(owner)).await;
+    let (_, _, message) = new_campus_message(&db.pool, id, "Casa Forte").await;
     wait_status(&db.pool, message, "failed").await;
     let recorded = outcomes(&db.pool, message).await;
     assert!(recorded.len() >= 2);

@@ -3,11 +3,33 @@
 
 use super::*;
 
+/// Once the rotation window of endpoint `id` is over (its previous secret expired),
+/// creates campus `campus`: `receiver`'s second delivery is verified only by the holder
+/// of the new secret (its second).
+async fn after_the_rotation_window(
+    pool: &PgPool,
+    id: Uuid,
+    receiver: &Receiver,
+    institution: Uuid,
+    campus_name: &str,
+) {
+    let expires = endpoints::get(pool, id)
+        .await
+        .unwrap()
+        .unwrap()
+        .previous_secret_expires_at
+        .unwrap();
+    let wait = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(200)).await;
+    campus(pool, institution, campus_name).await;
+    let after = receiver.wait_for(2).await;
+    assert_eq!(after[1]["verified"], json!([false, true]), "{}", after[1]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn during_a_rotation_both_secrets_sign_and_after_it_only_the_new_one() {
     let db = TestDatabase::new().await;
-    let config = local_config();
-    let (running, _) = start_delivering(&db, config.clone()).await;
+    let (running, config) = start_locally(&db).await;
     let (id, old) = endpoint(&db.pool, &config, "http://127.0.0.1:9/", None).await;
     let (_, new) = endpoints::rotate(
         &db.pool,
@@ -30,25 +52,14 @@ async fn during_a_rotation_both_secrets_sign_and_after_it_only_the_new_one() {
         during[0]["signature"].as_str().unwrap().split(' ').count(),
         2
     );
-    let expires = endpoints::get(&db.pool, id)
-        .await
-        .unwrap()
-        .unwrap()
-        .previous_secret_expires_at
-        .unwrap();
-    let wait = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
-    tokio::time::sleep(wait + Duration::from_millis(200)).await;
-    campus(&db.pool, institution, "Torre").await;
-    let after = receiver.wait_for(2).await;
-    assert_eq!(after[1]["verified"], json!([false, true]), "{}", after[1]);
+    after_the_rotation_window(&db.pool, id, &receiver, institution, "Torre").await;
     running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn v1a_endpoints_sign_with_ed25519_that_an_independent_implementation_verifies() {
     let db = TestDatabase::new().await;
-    let config = local_config();
-    let (running, _) = start_delivering(&db, config.clone()).await;
+    let (running, config) = start_locally(&db).await;
     let (endpoint, key) = endpoints::create(
         &db.pool,
         &config,
@@ -111,17 +122,7 @@ async fn v1a_endpoints_sign_with_ed25519_that_an_independent_implementation_veri
         entries.len() == 2 && entries[0].starts_with("v1,") && entries[1].starts_with("v1a,"),
         "{entries:?}"
     );
-    let expires = endpoints::get(&db.pool, endpoint.id)
-        .await
-        .unwrap()
-        .unwrap()
-        .previous_secret_expires_at
-        .unwrap();
-    let wait = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
-    tokio::time::sleep(wait + Duration::from_millis(200)).await;
-    campus(&db.pool, institution, "Jordão").await;
-    let after = receiver.wait_for(2).await;
-    assert_eq!(after[1]["verified"], json!([false, true]), "{}", after[1]);
+    after_the_rotation_window(&db.pool, endpoint.id, &receiver, institution, "Jordão").await;
     running.stop().await;
 }
 
@@ -201,8 +202,7 @@ async fn internal_addresses_are_refused_at_registration_and_at_delivery() {
 #[tokio::test(flavor = "multi_thread")]
 async fn recover_since_sends_what_an_endpoint_missed() {
     let db = TestDatabase::new().await;
-    let config = local_config();
-    let (running, _) = start_delivering(&db, config.clone()).await;
+    let (running, config) = start_locally(&db).await;
     let institution = institution(&db.pool).await;
     let since = chrono::Utc::now();
     let missed = [
@@ -211,9 +211,7 @@ async fn recover_since_sends_what_an_endpoint_missed() {
     ];
     fanned_out(&db.pool, missed[1]).await;
     // Registered after those events: the fan-out does not send them.
-    let (id, secret) = endpoint(&db.pool, &config, "http://127.0.0.1:9/", None).await;
-    let receiver = Receiver::start("ok", &[secret.reveal()]).await;
-    point_at(&db.pool, &config, id, receiver.url()).await;
+    let (id, receiver) = receiving_endpoint(&db.pool, &config, "ok", None).await;
     let job = recover::start(&db.pool, id, since, "user:test", &operator())
         .await
         .unwrap();

@@ -36,10 +36,7 @@ async fn append_copy_of(pool: &sqlx::PgPool, event_type: &str) -> (Uuid, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reprocessed_copies_are_skipped_by_domain_models_and_linked_in_the_admin_view() {
-    let db = TestDatabase::new().await;
-    let world = World::new(&db.pool, Actor::System, Uuid::new_v4());
-    let s = scenario(&world).await;
-    catch_up(&db, NAMES).await;
+    let (db, s) = scenario_projected(NAMES).await;
     let before = snapshot(&db.pool).await;
     let (original, copy_position) = append_copy_of(&db.pool, "StudentEnrolled").await;
     catch_up(&db, NAMES).await;
@@ -83,10 +80,7 @@ async fn reprocessed_copies_are_skipped_by_domain_models_and_linked_in_the_admin
 /// projection writes the copy, and the holder must then get the copy's row at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writing_a_copy_locks_its_original_first() {
-    let db = TestDatabase::new().await;
-    let world = World::new(&db.pool, Actor::System, Uuid::new_v4());
-    scenario(&world).await;
-    catch_up(&db, &["admin_events"]).await;
+    let (db, _) = scenario_projected(&["admin_events"]).await;
     let (original, copy_position) = append_copy_of(&db.pool, "StudentEnrolled").await;
     // The processor's reactions saw the copy first and created its row.
     let copy: Uuid = sqlx::query_scalar(

@@ -5,49 +5,21 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn age_metrics_stay_right_after_the_youngest_and_oldest_cancel() {
-    let db = TestDatabase::new().await;
-    let world = World::new(&db.pool, Actor::System, Uuid::new_v4());
-    let s = scenario(&world).await;
-    catch_up(&db, &["age_metrics", "course_enrollments"]).await;
+    let (db, s) = scenario_projected(&["age_metrics", "course_enrollments"]).await;
 
     let pool = &db.pool;
-    assert_eq!(
-        metrics(age_metrics_of(pool, AgeScope::Course, s.c1).await.unwrap()),
-        (2, 20, 30, 25.0)
-    );
-    assert_eq!(
-        metrics(age_metrics_of(pool, AgeScope::Course, s.c2).await.unwrap()),
-        (1, 25, 25, 25.0)
-    );
-    assert_eq!(
-        metrics(age_metrics_of(pool, AgeScope::Course, s.c3).await.unwrap()),
-        (1, 19, 19, 19.0)
-    );
-    assert_eq!(
-        metrics(
-            age_metrics_of(pool, AgeScope::Campus, s.campus_a)
-                .await
-                .unwrap()
-        ),
-        (3, 20, 30, 25.0)
-    );
-    assert_eq!(
-        metrics(
-            age_metrics_of(pool, AgeScope::Campus, s.campus_b)
-                .await
-                .unwrap()
-        ),
-        (1, 19, 19, 19.0)
-    );
-    // 20 + 30 + 25 + 19 = 94 over 4 students.
-    assert_eq!(
-        metrics(
-            age_metrics_of(pool, AgeScope::Institution, s.institution)
-                .await
-                .unwrap()
-        ),
-        (4, 19, 30, 23.5)
-    );
+    for (scope, id, expected) in [
+        (AgeScope::Course, s.c1, (2, 20, 30, 25.0)),
+        (AgeScope::Course, s.c2, (1, 25, 25, 25.0)),
+        (AgeScope::Course, s.c3, (1, 19, 19, 19.0)),
+        (AgeScope::Campus, s.campus_a, (3, 20, 30, 25.0)),
+        (AgeScope::Campus, s.campus_b, (1, 19, 19, 19.0)),
+        // 20 + 30 + 25 + 19 = 94 over 4 students.
+        (AgeScope::Institution, s.institution, (4, 19, 30, 23.5)),
+    ] {
+        let row = age_metrics_of(pool, scope, id).await.unwrap();
+        assert_eq!(metrics(row), expected, "{scope:?} {id}");
+    }
     let courses = age_metrics(pool, AgeScope::Course, None, None, 10)
         .await
         .unwrap();
@@ -101,10 +73,7 @@ async fn age_metrics_stay_right_after_the_youngest_and_oldest_cancel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn course_capacity_counts_seats_requests_declines_and_cancellations() {
-    let db = TestDatabase::new().await;
-    let world = World::new(&db.pool, Actor::System, Uuid::new_v4());
-    let s = scenario(&world).await;
-    catch_up(&db, &["course_capacity"]).await;
+    let (db, s) = scenario_projected(&["course_capacity"]).await;
 
     let c1 = course_capacity(&db.pool, s.c1).await.unwrap().unwrap();
     assert_eq!(c1.name.as_deref(), Some("Física I"));
@@ -147,10 +116,7 @@ async fn course_capacity_counts_seats_requests_declines_and_cancellations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enrollments_list_students_with_their_dates() {
-    let db = TestDatabase::new().await;
-    let world = World::new(&db.pool, Actor::System, Uuid::new_v4());
-    let s = scenario(&world).await;
-    catch_up(&db, &["course_enrollments"]).await;
+    let (db, s) = scenario_projected(&["course_enrollments"]).await;
 
     let current = course_enrollments(&db.pool, s.c1, false).await.unwrap();
     let mut ages: Vec<i32> = current.iter().map(|e| e.age_years).collect();
@@ -180,20 +146,29 @@ async fn enrollments_list_students_with_their_dates() {
     );
 }
 
+/// Opens `course`, named `name` with 5 seats, on a new campus of `world`'s institution.
+async fn open(world: &World, course: Uuid, name: &str) {
+    let institution = world.metadata.institution_id.unwrap();
+    world
+        .open(course, institution, Uuid::new_v4(), name, 5)
+        .await;
+}
+
+/// `ordering`, or its reverse for a descending list.
+fn directed(ordering: std::cmp::Ordering, descending: bool) -> std::cmp::Ordering {
+    if descending {
+        ordering.reverse()
+    } else {
+        ordering
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_event_stops_its_projection_and_not_the_others() {
     let db = TestDatabase::new().await;
     let world = World::new(&db.pool, Actor::System, Uuid::new_v4());
     let course = Uuid::new_v4();
-    world
-        .open(
-            course,
-            world.metadata.institution_id.unwrap(),
-            Uuid::new_v4(),
-            "Ética",
-            5,
-        )
-        .await;
+    open(&world, course, "Ética").await;
     let status_before = status(&db.pool).await.unwrap();
     assert_eq!(status_before.len(), NAMES.len());
     assert!(status_before
@@ -210,15 +185,7 @@ async fn a_poison_event_stops_its_projection_and_not_the_others() {
     .await
     .unwrap();
     let later = Uuid::new_v4();
-    world
-        .open(
-            later,
-            world.metadata.institution_id.unwrap(),
-            Uuid::new_v4(),
-            "Lógica",
-            5,
-        )
-        .await;
+    open(&world, later, "Lógica").await;
 
     let running = start(&db, &["course_capacity", "audit_log"]);
     wait_caught_up(&db.pool, &["audit_log"]).await;
@@ -283,10 +250,7 @@ async fn course_and_enrollment_lists_page_by_key_in_sql() {
     use aula_projections::enrollments::{
         page_course_enrollments, EnrollmentListQuery, EnrollmentSort,
     };
-    let db = TestDatabase::new().await;
-    let world = World::new(&db.pool, Actor::System, Uuid::new_v4());
-    let s = scenario(&world).await;
-    catch_up(&db, &["course_capacity", "course_enrollments"]).await;
+    let (db, s) = scenario_projected(&["course_capacity", "course_enrollments"]).await;
 
     let courses = list_course_capacity(&db.pool, None, None).await.unwrap();
     for sort in [
@@ -311,11 +275,7 @@ async fn course_and_enrollment_lists_page_by_key_in_sql() {
                     CapacitySort::OpenedAt => a.opened_at.cmp(&b.opened_at),
                 }
                 .then(a.course_id.cmp(&b.course_id));
-                if descending {
-                    ordering.reverse()
-                } else {
-                    ordering
-                }
+                directed(ordering, descending)
             });
             for limit in [1, 2, 5] {
                 let pool = &db.pool;
@@ -371,11 +331,7 @@ async fn course_and_enrollment_lists_page_by_key_in_sql() {
                     EnrollmentSort::AgeYears => a.age_years.cmp(&b.age_years),
                 }
                 .then(a.global_position.cmp(&b.global_position));
-                if descending {
-                    ordering.reverse()
-                } else {
-                    ordering
-                }
+                directed(ordering, descending)
             });
             let pool = &db.pool;
             let walked = walk(|after| async move {
