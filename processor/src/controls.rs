@@ -412,9 +412,7 @@ pub async fn set_priority(
     tx.commit().await?;
     // Wake the workers: the task may now sort before where their claims start
     // (`queue::ClaimHint`).
-    sqlx::query("SELECT pg_notify('aula_tasks', '')")
-        .execute(pool)
-        .await?;
+    wake_workers(pool).await?;
     Ok(task.priority)
 }
 
