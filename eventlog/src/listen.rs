@@ -15,7 +15,19 @@ use crate::shutdown::Shutdown;
 pub async fn listen(
     pool: &PgPool,
     channel: &'static str,
+    shutdown: Shutdown,
+) -> Result<watch::Receiver<u64>, sqlx::Error> {
+    listen_with(pool, channel, shutdown, |_| {}).await
+}
+
+/// [`listen`], handing each notification's payload to `each` before the counter is
+/// bumped (`None` when the connection was lost or failed: notifications may have been
+/// missed), so a waiter that sees the bump finds what it announced.
+pub async fn listen_with(
+    pool: &PgPool,
+    channel: &'static str,
     mut shutdown: Shutdown,
+    mut each: impl FnMut(Option<&str>) + Send + 'static,
 ) -> Result<watch::Receiver<u64>, sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(channel).await?;
@@ -29,16 +41,18 @@ pub async fn listen(
             };
             counter += 1;
             match received {
-                Ok(Some(_)) => {}
+                Ok(Some(notification)) => each(Some(notification.payload())),
                 Ok(None) => {
                     tracing::warn!(
                         channel,
                         "the notification connection was lost; reconnecting"
-                    )
+                    );
+                    each(None);
                 }
                 Err(error) => {
                     tracing::warn!(%error, channel, "listening for notifications failed; retrying in 1s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    each(None);
                 }
             }
             if tx.send(counter).is_err() {

@@ -2,11 +2,13 @@
 //!
 //! One claiming loop fills up to `concurrency` slots: it claims `min(free slots,
 //! claim_batch)` due tasks in one statement and runs each in its own tokio task. It is
-//! woken by LISTEN `aula_tasks` (a trigger notifies on every insert), by a slot freeing
+//! woken by LISTEN `aula_tasks` (a trigger notifies on every insert, with where the new
+//! tasks sort: `queue::Notified`), by a slot freeing
 //! up, or by the poll interval. Outcomes go to one completer that records them in
 //! batches (one fenced `UPDATE ... FROM unnest` per outcome type). Claims and successes
 //! leave the issuing events' `admin_events` rows to the refresher
-//! ([`crate::processing::run_refresher`], one per process, one at a time per database),
+//! ([`crate::processing::run_refresher`], one per process, at most two rounds at a time
+//! per database),
 //! which brings them up to date in batches (ADR 0001). A heartbeat extends
 //! the leases of running attempts; a rescuer returns tasks whose lease expired (their
 //! worker died) to `pending`; any process may rescue any task.
@@ -90,8 +92,18 @@ pub async fn run_workers_with_ready(
 ) -> Result<(), sqlx::Error> {
     let mut ready = Some(ready);
     let registry = Arc::new(registry);
-    // The one LISTEN loop (reconnects by itself; a reconnection wakes everyone).
-    let wake = aula_eventlog::listen::listen(&pool, NOTIFY_CHANNEL, shutdown.clone()).await?;
+    // The one LISTEN loop (reconnects by itself; a reconnection wakes everyone), and what
+    // its notifications said since the claiming loop last looked (`queue::Notified`).
+    let notified: Arc<Mutex<Option<queue::Notified>>> = Arc::default();
+    let wake = {
+        let notified = notified.clone();
+        aula_eventlog::listen::listen_with(&pool, NOTIFY_CHANNEL, shutdown.clone(), move |p| {
+            let news = queue::Notified::parse(p);
+            let mut seen = notified.lock().unwrap_or_else(|e| e.into_inner());
+            *seen = Some(seen.map_or(news, |before| before.and(news)));
+        })
+        .await?
+    };
     let claim_pool = claim_connection(&pool);
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let slot_freed = Arc::new(Notify::new());
@@ -151,8 +163,15 @@ pub async fn run_workers_with_ready(
             }
             continue;
         }
-        // New tasks may sort before the hint: claim from the front.
-        if wake_rx.has_changed().unwrap_or(true)
+        // New tasks may sort before the hint: claim from the front. (The listener records
+        // what it heard before it bumps the counter, so what was heard is there to take.)
+        let news = match wake_rx.has_changed() {
+            Ok(true) => notified.lock().unwrap_or_else(|e| e.into_inner()).take(),
+            Ok(false) => None,
+            // The listener is gone: nothing more will be heard.
+            Err(_) => Some(queue::Notified::Anywhere),
+        };
+        if hint.is_some_and(|hint| news.is_some_and(|news| news.may_precede(hint)))
             || from_front.elapsed() >= queue::ClaimHint::FRONT_EVERY
         {
             hint = None;

@@ -223,7 +223,8 @@ macro_rules! claim_deferred_tail {
 ///   own priority, which a claim from the front walks.
 /// - Tasks that become pending with an earlier `run_at` at the hint's priority: inserted
 ///   ones and those an operator resumes or retries are notified, and a notification
-///   drops the hint; released and rescued tasks are due `now()`, after the hint. What is
+///   drops the hint unless it shows the new tasks sort after it ([`Notified`]);
+///   released and rescued tasks are due `now()`, after the hint. What is
 ///   left (a claim that locked tasks and then rolled back) is found by the claim from
 ///   the front that the loop makes at least every [`ClaimHint::FRONT_EVERY`], and
 ///   whenever a hinted claim finds fewer tasks than it asked for.
@@ -257,6 +258,55 @@ impl ClaimHint {
                 run_at: t.run_at,
             })
             .min()
+    }
+}
+
+/// What the task notifications since a claiming loop last looked say about where the
+/// new tasks sort: `task_queue`'s insert trigger (migration 0049) sends the least
+/// priority and least `run_at` of the rows a statement inserted, as `"<priority>
+/// <run_at in microseconds since the epoch>"`; other notifications (an operator's
+/// controls, a lost connection) say nothing, so the tasks may sort anywhere.
+///
+/// Why: every insert used to drop the loop's hint, so under a steady stream of new tasks
+/// (a rush of applications, each issuing e-mails) nearly every claim walked the claim
+/// index from its front. New tasks are mostly due `now()` at a priority the hint has
+/// already reached, so they sort after it and a hinted claim finds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notified {
+    /// The new tasks sort at or after this key (the least of each column, so never
+    /// after the least task).
+    From(ClaimHint),
+    /// Nothing is known: new tasks may sort anywhere.
+    Anywhere,
+}
+
+impl Notified {
+    /// Reads a notification's payload (`None`: the connection was lost).
+    pub fn parse(payload: Option<&str>) -> Notified {
+        let key = payload.and_then(|payload| {
+            let (priority, micros) = payload.split_once(' ')?;
+            Some(ClaimHint {
+                priority: priority.parse().ok()?,
+                run_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            })
+        });
+        key.map_or(Notified::Anywhere, Notified::From)
+    }
+
+    /// What two notifications say together.
+    pub fn and(self, other: Notified) -> Notified {
+        match (self, other) {
+            (Notified::From(a), Notified::From(b)) => Notified::From(a.min(b)),
+            _ => Notified::Anywhere,
+        }
+    }
+
+    /// Whether a task so notified may sort before `hint` (a hinted claim would miss it).
+    pub fn may_precede(self, hint: ClaimHint) -> bool {
+        match self {
+            Notified::From(key) => key < hint,
+            Notified::Anywhere => true,
+        }
     }
 }
 
@@ -312,3 +362,58 @@ pub const CLAIM_DEFERRED_FROM_SQL: &str = concat!(
 /// the walk stops there); see [`claim_deferred_before`].
 pub const CLAIM_DEFERRED_BEFORE_SQL: &str =
     concat!(claim_ctes!(" AND priority < $6"), claim_deferred_tail!());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(priority: i16, micros: i64) -> ClaimHint {
+        ClaimHint {
+            priority,
+            run_at: DateTime::from_timestamp_micros(micros).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_notification_reads_as_the_least_key_or_anywhere() {
+        assert_eq!(
+            Notified::parse(Some("15 1765000000123456")),
+            Notified::From(key(15, 1_765_000_000_123_456))
+        );
+        assert_eq!(Notified::parse(Some("-3 -5")), Notified::From(key(-3, -5)));
+        for unknown in [
+            None,
+            Some(""),
+            Some("15"),
+            Some("x 1"),
+            Some("15 y"),
+            Some("1 2 3"),
+        ] {
+            assert_eq!(Notified::parse(unknown), Notified::Anywhere, "{unknown:?}");
+        }
+    }
+
+    #[test]
+    fn notifications_together_say_the_least_and_anywhere_wins() {
+        let (early, late) = (Notified::From(key(10, 5)), Notified::From(key(10, 9)));
+        assert_eq!(early.and(late), early);
+        assert_eq!(late.and(early), early);
+        assert_eq!(
+            late.and(Notified::From(key(5, 100))),
+            Notified::From(key(5, 100))
+        );
+        assert_eq!(early.and(Notified::Anywhere), Notified::Anywhere);
+        assert_eq!(Notified::Anywhere.and(early), Notified::Anywhere);
+    }
+
+    #[test]
+    fn only_what_sorts_before_the_hint_drops_it() {
+        let hint = key(20, 1_000);
+        assert!(!Notified::From(key(20, 1_000)).may_precede(hint));
+        assert!(!Notified::From(key(20, 2_000)).may_precede(hint));
+        assert!(!Notified::From(key(25, 0)).may_precede(hint));
+        assert!(Notified::From(key(20, 999)).may_precede(hint));
+        assert!(Notified::From(key(19, 5_000)).may_precede(hint));
+        assert!(Notified::Anywhere.may_precede(hint));
+    }
+}

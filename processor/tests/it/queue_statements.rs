@@ -97,6 +97,56 @@ async fn a_hinted_claim_starts_at_its_hint_and_the_front_finds_what_it_passed() 
     db.drop_database().await;
 }
 
+/// Migration 0049: an insert's notification carries the least priority and `run_at` of
+/// the tasks it inserted (`queue::Notified`), so a claiming loop keeps its hint when the
+/// new tasks sort after it; a statement that inserts nothing notifies nobody.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_insert_notifies_where_its_tasks_sort() {
+    let db = TestDatabase::new().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
+        .await
+        .unwrap();
+    listener
+        .listen(aula_processor::worker::NOTIFY_CHANNEL)
+        .await
+        .unwrap();
+    let soon: DateTime<Utc> = "2026-12-07T10:00:00.123456Z".parse().unwrap();
+    let later: DateTime<Utc> = "2026-12-07T11:00:00.5Z".parse().unwrap();
+    let mut urgent = task("noop", "urgent later");
+    urgent.priority = 5;
+    urgent.run_at = Some(later);
+    let mut soon_task = task("noop", "soon");
+    soon_task.priority = 40;
+    soon_task.run_at = Some(soon);
+    insert(&db.pool, &[urgent, soon_task]).await;
+    let heard = within(listener.recv()).await.unwrap();
+    let key = queue::ClaimHint {
+        priority: 5,
+        run_at: soon,
+    };
+    assert_eq!(heard.payload(), format!("5 {}", soon.timestamp_micros()));
+    assert_eq!(
+        queue::Notified::parse(Some(heard.payload())),
+        queue::Notified::From(key)
+    );
+
+    // A statement that inserts no row says nothing.
+    sqlx::query("INSERT INTO task_queue SELECT * FROM task_queue WHERE false")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let last = task("noop", "last");
+    let priority = last.priority;
+    insert(&db.pool, &[last]).await;
+    let heard = within(listener.recv()).await.unwrap();
+    let last = queue::Notified::parse(Some(heard.payload()));
+    assert!(
+        matches!(last, queue::Notified::From(k) if k.priority == priority),
+        "the first notification after the empty insert is the last insert's: {last:?}"
+    );
+    db.drop_database().await;
+}
+
 /// The plan of `statement` that a prepared statement gets once PostgreSQL switches it to
 /// a generic plan (one that cannot see the batch's size), as EXPLAIN lines.
 async fn generic_plan(pool: &PgPool, statement: &str, types: &str, args: &str) -> Vec<String> {
