@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::common;
-use common::{assert_code, assert_ok, extension, server_with_projections};
+use common::{assert_code, assert_ok, assert_reason, server_with_projections};
 
 const PREVIEW: &str = "query($f: AdminEventFilter) { bulkReprocessPreview(filter: $f) { count byType { type count } byStatus { status count } upToPosition upToTransaction confirmToken } }";
 const CONFIRM: &str = "mutation($t: String!) { bulkReprocessConfirm(confirmToken: $t) { id status total done failed requestedBy institutionId } }";
@@ -117,8 +117,7 @@ async fn bulk_reprocessing_previews_confirms_and_copies_only_what_it_previewed()
     let r = server
         .gql(Some(&a.manager.token), CONFIRM, json!({ "t": token }))
         .await;
-    assert_code(&r, "CONFLICT");
-    assert_eq!(extension(&r, "reason"), "CONFIRM_TOKEN_USED");
+    assert_reason(&r, "CONFLICT", "CONFIRM_TOKEN_USED");
     let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM bulk_reprocess_jobs")
         .fetch_one(pool)
         .await

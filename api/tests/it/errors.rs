@@ -62,8 +62,7 @@ async fn each_error_code_is_reported() {
             json!({ "courseId": uuid::Uuid::new_v4(), "capacity": 10 }),
         )
         .await;
-    assert_code(&r, "NOT_FOUND");
-    assert_eq!(extension(&r, "reason"), "COURSE_NOT_FOUND");
+    assert_reason(&r, "NOT_FOUND", "COURSE_NOT_FOUND");
 
     // CONFLICT.
     let campus = server.campus(manager, None).await;
@@ -74,8 +73,7 @@ async fn each_error_code_is_reported() {
             .await,
     );
     let r = server.command(Some(manager), "offerCourse", name).await;
-    assert_code(&r, "CONFLICT");
-    assert_eq!(extension(&r, "reason"), "DUPLICATE_COURSE_NAME");
+    assert_reason(&r, "CONFLICT", "DUPLICATE_COURSE_NAME");
 
     // UNAUTHENTICATED: no token on a protected operation, a forged token anywhere.
     let r = server
@@ -136,8 +134,7 @@ async fn malformed_requests_get_clear_errors_not_500() {
     .await;
     let (status, r) = post_raw(&server, "{\"query\": ").await;
     assert_eq!(status, 400);
-    assert_code(&r, "VALIDATION");
-    assert_eq!(extension(&r, "reason"), "MALFORMED_JSON");
+    assert_reason(&r, "VALIDATION", "MALFORMED_JSON");
 
     let (status, r) = post_raw(&server, "[1, 2]").await;
     assert_eq!(status, 400);
@@ -247,8 +244,7 @@ async fn an_application_is_answered_plainly_even_when_it_times_out() {
     let other = server
         .command(None, "applyToCourse", apply("other@o.pt", Some("late-1")))
         .await;
-    assert_code(&other, "CONFLICT");
-    assert_eq!(extension(&other, "reason"), "IDEMPOTENCY_KEY_REUSED");
+    assert_reason(&other, "CONFLICT", "IDEMPOTENCY_KEY_REUSED");
 
     // A closed course takes no more applications.
     use aula_domain::course::{Course, CourseCommand};
@@ -267,8 +263,7 @@ async fn an_application_is_answered_plainly_even_when_it_times_out() {
     let closed = server
         .command(None, "applyToCourse", apply("closed@o.pt", None))
         .await;
-    assert_code(&closed, "CONFLICT");
-    assert_eq!(extension(&closed, "reason"), "COURSE_CLOSED");
+    assert_reason(&closed, "CONFLICT", "COURSE_CLOSED");
     server.stop().await;
 }
 

@@ -52,15 +52,7 @@ fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
 }
 
 async fn get(server: &TestServer, path: &str) -> String {
-    server
-        .client
-        .get(server.url(path))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    server.get(path).await.text().await.unwrap()
 }
 
 async fn append_event(server: &TestServer) {

@@ -235,8 +235,7 @@ async fn a_new_grade_reaches_only_its_student_who_marks_it_read() {
             json!({ "id": notification_id }),
         )
         .await;
-    assert_code(&foreign, "FORBIDDEN");
-    assert_eq!(extension(&foreign, "reason"), "NOT_RECIPIENT");
+    assert_reason(&foreign, "FORBIDDEN", "NOT_RECIPIENT");
     let unknown = server
         .gql(Some(&student.token), MARK_READ, json!({ "id": i64::MAX }))
         .await;

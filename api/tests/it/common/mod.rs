@@ -117,6 +117,11 @@ impl TestServer {
         format!("{}{}", self.base, path)
     }
 
+    /// `GET path`, anonymously.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
     /// Runs a GraphQL operation and returns the whole response body.
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
         let mut request = self
@@ -427,6 +432,13 @@ pub fn assert_code(response: &Value, expected: &str) {
     );
 }
 
+/// Asserts the first error's `code` and its `reason` extension.
+#[track_caller]
+pub fn assert_reason(response: &Value, code: &str, reason: &str) {
+    assert_code(response, code);
+    assert_eq!(extension(response, "reason"), reason, "{response}");
+}
+
 #[track_caller]
 pub fn assert_ok(response: &Value) {
     assert!(
@@ -499,13 +511,5 @@ pub async fn insert_waiting_task(
 
 /// The body of `GET /health`.
 pub async fn health(server: &TestServer) -> Value {
-    server
-        .client
-        .get(server.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    server.get("/health").await.json().await.unwrap()
 }

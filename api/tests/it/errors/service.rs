@@ -106,19 +106,9 @@ async fn health_ready_and_graphiql() {
     let server = TestServer::start().await;
     let health = health(&server).await;
     assert_eq!(health["status"], "ok");
-    let ready = server
-        .client
-        .get(server.url("/ready"))
-        .send()
-        .await
-        .unwrap();
+    let ready = server.get("/ready").await;
     assert_eq!(ready.status().as_u16(), 200);
-    let graphiql = server
-        .client
-        .get(server.url("/graphql"))
-        .send()
-        .await
-        .unwrap();
+    let graphiql = server.get("/graphql").await;
     assert!(graphiql
         .text()
         .await
@@ -132,12 +122,7 @@ async fn health_ready_and_graphiql() {
 
     // Not ready without the database.
     server.db.pool.close().await;
-    let ready = server
-        .client
-        .get(server.url("/ready"))
-        .send()
-        .await
-        .unwrap();
+    let ready = server.get("/ready").await;
     assert_eq!(ready.status().as_u16(), 503);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["database"], false);
@@ -172,12 +157,7 @@ async fn not_ready_while_subscriptions_are_down() {
         |state| state.with_readiness(std::sync::Arc::new(|| false)),
     )
     .await;
-    let ready = server
-        .client
-        .get(server.url("/ready"))
-        .send()
-        .await
-        .unwrap();
+    let ready = server.get("/ready").await;
     assert_eq!(ready.status().as_u16(), 503);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["subscriptions"], false);
