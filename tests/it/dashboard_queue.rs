@@ -11,13 +11,14 @@
 use crate::support;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aula::cli::{GlobalArgs, LogFormat, ServeArgs};
 use aula_eventlog::testing::TestDatabase;
-use serde_json::{json, Value};
-use support::cdp::Browser;
-use support::{database_url, free_port};
+use serde_json::json;
+use support::cdp::{click, Browser};
+use support::dashboard::{open_login, sign_in, LIST_READY};
+use support::service::Service;
+use support::{free_port, graphql_as, login, poll_db};
 
 const PASSWORD: &str = "dashboard password 1";
 const KIND: &str = "email.signup_confirmation";
@@ -25,33 +26,6 @@ const KIND: &str = "email.signup_confirmation";
 fn screenshots() -> PathBuf {
     support::screenshot_dir("dashboard-queue-screenshots")
 }
-
-use support::poll_db;
-
-async fn graphql(
-    client: &reqwest::Client,
-    base: &str,
-    token: Option<&str>,
-    query: &str,
-    variables: Value,
-) -> Value {
-    let mut request = client
-        .post(format!("{base}/graphql"))
-        .json(&json!({ "query": query, "variables": variables }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    request.send().await.unwrap().json().await.unwrap()
-}
-
-fn click(selector: &str) -> String {
-    format!(
-        "(() => {{ const n = document.querySelector({sel}); if (!n) throw new Error('no ' + {sel}); n.click(); return true; }})()",
-        sel = serde_json::to_string(selector).unwrap()
-    )
-}
-
-const LIST_READY: &str = "document.getElementById('list').dataset.state === 'ready' && !document.getElementById('list-body').hasAttribute('aria-busy')";
 
 /// The id of the sign-up task of `email`.
 async fn task_of(pool: &sqlx::PgPool, email: &str) -> i64 {
@@ -77,76 +51,20 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         return;
     }
     let shots = screenshots();
-    let chromium = support::cdp::ensure_chromium();
-    assert!(
-        chromium.exists(),
-        "headless Chromium is required and was not found at {}",
-        chromium.display()
-    );
+    support::cdp::require_chromium();
 
     let db = TestDatabase::new().await;
     // Nothing listens on the SMTP port: each e-mail fails and waits ten minutes for its
     // retry, so it stays `retrying` for the whole test.
-    std::env::set_var("SMTP_URL", format!("smtp://127.0.0.1:{}", free_port()));
-    std::env::set_var("AULA_RETRY_BASE_MS", "600000");
-    std::env::set_var("AULA_RETRY_MAX_MS", "600000");
-    std::env::set_var("AULA_WORKER_POLL_MS", "100");
-    let http_port = free_port();
-    let base = format!("http://127.0.0.1:{http_port}");
-    let data_dir = std::env::temp_dir().join(format!(
-        "aula-dashboard-queue-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let global = GlobalArgs {
-        database_url: Some(database_url(&db)),
-        data_dir: data_dir.clone(),
-        log_format: LogFormat::Text,
-    };
-    let args = ServeArgs {
-        http_addr: ([127, 0, 0, 1], http_port).into(),
-        token_secret: Some("dashboard queue test secret, 32 bytes or more".into()),
-        token_ttl_minutes: 60,
-        drain_seconds: 0,
-        ..ServeArgs::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(async move {
-        aula::serve::serve(&global, &args, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    support::mail_to_port(free_port(), 600_000, 600_000);
+    let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
+    let base = service.base.clone();
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = client.get(format!("{base}/ready")).send().await;
-        if matches!(&ready, Ok(r) if r.status().is_success()) {
-            break;
-        }
-        assert!(!service.is_finished(), "the service stopped at start-up");
-        assert!(Instant::now() < deadline, "the service was not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let admin_email = "queue-admin@aula.test";
     aula_api::create_admin(&db.pool, admin_email, PASSWORD)
         .await
         .unwrap();
-    let sign_up = |email: &'static str| {
-        let client = client.clone();
-        let base = base.clone();
-        async move {
-            let r = graphql(
-                &client,
-                &base,
-                None,
-                "mutation($input: SignUpInput!) { signUp(input: $input) { accepted } }",
-                json!({ "input": { "email": email } }),
-            )
-            .await;
-            assert!(r["errors"].is_null(), "{r}");
-        }
-    };
-    sign_up("first@escola.test").await;
+    support::sign_up(&client, &base, "first@escola.test").await;
     poll_db(
         &db.pool,
         &format!("SELECT count(*) FROM tasks WHERE kind = '{KIND}' AND status = 'pending' AND last_error IS NOT NULL"),
@@ -158,23 +76,13 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
 
     let browser = Browser::start().await;
     browser.viewport(1280, 900, false).await;
-    browser
-        .navigate(&format!("{base}/admin?tab=tasks&status=retrying"))
-        .await;
-    browser
-        .wait_for(
-            "!document.getElementById('login-view').hidden",
-            "the login form",
-            &shots,
-        )
-        .await;
-    browser.eval("(() => { const e = document.getElementById('login-email'); e.value = ''; e.focus(); return true; })()").await;
-    browser.type_text(admin_email).await;
-    browser
-        .eval("document.getElementById('login-password').focus()")
-        .await;
-    browser.type_text(PASSWORD).await;
-    browser.eval(&click("#login-submit")).await;
+    open_login(
+        &browser,
+        &format!("{base}/admin?tab=tasks&status=retrying"),
+        &shots,
+    )
+    .await;
+    sign_in(&browser, admin_email, PASSWORD).await;
 
     // Retrying: filtered, with its next run ten minutes ahead, and counted in the header.
     browser
@@ -219,7 +127,7 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         )
         .await;
     // A task of the paused kind issued now is parked by the workers, never run.
-    sign_up("second@escola.test").await;
+    support::sign_up(&client, &base, "second@escola.test").await;
     poll_db(
         &db.pool,
         &format!("SELECT count(*) FROM tasks WHERE kind = '{KIND}' AND status = 'paused'"),
@@ -314,12 +222,7 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
             &shots,
         )
         .await;
-    browser
-        .eval(&format!(
-            "(() => {{ const i = document.getElementById('priority-{first}'); i.value = ''; i.focus(); return true; }})()"
-        ))
-        .await;
-    browser.type_text("3").await;
+    browser.fill(&format!("priority-{first}"), "3").await;
     browser
         .eval(&click(&format!("[data-set-priority='{first}']")))
         .await;
@@ -417,10 +320,7 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    browser
-        .eval("(() => { const i = document.getElementById('drawer-priority'); i.value = ''; i.focus(); return true; })()")
-        .await;
-    browser.type_text("2").await;
+    browser.fill("drawer-priority", "2").await;
     browser.eval(&click("#drawer-reprocess-priority")).await;
     browser
         .wait_for(
@@ -441,21 +341,8 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
     .await;
 
     // The audit trail of everything above, newest first.
-    let token: String = {
-        let r = graphql(
-            &client,
-            &base,
-            None,
-            "mutation($input: LoginInput!) { login(input: $input) { accessToken } }",
-            json!({ "input": { "email": admin_email, "password": PASSWORD } }),
-        )
-        .await;
-        r["data"]["login"]["accessToken"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{r}"))
-            .to_owned()
-    };
-    let r = graphql(
+    let token = login(&client, &base, admin_email, PASSWORD).await;
+    let r = graphql_as(
         &client,
         &base,
         Some(&token),
@@ -474,14 +361,7 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         ["force_release", "resume", "set_priority", "cancel", "pause"]
     );
 
-    let errors = browser.page_errors.lock().unwrap().clone();
-    assert!(errors.is_empty(), "the page reported errors: {errors:?}");
+    browser.assert_no_page_errors();
     drop(browser);
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(60), service)
-        .await
-        .expect("the service stopped")
-        .unwrap()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(data_dir);
+    service.stop(Duration::from_secs(60)).await;
 }

@@ -23,8 +23,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aula_eventlog::testing::TestDatabase;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::cdp::{click, Browser};
+use support::dashboard::{open_login, LIST_READY, LIST_SETTLED};
 use support::free_port;
 use support::service::Service;
 
@@ -39,11 +40,7 @@ fn screenshots() -> PathBuf {
     support::screenshot_dir("dashboard-screenshots")
 }
 
-use support::{graphql, poll_db};
-
-const LIST_READY: &str = "document.getElementById('list').dataset.state === 'ready' && !document.getElementById('list-body').hasAttribute('aria-busy')";
-/// Loaded, with rows or with the empty state.
-const LIST_SETTLED: &str = "['ready', 'empty'].includes(document.getElementById('list').dataset.state) && !document.getElementById('list-body').hasAttribute('aria-busy')";
+use support::{graphql_as, login, poll_db};
 
 /// What every step of the scenario works with: the service's database and address, an
 /// HTTP client, the signed-in browser, where screenshots go, and the first admin.
@@ -94,14 +91,7 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
         .await
         .unwrap();
     for i in 0..3 {
-        let signed_up = graphql(
-            &client,
-            &base,
-            "mutation($input: SignUpInput!) { signUp(input: $input) { accepted } }",
-            json!({ "input": { "email": format!("applicant{i}@escola.test") } }),
-        )
-        .await;
-        assert!(signed_up["errors"].is_null(), "{signed_up}");
+        support::sign_up(&client, &base, &format!("applicant{i}@escola.test")).await;
     }
     poll_db(
         &db.pool,
@@ -123,16 +113,9 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
 
     let browser = Browser::start().await;
     browser.viewport(1280, 900, false).await;
-    browser.navigate(&format!("{base}/admin")).await;
 
     // Log in, typing like a user.
-    browser
-        .wait_for(
-            "!document.getElementById('login-view').hidden",
-            "the login form",
-            &shots,
-        )
-        .await;
+    open_login(&browser, &format!("{base}/admin"), &shots).await;
     sign_in(&browser, admin_email).await;
     browser
         .wait_for(
@@ -170,21 +153,14 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
     tasks::retry_a_dead_task(scene, &smtp).await;
     accounts::the_page_signs_out_when_its_session_ends(scene).await;
 
-    let errors = browser.page_errors.lock().unwrap().clone();
-    assert!(errors.is_empty(), "the page reported errors: {errors:?}");
+    browser.assert_no_page_errors();
     drop(browser);
     service.stop(Duration::from_secs(60)).await;
 }
 
 /// Types the credentials into the login form, as a person would, and submits it.
 async fn sign_in(browser: &Browser, email: &str) {
-    browser.eval("(() => { const e = document.getElementById('login-email'); e.value = ''; e.focus(); return true; })()").await;
-    browser.type_text(email).await;
-    browser
-        .eval("document.getElementById('login-password').focus()")
-        .await;
-    browser.type_text(PASSWORD).await;
-    browser.eval(&click("#login-submit")).await;
+    support::dashboard::sign_in(browser, email, PASSWORD).await;
 }
 
 async fn location_has(browser: &Browser, text: &str) -> bool {

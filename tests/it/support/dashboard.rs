@@ -1,0 +1,40 @@
+//! What the dashboard's browser tests share (`dashboard/`, `dashboard_insights.rs`,
+//! `dashboard_queue.rs`, `dashboard_reprocess.rs`): the list's loaded states, and
+//! signing in and out of the page as a person would.
+
+use std::path::Path;
+
+use super::cdp::{click, Browser};
+
+/// The list is loaded, with rows.
+pub const LIST_READY: &str = "document.getElementById('list').dataset.state === 'ready' && !document.getElementById('list-body').hasAttribute('aria-busy')";
+/// Loaded, with rows or with the empty state.
+pub const LIST_SETTLED: &str = "['ready', 'empty'].includes(document.getElementById('list').dataset.state) && !document.getElementById('list-body').hasAttribute('aria-busy')";
+
+/// Opens the dashboard at `url` and waits for its login form.
+pub async fn open_login(browser: &Browser, url: &str, shots: &Path) {
+    browser.navigate(url).await;
+    browser
+        .wait_for(
+            "!document.getElementById('login-view').hidden",
+            "the login form",
+            shots,
+        )
+        .await;
+}
+
+/// Types the credentials into the login form, as a person would, and submits it.
+pub async fn sign_in(browser: &Browser, email: &str, password: &str) {
+    browser.fill("login-email", email).await;
+    browser
+        .eval("document.getElementById('login-password').focus()")
+        .await;
+    browser.type_text(password).await;
+    browser.eval(&click("#login-submit")).await;
+}
+
+/// Signs out from the page and opens the login form at `{base}/admin` again.
+pub async fn sign_out(browser: &Browser, base: &str, shots: &Path) {
+    browser.eval(&click("#logout")).await;
+    open_login(browser, &format!("{base}/admin"), shots).await;
+}
