@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::admin_ops::{ensure_owner, task_owner};
-use super::query::page_size;
+use super::query::paged;
 use super::read_models::{STAFF, WATCHERS};
 use super::types::{parse_status, BigInt, TaskStatus};
 use super::{request, state};
@@ -321,9 +321,7 @@ impl QueueControlQuery {
         ctx: &Context<'_>,
         #[graphql(default = 20, desc = "How many (1 to the configured maximum).")] first: i32,
     ) -> Result<Vec<QueueControlEntry>, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
-        let state = state(ctx);
-        let first = page_size(first, state.config.max_page_size)?;
+        let (claims, state, first) = paged(ctx, WATCHERS, first)?;
         let institution = auth::read_scope(claims, None)?;
         Ok(
             controls::control_log(&state.pool, institution, first as i64)
