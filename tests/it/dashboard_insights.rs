@@ -9,21 +9,14 @@
 
 use crate::support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use aula_eventlog::testing::TestDatabase;
 use serde_json::json;
 use support::cdp::{click, Browser};
-use support::dashboard::{open_login, sign_in, sign_out, LIST_READY};
-use support::service::Service;
+use support::dashboard::{open_login, sign_in, sign_out, stage, Stage, LIST_READY};
 use support::{confirm_sign_up, free_port, graphql, graphql_as, login, poll_db, sign_up};
 
 const PASSWORD: &str = "dashboard password 1";
-
-fn screenshots() -> PathBuf {
-    support::screenshot_dir("dashboard-insights-screenshots")
-}
 
 /// The raw one-time token of the latest event of `event_type` for `email`'s account.
 async fn raw_token(pool: &sqlx::PgPool, sql_filter: &str) -> String {
@@ -54,12 +47,7 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
     {
         return;
     }
-    let shots = screenshots();
-    println!("dashboard screenshots: {}", shots.display());
-    support::cdp::require_chromium();
-    let db = TestDatabase::new().await;
-    support::mail_to_port_with_quick_retries(free_port(), 60);
-    let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
+    let Stage { shots, db, service } = stage("dashboard-insights-screenshots", free_port()).await;
     let base = service.base.clone();
     let client = reqwest::Client::new();
 

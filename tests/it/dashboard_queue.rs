@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use aula_eventlog::testing::TestDatabase;
 use serde_json::json;
-use support::cdp::{click, Browser};
+use support::cdp::Browser;
 use support::dashboard::{open_login, sign_in, LIST_READY};
 use support::service::Service;
 use support::{free_port, graphql_as, login, poll_db};
@@ -38,6 +38,18 @@ async fn task_of(pool: &sqlx::PgPool, email: &str) -> i64 {
     .fetch_one(pool)
     .await
     .unwrap()
+}
+
+/// Column `column` of task `id`, as the database has it now.
+async fn task_column<T>(pool: &sqlx::PgPool, column: &str, id: i64) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+{
+    sqlx::query_scalar(&format!("SELECT {column} FROM tasks WHERE id = $1"))
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -114,9 +126,9 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
             "(() => {{ document.getElementById('pause-kind').value = '{KIND}'; return true; }})()"
         ))
         .await;
-    browser.eval(&click("#pause-submit")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#pause-submit",
             &format!(
                 "(() => {{ const li = document.querySelector('[data-paused-kind=\"{KIND}\"]');
               return li && li.textContent.includes('1 waiting')
@@ -157,12 +169,8 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         .await;
     browser.screenshot(&shots.join("02-paused.png")).await;
     browser
-        .eval(&click(&format!(
-            "#list-body tr[data-task-id='{second}'] td.open button"
-        )))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            &format!("#list-body tr[data-task-id='{second}'] td.open button"),
             &format!(
                 "document.getElementById('drawer').dataset.state === 'ready'
               && document.querySelector('#drawer-body [data-cancel=\"{second}\"]')"
@@ -172,25 +180,19 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         )
         .await;
     browser
-        .eval(&click(&format!("#drawer-body [data-cancel='{second}']")))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            &format!("#drawer-body [data-cancel='{second}']"),
             "document.activeElement && document.activeElement.dataset.confirm === 'cancel'",
             "the inline confirmation, focused",
             &shots,
         )
         .await;
-    let status: String = sqlx::query_scalar("SELECT status FROM tasks WHERE id = $1")
-        .bind(second)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let status: String = task_column(&db.pool, "status", second).await;
     assert_eq!(status, "paused", "nothing happens before the confirmation");
     browser.screenshot(&shots.join("03-confirm.png")).await;
-    browser.eval(&click("[data-confirm='cancel']")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "[data-confirm='cancel']",
             &format!("document.querySelector('#drawer-body .task[data-task-id=\"{second}\"]').dataset.status === 'cancelled'
               && document.getElementById('drawer-action-status').textContent.includes('cancelled')"),
             "the cancelled task in the drawer",
@@ -211,12 +213,8 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         )
         .await;
     browser
-        .eval(&click(&format!(
-            "#list-body tr[data-task-id='{first}'] td.open button"
-        )))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            &format!("#list-body tr[data-task-id='{first}'] td.open button"),
             &format!("document.getElementById('drawer').dataset.state === 'ready' && document.getElementById('priority-{first}')"),
             "the priority field",
             &shots,
@@ -224,29 +222,21 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         .await;
     browser.fill(&format!("priority-{first}"), "3").await;
     browser
-        .eval(&click(&format!("[data-set-priority='{first}']")))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            &format!("[data-set-priority='{first}']"),
             "document.getElementById('drawer-action-status').textContent.includes('→ 3')",
             "the priority change",
             &shots,
         )
         .await;
-    let priority: i16 = sqlx::query_scalar("SELECT priority FROM tasks WHERE id = $1")
-        .bind(first)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let priority: i16 = task_column(&db.pool, "priority", first).await;
     assert_eq!(priority, 3);
     browser.press("Escape").await;
 
     // Resume: the task is retrying again, still waiting for its run time.
     browser
-        .eval(&click(&format!("[data-resume='{KIND}']")))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            &format!("[data-resume='{KIND}']"),
             "document.getElementById('paused-list').textContent.includes('No task kind is paused')",
             "the resumed kind",
             &shots,
@@ -282,30 +272,24 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         )
         .await;
     browser
-        .eval(&click(&format!(
-            "#list-body tr[data-task-id='{first}'] td.open button"
-        )))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            &format!("#list-body tr[data-task-id='{first}'] td.open button"),
             &format!("document.querySelector('#drawer-body [data-release=\"{first}\"]')"),
             "the Force release button",
             &shots,
         )
         .await;
     browser
-        .eval(&click(&format!("#drawer-body [data-release='{first}']")))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            &format!("#drawer-body [data-release='{first}']"),
             "document.activeElement && document.activeElement.dataset.confirm === 'release'",
             "the release confirmation, focused",
             &shots,
         )
         .await;
-    browser.eval(&click("[data-confirm='release']")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "[data-confirm='release']",
             "document.getElementById('drawer-action-status').textContent.includes('is retrying now')",
             "the released task",
             &shots,
@@ -315,15 +299,11 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
 
     // Reprocess the first sign-up with priority 2 from the same drawer: the copy's task
     // is queued at 2, not at its kind's 10.
-    let original: uuid::Uuid = sqlx::query_scalar("SELECT event_id FROM tasks WHERE id = $1")
-        .bind(first)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let original: uuid::Uuid = task_column(&db.pool, "event_id", first).await;
     browser.fill("drawer-priority", "2").await;
-    browser.eval(&click("#drawer-reprocess-priority")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#drawer-reprocess-priority",
             "document.getElementById('drawer-action-status').textContent.includes('at priority 2')",
             "the reprocessed copy",
             &shots,

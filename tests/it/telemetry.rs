@@ -320,27 +320,16 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
     let insert = one("INSERT events", &|s| {
         s.parent_span_id == append.span_context.span_id()
     });
-    assert!(descends(command, root, &by_id), "command under the request");
-    assert!(
-        descends(append, command, &by_id),
-        "append under the command"
-    );
-    assert!(
-        descends(projection, command, &by_id),
-        "projection update under the command"
-    );
-    assert!(
-        descends(reaction, command, &by_id),
-        "reaction under the command"
-    );
-    assert!(
-        descends(task, command, &by_id),
-        "task attempt under the command"
-    );
-    assert!(
-        descends(send, task, &by_id),
-        "e-mail under its task attempt"
-    );
+    for (child, parent, what) in [
+        (command, root, "command under the request"),
+        (append, command, "append under the command"),
+        (projection, command, "projection update under the command"),
+        (reaction, command, "reaction under the command"),
+        (task, command, "task attempt under the command"),
+        (send, task, "e-mail under its task attempt"),
+    ] {
+        assert!(descends(child, parent, &by_id), "{what}");
+    }
     assert_eq!(attribute(send, "transport").as_deref(), Some("file"));
 
     // Messaging across the log: the append is a PRODUCER, its INSERT a database

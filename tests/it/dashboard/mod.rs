@@ -18,27 +18,21 @@ mod tasks;
 
 use crate::support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aula_eventlog::testing::TestDatabase;
 use serde_json::json;
 use support::cdp::{click, Browser};
-use support::dashboard::{open_login, LIST_READY, LIST_SETTLED};
+use support::dashboard::{open_login, stage, Stage, LIST_READY, LIST_SETTLED};
 use support::free_port;
-use support::service::Service;
 
 const PASSWORD: &str = "dashboard password 1";
 const SIGN_UP: &str = "PendingUserRegisterCreated";
 const SIGN_UP_EMAIL: &str = "email.signup_confirmation";
 /// The manager who signs up halfway (its dead sign-up e-mail is retried later).
 const MANAGER_EMAIL: &str = "manager@escola.test";
-
-/// Where this test's screenshots go.
-fn screenshots() -> PathBuf {
-    support::screenshot_dir("dashboard-screenshots")
-}
 
 use support::{graphql_as, login, poll_db};
 
@@ -67,16 +61,9 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
     {
         return;
     }
-    let shots = screenshots();
-    println!("dashboard screenshots: {}", shots.display());
-    // Fail first, before anything slow, when there is no browser.
-    support::cdp::require_chromium();
-
-    let db = TestDatabase::new().await;
-    let smtp_port = free_port();
     // Nothing listens on the SMTP port yet: every e-mail fails, quickly retried to `dead`.
-    support::mail_to_port_with_quick_retries(smtp_port, 60);
-    let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
+    let smtp_port = free_port();
+    let Stage { shots, db, service } = stage("dashboard-screenshots", smtp_port).await;
     let base = service.base.clone();
     let client = reqwest::Client::new();
     let page = client.get(format!("{base}/admin")).send().await.unwrap();
@@ -161,6 +148,29 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
 /// Types the credentials into the login form, as a person would, and submits it.
 async fn sign_in(browser: &Browser, email: &str) {
     support::dashboard::sign_in(browser, email, PASSWORD).await;
+}
+
+/// Filters the events list to the failed sign-ups (from the filter form, as a person).
+async fn filter_failed_sign_ups(browser: &Browser) {
+    browser
+        .eval(&format!(
+            "(() => {{ for (const o of document.getElementById('f-types').options) o.selected = o.value === '{SIGN_UP}';
+               document.getElementById('f-status').value = 'failed';
+               document.getElementById('apply-filters').click(); return true; }})()"
+        ))
+        .await;
+}
+
+/// Opens the Tasks tab and waits for its list.
+async fn open_tasks_tab(browser: &Browser, shots: &Path) {
+    browser.eval(&click("#tab-tasks")).await;
+    browser
+        .wait_for(
+            &format!("location.search.includes('tab=tasks') && {LIST_SETTLED}"),
+            "the tasks tab",
+            shots,
+        )
+        .await;
 }
 
 async fn location_has(browser: &Browser, text: &str) -> bool {

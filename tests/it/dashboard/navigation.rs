@@ -17,14 +17,7 @@ pub(super) async fn urls_restore_the_view(scene: Scene<'_>) {
     browser
         .wait_for(&restored, "the filters restored after reload", shots)
         .await;
-    browser.eval(&click("#tab-tasks")).await;
-    browser
-        .wait_for(
-            &format!("location.search.includes('tab=tasks') && {LIST_SETTLED}"),
-            "the tasks tab",
-            shots,
-        )
-        .await;
+    open_tasks_tab(browser, shots).await;
     browser.eval("history.back(), true").await;
     browser
         .wait_for(&restored, "the filters restored by the back button", shots)

@@ -342,6 +342,13 @@ impl Browser {
         }
     }
 
+    /// Clicks `selector` (it must exist), then waits for `condition` as
+    /// [`Browser::wait_for`] does.
+    pub async fn click_then_wait(&self, selector: &str, condition: &str, what: &str, shots: &Path) {
+        self.eval(&click(selector)).await;
+        self.wait_for(condition, what, shots).await;
+    }
+
     /// Saves a PNG of the viewport.
     pub async fn screenshot(&self, path: &Path) {
         let shot = self

@@ -2,14 +2,40 @@
 //! `dashboard_queue.rs`, `dashboard_reprocess.rs`): the list's loaded states, and
 //! signing in and out of the page as a person would.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::cdp::{click, Browser};
+use aula_eventlog::testing::TestDatabase;
+
+use super::cdp::{click, require_chromium, Browser};
+use super::service::Service;
 
 /// The list is loaded, with rows.
 pub const LIST_READY: &str = "document.getElementById('list').dataset.state === 'ready' && !document.getElementById('list-body').hasAttribute('aria-busy')";
 /// Loaded, with rows or with the empty state.
 pub const LIST_SETTLED: &str = "['ready', 'empty'].includes(document.getElementById('list').dataset.state) && !document.getElementById('list-body').hasAttribute('aria-busy')";
+
+/// What a dashboard test starts from.
+pub struct Stage {
+    /// Where its screenshots go (emptied, and printed).
+    pub shots: PathBuf,
+    pub db: TestDatabase,
+    /// The whole service on `db`, its tokens valid for an hour.
+    pub service: Service,
+}
+
+/// Checks for Chromium first (before anything slow), then starts the whole service on a
+/// fresh database, its e-mails going to `smtp_port` (where nothing listens yet: they
+/// fail, quickly retried to `dead`). Only in a test of its own process, as the e-mail
+/// settings are ([`super::mail_to_port_with_quick_retries`]).
+pub async fn stage(screenshots: &str, smtp_port: u16) -> Stage {
+    let shots = super::screenshot_dir(screenshots);
+    println!("dashboard screenshots: {}", shots.display());
+    require_chromium();
+    let db = TestDatabase::new().await;
+    super::mail_to_port_with_quick_retries(smtp_port, 60);
+    let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
+    Stage { shots, db, service }
+}
 
 /// Opens the dashboard at `url` and waits for its login form.
 pub async fn open_login(browser: &Browser, url: &str, shots: &Path) {
