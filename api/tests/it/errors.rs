@@ -81,13 +81,9 @@ async fn each_error_code_is_reported() {
         .await;
     assert_code(&r, "UNAUTHENTICATED");
     let forged = format!("{}x", &manager[..manager.len() - 1]);
-    let r = server
-        .gql(Some(&forged), "{ health { status } }", json!({}))
-        .await;
+    let r = server.query(&forged, "{ health { status } }").await;
     assert_code(&r, "UNAUTHENTICATED");
-    let r = server
-        .gql(Some("not-a-token"), "{ me { id } }", json!({}))
-        .await;
+    let r = server.query("not-a-token", "{ me { id } }").await;
     assert_code(&r, "UNAUTHENTICATED");
 
     // FORBIDDEN: a manager may not create what only exists for another institution.

@@ -137,6 +137,11 @@ impl TestServer {
         body
     }
 
+    /// Runs an operation without variables as the holder of `token`.
+    pub async fn query(&self, token: &str, query: &str) -> Value {
+        self.gql(Some(token), query, json!({})).await
+    }
+
     /// Runs a mutation `name(input: $input)` selecting `id logPosition`.
     pub async fn command(&self, token: Option<&str>, name: &str, input: Value) -> Value {
         let input_type = input_type(name);
@@ -150,6 +155,20 @@ impl TestServer {
             "mutation($input: {input_type}!) {{ {name}(input: $input) {{ {selection} }} }}"
         );
         self.gql(token, &query, json!({ "input": input })).await
+    }
+
+    /// `recordExamNote` by `token`: `student`'s `note` in `exam` of `course`.
+    pub async fn record_exam_note(
+        &self,
+        token: &str,
+        course: Uuid,
+        student: Uuid,
+        exam: &str,
+        note: f64,
+    ) -> Value {
+        let input =
+            json!({ "courseId": course, "studentId": student, "examName": exam, "note": note });
+        self.command(Some(token), "recordExamNote", input).await
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Value {
@@ -213,20 +232,21 @@ impl TestServer {
         }
     }
 
-    /// Sets the password of a password-less account through the reset flow, logs in.
-    pub async fn activate(&self, id: Uuid, email: &str) -> Actor {
+    /// Asks a password reset for `email` (it must be taken) and returns the token the
+    /// e-mail carries.
+    pub async fn reset_token(&self, email: &str) -> String {
         let requested = self
-            .gql(
-                None,
-                "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }",
-                json!({ "e": email }),
-            )
+            .gql(None, REQUEST_PASSWORD_RESET, json!({ "e": email }))
             .await;
         assert_eq!(requested["data"]["requestPasswordReset"]["accepted"], true);
-        let token = self
-            .tokens
+        self.tokens
             .last(TokenKind::PasswordReset, email)
-            .expect("a reset token was issued");
+            .expect("a reset token was issued")
+    }
+
+    /// Sets the password of a password-less account through the reset flow, logs in.
+    pub async fn activate(&self, id: Uuid, email: &str) -> Actor {
+        let token = self.reset_token(email).await;
         let reset = self
             .command(
                 None,
@@ -396,6 +416,10 @@ pub struct Institution {
     pub id: Uuid,
     pub manager: Actor,
 }
+
+/// Asks a password reset for the e-mail `$e`.
+pub const REQUEST_PASSWORD_RESET: &str =
+    "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }";
 
 pub fn input_type(mutation: &str) -> String {
     let mut chars = mutation.chars();

@@ -272,7 +272,7 @@ async fn read_model_queries_answer_from_the_projections() {
     assert_code(&r, "NOT_FOUND");
 
     // projectionStatus: every projection, caught up, no error.
-    let r = s.gql(Some(&w.admin.token), STATUS, json!({})).await;
+    let r = s.query(&w.admin.token, STATUS).await;
     let rows = data(&r, "projectionStatus").as_array().unwrap().clone();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, aula_projections::NAMES);
@@ -342,7 +342,7 @@ async fn people_lists_and_self_service_reads() {
     // The manager's list: its own students, by name, in pages of two.
     let list = "query($f: PersonFilter, $s: PersonSort, $after: String) {
         students(filter: $f, sort: $s, first: 2, after: $after) { nodes { id name email active } nextCursor } }";
-    let page1 = server.gql(Some(m), list, json!({})).await;
+    let page1 = server.query(m, list).await;
     assert_ok(&page1);
     let names = |page: &Value| -> Vec<String> {
         page["data"]["students"]["nodes"]
@@ -395,9 +395,7 @@ async fn people_lists_and_self_service_reads() {
         .await;
     assert_eq!(names(&active), ["Ana Brito", "Bruno Costa"]);
     // Teachers list the same way; the other institution's people never show.
-    let teachers = server
-        .gql(Some(m), "{ teachers { nodes { id } } }", json!({}))
-        .await;
+    let teachers = server.query(m, "{ teachers { nodes { id } } }").await;
     assert_eq!(
         teachers["data"]["teachers"]["nodes"][0]["id"],
         json!(teacher_id)
@@ -475,10 +473,7 @@ async fn people_lists_and_self_service_reads() {
         (&student.token, "{ students { nodes { id } } }"),
         (&teacher.token, "{ myGrades { id } }"),
     ] {
-        assert_code(
-            &server.gql(Some(token), query, json!({})).await,
-            "FORBIDDEN",
-        );
+        assert_code(&server.query(token, query).await, "FORBIDDEN");
     }
     server.stop().await;
 }
