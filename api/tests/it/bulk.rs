@@ -19,6 +19,10 @@ fn data<'a>(response: &'a Value, field: &str) -> &'a Value {
     &response["data"][field]
 }
 
+/// The reprocessed copies of an institution's events.
+const COPIES: &str = "SELECT count(*) FROM events WHERE aggregate_type = 'reprocessed'
+    AND metadata->>'institution_id' = $1";
+
 async fn count(pool: &sqlx::PgPool, sql: &str, institution: Uuid) -> i64 {
     sqlx::query_scalar(sql)
         .bind(institution.to_string())
@@ -148,13 +152,7 @@ async fn bulk_reprocessing_previews_confirms_and_copies_only_what_it_previewed()
     assert_eq!(finished["done"], expected);
     assert_eq!(finished["failed"], 0);
 
-    let copies = count(
-        pool,
-        "SELECT count(*) FROM events WHERE aggregate_type = 'reprocessed'
-           AND metadata->>'institution_id' = $1",
-        a.id,
-    )
-    .await;
+    let copies = count(pool, COPIES, a.id).await;
     assert_eq!(copies, expected);
     let uncopied_late: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events e WHERE e.metadata->>'institution_id' = $1
@@ -169,13 +167,7 @@ async fn bulk_reprocessing_previews_confirms_and_copies_only_what_it_previewed()
     .await
     .unwrap();
     assert_eq!(uncopied_late, 0, "an event after the preview was copied");
-    let b_copies = count(
-        pool,
-        "SELECT count(*) FROM events WHERE aggregate_type = 'reprocessed'
-           AND metadata->>'institution_id' = $1",
-        b.id,
-    )
-    .await;
+    let b_copies = count(pool, COPIES, b.id).await;
     assert_eq!(b_copies, 0);
 
     // Cancelling a finished job changes nothing; an unknown job is NOT_FOUND.

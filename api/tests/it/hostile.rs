@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aula_api::{AppState, ManualClock};
+use aula_api::{AppState, ManualClock, ServerLimits};
 use chrono::{TimeZone, Utc};
 use common::ws::{self, Socket};
 use common::*;

@@ -6,6 +6,7 @@
 pub mod cdp;
 pub mod dashboard;
 pub mod isolation;
+pub mod logs;
 pub mod service;
 pub mod smtp;
 

@@ -5,6 +5,8 @@
 // Shared with the root package's tests (the same need, one implementation).
 #[path = "../../../../tests/it/support/isolation.rs"]
 mod isolation;
+#[path = "../../../../tests/it/support/logs.rs"]
+pub mod logs;
 
 pub mod operation_report;
 pub mod ws;
