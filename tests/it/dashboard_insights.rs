@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::cdp::{click, Browser};
-use support::dashboard::{open_login, sign_in, sign_out, stage, Stage, LIST_READY};
+use support::dashboard::{
+    filter_institution, open_login, sign_in, sign_out, stage, Stage, LIST_READY,
+};
 use support::{confirm_sign_up, free_port, graphql, graphql_as, login, poll_db, sign_up};
 
 const PASSWORD: &str = "dashboard password 1";
@@ -245,9 +247,7 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
 
     // The institution filter takes the 8 characters the table shows.
     let short = &institution[..8];
-    browser
-        .eval(&format!("(() => {{ document.getElementById('f-institution').value = '{short}'; document.getElementById('apply-filters').click(); return true; }})()"))
-        .await;
+    filter_institution(&browser, short).await;
     browser
         .wait_for(
             &format!("{LIST_READY} && location.search.includes('institution={institution}')
@@ -258,9 +258,7 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
         )
         .await;
     // An id that names nothing: said beside the field, and no paging on.
-    browser
-        .eval("(() => { document.getElementById('f-institution').value = 'ffffffff'; document.getElementById('apply-filters').click(); return true; })()")
-        .await;
+    filter_institution(&browser, "ffffffff").await;
     browser
         .wait_for(
             "!document.getElementById('f-institution-error').hidden

@@ -64,3 +64,14 @@ pub async fn sign_out(browser: &Browser, base: &str, shots: &Path) {
     browser.eval(&click("#logout")).await;
     open_login(browser, &format!("{base}/admin"), shots).await;
 }
+
+/// Puts `text` in the institution filter (an id, a short id or a name) and applies the
+/// filters.
+pub async fn filter_institution(browser: &Browser, text: &str) {
+    browser
+        .eval(&format!(
+            "(() => {{ document.getElementById('f-institution').value = {}; document.getElementById('apply-filters').click(); return true; }})()",
+            serde_json::to_string(text).unwrap()
+        ))
+        .await;
+}
