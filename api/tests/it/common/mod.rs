@@ -126,8 +126,18 @@ impl TestServer {
 
     /// Runs a GraphQL operation and returns the whole response body.
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut request = self
-            .client
+        self.gql_from(&self.client, token, query, variables).await
+    }
+
+    /// [`TestServer::gql`] from `client` (one bound to an address of its own, say).
+    pub async fn gql_from(
+        &self,
+        client: &reqwest::Client,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> Value {
+        let mut request = client
             .post(self.url("/graphql"))
             .json(&json!({ "query": query, "variables": variables }));
         if let Some(token) = token {

@@ -248,15 +248,9 @@ async fn signed_in_writes_are_limited_per_account_and_anonymous_reads_per_addres
     let reader = http_client_from([127, 0, 3, 1]);
     let mut limited = 0;
     for _ in 0..8 {
-        let r: Value = reader
-            .post(server.url("/graphql"))
-            .json(&json!({"query": "{ health { status } }"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = server
+            .gql_from(&reader, None, "{ health { status } }", json!({}))
+            .await;
         if code(&r).as_deref() == Some("RATE_LIMITED") {
             limited += 1;
         }
