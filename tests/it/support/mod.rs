@@ -114,6 +114,7 @@ pub async fn sign_up(client: &reqwest::Client, base: &str, email: &str) {
     )
     .await;
     assert!(r["errors"].is_null(), "{r}");
+    assert_eq!(r["data"]["signUp"]["accepted"], true, "{r}");
 }
 
 /// Confirms `email`'s sign-up with its one-time `token`, naming the manager "Maria
