@@ -6,11 +6,11 @@
 //! **Boundary:** no data is served here, only the files; the content security policy
 //! keeps the page from loading or calling anything outside this origin.
 
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
-use axum::http::HeaderValue;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+
+use crate::static_files::{file, CSS, HTML, JS};
 
 const INDEX_HTML: &str = include_str!("../assets/admin/index.html");
 const APP_JS: &str = include_str!("../assets/admin/app.js");
@@ -26,41 +26,16 @@ const POLICY: &str =
 
 /// The dashboard's routes, for any router state.
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    let index = || asset(HTML, INDEX_HTML);
     Router::new()
         .route("/admin", get(index))
         .route("/admin/", get(index))
-        .route("/admin/app.js", get(app_js))
-        .route("/admin/app.css", get(app_css))
-        .route("/admin/insights.js", get(insights_js))
-        .route("/admin/insights.css", get(insights_css))
+        .route("/admin/app.js", get(|| asset(JS, APP_JS)))
+        .route("/admin/app.css", get(|| asset(CSS, APP_CSS)))
+        .route("/admin/insights.js", get(|| asset(JS, INSIGHTS_JS)))
+        .route("/admin/insights.css", get(|| asset(CSS, INSIGHTS_CSS)))
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    let mut response = body.into_response();
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
-    // The assets change with the binary only; revalidate so an upgrade shows at once.
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response
-}
-
-async fn index() -> Response {
-    asset("text/html; charset=utf-8", INDEX_HTML)
-}
-
-async fn app_js() -> Response {
-    asset("text/javascript; charset=utf-8", APP_JS)
-}
-
-async fn app_css() -> Response {
-    asset("text/css; charset=utf-8", APP_CSS)
-}
-
-async fn insights_js() -> Response {
-    asset("text/javascript; charset=utf-8", INSIGHTS_JS)
-}
-
-async fn insights_css() -> Response {
-    asset("text/css; charset=utf-8", INSIGHTS_CSS)
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    file(content_type, POLICY, body)
 }

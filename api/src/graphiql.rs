@@ -6,11 +6,11 @@
 //! **Boundary:** like the dashboard, files only; the page talks to `/graphql` and
 //! `/graphql/ws` like any client.
 
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
-use axum::http::HeaderValue;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+
+use crate::static_files::{file, CSS, HTML, JS};
 
 const INDEX_HTML: &str = include_str!("../assets/graphiql/index.html");
 const PAGE_CSS: &str = include_str!("../assets/graphiql/page.css");
@@ -60,20 +60,11 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         )
 }
 
-const JS: &str = "text/javascript; charset=utf-8";
-const CSS: &str = "text/css; charset=utf-8";
-
 async fn asset(content_type: &'static str, body: &'static [u8]) -> Response {
-    let mut response = body.into_response();
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
-    // The assets change with the binary only; revalidate so an upgrade shows at once.
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response
+    file(content_type, POLICY, body)
 }
 
 /// `GET /graphql`: the page.
 pub(crate) async fn page() -> Response {
-    asset("text/html; charset=utf-8", INDEX_HTML.as_bytes()).await
+    asset(HTML, INDEX_HTML.as_bytes()).await
 }

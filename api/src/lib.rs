@@ -39,6 +39,7 @@ pub mod ratelimit;
 pub mod secrets;
 mod server;
 pub mod state;
+mod static_files;
 
 pub use admin::{create_admin, CreateAdminError};
 pub use clock::{Clock, ManualClock, SystemClock};

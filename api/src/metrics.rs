@@ -350,6 +350,70 @@ fn collect_fields(
 }
 
 /// The whole `/metrics` page.
+/// Notes in `sources` whether the scrape-time reading of `source` (`what`, in the log)
+/// worked, logging why not, and hands on what it read.
+fn scraped<'s, T, E: std::fmt::Display>(
+    sources: &mut Vec<(&'s str, bool)>,
+    source: &'s str,
+    what: &str,
+    read: Result<T, E>,
+) -> Option<T> {
+    sources.push((source, read.is_ok()));
+    read.map_err(|error| tracing::warn!(%error, "metrics: reading {what} failed"))
+        .ok()
+}
+
+/// Where one reader of the log (a projection, a subscription) stands.
+struct ReaderLag<'a> {
+    name: &'a str,
+    position: i64,
+    lag_events: i64,
+    lag_seconds: f64,
+}
+
+impl<'a> ReaderLag<'a> {
+    fn new(name: &'a str, position: i64, lag_events: i64, lag_seconds: f64) -> Self {
+        ReaderLag {
+            name,
+            position,
+            lag_events,
+            lag_seconds,
+        }
+    }
+}
+
+/// The gauges `<prefix>_position`, `<prefix>_lag_events` and `<prefix>_lag_seconds`
+/// (with `help`, in that order), one sample per reader labelled `<label>="<name>"`.
+fn reader_gauges<'a>(
+    out: &mut Text,
+    (prefix, label): (&str, &str),
+    help: [&str; 3],
+    readers: impl Iterator<Item = ReaderLag<'a>>,
+) {
+    let readers: Vec<ReaderLag<'a>> = readers.collect();
+    let gauge = |value: fn(&ReaderLag<'_>) -> f64| {
+        readers
+            .iter()
+            .map(|r| (vec![(label, r.name)], value(r)))
+            .collect::<Vec<_>>()
+    };
+    out.gauge(
+        &format!("{prefix}_position"),
+        help[0],
+        &gauge(|r| r.position as f64),
+    );
+    out.gauge(
+        &format!("{prefix}_lag_events"),
+        help[1],
+        &gauge(|r| r.lag_events as f64),
+    );
+    out.gauge(
+        &format!("{prefix}_lag_seconds"),
+        help[2],
+        &gauge(|r| r.lag_seconds),
+    );
+}
+
 pub(crate) async fn render(state: &AppState) -> String {
     let mut out = Text::new();
     GRAPHQL_OPERATIONS.encode(&mut out);
@@ -359,90 +423,58 @@ pub(crate) async fn render(state: &AppState) -> String {
     crate::process_metrics::encode(&mut out);
 
     let mut sources: Vec<(&str, bool)> = Vec::new();
-    match aula_projections::status::status(&state.pool).await {
-        Ok(projections) => {
-            sources.push(("projections", true));
-            let gauge = |value: fn(&aula_projections::status::ProjectionStatus) -> f64| {
-                projections
-                    .iter()
-                    .map(|p| (vec![("projection", p.name.as_str())], value(p)))
-                    .collect::<Vec<_>>()
-            };
-            out.gauge(
-                "aula_projection_position",
+    let projections = aula_projections::status::status(&state.pool).await;
+    if let Some(projections) = scraped(
+        &mut sources,
+        "projections",
+        "the projections' status",
+        projections,
+    ) {
+        reader_gauges(
+            &mut out,
+            ("aula_projection", "projection"),
+            [
                 "Global position of the last event each projection handled.",
-                &gauge(|p| p.position as f64),
-            );
-            out.gauge(
-                "aula_projection_lag_events",
                 "Committed events each projection has not handled yet.",
-                &gauge(|p| p.lag_events as f64),
-            );
-            out.gauge(
-                "aula_projection_lag_seconds",
                 "How long the oldest event each projection has not handled has waited.",
-                &gauge(|p| p.lag_seconds),
-            );
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics: reading the projections' status failed");
-            sources.push(("projections", false));
-        }
+            ],
+            projections
+                .iter()
+                .map(|p| ReaderLag::new(&p.name, p.position, p.lag_events, p.lag_seconds)),
+        );
     }
-    match aula_processor::metrics::queue_depth(&state.pool).await {
-        Ok(depth) => {
-            sources.push(("task_queue", true));
-            aula_processor::metrics::encode_queue(&depth, &mut out);
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics: reading the task queue's depth failed");
-            sources.push(("task_queue", false));
-        }
+    let depth = aula_processor::metrics::queue_depth(&state.pool).await;
+    if let Some(depth) = scraped(&mut sources, "task_queue", "the task queue's depth", depth) {
+        aula_processor::metrics::encode_queue(&depth, &mut out);
     }
     // Every subscription, the processor's reactions included, and what holds the log
     // back (see aula_eventlog::health).
-    match aula_eventlog::health::subscription_lags(&state.pool).await {
-        Ok(lags) => {
-            sources.push(("subscriptions", true));
-            let gauge = |value: fn(&aula_eventlog::health::SubscriptionLag) -> f64| {
-                lags.iter()
-                    .map(|l| (vec![("subscription", l.name.as_str())], value(l)))
-                    .collect::<Vec<_>>()
-            };
-            out.gauge(
-                "aula_subscription_position",
+    let lags = aula_eventlog::health::subscription_lags(&state.pool).await;
+    if let Some(lags) = scraped(
+        &mut sources,
+        "subscriptions",
+        "the subscriptions' lag",
+        lags,
+    ) {
+        reader_gauges(
+            &mut out,
+            ("aula_subscription", "subscription"),
+            [
                 "Global position of the last event each subscription (projections, processor.reactions) handled.",
-                &gauge(|l| l.position as f64),
-            );
-            out.gauge(
-                "aula_subscription_lag_events",
                 "Committed events each subscription has not handled yet (counted up to 100,000).",
-                &gauge(|l| l.lag_events as f64),
-            );
-            out.gauge(
-                "aula_subscription_lag_seconds",
                 "How long the oldest event each subscription has not handled has waited.",
-                &gauge(|l| l.lag_seconds),
-            );
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics: reading the subscriptions' lag failed");
-            sources.push(("subscriptions", false));
-        }
+            ],
+            lags.iter()
+                .map(|l| ReaderLag::new(&l.name, l.position, l.lag_events, l.lag_seconds)),
+        );
     }
-    match aula_eventlog::health::oldest_blocker(&state.pool).await {
-        Ok(blocker) => {
-            sources.push(("log_blocker", true));
-            out.gauge(
-                "aula_log_oldest_transaction_age_seconds",
-                "Age of the oldest open transaction holding back the log readers (it has a transaction id; any client, any database of the cluster); 0 when none.",
-                &[(Vec::new(), blocker.map_or(0.0, |b| b.age_seconds))],
-            );
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics: reading pg_stat_activity failed");
-            sources.push(("log_blocker", false));
-        }
+    let blocker = aula_eventlog::health::oldest_blocker(&state.pool).await;
+    if let Some(blocker) = scraped(&mut sources, "log_blocker", "pg_stat_activity", blocker) {
+        out.gauge(
+            "aula_log_oldest_transaction_age_seconds",
+            "Age of the oldest open transaction holding back the log readers (it has a transaction id; any client, any database of the cluster); 0 when none.",
+            &[(Vec::new(), blocker.map_or(0.0, |b| b.age_seconds))],
+        );
     }
     if let Some(health) = state.log_health() {
         out.gauge(

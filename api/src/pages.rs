@@ -7,11 +7,13 @@
 //! **Boundary:** like the dashboard, files only; same-origin content security policy,
 //! and the token never leaves the page except to `/graphql`.
 
-use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY};
+use axum::http::header::REFERRER_POLICY;
 use axum::http::HeaderValue;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+
+use crate::static_files::{file, CSS, HTML, JS};
 
 const INDEX_HTML: &str = include_str!("../assets/account/index.html");
 const ACCOUNT_JS: &str = include_str!("../assets/account/account.js");
@@ -21,34 +23,21 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/", get(index))
-        .route("/confirm-sign-up", get(index))
-        .route("/reset-password", get(index))
-        .route("/confirm-email", get(index))
-        .route("/account/account.js", get(script))
-        .route("/account/account.css", get(style))
+    let page = || asset(HTML, INDEX_HTML);
+    let mut router = Router::new()
+        .route("/account/account.js", get(|| asset(JS, ACCOUNT_JS)))
+        .route("/account/account.css", get(|| asset(CSS, ACCOUNT_CSS)));
+    for path in ["/", "/confirm-sign-up", "/reset-password", "/confirm-email"] {
+        router = router.route(path, get(page));
+    }
+    router
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    let mut response = body.into_response();
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(POLICY));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+async fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut response = file(content_type, POLICY, body);
     // The one-time token is in the page's address: never send it on as a referrer.
-    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     response
-}
-
-async fn index() -> Response {
-    asset("text/html; charset=utf-8", INDEX_HTML)
-}
-
-async fn script() -> Response {
-    asset("text/javascript; charset=utf-8", ACCOUNT_JS)
-}
-
-async fn style() -> Response {
-    asset("text/css; charset=utf-8", ACCOUNT_CSS)
+        .headers_mut()
+        .insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
 }

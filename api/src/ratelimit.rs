@@ -98,12 +98,17 @@ pub(crate) fn bucket_key(client: IpAddr) -> IpAddr {
 mod tests {
     use super::*;
 
-    #[test]
-    fn limits_after_burst_per_address() {
-        let limiter = RateLimiter::new(RateLimitConfig {
+    /// Two requests at once, then one a minute.
+    fn burst_of_two() -> RateLimiter {
+        RateLimiter::new(RateLimitConfig {
             burst: 2,
             per_minute: 1,
-        });
+        })
+    }
+
+    #[test]
+    fn limits_after_burst_per_address() {
+        let limiter = burst_of_two();
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         assert!(limiter.check(a).is_ok());
@@ -115,10 +120,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_client_is_limited_by_its_64() {
-        let limiter = RateLimiter::new(RateLimitConfig {
-            burst: 2,
-            per_minute: 1,
-        });
+        let limiter = burst_of_two();
         let first: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aula_eventlog::testing::TestDatabase;
-use serde_json::{json, Value};
-use support::cdp::Browser;
+use serde_json::json;
+use support::cdp::{click, Browser};
 use support::graphql as gql;
 use support::service::Service;
 
@@ -21,8 +21,6 @@ fn set(selector: &str, value: &str) -> String {
         serde_json::to_string(value).unwrap()
     )
 }
-
-const SUBMIT: &str = "(() => { document.querySelector('#submit').click(); return true; })()";
 
 /// The link to `path` in the newest `.eml` of `outbox` that holds one, decoded from
 /// quoted-printable, moved onto `base` (the e-mails name the configured public URL).
@@ -57,16 +55,6 @@ async fn link_in_outbox(outbox: &Path, path: &str, base: &str) -> String {
     }
 }
 
-async fn login(client: &reqwest::Client, base: &str, email: &str, password: &str) -> Value {
-    gql(
-        client,
-        base,
-        "mutation($e: String!, $p: String!) { login(input: { email: $e, password: $p }) { accessToken } }",
-        json!({ "e": email, "p": password }),
-    )
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_person_finishes_sign_up_and_password_reset_from_the_emailed_links() {
     support::cdp::require_chromium();
@@ -91,14 +79,7 @@ async fn a_person_finishes_sign_up_and_password_reset_from_the_emailed_links() {
 
     // Sign up through the API, then finish from the e-mailed link.
     let email = "new.manager@aula.test";
-    let r = gql(
-        &client,
-        &base,
-        "mutation($e: String!) { signUp(input: { email: $e }) { accepted } }",
-        json!({ "e": email }),
-    )
-    .await;
-    assert_eq!(r["data"]["signUp"]["accepted"], true, "{r}");
+    support::sign_up(&client, &base, email).await;
     let link = link_in_outbox(&outbox, "/confirm-sign-up?", &base).await;
     browser.navigate(&link).await;
     browser
@@ -116,7 +97,7 @@ async fn a_person_finishes_sign_up_and_password_reset_from_the_emailed_links() {
     ] {
         browser.eval(&set(selector, value)).await;
     }
-    browser.eval(SUBMIT).await;
+    browser.eval(&click("#submit")).await;
     browser
         .wait_for(
             "document.querySelector('#done')",
@@ -125,8 +106,8 @@ async fn a_person_finishes_sign_up_and_password_reset_from_the_emailed_links() {
         )
         .await;
     browser.screenshot(&shots.join("01-signed-up.png")).await;
-    let r = login(&client, &base, email, "first password 1").await;
-    assert!(r["data"]["login"]["accessToken"].is_string(), "{r}");
+    // Signing in with the new password works.
+    support::login(&client, &base, email, "first password 1").await;
 
     // Forgot the password: the reset link, then the new password works.
     let r = gql(
@@ -146,12 +127,11 @@ async fn a_person_finishes_sign_up_and_password_reset_from_the_emailed_links() {
     browser
         .eval(&set("#newPassword", "second password 2"))
         .await;
-    browser.eval(SUBMIT).await;
+    browser.eval(&click("#submit")).await;
     browser
         .wait_for("document.querySelector('#done')", "the reset done", &shots)
         .await;
-    let r = login(&client, &base, email, "second password 2").await;
-    assert!(r["data"]["login"]["accessToken"].is_string(), "{r}");
+    support::login(&client, &base, email, "second password 2").await;
     // The link worked once: sending the form again is refused, in plain words.
     browser.navigate(&link).await;
     browser
@@ -163,7 +143,7 @@ async fn a_person_finishes_sign_up_and_password_reset_from_the_emailed_links() {
         .await;
     browser.eval(&set("#email", email)).await;
     browser.eval(&set("#newPassword", "third password 3")).await;
-    browser.eval(SUBMIT).await;
+    browser.eval(&click("#submit")).await;
     browser
         .wait_for(
             "document.querySelector('#status.error') && document.querySelector('#status').innerText.includes('RESET_TOKEN')",

@@ -9,46 +9,16 @@
 
 use crate::support;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use aula_eventlog::testing::TestDatabase;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::cdp::{click, Browser};
-use support::free_port;
-use support::service::Service;
+use support::dashboard::{
+    filter_institution, open_login, sign_in, sign_out, stage, Stage, LIST_READY,
+};
+use support::{confirm_sign_up, free_port, graphql, graphql_as, login, poll_db, sign_up};
 
 const PASSWORD: &str = "dashboard password 1";
-
-fn screenshots() -> PathBuf {
-    support::screenshot_dir("dashboard-insights-screenshots")
-}
-
-use support::poll_db;
-
-async fn graphql(base: &str, token: Option<&str>, query: &str, variables: Value) -> Value {
-    let mut request = reqwest::Client::new()
-        .post(format!("{base}/graphql"))
-        .json(&json!({ "query": query, "variables": variables }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    request.send().await.unwrap().json().await.unwrap()
-}
-
-async fn login(base: &str, email: &str) -> String {
-    let r = graphql(
-        base,
-        None,
-        "mutation($input: LoginInput!) { login(input: $input) { accessToken } }",
-        json!({ "input": { "email": email, "password": PASSWORD } }),
-    )
-    .await;
-    r["data"]["login"]["accessToken"]
-        .as_str()
-        .unwrap_or_else(|| panic!("login failed: {r}"))
-        .to_owned()
-}
 
 /// The raw one-time token of the latest event of `event_type` for `email`'s account.
 async fn raw_token(pool: &sqlx::PgPool, sql_filter: &str) -> String {
@@ -69,41 +39,6 @@ async fn raw_token(pool: &sqlx::PgPool, sql_filter: &str) -> String {
     }
 }
 
-async fn sign_in(browser: &Browser, email: &str) {
-    browser.eval("(() => { const e = document.getElementById('login-email'); e.value = ''; e.focus(); return true; })()").await;
-    browser.type_text(email).await;
-    browser
-        .eval("document.getElementById('login-password').focus()")
-        .await;
-    browser.type_text(PASSWORD).await;
-    browser.eval(&click("#login-submit")).await;
-}
-
-async fn sign_out(browser: &Browser, base: &str, shots: &Path) {
-    browser.eval(&click("#logout")).await;
-    browser.navigate(&format!("{base}/admin")).await;
-    browser
-        .wait_for(
-            "!document.getElementById('login-view').hidden",
-            "the login form",
-            shots,
-        )
-        .await;
-}
-
-const LIST_READY: &str = "document.getElementById('list').dataset.state === 'ready' && !document.getElementById('list-body').hasAttribute('aria-busy')";
-
-async fn sign_up(base: &str, email: &str) {
-    let r = graphql(
-        base,
-        None,
-        "mutation($input: SignUpInput!) { signUp(input: $input) { accepted } }",
-        json!({ "input": { "email": email } }),
-    )
-    .await;
-    assert!(r["errors"].is_null(), "{r}");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
     if support::in_own_process(
@@ -114,41 +49,34 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
     {
         return;
     }
-    let shots = screenshots();
-    println!("dashboard screenshots: {}", shots.display());
-    support::cdp::require_chromium();
-    let db = TestDatabase::new().await;
-    support::mail_to_port_with_quick_retries(free_port(), 60);
-    let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
+    let Stage { shots, db, service } = stage("dashboard-insights-screenshots", free_port()).await;
     let base = service.base.clone();
+    let client = reqwest::Client::new();
 
     let admin_email = "admin@aula.test";
     aula_api::create_admin(&db.pool, admin_email, PASSWORD)
         .await
         .unwrap();
-    let admin = login(&base, admin_email).await;
+    let admin = login(&client, &base, admin_email, PASSWORD).await;
     // A manager and its institution (the sign-up e-mail fails; its token is stashed).
     let manager_email = "maria@escola.test";
-    sign_up(&base, manager_email).await;
+    sign_up(&client, &base, manager_email).await;
     let token = raw_token(
         &db.pool,
         &format!("e.payload->>'email' = '{manager_email}'"),
     )
     .await;
-    let confirmed = graphql(
+    let institution = confirm_sign_up(
+        &client,
         &base,
-        None,
-        "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { institutionId } }",
-        json!({ "input": { "email": manager_email, "token": token, "name": "Maria Manager",
-                           "password": PASSWORD, "institutionName": "Escola Norte" } }),
+        manager_email,
+        &token,
+        PASSWORD,
+        "Escola Norte",
     )
     .await;
-    let institution = confirmed["data"]["confirmSignUp"]["institutionId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("confirmSignUp failed: {confirmed}"))
-        .to_owned();
     for i in 0..3 {
-        sign_up(&base, &format!("applicant{i}@escola.test")).await;
+        sign_up(&client, &base, &format!("applicant{i}@escola.test")).await;
     }
     poll_db(
         &db.pool,
@@ -159,7 +87,8 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
     .await;
     // A platform-wide observer, made by the admin, with a password of its own.
     let observer_email = "olga@support.test";
-    let created = graphql(
+    let created = graphql_as(
+        &client,
         &base,
         Some(&admin),
         "mutation($input: CreateObserverInput!) { createObserver(input: $input) { id institutionId } }",
@@ -172,8 +101,8 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
         .to_owned();
     assert!(created["data"]["createObserver"]["institutionId"].is_null());
     let requested = graphql(
+        &client,
         &base,
-        None,
         "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }",
         json!({ "e": observer_email }),
     )
@@ -185,8 +114,8 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
     )
     .await;
     let reset = graphql(
+        &client,
         &base,
-        None,
         "mutation($input: ResetPasswordInput!) { resetPassword(input: $input) { id } }",
         json!({ "input": { "email": observer_email, "token": reset_token, "newPassword": PASSWORD } }),
     )
@@ -195,15 +124,8 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
 
     let browser = Browser::start().await;
     browser.viewport(1280, 1000, false).await;
-    browser.navigate(&format!("{base}/admin")).await;
-    browser
-        .wait_for(
-            "!document.getElementById('login-view').hidden",
-            "the login form",
-            &shots,
-        )
-        .await;
-    sign_in(&browser, admin_email).await;
+    open_login(&browser, &format!("{base}/admin"), &shots).await;
+    sign_in(&browser, admin_email, PASSWORD).await;
     browser
         .wait_for(
             &format!("!document.getElementById('app-view').hidden && {LIST_READY}"),
@@ -244,7 +166,7 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
     browser
         .eval("(() => { const r = document.querySelector('#list-body tr[data-event-id]'); r.dataset.mark = 'kept'; r.querySelector('button').focus(); window.scrollTo(0, 120); return true; })()")
         .await;
-    sign_up(&base, "live@escola.test").await;
+    sign_up(&client, &base, "live@escola.test").await;
     browser
         .wait_for(
             "document.querySelector('#list-body tr.fresh') !== null
@@ -273,7 +195,7 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
         .eval("(document.querySelectorAll('#list-body tr').forEach(r => r.classList.remove('fresh')), true)")
         .await;
     assert_eq!(marked, json!(true));
-    sign_up(&base, "paused@escola.test").await;
+    sign_up(&client, &base, "paused@escola.test").await;
     poll_db(
         &db.pool,
         "SELECT count(*) FROM admin_events a JOIN events e USING (event_id) WHERE e.payload->>'email' = 'paused@escola.test'",
@@ -325,9 +247,7 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
 
     // The institution filter takes the 8 characters the table shows.
     let short = &institution[..8];
-    browser
-        .eval(&format!("(() => {{ document.getElementById('f-institution').value = '{short}'; document.getElementById('apply-filters').click(); return true; }})()"))
-        .await;
+    filter_institution(&browser, short).await;
     browser
         .wait_for(
             &format!("{LIST_READY} && location.search.includes('institution={institution}')
@@ -338,9 +258,7 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
         )
         .await;
     // An id that names nothing: said beside the field, and no paging on.
-    browser
-        .eval("(() => { document.getElementById('f-institution').value = 'ffffffff'; document.getElementById('apply-filters').click(); return true; })()")
-        .await;
+    filter_institution(&browser, "ffffffff").await;
     browser
         .wait_for(
             "!document.getElementById('f-institution-error').hidden
@@ -401,7 +319,7 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
 
     // The observer: sees everything, can change nothing.
     sign_out(&browser, &base, &shots).await;
-    sign_in(&browser, observer_email).await;
+    sign_in(&browser, observer_email, PASSWORD).await;
     browser
         .wait_for(
             &format!(
@@ -441,14 +359,15 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
         )
         .await;
     // The API agrees: the observer's token reprocesses nothing.
-    let observer = login(&base, observer_email).await;
+    let observer = login(&client, &base, observer_email, PASSWORD).await;
     let event: String = sqlx::query_scalar(
         "SELECT event_id::text FROM admin_events WHERE status = 'failed' LIMIT 1",
     )
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    let refused = graphql(
+    let refused = graphql_as(
+        &client,
         &base,
         Some(&observer),
         "mutation($e: UUID!) { reprocessEvent(eventId: $e) { eventId } }",
@@ -462,7 +381,7 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
 
     // A manager's header covers its institution.
     sign_out(&browser, &base, &shots).await;
-    sign_in(&browser, manager_email).await;
+    sign_in(&browser, manager_email, PASSWORD).await;
     browser
         .wait_for(
             "!document.getElementById('app-view').hidden && !document.getElementById('summary').hidden
@@ -475,8 +394,7 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
         .await;
     browser.screenshot(&shots.join("06-manager.png")).await;
 
-    let errors = browser.page_errors.lock().unwrap().clone();
-    assert!(errors.is_empty(), "the page reported errors: {errors:?}");
+    browser.assert_no_page_errors();
     drop(browser);
     service.stop(Duration::from_secs(60)).await;
 }

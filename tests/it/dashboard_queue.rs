@@ -11,13 +11,14 @@
 use crate::support;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aula::cli::{GlobalArgs, LogFormat, ServeArgs};
 use aula_eventlog::testing::TestDatabase;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::cdp::Browser;
-use support::{database_url, free_port};
+use support::dashboard::{open_login, sign_in, LIST_READY};
+use support::service::Service;
+use support::{free_port, graphql_as, login, poll_db};
 
 const PASSWORD: &str = "dashboard password 1";
 const KIND: &str = "email.signup_confirmation";
@@ -25,33 +26,6 @@ const KIND: &str = "email.signup_confirmation";
 fn screenshots() -> PathBuf {
     support::screenshot_dir("dashboard-queue-screenshots")
 }
-
-use support::poll_db;
-
-async fn graphql(
-    client: &reqwest::Client,
-    base: &str,
-    token: Option<&str>,
-    query: &str,
-    variables: Value,
-) -> Value {
-    let mut request = client
-        .post(format!("{base}/graphql"))
-        .json(&json!({ "query": query, "variables": variables }));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    request.send().await.unwrap().json().await.unwrap()
-}
-
-fn click(selector: &str) -> String {
-    format!(
-        "(() => {{ const n = document.querySelector({sel}); if (!n) throw new Error('no ' + {sel}); n.click(); return true; }})()",
-        sel = serde_json::to_string(selector).unwrap()
-    )
-}
-
-const LIST_READY: &str = "document.getElementById('list').dataset.state === 'ready' && !document.getElementById('list-body').hasAttribute('aria-busy')";
 
 /// The id of the sign-up task of `email`.
 async fn task_of(pool: &sqlx::PgPool, email: &str) -> i64 {
@@ -66,6 +40,18 @@ async fn task_of(pool: &sqlx::PgPool, email: &str) -> i64 {
     .unwrap()
 }
 
+/// Column `column` of task `id`, as the database has it now.
+async fn task_column<T>(pool: &sqlx::PgPool, column: &str, id: i64) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+{
+    sqlx::query_scalar(&format!("SELECT {column} FROM tasks WHERE id = $1"))
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_and_pauses() {
     if support::in_own_process(
@@ -77,76 +63,20 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         return;
     }
     let shots = screenshots();
-    let chromium = support::cdp::ensure_chromium();
-    assert!(
-        chromium.exists(),
-        "headless Chromium is required and was not found at {}",
-        chromium.display()
-    );
+    support::cdp::require_chromium();
 
     let db = TestDatabase::new().await;
     // Nothing listens on the SMTP port: each e-mail fails and waits ten minutes for its
     // retry, so it stays `retrying` for the whole test.
-    std::env::set_var("SMTP_URL", format!("smtp://127.0.0.1:{}", free_port()));
-    std::env::set_var("AULA_RETRY_BASE_MS", "600000");
-    std::env::set_var("AULA_RETRY_MAX_MS", "600000");
-    std::env::set_var("AULA_WORKER_POLL_MS", "100");
-    let http_port = free_port();
-    let base = format!("http://127.0.0.1:{http_port}");
-    let data_dir = std::env::temp_dir().join(format!(
-        "aula-dashboard-queue-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let global = GlobalArgs {
-        database_url: Some(database_url(&db)),
-        data_dir: data_dir.clone(),
-        log_format: LogFormat::Text,
-    };
-    let args = ServeArgs {
-        http_addr: ([127, 0, 0, 1], http_port).into(),
-        token_secret: Some("dashboard queue test secret, 32 bytes or more".into()),
-        token_ttl_minutes: 60,
-        drain_seconds: 0,
-        ..ServeArgs::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(async move {
-        aula::serve::serve(&global, &args, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    support::mail_to_port(free_port(), 600_000, 600_000);
+    let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
+    let base = service.base.clone();
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = client.get(format!("{base}/ready")).send().await;
-        if matches!(&ready, Ok(r) if r.status().is_success()) {
-            break;
-        }
-        assert!(!service.is_finished(), "the service stopped at start-up");
-        assert!(Instant::now() < deadline, "the service was not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let admin_email = "queue-admin@aula.test";
     aula_api::create_admin(&db.pool, admin_email, PASSWORD)
         .await
         .unwrap();
-    let sign_up = |email: &'static str| {
-        let client = client.clone();
-        let base = base.clone();
-        async move {
-            let r = graphql(
-                &client,
-                &base,
-                None,
-                "mutation($input: SignUpInput!) { signUp(input: $input) { accepted } }",
-                json!({ "input": { "email": email } }),
-            )
-            .await;
-            assert!(r["errors"].is_null(), "{r}");
-        }
-    };
-    sign_up("first@escola.test").await;
+    support::sign_up(&client, &base, "first@escola.test").await;
     poll_db(
         &db.pool,
         &format!("SELECT count(*) FROM tasks WHERE kind = '{KIND}' AND status = 'pending' AND last_error IS NOT NULL"),
@@ -158,23 +88,13 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
 
     let browser = Browser::start().await;
     browser.viewport(1280, 900, false).await;
-    browser
-        .navigate(&format!("{base}/admin?tab=tasks&status=retrying"))
-        .await;
-    browser
-        .wait_for(
-            "!document.getElementById('login-view').hidden",
-            "the login form",
-            &shots,
-        )
-        .await;
-    browser.eval("(() => { const e = document.getElementById('login-email'); e.value = ''; e.focus(); return true; })()").await;
-    browser.type_text(admin_email).await;
-    browser
-        .eval("document.getElementById('login-password').focus()")
-        .await;
-    browser.type_text(PASSWORD).await;
-    browser.eval(&click("#login-submit")).await;
+    open_login(
+        &browser,
+        &format!("{base}/admin?tab=tasks&status=retrying"),
+        &shots,
+    )
+    .await;
+    sign_in(&browser, admin_email, PASSWORD).await;
 
     // Retrying: filtered, with its next run ten minutes ahead, and counted in the header.
     browser
@@ -206,9 +126,9 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
             "(() => {{ document.getElementById('pause-kind').value = '{KIND}'; return true; }})()"
         ))
         .await;
-    browser.eval(&click("#pause-submit")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#pause-submit",
             &format!(
                 "(() => {{ const li = document.querySelector('[data-paused-kind=\"{KIND}\"]');
               return li && li.textContent.includes('1 waiting')
@@ -219,7 +139,7 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         )
         .await;
     // A task of the paused kind issued now is parked by the workers, never run.
-    sign_up("second@escola.test").await;
+    support::sign_up(&client, &base, "second@escola.test").await;
     poll_db(
         &db.pool,
         &format!("SELECT count(*) FROM tasks WHERE kind = '{KIND}' AND status = 'paused'"),
@@ -249,12 +169,8 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         .await;
     browser.screenshot(&shots.join("02-paused.png")).await;
     browser
-        .eval(&click(&format!(
-            "#list-body tr[data-task-id='{second}'] td.open button"
-        )))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            &format!("#list-body tr[data-task-id='{second}'] td.open button"),
             &format!(
                 "document.getElementById('drawer').dataset.state === 'ready'
               && document.querySelector('#drawer-body [data-cancel=\"{second}\"]')"
@@ -264,25 +180,19 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         )
         .await;
     browser
-        .eval(&click(&format!("#drawer-body [data-cancel='{second}']")))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            &format!("#drawer-body [data-cancel='{second}']"),
             "document.activeElement && document.activeElement.dataset.confirm === 'cancel'",
             "the inline confirmation, focused",
             &shots,
         )
         .await;
-    let status: String = sqlx::query_scalar("SELECT status FROM tasks WHERE id = $1")
-        .bind(second)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let status: String = task_column(&db.pool, "status", second).await;
     assert_eq!(status, "paused", "nothing happens before the confirmation");
     browser.screenshot(&shots.join("03-confirm.png")).await;
-    browser.eval(&click("[data-confirm='cancel']")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "[data-confirm='cancel']",
             &format!("document.querySelector('#drawer-body .task[data-task-id=\"{second}\"]').dataset.status === 'cancelled'
               && document.getElementById('drawer-action-status').textContent.includes('cancelled')"),
             "the cancelled task in the drawer",
@@ -303,47 +213,30 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         )
         .await;
     browser
-        .eval(&click(&format!(
-            "#list-body tr[data-task-id='{first}'] td.open button"
-        )))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            &format!("#list-body tr[data-task-id='{first}'] td.open button"),
             &format!("document.getElementById('drawer').dataset.state === 'ready' && document.getElementById('priority-{first}')"),
             "the priority field",
             &shots,
         )
         .await;
+    browser.fill(&format!("priority-{first}"), "3").await;
     browser
-        .eval(&format!(
-            "(() => {{ const i = document.getElementById('priority-{first}'); i.value = ''; i.focus(); return true; }})()"
-        ))
-        .await;
-    browser.type_text("3").await;
-    browser
-        .eval(&click(&format!("[data-set-priority='{first}']")))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            &format!("[data-set-priority='{first}']"),
             "document.getElementById('drawer-action-status').textContent.includes('→ 3')",
             "the priority change",
             &shots,
         )
         .await;
-    let priority: i16 = sqlx::query_scalar("SELECT priority FROM tasks WHERE id = $1")
-        .bind(first)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let priority: i16 = task_column(&db.pool, "priority", first).await;
     assert_eq!(priority, 3);
     browser.press("Escape").await;
 
     // Resume: the task is retrying again, still waiting for its run time.
     browser
-        .eval(&click(&format!("[data-resume='{KIND}']")))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            &format!("[data-resume='{KIND}']"),
             "document.getElementById('paused-list').textContent.includes('No task kind is paused')",
             "the resumed kind",
             &shots,
@@ -379,30 +272,24 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         )
         .await;
     browser
-        .eval(&click(&format!(
-            "#list-body tr[data-task-id='{first}'] td.open button"
-        )))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            &format!("#list-body tr[data-task-id='{first}'] td.open button"),
             &format!("document.querySelector('#drawer-body [data-release=\"{first}\"]')"),
             "the Force release button",
             &shots,
         )
         .await;
     browser
-        .eval(&click(&format!("#drawer-body [data-release='{first}']")))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            &format!("#drawer-body [data-release='{first}']"),
             "document.activeElement && document.activeElement.dataset.confirm === 'release'",
             "the release confirmation, focused",
             &shots,
         )
         .await;
-    browser.eval(&click("[data-confirm='release']")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "[data-confirm='release']",
             "document.getElementById('drawer-action-status').textContent.includes('is retrying now')",
             "the released task",
             &shots,
@@ -412,18 +299,11 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
 
     // Reprocess the first sign-up with priority 2 from the same drawer: the copy's task
     // is queued at 2, not at its kind's 10.
-    let original: uuid::Uuid = sqlx::query_scalar("SELECT event_id FROM tasks WHERE id = $1")
-        .bind(first)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let original: uuid::Uuid = task_column(&db.pool, "event_id", first).await;
+    browser.fill("drawer-priority", "2").await;
     browser
-        .eval("(() => { const i = document.getElementById('drawer-priority'); i.value = ''; i.focus(); return true; })()")
-        .await;
-    browser.type_text("2").await;
-    browser.eval(&click("#drawer-reprocess-priority")).await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            "#drawer-reprocess-priority",
             "document.getElementById('drawer-action-status').textContent.includes('at priority 2')",
             "the reprocessed copy",
             &shots,
@@ -441,21 +321,8 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
     .await;
 
     // The audit trail of everything above, newest first.
-    let token: String = {
-        let r = graphql(
-            &client,
-            &base,
-            None,
-            "mutation($input: LoginInput!) { login(input: $input) { accessToken } }",
-            json!({ "input": { "email": admin_email, "password": PASSWORD } }),
-        )
-        .await;
-        r["data"]["login"]["accessToken"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{r}"))
-            .to_owned()
-    };
-    let r = graphql(
+    let token = login(&client, &base, admin_email, PASSWORD).await;
+    let r = graphql_as(
         &client,
         &base,
         Some(&token),
@@ -474,14 +341,7 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         ["force_release", "resume", "set_priority", "cancel", "pause"]
     );
 
-    let errors = browser.page_errors.lock().unwrap().clone();
-    assert!(errors.is_empty(), "the page reported errors: {errors:?}");
+    browser.assert_no_page_errors();
     drop(browser);
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(60), service)
-        .await
-        .expect("the service stopped")
-        .unwrap()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(data_dir);
+    service.stop(Duration::from_secs(60)).await;
 }

@@ -8,28 +8,19 @@
 
 use crate::support;
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use aula_domain::institution::{Institution, InstitutionCommand, InstitutionServices};
 use aula_domain::values::{InstitutionName, UserId};
-use aula_eventlog::testing::TestDatabase;
 use aula_eventlog::{Actor, CommandBus, EventMetadata};
 use support::cdp::{click, Browser};
+use support::dashboard::{open_login, sign_in, stage, Stage, LIST_READY, LIST_SETTLED};
 use support::free_port;
-use support::service::Service;
 use uuid::Uuid;
 
 const PASSWORD: &str = "dashboard password 2";
 const ENROLLMENT: &str = "EnrollmentRequested";
-
-fn screenshots() -> PathBuf {
-    support::screenshot_dir("dashboard-reprocess-screenshots")
-}
-
-const LIST_READY: &str = "document.getElementById('list').dataset.state === 'ready' && !document.getElementById('list-body').hasAttribute('aria-busy')";
-const LIST_SETTLED: &str = "['ready', 'empty'].includes(document.getElementById('list').dataset.state) && !document.getElementById('list-body').hasAttribute('aria-busy')";
 
 async fn scalar(pool: &sqlx::PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
@@ -45,13 +36,9 @@ async fn a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved() {
     {
         return;
     }
-    let shots = screenshots();
-    support::cdp::require_chromium();
-    let db = TestDatabase::new().await;
     // Nothing listens on the SMTP port yet: every e-mail fails until its retries end.
     let smtp_port = free_port();
-    support::mail_to_port_with_quick_retries(smtp_port, 60);
-    let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
+    let Stage { shots, db, service } = stage("dashboard-reprocess-screenshots", smtp_port).await;
     let base = service.base.clone();
     aula_api::create_admin(&db.pool, "admin@aula.test", PASSWORD)
         .await
@@ -103,25 +90,13 @@ async fn a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved() {
     .await;
     let browser = Browser::start().await;
     browser.viewport(1280, 900, false).await;
-    browser
-        .navigate(&format!(
-            "{base}/admin?types={ENROLLMENT}&status=unresolved"
-        ))
-        .await;
-    browser
-        .wait_for(
-            "!document.getElementById('login-view').hidden",
-            "the login form",
-            &shots,
-        )
-        .await;
-    browser.eval("(() => { const e = document.getElementById('login-email'); e.value = ''; e.focus(); return true; })()").await;
-    browser.type_text("admin@aula.test").await;
-    browser
-        .eval("document.getElementById('login-password').focus()")
-        .await;
-    browser.type_text(PASSWORD).await;
-    browser.eval(&click("#login-submit")).await;
+    open_login(
+        &browser,
+        &format!("{base}/admin?types={ENROLLMENT}&status=unresolved"),
+        &shots,
+    )
+    .await;
+    sign_in(&browser, "admin@aula.test", PASSWORD).await;
     let rows = "document.querySelectorAll('#list-body tr[data-event-id]').length";
     browser
         .wait_for(

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use aula_api::{ApiConfig, AppState, Secret};
 use aula_eventlog::testing::TestDatabase;
-use serde_json::{json, Value};
-use support::cdp::Browser;
+use serde_json::json;
+use support::cdp::{click, Browser};
 
 /// Records every content-security-policy violation of the page, from before its first
 /// script runs.
@@ -37,9 +37,7 @@ async fn run(browser: &Browser, query: &str) {
         ))
         .await;
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-    browser
-        .eval("(() => { document.querySelector('.graphiql-execute-button').click(); return true; })()")
-        .await;
+    browser.eval(&click(".graphiql-execute-button")).await;
 }
 
 fn response_contains(text: &str) -> String {
@@ -94,22 +92,7 @@ async fn graphiql_runs_offline_from_embedded_assets() {
     aula_api::create_admin(&db.pool, "graphiql.admin@aula.test", password)
         .await
         .unwrap();
-    let login: Value = client
-        .post(format!("{base}/graphql"))
-        .json(&json!({
-            "query": "mutation($p: String!) { login(input: { email: \"graphiql.admin@aula.test\", password: $p }) { accessToken } }",
-            "variables": { "p": password },
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["data"]["login"]["accessToken"]
-        .as_str()
-        .unwrap_or_else(|| panic!("login failed: {login}"))
-        .to_owned();
+    let token = support::login(&client, &base, "graphiql.admin@aula.test", password).await;
 
     let browser = Browser::start().await;
     browser
@@ -162,7 +145,7 @@ async fn graphiql_runs_offline_from_embedded_assets() {
 
     // A dialog (Radix UI) opens too.
     browser
-        .eval("(() => { document.querySelector('button[aria-label=\"Open settings dialog\"]').click(); return true; })()")
+        .eval(&click("button[aria-label=\"Open settings dialog\"]"))
         .await;
     browser
         .wait_for(
@@ -174,7 +157,7 @@ async fn graphiql_runs_offline_from_embedded_assets() {
     browser.screenshot(&shots.join("03-settings.png")).await;
     browser.press("Escape").await;
     browser
-        .eval("(() => { document.querySelector('button[aria-label=\"Show Documentation Explorer\"]').click(); return true; })()")
+        .eval(&click("button[aria-label=\"Show Documentation Explorer\"]"))
         .await;
     browser
         .wait_for(

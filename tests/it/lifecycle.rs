@@ -101,6 +101,19 @@ async fn fails(mut command: tokio::process::Command, within: Duration) -> (Strin
     (stderr, started.elapsed())
 }
 
+/// Neither said nor done: no PostgreSQL in the output, none in the data directory.
+#[track_caller]
+fn assert_postgresql_not_started(stderr: &str, data_dir: &Path) {
+    assert!(
+        !stderr.contains("PostgreSQL"),
+        "PostgreSQL was started: {stderr}"
+    );
+    assert!(
+        !data_dir.join("postgres").exists(),
+        "PostgreSQL was started"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_busy_port_or_a_short_token_secret_is_reported_before_postgresql_starts() {
     let data_dir = scratch_dir();
@@ -115,14 +128,7 @@ async fn a_busy_port_or_a_short_token_secret_is_reported_before_postgresql_start
         stderr.contains(&busy) && stderr.contains("already in use"),
         "{stderr}"
     );
-    assert!(
-        !stderr.contains("PostgreSQL"),
-        "PostgreSQL was started: {stderr}"
-    );
-    assert!(
-        !data_dir.join("postgres").exists(),
-        "PostgreSQL was started"
-    );
+    assert_postgresql_not_started(&stderr, &data_dir);
 
     let free = format!("127.0.0.1:{}", support::free_port());
     let mut short = aula(&data_dir, &["serve", "--http-addr", &free]);
@@ -132,14 +138,7 @@ async fn a_busy_port_or_a_short_token_secret_is_reported_before_postgresql_start
         stderr.contains("AULA_TOKEN_SECRET") && stderr.contains("at least 32"),
         "{stderr}"
     );
-    assert!(
-        !stderr.contains("PostgreSQL"),
-        "PostgreSQL was started: {stderr}"
-    );
-    assert!(
-        !data_dir.join("postgres").exists(),
-        "PostgreSQL was started"
-    );
+    assert_postgresql_not_started(&stderr, &data_dir);
     drop(taken);
     let _ = std::fs::remove_dir_all(&data_dir);
 }

@@ -17,8 +17,7 @@ use crate::support;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aula::cli::LogFormat;
@@ -31,35 +30,9 @@ use aula_processor::{FileMailer, MailConfig, ProcessorConfig};
 use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SpanData};
 use serde_json::{json, Value};
+use support::logs::Logs;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use uuid::Uuid;
-
-/// The log lines written so far.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn lines(&self) -> Vec<Value> {
-        let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .map(|line| {
-                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-            })
-            .collect()
-    }
-}
 
 struct Installed {
     spans: InMemorySpanExporter,
@@ -320,27 +293,16 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
     let insert = one("INSERT events", &|s| {
         s.parent_span_id == append.span_context.span_id()
     });
-    assert!(descends(command, root, &by_id), "command under the request");
-    assert!(
-        descends(append, command, &by_id),
-        "append under the command"
-    );
-    assert!(
-        descends(projection, command, &by_id),
-        "projection update under the command"
-    );
-    assert!(
-        descends(reaction, command, &by_id),
-        "reaction under the command"
-    );
-    assert!(
-        descends(task, command, &by_id),
-        "task attempt under the command"
-    );
-    assert!(
-        descends(send, task, &by_id),
-        "e-mail under its task attempt"
-    );
+    for (child, parent, what) in [
+        (command, root, "command under the request"),
+        (append, command, "append under the command"),
+        (projection, command, "projection update under the command"),
+        (reaction, command, "reaction under the command"),
+        (task, command, "task attempt under the command"),
+        (send, task, "e-mail under its task attempt"),
+    ] {
+        assert!(descends(child, parent, &by_id), "{what}");
+    }
     assert_eq!(attribute(send, "transport").as_deref(), Some("file"));
 
     // Messaging across the log: the append is a PRODUCER, its INSERT a database
@@ -393,7 +355,7 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
     );
 
     // Structured logs: the request's lines carry its id, the task's lines its ids.
-    let lines = installed.logs.lines();
+    let lines = installed.logs.json_lines();
     let request_line = lines
         .iter()
         .find(|l| {

@@ -538,6 +538,21 @@ function stateRow(text) {
   return el("tr", {}, el("td", { class: "state", colspan: columns().length }, text));
 }
 
+// One page of the view's list (tasks or events, filtered and sorted), after `after`.
+async function fetchPage(v, after) {
+  const sort = v.sort ? { field: v.sort, direction: v.dir } : null;
+  if (v.tab === "tasks") {
+    const data = await gql(`query($filter: AdminTaskFilter, $sort: AdminTaskSort, $after: String) {
+      adminTasks(filter: $filter, sort: $sort, first: 25, after: $after) { nodes { ${TASK_FIELDS} } nextCursor } }`,
+    { filter: taskFilter(v), sort, after });
+    return { nodes: data.adminTasks.nodes, next: data.adminTasks.nextCursor };
+  }
+  const data = await gql(`query($filter: AdminEventFilter, $sort: AdminEventSort, $after: String) {
+    adminEvents(filter: $filter, sort: $sort, first: 25, after: $after) { nodes { ${EVENT_FIELDS} } nextCursor } }`,
+  { filter: eventFilter(v), sort, after });
+  return { nodes: data.adminEvents.nodes, next: data.adminEvents.nextCursor };
+}
+
 let listRequest = 0;
 async function loadList() {
   const v = state.view;
@@ -550,20 +565,8 @@ async function loadList() {
   $("list").dataset.state = "loading";
   const request = ++listRequest;
   const after = state.cursors[state.page];
-  const sort = v.sort ? { field: v.sort, direction: v.dir } : null;
   try {
-    let nodes, next;
-    if (tasks) {
-      const data = await gql(`query($filter: AdminTaskFilter, $sort: AdminTaskSort, $after: String) {
-        adminTasks(filter: $filter, sort: $sort, first: 25, after: $after) { nodes { ${TASK_FIELDS} } nextCursor } }`,
-      { filter: taskFilter(v), sort, after });
-      ({ nodes, nextCursor: next } = data.adminTasks);
-    } else {
-      const data = await gql(`query($filter: AdminEventFilter, $sort: AdminEventSort, $after: String) {
-        adminEvents(filter: $filter, sort: $sort, first: 25, after: $after) { nodes { ${EVENT_FIELDS} } nextCursor } }`,
-      { filter: eventFilter(v), sort, after });
-      ({ nodes, nextCursor: next } = data.adminEvents);
-    }
+    const { nodes, next } = await fetchPage(v, after);
     if (request !== listRequest) return;
     state.next = next;
     if (!nodes.length) {

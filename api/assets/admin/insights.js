@@ -290,22 +290,10 @@ async function refreshPage() {
   const tasks = v.tab === "tasks";
   const page = state.page;
   const after = state.cursors[page];
-  const sort = v.sort ? { field: v.sort, direction: v.dir } : null;
   const started = listRequest;
   insights.liveBusy = true;
   try {
-    let nodes, next;
-    if (tasks) {
-      const data = await gql(`query($filter: AdminTaskFilter, $sort: AdminTaskSort, $after: String) {
-        adminTasks(filter: $filter, sort: $sort, first: 25, after: $after) { nodes { ${TASK_FIELDS} } nextCursor } }`,
-      { filter: taskFilter(v), sort, after });
-      ({ nodes, nextCursor: next } = data.adminTasks);
-    } else {
-      const data = await gql(`query($filter: AdminEventFilter, $sort: AdminEventSort, $after: String) {
-        adminEvents(filter: $filter, sort: $sort, first: 25, after: $after) { nodes { ${EVENT_FIELDS} } nextCursor } }`,
-      { filter: eventFilter(v), sort, after });
-      ({ nodes, nextCursor: next } = data.adminEvents);
-    }
+    const { nodes, next } = await fetchPage(v, after);
     // A load of another page or filter started meanwhile: it draws the list.
     if (started !== listRequest || state.view !== v || state.page !== page || !insights.live) return;
     patchList(nodes, next, tasks);

@@ -12,11 +12,11 @@ use aula_projections::enrollments;
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
-use super::query::page_size;
+use super::query::paged;
 use super::read_models::{bad_cursor, filter_text, Enrollment, SortDirection, WATCHERS};
 use super::types::{parse_status, BigInt};
 use super::{request, state};
-use crate::auth::{self, Claims};
+use crate::auth;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -193,9 +193,7 @@ async fn people(
     first: i32,
     after: Option<String>,
 ) -> Result<PersonPage, ApiError> {
-    let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
-    let state = state(ctx);
-    let first = page_size(first, state.config.max_page_size)?;
+    let (claims, state, first) = paged(ctx, WATCHERS, first)?;
     let filter = filter.unwrap_or_default();
     let institution_id = auth::read_scope(claims, filter.institution_id)?;
     let sort = sort.unwrap_or(PersonSort {
@@ -231,16 +229,21 @@ async fn people(
     })
 }
 
-/// The signed-in user's student or teacher record.
-async fn own_person(
-    state: &AppState,
-    claims: &Claims,
-    role: &str,
-) -> Result<Option<PersonRow>, ApiError> {
+/// The signed-in user's own record of `kind` (`student` or `teacher`), callers
+/// without `role` refused, with the state to read on with; none while the account has
+/// no such record.
+async fn own_person<'a>(
+    ctx: &Context<'a>,
+    role: DomainRole,
+    kind: &str,
+) -> Result<Option<(&'a AppState, PersonRow)>, ApiError> {
+    let claims = auth::require_role(request(ctx).claims.as_ref(), &[role])?;
+    let state = state(ctx);
     Ok(directory::people_of_user(&state.pool, claims.user_id)
         .await?
         .into_iter()
-        .find(|p| p.role == role))
+        .find(|p| p.role == kind)
+        .map(|person| (state, person)))
 }
 
 pub(crate) async fn course_names(
@@ -320,9 +323,7 @@ impl DirectoryQuery {
 
     /// The signed-in student's grades, oldest first. Students only.
     async fn my_grades(&self, ctx: &Context<'_>) -> Result<Vec<Grade>, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Student])?;
-        let state = state(ctx);
-        let Some(me) = own_person(state, claims, "student").await? else {
+        let Some((state, me)) = own_person(ctx, DomainRole::Student, "student").await? else {
             return Ok(Vec::new());
         };
         let rows = directory::grades_of_student(&state.pool, me.person_id).await?;
@@ -339,9 +340,7 @@ impl DirectoryQuery {
     /// The signed-in student's enrollments (those made with its e-mail), newest first,
     /// cancelled ones included. Students only.
     async fn my_enrollments(&self, ctx: &Context<'_>) -> Result<Vec<Enrollment>, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Student])?;
-        let state = state(ctx);
-        let Some(me) = own_person(state, claims, "student").await? else {
+        let Some((state, me)) = own_person(ctx, DomainRole::Student, "student").await? else {
             return Ok(Vec::new());
         };
         enrollments::enrollments_of_email(&state.pool, &me.email)
@@ -354,9 +353,7 @@ impl DirectoryQuery {
     /// The signed-in student's applications (those made with its e-mail), newest
     /// first, with their decisions. Students only.
     async fn my_applications(&self, ctx: &Context<'_>) -> Result<Vec<Application>, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Student])?;
-        let state = state(ctx);
-        let Some(me) = own_person(state, claims, "student").await? else {
+        let Some((state, me)) = own_person(ctx, DomainRole::Student, "student").await? else {
             return Ok(Vec::new());
         };
         let rows = directory::applications_of_email(&state.pool, &me.email).await?;
@@ -372,9 +369,7 @@ impl DirectoryQuery {
     /// The courses the signed-in teacher grades in (where it recorded or last changed
     /// a grade), by name. Teachers only.
     async fn my_courses(&self, ctx: &Context<'_>) -> Result<Vec<TeacherCourse>, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Teacher])?;
-        let state = state(ctx);
-        let Some(me) = own_person(state, claims, "teacher").await? else {
+        let Some((state, me)) = own_person(ctx, DomainRole::Teacher, "teacher").await? else {
             return Ok(Vec::new());
         };
         let grades = directory::grades_by_teacher(&state.pool, me.person_id).await?;
@@ -404,9 +399,7 @@ impl DirectoryQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The course.")] course_id: Uuid,
     ) -> Result<Vec<Person>, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Teacher])?;
-        let state = state(ctx);
-        let Some(me) = own_person(state, claims, "teacher").await? else {
+        let Some((state, me)) = own_person(ctx, DomainRole::Teacher, "teacher").await? else {
             return Ok(Vec::new());
         };
         let students: Vec<Uuid> = directory::grades_by_teacher(&state.pool, me.person_id)

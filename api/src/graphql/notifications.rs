@@ -10,8 +10,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::query::page_size;
-use super::read_models::bad_cursor;
+use super::query::{page_size, parse_cursor};
 use super::types::BigInt;
 use super::{request, state};
 use crate::auth::{self, Claims};
@@ -114,9 +113,7 @@ impl NotificationQuery {
         let claims = auth::require(request(ctx).claims.as_ref())?;
         let state = state(ctx);
         let first = page_size(first, state.config.max_page_size)?;
-        let after = after
-            .map(|a| a.parse::<i64>().map_err(|_| bad_cursor()))
-            .transpose()?;
+        let after = parse_cursor::<i64>(after)?;
         let mut rows = lookups::notifications_of(
             &state.pool,
             claims.user_id,

@@ -14,6 +14,7 @@ use super::read_models::{CourseCapacity, Enrollment};
 use super::state;
 use super::types::{BigInt, CommandResult, Me};
 use crate::error::ApiError;
+use crate::state::AppState;
 
 macro_rules! payload {
     ($(#[doc = $doc:literal])* $name:ident) => {
@@ -110,15 +111,17 @@ async fn person(ctx: &Context<'_>, id: Uuid) -> Result<Option<Person>, ApiError>
         .map(Into::into))
 }
 
+/// The name of one course, if it has one.
+async fn course_name(state: &AppState, id: Uuid) -> Result<Option<String>, ApiError> {
+    Ok(course_names(state, [id]).await?.remove(&id).flatten())
+}
+
 async fn grade(ctx: &Context<'_>, id: Uuid) -> Result<Option<Grade>, ApiError> {
     let state = state(ctx);
     let Some(row) = directory_model::grade(&state.pool, id).await? else {
         return Ok(None);
     };
-    let name = course_names(state, [row.course_id])
-        .await?
-        .remove(&row.course_id)
-        .flatten();
+    let name = course_name(state, row.course_id).await?;
     Ok(Some(Grade::from_row(row, name)))
 }
 
@@ -186,10 +189,7 @@ impl ApplyToCoursePayload {
         let Some(row) = directory_model::application(&state.pool, self.id).await? else {
             return Ok(None);
         };
-        let name = course_names(state, [row.course_id])
-            .await?
-            .remove(&row.course_id)
-            .flatten();
+        let name = course_name(state, row.course_id).await?;
         Application::from_row(row, name).map(Some)
     }
 }

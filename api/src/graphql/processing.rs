@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::admin_ops::{ensure_owner, event_owner};
-use super::query::page_size;
-use super::read_models::{bad_cursor, WATCHERS};
+use super::query::{paged, parse_cursor};
+use super::read_models::WATCHERS;
 use super::types::{parse_status, BigInt, CountedKind, TaskStatus};
 use super::{request, state};
 use crate::auth;
@@ -266,12 +266,8 @@ impl ProcessingQuery {
         #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
         #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<EventTaskPage, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
-        let state = state(ctx);
-        let first = page_size(first, state.config.max_page_size)?;
-        let after = after
-            .map(|a| a.parse::<i64>().map_err(|_| bad_cursor()))
-            .transpose()?;
+        let (claims, state, first) = paged(ctx, WATCHERS, first)?;
+        let after = parse_cursor::<i64>(after)?;
         ensure_owner(claims, event_owner(state, event_id).await?)?;
         let mut rows = lookups::event_tasks(&state.pool, event_id, after, first as i64 + 1).await?;
         let next_cursor = if rows.len() > first {

@@ -5,11 +5,13 @@ use async_graphql::{Context, Object, SimpleObject};
 use aula_domain::user::{Role as DomainRole, UserStatus};
 use uuid::Uuid;
 
+use super::read_models::bad_cursor;
 use super::types::{BigInt, Health, Me};
 use super::{request, state};
-use crate::auth;
+use crate::auth::{self, Claims};
 use crate::error::ApiError;
 use crate::freshness::wait_for_projections;
+use crate::state::AppState;
 
 #[derive(Default)]
 pub struct CoreQuery;
@@ -129,6 +131,27 @@ impl CoreQuery {
         campuses.truncate(first);
         Ok(campuses)
     }
+}
+
+/// What a paged list starts with: the caller, one of `roles`; the state; and the page
+/// size `first`, checked against the configured maximum.
+pub(crate) fn paged<'a>(
+    ctx: &Context<'a>,
+    roles: &[DomainRole],
+    first: i32,
+) -> Result<(&'a Claims, &'a AppState, usize), ApiError> {
+    let claims = auth::require_role(request(ctx).claims.as_ref(), roles)?;
+    let state = state(ctx);
+    Ok((claims, state, page_size(first, state.config.max_page_size)?))
+}
+
+/// The `after` of a paged list, parsed as the cursor type the list hands out.
+pub(crate) fn parse_cursor<T: std::str::FromStr>(
+    after: Option<String>,
+) -> Result<Option<T>, ApiError> {
+    after
+        .map(|a| a.parse::<T>().map_err(|_| bad_cursor()))
+        .transpose()
 }
 
 /// Checks a requested page size against the maximum.

@@ -6,12 +6,15 @@
 use async_graphql::{Context, Object, SimpleObject};
 use aula_domain::user::Role as DomainRole;
 use aula_eventlog::Actor;
-use aula_processor::controls::{self, ControlError, PRIORITY_RANGE};
+use aula_processor::controls::{
+    self, ControlError, KindControlled, TaskControlled, PRIORITY_RANGE,
+};
 use chrono::{DateTime, Utc};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::admin_ops::{ensure_owner, task_owner};
-use super::query::page_size;
+use super::query::paged;
 use super::read_models::{STAFF, WATCHERS};
 use super::types::{parse_status, BigInt, TaskStatus};
 use super::{request, state};
@@ -173,6 +176,35 @@ async fn task_operator<'a>(ctx: &Context<'a>, task_id: i64) -> Result<&'a Claims
     Ok(claims)
 }
 
+/// Cancelling or releasing a task: by its operators ([`task_operator`]), recorded
+/// under the caller.
+async fn control_task(
+    ctx: &Context<'_>,
+    task_id: i64,
+    control: impl AsyncFn(&PgPool, i64, &Actor) -> Result<TaskControlled, ControlError>,
+) -> Result<TaskControlled, ApiError> {
+    let claims = task_operator(ctx, task_id).await?;
+    control(&state(ctx).pool, task_id, &actor(claims))
+        .await
+        .map_err(control_error)
+}
+
+/// Pausing or resuming a kind: admins only (a kind serves every institution), for a
+/// known kind, recorded under the caller.
+async fn control_kind(
+    ctx: &Context<'_>,
+    kind: String,
+    control: impl AsyncFn(&PgPool, &str, &Actor) -> Result<KindControlled, ControlError>,
+) -> Result<KindControlled, ApiError> {
+    let claims = auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Admin])?;
+    validate! {
+        kind = kind_arg(kind),
+    }
+    control(&state(ctx).pool, &kind, &actor(claims))
+        .await
+        .map_err(control_error)
+}
+
 fn actor(claims: &Claims) -> Actor {
     Actor::User(claims.user_id)
 }
@@ -188,10 +220,7 @@ impl QueueControlMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The task to cancel.")] task_id: BigInt,
     ) -> Result<CancelTaskPayload, ApiError> {
-        let claims = task_operator(ctx, task_id.0).await?;
-        let done = controls::cancel_task(&state(ctx).pool, task_id.0, &actor(claims))
-            .await
-            .map_err(control_error)?;
+        let done = control_task(ctx, task_id.0, controls::cancel_task).await?;
         Ok(CancelTaskPayload {
             task_id,
             previous_status: parse_status(&done.from)?,
@@ -209,10 +238,7 @@ impl QueueControlMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The running task to release.")] task_id: BigInt,
     ) -> Result<ForceReleaseTaskPayload, ApiError> {
-        let claims = task_operator(ctx, task_id.0).await?;
-        let done = controls::force_release(&state(ctx).pool, task_id.0, &actor(claims))
-            .await
-            .map_err(control_error)?;
+        let done = control_task(ctx, task_id.0, controls::force_release).await?;
         Ok(ForceReleaseTaskPayload {
             task_id,
             status: parse_status(&done.to)?,
@@ -256,13 +282,7 @@ impl QueueControlMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The task kind (see `dashboardFacets`).")] kind: String,
     ) -> Result<PauseTaskKindPayload, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Admin])?;
-        validate! {
-            kind = kind_arg(kind),
-        }
-        let done = controls::pause_kind(&state(ctx).pool, &kind, &actor(claims))
-            .await
-            .map_err(control_error)?;
+        let done = control_kind(ctx, kind, controls::pause_kind).await?;
         Ok(PauseTaskKindPayload {
             kind: done.kind,
             changed: done.changed,
@@ -277,13 +297,7 @@ impl QueueControlMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The task kind.")] kind: String,
     ) -> Result<ResumeTaskKindPayload, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Admin])?;
-        validate! {
-            kind = kind_arg(kind),
-        }
-        let done = controls::resume_kind(&state(ctx).pool, &kind, &actor(claims))
-            .await
-            .map_err(control_error)?;
+        let done = control_kind(ctx, kind, controls::resume_kind).await?;
         Ok(ResumeTaskKindPayload {
             kind: done.kind,
             changed: done.changed,
@@ -321,9 +335,7 @@ impl QueueControlQuery {
         ctx: &Context<'_>,
         #[graphql(default = 20, desc = "How many (1 to the configured maximum).")] first: i32,
     ) -> Result<Vec<QueueControlEntry>, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
-        let state = state(ctx);
-        let first = page_size(first, state.config.max_page_size)?;
+        let (claims, state, first) = paged(ctx, WATCHERS, first)?;
         let institution = auth::read_scope(claims, None)?;
         Ok(
             controls::control_log(&state.pool, institution, first as i64)

@@ -25,6 +25,16 @@ async fn head(pool: &PgPool) -> Option<i64> {
     }
 }
 
+/// What a polling subscription's stream reads with: a handle on the pool it can own,
+/// and how often it polls (the configured interval, 10 ms at the least).
+fn polling(state: &crate::state::AppState) -> (PgPool, Duration) {
+    let interval = state
+        .config
+        .subscription_poll_interval
+        .max(Duration::from_millis(10));
+    (state.pool.clone(), interval)
+}
+
 /// Live updates over `/graphql/ws` (graphql-transport-ws or graphql-ws).
 #[Subscription]
 impl SubscriptionRoot {
@@ -36,12 +46,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
     ) -> Result<impl Stream<Item = BigInt>, ApiError> {
         auth::require_role(request(ctx).claims.as_ref(), super::read_models::WATCHERS)?;
-        let state = state(ctx);
-        let pool = state.pool.clone();
-        let interval = state
-            .config
-            .subscription_poll_interval
-            .max(Duration::from_millis(10));
+        let (pool, interval) = polling(state(ctx));
         Ok(futures::stream::unfold(
             (pool, None::<i64>, true),
             move |(pool, last, first)| async move {
@@ -74,12 +79,7 @@ impl SubscriptionRoot {
     ) -> Result<impl Stream<Item = super::bulk::BulkReprocessJob>, ApiError> {
         let until_settled = until_settled.unwrap_or(false);
         let first = super::bulk::visible_job(ctx, id).await?;
-        let state = state(ctx);
-        let pool = state.pool.clone();
-        let interval = state
-            .config
-            .subscription_poll_interval
-            .max(Duration::from_millis(10));
+        let (pool, interval) = polling(state(ctx));
         // (pool, job to send next, last sent (status, done, failed, outcomes), finished)
         type Key = (String, i64, i64, aula_processor::bulk::CopyOutcomes);
         Ok(futures::stream::unfold(

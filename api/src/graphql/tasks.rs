@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::admin_ops::{ensure_owner, event_owner};
-use super::query::page_size;
+use super::query::paged;
 use super::read_models::{
     bad_cursor, filter_list, filter_text, filter_time, DurationFilter, SortDirection, WATCHERS,
 };
@@ -216,9 +216,7 @@ impl TaskQuery {
         #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
         #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<AdminTaskPage, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
-        let state = state(ctx);
-        let first = page_size(first, state.config.max_page_size)?;
+        let (claims, state, first) = paged(ctx, WATCHERS, first)?;
         let sort = sort.unwrap_or(AdminTaskSort {
             field: AdminTaskSortField::Id,
             direction: SortDirection::Desc,

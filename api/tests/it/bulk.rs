@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::common;
-use common::{assert_code, assert_ok, extension, server_with_projections};
+use common::{assert_code, assert_ok, assert_reason, server_with_projections};
 
 const PREVIEW: &str = "query($f: AdminEventFilter) { bulkReprocessPreview(filter: $f) { count byType { type count } byStatus { status count } upToPosition upToTransaction confirmToken } }";
 const CONFIRM: &str = "mutation($t: String!) { bulkReprocessConfirm(confirmToken: $t) { id status total done failed requestedBy institutionId } }";
@@ -18,6 +18,10 @@ fn data<'a>(response: &'a Value, field: &str) -> &'a Value {
     assert_ok(response);
     &response["data"][field]
 }
+
+/// The reprocessed copies of an institution's events.
+const COPIES: &str = "SELECT count(*) FROM events WHERE aggregate_type = 'reprocessed'
+    AND metadata->>'institution_id' = $1";
 
 async fn count(pool: &sqlx::PgPool, sql: &str, institution: Uuid) -> i64 {
     sqlx::query_scalar(sql)
@@ -117,8 +121,7 @@ async fn bulk_reprocessing_previews_confirms_and_copies_only_what_it_previewed()
     let r = server
         .gql(Some(&a.manager.token), CONFIRM, json!({ "t": token }))
         .await;
-    assert_code(&r, "CONFLICT");
-    assert_eq!(extension(&r, "reason"), "CONFIRM_TOKEN_USED");
+    assert_reason(&r, "CONFLICT", "CONFIRM_TOKEN_USED");
     let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM bulk_reprocess_jobs")
         .fetch_one(pool)
         .await
@@ -149,13 +152,7 @@ async fn bulk_reprocessing_previews_confirms_and_copies_only_what_it_previewed()
     assert_eq!(finished["done"], expected);
     assert_eq!(finished["failed"], 0);
 
-    let copies = count(
-        pool,
-        "SELECT count(*) FROM events WHERE aggregate_type = 'reprocessed'
-           AND metadata->>'institution_id' = $1",
-        a.id,
-    )
-    .await;
+    let copies = count(pool, COPIES, a.id).await;
     assert_eq!(copies, expected);
     let uncopied_late: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events e WHERE e.metadata->>'institution_id' = $1
@@ -170,13 +167,7 @@ async fn bulk_reprocessing_previews_confirms_and_copies_only_what_it_previewed()
     .await
     .unwrap();
     assert_eq!(uncopied_late, 0, "an event after the preview was copied");
-    let b_copies = count(
-        pool,
-        "SELECT count(*) FROM events WHERE aggregate_type = 'reprocessed'
-           AND metadata->>'institution_id' = $1",
-        b.id,
-    )
-    .await;
+    let b_copies = count(pool, COPIES, b.id).await;
     assert_eq!(b_copies, 0);
 
     // Cancelling a finished job changes nothing; an unknown job is NOT_FOUND.

@@ -5,8 +5,6 @@
 
 use crate::common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aula_domain::institution::{Institution, InstitutionCommand, InstitutionServices};
@@ -14,29 +12,10 @@ use aula_domain::values::{InstitutionName, UserId};
 use aula_eventlog::health::{spawn_monitor, MonitorOptions};
 use aula_eventlog::shutdown::{self, Shutdown};
 use aula_eventlog::{Actor, CommandBus, EventMetadata, Wakeups};
+use common::logs::Logs;
 use common::*;
 use sqlx::{ConnectOptions, Connection};
 use uuid::Uuid;
-
-/// Collects every log line of this test binary.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// The value of an unlabelled sample, or of the one with `labels` exactly.
 fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
@@ -52,15 +31,7 @@ fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
 }
 
 async fn get(server: &TestServer, path: &str) -> String {
-    server
-        .client
-        .get(server.url(path))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    server.get(path).await.text().await.unwrap()
 }
 
 async fn append_event(server: &TestServer) {

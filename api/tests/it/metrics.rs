@@ -179,12 +179,7 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 }
 
 async fn scrape(server: &TestServer) -> (String, Vec<Sample>) {
-    let response = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
+    let response = server.get("/metrics").await;
     assert_eq!(response.status(), 200);
     let content_type = response.headers()["content-type"]
         .to_str()

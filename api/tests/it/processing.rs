@@ -189,11 +189,7 @@ async fn a_new_grade_reaches_only_its_student_who_marks_it_read() {
     server.enroll_email(course, &student_email).await;
 
     let recorded = server
-        .command(
-            Some(&teacher.token),
-            "recordExamNote",
-            json!({ "courseId": course, "studentId": student.id, "examName": "Midterm", "note": 8.5 }),
-        )
+        .record_exam_note(&teacher.token, course, student.id, "Midterm", 8.5)
         .await;
     let grade = id(&recorded, "recordExamNote");
     let event = event_id_of(&server, "ExamGradeNoteAdded", grade).await;
@@ -235,8 +231,7 @@ async fn a_new_grade_reaches_only_its_student_who_marks_it_read() {
             json!({ "id": notification_id }),
         )
         .await;
-    assert_code(&foreign, "FORBIDDEN");
-    assert_eq!(extension(&foreign, "reason"), "NOT_RECIPIENT");
+    assert_reason(&foreign, "FORBIDDEN", "NOT_RECIPIENT");
     let unknown = server
         .gql(Some(&student.token), MARK_READ, json!({ "id": i64::MAX }))
         .await;
@@ -461,7 +456,7 @@ async fn a_new_grade_reaches_only_its_student_who_marks_it_read() {
 
     // processingSummary: the platform's for the admin.
     let summary = eventually("the grade event to count as processed", || async {
-        let r = server.gql(Some(&admin.token), SUMMARY, json!({})).await;
+        let r = server.query(&admin.token, SUMMARY).await;
         assert_ok(&r);
         let summary = r["data"]["processingSummary"].clone();
         (summary["ratePerHourToday"].as_f64().unwrap() > 0.0).then_some(summary)
@@ -478,7 +473,7 @@ async fn a_new_grade_reaches_only_its_student_who_marks_it_read() {
         .collect();
     assert_eq!(names, aula_projections::NAMES.to_vec());
     // A manager's header covers its institution (issue #23): what finished there today.
-    let own = server.gql(Some(manager), SUMMARY, json!({})).await;
+    let own = server.query(manager, SUMMARY).await;
     assert_ok(&own);
     assert!(
         count_of(&own["data"]["processingSummary"], "event", "succeeded") >= 1,
@@ -491,10 +486,7 @@ async fn a_new_grade_reaches_only_its_student_who_marks_it_read() {
             > 0.0
     );
     for token in [&teacher.token, &student.token] {
-        assert_code(
-            &server.gql(Some(token), SUMMARY, json!({})).await,
-            "FORBIDDEN",
-        );
+        assert_code(&server.query(token, SUMMARY).await, "FORBIDDEN");
     }
     assert_code(
         &server.gql(None, SUMMARY, json!({})).await,

@@ -47,6 +47,11 @@ fn data<'a>(r: &'a Value, field: &str) -> &'a Value {
     &r["data"][field]
 }
 
+/// The `nodes` of the page a successful query returned as `field`.
+fn nodes_of<'a>(r: &'a Value, field: &str) -> &'a Vec<Value> {
+    data(r, field)["nodes"].as_array().unwrap()
+}
+
 struct World {
     server: TestServer,
     _projections: RunningProjections,
@@ -130,5 +135,5 @@ async fn course_opened(w: &World, institution: Uuid) -> Vec<Value> {
             json!({ "f": { "types": ["CourseOpened"], "institutionId": institution }, "s": { "field": "POSITION", "direction": "ASC" }, "n": 100 }),
         )
         .await;
-    data(&r, "adminEvents")["nodes"].as_array().unwrap().clone()
+    nodes_of(&r, "adminEvents").clone()
 }

@@ -68,15 +68,41 @@ fn count(seen: &Seen, kind: &str) -> usize {
     seen.texts.iter().filter(|m| m["type"] == kind).count()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn graphql_transport_ws_is_pinged_and_stays_open_while_idle() {
-    let server = server().await;
-    let mut socket = connect(&server, "graphql-transport-ws").await;
+/// Connects with `protocol` and sends `connection_init`.
+async fn open(server: &TestServer, protocol: &str) -> Socket {
+    let mut socket = connect(server, protocol).await;
     send(
         &mut socket,
         json!({ "type": "connection_init", "payload": {} }),
     )
     .await;
+    socket
+}
+
+/// Asks `{ health { status } }` with the protocol's `start` message and asserts the
+/// `result` message answers `ok`: the socket is still usable.
+async fn assert_health_answers(socket: &mut Socket, start: &str, result: &str, answer: bool) {
+    send(
+        socket,
+        json!({ "id": "1", "type": start, "payload": { "query": "{ health { status } }" } }),
+    )
+    .await;
+    let seen = read_for(socket, Duration::from_millis(500), answer).await;
+    let message = seen
+        .texts
+        .iter()
+        .find(|m| m["type"] == result)
+        .unwrap_or_else(|| panic!("no result: {seen:?}"));
+    assert_eq!(
+        message["payload"]["data"]["health"]["status"], "ok",
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graphql_transport_ws_is_pinged_and_stays_open_while_idle() {
+    let server = server().await;
+    let mut socket = open(&server, "graphql-transport-ws").await;
     let seen = read_for(&mut socket, IDLE_TIMEOUT * 3, true).await;
     assert_eq!(seen.close, None, "{seen:?}");
     assert_eq!(count(&seen, "connection_ack"), 1, "{seen:?}");
@@ -84,60 +110,28 @@ async fn graphql_transport_ws_is_pinged_and_stays_open_while_idle() {
     assert!(seen.ping_frames >= 5, "ping frames: {seen:?}");
 
     // Still usable after three idle timeouts.
-    send(
-        &mut socket,
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": "{ health { status } }" } }),
-    )
-    .await;
-    let seen = read_for(&mut socket, Duration::from_millis(500), true).await;
-    let next = seen
-        .texts
-        .iter()
-        .find(|m| m["type"] == "next")
-        .unwrap_or_else(|| panic!("no result: {seen:?}"));
-    assert_eq!(next["payload"]["data"]["health"]["status"], "ok", "{next}");
+    assert_health_answers(&mut socket, "subscribe", "next", true).await;
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn legacy_graphql_ws_gets_keep_alives_and_stays_open_while_idle() {
     let server = server().await;
-    let mut socket = connect(&server, "graphql-ws").await;
-    send(
-        &mut socket,
-        json!({ "type": "connection_init", "payload": {} }),
-    )
-    .await;
+    let mut socket = open(&server, "graphql-ws").await;
     // A legacy client never answers `ka`: its WebSocket pongs keep it alive.
     let seen = read_for(&mut socket, IDLE_TIMEOUT * 3, false).await;
     assert_eq!(seen.close, None, "{seen:?}");
     assert_eq!(count(&seen, "connection_ack"), 1, "{seen:?}");
     assert!(count(&seen, "ka") >= 5, "keep-alives: {seen:?}");
 
-    send(
-        &mut socket,
-        json!({ "id": "1", "type": "start", "payload": { "query": "{ health { status } }" } }),
-    )
-    .await;
-    let seen = read_for(&mut socket, Duration::from_millis(500), false).await;
-    let data = seen
-        .texts
-        .iter()
-        .find(|m| m["type"] == "data")
-        .unwrap_or_else(|| panic!("no result: {seen:?}"));
-    assert_eq!(data["payload"]["data"]["health"]["status"], "ok", "{data}");
+    assert_health_answers(&mut socket, "start", "data", false).await;
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_socket_that_never_answers_is_closed_with_3008() {
     let server = server().await;
-    let mut socket = connect(&server, "graphql-transport-ws").await;
-    send(
-        &mut socket,
-        json!({ "type": "connection_init", "payload": {} }),
-    )
-    .await;
+    let mut socket = open(&server, "graphql-transport-ws").await;
     // Not reading: no pong frame or message goes back.
     tokio::time::sleep(IDLE_TIMEOUT + 4 * PING).await;
     let seen = read_for(&mut socket, Duration::from_secs(2), false).await;

@@ -194,11 +194,7 @@ async fn admins_see_every_task_managers_only_their_institution_others_are_refuse
         let refused = server.gql(Some(token), LIST, json!({ "first": 10 })).await;
         assert_code(&refused, "FORBIDDEN");
         let facets = server
-            .gql(
-                Some(token),
-                "{ dashboardFacets { eventTypes taskKinds } }",
-                json!({}),
-            )
+            .query(token, "{ dashboardFacets { eventTypes taskKinds } }")
             .await;
         assert_code(&facets, "FORBIDDEN");
     }
@@ -411,11 +407,7 @@ async fn filters_combine_kinds_status_duration_and_time_ranges() {
     assert_eq!(finished.len(), count(&|s| s.duration_ms.is_some()));
 
     let facets = server
-        .gql(
-            Some(&admin.token),
-            "{ dashboardFacets { eventTypes taskKinds } }",
-            json!({}),
-        )
+        .query(&admin.token, "{ dashboardFacets { eventTypes taskKinds } }")
         .await;
     assert_ok(&facets);
     assert_eq!(

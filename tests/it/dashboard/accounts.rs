@@ -18,14 +18,7 @@ pub(super) async fn a_manager_sees_its_institution(scene: Scene<'_>, smtp: &supp
     browser.press("Escape").await;
     smtp.refuse.store(true, Ordering::SeqCst);
     let manager_email = MANAGER_EMAIL;
-    let signed_up = graphql(
-        client,
-        base,
-        "mutation($input: SignUpInput!) { signUp(input: $input) { accepted } }",
-        json!({ "input": { "email": manager_email } }),
-    )
-    .await;
-    assert!(signed_up["errors"].is_null(), "{signed_up}");
+    support::sign_up(client, base, manager_email).await;
     poll_db(
         &db.pool,
         &format!(
@@ -44,28 +37,17 @@ pub(super) async fn a_manager_sees_its_institution(scene: Scene<'_>, smtp: &supp
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    let confirmed = graphql(
+    let institution = support::confirm_sign_up(
         client,
         base,
-        "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { institutionId } }",
-        json!({ "input": { "email": manager_email, "token": raw_token, "name": "Maria Manager",
-                           "password": PASSWORD, "institutionName": "Escola Norte" } }),
+        manager_email,
+        &raw_token,
+        PASSWORD,
+        "Escola Norte",
     )
     .await;
-    let institution = confirmed["data"]["confirmSignUp"]["institutionId"]
-        .as_str()
-        .unwrap_or_else(|| panic!("confirmSignUp failed: {confirmed}"))
-        .to_owned();
     browser.viewport(1280, 900, false).await;
-    browser.eval(&click("#logout")).await;
-    browser.navigate(&format!("{base}/admin")).await;
-    browser
-        .wait_for(
-            "!document.getElementById('login-view').hidden",
-            "the login form again",
-            shots,
-        )
-        .await;
+    support::dashboard::sign_out(browser, base, shots).await;
     sign_in(browser, manager_email).await;
     browser
         .wait_for(
@@ -134,27 +116,15 @@ pub(super) async fn the_page_signs_out_when_its_session_ends(scene: Scene<'_>) {
     aula_api::create_admin(&db.pool, other_admin, PASSWORD)
         .await
         .unwrap();
-    let login = graphql(
+    let other_token = login(client, base, other_admin, PASSWORD).await;
+    let deactivated = graphql_as(
         client,
         base,
-        "mutation($input: LoginInput!) { login(input: $input) { accessToken } }",
-        json!({ "input": { "email": other_admin, "password": PASSWORD } }),
+        Some(&other_token),
+        "mutation($input: DeactivateUserInput!) { deactivateUser(input: $input) { id } }",
+        json!({ "input": { "userId": admin_id, "reason": "left" } }),
     )
     .await;
-    let other_token = login["data"]["login"]["accessToken"].as_str().unwrap();
-    let deactivated: Value = client
-        .post(format!("{base}/graphql"))
-        .bearer_auth(other_token)
-        .json(&json!({
-            "query": "mutation($input: DeactivateUserInput!) { deactivateUser(input: $input) { id } }",
-            "variables": { "input": { "userId": admin_id, "reason": "left" } },
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     assert!(deactivated["errors"].is_null(), "{deactivated}");
     browser
         .wait_for(

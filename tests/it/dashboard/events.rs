@@ -6,13 +6,7 @@ use super::*;
 pub(super) async fn filter_and_sort(scene: Scene<'_>) {
     let Scene { browser, shots, .. } = scene;
     // Filter by type and status: the URL carries them.
-    browser
-        .eval(&format!(
-            "(() => {{ for (const o of document.getElementById('f-types').options) o.selected = o.value === '{SIGN_UP}';
-               document.getElementById('f-status').value = 'failed';
-               document.getElementById('apply-filters').click(); return true; }})()"
-        ))
-        .await;
+    filter_failed_sign_ups(browser).await;
     browser
         .wait_for(
             &format!("location.search.includes('types={SIGN_UP}') && location.search.includes('status=failed') && {LIST_READY}
@@ -74,13 +68,7 @@ pub(super) async fn bulk_reprocess(scene: Scene<'_>) {
             shots,
         )
         .await;
-    browser
-        .eval(&format!(
-            "(() => {{ for (const o of document.getElementById('f-types').options) o.selected = o.value === '{SIGN_UP}';
-               document.getElementById('f-status').value = 'failed';
-               document.getElementById('apply-filters').click(); return true; }})()"
-        ))
-        .await;
+    filter_failed_sign_ups(browser).await;
     browser
         .wait_for(
             &format!("location.search.includes('status=failed') && {LIST_READY} && document.querySelectorAll('#list-body tr[data-event-id]').length === 3"),

@@ -18,15 +18,15 @@ mod tasks;
 
 use crate::support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aula_eventlog::testing::TestDatabase;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::cdp::{click, Browser};
+use support::dashboard::{open_login, stage, Stage, LIST_READY, LIST_SETTLED};
 use support::free_port;
-use support::service::Service;
 
 const PASSWORD: &str = "dashboard password 1";
 const SIGN_UP: &str = "PendingUserRegisterCreated";
@@ -34,16 +34,7 @@ const SIGN_UP_EMAIL: &str = "email.signup_confirmation";
 /// The manager who signs up halfway (its dead sign-up e-mail is retried later).
 const MANAGER_EMAIL: &str = "manager@escola.test";
 
-/// Where this test's screenshots go.
-fn screenshots() -> PathBuf {
-    support::screenshot_dir("dashboard-screenshots")
-}
-
-use support::{graphql, poll_db};
-
-const LIST_READY: &str = "document.getElementById('list').dataset.state === 'ready' && !document.getElementById('list-body').hasAttribute('aria-busy')";
-/// Loaded, with rows or with the empty state.
-const LIST_SETTLED: &str = "['ready', 'empty'].includes(document.getElementById('list').dataset.state) && !document.getElementById('list-body').hasAttribute('aria-busy')";
+use support::{graphql_as, login, poll_db};
 
 /// What every step of the scenario works with: the service's database and address, an
 /// HTTP client, the signed-in browser, where screenshots go, and the first admin.
@@ -70,16 +61,9 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
     {
         return;
     }
-    let shots = screenshots();
-    println!("dashboard screenshots: {}", shots.display());
-    // Fail first, before anything slow, when there is no browser.
-    support::cdp::require_chromium();
-
-    let db = TestDatabase::new().await;
-    let smtp_port = free_port();
     // Nothing listens on the SMTP port yet: every e-mail fails, quickly retried to `dead`.
-    support::mail_to_port_with_quick_retries(smtp_port, 60);
-    let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
+    let smtp_port = free_port();
+    let Stage { shots, db, service } = stage("dashboard-screenshots", smtp_port).await;
     let base = service.base.clone();
     let client = reqwest::Client::new();
     let page = client.get(format!("{base}/admin")).send().await.unwrap();
@@ -94,14 +78,7 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
         .await
         .unwrap();
     for i in 0..3 {
-        let signed_up = graphql(
-            &client,
-            &base,
-            "mutation($input: SignUpInput!) { signUp(input: $input) { accepted } }",
-            json!({ "input": { "email": format!("applicant{i}@escola.test") } }),
-        )
-        .await;
-        assert!(signed_up["errors"].is_null(), "{signed_up}");
+        support::sign_up(&client, &base, &format!("applicant{i}@escola.test")).await;
     }
     poll_db(
         &db.pool,
@@ -123,16 +100,9 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
 
     let browser = Browser::start().await;
     browser.viewport(1280, 900, false).await;
-    browser.navigate(&format!("{base}/admin")).await;
 
     // Log in, typing like a user.
-    browser
-        .wait_for(
-            "!document.getElementById('login-view').hidden",
-            "the login form",
-            &shots,
-        )
-        .await;
+    open_login(&browser, &format!("{base}/admin"), &shots).await;
     sign_in(&browser, admin_email).await;
     browser
         .wait_for(
@@ -170,21 +140,37 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
     tasks::retry_a_dead_task(scene, &smtp).await;
     accounts::the_page_signs_out_when_its_session_ends(scene).await;
 
-    let errors = browser.page_errors.lock().unwrap().clone();
-    assert!(errors.is_empty(), "the page reported errors: {errors:?}");
+    browser.assert_no_page_errors();
     drop(browser);
     service.stop(Duration::from_secs(60)).await;
 }
 
 /// Types the credentials into the login form, as a person would, and submits it.
 async fn sign_in(browser: &Browser, email: &str) {
-    browser.eval("(() => { const e = document.getElementById('login-email'); e.value = ''; e.focus(); return true; })()").await;
-    browser.type_text(email).await;
+    support::dashboard::sign_in(browser, email, PASSWORD).await;
+}
+
+/// Filters the events list to the failed sign-ups (from the filter form, as a person).
+async fn filter_failed_sign_ups(browser: &Browser) {
     browser
-        .eval("document.getElementById('login-password').focus()")
+        .eval(&format!(
+            "(() => {{ for (const o of document.getElementById('f-types').options) o.selected = o.value === '{SIGN_UP}';
+               document.getElementById('f-status').value = 'failed';
+               document.getElementById('apply-filters').click(); return true; }})()"
+        ))
         .await;
-    browser.type_text(PASSWORD).await;
-    browser.eval(&click("#login-submit")).await;
+}
+
+/// Opens the Tasks tab and waits for its list.
+async fn open_tasks_tab(browser: &Browser, shots: &Path) {
+    browser.eval(&click("#tab-tasks")).await;
+    browser
+        .wait_for(
+            &format!("location.search.includes('tab=tasks') && {LIST_SETTLED}"),
+            "the tasks tab",
+            shots,
+        )
+        .await;
 }
 
 async fn location_has(browser: &Browser, text: &str) -> bool {

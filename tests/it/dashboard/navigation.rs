@@ -17,14 +17,7 @@ pub(super) async fn urls_restore_the_view(scene: Scene<'_>) {
     browser
         .wait_for(&restored, "the filters restored after reload", shots)
         .await;
-    browser.eval(&click("#tab-tasks")).await;
-    browser
-        .wait_for(
-            &format!("location.search.includes('tab=tasks') && {LIST_SETTLED}"),
-            "the tasks tab",
-            shots,
-        )
-        .await;
+    open_tasks_tab(browser, shots).await;
     browser.eval("history.back(), true").await;
     browser
         .wait_for(&restored, "the filters restored by the back button", shots)
@@ -33,9 +26,7 @@ pub(super) async fn urls_restore_the_view(scene: Scene<'_>) {
     // A filter the page cannot resolve (issue #23: the institution filter takes a full
     // id, the short id the table shows or a name) is refused beside its field, and the
     // list cannot be paged on.
-    browser
-        .eval("(() => { document.getElementById('f-institution').value = 'not-a-uuid'; document.getElementById('apply-filters').click(); return true; })()")
-        .await;
+    support::dashboard::filter_institution(browser, "not-a-uuid").await;
     browser
         .wait_for(
             "!document.getElementById('f-institution-error').hidden

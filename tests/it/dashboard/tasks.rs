@@ -13,14 +13,7 @@ pub(super) async fn open_a_failed_task(
         db, browser, shots, ..
     } = scene;
     // The tasks table: the failed e-mail tasks, and the drawer of one with its error.
-    browser.eval(&click("#tab-tasks")).await;
-    browser
-        .wait_for(
-            &format!("location.search.includes('tab=tasks') && {LIST_SETTLED}"),
-            "the tasks tab",
-            shots,
-        )
-        .await;
+    open_tasks_tab(browser, shots).await;
     browser
         .eval(&format!(
             "(() => {{ for (const o of document.getElementById('f-kinds').options) o.selected = o.value === '{SIGN_UP_EMAIL}';

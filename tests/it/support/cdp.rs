@@ -276,6 +276,22 @@ impl Browser {
         self.send("Input.insertText", json!({ "text": text })).await;
     }
 
+    /// Empties the input `#id`, focuses it and types `text` into it, as a person would.
+    pub async fn fill(&self, id: &str, text: &str) {
+        let id = serde_json::to_string(id).unwrap();
+        self.eval(&format!(
+            "(() => {{ const e = document.getElementById({id}); e.value = ''; e.focus(); return true; }})()"
+        ))
+        .await;
+        self.type_text(text).await;
+    }
+
+    /// Asserts the page reported no error (uncaught exception or console error) so far.
+    pub fn assert_no_page_errors(&self) {
+        let errors = self.page_errors.lock().unwrap().clone();
+        assert!(errors.is_empty(), "the page reported errors: {errors:?}");
+    }
+
     /// Presses and releases one key (`Escape`, `Tab`, `Enter`).
     pub async fn press(&self, key: &str) {
         let (code, key_code) = match key {
@@ -324,6 +340,13 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Clicks `selector` (it must exist), then waits for `condition` as
+    /// [`Browser::wait_for`] does.
+    pub async fn click_then_wait(&self, selector: &str, condition: &str, what: &str, shots: &Path) {
+        self.eval(&click(selector)).await;
+        self.wait_for(condition, what, shots).await;
     }
 
     /// Saves a PNG of the viewport.

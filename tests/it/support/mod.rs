@@ -1,9 +1,12 @@
 //! Support of the root integration tests: a Chrome DevTools Protocol client
-//! ([`cdp`]) and a loopback SMTP acceptor ([`smtp`]).
+//! ([`cdp`]) and what the dashboard's pages share ([`dashboard`]), the whole service
+//! ([`service`]), a loopback SMTP acceptor ([`smtp`]), and GraphQL over HTTP.
 #![allow(dead_code)]
 
 pub mod cdp;
+pub mod dashboard;
 pub mod isolation;
+pub mod logs;
 pub mod service;
 pub mod smtp;
 
@@ -66,15 +69,76 @@ pub async fn graphql(
     query: &str,
     variables: serde_json::Value,
 ) -> serde_json::Value {
-    client
+    graphql_as(client, base, None, query, variables).await
+}
+
+/// [`graphql`] with the bearer `token`, when there is one.
+pub async fn graphql_as(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    query: &str,
+    variables: serde_json::Value,
+) -> serde_json::Value {
+    let mut request = client
         .post(format!("{base}/graphql"))
-        .json(&serde_json::json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+        .json(&serde_json::json!({ "query": query, "variables": variables }));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// Logs `email` in; its access token.
+pub async fn login(client: &reqwest::Client, base: &str, email: &str, password: &str) -> String {
+    let r = graphql(
+        client,
+        base,
+        "mutation($input: LoginInput!) { login(input: $input) { accessToken } }",
+        serde_json::json!({ "input": { "email": email, "password": password } }),
+    )
+    .await;
+    r["data"]["login"]["accessToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("login of {email} failed: {r}"))
+        .to_owned()
+}
+
+/// Signs `email` up, and asserts the sign-up was taken.
+pub async fn sign_up(client: &reqwest::Client, base: &str, email: &str) {
+    let r = graphql(
+        client,
+        base,
+        "mutation($input: SignUpInput!) { signUp(input: $input) { accepted } }",
+        serde_json::json!({ "input": { "email": email } }),
+    )
+    .await;
+    assert!(r["errors"].is_null(), "{r}");
+    assert_eq!(r["data"]["signUp"]["accepted"], true, "{r}");
+}
+
+/// Confirms `email`'s sign-up with its one-time `token`, naming the manager "Maria
+/// Manager" and the institution `institution_name`; the new institution's id.
+pub async fn confirm_sign_up(
+    client: &reqwest::Client,
+    base: &str,
+    email: &str,
+    token: &str,
+    password: &str,
+    institution_name: &str,
+) -> String {
+    let confirmed = graphql(
+        client,
+        base,
+        "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { institutionId } }",
+        serde_json::json!({ "input": { "email": email, "token": token, "name": "Maria Manager",
+                           "password": password, "institutionName": institution_name } }),
+    )
+    .await;
+    confirmed["data"]["confirmSignUp"]["institutionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("confirmSignUp failed: {confirmed}"))
+        .to_owned()
 }
 
 /// Waits (up to 60 s) until `sql` counts `expected`; `what` names it in the failure.
@@ -97,8 +161,15 @@ pub async fn poll_db(pool: &sqlx::PgPool, sql: &str, expected: i64, what: &str) 
 /// up to `retry_max_ms`), workers polling every 100 ms: read by the service at start-up,
 /// so only in a test that runs in its own process ([`in_own_process`]).
 pub fn mail_to_port_with_quick_retries(smtp_port: u16, retry_max_ms: u64) {
+    mail_to_port(smtp_port, 20, retry_max_ms);
+}
+
+/// E-mails to `smtp://127.0.0.1:<smtp_port>`, failed ones retried after `retry_base_ms`
+/// doubling up to `retry_max_ms`, workers polling every 100 ms (read as
+/// [`mail_to_port_with_quick_retries`]).
+pub fn mail_to_port(smtp_port: u16, retry_base_ms: u64, retry_max_ms: u64) {
     std::env::set_var("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"));
-    std::env::set_var("AULA_RETRY_BASE_MS", "20");
+    std::env::set_var("AULA_RETRY_BASE_MS", retry_base_ms.to_string());
     std::env::set_var("AULA_RETRY_MAX_MS", retry_max_ms.to_string());
     std::env::set_var("AULA_WORKER_POLL_MS", "100");
 }

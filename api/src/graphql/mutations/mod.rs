@@ -223,6 +223,24 @@ async fn load_user(state: &AppState, id: Uuid) -> Result<User, ApiError> {
     Ok(user)
 }
 
+/// The refusal of an e-mail another account holds.
+pub(crate) fn email_taken() -> ApiError {
+    ApiError::conflict("EMAIL_TAKEN", "this e-mail belongs to another account")
+}
+
+/// Reserves `email` for `account`: `EMAIL_TAKEN` when another account holds it.
+pub(crate) async fn reserve_email(
+    state: &AppState,
+    email: &Email,
+    account: Uuid,
+) -> Result<(), ApiError> {
+    let holder = emails::reserve(&state.pool, email.as_str(), account).await?;
+    if holder != account {
+        return Err(email_taken());
+    }
+    Ok(())
+}
+
 /// Reserves the e-mail and creates a login account without a password. Returns its
 /// id and the log position of its creation.
 pub(crate) async fn create_account_at(
@@ -234,13 +252,7 @@ pub(crate) async fn create_account_at(
     institution_id: Option<Uuid>,
 ) -> Result<(Uuid, Option<i64>), ApiError> {
     let candidate = Uuid::new_v4();
-    let holder = emails::reserve(&state.pool, email.as_str(), candidate).await?;
-    if holder != candidate {
-        return Err(ApiError::conflict(
-            "EMAIL_TAKEN",
-            "this e-mail belongs to another account",
-        ));
-    }
+    reserve_email(state, email, candidate).await?;
     let created = state
         .buses
         .user

@@ -102,10 +102,7 @@ impl UserMutation {
                 .await?
                 .is_some_and(|holder| holder != target)
             {
-                return Err(ApiError::conflict(
-                    "EMAIL_TAKEN",
-                    "this e-mail belongs to another account",
-                ));
+                return Err(email_taken());
             }
             let token = secrets::new_token();
             let token_hash = secrets::token_hash(&token);
@@ -170,13 +167,7 @@ impl UserMutation {
             return Err(unknown());
         };
         let old_email = user.email().cloned();
-        let holder = emails::reserve(&state.pool, new_email.as_str(), target).await?;
-        if holder != target {
-            return Err(ApiError::conflict(
-                "EMAIL_TAKEN",
-                "this e-mail belongs to another account",
-            ));
-        }
+        reserve_email(state, &new_email, target).await?;
         let outcome = state
             .buses
             .user

@@ -252,9 +252,7 @@ impl AdminEventQuery {
         #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
         #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<AdminEventPage, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
-        let state = state(ctx);
-        let first = page_size(first, state.config.max_page_size)?;
+        let (claims, state, first) = paged(ctx, WATCHERS, first)?;
         let filtered = admin_event_filters(claims, filter.unwrap_or_default())?;
         let sort = sort.unwrap_or(AdminEventSort {
             field: AdminEventSortField::Position,

@@ -69,9 +69,7 @@ impl AgeMetricsQuery {
         #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
         #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<AgeMetricsPage, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), READERS)?;
-        let state = state(ctx);
-        let first = page_size(first, state.config.max_page_size)?;
+        let (claims, state, first) = paged(ctx, READERS, first)?;
         if ids
             .as_ref()
             .is_some_and(|ids| ids.len() > state.config.max_page_size)
@@ -110,9 +108,7 @@ impl AgeMetricsQuery {
                 }
             }
         };
-        let after = after
-            .map(|a| a.parse::<Uuid>().map_err(|_| bad_cursor()))
-            .transpose()?;
+        let after = parse_cursor::<Uuid>(after)?;
         let page = age_metrics::age_metrics(
             &state.pool,
             scope.into(),

@@ -110,14 +110,10 @@ impl AuditLogQuery {
         #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
         #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<AuditLogPage, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
-        let state = state(ctx);
-        let first = page_size(first, state.config.max_page_size)?;
+        let (claims, state, first) = paged(ctx, WATCHERS, first)?;
         let filter = filter.unwrap_or_default();
         let institution_id = auth::read_scope(claims, filter.institution_id)?;
-        let after = after
-            .map(|a| a.parse::<i64>().map_err(|_| bad_cursor()))
-            .transpose()?;
+        let after = parse_cursor::<i64>(after)?;
         let query = AuditQuery {
             institution_id,
             actor_user_id: filter.actor_user_id,

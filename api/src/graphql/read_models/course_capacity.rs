@@ -131,9 +131,7 @@ impl CourseCapacityQuery {
         #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
         #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<CourseCapacityPage, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), READERS)?;
-        let state = state(ctx);
-        let first = page_size(first, state.config.max_page_size)?;
+        let (claims, state, first) = paged(ctx, READERS, first)?;
         let institution = if auth::sees_every_institution(claims) {
             institution_id
         } else {
@@ -147,9 +145,7 @@ impl CourseCapacityQuery {
             Some(id)
         };
         let sort = sort.unwrap_or_default();
-        let after = after
-            .map(|a| a.parse::<Uuid>().map_err(|_| bad_cursor()))
-            .transpose()?;
+        let after = parse_cursor::<Uuid>(after)?;
         let query = course_capacity::CapacityListQuery {
             institution_id: institution,
             campus_id,

@@ -105,15 +105,11 @@ impl EnrollmentQuery {
         #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
         #[graphql(desc = "The `nextCursor` of the previous page.")] after: Option<String>,
     ) -> Result<EnrollmentPage, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), READERS)?;
-        let state = state(ctx);
-        let first = page_size(first, state.config.max_page_size)?;
+        let (claims, state, first) = paged(ctx, READERS, first)?;
         let owner = course_institution(state, course_id).await?;
         auth::ensure_institution(claims, owner)?;
         let sort = sort.unwrap_or_default();
-        let after = after
-            .map(|a| a.parse::<Uuid>().map_err(|_| bad_cursor()))
-            .transpose()?;
+        let after = parse_cursor::<Uuid>(after)?;
         let query = enrollments::EnrollmentListQuery {
             course_id,
             include_cancelled,

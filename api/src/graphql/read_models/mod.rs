@@ -20,7 +20,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::mutations::{course_institution, courses_opened_by};
-use super::query::page_size;
+use super::query::{paged, parse_cursor};
 use super::types::{
     parse_status, status_name, BigInt, EnrollmentStatus, EventStatus, RebuildState,
 };

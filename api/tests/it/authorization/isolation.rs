@@ -12,11 +12,7 @@ async fn a_user_of_institution_b_cannot_touch_institution_a() {
     let (b_teacher_id, b_teacher_email) = server.teacher(bm, None).await;
     let b_teacher = server.activate(b_teacher_id, &b_teacher_email).await;
     let recorded = server
-        .command(
-            Some(&w.teacher.token),
-            "recordExamNote",
-            json!({ "courseId": w.course, "studentId": w.student.id, "examName": "Quiz", "note": 7 }),
-        )
+        .record_exam_note(&w.teacher.token, w.course, w.student.id, "Quiz", 7.0)
         .await;
     let a_grade = id(&recorded, "recordExamNote");
     let application = server.application(w.course).await;
@@ -140,9 +136,7 @@ async fn a_user_of_institution_b_cannot_touch_institution_a() {
         let r = server.gql(Some(bm), query, variables.clone()).await;
         assert_code(&r, "FORBIDDEN");
     }
-    let listed = server
-        .gql(Some(bm), "{ webhookEndpoints { id } }", json!({}))
-        .await;
+    let listed = server.query(bm, "{ webhookEndpoints { id } }").await;
     assert_eq!(listed["data"]["webhookEndpoints"], json!([]), "{listed}");
     // Queue controls: B's manager cannot touch A's tasks, nor read their audit rows.
     let a_task = waiting_task(&server, w.a.id).await;
@@ -164,19 +158,13 @@ async fn a_user_of_institution_b_cannot_touch_institution_a() {
         )
         .await;
     assert_eq!(r["data"]["setTaskPriority"]["priority"], json!(1), "{r}");
-    let r = server
-        .gql(Some(bm), "{ queueControlLog { taskId } }", json!({}))
-        .await;
+    let r = server.query(bm, "{ queueControlLog { taskId } }").await;
     assert_eq!(r["data"]["queueControlLog"], json!([]), "{r}");
     // B's teacher recording for A's student on B's own course: still forbidden.
     let b_campus = server.campus(bm, None).await;
     let b_course = server.course(bm, None, b_campus).await;
     let r = server
-        .command(
-            Some(&b_teacher.token),
-            "recordExamNote",
-            json!({ "courseId": b_course, "studentId": w.student.id, "examName": "Hack", "note": 10 }),
-        )
+        .record_exam_note(&b_teacher.token, b_course, w.student.id, "Hack", 10.0)
         .await;
     assert_code(&r, "FORBIDDEN");
     // B's manager using A's campus id inside B's own institution finds nothing.
@@ -225,12 +213,10 @@ async fn a_user_of_institution_b_cannot_touch_institution_a() {
 
     // Nothing of A changed: still one campus, the grade and the names as they were.
     let r = server
-        .gql(Some(&w.a.manager.token), "{ campuses { id } }", json!({}))
+        .query(&w.a.manager.token, "{ campuses { id } }")
         .await;
     assert_eq!(r["data"]["campuses"].as_array().unwrap().len(), 1);
-    let me = server
-        .gql(Some(&w.student.token), "{ me { name } }", json!({}))
-        .await;
+    let me = server.query(&w.student.token, "{ me { name } }").await;
     assert_eq!(me["data"]["me"]["name"], "Sam Student");
     assert_ok(&server.login(&w.a.manager.email, PASSWORD).await);
     // A's own manager can still act on the enrollment B could not cancel.

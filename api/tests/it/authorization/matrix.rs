@@ -127,7 +127,7 @@ async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
             server
                 .gql(
                     token,
-                    "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }",
+                    REQUEST_PASSWORD_RESET,
                     json!({ "e": w.resettable.email }),
                 )
                 .await
@@ -136,7 +136,7 @@ async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
             server
                 .gql(
                     None,
-                    "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }",
+                    REQUEST_PASSWORD_RESET,
                     json!({ "e": w.resettable.email }),
                 )
                 .await;

@@ -5,6 +5,8 @@
 // Shared with the root package's tests (the same need, one implementation).
 #[path = "../../../../tests/it/support/isolation.rs"]
 mod isolation;
+#[path = "../../../../tests/it/support/logs.rs"]
+pub mod logs;
 
 pub mod operation_report;
 pub mod ws;
@@ -117,10 +119,25 @@ impl TestServer {
         format!("{}{}", self.base, path)
     }
 
+    /// `GET path`, anonymously.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
     /// Runs a GraphQL operation and returns the whole response body.
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        let mut request = self
-            .client
+        self.gql_from(&self.client, token, query, variables).await
+    }
+
+    /// [`TestServer::gql`] from `client` (one bound to an address of its own, say).
+    pub async fn gql_from(
+        &self,
+        client: &reqwest::Client,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> Value {
+        let mut request = client
             .post(self.url("/graphql"))
             .json(&json!({ "query": query, "variables": variables }));
         if let Some(token) = token {
@@ -130,6 +147,11 @@ impl TestServer {
         let body = response.json().await.unwrap();
         record_calls();
         body
+    }
+
+    /// Runs an operation without variables as the holder of `token`.
+    pub async fn query(&self, token: &str, query: &str) -> Value {
+        self.gql(Some(token), query, json!({})).await
     }
 
     /// Runs a mutation `name(input: $input)` selecting `id logPosition`.
@@ -145,6 +167,20 @@ impl TestServer {
             "mutation($input: {input_type}!) {{ {name}(input: $input) {{ {selection} }} }}"
         );
         self.gql(token, &query, json!({ "input": input })).await
+    }
+
+    /// `recordExamNote` by `token`: `student`'s `note` in `exam` of `course`.
+    pub async fn record_exam_note(
+        &self,
+        token: &str,
+        course: Uuid,
+        student: Uuid,
+        exam: &str,
+        note: f64,
+    ) -> Value {
+        let input =
+            json!({ "courseId": course, "studentId": student, "examName": exam, "note": note });
+        self.command(Some(token), "recordExamNote", input).await
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Value {
@@ -208,20 +244,21 @@ impl TestServer {
         }
     }
 
-    /// Sets the password of a password-less account through the reset flow, logs in.
-    pub async fn activate(&self, id: Uuid, email: &str) -> Actor {
+    /// Asks a password reset for `email` (it must be taken) and returns the token the
+    /// e-mail carries.
+    pub async fn reset_token(&self, email: &str) -> String {
         let requested = self
-            .gql(
-                None,
-                "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }",
-                json!({ "e": email }),
-            )
+            .gql(None, REQUEST_PASSWORD_RESET, json!({ "e": email }))
             .await;
         assert_eq!(requested["data"]["requestPasswordReset"]["accepted"], true);
-        let token = self
-            .tokens
+        self.tokens
             .last(TokenKind::PasswordReset, email)
-            .expect("a reset token was issued");
+            .expect("a reset token was issued")
+    }
+
+    /// Sets the password of a password-less account through the reset flow, logs in.
+    pub async fn activate(&self, id: Uuid, email: &str) -> Actor {
+        let token = self.reset_token(email).await;
         let reset = self
             .command(
                 None,
@@ -392,6 +429,10 @@ pub struct Institution {
     pub manager: Actor,
 }
 
+/// Asks a password reset for the e-mail `$e`.
+pub const REQUEST_PASSWORD_RESET: &str =
+    "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }";
+
 pub fn input_type(mutation: &str) -> String {
     let mut chars = mutation.chars();
     let first = chars.next().unwrap().to_ascii_uppercase();
@@ -425,6 +466,13 @@ pub fn assert_code(response: &Value, expected: &str) {
         Some(expected),
         "expected {expected}, got {response}"
     );
+}
+
+/// Asserts the first error's `code` and its `reason` extension.
+#[track_caller]
+pub fn assert_reason(response: &Value, code: &str, reason: &str) {
+    assert_code(response, code);
+    assert_eq!(extension(response, "reason"), reason, "{response}");
 }
 
 #[track_caller]
@@ -499,13 +547,5 @@ pub async fn insert_waiting_task(
 
 /// The body of `GET /health`.
 pub async fn health(server: &TestServer) -> Value {
-    server
-        .client
-        .get(server.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    server.get("/health").await.json().await.unwrap()
 }

@@ -7,16 +7,11 @@ use super::*;
 async fn expired_access_token_is_unauthenticated() {
     let server = TestServer::start().await;
     let a = server.institution("Escola B").await;
-    let ok = server
-        .gql(Some(&a.manager.token), "{ me { id } }", json!({}))
-        .await;
+    let ok = server.query(&a.manager.token, "{ me { id } }").await;
     assert_ok(&ok);
     server.clock.advance(Span::minutes(16));
-    let r = server
-        .gql(Some(&a.manager.token), "{ me { id } }", json!({}))
-        .await;
-    assert_code(&r, "UNAUTHENTICATED");
-    assert_eq!(extension(&r, "reason"), "TOKEN_EXPIRED");
+    let r = server.query(&a.manager.token, "{ me { id } }").await;
+    assert_reason(&r, "UNAUTHENTICATED", "TOKEN_EXPIRED");
     server.stop().await;
 }
 
@@ -38,8 +33,7 @@ async fn five_failed_logins_lock_the_account() {
     }
     // The right password is refused while locked out, and told why...
     let locked = server.login(&a.manager.email, PASSWORD).await;
-    assert_code(&locked, "FORBIDDEN");
-    assert_eq!(extension(&locked, "reason"), "USER_LOCKED_OUT");
+    assert_reason(&locked, "FORBIDDEN", "USER_LOCKED_OUT");
     // ...and accepted once the lockout is over.
     server.clock.advance(Span::minutes(16));
     assert_ok(&server.login(&a.manager.email, PASSWORD).await);
@@ -53,41 +47,29 @@ async fn five_failed_logins_lock_the_account() {
 async fn reset_tokens_expire_and_are_single_use_and_requests_reveal_nothing() {
     let server = TestServer::start().await;
     let a = server.institution("Escola D").await;
-    let request =
-        "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }";
 
     // Unknown e-mail: same answer, no token issued.
     let before = server.tokens.count();
     let unknown = server
-        .gql(None, request, json!({ "e": "ghost@aula.test" }))
+        .gql(
+            None,
+            REQUEST_PASSWORD_RESET,
+            json!({ "e": "ghost@aula.test" }),
+        )
         .await;
     assert_eq!(unknown["data"]["requestPasswordReset"]["accepted"], true);
     assert_eq!(server.tokens.count(), before);
 
     // Expired token.
-    let r = server
-        .gql(None, request, json!({ "e": a.manager.email }))
-        .await;
-    assert_eq!(r["data"]["requestPasswordReset"]["accepted"], true);
-    let token = server
-        .tokens
-        .last(TokenKind::PasswordReset, &a.manager.email)
-        .unwrap();
+    let token = server.reset_token(&a.manager.email).await;
     server.clock.advance(Span::hours(2));
     let reset =
         json!({ "email": a.manager.email, "token": token, "newPassword": "a new password" });
     let r = server.command(None, "resetPassword", reset.clone()).await;
-    assert_code(&r, "UNAUTHENTICATED");
-    assert_eq!(extension(&r, "reason"), "RESET_TOKEN_EXPIRED");
+    assert_reason(&r, "UNAUTHENTICATED", "RESET_TOKEN_EXPIRED");
 
     // A fresh token works once.
-    server
-        .gql(None, request, json!({ "e": a.manager.email }))
-        .await;
-    let token = server
-        .tokens
-        .last(TokenKind::PasswordReset, &a.manager.email)
-        .unwrap();
+    let token = server.reset_token(&a.manager.email).await;
     let reset =
         json!({ "email": a.manager.email, "token": token, "newPassword": "a new password" });
     assert_ok(&server.command(None, "resetPassword", reset.clone()).await);
@@ -120,8 +102,7 @@ async fn sign_up_confirmation_rules() {
     };
     let query = "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { userId institutionId } }";
     let r = server.gql(None, query, confirm("wrong-token")).await;
-    assert_code(&r, "UNAUTHENTICATED");
-    assert_eq!(extension(&r, "reason"), "SIGN_UP_TOKEN_UNKNOWN");
+    assert_reason(&r, "UNAUTHENTICATED", "SIGN_UP_TOKEN_UNKNOWN");
     let short = json!({ "input": { "email": email, "token": token, "name": "Olga",
                 "password": "short", "institutionName": "Escola E" } });
     let r = server.gql(None, query, short).await;
@@ -276,28 +257,17 @@ async fn a_password_reset_ends_every_earlier_token() {
     let a = server.institution("Escola R").await;
     let old_token = a.manager.token.clone();
     let me = "{ me { id } }";
-    assert_ok(&server.gql(Some(&old_token), me, json!({})).await);
-    server
-        .gql(
-            None,
-            "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }",
-            json!({ "e": a.manager.email }),
-        )
-        .await;
-    let token = server
-        .tokens
-        .last(TokenKind::PasswordReset, &a.manager.email)
-        .unwrap();
+    assert_ok(&server.query(&old_token, me).await);
+    let token = server.reset_token(&a.manager.email).await;
     let reset =
         json!({ "email": a.manager.email, "token": token, "newPassword": "a new password" });
     assert_ok(&server.command(None, "resetPassword", reset).await);
     // The token issued before the reset no longer works...
-    let r = server.gql(Some(&old_token), me, json!({})).await;
-    assert_code(&r, "UNAUTHENTICATED");
-    assert_eq!(extension(&r, "reason"), "TOKEN_REVOKED");
+    let r = server.query(&old_token, me).await;
+    assert_reason(&r, "UNAUTHENTICATED", "TOKEN_REVOKED");
     // ...while one issued after it does.
     let fresh = server.token_for(&a.manager.email, "a new password").await;
-    assert_ok(&server.gql(Some(&fresh), me, json!({})).await);
+    assert_ok(&server.query(&fresh, me).await);
     server.stop().await;
 }
 
@@ -305,13 +275,13 @@ async fn a_password_reset_ends_every_earlier_token() {
 async fn reset_requests_take_the_same_time_and_are_limited_per_recipient() {
     let server = TestServer::start().await;
     let a = server.institution("Escola T").await;
-    let request =
-        "mutation($e: String!) { requestPasswordReset(input: { email: $e }) { accepted } }";
     let timed = |email: String| {
         let server = &server;
         async move {
             let started = std::time::Instant::now();
-            let r = server.gql(None, request, json!({ "e": email })).await;
+            let r = server
+                .gql(None, REQUEST_PASSWORD_RESET, json!({ "e": email }))
+                .await;
             assert_eq!(r["data"]["requestPasswordReset"]["accepted"], true);
             started.elapsed()
         }

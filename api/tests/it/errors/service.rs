@@ -32,21 +32,13 @@ async fn page_size_is_capped() {
     let server = TestServer::start_with(|c| c.max_page_size = 5).await;
     let a = server.institution("Escola F").await;
     let r = server
-        .gql(
-            Some(&a.manager.token),
-            "{ campuses(first: 6) { id } }",
-            json!({}),
-        )
+        .query(&a.manager.token, "{ campuses(first: 6) { id } }")
         .await;
     assert_code(&r, "VALIDATION");
     assert_eq!(extension(&r, "field"), "first");
     assert_ok(
         &server
-            .gql(
-                Some(&a.manager.token),
-                "{ campuses(first: 5) { id } }",
-                json!({}),
-            )
+            .query(&a.manager.token, "{ campuses(first: 5) { id } }")
             .await,
     );
     server.stop().await;
@@ -106,19 +98,9 @@ async fn health_ready_and_graphiql() {
     let server = TestServer::start().await;
     let health = health(&server).await;
     assert_eq!(health["status"], "ok");
-    let ready = server
-        .client
-        .get(server.url("/ready"))
-        .send()
-        .await
-        .unwrap();
+    let ready = server.get("/ready").await;
     assert_eq!(ready.status().as_u16(), 200);
-    let graphiql = server
-        .client
-        .get(server.url("/graphql"))
-        .send()
-        .await
-        .unwrap();
+    let graphiql = server.get("/graphql").await;
     assert!(graphiql
         .text()
         .await
@@ -132,12 +114,7 @@ async fn health_ready_and_graphiql() {
 
     // Not ready without the database.
     server.db.pool.close().await;
-    let ready = server
-        .client
-        .get(server.url("/ready"))
-        .send()
-        .await
-        .unwrap();
+    let ready = server.get("/ready").await;
     assert_eq!(ready.status().as_u16(), 503);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["database"], false);
@@ -172,12 +149,7 @@ async fn not_ready_while_subscriptions_are_down() {
         |state| state.with_readiness(std::sync::Arc::new(|| false)),
     )
     .await;
-    let ready = server
-        .client
-        .get(server.url("/ready"))
-        .send()
-        .await
-        .unwrap();
+    let ready = server.get("/ready").await;
     assert_eq!(ready.status().as_u16(), 503);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["subscriptions"], false);

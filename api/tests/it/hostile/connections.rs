@@ -12,12 +12,52 @@ async fn tcp_from(client: [u8; 4], server: SocketAddr) -> tokio::net::TcpStream 
     socket.connect(server).await.unwrap()
 }
 
+/// The server with its connection limits adjusted by `limits`, and its address.
+async fn server_with(limits: impl FnOnce(&mut ServerLimits)) -> (TestServer, SocketAddr) {
+    let server = TestServer::start_with(|c| limits(&mut c.server)).await;
+    let target = addr(&server);
+    (server, target)
+}
+
+/// An HTTP client bound to its own loopback address.
+fn http_client_from(client: [u8; 4]) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::from(client))
+        .build()
+        .unwrap()
+}
+
 fn addr(server: &TestServer) -> SocketAddr {
     server
         .url("")
         .trim_start_matches("http://")
         .parse()
         .unwrap()
+}
+
+/// Polls `/health` from the loopback address `client` (every `every`) until it answers
+/// 200; fails with `why` once `within` has passed.
+async fn assert_health_answers_from(
+    client: [u8; 4],
+    server: &TestServer,
+    (within, every): (Duration, Duration),
+    why: &str,
+) {
+    let client = http_client_from(client);
+    let started = Instant::now();
+    loop {
+        let status = client
+            .get(server.url("/health"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok();
+        if status == Some(200) {
+            return;
+        }
+        assert!(started.elapsed() < within, "{why}: {status:?}");
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// Everything the server sends until it closes (or `within` passes).
@@ -40,12 +80,11 @@ async fn read_until_closed(stream: &mut tokio::net::TcpStream, within: Duration)
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_and_idle_clients_are_cut_off() {
-    let server = TestServer::start_with(|c| {
-        c.server.header_timeout = Duration::from_secs(1);
-        c.server.body_timeout = Duration::from_secs(1);
+    let (server, target) = server_with(|limits| {
+        limits.header_timeout = Duration::from_secs(1);
+        limits.body_timeout = Duration::from_secs(1);
     })
     .await;
-    let target = addr(&server);
     // Headers that never finish.
     let mut slow = tcp_from([127, 0, 1, 1], target).await;
     slow.write_all(b"POST /graphql HTTP/1.1\r\nhost: aula\r\n")
@@ -84,12 +123,11 @@ async fn slow_and_idle_clients_are_cut_off() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_are_capped_per_client_with_a_clear_refusal() {
-    let server = TestServer::start_with(|c| {
-        c.server.max_connections_per_client = 5;
-        c.server.header_timeout = Duration::from_secs(30);
+    let (server, target) = server_with(|limits| {
+        limits.max_connections_per_client = 5;
+        limits.header_timeout = Duration::from_secs(30);
     })
     .await;
-    let target = addr(&server);
     let mut held = Vec::new();
     for _ in 0..5 {
         let mut stream = tcp_from([127, 0, 2, 1], target).await;
@@ -111,35 +149,18 @@ async fn connections_are_capped_per_client_with_a_clear_refusal() {
     assert!(answer.to_lowercase().contains("retry-after: 1"), "{answer}");
     assert!(answer.contains("UNAVAILABLE"), "{answer}");
     // Another client is served meanwhile.
-    let other = reqwest::Client::builder()
-        .local_address(IpAddr::from([127, 0, 2, 2]))
-        .build()
-        .unwrap();
+    let other = http_client_from([127, 0, 2, 2]);
     let response = other.get(server.url("/health")).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
     // Closing the held connections frees the slots.
     drop(held);
-    let again = reqwest::Client::builder()
-        .local_address(IpAddr::from([127, 0, 2, 1]))
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = again
-            .get(server.url("/health"))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-            .ok();
-        if status == Some(200) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the freed slots were not reused: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_health_answers_from(
+        [127, 0, 2, 1],
+        &server,
+        (Duration::from_secs(10), Duration::from_millis(100)),
+        "the freed slots were not reused",
+    )
+    .await;
     server.stop().await;
 }
 
@@ -221,28 +242,15 @@ async fn signed_in_writes_are_limited_per_account_and_anonymous_reads_per_addres
     // Another account is not affected; signed-in reads are not limited.
     assert_ok(&create(b.manager.token.clone(), 9).await);
     for _ in 0..10 {
-        assert_ok(
-            &server
-                .gql(Some(&a.manager.token), "{ me { id } }", json!({}))
-                .await,
-        );
+        assert_ok(&server.query(&a.manager.token, "{ me { id } }").await);
     }
     // Anonymous reads, per address.
-    let reader = reqwest::Client::builder()
-        .local_address(IpAddr::from([127, 0, 3, 1]))
-        .build()
-        .unwrap();
+    let reader = http_client_from([127, 0, 3, 1]);
     let mut limited = 0;
     for _ in 0..8 {
-        let r: Value = reader
-            .post(server.url("/graphql"))
-            .json(&json!({"query": "{ health { status } }"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r = server
+            .gql_from(&reader, None, "{ health { status } }", json!({}))
+            .await;
         if code(&r).as_deref() == Some("RATE_LIMITED") {
             limited += 1;
         }
@@ -253,12 +261,11 @@ async fn signed_in_writes_are_limited_per_account_and_anonymous_reads_per_addres
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_never_reads_loses_its_connection_and_its_slot() {
-    let server = TestServer::start_with(|c| {
-        c.server.max_connections_per_client = 1;
-        c.server.write_timeout = Duration::from_secs(1);
+    let (server, target) = server_with(|limits| {
+        limits.max_connections_per_client = 1;
+        limits.write_timeout = Duration::from_secs(1);
     })
     .await;
-    let target = addr(&server);
     // A tiny receive window and many pipelined requests for a 46 KB asset: the
     // server's writes stall once the buffers are full.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -274,27 +281,13 @@ async fn a_client_that_never_reads_loses_its_connection_and_its_slot() {
     )
     .await;
     // The only slot of that address frees once the stalled write gives up.
-    let client = reqwest::Client::builder()
-        .local_address(IpAddr::from([127, 0, 4, 1]))
-        .build()
-        .unwrap();
-    let started = Instant::now();
-    loop {
-        let status = client
-            .get(server.url("/health"))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-            .ok();
-        if status == Some(200) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "the stalled connection kept its slot: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert_health_answers_from(
+        [127, 0, 4, 1],
+        &server,
+        (Duration::from_secs(15), Duration::from_millis(200)),
+        "the stalled connection kept its slot",
+    )
+    .await;
     drop(greedy);
     server.stop().await;
 }

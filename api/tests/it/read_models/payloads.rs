@@ -309,10 +309,9 @@ async fn webhook_endpoint_operations_are_in_the_audit_log() {
     let mut statuses = Vec::new();
     for _ in 0..200 {
         let r = server
-            .gql(
-                Some(&admin.token),
+            .query(
+                &admin.token,
                 "{ projectionStatus { name lagEvents lastError } }",
-                json!({}),
             )
             .await;
         assert_ok(&r);

@@ -53,23 +53,11 @@ async fn read_model_queries_answer_from_the_projections() {
             json!({ "p": w.campus, "f": 10 }),
         )
         .await;
-    assert_eq!(
-        data(&r, "courseCapacities")["nodes"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(nodes_of(&r, "courseCapacities").len(), 2);
     let r = s
         .gql(Some(&w.admin.token), CAPACITIES, json!({ "f": 10 }))
         .await;
-    assert_eq!(
-        data(&r, "courseCapacities")["nodes"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    assert_eq!(nodes_of(&r, "courseCapacities").len(), 3);
     // A page size over the maximum is refused.
     let r = s.gql(Some(manager), CAPACITIES, json!({ "f": 101 })).await;
     assert_code(&r, "VALIDATION");
@@ -84,7 +72,7 @@ async fn read_model_queries_answer_from_the_projections() {
         let r = s
             .gql(Some(manager), AGES, json!({ "s": scope, "ids": [id] }))
             .await;
-        let nodes = data(&r, "ageMetrics")["nodes"].as_array().unwrap().clone();
+        let nodes = nodes_of(&r, "ageMetrics");
         assert_eq!(nodes.len(), 1, "{scope}: {r}");
         assert_eq!(nodes[0]["scopeId"], id.to_string());
         assert_eq!(
@@ -102,7 +90,7 @@ async fn read_model_queries_answer_from_the_projections() {
     let r = s
         .gql(Some(&w.teacher.token), AGES, json!({ "s": "INSTITUTION" }))
         .await;
-    let nodes = data(&r, "ageMetrics")["nodes"].as_array().unwrap().clone();
+    let nodes = nodes_of(&r, "ageMetrics");
     assert_eq!(nodes.len(), 1);
     assert_eq!(nodes[0]["scopeId"], w.a.id.to_string());
 
@@ -114,10 +102,7 @@ async fn read_model_queries_answer_from_the_projections() {
             json!({ "c": w.course, "x": false, "s": { "field": "NAME", "direction": "DESC" } }),
         )
         .await;
-    let nodes = data(&r, "courseEnrollments")["nodes"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let nodes = nodes_of(&r, "courseEnrollments");
     assert_eq!(nodes.len(), 2);
     assert_eq!(nodes[0]["applicationId"], w.younger.to_string());
     assert_eq!(nodes[0]["ageYears"], 19);
@@ -140,13 +125,7 @@ async fn read_model_queries_answer_from_the_projections() {
             json!({ "c": w.course, "x": false }),
         )
         .await;
-    assert_eq!(
-        data(&r, "courseEnrollments")["nodes"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(nodes_of(&r, "courseEnrollments").len(), 1);
     let r = s
         .gql(
             Some(manager),
@@ -154,10 +133,7 @@ async fn read_model_queries_answer_from_the_projections() {
             json!({ "c": w.course, "x": true }),
         )
         .await;
-    let nodes = data(&r, "courseEnrollments")["nodes"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let nodes = nodes_of(&r, "courseEnrollments");
     assert_eq!(nodes.len(), 2);
     let cancelled: Vec<&Value> = nodes
         .iter()
@@ -198,7 +174,7 @@ async fn read_model_queries_answer_from_the_projections() {
             json!({ "n": 100, "a": page["nextCursor"] }),
         )
         .await;
-    let rest = data(&r, "auditLog")["nodes"].as_array().unwrap().clone();
+    let rest = nodes_of(&r, "auditLog");
     assert!(!rest.is_empty());
     assert!(rest
         .iter()
@@ -212,7 +188,7 @@ async fn read_model_queries_answer_from_the_projections() {
             json!({ "f": { "types": ["CourseOpened"], "actorUserId": w.a.manager.id }, "n": 10 }),
         )
         .await;
-    assert_eq!(data(&r, "auditLog")["nodes"].as_array().unwrap().len(), 2);
+    assert_eq!(nodes_of(&r, "auditLog").len(), 2);
 
     // adminEvents: by type and institution, sorted, paginated.
     let opened = course_opened(&w, w.a.id).await;
@@ -253,7 +229,7 @@ async fn read_model_queries_answer_from_the_projections() {
             json!({ "f": { "types": ["CourseOpened"] }, "n": 10 }),
         )
         .await;
-    let nodes = data(&r, "adminEvents")["nodes"].as_array().unwrap().clone();
+    let nodes = nodes_of(&r, "adminEvents");
     assert_eq!(nodes.len(), 1);
     assert_eq!(nodes[0]["institutionId"], w.b.id.to_string());
     // Status and duration filters (the processor is not running: all pending).
@@ -272,7 +248,7 @@ async fn read_model_queries_answer_from_the_projections() {
             json!({ "f": { "status": "pending", "institutionId": w.a.id }, "n": 100 }),
         )
         .await;
-    assert!(data(&r, "adminEvents")["nodes"].as_array().unwrap().len() >= 3);
+    assert!(nodes_of(&r, "adminEvents").len() >= 3);
     let r = s
         .gql(
             Some(manager),
@@ -296,7 +272,7 @@ async fn read_model_queries_answer_from_the_projections() {
     assert_code(&r, "NOT_FOUND");
 
     // projectionStatus: every projection, caught up, no error.
-    let r = s.gql(Some(&w.admin.token), STATUS, json!({})).await;
+    let r = s.query(&w.admin.token, STATUS).await;
     let rows = data(&r, "projectionStatus").as_array().unwrap().clone();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, aula_projections::NAMES);
@@ -366,7 +342,7 @@ async fn people_lists_and_self_service_reads() {
     // The manager's list: its own students, by name, in pages of two.
     let list = "query($f: PersonFilter, $s: PersonSort, $after: String) {
         students(filter: $f, sort: $s, first: 2, after: $after) { nodes { id name email active } nextCursor } }";
-    let page1 = server.gql(Some(m), list, json!({})).await;
+    let page1 = server.query(m, list).await;
     assert_ok(&page1);
     let names = |page: &Value| -> Vec<String> {
         page["data"]["students"]["nodes"]
@@ -419,9 +395,7 @@ async fn people_lists_and_self_service_reads() {
         .await;
     assert_eq!(names(&active), ["Ana Brito", "Bruno Costa"]);
     // Teachers list the same way; the other institution's people never show.
-    let teachers = server
-        .gql(Some(m), "{ teachers { nodes { id } } }", json!({}))
-        .await;
+    let teachers = server.query(m, "{ teachers { nodes { id } } }").await;
     assert_eq!(
         teachers["data"]["teachers"]["nodes"][0]["id"],
         json!(teacher_id)
@@ -494,29 +468,12 @@ async fn people_lists_and_self_service_reads() {
     assert_eq!(taught["data"]["myStudents"][0]["id"], json!(ana));
 
     // Each read is for its own role.
-    let refused = server
-        .gql(
-            Some(student.token.as_str()),
-            "{ myCourses { courseId } }",
-            json!({}),
-        )
-        .await;
-    assert_code(&refused, "FORBIDDEN");
-    let refused = server
-        .gql(
-            Some(student.token.as_str()),
-            "{ students { nodes { id } } }",
-            json!({}),
-        )
-        .await;
-    assert_code(&refused, "FORBIDDEN");
-    let refused = server
-        .gql(
-            Some(teacher.token.as_str()),
-            "{ myGrades { id } }",
-            json!({}),
-        )
-        .await;
-    assert_code(&refused, "FORBIDDEN");
+    for (token, query) in [
+        (&student.token, "{ myCourses { courseId } }"),
+        (&student.token, "{ students { nodes { id } } }"),
+        (&teacher.token, "{ myGrades { id } }"),
+    ] {
+        assert_code(&server.query(token, query).await, "FORBIDDEN");
+    }
     server.stop().await;
 }

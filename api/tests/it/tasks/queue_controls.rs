@@ -68,10 +68,9 @@ async fn queue_controls_cancel_release_reprioritize_pause_and_leave_an_audit_tra
         "stuck-worker"
     );
     let summary = server
-        .gql(
-            Some(&admin.token),
+        .query(
+            &admin.token,
             "{ processingSummary { statusCounts { kind status count } } }",
-            json!({}),
         )
         .await;
     assert_eq!(task_count(&summary, "retrying"), 1);
@@ -156,7 +155,7 @@ async fn queue_controls_cancel_release_reprioritize_pause_and_leave_an_audit_tra
         json!([{ "kind": "notification.grade", "pausedBy": format!("user:{}", admin.id), "waiting": 2 }]),
         "{r}"
     );
-    let r = server.gql(Some(&a.manager.token), PAUSED, json!({})).await;
+    let r = server.query(&a.manager.token, PAUSED).await;
     assert_eq!(
         r["data"]["pausedTaskKinds"][0]["waiting"],
         Value::Null,
@@ -197,7 +196,7 @@ async fn queue_controls_cancel_release_reprioritize_pause_and_leave_an_audit_tra
         .unwrap()
         .iter()
         .all(|e| e["actor"] == format!("user:{}", admin.id)));
-    let r = server.gql(Some(&a.manager.token), log, json!({})).await;
+    let r = server.query(&a.manager.token, log).await;
     assert_eq!(r["data"]["queueControlLog"].as_array().unwrap().len(), 5);
     // Each control is also a record in the log, committed with it: what `auditLog`
     // lists (its projection reads every event), with the actor and the task's

@@ -1,0 +1,77 @@
+//! What the dashboard's browser tests share (`dashboard/`, `dashboard_insights.rs`,
+//! `dashboard_queue.rs`, `dashboard_reprocess.rs`): the list's loaded states, and
+//! signing in and out of the page as a person would.
+
+use std::path::{Path, PathBuf};
+
+use aula_eventlog::testing::TestDatabase;
+
+use super::cdp::{click, require_chromium, Browser};
+use super::service::Service;
+
+/// The list is loaded, with rows.
+pub const LIST_READY: &str = "document.getElementById('list').dataset.state === 'ready' && !document.getElementById('list-body').hasAttribute('aria-busy')";
+/// Loaded, with rows or with the empty state.
+pub const LIST_SETTLED: &str = "['ready', 'empty'].includes(document.getElementById('list').dataset.state) && !document.getElementById('list-body').hasAttribute('aria-busy')";
+
+/// What a dashboard test starts from.
+pub struct Stage {
+    /// Where its screenshots go (emptied, and printed).
+    pub shots: PathBuf,
+    pub db: TestDatabase,
+    /// The whole service on `db`, its tokens valid for an hour.
+    pub service: Service,
+}
+
+/// Checks for Chromium first (before anything slow), then starts the whole service on a
+/// fresh database, its e-mails going to `smtp_port` (where nothing listens yet: they
+/// fail, quickly retried to `dead`). Only in a test of its own process, as the e-mail
+/// settings are ([`super::mail_to_port_with_quick_retries`]).
+pub async fn stage(screenshots: &str, smtp_port: u16) -> Stage {
+    let shots = super::screenshot_dir(screenshots);
+    println!("dashboard screenshots: {}", shots.display());
+    require_chromium();
+    let db = TestDatabase::new().await;
+    super::mail_to_port_with_quick_retries(smtp_port, 60);
+    let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
+    Stage { shots, db, service }
+}
+
+/// Opens the dashboard at `url` and waits for its login form.
+pub async fn open_login(browser: &Browser, url: &str, shots: &Path) {
+    browser.navigate(url).await;
+    browser
+        .wait_for(
+            "!document.getElementById('login-view').hidden",
+            "the login form",
+            shots,
+        )
+        .await;
+}
+
+/// Types the credentials into the login form, as a person would, and submits it.
+pub async fn sign_in(browser: &Browser, email: &str, password: &str) {
+    browser.fill("login-email", email).await;
+    browser
+        .eval("document.getElementById('login-password').focus()")
+        .await;
+    browser.type_text(password).await;
+    browser.eval(&click("#login-submit")).await;
+}
+
+/// Signs out from the page and opens the login form at `{base}/admin` again.
+pub async fn sign_out(browser: &Browser, base: &str, shots: &Path) {
+    browser.eval(&click("#logout")).await;
+    open_login(browser, &format!("{base}/admin"), shots).await;
+}
+
+/// Puts `text` in the institution filter (an id, a short id or a name) and applies the
+/// filters.
+pub async fn filter_institution(browser: &Browser, text: &str) {
+    browser
+        .eval(&format!(
+            "(() => {{ document.getElementById('f-institution').value = {}; document.getElementById('apply-filters').click(); return true; }})()",
+            serde_json::to_string(text).unwrap()
+        ))
+        .await;
+}
