@@ -94,8 +94,17 @@ async fn killing_a_worker_process_mid_run_loses_and_duplicates_nothing() {
     .await
     .unwrap();
     let total: i64 = 4000;
+    // 10 ms each: two workers of 8 take ~2.5 s, so the kill below lands mid-run. At 2 ms
+    // the run took ~0.5 s and, on a loaded machine, the victim could have finished its
+    // last tasks between the check and the kill (no orphan to rescue).
     let tasks: Vec<NewTask> = (0..total)
-        .map(|i| NewTask::new("test.effect", format!("effect-{i}"), json!({"sleep_ms": 2})))
+        .map(|i| {
+            NewTask::new(
+                "test.effect",
+                format!("effect-{i}"),
+                json!({"sleep_ms": 10}),
+            )
+        })
         .collect();
     let mut conn = db.pool.acquire().await.unwrap();
     for chunk in tasks.chunks(1000) {
