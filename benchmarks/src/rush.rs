@@ -20,6 +20,26 @@ struct RushReport {
     scheduled_p50_ms: f64,
     scheduled_p95_ms: f64,
     all_emails: Duration,
+    cpu: Option<AcceptCpu>,
+}
+
+/// Where the CPU went while the applications were being accepted: this process (the
+/// service and the load generator), the load generator alone (its own thread), and the
+/// database's processes; out of `cpus` × the window's length.
+struct AcceptCpu {
+    process_seconds: f64,
+    load_generator_seconds: f64,
+    database_seconds: f64,
+    cpus: usize,
+}
+
+/// What the load generator reports: accepted and refused first tries, the window's
+/// length, and its own thread's CPU seconds in it.
+struct Rush {
+    accepted: usize,
+    refused: usize,
+    accepting: Duration,
+    cpu_seconds: f64,
 }
 
 /// `aula bench rush`: `applicants` apply at once (each from its own loopback address,
@@ -63,6 +83,20 @@ pub async fn run(settings: &Settings, applicants: usize, courses: usize) -> anyh
         "  all e-mails (scheduled + result) sent {:.2} s after the first application",
         report.all_emails.as_secs_f64()
     );
+    if let Some(cpu) = &report.cpu {
+        let available = cpu.cpus as f64 * report.accepting.as_secs_f64();
+        let service = cpu.process_seconds - cpu.load_generator_seconds;
+        println!(
+            "  CPU while accepting ({:.1} s of {} cores = {available:.1} s): service {service:.1} s, \
+             load generator {:.1} s, PostgreSQL {:.1} s; {:.0} µs of service + database CPU \
+             per accepted application",
+            report.accepting.as_secs_f64(),
+            cpu.cpus,
+            cpu.load_generator_seconds,
+            cpu.database_seconds,
+            (service + cpu.database_seconds) * 1e6 / report.accepted.max(1) as f64,
+        );
+    }
     Ok(())
 }
 
@@ -89,7 +123,12 @@ async fn rush_on(
         wakeups.clone(),
         shutdown.clone(),
     );
-    let outbox = std::env::temp_dir().join(format!("aula-bench-rush-{}", Uuid::new_v4().simple()));
+    // The outbox's folder: the system's temporary one, or `AULA_BENCH_OUTBOX` (a file
+    // system in memory, say, to see what the file outbox itself costs).
+    let outbox = std::env::var_os("AULA_BENCH_OUTBOX")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("aula-bench-rush-{}", Uuid::new_v4().simple()));
     let mail = aula_processor::MailConfig {
         outbox_dir: outbox.clone(),
         ..aula_processor::MailConfig::default()
@@ -140,50 +179,63 @@ async fn rush_on(
     // Let the projections see the courses (the API reads course_capacity first).
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    const APPLY: &str =
-        "mutation($input: ApplyToCourseInput!) { applyToCourse(input: $input) { id } }";
-    // The clients first (each bound to its own loopback address), outside the timing.
-    let mut clients = Vec::with_capacity(applicants);
-    for i in 0..applicants {
-        let address = std::net::Ipv4Addr::new(127, 2, (i / 250) as u8, (i % 250 + 1) as u8);
-        clients.push(
-            reqwest::Client::builder()
-                .local_address(std::net::IpAddr::V4(address))
-                .timeout(Duration::from_secs(60))
-                .build()?,
-        );
-    }
-    let gate = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    // The load generator runs on a thread of its own (a runtime of one thread), as a
+    // separate client would, so its CPU is measured apart from the service's.
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let generator = {
+        let base = base.clone();
+        let course_ids = course_ids.clone();
+        std::thread::Builder::new()
+            .name("rush-clients".into())
+            .spawn(move || -> anyhow::Result<Rush> {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(apply_all(
+                        base, course_ids, applicants, IN_FLIGHT, ready_tx, go_rx,
+                    ))
+            })?
+    };
+    ready_rx
+        .await
+        .map_err(|_| anyhow::anyhow!("the load generator stopped before it was ready"))?;
+    let process = [std::process::id()];
+    let server_pids = crate::tasks::database_pids(&db.pool).await?;
+    let cpu_before = (
+        crate::tasks::cpu_seconds(&process),
+        crate::tasks::cpu_seconds(&server_pids),
+    );
+    let _ = go_tx.send(());
+    // The clock of the later figures (decisions, e-mails); the accept window is the
+    // load generator's own.
     let started = Instant::now();
-    let mut requests = Vec::with_capacity(applicants);
-    for (i, client) in clients.into_iter().enumerate() {
-        let (gate, base) = (gate.clone(), base.clone());
-        let course = course_ids[i % courses];
-        requests.push(tokio::spawn(async move {
-            let _permit = gate.acquire_owned().await?;
-            let body = serde_json::json!({ "query": APPLY, "variables": { "input": {
-                "courseId": course, "name": format!("Applicant {i}"), "birthDate": "2004-05-06",
-                "email": format!("applicant{i}@bench.test"), "idempotencyKey": format!("k{i}"),
-            }}});
-            let answer: serde_json::Value = client
-                .post(format!("{base}/graphql"))
-                .json(&body)
-                .send()
-                .await?
-                .json()
-                .await?;
-            anyhow::Ok(answer["data"]["applyToCourse"]["id"].is_string())
-        }));
-    }
-    let (mut accepted, mut refused) = (0, 0);
-    for request in requests {
-        if request.await?? {
-            accepted += 1;
-        } else {
-            refused += 1;
-        }
-    }
-    let accepting = started.elapsed();
+    let rush = tokio::task::spawn_blocking(move || generator.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the load generator panicked"))??;
+    // Server processes that appeared meanwhile count from zero.
+    let mut server_pids_after = crate::tasks::database_pids(&db.pool).await?;
+    server_pids_after.retain(|pid| !server_pids.contains(pid));
+    let cpu = match (
+        cpu_before,
+        crate::tasks::cpu_seconds(&process),
+        crate::tasks::cpu_seconds(&server_pids),
+    ) {
+        ((Some(p0), Some(d0)), Some(p1), Some(d1)) => Some(AcceptCpu {
+            process_seconds: p1 - p0,
+            load_generator_seconds: rush.cpu_seconds,
+            database_seconds: d1 - d0
+                + crate::tasks::cpu_seconds(&server_pids_after).unwrap_or(0.0),
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }),
+        _ => None,
+    };
+    let Rush {
+        accepted,
+        refused,
+        accepting,
+        ..
+    } = rush;
 
     let decided = || async {
         sqlx::query_scalar::<_, i64>(
@@ -242,5 +294,82 @@ async fn rush_on(
         scheduled_p50_ms: p50.unwrap_or(f64::NAN),
         scheduled_p95_ms: p95.unwrap_or(f64::NAN),
         all_emails,
+        cpu,
     })
+}
+
+/// The load generator: `applicants` clients, each bound to its own loopback address
+/// and built before the clock starts, apply at once, at most `in_flight` at a time.
+/// Says `ready` once the clients are built and starts on `go`.
+async fn apply_all(
+    base: String,
+    course_ids: Vec<Uuid>,
+    applicants: usize,
+    in_flight: usize,
+    ready: tokio::sync::oneshot::Sender<()>,
+    go: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<Rush> {
+    const APPLY: &str =
+        "mutation($input: ApplyToCourseInput!) { applyToCourse(input: $input) { id } }";
+    let mut clients = Vec::with_capacity(applicants);
+    for i in 0..applicants {
+        let address = std::net::Ipv4Addr::new(127, 2, (i / 250) as u8, (i % 250 + 1) as u8);
+        clients.push(
+            reqwest::Client::builder()
+                .local_address(std::net::IpAddr::V4(address))
+                .timeout(Duration::from_secs(60))
+                .build()?,
+        );
+    }
+    let _ = ready.send(());
+    go.await
+        .map_err(|_| anyhow::anyhow!("the benchmark stopped before the rush"))?;
+    let cpu_start = thread_cpu_seconds();
+    let gate = Arc::new(tokio::sync::Semaphore::new(in_flight));
+    let started = Instant::now();
+    let mut requests = Vec::with_capacity(applicants);
+    for (i, client) in clients.into_iter().enumerate() {
+        let (gate, base) = (gate.clone(), base.clone());
+        let course = course_ids[i % course_ids.len()];
+        requests.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            let body = serde_json::json!({ "query": APPLY, "variables": { "input": {
+                "courseId": course, "name": format!("Applicant {i}"), "birthDate": "2004-05-06",
+                "email": format!("applicant{i}@bench.test"), "idempotencyKey": format!("k{i}"),
+            }}});
+            let answer: serde_json::Value = client
+                .post(format!("{base}/graphql"))
+                .json(&body)
+                .send()
+                .await?
+                .json()
+                .await?;
+            anyhow::Ok(answer["data"]["applyToCourse"]["id"].is_string())
+        }));
+    }
+    let (mut accepted, mut refused) = (0, 0);
+    for request in requests {
+        if request.await?? {
+            accepted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    Ok(Rush {
+        accepted,
+        refused,
+        accepting: started.elapsed(),
+        cpu_seconds: thread_cpu_seconds() - cpu_start,
+    })
+}
+
+/// CPU seconds (user and system) of the calling thread so far.
+fn thread_cpu_seconds() -> f64 {
+    let mut time = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `time` is a valid, writable timespec for the call's duration.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) };
+    time.tv_sec as f64 + time.tv_nsec as f64 / 1e9
 }

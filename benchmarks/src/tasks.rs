@@ -371,7 +371,7 @@ async fn tasks_on(
 
 /// The server processes working for the benchmark's database: its backends and the
 /// server's own (WAL writer, checkpointer...).
-async fn database_pids(pool: &PgPool) -> anyhow::Result<Vec<u32>> {
+pub(crate) async fn database_pids(pool: &PgPool) -> anyhow::Result<Vec<u32>> {
     let pids: Vec<i32> = sqlx::query_scalar(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() OR datname IS NULL",
     )
@@ -385,7 +385,7 @@ async fn database_pids(pool: &PgPool) -> anyhow::Result<Vec<u32>> {
 
 /// User + system CPU seconds of these processes so far, from `/proc/<pid>/stat`;
 /// `None` when one is not readable (e.g. the database runs on another machine).
-fn cpu_seconds(pids: &[u32]) -> Option<f64> {
+pub(crate) fn cpu_seconds(pids: &[u32]) -> Option<f64> {
     // SAFETY: sysconf only reads a configuration value.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let mut total = 0u64;

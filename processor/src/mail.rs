@@ -158,6 +158,9 @@ impl Mailer for SmtpMailer {
 pub struct FileMailer {
     dir: PathBuf,
     from: String,
+    /// The folder was made (and its mode set) by this mailer: later messages go
+    /// straight to their file, without two more file-system calls each.
+    prepared: std::sync::atomic::AtomicBool,
 }
 
 impl FileMailer {
@@ -165,6 +168,7 @@ impl FileMailer {
         Self {
             dir: dir.into(),
             from: from.into(),
+            prepared: Default::default(),
         }
     }
 
@@ -186,6 +190,26 @@ impl FileMailer {
             .collect();
         self.dir.join(format!("{name}.eml"))
     }
+
+    /// Makes the folder. The messages carry one-time sign-up and reset links: only this
+    /// user may read them (the folder, and each file, whatever the umask or an older
+    /// folder says).
+    async fn prepare(&self) -> Result<(), MailError> {
+        let io = |source| MailError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        tokio::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .await
+            .map_err(io)?;
+        use std::os::unix::fs::PermissionsExt;
+        tokio::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+            .await
+            .map_err(io)
+    }
 }
 
 #[async_trait::async_trait]
@@ -197,29 +221,23 @@ impl Mailer for FileMailer {
             let path = path.to_path_buf();
             move |source| MailError::Io { path, source }
         };
-        // The messages carry one-time sign-up and reset links: only this user may read
-        // them (the folder, and each file, whatever the umask or an older folder says).
-        tokio::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .await
-            .map_err(io(&self.dir))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            tokio::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
-                .await
-                .map_err(io(&self.dir))?;
-        }
         let temporary = path.with_extension("eml.tmp");
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&temporary)
-            .await
-            .map_err(io(&temporary))?;
+        let mut options = tokio::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true).mode(0o600);
+        use std::sync::atomic::Ordering;
+        if !self.prepared.load(Ordering::Acquire) {
+            self.prepare().await?;
+            self.prepared.store(true, Ordering::Release);
+        }
+        let mut file = match options.open(&temporary).await {
+            // The folder went away since it was made: make it again.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                self.prepare().await?;
+                options.open(&temporary).await
+            }
+            other => other,
+        }
+        .map_err(io(&temporary))?;
         tokio::io::AsyncWriteExt::write_all(&mut file, &built.formatted())
             .await
             .map_err(io(&temporary))?;
@@ -300,6 +318,27 @@ mod tests {
         assert!(text.contains("plain body"));
         assert!(text.contains("<p>html body</p>"));
         assert!(text.contains("multipart/alternative"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn file_mailer_makes_its_folder_again_when_it_went_away() {
+        let dir = std::env::temp_dir().join(format!("aula-outbox-{}", uuid::Uuid::new_v4()));
+        let mailer = FileMailer::new(&dir, "Aula <no-reply@aula.localhost>");
+        let message = |key: &str| EmailMessage {
+            to: "ada@example.org".into(),
+            subject: "s".into(),
+            text: "t".into(),
+            html: "h".into(),
+            idempotency_key: key.into(),
+        };
+        mailer.send(&message("first")).await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        mailer.send(&message("second")).await.unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert!(mailer.path_for("second").exists());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

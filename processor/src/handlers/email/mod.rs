@@ -206,8 +206,7 @@ impl EmailHandler {
         conn: &mut sqlx::PgConnection,
         rendered: &Rendered,
     ) -> Result<(), sqlx::Error> {
-        let mut tx = sqlx::Connection::begin(conn).await?;
-        sqlx::query(
+        let record = sqlx::query(
             "INSERT INTO outbox_emails (idempotency_key, task_id, kind, recipient, subject, transport)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
         )
@@ -216,12 +215,16 @@ impl EmailHandler {
         .bind(&ctx.task.kind)
         .bind(&rendered.message.to)
         .bind(&rendered.message.subject)
-        .bind(self.mailer.transport())
-        .execute(&mut *tx)
-        .await?;
-        if let Some(hash) = &rendered.token_hash {
-            tokens::take_token(&mut tx, hash).await?;
-        }
+        .bind(self.mailer.transport());
+        let Some(hash) = &rendered.token_hash else {
+            // One statement commits on its own: no BEGIN and COMMIT round trips for
+            // the e-mails without a token (every e-mail of an application).
+            record.execute(&mut *conn).await?;
+            return Ok(());
+        };
+        let mut tx = sqlx::Connection::begin(conn).await?;
+        record.execute(&mut *tx).await?;
+        tokens::take_token(&mut tx, hash).await?;
         tx.commit().await
     }
 }
@@ -366,13 +369,18 @@ async fn original_already_sent(ctx: &TaskContext) -> Result<bool, TaskError> {
     Ok(sent.is_some())
 }
 
-/// The course's name: from the `course_capacity` read model (one row), or from the
-/// course's stream when the read model has not seen the course yet. Loading the stream
-/// per e-mail would replay every decision of a busy course each time.
+/// The course's name: from this process's memory, else the `course_capacity` read
+/// model (one row), else the course's stream when the read model has not seen the
+/// course yet. Loading the stream per e-mail would replay every decision of a busy
+/// course each time.
 pub(crate) async fn course_name(ctx: &TaskContext, course_id: &str) -> Result<String, TaskError> {
     if let Ok(id) = course_id.parse::<uuid::Uuid>() {
+        if let Some(name) = COURSE_NAMES.get(id) {
+            return Ok(name);
+        }
         let row = aula_projections::course_capacity::course_capacity(&ctx.pool, id).await?;
         if let Some(name) = row.and_then(|row| row.name) {
+            COURSE_NAMES.put(id, &name);
             return Ok(name);
         }
     }
@@ -386,6 +394,42 @@ pub(crate) async fn course_name(ctx: &TaskContext, course_id: &str) -> Result<St
         .name()
         .map(|n| n.as_str().to_owned())
         .unwrap_or_else(|| "your course".into()))
+}
+
+/// Course names already read. A course's name is set once, by `CourseOpened`, and never
+/// changes (no command renames a course), so a remembered name is never stale; a rush
+/// of applications to one course read the same row once per e-mail before.
+static COURSE_NAMES: CourseNames = CourseNames::new();
+
+struct CourseNames(std::sync::Mutex<Option<std::collections::HashMap<uuid::Uuid, String>>>);
+
+impl CourseNames {
+    /// Bounded: past this many courses the memory starts over.
+    const CAPACITY: usize = 10_000;
+
+    const fn new() -> Self {
+        Self(std::sync::Mutex::new(None))
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<std::collections::HashMap<uuid::Uuid, String>>> {
+        // A panic while holding the lock cannot leave an entry half-written.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, id: uuid::Uuid) -> Option<String> {
+        self.lock().as_ref()?.get(&id).cloned()
+    }
+
+    fn put(&self, id: uuid::Uuid, name: &str) {
+        let mut names = self.lock();
+        let names = names.get_or_insert_with(Default::default);
+        if names.len() >= Self::CAPACITY {
+            names.clear();
+        }
+        names.insert(id, name.to_owned());
+    }
 }
 
 /// The layout every HTML e-mail shares.
