@@ -223,6 +223,42 @@ async fn an_event_whose_tasks_succeed_and_one_without_tasks_are_succeeded() {
     db.drop_database().await;
 }
 
+/// Session 12: when the processor wrote an event's row first, the `admin_events`
+/// projection's identical identity columns leave the row as it is (no new row version,
+/// whose ten index entries the rush paid for every event), and its processing columns
+/// stay the processor's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_projection_after_the_processor_writes_no_new_row_version() {
+    let db = TestDatabase::new().await;
+    let student = event("StudentCreated", 1);
+    react(&db.pool, &[student.clone()]).await;
+    let version = |pool: PgPool, id: Uuid| async move {
+        sqlx::query_scalar::<_, String>("SELECT xmin::text FROM admin_events WHERE event_id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let before = version(db.pool.clone(), student.event_id).await;
+    let processed = processing_of(&db.pool, student.event_id).await;
+
+    let mut tx = db.pool.begin().await.unwrap();
+    aula_projections::admin_events::AdminEvents
+        .handle(&mut tx, std::slice::from_ref(&student))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(version(db.pool.clone(), student.event_id).await, before);
+    assert_eq!(processing_of(&db.pool, student.event_id).await, processed);
+    let searchable = crate::common::scalar_i64(
+        &db.pool,
+        "SELECT count(*) FROM admin_event_search WHERE global_position = 1",
+    )
+    .await;
+    assert_eq!(searchable, 1, "the projection's own table is still written");
+    db.drop_database().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_task_fails_its_event_with_the_last_error_and_a_manual_retry_reopens_it() {
     let db = TestDatabase::new().await;

@@ -70,7 +70,10 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
         .execute(&mut *tx)
         .await?;
     }
-    // If the processor recorded the outcome first, the identity columns fill its row.
+    // If the processor recorded the outcome first, the identity columns fill its row. It
+    // wrote them from the same event, so they are normally equal already: then the row is
+    // left as it is (the `WHERE`), since every new version of an `admin_events` row
+    // writes an entry in each of its ten indexes.
     sqlx::query(
         "INSERT INTO admin_events (event_id, global_position, event_type, aggregate_type, aggregate_id,
              sequence, institution_id, recorded_at, reprocessed_from, tx_id)
@@ -81,7 +84,14 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
              event_type = EXCLUDED.event_type, aggregate_type = EXCLUDED.aggregate_type,
              aggregate_id = EXCLUDED.aggregate_id, sequence = EXCLUDED.sequence,
              institution_id = EXCLUDED.institution_id, recorded_at = EXCLUDED.recorded_at,
-             reprocessed_from = EXCLUDED.reprocessed_from",
+             reprocessed_from = EXCLUDED.reprocessed_from
+         WHERE (admin_events.global_position, admin_events.tx_id, admin_events.event_type,
+                admin_events.aggregate_type, admin_events.aggregate_id, admin_events.sequence,
+                admin_events.institution_id, admin_events.recorded_at, admin_events.reprocessed_from)
+             IS DISTINCT FROM
+               (EXCLUDED.global_position, EXCLUDED.tx_id, EXCLUDED.event_type,
+                EXCLUDED.aggregate_type, EXCLUDED.aggregate_id, EXCLUDED.sequence,
+                EXCLUDED.institution_id, EXCLUDED.recorded_at, EXCLUDED.reprocessed_from)",
     )
     .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.global_position()).collect::<Vec<_>>())
