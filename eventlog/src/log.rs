@@ -349,11 +349,15 @@ mod copy_binary {
         }
 
         fn i16(&mut self) -> Result<i16, Short> {
-            Ok(i16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+            Ok(i16::from_be_bytes(
+                self.take(2)?.try_into().expect("2 bytes"),
+            ))
         }
 
         fn i32(&mut self) -> Result<i32, Short> {
-            Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+            Ok(i32::from_be_bytes(
+                self.take(4)?.try_into().expect("4 bytes"),
+            ))
         }
 
         /// One field's value; NULL is an error (every column of `events` is NOT NULL,
@@ -533,12 +537,24 @@ mod copy_binary {
 
         #[test]
         fn rows_split_anywhere_across_chunks_decode_the_same() {
-            let whole = [header(), row(Some(b"{\"a\":1}")), row(Some(b"[]")), trailer()].concat();
+            let whole = [
+                header(),
+                row(Some(b"{\"a\":1}")),
+                row(Some(b"[]")),
+                trailer(),
+            ]
+            .concat();
             let mut at_once = Decoder::new(2);
             at_once.push(&whole).unwrap();
             let expected = at_once.finish().unwrap();
             assert_eq!(expected.len(), 2);
-            assert_eq!(expected[0].position, LogPosition { tx_id: 7, global_position: 42 });
+            assert_eq!(
+                expected[0].position,
+                LogPosition {
+                    tx_id: 7,
+                    global_position: 42
+                }
+            );
             assert_eq!(expected[0].payload.as_str(), "{\"a\":1}");
             assert_eq!(expected[1].recorded_at.timestamp(), 946_684_800);
             for split in 1..whole.len() {
@@ -556,7 +572,9 @@ mod copy_binary {
             assert!(matches!(null, Err(sqlx::Error::Protocol(m)) if m.contains("NULL in payload")));
 
             let mut decoder = Decoder::new(1);
-            decoder.push(&[header(), row(Some(b"{}"))].concat()).unwrap();
+            decoder
+                .push(&[header(), row(Some(b"{}"))].concat())
+                .unwrap();
             assert!(decoder.finish().is_err(), "no trailer");
 
             let mut bad = header();
