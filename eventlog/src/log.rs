@@ -264,18 +264,7 @@ pub async fn read_batch_copy(
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
     use futures::TryStreamExt as _;
-    let statement = format!(
-        "COPY (SELECT tx_id::text::bigint AS tx, global_position, event_id, aggregate_type,
-                      aggregate_id, sequence, event_type, event_version, payload::text,
-                      metadata::text, recorded_at
-               FROM events
-               WHERE (tx_id, global_position) > ('{}'::xid8, {})
-                 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-               ORDER BY events.tx_id, events.global_position
-               LIMIT {})
-         TO STDOUT (FORMAT binary)",
-        after.tx_id, after.global_position, limit
-    );
+    let statement = copy_statement(after, limit);
     let mut stream = conn.copy_out_raw(&statement).await?;
     let mut decoder = copy_binary::Decoder::new(usize::try_from(limit).unwrap_or(0).min(65_536));
     // Every chunk is read to the end, even after a decoding error: a copy left unread
@@ -292,6 +281,16 @@ pub async fn read_batch_copy(
         Some(error) => Err(error),
         None => decoder.finish(),
     }
+}
+
+/// [`READ_BATCH_SQL`] with its parameters written in, inside a binary `COPY`: one text
+/// of the read for both paths, so its guard and order cannot drift apart.
+fn copy_statement(after: LogPosition, limit: i64) -> String {
+    let query = READ_BATCH_SQL
+        .replace("$1", &format!("'{}'", after.tx_id))
+        .replace("$2", &after.global_position.to_string())
+        .replace("$3", &limit.to_string());
+    format!("COPY ({query}) TO STDOUT (FORMAT binary)")
 }
 
 /// The binary `COPY` format of [`read_batch_copy`]'s columns
@@ -495,6 +494,26 @@ mod copy_binary {
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn the_copy_statement_is_the_select_with_its_parameters_written_in() {
+            for parameter in ["$1", "$2", "$3"] {
+                assert_eq!(super::super::READ_BATCH_SQL.matches(parameter).count(), 1);
+            }
+            let after = LogPosition {
+                tx_id: 812,
+                global_position: -4,
+            };
+            let statement = super::super::copy_statement(after, 5000);
+            assert!(statement.starts_with("COPY (\nSELECT tx_id::text::bigint AS tx"));
+            assert!(
+                statement.contains("> ('812'::text::xid8, -4)"),
+                "{statement}"
+            );
+            assert!(statement.contains("pg_snapshot_xmin(pg_current_snapshot())"));
+            assert!(statement.ends_with("LIMIT 5000) TO STDOUT (FORMAT binary)"));
+            assert!(!statement.contains('$'));
+        }
 
         fn header() -> Vec<u8> {
             let mut bytes = SIGNATURE.to_vec();
