@@ -25,7 +25,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::watch;
 
-use crate::log::{read_batch, LogPosition, RecordedEvent};
+use crate::log::{read_batch_copy, LogPosition, RecordedEvent};
 use crate::shutdown::Shutdown;
 
 /// The error of a consumer or handler: anything, sent across tasks.
@@ -271,7 +271,7 @@ impl<C: Consumer> Runner<C> {
             }
             let batch = match read_ahead.take() {
                 Some(batch) => batch,
-                None => read_batch(conn, checkpoint, limit).await?,
+                None => read_batch_copy(conn, checkpoint, limit).await?,
             };
             if batch.is_empty() {
                 if let Some(wait) = held_back_wait {
@@ -304,7 +304,7 @@ impl<C: Consumer> Runner<C> {
                 Some(last) if self.consumer.reads_ahead() && isolate_until.is_none() => {
                     let (delivered, next) = tokio::join!(
                         deliver_caught(&mut self.consumer, &batch),
-                        read_batch(conn, last.position, limit)
+                        read_batch_copy(conn, last.position, limit)
                     );
                     (delivered, Some(next?))
                 }
