@@ -231,7 +231,7 @@ async fn an_event_whose_tasks_succeed_and_one_without_tasks_are_succeeded() {
 async fn the_projection_after_the_processor_writes_no_new_row_version() {
     let db = TestDatabase::new().await;
     let student = event("StudentCreated", 1);
-    react(&db.pool, &[student.clone()]).await;
+    react(&db.pool, std::slice::from_ref(&student)).await;
     let version = |pool: PgPool, id: Uuid| async move {
         sqlx::query_scalar::<_, String>("SELECT xmin::text FROM admin_events WHERE event_id = $1")
             .bind(id)
