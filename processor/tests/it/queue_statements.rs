@@ -144,6 +144,8 @@ async fn an_insert_notifies_where_its_tasks_sort() {
         matches!(last, queue::Notified::From(k) if k.priority == priority),
         "the first notification after the empty insert is the last insert's: {last:?}"
     );
+    // The listener holds one of the pool's connections: closing the pool waits for it.
+    drop(listener);
     db.drop_database().await;
 }
 
