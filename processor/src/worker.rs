@@ -189,30 +189,20 @@ pub async fn run_workers_with_ready(
             from_front = tokio::time::Instant::now();
             more_before = false;
         }
-        let claim = match before {
-            Some(hint) => {
-                queue::claim_deferred_before(
-                    &claim_pool,
-                    &config.worker_name,
-                    limit,
-                    config.lease,
-                    config.record_attempts,
-                    hint,
-                )
-                .await
-            }
-            None => {
-                queue::claim_deferred_from(
-                    &claim_pool,
-                    &config.worker_name,
-                    limit,
-                    config.lease,
-                    config.record_attempts,
-                    hint,
-                )
-                .await
-            }
+        let start = match (before, hint) {
+            (Some(hint), _) => queue::ClaimStart::BeforeHint(hint),
+            (None, Some(hint)) => queue::ClaimStart::AtHint(hint),
+            (None, None) => queue::ClaimStart::Front,
         };
+        let claim = queue::claim_deferred_at(
+            &claim_pool,
+            &config.worker_name,
+            limit,
+            config.lease,
+            config.record_attempts,
+            start,
+        )
+        .await;
         let claimed = match claim {
             Ok(claimed) => {
                 failures = 0;

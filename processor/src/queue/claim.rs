@@ -31,19 +31,22 @@ pub async fn claim(
         limit,
         lease,
         record_attempts,
-        Start::Front,
+        ClaimStart::Front,
     )
     .await
 }
 
-/// Where a claim statement starts, and so which parameters follow its common five.
-#[derive(Clone, Copy)]
-enum Start {
+/// Where a worker's claim starts its walk of the claim index (see [`ClaimHint`]), and so
+/// which statement it runs and which parameters follow the common five.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimStart {
+    /// At the index's front ([`CLAIM_DEFERRED_SQL`]).
     Front,
-    /// At a hint: `$6`, `$7`.
-    From(ClaimHint),
-    /// Before a hint's priority: `$6`.
-    BeforePriority(i16),
+    /// At a hint ([`CLAIM_DEFERRED_FROM_SQL`]: `$6`, `$7`).
+    AtHint(ClaimHint),
+    /// The priorities before a hint's, from the front up to there
+    /// ([`CLAIM_DEFERRED_BEFORE_SQL`]: `$6`).
+    BeforeHint(ClaimHint),
 }
 
 /// Runs one of the claim statements (they take the same parameters, and a hinted one
@@ -55,7 +58,7 @@ async fn run_claim(
     limit: i64,
     lease: Duration,
     record_attempts: bool,
-    start: Start,
+    start: ClaimStart,
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
     let shard: i16 = rand::Rng::gen_range(&mut rand::thread_rng(), 0..processing::SHARDS);
     let mut query = sqlx::query_as(sql)
@@ -65,9 +68,9 @@ async fn run_claim(
         .bind(record_attempts)
         .bind(shard);
     match start {
-        Start::Front => {}
-        Start::From(hint) => query = query.bind(hint.priority).bind(hint.run_at),
-        Start::BeforePriority(priority) => query = query.bind(priority),
+        ClaimStart::Front => {}
+        ClaimStart::AtHint(hint) => query = query.bind(hint.priority).bind(hint.run_at),
+        ClaimStart::BeforeHint(hint) => query = query.bind(hint.priority),
     }
     query.fetch_all(pool).await
 }
@@ -218,7 +221,7 @@ macro_rules! claim_deferred_tail {
 /// - A task of a more urgent priority whose `run_at` came (a retry's backoff, a task
 ///   scheduled for later): nothing announces that moment, so every
 ///   [`ClaimHint::LIFETIME`] the loop claims the due tasks of the priorities before the
-///   hint's ([`claim_deferred_before`]). That walk stops where the hint's priority
+///   hint's ([`ClaimStart::BeforeHint`]). That walk stops where the hint's priority
 ///   starts, so it does not step over the entries the drain left behind at the hint's
 ///   own priority, which a claim from the front walks.
 /// - Tasks that become pending with an earlier `run_at` at the hint's priority: inserted
@@ -238,7 +241,7 @@ pub struct ClaimHint {
 
 impl ClaimHint {
     /// How long a loop claims from a hint before it looks at the priorities before it
-    /// ([`claim_deferred_before`]): how long a more urgent task that came due may wait.
+    /// ([`ClaimStart::BeforeHint`]): how long a more urgent task that came due may wait.
     pub const LIFETIME: Duration = Duration::from_secs(1);
 
     /// How long a loop claims from hints before it claims from the index's front again.
@@ -319,33 +322,25 @@ pub async fn claim_deferred_from(
     record_attempts: bool,
     hint: Option<ClaimHint>,
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
-    let (sql, start) = match hint {
-        Some(hint) => (CLAIM_DEFERRED_FROM_SQL, Start::From(hint)),
-        None => (CLAIM_DEFERRED_SQL, Start::Front),
-    };
-    run_claim(sql, pool, worker, limit, lease, record_attempts, start).await
+    let start = hint.map_or(ClaimStart::Front, ClaimStart::AtHint);
+    claim_deferred_at(pool, worker, limit, lease, record_attempts, start).await
 }
 
-/// [`claim_deferred`] of the due tasks whose priority comes before `hint`'s (see
-/// [`ClaimHint`]): the claim index is walked from its front up to the hint's priority.
-pub async fn claim_deferred_before(
+/// [`claim_deferred`] starting where `start` says.
+pub async fn claim_deferred_at(
     pool: &PgPool,
     worker: &str,
     limit: i64,
     lease: Duration,
     record_attempts: bool,
-    hint: ClaimHint,
+    start: ClaimStart,
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
-    run_claim(
-        CLAIM_DEFERRED_BEFORE_SQL,
-        pool,
-        worker,
-        limit,
-        lease,
-        record_attempts,
-        Start::BeforePriority(hint.priority),
-    )
-    .await
+    let sql = match start {
+        ClaimStart::Front => CLAIM_DEFERRED_SQL,
+        ClaimStart::AtHint(_) => CLAIM_DEFERRED_FROM_SQL,
+        ClaimStart::BeforeHint(_) => CLAIM_DEFERRED_BEFORE_SQL,
+    };
+    run_claim(sql, pool, worker, limit, lease, record_attempts, start).await
 }
 
 /// See [`claim_deferred`] and the module's rules for plans.
@@ -359,7 +354,7 @@ pub const CLAIM_DEFERRED_FROM_SQL: &str = concat!(
 );
 
 /// [`CLAIM_DEFERRED_SQL`] limited to the priorities before `$6` (an index condition, so
-/// the walk stops there); see [`claim_deferred_before`].
+/// the walk stops there); see [`ClaimStart::BeforeHint`].
 pub const CLAIM_DEFERRED_BEFORE_SQL: &str =
     concat!(claim_ctes!(" AND priority < $6"), claim_deferred_tail!());
 

@@ -245,7 +245,7 @@ mod claim;
 mod finish;
 
 pub use claim::{
-    claim, claim_deferred, claim_deferred_before, claim_deferred_from, ClaimHint, Notified,
+    claim, claim_deferred, claim_deferred_at, claim_deferred_from, ClaimHint, ClaimStart, Notified,
     CLAIM_DEFERRED_BEFORE_SQL, CLAIM_DEFERRED_FROM_SQL, CLAIM_DEFERRED_SQL, CLAIM_SQL,
 };
 pub use finish::{

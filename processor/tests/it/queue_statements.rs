@@ -52,9 +52,16 @@ async fn a_hinted_claim_starts_at_its_hint_and_the_front_finds_what_it_passed() 
     let mut urgent = task("noop", "urgent again");
     urgent.priority = 0;
     insert(&db.pool, &[urgent, task("noop", "k6")]).await;
-    let before = queue::claim_deferred_before(&db.pool, "w", 10, lease, true, hint)
-        .await
-        .unwrap();
+    let before = queue::claim_deferred_at(
+        &db.pool,
+        "w",
+        10,
+        lease,
+        true,
+        queue::ClaimStart::BeforeHint(hint),
+    )
+    .await
+    .unwrap();
     let keys: Vec<&str> = before.iter().map(|t| t.idempotency_key.as_str()).collect();
     assert_eq!(keys, ["urgent again"]);
 

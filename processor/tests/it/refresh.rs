@@ -149,32 +149,33 @@ async fn refresh_rounds_run_side_by_side_up_to_the_slots_and_count_each_event_on
         assert!(p.tasks_succeeded >= 1);
         assert!(p.processed_at.is_some());
     }
-    let succeeded: i64 = crate::common::scalar_i64(
-        &db.pool,
-        "SELECT COALESCE(sum(count), 0)::bigint FROM task_status_counts
-         WHERE kind = 'event' AND status = 'succeeded'",
-    )
-    .await;
-    assert_eq!(succeeded, events.len() as i64);
-    let unfinished: i64 = crate::common::scalar_i64(
-        &db.pool,
-        "SELECT COALESCE(sum(count), 0)::bigint FROM task_status_counts
-         WHERE kind = 'event' AND status IN ('pending', 'retrying', 'failed')",
-    )
-    .await;
-    assert_eq!(unfinished, 0);
-    let rolled_up: i64 = crate::common::scalar_i64(
-        &db.pool,
-        "SELECT COALESCE(sum(count), 0)::bigint FROM processing_rollups
-         WHERE kind = 'event' AND status = 'succeeded'",
-    )
-    .await;
-    assert_eq!(rolled_up, events.len() as i64);
-    let tasks_counted: i64 = crate::common::scalar_i64(
-        &db.pool,
-        "SELECT COALESCE(sum(tasks_succeeded), 0)::bigint FROM admin_events",
-    )
-    .await;
-    assert_eq!(tasks_counted, tasks as i64);
+    let events = events.len() as i64;
+    for (sql, expected) in [
+        (
+            "SELECT COALESCE(sum(count), 0)::bigint FROM task_status_counts
+             WHERE kind = 'event' AND status = 'succeeded'",
+            events,
+        ),
+        (
+            "SELECT COALESCE(sum(count), 0)::bigint FROM task_status_counts
+             WHERE kind = 'event' AND status IN ('pending', 'retrying', 'failed')",
+            0,
+        ),
+        (
+            "SELECT COALESCE(sum(count), 0)::bigint FROM processing_rollups
+             WHERE kind = 'event' AND status = 'succeeded'",
+            events,
+        ),
+        (
+            "SELECT COALESCE(sum(tasks_succeeded), 0)::bigint FROM admin_events",
+            tasks as i64,
+        ),
+    ] {
+        assert_eq!(
+            crate::common::scalar_i64(&db.pool, sql).await,
+            expected,
+            "{sql}"
+        );
+    }
     db.drop_database().await;
 }
