@@ -162,6 +162,7 @@ pub async fn rebuild_many(
             last_recorded_at: None,
             handle_seconds: 0.0,
             deferred_indexes: Vec::new(),
+            deferred_options: Vec::new(),
         });
     }
     let mut reader =
@@ -208,6 +209,11 @@ struct Target {
     handle_seconds: f64,
     /// Secondary indexes of the copies, dropped for the bulk load and built before the swap.
     deferred_indexes: Vec<String>,
+    /// The live tables' storage parameters (`fillfactor`), set on the copies after the
+    /// bulk load: `LIKE ... INCLUDING ALL` does not copy them, and the load itself is
+    /// best packed full (rebuilt rows of past events are rarely updated again), while
+    /// the rows appended after the swap get the room for updates the live table keeps.
+    deferred_options: Vec<String>,
 }
 
 impl Target {
@@ -251,6 +257,25 @@ impl Target {
             let drop = format!("DROP INDEX {}.{}", quote(&self.shadow), quote(&index));
             (&mut self.conn).execute(drop.as_str()).await?;
             self.deferred_indexes.push(definition);
+        }
+        let options: Vec<(String, Vec<String>)> = sqlx::query_as(
+            "SELECT c.relname::text, c.reloptions::text[]
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = ANY($2) AND c.reloptions IS NOT NULL",
+        )
+        .bind(&self.live)
+        .bind(&self.tables)
+        .fetch_all(&mut self.conn)
+        .await?;
+        for (table, settings) in options {
+            // Each setting is `name=value` as PostgreSQL prints it back, with the name
+            // and the value as the catalog holds them.
+            self.deferred_options.push(format!(
+                "ALTER TABLE {}.{} SET ({})",
+                quote(&self.shadow),
+                quote(&table),
+                settings.join(", ")
+            ));
         }
         sqlx::query(
             "INSERT INTO projection_rebuilds (name, state, started_at, updated_at, events_total)
@@ -296,6 +321,9 @@ impl Target {
     }
 
     async fn build_indexes(&mut self) -> Result<(), RebuildError> {
+        for statement in std::mem::take(&mut self.deferred_options) {
+            (&mut self.conn).execute(statement.as_str()).await?;
+        }
         for definition in std::mem::take(&mut self.deferred_indexes) {
             (&mut self.conn).execute(definition.as_str()).await?;
         }

@@ -259,6 +259,42 @@ async fn the_projection_after_the_processor_writes_no_new_row_version() {
     db.drop_database().await;
 }
 
+/// When the projection wrote an event's row first, the reactions' write of its pending
+/// count changes no indexed column, and `admin_events` keeps room on its pages
+/// (fillfactor, migration 0050), so the write is heap-only: no entry in the table's ten
+/// indexes. Counted in the writing transaction itself (PostgreSQL's per-transaction
+/// statistics), so no other session's writes can blur it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_reactions_pending_count_after_the_projection_is_a_heap_only_update() {
+    let db = TestDatabase::new().await;
+    // Enough events for several pages, so page room, not luck, decides.
+    let students: Vec<RecordedEvent> = (1..=200).map(|p| event("StudentCreated", p)).collect();
+    let mut tx = db.pool.begin().await.unwrap();
+    aula_projections::admin_events::AdminEvents
+        .handle(&mut tx, &students)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut tx = db.pool.begin().await.unwrap();
+    Reactions.handle(&mut tx, &students).await.unwrap();
+    let (updated, heap_only): (i64, i64) = sqlx::query_as(
+        "SELECT pg_stat_get_xact_tuples_updated('admin_events'::regclass),
+                pg_stat_get_xact_tuples_hot_updated('admin_events'::regclass)",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(updated, 200, "one update per event's row");
+    assert_eq!(heap_only, 200, "every one of them heap-only");
+    for student in &students {
+        let p = processing_of(&db.pool, student.event_id).await;
+        assert_eq!((p.status.as_str(), counts(&p)), ("pending", [2, 0, 0, 0]));
+    }
+    db.drop_database().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_task_fails_its_event_with_the_last_error_and_a_manual_retry_reopens_it() {
     let db = TestDatabase::new().await;

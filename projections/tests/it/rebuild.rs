@@ -377,10 +377,22 @@ async fn rebuilding_keeps_the_processors_columns_and_refuses_unknown_names() {
     .await
     .unwrap();
     let before = snapshot(&db.pool).await;
+    let options = || async {
+        sqlx::query_scalar::<_, Option<Vec<String>>>(
+            "SELECT reloptions::text[] FROM pg_class WHERE oid = 'admin_events'::regclass",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    let live_options = options().await;
+    assert_eq!(live_options, Some(vec!["fillfactor=50".to_owned()]));
     rebuild(&db.pool, db.connect.clone(), "admin_events")
         .await
         .unwrap();
     assert_eq!(snapshot(&db.pool).await, before);
+    // `LIKE ... INCLUDING ALL` does not copy storage parameters: the rebuild sets them.
+    assert_eq!(options().await, live_options);
     assert!(matches!(
         rebuild(&db.pool, db.connect.clone(), "nope").await,
         Err(aula_projections::RebuildError::UnknownProjection(_))
