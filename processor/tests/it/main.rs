@@ -16,6 +16,7 @@ mod reactions;
 mod refresh;
 mod reprocess_catalog;
 mod reprocess_outcomes;
+mod row_versions;
 mod smtp;
 mod upgrade;
 mod webhooks;
