@@ -14,6 +14,9 @@ use crate::static_files::{file, CSS, HTML, JS};
 
 const INDEX_HTML: &str = include_str!("../assets/admin/index.html");
 const APP_JS: &str = include_str!("../assets/admin/app.js");
+const DRAWER_JS: &str = include_str!("../assets/admin/drawer.js");
+const OPERATIONS_JS: &str = include_str!("../assets/admin/operations.js");
+const MAIN_JS: &str = include_str!("../assets/admin/main.js");
 const APP_CSS: &str = include_str!("../assets/admin/app.css");
 /// Charts, live lists, dark mode and the observers' view (issue #23).
 const INSIGHTS_JS: &str = include_str!("../assets/admin/insights.js");
@@ -31,6 +34,9 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/admin", get(index))
         .route("/admin/", get(index))
         .route("/admin/app.js", get(|| asset(JS, APP_JS)))
+        .route("/admin/drawer.js", get(|| asset(JS, DRAWER_JS)))
+        .route("/admin/operations.js", get(|| asset(JS, OPERATIONS_JS)))
+        .route("/admin/main.js", get(|| asset(JS, MAIN_JS)))
         .route("/admin/app.css", get(|| asset(CSS, APP_CSS)))
         .route("/admin/insights.js", get(|| asset(JS, INSIGHTS_JS)))
         .route("/admin/insights.css", get(|| asset(CSS, INSIGHTS_CSS)))
