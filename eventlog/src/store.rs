@@ -297,7 +297,29 @@ where
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let span = tracing::info_span!("command", aggregate = A::TYPE, aggregate_id);
         let map = metadata.to_map();
-        self.execute_with_map(aggregate_id, command, &map)
+        self.execute_with_map(aggregate_id, command, &map, false)
+            .instrument(span)
+            .await
+    }
+
+    /// [`execute`](Self::execute) for a command that nearly always starts its stream
+    /// (an application: one stream per applicant and course). Without a cached state it
+    /// decides on the empty aggregate instead of loading the stream, which saves the
+    /// load query, one round trip of each such command.
+    ///
+    /// The guess is treated like a cache entry: an append on a stream that did exist
+    /// fails on the sequence key and is re-decided at once on a fresh load, and a
+    /// rejection or a no-op decided on the guess is re-decided on a fresh load before it
+    /// is reported. So every answer is the one [`execute`](Self::execute) would give.
+    pub async fn execute_expecting_new(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let span = tracing::info_span!("command", aggregate = A::TYPE, aggregate_id);
+        let map = metadata.to_map();
+        self.execute_with_map(aggregate_id, command, &map, true)
             .instrument(span)
             .await
     }
@@ -307,6 +329,7 @@ where
         aggregate_id: &str,
         command: A::Command,
         metadata: &std::collections::HashMap<String, String>,
+        expect_new: bool,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let metadata_json = serde_json::to_string(metadata).map_err(StoreError::from)?;
         // Each append's own context goes into its events' metadata (spans exported only).
@@ -317,7 +340,9 @@ where
         loop {
             attempt += 1;
             let cached = if use_cache {
-                self.cache.get(aggregate_id)
+                self.cache
+                    .get(aggregate_id)
+                    .or_else(|| expect_new.then(|| (A::default(), 0)))
             } else {
                 None
             };

@@ -217,6 +217,73 @@ async fn cached_aggregates_never_answer_from_stale_state() {
     assert_eq!(sequences, (1..=6).collect::<Vec<i64>>());
 }
 
+/// `execute_expecting_new` decides on the empty aggregate instead of loading the stream
+/// (the application flow: one new stream per applicant); on a stream that exists, the
+/// guess is a stale cache entry like any other: every answer is the one `execute`
+/// gives, and nothing is appended twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guessed_new_stream_answers_as_a_loaded_one() {
+    let db = TestDatabase::new().await;
+    let bus = || {
+        CommandBus::<Course>::with_upcasters(
+            db.pool.clone(),
+            CourseServices,
+            aula_domain::upcasters(),
+        )
+    };
+    let metadata = EventMetadata::new(Actor::System, None);
+    let course = CourseId::from_uuid(Uuid::new_v4()).to_string();
+    let open = || CourseCommand::OpenCourse {
+        institution_id: InstitutionId::from_uuid(Uuid::from_u128(7)),
+        campus_id: CampusId::from_uuid(Uuid::from_u128(8)),
+        name: CourseName::parse("Chemistry").unwrap(),
+        capacity: Capacity::new(1).unwrap(),
+    };
+    let today = chrono::Utc::now().date_naive();
+    let apply = CourseCommand::RequestEnrollment {
+        application_id: ApplicationId::from_uuid(Uuid::from_u128(1)),
+        name: PersonName::parse("Applicant").unwrap(),
+        birth_date: BirthDate::parse_str("2003-07-01", today).unwrap(),
+        email: Email::parse("a@example.edu").unwrap(),
+        requested_at: chrono::Utc::now(),
+    };
+
+    // A new stream: decided on the guess, appended first time.
+    let opened = bus()
+        .execute_expecting_new(&course, open(), &metadata)
+        .await
+        .unwrap();
+    assert_eq!((opened.events.len(), opened.attempts), (1, 1));
+    // An existing stream, a command the empty guess would refuse (no course yet): it is
+    // decided again on the loaded stream and accepted.
+    let applied = bus()
+        .execute_expecting_new(&course, apply, &metadata)
+        .await
+        .unwrap();
+    assert_eq!(applied.events.len(), 1);
+    // An existing stream, a command the guess would accept (open the course): its
+    // append fails on the sequence key and the loaded stream answers, as `execute` does.
+    let guessed = bus()
+        .execute_expecting_new(&course, open(), &metadata)
+        .await
+        .map(|c| c.events)
+        .map_err(|e| e.to_string());
+    let loaded = bus()
+        .execute(&course, open(), &metadata)
+        .await
+        .map(|c| c.events)
+        .map_err(|e| e.to_string());
+    assert_eq!(guessed, loaded);
+    let sequences: Vec<i64> =
+        sqlx::query_scalar("SELECT sequence FROM events WHERE aggregate_id = $1 ORDER BY sequence")
+            .bind(&course)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(sequences, vec![1, 2]);
+    db.drop_database().await;
+}
+
 fn to_decide(i: usize, today: chrono::NaiveDate) -> ApplicationToDecide {
     ApplicationToDecide {
         application_id: ApplicationId::from_uuid(Uuid::from_u128(0xa000 + i as u128)),

@@ -86,7 +86,12 @@ impl EnrollmentMutation {
         // Answer before the request's own timeout, saying whether it was recorded.
         let deadline = state.config.request_timeout.mul_f64(0.8);
         let stream = application_id.to_string();
-        let execution = state.buses.application.execute(&stream, command, &meta);
+        // One stream per applicant and course, nearly always new: decided without loading it
+        // (a repeat is caught by the append's sequence key and answered from the stream).
+        let execution = state
+            .buses
+            .application
+            .execute_expecting_new(&stream, command, &meta);
         let committed = match tokio::time::timeout(deadline, execution).await {
             Ok(outcome) => outcome?,
             Err(_) => {
