@@ -1,5 +1,41 @@
 //! The GraphQL schema: queries, one mutation per domain command, subscriptions.
 
+/// The `#[Object]` impl of command mutations. Each takes the command's `input` and, where
+/// it records events a client may want to read back, `waitForProjections`: their
+/// descriptions are part of the schema, so they are written here once. A resolver reads
+/// `async fn name(ctx, input: Input, wait_for_projections) -> Answer { ... }`, and
+/// answers `Result<Answer, ApiError>`.
+macro_rules! command_mutations {
+    (
+        impl $mutation:ident {
+            $(
+                $(#[$attr:meta])*
+                async fn $name:ident(
+                    $ctx:ident, $input:ident: $input_ty:ty $(, $wait:ident)? $(,)?
+                ) -> $answer:ty $body:block
+            )*
+        }
+    ) => {
+        #[async_graphql::Object]
+        impl $mutation {
+            $(
+                $(#[$attr])*
+                async fn $name(
+                    &self,
+                    $ctx: &async_graphql::Context<'_>,
+                    #[graphql(desc = "The command's input.")] $input: $input_ty,
+                    $(
+                        #[graphql(
+                            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+                        )]
+                        $wait: Option<bool>,
+                    )?
+                ) -> Result<$answer, crate::error::ApiError> $body
+            )*
+        }
+    };
+}
+
 mod admin_ops;
 pub(crate) mod bulk;
 mod charts;

@@ -1,7 +1,7 @@
 //! Applying to a course (public, recorded at once and decided later by the processor)
 //! and cancelling an enrollment.
 
-use async_graphql::{Context, InputObject, Object};
+use async_graphql::InputObject;
 use uuid::Uuid;
 
 use super::*;
@@ -35,7 +35,7 @@ pub struct CancelEnrollmentInput {
     pub application_id: Uuid,
 }
 
-#[Object]
+command_mutations! {
 impl EnrollmentMutation {
     /// Public, rate-limited. Applies to a course: the application is recorded at once in
     /// a stream of its own (no applicant ever waits for another) and the processor
@@ -43,14 +43,8 @@ impl EnrollmentMutation {
     /// application id, which is the same for every application of one e-mail to one
     /// course: a repeat returns the existing application and records nothing.
     async fn apply_to_course(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: ApplyToCourseInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<ApplyToCoursePayload, ApiError> {
+        ctx, input: ApplyToCourseInput, wait_for_projections
+    ) -> ApplyToCoursePayload {
         rate_limit(ctx)?;
         let state = state(ctx);
         let now = state.clock.now();
@@ -120,14 +114,8 @@ impl EnrollmentMutation {
     /// Manager (own institution) or admin. Cancels an enrollment, freeing the seat.
     /// Returns the application id.
     async fn cancel_enrollment(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: CancelEnrollmentInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<CancelEnrollmentPayload, ApiError> {
+        ctx, input: CancelEnrollmentInput, wait_for_projections
+    ) -> CancelEnrollmentPayload {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = course_institution(state, input.course_id).await?;
@@ -147,6 +135,7 @@ impl EnrollmentMutation {
         .await
         .map(|r| CancelEnrollmentPayload::of(r).owned_by(input.course_id))
     }
+}
 }
 
 /// The institution of a course that exists and still takes applications: from the

@@ -1,6 +1,6 @@
 //! Exam notes: recording a student's note on an exam of a course, and correcting it.
 
-use async_graphql::{Context, InputObject, Object};
+use async_graphql::InputObject;
 use uuid::Uuid;
 
 use super::*;
@@ -34,19 +34,13 @@ pub struct ChangeExamNoteInput {
     pub teacher_id: Option<Uuid>,
 }
 
-#[Object]
+command_mutations! {
 impl GradeMutation {
     /// Teacher, manager (own institution) or admin. Records a student's note on an
     /// exam of a course. Returns the exam grade id (one per course, student and exam).
     async fn record_exam_note(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: RecordExamNoteInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<RecordExamNotePayload, ApiError> {
+        ctx, input: RecordExamNoteInput, wait_for_projections
+    ) -> RecordExamNotePayload {
         let claims = auth::require_role(request(ctx).claims.as_ref(), GRADERS)?;
         let state = state(ctx);
         validate! {
@@ -117,14 +111,8 @@ impl GradeMutation {
     /// Teacher, manager (own institution) or admin. Corrects a recorded note.
     /// Returns the exam grade id.
     async fn change_exam_note(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: ChangeExamNoteInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<ChangeExamNotePayload, ApiError> {
+        ctx, input: ChangeExamNoteInput, wait_for_projections
+    ) -> ChangeExamNotePayload {
         let claims = auth::require_role(request(ctx).claims.as_ref(), GRADERS)?;
         let state = state(ctx);
         let note = parse("note", GradeNote::from_f64(input.note))?;
@@ -157,6 +145,7 @@ impl GradeMutation {
         .await
         .map(ChangeExamNotePayload::of)
     }
+}
 }
 
 /// The teacher on whose behalf a note is recorded: a teacher is always itself; a

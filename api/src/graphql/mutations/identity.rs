@@ -1,7 +1,7 @@
 //! Signing up, signing in and resetting a password: the public, rate-limited mutations
 //! of the user's own account. None of them tells whether an e-mail has an account.
 
-use async_graphql::{Context, InputObject, Object};
+use async_graphql::InputObject;
 use uuid::Uuid;
 
 use super::*;
@@ -58,21 +58,13 @@ pub struct ResetPasswordInput {
     pub new_password: String,
 }
 
-#[Object]
+command_mutations! {
 impl IdentityMutation {
     /// Public, rate-limited. Starts a self-service registration: a confirmation token
     /// is issued for the e-mail. An e-mail that already has an account gets the same
     /// answer (its owner is told by e-mail instead), and the answer names no account:
     /// whether an e-mail has an account, or which one, is not told.
-    async fn sign_up(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: SignUpInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<SignUpAccepted, ApiError> {
+    async fn sign_up(ctx, input: SignUpInput, wait_for_projections) -> SignUpAccepted {
         rate_limit(ctx)?;
         let state = state(ctx);
         let email = parse("email", Email::parse(&input.email))?;
@@ -118,14 +110,8 @@ impl IdentityMutation {
     /// Public, rate-limited. Confirms a sign-up: creates the user as the manager of a
     /// new institution.
     async fn confirm_sign_up(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: ConfirmSignUpInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<SignUpConfirmed, ApiError> {
+        ctx, input: ConfirmSignUpInput, wait_for_projections
+    ) -> SignUpConfirmed {
         rate_limit(ctx)?;
         let state = state(ctx);
         validate! {
@@ -211,11 +197,7 @@ impl IdentityMutation {
     /// password learns of the lockout (FORBIDDEN `USER_LOCKED_OUT`): to anyone else a
     /// locked account answers as an unknown e-mail does, so failing on purpose cannot
     /// tell which e-mails have accounts.
-    async fn login(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: LoginInput,
-    ) -> Result<LoginResult, ApiError> {
+    async fn login(ctx, input: LoginInput) -> LoginResult {
         rate_limit(ctx)?;
         let state = state(ctx);
         let bad_credentials =
@@ -294,11 +276,7 @@ impl IdentityMutation {
 
     /// Public, rate-limited. Issues a reset token if the e-mail belongs to an active
     /// account. The answer is the same either way.
-    async fn request_password_reset(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: RequestPasswordResetInput,
-    ) -> Result<RequestAccepted, ApiError> {
+    async fn request_password_reset(ctx, input: RequestPasswordResetInput) -> RequestAccepted {
         rate_limit(ctx)?;
         let state = state(ctx);
         let email = parse("email", Email::parse(&input.email))?;
@@ -349,15 +327,7 @@ impl IdentityMutation {
     }
 
     /// Public, rate-limited. Sets a new password with a reset token. Returns the user id.
-    async fn reset_password(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: ResetPasswordInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<CommandResult, ApiError> {
+    async fn reset_password(ctx, input: ResetPasswordInput, wait_for_projections) -> CommandResult {
         rate_limit(ctx)?;
         let state = state(ctx);
         validate! {
@@ -403,4 +373,5 @@ impl IdentityMutation {
         )
         .await
     }
+}
 }

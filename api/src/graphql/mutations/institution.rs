@@ -1,7 +1,7 @@
 //! An institution's campuses and courses: creating a campus, offering a course and
 //! changing its capacity (managers in their own institution, admins anywhere).
 
-use async_graphql::{Context, InputObject, Object};
+use async_graphql::InputObject;
 use uuid::Uuid;
 
 use super::*;
@@ -45,18 +45,12 @@ pub struct ChangeCourseCapacityInput {
     pub capacity: i32,
 }
 
-#[Object]
+command_mutations! {
 impl InstitutionMutation {
     /// Manager (own institution) or admin. Returns the campus id.
     async fn create_campus(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: CreateCampusInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<CreateCampusPayload, ApiError> {
+        ctx, input: CreateCampusInput, wait_for_projections
+    ) -> CreateCampusPayload {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = auth::target_institution(claims, input.institution_id)?;
@@ -85,14 +79,8 @@ impl InstitutionMutation {
     /// Manager (own institution) or admin. Offers a course on a campus and opens its
     /// enrollment. Returns the course id.
     async fn offer_course(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: OfferCourseInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<OfferCoursePayload, ApiError> {
+        ctx, input: OfferCourseInput, wait_for_projections
+    ) -> OfferCoursePayload {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = auth::target_institution(claims, input.institution_id)?;
@@ -166,14 +154,8 @@ impl InstitutionMutation {
 
     /// Manager (own institution) or admin. Returns the course id.
     async fn change_course_capacity(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: ChangeCourseCapacityInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<ChangeCourseCapacityPayload, ApiError> {
+        ctx, input: ChangeCourseCapacityInput, wait_for_projections
+    ) -> ChangeCourseCapacityPayload {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let capacity = parse("capacity", Capacity::from_i64(i64::from(input.capacity)))?;
@@ -191,4 +173,5 @@ impl InstitutionMutation {
         .await
         .map(ChangeCourseCapacityPayload::of)
     }
+}
 }

@@ -1,7 +1,7 @@
 //! An institution's students and teachers: each is created with its login account
 //! (no password: the person sets one through the reset flow).
 
-use async_graphql::{Context, InputObject, Object};
+use async_graphql::{Context, InputObject};
 use uuid::Uuid;
 
 use super::*;
@@ -33,20 +33,14 @@ pub struct CreateTeacherInput {
     pub email: String,
 }
 
-#[Object]
+command_mutations! {
 impl PeopleMutation {
     /// Manager (own institution) or admin. Creates the student and its login account
     /// (role Student, no password: the student sets one through the reset flow). The
     /// student id is also its user id. Returns the student id.
     async fn create_student(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: CreateStudentInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<CreateStudentPayload, ApiError> {
+        ctx, input: CreateStudentInput, wait_for_projections
+    ) -> CreateStudentPayload {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = auth::target_institution(claims, input.institution_id)?;
@@ -79,14 +73,8 @@ impl PeopleMutation {
 
     /// Manager (own institution) or admin. Like `createStudent`, for a teacher.
     async fn create_teacher(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: CreateTeacherInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<CreateTeacherPayload, ApiError> {
+        ctx, input: CreateTeacherInput, wait_for_projections
+    ) -> CreateTeacherPayload {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = auth::target_institution(claims, input.institution_id)?;
@@ -113,6 +101,7 @@ impl PeopleMutation {
         .await
         .map(CreateTeacherPayload::of)
     }
+}
 }
 
 /// The login account of a new student or teacher of `institution_id` (which must

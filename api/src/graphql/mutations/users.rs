@@ -1,7 +1,7 @@
 //! Changes to an existing account: its name and e-mail (a new address applies once
 //! confirmed) and its deactivation.
 
-use async_graphql::{Context, InputObject, Object};
+use async_graphql::InputObject;
 use uuid::Uuid;
 
 use super::*;
@@ -40,19 +40,11 @@ pub struct DeactivateUserInput {
     pub reason: String,
 }
 
-#[Object]
+command_mutations! {
 impl UserMutation {
     /// Any signed-in user on itself; a manager on users of its institution; an admin
     /// on anyone. Omitted fields are left as they are. Returns the user id.
-    async fn update_user(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: UpdateUserInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<UpdateUserPayload, ApiError> {
+    async fn update_user(ctx, input: UpdateUserInput, wait_for_projections) -> UpdateUserPayload {
         let claims = auth::require(request(ctx).claims.as_ref())?;
         let state = state(ctx);
         let target = input.user_id.unwrap_or(claims.user_id);
@@ -149,14 +141,8 @@ impl UserMutation {
     /// The e-mail changes now (if no other account took the address meanwhile).
     /// Returns the user id.
     async fn confirm_email_change(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: ConfirmEmailChangeInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<CommandResult, ApiError> {
+        ctx, input: ConfirmEmailChangeInput, wait_for_projections
+    ) -> CommandResult {
         rate_limit(ctx)?;
         let state = state(ctx);
         let token_hash = one_time_token("token", &input.token)?;
@@ -210,14 +196,8 @@ impl UserMutation {
     /// Manager (users of its institution) or admin. Users are never deleted.
     /// Returns the user id.
     async fn deactivate_user(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: DeactivateUserInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<CommandResult, ApiError> {
+        ctx, input: DeactivateUserInput, wait_for_projections
+    ) -> CommandResult {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let reason = input.reason.trim().to_owned();
@@ -248,4 +228,5 @@ impl UserMutation {
         )
         .await
     }
+}
 }
