@@ -97,6 +97,15 @@ async fn walk(
     panic!("more than 100 pages");
 }
 
+/// A server with an admin and the [`mixed`] tasks of two institutions that have no
+/// staff (only the admin lists them): the seeds, and their task ids.
+async fn mixed_list() -> (TestServer, common::Actor, Vec<Seed>, Vec<i64>) {
+    let (server, admin) = TestServer::with_admin().await;
+    let seeds = mixed(Uuid::new_v4(), Uuid::new_v4());
+    let ids = seed(&server, &seeds).await;
+    (server, admin, seeds, ids)
+}
+
 fn mixed(a: Uuid, b: Uuid) -> Vec<Seed> {
     let kinds = ["email.welcome", "enrollment.decide", "notification.grade"];
     let statuses = [
@@ -128,8 +137,7 @@ fn mixed(a: Uuid, b: Uuid) -> Vec<Seed> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn admins_see_every_task_managers_only_their_institution_others_are_refused() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let a = server.institution("Escola A").await;
     let b = server.institution("Escola B").await;
     let seeded = seed(&server, &mixed(a.id, b.id)).await;
@@ -204,10 +212,7 @@ async fn admins_see_every_task_managers_only_their_institution_others_are_refuse
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_sort_pages_through_the_whole_list_in_order_both_ways() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-    let seeded = seed(&server, &mixed(a, b)).await;
+    let (server, admin, _, seeded) = mixed_list().await;
     let expected: HashSet<i64> = seeded.iter().copied().collect();
 
     for field in [
@@ -320,11 +325,7 @@ async fn every_sort_pages_through_the_whole_list_in_order_both_ways() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn filters_combine_kinds_status_duration_and_time_ranges() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-    let seeds = mixed(a, b);
-    seed(&server, &seeds).await;
+    let (server, admin, seeds, _) = mixed_list().await;
     let count = |f: &dyn Fn(&Seed) -> bool| seeds.iter().filter(|s| f(s)).count();
 
     let filter = json!({ "kinds": ["email.welcome", "notification.grade"], "status": "succeeded" });
@@ -418,8 +419,7 @@ async fn filters_combine_kinds_status_duration_and_time_ranges() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn event_detail_shows_payload_and_metadata_to_staff_of_its_institution() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let a = server.institution("Escola A").await;
     let b = server.institution("Escola B").await;
     let campus = server.campus(&a.manager.token, None).await;
