@@ -62,13 +62,12 @@ impl From<PersonRow> for Person {
     }
 }
 
-/// One page of students or teachers.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct PersonPage {
-    /// The people of this page, in the requested order.
-    pub nodes: Vec<Person>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+page! {
+    /// One page of students or teachers.
+    PersonPage {
+        /// The people of this page, in the requested order.
+        nodes: Person,
+    }
 }
 
 /// Filters of the student and teacher lists; they combine with AND.

@@ -36,6 +36,47 @@ macro_rules! command_mutations {
     };
 }
 
+/// One page of a cursor-paginated list: `nodes`, and the `nextCursor` to pass as `after`
+/// for the next page. Every list answers this shape; each page type keeps its own
+/// descriptions (they are part of the schema).
+macro_rules! page {
+    (
+        $(#[$attr:meta])*
+        $name:ident {
+            $(#[$nodes_attr:meta])*
+            nodes: $node:ty $(,)?
+        }
+    ) => {
+        page! {
+            $(#[$attr])*
+            $name {
+                $(#[$nodes_attr])*
+                nodes: $node,
+                /// Pass as `after` for the next page; null on the last page.
+                next_cursor,
+            }
+        }
+    };
+    (
+        $(#[$attr:meta])*
+        $name:ident {
+            $(#[$nodes_attr:meta])*
+            nodes: $node:ty,
+            $(#[$cursor_attr:meta])*
+            next_cursor $(,)?
+        }
+    ) => {
+        $(#[$attr])*
+        #[derive(async_graphql::SimpleObject, Debug, Clone)]
+        pub struct $name {
+            $(#[$nodes_attr])*
+            pub nodes: Vec<$node>,
+            $(#[$cursor_attr])*
+            pub next_cursor: Option<String>,
+        }
+    };
+}
+
 mod admin_ops;
 pub(crate) mod bulk;
 mod charts;

@@ -144,13 +144,12 @@ impl EventTask {
     }
 }
 
-/// One page of the tasks an event issued.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct EventTaskPage {
-    /// Oldest first (by task id).
-    pub nodes: Vec<EventTask>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+page! {
+    /// One page of the tasks an event issued.
+    EventTaskPage {
+        /// Oldest first (by task id).
+        nodes: EventTask,
+    }
 }
 
 async fn projections(state: &crate::state::AppState) -> Result<Vec<ProjectionLag>, ApiError> {

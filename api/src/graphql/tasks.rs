@@ -99,13 +99,12 @@ impl TryFrom<TaskListRow> for AdminTask {
     }
 }
 
-/// One page of the admin task list.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct AdminTaskPage {
-    /// The tasks of this page, in the requested order.
-    pub nodes: Vec<AdminTask>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+page! {
+    /// One page of the admin task list.
+    AdminTaskPage {
+        /// The tasks of this page, in the requested order.
+        nodes: AdminTask,
+    }
 }
 
 /// Filters of the admin task list; they combine with AND. A manager always sees only

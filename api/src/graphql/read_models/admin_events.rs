@@ -116,13 +116,12 @@ impl AdminEvent {
     }
 }
 
-/// One page of the admin event list.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct AdminEventPage {
-    /// The events of this page, in the requested order.
-    pub nodes: Vec<AdminEvent>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+page! {
+    /// One page of the admin event list.
+    AdminEventPage {
+        /// The events of this page, in the requested order.
+        nodes: AdminEvent,
+    }
 }
 
 /// How a duration filter compares.

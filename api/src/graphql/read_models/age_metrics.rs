@@ -48,13 +48,12 @@ pub struct AgeMetrics {
     pub average_age: f64,
 }
 
-/// One page of age metrics.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct AgeMetricsPage {
-    /// The metrics of this page.
-    pub nodes: Vec<AgeMetrics>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+page! {
+    /// One page of age metrics.
+    AgeMetricsPage {
+        /// The metrics of this page.
+        nodes: AgeMetrics,
+    }
 }
 
 #[Object]

@@ -60,13 +60,12 @@ impl From<course_capacity::CourseCapacityRow> for CourseCapacity {
     }
 }
 
-/// One page of courses with their seats.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct CourseCapacityPage {
-    /// The courses of this page.
-    pub nodes: Vec<CourseCapacity>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+page! {
+    /// One page of courses with their seats.
+    CourseCapacityPage {
+        /// The courses of this page.
+        nodes: CourseCapacity,
+    }
 }
 
 /// The column a course list is sorted by (ties broken by course id).

@@ -59,13 +59,12 @@ impl TryFrom<enrollments::EnrollmentRow> for Enrollment {
     }
 }
 
-/// One page of a course's enrollments.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct EnrollmentPage {
-    /// The enrollments of this page.
-    pub nodes: Vec<Enrollment>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+page! {
+    /// One page of a course's enrollments.
+    EnrollmentPage {
+        /// The enrollments of this page.
+        nodes: Enrollment,
+    }
 }
 
 /// The column an enrollment list is sorted by (ties broken by log position).
