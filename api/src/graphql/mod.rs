@@ -97,9 +97,13 @@ mod throttle;
 mod types;
 mod webhooks;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
-use async_graphql::{Context, MergedObject, Schema};
+use async_graphql::parser::types::Field;
+use async_graphql::{
+    Context, ContextSelectionSet, MergedObject, OutputType, Positioned, Schema, ServerResult,
+};
 use aula_eventlog::{Actor, EventMetadata};
 use uuid::Uuid;
 
@@ -197,20 +201,37 @@ pub(crate) fn metadata(request: &RequestContext, institution: Option<Uuid>) -> E
 }
 
 /// Error text the processor and the projections record (task error chains: SQL, SMTP and
-/// handler messages) is for the platform's administrators (and its platform-wide
-/// observers, who read what admins read): other callers learn that
-/// there was an error, not its internals.
-pub(crate) fn operator_error(ctx: &Context<'_>, text: Option<&str>) -> Option<String> {
-    let text = text?;
-    let admin = request(ctx)
-        .claims
-        .as_ref()
-        .is_some_and(crate::auth::sees_every_institution);
-    Some(if admin {
-        text.to_owned()
-    } else {
-        WITHHELD_ERROR.to_owned()
-    })
+/// handler messages), as a field shows it: the text is for the platform's administrators
+/// (and its platform-wide observers, who read what admins read); other callers learn that
+/// there was an error, not its internals ([`WITHHELD_ERROR`]). A `String` in the schema.
+#[derive(Debug, Clone)]
+pub(crate) struct OperatorError(pub(crate) String);
+
+impl OutputType for OperatorError {
+    fn type_name() -> Cow<'static, str> {
+        <String as OutputType>::type_name()
+    }
+
+    fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
+        <String as OutputType>::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ContextSelectionSet<'_>,
+        field: &Positioned<Field>,
+    ) -> ServerResult<async_graphql::Value> {
+        let admin = ctx
+            .data_opt::<RequestContext>()
+            .and_then(|request| request.claims.as_ref())
+            .is_some_and(crate::auth::sees_every_institution);
+        let shown = if admin {
+            self.0.clone()
+        } else {
+            WITHHELD_ERROR.to_owned()
+        };
+        shown.resolve(ctx, field).await
+    }
 }
 
 /// What non-admins see instead of an error's text.

@@ -2,7 +2,7 @@
 //! metadata for the details drawer (`adminEventDetail`), and the values its filters
 //! offer (`dashboardFacets`). Admin: any institution; manager: its own (forced).
 
-use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject};
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
 use aula_processor::task_list::{self, TaskListError, TaskListQuery, TaskListRow, TaskSort};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -13,7 +13,7 @@ use super::read_models::{
     bad_cursor, filter_list, filter_text, filter_time, DurationFilter, SortDirection, WATCHERS,
 };
 use super::types::{parse_status, status_name, BigInt, TaskStatus};
-use super::{request, state};
+use super::{request, state, OperatorError};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
 
@@ -23,7 +23,6 @@ pub struct TaskQuery;
 /// One task as the admin task list shows it (live tasks; archived ones are listed per
 /// event by `eventTasks`).
 #[derive(SimpleObject, Debug, Clone)]
-#[graphql(complex)]
 pub struct AdminTask {
     /// The task's id.
     pub id: BigInt,
@@ -60,16 +59,8 @@ pub struct AdminTask {
     pub finished_at: Option<DateTime<Utc>>,
     /// From the first claim to the end, retries included; null until finished.
     pub duration_ms: Option<BigInt>,
-    #[graphql(skip)]
-    pub last_error: Option<String>,
-}
-
-#[ComplexObject]
-impl AdminTask {
     /// The last error (full text for admins; others see that there was one).
-    async fn last_error(&self, ctx: &Context<'_>) -> Option<String> {
-        super::operator_error(ctx, self.last_error.as_deref())
-    }
+    pub last_error: Option<OperatorError>,
 }
 
 impl TryFrom<TaskListRow> for AdminTask {
@@ -94,7 +85,7 @@ impl TryFrom<TaskListRow> for AdminTask {
             started_at: r.started_at,
             finished_at: r.finished_at,
             duration_ms: r.duration_ms.map(BigInt),
-            last_error: r.last_error,
+            last_error: r.last_error.map(OperatorError),
         })
     }
 }

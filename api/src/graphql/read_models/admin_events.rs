@@ -5,6 +5,7 @@ use aula_projections::admin_events::{self, DurationOp, EventListError, EventList
 use uuid::Uuid;
 
 use super::*;
+use crate::graphql::OperatorError;
 
 #[derive(Default)]
 pub struct AdminEventQuery;
@@ -39,8 +40,6 @@ pub struct AdminEvent {
     pub processed_at: Option<DateTime<Utc>>,
     /// From recording to the end of its last task, in milliseconds; null while pending.
     pub duration_ms: Option<BigInt>,
-    #[graphql(skip)]
-    pub error: Option<String>,
     /// Its tasks waiting to run.
     pub tasks_pending: i32,
     /// Its tasks running now.
@@ -58,6 +57,8 @@ pub struct AdminEvent {
     /// Whether its latest copy's tasks all succeeded ("resolved by copy"): a failure
     /// reprocessing fixed. The event's own status stays what its own tasks say.
     pub resolved_by_copy: bool,
+    /// The last error any of its tasks reported (full text for admins; others see that there was one).
+    pub error: Option<OperatorError>,
 }
 
 impl TryFrom<admin_events::AdminEventRow> for AdminEvent {
@@ -79,7 +80,7 @@ impl TryFrom<admin_events::AdminEventRow> for AdminEvent {
             status: parse_status(&r.status)?,
             processed_at: r.processed_at,
             duration_ms: r.duration_ms.map(BigInt),
-            error: r.error,
+            error: r.error.map(OperatorError),
             tasks_pending: r.tasks_pending,
             tasks_running: r.tasks_running,
             tasks_succeeded: r.tasks_succeeded,
@@ -97,11 +98,6 @@ impl TryFrom<admin_events::AdminEventRow> for AdminEvent {
 
 #[ComplexObject]
 impl AdminEvent {
-    /// The last error any of its tasks reported (full text for admins; others see that there was one).
-    async fn error(&self, ctx: &Context<'_>) -> Option<String> {
-        crate::graphql::operator_error(ctx, self.error.as_deref())
-    }
-
     /// What reprocessing this event cannot do, shown before reprocessing it: a copy of
     /// a sign-up, password-reset or e-mail-change event cannot send its one-time link
     /// again (and what to do instead). Null for every other type.
