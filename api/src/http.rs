@@ -294,22 +294,26 @@ async fn graphql_post(
             );
             return response;
         }
+        // Every refusal of the body names the input field `body`.
+        let refuse_body = |status: StatusCode, reason: &str, message: String| {
+            error_response(
+                format,
+                status,
+                &request_id,
+                ApiError::validation("body", reason, message),
+            )
+        };
         let limit = http.app.config.body_limit_bytes;
         let read = axum::body::to_bytes(body, limit);
         let body = match tokio::time::timeout(http.app.config.server.body_timeout, read).await {
             Ok(Ok(body)) => body,
             Err(_) => {
-                return error_response(
-                    format,
+                return refuse_body(
                     StatusCode::REQUEST_TIMEOUT,
-                    &request_id,
-                    ApiError::validation(
-                        "body",
-                        "BODY_TIMEOUT",
-                        format!(
-                            "the request body did not arrive within {} s",
-                            http.app.config.server.body_timeout.as_secs_f64()
-                        ),
+                    "BODY_TIMEOUT",
+                    format!(
+                        "the request body did not arrive within {} s",
+                        http.app.config.server.body_timeout.as_secs_f64()
                     ),
                 );
             }
@@ -317,26 +321,16 @@ async fn graphql_post(
                 let too_large = std::error::Error::source(&error)
                     .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
                 return if too_large {
-                    error_response(
-                        format,
+                    refuse_body(
                         StatusCode::PAYLOAD_TOO_LARGE,
-                        &request_id,
-                        ApiError::validation(
-                            "body",
-                            "TOO_LARGE",
-                            format!("the request body exceeds {limit} bytes"),
-                        ),
+                        "TOO_LARGE",
+                        format!("the request body exceeds {limit} bytes"),
                     )
                 } else {
-                    error_response(
-                        format,
+                    refuse_body(
                         StatusCode::BAD_REQUEST,
-                        &request_id,
-                        ApiError::validation(
-                            "body",
-                            "UNREADABLE",
-                            "the request body could not be read",
-                        ),
+                        "UNREADABLE",
+                        "the request body could not be read".into(),
                     )
                 };
             }
@@ -344,30 +338,20 @@ async fn graphql_post(
         let json: serde_json::Value = match serde_json::from_slice(&body) {
             Ok(json) => json,
             Err(e) => {
-                return error_response(
-                    format,
+                return refuse_body(
                     StatusCode::BAD_REQUEST,
-                    &request_id,
-                    ApiError::validation(
-                        "body",
-                        "MALFORMED_JSON",
-                        format!("the request body is not valid JSON: {e}"),
-                    ),
+                    "MALFORMED_JSON",
+                    format!("the request body is not valid JSON: {e}"),
                 )
             }
         };
         let request: async_graphql::Request = match serde_json::from_value(json) {
             Ok(request) => request,
             Err(e) => {
-                return error_response(
-                    format,
+                return refuse_body(
                     StatusCode::BAD_REQUEST,
-                    &request_id,
-                    ApiError::validation(
-                        "body",
-                        "INVALID_REQUEST",
-                        format!("expected {{\"query\", \"variables\", \"operationName\"}}: {e}"),
-                    ),
+                    "INVALID_REQUEST",
+                    format!("expected {{\"query\", \"variables\", \"operationName\"}}: {e}"),
                 )
             }
         };
