@@ -37,8 +37,8 @@ macro_rules! payload {
             pub owner: Option<Uuid>,
         }
 
-        impl $name {
-            pub(crate) fn of(result: CommandResult) -> Self {
+        impl From<CommandResult> for $name {
+            fn from(result: CommandResult) -> Self {
                 Self {
                     id: result.id,
                     log_position: result.log_position,
@@ -46,6 +46,9 @@ macro_rules! payload {
                     owner: None,
                 }
             }
+        }
+
+        impl $name {
 
             #[allow(dead_code)] // used by the payloads whose object needs it
             pub(crate) fn owned_by(mut self, owner: Uuid) -> Self {

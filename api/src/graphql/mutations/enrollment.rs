@@ -108,7 +108,7 @@ impl EnrollmentMutation {
             wait_for_projections,
         )
         .await
-        .map(ApplyToCoursePayload::of)
+        .map(ApplyToCoursePayload::from)
     }
 
     /// Manager (own institution) or admin. Cancels an enrollment, freeing the seat.
@@ -120,20 +120,14 @@ impl EnrollmentMutation {
         let state = state(ctx);
         let institution_id = course_institution(state, input.course_id).await?;
         auth::ensure_institution(claims, institution_id)?;
-        run(
-            state,
-            &state.buses.course,
-            input.course_id,
-            CourseCommand::CancelEnrollment {
-                application_id: ApplicationId::from_uuid(input.application_id),
-                at: state.clock.now(),
-            },
-            &metadata(request(ctx), Some(institution_id)),
-            input.application_id,
-            wait_for_projections,
-        )
-        .await
-        .map(|r| CancelEnrollmentPayload::of(r).owned_by(input.course_id))
+        let command = CourseCommand::CancelEnrollment {
+            application_id: ApplicationId::from_uuid(input.application_id),
+            at: state.clock.now(),
+        };
+        Recording::new(ctx, Some(institution_id), wait_for_projections)
+            .run_reporting(&state.buses.course, input.course_id, command, input.application_id)
+            .await
+            .map(|payload: CancelEnrollmentPayload| payload.owned_by(input.course_id))
     }
 }
 }

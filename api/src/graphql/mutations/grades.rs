@@ -87,25 +87,18 @@ impl GradeMutation {
             ));
         }
         let grade_id = exam_grade_id(input.course_id, input.student_id, &exam_name);
-        run(
-            state,
-            &state.buses.exam_grade,
-            grade_id,
-            ExamGradeCommand::RecordNote {
-                institution_id: InstitutionId::from_uuid(institution_id),
-                course_id: CourseId::from_uuid(input.course_id),
-                student_id: StudentId::from_uuid(input.student_id),
-                teacher_id,
-                exam_name,
-                note,
-                at: state.clock.now(),
-            },
-            &metadata(request(ctx), Some(institution_id)),
-            grade_id,
-            wait_for_projections,
-        )
-        .await
-        .map(RecordExamNotePayload::of)
+        let command = ExamGradeCommand::RecordNote {
+            institution_id: InstitutionId::from_uuid(institution_id),
+            course_id: CourseId::from_uuid(input.course_id),
+            student_id: StudentId::from_uuid(input.student_id),
+            teacher_id,
+            exam_name,
+            note,
+            at: state.clock.now(),
+        };
+        Recording::new(ctx, Some(institution_id), wait_for_projections)
+            .run(&state.buses.exam_grade, grade_id, command)
+            .await
     }
 
     /// Teacher, manager (own institution) or admin. Corrects a recorded note.
@@ -129,21 +122,14 @@ impl GradeMutation {
             .as_uuid();
         auth::ensure_institution(claims, institution_id)?;
         let teacher_id = acting_teacher(state, claims, input.teacher_id, institution_id).await?;
-        run(
-            state,
-            &state.buses.exam_grade,
-            input.exam_grade_id,
-            ExamGradeCommand::ChangeNote {
-                note,
-                teacher_id,
-                at: state.clock.now(),
-            },
-            &metadata(request(ctx), Some(institution_id)),
-            input.exam_grade_id,
-            wait_for_projections,
-        )
-        .await
-        .map(ChangeExamNotePayload::of)
+        let command = ExamGradeCommand::ChangeNote {
+            note,
+            teacher_id,
+            at: state.clock.now(),
+        };
+        Recording::new(ctx, Some(institution_id), wait_for_projections)
+            .run(&state.buses.exam_grade, input.exam_grade_id, command)
+            .await
     }
 }
 }

@@ -59,21 +59,15 @@ impl InstitutionMutation {
             city = parse("city", CityName::parse(&input.city)),
         }
         let campus_id = Uuid::new_v4();
-        run(
-            state,
-            &state.buses.institution,
-            institution_id,
-            InstitutionCommand::CreateCampus {
-                campus_id: CampusId::from_uuid(campus_id),
-                name,
-                city,
-            },
-            &metadata(request(ctx), Some(institution_id)),
-            campus_id,
-            wait_for_projections,
-        )
-        .await
-        .map(|r| CreateCampusPayload::of(r).owned_by(institution_id))
+        let command = InstitutionCommand::CreateCampus {
+            campus_id: CampusId::from_uuid(campus_id),
+            name,
+            city,
+        };
+        Recording::new(ctx, Some(institution_id), wait_for_projections)
+            .run_reporting(&state.buses.institution, institution_id, command, campus_id)
+            .await
+            .map(|payload: CreateCampusPayload| payload.owned_by(institution_id))
     }
 
     /// Manager (own institution) or admin. Offers a course on a campus and opens its
@@ -97,7 +91,7 @@ impl InstitutionMutation {
                 return Err(ApiError::rejection(&InstitutionError::CourseAlreadyExists));
             }
         }
-        let meta = metadata(request(ctx), Some(institution_id));
+        let recording = Recording::new(ctx, Some(institution_id), wait_for_projections);
         let offered = state
             .buses
             .institution
@@ -109,7 +103,7 @@ impl InstitutionMutation {
                     name: name.clone(),
                     capacity,
                 },
-                &meta,
+                &recording.meta,
             )
             .await;
         match offered {
@@ -134,22 +128,13 @@ impl InstitutionMutation {
             }
             Err(other) => return Err(other.into()),
         }
-        run(
-            state,
-            &state.buses.course,
-            course_id,
-            CourseCommand::OpenCourse {
-                institution_id: InstitutionId::from_uuid(institution_id),
-                campus_id: CampusId::from_uuid(input.campus_id),
-                name,
-                capacity,
-            },
-            &meta,
-            course_id,
-            wait_for_projections,
-        )
-        .await
-        .map(OfferCoursePayload::of)
+        let command = CourseCommand::OpenCourse {
+            institution_id: InstitutionId::from_uuid(institution_id),
+            campus_id: CampusId::from_uuid(input.campus_id),
+            name,
+            capacity,
+        };
+        recording.run(&state.buses.course, course_id, command).await
     }
 
     /// Manager (own institution) or admin. Returns the course id.
@@ -161,17 +146,10 @@ impl InstitutionMutation {
         let capacity = parse("capacity", Capacity::from_i64(i64::from(input.capacity)))?;
         let institution_id = course_institution(state, input.course_id).await?;
         auth::ensure_institution(claims, institution_id)?;
-        run(
-            state,
-            &state.buses.course,
-            input.course_id,
-            CourseCommand::ChangeCapacity { capacity },
-            &metadata(request(ctx), Some(institution_id)),
-            input.course_id,
-            wait_for_projections,
-        )
-        .await
-        .map(ChangeCourseCapacityPayload::of)
+        let command = CourseCommand::ChangeCapacity { capacity };
+        Recording::new(ctx, Some(institution_id), wait_for_projections)
+            .run(&state.buses.course, input.course_id, command)
+            .await
     }
 }
 }

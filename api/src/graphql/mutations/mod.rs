@@ -14,7 +14,7 @@ mod institution;
 mod people;
 mod users;
 
-use async_graphql::MergedObject;
+use async_graphql::{Context, MergedObject};
 use aula_domain::application::{application_id_for, Application, ApplicationCommand};
 use aula_domain::course::{CourseCommand, CourseStatus};
 use aula_domain::errors::Rejection;
@@ -149,25 +149,63 @@ pub(crate) async fn result(
     })
 }
 
-/// The last step of a command resolver, once the caller is authorized and the input
-/// parsed: runs `command` on the stream `stream` of `bus` with `meta`, then reports `id`
-/// at the log position of the last event appended (see [`result`]).
-pub(crate) async fn run<A>(
-    state: &AppState,
-    bus: &CommandBus<A>,
-    stream: Uuid,
-    command: A::Command,
-    meta: &EventMetadata,
-    id: Uuid,
+/// How one command resolver records, once the caller is authorized: the state, the
+/// metadata its events carry, and whether its answer waits for the projections.
+pub(crate) struct Recording<'a> {
+    pub(crate) state: &'a AppState,
+    pub(crate) meta: EventMetadata,
     wait: Option<bool>,
-) -> Result<CommandResult, ApiError>
-where
-    A: Aggregate + Clone + 'static,
-    A::Command: Clone,
-    A::Error: Rejection,
-{
-    let committed = bus.execute(&stream.to_string(), command, meta).await?;
-    result(state, id, committed.last_position(), wait).await
+}
+
+impl<'a> Recording<'a> {
+    /// For the caller of `ctx`, acting in `institution`; `wait` is `waitForProjections`.
+    pub(crate) fn new(ctx: &Context<'a>, institution: Option<Uuid>, wait: Option<bool>) -> Self {
+        Self {
+            state: state(ctx),
+            meta: metadata(request(ctx), institution),
+            wait,
+        }
+    }
+
+    /// The last step of a command resolver, once the input is parsed: runs `command` on
+    /// the stream `stream` of `bus`, then reports `id` at the log position of the last
+    /// event appended (see [`result`]), as the resolver's payload `P`.
+    pub(crate) async fn run_reporting<A, P>(
+        &self,
+        bus: &CommandBus<A>,
+        stream: Uuid,
+        command: A::Command,
+        id: Uuid,
+    ) -> Result<P, ApiError>
+    where
+        A: Aggregate + Clone + 'static,
+        A::Command: Clone,
+        A::Error: Rejection,
+        P: From<CommandResult>,
+    {
+        let committed = bus
+            .execute(&stream.to_string(), command, &self.meta)
+            .await?;
+        result(self.state, id, committed.last_position(), self.wait)
+            .await
+            .map(P::from)
+    }
+
+    /// [`Recording::run_reporting`] for a command on the stream of the entity it reports.
+    pub(crate) async fn run<A, P>(
+        &self,
+        bus: &CommandBus<A>,
+        id: Uuid,
+        command: A::Command,
+    ) -> Result<P, ApiError>
+    where
+        A: Aggregate + Clone + 'static,
+        A::Command: Clone,
+        A::Error: Rejection,
+        P: From<CommandResult>,
+    {
+        self.run_reporting(bus, id, command, id).await
+    }
 }
 
 /// The institution that owns a course, from its `CourseOpened` event (the stored

@@ -134,7 +134,7 @@ impl UserMutation {
         }
         result(state, target, last_position, wait_for_projections)
             .await
-            .map(UpdateUserPayload::of)
+            .map(UpdateUserPayload::from)
     }
 
     /// Public, rate-limited: whoever holds the token e-mailed to the new address.
@@ -217,16 +217,10 @@ impl UserMutation {
             Some(owner) => auth::ensure_institution(claims, owner)?,
             None => auth::require_role(Some(claims), &[DomainRole::Admin]).map(|_| ())?,
         }
-        run(
-            state,
-            &state.buses.user,
-            input.user_id,
-            UserCommand::DeactivateUser { reason },
-            &metadata(request(ctx), institution),
-            input.user_id,
-            wait_for_projections,
-        )
-        .await
+        let command = UserCommand::DeactivateUser { reason };
+        Recording::new(ctx, institution, wait_for_projections)
+            .run(&state.buses.user, input.user_id, command)
+            .await
     }
 }
 }
