@@ -125,7 +125,7 @@ impl EnrollmentMutation {
             at: state.clock.now(),
         };
         Recording::new(ctx, Some(institution_id), wait_for_projections)
-            .run_reporting(&state.buses.course, input.course_id, command, input.application_id)
+            .run(&state.buses.course, input.course_id, command, input.application_id)
             .await
             .map(|payload: CancelEnrollmentPayload| payload.owned_by(input.course_id))
     }

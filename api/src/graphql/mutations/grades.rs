@@ -97,7 +97,7 @@ impl GradeMutation {
             at: state.clock.now(),
         };
         Recording::new(ctx, Some(institution_id), wait_for_projections)
-            .run(&state.buses.exam_grade, grade_id, command)
+            .run(&state.buses.exam_grade, grade_id, command, grade_id)
             .await
     }
 
@@ -128,7 +128,7 @@ impl GradeMutation {
             at: state.clock.now(),
         };
         Recording::new(ctx, Some(institution_id), wait_for_projections)
-            .run(&state.buses.exam_grade, input.exam_grade_id, command)
+            .run(&state.buses.exam_grade, input.exam_grade_id, command, input.exam_grade_id)
             .await
     }
 }

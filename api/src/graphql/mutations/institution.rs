@@ -65,7 +65,7 @@ impl InstitutionMutation {
             city,
         };
         Recording::new(ctx, Some(institution_id), wait_for_projections)
-            .run_reporting(&state.buses.institution, institution_id, command, campus_id)
+            .run(&state.buses.institution, institution_id, command, campus_id)
             .await
             .map(|payload: CreateCampusPayload| payload.owned_by(institution_id))
     }
@@ -134,7 +134,7 @@ impl InstitutionMutation {
             name,
             capacity,
         };
-        recording.run(&state.buses.course, course_id, command).await
+        recording.run(&state.buses.course, course_id, command, course_id).await
     }
 
     /// Manager (own institution) or admin. Returns the course id.
@@ -148,7 +148,7 @@ impl InstitutionMutation {
         auth::ensure_institution(claims, institution_id)?;
         let command = CourseCommand::ChangeCapacity { capacity };
         Recording::new(ctx, Some(institution_id), wait_for_projections)
-            .run(&state.buses.course, input.course_id, command)
+            .run(&state.buses.course, input.course_id, command, input.course_id)
             .await
     }
 }

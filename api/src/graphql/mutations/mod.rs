@@ -168,9 +168,9 @@ impl<'a> Recording<'a> {
     }
 
     /// The last step of a command resolver, once the input is parsed: runs `command` on
-    /// the stream `stream` of `bus`, then reports `id` at the log position of the last
-    /// event appended (see [`result`]), as the resolver's payload `P`.
-    pub(crate) async fn run_reporting<A, P>(
+    /// the stream `stream` of `bus`, then reports `id` (mostly the stream's own) at the log
+    /// position of the last event appended (see [`result`]), as the resolver's payload `P`.
+    pub(crate) async fn run<A, P>(
         &self,
         bus: &CommandBus<A>,
         stream: Uuid,
@@ -189,22 +189,6 @@ impl<'a> Recording<'a> {
         result(self.state, id, committed.last_position(), self.wait)
             .await
             .map(P::from)
-    }
-
-    /// [`Recording::run_reporting`] for a command on the stream of the entity it reports.
-    pub(crate) async fn run<A, P>(
-        &self,
-        bus: &CommandBus<A>,
-        id: Uuid,
-        command: A::Command,
-    ) -> Result<P, ApiError>
-    where
-        A: Aggregate + Clone + 'static,
-        A::Command: Clone,
-        A::Error: Rejection,
-        P: From<CommandResult>,
-    {
-        self.run_reporting(bus, id, command, id).await
     }
 }
 

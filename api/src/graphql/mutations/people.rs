@@ -60,7 +60,7 @@ impl PeopleMutation {
             email,
             birth_date,
         };
-        recording.run(&state.buses.student, id, command).await
+        recording.run(&state.buses.student, id, command, id).await
     }
 
     /// Manager (own institution) or admin. Like `createStudent`, for a teacher.
@@ -83,7 +83,7 @@ impl PeopleMutation {
             name,
             email,
         };
-        recording.run(&state.buses.teacher, id, command).await
+        recording.run(&state.buses.teacher, id, command, id).await
     }
 }
 }

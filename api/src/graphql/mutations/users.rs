@@ -219,7 +219,7 @@ impl UserMutation {
         }
         let command = UserCommand::DeactivateUser { reason };
         Recording::new(ctx, institution, wait_for_projections)
-            .run(&state.buses.user, input.user_id, command)
+            .run(&state.buses.user, input.user_id, command, input.user_id)
             .await
     }
 }
