@@ -161,16 +161,7 @@ async fn open_course_institution(state: &AppState, course_id: Uuid) -> Result<Uu
 
 fn idempotency_key(raw: &str) -> Result<String, ApiError> {
     let field = "idempotencyKey";
-    if raw.is_empty() {
-        return Err(ApiError::validation(field, "EMPTY", "must not be empty"));
-    }
-    if raw.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
-        return Err(ApiError::validation(
-            field,
-            "TOO_LONG",
-            format!("must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
-        ));
-    }
+    non_empty_at_most(field, raw, MAX_IDEMPOTENCY_KEY_CHARS)?;
     if raw.chars().any(char::is_control) {
         return Err(ApiError::validation(
             field,

@@ -69,22 +69,12 @@ impl IdentityMutation {
         let state = state(ctx);
         let email = parse("email", Email::parse(&input.email))?;
         let user_id = emails::reserve(&state.pool, email.as_str(), Uuid::new_v4()).await?;
-        let token = secrets::new_token();
         let now = state.clock.now();
         let expires_at = now
             + Duration::from_std(state.config.signup_token_ttl)
                 .map_err(|e| ApiError::internal(format!("sign-up token ttl: {e}")))?;
-        let confirmation_token_hash = secrets::token_hash(&token);
-        issue(
-            state,
-            IssuedToken {
-                kind: TokenKind::SignUpConfirmation,
-                user_id,
-                email: email.to_string(),
-                token,
-            },
-        )
-        .await?;
+        let kind = TokenKind::SignUpConfirmation;
+        let confirmation_token_hash = issue(state, kind, user_id, email.to_string()).await?;
         let committed = state
             .buses
             .user
@@ -130,14 +120,10 @@ impl IdentityMutation {
             UserError::NotFound => unknown(),
             other => ApiError::rejection(&other),
         };
-        let user_id = emails::user_id_of(&state.pool, email.as_str())
-            .await?
-            .ok_or_else(unknown)?;
         // The password is hashed (Argon2, slow on purpose) only for a token that can
         // succeed; the command decides again.
-        let (user, _) = state.buses.user.load(&user_id.to_string()).await?;
-        user.check_sign_up_token(&token_hash, state.clock.now())
-            .map_err(refused)?;
+        let check = |user: &User| user.check_sign_up_token(&token_hash, state.clock.now());
+        let user_id = token_account(state, &email, check, &refused).await?;
         let password_hash = hash_password(state, password).await?;
         let institution_id = Uuid::new_v4();
         let meta = metadata(request(ctx), Some(institution_id));
@@ -286,18 +272,8 @@ impl IdentityMutation {
         let answer_at = tokio::time::Instant::now() + state.config.reset_request_floor;
         let outcome = async {
             if let Some(user_id) = emails::user_id_of(&state.pool, email.as_str()).await? {
-                let token = secrets::new_token();
-                let token_hash = secrets::token_hash(&token);
-                issue(
-                    state,
-                    IssuedToken {
-                        kind: TokenKind::PasswordReset,
-                        user_id,
-                        email: email.to_string(),
-                        token,
-                    },
-                )
-                .await?;
+                let kind = TokenKind::PasswordReset;
+                let token_hash = issue(state, kind, user_id, email.to_string()).await?;
                 let outcome = state
                     .buses
                     .user
@@ -340,13 +316,9 @@ impl IdentityMutation {
             UserError::NotFound | UserError::NotActive => unknown(),
             other => ApiError::rejection(&other),
         };
-        let user_id = emails::user_id_of(&state.pool, email.as_str())
-            .await?
-            .ok_or_else(unknown)?;
         // As in `confirm_sign_up`: hash only for a token that can succeed.
-        let (user, _) = state.buses.user.load(&user_id.to_string()).await?;
-        user.check_reset_token(&token_hash, state.clock.now())
-            .map_err(refused)?;
+        let check = |user: &User| user.check_reset_token(&token_hash, state.clock.now());
+        let user_id = token_account(state, &email, check, &refused).await?;
         let new_password_hash = hash_password(state, new_password).await?;
         let committed = state
             .buses
@@ -374,4 +346,21 @@ impl IdentityMutation {
         .await
     }
 }
+}
+
+/// The account of `email`, once `check` accepts the one-time token it holds (checked
+/// before any slow work; the command decides again). An e-mail without an account is
+/// refused as `refused(NotFound)`, the answer to a wrong token.
+async fn token_account<T>(
+    state: &AppState,
+    email: &Email,
+    check: impl FnOnce(&User) -> Result<T, UserError>,
+    refused: &impl Fn(UserError) -> ApiError,
+) -> Result<Uuid, ApiError> {
+    let user_id = emails::user_id_of(&state.pool, email.as_str())
+        .await?
+        .ok_or_else(|| refused(UserError::NotFound))?;
+    let (user, _) = state.buses.user.load(&user_id.to_string()).await?;
+    check(&user).map_err(refused)?;
+    Ok(user_id)
 }

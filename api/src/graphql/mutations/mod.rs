@@ -94,18 +94,25 @@ fn password(state: &AppState, field: &'static str, raw: &str) -> Result<String, 
     Ok(raw.to_owned())
 }
 
-fn one_time_token(field: &'static str, raw: &str) -> Result<String, ApiError> {
-    let raw = raw.trim();
-    if raw.is_empty() {
+/// Refuses an empty `text` (`EMPTY`) or one longer than `max` characters (`TOO_LONG`),
+/// naming the input `field`.
+fn non_empty_at_most(field: &'static str, text: &str, max: usize) -> Result<(), ApiError> {
+    if text.is_empty() {
         return Err(ApiError::validation(field, "EMPTY", "must not be empty"));
     }
-    if raw.chars().count() > MAX_TOKEN_CHARS {
+    if text.chars().count() > max {
         return Err(ApiError::validation(
             field,
             "TOO_LONG",
-            format!("must be at most {MAX_TOKEN_CHARS} characters"),
+            format!("must be at most {max} characters"),
         ));
     }
+    Ok(())
+}
+
+fn one_time_token(field: &'static str, raw: &str) -> Result<String, ApiError> {
+    let raw = raw.trim();
+    non_empty_at_most(field, raw, MAX_TOKEN_CHARS)?;
     Ok(secrets::token_hash(raw))
 }
 
@@ -217,13 +224,29 @@ pub(crate) async fn courses_opened_by(
     Ok(ids.into_iter().filter_map(|id| id.parse().ok()).collect())
 }
 
-/// Hands a one-time token to the sink before its hash is recorded (see [`TokenSink`]).
-async fn issue(state: &AppState, token: IssuedToken) -> Result<(), ApiError> {
+/// Makes a one-time token of `kind` for the account `user_id`, sent to `email`, and hands
+/// it to the sink before its hash is recorded (see [`TokenSink`]). Returns the hash, which
+/// is all the command records.
+async fn issue(
+    state: &AppState,
+    kind: TokenKind,
+    user_id: Uuid,
+    email: String,
+) -> Result<String, ApiError> {
+    let token = secrets::new_token();
+    let hash = secrets::token_hash(&token);
+    let issued = IssuedToken {
+        kind,
+        user_id,
+        email,
+        token,
+    };
     state
         .tokens
-        .issued(&token)
+        .issued(&issued)
         .await
-        .map_err(|error| ApiError::internal(format!("could not keep a one-time token: {error}")))
+        .map_err(|error| ApiError::internal(format!("could not keep a one-time token: {error}")))?;
+    Ok(hash)
 }
 
 pub(crate) async fn ensure_institution_exists(state: &AppState, id: Uuid) -> Result<(), ApiError> {

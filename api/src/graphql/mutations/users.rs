@@ -96,8 +96,6 @@ impl UserMutation {
             {
                 return Err(email_taken());
             }
-            let token = secrets::new_token();
-            let token_hash = secrets::token_hash(&token);
             // The link goes to the new address, or to the current one when someone
             // else asks for an active account (the domain decides; see
             // `EmailChangeLink`): the token is recorded for whichever receives it.
@@ -106,16 +104,7 @@ impl UserMutation {
             } else {
                 user.email().map(ToString::to_string).unwrap_or_default()
             };
-            issue(
-                state,
-                IssuedToken {
-                    kind: TokenKind::EmailChange,
-                    user_id: target,
-                    email: recipient,
-                    token,
-                },
-            )
-            .await?;
+            let token_hash = issue(state, TokenKind::EmailChange, target, recipient).await?;
             let committed = state
                 .buses
                 .user
@@ -201,16 +190,7 @@ impl UserMutation {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let reason = input.reason.trim().to_owned();
-        if reason.is_empty() {
-            return Err(ApiError::validation("reason", "EMPTY", "must not be empty"));
-        }
-        if reason.chars().count() > MAX_REASON_CHARS {
-            return Err(ApiError::validation(
-                "reason",
-                "TOO_LONG",
-                format!("must be at most {MAX_REASON_CHARS} characters"),
-            ));
-        }
+        non_empty_at_most("reason", &reason, MAX_REASON_CHARS)?;
         let user = load_user(state, input.user_id).await?;
         let institution = user.institution_id().map(|id| id.as_uuid());
         match institution {
