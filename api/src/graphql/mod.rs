@@ -98,8 +98,11 @@ mod types;
 mod webhooks;
 
 use std::borrow::Cow;
+use std::marker::PhantomData;
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use async_graphql::extensions::{Extension, ExtensionFactory};
 use async_graphql::parser::types::Field;
 use async_graphql::{
     Context, ContextSelectionSet, MergedObject, OutputType, Positioned, Schema, ServerResult,
@@ -169,9 +172,9 @@ pub fn build(state: Option<AppState>) -> AulaSchema {
         builder = builder.extension(limits::DocumentGuard(state.config.document_limits));
     }
     builder = builder
-        .extension(crate::metrics::GraphqlMetrics)
-        .extension(session::SessionCheck)
-        .extension(throttle::Throttle);
+        .extension(PerRequest::<crate::metrics::OperationRecorder>::default())
+        .extension(PerRequest::<session::SessionCheck>::default())
+        .extension(PerRequest::<throttle::ThrottleRequest>::default());
     if let Some(state) = state {
         builder = builder
             .limit_directives(state.config.document_limits.max_directives)
@@ -181,6 +184,22 @@ pub fn build(state: Option<AppState>) -> AulaSchema {
             .data(state);
     }
     builder.finish()
+}
+
+/// The factory of a schema extension that keeps what it learns for one request: each
+/// request gets a fresh `E::default()`.
+struct PerRequest<E>(PhantomData<fn() -> E>);
+
+impl<E> Default for PerRequest<E> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<E: Extension + Default> ExtensionFactory for PerRequest<E> {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(E::default())
+    }
 }
 
 pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
