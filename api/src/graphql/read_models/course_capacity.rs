@@ -165,13 +165,8 @@ impl CourseCapacityQuery {
             after,
             limit: Some(first as i64),
         };
-        let page = course_capacity::page_course_capacity(&state.pool, &query)
-            .await
-            .map_err(page_error)?;
-        let (rows, next_cursor) = (page.rows, page.next.map(|id| id.to_string()));
-        Ok(CourseCapacityPage {
-            nodes: rows.into_iter().map(Into::into).collect(),
-            next_cursor,
-        })
+        let page = course_capacity::page_course_capacity(&state.pool, &query).await;
+        let (nodes, next_cursor) = nodes_of(page)?;
+        Ok(CourseCapacityPage { nodes, next_cursor })
     }
 }

@@ -121,16 +121,8 @@ impl EnrollmentQuery {
             after,
             limit: Some(first as i64),
         };
-        let page = enrollments::page_course_enrollments(&state.pool, &query)
-            .await
-            .map_err(page_error)?;
-        let (rows, next_cursor) = (page.rows, page.next.map(|id| id.to_string()));
-        Ok(EnrollmentPage {
-            nodes: rows
-                .into_iter()
-                .map(TryInto::try_into)
-                .collect::<Result<_, _>>()?,
-            next_cursor,
-        })
+        let page = enrollments::page_course_enrollments(&state.pool, &query).await;
+        let (nodes, next_cursor) = nodes_of(page)?;
+        Ok(EnrollmentPage { nodes, next_cursor })
     }
 }
