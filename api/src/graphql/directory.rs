@@ -84,6 +84,7 @@ pub struct PersonFilter {
 
 /// The column the student and teacher lists are sorted by (ties broken by id).
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[graphql(remote = "aula_projections::directory::PeopleSort")]
 pub enum PersonSortField {
     /// Name.
     #[default]
@@ -199,10 +200,7 @@ async fn people(
         field: PersonSortField::Name,
         direction: SortDirection::Asc,
     });
-    let people_sort = match sort.field {
-        PersonSortField::Name => PeopleSort::Name,
-        PersonSortField::CreatedAt => PeopleSort::CreatedAt,
-    };
+    let people_sort = PeopleSort::from(sort.field);
     let search = filter_text("search", filter.search)?.filter(|s| !s.trim().is_empty());
     let after = after
         .as_deref()

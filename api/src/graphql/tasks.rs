@@ -3,7 +3,7 @@
 //! offer (`dashboardFacets`). Admin: any institution; manager: its own (forced).
 
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
-use aula_processor::task_list::{self, TaskListError, TaskListQuery, TaskListRow, TaskSort};
+use aula_processor::task_list::{self, TaskListError, TaskListQuery, TaskListRow};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -130,6 +130,7 @@ pub struct AdminTaskFilter {
 
 /// The column a task list is sorted by (ties broken by task id).
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[graphql(remote = "aula_processor::task_list::TaskSort")]
 pub enum AdminTaskSortField {
     /// Task id: insertion order.
     #[default]
@@ -212,16 +213,7 @@ impl TaskQuery {
             direction: SortDirection::Desc,
         });
         let query = TaskListQuery {
-            sort: match sort.field {
-                AdminTaskSortField::Id => TaskSort::Id,
-                AdminTaskSortField::Kind => TaskSort::Kind,
-                AdminTaskSortField::Status => TaskSort::Status,
-                AdminTaskSortField::CreatedAt => TaskSort::CreatedAt,
-                AdminTaskSortField::FinishedAt => TaskSort::FinishedAt,
-                AdminTaskSortField::Duration => TaskSort::Duration,
-                AdminTaskSortField::Institution => TaskSort::Institution,
-                AdminTaskSortField::Attempts => TaskSort::Attempts,
-            },
+            sort: sort.field.into(),
             descending: sort.direction == SortDirection::Desc,
             after: filter_text("after", after)?,
             limit: Some(first as i64),

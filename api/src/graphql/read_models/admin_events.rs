@@ -1,7 +1,7 @@
 //! The admin event list and one event with its copies (`aula_projections::admin_events`).
 
 use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject};
-use aula_projections::admin_events::{self, DurationOp, EventListError, EventListQuery, EventSort};
+use aula_projections::admin_events::{self, DurationOp, EventListError, EventListQuery};
 use uuid::Uuid;
 
 use super::*;
@@ -122,6 +122,7 @@ page! {
 
 /// How a duration filter compares.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "aula_projections::admin_events::DurationOp")]
 pub enum DurationComparison {
     /// Exactly this long.
     Eq,
@@ -143,12 +144,7 @@ pub struct DurationFilter {
 impl DurationFilter {
     /// The comparison as the list queries take it (events and tasks alike).
     pub(crate) fn to_query(&self) -> (DurationOp, i64) {
-        let op = match self.op {
-            DurationComparison::Eq => DurationOp::Eq,
-            DurationComparison::Gt => DurationOp::Gt,
-            DurationComparison::Lt => DurationOp::Lt,
-        };
-        (op, self.ms.0)
+        (self.op.into(), self.ms.0)
     }
 }
 
@@ -185,6 +181,7 @@ pub struct AdminEventFilter {
 
 /// The column the admin event list is sorted by (ties broken by log position).
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[graphql(remote = "aula_projections::admin_events::EventSort")]
 pub enum AdminEventSortField {
     /// Log position (commit order).
     #[default]
@@ -254,14 +251,7 @@ impl AdminEventQuery {
             direction: SortDirection::Desc,
         });
         let query = EventListQuery {
-            sort: match sort.field {
-                AdminEventSortField::Position => EventSort::Position,
-                AdminEventSortField::RecordedAt => EventSort::RecordedAt,
-                AdminEventSortField::ProcessedAt => EventSort::ProcessedAt,
-                AdminEventSortField::Duration => EventSort::Duration,
-                AdminEventSortField::EventType => EventSort::EventType,
-                AdminEventSortField::Status => EventSort::Status,
-            },
+            sort: sort.field.into(),
             descending: sort.direction == SortDirection::Desc,
             after: filter_text("after", after)?,
             limit: Some(first as i64),

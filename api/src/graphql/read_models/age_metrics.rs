@@ -1,7 +1,7 @@
 //! Applicants' ages per course, campus and institution (`aula_projections::age_metrics`).
 
 use async_graphql::{Context, Enum, Object, SimpleObject};
-use aula_projections::age_metrics::{self, AgeScope as ProjectionAgeScope};
+use aula_projections::age_metrics;
 use uuid::Uuid;
 
 use super::*;
@@ -11,6 +11,7 @@ pub struct AgeMetricsQuery;
 
 /// The grouping of an age metric.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "aula_projections::age_metrics::AgeScope")]
 pub enum AgeScope {
     /// Per course.
     Course,
@@ -18,16 +19,6 @@ pub enum AgeScope {
     Campus,
     /// Per institution.
     Institution,
-}
-
-impl From<AgeScope> for ProjectionAgeScope {
-    fn from(scope: AgeScope) -> Self {
-        match scope {
-            AgeScope::Course => ProjectionAgeScope::Course,
-            AgeScope::Campus => ProjectionAgeScope::Campus,
-            AgeScope::Institution => ProjectionAgeScope::Institution,
-        }
-    }
 }
 
 /// Ages (whole years on the enrollment date) of the students enrolled in one course,

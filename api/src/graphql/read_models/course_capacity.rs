@@ -70,6 +70,7 @@ page! {
 
 /// The column a course list is sorted by (ties broken by course id).
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[graphql(remote = "aula_projections::course_capacity::CapacitySort")]
 pub enum CourseCapacitySortField {
     /// Course name.
     #[default]
@@ -148,19 +149,7 @@ impl CourseCapacityQuery {
         let query = course_capacity::CapacityListQuery {
             institution_id: institution,
             campus_id,
-            sort: {
-                use course_capacity::CapacitySort as S;
-                use CourseCapacitySortField as F;
-                match sort.field {
-                    F::Name => S::Name,
-                    F::Capacity => S::Capacity,
-                    F::Enrolled => S::Enrolled,
-                    F::SeatsLeft => S::SeatsLeft,
-                    F::Pending => S::Pending,
-                    F::Declined => S::Declined,
-                    F::OpenedAt => S::OpenedAt,
-                }
-            },
+            sort: sort.field.into(),
             descending: sort.direction == SortDirection::Desc,
             after,
             limit: Some(first as i64),

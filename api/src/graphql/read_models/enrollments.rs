@@ -69,6 +69,7 @@ page! {
 
 /// The column an enrollment list is sorted by (ties broken by log position).
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[graphql(remote = "aula_projections::enrollments::EnrollmentSort")]
 pub enum EnrollmentSortField {
     /// Enrollment day.
     #[default]
@@ -112,11 +113,7 @@ impl EnrollmentQuery {
         let query = enrollments::EnrollmentListQuery {
             course_id,
             include_cancelled,
-            sort: match sort.field {
-                EnrollmentSortField::EnrolledOn => enrollments::EnrollmentSort::EnrolledOn,
-                EnrollmentSortField::Name => enrollments::EnrollmentSort::Name,
-                EnrollmentSortField::AgeYears => enrollments::EnrollmentSort::AgeYears,
-            },
+            sort: sort.field.into(),
             descending: sort.direction == SortDirection::Desc,
             after,
             limit: Some(first as i64),
