@@ -259,6 +259,17 @@ fn normalize(error: &mut ServerError, request_id: &str) {
     }
 }
 
+/// The caller's address: the peer's, or the one a trusted proxy forwarded.
+fn caller_address(
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+    http: &Http,
+) -> Option<std::net::IpAddr> {
+    connect.map(|Extension(ConnectInfo(addr))| {
+        client_address(addr.ip(), headers, &http.app.config.server.trusted_proxies)
+    })
+}
+
 async fn graphql_post(
     State(http): State<Http>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -277,23 +288,6 @@ async fn graphql_post(
     // caller's trace context.
     let format = Format::of(&headers);
     async move {
-        if !is_json(&headers) {
-            let mut response = error_response(
-                format,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                &request_id,
-                ApiError::validation(
-                    "body",
-                    "UNSUPPORTED_MEDIA_TYPE",
-                    "send the request as `Content-Type: application/json`",
-                ),
-            );
-            response.headers_mut().insert(
-                axum::http::header::ACCEPT,
-                HeaderValue::from_static("application/json"),
-            );
-            return response;
-        }
         // Every refusal of the body names the input field `body`.
         let refuse_body = |status: StatusCode, reason: &str, message: String| {
             error_response(
@@ -303,6 +297,18 @@ async fn graphql_post(
                 ApiError::validation("body", reason, message),
             )
         };
+        if !is_json(&headers) {
+            let mut response = refuse_body(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "send the request as `Content-Type: application/json`".into(),
+            );
+            response.headers_mut().insert(
+                axum::http::header::ACCEPT,
+                HeaderValue::from_static("application/json"),
+            );
+            return response;
+        }
         let limit = http.app.config.body_limit_bytes;
         let read = axum::body::to_bytes(body, limit);
         let body = match tokio::time::timeout(http.app.config.server.body_timeout, read).await {
@@ -388,9 +394,7 @@ async fn graphql_post(
         };
         let context = RequestContext {
             claims,
-            client: connect.map(|Extension(ConnectInfo(addr))| {
-                client_address(addr.ip(), &headers, &http.app.config.server.trusted_proxies)
-            }),
+            client: caller_address(connect, &headers, &http),
             request_id: request_id.clone(),
         };
         let execution = http.schema.execute(request.data(context));
@@ -436,9 +440,7 @@ async fn graphql_ws(
     let schema = http.schema.clone();
     let app = http.app.clone();
     // Public mutations sent over the socket are rate-limited like HTTP ones.
-    let client = connect.map(|Extension(ConnectInfo(addr))| {
-        client_address(addr.ip(), &headers, &http.app.config.server.trusted_proxies)
-    });
+    let client = caller_address(connect, &headers, &http);
     // One id for the connection: every log line of its operations carries it.
     let request_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("graphql_ws", request_id = %request_id);
