@@ -321,7 +321,7 @@ fn task_filters(claims: &Claims, filter: AdminTaskFilter) -> Result<TaskListQuer
 }
 
 /// A task list's error search: only for callers who may read error texts (see
-/// `operator_error`); a search would otherwise reveal what the list withholds.
+/// `OperatorError`); a search would otherwise reveal what the list withholds.
 fn error_search(claims: &Claims, value: Option<String>) -> Result<Option<String>, ApiError> {
     let text = super::read_models::search_text("search", value)?;
     if text.is_some() && !auth::sees_every_institution(claims) {
