@@ -217,6 +217,13 @@ pub fn invalid(field: &'static str, error: ValidationError) -> ApiError {
     ApiError::validation(field, error.code(), error.for_field(field).to_string())
 }
 
+/// A conversion that cannot fail (a `From` seen as a `TryFrom`) has no error to map.
+impl From<std::convert::Infallible> for ApiError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
 impl From<ValidationError> for ApiError {
     fn from(error: ValidationError) -> Self {
         ApiError::validation(error.field, error.code(), error.to_string())

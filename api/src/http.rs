@@ -259,6 +259,17 @@ fn normalize(error: &mut ServerError, request_id: &str) {
     }
 }
 
+/// The caller's address: the peer's, or the one a trusted proxy forwarded.
+fn caller_address(
+    connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+    http: &Http,
+) -> Option<std::net::IpAddr> {
+    connect.map(|Extension(ConnectInfo(addr))| {
+        client_address(addr.ip(), headers, &http.app.config.server.trusted_proxies)
+    })
+}
+
 async fn graphql_post(
     State(http): State<Http>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -277,16 +288,20 @@ async fn graphql_post(
     // caller's trace context.
     let format = Format::of(&headers);
     async move {
-        if !is_json(&headers) {
-            let mut response = error_response(
+        // Every refusal of the body names the input field `body`.
+        let refuse_body = |status: StatusCode, reason: &str, message: String| {
+            error_response(
                 format,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                status,
                 &request_id,
-                ApiError::validation(
-                    "body",
-                    "UNSUPPORTED_MEDIA_TYPE",
-                    "send the request as `Content-Type: application/json`",
-                ),
+                ApiError::validation("body", reason, message),
+            )
+        };
+        if !is_json(&headers) {
+            let mut response = refuse_body(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "send the request as `Content-Type: application/json`".into(),
             );
             response.headers_mut().insert(
                 axum::http::header::ACCEPT,
@@ -299,17 +314,12 @@ async fn graphql_post(
         let body = match tokio::time::timeout(http.app.config.server.body_timeout, read).await {
             Ok(Ok(body)) => body,
             Err(_) => {
-                return error_response(
-                    format,
+                return refuse_body(
                     StatusCode::REQUEST_TIMEOUT,
-                    &request_id,
-                    ApiError::validation(
-                        "body",
-                        "BODY_TIMEOUT",
-                        format!(
-                            "the request body did not arrive within {} s",
-                            http.app.config.server.body_timeout.as_secs_f64()
-                        ),
+                    "BODY_TIMEOUT",
+                    format!(
+                        "the request body did not arrive within {} s",
+                        http.app.config.server.body_timeout.as_secs_f64()
                     ),
                 );
             }
@@ -317,26 +327,16 @@ async fn graphql_post(
                 let too_large = std::error::Error::source(&error)
                     .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
                 return if too_large {
-                    error_response(
-                        format,
+                    refuse_body(
                         StatusCode::PAYLOAD_TOO_LARGE,
-                        &request_id,
-                        ApiError::validation(
-                            "body",
-                            "TOO_LARGE",
-                            format!("the request body exceeds {limit} bytes"),
-                        ),
+                        "TOO_LARGE",
+                        format!("the request body exceeds {limit} bytes"),
                     )
                 } else {
-                    error_response(
-                        format,
+                    refuse_body(
                         StatusCode::BAD_REQUEST,
-                        &request_id,
-                        ApiError::validation(
-                            "body",
-                            "UNREADABLE",
-                            "the request body could not be read",
-                        ),
+                        "UNREADABLE",
+                        "the request body could not be read".into(),
                     )
                 };
             }
@@ -344,30 +344,20 @@ async fn graphql_post(
         let json: serde_json::Value = match serde_json::from_slice(&body) {
             Ok(json) => json,
             Err(e) => {
-                return error_response(
-                    format,
+                return refuse_body(
                     StatusCode::BAD_REQUEST,
-                    &request_id,
-                    ApiError::validation(
-                        "body",
-                        "MALFORMED_JSON",
-                        format!("the request body is not valid JSON: {e}"),
-                    ),
+                    "MALFORMED_JSON",
+                    format!("the request body is not valid JSON: {e}"),
                 )
             }
         };
         let request: async_graphql::Request = match serde_json::from_value(json) {
             Ok(request) => request,
             Err(e) => {
-                return error_response(
-                    format,
+                return refuse_body(
                     StatusCode::BAD_REQUEST,
-                    &request_id,
-                    ApiError::validation(
-                        "body",
-                        "INVALID_REQUEST",
-                        format!("expected {{\"query\", \"variables\", \"operationName\"}}: {e}"),
-                    ),
+                    "INVALID_REQUEST",
+                    format!("expected {{\"query\", \"variables\", \"operationName\"}}: {e}"),
                 )
             }
         };
@@ -404,9 +394,7 @@ async fn graphql_post(
         };
         let context = RequestContext {
             claims,
-            client: connect.map(|Extension(ConnectInfo(addr))| {
-                client_address(addr.ip(), &headers, &http.app.config.server.trusted_proxies)
-            }),
+            client: caller_address(connect, &headers, &http),
             request_id: request_id.clone(),
         };
         let execution = http.schema.execute(request.data(context));
@@ -452,9 +440,7 @@ async fn graphql_ws(
     let schema = http.schema.clone();
     let app = http.app.clone();
     // Public mutations sent over the socket are rate-limited like HTTP ones.
-    let client = connect.map(|Extension(ConnectInfo(addr))| {
-        client_address(addr.ip(), &headers, &http.app.config.server.trusted_proxies)
-    });
+    let client = caller_address(connect, &headers, &http);
     // One id for the connection: every log line of its operations carries it.
     let request_id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("graphql_ws", request_id = %request_id);

@@ -17,8 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextRequest,
-    NextSubscribe,
+    Extension, ExtensionContext, NextParseQuery, NextPrepareRequest, NextRequest, NextSubscribe,
 };
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, Selection, SelectionSet,
@@ -133,18 +132,9 @@ pub(crate) fn record_refused(code: &str) {
     GRAPHQL_OPERATIONS.with([NO_OPERATION, code]).inc();
 }
 
-/// The async-graphql extension that records every operation.
-pub(crate) struct GraphqlMetrics;
-
-impl ExtensionFactory for GraphqlMetrics {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(OperationRecorder::default())
-    }
-}
-
-/// One request's extension instance.
+/// The async-graphql extension that records every operation: one instance per request.
 #[derive(Default)]
-struct OperationRecorder {
+pub(crate) struct OperationRecorder {
     request: Arc<RequestOperations>,
 }
 

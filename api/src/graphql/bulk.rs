@@ -7,7 +7,7 @@
 //! to a later position. It starts one job: a second confirm with it is
 //! `CONFLICT CONFIRM_TOKEN_USED`.
 
-use async_graphql::{ComplexObject, Context, Object, SimpleObject};
+use async_graphql::{Context, Object, SimpleObject};
 use aula_eventlog::{Actor, LogPosition};
 use aula_processor::bulk::{self, BulkError, BulkFilter, BulkJob};
 use chrono::{DateTime, Duration, Utc};
@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::admin_ops::ensure_owner;
 use super::read_models::{admin_event_filters, AdminEventFilter, STAFF, WATCHERS};
 use super::types::{parse_status, BigInt, BulkJobStatus, EventStatus};
-use super::{request, state};
+use super::{request, state, OperatorError};
 use crate::auth;
 use crate::error::ApiError;
 
@@ -83,7 +83,6 @@ pub struct BulkReprocessPreview {
 
 /// A bulk reprocessing job and its progress.
 #[derive(SimpleObject, Debug, Clone)]
-#[graphql(complex)]
 pub struct BulkReprocessJob {
     /// The job's id.
     pub id: Uuid,
@@ -113,16 +112,8 @@ pub struct BulkReprocessJob {
     pub created_at: DateTime<Utc>,
     /// When its progress last moved.
     pub updated_at: DateTime<Utc>,
-    #[graphql(skip)]
-    pub error: Option<String>,
-}
-
-#[ComplexObject]
-impl BulkReprocessJob {
     /// Why the job failed (full text for admins; others see that there was one).
-    async fn error(&self, ctx: &Context<'_>) -> Option<String> {
-        super::operator_error(ctx, self.error.as_deref())
-    }
+    pub error: Option<OperatorError>,
 }
 
 impl TryFrom<BulkJob> for BulkReprocessJob {
@@ -144,7 +135,7 @@ impl TryFrom<BulkJob> for BulkReprocessJob {
             requested_by: job.requested_by,
             created_at: job.created_at,
             updated_at: job.updated_at,
-            error: job.error,
+            error: job.error.map(OperatorError),
         })
     }
 }

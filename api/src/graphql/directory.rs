@@ -62,13 +62,12 @@ impl From<PersonRow> for Person {
     }
 }
 
-/// One page of students or teachers.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct PersonPage {
-    /// The people of this page, in the requested order.
-    pub nodes: Vec<Person>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+page! {
+    /// One page of students or teachers.
+    PersonPage {
+        /// The people of this page, in the requested order.
+        nodes: Person,
+    }
 }
 
 /// Filters of the student and teacher lists; they combine with AND.
@@ -85,6 +84,7 @@ pub struct PersonFilter {
 
 /// The column the student and teacher lists are sorted by (ties broken by id).
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[graphql(remote = "aula_projections::directory::PeopleSort")]
 pub enum PersonSortField {
     /// Name.
     #[default]
@@ -200,10 +200,7 @@ async fn people(
         field: PersonSortField::Name,
         direction: SortDirection::Asc,
     });
-    let people_sort = match sort.field {
-        PersonSortField::Name => PeopleSort::Name,
-        PersonSortField::CreatedAt => PeopleSort::CreatedAt,
-    };
+    let people_sort = PeopleSort::from(sort.field);
     let search = filter_text("search", filter.search)?.filter(|s| !s.trim().is_empty());
     let after = after
         .as_deref()

@@ -1,5 +1,82 @@
 //! The GraphQL schema: queries, one mutation per domain command, subscriptions.
 
+/// The `#[Object]` impl of command mutations. Each takes the command's `input` and, where
+/// it records events a client may want to read back, `waitForProjections`: their
+/// descriptions are part of the schema, so they are written here once. A resolver reads
+/// `async fn name(ctx, input: Input, wait_for_projections) -> Answer { ... }`, and
+/// answers `Result<Answer, ApiError>`.
+macro_rules! command_mutations {
+    (
+        impl $mutation:ident {
+            $(
+                $(#[$attr:meta])*
+                async fn $name:ident(
+                    $ctx:ident, $input:ident: $input_ty:ty $(, $wait:ident)? $(,)?
+                ) -> $answer:ty $body:block
+            )*
+        }
+    ) => {
+        #[async_graphql::Object]
+        impl $mutation {
+            $(
+                $(#[$attr])*
+                async fn $name(
+                    &self,
+                    $ctx: &async_graphql::Context<'_>,
+                    #[graphql(desc = "The command's input.")] $input: $input_ty,
+                    $(
+                        #[graphql(
+                            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
+                        )]
+                        $wait: Option<bool>,
+                    )?
+                ) -> Result<$answer, crate::error::ApiError> $body
+            )*
+        }
+    };
+}
+
+/// One page of a cursor-paginated list: `nodes`, and the `nextCursor` to pass as `after`
+/// for the next page. Every list answers this shape; each page type keeps its own
+/// descriptions (they are part of the schema).
+macro_rules! page {
+    (
+        $(#[$attr:meta])*
+        $name:ident {
+            $(#[$nodes_attr:meta])*
+            nodes: $node:ty $(,)?
+        }
+    ) => {
+        page! {
+            $(#[$attr])*
+            $name {
+                $(#[$nodes_attr])*
+                nodes: $node,
+                /// Pass as `after` for the next page; null on the last page.
+                next_cursor,
+            }
+        }
+    };
+    (
+        $(#[$attr:meta])*
+        $name:ident {
+            $(#[$nodes_attr:meta])*
+            nodes: $node:ty,
+            $(#[$cursor_attr:meta])*
+            next_cursor $(,)?
+        }
+    ) => {
+        $(#[$attr])*
+        #[derive(async_graphql::SimpleObject, Debug, Clone)]
+        pub struct $name {
+            $(#[$nodes_attr])*
+            pub nodes: Vec<$node>,
+            $(#[$cursor_attr])*
+            pub next_cursor: Option<String>,
+        }
+    };
+}
+
 mod admin_ops;
 pub(crate) mod bulk;
 mod charts;
@@ -20,9 +97,16 @@ mod throttle;
 mod types;
 mod webhooks;
 
+use std::borrow::Cow;
+use std::marker::PhantomData;
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use async_graphql::{Context, MergedObject, Schema};
+use async_graphql::extensions::{Extension, ExtensionFactory};
+use async_graphql::parser::types::Field;
+use async_graphql::{
+    Context, ContextSelectionSet, MergedObject, OutputType, Positioned, Schema, ServerResult,
+};
 use aula_eventlog::{Actor, EventMetadata};
 use uuid::Uuid;
 
@@ -88,9 +172,9 @@ pub fn build(state: Option<AppState>) -> AulaSchema {
         builder = builder.extension(limits::DocumentGuard(state.config.document_limits));
     }
     builder = builder
-        .extension(crate::metrics::GraphqlMetrics)
-        .extension(session::SessionCheck)
-        .extension(throttle::Throttle);
+        .extension(PerRequest::<crate::metrics::OperationRecorder>::default())
+        .extension(PerRequest::<session::SessionCheck>::default())
+        .extension(PerRequest::<throttle::ThrottleRequest>::default());
     if let Some(state) = state {
         builder = builder
             .limit_directives(state.config.document_limits.max_directives)
@@ -100,6 +184,22 @@ pub fn build(state: Option<AppState>) -> AulaSchema {
             .data(state);
     }
     builder.finish()
+}
+
+/// The factory of a schema extension that keeps what it learns for one request: each
+/// request gets a fresh `E::default()`.
+struct PerRequest<E>(PhantomData<fn() -> E>);
+
+impl<E> Default for PerRequest<E> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<E: Extension + Default> ExtensionFactory for PerRequest<E> {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(E::default())
+    }
 }
 
 pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
@@ -120,20 +220,37 @@ pub(crate) fn metadata(request: &RequestContext, institution: Option<Uuid>) -> E
 }
 
 /// Error text the processor and the projections record (task error chains: SQL, SMTP and
-/// handler messages) is for the platform's administrators (and its platform-wide
-/// observers, who read what admins read): other callers learn that
-/// there was an error, not its internals.
-pub(crate) fn operator_error(ctx: &Context<'_>, text: Option<&str>) -> Option<String> {
-    let text = text?;
-    let admin = request(ctx)
-        .claims
-        .as_ref()
-        .is_some_and(crate::auth::sees_every_institution);
-    Some(if admin {
-        text.to_owned()
-    } else {
-        WITHHELD_ERROR.to_owned()
-    })
+/// handler messages), as a field shows it: the text is for the platform's administrators
+/// (and its platform-wide observers, who read what admins read); other callers learn that
+/// there was an error, not its internals ([`WITHHELD_ERROR`]). A `String` in the schema.
+#[derive(Debug, Clone)]
+pub(crate) struct OperatorError(pub(crate) String);
+
+impl OutputType for OperatorError {
+    fn type_name() -> Cow<'static, str> {
+        <String as OutputType>::type_name()
+    }
+
+    fn create_type_info(registry: &mut async_graphql::registry::Registry) -> String {
+        <String as OutputType>::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ContextSelectionSet<'_>,
+        field: &Positioned<Field>,
+    ) -> ServerResult<async_graphql::Value> {
+        let admin = ctx
+            .data_opt::<RequestContext>()
+            .and_then(|request| request.claims.as_ref())
+            .is_some_and(crate::auth::sees_every_institution);
+        let shown = if admin {
+            self.0.clone()
+        } else {
+            WITHHELD_ERROR.to_owned()
+        };
+        shown.resolve(ctx, field).await
+    }
 }
 
 /// What non-admins see instead of an error's text.

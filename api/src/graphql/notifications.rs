@@ -50,13 +50,12 @@ pub struct Notification {
     pub read: bool,
 }
 
-/// One page of the signed-in user's notifications.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct NotificationPage {
-    /// Newest first.
-    pub nodes: Vec<Notification>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+page! {
+    /// One page of the signed-in user's notifications.
+    NotificationPage {
+        /// Newest first.
+        nodes: Notification,
+    }
 }
 
 impl From<NotificationRow> for Notification {

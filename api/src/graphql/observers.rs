@@ -5,7 +5,7 @@
 //! (`read_models.rs`) and hold an institution's observer to its institution
 //! (`auth::read_scope`).
 
-use async_graphql::{Context, InputObject, Object, SimpleObject};
+use async_graphql::{InputObject, SimpleObject};
 use aula_domain::user::Role as DomainRole;
 use aula_domain::values::{Email, PersonName};
 use uuid::Uuid;
@@ -15,7 +15,6 @@ use super::read_models::STAFF;
 use super::types::BigInt;
 use super::{metadata, request, state};
 use crate::auth;
-use crate::error::ApiError;
 use crate::validate;
 
 #[derive(Default)]
@@ -50,19 +49,13 @@ pub struct CreateObserverPayload {
     pub projections_caught_up: Option<bool>,
 }
 
-#[Object]
+command_mutations! {
 impl ObserverMutation {
     /// Manager (own institution) or admin (any institution, or none: platform-wide).
     /// Creates a read-only observer account without a password.
     async fn create_observer(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: CreateObserverInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<CreateObserverPayload, ApiError> {
+        ctx, input: CreateObserverInput, wait_for_projections
+    ) -> CreateObserverPayload {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         // An admin's observer may watch the whole platform; a manager's watches its own
@@ -97,4 +90,5 @@ impl ObserverMutation {
             projections_caught_up: done.projections_caught_up,
         })
     }
+}
 }

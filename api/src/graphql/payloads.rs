@@ -37,8 +37,8 @@ macro_rules! payload {
             pub owner: Option<Uuid>,
         }
 
-        impl $name {
-            pub(crate) fn of(result: CommandResult) -> Self {
+        impl From<CommandResult> for $name {
+            fn from(result: CommandResult) -> Self {
                 Self {
                     id: result.id,
                     log_position: result.log_position,
@@ -46,11 +46,31 @@ macro_rules! payload {
                     owner: None,
                 }
             }
+        }
+
+        impl $name {
 
             #[allow(dead_code)] // used by the payloads whose object needs it
             pub(crate) fn owned_by(mut self, owner: Uuid) -> Self {
                 self.owner = Some(owner);
                 self
+            }
+        }
+    };
+    // A payload whose object is loaded by `$load(ctx, id)`.
+    (
+        $(#[doc = $doc:literal])*
+        $name:ident,
+        $(#[doc = $object_doc:literal])*
+        $object:ident: $object_type:ty = $load:ident
+    ) => {
+        payload!($(#[doc = $doc])* $name);
+
+        #[ComplexObject]
+        impl $name {
+            $(#[doc = $object_doc])*
+            async fn $object(&self, ctx: &Context<'_>) -> Result<Option<$object_type>, ApiError> {
+                $load(ctx, self.id).await
             }
         }
     };
@@ -62,19 +82,27 @@ payload!(
 );
 payload!(
     /// What `offerCourse` returns.
-    OfferCoursePayload
+    OfferCoursePayload,
+    /// The course with its seats (read model `course_capacity`).
+    course: CourseCapacity = course
 );
 payload!(
     /// What `changeCourseCapacity` returns.
-    ChangeCourseCapacityPayload
+    ChangeCourseCapacityPayload,
+    /// The course with its seats (read model `course_capacity`).
+    course: CourseCapacity = course
 );
 payload!(
     /// What `createStudent` returns.
-    CreateStudentPayload
+    CreateStudentPayload,
+    /// The new student (read model `directory`).
+    student: Person = person
 );
 payload!(
     /// What `createTeacher` returns.
-    CreateTeacherPayload
+    CreateTeacherPayload,
+    /// The new teacher (read model `directory`).
+    teacher: Person = person
 );
 payload!(
     /// What `applyToCourse` returns.
@@ -86,11 +114,15 @@ payload!(
 );
 payload!(
     /// What `recordExamNote` returns.
-    RecordExamNotePayload
+    RecordExamNotePayload,
+    /// The grade (read model `directory`).
+    grade: Grade = grade
 );
 payload!(
     /// What `changeExamNote` returns.
-    ChangeExamNotePayload
+    ChangeExamNotePayload,
+    /// The grade with its corrected note (read model `directory`).
+    grade: Grade = grade
 );
 payload!(
     /// What `updateUser` returns.
@@ -150,38 +182,6 @@ impl CreateCampusPayload {
 }
 
 #[ComplexObject]
-impl OfferCoursePayload {
-    /// The course with its seats (read model `course_capacity`).
-    async fn course(&self, ctx: &Context<'_>) -> Result<Option<CourseCapacity>, ApiError> {
-        course(ctx, self.id).await
-    }
-}
-
-#[ComplexObject]
-impl ChangeCourseCapacityPayload {
-    /// The course with its seats (read model `course_capacity`).
-    async fn course(&self, ctx: &Context<'_>) -> Result<Option<CourseCapacity>, ApiError> {
-        course(ctx, self.id).await
-    }
-}
-
-#[ComplexObject]
-impl CreateStudentPayload {
-    /// The new student (read model `directory`).
-    async fn student(&self, ctx: &Context<'_>) -> Result<Option<Person>, ApiError> {
-        person(ctx, self.id).await
-    }
-}
-
-#[ComplexObject]
-impl CreateTeacherPayload {
-    /// The new teacher (read model `directory`).
-    async fn teacher(&self, ctx: &Context<'_>) -> Result<Option<Person>, ApiError> {
-        person(ctx, self.id).await
-    }
-}
-
-#[ComplexObject]
 impl ApplyToCoursePayload {
     /// The application and its decision so far (read model `directory`).
     async fn application(&self, ctx: &Context<'_>) -> Result<Option<Application>, ApiError> {
@@ -207,22 +207,6 @@ impl CancelEnrollmentPayload {
             .find(|e| e.application_id == self.id)
             .map(TryInto::try_into)
             .transpose()
-    }
-}
-
-#[ComplexObject]
-impl RecordExamNotePayload {
-    /// The grade (read model `directory`).
-    async fn grade(&self, ctx: &Context<'_>) -> Result<Option<Grade>, ApiError> {
-        grade(ctx, self.id).await
-    }
-}
-
-#[ComplexObject]
-impl ChangeExamNotePayload {
-    /// The grade with its corrected note (read model `directory`).
-    async fn grade(&self, ctx: &Context<'_>) -> Result<Option<Grade>, ApiError> {
-        grade(ctx, self.id).await
     }
 }
 

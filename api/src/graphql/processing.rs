@@ -3,7 +3,7 @@
 //! and the projections' checkpoints) and the tasks an event issued (`eventTasks`, live
 //! and archived, each with its attempts).
 
-use async_graphql::{ComplexObject, Context, Object, SimpleObject};
+use async_graphql::{Context, Object, SimpleObject};
 use aula_processor::lookups;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -12,7 +12,7 @@ use super::admin_ops::{ensure_owner, event_owner};
 use super::query::{paged, parse_cursor};
 use super::read_models::WATCHERS;
 use super::types::{parse_status, BigInt, CountedKind, TaskStatus};
-use super::{request, state};
+use super::{request, state, OperatorError};
 use crate::auth;
 use crate::error::ApiError;
 
@@ -33,7 +33,6 @@ pub struct StatusCount {
 
 /// A projection's lag, for the dashboard header.
 #[derive(SimpleObject, Debug, Clone)]
-#[graphql(complex)]
 pub struct ProjectionLag {
     /// The projection's name.
     pub name: String,
@@ -41,16 +40,8 @@ pub struct ProjectionLag {
     pub lag_events: BigInt,
     /// Age of the oldest event it has not handled, in seconds.
     pub lag_seconds: f64,
-    #[graphql(skip)]
-    pub last_error: Option<String>,
-}
-
-#[ComplexObject]
-impl ProjectionLag {
     /// The projection's last error (full text for admins; others see that there was one).
-    async fn last_error(&self, ctx: &Context<'_>) -> Option<String> {
-        super::operator_error(ctx, self.last_error.as_deref())
-    }
+    pub last_error: Option<OperatorError>,
 }
 
 /// The admin dashboard header.
@@ -73,7 +64,6 @@ pub struct ProcessingSummary {
 
 /// One claim of a task.
 #[derive(SimpleObject, Debug, Clone)]
-#[graphql(complex)]
 pub struct TaskAttempt {
     /// The attempt's number (1 for the first claim).
     pub attempt: i32,
@@ -88,21 +78,12 @@ pub struct TaskAttempt {
     /// `running`, `succeeded`, `retry`, `failed`, `dead`, `lease_expired`, `released`
     /// or `force_released` (an operator ended its lease).
     pub outcome: String,
-    #[graphql(skip)]
-    pub error: Option<String>,
-}
-
-#[ComplexObject]
-impl TaskAttempt {
     /// The attempt's error (full text for admins; others see that there was one).
-    async fn error(&self, ctx: &Context<'_>) -> Option<String> {
-        super::operator_error(ctx, self.error.as_deref())
-    }
+    pub error: Option<OperatorError>,
 }
 
 /// A task an event issued (or a manual retry of one).
 #[derive(SimpleObject, Debug, Clone)]
-#[graphql(complex)]
 pub struct EventTask {
     /// The task's id.
     pub id: BigInt,
@@ -124,8 +105,6 @@ pub struct EventTask {
     pub started_at: Option<DateTime<Utc>>,
     /// When it finished; null until then.
     pub finished_at: Option<DateTime<Utc>>,
-    #[graphql(skip)]
-    pub last_error: Option<String>,
     /// The task this one retries (a manual retry).
     pub origin_task_id: Option<BigInt>,
     /// Moved to the archive by the nightly job.
@@ -134,23 +113,16 @@ pub struct EventTask {
     pub archived_at: Option<DateTime<Utc>>,
     /// Oldest first.
     pub attempts: Vec<TaskAttempt>,
-}
-
-#[ComplexObject]
-impl EventTask {
     /// The last error (full text for admins; others see that there was one).
-    async fn last_error(&self, ctx: &Context<'_>) -> Option<String> {
-        super::operator_error(ctx, self.last_error.as_deref())
-    }
+    pub last_error: Option<OperatorError>,
 }
 
-/// One page of the tasks an event issued.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct EventTaskPage {
-    /// Oldest first (by task id).
-    pub nodes: Vec<EventTask>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+page! {
+    /// One page of the tasks an event issued.
+    EventTaskPage {
+        /// Oldest first (by task id).
+        nodes: EventTask,
+    }
 }
 
 async fn projections(state: &crate::state::AppState) -> Result<Vec<ProjectionLag>, ApiError> {
@@ -161,7 +133,7 @@ async fn projections(state: &crate::state::AppState) -> Result<Vec<ProjectionLag
             name: p.name,
             lag_events: BigInt(p.lag_events),
             lag_seconds: p.lag_seconds,
-            last_error: p.last_error,
+            last_error: p.last_error.map(OperatorError),
         })
         .collect())
 }
@@ -307,7 +279,7 @@ impl ProcessingQuery {
                         created_at,
                         started_at,
                         finished_at,
-                        last_error,
+                        last_error: last_error.map(OperatorError),
                         origin_task_id: origin_task_id.map(BigInt),
                         archived: archived_at.is_some(),
                         archived_at,
@@ -321,7 +293,7 @@ impl ProcessingQuery {
                                 finished_at: a.4,
                                 duration_ms: a.5,
                                 outcome: a.6.clone(),
-                                error: a.7.clone(),
+                                error: a.7.clone().map(OperatorError),
                             })
                             .collect(),
                     })

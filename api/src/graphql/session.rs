@@ -11,11 +11,7 @@
 //!   when the account is deactivated (checked every
 //!   [`ApiConfig::socket_recheck_interval`](crate::config::ApiConfig) while it streams).
 
-use std::sync::Arc;
-
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextSubscribe,
-};
+use async_graphql::extensions::{Extension, ExtensionContext, NextPrepareRequest, NextSubscribe};
 use async_graphql::{Pos, Request, Response, ServerError, ServerResult};
 use futures::future::Either;
 use futures::stream::BoxStream;
@@ -30,13 +26,8 @@ use crate::state::AppState;
 pub(crate) struct SocketSession;
 
 /// The extension; see the module's docs.
+#[derive(Default)]
 pub(crate) struct SessionCheck;
-
-impl ExtensionFactory for SessionCheck {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(SessionCheck)
-    }
-}
 
 /// The state and the claims of a signed-in WebSocket session; `None` over HTTP (already
 /// authenticated per request) and for anonymous sockets (nothing to expire).

@@ -2,8 +2,8 @@
 //! metadata for the details drawer (`adminEventDetail`), and the values its filters
 //! offer (`dashboardFacets`). Admin: any institution; manager: its own (forced).
 
-use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject};
-use aula_processor::task_list::{self, TaskListError, TaskListQuery, TaskListRow, TaskSort};
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
+use aula_processor::task_list::{self, TaskListError, TaskListQuery, TaskListRow};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -13,7 +13,7 @@ use super::read_models::{
     bad_cursor, filter_list, filter_text, filter_time, DurationFilter, SortDirection, WATCHERS,
 };
 use super::types::{parse_status, status_name, BigInt, TaskStatus};
-use super::{request, state};
+use super::{request, state, OperatorError};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
 
@@ -23,7 +23,6 @@ pub struct TaskQuery;
 /// One task as the admin task list shows it (live tasks; archived ones are listed per
 /// event by `eventTasks`).
 #[derive(SimpleObject, Debug, Clone)]
-#[graphql(complex)]
 pub struct AdminTask {
     /// The task's id.
     pub id: BigInt,
@@ -60,16 +59,8 @@ pub struct AdminTask {
     pub finished_at: Option<DateTime<Utc>>,
     /// From the first claim to the end, retries included; null until finished.
     pub duration_ms: Option<BigInt>,
-    #[graphql(skip)]
-    pub last_error: Option<String>,
-}
-
-#[ComplexObject]
-impl AdminTask {
     /// The last error (full text for admins; others see that there was one).
-    async fn last_error(&self, ctx: &Context<'_>) -> Option<String> {
-        super::operator_error(ctx, self.last_error.as_deref())
-    }
+    pub last_error: Option<OperatorError>,
 }
 
 impl TryFrom<TaskListRow> for AdminTask {
@@ -94,18 +85,17 @@ impl TryFrom<TaskListRow> for AdminTask {
             started_at: r.started_at,
             finished_at: r.finished_at,
             duration_ms: r.duration_ms.map(BigInt),
-            last_error: r.last_error,
+            last_error: r.last_error.map(OperatorError),
         })
     }
 }
 
-/// One page of the admin task list.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct AdminTaskPage {
-    /// The tasks of this page, in the requested order.
-    pub nodes: Vec<AdminTask>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+page! {
+    /// One page of the admin task list.
+    AdminTaskPage {
+        /// The tasks of this page, in the requested order.
+        nodes: AdminTask,
+    }
 }
 
 /// Filters of the admin task list; they combine with AND. A manager always sees only
@@ -140,6 +130,7 @@ pub struct AdminTaskFilter {
 
 /// The column a task list is sorted by (ties broken by task id).
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[graphql(remote = "aula_processor::task_list::TaskSort")]
 pub enum AdminTaskSortField {
     /// Task id: insertion order.
     #[default]
@@ -222,16 +213,7 @@ impl TaskQuery {
             direction: SortDirection::Desc,
         });
         let query = TaskListQuery {
-            sort: match sort.field {
-                AdminTaskSortField::Id => TaskSort::Id,
-                AdminTaskSortField::Kind => TaskSort::Kind,
-                AdminTaskSortField::Status => TaskSort::Status,
-                AdminTaskSortField::CreatedAt => TaskSort::CreatedAt,
-                AdminTaskSortField::FinishedAt => TaskSort::FinishedAt,
-                AdminTaskSortField::Duration => TaskSort::Duration,
-                AdminTaskSortField::Institution => TaskSort::Institution,
-                AdminTaskSortField::Attempts => TaskSort::Attempts,
-            },
+            sort: sort.field.into(),
             descending: sort.direction == SortDirection::Desc,
             after: filter_text("after", after)?,
             limit: Some(first as i64),
@@ -339,7 +321,7 @@ fn task_filters(claims: &Claims, filter: AdminTaskFilter) -> Result<TaskListQuer
 }
 
 /// A task list's error search: only for callers who may read error texts (see
-/// `operator_error`); a search would otherwise reveal what the list withholds.
+/// `OperatorError`); a search would otherwise reveal what the list withholds.
 fn error_search(claims: &Claims, value: Option<String>) -> Result<Option<String>, ApiError> {
     let text = super::read_models::search_text("search", value)?;
     if text.is_some() && !auth::sees_every_institution(claims) {

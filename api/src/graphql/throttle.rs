@@ -3,11 +3,9 @@
 //! queries per client address. Signed-in reads stay unlimited (the page size and
 //! complexity limits bound each one).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery,
-};
+use async_graphql::extensions::{Extension, ExtensionContext, NextExecute, NextParseQuery};
 use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{Response, ServerResult, Variables};
 
@@ -15,17 +13,10 @@ use crate::error::ApiError;
 use crate::graphql::RequestContext;
 use crate::state::AppState;
 
-pub(crate) struct Throttle;
-
-impl ExtensionFactory for Throttle {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ThrottleRequest::default())
-    }
-}
-
-/// One request: the type of each operation of its document, once parsed.
+/// The extension, one instance per request: the type of each operation of its
+/// document, once parsed.
 #[derive(Default)]
-struct ThrottleRequest {
+pub(crate) struct ThrottleRequest {
     operations: OnceLock<Vec<(Option<String>, OperationType)>>,
 }
 

@@ -28,8 +28,7 @@ async fn post_raw(server: &TestServer, body: &'static str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_error_code_is_reported() {
-    let server = TestServer::start().await;
-    let a = server.institution("Escola A").await;
+    let (server, a) = TestServer::with_institution("Escola A").await;
     let manager = a.manager.token.as_str();
 
     // VALIDATION, with the input field and the reason.
@@ -267,8 +266,7 @@ async fn an_application_is_answered_plainly_even_when_it_times_out() {
 /// (`extensions.fields`), and `field`/`reason` still name the first.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_refused_input_field_is_reported_at_once() {
-    let server = TestServer::start().await;
-    let a = server.institution("Escola Campos").await;
+    let (server, a) = TestServer::with_institution("Escola Campos").await;
     let manager = a.manager.token.as_str();
 
     let r = server
@@ -311,8 +309,7 @@ async fn every_refused_input_field_is_reported_at_once() {
 /// VALIDATION error, never a silently empty list.
 #[tokio::test(flavor = "multi_thread")]
 async fn filters_refuse_unknown_statuses_types_and_kinds() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let token = Some(admin.token.as_str());
 
     let r = server

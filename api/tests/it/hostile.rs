@@ -281,8 +281,7 @@ async fn only_json_posts_execute() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nul_characters_and_impossible_dates_are_validation_errors() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let events = "query($f: AdminEventFilter) { adminEvents(filter: $f) { nodes { eventId } } }";
     let tasks = "query($f: AdminTaskFilter) { adminTasks(filter: $f) { nodes { id } } }";
     let cases = [

@@ -142,13 +142,14 @@ async fn every_mutation_succeeds_for_an_allowed_caller() {
         .tokens
         .last(TokenKind::EmailChange, &student.email)
         .expect("a link for the owner's current address");
-    let confirmed = server
-        .gql(
+    let confirm_with_link = || {
+        server.gql(
             None,
             confirm,
             json!({ "i": { "userId": student.id, "token": token } }),
         )
-        .await;
+    };
+    let confirmed = confirm_with_link().await;
     assert_ok(&confirmed);
     assert_code(
         &server.login(&student.email, PASSWORD).await,
@@ -164,13 +165,7 @@ async fn every_mutation_succeeds_for_an_allowed_caller() {
     assert_eq!(me["data"]["me"]["name"], "Samuel Student");
     assert_eq!(me["data"]["me"]["email"], new_email);
     // The link works once.
-    let again = server
-        .gql(
-            None,
-            confirm,
-            json!({ "i": { "userId": student.id, "token": token } }),
-        )
-        .await;
+    let again = confirm_with_link().await;
     assert_eq!(extension(&again, "reason"), "EMAIL_CHANGE_TOKEN_UNKNOWN");
 
     // deactivateUser: the teacher can no longer log in.
@@ -193,8 +188,7 @@ async fn every_mutation_succeeds_for_an_allowed_caller() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_acts_on_any_institution_by_naming_it() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let a = server.institution("Escola Sul").await;
     let me = server
         .query(&admin.token, "{ me { role institutionId } }")
@@ -230,8 +224,7 @@ async fn admin_acts_on_any_institution_by_naming_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn offer_course_retry_with_the_same_id_is_a_conflict_once_opened() {
-    let server = TestServer::start().await;
-    let a = server.institution("Escola Leste").await;
+    let (server, a) = TestServer::with_institution("Escola Leste").await;
     let campus = server.campus(&a.manager.token, None).await;
     let course_id = uuid::Uuid::new_v4();
     let input =

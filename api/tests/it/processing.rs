@@ -131,14 +131,18 @@ const EVENT_TASKS: &str = "query($e: UUID!, $first: Int! = 20, $after: String) {
 const SUMMARY: &str = "{ processingSummary { ratePerHourToday
     statusCounts { kind status count } projections { name lagEvents lagSeconds lastError } } }";
 
+/// `markNotificationRead` of notification `id`, as `token` (`None`: anonymous).
+async fn mark_read(server: &TestServer, token: Option<&str>, id: i64) -> Value {
+    server.gql(token, MARK_READ, json!({ "id": id })).await
+}
+
+/// One answer of `myNotifications` as `token`, with `variables` (filter and page).
+async fn notification_page(server: &TestServer, token: &str, variables: Value) -> Value {
+    server.gql(Some(token), MY_NOTIFICATIONS, variables).await
+}
+
 async fn notifications(server: &TestServer, token: &str, unread_only: bool) -> Vec<Value> {
-    let r = server
-        .gql(
-            Some(token),
-            MY_NOTIFICATIONS,
-            json!({ "unread": unread_only }),
-        )
-        .await;
+    let r = notification_page(server, token, json!({ "unread": unread_only })).await;
     assert_ok(&r);
     r["data"]["myNotifications"]["nodes"]
         .as_array()
@@ -224,22 +228,12 @@ async fn a_new_grade_reaches_only_its_student_who_marks_it_read() {
     assert!(notifications(&server, &teacher.token, false)
         .await
         .is_empty());
-    let foreign = server
-        .gql(
-            Some(&other.token),
-            MARK_READ,
-            json!({ "id": notification_id }),
-        )
-        .await;
+    let foreign = mark_read(&server, Some(&other.token), notification_id).await;
     assert_reason(&foreign, "FORBIDDEN", "NOT_RECIPIENT");
-    let unknown = server
-        .gql(Some(&student.token), MARK_READ, json!({ "id": i64::MAX }))
-        .await;
+    let unknown = mark_read(&server, Some(&student.token), i64::MAX).await;
     assert_code(&unknown, "NOT_FOUND");
     assert_code(
-        &server
-            .gql(None, MARK_READ, json!({ "id": notification_id }))
-            .await,
+        &mark_read(&server, None, notification_id).await,
         "UNAUTHENTICATED",
     );
     assert_code(
@@ -248,24 +242,12 @@ async fn a_new_grade_reaches_only_its_student_who_marks_it_read() {
     );
 
     // The student marks it read: unreadOnly no longer lists it; marking again keeps it.
-    let marked = server
-        .gql(
-            Some(&student.token),
-            MARK_READ,
-            json!({ "id": notification_id }),
-        )
-        .await;
+    let marked = mark_read(&server, Some(&student.token), notification_id).await;
     assert_ok(&marked);
     let marked = &marked["data"]["markNotificationRead"];
     assert_eq!(marked["read"], true);
     assert!(marked["readAt"].is_string());
-    let again = server
-        .gql(
-            Some(&student.token),
-            MARK_READ,
-            json!({ "id": notification_id }),
-        )
-        .await;
+    let again = mark_read(&server, Some(&student.token), notification_id).await;
     assert_eq!(
         again["data"]["markNotificationRead"]["readAt"],
         marked["readAt"]
@@ -306,56 +288,33 @@ async fn a_new_grade_reaches_only_its_student_who_marks_it_read() {
     assert_eq!(unread.len(), 1, "{unread:?}");
     assert_eq!(unread[0]["id"], broadcast);
     assert_eq!(unread[0]["audience"], "all_students");
-    let page = server
-        .gql(
-            Some(&student.token),
-            MY_NOTIFICATIONS,
-            json!({ "first": 1 }),
-        )
-        .await;
+    let page = notification_page(&server, &student.token, json!({ "first": 1 })).await;
     assert_eq!(
         page["data"]["myNotifications"]["nodes"][0]["id"], broadcast,
         "{page}"
     );
     let cursor = page["data"]["myNotifications"]["nextCursor"].clone();
     assert!(cursor.is_string(), "{page}");
-    let page = server
-        .gql(
-            Some(&student.token),
-            MY_NOTIFICATIONS,
-            json!({ "first": 1, "after": cursor }),
-        )
-        .await;
+    let page = notification_page(
+        &server,
+        &student.token,
+        json!({ "first": 1, "after": cursor }),
+    )
+    .await;
     assert_eq!(
         page["data"]["myNotifications"]["nodes"][0]["id"],
         notification_id
     );
     assert!(page["data"]["myNotifications"]["nextCursor"].is_null());
     assert_code(
-        &server
-            .gql(
-                Some(&student.token),
-                MY_NOTIFICATIONS,
-                json!({ "first": 0 }),
-            )
-            .await,
+        &notification_page(&server, &student.token, json!({ "first": 0 })).await,
         "VALIDATION",
     );
     assert_code(
-        &server
-            .gql(
-                Some(&student.token),
-                MY_NOTIFICATIONS,
-                json!({ "after": "x" }),
-            )
-            .await,
+        &notification_page(&server, &student.token, json!({ "after": "x" })).await,
         "VALIDATION",
     );
-    assert_ok(
-        &server
-            .gql(Some(&other.token), MARK_READ, json!({ "id": broadcast }))
-            .await,
-    );
+    assert_ok(&mark_read(&server, Some(&other.token), broadcast).await);
     assert_eq!(notifications(&server, &other.token, true).await.len(), 0);
     assert_eq!(notifications(&server, &student.token, true).await.len(), 1);
 

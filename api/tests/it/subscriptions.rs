@@ -94,8 +94,7 @@ async fn admins_follow_the_log_position() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn non_staff_and_bad_tokens_are_refused() {
-    let server = TestServer::start().await;
-    let a = server.institution("Escola WS").await;
+    let (server, a) = TestServer::with_institution("Escola WS").await;
 
     // Staff and observers follow the log (issue #23: a manager's dashboard is live too);
     // a teacher does not.
@@ -209,8 +208,7 @@ async fn bulk_reprocessing_progress_streams_until_the_job_ends() {
 /// refused on the same connection, as over HTTP.
 #[tokio::test(flavor = "multi_thread")]
 async fn operations_on_a_socket_stop_when_the_account_is_deactivated() {
-    let server = TestServer::start().await;
-    let a = server.institution("Escola Sessões").await;
+    let (server, a) = TestServer::with_institution("Escola Sessões").await;
     let (teacher_id, email) = server.teacher(&a.manager.token, None).await;
     let teacher = server.activate(teacher_id, &email).await;
     let me = json!({ "query": "{ me { email } }" });

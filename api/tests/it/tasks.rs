@@ -97,6 +97,25 @@ async fn walk(
     panic!("more than 100 pages");
 }
 
+/// Every task of the list `filter` selects (default order, pages of 100).
+async fn walk_filtered(server: &TestServer, token: &str, filter: Value) -> Vec<Value> {
+    walk(server, token, Value::Null, filter, 100).await
+}
+
+/// The whole unfiltered list in `sort` order, in pages of `first`.
+async fn walk_sorted(server: &TestServer, token: &str, sort: Value, first: i64) -> Vec<Value> {
+    walk(server, token, sort, Value::Null, first).await
+}
+
+/// A server with an admin and the [`mixed`] tasks of two institutions that have no
+/// staff (only the admin lists them): the seeds, and their task ids.
+async fn mixed_list() -> (TestServer, common::Actor, Vec<Seed>, Vec<i64>) {
+    let (server, admin) = TestServer::with_admin().await;
+    let seeds = mixed(Uuid::new_v4(), Uuid::new_v4());
+    let ids = seed(&server, &seeds).await;
+    (server, admin, seeds, ids)
+}
+
 fn mixed(a: Uuid, b: Uuid) -> Vec<Seed> {
     let kinds = ["email.welcome", "enrollment.decide", "notification.grade"];
     let statuses = [
@@ -128,16 +147,15 @@ fn mixed(a: Uuid, b: Uuid) -> Vec<Seed> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn admins_see_every_task_managers_only_their_institution_others_are_refused() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let a = server.institution("Escola A").await;
     let b = server.institution("Escola B").await;
     let seeded = seed(&server, &mixed(a.id, b.id)).await;
 
-    let all = walk(&server, &admin.token, Value::Null, Value::Null, 100).await;
+    let all = walk_filtered(&server, &admin.token, Value::Null).await;
     assert_eq!(all.len(), seeded.len());
 
-    let own = walk(&server, &a.manager.token, Value::Null, Value::Null, 100).await;
+    let own = walk_filtered(&server, &a.manager.token, Value::Null).await;
     assert!(!own.is_empty());
     assert!(own
         .iter()
@@ -174,14 +192,7 @@ async fn admins_see_every_task_managers_only_their_institution_others_are_refuse
     assert_code(&other, "FORBIDDEN");
 
     // An admin may narrow to one institution.
-    let only_b = walk(
-        &server,
-        &admin.token,
-        Value::Null,
-        json!({ "institutionId": b.id }),
-        100,
-    )
-    .await;
+    let only_b = walk_filtered(&server, &admin.token, json!({ "institutionId": b.id })).await;
     assert!(only_b
         .iter()
         .all(|t| t["institutionId"] == json!(b.id.to_string())));
@@ -204,10 +215,7 @@ async fn admins_see_every_task_managers_only_their_institution_others_are_refuse
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_sort_pages_through_the_whole_list_in_order_both_ways() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-    let seeded = seed(&server, &mixed(a, b)).await;
+    let (server, admin, _, seeded) = mixed_list().await;
     let expected: HashSet<i64> = seeded.iter().copied().collect();
 
     for field in [
@@ -222,7 +230,7 @@ async fn every_sort_pages_through_the_whole_list_in_order_both_ways() {
     ] {
         for direction in ["ASC", "DESC"] {
             let sort = json!({ "field": field, "direction": direction });
-            let listed = walk(&server, &admin.token, sort.clone(), Value::Null, 3).await;
+            let listed = walk_sorted(&server, &admin.token, sort.clone(), 3).await;
             let listed_ids: Vec<i64> = listed.iter().map(|t| t["id"].as_i64().unwrap()).collect();
             let unique: HashSet<i64> = listed_ids.iter().copied().collect();
             assert_eq!(unique, expected, "{field} {direction}: every task once");
@@ -248,11 +256,10 @@ async fn every_sort_pages_through_the_whole_list_in_order_both_ways() {
     }
 
     // Duration order, ties by id; unfinished tasks (no duration) sort as the smallest.
-    let by_duration = walk(
+    let by_duration = walk_sorted(
         &server,
         &admin.token,
         json!({ "field": "DURATION", "direction": "DESC" }),
-        Value::Null,
         4,
     )
     .await;
@@ -270,11 +277,10 @@ async fn every_sort_pages_through_the_whole_list_in_order_both_ways() {
     assert_eq!(keys, sorted);
     assert_eq!(keys[0].0, 900);
 
-    let by_kind = walk(
+    let by_kind = walk_sorted(
         &server,
         &admin.token,
         json!({ "field": "KIND", "direction": "ASC" }),
-        Value::Null,
         5,
     )
     .await;
@@ -320,15 +326,11 @@ async fn every_sort_pages_through_the_whole_list_in_order_both_ways() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn filters_combine_kinds_status_duration_and_time_ranges() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
-    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
-    let seeds = mixed(a, b);
-    seed(&server, &seeds).await;
+    let (server, admin, seeds, _) = mixed_list().await;
     let count = |f: &dyn Fn(&Seed) -> bool| seeds.iter().filter(|s| f(s)).count();
 
     let filter = json!({ "kinds": ["email.welcome", "notification.grade"], "status": "succeeded" });
-    let listed = walk(&server, &admin.token, Value::Null, filter, 100).await;
+    let listed = walk_filtered(&server, &admin.token, filter).await;
     assert_eq!(
         listed.len(),
         count(&|s| s.kind != "enrollment.decide" && s.status == "succeeded")
@@ -336,14 +338,7 @@ async fn filters_combine_kinds_status_duration_and_time_ranges() {
 
     // Each status alone (finished ones and the unfinished ones are listed apart).
     for status in ["succeeded", "failed", "dead", "pending", "running"] {
-        let listed = walk(
-            &server,
-            &admin.token,
-            Value::Null,
-            json!({ "status": status }),
-            100,
-        )
-        .await;
+        let listed = walk_filtered(&server, &admin.token, json!({ "status": status })).await;
         assert_eq!(listed.len(), count(&|s| s.status == status), "{status}");
         assert!(listed.iter().all(|t| t["status"] == status), "{status}");
     }
@@ -369,39 +364,28 @@ async fn filters_combine_kinds_status_duration_and_time_ranges() {
         ("LT", 40, count(&|s| s.duration_ms.is_some_and(|d| d < 40))),
         ("EQ", 40, count(&|s| s.duration_ms == Some(40))),
     ] {
-        let listed = walk(
+        let listed = walk_filtered(
             &server,
             &admin.token,
-            Value::Null,
             json!({ "duration": { "op": op, "ms": ms } }),
-            100,
         )
         .await;
         assert_eq!(listed.len(), expected, "duration {op} {ms}");
     }
 
-    let all = walk(&server, &admin.token, Value::Null, Value::Null, 100).await;
+    let all = walk_filtered(&server, &admin.token, Value::Null).await;
     let created: Vec<DateTime<Utc>> = all
         .iter()
         .map(|t| t["createdAt"].as_str().unwrap().parse().unwrap())
         .collect();
     let middle = created.iter().min().unwrap().to_owned() + Duration::seconds(5);
-    let early = walk(
-        &server,
-        &admin.token,
-        Value::Null,
-        json!({ "createdTo": middle }),
-        100,
-    )
-    .await;
+    let early = walk_filtered(&server, &admin.token, json!({ "createdTo": middle })).await;
     assert_eq!(early.len(), created.iter().filter(|c| **c < middle).count());
     assert!(!early.is_empty() && early.len() < all.len());
-    let finished = walk(
+    let finished = walk_filtered(
         &server,
         &admin.token,
-        Value::Null,
         json!({ "finishedFrom": "2000-01-01T00:00:00Z" }),
-        100,
     )
     .await;
     assert_eq!(finished.len(), count(&|s| s.duration_ms.is_some()));
@@ -418,8 +402,7 @@ async fn filters_combine_kinds_status_duration_and_time_ranges() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn event_detail_shows_payload_and_metadata_to_staff_of_its_institution() {
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let a = server.institution("Escola A").await;
     let b = server.institution("Escola B").await;
     let campus = server.campus(&a.manager.token, None).await;

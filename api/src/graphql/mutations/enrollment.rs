@@ -1,7 +1,7 @@
 //! Applying to a course (public, recorded at once and decided later by the processor)
 //! and cancelling an enrollment.
 
-use async_graphql::{Context, InputObject, Object};
+use async_graphql::InputObject;
 use uuid::Uuid;
 
 use super::*;
@@ -35,7 +35,7 @@ pub struct CancelEnrollmentInput {
     pub application_id: Uuid,
 }
 
-#[Object]
+command_mutations! {
 impl EnrollmentMutation {
     /// Public, rate-limited. Applies to a course: the application is recorded at once in
     /// a stream of its own (no applicant ever waits for another) and the processor
@@ -43,14 +43,8 @@ impl EnrollmentMutation {
     /// application id, which is the same for every application of one e-mail to one
     /// course: a repeat returns the existing application and records nothing.
     async fn apply_to_course(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: ApplyToCourseInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<ApplyToCoursePayload, ApiError> {
+        ctx, input: ApplyToCourseInput, wait_for_projections
+    ) -> ApplyToCoursePayload {
         rate_limit(ctx)?;
         let state = state(ctx);
         let now = state.clock.now();
@@ -119,39 +113,28 @@ impl EnrollmentMutation {
             wait_for_projections,
         )
         .await
-        .map(ApplyToCoursePayload::of)
+        .map(ApplyToCoursePayload::from)
     }
 
     /// Manager (own institution) or admin. Cancels an enrollment, freeing the seat.
     /// Returns the application id.
     async fn cancel_enrollment(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: CancelEnrollmentInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<CancelEnrollmentPayload, ApiError> {
+        ctx, input: CancelEnrollmentInput, wait_for_projections
+    ) -> CancelEnrollmentPayload {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = course_institution(state, input.course_id).await?;
         auth::ensure_institution(claims, institution_id)?;
-        run(
-            state,
-            &state.buses.course,
-            input.course_id,
-            CourseCommand::CancelEnrollment {
-                application_id: ApplicationId::from_uuid(input.application_id),
-                at: state.clock.now(),
-            },
-            &metadata(request(ctx), Some(institution_id)),
-            input.application_id,
-            wait_for_projections,
-        )
-        .await
-        .map(|r| CancelEnrollmentPayload::of(r).owned_by(input.course_id))
+        let command = CourseCommand::CancelEnrollment {
+            application_id: ApplicationId::from_uuid(input.application_id),
+            at: state.clock.now(),
+        };
+        Recording::new(ctx, Some(institution_id), wait_for_projections)
+            .run(&state.buses.course, input.course_id, command, input.application_id)
+            .await
+            .map(|payload: CancelEnrollmentPayload| payload.owned_by(input.course_id))
     }
+}
 }
 
 /// The institution of a course that exists and still takes applications: from the
@@ -183,16 +166,7 @@ async fn open_course_institution(state: &AppState, course_id: Uuid) -> Result<Uu
 
 fn idempotency_key(raw: &str) -> Result<String, ApiError> {
     let field = "idempotencyKey";
-    if raw.is_empty() {
-        return Err(ApiError::validation(field, "EMPTY", "must not be empty"));
-    }
-    if raw.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS {
-        return Err(ApiError::validation(
-            field,
-            "TOO_LONG",
-            format!("must be at most {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
-        ));
-    }
+    non_empty_at_most(field, raw, MAX_IDEMPOTENCY_KEY_CHARS)?;
     if raw.chars().any(char::is_control) {
         return Err(ApiError::validation(
             field,

@@ -1,6 +1,6 @@
 //! Exam notes: recording a student's note on an exam of a course, and correcting it.
 
-use async_graphql::{Context, InputObject, Object};
+use async_graphql::InputObject;
 use uuid::Uuid;
 
 use super::*;
@@ -34,19 +34,13 @@ pub struct ChangeExamNoteInput {
     pub teacher_id: Option<Uuid>,
 }
 
-#[Object]
+command_mutations! {
 impl GradeMutation {
     /// Teacher, manager (own institution) or admin. Records a student's note on an
     /// exam of a course. Returns the exam grade id (one per course, student and exam).
     async fn record_exam_note(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: RecordExamNoteInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<RecordExamNotePayload, ApiError> {
+        ctx, input: RecordExamNoteInput, wait_for_projections
+    ) -> RecordExamNotePayload {
         let claims = auth::require_role(request(ctx).claims.as_ref(), GRADERS)?;
         let state = state(ctx);
         validate! {
@@ -93,38 +87,25 @@ impl GradeMutation {
             ));
         }
         let grade_id = exam_grade_id(input.course_id, input.student_id, &exam_name);
-        run(
-            state,
-            &state.buses.exam_grade,
-            grade_id,
-            ExamGradeCommand::RecordNote {
-                institution_id: InstitutionId::from_uuid(institution_id),
-                course_id: CourseId::from_uuid(input.course_id),
-                student_id: StudentId::from_uuid(input.student_id),
-                teacher_id,
-                exam_name,
-                note,
-                at: state.clock.now(),
-            },
-            &metadata(request(ctx), Some(institution_id)),
-            grade_id,
-            wait_for_projections,
-        )
-        .await
-        .map(RecordExamNotePayload::of)
+        let command = ExamGradeCommand::RecordNote {
+            institution_id: InstitutionId::from_uuid(institution_id),
+            course_id: CourseId::from_uuid(input.course_id),
+            student_id: StudentId::from_uuid(input.student_id),
+            teacher_id,
+            exam_name,
+            note,
+            at: state.clock.now(),
+        };
+        Recording::new(ctx, Some(institution_id), wait_for_projections)
+            .run(&state.buses.exam_grade, grade_id, command, grade_id)
+            .await
     }
 
     /// Teacher, manager (own institution) or admin. Corrects a recorded note.
     /// Returns the exam grade id.
     async fn change_exam_note(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: ChangeExamNoteInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<ChangeExamNotePayload, ApiError> {
+        ctx, input: ChangeExamNoteInput, wait_for_projections
+    ) -> ChangeExamNotePayload {
         let claims = auth::require_role(request(ctx).claims.as_ref(), GRADERS)?;
         let state = state(ctx);
         let note = parse("note", GradeNote::from_f64(input.note))?;
@@ -141,22 +122,16 @@ impl GradeMutation {
             .as_uuid();
         auth::ensure_institution(claims, institution_id)?;
         let teacher_id = acting_teacher(state, claims, input.teacher_id, institution_id).await?;
-        run(
-            state,
-            &state.buses.exam_grade,
-            input.exam_grade_id,
-            ExamGradeCommand::ChangeNote {
-                note,
-                teacher_id,
-                at: state.clock.now(),
-            },
-            &metadata(request(ctx), Some(institution_id)),
-            input.exam_grade_id,
-            wait_for_projections,
-        )
-        .await
-        .map(ChangeExamNotePayload::of)
+        let command = ExamGradeCommand::ChangeNote {
+            note,
+            teacher_id,
+            at: state.clock.now(),
+        };
+        Recording::new(ctx, Some(institution_id), wait_for_projections)
+            .run(&state.buses.exam_grade, input.exam_grade_id, command, input.exam_grade_id)
+            .await
     }
+}
 }
 
 /// The teacher on whose behalf a note is recorded: a teacher is always itself; a

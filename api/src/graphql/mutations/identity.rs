@@ -1,7 +1,7 @@
 //! Signing up, signing in and resetting a password: the public, rate-limited mutations
 //! of the user's own account. None of them tells whether an e-mail has an account.
 
-use async_graphql::{Context, InputObject, Object};
+use async_graphql::InputObject;
 use uuid::Uuid;
 
 use super::*;
@@ -58,41 +58,23 @@ pub struct ResetPasswordInput {
     pub new_password: String,
 }
 
-#[Object]
+command_mutations! {
 impl IdentityMutation {
     /// Public, rate-limited. Starts a self-service registration: a confirmation token
     /// is issued for the e-mail. An e-mail that already has an account gets the same
     /// answer (its owner is told by e-mail instead), and the answer names no account:
     /// whether an e-mail has an account, or which one, is not told.
-    async fn sign_up(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: SignUpInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<SignUpAccepted, ApiError> {
+    async fn sign_up(ctx, input: SignUpInput, wait_for_projections) -> SignUpAccepted {
         rate_limit(ctx)?;
         let state = state(ctx);
         let email = parse("email", Email::parse(&input.email))?;
         let user_id = emails::reserve(&state.pool, email.as_str(), Uuid::new_v4()).await?;
-        let token = secrets::new_token();
         let now = state.clock.now();
         let expires_at = now
             + Duration::from_std(state.config.signup_token_ttl)
                 .map_err(|e| ApiError::internal(format!("sign-up token ttl: {e}")))?;
-        let confirmation_token_hash = secrets::token_hash(&token);
-        issue(
-            state,
-            IssuedToken {
-                kind: TokenKind::SignUpConfirmation,
-                user_id,
-                email: email.to_string(),
-                token,
-            },
-        )
-        .await?;
+        let kind = TokenKind::SignUpConfirmation;
+        let confirmation_token_hash = issue(state, kind, user_id, email.to_string()).await?;
         let committed = state
             .buses
             .user
@@ -118,14 +100,8 @@ impl IdentityMutation {
     /// Public, rate-limited. Confirms a sign-up: creates the user as the manager of a
     /// new institution.
     async fn confirm_sign_up(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: ConfirmSignUpInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<SignUpConfirmed, ApiError> {
+        ctx, input: ConfirmSignUpInput, wait_for_projections
+    ) -> SignUpConfirmed {
         rate_limit(ctx)?;
         let state = state(ctx);
         validate! {
@@ -144,14 +120,10 @@ impl IdentityMutation {
             UserError::NotFound => unknown(),
             other => ApiError::rejection(&other),
         };
-        let user_id = emails::user_id_of(&state.pool, email.as_str())
-            .await?
-            .ok_or_else(unknown)?;
         // The password is hashed (Argon2, slow on purpose) only for a token that can
         // succeed; the command decides again.
-        let (user, _) = state.buses.user.load(&user_id.to_string()).await?;
-        user.check_sign_up_token(&token_hash, state.clock.now())
-            .map_err(refused)?;
+        let check = |user: &User| user.check_sign_up_token(&token_hash, state.clock.now());
+        let user_id = token_account(state, &email, check, &refused).await?;
         let password_hash = hash_password(state, password).await?;
         let institution_id = Uuid::new_v4();
         let meta = metadata(request(ctx), Some(institution_id));
@@ -211,11 +183,7 @@ impl IdentityMutation {
     /// password learns of the lockout (FORBIDDEN `USER_LOCKED_OUT`): to anyone else a
     /// locked account answers as an unknown e-mail does, so failing on purpose cannot
     /// tell which e-mails have accounts.
-    async fn login(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: LoginInput,
-    ) -> Result<LoginResult, ApiError> {
+    async fn login(ctx, input: LoginInput) -> LoginResult {
         rate_limit(ctx)?;
         let state = state(ctx);
         let bad_credentials =
@@ -294,11 +262,7 @@ impl IdentityMutation {
 
     /// Public, rate-limited. Issues a reset token if the e-mail belongs to an active
     /// account. The answer is the same either way.
-    async fn request_password_reset(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: RequestPasswordResetInput,
-    ) -> Result<RequestAccepted, ApiError> {
+    async fn request_password_reset(ctx, input: RequestPasswordResetInput) -> RequestAccepted {
         rate_limit(ctx)?;
         let state = state(ctx);
         let email = parse("email", Email::parse(&input.email))?;
@@ -308,18 +272,8 @@ impl IdentityMutation {
         let answer_at = tokio::time::Instant::now() + state.config.reset_request_floor;
         let outcome = async {
             if let Some(user_id) = emails::user_id_of(&state.pool, email.as_str()).await? {
-                let token = secrets::new_token();
-                let token_hash = secrets::token_hash(&token);
-                issue(
-                    state,
-                    IssuedToken {
-                        kind: TokenKind::PasswordReset,
-                        user_id,
-                        email: email.to_string(),
-                        token,
-                    },
-                )
-                .await?;
+                let kind = TokenKind::PasswordReset;
+                let token_hash = issue(state, kind, user_id, email.to_string()).await?;
                 let outcome = state
                     .buses
                     .user
@@ -349,15 +303,7 @@ impl IdentityMutation {
     }
 
     /// Public, rate-limited. Sets a new password with a reset token. Returns the user id.
-    async fn reset_password(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: ResetPasswordInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<CommandResult, ApiError> {
+    async fn reset_password(ctx, input: ResetPasswordInput, wait_for_projections) -> CommandResult {
         rate_limit(ctx)?;
         let state = state(ctx);
         validate! {
@@ -370,13 +316,9 @@ impl IdentityMutation {
             UserError::NotFound | UserError::NotActive => unknown(),
             other => ApiError::rejection(&other),
         };
-        let user_id = emails::user_id_of(&state.pool, email.as_str())
-            .await?
-            .ok_or_else(unknown)?;
         // As in `confirm_sign_up`: hash only for a token that can succeed.
-        let (user, _) = state.buses.user.load(&user_id.to_string()).await?;
-        user.check_reset_token(&token_hash, state.clock.now())
-            .map_err(refused)?;
+        let check = |user: &User| user.check_reset_token(&token_hash, state.clock.now());
+        let user_id = token_account(state, &email, check, &refused).await?;
         let new_password_hash = hash_password(state, new_password).await?;
         let committed = state
             .buses
@@ -403,4 +345,22 @@ impl IdentityMutation {
         )
         .await
     }
+}
+}
+
+/// The account of `email`, once `check` accepts the one-time token it holds (checked
+/// before any slow work; the command decides again). An e-mail without an account is
+/// refused as `refused(NotFound)`, the answer to a wrong token.
+async fn token_account<T>(
+    state: &AppState,
+    email: &Email,
+    check: impl FnOnce(&User) -> Result<T, UserError>,
+    refused: &impl Fn(UserError) -> ApiError,
+) -> Result<Uuid, ApiError> {
+    let user_id = emails::user_id_of(&state.pool, email.as_str())
+        .await?
+        .ok_or_else(|| refused(UserError::NotFound))?;
+    let (user, _) = state.buses.user.load(&user_id.to_string()).await?;
+    check(&user).map_err(refused)?;
+    Ok(user_id)
 }

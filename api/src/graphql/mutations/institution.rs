@@ -1,7 +1,7 @@
 //! An institution's campuses and courses: creating a campus, offering a course and
 //! changing its capacity (managers in their own institution, admins anywhere).
 
-use async_graphql::{Context, InputObject, Object};
+use async_graphql::InputObject;
 use uuid::Uuid;
 
 use super::*;
@@ -45,18 +45,12 @@ pub struct ChangeCourseCapacityInput {
     pub capacity: i32,
 }
 
-#[Object]
+command_mutations! {
 impl InstitutionMutation {
     /// Manager (own institution) or admin. Returns the campus id.
     async fn create_campus(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: CreateCampusInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<CreateCampusPayload, ApiError> {
+        ctx, input: CreateCampusInput, wait_for_projections
+    ) -> CreateCampusPayload {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = auth::target_institution(claims, input.institution_id)?;
@@ -65,34 +59,22 @@ impl InstitutionMutation {
             city = parse("city", CityName::parse(&input.city)),
         }
         let campus_id = Uuid::new_v4();
-        run(
-            state,
-            &state.buses.institution,
-            institution_id,
-            InstitutionCommand::CreateCampus {
-                campus_id: CampusId::from_uuid(campus_id),
-                name,
-                city,
-            },
-            &metadata(request(ctx), Some(institution_id)),
-            campus_id,
-            wait_for_projections,
-        )
-        .await
-        .map(|r| CreateCampusPayload::of(r).owned_by(institution_id))
+        let command = InstitutionCommand::CreateCampus {
+            campus_id: CampusId::from_uuid(campus_id),
+            name,
+            city,
+        };
+        Recording::new(ctx, Some(institution_id), wait_for_projections)
+            .run(&state.buses.institution, institution_id, command, campus_id)
+            .await
+            .map(|payload: CreateCampusPayload| payload.owned_by(institution_id))
     }
 
     /// Manager (own institution) or admin. Offers a course on a campus and opens its
     /// enrollment. Returns the course id.
     async fn offer_course(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: OfferCourseInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<OfferCoursePayload, ApiError> {
+        ctx, input: OfferCourseInput, wait_for_projections
+    ) -> OfferCoursePayload {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = auth::target_institution(claims, input.institution_id)?;
@@ -109,7 +91,7 @@ impl InstitutionMutation {
                 return Err(ApiError::rejection(&InstitutionError::CourseAlreadyExists));
             }
         }
-        let meta = metadata(request(ctx), Some(institution_id));
+        let recording = Recording::new(ctx, Some(institution_id), wait_for_projections);
         let offered = state
             .buses
             .institution
@@ -121,7 +103,7 @@ impl InstitutionMutation {
                     name: name.clone(),
                     capacity,
                 },
-                &meta,
+                &recording.meta,
             )
             .await;
         match offered {
@@ -146,49 +128,28 @@ impl InstitutionMutation {
             }
             Err(other) => return Err(other.into()),
         }
-        run(
-            state,
-            &state.buses.course,
-            course_id,
-            CourseCommand::OpenCourse {
-                institution_id: InstitutionId::from_uuid(institution_id),
-                campus_id: CampusId::from_uuid(input.campus_id),
-                name,
-                capacity,
-            },
-            &meta,
-            course_id,
-            wait_for_projections,
-        )
-        .await
-        .map(OfferCoursePayload::of)
+        let command = CourseCommand::OpenCourse {
+            institution_id: InstitutionId::from_uuid(institution_id),
+            campus_id: CampusId::from_uuid(input.campus_id),
+            name,
+            capacity,
+        };
+        recording.run(&state.buses.course, course_id, command, course_id).await
     }
 
     /// Manager (own institution) or admin. Returns the course id.
     async fn change_course_capacity(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: ChangeCourseCapacityInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<ChangeCourseCapacityPayload, ApiError> {
+        ctx, input: ChangeCourseCapacityInput, wait_for_projections
+    ) -> ChangeCourseCapacityPayload {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let capacity = parse("capacity", Capacity::from_i64(i64::from(input.capacity)))?;
         let institution_id = course_institution(state, input.course_id).await?;
         auth::ensure_institution(claims, institution_id)?;
-        run(
-            state,
-            &state.buses.course,
-            input.course_id,
-            CourseCommand::ChangeCapacity { capacity },
-            &metadata(request(ctx), Some(institution_id)),
-            input.course_id,
-            wait_for_projections,
-        )
-        .await
-        .map(ChangeCourseCapacityPayload::of)
+        let command = CourseCommand::ChangeCapacity { capacity };
+        Recording::new(ctx, Some(institution_id), wait_for_projections)
+            .run(&state.buses.course, input.course_id, command, input.course_id)
+            .await
     }
+}
 }

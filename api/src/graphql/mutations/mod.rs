@@ -14,7 +14,7 @@ mod institution;
 mod people;
 mod users;
 
-use async_graphql::MergedObject;
+use async_graphql::{Context, MergedObject};
 use aula_domain::application::{application_id_for, Application, ApplicationCommand};
 use aula_domain::course::{CourseCommand, CourseStatus};
 use aula_domain::errors::Rejection;
@@ -94,18 +94,25 @@ fn password(state: &AppState, field: &'static str, raw: &str) -> Result<String, 
     Ok(raw.to_owned())
 }
 
-fn one_time_token(field: &'static str, raw: &str) -> Result<String, ApiError> {
-    let raw = raw.trim();
-    if raw.is_empty() {
+/// Refuses an empty `text` (`EMPTY`) or one longer than `max` characters (`TOO_LONG`),
+/// naming the input `field`.
+fn non_empty_at_most(field: &'static str, text: &str, max: usize) -> Result<(), ApiError> {
+    if text.is_empty() {
         return Err(ApiError::validation(field, "EMPTY", "must not be empty"));
     }
-    if raw.chars().count() > MAX_TOKEN_CHARS {
+    if text.chars().count() > max {
         return Err(ApiError::validation(
             field,
             "TOO_LONG",
-            format!("must be at most {MAX_TOKEN_CHARS} characters"),
+            format!("must be at most {max} characters"),
         ));
     }
+    Ok(())
+}
+
+fn one_time_token(field: &'static str, raw: &str) -> Result<String, ApiError> {
+    let raw = raw.trim();
+    non_empty_at_most(field, raw, MAX_TOKEN_CHARS)?;
     Ok(secrets::token_hash(raw))
 }
 
@@ -149,25 +156,47 @@ pub(crate) async fn result(
     })
 }
 
-/// The last step of a command resolver, once the caller is authorized and the input
-/// parsed: runs `command` on the stream `stream` of `bus` with `meta`, then reports `id`
-/// at the log position of the last event appended (see [`result`]).
-pub(crate) async fn run<A>(
-    state: &AppState,
-    bus: &CommandBus<A>,
-    stream: Uuid,
-    command: A::Command,
-    meta: &EventMetadata,
-    id: Uuid,
+/// How one command resolver records, once the caller is authorized: the state, the
+/// metadata its events carry, and whether its answer waits for the projections.
+pub(crate) struct Recording<'a> {
+    pub(crate) state: &'a AppState,
+    pub(crate) meta: EventMetadata,
     wait: Option<bool>,
-) -> Result<CommandResult, ApiError>
-where
-    A: Aggregate + Clone + 'static,
-    A::Command: Clone,
-    A::Error: Rejection,
-{
-    let committed = bus.execute(&stream.to_string(), command, meta).await?;
-    result(state, id, committed.last_position(), wait).await
+}
+
+impl<'a> Recording<'a> {
+    /// For the caller of `ctx`, acting in `institution`; `wait` is `waitForProjections`.
+    pub(crate) fn new(ctx: &Context<'a>, institution: Option<Uuid>, wait: Option<bool>) -> Self {
+        Self {
+            state: state(ctx),
+            meta: metadata(request(ctx), institution),
+            wait,
+        }
+    }
+
+    /// The last step of a command resolver, once the input is parsed: runs `command` on
+    /// the stream `stream` of `bus`, then reports `id` (mostly the stream's own) at the log
+    /// position of the last event appended (see [`result`]), as the resolver's payload `P`.
+    pub(crate) async fn run<A, P>(
+        &self,
+        bus: &CommandBus<A>,
+        stream: Uuid,
+        command: A::Command,
+        id: Uuid,
+    ) -> Result<P, ApiError>
+    where
+        A: Aggregate + Clone + 'static,
+        A::Command: Clone,
+        A::Error: Rejection,
+        P: From<CommandResult>,
+    {
+        let committed = bus
+            .execute(&stream.to_string(), command, &self.meta)
+            .await?;
+        result(self.state, id, committed.last_position(), self.wait)
+            .await
+            .map(P::from)
+    }
 }
 
 /// The institution that owns a course, from its `CourseOpened` event (the stored
@@ -195,13 +224,29 @@ pub(crate) async fn courses_opened_by(
     Ok(ids.into_iter().filter_map(|id| id.parse().ok()).collect())
 }
 
-/// Hands a one-time token to the sink before its hash is recorded (see [`TokenSink`]).
-async fn issue(state: &AppState, token: IssuedToken) -> Result<(), ApiError> {
+/// Makes a one-time token of `kind` for the account `user_id`, sent to `email`, and hands
+/// it to the sink before its hash is recorded (see [`TokenSink`]). Returns the hash, which
+/// is all the command records.
+async fn issue(
+    state: &AppState,
+    kind: TokenKind,
+    user_id: Uuid,
+    email: String,
+) -> Result<String, ApiError> {
+    let token = secrets::new_token();
+    let hash = secrets::token_hash(&token);
+    let issued = IssuedToken {
+        kind,
+        user_id,
+        email,
+        token,
+    };
     state
         .tokens
-        .issued(&token)
+        .issued(&issued)
         .await
-        .map_err(|error| ApiError::internal(format!("could not keep a one-time token: {error}")))
+        .map_err(|error| ApiError::internal(format!("could not keep a one-time token: {error}")))?;
+    Ok(hash)
 }
 
 pub(crate) async fn ensure_institution_exists(state: &AppState, id: Uuid) -> Result<(), ApiError> {

@@ -1,7 +1,7 @@
 //! An institution's students and teachers: each is created with its login account
 //! (no password: the person sets one through the reset flow).
 
-use async_graphql::{Context, InputObject, Object};
+use async_graphql::{Context, InputObject};
 use uuid::Uuid;
 
 use super::*;
@@ -33,20 +33,14 @@ pub struct CreateTeacherInput {
     pub email: String,
 }
 
-#[Object]
+command_mutations! {
 impl PeopleMutation {
     /// Manager (own institution) or admin. Creates the student and its login account
     /// (role Student, no password: the student sets one through the reset flow). The
     /// student id is also its user id. Returns the student id.
     async fn create_student(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: CreateStudentInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<CreateStudentPayload, ApiError> {
+        ctx, input: CreateStudentInput, wait_for_projections
+    ) -> CreateStudentPayload {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = auth::target_institution(claims, input.institution_id)?;
@@ -56,37 +50,23 @@ impl PeopleMutation {
             email = parse("email", Email::parse(&input.email)),
             birth_date = parse("birthDate", BirthDate::parse_str(&input.birth_date, today)),
         }
-        let (id, meta) =
-            person_account(ctx, institution_id, &email, &name, DomainRole::Student).await?;
-        run(
-            state,
-            &state.buses.student,
-            id,
-            StudentCommand::CreateStudent {
-                institution_id: InstitutionId::from_uuid(institution_id),
-                user_id: UserId::from_uuid(id),
-                name,
-                email,
-                birth_date,
-            },
-            &meta,
-            id,
-            wait_for_projections,
-        )
-        .await
-        .map(CreateStudentPayload::of)
+        let role = DomainRole::Student;
+        let (id, recording) =
+            person_account(ctx, institution_id, &email, &name, role, wait_for_projections).await?;
+        let command = StudentCommand::CreateStudent {
+            institution_id: InstitutionId::from_uuid(institution_id),
+            user_id: UserId::from_uuid(id),
+            name,
+            email,
+            birth_date,
+        };
+        recording.run(&state.buses.student, id, command, id).await
     }
 
     /// Manager (own institution) or admin. Like `createStudent`, for a teacher.
     async fn create_teacher(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: CreateTeacherInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<CreateTeacherPayload, ApiError> {
+        ctx, input: CreateTeacherInput, wait_for_projections
+    ) -> CreateTeacherPayload {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let institution_id = auth::target_institution(claims, input.institution_id)?;
@@ -94,39 +74,35 @@ impl PeopleMutation {
             name = parse("name", PersonName::parse(&input.name)),
             email = parse("email", Email::parse(&input.email)),
         }
-        let (id, meta) =
-            person_account(ctx, institution_id, &email, &name, DomainRole::Teacher).await?;
-        run(
-            state,
-            &state.buses.teacher,
-            id,
-            TeacherCommand::CreateTeacher {
-                institution_id: InstitutionId::from_uuid(institution_id),
-                user_id: UserId::from_uuid(id),
-                name,
-                email,
-            },
-            &meta,
-            id,
-            wait_for_projections,
-        )
-        .await
-        .map(CreateTeacherPayload::of)
+        let role = DomainRole::Teacher;
+        let (id, recording) =
+            person_account(ctx, institution_id, &email, &name, role, wait_for_projections).await?;
+        let command = TeacherCommand::CreateTeacher {
+            institution_id: InstitutionId::from_uuid(institution_id),
+            user_id: UserId::from_uuid(id),
+            name,
+            email,
+        };
+        recording.run(&state.buses.teacher, id, command, id).await
     }
+}
 }
 
 /// The login account of a new student or teacher of `institution_id` (which must
-/// exist), and the metadata its person's creation is recorded with.
-async fn person_account(
-    ctx: &Context<'_>,
+/// exist), and how its person's creation is recorded (the account's metadata; `wait` is
+/// `waitForProjections`).
+async fn person_account<'a>(
+    ctx: &Context<'a>,
     institution_id: Uuid,
     email: &Email,
     name: &PersonName,
     role: DomainRole,
-) -> Result<(Uuid, EventMetadata), ApiError> {
-    let state = state(ctx);
+    wait: Option<bool>,
+) -> Result<(Uuid, Recording<'a>), ApiError> {
+    let recording = Recording::new(ctx, Some(institution_id), wait);
+    let state = recording.state;
     ensure_institution_exists(state, institution_id).await?;
-    let meta = metadata(request(ctx), Some(institution_id));
-    let (id, _) = create_account_at(state, &meta, email, name, role, Some(institution_id)).await?;
-    Ok((id, meta))
+    let meta = &recording.meta;
+    let (id, _) = create_account_at(state, meta, email, name, role, Some(institution_id)).await?;
+    Ok((id, recording))
 }

@@ -1,7 +1,7 @@
 //! Changes to an existing account: its name and e-mail (a new address applies once
 //! confirmed) and its deactivation.
 
-use async_graphql::{Context, InputObject, Object};
+use async_graphql::InputObject;
 use uuid::Uuid;
 
 use super::*;
@@ -40,19 +40,11 @@ pub struct DeactivateUserInput {
     pub reason: String,
 }
 
-#[Object]
+command_mutations! {
 impl UserMutation {
     /// Any signed-in user on itself; a manager on users of its institution; an admin
     /// on anyone. Omitted fields are left as they are. Returns the user id.
-    async fn update_user(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: UpdateUserInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<UpdateUserPayload, ApiError> {
+    async fn update_user(ctx, input: UpdateUserInput, wait_for_projections) -> UpdateUserPayload {
         let claims = auth::require(request(ctx).claims.as_ref())?;
         let state = state(ctx);
         let target = input.user_id.unwrap_or(claims.user_id);
@@ -104,8 +96,6 @@ impl UserMutation {
             {
                 return Err(email_taken());
             }
-            let token = secrets::new_token();
-            let token_hash = secrets::token_hash(&token);
             // The link goes to the new address, or to the current one when someone
             // else asks for an active account (the domain decides; see
             // `EmailChangeLink`): the token is recorded for whichever receives it.
@@ -114,16 +104,7 @@ impl UserMutation {
             } else {
                 user.email().map(ToString::to_string).unwrap_or_default()
             };
-            issue(
-                state,
-                IssuedToken {
-                    kind: TokenKind::EmailChange,
-                    user_id: target,
-                    email: recipient,
-                    token,
-                },
-            )
-            .await?;
+            let token_hash = issue(state, TokenKind::EmailChange, target, recipient).await?;
             let committed = state
                 .buses
                 .user
@@ -142,21 +123,15 @@ impl UserMutation {
         }
         result(state, target, last_position, wait_for_projections)
             .await
-            .map(UpdateUserPayload::of)
+            .map(UpdateUserPayload::from)
     }
 
     /// Public, rate-limited: whoever holds the token e-mailed to the new address.
     /// The e-mail changes now (if no other account took the address meanwhile).
     /// Returns the user id.
     async fn confirm_email_change(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: ConfirmEmailChangeInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<CommandResult, ApiError> {
+        ctx, input: ConfirmEmailChangeInput, wait_for_projections
+    ) -> CommandResult {
         rate_limit(ctx)?;
         let state = state(ctx);
         let token_hash = one_time_token("token", &input.token)?;
@@ -210,42 +185,22 @@ impl UserMutation {
     /// Manager (users of its institution) or admin. Users are never deleted.
     /// Returns the user id.
     async fn deactivate_user(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(desc = "The command's input.")] input: DeactivateUserInput,
-        #[graphql(
-            desc = "When true, the answer waits (bounded) until every projection has read this command's events, so a following query sees them (`projectionsCaughtUp` says whether it did)."
-        )]
-        wait_for_projections: Option<bool>,
-    ) -> Result<CommandResult, ApiError> {
+        ctx, input: DeactivateUserInput, wait_for_projections
+    ) -> CommandResult {
         let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
         let state = state(ctx);
         let reason = input.reason.trim().to_owned();
-        if reason.is_empty() {
-            return Err(ApiError::validation("reason", "EMPTY", "must not be empty"));
-        }
-        if reason.chars().count() > MAX_REASON_CHARS {
-            return Err(ApiError::validation(
-                "reason",
-                "TOO_LONG",
-                format!("must be at most {MAX_REASON_CHARS} characters"),
-            ));
-        }
+        non_empty_at_most("reason", &reason, MAX_REASON_CHARS)?;
         let user = load_user(state, input.user_id).await?;
         let institution = user.institution_id().map(|id| id.as_uuid());
         match institution {
             Some(owner) => auth::ensure_institution(claims, owner)?,
             None => auth::require_role(Some(claims), &[DomainRole::Admin]).map(|_| ())?,
         }
-        run(
-            state,
-            &state.buses.user,
-            input.user_id,
-            UserCommand::DeactivateUser { reason },
-            &metadata(request(ctx), institution),
-            input.user_id,
-            wait_for_projections,
-        )
-        .await
+        let command = UserCommand::DeactivateUser { reason };
+        Recording::new(ctx, institution, wait_for_projections)
+            .run(&state.buses.user, input.user_id, command, input.user_id)
+            .await
     }
+}
 }

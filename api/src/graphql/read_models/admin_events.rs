@@ -1,10 +1,11 @@
 //! The admin event list and one event with its copies (`aula_projections::admin_events`).
 
 use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject};
-use aula_projections::admin_events::{self, DurationOp, EventListError, EventListQuery, EventSort};
+use aula_projections::admin_events::{self, DurationOp, EventListError, EventListQuery};
 use uuid::Uuid;
 
 use super::*;
+use crate::graphql::OperatorError;
 
 #[derive(Default)]
 pub struct AdminEventQuery;
@@ -39,8 +40,6 @@ pub struct AdminEvent {
     pub processed_at: Option<DateTime<Utc>>,
     /// From recording to the end of its last task, in milliseconds; null while pending.
     pub duration_ms: Option<BigInt>,
-    #[graphql(skip)]
-    pub error: Option<String>,
     /// Its tasks waiting to run.
     pub tasks_pending: i32,
     /// Its tasks running now.
@@ -58,6 +57,8 @@ pub struct AdminEvent {
     /// Whether its latest copy's tasks all succeeded ("resolved by copy"): a failure
     /// reprocessing fixed. The event's own status stays what its own tasks say.
     pub resolved_by_copy: bool,
+    /// The last error any of its tasks reported (full text for admins; others see that there was one).
+    pub error: Option<OperatorError>,
 }
 
 impl TryFrom<admin_events::AdminEventRow> for AdminEvent {
@@ -79,7 +80,7 @@ impl TryFrom<admin_events::AdminEventRow> for AdminEvent {
             status: parse_status(&r.status)?,
             processed_at: r.processed_at,
             duration_ms: r.duration_ms.map(BigInt),
-            error: r.error,
+            error: r.error.map(OperatorError),
             tasks_pending: r.tasks_pending,
             tasks_running: r.tasks_running,
             tasks_succeeded: r.tasks_succeeded,
@@ -97,11 +98,6 @@ impl TryFrom<admin_events::AdminEventRow> for AdminEvent {
 
 #[ComplexObject]
 impl AdminEvent {
-    /// The last error any of its tasks reported (full text for admins; others see that there was one).
-    async fn error(&self, ctx: &Context<'_>) -> Option<String> {
-        crate::graphql::operator_error(ctx, self.error.as_deref())
-    }
-
     /// What reprocessing this event cannot do, shown before reprocessing it: a copy of
     /// a sign-up, password-reset or e-mail-change event cannot send its one-time link
     /// again (and what to do instead). Null for every other type.
@@ -116,17 +112,17 @@ impl AdminEvent {
     }
 }
 
-/// One page of the admin event list.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct AdminEventPage {
-    /// The events of this page, in the requested order.
-    pub nodes: Vec<AdminEvent>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+page! {
+    /// One page of the admin event list.
+    AdminEventPage {
+        /// The events of this page, in the requested order.
+        nodes: AdminEvent,
+    }
 }
 
 /// How a duration filter compares.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "aula_projections::admin_events::DurationOp")]
 pub enum DurationComparison {
     /// Exactly this long.
     Eq,
@@ -148,12 +144,7 @@ pub struct DurationFilter {
 impl DurationFilter {
     /// The comparison as the list queries take it (events and tasks alike).
     pub(crate) fn to_query(&self) -> (DurationOp, i64) {
-        let op = match self.op {
-            DurationComparison::Eq => DurationOp::Eq,
-            DurationComparison::Gt => DurationOp::Gt,
-            DurationComparison::Lt => DurationOp::Lt,
-        };
-        (op, self.ms.0)
+        (self.op.into(), self.ms.0)
     }
 }
 
@@ -190,6 +181,7 @@ pub struct AdminEventFilter {
 
 /// The column the admin event list is sorted by (ties broken by log position).
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[graphql(remote = "aula_projections::admin_events::EventSort")]
 pub enum AdminEventSortField {
     /// Log position (commit order).
     #[default]
@@ -259,14 +251,7 @@ impl AdminEventQuery {
             direction: SortDirection::Desc,
         });
         let query = EventListQuery {
-            sort: match sort.field {
-                AdminEventSortField::Position => EventSort::Position,
-                AdminEventSortField::RecordedAt => EventSort::RecordedAt,
-                AdminEventSortField::ProcessedAt => EventSort::ProcessedAt,
-                AdminEventSortField::Duration => EventSort::Duration,
-                AdminEventSortField::EventType => EventSort::EventType,
-                AdminEventSortField::Status => EventSort::Status,
-            },
+            sort: sort.field.into(),
             descending: sort.direction == SortDirection::Desc,
             after: filter_text("after", after)?,
             limit: Some(first as i64),

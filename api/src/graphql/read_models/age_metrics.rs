@@ -1,7 +1,7 @@
 //! Applicants' ages per course, campus and institution (`aula_projections::age_metrics`).
 
 use async_graphql::{Context, Enum, Object, SimpleObject};
-use aula_projections::age_metrics::{self, AgeScope as ProjectionAgeScope};
+use aula_projections::age_metrics;
 use uuid::Uuid;
 
 use super::*;
@@ -11,6 +11,7 @@ pub struct AgeMetricsQuery;
 
 /// The grouping of an age metric.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "aula_projections::age_metrics::AgeScope")]
 pub enum AgeScope {
     /// Per course.
     Course,
@@ -18,16 +19,6 @@ pub enum AgeScope {
     Campus,
     /// Per institution.
     Institution,
-}
-
-impl From<AgeScope> for ProjectionAgeScope {
-    fn from(scope: AgeScope) -> Self {
-        match scope {
-            AgeScope::Course => ProjectionAgeScope::Course,
-            AgeScope::Campus => ProjectionAgeScope::Campus,
-            AgeScope::Institution => ProjectionAgeScope::Institution,
-        }
-    }
 }
 
 /// Ages (whole years on the enrollment date) of the students enrolled in one course,
@@ -48,13 +39,12 @@ pub struct AgeMetrics {
     pub average_age: f64,
 }
 
-/// One page of age metrics.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct AgeMetricsPage {
-    /// The metrics of this page.
-    pub nodes: Vec<AgeMetrics>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+page! {
+    /// One page of age metrics.
+    AgeMetricsPage {
+        /// The metrics of this page.
+        nodes: AgeMetrics,
+    }
 }
 
 #[Object]

@@ -63,13 +63,12 @@ impl From<audit_log::AuditEntry> for AuditEntry {
     }
 }
 
-/// One page of the audit log.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct AuditLogPage {
-    /// The entries of this page.
-    pub nodes: Vec<AuditEntry>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+page! {
+    /// One page of the audit log.
+    AuditLogPage {
+        /// The entries of this page.
+        nodes: AuditEntry,
+    }
 }
 
 /// Filters of the audit log; they combine with AND. A manager always sees only its own

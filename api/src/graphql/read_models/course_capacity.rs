@@ -60,17 +60,17 @@ impl From<course_capacity::CourseCapacityRow> for CourseCapacity {
     }
 }
 
-/// One page of courses with their seats.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct CourseCapacityPage {
-    /// The courses of this page.
-    pub nodes: Vec<CourseCapacity>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+page! {
+    /// One page of courses with their seats.
+    CourseCapacityPage {
+        /// The courses of this page.
+        nodes: CourseCapacity,
+    }
 }
 
 /// The column a course list is sorted by (ties broken by course id).
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[graphql(remote = "aula_projections::course_capacity::CapacitySort")]
 pub enum CourseCapacitySortField {
     /// Course name.
     #[default]
@@ -149,30 +149,13 @@ impl CourseCapacityQuery {
         let query = course_capacity::CapacityListQuery {
             institution_id: institution,
             campus_id,
-            sort: {
-                use course_capacity::CapacitySort as S;
-                use CourseCapacitySortField as F;
-                match sort.field {
-                    F::Name => S::Name,
-                    F::Capacity => S::Capacity,
-                    F::Enrolled => S::Enrolled,
-                    F::SeatsLeft => S::SeatsLeft,
-                    F::Pending => S::Pending,
-                    F::Declined => S::Declined,
-                    F::OpenedAt => S::OpenedAt,
-                }
-            },
+            sort: sort.field.into(),
             descending: sort.direction == SortDirection::Desc,
             after,
             limit: Some(first as i64),
         };
-        let page = course_capacity::page_course_capacity(&state.pool, &query)
-            .await
-            .map_err(page_error)?;
-        let (rows, next_cursor) = (page.rows, page.next.map(|id| id.to_string()));
-        Ok(CourseCapacityPage {
-            nodes: rows.into_iter().map(Into::into).collect(),
-            next_cursor,
-        })
+        let page = course_capacity::page_course_capacity(&state.pool, &query).await;
+        let (nodes, next_cursor) = nodes_of(page)?;
+        Ok(CourseCapacityPage { nodes, next_cursor })
     }
 }

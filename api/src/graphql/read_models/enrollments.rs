@@ -59,17 +59,17 @@ impl TryFrom<enrollments::EnrollmentRow> for Enrollment {
     }
 }
 
-/// One page of a course's enrollments.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct EnrollmentPage {
-    /// The enrollments of this page.
-    pub nodes: Vec<Enrollment>,
-    /// Pass as `after` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+page! {
+    /// One page of a course's enrollments.
+    EnrollmentPage {
+        /// The enrollments of this page.
+        nodes: Enrollment,
+    }
 }
 
 /// The column an enrollment list is sorted by (ties broken by log position).
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[graphql(remote = "aula_projections::enrollments::EnrollmentSort")]
 pub enum EnrollmentSortField {
     /// Enrollment day.
     #[default]
@@ -113,25 +113,13 @@ impl EnrollmentQuery {
         let query = enrollments::EnrollmentListQuery {
             course_id,
             include_cancelled,
-            sort: match sort.field {
-                EnrollmentSortField::EnrolledOn => enrollments::EnrollmentSort::EnrolledOn,
-                EnrollmentSortField::Name => enrollments::EnrollmentSort::Name,
-                EnrollmentSortField::AgeYears => enrollments::EnrollmentSort::AgeYears,
-            },
+            sort: sort.field.into(),
             descending: sort.direction == SortDirection::Desc,
             after,
             limit: Some(first as i64),
         };
-        let page = enrollments::page_course_enrollments(&state.pool, &query)
-            .await
-            .map_err(page_error)?;
-        let (rows, next_cursor) = (page.rows, page.next.map(|id| id.to_string()));
-        Ok(EnrollmentPage {
-            nodes: rows
-                .into_iter()
-                .map(TryInto::try_into)
-                .collect::<Result<_, _>>()?,
-            next_cursor,
-        })
+        let page = enrollments::page_course_enrollments(&state.pool, &query).await;
+        let (nodes, next_cursor) = nodes_of(page)?;
+        Ok(EnrollmentPage { nodes, next_cursor })
     }
 }

@@ -15,7 +15,7 @@ mod status;
 
 use async_graphql::{Enum, MergedObject};
 use aula_domain::user::Role as DomainRole;
-use aula_projections::course_capacity::PageError;
+use aula_projections::course_capacity::{Page, PageError};
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
@@ -111,11 +111,25 @@ pub(crate) fn search_text(
 pub(crate) fn bad_cursor() -> ApiError {
     ApiError::validation("after", "INVALID_CURSOR", "not a cursor of this list")
 }
-fn page_error(error: PageError) -> ApiError {
-    match error {
+/// A read model's page (or its refusal of the cursor) as GraphQL nodes, each row
+/// converted, and the cursor of the next page.
+fn nodes_of<R, N>(
+    page: Result<Page<R, Uuid>, PageError>,
+) -> Result<(Vec<N>, Option<String>), ApiError>
+where
+    R: TryInto<N>,
+    ApiError: From<R::Error>,
+{
+    let page = page.map_err(|error| match error {
         PageError::BadCursor => bad_cursor(),
         PageError::Database(e) => e.into(),
-    }
+    })?;
+    let nodes = page
+        .rows
+        .into_iter()
+        .map(|row| row.try_into().map_err(ApiError::from))
+        .collect::<Result<_, _>>()?;
+    Ok((nodes, page.next.map(|id| id.to_string())))
 }
 
 pub(crate) fn filter_text(

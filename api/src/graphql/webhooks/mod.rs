@@ -238,13 +238,14 @@ impl TryFrom<Message> for WebhookMessage {
     }
 }
 
-/// A page of messages, newest first.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct WebhookMessagePage {
-    /// The messages of this page, newest first.
-    pub nodes: Vec<WebhookMessage>,
-    /// Pass as `after` for the next page; null on the last.
-    pub next_cursor: Option<String>,
+page! {
+    /// A page of messages, newest first.
+    WebhookMessagePage {
+        /// The messages of this page, newest first.
+        nodes: WebhookMessage,
+        /// Pass as `after` for the next page; null on the last.
+        next_cursor,
+    }
 }
 
 /// One delivery attempt.

@@ -235,8 +235,7 @@ async fn a_user_of_institution_b_cannot_touch_institution_a() {
 /// and a search cannot reach what its reads withhold (task error texts).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_observer_of_institution_a_reads_a_only() {
-    let server = TestServer::start().await;
-    let a = server.institution("Escola Observada").await;
+    let (server, a) = TestServer::with_institution("Escola Observada").await;
     let b = server.institution("Escola Vizinha").await;
     let observer = server.observer(&a.manager.token, None).await;
     let o = Some(observer.token.as_str());

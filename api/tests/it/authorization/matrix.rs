@@ -87,6 +87,27 @@ fn expected(op: Op, role: Role) -> Expect {
     }
 }
 
+/// What one operation sends with the role's token: a document and its variables, a
+/// command and its input, or (logging in needs no token) the answer itself.
+enum Call {
+    Gql(String, Value),
+    Command(&'static str, Value),
+    Answered(Value),
+}
+
+/// A list filter of institution A, searching for `search` when given.
+fn a_filter(w: &World, search: Option<&str>) -> Value {
+    let mut filter = json!({ "institutionId": w.a.id });
+    if let Some(text) = search {
+        filter["search"] = json!(text);
+    }
+    filter
+}
+
+fn gql(query: impl Into<String>, variables: Value) -> Call {
+    Call::Gql(query.into(), variables)
+}
+
 async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
     let token = match role {
         Role::Anonymous => None,
@@ -100,12 +121,8 @@ async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
     // Admins name the institution; everyone else acts on their own.
     let institution = (role == Role::Admin).then_some(w.a.id);
     let m = w.a.manager.token.as_str();
-    match op {
-        Op::SignUp => {
-            server
-                .command(token, "signUp", json!({ "email": unique("new") }))
-                .await
-        }
+    let call = match op {
+        Op::SignUp => Call::Command("signUp", json!({ "email": unique("new") })),
         Op::ConfirmSignUp => {
             let email = unique("confirm");
             assert_ok(&server.command(None, "signUp", json!({ "email": email })).await);
@@ -113,25 +130,14 @@ async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
                 .tokens
                 .last(TokenKind::SignUpConfirmation, &email)
                 .unwrap();
-            server
-                .gql(
-                    token,
-                    "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { userId } }",
-                    json!({ "input": { "email": email, "token": secret, "name": "N",
+            gql(
+                "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { userId } }",
+                json!({ "input": { "email": email, "token": secret, "name": "N",
                         "password": PASSWORD, "institutionName": "Nova" } }),
-                )
-                .await
+            )
         }
-        Op::Login => server.login(&w.resettable.email, PASSWORD).await,
-        Op::RequestPasswordReset => {
-            server
-                .gql(
-                    token,
-                    REQUEST_PASSWORD_RESET,
-                    json!({ "e": w.resettable.email }),
-                )
-                .await
-        }
+        Op::Login => Call::Answered(server.login(&w.resettable.email, PASSWORD).await),
+        Op::RequestPasswordReset => gql(REQUEST_PASSWORD_RESET, json!({ "e": w.resettable.email })),
         Op::ResetPassword => {
             server
                 .gql(
@@ -144,88 +150,47 @@ async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
                 .tokens
                 .last(TokenKind::PasswordReset, &w.resettable.email)
                 .unwrap();
-            server
-                .command(
-                    token,
-                    "resetPassword",
-                    json!({ "email": w.resettable.email, "token": secret, "newPassword": PASSWORD }),
-                )
-                .await
+            Call::Command(
+                "resetPassword",
+                json!({ "email": w.resettable.email, "token": secret, "newPassword": PASSWORD }),
+            )
         }
-        Op::ApplyToCourse => {
-            server
-                .command(
-                    token,
-                    "applyToCourse",
-                    json!({ "courseId": w.course, "name": "Ana", "birthDate": "2005-02-03", "email": unique("apply") }),
-                )
-                .await
-        }
-        Op::CreateCampus => {
-            server
-                .command(
-                    token,
-                    "createCampus",
-                    json!({ "institutionId": institution, "name": format!("C {}", Uuid::new_v4()), "city": "Faro" }),
-                )
-                .await
-        }
-        Op::OfferCourse => {
-            server
-                .command(
-                    token,
-                    "offerCourse",
-                    json!({ "institutionId": institution, "campusId": w.campus, "name": format!("K {}", Uuid::new_v4()), "capacity": 5 }),
-                )
-                .await
-        }
-        Op::ChangeCourseCapacity => {
-            server
-                .command(
-                    token,
-                    "changeCourseCapacity",
-                    json!({ "courseId": w.course, "capacity": 31 }),
-                )
-                .await
-        }
-        Op::CreateStudent => {
-            server
-                .command(
-                    token,
-                    "createStudent",
-                    json!({ "institutionId": institution, "name": "S", "email": unique("s"), "birthDate": "2001-01-01" }),
-                )
-                .await
-        }
-        Op::CreateTeacher => {
-            server
-                .command(
-                    token,
-                    "createTeacher",
-                    json!({ "institutionId": institution, "name": "T", "email": unique("t") }),
-                )
-                .await
-        }
+        Op::ApplyToCourse => Call::Command(
+            "applyToCourse",
+            json!({ "courseId": w.course, "name": "Ana", "birthDate": "2005-02-03", "email": unique("apply") }),
+        ),
+        Op::CreateCampus => Call::Command(
+            "createCampus",
+            json!({ "institutionId": institution, "name": format!("C {}", Uuid::new_v4()), "city": "Faro" }),
+        ),
+        Op::OfferCourse => Call::Command(
+            "offerCourse",
+            json!({ "institutionId": institution, "campusId": w.campus, "name": format!("K {}", Uuid::new_v4()), "capacity": 5 }),
+        ),
+        Op::ChangeCourseCapacity => Call::Command(
+            "changeCourseCapacity",
+            json!({ "courseId": w.course, "capacity": 31 }),
+        ),
+        Op::CreateStudent => Call::Command(
+            "createStudent",
+            json!({ "institutionId": institution, "name": "S", "email": unique("s"), "birthDate": "2001-01-01" }),
+        ),
+        Op::CreateTeacher => Call::Command(
+            "createTeacher",
+            json!({ "institutionId": institution, "name": "T", "email": unique("t") }),
+        ),
         Op::CancelEnrollment => {
             let application = server.application(w.course).await;
             server.enroll(w.course, application).await;
-            server
-                .command(
-                    token,
-                    "cancelEnrollment",
-                    json!({ "courseId": w.course, "applicationId": application }),
-                )
-                .await
+            Call::Command(
+                "cancelEnrollment",
+                json!({ "courseId": w.course, "applicationId": application }),
+            )
         }
-        Op::RecordExamNote => {
-            server
-                .command(
-                    token,
-                    "recordExamNote",
-                    json!({ "courseId": w.course, "studentId": w.student.id, "examName": format!("E {}", Uuid::new_v4()), "note": 5.5, "teacherId": w.teacher.id }),
-                )
-                .await
-        }
+        Op::RecordExamNote => Call::Command(
+            "recordExamNote",
+            json!({ "courseId": w.course, "studentId": w.student.id, "examName": format!("E {}", Uuid::new_v4()), "note": 5.5, "teacherId": w.teacher.id }),
+        ),
         Op::ChangeExamNote => {
             let recorded = server
                 .command(
@@ -235,79 +200,50 @@ async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
                 )
                 .await;
             let grade = id(&recorded, "recordExamNote");
-            server
-                .command(
-                    token,
-                    "changeExamNote",
-                    json!({ "examGradeId": grade, "note": 6, "teacherId": w.teacher.id }),
-                )
-                .await
+            Call::Command(
+                "changeExamNote",
+                json!({ "examGradeId": grade, "note": 6, "teacherId": w.teacher.id }),
+            )
         }
-        Op::UpdateOwnUser => {
-            server
-                .command(token, "updateUser", json!({ "name": format!("Name {}", Uuid::new_v4().simple()) }))
-                .await
-        }
-        Op::UpdateOtherUser => {
-            server
-                .command(
-                    token,
-                    "updateUser",
-                    json!({ "userId": w.bystander, "name": format!("Other {}", Uuid::new_v4().simple()) }),
-                )
-                .await
-        }
+        Op::UpdateOwnUser => Call::Command(
+            "updateUser",
+            json!({ "name": format!("Name {}", Uuid::new_v4().simple()) }),
+        ),
+        Op::UpdateOtherUser => Call::Command(
+            "updateUser",
+            json!({ "userId": w.bystander, "name": format!("Other {}", Uuid::new_v4().simple()) }),
+        ),
         Op::DeactivateUser => {
             let (target, _) = server.student(m, None).await;
-            server
-                .command(
-                    token,
-                    "deactivateUser",
-                    json!({ "userId": target, "reason": "matrix" }),
-                )
-                .await
+            Call::Command(
+                "deactivateUser",
+                json!({ "userId": target, "reason": "matrix" }),
+            )
         }
-        Op::Me => server.gql(token, "{ me { id } }", json!({})).await,
+        Op::Me => gql("{ me { id } }", json!({})),
         Op::Students | Op::Teachers => {
             let field = if matches!(op, Op::Students) {
                 "students"
             } else {
                 "teachers"
             };
-            server
-                .gql(
-                    token,
-                    &format!("query($f: PersonFilter) {{ {field}(filter: $f) {{ nodes {{ id }} }} }}"),
-                    json!({ "f": { "institutionId": w.a.id } }),
-                )
-                .await
+            gql(
+                format!("query($f: PersonFilter) {{ {field}(filter: $f) {{ nodes {{ id }} }} }}"),
+                json!({ "f": a_filter(w, None) }),
+            )
         }
-        Op::MyGrades => server.gql(token, "{ myGrades { id } }", json!({})).await,
-        Op::MyEnrollments => {
-            server
-                .gql(token, "{ myEnrollments { courseId } }", json!({}))
-                .await
-        }
-        Op::MyApplications => server.gql(token, "{ myApplications { id } }", json!({})).await,
-        Op::MyCourses => server.gql(token, "{ myCourses { courseId } }", json!({})).await,
-        Op::MyStudents => {
-            server
-                .gql(
-                    token,
-                    "query($c: UUID!) { myStudents(courseId: $c) { id } }",
-                    json!({ "c": w.course }),
-                )
-                .await
-        }
-        Op::CreateWebhookEndpoint => {
-            server
-                .gql(
-                    token,
-                    "mutation($input: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $input) { secret endpoint { id } } }",
-                    json!({ "input": { "url": WEBHOOK_URL, "institutionId": institution, "eventTypes": ["CampusCreated"] } }),
-                )
-                .await
-        }
+        Op::MyGrades => gql("{ myGrades { id } }", json!({})),
+        Op::MyEnrollments => gql("{ myEnrollments { courseId } }", json!({})),
+        Op::MyApplications => gql("{ myApplications { id } }", json!({})),
+        Op::MyCourses => gql("{ myCourses { courseId } }", json!({})),
+        Op::MyStudents => gql(
+            "query($c: UUID!) { myStudents(courseId: $c) { id } }",
+            json!({ "c": w.course }),
+        ),
+        Op::CreateWebhookEndpoint => gql(
+            "mutation($input: CreateWebhookEndpointInput!) { createWebhookEndpoint(input: $input) { secret endpoint { id } } }",
+            json!({ "input": { "url": WEBHOOK_URL, "institutionId": institution, "eventTypes": ["CampusCreated"] } }),
+        ),
         Op::RotateWebhookEndpointSecret => {
             let created = server
                 .gql(
@@ -318,171 +254,79 @@ async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
                 .await;
             let endpoint = created["data"]["createWebhookEndpoint"]["endpoint"]["id"].clone();
             assert!(endpoint.is_string(), "{created}");
-            server
-                .gql(
-                    token,
-                    "mutation($id: UUID!) { rotateWebhookEndpointSecret(id: $id, previousSecretValidForMinutes: 60) { secret } }",
-                    json!({ "id": endpoint }),
-                )
-                .await
+            gql(
+                "mutation($id: UUID!) { rotateWebhookEndpointSecret(id: $id, previousSecretValidForMinutes: 60) { secret } }",
+                json!({ "id": endpoint }),
+            )
         }
-        Op::WebhookEndpoints => {
-            server
-                .gql(
-                    token,
-                    "query($i: UUID) { webhookEndpoints(institutionId: $i) { id url } }",
-                    json!({ "i": institution }),
-                )
-                .await
-        }
-        Op::WebhookMessages => {
-            server
-                .gql(
-                    token,
-                    "{ webhookMessages(first: 5) { nodes { id } nextCursor } }",
-                    json!({}),
-                )
-                .await
-        }
-        Op::AdminEvents | Op::SearchEvents => {
-            let filter = if matches!(op, Op::SearchEvents) {
-                json!({ "institutionId": w.a.id, "search": "Campus" })
-            } else {
-                json!({ "institutionId": w.a.id })
-            };
-            server
-                .gql(
-                    token,
-                    "query($f: AdminEventFilter) { adminEvents(filter: $f, first: 5) { nodes { eventId } } }",
-                    json!({ "f": filter }),
-                )
-                .await
-        }
-        Op::AdminTasks | Op::SearchTaskErrors => {
-            let filter = if matches!(op, Op::SearchTaskErrors) {
-                json!({ "institutionId": w.a.id, "search": "refused" })
-            } else {
-                json!({ "institutionId": w.a.id })
-            };
-            server
-                .gql(
-                    token,
-                    "query($f: AdminTaskFilter) { adminTasks(filter: $f, first: 5) { nodes { id } } }",
-                    json!({ "f": filter }),
-                )
-                .await
-        }
-        Op::EventTasks => {
-            server
-                .gql(
-                    token,
-                    "query($e: UUID!) { eventTasks(eventId: $e) { nodes { id } } }",
-                    json!({ "e": w.event }),
-                )
-                .await
-        }
-        Op::AuditLog => {
-            server
-                .gql(
-                    token,
-                    "query($f: AuditLogFilter) { auditLog(filter: $f, first: 5) { nodes { eventId } } }",
-                    json!({ "f": { "institutionId": w.a.id } }),
-                )
-                .await
-        }
-        Op::ProcessingSummary => {
-            server
-                .gql(token, "{ processingSummary { ratePerHourToday institutionId } }", json!({}))
-                .await
-        }
-        Op::ProcessingSeries => {
-            server
-                .gql(
-                    token,
-                    "query($i: UUID) { processingSeries(range: LAST_HOUR, institutionId: $i) { width points { at } } }",
-                    json!({ "i": w.a.id }),
-                )
-                .await
-        }
-        Op::ProjectionStatus => {
-            server
-                .gql(token, "{ projectionStatus { name } }", json!({}))
-                .await
-        }
-        Op::ReprocessEvent => {
-            server
-                .gql(
-                    token,
-                    "mutation($e: UUID!) { reprocessEvent(eventId: $e) { eventId } }",
-                    json!({ "e": w.event }),
-                )
-                .await
-        }
-        Op::RetryTask => {
-            server
-                .gql(
-                    token,
-                    "mutation { retryTask(taskId: \"999999999\") { taskId } }",
-                    json!({}),
-                )
-                .await
-        }
-        Op::BulkReprocessPreview => {
-            server
-                .gql(
-                    token,
-                    "query($f: AdminEventFilter) { bulkReprocessPreview(filter: $f) { count } }",
-                    json!({ "f": { "institutionId": w.a.id } }),
-                )
-                .await
-        }
-        Op::RebuildProjection => {
-            server
-                .gql(
-                    token,
-                    "mutation { rebuildProjection(name: \"no_such_projection\") { name } }",
-                    json!({}),
-                )
-                .await
-        }
-        Op::CreateObserver => {
-            server
-                .gql(
-                    token,
-                    "mutation($input: CreateObserverInput!) { createObserver(input: $input) { id } }",
-                    json!({ "input": { "institutionId": w.a.id, "name": "Olga Observer", "email": unique("o") } }),
-                )
-                .await
-        }
+        Op::WebhookEndpoints => gql(
+            "query($i: UUID) { webhookEndpoints(institutionId: $i) { id url } }",
+            json!({ "i": institution }),
+        ),
+        Op::WebhookMessages => gql(
+            "{ webhookMessages(first: 5) { nodes { id } nextCursor } }",
+            json!({}),
+        ),
+        Op::AdminEvents | Op::SearchEvents => gql(
+            "query($f: AdminEventFilter) { adminEvents(filter: $f, first: 5) { nodes { eventId } } }",
+            json!({ "f": a_filter(w, matches!(op, Op::SearchEvents).then_some("Campus")) }),
+        ),
+        Op::AdminTasks | Op::SearchTaskErrors => gql(
+            "query($f: AdminTaskFilter) { adminTasks(filter: $f, first: 5) { nodes { id } } }",
+            json!({ "f": a_filter(w, matches!(op, Op::SearchTaskErrors).then_some("refused")) }),
+        ),
+        Op::EventTasks => gql(
+            "query($e: UUID!) { eventTasks(eventId: $e) { nodes { id } } }",
+            json!({ "e": w.event }),
+        ),
+        Op::AuditLog => gql(
+            "query($f: AuditLogFilter) { auditLog(filter: $f, first: 5) { nodes { eventId } } }",
+            json!({ "f": a_filter(w, None) }),
+        ),
+        Op::ProcessingSummary => gql(
+            "{ processingSummary { ratePerHourToday institutionId } }",
+            json!({}),
+        ),
+        Op::ProcessingSeries => gql(
+            "query($i: UUID) { processingSeries(range: LAST_HOUR, institutionId: $i) { width points { at } } }",
+            json!({ "i": w.a.id }),
+        ),
+        Op::ProjectionStatus => gql("{ projectionStatus { name } }", json!({})),
+        Op::ReprocessEvent => gql(
+            "mutation($e: UUID!) { reprocessEvent(eventId: $e) { eventId } }",
+            json!({ "e": w.event }),
+        ),
+        Op::RetryTask => gql("mutation { retryTask(taskId: \"999999999\") { taskId } }", json!({})),
+        Op::BulkReprocessPreview => gql(
+            "query($f: AdminEventFilter) { bulkReprocessPreview(filter: $f) { count } }",
+            json!({ "f": a_filter(w, None) }),
+        ),
+        Op::RebuildProjection => gql(
+            "mutation { rebuildProjection(name: \"no_such_projection\") { name } }",
+            json!({}),
+        ),
+        Op::CreateObserver => gql(
+            "mutation($input: CreateObserverInput!) { createObserver(input: $input) { id } }",
+            json!({ "input": { "institutionId": w.a.id, "name": "Olga Observer", "email": unique("o") } }),
+        ),
         Op::InstitutionSuggestions => {
             let short = &w.a.id.to_string()[..8];
             // What it finds is `tests/dashboard_insights.rs`'s (the short-id filter).
-            server
-                .gql(
-                    token,
-                    "query($t: String!) { institutionSuggestions(text: $t) { id name } }",
-                    json!({ "t": short }),
-                )
-                .await
+            gql(
+                "query($t: String!) { institutionSuggestions(text: $t) { id name } }",
+                json!({ "t": short }),
+            )
         }
-        Op::Campuses => {
-            server
-                .gql(
-                    token,
-                    "query($i: UUID) { campuses(institutionId: $i) { id } }",
-                    json!({ "i": w.a.id }),
-                )
-                .await
-        }
+        Op::Campuses => gql(
+            "query($i: UUID) { campuses(institutionId: $i) { id } }",
+            json!({ "i": w.a.id }),
+        ),
         Op::CancelTask => {
             let task = waiting_task(server, w.a.id).await;
-            server
-                .gql(
-                    token,
-                    "mutation($t: BigInt!) { cancelTask(taskId: $t) { status } }",
-                    json!({ "t": task.to_string() }),
-                )
-                .await
+            gql(
+                "mutation($t: BigInt!) { cancelTask(taskId: $t) { status } }",
+                json!({ "t": task.to_string() }),
+            )
         }
         Op::ForceReleaseTask => {
             let task = waiting_task(server, w.a.id).await;
@@ -494,23 +338,17 @@ async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
             .execute(&server.db.pool)
             .await
             .unwrap();
-            server
-                .gql(
-                    token,
-                    "mutation($t: BigInt!) { forceReleaseTask(taskId: $t) { status } }",
-                    json!({ "t": task.to_string() }),
-                )
-                .await
+            gql(
+                "mutation($t: BigInt!) { forceReleaseTask(taskId: $t) { status } }",
+                json!({ "t": task.to_string() }),
+            )
         }
         Op::SetTaskPriority => {
             let task = waiting_task(server, w.a.id).await;
-            server
-                .gql(
-                    token,
-                    "mutation($t: BigInt!) { setTaskPriority(taskId: $t, priority: 5) { priority } }",
-                    json!({ "t": task.to_string() }),
-                )
-                .await
+            gql(
+                "mutation($t: BigInt!) { setTaskPriority(taskId: $t, priority: 5) { priority } }",
+                json!({ "t": task.to_string() }),
+            )
         }
         Op::PauseTaskKind | Op::ResumeTaskKind => {
             let field = if matches!(op, Op::PauseTaskKind) {
@@ -518,24 +356,13 @@ async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
             } else {
                 "resumeTaskKind"
             };
-            server
-                .gql(
-                    token,
-                    &format!("mutation {{ {field}(kind: \"demo.seed\") {{ kind changed }} }}"),
-                    json!({}),
-                )
-                .await
+            gql(
+                format!("mutation {{ {field}(kind: \"demo.seed\") {{ kind changed }} }}"),
+                json!({}),
+            )
         }
-        Op::PausedTaskKinds => {
-            server
-                .gql(token, "{ pausedTaskKinds { kind waiting } }", json!({}))
-                .await
-        }
-        Op::QueueControlLog => {
-            server
-                .gql(token, "{ queueControlLog(first: 5) { action detail } }", json!({}))
-                .await
-        }
+        Op::PausedTaskKinds => gql("{ pausedTaskKinds { kind waiting } }", json!({})),
+        Op::QueueControlLog => gql("{ queueControlLog(first: 5) { action detail } }", json!({})),
         Op::ReprocessEventWithPriority => {
             let event: Uuid = sqlx::query_scalar(
                 "SELECT event_id FROM events WHERE metadata->>'institution_id' = $1
@@ -545,14 +372,16 @@ async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
             .fetch_one(&server.db.pool)
             .await
             .unwrap();
-            server
-                .gql(
-                    token,
-                    "mutation($e: UUID!) { reprocessEvent(eventId: $e, priority: 3) { eventId } }",
-                    json!({ "e": event }),
-                )
-                .await
+            gql(
+                "mutation($e: UUID!) { reprocessEvent(eventId: $e, priority: 3) { eventId } }",
+                json!({ "e": event }),
+            )
         }
+    };
+    match call {
+        Call::Gql(query, variables) => server.gql(token, &query, variables).await,
+        Call::Command(name, input) => server.command(token, name, input).await,
+        Call::Answered(answer) => answer,
     }
 }
 

@@ -58,6 +58,20 @@ impl TestServer {
         Self::start_with(|_| {}).await
     }
 
+    /// A server with an admin signed in.
+    pub async fn with_admin() -> (Self, Actor) {
+        let server = Self::start().await;
+        let admin = server.admin().await;
+        (server, admin)
+    }
+
+    /// A server with one institution (see [`TestServer::institution`]).
+    pub async fn with_institution(name: &str) -> (Self, Institution) {
+        let server = Self::start().await;
+        let institution = server.institution(name).await;
+        (server, institution)
+    }
+
     pub async fn start_with(configure: impl FnOnce(&mut ApiConfig)) -> Self {
         Self::start_custom(configure, |state| state).await
     }
@@ -297,15 +311,27 @@ impl TestServer {
     }
 
     pub async fn student(&self, token: &str, institution: Option<Uuid>) -> (Uuid, String) {
-        let email = format!("student-{}@aula.test", Uuid::new_v4().simple());
-        let r = self
-            .command(
-                Some(token),
-                "createStudent",
-                json!({ "institutionId": institution, "name": "Sam Student", "email": email, "birthDate": "2004-05-06" }),
-            )
-            .await;
-        (id(&r, "createStudent"), email)
+        let details = json!({ "name": "Sam Student", "birthDate": "2004-05-06" });
+        self.person(token, "createStudent", "student", institution, details)
+            .await
+    }
+
+    /// Runs `mutation` (`createStudent`, `createTeacher`) as `token` for a new person of
+    /// `institution` with a fresh `<prefix>-…@aula.test` e-mail and `details`; returns
+    /// its id and e-mail.
+    async fn person(
+        &self,
+        token: &str,
+        mutation: &str,
+        prefix: &str,
+        institution: Option<Uuid>,
+        mut details: Value,
+    ) -> (Uuid, String) {
+        let email = format!("{prefix}-{}@aula.test", Uuid::new_v4().simple());
+        details["institutionId"] = json!(institution);
+        details["email"] = json!(email);
+        let r = self.command(Some(token), mutation, details).await;
+        (id(&r, mutation), email)
     }
 
     /// Creates (as `token`: a manager, for its institution, or an admin, for
@@ -327,15 +353,9 @@ impl TestServer {
     }
 
     pub async fn teacher(&self, token: &str, institution: Option<Uuid>) -> (Uuid, String) {
-        let email = format!("teacher-{}@aula.test", Uuid::new_v4().simple());
-        let r = self
-            .command(
-                Some(token),
-                "createTeacher",
-                json!({ "institutionId": institution, "name": "Tina Teacher", "email": email }),
-            )
-            .await;
-        (id(&r, "createTeacher"), email)
+        let details = json!({ "name": "Tina Teacher" });
+        self.person(token, "createTeacher", "teacher", institution, details)
+            .await
     }
 
     pub async fn application(&self, course: Uuid) -> Uuid {

@@ -5,8 +5,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn expired_access_token_is_unauthenticated() {
-    let server = TestServer::start().await;
-    let a = server.institution("Escola B").await;
+    let (server, a) = TestServer::with_institution("Escola B").await;
     let ok = server.query(&a.manager.token, "{ me { id } }").await;
     assert_ok(&ok);
     server.clock.advance(Span::minutes(16));
@@ -17,8 +16,7 @@ async fn expired_access_token_is_unauthenticated() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn five_failed_logins_lock_the_account() {
-    let server = TestServer::start().await;
-    let a = server.institution("Escola C").await;
+    let (server, a) = TestServer::with_institution("Escola C").await;
     // Four failures, the fifth that locks the account and a sixth during the lockout
     // all answer as a wrong password (as an unknown e-mail does): failing on purpose
     // cannot tell which e-mails have accounts.
@@ -45,8 +43,7 @@ async fn five_failed_logins_lock_the_account() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reset_tokens_expire_and_are_single_use_and_requests_reveal_nothing() {
-    let server = TestServer::start().await;
-    let a = server.institution("Escola D").await;
+    let (server, a) = TestServer::with_institution("Escola D").await;
 
     // Unknown e-mail: same answer, no token issued.
     let before = server.tokens.count();
@@ -253,8 +250,7 @@ async fn a_wrong_sign_up_token_is_refused_before_the_password_is_hashed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_password_reset_ends_every_earlier_token() {
-    let server = TestServer::start().await;
-    let a = server.institution("Escola R").await;
+    let (server, a) = TestServer::with_institution("Escola R").await;
     let old_token = a.manager.token.clone();
     let me = "{ me { id } }";
     assert_ok(&server.query(&old_token, me).await);
@@ -273,8 +269,7 @@ async fn a_password_reset_ends_every_earlier_token() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reset_requests_take_the_same_time_and_are_limited_per_recipient() {
-    let server = TestServer::start().await;
-    let a = server.institution("Escola T").await;
+    let (server, a) = TestServer::with_institution("Escola T").await;
     let timed = |email: String| {
         let server = &server;
         async move {

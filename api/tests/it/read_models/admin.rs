@@ -131,24 +131,20 @@ async fn rebuild_projection_runs_in_the_background_and_reports_progress() {
     let before = s
         .gql(Some(&w.admin.token), CAPACITY, json!({ "c": w.course }))
         .await;
-    let r = s
-        .gql(
+    // What the admin asks of the `course_capacity` rebuild (start it, its progress).
+    let rebuild = |operation| {
+        s.gql(
             Some(&w.admin.token),
-            REBUILD,
+            operation,
             json!({ "n": "course_capacity" }),
         )
-        .await;
+    };
+    let r = rebuild(REBUILD).await;
     assert_eq!(data(&r, "rebuildProjection")["name"], "course_capacity");
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let progress = loop {
-        let r = s
-            .gql(
-                Some(&w.admin.token),
-                PROGRESS,
-                json!({ "n": "course_capacity" }),
-            )
-            .await;
+        let r = rebuild(PROGRESS).await;
         let rows = data(&r, "rebuildProgress").as_array().unwrap().clone();
         if let Some(row) = rows.first().filter(|row| row["state"] == "done") {
             break row.clone();

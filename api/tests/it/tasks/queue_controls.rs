@@ -20,8 +20,7 @@ fn task_count(summary: &Value, status: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn queue_controls_cancel_release_reprioritize_pause_and_leave_an_audit_trail() {
     use aula_processor::queue;
-    let server = TestServer::start().await;
-    let admin = server.admin().await;
+    let (server, admin) = TestServer::with_admin().await;
     let a = server.institution("Escola Fila").await;
     let lease = std::time::Duration::from_secs(60);
     let pool = &server.db.pool;
