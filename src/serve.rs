@@ -17,24 +17,33 @@ use tokio::sync::watch;
 use crate::cli::{GlobalArgs, Part, ServeArgs};
 use crate::database::Database;
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+///
+/// The handlers are installed when this is called, not when the future is first polled:
+/// `serve` polls it only once every part has started, and a SIGTERM before that (the
+/// private PostgreSQL starting, a slow machine) used to meet the default action, which
+/// killed the process without a clean stop and left its private PostgreSQL running.
+/// Now such a signal is kept and honoured as soon as the service is up.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        async fn received(handler: std::io::Result<tokio::signal::unix::Signal>) {
+            match handler {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                // No handler (cannot happen on Linux): only the other signal stops us.
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
+        tokio::select! {
+            _ = received(interrupt) => {}
+            _ = received(terminate) => {}
+        }
+        tracing::info!("shutdown requested: draining");
     }
-    tracing::info!("shutdown requested: draining");
 }
 
 /// Runs until `stop` resolves, then shuts down cleanly.

@@ -267,3 +267,55 @@ async fn the_printed_database_url_attaches_a_second_process() {
     assert!(status.success(), "{:#?}", log);
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// A stop signal while the service is still starting (here: while its private
+/// PostgreSQL starts) is kept and honoured once it is up: a clean stop, exit status 0,
+/// the private PostgreSQL stopped with it. Before, the handler was installed only after
+/// start-up, so such a SIGTERM killed the process and left its PostgreSQL running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_signal_during_start_up_stops_cleanly() {
+    let data_dir = scratch_dir();
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let mut serve = aula(
+        &data_dir,
+        &["serve", "--http-addr", &addr, "--drain-seconds", "0"],
+    );
+    serve.env(
+        "AULA_TOKEN_SECRET",
+        "lifecycle test secret, at least 32 bytes long",
+    );
+    serve.stderr(Stdio::piped());
+    let mut child = serve.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            log.push(line.clone());
+            if line.contains("starting a private PostgreSQL") {
+                return;
+            }
+        }
+        panic!("aula serve ended before starting PostgreSQL: {log:#?}");
+    })
+    .await
+    .expect("PostgreSQL starting within 60 s");
+    let pid = child.id().expect("still running") as i32;
+    // SAFETY: kill has no memory preconditions; `pid` is our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            log.push(line);
+        }
+        child.wait().await.unwrap()
+    })
+    .await
+    .expect("stopped within 120 s");
+    assert!(status.success(), "{status:?}: {log:#?}");
+    let text = log.join("\n");
+    assert!(text.contains("shutdown requested"), "{text}");
+    assert!(
+        !data_dir.join("postgres/pgdata/postmaster.pid").exists(),
+        "the private PostgreSQL still runs: {text}"
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
