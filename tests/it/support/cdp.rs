@@ -209,6 +209,19 @@ impl Browser {
     }
 
     async fn raw(&self, method: &str, params: Value, session: Option<&str>) -> Value {
+        match self.raw_result(method, params, session).await {
+            Ok(result) => result,
+            Err(error) => panic!("DevTools {method} failed: {error}"),
+        }
+    }
+
+    /// [`raw`](Self::raw), with DevTools' error as a value.
+    async fn raw_result(
+        &self,
+        method: &str,
+        params: Value,
+        session: Option<&str>,
+    ) -> Result<Value, Value> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut message = json!({ "id": id, "method": method, "params": params });
         if let Some(session) = session {
@@ -224,9 +237,9 @@ impl Browser {
             .unwrap_or_else(|_| panic!("DevTools did not answer {method} within 60 s"))
             .expect("the DevTools connection closed");
         if let Some(error) = reply.get("error") {
-            panic!("DevTools {method} failed: {error}");
+            return Err(error.clone());
         }
-        reply["result"].clone()
+        Ok(reply["result"].clone())
     }
 
     /// A browser-level command (no page session).
@@ -319,8 +332,27 @@ impl Browser {
             "(() => {{ try {{ return !!({condition}); }} catch (e) {{ return false; }} }})()"
         );
         loop {
-            if self.eval(&probe).await == Value::Bool(true) {
-                return;
+            // While the page (re)loads, DevTools refuses to evaluate ("Inspected target
+            // navigated or closed", "Execution context was destroyed"): not yet.
+            let reply = self
+                .raw_result(
+                    "Runtime.evaluate",
+                    json!({ "expression": probe, "awaitPromise": true, "returnByValue": true }),
+                    Some(&self.session),
+                )
+                .await;
+            let navigating = |error: &Value| {
+                let message = error["message"].as_str().unwrap_or_default();
+                message.contains("navigated") || message.contains("context")
+            };
+            match reply {
+                Ok(result) if result.get("exceptionDetails").is_some() => {
+                    panic!("the page threw while evaluating `{probe}`: {result}")
+                }
+                Ok(result) if result["result"]["value"] == Value::Bool(true) => return,
+                Ok(_) => {}
+                Err(error) if navigating(&error) => {}
+                Err(error) => panic!("DevTools Runtime.evaluate failed: {error}"),
             }
             if Instant::now() > deadline {
                 let name = format!(
