@@ -1,6 +1,5 @@
 //! Given/when/then tests of the `Institution` aggregate: every command and rejection.
 
-use aula_domain::errors::RejectionKind;
 use aula_domain::institution::{
     Institution, InstitutionCommand, InstitutionError, InstitutionEvent, InstitutionServices,
 };
@@ -178,21 +177,4 @@ fn a_duplicate_course_id_is_rejected() {
         ])
         .when(offer(1, 1, "Química"))
         .then_expect_error(InstitutionError::CourseAlreadyExists);
-}
-
-#[test]
-fn errors_have_stable_codes_and_kinds() {
-    assert_eq!(InstitutionError::CampusNotFound.code(), "CAMPUS_NOT_FOUND");
-    assert_eq!(
-        InstitutionError::CampusNotFound.kind(),
-        RejectionKind::NotFound
-    );
-    assert_eq!(
-        InstitutionError::DuplicateCourseName.code(),
-        "DUPLICATE_COURSE_NAME"
-    );
-    assert_eq!(
-        InstitutionError::DuplicateCourseName.kind(),
-        RejectionKind::Conflict
-    );
 }
