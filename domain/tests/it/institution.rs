@@ -95,14 +95,6 @@ fn creating_a_campus_records_it() {
 }
 
 #[test]
-fn a_campus_needs_an_institution() {
-    framework()
-        .given_no_previous_events()
-        .when(create_campus(1, "Centro"))
-        .then_expect_error(InstitutionError::NotFound);
-}
-
-#[test]
 fn a_duplicate_campus_name_is_rejected_regardless_of_case() {
     framework()
         .given(vec![created(), campus(1, "Centro")])
@@ -148,33 +140,35 @@ fn offering_on_an_unknown_campus_is_rejected() {
 }
 
 #[test]
-fn offering_without_an_institution_is_not_found() {
-    framework()
-        .given_no_previous_events()
-        .when(offer(1, 1, "Física I"))
-        .then_expect_error(InstitutionError::NotFound);
+fn campuses_and_courses_need_an_institution() {
+    for command in [create_campus(1, "Centro"), offer(1, 1, "Física I")] {
+        framework()
+            .given_no_previous_events()
+            .when(command)
+            .then_expect_error(InstitutionError::NotFound);
+    }
 }
 
 #[test]
-fn a_duplicate_course_name_on_a_campus_is_rejected() {
-    framework()
-        .given(vec![
-            created(),
-            campus(1, "Centro"),
-            offered(1, 1, "Física I"),
-        ])
-        .when(offer(2, 1, "física i"))
-        .then_expect_error(InstitutionError::DuplicateCourseName);
-}
-
-#[test]
-fn a_duplicate_course_id_is_rejected() {
-    framework()
-        .given(vec![
-            created(),
-            campus(1, "Centro"),
-            offered(1, 1, "Física I"),
-        ])
-        .when(offer(1, 1, "Química"))
-        .then_expect_error(InstitutionError::CourseAlreadyExists);
+fn a_duplicate_course_name_on_a_campus_or_course_id_is_rejected() {
+    let cases = [
+        (
+            offer(2, 1, "física i"),
+            InstitutionError::DuplicateCourseName,
+        ),
+        (
+            offer(1, 1, "Química"),
+            InstitutionError::CourseAlreadyExists,
+        ),
+    ];
+    for (command, error) in cases {
+        framework()
+            .given(vec![
+                created(),
+                campus(1, "Centro"),
+                offered(1, 1, "Física I"),
+            ])
+            .when(command)
+            .then_expect_error(error);
+    }
 }

@@ -21,27 +21,16 @@ fn birth_date() -> BirthDate {
     BirthDate::parse(NaiveDate::from_ymd_opt(2008, 3, 14).unwrap(), today).unwrap()
 }
 
-/// Ada, a student: the fields `CreateStudent` carries and `StudentCreated` records alike.
-macro_rules! ada {
-    ($($variant:ident)::+) => {
+/// A person of institution 2 with user 1: the fields a create command carries and its
+/// event records alike (a student's also its `birth_date`, as `extra`).
+macro_rules! person {
+    ($($variant:ident)::+, $name:literal, $email:literal $(, $extra:ident: $value:expr)*) => {
         $($variant)::+ {
             institution_id: institution_id(),
             user_id: user_id(),
-            name: PersonName::parse("Ada Lovelace").unwrap(),
-            email: Email::parse("ada@example.org").unwrap(),
-            birth_date: birth_date(),
-        }
-    };
-}
-
-/// Grace, a teacher: the fields `CreateTeacher` carries and `TeacherCreated` records.
-macro_rules! grace {
-    ($($variant:ident)::+) => {
-        $($variant)::+ {
-            institution_id: institution_id(),
-            user_id: user_id(),
-            name: PersonName::parse("Grace Hopper").unwrap(),
-            email: Email::parse("grace@example.org").unwrap(),
+            name: PersonName::parse($name).unwrap(),
+            email: Email::parse($email).unwrap(),
+            $($extra: $value,)*
         }
     };
 }
@@ -70,8 +59,8 @@ where
 fn a_student_is_created_once() {
     created_once::<Student>(
         StudentServices,
-        ada!(StudentCommand::CreateStudent),
-        ada!(StudentEvent::StudentCreated),
+        person!(StudentCommand::CreateStudent, "Ada Lovelace", "ada@example.org", birth_date: birth_date()),
+        person!(StudentEvent::StudentCreated, "Ada Lovelace", "ada@example.org", birth_date: birth_date()),
         StudentError::AlreadyExists,
     );
 }
@@ -80,8 +69,16 @@ fn a_student_is_created_once() {
 fn a_teacher_is_created_once() {
     created_once::<Teacher>(
         TeacherServices,
-        grace!(TeacherCommand::CreateTeacher),
-        grace!(TeacherEvent::TeacherCreated),
+        person!(
+            TeacherCommand::CreateTeacher,
+            "Grace Hopper",
+            "grace@example.org"
+        ),
+        person!(
+            TeacherEvent::TeacherCreated,
+            "Grace Hopper",
+            "grace@example.org"
+        ),
         TeacherError::AlreadyExists,
     );
 }
