@@ -76,13 +76,6 @@ macro_rules! locked_attempts {
     };
 }
 
-/// The columns of `task_history`, in the order the finishing statements insert them.
-macro_rules! history_columns {
-    () => {
-        "INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)"
-    };
-}
-
 /// `done`: the locked rows that `$running` selects, moved from the queue into the
 /// history as succeeded, their attempts recorded.
 macro_rules! succeeded {

@@ -241,6 +241,17 @@ impl TaskRow {
     }
 }
 
+/// The insert into `task_history` that every statement finishing a task starts its
+/// history row with: the columns, in the order their `SELECT`s give them. A macro, so
+/// that `concat!` can join it into a statement.
+macro_rules! history_columns {
+    () => {
+        "INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)"
+    };
+}
+
+pub(crate) use history_columns;
+
 mod claim;
 mod finish;
 
