@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use aula_eventlog::db::column;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -46,9 +47,9 @@ pub struct Failed {
 /// The fencing keys of a batch of attempts, one array each: ids, attempts, claim times.
 fn fences(batch: &[Done]) -> (Vec<i64>, Vec<i32>, Vec<DateTime<Utc>>) {
     (
-        batch.iter().map(|d| d.id).collect(),
-        batch.iter().map(|d| d.attempt).collect(),
-        batch.iter().map(|d| d.claimed_at).collect(),
+        column(batch, |d| d.id),
+        column(batch, |d| d.attempt),
+        column(batch, |d| d.claimed_at),
     )
 }
 
@@ -243,18 +244,15 @@ pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Er
         return Ok(Vec::new());
     }
     let sql = sqlx::query_as::<_, Ended>(FAIL_SQL)
-        .bind(failed.iter().map(|f| f.id).collect::<Vec<_>>())
-        .bind(failed.iter().map(|f| f.attempt).collect::<Vec<_>>())
-        .bind(failed.iter().map(|f| f.error.as_str()).collect::<Vec<_>>())
-        .bind(
-            failed
-                .iter()
-                .map(|f| f.retry_after.map(|d| d.as_millis() as f64))
-                .collect::<Vec<_>>(),
-        )
-        .bind(failed.iter().map(|f| f.claimed_at).collect::<Vec<_>>())
-        .bind(failed.iter().map(|f| f.spare).collect::<Vec<_>>())
-        .bind(failed.iter().map(|f| f.dead).collect::<Vec<_>>());
+        .bind(column(failed, |f| f.id))
+        .bind(column(failed, |f| f.attempt))
+        .bind(column(failed, |f| f.error.as_str()))
+        .bind(column(failed, |f| {
+            f.retry_after.map(|d| d.as_millis() as f64)
+        }))
+        .bind(column(failed, |f| f.claimed_at))
+        .bind(column(failed, |f| f.spare))
+        .bind(column(failed, |f| f.dead));
     finish(pool, sql, ended).await
 }
 
