@@ -265,16 +265,5 @@ pub async fn catch_up(db: &TestDatabase, names: &[&str]) {
 
 /// Every row of every projection table, as text, sorted: equal snapshots mean equal tables.
 pub async fn snapshot(pool: &PgPool) -> Vec<(String, Vec<String>)> {
-    let mut all = Vec::new();
-    for name in aula_projections::NAMES {
-        for table in aula_projections::tables(name).unwrap() {
-            let rows: Vec<String> =
-                sqlx::query_scalar(&format!("SELECT t::text FROM {table} t ORDER BY t::text"))
-                    .fetch_all(pool)
-                    .await
-                    .unwrap();
-            all.push((table.to_string(), rows));
-        }
-    }
-    all
+    aula_projections::snapshot(pool).await.unwrap()
 }
