@@ -399,6 +399,15 @@ pub async fn scalar_i64(pool: &sqlx::PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
+/// Waits until the count `sql` reads passes `done`; `what` names the wait if it times
+/// out.
+pub async fn until_count(pool: &sqlx::PgPool, sql: &str, what: &str, done: impl Fn(i64) -> bool) {
+    eventually(what, || async {
+        done(scalar_i64(pool, sql).await).then_some(())
+    })
+    .await;
+}
+
 /// Every one of `total` tasks succeeded, and `effects`, the table their handler adds a
 /// row to per run, holds `total` rows: each task ran exactly once.
 pub async fn assert_each_task_succeeded_once(pool: &sqlx::PgPool, effects: &str, total: i64) {

@@ -21,14 +21,12 @@ async fn sign_up_sends_the_confirmation_link_with_the_stashed_token() {
         .await
         .unwrap();
     let event = event_id_of(&db.pool, "PendingUserRegisterCreated", &user.to_string()).await;
-    eventually("a failed attempt while the token is missing", || async {
-        let failures = scalar_i64(
-            &db.pool,
-            "SELECT count(*) FROM task_attempts WHERE outcome = 'retry'",
-        )
-        .await;
-        (failures > 0).then_some(())
-    })
+    until_count(
+        &db.pool,
+        "SELECT count(*) FROM task_attempts WHERE outcome = 'retry'",
+        "a failed attempt while the token is missing",
+        |failures| failures > 0,
+    )
     .await;
     aula_processor::stash_token(&db.pool, hash, raw, expires_at)
         .await
