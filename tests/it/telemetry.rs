@@ -123,14 +123,9 @@ fn descends(span: &SpanData, ancestor: &SpanData, by_id: &HashMap<SpanId, &SpanD
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
-    if support::in_own_process(
-        module_path!(),
-        "a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids",
-    )
-    .await
-    {
-        return;
-    }
+    support::alone_in_own_process!(
+        a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids
+    );
     let installed = installed();
     let db = TestDatabase::new().await;
     let (trigger, stop) = shutdown::channel();
@@ -513,14 +508,7 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
 /// an error span with an `exception` event.
 #[tokio::test(flavor = "multi_thread")]
 async fn smtp_sends_are_client_spans_and_a_refused_one_is_an_error() {
-    if support::in_own_process(
-        module_path!(),
-        "smtp_sends_are_client_spans_and_a_refused_one_is_an_error",
-    )
-    .await
-    {
-        return;
-    }
+    support::alone_in_own_process!(smtp_sends_are_client_spans_and_a_refused_one_is_an_error);
     let installed = installed();
     let port = support::free_port();
     let smtp = support::smtp::accept_on(port).await;
