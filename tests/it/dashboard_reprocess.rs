@@ -118,9 +118,7 @@ async fn a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved() {
     let original = original.as_str().unwrap().to_owned();
     browser
         .click_then_wait(
-            &format!(
-            "#list-body tr[data-event-id='{original}'] td.open button"
-        ),
+            &format!("#list-body tr[data-event-id='{original}'] td.open button"),
             "document.getElementById('drawer').dataset.state === 'ready'
               && document.getElementById('drawer-reprocessing').textContent.includes('never reprocessed')",
             "the drawer of the failed enrollment",

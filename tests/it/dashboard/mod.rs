@@ -147,13 +147,7 @@ async fn sign_in(browser: &Browser, email: &str) {
 
 /// Filters the events list to the failed sign-ups (from the filter form, as a person).
 async fn filter_failed_sign_ups(browser: &Browser) {
-    browser
-        .eval(&format!(
-            "(() => {{ for (const o of document.getElementById('f-types').options) o.selected = o.value === '{SIGN_UP}';
-               document.getElementById('f-status').value = 'failed';
-               document.getElementById('apply-filters').click(); return true; }})()"
-        ))
-        .await;
+    support::dashboard::filter_one_of(browser, "f-types", SIGN_UP, "failed").await;
 }
 
 /// Opens the Tasks tab and waits for its list.

@@ -14,13 +14,7 @@ pub(super) async fn open_a_failed_task(
     } = scene;
     // The tasks table: the failed e-mail tasks, and the drawer of one with its error.
     open_tasks_tab(browser, shots).await;
-    browser
-        .eval(&format!(
-            "(() => {{ for (const o of document.getElementById('f-kinds').options) o.selected = o.value === '{SIGN_UP_EMAIL}';
-               document.getElementById('f-status').value = '{task_status}';
-               document.getElementById('apply-filters').click(); return true; }})()"
-        ))
-        .await;
+    support::dashboard::filter_one_of(browser, "f-kinds", SIGN_UP_EMAIL, task_status).await;
     browser
         .wait_for(
             &format!("location.search.includes('kinds=') && {LIST_READY}
