@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use aula_eventlog::log::{self, LogPosition, RecordedEvent};
 use aula_eventlog::shutdown;
 use aula_eventlog::subscription::{self, BoxError, SubscriptionState};
-use aula_eventlog::testing::TestDatabase;
+use aula_eventlog::testing::{fast_subscription, TestDatabase};
 use aula_eventlog::{Consumer, SubscriptionOptions, Wakeups};
 use rand::Rng;
 use sqlx::{PgConnection, PgPool};
@@ -130,11 +130,8 @@ async fn setup() -> TestDatabase {
 }
 
 fn fast(name: &str) -> SubscriptionOptions {
-    let mut options = SubscriptionOptions::new(name);
+    let mut options = fast_subscription(name);
     options.batch_size = 50;
-    options.poll_interval = Duration::from_millis(100);
-    options.standby_interval = Duration::from_millis(50);
-    options.max_backoff = Duration::from_millis(200);
     options
 }
 
