@@ -58,16 +58,10 @@ where
     A: Aggregate,
     A::Error: Rejection + Send + Sync + 'static,
 {
-    match result {
-        Ok(_) => Ok(()),
-        // Already seeded by an earlier attempt.
-        Err(CommandError::Rejected(rejection)) if rejection.kind() == RejectionKind::Conflict => {
-            Ok(())
-        }
-        Err(CommandError::Rejected(rejection)) => Err(TaskError::permanent(rejection)),
-        Err(error @ CommandError::Conflict { .. }) => Err(TaskError::retry(error.to_string())),
-        Err(CommandError::Store(error)) => Err(error.into()),
-    }
+    // Already seeded by an earlier attempt.
+    super::command_outcome(result, |rejection| {
+        rejection.kind() == RejectionKind::Conflict
+    })
 }
 
 fn bus<A>(pool: &PgPool, services: A::Services) -> CommandBus<A>
