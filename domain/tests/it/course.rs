@@ -55,24 +55,39 @@ fn capacity(seats: u32) -> Capacity {
     Capacity::new(seats).unwrap()
 }
 
-fn opened(seats: u32) -> CourseEvent {
-    CourseEvent::CourseOpened {
-        institution_id: institution_id(),
-        campus_id: campus_id(),
-        name: CourseName::parse("Física I").unwrap(),
-        capacity: capacity(seats),
-    }
+/// Física I with `seats` seats: the fields `OpenCourse` carries and `CourseOpened`
+/// records alike.
+macro_rules! course_of {
+    ($($variant:ident)::+, $seats:expr) => {
+        $($variant)::+ {
+            institution_id: institution_id(),
+            campus_id: campus_id(),
+            name: CourseName::parse("Física I").unwrap(),
+            capacity: capacity($seats),
+        }
+    };
 }
 
-/// An application `n`, using e-mail `email_n`.
+/// Application `n`, using e-mail `email_n`: the fields `RequestEnrollment` carries and
+/// `EnrollmentRequested` records alike.
+macro_rules! application_of {
+    ($($variant:ident)::+, $n:expr, $email_n:expr) => {
+        $($variant)::+ {
+            application_id: app($n),
+            name: applicant_name(),
+            birth_date: birth_date(),
+            email: applicant_email($email_n),
+            requested_at: now(),
+        }
+    };
+}
+
+fn opened(seats: u32) -> CourseEvent {
+    course_of!(CourseEvent::CourseOpened, seats)
+}
+
 fn requested(n: u128, email_n: u128) -> CourseEvent {
-    CourseEvent::EnrollmentRequested {
-        application_id: app(n),
-        name: applicant_name(),
-        birth_date: birth_date(),
-        email: applicant_email(email_n),
-        requested_at: now(),
-    }
+    application_of!(CourseEvent::EnrollmentRequested, n, email_n)
 }
 
 fn enrolled(n: u128, email_n: u128) -> CourseEvent {
@@ -116,13 +131,7 @@ fn decide(n: u128) -> CourseCommand {
 }
 
 fn request(n: u128, email_n: u128) -> CourseCommand {
-    CourseCommand::RequestEnrollment {
-        application_id: app(n),
-        name: applicant_name(),
-        birth_date: birth_date(),
-        email: applicant_email(email_n),
-        requested_at: now(),
-    }
+    application_of!(CourseCommand::RequestEnrollment, n, email_n)
 }
 
 fn change_capacity(seats: u32) -> CourseCommand {
@@ -132,12 +141,7 @@ fn change_capacity(seats: u32) -> CourseCommand {
 }
 
 fn open(seats: u32) -> CourseCommand {
-    CourseCommand::OpenCourse {
-        institution_id: institution_id(),
-        campus_id: campus_id(),
-        name: CourseName::parse("Física I").unwrap(),
-        capacity: capacity(seats),
-    }
+    course_of!(CourseCommand::OpenCourse, seats)
 }
 
 fn cancel(n: u128) -> CourseCommand {
