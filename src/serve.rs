@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use aula_eventlog::shutdown::{self, Shutdown};
-use aula_eventlog::subscription::SubscriptionState;
+use aula_eventlog::subscription::{SubscriptionHandle, SubscriptionState};
 use aula_eventlog::Wakeups;
 use tokio::sync::watch;
 
@@ -96,10 +96,7 @@ pub async fn serve(
             aula_projections::spawn_all(database.connect.clone(), wakeups.clone(), shutdown.clone())
         {
             tracing::debug!(projection = %name, "projection started");
-            subscriptions.push(handle.state.clone());
-            tasks.push(tokio::spawn(async move {
-                let _ = handle.task.await;
-            }));
+            keep(handle, &mut subscriptions, &mut tasks);
         }
         tracing::info!(projections = ?aula_projections::NAMES, "projections part enabled");
     }
@@ -109,10 +106,7 @@ pub async fn serve(
             wakeups.clone(),
             shutdown.clone(),
         );
-        subscriptions.push(reactions.state.clone());
-        tasks.push(tokio::spawn(async move {
-            let _ = reactions.task.await;
-        }));
+        keep(reactions, &mut subscriptions, &mut tasks);
         // Decides the applications in commit order, one batch command per course.
         let admissions = aula_processor::spawn_admissions(
             pool.clone(),
@@ -120,10 +114,7 @@ pub async fn serve(
             wakeups.clone(),
             shutdown.clone(),
         );
-        subscriptions.push(admissions.state.clone());
-        tasks.push(tokio::spawn(async move {
-            let _ = admissions.task.await;
-        }));
+        keep(admissions, &mut subscriptions, &mut tasks);
         let registry = aula_processor::Registry::standard(mailer, mail);
         // The workers get a pool of their own: an e-mail task holds the connection it
         // records the send with through the SMTP conversation, and a slow mail server
@@ -184,9 +175,8 @@ pub async fn serve(
         )
         .await
         .context("starting the NATS JetStream publisher")?;
-        tasks.push(tokio::spawn(async move {
-            let _ = handle.task.await;
-        }));
+        // Not kept for /ready (see above): only joined at shutdown.
+        tasks.push(handle.task);
         tracing::info!(
             subscription = aula_broker::SUBSCRIPTION,
             "broker part enabled: events to NATS JetStream"
@@ -404,6 +394,16 @@ fn token_secret(args: &ServeArgs, data_dir: &Path) -> anyhow::Result<Vec<u8>> {
         }
         Err(error) => Err(error).with_context(|| format!("writing {}", path.display())),
     }
+}
+
+/// Keeps a subscription this process runs: watched for `/ready`, joined at shutdown.
+fn keep(
+    handle: SubscriptionHandle,
+    subscriptions: &mut Vec<watch::Receiver<SubscriptionState>>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) {
+    subscriptions.push(handle.state);
+    tasks.push(handle.task);
 }
 
 #[cfg(test)]

@@ -392,21 +392,15 @@ impl ListBenchReport {
                 .or_default()
                 .extend(samples);
         }
-        let _ = writeln!(
-            out,
-            "per filter (every sort, both directions, first and deep pages):"
-        );
-        let _ = writeln!(out, "{header}");
-        for ((_, name), samples) in &by_filter {
-            summary_line(&mut out, name, samples);
-        }
-        let _ = writeln!(
-            out,
-            "per sort (every filter, both directions, first and deep pages):"
-        );
-        let _ = writeln!(out, "{header}");
-        for ((_, name), samples) in &by_sort {
-            summary_line(&mut out, name, samples);
+        for (per, every, groups) in [("filter", "sort", &by_filter), ("sort", "filter", &by_sort)] {
+            let _ = writeln!(
+                out,
+                "per {per} (every {every}, both directions, first and deep pages):"
+            );
+            let _ = writeln!(out, "{header}");
+            for ((_, name), samples) in groups {
+                summary_line(&mut out, name, samples);
+            }
         }
         let first: Vec<f64> = self
             .measurements

@@ -9,6 +9,7 @@ use aula_domain::course::{CourseEvent, DeclineReason};
 use aula_domain::values::{
     ApplicationId, BirthDate, CampusId, Capacity, CourseName, Email, InstitutionId, PersonName,
 };
+use aula_eventlog::db::column;
 use aula_eventlog::{Actor, EventMetadata};
 use chrono::{Duration, NaiveDate, TimeZone, Utc};
 use cqrs_es::DomainEvent;
@@ -204,26 +205,11 @@ async fn flush(pool: &PgPool, chunk: &mut Vec<Pending>) -> Result<(), BenchError
         return Ok(());
     }
     sqlx::query(APPEND_SQL)
-        .bind(
-            chunk
-                .iter()
-                .map(|p| p.aggregate_id.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(chunk.iter().map(|p| p.sequence).collect::<Vec<_>>())
-        .bind(
-            chunk
-                .iter()
-                .map(|p| p.event_type.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(chunk.iter().map(|p| p.payload.as_str()).collect::<Vec<_>>())
-        .bind(
-            chunk
-                .iter()
-                .map(|p| p.metadata.as_str())
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(chunk, |p| p.aggregate_id.as_str()))
+        .bind(column(chunk, |p| p.sequence))
+        .bind(column(chunk, |p| p.event_type.as_str()))
+        .bind(column(chunk, |p| p.payload.as_str()))
+        .bind(column(chunk, |p| p.metadata.as_str()))
         .execute(pool)
         .await?;
     chunk.clear();

@@ -26,7 +26,6 @@ use aula_processor::config::ProcessorConfig;
 use aula_processor::handlers::Registry;
 use aula_processor::reactions::{spawn_reactions_with, REACTIONS_SUBSCRIPTION};
 use aula_processor::webhooks::endpoints::{self, NewEndpoint};
-use aula_processor::webhooks::signing::SignatureScheme;
 use aula_processor::webhooks::WebhookConfig;
 
 use crate::stats::{load_average, Percentiles};
@@ -118,13 +117,11 @@ pub async fn bench_webhooks(
         pool,
         &config,
         NewEndpoint {
-            institution_id: None,
-            url: format!("http://127.0.0.1:{port}/hook"),
             event_types: Some(vec![event_types::CAMPUS_CREATED.into()]),
-            description: "aula bench webhooks".into(),
-            created_by: "system".into(),
-            created_by_user: None,
-            signature_scheme: SignatureScheme::V1,
+            ..NewEndpoint::by_system(
+                format!("http://127.0.0.1:{port}/hook"),
+                "aula bench webhooks",
+            )
         },
         &aula_eventlog::EventMetadata::new(aula_eventlog::Actor::System, None),
     )

@@ -9,6 +9,8 @@ use serde_json::{Map, Value};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::db::column;
+
 /// A copy appended by [`append_copy`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendedCopy {
@@ -104,19 +106,9 @@ pub async fn append_records(
     .bind(aggregate_type)
     .bind(aggregate_id)
     .bind(&sequences)
-    .bind(
-        records
-            .iter()
-            .map(|r| r.event_type.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        records
-            .iter()
-            .map(|r| r.event_version.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(records.iter().map(|r| &r.payload).collect::<Vec<_>>())
+    .bind(column(records, |r| r.event_type.as_str()))
+    .bind(column(records, |r| r.event_version.as_str()))
+    .bind(column(records, |r| &r.payload))
     .bind(metadata)
     .execute(&mut *conn)
     .await?;

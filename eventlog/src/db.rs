@@ -72,3 +72,9 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+/// One array parameter of a batch statement (`unnest($1::uuid[], ...)`): `field` of
+/// every row, in order. Batch writes bind each column of their rows this way.
+pub fn column<'a, T, U>(rows: &'a [T], field: impl FnMut(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(field).collect()
+}

@@ -1,4 +1,5 @@
-//! Test support: a fresh, migrated database per test.
+//! Test support: a fresh, migrated database per test, and subscriptions that react
+//! quickly ([`fast_subscription`]).
 //!
 //! With `DATABASE_URL` set, test databases are created on that server. Without it,
 //! the first test of a process starts a private throwaway cluster under the system's
@@ -148,4 +149,14 @@ impl TestDatabase {
             .await;
         }
     }
+}
+
+/// Options of a subscription `name` that reacts quickly, for tests: it polls every
+/// 100 ms, a standby takes over within 50 ms and retries back off to 200 ms at most.
+pub fn fast_subscription(name: &str) -> crate::SubscriptionOptions {
+    let mut options = crate::SubscriptionOptions::new(name);
+    options.poll_interval = std::time::Duration::from_millis(100);
+    options.standby_interval = std::time::Duration::from_millis(50);
+    options.max_backoff = std::time::Duration::from_millis(200);
+    options
 }

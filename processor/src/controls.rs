@@ -52,6 +52,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::processing::{self, TaskChange};
+use crate::queue::history_columns;
 
 /// The priorities an operator may give a task (the column is a `smallint`; the levels
 /// above stay well inside).
@@ -295,15 +296,17 @@ pub async fn cancel_task(
     let mut tx = pool.begin().await?;
     let task = lock_task(&mut tx, task_id).await?;
     task.ensure_status(task_id, "cancel", &["pending", "paused"], WAITING)?;
-    let finished_at: DateTime<Utc> = sqlx::query_scalar(
+    let finished_at: DateTime<Utc> = sqlx::query_scalar(concat!(
         "WITH gone AS (DELETE FROM task_queue WHERE id = $1 RETURNING *)
-         INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)
+         ",
+        history_columns!(),
+        "
          SELECT id, kind, priority, 'cancelled', run_at, attempt, max_attempts, lease_until, worker,
                 event_id, event_type, origin_task_id, idempotency_key, payload, institution_id,
                 correlation_id, created_at, started_at, now(), last_error, claimed_at
          FROM gone
-         RETURNING finished_at",
-    )
+         RETURNING finished_at"
+    ))
     .bind(task_id)
     .fetch_one(&mut *tx)
     .await?;
@@ -335,7 +338,7 @@ pub async fn force_release(
         "force-released by {actor} (worker {} was still running it)",
         task.worker.as_deref().unwrap_or("?")
     );
-    let (status, finished_at): (String, Option<DateTime<Utc>>) = sqlx::query_as(
+    let (status, finished_at): (String, Option<DateTime<Utc>>) = sqlx::query_as(concat!(
         "WITH requeued AS (
              UPDATE task_queue t
              SET status = 'pending', finished_at = NULL,
@@ -346,7 +349,9 @@ pub async fn force_release(
              -- Its last attempt: dead, out of the queue, into the history.
              DELETE FROM task_queue t WHERE t.id = $1 AND t.attempt >= t.max_attempts RETURNING t.*
          ), buried AS (
-             INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)
+             ",
+        history_columns!(),
+        "
              SELECT id, kind, priority, 'dead', now(), attempt, max_attempts, NULL, NULL, event_id,
                     event_type, origin_task_id, idempotency_key, payload, institution_id,
                     correlation_id, created_at, started_at, now(), $2, claimed_at
@@ -361,8 +366,8 @@ pub async fn force_release(
              FROM released WHERE a.task_id = released.id AND a.attempt = released.attempt
          )
          SELECT CASE status WHEN 'pending' THEN 'retrying' ELSE status END, finished_at
-         FROM released",
-    )
+         FROM released"
+    ))
     .bind(task_id)
     .bind(&error)
     .fetch_one(&mut *tx)
@@ -470,24 +475,7 @@ pub async fn pause_kind(
     kind: &str,
     actor: &Actor,
 ) -> Result<KindControlled, ControlError> {
-    known_kind(kind)?;
-    let mut tx = pool.begin().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO task_kind_pauses (kind, paused_by) VALUES ($1, $2) ON CONFLICT (kind) DO NOTHING",
-    )
-    .bind(kind)
-    .bind(actor.to_string())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(KindControlled::unchanged(kind));
-    }
-    let parked = move_waiting(&mut tx, kind, "pending", "paused").await?;
-    let detail = format!("{parked} waiting tasks parked");
-    audit(&mut tx, actor, "pause", None, kind, None, &detail).await?;
-    tx.commit().await?;
-    Ok(KindControlled::changed(kind, parked))
+    switch_kind(pool, kind, actor, true).await
 }
 
 /// Resumes `kind`: its parked tasks are pending (or retrying) again, claimable at once.
@@ -496,22 +484,47 @@ pub async fn resume_kind(
     kind: &str,
     actor: &Actor,
 ) -> Result<KindControlled, ControlError> {
+    switch_kind(pool, kind, actor, false).await
+}
+
+/// Pauses (`pause`) or resumes `kind`: its pause row is added or removed, and only if
+/// that changed anything its waiting tasks move and the change is audited.
+async fn switch_kind(
+    pool: &PgPool,
+    kind: &str,
+    actor: &Actor,
+    pause: bool,
+) -> Result<KindControlled, ControlError> {
     known_kind(kind)?;
     let mut tx = pool.begin().await?;
-    let deleted = sqlx::query("DELETE FROM task_kind_pauses WHERE kind = $1")
+    let switched = if pause {
+        sqlx::query(
+            "INSERT INTO task_kind_pauses (kind, paused_by) VALUES ($1, $2) ON CONFLICT (kind) DO NOTHING",
+        )
         .bind(kind)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    if deleted == 0 {
+        .bind(actor.to_string())
+    } else {
+        sqlx::query("DELETE FROM task_kind_pauses WHERE kind = $1").bind(kind)
+    }
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if switched == 0 {
         return Ok(KindControlled::unchanged(kind));
     }
-    let resumed = move_waiting(&mut tx, kind, "paused", "pending").await?;
-    let detail = format!("{resumed} parked tasks pending again");
-    audit(&mut tx, actor, "resume", None, kind, None, &detail).await?;
+    let (from, to, action, moved_what) = if pause {
+        ("pending", "paused", "pause", "waiting tasks parked")
+    } else {
+        ("paused", "pending", "resume", "parked tasks pending again")
+    };
+    let moved = move_waiting(&mut tx, kind, from, to).await?;
+    let detail = format!("{moved} {moved_what}");
+    audit(&mut tx, actor, action, None, kind, None, &detail).await?;
     tx.commit().await?;
-    wake_workers(pool).await?;
-    Ok(KindControlled::changed(kind, resumed))
+    if !pause {
+        wake_workers(pool).await?;
+    }
+    Ok(KindControlled::changed(kind, moved))
 }
 
 /// Makes pending again the parked tasks of kinds no longer paused: a claim that started

@@ -95,13 +95,7 @@ pub fn tasks_for_subject(event: &RecordedEvent, subject: Option<(&str, &str)>) -
     if kinds.is_empty() {
         return Vec::new();
     }
-    let institution_id = event.institution_id().or_else(|| {
-        event
-            .payload
-            .get("institution_id")
-            .and_then(Value::as_str)
-            .and_then(|id| id.parse().ok())
-    });
+    let institution_id = crate::webhooks::fanout::institution_of(event);
     let (aggregate_type, aggregate_id) =
         subject.unwrap_or((&event.aggregate_type, &event.aggregate_id));
     let mut payload = json!({

@@ -1,6 +1,7 @@
 //! Projection `audit_log`: who did what and when, one row per event, from the
 //! event's metadata (actor, institution, correlation and causation).
 
+use aula_eventlog::db::column;
 use aula_eventlog::{metadata, Actor, RecordedEvent};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -79,20 +80,20 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
              $7::text[], $8::text[], $9::text[], $10::bigint[], $11::uuid[], $12::text[], $13::text[], $14::uuid[])
          ON CONFLICT (event_id) DO NOTHING",
     )
-    .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.global_position).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.recorded_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.actor.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.actor_user_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.institution_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.aggregate_type.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.aggregate_id.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.sequence).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.correlation_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.causation.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.request_id.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.reprocessed_from).collect::<Vec<_>>())
+    .bind(column(&rows, |r| r.event_id))
+    .bind(column(&rows, |r| r.global_position))
+    .bind(column(&rows, |r| r.recorded_at))
+    .bind(column(&rows, |r| r.actor.as_deref()))
+    .bind(column(&rows, |r| r.actor_user_id))
+    .bind(column(&rows, |r| r.institution_id))
+    .bind(column(&rows, |r| r.event_type.as_str()))
+    .bind(column(&rows, |r| r.aggregate_type.as_str()))
+    .bind(column(&rows, |r| r.aggregate_id.as_str()))
+    .bind(column(&rows, |r| r.sequence))
+    .bind(column(&rows, |r| r.correlation_id))
+    .bind(column(&rows, |r| r.causation.as_deref()))
+    .bind(column(&rows, |r| r.request_id.as_deref()))
+    .bind(column(&rows, |r| r.reprocessed_from))
     .execute(&mut *tx)
     .await?;
     Ok(())

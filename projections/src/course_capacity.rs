@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use aula_domain::application::{Application, ApplicationEvent};
 use aula_domain::course::CourseEvent;
+use aula_eventlog::db::column;
 use aula_eventlog::RecordedEvent;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
@@ -115,12 +116,12 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
                  campus_id = EXCLUDED.campus_id, name = EXCLUDED.name, capacity = EXCLUDED.capacity,
                  opened_at = EXCLUDED.opened_at",
         )
-        .bind(opened.iter().map(|(id, _)| **id).collect::<Vec<_>>())
-        .bind(opened.iter().map(|(_, o)| o.institution_id).collect::<Vec<_>>())
-        .bind(opened.iter().map(|(_, o)| o.campus_id).collect::<Vec<_>>())
-        .bind(opened.iter().map(|(_, o)| o.name.clone()).collect::<Vec<_>>())
-        .bind(opened.iter().map(|(_, o)| o.capacity).collect::<Vec<_>>())
-        .bind(opened.iter().map(|(_, o)| o.at).collect::<Vec<_>>())
+        .bind(column(&opened, |(id, _)| **id))
+        .bind(column(&opened, |(_, o)| o.institution_id))
+        .bind(column(&opened, |(_, o)| o.campus_id))
+        .bind(column(&opened, |(_, o)| o.name.clone()))
+        .bind(column(&opened, |(_, o)| o.capacity))
+        .bind(column(&opened, |(_, o)| o.at))
         .execute(&mut *tx)
         .await?;
     }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use aula_domain::course::CourseEvent;
 use aula_domain::event_types;
+use aula_eventlog::db::column;
 use aula_eventlog::RecordedEvent;
 use chrono::NaiveDate;
 use sqlx::{PgConnection, PgPool};
@@ -120,18 +121,18 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
                  $7::date[], $8::int[], $9::date[], $10::text[], $11::date[], $12::bigint[])
              ON CONFLICT (course_id, application_id) DO NOTHING",
         )
-        .bind(inserts.iter().map(|r| r.course_id).collect::<Vec<_>>())
-        .bind(inserts.iter().map(|r| r.application_id).collect::<Vec<_>>())
-        .bind(inserts.iter().map(|r| r.institution_id).collect::<Vec<_>>())
-        .bind(inserts.iter().map(|r| r.campus_id).collect::<Vec<_>>())
-        .bind(inserts.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
-        .bind(inserts.iter().map(|r| r.email.as_str()).collect::<Vec<_>>())
-        .bind(inserts.iter().map(|r| r.birth_date).collect::<Vec<_>>())
-        .bind(inserts.iter().map(|r| r.age_years).collect::<Vec<_>>())
-        .bind(inserts.iter().map(|r| r.enrolled_on).collect::<Vec<_>>())
-        .bind(inserts.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-        .bind(inserts.iter().map(|r| r.cancelled_on).collect::<Vec<_>>())
-        .bind(inserts.iter().map(|r| r.global_position).collect::<Vec<_>>())
+        .bind(column(&inserts, |r| r.course_id))
+        .bind(column(&inserts, |r| r.application_id))
+        .bind(column(&inserts, |r| r.institution_id))
+        .bind(column(&inserts, |r| r.campus_id))
+        .bind(column(&inserts, |r| r.name.as_str()))
+        .bind(column(&inserts, |r| r.email.as_str()))
+        .bind(column(&inserts, |r| r.birth_date))
+        .bind(column(&inserts, |r| r.age_years))
+        .bind(column(&inserts, |r| r.enrolled_on))
+        .bind(column(&inserts, |r| r.status.as_str()))
+        .bind(column(&inserts, |r| r.cancelled_on))
+        .bind(column(&inserts, |r| r.global_position))
         .execute(&mut *tx)
         .await?;
     }
@@ -141,9 +142,9 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
              FROM unnest($1::uuid[], $2::uuid[], $3::date[]) AS c(course_id, application_id, cancelled_on)
              WHERE e.course_id = c.course_id AND e.application_id = c.application_id AND e.status = 'enrolled'",
         )
-        .bind(cancels.iter().map(|c| c.0).collect::<Vec<_>>())
-        .bind(cancels.iter().map(|c| c.1).collect::<Vec<_>>())
-        .bind(cancels.iter().map(|c| c.2).collect::<Vec<_>>())
+        .bind(column(&cancels, |c| c.0))
+        .bind(column(&cancels, |c| c.1))
+        .bind(column(&cancels, |c| c.2))
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != cancels.len() as u64 {

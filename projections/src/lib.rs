@@ -60,7 +60,7 @@ use aula_eventlog::shutdown::Shutdown;
 use aula_eventlog::subscription::{self, BoxError, SubscriptionHandle};
 use aula_eventlog::{Consumer, RecordedEvent, SubscriptionOptions, Wakeups};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 
 // The crate's surface: each read model's module is the namespace of its rows and query
 // functions (`directory::people_page`); these are the names used across read models.
@@ -118,6 +118,20 @@ pub fn tables(name: &str) -> Option<&'static [&'static str]> {
         admin_events::NAME => admin_events::TABLES,
         _ => return None,
     })
+}
+
+/// Every row of every read model's tables, as text and sorted, table by table: equal
+/// snapshots mean equal read models (a rebuild, or several processes' work, compared
+/// with what one process would leave).
+pub async fn snapshot(pool: &PgPool) -> Result<Vec<(String, Vec<String>)>, sqlx::Error> {
+    let mut all = Vec::new();
+    for table in NAMES.iter().filter_map(|name| tables(name)).flatten() {
+        let rows = sqlx::query_scalar(&format!("SELECT t::text FROM {table} t ORDER BY t::text"))
+            .fetch_all(pool)
+            .await?;
+        all.push((table.to_string(), rows));
+    }
+    Ok(all)
 }
 
 /// A fresh consumer for the projection `name`.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use aula_eventlog::testing::TestDatabase;
 use serde_json::json;
-use support::cdp::{click, Browser};
+use support::cdp::Browser;
 use support::graphql as gql;
 use support::service::Service;
 
@@ -97,9 +97,9 @@ async fn a_person_finishes_sign_up_and_password_reset_from_the_emailed_links() {
     ] {
         browser.eval(&set(selector, value)).await;
     }
-    browser.eval(&click("#submit")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#submit",
             "document.querySelector('#done')",
             "the sign-up done",
             &shots,
@@ -127,9 +127,13 @@ async fn a_person_finishes_sign_up_and_password_reset_from_the_emailed_links() {
     browser
         .eval(&set("#newPassword", "second password 2"))
         .await;
-    browser.eval(&click("#submit")).await;
     browser
-        .wait_for("document.querySelector('#done')", "the reset done", &shots)
+        .click_then_wait(
+            "#submit",
+            "document.querySelector('#done')",
+            "the reset done",
+            &shots,
+        )
         .await;
     support::login(&client, &base, email, "second password 2").await;
     // The link worked once: sending the form again is refused, in plain words.
@@ -143,9 +147,9 @@ async fn a_person_finishes_sign_up_and_password_reset_from_the_emailed_links() {
         .await;
     browser.eval(&set("#email", email)).await;
     browser.eval(&set("#newPassword", "third password 3")).await;
-    browser.eval(&click("#submit")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#submit",
             "document.querySelector('#status.error') && document.querySelector('#status').innerText.includes('RESET_TOKEN')",
             "the refusal of a used link",
             &shots,

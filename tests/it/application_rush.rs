@@ -11,7 +11,6 @@
 use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,14 +26,6 @@ use uuid::Uuid;
 const APPLICANTS: usize = 2_000;
 const SEATS: u32 = 30;
 
-const APPLY: &str =
-    "mutation($input: ApplyToCourseInput!) { applyToCourse(input: $input) { id logPosition } }";
-
-/// Applicant `i`'s own loopback address (Linux routes all of 127.0.0.0/8 to `lo`).
-fn address(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8))
-}
-
 fn email(i: usize) -> String {
     format!("applicant{i}@rush.test")
 }
@@ -49,7 +40,7 @@ fn application(course: Uuid, i: usize, name: &str, key: Option<&str>) -> Value {
 async fn post(client: &reqwest::Client, base: &str, variables: Value) -> Value {
     client
         .post(format!("{base}/graphql"))
-        .json(&json!({ "query": APPLY, "variables": variables }))
+        .json(&json!({ "query": support::APPLY_TO_COURSE, "variables": variables }))
         .send()
         .await
         .expect("the request reached the server")
@@ -78,14 +69,9 @@ async fn count(pool: &sqlx::PgPool, sql: &str, course: Uuid) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order() {
-    if support::in_own_process(
-        module_path!(),
-        "a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order",
-    )
-    .await
-    {
-        return;
-    }
+    support::alone_in_own_process!(
+        a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order
+    );
     let db = TestDatabase::new().await;
     let smtp_port = free_port();
     let smtp = support::smtp::accept_on(smtp_port).await;
@@ -115,11 +101,7 @@ async fn a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order() {
     for i in 0..APPLICANTS {
         let (start, base) = (start.clone(), base.clone());
         applicants.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .local_address(address(i))
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap();
+            let client = support::applicant_client(1, i, Duration::from_secs(60));
             start.wait().await;
             let key = format!("key-{i}");
             let answer = post(

@@ -41,14 +41,7 @@ async fn raw_token(pool: &sqlx::PgPool, sql_filter: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
-    if support::in_own_process(
-        module_path!(),
-        "charts_live_lists_search_observers_and_dark_mode_in_chromium",
-    )
-    .await
-    {
-        return;
-    }
+    support::alone_in_own_process!(charts_live_lists_search_observers_and_dark_mode_in_chromium);
     let Stage { shots, db, service } = stage("dashboard-insights-screenshots", free_port()).await;
     let base = service.base.clone();
     let client = reqwest::Client::new();
@@ -214,9 +207,9 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
             .await,
         rows_before
     );
-    browser.eval(&click("#live-toggle")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#live-toggle",
             "document.querySelector('#list-body tr.fresh') !== null && document.getElementById('live-toggle').getAttribute('aria-pressed') === 'false'",
             "the resumed list catching up",
             &shots,
@@ -236,9 +229,9 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
         )
         .await;
     browser.screenshot(&shots.join("03-search.png")).await;
-    browser.eval(&click("#clear-filters")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#clear-filters",
             &format!("{LIST_READY} && location.search === '?range=LAST_24_HOURS'"),
             "the cleared search",
             &shots,
@@ -274,35 +267,24 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
     let before = browser
         .eval("getComputedStyle(document.body).backgroundColor")
         .await;
+    for scheme in ["dark", "light"] {
+        browser
+            .send(
+                "Emulation.setEmulatedMedia",
+                json!({ "features": [{ "name": "prefers-color-scheme", "value": scheme }] }),
+            )
+            .await;
+        browser
+            .wait_for(
+                &format!("document.documentElement.dataset.theme === '{scheme}'"),
+                &format!("the system's {scheme} setting followed"),
+                &shots,
+            )
+            .await;
+    }
     browser
-        .send(
-            "Emulation.setEmulatedMedia",
-            json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] }),
-        )
-        .await;
-    browser
-        .wait_for(
-            "document.documentElement.dataset.theme === 'dark'",
-            "the system's dark setting followed",
-            &shots,
-        )
-        .await;
-    browser
-        .send(
-            "Emulation.setEmulatedMedia",
-            json!({ "features": [{ "name": "prefers-color-scheme", "value": "light" }] }),
-        )
-        .await;
-    browser
-        .wait_for(
-            "document.documentElement.dataset.theme === 'light'",
-            "the system's light setting followed",
-            &shots,
-        )
-        .await;
-    browser.eval(&click("#theme-toggle")).await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            "#theme-toggle",
             "document.documentElement.dataset.theme === 'dark'
               && document.getElementById('theme-toggle').getAttribute('aria-pressed') === 'true'
               && localStorage.getItem('aula.admin.theme') === 'dark'",
@@ -335,10 +317,8 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
         )
         .await;
     browser
-        .eval(&click("#list-body tr[data-status='failed'] td.open button"))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            "#list-body tr[data-status='failed'] td.open button",
             "document.getElementById('drawer').dataset.state === 'ready'
               && document.getElementById('drawer-reprocess').offsetParent === null
               && document.querySelectorAll('#drawer-body [data-retry]').length > 0
@@ -349,9 +329,9 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
         .await;
     browser.screenshot(&shots.join("05-observer.png")).await;
     browser.eval(&click("#drawer-close")).await;
-    browser.eval(&click("#tab-projections")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#tab-projections",
             "document.querySelectorAll('#projections-body tr[data-projection]').length >= 5
               && [...document.querySelectorAll('[data-rebuild]')].every(b => b.offsetParent === null)",
             "the observer's projections without rebuild buttons",

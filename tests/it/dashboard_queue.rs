@@ -54,14 +54,9 @@ where
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_and_pauses() {
-    if support::in_own_process(
-        module_path!(),
-        "the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_and_pauses",
-    )
-    .await
-    {
-        return;
-    }
+    support::alone_in_own_process!(
+        the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_and_pauses
+    );
     let shots = screenshots();
     support::cdp::require_chromium();
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use aula_domain::institution::{Institution, InstitutionCommand, InstitutionServices};
 use aula_domain::values::{InstitutionName, UserId};
 use aula_eventlog::{Actor, CommandBus, EventMetadata};
-use support::cdp::{click, Browser};
+use support::cdp::Browser;
 use support::dashboard::{open_login, sign_in, stage, Stage, LIST_READY, LIST_SETTLED};
 use support::free_port;
 use uuid::Uuid;
@@ -28,14 +28,9 @@ async fn scalar(pool: &sqlx::PgPool, sql: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved() {
-    if support::in_own_process(
-        module_path!(),
-        "a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved",
-    )
-    .await
-    {
-        return;
-    }
+    support::alone_in_own_process!(
+        a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved
+    );
     // Nothing listens on the SMTP port yet: every e-mail fails until its retries end.
     let smtp_port = free_port();
     let Stage { shots, db, service } = stage("dashboard-reprocess-screenshots", smtp_port).await;
@@ -122,21 +117,17 @@ async fn a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved() {
         .await;
     let original = original.as_str().unwrap().to_owned();
     browser
-        .eval(&click(&format!(
-            "#list-body tr[data-event-id='{original}'] td.open button"
-        )))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            &format!("#list-body tr[data-event-id='{original}'] td.open button"),
             "document.getElementById('drawer').dataset.state === 'ready'
               && document.getElementById('drawer-reprocessing').textContent.includes('never reprocessed')",
             "the drawer of the failed enrollment",
             &shots,
         )
         .await;
-    browser.eval(&click("#drawer-reprocess")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#drawer-reprocess",
             "document.getElementById('drawer-copy-outcome') !== null
               && document.getElementById('drawer-copy-outcome').dataset.resolved === 'true'
               && document.getElementById('drawer-copy-outcome').textContent === 'resolved by copy'",

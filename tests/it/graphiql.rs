@@ -145,10 +145,8 @@ async fn graphiql_runs_offline_from_embedded_assets() {
 
     // A dialog (Radix UI) opens too.
     browser
-        .eval(&click("button[aria-label=\"Open settings dialog\"]"))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            "button[aria-label=\"Open settings dialog\"]",
             "document.querySelector('[role=dialog]')",
             "the settings dialog",
             &shots,
@@ -157,10 +155,8 @@ async fn graphiql_runs_offline_from_embedded_assets() {
     browser.screenshot(&shots.join("03-settings.png")).await;
     browser.press("Escape").await;
     browser
-        .eval(&click("button[aria-label=\"Show Documentation Explorer\"]"))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            "button[aria-label=\"Show Documentation Explorer\"]",
             "document.querySelector('.graphiql-doc-explorer') && document.body.innerText.includes('QueryRoot')",
             "the documentation explorer",
             &shots,

@@ -29,14 +29,9 @@ fn postmaster_pid(pgdata: &std::path::Path) -> i32 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_service_restarts_a_killed_private_postgres_and_exits_when_it_cannot() {
-    if support::in_own_process(
-        module_path!(),
-        "the_service_restarts_a_killed_private_postgres_and_exits_when_it_cannot",
-    )
-    .await
-    {
-        return;
-    }
+    support::alone_in_own_process!(
+        the_service_restarts_a_killed_private_postgres_and_exits_when_it_cannot
+    );
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,aula_eventlog=info".into()),

@@ -75,6 +75,23 @@ impl aula_api::TokenSink for StashTokens {
     }
 }
 
+/// Serves the API of `state` on a free loopback port until `stop`; returns its address
+/// and the server's task.
+async fn serve_on_loopback(
+    state: aula_api::AppState,
+    mut stop: shutdown::Shutdown,
+) -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = aula_api::serve(listener, aula_api::router(state), async move {
+        stop.wait().await
+    });
+    (addr, tokio::spawn(server))
+}
+
 async fn within<F: Future>(future: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(60), future)
         .await
@@ -123,14 +140,9 @@ fn descends(span: &SpanData, ancestor: &SpanData, by_id: &HashMap<SpanId, &SpanD
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
-    if support::in_own_process(
-        module_path!(),
-        "a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids",
-    )
-    .await
-    {
-        return;
-    }
+    support::alone_in_own_process!(
+        a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids
+    );
     let installed = installed();
     let db = TestDatabase::new().await;
     let (trigger, stop) = shutdown::channel();
@@ -160,14 +172,7 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
     ));
     let state = aula_api::AppState::new(db.pool.clone(), config)
         .with_token_sink(Arc::new(StashTokens(db.pool.clone())));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut http_stop = stop.clone();
-    let http = tokio::spawn(aula_api::serve(
-        listener,
-        aula_api::router(state),
-        async move { http_stop.wait().await },
-    ));
+    let (addr, http) = serve_on_loopback(state, stop.clone()).await;
 
     let request_id = format!("telemetry-{}", Uuid::new_v4().simple());
     let email = format!("traced-{}@aula.test", Uuid::new_v4().simple());
@@ -455,14 +460,7 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
         )),
     )
     .with_readiness(Arc::new(|| false));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let unready_addr = listener.local_addr().unwrap();
-    let mut unready_stop = stop.clone();
-    let unready_http = tokio::spawn(aula_api::serve(
-        listener,
-        aula_api::router(unready),
-        async move { unready_stop.wait().await },
-    ));
+    let (unready_addr, unready_http) = serve_on_loopback(unready, stop.clone()).await;
     let answer = reqwest::get(format!("http://{unready_addr}/ready"))
         .await
         .unwrap();
@@ -513,14 +511,7 @@ async fn a_sign_up_is_one_trace_from_request_to_email_and_its_logs_carry_ids() {
 /// an error span with an `exception` event.
 #[tokio::test(flavor = "multi_thread")]
 async fn smtp_sends_are_client_spans_and_a_refused_one_is_an_error() {
-    if support::in_own_process(
-        module_path!(),
-        "smtp_sends_are_client_spans_and_a_refused_one_is_an_error",
-    )
-    .await
-    {
-        return;
-    }
+    support::alone_in_own_process!(smtp_sends_are_client_spans_and_a_refused_one_is_an_error);
     let installed = installed();
     let port = support::free_port();
     let smtp = support::smtp::accept_on(port).await;

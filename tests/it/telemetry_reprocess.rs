@@ -40,14 +40,7 @@ async fn task_span(spans: &InMemorySpanExporter, event_id: Uuid) -> SpanData {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_copys_tasks_start_a_new_trace_linked_to_the_originals() {
-    if support::in_own_process(
-        module_path!(),
-        "a_copys_tasks_start_a_new_trace_linked_to_the_originals",
-    )
-    .await
-    {
-        return;
-    }
+    support::alone_in_own_process!(a_copys_tasks_start_a_new_trace_linked_to_the_originals);
     let spans = InMemorySpanExporter::default();
     let telemetry = Telemetry::for_tests(
         LogFormat::Json,

@@ -2,6 +2,8 @@
 //! (the read models handle them all) and every projection rebuilds from them.
 
 use aula_eventlog::testing::TestDatabase;
+
+use crate::scalar;
 use aula_projections::NAMES;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -13,22 +15,21 @@ async fn the_benchmark_generates_valid_events_and_rebuilds_them() {
     assert_eq!(report.log_events, 3000);
     assert_eq!(report.each.len(), NAMES.len());
     // Every generated event is a valid course event: the domain models handled them all.
-    let enrolled: i64 =
-        sqlx::query_scalar("SELECT coalesce(sum(enrolled), 0) FROM course_capacity")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    let enrollments: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM course_enrollments WHERE status = 'enrolled'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    let students: i64 = sqlx::query_scalar(
+    let enrolled = scalar(
+        &db.pool,
+        "SELECT coalesce(sum(enrolled), 0) FROM course_capacity",
+    )
+    .await;
+    let enrollments = scalar(
+        &db.pool,
+        "SELECT count(*) FROM course_enrollments WHERE status = 'enrolled'",
+    )
+    .await;
+    let students = scalar(
+        &db.pool,
         "SELECT coalesce(sum(students), 0) FROM age_counts WHERE scope = 'course'",
     )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    .await;
     assert!(enrolled > 0);
     assert_eq!((enrollments, students), (enrolled, enrolled));
 }

@@ -3,6 +3,8 @@
 
 use aula_eventlog::testing::TestDatabase;
 
+use crate::scalar;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_tasks_drains_everything_it_inserted() {
     let db = TestDatabase::new().await;
@@ -11,11 +13,11 @@ async fn bench_tasks_drains_everything_it_inserted() {
         .unwrap();
     println!("{report}");
     assert_eq!(report.tasks, 5000);
-    let succeeded: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM tasks WHERE status = 'succeeded'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let succeeded = scalar(
+        &db.pool,
+        "SELECT count(*) FROM tasks WHERE status = 'succeeded'",
+    )
+    .await;
     assert_eq!(succeeded, 5000);
 }
 
@@ -29,10 +31,10 @@ async fn bench_latency_measures_every_event() {
     println!("task insert -> start: {}", report.task_insert_to_start);
     assert_eq!(report.events, 50);
     assert!(report.event_to_task_start.min <= report.event_to_task_start.max);
-    let started: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM tasks WHERE started_at IS NOT NULL")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let started = scalar(
+        &db.pool,
+        "SELECT count(*) FROM tasks WHERE started_at IS NOT NULL",
+    )
+    .await;
     assert_eq!(started, 50);
 }

@@ -4,7 +4,6 @@
 use aula_domain::course::{
     Course, CourseCommand, CourseEvent, CourseServices, DeclineReason, EnrollmentError,
 };
-use aula_domain::errors::RejectionKind;
 use aula_domain::values::{
     ApplicationId, BirthDate, CampusId, Capacity, CourseName, Email, InstitutionId, PersonName,
 };
@@ -56,24 +55,39 @@ fn capacity(seats: u32) -> Capacity {
     Capacity::new(seats).unwrap()
 }
 
-fn opened(seats: u32) -> CourseEvent {
-    CourseEvent::CourseOpened {
-        institution_id: institution_id(),
-        campus_id: campus_id(),
-        name: CourseName::parse("Física I").unwrap(),
-        capacity: capacity(seats),
-    }
+/// Física I with `seats` seats: the fields `OpenCourse` carries and `CourseOpened`
+/// records alike.
+macro_rules! course_of {
+    ($($variant:ident)::+, $seats:expr) => {
+        $($variant)::+ {
+            institution_id: institution_id(),
+            campus_id: campus_id(),
+            name: CourseName::parse("Física I").unwrap(),
+            capacity: capacity($seats),
+        }
+    };
 }
 
-/// An application `n`, using e-mail `email_n`.
+/// Application `n`, using e-mail `email_n`: the fields `RequestEnrollment` carries and
+/// `EnrollmentRequested` records alike.
+macro_rules! application_of {
+    ($($variant:ident)::+, $n:expr, $email_n:expr) => {
+        $($variant)::+ {
+            application_id: app($n),
+            name: applicant_name(),
+            birth_date: birth_date(),
+            email: applicant_email($email_n),
+            requested_at: now(),
+        }
+    };
+}
+
+fn opened(seats: u32) -> CourseEvent {
+    course_of!(CourseEvent::CourseOpened, seats)
+}
+
 fn requested(n: u128, email_n: u128) -> CourseEvent {
-    CourseEvent::EnrollmentRequested {
-        application_id: app(n),
-        name: applicant_name(),
-        birth_date: birth_date(),
-        email: applicant_email(email_n),
-        requested_at: now(),
-    }
+    application_of!(CourseEvent::EnrollmentRequested, n, email_n)
 }
 
 fn enrolled(n: u128, email_n: u128) -> CourseEvent {
@@ -117,13 +131,17 @@ fn decide(n: u128) -> CourseCommand {
 }
 
 fn request(n: u128, email_n: u128) -> CourseCommand {
-    CourseCommand::RequestEnrollment {
-        application_id: app(n),
-        name: applicant_name(),
-        birth_date: birth_date(),
-        email: applicant_email(email_n),
-        requested_at: now(),
+    application_of!(CourseCommand::RequestEnrollment, n, email_n)
+}
+
+fn change_capacity(seats: u32) -> CourseCommand {
+    CourseCommand::ChangeCapacity {
+        capacity: capacity(seats),
     }
+}
+
+fn open(seats: u32) -> CourseCommand {
+    course_of!(CourseCommand::OpenCourse, seats)
 }
 
 fn cancel(n: u128) -> CourseCommand {
@@ -139,12 +157,7 @@ fn cancel(n: u128) -> CourseCommand {
 fn opening_a_course_records_it() {
     framework()
         .given_no_previous_events()
-        .when(CourseCommand::OpenCourse {
-            institution_id: institution_id(),
-            campus_id: campus_id(),
-            name: CourseName::parse("Física I").unwrap(),
-            capacity: capacity(2),
-        })
+        .when(open(2))
         .then_expect_events(vec![opened(2)]);
 }
 
@@ -152,12 +165,7 @@ fn opening_a_course_records_it() {
 fn opening_twice_is_rejected() {
     framework()
         .given(vec![opened(2)])
-        .when(CourseCommand::OpenCourse {
-            institution_id: institution_id(),
-            campus_id: campus_id(),
-            name: CourseName::parse("Física I").unwrap(),
-            capacity: capacity(2),
-        })
+        .when(open(2))
         .then_expect_error(EnrollmentError::AlreadyOpened);
 }
 
@@ -177,14 +185,6 @@ fn a_request_is_recorded_even_when_the_class_is_full() {
         .given(vec![opened(1), requested(1, 1), enrolled(1, 1)])
         .when(request(2, 2))
         .then_expect_events(vec![requested(2, 2)]);
-}
-
-#[test]
-fn a_request_for_an_unknown_course_is_not_found() {
-    framework()
-        .given_no_previous_events()
-        .when(request(1, 1))
-        .then_expect_error(EnrollmentError::CourseNotFound);
 }
 
 #[test]
@@ -222,37 +222,30 @@ fn the_age_is_counted_on_the_decision_day() {
 }
 
 #[test]
-fn deciding_when_the_class_is_full_declines() {
-    framework()
-        .given(vec![
-            opened(1),
-            requested(1, 1),
-            requested(2, 2),
-            enrolled(1, 1),
-        ])
-        .when(decide(2))
-        .then_expect_events(vec![declined(2, 2, DeclineReason::ClassFull)]);
-}
-
-#[test]
-fn deciding_for_an_email_already_enrolled_declines() {
-    framework()
-        .given(vec![
-            opened(5),
-            requested(1, 1),
-            requested(2, 1),
-            enrolled(1, 1),
-        ])
-        .when(decide(2))
-        .then_expect_events(vec![declined(2, 1, DeclineReason::AlreadyEnrolled)]);
-}
-
-#[test]
-fn deciding_after_the_course_closed_declines() {
-    framework()
-        .given(vec![opened(5), requested(1, 1), CourseEvent::CourseClosed])
-        .when(decide(1))
-        .then_expect_events(vec![declined(1, 1, DeclineReason::CourseClosed)]);
+fn deciding_declines_a_full_class_an_enrolled_email_and_a_closed_course() {
+    let cases = [
+        (
+            vec![opened(1), requested(1, 1), requested(2, 2), enrolled(1, 1)],
+            2,
+            declined(2, 2, DeclineReason::ClassFull),
+        ),
+        (
+            vec![opened(5), requested(1, 1), requested(2, 1), enrolled(1, 1)],
+            2,
+            declined(2, 1, DeclineReason::AlreadyEnrolled),
+        ),
+        (
+            vec![opened(5), requested(1, 1), CourseEvent::CourseClosed],
+            1,
+            declined(1, 1, DeclineReason::CourseClosed),
+        ),
+    ];
+    for (given, n, declined) in cases {
+        framework()
+            .given(given)
+            .when(decide(n))
+            .then_expect_events(vec![declined]);
+    }
 }
 
 #[test]
@@ -270,39 +263,16 @@ fn a_cancelled_seat_can_be_taken_again() {
 }
 
 #[test]
-fn deciding_twice_is_reported_as_already_decided() {
-    framework()
-        .given(vec![opened(2), requested(1, 1), enrolled(1, 1)])
-        .when(decide(1))
-        .then_expect_error(EnrollmentError::AlreadyDecided);
-}
-
-#[test]
-fn deciding_a_declined_application_again_is_already_decided() {
-    framework()
-        .given(vec![
-            opened(1),
-            requested(1, 1),
-            declined(1, 1, DeclineReason::ClassFull),
-        ])
-        .when(decide(1))
-        .then_expect_error(EnrollmentError::AlreadyDecided);
-}
-
-#[test]
-fn deciding_an_unknown_application_is_not_found() {
-    framework()
-        .given(vec![opened(2)])
-        .when(decide(9))
-        .then_expect_error(EnrollmentError::ApplicationNotFound);
-}
-
-#[test]
-fn deciding_in_an_unknown_course_is_not_found() {
-    framework()
-        .given_no_previous_events()
-        .when(decide(1))
-        .then_expect_error(EnrollmentError::CourseNotFound);
+fn deciding_an_enrolled_or_declined_application_again_is_already_decided() {
+    for (seats, decision) in [
+        (2, enrolled(1, 1)),
+        (1, declined(1, 1, DeclineReason::ClassFull)),
+    ] {
+        framework()
+            .given(vec![opened(seats), requested(1, 1), decision])
+            .when(decide(1))
+            .then_expect_error(EnrollmentError::AlreadyDecided);
+    }
 }
 
 #[tokio::test]
@@ -357,34 +327,16 @@ fn cancelling_twice_is_rejected() {
 
 #[test]
 fn cancelling_a_pending_or_declined_application_is_rejected() {
-    framework()
-        .given(vec![opened(2), requested(1, 1)])
-        .when(cancel(1))
-        .then_expect_error(EnrollmentError::NotEnrolled);
-    framework()
-        .given(vec![
-            opened(2),
-            requested(1, 1),
-            declined(1, 1, DeclineReason::ClassFull),
-        ])
-        .when(cancel(1))
-        .then_expect_error(EnrollmentError::NotEnrolled);
-}
-
-#[test]
-fn cancelling_an_unknown_application_is_not_found() {
-    framework()
-        .given(vec![opened(2)])
-        .when(cancel(9))
-        .then_expect_error(EnrollmentError::ApplicationNotFound);
-}
-
-#[test]
-fn cancelling_in_an_unknown_course_is_not_found() {
-    framework()
-        .given_no_previous_events()
-        .when(cancel(1))
-        .then_expect_error(EnrollmentError::CourseNotFound);
+    let declined = declined(1, 1, DeclineReason::ClassFull);
+    for given in [
+        vec![opened(2), requested(1, 1)],
+        vec![opened(2), requested(1, 1), declined],
+    ] {
+        framework()
+            .given(given)
+            .when(cancel(1))
+            .then_expect_error(EnrollmentError::NotEnrolled);
+    }
 }
 
 // --- ChangeCapacity ---
@@ -393,9 +345,7 @@ fn cancelling_in_an_unknown_course_is_not_found() {
 fn changing_capacity_records_from_and_to() {
     framework()
         .given(vec![opened(2)])
-        .when(CourseCommand::ChangeCapacity {
-            capacity: capacity(5),
-        })
+        .when(change_capacity(5))
         .then_expect_events(vec![CourseEvent::CapacityChanged {
             from: capacity(2),
             to: capacity(5),
@@ -406,9 +356,7 @@ fn changing_capacity_records_from_and_to() {
 fn capacity_may_shrink_down_to_the_enrolled_count() {
     framework()
         .given(vec![opened(5), requested(1, 1), enrolled(1, 1)])
-        .when(CourseCommand::ChangeCapacity {
-            capacity: capacity(1),
-        })
+        .when(change_capacity(1))
         .then_expect_events(vec![CourseEvent::CapacityChanged {
             from: capacity(5),
             to: capacity(1),
@@ -425,9 +373,7 @@ fn capacity_below_the_enrolled_count_is_rejected() {
             enrolled(1, 1),
             enrolled(2, 2),
         ])
-        .when(CourseCommand::ChangeCapacity {
-            capacity: capacity(1),
-        })
+        .when(change_capacity(1))
         .then_expect_error(EnrollmentError::CapacityBelowEnrolled { enrolled: 2 });
 }
 
@@ -435,9 +381,7 @@ fn capacity_below_the_enrolled_count_is_rejected() {
 fn setting_the_same_capacity_records_nothing() {
     framework()
         .given(vec![opened(5)])
-        .when(CourseCommand::ChangeCapacity {
-            capacity: capacity(5),
-        })
+        .when(change_capacity(5))
         .then_expect_events(vec![]);
 }
 
@@ -445,20 +389,8 @@ fn setting_the_same_capacity_records_nothing() {
 fn changing_capacity_of_a_closed_course_is_rejected() {
     framework()
         .given(vec![opened(5), CourseEvent::CourseClosed])
-        .when(CourseCommand::ChangeCapacity {
-            capacity: capacity(6),
-        })
+        .when(change_capacity(6))
         .then_expect_error(EnrollmentError::CourseClosed);
-}
-
-#[test]
-fn changing_capacity_of_an_unknown_course_is_not_found() {
-    framework()
-        .given_no_previous_events()
-        .when(CourseCommand::ChangeCapacity {
-            capacity: capacity(6),
-        })
-        .then_expect_error(EnrollmentError::CourseNotFound);
 }
 
 // --- CloseCourse ---
@@ -479,12 +411,33 @@ fn closing_twice_is_rejected() {
         .then_expect_error(EnrollmentError::CourseClosed);
 }
 
+// --- rejections every command shares ---
+
 #[test]
-fn closing_an_unknown_course_is_not_found() {
-    framework()
-        .given_no_previous_events()
-        .when(CourseCommand::CloseCourse)
-        .then_expect_error(EnrollmentError::CourseNotFound);
+fn every_command_but_opening_is_refused_before_the_course_opened() {
+    for command in [
+        request(1, 1),
+        decide(1),
+        cancel(1),
+        change_capacity(6),
+        CourseCommand::CloseCourse,
+        decide_batch(&[(1, 1)]),
+    ] {
+        framework()
+            .given_no_previous_events()
+            .when(command)
+            .then_expect_error(EnrollmentError::CourseNotFound);
+    }
+}
+
+#[test]
+fn deciding_or_cancelling_an_unknown_application_is_not_found() {
+    for command in [decide(9), cancel(9)] {
+        framework()
+            .given(vec![opened(2)])
+            .when(command)
+            .then_expect_error(EnrollmentError::ApplicationNotFound);
+    }
 }
 
 // --- state and errors ---
@@ -497,23 +450,6 @@ fn state_snapshots_round_trip() {
     }
     let snapshot = serde_json::to_value(&course).unwrap();
     assert_eq!(serde_json::from_value::<Course>(snapshot).unwrap(), course);
-}
-
-#[test]
-fn errors_have_stable_codes_and_kinds() {
-    assert_eq!(
-        EnrollmentError::AlreadyDecided.code(),
-        "APPLICATION_ALREADY_DECIDED"
-    );
-    assert_eq!(
-        EnrollmentError::AlreadyDecided.kind(),
-        RejectionKind::Conflict
-    );
-    assert_eq!(EnrollmentError::CourseNotFound.code(), "COURSE_NOT_FOUND");
-    assert_eq!(
-        EnrollmentError::CourseNotFound.kind(),
-        RejectionKind::NotFound
-    );
 }
 
 // --- DecideApplications (applications submitted in streams of their own) ---
@@ -602,12 +538,4 @@ fn a_batch_also_decides_a_pending_old_shape_application() {
         .given(vec![opened(1), requested(1, 1)])
         .when(decide_batch(&[(1, 1)]))
         .then_expect_events(vec![enrolled(1, 1)]);
-}
-
-#[test]
-fn a_batch_for_a_course_never_opened_is_refused() {
-    framework()
-        .given_no_previous_events()
-        .when(decide_batch(&[(1, 1)]))
-        .then_expect_error(EnrollmentError::CourseNotFound);
 }

@@ -1,6 +1,5 @@
 //! Given/when/then tests of the `Institution` aggregate: every command and rejection.
 
-use aula_domain::errors::RejectionKind;
 use aula_domain::institution::{
     Institution, InstitutionCommand, InstitutionError, InstitutionEvent, InstitutionServices,
 };
@@ -96,14 +95,6 @@ fn creating_a_campus_records_it() {
 }
 
 #[test]
-fn a_campus_needs_an_institution() {
-    framework()
-        .given_no_previous_events()
-        .when(create_campus(1, "Centro"))
-        .then_expect_error(InstitutionError::NotFound);
-}
-
-#[test]
 fn a_duplicate_campus_name_is_rejected_regardless_of_case() {
     framework()
         .given(vec![created(), campus(1, "Centro")])
@@ -149,50 +140,35 @@ fn offering_on_an_unknown_campus_is_rejected() {
 }
 
 #[test]
-fn offering_without_an_institution_is_not_found() {
-    framework()
-        .given_no_previous_events()
-        .when(offer(1, 1, "Física I"))
-        .then_expect_error(InstitutionError::NotFound);
+fn campuses_and_courses_need_an_institution() {
+    for command in [create_campus(1, "Centro"), offer(1, 1, "Física I")] {
+        framework()
+            .given_no_previous_events()
+            .when(command)
+            .then_expect_error(InstitutionError::NotFound);
+    }
 }
 
 #[test]
-fn a_duplicate_course_name_on_a_campus_is_rejected() {
-    framework()
-        .given(vec![
-            created(),
-            campus(1, "Centro"),
-            offered(1, 1, "Física I"),
-        ])
-        .when(offer(2, 1, "física i"))
-        .then_expect_error(InstitutionError::DuplicateCourseName);
-}
-
-#[test]
-fn a_duplicate_course_id_is_rejected() {
-    framework()
-        .given(vec![
-            created(),
-            campus(1, "Centro"),
-            offered(1, 1, "Física I"),
-        ])
-        .when(offer(1, 1, "Química"))
-        .then_expect_error(InstitutionError::CourseAlreadyExists);
-}
-
-#[test]
-fn errors_have_stable_codes_and_kinds() {
-    assert_eq!(InstitutionError::CampusNotFound.code(), "CAMPUS_NOT_FOUND");
-    assert_eq!(
-        InstitutionError::CampusNotFound.kind(),
-        RejectionKind::NotFound
-    );
-    assert_eq!(
-        InstitutionError::DuplicateCourseName.code(),
-        "DUPLICATE_COURSE_NAME"
-    );
-    assert_eq!(
-        InstitutionError::DuplicateCourseName.kind(),
-        RejectionKind::Conflict
-    );
+fn a_duplicate_course_name_on_a_campus_or_course_id_is_rejected() {
+    let cases = [
+        (
+            offer(2, 1, "física i"),
+            InstitutionError::DuplicateCourseName,
+        ),
+        (
+            offer(1, 1, "Química"),
+            InstitutionError::CourseAlreadyExists,
+        ),
+    ];
+    for (command, error) in cases {
+        framework()
+            .given(vec![
+                created(),
+                campus(1, "Centro"),
+                offered(1, 1, "Física I"),
+            ])
+            .when(command)
+            .then_expect_error(error);
+    }
 }

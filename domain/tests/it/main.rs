@@ -9,6 +9,7 @@ mod course;
 mod exam_grade;
 mod institution;
 mod people;
+mod rejections;
 mod serde_roundtrip;
 mod upcasting;
 mod user;

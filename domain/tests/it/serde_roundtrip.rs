@@ -26,37 +26,13 @@ where
 }
 
 #[test]
-fn user_events_round_trip() {
+fn every_aggregates_events_round_trip() {
     assert_round_trips(user::sample_events());
-}
-
-#[test]
-fn institution_events_round_trip() {
     assert_round_trips(institution::sample_events());
-}
-
-#[test]
-fn student_events_round_trip() {
     assert_round_trips(student::sample_events());
-}
-
-#[test]
-fn teacher_events_round_trip() {
     assert_round_trips(teacher::sample_events());
-}
-
-#[test]
-fn application_events_round_trip() {
     assert_round_trips(application::sample_events());
-}
-
-#[test]
-fn course_events_round_trip() {
     assert_round_trips(course::sample_events());
-}
-
-#[test]
-fn exam_grade_events_round_trip() {
     assert_round_trips(exam_grade::sample_events());
 }
 

@@ -1,6 +1,5 @@
 //! Given/when/then tests of the `User` aggregate: every command and every rejection.
 
-use aula_domain::errors::{Rejection, RejectionKind};
 use aula_domain::user::{
     EmailChangeLink, Role, User, UserCommand, UserError, UserEvent, UserServices,
 };

@@ -1,7 +1,7 @@
 //! The private PostgreSQL of zero-configuration runs, against the installed server.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,15 @@ fn scratch_dir() -> PathBuf {
         .unwrap()
         .subsec_nanos();
     std::env::temp_dir().join(format!("aula-pg-{}-{nanos}", std::process::id()))
+}
+
+/// A throwaway server in `dir` whose supervisor restarts it after 50 ms, so that the
+/// tests of its restarts run quickly.
+fn quickly_restarted(dir: &Path) -> LocalPgOptions {
+    let mut options = LocalPgOptions::new(dir);
+    options.ephemeral = true;
+    options.restart_backoff = Duration::from_millis(50);
+    options
 }
 
 /// A live process that PostgreSQL can signal (so that it counts as "running"): as root
@@ -254,10 +263,8 @@ fn a_killed_server_is_restarted_and_no_acknowledged_write_is_lost() {
 #[test]
 fn a_server_that_cannot_come_back_is_reported_after_its_restarts() {
     let dir = scratch_dir();
-    let mut options = LocalPgOptions::new(&dir);
-    options.ephemeral = true;
+    let mut options = quickly_restarted(&dir);
     options.max_restarts = 3;
-    options.restart_backoff = Duration::from_millis(50);
     let server = LocalPostgres::start(&options).expect("the server starts");
     let failed = server.failed();
     std::fs::remove_file(dir.join("pgdata").join("postgresql.conf")).unwrap();
@@ -288,9 +295,7 @@ fn a_server_that_cannot_come_back_is_reported_after_its_restarts() {
 #[test]
 fn a_second_start_on_a_running_data_directory_uses_that_server_and_restarts_nothing() {
     let dir = scratch_dir();
-    let mut options = LocalPgOptions::new(&dir);
-    options.ephemeral = true;
-    options.restart_backoff = Duration::from_millis(50);
+    let options = quickly_restarted(&dir);
     let first = LocalPostgres::start(&options).expect("the first start");
     let second = LocalPostgres::start(&options).expect("the second start");
     assert!(first.owns_server());

@@ -3,5 +3,6 @@
 //! One binary for every integration test of the crate (each file used to be a
 //! binary of its own, and linking them dominated the build); each file is a module.
 
+mod copy_read;
 mod local_pg;
 mod log_reader;

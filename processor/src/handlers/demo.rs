@@ -58,16 +58,10 @@ where
     A: Aggregate,
     A::Error: Rejection + Send + Sync + 'static,
 {
-    match result {
-        Ok(_) => Ok(()),
-        // Already seeded by an earlier attempt.
-        Err(CommandError::Rejected(rejection)) if rejection.kind() == RejectionKind::Conflict => {
-            Ok(())
-        }
-        Err(CommandError::Rejected(rejection)) => Err(TaskError::permanent(rejection)),
-        Err(error @ CommandError::Conflict { .. }) => Err(TaskError::retry(error.to_string())),
-        Err(CommandError::Store(error)) => Err(error.into()),
-    }
+    // Already seeded by an earlier attempt.
+    super::command_outcome(result, |rejection| {
+        rejection.kind() == RejectionKind::Conflict
+    })
 }
 
 fn bus<A>(pool: &PgPool, services: A::Services) -> CommandBus<A>
@@ -157,22 +151,28 @@ pub async fn seed(
         Email::parse(&format!("{local}.{short}@demo.aula.example")).map_err(invalid)
     };
 
+    // A person's account (`kind` names it in its id): created as the API would.
+    let account_of = async |role: Role, kind: &str, name: &str| -> Result<Account, TaskError> {
+        let user_id = UserId::from_uuid(id(&format!("user/{kind}/{name}")));
+        let email = email_of(name)?;
+        Account::create(
+            pool,
+            &users,
+            user_id,
+            role,
+            name,
+            email,
+            institution_id,
+            &metadata,
+        )
+        .await
+    };
+
     let mut teacher_ids = Vec::new();
     for name in TEACHERS {
         let teacher_id = TeacherId::from_uuid(id(&format!("teacher/{name}")));
         teacher_ids.push(teacher_id);
-        let user_id = UserId::from_uuid(id(&format!("user/teacher/{name}")));
-        let account = Account::create(
-            pool,
-            &users,
-            user_id,
-            Role::Teacher,
-            name,
-            email_of(name)?,
-            institution_id,
-            &metadata,
-        )
-        .await?;
+        let account = account_of(Role::Teacher, "teacher", name).await?;
         let command = TeacherCommand::CreateTeacher {
             institution_id,
             user_id: account.user_id,
@@ -190,18 +190,7 @@ pub async fn seed(
     for (name, born) in STUDENTS {
         let student_id = StudentId::from_uuid(id(&format!("student/{name}")));
         student_ids.push(student_id);
-        let user_id = UserId::from_uuid(id(&format!("user/student/{name}")));
-        let account = Account::create(
-            pool,
-            &users,
-            user_id,
-            Role::Student,
-            name,
-            email_of(name)?,
-            institution_id,
-            &metadata,
-        )
-        .await?;
+        let account = account_of(Role::Student, "student", name).await?;
         let command = StudentCommand::CreateStudent {
             institution_id,
             user_id: account.user_id,

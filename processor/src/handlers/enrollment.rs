@@ -4,10 +4,10 @@
 //! ever exceeding a course's capacity.
 
 use aula_domain::course::{Course, CourseCommand, CourseEvent, CourseServices, EnrollmentError};
-use aula_eventlog::{Cause, CommandBus, CommandError, EventMetadata};
+use aula_eventlog::{Cause, CommandBus, EventMetadata};
 use chrono::Utc;
 
-use super::{EventPayload, TaskContext, TaskError, TaskHandler};
+use super::{command_outcome, EventPayload, TaskContext, TaskError, TaskHandler};
 
 pub struct DecideEnrollment;
 
@@ -48,16 +48,10 @@ impl TaskHandler for DecideEnrollment {
             application_id,
             today: Utc::now().date_naive(),
         };
-        match bus
+        let result = bus
             .execute(payload.aggregate_id, command, &task_metadata(ctx))
-            .await
-        {
-            Ok(_) => Ok(()),
-            // Decided by an earlier attempt (or for the original of a reprocessed copy).
-            Err(CommandError::Rejected(EnrollmentError::AlreadyDecided)) => Ok(()),
-            Err(CommandError::Rejected(rejection)) => Err(TaskError::permanent(rejection)),
-            Err(error @ CommandError::Conflict { .. }) => Err(TaskError::retry(error.to_string())),
-            Err(CommandError::Store(error)) => Err(error.into()),
-        }
+            .await;
+        // Decided by an earlier attempt (or for the original of a reprocessed copy).
+        command_outcome(result, |e| matches!(e, EnrollmentError::AlreadyDecided))
     }
 }

@@ -13,10 +13,10 @@ use aula_domain::institution::{
 };
 use aula_domain::user::UserEvent;
 use aula_domain::values::UserId;
-use aula_eventlog::{CommandBus, CommandError};
+use aula_eventlog::CommandBus;
 
 use super::enrollment::task_metadata;
-use super::{EventPayload, TaskContext, TaskError, TaskHandler};
+use super::{command_outcome, EventPayload, TaskContext, TaskError, TaskHandler};
 
 pub struct CreateRegisteredInstitution;
 
@@ -50,16 +50,10 @@ impl TaskHandler for CreateRegisteredInstitution {
             name: institution_name,
             manager_user_id: manager,
         };
-        match bus
+        let result = bus
             .execute(&institution_id.to_string(), command, &task_metadata(ctx))
-            .await
-        {
-            Ok(_) => Ok(()),
-            // The API created it (the usual case), or an earlier attempt did.
-            Err(CommandError::Rejected(InstitutionError::AlreadyExists)) => Ok(()),
-            Err(CommandError::Rejected(rejection)) => Err(TaskError::permanent(rejection)),
-            Err(error @ CommandError::Conflict { .. }) => Err(TaskError::retry(error.to_string())),
-            Err(CommandError::Store(error)) => Err(error.into()),
-        }
+            .await;
+        // The API created it (the usual case), or an earlier attempt did.
+        command_outcome(result, |e| matches!(e, InstitutionError::AlreadyExists))
     }
 }

@@ -98,6 +98,26 @@ impl TaskError {
     }
 }
 
+/// A command's result as its task's: a rejection that `already_done` recognizes means an
+/// earlier attempt (or the API, or the original of a reprocessed copy) did it, which is
+/// success; any other rejection is permanent, a lost race is retried.
+pub(crate) fn command_outcome<T, E>(
+    result: Result<T, aula_eventlog::CommandError<E>>,
+    already_done: impl Fn(&E) -> bool,
+) -> Result<(), TaskError>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    use aula_eventlog::CommandError;
+    match result {
+        Ok(_) => Ok(()),
+        Err(CommandError::Rejected(rejection)) if already_done(&rejection) => Ok(()),
+        Err(CommandError::Rejected(rejection)) => Err(TaskError::permanent(rejection)),
+        Err(error @ CommandError::Conflict { .. }) => Err(TaskError::retry(error.to_string())),
+        Err(CommandError::Store(error)) => Err(error.into()),
+    }
+}
+
 /// See [`TaskError::is_unavailable`] and [`aula_eventlog::db::is_unavailable`], less
 /// serialization failures and deadlocks (40001, 40P01): those are the task's own
 /// contention, retried like any error but counted, so a task that always deadlocks

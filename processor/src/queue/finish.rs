@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use aula_eventlog::db::column;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -43,6 +44,93 @@ pub struct Failed {
     pub dead: bool,
 }
 
+/// The fencing keys of a batch of attempts, one array each: ids, attempts, claim times.
+fn fences(batch: &[Done]) -> (Vec<i64>, Vec<i32>, Vec<DateTime<Utc>>) {
+    (
+        column(batch, |d| d.id),
+        column(batch, |d| d.attempt),
+        column(batch, |d| d.claimed_at),
+    )
+}
+
+// The statements share their parts as macros rather than consts: `concat!` takes only
+// literals, and each statement must stay one `&'static str` (tests explain them).
+
+/// `locked`: the queue rows of a batch still held under the claim named by its fencing
+/// keys (`$1` ids, `$2` attempts, the claim times in the parameter given), in id order.
+macro_rules! locked_attempts {
+    ($columns:literal, $claimed_at:literal, $lock:literal) => {
+        concat!(
+            "WITH locked AS (
+             SELECT t.id, t.status",
+            $columns,
+            " FROM unnest($1::bigint[], $2::int[], ",
+            $claimed_at,
+            "::timestamptz[]) AS c(id, attempt, claimed_at)
+             JOIN task_queue t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
+             ORDER BY t.id
+             FOR UPDATE OF t",
+            $lock,
+            "
+         )"
+        )
+    };
+}
+
+/// `done`: the locked rows that `$running` selects, moved from the queue into the
+/// history as succeeded, their attempts recorded.
+macro_rules! succeeded {
+    ($running:literal) => {
+        concat!(
+            ", done AS (
+             DELETE FROM task_queue t
+             WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE ",
+            $running,
+            "))
+             RETURNING t.*
+         ), kept AS (
+             ",
+            history_columns!(),
+            "
+             SELECT id, kind, priority, 'succeeded', run_at, attempt, max_attempts, NULL, worker,
+                    event_id, event_type, origin_task_id, idempotency_key, payload, institution_id,
+                    correlation_id, created_at, started_at, now(), NULL, claimed_at
+             FROM done
+         ), recorded AS (
+             UPDATE task_attempts a
+             SET outcome = 'succeeded', finished_at = now(),
+                 duration_ms = extract(epoch FROM now() - a.started_at) * 1000
+             FROM done WHERE a.task_id = done.id AND a.attempt = done.attempt
+         )"
+        )
+    };
+}
+
+/// The end of a completion that counts its own tasks: `done` added to the rollups and
+/// the status counters in shard `$3`; returns the ids accepted.
+macro_rules! counted_succeeded {
+    () => {
+        ", total AS (
+             SELECT count(*) AS n FROM done
+         ), rolled AS (
+             INSERT INTO processing_rollups (minute, kind, status, shard, count)
+             SELECT to_timestamp(floor(extract(epoch FROM now()) / 60) * 60), 'task', 'succeeded', $3, n
+             FROM total WHERE n > 0
+             ON CONFLICT (minute, kind, status, shard)
+             DO UPDATE SET count = processing_rollups.count + EXCLUDED.count
+         ), counted AS (
+             INSERT INTO task_status_counts (kind, status, shard, count)
+             SELECT 'task', s.status, $3, s.sign * total.n
+             FROM total, (VALUES ('running', -1), ('succeeded', 1)) AS s(status, sign)
+             WHERE total.n > 0
+             ORDER BY s.status
+             ON CONFLICT (kind, status, shard)
+             DO UPDATE SET count = task_status_counts.count + EXCLUDED.count
+         )
+         SELECT id FROM done"
+    };
+}
+
 /// Marks attempts succeeded, fenced by attempt number.
 ///
 /// Returns the ids accepted; an id missing from the result was superseded (its lease
@@ -51,10 +139,11 @@ pub async fn complete(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>, sqlx::Er
     if done.is_empty() {
         return Ok(Vec::new());
     }
+    let (ids, attempts, claimed_at) = fences(done);
     let sql = sqlx::query_as::<_, (i64, Option<Uuid>, Option<DateTime<Utc>>)>(COMPLETE_SQL)
-        .bind(done.iter().map(|d| d.id).collect::<Vec<_>>())
-        .bind(done.iter().map(|d| d.attempt).collect::<Vec<_>>())
-        .bind(done.iter().map(|d| d.claimed_at).collect::<Vec<_>>());
+        .bind(ids)
+        .bind(attempts)
+        .bind(claimed_at);
     finish(pool, sql, |(id, event_id, finished_at)| {
         let mut change = TaskChange::moved(event_id, "running", "succeeded");
         change.finished_at = finished_at;
@@ -64,28 +153,12 @@ pub async fn complete(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>, sqlx::Er
 }
 
 /// See [`complete`].
-pub const COMPLETE_SQL: &str = "WITH locked AS (
-             SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[], $3::timestamptz[]) AS c(id, attempt, claimed_at)
-             JOIN task_queue t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
-             ORDER BY t.id
-             FOR UPDATE OF t
-         ), done AS (
-             DELETE FROM task_queue t
-             WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE status = 'running'))
-             RETURNING t.*
-         ), kept AS (
-             INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)
-             SELECT id, kind, priority, 'succeeded', run_at, attempt, max_attempts, NULL, worker,
-                    event_id, event_type, origin_task_id, idempotency_key, payload, institution_id,
-                    correlation_id, created_at, started_at, now(), NULL, claimed_at
-             FROM done
-         ), recorded AS (
-             UPDATE task_attempts a
-             SET outcome = 'succeeded', finished_at = now(),
-                 duration_ms = extract(epoch FROM now() - a.started_at) * 1000
-             FROM done WHERE a.task_id = done.id AND a.attempt = done.attempt
-         )
-         SELECT id, event_id, now() AS finished_at FROM done";
+pub const COMPLETE_SQL: &str = concat!(
+    locked_attempts!("", "$3", ""),
+    succeeded!("status = 'running'"),
+    "
+         SELECT id, event_id, now() AS finished_at FROM done"
+);
 
 /// [`complete`] for tasks that no event issued (benchmarks, direct inserts): one
 /// statement, in one round trip and without an open transaction, also records the
@@ -93,119 +166,54 @@ pub const COMPLETE_SQL: &str = "WITH locked AS (
 /// Tasks that have an event are left alone (not in the result): finish them with
 /// [`complete`], which updates their event's row.
 pub async fn complete_eventless(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>, sqlx::Error> {
-    if done.is_empty() {
-        return Ok(Vec::new());
-    }
-    let shard: i16 = rand::Rng::gen_range(&mut rand::thread_rng(), 0..processing::SHARDS);
-    sqlx::query_scalar(COMPLETE_EVENTLESS_SQL)
-        .bind(done.iter().map(|d| d.id).collect::<Vec<_>>())
-        .bind(done.iter().map(|d| d.attempt).collect::<Vec<_>>())
-        .bind(shard)
-        .bind(done.iter().map(|d| d.claimed_at).collect::<Vec<_>>())
-        .fetch_all(pool)
-        .await
+    complete_counted(pool, done, COMPLETE_EVENTLESS_SQL).await
 }
 
 /// See [`complete_eventless`].
-pub const COMPLETE_EVENTLESS_SQL: &str = "WITH locked AS (
-             SELECT t.id, t.status, t.event_id FROM unnest($1::bigint[], $2::int[], $4::timestamptz[]) AS c(id, attempt, claimed_at)
-             JOIN task_queue t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
-             ORDER BY t.id
-             FOR UPDATE OF t
-         ), done AS (
-             DELETE FROM task_queue t
-             WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE status = 'running' AND event_id IS NULL))
-             RETURNING t.*
-         ), kept AS (
-             INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)
-             SELECT id, kind, priority, 'succeeded', run_at, attempt, max_attempts, NULL, worker,
-                    event_id, event_type, origin_task_id, idempotency_key, payload, institution_id,
-                    correlation_id, created_at, started_at, now(), NULL, claimed_at
-             FROM done
-         ), recorded AS (
-             UPDATE task_attempts a
-             SET outcome = 'succeeded', finished_at = now(),
-                 duration_ms = extract(epoch FROM now() - a.started_at) * 1000
-             FROM done WHERE a.task_id = done.id AND a.attempt = done.attempt
-         ), total AS (
-             SELECT count(*) AS n FROM done
-         ), rolled AS (
-             INSERT INTO processing_rollups (minute, kind, status, shard, count)
-             SELECT to_timestamp(floor(extract(epoch FROM now()) / 60) * 60), 'task', 'succeeded', $3, n
-             FROM total WHERE n > 0
-             ON CONFLICT (minute, kind, status, shard)
-             DO UPDATE SET count = processing_rollups.count + EXCLUDED.count
-         ), counted AS (
-             INSERT INTO task_status_counts (kind, status, shard, count)
-             SELECT 'task', s.status, $3, s.sign * total.n
-             FROM total, (VALUES ('running', -1), ('succeeded', 1)) AS s(status, sign)
-             WHERE total.n > 0
-             ORDER BY s.status
-             ON CONFLICT (kind, status, shard)
-             DO UPDATE SET count = task_status_counts.count + EXCLUDED.count
-         )
-         SELECT id FROM done";
+pub const COMPLETE_EVENTLESS_SQL: &str = concat!(
+    locked_attempts!(", t.event_id", "$4", ""),
+    succeeded!("status = 'running' AND event_id IS NULL"),
+    counted_succeeded!()
+);
 
 /// Marks attempts succeeded, fenced like [`complete`], in one statement without an open
 /// transaction: the task counters and rollups are updated in it, and the issuing
 /// events' ids are queued in `admin_event_refresh` (see [`claim_deferred`](super::claim_deferred)) rather than
 /// their rows rewritten. The workers' completion. Returns the ids accepted.
 pub async fn complete_deferred(pool: &PgPool, done: &[Done]) -> Result<Vec<i64>, sqlx::Error> {
+    complete_counted(pool, done, COMPLETE_DEFERRED_SQL).await
+}
+
+/// Runs one of the completions that count their own tasks (`$3` is the counters' shard).
+async fn complete_counted(
+    pool: &PgPool,
+    done: &[Done],
+    statement: &'static str,
+) -> Result<Vec<i64>, sqlx::Error> {
     if done.is_empty() {
         return Ok(Vec::new());
     }
     let shard: i16 = rand::Rng::gen_range(&mut rand::thread_rng(), 0..processing::SHARDS);
-    sqlx::query_scalar(COMPLETE_DEFERRED_SQL)
-        .bind(done.iter().map(|d| d.id).collect::<Vec<_>>())
-        .bind(done.iter().map(|d| d.attempt).collect::<Vec<_>>())
+    let (ids, attempts, claimed_at) = fences(done);
+    sqlx::query_scalar(statement)
+        .bind(ids)
+        .bind(attempts)
         .bind(shard)
-        .bind(done.iter().map(|d| d.claimed_at).collect::<Vec<_>>())
+        .bind(claimed_at)
         .fetch_all(pool)
         .await
 }
 
 /// See [`complete_deferred`].
-pub const COMPLETE_DEFERRED_SQL: &str = "WITH locked AS (
-             SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[], $4::timestamptz[]) AS c(id, attempt, claimed_at)
-             JOIN task_queue t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
-             ORDER BY t.id
-             FOR UPDATE OF t
-         ), done AS (
-             DELETE FROM task_queue t
-             WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE status = 'running'))
-             RETURNING t.*
-         ), kept AS (
-             INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)
-             SELECT id, kind, priority, 'succeeded', run_at, attempt, max_attempts, NULL, worker,
-                    event_id, event_type, origin_task_id, idempotency_key, payload, institution_id,
-                    correlation_id, created_at, started_at, now(), NULL, claimed_at
-             FROM done
-         ), recorded AS (
-             UPDATE task_attempts a
-             SET outcome = 'succeeded', finished_at = now(),
-                 duration_ms = extract(epoch FROM now() - a.started_at) * 1000
-             FROM done WHERE a.task_id = done.id AND a.attempt = done.attempt
-         ), queued AS (
+pub const COMPLETE_DEFERRED_SQL: &str = concat!(
+    locked_attempts!("", "$4", ""),
+    succeeded!("status = 'running'"),
+    ", queued AS (
              INSERT INTO admin_event_refresh (event_id)
              SELECT DISTINCT event_id FROM done WHERE event_id IS NOT NULL
-         ), total AS (
-             SELECT count(*) AS n FROM done
-         ), rolled AS (
-             INSERT INTO processing_rollups (minute, kind, status, shard, count)
-             SELECT to_timestamp(floor(extract(epoch FROM now()) / 60) * 60), 'task', 'succeeded', $3, n
-             FROM total WHERE n > 0
-             ON CONFLICT (minute, kind, status, shard)
-             DO UPDATE SET count = processing_rollups.count + EXCLUDED.count
-         ), counted AS (
-             INSERT INTO task_status_counts (kind, status, shard, count)
-             SELECT 'task', s.status, $3, s.sign * total.n
-             FROM total, (VALUES ('running', -1), ('succeeded', 1)) AS s(status, sign)
-             WHERE total.n > 0
-             ORDER BY s.status
-             ON CONFLICT (kind, status, shard)
-             DO UPDATE SET count = task_status_counts.count + EXCLUDED.count
-         )
-         SELECT id FROM done";
+         )",
+    counted_succeeded!()
+);
 
 /// Runs a finishing statement and records its changes, in one transaction.
 async fn finish<'q, R, F>(
@@ -235,31 +243,34 @@ pub async fn fail(pool: &PgPool, failed: &[Failed]) -> Result<Vec<i64>, sqlx::Er
     if failed.is_empty() {
         return Ok(Vec::new());
     }
-    let sql =
-        sqlx::query_as::<_, (i64, Option<Uuid>, String, Option<DateTime<Utc>>, String)>(FAIL_SQL)
-            .bind(failed.iter().map(|f| f.id).collect::<Vec<_>>())
-            .bind(failed.iter().map(|f| f.attempt).collect::<Vec<_>>())
-            .bind(failed.iter().map(|f| f.error.as_str()).collect::<Vec<_>>())
-            .bind(
-                failed
-                    .iter()
-                    .map(|f| f.retry_after.map(|d| d.as_millis() as f64))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(failed.iter().map(|f| f.claimed_at).collect::<Vec<_>>())
-            .bind(failed.iter().map(|f| f.spare).collect::<Vec<_>>())
-            .bind(failed.iter().map(|f| f.dead).collect::<Vec<_>>());
-    finish(pool, sql, |(id, event_id, status, finished_at, error)| {
-        let mut change = TaskChange::moved(event_id, "running", &status);
-        change.finished_at = finished_at;
-        change.error = Some(error);
-        (id, change)
-    })
-    .await
+    let sql = sqlx::query_as::<_, Ended>(FAIL_SQL)
+        .bind(column(failed, |f| f.id))
+        .bind(column(failed, |f| f.attempt))
+        .bind(column(failed, |f| f.error.as_str()))
+        .bind(column(failed, |f| {
+            f.retry_after.map(|d| d.as_millis() as f64)
+        }))
+        .bind(column(failed, |f| f.claimed_at))
+        .bind(column(failed, |f| f.spare))
+        .bind(column(failed, |f| f.dead));
+    finish(pool, sql, ended).await
+}
+
+/// A row of an attempt that ended (failed, retried or rescued): id, issuing event, the
+/// status it was moved to (`retrying` for one pending again), when and with what error.
+type Ended = (i64, Option<Uuid>, String, Option<DateTime<Utc>>, String);
+
+/// The change an ended attempt makes to its event's tasks and the counters.
+fn ended((id, event_id, status, finished_at, error): Ended) -> (i64, TaskChange) {
+    let mut change = TaskChange::moved(event_id, "running", &status);
+    change.finished_at = finished_at;
+    change.error = Some(error);
+    (id, change)
 }
 
 /// See [`fail`].
-pub const FAIL_SQL: &str = "WITH f AS (
+pub const FAIL_SQL: &str = concat!(
+    "WITH f AS (
              SELECT id, attempt, claimed_at, error,
                     CASE WHEN NOT dead THEN now() + retry_ms * interval '1 millisecond' END AS retry_at,
                     spare AND retry_ms IS NOT NULL AND NOT dead AS spare, dead
@@ -292,7 +303,9 @@ pub const FAIL_SQL: &str = "WITH f AS (
              WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE status = 'running' AND next <> 'pending'))
              RETURNING t.*
          ), ended AS (
-             INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)
+             ",
+    history_columns!(),
+    "
              SELECT g.id, g.kind, g.priority, l.next, COALESCE(l.retry_at, g.run_at), g.attempt,
                     g.max_attempts + CASE WHEN l.spare THEN 1 ELSE 0 END, NULL, NULL, g.event_id,
                     g.event_type, g.origin_task_id, g.idempotency_key, g.payload, g.institution_id,
@@ -310,7 +323,8 @@ pub const FAIL_SQL: &str = "WITH f AS (
          )
          SELECT id, event_id, CASE status WHEN 'pending' THEN 'retrying' ELSE status END,
                 finished_at, error
-         FROM updated";
+         FROM updated"
+);
 
 /// Extends the leases of the attempts this worker still runs. Returns the ids whose
 /// lease was extended (a missing id was superseded, or is being finished right now:
@@ -326,25 +340,24 @@ pub async fn heartbeat(
     if running.is_empty() {
         return Ok(Vec::new());
     }
+    let (ids, attempts, claimed_at) = fences(running);
     sqlx::query_scalar(HEARTBEAT_SQL)
-        .bind(running.iter().map(|d| d.id).collect::<Vec<_>>())
-        .bind(running.iter().map(|d| d.attempt).collect::<Vec<_>>())
+        .bind(ids)
+        .bind(attempts)
         .bind(lease.as_millis() as f64)
-        .bind(running.iter().map(|d| d.claimed_at).collect::<Vec<_>>())
+        .bind(claimed_at)
         .fetch_all(pool)
         .await
 }
 
 /// See [`heartbeat`].
-pub const HEARTBEAT_SQL: &str = "WITH locked AS (
-             SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[], $4::timestamptz[]) AS c(id, attempt, claimed_at)
-             JOIN task_queue t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
-             ORDER BY t.id
-             FOR UPDATE OF t SKIP LOCKED
-         )
+pub const HEARTBEAT_SQL: &str = concat!(
+    locked_attempts!("", "$4", " SKIP LOCKED"),
+    "
          UPDATE task_queue t SET lease_until = now() + $3 * interval '1 millisecond'
          WHERE t.id = ANY(ARRAY(SELECT id FROM locked WHERE status = 'running'))
-         RETURNING t.id";
+         RETURNING t.id"
+);
 
 /// Gives running attempts back (graceful shutdown before they finished): the task is
 /// pending again at once and the attempt does not count against its budget.
@@ -352,10 +365,11 @@ pub async fn release(pool: &PgPool, running: &[Done]) -> Result<Vec<i64>, sqlx::
     if running.is_empty() {
         return Ok(Vec::new());
     }
+    let (ids, attempts, claimed_at) = fences(running);
     let sql = sqlx::query_as::<_, (i64, Option<Uuid>, bool)>(RELEASE_SQL)
-        .bind(running.iter().map(|d| d.id).collect::<Vec<_>>())
-        .bind(running.iter().map(|d| d.attempt).collect::<Vec<_>>())
-        .bind(running.iter().map(|d| d.claimed_at).collect::<Vec<_>>());
+        .bind(ids)
+        .bind(attempts)
+        .bind(claimed_at);
     finish(pool, sql, |(id, event_id, retried)| {
         // Given back, not failed: it stays `retrying` only if an earlier attempt failed.
         let to = if retried { "retrying" } else { "pending" };
@@ -365,12 +379,9 @@ pub async fn release(pool: &PgPool, running: &[Done]) -> Result<Vec<i64>, sqlx::
 }
 
 /// See [`release`].
-pub const RELEASE_SQL: &str = "WITH locked AS (
-             SELECT t.id, t.status FROM unnest($1::bigint[], $2::int[], $3::timestamptz[]) AS c(id, attempt, claimed_at)
-             JOIN task_queue t ON t.id = c.id AND t.attempt = c.attempt AND t.claimed_at = c.claimed_at
-             ORDER BY t.id
-             FOR UPDATE OF t
-         ), released AS (
+pub const RELEASE_SQL: &str = concat!(
+    locked_attempts!("", "$3", ""),
+    ", released AS (
              UPDATE task_queue t
              SET status = 'pending', run_at = now(), lease_until = NULL, worker = NULL,
                  max_attempts = t.max_attempts + 1
@@ -382,12 +393,13 @@ pub const RELEASE_SQL: &str = "WITH locked AS (
                  duration_ms = extract(epoch FROM now() - a.started_at) * 1000
              FROM released WHERE a.task_id = released.id AND a.attempt = released.attempt
          )
-         SELECT id, event_id, retried FROM released";
+         SELECT id, event_id, retried FROM released"
+);
 
 /// Rescues up to `limit` running tasks whose lease has expired: pending again at once,
 /// or `dead` if that was their last attempt. Any process may run it. Returns how many.
 pub async fn rescue_expired(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Error> {
-    let sql = sqlx::query_as::<_, (i64, Option<Uuid>, String, Option<DateTime<Utc>>, String)>(
+    let sql = sqlx::query_as::<_, Ended>(concat!(
         "WITH expired AS (
              SELECT id, attempt >= max_attempts AS last FROM task_queue
              WHERE status = 'running' AND lease_until < now()
@@ -407,7 +419,9 @@ pub async fn rescue_expired(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Erro
              WHERE t.id = ANY(ARRAY(SELECT id FROM expired WHERE last))
              RETURNING t.*
          ), buried AS (
-             INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)
+             ",
+    history_columns!(),
+    "
              SELECT id, kind, priority, 'dead', now(), attempt, max_attempts, NULL, NULL, event_id,
                     event_type, origin_task_id, idempotency_key, payload, institution_id,
                     correlation_id, created_at, started_at, now(),
@@ -424,16 +438,10 @@ pub async fn rescue_expired(pool: &PgPool, limit: i64) -> Result<u64, sqlx::Erro
          )
          SELECT id, event_id, CASE status WHEN 'pending' THEN 'retrying' ELSE status END,
                 finished_at, last_error
-         FROM updated",
-    )
+         FROM updated"
+    ))
     .bind(limit);
-    let rescued = finish(pool, sql, |(id, event_id, status, finished_at, error)| {
-        let mut change = TaskChange::moved(event_id, "running", &status);
-        change.finished_at = finished_at;
-        change.error = Some(error);
-        (id, change)
-    })
-    .await?;
+    let rescued = finish(pool, sql, ended).await?;
     if !rescued.is_empty() {
         tracing::warn!(count = rescued.len(), ids = ?rescued, "rescued tasks whose worker was lost");
     }

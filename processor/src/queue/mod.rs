@@ -48,6 +48,7 @@
 
 use std::time::Duration;
 
+use aula_eventlog::db::column;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -146,26 +147,16 @@ pub(crate) async fn insert_tasks_unrecorded(
         return Ok(Vec::new());
     }
     let inserted: Vec<(i64, Option<Uuid>)> = sqlx::query_as(INSERT_TASKS_SQL)
-        .bind(tasks.iter().map(|t| t.kind.as_str()).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.priority).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.max_attempts).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.run_at).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.event_id).collect::<Vec<_>>())
-        .bind(
-            tasks
-                .iter()
-                .map(|t| t.event_type.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            tasks
-                .iter()
-                .map(|t| t.idempotency_key.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(tasks.iter().map(|t| &t.payload).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.institution_id).collect::<Vec<_>>())
-        .bind(tasks.iter().map(|t| t.correlation_id).collect::<Vec<_>>())
+        .bind(column(tasks, |t| t.kind.as_str()))
+        .bind(column(tasks, |t| t.priority))
+        .bind(column(tasks, |t| t.max_attempts))
+        .bind(column(tasks, |t| t.run_at))
+        .bind(column(tasks, |t| t.event_id))
+        .bind(column(tasks, |t| t.event_type.as_deref()))
+        .bind(column(tasks, |t| t.idempotency_key.as_str()))
+        .bind(column(tasks, |t| &t.payload))
+        .bind(column(tasks, |t| t.institution_id))
+        .bind(column(tasks, |t| t.correlation_id))
         .fetch_all(&mut *conn)
         .await?;
     // The dedupe spans two tables (the queue's unique index, the history's): a task of
@@ -240,6 +231,17 @@ impl TaskRow {
         }
     }
 }
+
+/// The insert into `task_history` that every statement finishing a task starts its
+/// history row with: the columns, in the order their `SELECT`s give them. A macro, so
+/// that `concat!` can join it into a statement.
+macro_rules! history_columns {
+    () => {
+        "INSERT INTO task_history (id, kind, priority, status, run_at, attempt, max_attempts, lease_until, worker, event_id, event_type, origin_task_id, idempotency_key, payload, institution_id, correlation_id, created_at, started_at, finished_at, last_error, claimed_at)"
+    };
+}
+
+pub(crate) use history_columns;
 
 mod claim;
 mod finish;

@@ -133,6 +133,22 @@ pub struct NewEndpoint {
     pub signature_scheme: SignatureScheme,
 }
 
+impl NewEndpoint {
+    /// A platform-wide endpoint the system itself registers (tests, benchmarks), for
+    /// every event type, signed with `v1`; set the other fields with struct update.
+    pub fn by_system(url: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            institution_id: None,
+            url: url.into(),
+            event_types: None,
+            description: description.into(),
+            created_by: "system".into(),
+            created_by_user: None,
+            signature_scheme: SignatureScheme::V1,
+        }
+    }
+}
+
 /// Registers an endpoint; returns it and its signing key (a `v1` secret to show once,
 /// a `v1a` key pair whose public half is shown). `metadata`: who asked, for the audit
 /// record.

@@ -15,7 +15,6 @@ use uuid::Uuid;
 use crate::kinds;
 use crate::processing::TaskChange;
 use crate::queue::{insert_tasks_unrecorded, NewTask};
-use aula_eventlog::metadata::REPROCESSED_FROM;
 
 /// Bodies larger than this are sent thin: the event's id, type and time, no data.
 pub const MAX_BODY_BYTES: usize = 20 * 1024;
@@ -41,15 +40,6 @@ pub fn institution_of(event: &RecordedEvent) -> Option<Uuid> {
             .and_then(Value::as_str)
             .and_then(|id| id.parse().ok())
     })
-}
-
-/// The original of a reprocessed copy.
-pub fn original_of(event: &RecordedEvent) -> Option<Uuid> {
-    event
-        .metadata
-        .get(REPROCESSED_FROM)
-        .and_then(Value::as_str)
-        .and_then(|id| id.parse().ok())
 }
 
 /// The event's public form: `{"type", "timestamp", "data"}` (the payload without its
@@ -177,7 +167,7 @@ pub async fn fan_out(
                         event.event_id,
                         event.recorded_at,
                         institution,
-                        original_of(event),
+                        event.reprocessed_from(),
                         &event.payload,
                     )
                 })
@@ -221,7 +211,7 @@ impl MessageRows {
         self.events.push(event.event_id);
         self.types.push(event.event_type.clone());
         self.institutions.push(institution);
-        self.originals.push(original_of(event));
+        self.originals.push(event.reprocessed_from());
         self.recorded.push(event.recorded_at);
         self.bodies.push(body);
     }

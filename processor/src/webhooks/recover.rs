@@ -16,9 +16,7 @@ use uuid::Uuid;
 
 use super::audit;
 use super::endpoints::WebhookError;
-use super::fanout::{
-    delivery_task, institution_of, message_id, original_of, public_body, MessageRows,
-};
+use super::fanout::{delivery_task, institution_of, message_id, public_body, MessageRows};
 use crate::handlers::{TaskContext, TaskError, TaskHandler};
 use crate::kinds;
 use crate::queue::{insert_tasks, NewTask};
@@ -300,7 +298,7 @@ impl TaskHandler for WebhookRecover {
                 event.event_id,
                 event.recorded_at,
                 owner,
-                original_of(event),
+                event.reprocessed_from(),
                 &event.payload,
             );
             rows.push(id, endpoint_id, event, owner, body);

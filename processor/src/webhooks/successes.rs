@@ -19,6 +19,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
+use aula_eventlog::db::column;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
@@ -132,13 +133,13 @@ async fn write(pool: &PgPool, rows: &[Success]) -> Result<(), sqlx::Error> {
          )
          SELECT set_config('synchronous_commit', 'off', true)",
     )
-    .bind(rows.iter().map(|r| r.message_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.attempt).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.endpoint_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.started_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.latency_ms).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.status_code).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.excerpt.as_deref()).collect::<Vec<_>>())
+    .bind(column(rows, |r| r.message_id))
+    .bind(column(rows, |r| r.attempt))
+    .bind(column(rows, |r| r.endpoint_id))
+    .bind(column(rows, |r| r.started_at))
+    .bind(column(rows, |r| r.latency_ms))
+    .bind(column(rows, |r| r.status_code))
+    .bind(column(rows, |r| r.excerpt.as_deref()))
     .execute(pool)
     .await?;
     Ok(())

@@ -135,14 +135,12 @@ async fn killing_a_worker_process_mid_run_loses_and_duplicates_nothing() {
     // A statement the victim had sent may still run to its end (a completion in
     // autocommit then commits: the task did run). Count what is orphaned once the
     // victim's sessions are gone.
-    eventually("the victim's database sessions to end", || async {
-        let sessions = scalar_i64(
-            &db.pool,
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'victim'",
-        )
-        .await;
-        (sessions == 0).then_some(())
-    })
+    until_count(
+        &db.pool,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'victim'",
+        "the victim's database sessions to end",
+        |sessions| sessions == 0,
+    )
     .await;
     let orphaned = scalar_i64(
         &db.pool,
@@ -237,15 +235,7 @@ async fn killing_a_worker_process_mid_delivery_delivers_every_message_with_its_i
     let (endpoint, secret) = endpoints::create(
         &db.pool,
         &local,
-        NewEndpoint {
-            institution_id: None,
-            url: "http://127.0.0.1:9/".into(),
-            event_types: None,
-            description: "crash test".into(),
-            created_by: "system".into(),
-            created_by_user: None,
-            signature_scheme: aula_processor::webhooks::SignatureScheme::V1,
-        },
+        NewEndpoint::by_system("http://127.0.0.1:9/", "crash test"),
         &aula_eventlog::EventMetadata::new(aula_eventlog::Actor::System, None),
     )
     .await
@@ -306,14 +296,12 @@ async fn killing_a_worker_process_mid_delivery_delivers_every_message_with_its_i
     victim.0.kill().expect("SIGKILL the victim");
     victim.0.wait().unwrap();
     let mut late = spawn_worker_with(&url, "late", webhook_env);
-    eventually("every message delivered", || async {
-        let open = scalar_i64(
-            &db.pool,
-            "SELECT count(*) FROM webhook_messages WHERE status <> 'delivered'",
-        )
-        .await;
-        (open == 0).then_some(())
-    })
+    until_count(
+        &db.pool,
+        "SELECT count(*) FROM webhook_messages WHERE status <> 'delivered'",
+        "every message delivered",
+        |open| open == 0,
+    )
     .await;
     for worker in [&mut survivor, &mut late] {
         let _ = Command::new("kill")

@@ -13,7 +13,7 @@ use aula_domain::student::{Student, StudentCommand, StudentServices};
 use aula_domain::values::*;
 use aula_eventlog::shutdown::{self, Shutdown};
 use aula_eventlog::subscription::SubscriptionHandle;
-use aula_eventlog::testing::TestDatabase;
+use aula_eventlog::testing::{fast_subscription, TestDatabase};
 use aula_eventlog::{CommandBus, SubscriptionOptions, Wakeups};
 use aula_processor::handlers::Registry;
 use aula_processor::mail::SmtpMailer;
@@ -96,11 +96,7 @@ async fn finished_task(pool: &PgPool, aggregate_id: &str, kind: &str) -> (String
 }
 
 fn reaction_options() -> SubscriptionOptions {
-    let mut options = SubscriptionOptions::new(REACTIONS_SUBSCRIPTION);
-    options.poll_interval = Duration::from_millis(100);
-    options.standby_interval = Duration::from_millis(50);
-    options.max_backoff = Duration::from_millis(200);
-    options
+    fast_subscription(REACTIONS_SUBSCRIPTION)
 }
 
 /// Workers on `pool`, once their task listener holds its connection, and no reactions

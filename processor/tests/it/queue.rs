@@ -34,6 +34,14 @@ async fn status_of(pool: &PgPool, id: i64) -> (String, i32) {
         .unwrap()
 }
 
+/// Waits until task `id` is `status` (`what` names the wait if it times out).
+async fn wait_status(pool: &PgPool, id: i64, status: &str, what: &str) {
+    eventually(what, || async {
+        (status_of(pool, id).await.0 == status).then_some(())
+    })
+    .await;
+}
+
 async fn only_task_id(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT id FROM tasks")
         .fetch_one(pool)
@@ -91,10 +99,7 @@ async fn a_failing_task_is_retried_with_growing_delays_until_it_succeeds() {
     insert(&db.pool, &[task("flaky", "k1")]).await;
     let running = start(&db, registry, config, false).await;
     let id = only_task_id(&db.pool).await;
-    eventually("the task to succeed", || async {
-        (status_of(&db.pool, id).await.0 == "succeeded").then_some(())
-    })
-    .await;
+    wait_status(&db.pool, id, "succeeded", "the task to succeed").await;
     running.stop().await;
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     type Attempt = (i32, String, Option<String>, DateTime<Utc>, DateTime<Utc>);
@@ -134,10 +139,7 @@ async fn a_task_that_keeps_failing_ends_dead_after_its_budget() {
     insert(&db.pool, &[t]).await;
     let running = start(&db, registry, fast_config("w"), false).await;
     let id = only_task_id(&db.pool).await;
-    eventually("the task to be dead", || async {
-        (status_of(&db.pool, id).await.0 == "dead").then_some(())
-    })
-    .await;
+    wait_status(&db.pool, id, "dead", "the task to be dead").await;
     running.stop().await;
     let outcomes: Vec<String> =
         sqlx::query_scalar("SELECT outcome FROM task_attempts WHERE task_id = $1 ORDER BY attempt")
@@ -348,17 +350,11 @@ async fn a_manual_retry_is_a_new_task_linked_to_the_old_one_whose_history_stays(
     );
     let running = start(&db, registry, fast_config("w"), false).await;
     let old = only_task_id(&db.pool).await;
-    eventually("the task to be dead", || async {
-        (status_of(&db.pool, old).await.0 == "dead").then_some(())
-    })
-    .await;
+    wait_status(&db.pool, old, "dead", "the task to be dead").await;
     let not_finished = aula_processor::retry_task(&db.pool, 999_999).await;
     assert!(not_finished.is_err());
     let new = aula_processor::retry_task(&db.pool, old).await.unwrap();
-    eventually("the retry to succeed", || async {
-        (status_of(&db.pool, new).await.0 == "succeeded").then_some(())
-    })
-    .await;
+    wait_status(&db.pool, new, "succeeded", "the retry to succeed").await;
     running.stop().await;
     let (origin, key, event_matches): (Option<i64>, String, bool) = sqlx::query_as(
         "SELECT n.origin_task_id, n.idempotency_key, n.event_id = o.event_id FROM tasks n, tasks o WHERE n.id = $1 AND o.id = $2",
@@ -408,10 +404,7 @@ async fn a_graceful_shutdown_releases_tasks_that_do_not_finish_in_time() {
     config.drain_timeout = Duration::from_millis(200);
     let running = start(&db, registry, config, false).await;
     let id = only_task_id(&db.pool).await;
-    eventually("the task to run", || async {
-        (status_of(&db.pool, id).await.0 == "running").then_some(())
-    })
-    .await;
+    wait_status(&db.pool, id, "running", "the task to run").await;
     running.stop().await;
     let (status, max_attempts): (String, i32) =
         sqlx::query_as("SELECT status, max_attempts FROM tasks WHERE id = $1")
@@ -442,10 +435,7 @@ async fn a_graceful_shutdown_lets_running_tasks_finish() {
     registry.register("block", Blocking(release.clone()));
     let running = start(&db, registry, fast_config("w"), false).await;
     let id = only_task_id(&db.pool).await;
-    eventually("the task to run", || async {
-        (status_of(&db.pool, id).await.0 == "running").then_some(())
-    })
-    .await;
+    wait_status(&db.pool, id, "running", "the task to run").await;
     running.trigger.trigger();
     release.notify_one();
     within(running.workers).await.unwrap().unwrap();

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::common::{eventually, scalar_i64, within};
+use crate::common::{until_count, within};
 use aula_eventlog::testing::TestDatabase;
 use aula_processor::queue::{self, NewTask};
 use chrono::{DateTime, Utc};
@@ -320,15 +320,13 @@ async fn an_event_issues_a_kind_once_even_while_its_task_finishes() {
                 .unwrap()
         }
     });
-    eventually("the insert to wait for the completion's commit", || async {
-        let waiting = scalar_i64(
-            pool,
-            "SELECT count(*) FROM pg_stat_activity
+    until_count(
+        pool,
+        "SELECT count(*) FROM pg_stat_activity
              WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO task_queue%'",
-        )
-        .await;
-        (waiting > 0).then_some(())
-    })
+        "the insert to wait for the completion's commit",
+        |waiting| waiting > 0,
+    )
     .await;
     completing.commit().await.unwrap();
     assert_eq!(within(again).await.unwrap(), 0);

@@ -69,13 +69,9 @@ async fn endpoint(
         pool,
         config,
         NewEndpoint {
-            institution_id: None,
-            url: url.into(),
             event_types: Some(vec!["CampusCreated".into()]),
-            description: "test receiver".into(),
-            created_by: "system".into(),
             created_by_user: owner,
-            signature_scheme: SignatureScheme::V1,
+            ..NewEndpoint::by_system(url, "test receiver")
         },
         &operator(),
     )

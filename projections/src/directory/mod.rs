@@ -15,6 +15,7 @@ use aula_domain::exam_grade::ExamGradeEvent;
 use aula_domain::student::StudentEvent;
 use aula_domain::teacher::TeacherEvent;
 use aula_domain::user::UserEvent;
+use aula_eventlog::db::column;
 use aula_eventlog::RecordedEvent;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -394,16 +395,16 @@ async fn write(tx: &mut PgConnection, batch: Batch) -> Result<(), ProjectionErro
                  $6::text[], $7::date[], $8::bool[], $9::timestamptz[], $10::bigint[])
              ON CONFLICT (person_id) DO NOTHING",
         )
-        .bind(people.iter().map(|p| p.person_id).collect::<Vec<_>>())
-        .bind(people.iter().map(|p| p.user_id).collect::<Vec<_>>())
-        .bind(people.iter().map(|p| p.institution_id).collect::<Vec<_>>())
-        .bind(people.iter().map(|p| p.role.as_str()).collect::<Vec<_>>())
-        .bind(people.iter().map(|p| p.name.as_str()).collect::<Vec<_>>())
-        .bind(people.iter().map(|p| p.email.as_str()).collect::<Vec<_>>())
-        .bind(people.iter().map(|p| p.birth_date).collect::<Vec<_>>())
-        .bind(people.iter().map(|p| p.active).collect::<Vec<_>>())
-        .bind(people.iter().map(|p| p.created_at).collect::<Vec<_>>())
-        .bind(people.iter().map(|p| p.global_position).collect::<Vec<_>>())
+        .bind(column(&people, |p| p.person_id))
+        .bind(column(&people, |p| p.user_id))
+        .bind(column(&people, |p| p.institution_id))
+        .bind(column(&people, |p| p.role.as_str()))
+        .bind(column(&people, |p| p.name.as_str()))
+        .bind(column(&people, |p| p.email.as_str()))
+        .bind(column(&people, |p| p.birth_date))
+        .bind(column(&people, |p| p.active))
+        .bind(column(&people, |p| p.created_at))
+        .bind(column(&people, |p| p.global_position))
         .execute(&mut *tx)
         .await?;
     }
@@ -419,26 +420,11 @@ async fn write(tx: &mut PgConnection, batch: Batch) -> Result<(), ProjectionErro
                   AS c(user_id, name, email, deactivated, position)
              WHERE p.user_id = c.user_id",
         )
-        .bind(accounts.iter().map(|(u, _)| **u).collect::<Vec<_>>())
-        .bind(
-            accounts
-                .iter()
-                .map(|(_, c)| c.name.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            accounts
-                .iter()
-                .map(|(_, c)| c.email.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            accounts
-                .iter()
-                .map(|(_, c)| c.deactivated)
-                .collect::<Vec<_>>(),
-        )
-        .bind(accounts.iter().map(|(_, c)| c.position).collect::<Vec<_>>())
+        .bind(column(&accounts, |(u, _)| **u))
+        .bind(column(&accounts, |(_, c)| c.name.clone()))
+        .bind(column(&accounts, |(_, c)| c.email.clone()))
+        .bind(column(&accounts, |(_, c)| c.deactivated))
+        .bind(column(&accounts, |(_, c)| c.position))
         .execute(&mut *tx)
         .await?;
     }
@@ -452,21 +438,16 @@ async fn write(tx: &mut PgConnection, batch: Batch) -> Result<(), ProjectionErro
                  $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[], $10::bigint[])
              ON CONFLICT (grade_id) DO NOTHING",
         )
-        .bind(grades.iter().map(|g| g.grade_id).collect::<Vec<_>>())
-        .bind(grades.iter().map(|g| g.institution_id).collect::<Vec<_>>())
-        .bind(grades.iter().map(|g| g.course_id).collect::<Vec<_>>())
-        .bind(grades.iter().map(|g| g.student_id).collect::<Vec<_>>())
-        .bind(grades.iter().map(|g| g.teacher_id).collect::<Vec<_>>())
-        .bind(
-            grades
-                .iter()
-                .map(|g| g.exam_name.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(grades.iter().map(|g| g.note.as_str()).collect::<Vec<_>>())
-        .bind(grades.iter().map(|g| g.recorded_at).collect::<Vec<_>>())
-        .bind(grades.iter().map(|g| g.changed_at).collect::<Vec<_>>())
-        .bind(grades.iter().map(|g| g.global_position).collect::<Vec<_>>())
+        .bind(column(&grades, |g| g.grade_id))
+        .bind(column(&grades, |g| g.institution_id))
+        .bind(column(&grades, |g| g.course_id))
+        .bind(column(&grades, |g| g.student_id))
+        .bind(column(&grades, |g| g.teacher_id))
+        .bind(column(&grades, |g| g.exam_name.as_str()))
+        .bind(column(&grades, |g| g.note.as_str()))
+        .bind(column(&grades, |g| g.recorded_at))
+        .bind(column(&grades, |g| g.changed_at))
+        .bind(column(&grades, |g| g.global_position))
         .execute(&mut *tx)
         .await?;
     }
@@ -480,16 +461,11 @@ async fn write(tx: &mut PgConnection, batch: Batch) -> Result<(), ProjectionErro
                   AS c(grade_id, note, teacher_id, at, position)
              WHERE g.grade_id = c.grade_id",
         )
-        .bind(notes.iter().map(|(g, _)| **g).collect::<Vec<_>>())
-        .bind(
-            notes
-                .iter()
-                .map(|(_, c)| c.note.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(notes.iter().map(|(_, c)| c.teacher_id).collect::<Vec<_>>())
-        .bind(notes.iter().map(|(_, c)| c.at).collect::<Vec<_>>())
-        .bind(notes.iter().map(|(_, c)| c.position).collect::<Vec<_>>())
+        .bind(column(&notes, |(g, _)| **g))
+        .bind(column(&notes, |(_, c)| c.note.as_str()))
+        .bind(column(&notes, |(_, c)| c.teacher_id))
+        .bind(column(&notes, |(_, c)| c.at))
+        .bind(column(&notes, |(_, c)| c.position))
         .execute(&mut *tx)
         .await?;
     }
@@ -503,49 +479,14 @@ async fn write(tx: &mut PgConnection, batch: Batch) -> Result<(), ProjectionErro
                  $6::text[], $7::timestamptz[], $8::bigint[])
              ON CONFLICT (application_id) DO NOTHING",
         )
-        .bind(
-            applications
-                .iter()
-                .map(|a| a.application_id)
-                .collect::<Vec<_>>(),
-        )
-        .bind(applications.iter().map(|a| a.course_id).collect::<Vec<_>>())
-        .bind(
-            applications
-                .iter()
-                .map(|a| a.institution_id)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            applications
-                .iter()
-                .map(|a| a.name.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            applications
-                .iter()
-                .map(|a| a.email.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            applications
-                .iter()
-                .map(|a| a.status.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            applications
-                .iter()
-                .map(|a| a.requested_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            applications
-                .iter()
-                .map(|a| a.global_position)
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(&applications, |a| a.application_id))
+        .bind(column(&applications, |a| a.course_id))
+        .bind(column(&applications, |a| a.institution_id))
+        .bind(column(&applications, |a| a.name.as_str()))
+        .bind(column(&applications, |a| a.email.as_str()))
+        .bind(column(&applications, |a| a.status.as_str()))
+        .bind(column(&applications, |a| a.requested_at))
+        .bind(column(&applications, |a| a.global_position))
         .execute(&mut *tx)
         .await?;
     }
@@ -556,9 +497,9 @@ async fn write(tx: &mut PgConnection, batch: Batch) -> Result<(), ProjectionErro
              FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS d(application_id, status, position)
              WHERE a.application_id = d.application_id",
         )
-        .bind(decisions.iter().map(|(a, _)| **a).collect::<Vec<_>>())
-        .bind(decisions.iter().map(|(_, d)| d.0).collect::<Vec<_>>())
-        .bind(decisions.iter().map(|(_, d)| d.1).collect::<Vec<_>>())
+        .bind(column(&decisions, |(a, _)| **a))
+        .bind(column(&decisions, |(_, d)| d.0))
+        .bind(column(&decisions, |(_, d)| d.1))
         .execute(&mut *tx)
         .await?;
     }

@@ -74,9 +74,9 @@ pub(super) async fn a_manager_sees_its_institution(scene: Scene<'_>, smtp: &supp
     browser.screenshot(&shots.join("10-manager.png")).await;
 
     // Back as the admin: the whole picture (the overview in docs/dashboard.png).
-    browser.eval(&click("#logout")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#logout",
             "!document.getElementById('login-view').hidden",
             "the login form (admin)",
             shots,

@@ -21,10 +21,8 @@ pub(super) async fn filter_and_sort(scene: Scene<'_>) {
     // Sort by duration, descending then ascending.
     let durations = "[...document.querySelectorAll('#list-body tr[data-event-id]')].map(r => Number(r.children[5].textContent.replace(/[^0-9]/g, '')))";
     browser
-        .eval(&click("th button[data-sort='DURATION']"))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            "th button[data-sort='DURATION']",
             &format!("location.search.includes('sort=DURATION') && !location.search.includes('dir=ASC') && {LIST_READY}
               && document.querySelector('th[aria-sort]').textContent.startsWith('Duration')
               && document.querySelector('th[aria-sort]').getAttribute('aria-sort') === 'descending'"),
@@ -40,10 +38,8 @@ pub(super) async fn filter_and_sort(scene: Scene<'_>) {
         "{descending:?}"
     );
     browser
-        .eval(&click("th button[data-sort='DURATION']"))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            "th button[data-sort='DURATION']",
             &format!(
                 "location.search.includes('dir=ASC') && {LIST_READY}
               && document.querySelector('th[aria-sort]').getAttribute('aria-sort') === 'ascending'"
@@ -60,9 +56,9 @@ pub(super) async fn filter_and_sort(scene: Scene<'_>) {
 pub(super) async fn bulk_reprocess(scene: Scene<'_>) {
     let Scene { browser, shots, .. } = scene;
     // Bulk reprocess of the filtered events: preview, confirm, progress to 100 %.
-    browser.eval(&click("#tab-events")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#tab-events",
             &format!("!location.search.includes('tab=') && {LIST_SETTLED}"),
             "the events tab",
             shots,
@@ -76,9 +72,9 @@ pub(super) async fn bulk_reprocess(scene: Scene<'_>) {
             shots,
         )
         .await;
-    browser.eval(&click("#bulk-preview")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#bulk-preview",
             "document.getElementById('bulk-panel').dataset.state === 'ready'",
             "the bulk preview",
             shots,
@@ -108,9 +104,9 @@ pub(super) async fn bulk_reprocess(scene: Scene<'_>) {
         "{preview}"
     );
     browser.screenshot(&shots.join("05-bulk-preview.png")).await;
-    browser.eval(&click("#bulk-confirm")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#bulk-confirm",
             "document.getElementById('job-panel').dataset.status === 'done' && document.getElementById('job-panel').dataset.percent === '100'",
             "the bulk job to reach 100 %",
             shots,
@@ -137,9 +133,9 @@ pub(super) async fn cursor_pages(scene: Scene<'_>) {
     let first_page = browser
         .eval("[...document.querySelectorAll('#list-body tr[data-event-id]')].map(r => Number(r.children[0].textContent))")
         .await;
-    browser.eval(&click("#next-page")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#next-page",
             &format!(
                 "{LIST_READY} && document.getElementById('page-info').textContent === 'Page 2'"
             ),
@@ -159,9 +155,9 @@ pub(super) async fn cursor_pages(scene: Scene<'_>) {
         first_page.windows(2).all(|w| w[0] > w[1]) && first_page.last() > second_page.first(),
         "newest first across pages: {first_page:?} then {second_page:?}"
     );
-    browser.eval(&click("#prev-page")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#prev-page",
             &format!(
                 "{LIST_READY} && document.getElementById('page-info').textContent === 'Page 1'"
             ),

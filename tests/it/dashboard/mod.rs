@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use aula_eventlog::testing::TestDatabase;
 use serde_json::json;
-use support::cdp::{click, Browser};
+use support::cdp::Browser;
 use support::dashboard::{open_login, stage, Stage, LIST_READY, LIST_SETTLED};
 use support::free_port;
 
@@ -53,14 +53,9 @@ struct Scene<'a> {
 /// (filters, the reprocessed event, the SMTP acceptor), so each room below is a step.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chromium() {
-    if support::in_own_process(
-        module_path!(),
-        "the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chromium",
-    )
-    .await
-    {
-        return;
-    }
+    support::alone_in_own_process!(
+        the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chromium
+    );
     // Nothing listens on the SMTP port yet: every e-mail fails, quickly retried to `dead`.
     let smtp_port = free_port();
     let Stage { shots, db, service } = stage("dashboard-screenshots", smtp_port).await;
@@ -152,20 +147,14 @@ async fn sign_in(browser: &Browser, email: &str) {
 
 /// Filters the events list to the failed sign-ups (from the filter form, as a person).
 async fn filter_failed_sign_ups(browser: &Browser) {
-    browser
-        .eval(&format!(
-            "(() => {{ for (const o of document.getElementById('f-types').options) o.selected = o.value === '{SIGN_UP}';
-               document.getElementById('f-status').value = 'failed';
-               document.getElementById('apply-filters').click(); return true; }})()"
-        ))
-        .await;
+    support::dashboard::filter_one_of(browser, "f-types", SIGN_UP, "failed").await;
 }
 
 /// Opens the Tasks tab and waits for its list.
 async fn open_tasks_tab(browser: &Browser, shots: &Path) {
-    browser.eval(&click("#tab-tasks")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#tab-tasks",
             &format!("location.search.includes('tab=tasks') && {LIST_SETTLED}"),
             "the tasks tab",
             shots,

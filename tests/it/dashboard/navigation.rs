@@ -53,9 +53,13 @@ pub(super) async fn urls_restore_the_view(scene: Scene<'_>) {
             shots,
         )
         .await;
-    browser.eval(&click("#clear-filters")).await;
     browser
-        .wait_for(&format!("{LIST_READY} && document.getElementById('notice').hidden && location.search === ''"), "the cleared filters", shots)
+        .click_then_wait(
+            "#clear-filters",
+            &format!("{LIST_READY} && document.getElementById('notice').hidden && location.search === ''"),
+            "the cleared filters",
+            shots,
+        )
         .await;
 }
 
@@ -64,9 +68,13 @@ pub(super) async fn a_phone_sized_screen(scene: Scene<'_>) {
     let Scene { browser, shots, .. } = scene;
     // A phone-sized screen.
     browser.viewport(390, 844, true).await;
-    browser.eval(&click("#tab-events")).await;
     browser
-        .wait_for(&format!("{LIST_READY} && document.querySelectorAll('#list-body tr[data-event-id]').length > 0"), "the events on a phone", shots)
+        .click_then_wait(
+            "#tab-events",
+            &format!("{LIST_READY} && document.querySelectorAll('#list-body tr[data-event-id]').length > 0"),
+            "the events on a phone",
+            shots,
+        )
         .await;
     let overflow = browser
         .eval("document.documentElement.scrollWidth <= window.innerWidth + 1")
@@ -78,10 +86,8 @@ pub(super) async fn a_phone_sized_screen(scene: Scene<'_>) {
     );
     browser.screenshot(&shots.join("08-phone.png")).await;
     browser
-        .eval(&click("#list-body tr[data-event-id] td.open button"))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            "#list-body tr[data-event-id] td.open button",
             "document.getElementById('drawer').dataset.state === 'ready'",
             "the drawer on a phone",
             shots,

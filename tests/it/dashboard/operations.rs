@@ -9,19 +9,17 @@ pub(super) async fn projections_and_webhooks(scene: Scene<'_>) {
         db, browser, shots, ..
     } = scene;
     // Projections: status, and a rebuild followed to the end.
-    browser.eval(&click("#tab-projections")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#tab-projections",
             "!document.getElementById('projections-panel').hidden && document.querySelectorAll('#projections-body tr[data-projection]').length >= 5",
             "the projections",
             shots,
         )
         .await;
     browser
-        .eval(&click("[data-rebuild='course_capacity']"))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            "[data-rebuild='course_capacity']",
             "document.querySelector(\"[data-projection='course_capacity'] [data-rebuild-state='done']\") !== null",
             "the rebuild to finish",
             shots,
@@ -34,21 +32,19 @@ pub(super) async fn projections_and_webhooks(scene: Scene<'_>) {
         &db.pool,
         &aula_processor::webhooks::WebhookConfig::default(),
         aula_processor::webhooks::NewEndpoint {
-            institution_id: None,
-            url: "https://93.184.216.34/aula-hooks".into(),
             event_types: Some(vec!["EmailChangeRequested".into()]),
-            description: "dashboard test".into(),
-            created_by: "system".into(),
-            created_by_user: None,
-            signature_scheme: aula_processor::webhooks::SignatureScheme::V1,
+            ..aula_processor::webhooks::NewEndpoint::by_system(
+                "https://93.184.216.34/aula-hooks",
+                "dashboard test",
+            )
         },
         &aula_eventlog::EventMetadata::new(aula_eventlog::Actor::System, None),
     )
     .await
     .unwrap();
-    browser.eval(&click("#tab-webhooks")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#tab-webhooks",
             &format!(
                 "!document.getElementById('webhooks-panel').hidden \
                  && document.querySelector(\"#webhook-endpoints-body tr[data-endpoint='{}'] .signing\")?.textContent === 'v1' \

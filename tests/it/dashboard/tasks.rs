@@ -14,13 +14,7 @@ pub(super) async fn open_a_failed_task(
     } = scene;
     // The tasks table: the failed e-mail tasks, and the drawer of one with its error.
     open_tasks_tab(browser, shots).await;
-    browser
-        .eval(&format!(
-            "(() => {{ for (const o of document.getElementById('f-kinds').options) o.selected = o.value === '{SIGN_UP_EMAIL}';
-               document.getElementById('f-status').value = '{task_status}';
-               document.getElementById('apply-filters').click(); return true; }})()"
-        ))
-        .await;
+    support::dashboard::filter_one_of(browser, "f-kinds", SIGN_UP_EMAIL, task_status).await;
     browser
         .wait_for(
             &format!("location.search.includes('kinds=') && {LIST_READY}
@@ -36,9 +30,9 @@ pub(super) async fn open_a_failed_task(
     let task_id = task_id.as_str().unwrap().to_owned();
     let opener = format!("#list-body tr[data-task-id='{task_id}'] td.open button");
     let history_before = browser.eval("history.length").await;
-    browser.eval(&click(&opener)).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            &opener,
             &format!("!document.getElementById('drawer').hidden && document.getElementById('drawer').dataset.state === 'ready'
               && document.getElementById('drawer').contains(document.activeElement)
               && location.search.includes('event=')
@@ -109,17 +103,17 @@ pub(super) async fn reprocess_from_the_drawer(
     let Scene { browser, shots, .. } = scene;
     // Mail works again; reprocess the event from the drawer and watch its copy succeed.
     let smtp = support::smtp::accept_on(smtp_port).await;
-    browser.eval(&click(opener)).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            opener,
             "document.getElementById('drawer').dataset.state === 'ready'",
             "the drawer again",
             shots,
         )
         .await;
-    browser.eval(&click("#drawer-reprocess")).await;
     browser
-        .wait_for(
+        .click_then_wait(
+            "#drawer-reprocess",
             "document.querySelector('#lineage li[data-copy-id][data-status=\"succeeded\"]') !== null",
             "the reprocessed copy to succeed",
             shots,
@@ -177,10 +171,8 @@ pub(super) async fn retry_a_dead_task(scene: Scene<'_>, smtp: &support::smtp::Sm
         )
         .await;
     browser
-        .eval(&click("#drawer-body .task[data-status=dead] [data-retry]"))
-        .await;
-    browser
-        .wait_for(
+        .click_then_wait(
+            "#drawer-body .task[data-status=dead] [data-retry]",
             "[...document.querySelectorAll('#drawer-body .task[data-status=succeeded]')].some(t => t.textContent.includes('retry of #'))
               && document.querySelector('#drawer-body .task[data-status=dead]') !== null",
             "the retried task to succeed",

@@ -6,13 +6,6 @@ use super::*;
 const APPLICANTS: usize = 2_000;
 const COURSES: usize = 4;
 const SEATS: u32 = 40;
-const APPLY: &str =
-    "mutation($input: ApplyToCourseInput!) { applyToCourse(input: $input) { id logPosition } }";
-
-/// Applicant `i`'s own loopback address (the public mutations are limited per address).
-fn address(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 2, (i / 250) as u8, (i % 250 + 1) as u8))
-}
 
 /// The backend holding subscription `name`'s advisory lock (its active instance).
 async fn lock_holder(pool: &PgPool, name: &str) -> Option<i32> {
@@ -35,12 +28,8 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
 /// answer (it may have been killed): the idempotency key makes the retry the same
 /// application. Returns the acknowledged application id.
 async fn apply(bases: [String; 2], course: Uuid, i: usize) -> Uuid {
-    let client = reqwest::Client::builder()
-        .local_address(address(i))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    let body = json!({ "query": APPLY, "variables": { "input": {
+    let client = support::applicant_client(2, i, Duration::from_secs(30));
+    let body = json!({ "query": support::APPLY_TO_COURSE, "variables": { "input": {
         "courseId": course, "name": format!("Applicant {i}"), "birthDate": "2004-05-06",
         "email": format!("applicant{i}@scale.test"), "idempotencyKey": format!("key-{i}"),
     }}});
@@ -346,12 +335,12 @@ async fn six_processes_on_one_database_lose_and_duplicate_nothing_when_two_are_k
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let live = snapshot(&db.pool).await;
+    let live = aula_projections::snapshot(&db.pool).await.unwrap();
     aula_projections::rebuild_many(&db.pool, db.connect.clone(), aula_projections::NAMES)
         .await
         .unwrap();
     assert!(
-        snapshot(&db.pool).await == live,
+        aula_projections::snapshot(&db.pool).await.unwrap() == live,
         "the read models equal a rebuild"
     );
 
@@ -370,20 +359,4 @@ async fn six_processes_on_one_database_lose_and_duplicate_nothing_when_two_are_k
     drop((processors, apis, projections));
     println!("whole run {:?}", started.elapsed());
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Every read model's rows, as text, table by table.
-async fn snapshot(pool: &PgPool) -> Vec<(String, Vec<String>)> {
-    let mut all = Vec::new();
-    for name in aula_projections::NAMES {
-        for table in aula_projections::tables(name).unwrap() {
-            let rows: Vec<String> =
-                sqlx::query_scalar(&format!("SELECT t::text FROM {table} t ORDER BY t::text"))
-                    .fetch_all(pool)
-                    .await
-                    .unwrap();
-            all.push((table.to_string(), rows));
-        }
-    }
-    all
 }

@@ -65,6 +65,18 @@ pub async fn sign_out(browser: &Browser, base: &str, shots: &Path) {
     open_login(browser, &format!("{base}/admin"), shots).await;
 }
 
+/// Selects only `option` in the multi-select filter `select` (`f-types`, `f-kinds`) and
+/// `status` in the status filter, then applies the filters, as a person would.
+pub async fn filter_one_of(browser: &Browser, select: &str, option: &str, status: &str) {
+    browser
+        .eval(&format!(
+            "(() => {{ for (const o of document.getElementById('{select}').options) o.selected = o.value === '{option}';
+               document.getElementById('f-status').value = '{status}';
+               document.getElementById('apply-filters').click(); return true; }})()"
+        ))
+        .await;
+}
+
 /// Puts `text` in the institution filter (an id, a short id or a name) and applies the
 /// filters.
 pub async fn filter_institution(browser: &Browser, text: &str) {

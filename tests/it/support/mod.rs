@@ -12,7 +12,36 @@ pub mod smtp;
 
 pub use isolation::{in_own_process, one_heavy_test_at_a_time};
 
+/// Runs the calling test, `$test` (its function's name), alone in a child process of
+/// this binary and returns from it in the parent ([`in_own_process`]); in the child it
+/// does nothing and the test goes on.
+macro_rules! alone_in_own_process {
+    ($test:ident) => {
+        if $crate::support::in_own_process(module_path!(), stringify!($test)).await {
+            return;
+        }
+    };
+}
+pub(crate) use alone_in_own_process;
+
 use aula_eventlog::testing::TestDatabase;
+
+/// The public mutation an applicant sends; the answer carries the application's id
+/// and log position.
+pub const APPLY_TO_COURSE: &str =
+    "mutation($input: ApplyToCourseInput!) { applyToCourse(input: $input) { id logPosition } }";
+
+/// A client of applicant `i` of a rush, from an address of its own in
+/// `127.<block>.0.0/16` (Linux routes all of 127.0.0.0/8 to `lo`): the public mutations
+/// are limited per address, and that limit is not what a rush measures.
+pub fn applicant_client(block: u8, i: usize, timeout: std::time::Duration) -> reqwest::Client {
+    let address = std::net::Ipv4Addr::new(127, block, (i / 250) as u8, (i % 250 + 1) as u8);
+    reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(address))
+        .timeout(timeout)
+        .build()
+        .unwrap()
+}
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {

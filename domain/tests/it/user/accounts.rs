@@ -167,45 +167,6 @@ fn deactivating_an_unknown_user_is_not_found() {
 }
 
 #[test]
-fn errors_have_stable_codes_and_kinds() {
-    let cases = [
-        (
-            UserError::NotFound,
-            "USER_NOT_FOUND",
-            RejectionKind::NotFound,
-        ),
-        (
-            UserError::LockedOut { until: t(15) },
-            "USER_LOCKED_OUT",
-            RejectionKind::Forbidden,
-        ),
-        (
-            UserError::ResetTokenExpired,
-            "RESET_TOKEN_EXPIRED",
-            RejectionKind::Unauthenticated,
-        ),
-        (
-            UserError::AlreadyConfirmed,
-            "SIGN_UP_ALREADY_CONFIRMED",
-            RejectionKind::Conflict,
-        ),
-        (
-            UserError::InstitutionRequired,
-            "INSTITUTION_REQUIRED",
-            RejectionKind::Validation,
-        ),
-    ];
-    for (error, code, kind) in cases {
-        assert_eq!(error.code(), code);
-        assert_eq!(error.kind(), kind);
-        // The trait gives the API one generic path.
-        let rejection: &dyn Rejection = &error;
-        assert_eq!(rejection.code(), code);
-        assert_eq!(rejection.kind(), kind);
-    }
-}
-
-#[test]
 fn state_exposes_the_password_hash_for_login_checks() {
     use cqrs_es::Aggregate;
     let mut user = User::default();

@@ -98,27 +98,21 @@ fn confirming_a_deactivated_registration_is_rejected() {
 }
 
 #[test]
-fn confirming_with_an_unknown_token_is_rejected() {
-    check(
-        vec![pending("tok-1", t(60))],
-        confirm("tok-x", t(10)),
-        Err(SignUpTokenUnknown),
-    );
-}
-
-#[test]
-fn confirming_with_an_expired_token_is_rejected() {
-    check(
-        vec![pending("tok-1", t(60))],
-        confirm("tok-1", t(60)),
-        Err(SignUpTokenExpired),
-    );
-}
-
-#[test]
-fn confirming_with_a_superseded_token_is_rejected() {
-    let given = vec![pending("tok-1", t(60)), pending("tok-2", t(90))];
-    check(given, confirm("tok-1", t(10)), Err(SignUpTokenSuperseded));
+fn confirming_with_an_unknown_expired_or_superseded_token_is_rejected() {
+    let first = || pending("tok-1", t(60));
+    let cases = [
+        (vec![first()], "tok-x", t(10), SignUpTokenUnknown),
+        (vec![first()], "tok-1", t(60), SignUpTokenExpired),
+        (
+            vec![first(), pending("tok-2", t(90))],
+            "tok-1",
+            t(10),
+            SignUpTokenSuperseded,
+        ),
+    ];
+    for (given, token, at, error) in cases {
+        check(given, confirm(token, at), Err(error));
+    }
 }
 
 #[test]

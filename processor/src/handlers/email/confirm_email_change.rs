@@ -4,7 +4,7 @@
 
 use aula_domain::user::{EmailChangeLink, UserEvent};
 
-use super::{stashed_token, wrong_event, EmailHandler, Letter};
+use super::{wrong_event, EmailHandler, Letter};
 use crate::handlers::{EventPayload, TaskContext, TaskError};
 use crate::mail::html_escape;
 
@@ -23,12 +23,15 @@ pub(super) async fn letter(
     else {
         return Err(wrong_event(payload));
     };
-    let token = stashed_token(ctx, &token_hash, expires_at).await?;
-    let link = handler.link(
-        "/confirm-email",
-        &[("user", payload.aggregate_id), ("token", &token)],
-    );
-    let expires = expires_at.format("%Y-%m-%d %H:%M UTC");
+    let (link, expires) = handler
+        .one_time_link(
+            ctx,
+            "/confirm-email",
+            &[("user", payload.aggregate_id)],
+            &token_hash,
+            expires_at,
+        )
+        .await?;
     let (to, subject, intro) = match (link_to, previous_email) {
         (EmailChangeLink::CurrentAddress, Some(current)) => (
             current,

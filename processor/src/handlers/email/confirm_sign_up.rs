@@ -2,7 +2,7 @@
 
 use aula_domain::user::UserEvent;
 
-use super::{stashed_token, wrong_event, EmailHandler, Letter};
+use super::{wrong_event, EmailHandler, Letter};
 use crate::handlers::{EventPayload, TaskContext, TaskError};
 use crate::mail::html_escape;
 
@@ -19,12 +19,15 @@ pub(super) async fn letter(
     else {
         return Err(wrong_event(payload));
     };
-    let token = stashed_token(ctx, &token_hash, expires_at).await?;
-    let link = handler.link(
-        "/confirm-sign-up",
-        &[("user", payload.aggregate_id), ("token", &token)],
-    );
-    let expires = expires_at.format("%Y-%m-%d %H:%M UTC");
+    let (link, expires) = handler
+        .one_time_link(
+            ctx,
+            "/confirm-sign-up",
+            &[("user", payload.aggregate_id)],
+            &token_hash,
+            expires_at,
+        )
+        .await?;
     let text = format!("Welcome to Aula!\n\nConfirm your sign-up by opening this link:\n{link}\n\nThe link expires at {expires}. If you did not sign up, ignore this e-mail.\n");
     let body = format!(
         "<p>Confirm your sign-up:</p><p><a href=\"{0}\">{0}</a></p><p>The link expires at {expires}. If you did not sign up, ignore this e-mail.</p>",

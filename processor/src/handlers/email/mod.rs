@@ -99,6 +99,24 @@ impl EmailHandler {
         }
         link
     }
+
+    /// The one-time link of the token the API stashed under `token_hash`: to `path`
+    /// with `query` and then the raw token as `token`; and when it expires, as the
+    /// letters write it.
+    pub(super) async fn one_time_link(
+        &self,
+        ctx: &TaskContext,
+        path: &str,
+        query: &[(&str, &str)],
+        token_hash: &str,
+        expires_at: chrono::DateTime<Utc>,
+    ) -> Result<(String, String), TaskError> {
+        let token = stashed_token(ctx, token_hash, expires_at).await?;
+        let mut query = query.to_vec();
+        query.push(("token", &token));
+        let expires = expires_at.format("%Y-%m-%d %H:%M UTC").to_string();
+        Ok((self.link(path, &query), expires))
+    }
 }
 
 /// What a rendered e-mail needs besides the message: the one-time token to delete
@@ -319,7 +337,7 @@ pub(super) fn wrong_event(payload: &EventPayload<'_>) -> TaskError {
 }
 
 /// The raw token the API stashed for `token_hash` (see [`crate::tokens`]).
-pub(super) async fn stashed_token(
+async fn stashed_token(
     ctx: &TaskContext,
     token_hash: &str,
     expires_at: chrono::DateTime<Utc>,

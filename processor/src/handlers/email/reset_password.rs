@@ -2,7 +2,7 @@
 
 use aula_domain::user::UserEvent;
 
-use super::{load_user, stashed_token, wrong_event, EmailHandler, Letter};
+use super::{load_user, wrong_event, EmailHandler, Letter};
 use crate::handlers::{EventPayload, TaskContext, TaskError};
 use crate::mail::html_escape;
 
@@ -23,9 +23,9 @@ pub(super) async fn letter(
     let Some(email) = user.email() else {
         return Err(TaskError::permanent("the user has no e-mail address"));
     };
-    let token = stashed_token(ctx, &token_hash, expires_at).await?;
-    let link = handler.link("/reset-password", &[("token", &token)]);
-    let expires = expires_at.format("%Y-%m-%d %H:%M UTC");
+    let (link, expires) = handler
+        .one_time_link(ctx, "/reset-password", &[], &token_hash, expires_at)
+        .await?;
     let text = format!("Someone asked to reset the password of your Aula account.\n\nChoose a new password here:\n{link}\n\nThe link expires at {expires} and works once. If it was not you, ignore this e-mail: your password is unchanged.\n");
     let body = format!(
         "<p>Someone asked to reset the password of your Aula account.</p><p><a href=\"{0}\">{0}</a></p><p>The link expires at {expires} and works once. If it was not you, ignore this e-mail.</p>",

@@ -21,8 +21,8 @@ use aula_domain::values::{
 };
 use aula_eventlog::shutdown::{self, ShutdownTrigger};
 use aula_eventlog::subscription::SubscriptionHandle;
-use aula_eventlog::testing::TestDatabase;
-use aula_eventlog::{Actor, CommandBus, EventMetadata, SubscriptionOptions, Wakeups};
+use aula_eventlog::testing::{fast_subscription, TestDatabase};
+use aula_eventlog::{Actor, CommandBus, EventMetadata, Wakeups};
 use aula_processor::admissions::{spawn_admissions_with, ADMISSIONS_SUBSCRIPTION};
 use aula_processor::handlers::Registry;
 use aula_processor::mail::{EmailMessage, MailError, Mailer};
@@ -324,10 +324,7 @@ pub async fn start(
 ) -> Running {
     let (trigger, shutdown) = shutdown::channel();
     let reactions = with_reactions.then(|| {
-        let mut options = SubscriptionOptions::new(REACTIONS_SUBSCRIPTION);
-        options.poll_interval = Duration::from_millis(100);
-        options.standby_interval = Duration::from_millis(50);
-        options.max_backoff = Duration::from_millis(200);
+        let options = fast_subscription(REACTIONS_SUBSCRIPTION);
         spawn_reactions_with(
             db.connect.clone(),
             options,
@@ -336,10 +333,7 @@ pub async fn start(
         )
     });
     let admissions = with_reactions.then(|| {
-        let mut options = SubscriptionOptions::new(ADMISSIONS_SUBSCRIPTION);
-        options.poll_interval = Duration::from_millis(100);
-        options.standby_interval = Duration::from_millis(50);
-        options.max_backoff = Duration::from_millis(200);
+        let options = fast_subscription(ADMISSIONS_SUBSCRIPTION);
         spawn_admissions_with(
             db.pool.clone(),
             db.connect.clone(),
@@ -397,6 +391,15 @@ where
 
 pub async fn scalar_i64(pool: &sqlx::PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+/// Waits until the count `sql` reads passes `done`; `what` names the wait if it times
+/// out.
+pub async fn until_count(pool: &sqlx::PgPool, sql: &str, what: &str, done: impl Fn(i64) -> bool) {
+    eventually(what, || async {
+        done(scalar_i64(pool, sql).await).then_some(())
+    })
+    .await;
 }
 
 /// Every one of `total` tasks succeeded, and `effects`, the table their handler adds a

@@ -21,14 +21,12 @@ async fn sign_up_sends_the_confirmation_link_with_the_stashed_token() {
         .await
         .unwrap();
     let event = event_id_of(&db.pool, "PendingUserRegisterCreated", &user.to_string()).await;
-    eventually("a failed attempt while the token is missing", || async {
-        let failures = scalar_i64(
-            &db.pool,
-            "SELECT count(*) FROM task_attempts WHERE outcome = 'retry'",
-        )
-        .await;
-        (failures > 0).then_some(())
-    })
+    until_count(
+        &db.pool,
+        "SELECT count(*) FROM task_attempts WHERE outcome = 'retry'",
+        "a failed attempt while the token is missing",
+        |failures| failures > 0,
+    )
     .await;
     aula_processor::stash_token(&db.pool, hash, raw, expires_at)
         .await
@@ -105,22 +103,19 @@ async fn an_expired_token_that_was_never_stashed_fails_permanently() {
 async fn password_reset_emails_the_link_to_the_users_address() {
     let db = TestDatabase::new().await;
     let (running, mailer) = start_standard(&db).await;
-    let user = Uuid::new_v4().to_string();
-    let users = bus::<User>(&db.pool, UserServices::default());
-    create_teacher_ada(&users, &user, "teacher@example.org").await;
-    stash_for_hours(&db.pool, "reset-hash", "reset-raw", 1).await;
-    users
-        .execute(
-            &user,
-            UserCommand::RequestPasswordReset {
-                token_hash: "reset-hash".into(),
-                now: Utc::now(),
-            },
-            &meta(None),
-        )
-        .await
-        .unwrap();
-    let event = event_id_of(&db.pool, "ResetPasswordTokenCreated", &user).await;
+    let command = UserCommand::RequestPasswordReset {
+        token_hash: "reset-hash".into(),
+        now: Utc::now(),
+    };
+    let stash = ("reset-hash", "reset-raw", 1);
+    let (_, event) = ada_asks(
+        &db.pool,
+        "teacher@example.org",
+        stash,
+        command,
+        "ResetPasswordTokenCreated",
+    )
+    .await;
     wait_task_succeeded(&db.pool, event, "email.password_reset").await;
     let sent = mailer.to("teacher@example.org");
     assert_eq!(sent.len(), 1);
@@ -135,24 +130,21 @@ async fn password_reset_emails_the_link_to_the_users_address() {
 async fn an_email_change_sends_the_link_to_the_new_address_and_a_notice_to_the_old() {
     let db = TestDatabase::new().await;
     let (running, mailer) = start_standard(&db).await;
-    let user = Uuid::new_v4().to_string();
-    let users = bus::<User>(&db.pool, UserServices::default());
-    create_teacher_ada(&users, &user, "old@example.org").await;
-    stash_for_hours(&db.pool, "change-hash", "change-raw", 24).await;
-    users
-        .execute(
-            &user,
-            UserCommand::RequestEmailChange {
-                new_email: Email::parse("new.address@example.net").unwrap(),
-                token_hash: "change-hash".into(),
-                now: Utc::now(),
-                by_owner: true,
-            },
-            &meta(None),
-        )
-        .await
-        .unwrap();
-    let event = event_id_of(&db.pool, "EmailChangeRequested", &user).await;
+    let command = UserCommand::RequestEmailChange {
+        new_email: Email::parse("new.address@example.net").unwrap(),
+        token_hash: "change-hash".into(),
+        now: Utc::now(),
+        by_owner: true,
+    };
+    let stash = ("change-hash", "change-raw", 24);
+    let (user, event) = ada_asks(
+        &db.pool,
+        "old@example.org",
+        stash,
+        command,
+        "EmailChangeRequested",
+    )
+    .await;
     wait_task_succeeded(&db.pool, event, "email.email_change_confirmation").await;
     wait_task_succeeded(&db.pool, event, "email.email_change_notice").await;
     let link = mailer.to("new.address@example.net");
@@ -262,6 +254,25 @@ async fn signing_up_with_a_registered_email_tells_the_active_owner_once_an_hour_
 }
 
 /// Teacher "Ada" with `email` and a password, as user `user`.
+/// Teacher Ada, at `email`, asks for a one-time link with `command`, its token stashed
+/// as the API does (`(hash, raw, hours)`); returns her id and the id of the event
+/// `event_type` that records the request.
+async fn ada_asks(
+    pool: &PgPool,
+    email: &str,
+    (hash, raw, hours): (&str, &str, i64),
+    command: UserCommand,
+    event_type: &str,
+) -> (String, Uuid) {
+    let user = Uuid::new_v4().to_string();
+    let users = bus::<User>(pool, UserServices::default());
+    create_teacher_ada(&users, &user, email).await;
+    stash_for_hours(pool, hash, raw, hours).await;
+    users.execute(&user, command, &meta(None)).await.unwrap();
+    let event = event_id_of(pool, event_type, &user).await;
+    (user, event)
+}
+
 async fn create_teacher_ada(users: &CommandBus<User>, user: &str, email: &str) {
     users
         .execute(

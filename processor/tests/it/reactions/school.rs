@@ -184,44 +184,33 @@ async fn submitted_applications_are_decided_in_commit_order_and_a_cancellation_i
     running.stop().await;
 }
 
+/// Creates broadcasts `(key, institution, audience, title, body)` with no recipient
+/// named beyond their audience; returns their ids, in order.
+async fn broadcasts(pool: &PgPool, specs: &[(&str, Uuid, Audience, &str, &str)]) -> Vec<i64> {
+    let mut ids = Vec::with_capacity(specs.len());
+    for &(key, institution, audience, title, body) in specs {
+        let id = create_broadcast(pool, key, institution, audience, title, body, &[]);
+        ids.push(id.await.unwrap());
+    }
+    ids
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_student_gets_a_welcome_email_and_the_broadcasts_for_all_students() {
+    use Audience::*;
     let db = TestDatabase::new().await;
     let (running, mailer) = start_standard(&db).await;
     let institution = Uuid::new_v4();
-    let broadcast = create_broadcast(
+    let ids = broadcasts(
         &db.pool,
-        "b1",
-        institution,
-        Audience::AllStudents,
-        "Welcome week",
-        "Monday 9h",
-        &[],
+        &[
+            ("b1", institution, AllStudents, "Welcome week", "Monday 9h"),
+            ("b2", Uuid::new_v4(), AllStudents, "Other school", "-"),
+            ("b3", institution, AllTeachers, "Staff meeting", "-"),
+        ],
     )
-    .await
-    .unwrap();
-    let other = create_broadcast(
-        &db.pool,
-        "b2",
-        Uuid::new_v4(),
-        Audience::AllStudents,
-        "Other school",
-        "-",
-        &[],
-    )
-    .await
-    .unwrap();
-    let teachers_only = create_broadcast(
-        &db.pool,
-        "b3",
-        institution,
-        Audience::AllTeachers,
-        "Staff meeting",
-        "-",
-        &[],
-    )
-    .await
-    .unwrap();
+    .await;
+    let (broadcast, other, teachers_only) = (ids[0], ids[1], ids[2]);
     let (student, event) =
         create_student(&db.pool, institution, "Bia Nunes", "bia@example.org", 2004).await;
     wait_task_succeeded(&db.pool, event, "notification.link_student").await;
@@ -243,31 +232,19 @@ async fn a_new_student_gets_a_welcome_email_and_the_broadcasts_for_all_students(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_teacher_is_linked_to_the_broadcasts_for_all_teachers() {
+    use Audience::*;
     let db = TestDatabase::new().await;
     let (running, _mailer) = start_standard(&db).await;
     let institution = Uuid::new_v4();
-    let broadcast = create_broadcast(
+    let ids = broadcasts(
         &db.pool,
-        "t1",
-        institution,
-        Audience::AllTeachers,
-        "Staff meeting",
-        "Friday",
-        &[],
+        &[
+            ("t1", institution, AllTeachers, "Staff meeting", "Friday"),
+            ("s1", institution, AllStudents, "Students only", "-"),
+        ],
     )
-    .await
-    .unwrap();
-    create_broadcast(
-        &db.pool,
-        "s1",
-        institution,
-        Audience::AllStudents,
-        "Students only",
-        "-",
-        &[],
-    )
-    .await
-    .unwrap();
+    .await;
+    let broadcast = ids[0];
     let teacher = Uuid::new_v4();
     bus::<Teacher>(&db.pool, TeacherServices)
         .execute(

@@ -64,13 +64,9 @@ async fn v1a_endpoints_sign_with_ed25519_that_an_independent_implementation_veri
         &db.pool,
         &config,
         NewEndpoint {
-            institution_id: None,
-            url: "http://127.0.0.1:9/".into(),
             event_types: Some(vec!["CampusCreated".into()]),
-            description: "v1a receiver".into(),
-            created_by: "system".into(),
-            created_by_user: None,
             signature_scheme: SignatureScheme::V1a,
+            ..NewEndpoint::by_system("http://127.0.0.1:9/", "v1a receiver")
         },
         &operator(),
     )
@@ -143,15 +139,7 @@ async fn internal_addresses_are_refused_at_registration_and_at_delivery() {
         let refused = endpoints::create(
             &db.pool,
             &strict,
-            NewEndpoint {
-                institution_id: None,
-                url: url.into(),
-                event_types: None,
-                description: String::new(),
-                created_by: "system".into(),
-                created_by_user: None,
-                signature_scheme: SignatureScheme::V1,
-            },
+            NewEndpoint::by_system(url, ""),
             &operator(),
         )
         .await;

@@ -10,7 +10,7 @@ use aula_domain::course::{ApplicationToDecide, Course, CourseCommand};
 use aula_domain::values::{BirthDate, Capacity, CourseName, Email, PersonName};
 use aula_eventlog::shutdown::{self, Shutdown, ShutdownTrigger};
 use aula_eventlog::subscription::SubscriptionHandle;
-use aula_eventlog::testing::TestDatabase;
+use aula_eventlog::testing::{fast_subscription, TestDatabase};
 use aula_eventlog::{Actor, CommandBus, CommandError, EventMetadata, SubscriptionOptions, Wakeups};
 use chrono::{NaiveDate, TimeZone, Utc};
 use sqlx::PgPool;
@@ -198,11 +198,9 @@ impl World {
 }
 
 pub fn fast(name: &str) -> SubscriptionOptions {
-    let mut options = SubscriptionOptions::new(name);
+    let mut options = fast_subscription(name);
     options.batch_size = 37; // odd, so batches split streams at arbitrary points
     options.poll_interval = Duration::from_millis(50);
-    options.standby_interval = Duration::from_millis(50);
-    options.max_backoff = Duration::from_millis(200);
     options
 }
 
@@ -265,16 +263,5 @@ pub async fn catch_up(db: &TestDatabase, names: &[&str]) {
 
 /// Every row of every projection table, as text, sorted: equal snapshots mean equal tables.
 pub async fn snapshot(pool: &PgPool) -> Vec<(String, Vec<String>)> {
-    let mut all = Vec::new();
-    for name in aula_projections::NAMES {
-        for table in aula_projections::tables(name).unwrap() {
-            let rows: Vec<String> =
-                sqlx::query_scalar(&format!("SELECT t::text FROM {table} t ORDER BY t::text"))
-                    .fetch_all(pool)
-                    .await
-                    .unwrap();
-            all.push((table.to_string(), rows));
-        }
-    }
-    all
+    aula_projections::snapshot(pool).await.unwrap()
 }
