@@ -16,11 +16,22 @@
 //! first batch after start, when it cannot know), it reads the stream's last messages
 //! (as many as the batch holds: our subjects are written by one active publisher, so
 //! whatever of the batch was stored is among them) and leaves out the events found there.
+//!
+//! **Order.** Each message names the one it must follow (`Nats-Expected-Last-Msg-Id`:
+//! the event before it in the log, or the stream's last message), and the stream
+//! refuses a message whose predecessor is not its last one. Without it, a broker
+//! outage could reorder the stream: messages of a failed attempt that the client still
+//! held were sent when it reconnected, after messages lost in the old connection, and
+//! the retry stored those later, behind them (the scale-out test caught it under load).
+//! A duplicate is recognised before the check (a retry of a stored message is
+//! acknowledged as a duplicate); a refusal makes the publisher read where the stream
+//! ends before it tries again.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::{self, message::PublishMessage};
 use aula_eventlog::subscription::{self, BoxError, SubscriptionHandle};
 use aula_eventlog::{Consumer, LogPosition, RecordedEvent, SubscriptionOptions, Wakeups};
 use sqlx::postgres::PgConnectOptions;
@@ -86,6 +97,10 @@ pub struct Publisher {
     tail_check_pending: bool,
     /// When each event not yet checkpointed was first published by this process.
     first_published: BTreeMap<LogPosition, Instant>,
+    /// The id of the stream's last message as far as this process knows, which the
+    /// batch's first message must follow: `Some(None)` for an empty stream, `None` when
+    /// not known (at start, after a refusal): then it is read from the stream.
+    last_stored: Option<Option<String>>,
 }
 
 impl Publisher {
@@ -96,7 +111,35 @@ impl Publisher {
             stream_checked: false,
             tail_check_pending: true,
             first_published: BTreeMap::new(),
+            last_stored: None,
         }
+    }
+
+    /// The id of the stream's last message (`None` for an empty stream).
+    async fn stream_last_id(&self) -> Result<Option<String>, BrokerError> {
+        let broker = |e: Box<dyn std::error::Error + Send + Sync>| BrokerError::Broker(e);
+        let mut stream = self
+            .js
+            .get_stream(&self.config.stream)
+            .await
+            .map_err(|e| broker(Box::new(e)))?;
+        let state = stream
+            .info()
+            .await
+            .map_err(|e| broker(Box::new(e)))?
+            .state
+            .clone();
+        if state.messages == 0 {
+            return Ok(None);
+        }
+        let message = stream
+            .get_raw_message(state.last_sequence)
+            .await
+            .map_err(|e| broker(Box::new(e)))?;
+        Ok(message
+            .headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .map(|id| id.as_str().to_owned()))
     }
 
     /// The ids among the stream's last `count` messages.
@@ -166,6 +209,11 @@ impl Publisher {
         } else {
             HashSet::new()
         };
+        if self.last_stored.is_none() {
+            self.last_stored = Some(self.stream_last_id().await?);
+        }
+        // The message each one must follow: the stream's last, then each other in turn.
+        let mut previous: Option<String> = self.last_stored.clone().flatten();
         let now = Instant::now();
         let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(events.len());
         for event in events {
@@ -177,10 +225,15 @@ impl Publisher {
             }
             let id = event.event_id.to_string();
             if already_stored.contains(&id) {
+                previous = Some(id);
                 continue;
             }
             let body = aula_processor::public_form::public_form_bytes(event);
-            let message = PublishMessage::build().payload(body.into()).message_id(&id);
+            let mut message = PublishMessage::build().payload(body.into()).message_id(&id);
+            if let Some(previous) = &previous {
+                message = message.expected_last_message_id(previous);
+            }
+            previous = Some(id);
             let ack = self
                 .js
                 .send_publish(subject(&self.config.subject_prefix, event), message)
@@ -190,9 +243,20 @@ impl Publisher {
         }
         let mut duplicates = 0usize;
         for ack in acks {
-            let ack = ack.await.map_err(|e| BrokerError::Broker(Box::new(e)))?;
-            duplicates += usize::from(ack.duplicate);
+            match ack.await {
+                Ok(ack) => duplicates += usize::from(ack.duplicate),
+                Err(error) => {
+                    if error.kind() == PublishErrorKind::WrongLastMessageId {
+                        // The stream does not end where this process thought (it was
+                        // recreated, or another process published): look again.
+                        self.last_stored = None;
+                        self.tail_check_pending = true;
+                    }
+                    return Err(BrokerError::Broker(Box::new(error)));
+                }
+            }
         }
+        self.last_stored = Some(previous);
         if duplicates > 0 {
             tracing::info!(
                 duplicates,

@@ -48,6 +48,8 @@ async fn log_in_commit_order(pool: &PgPool) -> Vec<(Uuid, String, String)> {
 struct Received {
     subject: String,
     message_id: String,
+    /// The message it was published to follow (`Nats-Expected-Last-Msg-Id`).
+    follows: Option<String>,
     body: Value,
 }
 
@@ -80,6 +82,11 @@ async fn read_stream(url: &str) -> Vec<Received> {
                 .and_then(|h| h.get("Nats-Msg-Id"))
                 .map(|v| v.as_str().to_owned())
                 .unwrap_or_default(),
+            follows: message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Expected-Last-Msg-Id"))
+                .map(|v| v.as_str().to_owned()),
             body: serde_json::from_slice(&message.payload).unwrap(),
         });
     }
@@ -108,6 +115,17 @@ async fn assert_stream_is_the_log(url: &str, pool: &PgPool, phase: &str) {
     assert!(
         ids == expected,
         "{phase}: the stream is not the log in commit order"
+    );
+    // Each message was published to follow the one before it (the stream refuses one
+    // that does not), so no retry after an outage can store it out of turn.
+    let follows: Vec<Option<&str>> = received.iter().map(|r| r.follows.as_deref()).collect();
+    let previous: Vec<Option<&str>> = std::iter::once(None)
+        .chain(ids.iter().map(|id| Some(id.as_str())))
+        .take(ids.len())
+        .collect();
+    assert_eq!(
+        follows, previous,
+        "{phase}: a message names another predecessor"
     );
     for (message, (id, aggregate, event_type)) in received.iter().zip(&log) {
         assert_eq!(
