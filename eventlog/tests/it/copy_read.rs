@@ -57,6 +57,23 @@ async fn the_copy_read_decodes_every_column_exactly_as_the_select_read() {
         .await
         .unwrap();
     }
+    // The tests share one PostgreSQL server, and the commit-order guard holds back rows
+    // behind any transaction that began before them, in any database (another test here
+    // holds one open on purpose): wait for such a transaction to end. Once readable, the
+    // rows stay readable, so every read below sees them all.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while log::read_batch(&mut conn, LogPosition::START, 100)
+        .await
+        .unwrap()
+        .len()
+        < rows.len()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rows stayed held back for 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let all = both_reads(&mut conn, LogPosition::START, 100).await;
     assert_eq!(all.len(), rows.len());
     for (event, (aggregate_type, aggregate_id, sequence, event_type, version, payload, metadata)) in
