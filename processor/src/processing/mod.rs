@@ -383,10 +383,13 @@ async fn update_events(
         } else if total == 0 {
             Some(old_processed.unwrap_or(old.recorded_at))
         } else {
+            // The event's latest task of each kind decides, as for the status: the
+            // recount sees this transaction's own changes, and a superseded task that
+            // finishes late (two manual retries of one task running at once) must not
+            // move the time. Only without a recount does this batch's own finish count.
             [
-                delta.last_finished,
+                tally.map_or(delta.last_finished, |t| t.last_finished),
                 old_processed,
-                tally.and_then(|t| t.last_finished),
             ]
             .into_iter()
             .flatten()
