@@ -157,7 +157,7 @@ impl<A: Clone> AggregateCache<A> {
 /// PostgreSQL serialize every writer's commit, WAL flush included, behind its global
 /// notification lock. Its own commit skips the WAL flush (`synchronous_commit=off`):
 /// a lost wake-up only delays readers until their next poll. Under a steady stream of
-/// appends the task keeps its connection between wake-ups (a [`Lane`] of one), so a
+/// appends the task keeps its connection between wake-ups (a `Lane` of one), so a
 /// wake-up costs one round trip rather than three; the task ends with the last clone.
 #[derive(Clone)]
 pub struct LogNotifier {

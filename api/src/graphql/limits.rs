@@ -10,7 +10,7 @@
 //! operation selects with every fragment expanded, `__typename` and introspection
 //! fields included (async-graphql's complexity counts neither).
 //!
-//! [`DocumentGuard`] runs both as the schema's first extension, so HTTP and WebSocket
+//! `DocumentGuard` runs both as the schema's first extension, so HTTP and WebSocket
 //! operations pass the same checks.
 
 use std::sync::Arc;

@@ -279,7 +279,7 @@ const RECOUNT_SQL: &str = "SELECT event_id,
      GROUP BY event_id";
 
 /// An event's status from its latest tasks' counts (`[pending, running, succeeded,
-/// failed]`, see [`RECOUNT_SQL`]): the one place that derives it.
+/// failed]`, see `RECOUNT_SQL`): the one place that derives it.
 ///
 /// `retrying` counts the waiting tasks among `pending` that failed before: while any
 /// waits for its retry, the event is `retrying` (issue #19), not `pending`.

@@ -8,7 +8,7 @@
 //!
 //! - Insert in bulk with `unnest`; tasks issued by an event conflict on
 //!   `(event_id, kind)` and are skipped, so an event never issues a task twice (the
-//!   queue's unique index, then the history's, see [`insert_tasks_unrecorded`]).
+//!   queue's unique index, then the history's, see `insert_tasks_unrecorded`).
 //! - Claim a batch with `FOR UPDATE SKIP LOCKED ORDER BY priority, run_at`, setting the
 //!   lease and `attempt = attempt + 1`, and recording the attempt's start, in one statement.
 //! - Finish in batches from `unnest(ids, attempts, claim times)`, fenced: a task is
@@ -106,7 +106,7 @@ pub async fn insert_tasks(conn: &mut PgConnection, tasks: &[NewTask]) -> Result<
 }
 
 /// The reactions' insert of new tasks: an event issues a kind once, checked against the
-/// queue's unique index and the history's key (see [`insert_tasks_unrecorded`]).
+/// queue's unique index and the history's key (see `insert_tasks_unrecorded`).
 ///
 /// Both checks of the history ([`DROP_FINISHED_DUPLICATES_SQL`] too) probe its
 /// `(event_id, kind)` key once per task: `OFFSET 0` keeps each EXISTS a per-row subplan,

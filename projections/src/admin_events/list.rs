@@ -189,7 +189,7 @@ const ON_TIME_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 /// Processed within [`ON_TIME_WINDOW`] of being recorded.
 const ON_TIME: &str =
     "processed_at >= recorded_at AND processed_at - recorded_at <= interval '1 hour'";
-/// Processed, but not within [`ON_TIME_WINDOW`] (or before being recorded: another
+/// Processed, but not within `ON_TIME_WINDOW` (or before being recorded: another
 /// clock). Word for word the predicate of the `admin_events_late_*` indexes
 /// (`0012_admin_event_lateness.sql`): the planner uses a partial index only for a query
 /// that repeats its predicate.

@@ -2,7 +2,7 @@
 //! idempotency key, record it in `outbox_emails`.
 //!
 //! Each e-mail is one small template in a file of its own (`confirm_sign_up`,
-//! `reset_password`, ...): it decodes its event and returns a [`Letter`]; this module
+//! `reset_password`, ...): it decodes its event and returns a `Letter`; this module
 //! chooses the template by task kind, sends the letter once and records it.
 
 use std::sync::Arc;
