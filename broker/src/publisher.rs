@@ -115,8 +115,10 @@ impl Publisher {
         }
     }
 
-    /// The id of the stream's last message (`None` for an empty stream).
-    async fn stream_last_id(&self) -> Result<Option<String>, BrokerError> {
+    /// The stream and its state (message count, first and last sequence).
+    async fn stream_state(
+        &self,
+    ) -> Result<(jetstream::stream::Stream, jetstream::stream::State), BrokerError> {
         let broker = |e: Box<dyn std::error::Error + Send + Sync>| BrokerError::Broker(e);
         let mut stream = self
             .js
@@ -129,13 +131,19 @@ impl Publisher {
             .map_err(|e| broker(Box::new(e)))?
             .state
             .clone();
+        Ok((stream, state))
+    }
+
+    /// The id of the stream's last message (`None` for an empty stream).
+    async fn stream_last_id(&self) -> Result<Option<String>, BrokerError> {
+        let (stream, state) = self.stream_state().await?;
         if state.messages == 0 {
             return Ok(None);
         }
         let message = stream
             .get_raw_message(state.last_sequence)
             .await
-            .map_err(|e| broker(Box::new(e)))?;
+            .map_err(|e| BrokerError::Broker(Box::new(e)))?;
         Ok(message
             .headers
             .get(async_nats::header::NATS_MESSAGE_ID)
@@ -144,18 +152,7 @@ impl Publisher {
 
     /// The ids among the stream's last `count` messages.
     async fn stored_ids(&self, count: usize) -> Result<HashSet<String>, BrokerError> {
-        let broker = |e: Box<dyn std::error::Error + Send + Sync>| BrokerError::Broker(e);
-        let mut stream = self
-            .js
-            .get_stream(&self.config.stream)
-            .await
-            .map_err(|e| broker(Box::new(e)))?;
-        let state = stream
-            .info()
-            .await
-            .map_err(|e| broker(Box::new(e)))?
-            .state
-            .clone();
+        let (stream, state) = self.stream_state().await?;
         let mut ids = HashSet::with_capacity(count);
         if state.messages == 0 {
             return Ok(ids);
@@ -176,7 +173,7 @@ impl Publisher {
                         error.kind(),
                         async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
                     ) => {}
-                Err(error) => return Err(broker(Box::new(error))),
+                Err(error) => return Err(BrokerError::Broker(Box::new(error))),
             }
         }
         Ok(ids)

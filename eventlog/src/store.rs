@@ -295,10 +295,7 @@ where
         command: A::Command,
         metadata: &EventMetadata,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
-        let span = tracing::info_span!("command", aggregate = A::TYPE, aggregate_id);
-        let map = metadata.to_map();
-        self.execute_with_map(aggregate_id, command, &map, false)
-            .instrument(span)
+        self.execute_in_span(aggregate_id, command, metadata, false)
             .await
     }
 
@@ -317,9 +314,20 @@ where
         command: A::Command,
         metadata: &EventMetadata,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
+        self.execute_in_span(aggregate_id, command, metadata, true)
+            .await
+    }
+
+    async fn execute_in_span(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &EventMetadata,
+        expect_new: bool,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
         let span = tracing::info_span!("command", aggregate = A::TYPE, aggregate_id);
         let map = metadata.to_map();
-        self.execute_with_map(aggregate_id, command, &map, true)
+        self.execute_with_map(aggregate_id, command, &map, expect_new)
             .instrument(span)
             .await
     }

@@ -208,12 +208,7 @@ async fn cached_aggregates_never_answer_from_stale_state() {
         "decided {:?}",
         decided.events
     );
-    let sequences: Vec<i64> =
-        sqlx::query_scalar("SELECT sequence FROM events WHERE aggregate_id = $1 ORDER BY sequence")
-            .bind(&course)
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+    let sequences = stream_sequences(&db.pool, &course).await;
     assert_eq!(sequences, (1..=6).collect::<Vec<i64>>());
 }
 
@@ -274,12 +269,7 @@ async fn a_guessed_new_stream_answers_as_a_loaded_one() {
         .map(|c| c.events)
         .map_err(|e| e.to_string());
     assert_eq!(guessed, loaded);
-    let sequences: Vec<i64> =
-        sqlx::query_scalar("SELECT sequence FROM events WHERE aggregate_id = $1 ORDER BY sequence")
-            .bind(&course)
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+    let sequences = stream_sequences(&db.pool, &course).await;
     assert_eq!(sequences, vec![1, 2]);
     db.drop_database().await;
 }
@@ -580,4 +570,13 @@ async fn an_application_stored_in_the_old_shape_still_loads_projects_and_is_deci
         .unwrap()
         .unwrap();
     assert_eq!((row.pending, row.enrolled, row.seats_left), (0, 1, 1));
+}
+
+/// The sequence numbers stored for one stream, in order.
+async fn stream_sequences(pool: &sqlx::PgPool, aggregate_id: &str) -> Vec<i64> {
+    sqlx::query_scalar("SELECT sequence FROM events WHERE aggregate_id = $1 ORDER BY sequence")
+        .bind(aggregate_id)
+        .fetch_all(pool)
+        .await
+        .unwrap()
 }

@@ -191,18 +191,7 @@ async fn an_unreachable_database_is_reported_at_once_with_its_cause() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_printed_database_url_attaches_a_second_process() {
     let data_dir = scratch_dir();
-    let addr = format!("127.0.0.1:{}", support::free_port());
-    let mut serve = aula(
-        &data_dir,
-        &["serve", "--http-addr", &addr, "--drain-seconds", "0"],
-    );
-    serve.env(
-        "AULA_TOKEN_SECRET",
-        "lifecycle test secret, at least 32 bytes long",
-    );
-    serve.stderr(Stdio::piped());
-    let mut child = serve.spawn().unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (child, mut lines) = serve_with_private_postgres(&data_dir);
     let mut log = Vec::new();
     let url = tokio::time::timeout(Duration::from_secs(120), async {
         while let Some(line) = lines.next_line().await.unwrap() {
@@ -253,17 +242,7 @@ async fn the_printed_database_url_attaches_a_second_process() {
     );
 
     // SIGTERM: it stops cleanly, and its private PostgreSQL with it.
-    let pid = child.id().expect("still running") as i32;
-    // SAFETY: kill has no memory preconditions; `pid` is our own child, not yet reaped.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            log.push(line);
-        }
-        child.wait().await.unwrap()
-    })
-    .await
-    .expect("stopped within 60 s");
+    let status = terminate(child, lines, &mut log, Duration::from_secs(60)).await;
     assert!(status.success(), "{:#?}", log);
     let _ = std::fs::remove_dir_all(&data_dir);
 }
@@ -275,18 +254,7 @@ async fn the_printed_database_url_attaches_a_second_process() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stop_signal_during_start_up_stops_cleanly() {
     let data_dir = scratch_dir();
-    let addr = format!("127.0.0.1:{}", support::free_port());
-    let mut serve = aula(
-        &data_dir,
-        &["serve", "--http-addr", &addr, "--drain-seconds", "0"],
-    );
-    serve.env(
-        "AULA_TOKEN_SECRET",
-        "lifecycle test secret, at least 32 bytes long",
-    );
-    serve.stderr(Stdio::piped());
-    let mut child = serve.spawn().unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (child, mut lines) = serve_with_private_postgres(&data_dir);
     let mut log = Vec::new();
     tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await.unwrap() {
@@ -299,17 +267,7 @@ async fn a_stop_signal_during_start_up_stops_cleanly() {
     })
     .await
     .expect("PostgreSQL starting within 60 s");
-    let pid = child.id().expect("still running") as i32;
-    // SAFETY: kill has no memory preconditions; `pid` is our own child, not yet reaped.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            log.push(line);
-        }
-        child.wait().await.unwrap()
-    })
-    .await
-    .expect("stopped within 120 s");
+    let status = terminate(child, lines, &mut log, Duration::from_secs(120)).await;
     assert!(status.success(), "{status:?}: {log:#?}");
     let text = log.join("\n");
     assert!(text.contains("shutdown requested"), "{text}");
@@ -318,4 +276,45 @@ async fn a_stop_signal_during_start_up_stops_cleanly() {
         "the private PostgreSQL still runs: {text}"
     );
     let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+type LogLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
+
+/// `aula serve` on a free loopback port with its private PostgreSQL under `data_dir`,
+/// and the lines of its log as they come.
+fn serve_with_private_postgres(data_dir: &Path) -> (tokio::process::Child, LogLines) {
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let mut serve = aula(
+        data_dir,
+        &["serve", "--http-addr", &addr, "--drain-seconds", "0"],
+    );
+    serve.env(
+        "AULA_TOKEN_SECRET",
+        "lifecycle test secret, at least 32 bytes long",
+    );
+    serve.stderr(Stdio::piped());
+    let mut child = serve.spawn().unwrap();
+    let lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// Sends SIGTERM, then collects the rest of the log until the process ends (within
+/// `within`), and returns how it ended.
+async fn terminate(
+    mut child: tokio::process::Child,
+    mut lines: LogLines,
+    log: &mut Vec<String>,
+    within: Duration,
+) -> std::process::ExitStatus {
+    let pid = child.id().expect("still running") as i32;
+    // SAFETY: kill has no memory preconditions; `pid` is our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    tokio::time::timeout(within, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            log.push(line);
+        }
+        child.wait().await.unwrap()
+    })
+    .await
+    .unwrap_or_else(|_| panic!("stopped within {within:?}"))
 }
