@@ -4,5 +4,6 @@
 //! binary of its own, and linking them dominated the build); each file is a module.
 
 mod copy_read;
+mod event_ids;
 mod local_pg;
 mod log_reader;
