@@ -5,11 +5,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{minute_of, SHARDS};
+use super::minute_of;
 use crate::dashboard;
 
 /// A key of `dashboard_rollups`, in its primary key's order (the lock order).
@@ -75,7 +74,7 @@ pub(super) async fn write_counters(
     conn: &mut PgConnection,
     counters: &Counters,
 ) -> Result<(), sqlx::Error> {
-    let shard: i16 = rand::thread_rng().gen_range(0..SHARDS);
+    let shard = super::shard();
     let rollups: Vec<_> = counters.rollups.iter().filter(|(_, n)| **n != 0).collect();
     if !rollups.is_empty() {
         sqlx::query(

@@ -37,8 +37,9 @@ pub const REFRESHERS: i32 = 2;
 /// claim in a 200,000-task drain).
 pub const REFRESH_BATCH: i64 = 1_000;
 
-/// How long after a worker's claim its event's id is due for the refresher (the literal
-/// in `queue::CLAIM_DEFERRED_SQL`): a task that finishes sooner has its event's row
+/// How long after a claim its event's id is due for the refresher (the literal in
+/// `queue::CLAIM_DEFERRED_SQL`; the workers queue it themselves for the tasks they still
+/// run then, `worker`'s notices): a task that finishes sooner has its event's row
 /// written once, at its final status; one still running then is shown running. Well
 /// inside the admin view's one second behind the tasks, with the refresher's poll.
 pub const CLAIM_REFRESH_DELAY_MS: u64 = 300;
@@ -109,6 +110,28 @@ pub async fn refresh(pool: &PgPool, limit: i64) -> Result<Option<usize>, sqlx::E
     Ok(Some(taken.len()))
 }
 
+/// How many ids a round must take for the next round to start at once, without the
+/// pause that lets a trickle of ids gather into a batch.
+///
+/// It was a whole [`REFRESH_BATCH`] until session 14: under a drain whose rounds took
+/// ~760 ids each, every round was followed by the pause, so two refreshers wrote about
+/// 6,000 rows/s while the workers finished 11,000 tasks/s, and the admin view was 2.5 to
+/// 3.3 s behind at the end of a drain of 100,000 tasks (the target is 1 s). A round that
+/// takes this many ids shows a stream that the next round's batch will not be short of.
+pub const KEEP_GOING: usize = REFRESH_BATCH as usize / 4;
+
+/// Queues a refresh of these events' rows, due at once (the workers' notices of the
+/// tasks they still run a moment after their claim).
+pub async fn queue_refresh(pool: &PgPool, events: &[Uuid]) -> Result<u64, sqlx::Error> {
+    let queued = sqlx::query(
+        "INSERT INTO admin_event_refresh (event_id) SELECT DISTINCT e FROM unnest($1::uuid[]) AS e",
+    )
+    .bind(events)
+    .execute(pool)
+    .await?;
+    Ok(queued.rows_affected())
+}
+
 /// Refreshes until nothing is queued (or another process is refreshing).
 pub async fn refresh_all(pool: &PgPool) -> Result<(), sqlx::Error> {
     while let Some(n) = refresh(pool, REFRESH_BATCH).await? {
@@ -120,8 +143,9 @@ pub async fn refresh_all(pool: &PgPool) -> Result<(), sqlx::Error> {
 }
 
 /// The refresher of one process: runs [`refresh`] when `wake` is notified (the workers
-/// queued ids) or every `poll` (another process's workers did), pausing `pause` between
-/// rounds that found work so that a busy queue's ids arrive in batches; stops when
+/// queued ids) or every `poll` (another process's workers did), pausing `pause` after
+/// rounds that found fewer than [`KEEP_GOING`] ids so that a trickle of ids arrives in
+/// batches; stops when
 /// `stop` turns true, after a last round.
 pub async fn run_refresher(
     pool: PgPool,
@@ -149,7 +173,7 @@ pub async fn run_refresher(
         let wait = match round {
             Ok(Some(n)) if n > 0 => {
                 failures = 0;
-                if n >= REFRESH_BATCH as usize {
+                if n >= KEEP_GOING {
                     continue;
                 }
                 Some(pause)

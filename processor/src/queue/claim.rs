@@ -31,6 +31,7 @@ pub async fn claim(
         limit,
         lease,
         record_attempts,
+        None,
         ClaimStart::Front,
     )
     .await
@@ -42,15 +43,16 @@ pub async fn claim(
 pub enum ClaimStart {
     /// At the index's front ([`CLAIM_DEFERRED_SQL`]).
     Front,
-    /// At a hint ([`CLAIM_DEFERRED_FROM_SQL`]: `$6`, `$7`).
+    /// At a hint ([`CLAIM_DEFERRED_FROM_SQL`]: `$7`, `$8`).
     AtHint(ClaimHint),
     /// The priorities before a hint's, from the front up to there
-    /// ([`CLAIM_DEFERRED_BEFORE_SQL`]: `$6`).
+    /// ([`CLAIM_DEFERRED_BEFORE_SQL`]: `$7`).
     BeforeHint(ClaimHint),
 }
 
-/// Runs one of the claim statements (they take the same parameters, and a hinted one
-/// its hint after them).
+/// Runs one of the claim statements (they take the same five parameters; the deferred
+/// ones, `queue_refresh` as `$6`; and a hinted one its hint after them).
+#[allow(clippy::too_many_arguments)]
 async fn run_claim(
     sql: &'static str,
     pool: &PgPool,
@@ -58,15 +60,19 @@ async fn run_claim(
     limit: i64,
     lease: Duration,
     record_attempts: bool,
+    queue_refresh: Option<bool>,
     start: ClaimStart,
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
-    let shard: i16 = rand::Rng::gen_range(&mut rand::thread_rng(), 0..processing::SHARDS);
+    let shard = processing::claim_shard();
     let mut query = sqlx::query_as(sql)
         .bind(limit)
         .bind(lease.as_millis() as f64)
         .bind(worker)
         .bind(record_attempts)
         .bind(shard);
+    if let Some(queue_refresh) = queue_refresh {
+        query = query.bind(queue_refresh);
+    }
     match start {
         ClaimStart::Front => {}
         ClaimStart::AtHint(hint) => query = query.bind(hint.priority).bind(hint.run_at),
@@ -193,7 +199,7 @@ macro_rules! claim_deferred_tail {
          -- first (migration 0047, `processing::CLAIM_REFRESH_DELAY_MS`).
          INSERT INTO admin_event_refresh (event_id, not_before)
          SELECT DISTINCT event_id, now() + interval '300 milliseconds'
-         FROM claimed WHERE event_id IS NOT NULL
+         FROM claimed WHERE event_id IS NOT NULL AND $6
      ), counted AS (
          INSERT INTO task_status_counts (kind, status, shard, count)
          SELECT 'task', status, $5, sum(n) FROM moved
@@ -335,28 +341,67 @@ pub async fn claim_deferred_at(
     record_attempts: bool,
     start: ClaimStart,
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
+    run_deferred(pool, worker, limit, lease, record_attempts, true, start).await
+}
+
+/// The workers' claim: [`claim_deferred_at`] that queues no refresh of the issuing
+/// events' rows. The worker queues one itself for the tasks it still runs
+/// [`processing::CLAIM_REFRESH_DELAY_MS`] after their claim (`worker`'s notices), so a
+/// task that finishes sooner costs the queue no refresh id at all, rather than one that
+/// its completion's refresh then deletes.
+pub async fn claim_for_workers(
+    pool: &PgPool,
+    worker: &str,
+    limit: i64,
+    lease: Duration,
+    record_attempts: bool,
+    start: ClaimStart,
+) -> Result<Vec<TaskRow>, sqlx::Error> {
+    run_deferred(pool, worker, limit, lease, record_attempts, false, start).await
+}
+
+async fn run_deferred(
+    pool: &PgPool,
+    worker: &str,
+    limit: i64,
+    lease: Duration,
+    record_attempts: bool,
+    queue_refresh: bool,
+    start: ClaimStart,
+) -> Result<Vec<TaskRow>, sqlx::Error> {
     let sql = match start {
         ClaimStart::Front => CLAIM_DEFERRED_SQL,
         ClaimStart::AtHint(_) => CLAIM_DEFERRED_FROM_SQL,
         ClaimStart::BeforeHint(_) => CLAIM_DEFERRED_BEFORE_SQL,
     };
-    run_claim(sql, pool, worker, limit, lease, record_attempts, start).await
+    let queue_refresh = Some(queue_refresh);
+    run_claim(
+        sql,
+        pool,
+        worker,
+        limit,
+        lease,
+        record_attempts,
+        queue_refresh,
+        start,
+    )
+    .await
 }
 
 /// See [`claim_deferred`] and the module's rules for plans.
 pub const CLAIM_DEFERRED_SQL: &str = concat!(claim_ctes!(), claim_deferred_tail!());
 
 /// [`CLAIM_DEFERRED_SQL`] that starts its walk of `task_queue_claim_idx` at a
-/// [`ClaimHint`] (`$6`, `$7`) instead of at the index's front; see [`ClaimHint`].
+/// [`ClaimHint`] (`$7`, `$8`) instead of at the index's front; see [`ClaimHint`].
 pub const CLAIM_DEFERRED_FROM_SQL: &str = concat!(
-    claim_ctes!(" AND (priority, run_at) >= ($6, $7)"),
+    claim_ctes!(" AND (priority, run_at) >= ($7, $8)"),
     claim_deferred_tail!()
 );
 
-/// [`CLAIM_DEFERRED_SQL`] limited to the priorities before `$6` (an index condition, so
+/// [`CLAIM_DEFERRED_SQL`] limited to the priorities before `$7` (an index condition, so
 /// the walk stops there); see [`ClaimStart::BeforeHint`].
 pub const CLAIM_DEFERRED_BEFORE_SQL: &str =
-    concat!(claim_ctes!(" AND priority < $6"), claim_deferred_tail!());
+    concat!(claim_ctes!(" AND priority < $7"), claim_deferred_tail!());
 
 #[cfg(test)]
 mod tests {

@@ -193,7 +193,7 @@ async fn complete_counted(
     if done.is_empty() {
         return Ok(Vec::new());
     }
-    let shard: i16 = rand::Rng::gen_range(&mut rand::thread_rng(), 0..processing::SHARDS);
+    let shard = processing::shard();
     let (ids, attempts, claimed_at) = fences(done);
     sqlx::query_scalar(statement)
         .bind(ids)

@@ -23,10 +23,13 @@
 //!   open transaction (no row lock held across a round trip to the client): [`claim`]
 //!   (pending to running changes only counts) and [`complete_eventless`] (tasks that no
 //!   event issued have no event row to update).
-//! - The workers use [`claim_deferred`] and [`complete_deferred`]: the same one-statement
-//!   shape, but the issuing events' rows are not touched at all; their ids are queued in
-//!   `admin_event_refresh` for [`processing::run_refresher`] (ADR 0001). [`claim`] and
-//!   [`complete`] stay the synchronous API (the event's row is current when they return).
+//! - The workers use [`claim_for_workers`] and [`complete_deferred`]: the same
+//!   one-statement shape, but the issuing events' rows are not touched at all; the
+//!   completion queues their ids in `admin_event_refresh` for
+//!   [`processing::run_refresher`], and the worker does for tasks it still runs a moment
+//!   after their claim (ADR 0001). [`claim_deferred`] queues that claim's id itself, due a
+//!   moment later. [`claim`] and [`complete`] stay the synchronous API (the event's row is
+//!   current when they return).
 //!
 //! ## Plans
 //! The statements run as prepared statements, so mostly under a generic plan that
@@ -247,8 +250,9 @@ mod claim;
 mod finish;
 
 pub use claim::{
-    claim, claim_deferred, claim_deferred_at, claim_deferred_from, ClaimHint, ClaimStart, Notified,
-    CLAIM_DEFERRED_BEFORE_SQL, CLAIM_DEFERRED_FROM_SQL, CLAIM_DEFERRED_SQL, CLAIM_SQL,
+    claim, claim_deferred, claim_deferred_at, claim_deferred_from, claim_for_workers, ClaimHint,
+    ClaimStart, Notified, CLAIM_DEFERRED_BEFORE_SQL, CLAIM_DEFERRED_FROM_SQL, CLAIM_DEFERRED_SQL,
+    CLAIM_SQL,
 };
 pub use finish::{
     complete, complete_deferred, complete_eventless, fail, heartbeat, release, rescue_expired,

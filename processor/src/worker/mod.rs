@@ -1,7 +1,10 @@
 //! The workers of one process.
 //!
 //! One claiming loop fills up to `concurrency` slots: it claims `min(free slots,
-//! claim_batch)` due tasks in one statement and runs each in its own tokio task. It is
+//! claim_batch)` due tasks in one statement and runs each in its own tokio task. While
+//! a backlog lasts (its last claim came back full) it reads ahead instead: it waits
+//! until half of a batch of slots is free and claims a whole batch, whose last tasks
+//! wait in the process for a slot (see [`ReadAhead`]). It is
 //! woken by LISTEN `aula_tasks` (a trigger notifies on every insert, with where the new
 //! tasks sort: `queue::Notified`), by a slot freeing
 //! up, or by the poll interval. Outcomes go to one completer that records them in
@@ -32,6 +35,12 @@ use tracing::Instrument as _;
 use crate::config::ProcessorConfig;
 use crate::handlers::{Registry, TaskContext, TaskError};
 use crate::queue::{self, Done, Failed};
+
+mod notices;
+mod read_ahead;
+
+use notices::Notices;
+use read_ahead::ReadAhead;
 
 pub const NOTIFY_CHANNEL: &str = "aula_tasks";
 
@@ -126,6 +135,14 @@ pub async fn run_workers_with_ready(
         REFRESH_PAUSE,
         refresher_stopped,
     ));
+    let notices = Arc::new(Notices::default());
+    let noticer = tokio::spawn(notices::notice_loop(
+        pool.clone(),
+        notices.clone(),
+        in_flight.clone(),
+        refresh_wake.clone(),
+        background_stopped.clone(),
+    ));
     let heartbeat = tokio::spawn(heartbeat_loop(
         pool.clone(),
         config.clone(),
@@ -150,13 +167,15 @@ pub async fn run_workers_with_ready(
     // was full (so more may wait there).
     let mut before_checked = tokio::time::Instant::now();
     let mut more_before = false;
+    let read_ahead = ReadAhead::new(config.concurrency, config.claim_batch);
+    let mut backlog = false;
     loop {
         if shutdown.is_triggered() {
             break;
         }
         while running.try_join_next().is_some() {}
         let free = slots.available_permits();
-        if free == 0 {
+        if free < read_ahead.slots_wanted(backlog) {
             tokio::select! {
                 _ = slot_freed.notified() => {}
                 _ = shutdown.wait() => break,
@@ -177,7 +196,7 @@ pub async fn run_workers_with_ready(
             hint = None;
         }
         wake_rx.borrow_and_update();
-        let limit = (free as i64).min(config.claim_batch);
+        let limit = read_ahead.limit(backlog, free);
         let hinted = hint.is_some();
         // More urgent tasks may have come due: claim the priorities before the hint.
         let before =
@@ -194,7 +213,7 @@ pub async fn run_workers_with_ready(
             (None, Some(hint)) => queue::ClaimStart::AtHint(hint),
             (None, None) => queue::ClaimStart::Front,
         };
-        let claim = queue::claim_deferred_at(
+        let claim = queue::claim_for_workers(
             &claim_pool,
             &config.worker_name,
             limit,
@@ -227,6 +246,7 @@ pub async fn run_workers_with_ready(
             ready();
         }
         let full_batch = claimed.len() as i64 == limit;
+        backlog = full_batch;
         if before.is_some() {
             // The hint stays: the tasks at its priority come after these. A full batch
             // may have left more of them for the next claim.
@@ -261,17 +281,18 @@ pub async fn run_workers_with_ready(
                 map.insert(task.id, task.done());
             }
         }
-        if claimed.iter().any(|task| task.event_id.is_some()) {
-            refresh_wake.notify_one();
-        }
+        notices.claimed(&claimed, tokio::time::Instant::now());
         for task in claimed {
             let permit = match slots.clone().try_acquire_owned() {
                 Ok(permit) => permit,
-                // Cannot happen: we claimed at most the free slots and only this loop
-                // takes them. Wait for one rather than exceed the concurrency.
-                Err(_) => match slots.clone().acquire_owned().await {
-                    Ok(permit) => permit,
-                    Err(_) => break,
+                // A read-ahead claim's last tasks wait for a slot (in `in_flight`, so the
+                // heartbeat keeps their leases, and a shutdown releases them).
+                Err(_) => tokio::select! {
+                    permit = slots.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    _ = shutdown.wait() => break,
                 },
             };
             let ctx = TaskContext {
@@ -318,6 +339,7 @@ pub async fn run_workers_with_ready(
     let _ = completer.await;
     let _ = stop_background.send(true);
     let _ = heartbeat.await;
+    let _ = noticer.await;
     let _ = rescuer.await;
     let leftover: Vec<Done> = lock(&in_flight).values().copied().collect();
     if !leftover.is_empty() {

@@ -75,22 +75,22 @@ async fn a_hinted_claim_starts_at_its_hint_and_the_front_finds_what_it_passed() 
     let plan = generic_plan(
         &db.pool,
         queue::CLAIM_DEFERRED_FROM_SQL,
-        "bigint, float8, text, bool, smallint, smallint, timestamptz",
-        "24, 60000, 'w', true, 1, 50, now()",
+        "bigint, float8, text, bool, smallint, bool, smallint, timestamptz",
+        "24, 60000, 'w', true, 1, true, 50, now()",
     )
     .await;
     let text = plan.join("\n");
     assert!(
         text.contains("task_queue_claim_idx")
             && plan.iter().any(|line| line.contains("Index Cond:")
-                && line.contains("ROW(priority, run_at) >= ROW($6, $7)")),
+                && line.contains("ROW(priority, run_at) >= ROW($7, $8)")),
         "the hinted claim does not start its index scan at the hint:\n{text}"
     );
     let plan = generic_plan(
         &db.pool,
         queue::CLAIM_DEFERRED_BEFORE_SQL,
-        "bigint, float8, text, bool, smallint, smallint",
-        "24, 60000, 'w', true, 1, 50",
+        "bigint, float8, text, bool, smallint, bool, smallint",
+        "24, 60000, 'w', true, 1, true, 50",
     )
     .await;
     let text = plan.join("\n");
@@ -98,7 +98,7 @@ async fn a_hinted_claim_starts_at_its_hint_and_the_front_finds_what_it_passed() 
         text.contains("task_queue_claim_idx")
             && plan
                 .iter()
-                .any(|line| line.contains("Index Cond:") && line.contains("(priority < $6)")),
+                .any(|line| line.contains("Index Cond:") && line.contains("(priority < $7)")),
         "the claim before the hint does not stop its index scan at the hint's priority:\n{text}"
     );
     db.drop_database().await;

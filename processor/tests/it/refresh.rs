@@ -1,12 +1,17 @@
 //! The refresher of the events' admin rows (ADR 0001): when a claim's refresh is due,
 //! and what it takes with it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use aula_eventlog::shutdown;
 use aula_eventlog::testing::TestDatabase;
-use aula_processor::processing;
-use aula_processor::queue;
+use aula_processor::{
+    processing, queue, run_workers, Registry, TaskContext, TaskError, TaskHandler,
+};
 use uuid::Uuid;
+
+use crate::common::{eventually, fast_config};
 
 use crate::processing::{counts, event, processing_of, react, LONG_LEASE};
 
@@ -177,5 +182,61 @@ async fn refresh_rounds_run_side_by_side_up_to_the_slots_and_count_each_event_on
             "{sql}"
         );
     }
+    db.drop_database().await;
+}
+
+/// Runs its first attempt until released; the others succeed at once.
+struct FirstWaits(Arc<tokio::sync::Semaphore>, std::sync::atomic::AtomicBool);
+
+#[async_trait::async_trait]
+impl TaskHandler for FirstWaits {
+    async fn run(&self, _ctx: &TaskContext) -> Result<(), TaskError> {
+        if !self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let _ = self.0.acquire().await;
+        }
+        Ok(())
+    }
+}
+
+/// Session 14: the workers' claims queue no refresh of their events' rows; a worker
+/// queues one itself for the tasks it still runs `CLAIM_REFRESH_DELAY_MS` after their
+/// claim (`worker`'s notices). So a slow task's event shows running while it runs, and
+/// every event ends up at its final status.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_shows_the_event_of_a_task_it_still_runs_as_running() {
+    let db = TestDatabase::new().await;
+    let slow = event("TeacherCreated", 1);
+    react(&db.pool, std::slice::from_ref(&slow)).await;
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut registry = Registry::new();
+    registry.register(
+        "notification.link_teacher",
+        FirstWaits(release.clone(), Default::default()),
+    );
+    let (trigger, stop) = shutdown::channel();
+    let workers = tokio::spawn(run_workers(
+        db.pool.clone(),
+        fast_config("w"),
+        registry,
+        stop,
+    ));
+    eventually("the slow task's event shows running", || async {
+        let p = processing_of(&db.pool, slow.event_id).await;
+        (p.status == "pending" && counts(&p) == [0, 1, 0, 0]).then_some(())
+    })
+    .await;
+
+    let quick = event("TeacherCreated", 2);
+    react(&db.pool, std::slice::from_ref(&quick)).await;
+    release.add_permits(1);
+    for event in [&slow, &quick] {
+        eventually("the events end succeeded", || async {
+            let p = processing_of(&db.pool, event.event_id).await;
+            (p.status == "succeeded" && counts(&p) == [0, 0, 1, 0]).then_some(())
+        })
+        .await;
+    }
+    trigger.trigger();
+    workers.await.unwrap().unwrap();
     db.drop_database().await;
 }
