@@ -24,8 +24,13 @@ const REFRESH_LOCK: (i32, i32) = (0x6175_6c61, 17);
 /// their events' rows in log order, as every writer of `admin_events` does, so they
 /// cannot deadlock; an event both take (its claim's id in one, its completion's in the
 /// other) is recounted by each, after its row lock, so the second sees the first's row.
-/// More than two would only compete for the same two cores.
-pub const REFRESHERS: i32 = 2;
+///
+/// Four since session 14, one per worker process of `aula bench tasks`: the workers
+/// finished 12,500–13,800 tasks/s and two rounds at a time, sharing the two cores with
+/// eight busy worker connections, left the admin view 1.3–1.8 s behind at the end of a
+/// drain of 100,000 tasks (the target is 1 s). The rounds compete for the same cores as
+/// the workers, so a refresher that keeps up takes a little of their rate.
+pub const REFRESHERS: i32 = 4;
 
 /// How many queued ids one refresh takes at most (one transaction).
 ///

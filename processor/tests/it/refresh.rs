@@ -97,7 +97,7 @@ async fn refresh_until_empty(pool: sqlx::PgPool, limit: i64) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn refresh_rounds_run_side_by_side_up_to_the_slots_and_count_each_event_once() {
     let db = TestDatabase::new().await;
-    assert_eq!(processing::REFRESHERS, 2);
+    assert_eq!(processing::REFRESHERS, 4);
     let events: Vec<_> = (1..=120).map(|i| event("TeacherCreated", i)).collect();
     react(&db.pool, &events).await;
     let claimed = queue::claim_deferred(&db.pool, "w", 1_000, LONG_LEASE, true)
@@ -111,7 +111,7 @@ async fn refresh_rounds_run_side_by_side_up_to_the_slots_and_count_each_event_on
     let done: Vec<_> = now.iter().map(|t| t.done()).collect();
     queue::complete_deferred(&db.pool, &done).await.unwrap();
 
-    // Both slots held elsewhere: a round does nothing and leaves the ids queued.
+    // Every slot held elsewhere: a round does nothing and leaves the ids queued.
     let mut holder = db.pool.begin().await.unwrap();
     for slot in 0..processing::REFRESHERS {
         let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
@@ -130,7 +130,8 @@ async fn refresh_rounds_run_side_by_side_up_to_the_slots_and_count_each_event_on
     holder.rollback().await.unwrap();
 
     let race = |pool: sqlx::PgPool| async move {
-        let rounds: Vec<_> = (0..3)
+        // One more round than the slots.
+        let rounds: Vec<_> = (0..=processing::REFRESHERS)
             .map(|_| tokio::spawn(refresh_until_empty(pool.clone(), 7)))
             .collect();
         let mut taken = 0;
