@@ -81,62 +81,39 @@ pub struct BulkReprocessPreview {
     pub expires_at: DateTime<Utc>,
 }
 
-/// A bulk reprocessing job and its progress.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct BulkReprocessJob {
-    /// The job's id.
-    pub id: Uuid,
-    /// Where the job stands.
-    pub status: BulkJobStatus,
-    /// Events the job will copy.
-    pub total: BigInt,
-    /// Copies written so far.
-    pub done: BigInt,
-    /// Copies written whose tasks all succeeded (or that issue none).
-    pub copies_succeeded: BigInt,
-    /// Copies written with a task that failed for good.
-    pub copies_failed: BigInt,
-    /// Copies written whose tasks are still pending or running.
-    pub copies_running: BigInt,
-    /// Events that could not be copied.
-    pub failed: BigInt,
-    /// The last log position the job's filter covers.
-    pub up_to_position: BigInt,
-    /// The transaction id bounding the job in the log's commit order.
-    pub up_to_transaction: BigInt,
-    /// The institution the job is limited to; null for all (admins only).
-    pub institution_id: Option<Uuid>,
-    /// Who asked (`user:<id>`).
-    pub requested_by: String,
-    /// When it was confirmed.
-    pub created_at: DateTime<Utc>,
-    /// When its progress last moved.
-    pub updated_at: DateTime<Utc>,
-    /// Why the job failed (full text for admins; others see that there was one).
-    pub error: Option<OperatorError>,
-}
-
-impl TryFrom<BulkJob> for BulkReprocessJob {
-    type Error = ApiError;
-
-    fn try_from(job: BulkJob) -> Result<Self, ApiError> {
-        Ok(BulkReprocessJob {
-            id: job.id,
-            status: parse_status(&job.status)?,
-            total: job.total.into(),
-            done: job.done.into(),
-            copies_succeeded: job.outcomes.succeeded.into(),
-            copies_failed: job.outcomes.failed.into(),
-            copies_running: job.outcomes.running.into(),
-            failed: job.failed.into(),
-            up_to_position: job.up_to_position.into(),
-            up_to_transaction: job.up_to_tx.into(),
-            institution_id: job.institution_id,
-            requested_by: job.requested_by,
-            created_at: job.created_at,
-            updated_at: job.updated_at,
-            error: job.error.map(OperatorError),
-        })
+row_object! {
+    /// A bulk reprocessing job and its progress.
+    BulkReprocessJob try_from BulkJob as job {
+        /// The job's id.
+        id: Uuid,
+        /// Where the job stands.
+        status: BulkJobStatus = parse_status(&job.status)?,
+        /// Events the job will copy.
+        total: BigInt = job.total.into(),
+        /// Copies written so far.
+        done: BigInt = job.done.into(),
+        /// Copies written whose tasks all succeeded (or that issue none).
+        copies_succeeded: BigInt = job.outcomes.succeeded.into(),
+        /// Copies written with a task that failed for good.
+        copies_failed: BigInt = job.outcomes.failed.into(),
+        /// Copies written whose tasks are still pending or running.
+        copies_running: BigInt = job.outcomes.running.into(),
+        /// Events that could not be copied.
+        failed: BigInt = job.failed.into(),
+        /// The last log position the job's filter covers.
+        up_to_position: BigInt = job.up_to_position.into(),
+        /// The transaction id bounding the job in the log's commit order.
+        up_to_transaction: BigInt = job.up_to_tx.into(),
+        /// The institution the job is limited to; null for all (admins only).
+        institution_id: Option<Uuid>,
+        /// Who asked (`user:<id>`).
+        requested_by: String,
+        /// When it was confirmed.
+        created_at: DateTime<Utc>,
+        /// When its progress last moved.
+        updated_at: DateTime<Utc>,
+        /// Why the job failed (full text for admins; others see that there was one).
+        error: Option<OperatorError> = job.error.map(OperatorError),
     }
 }
 

@@ -23,42 +23,27 @@ use crate::state::AppState;
 #[derive(Default)]
 pub struct DirectoryQuery;
 
-/// A student or a teacher of an institution (read model `directory`).
-#[derive(SimpleObject, Debug, Clone)]
-pub struct Person {
-    /// The student's or teacher's id (what `recordExamNote` and the grades name).
-    pub id: Uuid,
-    /// The person's account.
-    pub user_id: Uuid,
-    /// The institution the person belongs to.
-    pub institution_id: Uuid,
-    /// The person's name, as the account now has it.
-    pub name: String,
-    /// The person's e-mail, as the account now has it.
-    pub email: String,
-    /// Students only: the date of birth.
-    pub birth_date: Option<NaiveDate>,
-    /// False once the account was deactivated.
-    pub active: bool,
-    /// When the student or teacher was created.
-    pub created_at: DateTime<Utc>,
-    /// The log position of the latest change.
-    pub log_position: BigInt,
-}
-
-impl From<PersonRow> for Person {
-    fn from(row: PersonRow) -> Self {
-        Self {
-            id: row.person_id,
-            user_id: row.user_id,
-            institution_id: row.institution_id,
-            name: row.name,
-            email: row.email,
-            birth_date: row.birth_date,
-            active: row.active,
-            created_at: row.created_at,
-            log_position: BigInt(row.global_position),
-        }
+row_object! {
+    /// A student or a teacher of an institution (read model `directory`).
+    Person from PersonRow as row {
+        /// The student's or teacher's id (what `recordExamNote` and the grades name).
+        id: Uuid = row.person_id,
+        /// The person's account.
+        user_id: Uuid,
+        /// The institution the person belongs to.
+        institution_id: Uuid,
+        /// The person's name, as the account now has it.
+        name: String,
+        /// The person's e-mail, as the account now has it.
+        email: String,
+        /// Students only: the date of birth.
+        birth_date: Option<NaiveDate>,
+        /// False once the account was deactivated.
+        active: bool,
+        /// When the student or teacher was created.
+        created_at: DateTime<Utc>,
+        /// The log position of the latest change.
+        log_position: BigInt = BigInt(row.global_position),
     }
 }
 

@@ -77,6 +77,59 @@ macro_rules! page {
     };
 }
 
+/// A GraphQL object that shows one row of a read model (or of the processor's tables):
+/// the struct, with each field's description, and its conversion from the row, written
+/// as one list. A field takes the row's field of the same name as it is (`name: Type`),
+/// or the value of an expression over the row (`name: Type = BigInt(row.position)`).
+/// `from` converts with `From`; `try_from` with `TryFrom<Error = ApiError>`, where an
+/// expression may refuse the row with `?`. The expressions are evaluated before the
+/// plain fields are moved out of the row, so they may still borrow any part of it.
+macro_rules! row_object {
+    (
+        $(#[$attr:meta])*
+        $name:ident $conversion:ident $row_type:ty as $row:ident {
+            $(
+                $(#[$field_attr:meta])*
+                $field:ident: $type:ty $(= $value:expr)?
+            ),* $(,)?
+        }
+    ) => {
+        #[derive(async_graphql::SimpleObject, Debug, Clone)]
+        $(#[$attr])*
+        pub struct $name {
+            $(
+                $(#[$field_attr])*
+                pub $field: $type,
+            )*
+        }
+
+        row_object!(@ $conversion $name, $row_type, $row, {
+            $($(let $field = $value;)?)*
+            $name { $($field: row_object!(@field $row.$field $(, $value)?),)* }
+        });
+    };
+    (@ from $name:ident, $row_type:ty, $row:ident, $body:block) => {
+        impl From<$row_type> for $name {
+            fn from($row: $row_type) -> Self $body
+        }
+    };
+    (@ try_from $name:ident, $row_type:ty, $row:ident, $body:block) => {
+        impl TryFrom<$row_type> for $name {
+            type Error = crate::error::ApiError;
+
+            fn try_from($row: $row_type) -> Result<Self, crate::error::ApiError> {
+                Ok($body)
+            }
+        }
+    };
+    (@field $row:ident.$field:ident) => {
+        $row.$field
+    };
+    (@field $row:ident.$field:ident, $value:expr) => {
+        $field
+    };
+}
+
 mod admin_ops;
 pub(crate) mod bulk;
 mod charts;
