@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::mutations::settle;
 use super::read_models::STAFF;
 use super::types::BigInt;
-use super::{request, state};
+use super::{authorize, request, state};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -148,8 +148,7 @@ impl AdminMutation {
         #[graphql(desc = "The task to retry.")] task_id: BigInt,
     ) -> Result<RetryTaskResult, ApiError> {
         let task_id = task_id.0;
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, STAFF)?;
         ensure_owner(claims, task_owner(state, task_id).await?)?;
         let new_id = aula_processor::retry_task(&state.pool, task_id)
             .await
@@ -167,8 +166,7 @@ impl AdminMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The projection's name.")] name: String,
     ) -> Result<RebuildStarted, ApiError> {
-        auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Admin])?;
-        let state = state(ctx);
+        let (_, state) = authorize(ctx, &[DomainRole::Admin])?;
         let Some(name) = aula_projections::NAMES.iter().find(|n| **n == name) else {
             return Err(ApiError::validation(
                 "name",

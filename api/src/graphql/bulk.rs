@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::admin_ops::ensure_owner;
 use super::read_models::{admin_event_filters, AdminEventFilter, STAFF, WATCHERS};
 use super::types::{parse_status, BigInt, BulkJobStatus, EventStatus};
-use super::{request, state, OperatorError};
+use super::{authorize, request, state, OperatorError};
 use crate::auth;
 use crate::error::ApiError;
 
@@ -170,8 +170,7 @@ impl BulkQuery {
         )]
         include_resolved: Option<bool>,
     ) -> Result<BulkReprocessPreview, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, STAFF)?;
         let query = admin_event_filters(claims, filter.unwrap_or_default())?;
         let (preview, job_filter) =
             bulk::preview_for(&state.pool, &query, include_resolved.unwrap_or(false))
@@ -242,8 +241,7 @@ impl BulkMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The token `bulkReprocessPreview` returned.")] confirm_token: String,
     ) -> Result<BulkReprocessJob, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, STAFF)?;
         let payload =
             auth::open(&state.config.token_secret, &confirm_token).ok_or_else(invalid_token)?;
         let payload: ConfirmPayload =

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::read_models::WATCHERS;
 use super::types::BigInt;
-use super::{request, state};
+use super::{authorize, request, state};
 use crate::auth;
 use crate::error::ApiError;
 
@@ -170,9 +170,8 @@ impl ChartQuery {
         #[graphql(desc = "The institution (admins and platform-wide observers).")]
         institution_id: Option<Uuid>,
     ) -> Result<ProcessingSeries, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
+        let (claims, state) = authorize(ctx, WATCHERS)?;
         let institution = auth::read_scope(claims, institution_id)?;
-        let state = state(ctx);
         let now = state.clock.now();
         let (width, count) = range.buckets();
         let points = dashboard::series(&state.pool, institution, width, count, now).await?;

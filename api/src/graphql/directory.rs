@@ -12,10 +12,10 @@ use aula_projections::enrollments;
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
+use super::authorize;
 use super::query::paged;
 use super::read_models::{bad_cursor, filter_text, Enrollment, SortDirection, WATCHERS};
 use super::types::{parse_status, BigInt};
-use super::{request, state};
 use crate::auth;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -219,8 +219,7 @@ async fn own_person<'a>(
     role: DomainRole,
     kind: &str,
 ) -> Result<Option<(&'a AppState, PersonRow)>, ApiError> {
-    let claims = auth::require_role(request(ctx).claims.as_ref(), &[role])?;
-    let state = state(ctx);
+    let (claims, state) = authorize(ctx, &[role])?;
     Ok(directory::people_of_user(&state.pool, claims.user_id)
         .await?
         .into_iter()

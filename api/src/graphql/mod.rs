@@ -264,6 +264,16 @@ pub(crate) fn request<'a>(ctx: &Context<'a>) -> &'a RequestContext {
     ctx.data_opt::<RequestContext>().unwrap_or(&ANONYMOUS)
 }
 
+/// The caller's claims, refused unless its role is one of `roles`, and the state to
+/// serve it with: the first step of a resolver that only some roles may call.
+pub(crate) fn authorize<'a>(
+    ctx: &Context<'a>,
+    roles: &[aula_domain::user::Role],
+) -> Result<(&'a Claims, &'a AppState), ApiError> {
+    let claims = crate::auth::require_role(request(ctx).claims.as_ref(), roles)?;
+    Ok((claims, state(ctx)))
+}
+
 pub(crate) fn metadata(request: &RequestContext, institution: Option<Uuid>) -> EventMetadata {
     let actor = match &request.claims {
         Some(claims) => Actor::User(claims.user_id),

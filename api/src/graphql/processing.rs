@@ -12,7 +12,7 @@ use super::admin_ops::{ensure_owner, event_owner};
 use super::query::{paged, parse_cursor};
 use super::read_models::WATCHERS;
 use super::types::{parse_status, BigInt, CountedKind, TaskStatus};
-use super::{request, state, OperatorError};
+use super::{authorize, OperatorError};
 use crate::auth;
 use crate::error::ApiError;
 
@@ -189,8 +189,7 @@ impl ProcessingQuery {
     /// `statusCounts` the events and tasks that succeeded and failed today (the current
     /// counts by status are kept for the platform only).
     async fn processing_summary(&self, ctx: &Context<'_>) -> Result<ProcessingSummary, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, WATCHERS)?;
         if !auth::sees_every_institution(claims) {
             let institution = auth::target_institution(claims, None)?;
             return institution_summary(state, institution).await;

@@ -13,7 +13,7 @@ use super::read_models::{
     bad_cursor, filter_list, filter_text, filter_time, DurationFilter, SortDirection, WATCHERS,
 };
 use super::types::{parse_status, status_name, BigInt, TaskStatus};
-use super::{request, state, OperatorError};
+use super::{authorize, request, state, OperatorError};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
 
@@ -216,8 +216,7 @@ impl TaskQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The event's id.")] event_id: Uuid,
     ) -> Result<AdminEventDetail, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, WATCHERS)?;
         ensure_owner(claims, event_owner(state, event_id).await?)?;
         let row = aula_eventlog::lookups::stored_event(&state.pool, event_id).await?;
         let (event_type, event_version, payload, metadata) =

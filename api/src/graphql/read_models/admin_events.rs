@@ -250,8 +250,7 @@ impl AdminEventQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The event's id.")] event_id: Uuid,
     ) -> Result<AdminEvent, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, WATCHERS)?;
         let row = admin_events::admin_event(&state.pool, event_id)
             .await?
             .ok_or_else(|| ApiError::not_found("EVENT_NOT_FOUND", "event not found"))?;

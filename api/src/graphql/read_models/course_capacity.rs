@@ -89,8 +89,7 @@ impl CourseCapacityQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The course.")] course_id: Uuid,
     ) -> Result<CourseCapacity, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), READERS)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, READERS)?;
         let owner = course_institution(state, course_id).await?;
         auth::ensure_institution(claims, owner)?;
         course_capacity::course_capacity(&state.pool, course_id)
