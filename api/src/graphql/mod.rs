@@ -83,9 +83,11 @@ macro_rules! page {
 /// or the value of an expression over the row (`name: Type = BigInt(row.position)`).
 /// `from` converts with `From`; `try_from` with `TryFrom<Error = ApiError>`, where an
 /// expression may refuse the row with `?`. The expressions are evaluated before the
-/// plain fields are moved out of the row, so they may still borrow any part of it.
+/// plain fields are moved out of the row, so they may still borrow any part of it. A
+/// row that comes with values from elsewhere converts from a tuple, `as (row, extra)`.
 macro_rules! row_object {
     (
+        @ $pattern:pat,
         $(#[$attr:meta])*
         $name:ident $conversion:ident $row_type:ty as $row:ident {
             $(
@@ -103,21 +105,21 @@ macro_rules! row_object {
             )*
         }
 
-        row_object!(@ $conversion $name, $row_type, $row, {
+        row_object!(@ $conversion $name, $row_type, $pattern, {
             $($(let $field = $value;)?)*
             $name { $($field: row_object!(@field $row.$field $(, $value)?),)* }
         });
     };
-    (@ from $name:ident, $row_type:ty, $row:ident, $body:block) => {
+    (@ from $name:ident, $row_type:ty, $pattern:pat, $body:block) => {
         impl From<$row_type> for $name {
-            fn from($row: $row_type) -> Self $body
+            fn from($pattern: $row_type) -> Self $body
         }
     };
-    (@ try_from $name:ident, $row_type:ty, $row:ident, $body:block) => {
+    (@ try_from $name:ident, $row_type:ty, $pattern:pat, $body:block) => {
         impl TryFrom<$row_type> for $name {
             type Error = crate::error::ApiError;
 
-            fn try_from($row: $row_type) -> Result<Self, crate::error::ApiError> {
+            fn try_from($pattern: $row_type) -> Result<Self, crate::error::ApiError> {
                 Ok($body)
             }
         }
@@ -127,6 +129,28 @@ macro_rules! row_object {
     };
     (@field $row:ident.$field:ident, $value:expr) => {
         $field
+    };
+    (
+        $(#[$attr:meta])*
+        $name:ident $conversion:ident $row_type:ty as ($row:ident $(, $extra:ident)+) {
+            $($fields:tt)*
+        }
+    ) => {
+        row_object! {
+            @ ($row $(, $extra)+),
+            $(#[$attr])*
+            $name $conversion $row_type as $row { $($fields)* }
+        }
+    };
+    (
+        $(#[$attr:meta])*
+        $name:ident $conversion:ident $row_type:ty as $row:ident { $($fields:tt)* }
+    ) => {
+        row_object! {
+            @ $row,
+            $(#[$attr])*
+            $name $conversion $row_type as $row { $($fields)* }
+        }
     };
 }
 
