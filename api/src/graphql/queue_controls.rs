@@ -81,40 +81,42 @@ pub struct ResumeTaskKindPayload {
     pub tasks_resumed: BigInt,
 }
 
-/// A paused task kind.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct PausedTaskKind {
-    /// The kind (e.g. `email.welcome`).
-    pub kind: String,
-    /// When it was paused.
-    pub paused_at: DateTime<Utc>,
-    /// Who paused it (`user:<id>`).
-    pub paused_by: String,
-    /// Tasks waiting behind the pause, of every institution (admins only; null for
-    /// managers).
-    pub waiting: Option<BigInt>,
+row_object! {
+    /// A paused task kind.
+    PausedTaskKind from (controls::PausedKind, bool) as (p, sees_every_institution) {
+        /// The kind (e.g. `email.welcome`).
+        kind: String,
+        /// When it was paused.
+        paused_at: DateTime<Utc>,
+        /// Who paused it (`user:<id>`).
+        paused_by: String,
+        /// Tasks waiting behind the pause, of every institution (admins only; null for
+        /// managers).
+        waiting: Option<BigInt> = sees_every_institution.then_some(BigInt(p.waiting)),
+    }
 }
 
-/// One queue control, as the audit trail keeps it (`task_controls`, written in the
-/// transaction of the change).
-#[derive(SimpleObject, Debug, Clone)]
-pub struct QueueControlEntry {
-    /// The entry's id (newest first).
-    pub id: BigInt,
-    /// When.
-    pub at: DateTime<Utc>,
-    /// Who (`user:<id>`).
-    pub actor: String,
-    /// `cancel`, `force_release`, `set_priority`, `pause` or `resume`.
-    pub action: String,
-    /// The task, for task controls.
-    pub task_id: Option<BigInt>,
-    /// The task's kind, or the kind paused or resumed.
-    pub kind: Option<String>,
-    /// The task's institution; null for kind-wide controls and platform tasks.
-    pub institution_id: Option<Uuid>,
-    /// What changed (e.g. `priority 30 -> 5`).
-    pub detail: String,
+row_object! {
+    /// One queue control, as the audit trail keeps it (`task_controls`, written in the
+    /// transaction of the change).
+    QueueControlEntry from controls::ControlEntry as e {
+        /// The entry's id (newest first).
+        id: BigInt = BigInt(e.id),
+        /// When.
+        at: DateTime<Utc>,
+        /// Who (`user:<id>`).
+        actor: String,
+        /// `cancel`, `force_release`, `set_priority`, `pause` or `resume`.
+        action: String,
+        /// The task, for task controls.
+        task_id: Option<BigInt> = e.task_id.map(BigInt),
+        /// The task's kind, or the kind paused or resumed.
+        kind: Option<String>,
+        /// The task's institution; null for kind-wide controls and platform tasks.
+        institution_id: Option<Uuid>,
+        /// What changed (e.g. `priority 30 -> 5`).
+        detail: String,
+    }
 }
 
 /// A priority argument, checked against [`PRIORITY_RANGE`].
@@ -317,12 +319,7 @@ impl QueueControlQuery {
         Ok(controls::paused_kinds(&state(ctx).pool)
             .await?
             .into_iter()
-            .map(|p| PausedTaskKind {
-                kind: p.kind,
-                paused_at: p.paused_at,
-                paused_by: p.paused_by,
-                waiting: admin.then_some(BigInt(p.waiting)),
-            })
+            .map(|p| PausedTaskKind::from((p, admin)))
             .collect())
     }
 
@@ -341,16 +338,7 @@ impl QueueControlQuery {
             controls::control_log(&state.pool, institution, first as i64)
                 .await?
                 .into_iter()
-                .map(|e| QueueControlEntry {
-                    id: BigInt(e.id),
-                    at: e.at,
-                    actor: e.actor,
-                    action: e.action,
-                    task_id: e.task_id.map(BigInt),
-                    kind: e.kind,
-                    institution_id: e.institution_id,
-                    detail: e.detail,
-                })
+                .map(Into::into)
                 .collect(),
         )
     }
