@@ -84,7 +84,9 @@ macro_rules! page {
 /// `from` converts with `From`; `try_from` with `TryFrom<Error = ApiError>`, where an
 /// expression may refuse the row with `?`. The expressions are evaluated before the
 /// plain fields are moved out of the row, so they may still borrow any part of it. A
-/// row that comes with values from elsewhere converts from a tuple, `as (row, extra)`.
+/// row that comes with values from elsewhere converts from a tuple, `as (row, extra)`,
+/// the extra values named apart from the fields they fill
+/// (`course_name: Option<String> = looked_up_name`).
 macro_rules! row_object {
     (
         @ $pattern:pat,
