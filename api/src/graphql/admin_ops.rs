@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::mutations::settle;
 use super::read_models::STAFF;
 use super::types::BigInt;
-use super::{authorize, request, state};
+use super::{authorize, request};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -113,13 +113,12 @@ impl AdminMutation {
         )]
         priority: Option<i32>,
     ) -> Result<ReprocessResult, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let (claims, state) = authorize(ctx, STAFF)?;
         validate! {
             priority = priority
                 .map(|p| super::queue_controls::priority_arg("priority", p))
                 .transpose(),
         }
-        let state = state(ctx);
         ensure_owner(claims, event_owner(state, event_id).await?)?;
         // The copy records this request (its id, this trace), not the original's.
         let copy = aula_processor::reprocess::reprocess_event_for(

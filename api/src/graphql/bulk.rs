@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::admin_ops::ensure_owner;
 use super::read_models::{admin_event_filters, AdminEventFilter, STAFF, WATCHERS};
 use super::types::{parse_status, BigInt, BulkJobStatus, EventStatus};
-use super::{authorize, request, state, OperatorError};
+use super::{authorize, state, OperatorError};
 use crate::auth;
 use crate::error::ApiError;
 
@@ -148,8 +148,8 @@ fn bulk_error(error: BulkError) -> ApiError {
 
 /// The job, if the caller may see it (admin: any; manager: its institution's).
 pub(crate) async fn visible_job(ctx: &Context<'_>, id: Uuid) -> Result<BulkJob, ApiError> {
-    let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
-    let job = bulk::job(&state(ctx).pool, id)
+    let (claims, state) = authorize(ctx, WATCHERS)?;
+    let job = bulk::job(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found("JOB_NOT_FOUND", "job not found"))?;
     ensure_owner(claims, job.institution_id)?;

@@ -17,7 +17,7 @@ use super::admin_ops::{ensure_owner, task_owner};
 use super::query::paged;
 use super::read_models::{STAFF, WATCHERS};
 use super::types::{parse_status, BigInt, TaskStatus};
-use super::{request, state};
+use super::{authorize, request, state};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
 use crate::validate;
@@ -173,8 +173,8 @@ fn control_error(error: ControlError) -> ApiError {
 
 /// Staff, and for a manager only a task of its own institution.
 async fn task_operator<'a>(ctx: &Context<'a>, task_id: i64) -> Result<&'a Claims, ApiError> {
-    let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
-    ensure_owner(claims, task_owner(state(ctx), task_id).await?)?;
+    let (claims, state) = authorize(ctx, STAFF)?;
+    ensure_owner(claims, task_owner(state, task_id).await?)?;
     Ok(claims)
 }
 
@@ -198,11 +198,11 @@ async fn control_kind(
     kind: String,
     control: impl AsyncFn(&PgPool, &str, &Actor) -> Result<KindControlled, ControlError>,
 ) -> Result<KindControlled, ApiError> {
-    let claims = auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Admin])?;
+    let (claims, state) = authorize(ctx, &[DomainRole::Admin])?;
     validate! {
         kind = kind_arg(kind),
     }
-    control(&state(ctx).pool, &kind, &actor(claims))
+    control(&state.pool, &kind, &actor(claims))
         .await
         .map_err(control_error)
 }
@@ -313,10 +313,10 @@ impl QueueControlQuery {
     /// The paused task kinds and how many tasks wait behind each (the counts: admins
     /// and platform-wide observers). Admin, manager, observer.
     async fn paused_task_kinds(&self, ctx: &Context<'_>) -> Result<Vec<PausedTaskKind>, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
+        let (claims, state) = authorize(ctx, WATCHERS)?;
         // The waiting counts span every institution: the platform's readers only.
         let admin = auth::sees_every_institution(claims);
-        Ok(controls::paused_kinds(&state(ctx).pool)
+        Ok(controls::paused_kinds(&state.pool)
             .await?
             .into_iter()
             .map(|p| PausedTaskKind::from((p, admin)))

@@ -13,7 +13,7 @@ use super::read_models::{
     bad_cursor, filter_list, filter_text, filter_time, DurationFilter, SortDirection, WATCHERS,
 };
 use super::types::{parse_status, status_name, BigInt, TaskStatus};
-use super::{authorize, request, state, OperatorError};
+use super::{authorize, OperatorError};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
 
@@ -243,8 +243,8 @@ impl TaskQuery {
 
     /// The event types and task kinds the dashboard's filters offer. Admin, manager.
     async fn dashboard_facets(&self, ctx: &Context<'_>) -> Result<DashboardFacets, ApiError> {
-        auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
-        let pool = &state(ctx).pool;
+        let (_, state) = authorize(ctx, WATCHERS)?;
+        let pool = &state.pool;
         let event_types = aula_projections::lookups::admin_event_types(pool).await?;
         let task_kinds = task_list::task_kinds(pool).await?;
         Ok(DashboardFacets {
