@@ -3,10 +3,12 @@
 use aula_domain::exam_grade::{
     ExamGrade, ExamGradeCommand, ExamGradeError, ExamGradeEvent, ExamGradeServices,
 };
-use aula_domain::values::{CourseId, ExamName, GradeNote, InstitutionId, StudentId, TeacherId};
+use aula_domain::values::{ExamName, GradeNote, StudentId, TeacherId};
 use chrono::{DateTime, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
 use uuid::Uuid;
+
+use crate::fixtures::{course_id, institution_id};
 
 type ExamGradeTest = TestFramework<ExamGrade>;
 
@@ -31,8 +33,8 @@ fn note(raw: &str) -> GradeNote {
 macro_rules! recorded_note {
     ($($variant:ident)::+, $raw:expr) => {
         $($variant)::+ {
-            institution_id: InstitutionId::from_uuid(Uuid::from_u128(2)),
-            course_id: CourseId::from_uuid(Uuid::from_u128(4)),
+            institution_id: institution_id(),
+            course_id: course_id(),
             student_id: StudentId::from_uuid(Uuid::from_u128(5)),
             teacher_id: teacher(),
             exam_name: ExamName::parse("Midterm").unwrap(),

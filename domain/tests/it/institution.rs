@@ -94,20 +94,24 @@ fn creating_a_campus_records_it() {
         .then_expect_events(vec![campus(1, "Centro")]);
 }
 
+/// A campus name is a duplicate regardless of case; a campus id, when it is the same.
 #[test]
-fn a_duplicate_campus_name_is_rejected_regardless_of_case() {
-    framework()
-        .given(vec![created(), campus(1, "Centro")])
-        .when(create_campus(2, "  CENTRO "))
-        .then_expect_error(InstitutionError::DuplicateCampusName);
-}
-
-#[test]
-fn a_duplicate_campus_id_is_rejected() {
-    framework()
-        .given(vec![created(), campus(1, "Centro")])
-        .when(create_campus(1, "Norte"))
-        .then_expect_error(InstitutionError::CampusAlreadyExists);
+fn a_duplicate_campus_name_or_id_is_rejected() {
+    for (command, error) in [
+        (
+            create_campus(2, "  CENTRO "),
+            InstitutionError::DuplicateCampusName,
+        ),
+        (
+            create_campus(1, "Norte"),
+            InstitutionError::CampusAlreadyExists,
+        ),
+    ] {
+        framework()
+            .given(vec![created(), campus(1, "Centro")])
+            .when(command)
+            .then_expect_error(error);
+    }
 }
 
 #[test]
