@@ -14,10 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aula_domain::course::{Course, CourseCommand, CourseServices};
-use aula_domain::values::{CampusId, Capacity, CourseName, InstitutionId};
+use aula_domain::course::{Course, CourseServices};
 use aula_eventlog::testing::TestDatabase;
-use aula_eventlog::{Actor, CommandBus, EventMetadata};
+use aula_eventlog::CommandBus;
 use serde_json::{json, Value};
 use support::free_port;
 use support::service::Service;
@@ -80,18 +79,12 @@ async fn a_rush_of_applicants_is_accepted_at_once_and_seated_in_commit_order() {
     let base = service.base.clone();
 
     // The course, opened as the API opens it after an offer.
-    let course = Uuid::new_v4();
-    CommandBus::<Course>::with_upcasters(db.pool.clone(), CourseServices, aula_domain::upcasters())
-        .execute(
-            &course.to_string(),
-            CourseCommand::OpenCourse {
-                institution_id: InstitutionId::from_uuid(Uuid::new_v4()),
-                campus_id: CampusId::from_uuid(Uuid::new_v4()),
-                name: CourseName::parse("Rush 101").unwrap(),
-                capacity: Capacity::new(SEATS).unwrap(),
-            },
-            &EventMetadata::new(Actor::System, None),
-        )
+    let bus = CommandBus::<Course>::with_upcasters(
+        db.pool.clone(),
+        CourseServices,
+        aula_domain::upcasters(),
+    );
+    let course = aula_bench::seed::open_course(&bus, "Rush 101", SEATS)
         .await
         .unwrap();
 

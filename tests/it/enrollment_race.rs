@@ -41,21 +41,10 @@ async fn two_processes_and_a_course(
         })
         .collect();
     let metadata = EventMetadata::new(Actor::System, None);
-    let course = CourseId::from_uuid(Uuid::new_v4()).to_string();
-    buses[0]
-        .execute(
-            &course,
-            CourseCommand::OpenCourse {
-                institution_id: InstitutionId::from_uuid(Uuid::new_v4()),
-                campus_id: CampusId::from_uuid(Uuid::new_v4()),
-                name: CourseName::parse(name).unwrap(),
-                capacity: Capacity::new(seats).unwrap(),
-            },
-            &metadata,
-        )
+    let course = aula_bench::seed::open_course(&buses[0], name, seats)
         .await
         .unwrap();
-    (buses, metadata, course)
+    (buses, metadata, course.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -505,18 +494,7 @@ async fn an_application_stored_in_the_old_shape_still_loads_projects_and_is_deci
         aula_domain::upcasters(),
     );
     let metadata = EventMetadata::new(Actor::System, None);
-    let course = Uuid::new_v4();
-    courses
-        .execute(
-            &course.to_string(),
-            CourseCommand::OpenCourse {
-                institution_id: InstitutionId::from_uuid(Uuid::new_v4()),
-                campus_id: CampusId::from_uuid(Uuid::new_v4()),
-                name: CourseName::parse("History").unwrap(),
-                capacity: Capacity::new(2).unwrap(),
-            },
-            &metadata,
-        )
+    let course = aula_bench::seed::open_course(&courses, "History", 2)
         .await
         .unwrap();
     let application = Uuid::new_v4();

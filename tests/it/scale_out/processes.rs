@@ -140,20 +140,12 @@ async fn six_processes_on_one_database_lose_and_duplicate_nothing_when_two_are_k
     );
     let mut courses = Vec::new();
     for c in 0..COURSES {
-        let course = Uuid::new_v4();
-        bus.execute(
-            &course.to_string(),
-            CourseCommand::OpenCourse {
-                institution_id: InstitutionId::from_uuid(Uuid::new_v4()),
-                campus_id: CampusId::from_uuid(Uuid::new_v4()),
-                name: CourseName::parse(&format!("Scale {c}")).unwrap(),
-                capacity: Capacity::new(SEATS).unwrap(),
-            },
-            &EventMetadata::new(Actor::System, None),
-        )
-        .await
-        .unwrap();
-        courses.push(course);
+        let name = format!("Scale {c}");
+        courses.push(
+            aula_bench::seed::open_course(&bus, &name, SEATS)
+                .await
+                .unwrap(),
+        );
     }
     println!("six processes up in {:?}", started.elapsed());
 
