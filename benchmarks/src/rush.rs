@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aula_domain::course::{Course, CourseServices};
-use aula_eventlog::{CommandBus, Wakeups};
+use aula_eventlog::Wakeups;
 use uuid::Uuid;
 
 use crate::{BenchDatabase, Settings};
@@ -154,15 +153,7 @@ async fn rush_on(
         async move { server_shutdown.wait().await },
     ));
 
-    let bus = CommandBus::<Course>::with_upcasters(
-        db.pool.clone(),
-        CourseServices,
-        aula_domain::upcasters(),
-    );
-    let mut course_ids = Vec::new();
-    for i in 0..courses {
-        course_ids.push(crate::seed::open_course(&bus, &format!("Rush course {i}"), SEATS).await?);
-    }
+    let course_ids = crate::seed::open_courses(&db.pool, "Rush course", courses, SEATS).await?;
     // Let the projections see the courses (the API reads course_capacity first).
     tokio::time::sleep(Duration::from_millis(500)).await;
 

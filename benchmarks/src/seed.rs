@@ -1,9 +1,10 @@
 //! What benchmarks and the root crate's tests seed alike: courses opened as the API opens
 //! a course after its offer, each on an institution and a campus of its own.
 
-use aula_domain::course::{Course, CourseCommand};
+use aula_domain::course::{Course, CourseCommand, CourseServices};
 use aula_domain::values::{CampusId, Capacity, CourseName, InstitutionId};
 use aula_eventlog::{Actor, CommandBus, EventMetadata};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Opens a course named `name` with `seats` seats through `bus`, as the system: returns
@@ -22,4 +23,20 @@ pub async fn open_course(bus: &CommandBus<Course>, name: &str, seats: u32) -> an
     )
     .await?;
     Ok(course)
+}
+
+/// Opens `count` courses of `seats` seats, one after another, named `{prefix} {i}`:
+/// returns their ids in that order.
+pub async fn open_courses(
+    pool: &PgPool,
+    prefix: &str,
+    count: usize,
+    seats: u32,
+) -> anyhow::Result<Vec<Uuid>> {
+    let bus = CommandBus::with_upcasters(pool.clone(), CourseServices, aula_domain::upcasters());
+    let mut courses = Vec::with_capacity(count);
+    for i in 0..count {
+        courses.push(open_course(&bus, &format!("{prefix} {i}"), seats).await?);
+    }
+    Ok(courses)
 }

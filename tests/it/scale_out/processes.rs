@@ -129,20 +129,9 @@ async fn six_processes_on_one_database_lose_and_duplicate_nothing_when_two_are_k
     }
 
     // The courses, opened as the API opens them after an offer.
-    let bus = CommandBus::<Course>::with_upcasters(
-        db.pool.clone(),
-        CourseServices,
-        aula_domain::upcasters(),
-    );
-    let mut courses = Vec::new();
-    for c in 0..COURSES {
-        let name = format!("Scale {c}");
-        courses.push(
-            aula_bench::seed::open_course(&bus, &name, SEATS)
-                .await
-                .unwrap(),
-        );
-    }
+    let courses = aula_bench::seed::open_courses(&db.pool, "Scale", COURSES, SEATS)
+        .await
+        .unwrap();
     println!("six processes up in {:?}", started.elapsed());
 
     // The workload, 200 applicants at a time, half through each API. Halfway, one
