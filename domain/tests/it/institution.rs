@@ -30,38 +30,45 @@ fn created() -> InstitutionEvent {
     }
 }
 
+/// Campus `n` named `name`, in Recife: what `CreateCampus` carries and `CampusCreated`
+/// records alike.
+macro_rules! campus_of {
+    ($($variant:ident)::+, $n:expr, $name:expr) => {
+        $($variant)::+ {
+            campus_id: campus_id($n),
+            name: CampusName::parse($name).unwrap(),
+            city: CityName::parse("Recife").unwrap(),
+        }
+    };
+}
+
+/// Course `course` of 30 seats named `name` on campus `campus`: what `OfferCourse`
+/// carries and `CourseOffered` records alike.
+macro_rules! offer_of {
+    ($($variant:ident)::+, $course:expr, $campus:expr, $name:expr) => {
+        $($variant)::+ {
+            course_id: course_id($course),
+            campus_id: campus_id($campus),
+            name: CourseName::parse($name).unwrap(),
+            capacity: Capacity::new(30).unwrap(),
+        }
+    };
+}
+
 fn campus(n: u128, name: &str) -> InstitutionEvent {
-    InstitutionEvent::CampusCreated {
-        campus_id: campus_id(n),
-        name: CampusName::parse(name).unwrap(),
-        city: CityName::parse("Recife").unwrap(),
-    }
+    campus_of!(InstitutionEvent::CampusCreated, n, name)
 }
 
 fn create_campus(n: u128, name: &str) -> InstitutionCommand {
-    InstitutionCommand::CreateCampus {
-        campus_id: campus_id(n),
-        name: CampusName::parse(name).unwrap(),
-        city: CityName::parse("Recife").unwrap(),
-    }
+    campus_of!(InstitutionCommand::CreateCampus, n, name)
 }
 
 fn offered(course: u128, campus: u128, name: &str) -> InstitutionEvent {
-    InstitutionEvent::CourseOffered {
-        course_id: course_id(course),
-        campus_id: campus_id(campus),
-        name: CourseName::parse(name).unwrap(),
-        capacity: Capacity::new(30).unwrap(),
-    }
+    offer_of!(InstitutionEvent::CourseOffered, course, campus, name)
 }
 
 fn offer(course: u128, campus: u128, name: &str) -> InstitutionCommand {
-    InstitutionCommand::OfferCourse {
-        course_id: course_id(course),
-        campus_id: campus_id(campus),
-        name: CourseName::parse(name).unwrap(),
-        capacity: Capacity::new(30).unwrap(),
-    }
+    offer_of!(InstitutionCommand::OfferCourse, course, campus, name)
 }
 
 #[test]
