@@ -1,11 +1,34 @@
-//! What benchmarks and the root crate's tests seed alike: courses opened as the API opens
-//! a course after its offer, each on an institution and a campus of its own.
+//! What benchmarks and the root crate's tests seed alike: institutions, and courses opened
+//! as the API opens a course after its offer, each on an institution and a campus of its
+//! own.
 
 use aula_domain::course::{Course, CourseCommand, CourseServices};
-use aula_domain::values::{CampusId, Capacity, CourseName, InstitutionId};
+use aula_domain::institution::{Institution, InstitutionCommand, InstitutionServices};
+use aula_domain::values::{CampusId, Capacity, CourseName, InstitutionId, InstitutionName, UserId};
 use aula_eventlog::{Actor, CommandBus, EventMetadata};
 use sqlx::PgPool;
 use uuid::Uuid;
+
+/// Creates an institution named `name` (managed by a user of no account), as the system:
+/// returns its id.
+pub async fn create_institution(pool: &PgPool, name: &str) -> anyhow::Result<Uuid> {
+    let institution = Uuid::new_v4();
+    CommandBus::<Institution>::with_upcasters(
+        pool.clone(),
+        InstitutionServices,
+        aula_domain::upcasters(),
+    )
+    .execute(
+        &institution.to_string(),
+        InstitutionCommand::CreateInstitution {
+            name: InstitutionName::parse(name)?,
+            manager_user_id: UserId::from_uuid(Uuid::new_v4()),
+        },
+        &EventMetadata::new(Actor::System, Some(institution)),
+    )
+    .await?;
+    Ok(institution)
+}
 
 /// Opens a course named `name` with `seats` seats through `bus`, as the system: returns
 /// the new course's id.

@@ -11,13 +11,9 @@ use crate::support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use aula_domain::institution::{Institution, InstitutionCommand, InstitutionServices};
-use aula_domain::values::{InstitutionName, UserId};
-use aula_eventlog::{Actor, CommandBus, EventMetadata};
 use support::cdp::Browser;
 use support::dashboard::{open_login, sign_in, stage, Stage, LIST_READY, LIST_SETTLED};
 use support::free_port;
-use uuid::Uuid;
 
 const PASSWORD: &str = "dashboard password 2";
 const ENROLLMENT: &str = "EnrollmentRequested";
@@ -36,22 +32,9 @@ async fn a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved() {
         .unwrap();
 
     // A new institution: its demo data requests enrollments, whose e-mails fail.
-    let institution = Uuid::new_v4();
-    CommandBus::<Institution>::with_upcasters(
-        db.pool.clone(),
-        InstitutionServices,
-        aula_domain::upcasters(),
-    )
-    .execute(
-        &institution.to_string(),
-        InstitutionCommand::CreateInstitution {
-            name: InstitutionName::parse("Escola Reprocesso").unwrap(),
-            manager_user_id: UserId::from_uuid(Uuid::new_v4()),
-        },
-        &EventMetadata::new(Actor::System, Some(institution)),
-    )
-    .await
-    .unwrap();
+    aula_bench::seed::create_institution(&db.pool, "Escola Reprocesso")
+        .await
+        .unwrap();
     let failed_sql = format!(
         "SELECT count(*) FROM admin_events WHERE event_type = '{ENROLLMENT}' AND status = 'failed'"
     );
