@@ -193,18 +193,10 @@ async fn the_printed_database_url_attaches_a_second_process() {
     let data_dir = scratch_dir();
     let (child, mut lines) = serve_with_private_postgres(&data_dir);
     let mut log = Vec::new();
-    let url = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            log.push(line.clone());
-            if line.contains("private PostgreSQL ready") {
-                let url = line.split("url=").nth(1).expect("the line names the URL");
-                return url.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-        panic!("aula serve ended before PostgreSQL was ready: {log:#?}");
-    })
-    .await
-    .expect("PostgreSQL ready within 120 s");
+    let within = Duration::from_secs(120);
+    let ready = line_containing(&mut lines, &mut log, "private PostgreSQL ready", within).await;
+    let url = ready.split("url=").nth(1).expect("the line names the URL");
+    let url = url.split_whitespace().next().unwrap().to_owned();
     let log_text = log.join("\n");
     assert!(
         log_text.contains("PostgreSQL server binaries") && log_text.contains("bin/postgres"),
@@ -256,17 +248,8 @@ async fn a_stop_signal_during_start_up_stops_cleanly() {
     let data_dir = scratch_dir();
     let (child, mut lines) = serve_with_private_postgres(&data_dir);
     let mut log = Vec::new();
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            log.push(line.clone());
-            if line.contains("starting a private PostgreSQL") {
-                return;
-            }
-        }
-        panic!("aula serve ended before starting PostgreSQL: {log:#?}");
-    })
-    .await
-    .expect("PostgreSQL starting within 60 s");
+    let starting = "starting a private PostgreSQL";
+    line_containing(&mut lines, &mut log, starting, Duration::from_secs(60)).await;
     let status = terminate(child, lines, &mut log, Duration::from_secs(120)).await;
     assert!(status.success(), "{status:?}: {log:#?}");
     let text = log.join("\n");
@@ -296,6 +279,28 @@ fn serve_with_private_postgres(data_dir: &Path) -> (tokio::process::Child, LogLi
     let mut child = serve.spawn().unwrap();
     let lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
     (child, lines)
+}
+
+/// Reads the log, keeping every line in `log`, until a line contains `text`, and returns
+/// that line; fails when `within` has passed or the log ends first.
+async fn line_containing(
+    lines: &mut LogLines,
+    log: &mut Vec<String>,
+    text: &str,
+    within: Duration,
+) -> String {
+    let found = tokio::time::timeout(within, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            log.push(line.clone());
+            if line.contains(text) {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no log line with {text:?} within {within:?}: {log:#?}"));
+    found.unwrap_or_else(|| panic!("aula serve ended before {text:?}: {log:#?}"))
 }
 
 /// Sends SIGTERM, then collects the rest of the log until the process ends (within
