@@ -3,12 +3,11 @@
 use aula_domain::exam_grade::{
     ExamGrade, ExamGradeCommand, ExamGradeError, ExamGradeEvent, ExamGradeServices,
 };
-use aula_domain::values::{ExamName, GradeNote, StudentId, TeacherId};
+use aula_domain::values::{ExamName, GradeNote};
 use chrono::{DateTime, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
-use uuid::Uuid;
 
-use crate::fixtures::{course_id, institution_id};
+use crate::fixtures::{course_id, institution_id, student_id, teacher_id};
 
 type ExamGradeTest = TestFramework<ExamGrade>;
 
@@ -18,10 +17,6 @@ fn framework() -> ExamGradeTest {
 
 fn at() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 2, 3, 10, 0, 0).unwrap()
-}
-
-fn teacher() -> TeacherId {
-    TeacherId::from_uuid(Uuid::from_u128(6))
 }
 
 fn note(raw: &str) -> GradeNote {
@@ -35,8 +30,8 @@ macro_rules! recorded_note {
         $($variant)::+ {
             institution_id: institution_id(),
             course_id: course_id(),
-            student_id: StudentId::from_uuid(Uuid::from_u128(5)),
-            teacher_id: teacher(),
+            student_id: student_id(),
+            teacher_id: teacher_id(),
             exam_name: ExamName::parse("Midterm").unwrap(),
             note: note($raw),
             at: at(),
@@ -56,7 +51,7 @@ fn changed(from: &str, to: &str) -> ExamGradeEvent {
     ExamGradeEvent::ExamGradeNoteChanged {
         from: note(from),
         to: note(to),
-        teacher_id: teacher(),
+        teacher_id: teacher_id(),
         at: at(),
     }
 }
@@ -64,7 +59,7 @@ fn changed(from: &str, to: &str) -> ExamGradeEvent {
 fn change(raw: &str) -> ExamGradeCommand {
     ExamGradeCommand::ChangeNote {
         note: note(raw),
-        teacher_id: teacher(),
+        teacher_id: teacher_id(),
         at: at(),
     }
 }
