@@ -43,10 +43,7 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
     let client = reqwest::Client::new();
 
     let admin_email = "admin@aula.test";
-    aula_api::create_admin(&db.pool, admin_email, PASSWORD)
-        .await
-        .unwrap();
-    let admin = login(&client, &base, admin_email, PASSWORD).await;
+    let admin = support::admin_logged_in(&client, &base, &db.pool, admin_email, PASSWORD).await;
     // A manager and its institution (the sign-up e-mail fails; its token is stashed).
     let manager_email = "maria@escola.test";
     sign_up(&client, &base, manager_email).await;

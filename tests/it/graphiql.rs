@@ -88,11 +88,8 @@ async fn graphiql_runs_offline_from_embedded_assets() {
     );
 
     // An admin's token, for the subscription.
-    let password = "graphiql password 1";
-    aula_api::create_admin(&db.pool, "graphiql.admin@aula.test", password)
-        .await
-        .unwrap();
-    let token = support::login(&client, &base, "graphiql.admin@aula.test", password).await;
+    let (admin, password) = ("graphiql.admin@aula.test", "graphiql password 1");
+    let token = support::admin_logged_in(&client, &base, &db.pool, admin, password).await;
 
     let browser = Browser::start().await;
     browser

@@ -104,11 +104,9 @@ pub(super) async fn the_page_signs_out_when_its_session_ends(scene: Scene<'_>) {
     let Scene { client, base, .. } = scene;
     // The session ends while the page is open (another admin deactivates this one): the
     // page signs out by itself instead of polling and reconnecting with a refused token.
-    let other_admin = "admin2@aula.test";
-    aula_api::create_admin(&scene.db.pool, other_admin, PASSWORD)
-        .await
-        .unwrap();
-    let other_token = login(client, base, other_admin, PASSWORD).await;
+    let pool = &scene.db.pool;
+    let other_token =
+        support::admin_logged_in(client, base, pool, "admin2@aula.test", PASSWORD).await;
     let deactivated = graphql_as(
         client,
         base,

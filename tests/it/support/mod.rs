@@ -118,6 +118,18 @@ pub async fn graphql_as(
     request.send().await.unwrap().json().await.unwrap()
 }
 
+/// Creates the admin `email` with `password` and logs it in; its access token.
+pub async fn admin_logged_in(
+    client: &reqwest::Client,
+    base: &str,
+    pool: &sqlx::PgPool,
+    email: &str,
+    password: &str,
+) -> String {
+    aula_api::create_admin(pool, email, password).await.unwrap();
+    login(client, base, email, password).await
+}
+
 /// Logs `email` in; its access token.
 pub async fn login(client: &reqwest::Client, base: &str, email: &str, password: &str) -> String {
     let r = graphql(
