@@ -5,7 +5,8 @@
 //!
 //! One module per benchmark: [`append`], [`log`], [`rebuild`] (with [`floor`]),
 //! [`lists`], [`tasks`], [`latency`], [`webhooks`], [`rush`], [`broker`]; [`database`]
-//! holds the throwaway database every run uses and [`stats`] the shared figures.
+//! holds the throwaway database every run uses, [`stats`] the shared figures and [`seed`]
+//! the courses that benchmarks and tests open alike.
 //!
 //! **Boundary:** like tests, benchmarks seed and measure the tables of every crate
 //! (ARCHITECTURE.md, "Who owns which table", exempts `benchmarks/src`); what needs a
@@ -21,6 +22,7 @@ pub mod lists;
 pub mod log;
 pub mod rebuild;
 pub mod rush;
+pub mod seed;
 pub mod stats;
 pub mod tasks;
 pub mod webhooks;

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aula_domain::course::{Course, CourseCommand, CourseServices};
-use aula_domain::values::{CampusId, Capacity, CourseName, InstitutionId};
-use aula_eventlog::{Actor, CommandBus, EventMetadata, Wakeups};
+use aula_eventlog::Wakeups;
 use uuid::Uuid;
 
 use crate::{BenchDatabase, Settings};
@@ -155,27 +153,7 @@ async fn rush_on(
         async move { server_shutdown.wait().await },
     ));
 
-    let bus = CommandBus::<Course>::with_upcasters(
-        db.pool.clone(),
-        CourseServices,
-        aula_domain::upcasters(),
-    );
-    let mut course_ids = Vec::new();
-    for i in 0..courses {
-        let course = Uuid::new_v4();
-        bus.execute(
-            &course.to_string(),
-            CourseCommand::OpenCourse {
-                institution_id: InstitutionId::from_uuid(Uuid::new_v4()),
-                campus_id: CampusId::from_uuid(Uuid::new_v4()),
-                name: CourseName::parse(&format!("Rush course {i}"))?,
-                capacity: Capacity::new(SEATS)?,
-            },
-            &EventMetadata::new(Actor::System, None),
-        )
-        .await?;
-        course_ids.push(course);
-    }
+    let course_ids = crate::seed::open_courses(&db.pool, "Rush course", courses, SEATS).await?;
     // Let the projections see the courses (the API reads course_capacity first).
     tokio::time::sleep(Duration::from_millis(500)).await;
 

@@ -15,12 +15,12 @@
 //! idempotency key but with other data is refused ([`ApplicationError::IdempotencyKeyReused`]).
 
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::aggregate::impl_aggregate;
 use crate::errors::{impl_rejection, RejectionKind};
+use crate::event_types::impl_domain_event;
 use crate::values::{ApplicationId, BirthDate, CourseId, Email, InstitutionId, PersonName};
 
 /// The namespace of application ids (UUID v5 over course id and e-mail).
@@ -71,18 +71,7 @@ pub enum ApplicationEvent {
     },
 }
 
-impl DomainEvent for ApplicationEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::ApplicationSubmitted { .. } => crate::event_types::APPLICATION_SUBMITTED,
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
-}
+impl_domain_event!(ApplicationEvent { ApplicationSubmitted => APPLICATION_SUBMITTED });
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplicationError {
@@ -130,19 +119,20 @@ impl Application {
     }
 }
 
-impl Aggregate for Application {
-    const TYPE: &'static str = "application";
-    type Command = ApplicationCommand;
-    type Event = ApplicationEvent;
-    type Error = ApplicationError;
-    type Services = ApplicationServices;
+impl_aggregate!(
+    Application,
+    type: "application",
+    command: ApplicationCommand,
+    event: ApplicationEvent,
+    error: ApplicationError,
+    services: ApplicationServices,
+);
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+impl Application {
+    fn decide(
+        &self,
+        command: ApplicationCommand,
+    ) -> Result<Vec<ApplicationEvent>, ApplicationError> {
         let ApplicationCommand::SubmitApplication {
             course_id,
             institution_id,
@@ -167,49 +157,40 @@ impl Aggregate for Application {
             {
                 return Err(ApplicationError::IdempotencyKeyReused);
             }
-            return Ok(());
+            return Ok(vec![]);
         }
-        let application_id = application_id_for(course_id, &email);
-        sink.write(
-            ApplicationEvent::ApplicationSubmitted {
-                application_id,
-                course_id,
-                institution_id,
-                name,
-                birth_date,
-                email,
-                requested_at,
-                idempotency_key,
-            },
-            self,
-        )
-        .await;
-        Ok(())
+        Ok(vec![ApplicationEvent::ApplicationSubmitted {
+            application_id: application_id_for(course_id, &email),
+            course_id,
+            institution_id,
+            name,
+            birth_date,
+            email,
+            requested_at,
+            idempotency_key,
+        }])
     }
 
-    fn apply(&mut self, event: Self::Event) {
-        match event {
-            ApplicationEvent::ApplicationSubmitted {
-                course_id,
-                institution_id,
-                name,
-                birth_date,
-                email,
-                requested_at,
-                idempotency_key,
-                ..
-            } => {
-                self.submitted = Some(Submitted {
-                    course_id,
-                    institution_id,
-                    name,
-                    birth_date,
-                    email,
-                    requested_at,
-                    idempotency_key,
-                });
-            }
-        }
+    fn evolve(&mut self, event: ApplicationEvent) {
+        let ApplicationEvent::ApplicationSubmitted {
+            course_id,
+            institution_id,
+            name,
+            birth_date,
+            email,
+            requested_at,
+            idempotency_key,
+            ..
+        } = event;
+        self.submitted = Some(Submitted {
+            course_id,
+            institution_id,
+            name,
+            birth_date,
+            email,
+            requested_at,
+            idempotency_key,
+        });
     }
 }
 

@@ -29,7 +29,7 @@ pub mod event_types;
 pub mod exam_grade;
 pub mod institution;
 pub mod queue_control;
-mod samples;
+pub mod samples;
 pub mod student;
 pub mod teacher;
 mod upcasting;

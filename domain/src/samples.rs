@@ -1,5 +1,6 @@
 //! Fixed example values for the `sample_events()` functions, which feed the event catalog
-//! and the serde round-trip tests. Deterministic so the rendered catalog is stable.
+//! and the serde round-trip tests, and for the aggregates' tests. Deterministic so the
+//! rendered catalog is stable.
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use uuid::Uuid;
@@ -8,34 +9,34 @@ use crate::values::*;
 
 // Every `expect` below parses a literal that satisfies the rule it is checked against.
 
-pub(crate) fn instant() -> DateTime<Utc> {
+pub fn instant() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 2, 3, 14, 30, 0)
         .single()
         .expect("valid literal instant")
 }
 
-pub(crate) fn day() -> NaiveDate {
+pub fn day() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 2, 3).expect("valid literal date")
 }
 
-pub(crate) fn email() -> Email {
+pub fn email() -> Email {
     Email::parse("ada@example.org").expect("valid literal email")
 }
 
-pub(crate) fn person_name() -> PersonName {
+pub fn person_name() -> PersonName {
     PersonName::parse("Ada Lovelace").expect("valid literal name")
 }
 
-pub(crate) fn birth_date() -> BirthDate {
+pub fn birth_date() -> BirthDate {
     let date = NaiveDate::from_ymd_opt(2008, 3, 14).expect("valid literal date");
     BirthDate::parse(date, day()).expect("birth date before the sample day")
 }
 
-pub(crate) fn capacity() -> Capacity {
+pub fn capacity() -> Capacity {
     Capacity::new(30).expect("30 is within range")
 }
 
-pub(crate) fn note() -> GradeNote {
+pub fn note() -> GradeNote {
     GradeNote::parse("7.50").expect("valid literal note")
 }
 
@@ -43,7 +44,7 @@ pub(crate) fn note() -> GradeNote {
 macro_rules! sample_ids {
     ($($name:ident: $id:ident = $n:literal),+ $(,)?) => {
         $(
-            pub(crate) fn $name() -> $id {
+            pub fn $name() -> $id {
                 $id::from_uuid(Uuid::from_u128($n))
             }
         )+

@@ -137,6 +137,24 @@ impl TestDatabase {
         server().await.admin.clone()
     }
 
+    /// The one integer `sql` selects (a count, a sum, as `bigint`); panics naming the
+    /// statement if it fails.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// [`scalar`](Self::scalar) of a statement whose `$1` is `arg`, as text.
+    pub async fn scalar_with(&self, sql: &str, arg: &str) -> i64 {
+        sqlx::query_scalar(sql)
+            .bind(arg)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql} with {arg}: {e}"))
+    }
+
     /// Drops this database (optional: the throwaway cluster goes away anyway).
     pub async fn drop_database(self) {
         self.pool.close().await;

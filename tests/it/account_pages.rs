@@ -6,7 +6,7 @@
 use crate::support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aula_eventlog::testing::TestDatabase;
 use serde_json::json;
@@ -25,8 +25,8 @@ fn set(selector: &str, value: &str) -> String {
 /// The link to `path` in the newest `.eml` of `outbox` that holds one, decoded from
 /// quoted-printable, moved onto `base` (the e-mails name the configured public URL).
 async fn link_in_outbox(outbox: &Path, path: &str, base: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let every = Duration::from_millis(200);
+    support::eventually(support::PATIENCE, every, || async {
         let mut found = None;
         if let Ok(entries) = std::fs::read_dir(outbox) {
             for entry in entries.flatten() {
@@ -43,16 +43,9 @@ async fn link_in_outbox(outbox: &Path, path: &str, base: &str) -> String {
                 }
             }
         }
-        if let Some(link) = found {
-            return link;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no e-mail with {path} in {}",
-            outbox.display()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        found.ok_or_else(|| format!("no e-mail with {path} in {}", outbox.display()))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]

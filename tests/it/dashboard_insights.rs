@@ -9,7 +9,7 @@
 
 use crate::support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use support::cdp::{click, Browser};
@@ -22,8 +22,7 @@ const PASSWORD: &str = "dashboard password 1";
 
 /// The raw one-time token of the latest event of `event_type` for `email`'s account.
 async fn raw_token(pool: &sqlx::PgPool, sql_filter: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    support::eventually(Duration::from_secs(30), support::POLL_EVERY, || async {
         let found: Option<String> = sqlx::query_scalar(&format!(
             "SELECT p.raw_token FROM pending_tokens p JOIN events e ON e.payload->>'token_hash' = p.token_hash
              WHERE {sql_filter} ORDER BY e.global_position DESC LIMIT 1"
@@ -31,12 +30,9 @@ async fn raw_token(pool: &sqlx::PgPool, sql_filter: &str) -> String {
         .fetch_optional(pool)
         .await
         .unwrap();
-        if let Some(token) = found {
-            return token;
-        }
-        assert!(Instant::now() < deadline, "no token for {sql_filter}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        found.ok_or_else(|| format!("no token for {sql_filter}"))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -47,10 +43,7 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
     let client = reqwest::Client::new();
 
     let admin_email = "admin@aula.test";
-    aula_api::create_admin(&db.pool, admin_email, PASSWORD)
-        .await
-        .unwrap();
-    let admin = login(&client, &base, admin_email, PASSWORD).await;
+    let admin = support::admin_logged_in(&client, &base, &db.pool, admin_email, PASSWORD).await;
     // A manager and its institution (the sign-up e-mail fails; its token is stashed).
     let manager_email = "maria@escola.test";
     sign_up(&client, &base, manager_email).await;

@@ -9,22 +9,14 @@
 use crate::support;
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aula_domain::institution::{Institution, InstitutionCommand, InstitutionServices};
-use aula_domain::values::{InstitutionName, UserId};
-use aula_eventlog::{Actor, CommandBus, EventMetadata};
 use support::cdp::Browser;
 use support::dashboard::{open_login, sign_in, stage, Stage, LIST_READY, LIST_SETTLED};
 use support::free_port;
-use uuid::Uuid;
 
 const PASSWORD: &str = "dashboard password 2";
 const ENROLLMENT: &str = "EnrollmentRequested";
-
-async fn scalar(pool: &sqlx::PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved() {
@@ -40,49 +32,28 @@ async fn a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved() {
         .unwrap();
 
     // A new institution: its demo data requests enrollments, whose e-mails fail.
-    let institution = Uuid::new_v4();
-    CommandBus::<Institution>::with_upcasters(
-        db.pool.clone(),
-        InstitutionServices,
-        aula_domain::upcasters(),
-    )
-    .execute(
-        &institution.to_string(),
-        InstitutionCommand::CreateInstitution {
-            name: InstitutionName::parse("Escola Reprocesso").unwrap(),
-            manager_user_id: UserId::from_uuid(Uuid::new_v4()),
-        },
-        &EventMetadata::new(Actor::System, Some(institution)),
-    )
-    .await
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(90);
+    aula_bench::seed::create_institution(&db.pool, "Escola Reprocesso")
+        .await
+        .unwrap();
     let failed_sql = format!(
         "SELECT count(*) FROM admin_events WHERE event_type = '{ENROLLMENT}' AND status = 'failed'"
     );
-    let failed = loop {
-        let failed = scalar(&db.pool, &failed_sql).await;
-        let open = scalar(
-            &db.pool,
-            "SELECT count(*) FROM tasks WHERE status IN ('pending', 'running')",
-        )
-        .await;
-        if failed > 0 && open == 0 {
-            break failed;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no failed enrollment within 90 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let within = Duration::from_secs(90);
+    let failed = support::eventually(within, Duration::from_millis(200), || async {
+        let failed = db.scalar(&failed_sql).await;
+        let open = db
+            .scalar("SELECT count(*) FROM tasks WHERE status IN ('pending', 'running')")
+            .await;
+        (failed > 0 && open == 0).then_some(failed).ok_or(format!(
+            "no failed enrollment ({failed} failed, {open} tasks open)"
+        ))
+    })
+    .await;
 
     // The header counts every failed event (the other e-mails failed too).
-    let all_failed = scalar(
-        &db.pool,
-        "SELECT count(*) FROM admin_events WHERE status = 'failed'",
-    )
-    .await;
+    let all_failed = db
+        .scalar("SELECT count(*) FROM admin_events WHERE status = 'failed'")
+        .await;
     let browser = Browser::start().await;
     browser.viewport(1280, 900, false).await;
     open_login(

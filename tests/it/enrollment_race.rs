@@ -19,6 +19,16 @@ use aula_eventlog::testing::TestDatabase;
 use aula_eventlog::{Actor, CommandBus, CommandError, EventMetadata};
 use uuid::Uuid;
 
+/// The races below: this many applicants for this many seats of one course.
+const SEATS: u32 = 5;
+const APPLICANTS: usize = 40;
+
+/// A command bus for courses over `pool`, with its own cache of aggregates (what one
+/// process has).
+fn course_bus(pool: sqlx::PgPool) -> CommandBus<Course> {
+    CommandBus::with_upcasters(pool, CourseServices, aula_domain::upcasters())
+}
+
 /// Two command buses over two pools (two "processes" deciding at once), the system's
 /// metadata, and a course of `seats` seats opened through the first: `(buses, metadata,
 /// course id)`.
@@ -32,36 +42,61 @@ async fn two_processes_and_a_course(
         .unwrap();
     let buses: Vec<Arc<CommandBus<Course>>> = [db.pool.clone(), second_pool]
         .into_iter()
-        .map(|pool| {
-            Arc::new(CommandBus::with_upcasters(
-                pool,
-                CourseServices,
-                aula_domain::upcasters(),
-            ))
-        })
+        .map(|pool| Arc::new(course_bus(pool)))
         .collect();
     let metadata = EventMetadata::new(Actor::System, None);
-    let course = CourseId::from_uuid(Uuid::new_v4()).to_string();
-    buses[0]
-        .execute(
-            &course,
-            CourseCommand::OpenCourse {
-                institution_id: InstitutionId::from_uuid(Uuid::new_v4()),
-                campus_id: CampusId::from_uuid(Uuid::new_v4()),
-                name: CourseName::parse(name).unwrap(),
-                capacity: Capacity::new(seats).unwrap(),
-            },
-            &metadata,
-        )
+    let course = aula_bench::seed::open_course(&buses[0], name, seats)
         .await
         .unwrap();
-    (buses, metadata, course)
+    (buses, metadata, course.to_string())
+}
+
+/// Executes `command` on `course` until no concurrent writer takes its place: the bus
+/// retries lost races itself; a caller that still loses retries as the processor would.
+async fn execute_until_not_lost(
+    bus: &CommandBus<Course>,
+    course: &str,
+    command: CourseCommand,
+    metadata: &EventMetadata,
+) -> Result<Vec<CourseEvent>, CommandError<EnrollmentError>> {
+    loop {
+        match bus.execute(course, command.clone(), metadata).await {
+            Ok(committed) => return Ok(committed.events),
+            Err(CommandError::Conflict { .. }) => continue,
+            Err(other) => return Err(other),
+        }
+    }
+}
+
+/// What the log holds is what counts: `course`'s stream holds one decision for each of
+/// `applicants` applications, `seats` of them enrolled and the others declined.
+async fn assert_decided_once_each(
+    pool: &sqlx::PgPool,
+    course: &str,
+    seats: u32,
+    applicants: usize,
+) {
+    let stored: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT event_type, count(*), count(DISTINCT payload->>'application_id') FROM events
+         WHERE aggregate_id = $1 AND event_type IN ('StudentEnrolled', 'EnrollmentDeclined')
+         GROUP BY 1 ORDER BY 1",
+    )
+    .bind(course)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let (seats, declined) = (i64::from(seats), (applicants - seats as usize) as i64);
+    assert_eq!(
+        stored,
+        vec![
+            ("EnrollmentDeclined".to_string(), declined, declined),
+            ("StudentEnrolled".to_string(), seats, seats)
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_enrollments_never_exceed_capacity() {
-    const SEATS: u32 = 5;
-    const APPLICANTS: usize = 40;
     let db = TestDatabase::new().await;
     // Two buses over two pools: two "processes" deciding at once.
     let (buses, metadata, course) = two_processes_and_a_course(&db, "Physics I", SEATS).await;
@@ -95,17 +130,10 @@ async fn concurrent_enrollments_never_exceed_capacity() {
                 application_id,
                 today,
             };
-            // The bus retries lost races itself; a caller that still loses retries
-            // as the processor would.
-            loop {
-                match bus.execute(&course, command.clone(), &metadata).await {
-                    Ok(committed) => return committed.events,
-                    Err(CommandError::Conflict { .. }) => continue,
-                    Err(CommandError::Rejected(EnrollmentError::AlreadyDecided)) => {
-                        return Vec::new()
-                    }
-                    Err(other) => panic!("deciding failed: {other}"),
-                }
+            match execute_until_not_lost(&bus, &course, command, &metadata).await {
+                Ok(events) => events,
+                Err(CommandError::Rejected(EnrollmentError::AlreadyDecided)) => Vec::new(),
+                Err(other) => panic!("deciding failed: {other}"),
             }
         }));
     }
@@ -126,25 +154,7 @@ async fn concurrent_enrollments_never_exceed_capacity() {
     assert_eq!(enrolled, SEATS as usize, "decisions returned to callers");
     assert_eq!(declined_full, APPLICANTS - SEATS as usize);
 
-    // What the log holds is what counts.
-    let stored: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT event_type, count(*) FROM events WHERE aggregate_id = $1
-         AND event_type IN ('StudentEnrolled', 'EnrollmentDeclined') GROUP BY 1 ORDER BY 1",
-    )
-    .bind(&course)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        stored,
-        vec![
-            (
-                "EnrollmentDeclined".to_string(),
-                (APPLICANTS - SEATS as usize) as i64
-            ),
-            ("StudentEnrolled".to_string(), SEATS as i64)
-        ]
-    );
+    assert_decided_once_each(&db.pool, &course, SEATS, APPLICANTS).await;
 }
 
 /// Two buses (two processes) with their own aggregate caches: answers never rest on a
@@ -152,16 +162,8 @@ async fn concurrent_enrollments_never_exceed_capacity() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_aggregates_never_answer_from_stale_state() {
     let db = TestDatabase::new().await;
-    let first = CommandBus::<Course>::with_upcasters(
-        db.pool.clone(),
-        CourseServices,
-        aula_domain::upcasters(),
-    );
-    let second = CommandBus::<Course>::with_upcasters(
-        db.pool.clone(),
-        CourseServices,
-        aula_domain::upcasters(),
-    );
+    let first = course_bus(db.pool.clone());
+    let second = course_bus(db.pool.clone());
     let metadata = EventMetadata::new(Actor::System, None);
     let course = CourseId::from_uuid(Uuid::new_v4()).to_string();
     let today = chrono::Utc::now().date_naive();
@@ -219,13 +221,7 @@ async fn cached_aggregates_never_answer_from_stale_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guessed_new_stream_answers_as_a_loaded_one() {
     let db = TestDatabase::new().await;
-    let bus = || {
-        CommandBus::<Course>::with_upcasters(
-            db.pool.clone(),
-            CourseServices,
-            aula_domain::upcasters(),
-        )
-    };
+    let bus = || course_bus(db.pool.clone());
     let metadata = EventMetadata::new(Actor::System, None);
     let course = CourseId::from_uuid(Uuid::new_v4()).to_string();
     let open = || CourseCommand::OpenCourse {
@@ -288,8 +284,6 @@ fn to_decide(i: usize, today: chrono::NaiveDate) -> ApplicationToDecide {
 /// and no application is decided twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_batch_deciders_never_exceed_capacity_nor_decide_twice() {
-    const SEATS: u32 = 5;
-    const APPLICANTS: usize = 40;
     let db = TestDatabase::new().await;
     let (buses, metadata, course) = two_processes_and_a_course(&db, "Physics II", SEATS).await;
     let today = chrono::Utc::now().date_naive();
@@ -306,14 +300,11 @@ async fn concurrent_batch_deciders_never_exceed_capacity_nor_decide_twice() {
                 applications,
                 today,
             };
-            loop {
-                match bus.execute(&course, command.clone(), &metadata).await {
-                    Ok(committed) => return committed.events.len(),
-                    // As the subscription would: the batch is offered again.
-                    Err(CommandError::Conflict { .. }) => continue,
-                    Err(other) => panic!("deciding failed: {other}"),
-                }
-            }
+            // As the subscription would: a lost batch is offered again.
+            let decided = execute_until_not_lost(&bus, &course, command, &metadata).await;
+            decided
+                .unwrap_or_else(|e| panic!("deciding failed: {e}"))
+                .len()
         }));
     }
     let mut decided = 0;
@@ -321,23 +312,7 @@ async fn concurrent_batch_deciders_never_exceed_capacity_nor_decide_twice() {
         decided += decider.await.unwrap();
     }
     assert_eq!(decided, APPLICANTS, "each application decided once");
-    let stored: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT event_type, count(*), count(DISTINCT payload->>'application_id') FROM events
-         WHERE aggregate_id = $1 AND event_type IN ('StudentEnrolled', 'EnrollmentDeclined')
-         GROUP BY 1 ORDER BY 1",
-    )
-    .bind(&course)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
-    let declined = (APPLICANTS - SEATS as usize) as i64;
-    assert_eq!(
-        stored,
-        vec![
-            ("EnrollmentDeclined".to_string(), declined, declined),
-            ("StudentEnrolled".to_string(), SEATS as i64, SEATS as i64)
-        ]
-    );
+    assert_decided_once_each(&db.pool, &course, SEATS, APPLICANTS).await;
 }
 
 /// The admissions consumer over the real log: the first applications in commit order
@@ -349,11 +324,7 @@ async fn admissions_seat_in_commit_order_and_survive_a_redelivered_batch() {
     use aula_eventlog::LogPosition;
     const SEATS: u32 = 3;
     let db = TestDatabase::new().await;
-    let courses = CommandBus::<Course>::with_upcasters(
-        db.pool.clone(),
-        CourseServices,
-        aula_domain::upcasters(),
-    );
+    let courses = course_bus(db.pool.clone());
     let applications = CommandBus::<Application>::with_upcasters(
         db.pool.clone(),
         Default::default(),
@@ -445,21 +416,14 @@ async fn admissions_seat_in_commit_order_and_survive_a_redelivered_batch() {
     let last = batch.last().unwrap().position;
     // The cancellation and the new application, once both are readable (another
     // test's open transaction may hold back the readable end for a moment).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let next = loop {
-        let next = read_at_least(&mut conn, last, 2).await;
-        if next
-            .iter()
-            .any(|event| event.aggregate_id == id.to_string())
-        {
-            break next;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the new application is not readable"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let mut next = read_at_least(&mut conn, last, 2).await;
+    while !next
+        .iter()
+        .any(|event| event.aggregate_id == id.to_string())
+    {
+        // Not readable yet: read_at_least waits for one more.
+        next = read_at_least(&mut conn, last, next.len() + 1).await;
+    }
     admissions.handle(&mut conn, &next).await.unwrap();
     let (state, _) = courses.load(&course.to_string()).await.unwrap();
     assert!(
@@ -499,24 +463,9 @@ async fn read_at_least(
 async fn an_application_stored_in_the_old_shape_still_loads_projects_and_is_decided() {
     use aula_eventlog::LogPosition;
     let db = TestDatabase::new().await;
-    let courses = CommandBus::<Course>::with_upcasters(
-        db.pool.clone(),
-        CourseServices,
-        aula_domain::upcasters(),
-    );
+    let courses = course_bus(db.pool.clone());
     let metadata = EventMetadata::new(Actor::System, None);
-    let course = Uuid::new_v4();
-    courses
-        .execute(
-            &course.to_string(),
-            CourseCommand::OpenCourse {
-                institution_id: InstitutionId::from_uuid(Uuid::new_v4()),
-                campus_id: CampusId::from_uuid(Uuid::new_v4()),
-                name: CourseName::parse("History").unwrap(),
-                capacity: Capacity::new(2).unwrap(),
-            },
-            &metadata,
-        )
+    let course = aula_bench::seed::open_course(&courses, "History", 2)
         .await
         .unwrap();
     let application = Uuid::new_v4();

@@ -26,9 +26,10 @@ fn editor(selector: &str) -> String {
     )
 }
 
-/// Types `query` into the editor and runs it. GraphiQL parses the editor's text after
-/// a short delay (a run before that sees the previous document), hence the pause.
-async fn run(browser: &Browser, query: &str) {
+/// Types `query` into the editor and runs it, waits until the response shows `shows`
+/// (`what` names it) and saves a screenshot `shot`. GraphiQL parses the editor's text
+/// after a short delay (a run before that sees the previous document), hence the pause.
+async fn run(browser: &Browser, query: &str, shows: &str, what: &str, shots: &Path, shot: &str) {
     browser
         .eval(&format!(
             "(() => {{ {}.setValue({}); return true; }})()",
@@ -38,14 +39,13 @@ async fn run(browser: &Browser, query: &str) {
         .await;
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     browser.eval(&click(".graphiql-execute-button")).await;
-}
-
-fn response_contains(text: &str) -> String {
-    format!(
+    let response_shows = format!(
         "{}.getValue().includes({})",
         editor(".graphiql-response .CodeMirror"),
-        serde_json::to_string(text).unwrap()
-    )
+        serde_json::to_string(shows).unwrap()
+    );
+    browser.wait_for(&response_shows, what, shots).await;
+    browser.screenshot(&shots.join(shot)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -88,11 +88,8 @@ async fn graphiql_runs_offline_from_embedded_assets() {
     );
 
     // An admin's token, for the subscription.
-    let password = "graphiql password 1";
-    aula_api::create_admin(&db.pool, "graphiql.admin@aula.test", password)
-        .await
-        .unwrap();
-    let token = support::login(&client, &base, "graphiql.admin@aula.test", password).await;
+    let (admin, password) = ("graphiql.admin@aula.test", "graphiql password 1");
+    let token = support::admin_logged_in(&client, &base, &db.pool, admin, password).await;
 
     let browser = Browser::start().await;
     browser
@@ -114,15 +111,15 @@ async fn graphiql_runs_offline_from_embedded_assets() {
         .await;
 
     // A query over HTTP.
-    run(&browser, "{ health { status } }").await;
-    browser
-        .wait_for(
-            &response_contains("\"status\": \"ok\""),
-            "the query's result",
-            &shots,
-        )
-        .await;
-    browser.screenshot(&shots.join("01-query.png")).await;
+    run(
+        &browser,
+        "{ health { status } }",
+        "\"status\": \"ok\"",
+        "the query's result",
+        &shots,
+        "01-query.png",
+    )
+    .await;
 
     // A subscription over /graphql/ws, the token in the Headers tab.
     let headers = json!({ "Authorization": format!("Bearer {token}") }).to_string();
@@ -133,36 +130,35 @@ async fn graphiql_runs_offline_from_embedded_assets() {
             serde_json::to_string(&headers).unwrap()
         ))
         .await;
-    run(&browser, "subscription { logPosition }").await;
-    browser
-        .wait_for(
-            &response_contains("\"logPosition\":"),
-            "the subscription's first event",
-            &shots,
-        )
-        .await;
-    browser.screenshot(&shots.join("02-subscription.png")).await;
+    run(
+        &browser,
+        "subscription { logPosition }",
+        "\"logPosition\":",
+        "the subscription's first event",
+        &shots,
+        "02-subscription.png",
+    )
+    .await;
 
-    // A dialog (Radix UI) opens too.
-    browser
-        .click_then_wait(
+    // A dialog (Radix UI) opens too (Escape closes it), then the documentation.
+    for (button, shown, what, shot) in [
+        (
             "button[aria-label=\"Open settings dialog\"]",
             "document.querySelector('[role=dialog]')",
             "the settings dialog",
-            &shots,
-        )
-        .await;
-    browser.screenshot(&shots.join("03-settings.png")).await;
-    browser.press("Escape").await;
-    browser
-        .click_then_wait(
+            "03-settings.png",
+        ),
+        (
             "button[aria-label=\"Show Documentation Explorer\"]",
             "document.querySelector('.graphiql-doc-explorer') && document.body.innerText.includes('QueryRoot')",
             "the documentation explorer",
-            &shots,
-        )
-        .await;
-    browser.screenshot(&shots.join("04-docs.png")).await;
+            "04-docs.png",
+        ),
+    ] {
+        browser.click_then_wait(button, shown, what, &shots).await;
+        browser.screenshot(&shots.join(shot)).await;
+        browser.press("Escape").await;
+    }
 
     // Nothing left the origin, and the policy refused nothing the page needed.
     let outside = browser

@@ -88,22 +88,21 @@ fn test_dir(name: &str) -> PathBuf {
 }
 
 async fn wait_ready(base: &str, process: &mut Process) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(response) = client.get(format!("{base}/ready")).send().await {
-            if response.status().is_success() {
-                return;
-            }
-        }
+    let client = &reqwest::Client::new();
+    support::eventually(support::PATIENCE, support::POLL_EVERY, || {
         assert!(
             process.alive(),
             "the process ended; see {}",
             process.log.display()
         );
-        assert!(Instant::now() < deadline, "{base} not ready within 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        async move {
+            match client.get(format!("{base}/ready")).send().await {
+                Ok(response) if response.status().is_success() => Ok(()),
+                _ => Err(format!("{base} not ready")),
+            }
+        }
+    })
+    .await
 }
 
 /// Opens `n` courses (one event each) from 8 concurrent writers, so transactions

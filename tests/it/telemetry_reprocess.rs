@@ -4,7 +4,7 @@
 //! the telemetry `aula serve` sets up.
 
 use crate::support;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aula::cli::LogFormat;
 use aula::telemetry::Telemetry;
@@ -22,20 +22,14 @@ use uuid::Uuid;
 
 /// The finished `task` span of the task `event_id` issued, once there is one.
 async fn task_span(spans: &InMemorySpanExporter, event_id: Uuid) -> SpanData {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let found = spans.get_finished_spans().unwrap().into_iter().find(|s| {
-            s.name == "task"
-                && s.attributes.iter().any(|kv| {
-                    kv.key.as_str() == "event_id" && kv.value.to_string() == event_id.to_string()
-                })
-        });
-        if let Some(span) = found {
-            return span;
-        }
-        assert!(Instant::now() < deadline, "no task span for {event_id}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("task span for {event_id}");
+    support::finished_span(spans, support::PATIENCE, &what, |s| {
+        s.name == "task"
+            && s.attributes.iter().any(|kv| {
+                kv.key.as_str() == "event_id" && kv.value.to_string() == event_id.to_string()
+            })
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -166,13 +166,20 @@ function renderDrawer(data) {
 
 async function reprocessCurrent() {
   if (!state.drawer) return;
-  const button = $("drawer-reprocess");
+  await reprocess($("drawer-reprocess"), null);
+}
+
+// Appends a copy of the open event and watches it; `priority` (null: each task kind's
+// own) is the priority its tasks run at.
+async function reprocess(button, priority) {
   button.disabled = true;
-  $("drawer-action-status").textContent = "Reprocessing…";
+  const when = priority === null ? "now" : `at priority ${priority}`;
+  $("drawer-action-status").textContent = priority === null ? "Reprocessing…" : `Reprocessing ${when}…`;
   try {
-    const data = await gql(`mutation($id: UUID!) { reprocessEvent(eventId: $id, waitForProjections: true) { eventId logPosition } }`,
-      { id: state.drawer.eventId });
-    $("drawer-action-status").textContent = `Copy #${data.reprocessEvent.logPosition} appended; its tasks run now.`;
+    const data = await gql(`mutation($id: UUID!, $p: Int) {
+      reprocessEvent(eventId: $id, waitForProjections: true, priority: $p) { eventId logPosition } }`,
+    { id: state.drawer.eventId, p: priority });
+    $("drawer-action-status").textContent = `Copy #${data.reprocessEvent.logPosition} appended; its tasks run ${when}.`;
     state.drawer.watchUntil = Date.now() + 5000;
     clearTimeout(state.drawer.timer);
     await loadDrawer();
@@ -373,22 +380,7 @@ async function reprocessWithPriority() {
     $("drawer-priority").focus();
     return;
   }
-  const button = $("drawer-reprocess-priority");
-  button.disabled = true;
-  $("drawer-action-status").textContent = `Reprocessing at priority ${priority}…`;
-  try {
-    const data = await gql(`mutation($id: UUID!, $p: Int!) {
-      reprocessEvent(eventId: $id, waitForProjections: true, priority: $p) { eventId logPosition } }`,
-    { id: state.drawer.eventId, p: priority });
-    $("drawer-action-status").textContent = `Copy #${data.reprocessEvent.logPosition} appended; its tasks run at priority ${priority}.`;
-    state.drawer.watchUntil = Date.now() + 5000;
-    clearTimeout(state.drawer.timer);
-    await loadDrawer();
-  } catch (error) {
-    $("drawer-action-status").textContent = `Reprocess failed: ${describe(error)}`;
-  } finally {
-    button.disabled = false;
-  }
+  await reprocess($("drawer-reprocess-priority"), priority);
 }
 
 document.addEventListener("DOMContentLoaded", () => {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::mutations::settle;
 use super::read_models::STAFF;
 use super::types::BigInt;
-use super::{request, state};
+use super::{authorize, request};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -113,13 +113,12 @@ impl AdminMutation {
         )]
         priority: Option<i32>,
     ) -> Result<ReprocessResult, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
+        let (claims, state) = authorize(ctx, STAFF)?;
         validate! {
             priority = priority
                 .map(|p| super::queue_controls::priority_arg("priority", p))
                 .transpose(),
         }
-        let state = state(ctx);
         ensure_owner(claims, event_owner(state, event_id).await?)?;
         // The copy records this request (its id, this trace), not the original's.
         let copy = aula_processor::reprocess::reprocess_event_for(
@@ -148,8 +147,7 @@ impl AdminMutation {
         #[graphql(desc = "The task to retry.")] task_id: BigInt,
     ) -> Result<RetryTaskResult, ApiError> {
         let task_id = task_id.0;
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, STAFF)?;
         ensure_owner(claims, task_owner(state, task_id).await?)?;
         let new_id = aula_processor::retry_task(&state.pool, task_id)
             .await
@@ -167,8 +165,7 @@ impl AdminMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The projection's name.")] name: String,
     ) -> Result<RebuildStarted, ApiError> {
-        auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Admin])?;
-        let state = state(ctx);
+        let (_, state) = authorize(ctx, &[DomainRole::Admin])?;
         let Some(name) = aula_projections::NAMES.iter().find(|n| **n == name) else {
             return Err(ApiError::validation(
                 "name",

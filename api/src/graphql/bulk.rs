@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::admin_ops::ensure_owner;
 use super::read_models::{admin_event_filters, AdminEventFilter, STAFF, WATCHERS};
 use super::types::{parse_status, BigInt, BulkJobStatus, EventStatus};
-use super::{request, state, OperatorError};
+use super::{authorize, state, OperatorError};
 use crate::auth;
 use crate::error::ApiError;
 
@@ -81,62 +81,39 @@ pub struct BulkReprocessPreview {
     pub expires_at: DateTime<Utc>,
 }
 
-/// A bulk reprocessing job and its progress.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct BulkReprocessJob {
-    /// The job's id.
-    pub id: Uuid,
-    /// Where the job stands.
-    pub status: BulkJobStatus,
-    /// Events the job will copy.
-    pub total: BigInt,
-    /// Copies written so far.
-    pub done: BigInt,
-    /// Copies written whose tasks all succeeded (or that issue none).
-    pub copies_succeeded: BigInt,
-    /// Copies written with a task that failed for good.
-    pub copies_failed: BigInt,
-    /// Copies written whose tasks are still pending or running.
-    pub copies_running: BigInt,
-    /// Events that could not be copied.
-    pub failed: BigInt,
-    /// The last log position the job's filter covers.
-    pub up_to_position: BigInt,
-    /// The transaction id bounding the job in the log's commit order.
-    pub up_to_transaction: BigInt,
-    /// The institution the job is limited to; null for all (admins only).
-    pub institution_id: Option<Uuid>,
-    /// Who asked (`user:<id>`).
-    pub requested_by: String,
-    /// When it was confirmed.
-    pub created_at: DateTime<Utc>,
-    /// When its progress last moved.
-    pub updated_at: DateTime<Utc>,
-    /// Why the job failed (full text for admins; others see that there was one).
-    pub error: Option<OperatorError>,
-}
-
-impl TryFrom<BulkJob> for BulkReprocessJob {
-    type Error = ApiError;
-
-    fn try_from(job: BulkJob) -> Result<Self, ApiError> {
-        Ok(BulkReprocessJob {
-            id: job.id,
-            status: parse_status(&job.status)?,
-            total: job.total.into(),
-            done: job.done.into(),
-            copies_succeeded: job.outcomes.succeeded.into(),
-            copies_failed: job.outcomes.failed.into(),
-            copies_running: job.outcomes.running.into(),
-            failed: job.failed.into(),
-            up_to_position: job.up_to_position.into(),
-            up_to_transaction: job.up_to_tx.into(),
-            institution_id: job.institution_id,
-            requested_by: job.requested_by,
-            created_at: job.created_at,
-            updated_at: job.updated_at,
-            error: job.error.map(OperatorError),
-        })
+row_object! {
+    /// A bulk reprocessing job and its progress.
+    BulkReprocessJob try_from BulkJob as job {
+        /// The job's id.
+        id: Uuid,
+        /// Where the job stands.
+        status: BulkJobStatus = parse_status(&job.status)?,
+        /// Events the job will copy.
+        total: BigInt = job.total.into(),
+        /// Copies written so far.
+        done: BigInt = job.done.into(),
+        /// Copies written whose tasks all succeeded (or that issue none).
+        copies_succeeded: BigInt = job.outcomes.succeeded.into(),
+        /// Copies written with a task that failed for good.
+        copies_failed: BigInt = job.outcomes.failed.into(),
+        /// Copies written whose tasks are still pending or running.
+        copies_running: BigInt = job.outcomes.running.into(),
+        /// Events that could not be copied.
+        failed: BigInt = job.failed.into(),
+        /// The last log position the job's filter covers.
+        up_to_position: BigInt = job.up_to_position.into(),
+        /// The transaction id bounding the job in the log's commit order.
+        up_to_transaction: BigInt = job.up_to_tx.into(),
+        /// The institution the job is limited to; null for all (admins only).
+        institution_id: Option<Uuid>,
+        /// Who asked (`user:<id>`).
+        requested_by: String,
+        /// When it was confirmed.
+        created_at: DateTime<Utc>,
+        /// When its progress last moved.
+        updated_at: DateTime<Utc>,
+        /// Why the job failed (full text for admins; others see that there was one).
+        error: Option<OperatorError> = job.error.map(OperatorError),
     }
 }
 
@@ -171,8 +148,8 @@ fn bulk_error(error: BulkError) -> ApiError {
 
 /// The job, if the caller may see it (admin: any; manager: its institution's).
 pub(crate) async fn visible_job(ctx: &Context<'_>, id: Uuid) -> Result<BulkJob, ApiError> {
-    let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
-    let job = bulk::job(&state(ctx).pool, id)
+    let (claims, state) = authorize(ctx, WATCHERS)?;
+    let job = bulk::job(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::not_found("JOB_NOT_FOUND", "job not found"))?;
     ensure_owner(claims, job.institution_id)?;
@@ -193,8 +170,7 @@ impl BulkQuery {
         )]
         include_resolved: Option<bool>,
     ) -> Result<BulkReprocessPreview, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, STAFF)?;
         let query = admin_event_filters(claims, filter.unwrap_or_default())?;
         let (preview, job_filter) =
             bulk::preview_for(&state.pool, &query, include_resolved.unwrap_or(false))
@@ -265,8 +241,7 @@ impl BulkMutation {
         ctx: &Context<'_>,
         #[graphql(desc = "The token `bulkReprocessPreview` returned.")] confirm_token: String,
     ) -> Result<BulkReprocessJob, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, STAFF)?;
         let payload =
             auth::open(&state.config.token_secret, &confirm_token).ok_or_else(invalid_token)?;
         let payload: ConfirmPayload =

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::read_models::WATCHERS;
 use super::types::BigInt;
-use super::{request, state};
+use super::{authorize, request, state};
 use crate::auth;
 use crate::error::ApiError;
 
@@ -58,32 +58,34 @@ pub enum SeriesWidth {
     Hour,
 }
 
-/// One bucket of a series.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct SeriesPoint {
-    /// The bucket's start.
-    pub at: DateTime<Utc>,
-    /// Events that reached `succeeded` in the bucket.
-    pub events_succeeded: BigInt,
-    /// Events that reached `failed` in the bucket.
-    pub events_failed: BigInt,
-    /// Tasks (issued by events) that succeeded in the bucket.
-    pub tasks_succeeded: BigInt,
-    /// Tasks (issued by events) that failed or died in the bucket.
-    pub tasks_failed: BigInt,
+row_object! {
+    /// One bucket of a series.
+    SeriesPoint from dashboard::Point as p {
+        /// The bucket's start.
+        at: DateTime<Utc>,
+        /// Events that reached `succeeded` in the bucket.
+        events_succeeded: BigInt = BigInt(p.events_succeeded),
+        /// Events that reached `failed` in the bucket.
+        events_failed: BigInt = BigInt(p.events_failed),
+        /// Tasks (issued by events) that succeeded in the bucket.
+        tasks_succeeded: BigInt = BigInt(p.tasks_succeeded),
+        /// Tasks (issued by events) that failed or died in the bucket.
+        tasks_failed: BigInt = BigInt(p.tasks_failed),
+    }
 }
 
-/// Unfinished tasks of one kind at one sample.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct QueueDepthPoint {
-    /// When the sample was taken (its bucket's start for hourly series).
-    pub at: DateTime<Utc>,
-    /// The task kind (e.g. `email.welcome`).
-    pub kind: String,
-    /// Tasks waiting to run.
-    pub pending: BigInt,
-    /// Tasks running.
-    pub running: BigInt,
+row_object! {
+    /// Unfinished tasks of one kind at one sample.
+    QueueDepthPoint from dashboard::DepthSample as d {
+        /// When the sample was taken (its bucket's start for hourly series).
+        at: DateTime<Utc>,
+        /// The task kind (e.g. `email.welcome`).
+        kind: String = d.task_kind,
+        /// Tasks waiting to run.
+        pending: BigInt = BigInt(d.pending),
+        /// Tasks running.
+        running: BigInt = BigInt(d.running),
+    }
 }
 
 /// The dashboard's charts over one range.
@@ -170,9 +172,8 @@ impl ChartQuery {
         #[graphql(desc = "The institution (admins and platform-wide observers).")]
         institution_id: Option<Uuid>,
     ) -> Result<ProcessingSeries, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
+        let (claims, state) = authorize(ctx, WATCHERS)?;
         let institution = auth::read_scope(claims, institution_id)?;
-        let state = state(ctx);
         let now = state.clock.now();
         let (width, count) = range.buckets();
         let points = dashboard::series(&state.pool, institution, width, count, now).await?;
@@ -184,25 +185,11 @@ impl ChartQuery {
                 Width::Minute => SeriesWidth::Minute,
                 Width::Hour => SeriesWidth::Hour,
             },
-            points: points
-                .into_iter()
-                .map(|p| SeriesPoint {
-                    at: p.at,
-                    events_succeeded: BigInt(p.events_succeeded),
-                    events_failed: BigInt(p.events_failed),
-                    tasks_succeeded: BigInt(p.tasks_succeeded),
-                    tasks_failed: BigInt(p.tasks_failed),
-                })
-                .collect(),
+            points: points.into_iter().map(Into::into).collect(),
             queue_depth: depth
                 .into_iter()
                 .filter(|d| !d.task_kind.is_empty() && d.pending + d.running > 0)
-                .map(|d| QueueDepthPoint {
-                    at: d.at,
-                    kind: d.task_kind,
-                    pending: BigInt(d.pending),
-                    running: BigInt(d.running),
-                })
+                .map(Into::into)
                 .collect(),
         })
     }

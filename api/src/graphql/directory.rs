@@ -12,10 +12,10 @@ use aula_projections::enrollments;
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
+use super::authorize;
 use super::query::paged;
 use super::read_models::{bad_cursor, filter_text, Enrollment, SortDirection, WATCHERS};
 use super::types::{parse_status, BigInt};
-use super::{request, state};
 use crate::auth;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -23,42 +23,27 @@ use crate::state::AppState;
 #[derive(Default)]
 pub struct DirectoryQuery;
 
-/// A student or a teacher of an institution (read model `directory`).
-#[derive(SimpleObject, Debug, Clone)]
-pub struct Person {
-    /// The student's or teacher's id (what `recordExamNote` and the grades name).
-    pub id: Uuid,
-    /// The person's account.
-    pub user_id: Uuid,
-    /// The institution the person belongs to.
-    pub institution_id: Uuid,
-    /// The person's name, as the account now has it.
-    pub name: String,
-    /// The person's e-mail, as the account now has it.
-    pub email: String,
-    /// Students only: the date of birth.
-    pub birth_date: Option<NaiveDate>,
-    /// False once the account was deactivated.
-    pub active: bool,
-    /// When the student or teacher was created.
-    pub created_at: DateTime<Utc>,
-    /// The log position of the latest change.
-    pub log_position: BigInt,
-}
-
-impl From<PersonRow> for Person {
-    fn from(row: PersonRow) -> Self {
-        Self {
-            id: row.person_id,
-            user_id: row.user_id,
-            institution_id: row.institution_id,
-            name: row.name,
-            email: row.email,
-            birth_date: row.birth_date,
-            active: row.active,
-            created_at: row.created_at,
-            log_position: BigInt(row.global_position),
-        }
+row_object! {
+    /// A student or a teacher of an institution (read model `directory`).
+    Person from PersonRow as row {
+        /// The student's or teacher's id (what `recordExamNote` and the grades name).
+        id: Uuid = row.person_id,
+        /// The person's account.
+        user_id: Uuid,
+        /// The institution the person belongs to.
+        institution_id: Uuid,
+        /// The person's name, as the account now has it.
+        name: String,
+        /// The person's e-mail, as the account now has it.
+        email: String,
+        /// Students only: the date of birth.
+        birth_date: Option<NaiveDate>,
+        /// False once the account was deactivated.
+        active: bool,
+        /// When the student or teacher was created.
+        created_at: DateTime<Utc>,
+        /// The log position of the latest change.
+        log_position: BigInt = BigInt(row.global_position),
     }
 }
 
@@ -104,27 +89,28 @@ pub struct PersonSort {
     pub direction: SortDirection,
 }
 
-/// An exam grade (read model `directory`).
-#[derive(SimpleObject, Debug, Clone)]
-pub struct Grade {
-    /// The grade's id (what `changeExamNote` names).
-    pub id: Uuid,
-    /// The course the exam belongs to.
-    pub course_id: Uuid,
-    /// The course's name.
-    pub course_name: Option<String>,
-    /// The student graded.
-    pub student_id: Uuid,
-    /// The teacher who recorded it, or last changed it.
-    pub teacher_id: Uuid,
-    /// The exam's name.
-    pub exam_name: String,
-    /// The note, 0.00 to 10.00, as recorded (two decimals).
-    pub note: String,
-    /// When it was recorded.
-    pub recorded_at: DateTime<Utc>,
-    /// When it was last corrected; null if never.
-    pub changed_at: Option<DateTime<Utc>>,
+row_object! {
+    /// An exam grade (read model `directory`).
+    Grade from (directory::GradeRow, Option<String>) as (g, looked_up_name) {
+        /// The grade's id (what `changeExamNote` names).
+        id: Uuid = g.grade_id,
+        /// The course the exam belongs to.
+        course_id: Uuid,
+        /// The course's name.
+        course_name: Option<String> = looked_up_name,
+        /// The student graded.
+        student_id: Uuid,
+        /// The teacher who recorded it, or last changed it.
+        teacher_id: Uuid,
+        /// The exam's name.
+        exam_name: String,
+        /// The note, 0.00 to 10.00, as recorded (two decimals).
+        note: String,
+        /// When it was recorded.
+        recorded_at: DateTime<Utc>,
+        /// When it was last corrected; null if never.
+        changed_at: Option<DateTime<Utc>>,
+    }
 }
 
 /// Where an application's decision stands.
@@ -141,21 +127,22 @@ pub enum ApplicationStatus {
     Cancelled,
 }
 
-/// An application to a course (read model `directory`).
-#[derive(SimpleObject, Debug, Clone)]
-pub struct Application {
-    /// The application's id.
-    pub id: Uuid,
-    /// The course applied to.
-    pub course_id: Uuid,
-    /// The course's name.
-    pub course_name: Option<String>,
-    /// The name applied with.
-    pub name: String,
-    /// Where its decision stands.
-    pub status: ApplicationStatus,
-    /// When it was made.
-    pub requested_at: DateTime<Utc>,
+row_object! {
+    /// An application to a course (read model `directory`).
+    Application try_from (directory::ApplicationRow, Option<String>) as (a, looked_up_name) {
+        /// The application's id.
+        id: Uuid = a.application_id,
+        /// The course applied to.
+        course_id: Uuid,
+        /// The course's name.
+        course_name: Option<String> = looked_up_name,
+        /// The name applied with.
+        name: String,
+        /// Where its decision stands.
+        status: ApplicationStatus = parse_status(&a.status)?,
+        /// When it was made.
+        requested_at: DateTime<Utc>,
+    }
 }
 
 /// A course a teacher grades in, with what the teacher recorded there.
@@ -234,8 +221,7 @@ async fn own_person<'a>(
     role: DomainRole,
     kind: &str,
 ) -> Result<Option<(&'a AppState, PersonRow)>, ApiError> {
-    let claims = auth::require_role(request(ctx).claims.as_ref(), &[role])?;
-    let state = state(ctx);
+    let (claims, state) = authorize(ctx, &[role])?;
     Ok(directory::people_of_user(&state.pool, claims.user_id)
         .await?
         .into_iter()
@@ -256,38 +242,6 @@ pub(crate) async fn course_names(
         .await?
         .into_iter()
         .collect())
-}
-
-impl Grade {
-    pub(crate) fn from_row(g: directory::GradeRow, course_name: Option<String>) -> Self {
-        Grade {
-            id: g.grade_id,
-            course_id: g.course_id,
-            course_name,
-            student_id: g.student_id,
-            teacher_id: g.teacher_id,
-            exam_name: g.exam_name,
-            note: g.note,
-            recorded_at: g.recorded_at,
-            changed_at: g.changed_at,
-        }
-    }
-}
-
-impl Application {
-    pub(crate) fn from_row(
-        a: directory::ApplicationRow,
-        course_name: Option<String>,
-    ) -> Result<Self, ApiError> {
-        Ok(Application {
-            id: a.application_id,
-            course_id: a.course_id,
-            course_name,
-            name: a.name,
-            status: parse_status(&a.status)?,
-            requested_at: a.requested_at,
-        })
-    }
 }
 
 #[Object]
@@ -329,7 +283,7 @@ impl DirectoryQuery {
             .into_iter()
             .map(|g| {
                 let name = names.get(&g.course_id).cloned().flatten();
-                Grade::from_row(g, name)
+                Grade::from((g, name))
             })
             .collect())
     }
@@ -358,7 +312,7 @@ impl DirectoryQuery {
         rows.into_iter()
             .map(|a| {
                 let name = names.get(&a.course_id).cloned().flatten();
-                Application::from_row(a, name)
+                Application::try_from((a, name))
             })
             .collect()
     }

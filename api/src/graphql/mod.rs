@@ -77,6 +77,85 @@ macro_rules! page {
     };
 }
 
+/// A GraphQL object that shows one row of a read model (or of the processor's tables):
+/// the struct, with each field's description, and its conversion from the row, written
+/// as one list. A field takes the row's field of the same name as it is (`name: Type`),
+/// or the value of an expression over the row (`name: Type = BigInt(row.position)`).
+/// `from` converts with `From`; `try_from` with `TryFrom<Error = ApiError>`, where an
+/// expression may refuse the row with `?`. The expressions are evaluated before the
+/// plain fields are moved out of the row, so they may still borrow any part of it. A
+/// row that comes with values from elsewhere converts from a tuple, `as (row, extra)`,
+/// the extra values named apart from the fields they fill
+/// (`course_name: Option<String> = looked_up_name`).
+macro_rules! row_object {
+    (
+        @ $pattern:pat,
+        $(#[$attr:meta])*
+        $name:ident $conversion:ident $row_type:ty as $row:ident {
+            $(
+                $(#[$field_attr:meta])*
+                $field:ident: $type:ty $(= $value:expr)?
+            ),* $(,)?
+        }
+    ) => {
+        #[derive(async_graphql::SimpleObject, Debug, Clone)]
+        $(#[$attr])*
+        pub struct $name {
+            $(
+                $(#[$field_attr])*
+                pub $field: $type,
+            )*
+        }
+
+        row_object!(@ $conversion $name, $row_type, $pattern, {
+            $($(let $field = $value;)?)*
+            $name { $($field: row_object!(@field $row.$field $(, $value)?),)* }
+        });
+    };
+    (@ from $name:ident, $row_type:ty, $pattern:pat, $body:block) => {
+        impl From<$row_type> for $name {
+            fn from($pattern: $row_type) -> Self $body
+        }
+    };
+    (@ try_from $name:ident, $row_type:ty, $pattern:pat, $body:block) => {
+        impl TryFrom<$row_type> for $name {
+            type Error = crate::error::ApiError;
+
+            fn try_from($pattern: $row_type) -> Result<Self, crate::error::ApiError> {
+                Ok($body)
+            }
+        }
+    };
+    (@field $row:ident.$field:ident) => {
+        $row.$field
+    };
+    (@field $row:ident.$field:ident, $value:expr) => {
+        $field
+    };
+    (
+        $(#[$attr:meta])*
+        $name:ident $conversion:ident $row_type:ty as ($row:ident $(, $extra:ident)+) {
+            $($fields:tt)*
+        }
+    ) => {
+        row_object! {
+            @ ($row $(, $extra)+),
+            $(#[$attr])*
+            $name $conversion $row_type as $row { $($fields)* }
+        }
+    };
+    (
+        $(#[$attr:meta])*
+        $name:ident $conversion:ident $row_type:ty as $row:ident { $($fields:tt)* }
+    ) => {
+        row_object! {
+            @ $row,
+            $(#[$attr])*
+            $name $conversion $row_type as $row { $($fields)* }
+        }
+    };
+}
+
 mod admin_ops;
 pub(crate) mod bulk;
 mod charts;
@@ -209,6 +288,16 @@ pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
 
 pub(crate) fn request<'a>(ctx: &Context<'a>) -> &'a RequestContext {
     ctx.data_opt::<RequestContext>().unwrap_or(&ANONYMOUS)
+}
+
+/// The caller's claims, refused unless its role is one of `roles`, and the state to
+/// serve it with: the first step of a resolver that only some roles may call.
+pub(crate) fn authorize<'a>(
+    ctx: &Context<'a>,
+    roles: &[aula_domain::user::Role],
+) -> Result<(&'a Claims, &'a AppState), ApiError> {
+    let claims = crate::auth::require_role(request(ctx).claims.as_ref(), roles)?;
+    Ok((claims, state(ctx)))
 }
 
 pub(crate) fn metadata(request: &RequestContext, institution: Option<Uuid>) -> EventMetadata {

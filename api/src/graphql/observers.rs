@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::mutations::{create_account_at, ensure_institution_exists, parse, result};
 use super::read_models::STAFF;
 use super::types::BigInt;
-use super::{metadata, request, state};
+use super::{authorize, metadata, request};
 use crate::auth;
 use crate::validate;
 
@@ -56,8 +56,7 @@ impl ObserverMutation {
     async fn create_observer(
         ctx, input: CreateObserverInput, wait_for_projections
     ) -> CreateObserverPayload {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, STAFF)?;
         // An admin's observer may watch the whole platform; a manager's watches its own
         // institution (naming another is FORBIDDEN).
         let institution_id = if claims.role == DomainRole::Admin {

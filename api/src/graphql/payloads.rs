@@ -154,7 +154,7 @@ async fn grade(ctx: &Context<'_>, id: Uuid) -> Result<Option<Grade>, ApiError> {
         return Ok(None);
     };
     let name = course_name(state, row.course_id).await?;
-    Ok(Some(Grade::from_row(row, name)))
+    Ok(Some(Grade::from((row, name))))
 }
 
 #[ComplexObject]
@@ -190,7 +190,7 @@ impl ApplyToCoursePayload {
             return Ok(None);
         };
         let name = course_name(state, row.course_id).await?;
-        Application::from_row(row, name).map(Some)
+        Application::try_from((row, name)).map(Some)
     }
 }
 

@@ -12,7 +12,7 @@ use super::admin_ops::{ensure_owner, event_owner};
 use super::query::{paged, parse_cursor};
 use super::read_models::WATCHERS;
 use super::types::{parse_status, BigInt, CountedKind, TaskStatus};
-use super::{request, state, OperatorError};
+use super::{authorize, OperatorError};
 use crate::auth;
 use crate::error::ApiError;
 
@@ -31,17 +31,18 @@ pub struct StatusCount {
     pub count: BigInt,
 }
 
-/// A projection's lag, for the dashboard header.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct ProjectionLag {
-    /// The projection's name.
-    pub name: String,
-    /// Committed events it has not handled yet.
-    pub lag_events: BigInt,
-    /// Age of the oldest event it has not handled, in seconds.
-    pub lag_seconds: f64,
-    /// The projection's last error (full text for admins; others see that there was one).
-    pub last_error: Option<OperatorError>,
+row_object! {
+    /// A projection's lag, for the dashboard header.
+    ProjectionLag from aula_projections::ProjectionStatus as p {
+        /// The projection's name.
+        name: String,
+        /// Committed events it has not handled yet.
+        lag_events: BigInt = BigInt(p.lag_events),
+        /// Age of the oldest event it has not handled, in seconds.
+        lag_seconds: f64,
+        /// The projection's last error (full text for admins; others see that there was one).
+        last_error: Option<OperatorError> = p.last_error.map(OperatorError),
+    }
 }
 
 /// The admin dashboard header.
@@ -129,12 +130,7 @@ async fn projections(state: &crate::state::AppState) -> Result<Vec<ProjectionLag
     Ok(aula_projections::status(&state.pool)
         .await?
         .into_iter()
-        .map(|p| ProjectionLag {
-            name: p.name,
-            lag_events: BigInt(p.lag_events),
-            lag_seconds: p.lag_seconds,
-            last_error: p.last_error.map(OperatorError),
-        })
+        .map(Into::into)
         .collect())
 }
 
@@ -189,8 +185,7 @@ impl ProcessingQuery {
     /// `statusCounts` the events and tasks that succeeded and failed today (the current
     /// counts by status are kept for the platform only).
     async fn processing_summary(&self, ctx: &Context<'_>) -> Result<ProcessingSummary, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, WATCHERS)?;
         if !auth::sees_every_institution(claims) {
             let institution = auth::target_institution(claims, None)?;
             return institution_summary(state, institution).await;

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::read_models::bad_cursor;
 use super::types::{BigInt, Health, Me};
-use super::{request, state};
+use super::{authorize, request, state};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
 use crate::freshness::wait_for_projections;
@@ -140,8 +140,7 @@ pub(crate) fn paged<'a>(
     roles: &[DomainRole],
     first: i32,
 ) -> Result<(&'a Claims, &'a AppState, usize), ApiError> {
-    let claims = auth::require_role(request(ctx).claims.as_ref(), roles)?;
-    let state = state(ctx);
+    let (claims, state) = authorize(ctx, roles)?;
     Ok((claims, state, page_size(first, state.config.max_page_size)?))
 }
 

@@ -17,7 +17,7 @@ use super::admin_ops::{ensure_owner, task_owner};
 use super::query::paged;
 use super::read_models::{STAFF, WATCHERS};
 use super::types::{parse_status, BigInt, TaskStatus};
-use super::{request, state};
+use super::{authorize, request, state};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
 use crate::validate;
@@ -81,40 +81,42 @@ pub struct ResumeTaskKindPayload {
     pub tasks_resumed: BigInt,
 }
 
-/// A paused task kind.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct PausedTaskKind {
-    /// The kind (e.g. `email.welcome`).
-    pub kind: String,
-    /// When it was paused.
-    pub paused_at: DateTime<Utc>,
-    /// Who paused it (`user:<id>`).
-    pub paused_by: String,
-    /// Tasks waiting behind the pause, of every institution (admins only; null for
-    /// managers).
-    pub waiting: Option<BigInt>,
+row_object! {
+    /// A paused task kind.
+    PausedTaskKind from (controls::PausedKind, bool) as (p, sees_every_institution) {
+        /// The kind (e.g. `email.welcome`).
+        kind: String,
+        /// When it was paused.
+        paused_at: DateTime<Utc>,
+        /// Who paused it (`user:<id>`).
+        paused_by: String,
+        /// Tasks waiting behind the pause, of every institution (admins only; null for
+        /// managers).
+        waiting: Option<BigInt> = sees_every_institution.then_some(BigInt(p.waiting)),
+    }
 }
 
-/// One queue control, as the audit trail keeps it (`task_controls`, written in the
-/// transaction of the change).
-#[derive(SimpleObject, Debug, Clone)]
-pub struct QueueControlEntry {
-    /// The entry's id (newest first).
-    pub id: BigInt,
-    /// When.
-    pub at: DateTime<Utc>,
-    /// Who (`user:<id>`).
-    pub actor: String,
-    /// `cancel`, `force_release`, `set_priority`, `pause` or `resume`.
-    pub action: String,
-    /// The task, for task controls.
-    pub task_id: Option<BigInt>,
-    /// The task's kind, or the kind paused or resumed.
-    pub kind: Option<String>,
-    /// The task's institution; null for kind-wide controls and platform tasks.
-    pub institution_id: Option<Uuid>,
-    /// What changed (e.g. `priority 30 -> 5`).
-    pub detail: String,
+row_object! {
+    /// One queue control, as the audit trail keeps it (`task_controls`, written in the
+    /// transaction of the change).
+    QueueControlEntry from controls::ControlEntry as e {
+        /// The entry's id (newest first).
+        id: BigInt = BigInt(e.id),
+        /// When.
+        at: DateTime<Utc>,
+        /// Who (`user:<id>`).
+        actor: String,
+        /// `cancel`, `force_release`, `set_priority`, `pause` or `resume`.
+        action: String,
+        /// The task, for task controls.
+        task_id: Option<BigInt> = e.task_id.map(BigInt),
+        /// The task's kind, or the kind paused or resumed.
+        kind: Option<String>,
+        /// The task's institution; null for kind-wide controls and platform tasks.
+        institution_id: Option<Uuid>,
+        /// What changed (e.g. `priority 30 -> 5`).
+        detail: String,
+    }
 }
 
 /// A priority argument, checked against [`PRIORITY_RANGE`].
@@ -171,8 +173,8 @@ fn control_error(error: ControlError) -> ApiError {
 
 /// Staff, and for a manager only a task of its own institution.
 async fn task_operator<'a>(ctx: &Context<'a>, task_id: i64) -> Result<&'a Claims, ApiError> {
-    let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
-    ensure_owner(claims, task_owner(state(ctx), task_id).await?)?;
+    let (claims, state) = authorize(ctx, STAFF)?;
+    ensure_owner(claims, task_owner(state, task_id).await?)?;
     Ok(claims)
 }
 
@@ -196,11 +198,11 @@ async fn control_kind(
     kind: String,
     control: impl AsyncFn(&PgPool, &str, &Actor) -> Result<KindControlled, ControlError>,
 ) -> Result<KindControlled, ApiError> {
-    let claims = auth::require_role(request(ctx).claims.as_ref(), &[DomainRole::Admin])?;
+    let (claims, state) = authorize(ctx, &[DomainRole::Admin])?;
     validate! {
         kind = kind_arg(kind),
     }
-    control(&state(ctx).pool, &kind, &actor(claims))
+    control(&state.pool, &kind, &actor(claims))
         .await
         .map_err(control_error)
 }
@@ -311,18 +313,13 @@ impl QueueControlQuery {
     /// The paused task kinds and how many tasks wait behind each (the counts: admins
     /// and platform-wide observers). Admin, manager, observer.
     async fn paused_task_kinds(&self, ctx: &Context<'_>) -> Result<Vec<PausedTaskKind>, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
+        let (claims, state) = authorize(ctx, WATCHERS)?;
         // The waiting counts span every institution: the platform's readers only.
         let admin = auth::sees_every_institution(claims);
-        Ok(controls::paused_kinds(&state(ctx).pool)
+        Ok(controls::paused_kinds(&state.pool)
             .await?
             .into_iter()
-            .map(|p| PausedTaskKind {
-                kind: p.kind,
-                paused_at: p.paused_at,
-                paused_by: p.paused_by,
-                waiting: admin.then_some(BigInt(p.waiting)),
-            })
+            .map(|p| PausedTaskKind::from((p, admin)))
             .collect())
     }
 
@@ -341,16 +338,7 @@ impl QueueControlQuery {
             controls::control_log(&state.pool, institution, first as i64)
                 .await?
                 .into_iter()
-                .map(|e| QueueControlEntry {
-                    id: BigInt(e.id),
-                    at: e.at,
-                    actor: e.actor,
-                    action: e.action,
-                    task_id: e.task_id.map(BigInt),
-                    kind: e.kind,
-                    institution_id: e.institution_id,
-                    detail: e.detail,
-                })
+                .map(Into::into)
                 .collect(),
         )
     }

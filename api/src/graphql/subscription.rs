@@ -8,8 +8,7 @@ use futures::Stream;
 use sqlx::PgPool;
 
 use super::types::BigInt;
-use super::{request, state};
-use crate::auth;
+use super::{authorize, state};
 use crate::error::ApiError;
 
 /// Live updates over `/graphql/ws` (graphql-transport-ws or graphql-ws).
@@ -45,8 +44,8 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
     ) -> Result<impl Stream<Item = BigInt>, ApiError> {
-        auth::require_role(request(ctx).claims.as_ref(), super::read_models::WATCHERS)?;
-        let (pool, interval) = polling(state(ctx));
+        let (_, state) = authorize(ctx, super::read_models::WATCHERS)?;
+        let (pool, interval) = polling(state);
         Ok(futures::stream::unfold(
             (pool, None::<i64>, true),
             move |(pool, last, first)| async move {

@@ -13,80 +13,54 @@ use super::read_models::{
     bad_cursor, filter_list, filter_text, filter_time, DurationFilter, SortDirection, WATCHERS,
 };
 use super::types::{parse_status, status_name, BigInt, TaskStatus};
-use super::{request, state, OperatorError};
+use super::{authorize, OperatorError};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
 
 #[derive(Default)]
 pub struct TaskQuery;
 
-/// One task as the admin task list shows it (live tasks; archived ones are listed per
-/// event by `eventTasks`).
-#[derive(SimpleObject, Debug, Clone)]
-pub struct AdminTask {
-    /// The task's id.
-    pub id: BigInt,
-    /// What the task does (e.g. `email.welcome`, `enrollment.decide`).
-    pub kind: String,
-    /// Where it stands in the queue.
-    pub status: TaskStatus,
-    /// Lower runs first.
-    pub priority: i32,
-    /// Claims so far.
-    pub attempt: i32,
-    /// Claims it may take before it is dead.
-    pub max_attempts: i32,
-    /// The event that issued it.
-    pub event_id: Option<Uuid>,
-    /// The type of the event that issued it.
-    pub event_type: Option<String>,
-    /// The institution of its event; null for platform-wide tasks.
-    pub institution_id: Option<Uuid>,
-    /// The task this one retries (a manual retry).
-    pub origin_task_id: Option<BigInt>,
-    /// When it was queued.
-    pub created_at: DateTime<Utc>,
-    /// When it may run (next): a retrying task waits until then.
-    pub run_at: DateTime<Utc>,
-    /// When the running attempt's lease ends (extended by heartbeats); null unless
-    /// running.
-    pub lease_until: Option<DateTime<Utc>>,
-    /// The worker running it; null unless running.
-    pub worker: Option<String>,
-    /// The first claim.
-    pub started_at: Option<DateTime<Utc>>,
-    /// When it finished; null until then.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// From the first claim to the end, retries included; null until finished.
-    pub duration_ms: Option<BigInt>,
-    /// The last error (full text for admins; others see that there was one).
-    pub last_error: Option<OperatorError>,
-}
-
-impl TryFrom<TaskListRow> for AdminTask {
-    type Error = ApiError;
-
-    fn try_from(r: TaskListRow) -> Result<Self, ApiError> {
-        Ok(Self {
-            id: r.id.into(),
-            kind: r.kind,
-            status: parse_status(&r.status)?,
-            priority: i32::from(r.priority),
-            attempt: r.attempt,
-            max_attempts: r.max_attempts,
-            event_id: r.event_id,
-            event_type: r.event_type,
-            institution_id: r.institution_id,
-            origin_task_id: r.origin_task_id.map(BigInt),
-            created_at: r.created_at,
-            run_at: r.run_at,
-            lease_until: r.lease_until,
-            worker: r.worker,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            duration_ms: r.duration_ms.map(BigInt),
-            last_error: r.last_error.map(OperatorError),
-        })
+row_object! {
+    /// One task as the admin task list shows it (live tasks; archived ones are listed per
+    /// event by `eventTasks`).
+    AdminTask try_from TaskListRow as r {
+        /// The task's id.
+        id: BigInt = r.id.into(),
+        /// What the task does (e.g. `email.welcome`, `enrollment.decide`).
+        kind: String,
+        /// Where it stands in the queue.
+        status: TaskStatus = parse_status(&r.status)?,
+        /// Lower runs first.
+        priority: i32 = i32::from(r.priority),
+        /// Claims so far.
+        attempt: i32,
+        /// Claims it may take before it is dead.
+        max_attempts: i32,
+        /// The event that issued it.
+        event_id: Option<Uuid>,
+        /// The type of the event that issued it.
+        event_type: Option<String>,
+        /// The institution of its event; null for platform-wide tasks.
+        institution_id: Option<Uuid>,
+        /// The task this one retries (a manual retry).
+        origin_task_id: Option<BigInt> = r.origin_task_id.map(BigInt),
+        /// When it was queued.
+        created_at: DateTime<Utc>,
+        /// When it may run (next): a retrying task waits until then.
+        run_at: DateTime<Utc>,
+        /// When the running attempt's lease ends (extended by heartbeats); null unless
+        /// running.
+        lease_until: Option<DateTime<Utc>>,
+        /// The worker running it; null unless running.
+        worker: Option<String>,
+        /// The first claim.
+        started_at: Option<DateTime<Utc>>,
+        /// When it finished; null until then.
+        finished_at: Option<DateTime<Utc>>,
+        /// From the first claim to the end, retries included; null until finished.
+        duration_ms: Option<BigInt> = r.duration_ms.map(BigInt),
+        /// The last error (full text for admins; others see that there was one).
+        last_error: Option<OperatorError> = r.last_error.map(OperatorError),
     }
 }
 
@@ -242,8 +216,7 @@ impl TaskQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The event's id.")] event_id: Uuid,
     ) -> Result<AdminEventDetail, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, WATCHERS)?;
         ensure_owner(claims, event_owner(state, event_id).await?)?;
         let row = aula_eventlog::lookups::stored_event(&state.pool, event_id).await?;
         let (event_type, event_version, payload, metadata) =
@@ -270,8 +243,8 @@ impl TaskQuery {
 
     /// The event types and task kinds the dashboard's filters offer. Admin, manager.
     async fn dashboard_facets(&self, ctx: &Context<'_>) -> Result<DashboardFacets, ApiError> {
-        auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
-        let pool = &state(ctx).pool;
+        let (_, state) = authorize(ctx, WATCHERS)?;
+        let pool = &state.pool;
         let event_types = aula_projections::lookups::admin_event_types(pool).await?;
         let task_kinds = task_list::task_kinds(pool).await?;
         Ok(DashboardFacets {

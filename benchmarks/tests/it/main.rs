@@ -6,8 +6,3 @@
 mod lists;
 mod rebuild;
 mod tasks;
-
-/// The one number `sql` reads.
-async fn scalar(pool: &sqlx::PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
-}

@@ -3,8 +3,6 @@
 
 use aula_eventlog::testing::TestDatabase;
 
-use crate::scalar;
-
 #[tokio::test(flavor = "multi_thread")]
 async fn bench_tasks_drains_everything_it_inserted() {
     let db = TestDatabase::new().await;
@@ -13,11 +11,9 @@ async fn bench_tasks_drains_everything_it_inserted() {
         .unwrap();
     println!("{report}");
     assert_eq!(report.tasks, 5000);
-    let succeeded = scalar(
-        &db.pool,
-        "SELECT count(*) FROM tasks WHERE status = 'succeeded'",
-    )
-    .await;
+    let succeeded = db
+        .scalar("SELECT count(*) FROM tasks WHERE status = 'succeeded'")
+        .await;
     assert_eq!(succeeded, 5000);
 }
 
@@ -31,10 +27,8 @@ async fn bench_latency_measures_every_event() {
     println!("task insert -> start: {}", report.task_insert_to_start);
     assert_eq!(report.events, 50);
     assert!(report.event_to_task_start.min <= report.event_to_task_start.max);
-    let started = scalar(
-        &db.pool,
-        "SELECT count(*) FROM tasks WHERE started_at IS NOT NULL",
-    )
-    .await;
+    let started = db
+        .scalar("SELECT count(*) FROM tasks WHERE started_at IS NOT NULL")
+        .await;
     assert_eq!(started, 50);
 }

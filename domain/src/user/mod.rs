@@ -96,6 +96,17 @@ struct IssuedToken {
     used: bool,
 }
 
+impl IssuedToken {
+    /// A token just sent: not used yet.
+    fn sent(hash: String, expires_at: DateTime<Utc>) -> Self {
+        Self {
+            hash,
+            expires_at,
+            used: false,
+        }
+    }
+}
+
 /// Looks `hash` up among issued tokens (oldest first; the last one is current).
 enum TokenLookup {
     Unknown,
@@ -119,6 +130,12 @@ fn lookup_token(tokens: &[IssuedToken], hash: &str, now: DateTime<Utc>) -> Token
     } else {
         TokenLookup::Valid
     }
+}
+
+/// How many of `tokens` are still valid at `now` (not yet expired, used or not): what
+/// was sent within one token lifetime, which limits how many more are sent.
+fn unexpired(tokens: &[IssuedToken], now: DateTime<Utc>) -> usize {
+    tokens.iter().filter(|token| token.expires_at > now).count()
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -206,12 +223,7 @@ impl User {
             // `max_sign_up_emails` links are still valid, nothing more is sent. The
             // caller's answer is the same either way.
             UserStatus::Pending if self.email.as_ref() == Some(&email) => {
-                let valid = self
-                    .signup_tokens
-                    .iter()
-                    .filter(|token| token.expires_at > now)
-                    .count();
-                if valid >= services.max_sign_up_emails as usize {
+                if unexpired(&self.signup_tokens, now) >= services.max_sign_up_emails as usize {
                     return Ok(None);
                 }
             }
@@ -427,12 +439,7 @@ impl User {
             UserCommand::RequestPasswordReset { token_hash, now } => {
                 self.ensure_active()?;
                 // Tokens still valid were issued within one lifetime of now.
-                let recent = self
-                    .reset_tokens
-                    .iter()
-                    .filter(|token| token.expires_at > now)
-                    .count();
-                if recent >= services.max_reset_requests as usize {
+                if unexpired(&self.reset_tokens, now) >= services.max_reset_requests as usize {
                     return Err(UserError::TooManyResetRequests);
                 }
                 vec![UserEvent::ResetPasswordTokenCreated {
@@ -508,11 +515,8 @@ impl User {
             } => {
                 self.status = UserStatus::Pending;
                 self.email = Some(email);
-                self.signup_tokens.push(IssuedToken {
-                    hash: token_hash,
-                    expires_at,
-                    used: false,
-                });
+                self.signup_tokens
+                    .push(IssuedToken::sent(token_hash, expires_at));
             }
             UserEvent::UserCreated {
                 email,
@@ -548,11 +552,9 @@ impl User {
             UserEvent::ResetPasswordTokenCreated {
                 token_hash,
                 expires_at,
-            } => self.reset_tokens.push(IssuedToken {
-                hash: token_hash,
-                expires_at,
-                used: false,
-            }),
+            } => self
+                .reset_tokens
+                .push(IssuedToken::sent(token_hash, expires_at)),
             UserEvent::PasswordReset {
                 token_hash,
                 password_hash,

@@ -5,19 +5,14 @@ use aula_domain::application::{
     application_id_for, Application, ApplicationCommand, ApplicationError, ApplicationEvent,
     ApplicationServices,
 };
-use aula_domain::values::{BirthDate, CourseId, Email, InstitutionId, PersonName};
-use chrono::{NaiveDate, TimeZone, Utc};
+use aula_domain::values::{CourseId, Email, PersonName};
 use cqrs_es::test::TestFramework;
 use uuid::Uuid;
 
-type ApplicationTest = TestFramework<Application>;
+use crate::fixtures::{birth_date, course_id, institution_id, now};
 
-fn framework() -> ApplicationTest {
-    ApplicationTest::with(ApplicationServices)
-}
-
-fn course() -> CourseId {
-    CourseId::from_uuid(Uuid::from_u128(4))
+fn framework() -> TestFramework<Application> {
+    TestFramework::with(ApplicationServices)
 }
 
 fn email() -> Email {
@@ -30,16 +25,12 @@ macro_rules! application {
     ($($variant:ident)::+, $name:expr, $key:expr $(, $extra:ident: $value:expr)*) => {
         $($variant)::+ {
             $($extra: $value,)*
-            course_id: course(),
-            institution_id: InstitutionId::from_uuid(Uuid::from_u128(2)),
+            course_id: course_id(),
+            institution_id: institution_id(),
             name: PersonName::parse($name).unwrap(),
-            birth_date: BirthDate::parse(
-                NaiveDate::from_ymd_opt(2008, 3, 14).unwrap(),
-                NaiveDate::from_ymd_opt(2026, 2, 3).unwrap(),
-            )
-            .unwrap(),
+            birth_date: birth_date(),
             email: email(),
-            requested_at: Utc.with_ymd_and_hms(2026, 2, 3, 9, 0, 0).unwrap(),
+            requested_at: now(),
             idempotency_key: $key.map(str::to_owned),
         }
     };
@@ -50,7 +41,7 @@ fn submit(name: &str, key: Option<&str>) -> ApplicationCommand {
 }
 
 fn submitted(name: &str, key: Option<&str>) -> ApplicationEvent {
-    let application_id = application_id_for(course(), &email());
+    let application_id = application_id_for(course_id(), &email());
     application!(ApplicationEvent::ApplicationSubmitted, name, key, application_id: application_id)
 }
 
@@ -64,8 +55,8 @@ fn submitting_records_the_application() {
 
 #[test]
 fn the_id_depends_on_course_and_normalized_email_only() {
-    let a = application_id_for(course(), &Email::parse("ada@example.org").unwrap());
-    let b = application_id_for(course(), &Email::parse(" ADA@example.ORG ").unwrap());
+    let a = application_id_for(course_id(), &Email::parse("ada@example.org").unwrap());
+    let b = application_id_for(course_id(), &Email::parse(" ADA@example.ORG ").unwrap());
     assert_eq!(a, b);
     let other_course = application_id_for(
         CourseId::from_uuid(Uuid::from_u128(5)),

@@ -4,14 +4,14 @@
 use aula_domain::course::{
     Course, CourseCommand, CourseEvent, CourseServices, DeclineReason, EnrollmentError,
 };
-use aula_domain::values::{
-    ApplicationId, BirthDate, CampusId, Capacity, CourseName, Email, InstitutionId, PersonName,
-};
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use aula_domain::values::{ApplicationId, Capacity, CourseName, Email, PersonName};
+use chrono::NaiveDate;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::test::TestFramework;
 use cqrs_es::Aggregate;
 use uuid::Uuid;
+
+use crate::fixtures::{birth_date, campus_id, institution_id, now, today};
 
 type CourseTest = TestFramework<Course>;
 
@@ -19,28 +19,8 @@ fn framework() -> CourseTest {
     CourseTest::with(CourseServices)
 }
 
-fn institution_id() -> InstitutionId {
-    InstitutionId::from_uuid(Uuid::from_u128(2))
-}
-
-fn campus_id() -> CampusId {
-    CampusId::from_uuid(Uuid::from_u128(3))
-}
-
 fn app(n: u128) -> ApplicationId {
     ApplicationId::from_uuid(Uuid::from_u128(0x700 + n))
-}
-
-fn today() -> NaiveDate {
-    NaiveDate::from_ymd_opt(2026, 2, 3).unwrap()
-}
-
-fn now() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 2, 3, 9, 0, 0).unwrap()
-}
-
-fn birth_date() -> BirthDate {
-    BirthDate::parse(NaiveDate::from_ymd_opt(2008, 3, 14).unwrap(), today()).unwrap()
 }
 
 fn applicant_email(n: u128) -> Email {
@@ -341,26 +321,21 @@ fn cancelling_a_pending_or_declined_application_is_rejected() {
 
 // --- ChangeCapacity ---
 
+/// Growing, and shrinking down to the enrolled count, record the old and new capacity.
 #[test]
 fn changing_capacity_records_from_and_to() {
-    framework()
-        .given(vec![opened(2)])
-        .when(change_capacity(5))
-        .then_expect_events(vec![CourseEvent::CapacityChanged {
-            from: capacity(2),
-            to: capacity(5),
-        }]);
-}
-
-#[test]
-fn capacity_may_shrink_down_to_the_enrolled_count() {
-    framework()
-        .given(vec![opened(5), requested(1, 1), enrolled(1, 1)])
-        .when(change_capacity(1))
-        .then_expect_events(vec![CourseEvent::CapacityChanged {
-            from: capacity(5),
-            to: capacity(1),
-        }]);
+    for (given, from, to) in [
+        (vec![opened(2)], 2, 5),
+        (vec![opened(5), requested(1, 1), enrolled(1, 1)], 5, 1),
+    ] {
+        framework()
+            .given(given)
+            .when(change_capacity(to))
+            .then_expect_events(vec![CourseEvent::CapacityChanged {
+                from: capacity(from),
+                to: capacity(to),
+            }]);
+    }
 }
 
 #[test]

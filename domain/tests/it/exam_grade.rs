@@ -3,10 +3,11 @@
 use aula_domain::exam_grade::{
     ExamGrade, ExamGradeCommand, ExamGradeError, ExamGradeEvent, ExamGradeServices,
 };
-use aula_domain::values::{CourseId, ExamName, GradeNote, InstitutionId, StudentId, TeacherId};
+use aula_domain::values::{ExamName, GradeNote};
 use chrono::{DateTime, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
-use uuid::Uuid;
+
+use crate::fixtures::{course_id, institution_id, student_id, teacher_id};
 
 type ExamGradeTest = TestFramework<ExamGrade>;
 
@@ -18,10 +19,6 @@ fn at() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 2, 3, 10, 0, 0).unwrap()
 }
 
-fn teacher() -> TeacherId {
-    TeacherId::from_uuid(Uuid::from_u128(6))
-}
-
 fn note(raw: &str) -> GradeNote {
     GradeNote::parse(raw).unwrap()
 }
@@ -31,10 +28,10 @@ fn note(raw: &str) -> GradeNote {
 macro_rules! recorded_note {
     ($($variant:ident)::+, $raw:expr) => {
         $($variant)::+ {
-            institution_id: InstitutionId::from_uuid(Uuid::from_u128(2)),
-            course_id: CourseId::from_uuid(Uuid::from_u128(4)),
-            student_id: StudentId::from_uuid(Uuid::from_u128(5)),
-            teacher_id: teacher(),
+            institution_id: institution_id(),
+            course_id: course_id(),
+            student_id: student_id(),
+            teacher_id: teacher_id(),
             exam_name: ExamName::parse("Midterm").unwrap(),
             note: note($raw),
             at: at(),
@@ -54,7 +51,7 @@ fn changed(from: &str, to: &str) -> ExamGradeEvent {
     ExamGradeEvent::ExamGradeNoteChanged {
         from: note(from),
         to: note(to),
-        teacher_id: teacher(),
+        teacher_id: teacher_id(),
         at: at(),
     }
 }
@@ -62,7 +59,7 @@ fn changed(from: &str, to: &str) -> ExamGradeEvent {
 fn change(raw: &str) -> ExamGradeCommand {
     ExamGradeCommand::ChangeNote {
         note: note(raw),
-        teacher_id: teacher(),
+        teacher_id: teacher_id(),
         at: at(),
     }
 }

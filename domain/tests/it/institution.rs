@@ -30,38 +30,45 @@ fn created() -> InstitutionEvent {
     }
 }
 
+/// Campus `n` named `name`, in Recife: what `CreateCampus` carries and `CampusCreated`
+/// records alike.
+macro_rules! campus_of {
+    ($($variant:ident)::+, $n:expr, $name:expr) => {
+        $($variant)::+ {
+            campus_id: campus_id($n),
+            name: CampusName::parse($name).unwrap(),
+            city: CityName::parse("Recife").unwrap(),
+        }
+    };
+}
+
+/// Course `course` of 30 seats named `name` on campus `campus`: what `OfferCourse`
+/// carries and `CourseOffered` records alike.
+macro_rules! offer_of {
+    ($($variant:ident)::+, $course:expr, $campus:expr, $name:expr) => {
+        $($variant)::+ {
+            course_id: course_id($course),
+            campus_id: campus_id($campus),
+            name: CourseName::parse($name).unwrap(),
+            capacity: Capacity::new(30).unwrap(),
+        }
+    };
+}
+
 fn campus(n: u128, name: &str) -> InstitutionEvent {
-    InstitutionEvent::CampusCreated {
-        campus_id: campus_id(n),
-        name: CampusName::parse(name).unwrap(),
-        city: CityName::parse("Recife").unwrap(),
-    }
+    campus_of!(InstitutionEvent::CampusCreated, n, name)
 }
 
 fn create_campus(n: u128, name: &str) -> InstitutionCommand {
-    InstitutionCommand::CreateCampus {
-        campus_id: campus_id(n),
-        name: CampusName::parse(name).unwrap(),
-        city: CityName::parse("Recife").unwrap(),
-    }
+    campus_of!(InstitutionCommand::CreateCampus, n, name)
 }
 
 fn offered(course: u128, campus: u128, name: &str) -> InstitutionEvent {
-    InstitutionEvent::CourseOffered {
-        course_id: course_id(course),
-        campus_id: campus_id(campus),
-        name: CourseName::parse(name).unwrap(),
-        capacity: Capacity::new(30).unwrap(),
-    }
+    offer_of!(InstitutionEvent::CourseOffered, course, campus, name)
 }
 
 fn offer(course: u128, campus: u128, name: &str) -> InstitutionCommand {
-    InstitutionCommand::OfferCourse {
-        course_id: course_id(course),
-        campus_id: campus_id(campus),
-        name: CourseName::parse(name).unwrap(),
-        capacity: Capacity::new(30).unwrap(),
-    }
+    offer_of!(InstitutionCommand::OfferCourse, course, campus, name)
 }
 
 #[test]
@@ -94,20 +101,24 @@ fn creating_a_campus_records_it() {
         .then_expect_events(vec![campus(1, "Centro")]);
 }
 
+/// A campus name is a duplicate regardless of case; a campus id, when it is the same.
 #[test]
-fn a_duplicate_campus_name_is_rejected_regardless_of_case() {
-    framework()
-        .given(vec![created(), campus(1, "Centro")])
-        .when(create_campus(2, "  CENTRO "))
-        .then_expect_error(InstitutionError::DuplicateCampusName);
-}
-
-#[test]
-fn a_duplicate_campus_id_is_rejected() {
-    framework()
-        .given(vec![created(), campus(1, "Centro")])
-        .when(create_campus(1, "Norte"))
-        .then_expect_error(InstitutionError::CampusAlreadyExists);
+fn a_duplicate_campus_name_or_id_is_rejected() {
+    for (command, error) in [
+        (
+            create_campus(2, "  CENTRO "),
+            InstitutionError::DuplicateCampusName,
+        ),
+        (
+            create_campus(1, "Norte"),
+            InstitutionError::CampusAlreadyExists,
+        ),
+    ] {
+        framework()
+            .given(vec![created(), campus(1, "Centro")])
+            .when(command)
+            .then_expect_error(error);
+    }
 }
 
 #[test]

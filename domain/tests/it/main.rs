@@ -7,6 +7,7 @@ mod application;
 mod catalog;
 mod course;
 mod exam_grade;
+mod fixtures;
 mod institution;
 mod people;
 mod rejections;

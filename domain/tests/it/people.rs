@@ -2,24 +2,11 @@
 
 use aula_domain::student::{Student, StudentCommand, StudentError, StudentEvent, StudentServices};
 use aula_domain::teacher::{Teacher, TeacherCommand, TeacherError, TeacherEvent, TeacherServices};
-use aula_domain::values::{BirthDate, Email, InstitutionId, PersonName, UserId};
-use chrono::NaiveDate;
+use aula_domain::values::{Email, PersonName};
 use cqrs_es::test::TestFramework;
 use cqrs_es::Aggregate;
-use uuid::Uuid;
 
-fn institution_id() -> InstitutionId {
-    InstitutionId::from_uuid(Uuid::from_u128(2))
-}
-
-fn user_id() -> UserId {
-    UserId::from_uuid(Uuid::from_u128(1))
-}
-
-fn birth_date() -> BirthDate {
-    let today = NaiveDate::from_ymd_opt(2026, 2, 3).unwrap();
-    BirthDate::parse(NaiveDate::from_ymd_opt(2008, 3, 14).unwrap(), today).unwrap()
-}
+use crate::fixtures::{birth_date, institution_id, user_id};
 
 /// A person of institution 2 with user 1: the fields a create command carries and its
 /// event records alike (a student's also its `birth_date`, as `extra`).

@@ -95,8 +95,9 @@ async fn pool_of(server: &LocalPostgres) -> PgPool {
         .unwrap()
 }
 
-/// Inserts ids 1, 2, ... with `insert` (the id is its `$1`), one every `pause`, until
-/// stopped, keeping the ids the server acknowledged and counting the inserts that failed.
+/// Inserts ids 1, 2, ... into a `writes` table of its own with `insert` (the id is its
+/// `$1`), one every `pause`, until stopped, keeping the ids the server acknowledged and
+/// counting the inserts that failed.
 struct Writer {
     acknowledged: Arc<Mutex<Vec<i64>>>,
     failures: Arc<AtomicU32>,
@@ -113,7 +114,12 @@ struct Written {
 }
 
 impl Writer {
-    fn spawn(pool: &PgPool, insert: &'static str, pause: Duration) -> Writer {
+    /// Creates the `writes` table (`table`: its statements, `CREATE TABLE` first), then
+    /// starts writing.
+    async fn start(pool: &PgPool, table: &[&str], insert: &'static str, pause: Duration) -> Writer {
+        for statement in table {
+            sqlx::query(statement).execute(pool).await.unwrap();
+        }
         let acknowledged: Arc<Mutex<Vec<i64>>> = Arc::default();
         let failures = Arc::new(AtomicU32::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -148,6 +154,30 @@ impl Writer {
 
     fn acknowledged(&self) -> usize {
         self.acknowledged.lock().unwrap().len()
+    }
+
+    /// Waits until `server` acknowledges this writer's inserts again (five more than
+    /// now) and `also` holds; fails once `limit` has passed since `since`, saying the
+    /// server did not `come_back` and how often it was restarted.
+    async fn until_acknowledged_again(
+        &self,
+        server: &LocalPostgres,
+        since: Instant,
+        limit: Duration,
+        come_back: &str,
+        also: impl Fn() -> bool,
+    ) {
+        let before = self.acknowledged();
+        let what = || {
+            format!(
+                "the server did not {come_back} ({} restarts)",
+                server.restarts()
+            )
+        };
+        wait_until(since, limit, what, || {
+            also() && self.acknowledged() > before + 5
+        })
+        .await;
     }
 
     fn failures(&self) -> u32 {
@@ -207,34 +237,24 @@ fn a_killed_server_is_restarted_and_no_acknowledged_write_is_lost() {
     let rt = runtime();
     let (written, recovery) = rt.block_on(async {
         let pool = pool_of(&server).await;
-        sqlx::query("CREATE TABLE writes (id bigint PRIMARY KEY)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        let writer = Writer::spawn(
+        let writer = Writer::start(
             &pool,
+            &["CREATE TABLE writes (id bigint PRIMARY KEY)"],
             "INSERT INTO writes VALUES ($1)",
             Duration::from_millis(10),
-        );
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let old = server.pid();
         // SAFETY: kill(2) on the postmaster we started.
         assert_eq!(unsafe { libc::kill(old, libc::SIGKILL) }, 0);
         let killed = Instant::now();
         // Recovered: the writer's inserts are acknowledged again.
-        let before = writer.acknowledged();
-        wait_until(
-            killed,
-            Duration::from_secs(90),
-            || {
-                format!(
-                    "the server did not come back ({} restarts)",
-                    server.restarts()
-                )
-            },
-            || server.restarts() >= 1 && writer.acknowledged() > before + 5,
-        )
-        .await;
+        let limit = Duration::from_secs(90);
+        let restarted = || server.restarts() >= 1;
+        writer
+            .until_acknowledged_again(&server, killed, limit, "come back", restarted)
+            .await;
         let recovery = killed.elapsed();
         assert_ne!(server.pid(), old, "a new server process runs");
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -355,19 +375,12 @@ fn a_full_disk_is_survived_and_no_acknowledged_write_is_lost() {
     let outcome = rt.block_on(async {
         let pool = pool_of(&server).await;
         // Uncompressed rows of 64 KiB: the disk fills quickly.
-        sqlx::query("CREATE TABLE writes (id bigint PRIMARY KEY, body text)")
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::query("ALTER TABLE writes ALTER COLUMN body SET STORAGE EXTERNAL")
-            .execute(&pool)
-            .await
-            .unwrap();
-        let writer = Writer::spawn(
-            &pool,
-            "INSERT INTO writes VALUES ($1, repeat('x', 65536))",
-            Duration::from_millis(5),
-        );
+        let table = [
+            "CREATE TABLE writes (id bigint PRIMARY KEY, body text)",
+            "ALTER TABLE writes ALTER COLUMN body SET STORAGE EXTERNAL",
+        ];
+        let insert = "INSERT INTO writes VALUES ($1, repeat('x', 65536))";
+        let writer = Writer::start(&pool, &table, insert, Duration::from_millis(5)).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         // Fill what is left of the disk.
         let ballast = dir.join("ballast");
@@ -390,19 +403,10 @@ fn a_full_disk_is_survived_and_no_acknowledged_write_is_lost() {
         std::fs::remove_file(&ballast).unwrap();
         let freed = Instant::now();
         // Back: inserts are acknowledged again.
-        let before = writer.acknowledged();
-        wait_until(
-            freed,
-            Duration::from_secs(120),
-            || {
-                format!(
-                    "the server did not serve again after space was freed ({} restarts)",
-                    server.restarts()
-                )
-            },
-            || writer.acknowledged() > before + 5,
-        )
-        .await;
+        let come_back = "serve again after space was freed";
+        writer
+            .until_acknowledged_again(&server, freed, Duration::from_secs(120), come_back, || true)
+            .await;
         let recovery = freed.elapsed();
         let written = writer.stop(&pool).await;
         pool.close().await;

@@ -101,38 +101,29 @@ pub(super) async fn a_manager_sees_its_institution(scene: Scene<'_>, smtp: &supp
 
 /// The page signs out by itself when another admin deactivates this one.
 pub(super) async fn the_page_signs_out_when_its_session_ends(scene: Scene<'_>) {
-    let Scene {
-        db,
-        base,
-        client,
-        browser,
-        shots,
-        admin_id,
-        ..
-    } = scene;
+    let Scene { client, base, .. } = scene;
     // The session ends while the page is open (another admin deactivates this one): the
     // page signs out by itself instead of polling and reconnecting with a refused token.
-    let other_admin = "admin2@aula.test";
-    aula_api::create_admin(&db.pool, other_admin, PASSWORD)
-        .await
-        .unwrap();
-    let other_token = login(client, base, other_admin, PASSWORD).await;
+    let pool = &scene.db.pool;
+    let other_token =
+        support::admin_logged_in(client, base, pool, "admin2@aula.test", PASSWORD).await;
     let deactivated = graphql_as(
         client,
         base,
         Some(&other_token),
         "mutation($input: DeactivateUserInput!) { deactivateUser(input: $input) { id } }",
-        json!({ "input": { "userId": admin_id, "reason": "left" } }),
+        json!({ "input": { "userId": scene.admin_id, "reason": "left" } }),
     )
     .await;
     assert!(deactivated["errors"].is_null(), "{deactivated}");
-    browser
+    scene
+        .browser
         .wait_for(
             "!document.getElementById('login-view').hidden
               && document.getElementById('app-view').hidden
               && document.getElementById('notice').textContent.includes('Your session ended')",
             "the page to sign out when its session ended",
-            shots,
+            scene.shots,
         )
         .await;
 }

@@ -80,10 +80,7 @@ pub(super) async fn bulk_reprocess(scene: Scene<'_>) {
             shots,
         )
         .await;
-    let preview = browser
-        .eval("document.getElementById('bulk-panel').innerText")
-        .await;
-    let preview = preview.as_str().unwrap();
+    let preview = browser.text_of("bulk-panel").await;
     // The one reprocessed from the drawer above is resolved by its copy: left out.
     assert_eq!(
         browser

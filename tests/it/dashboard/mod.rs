@@ -34,7 +34,7 @@ const SIGN_UP_EMAIL: &str = "email.signup_confirmation";
 /// The manager who signs up halfway (its dead sign-up e-mail is retried later).
 const MANAGER_EMAIL: &str = "manager@escola.test";
 
-use support::{graphql_as, login, poll_db};
+use support::{graphql_as, poll_db};
 
 /// What every step of the scenario works with: the service's database and address, an
 /// HTTP client, the signed-in browser, where screenshots go, and the first admin.

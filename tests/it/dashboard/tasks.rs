@@ -44,10 +44,7 @@ pub(super) async fn open_a_failed_task(
         )
         .await;
     // The error, every attempt, the metadata and the payload are shown.
-    let drawer = browser
-        .eval("document.getElementById('drawer-body').innerText")
-        .await;
-    let drawer = drawer.as_str().unwrap();
+    let drawer = browser.text_of("drawer-body").await;
     assert!(
         drawer.contains(last_error),
         "the drawer shows the error:\n{drawer}"

@@ -18,20 +18,18 @@ async fn broker_lag(pool: &PgPool) -> i64 {
 }
 
 async fn wait_published(pool: &PgPool, publisher: &mut Process) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while broker_lag(pool).await > 0 {
-        assert!(
-            publisher.alive(),
-            "the publisher ended; see {}",
-            publisher.log.display()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "not everything published within 60 s; see {}",
-            publisher.log.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let every = Duration::from_millis(50);
+    support::eventually(support::PATIENCE, every, || {
+        let log = publisher.log.display().to_string();
+        assert!(publisher.alive(), "the publisher ended; see {log}");
+        async move {
+            let lag = broker_lag(pool).await;
+            (lag == 0)
+                .then_some(())
+                .ok_or(format!("{lag} events not published; see {log}"))
+        }
+    })
+    .await;
 }
 
 /// The log in commit order: (event id, aggregate type, event type).

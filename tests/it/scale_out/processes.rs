@@ -20,10 +20,6 @@ async fn lock_holder(pool: &PgPool, name: &str) -> Option<i32> {
     .unwrap()
 }
 
-async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
-}
-
 /// Applies through `bases[i % 2]`, and through the other API when that one does not
 /// answer (it may have been killed): the idempotency key makes the retry the same
 /// application. Returns the acknowledged application id.
@@ -133,28 +129,9 @@ async fn six_processes_on_one_database_lose_and_duplicate_nothing_when_two_are_k
     }
 
     // The courses, opened as the API opens them after an offer.
-    let bus = CommandBus::<Course>::with_upcasters(
-        db.pool.clone(),
-        CourseServices,
-        aula_domain::upcasters(),
-    );
-    let mut courses = Vec::new();
-    for c in 0..COURSES {
-        let course = Uuid::new_v4();
-        bus.execute(
-            &course.to_string(),
-            CourseCommand::OpenCourse {
-                institution_id: InstitutionId::from_uuid(Uuid::new_v4()),
-                campus_id: CampusId::from_uuid(Uuid::new_v4()),
-                name: CourseName::parse(&format!("Scale {c}")).unwrap(),
-                capacity: Capacity::new(SEATS).unwrap(),
-            },
-            &EventMetadata::new(Actor::System, None),
-        )
+    let courses = aula_bench::seed::open_courses(&db.pool, "Scale", COURSES, SEATS)
         .await
         .unwrap();
-        courses.push(course);
-    }
     println!("six processes up in {:?}", started.elapsed());
 
     // The workload, 200 applicants at a time, half through each API. Halfway, one
@@ -237,14 +214,13 @@ async fn six_processes_on_one_database_lose_and_duplicate_nothing_when_two_are_k
     // Every application decided once; no course over capacity.
     let decided =
         "SELECT count(*) FROM events WHERE event_type IN ('StudentEnrolled', 'EnrollmentDeclined')";
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&db.pool, decided).await < APPLICANTS as i64 {
-        assert!(
-            Instant::now() < deadline,
-            "not every application decided within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::eventually(support::PATIENCE, support::POLL_EVERY, || async {
+        let done = db.scalar(decided).await;
+        (done >= APPLICANTS as i64)
+            .then_some(())
+            .ok_or(format!("{done} of {APPLICANTS} applications decided"))
+    })
+    .await;
     let decisions: Vec<(String, String, String)> = sqlx::query_as(
         "SELECT aggregate_id, event_type, payload->>'application_id' FROM events
          WHERE event_type IN ('StudentEnrolled', 'EnrollmentDeclined')",
@@ -271,23 +247,18 @@ async fn six_processes_on_one_database_lose_and_duplicate_nothing_when_two_are_k
 
     // Every task done once: two e-mails per applicant (scheduled, then the decision),
     // each recorded once and written once (the outbox file is named by its key).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    support::eventually(support::PATIENCE, support::POLL_EVERY, || async {
         let (tasks, done): (i64, i64) = sqlx::query_as(
             "SELECT count(*), count(*) FILTER (WHERE status = 'succeeded') FROM tasks",
         )
         .fetch_one(&db.pool)
         .await
         .unwrap();
-        if tasks == 2 * APPLICANTS as i64 && done == tasks {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tasks stuck: {done} of {tasks} succeeded"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (tasks == 2 * APPLICANTS as i64 && done == tasks)
+            .then_some(())
+            .ok_or(format!("tasks stuck: {done} of {tasks} succeeded"))
+    })
+    .await;
     let per_task: Vec<(i64,)> = sqlx::query_as(
         "SELECT count(o.*) FROM tasks t LEFT JOIN outbox_emails o ON o.idempotency_key = t.idempotency_key GROUP BY t.id",
     )
@@ -306,35 +277,26 @@ async fn six_processes_on_one_database_lose_and_duplicate_nothing_when_two_are_k
         })
         .count();
     assert_eq!(files, 2 * APPLICANTS, "one e-mail per idempotency key");
-    let killed_attempts: i64 = count(
-        &db.pool,
-        "SELECT count(*) FROM task_attempts WHERE outcome = 'lease_expired'",
-    )
-    .await;
+    let killed_attempts: i64 = db
+        .scalar("SELECT count(*) FROM task_attempts WHERE outcome = 'lease_expired'")
+        .await;
     println!("{killed_attempts} attempts of the killed processor were rescued after their lease");
 
     // Read models equal a rebuild; nothing stuck anywhere. The events' admin rows are
     // also written by the processors' refreshers (ADR 0001), which may still hold queued
     // ids (a claim's is due 300 ms after it): wait for them too, or the snapshot below
     // could catch a row between its task's end and its refresh.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let lagging: i64 = count(
-            &db.pool,
-            "SELECT count(*) FROM subscription_checkpoints c WHERE c.last_error IS NOT NULL OR EXISTS (
+    support::eventually(Duration::from_secs(30), support::POLL_EVERY, || async {
+        let lagging: i64 = db.scalar("SELECT count(*) FROM subscription_checkpoints c WHERE c.last_error IS NOT NULL OR EXISTS (
                SELECT 1 FROM events e WHERE (e.tx_id, e.global_position) > (c.tx_id, c.global_position))",
         )
         .await
-            + count(&db.pool, "SELECT count(*) FROM admin_event_refresh").await;
-        if lagging == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
+            + db.scalar("SELECT count(*) FROM admin_event_refresh").await;
+        (lagging == 0).then_some(()).ok_or(format!(
             "{lagging} subscriptions lag or fail, or admin rows wait for their refresh"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        ))
+    })
+    .await;
     let live = aula_projections::snapshot(&db.pool).await.unwrap();
     aula_projections::rebuild_many(&db.pool, db.connect.clone(), aula_projections::NAMES)
         .await

@@ -252,6 +252,16 @@ impl Browser {
         self.raw(method, params, Some(&self.session)).await
     }
 
+    /// The rendered text of the element whose id is `id` (its `innerText`).
+    pub async fn text_of(&self, id: &str) -> String {
+        let text = self
+            .eval(&format!("document.getElementById('{id}').innerText"))
+            .await;
+        text.as_str()
+            .unwrap_or_else(|| panic!("no text in #{id}: {text}"))
+            .to_owned()
+    }
+
     /// Evaluates `expression` in the page (promises awaited) and returns its value.
     pub async fn eval(&self, expression: &str) -> Value {
         let result = self

@@ -118,6 +118,18 @@ pub async fn graphql_as(
     request.send().await.unwrap().json().await.unwrap()
 }
 
+/// Creates the admin `email` with `password` and logs it in; its access token.
+pub async fn admin_logged_in(
+    client: &reqwest::Client,
+    base: &str,
+    pool: &sqlx::PgPool,
+    email: &str,
+    password: &str,
+) -> String {
+    aula_api::create_admin(pool, email, password).await.unwrap();
+    login(client, base, email, password).await
+}
+
 /// Logs `email` in; its access token.
 pub async fn login(client: &reqwest::Client, base: &str, email: &str, password: &str) -> String {
     let r = graphql(
@@ -170,21 +182,66 @@ pub async fn confirm_sign_up(
         .to_owned()
 }
 
-/// Waits (up to 60 s) until `sql` counts `expected`; `what` names it in the failure.
-pub async fn poll_db(pool: &sqlx::PgPool, sql: &str, expected: i64, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+/// Asks `probe` every `every` until it answers `Ok`, and returns that answer. Once
+/// `within` has passed, panics with the last `Err`: what was still missing.
+pub async fn eventually<T, F, Fut>(
+    within: std::time::Duration,
+    every: std::time::Duration,
+    mut probe: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = std::time::Instant::now() + within;
     loop {
-        let count: i64 = sqlx::query_scalar(sql).fetch_one(pool).await.unwrap();
-        if count == expected {
-            return;
+        match probe().await {
+            Ok(answer) => return answer,
+            Err(missing) => assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after {within:?}: {missing}"
+            ),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after 60 s waiting for {what}: {count} instead of {expected} ({sql})"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(every).await;
     }
 }
+
+/// The first span `exporter` has finished that `matches`, once there is one (looking
+/// every 50 ms for at most `within`); `what` names it in the failure.
+pub async fn finished_span(
+    exporter: &opentelemetry_sdk::trace::InMemorySpanExporter,
+    within: std::time::Duration,
+    what: &str,
+    matches: impl Fn(&opentelemetry_sdk::trace::SpanData) -> bool,
+) -> opentelemetry_sdk::trace::SpanData {
+    let every = std::time::Duration::from_millis(50);
+    eventually(within, every, || async {
+        let finished = exporter.get_finished_spans().unwrap();
+        finished
+            .into_iter()
+            .find(&matches)
+            .ok_or_else(|| format!("no {what}"))
+    })
+    .await
+}
+
+/// Waits (up to 60 s) until `sql` counts `expected`; `what` names it in the failure.
+pub async fn poll_db(pool: &sqlx::PgPool, sql: &str, expected: i64, what: &str) {
+    eventually(PATIENCE, POLL_EVERY, || async {
+        let count: i64 = sqlx::query_scalar(sql).fetch_one(pool).await.unwrap();
+        if count == expected {
+            return Ok(());
+        }
+        Err(format!(
+            "waiting for {what}: {count} instead of {expected} ({sql})"
+        ))
+    })
+    .await
+}
+
+/// How long most waits of these tests may take (60 s), and how often they look again.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+pub const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// E-mails to `smtp://127.0.0.1:<smtp_port>`, failed ones retried quickly (20 ms doubling
 /// up to `retry_max_ms`), workers polling every 100 ms: read by the service at start-up,

@@ -121,8 +121,7 @@ impl EnrollmentMutation {
     async fn cancel_enrollment(
         ctx, input: CancelEnrollmentInput, wait_for_projections
     ) -> CancelEnrollmentPayload {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, STAFF)?;
         let institution_id = course_institution(state, input.course_id).await?;
         auth::ensure_institution(claims, institution_id)?;
         let command = CourseCommand::CancelEnrollment {

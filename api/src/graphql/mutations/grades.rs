@@ -41,8 +41,7 @@ impl GradeMutation {
     async fn record_exam_note(
         ctx, input: RecordExamNoteInput, wait_for_projections
     ) -> RecordExamNotePayload {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), GRADERS)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, GRADERS)?;
         validate! {
             exam_name = parse("examName", ExamName::parse(&input.exam_name)),
             note = parse("note", GradeNote::from_f64(input.note)),
@@ -106,8 +105,7 @@ impl GradeMutation {
     async fn change_exam_note(
         ctx, input: ChangeExamNoteInput, wait_for_projections
     ) -> ChangeExamNotePayload {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), GRADERS)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, GRADERS)?;
         let note = parse("note", GradeNote::from_f64(input.note))?;
         let (grade, _) = state
             .buses

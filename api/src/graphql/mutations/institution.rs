@@ -51,8 +51,7 @@ impl InstitutionMutation {
     async fn create_campus(
         ctx, input: CreateCampusInput, wait_for_projections
     ) -> CreateCampusPayload {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, STAFF)?;
         let institution_id = auth::target_institution(claims, input.institution_id)?;
         validate! {
             name = parse("name", CampusName::parse(&input.name)),
@@ -75,8 +74,7 @@ impl InstitutionMutation {
     async fn offer_course(
         ctx, input: OfferCourseInput, wait_for_projections
     ) -> OfferCoursePayload {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, STAFF)?;
         let institution_id = auth::target_institution(claims, input.institution_id)?;
         validate! {
             name = parse("name", CourseName::parse(&input.name)),
@@ -141,8 +139,7 @@ impl InstitutionMutation {
     async fn change_course_capacity(
         ctx, input: ChangeCourseCapacityInput, wait_for_projections
     ) -> ChangeCourseCapacityPayload {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, STAFF)?;
         let capacity = parse("capacity", Capacity::from_i64(i64::from(input.capacity)))?;
         let institution_id = course_institution(state, input.course_id).await?;
         auth::ensure_institution(claims, institution_id)?;

@@ -37,7 +37,7 @@ use super::payloads::*;
 use super::types::{
     BigInt, CommandResult, LoginResult, RequestAccepted, SignUpAccepted, SignUpConfirmed,
 };
-use super::{metadata, rate_limit, request, state};
+use super::{authorize, metadata, rate_limit, request, state};
 use crate::auth::{self, Claims};
 use crate::emails;
 use crate::error::{invalid, ApiError};

@@ -41,8 +41,7 @@ impl PeopleMutation {
     async fn create_student(
         ctx, input: CreateStudentInput, wait_for_projections
     ) -> CreateStudentPayload {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, STAFF)?;
         let institution_id = auth::target_institution(claims, input.institution_id)?;
         let today = state.clock.now().date_naive();
         validate! {
@@ -67,8 +66,7 @@ impl PeopleMutation {
     async fn create_teacher(
         ctx, input: CreateTeacherInput, wait_for_projections
     ) -> CreateTeacherPayload {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, STAFF)?;
         let institution_id = auth::target_institution(claims, input.institution_id)?;
         validate! {
             name = parse("name", PersonName::parse(&input.name)),

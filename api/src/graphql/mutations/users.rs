@@ -187,8 +187,7 @@ impl UserMutation {
     async fn deactivate_user(
         ctx, input: DeactivateUserInput, wait_for_projections
     ) -> CommandResult {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), STAFF)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, STAFF)?;
         let reason = input.reason.trim().to_owned();
         non_empty_at_most("reason", &reason, MAX_REASON_CHARS)?;
         let user = load_user(state, input.user_id).await?;

@@ -1,6 +1,6 @@
 //! The admin event list and one event with its copies (`aula_projections::admin_events`).
 
-use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, Enum, InputObject, Object};
 use aula_projections::admin_events::{self, DurationOp, EventListError, EventListQuery};
 use uuid::Uuid;
 
@@ -10,89 +10,59 @@ use crate::graphql::OperatorError;
 #[derive(Default)]
 pub struct AdminEventQuery;
 
-/// One event as the admin list shows it (read model `admin_events`).
-#[derive(SimpleObject, Debug, Clone)]
-#[graphql(complex)]
-pub struct AdminEvent {
-    /// The event's id (stable across rebuilds).
-    pub event_id: Uuid,
-    /// The event's global position in the log.
-    pub log_position: BigInt,
-    /// The event's type (see docs/events.md).
-    pub event_type: String,
-    /// The type of the aggregate that recorded it.
-    pub aggregate_type: String,
-    /// The id of the stream it belongs to.
-    pub aggregate_id: String,
-    /// Its sequence number within its stream.
-    pub sequence: BigInt,
-    /// The institution it concerns; null for platform-wide events.
-    pub institution_id: Option<Uuid>,
-    /// When it was committed.
-    pub recorded_at: DateTime<Utc>,
-    /// The original, when this event is a reprocessed copy.
-    pub reprocessed_from: Option<Uuid>,
-    /// How many reprocessed copies this event has.
-    pub copy_count: i32,
-    /// Processing status, as the processor reports it.
-    pub status: EventStatus,
-    /// When its last task finished; null while pending.
-    pub processed_at: Option<DateTime<Utc>>,
-    /// From recording to the end of its last task, in milliseconds; null while pending.
-    pub duration_ms: Option<BigInt>,
-    /// Its tasks waiting to run.
-    pub tasks_pending: i32,
-    /// Its tasks running now.
-    pub tasks_running: i32,
-    /// Its tasks that succeeded.
-    pub tasks_succeeded: i32,
-    /// Its tasks that failed for good (failed or dead). Only each kind's latest task
-    /// counts: a manual retry's outcome replaces the retried task's.
-    pub tasks_failed: i32,
-    /// The latest reprocessed copy of this event; null on copies and on events never
-    /// reprocessed.
-    pub latest_copy_id: Option<Uuid>,
-    /// That copy's processing status.
-    pub latest_copy_status: Option<EventStatus>,
-    /// Whether its latest copy's tasks all succeeded ("resolved by copy"): a failure
-    /// reprocessing fixed. The event's own status stays what its own tasks say.
-    pub resolved_by_copy: bool,
-    /// The last error any of its tasks reported (full text for admins; others see that there was one).
-    pub error: Option<OperatorError>,
-}
-
-impl TryFrom<admin_events::AdminEventRow> for AdminEvent {
-    type Error = ApiError;
-
-    fn try_from(r: admin_events::AdminEventRow) -> Result<Self, ApiError> {
-        let resolved_by_copy = r.resolved_by_copy();
-        Ok(Self {
-            event_id: r.event_id,
-            log_position: BigInt(r.global_position),
-            event_type: r.event_type,
-            aggregate_type: r.aggregate_type,
-            aggregate_id: r.aggregate_id,
-            sequence: BigInt(r.sequence),
-            institution_id: r.institution_id,
-            recorded_at: r.recorded_at,
-            reprocessed_from: r.reprocessed_from,
-            copy_count: r.copies,
-            status: parse_status(&r.status)?,
-            processed_at: r.processed_at,
-            duration_ms: r.duration_ms.map(BigInt),
-            error: r.error.map(OperatorError),
-            tasks_pending: r.tasks_pending,
-            tasks_running: r.tasks_running,
-            tasks_succeeded: r.tasks_succeeded,
-            tasks_failed: r.tasks_failed,
-            resolved_by_copy,
-            latest_copy_id: r.latest_copy_id,
-            latest_copy_status: r
-                .latest_copy_status
-                .as_deref()
-                .map(parse_status)
-                .transpose()?,
-        })
+row_object! {
+    /// One event as the admin list shows it (read model `admin_events`).
+    #[graphql(complex)]
+    AdminEvent try_from admin_events::AdminEventRow as r {
+        /// The event's id (stable across rebuilds).
+        event_id: Uuid,
+        /// The event's global position in the log.
+        log_position: BigInt = BigInt(r.global_position),
+        /// The event's type (see docs/events.md).
+        event_type: String,
+        /// The type of the aggregate that recorded it.
+        aggregate_type: String,
+        /// The id of the stream it belongs to.
+        aggregate_id: String,
+        /// Its sequence number within its stream.
+        sequence: BigInt = BigInt(r.sequence),
+        /// The institution it concerns; null for platform-wide events.
+        institution_id: Option<Uuid>,
+        /// When it was committed.
+        recorded_at: DateTime<Utc>,
+        /// The original, when this event is a reprocessed copy.
+        reprocessed_from: Option<Uuid>,
+        /// How many reprocessed copies this event has.
+        copy_count: i32 = r.copies,
+        /// Processing status, as the processor reports it.
+        status: EventStatus = parse_status(&r.status)?,
+        /// When its last task finished; null while pending.
+        processed_at: Option<DateTime<Utc>>,
+        /// From recording to the end of its last task, in milliseconds; null while pending.
+        duration_ms: Option<BigInt> = r.duration_ms.map(BigInt),
+        /// Its tasks waiting to run.
+        tasks_pending: i32,
+        /// Its tasks running now.
+        tasks_running: i32,
+        /// Its tasks that succeeded.
+        tasks_succeeded: i32,
+        /// Its tasks that failed for good (failed or dead). Only each kind's latest task
+        /// counts: a manual retry's outcome replaces the retried task's.
+        tasks_failed: i32,
+        /// The latest reprocessed copy of this event; null on copies and on events never
+        /// reprocessed.
+        latest_copy_id: Option<Uuid>,
+        /// That copy's processing status.
+        latest_copy_status: Option<EventStatus> = r
+            .latest_copy_status
+            .as_deref()
+            .map(parse_status)
+            .transpose()?,
+        /// Whether its latest copy's tasks all succeeded ("resolved by copy"): a failure
+        /// reprocessing fixed. The event's own status stays what its own tasks say.
+        resolved_by_copy: bool = r.resolved_by_copy(),
+        /// The last error any of its tasks reported (full text for admins; others see that there was one).
+        error: Option<OperatorError> = r.error.map(OperatorError),
     }
 }
 
@@ -280,8 +250,7 @@ impl AdminEventQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The event's id.")] event_id: Uuid,
     ) -> Result<AdminEvent, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), WATCHERS)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, WATCHERS)?;
         let row = admin_events::admin_event(&state.pool, event_id)
             .await?
             .ok_or_else(|| ApiError::not_found("EVENT_NOT_FOUND", "event not found"))?;

@@ -1,6 +1,6 @@
 //! Applicants' ages per course, campus and institution (`aula_projections::age_metrics`).
 
-use async_graphql::{Context, Enum, Object, SimpleObject};
+use async_graphql::{Context, Enum, Object};
 use aula_projections::age_metrics;
 use uuid::Uuid;
 
@@ -21,22 +21,23 @@ pub enum AgeScope {
     Institution,
 }
 
-/// Ages (whole years on the enrollment date) of the students enrolled in one course,
-/// campus or institution.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct AgeMetrics {
-    /// What `scopeId` names: a course, a campus or an institution.
-    pub scope: AgeScope,
-    /// The id of the course, campus or institution.
-    pub scope_id: Uuid,
-    /// Enrolled students counted.
-    pub students: BigInt,
-    /// The youngest student's age in years.
-    pub min_age: i32,
-    /// The oldest student's age in years.
-    pub max_age: i32,
-    /// The students' mean age in years.
-    pub average_age: f64,
+row_object! {
+    /// Ages (whole years on the enrollment date) of the students enrolled in one course,
+    /// campus or institution.
+    AgeMetrics from age_metrics::AgeMetricsRow as r {
+        /// What `scopeId` names: a course, a campus or an institution.
+        scope: AgeScope = r.scope.into(),
+        /// The id of the course, campus or institution.
+        scope_id: Uuid,
+        /// Enrolled students counted.
+        students: BigInt = BigInt(r.students),
+        /// The youngest student's age in years.
+        min_age: i32,
+        /// The oldest student's age in years.
+        max_age: i32,
+        /// The students' mean age in years.
+        average_age: f64,
+    }
 }
 
 page! {
@@ -109,18 +110,7 @@ impl AgeMetricsQuery {
         .await?;
         let next_cursor = page.next.map(|id| id.to_string());
         Ok(AgeMetricsPage {
-            nodes: page
-                .rows
-                .into_iter()
-                .map(|r| AgeMetrics {
-                    scope,
-                    scope_id: r.scope_id,
-                    students: BigInt(r.students),
-                    min_age: r.min_age,
-                    max_age: r.max_age,
-                    average_age: r.average_age,
-                })
-                .collect(),
+            nodes: page.rows.into_iter().map(Into::into).collect(),
             next_cursor,
         })
     }

@@ -1,6 +1,6 @@
 //! Who did what and when (`aula_projections::audit_log`).
 
-use async_graphql::{Context, InputObject, Object, SimpleObject};
+use async_graphql::{Context, InputObject, Object};
 use aula_projections::audit_log::{self, AuditQuery};
 use uuid::Uuid;
 
@@ -9,57 +9,37 @@ use super::*;
 #[derive(Default)]
 pub struct AuditLogQuery;
 
-/// Who did what and when (read model `audit_log`).
-#[derive(SimpleObject, Debug, Clone)]
-pub struct AuditEntry {
-    /// The id of the event this entry records.
-    pub event_id: Uuid,
-    /// The event's global position in the log.
-    pub log_position: BigInt,
-    /// When the event was committed.
-    pub recorded_at: DateTime<Utc>,
-    /// `user:<id>`, `system` or `public`.
-    pub actor: Option<String>,
-    /// The user who acted, when a user did.
-    pub actor_user_id: Option<Uuid>,
-    /// The institution concerned; null for platform-wide events.
-    pub institution_id: Option<Uuid>,
-    /// What happened (the event's type).
-    pub event_type: String,
-    /// The type of the aggregate that recorded it.
-    pub aggregate_type: String,
-    /// The id of the stream it belongs to.
-    pub aggregate_id: String,
-    /// Its sequence number within its stream.
-    pub sequence: BigInt,
-    /// The id shared by every event one request set off.
-    pub correlation_id: Option<Uuid>,
-    /// What directly caused it (an event id or a request).
-    pub causation: Option<String>,
-    /// The id of the HTTP request that recorded it, if any.
-    pub request_id: Option<String>,
-    /// The original event, when this entry records a reprocessed copy.
-    pub reprocessed_from: Option<Uuid>,
-}
-
-impl From<audit_log::AuditEntry> for AuditEntry {
-    fn from(e: audit_log::AuditEntry) -> Self {
-        Self {
-            event_id: e.event_id,
-            log_position: BigInt(e.global_position),
-            recorded_at: e.recorded_at,
-            actor: e.actor,
-            actor_user_id: e.actor_user_id,
-            institution_id: e.institution_id,
-            event_type: e.event_type,
-            aggregate_type: e.aggregate_type,
-            aggregate_id: e.aggregate_id,
-            sequence: BigInt(e.sequence),
-            correlation_id: e.correlation_id,
-            causation: e.causation,
-            request_id: e.request_id,
-            reprocessed_from: e.reprocessed_from,
-        }
+row_object! {
+    /// Who did what and when (read model `audit_log`).
+    AuditEntry from audit_log::AuditEntry as e {
+        /// The id of the event this entry records.
+        event_id: Uuid,
+        /// The event's global position in the log.
+        log_position: BigInt = BigInt(e.global_position),
+        /// When the event was committed.
+        recorded_at: DateTime<Utc>,
+        /// `user:<id>`, `system` or `public`.
+        actor: Option<String>,
+        /// The user who acted, when a user did.
+        actor_user_id: Option<Uuid>,
+        /// The institution concerned; null for platform-wide events.
+        institution_id: Option<Uuid>,
+        /// What happened (the event's type).
+        event_type: String,
+        /// The type of the aggregate that recorded it.
+        aggregate_type: String,
+        /// The id of the stream it belongs to.
+        aggregate_id: String,
+        /// Its sequence number within its stream.
+        sequence: BigInt = BigInt(e.sequence),
+        /// The id shared by every event one request set off.
+        correlation_id: Option<Uuid>,
+        /// What directly caused it (an event id or a request).
+        causation: Option<String>,
+        /// The id of the HTTP request that recorded it, if any.
+        request_id: Option<String>,
+        /// The original event, when this entry records a reprocessed copy.
+        reprocessed_from: Option<Uuid>,
     }
 }
 

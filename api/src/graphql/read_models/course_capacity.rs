@@ -1,6 +1,6 @@
 //! The seats of courses (`aula_projections::course_capacity`).
 
-use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
+use async_graphql::{Context, Enum, InputObject, Object};
 use aula_projections::course_capacity;
 use uuid::Uuid;
 
@@ -9,54 +9,35 @@ use super::*;
 #[derive(Default)]
 pub struct CourseCapacityQuery;
 
-/// One course's seats (read model `course_capacity`).
-#[derive(SimpleObject, Debug, Clone)]
-pub struct CourseCapacity {
-    /// The course's id.
-    pub course_id: Uuid,
-    /// The institution offering it.
-    pub institution_id: Option<Uuid>,
-    /// The campus it is taught on.
-    pub campus_id: Option<Uuid>,
-    /// Its name.
-    pub name: Option<String>,
-    /// Seats in all.
-    pub capacity: i32,
-    /// Seats taken by enrolled students.
-    pub enrolled: i32,
-    /// Seats still free (`capacity - enrolled`).
-    pub seats_left: i32,
-    /// Applications recorded and not yet decided.
-    pub pending: i32,
-    /// Applications declined (the course was full or closed).
-    pub declined: i32,
-    /// Enrollments cancelled by a manager (their seats were given back).
-    pub cancelled: i32,
-    /// Whether it takes no more applications.
-    pub closed: bool,
-    /// When it was offered.
-    pub opened_at: Option<DateTime<Utc>>,
-    /// When its seats last changed.
-    pub updated_at: Option<DateTime<Utc>>,
-}
-
-impl From<course_capacity::CourseCapacityRow> for CourseCapacity {
-    fn from(r: course_capacity::CourseCapacityRow) -> Self {
-        Self {
-            course_id: r.course_id,
-            institution_id: r.institution_id,
-            campus_id: r.campus_id,
-            name: r.name,
-            capacity: r.capacity,
-            enrolled: r.enrolled,
-            seats_left: r.seats_left,
-            pending: r.pending,
-            declined: r.declined,
-            cancelled: r.cancelled,
-            closed: r.closed,
-            opened_at: r.opened_at,
-            updated_at: r.updated_at,
-        }
+row_object! {
+    /// One course's seats (read model `course_capacity`).
+    CourseCapacity from course_capacity::CourseCapacityRow as r {
+        /// The course's id.
+        course_id: Uuid,
+        /// The institution offering it.
+        institution_id: Option<Uuid>,
+        /// The campus it is taught on.
+        campus_id: Option<Uuid>,
+        /// Its name.
+        name: Option<String>,
+        /// Seats in all.
+        capacity: i32,
+        /// Seats taken by enrolled students.
+        enrolled: i32,
+        /// Seats still free (`capacity - enrolled`).
+        seats_left: i32,
+        /// Applications recorded and not yet decided.
+        pending: i32,
+        /// Applications declined (the course was full or closed).
+        declined: i32,
+        /// Enrollments cancelled by a manager (their seats were given back).
+        cancelled: i32,
+        /// Whether it takes no more applications.
+        closed: bool,
+        /// When it was offered.
+        opened_at: Option<DateTime<Utc>>,
+        /// When its seats last changed.
+        updated_at: Option<DateTime<Utc>>,
     }
 }
 
@@ -108,8 +89,7 @@ impl CourseCapacityQuery {
         ctx: &Context<'_>,
         #[graphql(desc = "The course.")] course_id: Uuid,
     ) -> Result<CourseCapacity, ApiError> {
-        let claims = auth::require_role(request(ctx).claims.as_ref(), READERS)?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, READERS)?;
         let owner = course_institution(state, course_id).await?;
         auth::ensure_institution(claims, owner)?;
         course_capacity::course_capacity(&state.pool, course_id)

@@ -1,6 +1,6 @@
 //! The students enrolled in a course (`aula_projections::enrollments`).
 
-use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
+use async_graphql::{Context, Enum, InputObject, Object};
 use aula_projections::enrollments;
 use uuid::Uuid;
 
@@ -9,53 +9,33 @@ use super::*;
 #[derive(Default)]
 pub struct EnrollmentQuery;
 
-/// One enrollment of a course (read model `course_enrollments`).
-#[derive(SimpleObject, Debug, Clone)]
-pub struct Enrollment {
-    /// The course.
-    pub course_id: Uuid,
-    /// The application that won the seat.
-    pub application_id: Uuid,
-    /// The institution offering the course.
-    pub institution_id: Uuid,
-    /// The campus the course is taught on.
-    pub campus_id: Uuid,
-    /// The student's name.
-    pub name: String,
-    /// The student's e-mail.
-    pub email: String,
-    /// The student's date of birth.
-    pub birth_date: NaiveDate,
-    /// The student's age in years today.
-    pub age_years: i32,
-    /// The day the seat was given.
-    pub enrolled_on: NaiveDate,
-    /// Whether it still holds its seat.
-    pub status: EnrollmentStatus,
-    /// The day it was cancelled; null unless cancelled.
-    pub cancelled_on: Option<NaiveDate>,
-    /// The log position of its latest change.
-    pub log_position: BigInt,
-}
-
-impl TryFrom<enrollments::EnrollmentRow> for Enrollment {
-    type Error = ApiError;
-
-    fn try_from(r: enrollments::EnrollmentRow) -> Result<Self, ApiError> {
-        Ok(Self {
-            course_id: r.course_id,
-            application_id: r.application_id,
-            institution_id: r.institution_id,
-            campus_id: r.campus_id,
-            name: r.name,
-            email: r.email,
-            birth_date: r.birth_date,
-            age_years: r.age_years,
-            enrolled_on: r.enrolled_on,
-            status: parse_status(&r.status)?,
-            cancelled_on: r.cancelled_on,
-            log_position: r.global_position.into(),
-        })
+row_object! {
+    /// One enrollment of a course (read model `course_enrollments`).
+    Enrollment try_from enrollments::EnrollmentRow as r {
+        /// The course.
+        course_id: Uuid,
+        /// The application that won the seat.
+        application_id: Uuid,
+        /// The institution offering the course.
+        institution_id: Uuid,
+        /// The campus the course is taught on.
+        campus_id: Uuid,
+        /// The student's name.
+        name: String,
+        /// The student's e-mail.
+        email: String,
+        /// The student's date of birth.
+        birth_date: NaiveDate,
+        /// The student's age in years today.
+        age_years: i32,
+        /// The day the seat was given.
+        enrolled_on: NaiveDate,
+        /// Whether it still holds its seat.
+        status: EnrollmentStatus = parse_status(&r.status)?,
+        /// The day it was cancelled; null unless cancelled.
+        cancelled_on: Option<NaiveDate>,
+        /// The log position of its latest change.
+        log_position: BigInt = r.global_position.into(),
     }
 }
 

@@ -24,7 +24,7 @@ use super::query::{paged, parse_cursor};
 use super::types::{
     parse_status, status_name, BigInt, EnrollmentStatus, EventStatus, RebuildState,
 };
-use super::{request, state};
+use super::{authorize, request, state};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
 use crate::state::AppState;

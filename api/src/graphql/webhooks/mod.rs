@@ -83,83 +83,56 @@ impl From<WebhookSignatureScheme> for SignatureScheme {
 #[derive(Default)]
 pub struct WebhookQuery;
 
-/// An endpoint and its health.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct WebhookEndpoint {
-    /// The endpoint's id.
-    pub id: Uuid,
-    /// Null: platform-wide (every institution's events).
-    pub institution_id: Option<Uuid>,
-    /// Where messages are sent.
-    pub url: String,
-    /// Null: every event type of the catalog.
-    pub event_types: Option<Vec<String>>,
-    /// What the endpoint is for.
-    pub description: String,
-    /// Whether messages are sent to it.
-    pub enabled: bool,
-    /// Why it is disabled (410 Gone, failing too long, an operator).
-    pub disabled_reason: Option<String>,
-    /// How its messages are signed.
-    pub signature_scheme: WebhookSignatureScheme,
-    /// `whpk_…`: the public key that verifies its `v1a` signatures; null for `v1`.
-    pub public_key: Option<String>,
-    /// Until when the previous secret still signs too (after a rotation).
-    pub previous_secret_expires_at: Option<DateTime<Utc>>,
-    /// Who registered it (`user:<id>`).
-    pub created_by: String,
-    /// When it was registered.
-    pub created_at: DateTime<Utc>,
-    /// When it last changed.
-    pub updated_at: DateTime<Utc>,
-    /// Start of the current run of failures; null while healthy.
-    pub failing_since: Option<DateTime<Utc>>,
-    /// The last attempt that succeeded.
-    pub last_success_at: Option<DateTime<Utc>>,
-    /// The last attempt that failed.
-    pub last_failure_at: Option<DateTime<Utc>>,
-    /// What the last failed attempt met (status answered, timeout, refused address).
-    pub last_failure: Option<String>,
-    /// Attempts in the last 24 hours.
-    pub attempts_last_day: BigInt,
-    /// Attempts that succeeded in the last 24 hours.
-    pub succeeded_last_day: BigInt,
-    /// Succeeded / attempts in the last 24 hours; null without attempts.
-    pub success_rate_last_day: Option<f64>,
-    /// Messages not delivered yet (waiting for their first attempt or a retry).
-    pub pending_messages: BigInt,
-}
-
-impl From<Endpoint> for WebhookEndpoint {
-    fn from(e: Endpoint) -> Self {
-        Self {
-            id: e.id,
-            institution_id: e.institution_id,
-            url: e.url,
-            event_types: e.event_types,
-            description: e.description,
-            enabled: e.enabled,
-            disabled_reason: e.disabled_reason,
-            signature_scheme: if e.signature_scheme == "v1a" {
-                WebhookSignatureScheme::V1a
-            } else {
-                WebhookSignatureScheme::V1
-            },
-            public_key: e.public_key.as_deref().map(public_key_text),
-            previous_secret_expires_at: e.previous_secret_expires_at,
-            created_by: e.created_by,
-            created_at: e.created_at,
-            updated_at: e.updated_at,
-            failing_since: e.failing_since,
-            last_success_at: e.last_success_at,
-            last_failure_at: e.last_failure_at,
-            last_failure: e.last_failure,
-            attempts_last_day: BigInt(e.attempts_24h),
-            succeeded_last_day: BigInt(e.succeeded_24h),
-            success_rate_last_day: (e.attempts_24h > 0)
-                .then(|| e.succeeded_24h as f64 / e.attempts_24h as f64),
-            pending_messages: BigInt(e.pending_messages),
-        }
+row_object! {
+    /// An endpoint and its health.
+    WebhookEndpoint from Endpoint as e {
+        /// The endpoint's id.
+        id: Uuid,
+        /// Null: platform-wide (every institution's events).
+        institution_id: Option<Uuid>,
+        /// Where messages are sent.
+        url: String,
+        /// Null: every event type of the catalog.
+        event_types: Option<Vec<String>>,
+        /// What the endpoint is for.
+        description: String,
+        /// Whether messages are sent to it.
+        enabled: bool,
+        /// Why it is disabled (410 Gone, failing too long, an operator).
+        disabled_reason: Option<String>,
+        /// How its messages are signed.
+        signature_scheme: WebhookSignatureScheme = if e.signature_scheme == "v1a" {
+            WebhookSignatureScheme::V1a
+        } else {
+            WebhookSignatureScheme::V1
+        },
+        /// `whpk_…`: the public key that verifies its `v1a` signatures; null for `v1`.
+        public_key: Option<String> = e.public_key.as_deref().map(public_key_text),
+        /// Until when the previous secret still signs too (after a rotation).
+        previous_secret_expires_at: Option<DateTime<Utc>>,
+        /// Who registered it (`user:<id>`).
+        created_by: String,
+        /// When it was registered.
+        created_at: DateTime<Utc>,
+        /// When it last changed.
+        updated_at: DateTime<Utc>,
+        /// Start of the current run of failures; null while healthy.
+        failing_since: Option<DateTime<Utc>>,
+        /// The last attempt that succeeded.
+        last_success_at: Option<DateTime<Utc>>,
+        /// The last attempt that failed.
+        last_failure_at: Option<DateTime<Utc>>,
+        /// What the last failed attempt met (status answered, timeout, refused address).
+        last_failure: Option<String>,
+        /// Attempts in the last 24 hours.
+        attempts_last_day: BigInt = BigInt(e.attempts_24h),
+        /// Attempts that succeeded in the last 24 hours.
+        succeeded_last_day: BigInt = BigInt(e.succeeded_24h),
+        /// Succeeded / attempts in the last 24 hours; null without attempts.
+        success_rate_last_day: Option<f64> = (e.attempts_24h > 0)
+            .then(|| e.succeeded_24h as f64 / e.attempts_24h as f64),
+        /// Messages not delivered yet (waiting for their first attempt or a retry).
+        pending_messages: BigInt = BigInt(e.pending_messages),
     }
 }
 
@@ -185,56 +158,35 @@ impl WebhookEndpointSecret {
     }
 }
 
-/// One message: one event for one endpoint.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct WebhookMessage {
-    /// The `webhook-id` header (`msg_…`), the same on every attempt.
-    pub id: String,
-    /// The endpoint it goes to.
-    pub endpoint_id: Uuid,
-    /// The event it carries.
-    pub event_id: Uuid,
-    /// The event's type.
-    pub event_type: String,
-    /// The event's institution; null for platform-wide events.
-    pub institution_id: Option<Uuid>,
-    /// For a reprocessed copy: the original event.
-    pub original_event_id: Option<Uuid>,
-    /// Where its delivery stands.
-    pub status: WebhookMessageStatus,
-    /// Attempts so far.
-    pub attempts: i32,
-    /// When it was created.
-    pub created_at: DateTime<Utc>,
-    /// When it is tried next; null when finished.
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    /// When it was delivered or given up; null until then.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Why the last attempt failed, if it did.
-    pub last_error: Option<String>,
-    /// The JSON body as signed and sent.
-    pub body: String,
-}
-
-impl TryFrom<Message> for WebhookMessage {
-    type Error = ApiError;
-
-    fn try_from(m: Message) -> Result<Self, ApiError> {
-        Ok(Self {
-            id: message_header_id(m.id),
-            endpoint_id: m.endpoint_id,
-            event_id: m.event_id,
-            event_type: m.event_type,
-            institution_id: m.institution_id,
-            original_event_id: m.original_event_id,
-            status: parse_status(&m.status)?,
-            attempts: m.attempts,
-            created_at: m.created_at,
-            next_attempt_at: m.next_attempt_at,
-            finished_at: m.finished_at,
-            last_error: m.last_error,
-            body: m.body,
-        })
+row_object! {
+    /// One message: one event for one endpoint.
+    WebhookMessage try_from Message as m {
+        /// The `webhook-id` header (`msg_…`), the same on every attempt.
+        id: String = message_header_id(m.id),
+        /// The endpoint it goes to.
+        endpoint_id: Uuid,
+        /// The event it carries.
+        event_id: Uuid,
+        /// The event's type.
+        event_type: String,
+        /// The event's institution; null for platform-wide events.
+        institution_id: Option<Uuid>,
+        /// For a reprocessed copy: the original event.
+        original_event_id: Option<Uuid>,
+        /// Where its delivery stands.
+        status: WebhookMessageStatus = parse_status(&m.status)?,
+        /// Attempts so far.
+        attempts: i32,
+        /// When it was created.
+        created_at: DateTime<Utc>,
+        /// When it is tried next; null when finished.
+        next_attempt_at: Option<DateTime<Utc>>,
+        /// When it was delivered or given up; null until then.
+        finished_at: Option<DateTime<Utc>>,
+        /// Why the last attempt failed, if it did.
+        last_error: Option<String>,
+        /// The JSON body as signed and sent.
+        body: String,
     }
 }
 
@@ -248,79 +200,47 @@ page! {
     }
 }
 
-/// One delivery attempt.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct WebhookAttempt {
-    /// The attempt's number (1 for the first).
-    pub attempt: i32,
-    /// When it was sent.
-    pub started_at: DateTime<Utc>,
-    /// From sending to the answer (or the failure), in milliseconds.
-    pub latency_ms: f64,
-    /// What the endpoint answered; null when no answer came.
-    pub status_code: Option<i32>,
-    /// How the attempt ended.
-    pub outcome: WebhookAttemptOutcome,
-    /// The first kilobyte of the answer.
-    pub response_excerpt: Option<String>,
-    /// Why it failed (timeout, connection error, status), if it did.
-    pub error: Option<String>,
-}
-
-impl TryFrom<AttemptRow> for WebhookAttempt {
-    type Error = ApiError;
-
-    fn try_from(a: AttemptRow) -> Result<Self, ApiError> {
-        Ok(Self {
-            attempt: a.attempt,
-            started_at: a.started_at,
-            latency_ms: a.latency_ms,
-            status_code: a.status_code,
-            outcome: parse_status(&a.outcome)?,
-            response_excerpt: a.response_excerpt,
-            error: a.error,
-        })
+row_object! {
+    /// One delivery attempt.
+    WebhookAttempt try_from AttemptRow as a {
+        /// The attempt's number (1 for the first).
+        attempt: i32,
+        /// When it was sent.
+        started_at: DateTime<Utc>,
+        /// From sending to the answer (or the failure), in milliseconds.
+        latency_ms: f64,
+        /// What the endpoint answered; null when no answer came.
+        status_code: Option<i32>,
+        /// How the attempt ended.
+        outcome: WebhookAttemptOutcome = parse_status(&a.outcome)?,
+        /// The first kilobyte of the answer.
+        response_excerpt: Option<String>,
+        /// Why it failed (timeout, connection error, status), if it did.
+        error: Option<String>,
     }
 }
 
-/// A "recover since T" job.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct WebhookRecovery {
-    /// The job's id.
-    pub id: Uuid,
-    /// The endpoint it recovers.
-    pub endpoint_id: Uuid,
-    /// The time from which events are sent again.
-    pub since: DateTime<Utc>,
-    /// Where the job stands.
-    pub status: BulkJobStatus,
-    /// Events since `since` when it started.
-    pub total: BigInt,
-    /// Events looked at so far.
-    pub done: BigInt,
-    /// Who started it (`user:<id>`).
-    pub requested_by: String,
-    /// When it started.
-    pub created_at: DateTime<Utc>,
-    /// When its progress last moved.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl TryFrom<RecoverJob> for WebhookRecovery {
-    type Error = ApiError;
-
-    fn try_from(j: RecoverJob) -> Result<Self, ApiError> {
-        Ok(Self {
-            id: j.id,
-            endpoint_id: j.endpoint_id,
-            since: j.since,
-            status: parse_status(&j.status)?,
-            total: BigInt(j.total),
-            done: BigInt(j.done.min(j.total)),
-            requested_by: j.requested_by,
-            created_at: j.created_at,
-            updated_at: j.updated_at,
-        })
+row_object! {
+    /// A "recover since T" job.
+    WebhookRecovery try_from RecoverJob as j {
+        /// The job's id.
+        id: Uuid,
+        /// The endpoint it recovers.
+        endpoint_id: Uuid,
+        /// The time from which events are sent again.
+        since: DateTime<Utc>,
+        /// Where the job stands.
+        status: BulkJobStatus = parse_status(&j.status)?,
+        /// Events since `since` when it started.
+        total: BigInt = BigInt(j.total),
+        /// Events looked at so far.
+        done: BigInt = BigInt(j.done.min(j.total)),
+        /// Who started it (`user:<id>`).
+        requested_by: String,
+        /// When it started.
+        created_at: DateTime<Utc>,
+        /// When its progress last moved.
+        updated_at: DateTime<Utc>,
     }
 }
 

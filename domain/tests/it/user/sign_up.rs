@@ -122,13 +122,14 @@ fn an_email_change_applies_only_when_confirmed_with_its_token() {
         UserEvent::UserCreated { email, .. } => Some(email.clone()),
         _ => None,
     });
-    let requested = UserEvent::EmailChangeRequested {
+    let requested_to = |link_to| UserEvent::EmailChangeRequested {
         previous_email: current.clone(),
         new_email: new_email.clone(),
         token_hash: "sha256:change".into(),
         expires_at: t(10) + Duration::hours(24),
-        link_to: EmailChangeLink::NewAddress,
+        link_to,
     };
+    let requested = requested_to(EmailChangeLink::NewAddress);
     let request = |by_owner: bool| UserCommand::RequestEmailChange {
         new_email: new_email.clone(),
         token_hash: "sha256:change".into(),
@@ -137,13 +138,7 @@ fn an_email_change_applies_only_when_confirmed_with_its_token() {
     };
     check(active(), request(true), Ok(vec![requested.clone()]));
     // Someone else asking for an active account: the owner confirms, at its address.
-    let to_current = UserEvent::EmailChangeRequested {
-        previous_email: current.clone(),
-        new_email: new_email.clone(),
-        token_hash: "sha256:change".into(),
-        expires_at: t(10) + Duration::hours(24),
-        link_to: EmailChangeLink::CurrentAddress,
-    };
+    let to_current = requested_to(EmailChangeLink::CurrentAddress);
     check(active(), request(false), Ok(vec![to_current]));
     let confirm_change = |token: &str, now: DateTime<Utc>| UserCommand::ConfirmEmailChange {
         token_hash: token.into(),
