@@ -2,6 +2,7 @@
 //! binary COPY: the same events to the byte, and the same commit-order guard.
 
 use aula_eventlog::log::{self, LogPosition, RecordedEvent};
+use aula_eventlog::testing::TestDatabase;
 use sqlx::PgConnection;
 
 use super::log_reader::{append_events, insert_event, setup};
@@ -61,19 +62,7 @@ async fn the_copy_read_decodes_every_column_exactly_as_the_select_read() {
     // behind any transaction that began before them, in any database (another test here
     // holds one open on purpose): wait for such a transaction to end. Once readable, the
     // rows stay readable, so every read below sees them all.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while log::read_batch(&mut conn, LogPosition::START, 100)
-        .await
-        .unwrap()
-        .len()
-        < rows.len()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the rows stayed held back for 60 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    readable_rows(&db, rows.len()).await;
     let all = both_reads(&mut conn, LogPosition::START, 100).await;
     assert_eq!(all.len(), rows.len());
     for (event, (aggregate_type, aggregate_id, sequence, event_type, version, payload, metadata)) in
@@ -114,6 +103,10 @@ async fn the_copy_read_decodes_every_column_exactly_as_the_select_read() {
 async fn the_copy_read_holds_back_rows_behind_a_running_transaction_like_the_select() {
     let db = setup().await;
     append_events(&db.pool, "before", 1, 3).await;
+    // Another test's transaction (any database of the shared server) may hold these rows
+    // back too: start only once they are readable, so that `slow` alone holds back what
+    // follows.
+    readable_rows(&db, 3).await;
     // An older transaction still running holds back everything written after it, even
     // rows that committed first with later positions (see the module docs).
     // `slow` takes its transaction id first and writes its row last: the larger position
@@ -142,4 +135,23 @@ async fn the_copy_read_holds_back_rows_behind_a_running_transaction_like_the_sel
     assert!(rest.windows(2).all(|w| w[0].position < w[1].position));
     drop(conn);
     db.drop_database().await;
+}
+
+/// Waits (at most 60 s) until the log's read returns `count` rows: rows behind another
+/// test's open transaction are held back until it ends (see the module docs).
+async fn readable_rows(db: &TestDatabase, count: usize) {
+    let mut conn = db.pool.acquire().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while log::read_batch(&mut conn, LogPosition::START, 100)
+        .await
+        .unwrap()
+        .len()
+        < count
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rows stayed held back for 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
