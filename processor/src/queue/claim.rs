@@ -341,31 +341,19 @@ pub async fn claim_deferred_at(
     record_attempts: bool,
     start: ClaimStart,
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
-    run_deferred(pool, worker, limit, lease, record_attempts, true, start).await
+    let claim = (worker, limit, lease, record_attempts);
+    claim_for_workers(pool, claim, true, start).await
 }
 
-/// The workers' claim: [`claim_deferred_at`] that queues no refresh of the issuing
-/// events' rows. The worker queues one itself for the tasks it still runs
-/// [`processing::CLAIM_REFRESH_DELAY_MS`] after their claim (`worker`'s notices), so a
-/// task that finishes sooner costs the queue no refresh id at all, rather than one that
-/// its completion's refresh then deletes.
+/// The workers' claim: [`claim_deferred_at`] (`worker`, `limit`, `lease`,
+/// `record_attempts`) that queues the refresh of the issuing events' rows only if
+/// `queue_refresh`. The workers pass `false` and queue one themselves for the tasks they
+/// still run [`processing::CLAIM_REFRESH_DELAY_MS`] after their claim (`worker`'s
+/// notices), so a task that finishes sooner costs the queue no refresh id at all,
+/// rather than one that its completion's refresh then deletes.
 pub async fn claim_for_workers(
     pool: &PgPool,
-    worker: &str,
-    limit: i64,
-    lease: Duration,
-    record_attempts: bool,
-    start: ClaimStart,
-) -> Result<Vec<TaskRow>, sqlx::Error> {
-    run_deferred(pool, worker, limit, lease, record_attempts, false, start).await
-}
-
-async fn run_deferred(
-    pool: &PgPool,
-    worker: &str,
-    limit: i64,
-    lease: Duration,
-    record_attempts: bool,
+    (worker, limit, lease, record_attempts): (&str, i64, Duration, bool),
     queue_refresh: bool,
     start: ClaimStart,
 ) -> Result<Vec<TaskRow>, sqlx::Error> {

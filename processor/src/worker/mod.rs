@@ -213,15 +213,14 @@ pub async fn run_workers_with_ready(
             (None, Some(hint)) => queue::ClaimStart::AtHint(hint),
             (None, None) => queue::ClaimStart::Front,
         };
-        let claim = queue::claim_for_workers(
-            &claim_pool,
-            &config.worker_name,
+        // No refresh queued: the notices queue one for the tasks still running later.
+        let claim = (
+            config.worker_name.as_str(),
             limit,
             config.lease,
             config.record_attempts,
-            start,
-        )
-        .await;
+        );
+        let claim = queue::claim_for_workers(&claim_pool, claim, false, start).await;
         let claimed = match claim {
             Ok(claimed) => {
                 failures = 0;
