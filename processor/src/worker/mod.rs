@@ -4,7 +4,7 @@
 //! claim_batch)` due tasks in one statement and runs each in its own tokio task. While
 //! a backlog lasts (its last claim came back full) it reads ahead instead: it waits
 //! until half of a batch of slots is free and claims a whole batch, whose last tasks
-//! wait in the process for a slot (see [`ReadAhead`]). It is
+//! wait in the process for a slot (see `read_ahead.rs`). It is
 //! woken by LISTEN `aula_tasks` (a trigger notifies on every insert, with where the new
 //! tasks sort: `queue::Notified`), by a slot freeing
 //! up, or by the poll interval. Outcomes go to one completer that records them in
