@@ -542,24 +542,7 @@ async fn the_swap_carries_over_what_the_processor_changed_during_the_rebuild() {
         async move { rebuild(&pool, connect, "admin_events").await }
     });
     // The bulk carry-over and the index builds are done when the swap waits here.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let waiting: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-                            WHERE application_name = 'aula rebuild admin_events' AND wait_event_type = 'Lock')",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        if waiting {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the swap never waited"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_for_a_lock_wait(&db.pool, "aula rebuild admin_events", "the swap").await;
     sqlx::query(
         "UPDATE admin_events SET status = 'failed', processed_at = recorded_at + interval '5 milliseconds',
              duration_ms = 5, error = 'boom', tasks_failed = 1, tasks_succeeded = 0
