@@ -21,8 +21,8 @@ impl Floor {
 /// The physical floor of a rebuild (issue #20): the rows the rebuild just wrote, written
 /// again by `INSERT ... SELECT` into empty copies of their tables that keep only their
 /// constraint indexes (as the rebuild's shadow tables do), the tables shared by two
-/// sessions, then every other index built by two sessions, largest table first, with the
-/// rebuild's session settings. A rebuild cannot go below it without writing fewer rows or
+/// sessions, then every other index built by two sessions, the GIN indexes and then the
+/// largest tables' first, with the rebuild's session settings. A rebuild cannot go below it without writing fewer rows or
 /// fewer indexes; the rebuild's own time on top of it is the log read, the decoding and
 /// the projections' logic.
 pub(crate) async fn rebuild_floor(pool: &PgPool, tables: &[&str]) -> anyhow::Result<Floor> {
@@ -48,15 +48,18 @@ pub(crate) async fn rebuild_floor(pool: &PgPool, tables: &[&str]) -> anyhow::Res
         .await?;
     }
     sized.sort_by_key(|(_, size)| std::cmp::Reverse(*size));
-    // The indexes a rebuild defers (all but the constraints'), dropped now, built later.
+    // The indexes a rebuild defers (all but the constraints'), dropped now, built later:
+    // the longest builds first, as the rebuild orders them (the GIN indexes, then the
+    // largest tables'), so the floor is not longer than it need be.
     let deferred: Vec<(String, String)> = sqlx::query_as(
         "SELECT c.relname::text, pg_get_indexdef(i.indexrelid)
          FROM pg_index i
          JOIN pg_class c ON c.oid = i.indexrelid
+         JOIN pg_am am ON am.oid = c.relam
          JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = $1
            AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
-         ORDER BY pg_relation_size(i.indrelid) DESC",
+         ORDER BY am.amname = 'gin' DESC, pg_relation_size(i.indrelid) DESC",
     )
     .bind(SCHEMA)
     .fetch_all(pool)

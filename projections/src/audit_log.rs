@@ -8,6 +8,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use crate::copy_rows::CopyRows;
 use crate::decode::reprocessed_from;
 use crate::ProjectionError;
 
@@ -42,14 +43,49 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     pub fn from_event(event: &RecordedEvent) -> AuditEntry {
-        let text = |key: &str| {
-            event
-                .metadata
-                .get(key)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
+        let row = AuditRow::of(event);
         AuditEntry {
+            event_id: row.event_id,
+            global_position: row.global_position,
+            recorded_at: row.recorded_at,
+            actor: row.actor.map(str::to_owned),
+            actor_user_id: row.actor_user_id,
+            institution_id: row.institution_id,
+            event_type: row.event_type.to_owned(),
+            aggregate_type: row.aggregate_type.to_owned(),
+            aggregate_id: row.aggregate_id.to_owned(),
+            sequence: row.sequence,
+            correlation_id: row.correlation_id,
+            causation: row.causation.map(str::to_owned),
+            request_id: row.request_id.map(str::to_owned),
+            reprocessed_from: row.reprocessed_from,
+        }
+    }
+}
+
+/// An event's audit row, borrowed from the event: the one derivation of what both
+/// write paths (the live handler and a rebuild's bulk load) store.
+struct AuditRow<'a> {
+    event_id: Uuid,
+    global_position: i64,
+    recorded_at: DateTime<Utc>,
+    actor: Option<&'a str>,
+    actor_user_id: Option<Uuid>,
+    institution_id: Option<Uuid>,
+    event_type: &'a str,
+    aggregate_type: &'a str,
+    aggregate_id: &'a str,
+    sequence: i64,
+    correlation_id: Option<Uuid>,
+    causation: Option<&'a str>,
+    request_id: Option<&'a str>,
+    reprocessed_from: Option<Uuid>,
+}
+
+impl<'a> AuditRow<'a> {
+    fn of(event: &'a RecordedEvent) -> AuditRow<'a> {
+        let text = |key: &str| event.metadata.get(key).and_then(Value::as_str);
+        AuditRow {
             event_id: event.event_id,
             global_position: event.global_position(),
             recorded_at: event.recorded_at,
@@ -59,9 +95,9 @@ impl AuditEntry {
                 _ => None,
             },
             institution_id: event.institution_id(),
-            event_type: event.event_type.clone(),
-            aggregate_type: event.aggregate_type.clone(),
-            aggregate_id: event.aggregate_id.clone(),
+            event_type: &event.event_type,
+            aggregate_type: &event.aggregate_type,
+            aggregate_id: &event.aggregate_id,
             sequence: event.sequence,
             correlation_id: event.correlation_id(),
             causation: text(metadata::CAUSATION_ID),
@@ -72,7 +108,7 @@ impl AuditEntry {
 }
 
 async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-    let rows: Vec<AuditEntry> = events.iter().map(AuditEntry::from_event).collect();
+    let rows: Vec<AuditRow<'_>> = events.iter().map(AuditRow::of).collect();
     sqlx::query(
         "INSERT INTO audit_log (event_id, global_position, recorded_at, actor, actor_user_id, institution_id,
              event_type, aggregate_type, aggregate_id, sequence, correlation_id, causation, request_id, reprocessed_from)
@@ -83,18 +119,55 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
     .bind(column(&rows, |r| r.event_id))
     .bind(column(&rows, |r| r.global_position))
     .bind(column(&rows, |r| r.recorded_at))
-    .bind(column(&rows, |r| r.actor.as_deref()))
+    .bind(column(&rows, |r| r.actor))
     .bind(column(&rows, |r| r.actor_user_id))
     .bind(column(&rows, |r| r.institution_id))
-    .bind(column(&rows, |r| r.event_type.as_str()))
-    .bind(column(&rows, |r| r.aggregate_type.as_str()))
-    .bind(column(&rows, |r| r.aggregate_id.as_str()))
+    .bind(column(&rows, |r| r.event_type))
+    .bind(column(&rows, |r| r.aggregate_type))
+    .bind(column(&rows, |r| r.aggregate_id))
     .bind(column(&rows, |r| r.sequence))
     .bind(column(&rows, |r| r.correlation_id))
-    .bind(column(&rows, |r| r.causation.as_deref()))
-    .bind(column(&rows, |r| r.request_id.as_deref()))
+    .bind(column(&rows, |r| r.causation))
+    .bind(column(&rows, |r| r.request_id))
     .bind(column(&rows, |r| r.reprocessed_from))
     .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A rebuild's load of `events` into its empty copy of `audit_log` (which no one else
+/// writes): the rows [`handle`] would insert, by a binary `COPY` ([`crate::copy_rows`]).
+/// Each event is in the log once, so no row can exist already.
+pub(crate) async fn load(
+    conn: &mut PgConnection,
+    events: &[RecordedEvent],
+) -> Result<(), ProjectionError> {
+    let mut rows = CopyRows::new();
+    for event in events {
+        let row = AuditRow::of(event);
+        rows.row(14)
+            .uuid(row.event_id)
+            .bigint(row.global_position)
+            .timestamptz(row.recorded_at)
+            .opt_text(row.actor)
+            .opt_uuid(row.actor_user_id)
+            .opt_uuid(row.institution_id)
+            .text(row.event_type)
+            .text(row.aggregate_type)
+            .text(row.aggregate_id)
+            .bigint(row.sequence)
+            .opt_uuid(row.correlation_id)
+            .opt_text(row.causation)
+            .opt_text(row.request_id)
+            .opt_uuid(row.reprocessed_from);
+    }
+    rows.copy_in(
+        conn,
+        "COPY audit_log (event_id, global_position, recorded_at, actor, actor_user_id, institution_id,
+             event_type, aggregate_type, aggregate_id, sequence, correlation_id, causation, request_id,
+             reprocessed_from)
+         FROM STDIN (FORMAT binary)",
+    )
     .await?;
     Ok(())
 }

@@ -48,6 +48,7 @@ macro_rules! read_model_consumer {
 pub mod admin_events;
 pub mod age_metrics;
 pub mod audit_log;
+mod copy_rows;
 pub mod course_capacity;
 pub mod decode;
 pub mod directory;

@@ -78,8 +78,8 @@ pub struct RebuildReport {
     pub read_seconds: f64,
     pub handle_seconds: f64,
     /// Wall time of the phases of the whole run: loading the shadow tables from the
-    /// log, carrying over the processor's columns, building the secondary indexes (all
-    /// projections' together).
+    /// log, then building the secondary indexes (all projections' together), and, within
+    /// that phase, beside the first builds, carrying over the processor's columns.
     pub load_seconds: f64,
     pub carry_seconds: f64,
     pub index_seconds: f64,
@@ -157,10 +157,12 @@ pub async fn rebuild_many(
             live: String::new(),
             conn,
             consumer,
+            bulk: BulkLoad::of(name),
             position: LogPosition::START,
             done: 0,
             last_recorded_at: None,
             handle_seconds: 0.0,
+            carried_since: 0,
             deferred_indexes: Vec::new(),
             deferred_options: Vec::new(),
         });
@@ -196,6 +198,15 @@ pub async fn rebuild_many(
     result
 }
 
+/// A secondary index of a shadow table, built after the bulk load.
+struct DeferredIndex {
+    table: String,
+    /// `CREATE INDEX ...` naming the shadow schema.
+    definition: String,
+    /// A GIN index (the trigram index of the search text): by far the longest build.
+    gin: bool,
+}
+
 struct Target {
     name: String,
     tables: Vec<String>,
@@ -203,12 +214,17 @@ struct Target {
     live: String,
     conn: PgConnection,
     consumer: Box<dyn Consumer>,
+    /// How the bulk load writes, when not by the consumer's live handler.
+    bulk: Option<BulkLoad>,
     position: LogPosition,
     done: i64,
     last_recorded_at: Option<DateTime<Utc>>,
     handle_seconds: f64,
+    /// What the bulk carry-over may have missed ([`carry_over`]): writes of transactions
+    /// from this one on.
+    carried_since: i64,
     /// Secondary indexes of the copies, dropped for the bulk load and built before the swap.
-    deferred_indexes: Vec<String>,
+    deferred_indexes: Vec<DeferredIndex>,
     /// The live tables' storage parameters (`fillfactor`), set on the copies after the
     /// bulk load: `LIKE ... INCLUDING ALL` does not copy them, and the load itself is
     /// best packed full (rebuilt rows of past events are rarely updated again), while
@@ -242,21 +258,29 @@ impl Target {
         (&mut self.conn).execute(ddl.as_str()).await?;
         // Building an index once over the loaded table is much cheaper than maintaining
         // it row by row; indexes that back a constraint (the keys ON CONFLICT needs) stay.
-        let indexes: Vec<(String, String)> = sqlx::query_as(
-            "SELECT ic.relname::text, pg_get_indexdef(i.indexrelid)
+        let indexes: Vec<(String, String, String, bool)> = sqlx::query_as(
+            "SELECT ic.relname::text, t.relname::text, pg_get_indexdef(i.indexrelid),
+                    am.amname = 'gin'
              FROM pg_index i
              JOIN pg_class ic ON ic.oid = i.indexrelid
+             JOIN pg_class t ON t.oid = i.indrelid
+             JOIN pg_am am ON am.oid = ic.relam
              JOIN pg_namespace n ON n.oid = ic.relnamespace
              WHERE n.nspname = $1
-               AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)",
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)
+             ORDER BY ic.relname",
         )
         .bind(&self.shadow)
         .fetch_all(&mut self.conn)
         .await?;
-        for (index, definition) in indexes {
+        for (index, table, definition, gin) in indexes {
             let drop = format!("DROP INDEX {}.{}", quote(&self.shadow), quote(&index));
             (&mut self.conn).execute(drop.as_str()).await?;
-            self.deferred_indexes.push(definition);
+            self.deferred_indexes.push(DeferredIndex {
+                table,
+                definition,
+                gin,
+            });
         }
         let options: Vec<(String, Vec<String>)> = sqlx::query_as(
             "SELECT c.relname::text, c.reloptions::text[]
@@ -299,7 +323,10 @@ impl Target {
     ) -> Result<(), RebuildError> {
         let clock = Instant::now();
         let mut tx = self.conn.begin().await?;
-        apply(&mut *self.consumer, &mut tx, batch).await?;
+        match self.bulk {
+            Some(bulk) => bulk.load(&mut tx, batch).await?,
+            None => apply(&mut *self.consumer, &mut tx, batch).await?,
+        }
         self.done += batch.len() as i64;
         if let Some(last) = batch.last() {
             self.position = last.position;
@@ -324,8 +351,8 @@ impl Target {
         for statement in std::mem::take(&mut self.deferred_options) {
             (&mut self.conn).execute(statement.as_str()).await?;
         }
-        for definition in std::mem::take(&mut self.deferred_indexes) {
-            (&mut self.conn).execute(definition.as_str()).await?;
+        for index in std::mem::take(&mut self.deferred_indexes) {
+            (&mut self.conn).execute(index.definition.as_str()).await?;
         }
         Ok(())
     }
@@ -368,11 +395,13 @@ impl Target {
             );
             (&mut *tx).execute(lock.as_str()).await?;
         }
+        let mut caught_up = Vec::new();
         loop {
             let batch = read_history(&mut tx, self.position, REBUILD_BATCH).await?;
             if batch.is_empty() {
                 break;
             }
+            caught_up.extend(batch.iter().map(|e| e.event_id));
             apply(&mut *self.consumer, &mut tx, &batch).await?;
             self.done += batch.len() as i64;
             if let Some(last) = batch.last() {
@@ -380,7 +409,15 @@ impl Target {
                 self.last_recorded_at = Some(last.recorded_at);
             }
         }
-        carry_over(&name, &shadow, &live, &mut tx).await?;
+        carry_over_since(
+            &name,
+            &shadow,
+            &live,
+            &mut tx,
+            self.carried_since,
+            &caught_up,
+        )
+        .await?;
         let retired = quote(&format!("retired_{name}"));
         let mut ddl = format!("DROP SCHEMA IF EXISTS {retired} CASCADE; CREATE SCHEMA {retired};");
         for table in &self.tables {
@@ -450,7 +487,11 @@ async fn run(
         let mut position = LogPosition::START;
         loop {
             let clock = Instant::now();
-            let batch = read_history(reader, position, REBUILD_BATCH).await?;
+            // Streamed by a binary `COPY` and decoded here: the same read and the same
+            // events as `read_history`, for less of the client's work per row. The
+            // reader is closed after the load whatever happens, as that read requires.
+            let batch =
+                aula_eventlog::log::read_batch_copy(reader, position, REBUILD_BATCH).await?;
             read_seconds += clock.elapsed().as_secs_f64();
             let Some(last) = batch.last() else { break };
             position = last.position;
@@ -479,20 +520,46 @@ async fn run(
     let read_seconds = read?;
     let load_seconds = started.elapsed().as_secs_f64();
     let clock = Instant::now();
-    for target in targets.iter_mut() {
-        carry_over(&target.name, &target.shadow, &target.live, &mut target.conn).await?;
+    // Every projection's secondary indexes, by a few builders taking them from one queue
+    // (a projection's own connection would build its indexes one after the other, and
+    // the largest projection would finish long after the others). The longest builds
+    // first, so the others fill in beside them rather than after: the GIN indexes, then
+    // the largest tables'. They start at once, beside the carry-over, except those of
+    // the table the carry-over updates, which join the queue when it is done (cheaper
+    // updates without them). Then the swaps.
+    let mut now: Vec<DeferredIndex> = Vec::new();
+    let mut after_carry: Vec<DeferredIndex> = Vec::new();
+    for target in targets.iter_mut().rev() {
+        for index in std::mem::take(&mut target.deferred_indexes) {
+            if target.name == admin_events::NAME && index.table == "admin_events" {
+                after_carry.push(index);
+            } else {
+                now.push(index);
+            }
+        }
     }
-    let carry_seconds = clock.elapsed().as_secs_f64();
-    let clock = Instant::now();
-    // Every projection's secondary indexes, largest tables first, by a few builders
-    // (a projection's own connection would build its indexes one after the other,
-    // and the largest projection would finish long after the others); then the swaps.
-    let definitions: Vec<String> = targets
-        .iter_mut()
-        .rev()
-        .flat_map(|t| std::mem::take(&mut t.deferred_indexes))
-        .collect();
-    build_indexes(connect, definitions).await?;
+    now.sort_by_key(|index| !index.gin);
+    let (queue, definitions) = tokio::sync::mpsc::unbounded_channel();
+    for index in now {
+        let _ = queue.send(index.definition);
+    }
+    let definitions = tokio::sync::Mutex::new(definitions);
+    let carrying = async {
+        let clock = Instant::now();
+        for target in targets.iter_mut() {
+            target.carried_since =
+                carry_over(&target.name, &target.shadow, &target.live, &mut target.conn).await?;
+        }
+        for index in after_carry {
+            let _ = queue.send(index.definition);
+        }
+        // The builders stop when the queue is empty and closed.
+        drop(queue);
+        Ok::<f64, RebuildError>(clock.elapsed().as_secs_f64())
+    };
+    let (carried, built) = tokio::join!(carrying, build_indexes(connect, &definitions));
+    let carry_seconds = carried?;
+    built?;
     let index_seconds = clock.elapsed().as_secs_f64();
     let mut reports = Vec::with_capacity(targets.len());
     for target in targets.iter_mut() {
@@ -517,16 +584,77 @@ async fn run(
 /// Copies the columns other components own ([`admin_events::PRESERVED_COLUMNS`])
 /// from the live rows to the rebuilt ones, touching only the rows that differ (a
 /// no-op for the other projections). Done once in bulk before the secondary indexes
-/// exist (cheap updates), and again inside the swap for what changed meanwhile.
+/// exist (cheap updates), then again inside the swap for what changed meanwhile
+/// ([`carry_over_since`]). Returns the oldest transaction whose writes it may have
+/// missed: the `xmin` of a snapshot taken just before (every older transaction had
+/// ended, so the update saw its writes).
 async fn carry_over(
     name: &str,
     shadow: &str,
     live: &str,
     conn: &mut PgConnection,
-) -> Result<u64, RebuildError> {
-    if name != admin_events::NAME {
-        return Ok(0);
+) -> Result<i64, RebuildError> {
+    let horizon: i64 =
+        sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            .fetch_one(&mut *conn)
+            .await?;
+    if name == admin_events::NAME {
+        conn.execute(carry_statement(shadow, live, "true").as_str())
+            .await?;
     }
+    Ok(horizon)
+}
+
+/// [`carry_over`] again, inside the swap, for the rows that can differ since: the live
+/// rows written by a transaction from `horizon` on (the `xmin` of a row version is the
+/// transaction that wrote it), and the rows `caught_up` by the swap itself (their live
+/// rows may be older). Finding those scans the live table but joins only them: a full
+/// comparison joined every row of both tables, while the live tables were locked.
+async fn carry_over_since(
+    name: &str,
+    shadow: &str,
+    live: &str,
+    tx: &mut PgConnection,
+    horizon: i64,
+    caught_up: &[uuid::Uuid],
+) -> Result<(), RebuildError> {
+    if name != admin_events::NAME {
+        return Ok(());
+    }
+    // `age(xmin)` counts from this transaction's id, which this assigns. A row version
+    // written from `horizon` on is at most `now - horizon` transactions old. (A frozen
+    // row keeps its `xmin`; ids wrap around after 2^31 transactions, far beyond a
+    // rebuild, and the full comparison serves beyond that.)
+    let now: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
+        .fetch_one(&mut *tx)
+        .await?;
+    let Ok(age) = i32::try_from(now - horizon) else {
+        tx.execute(carry_statement(shadow, live, "true").as_str())
+            .await?;
+        return Ok(());
+    };
+    let mut rows: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
+        "SELECT event_id FROM {}.admin_events WHERE age(xmin) <= $1",
+        quote(live)
+    ))
+    .bind(age)
+    .fetch_all(&mut *tx)
+    .await?;
+    rows.extend_from_slice(caught_up);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // The ids as a parameter, so the planner sees how many they are: a few are looked up
+    // by key, many are joined as the full comparison does.
+    sqlx::query(&carry_statement(shadow, live, "l.event_id = ANY($1)"))
+        .bind(&rows)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// The carry-over's `UPDATE` of the rows that match `restrict` (over the live row `l`).
+fn carry_statement(shadow: &str, live: &str, restrict: &str) -> String {
     let columns = admin_events::PRESERVED_COLUMNS;
     let assignments: Vec<String> = columns
         .iter()
@@ -539,41 +667,40 @@ async fn carry_over(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let carry = format!(
+    format!(
         "UPDATE {shadow}.admin_events s SET {} FROM {live}.admin_events l
-         WHERE s.event_id = l.event_id AND ({}) IS DISTINCT FROM ({})",
+         WHERE s.event_id = l.event_id AND ({restrict}) AND ({}) IS DISTINCT FROM ({})",
         assignments.join(", "),
         list("s"),
         list("l"),
         shadow = quote(shadow),
         live = quote(live),
-    );
-    Ok(conn.execute(carry.as_str()).await?.rows_affected())
+    )
 }
 
-/// Runs `definitions` (CREATE INDEX statements naming their schema) on
-/// [`INDEX_BUILDERS`] connections of their own.
+/// Runs the statements of `definitions` (CREATE INDEX statements naming their schema) on
+/// [`INDEX_BUILDERS`] connections of their own, each taking the next one, until the
+/// queue is closed and empty.
 async fn build_indexes(
     connect: &PgConnectOptions,
-    definitions: Vec<String>,
+    definitions: &tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>,
 ) -> Result<(), RebuildError> {
-    use futures::StreamExt;
-    let queue = std::sync::Mutex::new(definitions.into_iter());
-    let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).next();
     let builders = (0..INDEX_BUILDERS).map(|_| async {
         let mut conn =
             PgConnection::connect_with(&connect.clone().application_name("aula rebuild indexes"))
                 .await?;
-        while let Some(definition) = next() {
+        loop {
+            // One builder waits on the queue at a time; the lock is released before
+            // the build.
+            let next = definitions.lock().await.recv().await;
+            let Some(definition) = next else { break };
             (&mut conn).execute(definition.as_str()).await?;
         }
         conn.close().await?;
         Ok::<(), RebuildError>(())
     });
-    let results: Vec<Result<(), RebuildError>> = futures::stream::iter(builders)
-        .buffer_unordered(INDEX_BUILDERS)
-        .collect()
-        .await;
+    // Every builder is waited for, also when one fails: the caller drops the schema next.
+    let results = futures::future::join_all(builders).await;
     results.into_iter().collect()
 }
 
@@ -585,6 +712,41 @@ async fn read_history(
     limit: i64,
 ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
     aula_eventlog::log::read_batch(conn, after, limit).await
+}
+
+/// The projections whose rows a rebuild's bulk load writes by `COPY` instead of by
+/// their live handler: one new row per event in tables only the rebuild writes, where
+/// the handlers' upserts are the most of the load's work (issue #20). The catch-up
+/// inside the swap, on the built tables, uses the live handler.
+#[derive(Debug, Clone, Copy)]
+enum BulkLoad {
+    AuditLog,
+    AdminEvents,
+}
+
+impl BulkLoad {
+    fn of(name: &str) -> Option<BulkLoad> {
+        match name {
+            crate::audit_log::NAME => Some(BulkLoad::AuditLog),
+            admin_events::NAME => Some(BulkLoad::AdminEvents),
+            _ => None,
+        }
+    }
+
+    async fn load(
+        self,
+        conn: &mut PgConnection,
+        batch: &[RecordedEvent],
+    ) -> Result<(), RebuildError> {
+        let loaded = match self {
+            BulkLoad::AuditLog => crate::audit_log::load(conn, batch).await,
+            BulkLoad::AdminEvents => admin_events::load(conn, batch).await,
+        };
+        loaded.map_err(|error| RebuildError::Consumer {
+            global_position: batch.first().map_or(0, |e| e.global_position()),
+            message: error_chain(&error),
+        })
+    }
 }
 
 async fn apply(

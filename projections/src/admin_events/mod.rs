@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use crate::copy_rows::CopyRows;
 use crate::decode::reprocessed_from;
 use crate::ProjectionError;
 
@@ -126,18 +127,30 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
     )
     .execute(&mut *tx)
     .await?;
-    // Per original: how many copies this batch adds, and its latest (the batch is in
-    // log order, so the last one seen).
+    add_copies(tx, &copies_in(&originals, events)).await
+}
+
+/// Per original: how many copies `events` add, and its latest (the batch is in log
+/// order, so the last one seen). `originals` are the events' [`reprocessed_from`].
+fn copies_in(originals: &[Option<Uuid>], events: &[RecordedEvent]) -> BTreeMap<Uuid, (i32, Uuid)> {
     let mut copies: BTreeMap<Uuid, (i32, Uuid)> = BTreeMap::new();
     for (original, copy) in originals
-        .into_iter()
+        .iter()
         .zip(events)
-        .filter_map(|(o, e)| Some((o?, e)))
+        .filter_map(|(o, e)| Some(((*o)?, e)))
     {
         let entry = copies.entry(original).or_insert((0, copy.event_id));
         entry.0 += 1;
         entry.1 = copy.event_id;
     }
+    copies
+}
+
+/// Adds `copies` (from [`copies_in`]) to their originals' rows.
+async fn add_copies(
+    tx: &mut PgConnection,
+    copies: &BTreeMap<Uuid, (i32, Uuid)>,
+) -> Result<(), ProjectionError> {
     if !copies.is_empty() {
         sqlx::query(
             "UPDATE admin_events a SET copies = a.copies + c.n, latest_copy_id = c.latest
@@ -151,6 +164,62 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
         .await?;
     }
     Ok(())
+}
+
+/// A rebuild's load of `events` into its empty copies of this projection's tables,
+/// which no one else writes (the processor writes the live ones): the rows [`handle`]
+/// leaves, by binary `COPY`s ([`crate::copy_rows`]). Each event is in the log once, so
+/// its row is new: no upsert, and no lock order to keep. An original copied within the
+/// batch gets its copy count with its row; only the originals of earlier batches are
+/// updated, as [`handle`] does.
+pub(crate) async fn load(
+    conn: &mut PgConnection,
+    events: &[RecordedEvent],
+) -> Result<(), ProjectionError> {
+    let originals: Vec<Option<Uuid>> = events.iter().map(reprocessed_from).collect();
+    let mut copies = copies_in(&originals, events);
+    let mut rows = CopyRows::new();
+    for (event, original) in events.iter().zip(&originals) {
+        let (count, latest) = match copies.remove(&event.event_id) {
+            Some((count, latest)) => (count, Some(latest)),
+            None => (0, None),
+        };
+        rows.row(12)
+            .uuid(event.event_id)
+            .bigint(event.global_position())
+            .text(&event.event_type)
+            .text(&event.aggregate_type)
+            .text(&event.aggregate_id)
+            .bigint(event.sequence)
+            .opt_uuid(event.institution_id())
+            .timestamptz(event.recorded_at)
+            .opt_uuid(*original)
+            .bigint(event.position.tx_id)
+            .int(count)
+            .opt_uuid(latest);
+    }
+    rows.copy_in(
+        &mut *conn,
+        "COPY admin_events (event_id, global_position, event_type, aggregate_type, aggregate_id,
+             sequence, institution_id, recorded_at, reprocessed_from, tx_id, copies, latest_copy_id)
+         FROM STDIN (FORMAT binary)",
+    )
+    .await?;
+    let mut search = CopyRows::new();
+    for event in events {
+        search
+            .row(2)
+            .bigint(event.global_position())
+            .text(&search_text(&event.payload));
+    }
+    search
+        .copy_in(
+            &mut *conn,
+            "COPY admin_event_search (global_position, body) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    // What is left: originals of earlier batches.
+    add_copies(conn, &copies).await
 }
 
 /// One event as the admin list shows it.

@@ -265,3 +265,25 @@ pub async fn catch_up(db: &TestDatabase, names: &[&str]) {
 pub async fn snapshot(pool: &PgPool) -> Vec<(String, Vec<String>)> {
     aula_projections::snapshot(pool).await.unwrap()
 }
+
+/// Waits until a session of this test's database whose `application_name` is like
+/// `application` (`%` for any) waits for a lock; panics after a minute with `what`.
+pub async fn wait_for_a_lock_wait(pool: &PgPool, application: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                            WHERE datname = current_database() AND wait_event_type = 'Lock'
+                              AND application_name LIKE $1)",
+        )
+        .bind(application)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what} never waited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -104,24 +104,7 @@ async fn writing_a_copy_locks_its_original_first() {
         .unwrap();
     let running = start(&db, &["admin_events"]);
     // Until the projection waits for the original's row.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the projection never waited"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_a_lock_wait(&db.pool, "%", "the projection").await;
     // Shorter than `deadlock_timeout` (1 s): a wait here is the projection holding the
     // copy's row, not the deadlock detector's doing.
     sqlx::query("SET LOCAL lock_timeout = '500ms'")
