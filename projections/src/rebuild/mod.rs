@@ -33,6 +33,10 @@ use sqlx::{Connection, Executor, PgConnection, PgPool};
 
 use crate::admin_events;
 
+mod carry;
+
+use carry::{carry_over, carry_over_since};
+
 /// Events read and handled per transaction while rebuilding.
 pub const REBUILD_BATCH: i64 = 10_000;
 
@@ -579,103 +583,6 @@ async fn run(
         });
     }
     Ok(reports)
-}
-
-/// Copies the columns other components own ([`admin_events::PRESERVED_COLUMNS`])
-/// from the live rows to the rebuilt ones, touching only the rows that differ (a
-/// no-op for the other projections). Done once in bulk before the secondary indexes
-/// exist (cheap updates), then again inside the swap for what changed meanwhile
-/// ([`carry_over_since`]). Returns the oldest transaction whose writes it may have
-/// missed: the `xmin` of a snapshot taken just before (every older transaction had
-/// ended, so the update saw its writes).
-async fn carry_over(
-    name: &str,
-    shadow: &str,
-    live: &str,
-    conn: &mut PgConnection,
-) -> Result<i64, RebuildError> {
-    let horizon: i64 =
-        sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            .fetch_one(&mut *conn)
-            .await?;
-    if name == admin_events::NAME {
-        conn.execute(carry_statement(shadow, live, "true").as_str())
-            .await?;
-    }
-    Ok(horizon)
-}
-
-/// [`carry_over`] again, inside the swap, for the rows that can differ since: the live
-/// rows written by a transaction from `horizon` on (the `xmin` of a row version is the
-/// transaction that wrote it), and the rows `caught_up` by the swap itself (their live
-/// rows may be older). Finding those scans the live table but joins only them: a full
-/// comparison joined every row of both tables, while the live tables were locked.
-async fn carry_over_since(
-    name: &str,
-    shadow: &str,
-    live: &str,
-    tx: &mut PgConnection,
-    horizon: i64,
-    caught_up: &[uuid::Uuid],
-) -> Result<(), RebuildError> {
-    if name != admin_events::NAME {
-        return Ok(());
-    }
-    // `age(xmin)` counts from this transaction's id, which this assigns. A row version
-    // written from `horizon` on is at most `now - horizon` transactions old. (A frozen
-    // row keeps its `xmin`; ids wrap around after 2^31 transactions, far beyond a
-    // rebuild, and the full comparison serves beyond that.)
-    let now: i64 = sqlx::query_scalar("SELECT pg_current_xact_id()::text::bigint")
-        .fetch_one(&mut *tx)
-        .await?;
-    let Ok(age) = i32::try_from(now - horizon) else {
-        tx.execute(carry_statement(shadow, live, "true").as_str())
-            .await?;
-        return Ok(());
-    };
-    let mut rows: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
-        "SELECT event_id FROM {}.admin_events WHERE age(xmin) <= $1",
-        quote(live)
-    ))
-    .bind(age)
-    .fetch_all(&mut *tx)
-    .await?;
-    rows.extend_from_slice(caught_up);
-    if rows.is_empty() {
-        return Ok(());
-    }
-    // The ids as a parameter, so the planner sees how many they are: a few are looked up
-    // by key, many are joined as the full comparison does.
-    sqlx::query(&carry_statement(shadow, live, "l.event_id = ANY($1)"))
-        .bind(&rows)
-        .execute(&mut *tx)
-        .await?;
-    Ok(())
-}
-
-/// The carry-over's `UPDATE` of the rows that match `restrict` (over the live row `l`).
-fn carry_statement(shadow: &str, live: &str, restrict: &str) -> String {
-    let columns = admin_events::PRESERVED_COLUMNS;
-    let assignments: Vec<String> = columns
-        .iter()
-        .map(|c| format!("{c} = l.{c}", c = quote(c)))
-        .collect();
-    let list = |prefix: &str| -> String {
-        columns
-            .iter()
-            .map(|c| format!("{prefix}.{}", quote(c)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    format!(
-        "UPDATE {shadow}.admin_events s SET {} FROM {live}.admin_events l
-         WHERE s.event_id = l.event_id AND ({restrict}) AND ({}) IS DISTINCT FROM ({})",
-        assignments.join(", "),
-        list("s"),
-        list("l"),
-        shadow = quote(shadow),
-        live = quote(live),
-    )
 }
 
 /// Runs the statements of `definitions` (CREATE INDEX statements naming their schema) on
