@@ -6,6 +6,11 @@
 //! checkpoint commit together or not at all: a crash mid-batch loses nothing and
 //! repeats nothing.
 //!
+//! While it catches up (a full batch), it reads the next batch on a second connection
+//! of its own during the batch transaction, so the reads and the commits' round trips
+//! overlap. That batch is kept only if the checkpoint commits, and it is what the next
+//! read would return or a prefix of it (the log's commit-order guard, [`crate::log`]).
+//!
 //! **Invariant:** one active instance per subscription name across all processes. The
 //! instance that holds a session-level advisory lock on its own dedicated connection is
 //! active, and every batch transaction runs *on that connection*. If the connection
@@ -56,7 +61,9 @@ pub trait Consumer: Send + 'static {
     }
 
     /// Whether the subscription should read the next batch while [`Consumer::deliver`]
-    /// waits on the other system (a broker's acknowledgements). The batch read ahead is
+    /// waits on the other system (a broker's acknowledgements), whatever the size of
+    /// this one. (After a full batch, a backlog, every subscription reads the next one
+    /// while this one is delivered, handled and committed.) The batch read ahead is
     /// used only when this one's checkpoint commits; otherwise it is dropped and read
     /// again. Worth it only for consumers whose `deliver` waits on the network.
     fn reads_ahead(&self) -> bool {
@@ -264,6 +271,9 @@ impl<C: Consumer> Runner<C> {
         // `Consumer::reads_ahead`); only ever set right after that batch's checkpoint
         // committed, so it starts exactly where `checkpoint` ends.
         let mut read_ahead: Option<Vec<RecordedEvent>> = None;
+        // The second connection that reads ahead, opened when first needed. It reads
+        // only, holds no lock and is closed with the subscription's.
+        let mut reader: Option<PgConnection> = None;
 
         loop {
             if self.shutdown.is_triggered() {
@@ -297,58 +307,53 @@ impl<C: Consumer> Runner<C> {
                 continue;
             }
             held_back_wait = None;
+            let Some(last_position) = batch.last().map(|event| event.position) else {
+                continue;
+            };
 
-            // Outside the transaction: see `Consumer::deliver`. Reading ahead only in full
-            // batches: while a failure is being isolated, one event at a time.
-            let (delivered, next) = match batch.last() {
-                Some(last) if self.consumer.reads_ahead() && isolate_until.is_none() => {
-                    let (delivered, next) = tokio::join!(
-                        deliver_caught(&mut self.consumer, &batch),
-                        read_batch_copy(conn, last.position, limit)
-                    );
-                    (delivered, Some(next?))
+            // The next batch is read on a second connection while this one is delivered,
+            // handled and committed, when there is likely more to read (a full batch: a
+            // backlog) or the consumer waits on another system; not while a failure is
+            // isolated one event at a time. So a catching-up subscription's reads and its
+            // transactions' round trips and WAL flush overlap instead of taking turns.
+            let read_next = isolate_until.is_none()
+                && (self.consumer.reads_ahead() || batch.len() as i64 >= limit);
+            let (offered, next) = if read_next {
+                let mut reading = match reader.take() {
+                    Some(reading) => reading,
+                    None => PgConnection::connect_with(&self.connect).await?,
+                };
+                let (offered, next) = tokio::join!(
+                    self.offer(conn, &batch, checkpoint, last_position),
+                    read_batch_copy(&mut reading, last_position, limit)
+                );
+                // A failed read drops its connection (see `read_batch_copy`); the loop
+                // reads that batch again on the subscription's own.
+                let next = match next {
+                    Ok(next) => {
+                        reader = Some(reading);
+                        Some(next)
+                    }
+                    Err(error) => {
+                        tracing::debug!(subscription = %name, %error, "reading ahead failed");
+                        None
+                    }
+                };
+                (offered?, next)
+            } else {
+                (
+                    self.offer(conn, &batch, checkpoint, last_position).await?,
+                    None,
+                )
+            };
+            match offered {
+                Offered::Moved(stored) => {
+                    // A rebuild swapped in new tables and set the checkpoint (or, were the
+                    // lock ever broken, another instance consumed): never write over it.
+                    tracing::info!(subscription = %name, ?stored, ?checkpoint, "checkpoint was moved by someone else (e.g. a rebuild); continuing from it");
+                    checkpoint = stored;
                 }
-                _ => (deliver_caught(&mut self.consumer, &batch).await, None),
-            };
-            let mut tx = conn.begin().await?;
-            let stored = load_checkpoint(&mut tx, &name, true).await?;
-            if stored != checkpoint {
-                // A rebuild swapped in new tables and set the checkpoint (or, were the
-                // lock ever broken, another instance consumed): never write over it.
-                tracing::info!(subscription = %name, ?stored, ?checkpoint, "checkpoint was moved by someone else (e.g. a rebuild); continuing from it");
-                tx.rollback().await?;
-                checkpoint = stored;
-                continue;
-            }
-            let last = batch.last().map(|e| (e.position, e.recorded_at));
-            let Some((last_position, last_recorded_at)) = last else {
-                continue;
-            };
-            // When spans are exported: each event's trace gets this step (held until
-            // the batch commits or fails).
-            let event_spans = crate::trace::subscription_spans(&name, &batch);
-            let handled = match delivered {
-                Ok(()) => handle_caught(&mut self.consumer, &mut tx, &batch).await,
-                Err(error) => Err(error),
-            };
-            match handled {
-                Ok(()) => {
-                    sqlx::query(
-                        "UPDATE subscription_checkpoints
-                         SET tx_id = $2::text::xid8, global_position = $3,
-                             events_handled = events_handled + $4, last_event_at = $5,
-                             updated_at = now(), last_error = NULL, failed_position = NULL,
-                             failing_since = NULL, attempts = 0
-                         WHERE name = $1",
-                    )
-                    .bind(&name)
-                    .bind(last_position.tx_id.to_string())
-                    .bind(last_position.global_position)
-                    .bind(batch.len() as i64)
-                    .bind(last_recorded_at)
-                    .execute(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
+                Offered::Committed => {
                     checkpoint = last_position;
                     // Read after `last_position` before the commit: exactly what the next
                     // read would return, or a prefix of it (events committed meanwhile
@@ -371,15 +376,10 @@ impl<C: Consumer> Runner<C> {
                         position: checkpoint,
                     });
                 }
-                Err(error) => {
-                    tx.rollback().await?;
+                Offered::Failed(error) => {
                     consumer_failures += 1;
                     let failed = &batch[0];
                     let message = error_chain(&*error);
-                    // The whole batch was rolled back: each event's step failed.
-                    for span in &event_spans {
-                        crate::trace::record_error(span, "consumer_failed", &message);
-                    }
                     if batch.len() == 1 {
                         tracing::error!(subscription = %name, global_position = failed.global_position(), event_type = %failed.event_type, attempt = consumer_failures, error = %message, "consumer failed on an event; it will be retried, not skipped");
                         sqlx::query(
@@ -400,10 +400,8 @@ impl<C: Consumer> Runner<C> {
                         });
                     }
                     // Retry one event at a time so the failure names its event.
-                    if let Some(last) = batch.last() {
-                        isolate_until =
-                            Some(isolate_until.map_or(last.position, |end| end.max(last.position)));
-                    }
+                    isolate_until =
+                        Some(isolate_until.map_or(last_position, |end| end.max(last_position)));
                     limit = 1;
                     let pause = backoff(consumer_failures, self.options.max_backoff);
                     tokio::select! {
@@ -414,6 +412,72 @@ impl<C: Consumer> Runner<C> {
             }
         }
     }
+
+    /// Offers a non-empty `batch` (ending at `last`) after `checkpoint`: delivers it
+    /// (outside the transaction: see [`Consumer::deliver`]), then handles it and moves
+    /// the checkpoint in one transaction on `conn`, compare-and-set against
+    /// `checkpoint`. A consumer's failure rolls the batch back and is returned as
+    /// [`Offered::Failed`]; only the database's errors are `Err`.
+    async fn offer(
+        &mut self,
+        conn: &mut PgConnection,
+        batch: &[RecordedEvent],
+        checkpoint: LogPosition,
+        last: LogPosition,
+    ) -> Result<Offered, sqlx::Error> {
+        let name = &self.options.name;
+        let delivered = deliver_caught(&mut self.consumer, batch).await;
+        let mut tx = conn.begin().await?;
+        let stored = load_checkpoint(&mut tx, name, true).await?;
+        if stored != checkpoint {
+            tx.rollback().await?;
+            return Ok(Offered::Moved(stored));
+        }
+        // When spans are exported: each event's trace gets this step (held until the
+        // batch commits or fails).
+        let event_spans = crate::trace::subscription_spans(name, batch);
+        let handled = match delivered {
+            Ok(()) => handle_caught(&mut self.consumer, &mut tx, batch).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = handled {
+            tx.rollback().await?;
+            // The whole batch was rolled back: each event's step failed.
+            let message = error_chain(&*error);
+            for span in &event_spans {
+                crate::trace::record_error(span, "consumer_failed", &message);
+            }
+            return Ok(Offered::Failed(error));
+        }
+        let last_recorded_at = batch.last().map(|event| event.recorded_at);
+        sqlx::query(
+            "UPDATE subscription_checkpoints
+             SET tx_id = $2::text::xid8, global_position = $3,
+                 events_handled = events_handled + $4, last_event_at = $5,
+                 updated_at = now(), last_error = NULL, failed_position = NULL,
+                 failing_since = NULL, attempts = 0
+             WHERE name = $1",
+        )
+        .bind(name)
+        .bind(last.tx_id.to_string())
+        .bind(last.global_position)
+        .bind(batch.len() as i64)
+        .bind(last_recorded_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Offered::Committed)
+    }
+}
+
+/// What became of a batch offered to the consumer ([`Runner::offer`]).
+enum Offered {
+    /// Handled; the checkpoint is at the batch's last event.
+    Committed,
+    /// The stored checkpoint is not where this instance left it: nothing was handled.
+    Moved(LogPosition),
+    /// The consumer failed; the batch was rolled back.
+    Failed(BoxError),
 }
 
 const CHECKPOINT_SQL: &str =
