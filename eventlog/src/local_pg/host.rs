@@ -198,3 +198,80 @@ pub(super) fn tail(path: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// Memory and WAL settings sized to this host, for a private server that keeps its
+/// data: PostgreSQL's defaults (128 MB of shared buffers, 1 GB of WAL between
+/// checkpoints) suit a small shared machine, and on a larger one they make the task
+/// queue's cost grow with its history (issue #20: pages evicted and written again,
+/// checkpoints forcing full-page images every few hundred thousand tasks). A quarter
+/// of the memory for shared buffers (at most 8 GB), half as the planner's cache
+/// estimate, and up to a tenth of the data directory's free space for WAL (1 to 8
+/// GB). Empty where the host cannot be read; [`LocalPgOptions::settings`] come after
+/// these, so a caller's own values win.
+pub(super) fn sized_settings(pgdata: &Path) -> Vec<(String, String)> {
+    const MB: u64 = 1024 * 1024;
+    let mut settings = Vec::new();
+    if let Some(memory) = total_memory() {
+        let shared_buffers = (memory / 4).clamp(128 * MB, 8192 * MB);
+        let maintenance = (memory / 32).clamp(64 * MB, 1024 * MB);
+        settings.push(("shared_buffers", shared_buffers));
+        settings.push(("effective_cache_size", memory / 2));
+        settings.push(("maintenance_work_mem", maintenance));
+    }
+    if let Some(free) = free_space(pgdata) {
+        settings.push(("max_wal_size", (free / 10).clamp(1024 * MB, 8192 * MB)));
+    }
+    settings
+        .into_iter()
+        .map(|(name, bytes)| (name.to_string(), format!("{}MB", bytes / MB)))
+        .collect()
+}
+
+/// `MemTotal` of `/proc/meminfo`, in bytes.
+fn total_memory() -> Option<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The space left to unprivileged users on the file system of `path`, in bytes.
+fn free_space(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stat` is written by statvfs
+    // before it is read, only when it succeeds.
+    let stat = unsafe {
+        if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn megabytes(settings: &[(String, String)], name: &str) -> u64 {
+        let (_, value) = settings
+            .iter()
+            .find(|(setting, _)| setting == name)
+            .unwrap_or_else(|| panic!("{name} is sized on this host"));
+        value.strip_suffix("MB").unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn the_private_server_is_sized_within_bounds_on_this_host() {
+        let settings = sized_settings(Path::new("/"));
+        let memory = total_memory().unwrap() / (1024 * 1024);
+        let shared_buffers = megabytes(&settings, "shared_buffers");
+        assert!((128..=8192).contains(&shared_buffers));
+        assert!(shared_buffers <= memory / 4 || shared_buffers == 128);
+        assert_eq!(megabytes(&settings, "effective_cache_size"), memory / 2);
+        assert!((64..=1024).contains(&megabytes(&settings, "maintenance_work_mem")));
+        assert!((1024..=8192).contains(&megabytes(&settings, "max_wal_size")));
+    }
+}

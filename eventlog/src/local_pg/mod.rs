@@ -241,7 +241,13 @@ impl LocalPostgres {
                 "full_page_writes=off",
             ]);
         }
-        for (name, value) in &options.settings {
+        // Throwaway clusters (many at once in the tests) keep the defaults.
+        let sized = if options.ephemeral {
+            Vec::new()
+        } else {
+            sized_settings(&pgdata)
+        };
+        for (name, value) in sized.iter().chain(&options.settings) {
             server.arg("-c").arg(format!("{name}={value}"));
         }
         as_account(&mut server, account.as_ref());
