@@ -353,7 +353,5 @@ pub(crate) fn rate_limit(ctx: &Context<'_>) -> Result<(), ApiError> {
     state(ctx)
         .limiter
         .check(client)
-        .map_err(|wait| ApiError::RateLimited {
-            retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
-        })
+        .map_err(ApiError::rate_limited)
 }
