@@ -14,10 +14,10 @@ use uuid::Uuid;
 
 use super::authorize;
 use super::query::paged;
-use super::read_models::{bad_cursor, filter_text, Enrollment, SortDirection, WATCHERS};
+use super::read_models::{filter_text, Enrollment, SortDirection, WATCHERS};
 use super::types::{parse_status, BigInt};
 use crate::auth;
-use crate::error::ApiError;
+use crate::error::{bad_cursor, ApiError};
 use crate::state::AppState;
 
 #[derive(Default)]

@@ -173,11 +173,7 @@ impl CreateCampusPayload {
             .campuses()
             .iter()
             .find(|(id, _)| id.as_uuid() == self.id)
-            .map(|(id, campus)| Campus {
-                id: id.as_uuid(),
-                name: campus.name.to_string(),
-                city: campus.city.to_string(),
-            }))
+            .map(Campus::from))
     }
 }
 
@@ -216,15 +212,10 @@ impl UpdateUserPayload {
     /// when the link sent to the new address is followed.
     async fn user(&self, ctx: &Context<'_>) -> Result<Me, ApiError> {
         let (user, _) = state(ctx).buses.user.load(&self.id.to_string()).await?;
-        Ok(Me {
-            id: self.id,
-            email: user.email().map(|e| e.to_string()).unwrap_or_default(),
-            name: user.name().map(|n| n.to_string()),
-            role: user
-                .role()
-                .map(Into::into)
-                .ok_or_else(|| ApiError::internal("an updated user has a role"))?,
-            institution_id: user.institution_id().map(Into::into),
-        })
+        let role = user
+            .role()
+            .map(Into::into)
+            .ok_or_else(|| ApiError::internal("an updated user has a role"))?;
+        Ok(Me::of(self.id, &user, role))
     }
 }

@@ -19,7 +19,7 @@ use aula_domain::application::{application_id_for, Application, ApplicationComma
 use aula_domain::course::{CourseCommand, CourseStatus};
 use aula_domain::errors::Rejection;
 use aula_domain::exam_grade::ExamGradeCommand;
-use aula_domain::institution::{InstitutionCommand, InstitutionError};
+use aula_domain::institution::{Institution, InstitutionCommand, InstitutionError};
 use aula_domain::student::StudentCommand;
 use aula_domain::teacher::TeacherCommand;
 use aula_domain::user::{Role as DomainRole, User, UserCommand, UserError, UserEvent, UserStatus};
@@ -249,7 +249,11 @@ async fn issue(
     Ok(hash)
 }
 
-pub(crate) async fn ensure_institution_exists(state: &AppState, id: Uuid) -> Result<(), ApiError> {
+/// The institution `id`, loaded; NOT_FOUND unless it was registered.
+pub(crate) async fn existing_institution(
+    state: &AppState,
+    id: Uuid,
+) -> Result<Institution, ApiError> {
     let (institution, _) = state.buses.institution.load(&id.to_string()).await?;
     if institution.name().is_none() {
         return Err(ApiError::not_found(
@@ -257,10 +261,11 @@ pub(crate) async fn ensure_institution_exists(state: &AppState, id: Uuid) -> Res
             "institution not found",
         ));
     }
-    Ok(())
+    Ok(institution)
 }
 
-async fn load_user(state: &AppState, id: Uuid) -> Result<User, ApiError> {
+/// The user `id`, loaded; NOT_FOUND unless it was registered.
+pub(crate) async fn load_user(state: &AppState, id: Uuid) -> Result<User, ApiError> {
     let (user, _) = state.buses.user.load(&id.to_string()).await?;
     if user.status() == UserStatus::Unregistered {
         return Err(ApiError::not_found("USER_NOT_FOUND", "user not found"));

@@ -15,12 +15,11 @@ mod status;
 
 use async_graphql::{Enum, MergedObject};
 use aula_domain::user::Role as DomainRole;
-use aula_projections::course_capacity::{Page, PageError};
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::mutations::{course_institution, courses_opened_by};
-use super::query::{paged, parse_cursor};
+use super::query::{nodes, page_nodes, paged, parse_cursor};
 use super::types::{
     parse_status, status_name, BigInt, EnrollmentStatus, EventStatus, RebuildState,
 };
@@ -108,30 +107,6 @@ pub(crate) fn search_text(
         _ => Ok(Some(text.to_owned())),
     }
 }
-pub(crate) fn bad_cursor() -> ApiError {
-    ApiError::validation("after", "INVALID_CURSOR", "not a cursor of this list")
-}
-/// A read model's page (or its refusal of the cursor) as GraphQL nodes, each row
-/// converted, and the cursor of the next page.
-fn nodes_of<R, N>(
-    page: Result<Page<R, Uuid>, PageError>,
-) -> Result<(Vec<N>, Option<String>), ApiError>
-where
-    R: TryInto<N>,
-    ApiError: From<R::Error>,
-{
-    let page = page.map_err(|error| match error {
-        PageError::BadCursor => bad_cursor(),
-        PageError::Database(e) => e.into(),
-    })?;
-    let nodes = page
-        .rows
-        .into_iter()
-        .map(|row| row.try_into().map_err(ApiError::from))
-        .collect::<Result<_, _>>()?;
-    Ok((nodes, page.next.map(|id| id.to_string())))
-}
-
 pub(crate) fn filter_text(
     field: &'static str,
     value: Option<String>,
