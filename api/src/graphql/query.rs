@@ -8,6 +8,7 @@ use aula_projections::course_capacity::Page;
 use uuid::Uuid;
 
 use super::mutations::{existing_institution, load_user};
+use super::read_models::READERS;
 use super::types::{BigInt, Health, Me};
 use super::{authorize, request, state};
 use crate::auth::{self, Claims};
@@ -89,16 +90,7 @@ impl CoreQuery {
         >,
         #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
     ) -> Result<Vec<Campus>, ApiError> {
-        let claims = auth::require_role(
-            request(ctx).claims.as_ref(),
-            &[
-                DomainRole::Admin,
-                DomainRole::Manager,
-                DomainRole::Teacher,
-                DomainRole::Observer,
-            ],
-        )?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, READERS)?;
         let first = page_size(first, state.config.max_page_size)?;
         let institution_id = match institution_id {
             Some(id) => {

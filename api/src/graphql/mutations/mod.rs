@@ -28,7 +28,7 @@ use aula_domain::values::{
     Email, ExamName, GradeNote, InstitutionId, InstitutionName, PersonName, StudentId, TeacherId,
     UserId, ValidationError,
 };
-use aula_eventlog::{CommandBus, CommandError, EventMetadata};
+use aula_eventlog::{CommandBus, CommandError, Committed, EventMetadata};
 use chrono::Duration;
 use cqrs_es::Aggregate;
 use uuid::Uuid;
@@ -262,6 +262,19 @@ pub(crate) async fn existing_institution(
         ));
     }
     Ok(institution)
+}
+
+/// Runs `command` on the account `user_id`, recorded with this request's metadata;
+/// `institution` is the institution the change belongs to, if any.
+async fn execute_on_user(
+    ctx: &Context<'_>,
+    user_id: Uuid,
+    institution: Option<Uuid>,
+    command: UserCommand,
+) -> Result<Committed<User>, CommandError<UserError>> {
+    let metadata = metadata(request(ctx), institution);
+    let bus = &state(ctx).buses.user;
+    bus.execute(&user_id.to_string(), command, &metadata).await
 }
 
 /// The user `id`, loaded; NOT_FOUND unless it was registered.

@@ -50,7 +50,9 @@ pub(crate) const STAFF: &[DomainRole] = &[DomainRole::Admin, DomainRole::Manager
 /// (`auth::read_scope`, `auth::ensure_institution`).
 pub(crate) const WATCHERS: &[DomainRole] =
     &[DomainRole::Admin, DomainRole::Manager, DomainRole::Observer];
-const READERS: &[DomainRole] = &[
+/// Who may read an institution's campuses, courses and their figures: staff, its
+/// teachers and observers.
+pub(crate) const READERS: &[DomainRole] = &[
     DomainRole::Admin,
     DomainRole::Manager,
     DomainRole::Teacher,
