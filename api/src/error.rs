@@ -187,7 +187,7 @@ impl ApiError {
 
     /// Refused by a rate limit that frees a token after `wait`: the client is told to
     /// retry in whole seconds, never in 0.
-    pub fn rate_limited(wait: std::time::Duration) -> Self {
+    pub(crate) fn rate_limited(wait: std::time::Duration) -> Self {
         Self::RateLimited {
             retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
         }

@@ -67,10 +67,7 @@ pub(crate) fn require_platform_reader(claims: Option<&Claims>) -> Result<&Claims
     if auth::sees_every_institution(claims) {
         Ok(claims)
     } else {
-        Err(ApiError::forbidden(
-            "ROLE_NOT_ALLOWED",
-            "your role may not perform this operation",
-        ))
+        Err(auth::role_not_allowed())
     }
 }
 /// Longest accepted filter string (event type, aggregate id, status).
