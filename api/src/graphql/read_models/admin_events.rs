@@ -78,7 +78,7 @@ impl AdminEvent {
     /// The reprocessed copies of this event, oldest first.
     async fn copies(&self, ctx: &Context<'_>) -> Result<Vec<AdminEvent>, ApiError> {
         let rows = admin_events::event_copies(&state(ctx).pool, self.event_id).await?;
-        rows.into_iter().map(TryInto::try_into).collect()
+        nodes(rows)
     }
 }
 

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::admin_ops::ensure_owner;
-use super::query::{page_nodes, page_size};
+use super::query::{nodes, page_nodes, page_size};
 use super::read_models::{STAFF, WATCHERS};
 use super::types::{parse_status, status_name, BigInt, BulkJobStatus};
 use super::{metadata, request, state};
@@ -408,11 +408,7 @@ impl WebhookQuery {
         let claims = watcher(ctx)?;
         let state = state(ctx);
         let (id, _) = owned_message(state, claims, &message_id).await?;
-        endpoints::attempts(&state.pool, id)
-            .await?
-            .into_iter()
-            .map(TryInto::try_into)
-            .collect()
+        nodes(endpoints::attempts(&state.pool, id).await?)
     }
 
     /// The "recover since T" jobs of an endpoint, newest first.
@@ -422,10 +418,6 @@ impl WebhookQuery {
         #[graphql(desc = "The endpoint.")] endpoint_id: Uuid,
     ) -> Result<Vec<WebhookRecovery>, ApiError> {
         owned_endpoint(ctx, endpoint_id).await?;
-        recover::jobs(&state(ctx).pool, endpoint_id)
-            .await?
-            .into_iter()
-            .map(TryInto::try_into)
-            .collect()
+        nodes(recover::jobs(&state(ctx).pool, endpoint_id).await?)
     }
 }
