@@ -189,7 +189,7 @@ impl IdentityMutation {
             secrets::verify_password(input.password, None, state.config.password_hashing).await;
             return Err(bad_credentials());
         };
-        let (user, _) = state.buses.user.load(&user_id.to_string()).await?;
+        let user = load(&state.buses.user, user_id).await?;
         let stored = user.password_hash().map(str::to_owned);
         let has_password = stored.is_some();
         let matches =
@@ -335,7 +335,7 @@ async fn token_account<T>(
     let user_id = emails::user_id_of(&state.pool, email.as_str())
         .await?
         .ok_or_else(|| refused(UserError::NotFound))?;
-    let (user, _) = state.buses.user.load(&user_id.to_string()).await?;
+    let user = load(&state.buses.user, user_id).await?;
     check(&user).map_err(refused)?;
     Ok(user_id)
 }

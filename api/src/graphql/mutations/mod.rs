@@ -37,7 +37,7 @@ use super::payloads::*;
 use super::types::{
     BigInt, CommandResult, LoginResult, RequestAccepted, SignUpAccepted, SignUpConfirmed,
 };
-use super::{authorize, metadata, rate_limit, request, state};
+use super::{authorize, load, metadata, rate_limit, request, state};
 use crate::auth::{self, Claims};
 use crate::emails;
 use crate::error::{invalid, ApiError};
@@ -254,7 +254,7 @@ pub(crate) async fn existing_institution(
     state: &AppState,
     id: Uuid,
 ) -> Result<Institution, ApiError> {
-    let (institution, _) = state.buses.institution.load(&id.to_string()).await?;
+    let institution = load(&state.buses.institution, id).await?;
     if institution.name().is_none() {
         return Err(ApiError::not_found(
             "INSTITUTION_NOT_FOUND",
@@ -279,7 +279,7 @@ async fn execute_on_user(
 
 /// The user `id`, loaded; NOT_FOUND unless it was registered.
 pub(crate) async fn load_user(state: &AppState, id: Uuid) -> Result<User, ApiError> {
-    let (user, _) = state.buses.user.load(&id.to_string()).await?;
+    let user = load(&state.buses.user, id).await?;
     if user.status() == UserStatus::Unregistered {
         return Err(ApiError::not_found("USER_NOT_FOUND", "user not found"));
     }

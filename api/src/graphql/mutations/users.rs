@@ -123,7 +123,7 @@ impl UserMutation {
         let token_hash = one_time_token("token", &input.token)?;
         let target = input.user_id;
         let unknown = || ApiError::rejection(&UserError::EmailChangeTokenUnknown);
-        let (user, _) = state.buses.user.load(&target.to_string()).await?;
+        let user = load(&state.buses.user, target).await?;
         let Some(new_email) = user.pending_email_change(&token_hash).cloned() else {
             return Err(unknown());
         };

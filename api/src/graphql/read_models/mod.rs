@@ -23,7 +23,7 @@ use super::query::{nodes, page_nodes, paged, parse_cursor};
 use super::types::{
     parse_status, status_name, BigInt, EnrollmentStatus, EventStatus, RebuildState,
 };
-use super::{authorize, request, state};
+use super::{authorize, load, request, state};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -175,7 +175,7 @@ async fn own_institution(
     claims: &Claims,
 ) -> Result<(Uuid, aula_domain::institution::Institution), ApiError> {
     let id = auth::target_institution(claims, None)?;
-    let (institution, _) = state.buses.institution.load(&id.to_string()).await?;
+    let institution = load(&state.buses.institution, id).await?;
     Ok((id, institution))
 }
 fn other_institution() -> ApiError {
