@@ -232,11 +232,16 @@ pub fn require_role<'a>(
     if roles.contains(&claims.role) {
         Ok(claims)
     } else {
-        Err(ApiError::forbidden(
-            "ROLE_NOT_ALLOWED",
-            "your role may not perform this operation",
-        ))
+        Err(role_not_allowed())
     }
+}
+
+/// The refusal of a signed-in caller whose role may not do what it asked.
+pub(crate) fn role_not_allowed() -> ApiError {
+    ApiError::forbidden(
+        "ROLE_NOT_ALLOWED",
+        "your role may not perform this operation",
+    )
 }
 
 /// Whether the caller's scope is every institution: an admin, or an observer that

@@ -26,6 +26,9 @@ use aula_domain::values::ValidationError;
 use aula_domain::Rejection;
 use aula_domain::RejectionKind;
 use aula_eventlog::{CommandError, StoreError};
+use aula_processor::task_list::TaskListError;
+use aula_projections::admin_events::EventListError;
+use aula_projections::course_capacity::PageError;
 
 pub const VALIDATION: &str = "VALIDATION";
 pub const NOT_FOUND: &str = "NOT_FOUND";
@@ -182,6 +185,19 @@ impl ApiError {
         Self::rejected(FORBIDDEN, reason, message)
     }
 
+    /// Refused by a rate limit that frees a token after `wait`: the client is told to
+    /// retry in whole seconds, never in 0.
+    pub(crate) fn rate_limited(wait: std::time::Duration) -> Self {
+        Self::RateLimited {
+            retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
+        }
+    }
+
+    /// The error as a schema extension answers it, outside any resolver (no position).
+    pub(crate) fn into_server_error(self) -> async_graphql::ServerError {
+        async_graphql::Error::from(self).into_server_error(Default::default())
+    }
+
     pub fn internal(details: impl std::fmt::Display) -> Self {
         Self::Internal(details.to_string())
     }
@@ -269,6 +285,30 @@ impl From<sqlx::Error> for ApiError {
         }
     }
 }
+
+/// A cursor the list did not hand out.
+pub(crate) fn bad_cursor() -> ApiError {
+    ApiError::validation("after", "INVALID_CURSOR", "not a cursor of this list")
+}
+
+/// The typed errors of the keyset-paginated lists: a cursor the list refuses is the
+/// caller's mistake (`VALIDATION` on `after`); a database error is like any other.
+macro_rules! list_errors {
+    ($($error:ident),* $(,)?) => {
+        $(
+            impl From<$error> for ApiError {
+                fn from(error: $error) -> Self {
+                    match error {
+                        $error::BadCursor => bad_cursor(),
+                        $error::Database(e) => e.into(),
+                    }
+                }
+            }
+        )*
+    };
+}
+
+list_errors!(TaskListError, EventListError, PageError);
 
 /// See [`aula_eventlog::db::is_unavailable`].
 pub fn is_unavailable(error: &sqlx::Error) -> bool {

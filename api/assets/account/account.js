@@ -71,52 +71,62 @@ function missing(title) {
     "This link is incomplete: open the whole link from the e-mail."));
 }
 
-const routes = {
-  "/confirm-sign-up": () => {
-    const title = "Finish your sign-up";
-    const token = params.get("token");
-    if (!token) return missing(title);
-    form(title, "Choose your name, password and institution.", [
+// The pages an e-mail links to, each as data: the link's query parameters it needs
+// (a link missing one is incomplete), its form, and the one mutation it sends with
+// the form's values and the link's parameters.
+const LINK_PAGES = {
+  "/confirm-sign-up": {
+    title: "Finish your sign-up",
+    needs: ["token"],
+    intro: "Choose your name, password and institution.",
+    fields: [
       { id: "email", label: "E-mail address you signed up with", type: "email", autocomplete: "email" },
       { id: "name", label: "Your name", autocomplete: "name" },
       { id: "password", label: "Password (at least 8 characters)", type: "password", autocomplete: "new-password", minlength: 8 },
       { id: "institutionName", label: "Institution name", autocomplete: "organization" },
-    ], "Finish sign-up", async (v) => {
-      await graphql(
-        "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { userId } }",
-        { input: { email: v.email, token, name: v.name, password: v.password, institutionName: v.institutionName } },
-      );
-      return "Your account is ready. You can sign in now.";
-    });
+    ],
+    submit: "Finish sign-up",
+    mutation: "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { userId } }",
+    input: (v, { token }) =>
+      ({ email: v.email, token, name: v.name, password: v.password, institutionName: v.institutionName }),
+    done: "Your account is ready. You can sign in now.",
   },
-  "/reset-password": () => {
-    const title = "Choose a new password";
-    const token = params.get("token");
-    if (!token) return missing(title);
-    form(title, "The link works once.", [
+  "/reset-password": {
+    title: "Choose a new password",
+    needs: ["token"],
+    intro: "The link works once.",
+    fields: [
       { id: "email", label: "E-mail address of the account", type: "email", autocomplete: "email" },
       { id: "newPassword", label: "New password (at least 8 characters)", type: "password", autocomplete: "new-password", minlength: 8 },
-    ], "Set password", async (v) => {
-      await graphql(
-        "mutation($input: ResetPasswordInput!) { resetPassword(input: $input) { id } }",
-        { input: { email: v.email, token, newPassword: v.newPassword } },
-      );
-      return "Your password was changed. Sign in with the new one; earlier sessions have ended.";
-    });
+    ],
+    submit: "Set password",
+    mutation: "mutation($input: ResetPasswordInput!) { resetPassword(input: $input) { id } }",
+    input: (v, { token }) => ({ email: v.email, token, newPassword: v.newPassword }),
+    done: "Your password was changed. Sign in with the new one; earlier sessions have ended.",
   },
-  "/confirm-email": () => {
-    const title = "Confirm your new e-mail address";
-    const token = params.get("token");
-    const userId = params.get("user");
-    if (!token || !userId) return missing(title);
-    form(title, "Confirm to use this address for your Aula account.", [], "Confirm address", async () => {
-      await graphql(
-        "mutation($input: ConfirmEmailChangeInput!) { confirmEmailChange(input: $input) { id } }",
-        { input: { userId, token } },
-      );
-      return "Your e-mail address was changed. Sign in with the new address.";
-    });
+  "/confirm-email": {
+    title: "Confirm your new e-mail address",
+    needs: ["token", "user"],
+    intro: "Confirm to use this address for your Aula account.",
+    fields: [],
+    submit: "Confirm address",
+    mutation: "mutation($input: ConfirmEmailChangeInput!) { confirmEmailChange(input: $input) { id } }",
+    input: (_, { token, user }) => ({ userId: user, token }),
+    done: "Your e-mail address was changed. Sign in with the new address.",
   },
+};
+
+function linkPage(spec) {
+  const link = Object.fromEntries(spec.needs.map((name) => [name, params.get(name)]));
+  if (spec.needs.some((name) => !link[name])) return missing(spec.title);
+  form(spec.title, spec.intro, spec.fields, spec.submit, async (values) => {
+    await graphql(spec.mutation, { input: spec.input(values, link) });
+    return spec.done;
+  });
+}
+
+const routes = {
+  ...Object.fromEntries(Object.entries(LINK_PAGES).map(([path, spec]) => [path, () => linkPage(spec)])),
   "/": () => {
     show("Aula",
       el("p", {}, "The back office of Aula is running."),

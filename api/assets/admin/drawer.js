@@ -83,6 +83,15 @@ async function loadDrawer() {
   }
 }
 
+// Reloads the open drawer now and keeps it refreshing for `ms` at least, so what an
+// action set off (a copy, a retry, a queue control) shows as it moves.
+async function watchDrawer(ms) {
+  if (!state.drawer) return;
+  state.drawer.watchUntil = Date.now() + ms;
+  clearTimeout(state.drawer.timer);
+  await loadDrawer();
+}
+
 function errorChain(text) {
   // Errors are recorded as "outer: cause: root cause".
   const parts = String(text).split(/: (?=[^ ])/);
@@ -180,9 +189,7 @@ async function reprocess(button, priority) {
       reprocessEvent(eventId: $id, waitForProjections: true, priority: $p) { eventId logPosition } }`,
     { id: state.drawer.eventId, p: priority });
     $("drawer-action-status").textContent = `Copy #${data.reprocessEvent.logPosition} appended; its tasks run ${when}.`;
-    state.drawer.watchUntil = Date.now() + 5000;
-    clearTimeout(state.drawer.timer);
-    await loadDrawer();
+    await watchDrawer(5000);
   } catch (error) {
     $("drawer-action-status").textContent = `Reprocess failed: ${describe(error)}`;
   } finally {
@@ -195,11 +202,7 @@ async function retryTask(taskId) {
   try {
     const data = await gql("mutation($id: Int!) { retryTask(taskId: $id) { taskId retriedTaskId } }", { id: taskId });
     $("drawer-action-status").textContent = `Task #${data.retryTask.taskId} retries #${data.retryTask.retriedTaskId}.`;
-    if (state.drawer) {
-      state.drawer.watchUntil = Date.now() + 5000;
-      clearTimeout(state.drawer.timer);
-      await loadDrawer();
-    }
+    await watchDrawer(5000);
   } catch (error) {
     $("drawer-action-status").textContent = `Retry failed: ${describe(error)}`;
   }
@@ -307,11 +310,7 @@ async function setTaskPriority(taskId, value) {
 }
 
 async function afterTaskControl() {
-  if (state.drawer) {
-    state.drawer.watchUntil = Date.now() + 3000;
-    clearTimeout(state.drawer.timer);
-    await loadDrawer();
-  }
+  await watchDrawer(3000);
   if (state.view && state.view.tab === "tasks") loadList();
   refreshSummary();
 }

@@ -144,9 +144,23 @@ function bucketLabel(at, width) {
   const hm = `${pad(d.getHours())}:${pad(d.getMinutes())}`;
   return width === "HOUR" ? `${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${hm}` : hm;
 }
+// Every chart's size and margins (the y axis's ticks stand in `left`).
+const FRAME = { W: 640, H: 150, left: 40, bottom: 20, top: 8 };
+// A chart: the x axis, the y axis's `max` and 0 ticks, the first and last of `times`
+// under the ends of the x axis, then its `marks` (bars or lines).
+function chartSvg(label, max, times, width, marks) {
+  const { W, H, left, bottom, top } = FRAME;
+  return svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": label },
+    svg("line", { class: "axis", x1: left, y1: H - bottom, x2: W, y2: H - bottom }),
+    svg("text", { class: "tick", x: left - 4, y: top + 8, "text-anchor": "end" }, String(max)),
+    svg("text", { class: "tick", x: left - 4, y: H - bottom, "text-anchor": "end" }, "0"),
+    times.length ? svg("text", { class: "tick", x: left, y: H - 4 }, bucketLabel(times[0], width)) : null,
+    times.length ? svg("text", { class: "tick", x: W, y: H - 4, "text-anchor": "end" }, bucketLabel(times[times.length - 1], width)) : null,
+    ...marks);
+}
 // Stacked bars: one per bucket, a segment per series (class sets the colour).
 function barChart(id, title, points, width, series) {
-  const W = 640, H = 150, left = 40, bottom = 20, top = 8;
+  const { W, H, left, bottom, top } = FRAME;
   const totals = points.map((p) => series.reduce((sum, s) => sum + Number(p[s.key]), 0));
   const max = Math.max(1, ...totals);
   const step = (W - left) / Math.max(1, points.length);
@@ -161,18 +175,13 @@ function barChart(id, title, points, width, series) {
     return svg("g", { "data-total": totals[i] }, svg("title", {}, text), ...segments);
   });
   const sum = series.map((s) => `${points.reduce((n, p) => n + Number(p[s.key]), 0)} ${s.label}`).join(", ");
-  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": `${title}: ${sum}` },
-    svg("line", { class: "axis", x1: left, y1: H - bottom, x2: W, y2: H - bottom }),
-    svg("text", { class: "tick", x: left - 4, y: top + 8, "text-anchor": "end" }, String(max)),
-    svg("text", { class: "tick", x: left - 4, y: H - bottom, "text-anchor": "end" }, "0"),
-    points.length ? svg("text", { class: "tick", x: left, y: H - 4 }, bucketLabel(points[0].at, width)) : null,
-    points.length ? svg("text", { class: "tick", x: W, y: H - 4, "text-anchor": "end" }, bucketLabel(points[points.length - 1].at, width)) : null,
-    ...bars);
+  const chart = chartSvg(`${title}: ${sum}`, max, points.map((p) => p.at), width, bars);
   return figure(id, title, sum, chart, series.map((s) => [s.cls, s.label]));
 }
 // Lines: the queue's depth (pending + running) of the busiest kinds.
 function depthChart(samples, width) {
-  const W = 640, H = 150, left = 40, bottom = 20, top = 8;
+  const { W, H, left, bottom, top } = FRAME;
+  const depth = (s) => Number(s.pending) + Number(s.running);
   const kinds = new Map();
   for (const s of samples) {
     const k = kinds.get(s.kind) || [];
@@ -180,7 +189,7 @@ function depthChart(samples, width) {
     kinds.set(s.kind, k);
   }
   const busiest = [...kinds.entries()]
-    .map(([kind, list]) => [kind, list, Math.max(...list.map((s) => Number(s.pending) + Number(s.running)))])
+    .map(([kind, list]) => [kind, list, Math.max(...list.map(depth))])
     .sort((a, b) => b[2] - a[2]).slice(0, 5);
   const times = [...new Set(samples.map((s) => s.at))].sort();
   const max = Math.max(1, ...busiest.map((b) => b[2]));
@@ -188,17 +197,11 @@ function depthChart(samples, width) {
   const y = (n) => H - bottom - (n / max) * (H - bottom - top);
   const lines = busiest.map(([kind, list], i) => svg("polyline", {
     class: `series s${i}`, "data-kind": kind, fill: "none",
-    points: list.map((s) => `${x(s.at).toFixed(1)},${y(Number(s.pending) + Number(s.running)).toFixed(1)}`).join(" "),
-  }, svg("title", {}, `${kind}: up to ${Math.max(...list.map((s) => Number(s.pending) + Number(s.running)))} unfinished`)));
-  const now = busiest.map(([kind, list]) => `${kind} ${Number(list[list.length - 1].pending) + Number(list[list.length - 1].running)}`);
+    points: list.map((s) => `${x(s.at).toFixed(1)},${y(depth(s)).toFixed(1)}`).join(" "),
+  }, svg("title", {}, `${kind}: up to ${Math.max(...list.map(depth))} unfinished`)));
+  const now = busiest.map(([kind, list]) => `${kind} ${depth(list[list.length - 1])}`);
   const summary = busiest.length ? `latest: ${now.join(", ")}` : "nothing queued";
-  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img", "aria-label": `Queue depth by kind: ${summary}` },
-    svg("line", { class: "axis", x1: left, y1: H - bottom, x2: W, y2: H - bottom }),
-    svg("text", { class: "tick", x: left - 4, y: top + 8, "text-anchor": "end" }, String(max)),
-    svg("text", { class: "tick", x: left - 4, y: H - bottom, "text-anchor": "end" }, "0"),
-    times.length ? svg("text", { class: "tick", x: left, y: H - 4 }, bucketLabel(times[0], width)) : null,
-    times.length ? svg("text", { class: "tick", x: W, y: H - 4, "text-anchor": "end" }, bucketLabel(times[times.length - 1], width)) : null,
-    ...lines);
+  const chart = chartSvg(`Queue depth by kind: ${summary}`, max, times, width, lines);
   return figure("chart-depth", "Queue depth by kind", summary, chart, busiest.map(([kind], i) => [`s${i}`, kind]));
 }
 function figure(id, title, summary, chart, legend) {

@@ -13,11 +13,11 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::authorize;
-use super::query::paged;
-use super::read_models::{bad_cursor, filter_text, Enrollment, SortDirection, WATCHERS};
+use super::query::{nodes, paged};
+use super::read_models::{filter_text, Enrollment, SortDirection, WATCHERS};
 use super::types::{parse_status, BigInt};
 use crate::auth;
-use crate::error::ApiError;
+use crate::error::{bad_cursor, ApiError};
 use crate::state::AppState;
 
 #[derive(Default)]
@@ -244,6 +244,22 @@ pub(crate) async fn course_names(
         .collect())
 }
 
+/// Each row with the name of its course, the names looked up at once for all rows.
+async fn with_course_names<R>(
+    state: &AppState,
+    rows: Vec<R>,
+    course_id: impl Fn(&R) -> Uuid,
+) -> Result<Vec<(R, Option<String>)>, ApiError> {
+    let names = course_names(state, rows.iter().map(&course_id)).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let name = names.get(&course_id(&row)).cloned().flatten();
+            (row, name)
+        })
+        .collect())
+}
+
 #[Object]
 impl DirectoryQuery {
     /// The students of an institution: filter, sort (default: by name) and keyset
@@ -278,14 +294,7 @@ impl DirectoryQuery {
             return Ok(Vec::new());
         };
         let rows = directory::grades_of_student(&state.pool, me.person_id).await?;
-        let names = course_names(state, rows.iter().map(|g| g.course_id)).await?;
-        Ok(rows
-            .into_iter()
-            .map(|g| {
-                let name = names.get(&g.course_id).cloned().flatten();
-                Grade::from((g, name))
-            })
-            .collect())
+        nodes(with_course_names(state, rows, |g| g.course_id).await?)
     }
 
     /// The signed-in student's enrollments (those made with its e-mail), newest first,
@@ -294,11 +303,7 @@ impl DirectoryQuery {
         let Some((state, me)) = own_person(ctx, DomainRole::Student, "student").await? else {
             return Ok(Vec::new());
         };
-        enrollments::enrollments_of_email(&state.pool, &me.email)
-            .await?
-            .into_iter()
-            .map(TryInto::try_into)
-            .collect()
+        nodes(enrollments::enrollments_of_email(&state.pool, &me.email).await?)
     }
 
     /// The signed-in student's applications (those made with its e-mail), newest
@@ -308,13 +313,7 @@ impl DirectoryQuery {
             return Ok(Vec::new());
         };
         let rows = directory::applications_of_email(&state.pool, &me.email).await?;
-        let names = course_names(state, rows.iter().map(|a| a.course_id)).await?;
-        rows.into_iter()
-            .map(|a| {
-                let name = names.get(&a.course_id).cloned().flatten();
-                Application::try_from((a, name))
-            })
-            .collect()
+        nodes(with_course_names(state, rows, |a| a.course_id).await?)
     }
 
     /// The courses the signed-in teacher grades in (where it recorded or last changed

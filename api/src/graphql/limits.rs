@@ -365,8 +365,7 @@ impl Extension for GuardExtension {
     ) -> ServerResult<ExecutableDocument> {
         let refuse = |violation: Violation| {
             crate::metrics::record_refused(crate::error::VALIDATION);
-            async_graphql::Error::from(ApiError::from(violation))
-                .into_server_error(Default::default())
+            ApiError::from(violation).into_server_error()
         };
         scan(query, &self.0).map_err(refuse)?;
         check_variables(variables).map_err(refuse)?;

@@ -186,7 +186,8 @@ use async_graphql::parser::types::Field;
 use async_graphql::{
     Context, ContextSelectionSet, MergedObject, OutputType, Positioned, Schema, ServerResult,
 };
-use aula_eventlog::{Actor, EventMetadata};
+use aula_eventlog::{Actor, CommandBus, EventMetadata};
+use cqrs_es::Aggregate;
 use uuid::Uuid;
 
 use crate::auth::Claims;
@@ -281,6 +282,17 @@ impl<E: Extension + Default> ExtensionFactory for PerRequest<E> {
     }
 }
 
+/// The current state of the aggregate `id` (its decision model), for a resolver that
+/// reads it; the version that comes with it matters only to commands.
+pub(crate) async fn load<A>(bus: &CommandBus<A>, id: Uuid) -> Result<A, ApiError>
+where
+    A: Aggregate + Clone + 'static,
+    A::Command: Clone,
+{
+    let (aggregate, _) = bus.load(&id.to_string()).await?;
+    Ok(aggregate)
+}
+
 pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
     // `build` always adds the state for a schema that executes requests.
     ctx.data_unchecked::<AppState>()
@@ -353,7 +365,5 @@ pub(crate) fn rate_limit(ctx: &Context<'_>) -> Result<(), ApiError> {
     state(ctx)
         .limiter
         .check(client)
-        .map_err(|wait| ApiError::RateLimited {
-            retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
-        })
+        .map_err(ApiError::rate_limited)
 }

@@ -6,11 +6,12 @@
 
 use async_graphql::{Context, Object, SimpleObject};
 use aula_processor::lookups::{self, NotificationRow};
+use aula_projections::course_capacity::Page;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::query::{page_size, parse_cursor};
+use super::query::{page_nodes, page_size, parse_cursor};
 use super::types::BigInt;
 use super::{request, state};
 use crate::auth::{self, Claims};
@@ -113,7 +114,7 @@ impl NotificationQuery {
         let state = state(ctx);
         let first = page_size(first, state.config.max_page_size)?;
         let after = parse_cursor::<i64>(after)?;
-        let mut rows = lookups::notifications_of(
+        let rows = lookups::notifications_of(
             &state.pool,
             claims.user_id,
             institution_filter(claims),
@@ -122,16 +123,9 @@ impl NotificationQuery {
             first as i64 + 1,
         )
         .await?;
-        let next_cursor = if rows.len() > first {
-            rows.truncate(first);
-            rows.last().map(|r| r.0.to_string())
-        } else {
-            None
-        };
-        Ok(NotificationPage {
-            nodes: rows.into_iter().map(Into::into).collect(),
-            next_cursor,
-        })
+        let (nodes, next_cursor) =
+            page_nodes(Page::from_overfetch(rows, first as i64, |row| row.0))?;
+        Ok(NotificationPage { nodes, next_cursor })
     }
 }
 

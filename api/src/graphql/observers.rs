@@ -10,7 +10,7 @@ use aula_domain::user::Role as DomainRole;
 use aula_domain::values::{Email, PersonName};
 use uuid::Uuid;
 
-use super::mutations::{create_account_at, ensure_institution_exists, parse, result};
+use super::mutations::{create_account_at, existing_institution, parse, result};
 use super::read_models::STAFF;
 use super::types::BigInt;
 use super::{authorize, metadata, request};
@@ -69,7 +69,7 @@ impl ObserverMutation {
             email = parse("email", Email::parse(&input.email)),
         }
         if let Some(id) = institution_id {
-            ensure_institution_exists(state, id).await?;
+            existing_institution(state, id).await?;
         }
         let meta = metadata(request(ctx), institution_id);
         let (id, position) = create_account_at(

@@ -11,8 +11,8 @@ use uuid::Uuid;
 use super::directory::{course_names, Application, Grade, Person};
 use super::query::Campus;
 use super::read_models::{CourseCapacity, Enrollment};
-use super::state;
 use super::types::{BigInt, CommandResult, Me};
+use super::{load, state};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -164,20 +164,12 @@ impl CreateCampusPayload {
         let Some(institution) = self.owner else {
             return Ok(None);
         };
-        let (institution, _) = state(ctx)
-            .buses
-            .institution
-            .load(&institution.to_string())
-            .await?;
+        let institution = load(&state(ctx).buses.institution, institution).await?;
         Ok(institution
             .campuses()
             .iter()
             .find(|(id, _)| id.as_uuid() == self.id)
-            .map(|(id, campus)| Campus {
-                id: id.as_uuid(),
-                name: campus.name.to_string(),
-                city: campus.city.to_string(),
-            }))
+            .map(Campus::from))
     }
 }
 
@@ -215,16 +207,11 @@ impl UpdateUserPayload {
     /// The account as it is now (from the account itself). Its e-mail changes only
     /// when the link sent to the new address is followed.
     async fn user(&self, ctx: &Context<'_>) -> Result<Me, ApiError> {
-        let (user, _) = state(ctx).buses.user.load(&self.id.to_string()).await?;
-        Ok(Me {
-            id: self.id,
-            email: user.email().map(|e| e.to_string()).unwrap_or_default(),
-            name: user.name().map(|n| n.to_string()),
-            role: user
-                .role()
-                .map(Into::into)
-                .ok_or_else(|| ApiError::internal("an updated user has a role"))?,
-            institution_id: user.institution_id().map(Into::into),
-        })
+        let user = load(&state(ctx).buses.user, self.id).await?;
+        let role = user
+            .role()
+            .map(Into::into)
+            .ok_or_else(|| ApiError::internal("an updated user has a role"))?;
+        Ok(Me::of(self.id, &user, role))
     }
 }

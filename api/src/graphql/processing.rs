@@ -5,6 +5,7 @@
 
 use async_graphql::{Context, Object, SimpleObject};
 use aula_processor::lookups;
+use aula_projections::course_capacity::Page;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -236,16 +237,12 @@ impl ProcessingQuery {
         let (claims, state, first) = paged(ctx, WATCHERS, first)?;
         let after = parse_cursor::<i64>(after)?;
         ensure_owner(claims, event_owner(state, event_id).await?)?;
-        let mut rows = lookups::event_tasks(&state.pool, event_id, after, first as i64 + 1).await?;
-        let next_cursor = if rows.len() > first {
-            rows.truncate(first);
-            rows.last().map(|r| r.0.to_string())
-        } else {
-            None
-        };
-        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let rows = lookups::event_tasks(&state.pool, event_id, after, first as i64 + 1).await?;
+        let page = Page::from_overfetch(rows, first as i64, |row| row.0.to_string());
+        let ids: Vec<i64> = page.rows.iter().map(|r| r.0).collect();
         let attempts = lookups::task_attempts(&state.pool, &ids).await?;
-        let nodes = rows
+        let nodes = page
+            .rows
             .into_iter()
             .map(
                 |(
@@ -295,6 +292,9 @@ impl ProcessingQuery {
                 },
             )
             .collect::<Result<_, ApiError>>()?;
-        Ok(EventTaskPage { nodes, next_cursor })
+        Ok(EventTaskPage {
+            nodes,
+            next_cursor: page.next,
+        })
     }
 }

@@ -2,14 +2,17 @@
 //! read-model queries are in `read_models`.
 
 use async_graphql::{Context, Object, SimpleObject};
-use aula_domain::user::{Role as DomainRole, UserStatus};
+use aula_domain::user::Role as DomainRole;
+use aula_domain::values::CampusId;
+use aula_projections::course_capacity::Page;
 use uuid::Uuid;
 
-use super::read_models::bad_cursor;
+use super::mutations::{existing_institution, load_user};
+use super::read_models::READERS;
 use super::types::{BigInt, Health, Me};
 use super::{authorize, request, state};
 use crate::auth::{self, Claims};
-use crate::error::ApiError;
+use crate::error::{bad_cursor, ApiError};
 use crate::freshness::wait_for_projections;
 use crate::state::AppState;
 
@@ -27,26 +30,24 @@ pub struct Campus {
     pub city: String,
 }
 
+impl From<(&CampusId, &aula_domain::institution::Campus)> for Campus {
+    fn from((id, campus): (&CampusId, &aula_domain::institution::Campus)) -> Self {
+        Campus {
+            id: id.as_uuid(),
+            name: campus.name.to_string(),
+            city: campus.city.to_string(),
+        }
+    }
+}
+
 #[Object]
 impl CoreQuery {
     /// The signed-in user.
     async fn me(&self, ctx: &Context<'_>) -> Result<Me, ApiError> {
         let claims = auth::require(request(ctx).claims.as_ref())?;
-        let (user, _) = state(ctx)
-            .buses
-            .user
-            .load(&claims.user_id.to_string())
-            .await?;
-        if user.status() == UserStatus::Unregistered {
-            return Err(ApiError::not_found("USER_NOT_FOUND", "user not found"));
-        }
-        Ok(Me {
-            id: claims.user_id,
-            email: user.email().map(|e| e.to_string()).unwrap_or_default(),
-            name: user.name().map(|n| n.to_string()),
-            role: user.role().unwrap_or(claims.role).into(),
-            institution_id: user.institution_id().map(Into::into),
-        })
+        let user = load_user(state(ctx), claims.user_id).await?;
+        let role = user.role().unwrap_or(claims.role).into();
+        Ok(Me::of(claims.user_id, &user, role))
     }
 
     /// Liveness, and whether the database answers. Public.
@@ -89,16 +90,7 @@ impl CoreQuery {
         >,
         #[graphql(default = 20, desc = "Page size (1 to the configured maximum).")] first: i32,
     ) -> Result<Vec<Campus>, ApiError> {
-        let claims = auth::require_role(
-            request(ctx).claims.as_ref(),
-            &[
-                DomainRole::Admin,
-                DomainRole::Manager,
-                DomainRole::Teacher,
-                DomainRole::Observer,
-            ],
-        )?;
-        let state = state(ctx);
+        let (claims, state) = authorize(ctx, READERS)?;
         let first = page_size(first, state.config.max_page_size)?;
         let institution_id = match institution_id {
             Some(id) => {
@@ -107,26 +99,8 @@ impl CoreQuery {
             }
             None => auth::target_institution(claims, None)?,
         };
-        let (institution, _) = state
-            .buses
-            .institution
-            .load(&institution_id.to_string())
-            .await?;
-        if institution.name().is_none() {
-            return Err(ApiError::not_found(
-                "INSTITUTION_NOT_FOUND",
-                "institution not found",
-            ));
-        }
-        let mut campuses: Vec<Campus> = institution
-            .campuses()
-            .iter()
-            .map(|(id, campus)| Campus {
-                id: id.as_uuid(),
-                name: campus.name.to_string(),
-                city: campus.city.to_string(),
-            })
-            .collect();
+        let institution = existing_institution(state, institution_id).await?;
+        let mut campuses: Vec<Campus> = institution.campuses().iter().map(Campus::from).collect();
         campuses.sort_by_key(|campus| campus.name.to_lowercase());
         campuses.truncate(first);
         Ok(campuses)
@@ -151,6 +125,33 @@ pub(crate) fn parse_cursor<T: std::str::FromStr>(
     after
         .map(|a| a.parse::<T>().map_err(|_| bad_cursor()))
         .transpose()
+}
+
+/// The nodes of a list, each row converted for the schema; a row it cannot show
+/// refuses the whole list.
+pub(crate) fn nodes<R, N>(rows: Vec<R>) -> Result<Vec<N>, ApiError>
+where
+    R: TryInto<N>,
+    ApiError: From<R::Error>,
+{
+    rows.into_iter()
+        .map(|row| row.try_into().map_err(ApiError::from))
+        .collect()
+}
+
+/// A page of rows as GraphQL nodes, each row converted, and the cursor of the next
+/// page as text.
+pub(crate) fn page_nodes<R, N, C: ToString>(
+    page: Page<R, C>,
+) -> Result<(Vec<N>, Option<String>), ApiError>
+where
+    R: TryInto<N>,
+    ApiError: From<R::Error>,
+{
+    Ok((
+        nodes(page.rows)?,
+        page.next.map(|cursor| cursor.to_string()),
+    ))
 }
 
 /// Checks a requested page size against the maximum.

@@ -12,7 +12,7 @@
 //!   [`ApiConfig::socket_recheck_interval`](crate::config::ApiConfig) while it streams).
 
 use async_graphql::extensions::{Extension, ExtensionContext, NextPrepareRequest, NextSubscribe};
-use async_graphql::{Pos, Request, Response, ServerError, ServerResult};
+use async_graphql::{Request, Response, ServerResult};
 use futures::future::Either;
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -37,10 +37,6 @@ fn socket_claims<'a>(ctx: &ExtensionContext<'a>) -> Option<(&'a AppState, &'a Cl
     Some((ctx.data_opt::<AppState>()?, claims))
 }
 
-fn server_error(error: ApiError) -> ServerError {
-    async_graphql::Error::from(error).into_server_error(Pos::default())
-}
-
 #[async_trait::async_trait]
 impl Extension for SessionCheck {
     async fn prepare_request(
@@ -52,7 +48,7 @@ impl Extension for SessionCheck {
         if let Some((state, claims)) = socket_claims(ctx) {
             auth::still_valid(&state.pool, claims, state.clock.now())
                 .await
-                .map_err(server_error)?;
+                .map_err(ApiError::into_server_error)?;
         }
         next.run(ctx, request).await
     }
@@ -95,7 +91,7 @@ async fn session_end(state: AppState, claims: Claims) -> Response {
             Err(ApiError::Internal(details) | ApiError::Unavailable(details)) => {
                 tracing::warn!(error = %details, "could not check a socket session; checking again later");
             }
-            Err(refused) => return Response::from_errors(vec![server_error(refused)]),
+            Err(refused) => return Response::from_errors(vec![refused.into_server_error()]),
         }
     }
 }

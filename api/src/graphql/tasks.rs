@@ -3,14 +3,14 @@
 //! offer (`dashboardFacets`). Admin: any institution; manager: its own (forced).
 
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
-use aula_processor::task_list::{self, TaskListError, TaskListQuery, TaskListRow};
+use aula_processor::task_list::{self, TaskListQuery, TaskListRow};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::admin_ops::{ensure_owner, event_owner};
-use super::query::paged;
+use super::query::{nodes, paged};
 use super::read_models::{
-    bad_cursor, filter_list, filter_text, filter_time, DurationFilter, SortDirection, WATCHERS,
+    filter_list, filter_text, filter_time, DurationFilter, SortDirection, WATCHERS,
 };
 use super::types::{parse_status, status_name, BigInt, TaskStatus};
 use super::{authorize, OperatorError};
@@ -193,18 +193,9 @@ impl TaskQuery {
             limit: Some(first as i64),
             ..task_filters(claims, filter.unwrap_or_default())?
         };
-        let page = task_list::list_tasks(&state.pool, &query)
-            .await
-            .map_err(|e| match e {
-                TaskListError::BadCursor => bad_cursor(),
-                TaskListError::Database(e) => e.into(),
-            })?;
+        let page = task_list::list_tasks(&state.pool, &query).await?;
         Ok(AdminTaskPage {
-            nodes: page
-                .tasks
-                .into_iter()
-                .map(TryInto::try_into)
-                .collect::<Result<_, _>>()?,
+            nodes: nodes(page.tasks)?,
             next_cursor: page.next,
         })
     }

@@ -67,12 +67,7 @@ impl Extension for ThrottleRequest {
         match verdict {
             Ok(()) => next.run(ctx, operation_name).await,
             Err(wait) => {
-                let error = ApiError::RateLimited {
-                    retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
-                };
-                Response::from_errors(vec![
-                    async_graphql::Error::from(error).into_server_error(Default::default())
-                ])
+                Response::from_errors(vec![ApiError::rate_limited(wait).into_server_error()])
             }
         }
     }

@@ -99,6 +99,19 @@ pub struct Me {
     pub institution_id: Option<Uuid>,
 }
 
+impl Me {
+    /// The account `id` as `user` holds it, shown with `role`.
+    pub(crate) fn of(id: Uuid, user: &aula_domain::user::User, role: Role) -> Self {
+        Me {
+            id,
+            email: user.email().map(|e| e.to_string()).unwrap_or_default(),
+            name: user.name().map(|n| n.to_string()),
+            role,
+            institution_id: user.institution_id().map(Into::into),
+        }
+    }
+}
+
 /// Whether the service and its database answer.
 #[derive(SimpleObject, Debug, Clone)]
 pub struct Health {

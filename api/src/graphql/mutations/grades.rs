@@ -46,11 +46,7 @@ impl GradeMutation {
             exam_name = parse("examName", ExamName::parse(&input.exam_name)),
             note = parse("note", GradeNote::from_f64(input.note)),
         }
-        let (student, _) = state
-            .buses
-            .student
-            .load(&input.student_id.to_string())
-            .await?;
+        let student = load(&state.buses.student, input.student_id).await?;
         let institution_id = student
             .institution_id()
             .ok_or_else(|| ApiError::not_found("STUDENT_NOT_FOUND", "student not found"))?
@@ -68,11 +64,7 @@ impl GradeMutation {
         let teacher_id = acting_teacher(state, claims, input.teacher_id, institution_id).await?;
         // Only a student enrolled in the course (by the student's e-mail) gets notes in
         // it; the course's stream is the truth of who holds a seat now.
-        let (course, _) = state
-            .buses
-            .course
-            .load(&input.course_id.to_string())
-            .await?;
+        let course = load(&state.buses.course, input.course_id).await?;
         let enrolled = student.email().is_some_and(|email| {
             course
                 .enrolled()
@@ -107,11 +99,7 @@ impl GradeMutation {
     ) -> ChangeExamNotePayload {
         let (claims, state) = authorize(ctx, GRADERS)?;
         let note = parse("note", GradeNote::from_f64(input.note))?;
-        let (grade, _) = state
-            .buses
-            .exam_grade
-            .load(&input.exam_grade_id.to_string())
-            .await?;
+        let grade = load(&state.buses.exam_grade, input.exam_grade_id).await?;
         let institution_id = grade
             .institution_id()
             .ok_or_else(|| {
@@ -157,7 +145,7 @@ async fn acting_teacher(
             ))
         }
     };
-    let (teacher, _) = state.buses.teacher.load(&teacher_id.to_string()).await?;
+    let teacher = load(&state.buses.teacher, teacher_id).await?;
     match teacher.institution_id() {
         None if claims.role == DomainRole::Teacher => Err(ApiError::forbidden(
             "NOT_A_TEACHER",

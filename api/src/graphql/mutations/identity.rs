@@ -75,20 +75,13 @@ impl IdentityMutation {
                 .map_err(|e| ApiError::internal(format!("sign-up token ttl: {e}")))?;
         let kind = TokenKind::SignUpConfirmation;
         let confirmation_token_hash = issue(state, kind, user_id, email.to_string()).await?;
-        let committed = state
-            .buses
-            .user
-            .execute(
-                &user_id.to_string(),
-                UserCommand::SignUp {
-                    email: email.clone(),
-                    confirmation_token_hash,
-                    expires_at,
-                    now,
-                },
-                &metadata(request(ctx), None),
-            )
-            .await?;
+        let command = UserCommand::SignUp {
+            email: email.clone(),
+            confirmation_token_hash,
+            expires_at,
+            now,
+        };
+        let committed = execute_on_user(ctx, user_id, None, command).await?;
         let position = committed.last_position();
         Ok(SignUpAccepted {
             accepted: true,
@@ -196,7 +189,7 @@ impl IdentityMutation {
             secrets::verify_password(input.password, None, state.config.password_hashing).await;
             return Err(bad_credentials());
         };
-        let (user, _) = state.buses.user.load(&user_id.to_string()).await?;
+        let user = load(&state.buses.user, user_id).await?;
         let stored = user.password_hash().map(str::to_owned);
         let has_password = stored.is_some();
         let matches =
@@ -205,17 +198,12 @@ impl IdentityMutation {
             // Not confirmed yet, or an account whose password was never set.
             return Err(bad_credentials());
         }
-        let committed = state
-            .buses
-            .user
-            .execute(
-                &user_id.to_string(),
-                UserCommand::AttemptLogin {
-                    password_matches: matches,
-                    now: state.clock.now(),
-                },
-                &metadata(request(ctx), user.institution_id().map(|id| id.as_uuid())),
-            )
+        let command = UserCommand::AttemptLogin {
+            password_matches: matches,
+            now: state.clock.now(),
+        };
+        let institution = user.institution_id().map(|id| id.as_uuid());
+        let committed = execute_on_user(ctx, user_id, institution, command)
             .await
             .map_err(|e| match e {
                 CommandError::Rejected(UserError::NotFound | UserError::NotActive) => {
@@ -274,18 +262,11 @@ impl IdentityMutation {
             if let Some(user_id) = emails::user_id_of(&state.pool, email.as_str()).await? {
                 let kind = TokenKind::PasswordReset;
                 let token_hash = issue(state, kind, user_id, email.to_string()).await?;
-                let outcome = state
-                    .buses
-                    .user
-                    .execute(
-                        &user_id.to_string(),
-                        UserCommand::RequestPasswordReset {
-                            token_hash,
-                            now: state.clock.now(),
-                        },
-                        &metadata(request(ctx), None),
-                    )
-                    .await;
+                let command = UserCommand::RequestPasswordReset {
+                    token_hash,
+                    now: state.clock.now(),
+                };
+                let outcome = execute_on_user(ctx, user_id, None, command).await;
                 match outcome {
                     Ok(_) => {}
                     // Pending or deactivated accounts, and accounts that had too many
@@ -320,18 +301,12 @@ impl IdentityMutation {
         let check = |user: &User| user.check_reset_token(&token_hash, state.clock.now());
         let user_id = token_account(state, &email, check, &refused).await?;
         let new_password_hash = hash_password(state, new_password).await?;
-        let committed = state
-            .buses
-            .user
-            .execute(
-                &user_id.to_string(),
-                UserCommand::ResetPassword {
-                    token_hash,
-                    new_password_hash,
-                    now: state.clock.now(),
-                },
-                &metadata(request(ctx), None),
-            )
+        let command = UserCommand::ResetPassword {
+            token_hash,
+            new_password_hash,
+            now: state.clock.now(),
+        };
+        let committed = execute_on_user(ctx, user_id, None, command)
             .await
             .map_err(|e| match e {
                 CommandError::Rejected(e) => refused(e),
@@ -360,7 +335,7 @@ async fn token_account<T>(
     let user_id = emails::user_id_of(&state.pool, email.as_str())
         .await?
         .ok_or_else(|| refused(UserError::NotFound))?;
-    let (user, _) = state.buses.user.load(&user_id.to_string()).await?;
+    let user = load(&state.buses.user, user_id).await?;
     check(&user).map_err(refused)?;
     Ok(user_id)
 }

@@ -84,7 +84,7 @@ impl InstitutionMutation {
         if input.course_id.is_some() {
             // A course id the client chose may be anyone's: an opened course is not
             // offered again (nor recorded in this institution's list).
-            let (course, _) = state.buses.course.load(&course_id.to_string()).await?;
+            let course = load(&state.buses.course, course_id).await?;
             if course.status() != CourseStatus::NotOpened {
                 return Err(ApiError::rejection(&InstitutionError::CourseAlreadyExists));
             }
@@ -110,12 +110,8 @@ impl InstitutionMutation {
             Err(CommandError::Rejected(InstitutionError::CourseAlreadyExists))
                 if input.course_id.is_some() =>
             {
-                let (institution, _) = state
-                    .buses
-                    .institution
-                    .load(&institution_id.to_string())
-                    .await?;
-                let (course, _) = state.buses.course.load(&course_id.to_string()).await?;
+                let institution = load(&state.buses.institution, institution_id).await?;
+                let course = load(&state.buses.course, course_id).await?;
                 if !institution
                     .courses()
                     .contains_key(&CourseId::from_uuid(course_id))

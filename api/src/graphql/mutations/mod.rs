@@ -19,7 +19,7 @@ use aula_domain::application::{application_id_for, Application, ApplicationComma
 use aula_domain::course::{CourseCommand, CourseStatus};
 use aula_domain::errors::Rejection;
 use aula_domain::exam_grade::ExamGradeCommand;
-use aula_domain::institution::{InstitutionCommand, InstitutionError};
+use aula_domain::institution::{Institution, InstitutionCommand, InstitutionError};
 use aula_domain::student::StudentCommand;
 use aula_domain::teacher::TeacherCommand;
 use aula_domain::user::{Role as DomainRole, User, UserCommand, UserError, UserEvent, UserStatus};
@@ -28,7 +28,7 @@ use aula_domain::values::{
     Email, ExamName, GradeNote, InstitutionId, InstitutionName, PersonName, StudentId, TeacherId,
     UserId, ValidationError,
 };
-use aula_eventlog::{CommandBus, CommandError, EventMetadata};
+use aula_eventlog::{CommandBus, CommandError, Committed, EventMetadata};
 use chrono::Duration;
 use cqrs_es::Aggregate;
 use uuid::Uuid;
@@ -37,7 +37,7 @@ use super::payloads::*;
 use super::types::{
     BigInt, CommandResult, LoginResult, RequestAccepted, SignUpAccepted, SignUpConfirmed,
 };
-use super::{authorize, metadata, rate_limit, request, state};
+use super::{authorize, load, metadata, rate_limit, request, state};
 use crate::auth::{self, Claims};
 use crate::emails;
 use crate::error::{invalid, ApiError};
@@ -249,19 +249,37 @@ async fn issue(
     Ok(hash)
 }
 
-pub(crate) async fn ensure_institution_exists(state: &AppState, id: Uuid) -> Result<(), ApiError> {
-    let (institution, _) = state.buses.institution.load(&id.to_string()).await?;
+/// The institution `id`, loaded; NOT_FOUND unless it was registered.
+pub(crate) async fn existing_institution(
+    state: &AppState,
+    id: Uuid,
+) -> Result<Institution, ApiError> {
+    let institution = load(&state.buses.institution, id).await?;
     if institution.name().is_none() {
         return Err(ApiError::not_found(
             "INSTITUTION_NOT_FOUND",
             "institution not found",
         ));
     }
-    Ok(())
+    Ok(institution)
 }
 
-async fn load_user(state: &AppState, id: Uuid) -> Result<User, ApiError> {
-    let (user, _) = state.buses.user.load(&id.to_string()).await?;
+/// Runs `command` on the account `user_id`, recorded with this request's metadata;
+/// `institution` is the institution the change belongs to, if any.
+async fn execute_on_user(
+    ctx: &Context<'_>,
+    user_id: Uuid,
+    institution: Option<Uuid>,
+    command: UserCommand,
+) -> Result<Committed<User>, CommandError<UserError>> {
+    let metadata = metadata(request(ctx), institution);
+    let bus = &state(ctx).buses.user;
+    bus.execute(&user_id.to_string(), command, &metadata).await
+}
+
+/// The user `id`, loaded; NOT_FOUND unless it was registered.
+pub(crate) async fn load_user(state: &AppState, id: Uuid) -> Result<User, ApiError> {
+    let user = load(&state.buses.user, id).await?;
     if user.status() == UserStatus::Unregistered {
         return Err(ApiError::not_found("USER_NOT_FOUND", "user not found"));
     }

@@ -99,7 +99,7 @@ async fn person_account<'a>(
 ) -> Result<(Uuid, Recording<'a>), ApiError> {
     let recording = Recording::new(ctx, Some(institution_id), wait);
     let state = recording.state;
-    ensure_institution_exists(state, institution_id).await?;
+    existing_institution(state, institution_id).await?;
     let meta = &recording.meta;
     let (id, _) = create_account_at(state, meta, email, name, role, Some(institution_id)).await?;
     Ok((id, recording))

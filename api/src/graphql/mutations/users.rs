@@ -78,15 +78,8 @@ impl UserMutation {
         let change = email.filter(|e| Some(e) != user.email());
         let mut last_position = None;
         if name.is_some() {
-            let committed = state
-                .buses
-                .user
-                .execute(
-                    &target.to_string(),
-                    UserCommand::UpdateUser { name, email: None },
-                    &metadata(request(ctx), institution),
-                )
-                .await?;
+            let command = UserCommand::UpdateUser { name, email: None };
+            let committed = execute_on_user(ctx, target, institution, command).await?;
             last_position = committed.last_position().or(last_position);
         }
         if let Some(new_email) = change {
@@ -105,20 +98,13 @@ impl UserMutation {
                 user.email().map(ToString::to_string).unwrap_or_default()
             };
             let token_hash = issue(state, TokenKind::EmailChange, target, recipient).await?;
-            let committed = state
-                .buses
-                .user
-                .execute(
-                    &target.to_string(),
-                    UserCommand::RequestEmailChange {
-                        new_email,
-                        token_hash,
-                        now: state.clock.now(),
-                        by_owner: target == claims.user_id,
-                    },
-                    &metadata(request(ctx), institution),
-                )
-                .await?;
+            let command = UserCommand::RequestEmailChange {
+                new_email,
+                token_hash,
+                now: state.clock.now(),
+                by_owner: target == claims.user_id,
+            };
+            let committed = execute_on_user(ctx, target, institution, command).await?;
             last_position = committed.last_position().or(last_position);
         }
         result(state, target, last_position, wait_for_projections)
@@ -137,24 +123,18 @@ impl UserMutation {
         let token_hash = one_time_token("token", &input.token)?;
         let target = input.user_id;
         let unknown = || ApiError::rejection(&UserError::EmailChangeTokenUnknown);
-        let (user, _) = state.buses.user.load(&target.to_string()).await?;
+        let user = load(&state.buses.user, target).await?;
         let Some(new_email) = user.pending_email_change(&token_hash).cloned() else {
             return Err(unknown());
         };
         let old_email = user.email().cloned();
         reserve_email(state, &new_email, target).await?;
-        let outcome = state
-            .buses
-            .user
-            .execute(
-                &target.to_string(),
-                UserCommand::ConfirmEmailChange {
-                    token_hash,
-                    now: state.clock.now(),
-                },
-                &metadata(request(ctx), user.institution_id().map(|id| id.as_uuid())),
-            )
-            .await;
+        let command = UserCommand::ConfirmEmailChange {
+            token_hash,
+            now: state.clock.now(),
+        };
+        let institution = user.institution_id().map(|id| id.as_uuid());
+        let outcome = execute_on_user(ctx, target, institution, command).await;
         let committed = match outcome {
             Ok(committed) => committed,
             Err(error) => {

@@ -1,7 +1,7 @@
 //! The admin event list and one event with its copies (`aula_projections::admin_events`).
 
 use async_graphql::{ComplexObject, Context, Enum, InputObject, Object};
-use aula_projections::admin_events::{self, DurationOp, EventListError, EventListQuery};
+use aula_projections::admin_events::{self, DurationOp, EventListQuery};
 use uuid::Uuid;
 
 use super::*;
@@ -78,7 +78,7 @@ impl AdminEvent {
     /// The reprocessed copies of this event, oldest first.
     async fn copies(&self, ctx: &Context<'_>) -> Result<Vec<AdminEvent>, ApiError> {
         let rows = admin_events::event_copies(&state(ctx).pool, self.event_id).await?;
-        rows.into_iter().map(TryInto::try_into).collect()
+        nodes(rows)
     }
 }
 
@@ -227,18 +227,9 @@ impl AdminEventQuery {
             limit: Some(first as i64),
             ..filtered
         };
-        let page = admin_events::list_admin_events(&state.pool, &query)
-            .await
-            .map_err(|e| match e {
-                EventListError::BadCursor => bad_cursor(),
-                EventListError::Database(e) => e.into(),
-            })?;
+        let page = admin_events::list_admin_events(&state.pool, &query).await?;
         Ok(AdminEventPage {
-            nodes: page
-                .events
-                .into_iter()
-                .map(TryInto::try_into)
-                .collect::<Result<_, _>>()?,
+            nodes: nodes(page.events)?,
             next_cursor: page.next,
         })
     }

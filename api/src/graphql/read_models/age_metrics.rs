@@ -108,10 +108,7 @@ impl AgeMetricsQuery {
             first as i64,
         )
         .await?;
-        let next_cursor = page.next.map(|id| id.to_string());
-        Ok(AgeMetricsPage {
-            nodes: page.rows.into_iter().map(Into::into).collect(),
-            next_cursor,
-        })
+        let (nodes, next_cursor) = page_nodes(page)?;
+        Ok(AgeMetricsPage { nodes, next_cursor })
     }
 }

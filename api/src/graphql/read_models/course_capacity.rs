@@ -134,8 +134,8 @@ impl CourseCapacityQuery {
             after,
             limit: Some(first as i64),
         };
-        let page = course_capacity::page_course_capacity(&state.pool, &query).await;
-        let (nodes, next_cursor) = nodes_of(page)?;
+        let page = course_capacity::page_course_capacity(&state.pool, &query).await?;
+        let (nodes, next_cursor) = page_nodes(page)?;
         Ok(CourseCapacityPage { nodes, next_cursor })
     }
 }

@@ -98,8 +98,8 @@ impl EnrollmentQuery {
             after,
             limit: Some(first as i64),
         };
-        let page = enrollments::page_course_enrollments(&state.pool, &query).await;
-        let (nodes, next_cursor) = nodes_of(page)?;
+        let page = enrollments::page_course_enrollments(&state.pool, &query).await?;
+        let (nodes, next_cursor) = page_nodes(page)?;
         Ok(EnrollmentPage { nodes, next_cursor })
     }
 }

@@ -15,16 +15,15 @@ mod status;
 
 use async_graphql::{Enum, MergedObject};
 use aula_domain::user::Role as DomainRole;
-use aula_projections::course_capacity::{Page, PageError};
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::mutations::{course_institution, courses_opened_by};
-use super::query::{paged, parse_cursor};
+use super::query::{nodes, page_nodes, paged, parse_cursor};
 use super::types::{
     parse_status, status_name, BigInt, EnrollmentStatus, EventStatus, RebuildState,
 };
-use super::{authorize, request, state};
+use super::{authorize, load, request, state};
 use crate::auth::{self, Claims};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -51,7 +50,9 @@ pub(crate) const STAFF: &[DomainRole] = &[DomainRole::Admin, DomainRole::Manager
 /// (`auth::read_scope`, `auth::ensure_institution`).
 pub(crate) const WATCHERS: &[DomainRole] =
     &[DomainRole::Admin, DomainRole::Manager, DomainRole::Observer];
-const READERS: &[DomainRole] = &[
+/// Who may read an institution's campuses, courses and their figures: staff, its
+/// teachers and observers.
+pub(crate) const READERS: &[DomainRole] = &[
     DomainRole::Admin,
     DomainRole::Manager,
     DomainRole::Teacher,
@@ -66,10 +67,7 @@ pub(crate) fn require_platform_reader(claims: Option<&Claims>) -> Result<&Claims
     if auth::sees_every_institution(claims) {
         Ok(claims)
     } else {
-        Err(ApiError::forbidden(
-            "ROLE_NOT_ALLOWED",
-            "your role may not perform this operation",
-        ))
+        Err(auth::role_not_allowed())
     }
 }
 /// Longest accepted filter string (event type, aggregate id, status).
@@ -108,30 +106,6 @@ pub(crate) fn search_text(
         _ => Ok(Some(text.to_owned())),
     }
 }
-pub(crate) fn bad_cursor() -> ApiError {
-    ApiError::validation("after", "INVALID_CURSOR", "not a cursor of this list")
-}
-/// A read model's page (or its refusal of the cursor) as GraphQL nodes, each row
-/// converted, and the cursor of the next page.
-fn nodes_of<R, N>(
-    page: Result<Page<R, Uuid>, PageError>,
-) -> Result<(Vec<N>, Option<String>), ApiError>
-where
-    R: TryInto<N>,
-    ApiError: From<R::Error>,
-{
-    let page = page.map_err(|error| match error {
-        PageError::BadCursor => bad_cursor(),
-        PageError::Database(e) => e.into(),
-    })?;
-    let nodes = page
-        .rows
-        .into_iter()
-        .map(|row| row.try_into().map_err(ApiError::from))
-        .collect::<Result<_, _>>()?;
-    Ok((nodes, page.next.map(|id| id.to_string())))
-}
-
 pub(crate) fn filter_text(
     field: &'static str,
     value: Option<String>,
@@ -201,7 +175,7 @@ async fn own_institution(
     claims: &Claims,
 ) -> Result<(Uuid, aula_domain::institution::Institution), ApiError> {
     let id = auth::target_institution(claims, None)?;
-    let (institution, _) = state.buses.institution.load(&id.to_string()).await?;
+    let institution = load(&state.buses.institution, id).await?;
     Ok((id, institution))
 }
 fn other_institution() -> ApiError {

@@ -21,13 +21,14 @@ use aula_processor::webhooks::signing::public_key_text;
 use aula_processor::webhooks::{
     message_header_id, parse_message_id, Endpoint, SignatureScheme, Signer, WebhookError,
 };
+use aula_projections::course_capacity::Page;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::admin_ops::ensure_owner;
-use super::query::page_size;
+use super::query::{nodes, page_nodes, page_size};
 use super::read_models::{STAFF, WATCHERS};
 use super::types::{parse_status, status_name, BigInt, BulkJobStatus};
 use super::{metadata, request, state};
@@ -393,16 +394,9 @@ impl WebhookQuery {
             to: filter.to,
             before: after.as_deref().map(decode_cursor).transpose()?,
         };
-        let mut rows = endpoints::messages(&state.pool, &query, limit + 1).await?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        Ok(WebhookMessagePage {
-            next_cursor: more.then(|| rows.last().map(encode_cursor)).flatten(),
-            nodes: rows
-                .into_iter()
-                .map(TryInto::try_into)
-                .collect::<Result<_, _>>()?,
-        })
+        let rows = endpoints::messages(&state.pool, &query, limit + 1).await?;
+        let (nodes, next_cursor) = page_nodes(Page::from_overfetch(rows, limit, encode_cursor))?;
+        Ok(WebhookMessagePage { nodes, next_cursor })
     }
 
     /// The attempts of one message (`msg_…` or its uuid), in order.
@@ -414,11 +408,7 @@ impl WebhookQuery {
         let claims = watcher(ctx)?;
         let state = state(ctx);
         let (id, _) = owned_message(state, claims, &message_id).await?;
-        endpoints::attempts(&state.pool, id)
-            .await?
-            .into_iter()
-            .map(TryInto::try_into)
-            .collect()
+        nodes(endpoints::attempts(&state.pool, id).await?)
     }
 
     /// The "recover since T" jobs of an endpoint, newest first.
@@ -428,10 +418,6 @@ impl WebhookQuery {
         #[graphql(desc = "The endpoint.")] endpoint_id: Uuid,
     ) -> Result<Vec<WebhookRecovery>, ApiError> {
         owned_endpoint(ctx, endpoint_id).await?;
-        recover::jobs(&state(ctx).pool, endpoint_id)
-            .await?
-            .into_iter()
-            .map(TryInto::try_into)
-            .collect()
+        nodes(recover::jobs(&state(ctx).pool, endpoint_id).await?)
     }
 }
