@@ -10,7 +10,6 @@ use aula_domain::student::{Student, StudentCommand, StudentServices};
 use aula_domain::teacher::{Teacher, TeacherCommand, TeacherServices};
 use aula_domain::user::{Role, User, UserCommand, UserServices};
 use aula_domain::values::*;
-use aula_eventlog::testing::TestDatabase;
 use aula_eventlog::{Actor, CommandBus};
 use aula_processor::handlers::notify::{create_broadcast, Audience};
 use chrono::{Duration, Utc};
@@ -34,10 +33,27 @@ async fn task_status(pool: &PgPool, event_id: Uuid, kind: &str) -> Option<String
 }
 
 async fn wait_task_succeeded(pool: &PgPool, event_id: Uuid, kind: &str) {
-    eventually(&format!("{kind} for {event_id} to succeed"), || async {
-        (task_status(pool, event_id, kind).await.as_deref() == Some("succeeded")).then_some(())
-    })
+    wait_task_status(pool, event_id, kind, "succeeded").await
+}
+
+/// Waits until the task `kind` of event `event_id` is `status`.
+async fn wait_task_status(pool: &PgPool, event_id: Uuid, kind: &str, status: &str) {
+    eventually(
+        &format!("{kind} for {event_id} to end {status}"),
+        || async {
+            (task_status(pool, event_id, kind).await.as_deref() == Some(status)).then_some(())
+        },
+    )
     .await
+}
+
+/// The attempt number and last error of the (only) task of event `event_id`.
+async fn attempt_and_error(pool: &PgPool, event_id: Uuid) -> (i32, String) {
+    sqlx::query_as("SELECT attempt, last_error FROM tasks WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }
 
 /// Creates a student of `institution`, born on 1 January of `born`; returns its id and

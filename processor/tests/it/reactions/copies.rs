@@ -5,8 +5,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reprocessing_emits_a_copy_that_issues_fresh_tasks_and_leaves_the_original() {
-    let db = TestDatabase::new().await;
-    let (running, mailer) = start_standard(&db).await;
+    let (db, running, mailer) = standard_on_new_database().await;
     let institution = Uuid::new_v4();
     let (student, original) =
         create_student(&db.pool, institution, "Caio", "caio@example.org", 2001).await;
@@ -63,23 +62,20 @@ async fn reprocessing_emits_a_copy_that_issues_fresh_tasks_and_leaves_the_origin
     assert_eq!(metadata["reprocessed_from"], original.to_string());
     assert_eq!(metadata["actor"], format!("user:{admin}"));
     // The student's own stream still holds one event.
-    assert_eq!(
-        scalar_i64(
-            &db.pool,
-            &format!("SELECT count(*) FROM events WHERE aggregate_id = '{student}'")
-        )
-        .await,
-        1
-    );
+    assert_scalar(
+        &db.pool,
+        &format!("SELECT count(*) FROM events WHERE aggregate_id = '{student}'"),
+        1,
+    )
+    .await;
     // Each event issued each kind exactly once.
-    assert_eq!(scalar_i64(&db.pool, "SELECT count(*) FROM (SELECT event_id, kind FROM tasks GROUP BY 1, 2 HAVING count(*) > 1) d").await, 0);
+    assert_scalar(&db.pool, "SELECT count(*) FROM (SELECT event_id, kind FROM tasks GROUP BY 1, 2 HAVING count(*) > 1) d", 0).await;
     running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn copies_of_enrollment_and_institution_events_act_on_their_originals_subject() {
-    let db = TestDatabase::new().await;
-    let (running, mailer) = start_standard(&db).await;
+    let (db, running, mailer) = standard_on_new_database().await;
     let school = school(&db.pool, 1).await;
     let courses = bus::<Course>(&db.pool, CourseServices);
     school
@@ -137,8 +133,7 @@ async fn copies_of_enrollment_and_institution_events_act_on_their_originals_subj
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_copy_of_a_sent_one_time_link_ends_dead_at_once_with_a_plain_reason() {
-    let db = TestDatabase::new().await;
-    let (running, mailer) = start_standard(&db).await;
+    let (db, running, mailer) = standard_on_new_database().await;
     let user = Uuid::new_v4().to_string();
     let expires_at = Utc::now() + Duration::hours(1);
     aula_processor::stash_token(&db.pool, "copy-hash", "copy-raw", expires_at)
@@ -159,20 +154,8 @@ async fn a_copy_of_a_sent_one_time_link_ends_dead_at_once_with_a_plain_reason() 
         .unwrap()
         .event_id;
     // `dead` at once: its outcome can never change (a manual retry could not help).
-    eventually("the copy's task to end dead", || async {
-        (task_status(&db.pool, copy, "email.signup_confirmation")
-            .await
-            .as_deref()
-            == Some("dead"))
-        .then_some(())
-    })
-    .await;
-    let (attempts, error): (i32, String) =
-        sqlx::query_as("SELECT attempt, last_error FROM tasks WHERE event_id = $1")
-            .bind(copy)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    wait_task_status(&db.pool, copy, "email.signup_confirmation", "dead").await;
+    let (attempts, error) = attempt_and_error(&db.pool, copy).await;
     assert_eq!(attempts, 1, "no retries of what can never succeed");
     assert!(error.contains("ask for a new link"), "{error}");
     assert_eq!(mailer.to("once@example.org").len(), 1);
