@@ -77,8 +77,7 @@ async fn world() -> World {
     let a = server.institution("Escola Norte").await;
     let b = server.institution("Escola Sul").await;
     let manager = a.manager.token.clone();
-    let campus = server.campus(&manager, None).await;
-    let course = server.course(&manager, None, campus).await;
+    let (campus, course) = server.campus_with_course(&manager).await;
     let other_course = server.course(&manager, None, campus).await;
     let b_campus = server.campus(&b.manager.token, None).await;
     let b_course = server.course(&b.manager.token, None, b_campus).await;

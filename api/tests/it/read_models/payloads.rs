@@ -165,16 +165,13 @@ async fn webhook_endpoint_operations_are_in_the_audit_log() {
     assert!(public_key.starts_with("whpk_"), "{public_key}");
     let endpoint: Uuid = created["endpoint"]["id"].as_str().unwrap().parse().unwrap();
 
-    gql(
+    // Described and disabled, then enabled again.
+    for update in [
         "mutation($id: UUID!) { updateWebhookEndpoint(id: $id, input: { description: \"ERP\", enabled: false }) { id } }",
-        json!({ "id": endpoint }),
-    )
-    .await;
-    gql(
         "mutation($id: UUID!) { updateWebhookEndpoint(id: $id, input: { enabled: true }) { id } }",
-        json!({ "id": endpoint }),
-    )
-    .await;
+    ] {
+        gql(update, json!({ "id": endpoint })).await;
+    }
     let rotated = gql(
         "mutation($id: UUID!) { rotateWebhookEndpointSecret(id: $id, previousSecretValidForMinutes: 60, signatureScheme: v1) { secret endpoint { signatureScheme publicKey } } }",
         json!({ "id": endpoint }),

@@ -291,8 +291,7 @@ async fn people_lists_and_self_service_reads() {
     let a = server.institution("Escola Lista").await;
     let b = server.institution("Escola Outra").await;
     let m = a.manager.token.as_str();
-    let campus = server.campus(m, None).await;
-    let course = server.course(m, None, campus).await;
+    let (_, course) = server.campus_with_course(m).await;
 
     let mut students = Vec::new();
     for name in ["Carla Dias", "Ana Brito", "Bruno Costa"] {
