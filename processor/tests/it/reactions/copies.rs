@@ -3,6 +3,17 @@
 
 use super::*;
 
+/// The aggregate id, payload and metadata stored for event `event_id`.
+async fn stored(pool: &PgPool, event_id: Uuid) -> (String, serde_json::Value, serde_json::Value) {
+    sqlx::query_as(
+        "SELECT aggregate_id, payload::jsonb, metadata::jsonb FROM events WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reprocessing_emits_a_copy_that_issues_fresh_tasks_and_leaves_the_original() {
     let (db, running, mailer) = standard_on_new_database().await;
@@ -10,13 +21,7 @@ async fn reprocessing_emits_a_copy_that_issues_fresh_tasks_and_leaves_the_origin
     let (student, original) =
         create_student(&db.pool, institution, "Caio", "caio@example.org", 2001).await;
     wait_task_succeeded(&db.pool, original, "email.welcome").await;
-    let before: (String, serde_json::Value, serde_json::Value) = sqlx::query_as(
-        "SELECT aggregate_id, payload::jsonb, metadata::jsonb FROM events WHERE event_id = $1",
-    )
-    .bind(original)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let before = stored(&db.pool, original).await;
 
     let appended = || {
         aula_eventlog::metrics::EVENTS_APPENDED
@@ -43,13 +48,7 @@ async fn reprocessing_emits_a_copy_that_issues_fresh_tasks_and_leaves_the_origin
         "the copy's task sends its own e-mail"
     );
 
-    let after: (String, serde_json::Value, serde_json::Value) = sqlx::query_as(
-        "SELECT aggregate_id, payload::jsonb, metadata::jsonb FROM events WHERE event_id = $1",
-    )
-    .bind(original)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let after = stored(&db.pool, original).await;
     assert_eq!(before, after, "the original is untouched");
     let (aggregate_type, payload, metadata): (String, serde_json::Value, serde_json::Value) =
         sqlx::query_as("SELECT aggregate_type, payload::jsonb, metadata::jsonb FROM events WHERE event_id = $1")
