@@ -52,6 +52,13 @@ fn nodes_of<'a>(r: &'a Value, field: &str) -> &'a Vec<Value> {
     data(r, field)["nodes"].as_array().unwrap()
 }
 
+/// The one node of `field`'s page, asserted to be alone.
+fn only_node<'a>(r: &'a Value, field: &str) -> &'a Value {
+    let nodes = nodes_of(r, field);
+    assert_eq!(nodes.len(), 1, "{r}");
+    &nodes[0]
+}
+
 struct World {
     server: TestServer,
     _projections: RunningProjections,

@@ -90,9 +90,7 @@ async fn read_model_queries_answer_from_the_projections() {
     let r = s
         .gql(Some(&w.teacher.token), AGES, json!({ "s": "INSTITUTION" }))
         .await;
-    let nodes = nodes_of(&r, "ageMetrics");
-    assert_eq!(nodes.len(), 1);
-    assert_eq!(nodes[0]["scopeId"], w.a.id.to_string());
+    assert_eq!(only_node(&r, "ageMetrics")["scopeId"], w.a.id.to_string());
 
     // courseEnrollments, by name descending.
     let r = s
@@ -229,9 +227,10 @@ async fn read_model_queries_answer_from_the_projections() {
             json!({ "f": { "types": ["CourseOpened"] }, "n": 10 }),
         )
         .await;
-    let nodes = nodes_of(&r, "adminEvents");
-    assert_eq!(nodes.len(), 1);
-    assert_eq!(nodes[0]["institutionId"], w.b.id.to_string());
+    assert_eq!(
+        only_node(&r, "adminEvents")["institutionId"],
+        w.b.id.to_string()
+    );
     // Status and duration filters (the processor is not running: all pending).
     let r = s
         .gql(
