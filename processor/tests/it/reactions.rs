@@ -21,9 +21,16 @@ mod copies;
 mod emails;
 mod school;
 
-async fn task_status(pool: &PgPool, event_id: Uuid, kind: &str) -> Option<String> {
-    sqlx::query_scalar(
-        "SELECT status FROM tasks WHERE event_id = $1 AND kind = $2 AND origin_task_id IS NULL",
+/// The status, attempt number and last error of the task `kind` of event `event_id`,
+/// once it exists.
+async fn task_state(
+    pool: &PgPool,
+    event_id: Uuid,
+    kind: &str,
+) -> Option<(String, i32, Option<String>)> {
+    sqlx::query_as(
+        "SELECT status, attempt, last_error FROM tasks
+         WHERE event_id = $1 AND kind = $2 AND origin_task_id IS NULL",
     )
     .bind(event_id)
     .bind(kind)
@@ -33,27 +40,27 @@ async fn task_status(pool: &PgPool, event_id: Uuid, kind: &str) -> Option<String
 }
 
 async fn wait_task_succeeded(pool: &PgPool, event_id: Uuid, kind: &str) {
-    wait_task_status(pool, event_id, kind, "succeeded").await
+    wait_task_status(pool, event_id, kind, "succeeded").await;
 }
 
-/// Waits until the task `kind` of event `event_id` is `status`.
-async fn wait_task_status(pool: &PgPool, event_id: Uuid, kind: &str, status: &str) {
+/// Waits until the task `kind` of event `event_id` is `status`; returns its attempt
+/// number and last error then.
+async fn wait_task_status(
+    pool: &PgPool,
+    event_id: Uuid,
+    kind: &str,
+    status: &str,
+) -> (i32, Option<String>) {
     eventually(
         &format!("{kind} for {event_id} to end {status}"),
         || async {
-            (task_status(pool, event_id, kind).await.as_deref() == Some(status)).then_some(())
+            match task_state(pool, event_id, kind).await {
+                Some((now, attempt, error)) if now == status => Some((attempt, error)),
+                _ => None,
+            }
         },
     )
     .await
-}
-
-/// The attempt number and last error of the (only) task of event `event_id`.
-async fn attempt_and_error(pool: &PgPool, event_id: Uuid) -> (i32, String) {
-    sqlx::query_as("SELECT attempt, last_error FROM tasks WHERE event_id = $1")
-        .bind(event_id)
-        .fetch_one(pool)
-        .await
-        .unwrap()
 }
 
 /// Creates a student of `institution`, born on 1 January of `born`; returns its id and

@@ -77,8 +77,8 @@ async fn an_expired_token_that_was_never_stashed_fails_permanently() {
         .await
         .unwrap();
     let event = event_id_of(&db.pool, "PendingUserRegisterCreated", &user.to_string()).await;
-    wait_task_status(&db.pool, event, "email.signup_confirmation", "failed").await;
-    let (_, error) = attempt_and_error(&db.pool, event).await;
+    let (_, error) = wait_task_status(&db.pool, event, "email.signup_confirmation", "failed").await;
+    let error = error.expect("a failed task keeps its error");
     assert!(error.contains("expired"), "{error}");
     assert!(mailer.sent().is_empty());
     running.stop().await;
