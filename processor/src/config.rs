@@ -68,6 +68,23 @@ fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 impl ProcessorConfig {
+    /// Timings short enough for tests (a lease of 5 s, retries within 200 ms, a poll
+    /// every 100 ms) under `worker_name`; the crates' integration tests share it.
+    pub fn quick(worker_name: &str) -> Self {
+        Self {
+            worker_name: worker_name.into(),
+            concurrency: 8,
+            claim_batch: 32,
+            lease: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(100),
+            rescue_interval: Duration::from_millis(200),
+            retry_base: Duration::from_millis(20),
+            retry_max: Duration::from_millis(200),
+            drain_timeout: Duration::from_secs(10),
+            record_attempts: true,
+        }
+    }
+
     pub fn from_env() -> Self {
         let d = Self::default();
         Self {

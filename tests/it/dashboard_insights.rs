@@ -12,9 +12,9 @@ use crate::support;
 use std::time::Duration;
 
 use serde_json::json;
-use support::cdp::{click, Browser};
+use support::cdp::click;
 use support::dashboard::{
-    filter_institution, open_login, sign_in, sign_out, stage, Stage, LIST_READY,
+    filter_institution, sign_in, sign_out, signed_in_browser, stage, Stage, LIST_READY,
 };
 use support::{confirm_sign_up, free_port, graphql, graphql_as, login, poll_db, sign_up};
 
@@ -108,10 +108,8 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
     .await;
     assert!(reset["errors"].is_null(), "{reset}");
 
-    let browser = Browser::start().await;
-    browser.viewport(1280, 1000, false).await;
-    open_login(&browser, &format!("{base}/admin"), &shots).await;
-    sign_in(&browser, admin_email, PASSWORD).await;
+    let url = format!("{base}/admin");
+    let browser = signed_in_browser(&url, (1280, 1000), admin_email, PASSWORD, &shots).await;
     browser
         .wait_for(
             &format!("!document.getElementById('app-view').hidden && {LIST_READY}"),

@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use aula_eventlog::testing::TestDatabase;
 use serde_json::json;
-use support::cdp::Browser;
-use support::dashboard::{open_login, sign_in, LIST_READY};
+use support::dashboard::{signed_in_browser, LIST_READY};
 use support::service::Service;
 use support::{free_port, graphql_as, login, poll_db};
 
@@ -71,25 +70,24 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
     aula_api::create_admin(&db.pool, admin_email, PASSWORD)
         .await
         .unwrap();
-    support::sign_up(&client, &base, "first@escola.test").await;
-    poll_db(
-        &db.pool,
-        &format!("SELECT count(*) FROM tasks WHERE kind = '{KIND}' AND status = 'pending' AND last_error IS NOT NULL"),
-        1,
-        "the first e-mail to wait for its retry",
-    )
-    .await;
-    let first = task_of(&db.pool, "first@escola.test").await;
+    // Signs `email` up, waits until `expected` sign-up tasks match `condition`, and
+    // returns the id of the new one.
+    let sign_up_until = |email: &'static str, condition: &'static str, expected: i64| {
+        let (client, base, pool) = (&client, &base, &db.pool);
+        async move {
+            support::sign_up(client, base, email).await;
+            let sql = format!("SELECT count(*) FROM tasks WHERE kind = '{KIND}' AND {condition}");
+            let what = format!("{expected} sign-up e-mail(s) with {condition}");
+            poll_db(pool, &sql, expected, &what).await;
+            task_of(pool, email).await
+        }
+    };
+    // The first e-mail waits for its retry.
+    let first_waits = "status = 'pending' AND last_error IS NOT NULL";
+    let first = sign_up_until("first@escola.test", first_waits, 1).await;
 
-    let browser = Browser::start().await;
-    browser.viewport(1280, 900, false).await;
-    open_login(
-        &browser,
-        &format!("{base}/admin?tab=tasks&status=retrying"),
-        &shots,
-    )
-    .await;
-    sign_in(&browser, admin_email, PASSWORD).await;
+    let url = format!("{base}/admin?tab=tasks&status=retrying");
+    let browser = signed_in_browser(&url, (1280, 900), admin_email, PASSWORD, &shots).await;
 
     // Retrying: filtered, with its next run ten minutes ahead, and counted in the header.
     browser
@@ -134,15 +132,8 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
         )
         .await;
     // A task of the paused kind issued now is parked by the workers, never run.
-    support::sign_up(&client, &base, "second@escola.test").await;
-    poll_db(
-        &db.pool,
-        &format!("SELECT count(*) FROM tasks WHERE kind = '{KIND}' AND status = 'paused'"),
-        2,
-        "both e-mails parked",
-    )
-    .await;
-    let second = task_of(&db.pool, "second@escola.test").await;
+    // Both e-mails parked.
+    let second = sign_up_until("second@escola.test", "status = 'paused'", 2).await;
     let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM task_attempts WHERE task_id = $1")
         .bind(second)
         .fetch_one(&db.pool)
@@ -152,10 +143,8 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
 
     // The paused filter; open the second task's drawer and cancel it after confirming.
     browser
-        .navigate(&format!("{base}/admin?tab=tasks&status=paused"))
-        .await;
-    browser
-        .wait_for(
+        .navigate_then_wait(
+            &format!("{base}/admin?tab=tasks&status=paused"),
             &format!("{LIST_READY} && document.querySelectorAll('#list-body tr[data-task-id]').length === 2
               && document.querySelector('[data-paused-kind=\"{KIND}\"]').textContent.includes('2 waiting')"),
             "both paused tasks and the panel's count",
@@ -198,10 +187,8 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
 
     // The first task: a new priority from its drawer.
     browser
-        .navigate(&format!("{base}/admin?tab=tasks&status=paused"))
-        .await;
-    browser
-        .wait_for(
+        .navigate_then_wait(
+            &format!("{base}/admin?tab=tasks&status=paused"),
             &format!("{LIST_READY} && document.querySelectorAll('#list-body tr[data-task-id]').length === 1"),
             "the one paused task left",
             &shots,
@@ -255,10 +242,8 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
     .await
     .unwrap();
     browser
-        .navigate(&format!("{base}/admin?tab=tasks&status=running"))
-        .await;
-    browser
-        .wait_for(
+        .navigate_then_wait(
+            &format!("{base}/admin?tab=tasks&status=running"),
             &format!(
                 "{LIST_READY} && document.querySelector('#list-body tr[data-task-id=\"{first}\"]')"
             ),

@@ -11,8 +11,7 @@ use crate::support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use support::cdp::Browser;
-use support::dashboard::{open_login, sign_in, stage, Stage, LIST_READY, LIST_SETTLED};
+use support::dashboard::{signed_in_browser, stage, Stage, LIST_READY, LIST_SETTLED};
 use support::free_port;
 
 const PASSWORD: &str = "dashboard password 2";
@@ -54,15 +53,8 @@ async fn a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved() {
     let all_failed = db
         .scalar("SELECT count(*) FROM admin_events WHERE status = 'failed'")
         .await;
-    let browser = Browser::start().await;
-    browser.viewport(1280, 900, false).await;
-    open_login(
-        &browser,
-        &format!("{base}/admin?types={ENROLLMENT}&status=unresolved"),
-        &shots,
-    )
-    .await;
-    sign_in(&browser, "admin@aula.test", PASSWORD).await;
+    let url = format!("{base}/admin?types={ENROLLMENT}&status=unresolved");
+    let browser = signed_in_browser(&url, (1280, 900), "admin@aula.test", PASSWORD, &shots).await;
     let rows = "document.querySelectorAll('#list-body tr[data-event-id]').length";
     browser
         .wait_for(
@@ -138,10 +130,8 @@ async fn a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved() {
         )
         .await;
     browser
-        .navigate(&format!("{base}/admin?types={ENROLLMENT}&status=failed"))
-        .await;
-    browser
-        .wait_for(
+        .navigate_then_wait(
+            &format!("{base}/admin?types={ENROLLMENT}&status=failed"),
             &format!(
                 "{LIST_READY} && document.querySelector(\"#list-body tr[data-event-id='{original}']\") !== null
                   && document.querySelector(\"#list-body tr[data-event-id='{original}']\").textContent.includes('resolved by copy')"

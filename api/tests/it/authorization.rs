@@ -178,8 +178,7 @@ async fn world(server: &TestServer) -> World {
     let admin = server.admin().await;
     let a = server.institution("Escola Matriz").await;
     let m = a.manager.token.as_str();
-    let campus = server.campus(m, None).await;
-    let course = server.course(m, None, campus).await;
+    let (campus, course) = server.campus_with_course(m).await;
     let (teacher_id, teacher_email) = server.teacher(m, None).await;
     let teacher = server.activate(teacher_id, &teacher_email).await;
     let (student_id, student_email) = server.student(m, None).await;

@@ -189,8 +189,7 @@ async fn an_application_is_answered_plainly_even_when_it_times_out() {
     .await;
     let a = server.institution("Escola Prazo").await;
     let manager = a.manager.token.as_str();
-    let campus = server.campus(manager, None).await;
-    let course = server.course(manager, None, campus).await;
+    let (_, course) = server.campus_with_course(manager).await;
     let apply = |email: &str, key: Option<&str>| json!({ "courseId": course, "name": "Tim Out", "birthDate": "2004-01-02", "email": email, "idempotencyKey": key });
 
     let unknown = server

@@ -201,11 +201,7 @@ async fn metrics_move_with_operations_events_and_tasks() {
 
     // A successful command, a rejected login, a malformed query, an unknown field.
     let email = format!("metrics-{}@aula.test", Uuid::new_v4().simple());
-    assert_ok(
-        &server
-            .command(None, "signUp", json!({ "email": email }))
-            .await,
-    );
+    assert_ok(&server.sign_up(&email).await);
     let login = server.login(&email, "wrong password at all").await;
     let login_code = code(&login).expect("the login is refused");
     assert_code(&server.gql(None, "query {", json!({})).await, "VALIDATION");

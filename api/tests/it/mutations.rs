@@ -21,8 +21,7 @@ async fn every_mutation_succeeds_for_an_allowed_caller() {
     assert_eq!(me["data"]["me"]["id"], a.manager.id.to_string());
 
     // createCampus, offerCourse, changeCourseCapacity.
-    let campus = server.campus(manager, None).await;
-    let course = server.course(manager, None, campus).await;
+    let (campus, course) = server.campus_with_course(manager).await;
     let changed = server
         .command(
             Some(manager),

@@ -52,16 +52,9 @@ impl Processor {
         };
         let mailer = FileMailer::new(outbox.clone(), mail.from.clone());
         let config = ProcessorConfig {
-            worker_name: "api-test-worker".into(),
             concurrency: 4,
             claim_batch: 16,
-            lease: Duration::from_secs(5),
-            poll_interval: Duration::from_millis(100),
-            rescue_interval: Duration::from_millis(200),
-            retry_base: Duration::from_millis(20),
-            retry_max: Duration::from_millis(200),
-            drain_timeout: Duration::from_secs(10),
-            record_attempts: true,
+            ..ProcessorConfig::quick("api-test-worker")
         };
         let workers = tokio::spawn(aula_processor::run_workers(
             server.db.pool.clone(),
@@ -182,8 +175,7 @@ async fn a_new_grade_reaches_only_its_student_who_marks_it_read() {
     let a = server.institution("Escola Norte").await;
     let b = server.institution("Escola Sul").await;
     let manager = a.manager.token.as_str();
-    let campus = server.campus(manager, None).await;
-    let course = server.course(manager, None, campus).await;
+    let (_, course) = server.campus_with_course(manager).await;
     let (student_id, student_email) = server.student(manager, None).await;
     let (other_id, other_email) = server.student(manager, None).await;
     let (teacher_id, teacher_email) = server.teacher(manager, None).await;

@@ -52,6 +52,13 @@ fn nodes_of<'a>(r: &'a Value, field: &str) -> &'a Vec<Value> {
     data(r, field)["nodes"].as_array().unwrap()
 }
 
+/// The one node of `field`'s page, asserted to be alone.
+fn only_node<'a>(r: &'a Value, field: &str) -> &'a Value {
+    let nodes = nodes_of(r, field);
+    assert_eq!(nodes.len(), 1, "{r}");
+    &nodes[0]
+}
+
 struct World {
     server: TestServer,
     _projections: RunningProjections,
@@ -77,8 +84,7 @@ async fn world() -> World {
     let a = server.institution("Escola Norte").await;
     let b = server.institution("Escola Sul").await;
     let manager = a.manager.token.clone();
-    let campus = server.campus(&manager, None).await;
-    let course = server.course(&manager, None, campus).await;
+    let (campus, course) = server.campus_with_course(&manager).await;
     let other_course = server.course(&manager, None, campus).await;
     let b_campus = server.campus(&b.manager.token, None).await;
     let b_course = server.course(&b.manager.token, None, b_campus).await;

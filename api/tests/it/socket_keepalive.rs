@@ -99,13 +99,20 @@ async fn assert_health_answers(socket: &mut Socket, start: &str, result: &str, a
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn graphql_transport_ws_is_pinged_and_stays_open_while_idle() {
+/// A socket of `protocol` left idle for three idle timeouts (its pings answered if
+/// `answer`): still open, acknowledged once. Returns what it saw, to be asserted further.
+async fn idle_for_three_timeouts(protocol: &str, answer: bool) -> (TestServer, Socket, Seen) {
     let server = server().await;
-    let mut socket = open(&server, "graphql-transport-ws").await;
-    let seen = read_for(&mut socket, IDLE_TIMEOUT * 3, true).await;
+    let mut socket = open(&server, protocol).await;
+    let seen = read_for(&mut socket, IDLE_TIMEOUT * 3, answer).await;
     assert_eq!(seen.close, None, "{seen:?}");
     assert_eq!(count(&seen, "connection_ack"), 1, "{seen:?}");
+    (server, socket, seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graphql_transport_ws_is_pinged_and_stays_open_while_idle() {
+    let (server, mut socket, seen) = idle_for_three_timeouts("graphql-transport-ws", true).await;
     assert!(count(&seen, "ping") >= 5, "protocol pings: {seen:?}");
     assert!(seen.ping_frames >= 5, "ping frames: {seen:?}");
 
@@ -116,12 +123,8 @@ async fn graphql_transport_ws_is_pinged_and_stays_open_while_idle() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn legacy_graphql_ws_gets_keep_alives_and_stays_open_while_idle() {
-    let server = server().await;
-    let mut socket = open(&server, "graphql-ws").await;
     // A legacy client never answers `ka`: its WebSocket pongs keep it alive.
-    let seen = read_for(&mut socket, IDLE_TIMEOUT * 3, false).await;
-    assert_eq!(seen.close, None, "{seen:?}");
-    assert_eq!(count(&seen, "connection_ack"), 1, "{seen:?}");
+    let (server, mut socket, seen) = idle_for_three_timeouts("graphql-ws", false).await;
     assert!(count(&seen, "ka") >= 5, "keep-alives: {seen:?}");
 
     assert_health_answers(&mut socket, "start", "data", false).await;

@@ -75,6 +75,11 @@ async fn audit_actions(pool: &PgPool) -> Vec<(String, Option<i64>, Option<String
         .collect()
 }
 
+/// The status a control moved its task from, and to.
+fn moved(change: &controls::TaskControlled) -> (&str, &str) {
+    (&change.from, &change.to)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_attempt_leaves_the_task_retrying_with_its_next_run_time() {
     let db = TestDatabase::new().await;
@@ -131,10 +136,7 @@ async fn cancelling_a_waiting_task_keeps_it_in_history_and_no_claim_takes_it() {
     let done = controls::cancel_task(&db.pool, pending, &operator())
         .await
         .unwrap();
-    assert_eq!(
-        (done.from.as_str(), done.to.as_str()),
-        ("pending", "cancelled")
-    );
+    assert_eq!(moved(&done), ("pending", "cancelled"));
     let done = controls::cancel_task(&db.pool, retrying, &operator())
         .await
         .unwrap();
@@ -273,10 +275,7 @@ async fn a_force_released_task_is_claimable_again_and_its_old_worker_is_fenced_o
     let released = controls::force_release(&db.pool, id, &operator())
         .await
         .unwrap();
-    assert_eq!(
-        (released.from.as_str(), released.to.as_str()),
-        ("running", "retrying")
-    );
+    assert_eq!(moved(&released), ("running", "retrying"));
     let (outcome, lease): (String, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as(
         "SELECT a.outcome, t.lease_until FROM task_attempts a JOIN tasks t ON t.id = a.task_id
          WHERE a.task_id = $1 AND a.attempt = 1",

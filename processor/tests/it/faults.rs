@@ -25,6 +25,30 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+/// The application of `name`, born 2004-03-14, with `email`.
+fn enrollment_request(name: &str, email: &str) -> CourseCommand {
+    CourseCommand::RequestEnrollment {
+        application_id: ApplicationId::from_uuid(Uuid::new_v4()),
+        name: PersonName::parse(name).unwrap(),
+        birth_date: born_on(2004, 3, 14),
+        email: Email::parse(email).unwrap(),
+        requested_at: Utc::now(),
+    }
+}
+
+/// Runs `command` on `course` of `institution`.
+async fn course_command(
+    courses: &CommandBus<Course>,
+    course: &str,
+    institution: Uuid,
+    command: CourseCommand,
+) {
+    courses
+        .execute(course, command, &meta(Some(institution)))
+        .await
+        .unwrap();
+}
+
 /// Opens `course` in `institution`, named `name`, with `seats` seats.
 async fn open_course(
     courses: &CommandBus<Course>,
@@ -33,19 +57,13 @@ async fn open_course(
     name: &str,
     seats: u32,
 ) {
-    courses
-        .execute(
-            course,
-            CourseCommand::OpenCourse {
-                institution_id: InstitutionId::from_uuid(institution),
-                campus_id: CampusId::from_uuid(Uuid::new_v4()),
-                name: CourseName::parse(name).unwrap(),
-                capacity: Capacity::new(seats).unwrap(),
-            },
-            &meta(Some(institution)),
-        )
-        .await
-        .unwrap();
+    let open = CourseCommand::OpenCourse {
+        institution_id: InstitutionId::from_uuid(institution),
+        campus_id: CampusId::from_uuid(Uuid::new_v4()),
+        name: CourseName::parse(name).unwrap(),
+        capacity: Capacity::new(seats).unwrap(),
+    };
+    course_command(courses, course, institution, open).await;
 }
 
 /// A pool of `connections` connections that waits at most `wait` for one: small enough
@@ -167,20 +185,8 @@ async fn a_pool_timeout_while_loading_an_aggregate_is_retried_not_failed_for_goo
     }
     assert_eq!(held.len(), 2, "could not take the pool's connections");
     running.reactions = Some(start_reactions(&db, stop));
-    courses
-        .execute(
-            &course,
-            CourseCommand::RequestEnrollment {
-                application_id: ApplicationId::from_uuid(Uuid::new_v4()),
-                name: PersonName::parse("Ana Souza").unwrap(),
-                birth_date: born_on(2004, 3, 14),
-                email: Email::parse("ana@example.org").unwrap(),
-                requested_at: Utc::now(),
-            },
-            &meta(Some(institution)),
-        )
-        .await
-        .unwrap();
+    let request = enrollment_request("Ana Souza", "ana@example.org");
+    course_command(&courses, &course, institution, request).await;
     // The decision task is claimed (the claim has its own connection) and runs while
     // the pool is starved: its load waits 300 ms and times out.
     eventually("the decision task to be claimed", || async {
@@ -570,20 +576,8 @@ async fn applications_decided_while_the_pool_is_exhausted_are_all_decided() {
     let registry = Registry::standard(Arc::new(mailer.clone()), mail_config());
     let (running, starver) = start_exhausted(&db, registry, "exhausted-decider").await;
     for n in 0..APPLICANTS {
-        courses
-            .execute(
-                &course,
-                CourseCommand::RequestEnrollment {
-                    application_id: ApplicationId::from_uuid(Uuid::new_v4()),
-                    name: PersonName::parse("Applicant Burst").unwrap(),
-                    birth_date: born_on(2004, 3, 14),
-                    email: Email::parse(&format!("a{n}@example.org")).unwrap(),
-                    requested_at: Utc::now(),
-                },
-                &meta(Some(institution)),
-            )
-            .await
-            .unwrap();
+        let request = enrollment_request("Applicant Burst", &format!("a{n}@example.org"));
+        course_command(&courses, &course, institution, request).await;
     }
     let started = Instant::now();
     eventually("every task to finish", || async {

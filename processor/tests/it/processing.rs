@@ -439,6 +439,13 @@ async fn keyed(pool: &PgPool, sql: &str) -> Keyed {
         .collect()
 }
 
+/// What the live read `live` keeps equals a recount (`recount`) of the rows; returns it.
+async fn live_equals_recount(pool: &PgPool, live: &str, recount: &str, what: &str) -> Keyed {
+    let live = keyed(pool, live).await;
+    assert_eq!(live, keyed(pool, recount).await, "{what}");
+    live
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn rollups_counts_and_event_rows_equal_a_full_recount_after_a_random_workload() {
     let db = TestDatabase::new().await;
@@ -502,20 +509,16 @@ async fn rollups_counts_and_event_rows_equal_a_full_recount_after_a_random_workl
                                   UNION ALL SELECT event_id, last_error, finished_at, status
                                   FROM tasks_archive) a)";
     // Status counts.
-    let live = keyed(
+    let recount = live_equals_recount(
         &db.pool,
         "SELECT kind, status, '', sum(count)::bigint FROM task_status_counts GROUP BY 1, 2",
-    )
-    .await;
-    let recount = keyed(
-        &db.pool,
         &format!(
             "SELECT 'task', status, '', count(*) FROM {ALL_TASKS} t GROUP BY 2
              UNION ALL SELECT 'event', status, '', count(*) FROM admin_events GROUP BY 2"
         ),
+        "status counts",
     )
     .await;
-    assert_eq!(live, recount);
     let from_fn: Keyed = status_counts(&db.pool)
         .await
         .unwrap()
@@ -526,13 +529,9 @@ async fn rollups_counts_and_event_rows_equal_a_full_recount_after_a_random_workl
     assert_eq!(from_fn, recount);
 
     // Rollups.
-    let live = keyed(
+    let live = live_equals_recount(
         &db.pool,
         "SELECT kind, status, minute::text, sum(count)::bigint FROM processing_rollups GROUP BY 1, 2, 3",
-    )
-    .await;
-    let recount = keyed(
-        &db.pool,
         &format!(
             "SELECT 'task', status, date_trunc('minute', finished_at)::text, count(*) FROM {ALL_TASKS} t
              WHERE status IN ('succeeded', 'failed', 'dead') GROUP BY 2, 3
@@ -540,9 +539,9 @@ async fn rollups_counts_and_event_rows_equal_a_full_recount_after_a_random_workl
              SELECT 'event', status, date_trunc('minute', processed_at)::text, count(*) FROM admin_events
              WHERE status IN ('succeeded', 'failed') GROUP BY 2, 3"
         ),
+        "rollups",
     )
     .await;
-    assert_eq!(live, recount);
     assert!(!live.is_empty());
 
     // The dashboard's rollups (issue #23): events per minute and per hour equal a recount
@@ -550,24 +549,20 @@ async fn rollups_counts_and_event_rows_equal_a_full_recount_after_a_random_workl
     // tasks' deltas add up to the events' task counts.
     for width in ["minute", "hour"] {
         for institution in [dashboard::NO_INSTITUTION, dashboard::ALL_INSTITUTIONS] {
-            let live = keyed(
+            let live = live_equals_recount(
                 &db.pool,
                 &format!(
                     "SELECT kind, status, bucket::text, sum(count)::bigint FROM dashboard_rollups
                      WHERE width = '{width}' AND institution_id = '{institution}' AND kind = 'event'
                      GROUP BY 1, 2, 3"
                 ),
-            )
-            .await;
-            let recount = keyed(
-                &db.pool,
                 &format!(
                     "SELECT 'event', status, date_trunc('{width}', processed_at)::text, count(*)
                      FROM admin_events WHERE status IN ('succeeded', 'failed') GROUP BY 2, 3"
                 ),
+                &format!("{width} {institution}"),
             )
             .await;
-            assert_eq!(live, recount, "{width} {institution}");
             assert!(!live.is_empty());
             let tasks: (i64, i64) = sqlx::query_as(&format!(
                 "SELECT COALESCE(sum(count) FILTER (WHERE status = 'succeeded'), 0)::bigint,

@@ -10,7 +10,6 @@ use aula_domain::student::{Student, StudentCommand, StudentServices};
 use aula_domain::teacher::{Teacher, TeacherCommand, TeacherServices};
 use aula_domain::user::{Role, User, UserCommand, UserServices};
 use aula_domain::values::*;
-use aula_eventlog::testing::TestDatabase;
 use aula_eventlog::{Actor, CommandBus};
 use aula_processor::handlers::notify::{create_broadcast, Audience};
 use chrono::{Duration, Utc};
@@ -22,9 +21,16 @@ mod copies;
 mod emails;
 mod school;
 
-async fn task_status(pool: &PgPool, event_id: Uuid, kind: &str) -> Option<String> {
-    sqlx::query_scalar(
-        "SELECT status FROM tasks WHERE event_id = $1 AND kind = $2 AND origin_task_id IS NULL",
+/// The status, attempt number and last error of the task `kind` of event `event_id`,
+/// once it exists.
+async fn task_state(
+    pool: &PgPool,
+    event_id: Uuid,
+    kind: &str,
+) -> Option<(String, i32, Option<String>)> {
+    sqlx::query_as(
+        "SELECT status, attempt, last_error FROM tasks
+         WHERE event_id = $1 AND kind = $2 AND origin_task_id IS NULL",
     )
     .bind(event_id)
     .bind(kind)
@@ -34,9 +40,26 @@ async fn task_status(pool: &PgPool, event_id: Uuid, kind: &str) -> Option<String
 }
 
 async fn wait_task_succeeded(pool: &PgPool, event_id: Uuid, kind: &str) {
-    eventually(&format!("{kind} for {event_id} to succeed"), || async {
-        (task_status(pool, event_id, kind).await.as_deref() == Some("succeeded")).then_some(())
-    })
+    wait_task_status(pool, event_id, kind, "succeeded").await;
+}
+
+/// Waits until the task `kind` of event `event_id` is `status`; returns its attempt
+/// number and last error then.
+async fn wait_task_status(
+    pool: &PgPool,
+    event_id: Uuid,
+    kind: &str,
+    status: &str,
+) -> (i32, Option<String>) {
+    eventually(
+        &format!("{kind} for {event_id} to end {status}"),
+        || async {
+            match task_state(pool, event_id, kind).await {
+                Some((now, attempt, error)) if now == status => Some((attempt, error)),
+                _ => None,
+            }
+        },
+    )
     .await
 }
 

@@ -157,10 +157,8 @@ pub(super) async fn retry_a_dead_task(scene: Scene<'_>, smtp: &support::smtp::Sm
     .await
     .unwrap();
     browser
-        .navigate(&format!("{base}/admin?event={manager_sign_up}"))
-        .await;
-    browser
-        .wait_for(
+        .navigate_then_wait(
+            &format!("{base}/admin?event={manager_sign_up}"),
             "document.getElementById('drawer').dataset.state === 'ready'
               && document.querySelector('#drawer-body .task[data-status=dead] [data-retry]') !== null",
             "the drawer from a link",

@@ -384,6 +384,12 @@ impl Browser {
         }
     }
 
+    /// Opens `url`, then waits for `condition` as [`Browser::wait_for`] does.
+    pub async fn navigate_then_wait(&self, url: &str, condition: &str, what: &str, shots: &Path) {
+        self.navigate(url).await;
+        self.wait_for(condition, what, shots).await;
+    }
+
     /// Clicks `selector` (it must exist), then waits for `condition` as
     /// [`Browser::wait_for`] does.
     pub async fn click_then_wait(&self, selector: &str, condition: &str, what: &str, shots: &Path) {

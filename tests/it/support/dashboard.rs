@@ -59,6 +59,22 @@ pub async fn sign_in(browser: &Browser, email: &str, password: &str) {
     browser.eval(&click("#login-submit")).await;
 }
 
+/// A browser of `viewport` (width, height) at the login form of `url`, signed in as
+/// `email` with `password`, as a person would.
+pub async fn signed_in_browser(
+    url: &str,
+    (width, height): (u32, u32),
+    email: &str,
+    password: &str,
+    shots: &Path,
+) -> Browser {
+    let browser = Browser::start().await;
+    browser.viewport(width, height, false).await;
+    open_login(&browser, url, shots).await;
+    sign_in(&browser, email, password).await;
+    browser
+}
+
 /// Signs out from the page and opens the login form at `{base}/admin` again.
 pub async fn sign_out(browser: &Browser, base: &str, shots: &Path) {
     browser.eval(&click("#logout")).await;

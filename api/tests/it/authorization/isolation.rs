@@ -167,25 +167,22 @@ async fn a_user_of_institution_b_cannot_touch_institution_a() {
         .record_exam_note(&b_teacher.token, b_course, w.student.id, "Hack", 10.0)
         .await;
     assert_code(&r, "FORBIDDEN");
-    // B's manager using A's campus id inside B's own institution finds nothing.
-    let r = server
-        .command(
-            Some(bm),
-            "offerCourse",
+    for (input, expected) in [
+        // B's manager using A's campus id inside B's own institution finds nothing.
+        (
             json!({ "campusId": w.campus, "name": "Sneaky", "capacity": 3 }),
-        )
-        .await;
-    assert_code(&r, "NOT_FOUND");
-    // B's manager offering A's course (its id is public) on B's own campus: refused, and
-    // the course does not become B's, so A's age statistics stay A's.
-    let r = server
-        .command(
-            Some(bm),
-            "offerCourse",
+            "NOT_FOUND",
+        ),
+        // B's manager offering A's course (its id is public) on B's own campus: refused,
+        // and the course does not become B's, so A's age statistics stay A's.
+        (
             json!({ "courseId": w.course, "campusId": b_campus, "name": "Sneaky", "capacity": 3 }),
-        )
-        .await;
-    assert_code(&r, "CONFLICT");
+            "CONFLICT",
+        ),
+    ] {
+        let r = server.command(Some(bm), "offerCourse", input).await;
+        assert_code(&r, expected);
+    }
     let offered: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'CourseOffered'",
     )
@@ -194,22 +191,19 @@ async fn a_user_of_institution_b_cannot_touch_institution_a() {
     .await
     .unwrap();
     assert_eq!(offered, 1, "only B's own course was offered in B");
-    let r = server
-        .gql(
-            Some(bm),
+    for (query, variables) in [
+        (
             "query($ids: [UUID!]) { ageMetrics(scope: COURSE, ids: $ids) { nodes { scopeId } } }",
             json!({ "ids": [w.course] }),
-        )
-        .await;
-    assert_code(&r, "FORBIDDEN");
-    let r = server
-        .gql(
-            Some(bm),
+        ),
+        (
             "query($i: UUID) { campuses(institutionId: $i) { id } }",
             json!({ "i": w.a.id }),
-        )
-        .await;
-    assert_code(&r, "FORBIDDEN");
+        ),
+    ] {
+        let r = server.gql(Some(bm), query, variables).await;
+        assert_code(&r, "FORBIDDEN");
+    }
 
     // Nothing of A changed: still one campus, the grade and the names as they were.
     let r = server
@@ -271,10 +265,9 @@ async fn an_observer_of_institution_a_reads_a_only() {
     }
     // Its own institution: every event listed is A's, and its series is A's.
     let listed = server
-        .gql(
-            o,
+        .query(
+            &observer.token,
             "{ adminEvents(first: 50) { nodes { institutionId } } }",
-            json!({}),
         )
         .await;
     assert_ok(&listed);
@@ -284,10 +277,9 @@ async fn an_observer_of_institution_a_reads_a_only() {
         "{listed}"
     );
     let series = server
-        .gql(
-            o,
+        .query(
+            &observer.token,
             "{ processingSeries(range: LAST_24_HOURS) { institutionId width points { at } } }",
-            json!({}),
         )
         .await;
     assert_ok(&series);

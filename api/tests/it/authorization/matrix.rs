@@ -125,7 +125,7 @@ async fn run(server: &TestServer, w: &World, op: Op, role: Role) -> Value {
         Op::SignUp => Call::Command("signUp", json!({ "email": unique("new") })),
         Op::ConfirmSignUp => {
             let email = unique("confirm");
-            assert_ok(&server.command(None, "signUp", json!({ "email": email })).await);
+            assert_ok(&server.sign_up(&email).await);
             let secret = server
                 .tokens
                 .last(TokenKind::SignUpConfirmation, &email)

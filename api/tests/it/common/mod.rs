@@ -168,6 +168,12 @@ impl TestServer {
         self.gql(Some(token), query, json!({})).await
     }
 
+    /// Signs `email` up, as anyone may.
+    pub async fn sign_up(&self, email: &str) -> Value {
+        self.command(None, "signUp", json!({ "email": email }))
+            .await
+    }
+
     /// Runs a mutation `name(input: $input)` selecting `id logPosition`.
     pub async fn command(&self, token: Option<&str>, name: &str, input: Value) -> Value {
         let input_type = input_type(name);
@@ -226,9 +232,7 @@ impl TestServer {
     /// Signs up, confirms and logs in a manager of a new institution.
     pub async fn institution(&self, name: &str) -> Institution {
         let email = format!("manager-{}@aula.test", Uuid::new_v4().simple());
-        let signed_up = self
-            .command(None, "signUp", json!({ "email": email }))
-            .await;
+        let signed_up = self.sign_up(&email).await;
         assert!(signed_up["errors"].is_null(), "{signed_up}");
         let token = self
             .tokens
@@ -308,6 +312,12 @@ impl TestServer {
             )
             .await;
         id(&r, "offerCourse")
+    }
+
+    /// A campus of the holder of `token`'s institution with one course: `(campus, course)`.
+    pub async fn campus_with_course(&self, token: &str) -> (Uuid, Uuid) {
+        let campus = self.campus(token, None).await;
+        (campus, self.course(token, None, campus).await)
     }
 
     pub async fn student(&self, token: &str, institution: Option<Uuid>) -> (Uuid, String) {

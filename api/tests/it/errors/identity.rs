@@ -84,11 +84,7 @@ async fn reset_tokens_expire_and_are_single_use_and_requests_reveal_nothing() {
 async fn sign_up_confirmation_rules() {
     let server = TestServer::start().await;
     let email = "owner@aula.test";
-    assert_ok(
-        &server
-            .command(None, "signUp", json!({ "email": email }))
-            .await,
-    );
+    assert_ok(&server.sign_up(email).await);
     let token = server
         .tokens
         .last(TokenKind::SignUpConfirmation, email)
@@ -109,13 +105,9 @@ async fn sign_up_confirmation_rules() {
     assert_code(&r, "CONFLICT");
     // Signing up again with a registered e-mail answers as a sign-up does (whether an
     // e-mail has an account is not told); the owner is told by e-mail instead.
-    let r = server
-        .command(None, "signUp", json!({ "email": email }))
-        .await;
+    let r = server.sign_up(email).await;
     assert_ok(&r);
-    let fresh = server
-        .command(None, "signUp", json!({ "email": "someone-new@aula.test" }))
-        .await;
+    let fresh = server.sign_up("someone-new@aula.test").await;
     assert_ok(&fresh);
     // The same answer but for the log position (a number either way).
     let shape = |r: &serde_json::Value| {
@@ -201,9 +193,7 @@ async fn a_token_that_cannot_be_kept_fails_the_sign_up_before_anything_is_record
         },
     )
     .await;
-    let r = server
-        .command(None, "signUp", json!({ "email": "lost@aula.test" }))
-        .await;
+    let r = server.sign_up("lost@aula.test").await;
     assert_code(&r, "INTERNAL");
     assert!(!r.to_string().contains("unavailable"), "{r}");
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
@@ -229,11 +219,7 @@ async fn a_token_that_cannot_be_kept_fails_the_sign_up_before_anything_is_record
 async fn a_wrong_sign_up_token_is_refused_before_the_password_is_hashed() {
     let server = TestServer::start_with(|c| c.password_hashing.parallelism = 0).await;
     let email = "early@aula.test";
-    assert_ok(
-        &server
-            .command(None, "signUp", json!({ "email": email }))
-            .await,
-    );
+    assert_ok(&server.sign_up(email).await);
     let r = server
         .gql(
             None,

@@ -16,9 +16,7 @@ async fn public_mutations_are_rate_limited_per_address() {
             .await;
         assert_ok(&r);
     }
-    let r = server
-        .command(None, "signUp", json!({ "email": "late@aula.test" }))
-        .await;
+    let r = server.sign_up("late@aula.test").await;
     assert_code(&r, "RATE_LIMITED");
     let retry = extension(&r, "retryAfterSeconds").as_u64().unwrap();
     assert!((1..=60).contains(&retry), "{r}");

@@ -273,18 +273,7 @@ impl Mailer for RecordingMailer {
 }
 
 pub fn fast_config(name: &str) -> ProcessorConfig {
-    ProcessorConfig {
-        worker_name: name.into(),
-        concurrency: 8,
-        claim_batch: 32,
-        lease: Duration::from_secs(5),
-        poll_interval: Duration::from_millis(100),
-        rescue_interval: Duration::from_millis(200),
-        retry_base: Duration::from_millis(20),
-        retry_max: Duration::from_millis(200),
-        drain_timeout: Duration::from_secs(10),
-        record_attempts: true,
-    }
+    ProcessorConfig::quick(name)
 }
 
 pub fn mail_config() -> MailConfig {
@@ -366,6 +355,13 @@ pub async fn start_standard(db: &TestDatabase) -> (Running, RecordingMailer) {
     )
 }
 
+/// A new database with the standard processor running on it.
+pub async fn standard_on_new_database() -> (TestDatabase, Running, RecordingMailer) {
+    let db = TestDatabase::new().await;
+    let (running, mailer) = start_standard(&db).await;
+    (db, running, mailer)
+}
+
 /// Bounds a wait so a broken implementation fails instead of hanging.
 pub async fn within<F: Future>(future: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(120), future)
@@ -391,6 +387,11 @@ where
 
 pub async fn scalar_i64(pool: &sqlx::PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+/// The single number `sql` reads is `expected`.
+pub async fn assert_scalar(pool: &sqlx::PgPool, sql: &str, expected: i64) {
+    assert_eq!(scalar_i64(pool, sql).await, expected, "{sql}");
 }
 
 /// Waits until the count `sql` reads passes `done`; `what` names the wait if it times

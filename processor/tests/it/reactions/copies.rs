@@ -3,21 +3,25 @@
 
 use super::*;
 
+/// The aggregate id, payload and metadata stored for event `event_id`.
+async fn stored(pool: &PgPool, event_id: Uuid) -> (String, serde_json::Value, serde_json::Value) {
+    sqlx::query_as(
+        "SELECT aggregate_id, payload::jsonb, metadata::jsonb FROM events WHERE event_id = $1",
+    )
+    .bind(event_id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reprocessing_emits_a_copy_that_issues_fresh_tasks_and_leaves_the_original() {
-    let db = TestDatabase::new().await;
-    let (running, mailer) = start_standard(&db).await;
+    let (db, running, mailer) = standard_on_new_database().await;
     let institution = Uuid::new_v4();
     let (student, original) =
         create_student(&db.pool, institution, "Caio", "caio@example.org", 2001).await;
     wait_task_succeeded(&db.pool, original, "email.welcome").await;
-    let before: (String, serde_json::Value, serde_json::Value) = sqlx::query_as(
-        "SELECT aggregate_id, payload::jsonb, metadata::jsonb FROM events WHERE event_id = $1",
-    )
-    .bind(original)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let before = stored(&db.pool, original).await;
 
     let appended = || {
         aula_eventlog::metrics::EVENTS_APPENDED
@@ -44,13 +48,7 @@ async fn reprocessing_emits_a_copy_that_issues_fresh_tasks_and_leaves_the_origin
         "the copy's task sends its own e-mail"
     );
 
-    let after: (String, serde_json::Value, serde_json::Value) = sqlx::query_as(
-        "SELECT aggregate_id, payload::jsonb, metadata::jsonb FROM events WHERE event_id = $1",
-    )
-    .bind(original)
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let after = stored(&db.pool, original).await;
     assert_eq!(before, after, "the original is untouched");
     let (aggregate_type, payload, metadata): (String, serde_json::Value, serde_json::Value) =
         sqlx::query_as("SELECT aggregate_type, payload::jsonb, metadata::jsonb FROM events WHERE event_id = $1")
@@ -63,23 +61,20 @@ async fn reprocessing_emits_a_copy_that_issues_fresh_tasks_and_leaves_the_origin
     assert_eq!(metadata["reprocessed_from"], original.to_string());
     assert_eq!(metadata["actor"], format!("user:{admin}"));
     // The student's own stream still holds one event.
-    assert_eq!(
-        scalar_i64(
-            &db.pool,
-            &format!("SELECT count(*) FROM events WHERE aggregate_id = '{student}'")
-        )
-        .await,
-        1
-    );
+    assert_scalar(
+        &db.pool,
+        &format!("SELECT count(*) FROM events WHERE aggregate_id = '{student}'"),
+        1,
+    )
+    .await;
     // Each event issued each kind exactly once.
-    assert_eq!(scalar_i64(&db.pool, "SELECT count(*) FROM (SELECT event_id, kind FROM tasks GROUP BY 1, 2 HAVING count(*) > 1) d").await, 0);
+    assert_scalar(&db.pool, "SELECT count(*) FROM (SELECT event_id, kind FROM tasks GROUP BY 1, 2 HAVING count(*) > 1) d", 0).await;
     running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn copies_of_enrollment_and_institution_events_act_on_their_originals_subject() {
-    let db = TestDatabase::new().await;
-    let (running, mailer) = start_standard(&db).await;
+    let (db, running, mailer) = standard_on_new_database().await;
     let school = school(&db.pool, 1).await;
     let courses = bus::<Course>(&db.pool, CourseServices);
     school
@@ -137,8 +132,7 @@ async fn copies_of_enrollment_and_institution_events_act_on_their_originals_subj
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_copy_of_a_sent_one_time_link_ends_dead_at_once_with_a_plain_reason() {
-    let db = TestDatabase::new().await;
-    let (running, mailer) = start_standard(&db).await;
+    let (db, running, mailer) = standard_on_new_database().await;
     let user = Uuid::new_v4().to_string();
     let expires_at = Utc::now() + Duration::hours(1);
     aula_processor::stash_token(&db.pool, "copy-hash", "copy-raw", expires_at)
@@ -159,20 +153,9 @@ async fn a_copy_of_a_sent_one_time_link_ends_dead_at_once_with_a_plain_reason() 
         .unwrap()
         .event_id;
     // `dead` at once: its outcome can never change (a manual retry could not help).
-    eventually("the copy's task to end dead", || async {
-        (task_status(&db.pool, copy, "email.signup_confirmation")
-            .await
-            .as_deref()
-            == Some("dead"))
-        .then_some(())
-    })
-    .await;
-    let (attempts, error): (i32, String) =
-        sqlx::query_as("SELECT attempt, last_error FROM tasks WHERE event_id = $1")
-            .bind(copy)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let (attempts, error) =
+        wait_task_status(&db.pool, copy, "email.signup_confirmation", "dead").await;
+    let error = error.expect("a dead task keeps its error");
     assert_eq!(attempts, 1, "no retries of what can never succeed");
     assert!(error.contains("ask for a new link"), "{error}");
     assert_eq!(mailer.to("once@example.org").len(), 1);

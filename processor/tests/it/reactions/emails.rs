@@ -5,8 +5,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sign_up_sends_the_confirmation_link_with_the_stashed_token() {
-    let db = TestDatabase::new().await;
-    let (running, mailer) = start_standard(&db).await;
+    let (db, running, mailer) = standard_on_new_database().await;
     let user = Uuid::new_v4();
     let raw = "raw-token_ABC";
     let hash = "hash-of-raw-token";
@@ -48,21 +47,18 @@ async fn sign_up_sends_the_confirmation_link_with_the_stashed_token() {
         0,
         "the raw token is deleted once sent"
     );
-    assert_eq!(
-        scalar_i64(
-            &db.pool,
-            "SELECT count(*) FROM outbox_emails WHERE kind = 'email.signup_confirmation'"
-        )
-        .await,
-        1
-    );
+    assert_scalar(
+        &db.pool,
+        "SELECT count(*) FROM outbox_emails WHERE kind = 'email.signup_confirmation'",
+        1,
+    )
+    .await;
     running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_token_that_was_never_stashed_fails_permanently() {
-    let db = TestDatabase::new().await;
-    let (running, mailer) = start_standard(&db).await;
+    let (db, running, mailer) = standard_on_new_database().await;
     let user = Uuid::new_v4();
     let users = bus::<User>(&db.pool, UserServices::default());
     let now = Utc::now();
@@ -81,19 +77,8 @@ async fn an_expired_token_that_was_never_stashed_fails_permanently() {
         .await
         .unwrap();
     let event = event_id_of(&db.pool, "PendingUserRegisterCreated", &user.to_string()).await;
-    eventually("the task to fail", || async {
-        (task_status(&db.pool, event, "email.signup_confirmation")
-            .await
-            .as_deref()
-            == Some("failed"))
-        .then_some(())
-    })
-    .await;
-    let error: String = sqlx::query_scalar("SELECT last_error FROM tasks WHERE event_id = $1")
-        .bind(event)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let (_, error) = wait_task_status(&db.pool, event, "email.signup_confirmation", "failed").await;
+    let error = error.expect("a failed task keeps its error");
     assert!(error.contains("expired"), "{error}");
     assert!(mailer.sent().is_empty());
     running.stop().await;
@@ -101,8 +86,7 @@ async fn an_expired_token_that_was_never_stashed_fails_permanently() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn password_reset_emails_the_link_to_the_users_address() {
-    let db = TestDatabase::new().await;
-    let (running, mailer) = start_standard(&db).await;
+    let (db, running, mailer) = standard_on_new_database().await;
     let command = UserCommand::RequestPasswordReset {
         token_hash: "reset-hash".into(),
         now: Utc::now(),
@@ -128,8 +112,7 @@ async fn password_reset_emails_the_link_to_the_users_address() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_email_change_sends_the_link_to_the_new_address_and_a_notice_to_the_old() {
-    let db = TestDatabase::new().await;
-    let (running, mailer) = start_standard(&db).await;
+    let (db, running, mailer) = standard_on_new_database().await;
     let command = UserCommand::RequestEmailChange {
         new_email: Email::parse("new.address@example.net").unwrap(),
         token_hash: "change-hash".into(),
@@ -184,8 +167,7 @@ async fn registered_sign_up_handled(pool: &PgPool, user: &str) -> Uuid {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn signing_up_with_a_registered_email_tells_the_active_owner_once_an_hour_and_nobody_else() {
-    let db = TestDatabase::new().await;
-    let (running, mailer) = start_standard(&db).await;
+    let (db, running, mailer) = standard_on_new_database().await;
     let users = bus::<User>(&db.pool, UserServices::default());
     let create = |address: &str| UserCommand::CreateUser {
         email: Email::parse(address).unwrap(),

@@ -8,8 +8,7 @@ use super::*;
 /// anyway, once, from the user's `SignUpConfirmed`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_confirmed_sign_up_gets_its_institution_even_if_the_caller_stopped_halfway() {
-    let db = TestDatabase::new().await;
-    let (running, _mailer) = start_standard(&db).await;
+    let (db, running, _mailer) = standard_on_new_database().await;
     let user = Uuid::new_v4();
     let institution = InstitutionId::from_uuid(Uuid::new_v4());
     let users = bus::<User>(&db.pool, UserServices::default());
@@ -56,32 +55,27 @@ async fn a_confirmed_sign_up_gets_its_institution_even_if_the_caller_stopped_hal
             .await
             .unwrap();
     wait_task_succeeded(&db.pool, urgent.event_id, "institution.create").await;
-    assert_eq!(
-        scalar_i64(
-            &db.pool,
-            &format!(
-                "SELECT priority::bigint FROM tasks WHERE event_id = '{}'",
-                urgent.event_id
-            )
-        )
-        .await,
-        3
-    );
-    assert_eq!(
-        scalar_i64(
-            &db.pool,
-            "SELECT count(*) FROM events WHERE event_type = 'InstitutionCreated'"
-        )
-        .await,
-        1
-    );
+    assert_scalar(
+        &db.pool,
+        &format!(
+            "SELECT priority::bigint FROM tasks WHERE event_id = '{}'",
+            urgent.event_id
+        ),
+        3,
+    )
+    .await;
+    assert_scalar(
+        &db.pool,
+        "SELECT count(*) FROM events WHERE event_type = 'InstitutionCreated'",
+        1,
+    )
+    .await;
     running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn applications_are_scheduled_decided_and_answered_without_exceeding_capacity() {
-    let db = TestDatabase::new().await;
-    let (running, mailer) = start_standard(&db).await;
+    let (db, running, mailer) = standard_on_new_database().await;
     let school = school(&db.pool, 2).await;
     let courses = bus::<Course>(&db.pool, CourseServices);
     let applicants = [
@@ -121,8 +115,7 @@ async fn applications_are_scheduled_decided_and_answered_without_exceeding_capac
 
 #[tokio::test(flavor = "multi_thread")]
 async fn submitted_applications_are_decided_in_commit_order_and_a_cancellation_is_emailed() {
-    let db = TestDatabase::new().await;
-    let (running, mailer) = start_standard(&db).await;
+    let (db, running, mailer) = standard_on_new_database().await;
     let school = school(&db.pool, 2).await;
     let courses = bus::<Course>(&db.pool, CourseServices);
     let applicants = ["f@example.org", "g@example.org", "h@example.org"];
@@ -150,14 +143,12 @@ async fn submitted_applications_are_decided_in_commit_order_and_a_cancellation_i
         );
     }
     // No enrollment.decide task: the admissions decided, naming the application as cause.
-    assert_eq!(
-        scalar_i64(
-            &db.pool,
-            "SELECT count(*) FROM tasks WHERE kind = 'enrollment.decide'"
-        )
-        .await,
-        0
-    );
+    assert_scalar(
+        &db.pool,
+        "SELECT count(*) FROM tasks WHERE kind = 'enrollment.decide'",
+        0,
+    )
+    .await;
     let caused: i64 = scalar_i64(&db.pool, "SELECT count(*) FROM events WHERE event_type IN ('StudentEnrolled', 'EnrollmentDeclined') AND metadata->>'causation_id' LIKE 'event:%'").await;
     assert_eq!(caused, 3);
 
@@ -198,8 +189,7 @@ async fn broadcasts(pool: &PgPool, specs: &[(&str, Uuid, Audience, &str, &str)])
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_student_gets_a_welcome_email_and_the_broadcasts_for_all_students() {
     use Audience::*;
-    let db = TestDatabase::new().await;
-    let (running, mailer) = start_standard(&db).await;
+    let (db, running, mailer) = standard_on_new_database().await;
     let institution = Uuid::new_v4();
     let ids = broadcasts(
         &db.pool,
@@ -233,8 +223,7 @@ async fn a_new_student_gets_a_welcome_email_and_the_broadcasts_for_all_students(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_teacher_is_linked_to_the_broadcasts_for_all_teachers() {
     use Audience::*;
-    let db = TestDatabase::new().await;
-    let (running, _mailer) = start_standard(&db).await;
+    let (db, running, _mailer) = standard_on_new_database().await;
     let institution = Uuid::new_v4();
     let ids = broadcasts(
         &db.pool,
@@ -272,8 +261,7 @@ async fn a_new_teacher_is_linked_to_the_broadcasts_for_all_teachers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grades_notify_the_student_once_per_event() {
-    let db = TestDatabase::new().await;
-    let (running, _mailer) = start_standard(&db).await;
+    let (db, running, _mailer) = standard_on_new_database().await;
     let school = school(&db.pool, 10).await;
     let student = StudentId::from_uuid(Uuid::new_v4());
     let grade = Uuid::new_v4().to_string();
@@ -339,8 +327,7 @@ async fn grades_notify_the_student_once_per_event() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_institution_is_seeded_with_demo_data_through_real_commands() {
-    let db = TestDatabase::new().await;
-    let (running, mailer) = start_standard(&db).await;
+    let (db, running, mailer) = standard_on_new_database().await;
     let institution = Uuid::new_v4();
     bus::<Institution>(&db.pool, InstitutionServices)
         .execute(

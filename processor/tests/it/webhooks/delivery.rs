@@ -72,12 +72,23 @@ async fn a_signed_event_reaches_a_receiver_that_verifies_it_with_the_standard_li
     running.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_failed_attempt_is_retried_with_the_same_id_and_body() {
+/// A processor delivering locally, endpoint `id` pointed at a receiver that answers as
+/// `mode` says, and the message to it of campus `campus_name` of a new institution:
+/// `(db, running, id, receiver, institution, message)`.
+async fn one_message(
+    mode: &str,
+    campus_name: &str,
+) -> (TestDatabase, Running, Uuid, Receiver, Uuid, Uuid) {
     let db = TestDatabase::new().await;
     let (running, config) = start_locally(&db).await;
-    let (id, receiver) = receiving_endpoint(&db.pool, &config, "fail_once", None).await;
-    let (_, _, message) = new_campus_message(&db.pool, id, "Derby").await;
+    let (id, receiver) = receiving_endpoint(&db.pool, &config, mode, None).await;
+    let (institution, _, message) = new_campus_message(&db.pool, id, campus_name).await;
+    (db, running, id, receiver, institution, message)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_attempt_is_retried_with_the_same_id_and_body() {
+    let (db, running, id, receiver, _, message) = one_message("fail_once", "Derby").await;
     assert_eq!(wait_status(&db.pool, message, "delivered").await, 2);
     let requests = receiver.wait_for(2).await;
     assert_eq!(requests[0]["status"], 500);
@@ -100,10 +111,7 @@ async fn a_failed_attempt_is_retried_with_the_same_id_and_body() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gone_disables_the_endpoint() {
-    let db = TestDatabase::new().await;
-    let (running, config) = start_locally(&db).await;
-    let (id, receiver) = receiving_endpoint(&db.pool, &config, "gone", None).await;
-    let (institution, _, message) = new_campus_message(&db.pool, id, "Graças").await;
+    let (db, running, id, receiver, institution, message) = one_message("gone", "Graças").await;
     assert_eq!(
         wait_status(&db.pool, message, "failed").await,
         1,
