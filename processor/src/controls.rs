@@ -166,6 +166,8 @@ struct Allowed {
     described: &'static str,
 }
 
+const WAITING: &str = "pending, retrying or paused";
+
 const CANCEL: Allowed = Allowed {
     action: "cancel",
     statuses: &["pending", "paused"],
@@ -304,8 +306,6 @@ async fn audit(
     tracing::info!(%actor, action, task = ?task_id, kind, detail, "queue control");
     Ok(())
 }
-
-const WAITING: &str = "pending, retrying or paused";
 
 /// Cancels a waiting task (`pending`, `retrying` or `paused`): `cancelled`, finished
 /// now, kept with its attempts; never claimed again.
