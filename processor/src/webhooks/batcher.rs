@@ -16,14 +16,6 @@ pub(super) type Reply<O> = oneshot::Sender<Result<O, String>>;
 /// A request and where its answer goes.
 pub(super) type Job<I, O> = (I, Reply<O>);
 
-/// How a batch is served: `serve` answers every job of a batch of up to `max_batch`;
-/// `name` says, in an error, which worker stopped.
-pub(super) struct Worker<S> {
-    pub name: &'static str,
-    pub max_batch: usize,
-    pub serve: S,
-}
-
 /// The worker of one process (shared by the clones of its delivery handler); started
 /// on first use, it stops when the handler is dropped.
 pub(super) struct Batcher<I, O> {
@@ -48,23 +40,25 @@ impl<I, O> Default for Batcher<I, O> {
 }
 
 impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
-    /// Hands `input` to the worker (started with `worker` on first use) and waits for
-    /// its answer. `Err(input)` when the worker is gone (its runtime is shutting down):
-    /// the caller serves the request itself.
+    /// Hands `input` to the worker and waits for its answer. The worker, `name` in
+    /// errors, is started on first use: it takes up to `max_batch` requests at a time
+    /// and `serve` answers each of them. `Err(input)` when the worker is gone (its
+    /// runtime is shutting down): the caller serves the request itself.
     pub(super) async fn ask<S, F>(
         &self,
         pool: &PgPool,
         input: I,
-        worker: Worker<S>,
+        name: &str,
+        max_batch: usize,
+        serve: S,
     ) -> Result<Result<O, String>, I>
     where
         S: Fn(PgPool, Vec<Job<I, O>>) -> F + Send + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
-        let name = worker.name;
         let sender = self.sender.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
-            tokio::spawn(run(pool.clone(), receiver, worker));
+            tokio::spawn(run(pool.clone(), receiver, max_batch, serve));
             sender
         });
         let (reply, answer) = oneshot::channel();
@@ -80,14 +74,15 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
 async fn run<I, O, S, F>(
     pool: PgPool,
     mut receiver: mpsc::UnboundedReceiver<Job<I, O>>,
-    worker: Worker<S>,
+    max_batch: usize,
+    serve: S,
 ) where
     S: Fn(PgPool, Vec<Job<I, O>>) -> F,
     F: Future<Output = ()>,
 {
-    let mut jobs = Vec::with_capacity(worker.max_batch);
-    while receiver.recv_many(&mut jobs, worker.max_batch).await > 0 {
-        let batch = std::mem::replace(&mut jobs, Vec::with_capacity(worker.max_batch));
-        (worker.serve)(pool.clone(), batch).await;
+    let mut jobs = Vec::with_capacity(max_batch);
+    while receiver.recv_many(&mut jobs, max_batch).await > 0 {
+        let batch = std::mem::replace(&mut jobs, Vec::with_capacity(max_batch));
+        serve(pool.clone(), batch).await;
     }
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::batcher::{self, Batcher, Worker};
+use super::batcher::{self, Batcher};
 use super::deliver::Delivery;
 
 /// Most messages in one read.
@@ -29,12 +29,11 @@ impl Loads {
         pool: &PgPool,
         message_id: Uuid,
     ) -> Result<Option<Delivery>, String> {
-        let worker = Worker {
-            name: "delivery reader",
-            max_batch: MAX_BATCH,
-            serve,
-        };
-        match self.batcher.ask(pool, message_id, worker).await {
+        match self
+            .batcher
+            .ask(pool, message_id, "delivery reader", MAX_BATCH, serve)
+            .await
+        {
             Ok(answer) => answer,
             // The reader is gone (its runtime is shutting down): read it here.
             Err(message_id) => read(pool, &[message_id])

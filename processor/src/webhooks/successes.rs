@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::batcher::{self, Batcher, Worker};
+use super::batcher::{self, Batcher};
 
 /// Most successes in one statement.
 pub const MAX_BATCH: usize = 256;
@@ -52,12 +52,11 @@ impl Successes {
     /// Records `success` (in a batch with whatever else is waiting); returns once it is
     /// committed, or why it could not be.
     pub(crate) async fn record(&self, pool: &PgPool, success: Success) -> Result<(), String> {
-        let worker = Worker {
-            name: "success recorder",
-            max_batch: MAX_BATCH,
-            serve,
-        };
-        match self.batcher.ask(pool, success, worker).await {
+        match self
+            .batcher
+            .ask(pool, success, "success recorder", MAX_BATCH, serve)
+            .await
+        {
             Ok(answer) => answer,
             // The recorder is gone (its runtime is shutting down): write it here.
             Err(success) => write(pool, std::slice::from_ref(&success))
