@@ -3,24 +3,16 @@
 
 use std::time::Instant;
 
-use aula_eventlog::subscription::{self, BoxError, SubscriptionState};
-use aula_eventlog::{Consumer, RecordedEvent, SubscriptionOptions, Wakeups};
-use sqlx::{PgConnection, PgPool};
+use aula_eventlog::subscription::{self, SubscriptionState};
+use aula_eventlog::{Consumer, SubscriptionOptions, Wakeups};
+use sqlx::PgPool;
 
 use crate::{BenchDatabase, Settings};
 
 struct NoOp;
 
-#[async_trait::async_trait]
-impl Consumer for NoOp {
-    async fn handle(
-        &mut self,
-        _tx: &mut PgConnection,
-        _events: &[RecordedEvent],
-    ) -> Result<(), BoxError> {
-        Ok(())
-    }
-}
+/// The default [`Consumer`]: handles and delivers nothing.
+impl Consumer for NoOp {}
 
 pub async fn run(settings: &Settings, events: i64) -> anyhow::Result<()> {
     let db = BenchDatabase::create(settings).await?;

@@ -35,7 +35,6 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use aula_eventlog::subscription::{self, BoxError, SubscriptionHandle};
 use aula_eventlog::{Consumer, LogPosition, RecordedEvent, SubscriptionOptions, Wakeups};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::PgConnection;
 
 use crate::config::BrokerConfig;
 use crate::stream::ensure_stream;
@@ -264,17 +263,10 @@ impl Publisher {
     }
 }
 
+/// Everything happens in `deliver`; the default `handle` writes nothing, and the
+/// subscription commits the checkpoint.
 #[async_trait::async_trait]
 impl Consumer for Publisher {
-    async fn handle(
-        &mut self,
-        _tx: &mut PgConnection,
-        _events: &[RecordedEvent],
-    ) -> Result<(), BoxError> {
-        // Everything happened in `deliver`; the subscription commits the checkpoint.
-        Ok(())
-    }
-
     /// The acknowledgements of a batch take longer than reading the next one: overlap them.
     fn reads_ahead(&self) -> bool {
         true

@@ -1,4 +1,5 @@
-//! Connecting to the database: settings every connection of ours carries.
+//! Connecting to the database: settings every connection of ours carries; and the
+//! small pieces every crate's statements share (batch columns, list pages).
 
 use std::time::Duration;
 
@@ -77,4 +78,36 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
 /// every row, in order. Batch writes bind each column of their rows this way.
 pub fn column<'a, T, U>(rows: &'a [T], field: impl FnMut(&'a T) -> U) -> Vec<U> {
     rows.iter().map(field).collect()
+}
+
+/// Page size of a list when the caller names none.
+pub const DEFAULT_PAGE_SIZE: i64 = 50;
+/// Largest page size of a list.
+pub const MAX_PAGE_SIZE: i64 = 500;
+
+/// The page size a list serves for the one asked: [`DEFAULT_PAGE_SIZE`] when none,
+/// else within 1..=[`MAX_PAGE_SIZE`].
+pub fn page_size(asked: Option<i64>) -> i64 {
+    asked.unwrap_or(DEFAULT_PAGE_SIZE).clamp(1, MAX_PAGE_SIZE)
+}
+
+/// A page of rows and the cursor of the next page (`None`: last page).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Page<T, C> {
+    pub rows: Vec<T>,
+    pub next: Option<C>,
+}
+
+impl<T, C> Page<T, C> {
+    /// The page of `limit` rows out of a query that fetched `limit + 1`: the extra row
+    /// only says there is a next page, whose cursor is the last kept row's `key`.
+    pub fn from_overfetch(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> C) -> Self {
+        let next = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(key)
+        } else {
+            None
+        };
+        Page { rows, next }
+    }
 }

@@ -46,7 +46,7 @@ pub async fn course_opened_in(
     pool: &PgPool,
     course_id: Uuid,
 ) -> Result<Option<String>, sqlx::Error> {
-    let row: Option<(Option<String>,)> = sqlx::query_as(
+    let opened: Option<Option<String>> = sqlx::query_scalar(
         "SELECT payload->>'institution_id' FROM events
          WHERE aggregate_type = 'course' AND aggregate_id = $1 AND event_type = 'CourseOpened'
          LIMIT 1",
@@ -54,7 +54,7 @@ pub async fn course_opened_in(
     .bind(course_id.to_string())
     .fetch_optional(pool)
     .await?;
-    Ok(row.and_then(|(id,)| id))
+    Ok(opened.flatten())
 }
 
 /// From a course's stream: the `institution_id` of its opening (if opened) and whether
@@ -115,12 +115,10 @@ pub async fn event_institution(
     pool: &PgPool,
     event_id: Uuid,
 ) -> Result<Option<Option<String>>, sqlx::Error> {
-    let row: Option<(Option<String>,)> =
-        sqlx::query_as("SELECT metadata->>'institution_id' FROM events WHERE event_id = $1")
-            .bind(event_id)
-            .fetch_optional(pool)
-            .await?;
-    Ok(row.map(|(owner,)| owner))
+    sqlx::query_scalar("SELECT metadata->>'institution_id' FROM events WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// One stored event as recorded: type, version, payload and metadata.

@@ -41,12 +41,17 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[async_trait::async_trait]
 pub trait Consumer: Send + 'static {
     /// Handles `events` (non-empty, in commit order) inside the batch transaction.
-    /// Returning an error rolls the whole batch back; it will be offered again.
+    /// Returning an error rolls the whole batch back; it will be offered again. The
+    /// default writes nothing: for a consumer whose whole work is
+    /// [`Consumer::deliver`] (the subscription still commits the checkpoint).
     async fn handle(
         &mut self,
         tx: &mut PgConnection,
         events: &[RecordedEvent],
-    ) -> Result<(), BoxError>;
+    ) -> Result<(), BoxError> {
+        let _ = (tx, events);
+        Ok(())
+    }
 
     /// Delivers `events` somewhere outside PostgreSQL (a message broker) *before* the
     /// batch transaction opens: waiting on another system inside it would hold a

@@ -48,7 +48,7 @@ use aula_domain::queue_control::{QueueControlEvent, AGGREGATE_TYPE as QUEUE_CONT
 use aula_eventlog::{Actor, EventMetadata};
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::processing::{self, TaskChange};
@@ -158,51 +158,74 @@ struct Locked {
     worker: Option<String>,
 }
 
-/// Locks the task if it is still in the queue (unfinished); a finished one is read from
-/// the history, where it never changes again (every control refuses it). A task that
-/// finishes while this waits for its lock is gone from the queue once the lock is
-/// granted, and the history's read, a later statement, sees it.
-async fn lock_task(conn: &mut PgConnection, task_id: i64) -> Result<Locked, ControlError> {
-    let queued: Option<Locked> = sqlx::query_as(&format!(
-        "SELECT status, {DISPLAY_STATUS_SQL} AS display, event_id, institution_id, kind, priority, worker
-         FROM task_queue WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(task_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(task) = queued {
-        return Ok(task);
-    }
-    sqlx::query_as(&format!(
-        "SELECT status, {DISPLAY_STATUS_SQL} AS display, event_id, institution_id, kind, priority, worker
-         FROM task_history WHERE id = $1"
-    ))
-    .bind(task_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(ControlError::TaskNotFound(task_id))
+/// What a control may do to a task: its name for the operator, the statuses it
+/// applies to, and those statuses as the operator reads them.
+struct Allowed {
+    action: &'static str,
+    statuses: &'static [&'static str],
+    described: &'static str,
 }
 
-impl Locked {
-    /// Refuses `action` unless the task's status is one of `statuses` (`allowed` names
-    /// them for the operator).
-    fn ensure_status(
-        &self,
-        task_id: i64,
-        action: &'static str,
-        statuses: &[&str],
-        allowed: &'static str,
-    ) -> Result<(), ControlError> {
-        if statuses.contains(&self.status.as_str()) {
-            return Ok(());
-        }
-        Err(ControlError::WrongStatus {
+const WAITING: &str = "pending, retrying or paused";
+
+const CANCEL: Allowed = Allowed {
+    action: "cancel",
+    statuses: &["pending", "paused"],
+    described: WAITING,
+};
+const FORCE_RELEASE: Allowed = Allowed {
+    action: "force release",
+    statuses: &["running"],
+    described: "running",
+};
+const SET_PRIORITY: Allowed = Allowed {
+    action: "changing the priority",
+    statuses: &["pending", "paused"],
+    described: WAITING,
+};
+
+/// Opens a control's transaction with the task locked, refused unless the control is
+/// `allowed` in the task's status. The task is locked if it is still in the queue
+/// (unfinished); a finished one is read from the history, where it never changes again
+/// (every control refuses it). A task that finishes while this waits for its lock is
+/// gone from the queue once the lock is granted, and the history's read, a later
+/// statement, sees it.
+async fn lock_task(
+    pool: &PgPool,
+    task_id: i64,
+    allowed: Allowed,
+) -> Result<(Transaction<'static, Postgres>, Locked), ControlError> {
+    let mut tx = pool.begin().await?;
+    let task = match read_task(&mut tx, task_id, "task_queue WHERE id = $1 FOR UPDATE").await? {
+        Some(task) => task,
+        None => read_task(&mut tx, task_id, "task_history WHERE id = $1")
+            .await?
+            .ok_or(ControlError::TaskNotFound(task_id))?,
+    };
+    if !allowed.statuses.contains(&task.status.as_str()) {
+        return Err(ControlError::WrongStatus {
             id: task_id,
-            status: self.display.clone(),
-            action,
-            allowed,
-        })
+            status: task.display,
+            action: allowed.action,
+            allowed: allowed.described,
+        });
     }
+    Ok((tx, task))
+}
+
+/// The row of task `$1` as a control reads it, `FROM` `source`.
+async fn read_task(
+    conn: &mut PgConnection,
+    task_id: i64,
+    source: &str,
+) -> Result<Option<Locked>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT status, {DISPLAY_STATUS_SQL} AS display, event_id, institution_id, kind, priority, worker
+         FROM {source}"
+    ))
+    .bind(task_id)
+    .fetch_optional(&mut *conn)
+    .await
 }
 
 /// Records a control of one task (see [`audit`]).
@@ -284,8 +307,6 @@ async fn audit(
     Ok(())
 }
 
-const WAITING: &str = "pending, retrying or paused";
-
 /// Cancels a waiting task (`pending`, `retrying` or `paused`): `cancelled`, finished
 /// now, kept with its attempts; never claimed again.
 pub async fn cancel_task(
@@ -293,9 +314,7 @@ pub async fn cancel_task(
     task_id: i64,
     actor: &Actor,
 ) -> Result<TaskControlled, ControlError> {
-    let mut tx = pool.begin().await?;
-    let task = lock_task(&mut tx, task_id).await?;
-    task.ensure_status(task_id, "cancel", &["pending", "paused"], WAITING)?;
+    let (mut tx, task) = lock_task(pool, task_id, CANCEL).await?;
     let finished_at: DateTime<Utc> = sqlx::query_scalar(concat!(
         "WITH gone AS (DELETE FROM task_queue WHERE id = $1 RETURNING *)
          ",
@@ -331,9 +350,7 @@ pub async fn force_release(
     task_id: i64,
     actor: &Actor,
 ) -> Result<TaskControlled, ControlError> {
-    let mut tx = pool.begin().await?;
-    let task = lock_task(&mut tx, task_id).await?;
-    task.ensure_status(task_id, "force release", &["running"], "running")?;
+    let (mut tx, task) = lock_task(pool, task_id, FORCE_RELEASE).await?;
     let error = format!(
         "force-released by {actor} (worker {} was still running it)",
         task.worker.as_deref().unwrap_or("?")
@@ -399,14 +416,7 @@ pub async fn set_priority(
         .ok()
         .filter(|p| PRIORITY_RANGE.contains(p))
         .ok_or(ControlError::PriorityOutOfRange(priority))?;
-    let mut tx = pool.begin().await?;
-    let task = lock_task(&mut tx, task_id).await?;
-    task.ensure_status(
-        task_id,
-        "changing the priority",
-        &["pending", "paused"],
-        WAITING,
-    )?;
+    let (mut tx, task) = lock_task(pool, task_id, SET_PRIORITY).await?;
     sqlx::query("UPDATE task_queue SET priority = $2 WHERE id = $1")
         .bind(task_id)
         .bind(priority)

@@ -134,7 +134,7 @@ pub async fn finished_since(
 }
 
 /// One sample of the queue: unfinished tasks of one kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DepthSample {
     pub at: DateTime<Utc>,
     pub task_kind: String,
@@ -150,14 +150,15 @@ pub async fn queue_depth(
     width: Width,
     from: DateTime<Utc>,
 ) -> Result<Vec<DepthSample>, sqlx::Error> {
-    let rows: Vec<(DateTime<Utc>, String, i64, i64)> = sqlx::query_as(
+    sqlx::query_as(
         "WITH latest AS (
              SELECT date_trunc($1, minute) AS bucket, max(minute) AS minute
              FROM dashboard_queue_depth
              WHERE minute >= $2 AND ($3::uuid IS NULL OR institution_id = $3)
              GROUP BY 1
          )
-         SELECT l.bucket, d.task_kind, sum(d.pending)::bigint, sum(d.running)::bigint
+         SELECT l.bucket AS at, d.task_kind, sum(d.pending)::bigint AS pending,
+                sum(d.running)::bigint AS running
          FROM latest l
          JOIN dashboard_queue_depth d ON d.minute = l.minute
          WHERE ($3::uuid IS NULL OR d.institution_id = $3)
@@ -168,16 +169,7 @@ pub async fn queue_depth(
     .bind(from)
     .bind(institution)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(at, task_kind, pending, running)| DepthSample {
-            at,
-            task_kind,
-            pending,
-            running,
-        })
-        .collect())
+    .await
 }
 
 /// The upkeep's advisory lock (two-key form, beside the refresher's `(…, 17)`).

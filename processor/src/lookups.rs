@@ -96,12 +96,10 @@ pub async fn task_institution(
     pool: &PgPool,
     task_id: i64,
 ) -> Result<Option<Option<Uuid>>, sqlx::Error> {
-    let row: Option<(Option<Uuid>,)> =
-        sqlx::query_as("SELECT institution_id FROM tasks WHERE id = $1")
-            .bind(task_id)
-            .fetch_optional(pool)
-            .await?;
-    Ok(row.map(|(owner,)| owner))
+    sqlx::query_scalar("SELECT institution_id FROM tasks WHERE id = $1")
+        .bind(task_id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// One notification as one recipient sees it: id, audience, title, body, data (JSON

@@ -95,13 +95,8 @@ struct PublicData<'a>(&'a Value);
 impl Serialize for PublicData<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.0 {
-            Value::Object(fields) => serializer.collect_map(
-                fields
-                    .iter()
-                    .filter(|(key, _)| key.as_str() != "type")
-                    .filter(|(key, _)| !SENSITIVE_FIELDS.contains(&key.as_str()))
-                    .map(|(key, value)| (key, WithoutSensitive(value))),
-            ),
+            Value::Object(fields) => serializer
+                .collect_map(without_sensitive_fields(fields).filter(|(key, _)| *key != "type")),
             other => WithoutSensitive(other).serialize(serializer),
         }
     }
@@ -113,16 +108,21 @@ struct WithoutSensitive<'a>(&'a Value);
 impl Serialize for WithoutSensitive<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.0 {
-            Value::Object(fields) => serializer.collect_map(
-                fields
-                    .iter()
-                    .filter(|(key, _)| !SENSITIVE_FIELDS.contains(&key.as_str()))
-                    .map(|(key, value)| (key, WithoutSensitive(value))),
-            ),
+            Value::Object(fields) => serializer.collect_map(without_sensitive_fields(fields)),
             Value::Array(items) => serializer.collect_seq(items.iter().map(WithoutSensitive)),
             other => other.serialize(serializer),
         }
     }
+}
+
+/// An object's fields but the sensitive ones, their values as [`WithoutSensitive`].
+fn without_sensitive_fields(
+    fields: &serde_json::Map<String, Value>,
+) -> impl Iterator<Item = (&str, WithoutSensitive<'_>)> {
+    fields
+        .iter()
+        .filter(|(key, _)| !SENSITIVE_FIELDS.contains(&key.as_str()))
+        .map(|(key, value)| (key.as_str(), WithoutSensitive(value)))
 }
 
 /// The id of the original when `event` is a reprocessed copy.

@@ -12,6 +12,7 @@
 //! Archived tasks (`tasks_archive`) are not listed: they are old succeeded tasks, still
 //! shown per event by the API's `eventTasks`.
 
+use aula_eventlog::db::{page_size, Page};
 use aula_projections::admin_events::DurationOp;
 
 use crate::controls::DISPLAY_STATUS_SQL;
@@ -240,7 +241,7 @@ fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &TaskListQuery) {
 
 /// One page of the task list (keyset pagination: stable under inserts).
 pub async fn list_tasks(pool: &PgPool, query: &TaskListQuery) -> Result<TaskPage, TaskListError> {
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let limit = page_size(query.limit);
     let expression = query.sort.expression();
     let cursor = match &query.after {
         None => None,
@@ -328,9 +329,7 @@ pub async fn list_tasks(pool: &PgPool, query: &TaskListQuery) -> Result<TaskPage
                 TaskListError::Database(error)
             }
         })?;
-    let page = aula_projections::course_capacity::Page::from_overfetch(rows, limit, |r| {
-        format!("{}:{}", r.row.id, r.sort_key)
-    });
+    let page = Page::from_overfetch(rows, limit, |r| format!("{}:{}", r.row.id, r.sort_key));
     Ok(TaskPage {
         tasks: page.rows.into_iter().map(|r| r.row).collect(),
         next: page.next,

@@ -14,9 +14,9 @@ use aula_eventlog::RecordedEvent;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::course_capacity::Page;
 use crate::decode::{aggregate_uuid, course_events, decode};
 use crate::ProjectionError;
+use aula_eventlog::db::Page;
 
 pub const NAME: &str = "age_metrics";
 pub const TABLES: &[&str] = &["age_counts"];

@@ -1,7 +1,7 @@
 //! Projection `audit_log`: who did what and when, one row per event, from the
 //! event's metadata (actor, institution, correlation and causation).
 
-use aula_eventlog::db::column;
+use aula_eventlog::db::{column, page_size, Page};
 use aula_eventlog::{metadata, Actor, RecordedEvent};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -199,7 +199,7 @@ pub struct AuditPage {
 }
 
 pub async fn audit_log(pool: &PgPool, query: &AuditQuery) -> Result<AuditPage, sqlx::Error> {
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let limit = page_size(query.limit);
     let mut sql: QueryBuilder<'_, Postgres> = QueryBuilder::new(
         "SELECT event_id, global_position, recorded_at, actor, actor_user_id, institution_id, event_type,
                 aggregate_type, aggregate_id, sequence, correlation_id, causation, request_id, reprocessed_from
@@ -245,12 +245,10 @@ pub async fn audit_log(pool: &PgPool, query: &AuditQuery) -> Result<AuditPage, s
         " ORDER BY global_position DESC"
     });
     sql.push(" LIMIT ").push_bind(limit + 1);
-    let mut entries: Vec<AuditEntry> = sql.build_query_as().fetch_all(pool).await?;
-    let next = if entries.len() as i64 > limit {
-        entries.truncate(limit as usize);
-        entries.last().map(|e| e.global_position)
-    } else {
-        None
-    };
-    Ok(AuditPage { entries, next })
+    let rows: Vec<AuditEntry> = sql.build_query_as().fetch_all(pool).await?;
+    let page = Page::from_overfetch(rows, limit, |e| e.global_position);
+    Ok(AuditPage {
+        entries: page.rows,
+        next: page.next,
+    })
 }

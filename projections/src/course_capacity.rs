@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use aula_domain::application::{Application, ApplicationEvent};
 use aula_domain::course::CourseEvent;
-use aula_eventlog::db::column;
+use aula_eventlog::db::{column, page_size};
 use aula_eventlog::RecordedEvent;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate as _;
@@ -251,26 +251,8 @@ pub struct CapacityListQuery {
     pub limit: Option<i64>,
 }
 
-/// A page of rows and the cursor of the next page (`None`: last page).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Page<T, C> {
-    pub rows: Vec<T>,
-    pub next: Option<C>,
-}
-
-impl<T, C> Page<T, C> {
-    /// The page of `limit` rows out of a query that fetched `limit + 1`: the extra row
-    /// only says there is a next page, whose cursor is the last kept row's `key`.
-    pub fn from_overfetch(mut rows: Vec<T>, limit: i64, key: impl Fn(&T) -> C) -> Self {
-        let next = if rows.len() as i64 > limit {
-            rows.truncate(limit as usize);
-            rows.last().map(key)
-        } else {
-            None
-        };
-        Page { rows, next }
-    }
-}
+/// The page type of every list (it began here, with the course list).
+pub use aula_eventlog::db::Page;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {
@@ -310,7 +292,7 @@ where
     F1: 'q + Copy + Send + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
     F2: 'q + Copy + Send + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
 {
-    let limit = limit.unwrap_or(50).clamp(1, 500);
+    let limit = page_size(limit);
     if let Some(after) = after {
         let found: bool = sqlx::query_scalar(exists_sql)
             .bind(filters.0)

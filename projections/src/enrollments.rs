@@ -11,7 +11,9 @@ use chrono::NaiveDate;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::course_capacity::{keyset_order, keyset_page, Page, PageError};
+use aula_eventlog::db::Page;
+
+use crate::course_capacity::{keyset_order, keyset_page, PageError};
 use crate::decode::{aggregate_uuid, course_events, decode};
 use crate::ProjectionError;
 

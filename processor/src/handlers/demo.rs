@@ -20,7 +20,7 @@ use aula_domain::values::{
     UserId, ValidationError,
 };
 use aula_domain::{Rejection, RejectionKind};
-use aula_eventlog::{CommandBus, CommandError, EventMetadata};
+use aula_eventlog::{CommandBus, EventMetadata};
 use chrono::{NaiveDate, Utc};
 use cqrs_es::Aggregate;
 use sqlx::PgPool;
@@ -53,12 +53,20 @@ fn invalid(error: ValidationError) -> TaskError {
     TaskError::permanent(error)
 }
 
-fn outcome<A>(result: Result<impl Sized, CommandError<A::Error>>) -> Result<(), TaskError>
+/// Issues `command` to the stream `id` of `bus`. A conflict means an earlier attempt
+/// already seeded it, which counts as done.
+async fn issue<A>(
+    bus: &CommandBus<A>,
+    id: impl ToString,
+    command: A::Command,
+    metadata: &EventMetadata,
+) -> Result<(), TaskError>
 where
-    A: Aggregate,
+    A: Aggregate + Clone + 'static,
+    A::Command: Clone,
     A::Error: Rejection + Send + Sync + 'static,
 {
-    // Already seeded by an earlier attempt.
+    let result = bus.execute(&id.to_string(), command, metadata).await;
     super::command_outcome(result, |rejection| {
         rejection.kind() == RejectionKind::Conflict
     })
@@ -113,7 +121,7 @@ pub async fn seed(
             name: CampusName::parse(name).map_err(invalid)?,
             city: CityName::parse(city).map_err(invalid)?,
         };
-        outcome::<Institution>(institutions.execute(&aggregate, command, &metadata).await)?;
+        issue(&institutions, &aggregate, command, &metadata).await?;
     }
     let mut course_ids = Vec::new();
     for (campus, name, capacity) in COURSES {
@@ -127,18 +135,14 @@ pub async fn seed(
             name: name.clone(),
             capacity,
         };
-        outcome::<Institution>(institutions.execute(&aggregate, offer, &metadata).await)?;
+        issue(&institutions, &aggregate, offer, &metadata).await?;
         let open = CourseCommand::OpenCourse {
             institution_id,
             campus_id: campus_ids[campus],
             name,
             capacity,
         };
-        outcome::<Course>(
-            courses
-                .execute(&course_id.to_string(), open, &metadata)
-                .await,
-        )?;
+        issue(&courses, course_id, open, &metadata).await?;
     }
 
     let email_of = |name: &str| {
@@ -179,11 +183,7 @@ pub async fn seed(
             name: account.name,
             email: account.email,
         };
-        outcome::<Teacher>(
-            teachers
-                .execute(&teacher_id.to_string(), command, &metadata)
-                .await,
-        )?;
+        issue(&teachers, teacher_id, command, &metadata).await?;
     }
 
     let mut student_ids = Vec::new();
@@ -198,11 +198,7 @@ pub async fn seed(
             email: account.email,
             birth_date: birth_date(born, today)?,
         };
-        outcome::<Student>(
-            students
-                .execute(&student_id.to_string(), command, &metadata)
-                .await,
-        )?;
+        issue(&students, student_id, command, &metadata).await?;
     }
 
     // Applications: everyone (and one extra applicant) to the 3-seat course; the first
@@ -225,11 +221,7 @@ pub async fn seed(
             email: email_of(name)?,
             requested_at: now,
         };
-        outcome::<Course>(
-            courses
-                .execute(&course_id.to_string(), command, &metadata)
-                .await,
-        )?;
+        issue(&courses, course_id, command, &metadata).await?;
     }
 
     // Grades: the second course's midterm for every student.
@@ -244,11 +236,7 @@ pub async fn seed(
             note: GradeNote::from_hundredths(600 + 75 * index as u16).map_err(invalid)?,
             at: now,
         };
-        outcome::<ExamGrade>(
-            grades
-                .execute(&grade_id.to_string(), command, &metadata)
-                .await,
-        )?;
+        issue(&grades, grade_id, command, &metadata).await?;
     }
     tracing::info!(%institution, "demo data seeded");
     Ok(())
@@ -294,7 +282,7 @@ impl Account {
             institution_id: Some(institution_id),
             password_hash: None,
         };
-        outcome::<User>(users.execute(&user_id.to_string(), command, metadata).await)?;
+        issue(users, user_id, command, metadata).await?;
         Ok(Account {
             user_id,
             name,

@@ -4,24 +4,22 @@
 //! largest database cost of `aula bench webhooks`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
 
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::batcher::{self, Batcher};
 use super::deliver::Delivery;
 
 /// Most messages in one read.
 pub const MAX_BATCH: usize = 256;
 
-type Job = (Uuid, oneshot::Sender<Result<Option<Delivery>, String>>);
+type Job = batcher::Job<Uuid, Option<Delivery>>;
 
-/// The reader of one process (shared by the clones of its delivery handler); started on
-/// first use, it stops when the handler is dropped.
+/// The reader of one process (see [`Batcher`]).
 #[derive(Clone, Default)]
 pub(crate) struct Loads {
-    sender: Arc<OnceLock<mpsc::UnboundedSender<Job>>>,
+    batcher: Batcher<Uuid, Option<Delivery>>,
 }
 
 impl Loads {
@@ -31,40 +29,33 @@ impl Loads {
         pool: &PgPool,
         message_id: Uuid,
     ) -> Result<Option<Delivery>, String> {
-        let sender = self.sender.get_or_init(|| {
-            let (sender, receiver) = mpsc::unbounded_channel();
-            tokio::spawn(run(pool.clone(), receiver));
-            sender
-        });
-        let (reply, answer) = oneshot::channel();
-        if sender.send((message_id, reply)).is_err() {
+        match self
+            .batcher
+            .ask(pool, message_id, "delivery reader", MAX_BATCH, serve)
+            .await
+        {
+            Ok(answer) => answer,
             // The reader is gone (its runtime is shutting down): read it here.
-            return read(pool, &[message_id])
+            Err(message_id) => read(pool, &[message_id])
                 .await
                 .map(|mut found| found.remove(&message_id))
-                .map_err(|e| e.to_string());
+                .map_err(|e| e.to_string()),
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err("the delivery reader stopped".into()))
     }
 }
 
-async fn run(pool: PgPool, mut receiver: mpsc::UnboundedReceiver<Job>) {
-    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while receiver.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let ids: Vec<Uuid> = jobs.iter().map(|(id, _)| *id).collect();
-        match read(&pool, &ids).await {
-            Ok(found) => {
-                for (id, reply) in jobs.drain(..) {
-                    let _ = reply.send(Ok(found.get(&id).cloned()));
-                }
+async fn serve(pool: PgPool, jobs: Vec<Job>) {
+    let ids: Vec<Uuid> = jobs.iter().map(|(id, _)| *id).collect();
+    match read(&pool, &ids).await {
+        Ok(found) => {
+            for (id, reply) in jobs {
+                let _ = reply.send(Ok(found.get(&id).cloned()));
             }
-            Err(error) => {
-                let error = error.to_string();
-                for (_, reply) in jobs.drain(..) {
-                    let _ = reply.send(Err(error.clone()));
-                }
+        }
+        Err(error) => {
+            let error = error.to_string();
+            for (_, reply) in jobs {
+                let _ = reply.send(Err(error.clone()));
             }
         }
     }

@@ -21,6 +21,7 @@
 //! a crash and every resend carries the same `webhook-id` and the same bytes.
 
 pub mod audit;
+mod batcher;
 pub mod deliver;
 pub mod endpoints;
 pub mod fanout;

@@ -17,13 +17,13 @@
 //! runs again and sends the same message again: at least once, same id and body).
 
 use std::collections::HashSet;
-use std::sync::{Arc, OnceLock};
 
 use aula_eventlog::db::column;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
+
+use super::batcher::{self, Batcher};
 
 /// Most successes in one statement.
 pub const MAX_BATCH: usize = 256;
@@ -40,66 +40,58 @@ pub(crate) struct Success {
     pub excerpt: Option<String>,
 }
 
-type Job = (Success, oneshot::Sender<Result<(), String>>);
+type Job = batcher::Job<Success, ()>;
 
-/// The recorder of one process (shared by the clones of its delivery handler); started
-/// on first use, it stops when the handler is dropped.
+/// The recorder of one process (see [`Batcher`]).
 #[derive(Clone, Default)]
 pub(crate) struct Successes {
-    sender: Arc<OnceLock<mpsc::UnboundedSender<Job>>>,
+    batcher: Batcher<Success, ()>,
 }
 
 impl Successes {
     /// Records `success` (in a batch with whatever else is waiting); returns once it is
     /// committed, or why it could not be.
     pub(crate) async fn record(&self, pool: &PgPool, success: Success) -> Result<(), String> {
-        let sender = self.sender.get_or_init(|| {
-            let (sender, receiver) = mpsc::unbounded_channel();
-            tokio::spawn(run(pool.clone(), receiver));
-            sender
-        });
-        let (reply, answer) = oneshot::channel();
-        if let Err(mpsc::error::SendError((success, _))) = sender.send((success, reply)) {
-            // The recorder is gone (its runtime is shutting down): write it here.
-            return write(pool, std::slice::from_ref(&success))
-                .await
-                .map_err(|e| e.to_string());
-        }
-        answer
+        match self
+            .batcher
+            .ask(pool, success, "success recorder", MAX_BATCH, serve)
             .await
-            .unwrap_or_else(|_| Err("the success recorder stopped".into()))
+        {
+            Ok(answer) => answer,
+            // The recorder is gone (its runtime is shutting down): write it here.
+            Err(success) => write(pool, std::slice::from_ref(&success))
+                .await
+                .map_err(|e| e.to_string()),
+        }
     }
 }
 
-async fn run(pool: PgPool, mut receiver: mpsc::UnboundedReceiver<Job>) {
-    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while receiver.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        // One row per message in a statement (an UPDATE ... FROM meets each row once):
-        // a second attempt of a message in the same batch (a resend racing a retry) is
-        // written after it, alone.
-        let mut seen = HashSet::with_capacity(jobs.len());
-        let (batch, later): (Vec<Job>, Vec<Job>) = jobs
-            .drain(..)
-            .partition(|(success, _)| seen.insert(success.message_id));
-        let rows: Vec<Success> = batch.iter().map(|(s, _)| s.clone()).collect();
-        match write(&pool, &rows).await {
-            Ok(()) => {
-                for (_, reply) in batch {
-                    let _ = reply.send(Ok(()));
-                }
-            }
-            Err(error) => {
-                tracing::debug!(%error, successes = rows.len(), "a batch of webhook successes failed; writing them one by one");
-                for (success, reply) in batch {
-                    let result = write(&pool, std::slice::from_ref(&success)).await;
-                    let _ = reply.send(result.map_err(|e| e.to_string()));
-                }
+async fn serve(pool: PgPool, jobs: Vec<Job>) {
+    // One row per message in a statement (an UPDATE ... FROM meets each row once):
+    // a second attempt of a message in the same batch (a resend racing a retry) is
+    // written after it, alone.
+    let mut seen = HashSet::with_capacity(jobs.len());
+    let (batch, later): (Vec<Job>, Vec<Job>) = jobs
+        .into_iter()
+        .partition(|(success, _)| seen.insert(success.message_id));
+    let rows: Vec<Success> = batch.iter().map(|(s, _)| s.clone()).collect();
+    match write(&pool, &rows).await {
+        Ok(()) => {
+            for (_, reply) in batch {
+                let _ = reply.send(Ok(()));
             }
         }
-        for (success, reply) in later {
-            let result = write(&pool, std::slice::from_ref(&success)).await;
-            let _ = reply.send(result.map_err(|e| e.to_string()));
+        Err(error) => {
+            tracing::debug!(%error, successes = rows.len(), "a batch of webhook successes failed; writing them one by one");
+            for (success, reply) in batch {
+                let result = write(&pool, std::slice::from_ref(&success)).await;
+                let _ = reply.send(result.map_err(|e| e.to_string()));
+            }
         }
+    }
+    for (success, reply) in later {
+        let result = write(&pool, std::slice::from_ref(&success)).await;
+        let _ = reply.send(result.map_err(|e| e.to_string()));
     }
 }
 

@@ -217,7 +217,7 @@ pub async fn list_admin_events(
     pool: &PgPool,
     query: &EventListQuery,
 ) -> Result<EventPage, EventListError> {
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let limit = page_size(query.limit);
     let expression = query.sort.expression();
     let cursor = match &query.after {
         Some(cursor) => Some(
@@ -371,7 +371,7 @@ pub async fn list_admin_events(
                 EventListError::Database(error)
             }
         })?;
-    let page = crate::course_capacity::Page::from_overfetch(rows, limit, |r| {
+    let page = Page::from_overfetch(rows, limit, |r| {
         format!("{}:{}", r.row.global_position, r.sort_key)
     });
     let events = page.rows.into_iter().map(|r| r.row).collect();

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use aula_eventlog::db::{page_size, Page};
 use aula_eventlog::RecordedEvent;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};

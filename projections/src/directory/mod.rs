@@ -15,7 +15,7 @@ use aula_domain::exam_grade::ExamGradeEvent;
 use aula_domain::student::StudentEvent;
 use aula_domain::teacher::TeacherEvent;
 use aula_domain::user::UserEvent;
-use aula_eventlog::db::column;
+use aula_eventlog::db::{column, Page};
 use aula_eventlog::RecordedEvent;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};

@@ -122,20 +122,17 @@ pub async fn people_page(pool: &PgPool, query: &PeopleQuery) -> Result<PeoplePag
         .bind(query.limit + 1)
         .fetch_all(pool)
         .await?;
-    let mut rows = rows;
-    let next = if rows.len() as i64 > query.limit {
-        rows.truncate(query.limit as usize);
-        rows.last().map(|last| {
-            let key = match query.sort {
-                PeopleSort::Name => last.name.clone(),
-                PeopleSort::CreatedAt => last.created_at.to_rfc3339(),
-            };
-            (key, last.person_id)
-        })
-    } else {
-        None
-    };
-    Ok(PeoplePage { rows, next })
+    let page = Page::from_overfetch(rows, query.limit, |last| {
+        let key = match query.sort {
+            PeopleSort::Name => last.name.clone(),
+            PeopleSort::CreatedAt => last.created_at.to_rfc3339(),
+        };
+        (key, last.person_id)
+    });
+    Ok(PeoplePage {
+        rows: page.rows,
+        next: page.next,
+    })
 }
 
 /// The student or teacher rows of one account (one per role it holds).

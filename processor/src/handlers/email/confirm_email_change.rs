@@ -4,7 +4,7 @@
 
 use aula_domain::user::{EmailChangeLink, UserEvent};
 
-use super::{wrong_event, EmailHandler, Letter};
+use super::{wrong_event, EmailHandler, Letter, LinkWording};
 use crate::handlers::{EventPayload, TaskContext, TaskError};
 use crate::mail::html_escape;
 
@@ -46,11 +46,18 @@ pub(super) async fn letter(
             "Someone asked to use this address for an Aula account. Confirm it by opening this link.".to_owned(),
         ),
     };
-    let text = format!("{intro}\n{link}\n\nThe link expires at {expires} and works once. Until then the account keeps its current address. If you did not expect this, ignore this e-mail.\n");
-    let body = format!(
-        "<p>{}</p><p><a href=\"{1}\">{1}</a></p><p>The link expires at {expires} and works once. Until then the account keeps its current address. If you did not expect this, ignore this e-mail.</p>",
-        html_escape(&intro),
-        html_escape(&link)
-    );
-    Ok(Letter::new(&to, subject, text, subject, &body).with_token(token_hash))
+    let closing = format!("The link expires at {expires} and works once. Until then the account keeps its current address. If you did not expect this, ignore this e-mail.");
+    Ok(Letter::one_time(
+        &to,
+        subject,
+        subject,
+        &link,
+        token_hash,
+        LinkWording {
+            text_intro: &intro,
+            text_closing: &closing,
+            html_intro: &html_escape(&intro),
+            html_closing: &closing,
+        },
+    ))
 }

@@ -2,9 +2,8 @@
 
 use aula_domain::user::UserEvent;
 
-use super::{wrong_event, EmailHandler, Letter};
+use super::{wrong_event, EmailHandler, Letter, LinkWording};
 use crate::handlers::{EventPayload, TaskContext, TaskError};
-use crate::mail::html_escape;
 
 pub(super) async fn letter(
     handler: &EmailHandler,
@@ -28,17 +27,19 @@ pub(super) async fn letter(
             expires_at,
         )
         .await?;
-    let text = format!("Welcome to Aula!\n\nConfirm your sign-up by opening this link:\n{link}\n\nThe link expires at {expires}. If you did not sign up, ignore this e-mail.\n");
-    let body = format!(
-        "<p>Confirm your sign-up:</p><p><a href=\"{0}\">{0}</a></p><p>The link expires at {expires}. If you did not sign up, ignore this e-mail.</p>",
-        html_escape(&link)
-    );
-    Ok(Letter::new(
+    let closing =
+        format!("The link expires at {expires}. If you did not sign up, ignore this e-mail.");
+    Ok(Letter::one_time(
         &email,
         "Confirm your Aula sign-up",
-        text,
         "Welcome to Aula!",
-        &body,
-    )
-    .with_token(token_hash))
+        &link,
+        token_hash,
+        LinkWording {
+            text_intro: "Welcome to Aula!\n\nConfirm your sign-up by opening this link:",
+            text_closing: &closing,
+            html_intro: "Confirm your sign-up:",
+            html_closing: &closing,
+        },
+    ))
 }

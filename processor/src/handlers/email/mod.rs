@@ -17,7 +17,7 @@ use chrono::Utc;
 use super::{EventPayload, TaskContext, TaskError, TaskHandler};
 use crate::config::MailConfig;
 use crate::kinds::TaskKind;
-use crate::mail::{EmailMessage, Mailer};
+use crate::mail::{html_escape, EmailMessage, Mailer};
 use crate::tokens;
 
 mod already_registered;
@@ -76,6 +76,41 @@ impl Letter {
             ..self
         }
     }
+
+    /// A letter built around the one-time `link` of `token_hash` (see
+    /// [`EmailHandler::one_time_link`]): every such letter reads the same way, an
+    /// introduction, the link on a line (a paragraph) of its own, and a closing line.
+    fn one_time(
+        to: &Email,
+        subject: &str,
+        title: &str,
+        link: &str,
+        token_hash: String,
+        wording: LinkWording<'_>,
+    ) -> Self {
+        let LinkWording {
+            text_intro,
+            text_closing,
+            html_intro,
+            html_closing,
+        } = wording;
+        let text = format!("{text_intro}\n{link}\n\n{text_closing}\n");
+        let body = format!(
+            "<p>{html_intro}</p><p><a href=\"{0}\">{0}</a></p><p>{html_closing}</p>",
+            html_escape(link)
+        );
+        Self::new(to, subject, text, title, &body).with_token(token_hash)
+    }
+}
+
+/// What a one-time-link letter says around its link ([`Letter::one_time`]), in plain
+/// text and in HTML. The HTML parts are markup already: whatever they quote from the
+/// event must be escaped by the template.
+struct LinkWording<'a> {
+    text_intro: &'a str,
+    text_closing: &'a str,
+    html_intro: &'a str,
+    html_closing: &'a str,
 }
 
 /// Handles every `email.*` kind.

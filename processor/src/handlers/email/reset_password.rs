@@ -2,9 +2,8 @@
 
 use aula_domain::user::UserEvent;
 
-use super::{load_user, wrong_event, EmailHandler, Letter};
+use super::{load_user, wrong_event, EmailHandler, Letter, LinkWording};
 use crate::handlers::{EventPayload, TaskContext, TaskError};
-use crate::mail::html_escape;
 
 pub(super) async fn letter(
     handler: &EmailHandler,
@@ -26,17 +25,20 @@ pub(super) async fn letter(
     let (link, expires) = handler
         .one_time_link(ctx, "/reset-password", &[], &token_hash, expires_at)
         .await?;
-    let text = format!("Someone asked to reset the password of your Aula account.\n\nChoose a new password here:\n{link}\n\nThe link expires at {expires} and works once. If it was not you, ignore this e-mail: your password is unchanged.\n");
-    let body = format!(
-        "<p>Someone asked to reset the password of your Aula account.</p><p><a href=\"{0}\">{0}</a></p><p>The link expires at {expires} and works once. If it was not you, ignore this e-mail.</p>",
-        html_escape(&link)
-    );
-    Ok(Letter::new(
+    let expiry = format!("The link expires at {expires} and works once.");
+    Ok(Letter::one_time(
         email,
         "Reset your Aula password",
-        text,
         "Reset your password",
-        &body,
-    )
-    .with_token(token_hash))
+        &link,
+        token_hash,
+        LinkWording {
+            text_intro: "Someone asked to reset the password of your Aula account.\n\nChoose a new password here:",
+            text_closing: &format!(
+                "{expiry} If it was not you, ignore this e-mail: your password is unchanged."
+            ),
+            html_intro: "Someone asked to reset the password of your Aula account.",
+            html_closing: &format!("{expiry} If it was not you, ignore this e-mail."),
+        },
+    ))
 }
