@@ -65,8 +65,8 @@ use uuid::Uuid;
 use counters::{write_counters, Counters};
 pub use reads::{local_midnight, processed_per_minute, processing_rate_today, status_counts};
 pub use refresher::{
-    queue_refresh, refresh, refresh_all, run_refresher, CLAIM_REFRESH_DELAY_MS, KEEP_GOING,
-    REFRESHERS, REFRESH_BATCH,
+    queue_refresh, refresh, refresh_all, run_refresher, vacuum_queue, CLAIM_REFRESH_DELAY_MS,
+    KEEP_GOING, REFRESHERS, REFRESH_BATCH, VACUUM_AFTER,
 };
 
 /// Counter rows per key: concurrent transactions pick different ones at random.

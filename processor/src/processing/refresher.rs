@@ -125,6 +125,26 @@ pub async fn refresh(pool: &PgPool, limit: i64) -> Result<Option<usize>, sqlx::E
 /// takes this many ids shows a stream that the next round's batch will not be short of.
 pub const KEEP_GOING: usize = REFRESH_BATCH as usize / 4;
 
+/// How many ids a process's refresher takes between two VACUUMs of
+/// `admin_event_refresh` it runs itself (at most one a second).
+///
+/// Why: the rounds find their ids by a scan of the table from its first page, and every
+/// id taken leaves a dead row there until a VACUUM. Autovacuum visits a database once a
+/// minute at best (`autovacuum_naptime`), so under a long drain the rounds read more and
+/// more dead rows: at 1,000,000 tasks 7,000 pages a round, 36 ms each and half of the
+/// database's time (BENCHMARKS.md, session 15). A VACUUM of a table whose live rows are
+/// few costs about what one such round cost, and keeps every round short.
+pub const VACUUM_AFTER: usize = 20_000;
+
+/// Vacuums `admin_event_refresh` (see [`VACUUM_AFTER`]); skipped, not waited for, while
+/// another process's VACUUM holds the table. Outside any transaction, as VACUUM must be.
+pub async fn vacuum_queue(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql("VACUUM (SKIP_LOCKED) admin_event_refresh")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Queues a refresh of these events' rows, due at once (the workers' notices of the
 /// tasks they still run a moment after their claim).
 pub async fn queue_refresh(pool: &PgPool, events: &[Uuid]) -> Result<u64, sqlx::Error> {
@@ -163,7 +183,24 @@ pub async fn run_refresher(
     // The dashboard's upkeep (`dashboard::maintain`) rides on this loop: one per
     // process, off the workers' path, at most once a minute.
     let mut next_upkeep = tokio::time::Instant::now();
+    let mut taken_since_vacuum = 0usize;
+    let mut vacuumed = tokio::time::Instant::now();
+    let mut vacuuming: Option<tokio::task::JoinHandle<()>> = None;
     loop {
+        if taken_since_vacuum >= VACUUM_AFTER
+            && vacuumed.elapsed() >= std::time::Duration::from_secs(1)
+            && vacuuming.as_ref().is_none_or(|v| v.is_finished())
+        {
+            taken_since_vacuum = 0;
+            vacuumed = tokio::time::Instant::now();
+            // Beside the rounds, not between them: a VACUUM takes no lock they wait for.
+            let pool = pool.clone();
+            vacuuming = Some(tokio::spawn(async move {
+                if let Err(error) = vacuum_queue(&pool).await {
+                    tracing::debug!(%error, "vacuuming the refresh queue failed; autovacuum will");
+                }
+            }));
+        }
         if tokio::time::Instant::now() >= next_upkeep {
             next_upkeep = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
             if let Err(error) = dashboard::maintain(&pool, Utc::now()).await {
@@ -178,6 +215,7 @@ pub async fn run_refresher(
         let wait = match round {
             Ok(Some(n)) if n > 0 => {
                 failures = 0;
+                taken_since_vacuum += n;
                 if n >= KEEP_GOING {
                     continue;
                 }

@@ -256,16 +256,18 @@ pub async fn run_workers_with_ready(
         } else {
             hint = if full_batch {
                 queue::ClaimHint::of(&claimed)
+            } else if hinted {
+                // A hinted claim that came up short keeps its hint: what became pending
+                // before it since is notified, comes due after it, or waits for the claim
+                // from the front every `FRONT_EVERY` (see `queue::ClaimHint`). Claiming
+                // from the front instead walked every entry the drain left in the index
+                // since its last VACUUM, once per short claim: at 1,000,000 tasks, 130 ms
+                // a claim and a fifth of the database's time (BENCHMARKS.md, session 15).
+                hint
             } else {
                 None
             };
-            if !full_batch && hinted {
-                // A hinted claim that came up short proves nothing about the tasks before
-                // the hint: look from the front before waiting.
-                if claimed.is_empty() {
-                    continue;
-                }
-            } else if claimed.is_empty() {
+            if claimed.is_empty() {
                 tokio::select! {
                     _ = wake_rx.changed() => {}
                     _ = tokio::time::sleep(config.poll_interval) => {}

@@ -241,3 +241,25 @@ async fn a_worker_shows_the_event_of_a_task_it_still_runs_as_running() {
     workers.await.unwrap().unwrap();
     db.drop_database().await;
 }
+
+/// The refresher's own VACUUM of its queue (`processing::VACUUM_AFTER`): the rows its
+/// rounds deleted are gone from the table's pages, so the next round's scan does not
+/// read them; and it runs on a pooled connection, outside any transaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_refresh_queue_is_vacuumed_of_the_ids_taken() {
+    let db = TestDatabase::new().await;
+    let ids: Vec<Uuid> = (0..20_000).map(|_| Uuid::now_v7()).collect();
+    processing::queue_refresh(&db.pool, &ids).await.unwrap();
+    sqlx::query("DELETE FROM admin_event_refresh")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let pages =
+        "SELECT pg_relation_size('admin_event_refresh') / current_setting('block_size')::bigint";
+    let before: i64 = sqlx::query_scalar(pages).fetch_one(&db.pool).await.unwrap();
+    assert!(before > 50, "20,000 dead rows fill pages: {before}");
+    processing::vacuum_queue(&db.pool).await.unwrap();
+    // Emptied pages at the end of a table are given back by VACUUM.
+    let after: i64 = sqlx::query_scalar(pages).fetch_one(&db.pool).await.unwrap();
+    assert_eq!(after, 0, "{before} pages before the VACUUM");
+}
