@@ -236,7 +236,7 @@ macro_rules! claim_deferred_tail {
 ///   released and rescued tasks are due `now()`, after the hint. What is
 ///   left (a claim that locked tasks and then rolled back) is found by the claim from
 ///   the front that the loop makes at least every [`ClaimHint::FRONT_EVERY`]. A hinted
-///   claim that finds fewer tasks than it asked for keeps its hint (until session 14 it
+///   claim that finds fewer tasks than it asked for keeps its hint (through session 14 it
 ///   sent the next claim to the front, whose walk grew with the drain's history).
 ///
 /// So the hint is a shortcut, never the rule: no task is ever skipped for good.
