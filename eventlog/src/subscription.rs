@@ -279,6 +279,8 @@ impl<C: Consumer> Runner<C> {
         // The second connection that reads ahead, opened when first needed. It reads
         // only, holds no lock and is closed with the subscription's.
         let mut reader: Option<PgConnection> = None;
+        // Conflicts in a row of the batch being offered (see `is_conflict`).
+        let mut conflicts = 0u32;
 
         loop {
             if self.shutdown.is_triggered() {
@@ -360,6 +362,7 @@ impl<C: Consumer> Runner<C> {
                 }
                 Offered::Committed => {
                     checkpoint = last_position;
+                    conflicts = 0;
                     // Read after `last_position` before the commit: exactly what the next
                     // read would return, or a prefix of it (events committed meanwhile
                     // come in the batch after). An empty read is not kept: the loop reads
@@ -381,7 +384,23 @@ impl<C: Consumer> Runner<C> {
                         position: checkpoint,
                     });
                 }
+                // A conflict with another transaction (a deadlock, a serialization
+                // failure) says nothing about the batch's events: run the same batch
+                // again at once, a few times, before treating it as a failing one.
+                // Isolating it one event at a time instead let a stream of such
+                // conflicts (webhook deliveries against the reactions) hold the
+                // reactions to a few events a second for minutes.
+                Offered::Failed(error) if conflicts < CONFLICT_RETRIES && is_conflict(&*error) => {
+                    conflicts += 1;
+                    tracing::warn!(subscription = %name, attempt = conflicts, error = %error_chain(&*error), "the batch conflicted with another transaction; running it again");
+                    let pause = backoff(conflicts, CONFLICT_BACKOFF_MAX) / 4;
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = self.shutdown.wait() => return Ok(Exit::Shutdown),
+                    }
+                }
                 Offered::Failed(error) => {
+                    conflicts = 0;
                     consumer_failures += 1;
                     let failed = &batch[0];
                     let message = error_chain(&*error);
@@ -582,6 +601,30 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// How many times in a row a batch that conflicted with another transaction is run
+/// again whole before it is treated as failing (isolated one event at a time).
+const CONFLICT_RETRIES: u32 = 8;
+
+/// The cap of the pause before a conflicting batch runs again (a quarter of the
+/// backoff: 12 ms, 25 ms, … up to this).
+const CONFLICT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Whether `error` (or one of its causes) is PostgreSQL's report of a conflict between
+/// concurrent transactions, which running the same work again resolves: a deadlock
+/// (`40P01`) or a serialization failure (`40001`).
+pub fn is_conflict(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(sqlx::Error::Database(database)) = error.downcast_ref::<sqlx::Error>() {
+            if matches!(database.code().as_deref(), Some("40P01" | "40001")) {
+                return true;
+            }
+        }
+        current = error.source();
+    }
+    false
 }
 
 /// The longest pause between two attempts to reconnect a subscription.

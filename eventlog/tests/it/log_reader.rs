@@ -591,3 +591,90 @@ async fn a_panicking_consumer_is_retried_and_reported_like_a_failing_one() {
     stop.trigger();
     handle.task.await.unwrap();
 }
+
+/// Fails every batch that holds the event with sequence `conflicted` with PostgreSQL's
+/// deadlock error, `conflicts` times; records the size of every batch it is offered.
+struct Conflicting {
+    conflicted: i64,
+    conflicts: Arc<AtomicUsize>,
+    offered: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+#[async_trait::async_trait]
+impl Consumer for Conflicting {
+    async fn handle(
+        &mut self,
+        tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
+        self.offered.lock().unwrap().push(events.len());
+        if events.iter().any(|e| e.sequence == self.conflicted)
+            && self
+                .conflicts
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            // A real error from the server, as a deadlock between two writers reports it.
+            sqlx::query(
+                "DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = 'deadlock_detected'; END $$",
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        let positions: Vec<i64> = events.iter().map(|e| e.global_position()).collect();
+        sqlx::query("INSERT INTO seen (subscription, instance, global_position, aggregate_id, sequence) SELECT 'conflicts', 'x', p, 'a', 0 FROM unnest($1::bigint[]) p")
+            .bind(&positions)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A batch that conflicts with another transaction (a deadlock) is run again whole, at
+/// once: not isolated one event at a time, not reported as failing, nothing skipped or
+/// repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_conflicts_with_another_transaction_is_run_again_whole() {
+    let db = setup().await;
+    append_events(&db.pool, "a", 1, 30).await;
+    let (stop, shutdown) = shutdown::channel();
+    let offered = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let consumer = Conflicting {
+        conflicted: 10,
+        conflicts: Arc::new(AtomicUsize::new(3)),
+        offered: offered.clone(),
+    };
+    let handle = subscription::spawn(
+        db.connect.clone(),
+        fast("conflicts"),
+        consumer,
+        Wakeups::polling_only(),
+        shutdown,
+    );
+    let mut states = handle.state.clone();
+    wait_for_seen(&db.pool, "conflicts", 30).await;
+    assert!(
+        !matches!(
+            *states.borrow_and_update(),
+            SubscriptionState::Failing { .. }
+        ),
+        "a conflict is not a failing consumer"
+    );
+    let positions: Vec<i64> =
+        sqlx::query_scalar("SELECT global_position FROM seen ORDER BY seen_no")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(positions, committed_positions(&db.pool).await);
+    // The whole batch of 30 was offered four times: three conflicts, then its commit.
+    assert_eq!(*offered.lock().unwrap(), [30, 30, 30, 30]);
+    let last_error: Option<String> = sqlx::query_scalar(
+        "SELECT last_error FROM subscription_checkpoints WHERE name = 'conflicts'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(last_error, None);
+    stop.trigger();
+    handle.task.await.unwrap();
+}
