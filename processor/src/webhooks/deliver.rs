@@ -362,7 +362,7 @@ impl WebhookDelivery {
                      WHEN COALESCE(failing_since, now()) < now() - $4 * interval '1 second' THEN $5
                      ELSE disabled_reason END,
                  updated_at = now()
-             FROM (SELECT enabled AS was_enabled FROM webhook_endpoints WHERE id = $1 FOR UPDATE) old
+             FROM (SELECT enabled AS was_enabled FROM webhook_endpoints WHERE id = $1 FOR NO KEY UPDATE) old
              WHERE id = $1
              RETURNING old.was_enabled AND NOT webhook_endpoints.enabled,
                        webhook_endpoints.disabled_reason, webhook_endpoints.created_by_user",

@@ -224,3 +224,47 @@ async fn a_receiver_that_never_answers_times_out_and_an_endpoint_failing_too_lon
     assert!(mails[0].text.contains(&receiver.url()));
     running.stop().await;
 }
+
+/// A failed attempt records itself on its endpoint's row without waiting for the
+/// reactions' fan-out, which holds that row's key-share lock (the foreign key of the
+/// messages it inserts) while it goes on to the task counters that the failed attempt
+/// holds: with `FOR UPDATE` the two deadlocked under a crowd, and the reactions
+/// crawled (found by probing the running server with 300 clients).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_attempt_does_not_wait_for_a_fan_out_to_its_endpoint() {
+    let db = TestDatabase::new().await;
+    let (running, config) = start_locally(&db).await;
+    let (id, secret) = endpoint(&db.pool, &config, "http://127.0.0.1:9/placeholder", None).await;
+    // The first answer, a 500, comes after 3 s: time to take the lock before it.
+    let receiver = Receiver::start_with(
+        json!({"behaviour": "fail_once", "delay_ms": 3000, "secrets": [secret.reveal()]}),
+    )
+    .await;
+    point_at(&db.pool, &config, id, receiver.url()).await;
+    let (_, _, message) = new_campus_message(&db.pool, id, "Leeds").await;
+    // What a fan-out in progress holds on the endpoint, on a connection of its own.
+    let mut fan_out = <sqlx::PgConnection as sqlx::Connection>::connect_with(&db.connect)
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut fan_out).await.unwrap();
+    sqlx::query("SELECT 1 FROM webhook_endpoints WHERE id = $1 FOR KEY SHARE")
+        .bind(id)
+        .execute(&mut fan_out)
+        .await
+        .unwrap();
+    let failed = tokio::time::timeout(
+        Duration::from_secs(20),
+        eventually("the failed attempt recorded", || async {
+            let outcomes = outcomes(&db.pool, message).await;
+            (!outcomes.is_empty()).then_some(outcomes)
+        }),
+    )
+    .await
+    .expect("the failed attempt waited for the fan-out's lock on its endpoint");
+    assert_eq!(failed[0], ("failed".to_owned(), Some(500)));
+    let endpoint = endpoints::get(&db.pool, id).await.unwrap().unwrap();
+    assert!(endpoint.failing_since.is_some());
+    sqlx::raw_sql("COMMIT").execute(&mut fan_out).await.unwrap();
+    assert_eq!(wait_status(&db.pool, message, "delivered").await, 2);
+    running.stop().await;
+}
