@@ -89,12 +89,7 @@ pub async fn insert_event_noop_tasks(pool: &PgPool, count: i64) -> Result<Durati
 /// the transactions that change the tasks), so that polling it costs the workers being
 /// measured nothing, unlike a count over the tasks table.
 pub async fn open_tasks(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT COALESCE(sum(count), 0)::bigint FROM task_status_counts
-         WHERE kind = 'task' AND status IN ('pending', 'retrying', 'running')",
-    )
-    .fetch_one(pool)
-    .await
+    crate::processing::open_tasks(pool).await
 }
 
 /// Waits until [`open_tasks`] is 0, polling every 5 ms.

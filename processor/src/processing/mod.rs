@@ -65,8 +65,9 @@ use uuid::Uuid;
 use counters::{write_counters, Counters};
 pub use reads::{local_midnight, processed_per_minute, processing_rate_today, status_counts};
 pub use refresher::{
-    queue_refresh, refresh, refresh_all, run_refresher, vacuum_queue, CLAIM_REFRESH_DELAY_MS,
-    KEEP_GOING, REFRESHERS, REFRESH_BATCH, VACUUM_AFTER,
+    analyze_queue, open_tasks, queue_refresh, refresh, refresh_all, run_refresher, vacuum_queue,
+    ANALYZE_FROM, ANALYZE_GROWTH, CLAIM_REFRESH_DELAY_MS, KEEP_GOING, REFRESHERS, REFRESH_BATCH,
+    VACUUM_AFTER,
 };
 
 /// Counter rows per key: concurrent transactions pick different ones at random.

@@ -145,6 +145,103 @@ pub async fn vacuum_queue(pool: &PgPool) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// When the queue has grown this many times over since the last ANALYZE of
+/// `task_queue` that a process's refresher ran (and holds at least
+/// [`ANALYZE_FROM`] open tasks), the refresher runs one (at most every 10 s).
+///
+/// Why: a pooled connection keeps the plan it made for a statement, and a plan made
+/// while the queue was empty (a table PostgreSQL last saw with no rows) reads the whole
+/// table where an index reads one page: with 1,000,000 tasks waiting, the claims from
+/// the index's front updated their tasks by a scan of the queue (7,500 pages each) and
+/// the check for parked tasks scanned it too (24,000 pages, 150 ms). Autovacuum's
+/// ANALYZE, which makes every connection plan again, comes a minute later at best, and
+/// later still while it works through the large tables the same burst wrote.
+pub const ANALYZE_GROWTH: i64 = 4;
+
+/// See [`ANALYZE_GROWTH`]: below this many open tasks, no plan is slow enough to matter.
+pub const ANALYZE_FROM: i64 = 1_000;
+
+/// Open tasks (pending, retrying or running) from the status counts: a few rows, exact.
+pub async fn open_tasks(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(count), 0)::bigint FROM task_status_counts
+         WHERE kind = 'task' AND status IN ('pending', 'retrying', 'running')",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Analyzes `task_queue` (see [`ANALYZE_GROWTH`]); skipped, not waited for, while
+/// another ANALYZE or VACUUM holds the table.
+pub async fn analyze_queue(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql("ANALYZE (SKIP_LOCKED) task_queue")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The refresher's upkeep of the two queue tables: when to VACUUM
+/// `admin_event_refresh` ([`VACUUM_AFTER`]) and ANALYZE `task_queue`
+/// ([`ANALYZE_GROWTH`]). Each runs beside the rounds, one at a time.
+#[derive(Default)]
+struct Upkeep {
+    taken_since_vacuum: usize,
+    vacuumed: Option<tokio::time::Instant>,
+    vacuuming: Option<tokio::task::JoinHandle<()>>,
+    /// Open tasks at the last ANALYZE (or the least seen since).
+    analyzed_at: i64,
+    analyzed: Option<tokio::time::Instant>,
+    checked: Option<tokio::time::Instant>,
+    analyzing: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Upkeep {
+    /// Starts what is due.
+    async fn run(&mut self, pool: &PgPool) {
+        use std::time::Duration;
+        let since = |at: Option<tokio::time::Instant>| at.map_or(Duration::MAX, |at| at.elapsed());
+        let idle = |job: &Option<tokio::task::JoinHandle<()>>| {
+            job.as_ref().is_none_or(|job| job.is_finished())
+        };
+        if self.taken_since_vacuum >= VACUUM_AFTER
+            && since(self.vacuumed) >= Duration::from_secs(1)
+            && idle(&self.vacuuming)
+        {
+            self.taken_since_vacuum = 0;
+            self.vacuumed = Some(tokio::time::Instant::now());
+            let pool = pool.clone();
+            self.vacuuming = Some(tokio::spawn(async move {
+                if let Err(error) = vacuum_queue(&pool).await {
+                    tracing::debug!(%error, "vacuuming the refresh queue failed; autovacuum will");
+                }
+            }));
+        }
+        // The open count is read at most once a second.
+        if since(self.checked) < Duration::from_secs(1) || !idle(&self.analyzing) {
+            return;
+        }
+        self.checked = Some(tokio::time::Instant::now());
+        let Ok(open) = open_tasks(pool).await else {
+            return;
+        };
+        self.analyzed_at = self.analyzed_at.min(open);
+        if open >= ANALYZE_FROM
+            && open >= self.analyzed_at.saturating_mul(ANALYZE_GROWTH)
+            && since(self.analyzed) >= Duration::from_secs(10)
+        {
+            self.analyzed_at = open;
+            self.analyzed = Some(tokio::time::Instant::now());
+            let pool = pool.clone();
+            self.analyzing = Some(tokio::spawn(async move {
+                match analyze_queue(&pool).await {
+                    Ok(()) => tracing::info!(open, "the task queue grew: analyzed it, so that its statements are planned for its size"),
+                    Err(error) => tracing::debug!(%error, "analyzing the task queue failed; autovacuum will"),
+                }
+            }));
+        }
+    }
+}
+
 /// Queues a refresh of these events' rows, due at once (the workers' notices of the
 /// tasks they still run a moment after their claim).
 pub async fn queue_refresh(pool: &PgPool, events: &[Uuid]) -> Result<u64, sqlx::Error> {
@@ -183,24 +280,9 @@ pub async fn run_refresher(
     // The dashboard's upkeep (`dashboard::maintain`) rides on this loop: one per
     // process, off the workers' path, at most once a minute.
     let mut next_upkeep = tokio::time::Instant::now();
-    let mut taken_since_vacuum = 0usize;
-    let mut vacuumed = tokio::time::Instant::now();
-    let mut vacuuming: Option<tokio::task::JoinHandle<()>> = None;
+    let mut upkeep = Upkeep::default();
     loop {
-        if taken_since_vacuum >= VACUUM_AFTER
-            && vacuumed.elapsed() >= std::time::Duration::from_secs(1)
-            && vacuuming.as_ref().is_none_or(|v| v.is_finished())
-        {
-            taken_since_vacuum = 0;
-            vacuumed = tokio::time::Instant::now();
-            // Beside the rounds, not between them: a VACUUM takes no lock they wait for.
-            let pool = pool.clone();
-            vacuuming = Some(tokio::spawn(async move {
-                if let Err(error) = vacuum_queue(&pool).await {
-                    tracing::debug!(%error, "vacuuming the refresh queue failed; autovacuum will");
-                }
-            }));
-        }
+        upkeep.run(&pool).await;
         if tokio::time::Instant::now() >= next_upkeep {
             next_upkeep = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
             if let Err(error) = dashboard::maintain(&pool, Utc::now()).await {
@@ -215,7 +297,7 @@ pub async fn run_refresher(
         let wait = match round {
             Ok(Some(n)) if n > 0 => {
                 failures = 0;
-                taken_since_vacuum += n;
+                upkeep.taken_since_vacuum += n;
                 if n >= KEEP_GOING {
                     continue;
                 }

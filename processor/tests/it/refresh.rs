@@ -263,3 +263,67 @@ async fn the_refresh_queue_is_vacuumed_of_the_ids_taken() {
     let after: i64 = sqlx::query_scalar(pages).fetch_one(&db.pool).await.unwrap();
     assert_eq!(after, 0, "{before} pages before the VACUUM");
 }
+
+/// A statement a connection planned while the queue was empty (a table PostgreSQL saw
+/// with no rows) keeps scanning the whole queue once it is long, until an ANALYZE makes
+/// every connection plan again; the refresher runs one when the queue grows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_that_grows_is_analyzed_so_its_statements_are_planned_again() {
+    let db = TestDatabase::new().await;
+    sqlx::raw_sql("VACUUM ANALYZE task_queue")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&db.connect)
+        .await
+        .unwrap();
+    // `controls::unpark_resumed`'s look for parked tasks, prepared while the queue is empty.
+    sqlx::raw_sql(
+        "PREPARE parked AS SELECT DISTINCT kind FROM task_queue t WHERE status = 'paused'
+         AND NOT EXISTS (SELECT 1 FROM task_kind_pauses p WHERE p.kind = t.kind)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert!(parked_plan(&mut conn)
+        .await
+        .contains("Seq Scan on task_queue"));
+
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let refresher = tokio::spawn(processing::run_refresher(
+        db.pool.clone(),
+        Arc::new(tokio::sync::Notify::new()),
+        Duration::from_millis(50),
+        Duration::from_millis(50),
+        stop,
+    ));
+    aula_processor::bench::insert_noop_tasks(&db.pool, 20_000)
+        .await
+        .unwrap();
+    eventually("the grown queue analyzed", || async {
+        let analyzed: Option<f32> = sqlx::query_scalar(
+            "SELECT reltuples FROM pg_class WHERE relname = 'task_queue' AND reltuples >= 10000",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap();
+        analyzed
+    })
+    .await;
+    let plan = parked_plan(&mut conn).await;
+    assert!(
+        plan.contains("task_queue_paused_idx"),
+        "planned again for the long queue:\n{plan}"
+    );
+    stop_tx.send(true).unwrap();
+    refresher.await.unwrap();
+}
+
+/// The plan of the statement `parked` prepared on `conn`.
+async fn parked_plan(conn: &mut sqlx::PgConnection) -> String {
+    let lines: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE parked")
+        .fetch_all(conn)
+        .await
+        .unwrap();
+    lines.join("\n")
+}
