@@ -19,7 +19,8 @@ const INDEX_HTML: &str = include_str!("../assets/account/index.html");
 const ACCOUNT_JS: &str = include_str!("../assets/account/account.js");
 const ACCOUNT_CSS: &str = include_str!("../assets/account/account.css");
 
-const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+// `img-src data:`: the pages' icon is inline, so no `/favicon.ico` request answers 404.
+const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src data:; \
     connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {

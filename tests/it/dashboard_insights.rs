@@ -14,26 +14,11 @@ use std::time::Duration;
 use serde_json::json;
 use support::cdp::click;
 use support::dashboard::{
-    filter_institution, sign_in, sign_out, signed_in_browser, stage, Stage, LIST_READY,
+    filter_institution, raw_token, sign_in, sign_out, signed_in_browser, stage, Stage, LIST_READY,
 };
 use support::{confirm_sign_up, free_port, graphql, graphql_as, login, poll_db, sign_up};
 
 const PASSWORD: &str = "dashboard password 1";
-
-/// The raw one-time token of the latest event of `event_type` for `email`'s account.
-async fn raw_token(pool: &sqlx::PgPool, sql_filter: &str) -> String {
-    support::eventually(Duration::from_secs(30), support::POLL_EVERY, || async {
-        let found: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT p.raw_token FROM pending_tokens p JOIN events e ON e.payload->>'token_hash' = p.token_hash
-             WHERE {sql_filter} ORDER BY e.global_position DESC LIMIT 1"
-        ))
-        .fetch_optional(pool)
-        .await
-        .unwrap();
-        found.ok_or_else(|| format!("no token for {sql_filter}"))
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {

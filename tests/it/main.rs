@@ -10,6 +10,7 @@ mod application_rush;
 mod bench_tasks;
 mod dashboard;
 mod dashboard_insights;
+mod dashboard_links;
 mod dashboard_queue;
 mod dashboard_reprocess;
 mod enrollment_race;

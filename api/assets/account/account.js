@@ -116,9 +116,16 @@ const LINK_PAGES = {
   },
 };
 
+// A link's `user` is an id: a damaged one is said here, not by the API's parser.
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 function linkPage(spec) {
   const link = Object.fromEntries(spec.needs.map((name) => [name, params.get(name)]));
   if (spec.needs.some((name) => !link[name])) return missing(spec.title);
+  if (link.user !== undefined && !UUID_RE.test(link.user)) {
+    return show(spec.title, el("p", { class: "error" },
+      "This link is damaged: open the whole link from the e-mail."));
+  }
   form(spec.title, spec.intro, spec.fields, spec.submit, async (values) => {
     await graphql(spec.mutation, { input: spec.input(values, link) });
     return spec.done;

@@ -225,15 +225,61 @@ class Subscriptions {
 const FILTER_KEYS = ["types", "kinds", "status", "createdFrom", "createdTo", "processedFrom", "processedTo",
   "durationOp", "durationMs", "institution", "failed", "q", "priority"];
 
+const TABS = ["events", "tasks", "projections", "webhooks"];
+// What a datetime-local field holds (local time, seconds and milliseconds optional).
+const LOCAL_TIME_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?$/;
+
 function readView() {
   const params = new URLSearchParams(location.search);
   const view = { tab: params.get("tab") || "events", sort: params.get("sort") || "", dir: params.get("dir") || "DESC" };
   for (const key of FILTER_KEYS) view[key] = params.get(key) || "";
   view.event = params.get("event") || "";
   view.range = params.get("range") || "";
-  if (!["events", "tasks", "projections", "webhooks"].includes(view.tab)) view.tab = "events";
-  if (view.tab === "projections" && !seesPlatform()) view.tab = "events";
   return view;
+}
+function localTime(text) {
+  return LOCAL_TIME_RE.test(text) && !isNaN(new Date(text));
+}
+// A view from a hand-edited or shared address is checked before any of it reaches a
+// GraphQL variable: the API would refuse a value of the wrong shape with its parser's
+// words, which say nothing to a person. What the page cannot use is dropped (`ignored`,
+// said in `#url-hints`); the institution and the search keep their text and are
+// checked beside their fields (`checkFields`), like the form's.
+function checkView(given) {
+  const view = { ...given };
+  const ignored = [];
+  const drop = (key, why, fallback = "") => {
+    ignored.push(`${key} “${view[key]}”: ${why}`);
+    view[key] = fallback;
+  };
+  if (!TABS.includes(view.tab)) drop("tab", "no such tab", "events");
+  if (view.tab === "projections" && !seesPlatform()) drop("tab", "not for your role", "events");
+  const sorts = (view.tab === "tasks" ? TASK_COLUMNS : EVENT_COLUMNS).map((c) => c.sort).filter(Boolean);
+  if (view.sort && !sorts.includes(view.sort)) drop("sort", `not a column of this list (${sorts.join(", ")})`);
+  if (!["ASC", "DESC"].includes(view.dir)) drop("dir", "ASC or DESC", "DESC");
+  // The URL keeps the status across tabs: a task status on the Events tab is kept.
+  if (view.status && ![...EVENT_STATUSES, ...TASK_STATUSES, UNRESOLVED].includes(view.status)) drop("status", "no such status");
+  for (const key of ["createdFrom", "createdTo", "processedFrom", "processedTo"]) {
+    if (view[key] && !localTime(view[key])) drop(key, "not a date and time like 2026-12-07T09:30");
+  }
+  if (view.durationOp && !["EQ", "GT", "LT"].includes(view.durationOp)) drop("durationOp", "EQ, GT or LT");
+  if (view.durationMs && !/^\d{1,15}$/.test(view.durationMs)) drop("durationMs", "a whole number of milliseconds");
+  if (view.failed && !["yes", "no"].includes(view.failed)) drop("failed", "yes or no");
+  if (view.priority && !(/^\d{1,3}$/.test(view.priority) && Number(view.priority) <= 100)) {
+    drop("priority", "a whole number from 0 to 100");
+  }
+  if (view.range && !RANGES.some(([value]) => value === view.range)) drop("range", "no such range");
+  if (view.event && !UUID_RE.test(view.event)) drop("event", "not an event id");
+  // The institution field is the platform's: others see their own institution only.
+  if (view.institution && !UUID_RE.test(view.institution) && !seesPlatform()) {
+    drop("institution", "you see your own institution only");
+  }
+  return { view, ignored };
+}
+function showUrlHints(ignored) {
+  const box = $("url-hints");
+  box.textContent = ignored.length ? `Left out of this address: ${ignored.join("; ")}.` : "";
+  box.hidden = !ignored.length;
 }
 function writeView(view, replace = false) {
   const params = new URLSearchParams();
@@ -435,7 +481,10 @@ function fillMulti(select, values, selected) {
 }
 
 // ---------- the list ----------
-function apply(view, keepPage) {
+function apply(given, keepPage) {
+  const { view, ignored } = checkView(given);
+  // The address says only what the page uses (a reload does not say it again).
+  if (ignored.length) writeView(view, true);
   const sameList = state.view && ["tab", "sort", "dir", ...FILTER_KEYS].every((k) => state.view[k] === view[k]);
   state.view = view;
   if (!sameList && !keepPage) {
@@ -444,12 +493,67 @@ function apply(view, keepPage) {
   }
   renderTabs();
   renderFilters();
+  // Before the list: it clears the fields' errors of the previous view.
+  renderInsights();
+  showUrlHints(ignored);
   if (view.tab === "projections") loadProjections();
   else if (view.tab === "webhooks") loadWebhooks();
-  else if (!sameList || keepPage) loadList();
+  else if (!sameList || keepPage) checkFields(view);
   if (view.event && (!state.drawer || state.drawer.eventId !== view.event)) openDrawer(view.event, null, false);
   if (!view.event && state.drawer) closeDrawer(false);
-  renderInsights();
+}
+
+// The institution (a short id or a name, resolved to its id) and the search of a view
+// from the address, checked as the filter form checks them (insights.js): what does
+// not resolve is said beside its field, and no list of another filter shows under it.
+async function checkFields(view) {
+  const refused = [];
+  let institution = view.institution;
+  // Until it is settled, nothing loads a list of this view (`loadList` comes back here).
+  state.refused = true;
+  // Task errors are searched by the platform's operators only (`taskFilter`).
+  const searched = view.q && (view.tab !== "tasks" || seesPlatform());
+  if (searched && view.q.trim().length < 3) refused.push(["f-search", "type at least 3 characters"]);
+  if (searched && view.q.length > 200) refused.push(["f-search", "at most 200 characters"]);
+  if (institution && !UUID_RE.test(institution)) {
+    const request = ++listRequest;
+    listState(`Finding the institution “${institution}”…`, "loading");
+    try {
+      institution = await resolveInstitution(institution);
+    } catch (error) {
+      refused.push(["f-institution", error instanceof ApiFailure ? describe(error) : error.message]);
+    }
+    if (request !== listRequest || state.view !== view) return;
+  }
+  state.refused = refused.length > 0;
+  if (refused.length) {
+    listRefused(refused);
+    return;
+  }
+  if (institution !== view.institution) {
+    // The resolved id goes into the address and the view: a reload does not resolve it
+    // again, and the charts and the bulk reprocess use it.
+    state.view = { ...view, institution };
+    writeView(state.view, true);
+    $("f-institution").value = institution;
+    loadCharts(true);
+  }
+  loadList();
+}
+function listState(text, status) {
+  renderHead();
+  $("list-body").replaceChildren(stateRow(text));
+  $("list").dataset.state = status;
+}
+// A list not loaded: its filters are refused beside their fields, and the list says so.
+function listRefused(refused) {
+  listRequest += 1;
+  $("list-body").removeAttribute("aria-busy");
+  for (const [field, message] of refused) showFieldError(field, message);
+  listState("The filters marked beside their fields were not understood: correct or clear them.", "refused");
+  state.next = null;
+  $("prev-page").disabled = true;
+  $("next-page").disabled = true;
 }
 
 function renderTabs() {
@@ -555,6 +659,9 @@ async function fetchPage(v, after) {
 
 let listRequest = 0;
 async function loadList() {
+  // A view whose institution or search is not settled is checked first (a refresh, a
+  // queue control); it loads the list once they are.
+  if (state.refused) return checkFields(state.view);
   const v = state.view;
   const tasks = v.tab === "tasks";
   renderHead();

@@ -78,6 +78,15 @@ function jobMoving(job) {
 async function bulkPreview() {
   const panel = $("bulk-panel");
   panel.hidden = false;
+  if (state.refused) {
+    // Never a count, let alone a job, over filters the page could not read.
+    $("bulk-body").replaceChildren(el("p", { class: "error", role: "alert" },
+      "Correct or clear the filters marked beside their fields first."));
+    $("bulk-actions").replaceChildren();
+    panel.dataset.state = "refused";
+    panel.focus();
+    return;
+  }
   $("bulk-body").replaceChildren(el("p", { class: "muted" }, "Counting the matching events…"));
   $("bulk-actions").replaceChildren();
   panel.dataset.state = "loading";

@@ -37,10 +37,12 @@ pub(super) async fn urls_restore_the_view(scene: Scene<'_>) {
             shots,
         )
         .await;
-    // One the API refuses (a hand-edited address) says what happened: the API's message
-    // and code, in the list and on top; Next stays disabled.
+    // One the API refuses (a hand-edited address naming an event type that is not one)
+    // says what happened: the API's message and code, in the list and on top; Next
+    // stays disabled. (An institution that is not one is the page's to say, beside its
+    // field: `dashboard_links.rs`.)
     browser
-        .eval("(history.pushState(null, '', '/admin?institution=not-a-uuid'), dispatchEvent(new PopStateEvent('popstate')), true)")
+        .eval("(history.pushState(null, '', '/admin?types=NoSuchType'), dispatchEvent(new PopStateEvent('popstate')), true)")
         .await;
     browser
         .wait_for(

@@ -71,6 +71,10 @@ pub struct Browser {
     session: String,
     /// Uncaught exceptions and `console.error` calls of the page.
     pub page_errors: Arc<Mutex<Vec<String>>>,
+    /// The browser's own error entries (`Log.entryAdded`): a request that failed (a
+    /// 404, a refused answer), a blocked resource. Apart from `page_errors`, as a test
+    /// may cause a refused request on purpose.
+    pub log_errors: Arc<Mutex<Vec<String>>>,
 }
 
 impl Browser {
@@ -148,7 +152,8 @@ impl Browser {
         });
         let pending: Pending = Arc::default();
         let page_errors: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (replies, errors) = (pending.clone(), page_errors.clone());
+        let log_errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (replies, errors, logged) = (pending.clone(), page_errors.clone(), log_errors.clone());
         tokio::spawn(async move {
             while let Some(Ok(message)) = read.next().await {
                 let Message::Text(text) = message else {
@@ -178,6 +183,15 @@ impl Browser {
                             .unwrap()
                             .push(format!("console.error: {}", value["params"]["args"]));
                     }
+                    Some("Log.entryAdded") if value["params"]["entry"]["level"] == "error" => {
+                        let entry = &value["params"]["entry"];
+                        logged.lock().unwrap().push(format!(
+                            "{}: {} {}",
+                            entry["source"].as_str().unwrap_or(""),
+                            entry["text"].as_str().unwrap_or(""),
+                            entry["url"].as_str().unwrap_or("")
+                        ));
+                    }
                     _ => {}
                 }
             }
@@ -190,6 +204,7 @@ impl Browser {
             next_id: AtomicU64::new(1),
             session: String::new(),
             page_errors,
+            log_errors,
         };
         let target = browser
             .command("Target.createTarget", json!({ "url": "about:blank" }))
@@ -202,7 +217,7 @@ impl Browser {
             )
             .await;
         browser.session = attached["sessionId"].as_str().unwrap().to_owned();
-        for domain in ["Page.enable", "Runtime.enable"] {
+        for domain in ["Page.enable", "Runtime.enable", "Log.enable"] {
             browser.send(domain, json!({})).await;
         }
         browser
@@ -313,6 +328,14 @@ impl Browser {
     pub fn assert_no_page_errors(&self) {
         let errors = self.page_errors.lock().unwrap().clone();
         assert!(errors.is_empty(), "the page reported errors: {errors:?}");
+    }
+
+    /// Asserts the page reported no error so far and the browser logged none either (no
+    /// failed request, not even the icon's, no blocked resource).
+    pub fn assert_clean_console(&self) {
+        self.assert_no_page_errors();
+        let logged = self.log_errors.lock().unwrap().clone();
+        assert!(logged.is_empty(), "the browser logged errors: {logged:?}");
     }
 
     /// Presses and releases one key (`Escape`, `Tab`, `Enter`).

@@ -103,3 +103,18 @@ pub async fn filter_institution(browser: &Browser, text: &str) {
         ))
         .await;
 }
+
+/// The raw one-time token of the latest event of `event_type` for `email`'s account.
+pub async fn raw_token(pool: &sqlx::PgPool, sql_filter: &str) -> String {
+    super::eventually(std::time::Duration::from_secs(30), super::POLL_EVERY, || async {
+        let found: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT p.raw_token FROM pending_tokens p JOIN events e ON e.payload->>'token_hash' = p.token_hash
+             WHERE {sql_filter} ORDER BY e.global_position DESC LIMIT 1"
+        ))
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        found.ok_or_else(|| format!("no token for {sql_filter}"))
+    })
+    .await
+}
