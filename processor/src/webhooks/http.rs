@@ -31,14 +31,24 @@ pub struct Answer {
 pub enum RequestError {
     #[error("timed out after {0:?}")]
     Timeout(Duration),
-    #[error("could not connect: {0}")]
+    #[error("could not connect: {}", plain(.0))]
     Connect(std::io::Error),
-    #[error("TLS handshake failed: {0}")]
+    #[error("TLS handshake failed: {}", plain(.0))]
     Tls(std::io::Error),
     #[error("HTTP error: {0}")]
     Http(#[from] hyper::Error),
     #[error("could not build the request: {0}")]
     Request(#[from] hyper::http::Error),
+}
+
+/// An I/O error as an endpoint's owner reads it: "Connection refused", without the
+/// operating system's error number ("(os error 111)") that `io::Error` adds.
+fn plain(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_string(),
+        _ => text,
+    }
 }
 
 /// The TLS set-up, built once per process.
@@ -183,4 +193,23 @@ fn truncate_utf8(bytes: &[u8]) -> String {
         end -= 1;
     }
     text[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_error_reads_without_the_os_error_number() {
+        let refused = std::io::Error::from_raw_os_error(111);
+        assert_eq!(
+            RequestError::Connect(refused).to_string(),
+            "could not connect: Connection refused"
+        );
+        let other = std::io::Error::other("no route");
+        assert_eq!(
+            RequestError::Tls(other).to_string(),
+            "TLS handshake failed: no route"
+        );
+    }
 }
