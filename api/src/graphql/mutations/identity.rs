@@ -206,9 +206,12 @@ impl IdentityMutation {
         let committed = execute_on_user(ctx, user_id, institution, command)
             .await
             .map_err(|e| match e {
-                CommandError::Rejected(UserError::NotFound | UserError::NotActive) => {
-                    bad_credentials()
-                }
+                // A deactivated account answers as a wrong password does, whatever the
+                // password: the hash was verified above either way, so neither the
+                // answer nor its timing tells that the e-mail has an account.
+                CommandError::Rejected(
+                    UserError::NotFound | UserError::NotActive | UserError::Deactivated,
+                ) => bad_credentials(),
                 CommandError::Rejected(locked @ UserError::LockedOut { .. }) if matches => {
                     ApiError::rejection(&locked)
                 }

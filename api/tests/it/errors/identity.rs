@@ -42,6 +42,40 @@ async fn five_failed_logins_lock_the_account() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_deactivated_account_logs_in_as_an_unknown_email() {
+    let (server, a) = TestServer::with_institution("Escola C2").await;
+    let observer = server.observer(&a.manager.token, Some(a.id)).await;
+    let deactivated = server
+        .command(
+            Some(&a.manager.token),
+            "deactivateUser",
+            json!({ "userId": observer.id, "reason": "left" }),
+        )
+        .await;
+    assert_ok(&deactivated);
+    // What a client can compare: the message and the extensions but the request id.
+    let answer = |r: &Value| {
+        let mut error = r["errors"][0].clone();
+        if let Some(extensions) = error["extensions"].as_object_mut() {
+            extensions.remove("requestId");
+        }
+        json!({ "data": r["data"], "error": error })
+    };
+    let unknown = answer(&server.login("nobody@aula.test", "wrong").await);
+    assert_eq!(
+        unknown["error"]["extensions"]["reason"],
+        "INVALID_CREDENTIALS"
+    );
+    // A wrong password and the right one alike: the account is not told to exist.
+    for password in ["wrong", PASSWORD] {
+        let r = server.login(&observer.email, password).await;
+        assert_reason(&r, "UNAUTHENTICATED", "INVALID_CREDENTIALS");
+        assert_eq!(answer(&r), unknown, "password {password:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn reset_tokens_expire_and_are_single_use_and_requests_reveal_nothing() {
     let (server, a) = TestServer::with_institution("Escola D").await;
 
