@@ -202,6 +202,28 @@ impl ApiError {
         Self::Internal(details.to_string())
     }
 
+    /// An error from code plugged into the API (a [`TokenSink`](crate::TokenSink)), which
+    /// only knows it as a boxed error: `UNAVAILABLE` when a database error in its chain
+    /// says the database cannot be reached now (the mapping of [`From<sqlx::Error>`]),
+    /// `INTERNAL` otherwise.
+    pub(crate) fn plugged_in(
+        context: &str,
+        error: &(dyn std::error::Error + Send + Sync + 'static),
+    ) -> Self {
+        let details = format!("{context}: {error}");
+        let mut chain: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(cause) = chain {
+            if cause
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(is_unavailable)
+            {
+                return Self::Unavailable(details);
+            }
+            chain = cause.source();
+        }
+        Self::internal(details)
+    }
+
     /// A domain rejection, reported by kind with the variant's stable code as `reason`.
     pub fn rejection<E: Rejection>(error: &E) -> Self {
         match error.kind() {

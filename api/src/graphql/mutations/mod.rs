@@ -245,7 +245,7 @@ async fn issue(
         .tokens
         .issued(&issued)
         .await
-        .map_err(|error| ApiError::internal(format!("could not keep a one-time token: {error}")))?;
+        .map_err(|error| ApiError::plugged_in("could not keep a one-time token", &*error))?;
     Ok(hash)
 }
 

@@ -246,6 +246,64 @@ async fn a_token_that_cannot_be_kept_fails_the_sign_up_before_anything_is_record
     server.stop().await;
 }
 
+/// A sink whose database connection broke (the postmaster was killed under load).
+struct BrokenPipeSink;
+
+#[async_trait::async_trait]
+impl aula_api::TokenSink for BrokenPipeSink {
+    async fn issued(&self, _token: &aula_api::IssuedToken) -> Result<(), aula_api::BoxError> {
+        let broken = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        Err(sqlx::Error::Io(broken).into())
+    }
+}
+
+/// A token store that cannot reach its database is the database being unavailable,
+/// not a bug: the public mutations that issue tokens answer the retryable 503
+/// `UNAVAILABLE` (with `Retry-After`) as every other path does, and record nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_store_that_lost_its_database_is_a_retryable_503() {
+    let server = TestServer::start_custom(
+        |c| c.reset_request_floor = Duration::ZERO,
+        |state| state.with_token_sink(std::sync::Arc::new(BrokenPipeSink)),
+    )
+    .await;
+    // An account without a token: its reset request reaches the sink.
+    aula_api::create_admin(&server.db.pool, "root@aula.test", PASSWORD)
+        .await
+        .unwrap();
+    let calls = [
+        (
+            "mutation($e: String!) { signUp(input: { email: $e }) { accepted } }",
+            "new@aula.test",
+        ),
+        (REQUEST_PASSWORD_RESET, "root@aula.test"),
+    ];
+    for (query, email) in calls {
+        let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&server.db.pool)
+            .await
+            .unwrap();
+        let response = server
+            .client
+            .post(server.url("/graphql"))
+            .json(&json!({ "query": query, "variables": { "e": email } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 503, "{query}");
+        assert_eq!(response.headers()["retry-after"], "2");
+        let r: Value = response.json().await.unwrap();
+        assert_code(&r, "UNAVAILABLE");
+        assert!(!r.to_string().contains("pipe"), "{r}");
+        let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&server.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(events_after, events_before, "{query}");
+    }
+    server.stop().await;
+}
+
 /// The password is hashed (Argon2, slow on purpose) only for a token that can succeed,
 /// so anonymous requests with made-up tokens cost no hash. Here hashing cannot work at
 /// all (zero lanes): a wrong token still gets its own answer, not an internal error.
