@@ -455,7 +455,7 @@ async fn graphql_ws(
         .max_frame_size(limit)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
-            crate::keepalive::serve(socket, protocol, keepalive, move |input| {
+            crate::keepalive::serve(socket, protocol, keepalive, move |input, rules| {
                 async_graphql::http::WebSocket::new(schema, input, protocol).on_connection_init(
                     move |payload| async move {
                         let token = ["authorization", "Authorization", "token"]
@@ -472,7 +472,12 @@ async fn graphql_ws(
                                     app.clock.now(),
                                 )
                                 .await
-                                .map_err(async_graphql::Error::from)?,
+                                .map_err(|error| {
+                                    let error = async_graphql::Error::from(error);
+                                    // async-graphql would close with 1002.
+                                    rules.refuse_init(&error);
+                                    error
+                                })?,
                             ),
                         };
                         let mut data = Data::default();

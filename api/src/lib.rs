@@ -38,6 +38,7 @@ mod process_metrics;
 pub mod ratelimit;
 pub mod secrets;
 mod server;
+mod socket_rules;
 pub mod state;
 mod static_files;
 
