@@ -41,6 +41,29 @@ pub struct PasswordHashing {
     pub parallelism: u32,
 }
 
+/// How many password hashes run at once, and how requests wait for one (see
+/// `secrets::HashingLanes`): beyond `max_waiting` waiting requests, or after `max_wait`,
+/// a request that needs a hash is answered `UNAVAILABLE` (503, `Retry-After`).
+#[derive(Debug, Clone, Copy)]
+pub struct PasswordLanes {
+    /// Hashes at once; `None`: the machine's parallelism.
+    pub lanes: Option<usize>,
+    /// Requests waiting for a lane at most; more are refused at once.
+    pub max_waiting: usize,
+    /// Longest wait for a lane.
+    pub max_wait: Duration,
+}
+
+impl Default for PasswordLanes {
+    fn default() -> Self {
+        Self {
+            lanes: None,
+            max_waiting: 128,
+            max_wait: Duration::from_secs(5),
+        }
+    }
+}
+
 impl Default for PasswordHashing {
     fn default() -> Self {
         Self {
@@ -129,6 +152,8 @@ pub struct ApiConfig {
     /// Longest accepted password (Argon2 work grows with it).
     pub max_password_chars: usize,
     pub password_hashing: PasswordHashing,
+    /// How many of those hashes run at once, and how long requests wait for one.
+    pub password_lanes: PasswordLanes,
     /// How often the `logPosition` subscription polls the log.
     pub subscription_poll_interval: Duration,
     /// How often a subscription over a WebSocket checks that its account was not
@@ -230,6 +255,7 @@ impl ApiConfig {
             max_password_chars: 256,
             reset_request_floor: Duration::from_millis(150),
             password_hashing: PasswordHashing::default(),
+            password_lanes: PasswordLanes::default(),
             subscription_poll_interval: Duration::from_millis(500),
             socket_recheck_interval: Duration::from_secs(30),
             socket_ping_interval: Duration::from_secs(15),

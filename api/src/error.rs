@@ -10,7 +10,7 @@
 //! | `FORBIDDEN` | `reason` | the caller may not do this (role, other institution, locked out) |
 //! | `RATE_LIMITED` | `retryAfterSeconds` | too many public requests from one address |
 //! | `TIMEOUT` | `requestId` | the request took longer than the configured timeout |
-//! | `UNAVAILABLE` | `retryAfterSeconds`, `requestId` | the database cannot be reached now (down, restarting, every connection busy): retry; HTTP 503 with `Retry-After` |
+//! | `UNAVAILABLE` | `retryAfterSeconds`, `requestId` | the database cannot be reached now (down, restarting, every connection busy), or too many password hashes are asked at once: retry; HTTP 503 with `Retry-After` |
 //! | `TIMEOUT` | `requestId`; `recorded`, `id` when known | the request took longer than the configured timeout; `recorded` says whether its change was recorded all the same (`applyToCourse`) |
 //! | `INTERNAL` | `requestId` | anything else; details are logged with the request id |
 //!
@@ -99,8 +99,8 @@ pub enum ApiError {
     RateLimited {
         retry_after_seconds: u64,
     },
-    /// The database cannot be reached now: a retryable condition, not a bug. The
-    /// details are logged, never sent.
+    /// The database cannot be reached now, or password hashing is saturated: a
+    /// retryable condition, not a bug. The details are logged, never sent.
     Unavailable(String),
     /// The operation outlived its deadline. `recorded` says whether its change was
     /// recorded all the same, so the caller knows whether repeating it is needed.
@@ -202,6 +202,28 @@ impl ApiError {
         Self::Internal(details.to_string())
     }
 
+    /// An error from code plugged into the API (a [`TokenSink`](crate::TokenSink)), which
+    /// only knows it as a boxed error: `UNAVAILABLE` when a database error in its chain
+    /// says the database cannot be reached now (the mapping of [`From<sqlx::Error>`]),
+    /// `INTERNAL` otherwise.
+    pub(crate) fn plugged_in(
+        context: &str,
+        error: &(dyn std::error::Error + Send + Sync + 'static),
+    ) -> Self {
+        let details = format!("{context}: {error}");
+        let mut chain: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(cause) = chain {
+            if cause
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(is_unavailable)
+            {
+                return Self::Unavailable(details);
+            }
+            chain = cause.source();
+        }
+        Self::internal(details)
+    }
+
     /// A domain rejection, reported by kind with the variant's stable code as `reason`.
     pub fn rejection<E: Rejection>(error: &E) -> Self {
         match error.kind() {
@@ -286,6 +308,17 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// Too many password hashes asked at once: the server is saturated now, a retryable
+/// condition like a database that cannot be reached (503, `Retry-After`).
+impl From<crate::secrets::Saturated> for ApiError {
+    fn from(saturated: crate::secrets::Saturated) -> Self {
+        ApiError::Unavailable(format!(
+            "password hashing saturated ({} requests waiting for a lane)",
+            saturated.waiting
+        ))
+    }
+}
+
 /// A cursor the list did not hand out.
 pub(crate) fn bad_cursor() -> ApiError {
     ApiError::validation("after", "INVALID_CURSOR", "not a cursor of this list")
@@ -360,7 +393,7 @@ impl From<ApiError> for async_graphql::Error {
                 e.set("retryAfterSeconds", retry_after_seconds);
             }),
             ApiError::Unavailable(details) => {
-                tracing::warn!(error = %details, "database unavailable");
+                tracing::warn!(error = %details, "unavailable now; the client is asked to retry");
                 async_graphql::Error::new("the service is temporarily unavailable; retry shortly")
                     .extend_with(|_, e| {
                         e.set("code", code);

@@ -259,6 +259,42 @@ fn normalize(error: &mut ServerError, request_id: &str) {
     }
 }
 
+/// What a request body must be, said plainly.
+const REQUEST_SHAPE: &str = "the request body must be a JSON object with a `query` string, \
+     and optionally `variables` (an object), `operationName` (a string) and `extensions` \
+     (an object)";
+
+/// The GraphQL request a JSON body holds, or why it holds none: stable words of our
+/// own, never serde's (which named Rust types: "expected struct Request").
+fn graphql_request(json: serde_json::Value) -> Result<async_graphql::Request, &'static str> {
+    use serde_json::Value as Json;
+    let fields = match &json {
+        Json::Object(fields) => fields,
+        Json::Array(_) => {
+            return Err("batch requests are not supported: send one operation per \
+                 request, as a JSON object with a `query` string")
+        }
+        _ => return Err(REQUEST_SHAPE),
+    };
+    let is = |name: &str, fits: fn(&Json) -> bool| fields.get(name).is_none_or(fits);
+    if !is("query", Json::is_string) {
+        return Err("`query` must be a string holding the GraphQL document");
+    }
+    if !is("operationName", |v| v.is_null() || v.is_string()) {
+        return Err("`operationName` must be a string or null");
+    }
+    if !is("variables", |v| v.is_null() || v.is_object()) {
+        return Err("`variables` must be a JSON object or null");
+    }
+    if !is("extensions", |v| v.is_null() || v.is_object()) {
+        return Err("`extensions` must be a JSON object or null");
+    }
+    serde_json::from_value(json).map_err(|error| {
+        tracing::debug!(%error, "request body refused");
+        REQUEST_SHAPE
+    })
+}
+
 /// The caller's address: the peer's, or the one a trusted proxy forwarded.
 fn caller_address(
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -351,14 +387,10 @@ async fn graphql_post(
                 )
             }
         };
-        let request: async_graphql::Request = match serde_json::from_value(json) {
+        let request = match graphql_request(json) {
             Ok(request) => request,
-            Err(e) => {
-                return refuse_body(
-                    StatusCode::BAD_REQUEST,
-                    "INVALID_REQUEST",
-                    format!("expected {{\"query\", \"variables\", \"operationName\"}}: {e}"),
-                )
+            Err(message) => {
+                return refuse_body(StatusCode::BAD_REQUEST, "INVALID_REQUEST", message.into())
             }
         };
         let claims = match headers.get(axum::http::header::AUTHORIZATION) {
@@ -455,7 +487,7 @@ async fn graphql_ws(
         .max_frame_size(limit)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
-            crate::keepalive::serve(socket, protocol, keepalive, move |input| {
+            crate::keepalive::serve(socket, protocol, keepalive, move |input, rules| {
                 async_graphql::http::WebSocket::new(schema, input, protocol).on_connection_init(
                     move |payload| async move {
                         let token = ["authorization", "Authorization", "token"]
@@ -472,7 +504,12 @@ async fn graphql_ws(
                                     app.clock.now(),
                                 )
                                 .await
-                                .map_err(async_graphql::Error::from)?,
+                                .map_err(|error| {
+                                    let error = async_graphql::Error::from(error);
+                                    // async-graphql would close with 1002.
+                                    rules.refuse_init(&error);
+                                    error
+                                })?,
                             ),
                         };
                         let mut data = Data::default();

@@ -29,6 +29,8 @@ use futures::stream::BoxStream;
 use futures::{future, SinkExt as _, Stream, StreamExt as _};
 use tokio::time::Instant;
 
+use crate::socket_rules::{SocketRules, Verdict};
+
 /// The close code of a socket that stopped answering.
 pub(crate) const TIMEOUT_CLOSE_CODE: u16 = 3008;
 
@@ -44,33 +46,37 @@ pub(crate) struct KeepAlive {
 
 /// Serves one upgraded socket: `graphql` turns the client's text and binary messages
 /// into the protocol's answers (async-graphql's [`async_graphql::http::WebSocket`]);
-/// pings and the idle check are added around it.
+/// pings, the idle check and the [`SocketRules`] are added around it (`graphql` gets
+/// the rules too, to report a refused `connection_init`).
 pub(crate) async fn serve<G>(
     socket: WebSocket,
     protocol: WebSocketProtocols,
     keepalive: KeepAlive,
-    graphql: impl FnOnce(BoxStream<'static, Bytes>) -> G,
+    graphql: impl FnOnce(BoxStream<'static, Bytes>, Arc<SocketRules>) -> G,
 ) where
     G: Stream<Item = WsMessage> + Send,
 {
     let (mut sink, stream) = socket.split();
     let last_seen = Arc::new(Mutex::new(Instant::now()));
+    let (rules, mut verdicts) = SocketRules::new(protocol);
+    let rules = Arc::new(rules);
     let input = {
         let last_seen = last_seen.clone();
+        let rules = rules.clone();
         stream
             .take_while(|message| future::ready(message.is_ok()))
             .filter_map(move |message| {
                 *last_seen.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
                 future::ready(match message {
                     Ok(message @ (Message::Text(_) | Message::Binary(_))) => {
-                        Some(message.into_data())
+                        Some(message.into_data()).filter(|data| rules.admit(data))
                     }
                     _ => None,
                 })
             })
             .boxed()
     };
-    let answers = graphql(input);
+    let answers = graphql(input, rules.clone());
     futures::pin_mut!(answers);
     let ping = match protocol {
         WebSocketProtocols::GraphQLWS => r#"{"type":"ping"}"#,
@@ -87,13 +93,35 @@ pub(crate) async fn serve<G>(
     let send_within = keepalive.idle_timeout;
     loop {
         let outgoing: Vec<Message> = tokio::select! {
+            // A verdict first: it was decided before async-graphql could answer what
+            // it replaces.
+            biased;
+            Some(verdict) = verdicts.recv() => match verdict {
+                Verdict::Send(text) => vec![Message::Text(text.into())],
+                Verdict::Close(code, reason) => {
+                    let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+                    let _ = tokio::time::timeout(send_within, sink.send(close)).await;
+                    // As below: let the client answer the close frame.
+                    let drain = async { while answers.next().await.is_some() {} };
+                    let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+                    break;
+                }
+            },
             answer = answers.next() => match answer {
                 None => break,
                 Some(WsMessage::Text(text)) => {
                     acknowledged = acknowledged || is_ack(&text);
+                    rules.sent(&text);
                     vec![Message::Text(text.into())]
                 }
                 Some(WsMessage::Close(code, reason)) => {
+                    // A refused `connection_init` is decided while async-graphql polls
+                    // it, so its verdict and async-graphql's close come together: the
+                    // verdict's code is the protocol's.
+                    let (code, reason) = match verdicts.try_recv() {
+                        Ok(Verdict::Close(code, reason)) => (code, reason),
+                        _ => (code, reason),
+                    };
                     vec![Message::Close(Some(CloseFrame { code, reason: reason.into() }))]
                 }
             },

@@ -38,12 +38,15 @@ mod process_metrics;
 pub mod ratelimit;
 pub mod secrets;
 mod server;
+mod socket_rules;
 pub mod state;
 mod static_files;
 
 pub use admin::{create_admin, CreateAdminError};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{ApiConfig, ConfigError, PasswordHashing, RateLimitConfig, Secret, ServerLimits};
+pub use config::{
+    ApiConfig, ConfigError, PasswordHashing, PasswordLanes, RateLimitConfig, Secret, ServerLimits,
+};
 pub use http::router;
 pub use secrets::{
     token_hash, BoxError, DropTokens, IssuedToken, RecordingTokenSink, TokenKind, TokenSink,

@@ -69,6 +69,8 @@ pub struct AppState {
     pub(crate) draining: Arc<std::sync::atomic::AtomicBool>,
     /// What the log monitor saw last (`aula_eventlog::health`), when one runs.
     pub(crate) log_health: Option<tokio::sync::watch::Receiver<LogHealth>>,
+    /// Where requests hash passwords, a bounded number at a time.
+    pub(crate) hashing: Arc<crate::secrets::HashingLanes>,
 }
 
 impl AppState {
@@ -80,6 +82,7 @@ impl AppState {
             limiter: Arc::new(RateLimiter::new(config.rate_limit)),
             account_writes: Arc::new(RateLimiter::new(config.account_write_limit)),
             anonymous_reads: Arc::new(RateLimiter::new(config.anonymous_read_limit)),
+            hashing: Arc::new(crate::secrets::HashingLanes::new(&config.password_lanes)),
             pool,
             config: Arc::new(config),
             clock: Arc::new(SystemClock),

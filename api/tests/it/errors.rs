@@ -178,6 +178,57 @@ async fn malformed_requests_get_clear_errors_not_500() {
     server.stop().await;
 }
 
+/// A body that is JSON but not a GraphQL request is refused in plain, stable words
+/// that name the fields a request has, never a Rust type ("expected struct Request",
+/// "invalid type: map, expected a string" for a batch).
+#[tokio::test(flavor = "multi_thread")]
+async fn request_bodies_of_the_wrong_shape_are_refused_in_plain_words() {
+    let server = TestServer::start().await;
+    let shape = "the request body must be a JSON object with a `query` string, and \
+         optionally `variables` (an object), `operationName` (a string) and `extensions` \
+         (an object)";
+    let batch = "batch requests are not supported: send one operation per request, as a \
+         JSON object with a `query` string";
+    let cases: [(&'static str, &str); 8] = [
+        ("\"hello\"", shape),
+        ("42", shape),
+        ("null", shape),
+        ("[{\"query\": \"{ health { status } }\"}]", batch),
+        (
+            "{\"query\": 42}",
+            "`query` must be a string holding the GraphQL document",
+        ),
+        (
+            "{\"query\": \"{ health { status } }\", \"variables\": [1]}",
+            "`variables` must be a JSON object or null",
+        ),
+        (
+            "{\"query\": \"{ health { status } }\", \"operationName\": 5}",
+            "`operationName` must be a string or null",
+        ),
+        (
+            "{\"query\": \"{ health { status } }\", \"extensions\": \"x\"}",
+            "`extensions` must be a JSON object or null",
+        ),
+    ];
+    for (body, message) in cases {
+        let (status, r) = post_raw(&server, body).await;
+        assert_eq!(status, 400, "{body}: {r}");
+        assert_reason(&r, "VALIDATION", "INVALID_REQUEST");
+        assert_eq!(extension(&r, "field"), "body", "{body}");
+        assert_eq!(r["errors"][0]["message"], message, "{body}");
+        let text = r.to_string();
+        for leak in ["struct", "invalid type", "Request"] {
+            assert!(!text.contains(leak), "{body}: {text}");
+        }
+    }
+    // A well-formed request still runs.
+    let (status, r) = post_raw(&server, "{\"query\": \"{ health { status } }\"}").await;
+    assert_eq!(status, 200);
+    assert_ok(&r);
+    server.stop().await;
+}
+
 /// What an applicant sees when the application cannot be accepted at once: a closed
 /// or unknown course, a key reused for other input, and a timeout that says whether
 /// the application was recorded (here it was not: the log is locked).

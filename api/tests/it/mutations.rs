@@ -176,8 +176,10 @@ async fn every_mutation_succeeds_for_an_allowed_caller() {
         )
         .await;
     assert_eq!(id(&deactivated, "deactivateUser"), teacher.id);
+    // Its login answers as a wrong password does (docs/api.md): that the e-mail has
+    // an account, a deactivated one, is not told.
     let login = server.login(&teacher.email, PASSWORD).await;
-    assert_reason(&login, "FORBIDDEN", "USER_DEACTIVATED");
+    assert_reason(&login, "UNAUTHENTICATED", "INVALID_CREDENTIALS");
     // The teacher's existing token stops working at once.
     let r = server.query(&teacher.token, "{ me { id } }").await;
     assert_reason(&r, "UNAUTHENTICATED", "ACCOUNT_DEACTIVATED");

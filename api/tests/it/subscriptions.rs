@@ -267,3 +267,152 @@ async fn a_subscription_ends_when_its_token_expires() {
     assert!(text.contains("TOKEN_EXPIRED"), "{text}");
     server.stop().await;
 }
+
+/// The close frame the server ends the socket with (messages before it are skipped).
+async fn close_frame(socket: &mut Socket) -> (u16, String) {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("no close within 10 s");
+        match message {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (frame.code.into(), frame.reason.to_string())
+            }
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
+                panic!("closed without a close frame")
+            }
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// An acknowledged graphql-transport-ws socket signed in with `token`.
+async fn initialised(server: &TestServer, token: &str) -> Socket {
+    let mut socket = connect(server, "graphql-transport-ws").await;
+    let payload = json!({ "authorization": format!("Bearer {token}") });
+    send(
+        &mut socket,
+        json!({ "type": "connection_init", "payload": payload }),
+    )
+    .await;
+    let ack = receive(&mut socket).await.expect("an answer");
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    socket
+}
+
+fn log_position(id: &str) -> Value {
+    json!({ "id": id, "type": "subscribe", "payload": { "query": "subscription { logPosition }" } })
+}
+
+/// graphql-transport-ws, as its PROTOCOL.md says: `subscribe` before `connection_init`
+/// closes `4401 Unauthorized`; a `connection_init` whose token is refused closes
+/// `4403 Forbidden`.
+#[tokio::test(flavor = "multi_thread")]
+async fn sockets_close_with_the_protocols_codes_before_and_at_init() {
+    let server = TestServer::start().await;
+    let mut socket = connect(&server, "graphql-transport-ws").await;
+    send(&mut socket, log_position("1")).await;
+    assert_eq!(
+        close_frame(&mut socket).await,
+        (4401, "Unauthorized".into())
+    );
+
+    for token in ["forged.token", "Bearer not-even-a-jwt"] {
+        let mut socket = connect(&server, "graphql-transport-ws").await;
+        send(
+            &mut socket,
+            json!({ "type": "connection_init", "payload": { "authorization": token } }),
+        )
+        .await;
+        assert_eq!(close_frame(&mut socket).await, (4403, "Forbidden".into()));
+    }
+    server.stop().await;
+}
+
+/// A `subscribe` with the id of an operation still running closes the socket
+/// `4409 Subscriber for <id> already exists` (it used to replace the first silently);
+/// once an operation completed, its id may be used again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_operations_id_cannot_be_subscribed_again() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+
+    let mut socket = initialised(&server, &admin.token).await;
+    send(&mut socket, log_position("a")).await;
+    assert_eq!(
+        receive(&mut socket).await.expect("a position")["type"],
+        "next"
+    );
+    // Completed by the client: the id is free again.
+    send(&mut socket, json!({ "id": "a", "type": "complete" })).await;
+    send(&mut socket, log_position("a")).await;
+    let again = loop {
+        let message = receive(&mut socket).await.expect("the socket stays open");
+        if message["type"] == "next" {
+            break message;
+        }
+    };
+    assert_eq!(again["id"], "a");
+    // A query completes by itself (the server's `complete`): its id is free too.
+    let me = json!({ "id": "q", "type": "subscribe", "payload": { "query": "{ me { id } }" } });
+    send(&mut socket, me.clone()).await;
+    loop {
+        let message = receive(&mut socket).await.expect("the socket stays open");
+        if message["id"] == "q" && message["type"] == "complete" {
+            break;
+        }
+    }
+    send(&mut socket, me).await;
+    loop {
+        let message = receive(&mut socket).await.expect("the socket stays open");
+        if message["id"] == "q" && message["type"] == "next" {
+            break;
+        }
+    }
+    // "a" still runs.
+    send(&mut socket, log_position("a")).await;
+    assert_eq!(
+        close_frame(&mut socket).await,
+        (4409, "Subscriber for a already exists".into())
+    );
+    server.stop().await;
+}
+
+/// A socket runs at most 100 operations at once: one more is answered with an `error`
+/// for its id (`TOO_MANY_SUBSCRIPTIONS`), the others go on, and once one completes
+/// there is room again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_socket_runs_at_most_100_operations() {
+    let server = TestServer::start_with(|c| {
+        // Slow polls: 100 subscriptions, a few messages.
+        c.subscription_poll_interval = Duration::from_secs(5);
+    })
+    .await;
+    let admin = server.admin().await;
+    let mut socket = initialised(&server, &admin.token).await;
+    for n in 0..100 {
+        send(&mut socket, log_position(&n.to_string())).await;
+    }
+    send(&mut socket, log_position("one-too-many")).await;
+    let refused = loop {
+        let message = receive(&mut socket).await.expect("the socket stays open");
+        if message["id"] == "one-too-many" {
+            break message;
+        }
+    };
+    assert_eq!(refused["type"], "error", "{refused}");
+    let error = &refused["payload"][0];
+    assert_eq!(error["extensions"]["code"], "VALIDATION", "{refused}");
+    assert_eq!(error["extensions"]["reason"], "TOO_MANY_SUBSCRIPTIONS");
+    // One completed: room for one more.
+    send(&mut socket, json!({ "id": "7", "type": "complete" })).await;
+    send(&mut socket, log_position("one-more")).await;
+    let accepted = loop {
+        let message = receive(&mut socket).await.expect("the socket stays open");
+        if message["id"] == "one-more" {
+            break message;
+        }
+    };
+    assert_eq!(accepted["type"], "next", "{accepted}");
+    server.stop().await;
+}

@@ -186,14 +186,15 @@ impl IdentityMutation {
             return Err(bad_credentials());
         }
         let Some(user_id) = emails::user_id_of(&state.pool, email.as_str()).await? else {
-            secrets::verify_password(input.password, None, state.config.password_hashing).await;
+            let cost = state.config.password_hashing;
+            state.hashing.verify(input.password, None, cost).await?;
             return Err(bad_credentials());
         };
         let user = load(&state.buses.user, user_id).await?;
         let stored = user.password_hash().map(str::to_owned);
         let has_password = stored.is_some();
-        let matches =
-            secrets::verify_password(input.password, stored, state.config.password_hashing).await;
+        let cost = state.config.password_hashing;
+        let matches = state.hashing.verify(input.password, stored, cost).await?;
         if !has_password {
             // Not confirmed yet, or an account whose password was never set.
             return Err(bad_credentials());
@@ -206,9 +207,12 @@ impl IdentityMutation {
         let committed = execute_on_user(ctx, user_id, institution, command)
             .await
             .map_err(|e| match e {
-                CommandError::Rejected(UserError::NotFound | UserError::NotActive) => {
-                    bad_credentials()
-                }
+                // A deactivated account answers as a wrong password does, whatever the
+                // password: the hash was verified above either way, so neither the
+                // answer nor its timing tells that the e-mail has an account.
+                CommandError::Rejected(
+                    UserError::NotFound | UserError::NotActive | UserError::Deactivated,
+                ) => bad_credentials(),
                 CommandError::Rejected(locked @ UserError::LockedOut { .. }) if matches => {
                     ApiError::rejection(&locked)
                 }

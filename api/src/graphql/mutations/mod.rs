@@ -117,8 +117,10 @@ fn one_time_token(field: &'static str, raw: &str) -> Result<String, ApiError> {
 }
 
 async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
-    secrets::hash_password(password, state.config.password_hashing)
-        .await
+    state
+        .hashing
+        .hash(password, state.config.password_hashing)
+        .await?
         .map_err(|e| ApiError::internal(format!("password hashing failed: {e}")))
 }
 
@@ -245,7 +247,7 @@ async fn issue(
         .tokens
         .issued(&issued)
         .await
-        .map_err(|error| ApiError::internal(format!("could not keep a one-time token: {error}")))?;
+        .map_err(|error| ApiError::plugged_in("could not keep a one-time token", &*error))?;
     Ok(hash)
 }
 

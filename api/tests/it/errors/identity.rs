@@ -42,6 +42,40 @@ async fn five_failed_logins_lock_the_account() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_deactivated_account_logs_in_as_an_unknown_email() {
+    let (server, a) = TestServer::with_institution("Escola C2").await;
+    let observer = server.observer(&a.manager.token, Some(a.id)).await;
+    let deactivated = server
+        .command(
+            Some(&a.manager.token),
+            "deactivateUser",
+            json!({ "userId": observer.id, "reason": "left" }),
+        )
+        .await;
+    assert_ok(&deactivated);
+    // What a client can compare: the message and the extensions but the request id.
+    let answer = |r: &Value| {
+        let mut error = r["errors"][0].clone();
+        if let Some(extensions) = error["extensions"].as_object_mut() {
+            extensions.remove("requestId");
+        }
+        json!({ "data": r["data"], "error": error })
+    };
+    let unknown = answer(&server.login("nobody@aula.test", "wrong").await);
+    assert_eq!(
+        unknown["error"]["extensions"]["reason"],
+        "INVALID_CREDENTIALS"
+    );
+    // A wrong password and the right one alike: the account is not told to exist.
+    for password in ["wrong", PASSWORD] {
+        let r = server.login(&observer.email, password).await;
+        assert_reason(&r, "UNAUTHENTICATED", "INVALID_CREDENTIALS");
+        assert_eq!(answer(&r), unknown, "password {password:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn reset_tokens_expire_and_are_single_use_and_requests_reveal_nothing() {
     let (server, a) = TestServer::with_institution("Escola D").await;
 
@@ -209,6 +243,64 @@ async fn a_token_that_cannot_be_kept_fails_the_sign_up_before_anything_is_record
         .unwrap()
         .clone();
     assert_eq!(seen, vec![false]);
+    server.stop().await;
+}
+
+/// A sink whose database connection broke (the postmaster was killed under load).
+struct BrokenPipeSink;
+
+#[async_trait::async_trait]
+impl aula_api::TokenSink for BrokenPipeSink {
+    async fn issued(&self, _token: &aula_api::IssuedToken) -> Result<(), aula_api::BoxError> {
+        let broken = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        Err(sqlx::Error::Io(broken).into())
+    }
+}
+
+/// A token store that cannot reach its database is the database being unavailable,
+/// not a bug: the public mutations that issue tokens answer the retryable 503
+/// `UNAVAILABLE` (with `Retry-After`) as every other path does, and record nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_store_that_lost_its_database_is_a_retryable_503() {
+    let server = TestServer::start_custom(
+        |c| c.reset_request_floor = Duration::ZERO,
+        |state| state.with_token_sink(std::sync::Arc::new(BrokenPipeSink)),
+    )
+    .await;
+    // An account without a token: its reset request reaches the sink.
+    aula_api::create_admin(&server.db.pool, "root@aula.test", PASSWORD)
+        .await
+        .unwrap();
+    let calls = [
+        (
+            "mutation($e: String!) { signUp(input: { email: $e }) { accepted } }",
+            "new@aula.test",
+        ),
+        (REQUEST_PASSWORD_RESET, "root@aula.test"),
+    ];
+    for (query, email) in calls {
+        let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&server.db.pool)
+            .await
+            .unwrap();
+        let response = server
+            .client
+            .post(server.url("/graphql"))
+            .json(&json!({ "query": query, "variables": { "e": email } }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 503, "{query}");
+        assert_eq!(response.headers()["retry-after"], "2");
+        let r: Value = response.json().await.unwrap();
+        assert_code(&r, "UNAVAILABLE");
+        assert!(!r.to_string().contains("pipe"), "{r}");
+        let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&server.db.pool)
+            .await
+            .unwrap();
+        assert_eq!(events_after, events_before, "{query}");
+    }
     server.stop().await;
 }
 

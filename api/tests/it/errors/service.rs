@@ -154,3 +154,87 @@ async fn not_ready_while_subscriptions_are_down() {
     assert_eq!(body["migrations"], true);
     server.stop().await;
 }
+
+/// A login flood (unknown e-mails still cost a hash) does not take the service down:
+/// hashes run a bounded number at a time, a bounded number of requests wait for one,
+/// the rest are told at once to retry (503 `UNAVAILABLE`, `Retry-After`), and cheap
+/// requests (a query that reads the database, `/ready`) stay fast meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_flood_is_bounded_and_cheap_requests_stay_fast() {
+    let server = TestServer::start_with(|c| {
+        // The production cost: each hash takes a core for a while.
+        c.password_hashing = aula_api::PasswordHashing::default();
+        c.password_lanes = aula_api::PasswordLanes {
+            lanes: Some(1),
+            max_waiting: 4,
+            max_wait: Duration::from_secs(2),
+        };
+    })
+    .await;
+    let server = std::sync::Arc::new(server);
+    let started = std::time::Instant::now();
+    let logins: Vec<_> = (0..64)
+        .map(|n| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let response = server
+                    .client
+                    .post(server.url("/graphql"))
+                    .json(&json!({
+                        "query": "mutation($e: String!) { login(input: { email: $e, password: \"guess\" }) { accessToken } }",
+                        "variables": { "e": format!("flood-{n}@aula.test") },
+                    }))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let retry_after = response.headers().get("retry-after").cloned();
+                let body: Value = response.json().await.unwrap();
+                (status, retry_after, body)
+            })
+        })
+        .collect();
+    // Meanwhile, while hashes queue.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cheap = std::time::Instant::now();
+    let r = server
+        .gql(None, "{ health { status database } }", json!({}))
+        .await;
+    assert_eq!(r["data"]["health"]["database"], true, "{r}");
+    assert_eq!(server.get("/ready").await.status().as_u16(), 200);
+    let cheap = cheap.elapsed();
+    assert!(
+        cheap < Duration::from_secs(2),
+        "cheap requests took {cheap:?}"
+    );
+
+    let (mut refused, mut answered) = (0, 0);
+    for login in logins {
+        let (status, retry_after, body) = login.await.unwrap();
+        match status {
+            200 => {
+                assert_reason(&body, "UNAUTHENTICATED", "INVALID_CREDENTIALS");
+                answered += 1;
+            }
+            503 => {
+                assert_code(&body, "UNAVAILABLE");
+                assert_eq!(retry_after.unwrap(), "2");
+                assert!(!body.to_string().contains("hash"), "{body}");
+                refused += 1;
+            }
+            other => panic!("login answered {other}: {body}"),
+        }
+    }
+    // None waited without end: the queue and the wait are bounded.
+    let flood = started.elapsed();
+    assert!(flood < Duration::from_secs(20), "the flood took {flood:?}");
+    assert!(answered >= 1, "no login was answered");
+    assert!(refused >= 1, "no login was refused though 64 came at once");
+    // Once the flood is over, logins are answered again.
+    let after = server.login("after@aula.test", "guess").await;
+    assert_reason(&after, "UNAUTHENTICATED", "INVALID_CREDENTIALS");
+    match std::sync::Arc::try_unwrap(server) {
+        Ok(server) => server.stop().await,
+        Err(_) => panic!("a login task still holds the server"),
+    }
+}
