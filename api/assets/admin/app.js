@@ -396,7 +396,7 @@ async function start() {
   $("summary").hidden = false;
   applyRole();
   // The socket closed: reconnect, unless the session is over (an expired token or a
-  // deactivated account is refused at every reconnect; the server closes with 1002).
+  // deactivated account is refused at every reconnect; the server closes with 4403 Forbidden).
   state.socket = new Subscriptions(state.token, () => setTimeout(async () => {
     if (!state.token) return;
     try {
