@@ -14,6 +14,8 @@ use crate::static_files::{file, CSS, HTML, JS};
 
 const INDEX_HTML: &str = include_str!("../assets/admin/index.html");
 const APP_JS: &str = include_str!("../assets/admin/app.js");
+/// The dashboard's state in its address: read, checked, written back.
+const URL_JS: &str = include_str!("../assets/admin/url.js");
 const DRAWER_JS: &str = include_str!("../assets/admin/drawer.js");
 const OPERATIONS_JS: &str = include_str!("../assets/admin/operations.js");
 const MAIN_JS: &str = include_str!("../assets/admin/main.js");
@@ -34,6 +36,7 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/admin", get(index))
         .route("/admin/", get(index))
         .route("/admin/app.js", get(|| asset(JS, APP_JS)))
+        .route("/admin/url.js", get(|| asset(JS, URL_JS)))
         .route("/admin/drawer.js", get(|| asset(JS, DRAWER_JS)))
         .route("/admin/operations.js", get(|| asset(JS, OPERATIONS_JS)))
         .route("/admin/main.js", get(|| asset(JS, MAIN_JS)))
