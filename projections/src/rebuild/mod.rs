@@ -418,7 +418,7 @@ impl Target {
             &shadow,
             &live,
             &mut tx,
-            self.carried_since,
+            (self.carried_since, self.position),
             &caught_up,
         )
         .await?;

@@ -507,6 +507,18 @@ async fn bulk_loaded_views_equal_the_live_ones_across_batches_and_copies() {
 /// processor wrote before the event reached the rebuild.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_swap_carries_over_what_the_processor_changed_during_the_rebuild() {
+    swap_carries_over(false).await;
+}
+
+/// The same, while a transaction older than the late event's still runs: the swap's
+/// catch-up cannot read that event (the log's commit-order guard), so the processor's
+/// row is carried over whole and the live subscription reads the event after the swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_swap_keeps_the_row_of_an_event_it_cannot_read_yet() {
+    swap_carries_over(true).await;
+}
+
+async fn swap_carries_over(held_back: bool) {
     let db = TestDatabase::new().await;
     let mut courses = Vec::new();
     workload(&db, 13, 40, &mut courses).await;
@@ -532,6 +544,14 @@ async fn the_swap_carries_over_what_the_processor_changed_during_the_rebuild() {
     .await
     .unwrap();
 
+    // An older transaction with an id, open until the rebuild is done.
+    let mut older = db.pool.begin().await.unwrap();
+    if held_back {
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&mut *older)
+            .await
+            .unwrap();
+    }
     let mut hold = db.pool.begin().await.unwrap();
     sqlx::query("SELECT 1 FROM subscription_checkpoints WHERE name = 'admin_events' FOR UPDATE")
         .execute(&mut *hold)
@@ -583,12 +603,26 @@ async fn the_swap_carries_over_what_the_processor_changed_during_the_rebuild() {
     .unwrap();
     hold.commit().await.unwrap();
     rebuilding.await.unwrap().unwrap();
+    if held_back {
+        let position: i64 =
+            sqlx::query_scalar("SELECT global_position FROM admin_events WHERE event_id = $1")
+                .bind(early)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(position, 0, "the swap could not read the late event");
+    }
+    older.commit().await.unwrap();
 
     let rebuilt: Vec<Processing> = sqlx::query_as(processing)
         .fetch_all(&db.pool)
         .await
         .unwrap();
     assert_eq!(rebuilt, expected);
+    // The swap's catch-up reads the late event unless a transaction of another test that
+    // began before it still runs (the log's commit-order guard): then the processor's row
+    // was carried over whole, and the live subscription reads the event after the swap.
+    catch_up(&db, &["admin_events"]).await;
     let position: i64 =
         sqlx::query_scalar("SELECT global_position FROM admin_events WHERE event_id = $1")
             .bind(early)
@@ -596,4 +630,12 @@ async fn the_swap_carries_over_what_the_processor_changed_during_the_rebuild() {
             .await
             .unwrap();
     assert!(position > 0, "the late event's row comes from the event");
+    let after: Vec<Processing> = sqlx::query_as(processing)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        after, expected,
+        "the processor's columns outlive the event's arrival"
+    );
 }
