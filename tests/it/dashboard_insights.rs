@@ -14,9 +14,10 @@ use std::time::Duration;
 use serde_json::json;
 use support::cdp::click;
 use support::dashboard::{
-    filter_institution, raw_token, sign_in, sign_out, signed_in_browser, stage, Stage, LIST_READY,
+    filter_institution, manager_of_new_institution, raw_token, sign_in, sign_out,
+    signed_in_browser, stage, Stage, LIST_READY,
 };
-use support::{confirm_sign_up, free_port, graphql, graphql_as, login, poll_db, sign_up};
+use support::{free_port, graphql, graphql_as, login, poll_db, sign_up};
 
 const PASSWORD: &str = "dashboard password 1";
 
@@ -31,17 +32,11 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
     let admin = support::admin_logged_in(&client, &base, &db.pool, admin_email, PASSWORD).await;
     // A manager and its institution (the sign-up e-mail fails; its token is stashed).
     let manager_email = "maria@escola.test";
-    sign_up(&client, &base, manager_email).await;
-    let token = raw_token(
-        &db.pool,
-        &format!("e.payload->>'email' = '{manager_email}'"),
-    )
-    .await;
-    let institution = confirm_sign_up(
+    let institution = manager_of_new_institution(
         &client,
         &base,
+        &db.pool,
         manager_email,
-        &token,
         PASSWORD,
         "Escola Norte",
     )

@@ -13,8 +13,10 @@ use crate::support;
 use std::time::Duration;
 
 use support::cdp::Browser;
-use support::dashboard::{raw_token, sign_in, stage, Stage, LIST_READY, LIST_SETTLED};
-use support::{confirm_sign_up, free_port, sign_up};
+use support::dashboard::{
+    manager_of_new_institution, sign_in, stage, Stage, LIST_READY, LIST_SETTLED,
+};
+use support::{free_port, sign_up};
 
 const PASSWORD: &str = "dashboard password 1";
 
@@ -43,17 +45,11 @@ async fn hand_edited_addresses_give_hints_not_parser_errors_in_chromium() {
         .unwrap();
     // An institution to find by name: its manager's sign-up, confirmed.
     let manager_email = "maria@escola.test";
-    sign_up(&client, &base, manager_email).await;
-    let token = raw_token(
-        &db.pool,
-        &format!("e.payload->>'email' = '{manager_email}'"),
-    )
-    .await;
-    let institution = confirm_sign_up(
+    let institution = manager_of_new_institution(
         &client,
         &base,
+        &db.pool,
         manager_email,
-        &token,
         PASSWORD,
         "Escola Norte",
     )

@@ -502,12 +502,7 @@ async fn start_failing(
 async fn heal_and_catch_up(db: &TestDatabase, name: &str, healed: &AtomicBool) {
     healed.store(true, Ordering::SeqCst);
     wait_for_seen(&db.pool, name, 30).await;
-    let positions: Vec<i64> =
-        sqlx::query_scalar("SELECT global_position FROM seen ORDER BY seen_no")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(positions, committed_positions(&db.pool).await);
+    assert_seen_in_order(&db.pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -660,12 +655,7 @@ async fn a_batch_that_conflicts_with_another_transaction_is_run_again_whole() {
         ),
         "a conflict is not a failing consumer"
     );
-    let positions: Vec<i64> =
-        sqlx::query_scalar("SELECT global_position FROM seen ORDER BY seen_no")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(positions, committed_positions(&db.pool).await);
+    assert_seen_in_order(&db.pool).await;
     // The whole batch of 30 was offered four times: three conflicts, then its commit.
     assert_eq!(*offered.lock().unwrap(), [30, 30, 30, 30]);
     let last_error: Option<String> = sqlx::query_scalar(
@@ -677,4 +667,14 @@ async fn a_batch_that_conflicts_with_another_transaction_is_run_again_whole() {
     assert_eq!(last_error, None);
     stop.trigger();
     handle.task.await.unwrap();
+}
+
+/// Every committed event was seen once, in log order.
+async fn assert_seen_in_order(pool: &PgPool) {
+    let positions: Vec<i64> =
+        sqlx::query_scalar("SELECT global_position FROM seen ORDER BY seen_no")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(positions, committed_positions(pool).await);
 }

@@ -604,12 +604,7 @@ async fn swap_carries_over(held_back: bool) {
     hold.commit().await.unwrap();
     rebuilding.await.unwrap().unwrap();
     if held_back {
-        let position: i64 =
-            sqlx::query_scalar("SELECT global_position FROM admin_events WHERE event_id = $1")
-                .bind(early)
-                .fetch_one(&db.pool)
-                .await
-                .unwrap();
+        let position = position_of(&db.pool, early).await;
         assert_eq!(position, 0, "the swap could not read the late event");
     }
     older.commit().await.unwrap();
@@ -623,12 +618,7 @@ async fn swap_carries_over(held_back: bool) {
     // began before it still runs (the log's commit-order guard): then the processor's row
     // was carried over whole, and the live subscription reads the event after the swap.
     catch_up(&db, &["admin_events"]).await;
-    let position: i64 =
-        sqlx::query_scalar("SELECT global_position FROM admin_events WHERE event_id = $1")
-            .bind(early)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let position = position_of(&db.pool, early).await;
     assert!(position > 0, "the late event's row comes from the event");
     let after: Vec<Processing> = sqlx::query_as(processing)
         .fetch_all(&db.pool)
@@ -638,4 +628,13 @@ async fn swap_carries_over(held_back: bool) {
         after, expected,
         "the processor's columns outlive the event's arrival"
     );
+}
+
+/// The log position of `event`'s row in `admin_events` (0 before its event is read).
+async fn position_of(pool: &sqlx::PgPool, event: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT global_position FROM admin_events WHERE event_id = $1")
+        .bind(event)
+        .fetch_one(pool)
+        .await
+        .unwrap()
 }

@@ -118,3 +118,18 @@ pub async fn raw_token(pool: &sqlx::PgPool, sql_filter: &str) -> String {
     })
     .await
 }
+
+/// `email` signs up (its e-mail fails: the token is read where it is stashed) and
+/// confirms as the manager of a new institution `institution_name`; returns its id.
+pub async fn manager_of_new_institution(
+    client: &reqwest::Client,
+    base: &str,
+    pool: &sqlx::PgPool,
+    email: &str,
+    password: &str,
+    institution_name: &str,
+) -> String {
+    super::sign_up(client, base, email).await;
+    let token = raw_token(pool, &format!("e.payload->>'email' = '{email}'")).await;
+    super::confirm_sign_up(client, base, email, &token, password, institution_name).await
+}
