@@ -203,6 +203,10 @@ pub enum BenchCommand {
     Log {
         #[arg(long, default_value_t = 1_000_000)]
         events: i64,
+        /// Interleaved rounds (the subscription, then the COPY); the median ratio is
+        /// the figure, since one round of a second or two swings with the machine.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+        rounds: u32,
     },
     /// Rebuild every read model from a log of N synthetic course events; events/s.
     Rebuild {

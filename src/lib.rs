@@ -81,7 +81,9 @@ async fn bench(global: &cli::GlobalArgs, command: BenchCommand) -> anyhow::Resul
     let settings = &settings;
     match command {
         BenchCommand::Append { seconds } => aula_bench::append::run(settings, seconds).await,
-        BenchCommand::Log { events } => aula_bench::log::run(settings, events).await,
+        BenchCommand::Log { events, rounds } => {
+            aula_bench::log::run(settings, events, rounds).await
+        }
         BenchCommand::Rebuild { events } => aula_bench::rebuild::run(settings, events).await,
         BenchCommand::ListQuery {
             events,

@@ -4,6 +4,9 @@
 #         the task function starts (client clock: before add_job is sent -> task start)
 #   aula  `aula bench latency`: 1000 sequential events, each awaited until its task starts
 #         (database clock: event commit -> task start, and task insert -> task start)
+#   floor peers/graphile-worker/latency_floor.js: the same bare in SQL, one hop (insert task ->
+#         start, graphile-worker's shape) and two hops (insert event -> react -> task start,
+#         Aula's shape), client clock as gw
 # Env: ROUNDS (3), SAMPLES (1000), AULA, REPO, PERF_DIR, GW_DIR, OUT.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -19,6 +22,9 @@ for r in $(seq 1 "$ROUNDS"); do
   load=$(cut -d' ' -f1-3 /proc/loadavg)
   (cd "$GW_DIR" && DATABASE_URL=$GWURL SAMPLES=$SAMPLES node latency.js) >"$OUT/gw-$r.txt" 2>&1
   echo "round=$r system=gw load_before=\"$load\" $(grep -o 'min.*' "$OUT/gw-$r.txt")" | tee -a "$OUT/summary.txt"
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
+  (cd "$GW_DIR" && DATABASE_URL=$GWURL SAMPLES=$SAMPLES node latency_floor.js) >"$OUT/floor-$r.txt" 2>&1
+  echo "round=$r system=floor load_before=\"$load\" | $(grep -o 'floor.*' "$OUT/floor-$r.txt" | tr -s ' ' | tr '\n' '|')" | tee -a "$OUT/summary.txt"
   load=$(cut -d' ' -f1-3 /proc/loadavg)
   DATABASE_URL=$("$HERE/pg.sh" url postgres) RUST_LOG=warn "$AULA" bench latency --events "$SAMPLES" >"$OUT/aula-$r.txt" 2>&1
   echo "round=$r system=aula load_before=\"$load\" | $(grep -E 'event commit|task insert' "$OUT/aula-$r.txt" | tr -s ' ' | tr '\n' '|')" | tee -a "$OUT/summary.txt"

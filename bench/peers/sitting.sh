@@ -15,7 +15,7 @@ U=$(bench/peers/pg.sh url)
 log() { echo "## $(date -u +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg) $*" | tee -a "$OUT"/all.txt; }
 log start commit $(git rev-parse --short HEAD)
 log latency
-ROUNDS=2 bench/peers/latency_compare.sh > "$OUT"/latency.txt 2>&1; tail -8 "$OUT"/latency.txt >> "$OUT"/all.txt
+ROUNDS=2 bench/peers/latency_compare.sh > "$OUT"/latency.txt 2>&1; tail -10 "$OUT"/latency.txt >> "$OUT"/all.txt
 log drain_compare
 N=200000 ROUNDS=1 SYSTEMS="gw events" bench/peers/drain_compare.sh > "$OUT"/drain.txt 2>&1; tail -8 "$OUT"/drain.txt >> "$OUT"/all.txt
 log floor
@@ -30,7 +30,7 @@ DATABASE_URL=$U RUST_LOG=error target/release/aula bench rebuild --events 100000
 log append
 ROUNDS=1 DURATION=10 bench/peers/append_compare.sh > "$OUT"/append.txt 2>&1; tail -12 "$OUT"/append.txt >> "$OUT"/all.txt
 log log
-DATABASE_URL=$U RUST_LOG=error target/release/aula bench log --events 1000000 > "$OUT"/log.txt 2>&1; tail -8 "$OUT"/log.txt >> "$OUT"/all.txt
+DATABASE_URL=$U RUST_LOG=error target/release/aula bench log --events 1000000 --rounds 5 > "$OUT"/log.txt 2>&1; tail -12 "$OUT"/log.txt >> "$OUT"/all.txt
 log rush
 for i in 1 2; do DATABASE_URL=$U RUST_LOG=error target/release/aula bench rush --applicants 5000 --courses 1 > "$OUT"/rush-$i.txt 2>&1; tail -12 "$OUT"/rush-$i.txt >> "$OUT"/all.txt; done
 log end

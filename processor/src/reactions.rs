@@ -246,15 +246,14 @@ pub fn spawn_reactions_with(
     wakeups: Wakeups,
     shutdown: Shutdown,
 ) -> SubscriptionHandle {
-    // The batches (their tasks, the events' rows and the checkpoint) commit without
-    // waiting for the WAL flush: the workers see the tasks a flush earlier (event
-    // commit -> task start). A database crash can lose only the last batches, and
-    // loses their tasks and their checkpoint together, so the events are read again
-    // and issue the same tasks (exactly once, `(event_id, kind)`). Whatever a worker
-    // records of such a task commits synchronously after it, and flushing that WAL
-    // flushes the batch too: an effect is never durable without its task. Set for the
-    // subscription's connection rather than per batch: one round trip less per batch.
-    let connect = connect.options([("synchronous_commit", "off")]);
+    // Like every subscription's (`aula_eventlog::subscription`), the batches (their
+    // tasks, the events' rows and the checkpoint) commit without waiting for the WAL
+    // flush: the workers see the tasks a flush earlier (event commit -> task start). A
+    // database crash can lose only the last batches, and loses their tasks and their
+    // checkpoint together, so the events are read again and issue the same tasks
+    // (exactly once, `(event_id, kind)`). Whatever a worker records of such a task
+    // commits synchronously after it, and flushing that WAL flushes the batch too: an
+    // effect is never durable without its task.
     subscription::spawn(connect, options, Reactions, wakeups, shutdown)
 }
 

@@ -12,7 +12,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 /// A short path: the socket's path must fit in 107 bytes.
-fn scratch_dir() -> PathBuf {
+pub(super) fn scratch_dir() -> PathBuf {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -76,7 +76,7 @@ fn a_stale_pid_file_whose_pid_now_belongs_to_another_process_does_not_stop_a_sta
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -86,7 +86,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A pool on `server` that gives up waiting for a connection after 2 s (the server may
 /// be down).
-async fn pool_of(server: &LocalPostgres) -> PgPool {
+pub(super) async fn pool_of(server: &LocalPostgres) -> PgPool {
     PgPoolOptions::new()
         .max_connections(4)
         .acquire_timeout(Duration::from_secs(2))

@@ -678,3 +678,99 @@ async fn assert_seen_in_order(pool: &PgPool) {
             .unwrap();
     assert_eq!(positions, committed_positions(pool).await);
 }
+
+/// A subscription's batches commit without waiting for the WAL flush (see
+/// `aula_eventlog::subscription`): a server killed under it may lose the last batches,
+/// but each whole, with its checkpoint. The postmaster of a private server is SIGKILLed
+/// while a writer appends (durably) and a subscription records what it reads: after
+/// the restart, every event the writer got acknowledged is seen exactly once.
+#[test]
+fn a_killed_server_loses_no_event_and_repeats_none_of_a_subscription() {
+    use aula_eventlog::local_pg::{LocalPgOptions, LocalPostgres};
+    let dir = super::local_pg::scratch_dir();
+    let mut options = LocalPgOptions::new(&dir);
+    // Durable commits for the writer; fsync off only spares the disk (a killed process
+    // does not lose what it handed to the kernel, but it does lose the WAL it had not
+    // written yet: the batches committed asynchronously).
+    options.settings = vec![("fsync".into(), "off".into())];
+    options.restart_backoff = Duration::from_millis(100);
+    let server = LocalPostgres::start(&options).expect("the server starts");
+    let rt = super::local_pg::runtime();
+    let (acknowledged, failed) = rt.block_on(async {
+        let pool = super::local_pg::pool_of(&server).await;
+        aula_eventlog::db::migrate(&pool).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE seen (
+                seen_no bigint GENERATED ALWAYS AS IDENTITY,
+                subscription text NOT NULL, instance text NOT NULL,
+                global_position bigint NOT NULL, aggregate_id text NOT NULL, sequence bigint NOT NULL)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let (stop, shutdown) = shutdown::channel();
+        let handle = subscription::spawn(
+            server.connect_options(),
+            fast("crash"),
+            Recorder::new("crash", "a"),
+            Wakeups::polling_only(),
+            shutdown,
+        );
+        // One event per aggregate, so a retried insert never needs its sequence.
+        let writing = Arc::new(AtomicBool::new(true));
+        let writer = tokio::spawn({
+            let (pool, writing) = (pool.clone(), writing.clone());
+            async move {
+                let (mut acknowledged, mut failed) = (0usize, 0usize);
+                while writing.load(Ordering::Relaxed) {
+                    let mut conn = match pool.acquire().await {
+                        Ok(conn) => conn,
+                        Err(_) => {
+                            failed += 1;
+                            continue;
+                        }
+                    };
+                    let aggregate = format!("w-{acknowledged}-{failed}");
+                    match sqlx::query(
+                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+                         VALUES ('test', $1, 1, 'Tested', '1.0', '{}', '{}')",
+                    )
+                    .bind(&aggregate)
+                    .execute(&mut *conn)
+                    .await
+                    {
+                        Ok(_) => acknowledged += 1,
+                        Err(_) => failed += 1,
+                    }
+                    drop(conn);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                (acknowledged, failed)
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let old = server.pid();
+        // SAFETY: kill(2) on the postmaster this test started.
+        assert_eq!(unsafe { libc::kill(old, libc::SIGKILL) }, 0);
+        let killed = Instant::now();
+        while server.restarts() < 1 || server.pid() == old {
+            assert!(killed.elapsed() < Duration::from_secs(90), "the server did not come back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Appends and reads go on after the restart.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        writing.store(false, Ordering::Relaxed);
+        let (acknowledged, failed) = writer.await.unwrap();
+        let committed = committed_positions(&pool).await.len();
+        assert!(committed >= acknowledged, "acknowledged events were lost");
+        wait_for_seen(&pool, "crash", committed).await;
+        assert_exactly_once_in_order(&pool, "crash").await;
+        stop.trigger();
+        handle.task.await.unwrap();
+        pool.close().await;
+        (acknowledged, failed)
+    });
+    eprintln!("SIGKILL under a subscription: {acknowledged} events acknowledged, {failed} appends failed, each seen once");
+    assert!(server.stop(), "the restarted server stops cleanly");
+    let _ = std::fs::remove_dir_all(&dir);
+}
