@@ -13,7 +13,12 @@
 //! - a refused `connection_init` (bad, expired or revoked token): closed
 //!   `4403 Forbidden` (the database unreachable meanwhile: `1011`, retry);
 //! - `subscribe` with the id of an operation still running: closed
-//!   `4409 Subscriber for <id> already exists`.
+//!   `4409 Subscriber for <id> already exists`;
+//! - a message that is not one of the protocol's (not a JSON object, an unknown
+//!   `type`, a `subscribe` without an id or a query, a `complete` without an id):
+//!   closed `4400 Invalid message received` (async-graphql closed with `1002`, which
+//!   the protocol's clients do not expect);
+//! - a second `connection_init`: closed `4429 Too many initialisation requests`.
 //!
 //! On both protocols, a socket runs at most [`MAX_OPERATIONS_PER_SOCKET`] operations at
 //! once: one more is answered with an `error` message for its id (`VALIDATION`,
@@ -50,6 +55,19 @@ struct State {
     closed: bool,
 }
 
+/// Whether `message` is one a graphql-transport-ws client may send, in its shape: an
+/// object with a known `type`, and for `subscribe` a string id and a payload with a
+/// string query, for `complete` a string id.
+fn is_transport_ws_message(message: &Value) -> bool {
+    let has_id = message["id"].as_str().is_some();
+    match message["type"].as_str() {
+        Some("connection_init" | "ping" | "pong") => true,
+        Some("subscribe") => has_id && message["payload"]["query"].is_string(),
+        Some("complete") => has_id,
+        _ => false,
+    }
+}
+
 /// The rules of one socket.
 #[derive(Debug)]
 pub(crate) struct SocketRules {
@@ -79,19 +97,29 @@ impl SocketRules {
         let _ = self.verdicts.send(Verdict::Close(code, reason));
     }
 
-    /// Whether a client message may reach async-graphql. A message that is not JSON,
-    /// or not an object, passes: async-graphql refuses it in its own way.
+    /// Whether a client message may reach async-graphql. On the legacy protocol a
+    /// message that is not JSON, or not an object, passes: async-graphql refuses it in
+    /// its own way.
     pub(crate) fn admit(&self, message: &[u8]) -> bool {
         let mut state = self.state();
         if state.closed {
             return false;
         }
-        let Ok(message) = serde_json::from_slice::<Value>(message) else {
+        let transport_ws = self.protocol == WebSocketProtocols::GraphQLWS;
+        let message = serde_json::from_slice::<Value>(message).ok();
+        if transport_ws && !message.as_ref().is_some_and(is_transport_ws_message) {
+            self.close(&mut state, 4400, "Invalid message received".into());
+            return false;
+        }
+        let Some(message) = message else {
             return true;
         };
         let id = message["id"].as_str().map(str::to_owned);
-        let transport_ws = self.protocol == WebSocketProtocols::GraphQLWS;
         match (message["type"].as_str(), id) {
+            (Some("connection_init"), _) if state.initialised && transport_ws => {
+                self.close(&mut state, 4429, "Too many initialisation requests".into());
+                false
+            }
             (Some("connection_init"), _) => {
                 state.initialised = true;
                 true

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::ws::{connect, send, Socket};
 use common::*;
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -326,6 +326,59 @@ async fn sockets_close_with_the_protocols_codes_before_and_at_init() {
         .await;
         assert_eq!(close_frame(&mut socket).await, (4403, "Forbidden".into()));
     }
+    server.stop().await;
+}
+
+/// graphql-transport-ws: a message that is not one of the protocol's closes the socket
+/// `4400` (async-graphql closed with `1002`), before `connection_init` and after it; a
+/// second `connection_init` closes it `4429`.
+#[tokio::test(flavor = "multi_thread")]
+async fn sockets_close_4400_on_messages_outside_the_protocol() {
+    let server = TestServer::start().await;
+    let admin = server.admin().await;
+    let invalid = [
+        Message::Text("{".into()),
+        Message::Text("[]".into()),
+        Message::Text("\"connection_init\"".into()),
+        Message::Text(
+            json!({ "type": "start", "id": "1", "payload": { "query": "{ me { id } }" } })
+                .to_string()
+                .into(),
+        ),
+        Message::Text(json!({ "payload": {} }).to_string().into()),
+        Message::Text(
+            json!({ "type": "subscribe", "payload": { "query": "{ me { id } }" } })
+                .to_string()
+                .into(),
+        ),
+        Message::Text(
+            json!({ "type": "subscribe", "id": "1", "payload": "{ me { id } }" })
+                .to_string()
+                .into(),
+        ),
+        Message::Text(json!({ "type": "complete" }).to_string().into()),
+    ];
+    for message in invalid {
+        for after_init in [false, true] {
+            let mut socket = if after_init {
+                initialised(&server, &admin.token).await
+            } else {
+                connect(&server, "graphql-transport-ws").await
+            };
+            socket.send(message.clone()).await.unwrap();
+            assert_eq!(
+                close_frame(&mut socket).await,
+                (4400, "Invalid message received".into()),
+                "{message:?} (after connection_init: {after_init})"
+            );
+        }
+    }
+    let mut socket = initialised(&server, &admin.token).await;
+    send(&mut socket, json!({ "type": "connection_init" })).await;
+    assert_eq!(
+        close_frame(&mut socket).await,
+        (4429, "Too many initialisation requests".into())
+    );
     server.stop().await;
 }
 
