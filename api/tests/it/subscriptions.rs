@@ -24,6 +24,21 @@ async fn receive(socket: &mut Socket) -> Option<Value> {
     }
 }
 
+/// The first message that `wanted` accepts, skipping the others; `expect` says what a
+/// closed socket means to the caller.
+async fn receive_until(
+    socket: &mut Socket,
+    expect: &str,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
+    loop {
+        let message = receive(socket).await.expect(expect);
+        if wanted(&message) {
+            return message;
+        }
+    }
+}
+
 async fn subscribe(server: &TestServer, token: Option<&str>) -> (Socket, Option<Value>) {
     subscribe_to(
         server,
@@ -230,12 +245,7 @@ async fn operations_on_a_socket_stop_when_the_account_is_deactivated() {
         json!({ "id": "2", "type": "subscribe", "payload": me }),
     )
     .await;
-    let answer = loop {
-        let message = receive(&mut socket).await.expect("an answer");
-        if message["id"] == "2" {
-            break message;
-        }
-    };
+    let answer = receive_until(&mut socket, "an answer", |m| m["id"] == "2").await;
     let text = answer.to_string();
     assert!(text.contains("UNAUTHENTICATED"), "{text}");
     assert!(text.contains("ACCOUNT_DEACTIVATED"), "{text}");
@@ -257,12 +267,10 @@ async fn a_subscription_ends_when_its_token_expires() {
     assert_eq!(first.expect("a first position")["type"], "next");
     let ttl = chrono::Duration::from_std(test_config().token_ttl).unwrap();
     server.clock.advance(ttl + chrono::Duration::seconds(1));
-    let end = loop {
-        let message = receive(&mut socket).await.expect("the stream goes on");
-        if message["type"] != "next" || message["payload"]["errors"].is_array() {
-            break message;
-        }
-    };
+    let end = receive_until(&mut socket, "the stream goes on", |m| {
+        m["type"] != "next" || m["payload"]["errors"].is_array()
+    })
+    .await;
     let text = end.to_string();
     assert!(text.contains("TOKEN_EXPIRED"), "{text}");
     server.stop().await;
@@ -399,29 +407,23 @@ async fn a_running_operations_id_cannot_be_subscribed_again() {
     // Completed by the client: the id is free again.
     send(&mut socket, json!({ "id": "a", "type": "complete" })).await;
     send(&mut socket, log_position("a")).await;
-    let again = loop {
-        let message = receive(&mut socket).await.expect("the socket stays open");
-        if message["type"] == "next" {
-            break message;
-        }
-    };
+    let again = receive_until(&mut socket, "the socket stays open", |m| {
+        m["type"] == "next"
+    })
+    .await;
     assert_eq!(again["id"], "a");
     // A query completes by itself (the server's `complete`): its id is free too.
     let me = json!({ "id": "q", "type": "subscribe", "payload": { "query": "{ me { id } }" } });
     send(&mut socket, me.clone()).await;
-    loop {
-        let message = receive(&mut socket).await.expect("the socket stays open");
-        if message["id"] == "q" && message["type"] == "complete" {
-            break;
-        }
-    }
+    receive_until(&mut socket, "the socket stays open", |m| {
+        m["id"] == "q" && m["type"] == "complete"
+    })
+    .await;
     send(&mut socket, me).await;
-    loop {
-        let message = receive(&mut socket).await.expect("the socket stays open");
-        if message["id"] == "q" && message["type"] == "next" {
-            break;
-        }
-    }
+    receive_until(&mut socket, "the socket stays open", |m| {
+        m["id"] == "q" && m["type"] == "next"
+    })
+    .await;
     // "a" still runs.
     send(&mut socket, log_position("a")).await;
     assert_eq!(
@@ -447,12 +449,10 @@ async fn a_socket_runs_at_most_100_operations() {
         send(&mut socket, log_position(&n.to_string())).await;
     }
     send(&mut socket, log_position("one-too-many")).await;
-    let refused = loop {
-        let message = receive(&mut socket).await.expect("the socket stays open");
-        if message["id"] == "one-too-many" {
-            break message;
-        }
-    };
+    let refused = receive_until(&mut socket, "the socket stays open", |m| {
+        m["id"] == "one-too-many"
+    })
+    .await;
     assert_eq!(refused["type"], "error", "{refused}");
     let error = &refused["payload"][0];
     assert_eq!(error["extensions"]["code"], "VALIDATION", "{refused}");
@@ -460,12 +460,10 @@ async fn a_socket_runs_at_most_100_operations() {
     // One completed: room for one more.
     send(&mut socket, json!({ "id": "7", "type": "complete" })).await;
     send(&mut socket, log_position("one-more")).await;
-    let accepted = loop {
-        let message = receive(&mut socket).await.expect("the socket stays open");
-        if message["id"] == "one-more" {
-            break message;
-        }
-    };
+    let accepted = receive_until(&mut socket, "the socket stays open", |m| {
+        m["id"] == "one-more"
+    })
+    .await;
     assert_eq!(accepted["type"], "next", "{accepted}");
     server.stop().await;
 }
