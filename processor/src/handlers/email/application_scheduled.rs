@@ -7,7 +7,6 @@ use aula_domain::values::{Email, PersonName};
 
 use super::{course_name, Letter};
 use crate::handlers::{EventPayload, TaskContext, TaskError};
-use crate::mail::html_escape;
 
 /// For an `ApplicationSubmitted`.
 pub(super) async fn letter(
@@ -26,14 +25,13 @@ pub(super) async fn letter(
 
 /// For an application to `course`, of either shape.
 pub(super) fn course_letter(name: &PersonName, email: &Email, course: &str) -> Letter {
-    Letter::plain(
+    Letter::about_course(
         email,
+        name,
         format!("Your application to {course} was scheduled"),
-        format!("Hello {name},\n\nwe received your application to {course}. It is queued; you will get another e-mail when it is decided.\n"),
-        &format!(
-            "<p>Hello {},</p><p>we received your application to <b>{}</b>. It is queued; you will get another e-mail when it is decided.</p>",
-            html_escape(name.as_str()),
-            html_escape(course)
-        ),
+        course,
+        |course| {
+            format!("we received your application to {course}. It is queued; you will get another e-mail when it is decided.")
+        },
     )
 }

@@ -4,7 +4,6 @@ use aula_domain::course::DeclineReason;
 use aula_domain::values::{Email, PersonName};
 
 use super::Letter;
-use crate::mail::html_escape;
 
 pub(super) fn letter(
     name: &PersonName,
@@ -17,14 +16,11 @@ pub(super) fn letter(
         DeclineReason::AlreadyEnrolled => "you are already enrolled in this course",
         DeclineReason::CourseClosed => "the course is closed",
     };
-    Letter::plain(
+    Letter::about_course(
         email,
+        name,
         format!("Your application to {course} was declined"),
-        format!("Hello {name},\n\nyour application to {course} was declined: {reason}.\n"),
-        &format!(
-            "<p>Hello {},</p><p>your application to <b>{}</b> was declined: {reason}.</p>",
-            html_escape(name.as_str()),
-            html_escape(course)
-        ),
+        course,
+        |course| format!("your application to {course} was declined: {reason}."),
     )
 }

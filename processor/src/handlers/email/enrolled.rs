@@ -4,7 +4,6 @@ use aula_domain::values::{Email, PersonName};
 use chrono::NaiveDate;
 
 use super::Letter;
-use crate::mail::html_escape;
 
 pub(super) fn letter(
     name: &PersonName,
@@ -12,14 +11,11 @@ pub(super) fn letter(
     enrolled_on: NaiveDate,
     course: &str,
 ) -> Letter {
-    Letter::plain(
+    Letter::about_course(
         email,
+        name,
         format!("You are enrolled in {course}"),
-        format!("Hello {name},\n\nyou are enrolled in {course} (since {enrolled_on}).\n"),
-        &format!(
-            "<p>Hello {},</p><p>you are enrolled in <b>{}</b> (since {enrolled_on}).</p>",
-            html_escape(name.as_str()),
-            html_escape(course)
-        ),
+        course,
+        |course| format!("you are enrolled in {course} (since {enrolled_on})."),
     )
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use aula_domain::course::{Course, CourseEvent, CourseServices};
 use aula_domain::event_types;
 use aula_domain::user::{User, UserServices};
-use aula_domain::values::Email;
+use aula_domain::values::{Email, PersonName};
 use aula_eventlog::CommandBus;
 use chrono::Utc;
 
@@ -66,6 +66,25 @@ impl Letter {
             html,
             token_hash: None,
         }
+    }
+
+    /// A letter to an applicant about `course`: a greeting and one `sentence`, written
+    /// once for both bodies: `sentence` gets the course's name as it is for the plain
+    /// text, then escaped and in bold for the HTML.
+    fn about_course(
+        to: &Email,
+        name: &PersonName,
+        subject: String,
+        course: &str,
+        sentence: impl Fn(&str) -> String,
+    ) -> Self {
+        let text = format!("Hello {name},\n\n{}\n", sentence(course));
+        let body = format!(
+            "<p>Hello {},</p><p>{}</p>",
+            html_escape(name.as_str()),
+            sentence(&format!("<b>{}</b>", html_escape(course)))
+        );
+        Self::plain(to, subject, text, &body)
     }
 
     /// The letter carries the one-time link of `token_hash`: the raw token is deleted
