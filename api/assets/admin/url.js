@@ -80,33 +80,33 @@ function navigate(changes, { replace = false, keepPage = false } = {}) {
   apply(view, keepPage);
 }
 
-function eventFilter(view) {
+// What both lists filter alike: the form's two time ranges, each under the list's own
+// field names (`ranges`: view key -> filter field), the duration and the institution.
+function sharedFilter(view, ranges) {
   const filter = {};
+  for (const [key, field] of Object.entries(ranges)) if (view[key]) filter[field] = iso(view[key]);
+  if (view.durationOp && view.durationMs !== "") filter.duration = { op: view.durationOp, ms: Number(view.durationMs) };
+  if (view.institution) filter.institutionId = view.institution;
+  return filter;
+}
+// Events are recorded and processed; tasks are created and finished.
+const EVENT_RANGES = { createdFrom: "recordedFrom", createdTo: "recordedTo", processedFrom: "processedFrom", processedTo: "processedTo" };
+const TASK_RANGES = { createdFrom: "createdFrom", createdTo: "createdTo", processedFrom: "finishedFrom", processedTo: "finishedTo" };
+function eventFilter(view) {
+  const filter = sharedFilter(view, EVENT_RANGES);
   if (view.types) filter.types = view.types.split(",");
   // The URL keeps the status across tabs; a task status (`dead`, `running`) means
   // nothing for events, and the API refuses a status outside its enum.
   if (EVENT_STATUSES.includes(view.status)) filter.status = view.status;
   Object.assign(filter, unresolvedFilter(view));
-  if (view.createdFrom) filter.recordedFrom = iso(view.createdFrom);
-  if (view.createdTo) filter.recordedTo = iso(view.createdTo);
-  if (view.processedFrom) filter.processedFrom = iso(view.processedFrom);
-  if (view.processedTo) filter.processedTo = iso(view.processedTo);
-  if (view.durationOp && view.durationMs !== "") filter.duration = { op: view.durationOp, ms: Number(view.durationMs) };
-  if (view.institution) filter.institutionId = view.institution;
   if (view.failed) filter.hasFailedTasks = view.failed === "yes";
   if (view.q) filter.search = view.q;
   return filter;
 }
 function taskFilter(view) {
-  const filter = {};
+  const filter = sharedFilter(view, TASK_RANGES);
   if (view.kinds) filter.kinds = view.kinds.split(",");
   if (TASK_STATUSES.includes(view.status)) filter.status = view.status;
-  if (view.createdFrom) filter.createdFrom = iso(view.createdFrom);
-  if (view.createdTo) filter.createdTo = iso(view.createdTo);
-  if (view.processedFrom) filter.finishedFrom = iso(view.processedFrom);
-  if (view.processedTo) filter.finishedTo = iso(view.processedTo);
-  if (view.durationOp && view.durationMs !== "") filter.duration = { op: view.durationOp, ms: Number(view.durationMs) };
-  if (view.institution) filter.institutionId = view.institution;
   // Error texts are searchable by the platform's operators only.
   if (view.q && seesPlatform()) filter.search = view.q;
   if (view.priority !== "" && !isNaN(Number(view.priority))) filter.priority = Number(view.priority);
