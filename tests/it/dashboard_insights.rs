@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::json;
 use support::cdp::click;
 use support::dashboard::{
-    filter_institution, manager_of_new_institution, raw_token, sign_in, sign_out,
-    signed_in_browser, stage, Stage, LIST_READY,
+    escola_norte, filter_institution, raw_token, sign_in, sign_out, signed_in_browser, stage,
+    Stage, LIST_READY, MANAGER_EMAIL,
 };
 use support::{free_port, graphql, graphql_as, login, poll_db, sign_up};
 
@@ -31,16 +31,7 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
     let admin_email = "admin@aula.test";
     let admin = support::admin_logged_in(&client, &base, &db.pool, admin_email, PASSWORD).await;
     // A manager and its institution (the sign-up e-mail fails; its token is stashed).
-    let manager_email = "maria@escola.test";
-    let institution = manager_of_new_institution(
-        &client,
-        &base,
-        &db.pool,
-        manager_email,
-        PASSWORD,
-        "Escola Norte",
-    )
-    .await;
+    let institution = escola_norte(&client, &base, &db.pool, PASSWORD).await;
     for i in 0..3 {
         sign_up(&client, &base, &format!("applicant{i}@escola.test")).await;
     }
@@ -332,7 +323,7 @@ async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
 
     // A manager's header covers its institution.
     sign_out(&browser, &base, &shots).await;
-    sign_in(&browser, manager_email, PASSWORD).await;
+    sign_in(&browser, MANAGER_EMAIL, PASSWORD).await;
     browser
         .wait_for(
             "!document.getElementById('app-view').hidden && !document.getElementById('summary').hidden

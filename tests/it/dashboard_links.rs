@@ -13,9 +13,7 @@ use crate::support;
 use std::time::Duration;
 
 use support::cdp::Browser;
-use support::dashboard::{
-    manager_of_new_institution, sign_in, stage, Stage, LIST_READY, LIST_SETTLED,
-};
+use support::dashboard::{escola_norte, sign_in, stage, Stage, LIST_READY, LIST_SETTLED};
 use support::{free_port, sign_up};
 
 const PASSWORD: &str = "dashboard password 1";
@@ -44,16 +42,7 @@ async fn hand_edited_addresses_give_hints_not_parser_errors_in_chromium() {
         .await
         .unwrap();
     // An institution to find by name: its manager's sign-up, confirmed.
-    let manager_email = "maria@escola.test";
-    let institution = manager_of_new_institution(
-        &client,
-        &base,
-        &db.pool,
-        manager_email,
-        PASSWORD,
-        "Escola Norte",
-    )
-    .await;
+    let institution = escola_norte(&client, &base, &db.pool, PASSWORD).await;
     sign_up(&client, &base, "applicant@escola.test").await;
     support::poll_db(
         &db.pool,

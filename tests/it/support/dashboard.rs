@@ -119,6 +119,20 @@ pub async fn raw_token(pool: &sqlx::PgPool, sql_filter: &str) -> String {
     .await
 }
 
+/// The manager the browser tests make: Maria, of [`escola_norte`].
+pub const MANAGER_EMAIL: &str = "maria@escola.test";
+
+/// Escola Norte, made by [`MANAGER_EMAIL`]'s confirmed sign-up with `password` (see
+/// [`manager_of_new_institution`]); returns its id.
+pub async fn escola_norte(
+    client: &reqwest::Client,
+    base: &str,
+    pool: &sqlx::PgPool,
+    password: &str,
+) -> String {
+    manager_of_new_institution(client, base, pool, MANAGER_EMAIL, password, "Escola Norte").await
+}
+
 /// `email` signs up (its e-mail fails: the token is read where it is stashed) and
 /// confirms as the manager of a new institution `institution_name`; returns its id.
 pub async fn manager_of_new_institution(
