@@ -103,8 +103,14 @@ async function main() {
         `p90 ${f(pct(90))}  p99 ${f(pct(99))}  max ${f(s[s.length - 1])}`,
     );
   }
+  // Stop listening and let the last claim and reaction finish before the tables go.
+  await worker.query("UNLISTEN *");
+  await reactor.query("UNLISTEN *");
+  await claiming;
+  await reacting;
+  for (const c of [worker, reactor, writer]) await c.end();
   await admin.query("DROP TABLE fl_tasks, fl_events");
-  for (const c of [worker, reactor, writer, admin]) await c.end();
+  await admin.end();
 }
 
 main().catch((e) => {
