@@ -171,10 +171,10 @@ pub async fn rebuild_many(
             deferred_options: Vec::new(),
         });
     }
-    let mut reader =
+    let reader =
         PgConnection::connect_with(&connect.clone().application_name("aula rebuild reader"))
             .await?;
-    let result = run(&mut reader, &mut targets, &connect).await;
+    let result = run(reader, &mut targets, &connect).await;
     if let Err(error) = &result {
         tracing::error!(projections = ?names, %error, "rebuild failed");
         let shadows: Vec<(String, String)> = targets
@@ -195,7 +195,6 @@ pub async fn rebuild_many(
             let _ = pool.execute(drop.as_str()).await;
         }
     }
-    let _ = reader.close().await;
     for target in targets {
         let _ = target.conn.close().await;
     }
@@ -468,13 +467,13 @@ impl Target {
 }
 
 async fn run(
-    reader: &mut PgConnection,
-    targets: &mut [Target],
+    mut reader: PgConnection,
+    targets: &mut Vec<Target>,
     connect: &PgConnectOptions,
 ) -> Result<Vec<RebuildReport>, RebuildError> {
     let started = Instant::now();
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&mut *reader)
+        .fetch_one(&mut reader)
         .await?;
     for target in targets.iter_mut() {
         target.prepare(total).await?;
@@ -482,44 +481,49 @@ async fn run(
     // The log is read once; each batch goes to every projection through a queue of its
     // own, so each works at its own pace (a batch waits for no other projection's
     // handling of it) while the reader keeps up to QUEUED_BATCHES ahead of the slowest.
+    // The reader and every projection are tasks of their own: the client's share of the
+    // load (decoding the log, the projections' logic, encoding their rows) then runs on
+    // all the runtime's threads, not on the one thread of the caller's future, which
+    // the whole load waited on (issue #20).
     let (senders, receivers): (Vec<_>, Vec<_>) = targets
         .iter()
         .map(|_| tokio::sync::mpsc::channel::<Arc<Vec<RecordedEvent>>>(QUEUED_BATCHES))
         .unzip();
-    let reading = async move {
-        let mut read_seconds = 0.0;
-        let mut position = LogPosition::START;
-        loop {
-            let clock = Instant::now();
-            // Streamed by a binary `COPY` and decoded here: the same read and the same
-            // events as `read_history`, for less of the client's work per row. The
-            // reader is closed after the load whatever happens, as that read requires.
-            let batch =
-                aula_eventlog::log::read_batch_copy(reader, position, REBUILD_BATCH).await?;
-            read_seconds += clock.elapsed().as_secs_f64();
-            let Some(last) = batch.last() else { break };
-            position = last.position;
-            let batch = Arc::new(batch);
-            for sender in &senders {
-                if sender.send(batch.clone()).await.is_err() {
-                    // That projection stopped on an error, which its feeder reports.
-                    return Ok(read_seconds);
+    let reading = tokio::spawn(async move {
+        let read = read_log(&mut reader, senders).await;
+        // Closed whatever happened, as `read_batch_copy` requires after a failure.
+        let _ = reader.close().await;
+        read
+    });
+    let feeders: Vec<_> = std::mem::take(targets)
+        .into_iter()
+        .zip(receivers)
+        .map(|(mut target, mut batches)| {
+            tokio::spawn(async move {
+                while let Some(batch) = batches.recv().await {
+                    if let Err(error) = target.feed(&batch, started).await {
+                        // Dropping the queue stops the reader.
+                        return (target, Err(error));
+                    }
                 }
-            }
+                (target, Ok(()))
+            })
+        })
+        .collect();
+    // Every target comes back, also after a failure: the caller cleans up after them.
+    let mut fed = Ok(());
+    for feeder in feeders {
+        let (target, result) = feeder
+            .await
+            .unwrap_or_else(|failure| std::panic::resume_unwind(failure.into_panic()));
+        targets.push(target);
+        if fed.is_ok() {
+            fed = result;
         }
-        // Dropping the senders ends every feeder's queue.
-        drop(senders);
-        Ok::<f64, RebuildError>(read_seconds)
-    };
-    let feeding = futures::future::try_join_all(targets.iter_mut().zip(receivers).map(
-        |(target, mut batches)| async move {
-            while let Some(batch) = batches.recv().await {
-                target.feed(&batch, started).await?;
-            }
-            Ok::<(), RebuildError>(())
-        },
-    ));
-    let (read, fed) = tokio::join!(reading, feeding);
+    }
+    let read = reading
+        .await
+        .unwrap_or_else(|failure| std::panic::resume_unwind(failure.into_panic()));
     fed?;
     let read_seconds = read?;
     let load_seconds = started.elapsed().as_secs_f64();
@@ -583,6 +587,34 @@ async fn run(
         });
     }
     Ok(reports)
+}
+
+/// Reads the whole log in batches and hands each to every sender, until the log is
+/// exhausted or a projection stopped (its queue closed: its feeder reports the error).
+/// Returns the time spent reading.
+async fn read_log(
+    reader: &mut PgConnection,
+    senders: Vec<tokio::sync::mpsc::Sender<Arc<Vec<RecordedEvent>>>>,
+) -> Result<f64, RebuildError> {
+    let mut read_seconds = 0.0;
+    let mut position = LogPosition::START;
+    loop {
+        let clock = Instant::now();
+        // Streamed by a binary `COPY` and decoded here: the same read and the same
+        // events as `read_history`, for less of the client's work per row.
+        let batch = aula_eventlog::log::read_batch_copy(reader, position, REBUILD_BATCH).await?;
+        read_seconds += clock.elapsed().as_secs_f64();
+        let Some(last) = batch.last() else { break };
+        position = last.position;
+        let batch = Arc::new(batch);
+        for sender in &senders {
+            if sender.send(batch.clone()).await.is_err() {
+                return Ok(read_seconds);
+            }
+        }
+    }
+    // Dropping the senders ends every feeder's queue.
+    Ok(read_seconds)
 }
 
 /// Runs the statements of `definitions` (CREATE INDEX statements naming their schema) on
