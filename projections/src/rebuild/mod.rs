@@ -21,6 +21,7 @@
 //! **Invariant:** readers never see a half-built table: the swap is one transaction,
 //! and until it commits every query reads the live tables.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +31,7 @@ use aula_eventlog::Consumer;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
+use uuid::Uuid;
 
 use crate::admin_events;
 
@@ -326,7 +328,7 @@ impl Target {
     ) -> Result<(), RebuildError> {
         let clock = Instant::now();
         let mut tx = self.conn.begin().await?;
-        match self.bulk {
+        match &mut self.bulk {
             Some(bulk) => bulk.load(&mut tx, batch).await?,
             None => apply(&mut *self.consumer, &mut tx, batch).await?,
         }
@@ -345,6 +347,19 @@ impl Target {
         .bind(self.done as f64 / started.elapsed().as_secs_f64().max(1e-6))
         .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        self.handle_seconds += clock.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Writes what the bulk load kept back until the log was read to its end.
+    async fn finish_load(&mut self) -> Result<(), RebuildError> {
+        let Some(bulk) = &mut self.bulk else {
+            return Ok(());
+        };
+        let clock = Instant::now();
+        let mut tx = self.conn.begin().await?;
+        bulk.finish(&mut tx, self.position).await?;
         tx.commit().await?;
         self.handle_seconds += clock.elapsed().as_secs_f64();
         Ok(())
@@ -506,7 +521,8 @@ async fn run(
                         return (target, Err(error));
                     }
                 }
-                (target, Ok(()))
+                let finished = target.finish_load().await;
+                (target, finished)
             })
         })
         .collect();
@@ -654,13 +670,20 @@ async fn read_history(
 }
 
 /// The projections whose rows a rebuild's bulk load writes by `COPY` instead of by
-/// their live handler: one new row per event in tables only the rebuild writes, where
-/// the handlers' upserts are the most of the load's work (issue #20). The catch-up
-/// inside the swap, on the built tables, uses the live handler.
-#[derive(Debug, Clone, Copy)]
+/// their live handler's upserts, into tables only the rebuild writes, where those
+/// upserts (the arrays parsed, a speculative insertion and its confirmation per row)
+/// are the most of the load's work (issue #20): the audit and admin views (one new row
+/// per event), the enrollments and the directory's applications (one per enrollment,
+/// per application; the keys loaded so far stand in for the upserts'
+/// `ON CONFLICT DO NOTHING`), and the age counts (kept in memory, written at the end).
+/// The catch-up inside the swap, on the built tables, uses the live handler.
+#[derive(Debug)]
 enum BulkLoad {
     AuditLog,
     AdminEvents,
+    CourseEnrollments(HashSet<(Uuid, Uuid)>),
+    Directory(HashSet<Uuid>),
+    AgeMetrics(crate::age_metrics::BulkCounts),
 }
 
 impl BulkLoad {
@@ -668,21 +691,54 @@ impl BulkLoad {
         match name {
             crate::audit_log::NAME => Some(BulkLoad::AuditLog),
             admin_events::NAME => Some(BulkLoad::AdminEvents),
+            crate::enrollments::NAME => Some(BulkLoad::CourseEnrollments(HashSet::new())),
+            crate::directory::NAME => Some(BulkLoad::Directory(HashSet::new())),
+            crate::age_metrics::NAME => Some(BulkLoad::AgeMetrics(Default::default())),
             _ => None,
         }
     }
 
     async fn load(
-        self,
+        &mut self,
         conn: &mut PgConnection,
         batch: &[RecordedEvent],
     ) -> Result<(), RebuildError> {
         let loaded = match self {
             BulkLoad::AuditLog => crate::audit_log::load(conn, batch).await,
             BulkLoad::AdminEvents => admin_events::load(conn, batch).await,
+            BulkLoad::CourseEnrollments(loaded) => {
+                crate::enrollments::load(conn, batch, loaded).await
+            }
+            BulkLoad::Directory(loaded) => crate::directory::load(conn, batch, loaded).await,
+            BulkLoad::AgeMetrics(counts) => counts.load(batch),
         };
         loaded.map_err(|error| RebuildError::Consumer {
             global_position: batch.first().map_or(0, |e| e.global_position()),
+            message: error_chain(&error),
+        })
+    }
+
+    /// After the last batch (at `position`): writes what was kept back, and lets go
+    /// of what was kept to stand in for the upserts.
+    async fn finish(
+        &mut self,
+        conn: &mut PgConnection,
+        position: LogPosition,
+    ) -> Result<(), RebuildError> {
+        let written = match self {
+            BulkLoad::AgeMetrics(counts) => counts.write(conn).await,
+            BulkLoad::CourseEnrollments(loaded) => {
+                *loaded = HashSet::new();
+                Ok(())
+            }
+            BulkLoad::Directory(loaded) => {
+                *loaded = HashSet::new();
+                Ok(())
+            }
+            BulkLoad::AuditLog | BulkLoad::AdminEvents => Ok(()),
+        };
+        written.map_err(|error| RebuildError::Consumer {
+            global_position: position.global_position,
             message: error_chain(&error),
         })
     }
