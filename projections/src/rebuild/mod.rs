@@ -5,6 +5,8 @@
 //!    every column, default and index the migrations declare).
 //! 2. A fresh consumer fills them from position zero on a connection whose
 //!    `search_path` puts that schema first: the handlers' SQL is the live one, unchanged.
+//!    Most projections write this bulk load by `COPY` instead of their handlers'
+//!    upserts, each the rows its handler would write (`BulkLoad`).
 //!    Their secondary indexes are dropped for this bulk load. Progress is written to
 //!    `projection_rebuilds` after every batch. Then the columns other components own
 //!    ([`crate::admin_events::PRESERVED_COLUMNS`]) are carried over from the live rows
