@@ -528,6 +528,13 @@ async fn run(
             })
         })
         .collect();
+    let _abort = AbortOnDrop(
+        feeders
+            .iter()
+            .map(|feeder| feeder.abort_handle())
+            .chain([reading.abort_handle()])
+            .collect(),
+    );
     // Every target comes back, also after a failure: the caller cleans up after them.
     let mut fed = Ok(());
     for feeder in feeders {
@@ -605,6 +612,19 @@ async fn run(
         });
     }
     Ok(reports)
+}
+
+/// Aborts the load's tasks when the rebuild's future is dropped before they end: they
+/// would go on loading for no one, holding the projections' rebuild locks. (Aborting
+/// a task that has ended does nothing.)
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
 }
 
 /// Reads the whole log in batches and hands each to every sender, until the log is
