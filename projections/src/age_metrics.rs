@@ -6,7 +6,7 @@
 //! how many students of each age a scope has, not a running minimum: when the youngest
 //! student cancels, the minimum is simply the next age with a non-zero count.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aula_domain::course::CourseEvent;
 use aula_domain::event_types;
@@ -14,6 +14,7 @@ use aula_eventlog::RecordedEvent;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::copy_rows::CopyRows;
 use crate::decode::{aggregate_uuid, course_events, decode};
 use crate::ProjectionError;
 use aula_eventlog::db::Page;
@@ -50,8 +51,13 @@ pub const EVENT_TYPES: &[&str] = &[
     event_types::ENROLLMENT_CANCELLED,
 ];
 
-async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
-    let mut deltas: BTreeMap<(AgeScope, Uuid, i32), i32> = BTreeMap::new();
+/// A count's key: the scope, its id, the age.
+type Key = (AgeScope, Uuid, i32);
+
+/// The changes of a batch's enrollments and cancellations to the counts, those that
+/// cancel out within the batch left out.
+fn deltas(events: &[RecordedEvent]) -> Result<BTreeMap<Key, i32>, ProjectionError> {
+    let mut deltas: BTreeMap<Key, i32> = BTreeMap::new();
     for event in course_events(events, EVENT_TYPES) {
         let course = aggregate_uuid(event)?;
         let (campus, institution, age, change) = match decode::<CourseEvent>(event)? {
@@ -79,6 +85,16 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
         }
     }
     deltas.retain(|_, change| *change != 0);
+    Ok(deltas)
+}
+
+/// What a cancellation that no enrolled student matches does to the projection.
+fn negative() -> ProjectionError {
+    ProjectionError::Inconsistent("a cancellation took out an age no enrolled student had".into())
+}
+
+async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+    let deltas = deltas(events)?;
     if deltas.is_empty() {
         return Ok(());
     }
@@ -110,11 +126,55 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
     .fetch_all(&mut *tx)
     .await?;
     if removed.iter().any(|students| *students < 0) {
-        return Err(ProjectionError::Inconsistent(
-            "a cancellation took out an age no enrolled student had".into(),
-        ));
+        return Err(negative());
     }
     Ok(())
+}
+
+/// A rebuild's counts, kept in memory while the log is loaded and written once at the
+/// end ([`BulkCounts::write`]) into its empty copy of `age_counts`, which no one else
+/// writes: the upsert and delete of [`handle`] per batch rewrote the same few thousand
+/// rows (each scope's counts) over and over. Each batch is applied as [`handle`] applies
+/// it: an age that falls to zero goes away, one that would fall below fails the same
+/// batch.
+#[derive(Debug, Default)]
+pub(crate) struct BulkCounts {
+    counts: HashMap<Key, i32>,
+}
+
+impl BulkCounts {
+    pub(crate) fn load(&mut self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        for (key, change) in deltas(events)? {
+            let students = self.counts.entry(key).or_default();
+            *students += change;
+            match (*students).cmp(&0) {
+                std::cmp::Ordering::Less => return Err(negative()),
+                std::cmp::Ordering::Equal => {
+                    self.counts.remove(&key);
+                }
+                std::cmp::Ordering::Greater => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the counts (by a binary `COPY`, [`crate::copy_rows`]) and forgets them.
+    pub(crate) async fn write(&mut self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        let mut rows = CopyRows::new();
+        for ((scope, id, age), students) in std::mem::take(&mut self.counts) {
+            rows.row(4)
+                .text(scope.as_str())
+                .uuid(id)
+                .int(age)
+                .int(students);
+        }
+        rows.copy_in(
+            conn,
+            "COPY age_counts (scope, scope_id, age, students) FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 /// The age metrics of one course, campus or institution.

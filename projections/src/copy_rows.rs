@@ -11,13 +11,15 @@
 //! signature, then per row a 16-bit field count and per field a 32-bit length (-1 for
 //! NULL) and the value in its type's binary form, then -1 as the trailer.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 /// 2000-01-01T00:00:00Z, PostgreSQL's epoch, in Unix microseconds.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+/// 2000-01-01, PostgreSQL's epoch, in days of the common era (chrono's count).
+const PG_EPOCH_DAYS_CE: i32 = 730_120;
 
 /// The rows of one `COPY ... (FORMAT binary)`, encoded as they are pushed.
 pub(crate) struct CopyRows {
@@ -76,6 +78,18 @@ impl CopyRows {
         self.bigint(value.timestamp_micros() - PG_EPOCH_MICROS)
     }
 
+    pub(crate) fn date(&mut self, value: NaiveDate) -> &mut CopyRows {
+        use chrono::Datelike as _;
+        self.int(value.num_days_from_ce() - PG_EPOCH_DAYS_CE)
+    }
+
+    pub(crate) fn opt_date(&mut self, value: Option<NaiveDate>) -> &mut CopyRows {
+        match value {
+            Some(value) => self.date(value),
+            None => self.null(),
+        }
+    }
+
     pub(crate) fn opt_uuid(&mut self, value: Option<Uuid>) -> &mut CopyRows {
         match value {
             Some(value) => self.uuid(value),
@@ -130,5 +144,24 @@ mod tests {
         expected.extend_from_slice(&[0, 0, 0, 8, 0, 0, 0, 0, 0, 0x0f, 0x42, 0x42]);
         assert_eq!(rows.data, expected);
         assert_eq!(rows.rows, 1);
+    }
+
+    #[test]
+    fn dates_count_days_from_2000() {
+        let mut rows = CopyRows::new();
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        rows.row(3)
+            .date(day(2000, 1, 1))
+            .date(day(1999, 12, 31))
+            .opt_date(Some(day(2026, 2, 3)));
+        let header = SIGNATURE.len() + 8;
+        let mut expected = vec![0, 3];
+        expected.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0]);
+        expected.extend_from_slice(&[0, 0, 0, 4, 255, 255, 255, 255]);
+        // 26 years of which 7 leap (2000, 2004, ..., 2024), and January's 31 days + 2.
+        let days: i32 = 26 * 365 + 7 + 33;
+        expected.extend_from_slice(&[0, 0, 0, 4]);
+        expected.extend_from_slice(&days.to_be_bytes());
+        assert_eq!(rows.data[header..], expected);
     }
 }

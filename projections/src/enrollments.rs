@@ -1,7 +1,7 @@
 //! Projection `course_enrollments`: the students of each course with their
 //! enrollment dates (and cancellation dates, for those who left).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use aula_domain::course::CourseEvent;
 use aula_domain::event_types;
@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use aula_eventlog::db::Page;
 
+use crate::copy_rows::CopyRows;
 use crate::course_capacity::{keyset_order, keyset_page, PageError};
 use crate::decode::{aggregate_uuid, course_events, decode};
 use crate::ProjectionError;
@@ -54,7 +55,11 @@ pub const EVENT_TYPES: &[&str] = &[
     event_types::ENROLLMENT_CANCELLED,
 ];
 
-async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+/// What a batch does: new enrollments (with their cancellations in the batch folded in)
+/// and cancellations of enrollments of earlier batches.
+type Changes = (Vec<EnrollmentRow>, Vec<(Uuid, Uuid, NaiveDate)>);
+
+fn changes(events: &[RecordedEvent]) -> Result<Changes, ProjectionError> {
     let mut changes: BTreeMap<(Uuid, Uuid), Change> = BTreeMap::new();
     for event in course_events(events, EVENT_TYPES) {
         let course = aggregate_uuid(event)?;
@@ -115,6 +120,11 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
             Change::Cancelled(on) => cancels.push((course, application, on)),
         }
     }
+    Ok((inserts, cancels))
+}
+
+async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+    let (inserts, cancels) = changes(events)?;
     if !inserts.is_empty() {
         sqlx::query(
             "INSERT INTO course_enrollments (course_id, application_id, institution_id, campus_id, name, email,
@@ -138,15 +148,63 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
         .execute(&mut *tx)
         .await?;
     }
+    cancel(tx, &cancels).await
+}
+
+/// A rebuild's load of `events` into its empty copy of `course_enrollments`, which no
+/// one else writes: the rows [`handle`] leaves, the new ones by a binary `COPY`
+/// ([`crate::copy_rows`]) instead of its upsert. `loaded` holds the keys of the rows
+/// loaded so far: an enrollment whose key is among them is left out, as the upsert's
+/// `ON CONFLICT DO NOTHING` would leave it.
+pub(crate) async fn load(
+    conn: &mut PgConnection,
+    events: &[RecordedEvent],
+    loaded: &mut HashSet<(Uuid, Uuid)>,
+) -> Result<(), ProjectionError> {
+    let (inserts, cancels) = changes(events)?;
+    let mut rows = CopyRows::new();
+    for row in inserts {
+        if !loaded.insert((row.course_id, row.application_id)) {
+            continue;
+        }
+        rows.row(12)
+            .uuid(row.course_id)
+            .uuid(row.application_id)
+            .uuid(row.institution_id)
+            .uuid(row.campus_id)
+            .text(&row.name)
+            .text(&row.email)
+            .date(row.birth_date)
+            .int(row.age_years)
+            .date(row.enrolled_on)
+            .text(&row.status)
+            .opt_date(row.cancelled_on)
+            .bigint(row.global_position);
+    }
+    rows.copy_in(
+        &mut *conn,
+        "COPY course_enrollments (course_id, application_id, institution_id, campus_id, name, email,
+             birth_date, age_years, enrolled_on, status, cancelled_on, global_position)
+         FROM STDIN (FORMAT binary)",
+    )
+    .await?;
+    cancel(conn, &cancels).await
+}
+
+/// Cancels enrollments written before the batch; each must be a current one.
+async fn cancel(
+    tx: &mut PgConnection,
+    cancels: &[(Uuid, Uuid, NaiveDate)],
+) -> Result<(), ProjectionError> {
     if !cancels.is_empty() {
         let updated = sqlx::query(
             "UPDATE course_enrollments e SET status = 'cancelled', cancelled_on = c.cancelled_on
              FROM unnest($1::uuid[], $2::uuid[], $3::date[]) AS c(course_id, application_id, cancelled_on)
              WHERE e.course_id = c.course_id AND e.application_id = c.application_id AND e.status = 'enrolled'",
         )
-        .bind(column(&cancels, |c| c.0))
-        .bind(column(&cancels, |c| c.1))
-        .bind(column(&cancels, |c| c.2))
+        .bind(column(cancels, |c| c.0))
+        .bind(column(cancels, |c| c.1))
+        .bind(column(cancels, |c| c.2))
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() != cancels.len() as u64 {

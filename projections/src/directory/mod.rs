@@ -6,7 +6,7 @@
 //!
 //! Like every domain read model it skips reprocessed copies.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use aula_domain::application::ApplicationEvent;
 use aula_domain::course::CourseEvent;
@@ -21,6 +21,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::copy_rows::CopyRows;
 use crate::decode::{aggregate_uuid, decode, is_reprocessed};
 use crate::ProjectionError;
 
@@ -158,6 +159,28 @@ impl Batch {
 }
 
 async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+    project(tx, events, None).await
+}
+
+/// A rebuild's load of `events` into its empty copies of this projection's tables,
+/// which no one else writes: the rows [`handle`] leaves, the new applications (most of
+/// the rows) by a binary `COPY` ([`crate::copy_rows`]) instead of its upsert. `loaded`
+/// holds the ids of the applications loaded so far: an application among them is left
+/// out, as the upsert's `ON CONFLICT DO NOTHING` would leave it.
+pub(crate) async fn load(
+    conn: &mut PgConnection,
+    events: &[RecordedEvent],
+    loaded: &mut HashSet<Uuid>,
+) -> Result<(), ProjectionError> {
+    project(conn, events, Some(loaded)).await
+}
+
+/// [`handle`], or with `loaded` a rebuild's [`load`].
+async fn project(
+    tx: &mut PgConnection,
+    events: &[RecordedEvent],
+    mut loaded: Option<&mut HashSet<Uuid>>,
+) -> Result<(), ProjectionError> {
     let mut batch = Batch::default();
     for event in events {
         if !reads(&event.aggregate_type, &event.event_type) || is_reprocessed(event) {
@@ -180,7 +203,7 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
                     birth_date: Some(birth_date.date()),
                     ..person
                 };
-                add_person(tx, &mut batch, person).await?;
+                add_person(tx, &mut batch, person, loaded.as_deref_mut()).await?;
             }
             "teacher" => {
                 let TeacherEvent::TeacherCreated {
@@ -195,7 +218,7 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
                     email: email.as_str().to_owned(),
                     ..person
                 };
-                add_person(tx, &mut batch, person).await?;
+                add_person(tx, &mut batch, person, loaded.as_deref_mut()).await?;
             }
             "user" => {
                 let user_id = aggregate_uuid(event)?;
@@ -328,7 +351,7 @@ async fn handle(tx: &mut PgConnection, events: &[RecordedEvent]) -> Result<(), P
             _ => {}
         }
     }
-    write(tx, batch).await
+    write(tx, batch, loaded).await
 }
 
 /// The row of a person created by `event` (its stream id is the person's id), before
@@ -358,8 +381,9 @@ async fn add_person(
     tx: &mut PgConnection,
     batch: &mut Batch,
     person: PersonRow,
+    loaded: Option<&mut HashSet<Uuid>>,
 ) -> Result<(), ProjectionError> {
-    flush_before_creation(tx, batch, person.user_id).await?;
+    flush_before_creation(tx, batch, person.user_id, loaded).await?;
     batch
         .person_of_user
         .insert(person.user_id, person.person_id);
@@ -374,14 +398,21 @@ async fn flush_before_creation(
     tx: &mut PgConnection,
     batch: &mut Batch,
     user_id: Uuid,
+    loaded: Option<&mut HashSet<Uuid>>,
 ) -> Result<(), ProjectionError> {
     if batch.accounts.contains_key(&user_id) {
-        write(tx, std::mem::take(batch)).await?;
+        write(tx, std::mem::take(batch), loaded).await?;
     }
     Ok(())
 }
 
-async fn write(tx: &mut PgConnection, batch: Batch) -> Result<(), ProjectionError> {
+/// Writes what `batch` holds; the new applications by `COPY` when `loaded` is given
+/// ([`load`]).
+async fn write(
+    tx: &mut PgConnection,
+    batch: Batch,
+    loaded: Option<&mut HashSet<Uuid>>,
+) -> Result<(), ProjectionError> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -471,7 +502,30 @@ async fn write(tx: &mut PgConnection, batch: Batch) -> Result<(), ProjectionErro
     }
 
     let applications: Vec<ApplicationRow> = batch.applications.into_values().collect();
-    if !applications.is_empty() {
+    if let Some(loaded) = loaded {
+        let mut rows = CopyRows::new();
+        for a in applications
+            .iter()
+            .filter(|a| loaded.insert(a.application_id))
+        {
+            rows.row(8)
+                .uuid(a.application_id)
+                .uuid(a.course_id)
+                .opt_uuid(a.institution_id)
+                .text(&a.name)
+                .text(&a.email)
+                .text(&a.status)
+                .timestamptz(a.requested_at)
+                .bigint(a.global_position);
+        }
+        rows.copy_in(
+            &mut *tx,
+            "COPY directory_applications (application_id, course_id, institution_id, name,
+                 email, status, requested_at, global_position)
+             FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    } else if !applications.is_empty() {
         sqlx::query(
             "INSERT INTO directory_applications (application_id, course_id, institution_id, name,
                  email, status, requested_at, global_position)

@@ -5,6 +5,8 @@
 //!    every column, default and index the migrations declare).
 //! 2. A fresh consumer fills them from position zero on a connection whose
 //!    `search_path` puts that schema first: the handlers' SQL is the live one, unchanged.
+//!    Most projections write this bulk load by `COPY` instead of their handlers'
+//!    upserts, each the rows its handler would write (`BulkLoad`).
 //!    Their secondary indexes are dropped for this bulk load. Progress is written to
 //!    `projection_rebuilds` after every batch. Then the columns other components own
 //!    ([`crate::admin_events::PRESERVED_COLUMNS`]) are carried over from the live rows
@@ -21,6 +23,7 @@
 //! **Invariant:** readers never see a half-built table: the swap is one transaction,
 //! and until it commits every query reads the live tables.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +33,7 @@ use aula_eventlog::Consumer;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
+use uuid::Uuid;
 
 use crate::admin_events;
 
@@ -171,10 +175,10 @@ pub async fn rebuild_many(
             deferred_options: Vec::new(),
         });
     }
-    let mut reader =
+    let reader =
         PgConnection::connect_with(&connect.clone().application_name("aula rebuild reader"))
             .await?;
-    let result = run(&mut reader, &mut targets, &connect).await;
+    let result = run(reader, &mut targets, &connect).await;
     if let Err(error) = &result {
         tracing::error!(projections = ?names, %error, "rebuild failed");
         let shadows: Vec<(String, String)> = targets
@@ -195,7 +199,6 @@ pub async fn rebuild_many(
             let _ = pool.execute(drop.as_str()).await;
         }
     }
-    let _ = reader.close().await;
     for target in targets {
         let _ = target.conn.close().await;
     }
@@ -327,7 +330,7 @@ impl Target {
     ) -> Result<(), RebuildError> {
         let clock = Instant::now();
         let mut tx = self.conn.begin().await?;
-        match self.bulk {
+        match &mut self.bulk {
             Some(bulk) => bulk.load(&mut tx, batch).await?,
             None => apply(&mut *self.consumer, &mut tx, batch).await?,
         }
@@ -346,6 +349,19 @@ impl Target {
         .bind(self.done as f64 / started.elapsed().as_secs_f64().max(1e-6))
         .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        self.handle_seconds += clock.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Writes what the bulk load kept back until the log was read to its end.
+    async fn finish_load(&mut self) -> Result<(), RebuildError> {
+        let Some(bulk) = &mut self.bulk else {
+            return Ok(());
+        };
+        let clock = Instant::now();
+        let mut tx = self.conn.begin().await?;
+        bulk.finish(&mut tx, self.position).await?;
         tx.commit().await?;
         self.handle_seconds += clock.elapsed().as_secs_f64();
         Ok(())
@@ -468,13 +484,13 @@ impl Target {
 }
 
 async fn run(
-    reader: &mut PgConnection,
-    targets: &mut [Target],
+    mut reader: PgConnection,
+    targets: &mut Vec<Target>,
     connect: &PgConnectOptions,
 ) -> Result<Vec<RebuildReport>, RebuildError> {
     let started = Instant::now();
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&mut *reader)
+        .fetch_one(&mut reader)
         .await?;
     for target in targets.iter_mut() {
         target.prepare(total).await?;
@@ -482,44 +498,57 @@ async fn run(
     // The log is read once; each batch goes to every projection through a queue of its
     // own, so each works at its own pace (a batch waits for no other projection's
     // handling of it) while the reader keeps up to QUEUED_BATCHES ahead of the slowest.
+    // The reader and every projection are tasks of their own: the client's share of the
+    // load (decoding the log, the projections' logic, encoding their rows) then runs on
+    // all the runtime's threads, not on the one thread of the caller's future, which
+    // the whole load waited on (issue #20).
     let (senders, receivers): (Vec<_>, Vec<_>) = targets
         .iter()
         .map(|_| tokio::sync::mpsc::channel::<Arc<Vec<RecordedEvent>>>(QUEUED_BATCHES))
         .unzip();
-    let reading = async move {
-        let mut read_seconds = 0.0;
-        let mut position = LogPosition::START;
-        loop {
-            let clock = Instant::now();
-            // Streamed by a binary `COPY` and decoded here: the same read and the same
-            // events as `read_history`, for less of the client's work per row. The
-            // reader is closed after the load whatever happens, as that read requires.
-            let batch =
-                aula_eventlog::log::read_batch_copy(reader, position, REBUILD_BATCH).await?;
-            read_seconds += clock.elapsed().as_secs_f64();
-            let Some(last) = batch.last() else { break };
-            position = last.position;
-            let batch = Arc::new(batch);
-            for sender in &senders {
-                if sender.send(batch.clone()).await.is_err() {
-                    // That projection stopped on an error, which its feeder reports.
-                    return Ok(read_seconds);
+    let reading = tokio::spawn(async move {
+        let read = read_log(&mut reader, senders).await;
+        // Closed whatever happened, as `read_batch_copy` requires after a failure.
+        let _ = reader.close().await;
+        read
+    });
+    let feeders: Vec<_> = std::mem::take(targets)
+        .into_iter()
+        .zip(receivers)
+        .map(|(mut target, mut batches)| {
+            tokio::spawn(async move {
+                while let Some(batch) = batches.recv().await {
+                    if let Err(error) = target.feed(&batch, started).await {
+                        // Dropping the queue stops the reader.
+                        return (target, Err(error));
+                    }
                 }
-            }
+                let finished = target.finish_load().await;
+                (target, finished)
+            })
+        })
+        .collect();
+    let _abort = AbortOnDrop(
+        feeders
+            .iter()
+            .map(|feeder| feeder.abort_handle())
+            .chain([reading.abort_handle()])
+            .collect(),
+    );
+    // Every target comes back, also after a failure: the caller cleans up after them.
+    let mut fed = Ok(());
+    for feeder in feeders {
+        let (target, result) = feeder
+            .await
+            .unwrap_or_else(|failure| std::panic::resume_unwind(failure.into_panic()));
+        targets.push(target);
+        if fed.is_ok() {
+            fed = result;
         }
-        // Dropping the senders ends every feeder's queue.
-        drop(senders);
-        Ok::<f64, RebuildError>(read_seconds)
-    };
-    let feeding = futures::future::try_join_all(targets.iter_mut().zip(receivers).map(
-        |(target, mut batches)| async move {
-            while let Some(batch) = batches.recv().await {
-                target.feed(&batch, started).await?;
-            }
-            Ok::<(), RebuildError>(())
-        },
-    ));
-    let (read, fed) = tokio::join!(reading, feeding);
+    }
+    let read = reading
+        .await
+        .unwrap_or_else(|failure| std::panic::resume_unwind(failure.into_panic()));
     fed?;
     let read_seconds = read?;
     let load_seconds = started.elapsed().as_secs_f64();
@@ -585,6 +614,47 @@ async fn run(
     Ok(reports)
 }
 
+/// Aborts the load's tasks when the rebuild's future is dropped before they end: they
+/// would go on loading for no one, holding the projections' rebuild locks. (Aborting
+/// a task that has ended does nothing.)
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Reads the whole log in batches and hands each to every sender, until the log is
+/// exhausted or a projection stopped (its queue closed: its feeder reports the error).
+/// Returns the time spent reading.
+async fn read_log(
+    reader: &mut PgConnection,
+    senders: Vec<tokio::sync::mpsc::Sender<Arc<Vec<RecordedEvent>>>>,
+) -> Result<f64, RebuildError> {
+    let mut read_seconds = 0.0;
+    let mut position = LogPosition::START;
+    loop {
+        let clock = Instant::now();
+        // Streamed by a binary `COPY` and decoded here: the same read and the same
+        // events as `read_history`, for less of the client's work per row.
+        let batch = aula_eventlog::log::read_batch_copy(reader, position, REBUILD_BATCH).await?;
+        read_seconds += clock.elapsed().as_secs_f64();
+        let Some(last) = batch.last() else { break };
+        position = last.position;
+        let batch = Arc::new(batch);
+        for sender in &senders {
+            if sender.send(batch.clone()).await.is_err() {
+                return Ok(read_seconds);
+            }
+        }
+    }
+    // Dropping the senders ends every feeder's queue.
+    Ok(read_seconds)
+}
+
 /// Runs the statements of `definitions` (CREATE INDEX statements naming their schema) on
 /// [`INDEX_BUILDERS`] connections of their own, each taking the next one, until the
 /// queue is closed and empty.
@@ -622,13 +692,20 @@ async fn read_history(
 }
 
 /// The projections whose rows a rebuild's bulk load writes by `COPY` instead of by
-/// their live handler: one new row per event in tables only the rebuild writes, where
-/// the handlers' upserts are the most of the load's work (issue #20). The catch-up
-/// inside the swap, on the built tables, uses the live handler.
-#[derive(Debug, Clone, Copy)]
+/// their live handler's upserts, into tables only the rebuild writes, where those
+/// upserts (the arrays parsed, a speculative insertion and its confirmation per row)
+/// are the most of the load's work (issue #20): the audit and admin views (one new row
+/// per event), the enrollments and the directory's applications (one per enrollment,
+/// per application; the keys loaded so far stand in for the upserts'
+/// `ON CONFLICT DO NOTHING`), and the age counts (kept in memory, written at the end).
+/// The catch-up inside the swap, on the built tables, uses the live handler.
+#[derive(Debug)]
 enum BulkLoad {
     AuditLog,
     AdminEvents,
+    CourseEnrollments(HashSet<(Uuid, Uuid)>),
+    Directory(HashSet<Uuid>),
+    AgeMetrics(crate::age_metrics::BulkCounts),
 }
 
 impl BulkLoad {
@@ -636,21 +713,54 @@ impl BulkLoad {
         match name {
             crate::audit_log::NAME => Some(BulkLoad::AuditLog),
             admin_events::NAME => Some(BulkLoad::AdminEvents),
+            crate::enrollments::NAME => Some(BulkLoad::CourseEnrollments(HashSet::new())),
+            crate::directory::NAME => Some(BulkLoad::Directory(HashSet::new())),
+            crate::age_metrics::NAME => Some(BulkLoad::AgeMetrics(Default::default())),
             _ => None,
         }
     }
 
     async fn load(
-        self,
+        &mut self,
         conn: &mut PgConnection,
         batch: &[RecordedEvent],
     ) -> Result<(), RebuildError> {
         let loaded = match self {
             BulkLoad::AuditLog => crate::audit_log::load(conn, batch).await,
             BulkLoad::AdminEvents => admin_events::load(conn, batch).await,
+            BulkLoad::CourseEnrollments(loaded) => {
+                crate::enrollments::load(conn, batch, loaded).await
+            }
+            BulkLoad::Directory(loaded) => crate::directory::load(conn, batch, loaded).await,
+            BulkLoad::AgeMetrics(counts) => counts.load(batch),
         };
         loaded.map_err(|error| RebuildError::Consumer {
             global_position: batch.first().map_or(0, |e| e.global_position()),
+            message: error_chain(&error),
+        })
+    }
+
+    /// After the last batch (at `position`): writes what was kept back, and lets go
+    /// of what was kept to stand in for the upserts.
+    async fn finish(
+        &mut self,
+        conn: &mut PgConnection,
+        position: LogPosition,
+    ) -> Result<(), RebuildError> {
+        let written = match self {
+            BulkLoad::AgeMetrics(counts) => counts.write(conn).await,
+            BulkLoad::CourseEnrollments(loaded) => {
+                *loaded = HashSet::new();
+                Ok(())
+            }
+            BulkLoad::Directory(loaded) => {
+                *loaded = HashSet::new();
+                Ok(())
+            }
+            BulkLoad::AuditLog | BulkLoad::AdminEvents => Ok(()),
+        };
+        written.map_err(|error| RebuildError::Consumer {
+            global_position: position.global_position,
             message: error_chain(&error),
         })
     }
