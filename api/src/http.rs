@@ -242,7 +242,8 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// Every error leaves with a code: errors async-graphql raised itself (syntax, unknown
 /// field, wrong type, limits) are VALIDATION; INTERNAL ones carry the request id.
-fn normalize(error: &mut ServerError, request_id: &str) {
+/// Socket operations get the same (`graphql::SocketErrorCodes`).
+pub(crate) fn normalize(error: &mut ServerError, request_id: &str) {
     let extensions = error.extensions.get_or_insert_with(Default::default);
     match extensions.get("code") {
         None => {
