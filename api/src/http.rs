@@ -244,6 +244,9 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// field, wrong type, limits) are VALIDATION; INTERNAL ones carry the request id.
 /// Socket operations get the same (`graphql::SocketErrorCodes`).
 pub(crate) fn normalize(error: &mut ServerError, request_id: &str) {
+    // An error raised outside the document (a timeout, a refusal before execution) was
+    // given the default position, 0:0, which is not a location: GraphQL's start at 1:1.
+    error.locations.retain(|location| location.line > 0);
     let extensions = error.extensions.get_or_insert_with(Default::default);
     match extensions.get("code") {
         None => {
