@@ -124,6 +124,23 @@ pub struct ServeArgs {
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
+/// `aula` alone: `serve`'s arguments, none on the command line.
+#[derive(Debug, Parser)]
+#[command(name = "aula")]
+struct ServeFromEnv {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+impl ServeArgs {
+    /// `serve`'s settings from the environment (`AULA_HTTP_ADDR`...) and the defaults,
+    /// for `aula` run without a subcommand. A bad value exits with clap's message, as
+    /// `aula serve` does.
+    pub fn from_env() -> ServeArgs {
+        ServeFromEnv::parse_from(["aula"]).serve
+    }
+}
+
 /// `10.0.0.0/8`, `2001:db8::/32`, or a single address (`127.0.0.1`).
 fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
     let text = text.trim();

@@ -16,9 +16,12 @@ use cli::{AdminCommand, BenchCommand, Cli, Command, EventsCommand};
 /// Runs the command the user asked for (`serve` when none).
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let telemetry = telemetry::Telemetry::init(cli.global.log_format);
+    // No subcommand is `serve`, with its settings from the environment exactly as
+    // `aula serve` reads them: the README's run command honours AULA_HTTP_ADDR,
+    // AULA_TOKEN_SECRET, AULA_TRUSTED_PROXIES and the rest.
     let command = cli
         .command
-        .unwrap_or(Command::Serve(cli::ServeArgs::default()));
+        .unwrap_or_else(|| Command::Serve(cli::ServeArgs::from_env()));
     if let Command::Events {
         command: EventsCommand::Catalog,
     } = command

@@ -242,7 +242,11 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 /// Every error leaves with a code: errors async-graphql raised itself (syntax, unknown
 /// field, wrong type, limits) are VALIDATION; INTERNAL ones carry the request id.
-fn normalize(error: &mut ServerError, request_id: &str) {
+/// Socket operations get the same (`graphql::SocketErrorCodes`).
+pub(crate) fn normalize(error: &mut ServerError, request_id: &str) {
+    // An error raised outside the document (a timeout, a refusal before execution) was
+    // given the default position, 0:0, which is not a location: GraphQL's start at 1:1.
+    error.locations.retain(|location| location.line > 0);
     let extensions = error.extensions.get_or_insert_with(Default::default);
     match extensions.get("code") {
         None => {

@@ -14,7 +14,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, NextParseQuery, NextPrepareRequest, NextRequest, NextSubscribe,
@@ -342,6 +342,27 @@ fn collect_fields(
 /// The whole `/metrics` page.
 /// Notes in `sources` whether the scrape-time reading of `source` (`what`, in the log)
 /// worked, logging why not, and hands on what it read.
+/// How long a scrape waits for each database reading. The readings run at once, so a
+/// scrape answers within about this long even when every pooled connection is busy
+/// (acquiring one waits up to 10 s, four readings in a row 40 s): Prometheus gives up
+/// after 10 s by default, and a scrape that fails says nothing, whereas one that
+/// answers names the exhausted pool (`aula_db_pool_connections`) and the readings
+/// that failed (`aula_metrics_source_up`).
+const SOURCE_BUDGET: Duration = Duration::from_secs(2);
+
+/// One database reading, bounded by [`SOURCE_BUDGET`].
+async fn bounded<T, E: std::fmt::Display>(
+    read: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(SOURCE_BUDGET, read).await {
+        Ok(read) => read.map_err(|error| error.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {} s (every pooled connection busy?)",
+            SOURCE_BUDGET.as_secs()
+        )),
+    }
+}
+
 fn scraped<'s, T, E: std::fmt::Display>(
     sources: &mut Vec<(&'s str, bool)>,
     source: &'s str,
@@ -413,7 +434,12 @@ pub(crate) async fn render(state: &AppState) -> String {
     crate::process_metrics::encode(&mut out);
 
     let mut sources: Vec<(&str, bool)> = Vec::new();
-    let projections = aula_projections::status::status(&state.pool).await;
+    let (projections, depth, lags, blocker) = tokio::join!(
+        bounded(aula_projections::status::status(&state.pool)),
+        bounded(aula_processor::metrics::queue_depth(&state.pool)),
+        bounded(aula_eventlog::health::subscription_lags(&state.pool)),
+        bounded(aula_eventlog::health::oldest_blocker(&state.pool)),
+    );
     if let Some(projections) = scraped(
         &mut sources,
         "projections",
@@ -433,13 +459,11 @@ pub(crate) async fn render(state: &AppState) -> String {
                 .map(|p| ReaderLag::new(&p.name, p.position, p.lag_events, p.lag_seconds)),
         );
     }
-    let depth = aula_processor::metrics::queue_depth(&state.pool).await;
     if let Some(depth) = scraped(&mut sources, "task_queue", "the task queue's depth", depth) {
         aula_processor::metrics::encode_queue(&depth, &mut out);
     }
     // Every subscription, the processor's reactions included, and what holds the log
     // back (see aula_eventlog::health).
-    let lags = aula_eventlog::health::subscription_lags(&state.pool).await;
     if let Some(lags) = scraped(
         &mut sources,
         "subscriptions",
@@ -458,7 +482,6 @@ pub(crate) async fn render(state: &AppState) -> String {
                 .map(|l| ReaderLag::new(&l.name, l.position, l.lag_events, l.lag_seconds)),
         );
     }
-    let blocker = aula_eventlog::health::oldest_blocker(&state.pool).await;
     if let Some(blocker) = scraped(&mut sources, "log_blocker", "pg_stat_activity", blocker) {
         out.gauge(
             "aula_log_oldest_transaction_age_seconds",

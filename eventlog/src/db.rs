@@ -51,10 +51,11 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 
 /// Database errors that say "not now" rather than "never": no connection could be had
 /// (pool timeout, closed pool, I/O, TLS), the server is shutting down, starting or
-/// refusing connections (SQLSTATE classes 08 and 53, 57P01-57P03), or the transaction
-/// lost a serialization race or a deadlock (40001, 40P01). A retry can succeed. The
-/// one classification the API (`UNAVAILABLE`, 503) and the processor (retry without
-/// using up the budget) share.
+/// refusing connections (SQLSTATE classes 08 and 53, 57P01-57P03), the transaction
+/// lost a serialization race or a deadlock (40001, 40P01), or a lock held elsewhere
+/// (an operator's `LOCK TABLE`, a migration) outlasted our `lock_timeout` (55P03). A
+/// retry can succeed. The one classification the API (`UNAVAILABLE`, 503) and the
+/// processor (retry without using up the budget) share.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::PoolTimedOut
@@ -67,7 +68,7 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
                 || code.starts_with("53")
                 || matches!(
                     code.as_ref(),
-                    "57P01" | "57P02" | "57P03" | "40001" | "40P01"
+                    "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03"
                 )
         }),
         _ => false,

@@ -130,6 +130,17 @@ async fn a_busy_port_or_a_short_token_secret_is_reported_before_postgresql_start
     );
     assert_postgresql_not_started(&stderr, &data_dir);
 
+    // `aula` alone (the README's run command) reads the same settings from the
+    // environment as `aula serve`.
+    let mut bare = aula(&data_dir, &[]);
+    bare.env("AULA_HTTP_ADDR", &busy);
+    let (stderr, _) = fails(bare, Duration::from_secs(30)).await;
+    assert!(
+        stderr.contains(&busy) && stderr.contains("already in use"),
+        "{stderr}"
+    );
+    assert_postgresql_not_started(&stderr, &data_dir);
+
     let free = format!("127.0.0.1:{}", support::free_port());
     let mut short = aula(&data_dir, &["serve", "--http-addr", &free]);
     short.env("AULA_TOKEN_SECRET", "too short");

@@ -254,7 +254,8 @@ pub fn build(state: Option<AppState>) -> AulaSchema {
     builder = builder
         .extension(PerRequest::<crate::metrics::OperationRecorder>::default())
         .extension(PerRequest::<session::SessionCheck>::default())
-        .extension(PerRequest::<throttle::ThrottleRequest>::default());
+        .extension(PerRequest::<throttle::ThrottleRequest>::default())
+        .extension(SocketErrorCodes);
     if let Some(state) = state {
         builder = builder
             .limit_directives(state.config.document_limits.max_directives)
@@ -264,6 +265,42 @@ pub fn build(state: Option<AppState>) -> AulaSchema {
             .data(state);
     }
     builder.finish()
+}
+
+/// Gives the errors of an operation run over `/graphql/ws` the codes an HTTP response's
+/// errors get (`crate::http::normalize`): async-graphql's own errors (syntax, unknown
+/// field, wrong type) carried no `extensions.code` on the socket, where the API
+/// promises one on every error, and `INTERNAL` ones no request id.
+struct SocketErrorCodes;
+
+impl ExtensionFactory for SocketErrorCodes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(SocketErrorCodes)
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for SocketErrorCodes {
+    fn subscribe<'s>(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        stream: futures::stream::BoxStream<'s, async_graphql::Response>,
+        next: async_graphql::extensions::NextSubscribe<'_>,
+    ) -> futures::stream::BoxStream<'s, async_graphql::Response> {
+        use futures::StreamExt as _;
+        let request_id = ctx
+            .data_opt::<RequestContext>()
+            .map(|context| context.request_id.clone())
+            .unwrap_or_default();
+        next.run(ctx, stream)
+            .map(move |mut response| {
+                for error in &mut response.errors {
+                    crate::http::normalize(error, &request_id);
+                }
+                response
+            })
+            .boxed()
+    }
 }
 
 /// The factory of a schema extension that keeps what it learns for one request: each

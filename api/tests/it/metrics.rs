@@ -407,3 +407,41 @@ async fn metrics_describe_the_process_and_the_build() {
         "rustc {rustc}"
     );
 }
+
+/// With every pooled connection busy (a rush of slow requests, a table locked by an
+/// operator), a scrape still answers within Prometheus's default 10 s scrape timeout,
+/// naming the exhausted pool and the readings that could not be made. Before, it
+/// waited for a connection for each of its four readings in turn (10 s each).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scrape_answers_while_the_pool_is_exhausted() {
+    let server = TestServer::start().await;
+    let max = server.db.pool.options().get_max_connections() as usize;
+    let mut held = Vec::with_capacity(max);
+    for _ in 0..max {
+        held.push(server.db.pool.acquire().await.unwrap());
+    }
+    let started = std::time::Instant::now();
+    let (text, samples) = tokio::time::timeout(Duration::from_secs(8), scrape(&server))
+        .await
+        .expect("the scrape waited for a connection");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert_eq!(
+        value(&samples, "aula_db_pool_connections", &[("state", "in_use")]),
+        max as f64,
+        "{text}"
+    );
+    for source in ["projections", "task_queue", "subscriptions", "log_blocker"] {
+        assert_eq!(
+            value(&samples, "aula_metrics_source_up", &[("source", source)]),
+            0.0,
+            "{source}:\n{text}"
+        );
+    }
+    drop(held);
+    let (text, samples) = scrape(&server).await;
+    assert_eq!(
+        value(&samples, "aula_metrics_source_up", &[]),
+        4.0,
+        "every source answers again:\n{text}"
+    );
+}

@@ -467,3 +467,33 @@ async fn a_socket_runs_at_most_100_operations() {
     assert_eq!(accepted["type"], "next", "{accepted}");
     server.stop().await;
 }
+
+/// Over the socket as over HTTP, every error has a code: async-graphql's own
+/// (unknown field, syntax, wrong variable type) are `VALIDATION` on `query`. They
+/// used to reach socket clients with no `extensions` at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn socket_errors_carry_the_codes_http_errors_carry() {
+    let (server, admin) = TestServer::with_admin().await;
+    for query in [
+        "subscription { nope }",
+        "subscription { logPosition",
+        "query { nope }",
+    ] {
+        let (_socket, answer) =
+            subscribe_to(&server, Some(&admin.token), json!({ "query": query })).await;
+        let answer = answer.expect("an answer");
+        let errors = answer["payload"]["errors"]
+            .as_array()
+            .or_else(|| answer["payload"].as_array())
+            .unwrap_or_else(|| panic!("{query}: no errors in {answer}"));
+        assert!(!errors.is_empty(), "{query}: {answer}");
+        for error in errors {
+            assert_eq!(
+                error["extensions"]["code"], "VALIDATION",
+                "{query}: {answer}"
+            );
+            assert_eq!(error["extensions"]["field"], "query", "{query}: {answer}");
+        }
+    }
+    server.stop().await;
+}

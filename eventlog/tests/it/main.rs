@@ -7,3 +7,4 @@ mod copy_read;
 mod event_ids;
 mod local_pg;
 mod log_reader;
+mod unavailable;

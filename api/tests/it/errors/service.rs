@@ -137,6 +137,16 @@ async fn slow_requests_time_out_with_a_request_id() {
         .await;
     assert_code(&r, "TIMEOUT");
     assert!(extension(&r, "requestId").is_string(), "{r}");
+    // An error raised outside the document has no location: GraphQL's locations
+    // start at line 1, column 1, and `{"line": 0, "column": 0}` was sent.
+    for error in r["errors"].as_array().unwrap() {
+        for location in error["locations"].as_array().into_iter().flatten() {
+            assert!(
+                location["line"].as_u64() >= Some(1) && location["column"].as_u64() >= Some(1),
+                "{r}"
+            );
+        }
+    }
     server.stop().await;
 }
 
