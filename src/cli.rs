@@ -92,8 +92,9 @@ pub struct ServeArgs {
 
     /// On SIGTERM or Ctrl-C: seconds during which `/ready` answers 503 while requests
     /// are still served, so a load balancer stops sending work before the listener
-    /// closes. A second signal ends the wait.
-    #[arg(long, env = "AULA_DRAIN_SECONDS", default_value_t = 5)]
+    /// closes. A second signal ends the wait. At most an hour.
+    #[arg(long, env = "AULA_DRAIN_SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub drain_seconds: u64,
 
     /// Seconds a client has to send a request's headers; also how long an idle

@@ -65,7 +65,8 @@ pub async fn serve(
         None
     };
     let mail_setup = if runs(Part::Processor) {
-        let mut mail = aula_processor::MailConfig::from_env();
+        let mut mail = aula_processor::MailConfig::from_env()
+            .map_err(|e| anyhow::anyhow!("invalid e-mail settings: {e}"))?;
         if std::env::var_os("AULA_MAIL_OUTBOX").is_none() {
             mail.outbox_dir = global.data_dir.join("outbox");
         }
@@ -73,7 +74,11 @@ pub async fn serve(
             aula_processor::mail::from_config(&mail)
                 .map_err(|e| anyhow::anyhow!("e-mail set-up: {e}"))?,
         );
-        Some((mail, mailer))
+        let workers = aula_processor::ProcessorConfig::from_env()
+            .map_err(|e| anyhow::anyhow!("invalid worker settings: {e}"))?;
+        let archive = aula_processor::archive::ArchiveConfig::from_env()
+            .map_err(|e| anyhow::anyhow!("invalid archive settings: {e}"))?;
+        Some((mail, mailer, workers, archive))
     } else {
         None
     };
@@ -100,7 +105,7 @@ pub async fn serve(
         }
         tracing::info!(projections = ?aula_projections::NAMES, "projections part enabled");
     }
-    if let Some((mail, mailer)) = mail_setup {
+    if let Some((mail, mailer, config, archive_config)) = mail_setup {
         let reactions = aula_processor::spawn_reactions(
             database.connect.clone(),
             wakeups.clone(),
@@ -119,7 +124,6 @@ pub async fn serve(
         // The workers get a pool of their own: an e-mail task holds the connection it
         // records the send with through the SMTP conversation, and a slow mail server
         // must starve neither the API nor the workers' own heartbeats and completions.
-        let config = aula_processor::ProcessorConfig::from_env();
         let workers_pool = aula_eventlog::db::pool(
             database.connect.clone(),
             // One per task running at once, plus claims, heartbeats and completions.
@@ -142,7 +146,7 @@ pub async fn serve(
             aula_processor::run_archive_scheduler(
                 archive_pool,
                 Arc::new(aula_processor::SystemClock),
-                aula_processor::archive::ArchiveConfig::from_env(),
+                archive_config,
                 archive_shutdown,
             )
             .await;

@@ -135,7 +135,7 @@ async fn rush_on(
     let registry = aula_processor::Registry::standard(mailer, mail);
     let workers = tokio::spawn(aula_processor::run_workers(
         processor_pool.clone(),
-        aula_processor::ProcessorConfig::from_env(),
+        aula_processor::ProcessorConfig::from_env()?,
         registry,
         shutdown.clone(),
     ));

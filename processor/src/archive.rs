@@ -14,6 +14,8 @@ use aula_eventlog::shutdown::Shutdown;
 use chrono::{DateTime, FixedOffset, NaiveTime, TimeZone, Utc};
 use sqlx::PgPool;
 
+use crate::config::{number, SettingError};
+
 pub use aula_eventlog::clock::{Clock, SystemClock};
 
 /// Archive settings.
@@ -41,25 +43,30 @@ impl Default for ArchiveConfig {
 }
 
 impl ArchiveConfig {
-    pub fn from_env() -> Self {
+    /// Reads the settings (the defaults for those unset); a value that does not parse or
+    /// is out of its range is an error naming its variable.
+    pub fn from_env() -> Result<Self, SettingError> {
         let d = Self::default();
-        let var = |name: &str| std::env::var(name).ok();
-        Self {
-            retention: var("AULA_ARCHIVE_RETENTION_HOURS")
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(|h| Duration::from_secs(h * 3600))
-                .unwrap_or(d.retention),
-            batch_size: var("AULA_ARCHIVE_BATCH")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(d.batch_size),
-            at: var("AULA_ARCHIVE_AT")
-                .and_then(|v| NaiveTime::parse_from_str(&v, "%H:%M").ok())
-                .unwrap_or(d.at),
-            utc_offset: var("AULA_ARCHIVE_UTC_OFFSET_MINUTES")
-                .and_then(|v| v.parse::<i32>().ok())
-                .and_then(|m| FixedOffset::east_opt(m * 60))
-                .unwrap_or(d.utc_offset),
-        }
+        let at = match std::env::var("AULA_ARCHIVE_AT") {
+            Ok(value) if !value.trim().is_empty() => {
+                NaiveTime::parse_from_str(value.trim(), "%H:%M").map_err(|_| SettingError {
+                    name: "AULA_ARCHIVE_AT",
+                    value,
+                    expected: "a time of day as HH:MM".into(),
+                })?
+            }
+            _ => d.at,
+        };
+        // Offsets in use run from UTC-12:00 to UTC+14:00.
+        let offset_minutes = number("AULA_ARCHIVE_UTC_OFFSET_MINUTES", 0, -720..=840)?;
+        Ok(Self {
+            retention: Duration::from_secs(
+                number("AULA_ARCHIVE_RETENTION_HOURS", 24, 0..=87_600)? * 3600,
+            ),
+            batch_size: number("AULA_ARCHIVE_BATCH", d.batch_size, 1..=100_000)?,
+            at,
+            utc_offset: FixedOffset::east_opt(offset_minutes * 60).unwrap_or(d.utc_offset),
+        })
     }
 }
 

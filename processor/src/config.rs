@@ -52,20 +52,68 @@ fn default_worker_name() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-fn env_ms(name: &str, default: Duration) -> Duration {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(default)
+/// A setting from the environment that cannot be used: start-up stops and says which
+/// variable, what it held and what it takes, instead of running on a default nobody
+/// chose (an unparsable `AULA_WORKER_CONCURRENCY` used to mean 16 without a word, and
+/// `AULA_TASK_LEASE_MS=0` ran every task more than once).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name}: {value:?} is not {expected}")]
+pub struct SettingError {
+    pub name: &'static str,
+    pub value: String,
+    pub expected: String,
 }
 
-fn env_parse<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// The variable `name`: `None` when unset or blank.
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
+
+/// The number in `name`, within `range` (inclusive); `default` when unset.
+pub(crate) fn number<T>(
+    name: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, SettingError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(value) = var(name) else {
+        return Ok(default);
+    };
+    match value.trim().parse::<T>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(SettingError {
+            name,
+            value,
+            expected: format!("a whole number from {} to {}", range.start(), range.end()),
+        }),
+    }
+}
+
+/// Milliseconds in `name`, within `range`; `default` when unset.
+pub(crate) fn millis(
+    name: &'static str,
+    default: Duration,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, SettingError> {
+    let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+    number(name, default, range).map(Duration::from_millis)
+}
+
+/// `true` or `false` in `name`; `default` when unset.
+fn flag(name: &'static str, default: bool) -> Result<bool, SettingError> {
+    match var(name) {
+        None => Ok(default),
+        Some(value) => value.trim().parse().map_err(|_| SettingError {
+            name,
+            value,
+            expected: "true or false".into(),
+        }),
+    }
+}
+
+const DAY_MS: u64 = 24 * 3600 * 1000;
 
 impl ProcessorConfig {
     /// Timings short enough for tests (a lease of 5 s, retries within 200 ms, a poll
@@ -85,20 +133,34 @@ impl ProcessorConfig {
         }
     }
 
-    pub fn from_env() -> Self {
+    /// Reads the settings (the defaults for those unset); a value that does not parse or
+    /// is out of its range is an error naming its variable.
+    pub fn from_env() -> Result<Self, SettingError> {
         let d = Self::default();
-        Self {
-            worker_name: std::env::var("AULA_WORKER_NAME").unwrap_or(d.worker_name),
-            concurrency: env_parse("AULA_WORKER_CONCURRENCY", d.concurrency).max(1),
-            claim_batch: env_parse("AULA_WORKER_CLAIM_BATCH", d.claim_batch).max(1),
-            lease: env_ms("AULA_TASK_LEASE_MS", d.lease),
-            poll_interval: env_ms("AULA_WORKER_POLL_MS", d.poll_interval),
-            rescue_interval: env_ms("AULA_WORKER_RESCUE_MS", d.rescue_interval),
-            retry_base: env_ms("AULA_RETRY_BASE_MS", d.retry_base),
-            retry_max: env_ms("AULA_RETRY_MAX_MS", d.retry_max),
-            drain_timeout: env_ms("AULA_WORKER_DRAIN_MS", d.drain_timeout),
-            record_attempts: env_parse("AULA_TASK_HISTORY", d.record_attempts),
+        let config = Self {
+            worker_name: var("AULA_WORKER_NAME").unwrap_or(d.worker_name),
+            concurrency: number("AULA_WORKER_CONCURRENCY", d.concurrency, 1..=1024)?,
+            claim_batch: number("AULA_WORKER_CLAIM_BATCH", d.claim_batch, 1..=1000)?,
+            // A lease must outlive the heartbeats that extend it (a third of it).
+            lease: millis("AULA_TASK_LEASE_MS", d.lease, 1000..=DAY_MS)?,
+            poll_interval: millis("AULA_WORKER_POLL_MS", d.poll_interval, 10..=3_600_000)?,
+            rescue_interval: millis("AULA_WORKER_RESCUE_MS", d.rescue_interval, 10..=3_600_000)?,
+            retry_base: millis("AULA_RETRY_BASE_MS", d.retry_base, 1..=DAY_MS)?,
+            retry_max: millis("AULA_RETRY_MAX_MS", d.retry_max, 1..=7 * DAY_MS)?,
+            drain_timeout: millis("AULA_WORKER_DRAIN_MS", d.drain_timeout, 0..=3_600_000)?,
+            record_attempts: flag("AULA_TASK_HISTORY", d.record_attempts)?,
+        };
+        if config.retry_max < config.retry_base {
+            return Err(SettingError {
+                name: "AULA_RETRY_MAX_MS",
+                value: config.retry_max.as_millis().to_string(),
+                expected: format!(
+                    "at least AULA_RETRY_BASE_MS ({})",
+                    config.retry_base.as_millis()
+                ),
+            });
         }
+        Ok(config)
     }
 }
 
@@ -145,9 +207,11 @@ impl Default for MailConfig {
 }
 
 impl MailConfig {
-    pub fn from_env() -> Self {
+    /// Reads the settings (the defaults for those unset); a patience that is not a
+    /// number of milliseconds (up to a day) is an error naming its variable.
+    pub fn from_env() -> Result<Self, SettingError> {
         let d = Self::default();
-        Self {
+        Ok(Self {
             smtp_url: std::env::var("SMTP_URL")
                 .ok()
                 .filter(|v| !v.trim().is_empty()),
@@ -159,7 +223,11 @@ impl MailConfig {
                 .unwrap_or(d.public_base_url)
                 .trim_end_matches('/')
                 .to_owned(),
-            record_patience: env_ms("AULA_MAIL_RECORD_PATIENCE_MS", d.record_patience),
-        }
+            record_patience: millis(
+                "AULA_MAIL_RECORD_PATIENCE_MS",
+                d.record_patience,
+                0..=DAY_MS,
+            )?,
+        })
     }
 }

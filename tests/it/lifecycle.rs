@@ -154,6 +154,54 @@ async fn a_busy_port_or_a_short_token_secret_is_reported_before_postgresql_start
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
+/// A worker, archive, e-mail or drain setting that does not parse, or is out of its
+/// range, stops start-up with a message naming the variable (they used to fall back to
+/// their defaults without a word, and `AULA_TASK_LEASE_MS=0` ran every task twice).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_worker_or_archive_setting_is_reported_before_postgresql_starts() {
+    let data_dir = scratch_dir();
+    let free = format!("127.0.0.1:{}", support::free_port());
+    for (name, value, expected) in [
+        (
+            "AULA_WORKER_CONCURRENCY",
+            "abc",
+            "a whole number from 1 to 1024",
+        ),
+        ("AULA_TASK_LEASE_MS", "0", "a whole number from 1000 to"),
+        ("AULA_RETRY_BASE_MS", "-1", "a whole number from 1 to"),
+        ("AULA_TASK_HISTORY", "maybe", "true or false"),
+        ("AULA_ARCHIVE_AT", "25:99", "a time of day as HH:MM"),
+        (
+            "AULA_ARCHIVE_UTC_OFFSET_MINUTES",
+            "99999",
+            "from -720 to 840",
+        ),
+        ("AULA_ARCHIVE_BATCH", "0", "from 1 to 100000"),
+        ("AULA_MAIL_RECORD_PATIENCE_MS", "soon", "a whole number"),
+        ("AULA_WEBHOOK_TIMEOUT_MS", "0", "from 100 to 300000"),
+        ("AULA_DRAIN_SECONDS", "999999999999999", "0..=3600"),
+    ] {
+        let mut serve = aula(&data_dir, &["serve", "--http-addr", &free]);
+        serve.env(name, value);
+        let (stderr, _) = fails(serve, Duration::from_secs(30)).await;
+        assert!(
+            stderr.contains(name) || stderr.contains("drain-seconds"),
+            "{name}={value}: {stderr}"
+        );
+        assert!(stderr.contains(expected), "{name}={value}: {stderr}");
+        assert_postgresql_not_started(&stderr, &data_dir);
+    }
+    let mut retries = aula(&data_dir, &["serve", "--http-addr", &free]);
+    retries.env("AULA_RETRY_BASE_MS", "5000");
+    retries.env("AULA_RETRY_MAX_MS", "1000");
+    let (stderr, _) = fails(retries, Duration::from_secs(30)).await;
+    assert!(
+        stderr.contains("AULA_RETRY_MAX_MS") && stderr.contains("at least AULA_RETRY_BASE_MS"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn aula_pg_bin_without_postgresql_is_refused() {
     let data_dir = scratch_dir();

@@ -62,14 +62,14 @@ async fn main() -> anyhow::Result<()> {
     let url = std::env::var("DATABASE_URL").context("DATABASE_URL is required")?;
     let options =
         PgConnectOptions::from_str(&url).context("DATABASE_URL is not a PostgreSQL URL")?;
-    let config = ProcessorConfig::from_env();
+    let config = ProcessorConfig::from_env().context("invalid worker settings")?;
     // Our sessions carry the worker's name (the crash test waits for the killed one's
     // sessions to end).
     let options = options.application_name(&config.worker_name);
     let pool = aula_eventlog::db::pool(options, (config.concurrency as u32 + 4).min(64))
         .await
         .context("connecting to the database")?;
-    let mail_config = MailConfig::from_env();
+    let mail_config = MailConfig::from_env().context("invalid e-mail settings")?;
     let mailer: Arc<dyn mail::Mailer> = Arc::from(mail::from_config(&mail_config)?);
     let mut registry = Registry::standard(mailer, mail_config);
     if std::env::var("AULA_WORKER_TEST_EFFECTS").as_deref() == Ok("1") {

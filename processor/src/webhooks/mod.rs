@@ -127,7 +127,9 @@ impl WebhookConfig {
         Ok(Self {
             insecure_hosts: list("AULA_WEBHOOK_INSECURE_HOSTS"),
             allowed_networks,
-            timeout: Duration::from_millis(number("AULA_WEBHOOK_TIMEOUT_MS", 15_000)?),
+            // A deadline of 0 failed every attempt at once.
+            timeout: crate::config::millis("AULA_WEBHOOK_TIMEOUT_MS", d.timeout, 100..=300_000)
+                .map_err(|e| e.to_string())?,
             retry_schedule,
             disable_after: Duration::from_secs(
                 number("AULA_WEBHOOK_DISABLE_AFTER_HOURS", 120)? * 3600,
