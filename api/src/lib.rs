@@ -51,7 +51,7 @@ pub use http::router;
 pub use secrets::{
     token_hash, BoxError, DropTokens, IssuedToken, RecordingTokenSink, TokenKind, TokenSink,
 };
-pub use server::{serve, serve_with};
+pub use server::{serve, serve_with, MAX_HEADER_BYTES};
 pub use state::{AppState, ReadinessProbe};
 
 /// The schema in SDL, as committed in `schema.graphql`.

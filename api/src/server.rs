@@ -37,6 +37,9 @@ pub async fn serve(
 
 /// Serves `router` until `shutdown` completes: then the listener closes and the
 /// connections finish their in-flight requests (idle ones close at once).
+/// The request line and headers of one request, at most (then `431`).
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -56,6 +59,10 @@ pub async fn serve_with(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        // hyper's own limit is its ~400 KB read buffer; no client of this API needs more
+        // than a bearer token's worth of headers, and each connection may hold that
+        // much memory while it sends them.
+        .max_header_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     let builder = Arc::new(builder);
     // Each connection task holds a clone of `alive`; when the last is dropped, every

@@ -291,3 +291,28 @@ async fn a_client_that_never_reads_loses_its_connection_and_its_slot() {
     drop(greedy);
     server.stop().await;
 }
+
+/// Headers larger than 64 KB are refused with `431` (hyper alone took up to ~400 KB per
+/// connection), and the server goes on answering.
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_headers_are_refused_with_431() {
+    let server = TestServer::start().await;
+    let client = http_client_from([127, 9, 0, 1]);
+    let huge = "x".repeat(aula_api::MAX_HEADER_BYTES + 1);
+    let response = client
+        .get(server.url("/health"))
+        .header("x-filler", huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 431);
+    let fine = "x".repeat(8 * 1024);
+    let response = client
+        .get(server.url("/health"))
+        .header("x-filler", fine)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    server.stop().await;
+}
