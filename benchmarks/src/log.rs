@@ -25,8 +25,14 @@ pub async fn run(settings: &Settings, events: i64, rounds: u32) -> anyhow::Resul
     for round in 1..=rounds {
         let seconds = deliver_to_noop(&db, &format!("bench-noop-{round}"), last).await?;
         let aula_rate = events as f64 / seconds;
+        let ceiling = SubscriptionOptions {
+            batch_size: BATCH,
+            ..SubscriptionOptions::new("ceiling")
+        }
+        .batch_ceiling();
         println!(
-            "round {round}: delivered {events} events to a no-op subscription in {seconds:.2} s: {aula_rate:.0} events/s (batches of {BATCH}, each read by a binary COPY of the guarded query, checkpoint committed per batch)",
+            "round {round}: delivered {events} events to a no-op subscription in {seconds:.2} s: {aula_rate:.0} events/s (batches of {BATCH}, growing to {} while full, each read by a binary COPY of the guarded query, checkpoint committed per batch)",
+            ceiling
         );
         let (copy_seconds, bytes) = copy_out_log(&db.pool).await?;
         let copy_rate = events as f64 / copy_seconds;

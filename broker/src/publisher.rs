@@ -328,6 +328,8 @@ pub async fn start(
     }
     let mut options = SubscriptionOptions::new(SUBSCRIPTION);
     options.batch_size = config.batch_size;
+    // A batch is published within the acknowledgement window above: it does not grow.
+    options.max_batch_size = Some(config.batch_size);
     options.max_backoff = config.retry_max;
     Ok(subscription::spawn(
         connect,

@@ -92,6 +92,12 @@ pub trait Consumer: Send + 'static {
 pub struct SubscriptionOptions {
     pub name: String,
     pub batch_size: i64,
+    /// The most events one batch takes while the subscription catches up: after a full
+    /// batch the next read takes twice as many, up to this; the first batch that is not
+    /// full brings it back to `batch_size`. `None`: [`CATCH_UP_GROWTH`] × `batch_size`.
+    /// A consumer whose batch size is a window elsewhere (the broker's acknowledgements)
+    /// sets it to `batch_size`.
+    pub max_batch_size: Option<i64>,
     /// Fallback poll when no notification arrives.
     pub poll_interval: Duration,
     /// How often a standby instance tries to become active.
@@ -100,11 +106,27 @@ pub struct SubscriptionOptions {
     pub max_backoff: Duration,
 }
 
+/// How much larger than `batch_size` a batch may grow while a subscription catches up
+/// ([`SubscriptionOptions::max_batch_size`]). Each batch pays its own round trips (the
+/// read, `BEGIN`, the checkpoint's lock and update, `COMMIT`), during which the server
+/// produces nothing for the reader; a subscription that is behind (a start from an old
+/// checkpoint, a burst) spends fewer of them per event in larger batches, while one
+/// that keeps up reads small ones.
+pub const CATCH_UP_GROWTH: i64 = 4;
+
 impl SubscriptionOptions {
+    /// The most events one batch may take (see [`SubscriptionOptions::max_batch_size`]).
+    pub fn batch_ceiling(&self) -> i64 {
+        self.max_batch_size
+            .unwrap_or(self.batch_size.saturating_mul(CATCH_UP_GROWTH))
+            .max(self.batch_size)
+    }
+
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
             batch_size: 1000,
+            max_batch_size: None,
             poll_interval: Duration::from_millis(500),
             standby_interval: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
@@ -397,6 +419,9 @@ impl<C: Consumer> Runner<C> {
                     }
                     limit = if isolate_until.is_some() {
                         1
+                    } else if batch.len() as i64 >= limit {
+                        // Full: more is waiting. Take more per round trip.
+                        limit.saturating_mul(2).min(self.options.batch_ceiling())
                     } else {
                         self.options.batch_size
                     };

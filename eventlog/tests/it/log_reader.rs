@@ -774,3 +774,59 @@ fn a_killed_server_loses_no_event_and_repeats_none_of_a_subscription() {
     assert!(server.stop(), "the restarted server stops cleanly");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Records the size of each batch it handles.
+struct Sizes(Arc<std::sync::Mutex<Vec<usize>>>);
+
+#[async_trait::async_trait]
+impl Consumer for Sizes {
+    async fn handle(
+        &mut self,
+        _tx: &mut PgConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), BoxError> {
+        self.0.lock().unwrap().push(events.len());
+        Ok(())
+    }
+}
+
+/// A subscription that is behind takes larger batches, doubling after each full one up
+/// to `CATCH_UP_GROWTH` times its batch size; once it has caught up (a batch that is not
+/// full) it reads at its batch size again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_behind_reads_growing_batches_then_small_ones() {
+    assert_eq!(aula_eventlog::subscription::CATCH_UP_GROWTH, 4);
+    let db = setup().await;
+    append_events(&db.pool, "a", 1, 100).await;
+    let (stop, shutdown) = shutdown::channel();
+    let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut options = fast_subscription("growing");
+    options.batch_size = 10;
+    let handle = subscription::spawn(
+        db.connect.clone(),
+        options,
+        Sizes(sizes.clone()),
+        Wakeups::polling_only(),
+        shutdown,
+    );
+    let mut states = handle.state.clone();
+    let last = *committed_positions(&db.pool).await.last().unwrap();
+    within(states.wait_for(
+        |s| matches!(s, SubscriptionState::Active { position } if position.global_position == last),
+    ))
+    .await
+    .unwrap();
+    // 10, 20, 40 (the ceiling), then the 30 left: not full.
+    assert_eq!(*sizes.lock().unwrap(), [10, 20, 40, 30]);
+    // Caught up: a few new events come in a batch of the batch size.
+    append_events(&db.pool, "b", 1, 25).await;
+    let last = *committed_positions(&db.pool).await.last().unwrap();
+    within(states.wait_for(
+        |s| matches!(s, SubscriptionState::Active { position } if position.global_position == last),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(sizes.lock().unwrap()[4..], [10, 15]);
+    stop.trigger();
+    handle.task.await.unwrap();
+}
