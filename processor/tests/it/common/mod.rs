@@ -235,7 +235,15 @@ impl School {
 }
 
 /// A school whose course "Física I" (on campus "Centro") has `capacity` seats.
+///
+/// `demo.seed` is paused first: the institution's demo data would race the commands
+/// below (its first campus is also "Centro", so the test's could be refused as a
+/// duplicate) and add e-mails and decisions that the tests count. A test that wants
+/// demo data resumes the kind.
 pub async fn school(pool: &sqlx::PgPool, capacity: u32) -> School {
+    aula_processor::controls::pause_kind(pool, aula_processor::kinds::DEMO_SEED, &Actor::System)
+        .await
+        .unwrap();
     let school = School::create(pool).await;
     school
         .open_course(pool, "Centro", "Física I", capacity)

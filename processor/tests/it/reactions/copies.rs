@@ -87,7 +87,14 @@ async fn copies_of_enrollment_and_institution_events_act_on_their_originals_subj
     let course = school.course.to_string();
     let requested = event_id_of(&db.pool, "EnrollmentRequested", &course).await;
     let enrolled = event_id_of(&db.pool, "StudentEnrolled", &course).await;
-    // A new institution of its own, seeded with demo data.
+    // A new institution of its own, seeded with demo data (paused by `school`).
+    aula_processor::controls::resume_kind(
+        &db.pool,
+        aula_processor::kinds::DEMO_SEED,
+        &Actor::System,
+    )
+    .await
+    .unwrap();
     let fresh = Uuid::new_v4().to_string();
     bus::<Institution>(&db.pool, InstitutionServices)
         .execute(
