@@ -298,21 +298,17 @@ async fn a_client_that_never_reads_loses_its_connection_and_its_slot() {
 async fn oversized_headers_are_refused_with_431() {
     let server = TestServer::start().await;
     let client = http_client_from([127, 9, 0, 1]);
-    let huge = "x".repeat(aula_api::MAX_HEADER_BYTES + 1);
-    let response = client
-        .get(server.url("/health"))
-        .header("x-filler", huge)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 431);
-    let fine = "x".repeat(8 * 1024);
-    let response = client
-        .get(server.url("/health"))
-        .header("x-filler", fine)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    // The status of `/health` asked with a filler header of `bytes` bytes.
+    let status_with_header_of = |bytes: usize| {
+        let request = client
+            .get(server.url("/health"))
+            .header("x-filler", "x".repeat(bytes));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        status_with_header_of(aula_api::MAX_HEADER_BYTES + 1).await,
+        431
+    );
+    assert_eq!(status_with_header_of(8 * 1024).await, 200);
     server.stop().await;
 }
