@@ -84,6 +84,20 @@ pub struct TaskAttempt {
     pub error: Option<OperatorError>,
 }
 
+impl From<lookups::TaskAttemptRow> for TaskAttempt {
+    fn from(a: lookups::TaskAttemptRow) -> Self {
+        TaskAttempt {
+            attempt: a.attempt,
+            worker: a.worker,
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+            duration_ms: a.duration_ms,
+            outcome: a.outcome,
+            error: a.error.map(OperatorError),
+        }
+    }
+}
+
 /// A task an event issued (or a manual retry of one).
 #[derive(SimpleObject, Debug, Clone)]
 pub struct EventTask {
@@ -238,59 +252,37 @@ impl ProcessingQuery {
         let after = parse_cursor::<i64>(after)?;
         ensure_owner(claims, event_owner(state, event_id).await?)?;
         let rows = lookups::event_tasks(&state.pool, event_id, after, first as i64 + 1).await?;
-        let page = Page::from_overfetch(rows, first as i64, |row| row.0.to_string());
-        let ids: Vec<i64> = page.rows.iter().map(|r| r.0).collect();
+        let page = Page::from_overfetch(rows, first as i64, |row| row.id.to_string());
+        let ids: Vec<i64> = page.rows.iter().map(|r| r.id).collect();
         let attempts = lookups::task_attempts(&state.pool, &ids).await?;
         let nodes = page
             .rows
             .into_iter()
-            .map(
-                |(
-                    id,
-                    kind,
-                    status,
-                    priority,
-                    attempt,
-                    max_attempts,
-                    run_at,
-                    created_at,
-                    started_at,
-                    finished_at,
-                    last_error,
-                    origin_task_id,
-                    archived_at,
-                )| {
-                    Ok(EventTask {
-                        id: id.into(),
-                        kind,
-                        status: parse_status(&status)?,
-                        priority: i32::from(priority),
-                        attempt,
-                        max_attempts,
-                        run_at,
-                        created_at,
-                        started_at,
-                        finished_at,
-                        last_error: last_error.map(OperatorError),
-                        origin_task_id: origin_task_id.map(BigInt),
-                        archived: archived_at.is_some(),
-                        archived_at,
-                        attempts: attempts
-                            .iter()
-                            .filter(|a| a.0 == id)
-                            .map(|a| TaskAttempt {
-                                attempt: a.1,
-                                worker: a.2.clone(),
-                                started_at: a.3,
-                                finished_at: a.4,
-                                duration_ms: a.5,
-                                outcome: a.6.clone(),
-                                error: a.7.clone().map(OperatorError),
-                            })
-                            .collect(),
-                    })
-                },
-            )
+            .map(|row| {
+                let id = row.id;
+                Ok(EventTask {
+                    id: id.into(),
+                    status: parse_status(&row.status)?,
+                    kind: row.kind,
+                    priority: i32::from(row.priority),
+                    attempt: row.attempt,
+                    max_attempts: row.max_attempts,
+                    run_at: row.run_at,
+                    created_at: row.created_at,
+                    started_at: row.started_at,
+                    finished_at: row.finished_at,
+                    last_error: row.last_error.map(OperatorError),
+                    origin_task_id: row.origin_task_id.map(BigInt),
+                    archived: row.archived_at.is_some(),
+                    archived_at: row.archived_at,
+                    attempts: attempts
+                        .iter()
+                        .filter(|a| a.task_id == id)
+                        .cloned()
+                        .map(TaskAttempt::from)
+                        .collect(),
+                })
+            })
             .collect::<Result<_, ApiError>>()?;
         Ok(EventTaskPage {
             nodes,
