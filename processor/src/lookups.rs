@@ -8,36 +8,38 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-/// One task an event issued: id, kind, display status, priority, attempt, max attempts,
-/// run at, created at, started at, finished at, last error, origin task, archived at.
-pub type EventTaskRow = (
-    i64,
-    String,
-    String,
-    i16,
-    i32,
-    i32,
-    DateTime<Utc>,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    Option<String>,
-    Option<i64>,
-    Option<DateTime<Utc>>,
-);
+/// One task an event issued, live or archived, as [`event_tasks`] reads it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct EventTaskRow {
+    pub id: i64,
+    pub kind: String,
+    /// The display status (`controls::DISPLAY_STATUS_SQL`).
+    pub status: String,
+    pub priority: i16,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub origin_task_id: Option<i64>,
+    /// Null while the task is live.
+    pub archived_at: Option<DateTime<Utc>>,
+}
 
-/// One attempt of a task: task id, attempt, worker, started at, finished at, duration
-/// in milliseconds, outcome, error.
-pub type TaskAttemptRow = (
-    i64,
-    i32,
-    String,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    Option<f64>,
-    String,
-    Option<String>,
-);
+/// One attempt of a task, live or archived, as [`task_attempts`] reads it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TaskAttemptRow {
+    pub task_id: i64,
+    pub attempt: i32,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<f64>,
+    pub outcome: String,
+    pub error: Option<String>,
+}
 
 /// The tasks `event_id` issued, live and archived, in id order after `after`, at most
 /// `limit`.
@@ -48,7 +50,7 @@ pub async fn event_tasks(
     limit: i64,
 ) -> Result<Vec<EventTaskRow>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "SELECT id, kind, {status}, priority, attempt, max_attempts, run_at, created_at,
+        "SELECT id, kind, {status} AS status, priority, attempt, max_attempts, run_at, created_at,
                     started_at, finished_at, last_error, origin_task_id, archived_at
              FROM (SELECT id, kind, status, priority, attempt, max_attempts, run_at, created_at,
                           started_at, finished_at, last_error, origin_task_id,

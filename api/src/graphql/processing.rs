@@ -64,59 +64,61 @@ pub struct ProcessingSummary {
     pub unresolved_failures: BigInt,
 }
 
-/// One claim of a task.
-#[derive(SimpleObject, Debug, Clone)]
-pub struct TaskAttempt {
-    /// The attempt's number (1 for the first claim).
-    pub attempt: i32,
-    /// The worker that ran it.
-    pub worker: String,
-    /// When it started.
-    pub started_at: DateTime<Utc>,
-    /// When it ended; null while running.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// How long it ran, in milliseconds; null while running.
-    pub duration_ms: Option<f64>,
-    /// `running`, `succeeded`, `retry`, `failed`, `dead`, `lease_expired`, `released`
-    /// or `force_released` (an operator ended its lease).
-    pub outcome: String,
-    /// The attempt's error (full text for admins; others see that there was one).
-    pub error: Option<OperatorError>,
+row_object! {
+    /// One claim of a task.
+    TaskAttempt from lookups::TaskAttemptRow as a {
+        /// The attempt's number (1 for the first claim).
+        attempt: i32,
+        /// The worker that ran it.
+        worker: String,
+        /// When it started.
+        started_at: DateTime<Utc>,
+        /// When it ended; null while running.
+        finished_at: Option<DateTime<Utc>>,
+        /// How long it ran, in milliseconds; null while running.
+        duration_ms: Option<f64>,
+        /// `running`, `succeeded`, `retry`, `failed`, `dead`, `lease_expired`, `released`
+        /// or `force_released` (an operator ended its lease).
+        outcome: String,
+        /// The attempt's error (full text for admins; others see that there was one).
+        error: Option<OperatorError> = a.error.map(OperatorError),
+    }
 }
 
-/// A task an event issued (or a manual retry of one).
-#[derive(SimpleObject, Debug, Clone)]
-pub struct EventTask {
-    /// The task's id.
-    pub id: BigInt,
-    /// What the task does (e.g. `email.welcome`).
-    pub kind: String,
-    /// Where it stands in the queue.
-    pub status: TaskStatus,
-    /// Lower runs first.
-    pub priority: i32,
-    /// Claims so far.
-    pub attempt: i32,
-    /// Claims it may take before it is dead.
-    pub max_attempts: i32,
-    /// When it may run next (a retry waits until then).
-    pub run_at: DateTime<Utc>,
-    /// When it was queued.
-    pub created_at: DateTime<Utc>,
-    /// Its first claim; null until claimed.
-    pub started_at: Option<DateTime<Utc>>,
-    /// When it finished; null until then.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// The task this one retries (a manual retry).
-    pub origin_task_id: Option<BigInt>,
-    /// Moved to the archive by the nightly job.
-    pub archived: bool,
-    /// When the nightly job archived it; null while live.
-    pub archived_at: Option<DateTime<Utc>>,
-    /// Oldest first.
-    pub attempts: Vec<TaskAttempt>,
-    /// The last error (full text for admins; others see that there was one).
-    pub last_error: Option<OperatorError>,
+row_object! {
+    /// A task an event issued (or a manual retry of one).
+    EventTask try_from (lookups::EventTaskRow, Vec<TaskAttempt>) as (t, its_attempts) {
+        /// The task's id.
+        id: BigInt = BigInt(t.id),
+        /// What the task does (e.g. `email.welcome`).
+        kind: String,
+        /// Where it stands in the queue.
+        status: TaskStatus = parse_status(&t.status)?,
+        /// Lower runs first.
+        priority: i32 = i32::from(t.priority),
+        /// Claims so far.
+        attempt: i32,
+        /// Claims it may take before it is dead.
+        max_attempts: i32,
+        /// When it may run next (a retry waits until then).
+        run_at: DateTime<Utc>,
+        /// When it was queued.
+        created_at: DateTime<Utc>,
+        /// Its first claim; null until claimed.
+        started_at: Option<DateTime<Utc>>,
+        /// When it finished; null until then.
+        finished_at: Option<DateTime<Utc>>,
+        /// The task this one retries (a manual retry).
+        origin_task_id: Option<BigInt> = t.origin_task_id.map(BigInt),
+        /// Moved to the archive by the nightly job.
+        archived: bool = t.archived_at.is_some(),
+        /// When the nightly job archived it; null while live.
+        archived_at: Option<DateTime<Utc>>,
+        /// Oldest first.
+        attempts: Vec<TaskAttempt> = its_attempts,
+        /// The last error (full text for admins; others see that there was one).
+        last_error: Option<OperatorError> = t.last_error.map(OperatorError),
+    }
 }
 
 page! {
@@ -238,59 +240,21 @@ impl ProcessingQuery {
         let after = parse_cursor::<i64>(after)?;
         ensure_owner(claims, event_owner(state, event_id).await?)?;
         let rows = lookups::event_tasks(&state.pool, event_id, after, first as i64 + 1).await?;
-        let page = Page::from_overfetch(rows, first as i64, |row| row.0.to_string());
-        let ids: Vec<i64> = page.rows.iter().map(|r| r.0).collect();
+        let page = Page::from_overfetch(rows, first as i64, |row| row.id.to_string());
+        let ids: Vec<i64> = page.rows.iter().map(|r| r.id).collect();
         let attempts = lookups::task_attempts(&state.pool, &ids).await?;
         let nodes = page
             .rows
             .into_iter()
-            .map(
-                |(
-                    id,
-                    kind,
-                    status,
-                    priority,
-                    attempt,
-                    max_attempts,
-                    run_at,
-                    created_at,
-                    started_at,
-                    finished_at,
-                    last_error,
-                    origin_task_id,
-                    archived_at,
-                )| {
-                    Ok(EventTask {
-                        id: id.into(),
-                        kind,
-                        status: parse_status(&status)?,
-                        priority: i32::from(priority),
-                        attempt,
-                        max_attempts,
-                        run_at,
-                        created_at,
-                        started_at,
-                        finished_at,
-                        last_error: last_error.map(OperatorError),
-                        origin_task_id: origin_task_id.map(BigInt),
-                        archived: archived_at.is_some(),
-                        archived_at,
-                        attempts: attempts
-                            .iter()
-                            .filter(|a| a.0 == id)
-                            .map(|a| TaskAttempt {
-                                attempt: a.1,
-                                worker: a.2.clone(),
-                                started_at: a.3,
-                                finished_at: a.4,
-                                duration_ms: a.5,
-                                outcome: a.6.clone(),
-                                error: a.7.clone().map(OperatorError),
-                            })
-                            .collect(),
-                    })
-                },
-            )
+            .map(|row| {
+                let its_attempts = attempts
+                    .iter()
+                    .filter(|a| a.task_id == row.id)
+                    .cloned()
+                    .map(TaskAttempt::from)
+                    .collect();
+                EventTask::try_from((row, its_attempts))
+            })
             .collect::<Result<_, ApiError>>()?;
         Ok(EventTaskPage {
             nodes,

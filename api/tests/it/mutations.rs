@@ -55,13 +55,7 @@ async fn every_mutation_succeeds_for_an_allowed_caller() {
     // applyToCourse (public), then the processor enrolls, then cancelEnrollment.
     let application = server.application(course).await;
     server.enroll(course, application).await;
-    let cancelled = server
-        .command(
-            Some(manager),
-            "cancelEnrollment",
-            json!({ "courseId": course, "applicationId": application }),
-        )
-        .await;
+    let cancelled = server.cancel_enrollment(manager, course, application).await;
     assert_eq!(id(&cancelled, "cancelEnrollment"), application);
 
     // recordExamNote and changeExamNote by the teacher, for an enrolled student; one

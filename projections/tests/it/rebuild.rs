@@ -422,6 +422,24 @@ async fn event_ids(db: &TestDatabase) -> Vec<Uuid> {
         .unwrap()
 }
 
+/// Rebuilds `names` one at a time, then all together, and asserts that each time the
+/// read models equal `before` (what the live handlers wrote): the closing check of the
+/// bulk-load tests below, which must compare both paths the same way.
+async fn assert_rebuilds_reproduce(
+    db: &TestDatabase,
+    names: &[&str],
+    before: &[(String, Vec<String>)],
+) {
+    for name in names {
+        rebuild(&db.pool, db.connect.clone(), name).await.unwrap();
+        assert_eq!(snapshot(&db.pool).await, before, "{name} rebuilt alone");
+    }
+    aula_projections::rebuild_many(&db.pool, db.connect.clone(), names)
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&db.pool).await, before, "rebuilt together");
+}
+
 /// A rebuild loads `audit_log` and `admin_events` by `COPY` (not by their live handlers):
 /// over a history of every kind of event the workload makes, longer than one rebuild
 /// batch, with reprocessed copies whose originals are in the same batch, in an earlier
@@ -491,14 +509,7 @@ async fn bulk_loaded_views_equal_the_live_ones_across_batches_and_copies() {
         "the first event, its first copy, the last filler event and its copy"
     );
 
-    for name in VIEWS {
-        rebuild(&db.pool, db.connect.clone(), name).await.unwrap();
-        assert_eq!(snapshot(&db.pool).await, before, "{name} rebuilt alone");
-    }
-    aula_projections::rebuild_many(&db.pool, db.connect.clone(), VIEWS)
-        .await
-        .unwrap();
-    assert_eq!(snapshot(&db.pool).await, before, "rebuilt together");
+    assert_rebuilds_reproduce(&db, VIEWS, &before).await;
 }
 
 /// A rebuild loads the enrollments and the directory's applications by `COPY` (the keys
@@ -544,14 +555,7 @@ async fn bulk_loaded_domain_models_equal_the_live_ones_across_batches() {
         "later batches cancel enrollments of the first"
     );
 
-    for name in MODELS {
-        rebuild(&db.pool, db.connect.clone(), name).await.unwrap();
-        assert_eq!(snapshot(&db.pool).await, before, "{name} rebuilt alone");
-    }
-    aula_projections::rebuild_many(&db.pool, db.connect.clone(), MODELS)
-        .await
-        .unwrap();
-    assert_eq!(snapshot(&db.pool).await, before, "rebuilt together");
+    assert_rebuilds_reproduce(&db, MODELS, &before).await;
 }
 
 /// The swap carries over the processor's columns that changed after the bulk

@@ -215,11 +215,7 @@ async fn a_user_of_institution_b_cannot_touch_institution_a() {
     assert_ok(&server.login(&w.a.manager.email, PASSWORD).await);
     // A's own manager can still act on the enrollment B could not cancel.
     let r = server
-        .command(
-            Some(&w.a.manager.token),
-            "cancelEnrollment",
-            json!({ "courseId": w.course, "applicationId": application }),
-        )
+        .cancel_enrollment(&w.a.manager.token, w.course, application)
         .await;
     assert_ok(&r);
     server.stop().await;

@@ -203,6 +203,12 @@ impl TestServer {
         self.command(Some(token), "recordExamNote", input).await
     }
 
+    /// `cancelEnrollment` by `token`: `application`'s seat in `course`.
+    pub async fn cancel_enrollment(&self, token: &str, course: Uuid, application: Uuid) -> Value {
+        let input = json!({ "courseId": course, "applicationId": application });
+        self.command(Some(token), "cancelEnrollment", input).await
+    }
+
     pub async fn login(&self, email: &str, password: &str) -> Value {
         self.gql(
             None,

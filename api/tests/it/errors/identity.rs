@@ -230,10 +230,7 @@ async fn a_token_that_cannot_be_kept_fails_the_sign_up_before_anything_is_record
     let r = server.sign_up("lost@aula.test").await;
     assert_code(&r, "INTERNAL");
     assert!(!r.to_string().contains("unavailable"), "{r}");
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&server.db.pool)
-        .await
-        .unwrap();
+    let events = events_in_log(&server).await;
     assert_eq!(events, 0);
     let seen = sink
         .get()
@@ -279,10 +276,7 @@ async fn a_token_store_that_lost_its_database_is_a_retryable_503() {
         (REQUEST_PASSWORD_RESET, "root@aula.test"),
     ];
     for (query, email) in calls {
-        let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-            .fetch_one(&server.db.pool)
-            .await
-            .unwrap();
+        let events_before = events_in_log(&server).await;
         let response = server
             .client
             .post(server.url("/graphql"))
@@ -295,10 +289,7 @@ async fn a_token_store_that_lost_its_database_is_a_retryable_503() {
         let r: Value = response.json().await.unwrap();
         assert_code(&r, "UNAVAILABLE");
         assert!(!r.to_string().contains("pipe"), "{r}");
-        let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-            .fetch_one(&server.db.pool)
-            .await
-            .unwrap();
+        let events_after = events_in_log(&server).await;
         assert_eq!(events_after, events_before, "{query}");
     }
     server.stop().await;
@@ -385,4 +376,13 @@ async fn reset_requests_take_the_same_time_and_are_limited_per_recipient() {
     .unwrap();
     assert_eq!(issued, 3);
     server.stop().await;
+}
+
+/// How many events the log holds: what the tests above compare to show that a refused
+/// or failed request recorded nothing.
+async fn events_in_log(server: &TestServer) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&server.db.pool)
+        .await
+        .unwrap()
 }

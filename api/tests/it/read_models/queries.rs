@@ -266,11 +266,7 @@ async fn people_lists_and_self_service_reads() {
     let student = server.activate(ana, &ana_email).await;
     let application = server.enroll_email(course, &ana_email).await;
     let recorded = server
-        .command(
-            Some(teacher.token.as_str()),
-            "recordExamNote",
-            json!({ "courseId": course, "studentId": ana, "examName": "Midterm", "note": 7.5 }),
-        )
+        .record_exam_note(&teacher.token, course, ana, "Midterm", 7.5)
         .await;
     let grade = id(&recorded, "recordExamNote");
     let changed = server
