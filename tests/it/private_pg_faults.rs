@@ -140,3 +140,145 @@ async fn the_service_restarts_a_killed_private_postgres_and_exits_when_it_cannot
     );
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// The private PostgreSQL dies of a full disk (its next WAL segment cannot be created,
+/// and crash recovery needs it too): `aula serve` does not give up on it after its
+/// restarts, as it does for a server that cannot come back, but answers meanwhile and
+/// serves again once space is freed. Mounts a tmpfs, so it needs root (as CI runs).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_outlives_a_full_disk_under_its_private_postgres() {
+    use std::io::Write as _;
+    support::alone_in_own_process!(the_service_outlives_a_full_disk_under_its_private_postgres);
+    // SAFETY: getuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::getuid() },
+        0,
+        "this test mounts a tmpfs and needs root"
+    );
+    std::env::set_var("AULA_PG_MAX_RESTARTS", "2");
+    let http_port = free_port();
+    let base = format!("http://127.0.0.1:{http_port}");
+    let data_dir =
+        std::env::temp_dir().join(format!("aula-full-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=200m,mode=0755", "tmpfs"])
+        .arg(&data_dir)
+        .status()
+        .expect("mount runs");
+    assert!(
+        mounted.success(),
+        "mounting a tmpfs on {}",
+        data_dir.display()
+    );
+    let global = GlobalArgs {
+        database_url: None,
+        data_dir: data_dir.clone(),
+        log_format: LogFormat::Text,
+    };
+    let args = ServeArgs {
+        http_addr: ([127, 0, 0, 1], http_port).into(),
+        token_secret: Some("private postgres full disk test secret, 32+ bytes".into()),
+        drain_seconds: 0,
+        ..ServeArgs::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut service = tokio::spawn(async move {
+        aula::serve::serve(&global, &args, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let ready = |client: reqwest::Client| {
+        let url = format!("{base}/ready");
+        async move {
+            match client.get(url).send().await {
+                Ok(response) => response.status().as_u16(),
+                Err(_) => 0,
+            }
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ready(client.clone()).await != 200 {
+        assert!(
+            !service.is_finished(),
+            "the service stopped: {:?}",
+            (&mut service).await
+        );
+        assert!(Instant::now() < deadline, "not ready within 120 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The disk fills to the last byte, then the log needs a new segment file.
+    let ballast = data_dir.join("ballast");
+    {
+        let mut file = std::fs::File::create(&ballast).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        while file.write_all(&chunk).is_ok() {}
+        let small = vec![0u8; 4096];
+        while file.write_all(&small).is_ok() {}
+    }
+    let socket_dir = data_dir.join("postgres").join("run");
+    let url = format!(
+        "postgresql://aula@localhost/aula?host={}",
+        socket_dir.display()
+    );
+    if let Ok(mut connection) = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await {
+        let _ = sqlx::query("SELECT pg_switch_wal()")
+            .execute(&mut connection)
+            .await;
+        let _ = sqlx::query("CREATE TABLE after_the_switch ()")
+            .execute(&mut connection)
+            .await;
+    }
+    // Full for longer than two restarts and the service's stop would take.
+    let full = Instant::now();
+    let mut answers: std::collections::BTreeMap<u16, u32> = Default::default();
+    while full.elapsed() < Duration::from_secs(15) {
+        let status = ready(client.clone()).await;
+        *answers.entry(status).or_default() += 1;
+        assert!(
+            !service.is_finished(),
+            "the service gave up on a full disk: {:?}",
+            (&mut service).await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    std::fs::remove_file(&ballast).unwrap();
+    let freed = Instant::now();
+    while ready(client.clone()).await != 200 {
+        assert!(
+            !service.is_finished(),
+            "the service stopped: {:?}",
+            (&mut service).await
+        );
+        assert!(
+            freed.elapsed() < Duration::from_secs(60),
+            "not ready within 60 s of space freed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "full disk under aula serve: /ready answers while full (status: count) {answers:?}; ready {:.2} s after space was freed",
+        freed.elapsed().as_secs_f64()
+    );
+    let _ = stop.send(());
+    let result = tokio::time::timeout(Duration::from_secs(60), service)
+        .await
+        .expect("serve stops")
+        .unwrap();
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(&data_dir)
+        .status();
+    let _ = std::fs::remove_dir_all(&data_dir);
+    result.expect("a clean stop");
+    assert!(
+        answers.keys().any(|status| *status != 200),
+        "/ready said the database was missing: {answers:?}"
+    );
+}

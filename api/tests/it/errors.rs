@@ -10,6 +10,7 @@ use chrono::Duration as Span;
 use common::*;
 use serde_json::{json, Value};
 
+mod held_log;
 mod identity;
 mod service;
 

@@ -242,7 +242,7 @@ fn total_memory() -> Option<u64> {
 }
 
 /// The space left to unprivileged users on the file system of `path`, in bytes.
-fn free_space(path: &Path) -> Option<u64> {
+pub(super) fn free_space(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
     let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();

@@ -97,7 +97,8 @@ pub struct LocalPgOptions {
     pub settings: Vec<(String, String)>,
     /// How many times in a row a server that died is restarted before we give up
     /// and report the failure (see [`LocalPostgres::failed`]). A server that stayed up
-    /// for [`STABLE_AFTER`] starts the count again.
+    /// for [`STABLE_AFTER`] starts the count again. A server that died of a full disk
+    /// is tried again until space is freed, however often.
     pub max_restarts: u32,
     /// The pause before the first restart; it doubles per failed try, up to 10 s.
     pub restart_backoff: Duration,

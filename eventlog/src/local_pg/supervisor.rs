@@ -99,6 +99,14 @@ impl Supervisor {
                 }
             };
             failures += 1;
+            // A full disk is a fault the operator ends by freeing space, not a broken
+            // installation: giving up would take the whole service down (the README's
+            // bare `aula` has no process supervisor to start it again), so the server
+            // is tried again, at the longest pause, until there is room.
+            let disk_full = disk_is_full(&self.pgdata, &self.log_path);
+            if disk_full {
+                failures = failures.min(self.max_restarts.max(1));
+            }
             if failures > self.max_restarts {
                 let reason = format!(
                     "the private PostgreSQL died and did not come back after {} restarts: {why}; the end of {}:\n{}",
@@ -119,7 +127,11 @@ impl Supervisor {
                 .backoff
                 .saturating_mul(2u32.pow(exponent))
                 .min(Duration::from_secs(10));
-            tracing::error!(%why, attempt = failures, max_restarts = self.max_restarts, ?pause, "the private PostgreSQL died; restarting it");
+            if disk_full {
+                tracing::error!(%why, free_bytes = free_space(&self.pgdata), ?pause, "the private PostgreSQL cannot run: its disk is full; retrying until space is freed");
+            } else {
+                tracing::error!(%why, attempt = failures, max_restarts = self.max_restarts, ?pause, "the private PostgreSQL died; restarting it");
+            }
             let state = self.supervision.lock();
             let (mut state, _) = self
                 .supervision
@@ -138,4 +150,12 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Less room than one WAL segment (16 MB) on the data directory's file system, or the
+/// server's last words say that a write found no space: it died of a full disk.
+fn disk_is_full(pgdata: &Path, log_path: &Path) -> bool {
+    const WAL_SEGMENT: u64 = 16 << 20;
+    free_space(pgdata).is_some_and(|free| free < WAL_SEGMENT)
+        || tail(log_path, 20).contains("No space left on device")
 }

@@ -429,3 +429,103 @@ fn a_full_disk_is_survived_and_no_acknowledged_write_is_lost() {
     assert_eq!(lost, 0, "acknowledged writes lost");
     assert!(stopped, "the server stops cleanly");
 }
+
+/// A server that cannot start again because its disk is full (here the log's next
+/// segment could not be created) is not given up on after
+/// `max_restarts`: that would stop the whole service (the README's bare `aula` has no
+/// process supervisor). It is tried again until space is freed, then serves. Needs root
+/// for the tmpfs, as the test above.
+#[test]
+fn a_server_that_dies_of_a_full_disk_is_tried_again_until_space_is_freed() {
+    use std::io::Write as _;
+
+    // SAFETY: getuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::getuid() },
+        0,
+        "this test mounts a tmpfs and needs root"
+    );
+    let dir = scratch_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=160m,mode=0755", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .expect("mount runs");
+    assert!(mounted.success(), "mounting a tmpfs on {}", dir.display());
+    let unmount = |dir: &PathBuf| {
+        let _ = Command::new("umount").arg("-l").arg(dir).status();
+        let _ = std::fs::remove_dir_all(dir);
+    };
+    let mut options = LocalPgOptions::new(&dir);
+    options.restart_backoff = Duration::from_millis(50);
+    options.max_restarts = 2;
+    let server = match LocalPostgres::start(&options) {
+        Ok(server) => server,
+        Err(error) => {
+            unmount(&dir);
+            panic!("the server starts on the tmpfs: {error}");
+        }
+    };
+    let failed = server.failed();
+    let rt = runtime();
+    let outcome = rt.block_on(async {
+        // The disk fills up to the last byte; then the log needs its next segment file,
+        // which cannot be created: the server panics, and its crash recovery needs that
+        // file too, so it cannot start again while the disk is full.
+        let pool = pool_of(&server).await;
+        let ballast = dir.join("ballast");
+        {
+            let mut file = std::fs::File::create(&ballast).unwrap();
+            let chunk = vec![0u8; 1 << 20];
+            while file.write_all(&chunk).is_ok() {}
+            let small = vec![0u8; 4096];
+            while file.write_all(&small).is_ok() {}
+        }
+        let _ = sqlx::query("SELECT pg_switch_wal()").execute(&pool).await;
+        let _ = sqlx::query("CREATE TABLE after_the_switch ()")
+            .execute(&pool)
+            .await;
+        pool.close().await;
+        // Full for longer than two restarts take.
+        let full_for = Duration::from_secs(4);
+        let gave_up = tokio::time::timeout(full_for, failed).await;
+        let restarts_while_full = server.restarts();
+        std::fs::remove_file(&ballast).unwrap();
+        let freed = Instant::now();
+        let mut answered = None;
+        while freed.elapsed() < Duration::from_secs(60) {
+            let connected = tokio::time::timeout(Duration::from_secs(2), async {
+                let pool = PgPoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(1))
+                    .connect_with(server.connect_options())
+                    .await
+                    .ok()?;
+                let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await.ok()?;
+                pool.close().await;
+                Some(one)
+            })
+            .await;
+            if let Ok(Some(1)) = connected {
+                answered = Some(freed.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        (gave_up.is_ok(), restarts_while_full, answered)
+    });
+    let (gave_up, restarts_while_full, answered) = outcome;
+    let stopped = server.stop();
+    unmount(&dir);
+    eprintln!(
+        "died of a full disk: {restarts_while_full} restarts while full, serving {answered:?} after space was freed"
+    );
+    assert!(!gave_up, "the supervisor gave up on a full disk");
+    assert!(
+        restarts_while_full > 2,
+        "tried beyond max_restarts while full: {restarts_while_full}"
+    );
+    assert!(answered.is_some(), "serves again once space is freed");
+    assert!(stopped, "the server stops cleanly");
+}

@@ -45,6 +45,8 @@ impl EnrollmentMutation {
     async fn apply_to_course(
         ctx, input: ApplyToCourseInput, wait_for_projections
     ) -> ApplyToCoursePayload {
+        // The request's clock starts here: the checks below may wait for a connection too.
+        let started = tokio::time::Instant::now();
         rate_limit(ctx)?;
         let state = state(ctx);
         let now = state.clock.now();
@@ -61,12 +63,32 @@ impl EnrollmentMutation {
                 .map(idempotency_key)
                 .transpose(),
         }
-        let institution_id = open_course_institution(state, input.course_id).await?;
         let course_id = CourseId::from_uuid(input.course_id);
         let application_id = application_id_for(course_id, &email).as_uuid();
-        if let Some(key) = &idempotency_key {
-            reserve_application_key(state, input.course_id, key, application_id).await?;
-        }
+        // Answer before the request's own timeout, saying whether it was recorded. The
+        // bounds count from the request's start and cover the checks too: under a lock on
+        // the log, the appends given up on keep their connections until their statements
+        // end (sqlx drains a connection before it returns it to the pool), so a crowd
+        // starves the pool, and a wait for a connection past the request timeout would get
+        // a plain `TIMEOUT` that names neither the application nor its fate.
+        let timeout = state.config.request_timeout;
+        let deadline = started + timeout.mul_f64(0.8);
+        let look_up_by = started + timeout.mul_f64(0.95);
+        let not_recorded = || ApiError::Timeout {
+            message: "the service is busy and your application was not recorded yet; sending it again is safe".into(),
+            recorded: false,
+            id: Some(application_id),
+        };
+        let checks = async {
+            let institution_id = open_course_institution(state, input.course_id).await?;
+            if let Some(key) = &idempotency_key {
+                reserve_application_key(state, input.course_id, key, application_id).await?;
+            }
+            Ok::<_, ApiError>(institution_id)
+        };
+        let institution_id = tokio::time::timeout_at(deadline, checks)
+            .await
+            .map_err(|_| not_recorded())??;
         let command = ApplicationCommand::SubmitApplication {
             course_id,
             institution_id: InstitutionId::from_uuid(institution_id),
@@ -77,8 +99,6 @@ impl EnrollmentMutation {
             idempotency_key,
         };
         let meta = metadata(request(ctx), Some(institution_id));
-        // Answer before the request's own timeout, saying whether it was recorded.
-        let deadline = state.config.request_timeout.mul_f64(0.8);
         let stream = application_id.to_string();
         // One stream per applicant and course, nearly always new: decided without loading it
         // (a repeat is caught by the append's sequence key and answered from the stream).
@@ -86,22 +106,32 @@ impl EnrollmentMutation {
             .buses
             .application
             .execute_expecting_new(&stream, command, &meta);
-        let committed = match tokio::time::timeout(deadline, execution).await {
+        let committed = match tokio::time::timeout_at(deadline, execution).await {
             Ok(outcome) => outcome?,
             Err(_) => {
-                let recorded = aula_eventlog::lookups::stream_exists(
+                let look_up = aula_eventlog::lookups::stream_exists(
                     &state.pool,
                     <Application as Aggregate>::TYPE,
                     &stream,
-                )
-                .await?;
+                );
+                let recorded = match tokio::time::timeout_at(look_up_by, look_up).await {
+                    Ok(Ok(recorded)) => Some(recorded),
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "could not tell whether a late application was recorded");
+                        None
+                    }
+                    Err(_) => None,
+                };
+                if recorded == Some(false) {
+                    return Err(not_recorded());
+                }
                 return Err(ApiError::Timeout {
-                    message: if recorded {
+                    message: if recorded == Some(true) {
                         "the service is busy, but your application was recorded; it will be decided in order".into()
                     } else {
-                        "the service is busy and your application was not recorded yet; sending it again is safe".into()
+                        "the service is busy and could not confirm yet that your application was recorded; sending it again is safe".into()
                     },
-                    recorded,
+                    recorded: recorded == Some(true),
                     id: Some(application_id),
                 });
             }
