@@ -110,11 +110,18 @@ pub struct SubscriptionOptions {
     pub standby_interval: Duration,
     /// Cap of the backoff after consumer or database failures.
     pub max_backoff: Duration,
+    /// After a notification finds the new rows held back by an older transaction still
+    /// running, how long the subscription keeps reading again at once before it backs
+    /// off from 1 ms (see `HeldBack`). `ZERO`, the default: three quick reads, then the
+    /// back-off; every projection reads on every notification, and all of them spinning
+    /// would cost the server more than their freshness is worth. The reactions, on the
+    /// path from an event to its task, spin for longer.
+    pub held_back_spin: Duration,
 }
 
 /// How much larger than `batch_size` a batch may grow while a subscription catches up
 /// ([`SubscriptionOptions::max_batch_size`]). Each batch pays its own round trips (the
-/// read, `BEGIN`, the checkpoint's lock and update, `COMMIT`), during which the server
+/// read, `BEGIN` with the checkpoint's move, `COMMIT`), during which the server
 /// produces nothing for the reader; a subscription that is behind (a start from an old
 /// checkpoint, a burst) spends fewer of them per event in larger batches, while one
 /// that keeps up reads small ones.
@@ -136,6 +143,7 @@ impl SubscriptionOptions {
             poll_interval: Duration::from_millis(500),
             standby_interval: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            held_back_spin: Duration::ZERO,
         }
     }
 }
@@ -334,8 +342,10 @@ impl<C: Consumer> Runner<C> {
             };
             if batch.is_empty() {
                 if let Some(held) = &mut held_back {
-                    if held.quick_rereads_left > 0 {
-                        held.quick_rereads_left -= 1;
+                    if held.quick_rereads_left > 0
+                        || held.since.elapsed() < self.options.held_back_spin
+                    {
+                        held.quick_rereads_left = held.quick_rereads_left.saturating_sub(1);
                         tokio::task::yield_now().await;
                         continue;
                     }
@@ -558,9 +568,15 @@ impl<C: Consumer> Runner<C> {
 /// at once a few times, each read a round trip of a tenth of a millisecond, then backs
 /// off from 1 ms. Sleeping first cost an event held back this way a whole millisecond
 /// or two (tokio's timers tick in milliseconds): in `aula bench latency`, most events
-/// were read only on the second try.
+/// were read only on the second try. A subscription with a
+/// [`SubscriptionOptions::held_back_spin`] reads again at once for that long: what holds
+/// the rows back is often a synchronous commit waiting for its flush (a worker's
+/// completion), which takes longer than three round trips, and less than the first
+/// millisecond's sleep that followed them (`aula bench latency`: 4.7 reads per event
+/// beyond the two it needs, so most events slept at least once).
 struct HeldBack {
     quick_rereads_left: u32,
+    since: std::time::Instant,
     wait: Duration,
 }
 
@@ -570,6 +586,7 @@ impl HeldBack {
     fn new() -> HeldBack {
         HeldBack {
             quick_rereads_left: Self::QUICK_REREADS,
+            since: std::time::Instant::now(),
             wait: Duration::from_millis(1),
         }
     }

@@ -41,6 +41,7 @@ use aula_eventlog::subscription::{self, BoxError, SubscriptionHandle};
 use aula_eventlog::trace::TraceContext;
 use aula_eventlog::{Consumer, RecordedEvent, SubscriptionOptions, Wakeups};
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
@@ -293,12 +294,21 @@ pub fn spawn_reactions(
     wakeups: Wakeups,
     shutdown: Shutdown,
 ) -> SubscriptionHandle {
-    spawn_reactions_with(
-        connect,
-        SubscriptionOptions::new(REACTIONS_SUBSCRIPTION),
-        wakeups,
-        shutdown,
-    )
+    spawn_reactions_with(connect, reactions_options(), wakeups, shutdown)
+}
+
+/// How long the reactions read again at once when a notification finds the new events
+/// held back by an older transaction still running (usually a worker's completion
+/// waiting for its flush), before they back off from 1 ms: the time between an event's
+/// commit and its tasks' (`SubscriptionOptions::held_back_spin`).
+pub const HELD_BACK_SPIN: Duration = Duration::from_millis(3);
+
+/// The reactions' subscription options ([`HELD_BACK_SPIN`]; the rest the defaults).
+pub fn reactions_options() -> SubscriptionOptions {
+    SubscriptionOptions {
+        held_back_spin: HELD_BACK_SPIN,
+        ..SubscriptionOptions::new(REACTIONS_SUBSCRIPTION)
+    }
 }
 
 /// [`spawn_reactions`] with explicit options (tests use short intervals).
