@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use aula_domain::event_types;
 use aula_eventlog::shutdown;
-use aula_eventlog::{SubscriptionOptions, Wakeups};
+use aula_eventlog::Wakeups;
 use aula_processor::config::ProcessorConfig;
 use aula_processor::handlers::{Noop, Registry};
-use aula_processor::reactions::{kinds_for, spawn_reactions_with, REACTIONS_SUBSCRIPTION};
+use aula_processor::reactions::{kinds_for, reactions_options, spawn_reactions_with};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
 
@@ -34,7 +34,7 @@ pub async fn bench_latency(
 ) -> Result<BenchLatencyReport, sqlx::Error> {
     let (trigger, shutdown) = shutdown::channel();
     let wakeups = Wakeups::listen(pool, shutdown.clone()).await?;
-    let mut options = SubscriptionOptions::new(REACTIONS_SUBSCRIPTION);
+    let mut options = reactions_options();
     options.batch_size = 100;
     let reactions = spawn_reactions_with(connect, options, wakeups, shutdown.clone());
     let mut registry = Registry::new();

@@ -1,10 +1,11 @@
 //! Subscriptions: a named consumer of the log, fed in commit order, exactly once.
 //!
 //! A subscription reads a batch after its checkpoint (see [`crate::log`]), opens a
-//! transaction, lets the consumer write whatever it derives from the batch, moves the
-//! checkpoint in that same transaction and commits. So the consumer's effects and the
-//! checkpoint commit together or not at all: a crash mid-batch loses nothing and
-//! repeats nothing.
+//! transaction that moves the checkpoint past the batch (the `BEGIN` and the move in
+//! one round trip, see `subscription/checkpoint.rs`), lets the consumer write whatever
+//! it derives from the batch in that same transaction and commits. So the consumer's
+//! effects and the checkpoint commit together or not at all: a crash mid-batch loses
+//! nothing and repeats nothing.
 //!
 //! A consumer that waits on another system ([`Consumer::reads_ahead`]) has the next
 //! batch read on a second connection of the subscription's during the batch, so the
@@ -44,6 +45,11 @@ use tokio::sync::watch;
 
 use crate::log::{read_batch_copy, LogPosition, RecordedEvent};
 use crate::shutdown::Shutdown;
+
+mod checkpoint;
+
+pub use checkpoint::checkpoint;
+use checkpoint::{advance_statement, is_checkpoint_moved, load_checkpoint};
 
 /// The error of a consumer or handler: anything, sent across tasks.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -104,11 +110,18 @@ pub struct SubscriptionOptions {
     pub standby_interval: Duration,
     /// Cap of the backoff after consumer or database failures.
     pub max_backoff: Duration,
+    /// After a notification finds the new rows held back by an older transaction still
+    /// running, how long the subscription keeps reading again at once before it backs
+    /// off from 1 ms (see `HeldBack`). `ZERO`, the default: three quick reads, then the
+    /// back-off; every projection reads on every notification, and all of them spinning
+    /// would cost the server more than their freshness is worth. The reactions, on the
+    /// path from an event to its task, spin for longer.
+    pub held_back_spin: Duration,
 }
 
 /// How much larger than `batch_size` a batch may grow while a subscription catches up
 /// ([`SubscriptionOptions::max_batch_size`]). Each batch pays its own round trips (the
-/// read, `BEGIN`, the checkpoint's lock and update, `COMMIT`), during which the server
+/// read, `BEGIN` with the checkpoint's move, `COMMIT`), during which the server
 /// produces nothing for the reader; a subscription that is behind (a start from an old
 /// checkpoint, a burst) spends fewer of them per event in larger batches, while one
 /// that keeps up reads small ones.
@@ -130,6 +143,7 @@ impl SubscriptionOptions {
             poll_interval: Duration::from_millis(500),
             standby_interval: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            held_back_spin: Duration::ZERO,
         }
     }
 }
@@ -292,7 +306,7 @@ impl<C: Consumer> Runner<C> {
         .bind(&name)
         .execute(&mut *conn)
         .await?;
-        let mut checkpoint = load_checkpoint(conn, &name, false).await?;
+        let mut checkpoint = load_checkpoint(conn, &name).await?;
         tracing::info!(subscription = %name, ?checkpoint, "subscription active");
         self.state.send_replace(SubscriptionState::Active {
             position: checkpoint,
@@ -328,8 +342,10 @@ impl<C: Consumer> Runner<C> {
             };
             if batch.is_empty() {
                 if let Some(held) = &mut held_back {
-                    if held.quick_rereads_left > 0 {
-                        held.quick_rereads_left -= 1;
+                    if held.quick_rereads_left > 0
+                        || held.since.elapsed() < self.options.held_back_spin
+                    {
+                        held.quick_rereads_left = held.quick_rereads_left.saturating_sub(1);
                         tokio::task::yield_now().await;
                         continue;
                     }
@@ -500,12 +516,31 @@ impl<C: Consumer> Runner<C> {
     ) -> Result<Offered, sqlx::Error> {
         let name = &self.options.name;
         let delivered = deliver_caught(&mut self.consumer, batch).await;
-        let mut tx = conn.begin().await?;
-        let stored = load_checkpoint(&mut tx, name, true).await?;
-        if stored != checkpoint {
-            tx.rollback().await?;
-            return Ok(Offered::Moved(stored));
+        // One round trip opens the transaction and moves the checkpoint (locking its
+        // row first, as before: the lock order is unchanged). A failing consumer rolls
+        // the move back with its own writes.
+        let advance = advance_statement(name, checkpoint, last, batch);
+        let error = match conn.begin_with(advance).await {
+            Ok(tx) => return self.handle_in(tx, batch, delivered).await,
+            Err(error) => error,
+        };
+        if !is_checkpoint_moved(&error) {
+            return Err(error);
         }
+        // The statement failed inside the transaction it opened: end it.
+        sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+        Ok(Offered::Moved(load_checkpoint(conn, name).await?))
+    }
+
+    /// Handles `batch` in `tx`, which moved the checkpoint past it, and commits; or
+    /// rolls back when the consumer (or its delivery) failed.
+    async fn handle_in(
+        &mut self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        batch: &[RecordedEvent],
+        delivered: Result<(), BoxError>,
+    ) -> Result<Offered, sqlx::Error> {
+        let name = &self.options.name;
         // When spans are exported: each event's trace gets this step (held until the
         // batch commits or fails).
         let event_spans = crate::trace::subscription_spans(name, batch);
@@ -522,22 +557,6 @@ impl<C: Consumer> Runner<C> {
             }
             return Ok(Offered::Failed(error));
         }
-        let last_recorded_at = batch.last().map(|event| event.recorded_at);
-        sqlx::query(
-            "UPDATE subscription_checkpoints
-             SET tx_id = $2::text::xid8, global_position = $3,
-                 events_handled = events_handled + $4, last_event_at = $5,
-                 updated_at = now(), last_error = NULL, failed_position = NULL,
-                 failing_since = NULL, attempts = 0
-             WHERE name = $1",
-        )
-        .bind(name)
-        .bind(last.tx_id.to_string())
-        .bind(last.global_position)
-        .bind(batch.len() as i64)
-        .bind(last_recorded_at)
-        .execute(&mut *tx)
-        .await?;
         tx.commit().await?;
         Ok(Offered::Committed)
     }
@@ -549,9 +568,15 @@ impl<C: Consumer> Runner<C> {
 /// at once a few times, each read a round trip of a tenth of a millisecond, then backs
 /// off from 1 ms. Sleeping first cost an event held back this way a whole millisecond
 /// or two (tokio's timers tick in milliseconds): in `aula bench latency`, most events
-/// were read only on the second try.
+/// were read only on the second try. A subscription with a
+/// [`SubscriptionOptions::held_back_spin`] reads again at once for that long: what holds
+/// the rows back is often a synchronous commit waiting for its flush (a worker's
+/// completion), which takes longer than three round trips, and less than the first
+/// millisecond's sleep that followed them (`aula bench latency`: 4.7 reads per event
+/// beyond the two it needs, so most events slept at least once).
 struct HeldBack {
     quick_rereads_left: u32,
+    since: std::time::Instant,
     wait: Duration,
 }
 
@@ -561,6 +586,7 @@ impl HeldBack {
     fn new() -> HeldBack {
         HeldBack {
             quick_rereads_left: Self::QUICK_REREADS,
+            since: std::time::Instant::now(),
             wait: Duration::from_millis(1),
         }
     }
@@ -574,46 +600,6 @@ enum Offered {
     Moved(LogPosition),
     /// The consumer failed; the batch was rolled back.
     Failed(BoxError),
-}
-
-const CHECKPOINT_SQL: &str =
-    "SELECT tx_id::text::bigint, global_position FROM subscription_checkpoints WHERE name = $1";
-const CHECKPOINT_FOR_UPDATE_SQL: &str = "SELECT tx_id::text::bigint, global_position FROM subscription_checkpoints WHERE name = $1 FOR UPDATE";
-
-/// Where the subscription `name` stands: the last position it committed (`None` before
-/// it first ran). Whatever it wrote at or before that position is committed with it.
-pub async fn checkpoint<'c>(
-    executor: impl sqlx::PgExecutor<'c>,
-    name: &str,
-) -> Result<Option<LogPosition>, sqlx::Error> {
-    let row: Option<(i64, i64)> = sqlx::query_as(CHECKPOINT_SQL)
-        .bind(name)
-        .fetch_optional(executor)
-        .await?;
-    Ok(row.map(|(tx_id, global_position)| LogPosition {
-        tx_id,
-        global_position,
-    }))
-}
-
-async fn load_checkpoint(
-    conn: &mut PgConnection,
-    name: &str,
-    for_update: bool,
-) -> Result<LogPosition, sqlx::Error> {
-    if !for_update {
-        return checkpoint(conn, name)
-            .await?
-            .ok_or(sqlx::Error::RowNotFound);
-    }
-    let (tx_id, global_position): (i64, i64) = sqlx::query_as(CHECKPOINT_FOR_UPDATE_SQL)
-        .bind(name)
-        .fetch_one(conn)
-        .await?;
-    Ok(LogPosition {
-        tx_id,
-        global_position,
-    })
 }
 
 /// Runs the consumer on a batch; a panic in it is a failure of the batch like any

@@ -40,6 +40,9 @@ use aula_eventlog::shutdown::Shutdown;
 use aula_eventlog::subscription::{self, BoxError, SubscriptionHandle};
 use aula_eventlog::trace::TraceContext;
 use aula_eventlog::{Consumer, RecordedEvent, SubscriptionOptions, Wakeups};
+use std::sync::LazyLock;
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::PgConnection;
@@ -47,7 +50,8 @@ use uuid::Uuid;
 
 use crate::kinds::TaskKind;
 use crate::processing;
-use crate::queue::{insert_tasks_unrecorded, NewTask};
+use crate::queue::{bind_new_tasks, NewTask, INSERT_TASKS_SQL};
+use crate::webhooks::fanout::{self, Subscriber};
 
 pub const REACTIONS_SUBSCRIPTION: &str = "processor.reactions";
 
@@ -184,6 +188,63 @@ async fn original_subjects(
         .collect())
 }
 
+/// The batch's tasks inserted ([`INSERT_TASKS_SQL`]) and the enabled webhook endpoints
+/// read ([`fanout::ENDPOINTS_SQL`]) in one statement, one round trip of the batch's
+/// transaction fewer: a row with a `task_id` is an inserted task, one with an
+/// `endpoint_id` an endpoint. The endpoints are read in the insert's snapshot, taken
+/// within the batch's transaction like the look-up of their own it replaces.
+static INSERT_TASKS_READING_ENDPOINTS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH inserted AS ({INSERT_TASKS_SQL})
+         SELECT id AS task_id, event_id, NULL::uuid AS endpoint_id, NULL::uuid AS institution_id,
+                NULL::text[] AS event_types, NULL::timestamptz AS created_at
+         FROM inserted
+         UNION ALL
+         SELECT NULL, NULL, e.id, e.institution_id, e.event_types, e.created_at
+         FROM ({endpoints}) e",
+        endpoints = fanout::ENDPOINTS_SQL
+    )
+});
+
+/// A row of [`INSERT_TASKS_READING_ENDPOINTS_SQL`].
+#[derive(sqlx::FromRow)]
+struct InsertedOrEndpoint {
+    task_id: Option<i64>,
+    event_id: Option<Uuid>,
+    endpoint_id: Option<Uuid>,
+    institution_id: Option<Uuid>,
+    event_types: Option<Vec<String>>,
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Runs [`INSERT_TASKS_READING_ENDPOINTS_SQL`]: the inserted tasks' `(id, event_id)`
+/// (for [`processing::record_issued`]) and the endpoints.
+async fn insert_tasks_reading_endpoints(
+    tx: &mut PgConnection,
+    tasks: &[NewTask],
+) -> Result<(Vec<(i64, Option<Uuid>)>, Vec<Subscriber>), sqlx::Error> {
+    let rows: Vec<InsertedOrEndpoint> =
+        bind_new_tasks(sqlx::query_as(&INSERT_TASKS_READING_ENDPOINTS_SQL), tasks)
+            .fetch_all(&mut *tx)
+            .await?;
+    let mut inserted = Vec::new();
+    let mut subscribers = Vec::new();
+    for row in rows {
+        match (row.task_id, row.endpoint_id, row.created_at) {
+            (Some(task_id), _, _) => inserted.push((task_id, row.event_id)),
+            (None, Some(id), Some(created_at)) => subscribers.push(Subscriber {
+                id,
+                institution_id: row.institution_id,
+                event_types: row.event_types,
+                created_at,
+            }),
+            // `webhook_endpoints.id` and `created_at` are NOT NULL.
+            _ => {}
+        }
+    }
+    Ok((inserted, subscribers))
+}
+
 /// The reactions consumer.
 #[derive(Debug, Default)]
 pub struct Reactions;
@@ -207,18 +268,20 @@ impl Consumer for Reactions {
                 tasks_for_subject(event, subject)
             })
             .collect();
-        let mut changes = insert_tasks_unrecorded(&mut *tx, &tasks).await?;
+        // Round trips of the batch's transaction (`aula bench latency` waits for each):
+        // the tasks' insert, which reads the webhook endpoints too; the webhooks' messages
+        // and tasks, only when an endpoint wants one of the events; the events' rows
+        // locked; their recount, which completes the tasks' duplicates' check; the rows
+        // and the counters written. (The subscription's own: `BEGIN` with the
+        // checkpoint's move, and `COMMIT`.)
+        let (inserted, subscribers) = insert_tasks_reading_endpoints(&mut *tx, &tasks).await?;
         // Webhook messages and their first delivery tasks, in the same transaction.
-        changes.extend(crate::webhooks::fanout::fan_out(&mut *tx, events).await?);
+        let webhooks = fanout::fan_out_to(&mut *tx, events, &subscribers).await?;
         // Every event gets its processing status (one without tasks is done at once).
-        processing::record(&mut *tx, &changes, events).await?;
-        let inserted = changes.len();
-        if inserted > 0 {
-            tracing::debug!(
-                events = events.len(),
-                tasks = inserted,
-                "reactions issued tasks"
-            );
+        let issued = processing::record_issued(&mut *tx, &inserted, &webhooks, events).await?;
+        let tasks = issued + webhooks.len();
+        if tasks > 0 {
+            tracing::debug!(events = events.len(), tasks, "reactions issued tasks");
         }
         Ok(())
     }
@@ -231,12 +294,21 @@ pub fn spawn_reactions(
     wakeups: Wakeups,
     shutdown: Shutdown,
 ) -> SubscriptionHandle {
-    spawn_reactions_with(
-        connect,
-        SubscriptionOptions::new(REACTIONS_SUBSCRIPTION),
-        wakeups,
-        shutdown,
-    )
+    spawn_reactions_with(connect, reactions_options(), wakeups, shutdown)
+}
+
+/// How long the reactions read again at once when a notification finds the new events
+/// held back by an older transaction still running (usually a worker's completion
+/// waiting for its flush), before they back off from 1 ms: the time between an event's
+/// commit and its tasks' (`SubscriptionOptions::held_back_spin`).
+pub const HELD_BACK_SPIN: Duration = Duration::from_millis(3);
+
+/// The reactions' subscription options ([`HELD_BACK_SPIN`]; the rest the defaults).
+pub fn reactions_options() -> SubscriptionOptions {
+    SubscriptionOptions {
+        held_back_spin: HELD_BACK_SPIN,
+        ..SubscriptionOptions::new(REACTIONS_SUBSCRIPTION)
+    }
 }
 
 /// [`spawn_reactions`] with explicit options (tests use short intervals).

@@ -3,6 +3,7 @@
 //! One binary for every integration test of the crate (each file used to be a
 //! binary of its own, and linking them dominated the build); each file is a module.
 
+mod checkpoints;
 mod copy_read;
 mod event_ids;
 mod local_pg;

@@ -1,6 +1,8 @@
 //! The counter tables a [`record`](super::record) or a refresh adds to, in one order
 //! (`processing_rollups`, `dashboard_rollups`, `task_status_counts`), each in key order:
 //! the deltas of a batch, then one upsert per table on a random shard.
+//! [`write_rows_and_counters`] writes the events' rows and the three tables in one
+//! statement, in that same order.
 
 use std::collections::BTreeMap;
 
@@ -160,3 +162,114 @@ async fn write_dashboard(
     .await?;
     Ok(())
 }
+
+/// The events' rows (`rows`, in log order) and the counters in one statement: one round
+/// trip where [`super::update_events`] and [`write_counters`] take up to four.
+///
+/// The statement's parts are data-modifying CTEs, which PostgreSQL runs in an order of
+/// its own choosing unless one reads another. So each reads the one before it in the
+/// lock order (module docs of [`super`]) in a `WHERE` that names no column of its rows:
+/// the planner makes that a one-time filter, evaluated before the part writes its
+/// first row, even when it has none. The part before has then run to completion: the
+/// events' rows, then `processing_rollups`, `dashboard_rollups`, `task_status_counts`.
+pub(super) async fn write_rows_and_counters(
+    conn: &mut PgConnection,
+    rows: &[super::Row],
+    counters: &Counters,
+) -> Result<(), sqlx::Error> {
+    let rollups: Vec<_> = counters.rollups.iter().filter(|(_, n)| **n != 0).collect();
+    let dashboard: Vec<_> = counters
+        .dashboard
+        .iter()
+        .filter(|(_, n)| **n != 0)
+        .collect();
+    let statuses: Vec<_> = counters.statuses.iter().filter(|(_, n)| **n != 0).collect();
+    if rows.is_empty() && rollups.is_empty() && dashboard.is_empty() && statuses.is_empty() {
+        return Ok(());
+    }
+    let columns = super::RowColumns::of(rows);
+    columns
+        .bind(sqlx::query(RECORD_SQL))
+        .bind(super::shard())
+        .bind(rollups.iter().map(|((m, _, _), _)| *m).collect::<Vec<_>>())
+        .bind(rollups.iter().map(|((_, k, _), _)| *k).collect::<Vec<_>>())
+        .bind(
+            rollups
+                .iter()
+                .map(|((_, _, s), _)| s.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rollups.iter().map(|(_, n)| **n).collect::<Vec<_>>())
+        .bind(dashboard.iter().map(|((w, ..), _)| *w).collect::<Vec<_>>())
+        .bind(
+            dashboard
+                .iter()
+                .map(|((_, i, ..), _)| *i)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            dashboard
+                .iter()
+                .map(|((_, _, b, ..), _)| *b)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            dashboard
+                .iter()
+                .map(|((_, _, _, k, _), _)| *k)
+                .collect::<Vec<_>>(),
+        )
+        .bind(dashboard.iter().map(|((.., s), _)| *s).collect::<Vec<_>>())
+        .bind(dashboard.iter().map(|(_, n)| **n).collect::<Vec<_>>())
+        .bind(statuses.iter().map(|((k, _), _)| *k).collect::<Vec<_>>())
+        .bind(
+            statuses
+                .iter()
+                .map(|((_, s), _)| s.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(statuses.iter().map(|(_, n)| **n).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// [`write_rows_and_counters`]'s statement: $1 to $18 the rows (as
+/// the processing module's upsert), $19 the shard, $20 to $23 the rollups, $24 to $29 the
+/// dashboard's, $30 to $32 the status counts.
+const RECORD_SQL: &str = concat!(
+    "WITH event_rows AS (",
+    super::upsert::upsert_events_sql!(),
+    "
+    RETURNING 1),
+rollups AS (
+    INSERT INTO processing_rollups (minute, kind, status, shard, count)
+    SELECT minute, kind, status, $19, n
+    FROM unnest($20::timestamptz[], $21::text[], $22::text[], $23::bigint[]) WITH ORDINALITY
+        AS r(minute, kind, status, n, ord)
+    WHERE (SELECT count(*) FROM event_rows) >= 0
+    ORDER BY ord
+    ON CONFLICT (minute, kind, status, shard)
+    DO UPDATE SET count = processing_rollups.count + EXCLUDED.count
+    RETURNING 1),
+dashboard AS (
+    INSERT INTO dashboard_rollups (width, institution_id, bucket, kind, status, shard, count)
+    SELECT width, institution_id, bucket, kind, status, $19, n
+    FROM unnest($24::text[], $25::uuid[], $26::timestamptz[], $27::text[], $28::text[], $29::bigint[])
+        WITH ORDINALITY AS r(width, institution_id, bucket, kind, status, n, ord)
+    WHERE (SELECT count(*) FROM rollups) >= 0
+    ORDER BY ord
+    ON CONFLICT (width, institution_id, bucket, kind, status, shard)
+    DO UPDATE SET count = dashboard_rollups.count + EXCLUDED.count
+    RETURNING 1),
+statuses AS (
+    INSERT INTO task_status_counts (kind, status, shard, count)
+    SELECT kind, status, $19, n
+    FROM unnest($30::text[], $31::text[], $32::bigint[]) WITH ORDINALITY AS r(kind, status, n, ord)
+    WHERE (SELECT count(*) FROM dashboard) >= 0
+    ORDER BY ord
+    ON CONFLICT (kind, status, shard)
+    DO UPDATE SET count = task_status_counts.count + EXCLUDED.count
+    RETURNING 1)
+SELECT count(*) FROM statuses"
+);

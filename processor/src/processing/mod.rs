@@ -42,8 +42,9 @@
 //! The projection (`aula_projections::admin_events`) upserts the identity columns and
 //! leaves these alone; this module upserts with `ON CONFLICT (event_id) DO UPDATE SET`
 //! the processing columns only, so either side may come first. Per batch: one
-//! `SELECT ... FOR UPDATE` of the rows, one `unnest` upsert, one upsert into each counter
-//! table.
+//! `SELECT ... FOR UPDATE` of the rows, one recount of their tasks, then the `unnest`
+//! upsert and the upserts into the counter tables in one statement
+//! (`counters::write_rows_and_counters`).
 //!
 //! **Invariant (no deadlocks):** within a transaction, rows are locked tasks first (by
 //! id), then `admin_events` in log order (`tx_id, global_position`, the order the
@@ -53,6 +54,7 @@
 mod counters;
 mod reads;
 mod refresher;
+mod upsert;
 
 use std::collections::HashMap;
 
@@ -62,13 +64,14 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use counters::{write_counters, Counters};
+use counters::{write_rows_and_counters, Counters};
 pub use reads::{local_midnight, processed_per_minute, processing_rate_today, status_counts};
 pub use refresher::{
     analyze_queue, open_tasks, queue_refresh, refresh, refresh_all, run_refresher, vacuum_queue,
     ANALYZE_FROM, ANALYZE_GROWTH, CLAIM_REFRESH_DELAY_MS, KEEP_GOING, REFRESHERS, REFRESH_BATCH,
     VACUUM_AFTER,
 };
+use upsert::{RowColumns, UPSERT_EVENTS_SQL};
 
 /// Counter rows per key: concurrent transactions pick different ones at random.
 /// Readers sum over all of them.
@@ -242,6 +245,33 @@ pub async fn record(
     changes: &[TaskChange],
     events: &[RecordedEvent],
 ) -> Result<(), sqlx::Error> {
+    record_with_inserted(conn, &[], changes, events).await?;
+    Ok(())
+}
+
+/// [`record`] for the reactions' batch, whose tasks' insert returned `inserted` (`(id,
+/// event_id)`, from [`crate::queue::INSERT_TASKS_SQL`]) and whose other `changes` are
+/// the webhooks' tasks: the second half of the insert's duplicates' check (see
+/// [`crate::queue::without_finished_duplicates`]) runs in the recount's statement, which
+/// removes the inserted tasks whose (event, kind) finished meanwhile and leaves them out
+/// of the counts. Returns how many of `inserted` remain.
+pub(crate) async fn record_issued(
+    conn: &mut PgConnection,
+    inserted: &[(i64, Option<Uuid>)],
+    changes: &[TaskChange],
+    events: &[RecordedEvent],
+) -> Result<usize, sqlx::Error> {
+    let dropped = record_with_inserted(conn, inserted, changes, events).await?;
+    Ok(inserted.len() - dropped.len())
+}
+
+/// [`record`] and [`record_issued`]; returns the ids of `inserted` it removed.
+async fn record_with_inserted(
+    conn: &mut PgConnection,
+    inserted: &[(i64, Option<Uuid>)],
+    changes: &[TaskChange],
+    events: &[RecordedEvent],
+) -> Result<Vec<i64>, sqlx::Error> {
     let mut counters = Counters::default();
     let mut deltas: HashMap<Uuid, EventDelta> = HashMap::new();
     for change in changes {
@@ -265,12 +295,30 @@ pub async fn record(
             delta.error.clone_from(&change.error);
         }
     }
+    for event_id in inserted.iter().filter_map(|(_, event_id)| *event_id) {
+        deltas.entry(event_id).or_default();
+    }
+    // Only tasks an event issued can be duplicates (the queue's `(event_id, kind)` key).
+    let issued: Vec<i64> = inserted
+        .iter()
+        .filter(|(_, event_id)| event_id.is_some())
+        .map(|(id, _)| *id)
+        .collect();
     let mut ids: Vec<Uuid> = deltas.keys().copied().collect();
     ids.extend(events.iter().map(|e| e.event_id));
-    if !ids.is_empty() {
-        update_events(conn, &ids, &deltas, events, &mut counters).await?;
+    let (rows, dropped) = if ids.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        event_rows(conn, &ids, &deltas, events, &issued, &mut counters).await?
+    };
+    for (id, _) in inserted {
+        if !dropped.contains(id) {
+            counters.status(KIND_TASK, "pending", 1);
+        }
     }
-    write_counters(conn, &counters).await
+    // The rows and the counters in one statement, in the lock order (module docs).
+    write_rows_and_counters(conn, &rows, &counters).await?;
+    Ok(dropped)
 }
 
 /// The tasks of each event (live and archived) by status bucket, and their last finish.
@@ -279,7 +327,10 @@ pub async fn record(
 /// and kind (`origin_task_id`), and its outcome replaces the retried one's, so a failed
 /// task retried with success leaves its event `succeeded` (issue #19). The retried
 /// task keeps its own status and history in the task list.
-const RECOUNT_SQL: &str = "SELECT event_id,
+macro_rules! recount_sql {
+    ($queue_filter:literal) => {
+        concat!(
+            "SELECT event_id,
          count(*) FILTER (WHERE status IN ('pending', 'paused'))::int AS pending,
          count(*) FILTER (WHERE status = 'running')::int AS running,
          count(*) FILTER (WHERE status = 'succeeded')::int AS succeeded,
@@ -291,7 +342,9 @@ const RECOUNT_SQL: &str = "SELECT event_id,
          max(finished_at) AS last_finished
      FROM (SELECT DISTINCT ON (event_id, kind) event_id, status, finished_at, last_error
            FROM (SELECT id, event_id, kind, status, finished_at, last_error FROM task_queue
-                 WHERE event_id = ANY($1)
+                 WHERE event_id = ANY($1)",
+            $queue_filter,
+            "
                  UNION ALL
                  SELECT id, event_id, kind, status, finished_at, last_error FROM task_history
                  WHERE event_id = ANY($1)
@@ -299,7 +352,29 @@ const RECOUNT_SQL: &str = "SELECT event_id,
                  SELECT id, event_id, kind, status, finished_at, last_error FROM tasks_archive
                  WHERE event_id = ANY($1)) all_tasks
            ORDER BY event_id, kind, id DESC) t
-     GROUP BY event_id";
+     GROUP BY event_id"
+        )
+    };
+}
+
+const RECOUNT_SQL: &str = recount_sql!("");
+
+/// [`RECOUNT_SQL`] for the reactions' batch ([`record_issued`]): first removes the tasks
+/// of `$2` (just inserted) whose (event, kind) finished meanwhile, as
+/// [`crate::queue::DROP_FINISHED_DUPLICATES_SQL`] does, and counts the rest. Each removed
+/// task is a row of its own, with only `dropped_id`.
+const RECOUNT_DROPPING_SQL: &str = concat!(
+    "WITH dropped AS (",
+    crate::queue::drop_finished_duplicates_sql!("$2"),
+    ")
+     SELECT event_id, pending, running, succeeded, failed, retrying, last_finished,
+            NULL::bigint AS dropped_id
+     FROM (",
+    recount_sql!(" AND NOT (id = ANY(ARRAY(SELECT id FROM dropped)))"),
+    ") counted
+     UNION ALL
+     SELECT NULL, 0, 0, 0, 0, 0, NULL, id FROM dropped"
+);
 
 /// An event's status from its latest tasks' counts (`[pending, running, succeeded,
 /// failed]`, see `RECOUNT_SQL`): the one place that derives it.
@@ -323,7 +398,8 @@ pub fn event_status(counts: [i32; 4], retrying: i32) -> &'static str {
 
 #[derive(Debug, sqlx::FromRow)]
 struct Tally {
-    event_id: Uuid,
+    /// `None` on [`RECOUNT_DROPPING_SQL`]'s rows of removed tasks.
+    event_id: Option<Uuid>,
     pending: i32,
     running: i32,
     succeeded: i32,
@@ -331,6 +407,9 @@ struct Tally {
     /// Among `pending` (paused ones included): waiting for a retry.
     retrying: i32,
     last_finished: Option<DateTime<Utc>>,
+    /// A task [`RECOUNT_DROPPING_SQL`] removed.
+    #[sqlx(default)]
+    dropped_id: Option<i64>,
 }
 
 impl Tally {
@@ -348,6 +427,31 @@ async fn update_events(
     events: &[RecordedEvent],
     counters: &mut Counters,
 ) -> Result<(), sqlx::Error> {
+    let (rows, _) = event_rows(conn, ids, deltas, events, &[], counters).await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let columns = RowColumns::of(&rows);
+    columns
+        .bind(sqlx::query(UPSERT_EVENTS_SQL))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The rows of `ids` (deduplicated here) as their tasks say they are now, and the rows
+/// of `events` (the reactions' batch), locked in log order; only those that changed,
+/// sorted in log order (the lock order), their counts added to `counters`. With the
+/// tasks of `issued` (just inserted by the reactions), whose duplicates the recount
+/// removes ([`RECOUNT_DROPPING_SQL`]): the ids it removed.
+async fn event_rows(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    deltas: &HashMap<Uuid, EventDelta>,
+    events: &[RecordedEvent],
+    issued: &[i64],
+    counters: &mut Counters,
+) -> Result<(Vec<Row>, Vec<i64>), sqlx::Error> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
@@ -380,15 +484,31 @@ async fn update_events(
     // may commit later, and the workers' claims and completions do not touch these rows
     // at all (they queue a refresh, see [`refresh`]).
     let present: Vec<Uuid> = rows.keys().copied().collect();
-    let tallies: HashMap<Uuid, Tally> = if present.is_empty() {
-        HashMap::new()
-    } else {
-        let found: Vec<Tally> = sqlx::query_as(RECOUNT_SQL)
+    let found: Vec<Tally> = if present.is_empty() && issued.is_empty() {
+        Vec::new()
+    } else if issued.is_empty() {
+        sqlx::query_as(RECOUNT_SQL)
             .bind(&present)
             .fetch_all(&mut *conn)
-            .await?;
-        found.into_iter().map(|t| (t.event_id, t)).collect()
+            .await?
+    } else {
+        sqlx::query_as(RECOUNT_DROPPING_SQL)
+            .bind(&present)
+            .bind(issued)
+            .fetch_all(&mut *conn)
+            .await?
     };
+    let mut tallies: HashMap<Uuid, Tally> = HashMap::with_capacity(found.len());
+    let mut dropped = Vec::new();
+    for tally in found {
+        match (tally.event_id, tally.dropped_id) {
+            (Some(event_id), _) => {
+                tallies.insert(event_id, tally);
+            }
+            (None, Some(id)) => dropped.push(id),
+            (None, None) => {}
+        }
+    }
     let mut new_rows: Vec<Row> = Vec::with_capacity(rows.len());
     for (event_id, (old, seen)) in rows {
         let delta = deltas.get(&event_id).cloned().unwrap_or_default();
@@ -475,55 +595,8 @@ async fn update_events(
             ..old
         });
     }
-    if new_rows.is_empty() {
-        return Ok(());
-    }
     new_rows.sort_by_key(|r| (r.tx_id, r.global_position));
-    let duration = |r: &Row| {
-        r.processed_at
-            .map(|p| (p - r.recorded_at).num_milliseconds().max(0))
-    };
-    sqlx::query(
-        "INSERT INTO admin_events (event_id, global_position, event_type, aggregate_type, aggregate_id,
-             sequence, institution_id, recorded_at, reprocessed_from, status, processed_at, duration_ms,
-             error, tasks_pending, tasks_running, tasks_succeeded, tasks_failed, tx_id)
-         SELECT event_id, global_position, event_type, aggregate_type, aggregate_id, sequence,
-             institution_id, recorded_at, reprocessed_from, status, processed_at, duration_ms,
-             error, tasks_pending, tasks_running, tasks_succeeded, tasks_failed, tx_id
-         FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-             $7::uuid[], $8::timestamptz[], $9::uuid[], $10::text[], $11::timestamptz[], $12::bigint[],
-             $13::text[], $14::int[], $15::int[], $16::int[], $17::int[], $18::bigint[]) WITH ORDINALITY
-             AS r(event_id, global_position, event_type, aggregate_type, aggregate_id, sequence,
-                  institution_id, recorded_at, reprocessed_from, status, processed_at, duration_ms,
-                  error, tasks_pending, tasks_running, tasks_succeeded, tasks_failed, tx_id, ord)
-         ORDER BY ord
-         ON CONFLICT (event_id) DO UPDATE SET status = EXCLUDED.status,
-             processed_at = EXCLUDED.processed_at, duration_ms = EXCLUDED.duration_ms,
-             error = EXCLUDED.error, tasks_pending = EXCLUDED.tasks_pending,
-             tasks_running = EXCLUDED.tasks_running, tasks_succeeded = EXCLUDED.tasks_succeeded,
-             tasks_failed = EXCLUDED.tasks_failed",
-    )
-    .bind(new_rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
-    .bind(new_rows.iter().map(|r| r.global_position).collect::<Vec<_>>())
-    .bind(new_rows.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>())
-    .bind(new_rows.iter().map(|r| r.aggregate_type.as_str()).collect::<Vec<_>>())
-    .bind(new_rows.iter().map(|r| r.aggregate_id.as_str()).collect::<Vec<_>>())
-    .bind(new_rows.iter().map(|r| r.sequence).collect::<Vec<_>>())
-    .bind(new_rows.iter().map(|r| r.institution_id).collect::<Vec<_>>())
-    .bind(new_rows.iter().map(|r| r.recorded_at).collect::<Vec<_>>())
-    .bind(new_rows.iter().map(|r| r.reprocessed_from).collect::<Vec<_>>())
-    .bind(new_rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>())
-    .bind(new_rows.iter().map(|r| r.processed_at).collect::<Vec<_>>())
-    .bind(new_rows.iter().map(duration).collect::<Vec<_>>())
-    .bind(new_rows.iter().map(|r| r.error.as_deref()).collect::<Vec<_>>())
-    .bind(new_rows.iter().map(|r| r.tasks_pending).collect::<Vec<_>>())
-    .bind(new_rows.iter().map(|r| r.tasks_running).collect::<Vec<_>>())
-    .bind(new_rows.iter().map(|r| r.tasks_succeeded).collect::<Vec<_>>())
-    .bind(new_rows.iter().map(|r| r.tasks_failed).collect::<Vec<_>>())
-    .bind(new_rows.iter().map(|r| r.tx_id).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    Ok((new_rows, dropped))
 }
 
 #[cfg(test)]

@@ -131,14 +131,30 @@ pub const INSERT_TASKS_SQL: &str = "INSERT INTO task_queue (kind, priority, max_
     ON CONFLICT (event_id, kind) WHERE origin_task_id IS NULL AND event_id IS NOT NULL DO NOTHING
     RETURNING id, event_id";
 
-/// Removes the tasks just inserted whose (event, kind) finished meanwhile (moved to the
-/// history while the insert ran).
-pub const DROP_FINISHED_DUPLICATES_SQL: &str = "DELETE FROM task_queue q
-    WHERE q.id = ANY($1) AND EXISTS (
+/// Removes the tasks just inserted (ids in the array parameter named) whose (event,
+/// kind) finished meanwhile (moved to the history while the insert ran). A macro, so
+/// that `concat!` can join it into the reactions' recount
+/// ([`crate::processing::record_issued`]).
+macro_rules! drop_finished_duplicates_sql {
+    ($ids:literal) => {
+        concat!(
+            "DELETE FROM task_queue q
+    WHERE q.id = ANY(",
+            $ids,
+            ") AND EXISTS (
         SELECT 1 FROM task_history h
         WHERE h.event_id = q.event_id AND h.kind = q.kind AND h.origin_task_id IS NULL
         OFFSET 0)
-    RETURNING q.id";
+    RETURNING q.id"
+        )
+    };
+}
+
+pub(crate) use drop_finished_duplicates_sql;
+
+/// Removes the tasks just inserted whose (event, kind) finished meanwhile (moved to the
+/// history while the insert ran).
+pub const DROP_FINISHED_DUPLICATES_SQL: &str = drop_finished_duplicates_sql!("$1");
 
 /// [`insert_tasks`] without [`processing::record`]: the caller records the returned
 /// changes in its transaction (the reactions add their events).
@@ -149,7 +165,20 @@ pub(crate) async fn insert_tasks_unrecorded(
     if tasks.is_empty() {
         return Ok(Vec::new());
     }
-    let inserted: Vec<(i64, Option<Uuid>)> = sqlx::query_as(INSERT_TASKS_SQL)
+    let inserted: Vec<(i64, Option<Uuid>)> =
+        bind_new_tasks(sqlx::query_as(INSERT_TASKS_SQL), tasks)
+            .fetch_all(&mut *conn)
+            .await?;
+    without_finished_duplicates(conn, inserted).await
+}
+
+/// Binds `tasks` as the parameters `$1` to `$10` of [`INSERT_TASKS_SQL`] (alone, or in a
+/// statement that contains it).
+pub(crate) fn bind_new_tasks<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    tasks: &'q [NewTask],
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    query
         .bind(column(tasks, |t| t.kind.as_str()))
         .bind(column(tasks, |t| t.priority))
         .bind(column(tasks, |t| t.max_attempts))
@@ -160,8 +189,15 @@ pub(crate) async fn insert_tasks_unrecorded(
         .bind(column(tasks, |t| &t.payload))
         .bind(column(tasks, |t| t.institution_id))
         .bind(column(tasks, |t| t.correlation_id))
-        .fetch_all(&mut *conn)
-        .await?;
+}
+
+/// The changes of the tasks [`INSERT_TASKS_SQL`] returned (`(id, event_id)`), once the
+/// event-issued ones whose (event, kind) finished meanwhile are removed again: the
+/// second half of the insert's duplicates' check, in a statement of its own.
+pub(crate) async fn without_finished_duplicates(
+    conn: &mut PgConnection,
+    inserted: Vec<(i64, Option<Uuid>)>,
+) -> Result<Vec<TaskChange>, sqlx::Error> {
     // The dedupe spans two tables (the queue's unique index, the history's): a task of
     // the same event and kind that finished while this insert ran moved from the queue
     // to the history, so the queue's index let this one in. Its completion's commit is

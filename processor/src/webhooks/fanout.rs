@@ -97,13 +97,19 @@ fn redact(value: &mut Value) {
 }
 
 /// An enabled endpoint, as the fan-out needs it.
-#[derive(sqlx::FromRow)]
-struct Subscriber {
-    id: Uuid,
-    institution_id: Option<Uuid>,
-    event_types: Option<Vec<String>>,
-    created_at: DateTime<Utc>,
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct Subscriber {
+    pub(crate) id: Uuid,
+    pub(crate) institution_id: Option<Uuid>,
+    pub(crate) event_types: Option<Vec<String>>,
+    pub(crate) created_at: DateTime<Utc>,
 }
+
+/// The enabled endpoints ([`Subscriber`]'s columns). The reactions read them in the
+/// statement that inserts their tasks ([`crate::reactions`]).
+pub(crate) const ENDPOINTS_SQL: &str =
+    "SELECT id, institution_id, event_types, created_at FROM webhook_endpoints
+     WHERE enabled AND deleted_at IS NULL";
 
 /// Whether `event` may be sent to endpoints at all: not the operators' records
 /// (`webhook_endpoint` streams would announce the delivery's configuration through
@@ -146,12 +152,16 @@ pub async fn fan_out(
     tx: &mut PgConnection,
     events: &[RecordedEvent],
 ) -> Result<Vec<TaskChange>, sqlx::Error> {
-    let subscribers: Vec<Subscriber> = sqlx::query_as(
-        "SELECT id, institution_id, event_types, created_at FROM webhook_endpoints
-         WHERE enabled AND deleted_at IS NULL",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    let subscribers: Vec<Subscriber> = sqlx::query_as(ENDPOINTS_SQL).fetch_all(&mut *tx).await?;
+    fan_out_to(tx, events, &subscribers).await
+}
+
+/// [`fan_out`] to `subscribers`, the enabled endpoints read earlier in `tx`.
+pub(crate) async fn fan_out_to(
+    tx: &mut PgConnection,
+    events: &[RecordedEvent],
+    subscribers: &[Subscriber],
+) -> Result<Vec<TaskChange>, sqlx::Error> {
     if subscribers.is_empty() {
         return Ok(Vec::new());
     }

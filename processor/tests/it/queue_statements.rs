@@ -405,3 +405,93 @@ async fn new_tasks_probe_the_history_by_key_with_or_without_its_statistics() {
     }
     db.drop_database().await;
 }
+
+/// The same race through the reactions' batch (`Reactions::handle`), whose insert reads
+/// the webhook endpoints in its statement and whose check of the history runs in the
+/// events' recount: the task taken back is in neither the event's row nor the counts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reactions_batch_issues_a_kind_once_even_while_its_task_finishes() {
+    use aula_eventlog::{Consumer, LogPosition};
+    use aula_processor::reactions::{tasks_for, Reactions};
+
+    let db = TestDatabase::new().await;
+    let pool = &db.pool;
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         VALUES ('teacher', 't-1', 1, 'TeacherCreated', '1.0', '{}', '{}')",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let events =
+        aula_eventlog::log::read_batch(&mut pool.acquire().await.unwrap(), LogPosition::START, 10)
+            .await
+            .unwrap();
+    let event = events[0].clone();
+    // The event's task, issued before (a checkpoint moved back), now running.
+    insert(pool, &tasks_for(&event)).await;
+    let claimed = queue::claim(pool, "w", 1, Duration::from_secs(60), true)
+        .await
+        .unwrap();
+    let done = claimed[0].done();
+    let pending_tasks = "SELECT COALESCE(sum(count), 0)::bigint FROM task_status_counts
+                         WHERE kind = 'task' AND status = 'pending'";
+    let pending_before: i64 = sqlx::query_scalar(pending_tasks)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+
+    let mut completing = pool.begin().await.unwrap();
+    let finished: Vec<(i64, Option<uuid::Uuid>, Option<DateTime<Utc>>)> =
+        sqlx::query_as(queue::COMPLETE_SQL)
+            .bind(vec![done.id])
+            .bind(vec![done.attempt])
+            .bind(vec![done.claimed_at])
+            .fetch_all(&mut *completing)
+            .await
+            .unwrap();
+    assert_eq!(finished.len(), 1);
+    let batch = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            Reactions.handle(&mut tx, &events).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    });
+    until_count(
+        pool,
+        "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND query LIKE 'WITH inserted AS%'",
+        "the batch's insert to wait for the completion's commit",
+        |waiting| waiting > 0,
+    )
+    .await;
+    completing.commit().await.unwrap();
+    within(batch).await.unwrap();
+
+    let statuses: Vec<String> = sqlx::query_scalar("SELECT status FROM tasks WHERE event_id = $1")
+        .bind(event.event_id)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    assert_eq!(statuses, ["succeeded"]);
+    let row: (String, i32, i32, i32) = sqlx::query_as(
+        "SELECT status, tasks_pending, tasks_running, tasks_succeeded FROM admin_events
+         WHERE event_id = $1",
+    )
+    .bind(event.event_id)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(row, ("succeeded".to_owned(), 0, 0, 1));
+    let pending_after: i64 = sqlx::query_scalar(pending_tasks)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        pending_after, pending_before,
+        "the task taken back is not counted"
+    );
+    db.drop_database().await;
+}
