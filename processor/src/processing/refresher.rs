@@ -125,8 +125,14 @@ pub async fn refresh(pool: &PgPool, limit: i64) -> Result<Option<usize>, sqlx::E
 /// takes this many ids shows a stream that the next round's batch will not be short of.
 pub const KEEP_GOING: usize = REFRESH_BATCH as usize / 4;
 
-/// How many ids a process's refresher takes between two VACUUMs of
-/// `admin_event_refresh` it runs itself (at most one a second).
+/// How many dead rows `admin_event_refresh` may hold before a refresher VACUUMs it (at
+/// most one a second per process; a process looks once its own rounds have taken a
+/// [`REFRESHERS`]th of this many ids since it last looked).
+///
+/// The count is the table's, read from `pg_stat_user_tables`, not the process's own:
+/// until session 17 every process counted its own ids, so four worker processes ran
+/// four times the VACUUMs needed (48 in a drain of 1,000,000 tasks, 51 s of the
+/// server's time).
 ///
 /// Why: the rounds find their ids by a scan of the table from its first page, and every
 /// id taken leaves a dead row there until a VACUUM. Autovacuum visits a database once a
@@ -143,6 +149,18 @@ pub async fn vacuum_queue(pool: &PgPool) -> Result<(), sqlx::Error> {
         .execute(pool)
         .await?;
     Ok(())
+}
+
+/// The dead rows of `admin_event_refresh` as the statistics count them (they lag by
+/// up to a second: each backend reports at most once a second).
+async fn refresh_queue_dead_rows(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(n_dead_tup, 0) FROM pg_stat_user_tables
+         WHERE relid = 'admin_event_refresh'::regclass",
+    )
+    .fetch_optional(pool)
+    .await
+    .map(Option::unwrap_or_default)
 }
 
 /// When the queue has grown this many times over since the last ANALYZE of
@@ -171,14 +189,47 @@ pub async fn open_tasks(pool: &PgPool) -> Result<i64, sqlx::Error> {
     .await
 }
 
-/// Analyzes `task_queue` (see [`ANALYZE_GROWTH`]); skipped, not waited for, while
-/// another ANALYZE or VACUUM holds the table.
-pub async fn analyze_queue(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::raw_sql("ANALYZE (SKIP_LOCKED) task_queue")
-        .execute(pool)
+/// Analyzes `task_queue` for a queue of `open` tasks (see [`ANALYZE_GROWTH`]), unless
+/// another process's refresher is doing it or its statistics already count more than
+/// `open / ANALYZE_GROWTH` rows. Returns whether it analyzed.
+///
+/// - One process at a time (an advisory lock), and none when the statistics fit:
+///   every process's refresher sees the same growth, and with four worker processes a
+///   burst of 100,000 tasks was analyzed four times in a row (1.4 s of the server's
+///   time, a tenth of the drain's) where the first ANALYZE had made the plans fit.
+/// - It waits for the table's lock rather than skip: until session 17 it skipped when
+///   autovacuum held the table, which it often does right after a burst (the burst's
+///   inserts are what wakes it), and the plans made on the empty queue stayed until
+///   autovacuum was done. Autovacuum gives way to the waiting ANALYZE after
+///   `deadlock_timeout` and comes back later.
+pub async fn analyze_queue(pool: &PgPool, open: i64) -> Result<bool, sqlx::Error> {
+    // ANALYZE may run in a transaction: the lock is released with it, whatever happens.
+    let mut tx = pool.begin().await?;
+    let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+        .bind(ANALYZE_LOCK.0)
+        .bind(ANALYZE_LOCK.1)
+        .fetch_one(&mut *tx)
         .await?;
-    Ok(())
+    if !ours {
+        return Ok(false);
+    }
+    let counted: f32 =
+        sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = 'task_queue'::regclass")
+            .fetch_one(&mut *tx)
+            .await?;
+    if (counted.max(0.0) as i64).saturating_mul(ANALYZE_GROWTH) > open {
+        return Ok(false);
+    }
+    sqlx::query("ANALYZE task_queue")
+        .persistent(false)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
 }
+
+/// The advisory lock of [`analyze_queue`] (two-key form, beside [`REFRESH_LOCK`]'s).
+const ANALYZE_LOCK: (i32, i32) = (REFRESH_LOCK.0, REFRESH_LOCK.1 + REFRESHERS);
 
 /// The refresher's upkeep of the two queue tables: when to VACUUM
 /// `admin_event_refresh` ([`VACUUM_AFTER`]) and ANALYZE `task_queue`
@@ -203,7 +254,7 @@ impl Upkeep {
         let idle = |job: &Option<tokio::task::JoinHandle<()>>| {
             job.as_ref().is_none_or(|job| job.is_finished())
         };
-        if self.taken_since_vacuum >= VACUUM_AFTER
+        if self.taken_since_vacuum >= VACUUM_AFTER / REFRESHERS as usize
             && since(self.vacuumed) >= Duration::from_secs(1)
             && idle(&self.vacuuming)
         {
@@ -211,8 +262,16 @@ impl Upkeep {
             self.vacuumed = Some(tokio::time::Instant::now());
             let pool = pool.clone();
             self.vacuuming = Some(tokio::spawn(async move {
-                if let Err(error) = vacuum_queue(&pool).await {
-                    tracing::debug!(%error, "vacuuming the refresh queue failed; autovacuum will");
+                match refresh_queue_dead_rows(&pool).await {
+                    Ok(dead) if dead >= VACUUM_AFTER as i64 => {
+                        if let Err(error) = vacuum_queue(&pool).await {
+                            tracing::debug!(%error, "vacuuming the refresh queue failed; autovacuum will");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::debug!(%error, "reading the refresh queue's dead rows failed")
+                    }
                 }
             }));
         }
@@ -233,8 +292,9 @@ impl Upkeep {
             self.analyzed = Some(tokio::time::Instant::now());
             let pool = pool.clone();
             self.analyzing = Some(tokio::spawn(async move {
-                match analyze_queue(&pool).await {
-                    Ok(()) => tracing::info!(open, "the task queue grew: analyzed it, so that its statements are planned for its size"),
+                match analyze_queue(&pool, open).await {
+                    Ok(false) => {}
+                    Ok(true) => tracing::info!(open, "the task queue grew: analyzed it, so that its statements are planned for its size"),
                     Err(error) => tracing::debug!(%error, "analyzing the task queue failed; autovacuum will"),
                 }
             }));

@@ -304,8 +304,10 @@ pub async fn run_workers_with_ready(
             let registry = registry.clone();
             let outcomes = outcomes_tx.clone();
             let slot_freed = slot_freed.clone();
+            let notices = notices.clone();
             running.spawn(async move {
                 let outcome = run_one(&registry, &ctx).await;
+                notices.ended(ctx.task.id);
                 let _ = outcomes.send(outcome);
                 drop(permit);
                 slot_freed.notify_one();

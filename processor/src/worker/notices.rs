@@ -10,8 +10,13 @@
 //! of their tasks it still runs. What a refresh shows is the same; a worker that dies
 //! within the moment leaves its tasks' events pending until their leases expire (the
 //! rescue records them at once), where they showed running before.
+//!
+//! A task whose handler has returned is no longer running, even while its outcome waits
+//! in the completer's batch: its event is not queued then (session 17: under load the
+//! completions lag, and half the events of a drain had their row written twice, once
+//! as running by a notice, once at the final status).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,10 +37,18 @@ const TICK: Duration = Duration::from_millis(100);
 /// A claim's tasks that have an event, and when it was made.
 type Claim = (Instant, Vec<(Done, Uuid)>);
 
-/// The claims with events of the last moments, oldest first.
+/// The claims with events of the last moments, oldest first, and which of their tasks
+/// are still running (their handler has not returned).
 #[derive(Debug, Default)]
 pub(super) struct Notices {
-    claims: Mutex<VecDeque<Claim>>,
+    held: Mutex<Held>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    claims: VecDeque<Claim>,
+    /// The ids of the held claims' tasks whose handler has not returned yet.
+    running: HashSet<i64>,
 }
 
 impl Notices {
@@ -46,23 +59,32 @@ impl Notices {
             .filter_map(|task| task.event_id.map(|event| (task.done(), event)))
             .collect();
         if !with_events.is_empty() {
-            self.lock().push_back((at, with_events));
+            let mut held = self.lock();
+            held.running
+                .extend(with_events.iter().map(|(done, _)| done.id));
+            held.claims.push_back((at, with_events));
         }
     }
 
-    /// The events of the claims made before `until` whose tasks `still_running` says
-    /// run (each event once); those claims are forgotten.
+    /// The handler of task `id` has returned: whatever its outcome, the task no longer
+    /// runs, so its event is not shown running for it.
+    pub(super) fn ended(&self, id: i64) {
+        self.lock().running.remove(&id);
+    }
+
+    /// The events of the claims made before `until` whose tasks have not ended and that
+    /// `still_running` says this worker still holds (each event once); those claims are
+    /// forgotten.
     pub(super) fn due(&self, until: Instant, still_running: impl Fn(&Done) -> bool) -> Vec<Uuid> {
         let mut events = Vec::new();
-        let mut claims = self.lock();
-        while claims.front().is_some_and(|(at, _)| *at <= until) {
-            if let Some((_, tasks)) = claims.pop_front() {
-                events.extend(
-                    tasks
-                        .into_iter()
-                        .filter(|(done, _)| still_running(done))
-                        .map(|(_, event)| event),
-                );
+        let mut held = self.lock();
+        while held.claims.front().is_some_and(|(at, _)| *at <= until) {
+            if let Some((_, tasks)) = held.claims.pop_front() {
+                for (done, event) in tasks {
+                    if held.running.remove(&done.id) && still_running(&done) {
+                        events.push(event);
+                    }
+                }
             }
         }
         events.sort_unstable();
@@ -70,8 +92,8 @@ impl Notices {
         events
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Claim>> {
-        self.claims.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -166,5 +188,20 @@ mod tests {
         assert!(notices
             .due(later + Duration::from_secs(1), |_| true)
             .is_empty());
+        assert!(notices.lock().running.is_empty(), "nothing is kept");
+    }
+
+    #[test]
+    fn a_task_whose_handler_returned_does_not_show_its_event_running() {
+        let notices = Notices::default();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let start = Instant::now();
+        notices.claimed(&[task(1, Some(a)), task(2, Some(b))], start);
+        // Task 1's handler returned; its outcome is not recorded yet (still held).
+        notices.ended(1);
+        assert_eq!(notices.due(start, |_| true), [b]);
+        // A task that ends after its claim was due leaves nothing behind.
+        notices.ended(2);
+        assert!(notices.lock().running.is_empty());
     }
 }

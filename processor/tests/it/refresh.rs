@@ -327,3 +327,73 @@ async fn parked_plan(conn: &mut sqlx::PgConnection) -> String {
         .unwrap();
     lines.join("\n")
 }
+
+/// `controls::unpark_resumed` runs every few seconds in every process. Prepared once on
+/// an empty queue, its plan (a scan of the table) stayed after a burst filled the queue;
+/// planned at each run, it reads the parked tasks' index whatever the statistics say.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sweep_for_parked_tasks_does_not_scan_a_queue_that_grew() {
+    let db = TestDatabase::new().await;
+    sqlx::raw_sql("VACUUM ANALYZE task_queue")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // One connection, so the sweeps share it (and would share a prepared plan).
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(db.connect.clone())
+        .await
+        .unwrap();
+    for _ in 0..6 {
+        aula_processor::controls::unpark_resumed(&pool)
+            .await
+            .unwrap();
+    }
+    aula_processor::bench::insert_noop_tasks(&db.pool, 20_000)
+        .await
+        .unwrap();
+    let seq_scans = || async {
+        let mut conn = pool.acquire().await.unwrap();
+        // This backend's counts reach the statistics now, not within the second.
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        sqlx::query_scalar::<_, i64>(
+            "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'task_queue'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap()
+    };
+    let before = seq_scans().await;
+    aula_processor::controls::unpark_resumed(&pool)
+        .await
+        .unwrap();
+    assert_eq!(seq_scans().await, before, "the sweep scanned the queue");
+}
+
+/// Every process's refresher sees a burst; the queue is analyzed once, by whichever
+/// takes the lock first, and not again while the statistics fit its size.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grown_queue_is_analyzed_once_whoever_sees_it() {
+    let db = TestDatabase::new().await;
+    sqlx::raw_sql("VACUUM ANALYZE task_queue")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    aula_processor::bench::insert_noop_tasks(&db.pool, 20_000)
+        .await
+        .unwrap();
+    let analyzed =
+        futures::future::join_all((0..4).map(|_| processing::analyze_queue(&db.pool, 20_000)))
+            .await;
+    let runs = analyzed
+        .into_iter()
+        .filter(|a| *a.as_ref().unwrap())
+        .count();
+    assert_eq!(runs, 1, "one ANALYZE for the burst");
+    assert!(!processing::analyze_queue(&db.pool, 20_000).await.unwrap());
+    // Four times bigger again: due again.
+    assert!(processing::analyze_queue(&db.pool, 80_001).await.unwrap());
+}
