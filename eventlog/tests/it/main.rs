@@ -8,4 +8,5 @@ mod copy_read;
 mod event_ids;
 mod local_pg;
 mod log_reader;
+mod outage;
 mod unavailable;
