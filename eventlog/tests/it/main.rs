@@ -6,6 +6,7 @@
 mod checkpoints;
 mod copy_read;
 mod event_ids;
+mod failing_consumers;
 mod local_pg;
 mod log_reader;
 mod outage;
