@@ -125,14 +125,8 @@ pub async fn refresh(pool: &PgPool, limit: i64) -> Result<Option<usize>, sqlx::E
 /// takes this many ids shows a stream that the next round's batch will not be short of.
 pub const KEEP_GOING: usize = REFRESH_BATCH as usize / 4;
 
-/// How many dead rows `admin_event_refresh` may hold before a refresher VACUUMs it (at
-/// most one a second per process; a process looks once its own rounds have taken a
-/// [`REFRESHERS`]th of this many ids since it last looked).
-///
-/// The count is the table's, read from `pg_stat_user_tables`, not the process's own:
-/// until session 17 every process counted its own ids, so four worker processes ran
-/// four times the VACUUMs needed (48 in a drain of 1,000,000 tasks, 51 s of the
-/// server's time).
+/// How many ids a process's refresher takes between two VACUUMs of
+/// `admin_event_refresh` it runs itself (at most one a second).
 ///
 /// Why: the rounds find their ids by a scan of the table from its first page, and every
 /// id taken leaves a dead row there until a VACUUM. Autovacuum visits a database once a
@@ -149,18 +143,6 @@ pub async fn vacuum_queue(pool: &PgPool) -> Result<(), sqlx::Error> {
         .execute(pool)
         .await?;
     Ok(())
-}
-
-/// The dead rows of `admin_event_refresh` as the statistics count them (they lag by
-/// up to a second: each backend reports at most once a second).
-async fn refresh_queue_dead_rows(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT COALESCE(n_dead_tup, 0) FROM pg_stat_user_tables
-         WHERE relid = 'admin_event_refresh'::regclass",
-    )
-    .fetch_optional(pool)
-    .await
-    .map(Option::unwrap_or_default)
 }
 
 /// When the queue has grown this many times over since the last ANALYZE of
@@ -254,7 +236,7 @@ impl Upkeep {
         let idle = |job: &Option<tokio::task::JoinHandle<()>>| {
             job.as_ref().is_none_or(|job| job.is_finished())
         };
-        if self.taken_since_vacuum >= VACUUM_AFTER / REFRESHERS as usize
+        if self.taken_since_vacuum >= VACUUM_AFTER
             && since(self.vacuumed) >= Duration::from_secs(1)
             && idle(&self.vacuuming)
         {
@@ -262,16 +244,8 @@ impl Upkeep {
             self.vacuumed = Some(tokio::time::Instant::now());
             let pool = pool.clone();
             self.vacuuming = Some(tokio::spawn(async move {
-                match refresh_queue_dead_rows(&pool).await {
-                    Ok(dead) if dead >= VACUUM_AFTER as i64 => {
-                        if let Err(error) = vacuum_queue(&pool).await {
-                            tracing::debug!(%error, "vacuuming the refresh queue failed; autovacuum will");
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::debug!(%error, "reading the refresh queue's dead rows failed")
-                    }
+                if let Err(error) = vacuum_queue(&pool).await {
+                    tracing::debug!(%error, "vacuuming the refresh queue failed; autovacuum will");
                 }
             }));
         }
