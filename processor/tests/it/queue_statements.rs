@@ -423,10 +423,21 @@ async fn a_reactions_batch_issues_a_kind_once_even_while_its_task_finishes() {
     .execute(pool)
     .await
     .unwrap();
-    let events =
-        aula_eventlog::log::read_batch(&mut pool.acquire().await.unwrap(), LogPosition::START, 10)
-            .await
-            .unwrap();
+    // The log hands out an event once no older transaction can still commit before it:
+    // other tests' transactions on the shared server may hold it back for a moment.
+    let events = loop {
+        let events = aula_eventlog::log::read_batch(
+            &mut pool.acquire().await.unwrap(),
+            LogPosition::START,
+            10,
+        )
+        .await
+        .unwrap();
+        if !events.is_empty() {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     let event = events[0].clone();
     // The event's task, issued before (a checkpoint moved back), now running.
     insert(pool, &tasks_for(&event)).await;
