@@ -564,6 +564,20 @@ async fn ready(State(http): State<Http>) -> Response {
         Ok(Ok((n,))) => (true, n as usize >= aula_migrations::count()),
         Ok(Err(_)) | Err(_) => (false, false),
     };
+    // Why the database did not answer, so that an exhausted pool (every connection busy
+    // with requests) does not read like an outage (session 17's probe).
+    let pool = &http.app.pool;
+    let (size, idle, max) = (
+        pool.size(),
+        pool.num_idle(),
+        pool.options().get_max_connections(),
+    );
+    let database_detail = match applied {
+        Ok(Ok(_)) => "answered",
+        Err(_) if size >= max && idle == 0 => "no free connection within 1 s: the pool is busy",
+        Err(_) => "no answer within 1 s",
+        Ok(Err(_)) => "unreachable",
+    };
     let subscriptions = (http.app.readiness)();
     let ok = !draining && database && migrations && subscriptions;
     // Still ready (every instance shares the database: failing them all would turn
@@ -588,6 +602,8 @@ async fn ready(State(http): State<Http>) -> Response {
                 "ready"
             },
             "database": database,
+            "database_detail": database_detail,
+            "pool": { "size": size, "idle": idle, "max": max },
             "migrations": migrations,
             "subscriptions": subscriptions,
             "log_held_back_seconds": log.and_then(|h| h.blocker).map(|b| b.age_seconds),

@@ -116,6 +116,7 @@ async fn health_ready_and_graphiql() {
     assert_eq!(ready.status().as_u16(), 503);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["database"], false);
+    assert_eq!(body["database_detail"], "unreachable", "{body}");
     server.stop().await;
 }
 
@@ -147,6 +148,33 @@ async fn slow_requests_time_out_with_a_request_id() {
             );
         }
     }
+    server.stop().await;
+}
+
+/// Every pooled connection busy: not ready, but said so, not "no database" (the probe
+/// of session 17 read `"database": false` as an outage).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exhausted_pool_is_told_apart_from_a_database_outage() {
+    let server = TestServer::start().await;
+    let max = server.db.pool.options().get_max_connections();
+    let mut held = Vec::new();
+    for _ in 0..max {
+        held.push(server.db.pool.acquire().await.unwrap());
+    }
+    let ready = server.get("/ready").await;
+    assert_eq!(ready.status().as_u16(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["database"], false);
+    assert_eq!(
+        body["database_detail"], "no free connection within 1 s: the pool is busy",
+        "{body}"
+    );
+    assert_eq!(body["pool"]["idle"], 0, "{body}");
+    drop(held);
+    let ready = server.get("/ready").await;
+    assert_eq!(ready.status().as_u16(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["database_detail"], "answered", "{body}");
     server.stop().await;
 }
 
