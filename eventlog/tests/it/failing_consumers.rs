@@ -158,38 +158,42 @@ async fn a_panicking_consumer_is_retried_and_reported_like_a_failing_one() {
     handle.task.await.unwrap();
 }
 
-/// Fails every batch that holds the event with sequence `conflicted` with PostgreSQL's
-/// deadlock error, `conflicts` times; records the size of every batch it is offered.
-struct Conflicting {
-    conflicted: i64,
-    conflicts: Arc<AtomicUsize>,
-    offered: Arc<std::sync::Mutex<Vec<usize>>>,
+/// Fails every batch that holds the event with sequence `at_sequence` with PostgreSQL's
+/// error `errcode` (a condition name: `deadlock_detected`, `disk_full`), raised by the
+/// server itself, `times` times; records what it sees as subscription `name`, and the
+/// size of every batch it is offered.
+pub(super) struct FailsWith {
+    pub(super) name: &'static str,
+    pub(super) errcode: &'static str,
+    pub(super) at_sequence: i64,
+    pub(super) times: Arc<AtomicUsize>,
+    pub(super) offered: Arc<std::sync::Mutex<Vec<usize>>>,
 }
 
 #[async_trait::async_trait]
-impl Consumer for Conflicting {
+impl Consumer for FailsWith {
     async fn handle(
         &mut self,
         tx: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), BoxError> {
         self.offered.lock().unwrap().push(events.len());
-        if events.iter().any(|e| e.sequence == self.conflicted)
+        if events.iter().any(|e| e.sequence == self.at_sequence)
             && self
-                .conflicts
+                .times
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
         {
-            // A real error from the server, as a deadlock between two writers reports it.
-            sqlx::query(
-                "DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = 'deadlock_detected'; END $$",
-            )
-            .execute(&mut *tx)
-            .await?;
+            let raise = format!(
+                "DO $$ BEGIN RAISE EXCEPTION '{0}' USING ERRCODE = '{0}'; END $$",
+                self.errcode
+            );
+            sqlx::query(&raise).execute(&mut *tx).await?;
         }
         let positions: Vec<i64> = events.iter().map(|e| e.global_position()).collect();
-        sqlx::query("INSERT INTO seen (subscription, instance, global_position, aggregate_id, sequence) SELECT 'conflicts', 'x', p, 'a', 0 FROM unnest($1::bigint[]) p")
+        sqlx::query("INSERT INTO seen (subscription, instance, global_position, aggregate_id, sequence) SELECT $2, 'x', p, 'a', 0 FROM unnest($1::bigint[]) p")
             .bind(&positions)
+            .bind(self.name)
             .execute(&mut *tx)
             .await?;
         Ok(())
@@ -205,9 +209,12 @@ async fn a_batch_that_conflicts_with_another_transaction_is_run_again_whole() {
     append_events(&db.pool, "a", 1, 30).await;
     let (stop, shutdown) = shutdown::channel();
     let offered = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let consumer = Conflicting {
-        conflicted: 10,
-        conflicts: Arc::new(AtomicUsize::new(3)),
+    // A real error from the server, as a deadlock between two writers reports it.
+    let consumer = FailsWith {
+        name: "conflicts",
+        errcode: "deadlock_detected",
+        at_sequence: 10,
+        times: Arc::new(AtomicUsize::new(3)),
         offered: offered.clone(),
     };
     let handle = subscription::spawn(

@@ -1,53 +1,17 @@
 //! A subscription while the database cannot run its batches at all (a full disk): the
 //! batch waits whole, shown `Disconnected`, and goes on as soon as the database can.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aula_eventlog::log::RecordedEvent;
 use aula_eventlog::shutdown;
-use aula_eventlog::subscription::{self, BoxError, SubscriptionState};
+use aula_eventlog::subscription::{self, SubscriptionState};
 use aula_eventlog::testing::fast_subscription;
-use aula_eventlog::{Consumer, Wakeups};
-use sqlx::PgConnection;
+use aula_eventlog::Wakeups;
 
+use super::failing_consumers::FailsWith;
 use super::log_reader::{append_events, setup};
-
-/// Fails its first `outages` batches with the server's "disk full" (`53100`), as a
-/// write on a full disk reports it; records the size of every batch it is offered.
-struct OnAFullDisk {
-    outages: Arc<AtomicUsize>,
-    offered: Arc<Mutex<Vec<usize>>>,
-}
-
-#[async_trait::async_trait]
-impl Consumer for OnAFullDisk {
-    async fn handle(
-        &mut self,
-        tx: &mut PgConnection,
-        events: &[RecordedEvent],
-    ) -> Result<(), BoxError> {
-        self.offered.lock().unwrap().push(events.len());
-        if self
-            .outages
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            sqlx::query(
-                "DO $$ BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full'; END $$",
-            )
-            .execute(&mut *tx)
-            .await?;
-        }
-        let positions: Vec<i64> = events.iter().map(|e| e.global_position()).collect();
-        sqlx::query("INSERT INTO seen (subscription, instance, global_position, aggregate_id, sequence) SELECT 'outage', 'x', p, 'a', 0 FROM unnest($1::bigint[]) p")
-            .bind(&positions)
-            .execute(&mut *tx)
-            .await?;
-        Ok(())
-    }
-}
 
 /// Before session 17 such a batch was treated as a failing consumer's: isolated one
 /// event at a time, with a back-off growing to 30 s and the subscription reported
@@ -59,8 +23,12 @@ async fn a_batch_the_database_cannot_run_waits_whole_and_goes_on_at_once() {
     append_events(&db.pool, "a", 1, 30).await;
     let (stop, shutdown) = shutdown::channel();
     let offered = Arc::new(Mutex::new(Vec::new()));
-    let consumer = OnAFullDisk {
-        outages: Arc::new(AtomicUsize::new(3)),
+    // The server's own "disk full" (53100), as a write on a full disk reports it.
+    let consumer = FailsWith {
+        name: "outage",
+        errcode: "disk_full",
+        at_sequence: 10,
+        times: Arc::new(AtomicUsize::new(3)),
         offered: offered.clone(),
     };
     let mut options = fast_subscription("outage");
