@@ -506,3 +506,60 @@ async fn a_reactions_batch_issues_a_kind_once_even_while_its_task_finishes() {
     );
     db.drop_database().await;
 }
+
+/// ADR 0010: the workers' completion commits without waiting for the WAL flush. The
+/// statement says so for its own transaction only: inside a transaction the setting is
+/// off after it, and the session's own setting is untouched once that transaction ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workers_completion_skips_the_flush_for_its_own_transaction_only() {
+    let db = TestDatabase::new().await;
+    insert(&db.pool, &[task("noop", "once")]).await;
+    let claimed = queue::claim_deferred(&db.pool, "w", 1, Duration::from_secs(30), true)
+        .await
+        .unwrap();
+    let done = claimed[0].done();
+    let mut conn = db.pool.acquire().await.unwrap();
+    // The test server runs with the flush off; this session runs as production's do.
+    sqlx::query("SET synchronous_commit = on")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let setting = "SELECT current_setting('synchronous_commit')";
+
+    sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+    let accepted: Vec<i64> = sqlx::query_scalar(queue::COMPLETE_DEFERRED_SQL)
+        .bind(vec![done.id])
+        .bind(vec![done.attempt])
+        .bind(0_i16)
+        .bind(vec![done.claimed_at])
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(accepted, [done.id]);
+    let inside: String = sqlx::query_scalar(setting)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        inside, "off",
+        "the completion's transaction skips the flush"
+    );
+    sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+
+    let after: String = sqlx::query_scalar(setting)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(after, "on", "nothing after the completion skips it");
+    let finished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tasks WHERE id = $1 AND status = 'succeeded'")
+            .bind(done.id)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(finished, 1);
+    sqlx::query("RESET synchronous_commit")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+}
