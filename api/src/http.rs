@@ -328,6 +328,7 @@ async fn graphql_post(
     // caller's trace context.
     let format = Format::of(&headers);
     async move {
+        let started = tokio::time::Instant::now();
         // Every refusal of the body names the input field `body`.
         let refuse_body = |status: StatusCode, reason: &str, message: String| {
             error_response(
@@ -406,13 +407,15 @@ async fn graphql_post(
                         "expected `Authorization: Bearer <token>`",
                     )),
                     Some(token) => {
-                        auth::authenticate(
+                        let verify = auth::authenticate(
                             &http.app.pool,
                             &http.app.config.token_secret,
                             token,
                             http.app.clock.now(),
-                        )
-                        .await
+                        );
+                        unless_unreachable(&http, started, verify)
+                            .await
+                            .unwrap_or_else(|| Err(database_unreachable()))
                     }
                 };
                 match verified {
@@ -433,9 +436,16 @@ async fn graphql_post(
             client: caller_address(connect, &headers, &http),
             request_id: request_id.clone(),
         };
-        let execution = http.schema.execute(request.data(context));
+        let execution =
+            unless_unreachable(&http, started, http.schema.execute(request.data(context)));
         match tokio::time::timeout(http.app.config.request_timeout, execution).await {
-            Ok(response) => finish(format, StatusCode::OK, &request_id, response),
+            Ok(Some(response)) => finish(format, StatusCode::OK, &request_id, response),
+            Ok(None) => error_response(
+                format,
+                StatusCode::SERVICE_UNAVAILABLE,
+                &request_id,
+                database_unreachable(),
+            ),
             Err(_) => {
                 tracing::warn!(timeout = ?http.app.config.request_timeout, "request timed out");
                 let error = async_graphql::Error::new("the request took too long")
@@ -449,6 +459,27 @@ async fn graphql_post(
     }
     .instrument(span)
     .await
+}
+
+/// `work`'s output, or `None` once the database is known to refuse connections and the
+/// request has run [`aula_eventlog::db::SUSPECT_AFTER`]: the pool would retry its
+/// connect for its whole acquire timeout (10 s) before failing, so the request is
+/// answered `UNAVAILABLE` now instead. A busy pool is not an outage: work waiting for
+/// a connection of a server that accepts them goes on waiting.
+async fn unless_unreachable<T>(
+    http: &Http,
+    started: tokio::time::Instant,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        output = work => Some(output),
+        () = http.app.reachability.cut(started) => None,
+    }
+}
+
+fn database_unreachable() -> ApiError {
+    ApiError::Unavailable("the database refuses connections".into())
 }
 
 /// The subprotocol a socket asked for: the first of `Sec-WebSocket-Protocol` that

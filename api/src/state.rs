@@ -71,6 +71,9 @@ pub struct AppState {
     pub(crate) log_health: Option<tokio::sync::watch::Receiver<LogHealth>>,
     /// Where requests hash passwords, a bounded number at a time.
     pub(crate) hashing: Arc<crate::secrets::HashingLanes>,
+    /// Whether the database accepts connections: requests stop waiting for it when it
+    /// does not (`http::unless_unreachable`).
+    pub(crate) reachability: aula_eventlog::db::Reachability,
 }
 
 impl AppState {
@@ -83,6 +86,7 @@ impl AppState {
             account_writes: Arc::new(RateLimiter::new(config.account_write_limit)),
             anonymous_reads: Arc::new(RateLimiter::new(config.anonymous_read_limit)),
             hashing: Arc::new(crate::secrets::HashingLanes::new(&config.password_lanes)),
+            reachability: aula_eventlog::db::Reachability::new((*pool.connect_options()).clone()),
             pool,
             config: Arc::new(config),
             clock: Arc::new(SystemClock),

@@ -75,6 +75,136 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether the database server accepts connections, as last seen by a direct connect
+/// (never through a pool: a pool whose connections are all busy is not an outage).
+///
+/// sqlx's pool retries a refused connect until its acquire timeout (10 s), so while
+/// the server is down every request would wait that long before its `UNAVAILABLE`.
+/// A request that has run for [`SUSPECT_AFTER`] calls [`Reachability::cut`]'s watch,
+/// which asks for a probe (at most one at a time, one per [`PROBE_EVERY`]): a refused
+/// connect, or a server that says it is starting or stopping, marks the database
+/// unreachable, and every request waiting on it is answered at once; the probe then
+/// tries again every [`PROBE_EVERY`] and clears the mark with its first successful
+/// connect. Anything else (a connect that succeeds, is slow, or is refused for too
+/// many connections) is not an outage and leaves requests queueing as before.
+#[derive(Clone)]
+pub struct Reachability {
+    inner: std::sync::Arc<ReachabilityInner>,
+}
+
+struct ReachabilityInner {
+    options: PgConnectOptions,
+    /// `true` while the last probe found the server refusing connections.
+    unreachable: tokio::sync::watch::Sender<bool>,
+    /// A probe runs (one at a time).
+    probing: std::sync::atomic::AtomicBool,
+    /// When the last probe started (`None`: never).
+    last_probe: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+/// How long a request runs before it asks whether the database is reachable.
+pub const SUSPECT_AFTER: Duration = Duration::from_millis(500);
+/// The pause between probes; also the longest an ended outage stays marked.
+pub const PROBE_EVERY: Duration = Duration::from_millis(250);
+/// How long a probe waits for the server: a connect slower than this proves nothing.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Reachability {
+    /// Probes with `options` (the pool's connect options).
+    pub fn new(options: PgConnectOptions) -> Self {
+        Self {
+            inner: std::sync::Arc::new(ReachabilityInner {
+                options: session_options(options),
+                unreachable: tokio::sync::watch::Sender::new(false),
+                probing: Default::default(),
+                last_probe: Default::default(),
+            }),
+        }
+    }
+
+    /// Whether the last probe found the server refusing connections.
+    pub fn is_unreachable(&self) -> bool {
+        *self.inner.unreachable.borrow()
+    }
+
+    /// Resolves when the work started at `started` should be given up because the
+    /// database is unreachable: never for work that finishes within
+    /// [`SUSPECT_AFTER`], and never while the server accepts connections, however
+    /// busy the pool is. Race it against the work.
+    pub async fn cut(&self, started: tokio::time::Instant) {
+        tokio::time::sleep_until(started + SUSPECT_AFTER).await;
+        let mut changes = self.inner.unreachable.subscribe();
+        loop {
+            if *changes.borrow_and_update() {
+                return;
+            }
+            self.suspect();
+            let _ = tokio::time::timeout(PROBE_EVERY, changes.changed()).await;
+        }
+    }
+
+    /// Starts a probe unless one runs or one started less than [`PROBE_EVERY`] ago.
+    pub fn suspect(&self) {
+        use std::sync::atomic::Ordering;
+        {
+            let now = tokio::time::Instant::now();
+            let mut last = self
+                .inner
+                .last_probe
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if last.is_some_and(|last| now < last + PROBE_EVERY) {
+                return;
+            }
+            if self.inner.probing.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            loop {
+                let refused = match tokio::time::timeout(PROBE_TIMEOUT, probe(&inner.options)).await
+                {
+                    Ok(Err(error)) => refuses_connections(&error).then_some(error),
+                    Ok(Ok(())) | Err(_) => None,
+                };
+                let Some(error) = refused else {
+                    if inner.unreachable.send_replace(false) {
+                        tracing::info!("the database accepts connections again");
+                    }
+                    break;
+                };
+                if !inner.unreachable.send_replace(true) {
+                    tracing::warn!(%error, "the database refuses connections: requests that need it are answered UNAVAILABLE at once until it is back");
+                }
+                tokio::time::sleep(PROBE_EVERY).await;
+            }
+            inner.probing.store(false, Ordering::Release);
+        });
+    }
+}
+
+async fn probe(options: &PgConnectOptions) -> Result<(), sqlx::Error> {
+    let connection = sqlx::PgConnection::connect_with(options).await?;
+    // It connected: whatever the goodbye does, the server accepts connections.
+    let _ = connection.close().await;
+    Ok(())
+}
+
+/// A connect error that says the server takes no connection now: nothing listens
+/// (refused, no socket file), or the server is starting, stopping or recovering
+/// (57P01-57P03). Not "too many connections" (53300): a crowd, not an outage.
+fn refuses_connections(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(error) => error
+            .code()
+            .is_some_and(|code| matches!(code.as_ref(), "57P01" | "57P02" | "57P03")),
+        _ => false,
+    }
+}
+
 /// One array parameter of a batch statement (`unnest($1::uuid[], ...)`): `field` of
 /// every row, in order. Batch writes bind each column of their rows this way.
 pub fn column<'a, T, U>(rows: &'a [T], field: impl FnMut(&'a T) -> U) -> Vec<U> {

@@ -28,7 +28,10 @@
 //! A job is owned by one runner (`owner`) until `lease_until`. Each batch is one
 //! transaction: lock the job row, check it is still `running`, ours, and at the
 //! `position` we expect; append the copies; move `position` to the batch's last log
-//! position, add to `done`/`failed` and extend the lease. A runner that dies (process
+//! position, add to `done`/`failed` and extend the lease. An event the job's total
+//! counted but whose batch no longer matched the filter (a single `reprocessEvent`
+//! resolved it meanwhile, or its status changed) is counted `skipped` when the job ends,
+//! so a `done` job's `done + failed + skipped` is its `total`. A runner that dies (process
 //! killed, connection dropped, task aborted) loses its batch in flight with its
 //! transaction; [`run_resumer`] (started by every processor) takes over a `running`
 //! job whose lease expired ([`take_over_expired`]) and continues after its `position`.
@@ -180,6 +183,10 @@ pub struct BulkJob {
     pub total: i64,
     pub done: i64,
     pub failed: i64,
+    /// Events counted in `total` that no longer matched the filter when their batch
+    /// came (resolved meanwhile by a single reprocess, or their status changed); set
+    /// when the job ends `done`.
+    pub skipped: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub error: Option<String>,
@@ -523,8 +530,11 @@ async fn run_batches(
             .push_bind(options.batch_size.max(1));
         let batch: Vec<(Uuid, i64)> = sql.build_query_as().fetch_all(&mut *tx).await?;
         let Some(&(_, last)) = batch.last() else {
+            // What the total counted and no batch met any more (see the module docs).
             sqlx::query(
-                "UPDATE bulk_reprocess_jobs SET status = 'done', lease_until = NULL, updated_at = now()
+                "UPDATE bulk_reprocess_jobs
+                 SET status = 'done', skipped = GREATEST(total - done - failed, 0),
+                     lease_until = NULL, updated_at = now()
                  WHERE id = $1",
             )
             .bind(id)
@@ -656,7 +666,7 @@ pub async fn cancel(pool: &PgPool, job_id: Uuid) -> Result<BulkJob, BulkError> {
 pub async fn job(pool: &PgPool, job_id: Uuid) -> Result<Option<BulkJob>, sqlx::Error> {
     let job: Option<BulkJob> = sqlx::query_as(
         "SELECT id, filter, up_to_tx, up_to_position, institution_id, requested_by, status, total, done,
-                failed, created_at, updated_at, error
+                failed, skipped, created_at, updated_at, error
          FROM bulk_reprocess_jobs WHERE id = $1",
     )
     .bind(job_id)

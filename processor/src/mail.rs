@@ -6,6 +6,7 @@
 //! recognised downstream; the file outbox simply overwrites the same file.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
@@ -36,6 +37,8 @@ pub enum MailError {
     Build(#[from] lettre::error::Error),
     #[error("the SMTP server refused or failed: {0}")]
     Smtp(#[from] lettre::transport::smtp::Error),
+    #[error("the SMTP server did not finish the conversation within {0:?}")]
+    Timeout(Duration),
     #[error("could not write {path}: {source}")]
     Io {
         path: PathBuf,
@@ -50,7 +53,7 @@ impl MailError {
         match self {
             MailError::Address { .. } | MailError::Build(_) => true,
             MailError::Smtp(e) => e.is_permanent(),
-            MailError::Io { .. } => false,
+            MailError::Io { .. } | MailError::Timeout(_) => false,
         }
     }
 }
@@ -104,25 +107,73 @@ pub fn build_message(from: &str, message: &EmailMessage) -> Result<Message, Mail
 }
 
 /// SMTP through lettre's pooled async transport.
+///
+/// lettre bounds only the connect with its timeout: a server that accepts and then
+/// stops answering (or answers one byte a minute) held a worker for ever, its lease
+/// kept alive by the heartbeat, and with every worker so held nothing else ran. Each
+/// send therefore has a deadline ([`SEND_TIMEOUT`]) for the whole conversation; past
+/// it the send fails as a transient error (the task is retried) and the transport, whose
+/// pool would take back the connection left mid-conversation and hand it to the next
+/// send out of step, is replaced by a fresh one.
 pub struct SmtpMailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    transport: std::sync::RwLock<Arc<AsyncSmtpTransport<Tokio1Executor>>>,
+    url: String,
     from: String,
+    /// The deadline of one send, the whole SMTP conversation.
+    send_timeout: Duration,
     /// Host and port, for the `smtp` CLIENT span.
     server: Option<crate::spans::SmtpServer>,
 }
+
+/// How long one e-mail's SMTP conversation may take before it is given up (and the
+/// task retried).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl SmtpMailer {
     /// `url`: `smtp://host:port` (plain), `smtp://host?tls=required` (STARTTLS),
     /// `smtps://user:password@host` (TLS), as lettre's `from_url` reads it.
     pub fn from_url(url: &str, from: impl Into<String>) -> Result<Self, MailError> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)?
-            .timeout(Some(Duration::from_secs(30)))
-            .build();
         Ok(Self {
-            transport,
+            transport: std::sync::RwLock::new(Arc::new(Self::transport_for(url)?)),
+            url: url.to_owned(),
             from: from.into(),
+            send_timeout: SEND_TIMEOUT,
             server: crate::spans::SmtpServer::from_url(url),
         })
+    }
+
+    /// Another deadline for one send than [`SEND_TIMEOUT`].
+    pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
+    fn transport_for(url: &str) -> Result<AsyncSmtpTransport<Tokio1Executor>, MailError> {
+        Ok(AsyncSmtpTransport::<Tokio1Executor>::from_url(url)?
+            .timeout(Some(Duration::from_secs(30)))
+            .build())
+    }
+
+    fn current(&self) -> Arc<AsyncSmtpTransport<Tokio1Executor>> {
+        self.transport
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces `stale` (unless another send already did): its pooled connections,
+    /// the one left mid-conversation among them, are closed once nothing uses them.
+    fn retire(&self, stale: &Arc<AsyncSmtpTransport<Tokio1Executor>>) {
+        let Ok(fresh) = Self::transport_for(&self.url) else {
+            return;
+        };
+        let mut current = self
+            .transport
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if Arc::ptr_eq(&current, stale) {
+            *current = Arc::new(fresh);
+        }
     }
 }
 
@@ -135,17 +186,28 @@ impl Mailer for SmtpMailer {
             Some(server) => crate::spans::smtp(server),
             None => tracing::Span::none(),
         };
-        let sent = self.transport.send(built).instrument(span.clone()).await;
+        let transport = self.current();
+        let sent = tokio::time::timeout(
+            self.send_timeout,
+            transport.send(built).instrument(span.clone()),
+        )
+        .await;
+        let sent = match sent {
+            Ok(sent) => sent.map(|_| ()).map_err(MailError::from),
+            Err(_) => {
+                self.retire(&transport);
+                Err(MailError::Timeout(self.send_timeout))
+            }
+        };
         if let Err(error) = &sent {
-            let kind = if error.is_permanent() {
-                "smtp_permanent"
-            } else {
-                "smtp_transient"
+            let kind = match error {
+                MailError::Timeout(_) => "smtp_timeout",
+                error if error.is_permanent() => "smtp_permanent",
+                _ => "smtp_transient",
             };
             aula_eventlog::trace::record_error(&span, kind, &error.to_string());
         }
-        sent?;
-        Ok(())
+        sent
     }
 
     fn transport(&self) -> &'static str {

@@ -13,6 +13,7 @@ mod dashboard_insights;
 mod dashboard_links;
 mod dashboard_queue;
 mod dashboard_reprocess;
+mod database_outage;
 mod enrollment_race;
 mod event_catalog;
 mod graphiql;

@@ -42,7 +42,7 @@ const EVENT_FIELDS = `eventId logPosition eventType aggregateType aggregateId in
   latestCopyId latestCopyStatus resolvedByCopy reprocessNote`;
 const TASK_FIELDS = `id kind status priority attempt maxAttempts eventId eventType institutionId originTaskId
   createdAt startedAt finishedAt durationMs lastError runAt leaseUntil worker`;
-const JOB_FIELDS = "id status total done failed upToPosition error copiesSucceeded copiesFailed copiesRunning";
+const JOB_FIELDS = "id status total done failed skipped upToPosition error copiesSucceeded copiesFailed copiesRunning";
 
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),

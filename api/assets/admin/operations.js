@@ -135,15 +135,18 @@ async function bulkConfirm(token) {
 }
 
 function showJob(job) {
-  const pct = job.total ? Math.floor((job.done * 100) / job.total) : (job.status === "done" ? 100 : 0);
+  // Every event the total counted is copied, failed or skipped (no longer matched).
+  const dealt = job.done + job.failed + (job.skipped || 0);
+  const pct = job.total ? Math.min(100, Math.floor((dealt * 100) / job.total)) : (job.status === "done" ? 100 : 0);
   $("job-progress").value = pct;
   $("job-progress").max = 100;
   const panel = $("job-panel");
   panel.dataset.status = job.status;
   panel.dataset.percent = String(pct);
   const failed = job.failed ? `, ${job.failed} failed` : "";
+  const skipped = job.skipped ? `, ${job.skipped} skipped (no longer matched: resolved meanwhile)` : "";
   const error = job.error ? ` — ${job.error}` : "";
-  $("job-text").textContent = `${job.status}: ${job.done} of ${job.total} reprocessed (${pct}%)${failed}${error}`;
+  $("job-text").textContent = `${job.status}: ${job.done} of ${job.total} reprocessed (${pct}%)${failed}${skipped}${error}`;
   showJobOutcomes(job);
   const finished = job.status !== "running";
   $("job-cancel").hidden = finished;

@@ -100,6 +100,11 @@ row_object! {
         copies_running: BigInt = job.outcomes.running.into(),
         /// Events that could not be copied.
         failed: BigInt = job.failed.into(),
+        /// Events counted in `total` that no longer matched the filter when the job
+        /// reached them (a single `reprocessEvent` resolved them meanwhile, or their
+        /// status changed), so not copied; set when the job ends `DONE`, whose
+        /// `done + failed + skipped` is then `total`.
+        skipped: BigInt = job.skipped.into(),
         /// The last log position the job's filter covers.
         up_to_position: BigInt = job.up_to_position.into(),
         /// The transaction id bounding the job in the log's commit order.

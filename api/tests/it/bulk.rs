@@ -11,7 +11,8 @@ use common::{assert_code, assert_ok, assert_reason, server_with_projections};
 
 const PREVIEW: &str = "query($f: AdminEventFilter) { bulkReprocessPreview(filter: $f) { count byType { type count } byStatus { status count } upToPosition upToTransaction confirmToken } }";
 const CONFIRM: &str = "mutation($t: String!) { bulkReprocessConfirm(confirmToken: $t) { id status total done failed requestedBy institutionId } }";
-const JOB: &str = "query($id: UUID!) { bulkReprocessJob(id: $id) { id status total done failed } }";
+const JOB: &str =
+    "query($id: UUID!) { bulkReprocessJob(id: $id) { id status total done failed skipped } }";
 const CANCEL: &str = "mutation($id: UUID!) { bulkReprocessCancel(id: $id) { id status } }";
 
 fn data<'a>(response: &'a Value, field: &str) -> &'a Value {
@@ -151,6 +152,7 @@ async fn bulk_reprocessing_previews_confirms_and_copies_only_what_it_previewed()
     assert_eq!(finished["status"], "done");
     assert_eq!(finished["done"], expected);
     assert_eq!(finished["failed"], 0);
+    assert_eq!(finished["skipped"], 0);
 
     let copies = count(pool, COPIES, a.id).await;
     assert_eq!(copies, expected);

@@ -214,6 +214,108 @@ async fn retries_and_copies_resolve_failures_and_bulk_jobs_report_their_copies_o
     db.drop_database().await;
 }
 
+/// A bulk job of the unresolved failures while single `reprocessEvent`s resolve some of
+/// them: the job does not copy those again, and counts them `skipped`, so that its
+/// `done + failed + skipped` is its total (before, it ended `done` with fewer).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bulk_job_counts_what_single_reprocesses_resolved_meanwhile_as_skipped() {
+    let db = TestDatabase::new().await;
+    let broken = Arc::new(AtomicBool::new(true));
+    let mut registry = Registry::new();
+    registry.register(kinds::LINK_TEACHER_NOTIFICATIONS, Switch(broken.clone()));
+    let running = start(&db, registry, fast_config("skipped"), true).await;
+    let (trigger, stop) = shutdown::channel();
+    let mut options = SubscriptionOptions::new(admin_events::NAME);
+    options.poll_interval = std::time::Duration::from_millis(100);
+    let projection = aula_projections::spawn_one(
+        db.connect.clone(),
+        options,
+        Wakeups::polling_only(),
+        stop.clone(),
+    );
+    let institution = Uuid::new_v4();
+    let mut events = Vec::new();
+    for _ in 0..6 {
+        events.push(append(&db.pool, institution, serde_json::json!({})).await);
+    }
+    for event in &events {
+        wait_status(&db.pool, *event, "failed").await;
+    }
+    broken.store(false, Ordering::SeqCst);
+
+    // The job is recorded from its preview (six unresolved failures) but not run yet.
+    let failed = EventListQuery {
+        status: Some("failed".into()),
+        ..EventListQuery::default()
+    };
+    let (preview, filter) = eventually("the list to hold every event", || async {
+        let (preview, filter) = bulk::preview_for(&db.pool, &failed, false).await.unwrap();
+        (preview.count == 6).then_some((preview, filter))
+    })
+    .await;
+    let owner = bulk::runner_name();
+    let options = BulkOptions {
+        batch_size: 2,
+        ..BulkOptions::default()
+    };
+    let job = bulk::create_job(
+        &db.pool,
+        &filter,
+        preview.up_to,
+        Actor::System,
+        None,
+        &owner,
+        options.lease,
+    )
+    .await
+    .unwrap();
+
+    // Meanwhile an operator reprocesses two of them one by one, and their copies fix them.
+    for original in [events[1], events[4]] {
+        aula_processor::reprocess_event(&db.pool, original, Actor::User(Uuid::new_v4()))
+            .await
+            .unwrap();
+        eventually("the single copy to resolve its original", || async {
+            row(&db.pool, original)
+                .await
+                .filter(|r| r.resolved_by_copy())
+                .map(|_| ())
+        })
+        .await;
+    }
+
+    let end = bulk::run_job(&db.pool, job, &owner, options).await.unwrap();
+    assert_eq!(end, bulk::RunEnd::Done);
+    let finished = bulk::job(&db.pool, job).await.unwrap().unwrap();
+    assert_eq!(finished.status, "done");
+    assert_eq!(
+        (
+            finished.total,
+            finished.done,
+            finished.failed,
+            finished.skipped
+        ),
+        (6, 4, 0, 2),
+        "done + failed + skipped = total"
+    );
+    // The resolved ones got no second copy.
+    for original in [events[1], events[4]] {
+        let copies: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events WHERE metadata->>'reprocessed_from' = $1",
+        )
+        .bind(original.to_string())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(copies, 1);
+    }
+
+    trigger.trigger();
+    within(projection.task).await.unwrap();
+    running.stop().await;
+    db.drop_database().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_copy_records_its_own_request_and_links_to_the_original_trace() {
     let db = TestDatabase::new().await;

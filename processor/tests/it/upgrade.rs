@@ -412,3 +412,35 @@ async fn the_wide_tasks_table_is_split_into_queue_and_history_and_its_tasks_fini
 
     drop_database(pool, &name).await;
 }
+
+/// 0052 on a populated database: a finished job whose counts did not add up (events a
+/// single reprocess resolved meanwhile) gets them as `skipped`; a running or cancelled
+/// job gets none (its runner counts them when it ends).
+#[tokio::test(flavor = "multi_thread")]
+async fn finished_bulk_jobs_get_what_they_skipped_on_upgrade() {
+    let rows = "
+INSERT INTO bulk_reprocess_jobs (id, filter, up_to_position, up_to_tx, requested_by, status, total,
+                                 done, failed)
+VALUES ('00000000-0000-0000-0000-000000000001', '{}', 10, 5, 'system', 'done', 6, 4, 0),
+       ('00000000-0000-0000-0000-000000000002', '{}', 10, 5, 'system', 'done', 5, 4, 1),
+       ('00000000-0000-0000-0000-000000000003', '{}', 10, 5, 'system', 'running', 6, 2, 0),
+       ('00000000-0000-0000-0000-000000000004', '{}', 10, 5, 'system', 'cancelled', 6, 1, 0);";
+    let (name, pool) = database_at(51, "SELECT 1", rows).await;
+    aula_migrations::run(&pool).await.unwrap();
+    let skipped: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT status, total, done, failed, skipped FROM bulk_reprocess_jobs ORDER BY id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        skipped,
+        vec![
+            ("done".into(), 6, 4, 0, 2),
+            ("done".into(), 5, 4, 1, 0),
+            ("running".into(), 6, 2, 0, 0),
+            ("cancelled".into(), 6, 1, 0, 0),
+        ]
+    );
+    drop_database(pool, &name).await;
+}
