@@ -188,21 +188,42 @@ async fn original_subjects(
         .collect())
 }
 
-/// The batch's tasks inserted ([`INSERT_TASKS_SQL`]) and the enabled webhook endpoints
-/// read ([`fanout::ENDPOINTS_SQL`]) in one statement, one round trip of the batch's
-/// transaction fewer: a row with a `task_id` is an inserted task, one with an
-/// `endpoint_id` an endpoint. The endpoints are read in the insert's snapshot, taken
-/// within the batch's transaction like the look-up of their own it replaces.
+/// The batch's tasks inserted ([`INSERT_TASKS_SQL`]), the enabled webhook endpoints
+/// read ([`fanout::ENDPOINTS_SQL`]) and, when there is none, the events' admin rows
+/// locked ([`processing::lock_rows_sql!`], ids in `$11`), in one statement: two round
+/// trips of the batch's transaction fewer. A row with a `task_id` is an inserted task,
+/// one with an `endpoint_id` an endpoint, one with a `locked_row` an event's row. The
+/// endpoints are read in the insert's snapshot, taken within the batch's transaction
+/// like the look-up of their own it replaces.
+///
+/// The lock order holds (tasks, then `admin_events` in log order; `processing`): the
+/// rows are locked only after the insert has run to its end (the lock's condition
+/// counts what the insert returned, a one-time filter evaluated before the scan), and
+/// not at all when an endpoint exists, since the webhooks' fan-out then inserts tasks
+/// after this statement: `processing::record_issued` locks them after it, as before.
+/// The recount, which completes the duplicates' check (ADR 0003), stays a statement of
+/// its own after this one. `FOR UPDATE` returns each row's latest committed version,
+/// so a row locked here reads as one locked by a statement of its own.
 static INSERT_TASKS_READING_ENDPOINTS_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "WITH inserted AS ({INSERT_TASKS_SQL})
+        "WITH inserted AS ({INSERT_TASKS_SQL}),
+         endpoints AS ({endpoints}),
+         locked AS ({lock})
          SELECT id AS task_id, event_id, NULL::uuid AS endpoint_id, NULL::uuid AS institution_id,
-                NULL::text[] AS event_types, NULL::timestamptz AS created_at
+                NULL::text[] AS event_types, NULL::timestamptz AS created_at,
+                NULL::text AS locked_row
          FROM inserted
          UNION ALL
-         SELECT NULL, NULL, e.id, e.institution_id, e.event_types, e.created_at
-         FROM ({endpoints}) e",
-        endpoints = fanout::ENDPOINTS_SQL
+         SELECT NULL, NULL, e.id, e.institution_id, e.event_types, e.created_at, NULL
+         FROM endpoints e
+         UNION ALL
+         SELECT NULL, NULL, NULL, NULL, NULL, NULL, to_jsonb(l)::text
+         FROM locked l",
+        endpoints = fanout::ENDPOINTS_SQL,
+        lock = processing::lock_rows_sql!(
+            "$11",
+            "AND (SELECT count(*) FROM inserted) >= 0 AND NOT EXISTS (SELECT 1 FROM endpoints)"
+        ),
     )
 });
 
@@ -215,34 +236,54 @@ struct InsertedOrEndpoint {
     institution_id: Option<Uuid>,
     event_types: Option<Vec<String>>,
     created_at: Option<chrono::DateTime<chrono::Utc>>,
+    locked_row: Option<String>,
 }
 
-/// Runs [`INSERT_TASKS_READING_ENDPOINTS_SQL`]: the inserted tasks' `(id, event_id)`
-/// (for [`processing::record_issued`]) and the endpoints.
+/// What [`insert_tasks_reading_endpoints`] returns: the inserted tasks' `(id,
+/// event_id)` (for [`processing::record_issued`]), the endpoints, and the events' rows
+/// when the statement locked them (no endpoint).
+struct Inserted {
+    tasks: Vec<(i64, Option<Uuid>)>,
+    subscribers: Vec<Subscriber>,
+    locked: Option<processing::LockedRows>,
+}
+
+/// Runs [`INSERT_TASKS_READING_ENDPOINTS_SQL`] for `tasks` and the rows of `events`.
 async fn insert_tasks_reading_endpoints(
     tx: &mut PgConnection,
     tasks: &[NewTask],
-) -> Result<(Vec<(i64, Option<Uuid>)>, Vec<Subscriber>), sqlx::Error> {
+    events: &[RecordedEvent],
+) -> Result<Inserted, BoxError> {
+    let ids: Vec<Uuid> = events.iter().map(|event| event.event_id).collect();
     let rows: Vec<InsertedOrEndpoint> =
         bind_new_tasks(sqlx::query_as(&INSERT_TASKS_READING_ENDPOINTS_SQL), tasks)
+            .bind(&ids)
             .fetch_all(&mut *tx)
             .await?;
     let mut inserted = Vec::new();
     let mut subscribers = Vec::new();
+    let mut locked = processing::LockedRows::of(&ids);
     for row in rows {
-        match (row.task_id, row.endpoint_id, row.created_at) {
-            (Some(task_id), _, _) => inserted.push((task_id, row.event_id)),
-            (None, Some(id), Some(created_at)) => subscribers.push(Subscriber {
+        match (row.task_id, row.endpoint_id, row.created_at, row.locked_row) {
+            (Some(task_id), _, _, _) => inserted.push((task_id, row.event_id)),
+            (None, Some(id), Some(created_at), _) => subscribers.push(Subscriber {
                 id,
                 institution_id: row.institution_id,
                 event_types: row.event_types,
                 created_at,
             }),
+            (None, None, _, Some(json)) => locked.push(&json)?,
             // `webhook_endpoints.id` and `created_at` are NOT NULL.
             _ => {}
         }
     }
-    Ok((inserted, subscribers))
+    // With an endpoint the statement locked nothing (see above).
+    let locked = subscribers.is_empty().then_some(locked);
+    Ok(Inserted {
+        tasks: inserted,
+        subscribers,
+        locked,
+    })
 }
 
 /// The reactions consumer.
@@ -269,16 +310,24 @@ impl Consumer for Reactions {
             })
             .collect();
         // Round trips of the batch's transaction (`aula bench latency` waits for each):
-        // the tasks' insert, which reads the webhook endpoints too; the webhooks' messages
-        // and tasks, only when an endpoint wants one of the events; the events' rows
-        // locked; their recount, which completes the tasks' duplicates' check; the rows
-        // and the counters written. (The subscription's own: `BEGIN` with the
+        // the tasks' insert, which reads the webhook endpoints too and, when there is
+        // none, locks the events' rows; the webhooks' messages and tasks, only when an
+        // endpoint wants one of the events; the events' rows locked, only when there is
+        // an endpoint; their recount, which completes the tasks' duplicates' check; the
+        // rows and the counters written. (The subscription's own: `BEGIN` with the
         // checkpoint's move, and `COMMIT`.)
-        let (inserted, subscribers) = insert_tasks_reading_endpoints(&mut *tx, &tasks).await?;
+        let inserted = insert_tasks_reading_endpoints(&mut *tx, &tasks, events).await?;
         // Webhook messages and their first delivery tasks, in the same transaction.
-        let webhooks = fanout::fan_out_to(&mut *tx, events, &subscribers).await?;
+        let webhooks = fanout::fan_out_to(&mut *tx, events, &inserted.subscribers).await?;
         // Every event gets its processing status (one without tasks is done at once).
-        let issued = processing::record_issued(&mut *tx, &inserted, &webhooks, events).await?;
+        let issued = processing::record_issued(
+            &mut *tx,
+            &inserted.tasks,
+            &webhooks,
+            events,
+            inserted.locked,
+        )
+        .await?;
         let tasks = issued + webhooks.len();
         if tasks > 0 {
             tracing::debug!(events = events.len(), tasks, "reactions issued tasks");

@@ -172,7 +172,9 @@ struct EventDelta {
     error: Option<String>,
 }
 
-#[derive(Debug, sqlx::FromRow)]
+/// An event's `admin_events` row; decoded from the lock's statement, or from its
+/// `to_jsonb` text when a caller's statement locked it ([`LockedRows`]).
+#[derive(Debug, sqlx::FromRow, serde::Deserialize)]
 struct Row {
     event_id: Uuid,
     global_position: i64,
@@ -245,7 +247,7 @@ pub async fn record(
     changes: &[TaskChange],
     events: &[RecordedEvent],
 ) -> Result<(), sqlx::Error> {
-    record_with_inserted(conn, &[], changes, events).await?;
+    record_with_inserted(conn, &[], changes, events, None).await?;
     Ok(())
 }
 
@@ -255,13 +257,17 @@ pub async fn record(
 /// [`crate::queue::without_finished_duplicates`]) runs in the recount's statement, which
 /// removes the inserted tasks whose (event, kind) finished meanwhile and leaves them out
 /// of the counts. Returns how many of `inserted` remain.
+///
+/// `locked`: the events' rows, when the caller's statement that inserted the tasks also
+/// locked them ([`lock_rows_sql!`]); `None` locks them here, one statement more.
 pub(crate) async fn record_issued(
     conn: &mut PgConnection,
     inserted: &[(i64, Option<Uuid>)],
     changes: &[TaskChange],
     events: &[RecordedEvent],
+    locked: Option<LockedRows>,
 ) -> Result<usize, sqlx::Error> {
-    let dropped = record_with_inserted(conn, inserted, changes, events).await?;
+    let dropped = record_with_inserted(conn, inserted, changes, events, locked).await?;
     Ok(inserted.len() - dropped.len())
 }
 
@@ -271,6 +277,7 @@ async fn record_with_inserted(
     inserted: &[(i64, Option<Uuid>)],
     changes: &[TaskChange],
     events: &[RecordedEvent],
+    locked: Option<LockedRows>,
 ) -> Result<Vec<i64>, sqlx::Error> {
     let mut counters = Counters::default();
     let mut deltas: HashMap<Uuid, EventDelta> = HashMap::new();
@@ -309,7 +316,7 @@ async fn record_with_inserted(
     let (rows, dropped) = if ids.is_empty() {
         (Vec::new(), Vec::new())
     } else {
-        event_rows(conn, &ids, &deltas, events, &issued, &mut counters).await?
+        event_rows(conn, &ids, &deltas, events, &issued, locked, &mut counters).await?
     };
     for (id, _) in inserted {
         if !dropped.contains(id) {
@@ -319,6 +326,65 @@ async fn record_with_inserted(
     // The rows and the counters in one statement, in the lock order (module docs).
     write_rows_and_counters(conn, &rows, &counters).await?;
     Ok(dropped)
+}
+
+/// The events' rows of the ids in the array parameter named (and `$and`), locked in log order (the
+/// lock order, module docs), with the columns of `Row`. A macro, so that `concat!` can
+/// join it into the reactions' insert (`crate::reactions`), which locks them after its
+/// tasks' insert and saves the batch this statement's round trip.
+macro_rules! lock_rows_sql {
+    ($ids:literal) => {
+        $crate::processing::lock_rows_sql!($ids, "")
+    };
+    // `$and`: more conditions (`AND ...`), on no column of the rows.
+    ($ids:literal, $and:literal) => {
+        concat!(
+            "SELECT a.event_id, a.global_position, a.event_type, a.aggregate_type, a.aggregate_id,
+                a.sequence, a.institution_id, a.recorded_at, a.reprocessed_from, a.status,
+                a.processed_at, a.error, a.tasks_pending, a.tasks_running, a.tasks_succeeded,
+                a.tasks_failed, a.tx_id
+         FROM admin_events a
+         WHERE a.event_id = ANY(",
+            $ids,
+            ") ",
+            $and,
+            "
+         ORDER BY a.tx_id, a.global_position
+         FOR UPDATE"
+        )
+    };
+}
+
+pub(crate) use lock_rows_sql;
+
+/// The rows a caller's statement locked with [`lock_rows_sql!`] (each as its
+/// `to_jsonb(...)::text`), and the ids it asked for: [`record_issued`] takes them instead
+/// of locking the rows itself.
+#[derive(Debug, Default)]
+pub(crate) struct LockedRows {
+    /// Sorted.
+    ids: Vec<Uuid>,
+    rows: Vec<Row>,
+}
+
+impl LockedRows {
+    /// For the rows of `ids`, as the statement was asked for them.
+    pub(crate) fn of(ids: &[Uuid]) -> LockedRows {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        LockedRows {
+            ids,
+            rows: Vec::new(),
+        }
+    }
+
+    /// A locked row, as the statement returned it (`to_jsonb(row)::text`), in the
+    /// statement's order (log order).
+    pub(crate) fn push(&mut self, json: &str) -> Result<(), serde_json::Error> {
+        self.rows.push(serde_json::from_str(json)?);
+        Ok(())
+    }
 }
 
 /// The tasks of each event (live and archived) by status bucket, and their last finish.
@@ -427,7 +493,7 @@ async fn update_events(
     events: &[RecordedEvent],
     counters: &mut Counters,
 ) -> Result<(), sqlx::Error> {
-    let (rows, _) = event_rows(conn, ids, deltas, events, &[], counters).await?;
+    let (rows, _) = event_rows(conn, ids, deltas, events, &[], None, counters).await?;
     if rows.is_empty() {
         return Ok(());
     }
@@ -443,31 +509,30 @@ async fn update_events(
 /// of `events` (the reactions' batch), locked in log order; only those that changed,
 /// sorted in log order (the lock order), their counts added to `counters`. With the
 /// tasks of `issued` (just inserted by the reactions), whose duplicates the recount
-/// removes ([`RECOUNT_DROPPING_SQL`]): the ids it removed.
+/// removes ([`RECOUNT_DROPPING_SQL`]): the ids it removed. With `locked`, the rows a
+/// statement of the caller's already locked, when it locked them all.
 async fn event_rows(
     conn: &mut PgConnection,
     ids: &[Uuid],
     deltas: &HashMap<Uuid, EventDelta>,
     events: &[RecordedEvent],
     issued: &[i64],
+    locked: Option<LockedRows>,
     counters: &mut Counters,
 ) -> Result<(Vec<Row>, Vec<i64>), sqlx::Error> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
-    let existing: Vec<Row> = sqlx::query_as(
-        "SELECT a.event_id, a.global_position, a.event_type, a.aggregate_type, a.aggregate_id,
-                a.sequence, a.institution_id, a.recorded_at, a.reprocessed_from, a.status,
-                a.processed_at, a.error, a.tasks_pending, a.tasks_running, a.tasks_succeeded,
-                a.tasks_failed, a.tx_id
-         FROM admin_events a
-         WHERE a.event_id = ANY($1)
-         ORDER BY a.tx_id, a.global_position
-         FOR UPDATE",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
-    .await?;
+    let existing: Vec<Row> = match locked {
+        Some(locked) if ids.iter().all(|id| locked.ids.binary_search(id).is_ok()) => locked.rows,
+        // Not every row was locked (never, from the reactions: their ids are the batch's).
+        _ => {
+            sqlx::query_as(lock_rows_sql!("$1"))
+                .bind(&ids)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+    };
     let mut rows: HashMap<Uuid, (Row, bool)> = existing
         .into_iter()
         .map(|row| {

@@ -13,6 +13,7 @@ mod processing;
 mod queue;
 mod queue_statements;
 mod reactions;
+mod reactions_batch;
 mod refresh;
 mod reprocess_catalog;
 mod reprocess_outcomes;
