@@ -108,17 +108,9 @@ macro_rules! succeeded {
 
 /// The end of a completion that counts its own tasks: `done` added to the rollups and
 /// the status counters in shard `$3`; returns the ids accepted.
-///
-/// Its transaction commits without waiting for the WAL flush (ADR 0010): `set_config`
-/// with `is_local` lasts until the statement's own (implicit) transaction ends, and a
-/// commit reads the setting then. A database crash can lose the last completions; their
-/// tasks run again after their lease, and every handler's effect is already durable
-/// and recognised by the next attempt (e-mails' outbox record, idempotent commands).
 macro_rules! counted_succeeded {
     () => {
-        ", commits_asynchronously AS (
-             SELECT set_config('synchronous_commit', 'off', true) AS setting
-         ), total AS (
+        ", total AS (
              SELECT count(*) AS n FROM done
          ), rolled AS (
              INSERT INTO processing_rollups (minute, kind, status, shard, count)
@@ -135,7 +127,7 @@ macro_rules! counted_succeeded {
              ON CONFLICT (kind, status, shard)
              DO UPDATE SET count = task_status_counts.count + EXCLUDED.count
          )
-         SELECT id FROM done, commits_asynchronously"
+         SELECT id FROM done"
     };
 }
 
