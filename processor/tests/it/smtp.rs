@@ -106,3 +106,75 @@ async fn a_server_that_stops_answering_fails_the_send_at_its_deadline_and_is_lef
     assert_eq!(connections.load(Ordering::SeqCst), 2, "a new connection");
     eprintln!("a hung SMTP server: send given up after {took:?}; the next send went through");
 }
+
+/// An SMTP server that cannot be reached (nothing listens, or it stops answering) is an
+/// outage, like the database's: the attempt is spared (retried without counting against
+/// the task's attempts, see `faults.rs`), so a relay down for longer than the ~2 minutes
+/// of an e-mail's 8 attempts no longer ends its e-mails `dead`. A reply of the server's
+/// (a 4xx) still counts. Before: every one of these counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_smtp_server_spares_the_attempt_and_a_reply_counts() {
+    use aula_processor::TaskError;
+    use std::time::Duration;
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+
+    let message = EmailMessage {
+        to: "ada@example.org".into(),
+        subject: "Welcome".into(),
+        text: "Hello".into(),
+        html: "<p>Hello</p>".into(),
+        idempotency_key: "email.welcome:1".into(),
+    };
+    let attempt = |url: String| {
+        let message = message.clone();
+        async move {
+            let mailer = SmtpMailer::from_url(&url, "Aula <no-reply@aula.test>")
+                .unwrap()
+                .with_send_timeout(Duration::from_millis(500));
+            TaskError::retry(mailer.send(&message).await.unwrap_err())
+        }
+    };
+    // Nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let refused = attempt(format!("smtp://127.0.0.1:{port}")).await;
+    assert!(refused.is_unavailable(), "refused: {}", refused.chain());
+
+    // Greets, then never answers; or closes at once; or says 421 "try later".
+    for behaviour in ["silent", "closes", "421"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("smtp://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                let (read, mut write) = socket.into_split();
+                match behaviour {
+                    "silent" => {
+                        let _ = write.write_all(b"220 tarpit\r\n").await;
+                        held.push((read, write));
+                    }
+                    "closes" => drop((read, write)),
+                    _ => {
+                        tokio::spawn(async move {
+                            let _ = write.write_all(b"220 busy\r\n").await;
+                            let mut lines = tokio::io::BufReader::new(read).lines();
+                            while let Ok(Some(_)) = lines.next_line().await {
+                                let _ = write.write_all(b"421 try again later\r\n").await;
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        let error = attempt(url).await;
+        let spared = behaviour != "421";
+        assert_eq!(
+            error.is_unavailable(),
+            spared,
+            "{behaviour}: {}",
+            error.chain()
+        );
+        assert!(!error.is_permanent(), "{behaviour}: {}", error.chain());
+    }
+}
