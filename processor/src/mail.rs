@@ -48,27 +48,6 @@ pub enum MailError {
 }
 
 impl MailError {
-    /// Whether the SMTP server could not be used at all: no connection, a connection
-    /// lost or closed (lettre: an incomplete response), or no answer within the
-    /// deadline (not a 4xx/5xx reply of the server's, not TLS or a bad message). Like a database outage, such an attempt says nothing about the
-    /// e-mail: it is retried without counting against the task's attempts, so an
-    /// outage of the relay longer than the retries' ~2 minutes no longer ends its
-    /// e-mails `dead`.
-    pub fn is_unreachable(&self) -> bool {
-        match self {
-            MailError::Timeout(_) => true,
-            MailError::Smtp(e) => {
-                e.is_timeout()
-                    || (e.status().is_none()
-                        && !e.is_client()
-                        && !e.is_tls()
-                        && !e.is_transient()
-                        && !e.is_permanent())
-            }
-            _ => false,
-        }
-    }
-
     /// Whether trying again may succeed (a bad address never will).
     pub fn is_permanent(&self) -> bool {
         match self {
