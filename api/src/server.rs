@@ -328,6 +328,8 @@ struct ConnectionState {
     last_heard_ms: std::sync::atomic::AtomicU64,
     /// Requests of its own being answered now.
     in_request: std::sync::atomic::AtomicUsize,
+    /// Whether it ever sent a whole request (a WebSocket's upgrade included).
+    served: std::sync::atomic::AtomicBool,
     /// Told to close to make room (see [`OpenConnections::evict`]).
     evicted: tokio::sync::Notify,
     epoch: std::time::Instant,
@@ -349,6 +351,9 @@ impl InRequest {
         state
             .in_request
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state
+            .served
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Self(state)
     }
 }
@@ -396,6 +401,7 @@ impl OpenConnections {
             id: counts.next_id,
             last_heard_ms: std::sync::atomic::AtomicU64::new(epoch.elapsed().as_millis() as u64),
             in_request: Default::default(),
+            served: Default::default(),
             evicted: tokio::sync::Notify::new(),
             epoch,
         });
@@ -408,7 +414,7 @@ impl OpenConnections {
     }
 
     /// Tells the connection quiet the longest (at least [`EVICTABLE_AFTER`], no request
-    /// being answered) to close, and gives its slot up now (its guard then frees
+    /// being answered; one that never sent a whole request before any other) to close, and gives its slot up now (its guard then frees
     /// nothing twice): false when there is none.
     fn evict(counts: &mut Counts, epoch: std::time::Instant) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
@@ -421,7 +427,9 @@ impl OpenConnections {
             .values()
             .filter(|c| c.in_request.load(Relaxed) == 0)
             .filter(|c| c.last_heard_ms.load(Relaxed) <= quiet_enough)
-            .min_by_key(|c| c.last_heard_ms.load(Relaxed))
+            // Sockets that never sent a whole request go first (a flood's), then the
+            // idle keep-alive ones and sockets, each quietest first.
+            .min_by_key(|c| (c.served.load(Relaxed), c.last_heard_ms.load(Relaxed)))
             .cloned()
         else {
             return false;
@@ -463,6 +471,28 @@ impl Drop for ConnectionGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_house_evicts_a_socket_that_never_sent_a_request_first() {
+        let open = Arc::new(OpenConnections::default());
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            [127, 0, 0, 2].into(),
+            [127, 0, 0, 3].into(),
+            [127, 0, 0, 4].into(),
+        );
+        let served = open.try_open(a, 2, 8).unwrap();
+        drop(InRequest::new(served.state.clone()));
+        std::thread::sleep(Duration::from_millis(50));
+        let silent = open.try_open(b, 2, 8).unwrap();
+        assert!(open.try_open(c, 2, 8).is_none(), "nobody quiet for 1 s yet");
+        std::thread::sleep(EVICTABLE_AFTER + Duration::from_millis(100));
+        // The served one is quieter for longer, but the silent one goes first.
+        let _newcomer = open.try_open(c, 2, 8).expect("room made");
+        let counts = open.counts.lock().unwrap();
+        assert!(counts.connections.contains_key(&served.state.id));
+        assert!(!counts.connections.contains_key(&silent.state.id));
+        assert_eq!(counts.total, 2);
+    }
 
     #[test]
     fn connections_are_capped_overall_and_per_client() {
