@@ -443,14 +443,28 @@ pub enum RunEnd {
 }
 
 /// Runs job `id` as `owner` until it is done, cancelled or taken over. A database
-/// error marks the job `failed` (if this runner still owns it) and is returned.
+/// that cannot be used now (`aula_eventlog::db::is_unavailable`: a restart, a lost
+/// connection, a deadlock) only pauses the job: its batch rolled back whole, and it is
+/// tried again after a pause (250 ms doubling to 5 s), from where it stood; meanwhile its
+/// lease may pass to another runner, whose fence then stops this one. Any other
+/// database error marks the job `failed` (if this runner still owns it) and is returned.
 pub async fn run_job(
     pool: &PgPool,
     id: Uuid,
     owner: &str,
     options: BulkOptions,
 ) -> Result<RunEnd, BulkError> {
-    let result = run_batches(pool, id, owner, options).await;
+    let mut pause = Duration::from_millis(250);
+    let result = loop {
+        match run_batches(pool, id, owner, options).await {
+            Err(BulkError::Database(error)) if aula_eventlog::db::is_unavailable(&error) => {
+                tracing::warn!(job = %id, %error, ?pause, "bulk reprocessing paused: the database cannot be used now");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            result => break result,
+        }
+    };
     if let Err(error) = &result {
         tracing::error!(job = %id, %error, "bulk reprocessing failed");
         let _ = sqlx::query(
