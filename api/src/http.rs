@@ -436,16 +436,10 @@ async fn graphql_post(
             client: caller_address(connect, &headers, &http),
             request_id: request_id.clone(),
         };
-        let execution =
-            unless_unreachable(&http, started, http.schema.execute(request.data(context)));
+        // A database refusing connections cuts the execution short (`graphql::reachable`).
+        let execution = http.schema.execute(request.data(context));
         match tokio::time::timeout(http.app.config.request_timeout, execution).await {
-            Ok(Some(response)) => finish(format, StatusCode::OK, &request_id, response),
-            Ok(None) => error_response(
-                format,
-                StatusCode::SERVICE_UNAVAILABLE,
-                &request_id,
-                database_unreachable(),
-            ),
+            Ok(response) => finish(format, StatusCode::OK, &request_id, response),
             Err(_) => {
                 tracing::warn!(timeout = ?http.app.config.request_timeout, "request timed out");
                 let error = async_graphql::Error::new("the request took too long")
@@ -465,7 +459,8 @@ async fn graphql_post(
 /// request has run [`aula_eventlog::db::SUSPECT_AFTER`]: the pool would retry its
 /// connect for its whole acquire timeout (10 s) before failing, so the request is
 /// answered `UNAVAILABLE` now instead. A busy pool is not an outage: work waiting for
-/// a connection of a server that accepts them goes on waiting.
+/// a connection of a server that accepts them goes on waiting. For the token check
+/// before execution; the execution itself is covered by `graphql::reachable`.
 async fn unless_unreachable<T>(
     http: &Http,
     started: tokio::time::Instant,
@@ -478,7 +473,7 @@ async fn unless_unreachable<T>(
     }
 }
 
-fn database_unreachable() -> ApiError {
+pub(crate) fn database_unreachable() -> ApiError {
     ApiError::Unavailable("the database refuses connections".into())
 }
 

@@ -99,12 +99,20 @@ pub async fn serve_with(
             tokio::spawn(refuse(stream));
             continue;
         };
+        let state = guard.state.clone();
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let serving = state.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             let mut router = router.clone();
-            async move { router.call(request).await }
+            // Not quiet while a request of its own runs (see `OpenConnections::evict`).
+            let in_request = InRequest::new(serving.clone());
+            async move {
+                let response = router.call(request).await;
+                drop(in_request);
+                response
+            }
         });
         // The guard travels with the stream, so an upgraded WebSocket keeps its slot
         // until it closes.
@@ -127,6 +135,8 @@ pub async fn serve_with(
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }
+                // Evicted to make room on a full house: dropped at once.
+                () = state.evicted.notified() => Ok(()),
             };
             if let Err(error) = result {
                 tracing::debug!(%error, "connection ended with an error");
@@ -201,7 +211,12 @@ impl tokio::io::AsyncRead for CountedStream {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self._guard.state.heard();
+        }
+        poll
     }
 }
 
@@ -289,48 +304,165 @@ fn open_file_limit() -> Option<usize> {
     (status == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as usize)
 }
 
-/// Open connections, in all and per client.
+/// Open connections, in all and per client, and each one's state for eviction.
 #[derive(Default)]
 struct OpenConnections {
-    counts: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    counts: Mutex<Counts>,
+    /// When the server started: connection times are kept as milliseconds since.
+    epoch: std::sync::OnceLock<std::time::Instant>,
 }
 
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
+    /// Every open connection, by id.
+    connections: HashMap<u64, Arc<ConnectionState>>,
+    next_id: u64,
+}
+
+/// What the accept loop knows of one open connection.
+struct ConnectionState {
+    id: u64,
+    /// When it last sent a byte (or opened), in milliseconds since the epoch.
+    last_heard_ms: std::sync::atomic::AtomicU64,
+    /// Requests of its own being answered now.
+    in_request: std::sync::atomic::AtomicUsize,
+    /// Whether it ever sent a whole request (a WebSocket's upgrade included).
+    served: std::sync::atomic::AtomicBool,
+    /// Told to close to make room (see [`OpenConnections::evict`]).
+    evicted: tokio::sync::Notify,
+    epoch: std::time::Instant,
+}
+
+impl ConnectionState {
+    fn heard(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.last_heard_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Marks a connection busy while one of its requests is answered.
+struct InRequest(Arc<ConnectionState>);
+
+impl InRequest {
+    fn new(state: Arc<ConnectionState>) -> Self {
+        state
+            .in_request
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state
+            .served
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        Self(state)
+    }
+}
+
+impl Drop for InRequest {
+    fn drop(&mut self) {
+        self.0.heard();
+        self.0
+            .in_request
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A connection quiet for less than this is never evicted: it may be sending its
+/// request right now.
+const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
+
 impl OpenConnections {
+    /// A slot for a connection of `client`. On a full house (not the client's own cap)
+    /// the connection quiet the longest, with no request being answered, is told to
+    /// close and its slot goes to the newcomer: otherwise a crowd of silent or
+    /// trickling sockets from many addresses (each under its own cap) held every slot
+    /// and everyone else, `/health` included, was refused for as long as the flood
+    /// renewed itself (4,096 idle sockets: 503 for everyone for each 10 s header
+    /// timeout).
     fn try_open(
         self: &Arc<Self>,
         client: IpAddr,
         max_total: usize,
         max_per_client: usize,
     ) -> Option<ConnectionGuard> {
+        let epoch = *self.epoch.get_or_init(std::time::Instant::now);
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let (total, per_client) = &mut *counts;
-        let mine = per_client.get(&client).copied().unwrap_or(0);
-        if *total >= max_total || mine >= max_per_client {
+        let mine = counts.per_client.get(&client).copied().unwrap_or(0);
+        if mine >= max_per_client {
             return None;
         }
-        *total += 1;
-        per_client.insert(client, mine + 1);
+        if counts.total >= max_total && !Self::evict(&mut counts, epoch) {
+            return None;
+        }
+        counts.total += 1;
+        counts.per_client.insert(client, mine + 1);
+        counts.next_id += 1;
+        let state = Arc::new(ConnectionState {
+            id: counts.next_id,
+            last_heard_ms: std::sync::atomic::AtomicU64::new(epoch.elapsed().as_millis() as u64),
+            in_request: Default::default(),
+            served: Default::default(),
+            evicted: tokio::sync::Notify::new(),
+            epoch,
+        });
+        counts.connections.insert(state.id, state.clone());
         Some(ConnectionGuard {
             open: self.clone(),
             client,
+            state,
         })
+    }
+
+    /// Tells the connection quiet the longest (at least [`EVICTABLE_AFTER`], no request
+    /// being answered; one that never sent a whole request before any other) to close, and gives its slot up now (its guard then frees
+    /// nothing twice): false when there is none.
+    fn evict(counts: &mut Counts, epoch: std::time::Instant) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = epoch.elapsed().as_millis() as u64;
+        let Some(quiet_enough) = now.checked_sub(EVICTABLE_AFTER.as_millis() as u64) else {
+            return false;
+        };
+        let Some(victim) = counts
+            .connections
+            .values()
+            .filter(|c| c.in_request.load(Relaxed) == 0)
+            .filter(|c| c.last_heard_ms.load(Relaxed) <= quiet_enough)
+            // Sockets that never sent a whole request go first (a flood's), then the
+            // idle keep-alive ones and sockets, each quietest first.
+            .min_by_key(|c| (c.served.load(Relaxed), c.last_heard_ms.load(Relaxed)))
+            .cloned()
+        else {
+            return false;
+        };
+        counts.connections.remove(&victim.id);
+        // `notify_one` keeps the wake-up for a task that is not waiting yet.
+        victim.evicted.notify_one();
+        tracing::debug!(
+            quiet_ms = now - victim.last_heard_ms.load(Relaxed),
+            "full house: the quietest connection is closed to make room"
+        );
+        counts.total -= 1;
+        true
     }
 }
 
 struct ConnectionGuard {
     open: Arc<OpenConnections>,
     client: IpAddr,
+    state: Arc<ConnectionState>,
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         let mut counts = self.open.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let (total, per_client) = &mut *counts;
-        *total -= 1;
-        if let Some(mine) = per_client.get_mut(&self.client) {
+        // An evicted connection's slot was handed on already.
+        if counts.connections.remove(&self.state.id).is_some() {
+            counts.total -= 1;
+        }
+        if let Some(mine) = counts.per_client.get_mut(&self.client) {
             *mine -= 1;
             if *mine == 0 {
-                per_client.remove(&self.client);
+                counts.per_client.remove(&self.client);
             }
         }
     }
@@ -339,6 +471,28 @@ impl Drop for ConnectionGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_house_evicts_a_socket_that_never_sent_a_request_first() {
+        let open = Arc::new(OpenConnections::default());
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            [127, 0, 0, 2].into(),
+            [127, 0, 0, 3].into(),
+            [127, 0, 0, 4].into(),
+        );
+        let served = open.try_open(a, 2, 8).unwrap();
+        drop(InRequest::new(served.state.clone()));
+        std::thread::sleep(Duration::from_millis(50));
+        let silent = open.try_open(b, 2, 8).unwrap();
+        assert!(open.try_open(c, 2, 8).is_none(), "nobody quiet for 1 s yet");
+        std::thread::sleep(EVICTABLE_AFTER + Duration::from_millis(100));
+        // The served one is quieter for longer, but the silent one goes first.
+        let _newcomer = open.try_open(c, 2, 8).expect("room made");
+        let counts = open.counts.lock().unwrap();
+        assert!(counts.connections.contains_key(&served.state.id));
+        assert!(!counts.connections.contains_key(&silent.state.id));
+        assert_eq!(counts.total, 2);
+    }
 
     #[test]
     fn connections_are_capped_overall_and_per_client() {

@@ -39,7 +39,6 @@
 
 use std::time::Duration;
 
-use aula_eventlog::shutdown::Shutdown;
 use aula_eventlog::{Actor, LogPosition};
 use aula_projections::admin_events::{DurationOp, EventListQuery};
 use chrono::{DateTime, Utc};
@@ -49,6 +48,9 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::reprocess::{append_copy, count_appended, ReprocessError};
+
+mod resume;
+pub use resume::{run_resumer, take_over_expired};
 
 /// Events per batch by default.
 pub const DEFAULT_BATCH_SIZE: i64 = 200;
@@ -443,14 +445,28 @@ pub enum RunEnd {
 }
 
 /// Runs job `id` as `owner` until it is done, cancelled or taken over. A database
-/// error marks the job `failed` (if this runner still owns it) and is returned.
+/// that cannot be used now (`aula_eventlog::db::is_unavailable`: a restart, a lost
+/// connection, a deadlock) only pauses the job: its batch rolled back whole, and it is
+/// tried again after a pause (250 ms doubling to 5 s), from where it stood; meanwhile its
+/// lease may pass to another runner, whose fence then stops this one. Any other
+/// database error marks the job `failed` (if this runner still owns it) and is returned.
 pub async fn run_job(
     pool: &PgPool,
     id: Uuid,
     owner: &str,
     options: BulkOptions,
 ) -> Result<RunEnd, BulkError> {
-    let result = run_batches(pool, id, owner, options).await;
+    let mut pause = Duration::from_millis(250);
+    let result = loop {
+        match run_batches(pool, id, owner, options).await {
+            Err(BulkError::Database(error)) if aula_eventlog::db::is_unavailable(&error) => {
+                tracing::warn!(job = %id, %error, ?pause, "bulk reprocessing paused: the database cannot be used now");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            result => break result,
+        }
+    };
     if let Err(error) = &result {
         tracing::error!(job = %id, %error, "bulk reprocessing failed");
         let _ = sqlx::query(
@@ -588,61 +604,6 @@ async fn run_batches(
         after = last;
         if !options.pause.is_zero() {
             tokio::time::sleep(options.pause).await;
-        }
-    }
-}
-
-/// Takes over one `running` job whose lease has expired (or that never had one), for
-/// `owner`; returns its id. Any process may call it.
-pub async fn take_over_expired(
-    pool: &PgPool,
-    owner: &str,
-    lease: Duration,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE bulk_reprocess_jobs j
-         SET owner = $1, lease_until = now() + $2 * interval '1 millisecond', updated_at = now()
-         WHERE j.id = (
-             SELECT id FROM bulk_reprocess_jobs
-             WHERE status = 'running' AND (lease_until IS NULL OR lease_until < now())
-             ORDER BY created_at
-             LIMIT 1
-             FOR UPDATE SKIP LOCKED
-         )
-         RETURNING j.id",
-    )
-    .bind(owner)
-    .bind(lease.as_millis() as f64)
-    .fetch_optional(pool)
-    .await
-}
-
-/// Resumes abandoned jobs until `shutdown`: every `lease / 2` (at least 100 ms), takes
-/// over the expired ones ([`take_over_expired`]) and runs them, one at a time.
-pub async fn run_resumer(pool: PgPool, options: BulkOptions, mut shutdown: Shutdown) {
-    let owner = runner_name();
-    let period = (options.lease / 2).max(Duration::from_millis(100));
-    loop {
-        loop {
-            match take_over_expired(&pool, &owner, options.lease).await {
-                Ok(Some(id)) => {
-                    tracing::warn!(job = %id, owner, "resuming a bulk reprocessing job whose runner was lost");
-                    tokio::select! {
-                        _ = run_job(&pool, id, &owner, options) => {}
-                        // Our lease expires and another service resumes the job.
-                        _ = shutdown.wait() => return,
-                    }
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    tracing::warn!(%error, "looking for abandoned bulk jobs failed");
-                    break;
-                }
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = shutdown.wait() => return,
         }
     }
 }

@@ -49,6 +49,53 @@ async fn sign_up(base: &str, i: usize) -> (u16, Value, Duration) {
     (status, body, started.elapsed())
 }
 
+/// The same mutation over `/graphql/ws` (graphql-transport-ws): the first message
+/// answering it, and how long it took.
+async fn sign_up_over_websocket(base: &str, i: usize) -> (Value, Duration) {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut request = format!("{}/graphql/ws", base.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let text = |message: Value| Message::Text(message.to_string().into());
+    socket
+        .send(text(json!({ "type": "connection_init" })))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    socket
+        .send(text(json!({
+            "id": "1",
+            "type": "subscribe",
+            "payload": {
+                "query": "mutation($e: String!) { signUp(input: { email: $e }) { accepted } }",
+                "variables": { "e": format!("socket-{i}@aula.test") },
+            },
+        })))
+        .await
+        .unwrap();
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .expect("the socket answers within 30 s")
+            .expect("the socket stays open")
+            .unwrap();
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let message: Value = serde_json::from_str(&text).unwrap();
+        if message["id"] == "1" {
+            return (message, started.elapsed());
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_fail_fast_while_postgres_refuses_connections_and_recover_after() {
     let _ = tracing_subscriber::fmt()
@@ -127,6 +174,18 @@ async fn requests_fail_fast_while_postgres_refuses_connections_and_recover_after
         assert_eq!(health.status().as_u16(), 200);
     }
     eprintln!("signUp while PostgreSQL refuses connections answered 503 in {took:?}");
+    // Over the WebSocket too.
+    let (message, elapsed) = sign_up_over_websocket(&base, 5).await;
+    let code = match message["type"].as_str() {
+        Some("next") => &message["payload"]["errors"][0]["extensions"]["code"],
+        _ => &message["payload"][0]["extensions"]["code"],
+    };
+    assert_eq!(code, "UNAVAILABLE", "{message}");
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "answered over the socket after {elapsed:?}: {message}"
+    );
+    eprintln!("over the WebSocket: UNAVAILABLE in {elapsed:?}");
 
     // Back: the same service serves again, by itself.
     let postgres = start(&cluster).await;

@@ -168,6 +168,7 @@ mod payloads;
 mod processing;
 mod query;
 mod queue_controls;
+mod reachable;
 mod read_models;
 pub(crate) mod session;
 mod subscription;
@@ -255,7 +256,8 @@ pub fn build(state: Option<AppState>) -> AulaSchema {
         .extension(PerRequest::<crate::metrics::OperationRecorder>::default())
         .extension(PerRequest::<session::SessionCheck>::default())
         .extension(PerRequest::<throttle::ThrottleRequest>::default())
-        .extension(SocketErrorCodes);
+        .extension(SocketErrorCodes)
+        .extension(reachable::Reachable);
     if let Some(state) = state {
         builder = builder
             .limit_directives(state.config.document_limits.max_directives)

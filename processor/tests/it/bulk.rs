@@ -488,3 +488,54 @@ async fn a_confirm_token_starts_one_job_only() {
         2
     );
 }
+
+/// The job's connections are cut mid-job (as by a database restart): the job pauses
+/// and goes on from where it stood instead of ending `failed`, and copies every event
+/// exactly once. Before: it ended `failed` (or, when marking it failed failed too, sat
+/// `running` until its lease passed to another service).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_connections_are_cut_pauses_and_finishes() {
+    let db = TestDatabase::new().await;
+    let preview = courses_previewed(&db.pool, 100).await;
+    let runner = aula_eventlog::db::pool(db.connect.clone().application_name("bulk-runner"), 4)
+        .await
+        .unwrap();
+    let id = bulk::start_with(
+        &runner,
+        &BulkFilter::default(),
+        preview.up_to,
+        Actor::System,
+        BulkOptions {
+            batch_size: 10,
+            pause: Duration::from_millis(100),
+            ..BulkOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    eventually("a first batch", || async {
+        let job = bulk::job(&db.pool, id).await.unwrap().unwrap();
+        (job.done > 0).then_some(())
+    })
+    .await;
+    for _ in 0..3 {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'bulk-runner'",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let finished = wait_finished(&db.pool, id).await;
+    assert_eq!(finished.status, "done", "{:?}", finished.error);
+    assert_eq!(
+        (finished.done, finished.failed, finished.skipped),
+        (100, 0, 0)
+    );
+    assert_eq!(
+        originals_with_copies(&db.pool, "CourseCreated", 1).await,
+        100
+    );
+}

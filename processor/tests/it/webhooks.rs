@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 mod delivery;
 mod endpoint_changes;
+mod hostile_receivers;
 
 /// Local receivers allowed, a fast schedule.
 fn local_config() -> WebhookConfig {

@@ -312,3 +312,62 @@ async fn oversized_headers_are_refused_with_431() {
     assert_eq!(status_with_header_of(8 * 1024).await, 200);
     server.stop().await;
 }
+
+/// A full house of silent sockets, each from an address of its own (so under every
+/// per-client cap): a newcomer is still answered, the quietest socket making room, and a
+/// socket that just opened is not the one closed. Before: every newcomer, `/health`
+/// included, was refused 503 until the silent sockets' header timeout, which a flood
+/// renews at will (4,096 idle sockets against the release binary: 503 for all).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_house_of_silent_sockets_makes_room_for_newcomers() {
+    let (server, target) = server_with(|limits| {
+        limits.max_connections = 30;
+        limits.header_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let mut silent = Vec::new();
+    for i in 0..40u8 {
+        silent.push(tcp_from([127, 61, 0, i + 1], target).await);
+    }
+    // Quiet for longer than a socket still sending its request might be.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = Instant::now();
+    for i in 0..5u8 {
+        let status = http_client_from([127, 62, 0, i + 1])
+            .get(server.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 200, "newcomer {i} refused on a full house");
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Silent sockets were closed to make room, without an answer (the ones over the
+    // cap at the start got the 503 refusal instead); a fresh one is left alone.
+    let (mut evicted, mut refused) = (0, 0);
+    for socket in &mut silent {
+        match read_until_closed(socket, Duration::from_millis(100)).await {
+            Some(answer) if answer.is_empty() => evicted += 1,
+            Some(_) => refused += 1,
+            None => {}
+        }
+    }
+    assert!(
+        evicted >= 1,
+        "no silent socket made room ({refused} refused)"
+    );
+    let mut fresh = tcp_from([127, 63, 0, 1], target).await;
+    let status = http_client_from([127, 62, 0, 9])
+        .get(server.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 200);
+    assert!(
+        read_until_closed(&mut fresh, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "a socket that just opened was closed"
+    );
+}
