@@ -309,12 +309,11 @@ async fn an_event_committed_after_the_preview_is_not_included_though_its_positio
     projection.task.await.unwrap();
 }
 
-#[tokio::test]
-async fn cancelling_stops_a_job_before_its_next_batch() {
-    let db = TestDatabase::new().await;
-    let preview = courses_previewed(&db.pool, 300).await;
+/// A job of everything `preview` counted, run on `runner`'s connections in batches of
+/// 10 with 100 ms between them, once its first batch is done.
+async fn started_in_small_batches(runner: &PgPool, pool: &PgPool, preview: &bulk::Preview) -> Uuid {
     let id = bulk::start_with(
-        &db.pool,
+        runner,
         &BulkFilter::default(),
         preview.up_to,
         Actor::System,
@@ -327,10 +326,18 @@ async fn cancelling_stops_a_job_before_its_next_batch() {
     .await
     .unwrap();
     eventually("a first batch", || async {
-        let job = bulk::job(&db.pool, id).await.unwrap().unwrap();
+        let job = bulk::job(pool, id).await.unwrap().unwrap();
         (job.done > 0).then_some(())
     })
     .await;
+    id
+}
+
+#[tokio::test]
+async fn cancelling_stops_a_job_before_its_next_batch() {
+    let db = TestDatabase::new().await;
+    let preview = courses_previewed(&db.pool, 300).await;
+    let id = started_in_small_batches(&db.pool, &db.pool, &preview).await;
     let cancelled = bulk::cancel(&db.pool, id).await.unwrap();
     assert_eq!(cancelled.status, "cancelled");
     // Let any batch in flight finish, then check nothing moves any more.
@@ -500,24 +507,7 @@ async fn a_job_whose_connections_are_cut_pauses_and_finishes() {
     let runner = aula_eventlog::db::pool(db.connect.clone().application_name("bulk-runner"), 4)
         .await
         .unwrap();
-    let id = bulk::start_with(
-        &runner,
-        &BulkFilter::default(),
-        preview.up_to,
-        Actor::System,
-        BulkOptions {
-            batch_size: 10,
-            pause: Duration::from_millis(100),
-            ..BulkOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    eventually("a first batch", || async {
-        let job = bulk::job(&db.pool, id).await.unwrap().unwrap();
-        (job.done > 0).then_some(())
-    })
-    .await;
+    let id = started_in_small_batches(&runner, &db.pool, &preview).await;
     for _ in 0..3 {
         sqlx::query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity

@@ -65,31 +65,59 @@ async fn wait_status(pool: &PgPool, event_id: Uuid, status: &str) {
     .await
 }
 
+/// Failed events and what watches them: a processor whose `notification.link_teacher`
+/// handler fails for good while `broken` is set, the `admin_events` projection, and
+/// `events` appended for one institution, each waited for until it shows `failed`.
+struct Failures {
+    db: TestDatabase,
+    broken: Arc<AtomicBool>,
+    running: Running,
+    trigger: shutdown::ShutdownTrigger,
+    projection: aula_eventlog::subscription::SubscriptionHandle,
+    events: Vec<Uuid>,
+}
+
+impl Failures {
+    async fn of(count: usize, worker: &str) -> Failures {
+        let db = TestDatabase::new().await;
+        let broken = Arc::new(AtomicBool::new(true));
+        let mut registry = Registry::new();
+        registry.register(kinds::LINK_TEACHER_NOTIFICATIONS, Switch(broken.clone()));
+        let running = start(&db, registry, fast_config(worker), true).await;
+        let (trigger, stop) = shutdown::channel();
+        let mut options = SubscriptionOptions::new(admin_events::NAME);
+        options.poll_interval = std::time::Duration::from_millis(100);
+        let projection =
+            aula_projections::spawn_one(db.connect.clone(), options, Wakeups::polling_only(), stop);
+        let institution = Uuid::new_v4();
+        let mut events = Vec::new();
+        for _ in 0..count {
+            events.push(append(&db.pool, institution, serde_json::json!({})).await);
+        }
+        for event in &events {
+            wait_status(&db.pool, *event, "failed").await;
+        }
+        Failures {
+            db,
+            broken,
+            running,
+            trigger,
+            projection,
+            events,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_and_copies_resolve_failures_and_bulk_jobs_report_their_copies_outcomes() {
-    let db = TestDatabase::new().await;
-    let broken = Arc::new(AtomicBool::new(true));
-    let mut registry = Registry::new();
-    registry.register(kinds::LINK_TEACHER_NOTIFICATIONS, Switch(broken.clone()));
-    let running = start(&db, registry, fast_config("outcomes"), true).await;
-    let (trigger, stop) = shutdown::channel();
-    let mut options = SubscriptionOptions::new(admin_events::NAME);
-    options.poll_interval = std::time::Duration::from_millis(100);
-    let projection = aula_projections::spawn_one(
-        db.connect.clone(),
-        options,
-        Wakeups::polling_only(),
-        stop.clone(),
-    );
-
-    let institution = Uuid::new_v4();
-    let mut events = Vec::new();
-    for _ in 0..3 {
-        events.push(append(&db.pool, institution, serde_json::json!({})).await);
-    }
-    for event in &events {
-        wait_status(&db.pool, *event, "failed").await;
-    }
+    let Failures {
+        db,
+        broken,
+        running,
+        trigger,
+        projection,
+        events,
+    } = Failures::of(3, "outcomes").await;
     assert_eq!(
         admin_events::failures_resolved_by_copy(&db.pool, None)
             .await
@@ -219,28 +247,14 @@ async fn retries_and_copies_resolve_failures_and_bulk_jobs_report_their_copies_o
 /// `done + failed + skipped` is its total (before, it ended `done` with fewer).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bulk_job_counts_what_single_reprocesses_resolved_meanwhile_as_skipped() {
-    let db = TestDatabase::new().await;
-    let broken = Arc::new(AtomicBool::new(true));
-    let mut registry = Registry::new();
-    registry.register(kinds::LINK_TEACHER_NOTIFICATIONS, Switch(broken.clone()));
-    let running = start(&db, registry, fast_config("skipped"), true).await;
-    let (trigger, stop) = shutdown::channel();
-    let mut options = SubscriptionOptions::new(admin_events::NAME);
-    options.poll_interval = std::time::Duration::from_millis(100);
-    let projection = aula_projections::spawn_one(
-        db.connect.clone(),
-        options,
-        Wakeups::polling_only(),
-        stop.clone(),
-    );
-    let institution = Uuid::new_v4();
-    let mut events = Vec::new();
-    for _ in 0..6 {
-        events.push(append(&db.pool, institution, serde_json::json!({})).await);
-    }
-    for event in &events {
-        wait_status(&db.pool, *event, "failed").await;
-    }
+    let Failures {
+        db,
+        broken,
+        running,
+        trigger,
+        projection,
+        events,
+    } = Failures::of(6, "skipped").await;
     broken.store(false, Ordering::SeqCst);
 
     // The job is recorded from its preview (six unresolved failures) but not run yet.
