@@ -110,6 +110,15 @@ pub async fn serve_with(
             let in_request = InRequest::new(serving.clone());
             async move {
                 let response = router.call(request).await;
+                if response
+                    .as_ref()
+                    .is_ok_and(|r| r.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS)
+                {
+                    in_request
+                        .0
+                        .upgraded
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 drop(in_request);
                 response
             }
@@ -330,6 +339,10 @@ struct ConnectionState {
     in_request: std::sync::atomic::AtomicUsize,
     /// Whether it ever sent a whole request (a WebSocket's upgrade included).
     served: std::sync::atomic::AtomicBool,
+    /// Upgraded (a WebSocket): never evicted. Its stream is served by another task
+    /// than the one that hears [`ConnectionState::evicted`], so it could not be closed
+    /// from here, only stop being counted.
+    upgraded: std::sync::atomic::AtomicBool,
     /// Told to close to make room (see [`OpenConnections::evict`]).
     evicted: tokio::sync::Notify,
     epoch: std::time::Instant,
@@ -402,6 +415,7 @@ impl OpenConnections {
             last_heard_ms: std::sync::atomic::AtomicU64::new(epoch.elapsed().as_millis() as u64),
             in_request: Default::default(),
             served: Default::default(),
+            upgraded: Default::default(),
             evicted: tokio::sync::Notify::new(),
             epoch,
         });
@@ -425,7 +439,7 @@ impl OpenConnections {
         let Some(victim) = counts
             .connections
             .values()
-            .filter(|c| c.in_request.load(Relaxed) == 0)
+            .filter(|c| c.in_request.load(Relaxed) == 0 && !c.upgraded.load(Relaxed))
             .filter(|c| c.last_heard_ms.load(Relaxed) <= quiet_enough)
             // Sockets that never sent a whole request go first (a flood's), then the
             // idle keep-alive ones and sockets, each quietest first.
@@ -492,6 +506,25 @@ mod tests {
         assert!(counts.connections.contains_key(&served.state.id));
         assert!(!counts.connections.contains_key(&silent.state.id));
         assert_eq!(counts.total, 2);
+    }
+
+    #[test]
+    fn an_upgraded_connection_keeps_its_slot_on_a_full_house() {
+        let open = Arc::new(OpenConnections::default());
+        let (a, b): (IpAddr, IpAddr) = ([127, 0, 0, 2].into(), [127, 0, 0, 3].into());
+        let socket = open.try_open(a, 1, 8).unwrap();
+        socket
+            .state
+            .upgraded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(EVICTABLE_AFTER + Duration::from_millis(100));
+        assert!(
+            open.try_open(b, 1, 8).is_none(),
+            "a WebSocket quiet for 1 s is not evicted"
+        );
+        let counts = open.counts.lock().unwrap();
+        assert!(counts.connections.contains_key(&socket.state.id));
+        assert_eq!(counts.total, 1);
     }
 
     #[test]
