@@ -16,6 +16,14 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The status `/ready` answers at `base` (0: no answer).
+async fn ready(client: &reqwest::Client, base: &str) -> u16 {
+    match client.get(format!("{base}/ready")).send().await {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
 fn postmaster_pid(pgdata: &std::path::Path) -> i32 {
     std::fs::read_to_string(pgdata.join("postmaster.pid"))
         .unwrap()
@@ -60,17 +68,8 @@ async fn the_service_restarts_a_killed_private_postgres_and_exits_when_it_cannot
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let ready = |client: reqwest::Client| {
-        let url = format!("{base}/ready");
-        async move {
-            match client.get(url).send().await {
-                Ok(response) => response.status().as_u16(),
-                Err(_) => 0,
-            }
-        }
-    };
     let deadline = Instant::now() + Duration::from_secs(120);
-    while ready(client.clone()).await != 200 {
+    while ready(&client, &base).await != 200 {
         assert!(
             !service.is_finished(),
             "the service stopped: {:?}",
@@ -88,7 +87,7 @@ async fn the_service_restarts_a_killed_private_postgres_and_exits_when_it_cannot
     let mut answers: std::collections::BTreeMap<u16, u32> = Default::default();
     let mut seen_down = false;
     loop {
-        let status = ready(client.clone()).await;
+        let status = ready(&client, &base).await;
         *answers.entry(status).or_default() += 1;
         seen_down |= status != 200;
         if seen_down && status == 200 {
@@ -112,7 +111,7 @@ async fn the_service_restarts_a_killed_private_postgres_and_exits_when_it_cannot
     let recovery = killed.elapsed();
     let second = postmaster_pid(&pgdata);
     assert_ne!(first, second, "a new postmaster runs");
-    assert_eq!(ready(client.clone()).await, 200);
+    assert_eq!(ready(&client, &base).await, 200);
     eprintln!(
         "postmaster SIGKILL under aula serve: /ready 200 again after {:.2} s; /ready answers meanwhile (status: count) {answers:?}",
         recovery.as_secs_f64()
@@ -193,17 +192,8 @@ async fn the_service_outlives_a_full_disk_under_its_private_postgres() {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let ready = |client: reqwest::Client| {
-        let url = format!("{base}/ready");
-        async move {
-            match client.get(url).send().await {
-                Ok(response) => response.status().as_u16(),
-                Err(_) => 0,
-            }
-        }
-    };
     let deadline = Instant::now() + Duration::from_secs(120);
-    while ready(client.clone()).await != 200 {
+    while ready(&client, &base).await != 200 {
         assert!(
             !service.is_finished(),
             "the service stopped: {:?}",
@@ -239,7 +229,7 @@ async fn the_service_outlives_a_full_disk_under_its_private_postgres() {
     let full = Instant::now();
     let mut answers: std::collections::BTreeMap<u16, u32> = Default::default();
     while full.elapsed() < Duration::from_secs(15) {
-        let status = ready(client.clone()).await;
+        let status = ready(&client, &base).await;
         *answers.entry(status).or_default() += 1;
         assert!(
             !service.is_finished(),
@@ -250,7 +240,7 @@ async fn the_service_outlives_a_full_disk_under_its_private_postgres() {
     }
     std::fs::remove_file(&ballast).unwrap();
     let freed = Instant::now();
-    while ready(client.clone()).await != 200 {
+    while ready(&client, &base).await != 200 {
         assert!(
             !service.is_finished(),
             "the service stopped: {:?}",

@@ -328,14 +328,9 @@ fn a_second_start_on_a_running_data_directory_uses_that_server_and_restarts_noth
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Finding 14's original trigger: the disk under the private server fills up (a small
-/// tmpfs mounted for the test, so this needs root, as CI runs). Writes fail while it is
-/// full, the server may crash and fail to come back; once space is freed it serves
-/// again (restarted by the supervisor if it had died), and no acknowledged write is lost.
-#[test]
-fn a_full_disk_is_survived_and_no_acknowledged_write_is_lost() {
-    use std::io::Write as _;
-
+/// A scratch directory on a tmpfs of 160 MB of its own, so a test can fill the disk
+/// under a server. Needs root (CI runs as root); undo it with [`unmount`].
+fn small_tmpfs() -> PathBuf {
     // SAFETY: getuid has no preconditions.
     assert_eq!(
         unsafe { libc::getuid() },
@@ -350,10 +345,24 @@ fn a_full_disk_is_survived_and_no_acknowledged_write_is_lost() {
         .status()
         .expect("mount runs");
     assert!(mounted.success(), "mounting a tmpfs on {}", dir.display());
-    let unmount = |dir: &PathBuf| {
-        let _ = Command::new("umount").arg("-l").arg(dir).status();
-        let _ = std::fs::remove_dir_all(dir);
-    };
+    dir
+}
+
+/// Undoes [`small_tmpfs`], files and all.
+fn unmount(dir: &PathBuf) {
+    let _ = Command::new("umount").arg("-l").arg(dir).status();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Finding 14's original trigger: the disk under the private server fills up (a small
+/// tmpfs mounted for the test, so this needs root, as CI runs). Writes fail while it is
+/// full, the server may crash and fail to come back; once space is freed it serves
+/// again (restarted by the supervisor if it had died), and no acknowledged write is lost.
+#[test]
+fn a_full_disk_is_survived_and_no_acknowledged_write_is_lost() {
+    use std::io::Write as _;
+
+    let dir = small_tmpfs();
 
     let mut options = LocalPgOptions::new(&dir);
     options.settings = vec![
@@ -439,24 +448,7 @@ fn a_full_disk_is_survived_and_no_acknowledged_write_is_lost() {
 fn a_server_that_dies_of_a_full_disk_is_tried_again_until_space_is_freed() {
     use std::io::Write as _;
 
-    // SAFETY: getuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::getuid() },
-        0,
-        "this test mounts a tmpfs and needs root"
-    );
-    let dir = scratch_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=160m,mode=0755", "tmpfs"])
-        .arg(&dir)
-        .status()
-        .expect("mount runs");
-    assert!(mounted.success(), "mounting a tmpfs on {}", dir.display());
-    let unmount = |dir: &PathBuf| {
-        let _ = Command::new("umount").arg("-l").arg(dir).status();
-        let _ = std::fs::remove_dir_all(dir);
-    };
+    let dir = small_tmpfs();
     let mut options = LocalPgOptions::new(&dir);
     options.restart_backoff = Duration::from_millis(50);
     options.max_restarts = 2;
