@@ -193,6 +193,7 @@ pub async fn analyze_queue(pool: &PgPool, open: i64) -> Result<bool, sqlx::Error
         .fetch_one(&mut *tx)
         .await?;
     if !ours {
+        tx.rollback().await?;
         return Ok(false);
     }
     let counted: f32 =
@@ -200,6 +201,10 @@ pub async fn analyze_queue(pool: &PgPool, open: i64) -> Result<bool, sqlx::Error
             .fetch_one(&mut *tx)
             .await?;
     if (counted.max(0.0) as i64).saturating_mul(ANALYZE_GROWTH) > open {
+        // Rolled back now, not when the connection is next used: a dropped transaction
+        // leaves its ROLLBACK queued, and the lock held, on a connection back in its
+        // pool, where the next caller on another connection would find it taken.
+        tx.rollback().await?;
         return Ok(false);
     }
     sqlx::query("ANALYZE task_queue")
