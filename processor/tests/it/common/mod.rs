@@ -452,8 +452,15 @@ pub struct Delivered {
 
 impl SmtpSink {
     pub async fn start() -> SmtpSink {
+        Self::start_on(0).await
+    }
+
+    /// [`SmtpSink::start`] on `port` (0: any free one), e.g. where a relay was down.
+    pub async fn start_on(port: u16) -> SmtpSink {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let port = listener.local_addr().unwrap().port();
         let delivered: Arc<Mutex<Vec<Delivered>>> = Arc::default();
         let store = delivered.clone();
