@@ -35,6 +35,7 @@ async fn slow_e_mails_leave_slots_for_the_decisions_behind_them() {
         concurrency: 4,
         ..fast_config("capped-worker")
     };
+    let started = std::time::Instant::now();
     let running = start(&db, registry, config, true).await;
 
     let count = |kind: &str, status: &str| {
@@ -46,8 +47,13 @@ async fn slow_e_mails_leave_slots_for_the_decisions_behind_them() {
         n == REQUESTS as i64
     })
     .await;
+    let decided_after = started.elapsed();
     let delivered = sink.delivered.lock().unwrap().len();
     let e_mails_done = scalar_i64(&db.pool, &sent).await;
+    eprintln!(
+        "slow relay: {REQUESTS} decisions made {decided_after:?} after the start, \
+         {delivered} e-mails delivered by then"
+    );
     assert!(
         e_mails_done < 4 && delivered < 4,
         "the decisions waited for the e-mails: {e_mails_done} e-mail tasks done, \
