@@ -24,11 +24,20 @@
 //! positions are taken at insert, so an event inserted before the preview and
 //! committed after it has a smaller one.
 //!
+//! ## The set
+//! A job works on the events its filter matched when it started: [`create_job`] records
+//! them in `bulk_reprocess_members` in the job's own transaction, and `total` is their
+//! number. Each batch takes the next members in log order and copies those that still
+//! match the filter; an event that starts matching later (its tasks failed after the
+//! start) is not a member, so `done + failed + skipped` never exceeds `total`. Jobs
+//! recorded before the members were (migration 0053, `fixed_members` false) filter the
+//! list as before and stop once they have copied `total` events.
+//!
 //! ## Resuming
 //! A job is owned by one runner (`owner`) until `lease_until`. Each batch is one
 //! transaction: lock the job row, check it is still `running`, ours, and at the
-//! `position` we expect; append the copies; move `position` to the batch's last log
-//! position, add to `done`/`failed` and extend the lease. An event the job's total
+//! `position` we expect; append the copies; move `position` to the batch's last
+//! member's log position, add to `done`/`failed` and extend the lease. An event the job's total
 //! counted but whose batch no longer matched the filter (a single `reprocessEvent`
 //! resolved it meanwhile, or its status changed) is counted `skipped` when the job ends,
 //! so a `done` job's `done + failed + skipped` is its `total`. A runner that dies (process
@@ -40,16 +49,18 @@
 use std::time::Duration;
 
 use aula_eventlog::{Actor, LogPosition};
-use aula_projections::admin_events::{DurationOp, EventListQuery};
+use aula_projections::admin_events::EventListQuery;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::reprocess::{append_copy, count_appended, ReprocessError};
 
+mod filter;
 mod resume;
+pub use filter::BulkFilter;
 pub use resume::{run_resumer, take_over_expired};
 
 /// Events per batch by default.
@@ -68,94 +79,6 @@ pub struct Preview {
     pub already_resolved: i64,
     /// The bound (see the module docs).
     pub up_to: LogPosition,
-}
-
-/// The filters of an [`EventListQuery`] a bulk job keeps (sort and page do not apply),
-/// as stored in `bulk_reprocess_jobs.filter`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BulkFilter {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub event_types: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recorded_from: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recorded_to: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub processed_from: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub processed_to: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
-    /// `("eq" | "gt" | "lt", milliseconds)`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration: Option<(String, i64)>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub institution_id: Option<Uuid>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub has_failed_tasks: Option<bool>,
-    /// See [`EventListQuery::resolved`]. Jobs stored before it have none (all events).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resolved: Option<bool>,
-    /// The list's payload search (issue #23); absent from jobs stored before it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub search: Option<String>,
-}
-
-impl From<&EventListQuery> for BulkFilter {
-    fn from(query: &EventListQuery) -> Self {
-        BulkFilter {
-            event_types: query.event_types.clone(),
-            recorded_from: query.recorded_from,
-            recorded_to: query.recorded_to,
-            processed_from: query.processed_from,
-            processed_to: query.processed_to,
-            status: query.status.clone(),
-            duration: query.duration.map(|(op, ms)| {
-                let op = match op {
-                    DurationOp::Eq => "eq",
-                    DurationOp::Gt => "gt",
-                    DurationOp::Lt => "lt",
-                };
-                (op.to_owned(), ms)
-            }),
-            institution_id: query.institution_id,
-            has_failed_tasks: query.has_failed_tasks,
-            resolved: query.resolved,
-            search: query.search.clone(),
-        }
-    }
-}
-
-impl BulkFilter {
-    /// The list query with these filters (default sort and page).
-    pub fn to_query(&self) -> Result<EventListQuery, BulkError> {
-        let duration = match &self.duration {
-            None => None,
-            Some((op, ms)) => Some((
-                match op.as_str() {
-                    "eq" => DurationOp::Eq,
-                    "gt" => DurationOp::Gt,
-                    "lt" => DurationOp::Lt,
-                    other => return Err(BulkError::Invalid(format!("duration operator {other}"))),
-                },
-                *ms,
-            )),
-        };
-        Ok(EventListQuery {
-            event_types: self.event_types.clone(),
-            recorded_from: self.recorded_from,
-            recorded_to: self.recorded_to,
-            processed_from: self.processed_from,
-            processed_to: self.processed_to,
-            status: self.status.clone(),
-            duration,
-            institution_id: self.institution_id,
-            has_failed_tasks: self.has_failed_tasks,
-            resolved: self.resolved,
-            search: self.search.clone(),
-            ..EventListQuery::default()
-        })
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -393,28 +316,29 @@ pub async fn create_job(
     owner: &str,
     lease: Duration,
 ) -> Result<Uuid, BulkError> {
-    filter.to_query()?;
-    let total = preview_at(pool, filter, up_to).await?.count;
+    let query = filter.to_query()?;
     let id = Uuid::new_v4();
     let filter_json =
         serde_json::to_value(filter).map_err(|e| BulkError::Invalid(e.to_string()))?;
+    // The job and its members (see "The set") in one transaction: its runner never sees
+    // the one without the other.
+    let mut tx = pool.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO bulk_reprocess_jobs (id, filter, up_to_position, institution_id, requested_by,
-             total, owner, lease_until, confirm_token_hash, up_to_tx)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + $8 * interval '1 millisecond',
-                 encode(sha256(convert_to($9::text, 'UTF8')), 'hex'), $10)",
+             total, owner, lease_until, confirm_token_hash, up_to_tx, fixed_members)
+         VALUES ($1, $2, $3, $4, $5, 0, $6, now() + $7 * interval '1 millisecond',
+                 encode(sha256(convert_to($8::text, 'UTF8')), 'hex'), $9, true)",
     )
     .bind(id)
     .bind(&filter_json)
     .bind(up_to.global_position)
     .bind(filter.institution_id)
     .bind(actor.to_string())
-    .bind(total)
     .bind(owner)
     .bind(lease.as_millis() as f64)
     .bind(confirm_token)
     .bind(up_to.tx_id)
-    .execute(pool)
+    .execute(&mut *tx)
     .await;
     match inserted {
         Ok(_) => {}
@@ -425,6 +349,20 @@ pub async fn create_job(
         }
         Err(e) => return Err(e.into()),
     }
+    let mut members: QueryBuilder<'_, Postgres> = QueryBuilder::new(
+        "INSERT INTO bulk_reprocess_members (job_id, global_position, event_id) SELECT ",
+    );
+    members
+        .push_bind(id)
+        .push(", global_position, event_id FROM admin_events WHERE true");
+    push_filters(&mut members, &query, up_to);
+    let total = members.build().execute(&mut *tx).await?.rows_affected() as i64;
+    sqlx::query("UPDATE bulk_reprocess_jobs SET total = $2 WHERE id = $1")
+        .bind(id)
+        .bind(total)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     tracing::info!(job = %id, %actor, up_to_tx = up_to.tx_id, up_to_position = up_to.global_position, total, filter = %filter_json, "bulk reprocessing started");
     Ok(id)
 }
@@ -489,6 +427,10 @@ struct Claimed {
     up_to_position: i64,
     requested_by: String,
     position: i64,
+    fixed_members: bool,
+    total: i64,
+    done: i64,
+    failed: i64,
 }
 
 async fn run_batches(
@@ -498,7 +440,9 @@ async fn run_batches(
     options: BulkOptions,
 ) -> Result<RunEnd, BulkError> {
     let job: Option<Claimed> = sqlx::query_as(
-        "SELECT filter, up_to_tx, up_to_position, requested_by, position FROM bulk_reprocess_jobs
+        "SELECT filter, up_to_tx, up_to_position, requested_by, position, fixed_members,
+                total, done, failed
+         FROM bulk_reprocess_jobs
          WHERE id = $1 AND owner = $2 AND status = 'running'",
     )
     .bind(id)
@@ -520,6 +464,9 @@ async fn run_batches(
     // The copies' request id names the job that asked for them (the drawer shows it).
     let request = format!("bulk-reprocess:{id}");
     let mut after = job.position;
+    // A job recorded before its members were (migration 0053) filters the list, and
+    // stops once it has copied `total` events.
+    let mut left = job.total - job.done - job.failed;
     let lease_ms = options.lease.as_millis() as f64;
     loop {
         let mut tx = pool.begin().await?;
@@ -537,15 +484,22 @@ async fn run_batches(
             tracing::info!(job = %id, owner, "bulk reprocessing stopped (cancelled or taken over)");
             return Ok(RunEnd::Stopped);
         }
-        let mut sql: QueryBuilder<'_, Postgres> =
-            QueryBuilder::new("SELECT event_id, global_position FROM admin_events WHERE true");
-        push_filters(&mut sql, &query, up_to);
-        sql.push(" AND global_position > ")
-            .push_bind(after)
-            .push(" ORDER BY global_position LIMIT ")
-            .push_bind(options.batch_size.max(1));
-        let batch: Vec<(Uuid, i64)> = sql.build_query_as().fetch_all(&mut *tx).await?;
-        let Some(&(_, last)) = batch.last() else {
+        let (batch, last) = if job.fixed_members {
+            next_members(&mut tx, id, &query, up_to, after, options.batch_size).await?
+        } else {
+            let limit = options.batch_size.max(1).min(left.max(0));
+            let mut sql: QueryBuilder<'_, Postgres> =
+                QueryBuilder::new("SELECT event_id, global_position FROM admin_events WHERE true");
+            push_filters(&mut sql, &query, up_to);
+            sql.push(" AND global_position > ")
+                .push_bind(after)
+                .push(" ORDER BY global_position LIMIT ")
+                .push_bind(limit);
+            let batch: Vec<(Uuid, i64)> = sql.build_query_as().fetch_all(&mut *tx).await?;
+            let last = batch.last().map(|&(_, position)| position);
+            (batch.into_iter().map(|(event, _)| event).collect(), last)
+        };
+        let Some(last) = last else {
             // What the total counted and no batch met any more (see the module docs).
             sqlx::query(
                 "UPDATE bulk_reprocess_jobs
@@ -563,7 +517,7 @@ async fn run_batches(
         let (mut done, mut failed) = (0i64, 0i64);
         let mut copied_types = Vec::with_capacity(batch.len());
         let mut copies = Vec::with_capacity(batch.len());
-        for (event_id, _) in &batch {
+        for event_id in &batch {
             match append_copy(&mut tx, *event_id, actor.clone(), Some(&request)).await {
                 Ok((copy, event_type)) => {
                     done += 1;
@@ -602,10 +556,45 @@ async fn run_batches(
             count_appended(event_type);
         }
         after = last;
+        left -= done + failed;
         if !options.pause.is_zero() {
             tokio::time::sleep(options.pause).await;
         }
     }
+}
+
+/// The next batch of job `id`'s members after `after` (at most `batch_size`, in log
+/// order): those that still match `query` (the others are skipped), and the position of
+/// the last member looked at (`None`: no member is left).
+async fn next_members(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    id: Uuid,
+    query: &EventListQuery,
+    up_to: LogPosition,
+    after: i64,
+    batch_size: i64,
+) -> Result<(Vec<Uuid>, Option<i64>), sqlx::Error> {
+    let members: Vec<(i64, Uuid)> = sqlx::query_as(
+        "SELECT global_position, event_id FROM bulk_reprocess_members
+         WHERE job_id = $1 AND global_position > $2
+         ORDER BY global_position LIMIT $3",
+    )
+    .bind(id)
+    .bind(after)
+    .bind(batch_size.max(1))
+    .fetch_all(&mut **tx)
+    .await?;
+    let Some(&(last, _)) = members.last() else {
+        return Ok((Vec::new(), None));
+    };
+    let ids: Vec<Uuid> = members.into_iter().map(|(_, event)| event).collect();
+    let mut sql: QueryBuilder<'_, Postgres> =
+        QueryBuilder::new("SELECT event_id FROM admin_events WHERE event_id = ANY(");
+    sql.push_bind(ids).push(")");
+    push_filters(&mut sql, query, up_to);
+    sql.push(" ORDER BY global_position");
+    let matching: Vec<Uuid> = sql.build_query_scalar().fetch_all(&mut **tx).await?;
+    Ok((matching, Some(last)))
 }
 
 /// Asks a running job to stop (before its next batch). Returns the job as it is now;

@@ -28,6 +28,10 @@ pub struct ProcessorConfig {
     pub drain_timeout: Duration,
     /// Keep attempt history (`task_attempts`) (`AULA_TASK_HISTORY`, default true).
     pub record_attempts: bool,
+    /// Most e-mail tasks (`kinds::KindClass::Mail`) run at once by this process
+    /// (`AULA_WORKER_MAIL_CONCURRENCY`; `None`: half of `concurrency`, at least 1). See
+    /// [`ProcessorConfig::class_cap`].
+    pub mail_concurrency: Option<usize>,
 }
 
 impl Default for ProcessorConfig {
@@ -43,6 +47,7 @@ impl Default for ProcessorConfig {
             retry_max: Duration::from_secs(600),
             drain_timeout: Duration::from_secs(20),
             record_attempts: true,
+            mail_concurrency: None,
         }
     }
 }
@@ -130,7 +135,20 @@ impl ProcessorConfig {
             retry_max: Duration::from_millis(200),
             drain_timeout: Duration::from_secs(10),
             record_attempts: true,
+            mail_concurrency: None,
         }
+    }
+
+    /// Most tasks of `class` this process runs at once: its setting, or half of the
+    /// slots (at least 1), never more than the slots. A cap that equals the slots
+    /// binds nothing.
+    pub fn class_cap(&self, class: crate::kinds::KindClass) -> usize {
+        let setting = match class {
+            crate::kinds::KindClass::Mail => self.mail_concurrency,
+        };
+        setting
+            .unwrap_or(self.concurrency / 2)
+            .clamp(1, self.concurrency.max(1))
     }
 
     /// Reads the settings (the defaults for those unset); a value that does not parse or
@@ -149,6 +167,10 @@ impl ProcessorConfig {
             retry_max: millis("AULA_RETRY_MAX_MS", d.retry_max, 1..=7 * DAY_MS)?,
             drain_timeout: millis("AULA_WORKER_DRAIN_MS", d.drain_timeout, 0..=3_600_000)?,
             record_attempts: flag("AULA_TASK_HISTORY", d.record_attempts)?,
+            mail_concurrency: match var("AULA_WORKER_MAIL_CONCURRENCY") {
+                None => None,
+                Some(_) => Some(number("AULA_WORKER_MAIL_CONCURRENCY", 1, 1..=1024)?),
+            },
         };
         if config.retry_max < config.retry_base {
             return Err(SettingError {

@@ -1,5 +1,6 @@
 //! The task kinds: one table of every kind with its stored name, priority (lower runs
-//! first) and retry budget. The handler of each kind is chosen by an exhaustive `match`
+//! first), retry budget and, for kinds that share a concurrency cap, their
+//! [`KindClass`]. The handler of each kind is chosen by an exhaustive `match`
 //! over [`TaskKind`] in [`crate::handlers::Registry::standard`], so a kind added here
 //! without a handler does not compile.
 //!
@@ -20,12 +21,46 @@ const DEFAULT_POLICY: KindPolicy = KindPolicy {
     max_attempts: 5,
 };
 
+/// Kinds that share a concurrency cap: a worker process runs at most so many tasks of
+/// one class at once (`ProcessorConfig::class_cap`), and while a class is at its cap
+/// its claims take other kinds only.
+///
+/// Why: e-mails sort before enrollment decisions (a person waits for the link), and each
+/// SMTP send may take up to `mail::SEND_TIMEOUT`; with a slow relay, a rush's e-mails
+/// held every slot and the decisions behind them waited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KindClass {
+    /// Every `email.*` kind: their time is the relay's.
+    Mail,
+}
+
+impl KindClass {
+    pub const ALL: &'static [KindClass] = &[KindClass::Mail];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            KindClass::Mail => "mail",
+        }
+    }
+
+    /// The stored names of the kinds of this class.
+    pub fn kinds(self) -> Vec<&'static str> {
+        TaskKind::ALL
+            .iter()
+            .filter(|kind| kind.class() == Some(self))
+            .map(|kind| kind.name())
+            .collect()
+    }
+}
+
 /// Declares [`TaskKind`], its table and a `&str` constant per kind (the name the queue,
 /// the API and the tests use).
 macro_rules! task_kinds {
+    (@class) => { None };
+    (@class $class:ident) => { Some(KindClass::$class) };
     ($(
         $(#[$doc:meta])*
-        $variant:ident, $constant:ident = $name:literal, priority $priority:literal, attempts $attempts:literal;
+        $variant:ident, $constant:ident = $name:literal, priority $priority:literal, attempts $attempts:literal $(, class $class:ident)?;
     )*) => {
         /// A kind of task the processor runs.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -56,6 +91,13 @@ macro_rules! task_kinds {
                 }
             }
 
+            /// The class whose cap the kind shares, if any.
+            pub const fn class(self) -> Option<KindClass> {
+                match self {
+                    $(TaskKind::$variant => task_kinds!(@class $($class)?),)*
+                }
+            }
+
             /// The kind named `name`, if the processor runs it.
             pub fn parse(name: &str) -> Option<TaskKind> {
                 match name {
@@ -73,26 +115,26 @@ macro_rules! task_kinds {
 
 task_kinds! {
     // One-time links: the person waits for them.
-    EmailSignupConfirmation, EMAIL_SIGNUP_CONFIRMATION = "email.signup_confirmation", priority 10, attempts 8;
-    EmailPasswordReset, EMAIL_PASSWORD_RESET = "email.password_reset", priority 10, attempts 8;
+    EmailSignupConfirmation, EMAIL_SIGNUP_CONFIRMATION = "email.signup_confirmation", priority 10, attempts 8, class Mail;
+    EmailPasswordReset, EMAIL_PASSWORD_RESET = "email.password_reset", priority 10, attempts 8, class Mail;
     /// The link that confirms a new e-mail address, sent to that address.
-    EmailChangeConfirmation, EMAIL_CHANGE_CONFIRMATION = "email.email_change_confirmation", priority 10, attempts 8;
+    EmailChangeConfirmation, EMAIL_CHANGE_CONFIRMATION = "email.email_change_confirmation", priority 10, attempts 8, class Mail;
     /// To the current address: a change of the account's e-mail was requested.
-    EmailChangeNotice, EMAIL_CHANGE_NOTICE = "email.email_change_notice", priority 10, attempts 8;
+    EmailChangeNotice, EMAIL_CHANGE_NOTICE = "email.email_change_notice", priority 10, attempts 8, class Mail;
     /// The applicant hears at once that the application is queued: it never waits behind
     /// the decisions (or their result e-mails) of an application rush.
-    EmailApplicationScheduled, EMAIL_APPLICATION_SCHEDULED = "email.application_scheduled", priority 15, attempts 8;
+    EmailApplicationScheduled, EMAIL_APPLICATION_SCHEDULED = "email.application_scheduled", priority 15, attempts 8, class Mail;
     EnrollmentDecide, ENROLLMENT_DECIDE = "enrollment.decide", priority 20, attempts 10;
     /// Creates the institution of a confirmed sign-up if the API did not.
     InstitutionCreate, INSTITUTION_CREATE = "institution.create", priority 20, attempts 10;
-    EmailEnrolled, EMAIL_ENROLLED = "email.enrolled", priority 30, attempts 8;
-    EmailDeclined, EMAIL_DECLINED = "email.declined", priority 30, attempts 8;
+    EmailEnrolled, EMAIL_ENROLLED = "email.enrolled", priority 30, attempts 8, class Mail;
+    EmailDeclined, EMAIL_DECLINED = "email.declined", priority 30, attempts 8, class Mail;
     /// To the student whose enrollment a manager cancelled.
-    EmailEnrollmentCancelled, EMAIL_ENROLLMENT_CANCELLED = "email.enrollment_cancelled", priority 30, attempts 8;
-    EmailWelcome, EMAIL_WELCOME = "email.welcome", priority 30, attempts 8;
+    EmailEnrollmentCancelled, EMAIL_ENROLLMENT_CANCELLED = "email.enrollment_cancelled", priority 30, attempts 8, class Mail;
+    EmailWelcome, EMAIL_WELCOME = "email.welcome", priority 30, attempts 8, class Mail;
     /// To the owner of an account someone signed up for again. Anyone can cause one, so
     /// it never delays the kinds above.
-    EmailAlreadyRegistered, EMAIL_ALREADY_REGISTERED = "email.already_registered", priority 30, attempts 8;
+    EmailAlreadyRegistered, EMAIL_ALREADY_REGISTERED = "email.already_registered", priority 30, attempts 8, class Mail;
     NotifyGrade, NOTIFY_GRADE = "notification.grade", priority 40, attempts 5;
     LinkStudentNotifications, LINK_STUDENT_NOTIFICATIONS = "notification.link_student", priority 40, attempts 5;
     LinkTeacherNotifications, LINK_TEACHER_NOTIFICATIONS = "notification.link_teacher", priority 40, attempts 5;
@@ -203,5 +245,14 @@ mod tests {
             );
         }
         assert_eq!(expected.len(), ALL.len());
+    }
+
+    #[test]
+    fn every_e_mail_kind_and_only_those_share_the_mail_cap() {
+        for kind in TaskKind::ALL {
+            let mail = kind.name().starts_with("email.");
+            assert_eq!(kind.class() == Some(KindClass::Mail), mail, "{kind}");
+        }
+        assert_eq!(KindClass::Mail.kinds().len(), 10);
     }
 }

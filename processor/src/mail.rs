@@ -48,6 +48,36 @@ pub enum MailError {
 }
 
 impl MailError {
+    /// Whether the SMTP server could not be used at all: no connection, a connection
+    /// lost or closed (lettre: an incomplete response), or no answer within the
+    /// deadline (not a 4xx/5xx reply of the server's, not TLS or a bad message). Like a
+    /// database outage, such an attempt says nothing about the e-mail: it is retried without counting against the task's attempts, so an
+    /// outage of the relay longer than the retries' ~2 minutes no longer ends its
+    /// e-mails `dead`.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            MailError::Timeout(_) => true,
+            MailError::Smtp(e) => {
+                e.is_timeout()
+                    || (e.status().is_none()
+                        && !e.is_client()
+                        && !e.is_tls()
+                        && !e.is_transient()
+                        && !e.is_permanent())
+            }
+            _ => false,
+        }
+    }
+
+    /// The outcome label of [`crate::metrics::EMAILS`] for a send that failed so.
+    fn outcome(&self) -> &'static str {
+        if self.is_unreachable() {
+            "unreachable"
+        } else {
+            "failed"
+        }
+    }
+
     /// Whether trying again may succeed (a bad address never will).
     pub fn is_permanent(&self) -> bool {
         match self {
@@ -57,6 +87,13 @@ impl MailError {
         }
     }
 }
+
+/// A send that could not reach the SMTP server ([`MailError::is_unreachable`]), as the
+/// task's error: its message (the task's `last_error` on the dashboard) says that the
+/// relay is the problem and that the attempt is not counted.
+#[derive(Debug, thiserror::Error)]
+#[error("the SMTP server could not be reached (retried; the attempt does not count)")]
+pub struct Unreachable(#[source] pub MailError);
 
 #[async_trait::async_trait]
 pub trait Mailer: Send + Sync + 'static {
@@ -73,7 +110,7 @@ pub async fn send(mailer: &dyn Mailer, message: &EmailMessage) -> Result<(), Mai
     let transport = mailer.transport();
     let span = tracing::info_span!("email.send", transport);
     let result = mailer.send(message).instrument(span).await;
-    let outcome = if result.is_ok() { "sent" } else { "failed" };
+    let outcome = result.as_ref().map_or_else(MailError::outcome, |()| "sent");
     crate::metrics::EMAILS.with([transport, outcome]).inc();
     result
 }

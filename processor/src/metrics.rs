@@ -22,10 +22,11 @@ pub static TASK_ATTEMPT_DURATION: Family<1, Histogram> = Family::new(
     LATENCY_BUCKETS,
 );
 
-/// E-mails handed to the mail transport, by transport and outcome (`sent`, `failed`).
+/// E-mails handed to the mail transport, by transport and outcome (`sent`, `failed`,
+/// `unreachable`: the SMTP server could not be reached, see `mail::Unreachable`).
 pub static EMAILS: Family<2, Counter> = Family::new(
     "aula_emails_total",
-    "E-mails this process handed to its transport, by transport (smtp, file) and outcome (sent, failed).",
+    "E-mails this process handed to its transport, by transport (smtp, file) and outcome (sent, failed, unreachable).",
     ["transport", "outcome"],
     (),
 );

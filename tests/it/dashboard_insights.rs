@@ -3,7 +3,7 @@
 //! pausing), search over payloads, the institution filter's short ids, dark mode, the
 //! observer's read-only view and a manager's own header.
 //!
-//! Like `tests/dashboard.rs`: e-mails go to a loopback port where nothing listens, so
+//! Like `tests/dashboard.rs`: e-mails go to a loopback SMTP server that rejects them, so
 //! the sign-up e-mails fail (the charts get failures to draw); tokens are read from
 //! `pending_tokens`. Screenshots go to `target/dashboard-insights-screenshots/`.
 
@@ -17,14 +17,16 @@ use support::dashboard::{
     escola_norte, filter_institution, raw_token, sign_in, sign_out, signed_in_browser, stage,
     Stage, LIST_READY, MANAGER_EMAIL,
 };
-use support::{free_port, graphql, graphql_as, login, poll_db, sign_up};
+use support::{graphql, graphql_as, login, poll_db, sign_up};
 
 const PASSWORD: &str = "dashboard password 1";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn charts_live_lists_search_observers_and_dark_mode_in_chromium() {
     support::alone_in_own_process!(charts_live_lists_search_observers_and_dark_mode_in_chromium);
-    let Stage { shots, db, service } = stage("dashboard-insights-screenshots", free_port()).await;
+    let Stage {
+        shots, db, service, ..
+    } = stage("dashboard-insights-screenshots").await;
     let base = service.base.clone();
     let client = reqwest::Client::new();
 

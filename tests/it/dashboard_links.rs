@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use support::cdp::Browser;
 use support::dashboard::{escola_norte, sign_in, stage, Stage, LIST_READY, LIST_SETTLED};
-use support::{free_port, sign_up};
+use support::sign_up;
 
 const PASSWORD: &str = "dashboard password 1";
 
@@ -34,7 +34,9 @@ fn hints_say(texts: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn hand_edited_addresses_give_hints_not_parser_errors_in_chromium() {
     support::alone_in_own_process!(hand_edited_addresses_give_hints_not_parser_errors_in_chromium);
-    let Stage { shots, db, service } = stage("dashboard-links-screenshots", free_port()).await;
+    let Stage {
+        shots, db, service, ..
+    } = stage("dashboard-links-screenshots").await;
     let base = service.base.clone();
     let client = reqwest::Client::new();
     let admin_email = "admin@aula.test";

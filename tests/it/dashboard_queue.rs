@@ -60,8 +60,9 @@ async fn the_dashboard_shows_retrying_tasks_and_cancels_releases_reprioritizes_a
     support::cdp::require_chromium();
 
     let db = TestDatabase::new().await;
-    // Nothing listens on the SMTP port: each e-mail fails and waits ten minutes for its
-    // retry, so it stays `retrying` for the whole test.
+    // Nothing listens on the SMTP port (a relay outage): each e-mail's attempt fails, is
+    // not counted, and waits ten minutes for its retry, so it stays `retrying` for the
+    // whole test.
     support::mail_to_port(free_port(), 600_000, 600_000);
     let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
     let base = service.base.clone();

@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use support::dashboard::{signed_in_browser, stage, Stage, LIST_READY, LIST_SETTLED};
-use support::free_port;
 
 const PASSWORD: &str = "dashboard password 2";
 const ENROLLMENT: &str = "EnrollmentRequested";
@@ -22,9 +21,13 @@ async fn a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved() {
     support::alone_in_own_process!(
         a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved
     );
-    // Nothing listens on the SMTP port yet: every e-mail fails until its retries end.
-    let smtp_port = free_port();
-    let Stage { shots, db, service } = stage("dashboard-reprocess-screenshots", smtp_port).await;
+    // The SMTP server rejects every e-mail for now: each fails at once.
+    let Stage {
+        shots,
+        db,
+        service,
+        smtp,
+    } = stage("dashboard-reprocess-screenshots").await;
     let base = service.base.clone();
     aula_api::create_admin(&db.pool, "admin@aula.test", PASSWORD)
         .await
@@ -74,7 +77,7 @@ async fn a_failed_enrollment_reprocessed_from_the_drawer_shows_as_resolved() {
         .await;
 
     // Mail works again: reprocess the first one from its drawer.
-    let smtp = support::smtp::accept_on(smtp_port).await;
+    smtp.reject.store(false, Ordering::SeqCst);
     let original = browser
         .eval("document.querySelector('#list-body tr[data-event-id]').dataset.eventId")
         .await;

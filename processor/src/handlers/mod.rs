@@ -73,7 +73,8 @@ impl TaskError {
     /// Whether the attempt failed because the database could not be used at all: no
     /// connection in time, a lost or refused connection, a server shutting down or out
     /// of resources (not a serialization failure or deadlock: see
-    /// [`database_unavailable`]). Such an attempt says nothing
+    /// [`database_unavailable`]), or the SMTP server could not be reached
+    /// ([`crate::mail::MailError::is_unreachable`]). Such an attempt says nothing
     /// about the task, so it is retried without counting against its attempts.
     pub fn is_unavailable(&self) -> bool {
         let TaskError::Retry(error) = self else {
@@ -83,6 +84,9 @@ impl TaskError {
         while let Some(error) = current {
             if let Some(error) = error.downcast_ref::<sqlx::Error>() {
                 return database_unavailable(error);
+            }
+            if let Some(error) = error.downcast_ref::<crate::mail::MailError>() {
+                return error.is_unreachable();
             }
             current = error.source();
         }

@@ -33,6 +33,7 @@ pub async fn claim(
         record_attempts,
         None,
         ClaimStart::Front,
+        &[],
     )
     .await
 }
@@ -51,7 +52,8 @@ pub enum ClaimStart {
 }
 
 /// Runs one of the claim statements (they take the same five parameters; the deferred
-/// ones, `queue_refresh` as `$6`; and a hinted one its hint after them).
+/// ones, `queue_refresh` as `$6`; a hinted one its hint after them; and one that leaves
+/// kinds out, `excluding` last).
 #[allow(clippy::too_many_arguments)]
 async fn run_claim(
     sql: &'static str,
@@ -62,6 +64,7 @@ async fn run_claim(
     record_attempts: bool,
     queue_refresh: Option<bool>,
     start: ClaimStart,
+    excluding: &[&str],
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
     let shard = processing::claim_shard();
     let mut query = sqlx::query_as(sql)
@@ -77,6 +80,9 @@ async fn run_claim(
         ClaimStart::Front => {}
         ClaimStart::AtHint(hint) => query = query.bind(hint.priority).bind(hint.run_at),
         ClaimStart::BeforeHint(hint) => query = query.bind(hint.priority),
+    }
+    if !excluding.is_empty() {
+        query = query.bind(excluding);
     }
     query.fetch_all(pool).await
 }
@@ -354,14 +360,35 @@ pub async fn claim_deferred_at(
 /// rather than one that its completion's refresh then deletes.
 pub async fn claim_for_workers(
     pool: &PgPool,
-    (worker, limit, lease, record_attempts): (&str, i64, Duration, bool),
+    claim: (&str, i64, Duration, bool),
     queue_refresh: bool,
     start: ClaimStart,
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
-    let sql = match start {
-        ClaimStart::Front => CLAIM_DEFERRED_SQL,
-        ClaimStart::AtHint(_) => CLAIM_DEFERRED_FROM_SQL,
-        ClaimStart::BeforeHint(_) => CLAIM_DEFERRED_BEFORE_SQL,
+    claim_for_workers_excluding(pool, claim, queue_refresh, start, &[]).await
+}
+
+/// [`claim_for_workers`] that leaves the tasks of the kinds in `excluding` where they
+/// are (pending): those of a class at its cap in this process (`kinds::KindClass`).
+///
+/// With `excluding` empty it runs the very statements [`claim_for_workers`] runs: the
+/// claim's hot path is untouched. Otherwise the walk of `task_queue_claim_idx` steps over
+/// the excluded kinds' due tasks (a heap fetch each: the index does not hold `kind`) to
+/// reach the others; that walk is what a capped class costs, and only while it is at
+/// its cap.
+pub async fn claim_for_workers_excluding(
+    pool: &PgPool,
+    (worker, limit, lease, record_attempts): (&str, i64, Duration, bool),
+    queue_refresh: bool,
+    start: ClaimStart,
+    excluding: &[&str],
+) -> Result<Vec<TaskRow>, sqlx::Error> {
+    let sql = match (start, excluding.is_empty()) {
+        (ClaimStart::Front, true) => CLAIM_DEFERRED_SQL,
+        (ClaimStart::AtHint(_), true) => CLAIM_DEFERRED_FROM_SQL,
+        (ClaimStart::BeforeHint(_), true) => CLAIM_DEFERRED_BEFORE_SQL,
+        (ClaimStart::Front, false) => CLAIM_DEFERRED_EXCLUDING_SQL,
+        (ClaimStart::AtHint(_), false) => CLAIM_DEFERRED_FROM_EXCLUDING_SQL,
+        (ClaimStart::BeforeHint(_), false) => CLAIM_DEFERRED_BEFORE_EXCLUDING_SQL,
     };
     let queue_refresh = Some(queue_refresh);
     run_claim(
@@ -373,6 +400,7 @@ pub async fn claim_for_workers(
         record_attempts,
         queue_refresh,
         start,
+        excluding,
     )
     .await
 }
@@ -391,6 +419,25 @@ pub const CLAIM_DEFERRED_FROM_SQL: &str = concat!(
 /// the walk stops there); see [`ClaimStart::BeforeHint`].
 pub const CLAIM_DEFERRED_BEFORE_SQL: &str =
     concat!(claim_ctes!(" AND priority < $7"), claim_deferred_tail!());
+
+/// [`CLAIM_DEFERRED_SQL`] that leaves the kinds in `$7` pending; see
+/// [`claim_for_workers_excluding`].
+pub const CLAIM_DEFERRED_EXCLUDING_SQL: &str = concat!(
+    claim_ctes!(" AND kind <> ALL($7::text[])"),
+    claim_deferred_tail!()
+);
+
+/// [`CLAIM_DEFERRED_FROM_SQL`] that leaves the kinds in `$9` pending.
+pub const CLAIM_DEFERRED_FROM_EXCLUDING_SQL: &str = concat!(
+    claim_ctes!(" AND (priority, run_at) >= ($7, $8) AND kind <> ALL($9::text[])"),
+    claim_deferred_tail!()
+);
+
+/// [`CLAIM_DEFERRED_BEFORE_SQL`] that leaves the kinds in `$8` pending.
+pub const CLAIM_DEFERRED_BEFORE_EXCLUDING_SQL: &str = concat!(
+    claim_ctes!(" AND priority < $7 AND kind <> ALL($8::text[])"),
+    claim_deferred_tail!()
+);
 
 #[cfg(test)]
 mod tests {

@@ -286,9 +286,10 @@ mod claim;
 mod finish;
 
 pub use claim::{
-    claim, claim_deferred, claim_deferred_at, claim_deferred_from, claim_for_workers, ClaimHint,
-    ClaimStart, Notified, CLAIM_DEFERRED_BEFORE_SQL, CLAIM_DEFERRED_FROM_SQL, CLAIM_DEFERRED_SQL,
-    CLAIM_SQL,
+    claim, claim_deferred, claim_deferred_at, claim_deferred_from, claim_for_workers,
+    claim_for_workers_excluding, ClaimHint, ClaimStart, Notified,
+    CLAIM_DEFERRED_BEFORE_EXCLUDING_SQL, CLAIM_DEFERRED_BEFORE_SQL, CLAIM_DEFERRED_EXCLUDING_SQL,
+    CLAIM_DEFERRED_FROM_EXCLUDING_SQL, CLAIM_DEFERRED_FROM_SQL, CLAIM_DEFERRED_SQL, CLAIM_SQL,
 };
 pub use finish::{
     complete, complete_deferred, complete_eventless, fail, heartbeat, release, rescue_expired,

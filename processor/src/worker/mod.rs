@@ -16,6 +16,9 @@
 //! the leases of running attempts; a rescuer returns tasks whose lease expired (their
 //! worker died) to `pending`; any process may rescue any task.
 //!
+//! A class of kinds may have a cap per process (`caps.rs`: e-mails, by default half the
+//! slots): while it is reached, claims leave its kinds pending and take the others.
+//!
 //! Graceful shutdown: stop claiming, let running tasks finish for up to
 //! `drain_timeout`, record their outcomes, then release what is still running
 //! (pending again at once, the attempt not counted against the budget).
@@ -36,9 +39,11 @@ use crate::config::ProcessorConfig;
 use crate::handlers::{Registry, TaskContext, TaskError};
 use crate::queue::{self, Done, Failed};
 
+mod caps;
 mod notices;
 mod read_ahead;
 
+use caps::{Admission, Caps, ClassPermit};
 use notices::Notices;
 use read_ahead::ReadAhead;
 
@@ -115,6 +120,7 @@ pub async fn run_workers_with_ready(
     };
     let claim_pool = claim_connection(&pool);
     let slots = Arc::new(Semaphore::new(config.concurrency));
+    let caps = Caps::new(&config);
     let slot_freed = Arc::new(Notify::new());
     let in_flight: InFlight = Arc::default();
     let (outcomes_tx, outcomes_rx) = mpsc::unbounded_channel::<Outcome>();
@@ -154,7 +160,7 @@ pub async fn run_workers_with_ready(
         config.clone(),
         background_stopped,
     ));
-    tracing::info!(worker = %config.worker_name, concurrency = config.concurrency, kinds = ?registry.kinds(), "task workers started");
+    tracing::info!(worker = %config.worker_name, concurrency = config.concurrency, caps = ?caps.describe(), kinds = ?registry.kinds(), "task workers started");
 
     let mut running = JoinSet::new();
     let mut wake_rx = wake;
@@ -169,6 +175,8 @@ pub async fn run_workers_with_ready(
     let mut more_before = false;
     let read_ahead = ReadAhead::new(config.concurrency, config.claim_batch);
     let mut backlog = false;
+    // Whether the last claim left the kinds of a class at its cap pending.
+    let mut was_excluding = false;
     loop {
         if shutdown.is_triggered() {
             break;
@@ -196,6 +204,13 @@ pub async fn run_workers_with_ready(
             hint = None;
         }
         wake_rx.borrow_and_update();
+        // Kinds of classes at their cap stay pending (see `caps.rs`). A change of what is
+        // left out drops the hint: a class coming back may sort before it.
+        let excluding = caps.full_kinds();
+        if excluding.is_empty() == was_excluding {
+            hint = None;
+            was_excluding = !excluding.is_empty();
+        }
         let limit = read_ahead.limit(backlog, free);
         let hinted = hint.is_some();
         // More urgent tasks may have come due: claim the priorities before the hint.
@@ -220,7 +235,8 @@ pub async fn run_workers_with_ready(
             config.lease,
             config.record_attempts,
         );
-        let claim = queue::claim_for_workers(&claim_pool, claim, false, start).await;
+        let claim =
+            queue::claim_for_workers_excluding(&claim_pool, claim, false, start, &excluding).await;
         let claimed = match claim {
             Ok(claimed) => {
                 failures = 0;
@@ -270,6 +286,8 @@ pub async fn run_workers_with_ready(
             if claimed.is_empty() {
                 tokio::select! {
                     _ = wake_rx.changed() => {}
+                    // A class left out has room again.
+                    _ = caps.freed.notified(), if was_excluding => {}
                     _ = tokio::time::sleep(config.poll_interval) => {}
                     _ = shutdown.wait() => break,
                 }
@@ -284,6 +302,47 @@ pub async fn run_workers_with_ready(
         }
         notices.claimed(&claimed, tokio::time::Instant::now());
         for task in claimed {
+            let job = Job {
+                ctx: TaskContext {
+                    pool: pool.clone(),
+                    task,
+                    worker: config.worker_name.clone(),
+                },
+                registry: registry.clone(),
+                outcomes: outcomes_tx.clone(),
+                slot_freed: slot_freed.clone(),
+                notices: notices.clone(),
+            };
+            let class = match caps.admit(&job.ctx.task.kind) {
+                Admission::Free => None,
+                Admission::Admitted(permit) => Some(permit),
+                // Over its class's cap (this claim took more of the class than it had
+                // room for): it waits for a permit of its class, and then for a slot,
+                // without holding one meanwhile.
+                Admission::Wait(permits) => {
+                    let (slots, freed) = (slots.clone(), caps.freed.clone());
+                    let mut shutdown = shutdown.clone();
+                    running.spawn(async move {
+                        let permits = tokio::select! {
+                            class = permits.acquire_owned() => class.ok().zip(
+                                tokio::select! {
+                                    slot = slots.acquire_owned() => slot.ok(),
+                                    _ = shutdown.wait() => None,
+                                },
+                            ),
+                            _ = shutdown.wait() => None,
+                        };
+                        match permits {
+                            Some((class, slot)) => {
+                                job.run(slot, Some(ClassPermit::new(class, freed))).await
+                            }
+                            // Released with the drain's leftovers.
+                            None => job.notices.ended(job.ctx.task.id),
+                        }
+                    });
+                    continue;
+                }
+            };
             let permit = match slots.clone().try_acquire_owned() {
                 Ok(permit) => permit,
                 // A read-ahead claim's last tasks wait for a slot (in `in_flight`, so the
@@ -296,22 +355,7 @@ pub async fn run_workers_with_ready(
                     _ = shutdown.wait() => break,
                 },
             };
-            let ctx = TaskContext {
-                pool: pool.clone(),
-                task,
-                worker: config.worker_name.clone(),
-            };
-            let registry = registry.clone();
-            let outcomes = outcomes_tx.clone();
-            let slot_freed = slot_freed.clone();
-            let notices = notices.clone();
-            running.spawn(async move {
-                let outcome = run_one(&registry, &ctx).await;
-                notices.ended(ctx.task.id);
-                let _ = outcomes.send(outcome);
-                drop(permit);
-                slot_freed.notify_one();
-            });
+            running.spawn(job.run(permit, class));
         }
         if !full_batch && !hinted {
             // Fewer due tasks than free slots: wait for news rather than spin.
@@ -355,6 +399,28 @@ pub async fn run_workers_with_ready(
     let _ = refresher.await;
     tracing::info!(worker = %config.worker_name, "task workers stopped");
     Ok(())
+}
+
+/// A claimed task and what running it reports to.
+struct Job {
+    ctx: TaskContext,
+    registry: Arc<Registry>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+    slot_freed: Arc<Notify>,
+    notices: Arc<Notices>,
+}
+
+impl Job {
+    /// Runs the task in `slot` (and its class's permit, if capped), reports its outcome
+    /// and frees both.
+    async fn run(self, slot: tokio::sync::OwnedSemaphorePermit, class: Option<ClassPermit>) {
+        let outcome = run_one(&self.registry, &self.ctx).await;
+        self.notices.ended(self.ctx.task.id);
+        let _ = self.outcomes.send(outcome);
+        drop(class);
+        drop(slot);
+        self.slot_freed.notify_one();
+    }
 }
 
 /// The claiming loop's own connection (it runs one statement at a time), with

@@ -529,3 +529,104 @@ async fn a_job_whose_connections_are_cut_pauses_and_finishes() {
         100
     );
 }
+
+/// A job works on the set its preview matched when it started: an event at or before
+/// the bound that starts matching the filter afterwards (its tasks failed after the
+/// preview) is not copied, so `done + failed + skipped` is `total`. Before: the job
+/// copied it too and ended with `done` 10 of `total` 5.
+#[tokio::test]
+async fn an_event_that_starts_matching_after_the_start_is_not_in_the_job() {
+    let db = TestDatabase::new().await;
+    let institution = Uuid::new_v4();
+    append(&db.pool, "CourseCreated", institution, "failed", 5).await;
+    append(&db.pool, "CourseUpdated", institution, "pending", 5).await;
+    let filter = BulkFilter {
+        status: Some("failed".into()),
+        ..BulkFilter::default()
+    };
+    let up_to = bulk::current_bound(&db.pool).await.unwrap();
+    let options = BulkOptions {
+        batch_size: 2,
+        ..BulkOptions::default()
+    };
+    let owner = bulk::runner_name();
+    let id = bulk::create_job(
+        &db.pool,
+        &filter,
+        up_to,
+        Actor::System,
+        None,
+        &owner,
+        options.lease,
+    )
+    .await
+    .unwrap();
+    // Their tasks fail after the job started: they match its filter now.
+    sqlx::query(
+        "UPDATE admin_events SET status = 'failed', processed_at = recorded_at, duration_ms = 0
+         WHERE event_type = 'CourseUpdated'",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let end = bulk::run_job(&db.pool, id, &owner, options).await.unwrap();
+    assert_eq!(end, bulk::RunEnd::Done);
+    let job = bulk::job(&db.pool, id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.total, job.done, job.failed, job.skipped),
+        (5, 5, 0, 0),
+        "total, done, failed, skipped"
+    );
+    assert_eq!(copies_of_type(&db.pool, "CourseCreated").await, 5);
+    assert_eq!(copies_of_type(&db.pool, "CourseUpdated").await, 0);
+}
+
+/// A job recorded before its members were (migration 0053: `fixed_members` false)
+/// filters the list as it goes, but stops once it has copied `total` events.
+#[tokio::test]
+async fn a_job_recorded_before_its_members_stops_at_its_total() {
+    let db = TestDatabase::new().await;
+    let institution = Uuid::new_v4();
+    append(&db.pool, "CourseCreated", institution, "failed", 5).await;
+    append(&db.pool, "CourseUpdated", institution, "pending", 5).await;
+    let filter = BulkFilter {
+        status: Some("failed".into()),
+        ..BulkFilter::default()
+    };
+    let up_to = bulk::current_bound(&db.pool).await.unwrap();
+    let options = BulkOptions {
+        batch_size: 2,
+        ..BulkOptions::default()
+    };
+    let owner = bulk::runner_name();
+    let id = bulk::create_job(
+        &db.pool,
+        &filter,
+        up_to,
+        Actor::System,
+        None,
+        &owner,
+        options.lease,
+    )
+    .await
+    .unwrap();
+    sqlx::raw_sql(
+        "UPDATE bulk_reprocess_jobs SET fixed_members = false;
+         DELETE FROM bulk_reprocess_members;
+         UPDATE admin_events SET status = 'failed', processed_at = recorded_at, duration_ms = 0
+         WHERE event_type = 'CourseUpdated';",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    bulk::run_job(&db.pool, id, &owner, options).await.unwrap();
+    let job = bulk::job(&db.pool, id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            job.status.as_str(),
+            job.total,
+            job.done + job.failed + job.skipped
+        ),
+        ("done", 5, 5)
+    );
+}

@@ -6,6 +6,7 @@
 mod common;
 
 mod bulk;
+mod caps;
 mod controls;
 mod crash;
 mod faults;

@@ -506,3 +506,77 @@ async fn a_reactions_batch_issues_a_kind_once_even_while_its_task_finishes() {
     );
     db.drop_database().await;
 }
+
+/// A claim that leaves a capped class's kinds out (`queue::claim_for_workers_excluding`,
+/// the worker's while e-mails hold their cap) takes the tasks behind them and leaves
+/// theirs pending; from a hint it still starts its index scan there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_excluding_kinds_takes_the_tasks_behind_them() {
+    let db = TestDatabase::new().await;
+    let lease = Duration::from_secs(30);
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let mut mail = task("email.welcome", &format!("m{i}"));
+        mail.priority = 10;
+        tasks.push(mail);
+    }
+    tasks.push(task("noop", "behind"));
+    insert(&db.pool, &tasks).await;
+    let claim = ("w", 2, lease, true);
+    let start = queue::ClaimStart::Front;
+    let taken =
+        queue::claim_for_workers_excluding(&db.pool, claim, false, start, &["email.welcome"])
+            .await
+            .unwrap();
+    let keys: Vec<&str> = taken.iter().map(|t| t.idempotency_key.as_str()).collect();
+    assert_eq!(keys, ["behind"]);
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM task_queue WHERE kind = 'email.welcome' AND status = 'pending'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(waiting, 4, "the excluded kind's tasks stay pending");
+    let taken = queue::claim_for_workers(&db.pool, claim, false, start)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 2, "without the exclusion they are claimed");
+
+    // A backlog, with its statistics, for the plans.
+    let backlog: Vec<NewTask> = (0..2_000).map(|i| task("noop", &format!("b{i}"))).collect();
+    insert(&db.pool, &backlog).await;
+    sqlx::query("ANALYZE task_queue")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let plan = generic_plan(
+        &db.pool,
+        queue::CLAIM_DEFERRED_FROM_EXCLUDING_SQL,
+        "bigint, float8, text, bool, smallint, bool, smallint, timestamptz, text[]",
+        "24, 60000, 'w', true, 1, true, 50, now(), '{email.welcome}'",
+    )
+    .await;
+    let text = plan.join("\n");
+    assert!(
+        text.contains("task_queue_claim_idx")
+            && plan.iter().any(|line| line.contains("Index Cond:")
+                && line.contains("ROW(priority, run_at) >= ROW($7, $8)")),
+        "the hinted excluding claim does not start its index scan at the hint:\n{text}"
+    );
+    for (sql, types, args) in [
+        (
+            queue::CLAIM_DEFERRED_EXCLUDING_SQL,
+            "bigint, float8, text, bool, smallint, bool, text[]",
+            "24, 60000, 'w', true, 1, true, '{email.welcome}'",
+        ),
+        (
+            queue::CLAIM_DEFERRED_BEFORE_EXCLUDING_SQL,
+            "bigint, float8, text, bool, smallint, bool, smallint, text[]",
+            "24, 60000, 'w', true, 1, true, 50, '{email.welcome}'",
+        ),
+    ] {
+        let text = generic_plan(&db.pool, sql, types, args).await.join("\n");
+        assert!(text.contains("task_queue_claim_idx"), "{text}");
+    }
+    db.drop_database().await;
+}

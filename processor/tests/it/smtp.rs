@@ -106,3 +106,163 @@ async fn a_server_that_stops_answering_fails_the_send_at_its_deadline_and_is_lef
     assert_eq!(connections.load(Ordering::SeqCst), 2, "a new connection");
     eprintln!("a hung SMTP server: send given up after {took:?}; the next send went through");
 }
+
+/// An SMTP server that cannot be reached (nothing listens, or it stops answering) is an
+/// outage, like the database's: the attempt is spared (retried without counting against
+/// the task's attempts, see `faults.rs`), so a relay down for longer than the ~2 minutes
+/// of an e-mail's 8 attempts no longer ends its e-mails `dead`. A reply of the server's
+/// (a 4xx) still counts. Before: every one of these counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_smtp_server_spares_the_attempt_and_a_reply_counts() {
+    use aula_processor::TaskError;
+    use std::time::Duration;
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+
+    let message = EmailMessage {
+        to: "ada@example.org".into(),
+        subject: "Welcome".into(),
+        text: "Hello".into(),
+        html: "<p>Hello</p>".into(),
+        idempotency_key: "email.welcome:1".into(),
+    };
+    let attempt = |url: String| {
+        let message = message.clone();
+        async move {
+            let mailer = SmtpMailer::from_url(&url, "Aula <no-reply@aula.test>")
+                .unwrap()
+                .with_send_timeout(Duration::from_millis(500));
+            TaskError::retry(mailer.send(&message).await.unwrap_err())
+        }
+    };
+    // Nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let refused = attempt(format!("smtp://127.0.0.1:{port}")).await;
+    assert!(refused.is_unavailable(), "refused: {}", refused.chain());
+
+    // Greets, then never answers; or closes at once; or says 421 "try later".
+    for behaviour in ["silent", "closes", "421"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("smtp://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                let (read, mut write) = socket.into_split();
+                match behaviour {
+                    "silent" => {
+                        let _ = write.write_all(b"220 tarpit\r\n").await;
+                        held.push((read, write));
+                    }
+                    "closes" => drop((read, write)),
+                    _ => {
+                        tokio::spawn(async move {
+                            let _ = write.write_all(b"220 busy\r\n").await;
+                            let mut lines = tokio::io::BufReader::new(read).lines();
+                            while let Ok(Some(_)) = lines.next_line().await {
+                                let _ = write.write_all(b"421 try again later\r\n").await;
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        let error = attempt(url).await;
+        let spared = behaviour != "421";
+        assert_eq!(
+            error.is_unavailable(),
+            spared,
+            "{behaviour}: {}",
+            error.chain()
+        );
+        assert!(!error.is_permanent(), "{behaviour}: {}", error.chain());
+    }
+}
+
+/// A relay that is down for longer than an e-mail's retries: its attempts are recorded,
+/// its last error says the relay could not be reached, and it does not end `dead` when
+/// its 8 attempts are used; once the relay listens again it goes out, once. Before: the
+/// task ended `dead` after its 8th attempt (about 2 minutes with the default backoff).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_e_mail_outlives_a_relay_outage_longer_than_its_retries() {
+    use crate::common::{born_on, bus, fast_config, mail_config, meta, start};
+    use aula_domain::student::{Student, StudentCommand, StudentServices};
+    use aula_domain::values::{Email, InstitutionId, PersonName, UserId};
+    use aula_eventlog::testing::TestDatabase;
+    use aula_processor::handlers::Registry;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use uuid::Uuid;
+
+    let db = TestDatabase::new().await;
+    // Nothing listens on the relay's port.
+    let port = {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        closed.local_addr().unwrap().port()
+    };
+    let mailer = SmtpMailer::from_url(
+        &format!("smtp://127.0.0.1:{port}"),
+        "Aula <no-reply@aula.test>",
+    )
+    .unwrap()
+    .with_send_timeout(Duration::from_secs(2));
+    let registry = Registry::standard(Arc::new(mailer), mail_config());
+    let running = start(&db, registry, fast_config("relay-outage"), true).await;
+    let institution = Uuid::new_v4();
+    bus::<Student>(&db.pool, StudentServices)
+        .execute(
+            &Uuid::new_v4().to_string(),
+            StudentCommand::CreateStudent {
+                institution_id: InstitutionId::from_uuid(institution),
+                user_id: UserId::from_uuid(Uuid::new_v4()),
+                name: PersonName::parse("Rui Costa").unwrap(),
+                email: Email::parse("rui@example.org").unwrap(),
+                birth_date: born_on(2004, 1, 1),
+            },
+            &meta(Some(institution)),
+        )
+        .await
+        .unwrap();
+    let task = "SELECT id, status, attempt, max_attempts, coalesce(last_error, '') FROM tasks
+                WHERE kind = 'email.welcome'";
+    // Twelve attempts, more than the kind's 8, and still not given up.
+    let (id, status, attempt, max_attempts, last_error) =
+        eventually("twelve attempts while the relay is down", || async {
+            let row: Option<(i64, String, i32, i32, String)> =
+                sqlx::query_as(task).fetch_optional(&db.pool).await.unwrap();
+            row.filter(|r| r.2 >= 12 || matches!(r.1.as_str(), "dead" | "failed"))
+        })
+        .await;
+    assert!(
+        matches!(status.as_str(), "pending" | "running"),
+        "{status} after {attempt} attempts (of {max_attempts}): {last_error}"
+    );
+    assert!(max_attempts > attempt, "{attempt} of {max_attempts}");
+    assert!(
+        last_error.contains("could not be reached"),
+        "the last error says why: {last_error}"
+    );
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM task_attempts WHERE task_id = $1 AND outcome = 'retry'",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(recorded >= 11, "every attempt is recorded: {recorded}");
+
+    // The relay is back: the e-mail goes out, once.
+    let sink = SmtpSink::start_on(port).await;
+    let status = eventually("the e-mail to go out", || async {
+        let row: (String,) = sqlx::query_as("SELECT status FROM tasks WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        (!matches!(row.0.as_str(), "pending" | "running")).then_some(row.0)
+    })
+    .await;
+    assert_eq!(status, "succeeded");
+    assert_eq!(sink.to("rui@example.org").len(), 1, "delivered once");
+    running.stop().await;
+}

@@ -2,9 +2,9 @@
 //! service as `aula serve` runs it (API, projections, processor reactions and workers),
 //! driven over the Chrome DevTools Protocol.
 //!
-//! E-mails go to a loopback SMTP port where nothing listens at first, so the sign-up
-//! e-mails fail until their retries run out; the test then starts an SMTP acceptor on
-//! that port and reprocesses from the page. Screenshots of each state are saved under
+//! E-mails go to a loopback SMTP server that rejects them at first (a permanent `550`),
+//! so the sign-up e-mails fail; the test then lets the server accept them and
+//! reprocesses from the page. Screenshots of each state are saved under
 //! `target/dashboard-screenshots/` (printed at the start).
 //!
 //! Chromium is required: without `/usr/bin/chromium` (or `AULA_CHROMIUM`) the test
@@ -26,7 +26,6 @@ use aula_eventlog::testing::TestDatabase;
 use serde_json::json;
 use support::cdp::Browser;
 use support::dashboard::{open_login, stage, Stage, LIST_READY, LIST_SETTLED};
-use support::free_port;
 
 const PASSWORD: &str = "dashboard password 1";
 const SIGN_UP: &str = "PendingUserRegisterCreated";
@@ -56,9 +55,13 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
     support::alone_in_own_process!(
         the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chromium
     );
-    // Nothing listens on the SMTP port yet: every e-mail fails, quickly retried to `dead`.
-    let smtp_port = free_port();
-    let Stage { shots, db, service } = stage("dashboard-screenshots", smtp_port).await;
+    // The SMTP server rejects every e-mail for now: each fails at once, `failed`.
+    let Stage {
+        shots,
+        db,
+        service,
+        smtp,
+    } = stage("dashboard-screenshots").await;
     let base = service.base.clone();
     let client = reqwest::Client::new();
     let page = client.get(format!("{base}/admin")).send().await.unwrap();
@@ -125,7 +128,7 @@ async fn the_dashboard_filters_sorts_reprocesses_and_follows_a_bulk_job_in_chrom
     };
     events::filter_and_sort(scene).await;
     let opener = tasks::open_a_failed_task(scene, &task_status, &last_error).await;
-    let smtp = tasks::reprocess_from_the_drawer(scene, smtp_port, &opener).await;
+    tasks::reprocess_from_the_drawer(scene, &smtp, &opener).await;
     events::bulk_reprocess(scene).await;
     navigation::urls_restore_the_view(scene).await;
     operations::projections_and_webhooks(scene).await;

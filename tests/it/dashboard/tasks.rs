@@ -91,15 +91,15 @@ pub(super) async fn open_a_failed_task(
 }
 
 /// With mail working again, the event reprocessed from the drawer and its copy
-/// succeeding. Returns the SMTP acceptor (later steps refuse and accept again).
+/// succeeding (later steps refuse and accept again).
 pub(super) async fn reprocess_from_the_drawer(
     scene: Scene<'_>,
-    smtp_port: u16,
+    smtp: &support::smtp::Smtp,
     opener: &str,
-) -> support::smtp::Smtp {
+) {
     let Scene { browser, shots, .. } = scene;
     // Mail works again; reprocess the event from the drawer and watch its copy succeed.
-    let smtp = support::smtp::accept_on(smtp_port).await;
+    smtp.reject.store(false, Ordering::SeqCst);
     browser
         .click_then_wait(
             opener,
@@ -132,7 +132,6 @@ pub(super) async fn reprocess_from_the_drawer(
             shots,
         )
         .await;
-    smtp
 }
 
 /// A link to one event opens its drawer; retrying its dead task adds one that

@@ -21,20 +21,31 @@ pub struct Stage {
     pub db: TestDatabase,
     /// The whole service on `db`, its tokens valid for an hour.
     pub service: Service,
+    /// The service's SMTP server, rejecting every e-mail (a permanent `550`) until the
+    /// test sets its `reject` to false.
+    pub smtp: super::smtp::Smtp,
 }
 
 /// Checks for Chromium first (before anything slow), then starts the whole service on a
-/// fresh database, its e-mails going to `smtp_port` (where nothing listens yet: they
-/// fail, quickly retried to `dead`). Only in a test of its own process, as the e-mail
-/// settings are ([`super::mail_to_port_with_quick_retries`]).
-pub async fn stage(screenshots: &str, smtp_port: u16) -> Stage {
+/// fresh database, its e-mails going to an SMTP server that rejects them for now
+/// ([`super::smtp::rejecting_on`]: they fail at once, `failed`; a relay nobody listens
+/// on would be an outage, retried until it ends). Only in a test of its own process, as
+/// the e-mail settings are ([`super::mail_to_port_with_quick_retries`]).
+pub async fn stage(screenshots: &str) -> Stage {
     let shots = super::screenshot_dir(screenshots);
     println!("dashboard screenshots: {}", shots.display());
     require_chromium();
     let db = TestDatabase::new().await;
+    let smtp_port = super::free_port();
+    let smtp = super::smtp::rejecting_on(smtp_port).await;
     super::mail_to_port_with_quick_retries(smtp_port, 60);
     let service = Service::start(&db, |args| args.token_ttl_minutes = 60).await;
-    Stage { shots, db, service }
+    Stage {
+        shots,
+        db,
+        service,
+        smtp,
+    }
 }
 
 /// Opens the dashboard at `url` and waits for its login form.

@@ -1,6 +1,8 @@
 //! Just enough SMTP (EHLO, MAIL, RCPT, DATA, QUIT, RSET, NOOP) to accept e-mails on a
 //! loopback port; it counts the messages it received, keeps each one's recipients and
-//! subject, and can be told to refuse them for a while (a transient `421`).
+//! subject, and can be told to refuse them for a while (a transient `421`) or to reject
+//! every recipient (a permanent `550`: the honest way for a test to fail an e-mail, now
+//! that a relay nobody listens on is an outage whose e-mails wait for it).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,9 @@ pub struct Smtp {
     pub received: Arc<AtomicUsize>,
     /// While true, every connection gets `421` (try again later).
     pub refuse: Arc<AtomicBool>,
+    /// While true, every `RCPT` and `DATA` gets `550` (permanent: the e-mail fails at
+    /// once, `failed`, as for an address the relay will never take).
+    pub reject: Arc<AtomicBool>,
     /// Every message accepted, in order.
     pub messages: Arc<Mutex<Vec<Received>>>,
 }
@@ -38,6 +43,14 @@ impl Smtp {
     }
 }
 
+/// Rejects every e-mail on `127.0.0.1:port` (a permanent `550`) until told otherwise
+/// (`reject` set to false), then accepts them like [`accept_on`].
+pub async fn rejecting_on(port: u16) -> Smtp {
+    let smtp = accept_on(port).await;
+    smtp.reject.store(true, Ordering::SeqCst);
+    smtp
+}
+
 /// Accepts e-mails on `127.0.0.1:port` until the runtime stops.
 pub async fn accept_on(port: u16) -> Smtp {
     let listener = TcpListener::bind(("127.0.0.1", port))
@@ -45,14 +58,14 @@ pub async fn accept_on(port: u16) -> Smtp {
         .unwrap_or_else(|e| panic!("binding the test SMTP server on port {port}: {e}"));
     let smtp = Smtp::default();
     let (count, refuse) = (smtp.received.clone(), smtp.refuse.clone());
-    let messages = smtp.messages.clone();
+    let (messages, reject) = (smtp.messages.clone(), smtp.reject.clone());
     tokio::spawn(async move {
         loop {
             let Ok((socket, _)) = listener.accept().await else {
                 return;
             };
             let (count, refuse) = (count.clone(), refuse.clone());
-            let messages = messages.clone();
+            let (messages, reject) = (messages.clone(), reject.clone());
             tokio::spawn(async move {
                 let mut recipients: Vec<String> = Vec::new();
                 let (read, mut write) = socket.into_split();
@@ -82,6 +95,12 @@ pub async fn accept_on(port: u16) -> Smtp {
                             .write_all(b"421 test.localhost busy, try later\r\n")
                             .await;
                         return;
+                    }
+                    if matches!(verb.as_str(), "RCPT" | "DATA") && reject.load(Ordering::SeqCst) {
+                        let _ = write
+                            .write_all(b"550 5.1.1 test.localhost rejects this message\r\n")
+                            .await;
+                        continue;
                     }
                     let reply: &[u8] = match verb.as_str() {
                         "EHLO" => b"250-test.localhost\r\n250 8BITMIME\r\n",

@@ -210,6 +210,8 @@ impl TaskHandler for EmailHandler {
             .map_err(|e| {
                 if e.is_permanent() {
                     TaskError::permanent(e)
+                } else if e.is_unreachable() {
+                    TaskError::retry(crate::mail::Unreachable(e))
                 } else {
                     TaskError::retry(e)
                 }

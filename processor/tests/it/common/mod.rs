@@ -436,11 +436,16 @@ pub async fn wait_idle(pool: &sqlx::PgPool, min_tasks: i64) {
 
 /// A minimal SMTP server on loopback that speaks just enough SMTP (EHLO, MAIL, RCPT,
 /// DATA, QUIT, RSET, NOOP) and keeps every message it accepted, for tests that look at
-/// deliveries over a real conversation.
+/// deliveries over a real conversation. A slow one ([`SmtpSink::start_slow`]) takes its
+/// time to accept each message, like a relay under load.
 #[derive(Clone, Default)]
 pub struct SmtpSink {
     pub port: u16,
     pub delivered: Arc<Mutex<Vec<Delivered>>>,
+    /// Messages being accepted right now (from their DATA to the reply), and the most
+    /// at once so far.
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    pub most_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// One accepted message: the commands of its connection up to its DATA, and the DATA.
@@ -452,15 +457,36 @@ pub struct Delivered {
 
 impl SmtpSink {
     pub async fn start() -> SmtpSink {
+        Self::start_on(0).await
+    }
+
+    /// [`SmtpSink::start`] on `port` (0: any free one), e.g. where a relay was down.
+    pub async fn start_on(port: u16) -> SmtpSink {
+        Self::listen(port, Duration::ZERO).await
+    }
+
+    /// [`SmtpSink::start`] that waits `delay` before it accepts each message (its reply
+    /// to the end of the DATA).
+    pub async fn start_slow(delay: Duration) -> SmtpSink {
+        Self::listen(0, delay).await
+    }
+
+    async fn listen(port: u16, delay: Duration) -> SmtpSink {
+        use std::sync::atomic::Ordering;
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let delivered: Arc<Mutex<Vec<Delivered>>> = Arc::default();
-        let store = delivered.clone();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let sink = SmtpSink {
+            port: listener.local_addr().unwrap().port(),
+            ..SmtpSink::default()
+        };
+        let shared = sink.clone();
         tokio::spawn(async move {
             while let Ok((socket, _)) = listener.accept().await {
-                let store = store.clone();
+                let shared = shared.clone();
                 tokio::spawn(async move {
+                    let store = &shared.delivered;
                     let (read, mut write) = socket.into_split();
                     let mut lines = BufReader::new(read).lines();
                     if write.write_all(b"220 sink ESMTP\r\n").await.is_err() {
@@ -489,6 +515,10 @@ impl SmtpSink {
                                     data.push_str(&line);
                                     data.push('\n');
                                 }
+                                let now = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                                shared.most_in_flight.fetch_max(now, Ordering::SeqCst);
+                                tokio::time::sleep(delay).await;
+                                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                                 let commands = commands.clone();
                                 store.lock().unwrap().push(Delivered { commands, data });
                                 b"250 queued\r\n"
@@ -506,7 +536,7 @@ impl SmtpSink {
                 });
             }
         });
-        SmtpSink { port, delivered }
+        sink
     }
 
     pub fn url(&self) -> String {
