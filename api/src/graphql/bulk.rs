@@ -88,7 +88,8 @@ row_object! {
         id: Uuid,
         /// Where the job stands.
         status: BulkJobStatus = parse_status(&job.status)?,
-        /// Events the job will copy.
+        /// Events the job works on: those its filter matched when it started (the set
+        /// is fixed then; events that start matching later are not in it).
         total: BigInt = job.total.into(),
         /// Copies written so far.
         done: BigInt = job.done.into(),
