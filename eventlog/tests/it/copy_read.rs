@@ -62,7 +62,7 @@ async fn the_copy_read_decodes_every_column_exactly_as_the_select_read() {
     // behind any transaction that began before them, in any database (another test here
     // holds one open on purpose): wait for such a transaction to end. Once readable, the
     // rows stay readable, so every read below sees them all.
-    readable_rows(&db, rows.len()).await;
+    readable_rows(&db, LogPosition::START, rows.len()).await;
     let all = both_reads(&mut conn, LogPosition::START, 100).await;
     assert_eq!(all.len(), rows.len());
     for (event, (aggregate_type, aggregate_id, sequence, event_type, version, payload, metadata)) in
@@ -106,7 +106,7 @@ async fn the_copy_read_holds_back_rows_behind_a_running_transaction_like_the_sel
     // Another test's transaction (any database of the shared server) may hold these rows
     // back too: start only once they are readable, so that `slow` alone holds back what
     // follows.
-    readable_rows(&db, 3).await;
+    readable_rows(&db, LogPosition::START, 3).await;
     // An older transaction still running holds back everything written after it, even
     // rows that committed first with later positions (see the module docs).
     // `slow` takes its transaction id first and writes its row last: the larger position
@@ -126,6 +126,8 @@ async fn the_copy_read_holds_back_rows_behind_a_running_transaction_like_the_sel
     assert!(both_reads(&mut conn, checkpoint, 100).await.is_empty());
 
     slow.commit().await.unwrap();
+    // Another test's transaction may still hold the fast rows back for a moment.
+    readable_rows(&db, checkpoint, 3).await;
     let rest = both_reads(&mut conn, checkpoint, 100).await;
     let ids: Vec<&str> = rest.iter().map(|e| e.aggregate_id.as_str()).collect();
     // Commit order: the slow transaction's row first (older tx id), though its position
@@ -137,17 +139,13 @@ async fn the_copy_read_holds_back_rows_behind_a_running_transaction_like_the_sel
     db.drop_database().await;
 }
 
-/// Waits (at most 60 s) until the log's read returns `count` rows: rows behind another
-/// test's open transaction are held back until it ends (see the module docs).
-async fn readable_rows(db: &TestDatabase, count: usize) {
+/// Waits (at most 60 s) until the log's read after `after` returns `count` rows: rows
+/// behind another test's open transaction are held back until it ends (see the module
+/// docs).
+async fn readable_rows(db: &TestDatabase, after: LogPosition, count: usize) {
     let mut conn = db.pool.acquire().await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while log::read_batch(&mut conn, LogPosition::START, 100)
-        .await
-        .unwrap()
-        .len()
-        < count
-    {
+    while log::read_batch(&mut conn, after, 100).await.unwrap().len() < count {
         assert!(
             std::time::Instant::now() < deadline,
             "the rows stayed held back for 60 s"
