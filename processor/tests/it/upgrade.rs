@@ -413,7 +413,7 @@ async fn the_wide_tasks_table_is_split_into_queue_and_history_and_its_tasks_fini
     drop_database(pool, &name).await;
 }
 
-/// 0052 on a populated database: a finished job whose counts did not add up (events a
+/// 0052 and 0053 on a populated database: a finished job whose counts did not add up (events a
 /// single reprocess resolved meanwhile) gets them as `skipped`; a running or cancelled
 /// job gets none (its runner counts them when it ends).
 #[tokio::test(flavor = "multi_thread")]
@@ -442,5 +442,16 @@ VALUES ('00000000-0000-0000-0000-000000000001', '{}', 10, 5, 'system', 'done', 6
             ("cancelled".into(), 6, 1, 0, 0),
         ]
     );
+    // 0053: jobs recorded before it have no members, and their runner knows it (the
+    // running one filters the list as it goes: `bulk::a_job_recorded_before_its_members_
+    // stops_at_its_total`).
+    let (fixed, members): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM bulk_reprocess_jobs WHERE fixed_members),
+                (SELECT count(*) FROM bulk_reprocess_members)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((fixed, members), (0, 0), "jobs with fixed members, members");
     drop_database(pool, &name).await;
 }
