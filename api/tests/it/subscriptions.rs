@@ -2,6 +2,8 @@
 
 use crate::common;
 
+mod fan_out;
+
 use std::time::Duration;
 
 use common::ws::{connect, send, Socket};
