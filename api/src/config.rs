@@ -166,6 +166,10 @@ pub struct ApiConfig {
     /// A socket from which nothing arrived for this long (no message, no pong) is
     /// closed with `3008 timeout`. Longer than [`Self::socket_ping_interval`].
     pub socket_idle_timeout: Duration,
+    /// Bytes of messages that may wait for a `/graphql/ws` client that does not read
+    /// (one message of any size always may); past it the socket is dropped, so a
+    /// client that asks and never reads holds neither memory nor database connections.
+    pub socket_unsent_limit_bytes: usize,
     /// The local time zone of `processingSummary.ratePerHourToday` ("today" starts at
     /// local midnight), in minutes east of UTC. Default 0 (UTC).
     pub processing_utc_offset_minutes: i32,
@@ -260,6 +264,7 @@ impl ApiConfig {
             socket_recheck_interval: Duration::from_secs(30),
             socket_ping_interval: Duration::from_secs(15),
             socket_idle_timeout: Duration::from_secs(60),
+            socket_unsent_limit_bytes: 1024 * 1024,
             processing_utc_offset_minutes: 0,
         }
     }

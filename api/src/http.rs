@@ -511,6 +511,7 @@ async fn graphql_ws(
     let keepalive = KeepAlive {
         ping_interval: app.config.socket_ping_interval,
         idle_timeout: app.config.socket_idle_timeout,
+        unsent_limit: app.config.socket_unsent_limit_bytes,
     };
     upgrade
         .max_message_size(limit)

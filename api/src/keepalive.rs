@@ -18,15 +18,25 @@
 //! [`ApiConfig::socket_idle_timeout`](crate::config::ApiConfig), the socket is closed
 //! with `3008 timeout` (the code async-graphql used). A client whose sends stall as
 //! long (a full TCP window: gone or not reading) is dropped without a close frame.
+//!
+//! **A client that does not read:** messages are written by a task of their own, so
+//! the socket's operations go on running while a send waits; what waits unsent is
+//! bounded by [`ApiConfig::socket_unsent_limit_bytes`](crate::config::ApiConfig), past
+//! which the socket is dropped. The loop used to await each send itself: while one
+//! waited, no operation of the socket was polled, and each that held a pooled
+//! connection (or waited for one) kept it: one socket sending 100 operations and
+//! reading none took the process's whole pool.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_graphql::http::{WebSocketProtocols, WsMessage};
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, SplitSink};
 use futures::{future, SinkExt as _, Stream, StreamExt as _};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::socket_rules::{SocketRules, Verdict};
@@ -42,6 +52,71 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub(crate) struct KeepAlive {
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
+    /// Bytes of messages that may wait unsent before the socket is dropped.
+    pub unsent_limit: usize,
+}
+
+/// Why a message could not be queued for the client.
+enum Undeliverable {
+    /// More than the limit waits unsent: the client does not read.
+    TooSlow,
+    /// The writer stopped (a send failed or stalled past the idle timeout).
+    Gone,
+}
+
+/// The messages on their way to the client, written by [`write`] in order.
+struct Outbox {
+    queue: mpsc::UnboundedSender<Message>,
+    /// Bytes queued and not yet written (the one being written included).
+    unsent: Arc<AtomicUsize>,
+    limit: usize,
+}
+
+/// The bytes a message puts on the wire, give or take its frame header.
+fn size(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data.len(),
+        Message::Close(frame) => 2 + frame.as_ref().map_or(0, |f| f.reason.len()),
+    }
+}
+
+impl Outbox {
+    /// Queues `message`; one message of any size is accepted when nothing waits.
+    fn push(&self, message: Message) -> Result<(), Undeliverable> {
+        let size = size(&message);
+        let waiting = self.unsent.fetch_add(size, Ordering::SeqCst);
+        if waiting > 0 && waiting + size > self.limit {
+            return Err(Undeliverable::TooSlow);
+        }
+        self.queue.send(message).map_err(|_| Undeliverable::Gone)
+    }
+}
+
+/// Writes the queued messages, each within `send_within`; stops at the first that
+/// fails or stalls, or after a close frame.
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queue: mpsc::UnboundedReceiver<Message>,
+    unsent: Arc<AtomicUsize>,
+    send_within: Duration,
+) {
+    while let Some(message) = queue.recv().await {
+        let size = size(&message);
+        let close = matches!(message, Message::Close(_));
+        match tokio::time::timeout(send_within, sink.send(message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::debug!("dropping a socket whose sends stalled");
+                return;
+            }
+        }
+        unsent.fetch_sub(size, Ordering::SeqCst);
+        if close {
+            return;
+        }
+    }
 }
 
 /// Serves one upgraded socket: `graphql` turns the client's text and binary messages
@@ -56,7 +131,7 @@ pub(crate) async fn serve<G>(
 ) where
     G: Stream<Item = WsMessage> + Send,
 {
-    let (mut sink, stream) = socket.split();
+    let (sink, stream) = socket.split();
     let last_seen = Arc::new(Mutex::new(Instant::now()));
     let (rules, mut verdicts) = SocketRules::new(protocol);
     let rules = Arc::new(rules);
@@ -88,9 +163,16 @@ pub(crate) async fn serve<G>(
     );
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut acknowledged = false;
-    // A send that cannot finish within the idle timeout: the client is gone or does
-    // not read; give up on it.
-    let send_within = keepalive.idle_timeout;
+    // The writer gives up on a send that cannot finish within the idle timeout: the
+    // client is gone or does not read.
+    let (queue, queued) = mpsc::unbounded_channel();
+    let unsent = Arc::new(AtomicUsize::new(0));
+    let outbox = Outbox {
+        queue,
+        unsent: unsent.clone(),
+        limit: keepalive.unsent_limit,
+    };
+    let writer = tokio::spawn(write(sink, queued, unsent, keepalive.idle_timeout));
     loop {
         let outgoing: Vec<Message> = tokio::select! {
             // A verdict first: it was decided before async-graphql could answer what
@@ -100,10 +182,10 @@ pub(crate) async fn serve<G>(
                 Verdict::Send(text) => vec![Message::Text(text.into())],
                 Verdict::Close(code, reason) => {
                     let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
-                    let _ = tokio::time::timeout(send_within, sink.send(close)).await;
-                    // As below: let the client answer the close frame.
-                    let drain = async { while answers.next().await.is_some() {} };
-                    let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+                    if outbox.push(close).is_ok() {
+                        let drain = async { while answers.next().await.is_some() {} };
+                        let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+                    }
                     break;
                 }
             },
@@ -133,11 +215,12 @@ pub(crate) async fn serve<G>(
                         code: TIMEOUT_CLOSE_CODE,
                         reason: "timeout".into(),
                     }));
-                    let _ = tokio::time::timeout(send_within, sink.send(close)).await;
                     // The closing handshake: a client that is still there answers the
                     // close frame (and reads it before the connection goes away).
-                    let drain = async { while answers.next().await.is_some() {} };
-                    let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+                    if outbox.push(close).is_ok() {
+                        let drain = async { while answers.next().await.is_some() {} };
+                        let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+                    }
                     break;
                 }
                 let mut pings = Vec::with_capacity(2);
@@ -149,16 +232,24 @@ pub(crate) async fn serve<G>(
             }
         };
         for message in outgoing {
-            match tokio::time::timeout(send_within, sink.send(message)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return,
-                Err(_) => {
-                    tracing::debug!("dropping a socket whose sends stalled");
+            match outbox.push(message) {
+                Ok(()) => {}
+                Err(Undeliverable::Gone) => return,
+                Err(Undeliverable::TooSlow) => {
+                    tracing::debug!(
+                        limit = keepalive.unsent_limit,
+                        "dropping a socket that does not read its messages"
+                    );
+                    writer.abort();
                     return;
                 }
             }
         }
     }
+    // What is queued (a close frame, the last answers) still goes out, each send
+    // bounded by the idle timeout.
+    drop(outbox);
+    let _ = writer.await;
 }
 
 /// Whether an answer is the protocol's `connection_ack` (pings start after it).
