@@ -170,6 +170,9 @@ pub struct ApiConfig {
     /// (one message of any size always may); past it the socket is dropped, so a
     /// client that asks and never reads holds neither memory nor database connections.
     pub socket_unsent_limit_bytes: usize,
+    /// A `/graphql/ws` socket that sent no `connection_init` within this is closed
+    /// with `4408 Connection initialisation timeout` (graphql-transport-ws).
+    pub socket_init_timeout: Duration,
     /// The local time zone of `processingSummary.ratePerHourToday` ("today" starts at
     /// local midnight), in minutes east of UTC. Default 0 (UTC).
     pub processing_utc_offset_minutes: i32,
@@ -265,6 +268,7 @@ impl ApiConfig {
             socket_ping_interval: Duration::from_secs(15),
             socket_idle_timeout: Duration::from_secs(60),
             socket_unsent_limit_bytes: 1024 * 1024,
+            socket_init_timeout: Duration::from_secs(10),
             processing_utc_offset_minutes: 0,
         }
     }

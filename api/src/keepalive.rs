@@ -19,6 +19,13 @@
 //! with `3008 timeout` (the code async-graphql used). A client whose sends stall as
 //! long (a full TCP window: gone or not reading) is dropped without a close frame.
 //!
+//! **A socket nobody signs in on:** one that sent no `connection_init` within
+//! [`ApiConfig::socket_init_timeout`](crate::config::ApiConfig) is closed `4408`; one
+//! on which nobody is signed in and no operation runs tells its connection slot it may
+//! be evicted ([`crate::server::SocketSlot`]), and is closed `1013` when a full house
+//! gives its slot to a newcomer. Upgraded sockets used to keep their slot until they
+//! closed, so a crowd of sockets that never said a word held the house.
+//!
 //! **A client that does not read:** messages are written by a task of their own, so
 //! the socket's operations go on running while a send waits; what waits unsent is
 //! bounded by [`ApiConfig::socket_unsent_limit_bytes`](crate::config::ApiConfig), past
@@ -44,6 +51,9 @@ use crate::socket_rules::{SocketRules, Verdict};
 /// The close code of a socket that stopped answering.
 pub(crate) const TIMEOUT_CLOSE_CODE: u16 = 3008;
 
+/// graphql-transport-ws: no `connection_init` in time.
+const INIT_TIMEOUT_CLOSE_CODE: u16 = 4408;
+
 /// How long a socket closed for silence waits for the client's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -54,6 +64,8 @@ pub(crate) struct KeepAlive {
     pub idle_timeout: Duration,
     /// Bytes of messages that may wait unsent before the socket is dropped.
     pub unsent_limit: usize,
+    /// How long a socket may stay without `connection_init`.
+    pub init_timeout: Duration,
 }
 
 /// Why a message could not be queued for the client.
@@ -127,6 +139,7 @@ pub(crate) async fn serve<G>(
     socket: WebSocket,
     protocol: WebSocketProtocols,
     keepalive: KeepAlive,
+    slot: Option<crate::server::SocketSlot>,
     graphql: impl FnOnce(BoxStream<'static, Bytes>, Arc<SocketRules>) -> G,
 ) where
     G: Stream<Item = WsMessage> + Send,
@@ -173,11 +186,32 @@ pub(crate) async fn serve<G>(
         limit: keepalive.unsent_limit,
     };
     let writer = tokio::spawn(write(sink, queued, unsent, keepalive.idle_timeout));
+    let init_deadline = tokio::time::sleep(keepalive.init_timeout);
+    tokio::pin!(init_deadline);
     loop {
+        // A socket nobody signed in on, running nothing, may make room on a full house.
+        if let Some(slot) = &slot {
+            slot.evictable(rules.anonymous_and_idle());
+        }
         let outgoing: Vec<Message> = tokio::select! {
             // A verdict first: it was decided before async-graphql could answer what
             // it replaces.
             biased;
+            // Its slot went to a newcomer: close at once.
+            () = async { match &slot { Some(slot) => slot.evicted().await, None => future::pending().await } } => {
+                tracing::debug!("full house: closing a socket nobody signed in on");
+                let close = Message::Close(Some(CloseFrame { code: 1013, reason: "Try Again Later".into() }));
+                let _ = outbox.push(close);
+                break;
+            }
+            () = &mut init_deadline, if !rules.initialised() => {
+                let close = Message::Close(Some(CloseFrame {
+                    code: INIT_TIMEOUT_CLOSE_CODE,
+                    reason: "Connection initialisation timeout".into(),
+                }));
+                let _ = outbox.push(close);
+                break;
+            }
             Some(verdict) = verdicts.recv() => match verdict {
                 Verdict::Send(text) => vec![Message::Text(text.into())],
                 Verdict::Close(code, reason) => {

@@ -314,6 +314,30 @@ fn log_position(id: &str) -> Value {
     json!({ "id": id, "type": "subscribe", "payload": { "query": "subscription { logPosition }" } })
 }
 
+/// graphql-transport-ws: a socket that sends no `connection_init` in time is closed
+/// `4408 Connection initialisation timeout`. Before: it stayed open for as long as its
+/// client answered the server's pings (every WebSocket library does by itself).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_socket_that_never_initialises_is_closed_4408() {
+    let server = TestServer::start_with(|c| {
+        c.socket_init_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut socket = connect(&server, "graphql-transport-ws").await;
+    assert_eq!(
+        close_frame(&mut socket).await,
+        (4408, "Connection initialisation timeout".into())
+    );
+    // In time, the same socket is served.
+    let admin = server.admin().await;
+    let mut socket = initialised(&server, &admin.token).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    send(&mut socket, log_position("1")).await;
+    let first = receive(&mut socket).await.expect("still open");
+    assert_eq!(first["type"], "next", "{first}");
+    server.stop().await;
+}
+
 /// graphql-transport-ws, as its PROTOCOL.md says: `subscribe` before `connection_init`
 /// closes `4401 Unauthorized`; a `connection_init` whose token is refused closes
 /// `4403 Forbidden`.
