@@ -166,8 +166,8 @@ pub struct ApiConfig {
     /// A socket from which nothing arrived for this long (no message, no pong) is
     /// closed with `3008 timeout`. Longer than [`Self::socket_ping_interval`].
     pub socket_idle_timeout: Duration,
-    /// Bytes of messages that may wait for a `/graphql/ws` client that does not read
-    /// (one message of any size always may); past it the socket is dropped, so a
+    /// Bytes of messages that may wait for a `/graphql/ws` client behind the one being
+    /// written (which may be of any size); past it the socket is dropped, so a
     /// client that asks and never reads holds neither memory nor database connections.
     pub socket_unsent_limit_bytes: usize,
     /// A `/graphql/ws` socket that sent no `connection_init` within this is closed

@@ -34,7 +34,6 @@
 //! connection (or waited for one) kept it: one socket sending 100 operations and
 //! reading none took the process's whole pool.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,9 +78,15 @@ enum Undeliverable {
 /// The messages on their way to the client, written by [`write`] in order.
 struct Outbox {
     queue: mpsc::UnboundedSender<Message>,
-    /// Bytes queued and not yet written (the one being written included).
-    unsent: Arc<AtomicUsize>,
+    unsent: Arc<Mutex<Unsent>>,
     limit: usize,
+}
+
+/// The sizes of the messages queued and not yet written, oldest first.
+#[derive(Default)]
+struct Unsent {
+    sizes: std::collections::VecDeque<usize>,
+    total: usize,
 }
 
 /// The bytes a message puts on the wire, give or take its frame header.
@@ -94,12 +99,20 @@ fn size(message: &Message) -> usize {
 }
 
 impl Outbox {
-    /// Queues `message`; one message of any size is accepted when nothing waits.
+    /// Queues `message`, unless more than the limit would then wait behind the oldest
+    /// unsent message (which may be of any size: one answer larger than the limit does
+    /// not drop a client that reads it).
     fn push(&self, message: Message) -> Result<(), Undeliverable> {
         let size = size(&message);
-        let waiting = self.unsent.fetch_add(size, Ordering::SeqCst);
-        if waiting > 0 && waiting + size > self.limit {
-            return Err(Undeliverable::TooSlow);
+        {
+            let mut unsent = self.unsent.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(&oldest) = unsent.sizes.front() {
+                if unsent.total - oldest + size > self.limit {
+                    return Err(Undeliverable::TooSlow);
+                }
+            }
+            unsent.sizes.push_back(size);
+            unsent.total += size;
         }
         self.queue.send(message).map_err(|_| Undeliverable::Gone)
     }
@@ -110,11 +123,10 @@ impl Outbox {
 async fn write(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::UnboundedReceiver<Message>,
-    unsent: Arc<AtomicUsize>,
+    unsent: Arc<Mutex<Unsent>>,
     send_within: Duration,
 ) {
     while let Some(message) = queue.recv().await {
-        let size = size(&message);
         let close = matches!(message, Message::Close(_));
         match tokio::time::timeout(send_within, sink.send(message)).await {
             Ok(Ok(())) => {}
@@ -124,7 +136,12 @@ async fn write(
                 return;
             }
         }
-        unsent.fetch_sub(size, Ordering::SeqCst);
+        {
+            let mut unsent = unsent.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(written) = unsent.sizes.pop_front() {
+                unsent.total -= written;
+            }
+        }
         if close {
             return;
         }
@@ -179,7 +196,7 @@ pub(crate) async fn serve<G>(
     // The writer gives up on a send that cannot finish within the idle timeout: the
     // client is gone or does not read.
     let (queue, queued) = mpsc::unbounded_channel();
-    let unsent = Arc::new(AtomicUsize::new(0));
+    let unsent = Arc::new(Mutex::new(Unsent::default()));
     let outbox = Outbox {
         queue,
         unsent: unsent.clone(),

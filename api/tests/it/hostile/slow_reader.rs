@@ -107,3 +107,48 @@ async fn a_socket_that_never_reads_cannot_hold_the_database_pool() {
     );
     server.stop().await;
 }
+
+/// The limit counts what waits behind the message being written: a client that reads
+/// gets an answer larger than the limit, and the messages after it, and its socket stays
+/// open. (The first version of the limit counted the message being written too, and
+/// dropped such a client as soon as the answer's `complete` followed it.)
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_larger_than_the_limit_reaches_a_client_that_reads() {
+    let server = TestServer::start_with(|c| c.socket_unsent_limit_bytes = 4096).await;
+    let admin = server.admin().await;
+    let mut socket = crate::common::ws::connect(&server, "graphql-transport-ws").await;
+    let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", admin.token) } });
+    socket
+        .send(Message::Text(init.to_string().into()))
+        .await
+        .unwrap();
+    for round in 0..3 {
+        let id = format!("big-{round}");
+        let ask = json!({ "id": id, "type": "subscribe", "payload": { "query": BIG_ANSWER } });
+        socket
+            .send(Message::Text(ask.to_string().into()))
+            .await
+            .unwrap();
+        let (mut answer, mut completed) = (0, false);
+        while !completed {
+            let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+                .await
+                .expect("a message within 10 s")
+                .expect("the socket is open")
+                .expect("the socket is open");
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let message: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if message["id"] == id.as_str() {
+                match message["type"].as_str() {
+                    Some("next") => answer = text.len(),
+                    Some("complete") => completed = true,
+                    other => panic!("{other:?}: {message}"),
+                }
+            }
+        }
+        assert!(answer > 4096 * 10, "the answer was {answer} bytes");
+    }
+    server.stop().await;
+}
