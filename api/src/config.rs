@@ -173,6 +173,9 @@ pub struct ApiConfig {
     /// A `/graphql/ws` socket that sent no `connection_init` within this is closed
     /// with `4408 Connection initialisation timeout` (graphql-transport-ws).
     pub socket_init_timeout: Duration,
+    /// Signed-in `/graphql/ws` sockets one account may have open at once; one more
+    /// `connection_init` is refused (`FORBIDDEN`, `TOO_MANY_SOCKETS`).
+    pub max_sockets_per_account: usize,
     /// The local time zone of `processingSummary.ratePerHourToday` ("today" starts at
     /// local midnight), in minutes east of UTC. Default 0 (UTC).
     pub processing_utc_offset_minutes: i32,
@@ -269,6 +272,7 @@ impl ApiConfig {
             socket_idle_timeout: Duration::from_secs(60),
             socket_unsent_limit_bytes: 1024 * 1024,
             socket_init_timeout: Duration::from_secs(10),
+            max_sockets_per_account: 32,
             processing_utc_offset_minutes: 0,
         }
     }

@@ -546,10 +546,21 @@ async fn graphql_ws(
                                 })?,
                             ),
                         };
-                        if claims.is_some() {
+                        let mut data = Data::default();
+                        if let Some(claims) = &claims {
+                            let max = app.config.max_sockets_per_account;
+                            let counted =
+                                app.account_sockets
+                                    .open(claims.user_id, max)
+                                    .map_err(|error| {
+                                        let error = async_graphql::Error::from(error);
+                                        rules.refuse_init(&error);
+                                        error
+                                    })?;
+                            // Counted while the connection's data lives.
+                            data.insert(counted);
                             rules.signed_in();
                         }
-                        let mut data = Data::default();
                         data.insert(crate::graphql::session::SocketSession);
                         data.insert(RequestContext {
                             claims,
