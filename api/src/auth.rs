@@ -186,6 +186,16 @@ pub async fn still_valid(
         return Err(expired());
     }
     let (deactivated, credential_version) = credential_state(pool, claims.user_id).await?;
+    still_holds(claims, deactivated, credential_version)
+}
+
+/// Whether claims hold for an account in this state (deactivated, and its credential
+/// version now): the part of [`still_valid`] that reads nothing.
+pub fn still_holds(
+    claims: &Claims,
+    deactivated: bool,
+    credential_version: u32,
+) -> Result<(), ApiError> {
     if deactivated {
         return Err(ApiError::unauthenticated(
             "ACCOUNT_DEACTIVATED",
@@ -201,7 +211,7 @@ pub async fn still_valid(
     Ok(())
 }
 
-fn expired() -> ApiError {
+pub(crate) fn expired() -> ApiError {
     ApiError::unauthenticated(
         "TOKEN_EXPIRED",
         "the access token has expired; log in again",

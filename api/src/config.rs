@@ -166,6 +166,16 @@ pub struct ApiConfig {
     /// A socket from which nothing arrived for this long (no message, no pong) is
     /// closed with `3008 timeout`. Longer than [`Self::socket_ping_interval`].
     pub socket_idle_timeout: Duration,
+    /// Bytes of messages that may wait for a `/graphql/ws` client behind the one being
+    /// written (which may be of any size); past it the socket is dropped, so a
+    /// client that asks and never reads holds neither memory nor database connections.
+    pub socket_unsent_limit_bytes: usize,
+    /// A `/graphql/ws` socket that sent no `connection_init` within this is closed
+    /// with `4408 Connection initialisation timeout` (graphql-transport-ws).
+    pub socket_init_timeout: Duration,
+    /// Signed-in `/graphql/ws` sockets one account may have open at once; one more
+    /// `connection_init` is refused (`FORBIDDEN`, `TOO_MANY_SOCKETS`).
+    pub max_sockets_per_account: usize,
     /// The local time zone of `processingSummary.ratePerHourToday` ("today" starts at
     /// local midnight), in minutes east of UTC. Default 0 (UTC).
     pub processing_utc_offset_minutes: i32,
@@ -260,6 +270,9 @@ impl ApiConfig {
             socket_recheck_interval: Duration::from_secs(30),
             socket_ping_interval: Duration::from_secs(15),
             socket_idle_timeout: Duration::from_secs(60),
+            socket_unsent_limit_bytes: 1024 * 1024,
+            socket_init_timeout: Duration::from_secs(10),
+            max_sockets_per_account: 32,
             processing_utc_offset_minutes: 0,
         }
     }

@@ -493,6 +493,7 @@ fn websocket_protocol(headers: &HeaderMap) -> Option<WebSocketProtocols> {
 async fn graphql_ws(
     State(http): State<Http>,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
+    slot: Option<Extension<crate::server::SocketSlot>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -511,13 +512,16 @@ async fn graphql_ws(
     let keepalive = KeepAlive {
         ping_interval: app.config.socket_ping_interval,
         idle_timeout: app.config.socket_idle_timeout,
+        unsent_limit: app.config.socket_unsent_limit_bytes,
+        init_timeout: app.config.socket_init_timeout,
     };
+    let slot = slot.map(|Extension(slot)| slot);
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| {
-            crate::keepalive::serve(socket, protocol, keepalive, move |input, rules| {
+            crate::keepalive::serve(socket, protocol, keepalive, slot, move |input, rules| {
                 async_graphql::http::WebSocket::new(schema, input, protocol).on_connection_init(
                     move |payload| async move {
                         let token = ["authorization", "Authorization", "token"]
@@ -543,6 +547,20 @@ async fn graphql_ws(
                             ),
                         };
                         let mut data = Data::default();
+                        if let Some(claims) = &claims {
+                            let max = app.config.max_sockets_per_account;
+                            let counted =
+                                app.account_sockets
+                                    .open(claims.user_id, max)
+                                    .map_err(|error| {
+                                        let error = async_graphql::Error::from(error);
+                                        rules.refuse_init(&error);
+                                        error
+                                    })?;
+                            // Counted while the connection's data lives.
+                            data.insert(counted);
+                            rules.signed_in();
+                        }
                         data.insert(crate::graphql::session::SocketSession);
                         data.insert(RequestContext {
                             claims,

@@ -18,6 +18,21 @@
 //! [`ApiConfig::socket_idle_timeout`](crate::config::ApiConfig), the socket is closed
 //! with `3008 timeout` (the code async-graphql used). A client whose sends stall as
 //! long (a full TCP window: gone or not reading) is dropped without a close frame.
+//!
+//! **A socket nobody signs in on:** one that sent no `connection_init` within
+//! [`ApiConfig::socket_init_timeout`](crate::config::ApiConfig) is closed `4408`; one
+//! on which nobody is signed in and no operation runs tells its connection slot it may
+//! be evicted ([`crate::server::SocketSlot`]), and is closed `1013` when a full house
+//! gives its slot to a newcomer. Upgraded sockets used to keep their slot until they
+//! closed, so a crowd of sockets that never said a word held the house.
+//!
+//! **A client that does not read:** messages are written by a task of their own, so
+//! the socket's operations go on running while a send waits; what waits unsent is
+//! bounded by [`ApiConfig::socket_unsent_limit_bytes`](crate::config::ApiConfig), past
+//! which the socket is dropped. The loop used to await each send itself: while one
+//! waited, no operation of the socket was polled, and each that held a pooled
+//! connection (or waited for one) kept it: one socket sending 100 operations and
+//! reading none took the process's whole pool.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,14 +40,18 @@ use std::time::Duration;
 use async_graphql::http::{WebSocketProtocols, WsMessage};
 use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, SplitSink};
 use futures::{future, SinkExt as _, Stream, StreamExt as _};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::socket_rules::{SocketRules, Verdict};
 
 /// The close code of a socket that stopped answering.
 pub(crate) const TIMEOUT_CLOSE_CODE: u16 = 3008;
+
+/// graphql-transport-ws: no `connection_init` in time.
+const INIT_TIMEOUT_CLOSE_CODE: u16 = 4408;
 
 /// How long a socket closed for silence waits for the client's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -42,6 +61,91 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub(crate) struct KeepAlive {
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
+    /// Bytes of messages that may wait unsent before the socket is dropped.
+    pub unsent_limit: usize,
+    /// How long a socket may stay without `connection_init`.
+    pub init_timeout: Duration,
+}
+
+/// Why a message could not be queued for the client.
+enum Undeliverable {
+    /// More than the limit waits unsent: the client does not read.
+    TooSlow,
+    /// The writer stopped (a send failed or stalled past the idle timeout).
+    Gone,
+}
+
+/// The messages on their way to the client, written by [`write`] in order.
+struct Outbox {
+    queue: mpsc::UnboundedSender<Message>,
+    unsent: Arc<Mutex<Unsent>>,
+    limit: usize,
+}
+
+/// The sizes of the messages queued and not yet written, oldest first.
+#[derive(Default)]
+struct Unsent {
+    sizes: std::collections::VecDeque<usize>,
+    total: usize,
+}
+
+/// The bytes a message puts on the wire, give or take its frame header.
+fn size(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data.len(),
+        Message::Close(frame) => 2 + frame.as_ref().map_or(0, |f| f.reason.len()),
+    }
+}
+
+impl Outbox {
+    /// Queues `message`, unless more than the limit would then wait behind the oldest
+    /// unsent message (which may be of any size: one answer larger than the limit does
+    /// not drop a client that reads it).
+    fn push(&self, message: Message) -> Result<(), Undeliverable> {
+        let size = size(&message);
+        {
+            let mut unsent = self.unsent.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(&oldest) = unsent.sizes.front() {
+                if unsent.total - oldest + size > self.limit {
+                    return Err(Undeliverable::TooSlow);
+                }
+            }
+            unsent.sizes.push_back(size);
+            unsent.total += size;
+        }
+        self.queue.send(message).map_err(|_| Undeliverable::Gone)
+    }
+}
+
+/// Writes the queued messages, each within `send_within`; stops at the first that
+/// fails or stalls, or after a close frame.
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queue: mpsc::UnboundedReceiver<Message>,
+    unsent: Arc<Mutex<Unsent>>,
+    send_within: Duration,
+) {
+    while let Some(message) = queue.recv().await {
+        let close = matches!(message, Message::Close(_));
+        match tokio::time::timeout(send_within, sink.send(message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::debug!("dropping a socket whose sends stalled");
+                return;
+            }
+        }
+        {
+            let mut unsent = unsent.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(written) = unsent.sizes.pop_front() {
+                unsent.total -= written;
+            }
+        }
+        if close {
+            return;
+        }
+    }
 }
 
 /// Serves one upgraded socket: `graphql` turns the client's text and binary messages
@@ -52,11 +156,12 @@ pub(crate) async fn serve<G>(
     socket: WebSocket,
     protocol: WebSocketProtocols,
     keepalive: KeepAlive,
+    slot: Option<crate::server::SocketSlot>,
     graphql: impl FnOnce(BoxStream<'static, Bytes>, Arc<SocketRules>) -> G,
 ) where
     G: Stream<Item = WsMessage> + Send,
 {
-    let (mut sink, stream) = socket.split();
+    let (sink, stream) = socket.split();
     let last_seen = Arc::new(Mutex::new(Instant::now()));
     let (rules, mut verdicts) = SocketRules::new(protocol);
     let rules = Arc::new(rules);
@@ -88,22 +193,50 @@ pub(crate) async fn serve<G>(
     );
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut acknowledged = false;
-    // A send that cannot finish within the idle timeout: the client is gone or does
-    // not read; give up on it.
-    let send_within = keepalive.idle_timeout;
+    // The writer gives up on a send that cannot finish within the idle timeout: the
+    // client is gone or does not read.
+    let (queue, queued) = mpsc::unbounded_channel();
+    let unsent = Arc::new(Mutex::new(Unsent::default()));
+    let outbox = Outbox {
+        queue,
+        unsent: unsent.clone(),
+        limit: keepalive.unsent_limit,
+    };
+    let writer = tokio::spawn(write(sink, queued, unsent, keepalive.idle_timeout));
+    let init_deadline = tokio::time::sleep(keepalive.init_timeout);
+    tokio::pin!(init_deadline);
     loop {
+        // A socket nobody signed in on, running nothing, may make room on a full house.
+        if let Some(slot) = &slot {
+            slot.evictable(rules.anonymous_and_idle());
+        }
         let outgoing: Vec<Message> = tokio::select! {
             // A verdict first: it was decided before async-graphql could answer what
             // it replaces.
             biased;
+            // Its slot went to a newcomer: close at once.
+            () = async { match &slot { Some(slot) => slot.evicted().await, None => future::pending().await } } => {
+                tracing::debug!("full house: closing a socket nobody signed in on");
+                let close = Message::Close(Some(CloseFrame { code: 1013, reason: "Try Again Later".into() }));
+                let _ = outbox.push(close);
+                break;
+            }
+            () = &mut init_deadline, if !rules.initialised() => {
+                let close = Message::Close(Some(CloseFrame {
+                    code: INIT_TIMEOUT_CLOSE_CODE,
+                    reason: "Connection initialisation timeout".into(),
+                }));
+                let _ = outbox.push(close);
+                break;
+            }
             Some(verdict) = verdicts.recv() => match verdict {
                 Verdict::Send(text) => vec![Message::Text(text.into())],
                 Verdict::Close(code, reason) => {
                     let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
-                    let _ = tokio::time::timeout(send_within, sink.send(close)).await;
-                    // As below: let the client answer the close frame.
-                    let drain = async { while answers.next().await.is_some() {} };
-                    let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+                    if outbox.push(close).is_ok() {
+                        let drain = async { while answers.next().await.is_some() {} };
+                        let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+                    }
                     break;
                 }
             },
@@ -133,11 +266,12 @@ pub(crate) async fn serve<G>(
                         code: TIMEOUT_CLOSE_CODE,
                         reason: "timeout".into(),
                     }));
-                    let _ = tokio::time::timeout(send_within, sink.send(close)).await;
                     // The closing handshake: a client that is still there answers the
                     // close frame (and reads it before the connection goes away).
-                    let drain = async { while answers.next().await.is_some() {} };
-                    let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+                    if outbox.push(close).is_ok() {
+                        let drain = async { while answers.next().await.is_some() {} };
+                        let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
+                    }
                     break;
                 }
                 let mut pings = Vec::with_capacity(2);
@@ -149,16 +283,24 @@ pub(crate) async fn serve<G>(
             }
         };
         for message in outgoing {
-            match tokio::time::timeout(send_within, sink.send(message)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return,
-                Err(_) => {
-                    tracing::debug!("dropping a socket whose sends stalled");
+            match outbox.push(message) {
+                Ok(()) => {}
+                Err(Undeliverable::Gone) => return,
+                Err(Undeliverable::TooSlow) => {
+                    tracing::debug!(
+                        limit = keepalive.unsent_limit,
+                        "dropping a socket that does not read its messages"
+                    );
+                    writer.abort();
                     return;
                 }
             }
         }
     }
+    // What is queued (a close frame, the last answers) still goes out, each send
+    // bounded by the idle timeout.
+    drop(outbox);
+    let _ = writer.await;
 }
 
 /// Whether an answer is the protocol's `connection_ack` (pings start after it).

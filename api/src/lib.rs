@@ -18,6 +18,7 @@
 // where it stands, with its SAFETY note.
 #![deny(unsafe_code)]
 
+mod account_sockets;
 pub mod admin;
 pub mod auth;
 pub mod client_address;

@@ -105,6 +105,7 @@ pub async fn serve_with(
         let serving = state.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(SocketSlot(serving.clone()));
             let mut router = router.clone();
             // Not quiet while a request of its own runs (see `OpenConnections::evict`).
             let in_request = InRequest::new(serving.clone());
@@ -339,9 +340,9 @@ struct ConnectionState {
     in_request: std::sync::atomic::AtomicUsize,
     /// Whether it ever sent a whole request (a WebSocket's upgrade included).
     served: std::sync::atomic::AtomicBool,
-    /// Upgraded (a WebSocket): never evicted. Its stream is served by another task
-    /// than the one that hears [`ConnectionState::evicted`], so it could not be closed
-    /// from here, only stop being counted.
+    /// Upgraded (a WebSocket): not evicted. Its stream is served by another task than
+    /// the one that hears [`ConnectionState::evicted`] here: the socket's loop clears
+    /// this while nobody is signed in on it and hears the eviction (see [`SocketSlot`]).
     upgraded: std::sync::atomic::AtomicBool,
     /// Told to close to make room (see [`OpenConnections::evict`]).
     evicted: tokio::sync::Notify,
@@ -353,6 +354,27 @@ impl ConnectionState {
         let now = self.epoch.elapsed().as_millis() as u64;
         self.last_heard_ms
             .store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A WebSocket's hold on its connection slot (in the upgrade request's extensions). An
+/// upgraded connection is never evicted, except while its socket says it may be
+/// (nobody signed in on it, no operation running): then a full house may pick it, and
+/// [`SocketSlot::evicted`] tells the socket's loop, which closes it.
+#[derive(Clone)]
+pub(crate) struct SocketSlot(Arc<ConnectionState>);
+
+impl SocketSlot {
+    /// Whether a full house may close this socket to make room.
+    pub(crate) fn evictable(&self, evictable: bool) {
+        self.0
+            .upgraded
+            .store(!evictable, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Resolves once the socket was picked to make room (its slot is handed on).
+    pub(crate) async fn evicted(&self) {
+        self.0.evicted.notified().await
     }
 }
 

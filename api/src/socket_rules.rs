@@ -53,6 +53,8 @@ struct State {
     running: HashSet<String>,
     /// A close was decided: nothing more reaches async-graphql.
     closed: bool,
+    /// Someone signed in on it (`connection_init` with an accepted token).
+    signed_in: bool,
 }
 
 /// Whether `message` is one a graphql-transport-ws client may send, in its shape: an
@@ -152,6 +154,23 @@ impl SocketRules {
             }
             _ => true,
         }
+    }
+
+    /// `connection_init` was accepted with a token.
+    pub(crate) fn signed_in(&self) {
+        self.state().signed_in = true;
+    }
+
+    /// Whether `connection_init` arrived (it may still be being checked).
+    pub(crate) fn initialised(&self) -> bool {
+        self.state().initialised
+    }
+
+    /// Whether the socket is worth nothing to anyone now: nobody signed in on it and no
+    /// operation runs. A full house may close such a socket to make room.
+    pub(crate) fn anonymous_and_idle(&self) -> bool {
+        let state = self.state();
+        !state.signed_in && state.running.is_empty()
     }
 
     /// Notes a server message on its way out: a `complete` ends its operation.

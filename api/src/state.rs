@@ -74,6 +74,10 @@ pub struct AppState {
     /// Whether the database accepts connections: requests stop waiting for it when it
     /// does not (`http::unless_unreachable`).
     pub(crate) reachability: aula_eventlog::db::Reachability,
+    /// What subscriptions poll, one poll per question whatever the listeners.
+    pub(crate) live: Arc<crate::graphql::shared_poll::LivePolls>,
+    /// Signed-in WebSockets per account (`account_sockets`).
+    pub(crate) account_sockets: Arc<crate::account_sockets::AccountSockets>,
 }
 
 impl AppState {
@@ -87,6 +91,8 @@ impl AppState {
             anonymous_reads: Arc::new(RateLimiter::new(config.anonymous_read_limit)),
             hashing: Arc::new(crate::secrets::HashingLanes::new(&config.password_lanes)),
             reachability: aula_eventlog::db::Reachability::new((*pool.connect_options()).clone()),
+            live: Arc::new(crate::graphql::shared_poll::LivePolls::new(&pool, &config)),
+            account_sockets: Arc::default(),
             pool,
             config: Arc::new(config),
             clock: Arc::new(SystemClock),

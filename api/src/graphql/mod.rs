@@ -171,6 +171,7 @@ mod queue_controls;
 mod reachable;
 mod read_models;
 pub(crate) mod session;
+pub(crate) mod shared_poll;
 mod subscription;
 mod tasks;
 mod throttle;

@@ -1,11 +1,8 @@
 //! Subscriptions over `/graphql/ws` (graphql-transport-ws or graphql-ws). The access
 //! token goes in the `connection_init` payload: `{"authorization": "Bearer <token>"}`.
 
-use std::time::Duration;
-
 use async_graphql::{Context, Subscription};
 use futures::Stream;
-use sqlx::PgPool;
 
 use super::types::BigInt;
 use super::{authorize, state};
@@ -13,26 +10,6 @@ use crate::error::ApiError;
 
 /// Live updates over `/graphql/ws` (graphql-transport-ws or graphql-ws).
 pub struct SubscriptionRoot;
-
-async fn head(pool: &PgPool) -> Option<i64> {
-    match aula_eventlog::lookups::log_head(pool).await {
-        Ok(position) => Some(position.unwrap_or(0)),
-        Err(error) => {
-            tracing::warn!(%error, "logPosition subscription: reading the log head failed");
-            None
-        }
-    }
-}
-
-/// What a polling subscription's stream reads with: a handle on the pool it can own,
-/// and how often it polls (the configured interval, 10 ms at the least).
-fn polling(state: &crate::state::AppState) -> (PgPool, Duration) {
-    let interval = state
-        .config
-        .subscription_poll_interval
-        .max(Duration::from_millis(10));
-    (state.pool.clone(), interval)
-}
 
 /// Live updates over `/graphql/ws` (graphql-transport-ws or graphql-ws).
 #[Subscription]
@@ -45,19 +22,17 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
     ) -> Result<impl Stream<Item = BigInt>, ApiError> {
         let (_, state) = authorize(ctx, super::read_models::WATCHERS)?;
-        let (pool, interval) = polling(state);
+        // One poll of the log head for every subscriber (see `shared_poll`).
+        let head = state.live.log_head.watch(());
         Ok(futures::stream::unfold(
-            (pool, None::<i64>, true),
-            move |(pool, last, first)| async move {
+            (head, None::<i64>),
+            |(mut head, last)| async move {
                 loop {
-                    if !first || last.is_some() {
-                        tokio::time::sleep(interval).await;
+                    let position = *head.borrow_and_update();
+                    if let Some(position) = position.filter(|p| Some(*p) != last) {
+                        return Some((BigInt(position), (head, Some(position))));
                     }
-                    if let Some(position) = head(&pool).await {
-                        if Some(position) != last {
-                            return Some((BigInt(position), (pool, Some(position), false)));
-                        }
-                    }
+                    head.changed().await.ok()?;
                 }
             },
         ))
@@ -78,12 +53,13 @@ impl SubscriptionRoot {
     ) -> Result<impl Stream<Item = super::bulk::BulkReprocessJob>, ApiError> {
         let until_settled = until_settled.unwrap_or(false);
         let first = super::bulk::visible_job(ctx, id).await?;
-        let (pool, interval) = polling(state(ctx));
-        // (pool, job to send next, last sent (status, done, failed, outcomes), finished)
+        // One poll of the job for every subscriber (see `shared_poll`).
+        let polled = state(ctx).live.bulk_jobs.watch(id);
+        // (polled job, job to send next, last sent (status, done, failed, outcomes), finished)
         type Key = (String, i64, i64, aula_processor::bulk::CopyOutcomes);
         Ok(futures::stream::unfold(
-            (pool, Some(first), None::<Key>, false),
-            move |(pool, next, last, finished)| async move {
+            (polled, Some(first), None::<Key>, false),
+            move |(mut polled, next, last, finished)| async move {
                 if finished {
                     return None;
                 }
@@ -95,7 +71,7 @@ impl SubscriptionRoot {
                             let over = job.status != "running"
                                 && (!until_settled || job.outcomes.running == 0);
                             match super::bulk::BulkReprocessJob::try_from(job) {
-                                Ok(job) => return Some((job, (pool, None, Some(key), over))),
+                                Ok(job) => return Some((job, (polled, None, Some(key), over))),
                                 Err(error) => {
                                     tracing::error!(?error, "bulk job progress not sent");
                                     return None;
@@ -103,13 +79,13 @@ impl SubscriptionRoot {
                             }
                         }
                     }
-                    tokio::time::sleep(interval).await;
-                    match aula_processor::bulk::job(&pool, id).await {
-                        Ok(Some(job)) => next = Some(job),
-                        Ok(None) => return None,
-                        Err(error) => {
-                            tracing::warn!(%error, "bulkReprocessProgress: reading the job failed");
-                        }
+                    polled.changed().await.ok()?;
+                    let latest = polled.borrow_and_update().clone();
+                    match latest {
+                        Some(Some(job)) => next = Some(job),
+                        // The job is gone.
+                        Some(None) => return None,
+                        None => {}
                     }
                 }
             },

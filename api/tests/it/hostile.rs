@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 mod connections;
+mod slow_reader;
 
 /// One generated hostile document.
 fn hostile_document(rng: &mut StdRng) -> String {

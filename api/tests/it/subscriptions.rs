@@ -2,6 +2,8 @@
 
 use crate::common;
 
+mod fan_out;
+
 use std::time::Duration;
 
 use common::ws::{connect, send, Socket};
@@ -310,6 +312,69 @@ async fn initialised(server: &TestServer, token: &str) -> Socket {
 
 fn log_position(id: &str) -> Value {
     json!({ "id": id, "type": "subscribe", "payload": { "query": "subscription { logPosition }" } })
+}
+
+/// An account has at most `max_sockets_per_account` signed-in sockets open: one more
+/// `connection_init` closes `4403`, another account is not affected, and a closed socket
+/// makes room. Before: no bound, so one (free) account could hold every connection slot
+/// with sockets a full house may not close.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_has_a_bounded_number_of_sockets() {
+    let server = TestServer::start_with(|c| c.max_sockets_per_account = 3).await;
+    let admin = server.admin().await;
+    let other = server.admin().await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(initialised(&server, &admin.token).await);
+    }
+    let mut one_more = connect(&server, "graphql-transport-ws").await;
+    let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", admin.token) } });
+    send(&mut one_more, init.clone()).await;
+    assert_eq!(close_frame(&mut one_more).await, (4403, "Forbidden".into()));
+    let _others = initialised(&server, &other.token).await;
+    // One closed: room for one more (once the server has seen it close).
+    open.pop().unwrap().close(None).await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let mut again = connect(&server, "graphql-transport-ws").await;
+        send(&mut again, init.clone()).await;
+        if receive(&mut again)
+            .await
+            .is_some_and(|m| m["type"] == "connection_ack")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no room after a close"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
+
+/// graphql-transport-ws: a socket that sends no `connection_init` in time is closed
+/// `4408 Connection initialisation timeout`. Before: it stayed open for as long as its
+/// client answered the server's pings (every WebSocket library does by itself).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_socket_that_never_initialises_is_closed_4408() {
+    let server = TestServer::start_with(|c| {
+        c.socket_init_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut socket = connect(&server, "graphql-transport-ws").await;
+    assert_eq!(
+        close_frame(&mut socket).await,
+        (4408, "Connection initialisation timeout".into())
+    );
+    // In time, the same socket is served.
+    let admin = server.admin().await;
+    let mut socket = initialised(&server, &admin.token).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    send(&mut socket, log_position("1")).await;
+    let first = receive(&mut socket).await.expect("still open");
+    assert_eq!(first["type"], "next", "{first}");
+    server.stop().await;
 }
 
 /// graphql-transport-ws, as its PROTOCOL.md says: `subscribe` before `connection_init`

@@ -371,3 +371,98 @@ async fn a_full_house_of_silent_sockets_makes_room_for_newcomers() {
         "a socket that just opened was closed"
     );
 }
+
+/// A graphql-transport-ws socket from the loopback address `client` (`None`: refused).
+async fn socket_from(client: [u8; 4], server: &TestServer, target: SocketAddr) -> Option<Socket> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = server
+        .url("/graphql/ws")
+        .replace("http://", "ws://")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp_from(client, target).await);
+    let (socket, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .ok()?;
+    Some(socket)
+}
+
+/// The next text message of `socket` as JSON.
+async fn next_json(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("no message within 10 s")
+            .expect("the socket is open")
+            .unwrap();
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+/// WebSockets on which nobody signs in hold no slot a newcomer needs: on a full house
+/// of them (upgraded, then no `connection_init`, or an anonymous one, and no operation
+/// running) the quietest is closed to make room, while a signed-in socket streaming a
+/// subscription keeps its slot. Before: an upgraded socket was never evicted, so a
+/// full house of sockets that never said a word after the upgrade (answering the
+/// server's pings, as every WebSocket library does by itself) refused everyone else
+/// with 503 for as long as they stayed (probe, session 19).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_house_of_sockets_nobody_signed_in_on_makes_room_for_newcomers() {
+    let (server, target) = server_with(|limits| limits.max_connections = 12).await;
+    let admin = server.admin().await;
+    let mut watcher = socket_from([127, 64, 0, 1], &server, target)
+        .await
+        .expect("a slot");
+    let init = json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {}", admin.token) } });
+    ws::send(&mut watcher, init).await;
+    assert_eq!(next_json(&mut watcher).await["type"], "connection_ack");
+    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { logPosition }" } });
+    ws::send(&mut watcher, subscribe).await;
+    assert_eq!(next_json(&mut watcher).await["type"], "next");
+    // Until the house is full (the test's own HTTP connections hold a slot or two).
+    let mut idle = Vec::new();
+    for i in 0..12u8 {
+        let Some(mut socket) = socket_from([127, 64, 1, i + 1], &server, target).await else {
+            break;
+        };
+        if i % 2 == 0 {
+            // Anonymous: acknowledged, no operation.
+            ws::send(&mut socket, json!({ "type": "connection_init" })).await;
+            assert_eq!(next_json(&mut socket).await["type"], "connection_ack");
+        }
+        idle.push(socket);
+    }
+    assert!(idle.len() >= 8, "{} sockets opened", idle.len());
+    // Quiet for longer than a socket still sending its request might be.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 0..5u8 {
+        let status = http_client_from([127, 65, 0, i + 1])
+            .get(server.url("/health"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        // A refusal is a 503 written before the request is read.
+        assert_eq!(
+            status.ok(),
+            Some(200),
+            "newcomer {i} refused on a full house"
+        );
+    }
+    // The signed-in socket was left alone: its subscription follows the log.
+    let signed_up = server.sign_up("after-the-crowd@aula.test").await;
+    let position = signed_up["data"]["signUp"]["logPosition"].as_i64().unwrap();
+    loop {
+        let message = next_json(&mut watcher).await;
+        if message["payload"]["data"]["logPosition"].as_i64() >= Some(position) {
+            break;
+        }
+    }
+    drop(idle);
+    server.stop().await;
+}
