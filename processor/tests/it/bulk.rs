@@ -530,12 +530,9 @@ async fn a_job_whose_connections_are_cut_pauses_and_finishes() {
     );
 }
 
-/// A job works on the set its preview matched when it started: an event at or before
-/// the bound that starts matching the filter afterwards (its tasks failed after the
-/// preview) is not copied, so `done + failed + skipped` is `total`. Before: the job
-/// copied it too and ended with `done` 10 of `total` 5.
-#[tokio::test]
-async fn an_event_that_starts_matching_after_the_start_is_not_in_the_job() {
+/// Five failed `CourseCreated` and five pending `CourseUpdated`, and a job (in batches
+/// of two, not yet run) on the failed events: the job, its runner's name and options.
+async fn job_on_failed_courses() -> (TestDatabase, Uuid, String, BulkOptions) {
     let db = TestDatabase::new().await;
     let institution = Uuid::new_v4();
     append(&db.pool, "CourseCreated", institution, "failed", 5).await;
@@ -561,6 +558,16 @@ async fn an_event_that_starts_matching_after_the_start_is_not_in_the_job() {
     )
     .await
     .unwrap();
+    (db, id, owner, options)
+}
+
+/// A job works on the set its preview matched when it started: an event at or before
+/// the bound that starts matching the filter afterwards (its tasks failed after the
+/// preview) is not copied, so `done + failed + skipped` is `total`. Before: the job
+/// copied it too and ended with `done` 10 of `total` 5.
+#[tokio::test]
+async fn an_event_that_starts_matching_after_the_start_is_not_in_the_job() {
+    let (db, id, owner, options) = job_on_failed_courses().await;
     // Their tasks fail after the job started: they match its filter now.
     sqlx::query(
         "UPDATE admin_events SET status = 'failed', processed_at = recorded_at, duration_ms = 0
@@ -585,31 +592,7 @@ async fn an_event_that_starts_matching_after_the_start_is_not_in_the_job() {
 /// filters the list as it goes, but stops once it has copied `total` events.
 #[tokio::test]
 async fn a_job_recorded_before_its_members_stops_at_its_total() {
-    let db = TestDatabase::new().await;
-    let institution = Uuid::new_v4();
-    append(&db.pool, "CourseCreated", institution, "failed", 5).await;
-    append(&db.pool, "CourseUpdated", institution, "pending", 5).await;
-    let filter = BulkFilter {
-        status: Some("failed".into()),
-        ..BulkFilter::default()
-    };
-    let up_to = bulk::current_bound(&db.pool).await.unwrap();
-    let options = BulkOptions {
-        batch_size: 2,
-        ..BulkOptions::default()
-    };
-    let owner = bulk::runner_name();
-    let id = bulk::create_job(
-        &db.pool,
-        &filter,
-        up_to,
-        Actor::System,
-        None,
-        &owner,
-        options.lease,
-    )
-    .await
-    .unwrap();
+    let (db, id, owner, options) = job_on_failed_courses().await;
     sqlx::raw_sql(
         "UPDATE bulk_reprocess_jobs SET fixed_members = false;
          DELETE FROM bulk_reprocess_members;

@@ -66,26 +66,14 @@ async fn a_hinted_claim_starts_at_its_hint_and_the_front_finds_what_it_passed() 
     assert_eq!(keys, ["urgent again"]);
 
     // A backlog as the shortcut is for, with its statistics.
-    let backlog: Vec<NewTask> = (0..2_000).map(|i| task("noop", &format!("b{i}"))).collect();
-    insert(&db.pool, &backlog).await;
-    sqlx::query("ANALYZE task_queue")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    let plan = generic_plan(
+    analyzed_backlog(&db.pool).await;
+    assert_starts_at_the_hint(
         &db.pool,
         queue::CLAIM_DEFERRED_FROM_SQL,
         "bigint, float8, text, bool, smallint, bool, smallint, timestamptz",
         "24, 60000, 'w', true, 1, true, 50, now()",
     )
     .await;
-    let text = plan.join("\n");
-    assert!(
-        text.contains("task_queue_claim_idx")
-            && plan.iter().any(|line| line.contains("Index Cond:")
-                && line.contains("ROW(priority, run_at) >= ROW($7, $8)")),
-        "the hinted claim does not start its index scan at the hint:\n{text}"
-    );
     let plan = generic_plan(
         &db.pool,
         queue::CLAIM_DEFERRED_BEFORE_SQL,
@@ -154,6 +142,29 @@ async fn an_insert_notifies_where_its_tasks_sort() {
     // The listener holds one of the pool's connections: closing the pool waits for it.
     drop(listener);
     db.drop_database().await;
+}
+
+/// 2,000 pending tasks and fresh statistics: the backlog a claim's plan is made for.
+async fn analyzed_backlog(pool: &PgPool) {
+    let backlog: Vec<NewTask> = (0..2_000).map(|i| task("noop", &format!("b{i}"))).collect();
+    insert(pool, &backlog).await;
+    sqlx::query("ANALYZE task_queue")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// Asserts that the generic plan of a hinted claim starts its walk of the claim index at
+/// the hint (`$7, $8`), rather than at the queue's front.
+async fn assert_starts_at_the_hint(pool: &PgPool, statement: &str, types: &str, args: &str) {
+    let plan = generic_plan(pool, statement, types, args).await;
+    let text = plan.join("\n");
+    assert!(
+        text.contains("task_queue_claim_idx")
+            && plan.iter().any(|line| line.contains("Index Cond:")
+                && line.contains("ROW(priority, run_at) >= ROW($7, $8)")),
+        "the hinted claim does not start its index scan at the hint:\n{text}"
+    );
 }
 
 /// The plan of `statement` that a prepared statement gets once PostgreSQL switches it to
@@ -543,26 +554,14 @@ async fn a_claim_excluding_kinds_takes_the_tasks_behind_them() {
     assert_eq!(taken.len(), 2, "without the exclusion they are claimed");
 
     // A backlog, with its statistics, for the plans.
-    let backlog: Vec<NewTask> = (0..2_000).map(|i| task("noop", &format!("b{i}"))).collect();
-    insert(&db.pool, &backlog).await;
-    sqlx::query("ANALYZE task_queue")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    let plan = generic_plan(
+    analyzed_backlog(&db.pool).await;
+    assert_starts_at_the_hint(
         &db.pool,
         queue::CLAIM_DEFERRED_FROM_EXCLUDING_SQL,
         "bigint, float8, text, bool, smallint, bool, smallint, timestamptz, text[]",
         "24, 60000, 'w', true, 1, true, 50, now(), '{email.welcome}'",
     )
     .await;
-    let text = plan.join("\n");
-    assert!(
-        text.contains("task_queue_claim_idx")
-            && plan.iter().any(|line| line.contains("Index Cond:")
-                && line.contains("ROW(priority, run_at) >= ROW($7, $8)")),
-        "the hinted excluding claim does not start its index scan at the hint:\n{text}"
-    );
     for (sql, types, args) in [
         (
             queue::CLAIM_DEFERRED_EXCLUDING_SQL,

@@ -133,6 +133,22 @@ impl TestServer {
         format!("{}{}", self.base, path)
     }
 
+    /// The upgrade request of a graphql-transport-ws socket to `/graphql/ws`, for a
+    /// client that opens its own TCP stream (`tokio_tungstenite::client_async`).
+    pub fn socket_request(&self) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = self
+            .url("/graphql/ws")
+            .replace("http://", "ws://")
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        request
+    }
+
     /// `GET path`, anonymously.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).send().await.unwrap()

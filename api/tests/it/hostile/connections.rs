@@ -374,16 +374,7 @@ async fn a_full_house_of_silent_sockets_makes_room_for_newcomers() {
 
 /// A graphql-transport-ws socket from the loopback address `client` (`None`: refused).
 async fn socket_from(client: [u8; 4], server: &TestServer, target: SocketAddr) -> Option<Socket> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = server
-        .url("/graphql/ws")
-        .replace("http://", "ws://")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
+    let request = server.socket_request();
     let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp_from(client, target).await);
     let (socket, _) = tokio_tungstenite::client_async(request, stream)
         .await

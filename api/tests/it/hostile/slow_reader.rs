@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
@@ -31,15 +30,7 @@ async fn reading_nothing(
     let tcp = tokio::net::TcpSocket::new_v4().unwrap();
     tcp.set_recv_buffer_size(4096).unwrap();
     let stream = tcp.connect(address).await.unwrap();
-    let mut request = server
-        .url("/graphql/ws")
-        .replace("http://", "ws://")
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
+    let request = server.socket_request();
     let (mut socket, _) = tokio_tungstenite::client_async(request, stream)
         .await
         .unwrap();
