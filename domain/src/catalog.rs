@@ -97,19 +97,19 @@ fn meta(event_type: &str) -> Option<Meta> {
         "LoginSucceeded" => meta(
             Business,
             "AttemptLogin",
-            "A login succeeded; the failure counter and any lockout are cleared.",
+            "A login succeeded; its source's failure count (and the account-wide one) is cleared, never another source's (version 2.0: `source`).",
             &["projection: users (last login)", "audit: login history (query over events)"],
         ),
         "LoginFailed" => meta(
             Business,
             "AttemptLogin",
-            "A login failed (wrong password). Recorded even though the caller reports a failure.",
+            "A login failed (wrong password). Recorded even though the caller reports a failure. Counts against its source and towards the account-wide ceiling until `counts_until` (version 2.0: `source`, `counts_until`).",
             &["audit: login history (query over events)"],
         ),
         "UserLockedOut" => meta(
             Business,
             "AttemptLogin",
-            "Too many consecutive failed logins: logins are refused until `until`.",
+            "Too many consecutive failed logins: logins from `source` are refused until `until`; with no source (the account-wide ceiling, an unknown source, or recorded before version 2.0), every login of the account is.",
             &["projection: users (locked_until)", "audit: login history (query over events)"],
         ),
         "ResetPasswordTokenCreated" => meta(
@@ -425,7 +425,15 @@ fn field_type(event_type: &str, field: &str) -> Option<&'static str> {
         (_, "password_hash") => "string (password hash)",
         (_, "at" | "expires_at" | "until" | "requested_at") => TIMESTAMP,
         (_, "birth_date" | "enrolled_on" | "cancelled_on") => DATE,
-        (_, "consecutive_failures") => "integer (failures in a row, including this one)",
+        (_, "consecutive_failures") => {
+            "integer (failures in a row from the source, including this one; from the account before 2.0)"
+        }
+        (_, "source") => {
+            "LoginSource or null (the client's IPv4 address, or its IPv6 /64 as `prefix/64`; null: unknown, the whole account)"
+        }
+        (_, "counts_until") => {
+            "timestamp or null (until when the failure counts; null before 2.0: until a success or a lockout)"
+        }
         (_, "age_years") => "integer (whole years)",
         (_, "capacity") => "Capacity (integer 1..=10000)",
         (_, "city") => "CityName (string, 1..=120 chars)",

@@ -109,8 +109,9 @@ pub const ALL: &[&str] = &[
 ];
 
 /// Implements [`cqrs_es::DomainEvent`] for an aggregate's event enum: each variant's
-/// stored type name (one of the constants above) and the payload version of every
-/// variant, `"1.0"` unless `version = ...` says otherwise.
+/// stored type name (one of the constants above) and its payload version: the one
+/// after the variant (`Variant => NAME @ VERSION`), else the enum's (`version = ...`),
+/// else `"1.0"`.
 macro_rules! impl_domain_event {
     (@version) => {
         "1.0"
@@ -118,7 +119,15 @@ macro_rules! impl_domain_event {
     (@version $version:path) => {
         $version
     };
-    ($event:ty $(, version = $version:path)? { $($variant:ident => $name:ident),+ $(,)? }) => {
+    (@variant $default:ident) => {
+        $default
+    };
+    (@variant $default:ident $version:path) => {
+        $version
+    };
+    ($event:ty $(, version = $version:path)? {
+        $($variant:ident => $name:ident $(@ $variant_version:path)?),+ $(,)?
+    }) => {
         impl ::cqrs_es::DomainEvent for $event {
             fn event_type(&self) -> String {
                 match self {
@@ -128,7 +137,14 @@ macro_rules! impl_domain_event {
             }
 
             fn event_version(&self) -> String {
-                $crate::event_types::impl_domain_event!(@version $($version)?).to_owned()
+                let enum_version: &str =
+                    $crate::event_types::impl_domain_event!(@version $($version)?);
+                match self {
+                    $(Self::$variant { .. } => $crate::event_types::impl_domain_event!(
+                        @variant enum_version $($variant_version)?
+                    ),)+
+                }
+                .to_owned()
             }
         }
     };

@@ -15,6 +15,11 @@ pub fn instant() -> DateTime<Utc> {
         .expect("valid literal instant")
 }
 
+/// A documentation address (RFC 5737).
+pub fn login_source() -> LoginSource {
+    LoginSource::parse("203.0.113.9").expect("an IPv4 address")
+}
+
 pub fn day() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 2, 3).expect("valid literal date")
 }

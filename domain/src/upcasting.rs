@@ -9,17 +9,28 @@ use cqrs_es::persist::{EventUpcaster, SemanticVersionEventUpcaster, SerializedEv
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::event_types::{LOGIN_FAILED, LOGIN_SUCCEEDED, STUDENT_CREATED, USER_LOCKED_OUT};
 use crate::student::STUDENT_CREATED_VERSION;
+use crate::user::LOGIN_EVENTS_VERSION;
 
 /// Every upcaster, for the event store (`PostgresEventRepository::with_upcasters` or
 /// equivalent). Each one applies to payloads of its event type with a version older than
 /// its target; they run in order, so a chain 1.0 → 2.0 → 3.0 is listed oldest first.
 pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
-    vec![Box::new(SemanticVersionEventUpcaster::new(
-        crate::event_types::STUDENT_CREATED,
-        STUDENT_CREATED_VERSION,
-        Box::new(student_created_v1_to_v2),
-    ))]
+    let upcaster = |event_type: &str, version: &str, upcast: fn(Value) -> Value| {
+        let upcaster = SemanticVersionEventUpcaster::new(event_type, version, Box::new(upcast));
+        Box::new(upcaster) as Box<dyn EventUpcaster>
+    };
+    vec![
+        upcaster(
+            STUDENT_CREATED,
+            STUDENT_CREATED_VERSION,
+            student_created_v1_to_v2,
+        ),
+        upcaster(LOGIN_SUCCEEDED, LOGIN_EVENTS_VERSION, login_v1_to_v2),
+        upcaster(LOGIN_FAILED, LOGIN_EVENTS_VERSION, login_failed_v1_to_v2),
+        upcaster(USER_LOCKED_OUT, LOGIN_EVENTS_VERSION, login_v1_to_v2),
+    ]
 }
 
 /// Deserializes a stored payload of `event_type` at `event_version` as `E`, upcasting it
@@ -70,6 +81,27 @@ fn student_created_v1_to_v2(mut payload: Value) -> Value {
         if let Some(Value::String(email)) = fields.get_mut("email") {
             *email = email.trim().to_lowercase();
         }
+    }
+    payload
+}
+
+/// `LoginSucceeded` and `UserLockedOut` 1.0 → 2.0: `source` added. A 1.0 event had none
+/// and meant the whole account (a success cleared its count, a lockout locked all of
+/// it), which is what `source: null` means.
+fn login_v1_to_v2(mut payload: Value) -> Value {
+    if let Some(fields) = payload.as_object_mut() {
+        fields.entry("source").or_insert(Value::Null);
+    }
+    payload
+}
+
+/// `LoginFailed` 1.0 → 2.0: `source` and `counts_until` added. A 1.0 failure counted
+/// against the whole account until a success or a lockout: `source: null`,
+/// `counts_until: null`.
+fn login_failed_v1_to_v2(payload: Value) -> Value {
+    let mut payload = login_v1_to_v2(payload);
+    if let Some(fields) = payload.as_object_mut() {
+        fields.entry("counts_until").or_insert(Value::Null);
     }
     payload
 }

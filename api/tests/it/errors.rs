@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 mod held_log;
 mod identity;
+mod lockout;
 mod service;
 
 async fn post_raw(server: &TestServer, body: &'static str) -> (u16, Value) {

@@ -33,9 +33,12 @@ pub enum UserCommand {
         password_hash: Option<String>,
     },
     /// Actor: anyone at the login form. The caller verified the password against the
-    /// stored hash; see the module docs for how a failure is reported.
+    /// stored hash; see the module docs for how a failure is reported. Failures and
+    /// lockouts are counted per `source`; `None` (unknown) counts as the whole
+    /// account, as every login did before sources.
     AttemptLogin {
         password_matches: bool,
+        source: Option<LoginSource>,
         now: DateTime<Utc>,
     },
     /// Actor: anyone at the "forgot password" form. The token expires

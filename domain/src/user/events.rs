@@ -3,6 +3,12 @@
 use super::*;
 use crate::event_types::impl_domain_event;
 
+/// Version of `LoginSucceeded`, `LoginFailed` and `UserLockedOut`. 1.0 had no login
+/// source: a failure counted against the account and a lockout locked all of it. The
+/// upcasters (`crate::upcasters`) give 1.0 payloads `source: null` (and `LoginFailed`
+/// `counts_until: null`), which means exactly that.
+pub const LOGIN_EVENTS_VERSION: &str = "2.0";
+
 /// Events of the `user` aggregate. Stored as internally tagged JSON:
 /// `{"type": "UserCreated", ...fields}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,15 +26,31 @@ pub enum UserEvent {
         institution_id: Option<InstitutionId>,
         password_hash: Option<String>,
     },
+    /// Version 2.0 added `source` (see [`LOGIN_EVENTS_VERSION`]).
     LoginSucceeded {
         at: DateTime<Utc>,
+        /// Where the login came from; `None`: unknown (all logins before 2.0).
+        source: Option<LoginSource>,
     },
+    /// Version 2.0 added `source` and `counts_until`.
     LoginFailed {
         at: DateTime<Utc>,
+        /// Failures in a row from `source` (from the account, before 2.0), this one
+        /// included.
         consecutive_failures: u32,
+        /// Where the login came from; `None`: unknown (all failures before 2.0), counted
+        /// as the account's.
+        source: Option<LoginSource>,
+        /// Until when this failure counts against its source and towards the account's
+        /// ceiling; `None` (before 2.0): until a success or a lockout.
+        counts_until: Option<DateTime<Utc>>,
     },
+    /// Version 2.0 added `source`: only that source is locked out. `None` locks the
+    /// whole account: the ceiling of failures from all sources was reached, the source
+    /// was unknown, or the event was recorded before 2.0.
     UserLockedOut {
         until: DateTime<Utc>,
+        source: Option<LoginSource>,
     },
     ResetPasswordTokenCreated {
         token_hash: String,
@@ -94,9 +116,9 @@ pub enum EmailChangeLink {
 impl_domain_event!(UserEvent {
     PendingUserRegisterCreated => PENDING_USER_REGISTER_CREATED,
     UserCreated => USER_CREATED,
-    LoginSucceeded => LOGIN_SUCCEEDED,
-    LoginFailed => LOGIN_FAILED,
-    UserLockedOut => USER_LOCKED_OUT,
+    LoginSucceeded => LOGIN_SUCCEEDED @ LOGIN_EVENTS_VERSION,
+    LoginFailed => LOGIN_FAILED @ LOGIN_EVENTS_VERSION,
+    UserLockedOut => USER_LOCKED_OUT @ LOGIN_EVENTS_VERSION,
     ResetPasswordTokenCreated => RESET_PASSWORD_TOKEN_CREATED,
     PasswordReset => PASSWORD_RESET,
     UserUpdated => USER_UPDATED,
@@ -130,12 +152,20 @@ pub fn sample_events() -> Vec<UserEvent> {
             institution_id: Some(institution_id()),
             password_hash: Some("$argon2id$v=19$...".to_owned()),
         },
-        UserEvent::LoginSucceeded { at: instant() },
+        UserEvent::LoginSucceeded {
+            at: instant(),
+            source: Some(login_source()),
+        },
         UserEvent::LoginFailed {
             at: instant(),
             consecutive_failures: 2,
+            source: Some(login_source()),
+            counts_until: Some(instant() + Duration::minutes(15)),
         },
-        UserEvent::UserLockedOut { until: instant() },
+        UserEvent::UserLockedOut {
+            until: instant() + Duration::minutes(15),
+            source: Some(login_source()),
+        },
         UserEvent::ResetPasswordTokenCreated {
             token_hash: "sha256:reset".to_owned(),
             expires_at: instant(),

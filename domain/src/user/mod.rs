@@ -3,8 +3,9 @@
 //!
 //! Secrets never reach the domain in clear: callers hash tokens and passwords and pass
 //! the hashes in, and compare a submitted password themselves (`password_matches`), so
-//! this module stays pure. Policy values (lockout threshold and duration, reset-token
-//! lifetime) come from [`UserServices`].
+//! this module stays pure. Policy values (lockout thresholds and duration, reset-token
+//! lifetime) come from [`UserServices`]. Lockouts are per account and source
+//! (`lockout.rs`).
 //!
 //! **Invariant:** a failed login is *recorded*, so `AttemptLogin` with a wrong password
 //! returns `Ok(())` with `LoginFailed` (and maybe `UserLockedOut`) events; the caller must
@@ -19,15 +20,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::aggregate::impl_aggregate;
 use crate::errors::{impl_rejection, RejectionKind};
-use crate::values::{Email, InstitutionId, InstitutionName, PersonName};
+use crate::values::{Email, InstitutionId, InstitutionName, LoginSource, PersonName};
 
 mod commands;
 mod errors;
 mod events;
+mod lockout;
 
 pub use commands::UserCommand;
 pub use errors::UserError;
-pub use events::{sample_events, EmailChangeLink, UserEvent};
+pub use events::{sample_events, EmailChangeLink, UserEvent, LOGIN_EVENTS_VERSION};
+
+use lockout::Logins;
 
 /// What a user may do. Admins operate the platform; managers, teachers and students
 /// belong to one institution; an observer (support staff) reads what its scope allows
@@ -48,9 +52,19 @@ pub enum Role {
 /// caller may build its own from configuration.
 #[derive(Debug, Clone)]
 pub struct UserServices {
-    /// Consecutive failed logins that lock the account.
+    /// Consecutive failed logins from one source (an IPv4 address, an IPv6 /64) that
+    /// lock that source out; other sources can still log in.
     pub max_failed_logins: u32,
-    /// How long a lockout lasts.
+    /// Consecutive failed logins from all sources together (none more than `lockout`
+    /// after the one before, no success in between) that lock the whole account.
+    ///
+    /// The trade-off: per-source lockouts alone leave a guesser with many addresses
+    /// unbounded; this ceiling bounds it (fewer than this many guesses, then the
+    /// account locks; as many again after each of the owner's successes), at the
+    /// price that such a crowd (with the defaults, 10 sources or more) can still keep
+    /// the owner locked out, as any one source could before.
+    pub max_failed_logins_per_account: u32,
+    /// How long a lockout lasts, and how long a failure counts towards one.
     pub lockout: Duration,
     /// How long a reset-password token stays valid.
     pub reset_token_ttl: Duration,
@@ -68,6 +82,7 @@ impl Default for UserServices {
     fn default() -> Self {
         Self {
             max_failed_logins: 5,
+            max_failed_logins_per_account: 50,
             lockout: Duration::minutes(15),
             reset_token_ttl: Duration::hours(1),
             max_reset_requests: 3,
@@ -148,8 +163,7 @@ pub struct User {
     password_hash: Option<String>,
     signup_tokens: Vec<IssuedToken>,
     reset_tokens: Vec<IssuedToken>,
-    consecutive_failures: u32,
-    locked_until: Option<DateTime<Utc>>,
+    logins: Logins,
     credential_version: u32,
     /// The last requested e-mail change not yet confirmed: address, token hash, expiry.
     pending_email: Option<(Email, String, DateTime<Utc>)>,
@@ -194,8 +208,23 @@ impl User {
     pub fn password_hash(&self) -> Option<&str> {
         self.password_hash.as_deref()
     }
+    /// Until when the whole account was locked out (ended or not).
     pub fn locked_until(&self) -> Option<DateTime<Utc>> {
-        self.locked_until
+        self.logins.account_locked_until()
+    }
+    /// Until when a login from `source` is refused at `now` (the account's lockout or
+    /// the source's own), if it is.
+    pub fn locked_out_until(
+        &self,
+        source: Option<&LoginSource>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        self.logins.locked_until(source, now)
+    }
+    /// How many login sources the account remembers (failures that still count, or a
+    /// lockout): bounded, since a source is forgotten once neither matters.
+    pub fn login_sources_remembered(&self) -> usize {
+        self.logins.sources_remembered()
     }
 
     /// Refuses commands that need an existing, active account.
@@ -319,27 +348,18 @@ impl User {
     fn attempt_login(
         &self,
         password_matches: bool,
+        source: Option<LoginSource>,
         now: DateTime<Utc>,
         services: &UserServices,
     ) -> Result<Vec<UserEvent>, UserError> {
         self.ensure_active()?;
-        if let Some(until) = self.locked_until.filter(|until| *until > now) {
+        if let Some(until) = self.logins.locked_until(source.as_ref(), now) {
             return Err(UserError::LockedOut { until });
         }
         if password_matches {
-            return Ok(vec![UserEvent::LoginSucceeded { at: now }]);
+            return Ok(vec![UserEvent::LoginSucceeded { at: now, source }]);
         }
-        let consecutive_failures = self.consecutive_failures + 1;
-        let mut events = vec![UserEvent::LoginFailed {
-            at: now,
-            consecutive_failures,
-        }];
-        if consecutive_failures >= services.max_failed_logins {
-            events.push(UserEvent::UserLockedOut {
-                until: now + services.lockout,
-            });
-        }
-        Ok(events)
+        Ok(self.logins.fail(source, now, services))
     }
 
     /// What [`UserCommand::ResetPassword`] decides about `token_hash` at `now`, without
@@ -434,8 +454,9 @@ impl User {
             } => vec![self.create(email, name, role, institution_id, password_hash)?],
             UserCommand::AttemptLogin {
                 password_matches,
+                source,
                 now,
-            } => self.attempt_login(password_matches, now, services)?,
+            } => self.attempt_login(password_matches, source, now, services)?,
             UserCommand::RequestPasswordReset { token_hash, now } => {
                 self.ensure_active()?;
                 // Tokens still valid were issued within one lifetime of now.
@@ -536,19 +557,18 @@ impl User {
                     token.used = true;
                 }
             }
-            UserEvent::LoginSucceeded { .. } => {
-                self.consecutive_failures = 0;
-                self.locked_until = None;
+            UserEvent::LoginSucceeded { at, source } => {
+                self.logins.record_success(at, source.as_ref())
             }
             UserEvent::LoginFailed {
+                at,
                 consecutive_failures,
-                ..
-            } => self.consecutive_failures = consecutive_failures,
-            UserEvent::UserLockedOut { until } => {
-                self.locked_until = Some(until);
-                // After the lockout ends the user gets a full set of attempts again.
-                self.consecutive_failures = 0;
-            }
+                source,
+                counts_until,
+            } => self
+                .logins
+                .record_failure(at, consecutive_failures, source, counts_until),
+            UserEvent::UserLockedOut { until, source } => self.logins.record_lockout(until, source),
             UserEvent::ResetPasswordTokenCreated {
                 token_hash,
                 expires_at,
@@ -561,8 +581,9 @@ impl User {
                 ..
             } => {
                 self.password_hash = Some(password_hash);
-                self.consecutive_failures = 0;
-                self.locked_until = None;
+                // The owner proved access to the mailbox: every count and lockout
+                // ends, the owner's own source's included.
+                self.logins = Logins::default();
                 self.credential_version += 1;
                 if let Some(token) = self
                     .reset_tokens

@@ -1,5 +1,5 @@
 //! Validated values that cross the domain boundary: identifiers, names, e-mail addresses,
-//! birth dates, capacities and grade notes.
+//! birth dates, capacities, grade notes and login sources.
 //!
 //! Parse, don't validate: every constructor returns `Result<T, ValidationError>`, and once a
 //! value exists it is valid. Deserialization goes through the same parsers (`try_from`), so a
@@ -12,6 +12,7 @@ mod capacity;
 mod email;
 mod grade_note;
 mod ids;
+mod login_source;
 mod names;
 #[cfg(test)]
 mod tests;
@@ -24,5 +25,6 @@ pub use grade_note::GradeNote;
 pub use ids::{
     ApplicationId, CampusId, CourseId, ExamGradeId, InstitutionId, StudentId, TeacherId, UserId,
 };
+pub use login_source::LoginSource;
 pub use names::{CampusName, CityName, CourseName, ExamName, InstitutionName, PersonName};
 pub use validation::{ValidationError, ValidationReason};

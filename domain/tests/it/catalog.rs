@@ -97,4 +97,16 @@ fn catalog_lists_the_seed_events_with_their_tasks() {
         .expect("StudentCreated is catalogued");
     assert_eq!(student_created.version, "2.0");
     assert_eq!(student_created.aggregate, "student");
+    // Versions are per event type: the login events gained their source in 2.0, the
+    // other user events are still at 1.0.
+    let version_of = |event_type: &str| {
+        catalog
+            .iter()
+            .find(|event| event.event_type == event_type)
+            .map(|event| event.version.as_str())
+    };
+    for event_type in ["LoginSucceeded", "LoginFailed", "UserLockedOut"] {
+        assert_eq!(version_of(event_type), Some("2.0"), "{event_type}");
+    }
+    assert_eq!(version_of("UserCreated"), Some("1.0"));
 }

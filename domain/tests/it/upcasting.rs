@@ -68,3 +68,103 @@ fn other_event_types_are_not_touched() {
     let event = stored("TeacherCreated", "1.0", payload);
     assert_eq!(upcast(event.clone(), &upcasters()), event);
 }
+
+/// Login events of 1.0 had no source: a failure counted against the whole account and a
+/// lockout locked all of it. They load as 2.0 with `source: null`, which means that.
+#[test]
+fn login_events_of_version_1_load_and_mean_what_they_meant() {
+    use aula_domain::user::{User, UserCommand, UserError, UserEvent, UserServices};
+    use aula_domain::values::LoginSource;
+    use chrono::{TimeZone, Utc};
+
+    let at = |minute| Utc.with_ymd_and_hms(2026, 2, 3, 12, minute, 0).unwrap();
+    let v1 = |payload: serde_json::Value| {
+        let event_type = payload["type"].as_str().unwrap().to_owned();
+        let upcasted = upcast(stored(&event_type, "1.0", payload), &upcasters());
+        assert_eq!(upcasted.event_version, "2.0.0", "{event_type}");
+        let event: UserEvent = serde_json::from_value(upcasted.payload).unwrap();
+        assert_eq!(event.event_version(), "2.0");
+        event
+    };
+    let failed = v1(serde_json::json!({
+        "type": "LoginFailed", "at": "2026-02-03T12:05:00Z", "consecutive_failures": 5
+    }));
+    assert_eq!(
+        failed,
+        UserEvent::LoginFailed {
+            at: at(5),
+            consecutive_failures: 5,
+            source: None,
+            counts_until: None,
+        }
+    );
+    let locked = v1(serde_json::json!({"type": "UserLockedOut", "until": "2026-02-03T12:20:00Z"}));
+    assert_eq!(
+        locked,
+        UserEvent::UserLockedOut {
+            until: at(20),
+            source: None,
+        }
+    );
+    let succeeded = v1(serde_json::json!({"type": "LoginSucceeded", "at": "2026-02-03T12:01:00Z"}));
+    assert_eq!(
+        succeeded,
+        UserEvent::LoginSucceeded {
+            at: at(1),
+            source: None,
+        }
+    );
+
+    let created = aula_domain::user::sample_events()
+        .into_iter()
+        .find(|event| matches!(event, UserEvent::UserCreated { .. }))
+        .unwrap();
+    let login = |address: &str, minute| UserCommand::AttemptLogin {
+        password_matches: true,
+        source: Some(LoginSource::from_ip(address.parse().unwrap())),
+        now: at(minute),
+    };
+    // An old lockout locks the whole account, from any source, until it ends.
+    for address in ["198.51.100.7", "2001:db8::1"] {
+        cqrs_es::test::TestFramework::<User>::with(UserServices::default())
+            .given(vec![
+                created.clone(),
+                succeeded.clone(),
+                failed.clone(),
+                locked.clone(),
+            ])
+            .when(login(address, 19))
+            .then_expect_error(UserError::LockedOut { until: at(20) });
+    }
+    cqrs_es::test::TestFramework::<User>::with(UserServices::default())
+        .given(vec![created.clone(), failed.clone(), locked])
+        .when(login("198.51.100.7", 20))
+        .then_expect_events(vec![UserEvent::LoginSucceeded {
+            at: at(20),
+            source: Some(LoginSource::from_ip("198.51.100.7".parse().unwrap())),
+        }]);
+    // Old failures without a lockout still count against the account: one more from
+    // no known source reaches the old threshold.
+    let four = v1(serde_json::json!({
+        "type": "LoginFailed", "at": "2026-02-03T12:05:00Z", "consecutive_failures": 4
+    }));
+    cqrs_es::test::TestFramework::<User>::with(UserServices::default())
+        .given(vec![created, four])
+        .when(UserCommand::AttemptLogin {
+            password_matches: false,
+            source: None,
+            now: at(30),
+        })
+        .then_expect_events(vec![
+            UserEvent::LoginFailed {
+                at: at(30),
+                consecutive_failures: 5,
+                source: None,
+                counts_until: Some(at(45)),
+            },
+            UserEvent::UserLockedOut {
+                until: at(45),
+                source: None,
+            },
+        ]);
+}

@@ -3,7 +3,7 @@
 use aula_domain::user::{
     EmailChangeLink, Role, User, UserCommand, UserError, UserEvent, UserServices,
 };
-use aula_domain::values::{Email, InstitutionId, InstitutionName, PersonName};
+use aula_domain::values::{Email, InstitutionId, InstitutionName, LoginSource, PersonName};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use cqrs_es::test::TestFramework;
 use uuid::Uuid;
@@ -99,18 +99,56 @@ fn confirm(token: &str, now: DateTime<Utc>) -> UserCommand {
     }
 }
 
+/// A client address reduced to its login source.
+fn source(address: &str) -> LoginSource {
+    LoginSource::from_ip(address.parse().unwrap())
+}
+
+/// Where the account's owner logs in from.
+fn home() -> LoginSource {
+    source("198.51.100.7")
+}
+
+/// A login from [`home`].
 fn login(password_matches: bool, now: DateTime<Utc>) -> UserCommand {
+    login_from(Some(home()), password_matches, now)
+}
+
+fn login_from(
+    source: Option<LoginSource>,
+    password_matches: bool,
+    now: DateTime<Utc>,
+) -> UserCommand {
     UserCommand::AttemptLogin {
         password_matches,
+        source,
         now,
     }
 }
 
+fn logged_in(at: DateTime<Utc>) -> UserEvent {
+    UserEvent::LoginSucceeded {
+        at,
+        source: Some(home()),
+    }
+}
+
+/// A failure from [`home`], counting for the default 15 minutes.
 fn failed(at: DateTime<Utc>, consecutive_failures: u32) -> UserEvent {
+    failed_from(home(), at, consecutive_failures)
+}
+
+fn failed_from(source: LoginSource, at: DateTime<Utc>, consecutive_failures: u32) -> UserEvent {
     UserEvent::LoginFailed {
         at,
         consecutive_failures,
+        source: Some(source),
+        counts_until: Some(at + Duration::minutes(15)),
     }
+}
+
+fn locked_out(source: Option<LoginSource>, until: DateTime<Utc>) -> UserEvent {
+    UserEvent::UserLockedOut { until, source }
 }
 
 fn reset_token(token: &str, expires_at: DateTime<Utc>) -> UserEvent {

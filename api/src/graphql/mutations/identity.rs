@@ -172,10 +172,12 @@ impl IdentityMutation {
 
     /// Public, rate-limited. Returns a signed access token. A wrong password is
     /// UNAUTHENTICATED `INVALID_CREDENTIALS` (and recorded); the failure that reaches
-    /// the threshold locks the account for the lockout duration. Only the right
-    /// password learns of the lockout (FORBIDDEN `USER_LOCKED_OUT`): to anyone else a
-    /// locked account answers as an unknown e-mail does, so failing on purpose cannot
-    /// tell which e-mails have accounts.
+    /// the threshold locks the account out for the lockout duration from the client's
+    /// address (its IPv6 /64), so a stranger locks out only themselves; failures from
+    /// all addresses together reach a much higher ceiling before the whole account is
+    /// locked. Only the right password learns of the lockout (FORBIDDEN
+    /// `USER_LOCKED_OUT`): to anyone else a locked account answers as an unknown e-mail
+    /// does, so failing on purpose cannot tell which e-mails have accounts.
     async fn login(ctx, input: LoginInput) -> LoginResult {
         rate_limit(ctx)?;
         let state = state(ctx);
@@ -201,6 +203,8 @@ impl IdentityMutation {
         }
         let command = UserCommand::AttemptLogin {
             password_matches: matches,
+            // The address the per-address rate limit keys on (a trusted proxy's client).
+            source: request(ctx).client.map(LoginSource::from_ip),
             now: state.clock.now(),
         };
         let institution = user.institution_id().map(|id| id.as_uuid());

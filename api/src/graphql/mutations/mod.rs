@@ -25,8 +25,8 @@ use aula_domain::teacher::TeacherCommand;
 use aula_domain::user::{Role as DomainRole, User, UserCommand, UserError, UserEvent, UserStatus};
 use aula_domain::values::{
     ApplicationId, BirthDate, CampusId, CampusName, Capacity, CityName, CourseId, CourseName,
-    Email, ExamName, GradeNote, InstitutionId, InstitutionName, PersonName, StudentId, TeacherId,
-    UserId, ValidationError,
+    Email, ExamName, GradeNote, InstitutionId, InstitutionName, LoginSource, PersonName, StudentId,
+    TeacherId, UserId, ValidationError,
 };
 use aula_eventlog::{CommandBus, CommandError, Committed, EventMetadata};
 use chrono::Duration;

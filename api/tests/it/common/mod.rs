@@ -226,7 +226,13 @@ impl TestServer {
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Value {
-        self.gql(
+        self.login_from(&self.client, email, password).await
+    }
+
+    /// [`TestServer::login`] from `client` (one bound to an address of its own, say).
+    pub async fn login_from(&self, client: &reqwest::Client, email: &str, password: &str) -> Value {
+        self.gql_from(
+            client,
             None,
             "mutation($input: LoginInput!) { login(input: $input) { accessToken expiresAt userId role institutionId logPosition } }",
             json!({ "input": { "email": email, "password": password } }),

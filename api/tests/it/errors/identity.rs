@@ -15,9 +15,10 @@ async fn expired_access_token_is_unauthenticated() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn five_failed_logins_lock_the_account() {
+async fn five_failed_logins_lock_out_their_address() {
     let (server, a) = TestServer::with_institution("Escola C").await;
-    // Four failures, the fifth that locks the account and a sixth during the lockout
+    // Four failures, the fifth that locks the account out from this address (the only
+    // one here; other addresses: `errors::lockout`) and a sixth during the lockout
     // all answer as a wrong password (as an unknown e-mail does): failing on purpose
     // cannot tell which e-mails have accounts.
     for attempt in 1..=6 {

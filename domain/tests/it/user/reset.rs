@@ -44,12 +44,12 @@ fn resetting_with_the_current_token_replaces_the_password() {
 fn resetting_clears_a_lockout() {
     let given = active_then([
         failed(t(0), 5),
-        UserEvent::UserLockedOut { until: t(15) },
+        locked_out(Some(home()), t(15)),
+        locked_out(None, t(15)),
         reset_token("reset-1", t(60)),
         password_reset("reset-1", t(5)),
     ]);
-    let logged_in = UserEvent::LoginSucceeded { at: t(6) };
-    check(given, login(true, t(6)), Ok(vec![logged_in]));
+    check(given, login(true, t(6)), Ok(vec![logged_in(t(6))]));
 }
 
 /// An expired, used, superseded or never issued token resets nothing.
