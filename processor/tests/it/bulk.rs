@@ -542,22 +542,7 @@ async fn job_on_failed_courses() -> (TestDatabase, Uuid, String, BulkOptions) {
         ..BulkFilter::default()
     };
     let up_to = bulk::current_bound(&db.pool).await.unwrap();
-    let options = BulkOptions {
-        batch_size: 2,
-        ..BulkOptions::default()
-    };
-    let owner = bulk::runner_name();
-    let id = bulk::create_job(
-        &db.pool,
-        &filter,
-        up_to,
-        Actor::System,
-        None,
-        &owner,
-        options.lease,
-    )
-    .await
-    .unwrap();
+    let (id, owner, options) = common::job_in_batches_of_two(&db.pool, &filter, up_to).await;
     (db, id, owner, options)
 }
 

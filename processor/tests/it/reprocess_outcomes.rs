@@ -267,22 +267,8 @@ async fn a_bulk_job_counts_what_single_reprocesses_resolved_meanwhile_as_skipped
         (preview.count == 6).then_some((preview, filter))
     })
     .await;
-    let owner = bulk::runner_name();
-    let options = BulkOptions {
-        batch_size: 2,
-        ..BulkOptions::default()
-    };
-    let job = bulk::create_job(
-        &db.pool,
-        &filter,
-        preview.up_to,
-        Actor::System,
-        None,
-        &owner,
-        options.lease,
-    )
-    .await
-    .unwrap();
+    let (job, owner, options) =
+        common::job_in_batches_of_two(&db.pool, &filter, preview.up_to).await;
 
     // Meanwhile an operator reprocesses two of them one by one, and their copies fix them.
     for original in [events[1], events[4]] {

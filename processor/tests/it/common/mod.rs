@@ -371,6 +371,33 @@ pub async fn standard_on_new_database() -> (TestDatabase, Running, RecordingMail
 }
 
 /// Bounds a wait so a broken implementation fails instead of hanging.
+/// A bulk job of `filter` up to `up_to`, recorded by the system and not yet run, with
+/// batches of two: its id, its runner's name and the options to run it with.
+pub async fn job_in_batches_of_two(
+    pool: &sqlx::PgPool,
+    filter: &aula_processor::bulk::BulkFilter,
+    up_to: aula_eventlog::LogPosition,
+) -> (uuid::Uuid, String, aula_processor::bulk::BulkOptions) {
+    use aula_processor::bulk::{self, BulkOptions};
+    let owner = bulk::runner_name();
+    let options = BulkOptions {
+        batch_size: 2,
+        ..BulkOptions::default()
+    };
+    let id = bulk::create_job(
+        pool,
+        filter,
+        up_to,
+        Actor::System,
+        None,
+        &owner,
+        options.lease,
+    )
+    .await
+    .unwrap();
+    (id, owner, options)
+}
+
 pub async fn within<F: Future>(future: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(120), future)
         .await
