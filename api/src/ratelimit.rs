@@ -1,11 +1,11 @@
 //! Token buckets: per client address for the public mutations and anonymous reads,
 //! per account for signed-in reads and writes.
 //!
-//! Bounded: at most [`MAX_TRACKED`] keys are kept. Above it, buckets that refilled
-//! are forgotten (a new one starts full: nothing is lost); if that is not enough
-//! (a crowd of keys all spending), the fullest are forgotten until a quarter of the
-//! room is free, so the keys most held back stay held back, and the work of making
-//! room is paid once per many new keys, not on every request.
+//! Bounded: at most 10,000 keys (`MAX_TRACKED`) are kept. At the bound, buckets that refilled
+//! are forgotten (a new one starts full: nothing is lost), then, if that is not enough
+//! (a crowd of keys all spending), the fullest, until a quarter of the room is free:
+//! the keys most held back stay held back, and the sweep is paid once per 2,500 new
+//! keys, not on every request.
 //!
 //! In memory, per process: with several API instances each limits on its own, which
 //! is good enough against a single abusive client. The address is the TCP peer, or,
@@ -88,13 +88,14 @@ impl<K: Hash + Eq> RateLimiter<K> {
 }
 
 /// Forgets the buckets that refilled; when too few did, the fullest, down to
-/// [`KEEP_WHEN_FULL`] keys.
+/// [`KEEP_WHEN_FULL`] keys. Always down to that many, so that a sweep (linear in the
+/// keys) comes at most once per 2,500 new keys.
 fn make_room<K: Hash + Eq>(buckets: &mut HashMap<K, Bucket>, now: Instant, rate: f64, burst: f64) {
     let level = |bucket: &Bucket| {
         (bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * rate).min(burst)
     };
     buckets.retain(|_, bucket| level(bucket) < burst);
-    if buckets.len() < MAX_TRACKED {
+    if buckets.len() <= KEEP_WHEN_FULL {
         return;
     }
     let mut levels: Vec<f64> = buckets.values().map(level).collect();
