@@ -118,6 +118,17 @@ pub struct ServeArgs {
     )]
     pub http_max_connections_per_client: usize,
 
+    /// Queries and subscriptions one signed-in account may start at once, over HTTP
+    /// and WebSockets together, from any address (then `RATE_LIMITED`).
+    #[arg(long, env = "AULA_ACCOUNT_READS_BURST", default_value_t = 300,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub account_reads_burst: u32,
+
+    /// Queries and subscriptions per minute given back to a signed-in account's budget.
+    #[arg(long, env = "AULA_ACCOUNT_READS_PER_MINUTE", default_value_t = 3000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub account_reads_per_minute: u32,
+
     /// Reverse proxies (CIDR networks or addresses, comma-separated) whose
     /// `X-Forwarded-For`/`Forwarded` headers name the client. Unset: the TCP peer is
     /// the client and those headers are ignored.
@@ -162,6 +173,8 @@ impl Default for ServeArgs {
             http_body_timeout_seconds: 10,
             http_max_connections: 4096,
             http_max_connections_per_client: 256,
+            account_reads_burst: 300,
+            account_reads_per_minute: 3000,
             trusted_proxies: Vec::new(),
         }
     }

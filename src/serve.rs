@@ -297,6 +297,10 @@ async fn api_setup(
         trusted_proxies: args.trusted_proxies.clone(),
         ..aula_api::ServerLimits::default()
     };
+    config.account_read_limit = aula_api::RateLimitConfig {
+        burst: args.account_reads_burst,
+        per_minute: args.account_reads_per_minute,
+    };
     // Read-your-writes waits for every projection, wherever it runs.
     config.projections = aula_projections::NAMES
         .iter()

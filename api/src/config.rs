@@ -23,7 +23,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Token bucket per client address, for the public mutations only.
+/// A token bucket: per client address or per account, as the setting using it says.
 #[derive(Debug, Clone, Copy)]
 pub struct RateLimitConfig {
     /// Requests a client may make at once before it is limited.
@@ -126,8 +126,11 @@ pub struct ApiConfig {
     pub rate_limit: RateLimitConfig,
     /// Mutations of signed-in callers, per account.
     pub account_write_limit: RateLimitConfig,
-    /// Queries of anonymous callers, per client address.
+    /// Queries and subscriptions started by anonymous callers, per client address.
     pub anonymous_read_limit: RateLimitConfig,
+    /// Queries and subscriptions started by signed-in callers, per account, whatever
+    /// address they come from (over HTTP and `/graphql/ws` alike).
+    pub account_read_limit: RateLimitConfig,
     /// Upper bound of a read-your-writes wait.
     pub read_your_writes_timeout: Duration,
     /// Names of the subscriptions (rows of `subscription_checkpoints`) a read-your-writes
@@ -211,6 +214,7 @@ impl ApiConfig {
             || self.rate_limit.burst == 0
             || self.account_write_limit.burst == 0
             || self.anonymous_read_limit.burst == 0
+            || self.account_read_limit.burst == 0
         {
             return Err(ConfigError(
                 "body limit, page size and rate-limit bursts must be positive".into(),
@@ -249,6 +253,12 @@ impl ApiConfig {
             anonymous_read_limit: RateLimitConfig {
                 burst: 120,
                 per_minute: 1200,
+            },
+            // A dashboard tab asks about 3 a second at most (header, list, drawer);
+            // this leaves room for several tabs and scripts of one account.
+            account_read_limit: RateLimitConfig {
+                burst: 300,
+                per_minute: 3000,
             },
             read_your_writes_timeout: Duration::from_secs(5),
             projections: Vec::new(),

@@ -8,7 +8,7 @@
 //! | `CONFLICT` | `reason` | the command contradicts the current state |
 //! | `UNAUTHENTICATED` | `reason` | missing/bad/expired access token, bad credentials or one-time token |
 //! | `FORBIDDEN` | `reason` | the caller may not do this (role, other institution, locked out) |
-//! | `RATE_LIMITED` | `retryAfterSeconds` | too many public requests from one address |
+//! | `RATE_LIMITED` | `retryAfterSeconds` | too many requests from one address or account (HTTP or WebSocket alike) |
 //! | `TIMEOUT` | `requestId` | the request took longer than the configured timeout |
 //! | `UNAVAILABLE` | `retryAfterSeconds`, `requestId` | the database cannot be reached now (down, restarting, every connection busy), or too many password hashes are asked at once: retry; HTTP 503 with `Retry-After` |
 //! | `TIMEOUT` | `requestId`; `recorded`, `id` when known | the request took longer than the configured timeout; `recorded` says whether its change was recorded all the same (`applyToCourse`) |

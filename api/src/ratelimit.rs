@@ -1,5 +1,11 @@
 //! Token buckets: per client address for the public mutations and anonymous reads,
-//! per account for signed-in writes.
+//! per account for signed-in reads and writes.
+//!
+//! Bounded: at most 10,000 keys (`MAX_TRACKED`) are kept. At the bound, buckets that refilled
+//! are forgotten (a new one starts full: nothing is lost), then, if that is not enough
+//! (a crowd of keys all spending), the fullest, until a quarter of the room is free:
+//! the keys most held back stay held back, and the sweep is paid once per 2,500 new
+//! keys, not on every request.
 //!
 //! In memory, per process: with several API instances each limits on its own, which
 //! is good enough against a single abusive client. The address is the TCP peer, or,
@@ -27,8 +33,11 @@ pub struct RateLimiter<K = IpAddr> {
     buckets: Mutex<HashMap<K, Bucket>>,
 }
 
-/// Above this many tracked addresses, full buckets are forgotten.
-const PRUNE_ABOVE: usize = 10_000;
+/// Most keys tracked at once.
+const MAX_TRACKED: usize = 10_000;
+
+/// Keys kept when the fullest are forgotten to make room.
+const KEEP_WHEN_FULL: usize = MAX_TRACKED * 3 / 4;
 
 impl RateLimiter<IpAddr> {
     /// Takes one token for the client address `client`; on refusal, how long until
@@ -59,10 +68,8 @@ impl<K: Hash + Eq> RateLimiter<K> {
             .buckets
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if buckets.len() > PRUNE_ABOVE {
-            buckets.retain(|_, bucket| {
-                bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * rate < burst
-            });
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&client) {
+            make_room(&mut buckets, now, rate, burst);
         }
         let bucket = buckets.entry(client).or_insert(Bucket {
             tokens: burst,
@@ -78,6 +85,25 @@ impl<K: Hash + Eq> RateLimiter<K> {
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
         }
     }
+}
+
+/// Forgets the buckets that refilled; when too few did, the fullest, down to
+/// [`KEEP_WHEN_FULL`] keys. Always down to that many, so that a sweep (linear in the
+/// keys) comes at most once per 2,500 new keys.
+fn make_room<K: Hash + Eq>(buckets: &mut HashMap<K, Bucket>, now: Instant, rate: f64, burst: f64) {
+    let level = |bucket: &Bucket| {
+        (bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * rate).min(burst)
+    };
+    buckets.retain(|_, bucket| level(bucket) < burst);
+    if buckets.len() <= KEEP_WHEN_FULL {
+        return;
+    }
+    let mut levels: Vec<f64> = buckets.values().map(level).collect();
+    // The level below which KEEP_WHEN_FULL buckets lie: those above it go.
+    let (_, threshold, _) = levels.select_nth_unstable_by(KEEP_WHEN_FULL, f64::total_cmp);
+    let threshold = *threshold;
+    // At most KEEP_WHEN_FULL stay (fewer when levels tie at the threshold).
+    buckets.retain(|_, bucket| level(bucket) < threshold);
 }
 
 /// The address a client's bucket is kept under: IPv4 as is, IPv6 by its /64.
@@ -116,6 +142,30 @@ mod tests {
         let wait = limiter.check(a).unwrap_err();
         assert!(wait > Duration::from_secs(50) && wait <= Duration::from_secs(60));
         assert!(limiter.check(b).is_ok());
+    }
+
+    /// A crowd of keys, each spending, cannot grow the map past its bound; the keys
+    /// held back the most are the ones kept.
+    #[test]
+    fn the_keys_tracked_are_bounded_and_the_fullest_go_first() {
+        let limiter = RateLimiter::<u64>::new(RateLimitConfig {
+            burst: 3,
+            per_minute: 1,
+        });
+        // Key 0 spends its whole burst: the most held back of all.
+        for _ in 0..3 {
+            assert!(limiter.check_key(0).is_ok());
+        }
+        assert!(limiter.check_key(0).is_err());
+        for key in 1..(3 * MAX_TRACKED as u64) {
+            assert!(limiter.check_key(key).is_ok());
+            let tracked = limiter.buckets.lock().unwrap().len();
+            assert!(tracked <= MAX_TRACKED, "{tracked} keys tracked");
+        }
+        assert!(
+            limiter.check_key(0).is_err(),
+            "the spent bucket was forgotten"
+        );
     }
 
     #[test]

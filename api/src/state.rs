@@ -62,6 +62,7 @@ pub struct AppState {
     pub(crate) limiter: Arc<RateLimiter>,
     pub(crate) account_writes: Arc<RateLimiter<uuid::Uuid>>,
     pub(crate) anonymous_reads: Arc<RateLimiter>,
+    pub(crate) account_reads: Arc<RateLimiter<uuid::Uuid>>,
     /// Options for extra connections (projection rebuilds); `None`: the pool's own.
     pub(crate) connect: Option<PgConnectOptions>,
     /// Set when the process begins to stop: `/ready` answers 503 from then on, so a
@@ -89,6 +90,7 @@ impl AppState {
             limiter: Arc::new(RateLimiter::new(config.rate_limit)),
             account_writes: Arc::new(RateLimiter::new(config.account_write_limit)),
             anonymous_reads: Arc::new(RateLimiter::new(config.anonymous_read_limit)),
+            account_reads: Arc::new(RateLimiter::new(config.account_read_limit)),
             hashing: Arc::new(crate::secrets::HashingLanes::new(&config.password_lanes)),
             reachability: aula_eventlog::db::Reachability::new((*pool.connect_options()).clone()),
             live: Arc::new(crate::graphql::shared_poll::LivePolls::new(&pool, &config)),

@@ -253,12 +253,16 @@ pub fn build(state: Option<AppState>) -> AulaSchema {
     if let Some(state) = &state {
         builder = builder.extension(limits::DocumentGuard(state.config.document_limits));
     }
+    // Each wraps the ones after it. The parse step runs the checks before execution,
+    // innermost first: the throttle's token, then a socket's session look-up (a
+    // refused operation costs no database work), raced by `Reachable` against an
+    // outage.
     builder = builder
         .extension(PerRequest::<crate::metrics::OperationRecorder>::default())
+        .extension(reachable::Reachable)
         .extension(PerRequest::<session::SessionCheck>::default())
         .extension(PerRequest::<throttle::ThrottleRequest>::default())
-        .extension(SocketErrorCodes)
-        .extension(reachable::Reachable);
+        .extension(SocketErrorCodes);
     if let Some(state) = state {
         builder = builder
             .limit_directives(state.config.document_limits.max_directives)

@@ -62,15 +62,22 @@ impl CoreQuery {
     }
 
     /// Read-your-writes for a later query: waits (bounded by the configured timeout)
-    /// until every projection has consumed the event at `logPosition`; false on timeout.
+    /// until every projection has consumed the event at `logPosition` (a position a
+    /// mutation answered); false on timeout. A position the log does not have is a
+    /// VALIDATION error, never true: past its head (`POSITION_NOT_WRITTEN`: no event
+    /// was written there yet, so nothing can be read) or below 1 (`OUT_OF_RANGE`).
     async fn projections_reached(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "The global log position to wait for.")] log_position: BigInt,
+        #[graphql(
+            desc = "The global log position to wait for: one a mutation answered (at most the log's head)."
+        )]
+        log_position: BigInt,
     ) -> Result<bool, ApiError> {
         let log_position = log_position.0;
         auth::require(request(ctx).claims.as_ref())?;
         let state = state(ctx);
+        written_position(state, log_position).await?;
         Ok(wait_for_projections(
             &state.pool,
             &state.config.projections,
@@ -105,6 +112,35 @@ impl CoreQuery {
         campuses.truncate(first);
         Ok(campuses)
     }
+}
+
+/// Refuses a log position no event can be at: below the first (1) or past the head
+/// of the log. Waiting for one would answer `true` at once ("nothing to wait for"),
+/// telling a client its write is readable at a position nobody wrote. A position at or
+/// below the head that no event holds (a rolled-back transaction's) has nothing to
+/// wait for and passes.
+async fn written_position(state: &AppState, log_position: i64) -> Result<(), ApiError> {
+    if log_position < 1 {
+        return Err(ApiError::validation(
+            "logPosition",
+            "OUT_OF_RANGE",
+            format!("log positions start at 1; {log_position} is none"),
+        ));
+    }
+    let head = aula_eventlog::lookups::log_head(&state.pool)
+        .await?
+        .unwrap_or(0);
+    if log_position > head {
+        return Err(ApiError::validation(
+            "logPosition",
+            "POSITION_NOT_WRITTEN",
+            format!(
+                "no event has been written at log position {log_position}: the log ends at \
+                 {head}; wait for a position a mutation answered"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// What a paged list starts with: the caller, one of `roles`; the state; and the page

@@ -7,9 +7,10 @@
 //! `UNAVAILABLE`. A busy pool is not an outage: the operation goes on waiting.
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextPrepareRequest,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery,
 };
-use async_graphql::{Request, Response, ServerResult};
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{Response, ServerResult, Variables};
 use std::sync::Arc;
 
 use crate::state::AppState;
@@ -25,20 +26,22 @@ impl ExtensionFactory for Reachable {
 
 #[async_trait::async_trait]
 impl Extension for Reachable {
-    /// The checks before execution (a socket's session re-check reads the database).
-    async fn prepare_request(
+    /// The checks before execution (a socket's session re-check reads the database):
+    /// they run in the parse step of the extensions registered after this one.
+    async fn parse_query(
         &self,
         ctx: &ExtensionContext<'_>,
-        request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
         let Some(state) = ctx.data_opt::<AppState>() else {
-            return next.run(ctx, request).await;
+            return next.run(ctx, query, variables).await;
         };
         let started = tokio::time::Instant::now();
         tokio::select! {
             biased;
-            prepared = next.run(ctx, request) => prepared,
+            prepared = next.run(ctx, query, variables) => prepared,
             () = state.reachability.cut(started) => {
                 Err(crate::http::database_unreachable().into_server_error())
             }

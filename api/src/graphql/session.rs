@@ -6,13 +6,16 @@
 //! [`SessionCheck`] (an async-graphql extension) therefore, on connections marked
 //! [`SocketSession`]:
 //! - checks the claims again before every operation sent over the socket (expiry, then
-//!   deactivation: one indexed look-up, as an HTTP request makes);
+//!   deactivation: one indexed look-up, as an HTTP request makes), once it is parsed
+//!   and has its rate-limit token (`throttle`), so an operation refused for the
+//!   account's budget costs no look-up;
 //! - ends every subscription with an UNAUTHENTICATED error when its token expires, or
 //!   when the account is deactivated (checked every
 //!   [`ApiConfig::socket_recheck_interval`](crate::config::ApiConfig) while it streams).
 
-use async_graphql::extensions::{Extension, ExtensionContext, NextPrepareRequest, NextSubscribe};
-use async_graphql::{Request, Response, ServerResult};
+use async_graphql::extensions::{Extension, ExtensionContext, NextParseQuery, NextSubscribe};
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{Response, ServerResult, Variables};
 use futures::future::Either;
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -39,18 +42,22 @@ fn socket_claims<'a>(ctx: &ExtensionContext<'a>) -> Option<(&'a AppState, &'a Cl
 
 #[async_trait::async_trait]
 impl Extension for SessionCheck {
-    async fn prepare_request(
+    /// After the extensions inside it (the throttle's token among them) have parsed
+    /// the operation, before it is validated and run.
+    async fn parse_query(
         &self,
         ctx: &ExtensionContext<'_>,
-        request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let document = next.run(ctx, query, variables).await?;
         if let Some((state, claims)) = socket_claims(ctx) {
             auth::still_valid(&state.pool, claims, state.clock.now())
                 .await
                 .map_err(ApiError::into_server_error)?;
         }
-        next.run(ctx, request).await
+        Ok(document)
     }
 
     fn subscribe<'s>(

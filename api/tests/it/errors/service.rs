@@ -91,6 +91,51 @@ async fn read_your_writes_waits_for_the_configured_projections() {
     server.stop().await;
 }
 
+/// `projectionsReached` waits only for positions the log has: one past its head (no
+/// event written there, so nothing a client wrote) or below its first is a VALIDATION
+/// error, whether or not projections are configured. It used to answer `true`, telling
+/// a client waiting for its write that a position nobody wrote was readable.
+#[tokio::test(flavor = "multi_thread")]
+async fn projections_reached_refuses_positions_the_log_does_not_have() {
+    let server = TestServer::start().await;
+    let a = server.institution("Escola Posição").await;
+    let (head,): (i64,) = sqlx::query_as("SELECT max(global_position) FROM events")
+        .fetch_one(&server.db.pool)
+        .await
+        .unwrap();
+    let reached = |p: Value| {
+        let server = &server;
+        let token = a.manager.token.clone();
+        async move {
+            server
+                .gql(
+                    Some(&token),
+                    "query($p: BigInt!) { projectionsReached(logPosition: $p) }",
+                    json!({ "p": p }),
+                )
+                .await
+        }
+    };
+    let r = reached(json!(head)).await;
+    assert_eq!(r["data"]["projectionsReached"], true, "{r}");
+    for beyond in [
+        json!(head + 1),
+        json!(i64::MAX),
+        json!(i64::MAX.to_string()),
+    ] {
+        let r = reached(beyond).await;
+        assert_reason(&r, "VALIDATION", "POSITION_NOT_WRITTEN");
+        assert_eq!(extension(&r, "field"), "logPosition", "{r}");
+        let message = r["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("{head}")), "{message}");
+    }
+    for below in [0, -1, i64::MIN] {
+        let r = reached(json!(below)).await;
+        assert_reason(&r, "VALIDATION", "OUT_OF_RANGE");
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn health_ready_and_graphiql() {
     let server = TestServer::start().await;

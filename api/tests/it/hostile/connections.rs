@@ -4,7 +4,7 @@
 use super::*;
 
 /// A raw TCP client bound to its own loopback address.
-async fn tcp_from(client: [u8; 4], server: SocketAddr) -> tokio::net::TcpStream {
+pub(super) async fn tcp_from(client: [u8; 4], server: SocketAddr) -> tokio::net::TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket
         .bind(SocketAddr::new(IpAddr::from(client), 0))
@@ -20,14 +20,14 @@ async fn server_with(limits: impl FnOnce(&mut ServerLimits)) -> (TestServer, Soc
 }
 
 /// An HTTP client bound to its own loopback address.
-fn http_client_from(client: [u8; 4]) -> reqwest::Client {
+pub(super) fn http_client_from(client: [u8; 4]) -> reqwest::Client {
     reqwest::Client::builder()
         .local_address(IpAddr::from(client))
         .build()
         .unwrap()
 }
 
-fn addr(server: &TestServer) -> SocketAddr {
+pub(super) fn addr(server: &TestServer) -> SocketAddr {
     server
         .url("")
         .trim_start_matches("http://")
@@ -239,7 +239,7 @@ async fn signed_in_writes_are_limited_per_account_and_anonymous_reads_per_addres
     }
     assert!(codes[..3].iter().all(Option::is_none), "{codes:?}");
     assert_eq!(codes[3].as_deref(), Some("RATE_LIMITED"));
-    // Another account is not affected; signed-in reads are not limited.
+    // Another account is not affected; signed-in reads have a budget of their own.
     assert_ok(&create(b.manager.token.clone(), 9).await);
     for _ in 0..10 {
         assert_ok(&server.query(&a.manager.token, "{ me { id } }").await);
@@ -373,7 +373,11 @@ async fn a_full_house_of_silent_sockets_makes_room_for_newcomers() {
 }
 
 /// A graphql-transport-ws socket from the loopback address `client` (`None`: refused).
-async fn socket_from(client: [u8; 4], server: &TestServer, target: SocketAddr) -> Option<Socket> {
+pub(super) async fn socket_from(
+    client: [u8; 4],
+    server: &TestServer,
+    target: SocketAddr,
+) -> Option<Socket> {
     let request = server.socket_request();
     let stream = tokio_tungstenite::MaybeTlsStream::Plain(tcp_from(client, target).await);
     let (socket, _) = tokio_tungstenite::client_async(request, stream)
@@ -383,7 +387,7 @@ async fn socket_from(client: [u8; 4], server: &TestServer, target: SocketAddr) -
 }
 
 /// The next text message of `socket` as JSON.
-async fn next_json(socket: &mut Socket) -> Value {
+pub(super) async fn next_json(socket: &mut Socket) -> Value {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
             .await

@@ -19,6 +19,13 @@ use crate::common::*;
 const SOCKETS: usize = 10;
 const PER_SOCKET: usize = 100;
 
+/// Room in the account's read budget for every subscription here: these tests measure
+/// what subscriptions cost once started, past the budget that now bounds how fast one
+/// account starts them (`hostile/budgets.rs`).
+fn budget_for_all(config: &mut aula_api::ApiConfig) {
+    config.account_read_limit.burst = (SOCKETS * PER_SOCKET) as u32;
+}
+
 /// `SOCKETS` sockets of `PER_SOCKET` subscriptions `subscription(id)` each, every one
 /// of which has sent its first message.
 async fn streaming(
@@ -78,6 +85,7 @@ async fn transactions_in(server: &TestServer, window: Duration) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn log_position_subscriptions_share_one_poll() {
     let server = TestServer::start_with(|c| {
+        budget_for_all(c);
         c.subscription_poll_interval = Duration::from_millis(10);
     })
     .await;
@@ -110,6 +118,7 @@ async fn log_position_subscriptions_share_one_poll() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_accounts_subscriptions_share_one_session_check() {
     let server = TestServer::start_with(|c| {
+        budget_for_all(c);
         // The log is polled rarely here: only the session checks count.
         c.subscription_poll_interval = Duration::from_secs(60);
         c.socket_recheck_interval = Duration::from_millis(10);
