@@ -131,3 +131,20 @@ async fn a_crowd_cannot_lock_the_owner_out_of_an_address_they_use() {
     assert_reason(&r, "FORBIDDEN", "USER_LOCKED_OUT");
     server.stop().await;
 }
+
+/// The thresholds are the configuration's (`ApiConfig::user_services`, which `aula serve`
+/// reads from `AULA_LOGIN_*`), not fixed: before, the server always ran the defaults.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_thresholds_come_from_the_configuration() {
+    let server = TestServer::start_with(|config| {
+        config.user_services.max_failed_logins = 2;
+    })
+    .await;
+    let a = server.institution("Escola Configurada").await;
+    let email = a.manager.email.as_str();
+    let stranger = [client_from([127, 0, 6, 1])];
+    fail_from(&server, email, &stranger, 2).await;
+    let r = server.login_from(&stranger[0], email, PASSWORD).await;
+    assert_reason(&r, "FORBIDDEN", "USER_LOCKED_OUT");
+    server.stop().await;
+}
