@@ -178,6 +178,11 @@ async fn a_bad_worker_or_archive_setting_is_reported_before_postgresql_starts() 
         ),
         ("AULA_ARCHIVE_BATCH", "0", "from 1 to 100000"),
         ("AULA_MAIL_RECORD_PATIENCE_MS", "soon", "a whole number"),
+        (
+            "AULA_MAIL_UNREACHABLE_GIVE_UP_MINUTES",
+            "0",
+            "a whole number from 1 to 43200",
+        ),
         ("AULA_WEBHOOK_TIMEOUT_MS", "0", "from 100 to 300000"),
         ("AULA_DRAIN_SECONDS", "999999999999999", "0..=3600"),
         ("AULA_LOGIN_MAX_FAILURES_PER_SOURCE", "0", "from 1 to 100"),
