@@ -391,3 +391,88 @@ async fn an_e_mail_whose_relay_never_answers_is_given_up_after_the_window() {
     eprintln!("a relay pointing nowhere: given up after {waited:.1} s and {attempts} attempts (window {window:?})");
     running.stop().await;
 }
+
+/// The window is the relay's unbroken silence: an attempt the relay answers (here a
+/// 421 "try later", which counts as an attempt as before) forgets when it was first
+/// unreachable, so a later outage starts a window of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_from_the_relay_forgets_when_it_was_unreachable() {
+    use crate::common::{born_on, bus, fast_config, mail_config, meta, start};
+    use aula_domain::student::{Student, StudentCommand, StudentServices};
+    use aula_domain::values::{Email, InstitutionId, PersonName, UserId};
+    use aula_eventlog::testing::TestDatabase;
+    use aula_processor::handlers::Registry;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    use uuid::Uuid;
+
+    let db = TestDatabase::new().await;
+    let port = {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        closed.local_addr().unwrap().port()
+    };
+    let mailer = SmtpMailer::from_url(
+        &format!("smtp://127.0.0.1:{port}"),
+        "Aula <no-reply@aula.test>",
+    )
+    .unwrap()
+    .with_send_timeout(Duration::from_secs(2));
+    let registry = Registry::standard(Arc::new(mailer), mail_config());
+    let running = start(&db, registry, fast_config("relay-answers"), true).await;
+    let institution = Uuid::new_v4();
+    bus::<Student>(&db.pool, StudentServices)
+        .execute(
+            &Uuid::new_v4().to_string(),
+            StudentCommand::CreateStudent {
+                institution_id: InstitutionId::from_uuid(institution),
+                user_id: UserId::from_uuid(Uuid::new_v4()),
+                name: PersonName::parse("Rui Costa").unwrap(),
+                email: Email::parse("rui@example.org").unwrap(),
+                birth_date: born_on(2004, 1, 1),
+            },
+            &meta(Some(institution)),
+        )
+        .await
+        .unwrap();
+    let remembered = || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_unreachable")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        n
+    };
+    eventually("an unreachable attempt remembered", || async {
+        (remembered().await == 1).then_some(())
+    })
+    .await;
+    // The relay comes up, busy: it answers 421 to everything.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let _ = write.write_all(b"220 busy\r\n").await;
+                let mut lines = tokio::io::BufReader::new(read).lines();
+                while let Ok(Some(_)) = lines.next_line().await {
+                    let _ = write.write_all(b"421 try again later\r\n").await;
+                }
+            });
+        }
+    });
+    let last_error = eventually("an answered attempt", || async {
+        let error: Option<String> = sqlx::query_scalar(
+            "SELECT last_error FROM tasks WHERE kind = 'email.welcome' AND last_error LIKE '%421%'",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap();
+        error
+    })
+    .await;
+    assert!(!last_error.contains("unreachable since"), "{last_error}");
+    assert_eq!(remembered().await, 0, "the relay answered: {last_error}");
+    running.stop().await;
+}
