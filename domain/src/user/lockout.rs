@@ -144,8 +144,9 @@ impl Logins {
                 until,
                 source: None,
             });
-            // A trusted source is not held by the account's lockout: its own is
-            // recorded too (after the account's, which would otherwise end it).
+            // The source reached its own threshold too: locked out as well, since a
+            // trusted one is not held by the account's lockout (recorded after the
+            // account's, which would otherwise end it).
             if source.is_some() && consecutive_failures >= services.max_failed_logins {
                 events.push(UserEvent::UserLockedOut { until, source });
             }
