@@ -301,6 +301,9 @@ async fn api_setup(
         burst: args.account_reads_burst,
         per_minute: args.account_reads_per_minute,
     };
+    // Login thresholds, lockout and trust window (`AULA_LOGIN_*`).
+    config.user_services = aula_api::login_policy_from_env()
+        .map_err(|e| anyhow::anyhow!("invalid login settings: {}", e.0))?;
     // Read-your-writes waits for every projection, wherever it runs.
     config.projections = aula_projections::NAMES
         .iter()

@@ -3,6 +3,12 @@
 use std::fmt;
 use std::time::Duration;
 
+use aula_domain::user::UserServices;
+
+mod logins;
+
+pub use logins::{check_login_policy, login_policy_from, login_policy_from_env};
+
 /// A secret that never prints (not in `Debug`, not in logs).
 #[derive(Clone)]
 pub struct Secret(Vec<u8>);
@@ -186,6 +192,9 @@ pub struct ApiConfig {
     /// settings the delivering workers use (`AULA_WEBHOOK_*`, see docs/configuration.md).
     /// Default: the strict defaults.
     pub webhooks: aula_processor::webhooks::WebhookConfig,
+    /// Login thresholds, lockout duration and trust window, reset-token lifetime
+    /// (`AULA_LOGIN_*`, see [`login_policy_from_env`]). Default: the domain's.
+    pub user_services: UserServices,
 }
 
 /// Largest UTC offset of a real time zone (UTC+14:00).
@@ -228,6 +237,7 @@ impl ApiConfig {
                     .into(),
             ));
         }
+        check_login_policy(&self.user_services)?;
         if self.processing_utc_offset_minutes.abs() > MAX_UTC_OFFSET_MINUTES {
             return Err(ConfigError(format!(
                 "the processing UTC offset must be within ±{MAX_UTC_OFFSET_MINUTES} minutes"
@@ -284,6 +294,7 @@ impl ApiConfig {
             socket_init_timeout: Duration::from_secs(10),
             max_sockets_per_account: 32,
             processing_utc_offset_minutes: 0,
+            user_services: UserServices::default(),
         }
     }
 }

@@ -46,7 +46,8 @@ mod static_files;
 pub use admin::{create_admin, CreateAdminError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    ApiConfig, ConfigError, PasswordHashing, PasswordLanes, RateLimitConfig, Secret, ServerLimits,
+    login_policy_from_env, ApiConfig, ConfigError, PasswordHashing, PasswordLanes, RateLimitConfig,
+    Secret, ServerLimits,
 };
 pub use http::router;
 pub use secrets::{

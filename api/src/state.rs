@@ -83,10 +83,10 @@ pub struct AppState {
 
 impl AppState {
     /// State with the system clock, no token delivery, always-ready subscriptions and
-    /// the domain's default user policy.
+    /// the configuration's user policy (`ApiConfig::user_services`).
     pub fn new(pool: PgPool, config: ApiConfig) -> Self {
         Self {
-            buses: Arc::new(Buses::new(&pool, UserServices::default())),
+            buses: Arc::new(Buses::new(&pool, config.user_services.clone())),
             limiter: Arc::new(RateLimiter::new(config.rate_limit)),
             account_writes: Arc::new(RateLimiter::new(config.account_write_limit)),
             anonymous_reads: Arc::new(RateLimiter::new(config.anonymous_read_limit)),
@@ -141,7 +141,8 @@ impl AppState {
         self.log_health.as_ref().map(|h| h.borrow().clone())
     }
 
-    /// Lockout threshold and duration, reset-token lifetime.
+    /// Lockout thresholds and duration, trust window, reset-token lifetime, replacing
+    /// `ApiConfig::user_services` (tests).
     pub fn with_user_services(mut self, services: UserServices) -> Self {
         self.buses = Arc::new(Buses::new(&self.pool, services));
         self

@@ -202,6 +202,11 @@ pub struct MailConfig {
     /// accepted before it gives up and lets the task run again, which sends it again
     /// (`AULA_MAIL_RECORD_PATIENCE_MS`, default 10 min).
     pub record_patience: Duration,
+    /// How long an e-mail keeps waiting for an SMTP relay that cannot be reached
+    /// (attempts that do not count, see `mail::Unreachable`), from its first such
+    /// attempt, before it ends `dead` (`AULA_MAIL_UNREACHABLE_GIVE_UP_MINUTES`,
+    /// default 24 h).
+    pub unreachable_give_up: Duration,
 }
 
 impl std::fmt::Debug for MailConfig {
@@ -212,6 +217,7 @@ impl std::fmt::Debug for MailConfig {
             .field("from", &self.from)
             .field("public_base_url", &self.public_base_url)
             .field("record_patience", &self.record_patience)
+            .field("unreachable_give_up", &self.unreachable_give_up)
             .finish()
     }
 }
@@ -224,13 +230,15 @@ impl Default for MailConfig {
             from: "Aula <no-reply@aula.localhost>".into(),
             public_base_url: "http://localhost:8080".into(),
             record_patience: Duration::from_secs(600),
+            unreachable_give_up: Duration::from_secs(24 * 3600),
         }
     }
 }
 
 impl MailConfig {
     /// Reads the settings (the defaults for those unset); a patience that is not a
-    /// number of milliseconds (up to a day) is an error naming its variable.
+    /// number of milliseconds (up to a day), or a give-up window that is not a number
+    /// of minutes (1 to 30 days), is an error naming its variable.
     pub fn from_env() -> Result<Self, SettingError> {
         let d = Self::default();
         Ok(Self {
@@ -250,6 +258,13 @@ impl MailConfig {
                 d.record_patience,
                 0..=DAY_MS,
             )?,
+            unreachable_give_up: Duration::from_secs(
+                60 * number(
+                    "AULA_MAIL_UNREACHABLE_GIVE_UP_MINUTES",
+                    d.unreachable_give_up.as_secs() / 60,
+                    1..=30 * 24 * 60,
+                )?,
+            ),
         })
     }
 }

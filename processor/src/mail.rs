@@ -51,9 +51,10 @@ impl MailError {
     /// Whether the SMTP server could not be used at all: no connection, a connection
     /// lost or closed (lettre: an incomplete response), or no answer within the
     /// deadline (not a 4xx/5xx reply of the server's, not TLS or a bad message). Like a
-    /// database outage, such an attempt says nothing about the e-mail: it is retried without counting against the task's attempts, so an
-    /// outage of the relay longer than the retries' ~2 minutes no longer ends its
-    /// e-mails `dead`.
+    /// database outage, such an attempt says nothing about the e-mail: it is retried
+    /// without counting against the task's attempts, so an outage of the relay longer
+    /// than the retries' ~2 minutes no longer ends its e-mails `dead`; only one longer
+    /// than `MailConfig::unreachable_give_up` does ([`RelayGivenUp`]).
     pub fn is_unreachable(&self) -> bool {
         match self {
             MailError::Timeout(_) => true,
@@ -90,10 +91,50 @@ impl MailError {
 
 /// A send that could not reach the SMTP server ([`MailError::is_unreachable`]), as the
 /// task's error: its message (the task's `last_error` on the dashboard) says that the
-/// relay is the problem and that the attempt is not counted.
+/// relay is the problem, that the attempt is not counted, since when the relay has
+/// been unreachable for this e-mail and when it will be given up.
 #[derive(Debug, thiserror::Error)]
-#[error("the SMTP server could not be reached (retried; the attempt does not count)")]
-pub struct Unreachable(#[source] pub MailError);
+#[error(
+    "the SMTP server could not be reached (retried; the attempt does not count): \
+     unreachable since {}, given up at {} unless it answers by then",
+    .since.format("%Y-%m-%d %H:%M:%S UTC"),
+    .give_up_at.format("%Y-%m-%d %H:%M:%S UTC")
+)]
+pub struct Unreachable {
+    pub since: chrono::DateTime<chrono::Utc>,
+    pub give_up_at: chrono::DateTime<chrono::Utc>,
+    #[source]
+    pub error: MailError,
+}
+
+/// An e-mail whose SMTP server stayed unreachable past `MailConfig::unreachable_give_up`
+/// since its first unreachable attempt: it ends `dead` with this as its last error, so
+/// that a relay pointing nowhere (a wrong `SMTP_URL`) shows instead of keeping every
+/// e-mail pending for ever.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "given up: the SMTP server could not be reached for {}, since {} (check SMTP_URL \
+     and the relay, then retry the task)",
+    spoken(.waited),
+    .since.format("%Y-%m-%d %H:%M:%S UTC")
+)]
+pub struct RelayGivenUp {
+    pub since: chrono::DateTime<chrono::Utc>,
+    pub waited: chrono::Duration,
+    #[source]
+    pub error: MailError,
+}
+
+/// `3 h 5 min`, `12 min`, `40 s`: a wait as the dashboard shows it.
+fn spoken(waited: &chrono::Duration) -> String {
+    let seconds = waited.num_seconds().max(0);
+    match (seconds / 3600, seconds % 3600 / 60) {
+        (0, 0) => format!("{seconds} s"),
+        (0, minutes) => format!("{minutes} min"),
+        (hours, 0) => format!("{hours} h"),
+        (hours, minutes) => format!("{hours} h {minutes} min"),
+    }
+}
 
 #[async_trait::async_trait]
 pub trait Mailer: Send + Sync + 'static {

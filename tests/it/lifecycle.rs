@@ -154,7 +154,7 @@ async fn a_busy_port_or_a_short_token_secret_is_reported_before_postgresql_start
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 
-/// A worker, archive, e-mail or drain setting that does not parse, or is out of its
+/// A worker, archive, e-mail, login or drain setting that does not parse, or is out of its
 /// range, stops start-up with a message naming the variable (they used to fall back to
 /// their defaults without a word, and `AULA_TASK_LEASE_MS=0` ran every task twice).
 #[tokio::test(flavor = "multi_thread")]
@@ -178,8 +178,15 @@ async fn a_bad_worker_or_archive_setting_is_reported_before_postgresql_starts() 
         ),
         ("AULA_ARCHIVE_BATCH", "0", "from 1 to 100000"),
         ("AULA_MAIL_RECORD_PATIENCE_MS", "soon", "a whole number"),
+        (
+            "AULA_MAIL_UNREACHABLE_GIVE_UP_MINUTES",
+            "0",
+            "a whole number from 1 to 43200",
+        ),
         ("AULA_WEBHOOK_TIMEOUT_MS", "0", "from 100 to 300000"),
         ("AULA_DRAIN_SECONDS", "999999999999999", "0..=3600"),
+        ("AULA_LOGIN_MAX_FAILURES_PER_SOURCE", "0", "from 1 to 100"),
+        ("AULA_LOGIN_LOCKOUT_MINUTES", "forever", "from 1 to 1440"),
     ] {
         let mut serve = aula(&data_dir, &["serve", "--http-addr", &free]);
         serve.env(name, value);

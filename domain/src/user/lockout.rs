@@ -9,6 +9,15 @@
 //! failures in a row from all sources together lock the whole account, as every
 //! lockout did before sources were recorded.
 //!
+//! The ceiling must not become the crowd's weapon against the owner, so the sources the
+//! owner logged in from recently are trusted (as mature products treat familiar
+//! locations): a source with a success within `trusted_source_window` is not subject to
+//! the whole account's lockout; its own still applies. A crowd of strangers then locks
+//! out only the strangers and the owner's new addresses. Trust comes only from a
+//! success, that is from the password; the most recent [`MAX_TRUSTED_SOURCES`] are
+//! kept, from the `LoginSucceeded` events (which carry their source), and a password
+//! reset ends them with every count and lockout.
+//!
 //! **Invariant:** the state stays bounded. A failure counts for one lockout duration
 //! (`LoginFailed::counts_until`, decided when it is recorded); a source is forgotten
 //! once its failures no longer count and its lockout has ended, judged at the time of
@@ -32,7 +41,15 @@ pub(super) struct Logins {
     account: Count,
     /// The whole account is locked out until then.
     locked_until: Option<DateTime<Utc>>,
+    /// Sources of the last successes, the most recent first, at most
+    /// [`MAX_TRUSTED_SOURCES`], each with the time of its last success.
+    #[serde(default)]
+    trusted: Vec<(LoginSource, DateTime<Utc>)>,
 }
+
+/// Sources of successful logins the account remembers: enough for an owner's home,
+/// office, phone and laptop, few enough to keep the state small.
+pub(super) const MAX_TRUSTED_SOURCES: usize = 5;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct SourceRecord {
@@ -61,13 +78,15 @@ impl Count {
 
 impl Logins {
     /// Until when a login from `source` is refused at `now`: the whole account's
-    /// lockout, or the source's own.
+    /// lockout (unless the source is trusted), or the source's own.
     pub(super) fn locked_until(
         &self,
         source: Option<&LoginSource>,
         now: DateTime<Utc>,
+        services: &UserServices,
     ) -> Option<DateTime<Utc>> {
-        let account = self.locked_until;
+        let trusted = source.is_some_and(|source| self.trusts(source, now, services));
+        let account = self.locked_until.filter(|_| !trusted);
         let own = source
             .and_then(|source| self.sources.get(source))
             .and_then(|record| record.locked_until);
@@ -82,6 +101,19 @@ impl Logins {
     /// How many sources the account remembers (failures that count, or a lockout).
     pub(super) fn sources_remembered(&self) -> usize {
         self.sources.len()
+    }
+
+    /// How many sources of successful logins the account remembers (trusted or not
+    /// any more): at most [`MAX_TRUSTED_SOURCES`].
+    pub(super) fn trusted_remembered(&self) -> usize {
+        self.trusted.len()
+    }
+
+    /// Whether `source` had a success within the trust window before `now`.
+    fn trusts(&self, source: &LoginSource, now: DateTime<Utc>, services: &UserServices) -> bool {
+        self.trusted
+            .iter()
+            .any(|(known, last)| known == source && now - *last < services.trusted_source_window)
     }
 
     /// The events of a wrong password from `source` at `now`.
@@ -112,6 +144,12 @@ impl Logins {
                 until,
                 source: None,
             });
+            // The source reached its own threshold too: locked out as well, since a
+            // trusted one is not held by the account's lockout (recorded after the
+            // account's, which would otherwise end it).
+            if source.is_some() && consecutive_failures >= services.max_failed_logins {
+                events.push(UserEvent::UserLockedOut { until, source });
+            }
         } else if consecutive_failures >= services.max_failed_logins {
             // An unknown source (`None`) locks the whole account.
             events.push(UserEvent::UserLockedOut { until, source });
@@ -153,13 +191,20 @@ impl Logins {
                 self.locked_until = Some(until);
                 // Every failure so far stops counting by `until` (each counts for one
                 // lockout duration), so after the lockout every source and the ceiling
-                // start afresh; only a source locked out for longer is remembered.
+                // start afresh; only a source locked out for longer is remembered, and
+                // the sources of successes keep their counts: one that is trusted may
+                // log in during the lockout, and must not get fresh attempts from it.
                 self.unknown = Count::default();
                 self.account = Count::default();
-                self.sources
-                    .retain(|_, record| record.locked_until.is_some_and(|own| own > until));
-                for record in self.sources.values_mut() {
-                    record.count = Count::default();
+                let trusted = &self.trusted;
+                let kept = |source: &LoginSource| trusted.iter().any(|(known, _)| known == source);
+                self.sources.retain(|source, record| {
+                    record.locked_until.is_some_and(|own| own > until) || kept(source)
+                });
+                for (source, record) in self.sources.iter_mut() {
+                    if !kept(source) {
+                        record.count = Count::default();
+                    }
                 }
             }
         }
@@ -167,15 +212,20 @@ impl Logins {
 
     /// A success resets its own source's count and the ceiling's, never another
     /// source's: the owner logging in must not give a stranger fresh attempts. Failures
-    /// from no known source were the account's: they are reset too, as they were.
+    /// from no known source were the account's: they are reset too, as they were. Nor
+    /// does it end the whole account's lockout (a trusted source logs in during one):
+    /// the crowd that caused it waits it out. The source becomes the most recent
+    /// trusted one.
     pub(super) fn record_success(&mut self, at: DateTime<Utc>, source: Option<&LoginSource>) {
         self.forget_at(at);
         if let Some(source) = source {
             self.sources.remove(source);
+            self.trusted.retain(|(known, _)| known != source);
+            self.trusted.insert(0, (*source, at));
+            self.trusted.truncate(MAX_TRUSTED_SOURCES);
         }
         self.unknown = Count::default();
         self.account = Count::default();
-        self.locked_until = None;
     }
 
     /// Forgets what no longer matters at `at`: sources whose failures stopped counting

@@ -3,8 +3,9 @@
 //!
 //! Secrets never reach the domain in clear: callers hash tokens and passwords and pass
 //! the hashes in, and compare a submitted password themselves (`password_matches`), so
-//! this module stays pure. Policy values (lockout thresholds and duration, reset-token
-//! lifetime) come from [`UserServices`]. Lockouts are per account and source
+//! this module stays pure. Policy values (lockout thresholds and duration, trust window,
+//! reset-token lifetime) come from [`UserServices`]. Lockouts are per account and
+//! source, with an account-wide ceiling that spares the owner's recent sources
 //! (`lockout.rs`).
 //!
 //! **Invariant:** a failed login is *recorded*, so `AttemptLogin` with a wrong password
@@ -53,19 +54,28 @@ pub enum Role {
 #[derive(Debug, Clone)]
 pub struct UserServices {
     /// Consecutive failed logins from one source (an IPv4 address, an IPv6 /64) that
-    /// lock that source out; other sources can still log in.
+    /// lock that source out; other sources can still log in. Applies to trusted
+    /// sources too. Setting: `AULA_LOGIN_MAX_FAILURES_PER_SOURCE`.
     pub max_failed_logins: u32,
     /// Consecutive failed logins from all sources together (none more than `lockout`
-    /// after the one before, no success in between) that lock the whole account.
+    /// after the one before, no success in between) that lock the whole account,
+    /// except for its trusted sources (see `trusted_source_window`). Setting:
+    /// `AULA_LOGIN_MAX_FAILURES_PER_ACCOUNT`.
     ///
     /// The trade-off: per-source lockouts alone leave a guesser with many addresses
     /// unbounded; this ceiling bounds it (fewer than this many guesses, then the
-    /// account locks; as many again after each of the owner's successes), at the
-    /// price that such a crowd (with the defaults, 10 sources or more) can still keep
-    /// the owner locked out, as any one source could before.
+    /// account locks; as many again after each of the owner's successes). Such a
+    /// crowd (with the defaults, 10 sources or more) then locks out every source but
+    /// the trusted ones: the owner still logs in from where they did recently, not
+    /// from a new address, until the lockout ends or a password reset.
     pub max_failed_logins_per_account: u32,
-    /// How long a lockout lasts, and how long a failure counts towards one.
+    /// How long a lockout lasts, and how long a failure counts towards one. Setting:
+    /// `AULA_LOGIN_LOCKOUT_MINUTES`.
     pub lockout: Duration,
+    /// How long after its last successful login a source stays trusted: not subject
+    /// to the whole account's lockout (its own still applies). Only the most recent
+    /// few sources are remembered. Setting: `AULA_LOGIN_TRUSTED_SOURCE_DAYS`.
+    pub trusted_source_window: Duration,
     /// How long a reset-password token stays valid.
     pub reset_token_ttl: Duration,
     /// Reset e-mails an account receives at most within one reset-token lifetime:
@@ -84,6 +94,7 @@ impl Default for UserServices {
             max_failed_logins: 5,
             max_failed_logins_per_account: 50,
             lockout: Duration::minutes(15),
+            trusted_source_window: Duration::days(30),
             reset_token_ttl: Duration::hours(1),
             max_reset_requests: 3,
             max_sign_up_emails: 3,
@@ -212,19 +223,25 @@ impl User {
     pub fn locked_until(&self) -> Option<DateTime<Utc>> {
         self.logins.account_locked_until()
     }
-    /// Until when a login from `source` is refused at `now` (the account's lockout or
-    /// the source's own), if it is.
+    /// Until when a login from `source` is refused at `now` (the account's lockout,
+    /// unless `services` trust the source, or the source's own), if it is.
     pub fn locked_out_until(
         &self,
         source: Option<&LoginSource>,
         now: DateTime<Utc>,
+        services: &UserServices,
     ) -> Option<DateTime<Utc>> {
-        self.logins.locked_until(source, now)
+        self.logins.locked_until(source, now, services)
     }
     /// How many login sources the account remembers (failures that still count, or a
     /// lockout): bounded, since a source is forgotten once neither matters.
     pub fn login_sources_remembered(&self) -> usize {
         self.logins.sources_remembered()
+    }
+    /// How many sources of successful logins the account remembers (the candidates
+    /// for trust): bounded, only the most recent few are kept.
+    pub fn trusted_login_sources(&self) -> usize {
+        self.logins.trusted_remembered()
     }
 
     /// Refuses commands that need an existing, active account.
@@ -353,7 +370,7 @@ impl User {
         services: &UserServices,
     ) -> Result<Vec<UserEvent>, UserError> {
         self.ensure_active()?;
-        if let Some(until) = self.logins.locked_until(source.as_ref(), now) {
+        if let Some(until) = self.logins.locked_until(source.as_ref(), now, services) {
             return Err(UserError::LockedOut { until });
         }
         if password_matches {
@@ -582,7 +599,8 @@ impl User {
             } => {
                 self.password_hash = Some(password_hash);
                 // The owner proved access to the mailbox: every count and lockout
-                // ends, the owner's own source's included.
+                // ends, the owner's own source's included, and so does the trust
+                // earned with the old password (the new one has not logged in yet).
                 self.logins = Logins::default();
                 self.credential_version += 1;
                 if let Some(token) = self

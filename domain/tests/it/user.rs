@@ -12,6 +12,7 @@ mod accounts;
 mod login;
 mod reset;
 mod sign_up;
+mod trusted;
 
 type UserTest = TestFramework<User>;
 

@@ -251,6 +251,15 @@ async fn an_e_mail_outlives_a_relay_outage_longer_than_its_retries() {
     .unwrap();
     assert!(recorded >= 11, "every attempt is recorded: {recorded}");
 
+    // Its first unreachable attempt is remembered, for the give-up window.
+    let remembered: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM mail_unreachable WHERE task_id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(remembered, 1);
+
     // The relay is back: the e-mail goes out, once.
     let sink = SmtpSink::start_on(port).await;
     let status = eventually("the e-mail to go out", || async {
@@ -264,5 +273,206 @@ async fn an_e_mail_outlives_a_relay_outage_longer_than_its_retries() {
     .await;
     assert_eq!(status, "succeeded");
     assert_eq!(sink.to("rui@example.org").len(), 1, "delivered once");
+    let remembered: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_unreachable")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(remembered, 0, "sent: the relay's outage is forgotten");
+    running.stop().await;
+}
+
+/// A relay that never answers (`SMTP_URL` pointing nowhere) is not waited for for
+/// ever: while it is unreachable the e-mail's last error says since when and when it
+/// will be given up; past `MailConfig::unreachable_give_up` since its first
+/// unreachable attempt, the e-mail ends `dead` with a last error that says why. Before:
+/// it stayed pending for ever, its attempts never counted, and nobody was told.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_e_mail_whose_relay_never_answers_is_given_up_after_the_window() {
+    use crate::common::{born_on, bus, fast_config, mail_config, meta, start};
+    use aula_domain::student::{Student, StudentCommand, StudentServices};
+    use aula_domain::values::{Email, InstitutionId, PersonName, UserId};
+    use aula_eventlog::testing::TestDatabase;
+    use aula_processor::handlers::Registry;
+    use aula_processor::MailConfig;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use uuid::Uuid;
+
+    let db = TestDatabase::new().await;
+    // Nothing listens on the relay's port, and nothing will.
+    let port = {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        closed.local_addr().unwrap().port()
+    };
+    let mailer = SmtpMailer::from_url(
+        &format!("smtp://127.0.0.1:{port}"),
+        "Aula <no-reply@aula.test>",
+    )
+    .unwrap()
+    .with_send_timeout(Duration::from_secs(2));
+    let window = Duration::from_secs(3);
+    let config = MailConfig {
+        unreachable_give_up: window,
+        ..mail_config()
+    };
+    let registry = Registry::standard(Arc::new(mailer), config);
+    let running = start(&db, registry, fast_config("relay-nowhere"), true).await;
+    let institution = Uuid::new_v4();
+    bus::<Student>(&db.pool, StudentServices)
+        .execute(
+            &Uuid::new_v4().to_string(),
+            StudentCommand::CreateStudent {
+                institution_id: InstitutionId::from_uuid(institution),
+                user_id: UserId::from_uuid(Uuid::new_v4()),
+                name: PersonName::parse("Rui Costa").unwrap(),
+                email: Email::parse("rui@example.org").unwrap(),
+                birth_date: born_on(2004, 1, 1),
+            },
+            &meta(Some(institution)),
+        )
+        .await
+        .unwrap();
+    let task =
+        "SELECT id, status, coalesce(last_error, '') FROM tasks WHERE kind = 'email.welcome'";
+    let row = || async {
+        let row: Option<(i64, String, String)> =
+            sqlx::query_as(task).fetch_optional(&db.pool).await.unwrap();
+        row
+    };
+    // While it waits, its last error tells the operator since when and until when.
+    let (id, status, waiting) = eventually("an unreachable attempt", || async {
+        row().await.filter(|r| !r.2.is_empty())
+    })
+    .await;
+    assert!(
+        matches!(status.as_str(), "pending" | "running"),
+        "{status}: {waiting}"
+    );
+    assert!(
+        waiting.contains("could not be reached")
+            && waiting.contains("unreachable since")
+            && waiting.contains("given up at"),
+        "{waiting}"
+    );
+    // Past the window: dead, and why.
+    let (_, status, last_error) = eventually("the e-mail to be given up", || async {
+        row()
+            .await
+            .filter(|r| !matches!(r.1.as_str(), "pending" | "running"))
+    })
+    .await;
+    assert_eq!(status, "dead", "{last_error}");
+    assert!(
+        last_error.contains("given up")
+            && last_error.contains("could not be reached")
+            && last_error.contains("SMTP_URL"),
+        "{last_error}"
+    );
+    // It waited the window (its attempts did not count meanwhile), not longer than a
+    // few retries past it.
+    let (attempts, waited): (i64, f64) = sqlx::query_as(
+        "SELECT count(*), extract(epoch FROM max(finished_at) - min(started_at))::float8
+         FROM task_attempts WHERE task_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(attempts >= 2, "{attempts} attempts");
+    assert!(
+        waited >= window.as_secs_f64() && waited < window.as_secs_f64() + 10.0,
+        "given up after {waited} s"
+    );
+    let remembered: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_unreachable")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(remembered, 0, "given up: a retried task starts afresh");
+    eprintln!("a relay pointing nowhere: given up after {waited:.1} s and {attempts} attempts (window {window:?})");
+    running.stop().await;
+}
+
+/// The window is the relay's unbroken silence: an attempt the relay answers (here a
+/// 421 "try later", which counts as an attempt as before) forgets when it was first
+/// unreachable, so a later outage starts a window of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_from_the_relay_forgets_when_it_was_unreachable() {
+    use crate::common::{born_on, bus, fast_config, mail_config, meta, start};
+    use aula_domain::student::{Student, StudentCommand, StudentServices};
+    use aula_domain::values::{Email, InstitutionId, PersonName, UserId};
+    use aula_eventlog::testing::TestDatabase;
+    use aula_processor::handlers::Registry;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    use uuid::Uuid;
+
+    let db = TestDatabase::new().await;
+    let port = {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        closed.local_addr().unwrap().port()
+    };
+    let mailer = SmtpMailer::from_url(
+        &format!("smtp://127.0.0.1:{port}"),
+        "Aula <no-reply@aula.test>",
+    )
+    .unwrap()
+    .with_send_timeout(Duration::from_secs(2));
+    let registry = Registry::standard(Arc::new(mailer), mail_config());
+    let running = start(&db, registry, fast_config("relay-answers"), true).await;
+    let institution = Uuid::new_v4();
+    bus::<Student>(&db.pool, StudentServices)
+        .execute(
+            &Uuid::new_v4().to_string(),
+            StudentCommand::CreateStudent {
+                institution_id: InstitutionId::from_uuid(institution),
+                user_id: UserId::from_uuid(Uuid::new_v4()),
+                name: PersonName::parse("Rui Costa").unwrap(),
+                email: Email::parse("rui@example.org").unwrap(),
+                birth_date: born_on(2004, 1, 1),
+            },
+            &meta(Some(institution)),
+        )
+        .await
+        .unwrap();
+    let remembered = || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_unreachable")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        n
+    };
+    eventually("an unreachable attempt remembered", || async {
+        (remembered().await == 1).then_some(())
+    })
+    .await;
+    // The relay comes up, busy: it answers 421 to everything.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let _ = write.write_all(b"220 busy\r\n").await;
+                let mut lines = tokio::io::BufReader::new(read).lines();
+                while let Ok(Some(_)) = lines.next_line().await {
+                    let _ = write.write_all(b"421 try again later\r\n").await;
+                }
+            });
+        }
+    });
+    let last_error = eventually("an answered attempt", || async {
+        let error: Option<String> = sqlx::query_scalar(
+            "SELECT last_error FROM tasks WHERE kind = 'email.welcome' AND last_error LIKE '%421%'",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap();
+        error
+    })
+    .await;
+    assert!(!last_error.contains("unreachable since"), "{last_error}");
+    assert_eq!(remembered().await, 0, "the relay answered: {last_error}");
     running.stop().await;
 }

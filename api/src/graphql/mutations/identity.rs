@@ -175,7 +175,8 @@ impl IdentityMutation {
     /// the threshold locks the account out for the lockout duration from the client's
     /// address (its IPv6 /64), so a stranger locks out only themselves; failures from
     /// all addresses together reach a much higher ceiling before the whole account is
-    /// locked. Only the right password learns of the lockout (FORBIDDEN
+    /// locked, except from the addresses the account logged in from recently (30 days
+    /// by default). Only the right password learns of the lockout (FORBIDDEN
     /// `USER_LOCKED_OUT`): to anyone else a locked account answers as an unknown e-mail
     /// does, so failing on purpose cannot tell which e-mails have accounts.
     async fn login(ctx, input: LoginInput) -> LoginResult {

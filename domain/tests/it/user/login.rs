@@ -255,7 +255,10 @@ fn the_state_forgets_sources_whose_failures_and_lockouts_ended() {
     events.push(logged_in(t(20)));
     let user = replayed(events.clone());
     assert_eq!(user.login_sources_remembered(), 1);
-    assert_eq!(user.locked_out_until(Some(&stranger()), t(20)), Some(t(30)));
+    assert_eq!(
+        user.locked_out_until(Some(&stranger()), t(20), &UserServices::default()),
+        Some(t(30))
+    );
     // Minute 30: nothing left to remember.
     events.push(failed(t(30), 1));
     let user = replayed(events);
@@ -264,7 +267,10 @@ fn the_state_forgets_sources_whose_failures_and_lockouts_ended() {
         1,
         "only home's new failure"
     );
-    assert_eq!(user.locked_out_until(Some(&stranger()), t(30)), None);
+    assert_eq!(
+        user.locked_out_until(Some(&stranger()), t(30), &UserServices::default()),
+        None
+    );
 }
 
 #[test]

@@ -29,6 +29,7 @@ mod email_change_notice;
 mod enrolled;
 mod enrollment_cancelled;
 mod reset_password;
+mod unreachable;
 mod welcome;
 
 pub use already_registered::ALREADY_REGISTERED_INTERVAL_SECONDS;
@@ -204,18 +205,20 @@ impl TaskHandler for EmailHandler {
         // conversation: once the server has accepted the message, recording it must not
         // wait for a busy pool (nor fail on one), or the task would run again and send
         // the message again.
-        let conn = ctx.pool.acquire().await?;
-        crate::mail::send(&*self.mailer, &rendered.message)
-            .await
-            .map_err(|e| {
-                if e.is_permanent() {
-                    TaskError::permanent(e)
-                } else if e.is_unreachable() {
-                    TaskError::retry(crate::mail::Unreachable(e))
-                } else {
-                    TaskError::retry(e)
-                }
-            })?;
+        let mut conn = ctx.pool.acquire().await?;
+        if let Err(e) = crate::mail::send(&*self.mailer, &rendered.message).await {
+            // An unreachable relay is waited for, up to the give-up window.
+            if e.is_unreachable() {
+                let give_up = self.config.unreachable_give_up;
+                return Err(unreachable::unreachable(ctx, &mut conn, e, give_up).await?);
+            }
+            unreachable::reached(ctx, &mut conn).await;
+            return Err(if e.is_permanent() {
+                TaskError::permanent(e)
+            } else {
+                TaskError::retry(e)
+            });
+        }
         self.record_sent(ctx, conn, &rendered).await
     }
 }
@@ -280,16 +283,13 @@ impl EmailHandler {
         conn: &mut sqlx::PgConnection,
         rendered: &Rendered,
     ) -> Result<(), sqlx::Error> {
-        let record = sqlx::query(
-            "INSERT INTO outbox_emails (idempotency_key, task_id, kind, recipient, subject, transport)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(&ctx.task.idempotency_key)
-        .bind(ctx.task.id)
-        .bind(&ctx.task.kind)
-        .bind(&rendered.message.to)
-        .bind(&rendered.message.subject)
-        .bind(self.mailer.transport());
+        let record = sqlx::query(RECORD_SENT_SQL)
+            .bind(&ctx.task.idempotency_key)
+            .bind(ctx.task.id)
+            .bind(&ctx.task.kind)
+            .bind(&rendered.message.to)
+            .bind(&rendered.message.subject)
+            .bind(self.mailer.transport());
         let Some(hash) = &rendered.token_hash else {
             // One statement commits on its own: no BEGIN and COMMIT round trips for
             // the e-mails without a token (every e-mail of an application).
@@ -302,6 +302,12 @@ impl EmailHandler {
         tx.commit().await
     }
 }
+
+/// Records a sent e-mail; the relay was reached, so its unreachable time (if any, see
+/// `unreachable.rs`) is forgotten in the same statement.
+const RECORD_SENT_SQL: &str = "WITH reached AS (DELETE FROM mail_unreachable WHERE task_id = $2)
+     INSERT INTO outbox_emails (idempotency_key, task_id, kind, recipient, subject, transport)
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING";
 
 impl EmailHandler {
     /// `None`: nothing to send (the event no longer calls for it).
