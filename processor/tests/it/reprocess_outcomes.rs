@@ -106,18 +106,22 @@ impl Failures {
             events,
         }
     }
+
+    /// Stops the projection and the processor, and drops the database.
+    async fn stop(self) {
+        self.trigger.trigger();
+        within(self.projection.task).await.unwrap();
+        self.running.stop().await;
+        self.db.drop_database().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_and_copies_resolve_failures_and_bulk_jobs_report_their_copies_outcomes() {
+    let failures = Failures::of(3, "outcomes").await;
     let Failures {
-        db,
-        broken,
-        running,
-        trigger,
-        projection,
-        events,
-    } = Failures::of(3, "outcomes").await;
+        db, broken, events, ..
+    } = &failures;
     assert_eq!(
         admin_events::failures_resolved_by_copy(&db.pool, None)
             .await
@@ -236,10 +240,7 @@ async fn retries_and_copies_resolve_failures_and_bulk_jobs_report_their_copies_o
     let (all, _) = bulk::preview_for(&db.pool, &failed, true).await.unwrap();
     assert_eq!(all.count, 2);
 
-    trigger.trigger();
-    within(projection.task).await.unwrap();
-    running.stop().await;
-    db.drop_database().await;
+    failures.stop().await;
 }
 
 /// A bulk job of the unresolved failures while single `reprocessEvent`s resolve some of
@@ -247,14 +248,10 @@ async fn retries_and_copies_resolve_failures_and_bulk_jobs_report_their_copies_o
 /// `done + failed + skipped` is its total (before, it ended `done` with fewer).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bulk_job_counts_what_single_reprocesses_resolved_meanwhile_as_skipped() {
+    let failures = Failures::of(6, "skipped").await;
     let Failures {
-        db,
-        broken,
-        running,
-        trigger,
-        projection,
-        events,
-    } = Failures::of(6, "skipped").await;
+        db, broken, events, ..
+    } = &failures;
     broken.store(false, Ordering::SeqCst);
 
     // The job is recorded from its preview (six unresolved failures) but not run yet.
@@ -310,10 +307,7 @@ async fn a_bulk_job_counts_what_single_reprocesses_resolved_meanwhile_as_skipped
         assert_eq!(copies, 1);
     }
 
-    trigger.trigger();
-    within(projection.task).await.unwrap();
-    running.stop().await;
-    db.drop_database().await;
+    failures.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
