@@ -7,14 +7,7 @@ use crate::support;
 use std::time::{Duration, Instant};
 
 use aula::cli::{GlobalArgs, LogFormat, ServeArgs};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::service::Service;
 
 /// The status `/ready` answers at `base` (0: no answer).
 async fn ready(client: &reqwest::Client, base: &str) -> u16 {
@@ -47,8 +40,7 @@ async fn the_service_restarts_a_killed_private_postgres_and_exits_when_it_cannot
         .with_test_writer()
         .try_init();
     std::env::set_var("AULA_PG_MAX_RESTARTS", "3");
-    let http_port = free_port();
-    let base = format!("http://127.0.0.1:{http_port}");
+    let http_port = support::free_port();
     let data_dir = std::env::temp_dir().join(format!("aula-pgf-{}", uuid::Uuid::new_v4().simple()));
     let pgdata = data_dir.join("postgres").join("pgdata");
     let global = GlobalArgs {
@@ -61,23 +53,12 @@ async fn the_service_restarts_a_killed_private_postgres_and_exits_when_it_cannot
         token_secret: Some("private postgres fault test secret, 32+ bytes".into()),
         ..ServeArgs::default()
     };
-    let service = tokio::spawn(async move {
-        aula::serve::serve(&global, &args, std::future::pending::<()>()).await
-    });
+    let mut service = Service::serve(global, args, Duration::from_secs(120)).await;
+    let base = service.base.clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while ready(&client, &base).await != 200 {
-        assert!(
-            !service.is_finished(),
-            "the service stopped: {:?}",
-            service.await
-        );
-        assert!(Instant::now() < deadline, "not ready within 120 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     // 1. Killed: back by itself. Count what /ready answered meanwhile.
     let first = postmaster_pid(&pgdata);
@@ -98,9 +79,9 @@ async fn the_service_restarts_a_killed_private_postgres_and_exits_when_it_cannot
             break;
         }
         assert!(
-            !service.is_finished(),
+            !service.task.is_finished(),
             "the service stopped: {:?}",
-            service.await
+            (&mut service.task).await
         );
         assert!(
             killed.elapsed() < Duration::from_secs(60),
@@ -122,7 +103,7 @@ async fn the_service_restarts_a_killed_private_postgres_and_exits_when_it_cannot
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(second, libc::SIGKILL) }, 0);
     let killed = Instant::now();
-    let result = tokio::time::timeout(Duration::from_secs(120), service)
+    let result = tokio::time::timeout(Duration::from_secs(120), service.task)
         .await
         .expect("serve returns once the database cannot come back")
         .unwrap();
@@ -155,8 +136,7 @@ async fn the_service_outlives_a_full_disk_under_its_private_postgres() {
         "this test mounts a tmpfs and needs root"
     );
     std::env::set_var("AULA_PG_MAX_RESTARTS", "2");
-    let http_port = free_port();
-    let base = format!("http://127.0.0.1:{http_port}");
+    let http_port = support::free_port();
     let data_dir =
         std::env::temp_dir().join(format!("aula-full-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&data_dir).unwrap();
@@ -181,27 +161,12 @@ async fn the_service_outlives_a_full_disk_under_its_private_postgres() {
         drain_seconds: 0,
         ..ServeArgs::default()
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut service = tokio::spawn(async move {
-        aula::serve::serve(&global, &args, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let mut service = Service::serve(global, args, Duration::from_secs(120)).await;
+    let base = service.base.clone();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while ready(&client, &base).await != 200 {
-        assert!(
-            !service.is_finished(),
-            "the service stopped: {:?}",
-            (&mut service).await
-        );
-        assert!(Instant::now() < deadline, "not ready within 120 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     // The disk fills to the last byte, then the log needs a new segment file.
     let ballast = data_dir.join("ballast");
@@ -232,9 +197,9 @@ async fn the_service_outlives_a_full_disk_under_its_private_postgres() {
         let status = ready(&client, &base).await;
         *answers.entry(status).or_default() += 1;
         assert!(
-            !service.is_finished(),
+            !service.task.is_finished(),
             "the service gave up on a full disk: {:?}",
-            (&mut service).await
+            (&mut service.task).await
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -242,9 +207,9 @@ async fn the_service_outlives_a_full_disk_under_its_private_postgres() {
     let freed = Instant::now();
     while ready(&client, &base).await != 200 {
         assert!(
-            !service.is_finished(),
+            !service.task.is_finished(),
             "the service stopped: {:?}",
-            (&mut service).await
+            (&mut service.task).await
         );
         assert!(
             freed.elapsed() < Duration::from_secs(60),
@@ -256,8 +221,8 @@ async fn the_service_outlives_a_full_disk_under_its_private_postgres() {
         "full disk under aula serve: /ready answers while full (status: count) {answers:?}; ready {:.2} s after space was freed",
         freed.elapsed().as_secs_f64()
     );
-    let _ = stop.send(());
-    let result = tokio::time::timeout(Duration::from_secs(60), service)
+    service.request_stop();
+    let result = tokio::time::timeout(Duration::from_secs(60), service.task)
         .await
         .expect("serve stops")
         .unwrap();
