@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::common::{until_count, within};
+use crate::common::{until_waiting_on_a_lock, within};
 use aula_eventlog::testing::TestDatabase;
 use aula_processor::queue::{self, NewTask};
 use chrono::{DateTime, Utc};
@@ -341,12 +341,10 @@ async fn an_event_issues_a_kind_once_even_while_its_task_finishes() {
                 .unwrap()
         }
     });
-    until_count(
+    until_waiting_on_a_lock(
         pool,
-        "SELECT count(*) FROM pg_stat_activity
-             WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO task_queue%'",
+        "INSERT INTO task_queue%",
         "the insert to wait for the completion's commit",
-        |waiting| waiting > 0,
     )
     .await;
     completing.commit().await.unwrap();
@@ -460,12 +458,10 @@ async fn a_reactions_batch_issues_a_kind_once_even_while_its_task_finishes() {
             tx.commit().await.unwrap();
         }
     });
-    until_count(
+    until_waiting_on_a_lock(
         pool,
-        "SELECT count(*) FROM pg_stat_activity
-             WHERE wait_event_type = 'Lock' AND query LIKE 'WITH inserted AS%'",
+        "WITH inserted AS%",
         "the batch's insert to wait for the completion's commit",
-        |waiting| waiting > 0,
     )
     .await;
     completing.commit().await.unwrap();

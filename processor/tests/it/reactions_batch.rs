@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::common::{loopback_endpoint, until_count, within};
+use crate::common::{loopback_endpoint, until_waiting_on_a_lock, within};
 use aula_eventlog::testing::TestDatabase;
 use sqlx::PgPool;
 
@@ -81,9 +81,7 @@ async fn batch_waiting_on_the_row(
             tx.commit().await.unwrap();
         }
     });
-    let waiting = "SELECT count(*) FROM pg_stat_activity
-                   WHERE wait_event_type = 'Lock' AND datname = current_database()";
-    until_count(pool, waiting, "the batch to wait for the row", |n| n > 0).await;
+    until_waiting_on_a_lock(pool, "%", "the batch to wait for the row").await;
     let query: String = sqlx::query_scalar(
         "SELECT query FROM pg_stat_activity
          WHERE wait_event_type = 'Lock' AND datname = current_database()",

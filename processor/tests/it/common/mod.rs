@@ -438,6 +438,18 @@ pub async fn until_count(pool: &sqlx::PgPool, sql: &str, what: &str, done: impl 
     .await;
 }
 
+/// Waits until a statement of this test's database whose text is like `statement`
+/// (`%` for any) waits for a lock; `what` names the wait if it times out.
+pub async fn until_waiting_on_a_lock(pool: &sqlx::PgPool, statement: &str, what: &str) {
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE wait_event_type = 'Lock' AND datname = current_database()
+           AND query LIKE '{}'",
+        statement.replace('\'', "''")
+    );
+    until_count(pool, &waiting, what, |n| n > 0).await;
+}
+
 /// Every one of `total` tasks succeeded, and `effects`, the table their handler adds a
 /// row to per run, holds `total` rows: each task ran exactly once.
 pub async fn assert_each_task_succeeded_once(pool: &sqlx::PgPool, effects: &str, total: i64) {
