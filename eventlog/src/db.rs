@@ -211,6 +211,20 @@ pub fn column<'a, T, U>(rows: &'a [T], field: impl FnMut(&'a T) -> U) -> Vec<U> 
     rows.iter().map(field).collect()
 }
 
+/// Takes the two-key advisory lock `key` until the end of the transaction on `conn`,
+/// unless another session holds it: whether it did. Upkeep that one process at a time
+/// should run (per database) takes one and, without it, leaves the work to its holder.
+pub async fn try_transaction_lock(
+    conn: &mut sqlx::PgConnection,
+    key: (i32, i32),
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+        .bind(key.0)
+        .bind(key.1)
+        .fetch_one(conn)
+        .await
+}
+
 /// Page size of a list when the caller names none.
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
 /// Largest page size of a list.

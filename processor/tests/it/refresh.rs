@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aula_eventlog::db::try_transaction_lock;
 use aula_eventlog::shutdown;
 use aula_eventlog::testing::TestDatabase;
 use aula_processor::{
@@ -114,10 +115,7 @@ async fn refresh_rounds_run_side_by_side_up_to_the_slots_and_count_each_event_on
     // Every slot held elsewhere: a round does nothing and leaves the ids queued.
     let mut holder = db.pool.begin().await.unwrap();
     for slot in 0..processing::REFRESHERS {
-        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
-            .bind(0x6175_6c61_i32)
-            .bind(17 + slot)
-            .fetch_one(&mut *holder)
+        let held = try_transaction_lock(&mut holder, (0x6175_6c61, 17 + slot))
             .await
             .unwrap();
         assert!(held);
