@@ -9,7 +9,8 @@
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextPrepareRequest,
 };
-use async_graphql::{Request, Response, ServerResult};
+use async_graphql::{Request, Response, ServerError, ServerResult};
+use std::future::Future;
 use std::sync::Arc;
 
 use crate::state::AppState;
@@ -32,17 +33,9 @@ impl Extension for Reachable {
         request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
-        let Some(state) = ctx.data_opt::<AppState>() else {
-            return next.run(ctx, request).await;
-        };
-        let started = tokio::time::Instant::now();
-        tokio::select! {
-            biased;
-            prepared = next.run(ctx, request) => prepared,
-            () = state.reachability.cut(started) => {
-                Err(crate::http::database_unreachable().into_server_error())
-            }
-        }
+        unless_unreachable(ctx, next.run(ctx, request))
+            .await
+            .unwrap_or_else(|| Err(unreachable()))
     }
 
     /// The execution of a query or mutation, over HTTP and over the socket alike.
@@ -52,16 +45,30 @@ impl Extension for Reachable {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
-        let Some(state) = ctx.data_opt::<AppState>() else {
-            return next.run(ctx, operation_name).await;
-        };
-        let started = tokio::time::Instant::now();
-        tokio::select! {
-            biased;
-            response = next.run(ctx, operation_name) => response,
-            () = state.reachability.cut(started) => Response::from_errors(vec![
-                crate::http::database_unreachable().into_server_error(),
-            ]),
-        }
+        unless_unreachable(ctx, next.run(ctx, operation_name))
+            .await
+            .unwrap_or_else(|| Response::from_errors(vec![unreachable()]))
     }
+}
+
+/// What `work` gives, or `None` when it was cut off: it ran long enough for the check
+/// and a direct connect found the database refusing.
+async fn unless_unreachable<T>(
+    ctx: &ExtensionContext<'_>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    let Some(state) = ctx.data_opt::<AppState>() else {
+        return Some(work.await);
+    };
+    let started = tokio::time::Instant::now();
+    tokio::select! {
+        biased;
+        done = work => Some(done),
+        () = state.reachability.cut(started) => None,
+    }
+}
+
+/// The `UNAVAILABLE` error of an operation cut off.
+fn unreachable() -> ServerError {
+    crate::http::database_unreachable().into_server_error()
 }
