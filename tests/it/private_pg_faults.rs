@@ -78,11 +78,7 @@ async fn the_service_restarts_a_killed_private_postgres_and_exits_when_it_cannot
             // Restarted before /ready ever noticed.
             break;
         }
-        assert!(
-            !service.task.is_finished(),
-            "the service stopped: {:?}",
-            (&mut service.task).await
-        );
+        service.assert_running().await;
         assert!(
             killed.elapsed() < Duration::from_secs(60),
             "not back within 60 s: {answers:?}"
@@ -205,18 +201,7 @@ async fn the_service_outlives_a_full_disk_under_its_private_postgres() {
     }
     std::fs::remove_file(&ballast).unwrap();
     let freed = Instant::now();
-    while ready(&client, &base).await != 200 {
-        assert!(
-            !service.task.is_finished(),
-            "the service stopped: {:?}",
-            (&mut service.task).await
-        );
-        assert!(
-            freed.elapsed() < Duration::from_secs(60),
-            "not ready within 60 s of space freed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    service.wait_ready(Duration::from_secs(60)).await;
     eprintln!(
         "full disk under aula serve: /ready answers while full (status: count) {answers:?}; ready {:.2} s after space was freed",
         freed.elapsed().as_secs_f64()

@@ -47,39 +47,51 @@ impl Service {
         let base = format!("http://{}", args.http_addr);
         let data_dir = global.data_dir.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let mut task = tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             aula::serve::serve(&global, &args, async {
                 let _ = stopped.await;
             })
             .await
         });
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap();
-        let deadline = Instant::now() + ready_within;
-        loop {
-            let ready = client.get(format!("{base}/ready")).send().await;
-            if matches!(&ready, Ok(r) if r.status().is_success()) {
-                break;
-            }
-            assert!(
-                !task.is_finished(),
-                "the service stopped while starting: {:?}",
-                (&mut task).await
-            );
-            assert!(
-                Instant::now() < deadline,
-                "not ready within {ready_within:?}: {ready:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Service {
+        let mut service = Service {
             base,
             data_dir,
             stop: Some(stop),
             task,
+        };
+        service.wait_ready(ready_within).await;
+        service
+    }
+
+    /// Waits (at most `within`) until `/ready` answers 200; panics if the service stops
+    /// meanwhile.
+    pub async fn wait_ready(&mut self, within: Duration) {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            let ready = client.get(format!("{}/ready", self.base)).send().await;
+            if matches!(&ready, Ok(r) if r.status().is_success()) {
+                return;
+            }
+            self.assert_running().await;
+            assert!(
+                Instant::now() < deadline,
+                "not ready within {within:?}: {ready:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Panics, with what `serve` returned, if the service has stopped.
+    pub async fn assert_running(&mut self) {
+        assert!(
+            !self.task.is_finished(),
+            "the service stopped: {:?}",
+            (&mut self.task).await
+        );
     }
 
     /// Asks the service to stop (as SIGTERM does), without waiting.
