@@ -4,6 +4,7 @@
 //! makes the binary exit non-zero.
 
 use crate::support;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aula::cli::{GlobalArgs, LogFormat, ServeArgs};
@@ -15,6 +16,31 @@ async fn ready(client: &reqwest::Client, base: &str) -> u16 {
         Ok(response) => response.status().as_u16(),
         Err(_) => 0,
     }
+}
+
+/// `aula serve` on its private PostgreSQL in `data_dir` (no `DATABASE_URL`), with `args`
+/// adjusted by `configure`, once ready; and a client that waits 5 s at most.
+async fn serve_on_private_postgres(
+    data_dir: &Path,
+    configure: impl FnOnce(&mut ServeArgs),
+) -> (Service, reqwest::Client) {
+    let global = GlobalArgs {
+        database_url: None,
+        data_dir: data_dir.to_owned(),
+        log_format: LogFormat::Text,
+    };
+    let mut args = ServeArgs {
+        http_addr: ([127, 0, 0, 1], support::free_port()).into(),
+        token_secret: Some("private postgres fault test secret, 32+ bytes".into()),
+        ..ServeArgs::default()
+    };
+    configure(&mut args);
+    let service = Service::serve(global, args, Duration::from_secs(120)).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    (service, client)
 }
 
 fn postmaster_pid(pgdata: &std::path::Path) -> i32 {
@@ -40,25 +66,10 @@ async fn the_service_restarts_a_killed_private_postgres_and_exits_when_it_cannot
         .with_test_writer()
         .try_init();
     std::env::set_var("AULA_PG_MAX_RESTARTS", "3");
-    let http_port = support::free_port();
     let data_dir = std::env::temp_dir().join(format!("aula-pgf-{}", uuid::Uuid::new_v4().simple()));
     let pgdata = data_dir.join("postgres").join("pgdata");
-    let global = GlobalArgs {
-        database_url: None,
-        data_dir: data_dir.clone(),
-        log_format: LogFormat::Text,
-    };
-    let args = ServeArgs {
-        http_addr: ([127, 0, 0, 1], http_port).into(),
-        token_secret: Some("private postgres fault test secret, 32+ bytes".into()),
-        ..ServeArgs::default()
-    };
-    let mut service = Service::serve(global, args, Duration::from_secs(120)).await;
+    let (mut service, client) = serve_on_private_postgres(&data_dir, |_| {}).await;
     let base = service.base.clone();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
 
     // 1. Killed: back by itself. Count what /ready answered meanwhile.
     let first = postmaster_pid(&pgdata);
@@ -132,7 +143,6 @@ async fn the_service_outlives_a_full_disk_under_its_private_postgres() {
         "this test mounts a tmpfs and needs root"
     );
     std::env::set_var("AULA_PG_MAX_RESTARTS", "2");
-    let http_port = support::free_port();
     let data_dir =
         std::env::temp_dir().join(format!("aula-full-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&data_dir).unwrap();
@@ -146,23 +156,9 @@ async fn the_service_outlives_a_full_disk_under_its_private_postgres() {
         "mounting a tmpfs on {}",
         data_dir.display()
     );
-    let global = GlobalArgs {
-        database_url: None,
-        data_dir: data_dir.clone(),
-        log_format: LogFormat::Text,
-    };
-    let args = ServeArgs {
-        http_addr: ([127, 0, 0, 1], http_port).into(),
-        token_secret: Some("private postgres full disk test secret, 32+ bytes".into()),
-        drain_seconds: 0,
-        ..ServeArgs::default()
-    };
-    let mut service = Service::serve(global, args, Duration::from_secs(120)).await;
+    let (mut service, client) =
+        serve_on_private_postgres(&data_dir, |args| args.drain_seconds = 0).await;
     let base = service.base.clone();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
 
     // The disk fills to the last byte, then the log needs a new segment file.
     let ballast = data_dir.join("ballast");
