@@ -25,10 +25,8 @@ use async_graphql::ErrorExtensions as _;
 use aula_domain::values::ValidationError;
 use aula_domain::Rejection;
 use aula_domain::RejectionKind;
+use aula_eventlog::db::PageError;
 use aula_eventlog::{CommandError, StoreError};
-use aula_processor::task_list::TaskListError;
-use aula_projections::admin_events::EventListError;
-use aula_projections::course_capacity::PageError;
 
 pub const VALIDATION: &str = "VALIDATION";
 pub const NOT_FOUND: &str = "NOT_FOUND";
@@ -324,24 +322,16 @@ pub(crate) fn bad_cursor() -> ApiError {
     ApiError::validation("after", "INVALID_CURSOR", "not a cursor of this list")
 }
 
-/// The typed errors of the keyset-paginated lists: a cursor the list refuses is the
-/// caller's mistake (`VALIDATION` on `after`); a database error is like any other.
-macro_rules! list_errors {
-    ($($error:ident),* $(,)?) => {
-        $(
-            impl From<$error> for ApiError {
-                fn from(error: $error) -> Self {
-                    match error {
-                        $error::BadCursor => bad_cursor(),
-                        $error::Database(e) => e.into(),
-                    }
-                }
-            }
-        )*
-    };
+/// A keyset-paginated list's error: a cursor the list refuses is the caller's mistake
+/// (`VALIDATION` on `after`); a database error is like any other.
+impl From<PageError> for ApiError {
+    fn from(error: PageError) -> Self {
+        match error {
+            PageError::BadCursor => bad_cursor(),
+            PageError::Database(e) => e.into(),
+        }
+    }
 }
-
-list_errors!(TaskListError, EventListError, PageError);
 
 /// See [`aula_eventlog::db::is_unavailable`].
 pub fn is_unavailable(error: &sqlx::Error) -> bool {

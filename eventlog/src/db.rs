@@ -211,6 +211,20 @@ pub fn column<'a, T, U>(rows: &'a [T], field: impl FnMut(&'a T) -> U) -> Vec<U> 
     rows.iter().map(field).collect()
 }
 
+/// Takes the two-key advisory lock `key` until the end of the transaction on `conn`,
+/// unless another session holds it: whether it did. Upkeep that one process at a time
+/// should run (per database) takes one and, without it, leaves the work to its holder.
+pub async fn try_transaction_lock(
+    conn: &mut sqlx::PgConnection,
+    key: (i32, i32),
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+        .bind(key.0)
+        .bind(key.1)
+        .fetch_one(conn)
+        .await
+}
+
 /// Page size of a list when the caller names none.
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
 /// Largest page size of a list.
@@ -220,6 +234,36 @@ pub const MAX_PAGE_SIZE: i64 = 500;
 /// else within 1..=[`MAX_PAGE_SIZE`].
 pub fn page_size(asked: Option<i64>) -> i64 {
     asked.unwrap_or(DEFAULT_PAGE_SIZE).clamp(1, MAX_PAGE_SIZE)
+}
+
+/// Why a keyset-paginated list gave no page.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    /// The cursor names no row of this list: the list did not hand it out.
+    #[error("invalid cursor")]
+    BadCursor,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl PageError {
+    /// The error of a list's statement, which casts its cursor's key (if `with_cursor`)
+    /// and nothing else it was given: PostgreSQL refusing a value there
+    /// ([`is_data_exception`]) is a cursor the list did not hand out.
+    pub fn of_statement(error: sqlx::Error, with_cursor: bool) -> Self {
+        if with_cursor && is_data_exception(&error) {
+            PageError::BadCursor
+        } else {
+            PageError::Database(error)
+        }
+    }
+}
+
+/// Whether `error` is PostgreSQL refusing a value (SQLSTATE class 22, data exception:
+/// a text that does not cast to the type asked for). The keyset lists cast only their
+/// cursor's key in SQL, so for them this means a cursor they did not hand out.
+pub fn is_data_exception(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22")))
 }
 
 /// A page of rows and the cursor of the next page (`None`: last page).

@@ -77,6 +77,12 @@ pub struct SubscriptionLag {
     pub lag_seconds: f64,
 }
 
+/// SQL: the events `e` a subscription has still to read, those after its checkpoint row
+/// `c` (of `subscription_checkpoints`) in commit order; with no row, the whole log. A
+/// range of the `(tx_id, global_position)` index, so what it reads is the lag.
+pub const BEHIND_CHECKPOINT: &str =
+    "(e.tx_id, e.global_position) > (COALESCE(c.tx_id, '0'::xid8), COALESCE(c.global_position, 0))";
+
 /// The largest lag counted event by event; a larger one is reported as this.
 pub const MAX_COUNTED_LAG: i64 = 100_000;
 
@@ -85,17 +91,17 @@ pub const MAX_COUNTED_LAG: i64 = 100_000;
 /// at [`MAX_COUNTED_LAG`]: `/metrics` is scraped often (and by anyone who can reach
 /// it), so a scrape must cost the same after an outage left a large backlog.
 pub async fn subscription_lags(pool: &PgPool) -> Result<Vec<SubscriptionLag>, sqlx::Error> {
-    let rows: Vec<(String, i64, i64, Option<f64>)> = sqlx::query_as(
+    let rows: Vec<(String, i64, i64, Option<f64>)> = sqlx::query_as(&format!(
         "SELECT c.name, COALESCE(c.global_position, 0),
                 (SELECT count(*) FROM (SELECT 1 FROM events e
-                  WHERE (e.tx_id, e.global_position) > (COALESCE(c.tx_id, '0'::xid8), COALESCE(c.global_position, 0))
+                  WHERE {BEHIND_CHECKPOINT}
                   LIMIT $1) behind),
                 (SELECT extract(epoch FROM clock_timestamp() - e.recorded_at)::float8 FROM events e
-                  WHERE (e.tx_id, e.global_position) > (COALESCE(c.tx_id, '0'::xid8), COALESCE(c.global_position, 0))
+                  WHERE {BEHIND_CHECKPOINT}
                   ORDER BY e.tx_id, e.global_position LIMIT 1)
          FROM subscription_checkpoints c
          ORDER BY c.name",
-    )
+    ))
     .bind(MAX_COUNTED_LAG)
     .fetch_all(pool)
     .await?;

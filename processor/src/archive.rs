@@ -200,10 +200,7 @@ pub async fn run_archive_scheduler(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn utc(text: &str) -> DateTime<Utc> {
-        text.parse().unwrap()
-    }
+    use crate::test_support::utc;
 
     #[test]
     fn next_run_is_the_next_local_midnight() {

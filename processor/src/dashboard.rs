@@ -17,6 +17,7 @@
 //! **Reads** ([`series`], [`queue_depth`]) touch only these tables: for one institution
 //! (or the platform's total key) and a range, at most buckets × 4 × shards rows.
 
+use aula_eventlog::db::try_transaction_lock;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -184,12 +185,7 @@ const MAINTAIN_LOCK: (i32, i32) = (0x6175_6c61, 23);
 /// way (`metrics::queue_depth`).
 pub async fn maintain(pool: &PgPool, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
-        .bind(MAINTAIN_LOCK.0)
-        .bind(MAINTAIN_LOCK.1)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !locked {
+    if !try_transaction_lock(&mut tx, MAINTAIN_LOCK).await? {
         return Ok(false);
     }
     let minute = Width::Minute.bucket(now);

@@ -82,3 +82,14 @@ pub enum ProcessorError {
     #[error("{0}")]
     Invalid(String),
 }
+
+/// What the unit tests share.
+#[cfg(test)]
+mod test_support {
+    use chrono::{DateTime, Utc};
+
+    /// The instant `text` (RFC 3339) names.
+    pub(crate) fn utc(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+}

@@ -12,7 +12,7 @@
 //! Archived tasks (`tasks_archive`) are not listed: they are old succeeded tasks, still
 //! shown per event by the API's `eventTasks`.
 
-use aula_eventlog::db::{page_size, Page};
+use aula_eventlog::db::{page_size, Page, PageError};
 use aula_projections::admin_events::DurationOp;
 
 use crate::controls::DISPLAY_STATUS_SQL;
@@ -173,14 +173,6 @@ pub struct TaskPage {
     pub next: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum TaskListError {
-    #[error("invalid cursor")]
-    BadCursor,
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
 fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &TaskListQuery) {
     if !query.kinds.is_empty() {
         sql.push(" AND kind = ANY(")
@@ -240,7 +232,7 @@ fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &TaskListQuery) {
 }
 
 /// One page of the task list (keyset pagination: stable under inserts).
-pub async fn list_tasks(pool: &PgPool, query: &TaskListQuery) -> Result<TaskPage, TaskListError> {
+pub async fn list_tasks(pool: &PgPool, query: &TaskListQuery) -> Result<TaskPage, PageError> {
     let limit = page_size(query.limit);
     let expression = query.sort.expression();
     let cursor = match &query.after {
@@ -249,7 +241,7 @@ pub async fn list_tasks(pool: &PgPool, query: &TaskListQuery) -> Result<TaskPage
             let (id, key) = cursor
                 .split_once(':')
                 .and_then(|(id, key)| Some((id.parse::<i64>().ok()?, key.to_owned())))
-                .ok_or(TaskListError::BadCursor)?;
+                .ok_or(PageError::BadCursor)?;
             validate_key(query.sort, &key)?;
             Some((id, key))
         }
@@ -320,15 +312,8 @@ pub async fn list_tasks(pool: &PgPool, query: &TaskListQuery) -> Result<TaskPage
         .build_query_as()
         .fetch_all(pool)
         .await
-        .map_err(|error| {
-            // What `validate_key` lets through and PostgreSQL still refuses
-            // ("2026-13-45 ...").
-            if query.after.is_some() && aula_projections::is_data_exception(&error) {
-                TaskListError::BadCursor
-            } else {
-                TaskListError::Database(error)
-            }
-        })?;
+        // What `validate_key` lets through and PostgreSQL still refuses ("2026-13-45 ...").
+        .map_err(|error| PageError::of_statement(error, query.after.is_some()))?;
     let page = Page::from_overfetch(rows, limit, |r| format!("{}:{}", r.row.id, r.sort_key));
     Ok(TaskPage {
         tasks: page.rows.into_iter().map(|r| r.row).collect(),
@@ -338,7 +323,7 @@ pub async fn list_tasks(pool: &PgPool, query: &TaskListQuery) -> Result<TaskPage
 
 /// Rejects a cursor key that would not cast to the sort's type, so a foreign cursor
 /// is a `BadCursor` instead of a database error.
-fn validate_key(sort: TaskSort, key: &str) -> Result<(), TaskListError> {
+fn validate_key(sort: TaskSort, key: &str) -> Result<(), PageError> {
     let ok = match sort {
         TaskSort::Id | TaskSort::Duration => key.parse::<i64>().is_ok(),
         TaskSort::Attempts => key.parse::<i32>().is_ok(),
@@ -357,7 +342,7 @@ fn validate_key(sort: TaskSort, key: &str) -> Result<(), TaskListError> {
     if ok {
         Ok(())
     } else {
-        Err(TaskListError::BadCursor)
+        Err(PageError::BadCursor)
     }
 }
 

@@ -251,17 +251,8 @@ pub struct CapacityListQuery {
     pub limit: Option<i64>,
 }
 
-/// The page type of every list (it began here, with the course list).
-pub use aula_eventlog::db::Page;
-
-#[derive(Debug, thiserror::Error)]
-pub enum PageError {
-    /// The cursor names no row of this list.
-    #[error("invalid cursor")]
-    BadCursor,
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
+/// The page type and error of every list (they began here, with the course list).
+pub use aula_eventlog::db::{Page, PageError};
 
 /// `ORDER BY` direction of a keyset-paginated list, and the comparison with the cursor
 /// row's key that selects the rows after it.

@@ -170,12 +170,6 @@ pub fn consumers_of(aggregate_type: &str, event_type: &str) -> Vec<&'static str>
     names.extend(["audit_log", "admin_events"]);
     names
 }
-/// Whether `error` is PostgreSQL refusing a value (SQLSTATE class 22, data exception:
-/// a text that does not cast to the type asked for). The keyset lists cast only their
-/// cursor's key in SQL, so for them this means a cursor they did not hand out.
-pub fn is_data_exception(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|code| code.starts_with("22")))
-}
 /// `%text%` for `LIKE`/`ILIKE`, with `%`, `_` and `\` in `text` matched literally: the
 /// search of every list that filters by a typed text.
 pub fn like_pattern(text: &str) -> String {

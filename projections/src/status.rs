@@ -1,6 +1,7 @@
 //! Where each projection stands: its position in the log, how far behind it is, and
 //! whether it is stuck on an event.
 
+use aula_eventlog::health::BEHIND_CHECKPOINT;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
@@ -51,14 +52,13 @@ pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error>
     let names: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
     // The lag counts rows after the checkpoint in commit order (an index range scan:
     // proportional to the lag, not to the log).
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT n.name, c.tx_id::text::bigint, c.global_position, c.events_handled,
                 c.last_error, c.failed_position, c.failing_since, c.attempts, c.updated_at,
-                (SELECT count(*) FROM events e
-                  WHERE (e.tx_id, e.global_position) > (COALESCE(c.tx_id, '0'::xid8), COALESCE(c.global_position, 0))),
+                (SELECT count(*) FROM events e WHERE {BEHIND_CHECKPOINT}),
                 (SELECT min(e.recorded_at) FROM (
                     SELECT recorded_at FROM events e
-                    WHERE (e.tx_id, e.global_position) > (COALESCE(c.tx_id, '0'::xid8), COALESCE(c.global_position, 0))
+                    WHERE {BEHIND_CHECKPOINT}
                     ORDER BY e.tx_id, e.global_position LIMIT 1) e)
          FROM (SELECT name, ord FROM unnest($1::text[]) WITH ORDINALITY AS p(name, ord)
                UNION ALL
@@ -66,7 +66,7 @@ pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error>
                FROM subscription_checkpoints WHERE name LIKE $2 || '%') AS n
          LEFT JOIN subscription_checkpoints c ON c.name = n.name
          ORDER BY n.ord",
-    )
+    ))
     .bind(&names)
     .bind(OUTBOUND_PREFIX)
     .fetch_all(pool)

@@ -10,6 +10,7 @@ use aula_eventlog::local_pg::{LocalPgOptions, LocalPostgres};
 use serde_json::{json, Value};
 
 use crate::support;
+use support::service::Service;
 
 /// A cluster that listens on TCP at `host`:5432 (a loopback address of its own, so no
 /// other test's server takes the port), which is what refuses connections once stopped.
@@ -125,27 +126,11 @@ async fn requests_fail_fast_while_postgres_refuses_connections_and_recover_after
         drain_seconds: 0,
         ..ServeArgs::default()
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(async move {
-        aula::serve::serve(&global, &args, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let mut service = Service::serve(global, args, Duration::from_secs(60)).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = client.get(format!("{base}/ready")).send().await;
-        if matches!(&ready, Ok(r) if r.status().is_success()) {
-            break;
-        }
-        assert!(!service.is_finished(), "the service stopped while starting");
-        assert!(Instant::now() < deadline, "not ready within 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let (status, body, _) = sign_up(&base, 0).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["signUp"]["accepted"], true, "{body}");
@@ -207,9 +192,9 @@ async fn requests_fail_fast_while_postgres_refuses_connections_and_recover_after
         "signUp succeeded again {:?} after the database came back",
         back.elapsed()
     );
-    assert!(!service.is_finished(), "the service kept running");
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(30), service).await;
+    assert!(!service.task.is_finished(), "the service kept running");
+    service.request_stop();
+    let _ = tokio::time::timeout(Duration::from_secs(30), service.task).await;
     postgres.stop();
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,17 +4,11 @@
 //! makes the binary exit non-zero.
 
 use crate::support;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aula::cli::{GlobalArgs, LogFormat, ServeArgs};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::service::Service;
 
 /// The status `/ready` answers at `base` (0: no answer).
 async fn ready(client: &reqwest::Client, base: &str) -> u16 {
@@ -22,6 +16,31 @@ async fn ready(client: &reqwest::Client, base: &str) -> u16 {
         Ok(response) => response.status().as_u16(),
         Err(_) => 0,
     }
+}
+
+/// `aula serve` on its private PostgreSQL in `data_dir` (no `DATABASE_URL`), with `args`
+/// adjusted by `configure`, once ready; and a client that waits 5 s at most.
+async fn serve_on_private_postgres(
+    data_dir: &Path,
+    configure: impl FnOnce(&mut ServeArgs),
+) -> (Service, reqwest::Client) {
+    let global = GlobalArgs {
+        database_url: None,
+        data_dir: data_dir.to_owned(),
+        log_format: LogFormat::Text,
+    };
+    let mut args = ServeArgs {
+        http_addr: ([127, 0, 0, 1], support::free_port()).into(),
+        token_secret: Some("private postgres fault test secret, 32+ bytes".into()),
+        ..ServeArgs::default()
+    };
+    configure(&mut args);
+    let service = Service::serve(global, args, Duration::from_secs(120)).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    (service, client)
 }
 
 fn postmaster_pid(pgdata: &std::path::Path) -> i32 {
@@ -47,37 +66,10 @@ async fn the_service_restarts_a_killed_private_postgres_and_exits_when_it_cannot
         .with_test_writer()
         .try_init();
     std::env::set_var("AULA_PG_MAX_RESTARTS", "3");
-    let http_port = free_port();
-    let base = format!("http://127.0.0.1:{http_port}");
     let data_dir = std::env::temp_dir().join(format!("aula-pgf-{}", uuid::Uuid::new_v4().simple()));
     let pgdata = data_dir.join("postgres").join("pgdata");
-    let global = GlobalArgs {
-        database_url: None,
-        data_dir: data_dir.clone(),
-        log_format: LogFormat::Text,
-    };
-    let args = ServeArgs {
-        http_addr: ([127, 0, 0, 1], http_port).into(),
-        token_secret: Some("private postgres fault test secret, 32+ bytes".into()),
-        ..ServeArgs::default()
-    };
-    let service = tokio::spawn(async move {
-        aula::serve::serve(&global, &args, std::future::pending::<()>()).await
-    });
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while ready(&client, &base).await != 200 {
-        assert!(
-            !service.is_finished(),
-            "the service stopped: {:?}",
-            service.await
-        );
-        assert!(Instant::now() < deadline, "not ready within 120 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (mut service, client) = serve_on_private_postgres(&data_dir, |_| {}).await;
+    let base = service.base.clone();
 
     // 1. Killed: back by itself. Count what /ready answered meanwhile.
     let first = postmaster_pid(&pgdata);
@@ -97,11 +89,7 @@ async fn the_service_restarts_a_killed_private_postgres_and_exits_when_it_cannot
             // Restarted before /ready ever noticed.
             break;
         }
-        assert!(
-            !service.is_finished(),
-            "the service stopped: {:?}",
-            service.await
-        );
+        service.assert_running().await;
         assert!(
             killed.elapsed() < Duration::from_secs(60),
             "not back within 60 s: {answers:?}"
@@ -122,7 +110,7 @@ async fn the_service_restarts_a_killed_private_postgres_and_exits_when_it_cannot
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(second, libc::SIGKILL) }, 0);
     let killed = Instant::now();
-    let result = tokio::time::timeout(Duration::from_secs(120), service)
+    let result = tokio::time::timeout(Duration::from_secs(120), service.task)
         .await
         .expect("serve returns once the database cannot come back")
         .unwrap();
@@ -155,8 +143,6 @@ async fn the_service_outlives_a_full_disk_under_its_private_postgres() {
         "this test mounts a tmpfs and needs root"
     );
     std::env::set_var("AULA_PG_MAX_RESTARTS", "2");
-    let http_port = free_port();
-    let base = format!("http://127.0.0.1:{http_port}");
     let data_dir =
         std::env::temp_dir().join(format!("aula-full-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&data_dir).unwrap();
@@ -170,38 +156,9 @@ async fn the_service_outlives_a_full_disk_under_its_private_postgres() {
         "mounting a tmpfs on {}",
         data_dir.display()
     );
-    let global = GlobalArgs {
-        database_url: None,
-        data_dir: data_dir.clone(),
-        log_format: LogFormat::Text,
-    };
-    let args = ServeArgs {
-        http_addr: ([127, 0, 0, 1], http_port).into(),
-        token_secret: Some("private postgres full disk test secret, 32+ bytes".into()),
-        drain_seconds: 0,
-        ..ServeArgs::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut service = tokio::spawn(async move {
-        aula::serve::serve(&global, &args, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while ready(&client, &base).await != 200 {
-        assert!(
-            !service.is_finished(),
-            "the service stopped: {:?}",
-            (&mut service).await
-        );
-        assert!(Instant::now() < deadline, "not ready within 120 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (mut service, client) =
+        serve_on_private_postgres(&data_dir, |args| args.drain_seconds = 0).await;
+    let base = service.base.clone();
 
     // The disk fills to the last byte, then the log needs a new segment file.
     let ballast = data_dir.join("ballast");
@@ -232,32 +189,21 @@ async fn the_service_outlives_a_full_disk_under_its_private_postgres() {
         let status = ready(&client, &base).await;
         *answers.entry(status).or_default() += 1;
         assert!(
-            !service.is_finished(),
+            !service.task.is_finished(),
             "the service gave up on a full disk: {:?}",
-            (&mut service).await
+            (&mut service.task).await
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     std::fs::remove_file(&ballast).unwrap();
     let freed = Instant::now();
-    while ready(&client, &base).await != 200 {
-        assert!(
-            !service.is_finished(),
-            "the service stopped: {:?}",
-            (&mut service).await
-        );
-        assert!(
-            freed.elapsed() < Duration::from_secs(60),
-            "not ready within 60 s of space freed"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    service.wait_ready(Duration::from_secs(60)).await;
     eprintln!(
         "full disk under aula serve: /ready answers while full (status: count) {answers:?}; ready {:.2} s after space was freed",
         freed.elapsed().as_secs_f64()
     );
-    let _ = stop.send(());
-    let result = tokio::time::timeout(Duration::from_secs(60), service)
+    service.request_stop();
+    let result = tokio::time::timeout(Duration::from_secs(60), service.task)
         .await
         .expect("serve stops")
         .unwrap();

@@ -10,7 +10,8 @@ use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery,
 };
 use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{Response, ServerResult, Variables};
+use async_graphql::{Response, ServerError, ServerResult, Variables};
+use std::future::Future;
 use std::sync::Arc;
 
 use crate::state::AppState;
@@ -35,17 +36,9 @@ impl Extension for Reachable {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        let Some(state) = ctx.data_opt::<AppState>() else {
-            return next.run(ctx, query, variables).await;
-        };
-        let started = tokio::time::Instant::now();
-        tokio::select! {
-            biased;
-            prepared = next.run(ctx, query, variables) => prepared,
-            () = state.reachability.cut(started) => {
-                Err(crate::http::database_unreachable().into_server_error())
-            }
-        }
+        unless_unreachable(ctx, next.run(ctx, query, variables))
+            .await
+            .unwrap_or_else(|| Err(unreachable()))
     }
 
     /// The execution of a query or mutation, over HTTP and over the socket alike.
@@ -55,16 +48,30 @@ impl Extension for Reachable {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
-        let Some(state) = ctx.data_opt::<AppState>() else {
-            return next.run(ctx, operation_name).await;
-        };
-        let started = tokio::time::Instant::now();
-        tokio::select! {
-            biased;
-            response = next.run(ctx, operation_name) => response,
-            () = state.reachability.cut(started) => Response::from_errors(vec![
-                crate::http::database_unreachable().into_server_error(),
-            ]),
-        }
+        unless_unreachable(ctx, next.run(ctx, operation_name))
+            .await
+            .unwrap_or_else(|| Response::from_errors(vec![unreachable()]))
     }
+}
+
+/// What `work` gives, or `None` when it was cut off: it ran long enough for the check
+/// and a direct connect found the database refusing.
+async fn unless_unreachable<T>(
+    ctx: &ExtensionContext<'_>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    let Some(state) = ctx.data_opt::<AppState>() else {
+        return Some(work.await);
+    };
+    let started = tokio::time::Instant::now();
+    tokio::select! {
+        biased;
+        done = work => Some(done),
+        () = state.reachability.cut(started) => None,
+    }
+}
+
+/// The `UNAVAILABLE` error of an operation cut off.
+fn unreachable() -> ServerError {
+    crate::http::database_unreachable().into_server_error()
 }

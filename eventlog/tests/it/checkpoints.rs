@@ -11,7 +11,7 @@ use aula_eventlog::testing::fast_subscription;
 use aula_eventlog::{Consumer, Wakeups};
 use sqlx::{PgConnection, PgPool};
 
-use super::log_reader::{insert_event, setup};
+use super::log_reader::{insert_event, record_seen, setup};
 
 /// Records the positions it handles into `seen`, inside the batch transaction.
 struct Positions;
@@ -23,14 +23,7 @@ impl Consumer for Positions {
         tx: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), BoxError> {
-        let positions: Vec<i64> = events.iter().map(|e| e.global_position()).collect();
-        sqlx::query(
-            "INSERT INTO seen (subscription, instance, global_position, aggregate_id, sequence)
-             SELECT 'moved', 'only', p, 'a', 0 FROM unnest($1::bigint[]) AS p",
-        )
-        .bind(&positions)
-        .execute(&mut *tx)
-        .await?;
+        record_seen(tx, "moved", "only", events).await?;
         Ok(())
     }
 }

@@ -14,7 +14,9 @@ use aula_eventlog::testing::TestDatabase;
 use aula_eventlog::{Consumer, Wakeups};
 use sqlx::{PgConnection, PgPool};
 
-use super::log_reader::{append_events, committed_positions, fast, setup, wait_for_seen, within};
+use super::log_reader::{
+    append_events, committed_positions, fast, record_seen, setup, wait_for_seen, within,
+};
 
 /// How a [`Faulty`] consumer fails on its poisoned event.
 #[derive(Clone, Copy)]
@@ -46,12 +48,7 @@ impl Consumer for Faulty {
                 Fault::Panic => panic!("a bug in the consumer"),
             }
         }
-        let positions: Vec<i64> = events.iter().map(|e| e.global_position()).collect();
-        sqlx::query("INSERT INTO seen (subscription, instance, global_position, aggregate_id, sequence) SELECT $2, 'x', p, 'a', 0 FROM unnest($1::bigint[]) p")
-            .bind(&positions)
-            .bind(self.name)
-            .execute(&mut *tx)
-            .await?;
+        record_seen(tx, self.name, "x", events).await?;
         Ok(())
     }
 }
@@ -190,12 +187,7 @@ impl Consumer for FailsWith {
             );
             sqlx::query(&raise).execute(&mut *tx).await?;
         }
-        let positions: Vec<i64> = events.iter().map(|e| e.global_position()).collect();
-        sqlx::query("INSERT INTO seen (subscription, instance, global_position, aggregate_id, sequence) SELECT $2, 'x', p, 'a', 0 FROM unnest($1::bigint[]) p")
-            .bind(&positions)
-            .bind(self.name)
-            .execute(&mut *tx)
-            .await?;
+        record_seen(tx, self.name, "x", events).await?;
         Ok(())
     }
 }

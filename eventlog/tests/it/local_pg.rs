@@ -354,6 +354,18 @@ fn unmount(dir: &PathBuf) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The server of `options`, whose data lives on the tmpfs `dir` (unmounted if it does
+/// not start).
+fn start_on_tmpfs(dir: &PathBuf, options: &LocalPgOptions) -> LocalPostgres {
+    match LocalPostgres::start(options) {
+        Ok(server) => server,
+        Err(error) => {
+            unmount(dir);
+            panic!("the server starts on the tmpfs: {error}");
+        }
+    }
+}
+
 /// Finding 14's original trigger: the disk under the private server fills up (a small
 /// tmpfs mounted for the test, so this needs root, as CI runs). Writes fail while it is
 /// full, the server may crash and fail to come back; once space is freed it serves
@@ -373,13 +385,7 @@ fn a_full_disk_is_survived_and_no_acknowledged_write_is_lost() {
     ];
     options.restart_backoff = Duration::from_millis(200);
     options.max_restarts = 20;
-    let server = match LocalPostgres::start(&options) {
-        Ok(server) => server,
-        Err(error) => {
-            unmount(&dir);
-            panic!("the server starts on the tmpfs: {error}");
-        }
-    };
+    let server = start_on_tmpfs(&dir, &options);
     let rt = runtime();
     let outcome = rt.block_on(async {
         let pool = pool_of(&server).await;
@@ -452,13 +458,7 @@ fn a_server_that_dies_of_a_full_disk_is_tried_again_until_space_is_freed() {
     let mut options = LocalPgOptions::new(&dir);
     options.restart_backoff = Duration::from_millis(50);
     options.max_restarts = 2;
-    let server = match LocalPostgres::start(&options) {
-        Ok(server) => server,
-        Err(error) => {
-            unmount(&dir);
-            panic!("the server starts on the tmpfs: {error}");
-        }
-    };
+    let server = start_on_tmpfs(&dir, &options);
     let failed = server.failed();
     let rt = runtime();
     let outcome = rt.block_on(async {

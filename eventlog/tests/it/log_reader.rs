@@ -82,20 +82,7 @@ impl Consumer for Recorder {
         tx: &mut PgConnection,
         events: &[RecordedEvent],
     ) -> Result<(), BoxError> {
-        let positions: Vec<i64> = events.iter().map(|e| e.global_position()).collect();
-        let aggregates: Vec<String> = events.iter().map(|e| e.aggregate_id.clone()).collect();
-        let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
-        sqlx::query(
-            "INSERT INTO seen (subscription, instance, global_position, aggregate_id, sequence)
-             SELECT $1, $2, p, a, s FROM unnest($3::bigint[], $4::text[], $5::bigint[]) WITH ORDINALITY AS t(p, a, s, o) ORDER BY o",
-        )
-        .bind(&self.subscription)
-        .bind(&self.instance)
-        .bind(&positions)
-        .bind(&aggregates)
-        .bind(&sequences)
-        .execute(&mut *tx)
-        .await?;
+        record_seen(tx, &self.subscription, &self.instance, events).await?;
         let done = self.batches.fetch_add(1, Ordering::SeqCst) + 1;
         if Some(done) == self.hang_after_batches {
             if let Some(hung) = &self.hung {
@@ -106,6 +93,32 @@ impl Consumer for Recorder {
         }
         Ok(())
     }
+}
+
+/// What every test consumer does with its batch: records each event in `seen` (created by
+/// [`setup`]) as handled by `instance` of `subscription`, in the batch's transaction and
+/// order.
+pub(super) async fn record_seen(
+    tx: &mut PgConnection,
+    subscription: &str,
+    instance: &str,
+    events: &[RecordedEvent],
+) -> Result<(), sqlx::Error> {
+    let positions: Vec<i64> = events.iter().map(|e| e.global_position()).collect();
+    let aggregates: Vec<String> = events.iter().map(|e| e.aggregate_id.clone()).collect();
+    let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
+    sqlx::query(
+        "INSERT INTO seen (subscription, instance, global_position, aggregate_id, sequence)
+         SELECT $1, $2, p, a, s FROM unnest($3::bigint[], $4::text[], $5::bigint[]) WITH ORDINALITY AS t(p, a, s, o) ORDER BY o",
+    )
+    .bind(subscription)
+    .bind(instance)
+    .bind(&positions)
+    .bind(&aggregates)
+    .bind(&sequences)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// Bounds a wait so a broken implementation fails the test instead of hanging it.

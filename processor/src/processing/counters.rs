@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use aula_eventlog::db::column;
+
 use super::minute_of;
 use crate::dashboard;
 
@@ -77,90 +79,98 @@ pub(super) async fn write_counters(
     counters: &Counters,
 ) -> Result<(), sqlx::Error> {
     let shard = super::shard();
-    let rollups: Vec<_> = counters.rollups.iter().filter(|(_, n)| **n != 0).collect();
-    if !rollups.is_empty() {
-        sqlx::query(
-            "INSERT INTO processing_rollups (minute, kind, status, shard, count)
-             SELECT minute, kind, status, $4, n
-             FROM unnest($1::timestamptz[], $2::text[], $3::text[], $5::bigint[]) WITH ORDINALITY
-                 AS r(minute, kind, status, n, ord)
-             ORDER BY ord
-             ON CONFLICT (minute, kind, status, shard)
-             DO UPDATE SET count = processing_rollups.count + EXCLUDED.count",
-        )
-        .bind(rollups.iter().map(|((m, _, _), _)| *m).collect::<Vec<_>>())
-        .bind(rollups.iter().map(|((_, k, _), _)| *k).collect::<Vec<_>>())
-        .bind(
-            rollups
-                .iter()
-                .map(|((_, _, s), _)| s.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(shard)
-        .bind(rollups.iter().map(|(_, n)| **n).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
+    if nonzero(&counters.rollups).next().is_some() {
+        counters
+            .bind_rollups(sqlx::query(
+                "INSERT INTO processing_rollups (minute, kind, status, shard, count)
+                 SELECT minute, kind, status, $5, n
+                 FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY
+                     AS r(minute, kind, status, n, ord)
+                 ORDER BY ord
+                 ON CONFLICT (minute, kind, status, shard)
+                 DO UPDATE SET count = processing_rollups.count + EXCLUDED.count",
+            ))
+            .bind(shard)
+            .execute(&mut *conn)
+            .await?;
     }
-    let statuses: Vec<_> = counters.statuses.iter().filter(|(_, n)| **n != 0).collect();
-    write_dashboard(conn, counters, shard).await?;
-    if !statuses.is_empty() {
-        sqlx::query(
-            "INSERT INTO task_status_counts (kind, status, shard, count)
-             SELECT kind, status, $3, n
-             FROM unnest($1::text[], $2::text[], $4::bigint[]) WITH ORDINALITY AS r(kind, status, n, ord)
-             ORDER BY ord
-             ON CONFLICT (kind, status, shard)
-             DO UPDATE SET count = task_status_counts.count + EXCLUDED.count",
-        )
-        .bind(statuses.iter().map(|((k, _), _)| *k).collect::<Vec<_>>())
-        .bind(
-            statuses
-                .iter()
-                .map(|((_, s), _)| s.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(shard)
-        .bind(statuses.iter().map(|(_, n)| **n).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
+    // The dashboard's rollups after `processing_rollups`, before `task_status_counts`:
+    // the counter tables in one order, each in key order.
+    if nonzero(&counters.dashboard).next().is_some() {
+        counters
+            .bind_dashboard(sqlx::query(
+                "INSERT INTO dashboard_rollups (width, institution_id, bucket, kind, status, shard, count)
+                 SELECT width, institution_id, bucket, kind, status, $7, n
+                 FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $6::bigint[])
+                     WITH ORDINALITY AS r(width, institution_id, bucket, kind, status, n, ord)
+                 ORDER BY ord
+                 ON CONFLICT (width, institution_id, bucket, kind, status, shard)
+                 DO UPDATE SET count = dashboard_rollups.count + EXCLUDED.count",
+            ))
+            .bind(shard)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if nonzero(&counters.statuses).next().is_some() {
+        counters
+            .bind_statuses(sqlx::query(
+                "INSERT INTO task_status_counts (kind, status, shard, count)
+                 SELECT kind, status, $4, n
+                 FROM unnest($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY AS r(kind, status, n, ord)
+                 ORDER BY ord
+                 ON CONFLICT (kind, status, shard)
+                 DO UPDATE SET count = task_status_counts.count + EXCLUDED.count",
+            ))
+            .bind(shard)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
 
-/// Adds the batch's dashboard rollups (after `processing_rollups`, before
-/// `task_status_counts`: the counter tables in one order, each in key order).
-async fn write_dashboard(
-    conn: &mut PgConnection,
-    counters: &Counters,
-    shard: i16,
-) -> Result<(), sqlx::Error> {
-    let rows: Vec<_> = counters
-        .dashboard
+/// The entries of `deltas` that change a count, in key order.
+fn nonzero<K>(deltas: &BTreeMap<K, i64>) -> impl Iterator<Item = (&K, i64)> {
+    deltas
         .iter()
         .filter(|(_, n)| **n != 0)
-        .collect();
-    if rows.is_empty() {
-        return Ok(());
+        .map(|(k, n)| (k, *n))
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+impl Counters {
+    /// Binds the `processing_rollups` deltas as four arrays: minutes, kinds, statuses,
+    /// counts.
+    fn bind_rollups<'q>(&'q self, query: Query<'q>) -> Query<'q> {
+        let deltas: Vec<_> = nonzero(&self.rollups).collect();
+        query
+            .bind(column(&deltas, |((m, _, _), _)| *m))
+            .bind(column(&deltas, |((_, k, _), _)| *k))
+            .bind(column(&deltas, |((_, _, s), _)| s.as_str()))
+            .bind(column(&deltas, |(_, n)| *n))
     }
-    sqlx::query(
-        "INSERT INTO dashboard_rollups (width, institution_id, bucket, kind, status, shard, count)
-         SELECT width, institution_id, bucket, kind, status, $6, n
-         FROM unnest($1::text[], $2::uuid[], $3::timestamptz[], $4::text[], $5::text[], $7::bigint[])
-             WITH ORDINALITY AS r(width, institution_id, bucket, kind, status, n, ord)
-         ORDER BY ord
-         ON CONFLICT (width, institution_id, bucket, kind, status, shard)
-         DO UPDATE SET count = dashboard_rollups.count + EXCLUDED.count",
-    )
-    .bind(rows.iter().map(|((w, ..), _)| *w).collect::<Vec<_>>())
-    .bind(rows.iter().map(|((_, i, ..), _)| *i).collect::<Vec<_>>())
-    .bind(rows.iter().map(|((_, _, b, ..), _)| *b).collect::<Vec<_>>())
-    .bind(rows.iter().map(|((_, _, _, k, _), _)| *k).collect::<Vec<_>>())
-    .bind(rows.iter().map(|((.., s), _)| *s).collect::<Vec<_>>())
-    .bind(shard)
-    .bind(rows.iter().map(|(_, n)| **n).collect::<Vec<_>>())
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+
+    /// Binds the `dashboard_rollups` deltas as six arrays: widths, institutions,
+    /// buckets, kinds, statuses, counts.
+    fn bind_dashboard<'q>(&'q self, query: Query<'q>) -> Query<'q> {
+        let deltas: Vec<_> = nonzero(&self.dashboard).collect();
+        query
+            .bind(column(&deltas, |((w, ..), _)| *w))
+            .bind(column(&deltas, |((_, i, ..), _)| *i))
+            .bind(column(&deltas, |((_, _, b, ..), _)| *b))
+            .bind(column(&deltas, |((_, _, _, k, _), _)| *k))
+            .bind(column(&deltas, |((.., s), _)| *s))
+            .bind(column(&deltas, |(_, n)| *n))
+    }
+
+    /// Binds the `task_status_counts` deltas as three arrays: kinds, statuses, counts.
+    fn bind_statuses<'q>(&'q self, query: Query<'q>) -> Query<'q> {
+        let deltas: Vec<_> = nonzero(&self.statuses).collect();
+        query
+            .bind(column(&deltas, |((k, _), _)| *k))
+            .bind(column(&deltas, |((_, s), _)| s.as_str()))
+            .bind(column(&deltas, |(_, n)| *n))
+    }
 }
 
 /// The events' rows (`rows`, in log order) and the counters in one statement: one round
@@ -177,60 +187,19 @@ pub(super) async fn write_rows_and_counters(
     rows: &[super::Row],
     counters: &Counters,
 ) -> Result<(), sqlx::Error> {
-    let rollups: Vec<_> = counters.rollups.iter().filter(|(_, n)| **n != 0).collect();
-    let dashboard: Vec<_> = counters
-        .dashboard
-        .iter()
-        .filter(|(_, n)| **n != 0)
-        .collect();
-    let statuses: Vec<_> = counters.statuses.iter().filter(|(_, n)| **n != 0).collect();
-    if rows.is_empty() && rollups.is_empty() && dashboard.is_empty() && statuses.is_empty() {
+    if rows.is_empty()
+        && nonzero(&counters.rollups).next().is_none()
+        && nonzero(&counters.dashboard).next().is_none()
+        && nonzero(&counters.statuses).next().is_none()
+    {
         return Ok(());
     }
     let columns = super::RowColumns::of(rows);
-    columns
-        .bind(sqlx::query(RECORD_SQL))
-        .bind(super::shard())
-        .bind(rollups.iter().map(|((m, _, _), _)| *m).collect::<Vec<_>>())
-        .bind(rollups.iter().map(|((_, k, _), _)| *k).collect::<Vec<_>>())
-        .bind(
-            rollups
-                .iter()
-                .map(|((_, _, s), _)| s.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(rollups.iter().map(|(_, n)| **n).collect::<Vec<_>>())
-        .bind(dashboard.iter().map(|((w, ..), _)| *w).collect::<Vec<_>>())
-        .bind(
-            dashboard
-                .iter()
-                .map(|((_, i, ..), _)| *i)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            dashboard
-                .iter()
-                .map(|((_, _, b, ..), _)| *b)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            dashboard
-                .iter()
-                .map(|((_, _, _, k, _), _)| *k)
-                .collect::<Vec<_>>(),
-        )
-        .bind(dashboard.iter().map(|((.., s), _)| *s).collect::<Vec<_>>())
-        .bind(dashboard.iter().map(|(_, n)| **n).collect::<Vec<_>>())
-        .bind(statuses.iter().map(|((k, _), _)| *k).collect::<Vec<_>>())
-        .bind(
-            statuses
-                .iter()
-                .map(|((_, s), _)| s.as_str())
-                .collect::<Vec<_>>(),
-        )
-        .bind(statuses.iter().map(|(_, n)| **n).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
+    let query = columns.bind(sqlx::query(RECORD_SQL)).bind(super::shard());
+    let query = counters.bind_rollups(query);
+    let query = counters.bind_dashboard(query);
+    let query = counters.bind_statuses(query);
+    query.execute(&mut *conn).await?;
     Ok(())
 }
 

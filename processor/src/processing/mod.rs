@@ -667,10 +667,7 @@ async fn event_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn utc(text: &str) -> DateTime<Utc> {
-        text.parse().unwrap()
-    }
+    use crate::test_support::utc;
 
     #[test]
     fn minutes_truncate() {

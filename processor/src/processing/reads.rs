@@ -85,10 +85,7 @@ pub async fn processed_per_minute(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn utc(text: &str) -> DateTime<Utc> {
-        text.parse().unwrap()
-    }
+    use crate::test_support::utc;
 
     #[test]
     fn local_midnight_follows_the_offset() {

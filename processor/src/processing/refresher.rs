@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use aula_eventlog::db::try_transaction_lock;
 use chrono::Utc;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -62,12 +63,7 @@ pub async fn refresh(pool: &PgPool, limit: i64) -> Result<Option<usize>, sqlx::E
     // take every lock its filter evaluates.
     let mut slot_taken = false;
     for slot in 0..REFRESHERS {
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
-            .bind(REFRESH_LOCK.0)
-            .bind(REFRESH_LOCK.1 + slot)
-            .fetch_one(&mut *tx)
-            .await?;
-        if locked {
+        if try_transaction_lock(&mut tx, (REFRESH_LOCK.0, REFRESH_LOCK.1 + slot)).await? {
             slot_taken = true;
             break;
         }
@@ -187,12 +183,7 @@ pub async fn open_tasks(pool: &PgPool) -> Result<i64, sqlx::Error> {
 pub async fn analyze_queue(pool: &PgPool, open: i64) -> Result<bool, sqlx::Error> {
     // ANALYZE may run in a transaction: the lock is released with it, whatever happens.
     let mut tx = pool.begin().await?;
-    let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
-        .bind(ANALYZE_LOCK.0)
-        .bind(ANALYZE_LOCK.1)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !ours {
+    if !try_transaction_lock(&mut tx, ANALYZE_LOCK).await? {
         tx.rollback().await?;
         return Ok(false);
     }

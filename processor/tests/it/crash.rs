@@ -220,26 +220,13 @@ async fn killing_a_worker_process_mid_run_loses_and_duplicates_nothing() {
 /// message carries the same `webhook-id` and body.
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_a_worker_process_mid_delivery_delivers_every_message_with_its_id() {
-    use aula_processor::webhooks::endpoints::{self, NewEndpoint};
-    use aula_processor::webhooks::{fanout, message_header_id, WebhookConfig};
+    use aula_processor::webhooks::{fanout, message_header_id};
     use common::webhook_receiver::Receiver;
     use std::collections::HashMap;
     use uuid::Uuid;
 
     let db = TestDatabase::new().await;
-    let local = WebhookConfig {
-        insecure_hosts: vec!["127.0.0.1".into()],
-        allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
-        ..WebhookConfig::default()
-    };
-    let (endpoint, secret) = endpoints::create(
-        &db.pool,
-        &local,
-        NewEndpoint::by_system("http://127.0.0.1:9/", "crash test"),
-        &aula_eventlog::EventMetadata::new(aula_eventlog::Actor::System, None),
-    )
-    .await
-    .unwrap();
+    let (endpoint, secret) = loopback_endpoint(&db.pool, "crash test").await;
     // Slow enough that the kill lands with requests in flight.
     let receiver = Receiver::start_with(
         json!({"behaviour": "ok", "secrets": [secret.reveal()], "delay_ms": 20}),

@@ -4,13 +4,14 @@
 
 use std::time::Duration;
 
-use crate::common::{until_count, within};
+use crate::common::{until_waiting_on_a_lock, within};
 use aula_eventlog::testing::TestDatabase;
 use aula_processor::queue::{self, NewTask};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use crate::queue::{insert, task};
+use crate::reactions_batch::teacher_created_read_from_the_log;
 
 /// The claiming loop's shortcut (`queue::ClaimHint`): a hinted claim walks the claim
 /// index from its hint, so it does not see a more urgent task that arrived after the
@@ -295,6 +296,26 @@ fn issued_by(event_id: uuid::Uuid) -> NewTask {
     }
 }
 
+/// The completion of a claimed task, left uncommitted in the transaction returned: its
+/// queue row deleted, its history row inserted, for a race against that commit.
+async fn completing(
+    pool: &PgPool,
+    claimed: &queue::TaskRow,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let done = claimed.done();
+    let mut completing = pool.begin().await.unwrap();
+    let finished: Vec<(i64, Option<uuid::Uuid>, Option<DateTime<Utc>>)> =
+        sqlx::query_as(queue::COMPLETE_SQL)
+            .bind(vec![done.id])
+            .bind(vec![done.attempt])
+            .bind(vec![done.claimed_at])
+            .fetch_all(&mut *completing)
+            .await
+            .unwrap();
+    assert_eq!(finished.len(), 1);
+    completing
+}
+
 /// An event issues a task of a kind once, across the queue and the history: an insert
 /// that races the completion of the event's task (its queue row deleted, its history
 /// row inserted, not committed yet) waits for that completion at the queue's unique
@@ -310,18 +331,7 @@ async fn an_event_issues_a_kind_once_even_while_its_task_finishes() {
     let claimed = queue::claim(pool, "w", 1, Duration::from_secs(60), true)
         .await
         .unwrap();
-    let done = claimed[0].done();
-
-    let mut completing = pool.begin().await.unwrap();
-    let finished: Vec<(i64, Option<uuid::Uuid>, Option<DateTime<Utc>>)> =
-        sqlx::query_as(queue::COMPLETE_SQL)
-            .bind(vec![done.id])
-            .bind(vec![done.attempt])
-            .bind(vec![done.claimed_at])
-            .fetch_all(&mut *completing)
-            .await
-            .unwrap();
-    assert_eq!(finished.len(), 1);
+    let completing = completing(pool, &claimed[0]).await;
     let again = tokio::spawn({
         let pool = pool.clone();
         async move {
@@ -331,12 +341,10 @@ async fn an_event_issues_a_kind_once_even_while_its_task_finishes() {
                 .unwrap()
         }
     });
-    until_count(
+    until_waiting_on_a_lock(
         pool,
-        "SELECT count(*) FROM pg_stat_activity
-             WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO task_queue%'",
+        "INSERT INTO task_queue%",
         "the insert to wait for the completion's commit",
-        |waiting| waiting > 0,
     )
     .await;
     completing.commit().await.unwrap();
@@ -422,40 +430,18 @@ async fn new_tasks_probe_the_history_by_key_with_or_without_its_statistics() {
 /// events' recount: the task taken back is in neither the event's row nor the counts.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reactions_batch_issues_a_kind_once_even_while_its_task_finishes() {
-    use aula_eventlog::{Consumer, LogPosition};
+    use aula_eventlog::Consumer;
     use aula_processor::reactions::{tasks_for, Reactions};
 
     let db = TestDatabase::new().await;
     let pool = &db.pool;
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         VALUES ('teacher', 't-1', 1, 'TeacherCreated', '1.0', '{}', '{}')",
-    )
-    .execute(pool)
-    .await
-    .unwrap();
-    // The log hands out an event once no older transaction can still commit before it:
-    // other tests' transactions on the shared server may hold it back for a moment.
-    let events = loop {
-        let events = aula_eventlog::log::read_batch(
-            &mut pool.acquire().await.unwrap(),
-            LogPosition::START,
-            10,
-        )
-        .await
-        .unwrap();
-        if !events.is_empty() {
-            break events;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let events = teacher_created_read_from_the_log(pool).await;
     let event = events[0].clone();
     // The event's task, issued before (a checkpoint moved back), now running.
     insert(pool, &tasks_for(&event)).await;
     let claimed = queue::claim(pool, "w", 1, Duration::from_secs(60), true)
         .await
         .unwrap();
-    let done = claimed[0].done();
     let pending_tasks = "SELECT COALESCE(sum(count), 0)::bigint FROM task_status_counts
                          WHERE kind = 'task' AND status = 'pending'";
     let pending_before: i64 = sqlx::query_scalar(pending_tasks)
@@ -463,16 +449,7 @@ async fn a_reactions_batch_issues_a_kind_once_even_while_its_task_finishes() {
         .await
         .unwrap();
 
-    let mut completing = pool.begin().await.unwrap();
-    let finished: Vec<(i64, Option<uuid::Uuid>, Option<DateTime<Utc>>)> =
-        sqlx::query_as(queue::COMPLETE_SQL)
-            .bind(vec![done.id])
-            .bind(vec![done.attempt])
-            .bind(vec![done.claimed_at])
-            .fetch_all(&mut *completing)
-            .await
-            .unwrap();
-    assert_eq!(finished.len(), 1);
+    let completing = completing(pool, &claimed[0]).await;
     let batch = tokio::spawn({
         let pool = pool.clone();
         async move {
@@ -481,12 +458,10 @@ async fn a_reactions_batch_issues_a_kind_once_even_while_its_task_finishes() {
             tx.commit().await.unwrap();
         }
     });
-    until_count(
+    until_waiting_on_a_lock(
         pool,
-        "SELECT count(*) FROM pg_stat_activity
-             WHERE wait_event_type = 'Lock' AND query LIKE 'WITH inserted AS%'",
+        "WITH inserted AS%",
         "the batch's insert to wait for the completion's commit",
-        |waiting| waiting > 0,
     )
     .await;
     completing.commit().await.unwrap();

@@ -3,14 +3,16 @@
 
 use std::time::Duration;
 
-use crate::common::{until_count, within};
+use crate::common::{loopback_endpoint, until_waiting_on_a_lock, within};
 use aula_eventlog::testing::TestDatabase;
 use sqlx::PgPool;
 
-/// A `TeacherCreated` event appended and read from the log (other tests' transactions
-/// on the shared server may hold it back for a moment), with its admin row written as
-/// the processing writers do (no task yet: done), so there is a row to lock.
-async fn event_with_a_row(pool: &PgPool) -> Vec<aula_eventlog::RecordedEvent> {
+/// A `TeacherCreated` event appended and read back from the log. The log hands out an
+/// event once no older transaction can still commit before it: other tests'
+/// transactions on the shared server may hold it back for a moment.
+pub(crate) async fn teacher_created_read_from_the_log(
+    pool: &PgPool,
+) -> Vec<aula_eventlog::RecordedEvent> {
     use aula_eventlog::LogPosition;
 
     let event_id: uuid::Uuid = sqlx::query_scalar(
@@ -21,7 +23,7 @@ async fn event_with_a_row(pool: &PgPool) -> Vec<aula_eventlog::RecordedEvent> {
     .fetch_one(pool)
     .await
     .unwrap();
-    let events = loop {
+    loop {
         let read = aula_eventlog::log::read_batch(
             &mut pool.acquire().await.unwrap(),
             LogPosition::START,
@@ -34,10 +36,16 @@ async fn event_with_a_row(pool: &PgPool) -> Vec<aula_eventlog::RecordedEvent> {
             .filter(|e| e.event_id == event_id)
             .collect();
         if !events.is_empty() {
-            break events;
+            return events;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    }
+}
+
+/// A `TeacherCreated` event read from the log, with its admin row written as the
+/// processing writers do (no task yet: done), so there is a row to lock.
+async fn event_with_a_row(pool: &PgPool) -> Vec<aula_eventlog::RecordedEvent> {
+    let events = teacher_created_read_from_the_log(pool).await;
     let mut conn = pool.acquire().await.unwrap();
     aula_processor::processing::record(&mut conn, &[], &events)
         .await
@@ -73,9 +81,7 @@ async fn batch_waiting_on_the_row(
             tx.commit().await.unwrap();
         }
     });
-    let waiting = "SELECT count(*) FROM pg_stat_activity
-                   WHERE wait_event_type = 'Lock' AND datname = current_database()";
-    until_count(pool, waiting, "the batch to wait for the row", |n| n > 0).await;
+    until_waiting_on_a_lock(pool, "%", "the batch to wait for the row").await;
     let query: String = sqlx::query_scalar(
         "SELECT query FROM pg_stat_activity
          WHERE wait_event_type = 'Lock' AND datname = current_database()",
@@ -121,23 +127,8 @@ async fn a_reactions_batch_locks_its_rows_in_its_insert_after_the_tasks() {
 /// the rows are locked after it, in a statement of their own, as before.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reactions_batch_with_an_endpoint_locks_its_rows_after_the_fan_out() {
-    use aula_processor::webhooks::endpoints::{self, NewEndpoint};
-    use aula_processor::webhooks::WebhookConfig;
-
     let db = TestDatabase::new().await;
-    let config = WebhookConfig {
-        insecure_hosts: vec!["127.0.0.1".into()],
-        allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
-        ..WebhookConfig::default()
-    };
-    endpoints::create(
-        &db.pool,
-        &config,
-        NewEndpoint::by_system("http://127.0.0.1:9/", "every event"),
-        &aula_eventlog::EventMetadata::new(aula_eventlog::Actor::System, None),
-    )
-    .await
-    .unwrap();
+    loopback_endpoint(&db.pool, "every event").await;
     let events = event_with_a_row(&db.pool).await;
     let (query, inserted) = batch_waiting_on_the_row(&db.pool, &events).await;
     assert!(

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use aula_eventlog::db::try_transaction_lock;
 use aula_eventlog::shutdown;
 use aula_eventlog::testing::TestDatabase;
 use aula_processor::{
@@ -114,10 +115,7 @@ async fn refresh_rounds_run_side_by_side_up_to_the_slots_and_count_each_event_on
     // Every slot held elsewhere: a round does nothing and leaves the ids queued.
     let mut holder = db.pool.begin().await.unwrap();
     for slot in 0..processing::REFRESHERS {
-        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
-            .bind(0x6175_6c61_i32)
-            .bind(17 + slot)
-            .fetch_one(&mut *holder)
+        let held = try_transaction_lock(&mut holder, (0x6175_6c61, 17 + slot))
             .await
             .unwrap();
         assert!(held);
@@ -264,16 +262,23 @@ async fn the_refresh_queue_is_vacuumed_of_the_ids_taken() {
     assert_eq!(after, 0, "{before} pages before the VACUUM");
 }
 
-/// A statement a connection planned while the queue was empty (a table PostgreSQL saw
-/// with no rows) keeps scanning the whole queue once it is long, until an ANALYZE makes
-/// every connection plan again; the refresher runs one when the queue grows.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_queue_that_grows_is_analyzed_so_its_statements_are_planned_again() {
+/// A new database whose queue the statistics know to be empty, as a connection planning
+/// its statements on a quiet queue sees it.
+async fn with_an_empty_queue_analyzed() -> TestDatabase {
     let db = TestDatabase::new().await;
     sqlx::raw_sql("VACUUM ANALYZE task_queue")
         .execute(&db.pool)
         .await
         .unwrap();
+    db
+}
+
+/// A statement a connection planned while the queue was empty (a table PostgreSQL saw
+/// with no rows) keeps scanning the whole queue once it is long, until an ANALYZE makes
+/// every connection plan again; the refresher runs one when the queue grows.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queue_that_grows_is_analyzed_so_its_statements_are_planned_again() {
+    let db = with_an_empty_queue_analyzed().await;
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&db.connect)
         .await
         .unwrap();
@@ -333,11 +338,7 @@ async fn parked_plan(conn: &mut sqlx::PgConnection) -> String {
 /// planned at each run, it reads the parked tasks' index whatever the statistics say.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sweep_for_parked_tasks_does_not_scan_a_queue_that_grew() {
-    let db = TestDatabase::new().await;
-    sqlx::raw_sql("VACUUM ANALYZE task_queue")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    let db = with_an_empty_queue_analyzed().await;
     // One connection, so the sweeps share it (and would share a prepared plan).
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
@@ -377,11 +378,7 @@ async fn the_sweep_for_parked_tasks_does_not_scan_a_queue_that_grew() {
 /// takes the lock first, and not again while the statistics fit its size.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_grown_queue_is_analyzed_once_whoever_sees_it() {
-    let db = TestDatabase::new().await;
-    sqlx::raw_sql("VACUUM ANALYZE task_queue")
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    let db = with_an_empty_queue_analyzed().await;
     aula_processor::bench::insert_noop_tasks(&db.pool, 20_000)
         .await
         .unwrap();

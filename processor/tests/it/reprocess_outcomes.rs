@@ -65,6 +65,28 @@ async fn wait_status(pool: &PgPool, event_id: Uuid, status: &str) {
     .await
 }
 
+/// The admin list's failed events.
+fn failed_events() -> EventListQuery {
+    EventListQuery {
+        status: Some("failed".into()),
+        ..EventListQuery::default()
+    }
+}
+
+/// The bulk preview of `query` (unresolved events only) and its filter, once the list
+/// holds all `count` events: the projection may still be behind the processor.
+async fn preview_once_listed(
+    pool: &PgPool,
+    query: &EventListQuery,
+    count: i64,
+) -> (aula_processor::Preview, aula_processor::BulkFilter) {
+    eventually("the list to hold every event", || async {
+        let (preview, filter) = bulk::preview_for(pool, query, false).await.unwrap();
+        (preview.count == count).then_some((preview, filter))
+    })
+    .await
+}
+
 /// Failed events and what watches them: a processor whose `notification.link_teacher`
 /// handler fails for good while `broken` is set, the `admin_events` projection, and
 /// `events` appended for one institution, each waited for until it shows `failed`.
@@ -106,18 +128,22 @@ impl Failures {
             events,
         }
     }
+
+    /// Stops the projection and the processor, and drops the database.
+    async fn stop(self) {
+        self.trigger.trigger();
+        within(self.projection.task).await.unwrap();
+        self.running.stop().await;
+        self.db.drop_database().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_and_copies_resolve_failures_and_bulk_jobs_report_their_copies_outcomes() {
+    let failures = Failures::of(3, "outcomes").await;
     let Failures {
-        db,
-        broken,
-        running,
-        trigger,
-        projection,
-        events,
-    } = Failures::of(3, "outcomes").await;
+        db, broken, events, ..
+    } = &failures;
     assert_eq!(
         admin_events::failures_resolved_by_copy(&db.pool, None)
             .await
@@ -151,15 +177,8 @@ async fn retries_and_copies_resolve_failures_and_bulk_jobs_report_their_copies_o
     assert_eq!(with_failed_tasks, 2);
 
     // Bulk-reprocess what is still failed.
-    let failed = EventListQuery {
-        status: Some("failed".into()),
-        ..EventListQuery::default()
-    };
-    let (preview, filter) = eventually("the list to hold every event", || async {
-        let (preview, filter) = bulk::preview_for(&db.pool, &failed, false).await.unwrap();
-        (preview.count == 2).then_some((preview, filter))
-    })
-    .await;
+    let failed = failed_events();
+    let (preview, filter) = preview_once_listed(&db.pool, &failed, 2).await;
     assert_eq!(preview.already_resolved, 0);
     let job = bulk::start_with(
         &db.pool,
@@ -211,9 +230,8 @@ async fn retries_and_copies_resolve_failures_and_bulk_jobs_report_their_copies_o
         2
     );
     let unresolved = EventListQuery {
-        status: Some("failed".into()),
         resolved: Some(false),
-        ..EventListQuery::default()
+        ..failed_events()
     };
     assert_eq!(
         admin_events::list_admin_events(&db.pool, &unresolved)
@@ -236,10 +254,7 @@ async fn retries_and_copies_resolve_failures_and_bulk_jobs_report_their_copies_o
     let (all, _) = bulk::preview_for(&db.pool, &failed, true).await.unwrap();
     assert_eq!(all.count, 2);
 
-    trigger.trigger();
-    within(projection.task).await.unwrap();
-    running.stop().await;
-    db.drop_database().await;
+    failures.stop().await;
 }
 
 /// A bulk job of the unresolved failures while single `reprocessEvent`s resolve some of
@@ -247,26 +262,15 @@ async fn retries_and_copies_resolve_failures_and_bulk_jobs_report_their_copies_o
 /// `done + failed + skipped` is its total (before, it ended `done` with fewer).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bulk_job_counts_what_single_reprocesses_resolved_meanwhile_as_skipped() {
+    let failures = Failures::of(6, "skipped").await;
     let Failures {
-        db,
-        broken,
-        running,
-        trigger,
-        projection,
-        events,
-    } = Failures::of(6, "skipped").await;
+        db, broken, events, ..
+    } = &failures;
     broken.store(false, Ordering::SeqCst);
 
     // The job is recorded from its preview (six unresolved failures) but not run yet.
-    let failed = EventListQuery {
-        status: Some("failed".into()),
-        ..EventListQuery::default()
-    };
-    let (preview, filter) = eventually("the list to hold every event", || async {
-        let (preview, filter) = bulk::preview_for(&db.pool, &failed, false).await.unwrap();
-        (preview.count == 6).then_some((preview, filter))
-    })
-    .await;
+    let failed = failed_events();
+    let (preview, filter) = preview_once_listed(&db.pool, &failed, 6).await;
     let (job, owner, options) =
         common::job_in_batches_of_two(&db.pool, &filter, preview.up_to).await;
 
@@ -310,10 +314,7 @@ async fn a_bulk_job_counts_what_single_reprocesses_resolved_meanwhile_as_skipped
         assert_eq!(copies, 1);
     }
 
-    trigger.trigger();
-    within(projection.task).await.unwrap();
-    running.stop().await;
-    db.drop_database().await;
+    failures.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -82,14 +82,6 @@ pub struct EventPage {
     pub next: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum EventListError {
-    #[error("invalid cursor")]
-    BadCursor,
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
 /// Appends `query`'s filters (each as ` AND ...`) to a statement over `admin_events`.
 /// Shared with bulk reprocessing, so a preview counts exactly what the list shows.
 pub fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, query: &EventListQuery) {
@@ -216,7 +208,7 @@ enum Shape {
 pub async fn list_admin_events(
     pool: &PgPool,
     query: &EventListQuery,
-) -> Result<EventPage, EventListError> {
+) -> Result<EventPage, PageError> {
     let limit = page_size(query.limit);
     let expression = query.sort.expression();
     let cursor = match &query.after {
@@ -224,7 +216,7 @@ pub async fn list_admin_events(
             cursor
                 .split_once(':')
                 .and_then(|(p, k)| Some((p.parse::<i64>().ok()?, k.to_owned())))
-                .ok_or(EventListError::BadCursor)?,
+                .ok_or(PageError::BadCursor)?,
         ),
         None => None,
     };
@@ -363,14 +355,8 @@ pub async fn list_admin_events(
         .persistent(false)
         .fetch_all(pool)
         .await
-        .map_err(|error| {
-            // The cursor's key is the only value cast in SQL (`$key::timestamptz`, ...).
-            if cursor.is_some() && crate::is_data_exception(&error) {
-                EventListError::BadCursor
-            } else {
-                EventListError::Database(error)
-            }
-        })?;
+        // The cursor's key is the only value cast in SQL (`$key::timestamptz`, ...).
+        .map_err(|error| PageError::of_statement(error, cursor.is_some()))?;
     let page = Page::from_overfetch(rows, limit, |r| {
         format!("{}:{}", r.row.global_position, r.sort_key)
     });

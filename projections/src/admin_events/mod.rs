@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use aula_eventlog::db::{page_size, Page};
+use aula_eventlog::db::{page_size, Page, PageError};
 use aula_eventlog::RecordedEvent;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
@@ -23,8 +23,8 @@ mod search;
 // The search pattern of every list, kept at its old path for the callers of this list.
 pub use crate::like_pattern;
 pub use list::{
-    list_admin_events, push_filters, DurationOp, EventListError, EventListQuery, EventPage,
-    EventSort, LATE, MIN_SEARCH_CHARS,
+    list_admin_events, push_filters, DurationOp, EventListQuery, EventPage, EventSort, LATE,
+    MIN_SEARCH_CHARS,
 };
 pub use search::search_text;
 

@@ -370,7 +370,6 @@ pub async fn standard_on_new_database() -> (TestDatabase, Running, RecordingMail
     (db, running, mailer)
 }
 
-/// Bounds a wait so a broken implementation fails instead of hanging.
 /// A bulk job of `filter` up to `up_to`, recorded by the system and not yet run, with
 /// batches of two: its id, its runner's name and the options to run it with.
 pub async fn job_in_batches_of_two(
@@ -398,6 +397,7 @@ pub async fn job_in_batches_of_two(
     (id, owner, options)
 }
 
+/// Bounds a wait so a broken implementation fails instead of hanging.
 pub async fn within<F: Future>(future: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(120), future)
         .await
@@ -438,6 +438,18 @@ pub async fn until_count(pool: &sqlx::PgPool, sql: &str, what: &str, done: impl 
     .await;
 }
 
+/// Waits until a statement of this test's database whose text is like `statement`
+/// (`%` for any) waits for a lock; `what` names the wait if it times out.
+pub async fn until_waiting_on_a_lock(pool: &sqlx::PgPool, statement: &str, what: &str) {
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE wait_event_type = 'Lock' AND datname = current_database()
+           AND query LIKE '{}'",
+        statement.replace('\'', "''")
+    );
+    until_count(pool, &waiting, what, |n| n > 0).await;
+}
+
 /// Every one of `total` tasks succeeded, and `effects`, the table their handler adds a
 /// row to per run, holds `total` rows: each task ran exactly once.
 pub async fn assert_each_task_succeeded_once(pool: &sqlx::PgPool, effects: &str, total: i64) {
@@ -459,6 +471,32 @@ pub async fn wait_idle(pool: &sqlx::PgPool, min_tasks: i64) {
         (total >= min_tasks && open == 0).then_some(())
     })
     .await
+}
+
+/// An endpoint registered by the system for every event, at a loopback address nothing
+/// answers on (`http://127.0.0.1:9/`): its signer, and its id to point elsewhere.
+pub async fn loopback_endpoint(
+    pool: &sqlx::PgPool,
+    description: &str,
+) -> (
+    aula_processor::webhooks::Endpoint,
+    aula_processor::webhooks::Signer,
+) {
+    use aula_processor::webhooks::{endpoints, NewEndpoint, WebhookConfig};
+
+    let loopback = WebhookConfig {
+        insecure_hosts: vec!["127.0.0.1".into()],
+        allowed_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        ..WebhookConfig::default()
+    };
+    endpoints::create(
+        pool,
+        &loopback,
+        NewEndpoint::by_system("http://127.0.0.1:9/", description),
+        &EventMetadata::new(Actor::System, None),
+    )
+    .await
+    .unwrap()
 }
 
 /// A minimal SMTP server on loopback that speaks just enough SMTP (EHLO, MAIL, RCPT,

@@ -31,15 +31,20 @@ async fn silent_receiver() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     (address, open)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_receiver_that_never_answers_gets_its_connections_closed_at_the_deadline() {
-    let (address, open) = silent_receiver().await;
-    let target = Target {
+/// The delivery target `http://{address}/hook`, a loopback receiver's.
+fn hook_at(address: std::net::SocketAddr) -> Target {
+    Target {
         url: url::Url::parse(&format!("http://{address}/hook")).unwrap(),
         host: "127.0.0.1".into(),
         port: address.port(),
         https: false,
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_that_never_answers_gets_its_connections_closed_at_the_deadline() {
+    let (address, open) = silent_receiver().await;
+    let target = hook_at(address);
     let client = Client::new();
     let started = Instant::now();
     let attempts = (0..20).map(|_| {
@@ -97,12 +102,7 @@ async fn endless_answers_are_cut_to_an_excerpt_or_at_the_deadline() {
                 }
             }
         });
-        let target = Target {
-            url: url::Url::parse(&format!("http://{address}/hook")).unwrap(),
-            host: "127.0.0.1".into(),
-            port: address.port(),
-            https: false,
-        };
+        let target = hook_at(address);
         let started = Instant::now();
         let result = Client::new()
             .post(

@@ -210,7 +210,7 @@ async fn the_admin_event_list_filters_sorts_and_pages() {
         )
         .await;
         assert!(
-            matches!(bad, Err(admin_events::EventListError::BadCursor)),
+            matches!(bad, Err(aula_eventlog::db::PageError::BadCursor)),
             "{sort:?} {key}: {bad:?}"
         );
     }
