@@ -83,26 +83,32 @@ fn spawn_worker_with(url: &str, name: &str, configure: impl Fn(&mut Command)) ->
     Worker(child)
 }
 
+/// How long the crash test's long tasks run, in ms.
+const LONG_MS: u64 = 1000;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_a_worker_process_mid_run_loses_and_duplicates_nothing() {
     let db = TestDatabase::new().await;
     sqlx::raw_sql(
-        "CREATE TABLE test_executions (task_id bigint NOT NULL, attempt int NOT NULL, worker text NOT NULL);
+        "CREATE TABLE test_executions (task_id bigint NOT NULL, attempt int NOT NULL, worker text NOT NULL,
+                                       at timestamptz NOT NULL DEFAULT clock_timestamp());
          CREATE TABLE test_effects (task_id bigint PRIMARY KEY, worker text NOT NULL);",
     )
     .execute(&db.pool)
     .await
     .unwrap();
     let total: i64 = 4000;
-    // 10 ms each: two workers of 8 take ~2.5 s, so the kill below lands mid-run. At 2 ms
-    // the run took ~0.5 s and, on a loaded machine, the victim could have finished its
-    // last tasks between the check and the kill (no orphan to rescue).
+    // 10 ms each: two workers of 8 take ~2.5 s, so the kill below lands mid-run. Every
+    // 50th takes 1 s: the kill waits until the victim is inside one of those, so it
+    // lands while the victim holds a task even on a loaded machine (with short tasks
+    // alone, the victim could finish its last ones between the check and the kill).
     let tasks: Vec<NewTask> = (0..total)
         .map(|i| {
+            let sleep_ms = if i % 50 == 0 { LONG_MS } else { 10 };
             NewTask::new(
                 "test.effect",
                 format!("effect-{i}"),
-                json!({"sleep_ms": 10}),
+                json!({ "sleep_ms": sleep_ms }),
             )
         })
         .collect();
@@ -122,12 +128,21 @@ async fn killing_a_worker_process_mid_run_loses_and_duplicates_nothing() {
             "SELECT count(*) FROM test_effects WHERE worker = 'victim'",
         )
         .await;
-        let running = scalar_i64(
+        // A long task the victim started within the last half of its run time, and
+        // has not finished: it is still inside it for ~0.5 s more.
+        let inside_a_long_one = scalar_i64(
             &db.pool,
-            "SELECT count(*) FROM tasks WHERE status = 'running' AND worker = 'victim'",
+            &format!(
+                "SELECT count(*) FROM test_executions e JOIN tasks t ON t.id = e.task_id
+                  WHERE e.worker = 'victim' AND t.status = 'running' AND t.worker = 'victim'
+                    AND (t.payload->>'sleep_ms')::int = {LONG_MS}
+                    AND e.at > clock_timestamp() - interval '{} ms'
+                    AND NOT EXISTS (SELECT 1 FROM test_effects f WHERE f.task_id = e.task_id)",
+                LONG_MS / 2
+            ),
         )
         .await;
-        (done >= total / 8 && running > 0).then_some(())
+        (done >= total / 8 && inside_a_long_one > 0).then_some(())
     })
     .await;
     victim.0.kill().expect("SIGKILL the victim"); // Child::kill sends SIGKILL on Unix.

@@ -185,44 +185,14 @@ async fn an_unreachable_smtp_server_spares_the_attempt_and_a_reply_counts() {
 /// task ended `dead` after its 8th attempt (about 2 minutes with the default backoff).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_e_mail_outlives_a_relay_outage_longer_than_its_retries() {
-    use crate::common::{born_on, bus, fast_config, mail_config, meta, start};
-    use aula_domain::student::{Student, StudentCommand, StudentServices};
-    use aula_domain::values::{Email, InstitutionId, PersonName, UserId};
+    use crate::common::mail_config;
     use aula_eventlog::testing::TestDatabase;
-    use aula_processor::handlers::Registry;
-    use std::sync::Arc;
-    use std::time::Duration;
-    use uuid::Uuid;
 
     let db = TestDatabase::new().await;
     // Nothing listens on the relay's port.
-    let port = {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        closed.local_addr().unwrap().port()
-    };
-    let mailer = SmtpMailer::from_url(
-        &format!("smtp://127.0.0.1:{port}"),
-        "Aula <no-reply@aula.test>",
-    )
-    .unwrap()
-    .with_send_timeout(Duration::from_secs(2));
-    let registry = Registry::standard(Arc::new(mailer), mail_config());
-    let running = start(&db, registry, fast_config("relay-outage"), true).await;
-    let institution = Uuid::new_v4();
-    bus::<Student>(&db.pool, StudentServices)
-        .execute(
-            &Uuid::new_v4().to_string(),
-            StudentCommand::CreateStudent {
-                institution_id: InstitutionId::from_uuid(institution),
-                user_id: UserId::from_uuid(Uuid::new_v4()),
-                name: PersonName::parse("Rui Costa").unwrap(),
-                email: Email::parse("rui@example.org").unwrap(),
-                birth_date: born_on(2004, 1, 1),
-            },
-            &meta(Some(institution)),
-        )
-        .await
-        .unwrap();
+    let port = a_closed_port();
+    let running = start_with_relay_at(&db, port, mail_config(), "relay-outage").await;
+    welcome_a_student(&db).await;
     let task = "SELECT id, status, attempt, max_attempts, coalesce(last_error, '') FROM tasks
                 WHERE kind = 'email.welcome'";
     // Twelve attempts, more than the kind's 8, and still not given up.
@@ -288,50 +258,21 @@ async fn an_e_mail_outlives_a_relay_outage_longer_than_its_retries() {
 /// it stayed pending for ever, its attempts never counted, and nobody was told.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_e_mail_whose_relay_never_answers_is_given_up_after_the_window() {
-    use crate::common::{born_on, bus, fast_config, mail_config, meta, start};
-    use aula_domain::student::{Student, StudentCommand, StudentServices};
-    use aula_domain::values::{Email, InstitutionId, PersonName, UserId};
+    use crate::common::mail_config;
     use aula_eventlog::testing::TestDatabase;
-    use aula_processor::handlers::Registry;
     use aula_processor::MailConfig;
-    use std::sync::Arc;
     use std::time::Duration;
-    use uuid::Uuid;
 
     let db = TestDatabase::new().await;
     // Nothing listens on the relay's port, and nothing will.
-    let port = {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        closed.local_addr().unwrap().port()
-    };
-    let mailer = SmtpMailer::from_url(
-        &format!("smtp://127.0.0.1:{port}"),
-        "Aula <no-reply@aula.test>",
-    )
-    .unwrap()
-    .with_send_timeout(Duration::from_secs(2));
+    let port = a_closed_port();
     let window = Duration::from_secs(3);
     let config = MailConfig {
         unreachable_give_up: window,
         ..mail_config()
     };
-    let registry = Registry::standard(Arc::new(mailer), config);
-    let running = start(&db, registry, fast_config("relay-nowhere"), true).await;
-    let institution = Uuid::new_v4();
-    bus::<Student>(&db.pool, StudentServices)
-        .execute(
-            &Uuid::new_v4().to_string(),
-            StudentCommand::CreateStudent {
-                institution_id: InstitutionId::from_uuid(institution),
-                user_id: UserId::from_uuid(Uuid::new_v4()),
-                name: PersonName::parse("Rui Costa").unwrap(),
-                email: Email::parse("rui@example.org").unwrap(),
-                birth_date: born_on(2004, 1, 1),
-            },
-            &meta(Some(institution)),
-        )
-        .await
-        .unwrap();
+    let running = start_with_relay_at(&db, port, config, "relay-nowhere").await;
+    welcome_a_student(&db).await;
     let task =
         "SELECT id, status, coalesce(last_error, '') FROM tasks WHERE kind = 'email.welcome'";
     let row = || async {
@@ -397,44 +338,14 @@ async fn an_e_mail_whose_relay_never_answers_is_given_up_after_the_window() {
 /// unreachable, so a later outage starts a window of its own.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_answer_from_the_relay_forgets_when_it_was_unreachable() {
-    use crate::common::{born_on, bus, fast_config, mail_config, meta, start};
-    use aula_domain::student::{Student, StudentCommand, StudentServices};
-    use aula_domain::values::{Email, InstitutionId, PersonName, UserId};
+    use crate::common::mail_config;
     use aula_eventlog::testing::TestDatabase;
-    use aula_processor::handlers::Registry;
-    use std::sync::Arc;
-    use std::time::Duration;
     use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
-    use uuid::Uuid;
 
     let db = TestDatabase::new().await;
-    let port = {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        closed.local_addr().unwrap().port()
-    };
-    let mailer = SmtpMailer::from_url(
-        &format!("smtp://127.0.0.1:{port}"),
-        "Aula <no-reply@aula.test>",
-    )
-    .unwrap()
-    .with_send_timeout(Duration::from_secs(2));
-    let registry = Registry::standard(Arc::new(mailer), mail_config());
-    let running = start(&db, registry, fast_config("relay-answers"), true).await;
-    let institution = Uuid::new_v4();
-    bus::<Student>(&db.pool, StudentServices)
-        .execute(
-            &Uuid::new_v4().to_string(),
-            StudentCommand::CreateStudent {
-                institution_id: InstitutionId::from_uuid(institution),
-                user_id: UserId::from_uuid(Uuid::new_v4()),
-                name: PersonName::parse("Rui Costa").unwrap(),
-                email: Email::parse("rui@example.org").unwrap(),
-                birth_date: born_on(2004, 1, 1),
-            },
-            &meta(Some(institution)),
-        )
-        .await
-        .unwrap();
+    let port = a_closed_port();
+    let running = start_with_relay_at(&db, port, mail_config(), "relay-answers").await;
+    welcome_a_student(&db).await;
     let remembered = || async {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_unreachable")
             .fetch_one(&db.pool)
@@ -475,4 +386,53 @@ async fn an_answer_from_the_relay_forgets_when_it_was_unreachable() {
     assert!(!last_error.contains("unreachable since"), "{last_error}");
     assert_eq!(remembered().await, 0, "the relay answered: {last_error}");
     running.stop().await;
+}
+
+/// A port nothing listens on (bound, then let go).
+fn a_closed_port() -> u16 {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    closed.local_addr().unwrap().port()
+}
+
+/// Starts a processor, reactions included, whose e-mails go to a relay at `port` on
+/// the loopback (2 s to send one).
+async fn start_with_relay_at(
+    db: &aula_eventlog::testing::TestDatabase,
+    port: u16,
+    config: aula_processor::MailConfig,
+    worker: &str,
+) -> crate::common::Running {
+    let mailer = SmtpMailer::from_url(
+        &format!("smtp://127.0.0.1:{port}"),
+        "Aula <no-reply@aula.test>",
+    )
+    .unwrap()
+    .with_send_timeout(std::time::Duration::from_secs(2));
+    let registry =
+        aula_processor::handlers::Registry::standard(std::sync::Arc::new(mailer), config);
+    crate::common::start(db, registry, crate::common::fast_config(worker), true).await
+}
+
+/// Creates a student, whose welcome e-mail (`email.welcome`) the reactions issue.
+async fn welcome_a_student(db: &aula_eventlog::testing::TestDatabase) {
+    use crate::common::{born_on, bus, meta};
+    use aula_domain::student::{Student, StudentCommand, StudentServices};
+    use aula_domain::values::{Email, InstitutionId, PersonName, UserId};
+    use uuid::Uuid;
+
+    let institution = Uuid::new_v4();
+    bus::<Student>(&db.pool, StudentServices)
+        .execute(
+            &Uuid::new_v4().to_string(),
+            StudentCommand::CreateStudent {
+                institution_id: InstitutionId::from_uuid(institution),
+                user_id: UserId::from_uuid(Uuid::new_v4()),
+                name: PersonName::parse("Rui Costa").unwrap(),
+                email: Email::parse("rui@example.org").unwrap(),
+                birth_date: born_on(2004, 1, 1),
+            },
+            &meta(Some(institution)),
+        )
+        .await
+        .unwrap();
 }
