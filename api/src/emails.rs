@@ -20,6 +20,25 @@ pub async fn reserve(pool: &PgPool, email: &str, candidate: Uuid) -> Result<Uuid
     Ok(holder)
 }
 
+/// Moves `email` from `holder` to `candidate`, unless someone else took it meanwhile;
+/// returns whether it moved.
+pub async fn hand_over(
+    pool: &PgPool,
+    email: &str,
+    holder: Uuid,
+    candidate: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let moved = sqlx::query(
+        "UPDATE user_emails SET user_id = $3, reserved_at = now() WHERE email = $1 AND user_id = $2",
+    )
+    .bind(email)
+    .bind(holder)
+    .bind(candidate)
+    .execute(pool)
+    .await?;
+    Ok(moved.rows_affected() == 1)
+}
+
 /// Gives `email` up, if `user_id` holds it.
 pub async fn release(pool: &PgPool, email: &str, user_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM user_emails WHERE email = $1 AND user_id = $2")

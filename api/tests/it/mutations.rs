@@ -234,3 +234,53 @@ async fn offer_course_retry_with_the_same_id_is_a_conflict_once_opened() {
     assert_code(&second, "CONFLICT");
     server.stop().await;
 }
+
+/// An address someone signed up with but never confirmed is held only while a link of
+/// that sign-up is valid: then staff can create a student with it, and the lapsed
+/// sign-up cannot take it back. Before (probe, session 20), one public `signUp` held an
+/// address for ever: `createStudent` and `createTeacher` with it answered `EMAIL_TAKEN`,
+/// so anyone could lock a school's future students out of their own addresses.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unconfirmed_sign_up_holds_its_address_only_while_its_link_is_valid() {
+    let server = TestServer::start().await;
+    let school = server.institution("Escola Sul").await;
+    let manager = school.manager.token.as_str();
+    let email = "rui.squatted@aula.test";
+    assert!(server.sign_up(email).await["errors"].is_null());
+    let link = server
+        .tokens
+        .last(TokenKind::SignUpConfirmation, email)
+        .expect("a confirmation token was issued");
+    let student = json!({ "name": "Rui Sá", "email": email, "birthDate": "2004-05-06" });
+
+    let held = server
+        .command(Some(manager), "createStudent", student.clone())
+        .await;
+    assert_reason(&held, "CONFLICT", "EMAIL_TAKEN");
+
+    server
+        .clock
+        .advance(chrono::Duration::hours(24) + chrono::Duration::seconds(1));
+    let manager = server.token_for(&school.manager.email, PASSWORD).await;
+    let created = server
+        .command(Some(&manager), "createStudent", student)
+        .await;
+    let student_id = id(&created, "createStudent");
+    let confirm = server
+        .gql(
+            None,
+            "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { userId } }",
+            json!({ "input": {
+                "email": email, "token": link, "name": "Someone Else",
+                "password": PASSWORD, "institutionName": "Escola Falsa",
+            }}),
+        )
+        .await;
+    assert!(confirm["data"].is_null(), "{confirm}");
+    // The address is the student's: the reset flow reaches it.
+    let student = server.activate(student_id, email).await;
+    let me = server.query(&student.token, "{ me { id role } }").await;
+    assert_eq!(me["data"]["me"]["id"], student_id.to_string(), "{me}");
+    assert_eq!(me["data"]["me"]["role"], "STUDENT", "{me}");
+    server.stop().await;
+}

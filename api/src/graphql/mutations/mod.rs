@@ -293,17 +293,27 @@ pub(crate) fn email_taken() -> ApiError {
     ApiError::conflict("EMAIL_TAKEN", "this e-mail belongs to another account")
 }
 
-/// Reserves `email` for `account`: `EMAIL_TAKEN` when another account holds it.
+/// Reserves `email` for `account`: `EMAIL_TAKEN` when another account holds it. A
+/// sign-up nobody confirmed holds its address only while one of its links is valid:
+/// anyone may sign up with anyone's address, which must not keep the owner's school
+/// from using it for ever. (A holder with no event yet is left alone: its command may
+/// still be on its way.)
 pub(crate) async fn reserve_email(
     state: &AppState,
     email: &Email,
     account: Uuid,
 ) -> Result<(), ApiError> {
     let holder = emails::reserve(&state.pool, email.as_str(), account).await?;
-    if holder != account {
-        return Err(email_taken());
+    if holder == account {
+        return Ok(());
     }
-    Ok(())
+    let lapsed = load(&state.buses.user, holder)
+        .await?
+        .sign_up_lapsed(state.clock.now());
+    if lapsed && emails::hand_over(&state.pool, email.as_str(), holder, account).await? {
+        return Ok(());
+    }
+    Err(email_taken())
 }
 
 /// Reserves the e-mail and creates a login account without a password. Returns its
