@@ -284,3 +284,33 @@ async fn an_unconfirmed_sign_up_holds_its_address_only_while_its_link_is_valid()
     assert_eq!(me["data"]["me"]["role"], "STUDENT", "{me}");
     server.stop().await;
 }
+
+/// `aula admin create` reclaims an address from a lapsed sign-up too: anyone may sign up
+/// with the operator's address before the first admin exists. (The CLI reads the real
+/// clock; the sign-up below is dated by the test clock, months earlier, so its link
+/// has long expired.) A sign-up whose link is still valid keeps the address.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_admin_reclaims_an_address_from_a_lapsed_sign_up() {
+    let server = TestServer::start().await;
+    assert!(server.sign_up("ops@aula.test").await["errors"].is_null());
+    let admin = aula_api::create_admin(&server.db.pool, "ops@aula.test", PASSWORD)
+        .await
+        .expect("the lapsed sign-up gives the address up");
+    let me = server
+        .query(
+            &server.token_for("ops@aula.test", PASSWORD).await,
+            "{ me { id role } }",
+        )
+        .await;
+    assert_eq!(me["data"]["me"]["id"], admin.to_string(), "{me}");
+    assert_eq!(me["data"]["me"]["role"], "ADMIN", "{me}");
+
+    server.clock.set(chrono::Utc::now());
+    assert!(server.sign_up("ops2@aula.test").await["errors"].is_null());
+    let refused = aula_api::create_admin(&server.db.pool, "ops2@aula.test", PASSWORD).await;
+    assert!(
+        matches!(refused, Err(aula_api::CreateAdminError::EmailTaken(_))),
+        "{refused:?}"
+    );
+    server.stop().await;
+}
