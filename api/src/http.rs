@@ -49,6 +49,9 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::graphiql::routes())
         .merge(crate::pages::routes())
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response(
+            crate::static_files::no_sniff,
+        ))
         // Outermost: the SERVER span is around everything else of the request.
         .layer(axum::middleware::from_fn_with_state(
             spans,
