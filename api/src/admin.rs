@@ -56,16 +56,15 @@ pub async fn create_admin(
         aula_domain::upcasters(),
     );
     let holder = emails::reserve(pool, email.as_str(), candidate).await?;
-    // As for the mutations (`reserve_email`): a sign-up whose links all expired gives
-    // its address up; anyone may sign up with the operator's address first.
+    // As for the mutations (`reserve_email`): anyone may sign up with the operator's
+    // address first, or hang up right after reserving it.
     if holder != candidate {
         let (held_by, _) = bus
             .load(&holder.to_string())
             .await
             .map_err(|e| CreateAdminError::Rejected(e.to_string()))?;
-        if !(held_by.sign_up_lapsed(chrono::Utc::now())
-            && emails::hand_over(pool, email.as_str(), holder, candidate).await?)
-        {
+        let now = chrono::Utc::now();
+        if !emails::reclaim(pool, email.as_str(), (holder, &held_by), candidate, now).await? {
             return Err(CreateAdminError::EmailTaken(email.to_string()));
         }
     }

@@ -293,11 +293,9 @@ pub(crate) fn email_taken() -> ApiError {
     ApiError::conflict("EMAIL_TAKEN", "this e-mail belongs to another account")
 }
 
-/// Reserves `email` for `account`: `EMAIL_TAKEN` when another account holds it. A
-/// sign-up nobody confirmed holds its address only while one of its links is valid:
-/// anyone may sign up with anyone's address, which must not keep the owner's school
-/// from using it for ever. (A holder with no event yet is left alone: its command may
-/// still be on its way.)
+/// Reserves `email` for `account`: `EMAIL_TAKEN` when another account holds it, unless
+/// that holder can no longer use it ([`emails::reclaim`]: a lapsed sign-up, a
+/// reservation whose command never came).
 pub(crate) async fn reserve_email(
     state: &AppState,
     email: &Email,
@@ -307,10 +305,17 @@ pub(crate) async fn reserve_email(
     if holder == account {
         return Ok(());
     }
-    let lapsed = load(&state.buses.user, holder)
-        .await?
-        .sign_up_lapsed(state.clock.now());
-    if lapsed && emails::hand_over(&state.pool, email.as_str(), holder, account).await? {
+    let held_by = load(&state.buses.user, holder).await?;
+    let now = state.clock.now();
+    if emails::reclaim(
+        &state.pool,
+        email.as_str(),
+        (holder, &held_by),
+        account,
+        now,
+    )
+    .await?
+    {
         return Ok(());
     }
     Err(email_taken())
