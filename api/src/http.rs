@@ -19,6 +19,7 @@ use tracing::Instrument;
 use crate::auth;
 use crate::client_address::client_address;
 use crate::error::{self, ApiError};
+use crate::graphql::finish::{Execution, MutationSeen};
 use crate::graphql::{self, AulaSchema, RequestContext};
 use crate::keepalive::KeepAlive;
 use crate::state::AppState;
@@ -440,9 +441,29 @@ async fn graphql_post(
             request_id: request_id.clone(),
         };
         // A database refusing connections cuts the execution short (`graphql::reachable`).
-        let execution = http.schema.execute(request.data(context));
-        match tokio::time::timeout(http.app.config.request_timeout, execution).await {
-            Ok(response) => finish(format, StatusCode::OK, &request_id, response),
+        // A task of its own, so that a mutation finishes even when nobody waits for its
+        // answer any more (`graphql::finish`); anything else stops with the request.
+        let mutation = MutationSeen::default();
+        let schema = http.schema.clone();
+        let request = request.data(context).data(mutation.clone());
+        let task = tokio::spawn(async move { schema.execute(request).await }.in_current_span());
+        let execution = Execution {
+            task: task.abort_handle(),
+            mutation,
+        };
+        let outcome = tokio::time::timeout(http.app.config.request_timeout, task).await;
+        drop(execution);
+        match outcome {
+            Ok(Ok(response)) => finish(format, StatusCode::OK, &request_id, response),
+            Ok(Err(failed)) => match failed.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => error_response(
+                    format,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &request_id,
+                    ApiError::internal("the execution was stopped"),
+                ),
+            },
             Err(_) => {
                 tracing::warn!(timeout = ?http.app.config.request_timeout, "request timed out");
                 let error = async_graphql::Error::new("the request took too long")
