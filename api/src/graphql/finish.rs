@@ -13,20 +13,41 @@
 //! **Boundary:** over HTTP only; an operation over `/graphql/ws` still ends with its
 //! socket.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{ServerResult, Variables};
 
-/// Whether the request's document holds a mutation: set while it is parsed.
+/// Whether the request's execution finishes on its own (its document holds a
+/// mutation) or was given up on (its answer is no longer awaited): decided once, by
+/// whichever comes first, so a mutation never starts once given up on and is never
+/// stopped once started. (The handler's stop request reaches a running task only at
+/// its next wait, after the current step, a statement already sent to the database,
+/// has taken effect: deciding by that alone left reservations without their account.)
 #[derive(Clone, Default)]
-pub(crate) struct MutationSeen(Arc<AtomicBool>);
+pub(crate) struct MutationSeen(Arc<AtomicU8>);
+
+const UNDECIDED: u8 = 0;
+const FINISHES: u8 = 1;
+const GIVEN_UP: u8 = 2;
 
 impl MutationSeen {
-    pub(crate) fn seen(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+    /// Claims the execution for a mutation: false when it was given up on already.
+    fn finish(&self) -> bool {
+        let decided =
+            self.0
+                .compare_exchange(UNDECIDED, FINISHES, Ordering::AcqRel, Ordering::Acquire);
+        decided.map_or_else(|now| now == FINISHES, |_| true)
+    }
+
+    /// Gives the execution up: true unless a mutation claimed it first.
+    fn give_up(&self) -> bool {
+        let decided =
+            self.0
+                .compare_exchange(UNDECIDED, GIVEN_UP, Ordering::AcqRel, Ordering::Acquire);
+        decided.map_or_else(|now| now == GIVEN_UP, |_| true)
     }
 }
 
@@ -39,13 +60,14 @@ pub(crate) struct Execution {
 
 impl Drop for Execution {
     fn drop(&mut self) {
-        if !self.mutation.seen() {
+        if self.mutation.give_up() {
             self.task.abort();
         }
     }
 }
 
-/// Marks the request's [`MutationSeen`] when its document holds a mutation. Registered
+/// Claims the request's execution ([`MutationSeen`]) when its document holds a
+/// mutation, or stops it there if it was given up on already. Registered
 /// after the document guard, which must see the raw document first.
 pub(crate) struct MarkMutations;
 
@@ -72,8 +94,34 @@ impl Extension for MarkMutations {
             .iter()
             .any(|(_, operation)| operation.node.ty == OperationType::Mutation);
         if let (true, Some(seen)) = (mutation, ctx.data_opt::<MutationSeen>()) {
-            seen.0.store(true, Ordering::Release);
+            if !seen.finish() {
+                // Nobody waits for it: nothing of it has run, and nothing will.
+                let given_up = crate::error::ApiError::Timeout {
+                    message: "the answer was given up on before the mutation started; nothing was recorded".into(),
+                    recorded: false,
+                    id: None,
+                };
+                return Err(given_up.into_server_error());
+            }
         }
         Ok(document)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mutation_and_giving_up_are_decided_once_whichever_comes_first() {
+        let started = MutationSeen::default();
+        assert!(started.finish());
+        assert!(!started.give_up(), "a started mutation is never stopped");
+        assert!(started.finish());
+
+        let abandoned = MutationSeen::default();
+        assert!(abandoned.give_up());
+        assert!(!abandoned.finish(), "a mutation given up on never starts");
+        assert!(abandoned.give_up());
     }
 }
