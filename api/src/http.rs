@@ -19,7 +19,6 @@ use tracing::Instrument;
 use crate::auth;
 use crate::client_address::client_address;
 use crate::error::{self, ApiError};
-use crate::graphql::finish::{Execution, MutationSeen};
 use crate::graphql::{self, AulaSchema, RequestContext};
 use crate::keepalive::KeepAlive;
 use crate::state::AppState;
@@ -441,30 +440,12 @@ async fn graphql_post(
             request_id: request_id.clone(),
         };
         // A database refusing connections cuts the execution short (`graphql::reachable`).
-        // A task of its own, so that a mutation finishes even when nobody waits for its
-        // answer any more (`graphql::finish`); anything else stops with the request.
-        let mutation = MutationSeen::default();
-        let schema = http.schema.clone();
-        let request = request.data(context).data(mutation.clone());
-        let task = tokio::spawn(async move { schema.execute(request).await }.in_current_span());
-        let execution = Execution {
-            task: task.abort_handle(),
-            mutation,
-        };
-        let outcome = tokio::time::timeout(http.app.config.request_timeout, task).await;
-        drop(execution);
-        match outcome {
-            Ok(Ok(response)) => finish(format, StatusCode::OK, &request_id, response),
-            Ok(Err(failed)) => match failed.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                Err(_) => error_response(
-                    format,
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &request_id,
-                    ApiError::internal("the execution was stopped"),
-                ),
-            },
-            Err(_) => {
+        // A mutation finishes even when nobody waits for its answer (`graphql::finish`).
+        let request = request.data(context);
+        let within = http.app.config.request_timeout;
+        match graphql::finish::execute(http.schema.clone(), request, within).await {
+            Some(response) => finish(format, StatusCode::OK, &request_id, response),
+            None => {
                 tracing::warn!(timeout = ?http.app.config.request_timeout, "request timed out");
                 let error = async_graphql::Error::new("the request took too long")
                     .extend_with(|_, e| e.set("code", error::TIMEOUT));

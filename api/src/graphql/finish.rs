@@ -19,6 +19,7 @@ use std::sync::Arc;
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{ServerResult, Variables};
+use tracing::Instrument as _;
 
 /// Whether the request's execution finishes on its own (its document holds a
 /// mutation) or was given up on (its answer is no longer awaited): decided once, by
@@ -53,9 +54,9 @@ impl MutationSeen {
 
 /// The execution of one HTTP request, stopped when this is dropped unless it runs a
 /// mutation (then it finishes on its own).
-pub(crate) struct Execution {
-    pub(crate) task: tokio::task::AbortHandle,
-    pub(crate) mutation: MutationSeen,
+struct Execution {
+    task: tokio::task::AbortHandle,
+    mutation: MutationSeen,
 }
 
 impl Drop for Execution {
@@ -63,6 +64,33 @@ impl Drop for Execution {
         if self.mutation.give_up() {
             self.task.abort();
         }
+    }
+}
+
+/// Runs `request` as a task of its own and awaits its answer for at most `within`
+/// (`None` past it): given up on then, or when the caller hangs up (this future is
+/// dropped), the task is stopped unless it runs a mutation, which finishes.
+pub(crate) async fn execute(
+    schema: super::AulaSchema,
+    request: async_graphql::Request,
+    within: std::time::Duration,
+) -> Option<async_graphql::Response> {
+    let mutation = MutationSeen::default();
+    let request = request.data(mutation.clone());
+    let task = tokio::spawn(async move { schema.execute(request).await }.in_current_span());
+    let _execution = Execution {
+        task: task.abort_handle(),
+        mutation,
+    };
+    match tokio::time::timeout(within, task).await {
+        Ok(Ok(response)) => Some(response),
+        // Nothing stops the task while it is awaited but a panic (passed on as it
+        // would have been without the task) or the runtime shutting down.
+        Ok(Err(failed)) => match failed.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => None,
+        },
+        Err(_) => None,
     }
 }
 
