@@ -50,15 +50,24 @@ pub async fn create_admin(
         .await
         .map_err(CreateAdminError::Hashing)?;
     let candidate = Uuid::new_v4();
-    let holder = emails::reserve(pool, email.as_str(), candidate).await?;
-    if holder != candidate {
-        return Err(CreateAdminError::EmailTaken(email.to_string()));
-    }
     let bus = CommandBus::<User>::with_upcasters(
         pool.clone(),
         UserServices::default(),
         aula_domain::upcasters(),
     );
+    let holder = emails::reserve(pool, email.as_str(), candidate).await?;
+    // As for the mutations (`reserve_email`): anyone may sign up with the operator's
+    // address first, or hang up right after reserving it.
+    if holder != candidate {
+        let (held_by, _) = bus
+            .load(&holder.to_string())
+            .await
+            .map_err(|e| CreateAdminError::Rejected(e.to_string()))?;
+        let now = chrono::Utc::now();
+        if !emails::reclaim(pool, email.as_str(), (holder, &held_by), candidate, now).await? {
+            return Err(CreateAdminError::EmailTaken(email.to_string()));
+        }
+    }
     let outcome = bus
         .execute(
             &candidate.to_string(),

@@ -1,6 +1,8 @@
 //! The e-mail index (`user_emails`, migration 0003): e-mail uniqueness across users and
 //! e-mail -> user id look-ups. See the migration for why it exists.
 
+use aula_domain::user::{User, UserStatus};
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -18,6 +20,46 @@ pub async fn reserve(pool: &PgPool, email: &str, candidate: Uuid) -> Result<Uuid
         .fetch_one(pool)
         .await?;
     Ok(holder)
+}
+
+/// How long an address stays with an account id that has no event yet: the command
+/// that reserved it may still be on its way (a request runs 30 s at most, a task's
+/// retries come back within minutes). Past this, the command was cut short (its caller
+/// hung up between the reservation and the command) and will not come.
+const UNUSED_RESERVATION_GRACE_SECONDS: i64 = 3600;
+
+/// Moves `email` from `holder` (as loaded: `held_by`) to `candidate` when the holder
+/// can no longer use it, and nobody else took it meanwhile: a sign-up nobody confirmed
+/// whose every link expired at `now`, or an account id that never got an event,
+/// reserved more than [`UNUSED_RESERVATION_GRACE_SECONDS`] ago (by the database's
+/// clock, which wrote `reserved_at`). Returns whether it moved.
+///
+/// Anyone may sign up with anyone's address, and hanging up right after the request
+/// leaves the reservation without its account: neither may keep an address for ever.
+pub async fn reclaim(
+    pool: &PgPool,
+    email: &str,
+    (holder, held_by): (Uuid, &User),
+    candidate: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let unused = held_by.status() == UserStatus::Unregistered;
+    if !unused && !held_by.sign_up_lapsed(now) {
+        return Ok(false);
+    }
+    let moved = sqlx::query(
+        "UPDATE user_emails SET user_id = $3, reserved_at = now()
+         WHERE email = $1 AND user_id = $2
+           AND (NOT $4 OR reserved_at < now() - make_interval(secs => $5))",
+    )
+    .bind(email)
+    .bind(holder)
+    .bind(candidate)
+    .bind(unused)
+    .bind(UNUSED_RESERVATION_GRACE_SECONDS as f64)
+    .execute(pool)
+    .await?;
+    Ok(moved.rows_affected() == 1)
 }
 
 /// Gives `email` up, if `user_id` holds it.

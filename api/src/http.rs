@@ -49,6 +49,9 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::graphiql::routes())
         .merge(crate::pages::routes())
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::map_response(
+            crate::static_files::no_sniff,
+        ))
         // Outermost: the SERVER span is around everything else of the request.
         .layer(axum::middleware::from_fn_with_state(
             spans,
@@ -437,10 +440,12 @@ async fn graphql_post(
             request_id: request_id.clone(),
         };
         // A database refusing connections cuts the execution short (`graphql::reachable`).
-        let execution = http.schema.execute(request.data(context));
-        match tokio::time::timeout(http.app.config.request_timeout, execution).await {
-            Ok(response) => finish(format, StatusCode::OK, &request_id, response),
-            Err(_) => {
+        // A mutation finishes even when nobody waits for its answer (`graphql::finish`).
+        let request = request.data(context);
+        let within = http.app.config.request_timeout;
+        match graphql::finish::execute(http.schema.clone(), request, within).await {
+            Some(response) => finish(format, StatusCode::OK, &request_id, response),
+            None => {
                 tracing::warn!(timeout = ?http.app.config.request_timeout, "request timed out");
                 let error = async_graphql::Error::new("the request took too long")
                     .extend_with(|_, e| e.set("code", error::TIMEOUT));

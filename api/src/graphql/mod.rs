@@ -160,6 +160,7 @@ mod admin_ops;
 pub(crate) mod bulk;
 mod charts;
 mod directory;
+pub(crate) mod finish;
 pub mod limits;
 mod mutations;
 mod notifications;
@@ -253,6 +254,7 @@ pub fn build(state: Option<AppState>) -> AulaSchema {
     if let Some(state) = &state {
         builder = builder.extension(limits::DocumentGuard(state.config.document_limits));
     }
+    builder = builder.extension(finish::MarkMutations);
     // Each wraps the ones after it. The parse step runs the checks before execution,
     // innermost first: the throttle's token, then a socket's session look-up (a
     // refused operation costs no database work), raced by `Reachable` against an

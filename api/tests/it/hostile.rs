@@ -281,6 +281,44 @@ async fn only_json_posts_execute() {
     server.stop().await;
 }
 
+/// Every answer is what its content type says: `X-Content-Type-Options: nosniff` on the
+/// API's JSON (whose errors quote the caller's text, markup included), the pages, their
+/// scripts and a 404, so no browser guesses HTML or a script from them.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_answer_is_sniffed_for_another_content_type() {
+    let server = TestServer::start().await;
+    let echoed = server
+        .client
+        .post(server.url("/graphql"))
+        .header("content-type", "application/json")
+        .body(json!({"query": "{ x<img src=x onerror=alert(1)> }"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut answers = vec![("POST /graphql".to_owned(), echoed)];
+    for path in [
+        "/admin",
+        "/admin/app.js",
+        "/graphql",
+        "/reset-password",
+        "/health",
+        "/nowhere",
+    ] {
+        answers.push((path.to_owned(), server.get(path).await));
+    }
+    for (what, answer) in answers {
+        assert_eq!(
+            answer
+                .headers()
+                .get("x-content-type-options")
+                .map(|v| v.to_str().unwrap()),
+            Some("nosniff"),
+            "{what}"
+        );
+    }
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn nul_characters_and_impossible_dates_are_validation_errors() {
     let (server, admin) = TestServer::with_admin().await;

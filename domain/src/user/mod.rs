@@ -203,6 +203,11 @@ impl User {
     pub fn status(&self) -> UserStatus {
         self.status
     }
+    /// A sign-up nobody confirmed whose every link has expired at `now`: it cannot
+    /// become an account any more, so the address it named may go to someone else.
+    pub fn sign_up_lapsed(&self, now: DateTime<Utc>) -> bool {
+        self.status == UserStatus::Pending && unexpired(&self.signup_tokens, now) == 0
+    }
     pub fn email(&self) -> Option<&Email> {
         self.email.as_ref()
     }

@@ -293,17 +293,32 @@ pub(crate) fn email_taken() -> ApiError {
     ApiError::conflict("EMAIL_TAKEN", "this e-mail belongs to another account")
 }
 
-/// Reserves `email` for `account`: `EMAIL_TAKEN` when another account holds it.
+/// Reserves `email` for `account`: `EMAIL_TAKEN` when another account holds it, unless
+/// that holder can no longer use it ([`emails::reclaim`]: a lapsed sign-up, a
+/// reservation whose command never came).
 pub(crate) async fn reserve_email(
     state: &AppState,
     email: &Email,
     account: Uuid,
 ) -> Result<(), ApiError> {
     let holder = emails::reserve(&state.pool, email.as_str(), account).await?;
-    if holder != account {
-        return Err(email_taken());
+    if holder == account {
+        return Ok(());
     }
-    Ok(())
+    let held_by = load(&state.buses.user, holder).await?;
+    let now = state.clock.now();
+    if emails::reclaim(
+        &state.pool,
+        email.as_str(),
+        (holder, &held_by),
+        account,
+        now,
+    )
+    .await?
+    {
+        return Ok(());
+    }
+    Err(email_taken())
 }
 
 /// Reserves the e-mail and creates a login account without a password. Returns its

@@ -192,3 +192,26 @@ fn sign_up_links_to_one_pending_address_are_limited() {
             expires_at: later + Duration::hours(24),
         }]);
 }
+
+#[test]
+fn a_sign_up_lapses_once_its_last_link_expires_and_never_once_confirmed() {
+    use cqrs_es::Aggregate;
+    let mut user = User::default();
+    assert!(
+        !user.sign_up_lapsed(t(0)),
+        "no sign-up at all is not a lapsed one"
+    );
+    user.apply(pending("tok-1", t(60)));
+    user.apply(pending("tok-2", t(90)));
+    assert!(
+        !user.sign_up_lapsed(t(60)),
+        "the second link is still valid"
+    );
+    assert!(user.sign_up_lapsed(t(90)));
+    // Confirmed (what `confirming_twice_is_rejected` starts from).
+    user.apply(created(Role::Manager));
+    assert!(
+        !user.sign_up_lapsed(t(1000)),
+        "a confirmed sign-up holds its address"
+    );
+}

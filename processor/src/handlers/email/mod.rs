@@ -46,7 +46,7 @@ struct Letter {
 }
 
 impl Letter {
-    /// A letter to `to` whose HTML page is titled `title` and holds `body`.
+    /// A letter to `to` whose HTML page is titled `title` (text) and holds `body`.
     fn new(to: &Email, subject: impl Into<String>, text: String, title: &str, body: &str) -> Self {
         Self {
             to: to.as_str().to_owned(),
@@ -512,8 +512,11 @@ impl CourseNames {
     }
 }
 
-/// The layout every HTML e-mail shares.
+/// The layout every HTML e-mail shares. `title` is text (it is often the subject,
+/// which quotes names people chose: a course's, a student's), escaped here; `body` is
+/// markup whose templates escaped what they quote.
 fn html(title: &str, body: &str) -> String {
+    let title = html_escape(title);
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
          <body style=\"font-family: sans-serif\"><h1>{title}</h1>{body}<p style=\"color:#666\">Aula</p></body></html>"

@@ -16,7 +16,7 @@ pub(super) fn letter(
         &email,
         format!("Welcome to Aula, {name}"),
         format!("Hello {name},\n\nyour student record was created. Sign in at {link}\n"),
-        &format!("Welcome, {}", html_escape(name.as_str())),
+        &format!("Welcome, {name}"),
         &format!(
             "<p>Your student record was created.</p><p><a href=\"{0}\">{0}</a></p>",
             html_escape(&link)

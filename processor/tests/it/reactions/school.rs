@@ -175,6 +175,51 @@ async fn submitted_applications_are_decided_in_commit_order_and_a_cancellation_i
     running.stop().await;
 }
 
+/// A course's name is the manager's text (anyone can sign up for an institution): the
+/// HTML letters about it quote it escaped everywhere, the page title and heading too.
+/// Before, the subject went raw into `<title>` and `<h1>`: a course named with markup
+/// sent every applicant that markup (a link, an image) from the platform's address.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_course_name_with_markup_is_text_in_the_html_letters() {
+    let (db, running, mailer) = standard_on_new_database().await;
+    aula_processor::controls::pause_kind(
+        &db.pool,
+        aula_processor::kinds::DEMO_SEED,
+        &Actor::System,
+    )
+    .await
+    .unwrap();
+    let school = School::create(&db.pool).await;
+    let hostile = "<img src=x onerror=alert(1)><a href=\"https://evil.example\">Pay here</a>";
+    school.open_course(&db.pool, "Centro", hostile, 1).await;
+    submit_application(
+        &db.pool,
+        school.course,
+        school.institution,
+        "ana@example.org",
+    )
+    .await;
+    eventually("the scheduled and enrolled letters", || async {
+        (mailer.to("ana@example.org").len() == 2).then_some(())
+    })
+    .await;
+    for letter in mailer.to("ana@example.org") {
+        assert!(letter.subject.contains(hostile), "{}", letter.subject);
+        assert!(
+            !letter.html.contains("<img") && !letter.html.contains("<a href=\"https://evil"),
+            "markup from the course name in the HTML: {}",
+            letter.html
+        );
+        assert!(
+            letter.html.contains("<title>Your application to &lt;img")
+                || letter.html.contains("<title>You are enrolled in &lt;img"),
+            "{}",
+            letter.html
+        );
+    }
+    running.stop().await;
+}
+
 /// Creates broadcasts `(key, institution, audience, title, body)` with no recipient
 /// named beyond their audience; returns their ids, in order.
 async fn broadcasts(pool: &PgPool, specs: &[(&str, Uuid, Audience, &str, &str)]) -> Vec<i64> {
