@@ -24,6 +24,24 @@ pub(super) struct Binaries {
     pub(super) postgres: PathBuf,
 }
 
+/// Whether `pid` is a running `postgres` on the data directory `pgdata`.
+pub(super) fn is_live_server(pid: i32, pgdata: &Path) -> bool {
+    fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        args.first()
+            .is_some_and(|program| program.ends_with("postgres"))
+            && args.iter().any(|a| Path::new(a) == pgdata)
+    })
+}
+
+/// The pid of a live server on `pgdata` that is not `ours`: another process's.
+pub(super) fn other_live_server(pgdata: &Path, ours: i32) -> Option<i32> {
+    postmaster_pid(pgdata).filter(|&pid| pid != ours && is_live_server(pid, pgdata))
+}
+
 /// Removes a `postmaster.pid` (and the socket's lock file) left behind by a server
 /// that is gone: after a host crash or a killed container the file stays, and when its
 /// pid now belongs to some other live process PostgreSQL refuses to start ("lock file
@@ -38,19 +56,8 @@ pub(super) fn remove_stale_lock_files(
     let Ok(contents) = fs::read_to_string(&pid_file) else {
         return Ok(());
     };
-    let pid: Option<u32> = contents.lines().next().and_then(|l| l.trim().parse().ok());
-    let live_server = pid.is_some_and(|pid| {
-        fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-            let args: Vec<String> = cmdline
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            args.first()
-                .is_some_and(|program| program.ends_with("postgres"))
-                && args.iter().any(|a| Path::new(a) == pgdata)
-        })
-    });
-    if live_server {
+    let pid: Option<i32> = contents.lines().next().and_then(|l| l.trim().parse().ok());
+    if pid.is_some_and(|pid| is_live_server(pid, pgdata)) {
         return Ok(());
     }
     tracing::warn!(file = %pid_file.display(), ?pid, "removing a stale postmaster.pid (its server is gone)");

@@ -303,7 +303,8 @@ impl LocalPostgres {
 
     /// Waits until the server answers. If our server exited because another one
     /// already runs on this data directory (another `aula` process), that one answers
-    /// on the same socket: we use it and leave it alone (`owned = false`).
+    /// on the same socket: we use it and leave it alone (`owned = false`), and the
+    /// supervisor stands by to start ours when it stops (`Supervisor::stand_by`).
     fn wait_ready(&self, log_path: &Path) -> Result<(), LocalPgError> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -385,7 +386,8 @@ impl LocalPostgres {
     }
 
     /// False when another process's server was already running on this data
-    /// directory and we only connected to it (then `stop` leaves it alone).
+    /// directory and we only connected to it (then `stop` leaves it alone); true again
+    /// once that one stopped and ours took over.
     pub fn owns_server(&self) -> bool {
         self.supervision.lock().owned
     }

@@ -73,6 +73,22 @@ impl Supervisor {
                     let status = child.wait();
                     let mut state = self.supervision.lock();
                     state.pid = None;
+                    if !state.stopping {
+                        if let Some(other) = other_live_server(&self.pgdata, pid) {
+                            // Ours lost the directory to another process's server (a
+                            // second `aula` on this data directory, or one still
+                            // draining while we start). Stand by while that one
+                            // serves, and take over when it stops: otherwise its
+                            // owner's exit would leave us with no server at all.
+                            state.armed = false;
+                            state.owned = false;
+                            drop(state);
+                            if !self.stand_by(other) {
+                                return;
+                            }
+                            continue;
+                        }
+                    }
                     if state.stopping || !state.armed {
                         state.done = true;
                         self.supervision.changed.notify_all();
@@ -151,6 +167,45 @@ impl Supervisor {
         }
     }
 }
+
+impl Supervisor {
+    /// Waits while another process's server (`other`, or any that follows it) runs on
+    /// the directory. True when none runs any more: the caller starts ours, armed and
+    /// owned (a death is restarted, `stop` stops it). False when `stop` was called
+    /// meanwhile (the thread ends, `done`).
+    fn stand_by(&self, other: i32) -> bool {
+        tracing::info!(pid = other, "another process's PostgreSQL serves this data directory; standing by to take over when it stops");
+        let mut state = self.supervision.lock();
+        loop {
+            state = self
+                .supervision
+                .changed
+                .wait_timeout_while(state, STAND_BY_POLL, |s| !s.stopping)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            if state.stopping {
+                state.done = true;
+                self.supervision.changed.notify_all();
+                return false;
+            }
+            if other_live_server(&self.pgdata, 0).is_none() {
+                state.armed = true;
+                state.owned = true;
+                drop(state);
+                tracing::warn!(
+                    "the other process's PostgreSQL stopped; starting ours on the data directory"
+                );
+                if let Err(error) = remove_stale_lock_files(&self.pgdata, &self.socket_dir) {
+                    tracing::warn!(%error, "could not clear the stopped server's lock files");
+                }
+                return true;
+            }
+        }
+    }
+}
+
+/// How often a supervisor standing by looks whether the other server still runs.
+const STAND_BY_POLL: Duration = Duration::from_millis(200);
 
 /// Less room than one WAL segment (16 MB) on the data directory's file system, or the
 /// server's last words say that a write found no space: it died of a full disk.

@@ -312,8 +312,11 @@ fn a_server_that_cannot_come_back_is_reported_after_its_restarts() {
 /// Two processes start on one data directory: the second one's server loses the
 /// directory and exits; the second uses the first's server and must neither own nor
 /// supervise it (restarting its own would only fail, over and over, until it gave up).
+/// When the first stops its server (an `aula serve` restarted while the old one still
+/// drained), the second takes over with a server of its own: before, it was left with
+/// none, for good (probe, session 20).
 #[test]
-fn a_second_start_on_a_running_data_directory_uses_that_server_and_restarts_nothing() {
+fn a_second_start_on_a_running_data_directory_uses_that_server_then_takes_over() {
     let dir = scratch_dir();
     let options = quickly_restarted(&dir);
     let first = LocalPostgres::start(&options).expect("the first start");
@@ -323,8 +326,27 @@ fn a_second_start_on_a_running_data_directory_uses_that_server_and_restarts_noth
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(second.restarts(), 0);
     assert_eq!(first.restarts(), 0);
-    assert!(!second.stop(), "the second stops nothing");
     assert!(first.stop());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let started = Instant::now();
+    let serves = || {
+        use sqlx::ConnectOptions;
+        runtime
+            .block_on(second.connect_options().database("postgres").connect())
+            .is_ok()
+    };
+    while !(second.owns_server() && serves()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the second serves with a server of its own within 30 s of the first's stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "the second took over {:.2} s after the first stopped",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(second.stop(), "the second stops its own server");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
