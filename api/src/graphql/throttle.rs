@@ -14,9 +14,12 @@
 //! account, not address, so one account spread over many addresses gets no more,
 //! and colleagues behind one address do not share a budget.
 //!
-//! The token is taken right after parsing (the operation's type decides the bucket),
-//! before a socket's session check reads the database (`session::SessionCheck` runs
-//! after this), so a refused operation costs no database work. Over the budget:
+//! The token is taken right after parsing (the operation's type decides the bucket)
+//! and, on a socket, after its session check (`session::SessionCheck`, inside this):
+//! a socket whose token was revoked or expired must not spend the account's budget,
+//! which is its owner's (it did, one refused operation at a time, when the token came
+//! first). A refused socket operation thus costs one indexed look-up, as an HTTP
+//! request's authentication does. Over the budget:
 //! `RATE_LIMITED` with `retryAfterSeconds`: HTTP 429 (`application/graphql-response+json`)
 //! or 200 with the error; on a socket, `next` with the error, then `complete`.
 

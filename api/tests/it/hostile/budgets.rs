@@ -217,3 +217,37 @@ async fn signed_in_reads_are_limited_per_account_over_http_and_sockets() {
     assert_ok(&r);
     server.stop().await;
 }
+
+/// A socket whose token was revoked (the password was reset, as its owner does when the
+/// token was stolen) is refused each operation `TOKEN_REVOKED`, without spending the
+/// account's budget: the owner, signed in again, keeps all of it. Before, the token
+/// was taken before the session check, so whoever held the old socket spent the
+/// owner's reads (and writes) for ever, one refused operation at a time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_socket_does_not_spend_the_owners_budget() {
+    let server = TestServer::start_with(|c| {
+        c.account_read_limit.burst = 3;
+        c.account_read_limit.per_minute = 1;
+    })
+    .await;
+    let a = server.institution("Escola Revogada").await;
+    let mut stolen = socket_of([127, 0, 9, 1], &server, Some(&a.manager.token)).await;
+    let token = server.reset_token(&a.manager.email).await;
+    let new_password = "another long password";
+    let reset = json!({ "email": a.manager.email, "token": token, "newPassword": new_password });
+    assert_ok(&server.command(None, "resetPassword", reset).await);
+    for id in ["1", "2", "3", "4", "5"] {
+        let answer = first_answer(&mut stolen, id, "{ me { id } }").await;
+        assert_reason(&answer, "UNAUTHENTICATED", "TOKEN_REVOKED");
+        completed(&mut stolen, id).await;
+    }
+    let fresh = server.token_for(&a.manager.email, new_password).await;
+    let owner = http_client_from([127, 0, 9, 2]);
+    for _ in 0..3 {
+        let r = server
+            .gql_from(&owner, Some(&fresh), "{ me { id } }", json!({}))
+            .await;
+        assert_ok(&r);
+    }
+    server.stop().await;
+}
