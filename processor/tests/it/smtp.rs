@@ -476,3 +476,87 @@ async fn an_answer_from_the_relay_forgets_when_it_was_unreachable() {
     assert_eq!(remembered().await, 0, "the relay answered: {last_error}");
     running.stop().await;
 }
+
+/// Time nobody could try the e-mail (the processor stopped, the database down, a
+/// backlog) says nothing about the relay: it does not count towards the give-up
+/// window. Here the processor stops after the first unreachable attempt and stays
+/// down longer than the window; back, the relay still refuses, and the e-mail waits
+/// a window of attempts again. Before: it ended `dead` at the first attempt after the
+/// restart, as if the relay had been seen unreachable all along.
+#[tokio::test(flavor = "multi_thread")]
+async fn time_nobody_tried_does_not_count_as_an_unreachable_relay() {
+    use crate::common::{born_on, bus, fast_config, mail_config, meta, start};
+    use aula_domain::student::{Student, StudentCommand, StudentServices};
+    use aula_domain::values::{Email, InstitutionId, PersonName, UserId};
+    use aula_eventlog::testing::TestDatabase;
+    use aula_processor::handlers::Registry;
+    use aula_processor::MailConfig;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use uuid::Uuid;
+
+    let db = TestDatabase::new().await;
+    let port = {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        closed.local_addr().unwrap().port()
+    };
+    let window = Duration::from_secs(3);
+    let registry = || {
+        let mailer = SmtpMailer::from_url(
+            &format!("smtp://127.0.0.1:{port}"),
+            "Aula <no-reply@aula.test>",
+        )
+        .unwrap()
+        .with_send_timeout(Duration::from_secs(2));
+        let config = MailConfig {
+            unreachable_give_up: window,
+            ..mail_config()
+        };
+        Registry::standard(Arc::new(mailer), config)
+    };
+    let running = start(&db, registry(), fast_config("relay-paused"), true).await;
+    let institution = Uuid::new_v4();
+    bus::<Student>(&db.pool, StudentServices)
+        .execute(
+            &Uuid::new_v4().to_string(),
+            StudentCommand::CreateStudent {
+                institution_id: InstitutionId::from_uuid(institution),
+                user_id: UserId::from_uuid(Uuid::new_v4()),
+                name: PersonName::parse("Rui Costa").unwrap(),
+                email: Email::parse("rui@example.org").unwrap(),
+                birth_date: born_on(2004, 1, 1),
+            },
+            &meta(Some(institution)),
+        )
+        .await
+        .unwrap();
+    let task = "SELECT status FROM tasks WHERE kind = 'email.welcome'";
+    eventually("an unreachable attempt", || async {
+        let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_unreachable")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        (recorded > 0).then_some(())
+    })
+    .await;
+    running.stop().await;
+    // Down longer than the window: nobody tries the e-mail meanwhile.
+    tokio::time::sleep(window + Duration::from_secs(2)).await;
+    let restarted = Instant::now();
+    let running = start(&db, registry(), fast_config("relay-paused"), true).await;
+    let status = eventually("the e-mail to be given up", || async {
+        let status: Option<String> = sqlx::query_scalar(task)
+            .fetch_optional(&db.pool)
+            .await
+            .unwrap();
+        status.filter(|s| !matches!(s.as_str(), "pending" | "running" | "retrying"))
+    })
+    .await;
+    let waited = restarted.elapsed();
+    assert_eq!(status, "dead");
+    assert!(
+        waited >= window - Duration::from_millis(500),
+        "given up {waited:?} after the restart: the time it was down counted"
+    );
+    running.stop().await;
+}
