@@ -45,6 +45,11 @@ impl RateLimiter<IpAddr> {
     pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
         self.check_key(bucket_key(client))
     }
+
+    /// Takes `cost` tokens for the client address `client` (see [`Self::take`]).
+    pub fn check_cost(&self, client: IpAddr, cost: u32) -> Result<(), Duration> {
+        self.take(bucket_key(client), cost)
+    }
 }
 
 impl<K: Hash + Eq> RateLimiter<K> {
@@ -61,8 +66,16 @@ impl<K: Hash + Eq> RateLimiter<K> {
 
     /// Takes one token for `client`; on refusal, how long until one is available.
     pub fn check_key(&self, client: K) -> Result<(), Duration> {
+        self.take(client, 1)
+    }
+
+    /// Takes `cost` tokens for `client`, all or none; on refusal, how long until they
+    /// are available. A cost above the burst takes the whole burst (a full bucket), so
+    /// that no request waits for ever.
+    pub fn take(&self, client: K, cost: u32) -> Result<(), Duration> {
         let now = Instant::now();
         let burst = f64::from(self.config.burst.max(1));
+        let cost = f64::from(cost.max(1)).min(burst);
         let rate = self.refill_per_second();
         let mut buckets = self
             .buckets
@@ -78,11 +91,11 @@ impl<K: Hash + Eq> RateLimiter<K> {
         let elapsed = now.duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate).min(burst);
         bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        if bucket.tokens >= cost {
+            bucket.tokens -= cost;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+            Err(Duration::from_secs_f64((cost - bucket.tokens) / rate))
         }
     }
 }

@@ -256,14 +256,14 @@ pub fn build(state: Option<AppState>) -> AulaSchema {
     }
     builder = builder.extension(finish::MarkMutations);
     // Each wraps the ones after it. The parse step runs the checks before execution,
-    // innermost first: the throttle's token, then a socket's session look-up (a
-    // refused operation costs no database work), raced by `Reachable` against an
-    // outage.
+    // innermost first: a socket's session look-up, then the throttle's token (a
+    // revoked or expired socket must not spend its account's budget: the owner's),
+    // raced by `Reachable` against an outage.
     builder = builder
         .extension(PerRequest::<crate::metrics::OperationRecorder>::default())
         .extension(reachable::Reachable)
-        .extension(PerRequest::<session::SessionCheck>::default())
         .extension(PerRequest::<throttle::ThrottleRequest>::default())
+        .extension(PerRequest::<session::SessionCheck>::default())
         .extension(SocketErrorCodes);
     if let Some(state) = state {
         builder = builder

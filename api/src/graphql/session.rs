@@ -7,8 +7,8 @@
 //! [`SocketSession`]:
 //! - checks the claims again before every operation sent over the socket (expiry, then
 //!   deactivation: one indexed look-up, as an HTTP request makes), once it is parsed
-//!   and has its rate-limit token (`throttle`), so an operation refused for the
-//!   account's budget costs no look-up;
+//!   and before it takes its rate-limit token (`throttle`), so that a revoked socket
+//!   cannot spend its owner's budget;
 //! - ends every subscription with an UNAUTHENTICATED error when its token expires, or
 //!   when the account is deactivated (checked every
 //!   [`ApiConfig::socket_recheck_interval`](crate::config::ApiConfig) while it streams).
@@ -42,8 +42,8 @@ fn socket_claims<'a>(ctx: &ExtensionContext<'a>) -> Option<(&'a AppState, &'a Cl
 
 #[async_trait::async_trait]
 impl Extension for SessionCheck {
-    /// After the extensions inside it (the throttle's token among them) have parsed
-    /// the operation, before it is validated and run.
+    /// After the extensions inside it have parsed the operation, before the throttle
+    /// (outside it) takes its token, and before it is validated and run.
     async fn parse_query(
         &self,
         ctx: &ExtensionContext<'_>,

@@ -1,6 +1,7 @@
 //! Rate limits by who is calling, per operation, whatever the transport: an HTTP request
 //! and an operation sent over `/graphql/ws` (a query, a mutation, a subscription
-//! started) take one token from the same bucket. Beside the per-address limit of the
+//! started) take one token from the same bucket per root field they run (aliases
+//! included, at most the burst). Beside the per-address limit of the
 //! public mutations, taken in their resolvers (`graphql::rate_limit`):
 //!
 //! | caller | queries, subscriptions | mutations |
@@ -14,16 +15,24 @@
 //! account, not address, so one account spread over many addresses gets no more,
 //! and colleagues behind one address do not share a budget.
 //!
-//! The token is taken right after parsing (the operation's type decides the bucket),
-//! before a socket's session check reads the database (`session::SessionCheck` runs
-//! after this), so a refused operation costs no database work. Over the budget:
+//! The token is taken right after parsing (the operation's type decides the bucket)
+//! and, on a socket, after its session check (`session::SessionCheck`, inside this):
+//! a socket whose token was revoked or expired must not spend the account's budget,
+//! which is its owner's (it did, one refused operation at a time, when the token came
+//! first). A refused socket operation thus costs one indexed look-up, as an HTTP
+//! request's authentication does. Over the budget:
 //! `RATE_LIMITED` with `retryAfterSeconds`: HTTP 429 (`application/graphql-response+json`)
 //! or 200 with the error; on a socket, `next` with the error, then `complete`.
 
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use async_graphql::extensions::{Extension, ExtensionContext, NextParseQuery, NextPrepareRequest};
-use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
+
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, OperationDefinition, OperationType, Selection,
+    SelectionSet,
+};
 use async_graphql::{Request, ServerResult, Variables};
 
 use crate::error::ApiError;
@@ -36,39 +45,77 @@ pub(crate) struct ThrottleRequest {
     operation_name: OnceLock<Option<String>>,
 }
 
-/// The type of the operation `name` picks (the only one when `None`); `None` when
-/// the document does not say (async-graphql's validation then refuses it).
-fn operation_type(document: &ExecutableDocument, name: Option<&str>) -> Option<OperationType> {
+/// The operation `name` picks (the only one when `None`), if the document says.
+fn operation<'d>(
+    document: &'d ExecutableDocument,
+    name: Option<&str>,
+) -> Option<&'d OperationDefinition> {
     match (&document.operations, name) {
-        (DocumentOperations::Single(operation), _) => Some(operation.node.ty),
+        (DocumentOperations::Single(operation), _) => Some(&operation.node),
         (DocumentOperations::Multiple(operations), Some(name)) => {
-            operations.get(name).map(|operation| operation.node.ty)
+            operations.get(name).map(|operation| &operation.node)
         }
         (DocumentOperations::Multiple(operations), None) => {
             let mut all = operations.values();
             match (all.next(), all.next()) {
-                (Some(only), None) => Some(only.node.ty),
+                (Some(only), None) => Some(&only.node),
                 _ => None,
             }
         }
     }
 }
 
-/// Takes the token `ty` costs `request`'s caller; on refusal, how long until one frees.
+/// The root fields `operation` runs, each a resolver of its own (a command, a page):
+/// distinct response keys, through fragments, `__typename` and introspection left out
+/// (they read nothing); at least 1. Aliases used to run up to 100 mutations (or
+/// pages) for one token.
+fn root_fields(document: &ExecutableDocument, operation: &OperationDefinition) -> u32 {
+    let mut keys = HashSet::new();
+    let mut spread = HashSet::new();
+    let mut pending: Vec<&SelectionSet> = vec![&operation.selection_set.node];
+    while let Some(set) = pending.pop() {
+        for selection in &set.items {
+            match &selection.node {
+                Selection::Field(field) => {
+                    let field = &field.node;
+                    if !field.name.node.starts_with("__") {
+                        keys.insert(field.response_key().node.as_str());
+                    }
+                }
+                Selection::FragmentSpread(fragment) => {
+                    let name = &fragment.node.fragment_name.node;
+                    if spread.insert(name.as_str()) {
+                        if let Some(fragment) = document.fragments.get(name) {
+                            pending.push(&fragment.node.selection_set.node);
+                        }
+                    }
+                }
+                Selection::InlineFragment(inline) => {
+                    pending.push(&inline.node.selection_set.node);
+                }
+            }
+        }
+    }
+    u32::try_from(keys.len()).unwrap_or(u32::MAX).max(1)
+}
+
+/// Takes the tokens an operation of type `ty` with `cost` root fields costs
+/// `request`'s caller; on refusal, how long until they free.
 fn take_token(
     state: &AppState,
     request: &RequestContext,
     ty: OperationType,
+    cost: u32,
 ) -> Result<(), std::time::Duration> {
     match (ty, &request.claims, request.client) {
         (OperationType::Mutation, Some(claims), _) => {
-            state.account_writes.check_key(claims.user_id)
+            state.account_writes.take(claims.user_id, cost)
         }
-        // Anonymous mutations: the public ones take theirs in the resolver; any other
-        // is refused there at once.
+        // Anonymous mutations: the public ones take theirs in the resolver (one per
+        // field); any other is refused there at once.
         (OperationType::Mutation, None, _) => Ok(()),
-        (_, Some(claims), _) => state.account_reads.check_key(claims.user_id),
-        (_, None, Some(client)) => state.anonymous_reads.check(client),
+        (_, Some(claims), _) => state.account_reads.take(claims.user_id, cost),
+        (_, None, Some(client)) => state.anonymous_reads.check_cost(client, cost),
         // No address: a call from inside the process.
         (_, None, None) => Ok(()),
     }
@@ -95,14 +142,15 @@ impl Extension for ThrottleRequest {
     ) -> ServerResult<ExecutableDocument> {
         let document = next.run(ctx, query, variables).await?;
         let name = self.operation_name.get().cloned().flatten();
-        let (Some(state), Some(request), Some(ty)) = (
+        let (Some(state), Some(request), Some(operation)) = (
             ctx.data_opt::<AppState>(),
             ctx.data_opt::<RequestContext>(),
-            operation_type(&document, name.as_deref()),
+            operation(&document, name.as_deref()),
         ) else {
             return Ok(document);
         };
-        take_token(state, request, ty)
+        let cost = root_fields(&document, operation);
+        take_token(state, request, operation.ty, cost)
             .map_err(|wait| ApiError::rate_limited(wait).into_server_error())?;
         Ok(document)
     }

@@ -388,6 +388,59 @@ async fn an_answer_from_the_relay_forgets_when_it_was_unreachable() {
     running.stop().await;
 }
 
+/// Time nobody could try the e-mail (the processor stopped, the database down, a
+/// backlog) says nothing about the relay: it does not count towards the give-up
+/// window. Here the processor stops after the first unreachable attempt and stays
+/// down longer than the window; back, the relay still refuses, and the e-mail waits
+/// a window of attempts again. Before: it ended `dead` at the first attempt after the
+/// restart, as if the relay had been seen unreachable all along.
+#[tokio::test(flavor = "multi_thread")]
+async fn time_nobody_tried_does_not_count_as_an_unreachable_relay() {
+    use crate::common::mail_config;
+    use aula_eventlog::testing::TestDatabase;
+    use aula_processor::MailConfig;
+    use std::time::{Duration, Instant};
+
+    let db = TestDatabase::new().await;
+    let port = a_closed_port();
+    let window = Duration::from_secs(3);
+    let config = MailConfig {
+        unreachable_give_up: window,
+        ..mail_config()
+    };
+    let running = start_with_relay_at(&db, port, config.clone(), "relay-paused").await;
+    welcome_a_student(&db).await;
+    let task = "SELECT status FROM tasks WHERE kind = 'email.welcome'";
+    eventually("an unreachable attempt", || async {
+        let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_unreachable")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        (recorded > 0).then_some(())
+    })
+    .await;
+    running.stop().await;
+    // Down longer than the window: nobody tries the e-mail meanwhile.
+    tokio::time::sleep(window + Duration::from_secs(2)).await;
+    let restarted = Instant::now();
+    let running = start_with_relay_at(&db, port, config, "relay-paused").await;
+    let status = eventually("the e-mail to be given up", || async {
+        let status: Option<String> = sqlx::query_scalar(task)
+            .fetch_optional(&db.pool)
+            .await
+            .unwrap();
+        status.filter(|s| !matches!(s.as_str(), "pending" | "running" | "retrying"))
+    })
+    .await;
+    let waited = restarted.elapsed();
+    assert_eq!(status, "dead");
+    assert!(
+        waited >= window - Duration::from_millis(500),
+        "given up {waited:?} after the restart: the time it was down counted"
+    );
+    running.stop().await;
+}
+
 /// A port nothing listens on (bound, then let go).
 fn a_closed_port() -> u16 {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -217,3 +217,102 @@ async fn signed_in_reads_are_limited_per_account_over_http_and_sockets() {
     assert_ok(&r);
     server.stop().await;
 }
+
+/// A socket whose token was revoked (the password was reset, as its owner does when the
+/// token was stolen) is refused each operation `TOKEN_REVOKED`, without spending the
+/// account's budget: the owner, signed in again, keeps all of it. Before, the token
+/// was taken before the session check, so whoever held the old socket spent the
+/// owner's reads (and writes) for ever, one refused operation at a time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_socket_does_not_spend_the_owners_budget() {
+    let server = TestServer::start_with(|c| {
+        c.account_read_limit.burst = 3;
+        c.account_read_limit.per_minute = 1;
+    })
+    .await;
+    let a = server.institution("Escola Revogada").await;
+    let mut stolen = socket_of([127, 0, 9, 1], &server, Some(&a.manager.token)).await;
+    let token = server.reset_token(&a.manager.email).await;
+    let new_password = "another long password";
+    let reset = json!({ "email": a.manager.email, "token": token, "newPassword": new_password });
+    assert_ok(&server.command(None, "resetPassword", reset).await);
+    for id in ["1", "2", "3", "4", "5"] {
+        let answer = first_answer(&mut stolen, id, "{ me { id } }").await;
+        assert_reason(&answer, "UNAUTHENTICATED", "TOKEN_REVOKED");
+        completed(&mut stolen, id).await;
+    }
+    let fresh = server.token_for(&a.manager.email, new_password).await;
+    let owner = http_client_from([127, 0, 9, 2]);
+    for _ in 0..3 {
+        let r = server
+            .gql_from(&owner, Some(&fresh), "{ me { id } }", json!({}))
+            .await;
+        assert_ok(&r);
+    }
+    server.stop().await;
+}
+
+/// Each root field runs on its own (a command, a page), so each takes a token: one
+/// operation of aliased fields used to run up to 100 mutations (or reads) for a single
+/// token, multiplying every budget a hundredfold. A document of more root fields than
+/// the burst takes the whole burst.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_root_field_of_an_operation_takes_a_token() {
+    let server = TestServer::start_with(|c| {
+        c.account_write_limit.burst = 3;
+        c.account_write_limit.per_minute = 1;
+        c.anonymous_read_limit.burst = 3;
+        c.anonymous_read_limit.per_minute = 1;
+    })
+    .await;
+    let a = server.institution("Escola Alias").await;
+    let http = http_client_from([127, 0, 10, 1]);
+    let two_campuses = r#"mutation {
+        a: createCampus(input: { name: "Campus A", city: "Porto" }) { id }
+        b: createCampus(input: { name: "Campus B", city: "Porto" }) { id }
+    }"#;
+    let one_campus =
+        r#"mutation { createCampus(input: { name: "Campus C", city: "Porto" }) { id } }"#;
+    assert_ok(
+        &server
+            .gql_from(&http, Some(&a.manager.token), two_campuses, json!({}))
+            .await,
+    );
+    assert_ok(
+        &server
+            .gql_from(&http, Some(&a.manager.token), one_campus, json!({}))
+            .await,
+    );
+    let another = one_campus.replace("Campus C", "Campus D");
+    let r = server
+        .gql_from(&http, Some(&a.manager.token), &another, json!({}))
+        .await;
+    assert_rate_limited(&r);
+    // Anonymous reads: two root fields, through a fragment, then one; `__typename`
+    // costs nothing.
+    let two = "query { ...Both __typename } fragment Both on QueryRoot { a: health { status } b: health { status } }";
+    assert_ok(&server.gql_from(&http, None, two, json!({})).await);
+    assert_ok(
+        &server
+            .gql_from(&http, None, "{ health { status } }", json!({}))
+            .await,
+    );
+    let r = server
+        .gql_from(&http, None, "{ health { status } }", json!({}))
+        .await;
+    assert_rate_limited(&r);
+    // More fields than the burst: refused until the bucket is full, never for ever.
+    let many = (0..5)
+        .map(|i| format!("h{i}: health {{ status }}"))
+        .collect::<Vec<_>>();
+    let r = server
+        .gql_from(
+            &http_client_from([127, 0, 10, 2]),
+            None,
+            &format!("{{ {} }}", many.join(" ")),
+            json!({}),
+        )
+        .await;
+    assert_ok(&r);
+    server.stop().await;
+}

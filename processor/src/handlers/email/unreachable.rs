@@ -6,7 +6,11 @@
 //! for ever, and nobody would be told. Each e-mail task records when its relay was first
 //! unreachable (table `mail_unreachable`, by task id); past
 //! `MailConfig::unreachable_give_up` from then, the task ends `dead` with
-//! [`RelayGivenUp`] as its last error. Until then its last error ([`Unreachable`]) says
+//! [`RelayGivenUp`] as its last error. Time nobody could try the e-mail (the processor
+//! stopped, the database down, a backlog: how late an attempt was claimed after it was
+//! due) says nothing about the relay and does not count: the first time moves later by
+//! it (it used to count, so an e-mail outliving an outage of the processor longer than
+//! the window was given up at its first attempt after it). Until then its last error ([`Unreachable`]) says
 //! since when and when it will be given up. An attempt that reaches the relay (sent, or
 //! answered with an error) forgets the record: the window starts again at the next
 //! outage.
@@ -19,14 +23,16 @@ use crate::handlers::{TaskContext, TaskError};
 use crate::mail::{MailError, RelayGivenUp, Unreachable};
 
 /// Records that `task`'s relay could not be reached now (keeping an earlier first
-/// time); returns that first time and the database's now. Records older than twice
-/// the window (tasks cancelled meanwhile) are purged on the way.
+/// time, moved later by how late this attempt was claimed: `$4` claimed at, `$3` due
+/// at); returns that time and the database's now. Records older than twice the window
+/// (tasks cancelled meanwhile) are purged on the way.
 const RECORD_SQL: &str = "WITH purged AS (
          DELETE FROM mail_unreachable
          WHERE since < now() - $2 * interval '2 millisecond' AND task_id <> $1
      )
      INSERT INTO mail_unreachable (task_id) VALUES ($1)
-     ON CONFLICT (task_id) DO UPDATE SET since = mail_unreachable.since
+     ON CONFLICT (task_id) DO UPDATE
+     SET since = mail_unreachable.since + greatest($4::timestamptz - $3::timestamptz, interval '0')
      RETURNING since, now()";
 
 /// Forgets `task`'s record: its relay answered, or it was given up. (A sent e-mail's
@@ -48,6 +54,8 @@ pub(super) async fn unreachable(
     let (since, now): (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(RECORD_SQL)
         .bind(ctx.task.id)
         .bind(give_up.as_millis() as f64)
+        .bind(ctx.task.run_at)
+        .bind(ctx.task.claimed_at)
         .fetch_one(&mut *conn)
         .await?;
     let waited = now - since;
