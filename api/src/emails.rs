@@ -79,3 +79,49 @@ pub async fn user_id_of(pool: &PgPool, email: &str) -> Result<Option<Uuid>, sqlx
         .await?;
     Ok(row.map(|(id,)| id))
 }
+
+/// The reservation of one address, locked (`FOR UPDATE`) until this is settled or
+/// dropped: whoever holds it decides alone who the address goes to. A staff action
+/// that takes an address from a pending sign-up and the confirmation of that sign-up
+/// both hold it, so exactly one of them wins: the confirmation records its account
+/// while holding it (a claim waiting behind it then sees the account confirmed), and a
+/// claim that moved the address first leaves the confirmation a reservation that is no
+/// longer its own.
+pub struct Held {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    email: String,
+    /// The account holding the address when the lock was taken, if any.
+    pub holder: Option<Uuid>,
+}
+
+/// Locks the reservation of `email` (waiting for whoever holds it).
+pub async fn hold(pool: &PgPool, email: &str) -> Result<Held, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let holder: Option<(Uuid,)> =
+        sqlx::query_as("SELECT user_id FROM user_emails WHERE email = $1 FOR UPDATE")
+            .bind(email)
+            .fetch_optional(&mut *tx)
+            .await?;
+    Ok(Held {
+        tx,
+        email: email.to_owned(),
+        holder: holder.map(|(id,)| id),
+    })
+}
+
+impl Held {
+    /// Gives the address to `candidate` and lets the lock go.
+    pub async fn hand_over(mut self, candidate: Uuid) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE user_emails SET user_id = $2, reserved_at = now() WHERE email = $1")
+            .bind(&self.email)
+            .bind(candidate)
+            .execute(&mut *self.tx)
+            .await?;
+        self.tx.commit().await
+    }
+
+    /// Lets the lock go, the address unchanged.
+    pub async fn settle(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}

@@ -505,7 +505,8 @@ async fn graphql_ws(
     let Some(protocol) = websocket_protocol(&headers) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
-    let schema = http.schema.clone();
+    // Its mutations run to their end when the socket closes (`graphql::finish`).
+    let schema = crate::graphql::finish::Finishing(http.schema.clone());
     let app = http.app.clone();
     // Public mutations sent over the socket are rate-limited like HTTP ones.
     let client = caller_address(connect, &headers, &http);

@@ -10,8 +10,10 @@
 //! a query nobody waits for is still stopped at once, so hanging up never leaves
 //! reads running.
 //!
-//! **Boundary:** over HTTP only; an operation over `/graphql/ws` still ends with its
-//! socket.
+//! Over `/graphql/ws` likewise: [`Finishing`] runs each operation of a socket as a task
+//! of its own, stopped when its socket closes (or the client completes it) unless it
+//! runs a mutation. Before (session 20), a `createStudent` whose socket closed right
+//! after it was sent could leave its account without its student.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -52,8 +54,8 @@ impl MutationSeen {
     }
 }
 
-/// The execution of one HTTP request, stopped when this is dropped unless it runs a
-/// mutation (then it finishes on its own).
+/// The execution of one HTTP request or socket operation, stopped when this is dropped
+/// unless it runs a mutation (then it finishes on its own).
 struct Execution {
     task: tokio::task::AbortHandle,
     mutation: MutationSeen,
@@ -91,6 +93,58 @@ pub(crate) async fn execute(
             Err(_) => None,
         },
         Err(_) => None,
+    }
+}
+
+/// The executor of `/graphql/ws`: the schema, each operation run as a task of its own
+/// whose answers are passed on, and stopped when the socket stops listening (its
+/// stream is dropped) unless it runs a mutation, which finishes. A subscription's
+/// answers wait for the socket to take them (a short queue), as they did without the
+/// task.
+#[derive(Clone)]
+pub(crate) struct Finishing(pub(crate) super::AulaSchema);
+
+/// Answers queued between an operation's task and its socket.
+const SOCKET_ANSWERS_QUEUED: usize = 16;
+
+impl async_graphql::Executor for Finishing {
+    async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
+        self.0.execute(request).await
+    }
+
+    fn execute_stream(
+        &self,
+        request: async_graphql::Request,
+        session_data: Option<Arc<async_graphql::Data>>,
+    ) -> futures::stream::BoxStream<'static, async_graphql::Response> {
+        use futures::StreamExt as _;
+        let mutation = MutationSeen::default();
+        let request = request.data(mutation.clone());
+        let mut answers = async_graphql::Executor::execute_stream(&self.0, request, session_data);
+        let (sender, receiver) = tokio::sync::mpsc::channel(SOCKET_ANSWERS_QUEUED);
+        let task = tokio::spawn(
+            async move {
+                while let Some(answer) = answers.next().await {
+                    if sender.send(answer).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        let execution = Execution {
+            task: task.abort_handle(),
+            mutation,
+        };
+        // The execution lives as long as the stream the socket holds.
+        futures::stream::unfold(
+            (receiver, execution),
+            |(mut receiver, execution)| async move {
+                let answer = receiver.recv().await?;
+                Some((answer, (receiver, execution)))
+            },
+        )
+        .boxed()
     }
 }
 

@@ -3,6 +3,7 @@
 use crate::common;
 
 mod fan_out;
+mod finishing;
 
 use std::time::Duration;
 

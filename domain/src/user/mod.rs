@@ -208,6 +208,12 @@ impl User {
     pub fn sign_up_lapsed(&self, now: DateTime<Utc>) -> bool {
         self.status == UserStatus::Pending && unexpired(&self.signup_tokens, now) == 0
     }
+    /// Whether `token_hash` is one of this account's own sign-up links (used or not).
+    pub fn issued_sign_up_token(&self, token_hash: &str) -> bool {
+        self.signup_tokens
+            .iter()
+            .any(|token| token.hash == token_hash)
+    }
     pub fn email(&self) -> Option<&Email> {
         self.email.as_ref()
     }

@@ -115,11 +115,23 @@ impl IdentityMutation {
         };
         // The password is hashed (Argon2, slow on purpose) only for a token that can
         // succeed; the command decides again.
-        let check = |user: &User| user.check_sign_up_token(&token_hash, state.clock.now());
+        let check = |user: &User| match user.check_sign_up_token(&token_hash, state.clock.now()) {
+            // A link to an address another account holds: staff made an account for
+            // it, which voided the sign-up (`take_from_sign_up`).
+            Err(_) if matches!(user.status(), UserStatus::Active | UserStatus::Deactivated)
+                && !user.issued_sign_up_token(&token_hash) => Err(UserError::SignUpTokenExpired),
+            checked => checked,
+        };
         let user_id = token_account(state, &email, check, &refused).await?;
         let password_hash = hash_password(state, password).await?;
         let institution_id = Uuid::new_v4();
         let meta = metadata(request(ctx), Some(institution_id));
+        // Held until the account is recorded, so that no staff action takes the
+        // address from the sign-up meanwhile; one already taken voided it.
+        let held = emails::hold(&state.pool, email.as_str()).await?;
+        if held.holder != Some(user_id) {
+            return Err(refused(UserError::SignUpTokenExpired));
+        }
         let user_committed = state
             .buses
             .user
@@ -140,6 +152,7 @@ impl IdentityMutation {
                 CommandError::Rejected(e) => refused(e),
                 other => other.into(),
             })?;
+        held.settle().await?;
         // A second aggregate, so not atomic with the user: if this process stops here,
         // the processor's `institution.create` task (issued by `SignUpConfirmed`)
         // creates it. If that task came first, the institution is already there.

@@ -295,7 +295,10 @@ pub(crate) fn email_taken() -> ApiError {
 
 /// Reserves `email` for `account`: `EMAIL_TAKEN` when another account holds it, unless
 /// that holder can no longer use it ([`emails::reclaim`]: a lapsed sign-up, a
-/// reservation whose command never came).
+/// reservation whose command never came) or is a sign-up nobody confirmed
+/// ([`take_from_sign_up`]). Every caller creates or moves an account on an
+/// authenticated decision (staff creating an account, an e-mail change a signed-in
+/// user asked for).
 pub(crate) async fn reserve_email(
     state: &AppState,
     email: &Email,
@@ -318,7 +321,42 @@ pub(crate) async fn reserve_email(
     {
         return Ok(());
     }
+    if held_by.status() == UserStatus::Pending
+        && take_from_sign_up(state, email, holder, account).await?
+    {
+        return Ok(());
+    }
     Err(email_taken())
+}
+
+/// Moves `email` from `holder`, a sign-up nobody confirmed (even one whose link is
+/// still valid), to `account`; false when the address is no longer the sign-up's (a
+/// concurrent claim took it) or the sign-up was confirmed meanwhile. Anyone may sign
+/// up with anyone's address, again every 24 h: an address an account is being made
+/// for must not wait on that. The sign-up is void from then on: its link finds the
+/// address held by another account (`confirmSignUp` answers `SIGN_UP_TOKEN_EXPIRED`).
+/// Race-safe through the reservation's lock ([`emails::hold`]), which the
+/// confirmation holds too.
+async fn take_from_sign_up(
+    state: &AppState,
+    email: &Email,
+    holder: Uuid,
+    account: Uuid,
+) -> Result<bool, ApiError> {
+    let held = emails::hold(&state.pool, email.as_str()).await?;
+    if held.holder != Some(holder) {
+        held.settle().await?;
+        return Ok(false);
+    }
+    // A confirmation records its account while holding the lock: loaded now, the
+    // sign-up shows it.
+    if load(&state.buses.user, holder).await?.status() != UserStatus::Pending {
+        held.settle().await?;
+        return Ok(false);
+    }
+    held.hand_over(account).await?;
+    tracing::info!(sign_up = %holder, %account, "an address was taken from an unconfirmed sign-up");
+    Ok(true)
 }
 
 /// Reserves the e-mail and creates a login account without a password. Returns its

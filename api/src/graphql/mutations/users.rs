@@ -83,11 +83,13 @@ impl UserMutation {
             last_position = committed.last_position().or(last_position);
         }
         if let Some(new_email) = change {
-            if emails::user_id_of(&state.pool, new_email.as_str())
-                .await?
-                .is_some_and(|holder| holder != target)
-            {
-                return Err(email_taken());
+            let holder = emails::user_id_of(&state.pool, new_email.as_str()).await?;
+            if let Some(holder) = holder.filter(|holder| *holder != target) {
+                // A sign-up nobody confirmed gives the address up when the change is
+                // confirmed (`reserve_email`); an account keeps it.
+                if load(&state.buses.user, holder).await?.status() != UserStatus::Pending {
+                    return Err(email_taken());
+                }
             }
             // The link goes to the new address, or to the current one when someone
             // else asks for an active account (the domain decides; see
