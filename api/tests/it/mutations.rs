@@ -267,14 +267,7 @@ async fn staff_take_an_address_from_an_unconfirmed_sign_up() {
     assert_reason(&refused, "CONFLICT", "EMAIL_TAKEN");
 
     let confirm = server
-        .gql(
-            None,
-            "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { userId } }",
-            json!({ "input": {
-                "email": email, "token": link, "name": "Someone Else",
-                "password": PASSWORD, "institutionName": "Escola Falsa",
-            }}),
-        )
+        .confirm_sign_up(email, &link, "Someone Else", "Escola Falsa")
         .await;
     assert_reason(&confirm, "UNAUTHENTICATED", "SIGN_UP_TOKEN_EXPIRED");
     // The address is the student's: the reset flow reaches it.
@@ -318,14 +311,7 @@ async fn a_lapsed_sign_up_cannot_take_its_address_back() {
         .await;
     id(&created, "createStudent");
     let confirm = server
-        .gql(
-            None,
-            "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { userId } }",
-            json!({ "input": {
-                "email": email, "token": link, "name": "Someone Else",
-                "password": PASSWORD, "institutionName": "Escola Falsa",
-            }}),
-        )
+        .confirm_sign_up(email, &link, "Someone Else", "Escola Falsa")
         .await;
     assert!(confirm["data"].is_null(), "{confirm}");
     server.stop().await;

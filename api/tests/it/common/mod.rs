@@ -190,6 +190,26 @@ impl TestServer {
             .await
     }
 
+    /// Confirms the sign-up of `email` with `token` (the password is [`PASSWORD`]),
+    /// selecting `userId institutionId logPosition`.
+    pub async fn confirm_sign_up(
+        &self,
+        email: &str,
+        token: &str,
+        name: &str,
+        institution_name: &str,
+    ) -> Value {
+        self.gql(
+            None,
+            "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { userId institutionId logPosition } }",
+            json!({ "input": {
+                "email": email, "token": token, "name": name,
+                "password": PASSWORD, "institutionName": institution_name,
+            }}),
+        )
+        .await
+    }
+
     /// Runs a mutation `name(input: $input)` selecting `id logPosition`.
     pub async fn command(&self, token: Option<&str>, name: &str, input: Value) -> Value {
         let input_type = input_type(name);
@@ -267,14 +287,7 @@ impl TestServer {
             .last(TokenKind::SignUpConfirmation, &email)
             .expect("a confirmation token was issued");
         let confirmed = self
-            .gql(
-                None,
-                "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { userId institutionId logPosition } }",
-                json!({ "input": {
-                    "email": email, "token": token, "name": "Maria Manager",
-                    "password": PASSWORD, "institutionName": name,
-                }}),
-            )
+            .confirm_sign_up(&email, &token, "Maria Manager", name)
             .await;
         let data = &confirmed["data"]["confirmSignUp"];
         let manager_id: Uuid = data["userId"].as_str().expect("confirmed").parse().unwrap();

@@ -304,15 +304,9 @@ async fn a_wrong_sign_up_token_is_refused_before_the_password_is_hashed() {
     let server = TestServer::start_with(|c| c.password_hashing.parallelism = 0).await;
     let email = "early@aula.test";
     assert_ok(&server.sign_up(email).await);
+    let wrong = "d3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmc";
     let r = server
-        .gql(
-            None,
-            "mutation($input: ConfirmSignUpInput!) { confirmSignUp(input: $input) { userId } }",
-            json!({ "input": {
-                "email": email, "token": "d3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmctd3Jvbmc",
-                "name": "Eve Early", "password": PASSWORD, "institutionName": "Escola E",
-            }}),
-        )
+        .confirm_sign_up(email, wrong, "Eve Early", "Escola E")
         .await;
     assert_eq!(extension(&r, "reason"), "SIGN_UP_TOKEN_UNKNOWN", "{r}");
     server.stop().await;
