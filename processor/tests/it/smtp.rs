@@ -243,11 +243,11 @@ async fn an_e_mail_outlives_a_relay_outage_longer_than_its_retries() {
     .await;
     assert_eq!(status, "succeeded");
     assert_eq!(sink.to("rui@example.org").len(), 1, "delivered once");
-    let remembered: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_unreachable")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(remembered, 0, "sent: the relay's outage is forgotten");
+    assert_eq!(
+        unreachable_remembered(&db).await,
+        0,
+        "sent: the relay's outage is forgotten"
+    );
     running.stop().await;
 }
 
@@ -258,19 +258,14 @@ async fn an_e_mail_outlives_a_relay_outage_longer_than_its_retries() {
 /// it stayed pending for ever, its attempts never counted, and nobody was told.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_e_mail_whose_relay_never_answers_is_given_up_after_the_window() {
-    use crate::common::mail_config;
     use aula_eventlog::testing::TestDatabase;
-    use aula_processor::MailConfig;
     use std::time::Duration;
 
     let db = TestDatabase::new().await;
     // Nothing listens on the relay's port, and nothing will.
     let port = a_closed_port();
     let window = Duration::from_secs(3);
-    let config = MailConfig {
-        unreachable_give_up: window,
-        ..mail_config()
-    };
+    let config = giving_up_after(window);
     let running = start_with_relay_at(&db, port, config, "relay-nowhere").await;
     welcome_a_student(&db).await;
     let task =
@@ -324,11 +319,11 @@ async fn an_e_mail_whose_relay_never_answers_is_given_up_after_the_window() {
         waited >= window.as_secs_f64() && waited < window.as_secs_f64() + 10.0,
         "given up after {waited} s"
     );
-    let remembered: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_unreachable")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(remembered, 0, "given up: a retried task starts afresh");
+    assert_eq!(
+        unreachable_remembered(&db).await,
+        0,
+        "given up: a retried task starts afresh"
+    );
     eprintln!("a relay pointing nowhere: given up after {waited:.1} s and {attempts} attempts (window {window:?})");
     running.stop().await;
 }
@@ -346,13 +341,7 @@ async fn an_answer_from_the_relay_forgets_when_it_was_unreachable() {
     let port = a_closed_port();
     let running = start_with_relay_at(&db, port, mail_config(), "relay-answers").await;
     welcome_a_student(&db).await;
-    let remembered = || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_unreachable")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-        n
-    };
+    let remembered = || unreachable_remembered(&db);
     eventually("an unreachable attempt remembered", || async {
         (remembered().await == 1).then_some(())
     })
@@ -396,27 +385,18 @@ async fn an_answer_from_the_relay_forgets_when_it_was_unreachable() {
 /// restart, as if the relay had been seen unreachable all along.
 #[tokio::test(flavor = "multi_thread")]
 async fn time_nobody_tried_does_not_count_as_an_unreachable_relay() {
-    use crate::common::mail_config;
     use aula_eventlog::testing::TestDatabase;
-    use aula_processor::MailConfig;
     use std::time::{Duration, Instant};
 
     let db = TestDatabase::new().await;
     let port = a_closed_port();
     let window = Duration::from_secs(3);
-    let config = MailConfig {
-        unreachable_give_up: window,
-        ..mail_config()
-    };
+    let config = giving_up_after(window);
     let running = start_with_relay_at(&db, port, config.clone(), "relay-paused").await;
     welcome_a_student(&db).await;
     let task = "SELECT status FROM tasks WHERE kind = 'email.welcome'";
     eventually("an unreachable attempt", || async {
-        let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM mail_unreachable")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-        (recorded > 0).then_some(())
+        (unreachable_remembered(&db).await > 0).then_some(())
     })
     .await;
     running.stop().await;
@@ -488,4 +468,20 @@ async fn welcome_a_student(db: &aula_eventlog::testing::TestDatabase) {
         )
         .await
         .unwrap();
+}
+
+/// The tests' mail settings, giving an unreachable relay up after `window`.
+fn giving_up_after(window: std::time::Duration) -> aula_processor::MailConfig {
+    aula_processor::MailConfig {
+        unreachable_give_up: window,
+        ..crate::common::mail_config()
+    }
+}
+
+/// How many e-mails remember since when their relay has been unreachable.
+async fn unreachable_remembered(db: &aula_eventlog::testing::TestDatabase) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM mail_unreachable")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
 }
