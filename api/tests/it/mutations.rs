@@ -417,18 +417,7 @@ async fn a_mutation_whose_answer_times_out_still_finishes() {
 
     let recorded = "SELECT count(*) FROM events WHERE event_type = 'StudentCreated'
                     AND payload->>'email' = $1";
-    let mut found = 0_i64;
-    for _ in 0..100 {
-        found = sqlx::query_scalar(recorded)
-            .bind(email)
-            .fetch_one(&server.db.pool)
-            .await
-            .unwrap();
-        if found == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let found = server.count_once_one(recorded, email).await;
     assert_eq!(
         found, 1,
         "the student was recorded after the answer timed out"

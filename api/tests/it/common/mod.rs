@@ -190,6 +190,24 @@ impl TestServer {
             .await
     }
 
+    /// `count` (a `count(*)` of rows naming `$1` = `email`) once it reaches 1, or where
+    /// it stood after 5 s: for effects that land after the answer.
+    pub async fn count_once_one(&self, count: &str, email: &str) -> i64 {
+        let mut found = 0_i64;
+        for _ in 0..100 {
+            found = sqlx::query_scalar(count)
+                .bind(email)
+                .fetch_one(&self.db.pool)
+                .await
+                .unwrap();
+            if found == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        found
+    }
+
     /// Confirms the sign-up of `email` with `token` (the password is [`PASSWORD`]),
     /// selecting `userId institutionId logPosition`.
     pub async fn confirm_sign_up(

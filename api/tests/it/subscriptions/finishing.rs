@@ -29,7 +29,7 @@ async fn a_mutation_whose_socket_is_reset_still_finishes() {
     .await;
     // The mutation has started once its address is reserved; it then waits for the log.
     let reserved = "SELECT count(*) FROM user_emails WHERE email = $1";
-    assert_eq!(eventually(&server, reserved, email).await, 1, "reserved");
+    assert_eq!(server.count_once_one(reserved, email).await, 1, "reserved");
 
     let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = socket.get_ref() else {
         panic!("a plain TCP socket");
@@ -44,25 +44,15 @@ async fn a_mutation_whose_socket_is_reset_still_finishes() {
                    AND payload->>'email' = $1";
     let student = "SELECT count(*) FROM events WHERE event_type = 'StudentCreated'
                    AND payload->>'email' = $1";
-    assert_eq!(eventually(&server, account, email).await, 1, "the account");
-    assert_eq!(eventually(&server, student, email).await, 1, "the student");
+    assert_eq!(
+        server.count_once_one(account, email).await,
+        1,
+        "the account"
+    );
+    assert_eq!(
+        server.count_once_one(student, email).await,
+        1,
+        "the student"
+    );
     server.stop().await;
-}
-
-/// `count` (a `count(*)` of rows naming `email`) once it reaches 1, or where it stood
-/// after 5 s.
-async fn eventually(server: &TestServer, count: &str, email: &str) -> i64 {
-    let mut found = 0_i64;
-    for _ in 0..100 {
-        found = sqlx::query_scalar(count)
-            .bind(email)
-            .fetch_one(&server.db.pool)
-            .await
-            .unwrap();
-        if found == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    found
 }
